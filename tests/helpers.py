@@ -1,0 +1,715 @@
+"""
+Shared harness for the end-to-end proxy tests: real loopback sockets, real
+upstream servers started by the tests, a proxy built from a config dict, raw
+clients that control every byte, and treq for ordinary requests.
+
+A test case derives from :class:`ProxyTestCase`::
+
+    class T(ProxyTestCase):
+        async def test_x(self):
+            up = self.upstream()                       # echoes requests as JSON
+            proxy = await self.proxy({"api": [up]})    # group -> upstreams
+            resp = await self.get(proxy, "/api/x")
+            self.assertEqual(resp.json()["uri"], "/x")
+
+Everything a test starts is closed in its cleanups, which then wait until the
+reactor has no socket the test opened, so trial never sees a dirty reactor.
+The cleanups also check that every peer's ``active`` count is back to 0.
+"""
+
+import hashlib
+import json
+
+import httptools
+import treq
+from twisted.internet import defer, reactor, task
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Factory, Protocol
+from twisted.trial import unittest
+from twisted.web.client import HTTPConnectionPool
+
+from tproxy.config import validate_config
+from tproxy.gateway import Gateway
+from tproxy.http.server import ProxyFactory
+from tproxy.plugins import build_plugin_manager
+
+LOG_RECORDER = "tests.proxy_plugins:LogRecorder"
+
+
+def sleep(seconds):
+    """A Deferred that fires after ``seconds`` of the real reactor."""
+    return task.deferLater(reactor, seconds, lambda: None)
+
+
+async def until(predicate, timeout=5.0, interval=0.005, message=None):
+    """Wait (polling) until ``predicate()`` is true; fail after ``timeout``."""
+    deadline = reactor.seconds() + timeout
+    while not predicate():
+        if reactor.seconds() > deadline:
+            raise AssertionError("timed out waiting for %s" % (message or predicate,))
+        await sleep(interval)
+
+
+def buffered(transport):
+    """Bytes waiting in a Twisted TCP transport's write buffer."""
+    if transport is None:
+        return 0
+    return (len(transport.dataBuffer) - transport.offset
+            + transport._tempDataLen)
+
+
+def is_reading(transport):
+    """Whether the reactor reads from ``transport`` (it is not paused)."""
+    return transport in reactor.getReaders()
+
+
+# -- upstream servers ------------------------------------------------------------
+
+
+class UpRequest(object):
+    """
+    One request as a test upstream received it.
+
+    :ivar headers: ``[(name, value)]`` as ``str``, in wire order.
+    :ivar body: the body (``bytes``) unless the server only counts it.
+    """
+
+    def __init__(self, conn):
+        self.conn = conn
+        self.method = None
+        self.url = b""
+        self.version = None
+        self.headers = []
+        self.body = bytearray()
+        self.body_length = 0
+        self.sha256 = hashlib.sha256()
+        self.complete = False
+
+    @property
+    def uri(self):
+        """The request target as received."""
+        return self.url.decode("latin-1")
+
+    def header(self, name):
+        """The first value of ``name`` (case-insensitive), or ``None``."""
+        values = self.header_all(name)
+        return values[0] if values else None
+
+    def header_all(self, name):
+        """Every value of ``name``, in order."""
+        name = name.lower()
+        return [v for n, v in self.headers if n.lower() == name]
+
+    def as_dict(self):
+        """What :func:`echo` sends back."""
+        return {"method": self.method, "uri": self.uri, "version": self.version,
+                "headers": self.headers, "body_length": self.body_length,
+                "body_sha256": self.sha256.hexdigest(),
+                "connection": self.conn.index}
+
+
+class UpConnection(Protocol):
+    """A test upstream's side of one connection: parses requests (httptools)
+    and hands each complete one to the server's handler."""
+
+    index = None
+    current = None
+
+    def connectionMade(self):
+        server = self.factory
+        self.index = len(server.connections)
+        server.connections.append(self)
+        server.open.add(self)
+        self.lost = defer.Deferred()
+        self.parser = httptools.HttpRequestParser(self)
+        self.received = 0
+        self.timers = []
+        if server.on_connect is not None:
+            server.on_connect(self)
+
+    def dataReceived(self, data):
+        self.received += len(data)
+        if self.parser is None:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as e:
+            self.factory.errors.append(e)
+            self.parser = None
+            self.transport.abortConnection()
+
+    def on_message_begin(self):
+        self.current = UpRequest(self)
+
+    def on_url(self, url):
+        self.current.url += url
+
+    def on_header(self, name, value):
+        self.current.headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_headers_complete(self):
+        req = self.current
+        req.method = self.parser.get_method().decode("ascii")
+        req.version = self.parser.get_http_version()
+        self.factory.heads.append(req)
+        if self.factory.on_head is not None:
+            self.factory.on_head(self, req)
+
+    def on_body(self, data):
+        req = self.current
+        req.body_length += len(data)
+        req.sha256.update(data)
+        if self.factory.keep_body:
+            req.body += data
+
+    def on_message_complete(self):
+        req, self.current = self.current, None
+        req.complete = True
+        self.factory.requests.append(req)
+        self.factory.handler(self, req)
+
+    # -- answering -----------------------------------------------------------
+
+    def respond(self, status=200, body=b"", headers=(), reason=b"OK", length=True):
+        """Write a whole response (with Content-Length unless ``length`` is false)."""
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason)]
+        for n, v in headers:
+            lines.append(b"%s: %s\r\n" % (_b(n), _b(v)))
+        if length:
+            lines.append(b"Content-Length: %d\r\n" % len(body))
+        lines.append(b"\r\n")
+        lines.append(body)
+        self.transport.write(b"".join(lines))
+
+    def later(self, seconds, fn, *args):
+        """``fn(*args)`` after ``seconds``, unless the connection is gone."""
+        def call():
+            if self.transport.connected:
+                fn(*args)
+        self.timers.append(reactor.callLater(seconds, call))
+
+    def connectionLost(self, reason):
+        self.factory.open.discard(self)
+        for t in self.timers:
+            if t.active():
+                t.cancel()
+        self.lost.callback(None)
+
+
+class UpstreamServer(Factory):
+    """
+    A test upstream on ``127.0.0.1:<port>``.
+
+    :param handler: ``handler(conn, req)`` for each complete request; it
+        answers with ``conn.respond(...)`` or raw ``conn.transport`` writes.
+    :ivar connections: every :class:`UpConnection` accepted, in order.
+    :ivar requests: every complete :class:`UpRequest`; ``heads`` also holds
+        the ones whose body has not arrived yet.
+    """
+
+    protocol = UpConnection
+    noisy = False
+
+    def __init__(self, handler=None, keep_body=True, on_head=None, on_connect=None):
+        self.handler = handler or echo
+        self.keep_body = keep_body
+        self.on_head = on_head
+        self.on_connect = on_connect
+        self.connections = []
+        self.open = set()
+        self.requests = []
+        self.heads = []
+        self.errors = []
+        self.port = None
+        self.listener = None
+
+    def listen(self):
+        """Start listening on an ephemeral loopback port."""
+        self.listener = reactor.listenTCP(0, self, interface="127.0.0.1")
+        self.port = self.listener.getHost().port
+        return self
+
+    @property
+    def address(self):
+        """``"127.0.0.1:<port>"``."""
+        return "127.0.0.1:%d" % self.port
+
+    async def close(self):
+        """Stop listening and drop every connection."""
+        if self.listener is not None:
+            await self.listener.stopListening()
+            self.listener = None
+        conns = list(self.open)
+        for c in conns:
+            c.transport.abortConnection()
+        for c in conns:
+            await c.lost
+
+
+def _b(s):
+    return s if isinstance(s, bytes) else str(s).encode("latin-1")
+
+
+def echo(conn, req):
+    """Answer with the request's details as JSON (see :meth:`UpRequest.as_dict`)."""
+    conn.respond(200, json.dumps(req.as_dict()), [("Content-Type", "application/json")])
+
+
+def delayed(seconds, then=echo):
+    """A handler answering like ``then`` after ``seconds``."""
+    def handler(conn, req):
+        conn.later(seconds, then, conn, req)
+    return handler
+
+
+def silent(conn, req):
+    """Never answer."""
+
+
+def raw(data, close=None):
+    """A handler writing ``data`` as it is, then ``close``: ``None``,
+    ``"lose"`` (FIN) or ``"abort"`` (RST)."""
+    def handler(conn, req):
+        conn.transport.write(data)
+        if close == "lose":
+            conn.transport.loseConnection()
+        elif close == "abort":
+            conn.transport.abortConnection()
+    return handler
+
+
+class BodySource(object):
+    """
+    A pull producer writing ``size`` bytes of a fixed pattern to a transport,
+    one block each time the transport's buffer has drained; ``sent`` counts
+    what was written so far and ``sha256`` is the digest of the whole.
+    """
+
+    BLOCK = bytes(range(256)) * 1024   # 256 KiB
+
+    def __init__(self, transport, size, chunked=False, done=None):
+        self.transport = transport
+        self.size = size
+        self.sent = 0
+        self.chunked = chunked
+        self.done = done
+        self.pulls = 0
+        self.finished = False
+        transport.registerProducer(self, False)
+
+    @classmethod
+    def digest(cls, size):
+        """The sha256 hex digest of ``size`` bytes of the pattern."""
+        h = hashlib.sha256()
+        full, part = divmod(size, len(cls.BLOCK))
+        for _ in range(full):
+            h.update(cls.BLOCK)
+        h.update(cls.BLOCK[:part])
+        return h.hexdigest()
+
+    def resumeProducing(self):
+        self.pulls += 1
+        if self.finished:
+            return
+        n = min(len(self.BLOCK), self.size - self.sent)
+        if n:
+            data = self.BLOCK[:n]
+            self.sent += n
+            if self.chunked:
+                self.transport.writeSequence([b"%x\r\n" % n, data, b"\r\n"])
+            else:
+                self.transport.write(data)
+        if self.sent >= self.size:
+            self.finished = True
+            if self.chunked:
+                self.transport.write(b"0\r\n\r\n")
+            self.transport.unregisterProducer()
+            if self.done is not None:
+                self.done()
+
+    def pauseProducing(self):
+        pass
+
+    def stopProducing(self):
+        self.finished = True
+
+
+def download(size, chunked=False):
+    """A handler streaming a ``size``-byte body (see :class:`BodySource`);
+    the source is kept as ``conn.source``."""
+    def handler(conn, req):
+        head = [b"HTTP/1.1 200 OK\r\n"]
+        head.append(b"Transfer-Encoding: chunked\r\n" if chunked
+                    else b"Content-Length: %d\r\n" % size)
+        conn.transport.write(b"".join(head) + b"\r\n")
+        conn.source = BodySource(conn.transport, size, chunked)
+    return handler
+
+
+# -- clients ---------------------------------------------------------------------------
+
+
+class Resp(object):
+    """A response as parsed by :func:`parse_responses`."""
+
+    def __init__(self, version, status, reason, headers, body):
+        self.version = version
+        self.status = status
+        self.reason = reason
+        self.headers = headers
+        self.body = body
+
+    def header(self, name):
+        """The first value of ``name`` (case-insensitive), or ``None``."""
+        values = self.header_all(name)
+        return values[0] if values else None
+
+    def header_all(self, name):
+        """Every value of ``name``."""
+        name = name.lower()
+        return [v for n, v in self.headers if n.lower() == name]
+
+    def json(self):
+        """The body as JSON."""
+        return json.loads(self.body)
+
+    def __repr__(self):
+        return "<Resp %s %d %r %r>" % (self.version, self.status, self.headers,
+                                       self.body[:200])
+
+
+def parse_responses(data, methods=(), closed=False):
+    """
+    Parse the responses in ``data`` (1xx ones included, in order).
+
+    :param methods: the request methods in order (``HEAD`` responses have no
+        body); missing ones are taken as ``GET``.
+    :param closed: the connection closed, so a body without framing ends at
+        the end of ``data``.
+    :return: ``(responses, complete)``: ``complete`` is false when ``data``
+        ends inside a response.
+    """
+    data = bytes(data)
+    out = []
+    finals = 0
+    pos = 0
+    while pos < len(data):
+        end = data.find(b"\r\n\r\n", pos)
+        if end < 0:
+            return out, False
+        lines = data[pos:end].decode("latin-1").split("\r\n")
+        version, _, rest = lines[0].partition(" ")
+        code, _, reason = rest.partition(" ")
+        status = int(code)
+        headers = []
+        for line in lines[1:]:
+            n, _, v = line.partition(":")
+            headers.append((n, v.strip()))
+        resp = Resp(version, status, reason, headers, b"")
+        start = end + 4
+        if status < 200:
+            out.append(resp)
+            pos = start
+            continue
+        method = methods[finals] if finals < len(methods) else "GET"
+        finals += 1
+        te = resp.header("transfer-encoding")
+        cl = resp.header("content-length")
+        if method == "HEAD" or status in (204, 304):
+            pos = start
+        elif te is not None and te.lower() == "chunked":
+            body = []
+            p = start
+            while True:
+                eol = data.find(b"\r\n", p)
+                if eol < 0:
+                    return out, False
+                n = int(data[p:eol].split(b";")[0], 16)
+                if n == 0:
+                    trailer_end = data.find(b"\r\n", eol + 2)
+                    if trailer_end < 0:
+                        return out, False
+                    p = trailer_end + 2
+                    break
+                if len(data) < eol + 2 + n + 2:
+                    return out, False
+                body.append(data[eol + 2:eol + 2 + n])
+                p = eol + 2 + n + 2
+            resp.body = b"".join(body)
+            pos = p
+        elif cl is not None:
+            n = int(cl)
+            if len(data) < start + n:
+                return out, False
+            resp.body = data[start:start + n]
+            pos = start + n
+        else:
+            if not closed:
+                return out, False
+            resp.body = data[start:]
+            pos = len(data)
+        out.append(resp)
+    return out, True
+
+
+class RawClient(Protocol):
+    """
+    A client connection whose bytes the test writes itself; it collects what
+    it receives (or only counts it, with ``keep=False``).
+    """
+
+    def __init__(self, keep=True):
+        self.keep = keep
+        self.data = bytearray()
+        self.received = 0
+        self.closed = False
+        self.lost = defer.Deferred()
+
+    def connectionMade(self):
+        self.transport.setTcpNoDelay(True)
+
+    def dataReceived(self, data):
+        self.received += len(data)
+        if self.keep:
+            self.data += data
+
+    def connectionLost(self, reason):
+        self.closed = True
+        self.reason = reason
+        self.lost.callback(None)
+
+    def send(self, data):
+        """Write ``data`` (``bytes`` or ``str``)."""
+        self.transport.write(_b(data) if isinstance(data, str) else data)
+
+    def responses(self, methods=()):
+        """The responses received so far (only complete ones)."""
+        return parse_responses(self.data, methods, self.closed)[0]
+
+    def finals(self, methods=()):
+        """The final (non-1xx) responses received so far."""
+        return [r for r in self.responses(methods) if r.status >= 200]
+
+    async def wait_responses(self, n, methods=(), timeout=5.0):
+        """Wait for ``n`` final responses; return them."""
+        await until(lambda: len(self.finals(methods)) >= n or self.closed,
+                    timeout, message="%d responses" % n)
+        if len(self.finals(methods)) < n:
+            # closed: one last look with the close delimiting a body
+            pass
+        resps = self.finals(methods)
+        if len(resps) < n:
+            raise AssertionError("connection closed after %d of %d responses: %r"
+                                 % (len(resps), n, bytes(self.data[:2000])))
+        return resps
+
+    async def wait_closed(self, timeout=5.0):
+        """Wait until the proxy closes the connection."""
+        await until(lambda: self.closed, timeout, message="the connection to close")
+
+
+def request(method="GET", path="/", headers=(("Host", "example.com"),), body=None,
+            version="1.1"):
+    """The bytes of a request (``Content-Length`` added when ``body`` is given)."""
+    lines = ["%s %s HTTP/%s" % (method, path, version)]
+    for n, v in headers:
+        lines.append("%s: %s" % (n, v))
+    if body is not None:
+        lines.append("Content-Length: %d" % len(body))
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    return head + (_b(body) if body is not None else b"")
+
+
+# -- the proxy ---------------------------------------------------------------------------
+
+
+class TrackingProxyFactory(ProxyFactory):
+    """A :class:`ProxyFactory` that remembers its client connections."""
+
+    def __init__(self, gateway):
+        ProxyFactory.__init__(self, gateway)
+        self.protocols = []
+
+    def buildProtocol(self, addr):
+        p = ProxyFactory.buildProtocol(self, addr)
+        self.protocols.append(p)
+        return p
+
+
+class Proxy(object):
+    """A running proxy: ``gateway``, ``factory``, ``port``, ``plugins``."""
+
+    def __init__(self, gateway, factory, listener):
+        self.gateway = gateway
+        self.factory = factory
+        self.listener = listener
+        self.port = listener.getHost().port
+
+    def url(self, path):
+        """The URL of ``path`` on the proxy."""
+        return "http://127.0.0.1:%d%s" % (self.port, path)
+
+    def plugin(self, name):
+        """The registered plugin object called ``name``."""
+        return self.gateway.plugins.get_plugin(name)
+
+    @property
+    def logged(self):
+        """The contexts ``log`` was called with, in order."""
+        return self.plugin(LOG_RECORDER).logged
+
+    def peers(self):
+        """Every peer in the registry."""
+        return [p for g in self.gateway.registry.groups() for p in g.peers.values()]
+
+    def peer(self, server):
+        """The registry's peer for a test upstream ``server``."""
+        for p in self.peers():
+            if p.port == server.port:
+                return p
+        raise KeyError(server.port)
+
+    def active(self):
+        """``{port: active}`` of every peer."""
+        return {p.port: p.active for p in self.peers()}
+
+    def upstream_transports(self):
+        """The proxy's transports to upstreams: in flight and pooled."""
+        out = []
+        for p in self.factory.protocols:
+            ex = getattr(p, "exchange", None)
+            if ex is not None and ex.upstream is not None:
+                out.append(ex.upstream.transport)
+        for conns in self.factory.pool.idle.values():
+            out.extend(c.transport for c in conns)
+        return out
+
+
+class ProxyTestCase(unittest.TestCase):
+    """
+    A test case with real upstreams, a real proxy and clients; everything is
+    closed afterwards and the reactor left clean.
+    """
+
+    def setUp(self):
+        self._baseline = set(reactor.getReaders()) | set(reactor.getWriters())
+        # registered first, so it runs last
+        self.addCleanup(self._wait_quiet)
+        self._servers = []
+        self._clients = []
+        self._proxies = []
+        self._pool = None
+
+    async def _wait_quiet(self):
+        for c in self._clients:
+            if not c.closed:
+                c.transport.abortConnection()
+        for c in self._clients:
+            await c.lost
+        if self._pool is not None:
+            await self._pool.closeCachedConnections()
+        for proxy in self._proxies:
+            await proxy.listener.stopListening()
+            for p in proxy.factory.protocols:
+                if p.transport.connected:
+                    p.transport.abortConnection()
+            proxy.factory.pool.close()
+        for s in self._servers:
+            await s.close()
+        for proxy in self._proxies:
+            await proxy.gateway.stop()
+
+        def quiet():
+            now = set(reactor.getReaders()) | set(reactor.getWriters())
+            return now <= self._baseline
+        await until(quiet, 5.0, message="the reactor to be clean")
+        for proxy in self._proxies:
+            self.assertEqual(proxy.factory.open_connections, 0)
+            leaked = {p.address: p.active for p in proxy.peers() if p.active}
+            self.assertEqual(leaked, {}, "peer counts not back to 0")
+
+    def upstream(self, handler=None, **kw):
+        """Start a test upstream (default: :func:`echo`)."""
+        s = UpstreamServer(handler, **kw).listen()
+        self._servers.append(s)
+        return s
+
+    def closed_port(self):
+        """A loopback port nobody listens on (connections are refused)."""
+        s = UpstreamServer()
+        port = reactor.listenTCP(0, s, interface="127.0.0.1")
+        number = port.getHost().port
+        port.stopListening()
+        return number
+
+    async def proxy(self, upstreams=None, plugins=None, **config):
+        """
+        Build and start a proxy listening on an ephemeral port.
+
+        :param upstreams: ``{group: [UpstreamServer or "host:port" or
+            (server, weight)]}``.
+        :param plugins: the plugin list (default ``["router", "least_conn"]``);
+            :data:`LOG_RECORDER` is appended.
+        :param config: other top-level configuration keys.
+        """
+        groups = {}
+        for name, members in (upstreams or {}).items():
+            peers = []
+            for m in members:
+                weight = 1
+                if isinstance(m, tuple):
+                    m, weight = m
+                addr = m.address if isinstance(m, UpstreamServer) else m
+                host, port = addr.rsplit(":", 1)
+                peers.append({"host": host, "port": int(port), "weight": weight})
+            groups[name] = {"peers": peers}
+        cfg = {"listen": "tcp:0", "upstreams": groups,
+               "plugins": list(plugins if plugins is not None else ["router", "least_conn"])
+               + [LOG_RECORDER]}
+        cfg.update(config)
+        cfg = validate_config(cfg)
+        pm = build_plugin_manager(cfg, entry_points=[])
+        gateway = Gateway(cfg, reactor, pm)
+        await gateway.start()
+        factory = TrackingProxyFactory(gateway)
+        listener = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        proxy = Proxy(gateway, factory, listener)
+        self._proxies.append(proxy)
+        return proxy
+
+    async def connect(self, proxy, keep=True):
+        """A :class:`RawClient` connected to ``proxy``."""
+        client = RawClient(keep)
+        await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", proxy.port), client)
+        self._clients.append(client)
+        return client
+
+    async def exchange(self, proxy, data, n=1, methods=()):
+        """Send ``data`` on a new connection; wait for ``n`` responses."""
+        client = await self.connect(proxy)
+        client.send(data)
+        resps = await client.wait_responses(n, methods)
+        return resps[0] if n == 1 else resps
+
+    @property
+    def pool(self):
+        """The treq connection pool of this test (closed afterwards)."""
+        if self._pool is None:
+            self._pool = HTTPConnectionPool(reactor, persistent=True)
+        return self._pool
+
+    async def get(self, proxy, path, method="GET", **kw):
+        """A request through treq; a :class:`Resp` with the whole body."""
+        response = await treq.request(method, proxy.url(path), pool=self.pool, **kw)
+        body = await treq.content(response)
+        headers = [(n.decode("latin-1"), v.decode("latin-1"))
+                   for n, vs in response.headers.getAllRawHeaders() for v in vs]
+        return Resp("HTTP/1.1", response.code, response.phrase, headers, body)
+
+    def assertLoggedOnce(self, proxy, n=1):
+        """``log`` ran ``n`` times, once per request (distinct contexts)."""
+        ids = [ctx.request_id for ctx in proxy.logged]
+        self.assertEqual(len(ids), n, ids)
+        self.assertEqual(len(set(ids)), n, ids)

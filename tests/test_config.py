@@ -1,0 +1,370 @@
+"""
+Tests for :mod:`tproxy.config`: defaults, normalisation, and the exact
+messages of invalid configurations.
+"""
+
+import json
+import os
+
+from twisted.trial.unittest import TestCase
+
+from tproxy.config import ConfigError, load_config, parse_host_port, validate_config
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+#: Every default, pinned.
+DEFAULTS = {
+    "listen": "tcp:8080",
+    "admin": {"listen": "tcp:9180:interface=127.0.0.1", "token": None},
+    "registry": {"ttl": 60, "cleanup_interval": 10},
+    "trusted_proxies": [],
+    "timeouts": {"connect": 60, "send": 60, "read": 90},
+    "upstreams": {},
+    "plugins": [
+        {"name": "registry", "settings": {}},
+        {"name": "router", "settings": {}},
+        {"name": "least_conn", "settings": {}},
+        {"name": "access_log", "settings": {}},
+    ],
+    "proxy": {
+        "tries": 3,
+        "keepalive_timeout": 75,
+        "keepalive_requests": 10000,
+        "header_timeout": 60,
+        "max_line_size": 8192,
+        "max_header_size": 32768,
+        "max_body_size": None,
+        "upstream_keepalive": 32,
+        "upstream_keepalive_timeout": 60,
+    },
+}
+
+
+def _with(**changes):
+    """DEFAULTS with some top-level keys replaced."""
+    expected = json.loads(json.dumps(DEFAULTS))
+    expected.update(changes)
+    return expected
+
+
+class DefaultsTests(TestCase):
+    """
+    An empty configuration is the documented defaults; partial sections are
+    completed.
+    """
+
+    def test_empty(self):
+        self.assertEqual(validate_config({}), DEFAULTS)
+
+    def test_partial_sections(self):
+        config = validate_config({
+            "admin": {"token": "s3cret"},
+            "registry": {"ttl": 5},
+            "timeouts": {"read": 2.5},
+            "proxy": {"tries": 1, "max_body_size": 1024},
+        })
+        expected = _with(
+            admin={"listen": "tcp:9180:interface=127.0.0.1", "token": "s3cret"},
+            registry={"ttl": 5, "cleanup_interval": 10},
+            timeouts={"connect": 60, "send": 60, "read": 2.5},
+        )
+        expected["proxy"].update(tries=1, max_body_size=1024)
+        self.assertEqual(config, expected)
+
+    def test_input_not_changed(self):
+        """validate_config returns a new dict and leaves its input alone."""
+        raw = {"upstreams": {"api": {"peers": ["127.0.0.1:9001"]}}, "admin": {}}
+        before = json.loads(json.dumps(raw))
+        validate_config(raw)
+        self.assertEqual(raw, before)
+
+    def test_defaults_not_shared(self):
+        """Changing one loaded configuration does not change the next."""
+        first = validate_config({})
+        first["plugins"].append({"name": "x", "settings": {}})
+        first["admin"]["token"] = "t"
+        self.assertEqual(validate_config({}), DEFAULTS)
+
+    def test_example_file(self):
+        """etc/conf.json is valid and spells out the defaults."""
+        config = load_config(os.path.join(ROOT, "etc", "conf.json"))
+        self.assertEqual(config, DEFAULTS)
+
+
+class NormalisationTests(TestCase):
+    """Shorthands become the one form the rest of tproxy reads."""
+
+    def test_peers(self):
+        config = validate_config({"upstreams": {
+            "api": {"peers": ["127.0.0.1:9001", "[::1]:80", "backend.local:8080",
+                              {"host": "10.0.0.2", "port": 9002},
+                              {"host": "::1", "port": 9003.0, "weight": 5}]},
+            "api/v2": {"peers": []},
+        }})
+        self.assertEqual(config["upstreams"], {
+            "api": {"peers": [
+                {"host": "127.0.0.1", "port": 9001, "weight": 1},
+                {"host": "::1", "port": 80, "weight": 1},
+                {"host": "backend.local", "port": 8080, "weight": 1},
+                {"host": "10.0.0.2", "port": 9002, "weight": 1},
+                {"host": "::1", "port": 9003, "weight": 5},
+            ]},
+            "api/v2": {"peers": []},
+        })
+        self.assertIsInstance(config["upstreams"]["api"]["peers"][4]["port"], int)
+
+    def test_plugins(self):
+        config = validate_config({"plugins": [
+            "router", {"name": "x.y"}, {"name": "router", "settings": {"a": {"b": 1}}}]})
+        self.assertEqual(config["plugins"], [
+            {"name": "router", "settings": {}},
+            {"name": "x.y", "settings": {}},
+            {"name": "router", "settings": {"a": {"b": 1}}},
+        ])
+
+    def test_no_plugins(self):
+        """An explicit empty list means no plugins at all."""
+        self.assertEqual(validate_config({"plugins": []})["plugins"], [])
+
+    def test_trusted_proxies(self):
+        """Addresses and networks, IPv4 and IPv6, are kept as written."""
+        nets = ["10.0.0.0/8", "192.168.1.7", "::1", "fd00::/8", "10.1.2.3/8"]
+        self.assertEqual(validate_config({"trusted_proxies": nets})["trusted_proxies"],
+                         nets)
+
+    def test_endpoints(self):
+        config = validate_config({"listen": "tcp:0:interface=127.0.0.1",
+                                  "admin": {"listen": "unix:/tmp/tproxy-admin.sock"}})
+        self.assertEqual(config["listen"], "tcp:0:interface=127.0.0.1")
+        self.assertEqual(config["admin"]["listen"], "unix:/tmp/tproxy-admin.sock")
+
+    def test_parse_host_port(self):
+        self.assertEqual(parse_host_port("a.example:1"), ("a.example", 1))
+        self.assertEqual(parse_host_port("[fe80::1]:65535"), ("fe80::1", 65535))
+        self.assertRaises(ValueError, parse_host_port, "::1:80")
+
+
+class ErrorTests(TestCase):
+    """
+    Each problem is reported as ``<source>: <json path>: <problem>``, one line
+    per problem, sorted by path.
+    """
+
+    def assertErrors(self, obj, *lines):
+        e = self.assertRaises(ConfigError, validate_config, obj, "etc/conf.json")
+        self.assertEqual(str(e).split("\n"), list(lines))
+        return e
+
+    def test_port_out_of_range(self):
+        e = self.assertErrors(
+            {"upstreams": {"api": {"peers": ["127.0.0.1:9001", "127.0.0.1:70000"]}}},
+            "etc/conf.json: upstreams.api.peers[1]: port 70000 is out of range")
+        self.assertEqual((e.source, e.path, e.problem),
+                         ("etc/conf.json", "upstreams.api.peers[1]",
+                          "port 70000 is out of range"))
+
+    def test_port_out_of_range_object(self):
+        self.assertErrors(
+            {"upstreams": {"api": {"peers": [{"host": "h", "port": 0},
+                                             {"host": "h", "port": 65536}]}}},
+            "etc/conf.json: upstreams.api.peers[0].port: port 0 is out of range",
+            "etc/conf.json: upstreams.api.peers[1].port: port 65536 is out of range")
+
+    def test_bad_host_port(self):
+        self.assertErrors(
+            {"upstreams": {"api": {"peers": ["localhost", "a b:80", "h:http",
+                                             "[zz]:80", "::1:80"]}}},
+            "etc/conf.json: upstreams.api.peers[0]: bad host:port 'localhost' "
+            "(expected HOST:PORT, IPv6 as [::1]:80)",
+            "etc/conf.json: upstreams.api.peers[1]: bad host:port 'a b:80': 'a b' "
+            "is not a host name or an IP address (IPv6 as [::1]:80)",
+            "etc/conf.json: upstreams.api.peers[2]: bad host:port 'h:http': port "
+            "'http' is not a number",
+            "etc/conf.json: upstreams.api.peers[3]: bad host:port '[zz]:80': 'zz' "
+            "is not an IPv6 address",
+            "etc/conf.json: upstreams.api.peers[4]: bad host:port '::1:80' (an "
+            "IPv6 address needs brackets: [::1]:80)")
+
+    def test_bad_host(self):
+        self.assertErrors(
+            {"upstreams": {"api": {"peers": [{"host": "a/b", "port": 1},
+                                             {"host": "300.1.1.1", "port": 1}]}}},
+            "etc/conf.json: upstreams.api.peers[0].host: bad host 'a/b' "
+            "(expected a host name or an IP address)",
+            "etc/conf.json: upstreams.api.peers[1].host: bad host '300.1.1.1' "
+            "(expected a host name or an IP address)")
+
+    def test_weight(self):
+        self.assertErrors(
+            {"upstreams": {"api": {"peers": [{"host": "h", "port": 1, "weight": 0},
+                                             {"host": "h", "port": 2, "weight": 1001}]}}},
+            "etc/conf.json: upstreams.api.peers[0].weight: weight 0 is out of "
+            "range (1-1000)",
+            "etc/conf.json: upstreams.api.peers[1].weight: weight 1001 is out of "
+            "range (1-1000)")
+
+    def test_unknown_keys(self):
+        self.assertErrors(
+            {"lisen": "tcp:1", "admin": {"tokn": "x"},
+             "upstreams": {"api": {"peers": [{"host": "h", "port": 1, "wieght": 2}],
+                                   "ttl": 3}}},
+            "etc/conf.json: admin.tokn: unknown key (known keys: listen, token)",
+            "etc/conf.json: lisen: unknown key (known keys: admin, listen, plugins, "
+            "proxy, registry, timeouts, trusted_proxies, upstreams)",
+            "etc/conf.json: upstreams.api.peers[0].wieght: unknown key (known keys: "
+            "host, port, weight)",
+            "etc/conf.json: upstreams.api.ttl: unknown key (known keys: peers)")
+
+    def test_wrong_types(self):
+        self.assertErrors(
+            {"listen": 8080, "admin": [], "registry": {"ttl": "60"},
+             "trusted_proxies": "10.0.0.0/8", "proxy": {"tries": 1.5, "max_body_size": True},
+             "upstreams": {"api": {"peers": [9001]}}, "plugins": [3]},
+            "etc/conf.json: admin: expected an object, got []",
+            "etc/conf.json: listen: expected a string, got 8080",
+            "etc/conf.json: plugins[0]: expected a string or an object, got 3",
+            "etc/conf.json: proxy.max_body_size: expected an integer or null, got true",
+            "etc/conf.json: proxy.tries: expected an integer, got 1.5",
+            "etc/conf.json: registry.ttl: expected a number, got \"60\"",
+            "etc/conf.json: trusted_proxies: expected a list, got \"10.0.0.0/8\"",
+            "etc/conf.json: upstreams.api.peers[0]: expected a string or an object, "
+            "got 9001")
+
+    def test_not_an_object(self):
+        self.assertErrors([], "etc/conf.json: expected an object, got []")
+
+    def test_numbers_out_of_range(self):
+        self.assertErrors(
+            {"registry": {"ttl": 0, "cleanup_interval": -1}, "timeouts": {"read": 0},
+             "proxy": {"tries": 0, "max_line_size": 10, "upstream_keepalive": -1}},
+            "etc/conf.json: proxy.max_line_size: 10 is out of range (must be at "
+            "least 64)",
+            "etc/conf.json: proxy.tries: 0 is out of range (must be at least 1)",
+            "etc/conf.json: proxy.upstream_keepalive: -1 is out of range (must be "
+            "at least 0)",
+            "etc/conf.json: registry.cleanup_interval: -1 is out of range (must be "
+            "greater than 0)",
+            "etc/conf.json: registry.ttl: 0 is out of range (must be greater than 0)",
+            "etc/conf.json: timeouts.read: 0 is out of range (must be greater than 0)")
+
+    def test_endpoints(self):
+        self.assertErrors(
+            {"listen": "tcp:abc", "admin": {"listen": "tcp:99999"}},
+            "etc/conf.json: admin.listen: bad endpoint 'tcp:99999' (port 99999 is "
+            "out of range)",
+            "etc/conf.json: listen: bad endpoint 'tcp:abc' (invalid literal for "
+            "int() with base 10: 'abc')")
+
+    def test_unknown_endpoint_type(self):
+        self.assertErrors(
+            {"listen": "carrier-pigeon:1"},
+            "etc/conf.json: listen: bad endpoint 'carrier-pigeon:1' (Unknown "
+            "endpoint type: 'carrier-pigeon')")
+
+    def test_trusted_proxies(self):
+        self.assertErrors(
+            {"trusted_proxies": ["10.0.0.0/8", "10.0.0.300", "example.com"]},
+            "etc/conf.json: trusted_proxies[1]: bad address or network "
+            "'10.0.0.300' (expected an IP address or a CIDR such as 10.0.0.0/8)",
+            "etc/conf.json: trusted_proxies[2]: bad address or network "
+            "'example.com' (expected an IP address or a CIDR such as 10.0.0.0/8)")
+
+    def test_group_names(self):
+        self.assertErrors(
+            {"upstreams": {"api v2": {"peers": []}, "/api": {"peers": []},
+                           "api//x": {"peers": []}, "ok/fine": {"peers": []}}},
+            "etc/conf.json: upstreams[\"/api\"]: bad group name '/api' (allowed: "
+            "letters, digits, '._~-', and '/' between segments)",
+            "etc/conf.json: upstreams[\"api v2\"]: bad group name 'api v2' (allowed: "
+            "letters, digits, '._~-', and '/' between segments)",
+            "etc/conf.json: upstreams[\"api//x\"]: bad group name 'api//x' (allowed: "
+            "letters, digits, '._~-', and '/' between segments)")
+
+    def test_group_paths_quoted(self):
+        """A group name that is not an identifier is quoted in the path."""
+        self.assertErrors(
+            {"upstreams": {"api/v2": {"peers": ["h:0"]}}},
+            "etc/conf.json: upstreams[\"api/v2\"].peers[0]: port 0 is out of range")
+
+    def test_missing_keys(self):
+        self.assertErrors(
+            {"upstreams": {"api": {}, "web": {"peers": [{"port": 1}]}},
+             "plugins": [{"settings": {}}]},
+            "etc/conf.json: plugins[0]: missing key 'name'",
+            "etc/conf.json: upstreams.api: missing key 'peers'",
+            "etc/conf.json: upstreams.web.peers[0]: missing key 'host'")
+
+    def test_plugins(self):
+        self.assertErrors(
+            {"plugins": ["", {"name": ""}, {"name": "x", "settings": []},
+                         {"name": "x", "routes": ["api"]}]},
+            "etc/conf.json: plugins[0]: empty plugin name",
+            "etc/conf.json: plugins[1].name: empty plugin name",
+            "etc/conf.json: plugins[2].settings: expected an object, got []",
+            "etc/conf.json: plugins[3].routes: unknown key (known keys: name, "
+            "settings)")
+
+    def test_token(self):
+        self.assertErrors(
+            {"admin": {"token": ""}},
+            "etc/conf.json: admin.token: empty token (use null for no token)")
+
+    def test_default_source(self):
+        e = self.assertRaises(ConfigError, validate_config, {"listen": 1})
+        self.assertEqual(str(e), "<config>: listen: expected a string, got 1")
+
+
+class LoadTests(TestCase):
+    """load_config reads a file; file and JSON problems are ConfigErrors too."""
+
+    def write(self, data):
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write(data if isinstance(data, bytes) else data.encode("utf-8"))
+        return path
+
+    def assertLoadError(self, path, message):
+        e = self.assertRaises(ConfigError, load_config, path)
+        self.assertEqual(str(e), message.format(path=path))
+
+    def test_load(self):
+        path = self.write('{"listen": "tcp:8081",\n "upstreams": {"api": '
+                          '{"peers": ["127.0.0.1:9001"]}}}')
+        expected = _with(listen="tcp:8081", upstreams={"api": {"peers": [
+            {"host": "127.0.0.1", "port": 9001, "weight": 1}]}})
+        self.assertEqual(load_config(path), expected)
+
+    def test_byte_order_mark(self):
+        self.assertEqual(load_config(self.write(b'\xef\xbb\xbf{}')), DEFAULTS)
+
+    def test_source_is_the_path(self):
+        path = self.write('{"upstreams": {"api": {"peers": ["h:1", "h:70000"]}}}')
+        self.assertLoadError(path, "{path}: upstreams.api.peers[1]: port 70000 is "
+                                   "out of range")
+
+    def test_syntax_error(self):
+        path = self.write('{\n  "listen": "tcp:8080"\n  "admin": {}\n}\n')
+        self.assertLoadError(path, "{path}: line 3 column 3: invalid JSON: "
+                                   "Expecting ',' delimiter")
+
+    def test_comment(self):
+        path = self.write('{\n  // no comments in JSON\n}')
+        self.assertLoadError(path, "{path}: line 2 column 3: invalid JSON: "
+                                   "Expecting property name enclosed in double quotes")
+
+    def test_empty(self):
+        self.assertLoadError(self.write(""), "{path}: line 1 column 1: invalid "
+                                             "JSON: Expecting value")
+
+    def test_duplicate_key(self):
+        path = self.write('{"listen": "tcp:1", "listen": "tcp:2"}')
+        self.assertLoadError(path, '{path}: invalid JSON: duplicate key "listen"')
+
+    def test_not_utf8(self):
+        path = self.write(b'{"listen": "\xff"}')
+        self.assertLoadError(path, "{path}: not UTF-8 (byte 0xff at offset 12)")
+
+    def test_missing_file(self):
+        self.assertLoadError("no-such-conf.json", "{path}: cannot read: No such "
+                                                  "file or directory")

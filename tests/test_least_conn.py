@@ -1,0 +1,295 @@
+"""
+Tests for :mod:`tproxy.builtins.least_conn`: fewest active requests relative
+to weight, rotation among equals, ``tried`` and expired peers skipped, an
+index that follows the registry and stays small.
+"""
+
+from collections import Counter
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tproxy import Request, RequestContext
+from tproxy.builtins import least_conn
+
+from tests.test_router import count_lines, make_gateway
+
+
+class LeastConnTests(SynchronousTestCase):
+    """The balancer's choices, with the plugin called directly."""
+
+    def setUp(self):
+        self.gateway = make_gateway(ttl=60)
+        self.registry = self.gateway.registry
+        self.clock = self.gateway.reactor
+        self.plugin = least_conn.Plugin({})
+        self.plugin.init_worker(self.gateway)
+
+    def pick(self, group="api", tried=()):
+        ctx = RequestContext(self.gateway, Request("GET", "/x"))
+        ctx.route = group
+        return self.plugin.balancer(ctx, tried)
+
+    def held(self, n, group="api"):
+        """``n`` picks whose requests stay in flight; the peers' counts."""
+        counts = Counter()
+        for _ in range(n):
+            peer = self.pick(group)
+            peer.acquire()
+            counts[peer.port] += 1
+        return counts
+
+    def cycled(self, n, group="api"):
+        """``n`` picks, each request ending before the next; the counts."""
+        counts = Counter()
+        for _ in range(n):
+            peer = self.pick(group)
+            peer.acquire()
+            peer.release()
+            counts[peer.port] += 1
+        return counts
+
+    def index(self, group="api"):
+        return self.registry.group(group).state[self.plugin._key]
+
+    def test_choosesOnly(self):
+        """A pick does not change counts; without a change it is the same peer."""
+        a, _ = self.registry.register("api", "10.0.0.1", 1)
+        b, _ = self.registry.register("api", "10.0.0.1", 2)
+        first = self.pick()
+        self.assertIs(self.pick(), first)
+        self.assertEqual((a.active, b.active), (0, 0))
+
+    def test_fewestActive(self):
+        """The peer with the fewest requests in flight is chosen."""
+        peers = [self.registry.register("api", "10.0.0.1", p)[0] for p in (1, 2, 3)]
+        peers[0].acquire()
+        peers[0].acquire()
+        peers[2].acquire()
+        self.assertIs(self.pick(), peers[1])
+        peers[1].acquire()
+        peers[1].acquire()
+        self.assertIs(self.pick(), peers[2])
+
+    def test_weights(self):
+        """Weight 2 carries twice the concurrent load of weight 1."""
+        self.registry.register("api", "10.0.0.1", 1, weight=2)
+        self.registry.register("api", "10.0.0.1", 2, weight=1)
+        self.registry.register("api", "10.0.0.1", 3, weight=3)
+        self.assertEqual(self.held(600), {1: 200, 2: 100, 3: 300})
+
+    def test_weightChange(self):
+        """A heartbeat with a new weight re-scores the peer."""
+        self.registry.register("api", "10.0.0.1", 1)
+        self.registry.register("api", "10.0.0.1", 2)
+        self.assertEqual(self.held(10), {1: 5, 2: 5})
+        self.registry.register("api", "10.0.0.1", 2, weight=4)
+        # 2 now scores (5+1)/4 = 1.5 < 6: it takes 15 more before 1 gets one
+        self.assertEqual(self.held(15), {2: 15})
+
+    def test_tiesRotate(self):
+        """Equal peers with requests that end at once share picks evenly."""
+        for port in range(1, 4):
+            self.registry.register("api", "10.0.0.1", port)
+        counts = self.cycled(1000)
+        self.assertEqual(sorted(counts.values()), [333, 333, 334])
+        self.assertEqual([p.active for p in self.registry.group("api").peers.values()],
+                         [0, 0, 0])
+
+    def test_tiesRotateWeighted(self):
+        """Rotation holds for equal weights above one."""
+        for port in range(1, 5):
+            self.registry.register("api", "10.0.0.1", port, weight=5)
+        self.assertEqual(set(self.cycled(400).values()), {100})
+
+    def test_concurrentSpread(self):
+        """Held requests spread evenly and all counts return to 0."""
+        peers = [self.registry.register("api", "10.0.0.1", p)[0] for p in range(1, 5)]
+        inflight = []
+        for _ in range(100):
+            peer = self.pick()
+            peer.acquire()
+            inflight.append(peer)
+        self.assertEqual([p.active for p in peers], [25, 25, 25, 25])
+        for peer in inflight:
+            peer.release()
+        self.assertEqual([p.active for p in peers], [0, 0, 0, 0])
+
+    def test_triedExcluded(self):
+        """Peers in ``tried`` are skipped and stay in the index."""
+        a, _ = self.registry.register("api", "10.0.0.1", 1)
+        b, _ = self.registry.register("api", "10.0.0.1", 2)
+        c, _ = self.registry.register("api", "10.0.0.1", 3)
+        first = self.pick()
+        second = self.pick(tried=(first,))
+        third = self.pick(tried=(first, second))
+        self.assertEqual({first, second, third}, {a, b, c})
+        self.assertIsNone(self.pick(tried=(a, b, c)))
+        self.assertIs(self.pick(), first)
+        self.assertEqual(len(self.index().score_of), 3)
+
+    def test_expiredSkipped(self):
+        """A peer past its TTL is never chosen, and leaves the index."""
+        a, _ = self.registry.register("api", "10.0.0.1", 1)
+        self.clock.advance(30)
+        b, _ = self.registry.register("api", "10.0.0.1", 2)
+        self.clock.advance(31)  # a expired (not yet removed), b live until 90
+        self.assertEqual(self.cycled(10), {2: 10})
+        self.assertNotIn(a, self.index().score_of)
+        self.assertIsNone(self.pick(tried=(b,)))
+        # registering again after expiry makes a new peer, chosen again
+        a2, created = self.registry.register("api", "10.0.0.1", 1)
+        self.assertTrue(created)
+        self.assertIs(self.pick(tried=(b,)), a2)
+        self.assertEqual(self.cycled(10), {1: 5, 2: 5})
+
+    def test_expiredWithRequestsInFlight(self):
+        """A peer that expires while busy is dropped; its releases are ignored."""
+        a, _ = self.registry.register("api", "10.0.0.1", 1)
+        self.clock.advance(30)
+        self.registry.register("api", "10.0.0.1", 2)
+        self.assertEqual(self.held(4), {1: 2, 2: 2})
+        self.clock.advance(31)
+        self.assertEqual(self.cycled(3), {2: 3})
+        a.release()
+        a.release()
+        self.assertNotIn(a, self.index().score_of)
+        self.assertEqual(self.cycled(3), {2: 3})
+
+    def test_allExpired(self):
+        """No live peer: ``None`` (tproxy answers 503); the index empties."""
+        self.registry.register("api", "10.0.0.1", 1)
+        self.registry.register("api", "10.0.0.1", 2)
+        self.assertIsNotNone(self.pick())
+        index = self.index()
+        self.clock.advance(61)
+        self.assertIsNone(self.pick())
+        self.assertEqual((index.score_of, index.buckets), ({}, {}))
+        self.registry.expire()
+        self.assertIsNone(self.registry.group("api"))
+        self.assertIsNone(self.pick())
+
+    def test_noRouteOrGroup(self):
+        """No route or an unknown group: ``None``."""
+        self.assertIsNone(self.pick(None))
+        self.assertIsNone(self.pick("nosuch"))
+
+    def test_peerAddedWhileRunning(self):
+        """A new peer takes requests until its count catches up."""
+        self.registry.register("api", "10.0.0.1", 1)
+        self.registry.register("api", "10.0.0.1", 2)
+        self.assertEqual(self.held(10), {1: 5, 2: 5})
+        c, _ = self.registry.register("api", "10.0.0.1", 3)
+        self.assertEqual(self.held(5), {3: 5})
+        self.assertEqual(sorted(self.held(3).values()), [1, 1, 1])
+
+    def test_peerRemovedWhileRunning(self):
+        """A removed peer is never chosen, even when its requests end later."""
+        a, _ = self.registry.register("api", "10.0.0.1", 1)
+        self.registry.register("api", "10.0.0.1", 2)
+        self.held(4)
+        self.assertEqual(self.registry.deregister("api", "10.0.0.1", 1), a)
+        self.assertEqual(self.cycled(5), {2: 5})
+        a.release()
+        a.release()
+        self.assertNotIn(a, self.index().score_of)
+        self.assertEqual(self.cycled(5), {2: 5})
+        # the same address registered again is a new peer, chosen again
+        self.registry.register("api", "10.0.0.1", 1)
+        self.assertEqual(self.held(1), {1: 1})
+
+    def test_groupRecreated(self):
+        """A group emptied and registered again gets a fresh index."""
+        self.registry.register("api", "10.0.0.1", 1)
+        self.pick()
+        self.registry.deregister("api", "10.0.0.1", 1)
+        self.assertIsNone(self.pick())
+        self.registry.register("api", "10.0.0.1", 2)
+        self.assertEqual(self.pick().port, 2)
+
+    def test_staticPeersBeforeInit(self):
+        """Peers present before the plugin starts (static ones) are indexed."""
+        gateway = make_gateway()
+        gateway.registry.add_static("api", "10.0.0.1", 1)
+        gateway.registry.add_static("api", "10.0.0.1", 2)
+        plugin = least_conn.Plugin()
+        ctx = RequestContext(gateway, Request("GET", "/x"))
+        ctx.route = "api"
+        seen = set()
+        for _ in range(4):
+            peer = plugin.balancer(ctx, ())  # attaches on first use
+            peer.acquire()
+            seen.add(peer.port)
+        self.assertEqual(seen, {1, 2})
+
+    def test_indexStaysSmall(self):
+        """Scores seen once do not pile up under many acquire/release pairs."""
+        peers = [self.registry.register("api", "10.0.0.1", p, weight=p)[0]
+                 for p in range(1, 6)]
+        self.pick()
+        for i in range(100000):
+            peer = peers[i % 5]
+            peer.acquire()
+            if i % 3 == 0 or peer.active > 500:
+                peer.release()
+        index = self.index()
+        self.assertEqual(sum(map(len, index.buckets.values())), 5)
+        self.assertEqual(len(index.score_of), 5)
+        # (buckets <= peers; stale scores <= 2 * buckets + 8 when one is added)
+        self.assertLessEqual(len(index.scores), 2 * len(peers) + 9)
+        self.assertEqual(index.queued, set(index.scores))
+        self.assertLessEqual(set(index.buckets), index.queued)
+        # the scores are current: the least loaded peer comes first
+        best = min(peers, key=lambda p: (p.active + 1) / p.weight)
+        self.assertIs(self.pick(), best)
+        for peer in peers:
+            while peer.active:
+                peer.release()
+        self.assertEqual(set(index.buckets), {1 / p.weight for p in peers})
+
+    def test_skipWholeBucket(self):
+        """When every peer of the lowest score was tried, the next score is used."""
+        a, _ = self.registry.register("api", "10.0.0.1", 1)
+        b, _ = self.registry.register("api", "10.0.0.1", 2)
+        c, _ = self.registry.register("api", "10.0.0.1", 3)
+        c.acquire()
+        self.assertIs(self.pick(tried=(a, b)), c)
+        self.assertIn(self.pick(), (a, b))
+        self.assertEqual(sorted(self.index().scores), [1.0, 2.0])
+
+    def test_throughPhases(self):
+        """Registered in a plugin manager, it answers the ``balancer`` phase."""
+        a, _ = self.registry.register("api", "10.0.0.1", 1)
+        self.gateway.plugins.register(self.plugin, "least_conn")
+        self.gateway.phases.refresh()
+        ctx = RequestContext(self.gateway, Request("GET", "/x"))
+        ctx.route = "api"
+        self.assertIs(self.gateway.phases.balancer(ctx, ()), a)
+        self.assertIsNone(self.gateway.phases.balancer(ctx, (a,)))
+
+    def test_costIndependentOfPeerCount(self):
+        """Picks cost the same at 10 and 10,000 peers (lines executed)."""
+        def cost(n):
+            gateway = make_gateway()
+            for i in range(n):
+                gateway.registry.register("api", "10.%d.%d.%d" % (
+                    i >> 16, (i >> 8) & 255, i & 255), 80)
+            plugin = least_conn.Plugin()
+            ctx = RequestContext(gateway, Request("GET", "/x"))
+            ctx.route = "api"
+            plugin.balancer(ctx, ()).acquire()  # builds the index
+
+            def run():
+                held = []
+                for i in range(300):
+                    peer = plugin.balancer(ctx, ())
+                    peer.acquire()
+                    if i % 2:
+                        peer.release()
+                    else:
+                        held.append(peer)
+                for peer in held:
+                    peer.release()
+            return count_lines(run, least_conn.__file__.replace(".pyc", ".py"))
+        small, large = cost(10), cost(10000)
+        self.assertGreater(small, 300)
+        self.assertLessEqual(large, small * 1.1)

@@ -1,0 +1,296 @@
+"""
+Tests for :mod:`tproxy.plugins`: resolving plugin names, settings, order,
+and the errors that stop startup.
+"""
+
+import importlib.metadata
+import sys
+
+import pluggy
+from twisted.trial.unittest import TestCase
+
+from tproxy import plugins
+from tproxy.config import ConfigError, validate_config
+from tproxy.plugins import BUILTINS, build_plugin_manager, describe_phases
+
+from tests import plugin_with_class, plugins_for_tests
+
+T = "tests.plugins_for_tests"
+
+
+def _ep(name, value):
+    return importlib.metadata.EntryPoint(name=name, value=value, group="tproxy")
+
+
+def build(plugin_list, entry_points=(), source="conf.json"):
+    """A plugin manager for a configuration with these ``plugins``."""
+    config = validate_config({"plugins": plugin_list})
+    return build_plugin_manager(config, source=source, entry_points=list(entry_points))
+
+
+class ResolutionTests(TestCase):
+    """A name is a built-in, else an entry point, else a dotted path."""
+
+    def test_builtins(self):
+        """The default configuration loads the four built-ins, in order."""
+        pm = build_plugin_manager(validate_config({}), entry_points=[])
+        self.assertEqual([name for name, _ in pm.list_name_plugin()],
+                         ["access_log", "least_conn", "router", "registry"])
+        for name, module in sorted(BUILTINS.items()):
+            plugin = pm.get_plugin(name)
+            self.assertIsInstance(plugin, sys.modules[module].Plugin)
+
+    def test_builtin_name_wins(self):
+        """A built-in name is not looked up among entry points or modules."""
+        self.patch(plugins, "BUILTINS", {"demo": "tests.plugin_with_class"})
+        pm = build(["demo"], [_ep("demo", T + ":NoSchema")])
+        self.assertIsInstance(pm.get_plugin("demo"), plugin_with_class.Plugin)
+
+    def test_entry_point(self):
+        """An entry point of group tproxy, loaded by name."""
+        pm = build(["greeter"], [_ep("other", "no.such.module"),
+                                 _ep("greeter", "tests.plugin_with_class")])
+        plugin = pm.get_plugin("greeter")
+        self.assertIsInstance(plugin, plugin_with_class.Plugin)
+        self.assertEqual(plugin.settings, {"greeting": "hello"})
+
+    def test_entry_point_class(self):
+        """An entry point naming a class: instantiated with the settings."""
+        pm = build([{"name": "hdr", "settings": {"header": "X-A"}}],
+                   [_ep("hdr", T + ":AddHeader")])
+        self.assertEqual(pm.get_plugin("hdr").settings,
+                         {"header": "X-A", "value": "yes", "limits": {"burst": 5}})
+
+    def test_entry_point_object(self):
+        """An entry point naming an object: registered as it is."""
+        pm = build(["inst"], [_ep("inst", T + ":instance")])
+        self.assertIs(pm.get_plugin("inst"), plugins_for_tests.instance)
+
+    def test_entry_point_wins_over_module(self):
+        pm = build(["tests.plugins_for_tests"],
+                   [_ep("tests.plugins_for_tests", "tests.plugin_with_class")])
+        self.assertIsInstance(pm.get_plugin("tests.plugins_for_tests"),
+                              plugin_with_class.Plugin)
+
+    def test_installed_entry_points(self):
+        """Without entry_points, the installed ones of group tproxy are used."""
+        self.patch(plugins, "tproxy_entry_points",
+                   lambda: [_ep("greeter", "tests.plugin_with_class")])
+        pm = build_plugin_manager(validate_config({"plugins": ["greeter"]}))
+        self.assertIsInstance(pm.get_plugin("greeter"), plugin_with_class.Plugin)
+
+    def test_tproxy_entry_points(self):
+        """The real lookup returns a list of entry points of group tproxy."""
+        eps = plugins.tproxy_entry_points()
+        self.assertIsInstance(eps, list)
+        self.assertEqual({ep.group for ep in eps} - {"tproxy"}, set())
+
+    def test_module_without_class(self):
+        """A module without Plugin is registered itself."""
+        pm = build([T])
+        self.assertIs(pm.get_plugin(T), plugins_for_tests)
+
+    def test_module_with_class(self):
+        pm = build([{"name": "tests.plugin_with_class",
+                     "settings": {"greeting": "hi"}}])
+        plugin = pm.get_plugin("tests.plugin_with_class")
+        self.assertIsInstance(plugin, plugin_with_class.Plugin)
+        self.assertEqual(plugin.settings, {"greeting": "hi"})
+
+    def test_module_attribute(self):
+        pm = build([{"name": T + ":NoSchema", "settings": {"anything": [1]}}])
+        plugin = pm.get_plugin(T + ":NoSchema")
+        self.assertIsInstance(plugin, plugins_for_tests.NoSchema)
+        self.assertEqual(plugin.settings, {"anything": [1]})
+
+    def test_settings_copied(self):
+        """A plugin's settings are its own: the configuration is not changed."""
+        config = validate_config({"plugins": [
+            {"name": T + ":AddHeader", "settings": {"header": "X", "limits": {}}}]})
+        pm = build_plugin_manager(config, entry_points=[])
+        pm.get_plugin(T + ":AddHeader").settings["limits"]["burst"] = 99
+        self.assertEqual(config["plugins"][0]["settings"], {"header": "X", "limits": {}})
+
+
+class OrderTests(TestCase):
+    """Config order is execution order, in every phase."""
+
+    def test_config_order(self):
+        pm = build([T + ":NoSchema", "tests.plugin_with_class", T,
+                    {"name": T + ":AddHeader", "settings": {"header": "X"}}])
+        self.assertEqual(describe_phases(pm), [
+            ("init_worker", []),
+            ("rewrite", [T, T + ":AddHeader"]),
+            ("access", [T + ":NoSchema", "tests.plugin_with_class"]),
+            ("balancer", []),
+            ("header_filter", [T + ":AddHeader"]),
+            ("body_filter", []),
+            ("log", ["tests.plugin_with_class", T]),
+        ])
+
+    def test_reversed(self):
+        pm = build([{"name": T + ":AddHeader", "settings": {"header": "X"}}, T])
+        self.assertEqual(dict(describe_phases(pm))["rewrite"], [T + ":AddHeader", T])
+
+    def test_pluggy_calls_in_config_order(self):
+        """pm.hook.X() runs the first-listed plugin first, too."""
+        pm = build([T + ":NoSchema", "tests.plugin_with_class"])
+        calls = [impl.plugin_name for impl in pm.hook.access.get_hookimpls()]
+        self.assertEqual(calls[::-1], [T + ":NoSchema", "tests.plugin_with_class"])
+
+    def test_tryfirst(self):
+        """tryfirst still wins over config order, and the listing says so."""
+        pm = build([T, T + ":First"])
+        self.assertEqual(dict(describe_phases(pm))["rewrite"], [T + ":First", T])
+
+    def test_duplicates(self):
+        """One plugin twice, with different settings: two instances, two names."""
+        pm = build([{"name": T + ":AddHeader", "settings": {"header": "X-A"}},
+                    T,
+                    {"name": T + ":AddHeader", "settings": {"header": "X-B"}},
+                    {"name": T + ":AddHeader", "settings": {"header": "X-C"}}])
+        self.assertEqual(dict(describe_phases(pm))["rewrite"], [
+            T + ":AddHeader", T, T + ":AddHeader#2", T + ":AddHeader#3"])
+        self.assertEqual(
+            [pm.get_plugin(n).settings["header"]
+             for n in (T + ":AddHeader", T + ":AddHeader#2", T + ":AddHeader#3")],
+            ["X-A", "X-B", "X-C"])
+
+    def test_no_plugins(self):
+        pm = build([])
+        self.assertEqual(pm.list_name_plugin(), [])
+        self.assertEqual([plugins for _, plugins in describe_phases(pm)], [[]] * 7)
+
+    def test_hookspecs_added(self):
+        pm = build([])
+        self.assertEqual(pm.project_name, "tproxy")
+        self.assertTrue(pm.hook.balancer.spec.opts["firstresult"])
+
+
+class ErrorTests(TestCase):
+    """A plugin problem stops startup with a message naming plugin and path."""
+
+    def assertBuildError(self, plugin_list, message, entry_points=()):
+        e = self.assertRaises(ConfigError, build, plugin_list, entry_points)
+        self.assertEqual(str(e), message)
+        return e
+
+    def test_unknown(self):
+        e = self.assertBuildError(
+            ["tests.plugin_with_class", "tests.plugins_for_tests", "foo"],
+            "conf.json: plugins[2]: unknown plugin 'foo' (not a built-in, an entry "
+            "point of group 'tproxy', or an importable module)")
+        self.assertEqual(e.path, "plugins[2]")
+
+    def test_unknown_dotted(self):
+        self.assertBuildError(
+            ["tests.no_such_plugin_module"],
+            "conf.json: plugins[0]: unknown plugin 'tests.no_such_plugin_module' (not "
+            "a built-in, an entry point of group 'tproxy', or an importable module)")
+
+    def test_not_a_module_name(self):
+        self.assertBuildError(
+            ["key-auth"],
+            "conf.json: plugins[0]: unknown plugin 'key-auth' (not a built-in, an "
+            "entry point of group 'tproxy', or an importable module)")
+
+    def test_missing_attribute(self):
+        self.assertBuildError(
+            [T + ":Nope"],
+            "conf.json: plugins[0]: plugin 'tests.plugins_for_tests:Nope': module "
+            "'tests.plugins_for_tests' has no attribute 'Nope'")
+
+    def test_broken_import(self):
+        """A module that exists but fails to import is not 'unknown'."""
+        self.assertBuildError(
+            [T, "tests.plugin_broken_import"],
+            "conf.json: plugins[1]: plugin 'tests.plugin_broken_import' failed to "
+            "import: ModuleNotFoundError: No module named "
+            "'tproxy_no_such_module_for_tests'")
+
+    def test_broken_entry_point(self):
+        self.assertBuildError(
+            ["broken"],
+            "conf.json: plugins[0]: plugin 'broken' (entry point "
+            "'tests.plugin_broken_import') failed to load: ModuleNotFoundError: No "
+            "module named 'tproxy_no_such_module_for_tests'",
+            [_ep("broken", "tests.plugin_broken_import")])
+
+    def test_ambiguous_entry_point(self):
+        self.assertBuildError(
+            ["auth"],
+            "conf.json: plugins[0]: plugin 'auth' is ambiguous: several entry points "
+            "of group 'tproxy' have that name (a.auth, b.auth)",
+            [_ep("auth", "b.auth"), _ep("auth", "a.auth")])
+
+    def test_missing_builtin(self):
+        self.patch(plugins, "BUILTINS", {"gone": "tproxy.builtins.no_such_builtin"})
+        self.assertBuildError(
+            ["gone"],
+            "conf.json: plugins[0]: built-in plugin 'gone' is missing "
+            "(tproxy.builtins.no_such_builtin)")
+
+    def test_settings_schema(self):
+        self.assertBuildError(
+            [T, {"name": T + ":AddHeader",
+                 "settings": {"header": 5, "limits": {"burst": "x"}, "extra": 1}}],
+            "conf.json: plugins[1].settings.extra: unknown key (known keys: header, "
+            "limits, value) (plugin 'tests.plugins_for_tests:AddHeader')\n"
+            "conf.json: plugins[1].settings.header: expected a string, got 5 "
+            "(plugin 'tests.plugins_for_tests:AddHeader')\n"
+            "conf.json: plugins[1].settings.limits.burst: expected an integer, got "
+            "\"x\" (plugin 'tests.plugins_for_tests:AddHeader')")
+
+    def test_settings_required(self):
+        self.assertBuildError(
+            [{"name": "hdr"}],
+            "conf.json: plugins[0].settings: missing key 'header' (plugin 'hdr')",
+            [_ep("hdr", T + ":AddHeader")])
+
+    def test_invalid_settings_schema(self):
+        self.assertBuildError(
+            [T + ":BadSchema"],
+            "conf.json: plugins[0]: plugin 'tests.plugins_for_tests:BadSchema' has "
+            "an invalid settings_schema: 'no-such-type' is not valid under any of "
+            "the given schemas")
+
+    def test_module_takes_no_settings(self):
+        self.assertBuildError(
+            [{"name": T, "settings": {"a": 1}}],
+            "conf.json: plugins[0].settings: plugin 'tests.plugins_for_tests' takes "
+            "no settings (it has no Plugin class)")
+
+    def test_module_listed_twice(self):
+        self.assertBuildError(
+            [T, "tests.plugin_with_class", T],
+            "conf.json: plugins[2]: plugin 'tests.plugins_for_tests' is already "
+            "listed as plugins[0]; a plugin without a Plugin class can be listed once")
+
+    def test_constructor_fails(self):
+        self.assertBuildError(
+            [T + ":Exploding"],
+            "conf.json: plugins[0]: plugin 'tests.plugins_for_tests:Exploding' failed "
+            "to start: ValueError: no way")
+
+    def test_unknown_hook(self):
+        """A misspelt hook name is caught by check_pending."""
+        self.assertBuildError(
+            [T, T + ":Misspelt"],
+            "conf.json: plugins[1]: plugin 'tests.plugins_for_tests:Misspelt' "
+            "implements unknown hook 'rewite' (a typo? the hooks are those of "
+            "tproxy.hookspecs)")
+
+    def test_bad_hook_arguments(self):
+        e = self.assertRaises(ConfigError, build, [T, T + ":BadArgument"])
+        self.assertEqual(e.path, "plugins[1]")
+        self.assertIn("plugin 'tests.plugins_for_tests:BadArgument': ", str(e))
+        self.assertIn("nonsense", str(e))
+
+    def test_no_source(self):
+        """Without a source the message starts with the JSON path."""
+        e = self.assertRaises(ConfigError, build, ["foo"], (), None)
+        self.assertTrue(str(e).startswith("plugins[0]: unknown plugin 'foo'"))
+
+    def test_pluggy_error_type(self):
+        """The manager is a real pluggy manager for project tproxy."""
+        self.assertIsInstance(build([]), pluggy.PluginManager)

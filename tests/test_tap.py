@@ -1,0 +1,317 @@
+"""
+Tests for :mod:`tproxy.tap`: the options of ``twistd tproxy``, the service
+wiring, and what a user sees when startup fails.
+"""
+
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import treq
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.testing import MemoryReactorClock
+from twisted.trial.unittest import TestCase
+
+from tproxy import tap
+from tproxy.config import load_config, validate_config
+from tproxy.tap import Options, makeService
+
+from tests.test_config import DEFAULTS
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+#: Runs twistd from the source tree (PYTHONPATH=ROOT), installed or not.
+TWISTD = ("import sys; from twisted.scripts.twistd import run; "
+          "sys.argv[0] = 'twistd'; run()")
+
+DEFAULT_LISTING = """\
+plugins (config order): registry, router, least_conn, access_log
+  init_worker    registry, router, least_conn, access_log
+  rewrite        router
+  access         -
+  balancer       least_conn
+  header_filter  -
+  body_filter    -
+  log            access_log
+"""
+
+
+def write_json(case, obj, text=None):
+    """A temporary file holding ``obj`` as JSON (or ``text``)."""
+    path = os.path.abspath(case.mktemp() + ".json")
+    with open(path, "w") as f:
+        f.write(text if text is not None else json.dumps(obj))
+    return path
+
+
+def options(case, obj):
+    """Options parsed with ``-c`` a file holding ``obj``."""
+    o = Options()
+    o.parseOptions(["-c", write_json(case, obj)])
+    return o
+
+
+def local(**changes):
+    """A configuration listening on free loopback ports."""
+    config = {"listen": "tcp:0:interface=127.0.0.1",
+              "admin": {"listen": "tcp:0:interface=127.0.0.1"}}
+    config.update(changes)
+    return config
+
+
+class OptionsTests(TestCase):
+    """Parsing ``twistd tproxy`` options loads and checks everything."""
+
+    def test_config(self):
+        path = write_json(self, {"listen": "tcp:8081"})
+        for args in (["-c", path], ["--config", path], ["--config=" + path]):
+            o = Options()
+            o.parseOptions(args)
+            self.assertEqual(o["config"], path)
+            self.assertEqual(o.source, path)
+            self.assertEqual(o.config, load_config(path))
+            self.assertEqual([n for n, _ in o.plugin_manager.list_name_plugin()],
+                             ["access_log", "least_conn", "router", "registry"])
+            self.assertFalse(o["list-plugins"])
+
+    def in_directory(self):
+        """Run the test in a fresh working directory."""
+        here = os.getcwd()
+        path = os.path.abspath(self.mktemp())
+        os.makedirs(path)
+        os.chdir(path)
+        self.addCleanup(os.chdir, here)
+        return path
+
+    def test_default_built_in(self):
+        """Without -c and without etc/conf.json: the built-in defaults."""
+        self.in_directory()
+        o = Options()
+        o.parseOptions([])
+        self.assertEqual(o.config, DEFAULTS)
+        self.assertEqual(o.source, "<built-in defaults>")
+
+    def test_default_file(self):
+        """Without -c, etc/conf.json of the working directory if it exists."""
+        os.makedirs(os.path.join(self.in_directory(), "etc"))
+        with open(os.path.join("etc", "conf.json"), "w") as f:
+            json.dump({"listen": "tcp:8082"}, f)
+        o = Options()
+        o.parseOptions([])
+        self.assertEqual(o.source, os.path.join("etc", "conf.json"))
+        self.assertEqual(o.config["listen"], "tcp:8082")
+
+    def test_invalid_config(self):
+        """An invalid configuration exits with its message (status 1)."""
+        path = write_json(self, {"upstreams": {"api": {"peers": ["h:1", "h:70000"]}}})
+        e = self.assertRaises(SystemExit, Options().parseOptions, ["-c", path])
+        self.assertEqual(e.code, path + ": upstreams.api.peers[1]: port 70000 is "
+                                        "out of range")
+
+    def test_unknown_plugin(self):
+        path = write_json(self, {"plugins": ["router", "nope"]})
+        e = self.assertRaises(SystemExit, Options().parseOptions, ["-c", path])
+        self.assertEqual(e.code, path + ": plugins[1]: unknown plugin 'nope' (not a "
+                                        "built-in, an entry point of group 'tproxy', "
+                                        "or an importable module)")
+
+    def test_list_plugins(self):
+        """--list-plugins prints each phase's plugins in order and exits 0."""
+        out = io.StringIO()
+        self.patch(sys, "stdout", out)
+        path = write_json(self, {})
+        e = self.assertRaises(SystemExit, Options().parseOptions,
+                              ["-c", path, "--list-plugins"])
+        self.assertEqual(e.code, 0)
+        self.assertEqual(out.getvalue(), DEFAULT_LISTING)
+
+    def test_list_plugins_custom(self):
+        out = io.StringIO()
+        self.patch(sys, "stdout", out)
+        path = write_json(self, {"plugins": [
+            "tests.plugins_for_tests",
+            {"name": "tests.plugins_for_tests:AddHeader", "settings": {"header": "X"}},
+            {"name": "tests.plugins_for_tests:AddHeader", "settings": {"header": "Y"}}]})
+        self.assertRaises(SystemExit, Options().parseOptions, ["--list-plugins", "-c", path])
+        self.assertEqual(out.getvalue(), """\
+plugins (config order): tests.plugins_for_tests, tests.plugins_for_tests:AddHeader, \
+tests.plugins_for_tests:AddHeader
+  init_worker    -
+  rewrite        tests.plugins_for_tests, tests.plugins_for_tests:AddHeader, \
+tests.plugins_for_tests:AddHeader#2
+  access         -
+  balancer       -
+  header_filter  tests.plugins_for_tests:AddHeader, tests.plugins_for_tests:AddHeader#2
+  body_filter    -
+  log            tests.plugins_for_tests
+""")
+
+    def test_help(self):
+        text = str(Options())
+        self.assertIn("--list-plugins", text)
+        self.assertIn("-c, --config=", text)
+        self.assertIn("etc/conf.json", text)
+
+
+class ServiceTests(TestCase):
+    """makeService: the gateway starts, then the listeners; stop reverses it."""
+
+    @inlineCallbacks
+    def test_listens(self):
+        """The proxy and the admin API answer on their endpoints."""
+        service = makeService(options(self, local()), reactor=reactor)
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.assertEqual(len(service.ports), 2)
+        proxy, admin = [p.getHost().port for p in service.ports]
+        response = yield treq.get("http://127.0.0.1:{}/upstream/status".format(admin),
+                                  persistent=False)
+        self.assertEqual(response.code, 200)
+        body = yield response.json()
+        self.assertEqual(body["total_servers"], 0)
+        response = yield treq.get("http://127.0.0.1:{}/x".format(proxy),
+                                  persistent=False)
+        self.assertEqual(response.code, 503)
+        yield response.content()
+        yield service.stopService()
+        self.assertEqual(service.ports, [])
+
+    def test_init_worker_first(self):
+        """Nothing listens until every init_worker is done."""
+        clock = MemoryReactorClock()
+        o = options(self, local(plugins=["tests.plugins_for_tests:SlowStart"]))
+        service = makeService(o, reactor=clock)
+        service.startService()
+        slow = o.plugin_manager.get_plugin("tests.plugins_for_tests:SlowStart")
+        self.assertIs(slow.gateway, service.gateway)
+        self.assertEqual(clock.tcpServers, [])
+        slow.ready.callback(None)
+        self.assertEqual([(port, interface) for port, _, _, interface in clock.tcpServers],
+                         [(0, "127.0.0.1"), (0, "127.0.0.1")])
+        self.assertEqual(len(service.ports), 2)
+
+    def test_stop(self):
+        """stopService stops listening, then stops the gateway."""
+        clock = MemoryReactorClock()
+        service = makeService(options(self, local(plugins=[])), reactor=clock)
+        stopped = []
+        service.gateway.on_stop(lambda: stopped.append(len(service.ports)))
+        service.startService()
+        self.successResultOf(service.stopService())
+        self.assertEqual(stopped, [0])
+
+    def test_port_in_use(self):
+        """A port in use: SystemExit with one line, before the reactor runs."""
+        busy = socket.socket()
+        self.addCleanup(busy.close)
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        listen = "tcp:{}:interface=127.0.0.1".format(port)
+        service = makeService(options(self, local(listen=listen)), reactor=reactor)
+        e = self.assertRaises(SystemExit, service.startService)
+        self.addCleanup(service.stopService)
+        self.assertTrue(e.code.startswith(
+            "cannot listen for the proxy on {}: Couldn't listen on 127.0.0.1:{}: "
+            .format(listen, port)), e.code)
+        self.assertNotIn("\n", e.code)
+
+    def test_late_failure(self):
+        """A failure after the reactor runs stops it, with exit status 1."""
+        statuses = []
+        self.patch(tap, "_exit_status_on_exit", statuses.append)
+        clock = MemoryReactorClock()
+        clock.running = True
+        o = options(self, local(plugins=["tests.plugins_for_tests:SlowStart"]))
+        service = makeService(o, reactor=clock)
+        service.startService()
+        slow = o.plugin_manager.get_plugin("tests.plugins_for_tests:SlowStart")
+        slow.ready.errback(RuntimeError("database unreachable"))
+        self.assertEqual(statuses, [1])
+        self.assertTrue(clock.hasStopped)
+        self.assertEqual(clock.tcpServers, [])
+
+    def test_gateway(self):
+        """The gateway gets the configuration, the reactor and the plugins."""
+        clock = MemoryReactorClock()
+        o = options(self, local())
+        service = makeService(o, reactor=clock)
+        self.assertIs(service.gateway.config, o.config)
+        self.assertIs(service.gateway.reactor, clock)
+        self.assertIs(service.gateway.plugins, o.plugin_manager)
+
+
+class CommandLineTests(TestCase):
+    """What a user of ``twistd tproxy`` sees, in a real process."""
+
+    def twistd(self, *args):
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            [ROOT] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+        cwd = os.path.abspath(self.mktemp())
+        os.makedirs(cwd)
+        result = subprocess.run(
+            [sys.executable, "-c", TWISTD] + list(args), cwd=cwd, env=env,
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            timeout=60)
+        return result.returncode, result.stdout.decode("utf-8", "replace")
+
+    def assertFails(self, args, message):
+        code, output = self.twistd("-n", "--pidfile=", "tproxy", *args)
+        self.assertNotEqual(code, 0, output)
+        self.assertIn(message, output)
+        self.assertNotIn("Traceback", output)
+        self.assertNotIn("Usage:", output)
+        return output
+
+    def test_help(self):
+        code, output = self.twistd("tproxy", "--help")
+        self.assertEqual(code, 0, output)
+        self.assertIn("Usage: twistd [options] tproxy [-c CONFIG.json] "
+                      "[--list-plugins]", output)
+
+    def test_bad_config(self):
+        path = write_json(self, {"upstreams": {"api": {"peers": ["h:1", "h:70000"]}}})
+        output = self.assertFails(["-c", path], path + ": upstreams.api.peers[1]: "
+                                                       "port 70000 is out of range")
+        self.assertEqual(output.strip(), path + ": upstreams.api.peers[1]: port "
+                                                "70000 is out of range")
+
+    def test_bad_json(self):
+        path = write_json(self, None, '{"listen": "tcp:8080",}')
+        self.assertFails(["-c", path], path + ": line 1 column 23: invalid JSON: "
+                                              "Expecting property name")
+
+    def test_missing_file(self):
+        self.assertFails(["-c", "nope.json"], "nope.json: cannot read: No such file")
+
+    def test_unknown_plugin(self):
+        path = write_json(self, {"plugins": ["registry", "nope"]})
+        self.assertFails(["-c", path], path + ": plugins[1]: unknown plugin 'nope'")
+
+    def test_list_plugins(self):
+        code, output = self.twistd("-n", "--pidfile=", "tproxy", "--list-plugins",
+                                   "-c", write_json(self, {}))
+        self.assertEqual((code, output), (0, DEFAULT_LISTING))
+
+    def test_port_in_use(self):
+        busy = socket.socket()
+        self.addCleanup(busy.close)
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        listen = "tcp:{}:interface=127.0.0.1".format(busy.getsockname()[1])
+        path = write_json(self, local(listen=listen))
+        self.assertFails(["-c", path], "cannot listen for the proxy on " + listen)
+
+
+class DefaultsUnchangedTests(TestCase):
+    """The built-in defaults and etc/conf.json agree (README promises it)."""
+
+    def test_same(self):
+        self.assertEqual(validate_config({}),
+                         load_config(os.path.join(ROOT, "etc", "conf.json")))

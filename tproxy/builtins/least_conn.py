@@ -1,0 +1,230 @@
+# -*- test-case-name: tests.test_least_conn -*-
+"""
+The built-in ``least_conn`` plugin: choose, in the request's group
+(``ctx.route``), the live peer with the fewest requests in flight relative to
+its weight, the smallest ``(active + 1) / weight``.  Peers with equal scores
+take turns, so equal peers share the load evenly.
+
+How it stays flat at 10,000 peers
+---------------------------------
+Each group's index (in ``group.state``, under a key of this plugin instance)
+holds the peers in *buckets*: ``{score: OrderedDict of peers}``, each bucket
+in the order its peers last changed, and a small heap of the distinct scores.
+The plugin follows the registry as an
+:class:`tproxy.registry.IRegistryListener`: when a peer's count or weight
+changes (``peer_changed``, fired by ``Peer.acquire``/``release``, which tproxy
+calls, never this plugin), the peer moves to the *end* of its new score's
+bucket, in O(1).  A pick takes the *first* peer of the lowest bucket: among
+equal scores the peer that changed longest ago, which is the rotation.
+
+So a change costs O(1) and a pick O(1), plus O(log k) when a score appears
+or disappears, ``k`` being the number of distinct scores (a few: the
+distinct ``(active, weight)`` pairs in use), never the number of peers.  The
+score heap is rebuilt once its stale scores outnumber twice the live ones,
+so it stays small however many requests pass.
+
+Peers in ``tried`` are skipped (the next bucket is looked at when a whole
+bucket was tried).  An expired peer (TTL passed, not yet removed by the
+registry's cleanup) is dropped from the index when a pick meets it: expiry
+is final for a :class:`~tproxy.registry.Peer` (``IRegistry.register`` makes
+a new peer, announced by ``peer_added``, for a registration that had
+expired), and the late ``peer_changed`` of a dropped or removed peer (its
+last request ending) is ignored.
+
+The balancer only chooses: it returns ``None`` when the group has no live
+peer left to try (tproxy then answers ``503``).
+"""
+
+import heapq
+import itertools
+from collections import OrderedDict
+
+from zope.interface import implementer
+
+from tproxy import hookimpl
+from tproxy.registry import IRegistryListener
+
+_attachments = itertools.count()
+
+
+class _Index(object):
+    """
+    One group's peers, by score.
+
+    :ivar buckets: ``{score: OrderedDict(peer -> None)}``, non-empty buckets
+        only, each in the order its peers arrived.
+    :ivar scores: a heap of scores: every key of ``buckets`` once, and maybe
+        scores whose bucket has emptied since (dropped when met).
+    :ivar queued: the set of the scores in ``scores``.
+    :ivar score_of: ``{peer: score}`` for every peer in a bucket.
+    """
+
+    __slots__ = ("buckets", "scores", "queued", "score_of")
+
+    def __init__(self):
+        self.buckets = {}
+        self.scores = []
+        self.queued = set()
+        self.score_of = {}
+
+
+@implementer(IRegistryListener)
+class Plugin(object):
+    """
+    The least-connections balancer (``balancer`` phase).
+
+    :param settings: none (an empty dict).
+    """
+
+    settings_schema = {
+        "type": "object",
+        "properties": {},
+        "additionalProperties": False,
+    }
+
+    def __init__(self, settings=None):
+        self._registry = None
+        self._key = None
+
+    # -- the index ------------------------------------------------------------
+
+    def _attach(self, registry):
+        """Follow ``registry`` (indexes are built per group on first use)."""
+        self._registry = registry
+        # a fresh key, so that indexes built for an earlier registry are never read
+        self._key = ("least_conn", next(_attachments))
+        registry.subscribe(self)
+
+    def _build(self, group, now):
+        index = _Index()
+        for peer in group.peers.values():
+            if peer.is_live(now):
+                self._place(index, peer)
+        group.state[self._key] = index
+        return index
+
+    def _place(self, index, peer):
+        """Move ``peer`` to the end of the bucket of its current score."""
+        score = (peer.active + 1) / (peer.weight or 1)
+        buckets = index.buckets
+        old = index.score_of.get(peer)
+        if old is not None:
+            bucket = buckets[old]
+            del bucket[peer]
+            if not bucket:
+                del buckets[old]
+        index.score_of[peer] = score
+        bucket = buckets.get(score)
+        if bucket is None:
+            bucket = buckets[score] = OrderedDict()
+            if score not in index.queued:
+                index.queued.add(score)
+                heapq.heappush(index.scores, score)
+                if len(index.scores) > 2 * len(buckets) + 8:
+                    index.scores = list(buckets)
+                    heapq.heapify(index.scores)
+                    index.queued = set(index.scores)
+        bucket[peer] = None
+
+    def _drop(self, index, peer):
+        """Take ``peer`` out of the index (its score may stay in the heap)."""
+        old = index.score_of.pop(peer, None)
+        if old is not None:
+            bucket = index.buckets[old]
+            del bucket[peer]
+            if not bucket:
+                del index.buckets[old]
+
+    def _index_of(self, peer):
+        if self._key is None:
+            return None
+        return peer.group.state.get(self._key)
+
+    def peer_added(self, peer):
+        """Index a new peer (if its group is indexed yet)."""
+        index = self._index_of(peer)
+        if index is not None and peer not in index.score_of:
+            self._place(index, peer)
+
+    def peer_removed(self, peer):
+        """Drop a peer from its group's index."""
+        index = self._index_of(peer)
+        if index is not None:
+            self._drop(index, peer)
+
+    def peer_changed(self, peer):
+        """Re-score a peer whose count or weight changed."""
+        index = self._index_of(peer)
+        if index is not None and peer in index.score_of:
+            self._place(index, peer)
+        # else: a removed or expired peer whose request just ended: forget it
+
+    # -- phases ---------------------------------------------------------------
+
+    @hookimpl
+    def init_worker(self, gateway):
+        """Start following the gateway's registry."""
+        if self._registry is not gateway.registry:
+            self._attach(gateway.registry)
+
+    @hookimpl
+    def balancer(self, ctx, tried):
+        """
+        Choose the peer of ``ctx.route`` with the smallest
+        ``(active + 1) / weight``, skipping expired peers and ``tried``.
+
+        :return: a :class:`tproxy.registry.Peer`, or ``None``.
+        """
+        registry = ctx.gateway.registry
+        if registry is not self._registry:
+            self._attach(registry)
+        name = ctx.route
+        if name is None:
+            return None
+        group = registry.group(name)
+        if group is None:
+            return None
+        now = registry.now()
+        index = group.state.get(self._key)
+        if index is None:
+            index = self._build(group, now)
+        return self._pick(index, tried, now)
+
+    def _pick(self, index, tried, now):
+        scores = index.scores
+        buckets = index.buckets
+        aside = None
+        chosen = None
+        while scores:
+            score = scores[0]
+            bucket = buckets.get(score)
+            if bucket is not None:
+                dead = None
+                for peer in bucket:
+                    if not peer.is_live(now):
+                        if dead is None:
+                            dead = []
+                        dead.append(peer)
+                    elif not tried or peer not in tried:
+                        chosen = peer
+                        break
+                if dead is not None:
+                    for peer in dead:  # expired for good: drop them
+                        self._drop(index, peer)
+                if chosen is not None:
+                    break
+                if score in buckets:
+                    # every peer of this score was tried: look one score up
+                    if aside is None:
+                        aside = []
+                    aside.append(heapq.heappop(scores))
+                    continue
+            heapq.heappop(scores)  # a score whose bucket has emptied
+            index.queued.discard(score)
+        if aside is not None:
+            for score in aside:
+                heapq.heappush(scores, score)
+        return chosen
+
+
+__all__ = ["Plugin"]

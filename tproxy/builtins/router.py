@@ -1,0 +1,219 @@
+# -*- test-case-name: tests.test_router -*-
+"""
+The built-in ``router`` plugin: choose the upstream group of a request from
+its path, by longest prefix at a segment boundary, and strip that prefix.
+
+With groups ``api`` and ``api/v2`` (each with a live peer):
+
+======================  ===========  ==================
+request target          group        sent upstream as
+======================  ===========  ==================
+``/api/v2/x``           ``api/v2``   ``/x``
+``/api/v1/users?q=1``   ``api``      ``/v1/users?q=1``
+``/api``                ``api``      ``/``
+``/apix``               ``default``  ``/apix``
+``/other/path``         ``default``  ``/other/path``
+======================  ===========  ==================
+
+Rules:
+
+- Only groups with at least one live peer take part (a group whose every
+  peer's TTL has passed is skipped: ``/api/x`` then goes to ``default``).
+- Matching is on the raw path as received: no percent-decoding and no
+  dot-segment removal, so ``/api%2Fv2/x`` has the one segment ``api%2Fv2``
+  and matches neither ``api`` nor ``api/v2``.  An empty segment (``//``) ends
+  the walk, since no group name contains one.
+- A path that matches no group goes to the fallback group (``default``,
+  setting ``default_group``) with its path *unchanged*.  The fallback group
+  is never a prefix itself: ``/default/x`` reaches ``default`` as
+  ``/default/x``, not as ``/x`` (the fallback is the catch-all, and a
+  catch-all that sometimes rewrites paths surprises; deeper groups such as
+  ``default/v2`` are matched normally).
+- No live peer in the matched group nor in the fallback: the request ends
+  with ``503`` and ``{"error": "no live upstream", "group": NAME}``, where
+  NAME is the longest group the path named (its peers have all expired) or
+  the fallback group.
+- The group comes from the path only.  A client-sent ``X-Route-Prefix`` is
+  removed from ``ctx.request.headers`` (later plugins never see it) and
+  ``X-Route-Prefix: <group>`` is added to ``ctx.upstream_headers``.
+
+Sets ``ctx.route`` (the group name) and ``ctx.upstream_path`` (path and
+query).  Cost per request: one dict lookup per path segment, and only as long
+as the segments walked are a prefix of some group name, so a request costs
+the same with 1 or 10,000 groups.  The set of prefixes is kept current as an
+:class:`tproxy.registry.IRegistryListener`.
+"""
+
+from zope.interface import implementer
+
+from tproxy import Response, hookimpl
+from tproxy.registry import IRegistryListener
+
+_HEADER = "X-Route-Prefix"
+_HEADER_LOWER = b"x-route-prefix"
+_HEADER_LEN = len(_HEADER_LOWER)
+
+
+def _prefixes(name):
+    """``"a/b/c"`` -> ``["a", "a/b", "a/b/c"]``."""
+    parts = name.split("/")
+    return ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+
+
+@implementer(IRegistryListener)
+class Plugin(object):
+    """
+    The prefix router (``rewrite`` phase).
+
+    :param settings: ``{"default_group": "default"}``: the group that receives
+        requests no prefix matches.
+    """
+
+    settings_schema = {
+        "type": "object",
+        "properties": {
+            "default_group": {
+                "type": "string",
+                "default": "default",
+                "pattern": "^[A-Za-z0-9._~-]+(/[A-Za-z0-9._~-]+)*$",
+                "description": "the group of requests no prefix matches "
+                               "(forwarded with the path unchanged)",
+            },
+        },
+        "additionalProperties": False,
+    }
+
+    def __init__(self, settings=None):
+        settings = settings or {}
+        self.default_group = settings.get("default_group", "default")
+        self._registry = None
+        # group names known to exist, and every segment-prefix of them with
+        # the number of names it is a prefix of (a flattened trie: the walk
+        # stops at the first candidate that leads to no group).
+        self._names = set()
+        self._prefix_count = {}
+
+    # -- the registry's groups ----------------------------------------------
+
+    def _attach(self, registry):
+        """Follow ``registry``'s groups from now on."""
+        self._registry = registry
+        self._names = set()
+        self._prefix_count = {}
+        registry.subscribe(self)
+        for group in registry.groups():
+            self._add_name(group.name)
+
+    def _add_name(self, name):
+        if name in self._names:
+            return
+        self._names.add(name)
+        counts = self._prefix_count
+        for p in _prefixes(name):
+            counts[p] = counts.get(p, 0) + 1
+
+    def _remove_name(self, name):
+        if name not in self._names:
+            return
+        self._names.discard(name)
+        counts = self._prefix_count
+        for p in _prefixes(name):
+            n = counts[p] - 1
+            if n:
+                counts[p] = n
+            else:
+                del counts[p]
+
+    def peer_added(self, peer):
+        """A peer joined: its group may be new."""
+        self._add_name(peer.group.name)
+
+    def peer_removed(self, peer):
+        """A peer left: its group is gone if the registry no longer has it."""
+        name = peer.group.name
+        if self._registry is not None and self._registry.group(name) is None:
+            self._remove_name(name)
+
+    def peer_changed(self, peer):
+        """Counts and weights do not matter to routing."""
+
+    # -- phases ---------------------------------------------------------------
+
+    @hookimpl
+    def init_worker(self, gateway):
+        """Start following the gateway's registry."""
+        if self._registry is not gateway.registry:
+            self._attach(gateway.registry)
+
+    @hookimpl
+    def rewrite(self, ctx):
+        """
+        Route the request (see the module docstring).
+
+        :return: ``None``, or a ``503`` :class:`tproxy.Response` when no group
+            that could take the request has a live peer.
+        """
+        registry = ctx.gateway.registry
+        if registry is not self._registry:
+            self._attach(registry)
+        request = ctx.request
+
+        # Never believe the client's X-Route-Prefix (defect 9 of the
+        # reference).  Look before removing: remove() rebuilds the list.
+        for name, _ in request.headers.raw:
+            if len(name) == _HEADER_LEN and name.lower() == _HEADER_LOWER:
+                request.headers.remove(_HEADER)
+                break
+
+        path = request.path
+        now = registry.now()
+        prefix_count = self._prefix_count
+        default = self.default_group
+        route = None
+        end = 0
+        dead = None  # the longest named group that exists without a live peer
+        if prefix_count and path[:1] == "/":
+            n = len(path)
+            i = 1
+            while i < n:
+                j = path.find("/", i)
+                stop = j if j >= 0 else n
+                if stop == i:
+                    break  # empty segment: no group name has one
+                candidate = path[1:stop]
+                if candidate not in prefix_count:
+                    break  # no group name starts with these segments
+                if candidate != default:
+                    group = registry.group(candidate)
+                    if group is not None:
+                        if group.has_live(now):
+                            route = candidate
+                            end = stop
+                        else:
+                            dead = candidate
+                if j < 0:
+                    break
+                i = j + 1
+
+        if route is not None:
+            rest = path[end:] or "/"
+            ctx.upstream_path = rest + "?" + request.query if request.query else rest
+        else:
+            group = registry.group(default)
+            if group is None or not group.has_live(now):
+                ctx.route = dead if dead is not None else default
+                ctx.error = "no_peer"
+                return Response.error(503, "no live upstream", group=ctx.route)
+            route = default
+            ctx.upstream_path = request.uri
+
+        ctx.route = route
+        headers = ctx.upstream_headers
+        if headers:
+            headers[:] = [h for h in headers
+                          if h[0].lower() not in ("x-route-prefix", _HEADER_LOWER)]
+        headers.append((_HEADER, route))
+        return None
+
+
+__all__ = ["Plugin"]

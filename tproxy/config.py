@@ -1,0 +1,476 @@
+# -*- test-case-name: tests.test_config -*-
+"""
+The configuration file: one JSON document, validated against a JSON Schema
+(Draft 2020-12) when tproxy starts, with defaults filled in and shorthands
+normalised.
+
+An invalid file is reported as ``<file>: <json path>: <problem>``, one line
+per problem, for example::
+
+    etc/conf.json: upstreams.api.peers[1]: port 70000 is out of range
+
+The schema helpers (:func:`validator_for`, :func:`schema_errors`,
+:func:`fill_defaults`) are also what :mod:`tproxy.plugins` uses for each
+plugin's ``settings``.
+"""
+
+import copy
+import ipaddress
+import json
+import re
+
+from jsonschema import Draft202012Validator, FormatChecker
+
+__all__ = ["ConfigError", "DEFAULT_PLUGINS", "SCHEMA", "load_config",
+           "validate_config", "parse_host_port"]
+
+#: The plugins that run when the configuration has no ``plugins`` key.
+DEFAULT_PLUGINS = ("registry", "router", "least_conn", "access_log")
+
+GROUP_NAME = r"^[A-Za-z0-9._~-]+(/[A-Za-z0-9._~-]+)*$"
+
+_HOSTNAME = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_.-]{0,251}[A-Za-z0-9_.])?$")
+_DOTTED_NUMBERS = re.compile(r"^[0-9.]+$")  # must then be a valid IPv4 address
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class ConfigError(Exception):
+    """
+    The configuration (or a plugin's settings) is invalid.
+
+    ``str()`` gives one line per problem: ``<source>: <json path>: <problem>``
+    (the path is left out when the problem is the whole file, the source when
+    it is unknown).
+
+    :ivar errors: a list of ``(path, problem)`` pairs; ``path`` is a JSON path
+        without the leading ``$.`` (``"upstreams.api.peers[1]"``) or ``""``.
+    :ivar source: the file name, or ``None``.
+    """
+
+    def __init__(self, errors, source=None):
+        if isinstance(errors, tuple):
+            errors = [errors]
+        self.errors = list(errors)
+        self.source = source
+        Exception.__init__(self, self.errors, source)
+
+    @property
+    def path(self):
+        """The JSON path of the first problem."""
+        return self.errors[0][0]
+
+    @property
+    def problem(self):
+        """The description of the first problem."""
+        return self.errors[0][1]
+
+    def __str__(self):
+        return "\n".join(
+            ": ".join(part for part in (self.source, path, problem) if part)
+            for path, problem in self.errors)
+
+
+# ---------------------------------------------------------------------------
+# formats: checks a JSON Schema cannot express, with their own messages
+# ---------------------------------------------------------------------------
+
+FORMATS = FormatChecker(formats=())
+
+
+def parse_host_port(value):
+    """
+    Parse ``"host:port"`` (IPv6 as ``"[::1]:80"``) into ``(host, port)``.
+
+    :raises ValueError: with a message fit for the user.
+    """
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port:
+        raise ValueError("bad host:port {!r} (expected HOST:PORT, IPv6 as "
+                         "[::1]:80)".format(value))
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError("bad host:port {!r}: {!r} is not an IPv6 "
+                             "address".format(value, host))
+    elif ":" in host:
+        raise ValueError("bad host:port {!r} (an IPv6 address needs brackets: "
+                         "[{}]:{})".format(value, host, port))
+    else:
+        check_host(host, value)
+    if not (port.isdigit() and port.isascii()):
+        raise ValueError("bad host:port {!r}: port {!r} is not a "
+                         "number".format(value, port))
+    if not 1 <= int(port) <= 65535:
+        raise ValueError("port {} is out of range".format(int(port)))
+    return host, int(port)
+
+
+def check_host(host, value=None):
+    """
+    Check that ``host`` is an IP address or a host name (IPv6 without
+    brackets); ``value`` is what to quote in the message.
+
+    :raises ValueError: with a message fit for the user.
+    """
+    if _HOSTNAME.match(host) and not _DOTTED_NUMBERS.match(host):
+        return
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if value is not None and value != host:
+            raise ValueError("bad host:port {!r}: {!r} is not a host name or "
+                             "an IP address (IPv6 as [::1]:80)".format(value, host))
+        raise ValueError("bad host {!r} (expected a host name or an IP "
+                         "address)".format(host))
+
+
+@FORMATS.checks("tproxy-host-port", raises=ValueError)
+def _check_host_port(value):
+    if isinstance(value, str):
+        parse_host_port(value)
+    return True
+
+
+@FORMATS.checks("tproxy-host", raises=ValueError)
+def _check_host(value):
+    if isinstance(value, str):
+        check_host(value)
+    return True
+
+
+@FORMATS.checks("tproxy-network", raises=ValueError)
+def _check_network(value):
+    if isinstance(value, str):
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise ValueError("bad address or network {!r} (expected an IP "
+                             "address or a CIDR such as 10.0.0.0/8)".format(value))
+    return True
+
+
+@FORMATS.checks("tproxy-endpoint", raises=ValueError)
+def _check_endpoint(value):
+    if not isinstance(value, str):
+        return True
+    try:
+        # Parses without a reactor (serverFromString needs one); a private
+        # API, hence the guard: without it, startup reports bad endpoints.
+        from twisted.internet.endpoints import _parseServer
+    except ImportError:  # pragma: no cover
+        return True
+    try:
+        kind, args = _parseServer(value, None)[:2]
+    except Exception as e:
+        raise ValueError("bad endpoint {!r} ({})".format(value, e))
+    if kind == "TCP" and not 0 <= args[0] <= 65535:
+        raise ValueError("bad endpoint {!r} (port {} is out of range)".format(
+            value, args[0]))
+    return True
+
+
+# ---------------------------------------------------------------------------
+# the schema
+# ---------------------------------------------------------------------------
+
+def _number(default, minimum=None, exclusive=None, integer=False, nullable=False):
+    schema = {"type": "integer" if integer else "number", "default": default}
+    if minimum is not None:
+        schema["minimum"] = minimum
+    if exclusive is not None:
+        schema["exclusiveMinimum"] = exclusive
+    if nullable:
+        schema["type"] = [schema["type"], "null"]
+    return schema
+
+
+def _object(properties, **extra):
+    schema = {"type": "object", "additionalProperties": False,
+              "properties": properties, "default": {}}
+    schema.update(extra)
+    return schema
+
+
+_PEER = {
+    "type": ["string", "object"],
+    "if": {"type": "string"},
+    "then": {"format": "tproxy-host-port"},
+    "else": {
+        "additionalProperties": False,
+        "required": ["host", "port"],
+        "properties": {
+            "host": {"type": "string", "format": "tproxy-host"},
+            "port": {"type": "integer", "minimum": 1, "maximum": 65535,
+                     "x-messages": {"minimum": "port {instance} is out of range",
+                                    "maximum": "port {instance} is out of range"}},
+            "weight": {"type": "integer", "minimum": 1, "maximum": 1000,
+                       "default": 1,
+                       "x-messages": {"minimum": "weight {instance} is out of range (1-1000)",
+                                      "maximum": "weight {instance} is out of range (1-1000)"}},
+        },
+    },
+}
+
+_PLUGIN = {
+    "type": ["string", "object"],
+    "if": {"type": "string"},
+    "then": {"minLength": 1,
+             "x-messages": {"minLength": "empty plugin name"}},
+    "else": {
+        "additionalProperties": False,
+        "required": ["name"],
+        "properties": {
+            "name": {"type": "string", "minLength": 1,
+                     "x-messages": {"minLength": "empty plugin name"}},
+            "settings": {"type": "object", "default": {}},
+        },
+    },
+}
+
+_ENDPOINT = {"type": "string", "format": "tproxy-endpoint"}
+
+#: The JSON Schema of the configuration file.
+SCHEMA = _object({
+    "listen": dict(_ENDPOINT, default="tcp:8080"),
+    "admin": _object({
+        "listen": dict(_ENDPOINT, default="tcp:9180:interface=127.0.0.1"),
+        "token": {"type": ["string", "null"], "minLength": 1, "default": None,
+                  "x-messages": {"minLength": "empty token (use null for no token)"}},
+    }),
+    "registry": _object({
+        "ttl": _number(60, exclusive=0),
+        "cleanup_interval": _number(10, exclusive=0),
+    }),
+    "trusted_proxies": {"type": "array", "default": [],
+                        "items": {"type": "string", "format": "tproxy-network"}},
+    "timeouts": _object({
+        "connect": _number(60, exclusive=0),
+        "send": _number(60, exclusive=0),
+        "read": _number(90, exclusive=0),
+    }),
+    "upstreams": {
+        "type": "object", "default": {},
+        "propertyNames": {"pattern": GROUP_NAME},
+        "additionalProperties": _object(
+            {"peers": {"type": "array", "items": _PEER}}, required=["peers"]),
+    },
+    "plugins": {"type": "array", "items": _PLUGIN,
+                "default": list(DEFAULT_PLUGINS)},
+    "proxy": _object({
+        "tries": _number(3, minimum=1, integer=True),
+        "keepalive_timeout": _number(75, minimum=0),
+        "keepalive_requests": _number(10000, minimum=1, integer=True),
+        "header_timeout": _number(60, exclusive=0),
+        "max_line_size": _number(8192, minimum=64, integer=True),
+        "max_header_size": _number(32768, minimum=256, integer=True),
+        "max_body_size": _number(None, minimum=0, integer=True, nullable=True),
+        "upstream_keepalive": _number(32, minimum=0, integer=True),
+        "upstream_keepalive_timeout": _number(60, exclusive=0),
+    }),
+})
+
+
+# ---------------------------------------------------------------------------
+# validation, defaults, normalisation
+# ---------------------------------------------------------------------------
+
+def validator_for(schema):
+    """A Draft 2020-12 validator of ``schema`` that knows tproxy's formats."""
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema, format_checker=FORMATS)
+
+
+def schema_errors(validator, instance, prefix=""):
+    """
+    Every problem of ``instance``: a sorted list of ``(path, problem)`` with
+    friendly messages; ``prefix`` is prepended to each path.
+    """
+    found = []
+    for error in validator.iter_errors(instance):
+        found.extend(_explain(error, prefix))
+    found.sort(key=lambda e: e[0])
+    return found
+
+
+_TYPE_NAMES = {"object": "an object", "array": "a list", "string": "a string",
+               "integer": "an integer", "number": "a number",
+               "boolean": "true or false", "null": "null"}
+
+
+def _json_type(value):
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def _show(value):
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _path(parts, prefix=""):
+    out = prefix
+    for part in parts:
+        if isinstance(part, int):
+            out += "[{}]".format(part)
+        elif _IDENTIFIER.match(part):
+            out += ("." if out else "") + part
+        else:
+            out += "[{}]".format(json.dumps(part))
+    return out
+
+
+def _explain(error, prefix):
+    """Turn one jsonschema ``ValidationError`` into ``[(path, problem)]``."""
+    parts = list(error.absolute_path)
+    kind, instance, schema = error.validator, error.instance, error.schema
+    custom = schema.get("x-messages", {}).get(kind) if isinstance(schema, dict) else None
+    if custom:
+        return [(_path(parts, prefix), custom.format(instance=instance))]
+    if kind == "additionalProperties" and isinstance(instance, dict):
+        known = sorted(schema.get("properties", {}))
+        extra = [k for k in instance if k not in schema.get("properties", {})]
+        hint = ("known keys: " + ", ".join(known)) if known else "no keys are allowed here"
+        return [(_path(parts + [k], prefix), "unknown key ({})".format(hint))
+                for k in extra]
+    if kind == "type":
+        wanted = error.validator_value
+        wanted = [wanted] if isinstance(wanted, str) else wanted
+        return [(_path(parts, prefix), "expected {}, got {}".format(
+            " or ".join(_TYPE_NAMES[t] for t in wanted), _show(instance)))]
+    if kind == "format" and error.cause is not None:
+        return [(_path(parts, prefix), str(error.cause))]
+    if kind == "pattern" and "propertyNames" in error.relative_schema_path:
+        return [(_path(parts + [instance], prefix),
+                 "bad group name {!r} (allowed: letters, digits, '._~-', and "
+                 "'/' between segments)".format(instance))]
+    if kind == "required":
+        missing = [k for k in error.validator_value if k not in instance]
+        return [(_path(parts, prefix), "missing key {!r}".format(k)) for k in missing]
+    if kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        word = {"minimum": "at least", "maximum": "at most",
+                "exclusiveMinimum": "greater than",
+                "exclusiveMaximum": "less than"}[kind]
+        return [(_path(parts, prefix), "{} is out of range (must be {} {})".format(
+            _show(instance), word, error.validator_value))]
+    if kind == "enum":
+        return [(_path(parts, prefix), "{} is not one of {}".format(
+            _show(instance), ", ".join(_show(v) for v in error.validator_value)))]
+    return [(_path(parts, prefix), error.message)]
+
+
+def fill_defaults(validator, schema, instance):
+    """
+    Fill in the ``default`` of every absent property of ``instance`` (in
+    place, recursively; integral floats where an integer is expected become
+    ints) and return it.  ``instance`` must be valid against ``schema``.
+    """
+    if not isinstance(schema, dict):
+        return instance
+    if "if" in schema:
+        branch = "then" if validator.evolve(schema=schema["if"]).is_valid(instance) else "else"
+        instance = fill_defaults(validator, schema.get(branch, {}), instance)
+    if isinstance(instance, dict):
+        props = schema.get("properties", {})
+        for name, sub in props.items():
+            if name not in instance and isinstance(sub, dict) and "default" in sub:
+                instance[name] = copy.deepcopy(sub["default"])
+            if name in instance:
+                instance[name] = fill_defaults(validator, sub, instance[name])
+        extra = schema.get("additionalProperties")
+        if isinstance(extra, dict):
+            for name in instance:
+                if name not in props:
+                    instance[name] = fill_defaults(validator, extra, instance[name])
+    elif isinstance(instance, list) and isinstance(schema.get("items"), dict):
+        instance[:] = [fill_defaults(validator, schema["items"], v) for v in instance]
+    elif isinstance(instance, float) and "integer" in _types(schema):
+        instance = int(instance)
+    return instance
+
+
+def _types(schema):
+    t = schema.get("type", ())
+    return (t,) if isinstance(t, str) else t
+
+
+_VALIDATOR = validator_for(SCHEMA)
+
+
+def validate_config(obj, source="<config>"):
+    """
+    Validate a parsed configuration and return a new ``dict`` with every
+    default filled in and shorthands normalised: a peer ``"host:port"``
+    becomes ``{"host", "port", "weight": 1}``, a plugin name becomes
+    ``{"name", "settings": {}}``.
+
+    :param obj: the parsed JSON document.
+    :param source: the file name used in error messages.
+    :raises ConfigError: naming every problem with its JSON path.
+    """
+    errors = schema_errors(_VALIDATOR, obj)
+    if errors:
+        raise ConfigError(errors, source)
+    config = fill_defaults(_VALIDATOR, SCHEMA, copy.deepcopy(obj))
+    for group in config["upstreams"].values():
+        group["peers"] = [_normalise_peer(p) for p in group["peers"]]
+    config["plugins"] = [
+        {"name": p, "settings": {}} if isinstance(p, str) else p
+        for p in config["plugins"]]
+    return config
+
+
+def _normalise_peer(peer):
+    if isinstance(peer, str):
+        host, port = parse_host_port(peer)
+        return {"host": host, "port": port, "weight": 1}
+    return peer
+
+
+def _reject_duplicates(pairs):
+    obj = {}
+    for key, value in pairs:
+        if key in obj:
+            raise ValueError("duplicate key {}".format(json.dumps(key)))
+        obj[key] = value
+    return obj
+
+
+def load_config(path):
+    """
+    Read, validate and normalise the JSON configuration file ``path`` (see
+    :func:`validate_config`).
+
+    :raises ConfigError: if the file cannot be read, is not JSON (the message
+        names the line and column), or is not a valid configuration.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ConfigError(("", "cannot read: {}".format(e.strerror or e)), path)
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ConfigError(("", "not UTF-8 (byte {} at offset {})".format(
+            hex(data[e.start]), e.start)), path)
+    try:
+        obj = json.loads(text, object_pairs_hook=_reject_duplicates)
+    except json.JSONDecodeError as e:
+        raise ConfigError(("line {} column {}".format(e.lineno, e.colno),
+                           "invalid JSON: {}".format(e.msg)), path)
+    except ValueError as e:
+        raise ConfigError(("", "invalid JSON: {}".format(e)), path)
+    return validate_config(obj, source=path)

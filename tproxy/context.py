@@ -1,0 +1,176 @@
+# -*- test-case-name: tests.test_phases -*-
+"""
+What the phases of one request share: the request view, the routing decision,
+the chosen peer, timings and the plugins' own variables.
+"""
+
+import json
+
+from tproxy.http.headers import Headers
+
+
+class Request(object):
+    """
+    The client's request as the phases see it.
+
+    :ivar method: ``"GET"``, ...
+    :ivar path: the decoded-as-latin-1 path of the target, without the query.
+    :ivar query: the query string without ``?`` (``""`` when absent).
+    :ivar version: ``"1.1"`` or ``"1.0"``.
+    :ivar headers: a :class:`~tproxy.http.headers.Headers`; what is in it when
+        the balancer has run is what goes upstream (after hop-by-hop removal).
+    :ivar client_addr: the client's address (believed from X-Real-IP /
+        X-Forwarded-For only when the peer is a trusted proxy).
+    :ivar remote_addr: the address of the TCP peer, always.
+    :ivar scheme: ``"http"`` or ``"https"``.
+    """
+
+    __slots__ = ("method", "path", "query", "version", "headers",
+                 "client_addr", "remote_addr", "scheme")
+
+    def __init__(self, method, path, query="", version="1.1", headers=None,
+                 client_addr="127.0.0.1", remote_addr=None, scheme="http"):
+        self.method = method
+        self.path = path
+        self.query = query
+        self.version = version
+        self.headers = headers if headers is not None else Headers()
+        self.client_addr = client_addr
+        self.remote_addr = remote_addr if remote_addr is not None else client_addr
+        self.scheme = scheme
+
+    @property
+    def uri(self):
+        """The request target: path and query."""
+        return self.path + "?" + self.query if self.query else self.path
+
+    @property
+    def host(self):
+        """The Host header without a port, lower-cased ('' when absent)."""
+        h = self.headers.get("host") or ""
+        if h.startswith("["):
+            return h[:h.find("]") + 1].lower()
+        return h.rsplit(":", 1)[0].lower() if ":" in h else h.lower()
+
+
+class Response(object):
+    """
+    A response made by a plugin (``access``, ``rewrite`` or ``balancer``), sent
+    instead of contacting an upstream.
+
+    :param status: the status code.
+    :param body: ``bytes`` or ``str`` (sent as UTF-8).
+    :param headers: a mapping or a list of ``(name, value)`` pairs.
+    """
+
+    __slots__ = ("status", "headers", "body")
+
+    def __init__(self, status, body=b"", headers=None):
+        self.status = int(status)
+        self.body = body.encode("utf-8") if isinstance(body, str) else bytes(body)
+        if headers is None:
+            headers = []
+        elif hasattr(headers, "items"):
+            headers = list(headers.items())
+        self.headers = Headers([(_b(n), _b(v)) for n, v in headers])
+
+    @classmethod
+    def json(cls, status, obj, headers=None):
+        """A response whose body is ``obj`` as JSON."""
+        r = cls(status, json.dumps(obj, separators=(",", ":")) + "\n", headers)
+        r.headers.set("Content-Type", "application/json")
+        return r
+
+    @classmethod
+    def error(cls, status, message, **fields):
+        """A JSON error response: ``{"error": message, **fields}``."""
+        body = {"error": message}
+        body.update(fields)
+        return cls.json(status, body)
+
+    def __repr__(self):
+        return "<Response %d %r>" % (self.status, self.body[:40])
+
+
+def _b(s):
+    return s if isinstance(s, bytes) else str(s).encode("latin-1")
+
+
+class ResponseHead(object):
+    """
+    The status and headers of a response on its way to the client, as
+    ``header_filter`` sees them.
+    """
+
+    __slots__ = ("status", "reason", "headers")
+
+    def __init__(self, status, headers, reason=b""):
+        self.status = status
+        self.headers = headers
+        self.reason = reason
+
+
+class RequestContext(object):
+    """
+    Everything the phases of one request share (OpenResty's ``ngx.ctx`` and
+    ``ngx.var``).
+
+    :ivar gateway: the :class:`tproxy.gateway.Gateway`.
+    :ivar request: the :class:`Request`.
+    :ivar request_id: a unique id (also sent upstream as ``X-Request-Id``
+        unless the client sent one from a trusted proxy).
+    :ivar vars: a ``dict`` for plugins' own per-request values.
+    :ivar route: the upstream group chosen by the router (``None`` before).
+    :ivar upstream_path: the path (with query) sent upstream.
+    :ivar upstream_headers: ``(name, value)`` pairs added to the upstream
+        request (replacing any field of the same name).
+    :ivar peer: the :class:`tproxy.registry.Peer` chosen last (``None``).
+    :ivar tried: the peers tried so far, in order.
+    :ivar status: the status sent to the client (``0`` while unknown).
+    :ivar bytes_sent: response bytes written to the client (head included).
+    :ivar error: why the request did not end normally: ``None``,
+        ``"client_abort"``, ``"upstream_connect"``, ``"upstream_timeout"``,
+        ``"upstream_error"``, ``"plugin_error"``, ``"no_peer"``, ...
+    :ivar start: the clock's time when the request head was read.
+    :ivar upstream_start / upstream_end: clock times of the upstream exchange.
+    """
+
+    __slots__ = ("gateway", "request", "request_id", "vars", "route",
+                 "upstream_path", "upstream_headers", "peer", "tried", "status",
+                 "bytes_sent", "error", "start", "upstream_start",
+                 "upstream_end", "end", "plugins")
+
+    def __init__(self, gateway, request, request_id="", start=0.0):
+        self.gateway = gateway
+        self.request = request
+        self.request_id = request_id
+        self.vars = {}
+        self.route = None
+        self.upstream_path = request.uri
+        self.upstream_headers = []
+        self.peer = None
+        self.tried = ()
+        self.status = 0
+        self.bytes_sent = 0
+        self.error = None
+        self.start = start
+        self.upstream_start = None
+        self.upstream_end = None
+        self.end = None
+        self.plugins = None
+
+    def request_time(self):
+        """Seconds from the request head to the end of the response."""
+        return (self.end if self.end is not None else self.start) - self.start
+
+    def upstream_time(self):
+        """Seconds spent with the upstream (``None`` if never contacted)."""
+        if self.upstream_start is None:
+            return None
+        end = self.upstream_end if self.upstream_end is not None else self.end
+        return (end if end is not None else self.upstream_start) - self.upstream_start
+
+    @property
+    def upstream_addr(self):
+        """``"host:port"`` of the last peer tried, or ``None``."""
+        return self.peer.address if self.peer is not None else None

@@ -1,0 +1,74 @@
+# -*- test-case-name: tests.test_fastio -*-
+"""
+Two shortcuts through Twisted's private parts, kept in one place.
+
+1. :func:`install_fast_write`: Twisted buffers every ``transport.write`` until
+   the next reactor turn (Twisted issue #5303), which costs an
+   ``epoll_ctl`` to start writing, a turn, the write, and another
+   ``epoll_ctl`` to stop.  When nothing is buffered, sending at once is what the
+   buffer would do anyway, one turn later: order is kept, and anything the
+   socket does not take goes to the ordinary buffer (so backpressure and
+   producers work as before).
+2. :class:`FastEPollReactor` (``twistd -r tproxy``): the epoll reactor without
+   the ``log.callWithLogger`` wrapper around every event (Twisted issues #6789,
+   #2534), which only sets up a legacy logging context.
+
+Both reach into Twisted internals, so they are enabled only on the Twisted
+versions they were tested with (:data:`TESTED_TWISTED`) and only for plain TCP
+transports; anywhere else tproxy runs on stock behaviour.  Set
+``TPROXY_FAST_WRITE=0`` to turn the write shortcut off.
+"""
+
+import errno
+import os
+
+import twisted
+from twisted.internet import tcp
+
+#: Twisted releases whose internals these shortcuts were checked against
+#: (26.10 on CPython 3.11; 26.4 is the newest for PyPy's Python 3.9).
+TESTED_TWISTED = ("26.10.0", "26.4.0")
+
+TWISTED_VERSION = twisted.__version__
+
+_WOULD_BLOCK = (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR)
+
+ENABLED = (TWISTED_VERSION in TESTED_TWISTED
+           and os.environ.get("TPROXY_FAST_WRITE", "1") != "0"
+           and hasattr(tcp.Connection, "dataBuffer"))
+
+
+def install_fast_write(transport):
+    """
+    Make ``transport.write`` / ``writeSequence`` send at once when nothing is
+    buffered.  Does nothing (and returns ``False``) for other transports,
+    TLS, or untested Twisted versions.
+    """
+    if not ENABLED or not isinstance(transport, tcp.Connection) or transport.TLS:
+        return False
+    stock_write = transport.write
+    stock_write_sequence = transport.writeSequence
+    sock = transport.socket
+
+    def write(data):
+        if (transport.dataBuffer or transport._tempDataBuffer or transport.TLS
+                or not transport.connected or transport.disconnecting):
+            return stock_write(data)
+        try:
+            sent = sock.send(data)
+        except OSError as e:
+            if e.errno in _WOULD_BLOCK:
+                return stock_write(data)
+            return stock_write(data)   # let the reactor find the error
+        if sent < len(data):
+            stock_write(memoryview(data)[sent:].tobytes())
+
+    def write_sequence(seq):
+        if (transport.dataBuffer or transport._tempDataBuffer or transport.TLS
+                or not transport.connected or transport.disconnecting):
+            return stock_write_sequence(seq)
+        write(b"".join(seq))
+
+    transport.write = write
+    transport.writeSequence = write_sequence
+    return True

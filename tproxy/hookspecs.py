@@ -1,0 +1,158 @@
+# -*- test-case-name: tests.test_hookspecs -*-
+"""
+The hook contract of tproxy: one hook per phase of a request.
+
+Every phase is a pluggy hook of the project ``tproxy``.  A plugin implements
+some of them with :data:`tproxy.hookimpl`; an implementation may accept any
+subset of the arguments a hook declares, and may return a plain value, a
+:class:`~twisted.internet.defer.Deferred` or a coroutine: the request waits
+for it (pluggy itself does not await; :mod:`tproxy.phases` drives the phases).
+
+The life of one HTTP request::
+
+    init_worker(gateway)                once per process, before traffic
+    ---- per request ----
+    rewrite(ctx)                        every impl, in order
+    access(ctx)                         every impl, until one returns a Response
+    balancer(ctx, tried)                first non-None Peer wins; asked again,
+                                        with the failed peer in ``tried``,
+                                        when connecting to it fails
+    [tproxy sends the request upstream and streams the body]
+    header_filter(ctx, response)        every impl, before the status line is sent
+    body_filter(ctx, chunk, eof)        every impl, for every chunk of the body
+    log(ctx)                            every impl, exactly once, however the
+                                        request ended
+
+Execution order: the order of the ``plugins`` list of the configuration
+(first listed runs first), adjusted only by pluggy's ``tryfirst`` /
+``trylast`` markers.  ``twistd tproxy --list-plugins`` prints it per phase.
+
+An exception raised by an implementation (or a failed Deferred) ends the
+request with a ``500`` JSON response, the traceback is logged, and ``log``
+still runs.
+"""
+
+from pluggy import HookspecMarker
+
+hookspec = HookspecMarker("tproxy")
+
+# ---------------------------------------------------------------------------
+# process lifecycle
+# ---------------------------------------------------------------------------
+
+
+@hookspec
+def init_worker(gateway):
+    """
+    Called once when the gateway starts, before the listeners accept traffic.
+
+    Start timers here (``LoopingCall(...).start`` with ``gateway.reactor`` as
+    clock), register admin endpoints with ``gateway.admin.route``, and keep
+    per-process state on the plugin object.  Startup waits for a returned
+    Deferred or coroutine; a failure stops startup.
+
+    :param gateway: the :class:`tproxy.gateway.Gateway`: ``reactor``,
+        ``config``, ``registry``, ``admin``, and ``on_stop(fn)`` to register
+        cleanup that runs when the process stops.
+    :return: ``None`` (or an awaitable of it).
+    """
+
+
+# ---------------------------------------------------------------------------
+# per request, in order
+# ---------------------------------------------------------------------------
+
+
+@hookspec
+def rewrite(ctx):
+    """
+    First phase of every request: choose the route and rewrite the request.
+
+    The built-in ``router`` sets ``ctx.route`` (the upstream group) and
+    ``ctx.upstream_path`` here.  Implementations may change
+    ``ctx.upstream_path``, ``ctx.request.headers`` (sent upstream),
+    ``ctx.upstream_headers`` and ``ctx.vars``.
+
+    :param ctx: the :class:`tproxy.context.RequestContext`.
+    :return: ``None``; returning a :class:`tproxy.Response` ends the request
+        with it (no upstream is contacted).
+    """
+
+
+@hookspec
+def access(ctx):
+    """
+    Decide whether the request may proceed (authentication, rate limits, allow
+    lists).
+
+    All implementations run in order until one returns a
+    :class:`tproxy.Response`: that response is sent to the client, no upstream
+    is contacted, and the remaining ``access`` implementations do not run.
+
+    :param ctx: the :class:`tproxy.context.RequestContext`; ``ctx.route`` is set.
+    :return: ``None`` to let the request proceed, or a :class:`tproxy.Response`.
+    """
+
+
+@hookspec(firstresult=True)
+def balancer(ctx, tried):
+    """
+    Choose the upstream peer for the request.
+
+    Stops at the first non-``None`` result.  When connecting to the chosen peer
+    fails, the hook is called again with that peer added to ``tried``, up to
+    ``proxy.tries`` times in all.
+
+    :param ctx: the :class:`tproxy.context.RequestContext`; ``ctx.route`` names
+        the group.
+    :param tried: a tuple of the :class:`tproxy.registry.Peer` objects already
+        tried for this request (empty on the first call); do not return them.
+    :return: a :class:`tproxy.registry.Peer`; or ``None`` to leave the choice
+        to the next implementation (if none chooses, the client gets ``503``);
+        or a :class:`tproxy.Response` to end the request with it.
+    """
+
+
+@hookspec
+def header_filter(ctx, response):
+    """
+    Inspect or change the response head before it is sent to the client.
+
+    Runs for upstream responses and for responses tproxy makes itself (errors,
+    ``access`` denials).
+
+    :param ctx: the :class:`tproxy.context.RequestContext`.
+    :param response: the :class:`tproxy.context.ResponseHead`: ``status``
+        (int, may be changed) and ``headers`` (a mutable
+        :class:`tproxy.http.headers.Headers`).
+    :return: ``None``.
+    """
+
+
+@hookspec
+def body_filter(ctx, chunk, eof):
+    """
+    Inspect or replace each chunk of the response body, in order.
+
+    :param ctx: the :class:`tproxy.context.RequestContext`.
+    :param chunk: the bytes about to be sent (may be empty when ``eof``).
+    :param eof: ``True`` for the last call of the response.
+    :return: ``None`` to send ``chunk`` unchanged, or the ``bytes`` to send
+        instead (a changed length makes tproxy send the body chunked; set it
+        up in ``header_filter`` by removing ``Content-Length``).
+    """
+
+
+@hookspec
+def log(ctx):
+    """
+    Called exactly once per request, after the response ended or failed:
+    success, upstream error, client abort, access denial or a plugin exception.
+
+    ``ctx.status``, ``ctx.bytes_sent``, ``ctx.error``, ``ctx.peer``,
+    ``ctx.upstream_time()`` and ``ctx.request_time()`` describe what happened.
+    Exceptions here are logged and otherwise ignored.
+
+    :param ctx: the :class:`tproxy.context.RequestContext`.
+    :return: ``None``.
+    """

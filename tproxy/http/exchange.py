@@ -1,0 +1,537 @@
+# -*- test-case-name: tests.test_proxy -*-
+"""
+One request's journey: phases, balancer and retries, the upstream exchange,
+the response streamed back, and ``log`` exactly once.
+
+An :class:`Exchange` sits between the client connection
+(:class:`tproxy.http.server.ProxyProtocol`) and an upstream connection
+(:class:`tproxy.http.upstream.UpstreamProtocol`); both report to it by plain
+method calls.  Bodies stream chunk by chunk in both directions: when one side
+cannot take more, the other side's reading is paused.
+"""
+
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectingCancelledError, TimeoutError as TxTimeoutError
+from twisted.logger import Logger
+
+from tproxy.context import Response, ResponseHead
+from tproxy.http.headers import HOP_BY_HOP, Headers
+
+log = Logger()
+
+#: request bytes buffered while no upstream connection is ready
+PENDING_BODY_LIMIT = 65536
+
+_REASONS = {
+    200: b"OK", 400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden",
+    404: b"Not Found", 405: b"Method Not Allowed", 408: b"Request Timeout",
+    413: b"Payload Too Large", 414: b"URI Too Long", 429: b"Too Many Requests",
+    431: b"Request Header Fields Too Large", 500: b"Internal Server Error",
+    501: b"Not Implemented", 502: b"Bad Gateway", 503: b"Service Unavailable",
+    504: b"Gateway Timeout",
+}
+
+_RESPONSE_HOP = HOP_BY_HOP
+
+
+def reason_for(status):
+    """The reason phrase tproxy writes for ``status``."""
+    return _REASONS.get(status, b"Unknown")
+
+
+class Exchange(object):
+    """
+    The state of one request from its head to ``log``.
+
+    :ivar ctx: the :class:`tproxy.context.RequestContext`.
+    :ivar response_started: the response head went to the client.
+    :ivar done: ``log`` ran; nothing more happens.
+    """
+
+    def __init__(self, conn, ctx, keep_alive, body_expected, chunked,
+                 expect_continue, upstream_head):
+        self.conn = conn
+        self.ctx = ctx
+        self.factory = conn.factory
+        self.keep_alive = keep_alive           # the client wants to keep the connection
+        self.body_expected = body_expected     # a request body follows the head
+        self.request_chunked = chunked
+        self.expect_continue = expect_continue
+        self.upstream_head_fields = upstream_head  # request header pairs to forward
+        self.request_complete = not body_expected
+        self.pending = []                       # request body chunks not yet sent
+        self.pending_size = 0
+        self.upstream = None
+        self.peer_held = None
+        self.response_started = False
+        self.response_chunked = False
+        self.response_close = False
+        self.head_method = ctx.request.method == "HEAD"
+        self.done = False
+        self.started = False
+        self.timer = None
+        self.last_failure = None
+        self.filter_chain = None
+
+    # -- phases ---------------------------------------------------------------
+
+    def run(self):
+        """Start the phases (the exchange is now the connection's active one)."""
+        self.started = True
+        try:
+            r = self.factory.phases.rewrite_access(self.ctx)
+        except Exception:
+            return self.plugin_error()
+        if r is None:
+            self.balance()
+        elif isinstance(r, Deferred):
+            r.addCallbacks(self._after_access, self.plugin_error)
+        else:
+            self.respond(r)
+
+    def _after_access(self, r):
+        if self.done:
+            return
+        if r is None:
+            self.balance()
+        else:
+            self.respond(r)
+
+    def balance(self):
+        """Ask the balancer for a peer (again, after a failed one)."""
+        try:
+            r = self.factory.phases.balancer(self.ctx, self.ctx.tried)
+        except Exception:
+            return self.plugin_error()
+        if isinstance(r, Deferred):
+            r.addCallbacks(self._balanced, self.plugin_error)
+        else:
+            self._balanced(r)
+
+    def _balanced(self, peer):
+        if self.done:
+            return
+        ctx = self.ctx
+        if peer is None:
+            if self.last_failure is not None:
+                return self.fail_upstream(*self.last_failure)
+            ctx.error = "no_peer"
+            return self.respond(Response.error(
+                503, "no live upstream", group=ctx.route))
+        if isinstance(peer, Response):
+            return self.respond(peer)
+        ctx.peer = peer
+        ctx.tried = ctx.tried + (peer,)
+        peer.acquire()
+        self.peer_held = peer
+        if self.expect_continue and not self.request_complete:
+            self.expect_continue = False
+            self.conn.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if ctx.upstream_start is None:
+            ctx.upstream_start = self.factory.clock.seconds()
+        self.factory.pool.connect(peer, self)
+
+    def _release_peer(self):
+        peer, self.peer_held = self.peer_held, None
+        if peer is not None:
+            peer.release()
+
+    # -- upstream connection ------------------------------------------------
+
+    def upstream_connected(self, conn, reused):
+        """The pool has a connection for us: send the request."""
+        if self.done:
+            conn.release()
+            return
+        self.upstream = conn
+        self.reused = reused
+        conn.start(self)
+        conn.transport.write(self._request_head())
+        if self.pending:
+            for chunk in self.pending:
+                self._send_body(chunk)
+            self.pending = []
+            self.pending_size = 0
+            self.conn.unpause("pending")
+        if self.request_complete and self.request_chunked:
+            conn.transport.write(b"0\r\n\r\n")
+        self._arm_timer()
+
+    def upstream_connect_failed(self, reason):
+        """A new connection to the chosen peer failed: try the next peer."""
+        if self.done:
+            return
+        timeout = reason.check(TxTimeoutError, ConnectingCancelledError) is not None
+        self._retry("upstream_timeout" if timeout else "upstream_connect",
+                    504 if timeout else 502,
+                    "upstream connect timed out" if timeout else "upstream connection failed",
+                    reason)
+
+    def _retry(self, error, status, message, reason):
+        peer = self.ctx.peer
+        log.info("upstream {peer} failed: {why}", peer=peer.address,
+                 why=reason.getErrorMessage())
+        self._release_peer()
+        self.last_failure = (error, status, message)
+        if len(self.ctx.tried) < self.factory.tries:
+            self.balance()
+        else:
+            self.fail_upstream(error, status, message)
+
+    def fail_upstream(self, error, status, message):
+        """End the request with an upstream error (502/504), or cut it short."""
+        ctx = self.ctx
+        ctx.error = error
+        if ctx.upstream_end is None and ctx.upstream_start is not None:
+            ctx.upstream_end = self.factory.clock.seconds()
+        self._close_upstream()
+        if self.response_started:
+            self.response_close = True
+            self.conn.abort()
+            self.finish()
+        else:
+            self.respond(Response.error(status, message, upstream=ctx.upstream_addr))
+
+    def _close_upstream(self):
+        self._cancel_timer()
+        up, self.upstream = self.upstream, None
+        if up is not None:
+            up.abort()
+        self._release_peer()
+
+    def upstream_lost(self, reason, was_reused):
+        """The upstream connection closed before the response was complete."""
+        if self.done:
+            return
+        self.upstream = None
+        if (was_reused and self.reused and not self.response_started
+                and not self.body_expected):
+            # a kept-alive connection the peer had closed: once more, fresh
+            self._cancel_timer()
+            self.reused = False
+            self.factory.pool.connect(self.ctx.peer, self)
+            return
+        self.fail_upstream("upstream_error", 502, "upstream closed the connection")
+
+    def upstream_invalid(self, exc):
+        """The upstream sent something that is not HTTP."""
+        if self.done:
+            return
+        log.info("invalid response from {peer}: {exc}", peer=self.ctx.upstream_addr, exc=exc)
+        self.upstream = None
+        self.fail_upstream("upstream_invalid", 502, "invalid response from upstream")
+
+    def upstream_activity(self):
+        """Bytes arrived from the upstream: the read timeout starts again."""
+        if self.timer is not None:
+            self.timer.reset(self.factory.read_timeout)
+
+    def upstream_writable(self, writable):
+        """The upstream socket's send buffer filled (``False``) or drained."""
+        if writable:
+            self.conn.unpause("upstream")
+        else:
+            self.conn.pause("upstream")
+
+    def _arm_timer(self):
+        self.timer = self.factory.clock.callLater(
+            self.factory.read_timeout if self.request_complete else self.factory.send_timeout,
+            self._timed_out)
+
+    def _cancel_timer(self):
+        t, self.timer = self.timer, None
+        if t is not None and t.active():
+            t.cancel()
+
+    def _timed_out(self):
+        self.timer = None
+        if self.done:
+            return
+        self.fail_upstream("upstream_timeout", 504, "upstream timed out")
+
+    # -- the request going up ---------------------------------------------------
+
+    def _request_head(self):
+        ctx = self.ctx
+        req = ctx.request
+        extra = ctx.upstream_headers
+        lines = [b"%s %s HTTP/1.1\r\n" % (req.method.encode("ascii"),
+                                          ctx.upstream_path.encode("latin-1"))]
+        if extra:
+            names = {_lower(n) for n, _ in extra}
+            for n, v in req.headers.raw:
+                if n.lower() not in names:
+                    lines.append(b"%s: %s\r\n" % (n, v))
+            for n, v in extra:
+                lines.append(b"%s: %s\r\n" % (_bytes(n), _bytes(v)))
+        else:
+            for n, v in req.headers.raw:
+                lines.append(b"%s: %s\r\n" % (n, v))
+        lines.append(self.upstream_head_fields)
+        lines.append(b"\r\n")
+        return b"".join(lines)
+
+    def client_body(self, data):
+        """A piece of the request body arrived from the client."""
+        if self.done:
+            return
+        if self.upstream is not None:
+            self._send_body(data)
+        else:
+            self.pending.append(bytes(data))
+            self.pending_size += len(data)
+            if self.pending_size > PENDING_BODY_LIMIT:
+                self.conn.pause("pending")
+
+    def _send_body(self, data):
+        if self.request_chunked:
+            self.upstream.transport.writeSequence([b"%x\r\n" % len(data), data, b"\r\n"])
+        else:
+            self.upstream.transport.write(data)
+        if self.timer is not None:
+            self.timer.reset(self.factory.send_timeout)
+
+    def client_body_end(self):
+        """The request body is complete."""
+        self.request_complete = True
+        if self.upstream is not None and not self.done:
+            if self.request_chunked:
+                self.upstream.transport.write(b"0\r\n\r\n")
+            if self.timer is not None:
+                self.timer.reset(self.factory.read_timeout)
+
+    def client_lost(self):
+        """The client went away before the response was complete."""
+        if self.done:
+            return
+        self.ctx.error = "client_abort"
+        if self.ctx.status == 0:
+            self.ctx.status = 499
+        self._close_upstream()
+        self.finish()
+
+    # -- the response coming down -----------------------------------------------
+
+    def upstream_head(self, status, reason, fields, upstream_keepalive):
+        """The upstream's response head (1xx excluded)."""
+        self.upstream_keepalive = upstream_keepalive
+        ctx = self.ctx
+        headers = Headers([p for p in fields if p[0].lower() not in _RESPONSE_HOP])
+        head = ResponseHead(status, headers, reason)
+        ctx.status = status
+        if self.factory.phases.has_header_filter:
+            return self._filter_head(head, self._send_upstream_head)
+        self._send_upstream_head(head)
+
+    def _send_upstream_head(self, head):
+        if self.done:
+            return
+        length = None
+        for n, v in head.headers.raw:
+            if n.lower() == b"content-length":
+                length = v
+                break
+        body_allowed = head.status not in (204, 304) and not self.head_method
+        if length is None and body_allowed:
+            if self.ctx.request.version == "1.1":
+                self.response_chunked = True
+            else:
+                self.response_close = True
+        self._write_head(head, None)
+
+    def _filter_head(self, head, then):
+        try:
+            r = self.factory.phases.header_filter(self.ctx, head)
+        except Exception:
+            return self.plugin_error()
+        if isinstance(r, Deferred):
+            if self.upstream is not None:
+                self.upstream.transport.pauseProducing()
+            self.filter_chain = r
+            r.addCallback(lambda _: then(head))
+            r.addCallback(self._resume_upstream)
+            r.addErrback(self.plugin_error)
+        else:
+            then(head)
+
+    def _resume_upstream(self, _=None):
+        self.filter_chain = None
+        if self.upstream is not None and not self.done:
+            self.upstream.transport.resumeProducing()
+
+    def _write_head(self, head, body):
+        """Write the status line and headers to the client (framing added here)."""
+        self.response_started = True
+        ctx = self.ctx
+        status = head.status
+        ctx.status = status
+        keep = self.keep_alive and not self.response_close and self.conn.can_keep_alive()
+        if not keep:
+            self.response_close = True
+        lines = [b"HTTP/1.1 %d %s\r\n" % (status, head.reason or reason_for(status))]
+        for n, v in head.headers.raw:
+            lines.append(b"%s: %s\r\n" % (n, v))
+        if body is not None:
+            lines.append(b"Content-Length: %d\r\n" % len(body))
+        elif self.response_chunked:
+            lines.append(b"Transfer-Encoding: chunked\r\n")
+        if self.response_close:
+            lines.append(b"Connection: close\r\n")
+        elif ctx.request.version == "1.0":
+            lines.append(b"Connection: keep-alive\r\n")
+        lines.append(b"\r\n")
+        if body and not self.head_method:
+            lines.append(body)
+        data = b"".join(lines)
+        ctx.bytes_sent += len(data)
+        self.conn.write(data)
+
+    def upstream_body(self, data):
+        """A piece of the response body from the upstream."""
+        if self.done:
+            return
+        if self.factory.phases.has_body_filter:
+            return self._filter_body(data, False)
+        self._send_response_body(data)
+
+    def _send_response_body(self, data):
+        if not data or self.done:
+            return
+        self.ctx.bytes_sent += len(data)
+        if self.response_chunked:
+            self.conn.writeSequence([b"%x\r\n" % len(data), data, b"\r\n"])
+        else:
+            self.conn.write(data)
+
+    def _filter_body(self, data, eof):
+        if self.filter_chain is not None:
+            # an earlier chunk is still being filtered: keep the order
+            self.filter_chain.addCallback(lambda _: self._filter_body(data, eof))
+            return
+        try:
+            r = self.factory.phases.body_filter(self.ctx, bytes(data), eof)
+        except Exception:
+            return self.plugin_error()
+        if isinstance(r, Deferred):
+            if self.upstream is not None:
+                self.upstream.transport.pauseProducing()
+            self.filter_chain = r
+            r.addCallback(self._send_filtered, eof)
+            r.addCallback(self._resume_upstream)
+            r.addErrback(self.plugin_error)
+        else:
+            self._send_filtered(r, eof)
+
+    def _send_filtered(self, data, eof):
+        self._send_response_body(data)
+        if eof:
+            self._end_response()
+
+    def upstream_end(self):
+        """The upstream response is complete."""
+        if self.done:
+            return
+        self.ctx.upstream_end = self.factory.clock.seconds()
+        self._cancel_timer()
+        up, self.upstream = self.upstream, None
+        if up is not None:
+            if (self.upstream_keepalive and self.request_complete
+                    and not self.head_method and self.factory.pool.max_idle):
+                up.release()
+            else:
+                up.abort()
+        self._release_peer()
+        if self.factory.phases.has_body_filter:
+            return self._filter_body(b"", True)
+        self._end_response()
+
+    def _end_response(self):
+        if self.done:
+            return
+        if self.response_chunked:
+            self.ctx.bytes_sent += 5
+            self.conn.write(b"0\r\n\r\n")
+        self.finish()
+
+    # -- responses made here ------------------------------------------------------
+
+    def respond(self, response):
+        """Send a response made by tproxy or a plugin; no upstream (any more)."""
+        if self.done:
+            return
+        if self.response_started:
+            self.conn.abort()
+            return self.finish()
+        self._close_upstream()
+        head = ResponseHead(response.status, response.headers)
+        self.ctx.status = response.status
+        body = response.body
+        if not self.request_complete:
+            self.response_close = True   # the unread body would be taken for a request
+        if self.factory.phases.has_header_filter:
+            return self._filter_head(head, lambda h: self._send_local(h, body))
+        self._send_local(head, body)
+
+    def _send_local(self, head, body):
+        if self.done:
+            return
+        if self.factory.phases.has_body_filter:
+            try:
+                r = self.factory.phases.body_filter(self.ctx, body, True)
+            except Exception:
+                return self.plugin_error()
+            if isinstance(r, Deferred):
+                return r.addCallbacks(lambda b: self._send_local_now(head, b),
+                                      self.plugin_error)
+            body = r
+        self._send_local_now(head, body)
+
+    def _send_local_now(self, head, body):
+        if self.done:
+            return
+        self.response_chunked = False
+        self._write_head(head, body)
+        self.finish()
+
+    def plugin_error(self, failure=None):
+        """A hook raised: 500 JSON if nothing was sent yet, else cut the response."""
+        if self.done:
+            return
+        if failure is None:
+            log.failure("plugin error in {method} {uri}", method=self.ctx.request.method,
+                        uri=self.ctx.request.uri)
+        else:
+            log.failure("plugin error in {method} {uri}", failure,
+                        method=self.ctx.request.method, uri=self.ctx.request.uri)
+        self.ctx.error = "plugin_error"
+        if self.response_started:
+            self._close_upstream()
+            self.response_close = True
+            self.conn.abort()
+            return self.finish()
+        self.response_close = True
+        self._close_upstream()
+        head = ResponseHead(500, Response.error(500, "internal error in a plugin").headers)
+        body = Response.error(500, "internal error in a plugin").body
+        self._send_local_now(head, body)
+
+    # -- the end ------------------------------------------------------------------
+
+    def finish(self):
+        """Release everything and run ``log``: exactly once."""
+        if self.done:
+            return
+        self.done = True
+        self._close_upstream()
+        ctx = self.ctx
+        ctx.end = self.factory.clock.seconds()
+        self.factory.phases.log(ctx)
+        self.conn.exchange_done(self)
+
+
+def _lower(n):
+    return (n if isinstance(n, bytes) else n.encode("latin-1")).lower()
+
+
+def _bytes(s):
+    return s if isinstance(s, bytes) else str(s).encode("latin-1")

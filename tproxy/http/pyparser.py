@@ -1,0 +1,826 @@
+# -*- test-case-name: tests.test_pyparser -*-
+"""
+A strict pure-Python HTTP/1.x parser, a drop-in replacement for httptools.
+
+``HttpRequestParser`` and ``HttpResponseParser`` have the API of httptools
+0.9.0 (which wraps llhttp 9, the parser of Node.js) and the same framing and
+strictness as llhttp's default (non-lenient) mode, so the server can use
+whichever is available: httptools on CPython, this module on PyPy, where its
+JIT makes it the faster of the two, or wherever httptools is not installed.
+
+Design: bytes are scanned with ``bytes.find`` and validated with precompiled
+regular expressions, never byte by byte in Python.  A message head (start
+line and header fields) is parsed once it is complete; until then the
+partial head is kept in a ``bytearray`` (amortised O(n) however it is split)
+and only checked for early errors (an invalid method or protocol, a bare CR
+or LF).  Bodies are never buffered: each ``feed_data`` call hands the body
+bytes it contains to ``on_body`` (without copying when the whole piece is
+body).
+
+Differences from httptools, all deliberate (see also tests/test_pyparser.py):
+
+* ``on_url`` is called once per request with the whole target.  httptools
+  calls it once per ``feed_data`` call the target spans, sometimes with
+  ``b""``; callers must concatenate in both cases.  ``on_body`` is never
+  called with ``b""`` (httptools does so when fed ``b""`` inside a body).
+  Header callbacks are identical (httptools also joins split headers).
+* Within one ``feed_data`` call, callbacks happen in the same order, but
+  errors can be reported later: the head is validated when it is complete,
+  except for the checks above.  With the whole head in one piece, the
+  callbacks emitted before an error may differ slightly (e.g. headers that
+  precede a malformed header line are not reported).
+* Stricter than llhttp, each time because the lenient behaviour is useless
+  or dangerous in a proxy:
+  - a request line without an HTTP version (HTTP/0.9 style ``GET /``), the
+    ``RTSP/`` and ``ICE/`` protocols, RTSP-only methods and ``PRI`` (llhttp
+    errors on ``PRI`` too, after on_url) are rejected;
+  - a status code below 100 and control characters other than HTAB in the
+    reason phrase are rejected (llhttp accepts ``000`` and NUL bytes);
+  - Content-Length and chunk sizes above 2**63 - 1 are rejected (llhttp:
+    2**64 - 1);
+  - a request whose Transfer-Encoding does not end in ``chunked`` is
+    rejected *before* ``on_headers_complete`` (llhttp: just after it);
+  - a chunk-size line (with its extensions) longer than
+    ``MAX_CHUNK_LINE`` and a trailer section longer than ``MAX_TRAILERS``
+    are rejected, so that they cannot grow without bound (llhttp streams
+    them; the head itself has no limit here: the server counts bytes).
+* ``set_dangerous_leniencies`` is accepted and ignored.
+
+Shared with httptools (the caller must cope):
+
+* There is no end-of-input call.  A response framed by the connection
+  close (no Content-Length, not chunked) never gets ``on_message_complete``;
+  ``should_keep_alive()`` is False for it during ``on_headers_complete``, and
+  the caller ends the message when the connection closes.
+* The parser cannot be told that a response answers HEAD (or is a 2xx to
+  CONNECT): it would wait for the body its headers announce.  The caller
+  must treat such a response as complete at ``on_headers_complete`` and not
+  feed this parser any more (use a new parser for the next response, or
+  close the connection).
+* ``should_keep_alive()`` is only meaningful from ``on_headers_complete``
+  to ``on_message_complete``: afterwards the message's flags are reset.
+* An upgrade (``Connection: upgrade`` + ``Upgrade``, CONNECT, or a 101
+  response) raises ``HttpParserUpgrade(offset)`` after
+  ``on_message_complete``, *offset* being where the other protocol starts
+  in the data just fed; any body the headers announce is not read.
+* An exception raised by a callback leaves ``feed_data`` as
+  ``HttpParserCallbackError`` whose ``__context__`` is the original.  After
+  any error the parser is dead: ``feed_data`` raises the same error again.
+"""
+
+import re
+
+__all__ = (
+    "HttpRequestParser", "HttpResponseParser",
+    "HttpParserError", "HttpParserCallbackError",
+    "HttpParserInvalidStatusError", "HttpParserInvalidMethodError",
+    "HttpParserInvalidURLError", "HttpParserUpgrade",
+    "MAX_CHUNK_LINE", "MAX_TRAILERS",
+)
+
+
+class HttpParserError(Exception):
+    pass
+
+
+class HttpParserCallbackError(HttpParserError):
+    pass
+
+
+class HttpParserInvalidStatusError(HttpParserError):
+    pass
+
+
+class HttpParserInvalidMethodError(HttpParserError):
+    pass
+
+
+class HttpParserInvalidURLError(HttpParserError):
+    pass
+
+
+class HttpParserUpgrade(Exception):
+    pass
+
+
+# Limits on what this parser buffers after the head (see the module doc).
+MAX_CHUNK_LINE = 16 * 1024
+MAX_TRAILERS = 64 * 1024
+
+# Content-Length and chunk sizes are limited to a signed 64-bit integer.
+_MAX_SIZE = 2 ** 63 - 1
+
+
+class _Error(Exception):
+    """A parse error, converted to ``cls(msg)`` by ``feed_data``."""
+
+    def __init__(self, cls, msg):
+        Exception.__init__(self, msg)
+        self.cls = cls
+        self.msg = msg
+
+
+def _fail(msg, cls=HttpParserError):
+    raise _Error(cls, msg)
+
+
+# -- flags, as in llhttp ---------------------------------------------------
+
+_F_KEEP_ALIVE = 1
+_F_CLOSE = 2
+_F_CONN_UPGRADE = 4
+_F_CHUNKED = 8
+_F_UPGRADE = 16
+_F_CL = 32
+_F_TE = 512
+
+# -- states -----------------------------------------------------------------
+
+_START = 0        # before a message: CR and LF are skipped
+_HEAD = 1         # in the start line or the header fields
+_BODY = 2         # Content-Length body, self._remaining bytes to go
+_CHUNK_SIZE = 3   # expecting a chunk-size line
+_CHUNK_DATA = 4   # in chunk data, self._remaining bytes to go
+_CHUNK_CRLF = 5   # expecting the CRLF after chunk data
+_TRAILERS = 6     # at the CRLF ending the last-chunk line, then trailers
+_EOF_BODY = 7     # body delimited by the connection close
+_CLOSED = 8       # after a message that does not keep the connection
+_UPGRADED = 9     # HttpParserUpgrade was raised
+
+# -- grammar ------------------------------------------------------------------
+
+# llhttp's HTTP methods (METHODS_HTTP1; not the RTSP-only ones, not PRI).
+_METHODS = frozenset(
+    b"DELETE GET HEAD POST PUT CONNECT OPTIONS TRACE PATCH LINK UNLINK "
+    b"COPY LOCK MKCOL MOVE PROPFIND PROPPATCH SEARCH UNLOCK BIND REBIND "
+    b"UNBIND ACL REPORT MKACTIVITY CHECKOUT MERGE M-SEARCH NOTIFY SUBSCRIBE "
+    b"UNSUBSCRIBE MKCALENDAR PURGE QUERY SOURCE".split())
+_METHOD_PREFIXES = frozenset(m[:i] for m in _METHODS for i in range(len(m) + 1))
+_MAX_METHOD = max(len(m) for m in _METHODS)
+
+# Versions llhttp accepts (as major * 10 + minor).
+_VERSIONS = (9, 10, 11, 20)
+
+_REQUEST_LINE = re.compile(rb"([A-Z_-]+) ([\x21-\x7e]+) HTTP/([0-9])\.([0-9])")
+_STATUS_LINE = re.compile(
+    rb"HTTP/([0-9])\.([0-9]) ([1-9][0-9][0-9])(?:( )([\t\x20-\x7e\x80-\xff]*))?")
+
+# The request target, as llhttp's URL parser accepts it.  URL_CHAR is
+# 0x21-0x7E except "#" and "?".
+_URLC = rb"\x21\x22\x24-\x3e\x40-\x7e"
+_QF = rb"\?[\x21\x22\x24-\x7e]*(?:#[\x21-\x7e]*)?"
+_PQF = rb"[" + _URLC + rb"]*(?:" + _QF + rb"|#[\x21-\x7e]*)?"
+_SRV = rb"([A-Za-z0-9_.!~*'()%;:&=+$,\[\]@-]*)"
+_ORIGIN_FORM = re.compile(rb"[/*]" + _PQF)
+_ABSOLUTE_FORM = re.compile(rb"[A-Za-z]+://" + _SRV + rb"(?:/" + _PQF + rb"|" + _QF + rb")?")
+_AUTHORITY_FORM = re.compile(_SRV + rb"(?:/" + _PQF + rb"|" + _QF + rb")?")
+
+_TOKEN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]"
+# A header line: the value's leading SP/HTAB are dropped, trailing ones kept
+# (as llhttp does).  The value cannot start with whitespace, which keeps the
+# expression free of ambiguity (and of super-linear backtracking).
+_FIELD = _TOKEN + rb"+:[ \t]*(?:[\x21-\x7e\x80-\xff][\t\x20-\x7e\x80-\xff]*)?\r\n"
+_FIELDS = re.compile(rb"(?:" + _FIELD + rb")*")
+_FIELD_GROUPS = re.compile(
+    rb"(" + _TOKEN + rb"+):[ \t]*((?:[\x21-\x7e\x80-\xff][\t\x20-\x7e\x80-\xff]*)?)\r\n")
+_FIELD_LINE = re.compile(
+    rb"(" + _TOKEN + rb"+):[ \t]*((?:[\x21-\x7e\x80-\xff][\t\x20-\x7e\x80-\xff]*)?)")
+_TOKEN_RE = re.compile(_TOKEN + rb"+")
+_VALUE_RE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
+
+_CL_VALUE = re.compile(rb"([0-9]+)[ \t]*")
+
+# A chunk-size line up to its CR: hex digits, then extensions as llhttp
+# accepts them (an empty name is allowed before "=" or ";").
+_QDTEXT = rb"[\t \x21\x23-\x5b\x5d-\x7e\x80-\xff]"
+_CHUNK_LINE = re.compile(
+    rb"([0-9A-Fa-f]+)"
+    rb"(?:;(?:" + _TOKEN + rb"+|(?=[=;]))"
+    rb"(?:=" + _TOKEN + rb"*(?:\"(?:" + _QDTEXT + rb"|\\[\t\x20-\x7e\x80-\xff])*\")?)?)*"
+    rb"\r")
+
+# Header names needing attention (lower case) and their lengths.
+_CONTENT_LENGTH = 1
+_TRANSFER_ENCODING = 2
+_CONNECTION = 3
+_UPGRADE_HDR = 4
+_SPECIAL = {
+    b"content-length": _CONTENT_LENGTH,
+    b"transfer-encoding": _TRANSFER_ENCODING,
+    b"connection": _CONNECTION,
+    b"proxy-connection": _CONNECTION,
+    b"upgrade": _UPGRADE_HDR,
+}
+_SPECIAL_LENGTHS = frozenset(len(k) for k in _SPECIAL)
+
+
+def _is_chunked_element(element):
+    """Whether a Transfer-Encoding list element is "chunked", as llhttp sees it."""
+    element = element.lstrip(b" \t")
+    return element[:7] == b"chunked" and not element[7:].strip(b" ")
+
+
+class _HttpParser(object):
+
+    __slots__ = (
+        "_is_request", "_state", "_buf", "_scan", "_checked",
+        "_remaining", "_flags", "_major", "_minor", "_method", "_status",
+        "_upgrade", "_error",
+        "_on_message_begin", "_on_url", "_on_status", "_on_header",
+        "_on_headers_complete", "_on_body", "_on_message_complete",
+        "_on_chunk_header", "_on_chunk_complete",
+    )
+
+    def _init(self, protocol, is_request):
+        self._is_request = is_request
+        self._state = _START
+        self._buf = None        # bytearray holding an incomplete head/line
+        self._scan = 0          # how far _buf was searched for its end
+        self._checked = 0       # how far _buf was checked for bare CR/LF
+        self._remaining = 0
+        self._flags = 0
+        self._major = 0
+        self._minor = 0
+        self._method = b"DELETE"  # what httptools reports before a method
+        self._status = 0
+        self._upgrade = False
+        self._error = None
+        self._on_message_begin = getattr(protocol, "on_message_begin", None)
+        self._on_url = None
+        self._on_status = None
+        self._on_header = getattr(protocol, "on_header", None)
+        self._on_headers_complete = getattr(protocol, "on_headers_complete", None)
+        self._on_body = getattr(protocol, "on_body", None)
+        self._on_message_complete = getattr(protocol, "on_message_complete", None)
+        self._on_chunk_header = getattr(protocol, "on_chunk_header", None)
+        self._on_chunk_complete = getattr(protocol, "on_chunk_complete", None)
+
+    # -- public API ----------------------------------------------------------
+
+    def set_dangerous_leniencies(
+            self, lenient_headers=None, lenient_chunked_length=None,
+            lenient_keep_alive=None, lenient_transfer_encoding=None,
+            lenient_version=None, lenient_data_after_close=None,
+            lenient_optional_lf_after_cr=None,
+            lenient_optional_cr_before_lf=None,
+            lenient_optional_crlf_after_chunk=None,
+            lenient_spaces_after_chunk_size=None):
+        """Accepted for compatibility; this parser is never lenient."""
+
+    def get_http_version(self):
+        return "%d.%d" % (self._major, self._minor)
+
+    def should_keep_alive(self):
+        flags = self._flags
+        if self._major > 0 and self._minor > 0:
+            if flags & _F_CLOSE:
+                return False
+        elif not flags & _F_KEEP_ALIVE:
+            return False
+        return not self._needs_eof()
+
+    def should_upgrade(self):
+        return self._upgrade
+
+    def feed_data(self, data):
+        err = self._error
+        if err is not None:
+            raise err.__class__(*err.args)
+        try:
+            offset = self._feed(data)
+        except _Error as e:
+            err = e.cls(e.msg)
+        except BaseException as e:
+            err = HttpParserCallbackError("callback error: %r" % (e,))
+            err.__context__ = e
+        else:
+            if offset >= 0:
+                raise HttpParserUpgrade(offset)
+            return
+        self._error = err
+        self._buf = None
+        raise err
+
+    # -- internals -----------------------------------------------------------
+
+    def _needs_eof(self):
+        if self._is_request:
+            return False
+        status = self._status
+        if status // 100 == 1 or status == 204 or status == 304:
+            return False
+        flags = self._flags
+        if flags & _F_TE and not flags & _F_CHUNKED:
+            return True
+        return not flags & (_F_CHUNKED | _F_CL)
+
+    def _feed(self, data):
+        """
+        Parse ``data``; return -1, or the offset in ``data`` where an
+        upgraded protocol starts.
+        """
+        if data.__class__ is not bytes:
+            data = bytes(data)
+        shift = 0
+        buf = self._buf
+        if buf is not None:
+            buf += data
+            if not self._buffer_complete(buf):
+                return -1
+            shift = len(buf) - len(data)
+            data = bytes(buf)
+            self._buf = None
+        n = len(data)
+        pos = 0
+        state = self._state
+
+        if state == _UPGRADED:
+            state = self._after_message()
+
+        while pos < n:
+            if state == _BODY or state == _CHUNK_DATA:
+                remaining = self._remaining
+                end = pos + remaining
+                if end > n:
+                    self._remaining = end - n
+                    if self._on_body is not None:
+                        self._on_body(data[pos:] if pos else data)
+                    break
+                if self._on_body is not None:
+                    self._on_body(data[pos:end] if pos or end != n else data)
+                pos = end
+                self._remaining = 0
+                if state == _CHUNK_DATA:
+                    state = _CHUNK_CRLF
+                else:
+                    state = self._message_complete()
+
+            elif state == _START:
+                c = data[pos]
+                if c == 13 or c == 10:
+                    pos += 1
+                    continue
+                state = _HEAD
+                self._state = _HEAD
+                if self._on_message_begin is not None:
+                    self._on_message_begin()
+
+            elif state == _HEAD:
+                end = data.find(b"\r\n\r\n", pos)
+                if end < 0:
+                    self._stash(data, pos, _HEAD)
+                    return -1
+                state = self._head(data, pos, end)
+                pos = end + 4
+                if state == _UPGRADED:
+                    self._state = state
+                    return pos - shift
+
+            elif state == _CHUNK_SIZE:
+                nl = data.find(b"\n", pos)
+                if nl < 0 or nl - pos > MAX_CHUNK_LINE:
+                    if n - pos > MAX_CHUNK_LINE:
+                        _fail("Chunk size line too long")
+                    self._stash(data, pos, _CHUNK_SIZE)
+                    return -1
+                m = _CHUNK_LINE.fullmatch(data, pos, nl)
+                if m is None:
+                    self._chunk_line_error(data[pos:nl])
+                digits = m.group(1)
+                if len(digits) > 16:
+                    digits = digits.lstrip(b"0")
+                    if len(digits) > 16:
+                        _fail("Chunk size overflow", HttpParserError)
+                size = int(digits, 16)
+                if size > _MAX_SIZE:
+                    _fail("Chunk size overflow")
+                if self._on_chunk_header is not None:
+                    self._on_chunk_header()
+                if size:
+                    self._remaining = size
+                    state = _CHUNK_DATA
+                    pos = nl + 1
+                else:
+                    # Keep the CRLF: the trailer section ends at CRLFCRLF.
+                    state = _TRAILERS
+                    pos = nl - 1
+
+            elif state == _CHUNK_CRLF:
+                if n - pos < 2:
+                    if data[pos] != 13:
+                        self._chunk_crlf_error(data[pos:])
+                    self._stash(data, pos, _CHUNK_CRLF)
+                    return -1
+                if not data.startswith(b"\r\n", pos):
+                    self._chunk_crlf_error(data[pos:pos + 2])
+                pos += 2
+                state = _CHUNK_SIZE
+                if self._on_chunk_complete is not None:
+                    self._on_chunk_complete()
+
+            elif state == _TRAILERS:
+                end = data.find(b"\r\n\r\n", pos)
+                if end < 0 or end - pos > MAX_TRAILERS:
+                    if n - pos > MAX_TRAILERS:
+                        _fail("Trailer section too long")
+                    self._stash(data, pos, _TRAILERS)
+                    return -1
+                if end > pos:
+                    self._state = _TRAILERS
+                    self._fields(data[pos + 2:end + 2], True)
+                pos = end + 4
+                if self._on_chunk_complete is not None:
+                    self._on_chunk_complete()
+                state = self._message_complete()
+
+            elif state == _EOF_BODY:
+                if self._on_body is not None:
+                    self._on_body(data[pos:] if pos else data)
+                break
+
+            elif state == _CLOSED:
+                if data[pos:].translate(None, b"\r\n"):
+                    _fail("Data after `Connection: close`")
+                break
+
+            else:  # pragma: no cover
+                _fail("Internal error: state %r" % (state,))
+
+        self._state = state
+        return -1
+
+    def _message_complete(self):
+        if self._on_message_complete is not None:
+            self._on_message_complete()
+        return self._after_message()
+
+    def _after_message(self):
+        keep_alive = self.should_keep_alive()
+        self._flags = 0
+        self._remaining = 0
+        return _START if keep_alive else _CLOSED
+
+    # -- buffering -------------------------------------------------------------
+
+    def _stash(self, data, pos, state):
+        """Keep ``data[pos:]``, an incomplete head or line, for the next feed."""
+        self._state = state
+        self._buf = buf = bytearray(data[pos:] if pos else data)
+        self._scan = 0
+        self._checked = 0
+        self._buffer_complete(buf)
+
+    def _buffer_complete(self, buf):
+        """
+        Whether the buffered head/line is now complete; if not, check it
+        for early errors.
+        """
+        state = self._state
+        n = len(buf)
+        if state == _HEAD or state == _TRAILERS:
+            if buf.find(b"\r\n\r\n", self._scan - 3 if self._scan > 3 else 0) >= 0:
+                return True
+            if state == _TRAILERS and n > MAX_TRAILERS:
+                _fail("Trailer section too long")
+            self._scan = n
+            self._check_line_ends(buf)
+            if state == _HEAD and self._checked <= _MAX_METHOD + 1:
+                self._check_start(buf)
+            return False
+        if state == _CHUNK_SIZE:
+            if buf.find(b"\n", self._scan) >= 0:
+                return True
+            if n > MAX_CHUNK_LINE:
+                _fail("Chunk size line too long")
+            self._scan = n
+            return False
+        # _CHUNK_CRLF
+        if n >= 2:
+            return True
+        if buf[0] != 13:
+            self._chunk_crlf_error(bytes(buf))
+        return False
+
+    def _check_line_ends(self, buf):
+        """Fail early on a CR not followed by LF or an LF not after a CR."""
+        start = self._checked
+        end = len(buf)
+        if buf[end - 1] == 13:
+            end -= 1        # its LF may come next
+        if end > start:
+            cr = buf.count(b"\r", start, end)
+            if cr != buf.count(b"\n", start, end) or (
+                    cr and buf.count(b"\r\n", start, end) != cr):
+                if buf.find(b"\n", start, end) >= 0 and buf.count(b"\r\n", start, end) < buf.count(b"\n", start, end):
+                    _fail("Missing expected CR before LF")
+                _fail("Missing expected LF after CR")
+            self._checked = end
+
+    def _check_start(self, buf):
+        """Fail early on what cannot start a request or a status line."""
+        head = bytes(buf[:_MAX_METHOD + 1])
+        if self._is_request:
+            space = head.find(b" ")
+            if space < 0:
+                if head not in _METHOD_PREFIXES:
+                    _fail("Invalid method encountered", HttpParserInvalidMethodError)
+            elif head[:space] not in _METHODS:
+                _fail("Invalid method encountered", HttpParserInvalidMethodError)
+        elif not b"HTTP/".startswith(head[:5]):
+            _fail("Expected HTTP/")
+
+    # -- the head ------------------------------------------------------------
+
+    def _head(self, data, pos, end):
+        """Parse the head ``data[pos:end]``; return the next state."""
+        eol = data.find(b"\r\n", pos, end + 2)
+        if self._is_request:
+            self._request_line(data[pos:eol])
+        else:
+            self._status_line(data[pos:eol])
+        if eol < end:
+            self._fields(data[eol + 2:end + 2], False)
+        return self._headers_complete()
+
+    def _request_line(self, line):
+        m = _REQUEST_LINE.fullmatch(line)
+        if m is None:
+            method, target, version = self._request_line_parts(line)
+        else:
+            method, target = m.group(1, 2)
+            version = None
+        if method not in _METHODS:
+            _fail("Invalid method encountered", HttpParserInvalidMethodError)
+        self._method = method
+        if method == b"CONNECT":
+            m = _AUTHORITY_FORM.fullmatch(target)
+            host = m is not None and m.group(1)
+        elif target[:1] == b"/" or target[:1] == b"*":
+            m = _ORIGIN_FORM.fullmatch(target)
+            host = None
+        else:
+            m = _ABSOLUTE_FORM.fullmatch(target)
+            host = m is not None and m.group(1)
+        if m is None or host and b"@@" in host:
+            _fail("Invalid characters in url", HttpParserInvalidURLError)
+        if version is None:
+            self._major = line[-3] - 48
+            self._minor = line[-1] - 48
+        else:
+            self._version(version)
+        if self._on_url is not None:
+            self._on_url(target)
+        if self._major * 10 + self._minor not in _VERSIONS:
+            _fail("Invalid HTTP version")
+
+    def _request_line_parts(self, line):
+        """Split a request line that is not of the simplest form (or invalid)."""
+        space = line.find(b" ")
+        method = line[:space] if space >= 0 else line
+        if method not in _METHODS:
+            _fail("Invalid method encountered", HttpParserInvalidMethodError)
+        rest = line[space:].lstrip(b" ")
+        space = rest.find(b" ")
+        if space < 0:
+            if not rest or rest.translate(None, bytes(range(0x21, 0x7f))):
+                _fail("Invalid characters in url", HttpParserInvalidURLError)
+            _fail("Missing HTTP version (HTTP/0.9 is not supported)")
+        target = rest[:space]
+        if target.translate(None, bytes(range(0x21, 0x7f))):
+            _fail("Invalid characters in url", HttpParserInvalidURLError)
+        version = rest[space:].lstrip(b" ")
+        if version[:5] != b"HTTP/":
+            _fail("Expected HTTP/")
+        return method, target, version
+
+    def _version(self, version):
+        """Set the version from ``b"HTTP/x.y"``, or fail."""
+        if (len(version) < 8 or not 48 <= version[5] <= 57 or version[6] != 46
+                or not 48 <= version[7] <= 57):
+            _fail("Invalid HTTP version")
+        if len(version) > 8:
+            _fail("Expected CRLF after version")
+        self._major = version[5] - 48
+        self._minor = version[7] - 48
+
+    def _status_line(self, line):
+        m = _STATUS_LINE.fullmatch(line)
+        if m is None:
+            self._status_line_error(line)
+        self._major = line[5] - 48
+        self._minor = line[7] - 48
+        if self._major * 10 + self._minor not in _VERSIONS:
+            _fail("Invalid HTTP version")
+        self._status = int(m.group(3))
+        if m.group(4) is not None and self._on_status is not None:
+            self._on_status(m.group(5))
+
+    def _status_line_error(self, line):
+        if line[:5] != b"HTTP/":
+            _fail("Expected HTTP/")
+        self._version(line[:8])
+        if line[8:9] != b" ":
+            _fail("Expected space after version")
+        code = line[9:12]
+        if len(code) != 3 or not code.isdigit():
+            _fail("Invalid status code", HttpParserInvalidStatusError)
+        if code[:1] == b"0":
+            _fail("Invalid status code (below 100)", HttpParserInvalidStatusError)
+        if line[12:13] != b" ":
+            _fail("Invalid response status", HttpParserInvalidStatusError)
+        _fail("Invalid character in the reason phrase", HttpParserInvalidStatusError)
+
+    def _fields(self, block, trailers):
+        """
+        Process header (or trailer) fields: ``block`` is their lines, each
+        ending with CRLF.
+        """
+        if _FIELDS.fullmatch(block) is None:
+            fields = self._fields_slow(block)
+        else:
+            fields = _FIELD_GROUPS.findall(block)
+        on_header = self._on_header
+        flags = self._flags
+        for name, value in fields:
+            if len(name) in _SPECIAL_LENGTHS:
+                kind = _SPECIAL.get(name.lower())
+                if kind is not None:
+                    flags = self._special(kind, value, flags)
+            if on_header is not None:
+                on_header(name, value)
+            if name is None:
+                break
+        self._flags = flags
+        if fields and fields[-1][0] is None:
+            self._field_error(fields[-1][1], not trailers and len(fields) == 1)
+
+    def _fields_slow(self, block):
+        """The fields before the first invalid line, then ``(None, line)``."""
+        fields = []
+        for line in block[:-2].split(b"\r\n"):
+            m = _FIELD_LINE.fullmatch(line)
+            if m is None:
+                fields.append((None, line))
+                break
+            fields.append(m.groups())
+        # Process the valid fields (and their callbacks) first; the invalid
+        # line is reported by _fields.
+        return _FieldsWithError(fields)
+
+    def _field_error(self, line, first):
+        if line[:1] in (b" ", b"\t"):
+            if first:
+                _fail("Unexpected space after start line")
+            _fail("Unexpected whitespace after header value (obs-fold)")
+        if b"\n" in line:
+            _fail("Missing expected CR after header value")
+        if b"\r" in line:
+            _fail("Missing expected LF after header value")
+        name, colon, value = line.partition(b":")
+        if not colon or not _TOKEN_RE.fullmatch(name):
+            _fail("Invalid header token")
+        _fail("Invalid header value char")
+
+    def _special(self, kind, value, flags):
+        """Apply a framing-related header field; return the new flags."""
+        if kind == _CONTENT_LENGTH:
+            if flags & _F_TE:
+                _fail("Content-Length can't be present with Transfer-Encoding")
+            if flags & _F_CL:
+                _fail("Duplicate Content-Length")
+            if not value.isdigit():
+                if not value:
+                    _fail("Empty Content-Length")
+                m = _CL_VALUE.fullmatch(value)
+                if m is None:
+                    _fail("Invalid character in Content-Length")
+                value = m.group(1)
+            if len(value) > 18:
+                value = value.lstrip(b"0")
+                if len(value) > 19:
+                    _fail("Content-Length overflow")
+            length = int(value)
+            if length > _MAX_SIZE:
+                _fail("Content-Length overflow")
+            self._remaining = length
+            return flags | _F_CL
+        if kind == _TRANSFER_ENCODING:
+            if flags & _F_CL:
+                _fail("Transfer-Encoding can't be present with Content-Length")
+            if not value:
+                _fail("Empty Transfer-Encoding")
+            if flags & _F_CHUNKED and self._is_request:
+                _fail("Invalid `Transfer-Encoding` header value")
+            flags = (flags | _F_TE) & ~_F_CHUNKED
+            value = value.lower()
+            if value == b"chunked":
+                return flags | _F_CHUNKED
+            elements = value.split(b",")
+            if _is_chunked_element(elements[-1]):
+                flags |= _F_CHUNKED
+            if self._is_request:
+                for element in elements[:-1]:
+                    if _is_chunked_element(element):
+                        _fail("Invalid `Transfer-Encoding` header value")
+            return flags
+        if kind == _CONNECTION:
+            value = value.lower()
+            for element in value.split(b","):
+                element = element.strip(b" \t")
+                if element == b"close":
+                    flags |= _F_CLOSE
+                elif element == b"keep-alive":
+                    flags |= _F_KEEP_ALIVE
+                elif element == b"upgrade":
+                    flags |= _F_CONN_UPGRADE
+            return flags
+        # Upgrade
+        if value:
+            flags |= _F_UPGRADE
+        return flags
+
+    def _headers_complete(self):
+        """After the head: call on_headers_complete, return the next state."""
+        flags = self._flags
+        is_request = self._is_request
+        if flags & _F_UPGRADE and flags & _F_CONN_UPGRADE:
+            self._upgrade = is_request or self._status == 101
+        else:
+            self._upgrade = is_request and self._method == b"CONNECT"
+        if is_request and flags & _F_TE and not flags & _F_CHUNKED and not self._upgrade:
+            _fail("Request has invalid `Transfer-Encoding`")
+        if self._on_headers_complete is not None:
+            self._on_headers_complete()
+        status = self._status
+        if self._upgrade or (not is_request and status == 101):
+            if self._on_message_complete is not None:
+                self._on_message_complete()
+            if not self._upgrade:
+                _fail("Pause on CONNECT/Upgrade")
+            return _UPGRADED
+        if not is_request and (
+                100 <= status <= 103 or status == 204 or status == 304):
+            return self._message_complete()
+        if flags & _F_CHUNKED:
+            return _CHUNK_SIZE
+        if flags & _F_TE:
+            return _EOF_BODY   # a response: the request case failed above
+        if flags & _F_CL:
+            if self._remaining:
+                return _BODY
+            return self._message_complete()
+        if self._needs_eof():
+            return _EOF_BODY
+        return self._message_complete()
+
+    # -- chunk errors ----------------------------------------------------------
+
+    def _chunk_line_error(self, line):
+        i = 0
+        n = len(line)
+        while i < n and line[i] in b"0123456789abcdefABCDEF":
+            i += 1
+        if i == 0:
+            _fail("Invalid character in chunk size")
+        if line[-1:] != b"\r":
+            _fail("Missing expected CR after chunk size")
+        if line[i:i + 1] != b";":
+            _fail("Invalid character in chunk size")
+        _fail("Invalid character in chunk extensions")
+
+    def _chunk_crlf_error(self, got):
+        if got[:1] == b"\n":
+            _fail("Missing expected CR after chunk data")
+        _fail("Expected LF after chunk data")
+
+
+class _FieldsWithError(list):
+    """The result of ``_fields_slow``: valid fields, then ``(None, line)``."""
+
+    __slots__ = ()
+
+
+class HttpRequestParser(_HttpParser):
+    """Parses requests, on the server side."""
+
+    __slots__ = ()
+
+    def __init__(self, protocol):
+        self._init(protocol, True)
+        self._on_url = getattr(protocol, "on_url", None)
+
+    def get_method(self):
+        return self._method
+
+
+class HttpResponseParser(_HttpParser):
+    """Parses responses, on the client side."""
+
+    __slots__ = ()
+
+    def __init__(self, protocol):
+        self._init(protocol, False)
+        self._on_status = getattr(protocol, "on_status", None)
+
+    def get_status_code(self):
+        return self._status

@@ -1,0 +1,392 @@
+# -*- test-case-name: tests.test_proxy -*-
+"""
+The client-facing HTTP/1.1 server: parsing with limits, keep-alive,
+pipelined requests answered in order, and flow control.  It knows HTTP framing
+and nothing about plugins: each request becomes an
+:class:`~tproxy.http.exchange.Exchange`.
+"""
+
+import ipaddress
+import os
+from collections import deque
+
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+
+from tproxy.fastio import install_fast_write
+
+from tproxy.context import Request, RequestContext, Response
+from tproxy.http.exchange import Exchange, reason_for
+from tproxy.http.headers import HOP_BY_HOP, Headers
+from tproxy.http.parsing import HttpParserError, HttpParserUpgrade, HttpRequestParser
+from tproxy.http.upstream import UpstreamPool
+
+log = Logger()
+
+
+class ProxyFactory(Factory):
+    """
+    Makes a :class:`ProxyProtocol` per client connection, and holds what they
+    share: the gateway, its phases, the upstream pool and the limits.
+
+    :param gateway: the :class:`tproxy.gateway.Gateway`.
+    """
+
+    noisy = False
+
+    def __init__(self, gateway, scheme="http"):
+        self.gateway = gateway
+        self.phases = gateway.phases
+        self.clock = gateway.reactor
+        self.scheme = scheme
+        cfg = gateway.config
+        proxy, timeouts = cfg["proxy"], cfg["timeouts"]
+        self.tries = proxy["tries"]
+        self.keepalive_timeout = proxy["keepalive_timeout"]
+        self.keepalive_requests = proxy["keepalive_requests"]
+        self.header_timeout = proxy["header_timeout"]
+        self.max_line = proxy["max_line_size"]
+        self.max_header = proxy["max_header_size"]
+        self.max_body = proxy["max_body_size"]
+        self.send_timeout = timeouts["send"]
+        self.read_timeout = timeouts["read"]
+        self.trusted = [ipaddress.ip_network(n, strict=False)
+                        for n in cfg.get("trusted_proxies", ())]
+        self.pool = UpstreamPool(gateway.reactor, timeouts["connect"],
+                                 proxy["upstream_keepalive"],
+                                 proxy["upstream_keepalive_timeout"])
+        self._ids = 0
+        self._id_prefix = os.urandom(4).hex()
+        self.open_connections = 0
+
+    def buildProtocol(self, addr):
+        p = ProxyProtocol()
+        p.factory = self
+        return p
+
+    def next_request_id(self):
+        """A request id unique to this process."""
+        self._ids += 1
+        return "%s%08x" % (self._id_prefix, self._ids)
+
+    def is_trusted(self, addr):
+        """Whether ``addr`` is a configured trusted proxy."""
+        if not self.trusted:
+            return False
+        try:
+            ip = ipaddress.ip_address(addr)
+        except ValueError:
+            return False
+        return any(ip in net for net in self.trusted)
+
+
+class _BadRequest(Exception):
+    def __init__(self, status, message):
+        Exception.__init__(self, message)
+        self.status = status
+        self.message = message
+
+
+class ProxyProtocol(Protocol):
+    """
+    One client connection: parses requests, runs them one at a time in
+    arrival order, and writes their responses.
+
+    It is the producer registered on its own transport, so the transport tells
+    it when the client stops reading; it then pauses the upstream that feeds
+    the response.  Reading from the client is paused for as long as any reason
+    holds (see :meth:`pause`).
+    """
+
+    exchange = None        # the exchange whose response is being written
+    closing = False
+    timer = None
+
+    def connectionMade(self):
+        f = self.factory
+        f.open_connections += 1
+        t = self.transport
+        t.setTcpNoDelay(True)
+        t.registerProducer(self, True)
+        install_fast_write(t)
+        peer = t.getPeer()
+        self.remote_addr = getattr(peer, "host", "127.0.0.1")
+        self.trusted = f.is_trusted(self.remote_addr)
+        self.parser = HttpRequestParser(self)
+        self.queue = deque()   # parsed exchanges waiting for their turn
+        self.reading = None    # the exchange whose request is being read
+        self.paused = set()
+        self.served = 0
+        self.head_size = 0
+        self.head_start = None
+        self.idle_since = f.clock.seconds()
+        self.timer = f.clock.callLater(min(f.keepalive_timeout, f.header_timeout),
+                                       self._check_timeout)
+
+    # -- flow control ------------------------------------------------------------
+
+    def pause(self, reason):
+        """Stop reading from the client while ``reason`` holds."""
+        if not self.paused:
+            self.transport.pauseProducing()
+        self.paused.add(reason)
+
+    def unpause(self, reason):
+        """``reason`` no longer holds; read again if nothing else holds."""
+        if reason in self.paused:
+            self.paused.discard(reason)
+            if not self.paused and not self.closing:
+                self.transport.resumeProducing()
+
+    def pauseProducing(self):
+        ex = self.exchange
+        if ex is not None and ex.upstream is not None:
+            ex.upstream.transport.pauseProducing()
+
+    def resumeProducing(self):
+        ex = self.exchange
+        if ex is not None and ex.upstream is not None and ex.filter_chain is None:
+            ex.upstream.transport.resumeProducing()
+
+    def stopProducing(self):
+        pass
+
+    def write(self, data):
+        """Write response bytes to the client."""
+        self.transport.write(data)
+
+    def writeSequence(self, seq):
+        """Write several pieces of response bytes to the client."""
+        self.transport.writeSequence(seq)
+
+    def abort(self):
+        """Cut the connection (a response cannot be completed)."""
+        self.closing = True
+        self.transport.unregisterProducer()
+        self.transport.abortConnection()
+
+    def can_keep_alive(self):
+        """Whether the connection may serve another request after this one."""
+        return (not self.closing and self.served + 1 < self.factory.keepalive_requests)
+
+    # -- parsing ------------------------------------------------------------------
+
+    def dataReceived(self, data):
+        if self.closing:
+            return
+        try:
+            self.parser.feed_data(data)
+        except _BadRequest as e:
+            self._bad_request(e.status, e.message)
+        except HttpParserUpgrade:
+            self._bad_request(501, "protocol upgrade is not supported")
+        except HttpParserError as e:
+            cause = e.__context__
+            if isinstance(cause, _BadRequest):
+                self._bad_request(cause.status, cause.message)
+            else:
+                self._bad_request(400, "malformed request")
+
+    def on_message_begin(self):
+        self.head_start = self.factory.clock.seconds()
+        self.url = b""
+        self.fields = []
+        self.head_size = 0
+        self.hosts = 0
+        self.chunked = False
+        self.length = None
+        self.expect = False
+
+    def on_url(self, url):
+        self.url += url
+        if len(self.url) > self.factory.max_line:
+            raise _BadRequest(414, "request target too long")
+
+    def on_header(self, name, value):
+        self.head_size += len(name) + len(value) + 4
+        if self.head_size > self.factory.max_header:
+            raise _BadRequest(431, "request header fields too large")
+        self.fields.append((name, value))
+
+    def on_headers_complete(self):
+        f = self.factory
+        p = self.parser
+        method = p.get_method().decode("ascii")
+        version = p.get_http_version()
+        url = self.url.decode("latin-1")
+        if not url.startswith("/"):
+            if url == "*" and method == "OPTIONS":
+                pass
+            elif "://" in url:
+                # absolute-form: keep the path (RFC 9112 3.2.2)
+                rest = url.split("://", 1)[1]
+                url = "/" + rest.split("/", 1)[1] if "/" in rest else "/"
+            else:
+                raise _BadRequest(400, "invalid request target")
+        path, _, query = url.partition("?")
+        upstream = []
+        forward = []
+        conn_tokens = None
+        xff = None
+        real_ip = None
+        hosts = 0
+        for pair in self.fields:
+            n = pair[0].lower()
+            if n in HOP_BY_HOP:
+                if n == b"connection":
+                    conn_tokens = (conn_tokens or []) + [
+                        t.strip().lower() for t in pair[1].split(b",")]
+                elif n == b"transfer-encoding":
+                    self.chunked = True
+                continue
+            if n == b"host":
+                hosts += 1
+            elif n == b"content-length":
+                self.length = int(pair[1])
+                continue
+            elif n == b"x-forwarded-for":
+                xff = pair[1] if xff is None else xff + b", " + pair[1]
+                continue
+            elif n == b"x-real-ip":
+                real_ip = pair[1]
+                continue
+            elif n == b"expect":
+                if pair[1].lower() == b"100-continue":
+                    self.expect = True
+                    continue
+            elif n == b"x-forwarded-proto":
+                continue
+            forward.append(pair)
+        if hosts > 1 or (hosts == 0 and version == "1.1"):
+            raise _BadRequest(400, "exactly one Host header is required")
+        if conn_tokens:
+            drop = set(conn_tokens) - {b"close", b"keep-alive"}
+            if drop:
+                forward = [q for q in forward if q[0].lower() not in drop]
+        if f.max_body is not None and self.length is not None and self.length > f.max_body:
+            raise _BadRequest(413, "request body too large")
+        client = self.remote_addr
+        if self.trusted:
+            client = self._real_client(real_ip, xff) or client
+        upstream.append(b"X-Real-IP: %s\r\n" % client.encode("latin-1"))
+        remote = self.remote_addr.encode("latin-1")
+        upstream.append(b"X-Forwarded-For: %s\r\n" % (
+            (xff + b", " + remote) if xff and self.trusted else remote))
+        upstream.append(b"X-Forwarded-Proto: %s\r\n" % f.scheme.encode("ascii"))
+        if self.chunked or (self.length and self.length > 0):
+            if self.chunked:
+                upstream.append(b"Transfer-Encoding: chunked\r\n")
+            else:
+                upstream.append(b"Content-Length: %d\r\n" % self.length)
+        request = Request(method, path, query, version, Headers(forward), client,
+                          self.remote_addr, f.scheme)
+        ctx = RequestContext(f.gateway, request, f.next_request_id(), self.head_start)
+        body = self.chunked or bool(self.length)
+        ex = Exchange(self, ctx, p.should_keep_alive(), body, self.chunked,
+                      self.expect, b"".join(upstream))
+        self.reading = ex
+        self.head_start = None
+        if self.exchange is None:
+            self.exchange = ex
+            ex.run()
+        else:
+            self.queue.append(ex)
+            self.pause("pipeline")
+
+    def _real_client(self, real_ip, xff):
+        if real_ip:
+            return real_ip.decode("latin-1").strip()
+        if xff:
+            hops = [h.strip().decode("latin-1") for h in xff.split(b",")]
+            for hop in reversed(hops):
+                if not self.factory.is_trusted(hop):
+                    return hop
+        return None
+
+    def on_body(self, data):
+        self.reading.client_body(data)
+
+    def on_message_complete(self):
+        ex, self.reading = self.reading, None
+        if ex is not None:
+            ex.client_body_end()
+
+    # -- after each request -----------------------------------------------------------
+
+    def exchange_done(self, ex):
+        """``ex`` finished (its ``log`` ran): close, or start the next request."""
+        if ex is not self.exchange:
+            return
+        self.served += 1
+        self.exchange = None
+        if self.closing or ex.response_close or not ex.request_complete:
+            self._close()
+            return
+        self.idle_since = self.factory.clock.seconds()
+        if self.queue:
+            nxt = self.exchange = self.queue.popleft()
+            if not self.queue:
+                self.unpause("pipeline")
+            nxt.run()
+
+    def _close(self):
+        self.closing = True
+        if self.transport.connected:
+            self.transport.unregisterProducer()
+            self.transport.loseConnection()
+
+    def _bad_request(self, status, message):
+        """Answer a request that cannot be parsed, and close."""
+        log.info("bad request from {client}: {message}", client=self.remote_addr,
+                 message=message)
+        body = Response.error(status, message).body
+        if self.exchange is None:
+            self.transport.write(
+                b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+                % (status, reason_for(status), len(body), body))
+            self._close()
+        else:
+            # a request is in flight: if its own body is broken, it ends
+            # here; otherwise its response completes and the connection closes
+            self.closing = True
+            for queued in self.queue:
+                queued.client_lost()
+            self.queue.clear()
+            if self.reading is self.exchange:
+                self.exchange.response_close = True
+                self.exchange.respond(Response.error(status, message))
+
+    def _check_timeout(self):
+        f = self.factory
+        now = f.clock.seconds()
+        if self.exchange is not None:
+            nxt = f.keepalive_timeout
+        elif self.head_start is not None:
+            left = self.head_start + f.header_timeout - now
+            if left <= 0:
+                self.timer = None
+                return self._bad_request(408, "request header timeout")
+            nxt = left
+        else:
+            left = self.idle_since + f.keepalive_timeout - now
+            if left <= 0:
+                self.timer = None
+                self._close()
+                return
+            nxt = left
+        self.timer = f.clock.callLater(max(nxt, 0.001), self._check_timeout)
+
+    def connectionLost(self, reason):
+        self.closing = True
+        self.factory.open_connections -= 1
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        self.timer = None
+        ex = self.exchange
+        self.exchange = None
+        if ex is not None:
+            ex.client_lost()
+        for queued in self.queue:
+            queued.client_lost()
+        self.queue.clear()

@@ -1,0 +1,230 @@
+# -*- test-case-name: tests.test_proxy -*-
+"""
+Connections to upstream peers: a keep-alive pool per peer address, and the
+protocol that writes one request at a time and parses the response.
+
+The pool knows peers and sockets, nothing about routing; it reports to the
+:class:`tproxy.http.exchange.Exchange` that uses a connection through plain
+method calls (no Deferred per request).
+"""
+
+from twisted.internet.protocol import ClientFactory, Protocol
+from twisted.logger import Logger
+
+from tproxy.fastio import install_fast_write
+
+from tproxy.http.parsing import HttpParserError, HttpResponseParser
+
+log = Logger()
+
+
+class UpstreamProtocol(Protocol):
+    """
+    One connection to a peer, used by one exchange at a time.
+
+    It is the producer registered on its own transport, so that the transport
+    tells it when the peer stops reading (request-body backpressure) and it
+    passes that on to its exchange.
+    """
+
+    exchange = None
+    parser = None
+    idle_timer = None
+    requests = 0
+
+    def __init__(self, pool, key):
+        self.pool = pool
+        self.key = key
+
+    def connectionMade(self):
+        self.transport.setTcpNoDelay(True)
+        self.transport.registerProducer(self, True)
+        install_fast_write(self.transport)
+        self.factory.exchange.upstream_connected(self, False)
+
+    # -- used by the exchange ------------------------------------------------
+
+    def start(self, exchange):
+        """Begin an exchange: responses are now parsed for ``exchange``."""
+        self.exchange = exchange
+        self.parser = HttpResponseParser(self)
+        self.requests += 1
+        self._head = []
+        self._eof_body = False
+        self._informational = False
+
+    def release(self):
+        """The exchange is over and the connection is clean: back to the pool."""
+        self.exchange = None
+        self.parser = None
+        self.pool._idle(self)
+
+    def abort(self):
+        """Drop the connection (the exchange is over but the stream is not clean)."""
+        self.exchange = None
+        self.transport.unregisterProducer()
+        self.transport.abortConnection()
+
+    # -- the transport's producer interface: the peer's receive window -------
+
+    def pauseProducing(self):
+        if self.exchange is not None:
+            self.exchange.upstream_writable(False)
+
+    def resumeProducing(self):
+        if self.exchange is not None:
+            self.exchange.upstream_writable(True)
+
+    def stopProducing(self):
+        pass
+
+    # -- reading ---------------------------------------------------------------
+
+    def dataReceived(self, data):
+        ex = self.exchange
+        if ex is None:
+            # bytes from an idle connection: it is not reusable
+            self.pool._forget(self)
+            self.transport.abortConnection()
+            return
+        ex.upstream_activity()
+        try:
+            self.parser.feed_data(data)
+        except HttpParserError as e:
+            if self.exchange is ex:
+                self.exchange = None
+                ex.upstream_invalid(e)
+            self.transport.abortConnection()
+
+    def on_status(self, status):
+        self._reason = status
+
+    def on_header(self, name, value):
+        self._head.append((name, value))
+
+    def on_headers_complete(self):
+        code = self.parser.get_status_code()
+        if code < 200:
+            # 1xx interim responses are not forwarded (Expect is answered by
+            # tproxy itself; Upgrade is not forwarded)
+            self._head = []
+            self._informational = True
+            return
+        self._informational = False
+        head, self._head = self._head, []
+        framed = False
+        for n, _ in head:
+            ln = n.lower()
+            if ln == b"content-length" or ln == b"transfer-encoding":
+                framed = True
+                break
+        self._eof_body = not framed and code not in (204, 304)
+        self.exchange.upstream_head(code, getattr(self, "_reason", b""), head,
+                                    self.parser.should_keep_alive() and not self._eof_body)
+
+    def on_body(self, data):
+        self.exchange.upstream_body(data)
+
+    def on_message_complete(self):
+        if self._informational:
+            self._informational = False
+            return
+        ex = self.exchange
+        if ex is not None:
+            ex.upstream_end()
+
+    def connectionLost(self, reason):
+        if self.idle_timer is not None and self.idle_timer.active():
+            self.idle_timer.cancel()
+        self.idle_timer = None
+        self.pool._forget(self)
+        ex, self.exchange = self.exchange, None
+        if ex is not None:
+            if self._eof_body and ex.response_started:
+                ex.upstream_end()      # a body delimited by the close
+            else:
+                ex.upstream_lost(reason, self.requests > 1)
+
+
+class _ConnectFactory(ClientFactory):
+    """Connects one new upstream connection for one exchange."""
+
+    protocol = UpstreamProtocol
+    noisy = False
+
+    def __init__(self, pool, key, exchange):
+        self.pool = pool
+        self.key = key
+        self.exchange = exchange
+
+    def buildProtocol(self, addr):
+        p = UpstreamProtocol(self.pool, self.key)
+        p.factory = self
+        return p
+
+    def clientConnectionFailed(self, connector, reason):
+        self.exchange.upstream_connect_failed(reason)
+
+
+class UpstreamPool(object):
+    """
+    Keep-alive connections per peer address ``(host, port)``.
+
+    :param reactor: an ``IReactorTCP`` + ``IReactorTime``.
+    :param connect_timeout: seconds for a new connection.
+    :param max_idle: idle connections kept per peer (0 disables keep-alive).
+    :param idle_timeout: seconds an idle connection is kept.
+    """
+
+    def __init__(self, reactor, connect_timeout=60, max_idle=32, idle_timeout=60):
+        self.reactor = reactor
+        self.connect_timeout = connect_timeout
+        self.max_idle = max_idle
+        self.idle_timeout = idle_timeout
+        self.idle = {}      # (host, port) -> [UpstreamProtocol], most recent last
+
+    def connect(self, peer, exchange):
+        """
+        Give ``exchange`` a connection to ``peer``: an idle one at once
+        (``exchange.upstream_connected(conn, True)``), or a new one later
+        (``upstream_connected(conn, False)`` or ``upstream_connect_failed``).
+        """
+        idle = self.idle.get(peer.key)
+        while idle:
+            conn = idle.pop()
+            if conn.idle_timer is not None:
+                conn.idle_timer.cancel()
+                conn.idle_timer = None
+            if conn.transport.connected and not conn.transport.disconnecting:
+                exchange.upstream_connected(conn, True)
+                return
+        factory = _ConnectFactory(self, peer.key, exchange)
+        self.reactor.connectTCP(peer.host, peer.port, factory,
+                                timeout=self.connect_timeout)
+
+    def _idle(self, conn):
+        idle = self.idle.setdefault(conn.key, [])
+        if len(idle) >= self.max_idle or not conn.transport.connected:
+            conn.abort()
+            return
+        conn.idle_timer = self.reactor.callLater(self.idle_timeout, self._expire, conn)
+        idle.append(conn)
+
+    def _expire(self, conn):
+        conn.idle_timer = None
+        self._forget(conn)
+        conn.transport.unregisterProducer()
+        conn.transport.loseConnection()
+
+    def _forget(self, conn):
+        idle = self.idle.get(conn.key)
+        if idle and conn in idle:
+            idle.remove(conn)
+            if not idle:
+                del self.idle[conn.key]
+
+    def close(self):
+        """Close every idle connection."""
+        for conns in list(self.idle.values()):
+            for conn in list(conns):
+                self._expire(conn)

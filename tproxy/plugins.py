@@ -1,0 +1,244 @@
+# -*- test-case-name: tests.test_plugins -*-
+"""
+Plugin discovery, settings and ordering.
+
+The ``plugins`` list of the configuration decides which plugins are active
+and in what order.  Each entry's name is resolved, in this order, as:
+
+1. a built-in (:data:`BUILTINS`: ``registry``, ``router``, ``least_conn``,
+   ``access_log``);
+2. an entry point of the group ``tproxy`` (what an installed distribution
+   declares: ``[project.entry-points.tproxy] key_auth = "tproxy_key_auth"``);
+3. a dotted module path (``"mycompany.tproxy_auth"``), or ``"module:attr"``.
+
+What the name resolves to is a module (or an object) with ``@hookimpl``
+functions, or a class.  A class, or a module's ``Plugin`` class, is
+instantiated as ``Plugin(settings)`` with the entry's ``settings``, validated
+against the class's ``settings_schema`` (a JSON Schema; defaults filled in);
+anything else is registered as it is and takes no settings.
+
+Order: the first plugin listed runs first in every phase (unless a hook
+implementation says ``tryfirst`` / ``trylast``).  pluggy calls the
+last-registered implementation first, so the plugins are registered in
+reverse config order.  The same plugin class may be listed several times with
+different settings: the second one is registered as ``name#2``, and so on.
+"""
+
+import copy
+import importlib
+import importlib.metadata
+
+import pluggy
+
+from tproxy import hookspecs
+from tproxy.config import ConfigError, fill_defaults, schema_errors, validator_for
+
+__all__ = ["BUILTINS", "ENTRY_POINT_GROUP", "build_plugin_manager",
+           "describe_phases", "load_plugin"]
+
+#: The project name: of the hook markers, the plugin manager and the
+#: entry-point group.
+ENTRY_POINT_GROUP = "tproxy"
+
+#: Built-in plugin names and their modules.
+BUILTINS = {
+    "registry": "tproxy.builtins.registry",
+    "router": "tproxy.builtins.router",
+    "least_conn": "tproxy.builtins.least_conn",
+    "access_log": "tproxy.builtins.access_log",
+}
+
+_UNKNOWN = ("unknown plugin {!r} (not a built-in, an entry point of group "
+            "'tproxy', or an importable module)")
+
+
+def tproxy_entry_points():
+    """The installed entry points of the group ``tproxy``."""
+    eps = importlib.metadata.entry_points()
+    if hasattr(eps, "select"):
+        return list(eps.select(group=ENTRY_POINT_GROUP))
+    return list(eps.get(ENTRY_POINT_GROUP, ()))  # Python 3.9
+
+
+def _describe(e):
+    return "{}: {}".format(type(e).__name__, e)
+
+
+def _import(target, path, name):
+    """
+    Import ``module`` or ``module:attr``; ``None`` if ``module`` itself does
+    not exist (a missing module *inside* it is an error of the plugin).
+    """
+    module_name, _, attr = target.partition(":")
+    try:
+        obj = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        missing = e.name or ""
+        if module_name == missing or module_name.startswith(missing + "."):
+            return None
+        raise ConfigError((path, "plugin {!r} failed to import: {}".format(
+            name, _describe(e))))
+    except Exception as e:
+        raise ConfigError((path, "plugin {!r} failed to import: {}".format(
+            name, _describe(e))))
+    for part in attr.split(".") if attr else ():
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ConfigError((path, "plugin {!r}: module {!r} has no "
+                               "attribute {!r}".format(name, module_name, attr)))
+    return obj
+
+
+def resolve_plugin(name, path, entry_points):
+    """
+    The object ``name`` refers to (a module, a class or an object).
+
+    :param path: the JSON path of the entry, for error messages.
+    :param entry_points: the entry points of the group ``tproxy``.
+    :raises ConfigError: naming the plugin and ``path``.
+    """
+    if name in BUILTINS:
+        obj = _import(BUILTINS[name], path, name)
+        if obj is None:
+            raise ConfigError((path, "built-in plugin {!r} is missing "
+                               "({})".format(name, BUILTINS[name])))
+        return obj
+    matches = [ep for ep in entry_points if ep.name == name]
+    if len({ep.value for ep in matches}) > 1:
+        raise ConfigError((path, "plugin {!r} is ambiguous: several entry points "
+                           "of group 'tproxy' have that name ({})".format(
+                               name, ", ".join(sorted({ep.value for ep in matches})))))
+    if matches:
+        try:
+            return matches[0].load()
+        except Exception as e:
+            raise ConfigError((path, "plugin {!r} (entry point {!r}) failed to "
+                               "load: {}".format(name, matches[0].value, _describe(e))))
+    obj = _import(name, path, name) if _looks_importable(name) else None
+    if obj is None:
+        raise ConfigError((path, _UNKNOWN.format(name)))
+    return obj
+
+
+def _looks_importable(name):
+    module_name, _, attr = name.partition(":")
+    parts = module_name.split(".") + (attr.split(".") if attr else [])
+    return all(p.isidentifier() for p in parts)
+
+
+def load_plugin(name, settings, path, entry_points):
+    """
+    Resolve ``name`` and make the object to register: ``Plugin(settings)``
+    when it is (or has) a ``Plugin`` class, else the module or object itself.
+
+    :param settings: the entry's ``settings`` (a ``dict``).
+    :param path: the JSON path of the entry (``"plugins[1]"``).
+    :raises ConfigError: naming the plugin, for bad settings too
+        (``plugins[1].settings.header: ...``).
+    """
+    obj = resolve_plugin(name, path, entry_points)
+    cls = obj if isinstance(obj, type) else getattr(obj, "Plugin", None)
+    if not isinstance(cls, type):
+        if settings:
+            raise ConfigError((path + ".settings", "plugin {!r} takes no settings "
+                               "(it has no Plugin class)".format(name)))
+        return obj
+    settings = copy.deepcopy(settings)
+    schema = getattr(cls, "settings_schema", None)
+    if schema is not None:
+        settings = _validate_settings(name, schema, settings, path)
+    try:
+        return cls(settings)
+    except Exception as e:
+        raise ConfigError((path, "plugin {!r} failed to start: {}".format(
+            name, _describe(e))))
+
+
+def _validate_settings(name, schema, settings, path):
+    try:
+        validator = validator_for(schema)
+    except Exception as e:
+        raise ConfigError((path, "plugin {!r} has an invalid settings_schema: "
+                           "{}".format(name, getattr(e, "message", e))))
+    errors = schema_errors(validator, settings, prefix=path + ".settings")
+    if errors:
+        raise ConfigError([(p, "{} (plugin {!r})".format(problem, name))
+                           for p, problem in errors])
+    return fill_defaults(validator, schema, settings)
+
+
+def build_plugin_manager(config, source=None, entry_points=None):
+    """
+    A ``pluggy.PluginManager("tproxy")`` with the hook specs of
+    :mod:`tproxy.hookspecs` and the plugins of ``config["plugins"]``
+    registered so that they run in config order.
+
+    :param config: a validated configuration (:func:`tproxy.config.load_config`).
+    :param source: the configuration's file name, for error messages.
+    :param entry_points: the entry points of the group ``tproxy`` to resolve
+        names against (default: the installed ones).
+    :raises ConfigError: naming the plugin and its JSON path, when a plugin is
+        unknown, fails to import, rejects its settings, or implements a hook
+        that does not exist.
+    """
+    if entry_points is None:
+        entry_points = tproxy_entry_points()
+    pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
+    pm.add_hookspecs(hookspecs)
+    try:
+        loaded, names, seen = [], {}, {}
+        for i, entry in enumerate(config["plugins"]):
+            path = "plugins[{}]".format(i)
+            name = entry["name"]
+            plugin = load_plugin(name, entry.get("settings", {}), path, entry_points)
+            if id(plugin) in seen:
+                raise ConfigError((path, "plugin {!r} is already listed as {}; a "
+                                   "plugin without a Plugin class can be listed "
+                                   "once".format(name, seen[id(plugin)])))
+            seen[id(plugin)] = path
+            names[name] = names.get(name, 0) + 1
+            unique = name if names[name] == 1 else "{}#{}".format(name, names[name])
+            loaded.append((path, name, unique, plugin))
+        for path, name, unique, plugin in reversed(loaded):
+            try:
+                pm.register(plugin, name=unique)
+            except (pluggy.PluginValidationError, ValueError) as e:
+                raise ConfigError((path, "plugin {!r}: {}".format(name, e)))
+        try:
+            pm.check_pending()
+        except pluggy.PluginValidationError as e:
+            culprit = pm.get_name(e.plugin)
+            path = next(p for p, _, u, _ in loaded if u == culprit)
+            hooks = sorted(
+                hook for hook, caller in vars(pm.hook).items()
+                if not hook.startswith("_") and not caller.has_spec()
+                and any(i.plugin is e.plugin for i in caller.get_hookimpls()))
+            raise ConfigError((path, "plugin {!r} implements unknown hook {} "
+                               "(a typo? the hooks are those of "
+                               "tproxy.hookspecs)".format(
+                                   culprit, ", ".join(map(repr, hooks)))))
+    except ConfigError as e:
+        e.source = source
+        raise
+    return pm
+
+
+def describe_phases(pm):
+    """
+    The active plugins per phase, in execution order: a list of
+    ``(phase, [plugin name, ...])`` in the order a request meets the phases.
+    """
+    out = []
+    for name in _phase_names():
+        caller = getattr(pm.hook, name, None)
+        impls = reversed(caller.get_hookimpls()) if caller is not None else ()
+        out.append((name, [impl.plugin_name for impl in impls]))
+    return out
+
+
+def _phase_names():
+    """The hook names of :mod:`tproxy.hookspecs`, in declaration order."""
+    specs = [(fn.__code__.co_firstlineno, name) for name, fn in vars(hookspecs).items()
+             if callable(fn) and hasattr(fn, ENTRY_POINT_GROUP + "_spec")]
+    return [name for _, name in sorted(specs)]

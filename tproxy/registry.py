@@ -1,0 +1,288 @@
+# -*- test-case-name: tests.test_registry -*-
+"""
+The upstream registry: groups of peers, static ones from the configuration and
+dynamic ones that register and heartbeat at run time and expire ``ttl``
+seconds after their last heartbeat.
+
+:class:`IRegistry` is the contract a backend fulfils (a shared Redis store can
+replace :class:`MemoryRegistry`); :class:`IRegistryListener` is how a balancer
+keeps its own index of peers up to date without scanning them per request.
+"""
+
+from collections import OrderedDict
+
+from zope.interface import Attribute, Interface, implementer
+
+INFINITY = float("inf")
+
+
+class IRegistryListener(Interface):
+    """Told of every change of the registry's peers (see ``IRegistry.subscribe``)."""
+
+    def peer_added(peer):
+        """``peer`` joined ``peer.group``."""
+
+    def peer_removed(peer):
+        """``peer`` left its group (deregistered or expired)."""
+
+    def peer_changed(peer):
+        """``peer.active`` or ``peer.weight`` changed."""
+
+
+class IRegistry(Interface):
+    """A store of upstream groups and their peers."""
+
+    ttl = Attribute("Seconds a dynamic registration lives after its last heartbeat.")
+
+    def register(group, host, port, weight=None):
+        """
+        Register ``host:port`` in ``group``, or heartbeat it if present and
+        not expired.  ``weight`` (``None``: 1 for a new peer, unchanged for
+        an existing one) is updated.  Return ``(peer, created)``; ``created``
+        is ``True`` for a new registration, including one whose previous
+        registration had expired but was not cleaned up yet.
+        """
+
+    def add_static(group, host, port, weight=1):
+        """Add a peer that never expires (from the configuration); return it."""
+
+    def deregister(group, host, port):
+        """Remove a dynamic peer; return the :class:`Peer`, or ``None`` if absent."""
+
+    def expire():
+        """Remove every dynamic peer whose TTL has passed; return them."""
+
+    def group(name):
+        """The :class:`Group` called ``name``, or ``None``."""
+
+    def groups():
+        """Every :class:`Group` (a list, sorted by name)."""
+
+    def subscribe(listener):
+        """Send every later change to ``listener`` (an :class:`IRegistryListener`)."""
+
+    def now():
+        """The registry clock's current time (seconds)."""
+
+
+class Peer(object):
+    """
+    One upstream server of one group.
+
+    :ivar group: the :class:`Group` it belongs to.
+    :ivar host: host name or address (``str``).
+    :ivar port: ``int``.
+    :ivar weight: ``int`` >= 1.
+    :ivar active: requests (or connections) in flight to it now.
+    :ivar static: ``True`` for peers from the configuration (never expire).
+    :ivar expires_at: clock time after which it is never selected.
+    """
+
+    __slots__ = ("group", "host", "port", "weight", "active", "static",
+                 "expires_at", "last_heartbeat", "created_time", "address",
+                 "key", "total", "_notify", "__weakref__")
+
+    def __init__(self, group, host, port, weight=1, now=0.0, ttl=None,
+                 notify=None):
+        self.group = group
+        self.host = host
+        self.port = port
+        self.weight = weight
+        self.active = 0
+        self.total = 0
+        self.static = ttl is None
+        self.created_time = now
+        self.last_heartbeat = now
+        self.expires_at = INFINITY if ttl is None else now + ttl
+        self.address = "%s:%d" % (("[%s]" % host) if ":" in host else host, port)
+        self.key = (host, port)
+        self._notify = notify
+
+    def acquire(self):
+        """Count one more request in flight (called by tproxy when it uses the peer)."""
+        self.active += 1
+        self.total += 1
+        if self._notify is not None:
+            self._notify(self)
+
+    def release(self):
+        """Count one request fewer in flight (exactly once per ``acquire``)."""
+        self.active -= 1
+        if self._notify is not None:
+            self._notify(self)
+
+    def is_live(self, now):
+        """Whether the peer may be selected at clock time ``now``."""
+        return self.expires_at > now
+
+    def as_dict(self):
+        """The JSON view of ``/upstream/status``."""
+        return {
+            "host": self.host, "port": self.port, "prefix": self.group.name,
+            "weight": self.weight, "conn_count": self.active,
+            "total_requests": self.total, "static": self.static,
+            "last_heartbeat": self.last_heartbeat,
+            "created_time": self.created_time,
+            "expires_at": None if self.static else self.expires_at,
+        }
+
+    def __repr__(self):
+        return "<Peer %s/%s active=%d weight=%d>" % (
+            self.group.name, self.address, self.active, self.weight)
+
+
+class Group(object):
+    """
+    A named set of peers (a route prefix of the reference).
+
+    :ivar name: the group name (``"api"``, ``"api/v2"``, ``"default"``).
+    :ivar peers: ``{(host, port): Peer}``.
+    :ivar state: a ``dict`` where a balancer keeps its index of this group.
+    """
+
+    __slots__ = ("name", "peers", "state", "_live_until")
+
+    def __init__(self, name):
+        self.name = name
+        self.peers = {}
+        self.state = {}
+        self._live_until = -INFINITY
+
+    def has_live(self, now):
+        """Whether at least one peer may be selected at ``now`` (O(1))."""
+        # _live_until is kept equal to the latest expires_at of the peers
+        # (expiry times only grow, and removal recomputes it), so it is exact.
+        return self._live_until > now
+
+    def _added(self, peer):
+        """``peer`` joined, or its ``expires_at`` grew."""
+        if peer.expires_at > self._live_until:
+            self._live_until = peer.expires_at
+
+    def _removed(self, peer):
+        """``peer`` left ``peers``."""
+        if peer.expires_at >= self._live_until:
+            # it may have been the latest: recompute (only then, so that
+            # expiring k peers of a group costs O(k), not O(k * n))
+            self._live_until = max([p.expires_at for p in self.peers.values()] or [-INFINITY])
+
+    def __repr__(self):
+        return "<Group %s peers=%d>" % (self.name, len(self.peers))
+
+
+@implementer(IRegistry)
+class MemoryRegistry(object):
+    """
+    The embedded registry: one process's memory.
+
+    Dynamic peers are kept in heartbeat order (the TTL is the same for all),
+    so expiry looks only at the oldest entries and a heartbeat costs O(1).
+
+    :param clock: an ``IReactorTime`` (a ``Clock`` in tests).
+    :param ttl: seconds a registration lives after its last heartbeat.
+    """
+
+    def __init__(self, clock, ttl=60):
+        self.clock = clock
+        self.ttl = ttl
+        self._groups = {}
+        self._by_age = OrderedDict()  # (group, host, port) -> Peer, oldest heartbeat first
+        self._listeners = []
+
+    def now(self):
+        return self.clock.seconds()
+
+    def subscribe(self, listener):
+        self._listeners.append(listener)
+
+    def _notify_changed(self, peer):
+        for listener in self._listeners:
+            listener.peer_changed(peer)
+
+    def group(self, name):
+        return self._groups.get(name)
+
+    def groups(self):
+        return [self._groups[k] for k in sorted(self._groups)]
+
+    def _group(self, name):
+        g = self._groups.get(name)
+        if g is None:
+            g = self._groups[name] = Group(name)
+        return g
+
+    def _add(self, group, host, port, weight, ttl):
+        g = self._group(group)
+        peer = Peer(g, host, port, weight, now=self.now(), ttl=ttl,
+                    notify=self._notify_changed)
+        g.peers[peer.key] = peer
+        g._added(peer)
+        for listener in self._listeners:
+            listener.peer_added(peer)
+        return peer
+
+    def add_static(self, group, host, port, weight=1):
+        g = self._groups.get(group)
+        old = g.peers.get((host, port)) if g is not None else None
+        if old is not None:
+            self._remove(old)
+        return self._add(group, host, port, weight, None)
+
+    def register(self, group, host, port, weight=None):
+        g = self._groups.get(group)
+        peer = g.peers.get((host, port)) if g is not None else None
+        if peer is not None and peer.static:
+            # a static peer heartbeating: nothing expires, only the weight may change
+            self._set_weight(peer, weight)
+            return peer, False
+        now = self.now()
+        key = (group, host, port)
+        if peer is not None and not peer.is_live(now):
+            # expired but not cleaned up yet: the registration is over, so
+            # this is a new one, exactly as if expire() had run first
+            self._remove(peer)
+            peer = None
+        if peer is None:
+            peer = self._add(group, host, port, 1 if weight is None else weight, self.ttl)
+            self._by_age[key] = peer
+            return peer, True
+        peer.last_heartbeat = now
+        peer.expires_at = now + self.ttl
+        peer.group._added(peer)
+        self._by_age.move_to_end(key)
+        self._set_weight(peer, weight)
+        return peer, False
+
+    def _set_weight(self, peer, weight):
+        if weight is not None and peer.weight != weight:
+            peer.weight = weight
+            self._notify_changed(peer)
+
+    def _remove(self, peer):
+        g = peer.group
+        del g.peers[peer.key]
+        self._by_age.pop((g.name, peer.host, peer.port), None)
+        g._removed(peer)
+        if not g.peers:
+            del self._groups[g.name]
+        for listener in self._listeners:
+            listener.peer_removed(peer)
+
+    def deregister(self, group, host, port):
+        g = self._groups.get(group)
+        peer = g.peers.get((host, port)) if g is not None else None
+        if peer is None or peer.static:
+            return None
+        self._remove(peer)
+        return peer
+
+    def expire(self):
+        now = self.now()
+        gone = []
+        while self._by_age:
+            peer = next(iter(self._by_age.values()))
+            if peer.expires_at > now:
+                break
+            self._remove(peer)
+            gone.append(peer)
+        return gone

@@ -1,0 +1,236 @@
+# -*- test-case-name: tests.test_tap -*-
+"""
+``twistd tproxy``: the command-line options and the service wiring.
+
+Read :func:`makeService` top to bottom for how a running tproxy is put
+together: configuration, plugin manager, gateway, listeners.
+
+A bad configuration, an unknown plugin or a listener that cannot listen
+stops the process with a one-line message (``<file>: <json path>:
+<problem>``) on standard error and exit status 1, never a traceback: these
+are the user's mistakes, not tproxy's.  (twistd's own handling of
+``usage.UsageError`` prints the whole ``--help`` text first, and on some
+Twisted versions exits 0, hence ``SystemExit``.)
+"""
+
+import os
+import sys
+
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import DeferredList, maybeDeferred
+from twisted.logger import Logger
+from twisted.python import usage
+
+from tproxy.config import ConfigError, load_config, validate_config
+from tproxy.plugins import build_plugin_manager, describe_phases
+
+#: The configuration file used when ``--config`` is not given, if it exists
+#: (relative to the working directory); without it the built-in defaults
+#: apply.
+DEFAULT_CONFIG = os.path.join("etc", "conf.json")
+
+log = Logger()
+
+
+class Options(usage.Options):
+    """
+    The options of ``twistd tproxy``.
+
+    After :meth:`parseOptions`, ``self.config`` is the validated
+    configuration, ``self.source`` where it came from and
+    ``self.plugin_manager`` the loaded plugins.
+    """
+
+    synopsis = "[-c CONFIG.json] [--list-plugins]"
+    longdesc = ("Run tproxy, an HTTP reverse proxy and API gateway whose request "
+                "phases are pluggy hooks. Without --config, {} is used if it "
+                "exists, else the built-in defaults (proxy on tcp:8080, admin API "
+                "on tcp:9180:interface=127.0.0.1).".format(DEFAULT_CONFIG))
+
+    optParameters = [
+        ["config", "c", None,
+         "The JSON configuration file [default: {} if it exists, else the "
+         "built-in defaults].".format(DEFAULT_CONFIG)],
+    ]
+    optFlags = [
+        ["list-plugins", None,
+         "Print the active plugins of each phase, in execution order, and exit."],
+    ]
+
+    config = None
+    source = None
+    plugin_manager = None
+
+    def postOptions(self):
+        """
+        Load and validate the configuration and the plugins; handle
+        ``--list-plugins``.
+
+        :raises SystemExit: with the error message when the configuration or
+            a plugin is invalid; with ``0`` after ``--list-plugins``.
+        """
+        path = self["config"]
+        if path is None and os.path.exists(DEFAULT_CONFIG):
+            path = DEFAULT_CONFIG
+        try:
+            if path is None:
+                self.source = "<built-in defaults>"
+                self.config = validate_config({}, source=self.source)
+            else:
+                self.source = path
+                self.config = load_config(path)
+            self.plugin_manager = build_plugin_manager(self.config, source=self.source)
+        except ConfigError as e:
+            raise SystemExit(str(e))
+        if self["list-plugins"]:
+            sys.stdout.write(format_phases(self.config, self.plugin_manager))
+            sys.stdout.flush()
+            raise SystemExit(0)
+
+
+def format_phases(config, plugin_manager):
+    """The text of ``--list-plugins``: the plugins, then each phase's."""
+    names = [p["name"] for p in config["plugins"]]
+    lines = ["plugins (config order): {}".format(", ".join(names) or "-")]
+    phases = describe_phases(plugin_manager)
+    width = max(len(phase) for phase, _ in phases)
+    for phase, plugins in phases:
+        lines.append("  {}  {}".format(phase.ljust(width), ", ".join(plugins) or "-"))
+    return "\n".join(lines) + "\n"
+
+
+class GatewayService(MultiService):
+    """
+    Runs a gateway: on start, every ``init_worker`` first, then the child
+    services, then the listeners; on stop, the reverse.
+
+    :param gateway: the :class:`tproxy.gateway.Gateway`.
+    :param listeners: ``[(name, endpoint, factory)]``: what to listen on.
+    """
+
+    def __init__(self, gateway, listeners):
+        MultiService.__init__(self)
+        self.gateway = gateway
+        self.listeners = listeners
+        self.ports = []
+
+    def startService(self):
+        """
+        Start the gateway and listen.
+
+        A failure that happens before the reactor runs (the usual case: a port
+        in use fails at once) raises ``SystemExit`` with a one-line message;
+        a later one is logged and stops the reactor with exit status 1.
+        """
+        Service.startService(self)
+        early = []
+
+        def failed(f):
+            if early is not None:
+                early.append(f)
+            else:
+                self._failed_late(f)
+        d = maybeDeferred(self.gateway.start)
+        d.addCallback(lambda _: [s.startService() for s in self])
+        d.addCallback(lambda _: self._listen())
+        d.addErrback(failed)
+        early, found = None, early
+        if found:
+            raise SystemExit(_one_line(found[0]))
+
+    def _listen(self):
+        ds = [self._listen_one(*listener) for listener in self.listeners]
+        return DeferredList(ds, fireOnOneErrback=True, consumeErrors=True).addErrback(
+            lambda f: f.value.subFailure)
+
+    def _listen_one(self, name, endpoint, factory):
+        def listening(port):
+            self.ports.append(port)
+            address = port.getHost()
+            if hasattr(address, "port"):
+                address = "{}:{}".format(address.host, address.port)
+            log.info("{name} listening on {address}", name=name, address=address)
+            return port
+
+        def failed(f):
+            raise _StartupError("cannot listen for the {} on {}: {}".format(
+                name, endpoint.description, f.getErrorMessage()))
+        return endpoint.endpoint.listen(factory).addCallbacks(listening, failed)
+
+    def _failed_late(self, f):
+        log.critical("{message}", message=_one_line(f))
+        _exit_status_on_exit(1)
+        reactor = self.gateway.reactor
+        if reactor.running:
+            reactor.stop()
+
+    def stopService(self):
+        """Stop listening, then the child services, then the gateway."""
+        Service.stopService(self)
+        ports, self.ports = self.ports, []
+        d = DeferredList([maybeDeferred(p.stopListening) for p in ports],
+                         consumeErrors=True)
+        d.addCallback(lambda _: MultiService.stopService(self))
+        d.addCallback(lambda _: self.gateway.stop())
+        return d
+
+
+class _StartupError(Exception):
+    """A startup failure whose message says it all (no traceback needed)."""
+
+
+class _Endpoint(object):
+    """An endpoint and the string it came from (for messages)."""
+
+    def __init__(self, endpoint, description):
+        self.endpoint = endpoint
+        self.description = description
+
+
+def _one_line(f):
+    if f.check(_StartupError):
+        return str(f.value)
+    return "tproxy failed to start: {}: {}".format(
+        f.type.__name__, f.getErrorMessage())
+
+
+def _exit_status_on_exit(status):
+    """
+    Make the process exit with ``status`` once twistd is done (twistd itself
+    exits 0 after the reactor stops): a last ``atexit`` hook.
+    """
+    import atexit
+
+    def _exit():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    atexit.register(_exit)
+
+
+def makeService(options, reactor=None):
+    """
+    The service of ``twistd tproxy``: a :class:`GatewayService` running the
+    proxy listener (``listen``) and the admin listener (``admin.listen``).
+
+    :param options: parsed :class:`Options`.
+    :param reactor: the reactor (default: the global one).
+    """
+    if reactor is None:
+        from twisted.internet import reactor
+    from twisted.internet.endpoints import serverFromString
+
+    from tproxy.gateway import Gateway
+    from tproxy.http.server import ProxyFactory
+
+    config = options.config
+    plugin_manager = options.plugin_manager
+    gateway = Gateway(config, reactor, plugin_manager)
+
+    def endpoint(description):
+        return _Endpoint(serverFromString(reactor, description), description)
+
+    return GatewayService(gateway, [
+        ("proxy", endpoint(config["listen"]), ProxyFactory(gateway)),
+        ("admin API", endpoint(config["admin"]["listen"]), gateway.admin.site()),
+    ])
