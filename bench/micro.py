@@ -177,7 +177,8 @@ def bench_heartbeat(seconds, handler=True):
 
 def cases():
     for n in (1, 100, 10000):
-        yield "balancer", "least_conn pick + acquire/release, %s peers, 32 in flight" % format(n, ","), \
+        yield "balancer", "least_conn pick + acquire/release, %s peer%s, 32 in flight" % (
+            format(n, ","), "" if n == 1 else "s"), \
             lambda s, n=n: bench_balancer(n, s)
     for n in (10, 1000, 10000):
         yield "route", "router rewrite GET /api/x, %s groups" % format(n, ","), \

@@ -8,9 +8,10 @@
 # prints the table. Needs bench/setup.sh once.
 #
 # Knobs (environment; see README.md): SMOKE=1, ROUNDS (3), DURATION (8 s), WARMUP (1 s,
-# 3 s on PyPy), CONNS (32), SCENARIOS ("peers groups plugins close body1m gib"),
+# 3 s on PyPy), CONNS (32), SCENARIOS ("peers groups plugins close body1m gib micro"),
 # BASELINES ("nginx twisted"), PROXY_CPU (0), LOAD_CPU (1), PYTHON (interpreter of tproxy),
 # TWISTED_PYTHON, TWISTD_ARGS, TPROXY_CONFIG_JSON, GIB_ROUNDS (1), GIB_BYTES (1 GiB), TTL,
+# MICRO_SECONDS (1),
 # SYSTEMS / CLOSE_SYSTEMS / BODY_SYSTEMS / GIB_SYSTEMS (override what SCENARIOS picks),
 # PORT_SHIFT (0), RESULTS (output directory).
 set -u -o pipefail
@@ -28,7 +29,8 @@ fi
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-8}
 CONNS=${CONNS:-32}
-SCENARIOS=${SCENARIOS:-"peers groups plugins close body1m gib"}
+SCENARIOS=${SCENARIOS:-"peers groups plugins close body1m gib micro"}
+MICRO_SECONDS=${MICRO_SECONDS:-1}
 BASELINES=${BASELINES:-"nginx twisted"}
 GIB_ROUNDS=${GIB_ROUNDS:-1}
 GIB_BYTES=${GIB_BYTES:-1073741824}
@@ -95,7 +97,7 @@ GIB_SYSTEMS=$(uniq_words ${GIB_SYSTEMS-$(has_scenario gib && echo "nginx tproxy_
 [ "$ROUNDS" -gt 0 ] || { SYSTEMS=""; CLOSE_SYSTEMS=""; BODY_SYSTEMS=""; }
 [ "$GIB_ROUNDS" -gt 0 ] || GIB_SYSTEMS=""
 ALL_SYSTEMS=$(uniq_words $SYSTEMS $CLOSE_SYSTEMS $BODY_SYSTEMS $GIB_SYSTEMS)
-[ -n "$ALL_SYSTEMS" ] || die "nothing to run (SCENARIOS=$SCENARIOS)"
+[ -n "$ALL_SYSTEMS" ] || has_scenario micro || die "nothing to run (SCENARIOS=$SCENARIOS)"
 for s in $GIB_SYSTEMS; do
     [ "$s" = nginx ] || is_tproxy "$s" || die "GIB_SYSTEMS: only nginx and tproxy_* can carry 1 GiB (not $s)"
 done
@@ -116,11 +118,9 @@ done
 for tool in "$NGINX" "$WRK" curl taskset setsid "$HOST_PY"; do
     command -v "$tool" >/dev/null || die "$tool missing: run bench/setup.sh first"
 done
-if [ "$TPROXY_ANY" = 1 ]; then
-    (cd "$REPO" && PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -c "import tproxy.tap" 2>"$BENCH/.preflight.err") \
-        || { cat "$BENCH/.preflight.err" >&2; rm -f "$BENCH/.preflight.err"; \
-             die "$PYTHON cannot import tproxy.tap (run bench/setup.sh, or set PYTHON)"; }
-    rm -f "$BENCH/.preflight.err"
+if [ "$TPROXY_ANY" = 1 ] || has_scenario micro; then
+    err=$(PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -c "import tproxy.tap" 2>&1) \
+        || { echo "$err" | tail -5 >&2; die "$PYTHON cannot import tproxy.tap (run bench/setup.sh, or set PYTHON)"; }
 fi
 if [[ " $ALL_SYSTEMS " == *" twisted "* ]]; then
     "$TWISTED_PYTHON" -c "import twisted.web.proxy" 2>/dev/null \
@@ -343,6 +343,12 @@ done
 stop_all
 trap - EXIT
 log "all processes stopped; took $(($(date +%s) - START)) s"
+if has_scenario micro; then
+    log "micro-benchmarks (bench/micro.py) on CPU $PROXY_CPU"
+    taskset -c "$PROXY_CPU" "$PYTHON" "$BENCH/micro.py" --seconds "$MICRO_SECONDS" >"$RESULTS/micro.md" \
+        2>"$RESULTS/micro.err" || log "warning: micro.py failed (see $RESULTS/micro.err)"
+    [ -s "$RESULTS/micro.err" ] || rm -f "$RESULTS/micro.err"
+fi
 check=()
 [ "$SMOKE" = 1 ] && check=(--check)
 "$HOST_PY" "$BENCH/tools/summarize.py" "$RESULTS" "${check[@]}"

@@ -621,10 +621,17 @@ class ProxyTestCase(unittest.TestCase):
         for proxy in self._proxies:
             await proxy.gateway.stop()
 
-        def quiet():
+        def leftover():
             now = set(reactor.getReaders()) | set(reactor.getWriters())
-            return now <= self._baseline
-        await until(quiet, 5.0, message="the reactor to be clean")
+            internal = set(getattr(reactor, "_internalReaders", ()))
+            return now - self._baseline - internal
+
+        def quiet():
+            return not leftover()
+        try:
+            await until(quiet, 5.0, message="the reactor to be clean")
+        except AssertionError:
+            raise AssertionError("left open: %r" % (leftover(),))
         for proxy in self._proxies:
             self.assertEqual(proxy.factory.open_connections, 0)
             leaked = {p.address: p.active for p in proxy.peers() if p.active}

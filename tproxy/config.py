@@ -260,7 +260,7 @@ SCHEMA = _object({
                 "default": list(DEFAULT_PLUGINS)},
     "proxy": _object({
         "tries": _number(3, minimum=1, integer=True),
-        "keepalive_timeout": _number(75, minimum=0),
+        "keepalive_timeout": _number(75, exclusive=0),
         "keepalive_requests": _number(10000, minimum=1, integer=True),
         "header_timeout": _number(60, exclusive=0),
         "max_line_size": _number(8192, minimum=64, integer=True),

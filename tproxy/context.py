@@ -131,6 +131,8 @@ class RequestContext(object):
     :ivar error: why the request did not end normally: ``None``,
         ``"client_abort"``, ``"upstream_connect"``, ``"upstream_timeout"``,
         ``"upstream_error"``, ``"plugin_error"``, ``"no_peer"``, ...
+    :ivar plugins: the :class:`tproxy.phases.PhaseSet` of the request's route
+        (known after the every-route ``rewrite`` implementations ran).
     :ivar start: the clock's time when the request head was read.
     :ivar upstream_start / upstream_end: clock times of the upstream exchange.
     """
@@ -157,7 +159,8 @@ class RequestContext(object):
         self.upstream_start = None
         self.upstream_end = None
         self.end = None
-        self.plugins = None
+        phases = getattr(gateway, "phases", None)
+        self.plugins = phases.default if phases is not None else None
 
     def request_time(self):
         """Seconds from the request head to the end of the response."""

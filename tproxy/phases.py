@@ -56,12 +56,38 @@ def _awaitable(result):
     return None
 
 
+class PhaseSet(object):
+    """
+    The implementations that run for the requests of one route (or of every
+    route without route-scoped plugins), phase by phase, in execution order.
+    """
+
+    __slots__ = ("after_rewrite", "balancer", "header_filter", "body_filter",
+                 "log", "has_header_filter", "has_body_filter")
+
+    def __init__(self, after_rewrite, balancer, header_filter, body_filter, log):
+        self.after_rewrite = after_rewrite
+        self.balancer = balancer
+        self.header_filter = header_filter
+        self.body_filter = body_filter
+        self.log = log
+        self.has_header_filter = bool(header_filter)
+        self.has_body_filter = bool(body_filter)
+
+
 class Phases(object):
     """
     The implementations of every phase, resolved from a plugin manager.
 
-    :ivar rewrite_access: the ``rewrite`` then the ``access`` implementations.
-    :ivar has_header_filter: / ``has_body_filter``: whether anyone listens.
+    Plugins may be enabled for some routes only (``"routes": [...]`` in their
+    configuration entry; the loader records them in the plugin manager's
+    ``tproxy_scopes``).  ``rewrite`` implementations of every-route plugins run
+    first (they choose the route); after them, the route's :class:`PhaseSet`
+    -- its route-scoped ``rewrite`` implementations, then ``access``,
+    ``balancer`` ... -- is found with one dictionary lookup and kept in
+    ``ctx.plugins``.
+
+    :ivar default: the :class:`PhaseSet` of routes without scoped plugins.
     """
 
     def __init__(self, plugin_manager):
@@ -71,31 +97,43 @@ class Phases(object):
     def refresh(self):
         """Resolve the implementation lists again (after plugins changed)."""
         hooks = self.plugin_manager.hook
+        scopes = getattr(self.plugin_manager, "tproxy_scopes", {}) or {}
         self.impls = {}
         for name, argnames in PHASES:
             caller = getattr(hooks, name, None)
             impls = reversed(caller.get_hookimpls()) if caller is not None else ()
             # pluggy calls the last registered first; the loader registers in
             # reverse config order, so this is config order.
-            self.impls[name] = [(_adapt(i, argnames), i.plugin_name) for i in impls]
-        fns = lambda name: [f for f, _ in self.impls[name]]
-        self._rewrite_access = fns("rewrite") + fns("access")
-        self._balancer = fns("balancer")
-        self._header_filter = fns("header_filter")
-        self._body_filter = fns("body_filter")
-        self._log = fns("log")
-        self.has_header_filter = bool(self._header_filter)
-        self.has_body_filter = bool(self._body_filter)
+            self.impls[name] = [(_adapt(i, argnames), i.plugin_name,
+                                 scopes.get(i.plugin_name)) for i in impls]
+        routes = set()
+        for scope in scopes.values():
+            routes.update(scope or ())
+
+        def pick(phase, route, scoped_only=False):
+            return [f for f, _, scope in self.impls[phase]
+                    if (scope is None and not scoped_only)
+                    or (scope is not None and route in scope)]
+
+        def phase_set(route):
+            return PhaseSet(pick("rewrite", route, True) + pick("access", route),
+                            pick("balancer", route), pick("header_filter", route),
+                            pick("body_filter", route), pick("log", route))
+
+        self._rewrite = [f for f, _, scope in self.impls["rewrite"] if scope is None]
+        self._init_worker = [f for f, _, _ in self.impls["init_worker"]]
+        self.default = phase_set(None)
+        self.by_route = {route: phase_set(route) for route in routes}
 
     def names(self, phase):
         """The plugin names implementing ``phase``, in execution order."""
-        return [n for _, n in self.impls[phase]]
+        return [n for _, n, _ in self.impls[phase]]
 
     # -- startup ------------------------------------------------------------
 
     def init_worker(self, gateway):
         """Run every ``init_worker`` in order, each awaited; a Deferred."""
-        impls = [f for f, _ in self.impls["init_worker"]]
+        impls = self._init_worker
 
         def step(_, i):
             while i < len(impls):
@@ -111,12 +149,29 @@ class Phases(object):
 
     def rewrite_access(self, ctx):
         """
-        Run ``rewrite`` then ``access`` until one returns a :class:`Response`.
+        Run ``rewrite`` then ``access`` until one returns a :class:`Response`;
+        sets ``ctx.plugins`` to the route's :class:`PhaseSet` once the
+        every-route ``rewrite`` implementations have run.
 
         :return: ``None`` (proceed), a :class:`Response`, or a Deferred of
             either.  Exceptions propagate (synchronously or as a failure).
         """
-        return _until_response(self._rewrite_access, ctx, 0)
+        r = _until_response(self._rewrite, ctx, 0)
+        if r is None:
+            return self._after_rewrite(ctx)
+        if isinstance(r, Deferred):
+            return r.addCallback(self._resume_after_rewrite, ctx)
+        return r
+
+    def _after_rewrite(self, ctx):
+        if self.by_route:
+            ctx.plugins = self.by_route.get(ctx.route, self.default)
+        return _until_response(ctx.plugins.after_rewrite, ctx, 0)
+
+    def _resume_after_rewrite(self, r, ctx):
+        if isinstance(r, Response):
+            return r
+        return self._after_rewrite(ctx)
 
     def balancer(self, ctx, tried):
         """
@@ -125,11 +180,11 @@ class Phases(object):
 
         :return: a Peer, a :class:`Response`, ``None``, or a Deferred of one.
         """
-        return _first_result(self._balancer, ctx, tried, 0)
+        return _first_result(ctx.plugins.balancer, ctx, tried, 0)
 
     def header_filter(self, ctx, head):
         """Run every ``header_filter``; ``None`` or a Deferred."""
-        return _run_all(self._header_filter, (ctx, head), 0)
+        return _run_all(ctx.plugins.header_filter, (ctx, head), 0)
 
     def body_filter(self, ctx, chunk, eof):
         """
@@ -137,11 +192,11 @@ class Phases(object):
 
         :return: the bytes to send, or a Deferred of them.
         """
-        return _filter_chunk(self._body_filter, ctx, chunk, eof, 0)
+        return _filter_chunk(ctx.plugins.body_filter, ctx, chunk, eof, 0)
 
     def log(self, ctx):
         """Run every ``log`` implementation; errors are logged, never raised."""
-        for fn in self._log:
+        for fn in ctx.plugins.log:
             try:
                 d = _awaitable(fn(ctx))
             except Exception:

@@ -209,6 +209,11 @@ class Summary:
         self.transfer_table()
         self.registration_table()
         self.targets()
+        micro = self.results / "micro.md"
+        if micro.exists() and micro.read_text().strip():
+            self.out("### Micro-benchmarks (bench/micro.py, pinned to the proxy CPU)\n")
+            self.out(micro.read_text().strip())
+            self.out()
         if self.problems:
             self.out("### Problems\n")
             for p in self.problems:

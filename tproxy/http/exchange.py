@@ -316,10 +316,15 @@ class Exchange(object):
         """The upstream's response head (1xx excluded)."""
         self.upstream_keepalive = upstream_keepalive
         ctx = self.ctx
-        headers = Headers([p for p in fields if p[0].lower() not in _RESPONSE_HOP])
+        drop = _RESPONSE_HOP
+        for n, v in fields:
+            if n.lower() == b"connection":
+                # the fields Connection names are hop-by-hop too (RFC 9110 7.6.1)
+                drop = drop | {t.strip().lower() for t in v.split(b",")}
+        headers = Headers([p for p in fields if p[0].lower() not in drop])
         head = ResponseHead(status, headers, reason)
         ctx.status = status
-        if self.factory.phases.has_header_filter:
+        if self.ctx.plugins.has_header_filter:
             return self._filter_head(head, self._send_upstream_head)
         self._send_upstream_head(head)
 
@@ -390,7 +395,7 @@ class Exchange(object):
         """A piece of the response body from the upstream."""
         if self.done:
             return
-        if self.factory.phases.has_body_filter:
+        if self.ctx.plugins.has_body_filter:
             return self._filter_body(data, False)
         self._send_response_body(data)
 
@@ -441,7 +446,7 @@ class Exchange(object):
             else:
                 up.abort()
         self._release_peer()
-        if self.factory.phases.has_body_filter:
+        if self.ctx.plugins.has_body_filter:
             return self._filter_body(b"", True)
         self._end_response()
 
@@ -468,14 +473,14 @@ class Exchange(object):
         body = response.body
         if not self.request_complete:
             self.response_close = True   # the unread body would be taken for a request
-        if self.factory.phases.has_header_filter:
+        if self.ctx.plugins.has_header_filter:
             return self._filter_head(head, lambda h: self._send_local(h, body))
         self._send_local(head, body)
 
     def _send_local(self, head, body):
         if self.done:
             return
-        if self.factory.phases.has_body_filter:
+        if self.ctx.plugins.has_body_filter:
             try:
                 r = self.factory.phases.body_filter(self.ctx, body, True)
             except Exception:

@@ -214,6 +214,14 @@ _SPECIAL = {
 _SPECIAL_LENGTHS = frozenset(len(k) for k in _SPECIAL)
 
 
+def _check_cr_lf(line):
+    """Fail on a CR or LF inside a line."""
+    if b"\n" in line:
+        _fail("Missing expected CR before LF")
+    if b"\r" in line:
+        _fail("Missing expected LF after CR")
+
+
 def _is_chunked_element(element):
     """Whether a Transfer-Encoding list element is "chunked", as llhttp sees it."""
     element = element.lstrip(b" \t")
@@ -378,19 +386,21 @@ class _HttpParser(object):
 
             elif state == _CHUNK_SIZE:
                 nl = data.find(b"\n", pos)
-                if nl < 0 or nl - pos > MAX_CHUNK_LINE:
+                if nl < 0:
                     if n - pos > MAX_CHUNK_LINE:
                         _fail("Chunk size line too long")
                     self._stash(data, pos, _CHUNK_SIZE)
                     return -1
+                if nl - pos > MAX_CHUNK_LINE:
+                    _fail("Chunk size line too long")
                 m = _CHUNK_LINE.fullmatch(data, pos, nl)
                 if m is None:
                     self._chunk_line_error(data[pos:nl])
                 digits = m.group(1)
                 if len(digits) > 16:
-                    digits = digits.lstrip(b"0")
+                    digits = digits.lstrip(b"0") or b"0"
                     if len(digits) > 16:
-                        _fail("Chunk size overflow", HttpParserError)
+                        _fail("Chunk size overflow")
                 size = int(digits, 16)
                 if size > _MAX_SIZE:
                     _fail("Chunk size overflow")
@@ -420,13 +430,14 @@ class _HttpParser(object):
 
             elif state == _TRAILERS:
                 end = data.find(b"\r\n\r\n", pos)
-                if end < 0 or end - pos > MAX_TRAILERS:
+                if end < 0:
                     if n - pos > MAX_TRAILERS:
                         _fail("Trailer section too long")
                     self._stash(data, pos, _TRAILERS)
                     return -1
+                if end - pos > MAX_TRAILERS:
+                    _fail("Trailer section too long")
                 if end > pos:
-                    self._state = _TRAILERS
                     self._fields(data[pos + 2:end + 2], True)
                 pos = end + 4
                 if self._on_chunk_complete is not None:
@@ -482,9 +493,10 @@ class _HttpParser(object):
                 return True
             if state == _TRAILERS and n > MAX_TRAILERS:
                 _fail("Trailer section too long")
+            check_start = state == _HEAD and self._scan <= _MAX_METHOD
             self._scan = n
             self._check_line_ends(buf)
-            if state == _HEAD and self._checked <= _MAX_METHOD + 1:
+            if check_start:
                 self._check_start(buf)
             return False
         if state == _CHUNK_SIZE:
@@ -508,11 +520,10 @@ class _HttpParser(object):
         if buf[end - 1] == 13:
             end -= 1        # its LF may come next
         if end > start:
-            cr = buf.count(b"\r", start, end)
-            if cr != buf.count(b"\n", start, end) or (
-                    cr and buf.count(b"\r\n", start, end) != cr):
-                if buf.find(b"\n", start, end) >= 0 and buf.count(b"\r\n", start, end) < buf.count(b"\n", start, end):
-                    _fail("Missing expected CR before LF")
+            crlf = buf.count(b"\r\n", start, end)
+            if buf.count(b"\n", start, end) != crlf:
+                _fail("Missing expected CR before LF")
+            if buf.count(b"\r", start, end) != crlf:
                 _fail("Missing expected LF after CR")
             self._checked = end
 
@@ -549,6 +560,8 @@ class _HttpParser(object):
         else:
             method, target = m.group(1, 2)
             version = None
+            self._major = line[-3] - 48
+            self._minor = line[-1] - 48
         if method not in _METHODS:
             _fail("Invalid method encountered", HttpParserInvalidMethodError)
         self._method = method
@@ -563,18 +576,16 @@ class _HttpParser(object):
             host = m is not None and m.group(1)
         if m is None or host and b"@@" in host:
             _fail("Invalid characters in url", HttpParserInvalidURLError)
-        if version is None:
-            self._major = line[-3] - 48
-            self._minor = line[-1] - 48
-        else:
-            self._version(version)
         if self._on_url is not None:
             self._on_url(target)
+        if version is not None:
+            self._version(version)
         if self._major * 10 + self._minor not in _VERSIONS:
             _fail("Invalid HTTP version")
 
     def _request_line_parts(self, line):
         """Split a request line that is not of the simplest form (or invalid)."""
+        _check_cr_lf(line)
         space = line.find(b" ")
         method = line[:space] if space >= 0 else line
         if method not in _METHODS:
@@ -588,13 +599,12 @@ class _HttpParser(object):
         target = rest[:space]
         if target.translate(None, bytes(range(0x21, 0x7f))):
             _fail("Invalid characters in url", HttpParserInvalidURLError)
-        version = rest[space:].lstrip(b" ")
-        if version[:5] != b"HTTP/":
-            _fail("Expected HTTP/")
-        return method, target, version
+        return method, target, rest[space:].lstrip(b" ")
 
     def _version(self, version):
         """Set the version from ``b"HTTP/x.y"``, or fail."""
+        if version[:5] != b"HTTP/":
+            _fail("Expected HTTP/")
         if (len(version) < 8 or not 48 <= version[5] <= 57 or version[6] != 46
                 or not 48 <= version[7] <= 57):
             _fail("Invalid HTTP version")
@@ -616,8 +626,7 @@ class _HttpParser(object):
             self._on_status(m.group(5))
 
     def _status_line_error(self, line):
-        if line[:5] != b"HTTP/":
-            _fail("Expected HTTP/")
+        _check_cr_lf(line)
         self._version(line[:8])
         if line[8:9] != b" ":
             _fail("Expected space after version")
@@ -635,37 +644,31 @@ class _HttpParser(object):
         Process header (or trailer) fields: ``block`` is their lines, each
         ending with CRLF.
         """
-        if _FIELDS.fullmatch(block) is None:
-            fields = self._fields_slow(block)
-        else:
+        bad = None
+        if _FIELDS.fullmatch(block) is not None:
             fields = _FIELD_GROUPS.findall(block)
+        else:
+            # Report the fields before the first invalid line, as llhttp does.
+            fields = []
+            for line in block[:-2].split(b"\r\n"):
+                m = _FIELD_LINE.fullmatch(line)
+                if m is None:
+                    bad = line
+                    break
+                fields.append(m.groups())
+            else:  # pragma: no cover (cannot happen)
+                bad = b"\r"
         on_header = self._on_header
         flags = self._flags
         for name, value in fields:
             if len(name) in _SPECIAL_LENGTHS:
                 kind = _SPECIAL.get(name.lower())
                 if kind is not None:
-                    flags = self._special(kind, value, flags)
+                    flags = self._flags = self._special(kind, value, flags)
             if on_header is not None:
                 on_header(name, value)
-            if name is None:
-                break
-        self._flags = flags
-        if fields and fields[-1][0] is None:
-            self._field_error(fields[-1][1], not trailers and len(fields) == 1)
-
-    def _fields_slow(self, block):
-        """The fields before the first invalid line, then ``(None, line)``."""
-        fields = []
-        for line in block[:-2].split(b"\r\n"):
-            m = _FIELD_LINE.fullmatch(line)
-            if m is None:
-                fields.append((None, line))
-                break
-            fields.append(m.groups())
-        # Process the valid fields (and their callbacks) first; the invalid
-        # line is reported by _fields.
-        return _FieldsWithError(fields)
+        if bad is not None:
+            self._field_error(bad, not trailers and not fields)
 
     def _field_error(self, line, first):
         if line[:1] in (b" ", b"\t"):
@@ -696,7 +699,7 @@ class _HttpParser(object):
                     _fail("Invalid character in Content-Length")
                 value = m.group(1)
             if len(value) > 18:
-                value = value.lstrip(b"0")
+                value = value.lstrip(b"0") or b"0"
                 if len(value) > 19:
                     _fail("Content-Length overflow")
             length = int(value)
@@ -792,12 +795,6 @@ class _HttpParser(object):
         if got[:1] == b"\n":
             _fail("Missing expected CR after chunk data")
         _fail("Expected LF after chunk data")
-
-
-class _FieldsWithError(list):
-    """The result of ``_fields_slow``: valid fields, then ``(None, line)``."""
-
-    __slots__ = ()
 
 
 class HttpRequestParser(_HttpParser):

@@ -80,6 +80,34 @@ class ProxyFactory(Factory):
         return any(ip in net for net in self.trusted)
 
 
+def _normalize(path):
+    """
+    Resolve ``.`` and ``..`` segments (also percent-encoded) as nginx does
+    before routing, so that ``/api/../admin`` cannot pass for ``/api``; a path
+    climbing above the root is a bad request.
+    """
+    segments = path.split("/")
+    out = []
+    changed = False
+    for seg in segments[1:]:
+        low = seg.lower()
+        if low in (".", "%2e"):
+            changed = True
+            continue
+        if low in ("..", "%2e.", ".%2e", "%2e%2e"):
+            changed = True
+            if len(out) == 0:
+                raise _BadRequest(400, "path climbs above the root")
+            out.pop()
+            continue
+        out.append(seg)
+    if not changed:
+        return path
+    last = segments[-1].lower()
+    trailing = last in (".", "..", "%2e", "%2e.", ".%2e", "%2e%2e")
+    return "/" + "/".join(out) + ("/" if trailing and out else "")
+
+
 class _BadRequest(Exception):
     def __init__(self, status, message):
         Exception.__init__(self, message)
@@ -224,6 +252,8 @@ class ProxyProtocol(Protocol):
             else:
                 raise _BadRequest(400, "invalid request target")
         path, _, query = url.partition("?")
+        if "/." in path or "%2" in path:
+            path = _normalize(path)
         upstream = []
         forward = []
         conn_tokens = None

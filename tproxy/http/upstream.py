@@ -57,6 +57,9 @@ class UpstreamProtocol(Protocol):
         """The exchange is over and the connection is clean: back to the pool."""
         self.exchange = None
         self.parser = None
+        # the exchange may have paused reading (client backpressure, a
+        # filter); an idle connection must read, to notice a close
+        self.transport.resumeProducing()
         self.pool._idle(self)
 
     def abort(self):
@@ -118,12 +121,20 @@ class UpstreamProtocol(Protocol):
             if ln == b"content-length" or ln == b"transfer-encoding":
                 framed = True
                 break
-        self._eof_body = not framed and code not in (204, 304)
-        self.exchange.upstream_head(code, getattr(self, "_reason", b""), head,
-                                    self.parser.should_keep_alive() and not self._eof_body)
+        ex = self.exchange
+        head_only = ex.head_method
+        self._eof_body = not framed and code not in (204, 304) and not head_only
+        ex.upstream_head(code, getattr(self, "_reason", b""), head,
+                         self.parser.should_keep_alive() and not self._eof_body)
+        if head_only and self.exchange is ex:
+            # A response to HEAD has no body whatever its Content-Length says,
+            # and httptools cannot be told so: the response ends here.
+            ex.upstream_end()
 
     def on_body(self, data):
-        self.exchange.upstream_body(data)
+        ex = self.exchange
+        if ex is not None:
+            ex.upstream_body(data)
 
     def on_message_complete(self):
         if self._informational:
@@ -227,4 +238,7 @@ class UpstreamPool(object):
         """Close every idle connection."""
         for conns in list(self.idle.values()):
             for conn in list(conns):
+                # the idle timer would otherwise stay pending
+                if conn.idle_timer is not None and conn.idle_timer.active():
+                    conn.idle_timer.cancel()
                 self._expire(conn)

@@ -1,0 +1,807 @@
+# -*- test-case-name: tests.test_testing,tests.test_builtins_harness -*-
+"""
+Test plugins without sockets: a real gateway, its real HTTP server and
+upstream pool, and stub upstream servers, all wired in memory on a fake clock
+(:class:`twisted.internet.testing.MemoryReactorClock` and the pumps of
+:mod:`twisted.test.iosim`), in the spirit of :mod:`treq.testing`.
+
+Every call of a :class:`Harness` moves bytes until nothing more happens and
+returns; nothing waits for real time, so a test stays synchronous::
+
+    from twisted.trial.unittest import SynchronousTestCase
+
+    from tproxy.testing import Harness, echo
+
+
+    class GreetingTests(SynchronousTestCase):
+
+        def test_header(self):
+            h = Harness(
+                config={"upstreams": {"default": {"peers": ["127.0.0.1:9001"]}}},
+                plugins=["router", "least_conn", Greeting],
+                servers={"127.0.0.1:9001": echo},
+            )
+            response = h.request("GET", "/hello")
+            self.assertEqual(response.status, 200)
+            self.assertEqual(response.headers.get("x-greeting"), "hello")
+            self.assertEqual(h.upstream_requests[0].uri, "/hello")
+            self.assertEqual(h.contexts[0].peer.address, "127.0.0.1:9001")
+
+What a test can look at:
+
+- the client's view: the :class:`StubResponse` of :meth:`Harness.request`;
+- the upstreams' view: :attr:`Harness.upstream_requests`, one
+  :class:`UpstreamRequest` per request a stub server received;
+- the phases' view: :attr:`Harness.contexts`, the
+  :class:`~tproxy.context.RequestContext` of every finished request as the
+  ``log`` phase saw it (``status``, ``route``, ``peer``, ``tried``,
+  ``error``, ``vars``);
+- what was logged: :attr:`Harness.events`, the :mod:`twisted.logger` events
+  emitted while the harness worked (the ``access_log`` lines among them).
+
+Time moves only with :meth:`Harness.advance`, which fires the timers that
+fall due on the way (``LoopingCall`` s, timeouts, TTLs) in order, moving bytes
+between each.
+
+Stub servers (the values of ``servers``):
+
+- a function ``handler(request) -> (status, headers, body)``, where
+  ``request`` is an :class:`UpstreamRequest`; it may return a Deferred or be
+  ``async def`` (a Deferred that never fires is an upstream that never
+  answers);
+- a :class:`twisted.web.resource.IResource`, served by a real
+  :class:`twisted.web.server.Site`;
+- any other :class:`twisted.internet.interfaces.IProtocolFactory` (to send
+  bytes that are not HTTP, say);
+- :data:`UNREACHABLE`: connection attempts hang until the connect timeout.
+
+An address with no stub refuses connections.
+
+Stability: :class:`Harness`, :class:`StubResponse`, :class:`UpstreamRequest`,
+:class:`PendingRequest`, :class:`RequestPending`,
+:class:`ResponseIncomplete`, :func:`echo` and :data:`UNREACHABLE` are public
+API; everything whose name starts with ``_`` is not.
+"""
+
+import itertools
+import json
+import types
+from collections import namedtuple
+
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.defer import ensureDeferred, maybeDeferred
+from twisted.internet.error import ConnectionRefusedError, TimeoutError
+from twisted.internet.interfaces import IProtocolFactory
+from twisted.internet.protocol import Protocol
+from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
+from twisted.test import iosim
+from twisted.web.resource import IResource, Resource
+from twisted.web.server import NOT_DONE_YET, Request as _WebRequest, Site
+
+from tproxy import hookimpl
+from tproxy.config import parse_host_port, validate_config
+from tproxy.gateway import Gateway
+from tproxy.http.headers import Headers
+from tproxy.plugins import BUILTINS, tproxy_entry_points
+
+__all__ = ["Harness", "PendingRequest", "RequestPending", "ResponseIncomplete",
+           "StubResponse", "UNREACHABLE", "UpstreamRequest", "echo"]
+
+#: The address the harness's clients connect to (what the proxy's
+#: ``getHost()`` says).
+PROXY_ADDRESS = ("127.0.0.1", 8080)
+
+#: The registration name of the harness's own ``log`` recorder.
+_RECORDER = "tproxy.testing"
+
+#: Pump rounds after which :meth:`Harness.flush` gives up (something is
+#: sending forever).
+_MAX_ROUNDS = 10000
+
+
+class _Unreachable(object):
+    """The type of :data:`UNREACHABLE`."""
+
+    def __repr__(self):
+        return "UNREACHABLE"
+
+
+#: A stub server whose connection attempts never complete: each fails with a
+#: ``TimeoutError`` once the connect timeout (``timeouts.connect``) has
+#: passed on the harness's clock.
+UNREACHABLE = _Unreachable()
+
+
+class RequestPending(Exception):
+    """
+    The request has no complete response yet: the upstream did not answer
+    (or the proxy is waiting for a timer).  Send it with ``wait=False`` and
+    :meth:`Harness.advance` the clock.
+    """
+
+
+class ResponseIncomplete(Exception):
+    """
+    The proxy closed the client connection before the response was complete.
+
+    :ivar partial: a :class:`StubResponse` of what arrived (``status`` is
+        ``None`` when not even the head did).
+    """
+
+    def __init__(self, message, partial):
+        Exception.__init__(self, message)
+        self.partial = partial
+
+
+class StubResponse(namedtuple("StubResponse", "status reason headers body")):
+    """
+    The response the client received.
+
+    :ivar status: the status code (``int``).
+    :ivar reason: the reason phrase (``str``).
+    :ivar headers: a :class:`tproxy.http.headers.Headers` (case-insensitive
+        ``get``, ``get_all``), framing fields (``Content-Length``,
+        ``Transfer-Encoding``) included.
+    :ivar body: the body (``bytes``), de-chunked.
+    """
+
+    __slots__ = ()
+
+    def json(self):
+        """The body decoded as JSON."""
+        return json.loads(self.body.decode("utf-8"))
+
+
+class UpstreamRequest(namedtuple("UpstreamRequest",
+                                 "server method uri headers body client")):
+    """
+    One request a stub server received.
+
+    :ivar server: the stub's address, ``"host:port"`` (the peer tproxy chose).
+    :ivar method: ``"GET"``, ...
+    :ivar uri: the request target as received (path and query).
+    :ivar headers: a :class:`tproxy.http.headers.Headers` (names as the stub's
+        HTTP server spells them; look them up case-insensitively).
+    :ivar body: the whole request body (``bytes``).
+    :ivar client: ``"host:port"`` of tproxy's side of the connection (the
+        same for requests that reused a kept-alive connection).
+    """
+
+    __slots__ = ()
+
+    @property
+    def path(self):
+        """The target without its query."""
+        return self.uri.partition("?")[0]
+
+    @property
+    def query(self):
+        """The query string without ``?`` (``""`` when absent)."""
+        return self.uri.partition("?")[2]
+
+
+def echo(request):
+    """
+    A stub handler answering ``200`` with a JSON description of the request
+    it received: ``{"server", "method", "uri", "headers": {lower-case name:
+    value}, "body"}`` (the body decoded as latin-1).
+
+    :param request: an :class:`UpstreamRequest`.
+    """
+    body = json.dumps({
+        "server": request.server, "method": request.method, "uri": request.uri,
+        "headers": dict((n.lower(), v) for n, v in request.headers.items()),
+        "body": request.body.decode("latin-1"),
+    }, sort_keys=True).encode("utf-8")
+    return 200, {"Content-Type": "application/json"}, body
+
+
+# ---------------------------------------------------------------------------
+# the pieces
+# ---------------------------------------------------------------------------
+
+
+class _Transport(iosim.FakeTransport):
+    """
+    An iosim transport with what tproxy's protocols use of a TCP transport:
+    ``connected``, and an ``abortConnection`` that drops unsent bytes.
+    """
+
+    @property
+    def connected(self):
+        return not self.disconnected
+
+    def abortConnection(self):
+        self.stream = []
+        self.disconnecting = True
+
+
+def _address(host, port):
+    if ":" in host:
+        return IPv6Address("TCP", host, port)
+    return IPv4Address("TCP", host, port)
+
+
+def _text(address):
+    host = address.host
+    return "{}:{}".format("[%s]" % host if ":" in host else host, address.port)
+
+
+class _Recorder(object):
+    """The harness's plugin: keeps every context the ``log`` phase saw."""
+
+    def __init__(self):
+        self.contexts = []
+
+    @hookimpl(trylast=True)
+    def log(self, ctx):
+        """Keep ``ctx``."""
+        self.contexts.append(ctx)
+
+
+class _Given(object):
+    """An entry point (for the loader) whose object is already at hand."""
+
+    group = "tproxy"
+
+    def __init__(self, name, obj):
+        self.name = name
+        self.obj = obj
+        self.value = "<{} given to tproxy.testing.Harness>".format(name)
+
+    def load(self):
+        return self.obj
+
+
+class _StubRequest(_WebRequest):
+    """A twisted.web request that records itself before it is rendered."""
+
+    def process(self):
+        self.content.seek(0)
+        body = self.content.read()
+        self.content.seek(0)
+        fields = [(name, value) for name, values in self.requestHeaders.getAllRawHeaders()
+                  for value in values]
+        self.upstream_request = UpstreamRequest(
+            _text(self.channel.transport.getHost()), self.method.decode("ascii"),
+            self.uri.decode("latin-1"), Headers(fields), body,
+            _text(self.channel.transport.getPeer()))
+        self.channel.site.received(self.upstream_request)
+        _WebRequest.process(self)
+
+
+class _StubSite(Site):
+    """A ``Site`` that reports each request to the harness; no access log."""
+
+    requestFactory = _StubRequest
+    noisy = False
+
+    def __init__(self, resource, clock, received):
+        Site.__init__(self, resource, logPath=None, reactor=clock)
+        self.received = received
+
+    def log(self, request):
+        pass
+
+
+class _HandlerResource(Resource):
+    """Serves every request with a ``handler(UpstreamRequest)`` function."""
+
+    isLeaf = True
+
+    def __init__(self, handler):
+        Resource.__init__(self)
+        self.handler = handler
+
+    def render(self, request):
+        gone = []
+        request.notifyFinish().addErrback(gone.append)
+        d = maybeDeferred(self.handler, request.upstream_request)
+        d.addCallback(lambda r: ensureDeferred(r) if isinstance(r, types.CoroutineType) else r)
+        d.addCallback(self._answer, request, gone)
+        d.addErrback(self._failed, request, gone)
+        return NOT_DONE_YET
+
+    def _answer(self, result, request, gone):
+        if gone:
+            return
+        status, headers, body = result
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+        if hasattr(headers, "items"):
+            headers = list(headers.items())
+        request.setResponseCode(int(status))
+        # the handler decides every field: drop twisted.web's Server and Date
+        request.responseHeaders.removeHeader(b"server")
+        request.responseHeaders.removeHeader(b"date")
+        framed = False
+        for name, value in headers or ():
+            if name.lower() in ("content-length", "transfer-encoding"):
+                framed = True
+            request.responseHeaders.addRawHeader(name, value)
+        if not framed:
+            request.setHeader(b"Content-Length", b"%d" % len(body))
+        if body:
+            request.write(body)
+        request.finish()
+
+    def _failed(self, failure, request, gone):
+        if gone:
+            return failure   # logged as unhandled: the test should see it
+        request.setResponseCode(500)
+        body = b"stub handler failed: " + failure.getErrorMessage().encode("utf-8")
+        request.setHeader(b"Content-Length", b"%d" % len(body))
+        request.write(body)
+        request.finish()
+        return failure
+
+
+class _Client(Protocol):
+    """
+    The harness's HTTP client: writes one request, reads one response (with
+    a parser of its own, independent of tproxy's), then closes.
+    """
+
+    def __init__(self, data, method):
+        self.data = data
+        self.head_only = method == "HEAD"
+        self.buffer = b""
+        self.status = None
+        self.reason = ""
+        self.headers = None
+        self.body = []
+        self.remaining = None    # body bytes still expected (Content-Length)
+        self.chunked = False
+        self.until_close = False
+        self.response = None     # a StubResponse once complete
+        self.failure = None      # a ResponseIncomplete if the connection died first
+        self.lost = False
+
+    def connectionMade(self):
+        self.transport.write(self.data)
+
+    @property
+    def done(self):
+        return self.response is not None or self.failure is not None
+
+    def dataReceived(self, data):
+        if self.done:
+            return
+        self.buffer += data
+        while not self.done and self._step():
+            pass
+
+    def _step(self):
+        """Parse what the buffer allows; whether to go on."""
+        if self.headers is None:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return False
+            head, self.buffer = self.buffer[:end], self.buffer[end + 4:]
+            lines = head.split(b"\r\n")
+            parts = lines[0].split(b" ", 2)
+            status = int(parts[1])
+            if 100 <= status < 200:
+                return True     # interim (100 Continue): the real head follows
+            self.status = status
+            self.reason = parts[2].decode("latin-1") if len(parts) > 2 else ""
+            fields = []
+            for line in lines[1:]:
+                name, _, value = line.partition(b":")
+                fields.append((name, value.strip()))
+            self.headers = Headers(fields)
+            length = self.headers.get("content-length")
+            if self.head_only or status in (204, 304):
+                self.remaining = 0
+            elif "chunked" in (self.headers.get("transfer-encoding") or "").lower():
+                self.chunked = True
+            elif length is not None:
+                self.remaining = int(length)
+            else:
+                self.until_close = True
+            return True
+        if self.until_close:
+            self.body.append(self.buffer)
+            self.buffer = b""
+            return False
+        if not self.chunked:
+            take = self.buffer[:self.remaining]
+            self.body.append(take)
+            self.buffer = self.buffer[len(take):]
+            self.remaining -= len(take)
+            if self.remaining == 0:
+                self._complete()
+            return False
+        line_end = self.buffer.find(b"\r\n")
+        if line_end < 0:
+            return False
+        size = int(self.buffer[:line_end].split(b";")[0], 16)
+        if size == 0:
+            # last chunk, then trailer fields, then an empty line
+            end = self.buffer.find(b"\r\n\r\n", line_end)
+            if self.buffer[line_end:line_end + 4] == b"\r\n\r\n":
+                end = line_end
+            if end < 0:
+                return False
+            self.buffer = self.buffer[end + 4:]
+            self._complete()
+            return False
+        if len(self.buffer) < line_end + 2 + size + 2:
+            return False
+        start = line_end + 2
+        self.body.append(self.buffer[start:start + size])
+        self.buffer = self.buffer[start + size + 2:]
+        return True
+
+    def _response(self):
+        return StubResponse(self.status, self.reason,
+                            self.headers if self.headers is not None else Headers(),
+                            b"".join(self.body))
+
+    def _complete(self):
+        self.response = self._response()
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason):
+        self.lost = True
+        if self.done:
+            return
+        if self.until_close:
+            self.response = self._response()
+        else:
+            self.failure = ResponseIncomplete(
+                "the proxy closed the connection before the response was "
+                "complete", self._response())
+
+
+class PendingRequest(object):
+    """
+    A request sent with ``wait=False``: its response arrives when the
+    harness has pumped enough (after :meth:`Harness.advance`, say).
+    """
+
+    def __init__(self, harness, client, method, uri):
+        self._harness = harness
+        self._client = client
+        self.method = method
+        self.uri = uri
+
+    @property
+    def done(self):
+        """Whether the response is complete (or the connection died)."""
+        self._harness.flush()
+        return self._client.done
+
+    def result(self):
+        """
+        The response, after moving whatever bytes are waiting.
+
+        :rtype: :class:`StubResponse`
+        :raises RequestPending: if it is not complete yet.
+        :raises ResponseIncomplete: if the proxy closed the connection first.
+        """
+        self._harness.flush()
+        client = self._client
+        if client.response is not None:
+            return client.response
+        if client.failure is not None:
+            raise client.failure
+        raise RequestPending(
+            "{} {}: no complete response yet (clock at {}s; the upstream has "
+            "not answered, or the proxy is waiting for a timer): advance the "
+            "harness's clock".format(self.method, self.uri,
+                                     self._harness.clock.seconds()))
+
+    def abort(self):
+        """The client goes away (tproxy sees a client abort)."""
+        self._client.transport.abortConnection()
+        self._harness.flush()
+
+    def __repr__(self):
+        return "<PendingRequest {} {} done={}>".format(
+            self.method, self.uri, self._client.done)
+
+
+# ---------------------------------------------------------------------------
+# the harness
+# ---------------------------------------------------------------------------
+
+
+class Harness(object):
+    """
+    A gateway with its plugins, its HTTP server and its upstream pool, whose
+    network and clock are in memory.
+
+    :param config: a configuration ``dict`` as in ``conf.json`` (validated
+        and completed by :func:`tproxy.config.validate_config`; ``None`` for
+        the defaults).
+    :param plugins: the ``plugins`` list to use instead of the
+        configuration's: names (built-ins, entry points, dotted paths) and
+        ``{"name", "settings"}`` dicts as in ``conf.json``, and also plugin
+        objects -- a module, a class (made with its validated ``settings``:
+        ``{"name": MyPlugin, "settings": {...}}``) or an instance --, all run
+        in the order given.
+    :param servers: the stub upstream servers: ``{"host:port": stub}`` (see
+        the module docstring).  The configuration's ``upstreams`` and the
+        registry decide which addresses tproxy connects to; ``servers``
+        decides what answers there.
+    :param entry_points: the entry points of the group ``tproxy`` that names
+        resolve against (default: the installed ones).
+
+    :raises tproxy.config.ConfigError: for an invalid configuration or plugin.
+    :raises Exception: what an ``init_worker`` failed with.
+
+    :ivar clock: the :class:`~twisted.internet.testing.MemoryReactorClock`
+        that is the gateway's reactor (also ``reactor``).
+    :ivar gateway: the :class:`tproxy.gateway.Gateway`.
+    :ivar registry: the gateway's registry.
+    :ivar config: the validated configuration.
+    :ivar factory: the :class:`tproxy.http.server.ProxyFactory` the harness's
+        clients connect to.
+    :ivar upstream_requests: every :class:`UpstreamRequest` the stub servers
+        received, in order.
+    :ivar contexts: the :class:`~tproxy.context.RequestContext` of every
+        finished request, in the order their ``log`` phase ran (the harness's
+        ``log`` implementation runs after every other one).
+    :ivar events: the :mod:`twisted.logger` events emitted while the harness
+        was working (see :meth:`messages`).
+    """
+
+    def __init__(self, config=None, plugins=None, servers=None, entry_points=None):
+        # imported here so that importing tproxy.testing stays cheap
+        from tproxy.http.server import ProxyFactory
+        from tproxy.plugins import build_plugin_manager
+
+        self.clock = self.reactor = MemoryReactorClock()
+        self.upstream_requests = []
+        self.events = []
+        self._pumps = []
+        self._ports = itertools.count(40000)
+        self._servers = {}
+        for address, stub in (servers or {}).items():
+            self._servers[parse_host_port(address)] = self._server_factory(stub)
+
+        installed = tproxy_entry_points() if entry_points is None else list(entry_points)
+        config = dict(config or {})
+        given = {}
+        if plugins is not None:
+            taken = set(BUILTINS) | {ep.name for ep in installed}
+            config["plugins"] = [_plugin_entry(p, given, taken) for p in plugins]
+        self.config = validate_config(config, source="<harness config>")
+
+        self._recorder = _Recorder()
+        points = installed + list(given.values()) + [_Given(_RECORDER, self._recorder)]
+        # The recorder is listed last, so it runs last in ``log`` (and being
+        # ``trylast`` and registered first, it also follows trylast plugins).
+        # The gateway's configuration keeps the plugins list as given.
+        loading = dict(self.config, plugins=self.config["plugins"] + [
+            {"name": _RECORDER, "settings": {}}])
+        plugin_manager = build_plugin_manager(loading, source="<harness config>",
+                                              entry_points=points)
+        self.gateway = Gateway(self.config, self.clock, plugin_manager)
+        self.registry = self.gateway.registry
+        self.contexts = self._recorder.contexts
+        self._wait(self.gateway.start(), "init_worker")
+        self.factory = ProxyFactory(self.gateway)
+
+    def _server_factory(self, stub):
+        if stub is UNREACHABLE:
+            return stub
+        if IResource.providedBy(stub):
+            return _StubSite(stub, self.clock, self.upstream_requests.append)
+        if IProtocolFactory.providedBy(stub):
+            return stub
+        if callable(stub):
+            return _StubSite(_HandlerResource(stub), self.clock,
+                             self.upstream_requests.append)
+        raise TypeError("a stub server is a handler function, an IResource, an "
+                        "IProtocolFactory or UNREACHABLE, not {!r}".format(stub))
+
+    # -- moving bytes -----------------------------------------------------------
+
+    def flush(self):
+        """
+        Move bytes between every connection, make the connections tproxy
+        asked for and run the calls due now, until nothing more happens.
+        (Every other method does this; call it after firing a Deferred a stub
+        handler returned.)
+        """
+        observer = self.events.append
+        globalLogPublisher.addObserver(observer)
+        try:
+            for _ in range(_MAX_ROUNDS):
+                self.clock.advance(0)
+                moved = self._connect_pending()
+                for pump in list(self._pumps):
+                    if pump.pump(advanceClock=False):
+                        moved = True
+                    elif pump.clientIO.disconnected and pump.serverIO.disconnected:
+                        self._pumps.remove(pump)
+                if not moved:
+                    return
+            raise RuntimeError("tproxy.testing: still moving bytes after {} rounds"
+                               .format(_MAX_ROUNDS))
+        finally:
+            globalLogPublisher.removeObserver(observer)
+
+    def _connect_pending(self):
+        """Answer the ``connectTCP`` calls made since the last round."""
+        made = False
+        clients, connectors = self.clock.tcpClients, self.clock.connectors
+        while clients:
+            host, port, factory, timeout, _ = clients.pop(0)
+            connector = connectors.pop(0)
+            made = True
+            server = self._servers.get((host, port))
+            if server is None:
+                factory.clientConnectionFailed(connector, Failure(
+                    ConnectionRefusedError("no stub server at {}:{}".format(host, port))))
+            elif server is UNREACHABLE:
+                self.clock.callLater(timeout, factory.clientConnectionFailed, connector,
+                                     Failure(TimeoutError("connect to {}:{}".format(host, port))))
+            else:
+                local = _address("127.0.0.1" if ":" not in host else "::1", next(self._ports))
+                remote = _address(host, port)
+                self._connect(factory.buildProtocol(remote), local,
+                              server.buildProtocol(local), remote)
+        return made
+
+    def _connect(self, client, client_address, server, server_address):
+        """Connect two protocols with in-memory transports."""
+        client_io = _Transport(client, isServer=False, hostAddress=client_address,
+                               peerAddress=server_address)
+        server_io = _Transport(server, isServer=True, hostAddress=server_address,
+                               peerAddress=client_address)
+        self._pumps.append(iosim.connect(server, server_io, client, client_io,
+                                         greet=False, clock=self.clock))
+
+    def _wait(self, d, what):
+        """The result of ``d`` once the harness is quiet (raise its failure)."""
+        box = []
+        d.addBoth(box.append)
+        self.flush()
+        if not box:
+            raise RequestPending("{} has not finished (clock at {}s)".format(
+                what, self.clock.seconds()))
+        if isinstance(box[0], Failure):
+            box[0].raiseException()
+        return box[0]
+
+    # -- what a test calls --------------------------------------------------------
+
+    def request(self, method, uri, headers=None, body=b"", client="127.0.0.1",
+                wait=True):
+        """
+        Send one request through the proxy, on a new client connection.
+
+        A ``Host`` field is added when ``headers`` has none, and a
+        ``Content-Length`` when there is a body.
+
+        :param method: ``"GET"``, ...
+        :param uri: the request target (``"/api/users?id=1"``).
+        :param headers: a ``dict`` or a list of ``(name, value)`` pairs.
+        :param body: ``bytes`` (or ``str``, sent as UTF-8).
+        :param client: the client's address, as the proxy sees it (for
+            ``trusted_proxies``).
+        :param wait: with ``False``, return a :class:`PendingRequest` at once.
+        :return: a :class:`StubResponse`.
+        :raises RequestPending: if the response is not complete once nothing
+            more happens without the clock moving (an upstream that does not
+            answer, a plugin waiting for a timer).
+        :raises ResponseIncomplete: if the proxy closed the connection first.
+        """
+        data = _request_bytes(method, uri, headers, body)
+        protocol = _Client(data, method.upper())
+        client_address = _address(client, next(self._ports))
+        proxy = self.factory.buildProtocol(client_address)
+        self._connect(protocol, client_address, proxy, _address(*PROXY_ADDRESS))
+        pending = PendingRequest(self, protocol, method, uri)
+        self.flush()
+        return pending.result() if wait else pending
+
+    def admin(self, method, uri, headers=None, body=b"", client="127.0.0.1"):
+        """
+        Send a request to the admin API (no HTTP: straight to
+        :meth:`tproxy.admin.AdminRoutes.dispatch`), the token check included.
+
+        :param uri: path and query (``"/upstream/add?port=9001&prefix=api"``).
+        :param headers: a ``dict``.
+        :param client: the caller's address.
+        :return: a :class:`tproxy.admin.AdminResponse` (``status``, ``obj``).
+        """
+        from tproxy.admin import AdminRequest
+        request = AdminRequest.from_uri(method, uri, headers, body, client)
+        return self._wait(self.gateway.admin.dispatch(request),
+                          "admin {} {}".format(method, uri))
+
+    def advance(self, seconds):
+        """
+        Move the clock ``seconds`` forward, running each timer that falls due
+        on the way at its own time and moving bytes after each.
+        """
+        self.flush()
+        end = self.clock.seconds() + seconds
+        while True:
+            due = [c.getTime() for c in self.clock.getDelayedCalls()
+                   if c.getTime() <= end]
+            if not due:
+                break
+            self._advance_to(min(due))
+            self.flush()
+        self._advance_to(end)
+        self.flush()
+
+    def _advance_to(self, when):
+        now = self.clock.seconds()
+        if when > now:
+            self.clock.advance(when - now)
+        if self.clock.seconds() < when:   # float rounding: land exactly
+            self.clock.rightNow = when
+        self.clock.advance(0)
+
+    def stop(self):
+        """Stop the gateway: its ``on_stop`` callbacks run."""
+        self._wait(self.gateway.stop(), "stopping the gateway")
+        self.factory.pool.close()
+        self.flush()
+
+    def messages(self):
+        """:attr:`events` formatted as text, one string each."""
+        return [formatEvent(e) for e in self.events]
+
+
+def _plugin_entry(entry, given, taken):
+    """
+    A ``plugins`` entry with a plugin object replaced by a name, which
+    ``given`` (``{name: _Given}``) maps to the object; ``taken``: the names
+    that resolve to something else.
+    """
+    if isinstance(entry, str):
+        return entry
+    if isinstance(entry, dict):
+        if isinstance(entry.get("name"), str):
+            return entry
+        return dict(entry, name=_name_for(entry.get("name"), given, taken))
+    return _name_for(entry, given, taken)
+
+
+def _name_for(obj, given, taken):
+    for name, point in given.items():
+        if point.obj is obj:
+            return name
+    if isinstance(obj, (types.ModuleType, type)):
+        base = obj.__name__
+    else:
+        base = type(obj).__name__
+    name, n = base, 1
+    while name in taken or name in given:
+        n += 1
+        name = "{}-{}".format(base, n)
+    given[name] = _Given(name, obj)
+    return name
+
+
+def _request_bytes(method, uri, headers, body):
+    if isinstance(body, str):
+        body = body.encode("utf-8")
+    if headers is None:
+        headers = []
+    elif hasattr(headers, "items"):
+        headers = list(headers.items())
+    fields = [(_latin1(n), _latin1(v)) for n, v in headers]
+    names = {n.lower() for n, _ in fields}
+    if b"host" not in names:
+        fields.insert(0, (b"Host", b"localhost"))
+    if body and b"content-length" not in names and b"transfer-encoding" not in names:
+        fields.append((b"Content-Length", b"%d" % len(body)))
+    lines = [b"%s %s HTTP/1.1\r\n" % (method.upper().encode("ascii"), _latin1(uri))]
+    lines.extend(b"%s: %s\r\n" % pair for pair in fields)
+    lines.append(b"\r\n")
+    return b"".join(lines) + body
+
+
+def _latin1(value):
+    return value if isinstance(value, bytes) else str(value).encode("latin-1")
+
