@@ -170,7 +170,7 @@ $(for s in $ALL_SYSTEMS; do printf '"%s": "%s",\n' "$s" "${DESC[$s]}"; done)
 EOF
 
 # ---- helpers -------------------------------------------------------------------------------
-# record OUT SYSTEM MODE ROUND WARMUP CPU_BEFORE CPU_AFTER TICKS: append one line to runs.jsonl.
+# record OUT SYSTEM MODE ROUND WARMUP CPU_BEFORE CPU_AFTER TICKS ACCEPTS: append one line to runs.jsonl.
 record() {
     local out=$1 sys=$2 mode=$3 round=$4 warm=$5 json
     json=$(sed -n 's/^WRKJSON {//p' "$out" | tail -1)
@@ -180,14 +180,14 @@ record() {
         json+='"err_status":0,"err_timeout":0,"lat_mean_us":0,"lat_p50_us":0,"lat_p90_us":0,'
         json+='"lat_p99_us":0,"lat_max_us":0,"failed":true}'
     fi
-    printf '{"kind":"wrk","system":"%s","mode":"%s","round":%s,"warmup":%s,"cpu_proxy_busy":%s,"cpu_load_busy":%s,"proxy_cpu_ticks":%s,"clk_tck":%s,%s\n' \
+    printf '{"kind":"wrk","system":"%s","mode":"%s","round":%s,"warmup":%s,"cpu_proxy_busy":%s,"cpu_load_busy":%s,"proxy_cpu_ticks":%s,"clk_tck":%s,"backend_accepts":%s,%s\n' \
         "$sys" "$mode" "$round" "$warm" "$(busy_pct "$6" "$7" 1)" "$(busy_pct "$6" "$7" 2)" \
-        "$8" "$(getconf CLK_TCK)" "$json" >>"$RESULTS/runs.jsonl"
+        "$8" "$(getconf CLK_TCK)" "$9" "$json" >>"$RESULTS/runs.jsonl"
 }
 
 # measure SYSTEM MODE ROUND: warm up, then one timed wrk run. MODE: keepalive, close, body1m.
 measure() {
-    local sys=$1 mode=$2 round=$3 url out before after t0 t1 pgid extra=()
+    local sys=$1 mode=$2 round=$3 url out before after t0 t1 a0 a1 pgid extra=()
     case $mode in
         body1m) url=$(sys_url "$sys" /api/bench-1m) ;;
         *) url=$(sys_url "$sys" /api/x) ;;
@@ -196,15 +196,16 @@ measure() {
     pgid=$(sys_pgid "$sys")
     if [ "$WARMUP" -gt 0 ]; then
         out="$RESULTS/raw/$mode-r$round-$sys.warmup.txt"
-        before=$(cpu_snap); t0=$(proc_ticks "$pgid")
+        a0=$(backend_accepts); before=$(cpu_snap); t0=$(proc_ticks "$pgid")
         run_wrk "$url" "$WARMUP" "$CONNS" "$out" "${extra[@]}"
-        record "$out" "$sys" "$mode" "$round" true "$before" "$(cpu_snap)" $(($(proc_ticks "$pgid") - t0))
+        after=$(cpu_snap); t1=$(proc_ticks "$pgid"); a1=$(backend_accepts)
+        record "$out" "$sys" "$mode" "$round" true "$before" "$after" $((t1 - t0)) $((a1 - a0 - NB))
     fi
     out="$RESULTS/raw/$mode-r$round-$sys.txt"
-    before=$(cpu_snap); t0=$(proc_ticks "$pgid")
+    a0=$(backend_accepts); before=$(cpu_snap); t0=$(proc_ticks "$pgid")
     run_wrk "$url" "$DURATION" "$CONNS" "$out" "${extra[@]}" || log "warning: wrk exited $? for $sys"
-    after=$(cpu_snap); t1=$(proc_ticks "$pgid")
-    record "$out" "$sys" "$mode" "$round" false "$before" "$after" $((t1 - t0))
+    after=$(cpu_snap); t1=$(proc_ticks "$pgid"); a1=$(backend_accepts)
+    record "$out" "$sys" "$mode" "$round" false "$before" "$after" $((t1 - t0)) $((a1 - a0 - NB))
     log "$(printf '%-9s r%s %-14s %10s rps %9s  p50 %8s  p99 %8s  proxy-cpu %5s%%  load-cpu %5s%%' \
         "$mode" "$round" "$sys" \
         "$(awk '/^Requests\/sec:/{print $2}' "$out")" "$(awk '/^Transfer\/sec:/{print $2}' "$out")" \
@@ -217,6 +218,18 @@ sanity() {
     local got
     got=$(curl -s -m 10 -o /dev/null -w '%{http_code} %{size_download}' "$(sys_url "$1" "$2")")
     [ "$got" = "200 $3" ] || die "$1 answered '$got' (status, bytes) to $(sys_url "$1" "$2"), expected '200 $3' (logs in $RUN/logs)"
+}
+
+# backend_accepts: connections accepted so far by all backend processes (nginx stub_status);
+# each call opens one connection per backend, which the next call counts (run.sh subtracts it).
+backend_accepts() {
+    local b sum=0 n
+    for b in $(seq 0 $((NB - 1))); do
+        n=$(curl -s -m 5 "http://127.0.0.1:$((BACKEND_PORT + b * BACKEND_PORTS_PER_PROC))/bench-status" |
+            awk 'NR == 3 {print $1}')
+        sum=$((sum + ${n:-0}))
+    done
+    echo "$sum"
 }
 
 regctl() { "$HOST_PY" "$BENCH/tools/regctl.py" "$@"; }
@@ -233,9 +246,9 @@ register() {
 head -c 1048576 /dev/zero >"$RUN/data/1m.bin"
 rm -f "$RUN/data/1g.bin"
 truncate -s "$GIB_BYTES" "$RUN/data/1g.bin"       # sparse: no disk, read as zeros
-nb=$(((BACKEND_PORTS + BACKEND_PORTS_PER_PROC - 1) / BACKEND_PORTS_PER_PROC))
-log "starting $nb backend nginx on CPU $LOAD_CPU (ports $BACKEND_PORT..$((BACKEND_PORT + BACKEND_PORTS - 1)))"
-for b in $(seq 0 $((nb - 1))); do
+NB=$(((BACKEND_PORTS + BACKEND_PORTS_PER_PROC - 1) / BACKEND_PORTS_PER_PROC))
+log "starting $NB backend nginx on CPU $LOAD_CPU (ports $BACKEND_PORT..$((BACKEND_PORT + BACKEND_PORTS - 1)))"
+for b in $(seq 0 $((NB - 1))); do
     first=$((BACKEND_PORT + b * BACKEND_PORTS_PER_PROC))
     last=$((first + BACKEND_PORTS_PER_PROC - 1))
     [ "$last" -ge $((BACKEND_PORT + BACKEND_PORTS)) ] && last=$((BACKEND_PORT + BACKEND_PORTS - 1))

@@ -686,9 +686,10 @@ class ProxyTestCase(unittest.TestCase):
         self._proxies.append(proxy)
         return proxy
 
-    async def connect(self, proxy, keep=True):
-        """A :class:`RawClient` connected to ``proxy``."""
-        client = RawClient(keep)
+    async def connect(self, proxy, keep=True, client=None):
+        """A :class:`RawClient` (or ``client``) connected to ``proxy``."""
+        if client is None:
+            client = RawClient(keep)
         await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", proxy.port), client)
         self._clients.append(client)
         return client

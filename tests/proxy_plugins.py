@@ -78,3 +78,16 @@ class Filters(object):
         self.chunks.append((chunk, eof))
         fn = self.fns.get("body_filter")
         return None if fn is None else fn(ctx, chunk, eof)
+
+
+class BadLog(object):
+    """A ``log`` hook that raises (tests.test_phases)."""
+
+    def __init__(self, settings):
+        pass
+
+    @hookimpl
+    def log(self, ctx):
+        """Raises."""
+        from tests.test_phases import Boom
+        raise Boom("log failed")

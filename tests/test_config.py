@@ -298,12 +298,15 @@ class ErrorTests(TestCase):
     def test_plugins(self):
         self.assertErrors(
             {"plugins": ["", {"name": ""}, {"name": "x", "settings": []},
-                         {"name": "x", "routes": ["api"]}]},
+                         {"name": "x", "route": ["api"]},
+                         {"name": "x", "routes": []}]},
             "etc/conf.json: plugins[0]: empty plugin name",
             "etc/conf.json: plugins[1].name: empty plugin name",
             "etc/conf.json: plugins[2].settings: expected an object, got []",
-            "etc/conf.json: plugins[3].routes: unknown key (known keys: name, "
-            "settings)")
+            "etc/conf.json: plugins[3].route: unknown key (known keys: name, "
+            "routes, settings)",
+            "etc/conf.json: plugins[4].routes: empty list (leave routes out to "
+            "enable the plugin everywhere)")
 
     def test_token(self):
         self.assertErrors(

@@ -225,11 +225,30 @@ _PLUGIN = {
             "name": {"type": "string", "minLength": 1,
                      "x-messages": {"minLength": "empty plugin name"}},
             "settings": {"type": "object", "default": {}},
+            "routes": {"type": "array", "minItems": 1, "uniqueItems": True,
+                       "x-messages": {"minItems": "empty list (leave routes out "
+                                                  "to enable the plugin everywhere)"},
+                       "items": {"type": "string", "pattern": GROUP_NAME,
+                                 "x-messages": {"pattern": "bad route name {instance!r}"}}},
         },
     },
 }
 
 _ENDPOINT = {"type": "string", "format": "tproxy-endpoint"}
+
+# a TCP (L4) listener of tproxy.stream
+_STREAM = _object({
+    "listen": _ENDPOINT,
+    "group": {"type": "string", "pattern": GROUP_NAME,
+              "x-messages": {"pattern": "bad group name {instance!r} (allowed: letters, "
+                                        "digits, '._~-', and '/' between segments)"}},
+    "proxy_protocol": {"enum": [None, "v1", "v2"], "default": None},
+    "tries": _number(3, minimum=1, integer=True),
+    "timeouts": _object({
+        "connect": _number(60, exclusive=0),
+        "idle": _number(600, exclusive=0),
+    }),
+}, required=["listen", "group"])
 
 #: The JSON Schema of the configuration file.
 SCHEMA = _object({
@@ -269,6 +288,7 @@ SCHEMA = _object({
         "upstream_keepalive": _number(32, minimum=0, integer=True),
         "upstream_keepalive_timeout": _number(60, exclusive=0),
     }),
+    "streams": {"type": "array", "items": _STREAM, "default": []},
 })
 
 

@@ -1,6 +1,7 @@
 # -*- test-case-name: tests.test_hookspecs -*-
 """
-The hook contract of tproxy: one hook per phase of a request.
+The hook contract of tproxy: one hook per phase of a request (and of a TCP
+connection of a ``streams`` listener).
 
 Every phase is a pluggy hook of the project ``tproxy``.  A plugin implements
 some of them with :data:`tproxy.hookimpl`; an implementation may accept any
@@ -22,6 +23,27 @@ The life of one HTTP request::
     body_filter(ctx, chunk, eof)        every impl, for every chunk of the body
     log(ctx)                            every impl, exactly once, however the
                                         request ended
+
+The life of one TCP connection of a ``streams`` listener
+(:mod:`tproxy.stream`; ``ctx`` is a :class:`tproxy.stream.StreamContext`)::
+
+    init_worker(gateway)                once per process, before traffic
+    ---- per connection ----
+    stream_access(ctx)                  every impl, until one refuses (returns
+                                        False, or bytes to send before closing)
+    balancer(ctx, tried)                the same hook as HTTP: first non-None
+                                        Peer wins; asked again, with the failed
+                                        peer in ``tried``, when connecting to it
+                                        fails or times out (``tries`` in all)
+    [PROXY protocol header if configured; bytes piped both ways, with
+     backpressure and half-close, until both sides closed or the idle timeout]
+    stream_log(ctx)                     every impl, exactly once, however the
+                                        connection ended
+
+``access`` and ``log`` never see a stream (their implementations expect an
+HTTP request); ``rewrite``, ``header_filter`` and ``body_filter`` have no
+stream counterpart.  A stream's ``balancer`` gets a context whose
+``request`` is ``None``.
 
 Execution order: the order of the ``plugins`` list of the configuration
 (first listed runs first), adjusted only by pluggy's ``tryfirst`` /
@@ -104,7 +126,9 @@ def balancer(ctx, tried):
     ``proxy.tries`` times in all.
 
     :param ctx: the :class:`tproxy.context.RequestContext`; ``ctx.route`` names
-        the group.
+        the group.  For a connection of a ``streams`` listener, a
+        :class:`tproxy.stream.StreamContext` (``ctx.request`` is ``None``;
+        ``gateway``, ``route``, ``vars``, ``peer`` and ``tried`` are there).
     :param tried: a tuple of the :class:`tproxy.registry.Peer` objects already
         tried for this request (empty on the first call); do not return them.
     :return: a :class:`tproxy.registry.Peer`; or ``None`` to leave the choice
@@ -154,5 +178,50 @@ def log(ctx):
     Exceptions here are logged and otherwise ignored.
 
     :param ctx: the :class:`tproxy.context.RequestContext`.
+    :return: ``None``.
+    """
+
+
+# ---------------------------------------------------------------------------
+# per TCP connection of a ``streams`` listener (besides init_worker and
+# balancer, shared with HTTP)
+# ---------------------------------------------------------------------------
+
+
+@hookspec
+def stream_access(ctx):
+    """
+    Decide whether a TCP connection may proceed (allow lists, connection
+    limits); the client's address is ``ctx.client_addr``.
+
+    Runs when the connection is accepted, before any upstream is chosen.  The
+    implementations run in order until one refuses; bytes the client sends
+    meanwhile are kept (bounded) and forwarded later.  An implementation may
+    also change ``ctx.route`` (the group the balancer chooses from) and
+    ``ctx.vars``.
+
+    :param ctx: the :class:`tproxy.stream.StreamContext`.
+    :return: ``None`` to let the connection proceed; ``False`` to close it at
+        once; or ``bytes`` to send to the client before closing it (a
+        protocol's error message, such as ``b"-ERR denied\\r\\n"``).  Other
+        values are ignored, as ``None``.
+    """
+
+
+@hookspec
+def stream_log(ctx):
+    """
+    Called exactly once per TCP connection, when both the client and the
+    upstream connection are closed, however it ended: closed by either side,
+    reset, idle timeout, no reachable peer, refused, or a plugin exception.
+
+    ``ctx.client``, ``ctx.upstream_addr`` (the peer), ``ctx.bytes_received`` /
+    ``ctx.bytes_sent`` (client side), ``ctx.upstream_bytes_sent`` /
+    ``ctx.upstream_bytes_received``, ``ctx.session_time()``, ``ctx.reason``
+    (why it closed), ``ctx.error`` and ``ctx.status`` (nginx's stream
+    ``$status``) describe what happened.  Exceptions here are logged and
+    otherwise ignored.
+
+    :param ctx: the :class:`tproxy.stream.StreamContext`.
     :return: ``None``.
     """

@@ -17,6 +17,12 @@ instantiated as ``Plugin(settings)`` with the entry's ``settings``, validated
 against the class's ``settings_schema`` (a JSON Schema; defaults filled in);
 anything else is registered as it is and takes no settings.
 
+Per-route plugins: an entry with ``"routes": ["api", ...]`` runs its request
+hooks only for requests routed to those groups (its ``init_worker`` always
+runs).  The same plugin may be listed once per set of routes, each with its own
+settings.  Which implementations run for which route is resolved once, at
+start, by :class:`tproxy.phases.Phases`.
+
 Order: the first plugin listed runs first in every phase (unless a hook
 implementation says ``tryfirst`` / ``trylast``).  pluggy calls the
 last-registered implementation first, so the plugins are registered in
@@ -187,7 +193,7 @@ def build_plugin_manager(config, source=None, entry_points=None):
     pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
     pm.add_hookspecs(hookspecs)
     try:
-        loaded, names, seen = [], {}, {}
+        loaded, names, seen, scopes = [], {}, {}, {}
         for i, entry in enumerate(config["plugins"]):
             path = "plugins[{}]".format(i)
             name = entry["name"]
@@ -200,6 +206,8 @@ def build_plugin_manager(config, source=None, entry_points=None):
             names[name] = names.get(name, 0) + 1
             unique = name if names[name] == 1 else "{}#{}".format(name, names[name])
             loaded.append((path, name, unique, plugin))
+            if entry.get("routes"):
+                scopes[unique] = frozenset(entry["routes"])
         for path, name, unique, plugin in reversed(loaded):
             try:
                 pm.register(plugin, name=unique)
@@ -221,19 +229,32 @@ def build_plugin_manager(config, source=None, entry_points=None):
     except ConfigError as e:
         e.source = source
         raise
+    #: {registered name: routes} of the plugins enabled for some routes only
+    #: (read by tproxy.phases.Phases)
+    pm.tproxy_scopes = scopes
     return pm
 
 
 def describe_phases(pm):
     """
     The active plugins per phase, in execution order: a list of
-    ``(phase, [plugin name, ...])`` in the order a request meets the phases.
+    ``(phase, [plugin name, ...])`` in the order a request meets the phases;
+    a plugin enabled for some routes only is shown with them
+    (``"key_auth [routes: admin, api]"``).
     """
+    scopes = getattr(pm, "tproxy_scopes", {})
+
+    def label(plugin_name):
+        routes = scopes.get(plugin_name)
+        if not routes:
+            return plugin_name
+        return "{} [routes: {}]".format(plugin_name, ", ".join(sorted(routes)))
+
     out = []
     for name in _phase_names():
         caller = getattr(pm.hook, name, None)
         impls = reversed(caller.get_hookimpls()) if caller is not None else ()
-        out.append((name, [impl.plugin_name for impl in impls]))
+        out.append((name, [label(impl.plugin_name) for impl in impls]))
     return out
 
 

@@ -211,7 +211,8 @@ def _exit_status_on_exit(status):
 def makeService(options, reactor=None):
     """
     The service of ``twistd tproxy``: a :class:`GatewayService` running the
-    proxy listener (``listen``) and the admin listener (``admin.listen``).
+    proxy listener (``listen``), the admin listener (``admin.listen``) and one
+    TCP listener per entry of ``streams`` (:class:`tproxy.stream.StreamFactory`).
 
     :param options: parsed :class:`Options`.
     :param reactor: the reactor (default: the global one).
@@ -222,6 +223,7 @@ def makeService(options, reactor=None):
 
     from tproxy.gateway import Gateway
     from tproxy.http.server import ProxyFactory
+    from tproxy.stream import StreamFactory
 
     config = options.config
     plugin_manager = options.plugin_manager
@@ -230,7 +232,11 @@ def makeService(options, reactor=None):
     def endpoint(description):
         return _Endpoint(serverFromString(reactor, description), description)
 
-    return GatewayService(gateway, [
+    listeners = [
         ("proxy", endpoint(config["listen"]), ProxyFactory(gateway)),
         ("admin API", endpoint(config["admin"]["listen"]), gateway.admin.site()),
-    ])
+    ]
+    for i, stream in enumerate(config.get("streams", ())):
+        listeners.append(("stream of group {} (streams[{}])".format(stream["group"], i),
+                          endpoint(stream["listen"]), StreamFactory(gateway, stream)))
+    return GatewayService(gateway, listeners)

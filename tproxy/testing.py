@@ -10,7 +10,14 @@ returns; nothing waits for real time, so a test stays synchronous::
 
     from twisted.trial.unittest import SynchronousTestCase
 
+    from tproxy import hookimpl
     from tproxy.testing import Harness, echo
+
+
+    class Greeting(object):
+        @hookimpl
+        def header_filter(self, response):
+            response.headers.set("X-Greeting", "hello")
 
 
     class GreetingTests(SynchronousTestCase):
@@ -18,7 +25,7 @@ returns; nothing waits for real time, so a test stays synchronous::
         def test_header(self):
             h = Harness(
                 config={"upstreams": {"default": {"peers": ["127.0.0.1:9001"]}}},
-                plugins=["router", "least_conn", Greeting],
+                plugins=["router", "least_conn", Greeting()],
                 servers={"127.0.0.1:9001": echo},
             )
             response = h.request("GET", "/hello")
@@ -67,6 +74,7 @@ import itertools
 import json
 import types
 from collections import namedtuple
+from contextlib import contextmanager
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import ensureDeferred, maybeDeferred
@@ -74,24 +82,28 @@ from twisted.internet.error import ConnectionRefusedError, TimeoutError
 from twisted.internet.interfaces import IProtocolFactory
 from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.logger import Logger, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request as _WebRequest, Site
 
 from tproxy import hookimpl
+from tproxy.admin import AdminRequest
 from tproxy.config import parse_host_port, validate_config
 from tproxy.gateway import Gateway
 from tproxy.http.headers import Headers
-from tproxy.plugins import BUILTINS, tproxy_entry_points
+from tproxy.http.server import ProxyFactory
+from tproxy.plugins import BUILTINS, build_plugin_manager, tproxy_entry_points
 
 __all__ = ["Harness", "PendingRequest", "RequestPending", "ResponseIncomplete",
            "StubResponse", "UNREACHABLE", "UpstreamRequest", "echo"]
 
+_log = Logger()
+
 #: The address the harness's clients connect to (what the proxy's
 #: ``getHost()`` says).
-PROXY_ADDRESS = ("127.0.0.1", 8080)
+_PROXY_ADDRESS = ("127.0.0.1", 8080)
 
 #: The registration name of the harness's own ``log`` recorder.
 _RECORDER = "tproxy.testing"
@@ -316,6 +328,7 @@ class _HandlerResource(Resource):
         # the handler decides every field: drop twisted.web's Server and Date
         request.responseHeaders.removeHeader(b"server")
         request.responseHeaders.removeHeader(b"date")
+        request.defaultContentType = None
         framed = False
         for name, value in headers or ():
             if name.lower() in ("content-length", "transfer-encoding"):
@@ -328,14 +341,18 @@ class _HandlerResource(Resource):
         request.finish()
 
     def _failed(self, failure, request, gone):
+        # a logged failure: trial fails the test unless it flushes the error
+        _log.failure("stub server handler failed for {uri}", failure,
+                     uri=request.upstream_request.uri)
         if gone:
-            return failure   # logged as unhandled: the test should see it
+            return
         request.setResponseCode(500)
+        request.responseHeaders.removeHeader(b"server")
+        request.responseHeaders.removeHeader(b"date")
         body = b"stub handler failed: " + failure.getErrorMessage().encode("utf-8")
         request.setHeader(b"Content-Length", b"%d" % len(body))
         request.write(body)
         request.finish()
-        return failure
 
 
 class _Client(Protocol):
@@ -357,7 +374,6 @@ class _Client(Protocol):
         self.until_close = False
         self.response = None     # a StubResponse once complete
         self.failure = None      # a ResponseIncomplete if the connection died first
-        self.lost = False
 
     def connectionMade(self):
         self.transport.write(self.data)
@@ -421,8 +437,6 @@ class _Client(Protocol):
         if size == 0:
             # last chunk, then trailer fields, then an empty line
             end = self.buffer.find(b"\r\n\r\n", line_end)
-            if self.buffer[line_end:line_end + 4] == b"\r\n\r\n":
-                end = line_end
             if end < 0:
                 return False
             self.buffer = self.buffer[end + 4:]
@@ -445,7 +459,6 @@ class _Client(Protocol):
         self.transport.loseConnection()
 
     def connectionLost(self, reason):
-        self.lost = True
         if self.done:
             return
         if self.until_close:
@@ -496,8 +509,9 @@ class PendingRequest(object):
 
     def abort(self):
         """The client goes away (tproxy sees a client abort)."""
-        self._client.transport.abortConnection()
-        self._harness.flush()
+        with self._harness._observing():
+            self._client.transport.abortConnection()
+            self._harness.flush()
 
     def __repr__(self):
         return "<PendingRequest {} {} done={}>".format(
@@ -519,10 +533,10 @@ class Harness(object):
         the defaults).
     :param plugins: the ``plugins`` list to use instead of the
         configuration's: names (built-ins, entry points, dotted paths) and
-        ``{"name", "settings"}`` dicts as in ``conf.json``, and also plugin
-        objects -- a module, a class (made with its validated ``settings``:
-        ``{"name": MyPlugin, "settings": {...}}``) or an instance --, all run
-        in the order given.
+        ``{"name", "settings", "routes"}`` dicts as in ``conf.json``, and also
+        plugin objects -- a module, a class (made with its validated
+        ``settings``: ``{"name": MyPlugin, "settings": {...}}``) or an
+        instance --, all run in the order given.
     :param servers: the stub upstream servers: ``{"host:port": stub}`` (see
         the module docstring).  The configuration's ``upstreams`` and the
         registry decide which addresses tproxy connects to; ``servers``
@@ -550,13 +564,11 @@ class Harness(object):
     """
 
     def __init__(self, config=None, plugins=None, servers=None, entry_points=None):
-        # imported here so that importing tproxy.testing stays cheap
-        from tproxy.http.server import ProxyFactory
-        from tproxy.plugins import build_plugin_manager
-
         self.clock = self.reactor = MemoryReactorClock()
         self.upstream_requests = []
         self.events = []
+        self._observer = self.events.append
+        self._depth = 0
         self._pumps = []
         self._ports = itertools.count(40000)
         self._servers = {}
@@ -571,19 +583,17 @@ class Harness(object):
             config["plugins"] = [_plugin_entry(p, given, taken) for p in plugins]
         self.config = validate_config(config, source="<harness config>")
 
+        plugin_manager = build_plugin_manager(
+            self.config, source="<harness config>",
+            entry_points=installed + list(given.values()))
+        # Registered last and trylast: pluggy puts it at the very end of the
+        # ``log`` implementations, after trylast ones.
         self._recorder = _Recorder()
-        points = installed + list(given.values()) + [_Given(_RECORDER, self._recorder)]
-        # The recorder is listed last, so it runs last in ``log`` (and being
-        # ``trylast`` and registered first, it also follows trylast plugins).
-        # The gateway's configuration keeps the plugins list as given.
-        loading = dict(self.config, plugins=self.config["plugins"] + [
-            {"name": _RECORDER, "settings": {}}])
-        plugin_manager = build_plugin_manager(loading, source="<harness config>",
-                                              entry_points=points)
+        plugin_manager.register(self._recorder, name=_RECORDER)
         self.gateway = Gateway(self.config, self.clock, plugin_manager)
         self.registry = self.gateway.registry
         self.contexts = self._recorder.contexts
-        self._wait(self.gateway.start(), "init_worker")
+        self._wait(self.gateway.start, "init_worker")
         self.factory = ProxyFactory(self.gateway)
 
     def _server_factory(self, stub):
@@ -608,9 +618,7 @@ class Harness(object):
         (Every other method does this; call it after firing a Deferred a stub
         handler returned.)
         """
-        observer = self.events.append
-        globalLogPublisher.addObserver(observer)
-        try:
+        with self._observing():
             for _ in range(_MAX_ROUNDS):
                 self.clock.advance(0)
                 moved = self._connect_pending()
@@ -621,10 +629,21 @@ class Harness(object):
                         self._pumps.remove(pump)
                 if not moved:
                     return
-            raise RuntimeError("tproxy.testing: still moving bytes after {} rounds"
-                               .format(_MAX_ROUNDS))
+        raise RuntimeError("tproxy.testing: still moving bytes after {} rounds"
+                           .format(_MAX_ROUNDS))
+
+    @contextmanager
+    def _observing(self):
+        """Collect log events into :attr:`events` while the block runs."""
+        self._depth += 1
+        if self._depth == 1:
+            globalLogPublisher.addObserver(self._observer)
+        try:
+            yield
         finally:
-            globalLogPublisher.removeObserver(observer)
+            self._depth -= 1
+            if self._depth == 0:
+                globalLogPublisher.removeObserver(self._observer)
 
     def _connect_pending(self):
         """Answer the ``connectTCP`` calls made since the last round."""
@@ -657,11 +676,15 @@ class Harness(object):
         self._pumps.append(iosim.connect(server, server_io, client, client_io,
                                          greet=False, clock=self.clock))
 
-    def _wait(self, d, what):
-        """The result of ``d`` once the harness is quiet (raise its failure)."""
+    def _wait(self, fn, what):
+        """
+        Call ``fn`` and return its result once the harness is quiet (raise
+        its failure), logging what happens meanwhile.
+        """
         box = []
-        d.addBoth(box.append)
-        self.flush()
+        with self._observing():
+            maybeDeferred(fn).addBoth(box.append)
+            self.flush()
         if not box:
             raise RequestPending("{} has not finished (clock at {}s)".format(
                 what, self.clock.seconds()))
@@ -695,10 +718,11 @@ class Harness(object):
         data = _request_bytes(method, uri, headers, body)
         protocol = _Client(data, method.upper())
         client_address = _address(client, next(self._ports))
-        proxy = self.factory.buildProtocol(client_address)
-        self._connect(protocol, client_address, proxy, _address(*PROXY_ADDRESS))
-        pending = PendingRequest(self, protocol, method, uri)
-        self.flush()
+        with self._observing():
+            proxy = self.factory.buildProtocol(client_address)
+            self._connect(protocol, client_address, proxy, _address(*_PROXY_ADDRESS))
+            pending = PendingRequest(self, protocol, method, uri)
+            self.flush()
         return pending.result() if wait else pending
 
     def admin(self, method, uri, headers=None, body=b"", client="127.0.0.1"):
@@ -711,9 +735,8 @@ class Harness(object):
         :param client: the caller's address.
         :return: a :class:`tproxy.admin.AdminResponse` (``status``, ``obj``).
         """
-        from tproxy.admin import AdminRequest
         request = AdminRequest.from_uri(method, uri, headers, body, client)
-        return self._wait(self.gateway.admin.dispatch(request),
+        return self._wait(lambda: self.gateway.admin.dispatch(request),
                           "admin {} {}".format(method, uri))
 
     def advance(self, seconds):
@@ -721,17 +744,18 @@ class Harness(object):
         Move the clock ``seconds`` forward, running each timer that falls due
         on the way at its own time and moving bytes after each.
         """
-        self.flush()
-        end = self.clock.seconds() + seconds
-        while True:
-            due = [c.getTime() for c in self.clock.getDelayedCalls()
-                   if c.getTime() <= end]
-            if not due:
-                break
-            self._advance_to(min(due))
+        with self._observing():
             self.flush()
-        self._advance_to(end)
-        self.flush()
+            end = self.clock.seconds() + seconds
+            while True:
+                due = [c.getTime() for c in self.clock.getDelayedCalls()
+                       if c.getTime() <= end]
+                if not due:
+                    break
+                self._advance_to(min(due))
+                self.flush()
+            self._advance_to(end)
+            self.flush()
 
     def _advance_to(self, when):
         now = self.clock.seconds()
@@ -743,9 +767,10 @@ class Harness(object):
 
     def stop(self):
         """Stop the gateway: its ``on_stop`` callbacks run."""
-        self._wait(self.gateway.stop(), "stopping the gateway")
-        self.factory.pool.close()
-        self.flush()
+        with self._observing():
+            self._wait(self.gateway.stop, "stopping the gateway")
+            self.factory.pool.close()
+            self.flush()
 
     def messages(self):
         """:attr:`events` formatted as text, one string each."""

@@ -40,6 +40,12 @@ def cpu_us_per_req(r):
     return r["proxy_cpu_ticks"] / r["clk_tck"] * 1e6 / r["requests"]
 
 
+def upstream_conns_per_1k(r):
+    if r.get("backend_accepts") is None or not r.get("requests"):
+        return None
+    return max(r["backend_accepts"], 0) * 1000 / r["requests"]
+
+
 def errors(runs):
     err = {name: sum(r.get(f"err_{name}", 0) for r in runs)
            for name in ("connect", "read", "write", "timeout", "status")}
@@ -103,13 +109,14 @@ class Summary:
         ref_p99 = self.p99(mode, REFERENCE)
         self.out(f"### {title}\n")
         self.out(f"| system | what | median {unit} | × nginx | p50 ms | p99 ms | p99 × nginx | proxy CPU % "
-                 f"| load CPU % | proxy µs CPU/req | {unit} per round | wrk errors |")
-        self.out("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
+                 f"| load CPU % | proxy µs CPU/req | upstream conns per 1k req | {unit} per round | wrk errors |")
+        self.out("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
         for k in keys:
             runs = self.wrk[k]
             m = self.metric(mode, k[1], unit_fn)
             p99 = self.p99(mode, k[1])
             cpu_req = median(cpu_us_per_req(r) for r in runs)
+            conns = median(upstream_conns_per_1k(r) for r in runs)
             per_round = " / ".join(f"{unit_fn(r):,.0f}" for r in runs)
             ratio = f"{m / ref:.3f}" if ref else "n/a"
             p99_ratio = f"{p99 / ref_p99:.2f}" if ref_p99 else "n/a"
@@ -118,7 +125,8 @@ class Summary:
                 f"{fmt_ms(median(r['lat_p50_us'] for r in runs))} | {fmt_ms(p99)} | {p99_ratio} | "
                 f"{median(r.get('cpu_proxy_busy', 0) for r in runs):.0f} | "
                 f"{median(r.get('cpu_load_busy', 0) for r in runs):.0f} | "
-                f"{'%.1f' % cpu_req if cpu_req is not None else 'n/a'} | {per_round} | {errors(runs)} |")
+                f"{'%.1f' % cpu_req if cpu_req is not None else 'n/a'} | "
+                f"{'%.1f' % conns if conns is not None else 'n/a'} | {per_round} | {errors(runs)} |")
             for r in runs:
                 if r.get("failed") or not r.get("requests"):
                     self.problems.append(f"{mode} {k[1]} round {r['round']}: no result")

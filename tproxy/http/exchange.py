@@ -397,6 +397,10 @@ class Exchange(object):
             return
         if self.ctx.plugins.has_body_filter:
             return self._filter_body(data, False)
+        if self.filter_chain is not None:
+            # the head is still in header_filter: the body waits for it
+            self.filter_chain.addCallback(lambda _: self._send_response_body(data))
+            return
         self._send_response_body(data)
 
     def _send_response_body(self, data):
@@ -409,6 +413,10 @@ class Exchange(object):
             self.conn.write(data)
 
     def _filter_body(self, data, eof):
+        if self.done:
+            # (a failed filter leaves filter_chain set: queuing behind it
+            # again would loop for ever)
+            return
         if self.filter_chain is not None:
             # an earlier chunk is still being filtered: keep the order
             self.filter_chain.addCallback(lambda _: self._filter_body(data, eof))
@@ -448,6 +456,10 @@ class Exchange(object):
         self._release_peer()
         if self.ctx.plugins.has_body_filter:
             return self._filter_body(b"", True)
+        if self.filter_chain is not None:
+            # the head is still in header_filter
+            self.filter_chain.addCallback(lambda _: self._end_response())
+            return
         self._end_response()
 
     def _end_response(self):

@@ -3,69 +3,76 @@
 A strict pure-Python HTTP/1.x parser, a drop-in replacement for httptools.
 
 ``HttpRequestParser`` and ``HttpResponseParser`` have the API of httptools
-0.9.0 (which wraps llhttp 9, the parser of Node.js) and the same framing and
-strictness as llhttp's default (non-lenient) mode, so the server can use
-whichever is available: httptools on CPython, this module on PyPy, where its
-JIT makes it the faster of the two, or wherever httptools is not installed.
+0.9.0 (which wraps llhttp 9, the parser of Node.js), the same callbacks in
+the same order, and llhttp's framing and strictness in its default
+(non-lenient) mode; the exceptions mirror httptools' own.  The server uses
+httptools when it can and this module on PyPy, whose JIT makes it the faster
+of the two there (httptools only runs on PyPy through cpyext), or wherever
+httptools is missing.  Python 3.9+ and the stdlib only.
 
-Design: bytes are scanned with ``bytes.find`` and validated with precompiled
-regular expressions, never byte by byte in Python.  A message head (start
-line and header fields) is parsed once it is complete; until then the
-partial head is kept in a ``bytearray`` (amortised O(n) however it is split)
-and only checked for early errors (an invalid method or protocol, a bare CR
-or LF).  Bodies are never buffered: each ``feed_data`` call hands the body
-bytes it contains to ``on_body`` (without copying when the whole piece is
-body).
+How: the data is searched with ``bytes.find`` and validated with
+``bytes.translate``, a few precompiled regular expressions and a cache of
+known header names, never byte by byte in Python.  A head (start line and
+header fields) is parsed once it is complete; until then it is kept in a
+``bytearray`` (amortised O(n) however it is split) and only checked for what
+can be rejected early: an impossible method or protocol (a TLS handshake, an
+SSH banner...), a bare CR or LF.  Bodies are never buffered: each
+``feed_data`` call passes the body bytes it holds to ``on_body``, without a
+copy when the whole piece is body.
 
-Differences from httptools, all deliberate (see also tests/test_pyparser.py):
+Differences from httptools:
 
-* ``on_url`` is called once per request with the whole target.  httptools
-  calls it once per ``feed_data`` call the target spans, sometimes with
-  ``b""``; callers must concatenate in both cases.  ``on_body`` is never
-  called with ``b""`` (httptools does so when fed ``b""`` inside a body).
-  Header callbacks are identical (httptools also joins split headers).
-* Within one ``feed_data`` call, callbacks happen in the same order, but
-  errors can be reported later: the head is validated when it is complete,
-  except for the checks above.  With the whole head in one piece, the
-  callbacks emitted before an error may differ slightly (e.g. headers that
-  precede a malformed header line are not reported).
-* Stricter than llhttp, each time because the lenient behaviour is useless
-  or dangerous in a proxy:
-  - a request line without an HTTP version (HTTP/0.9 style ``GET /``), the
-    ``RTSP/`` and ``ICE/`` protocols, RTSP-only methods and ``PRI`` (llhttp
-    errors on ``PRI`` too, after on_url) are rejected;
-  - a status code below 100 and control characters other than HTAB in the
-    reason phrase are rejected (llhttp accepts ``000`` and NUL bytes);
-  - Content-Length and chunk sizes above 2**63 - 1 are rejected (llhttp:
-    2**64 - 1);
-  - a request whose Transfer-Encoding does not end in ``chunked`` is
-    rejected *before* ``on_headers_complete`` (llhttp: just after it);
-  - a chunk-size line (with its extensions) longer than
-    ``MAX_CHUNK_LINE`` and a trailer section longer than ``MAX_TRAILERS``
-    are rejected, so that they cannot grow without bound (llhttp streams
-    them; the head itself has no limit here: the server counts bytes).
+* ``on_url`` and ``on_status`` are called once per message with the whole
+  value; httptools calls them once per ``feed_data`` call the value spans
+  (sometimes with ``b""``), so callers must concatenate, as with
+  ``on_body``.  ``on_body`` is never called with ``b""`` (httptools does so
+  when fed ``b""`` in a body).  ``on_header`` is the same (httptools also
+  joins split fields).
+* When the input is invalid, the callbacks before the error may differ
+  (httptools reports the start of a head before it is complete), and the
+  error may come with a later ``feed_data`` call (when the head completes)
+  or have another message.  Both reject the same messages, except:
+* Stricter than llhttp, where its leniency is useless or unsafe in a proxy:
+  - a request line without a version (HTTP/0.9; llhttp then still parses
+    header fields and a body, and reads ``POST /xHTTP/1.1`` as such a line),
+    the ``RTSP/`` and ``ICE/`` protocols and their methods, and ``PRI``
+    (llhttp rejects it too, after ``on_url``);
+  - a status code below 100, and a control character other than HTAB in
+    the reason phrase (llhttp accepts ``000`` and NUL bytes there);
+  - a Content-Length or chunk size above 2**63 - 1 (llhttp: 2**64 - 1);
+  - a request whose Transfer-Encoding does not end in ``chunked`` fails
+    *before* ``on_headers_complete`` (with llhttp: just after it);
+  - a chunk-size line (with its extensions) longer than ``MAX_CHUNK_LINE``
+    and a trailer section longer than ``MAX_TRAILERS``, so that they cannot
+    grow without bound (llhttp streams them).  The head has no limit here:
+    the server counts the bytes it feeds before ``on_headers_complete``.
 * ``set_dangerous_leniencies`` is accepted and ignored.
 
-Shared with httptools (the caller must cope):
+Shared with httptools, for the caller to handle:
 
-* There is no end-of-input call.  A response framed by the connection
-  close (no Content-Length, not chunked) never gets ``on_message_complete``;
-  ``should_keep_alive()`` is False for it during ``on_headers_complete``, and
-  the caller ends the message when the connection closes.
-* The parser cannot be told that a response answers HEAD (or is a 2xx to
-  CONNECT): it would wait for the body its headers announce.  The caller
-  must treat such a response as complete at ``on_headers_complete`` and not
-  feed this parser any more (use a new parser for the next response, or
-  close the connection).
-* ``should_keep_alive()`` is only meaningful from ``on_headers_complete``
-  to ``on_message_complete``: afterwards the message's flags are reset.
-* An upgrade (``Connection: upgrade`` + ``Upgrade``, CONNECT, or a 101
+* There is no end-of-input call.  A response delimited by the connection
+  close (neither Content-Length nor chunked) never gets
+  ``on_message_complete``; ``should_keep_alive()`` is False for it in
+  ``on_headers_complete``, and the caller ends the message when the
+  connection closes.
+* A response parser cannot be told that a response answers HEAD (or is a
+  2xx to CONNECT): it waits for the body the headers announce.  The caller
+  must end such a message itself at ``on_headers_complete`` and not feed
+  this parser again (a new parser for the next response, or close).
+* ``should_keep_alive()`` is meaningful from ``on_headers_complete`` to
+  ``on_message_complete``: afterwards the message's flags are reset.
+  HTTP/1.0 keeps alive only with ``Connection: keep-alive`` (``close`` is
+  then ignored); data after a message that does not keep the connection
+  alive is an error.
+* An upgrade (``Connection: upgrade`` with ``Upgrade``, CONNECT, or a 101
   response) raises ``HttpParserUpgrade(offset)`` after
-  ``on_message_complete``, *offset* being where the other protocol starts
-  in the data just fed; any body the headers announce is not read.
+  ``on_message_complete``, *offset* being where the other protocol starts in
+  the data just fed; a body the headers announce is not read.  Feeding more
+  data then parses HTTP again.  A 101 without the upgrade headers fails.
 * An exception raised by a callback leaves ``feed_data`` as
-  ``HttpParserCallbackError`` whose ``__context__`` is the original.  After
-  any error the parser is dead: ``feed_data`` raises the same error again.
+  ``HttpParserCallbackError``, whose ``__context__`` is the original
+  (``__cause__`` is None).  After any error the parser is dead:
+  ``feed_data`` raises the same error again.
 """
 
 import re
@@ -165,28 +172,26 @@ _REQUEST_LINE = re.compile(rb"([A-Z_-]+) ([\x21-\x7e]+) HTTP/([0-9])\.([0-9])")
 _STATUS_LINE = re.compile(
     rb"HTTP/([0-9])\.([0-9]) ([1-9][0-9][0-9])(?:( )([\t\x20-\x7e\x80-\xff]*))?")
 
-# The request target, as llhttp's URL parser accepts it.  URL_CHAR is
-# 0x21-0x7E except "#" and "?".
-_URLC = rb"\x21\x22\x24-\x3e\x40-\x7e"
-_QF = rb"\?[\x21\x22\x24-\x7e]*(?:#[\x21-\x7e]*)?"
-_PQF = rb"[" + _URLC + rb"]*(?:" + _QF + rb"|#[\x21-\x7e]*)?"
+# The request target, as llhttp's URL parser accepts it.  Its path, query
+# and fragment grammar accepts any sequence of VCHAR (0x21-0x7E) after the
+# leading "/" (or "*"), or after the host of the absolute and authority
+# forms; the host is made of these characters (and "@", never doubled):
 _SRV = rb"([A-Za-z0-9_.!~*'()%;:&=+$,\[\]@-]*)"
-_ORIGIN_FORM = re.compile(rb"[/*]" + _PQF)
-_ABSOLUTE_FORM = re.compile(rb"[A-Za-z]+://" + _SRV + rb"(?:/" + _PQF + rb"|" + _QF + rb")?")
-_AUTHORITY_FORM = re.compile(_SRV + rb"(?:/" + _PQF + rb"|" + _QF + rb")?")
+_ABSOLUTE_FORM = re.compile(rb"[A-Za-z]+://" + _SRV + rb"(?:[/?][\x21-\x7e]*)?")
+_AUTHORITY_FORM = re.compile(_SRV + rb"(?:[/?][\x21-\x7e]*)?")
 
+_VCHARS = bytes(range(0x21, 0x7f))
 _TOKEN = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]"
-# A header line: the value's leading SP/HTAB are dropped, trailing ones kept
-# (as llhttp does).  The value cannot start with whitespace, which keeps the
-# expression free of ambiguity (and of super-linear backtracking).
-_FIELD = _TOKEN + rb"+:[ \t]*(?:[\x21-\x7e\x80-\xff][\t\x20-\x7e\x80-\xff]*)?\r\n"
-_FIELDS = re.compile(rb"(?:" + _FIELD + rb")*")
-_FIELD_GROUPS = re.compile(
-    rb"(" + _TOKEN + rb"+):[ \t]*((?:[\x21-\x7e\x80-\xff][\t\x20-\x7e\x80-\xff]*)?)\r\n")
+_TOKEN_CHARS = (b"!#$%&'*+.^_`|~-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                b"abcdefghijklmnopqrstuvwxyz")
+# What a header line may contain: HTAB, SP, VCHAR, obs-text.
+_FIELD_CHARS = b"\t" + bytes(range(0x20, 0x7f)) + bytes(range(0x80, 0x100))
+# A header line (used to pinpoint errors): the value's leading SP/HTAB are
+# dropped, trailing ones kept (as llhttp does).  The value cannot start with
+# whitespace, which keeps the expression free of super-linear backtracking.
 _FIELD_LINE = re.compile(
     rb"(" + _TOKEN + rb"+):[ \t]*((?:[\x21-\x7e\x80-\xff][\t\x20-\x7e\x80-\xff]*)?)")
 _TOKEN_RE = re.compile(_TOKEN + rb"+")
-_VALUE_RE = re.compile(rb"[\t\x20-\x7e\x80-\xff]*")
 
 _CL_VALUE = re.compile(rb"([0-9]+)[ \t]*")
 
@@ -199,7 +204,7 @@ _CHUNK_LINE = re.compile(
     rb"(?:=" + _TOKEN + rb"*(?:\"(?:" + _QDTEXT + rb"|\\[\t\x20-\x7e\x80-\xff])*\")?)?)*"
     rb"\r")
 
-# Header names needing attention (lower case) and their lengths.
+# Header names needing attention (lower case).
 _CONTENT_LENGTH = 1
 _TRANSFER_ENCODING = 2
 _CONNECTION = 3
@@ -211,7 +216,12 @@ _SPECIAL = {
     b"proxy-connection": _CONNECTION,
     b"upgrade": _UPGRADE_HDR,
 }
-_SPECIAL_LENGTHS = frozenset(len(k) for k in _SPECIAL)
+
+# Header names already validated, each mapped to its kind above (0 for the
+# others): most requests repeat the same few names.  Shared by all parsers;
+# bounded so that random names cannot make it grow.
+_NAMES = {}
+_MAX_NAMES = 1024
 
 
 def _check_cr_lf(line):
@@ -565,11 +575,15 @@ class _HttpParser(object):
         if method not in _METHODS:
             _fail("Invalid method encountered", HttpParserInvalidMethodError)
         self._method = method
+        first = target[0]
         if method == b"CONNECT":
             m = _AUTHORITY_FORM.fullmatch(target)
             host = m is not None and m.group(1)
-        elif target[:1] == b"/" or target[:1] == b"*":
-            m = _ORIGIN_FORM.fullmatch(target)
+        elif first == 47 or first == 42:    # "/" or "*"
+            # llhttp's path, query and fragment grammar accepts any VCHAR
+            # (0x21-0x7E) there: _REQUEST_LINE (or _request_line_parts)
+            # checked that already.
+            m = True
             host = None
         else:
             m = _ABSOLUTE_FORM.fullmatch(target)
@@ -586,18 +600,19 @@ class _HttpParser(object):
     def _request_line_parts(self, line):
         """Split a request line that is not of the simplest form (or invalid)."""
         _check_cr_lf(line)
-        space = line.find(b" ")
-        method = line[:space] if space >= 0 else line
+        method, space, rest = line.partition(b" ")
         if method not in _METHODS:
             _fail("Invalid method encountered", HttpParserInvalidMethodError)
-        rest = line[space:].lstrip(b" ")
+        if not space:
+            _fail("Expected space after method", HttpParserInvalidMethodError)
+        rest = rest.lstrip(b" ")
         space = rest.find(b" ")
         if space < 0:
-            if not rest or rest.translate(None, bytes(range(0x21, 0x7f))):
+            if not rest or rest.translate(None, _VCHARS):
                 _fail("Invalid characters in url", HttpParserInvalidURLError)
             _fail("Missing HTTP version (HTTP/0.9 is not supported)")
         target = rest[:space]
-        if target.translate(None, bytes(range(0x21, 0x7f))):
+        if target.translate(None, _VCHARS):
             _fail("Invalid characters in url", HttpParserInvalidURLError)
         return method, target, rest[space:].lstrip(b" ")
 
@@ -644,31 +659,47 @@ class _HttpParser(object):
         Process header (or trailer) fields: ``block`` is their lines, each
         ending with CRLF.
         """
-        bad = None
-        if _FIELDS.fullmatch(block) is not None:
-            fields = _FIELD_GROUPS.findall(block)
-        else:
-            # Report the fields before the first invalid line, as llhttp does.
-            fields = []
-            for line in block[:-2].split(b"\r\n"):
-                m = _FIELD_LINE.fullmatch(line)
-                if m is None:
-                    bad = line
-                    break
-                fields.append(m.groups())
-            else:  # pragma: no cover (cannot happen)
-                bad = b"\r"
+        lines = block.splitlines()
+        # Only field characters and one CRLF per line (what is left after
+        # deleting the field characters), so no CTL, no bare CR or LF.
+        if block.translate(None, _FIELD_CHARS) != b"\r\n" * len(lines):
+            return self._fields_slow(block.split(b"\r\n"), trailers)
+        on_header = self._on_header
+        flags = self._flags
+        names = _NAMES
+        for i in range(len(lines)):
+            name, colon, value = lines[i].partition(b":")
+            kind = names.get(name)
+            if kind is None or not colon:
+                if not colon or not name or name.translate(None, _TOKEN_CHARS):
+                    return self._fields_slow(lines[i:] + [b""], trailers, i)
+                kind = _SPECIAL.get(name.lower(), 0)
+                if len(names) < _MAX_NAMES:
+                    names[name] = kind
+            value = value.lstrip(b" \t")
+            if kind:
+                flags = self._flags = self._special(kind, value, flags)
+            if on_header is not None:
+                on_header(name, value)
+
+    def _fields_slow(self, lines, trailers, done=0):
+        """Process the fields before the first invalid line, then fail."""
+        fields = []
+        for line in lines[:-1]:
+            m = _FIELD_LINE.fullmatch(line)
+            if m is None:
+                break
+            fields.append(m.groups())
         on_header = self._on_header
         flags = self._flags
         for name, value in fields:
-            if len(name) in _SPECIAL_LENGTHS:
-                kind = _SPECIAL.get(name.lower())
-                if kind is not None:
-                    flags = self._flags = self._special(kind, value, flags)
+            kind = _SPECIAL.get(name.lower())
+            if kind is not None:
+                flags = self._flags = self._special(kind, value, flags)
             if on_header is not None:
                 on_header(name, value)
-        if bad is not None:
-            self._field_error(bad, not trailers and not fields)
+        line = lines[len(fields)] if len(fields) < len(lines) - 1 else b"\r"
+        self._field_error(line, not trailers and done + len(fields) == 0)
 
     def _field_error(self, line, first):
         if line[:1] in (b" ", b"\t"):
@@ -728,6 +759,10 @@ class _HttpParser(object):
             return flags
         if kind == _CONNECTION:
             value = value.lower()
+            if value == b"keep-alive":
+                return flags | _F_KEEP_ALIVE
+            if value == b"close":
+                return flags | _F_CLOSE
             for element in value.split(b","):
                 element = element.strip(b" \t")
                 if element == b"close":

@@ -1,0 +1,1 @@
+"""The trial tests of tproxy-apikey: ``python -m twisted.trial tests``."""

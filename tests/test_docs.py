@@ -1,0 +1,115 @@
+"""
+Tests for ``docs/plugins.md``: its hook reference follows
+:mod:`tproxy.hookspecs` (a hook added without docs fails here, and so does a
+section for a hook that is gone), and its tutorial's code runs.
+"""
+
+import inspect
+import os
+import re
+import sys
+import types
+import unittest as pyunit
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tproxy import hookspecs
+
+DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                    "docs", "plugins.md")
+
+REFERENCE = "## Hook reference"
+
+
+def read_docs():
+    with open(DOCS, encoding="utf-8") as f:
+        return f.read()
+
+
+def hook_signatures():
+    """``{hook name: (argument names)}`` of every spec in tproxy.hookspecs."""
+    return {name: tuple(inspect.signature(fn).parameters)
+            for name, fn in vars(hookspecs).items()
+            if callable(fn) and hasattr(fn, "tproxy_spec")}
+
+
+def reference_sections(text):
+    """``{title: body}`` of the ``###`` sections under the hook reference."""
+    start = text.index("\n" + REFERENCE + "\n")
+    end = text.find("\n## ", start + 1)
+    part = text[start:end if end >= 0 else len(text)]
+    pieces = re.split(r"^### (.+)$", part, flags=re.M)
+    return dict((pieces[i].strip(), pieces[i + 1]) for i in range(1, len(pieces), 2))
+
+
+def python_blocks(text):
+    return re.findall(r"^```python\n(.*?)^```", text, re.S | re.M)
+
+
+class ReferenceTests(SynchronousTestCase):
+    """One section per hook, with the hook's signature."""
+
+    def setUp(self):
+        self.sections = reference_sections(read_docs())
+        self.hooks = hook_signatures()
+
+    def test_everyHookDocumented(self):
+        """Every hook spec has a ``### <hook>`` section."""
+        missing = sorted(set(self.hooks) - set(self.sections))
+        self.assertEqual(missing, [], "hooks without a '### <name>' section under "
+                         "'{}' in docs/plugins.md".format(REFERENCE))
+
+    def test_noStaleSections(self):
+        """Every section of the reference is a hook that exists."""
+        stale = sorted(set(self.sections) - set(self.hooks))
+        self.assertEqual(stale, [], "sections of docs/plugins.md for hooks that "
+                         "tproxy.hookspecs does not have")
+
+    def test_signatures(self):
+        """Each section starts with the hook's signature, as the spec has it."""
+        for name, args in sorted(self.hooks.items()):
+            body = self.sections.get(name)
+            if body is None:
+                continue
+            first = body.strip().splitlines()[0]
+            self.assertEqual(first, "`{}({})`".format(name, ", ".join(args)))
+
+    def test_hooksFound(self):
+        """The specs are found at all (the test above is not vacuous)."""
+        self.assertIn("access", self.hooks)
+        self.assertEqual(self.hooks["balancer"], ("ctx", "tried"))
+
+
+class TutorialTests(SynchronousTestCase):
+    """The code of the page is valid, and the tutorial's plugin passes its tests."""
+
+    def test_blocksCompile(self):
+        """Every Python block compiles."""
+        blocks = python_blocks(read_docs())
+        self.assertGreater(len(blocks), 5)
+        for block in blocks:
+            compile(block, DOCS, "exec")
+
+    def test_tutorialRuns(self):
+        """The tutorial's plugin module passes the tutorial's tests."""
+        blocks = python_blocks(read_docs())
+        [plugin_code] = [b for b in blocks if "class Plugin" in b]
+        [test_code] = [b for b in blocks if "class AccessTests" in b]
+        module = types.ModuleType("tproxy_apikey")
+        exec(compile(plugin_code, DOCS, "exec"), module.__dict__)
+        # the tests block imports tproxy_apikey: give it the tutorial's
+        previous = sys.modules.get("tproxy_apikey")
+        sys.modules["tproxy_apikey"] = module
+
+        def restore():
+            if previous is None:
+                del sys.modules["tproxy_apikey"]
+            else:
+                sys.modules["tproxy_apikey"] = previous
+        self.addCleanup(restore)
+        namespace = {"__name__": "tutorial_tests"}
+        exec(compile(test_code, DOCS, "exec"), namespace)
+        suite = pyunit.TestLoader().loadTestsFromTestCase(namespace["AccessTests"])
+        result = pyunit.TestResult()
+        suite.run(result)
+        self.assertEqual((result.testsRun, result.errors, result.failures), (2, [], []))

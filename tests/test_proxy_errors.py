@@ -1,0 +1,419 @@
+"""
+End-to-end tests of the proxy's failures: refused, reset, silent and invalid
+upstreams (502/504, retries), clients going away, and malformed or ambiguous
+requests (400/414/431, never forwarded).
+"""
+
+from tests.helpers import ProxyTestCase, raw, request, silent, sleep, until
+
+HOOKS = "tests.proxy_plugins:Hooks"
+
+
+def head_then_silence(conn, req):
+    """Send a response head and part of the body, then nothing."""
+    conn.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 1000)
+
+
+class UpstreamFailureTests(ProxyTestCase):
+    """Refused, reset, silent and invalid upstreams."""
+
+    async def test_retryRefused(self):
+        """The chosen peer refuses: the balancer is asked again without it
+        and the next peer answers; the refused one's count is back at 0."""
+        refused = self.closed_port()
+        up = self.upstream()
+        # the weight makes least_conn choose the refused peer first
+        proxy = await self.proxy({"default": [("127.0.0.1:%d" % refused, 10), up]})
+        resp = await self.exchange(proxy, request("GET", "/x"))
+        self.assertEqual(resp.status, 200)
+        ctx, = proxy.logged
+        self.assertEqual([p.port for p in ctx.tried], [refused, up.port])
+        self.assertEqual(ctx.upstream_addr, up.address)
+        self.assertIsNone(ctx.error)
+        self.assertEqual(proxy.active(), {refused: 0, up.port: 0})
+
+    async def test_allRefused(self):
+        """Every peer refuses: 502 JSON once the peers run out."""
+        ports = [self.closed_port(), self.closed_port()]
+        proxy = await self.proxy({"default": ["127.0.0.1:%d" % p for p in ports]})
+        resp = await self.exchange(proxy, request("GET", "/x"))
+        self.assertEqual(resp.status, 502)
+        self.assertEqual(resp.header("Content-Type"), "application/json")
+        self.assertEqual(resp.json()["error"], "upstream connection failed")
+        ctx, = proxy.logged
+        self.assertEqual(sorted(p.port for p in ctx.tried), sorted(ports))
+        self.assertEqual(ctx.error, "upstream_connect")
+        self.assertEqual(proxy.active(), {p: 0 for p in ports})
+
+    async def test_triesLimit(self):
+        """``proxy.tries`` 1: a refused peer is not retried elsewhere."""
+        refused = self.closed_port()
+        up = self.upstream()
+        proxy = await self.proxy({"default": [("127.0.0.1:%d" % refused, 10), up]},
+                                 proxy={"tries": 1})
+        resp = await self.exchange(proxy, request("GET", "/x"))
+        self.assertEqual(resp.status, 502)
+        self.assertEqual(up.connections, [])
+
+    async def test_readTimeout(self):
+        """An upstream that never answers: 504 JSON after ``timeouts.read``,
+        its connection closed and its count back at 0."""
+        up = self.upstream(silent)
+        proxy = await self.proxy({"default": [up]}, timeouts={"read": 0.3})
+        start = proxy.gateway.reactor.seconds()
+        resp = await self.exchange(proxy, request("GET", "/x"))
+        self.assertEqual(resp.status, 504)
+        self.assertEqual(resp.json()["error"], "upstream timed out")
+        self.assertGreaterEqual(proxy.gateway.reactor.seconds() - start, 0.29)
+        await until(lambda: not up.open)
+        self.assertEqual(proxy.logged[0].error, "upstream_timeout")
+        self.assertEqual(proxy.active(), {up.port: 0})
+        self.assertLoggedOnce(proxy)
+
+    async def test_readTimeoutMidBody(self):
+        """An upstream that stops in the middle of the body: the client's
+        response is cut (it cannot be completed) and the connection closed."""
+        up = self.upstream(head_then_silence)
+        proxy = await self.proxy({"default": [up]}, timeouts={"read": 0.3})
+        client = await self.connect(proxy)
+        client.send(request("GET", "/x"))
+        await client.wait_closed()
+        self.assertTrue(bytes(client.data).startswith(b"HTTP/1.1 200 OK\r\n"))
+        self.assertEqual(client.finals(), [])
+        self.assertEqual(proxy.logged[0].error, "upstream_timeout")
+        self.assertEqual(proxy.logged[0].status, 200)
+
+    async def test_resetBeforeResponse(self):
+        """The upstream resets the connection: 502."""
+        up = self.upstream(raw(b"", close="abort"))
+        proxy = await self.proxy({"default": [up]})
+        resp = await self.exchange(proxy, request("GET", "/x"))
+        self.assertEqual(resp.status, 502)
+        self.assertEqual(proxy.logged[0].error, "upstream_error")
+        self.assertEqual(proxy.active(), {up.port: 0})
+
+    async def test_closedBeforeResponse(self):
+        """The upstream closes (FIN) without answering: 502."""
+        up = self.upstream(raw(b"", close="lose"))
+        proxy = await self.proxy({"default": [up]})
+        resp = await self.exchange(proxy, request("GET", "/x"))
+        self.assertEqual(resp.status, 502)
+
+    async def test_resetMidResponse(self):
+        """A reset after part of the body: the client connection is cut."""
+        def cut(conn, req):
+            conn.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc")
+            conn.later(0.05, conn.transport.abortConnection)
+        up = self.upstream(cut)
+        proxy = await self.proxy({"default": [up]})
+        client = await self.connect(proxy)
+        client.send(request("GET", "/x"))
+        await client.wait_closed()
+        self.assertTrue(bytes(client.data).startswith(b"HTTP/1.1 200 OK\r\n"))
+        self.assertEqual(client.finals(), [])
+        ctx, = proxy.logged
+        self.assertEqual(ctx.error, "upstream_error")
+        self.assertEqual(proxy.active(), {up.port: 0})
+
+    async def assertInvalid(self, data):
+        up = self.upstream(raw(data))
+        proxy = await self.proxy({"default": [up]})
+        resp = await self.exchange(proxy, request("GET", "/x"))
+        self.assertEqual(resp.status, 502, data)
+        self.assertEqual(resp.json()["error"], "invalid response from upstream")
+        self.assertEqual(proxy.logged[0].error, "upstream_invalid")
+        await until(lambda: not up.open)
+        self.assertEqual(proxy.active(), {up.port: 0})
+
+    async def test_invalidStatus(self):
+        """``HTTP/1.1 2000 OK`` is not a response: 502."""
+        await self.assertInvalid(b"HTTP/1.1 2000 OK\r\nContent-Length: 0\r\n\r\n")
+
+    async def test_notHttp(self):
+        """Garbage instead of a status line: 502."""
+        await self.assertInvalid(b"SSH-2.0-OpenSSH_9.2\r\n\r\n")
+
+    async def test_lengthAndChunked(self):
+        """Content-Length together with Transfer-Encoding: 502."""
+        await self.assertInvalid(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n"
+                                 b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+
+    async def test_conflictingLengths(self):
+        """Two different Content-Length values: 502."""
+        await self.assertInvalid(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n"
+                                 b"Content-Length: 4\r\n\r\nabcd")
+
+    async def test_invalidChunk(self):
+        """A bad chunk size after the head: the client connection is cut."""
+        up = self.upstream(raw(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                               b"zz\r\nabc\r\n"))
+        proxy = await self.proxy({"default": [up]})
+        client = await self.connect(proxy)
+        client.send(request("GET", "/x"))
+        await client.wait_closed()
+        self.assertEqual(client.finals(), [])
+        self.assertEqual(proxy.logged[0].error, "upstream_invalid")
+
+    async def test_errorsThenSuccess(self):
+        """After an upstream error the client connection serves on when the
+        error response could be sent whole."""
+        def flaky(conn, req):
+            if req.uri == "/bad":
+                conn.transport.abortConnection()
+            else:
+                conn.respond(200, b"ok")
+        up = self.upstream(flaky)
+        proxy = await self.proxy({"default": [up]})
+        client = await self.connect(proxy)
+        client.send(request("GET", "/bad"))
+        client.send(request("GET", "/good"))
+        resps = await client.wait_responses(2)
+        self.assertEqual([r.status for r in resps], [502, 200])
+        self.assertLoggedOnce(proxy, 2)
+
+
+class ClientAbortTests(ProxyTestCase):
+    """A client that goes away releases the upstream and its count."""
+
+    async def test_abortMidResponse(self):
+        """Mid-body: the upstream connection is closed, the count back at 0,
+        ``log`` once with ``client_abort``."""
+        up = self.upstream(head_then_silence)
+        proxy = await self.proxy({"default": [up]})
+        client = await self.connect(proxy)
+        client.send(request("GET", "/x"))
+        await until(lambda: len(client.data) > 1000)
+        self.assertEqual(proxy.active(), {up.port: 1})
+        client.transport.abortConnection()
+        await until(lambda: not up.open)
+        await until(lambda: proxy.logged)
+        ctx, = proxy.logged
+        self.assertEqual(ctx.error, "client_abort")
+        self.assertEqual(ctx.status, 200)
+        self.assertEqual(proxy.active(), {up.port: 0})
+        self.assertEqual(proxy.factory.pool.idle, {})
+        await sleep(0.05)
+        self.assertLoggedOnce(proxy)
+
+    async def test_abortWhileWaiting(self):
+        """Before the response: the same, with status 499."""
+        up = self.upstream(silent)
+        proxy = await self.proxy({"default": [up]})
+        client = await self.connect(proxy)
+        client.send(request("GET", "/x"))
+        await until(lambda: up.requests)
+        client.transport.loseConnection()
+        await until(lambda: not up.open)
+        await until(lambda: proxy.logged)
+        self.assertEqual((proxy.logged[0].error, proxy.logged[0].status),
+                         ("client_abort", 499))
+        self.assertEqual(proxy.active(), {up.port: 0})
+
+    async def test_abortWhileBalancing(self):
+        """While a balancer's Deferred is pending: no peer is taken when it
+        fires, ``log`` runs once."""
+        from twisted.internet.defer import Deferred
+        up = self.upstream()
+        proxy = await self.proxy({"default": [up]},
+                                 plugins=["router", HOOKS, "least_conn"])
+        pending = Deferred()
+        proxy.plugin(HOOKS).fns["balancer"] = lambda ctx, tried: pending
+        client = await self.connect(proxy)
+        client.send(request("GET", "/x"))
+        await until(lambda: proxy.plugin(HOOKS).calls == ["rewrite", "access", "balancer"])
+        client.transport.abortConnection()
+        await until(lambda: proxy.logged)
+        self.assertEqual(proxy.logged[0].error, "client_abort")
+        pending.callback(proxy.peer(up))
+        await sleep(0.05)
+        self.assertEqual(up.connections, [])
+        self.assertEqual(proxy.active(), {up.port: 0})
+        self.assertLoggedOnce(proxy)
+
+    async def test_abortDuringRequestBody(self):
+        """A client that stops half-way through its body."""
+        up = self.upstream()
+        proxy = await self.proxy({"default": [up]})
+        client = await self.connect(proxy)
+        client.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc")
+        await until(lambda: up.heads)
+        client.transport.abortConnection()
+        await until(lambda: not up.open)
+        await until(lambda: proxy.logged)
+        self.assertEqual(up.requests, [])
+        self.assertEqual(proxy.logged[0].error, "client_abort")
+        self.assertEqual(proxy.active(), {up.port: 0})
+
+
+class MalformedRequestTests(ProxyTestCase):
+    """Malformed or ambiguous requests: an error status, the connection
+    closed, nothing forwarded."""
+
+    async def assertRejected(self, data, status=400, logged=0, **config):
+        up = self.upstream()
+        proxy = await self.proxy({"default": [up]}, **config)
+        client = await self.connect(proxy)
+        client.send(data)
+        await client.wait_closed()
+        resps = client.responses()
+        self.assertEqual([r.status for r in resps], [status], bytes(client.data))
+        self.assertEqual(resps[0].header("Connection"), "close")
+        self.assertIn("error", resps[0].json())
+        await sleep(0.02)
+        self.assertEqual(up.heads, [])
+        self.assertEqual(proxy.active(), {up.port: 0})
+        # a request whose head was valid ran its phases: it is logged
+        self.assertEqual(len(proxy.logged), logged)
+        return resps[0]
+
+    def test_lengthAndChunked(self):
+        """Content-Length with Transfer-Encoding (a smuggling vector)."""
+        return self.assertRejected(
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n")
+
+    def test_twoLengths(self):
+        """Two different Content-Length values."""
+        return self.assertRejected(
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"
+            b"abcdef")
+
+    def test_badLength(self):
+        """A Content-Length that is not a number."""
+        return self.assertRejected(
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n")
+
+    def test_invalidChunkSize(self):
+        """A chunk size that is not hex (sent with the head)."""
+        return self.assertRejected(
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n", logged=1)
+
+    def test_hugeChunkSize(self):
+        """A chunk size past 2**64."""
+        return self.assertRejected(
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"10000000000000005\r\nabc\r\n", logged=1)
+
+    def test_bareLF(self):
+        """Lines ended by LF alone."""
+        return self.assertRejected(b"GET / HTTP/1.1\nHost: x\n\n")
+
+    def test_bareLFInHeaders(self):
+        """One header line ended by LF alone."""
+        return self.assertRejected(b"GET / HTTP/1.1\r\nHost: x\nX-A: 1\r\n\r\n")
+
+    def test_missingHost(self):
+        """HTTP/1.1 without Host."""
+        return self.assertRejected(b"GET / HTTP/1.1\r\nX-A: 1\r\n\r\n")
+
+    def test_twoHosts(self):
+        """Two Host fields."""
+        return self.assertRejected(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")
+
+    def test_identityEncoding(self):
+        """``Transfer-Encoding: identity`` (hides a request in a body framed by
+        Content-Length behind a proxy that believes it)."""
+        return self.assertRejected(
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\n"
+            b"Content-Length: 37\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n")
+
+    def test_chunkedNotLast(self):
+        """``Transfer-Encoding: chunked, gzip``: the framing is unknowable."""
+        return self.assertRejected(
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"
+            b"0\r\n\r\n")
+
+    def test_obsFold(self):
+        """A folded header line (obs-fold)."""
+        return self.assertRejected(
+            b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n")
+
+    def test_spaceBeforeColon(self):
+        """``Host : x`` (whitespace between name and colon)."""
+        return self.assertRejected(b"GET / HTTP/1.1\r\nHost : x\r\n\r\n")
+
+    def test_badTarget(self):
+        """A target that is neither origin- nor absolute-form."""
+        return self.assertRejected(b"GET foo HTTP/1.1\r\nHost: x\r\n\r\n")
+
+    def test_badVersion(self):
+        """An unknown HTTP version."""
+        return self.assertRejected(b"GET / HTTP/7.1\r\nHost: x\r\n\r\n")
+
+    def test_controlCharInValue(self):
+        """A NUL byte in a header value."""
+        return self.assertRejected(b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n")
+
+    async def test_longRequestLine(self):
+        """A request target past ``max_line_size``: 414."""
+        await self.assertRejected(
+            b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414)
+
+    async def test_longRequestLineInPieces(self):
+        """The same, arriving in small pieces."""
+        up = self.upstream()
+        proxy = await self.proxy({"default": [up]})
+        client = await self.connect(proxy)
+        client.send(b"GET /")
+        for _ in range(10):
+            client.send(b"a" * 1000)
+            await sleep(0.002)
+        await client.wait_closed()
+        self.assertEqual([r.status for r in client.responses()], [414])
+
+    async def test_largeHeaders(self):
+        """Header fields past ``max_header_size``: 431."""
+        await self.assertRejected(
+            b"GET / HTTP/1.1\r\nHost: x\r\n"
+            + b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 1000) for i in range(40)) + b"\r\n", 431)
+
+    async def test_oneHugeHeader(self):
+        """A single header line past ``max_header_size``: 431."""
+        await self.assertRejected(
+            b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"v" * 40000 + b"\r\n\r\n", 431)
+
+    async def test_manySmallHeaders(self):
+        """Thousands of tiny headers are counted too: 431."""
+        await self.assertRejected(
+            b"GET / HTTP/1.1\r\nHost: x\r\n" + b"A: b\r\n" * 6000 + b"\r\n", 431)
+
+    async def test_bodyTooLarge(self):
+        """A Content-Length past ``max_body_size``: 413."""
+        await self.assertRejected(
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1001\r\n\r\n", 413,
+            proxy={"max_body_size": 1000})
+
+    async def test_headerTimeout(self):
+        """A head that never completes: 408 after ``header_timeout``."""
+        await self.assertRejected(b"GET / HTTP/1.1\r\nHost: x\r\n", 408,
+                                  proxy={"header_timeout": 0.2})
+
+    async def test_badAfterGood(self):
+        """A malformed request pipelined after a good one: the good one is
+        answered, the bad one never forwarded, and the connection closed."""
+        up = self.upstream()
+        proxy = await self.proxy({"default": [up]})
+        client = await self.connect(proxy)
+        client.send(request("GET", "/ok") + b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")
+        await client.wait_closed()
+        resps = client.responses()
+        self.assertEqual(resps[0].status, 200)
+        self.assertEqual([r.uri for r in up.requests], ["/ok"])
+        self.assertLoggedOnce(proxy)
+
+    async def test_badChunkAfterForwarding(self):
+        """A chunked body that turns bad after the head went upstream: 400,
+        the upstream request is abandoned, the count back at 0."""
+        up = self.upstream()
+        proxy = await self.proxy({"default": [up]})
+        client = await self.connect(proxy)
+        client.send(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    b"3\r\nabc\r\n")
+        await until(lambda: up.heads)
+        client.send(b"zz\r\n")
+        await client.wait_closed()
+        self.assertEqual([r.status for r in client.responses()], [400])
+        await until(lambda: not up.open)
+        self.assertEqual(up.requests, [])
+        self.assertEqual(proxy.active(), {up.port: 0})
+        self.assertLoggedOnce(proxy)

@@ -1,0 +1,460 @@
+"""
+Tests for :mod:`tproxy.testing`: the in-memory harness plugin authors test
+with -- requests in, stub upstreams answering, contexts and log events
+recorded, the clock moved by hand.
+"""
+
+import json
+
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+
+from tproxy import Response, hookimpl
+from tproxy.config import ConfigError, validate_config
+from tproxy.testing import (UNREACHABLE, Harness, RequestPending,
+                            ResponseIncomplete, StubResponse, UpstreamRequest, echo)
+
+from tests import plugin_with_class
+
+UP = "127.0.0.1:9001"
+
+
+def one_group(*peers, **extra):
+    """A configuration with the group ``api`` of ``peers``."""
+    config = {"upstreams": {"api": {"peers": list(peers or [UP])}}}
+    config.update(extra)
+    return config
+
+
+ROUTING = ["router", "least_conn"]
+
+
+class Tag(object):
+    """Adds ``X-Tag: <value>`` to every response; ``value`` is a setting."""
+
+    settings_schema = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {"value": {"type": "string", "default": "tagged"}},
+    }
+
+    def __init__(self, settings):
+        self.value = settings["value"]
+
+    @hookimpl
+    def header_filter(self, response):
+        """Tag the response."""
+        response.headers.add("X-Tag", self.value)
+
+
+class Deny(object):
+    """Answers ``403`` in ``access``."""
+
+    @hookimpl
+    def access(self, ctx):
+        """Deny."""
+        ctx.vars["denied"] = True
+        return Response.error(403, "go away")
+
+
+class LastInLog(object):
+    """A ``log`` implementation that asks to run last."""
+
+    @hookimpl(trylast=True)
+    def log(self, ctx):
+        """Mark the context."""
+        ctx.vars["last"] = True
+
+
+class Ticker(object):
+    """Starts a ``LoopingCall`` every 10 s from ``init_worker``."""
+
+    log = Logger()
+
+    def __init__(self):
+        self.ticks = []
+
+    @hookimpl
+    def init_worker(self, gateway):
+        """Start ticking on the gateway's clock."""
+        loop = LoopingCall(self.tick, gateway)
+        loop.clock = gateway.reactor
+        loop.start(10, now=False)
+        gateway.on_stop(loop.stop)
+
+    def tick(self, gateway):
+        self.ticks.append(gateway.reactor.seconds())
+        self.log.info("tick {n}", n=len(self.ticks))
+
+
+class Hello(object):
+    """An admin endpoint ``GET /hello``."""
+
+    @hookimpl
+    def init_worker(self, gateway):
+        """Add the route."""
+        gateway.admin.route("GET", "/hello", lambda request: (
+            200, {"hello": request.args.get("name", "world")}))
+
+
+class Broken(object):
+    """``init_worker`` fails."""
+
+    @hookimpl
+    def init_worker(self):
+        """Fail."""
+        raise ValueError("cannot start")
+
+
+class Chunks(Resource):
+    """A twisted.web resource streaming its body in three writes."""
+
+    isLeaf = True
+
+    def render_GET(self, request):
+        for part in (b"one ", b"two ", b"three"):
+            request.write(part)
+        request.finish()
+        return NOT_DONE_YET
+
+
+class Raw(Protocol):
+    """An upstream that sends ``self.factory.data`` and closes."""
+
+    def dataReceived(self, data):
+        self.transport.write(self.factory.data)
+        self.transport.loseConnection()
+
+
+def raw_server(data):
+    factory = Factory.forProtocol(Raw)
+    factory.data = data
+    return factory
+
+
+class RequestTests(SynchronousTestCase):
+    """A request goes in, the stub answers, everyone's view is recorded."""
+
+    def test_echo(self):
+        """
+        The client gets the stub's answer; the stub saw the proxied request;
+        the context shows the route and the peer.
+        """
+        h = Harness(one_group(), ROUTING, {UP: echo})
+        response = h.request("GET", "/api/users?id=1", headers={"X-A": "b"})
+        self.assertIsInstance(response, StubResponse)
+        self.assertEqual((response.status, response.reason), (200, "OK"))
+        self.assertEqual(response.headers.get("content-type"), "application/json")
+        seen = response.json()
+        self.assertEqual((seen["server"], seen["uri"]), (UP, "/users?id=1"))
+        self.assertEqual(seen["headers"]["x-a"], "b")
+
+        [received] = h.upstream_requests
+        self.assertIsInstance(received, UpstreamRequest)
+        self.assertEqual((received.server, received.method, received.uri),
+                         (UP, "GET", "/users?id=1"))
+        self.assertEqual((received.path, received.query), ("/users", "id=1"))
+        self.assertEqual(received.headers.get("x-route-prefix"), "api")
+        self.assertEqual(received.headers.get("x-forwarded-for"), "127.0.0.1")
+
+        [ctx] = h.contexts
+        self.assertEqual((ctx.status, ctx.route, ctx.upstream_addr, ctx.error),
+                         (200, "api", UP, None))
+
+    def test_body(self):
+        """A request body reaches the stub; ``str`` bodies are sent as UTF-8."""
+        h = Harness(one_group(), ROUTING, {UP: echo})
+        h.request("POST", "/api/x", body="h\u00e9")
+        self.assertEqual(h.upstream_requests[0].body, "h\u00e9".encode("utf-8"))
+        self.assertEqual(h.upstream_requests[0].headers.get("content-length"), "3")
+
+    def test_handlerAnswer(self):
+        """A handler's status, headers and body are all the client gets."""
+        h = Harness(one_group(), ROUTING, {UP: lambda request: (
+            201, [("X-One", "1"), ("X-One", "2")], "made")})
+        response = h.request("PUT", "/api/x")
+        self.assertEqual(response.status, 201)
+        self.assertEqual(response.headers.items(), [
+            ("X-One", "1"), ("X-One", "2"), ("Content-Length", "4")])
+        self.assertEqual(response.body, b"made")
+
+    def test_asyncHandler(self):
+        """A handler may be ``async def``."""
+        async def handler(request):
+            return 200, {}, request.method
+        h = Harness(one_group(), ROUTING, {UP: handler})
+        self.assertEqual(h.request("DELETE", "/api/x").body, b"DELETE")
+
+    def test_resource(self):
+        """A twisted.web resource answers; a chunked body arrives whole."""
+        h = Harness(one_group(), ROUTING, {UP: Chunks()})
+        response = h.request("GET", "/api/x")
+        self.assertEqual(response.body, b"one two three")
+        self.assertEqual(response.headers.get("transfer-encoding"), "chunked")
+        self.assertEqual(h.upstream_requests[0].uri, "/x")
+
+    def test_head(self):
+        """A response to HEAD has no body, whatever its Content-Length says."""
+        h = Harness(one_group(), ROUTING, {UP: lambda r: (200, {"Content-Length": "5"}, b"")})
+        response = h.request("HEAD", "/api/x")
+        self.assertEqual((response.status, response.body), (200, b""))
+        self.assertEqual(response.headers.get("content-length"), "5")
+
+    def test_clientAddress(self):
+        """``client`` is the address the proxy sees the request come from."""
+        h = Harness(one_group(), ROUTING, {UP: echo})
+        h.request("GET", "/api/x", client="10.0.0.7")
+        self.assertEqual(h.contexts[0].request.client_addr, "10.0.0.7")
+        self.assertEqual(h.upstream_requests[0].headers.get("x-real-ip"), "10.0.0.7")
+
+    def test_ipv6Server(self):
+        """Stub servers may have IPv6 addresses."""
+        h = Harness(one_group("[::1]:9001"), ROUTING, {"[::1]:9001": echo})
+        self.assertEqual(h.request("GET", "/api/x").json()["server"], "[::1]:9001")
+
+    def test_keepAliveUpstream(self):
+        """tproxy reuses its upstream connection: the stub sees one client."""
+        h = Harness(one_group(), ROUTING, {UP: echo})
+        h.request("GET", "/api/1")
+        h.request("GET", "/api/2")
+        clients = {r.client for r in h.upstream_requests}
+        self.assertEqual(len(clients), 1)
+
+    def test_defaults(self):
+        """
+        Without arguments: the default configuration and plugins, no upstream,
+        so ``503``.
+        """
+        h = Harness()
+        self.assertEqual(h.config, validate_config({}))
+        response = h.request("GET", "/x")
+        self.assertEqual(response.status, 503)
+        self.assertEqual(response.json(), {"error": "no live upstream", "group": "default"})
+        self.assertEqual(h.contexts[0].error, "no_peer")
+        self.assertEqual(h.upstream_requests, [])
+
+
+class UnreachableTests(SynchronousTestCase):
+    """Refused connections, connections that hang, upstreams that never answer."""
+
+    def test_refused(self):
+        """An address without a stub refuses: the next peer is tried."""
+        h = Harness(one_group("127.0.0.1:9001", "127.0.0.1:9002"), ROUTING,
+                    {"127.0.0.1:9002": echo})
+        for _ in range(2):
+            self.assertEqual(h.request("GET", "/api/x").status, 200)
+        tried = [[p.address for p in ctx.tried] for ctx in h.contexts]
+        self.assertIn(["127.0.0.1:9001", "127.0.0.1:9002"], tried)
+        self.assertEqual({ctx.peer.address for ctx in h.contexts}, {"127.0.0.1:9002"})
+
+    def test_allRefused(self):
+        """Every peer refusing is a ``502``."""
+        h = Harness(one_group(), ROUTING)
+        response = h.request("GET", "/api/x")
+        self.assertEqual(response.status, 502)
+        self.assertEqual(h.contexts[0].error, "upstream_connect")
+
+    def test_unreachable(self):
+        """
+        An :data:`UNREACHABLE` server's connection fails when the connect
+        timeout has passed on the harness's clock.
+        """
+        h = Harness(one_group(timeouts={"connect": 5}), ROUTING, {UP: UNREACHABLE})
+        pending = h.request("GET", "/api/x", wait=False)
+        h.advance(4.9)
+        self.assertFalse(pending.done)
+        h.advance(0.1)
+        self.assertEqual(pending.result().status, 504)
+        self.assertEqual(h.contexts[0].error, "upstream_timeout")
+        self.assertEqual(h.contexts[0].request_time(), 5)
+
+    def test_pendingRaises(self):
+        """Waiting for a response that cannot come without time raises."""
+        h = Harness(one_group(), ROUTING, {UP: lambda request: Deferred()})
+        e = self.assertRaises(RequestPending, h.request, "GET", "/api/x")
+        self.assertIn("GET /api/x", str(e))
+        self.assertEqual(len(h.upstream_requests), 1)
+        self.assertEqual(h.contexts, [])
+
+    def test_readTimeout(self):
+        """A stub that never answers: ``504`` after ``timeouts.read``."""
+        h = Harness(one_group(timeouts={"read": 30}), ROUTING,
+                    {UP: lambda request: Deferred()})
+        pending = h.request("GET", "/api/x", wait=False)
+        self.assertRaises(RequestPending, pending.result)
+        h.advance(30)
+        self.assertEqual(pending.result().status, 504)
+        self.assertEqual(h.contexts[0].error, "upstream_timeout")
+
+    def test_lateAnswer(self):
+        """A handler's Deferred fired by the test delivers the response."""
+        answers = []
+
+        def later(request):
+            answers.append(Deferred())
+            return answers[-1]
+        h = Harness(one_group(), ROUTING, {UP: later})
+        pending = h.request("GET", "/api/x", wait=False)
+        h.advance(2)
+        answers[0].callback((200, {}, b"at last"))
+        self.assertEqual(pending.result().body, b"at last")
+        self.assertEqual(h.contexts[0].upstream_time(), 2)
+
+    def test_clientAbort(self):
+        """:meth:`PendingRequest.abort` is a client going away."""
+        h = Harness(one_group(), ROUTING, {UP: lambda request: Deferred()})
+        pending = h.request("GET", "/api/x", wait=False)
+        pending.abort()
+        [ctx] = h.contexts
+        self.assertEqual((ctx.status, ctx.error), (499, "client_abort"))
+        self.assertEqual(ctx.peer.active, 0)
+
+    def test_notHttp(self):
+        """An IProtocolFactory stub can send anything: here, not HTTP."""
+        h = Harness(one_group(), ROUTING, {UP: raw_server(b"SMTP ready\r\n\r\n")})
+        self.assertEqual(h.request("GET", "/api/x").status, 502)
+        self.assertEqual(h.contexts[0].error, "upstream_invalid")
+
+    def test_incomplete(self):
+        """A response cut short raises :class:`ResponseIncomplete`."""
+        h = Harness(one_group(), ROUTING, {UP: raw_server(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")})
+        e = self.assertRaises(ResponseIncomplete, h.request, "GET", "/api/x")
+        self.assertEqual(e.partial.status, 200)
+        self.assertEqual(h.contexts[0].error, "upstream_error")
+
+    def test_handlerFails(self):
+        """A handler that raises answers ``500`` and logs the error."""
+        h = Harness(one_group(), ROUTING, {UP: lambda request: 1 // 0})
+        self.assertEqual(h.request("GET", "/api/x").status, 500)
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
+
+class PluginTests(SynchronousTestCase):
+    """Plugins by name, by object, with settings, in order."""
+
+    def test_classWithSettings(self):
+        """
+        A class is made with its validated settings; listed twice it runs
+        twice, in order.
+        """
+        h = Harness(one_group(), ROUTING + [
+            {"name": Tag, "settings": {"value": "a"}},
+            {"name": Tag, "settings": {"value": "b"}}, Tag], {UP: echo})
+        self.assertEqual(h.request("GET", "/api/x").headers.get_all("x-tag"),
+                         ["a", "b", "tagged"])
+        self.assertEqual(h.gateway.phases.names("header_filter"), ["Tag", "Tag#2", "Tag#3"])
+
+    def test_badSettings(self):
+        """Settings are validated: a ConfigError names the entry."""
+        e = self.assertRaises(ConfigError, Harness, plugins=[
+            {"name": Tag, "settings": {"value": 1}}])
+        self.assertEqual(e.path, "plugins[0].settings.value")
+
+    def test_instanceAndModule(self):
+        """An instance is registered as it is; a module like a named one."""
+        h = Harness(one_group(), [Deny(), plugin_with_class], {UP: echo})
+        self.assertEqual(h.request("GET", "/api/x").status, 403)
+        self.assertEqual(h.gateway.phases.names("access"),
+                         ["Deny", "tests.plugin_with_class"])
+        self.assertEqual(h.contexts[0].vars, {"denied": True})
+        self.assertEqual(h.upstream_requests, [])
+
+    def test_names(self):
+        """Plugins named as in conf.json: built-ins and dotted paths."""
+        h = Harness(one_group(), ROUTING + ["tests.plugin_with_class"], {UP: echo})
+        self.assertEqual([p["name"] for p in h.config["plugins"]],
+                         ["router", "least_conn", "tests.plugin_with_class"])
+
+    def test_routes(self):
+        """An object entry may be enabled for some routes only."""
+        h = Harness(one_group(**{"upstreams": {"api": {"peers": [UP]},
+                                               "web": {"peers": [UP]}}}),
+                    ["router", {"name": Tag, "settings": {"value": "api only"},
+                                "routes": ["api"]}, "least_conn"], {UP: echo})
+        self.assertEqual(h.request("GET", "/api/x").headers.get("x-tag"), "api only")
+        self.assertNotIn("x-tag", h.request("GET", "/web/x").headers)
+
+    def test_recorderRunsLast(self):
+        """The harness's ``log`` runs after every other one, trylast ones too."""
+        h = Harness(one_group(), [LastInLog()] + ROUTING + ["access_log"], {UP: echo})
+        self.assertEqual(h.gateway.phases.names("log"),
+                         ["access_log", "LastInLog", "tproxy.testing"])
+        h.request("GET", "/api/x")
+        self.assertTrue(h.contexts[0].vars["last"])
+
+    def test_configUntouched(self):
+        """The gateway's configuration lists the plugins given, no more."""
+        h = Harness(plugins=ROUTING)
+        self.assertEqual(h.gateway.config["plugins"], [
+            {"name": "router", "settings": {}}, {"name": "least_conn", "settings": {}}])
+
+    def test_startFails(self):
+        """A failing ``init_worker`` fails the harness's construction."""
+        self.assertRaises(ValueError, Harness, plugins=[Broken()])
+
+
+class ClockTests(SynchronousTestCase):
+    """The clock moves only with :meth:`Harness.advance`."""
+
+    def test_loopingCall(self):
+        """Timers fire at their own times on the way; their logs are kept."""
+        ticker = Ticker()
+        h = Harness(plugins=[ticker])
+        self.assertEqual(ticker.ticks, [])
+        h.advance(35)
+        self.assertEqual(ticker.ticks, [10, 20, 30])
+        self.assertEqual(h.clock.seconds(), 35)
+        self.assertEqual([m for m in h.messages() if m.startswith("tick")],
+                         ["tick 1", "tick 2", "tick 3"])
+
+    def test_stop(self):
+        """:meth:`Harness.stop` runs the ``on_stop`` callbacks."""
+        ticker = Ticker()
+        h = Harness(plugins=[ticker])
+        h.stop()
+        h.advance(100)
+        self.assertEqual(ticker.ticks, [])
+
+    def test_fractions(self):
+        """Advancing by fractions lands on exact times."""
+        h = Harness()
+        for _ in range(10):
+            h.advance(0.1)
+        self.assertAlmostEqual(h.clock.seconds(), 1.0)
+
+
+class AdminTests(SynchronousTestCase):
+    """The admin API, without HTTP."""
+
+    def test_route(self):
+        """A plugin's admin route answers."""
+        h = Harness(plugins=[Hello()])
+        answer = h.admin("GET", "/hello?name=tproxy")
+        self.assertEqual((answer.status, answer.obj), (200, {"hello": "tproxy"}))
+        self.assertEqual(h.admin("GET", "/nope").status, 404)
+
+    def test_token(self):
+        """The token check applies."""
+        h = Harness(config={"admin": {"token": "s3cret"}}, plugins=[Hello()])
+        self.assertEqual(h.admin("GET", "/hello").status, 401)
+        answer = h.admin("GET", "/hello", headers={"Authorization": "Bearer s3cret"})
+        self.assertEqual(answer.status, 200)
+
+
+class EventTests(SynchronousTestCase):
+    """What was logged while the harness worked."""
+
+    def test_accessLog(self):
+        """The access_log plugin's records are among the events."""
+        h = Harness(one_group(), ROUTING + ["access_log"], {UP: echo})
+        h.request("GET", "/api/x")
+        [record] = [e["access_log"] for e in h.events if "access_log" in e]
+        self.assertEqual((record["status"], record["route"], record["upstream_addr"]),
+                         (200, "api", UP))
+        self.assertEqual(json.loads(h.messages()[-1]), record)
