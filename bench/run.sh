@@ -194,6 +194,7 @@ measure() {
     esac
     [ "$mode" = close ] && extra=(-H "Connection: close")
     pgid=$(sys_pgid "$sys")
+    prime "$sys" "$mode" "$round" "$url" "${extra[@]}"
     if [ "$WARMUP" -gt 0 ]; then
         out="$RESULTS/raw/$mode-r$round-$sys.warmup.txt"
         a0=$(backend_accepts); before=$(cpu_snap); t0=$(proc_ticks "$pgid")
@@ -211,6 +212,30 @@ measure() {
         "$(awk '/^Requests\/sec:/{print $2}' "$out")" "$(awk '/^Transfer\/sec:/{print $2}' "$out")" \
         "$(awk '$1=="50%"{print $2}' "$out")" "$(awk '$1=="99%"{print $2}' "$out")" \
         "$(busy_pct "$before" "$after" 1)" "$(busy_pct "$before" "$after" 2)")"
+}
+
+# prime SYSTEM MODE ROUND URL [wrk args]: for a tproxy variant with N >= 100 peers, 2N requests
+# before the warm-up, so that least_conn, which takes equal peers in turn, has used every peer
+# and opened its upstream connection, as steady traffic would have (idle upstream connections
+# close after 60 s, longer than a round). Timed and recorded (kind "prime"), not counted.
+prime() {
+    local sys=$1 mode=$2 round=$3 url=$4 peers n out t0 t1 a0 a1 rc secs; shift 4
+    is_tproxy "$sys" || return 0
+    read -r _ peers _ _ <<<"${TP[$sys]}"
+    [ "$peers" -ge 100 ] || return 0
+    n=$((2 * peers))
+    out="$RESULTS/raw/$mode-r$round-$sys.prime.txt"
+    a0=$(backend_accepts); t0=$(date +%s.%N)
+    PRIME_REQUESTS=$n timeout -k 5 300 taskset -c "$LOAD_CPU" "$WRK" -t1 -c"$CONNS" -d290s \
+        -s "$BENCH/tools/wrk_prime.lua" "$@" "$url" >"$out" 2>&1
+    rc=$?
+    t1=$(date +%s.%N); a1=$(backend_accepts)
+    secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
+    printf '{"kind":"prime","system":"%s","mode":"%s","round":%s,"warmup":true,"requests":%s,"seconds":%s,"backend_accepts":%s,"ok":%s}\n' \
+        "$sys" "$mode" "$round" "$n" "$secs" $((a1 - a0 - NB)) \
+        "$([ $rc = 0 ] && echo true || echo false)" >>"$RESULTS/runs.jsonl"
+    log "$(printf '%-9s r%s %-14s primed with %s requests in %.1f s, %s new upstream connections%s' "$mode" "$round" \
+        "$sys" "$n" "$secs" $((a1 - a0 - NB)) "$([ $rc = 0 ] || echo ", FAILED (see $out)")")"
 }
 
 # sanity SYSTEM PATH SIZE: one request must answer 200 with SIZE body bytes.
@@ -247,6 +272,13 @@ head -c 1048576 /dev/zero >"$RUN/data/1m.bin"
 rm -f "$RUN/data/1g.bin"
 truncate -s "$GIB_BYTES" "$RUN/data/1g.bin"       # sparse: no disk, read as zeros
 NB=$(((BACKEND_PORTS + BACKEND_PORTS_PER_PROC - 1) / BACKEND_PORTS_PER_PROC))
+# Every peer port must be ours: a port held by another service (e.g. 26379, Redis Sentinel's)
+# would make nginx give up after its bind retries, once the run has started.
+if command -v ss >/dev/null; then
+    busy=$(ss -Htln | awk -v lo="$BACKEND_PORT" -v hi=$((BACKEND_PORT + BACKEND_PORTS - 1)) \
+        '{ n = split($4, a, ":"); p = a[n] + 0; if (p >= lo && p <= hi) print p }' | sort -un | head -5 | tr '\n' ' ')
+    [ -z "$busy" ] || die "backend ports in use by something else: $busy(set PORT_SHIFT to move all ports)"
+fi
 log "starting $NB backend nginx on CPU $LOAD_CPU (ports $BACKEND_PORT..$((BACKEND_PORT + BACKEND_PORTS - 1)))"
 for b in $(seq 0 $((NB - 1))); do
     first=$((BACKEND_PORT + b * BACKEND_PORTS_PER_PROC))
@@ -311,6 +343,9 @@ for s in $ALL_SYSTEMS; do
     sanity "$s" /api/x 100
 done
 cp "$RUN"/conf/*.json "$RUN"/conf/nginx.conf "$RUN"/conf/backend0.conf "$RESULTS/" 2>/dev/null
+for b in $(seq 0 $((NB - 1))); do  # still there (nginx retries a failed bind for a few seconds)
+    group_alive "$(pgid_of "backend$b")" || die "backend$b exited: $(tail -1 "$RUN/logs/backend$b.error.log")"
+done
 
 # ---- the rounds ----------------------------------------------------------------------------
 for r in $(seq "$ROUNDS"); do

@@ -34,22 +34,7 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$BASE_PYTHON" -m venv "$VENV"
 fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
-if ! "$VENV/bin/python" -m pip install -q -e "$REPO"; then
-    # On PyPy 3.9 this fails today: treq -> twisted[tls] -> pyopenssl>=25.2 -> cryptography>=49,
-    # which has no PyPy 3.9 wheel and needs Rust to build. tproxy itself imports neither treq nor
-    # TLS, so install it without dependencies, then its dependencies except treq.
-    echo "setup: pip install -e failed; retrying without treq (not imported by tproxy)" >&2
-    deps=$(python3 - "$REPO/pyproject.toml" <<'PY'
-import sys, tomllib
-with open(sys.argv[1], "rb") as f:
-    deps = tomllib.load(f)["project"]["dependencies"]
-print("\n".join(d for d in deps if not d.replace(" ", "").lower().startswith("treq")))
-PY
-    )
-    "$VENV/bin/python" -m pip install -q --no-deps -e "$REPO"
-    mapfile -t dep_list <<<"$deps"
-    "$VENV/bin/python" -m pip install -q "${dep_list[@]}"
-fi
+"$VENV/bin/python" -m pip install -q -e "$REPO"
 # regenerate Twisted's plugin cache, so that "twistd tproxy" is known (see NOTES: dropin.cache)
 "$VENV/bin/python" -c "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))"
 

@@ -496,9 +496,6 @@ class RawClient(Protocol):
         """Wait for ``n`` final responses; return them."""
         await until(lambda: len(self.finals(methods)) >= n or self.closed,
                     timeout, message="%d responses" % n)
-        if len(self.finals(methods)) < n:
-            # closed: one last look with the close delimiting a body
-            pass
         resps = self.finals(methods)
         if len(resps) < n:
             raise AssertionError("connection closed after %d of %d responses: %r"
@@ -600,6 +597,7 @@ class ProxyTestCase(unittest.TestCase):
         self._servers = []
         self._clients = []
         self._proxies = []
+        self._listeners = []
         self._pool = None
 
     async def _wait_quiet(self):
@@ -610,6 +608,8 @@ class ProxyTestCase(unittest.TestCase):
             await c.lost
         if self._pool is not None:
             await self._pool.closeCachedConnections()
+        for listener in self._listeners:
+            await listener.stopListening()
         for proxy in self._proxies:
             await proxy.listener.stopListening()
             for p in proxy.factory.protocols:
@@ -685,6 +685,12 @@ class ProxyTestCase(unittest.TestCase):
         proxy = Proxy(gateway, factory, listener)
         self._proxies.append(proxy)
         return proxy
+
+    def admin(self, proxy):
+        """Listen with ``proxy``'s admin site; its base URL."""
+        listener = reactor.listenTCP(0, proxy.gateway.admin.site(), interface="127.0.0.1")
+        self._listeners.append(listener)
+        return "http://127.0.0.1:%d" % listener.getHost().port
 
     async def connect(self, proxy, keep=True, client=None):
         """A :class:`RawClient` (or ``client``) connected to ``proxy``."""

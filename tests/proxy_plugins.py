@@ -91,3 +91,17 @@ class BadLog(object):
         """Raises."""
         from tests.test_phases import Boom
         raise Boom("log failed")
+
+
+class HeadFilter(object):
+    """Only ``header_filter`` (calls ``fns["header_filter"]``), so that the
+    body takes the path without a body filter."""
+
+    def __init__(self, settings):
+        self.fns = {}
+
+    @hookimpl
+    def header_filter(self, ctx, response):
+        """Calls ``fns["header_filter"](ctx, response)``."""
+        fn = self.fns.get("header_filter")
+        return None if fn is None else fn(ctx, response)

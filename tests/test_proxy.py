@@ -9,6 +9,8 @@ Errors are in :mod:`tests.test_proxy_errors`, large bodies in
 
 import json
 
+import treq
+
 from tests.helpers import ProxyTestCase, delayed, echo, raw, request, until
 
 
@@ -422,3 +424,38 @@ class MessageTests(ProxyTestCase):
         self.assertEqual(resps[3].body, b"")
         self.assertFalse(client.closed)
         self.assertLoggedOnce(proxy, 4)
+
+
+class QuickStartTests(ProxyTestCase):
+    """The issue's definition of done, with the default plugins: two
+    backends register through the admin API, concurrent requests spread by
+    least-conn, and ``/upstream/status`` shows every count back at 0."""
+
+    async def test_registerSpreadStatus(self):
+        """Register, spread 6 concurrent requests 3/3, counts back at 0."""
+        ups = [self.upstream(delayed(0.2)) for _ in range(2)]
+        proxy = await self.proxy(plugins=["registry", "router", "least_conn", "access_log"])
+        admin = self.admin(proxy)
+        for up in ups:
+            r = await treq.get("%s/upstream/add?port=%d&prefix=api" % (admin, up.port),
+                               pool=self.pool)
+            self.assertEqual(r.code, 200, await treq.content(r))
+            await treq.content(r)
+        clients = []
+        for i in range(6):
+            c = await self.connect(proxy)
+            c.send(request("GET", "/api/item/%d" % i))
+            clients.append(c)
+        await until(lambda: sum(len(u.requests) for u in ups) == 6)
+        self.assertEqual([len(u.requests) for u in ups], [3, 3])
+        for c in clients:
+            resp, = await c.wait_responses(1)
+            self.assertEqual(resp.status, 200)
+        await until(lambda: len(proxy.logged) == 6)
+        r = await treq.get(admin + "/upstream/status", pool=self.pool)
+        status = json.loads(await treq.content(r))
+        self.assertEqual(status["total_servers"], 2)
+        servers = [s for g in status["groups"] for s in g["servers"]]
+        self.assertEqual(sorted(s["port"] for s in servers), sorted(u.port for u in ups))
+        self.assertEqual([s["conn_count"] for s in servers], [0, 0])
+        self.assertEqual({s["prefix"] for s in servers}, {"api"})

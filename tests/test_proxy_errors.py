@@ -4,7 +4,7 @@ upstreams (502/504, retries), clients going away, and malformed or ambiguous
 requests (400/414/431, never forwarded).
 """
 
-from tests.helpers import ProxyTestCase, raw, request, silent, sleep, until
+from tests.helpers import BodySource, ProxyTestCase, raw, request, silent, sleep, until
 
 HOOKS = "tests.proxy_plugins:Hooks"
 
@@ -70,6 +70,39 @@ class UpstreamFailureTests(ProxyTestCase):
         self.assertEqual(proxy.active(), {up.port: 0})
         self.assertLoggedOnce(proxy)
 
+    async def test_sendTimeout(self):
+        """An upstream that stops reading the request body: 504 after
+        ``timeouts.send``."""
+        def stop_reading(conn, req):
+            conn.transport.pauseProducing()
+        up = self.upstream(on_head=stop_reading)
+        proxy = await self.proxy({"default": [up]}, timeouts={"send": 0.3})
+        client = await self.connect(proxy, keep=True)
+        client.send(b"PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+                    % (64 * 1024 * 1024))
+        source = BodySource(client.transport, 64 * 1024 * 1024)
+        await client.wait_closed(timeout=10)
+        source.stopProducing()
+        resp, = client.responses()
+        self.assertEqual(resp.status, 504)
+        self.assertEqual(proxy.logged[0].error, "upstream_timeout")
+        self.assertEqual(proxy.active(), {up.port: 0})
+
+    async def test_clientBodyTimeout(self):
+        """A client that stops sending its body: 408 after ``timeouts.send``
+        (the upstream is not to blame), closed."""
+        up = self.upstream()
+        proxy = await self.proxy({"default": [up]}, timeouts={"send": 0.3})
+        client = await self.connect(proxy)
+        client.send(b"PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc")
+        await client.wait_closed()
+        resp, = client.responses()
+        self.assertEqual(resp.status, 408)
+        self.assertEqual(proxy.logged[0].error, "client_timeout")
+        await until(lambda: not up.open)
+        self.assertEqual(up.requests, [])
+        self.assertEqual(proxy.active(), {up.port: 0})
+
     async def test_readTimeoutMidBody(self):
         """An upstream that stops in the middle of the body: the client's
         response is cut (it cannot be completed) and the connection closed."""
@@ -116,6 +149,7 @@ class UpstreamFailureTests(ProxyTestCase):
         self.assertEqual(proxy.active(), {up.port: 0})
 
     async def assertInvalid(self, data):
+        """An upstream answering ``data`` gives the client a 502."""
         up = self.upstream(raw(data))
         proxy = await self.proxy({"default": [up]})
         resp = await self.exchange(proxy, request("GET", "/x"))
@@ -142,6 +176,11 @@ class UpstreamFailureTests(ProxyTestCase):
         """Two different Content-Length values: 502."""
         await self.assertInvalid(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n"
                                  b"Content-Length: 4\r\n\r\nabcd")
+
+    async def test_unaskedUpgrade(self):
+        """A 101 the proxy never asked for (it does not forward Upgrade): 502."""
+        await self.assertInvalid(b"HTTP/1.1 101 Switching Protocols\r\n"
+                                 b"Upgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
 
     async def test_invalidChunk(self):
         """A bad chunk size after the head: the client connection is cut."""
@@ -250,6 +289,8 @@ class MalformedRequestTests(ProxyTestCase):
     closed, nothing forwarded."""
 
     async def assertRejected(self, data, status=400, logged=0, **config):
+        """``data`` gets ``status`` and a close, and nothing goes upstream;
+        ``log`` ran ``logged`` times."""
         up = self.upstream()
         proxy = await self.proxy({"default": [up]}, **config)
         client = await self.connect(proxy)
@@ -360,6 +401,37 @@ class MalformedRequestTests(ProxyTestCase):
             await sleep(0.002)
         await client.wait_closed()
         self.assertEqual([r.status for r in client.responses()], [414])
+
+    async def test_endlessHeaderLine(self):
+        """A header line that never ends, arriving in pieces: 431 once it
+        passes the limits, without waiting for its end."""
+        up = self.upstream()
+        proxy = await self.proxy({"default": [up]})
+        client = await self.connect(proxy)
+        client.send(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        for _ in range(50):
+            if client.closed:
+                break
+            client.send(b"v" * 1000)
+            await sleep(0.002)
+        await client.wait_closed()
+        self.assertEqual([r.status for r in client.responses()], [431])
+        self.assertEqual(up.heads, [])
+
+    async def test_largeValidHeadInPieces(self):
+        """A head just under the limits, arriving in small pieces, passes."""
+        up = self.upstream()
+        proxy = await self.proxy({"default": [up]})
+        client = await self.connect(proxy)
+        data = (b"GET /" + b"a" * 8000 + b" HTTP/1.1\r\nHost: x\r\n"
+                + b"".join(b"X-H%02d: %s\r\n" % (i, b"v" * 1000) for i in range(31))
+                + b"\r\n")
+        for i in range(0, len(data), 1000):
+            client.send(data[i:i + 1000])
+            await sleep(0.001)
+        resp, = await client.wait_responses(1)
+        self.assertEqual(resp.status, 200)
+        self.assertEqual(len(up.requests[0].uri), 8001)
 
     async def test_largeHeaders(self):
         """Header fields past ``max_header_size``: 431."""

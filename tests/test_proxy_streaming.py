@@ -209,3 +209,42 @@ class StreamingTests(ProxyTestCase):
         self.assertEqual(resp.json()["body_length"], BIG)
         self.assertEqual(resp.json()["body_sha256"], BodySource.digest(BIG))
         self.assertTrue(is_reading(server_side.transport))
+
+    async def test_abortWhilePaused(self):
+        """A client that stops reading a 64 MiB response and then goes away:
+        the paused upstream connection is closed, its count released."""
+        up = self.upstream(download(BIG))
+        proxy = await self.proxy({"default": [up]})
+        client = await self.connect(proxy, client=StreamClient())
+        client.transport.pauseProducing()
+        client.send(request("GET", "/big"))
+        await until(lambda: up.connections and hasattr(up.connections[0], "source"))
+        await self.stalled(lambda: up.connections[0].source.sent, quiet=0.1)
+        client.transport.abortConnection()
+        await until(lambda: not up.open)
+        await until(lambda: proxy.logged)
+        self.assertEqual(proxy.logged[0].error, "client_abort")
+        self.assertEqual(proxy.active(), {up.port: 0})
+        self.assertEqual(proxy.factory.pool.idle, {})
+
+    async def test_responseWhileUpstreamUnwritable(self):
+        """The response completes while the upstream socket is still full of
+        request body (an upstream that answers, then drains the body, as Go's
+        net/http does): the client connection reads its next request."""
+        proxy = None
+
+        def answer(conn, req):
+            if req.uri == "/first":
+                # the proxy's upstream transport reports it is full, as it
+                # would while the upstream has not read the body yet
+                upstream, = proxy.upstream_transports()
+                upstream.protocol.pauseProducing()
+            conn.respond(200, b"ok")
+        up = self.upstream(answer)
+        proxy = await self.proxy({"default": [up]})
+        client = await self.connect(proxy)
+        client.send(request("POST", "/first", body="x" * 1000))
+        await client.wait_responses(1)
+        client.send(request("GET", "/second"))
+        resps = await client.wait_responses(2)
+        self.assertEqual([r.status for r in resps], [200, 200])

@@ -12,7 +12,7 @@ import struct
 from twisted.internet import defer, reactor, task
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.trial import unittest
 from zope.interface import implementer
 
@@ -655,6 +655,55 @@ class PipeTests(StreamTestCase):
         self.assertEqual(ctx.status, 200)
 
 
+class TLSTests(StreamTestCase):
+    """A listener terminating TLS (no half-close there: a FIN closes)."""
+
+    async def tls_listener(self, peers):
+        from twisted.internet import ssl
+        import twisted.test
+        pem = os.path.join(os.path.dirname(twisted.test.__file__), "server.pem")
+        with open(pem, "rb") as f:
+            server_options = ssl.PrivateCertificate.loadPEM(f.read()).options()
+        listener = await self.listener(peers)
+        await listener.port.stopListening()
+        listener.port = reactor.listenSSL(0, listener.factory, server_options,
+                                          interface="127.0.0.1")
+        return listener
+
+    async def tls_connect(self, listener):
+        from twisted.internet import ssl
+        client = Client()
+        made = defer.Deferred()
+        client.connectionMade = lambda: made.callback(None)
+        reactor.connectSSL("127.0.0.1", listener.port.getHost().port,
+                           ClientFactory.forProtocol(lambda: client), ssl.CertificateOptions())
+        await made
+        self._clients.append(client)
+        return client
+
+    async def test_upstream_fin_closes(self):
+        greet = self.backend("greet")
+        listener = await self.tls_listener([greet])
+        client = await self.tls_connect(listener)
+        await client.lost
+        self.assertEqual(bytes(client.data), b"hello\n")
+        (ctx,) = await self.logged(listener)
+        self.assertEqual(ctx.reason, "upstream_closed")
+
+    async def test_client_close(self):
+        echo = self.backend()
+        listener = await self.tls_listener([echo])
+        client = await self.tls_connect(listener)
+        client.send(b"secret")
+        await client.wait_for(6)
+        self.assertEqual(bytes(client.data), b"secret")
+        client.transport.loseConnection()
+        await client.lost
+        (ctx,) = await self.logged(listener)
+        self.assertEqual((ctx.reason, ctx.bytes_received, ctx.bytes_sent),
+                         ("client_closed", 6, 6))
+
+
 # -- peers, retries and timeouts ---------------------------------------------------------------
 
 
@@ -1024,3 +1073,65 @@ class ConfigTests(unittest.TestCase):
                          [("tcp:6380:interface=127.0.0.1", "redis")])
         self.assertEqual(cfg["upstreams"]["redis"]["peers"],
                          [{"host": "127.0.0.1", "port": 6379, "weight": 1}])
+
+
+# -- docs/streams.md ------------------------------------------------------------------------------
+
+DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                    "docs", "streams.md")
+
+
+def doc_blocks():
+    import re
+    with open(DOCS, encoding="utf-8") as f:
+        return re.findall(r"^```python\n(.*?)^```", f.read(), re.S | re.M)
+
+
+class DocsTests(StreamTestCase):
+    """The code of docs/streams.md compiles, and its example plugin works."""
+
+    def test_blocks_compile(self):
+        blocks = doc_blocks()
+        self.assertGreaterEqual(len(blocks), 2)
+        for block in blocks:
+            compile(block, DOCS, "exec")
+
+    def _example(self):
+        import sys
+        import types
+        [code] = [b for b in doc_blocks() if "class Plugin" in b]
+        module = types.ModuleType("tests._streams_doc_plugin")
+        exec(compile(code, DOCS, "exec"), module.__dict__)
+        sys.modules[module.__name__] = module
+        self.addCleanup(sys.modules.pop, module.__name__, None)
+        return module.__name__
+
+    async def test_connection_limit_example(self):
+        name = self._example()
+        echo = self.backend()
+        listener = await self.listener([echo], plugins=[
+            {"name": name, "settings": {"allow": ["127.0.0.0/8"], "per_client": 1}},
+            "least_conn"])
+        first = await self.connect(listener)
+        first.send(b"1")
+        await first.wait_for(1)
+        second = await self.connect(listener)
+        await second.lost
+        self.assertEqual(bytes(second.data), b"-ERR too many connections\r\n")
+        first.transport.loseConnection()
+        await self.logged(listener, 2)
+        third = await self.connect(listener)
+        third.send(b"3")
+        await third.wait_for(1)
+        third.transport.loseConnection()
+        await self.logged(listener, 3)
+
+    async def test_allow_list_example(self):
+        name = self._example()
+        echo = self.backend()
+        listener = await self.listener([echo], plugins=[
+            {"name": name, "settings": {"allow": ["10.0.0.0/8"]}}, "least_conn"])
+        client = await self.connect(listener)
+        await client.lost
+        (ctx,) = await self.logged(listener)
+        self.assertEqual((ctx.reason, bytes(client.data)), ("access_denied", b""))

@@ -8,6 +8,11 @@ with :meth:`AdminRoutes.route` from ``init_worker``::
     def init_worker(gateway):
         gateway.admin.route("GET", "/hello", lambda request: (200, {"hi": 1}))
 
+A path may have parameters: a segment written ``{name}`` matches any one
+non-empty segment, percent-decoded into ``request.params["name"]``
+(``admin.route("GET", "/routes/{name}", handler)``); a path without
+parameters wins over one with.
+
 A request meets, in order: the token check (``401``), the path (``404``), the
 method (``405``), then the handler; an exception in the handler is a ``500``
 with a logged traceback.  Every answer is a JSON document.
@@ -18,7 +23,7 @@ harnesses); :meth:`AdminRoutes.site` serves them over HTTP.
 
 import hmac
 import json
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote
 
 from twisted.internet.defer import maybeDeferred, succeed
 from twisted.logger import Logger
@@ -49,9 +54,12 @@ class AdminRequest(object):
     :ivar body: the request body (``bytes``; at most :data:`MAX_BODY_SIZE`).
     :ivar client_addr: the TCP peer's address (``str``), or ``None`` when the
         transport has none (a UNIX socket).
+    :ivar params: ``{name: str}``: the path parameters of the route that
+        matched (``{}`` for a route without).
     """
 
-    __slots__ = ("method", "path", "args", "headers", "body", "client_addr")
+    __slots__ = ("method", "path", "args", "headers", "body", "client_addr",
+                 "params")
 
     def __init__(self, method, path, args=None, headers=None, body=b"",
                  client_addr=None):
@@ -61,6 +69,7 @@ class AdminRequest(object):
         self.headers = dict((k.lower(), v) for k, v in (headers or {}).items())
         self.body = body
         self.client_addr = client_addr
+        self.params = {}
 
     @classmethod
     def from_uri(cls, method, uri, headers=None, body=b"", client_addr=None):
@@ -127,6 +136,28 @@ def _raw(text):
         return text.encode("utf-8")
 
 
+def _bind(segments, path):
+    """
+    ``{name: value}`` of the parameters of the route whose path is
+    ``segments`` (split at ``/``) if it serves ``path``, else ``None``.
+    """
+    parts = path.split("/")
+    if len(parts) != len(segments):
+        return None
+    params = {}
+    for want, got in zip(segments, parts):
+        if want.startswith("{") and want.endswith("}"):
+            if not got:
+                return None
+            try:
+                params[want[1:-1]] = unquote(got, errors="strict")
+            except UnicodeDecodeError:
+                return None
+        elif want != got:
+            return None
+    return params
+
+
 def _error(status, message, headers=(), **fields):
     obj = {"error": message}
     obj.update(fields)
@@ -151,14 +182,36 @@ class AdminRoutes(object):
     def __init__(self, token=None):
         self.token = token
         self.routes = {}  # (method, path) -> handler
+        self.patterns = {}  # (method, path with {params}) -> (segments, handler)
 
     def route(self, method, path, handler):
-        """Serve ``method path`` with ``handler`` (replacing an earlier one)."""
-        self.routes[(method.upper(), path)] = handler
+        """
+        Serve ``method path`` with ``handler`` (replacing an earlier one).
+        A segment ``{name}`` of ``path`` is a parameter (see the module
+        docstring).
+        """
+        key = (method.upper(), path)
+        if "{" in path:
+            self.patterns[key] = (path.split("/"), handler)
+        else:
+            self.routes[key] = handler
+
+    def _pattern(self, method, path):
+        """``(handler, params)`` of the pattern route serving ``method path``,
+        or ``(None, None)``."""
+        for (m, _), (segments, handler) in self.patterns.items():
+            if m == method:
+                params = _bind(segments, path)
+                if params is not None:
+                    return handler, params
+        return None, None
 
     def allowed(self, path):
         """The methods served at ``path``, sorted (``[]`` for an unknown path)."""
         methods = set(m for (m, p) in self.routes if p == path)
+        for (m, _), (segments, _) in self.patterns.items():
+            if _bind(segments, path) is not None:
+                methods.add(m)
         if "GET" in methods:
             methods.add("HEAD")
         return sorted(methods)
@@ -189,6 +242,12 @@ class AdminRoutes(object):
         handler = self.routes.get((method, request.path))
         if handler is None and method == "HEAD":
             handler = self.routes.get(("GET", request.path))
+        if handler is None and self.patterns:
+            handler, params = self._pattern(method, request.path)
+            if handler is None and method == "HEAD":
+                handler, params = self._pattern("GET", request.path)
+            if handler is not None:
+                request.params = params
         if handler is None:
             allowed = self.allowed(request.path)
             if not allowed:

@@ -6,6 +6,8 @@ the chosen peer, timings and the plugins' own variables.
 
 import json
 
+from twisted.internet.defer import succeed
+
 from tproxy.http.headers import Headers
 
 
@@ -117,8 +119,7 @@ class RequestContext(object):
 
     :ivar gateway: the :class:`tproxy.gateway.Gateway`.
     :ivar request: the :class:`Request`.
-    :ivar request_id: a unique id (also sent upstream as ``X-Request-Id``
-        unless the client sent one from a trusted proxy).
+    :ivar request_id: a unique id (in the access log).
     :ivar vars: a ``dict`` for plugins' own per-request values.
     :ivar route: the upstream group chosen by the router (``None`` before).
     :ivar upstream_path: the path (with query) sent upstream.
@@ -140,7 +141,7 @@ class RequestContext(object):
     __slots__ = ("gateway", "request", "request_id", "vars", "route",
                  "upstream_path", "upstream_headers", "peer", "tried", "status",
                  "bytes_sent", "error", "start", "upstream_start",
-                 "upstream_end", "end", "plugins")
+                 "upstream_end", "end", "plugins", "exchange")
 
     def __init__(self, gateway, request, request_id="", start=0.0):
         self.gateway = gateway
@@ -159,8 +160,21 @@ class RequestContext(object):
         self.upstream_start = None
         self.upstream_end = None
         self.end = None
+        self.exchange = None
         phases = getattr(gateway, "phases", None)
         self.plugins = phases.default if phases is not None else None
+
+    def read_body_prefix(self, n):
+        """
+        The first ``n`` bytes of the request body (fewer if it is shorter,
+        ``b""`` without a body), as a Deferred, for ``rewrite``, ``access``
+        and ``balancer`` implementations that route or decide on content.
+        tproxy holds the bytes back, bounded by ``n``, and sends them upstream
+        unchanged; the rest of the body streams as usual.
+        """
+        if self.exchange is None:
+            return succeed(b"")
+        return self.exchange.read_body_prefix(n)
 
     def request_time(self):
         """Seconds from the request head to the end of the response."""

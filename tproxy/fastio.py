@@ -19,7 +19,6 @@ transports; anywhere else tproxy runs on stock behaviour.  Set
 ``TPROXY_FAST_WRITE=0`` to turn the write shortcut off.
 """
 
-import errno
 import os
 
 import twisted
@@ -30,8 +29,6 @@ from twisted.internet import tcp
 TESTED_TWISTED = ("26.10.0", "26.4.0")
 
 TWISTED_VERSION = twisted.__version__
-
-_WOULD_BLOCK = (errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR)
 
 ENABLED = (TWISTED_VERSION in TESTED_TWISTED
            and os.environ.get("TPROXY_FAST_WRITE", "1") != "0"
@@ -56,10 +53,10 @@ def install_fast_write(transport):
             return stock_write(data)
         try:
             sent = sock.send(data)
-        except OSError as e:
-            if e.errno in _WOULD_BLOCK:
-                return stock_write(data)
-            return stock_write(data)   # let the reactor find the error
+        except OSError:
+            # would block, or a broken connection: the buffer and the
+            # reactor's next write deal with it as they always do
+            return stock_write(data)
         if sent < len(data):
             stock_write(memoryview(data)[sent:].tobytes())
 

@@ -6,7 +6,7 @@ The ``plugins`` list of the configuration decides which plugins are active
 and in what order.  Each entry's name is resolved, in this order, as:
 
 1. a built-in (:data:`BUILTINS`: ``registry``, ``router``, ``least_conn``,
-   ``access_log``);
+   ``access_log``, ``routes``);
 2. an entry point of the group ``tproxy`` (what an installed distribution
    declares: ``[project.entry-points.tproxy] key_auth = "tproxy_key_auth"``);
 3. a dotted module path (``"mycompany.tproxy_auth"``), or ``"module:attr"``.
@@ -52,6 +52,7 @@ BUILTINS = {
     "router": "tproxy.builtins.router",
     "least_conn": "tproxy.builtins.least_conn",
     "access_log": "tproxy.builtins.access_log",
+    "routes": "tproxy.builtins.routes",
 }
 
 _UNKNOWN = ("unknown plugin {!r} (not a built-in, an entry point of group "
@@ -141,7 +142,8 @@ def load_plugin(name, settings, path, entry_points):
     :param settings: the entry's ``settings`` (a ``dict``).
     :param path: the JSON path of the entry (``"plugins[1]"``).
     :raises ConfigError: naming the plugin, for bad settings too
-        (``plugins[1].settings.header: ...``).
+        (``plugins[1].settings.header: ...``; a ``ConfigError`` raised by
+        ``Plugin(settings)`` has its paths put below ``plugins[1].settings``).
     """
     obj = resolve_plugin(name, path, entry_points)
     cls = obj if isinstance(obj, type) else getattr(obj, "Plugin", None)
@@ -156,9 +158,21 @@ def load_plugin(name, settings, path, entry_points):
         settings = _validate_settings(name, schema, settings, path)
     try:
         return cls(settings)
+    except ConfigError as e:
+        # a plugin checking its settings further names the problems by their
+        # JSON paths within the settings ("routes[2].match")
+        raise ConfigError([(_within(path + ".settings", p), "{} (plugin {!r})".format(
+            problem, name)) for p, problem in e.errors])
     except Exception as e:
         raise ConfigError((path, "plugin {!r} failed to start: {}".format(
             name, _describe(e))))
+
+
+def _within(base, path):
+    """The JSON path ``path`` (relative) below ``base``."""
+    if not path:
+        return base
+    return base + path if path.startswith("[") else base + "." + path
 
 
 def _validate_settings(name, schema, settings, path):

@@ -49,6 +49,7 @@ exactly once, when the attempt fails or the upstream connection closes.
 Why a connection ended is ``ctx.reason`` (see :class:`StreamContext`).
 """
 
+from twisted.internet import tcp
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, TimeoutError as TxTimeoutError
 from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
@@ -218,6 +219,15 @@ def _address(host, port):
     if host is None:
         return None
     return "[%s]:%s" % (host, port) if ":" in host else "%s:%s" % (host, port)
+
+
+def _half_closeable(transport):
+    """
+    Whether ``transport`` can shut down its writing side alone: plain TCP and
+    UNIX sockets can; TLS cannot (a wrapping protocol even claims the
+    interfaces of the socket under it, hence the type test).
+    """
+    return isinstance(transport, tcp.Connection) and not transport.TLS
 
 
 def _host_port(address):
@@ -563,6 +573,7 @@ class StreamSession(Protocol):
             ut.abortConnection()
             return
         install_fast_write(ut)
+        up.dataReceived = self._upstream_data   # one call fewer per chunk
         self.upstream = up
         self.up_reader = _Reader(ut)
         ctx = self.ctx
@@ -640,6 +651,10 @@ class StreamSession(Protocol):
         if self.closing is not None:
             return
         t = self.transport
+        if not _half_closeable(t):
+            # a TLS client connection cannot send a FIN alone: close it
+            self._end(UPSTREAM_CLOSED, 200, abort=False)
+            return
         t.unregisterProducer()
         t.loseWriteConnection()
         self._maybe_both_eof()
@@ -774,6 +789,7 @@ class _UpstreamProtocol(Protocol):
         self.session._upstream_connected(self)
 
     def dataReceived(self, data):
+        # replaced by the session's _upstream_data once connected
         self.session._upstream_data(data)
 
     def readConnectionLost(self):

@@ -68,7 +68,9 @@ class Summary:
         self.results = results
         self.meta = json.loads((results / "meta.json").read_text()) if (results / "meta.json").exists() else {}
         self.desc = self.meta.get("desc", {})
-        runs = [r for r in load_jsonl(results / "runs.jsonl") if not r.get("warmup")]
+        everything = load_jsonl(results / "runs.jsonl")
+        self.primes = [r for r in everything if r.get("kind") == "prime"]
+        runs = [r for r in everything if not r.get("warmup")]
         self.wrk = {}
         self.transfers = {}
         for r in runs:
@@ -134,10 +136,34 @@ class Summary:
                     self.problems.append(f"{mode} {k[1]} round {r['round']}: wrk errors {errors([r])}")
         self.out()
 
+    def prime_notes(self):
+        if not self.primes:
+            return
+        self.out("Before each keep-alive run, the variants with 100 or more peers were primed with 2 requests "
+                 "per peer (not counted; see README). Priming, median over the rounds:\n")
+        by_system = {}
+        for r in self.primes:
+            by_system.setdefault(r["system"], []).append(r)
+        for system, runs in by_system.items():
+            rate = median(r["requests"] / r["seconds"] for r in runs if r["seconds"])
+            secs = median(r["seconds"] for r in runs)
+            conns = median(max(r["backend_accepts"], 0) for r in runs)
+            self.out(f"- {system}: {runs[0]['requests']:,} requests in {secs:.1f} s ({rate:,.0f} rps), "
+                     f"{conns:,.0f} new upstream connections")
+            for r in runs:
+                if not r.get("ok"):
+                    self.problems.append(f"priming {system} round {r['round']}: non-200 answers or wrk failed")
+        self.out()
+
+    def transfer_size(self):
+        sizes = {r["bytes_expected"] for runs in self.transfers.values() for r in runs}
+        size = max(sizes) if sizes else 1 << 30
+        return f"{size / (1 << 30):g} GiB" if size >= 1 << 30 else f"{size / (1 << 20):g} MiB"
+
     def transfer_table(self):
         if not self.transfers:
             return
-        self.out("### 1 GiB through the proxy (curl; the proxy's RSS sampled every 20 ms)\n")
+        self.out(f"### {self.transfer_size()} through the proxy (curl; the proxy's RSS sampled every 20 ms)\n")
         self.out("| system | direction | MB/s | × nginx | RSS before MB | peak RSS growth MB | proxy CPU s | ok |")
         self.out("|---|---|---:|---:|---:|---:|---:|---|")
         for (mode, system), runs in self.transfers.items():
@@ -198,7 +224,8 @@ class Summary:
             runs = self.transfers.get((mode, "tproxy_n1"))
             g = max(x["rss_growth_mb"] for x in runs) if runs else None
             ok = runs is not None and all(x["ok"] for x in runs) and g < 100
-            rows.append((f"1 GiB {mode.replace('_', ' ')}: RSS growth < 100 MB", g, ok, "{:.1f} MB"))
+            rows.append((f"{self.transfer_size()} {mode.replace('_', ' ')}: RSS growth < 100 MB", g, ok,
+                         "{:.1f} MB"))
         rows = [row for row in rows if row[1] is not None]
         if not rows:
             return
@@ -212,6 +239,7 @@ class Summary:
     def render(self):
         self.header()
         self.wrk_table("keepalive", "Client keep-alive (wrk -t1 -c CONNS, GET /api/x, 100-byte body)", rps, "rps")
+        self.prime_notes()
         self.wrk_table("close", 'Client sends "Connection: close" (a new connection per request)', rps, "rps")
         self.wrk_table("body1m", "1 MB response body (keep-alive)", mbps, "MB/s")
         self.transfer_table()

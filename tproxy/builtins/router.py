@@ -1,7 +1,21 @@
-# -*- test-case-name: tests.test_router -*-
+# -*- test-case-name: tests.test_router,tests.test_routes -*-
 """
 The built-in ``router`` plugin: choose the upstream group of a request from
-its path, by longest prefix at a segment boundary, and strip that prefix.
+its path.  Two modes (setting ``mode``), the two variants of the reference
+gateway:
+
+- ``"group"`` (the default, variant 1): the longest group prefix at a segment
+  boundary takes the request and is stripped (below);
+- ``"path_prefix"`` (variant 2): every group whose prefix the path has, and
+  the fallback group, may serve it, the path unchanged; the router then also
+  balances, least-connections over all their live peers (see
+  :class:`PathPrefixPlugin`).
+
+A request an earlier ``rewrite`` plugin routed already (``ctx.route`` set,
+say by ``routes``) is left alone in both modes.
+
+Group mode
+----------
 
 With groups ``api`` and ``api/v2`` (each with a live peer):
 
@@ -42,11 +56,25 @@ query).  Cost per request: one dict lookup per path segment, and only as long
 as the segments walked are a prefix of some group name, so a request costs
 the same with 1 or 10,000 groups.  The set of prefixes is kept current as an
 :class:`tproxy.registry.IRegistryListener`.
+
+Path-prefix mode
+----------------
+Servers register with ``prefix=/api`` (``/api`` and ``api`` are the same
+group); servers registered without a prefix are in the fallback group and
+serve every path.  ``/api/users`` may go to the servers of ``api`` and of the
+fallback group (and of ``api/users`` if there is one), ``/apix`` and
+``/other`` to the fallback group's only; the one chosen is the live peer with
+the smallest ``(active + 1) / weight`` among them all, ties taking turns.  The
+path is forwarded unchanged; ``ctx.route`` is the most specific matching group
+with a live peer (the peer may belong to another of the matching groups:
+``ctx.peer.group.name``); a client's ``X-Route-Prefix`` is removed and none is
+added.  No live peer in any matching group: ``503`` as in group mode.
 """
 
 from zope.interface import implementer
 
 from tproxy import Response, hookimpl
+from tproxy.builtins import least_conn
 from tproxy.registry import IRegistryListener
 
 _HEADER = "X-Route-Prefix"
@@ -65,8 +93,12 @@ class Plugin(object):
     """
     The prefix router (``rewrite`` phase).
 
-    :param settings: ``{"default_group": "default"}``: the group that receives
-        requests no prefix matches.
+    ``Plugin({"mode": "path_prefix"})`` makes a :class:`PathPrefixPlugin`
+    (which also implements ``balancer``; group mode does not, so that it costs
+    the balancer phase nothing).
+
+    :param settings: ``{"default_group": "default", "mode": "group"}``: the
+        group that receives requests no prefix matches, and the mode.
     """
 
     settings_schema = {
@@ -79,9 +111,24 @@ class Plugin(object):
                 "description": "the group of requests no prefix matches "
                                "(forwarded with the path unchanged)",
             },
+            "mode": {
+                "enum": ["group", "path_prefix"],
+                "default": "group",
+                "description": "group: the longest group prefix takes the request "
+                               "and is stripped; path_prefix: every group whose "
+                               "prefix the path has, and the default group, may "
+                               "serve it, path unchanged",
+            },
         },
         "additionalProperties": False,
     }
+
+    mode = "group"
+
+    def __new__(cls, settings=None):
+        if cls is Plugin and (settings or {}).get("mode") == "path_prefix":
+            cls = PathPrefixPlugin
+        return object.__new__(cls)
 
     def __init__(self, settings=None):
         settings = settings or {}
@@ -153,6 +200,8 @@ class Plugin(object):
         :return: ``None``, or a ``503`` :class:`tproxy.Response` when no group
             that could take the request has a live peer.
         """
+        if ctx.route is not None:
+            return None  # an earlier rewrite plugin routed it
         registry = ctx.gateway.registry
         if registry is not self._registry:
             self._attach(registry)
@@ -216,4 +265,129 @@ class Plugin(object):
         return None
 
 
-__all__ = ["Plugin"]
+#: The ``ctx.vars`` key of the groups that may serve a request in path-prefix
+#: mode (most specific first).
+GROUPS_VAR = "router.groups"
+
+
+class PathPrefixPlugin(Plugin):
+    """
+    The router in ``path_prefix`` mode (``rewrite`` and ``balancer``
+    phases; see the module docstring).
+
+    The balancer asks a private :class:`tproxy.builtins.least_conn.Plugin`
+    for the best peer of each matching group (its O(1) index per group) and
+    takes the best of those: a request costs one pick per matching group,
+    that is at most one per path segment plus one, however many groups and
+    peers the registry holds.
+    """
+
+    mode = "path_prefix"
+
+    def __init__(self, settings=None):
+        Plugin.__init__(self, settings)
+        self._least = least_conn.Plugin({})
+        self._turn = 0
+
+    @hookimpl
+    def init_worker(self, gateway):
+        """Start following the gateway's registry."""
+        Plugin.init_worker(self, gateway)
+        self._least.init_worker(gateway)
+
+    @hookimpl
+    def rewrite(self, ctx):
+        """
+        Find every live group that may serve the request.
+
+        :return: ``None``, or a ``503`` :class:`tproxy.Response` when none
+            has a live peer.
+        """
+        if ctx.route is not None:
+            return None  # an earlier rewrite plugin routed it
+        registry = ctx.gateway.registry
+        if registry is not self._registry:
+            self._attach(registry)
+        request = ctx.request
+        for name, _ in request.headers.raw:
+            if len(name) == _HEADER_LEN and name.lower() == _HEADER_LOWER:
+                request.headers.remove(_HEADER)
+                break
+
+        path = request.path
+        now = registry.now()
+        prefix_count = self._prefix_count
+        default = self.default_group
+        groups = []
+        dead = None
+        if prefix_count and path[:1] == "/":
+            n = len(path)
+            i = 1
+            while i < n:
+                j = path.find("/", i)
+                stop = j if j >= 0 else n
+                if stop == i:
+                    break
+                candidate = path[1:stop]
+                if candidate not in prefix_count:
+                    break
+                if candidate != default:
+                    group = registry.group(candidate)
+                    if group is not None:
+                        if group.has_live(now):
+                            groups.append(candidate)
+                        else:
+                            dead = candidate
+                if j < 0:
+                    break
+                i = j + 1
+        groups.reverse()  # most specific first
+        group = registry.group(default)
+        if group is not None and group.has_live(now):
+            groups.append(default)
+        if not groups:
+            ctx.route = dead if dead is not None else default
+            ctx.error = "no_peer"
+            return Response.error(503, "no live upstream", group=ctx.route)
+        ctx.route = groups[0]
+        ctx.upstream_path = request.uri
+        ctx.vars[GROUPS_VAR] = tuple(groups)
+        return None
+
+    @hookimpl
+    def balancer(self, ctx, tried):
+        """
+        The live peer with the smallest ``(active + 1) / weight`` among the
+        groups :meth:`rewrite` found (skipping ``tried``); ties take turns.
+
+        :return: a :class:`tproxy.registry.Peer`, or ``None`` (none left, or
+            a request this router did not route).
+        """
+        groups = ctx.vars.get(GROUPS_VAR) if ctx.vars else None
+        if groups is None:
+            return None
+        pick = self._least.balancer
+        saved = ctx.route
+        best, best_score, ties = None, None, None
+        try:
+            for name in groups:
+                ctx.route = name
+                peer = pick(ctx, tried)
+                if peer is None:
+                    continue
+                score = (peer.active + 1) / (peer.weight or 1)
+                if best is None or score < best_score:
+                    best, best_score, ties = peer, score, None
+                elif score == best_score:
+                    if ties is None:
+                        ties = [best]
+                    ties.append(peer)
+        finally:
+            ctx.route = saved
+        if ties is not None:
+            self._turn += 1
+            return ties[self._turn % len(ties)]
+        return best
+
+
+__all__ = ["Plugin", "PathPrefixPlugin", "GROUPS_VAR"]

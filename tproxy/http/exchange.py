@@ -10,7 +10,7 @@ method calls.  Bodies stream chunk by chunk in both directions: when one side
 cannot take more, the other side's reading is paused.
 """
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectingCancelledError, TimeoutError as TxTimeoutError
 from twisted.logger import Logger
 
@@ -72,6 +72,8 @@ class Exchange(object):
         self.timer = None
         self.last_failure = None
         self.filter_chain = None
+        self.body_waiter = None                 # (n, Deferred, timer) of read_body_prefix
+        self.pending_limit = PENDING_BODY_LIMIT
 
     # -- phases ---------------------------------------------------------------
 
@@ -247,6 +249,11 @@ class Exchange(object):
         self.timer = None
         if self.done:
             return
+        if not self.request_complete and "upstream" not in self.conn.paused:
+            # the upstream takes the body, the client stopped sending it:
+            # not the upstream's fault (nginx: client_body_timeout, 408)
+            self.ctx.error = "client_timeout"
+            return self.respond(Response.error(408, "request body timeout"))
         self.fail_upstream("upstream_timeout", 504, "upstream timed out")
 
     # -- the request going up ---------------------------------------------------
@@ -280,8 +287,50 @@ class Exchange(object):
         else:
             self.pending.append(bytes(data))
             self.pending_size += len(data)
-            if self.pending_size > PENDING_BODY_LIMIT:
+            waiter = self.body_waiter
+            if waiter is not None and self.pending_size >= waiter[0]:
+                self._wake_body_waiter()
+            if self.pending_size > self.pending_limit:
                 self.conn.pause("pending")
+
+    def read_body_prefix(self, n):
+        """
+        The first ``n`` bytes of the request body (fewer if it is shorter), as
+        a Deferred; the bytes stay queued and go upstream unchanged.  Only
+        before the balancer has connected (``rewrite``, ``access``,
+        ``balancer``).  A client that stops sending gets ``408`` after
+        ``proxy.header_timeout`` seconds.
+        """
+        if not self.body_expected:
+            return succeed(b"")
+        if self.upstream is not None:
+            raise RuntimeError("read_body_prefix: the body is already going upstream")
+        if self.pending_size >= n or self.request_complete:
+            return succeed(b"".join(self.pending)[:n])
+        if self.expect_continue:
+            self.expect_continue = False
+            self.conn.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        d = Deferred()
+        self.body_waiter = (n, d, self.factory.clock.callLater(
+            self.factory.header_timeout, self._body_timed_out))
+        self.pending_limit = max(self.pending_limit, n)
+        if self.pending_size <= self.pending_limit:
+            self.conn.unpause("pending")
+        return d
+
+    def _wake_body_waiter(self):
+        n, d, timer = self.body_waiter
+        self.body_waiter = None
+        if timer.active():
+            timer.cancel()
+        d.callback(b"".join(self.pending)[:n])
+
+    def _body_timed_out(self):
+        n, d, timer = self.body_waiter
+        self.body_waiter = None
+        self.ctx.error = "client_timeout"
+        self.respond(Response.error(408, "request body timeout"))
+        d.cancel()
 
     def _send_body(self, data):
         if self.request_chunked:
@@ -294,6 +343,8 @@ class Exchange(object):
     def client_body_end(self):
         """The request body is complete."""
         self.request_complete = True
+        if self.body_waiter is not None:
+            self._wake_body_waiter()
         if self.upstream is not None and not self.done:
             if self.request_chunked:
                 self.upstream.transport.write(b"0\r\n\r\n")
@@ -337,6 +388,10 @@ class Exchange(object):
                 length = v
                 break
         body_allowed = head.status not in (204, 304) and not self.head_method
+        if not self.request_complete:
+            # an early response (413 ...): the connection closes after it,
+            # as for responses made here; say so
+            self.response_close = True
         if length is None and body_allowed:
             if self.ctx.request.version == "1.1":
                 self.response_chunked = True
@@ -539,7 +594,16 @@ class Exchange(object):
         if self.done:
             return
         self.done = True
+        if self.body_waiter is not None:
+            n, d, timer = self.body_waiter
+            self.body_waiter = None
+            if timer.active():
+                timer.cancel()
+            d.cancel()
         self._close_upstream()
+        # the upstream connection is gone or pooled: it will not report
+        # being writable to this exchange again, so it holds no pause
+        self.conn.unpause("upstream")
         ctx = self.ctx
         ctx.end = self.factory.clock.seconds()
         self.factory.phases.log(ctx)

@@ -127,6 +127,11 @@ class ProxyProtocol(Protocol):
     """
 
     exchange = None        # the exchange whose response is being written
+    reading = None         # the exchange whose request is being read
+    heads = 0              # requests read whole (head and body)
+    head_bytes = 0         # bytes of an incomplete head (see _count_head)
+    line_done = False      # the incomplete head's request line has ended
+    starting = False       # exchange_done is starting queued exchanges
     closing = False
     timer = None
 
@@ -202,6 +207,7 @@ class ProxyProtocol(Protocol):
     def dataReceived(self, data):
         if self.closing:
             return
+        heads = self.heads
         try:
             self.parser.feed_data(data)
         except _BadRequest as e:
@@ -214,6 +220,25 @@ class ProxyProtocol(Protocol):
                 self._bad_request(cause.status, cause.message)
             else:
                 self._bad_request(400, "malformed request")
+        else:
+            if self.heads == heads and self.reading is None and not self.closing:
+                self._count_head(data)
+
+    def _count_head(self, data):
+        """
+        All of ``data`` went into a head not complete yet.  The parsers keep
+        a partial line until it ends (on_url / on_header may never come): a
+        line that never ends must not grow without bound.
+        """
+        f = self.factory
+        self.head_bytes += len(data)
+        if not self.line_done:
+            if b"\n" in data:
+                self.line_done = True
+            elif self.head_bytes > f.max_line + 64:   # + method and version
+                return self._bad_request(414, "request target too long")
+        if self.head_bytes > f.max_line + f.max_header + 64:
+            self._bad_request(431, "request header fields too large")
 
     def on_message_begin(self):
         self.head_start = self.factory.clock.seconds()
@@ -301,19 +326,19 @@ class ProxyProtocol(Protocol):
         upstream.append(b"X-Real-IP: %s\r\n" % client.encode("latin-1"))
         remote = self.remote_addr.encode("latin-1")
         upstream.append(b"X-Forwarded-For: %s\r\n" % (
-            (xff + b", " + remote) if xff and self.trusted else remote))
+            (xff + b", " + remote) if xff else remote))
         upstream.append(b"X-Forwarded-Proto: %s\r\n" % f.scheme.encode("ascii"))
-        if self.chunked or (self.length and self.length > 0):
-            if self.chunked:
-                upstream.append(b"Transfer-Encoding: chunked\r\n")
-            else:
-                upstream.append(b"Content-Length: %d\r\n" % self.length)
+        if self.chunked:
+            upstream.append(b"Transfer-Encoding: chunked\r\n")
+        elif self.length is not None:
+            # Content-Length: 0 too (as nginx; servers may answer 411 without)
+            upstream.append(b"Content-Length: %d\r\n" % self.length)
         request = Request(method, path, query, version, Headers(forward), client,
                           self.remote_addr, f.scheme)
         ctx = RequestContext(f.gateway, request, f.next_request_id(), self.head_start)
         body = self.chunked or bool(self.length)
-        ex = Exchange(self, ctx, p.should_keep_alive(), body, self.chunked,
-                      self.expect, b"".join(upstream))
+        ex = ctx.exchange = Exchange(self, ctx, p.should_keep_alive(), body, self.chunked,
+                                     self.expect, b"".join(upstream))
         self.reading = ex
         self.head_start = None
         if self.exchange is None:
@@ -337,6 +362,9 @@ class ProxyProtocol(Protocol):
         self.reading.client_body(data)
 
     def on_message_complete(self):
+        self.heads += 1
+        self.head_bytes = 0
+        self.line_done = False
         ex, self.reading = self.reading, None
         if ex is not None:
             ex.client_body_end()
@@ -353,11 +381,19 @@ class ProxyProtocol(Protocol):
             self._close()
             return
         self.idle_since = self.factory.clock.seconds()
-        if self.queue:
-            nxt = self.exchange = self.queue.popleft()
-            if not self.queue:
-                self.unpause("pipeline")
-            nxt.run()
+        if self.queue and not self.starting:
+            # A loop, not recursion: a queued request answered synchronously
+            # (a plugin's Response) calls back here before run() returns, and
+            # a deep pipeline would exhaust the stack.
+            self.starting = True
+            try:
+                while self.queue and self.exchange is None and not self.closing:
+                    nxt = self.exchange = self.queue.popleft()
+                    if not self.queue:
+                        self.unpause("pipeline")
+                    nxt.run()
+            finally:
+                self.starting = False
 
     def _close(self):
         self.closing = True

@@ -13,7 +13,7 @@ from twisted.logger import Logger
 
 from tproxy.fastio import install_fast_write
 
-from tproxy.http.parsing import HttpParserError, HttpResponseParser
+from tproxy.http.parsing import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
 log = Logger()
 
@@ -93,7 +93,8 @@ class UpstreamProtocol(Protocol):
         ex.upstream_activity()
         try:
             self.parser.feed_data(data)
-        except HttpParserError as e:
+        except (HttpParserError, HttpParserUpgrade) as e:
+            # (an upgrade was never asked for: Upgrade is not forwarded)
             if self.exchange is ex:
                 self.exchange = None
                 ex.upstream_invalid(e)

@@ -1,0 +1,145 @@
+"""
+tproxy's two shortcuts through Twisted internals (:mod:`tproxy.fastio`,
+:mod:`tproxy.reactor`): bytes arrive complete and in order, writes leave at
+once when nothing is buffered, and both step aside where they do not apply.
+"""
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import ClientFactory, Factory, Protocol
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
+
+from tproxy import fastio
+from tproxy.reactor import FastEPollReactor, install
+
+
+class Collect(Protocol):
+    def __init__(self, want):
+        self.want = want
+        self.data = bytearray()
+        self.done = Deferred()
+
+    def dataReceived(self, data):
+        self.data += data
+        if len(self.data) >= self.want and not self.done.called:
+            self.done.callback(bytes(self.data))
+
+
+class Connected(Protocol):
+    def __init__(self, ready):
+        self.ready = ready
+
+    def connectionMade(self):
+        self.ready.callback(self)
+
+
+class FastWriteTests(TestCase):
+
+    def connect(self, want):
+        """A listening collector and a connected client protocol."""
+        self.collector = Collect(want)
+        port = reactor.listenTCP(0, Factory.forProtocol(lambda: self.collector),
+                                 interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        ready = Deferred()
+        factory = Factory.forProtocol(lambda: Connected(ready))
+        from twisted.internet.endpoints import TCP4ClientEndpoint
+        d = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port).connect(factory)
+
+        def connected(proto):
+            self.addCleanup(proto.transport.loseConnection)
+            return proto
+        return d.addCallback(connected)
+
+    def test_writesAtOnce(self):
+        """With nothing buffered, a write leaves before the reactor turns."""
+        if not fastio.ENABLED:
+            raise SkipTest("fast write disabled on Twisted %s" % fastio.TWISTED_VERSION)
+
+        def go(proto):
+            t = proto.transport
+            self.assertTrue(fastio.install_fast_write(t))
+            t.write(b"hello ")
+            t.writeSequence([b"wor", b"ld"])
+            self.assertEqual((t.dataBuffer, t._tempDataBuffer), (b"", []))
+            return self.collector.done
+        d = self.connect(len(b"hello world"))
+        d.addCallback(go)
+        d.addCallback(self.assertEqual, b"hello world")
+        return d
+
+    def test_largeWritesKeepOrder(self):
+        """What the socket does not take is buffered; order is kept."""
+        pieces = [bytes([i % 251]) * 700000 for i in range(12)]
+        expected = b"".join(pieces)
+
+        def go(proto):
+            fastio.install_fast_write(proto.transport)
+            for i, piece in enumerate(pieces):
+                if i % 2:
+                    proto.transport.writeSequence([piece[:1000], piece[1000:]])
+                else:
+                    proto.transport.write(piece)
+            return self.collector.done
+        d = self.connect(len(expected))
+        d.addCallback(go)
+        d.addCallback(lambda got: self.assertTrue(got == expected, "bytes differ"))
+        return d
+
+
+class FallbackTests(SynchronousTestCase):
+
+    def test_otherTransports(self):
+        """Anything but a plain TCP connection keeps the stock write."""
+        from twisted.internet.testing import StringTransport
+        self.assertFalse(fastio.install_fast_write(StringTransport()))
+
+    def test_untestedTwisted(self):
+        """On a Twisted release the shortcuts were not checked against, stock."""
+        self.patch(fastio, "ENABLED", False)
+        self.assertFalse(fastio.install_fast_write(object()))
+
+
+class ReactorTests(SynchronousTestCase):
+
+    def test_dispatch(self):
+        """The fast reactor delivers connections and bytes like the stock one."""
+        r = FastEPollReactor()
+        got = Collect(5)
+        port = r.listenTCP(0, Factory.forProtocol(lambda: got), interface="127.0.0.1")
+        ready = Deferred()
+        r.connectTCP("127.0.0.1", port.getHost().port,
+                     ClientFactory.forProtocol(lambda: Connected(ready)))
+        for _ in range(200):
+            r.iterate(0.01)
+            if ready.called:
+                break
+        client = self.successResultOf(ready)
+        client.transport.write(b"12345")
+        for _ in range(200):
+            r.iterate(0.01)
+            if got.done.called:
+                break
+        self.assertEqual(self.successResultOf(got.done), b"12345")
+        client.transport.abortConnection()
+        port.stopListening()
+        for _ in range(5):
+            r.iterate(0)
+        r.disconnectAll()
+        for reader in list(r.getReaders()) + list(r.getWriters()):
+            r.removeReader(reader)
+            r.removeWriter(reader)
+        r._poller.close()
+        r.waker.connectionLost(None)
+
+    def test_installFallsBack(self):
+        """On an untested Twisted, ``-r tproxy`` installs the stock epoll reactor."""
+        import tproxy.reactor as module
+        installed = []
+        self.patch(module, "TWISTED_VERSION", "0.0.0")
+        self.patch(module, "installReactor", installed.append)
+        r = install()
+        self.assertEqual(type(r).__name__, "EPollReactor")
+        self.assertEqual(installed, [r])
+        r._poller.close()
+        r.waker.connectionLost(None)

@@ -1,0 +1,313 @@
+"""
+End-to-end tests of connection management and less common message shapes:
+keep-alive limits and timeouts, deep pipelines, early upstream responses,
+interim responses, request targets, retries carrying a body.
+"""
+
+from tproxy import Response
+from tests.helpers import (ProxyTestCase, delayed, echo, raw, request, sleep,
+                           until)
+
+HOOKS = "tests.proxy_plugins:Hooks"
+
+
+class KeepAliveLimitTests(ProxyTestCase):
+    """``keepalive_timeout`` and ``keepalive_requests``."""
+
+    async def test_idleClientClosed(self):
+        """An idle client connection is closed after ``keepalive_timeout``."""
+        up = self.upstream()
+        proxy = await self.proxy({"default": [up]}, proxy={"keepalive_timeout": 0.2})
+        client = await self.connect(proxy)
+        client.send(request("GET", "/"))
+        await client.wait_responses(1)
+        start = proxy.gateway.reactor.seconds()
+        await client.wait_closed()
+        self.assertGreaterEqual(proxy.gateway.reactor.seconds() - start, 0.15)
+
+    async def test_busyClientNotClosed(self):
+        """A slow response is not cut by ``keepalive_timeout``."""
+        up = self.upstream(delayed(0.4))
+        proxy = await self.proxy({"default": [up]}, proxy={"keepalive_timeout": 0.2})
+        resp = await self.exchange(proxy, request("GET", "/"))
+        self.assertEqual(resp.status, 200)
+
+    async def test_requestsPerConnection(self):
+        """After ``keepalive_requests`` requests the connection closes, the
+        last response saying so."""
+        up = self.upstream()
+        proxy = await self.proxy({"default": [up]}, proxy={"keepalive_requests": 2})
+        client = await self.connect(proxy)
+        client.send(request("GET", "/1"))
+        await client.wait_responses(1)
+        client.send(request("GET", "/2"))
+        await client.wait_closed()
+        resps = client.finals()
+        self.assertEqual([r.status for r in resps], [200, 200])
+        self.assertEqual([r.header("Connection") for r in resps], [None, "close"])
+
+    async def test_idleUpstreamClosed(self):
+        """An idle pooled upstream connection is closed after
+        ``upstream_keepalive_timeout``."""
+        up = self.upstream()
+        proxy = await self.proxy({"default": [up]},
+                                 proxy={"upstream_keepalive_timeout": 0.1})
+        await self.exchange(proxy, request("GET", "/"))
+        await until(lambda: not up.open)
+        self.assertEqual(proxy.factory.pool.idle, {})
+
+    async def test_upstreamKeepaliveOff(self):
+        """``upstream_keepalive`` 0: a connection per request."""
+        up = self.upstream()
+        proxy = await self.proxy({"default": [up]}, proxy={"upstream_keepalive": 0})
+        client = await self.connect(proxy)
+        for i in range(3):
+            client.send(request("GET", "/"))
+            await client.wait_responses(i + 1)
+        self.assertEqual(len(up.connections), 3)
+
+
+class ConcurrencyTests(ProxyTestCase):
+    """Many clients at once."""
+
+    async def test_manyClients(self):
+        """60 clients, 3 requests each on keep-alive connections, to 3
+        upstreams of varied speed: all answered, every count back at 0."""
+        ups = [self.upstream(delayed(d)) for d in (0.0, 0.02, 0.05)]
+        proxy = await self.proxy({"api": ups})
+
+        async def one(i):
+            client = await self.connect(proxy)
+            for j in range(3):
+                client.send(request("GET", "/api/%d/%d" % (i, j)))
+                resps = await client.wait_responses(j + 1, timeout=20)
+                self.assertEqual(resps[j].json()["uri"], "/%d/%d" % (i, j))
+        from twisted.internet.defer import Deferred, gatherResults
+        await gatherResults([Deferred.fromCoroutine(one(i)) for i in range(60)])
+        await until(lambda: len(proxy.logged) == 180)
+        self.assertEqual(sum(len(u.requests) for u in ups), 180)
+        self.assertEqual(set(proxy.active().values()), {0})
+        self.assertLoggedOnce(proxy, 180)
+
+    async def test_poolSizeLimit(self):
+        """``upstream_keepalive`` 1: of two connections used at once, one is
+        kept idle, the other closed."""
+        up = self.upstream(delayed(0.1))
+        proxy = await self.proxy({"default": [up]}, proxy={"upstream_keepalive": 1})
+        clients = []
+        for _ in range(2):
+            c = await self.connect(proxy)
+            c.send(request("GET", "/"))
+            clients.append(c)
+        for c in clients:
+            await c.wait_responses(1)
+        await until(lambda: len(up.open) == 1)
+        self.assertEqual([len(v) for v in proxy.factory.pool.idle.values()], [1])
+
+
+class PipelineTests(ProxyTestCase):
+    """Many requests in one write."""
+
+    async def test_deepPipeline(self):
+        """1000 pipelined requests behind a slow one, answered by a plugin at
+        once: all answered, in order."""
+        up = self.upstream(delayed(0.1))
+        proxy = await self.proxy({"default": [up]}, plugins=["router", HOOKS, "least_conn"])
+
+        def access(ctx):
+            if ctx.request.path != "/slow":
+                return Response(200, ctx.request.path)
+        proxy.plugin(HOOKS).fns["access"] = access
+        n = 1000
+        client = await self.connect(proxy)
+        client.send(request("GET", "/slow")
+                    + b"".join(request("GET", "/%d" % i) for i in range(n)))
+        resps = await client.wait_responses(n + 1, timeout=20)
+        self.assertEqual([r.body for r in resps[1:]], [b"/%d" % i for i in range(n)])
+        self.assertLoggedOnce(proxy, n + 1)
+
+    async def test_deepPipelineUpstream(self):
+        """200 pipelined requests to an upstream: in order, one upstream
+        connection."""
+        up = self.upstream()
+        proxy = await self.proxy({"default": [up]})
+        n = 200
+        client = await self.connect(proxy)
+        client.send(b"".join(request("GET", "/%d" % i) for i in range(n)))
+        resps = await client.wait_responses(n, timeout=20)
+        self.assertEqual([r.json()["uri"] for r in resps], ["/%d" % i for i in range(n)])
+        self.assertEqual(len(up.connections), 1)
+
+
+class MessageShapeTests(ProxyTestCase):
+    """Interim responses, early responses, targets, HTTP/1.0 and chunked."""
+
+    async def test_interimResponsesDropped(self):
+        """1xx responses from the upstream are not passed on."""
+        up = self.upstream(raw(b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+                               b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+        proxy = await self.proxy({"default": [up]})
+        client = await self.connect(proxy)
+        client.send(request("GET", "/"))
+        resp, = await client.wait_responses(1)
+        self.assertEqual(resp.body, b"ok")
+        self.assertEqual([r.status for r in client.responses()], [200])
+
+    async def test_earlyResponse(self):
+        """The upstream answers (413) before reading the body: the client
+        gets the answer and the connection closes; the count is released."""
+        def refuse(conn, req):
+            conn.respond(413, b"too big", reason=b"Payload Too Large")
+            conn.transport.loseConnection()
+        up = self.upstream(on_head=refuse, handler=lambda conn, req: None)
+        proxy = await self.proxy({"default": [up]})
+        client = await self.connect(proxy)
+        client.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n"
+                    + b"x" * 1000)
+        await until(lambda: client.finals())
+        resp, = client.finals()
+        self.assertEqual((resp.status, resp.body), (413, b"too big"))
+        self.assertEqual(resp.header("Connection"), "close")
+        await client.wait_closed()
+        self.assertEqual(proxy.active(), {up.port: 0})
+        self.assertLoggedOnce(proxy)
+
+    async def test_emptyBodyLength(self):
+        """``POST`` with ``Content-Length: 0`` keeps its Content-Length
+        upstream (servers answer 411 to a POST without one)."""
+        up = self.upstream()
+        proxy = await self.proxy({"default": [up]})
+        resp = await self.exchange(proxy, request("POST", "/", body=""))
+        self.assertEqual(resp.status, 200)
+        self.assertEqual(up.requests[0].header_all("Content-Length"), ["0"])
+        resp = await self.exchange(proxy, request("GET", "/"))
+        self.assertEqual(up.requests[1].header_all("Content-Length"), [])
+
+    async def test_trailers(self):
+        """Trailers of a chunked request or response do not break anything
+        (they are not forwarded)."""
+        up = self.upstream(raw(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                               b"2\r\nok\r\n0\r\nX-Checksum: 1\r\n\r\n"))
+        proxy = await self.proxy({"default": [up]})
+        client = await self.connect(proxy)
+        client.send(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    b"3\r\nabc\r\n0\r\nX-Trailer: t\r\n\r\n")
+        client.send(request("GET", "/again"))
+        resps = await client.wait_responses(2)
+        self.assertEqual([r.body for r in resps], [b"ok", b"ok"])
+        self.assertEqual(bytes(up.requests[0].body), b"abc")
+        self.assertEqual(len(up.connections), 1)
+
+    async def test_absoluteForm(self):
+        """``GET http://host/api/x``: routed by its path."""
+        up = self.upstream()
+        proxy = await self.proxy({"api": [up]})
+        resp = await self.exchange(proxy, b"GET http://example.com/api/x?y=1 HTTP/1.1\r\n"
+                                          b"Host: example.com\r\n\r\n")
+        self.assertEqual(resp.status, 200)
+        self.assertEqual(up.requests[0].uri, "/x?y=1")
+
+    async def test_dotSegments(self):
+        """``/api/../other`` is ``/other`` (not group ``api``); climbing above
+        the root is a 400."""
+        api, default = self.upstream(), self.upstream()
+        proxy = await self.proxy({"api": [api], "default": [default]})
+        await self.exchange(proxy, request("GET", "/api/../other"))
+        await self.exchange(proxy, request("GET", "/x/%2e%2e/api/y"))
+        self.assertEqual([r.uri for r in default.requests], ["/other"])
+        self.assertEqual([r.uri for r in api.requests], ["/y"])
+        resp = await self.exchange(proxy, request("GET", "/../etc/passwd"))
+        self.assertEqual(resp.status, 400)
+
+    async def test_chunkedToHttp10(self):
+        """A chunked upstream body reaches an HTTP/1.0 client de-chunked and
+        delimited by the close."""
+        up = self.upstream(raw(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                               b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"))
+        proxy = await self.proxy({"default": [up]})
+        client = await self.connect(proxy)
+        client.send(b"GET / HTTP/1.0\r\n\r\n")
+        await client.wait_closed()
+        resp, = client.finals()
+        self.assertEqual(resp.body, b"abcde")
+        self.assertIsNone(resp.header("Transfer-Encoding"))
+        self.assertEqual(len(up.open), 1)   # the upstream connection is pooled
+
+    async def test_retryCarriesBody(self):
+        """A request body sent before the first peer refused reaches the
+        second peer whole."""
+        refused = self.closed_port()
+        up = self.upstream()
+        proxy = await self.proxy({"default": [("127.0.0.1:%d" % refused, 10), up]})
+        body = "b" * 100000
+        resp = await self.exchange(proxy, request("POST", "/", body=body))
+        self.assertEqual(resp.status, 200)
+        self.assertEqual(resp.json()["body_length"], len(body))
+        self.assertEqual(bytes(up.requests[0].body), body.encode())
+
+    async def test_trustedRealIp(self):
+        """X-Real-IP from a trusted proxy names the client."""
+        up = self.upstream()
+        proxy = await self.proxy({"default": [up]}, trusted_proxies=["127.0.0.1"])
+        await self.exchange(proxy, request("GET", "/", [
+            ("Host", "x"), ("X-Real-IP", "198.51.100.4")]))
+        self.assertEqual(up.requests[0].header_all("X-Real-IP"), ["198.51.100.4"])
+        self.assertEqual(proxy.logged[0].request.client_addr, "198.51.100.4")
+
+    async def test_upstreamReusedAfterSlowReader(self):
+        """A pooled connection that carried a response the client read slowly
+        serves the next request (it was not left paused)."""
+        size = 8 * 1024 * 1024
+
+        def handler(conn, req):
+            if req.uri == "/big":
+                conn.respond(200, b"z" * size)
+            else:
+                echo(conn, req)
+        up = self.upstream(handler)
+        proxy = await self.proxy({"default": [up]})
+        client = await self.connect(proxy, keep=False)
+        client.transport.pauseProducing()
+        client.send(request("GET", "/big"))
+        await sleep(0.2)
+        client.transport.resumeProducing()
+        await until(lambda: client.received > size, timeout=10)
+        await until(lambda: proxy.logged)
+        resp = await self.exchange(proxy, request("GET", "/next"))
+        self.assertEqual(resp.status, 200)
+        self.assertEqual(len(up.connections), 1)
+
+
+class ConnectionCloseTests(ProxyTestCase):
+    """What follows ``Connection: close`` or an Upgrade is never served."""
+
+    async def test_nothingAfterClose(self):
+        """A request pipelined after ``Connection: close`` is not forwarded."""
+        up = self.upstream()
+        proxy = await self.proxy({"default": [up]})
+        client = await self.connect(proxy)
+        client.send(request("GET", "/a", [("Host", "x"), ("Connection", "close")])
+                    + request("GET", "/b"))
+        await client.wait_closed()
+        self.assertEqual([r.status for r in client.responses()], [200])
+        self.assertEqual(client.responses()[0].header("Connection"), "close")
+        self.assertEqual([r.uri for r in up.requests], ["/a"])
+
+    async def test_upgradeNotForwarded(self):
+        """An Upgrade request goes upstream as a plain request (without the
+        Upgrade fields), and the connection closes after its response: bytes
+        after it are never taken for HTTP."""
+        up = self.upstream()
+        proxy = await self.proxy({"default": [up]})
+        client = await self.connect(proxy)
+        client.send(request("GET", "/ws", [("Host", "x"), ("Connection", "Upgrade"),
+                                            ("Upgrade", "websocket")])
+                    + request("GET", "/hidden"))
+        await client.wait_closed()
+        resp, = client.responses()
+        self.assertEqual(resp.status, 200)
+        self.assertEqual(resp.header("Connection"), "close")
+        self.assertEqual([r.uri for r in up.requests], ["/ws"])
+        self.assertIsNone(up.requests[0].header("Upgrade"))
+        self.assertIsNone(up.requests[0].header("Connection"))
+        self.assertLoggedOnce(proxy)
