@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """
-Micro-benchmark of declarative route matching (:mod:`tproxy.builtins.routes`),
+Micro-benchmark of declarative route matching (:mod:`tproxy.routing`),
 in operations per second, at 10 / 1,000 / 10,000 routes.
 
 Usage (from the repository root; pin it to one CPU for steadier numbers)::
@@ -42,7 +42,7 @@ if REPO not in sys.path:
 
 from twisted.internet.task import Clock  # noqa: E402
 
-from tproxy.builtins import routes  # noqa: E402
+from tproxy import routing  # noqa: E402
 from tproxy.config import validate_config  # noqa: E402
 from tproxy.context import Request, RequestContext  # noqa: E402
 from tproxy.gateway import Gateway  # noqa: E402
@@ -105,13 +105,13 @@ def timed(fn, seconds):
 
 
 def scenarios(n):
-    table = routes.compile_routes(specs(n))
+    table = routing.compile_routes(specs(n))
     # a route near the end of the list, so nothing is found early by luck
     last_prefix = max(i for i in range(n) if i % 3 == 0)
     last_exact = max(i for i in range(n) if i % 3 == 1)
-    hit = routes._View.of(request("/svc%d/api/users/42" % last_prefix))
-    exact = routes._View.of(request("/svc%d/ping" % last_exact))
-    miss = routes._View.of(request("/nothing/here/at/all"))
+    hit = routing.RequestView.of(request("/svc%d/api/users/42" % last_prefix))
+    exact = routing.RequestView.of(request("/svc%d/ping" % last_exact))
+    miss = routing.RequestView.of(request("/nothing/here/at/all"))
     assert table.match(hit)[0].name == "p%d" % last_prefix
     assert table.match(exact)[0].name == "e%d" % last_exact
     assert table.match(miss) is None
@@ -133,9 +133,9 @@ def scenarios(n):
         "match-miss": lambda: table.match(miss),
         "rewrite": rewrite,
     }
-    if routes.re2 is not None:
-        rtable = routes.compile_routes(regex_specs(n))
-        rview = routes._View.of(request("/re%d/42" % (n - 1)))
+    if routing.spec.re2 is not None:
+        rtable = routing.compile_routes(regex_specs(n))
+        rview = routing.RequestView.of(request("/re%d/42" % (n - 1)))
         assert rtable.match(rview)[0].name == "r%d" % (n - 1)
         out["regex-scan"] = lambda: rtable.match(rview)
     return out

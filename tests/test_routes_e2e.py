@@ -15,8 +15,8 @@ from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from tproxy.builtins import routes as routes_module
 from tproxy.config import load_config
+from tproxy.routing import spec as route_spec
 from tproxy.testing import Harness, echo as stub_echo
 
 from tests.helpers import ProxyTestCase, echo, until
@@ -26,7 +26,7 @@ ETC = os.path.join(ROOT, "etc")
 
 
 def needs_re2():
-    if routes_module.re2 is None:
+    if route_spec.re2 is None:
         raise SkipTest("google-re2 is not installed (regex routes are refused)")
 
 
@@ -80,7 +80,7 @@ class RoutingTests(ProxyTestCase):
             {"name": "shop", "group": "web", "match": {"host": "*.shop.test"},
              "upstream_headers": {"X-Shop": "yes"}},
         ]
-        if routes_module.re2 is not None:
+        if route_spec.re2 is not None:
             specs.append({"name": "item", "group": "web", "rewrite": r"/items/\1",
                           "match": {"path": {"mode": "regex", "value": r"^/item/([0-9]+)$"}}})
         return await self.proxy(
@@ -118,7 +118,7 @@ class RoutingTests(ProxyTestCase):
         # longest prefix first: the header does not win over /api/users
         await self.assertRouted(proxy, "/api/users/1", self.api, "/1", "users",
                                 headers={"X-Env": "canary"})
-        if routes_module.re2 is not None:
+        if route_spec.re2 is not None:
             await self.assertRouted(proxy, "/item/42", self.web, "/items/42", "item")
         # unmatched: the router, unchanged path
         h = await self.assertRouted(proxy, "/other/path", self.fallback, "/other/path", None)
@@ -301,7 +301,7 @@ class AdminTests(ProxyTestCase):
             ({"group": "api", "peer": "nohost"}, "peer"),
             ([1, 2], ""),
         ]
-        if routes_module.re2 is not None:
+        if route_spec.re2 is not None:
             bad.append(({"group": "api", "match": {"path": {"mode": "regex",
                                                             "value": "(a"}}},
                         "match.path.value"))

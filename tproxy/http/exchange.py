@@ -569,23 +569,18 @@ class Exchange(object):
         """A hook raised: 500 JSON if nothing was sent yet, else cut the response."""
         if self.done:
             return
-        if failure is None:
-            log.failure("plugin error in {method} {uri}", method=self.ctx.request.method,
-                        uri=self.ctx.request.uri)
-        else:
-            log.failure("plugin error in {method} {uri}", failure,
-                        method=self.ctx.request.method, uri=self.ctx.request.uri)
+        # failure=None: called from an except block, log.failure finds it
+        log.failure("plugin error in {method} {uri}", failure,
+                    method=self.ctx.request.method, uri=self.ctx.request.uri)
         self.ctx.error = "plugin_error"
-        if self.response_started:
-            self._close_upstream()
-            self.response_close = True
-            self.conn.abort()
-            return self.finish()
         self.response_close = True
         self._close_upstream()
-        head = ResponseHead(500, Response.error(500, "internal error in a plugin").headers)
-        body = Response.error(500, "internal error in a plugin").body
-        self._send_local_now(head, body)
+        if self.response_started:
+            self.conn.abort()
+            return self.finish()
+        # no filters: they may be what failed
+        error = Response.error(500, "internal error in a plugin")
+        self._send_local_now(ResponseHead(500, error.headers), error.body)
 
     # -- the end ------------------------------------------------------------------
 
