@@ -21,6 +21,7 @@ DEFAULTS = {
     "trusted_proxies": [],
     "timeouts": {"connect": 60, "send": 60, "read": 90},
     "upstreams": {},
+    "streams": [],
     "plugins": [
         {"name": "registry", "settings": {}},
         {"name": "router", "settings": {}},
@@ -211,7 +212,7 @@ class ErrorTests(TestCase):
                                    "ttl": 3}}},
             "etc/conf.json: admin.tokn: unknown key (known keys: listen, token)",
             "etc/conf.json: lisen: unknown key (known keys: admin, listen, plugins, "
-            "proxy, registry, timeouts, trusted_proxies, upstreams)",
+            "proxy, registry, streams, timeouts, trusted_proxies, upstreams)",
             "etc/conf.json: upstreams.api.peers[0].wieght: unknown key (known keys: "
             "host, port, weight)",
             "etc/conf.json: upstreams.api.ttl: unknown key (known keys: peers)")

@@ -132,6 +132,13 @@ class ReactorTests(SynchronousTestCase):
         r._poller.close()
         r.waker.connectionLost(None)
 
+    def test_dispatchIsOurs(self):
+        """The reactor's loop calls the shortcut, not the stock ``doPoll``."""
+        r = FastEPollReactor()
+        self.assertIs(type(r).doIteration, FastEPollReactor.doPoll)
+        r._poller.close()
+        r.waker.connectionLost(None)
+
     def test_installFallsBack(self):
         """On an untested Twisted, ``-r tproxy`` installs the stock epoll reactor."""
         import tproxy.reactor as module

@@ -126,6 +126,8 @@ class OrderTests(TestCase):
             ("header_filter", [T + ":AddHeader"]),
             ("body_filter", []),
             ("log", ["tests.plugin_with_class", T]),
+            ("stream_access", []),
+            ("stream_log", []),
         ])
 
     def test_reversed(self):
@@ -159,7 +161,7 @@ class OrderTests(TestCase):
     def test_no_plugins(self):
         pm = build([])
         self.assertEqual(pm.list_name_plugin(), [])
-        self.assertEqual([plugins for _, plugins in describe_phases(pm)], [[]] * 7)
+        self.assertEqual([plugins for _, plugins in describe_phases(pm)], [[]] * 9)
 
     def test_hookspecs_added(self):
         pm = build([])

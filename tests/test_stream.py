@@ -16,6 +16,11 @@ from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.trial import unittest
 from zope.interface import implementer
 
+try:
+    from twisted.internet import ssl
+except ImportError:  # no pyOpenSSL
+    ssl = None
+
 from tproxy import hookimpl
 from tproxy.config import ConfigError, validate_config
 from tproxy.gateway import Gateway
@@ -658,8 +663,10 @@ class PipeTests(StreamTestCase):
 class TLSTests(StreamTestCase):
     """A listener terminating TLS (no half-close there: a FIN closes)."""
 
+    if ssl is None:
+        skip = "pyOpenSSL is not installed"
+
     async def tls_listener(self, peers):
-        from twisted.internet import ssl
         import twisted.test
         pem = os.path.join(os.path.dirname(twisted.test.__file__), "server.pem")
         with open(pem, "rb") as f:
@@ -671,7 +678,6 @@ class TLSTests(StreamTestCase):
         return listener
 
     async def tls_connect(self, listener):
-        from twisted.internet import ssl
         client = Client()
         made = defer.Deferred()
         client.connectionMade = lambda: made.callback(None)

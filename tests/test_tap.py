@@ -38,6 +38,8 @@ plugins (config order): registry, router, least_conn, access_log
   header_filter  -
   body_filter    -
   log            access_log
+  stream_access  -
+  stream_log     -
 """
 
 
@@ -149,6 +151,8 @@ tests.plugins_for_tests:AddHeader#2
   header_filter  tests.plugins_for_tests:AddHeader, tests.plugins_for_tests:AddHeader#2
   body_filter    -
   log            tests.plugins_for_tests
+  stream_access  -
+  stream_log     -
 """)
 
     def test_help(self):

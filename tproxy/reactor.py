@@ -39,6 +39,9 @@ class FastEPollReactor(epollreactor.EPollReactor):
             if selectable is not None:
                 drdw(selectable, fd, event)
 
+    # EPollReactor binds ``doIteration = doPoll`` in its class body: rebind
+    doIteration = doPoll
+
 
 def install():
     """Install the fast reactor (or the stock epoll one on untested Twisted)."""

@@ -38,7 +38,8 @@ A FIN is forwarded as a FIN (``IHalfCloseableProtocol``): when the client
 shuts down its writing side, the upstream connection's writing side is shut
 down once the bytes before it are sent, and the reply keeps flowing back; the
 same the other way.  When both sides have sent their FIN the connections
-close.  A reset on one side aborts the other; an upstream that closes (or
+close.  (A client connection over TLS cannot be half-closed: the upstream's
+FIN closes it.)  A reset on one side aborts the other; an upstream that closes (or
 resets) has what it sent flushed to the client first.
 
 The idle timeout counts from the last byte read on either side; it also
@@ -379,6 +380,7 @@ class StreamFactory(Factory):
         return len(self.sessions)
 
     def buildProtocol(self, addr):
+        """A :class:`StreamSession` for a new client connection."""
         p = StreamSession()
         p.factory = self
         return p
@@ -454,6 +456,7 @@ class StreamSession(Protocol):
     # -- accept and phases --------------------------------------------------------
 
     def connectionMade(self):
+        """A client connected: make its context and run ``stream_access``."""
         f = self.factory
         t = self.transport
         install_fast_write(t)
