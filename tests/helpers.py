@@ -20,7 +20,6 @@ The cleanups also check that every peer's ``active`` count is back to 0.
 import hashlib
 import json
 
-import httptools
 import treq
 from twisted.internet import defer, reactor, task
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
@@ -30,6 +29,7 @@ from twisted.web.client import HTTPConnectionPool
 
 from tproxy.config import validate_config
 from tproxy.gateway import Gateway
+from tproxy.http import parsing as httptools  # httptools, or the pure-Python parser on PyPy
 from tproxy.http.server import ProxyFactory
 from tproxy.plugins import build_plugin_manager
 

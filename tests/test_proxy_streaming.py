@@ -11,6 +11,7 @@ buffers are not the proxy's memory (and on loopback they hold several MiB).
 
 import hashlib
 import os
+import platform
 
 from twisted.internet import task
 
@@ -22,8 +23,10 @@ BIG = 64 * MiB
 #: the most the proxy may buffer at any moment
 BOUND = 2 * MiB
 #: the most this process's RSS may grow during a 64 MiB transfer (the
-#: test's own client and upstream hash bodies, they do not keep them)
-RSS_BOUND = 24 * MiB
+#: test's own client and upstream hash bodies, they do not keep them).
+#: PyPy's collector lets the heap grow before it collects (about 50 MiB
+#: here): the bound there is the issue's 100 MB; BOUND above is the same.
+RSS_BOUND = (100 if platform.python_implementation() == "PyPy" else 24) * MiB
 
 
 def rss():

@@ -64,7 +64,17 @@ def install_fast_write(transport):
         if (transport.dataBuffer or transport._tempDataBuffer or transport.TLS
                 or not transport.connected or transport.disconnecting):
             return stock_write_sequence(seq)
-        write(b"".join(seq))
+        try:
+            # gather-write: no copy of the pieces (a chunk header, a body
+            # piece and its CRLF) into one new string
+            sent = sock.sendmsg(seq)
+        except OSError:
+            return stock_write_sequence(seq)
+        for i, piece in enumerate(seq):
+            if sent < len(piece):
+                rest = [memoryview(piece)[sent:].tobytes()] if sent else [piece]
+                return stock_write_sequence(rest + list(seq[i + 1:]))
+            sent -= len(piece)
 
     transport.write = write
     transport.writeSequence = write_sequence
