@@ -64,8 +64,11 @@ def install_fast_write(transport):
         if (transport.dataBuffer or transport._tempDataBuffer or transport.TLS
                 or not transport.connected or transport.disconnecting):
             return stock_write_sequence(seq)
+        if sum(map(len, seq)) < 65536:
+            # small pieces: one joined send() is cheaper than sendmsg()
+            return write(b"".join(seq))
         try:
-            # gather-write: no copy of the pieces (a chunk header, a body
+            # gather-write: no copy of large pieces (a chunk header, a body
             # piece and its CRLF) into one new string
             sent = sock.sendmsg(seq)
         except OSError:

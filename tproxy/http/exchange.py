@@ -69,7 +69,6 @@ class Exchange(object):
         self.head_method = ctx.request.method == "HEAD"
         self.done = False
         self.started = False
-        self.timer = None
         self.last_failure = None
         self.filter_chain = None
         self.body_waiter = None                 # (n, Deferred, timer) of read_body_prefix
@@ -157,7 +156,8 @@ class Exchange(object):
             self.conn.unpause("pending")
         if self.request_complete and self.request_chunked:
             conn.transport.write(b"0\r\n\r\n")
-        self._arm_timer()
+        conn.set_deadline(self.factory.read_timeout if self.request_complete
+                          else self.factory.send_timeout)
 
     def upstream_connect_failed(self, reason):
         """A new connection to the chosen peer failed: try the next peer."""
@@ -195,7 +195,6 @@ class Exchange(object):
             self.respond(Response.error(status, message, upstream=ctx.upstream_addr))
 
     def _close_upstream(self):
-        self._cancel_timer()
         up, self.upstream = self.upstream, None
         if up is not None:
             up.abort()
@@ -209,7 +208,6 @@ class Exchange(object):
         if (was_reused and self.reused and not self.response_started
                 and not self.body_expected):
             # a kept-alive connection the peer had closed: once more, fresh
-            self._cancel_timer()
             self.reused = False
             self.factory.pool.connect(self.ctx.peer, self)
             return
@@ -223,11 +221,6 @@ class Exchange(object):
         self.upstream = None
         self.fail_upstream("upstream_invalid", 502, "invalid response from upstream")
 
-    def upstream_activity(self):
-        """Bytes arrived from the upstream: the read timeout starts again."""
-        if self.timer is not None:
-            self.timer.reset(self.factory.read_timeout)
-
     def upstream_writable(self, writable):
         """The upstream socket's send buffer filled (``False``) or drained."""
         if writable:
@@ -235,18 +228,8 @@ class Exchange(object):
         else:
             self.conn.pause("upstream")
 
-    def _arm_timer(self):
-        self.timer = self.factory.clock.callLater(
-            self.factory.read_timeout if self.request_complete else self.factory.send_timeout,
-            self._timed_out)
-
-    def _cancel_timer(self):
-        t, self.timer = self.timer, None
-        if t is not None and t.active():
-            t.cancel()
-
     def _timed_out(self):
-        self.timer = None
+        """The upstream connection's deadline passed (see ``set_deadline``)."""
         if self.done:
             return
         if not self.request_complete and "upstream" not in self.conn.paused:
@@ -337,8 +320,7 @@ class Exchange(object):
             self.upstream.transport.writeSequence([b"%x\r\n" % len(data), data, b"\r\n"])
         else:
             self.upstream.transport.write(data)
-        if self.timer is not None:
-            self.timer.reset(self.factory.send_timeout)
+        self.upstream.set_deadline(self.factory.send_timeout)
 
     def client_body_end(self):
         """The request body is complete."""
@@ -348,8 +330,7 @@ class Exchange(object):
         if self.upstream is not None and not self.done:
             if self.request_chunked:
                 self.upstream.transport.write(b"0\r\n\r\n")
-            if self.timer is not None:
-                self.timer.reset(self.factory.read_timeout)
+            self.upstream.set_deadline(self.factory.read_timeout)
 
     def client_lost(self):
         """The client went away before the response was complete."""
@@ -500,7 +481,6 @@ class Exchange(object):
         if self.done:
             return
         self.ctx.upstream_end = self.factory.clock.seconds()
-        self._cancel_timer()
         up, self.upstream = self.upstream, None
         if up is not None:
             if (self.upstream_keepalive and self.request_complete

@@ -127,6 +127,7 @@ class ProxyProtocol(Protocol):
     """
 
     exchange = None        # the exchange whose response is being written
+    cork = None            # a list while writes are held (see uncork)
     reading = None         # the exchange whose request is being read
     heads = 0              # requests read whole (head and body)
     head_bytes = 0         # bytes of an incomplete head (see _count_head)
@@ -185,15 +186,35 @@ class ProxyProtocol(Protocol):
         pass
 
     def write(self, data):
-        """Write response bytes to the client."""
-        self.transport.write(data)
+        """Write response bytes to the client (held while corked)."""
+        if self.cork is not None:
+            self.cork.append(data)
+        else:
+            self.transport.write(data)
 
     def writeSequence(self, seq):
         """Write several pieces of response bytes to the client."""
-        self.transport.writeSequence(seq)
+        if self.cork is not None:
+            self.cork.extend(seq)
+        else:
+            self.transport.writeSequence(seq)
+
+    def uncork(self):
+        """
+        Write what was held since ``cork`` was set to a list: one upstream
+        read's worth of response (head, body, end) goes out in one system
+        call instead of one per piece.
+        """
+        cork, self.cork = self.cork, None
+        if cork:
+            if len(cork) == 1:
+                self.transport.write(cork[0])
+            else:
+                self.transport.writeSequence(cork)
 
     def abort(self):
         """Cut the connection (a response cannot be completed)."""
+        self.cork = None
         self.closing = True
         self.transport.unregisterProducer()
         self.transport.abortConnection()
@@ -396,6 +417,7 @@ class ProxyProtocol(Protocol):
                 self.starting = False
 
     def _close(self):
+        self.uncork()
         self.closing = True
         if self.transport.connected:
             self.transport.unregisterProducer()

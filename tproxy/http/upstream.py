@@ -29,8 +29,10 @@ class UpstreamProtocol(Protocol):
 
     exchange = None
     parser = None
-    idle_timer = None
     requests = 0
+    timer = None           # one DelayedCall per connection (see set_deadline)
+    deadline = 0.0
+    idle = False
 
     def __init__(self, pool, key):
         self.pool = pool
@@ -40,14 +42,52 @@ class UpstreamProtocol(Protocol):
         self.transport.setTcpNoDelay(True)
         self.transport.registerProducer(self, True)
         install_fast_write(self.transport)
+        # one parser for the connection's life: a connection is reused only
+        # after a complete response (never after HEAD, an error or an upgrade)
+        self.parser = HttpResponseParser(self)
         self.factory.exchange.upstream_connected(self, False)
+
+    # -- the one timer: read/send timeouts while in use, idle timeout in the pool
+
+    def set_deadline(self, seconds):
+        """
+        Time out ``seconds`` from now: the exchange's ``_timed_out`` while one
+        uses the connection, else the pool closes it.  A connection keeps one
+        DelayedCall and mostly moves its deadline later, which costs no
+        reactor work; the timer re-arms itself when it fires early.
+        """
+        clock = self.pool.reactor
+        now = clock.seconds()
+        self.deadline = deadline = now + seconds
+        timer = self.timer
+        if timer is None:
+            self.timer = clock.callLater(seconds, self._tick)
+        elif timer.getTime() > deadline:
+            timer.reset(seconds)
+
+    def _tick(self):
+        clock = self.pool.reactor
+        left = self.deadline - clock.seconds()
+        if left > 0:
+            self.timer = clock.callLater(left, self._tick)
+            return
+        self.timer = None
+        if self.exchange is not None:
+            self.exchange._timed_out()
+        elif self.idle:
+            self.pool._expire(self)
+
+    def _cancel_timer(self):
+        timer, self.timer = self.timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
 
     # -- used by the exchange ------------------------------------------------
 
     def start(self, exchange):
         """Begin an exchange: responses are now parsed for ``exchange``."""
         self.exchange = exchange
-        self.parser = HttpResponseParser(self)
+        self.idle = False
         self.requests += 1
         self._head = []
         self._eof_body = False
@@ -56,7 +96,6 @@ class UpstreamProtocol(Protocol):
     def release(self):
         """The exchange is over and the connection is clean: back to the pool."""
         self.exchange = None
-        self.parser = None
         # the exchange may have paused reading (client backpressure, a
         # filter); an idle connection must read, to notice a close
         self.transport.resumeProducing()
@@ -90,7 +129,11 @@ class UpstreamProtocol(Protocol):
             self.pool._forget(self)
             self.transport.abortConnection()
             return
-        ex.upstream_activity()
+        self.set_deadline(ex.factory.read_timeout)
+        client = ex.conn
+        # what this read makes for the client (head, body, end) leaves in
+        # one write
+        client.cork = []
         try:
             self.parser.feed_data(data)
         except (HttpParserError, HttpParserUpgrade) as e:
@@ -99,6 +142,13 @@ class UpstreamProtocol(Protocol):
                 self.exchange = None
                 ex.upstream_invalid(e)
             self.transport.abortConnection()
+        finally:
+            client.uncork()
+
+    def on_message_begin(self):
+        if self.exchange is None:
+            # a second response after the one asked for: not HTTP we can use
+            raise ValueError("unsolicited response")
 
     def on_status(self, status):
         self._reason = status
@@ -146,9 +196,7 @@ class UpstreamProtocol(Protocol):
             ex.upstream_end()
 
     def connectionLost(self, reason):
-        if self.idle_timer is not None and self.idle_timer.active():
-            self.idle_timer.cancel()
-        self.idle_timer = None
+        self._cancel_timer()
         self.pool._forget(self)
         ex, self.exchange = self.exchange, None
         if ex is not None:
@@ -204,9 +252,7 @@ class UpstreamPool(object):
         idle = self.idle.get(peer.key)
         while idle:
             conn = idle.pop()
-            if conn.idle_timer is not None:
-                conn.idle_timer.cancel()
-                conn.idle_timer = None
+            conn.idle = False
             if conn.transport.connected and not conn.transport.disconnecting:
                 exchange.upstream_connected(conn, True)
                 return
@@ -219,11 +265,12 @@ class UpstreamPool(object):
         if len(idle) >= self.max_idle or not conn.transport.connected:
             conn.abort()
             return
-        conn.idle_timer = self.reactor.callLater(self.idle_timeout, self._expire, conn)
+        conn.idle = True
+        conn.set_deadline(self.idle_timeout)
         idle.append(conn)
 
     def _expire(self, conn):
-        conn.idle_timer = None
+        conn._cancel_timer()
         self._forget(conn)
         conn.transport.unregisterProducer()
         conn.transport.loseConnection()
@@ -239,7 +286,4 @@ class UpstreamPool(object):
         """Close every idle connection."""
         for conns in list(self.idle.values()):
             for conn in list(conns):
-                # the idle timer would otherwise stay pending
-                if conn.idle_timer is not None and conn.idle_timer.active():
-                    conn.idle_timer.cancel()
                 self._expire(conn)
