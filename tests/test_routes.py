@@ -193,7 +193,6 @@ class MatchKindTests(SynchronousTestCase):
 
     def test_bodyContains(self):
         """A substring of the body; without the body, the matcher asks for it."""
-        self.patch(routing.spec, "BODY_ACCESS", True)
         t = table([route("b", path="/rpc", body_contains='"method":"pay"'),
                    route("rest", group="r", path="/rpc")])
         self.assertIs(take(t, "/rpc"), routing.NEED_BODY)
@@ -202,13 +201,6 @@ class MatchKindTests(SynchronousTestCase):
         self.assertEqual(take(t, "/rpc", body=b""), "rest")
         # a route that cannot match anyway never asks for the body
         self.assertIsNone(take(t, "/other"))
-
-    def test_bodyContainsRefusedWithoutCoreSupport(self):
-        """Until the core lets a phase read the body, such a route is refused."""
-        self.patch(routing.spec, "BODY_ACCESS", False)
-        e = self.assertRaises(ConfigError, table, [route("b", body_contains="x")])
-        self.assertEqual(e.path, "routes[0].match.body_contains")
-        self.assertIn("read_body_prefix", e.problem)
 
     def test_allConditions(self):
         """Every condition of a route must hold."""
@@ -604,7 +596,6 @@ class PluginTests(SynchronousTestCase):
 
     def test_bodyRoute(self):
         """A body route reads the start of the body (``ctx.read_body_prefix``)."""
-        self.patch(routing.spec, "BODY_ACCESS", True)
         plugin = self.plugin([route("pay", group="api", path="/rpc", body_contains="pay"),
                               route("rpc", group="other", path="/rpc")], body_limit=10)
         asked = []

@@ -582,6 +582,9 @@ class Exchange(object):
         ctx = self.ctx
         ctx.end = self.factory.clock.seconds()
         self.factory.phases.log(ctx)
+        # no reference cycle left: reference counting frees the request's
+        # objects now, not the cyclic collector later
+        ctx.exchange = None
         self.conn.exchange_done(self)
 
 

@@ -467,6 +467,7 @@ class ProxyProtocol(Protocol):
 
     def connectionLost(self, reason):
         self.closing = True
+        self.parser = None     # it holds our bound methods: no cycle to collect
         self.factory.open_connections -= 1
         if self.timer is not None and self.timer.active():
             self.timer.cancel()

@@ -196,6 +196,7 @@ class UpstreamProtocol(Protocol):
             ex.upstream_end()
 
     def connectionLost(self, reason):
+        self.parser = None     # it holds our bound methods: no cycle to collect
         self._cancel_timer()
         self.pool._forget(self)
         ex, self.exchange = self.exchange, None

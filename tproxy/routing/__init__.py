@@ -9,10 +9,9 @@ A route matches when every condition of its ``match`` holds: ``path``
 (``prefix`` at a segment boundary, ``exact``, ``regex``, ``regexi``; a bare
 string is a prefix), ``host`` (exact, or ``*.example.com`` for any
 sub-domain), ``methods``, and exact values of ``headers``, ``cookies`` and
-``args``.  ``body_contains`` (a substring of the first ``body_limit`` bytes
-of the body) needs the core to let a phase read the start of the request
-body; where it does not, a route using it is refused at load (see
-:data:`tproxy.routing.spec.BODY_ACCESS`).
+``args``.  ``body_contains`` is a substring of the first ``body_limit``
+bytes of the body, read with ``ctx.read_body_prefix(n)`` only when such a
+route is the best candidate left.
 
 Precedence, deterministic: every route has a static rank, and the request
 takes the first route in rank order whose conditions all hold.  The rank is

@@ -14,7 +14,6 @@ routes are refused, saying why.
 import copy
 import re
 
-from tproxy import RequestContext
 from tproxy.config import (GROUP_NAME, ConfigError, check_host, fill_defaults,
                            parse_host_port, schema_errors, validator_for)
 from tproxy.routing.route import (ANY, EXACT, HOST_ANY, HOST_EXACT, HOST_WILD, PREFIX,
@@ -26,13 +25,8 @@ try:
 except ImportError:  # pragma: no cover - e.g. PyPy, which has no wheel
     re2 = None
 
-__all__ = ["ROUTE_SCHEMA", "BODY_ACCESS", "validate_route", "compile_route",
+__all__ = ["ROUTE_SCHEMA", "validate_route", "compile_route",
            "compile_routes"]
-
-#: Whether the core lets a phase read the start of the request body
-#: (``ctx.read_body_prefix(n)``, a Deferred of the first ``n`` bytes that
-#: are then still forwarded unchanged).  ``body_contains`` needs it.
-BODY_ACCESS = hasattr(RequestContext, "read_body_prefix")
 
 #: The name ``GET /routes/match`` takes: no route may have it.
 _RESERVED = frozenset(["match"])
@@ -291,11 +285,6 @@ def _value_conditions(r, match, at, errors):
     r.body = None
     if body is not None:
         r.body = body.encode("utf-8")
-        if not BODY_ACCESS:
-            errors.append((at("match", "body_contains"),
-                           "body_contains needs the core to let phases read the "
-                           "start of the request body (ctx.read_body_prefix), which "
-                           "this tproxy lacks yet"))
 
 
 def _transforms(r, spec, at, errors):
