@@ -207,25 +207,34 @@ class Phases(object):
                     "log phase failed for {uri}", f, uri=ctx.request.uri))
 
 
-def _until_response(impls, ctx, i):
+def _is_response(r):
+    return isinstance(r, Response)
+
+
+def _until_response(impls, ctx, i, final=_is_response):
+    """
+    Call ``impls[i:]`` with ``ctx`` until one returns a value that ``final``
+    accepts (a :class:`Response` here; a refusal for ``stream_access``);
+    awaitables are awaited on the way.  ``None``, that value, or a Deferred.
+    """
     n = len(impls)
     while i < n:
         r = impls[i](ctx)
         i += 1
         if r is None:
             continue
-        if isinstance(r, Response):
+        if final(r):
             return r
         d = _awaitable(r)
         if d is not None:
-            return d.addCallback(_resume_until_response, impls, ctx, i)
+            return d.addCallback(_resume_until_response, impls, ctx, i, final)
     return None
 
 
-def _resume_until_response(r, impls, ctx, i):
-    if isinstance(r, Response):
+def _resume_until_response(r, impls, ctx, i, final):
+    if r is not None and final(r):
         return r
-    return _until_response(impls, ctx, i)
+    return _until_response(impls, ctx, i, final)
 
 
 def _first_result(impls, ctx, tried, i):

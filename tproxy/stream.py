@@ -60,7 +60,7 @@ from zope.interface import implementer
 
 from tproxy.context import Response
 from tproxy.fastio import install_fast_write
-from tproxy.phases import _adapt, _awaitable, _first_result
+from tproxy.phases import _adapt, _awaitable, _first_result, _until_response
 from tproxy.proxy_protocol import header as proxy_protocol_header
 
 __all__ = ["StreamContext", "StreamFactory", "StreamPhaseSet", "StreamSession",
@@ -291,31 +291,9 @@ def stream_phases(plugin_manager, group):
     return StreamPhaseSet(lists["stream_access"], lists["balancer"], lists["stream_log"])
 
 
-def _until_refusal(impls, ctx, i):
-    """
-    Run ``stream_access`` implementations from ``i`` until one refuses.
-
-    :return: ``None`` (proceed), ``False`` or ``bytes`` (refused), or a
-        Deferred of one of them.
-    """
-    n = len(impls)
-    while i < n:
-        r = impls[i](ctx)
-        i += 1
-        if r is None:
-            continue
-        if r is False or isinstance(r, (bytes, bytearray)):
-            return r
-        d = _awaitable(r)
-        if d is not None:
-            return d.addCallback(_resume_until_refusal, impls, ctx, i)
-    return None
-
-
-def _resume_until_refusal(r, impls, ctx, i):
-    if r is False or isinstance(r, (bytes, bytearray)):
-        return r
-    return _until_refusal(impls, ctx, i)
+def _is_refusal(r):
+    """A ``stream_access`` result that refuses: ``False`` or bytes to send."""
+    return r is False or isinstance(r, (bytes, bytearray))
 
 
 def _run_log(impls, ctx):
@@ -471,7 +449,7 @@ class StreamSession(Protocol):
         f.sessions.add(self)
         self.idle_call = f.clock.callLater(f.idle_timeout, self._idle_check)
         try:
-            r = _until_refusal(ctx.plugins.access, ctx, 0)
+            r = _until_response(ctx.plugins.access, ctx, 0, _is_refusal)
         except Exception:
             return self._plugin_error()
         if r is None:

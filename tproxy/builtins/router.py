@@ -192,6 +192,22 @@ class Plugin(object):
         if self._registry is not gateway.registry:
             self._attach(gateway.registry)
 
+    def _prepare(self, ctx):
+        """
+        Follow the gateway's registry, and drop a client-sent X-Route-Prefix:
+        never believe it (defect 9 of the reference).  Look before removing:
+        remove() rebuilds the list.
+        """
+        registry = ctx.gateway.registry
+        if registry is not self._registry:
+            self._attach(registry)
+        headers = ctx.request.headers
+        for name, _ in headers.raw:
+            if len(name) == _HEADER_LEN and name.lower() == _HEADER_LOWER:
+                headers.remove(_HEADER)
+                break
+        return registry
+
     @hookimpl
     def rewrite(self, ctx):
         """
@@ -202,18 +218,8 @@ class Plugin(object):
         """
         if ctx.route is not None:
             return None  # an earlier rewrite plugin routed it
-        registry = ctx.gateway.registry
-        if registry is not self._registry:
-            self._attach(registry)
+        registry = self._prepare(ctx)
         request = ctx.request
-
-        # Never believe the client's X-Route-Prefix (defect 9 of the
-        # reference).  Look before removing: remove() rebuilds the list.
-        for name, _ in request.headers.raw:
-            if len(name) == _HEADER_LEN and name.lower() == _HEADER_LOWER:
-                request.headers.remove(_HEADER)
-                break
-
         path = request.path
         now = registry.now()
         prefix_count = self._prefix_count
@@ -305,15 +311,8 @@ class PathPrefixPlugin(Plugin):
         """
         if ctx.route is not None:
             return None  # an earlier rewrite plugin routed it
-        registry = ctx.gateway.registry
-        if registry is not self._registry:
-            self._attach(registry)
+        registry = self._prepare(ctx)
         request = ctx.request
-        for name, _ in request.headers.raw:
-            if len(name) == _HEADER_LEN and name.lower() == _HEADER_LOWER:
-                request.headers.remove(_HEADER)
-                break
-
         path = request.path
         now = registry.now()
         prefix_count = self._prefix_count
