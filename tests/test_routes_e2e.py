@@ -169,6 +169,18 @@ class BodyContainsTests(ProxyTestCase):
         self.assertEqual(proxy.logged[-1].peer.port, self.other.port)
         self.assertEqual(self.other.requests[-1].body, b'{"method":"refund"}')
 
+    async def test_clientStopsSending(self):
+        """A body that stops before the bytes a route needs: 408, upstream untouched."""
+        proxy = await self.start()
+        proxy.factory.header_timeout = 0.2
+        client = await self.connect(proxy)
+        client.send(b"POST /rpc HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"me")
+        resps = await client.wait_responses(1)
+        self.assertEqual(resps[0].status, 408)
+        await client.wait_closed()
+        self.assertEqual((self.pay.requests, self.other.requests), ([], []))
+        self.assertEqual(proxy.logged[-1].error, "client_timeout")
+
     async def test_chunkedAndExpectContinue(self):
         """A chunked body split over several writes, sent after 100 Continue."""
         proxy = await self.start()
