@@ -348,26 +348,36 @@ class Exchange(object):
         """The upstream's response head (1xx excluded)."""
         self.upstream_keepalive = upstream_keepalive
         ctx = self.ctx
-        drop = _RESPONSE_HOP
-        for n, v in fields:
-            if n.lower() == b"connection":
-                # the fields Connection names are hop-by-hop too (RFC 9110 7.6.1)
-                drop = drop | {t.strip().lower() for t in v.split(b",")}
-        headers = Headers([p for p in fields if p[0].lower() not in drop])
-        head = ResponseHead(status, headers, reason)
+        kept = []
+        named = None
+        length = None
+        for pair in fields:   # one pass: hop-by-hop out, the length noted
+            n = pair[0].lower()
+            if n in _RESPONSE_HOP:
+                if n == b"connection":
+                    named = (named or set()) | {t.strip().lower() for t in pair[1].split(b",")}
+                continue
+            if n == b"content-length":
+                length = pair[1]
+            kept.append(pair)
+        if named:
+            # the fields Connection names are hop-by-hop too (RFC 9110 7.6.1)
+            kept = [p for p in kept if p[0].lower() not in named]
+            if b"content-length" in named:
+                length = None
+        head = ResponseHead(status, Headers(kept), reason)
         ctx.status = status
-        if self.ctx.plugins.has_header_filter:
+        if ctx.plugins.has_header_filter:
             return self._filter_head(head, self._send_upstream_head)
-        self._send_upstream_head(head)
+        self._send_upstream_head(head, length)
 
-    def _send_upstream_head(self, head):
+    def _send_upstream_head(self, head, length=False):
+        """Frame and send an upstream response head; ``length`` is its
+        Content-Length if known (``False``: look, a filter may have changed it)."""
         if self.done:
             return
-        length = None
-        for n, v in head.headers.raw:
-            if n.lower() == b"content-length":
-                length = v
-                break
+        if length is False:
+            length = head.headers.get("content-length")
         body_allowed = head.status not in (204, 304) and not self.head_method
         if not self.request_complete:
             # an early response (413 ...): the connection closes after it,

@@ -80,6 +80,14 @@ class ProxyFactory(Factory):
         return any(ip in net for net in self.trusted)
 
 
+# what on_headers_complete does with a request field, by lower-case name
+_HOP, _HOST, _LENGTH, _XFF, _REAL_IP, _EXPECT, _PROTO = range(7)
+_SPECIAL = dict.fromkeys(HOP_BY_HOP, _HOP)
+_SPECIAL.update({b"host": _HOST, b"content-length": _LENGTH,
+                 b"x-forwarded-for": _XFF, b"x-real-ip": _REAL_IP,
+                 b"expect": _EXPECT, b"x-forwarded-proto": _PROTO})
+
+
 def _normalize(path):
     """
     Resolve ``.`` and ``..`` segments (also percent-encoded) as nginx does
@@ -306,33 +314,33 @@ class ProxyProtocol(Protocol):
         xff = None
         real_ip = None
         hosts = 0
+        special = _SPECIAL
         for pair in self.fields:
             n = pair[0].lower()
-            if n in HOP_BY_HOP:
+            kind = special.get(n)
+            if kind is None:          # most fields: forwarded as they are
+                forward.append(pair)
+            elif kind == _HOP:
                 if n == b"connection":
                     conn_tokens = (conn_tokens or []) + [
                         t.strip().lower() for t in pair[1].split(b",")]
                 elif n == b"transfer-encoding":
                     self.chunked = True
-                continue
-            if n == b"host":
+            elif kind == _HOST:
                 hosts += 1
-            elif n == b"content-length":
+                forward.append(pair)
+            elif kind == _LENGTH:
                 self.length = int(pair[1])
-                continue
-            elif n == b"x-forwarded-for":
+            elif kind == _XFF:
                 xff = pair[1] if xff is None else xff + b", " + pair[1]
-                continue
-            elif n == b"x-real-ip":
+            elif kind == _REAL_IP:
                 real_ip = pair[1]
-                continue
-            elif n == b"expect":
+            elif kind == _EXPECT:
                 if pair[1].lower() == b"100-continue":
                     self.expect = True
-                    continue
-            elif n == b"x-forwarded-proto":
-                continue
-            forward.append(pair)
+                else:
+                    forward.append(pair)
+            # _PROTO: replaced by tproxy's own
         if hosts > 1 or (hosts == 0 and version == "1.1"):
             raise _BadRequest(400, "exactly one Host header is required")
         if conn_tokens:
