@@ -26,7 +26,11 @@ class IRegistryListener(Interface):
         """``peer`` left its group (deregistered or expired)."""
 
     def peer_changed(peer):
-        """``peer.active`` or ``peer.weight`` changed."""
+        """
+        ``peer.active`` or ``peer.weight`` changed.  This is called twice per
+        request: a listener that does not care sets ``peer_changed = None``
+        and is not called.
+        """
 
 
 class IRegistry(Interface):
@@ -188,16 +192,19 @@ class MemoryRegistry(object):
         self._groups = {}
         self._by_age = OrderedDict()  # (group, host, port) -> Peer, oldest heartbeat first
         self._listeners = []
+        self._load_listeners = []   # their bound peer_changed, if not None
 
     def now(self):
         return self.clock.seconds()
 
     def subscribe(self, listener):
         self._listeners.append(listener)
+        if getattr(listener, "peer_changed", None) is not None:
+            self._load_listeners.append(listener.peer_changed)
 
     def _notify_changed(self, peer):
-        for listener in self._listeners:
-            listener.peer_changed(peer)
+        for peer_changed in self._load_listeners:
+            peer_changed(peer)
 
     def group(self, name):
         return self._groups.get(name)

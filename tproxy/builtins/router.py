@@ -181,8 +181,8 @@ class Plugin(object):
         if self._registry is not None and self._registry.group(name) is None:
             self._remove_name(name)
 
-    def peer_changed(self, peer):
-        """Counts and weights do not matter to routing."""
+    #: counts and weights do not matter to routing: not called per request
+    peer_changed = None
 
     # -- phases ---------------------------------------------------------------
 

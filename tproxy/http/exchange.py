@@ -60,25 +60,29 @@ class Exchange(object):
         self.upstream_head_fields = upstream_head  # request header pairs to forward
         self.request_complete = not body_expected
         self.pending = []                       # request body chunks not yet sent
-        self.pending_size = 0
-        self.upstream = None
-        self.peer_held = None
-        self.response_started = False
-        self.response_chunked = False
-        self.response_close = False
         self.head_method = ctx.request.method == "HEAD"
-        self.done = False
-        self.started = False
-        self.last_failure = None
-        self.filter_chain = None
-        self.body_waiter = None                 # (n, Deferred, timer) of read_body_prefix
-        self.pending_limit = PENDING_BODY_LIMIT
+
+    # Per-request state that starts the same for every request: class-level
+    # defaults, shadowed by an instance attribute when set (fewer stores on
+    # the hot path).
+    pending_size = 0
+    pending_limit = PENDING_BODY_LIMIT
+    upstream = None            # the UpstreamProtocol in use
+    reused = False
+    peer_held = None           # the peer whose count this exchange holds
+    response_started = False
+    response_chunked = False
+    response_close = False
+    upstream_keepalive = False
+    done = False
+    last_failure = None        # (error, status, message) of the last failed peer
+    filter_chain = None        # the Deferred of an async header/body filter
+    body_waiter = None         # (n, Deferred, timer) of read_body_prefix
 
     # -- phases ---------------------------------------------------------------
 
     def run(self):
         """Start the phases (the exchange is now the connection's active one)."""
-        self.started = True
         try:
             r = self.factory.phases.rewrite_access(self.ctx)
         except Exception:
