@@ -934,6 +934,31 @@ class PhaseTests(StreamTestCase):
         self.assertEqual(listener.gateway.plugins.get_plugin(
             "tests.test_stream:HttpOnly").calls, [])
 
+    async def test_access_log_line(self):
+        """The built-in access_log writes one JSON line per TCP connection."""
+        import json
+        from twisted.logger import globalLogPublisher
+        lines = []
+
+        def observe(event):
+            if event.get("log_namespace") == "tproxy.builtins.access_log":
+                lines.append(json.loads(str(event["access_log"])))
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        echo = self.backend()
+        listener = await self.listener([echo], plugins=["least_conn", "access_log"])
+        client = await self.connect(listener)
+        client.send(b"hello")
+        await client.wait_for(5)
+        client.transport.loseConnection()
+        await self.logged(listener)
+        self.assertEqual(len(lines), 1)
+        line = lines[0]
+        self.assertEqual((line["bytes_received"], line["bytes_sent"], line["status"],
+                          line["route"], line["reason"], line["error"]),
+                         (5, 5, 200, "db", "client_closed", None))
+        self.assertEqual(line["upstream_addr"], "127.0.0.1:%d" % echo.port.getHost().port)
+
 
 class BrokenLog(object):
     """A ``stream_log`` that raises."""

@@ -37,6 +37,12 @@ Where the lines go:
   file instead (opened once, at ``init_worker`` or first use, line-buffered,
   closed when the gateway stops).
 
+TCP connections of ``streams`` get one line each from ``stream_log``:
+``time``, ``connection_id``, ``client``, ``listen``, ``status`` (nginx's stream
+``$status``), ``bytes_received`` / ``bytes_sent`` (from / to the client),
+``session_time``, ``upstream_addr``, ``route`` (the group), ``reason`` (why
+it closed) and ``error``.
+
 Disable the plugin (leave it out of ``plugins``) for no logging work at all.
 """
 
@@ -147,15 +153,40 @@ class Plugin(object):
                 self._open()
             gateway.on_stop(self.close)
 
-    @hookimpl
-    def log(self, ctx):
-        """Write the request's record."""
-        record = self.record(ctx)
+    def stream_record(self, ctx):
+        """The :class:`AccessRecord` of a finished TCP connection."""
+        end = ctx.end if ctx.end is not None else ctx.gateway.reactor.seconds()
+        return AccessRecord((
+            ("time", self._iso(end)),
+            ("connection_id", ctx.connection_id),
+            ("client", ctx.client_addr),
+            ("listen", ctx.stream["listen"]),
+            ("status", ctx.status),
+            ("bytes_received", ctx.bytes_received),
+            ("bytes_sent", ctx.bytes_sent),
+            ("session_time", round(ctx.session_time(), 6)),
+            ("upstream_addr", ctx.upstream_addr),
+            ("route", ctx.route),
+            ("reason", ctx.reason),
+            ("error", ctx.error),
+        ))
+
+    def _write(self, record):
         if self.path is None:
             log.info("{access_log}", access_log=record)
         else:
             f = self._file if self._file is not None else self._open()
             f.write(_dumps(record) + "\n")
+
+    @hookimpl
+    def log(self, ctx):
+        """Write the request's record."""
+        self._write(self.record(ctx))
+
+    @hookimpl
+    def stream_log(self, ctx):
+        """Write a TCP connection's record (``streams``)."""
+        self._write(self.stream_record(ctx))
 
 
 __all__ = ["Plugin", "AccessRecord"]
