@@ -39,7 +39,7 @@ plugins (config order): registry, router, least_conn, access_log
   body_filter    -
   log            access_log
   stream_access  -
-  stream_log     -
+  stream_log     access_log
 """
 
 

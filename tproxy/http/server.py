@@ -154,6 +154,10 @@ class ProxyProtocol(Protocol):
         peer = t.getPeer()
         self.remote_addr = getattr(peer, "host", "127.0.0.1")
         self.trusted = f.is_trusted(self.remote_addr)
+        remote = self.remote_addr.encode("latin-1")
+        #: the forwarding fields of a request that carries none of its own
+        self.forwarded = (b"X-Real-IP: %s\r\nX-Forwarded-For: %s\r\nX-Forwarded-Proto: %s\r\n"
+                          % (remote, remote, f.scheme.encode("ascii")))
         self.parser = HttpRequestParser(self)
         self.queue = deque()   # parsed exchanges waiting for their turn
         self.reading = None    # the exchange whose request is being read
@@ -308,7 +312,6 @@ class ProxyProtocol(Protocol):
         path, _, query = url.partition("?")
         if "/." in path or "%2" in path:
             path = _normalize(path)
-        upstream = []
         forward = []
         conn_tokens = None
         xff = None
@@ -352,22 +355,24 @@ class ProxyProtocol(Protocol):
         client = self.remote_addr
         if self.trusted:
             client = self._real_client(real_ip, xff) or client
-        upstream.append(b"X-Real-IP: %s\r\n" % client.encode("latin-1"))
-        remote = self.remote_addr.encode("latin-1")
-        upstream.append(b"X-Forwarded-For: %s\r\n" % (
-            (xff + b", " + remote) if xff else remote))
-        upstream.append(b"X-Forwarded-Proto: %s\r\n" % f.scheme.encode("ascii"))
+        if xff is None and client is self.remote_addr:
+            upstream = self.forwarded   # the usual case: the same for every request
+        else:
+            remote = self.remote_addr.encode("latin-1")
+            upstream = b"X-Real-IP: %s\r\nX-Forwarded-For: %s\r\nX-Forwarded-Proto: %s\r\n" % (
+                client.encode("latin-1"), (xff + b", " + remote) if xff else remote,
+                f.scheme.encode("ascii"))
         if self.chunked:
-            upstream.append(b"Transfer-Encoding: chunked\r\n")
+            upstream += b"Transfer-Encoding: chunked\r\n"
         elif self.length is not None:
             # Content-Length: 0 too (as nginx; servers may answer 411 without)
-            upstream.append(b"Content-Length: %d\r\n" % self.length)
+            upstream += b"Content-Length: %d\r\n" % self.length
         request = Request(method, path, query, version, Headers(forward), client,
                           self.remote_addr, f.scheme)
         ctx = RequestContext(f.gateway, request, f.next_request_id(), self.head_start)
         body = self.chunked or bool(self.length)
         ex = ctx.exchange = Exchange(self, ctx, p.should_keep_alive(), body, self.chunked,
-                                     self.expect, b"".join(upstream))
+                                     self.expect, upstream)
         self.reading = ex
         self.head_start = None
         if self.exchange is None:

@@ -1,0 +1,131 @@
+"""
+The Python cost of one proxied request, without sockets: a real gateway,
+ProxyFactory, client protocol and upstream protocol, on transports that only
+count bytes.  What is left of tproxy's per-request CPU when system calls and
+the reactor are taken away.
+
+    python bench/micro_request.py [--profile] [--plugins router,least_conn]
+"""
+
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from twisted.internet.address import IPv4Address  # noqa: E402
+from twisted.internet.task import Clock  # noqa: E402
+
+from tproxy.config import validate_config  # noqa: E402
+from tproxy.gateway import Gateway  # noqa: E402
+from tproxy.http.server import ProxyFactory  # noqa: E402
+from tproxy.http.upstream import UpstreamProtocol  # noqa: E402
+from tproxy.plugins import build_plugin_manager  # noqa: E402
+
+REQUEST = (b"GET /api/x HTTP/1.1\r\nHost: 127.0.0.1:18500\r\n"
+           b"User-Agent: wrk\r\nAccept: */*\r\n\r\n")
+RESPONSE = (b"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Mon, 30 Nov 2026 06:00:00 GMT\r\n"
+            b"Content-Type: text/plain\r\nContent-Length: 100\r\nConnection: keep-alive\r\n\r\n"
+            + b"x" * 100)
+
+
+class Sink(object):
+    """A transport that takes bytes and does nothing else."""
+    connected = True
+    disconnecting = False
+    dataBuffer = b""
+    TLS = False
+
+    def __init__(self, port):
+        self.port = port
+        self.written = 0
+        self.producer = None
+
+    def write(self, data):
+        self.written += len(data)
+
+    def writeSequence(self, seq):
+        for d in seq:
+            self.written += len(d)
+
+    def registerProducer(self, producer, streaming):
+        self.producer = producer
+
+    def unregisterProducer(self):
+        self.producer = None
+
+    def pauseProducing(self):
+        pass
+
+    resumeProducing = stopProducing = pauseProducing
+
+    def setTcpNoDelay(self, flag):
+        pass
+
+    def getPeer(self):
+        return IPv4Address("TCP", "127.0.0.1", self.port)
+
+    def loseConnection(self):
+        raise AssertionError("closed")
+
+    abortConnection = loseConnection
+
+
+def build(plugins):
+    cfg = validate_config({"upstreams": {"api": {"peers": ["127.0.0.1:19000"]}},
+                           "proxy": {"keepalive_requests": 10 ** 9}, "plugins": plugins})
+    clock = Clock()
+    gateway = Gateway(cfg, clock, build_plugin_manager(cfg))
+    gateway.start()
+    factory = ProxyFactory(gateway)
+    client = factory.buildProtocol(None)
+    client.makeConnection(Sink(40000))
+    # one kept-alive upstream connection in the pool
+    up = UpstreamProtocol(factory.pool, ("127.0.0.1", 19000))
+
+    class F(object):
+        exchange = None
+    up.factory = F()
+    up.transport = Sink(19000)
+    from tproxy.http.parsing import HttpResponseParser
+    up.parser = HttpResponseParser(up)
+    up.connected = 1
+    factory.pool._idle(up)
+    return client, up
+
+
+def one(client, up):
+    client.dataReceived(REQUEST)
+    up.dataReceived(RESPONSE)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--plugins", default="router,least_conn")
+    ap.add_argument("-n", type=int, default=100000)
+    args = ap.parse_args()
+    client, up = build(args.plugins.split(","))
+    for _ in range(2000):
+        one(client, up)
+    if args.profile:
+        import cProfile
+        import pstats
+        cProfile.runctx("for _ in range(n): one(client, up)", globals(),
+                        {"n": args.n, "one": one, "client": client, "up": up},
+                        "/tmp/micro_request.prof")
+        pstats.Stats("/tmp/micro_request.prof").sort_stats("tottime").print_stats(25)
+        return
+    best = None
+    for _ in range(3):
+        t = time.perf_counter()
+        for _ in range(args.n):
+            one(client, up)
+        dt = (time.perf_counter() - t) / args.n
+        best = dt if best is None else min(best, dt)
+    print("%.2f us of Python per proxied request (%s)" % (best * 1e6, args.plugins))
+
+
+if __name__ == "__main__":
+    main()
