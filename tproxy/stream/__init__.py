@@ -1,0 +1,81 @@
+# -*- test-case-name: tests.test_stream -*-
+"""
+The TCP (L4) proxy: nginx's ``stream {}``, through tproxy's plugin phases.
+
+Each entry of the configuration's ``streams`` list is a listener
+(:class:`StreamFactory`) whose connections are piped, byte for byte, to a
+peer of one registry group: the same groups as HTTP routes, static
+``upstreams`` and run-time registrations alike (the TTL applies).
+
+The life of one connection (the hooks are in :mod:`tproxy.hookspecs`)::
+
+    accept                          a StreamContext (client and server address)
+    stream_access(ctx)              every impl in order, until one refuses
+                                    (returns False or bytes): the connection
+                                    is closed (after those bytes)
+    balancer(ctx, tried)            the HTTP hook, unchanged: the first Peer
+                                    wins; peer.acquire(), connect (with the
+                                    connect timeout); on failure or timeout
+                                    peer.release() and ask again with the
+                                    peer in ``tried``, up to ``tries`` peers
+    [PROXY protocol header, if configured, then the bytes the client sent
+     while the upstream was connecting, then the pipe, both ways]
+    stream_log(ctx)                 every impl, exactly once, when both
+                                    connections are closed
+
+Client bytes that arrive before the upstream connection is ready are kept (up
+to :data:`PENDING_LIMIT`; beyond it the client is not read until then).
+
+The pipe
+--------
+Each connection's reading side is registered as a streaming producer of the
+other connection's transport: when a transport's write buffer passes
+Twisted's ``bufferSize`` (64 KiB) the other side stops being read until it
+drains, so a slow reader slows the writer down and memory per connection stays
+at about two buffers per direction, however many bytes pass.
+
+A FIN is forwarded as a FIN (``IHalfCloseableProtocol``): when the client
+shuts down its writing side, the upstream connection's writing side is shut
+down once the bytes before it are sent, and the reply keeps flowing back; the
+same the other way.  When both sides have sent their FIN the connections
+close.  (A client connection over TLS cannot be half-closed: the upstream's
+FIN closes it.)  A reset on one side aborts the other; an upstream that closes (or
+resets) has what it sent flushed to the client first.
+
+The idle timeout counts from the last byte read on either side; it also
+bounds how long closing connections may take to flush.  The peer's
+``active`` count is taken when the connect attempt starts and released
+exactly once, when the attempt fails or the upstream connection closes.
+
+Why a connection ended is ``ctx.reason`` (see :class:`StreamContext`).
+
+The modules
+-----------
+- :mod:`tproxy.stream.context`: :class:`StreamContext` and the values of
+  ``ctx.reason``.
+- :mod:`tproxy.stream.phases`: the hook implementations a listener runs
+  (:func:`stream_phases`, :class:`StreamPhaseSet`) and how ``stream_log``
+  is called.
+- :mod:`tproxy.stream.listener`: :class:`StreamFactory`, the listener.
+- :mod:`tproxy.stream.session`: :class:`StreamSession`, one connection from
+  accept to ``stream_log``.
+- :mod:`tproxy.stream.pipe`: the pipe's backpressure (each reading side as
+  the other side's producer) and :data:`PENDING_LIMIT`.
+- :mod:`tproxy.stream.upstream`: the upstream connect attempt and
+  connection.
+"""
+
+from tproxy.stream.context import (
+    ACCESS_DENIED, BALANCER_REFUSED, CLIENT_CLOSED, CLIENT_RESET,
+    CONNECT_FAILED, CONNECT_TIMEOUT, IDLE_TIMEOUT, NO_PEER, PLUGIN_ERROR,
+    UPSTREAM_CLOSED, UPSTREAM_RESET, StreamContext)
+from tproxy.stream.listener import StreamFactory
+from tproxy.stream.phases import STREAM_PHASES, StreamPhaseSet, stream_phases
+from tproxy.stream.pipe import PENDING_LIMIT
+from tproxy.stream.session import StreamSession
+
+__all__ = ["StreamContext", "StreamFactory", "StreamPhaseSet", "StreamSession",
+           "stream_phases", "STREAM_PHASES", "PENDING_LIMIT", "CLIENT_CLOSED",
+           "UPSTREAM_CLOSED", "CLIENT_RESET", "UPSTREAM_RESET", "IDLE_TIMEOUT",
+           "CONNECT_FAILED", "CONNECT_TIMEOUT", "NO_PEER", "ACCESS_DENIED",
+           "BALANCER_REFUSED", "PLUGIN_ERROR"]

@@ -1,0 +1,65 @@
+# -*- test-case-name: tests.test_stream -*-
+"""
+:class:`StreamFactory`: one stream listener, making a
+:class:`~tproxy.stream.session.StreamSession` per client connection.
+"""
+
+from twisted.internet.protocol import Factory
+
+from tproxy.proxy_protocol import header as proxy_protocol_header
+from tproxy.stream.phases import stream_phases
+from tproxy.stream.session import StreamSession
+
+
+class StreamFactory(Factory):
+    """
+    One stream listener: makes a :class:`StreamSession` per client connection.
+
+    :param gateway: the :class:`tproxy.gateway.Gateway` (its ``reactor``
+        connects upstream and times the timeouts; its plugin manager's hooks
+        are resolved once, see :meth:`refresh`).
+    :param stream: the listener's configuration entry: ``group`` (required),
+        ``proxy_protocol`` (``None``, ``"v1"`` or ``"v2"``), ``tries``
+        (default 3), ``timeouts`` (``connect``: 60, ``idle``: 600 seconds).
+
+    :ivar sessions: the open :class:`StreamSession` objects.
+    """
+
+    noisy = False
+
+    def __init__(self, gateway, stream):
+        self.gateway = gateway
+        self.stream = stream
+        self.group = stream["group"]
+        self.reactor = gateway.reactor
+        self.clock = gateway.reactor
+        self.tries = stream.get("tries", 3)
+        timeouts = stream.get("timeouts") or {}
+        self.connect_timeout = timeouts.get("connect", 60)
+        self.idle_timeout = timeouts.get("idle", 600)
+        self.proxy_protocol = stream.get("proxy_protocol")
+        if self.proxy_protocol is not None:
+            proxy_protocol_header(self.proxy_protocol, None, None)  # ValueError if unknown
+        self.sessions = set()
+        self._ids = 0
+        self.refresh()
+
+    def refresh(self):
+        """Resolve the hook implementations again (after plugins changed)."""
+        self.plugins = stream_phases(self.gateway.plugins, self.group)
+
+    @property
+    def open_connections(self):
+        """The number of client connections open now."""
+        return len(self.sessions)
+
+    def buildProtocol(self, addr):
+        """A :class:`StreamSession` for a new client connection."""
+        p = StreamSession()
+        p.factory = self
+        return p
+
+    def next_id(self):
+        """A connection id unique within this listener."""
+        self._ids += 1
+        return self._ids

@@ -1,0 +1,364 @@
+# -*- test-case-name: tests.test_stream -*-
+"""
+:class:`StreamSession`: one client connection and its upstream connection,
+from the accept through the phases and connect attempts to the pipe and
+the close (the life of a connection is in :mod:`tproxy.stream`).
+"""
+
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionDone, TimeoutError as TxTimeoutError
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from tproxy.context import Response
+from tproxy.fastio import install_fast_write
+from tproxy.phases import _first_result, _until_response
+from tproxy.proxy_protocol import header as proxy_protocol_header
+from tproxy.stream.context import (
+    _CLEAN, ACCESS_DENIED, BALANCER_REFUSED, CLIENT_CLOSED, CLIENT_RESET,
+    CONNECT_FAILED, CONNECT_TIMEOUT, IDLE_TIMEOUT, NO_PEER, PLUGIN_ERROR,
+    UPSTREAM_CLOSED, UPSTREAM_RESET, StreamContext, _host_port)
+from tproxy.stream.phases import _is_refusal, _run_log
+from tproxy.stream.pipe import (
+    _WAITING, PENDING_LIMIT, _half_closeable, _Reader)
+from tproxy.stream.upstream import _UpstreamConnector
+
+# the namespace the stream proxy has always logged under
+log = Logger(namespace="tproxy.stream")
+
+
+@implementer(IHalfCloseableProtocol)
+class StreamSession(Protocol):
+    """
+    One client connection and its upstream connection: the phases, the
+    connect attempts and the pipe (see :mod:`tproxy.stream`).
+
+    :ivar ctx: the :class:`~tproxy.stream.context.StreamContext`.
+    :ivar upstream: the upstream protocol once connected (``None`` before).
+    :ivar done: ``stream_log`` ran; nothing more happens.
+    """
+
+    upstream = None
+    up_reader = None
+    connector = None
+    peer_held = None
+    last_failure = None
+    idle_call = None
+    closing = None
+    client_eof = False
+    upstream_eof = False
+    client_gone = False
+    first_eof = None
+    done = False
+
+    # -- accept and phases --------------------------------------------------------
+
+    def connectionMade(self):
+        """A client connected: make its context and run ``stream_access``."""
+        f = self.factory
+        t = self.transport
+        install_fast_write(t)
+        self.seconds = f.clock.seconds
+        now = self.last = self.seconds()
+        self.ctx = ctx = StreamContext(
+            f.gateway, f.stream, _host_port(t.getPeer()), _host_port(t.getHost()),
+            start=now, connection_id=f.next_id(), plugins=f.plugins)
+        self.reader = _Reader(t)
+        self.pending = []
+        self.pending_size = 0
+        f.sessions.add(self)
+        self.idle_call = f.clock.callLater(f.idle_timeout, self._idle_check)
+        try:
+            r = _until_response(ctx.plugins.access, ctx, 0, _is_refusal)
+        except Exception:
+            return self._plugin_error()
+        if r is None:
+            self._balance()
+        elif isinstance(r, Deferred):
+            r.addCallbacks(self._accessed, self._plugin_error)
+        else:
+            self._refuse(r)
+
+    def _accessed(self, r):
+        if self.closing is not None:
+            return
+        if r is None:
+            self._balance()
+        else:
+            self._refuse(r)
+
+    def _refuse(self, r):
+        if r:
+            data = bytes(r)
+            self.ctx.bytes_sent += len(data)
+            self.transport.write(data)
+        log.debug("stream {group}: {client} refused by stream_access",
+                  group=self.ctx.route, client=self.ctx.client)
+        self._end(ACCESS_DENIED, 403, abort=False)
+
+    def _balance(self):
+        ctx = self.ctx
+        try:
+            r = _first_result(ctx.plugins.balancer, ctx, ctx.tried, 0)
+        except Exception:
+            return self._plugin_error()
+        if isinstance(r, Deferred):
+            r.addCallbacks(self._balanced, self._plugin_error)
+        else:
+            self._balanced(r)
+
+    def _balanced(self, peer):
+        if self.closing is not None:
+            return
+        if peer is None:
+            self._end(self.last_failure or NO_PEER, 502, abort=False)
+            return
+        if isinstance(peer, Response):
+            self._end(BALANCER_REFUSED, 503, abort=False)
+            return
+        f = self.factory
+        ctx = self.ctx
+        ctx.peer = peer
+        ctx.tried = ctx.tried + (peer,)
+        peer.acquire()
+        self.peer_held = peer
+        if ctx.upstream_start is None:
+            ctx.upstream_start = self.seconds()
+        try:
+            self.connector = f.reactor.connectTCP(
+                peer.host, peer.port, _UpstreamConnector(self),
+                timeout=f.connect_timeout)
+        except Exception:
+            log.failure("stream {group}: cannot connect to {peer}",
+                        group=ctx.route, peer=peer.address)
+            self._release_peer()
+            self._end(CONNECT_FAILED, 502, abort=False)
+
+    def _release_peer(self):
+        peer, self.peer_held = self.peer_held, None
+        if peer is not None:
+            peer.release()
+
+    def _plugin_error(self, failure=None):
+        ctx = self.ctx
+        if failure is None:
+            log.failure("plugin error in stream {group} from {client}",
+                        group=ctx.route, client=ctx.client)
+        else:
+            log.failure("plugin error in stream {group} from {client}", failure,
+                        group=ctx.route, client=ctx.client)
+        self._end(PLUGIN_ERROR, 500, abort=True)
+
+    # -- the upstream connection --------------------------------------------------
+
+    def _connect_failed(self, reason):
+        self.connector = None
+        self._release_peer()
+        if self.closing is not None:
+            self._maybe_finish()
+            return
+        ctx = self.ctx
+        kind = CONNECT_TIMEOUT if reason.check(TxTimeoutError) else CONNECT_FAILED
+        log.info("stream {group}: upstream {peer} failed: {why}", group=ctx.route,
+                 peer=ctx.upstream_addr, why=reason.getErrorMessage())
+        self.last_failure = kind
+        if len(ctx.tried) < self.factory.tries:
+            self._balance()
+        else:
+            self._end(kind, 502, abort=False)
+
+    def _upstream_connected(self, up):
+        self.connector = None
+        ut = up.transport
+        if self.closing is not None:
+            ut.abortConnection()
+            return
+        install_fast_write(ut)
+        up.dataReceived = self._upstream_data   # one call fewer per chunk
+        self.upstream = up
+        self.up_reader = _Reader(ut)
+        ctx = self.ctx
+        ctx.upstream_connected = self.last = self.seconds()
+        f = self.factory
+        first = []
+        if f.proxy_protocol is not None:
+            first.append(proxy_protocol_header(
+                f.proxy_protocol, (ctx.client_addr, ctx.client_port),
+                (ctx.server_addr, ctx.server_port)))
+        if self.pending:
+            first.extend(self.pending)
+        self.pending = None
+        if first:
+            ctx.upstream_bytes_sent += sum(len(b) for b in first)
+            ut.writeSequence(first)
+        # the client's full buffer pauses the upstream, and the other way round
+        self.transport.registerProducer(self.up_reader, True)
+        if self.client_eof:
+            ut.loseWriteConnection()
+        else:
+            ut.registerProducer(self.reader, True)
+            self.reader.resume(_WAITING)
+
+    # -- bytes ---------------------------------------------------------------------
+
+    def dataReceived(self, data):
+        """Bytes from the client: to the upstream, or kept until it is ready."""
+        ctx = self.ctx
+        n = len(data)
+        ctx.bytes_received += n
+        up = self.upstream
+        if up is not None:
+            self.last = self.seconds()
+            ctx.upstream_bytes_sent += n
+            up.transport.write(data)
+        elif self.closing is None:
+            self.pending.append(data)
+            self.pending_size += n
+            if self.pending_size >= PENDING_LIMIT:
+                self.reader.pause(_WAITING)
+
+    def _upstream_data(self, data):
+        ctx = self.ctx
+        n = len(data)
+        ctx.upstream_bytes_received += n
+        ctx.bytes_sent += n
+        self.last = self.seconds()
+        self.transport.write(data)
+
+    # -- closing -------------------------------------------------------------------
+
+    def readConnectionLost(self):
+        """The client sent its FIN: forward it to the upstream."""
+        self.reader.closed = True
+        self.client_eof = True
+        if self.first_eof is None:
+            self.first_eof = CLIENT_CLOSED
+        up = self.upstream
+        if self.closing is not None or up is None:
+            return  # not connected yet: sent after the pending bytes
+        ut = up.transport
+        ut.unregisterProducer()
+        ut.loseWriteConnection()
+        self._maybe_both_eof()
+
+    def writeConnectionLost(self):
+        """Our FIN to the client was sent (nothing to do)."""
+
+    def _upstream_eof(self):
+        self.up_reader.closed = True
+        self.upstream_eof = True
+        if self.first_eof is None:
+            self.first_eof = UPSTREAM_CLOSED
+        if self.closing is not None:
+            return
+        t = self.transport
+        if not _half_closeable(t):
+            # a TLS client connection cannot send a FIN alone: close it
+            self._end(UPSTREAM_CLOSED, 200, abort=False)
+            return
+        t.unregisterProducer()
+        t.loseWriteConnection()
+        self._maybe_both_eof()
+
+    def _maybe_both_eof(self):
+        if self.client_eof and self.upstream_eof:
+            self._end(self.first_eof, 200, abort=False)
+
+    def connectionLost(self, reason):
+        """The client connection is closed."""
+        self.client_gone = True
+        self.reader.closed = True
+        if self.closing is None:
+            if self.upstream is None:
+                self._end(CLIENT_RESET, 499, abort=True)
+            elif reason.check(ConnectionDone):
+                self._end(CLIENT_CLOSED, 200, abort=True)
+            else:
+                self._end(CLIENT_RESET, 200, abort=True)
+        self._maybe_finish()
+
+    def _upstream_lost(self, reason):
+        if self.up_reader is not None:
+            self.up_reader.closed = True
+        self._release_peer()
+        if self.closing is None:
+            clean = reason.check(ConnectionDone) is not None
+            self._end(UPSTREAM_CLOSED if clean else UPSTREAM_RESET, 200, abort=False)
+        self._maybe_finish()
+
+    def _idle_check(self):
+        self.idle_call = None
+        if self.done:
+            return
+        f = self.factory
+        now = self.seconds()
+        if self.connector is not None:
+            self.last = now  # an attempt in progress has its own timeout
+        left = self.last + f.idle_timeout - now
+        if left > 0:
+            self.idle_call = f.clock.callLater(left, self._idle_check)
+            return
+        self._end(IDLE_TIMEOUT, 200 if self.upstream is not None else 502, abort=True)
+
+    def _end(self, reason, status, abort):
+        """
+        Decide that the connection ends (the first decision names the reason)
+        and close both sides: gracefully (what is buffered is sent first) or
+        at once.  ``stream_log`` runs when both are closed.
+        """
+        if self.closing is None:
+            self.closing = reason
+            ctx = self.ctx
+            ctx.reason = reason
+            ctx.status = status
+            ctx.error = None if reason in _CLEAN else reason
+        elif not abort:
+            return
+        c = self.connector
+        if c is not None:
+            self.connector = None
+            try:
+                c.stopConnecting()   # calls _connect_failed, which releases the peer
+            except Exception:
+                self._release_peer()
+        up = self.upstream
+        transports = []
+        if not self.client_gone:
+            transports.append(self.transport)
+        if up is not None and not up.gone:
+            transports.append(up.transport)
+        for t in transports:
+            if t.connected:
+                t.unregisterProducer()
+                if abort:
+                    t.abortConnection()
+                else:
+                    t.loseConnection()
+        if self.idle_call is None and not self.done:
+            self.idle_call = self.factory.clock.callLater(
+                self.factory.idle_timeout, self._idle_check)
+        self._maybe_finish()
+
+    def _maybe_finish(self):
+        if self.done or self.closing is None or not self.client_gone:
+            return
+        if self.connector is not None:
+            return
+        up = self.upstream
+        if up is not None and not up.gone:
+            return
+        self._finish()
+
+    def _finish(self):
+        self.done = True
+        call, self.idle_call = self.idle_call, None
+        if call is not None and call.active():
+            call.cancel()
+        self._release_peer()
+        f = self.factory
+        f.sessions.discard(self)
+        ctx = self.ctx
+        ctx.end = self.seconds()
+        _run_log(ctx.plugins.log, ctx)
