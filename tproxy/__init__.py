@@ -15,10 +15,11 @@ Plugins write::
 from pluggy import HookimplMarker
 
 from tproxy.context import Request, RequestContext, Response, ResponseHead
+from tproxy.stream.context import StreamContext
 
 hookimpl = HookimplMarker("tproxy")
 
 __version__ = "0.1.0"
 
 __all__ = ["hookimpl", "Request", "RequestContext", "Response", "ResponseHead",
-           "__version__"]
+           "StreamContext", "__version__"]
