@@ -48,6 +48,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from tproxy import hookimpl
+from tproxy.trust import TrustedProxies, UntrustworthyHeader
 
 __all__ = ["Plugin", "BadParameter", "parse_host", "parse_port", "parse_prefix",
            "parse_weight", "TrustedProxies", "DEFAULT_GROUP"]
@@ -186,74 +187,6 @@ def parse_prefix(value, field="prefix"):
     return prefix
 
 
-def _ip(text):
-    """An ``ipaddress`` address (IPv4-mapped IPv6 as IPv4), or ``None``."""
-    try:
-        address = ipaddress.ip_address(text.strip())
-    except ValueError:
-        return None
-    if address.version == 6 and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
-
-
-class TrustedProxies(object):
-    """
-    The addresses whose ``X-Real-IP`` / ``X-Forwarded-For`` are believed.
-
-    :param networks: addresses or CIDRs (``"10.0.0.0/8"``, ``"::1"``).
-    """
-
-    def __init__(self, networks=()):
-        self.networks = [ipaddress.ip_network(n, strict=False) for n in networks]
-
-    def __contains__(self, address):
-        if isinstance(address, str):
-            address = _ip(address)
-        if address is None:
-            return False
-        return any(address.version == n.version and address in n
-                   for n in self.networks)
-
-    def client_address(self, peer, headers):
-        """
-        The caller's address: ``peer`` (the TCP peer), unless ``peer`` is a
-        trusted proxy that says otherwise in ``X-Real-IP`` or, failing that,
-        ``X-Forwarded-For`` (whose rightmost untrusted address is taken, as
-        nginx's ``real_ip_recursive`` does).
-
-        :param peer: the TCP peer's address (``str``).
-        :param headers: ``{lower-case name: str}``.
-        :return: the address (``str``), or ``None`` if unknown.
-        :raises BadParameter: if a trusted proxy sent an invalid address.
-        """
-        address = _ip(peer) if peer else None
-        if address is None or address not in self:
-            return str(address) if address is not None else None
-        real = headers.get("x-real-ip", "").strip()
-        if real:
-            believed = _ip(real)
-            if believed is None:
-                raise BadParameter("host", "X-Real-IP from a trusted proxy is not "
-                                   "an IP address", real)
-            return str(believed)
-        forwarded = headers.get("x-forwarded-for", "").strip()
-        if not forwarded:
-            return str(address)
-        hops = []
-        for hop in forwarded.split(","):
-            believed = _ip(hop)
-            if believed is None:
-                raise BadParameter("host", "X-Forwarded-For from a trusted proxy "
-                                   "holds something that is not an IP address",
-                                   forwarded)
-            hops.append(believed)
-        for hop in reversed(hops):
-            if hop not in self:
-                return str(hop)
-        return str(hops[0])
-
-
 class Plugin(object):
     """
     The ``registry`` built-in plugin (see the module docstring).
@@ -321,7 +254,12 @@ class Plugin(object):
         if host:
             host = parse_host(host)
         else:
-            host = self.trusted.client_address(request.client_addr, request.headers)
+            try:
+                host = self.trusted.client_address(
+                    request.client_addr, request.headers.get("x-real-ip"),
+                    request.headers.get("x-forwarded-for"))
+            except UntrustworthyHeader as e:
+                raise BadParameter("host", e.message, e.value)
             if host is None:
                 raise BadParameter("host", "host is required (the caller's "
                                    "address is unknown)", None)

@@ -6,7 +6,6 @@ and nothing about plugins: each request becomes an
 :class:`~tproxy.http.exchange.Exchange`.
 """
 
-import ipaddress
 import os
 from collections import deque
 
@@ -20,6 +19,7 @@ from tproxy.http.exchange import Exchange, reason_for
 from tproxy.http.headers import HOP_BY_HOP, Headers
 from tproxy.http.parsing import HttpParserError, HttpParserUpgrade, HttpRequestParser
 from tproxy.http.upstream import UpstreamPool
+from tproxy.trust import TrustedProxies, UntrustworthyHeader
 
 log = Logger()
 
@@ -50,8 +50,7 @@ class ProxyFactory(Factory):
         self.max_body = proxy["max_body_size"]
         self.send_timeout = timeouts["send"]
         self.read_timeout = timeouts["read"]
-        self.trusted = [ipaddress.ip_network(n, strict=False)
-                        for n in cfg.get("trusted_proxies", ())]
+        self.trusted = TrustedProxies(cfg.get("trusted_proxies", ()))
         self.pool = UpstreamPool(gateway.reactor, timeouts["connect"],
                                  proxy["upstream_keepalive"],
                                  proxy["upstream_keepalive_timeout"])
@@ -68,16 +67,6 @@ class ProxyFactory(Factory):
         """A request id unique to this process."""
         self._ids += 1
         return "%s%08x" % (self._id_prefix, self._ids)
-
-    def is_trusted(self, addr):
-        """Whether ``addr`` is a configured trusted proxy."""
-        if not self.trusted:
-            return False
-        try:
-            ip = ipaddress.ip_address(addr)
-        except ValueError:
-            return False
-        return any(ip in net for net in self.trusted)
 
 
 # what on_headers_complete does with a request field, by lower-case name
@@ -153,7 +142,7 @@ class ProxyProtocol(Protocol):
         install_fast_write(t)
         peer = t.getPeer()
         self.remote_addr = getattr(peer, "host", "127.0.0.1")
-        self.trusted = f.is_trusted(self.remote_addr)
+        self.trusted = self.remote_addr in f.trusted
         remote = self.remote_addr.encode("latin-1")
         #: the forwarding fields of a request that carries none of its own
         self.forwarded = (b"X-Real-IP: %s\r\nX-Forwarded-For: %s\r\nX-Forwarded-Proto: %s\r\n"
@@ -354,7 +343,12 @@ class ProxyProtocol(Protocol):
             raise _BadRequest(413, "request body too large")
         client = self.remote_addr
         if self.trusted:
-            client = self._real_client(real_ip, xff) or client
+            try:
+                client = f.trusted.client_address(
+                    client, real_ip and real_ip.decode("latin-1"),
+                    xff and xff.decode("latin-1")) or client
+            except UntrustworthyHeader:
+                pass   # not an address: keep the peer's
         if xff is None and client is self.remote_addr:
             upstream = self.forwarded   # the usual case: the same for every request
         else:
@@ -381,16 +375,6 @@ class ProxyProtocol(Protocol):
         else:
             self.queue.append(ex)
             self.pause("pipeline")
-
-    def _real_client(self, real_ip, xff):
-        if real_ip:
-            return real_ip.decode("latin-1").strip()
-        if xff:
-            hops = [h.strip().decode("latin-1") for h in xff.split(b",")]
-            for hop in reversed(hops):
-                if not self.factory.is_trusted(hop):
-                    return hop
-        return None
 
     def on_body(self, data):
         self.reading.client_body(data)
