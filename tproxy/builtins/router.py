@@ -192,6 +192,44 @@ class Plugin(object):
         if self._registry is not gateway.registry:
             self._attach(gateway.registry)
 
+    def _walk(self, registry, path, now):
+        """
+        The groups named by ``path``'s leading segments, walked segment by
+        segment (one dict lookup each, and only while the segments walked
+        are a prefix of some group name).
+
+        :return: ``(live, dead)``: ``[(group name, end of its prefix in
+            path)]`` of the groups with a live peer, shortest first; and the
+            longest named group without one (``None``).
+        """
+        live = []
+        dead = None
+        prefix_count = self._prefix_count
+        if not prefix_count or path[:1] != "/":
+            return live, dead
+        default = self.default_group
+        n = len(path)
+        i = 1
+        while i < n:
+            j = path.find("/", i)
+            stop = j if j >= 0 else n
+            if stop == i:
+                break  # empty segment: no group name has one
+            candidate = path[1:stop]
+            if candidate not in prefix_count:
+                break  # no group name starts with these segments
+            if candidate != default:
+                group = registry.group(candidate)
+                if group is not None:
+                    if group.has_live(now):
+                        live.append((candidate, stop))
+                    else:
+                        dead = candidate
+            if j < 0:
+                break
+            i = j + 1
+        return live, dead
+
     def _prepare(self, ctx):
         """
         Follow the gateway's registry, and drop a client-sent X-Route-Prefix:
@@ -222,35 +260,10 @@ class Plugin(object):
         request = ctx.request
         path = request.path
         now = registry.now()
-        prefix_count = self._prefix_count
         default = self.default_group
-        route = None
-        end = 0
-        dead = None  # the longest named group that exists without a live peer
-        if prefix_count and path[:1] == "/":
-            n = len(path)
-            i = 1
-            while i < n:
-                j = path.find("/", i)
-                stop = j if j >= 0 else n
-                if stop == i:
-                    break  # empty segment: no group name has one
-                candidate = path[1:stop]
-                if candidate not in prefix_count:
-                    break  # no group name starts with these segments
-                if candidate != default:
-                    group = registry.group(candidate)
-                    if group is not None:
-                        if group.has_live(now):
-                            route = candidate
-                            end = stop
-                        else:
-                            dead = candidate
-                if j < 0:
-                    break
-                i = j + 1
-
-        if route is not None:
+        live, dead = self._walk(registry, path, now)
+        if live:
+            route, end = live[-1]   # the longest
             rest = path[end:] or "/"
             ctx.upstream_path = rest + "?" + request.query if request.query else rest
         else:
@@ -315,32 +328,9 @@ class PathPrefixPlugin(Plugin):
         request = ctx.request
         path = request.path
         now = registry.now()
-        prefix_count = self._prefix_count
         default = self.default_group
-        groups = []
-        dead = None
-        if prefix_count and path[:1] == "/":
-            n = len(path)
-            i = 1
-            while i < n:
-                j = path.find("/", i)
-                stop = j if j >= 0 else n
-                if stop == i:
-                    break
-                candidate = path[1:stop]
-                if candidate not in prefix_count:
-                    break
-                if candidate != default:
-                    group = registry.group(candidate)
-                    if group is not None:
-                        if group.has_live(now):
-                            groups.append(candidate)
-                        else:
-                            dead = candidate
-                if j < 0:
-                    break
-                i = j + 1
-        groups.reverse()  # most specific first
+        live, dead = self._walk(registry, path, now)
+        groups = [name for name, _ in reversed(live)]  # most specific first
         group = registry.group(default)
         if group is not None and group.has_live(now):
             groups.append(default)
