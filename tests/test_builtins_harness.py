@@ -130,9 +130,15 @@ class LeastConnTests(SynchronousTestCase):
         slow = held()
         h = self.harness(["127.0.0.1:9001", "127.0.0.1:9002"],
                          {"127.0.0.1:9001": slow, "127.0.0.1:9002": echo})
-        busy = h.request("GET", "/api/x", wait=False)
-        while not slow.answers:     # until the slow peer holds one
+        # until the slow peer holds one (ties take turns: the first or second
+        # request).  Bounded: a request that never reaches a peer (a plugin
+        # raising: 500) must fail the test, not loop for ever.
+        for _ in range(4):
             busy = h.request("GET", "/api/x", wait=False)
+            if slow.answers:
+                break
+        else:
+            self.fail("no request reached the slow peer: {}".format(busy.result().status))
         for _ in range(5):
             self.assertEqual(h.request("GET", "/api/y").json()["server"], "127.0.0.1:9002")
         release(slow)
