@@ -47,11 +47,30 @@ def _adapt(impl, argnames):
     return lambda *args: fn(*[args[i] for i in index])
 
 
+#: types known not to be Deferreds: ``isinstance(x, Deferred)`` goes through
+#: ``ABCMeta.__instancecheck__`` (Deferred is a typing.Awaitable), which costs
+#: more than a plugin call, so each result type is checked once
+_PLAIN_TYPES = set()
+
+
+def is_deferred(obj):
+    """Whether ``obj`` is a Deferred (cheap for the usual non-Deferred types)."""
+    t = type(obj)
+    if t is Deferred:
+        return True
+    if t in _PLAIN_TYPES:
+        return False
+    if isinstance(obj, Deferred):
+        return True
+    _PLAIN_TYPES.add(t)
+    return False
+
+
 def _awaitable(result):
     """``result`` as a Deferred if it is awaitable, else ``None``."""
-    if isinstance(result, Deferred):
+    if is_deferred(result):
         return result
-    if isinstance(result, CoroutineType):
+    if type(result) is CoroutineType:
         return Deferred.fromCoroutine(result)
     return None
 
@@ -159,7 +178,7 @@ class Phases(object):
         r = _until_response(self._rewrite, ctx, 0)
         if r is None:
             return self._after_rewrite(ctx)
-        if isinstance(r, Deferred):
+        if is_deferred(r):
             return r.addCallback(self._resume_after_rewrite, ctx)
         return r
 
@@ -198,10 +217,11 @@ class Phases(object):
         """Run every ``log`` implementation; errors are logged, never raised."""
         for fn in ctx.plugins.log:
             try:
-                d = _awaitable(fn(ctx))
+                r = fn(ctx)
             except Exception:
                 log.failure("log phase failed for {uri}", uri=ctx.request.uri)
                 continue
+            d = _awaitable(r) if r is not None else None
             if d is not None:
                 d.addErrback(lambda f: log.failure(
                     "log phase failed for {uri}", f, uri=ctx.request.uri))
@@ -211,23 +231,27 @@ def _is_response(r):
     return isinstance(r, Response)
 
 
+# The loops below are the hook dispatch of every request.  Each runs
+# ``for fn in impls`` (cheaper per call than indexing); when an
+# implementation returns an awaitable, the walk resumes after it, found with
+# ``impls.index(fn)`` (an implementation appears once in a list).
+
 def _until_response(impls, ctx, i, final=_is_response):
     """
     Call ``impls[i:]`` with ``ctx`` until one returns a value that ``final``
     accepts (a :class:`Response` here; a refusal for ``stream_access``);
     awaitables are awaited on the way.  ``None``, that value, or a Deferred.
     """
-    n = len(impls)
-    while i < n:
-        r = impls[i](ctx)
-        i += 1
+    for fn in impls[i:] if i else impls:
+        r = fn(ctx)
         if r is None:
             continue
         if final(r):
             return r
         d = _awaitable(r)
         if d is not None:
-            return d.addCallback(_resume_until_response, impls, ctx, i, final)
+            return d.addCallback(_resume_until_response, impls, ctx,
+                                 impls.index(fn) + 1, final)
     return None
 
 
@@ -238,16 +262,14 @@ def _resume_until_response(r, impls, ctx, i, final):
 
 
 def _first_result(impls, ctx, tried, i):
-    n = len(impls)
-    while i < n:
-        r = impls[i](ctx, tried)
-        i += 1
+    for fn in impls[i:] if i else impls:
+        r = fn(ctx, tried)
         if r is None:
             continue
         d = _awaitable(r)
         if d is None:
             return r
-        return d.addCallback(_resume_first_result, impls, ctx, tried, i)
+        return d.addCallback(_resume_first_result, impls, ctx, tried, impls.index(fn) + 1)
     return None
 
 
@@ -258,29 +280,27 @@ def _resume_first_result(r, impls, ctx, tried, i):
 
 
 def _run_all(impls, args, i):
-    n = len(impls)
-    while i < n:
-        r = impls[i](*args)
-        i += 1
+    for fn in impls[i:] if i else impls:
+        r = fn(*args)
         if r is not None:
             d = _awaitable(r)
             if d is not None:
-                return d.addCallback(lambda _: _run_all(impls, args, i))
+                nxt = impls.index(fn) + 1
+                return d.addCallback(lambda _: _run_all(impls, args, nxt))
     return None
 
 
 def _filter_chunk(impls, ctx, chunk, eof, i):
-    n = len(impls)
-    while i < n:
-        r = impls[i](ctx, chunk, eof)
-        i += 1
+    for fn in impls[i:] if i else impls:
+        r = fn(ctx, chunk, eof)
         if r is None:
             continue
         d = _awaitable(r)
         if d is None:
             chunk = bytes(r)
         else:
-            return d.addCallback(_resume_filter_chunk, impls, ctx, chunk, eof, i)
+            return d.addCallback(_resume_filter_chunk, impls, ctx, chunk, eof,
+                                 impls.index(fn) + 1)
     return chunk
 
 

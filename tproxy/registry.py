@@ -80,6 +80,9 @@ class Peer(object):
     :ivar active: requests (or connections) in flight to it now.
     :ivar static: ``True`` for peers from the configuration (never expire).
     :ivar expires_at: clock time after which it is never selected.
+    :param notify: the ``peer_changed(peer)`` callables to call when
+        ``acquire``/``release`` change the count (a list the registry keeps
+        up to date), or ``None``.
     """
 
     __slots__ = ("group", "host", "port", "weight", "active", "static",
@@ -100,20 +103,22 @@ class Peer(object):
         self.expires_at = INFINITY if ttl is None else now + ttl
         self.address = "%s:%d" % (("[%s]" % host) if ":" in host else host, port)
         self.key = (host, port)
-        self._notify = notify
+        #: the ``peer_changed`` callables to tell of a count change: a list
+        #: the registry owns and may extend (no indirection per request)
+        self._notify = notify if notify is not None else ()
 
     def acquire(self):
         """Count one more request in flight (called by tproxy when it uses the peer)."""
         self.active += 1
         self.total += 1
-        if self._notify is not None:
-            self._notify(self)
+        for peer_changed in self._notify:
+            peer_changed(self)
 
     def release(self):
         """Count one request fewer in flight (exactly once per ``acquire``)."""
         self.active -= 1
-        if self._notify is not None:
-            self._notify(self)
+        for peer_changed in self._notify:
+            peer_changed(self)
 
     def is_live(self, now):
         """Whether the peer may be selected at clock time ``now``."""
@@ -221,7 +226,7 @@ class MemoryRegistry(object):
     def _add(self, group, host, port, weight, ttl):
         g = self._group(group)
         peer = Peer(g, host, port, weight, now=self.now(), ttl=ttl,
-                    notify=self._notify_changed)
+                    notify=self._load_listeners)
         g.peers[peer.key] = peer
         g._added(peer)
         for listener in self._listeners:

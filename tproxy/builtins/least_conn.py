@@ -153,11 +153,27 @@ class Plugin(object):
             self._drop(index, peer)
 
     def peer_changed(self, peer):
-        """Re-score a peer whose count or weight changed."""
-        index = self._index_of(peer)
-        if index is not None and peer in index.score_of:
-            self._place(index, peer)
-        # else: a removed or expired peer whose request just ended: forget it
+        """Re-score a peer whose count or weight changed (twice per request:
+        kept to a few dictionary operations)."""
+        index = peer.group.state.get(self._key)
+        if index is None:
+            return
+        old = index.score_of.get(peer)
+        if old is None:
+            return  # a removed or expired peer whose request just ended: forget it
+        score = (peer.active + 1) / (peer.weight or 1)
+        buckets = index.buckets
+        bucket = buckets[old]
+        del bucket[peer]
+        if not bucket:
+            del buckets[old]
+        bucket = buckets.get(score)
+        if bucket is None:
+            del index.score_of[peer]
+            self._place(index, peer)   # a new score: the heap too
+        else:
+            index.score_of[peer] = score
+            bucket[peer] = None
 
     # -- phases ---------------------------------------------------------------
 

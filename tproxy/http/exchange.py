@@ -16,6 +16,7 @@ from twisted.logger import Logger
 
 from tproxy.context import Response, ResponseHead
 from tproxy.http.headers import HOP_BY_HOP, Headers
+from tproxy.phases import is_deferred
 
 log = Logger()
 
@@ -89,7 +90,7 @@ class Exchange(object):
             return self.plugin_error()
         if r is None:
             self.balance()
-        elif isinstance(r, Deferred):
+        elif is_deferred(r):
             r.addCallbacks(self._after_access, self.plugin_error)
         else:
             self.respond(r)
@@ -108,7 +109,7 @@ class Exchange(object):
             r = self.factory.phases.balancer(self.ctx, self.ctx.tried)
         except Exception:
             return self.plugin_error()
-        if isinstance(r, Deferred):
+        if is_deferred(r):
             r.addCallbacks(self._balanced, self.plugin_error)
         else:
             self._balanced(r)
@@ -251,16 +252,14 @@ class Exchange(object):
         extra = ctx.upstream_headers
         lines = [b"%s %s HTTP/1.1\r\n" % (req.method.encode("ascii"),
                                           ctx.upstream_path.encode("latin-1"))]
+        raw = req.headers.raw
         if extra:
             names = [_lower(n) for n, _ in extra]   # a few: a list is quickest
-            for n, v in req.headers.raw:
-                if n.lower() not in names:
-                    lines.append(b"%s: %s\r\n" % (n, v))
-            for n, v in extra:
-                lines.append(b"%s: %s\r\n" % (_bytes(n), _bytes(v)))
-        else:
-            for n, v in req.headers.raw:
-                lines.append(b"%s: %s\r\n" % (n, v))
+            raw = [p for p in raw if p[0].lower() not in names]
+            raw.extend([(_bytes(n), _bytes(v)) for n, v in extra])
+        if raw:
+            lines.append(b"\r\n".join([b": ".join(p) for p in raw]))
+            lines.append(b"\r\n")
         lines.append(self.upstream_head_fields)
         lines.append(b"\r\n")
         return b"".join(lines)
@@ -349,31 +348,46 @@ class Exchange(object):
     # -- the response coming down -----------------------------------------------
 
     def upstream_head(self, status, reason, fields, upstream_keepalive):
-        """The upstream's response head (1xx excluded)."""
-        self.upstream_keepalive = upstream_keepalive
+        """
+        The upstream's response head (1xx excluded).
+
+        :return: whether the body is delimited by the connection's close (no
+            Content-Length, no Transfer-Encoding, and a body is allowed).
+        """
         ctx = self.ctx
         kept = []
         named = None
         length = None
-        for pair in fields:   # one pass: hop-by-hop out, the length noted
+        framed = False
+        for pair in fields:   # one pass: hop-by-hop out, the framing noted
             n = pair[0].lower()
             if n in _RESPONSE_HOP:
                 if n == b"connection":
-                    named = (named or set()) | {t.strip().lower() for t in pair[1].split(b",")}
+                    for t in pair[1].split(b","):
+                        t = t.strip().lower()
+                        if t not in _RESPONSE_HOP and t != b"close":
+                            named = (named or set()) | {t}
+                elif n == b"transfer-encoding":
+                    framed = True
                 continue
             if n == b"content-length":
                 length = pair[1]
+                framed = True
             kept.append(pair)
         if named:
             # the fields Connection names are hop-by-hop too (RFC 9110 7.6.1)
             kept = [p for p in kept if p[0].lower() not in named]
             if b"content-length" in named:
                 length = None
+        eof_body = not framed and status not in (204, 304) and not self.head_method
+        self.upstream_keepalive = upstream_keepalive and not eof_body
         head = ResponseHead(status, Headers(kept), reason)
         ctx.status = status
         if ctx.plugins.has_header_filter:
-            return self._filter_head(head, self._send_upstream_head)
-        self._send_upstream_head(head, length)
+            self._filter_head(head, self._send_upstream_head)
+        else:
+            self._send_upstream_head(head, length)
+        return eof_body
 
     def _send_upstream_head(self, head, length=False):
         """Frame and send an upstream response head; ``length`` is its
@@ -423,9 +437,11 @@ class Exchange(object):
         keep = self.keep_alive and not self.response_close and self.conn.can_keep_alive()
         if not keep:
             self.response_close = True
+        raw = head.headers.raw
         lines = [b"HTTP/1.1 %d %s\r\n" % (status, head.reason or reason_for(status))]
-        for n, v in head.headers.raw:
-            lines.append(b"%s: %s\r\n" % (n, v))
+        if raw:
+            lines.append(b"\r\n".join([b": ".join(p) for p in raw]))
+            lines.append(b"\r\n")
         if body is not None:
             lines.append(b"Content-Length: %d\r\n" % len(body))
         elif self.response_chunked:

@@ -129,7 +129,6 @@ class UpstreamProtocol(Protocol):
             self.pool._forget(self)
             self.transport.abortConnection()
             return
-        self.set_deadline(ex.factory.read_timeout)
         client = ex.conn
         # what this read makes for the client (head, body, end) leaves in
         # one write
@@ -142,6 +141,11 @@ class UpstreamProtocol(Protocol):
                 self.exchange = None
                 ex.upstream_invalid(e)
             self.transport.abortConnection()
+        else:
+            if self.exchange is ex:
+                # the response goes on: the read timeout starts again
+                # (a complete one has put the connection in the pool)
+                self.set_deadline(ex.factory.read_timeout)
         finally:
             client.uncork()
 
@@ -166,17 +170,11 @@ class UpstreamProtocol(Protocol):
             return
         self._informational = False
         head, self._head = self._head, []
-        framed = False
-        for n, _ in head:
-            ln = n.lower()
-            if ln == b"content-length" or ln == b"transfer-encoding":
-                framed = True
-                break
         ex = self.exchange
         head_only = ex.head_method
-        self._eof_body = not framed and code not in (204, 304) and not head_only
-        ex.upstream_head(code, getattr(self, "_reason", b""), head,
-                         self.parser.should_keep_alive() and not self._eof_body)
+        # (upstream_head says whether the body runs until the connection closes)
+        self._eof_body = ex.upstream_head(code, getattr(self, "_reason", b""), head,
+                                          self.parser.should_keep_alive())
         if head_only and self.exchange is ex:
             # A response to HEAD has no body whatever its Content-Length says,
             # and httptools cannot be told so: the response ends here.

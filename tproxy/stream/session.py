@@ -14,7 +14,7 @@ from zope.interface import implementer
 
 from tproxy.context import Response
 from tproxy.fastio import install_fast_write
-from tproxy.phases import _first_result, _until_response
+from tproxy.phases import _first_result, _until_response, is_deferred
 from tproxy.proxy_protocol import header as proxy_protocol_header
 from tproxy.stream.context import (
     _CLEAN, ACCESS_DENIED, BALANCER_REFUSED, CLIENT_CLOSED, CLIENT_RESET,
@@ -104,7 +104,7 @@ class StreamSession(Protocol):
             r = _first_result(ctx.plugins.balancer, ctx, ctx.tried, 0)
         except Exception:
             return self._plugin_error()
-        if isinstance(r, Deferred):
+        if is_deferred(r):
             r.addCallbacks(self._balanced, self._plugin_error)
         else:
             self._balanced(r)
