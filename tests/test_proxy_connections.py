@@ -126,6 +126,28 @@ class PipelineTests(ProxyTestCase):
         self.assertEqual([r.body for r in resps[1:]], [b"/%d" % i for i in range(n)])
         self.assertLoggedOnce(proxy, n + 1)
 
+    async def test_nothingServedAfterClose(self):
+        """A response that closes the connection (a plugin failed: 500 and
+        ``Connection: close``) is the last one: the requests pipelined behind
+        it in the same write are not run."""
+        up = self.upstream()
+        proxy = await self.proxy({"default": [up]}, plugins=["router", HOOKS, "least_conn"])
+
+        def access(ctx):
+            if ctx.request.path == "/boom":
+                raise RuntimeError("boom")
+        proxy.plugin(HOOKS).fns["access"] = access
+        await self.exchange(proxy, request("GET", "/warm"))   # a pooled upstream connection
+        client = await self.connect(proxy)
+        client.send(request("GET", "/boom") + request("GET", "/1") + request("GET", "/2"))
+        await client.wait_closed()
+        resps = client.finals()
+        self.assertEqual([(r.status, r.header("Connection")) for r in resps],
+                         [(500, "close")])
+        await sleep(0.05)
+        self.assertEqual([r.uri for r in up.requests], ["/warm"])
+        self.flushLoggedErrors(RuntimeError)
+
     async def test_deepPipelineUpstream(self):
         """200 pipelined requests to an upstream: in order, one upstream
         connection."""

@@ -105,6 +105,10 @@ def _normalize(path):
     return "/" + "/".join(out) + ("/" if trailing and out else "")
 
 
+class _Closing(Exception):
+    """Stops parsing: the connection closes after what was answered."""
+
+
 class _BadRequest(Exception):
     def __init__(self, status, message):
         Exception.__init__(self, message)
@@ -234,13 +238,15 @@ class ProxyProtocol(Protocol):
             self.parser.feed_data(data)
         except _BadRequest as e:
             self._bad_request(e.status, e.message)
+        except _Closing:
+            pass
         except HttpParserUpgrade:
             self._bad_request(501, "protocol upgrade is not supported")
         except HttpParserError as e:
             cause = e.__context__
             if isinstance(cause, _BadRequest):
                 self._bad_request(cause.status, cause.message)
-            else:
+            elif not isinstance(cause, _Closing):
                 self._bad_request(400, "malformed request")
         else:
             if self.heads == heads and self.reading is None and not self.closing:
@@ -263,6 +269,10 @@ class ProxyProtocol(Protocol):
             self._bad_request(431, "request header fields too large")
 
     def on_message_begin(self):
+        if self.closing:
+            # the connection is closing (a response said so while this read
+            # was parsed): requests pipelined behind it are not served
+            raise _Closing()
         self.head_start = self.factory.clock.seconds()
         self.url = b""
         self.fields = []
