@@ -44,7 +44,13 @@ PYTHON=${PYTHON:-$DEFAULT_PY}           # the interpreter tproxy runs on
 TWISTED_PYTHON=${TWISTED_PYTHON:-$DEFAULT_PY}
 PY_IMPL=$("$PYTHON" -c 'import platform; print(platform.python_implementation())' 2>/dev/null) \
     || die "PYTHON=$PYTHON does not run"
-if [ "$PY_IMPL" = PyPy ]; then WARMUP=${WARMUP:-3}; else WARMUP=${WARMUP:-1}; fi
+if [ "$PY_IMPL" = PyPy ]; then
+    WARMUP=${WARMUP:-3}
+    # the nursery README.md recommends for tproxy on PyPy (PYPY_GC_NURSERY= for PyPy's default)
+    export PYPY_GC_NURSERY=${PYPY_GC_NURSERY-16MB}
+else
+    WARMUP=${WARMUP:-1}
+fi
 RESULTS=${RESULTS:-$BENCH/results/$(date +%Y%m%d-%H%M%S)}
 
 # ---- the systems ---------------------------------------------------------------------------
@@ -147,7 +153,7 @@ tp_py_version=$("$PYTHON" -c 'import sys, platform; print(platform.python_implem
     echo "settings: SCENARIOS='$SCENARIOS' ROUNDS=$ROUNDS DURATION=${DURATION}s WARMUP=${WARMUP}s" \
         "CONNS=$CONNS PROXY_CPU=$PROXY_CPU LOAD_CPU=$LOAD_CPU GIB_ROUNDS=$GIB_ROUNDS GIB_BYTES=$GIB_BYTES" \
         "TWISTD_ARGS='$TWISTD_ARGS' TPROXY_CONFIG_JSON='$TPROXY_CONFIG_JSON'" \
-        "PYPY_GC_MAX='${PYPY_GC_MAX:-}'"
+        "PYPY_GC_MAX='${PYPY_GC_MAX:-}' PYPY_GC_NURSERY='${PYPY_GC_NURSERY:-}'"
     echo "tproxy commit: $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo none)" \
         "$( [ -n "$(git -C "$REPO" status --porcelain -- tproxy twisted 2>/dev/null)" ] && echo "(tproxy/ has uncommitted changes)")"
     echo "tproxy python: $PYTHON = $tp_py_version"
