@@ -132,6 +132,91 @@ class ReactorTests(SynchronousTestCase):
         r._poller.close()
         r.waker.connectionLost(None)
 
+    def _pair(self, server_protocol):
+        """A connected client -> server pair on a fresh fast reactor:
+        ``(reactor, client protocol, cleanup)``."""
+        r = FastEPollReactor()
+        port = r.listenTCP(0, Factory.forProtocol(lambda: server_protocol),
+                           interface="127.0.0.1")
+        ready = Deferred()
+        r.connectTCP("127.0.0.1", port.getHost().port,
+                     ClientFactory.forProtocol(lambda: Connected(ready)))
+        self._spin(r, lambda: ready.called and server_protocol.transport is not None)
+        client = self.successResultOf(ready)
+
+        def cleanup():
+            port.stopListening()
+            r.disconnectAll()
+            for _ in range(5):
+                r.iterate(0)
+            for reader in list(r.getReaders()) + list(r.getWriters()):
+                r.removeReader(reader)
+                r.removeWriter(reader)
+            r._poller.close()
+            r.waker.connectionLost(None)
+        return r, client, cleanup
+
+    def _spin(self, r, done):
+        for _ in range(300):
+            r.iterate(0.01)
+            if done():
+                return
+        self.fail("the reactor did not get there")
+
+    def test_readShortcutAssumptions(self):
+        """The read shortcut does what ``Connection.doRead`` does: it is used
+        only for transports that use that very method."""
+        from twisted.internet import tcp
+        from tproxy.reactor import _TCP_TYPES
+        for t in _TCP_TYPES:
+            self.assertIs(t.doRead, tcp.Connection.doRead)
+            self.assertIs(t._dataReceived, tcp.Connection._dataReceived)
+
+    def test_endOfFile(self):
+        """The peer closing its side ends the connection with
+        ``ConnectionDone`` after the bytes sent before it."""
+        from twisted.internet.error import ConnectionDone
+
+        class Server(Collect):
+            lost = None
+
+            def connectionLost(self, reason):
+                self.lost = reason
+        server = Server(3)
+        r, client, cleanup = self._pair(server)
+        try:
+            client.transport.write(b"abc")
+            client.transport.loseConnection()
+            self._spin(r, lambda: server.lost is not None)
+            self.assertEqual(bytes(server.data), b"abc")
+            self.assertTrue(server.lost.check(ConnectionDone))
+        finally:
+            cleanup()
+
+    def test_dataReceivedRaises(self):
+        """An exception from ``dataReceived`` is logged and closes that
+        connection with the exception as the reason, as in stock Twisted."""
+        class Boom(Exception):
+            pass
+
+        class Server(Protocol):
+            lost = None
+
+            def dataReceived(self, data):
+                raise Boom()
+
+            def connectionLost(self, reason):
+                self.lost = reason
+        server = Server()
+        r, client, cleanup = self._pair(server)
+        try:
+            client.transport.write(b"x")
+            self._spin(r, lambda: server.lost is not None)
+            self.assertTrue(server.lost.check(Boom))
+            self.assertEqual(len(self.flushLoggedErrors(Boom)), 1)
+        finally:
+            cleanup()
+
     def test_dispatchIsOurs(self):
         """The reactor's loop calls the shortcut, not the stock ``doPoll``."""
         r = FastEPollReactor()

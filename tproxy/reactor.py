@@ -8,9 +8,12 @@ stock epoll reactor instead.
 """
 
 import errno
+import sys
+from errno import EWOULDBLOCK
 
-from twisted.internet import epollreactor
-from twisted.internet.main import installReactor
+from twisted.internet import epollreactor, tcp
+from twisted.internet.main import CONNECTION_DONE, CONNECTION_LOST, installReactor
+from twisted.python import log
 
 from tproxy.fastio import TESTED_TWISTED, TWISTED_VERSION
 
@@ -21,6 +24,12 @@ class FastEPollReactor(epollreactor.EPollReactor):
     calls ``_doReadOrWrite`` directly (that method already turns exceptions
     into a disconnection, so the logging context only named the selectable
     in tracebacks).
+
+    A plain read event on a TCP connection (the event of every request)
+    goes one step shorter: the socket's ``recv`` and the protocol's
+    ``dataReceived`` are called here, as ``Connection.doRead`` and
+    ``_dataReceived`` would, with the same outcomes on errors, end of file
+    and exceptions (:meth:`_read`).  Anything else takes the stock path.
     """
 
     def doPoll(self, timeout):
@@ -36,11 +45,36 @@ class FastEPollReactor(epollreactor.EPollReactor):
         drdw = self._doReadOrWrite
         for fd, event in events:
             selectable = selectables.get(fd)
-            if selectable is not None:
+            if selectable is None:
+                continue
+            if event == _EPOLLIN and type(selectable) in _TCP_TYPES:
+                # (doRead's own steps, inlined: see _read for the rest)
+                try:
+                    data = selectable.socket.recv(selectable.bufferSize)
+                except OSError as se:
+                    if se.args[0] != EWOULDBLOCK:
+                        self._disconnectSelectable(selectable, CONNECTION_LOST, True)
+                    continue
+                if not data:
+                    self._disconnectSelectable(selectable, CONNECTION_DONE, True)
+                    continue
+                try:
+                    selectable.protocol.dataReceived(data)
+                except BaseException:
+                    why = sys.exc_info()[1]
+                    log.err()
+                    self._disconnectSelectable(selectable, why, True)
+            else:
                 drdw(selectable, fd, event)
 
     # EPollReactor binds ``doIteration = doPoll`` in its class body: rebind
     doIteration = doPoll
+
+
+_EPOLLIN = epollreactor.EPOLLIN
+#: the transports whose ``doRead`` is ``tcp.Connection.doRead`` (checked
+#: by tests/test_fastio.py on the tested Twisted versions)
+_TCP_TYPES = frozenset([tcp.Server, tcp.Client])
 
 
 def install():
