@@ -161,6 +161,138 @@ class PipelineTests(ProxyTestCase):
         self.assertEqual(len(up.connections), 1)
 
 
+class BadPipelinedRequestTests(ProxyTestCase):
+    """A malformed request behind good ones (as nginx): the good ones are
+    answered, then the error with ``Connection: close``, then the close."""
+
+    BAD = b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"   # two Hosts: 400
+
+    def assertAnswered(self, client, statuses):
+        """The responses were ``statuses`` in order, the last one an error
+        closing the connection, the others keeping it alive."""
+        resps = client.finals()
+        self.assertEqual([r.status for r in resps], statuses, bytes(client.data))
+        self.assertEqual([r.header("Connection") for r in resps],
+                         [None] * (len(statuses) - 1) + ["close"])
+        self.assertIn("error", resps[-1].json())
+        self.assertEqual(resps[-1].header("Content-Type"), "application/json")
+        return resps
+
+    async def test_badAfterGoodSameWrite(self):
+        """Good + malformed in one write: 200, then 400, then the close."""
+        up = self.upstream()
+        proxy = await self.proxy({"default": [up]})
+        client = await self.connect(proxy)
+        client.send(request("GET", "/ok") + self.BAD + request("GET", "/after"))
+        await client.wait_closed()
+        resps = self.assertAnswered(client, [200, 400])
+        self.assertEqual(resps[0].json()["uri"], "/ok")
+        await sleep(0.02)
+        self.assertEqual([r.uri for r in up.requests], ["/ok"])
+        self.assertLoggedOnce(proxy)
+        self.assertEqual(proxy.active(), {up.port: 0})
+
+    async def test_badWhileGoodInFlight(self):
+        """A malformed request sent while a slow one is in flight: the 400
+        waits for the 200."""
+        up = self.upstream(delayed(0.2))
+        proxy = await self.proxy({"default": [up]})
+        client = await self.connect(proxy)
+        client.send(request("GET", "/slow"))
+        await until(lambda: up.heads)
+        client.send(self.BAD)
+        await sleep(0.05)
+        self.assertEqual(client.data, b"")
+        self.assertFalse(client.closed)
+        await client.wait_closed()
+        self.assertAnswered(client, [200, 400])
+        self.assertLoggedOnce(proxy)
+
+    async def test_badBehindQueued(self):
+        """Malformed behind a slow request and a queued one: 200, 200, 400."""
+        up = self.upstream(delayed(0.1))
+        proxy = await self.proxy({"default": [up]})
+        client = await self.connect(proxy)
+        client.send(request("GET", "/1") + request("GET", "/2") + self.BAD)
+        await client.wait_closed()
+        resps = self.assertAnswered(client, [200, 200, 400])
+        self.assertEqual([r.json()["uri"] for r in resps[:2]], ["/1", "/2"])
+        self.assertLoggedOnce(proxy, 2)
+
+    async def test_headersTooLargeAfterTwoGood(self):
+        """Two good requests and a head past ``max_header_size``: 200, 200,
+        431."""
+        up = self.upstream()
+        proxy = await self.proxy({"default": [up]})
+        client = await self.connect(proxy)
+        client.send(request("GET", "/1") + request("GET", "/2")
+                    + b"GET /3 HTTP/1.1\r\nHost: x\r\nX-Big: " + b"v" * 40000
+                    + b"\r\n\r\n")
+        await client.wait_closed()
+        self.assertAnswered(client, [200, 200, 431])
+        self.assertEqual([r.uri for r in up.requests], ["/1", "/2"])
+        self.assertLoggedOnce(proxy, 2)
+
+    async def test_badBodyOfQueuedRequest(self):
+        """A queued request whose chunked body is broken ends with the 400
+        when its turn comes; ``log`` runs once for each request."""
+        up = self.upstream(delayed(0.1))
+        proxy = await self.proxy({"default": [up]})
+        client = await self.connect(proxy)
+        client.send(request("GET", "/slow")
+                    + b"POST /b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    + b"zz\r\nabc\r\n")
+        await client.wait_closed()
+        self.assertAnswered(client, [200, 400])
+        self.assertEqual([r.uri for r in up.requests], ["/slow"])
+        self.assertLoggedOnce(proxy, 2)
+        self.assertEqual([(c.request.path, c.status) for c in proxy.logged],
+                         [("/slow", 200), ("/b", 400)])
+
+    async def test_badAfterClose(self):
+        """Behind a request saying ``Connection: close`` nothing more is
+        answered, a malformed request neither."""
+        up = self.upstream(delayed(0.05))
+        proxy = await self.proxy({"default": [up]})
+        client = await self.connect(proxy)
+        client.send(request("GET", "/a", [("Host", "x"), ("Connection", "close")])
+                    + self.BAD)
+        await client.wait_closed()
+        self.assertEqual([(r.status, r.header("Connection")) for r in client.finals()],
+                         [(200, "close")])
+        self.assertLoggedOnce(proxy)
+
+    async def test_clientGoneBeforeError(self):
+        """The client leaves while the good request is in flight: it is
+        logged once (aborted), and nothing is left behind."""
+        up = self.upstream(delayed(0.3))
+        proxy = await self.proxy({"default": [up]})
+        client = await self.connect(proxy)
+        client.send(request("GET", "/slow") + self.BAD)
+        await until(lambda: up.heads)
+        client.transport.abortConnection()
+        await until(lambda: proxy.logged)
+        await until(lambda: proxy.factory.open_connections == 0)
+        self.assertLoggedOnce(proxy)
+        self.assertEqual(proxy.logged[0].error, "client_abort")
+
+    async def test_upgradeBehindQueued(self):
+        """An Upgrade request queued behind another: both are answered, the
+        second with ``Connection: close``; what follows is not HTTP."""
+        up = self.upstream(delayed(0.05))
+        proxy = await self.proxy({"default": [up]})
+        client = await self.connect(proxy)
+        client.send(request("GET", "/1")
+                    + request("GET", "/ws", [("Host", "x"), ("Connection", "Upgrade"),
+                                             ("Upgrade", "websocket")])
+                    + request("GET", "/hidden"))
+        await client.wait_closed()
+        self.assertEqual([(r.status, r.header("Connection")) for r in client.finals()],
+                         [(200, None), (200, "close")])
+        self.assertEqual([r.uri for r in up.requests], ["/1", "/ws"])
+        self.assertLoggedOnce(proxy, 2)
+
+
 class MessageShapeTests(ProxyTestCase):
     """Interim responses, early responses, targets, HTTP/1.0 and chunked."""
 
@@ -314,6 +446,19 @@ class ConnectionCloseTests(ProxyTestCase):
         self.assertEqual([r.status for r in client.responses()], [200])
         self.assertEqual(client.responses()[0].header("Connection"), "close")
         self.assertEqual([r.uri for r in up.requests], ["/a"])
+
+    async def test_upgradeAnsweredByPlugin(self):
+        """An Upgrade request a plugin answers gets that answer only (not a
+        second, 501, response), and the connection closes."""
+        up = self.upstream()
+        proxy = await self.proxy({"default": [up]}, plugins=["router", HOOKS, "least_conn"])
+        proxy.plugin(HOOKS).fns["access"] = lambda ctx: Response(401, "no")
+        client = await self.connect(proxy)
+        client.send(request("GET", "/ws", [("Host", "x"), ("Connection", "Upgrade"),
+                                            ("Upgrade", "websocket")]))
+        await client.wait_closed()
+        self.assertEqual([r.status for r in client.responses()], [401])
+        self.assertEqual(up.requests, [])
 
     async def test_upgradeNotForwarded(self):
         """An Upgrade request goes upstream as a plain request (without the

@@ -116,6 +116,62 @@ class _BadRequest(Exception):
         self.message = message
 
 
+def _error_response(status, message):
+    """The bytes of the JSON error answering a request that cannot be parsed;
+    the connection closes after it."""
+    body = Response.error(status, message).body
+    return (b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+            % (status, reason_for(status), len(body), body))
+
+
+class _Stopped(object):
+    """
+    Stands in for the parser once nothing more may be parsed while earlier
+    requests are still being answered (bytes after a bad request, or after an
+    Upgrade): later reads are dropped.
+    """
+
+    @staticmethod
+    def feed_data(data):
+        raise _Closing()
+
+
+class _BadRequestReply(object):
+    """
+    The answer to a request that could not be parsed, queued behind the
+    requests read before it (``ProxyProtocol.queue``): when its turn comes
+    it writes the error, and the connection closes.  It is not a request the
+    plugins see; but if the bad bytes were the body of a request whose head
+    was read (``ex``), that request ends with the error and its ``log`` runs.
+    """
+
+    upstream = None   # as an Exchange's, for ProxyProtocol's producer methods
+
+    def __init__(self, conn, status, message, ex=None):
+        self.conn = conn
+        self.status = status
+        self.message = message
+        self.ex = ex
+
+    def run(self):
+        conn = self.conn
+        conn.exchange = None
+        data = _error_response(self.status, self.message)
+        conn.write(data)
+        ex = self.ex
+        if ex is not None:
+            ctx = ex.ctx
+            ctx.status = self.status
+            ctx.bytes_sent += len(data)
+            ex.finish()   # its log; exchange_done ignores it (not the active one)
+        conn._close()
+
+    def client_lost(self):
+        if self.ex is not None:
+            self.ex.client_lost()
+
+
 class ProxyProtocol(Protocol):
     """
     One client connection: parses requests, runs them one at a time in
@@ -241,7 +297,7 @@ class ProxyProtocol(Protocol):
         except _Closing:
             pass
         except HttpParserUpgrade:
-            self._bad_request(501, "protocol upgrade is not supported")
+            self._upgraded()
         except HttpParserError as e:
             cause = e.__context__
             if isinstance(cause, _BadRequest):
@@ -434,23 +490,45 @@ class ProxyProtocol(Protocol):
         """Answer a request that cannot be parsed, and close."""
         log.info("bad request from {client}: {message}", client=self.remote_addr,
                  message=message)
-        body = Response.error(status, message).body
         if self.exchange is None:
-            self.transport.write(
-                b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
-                b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
-                % (status, reason_for(status), len(body), body))
+            self.transport.write(_error_response(status, message))
             self._close()
-        else:
-            # a request is in flight: if its own body is broken, it ends
-            # here; otherwise its response completes and the connection closes
+        elif self.reading is self.exchange:
+            # the body of the request in flight is broken: it ends here
             self.closing = True
             for queued in self.queue:
                 queued.client_lost()
             self.queue.clear()
-            if self.reading is self.exchange:
-                self.exchange.response_close = True
-                self.exchange.respond(Response.error(status, message))
+            self.exchange.response_close = True
+            self.exchange.respond(Response.error(status, message))
+        elif not self.closing:
+            # Requests read before this one are answered first, in order;
+            # then the error, then the connection closes (as nginx).  Nothing
+            # after the bad bytes is parsed: later reads are dropped.
+            self.parser = _Stopped
+            self.head_start = None
+            ex, self.reading = self.reading, None
+            if ex is not None:
+                # the body of a queued request is broken (it is the last
+                # one read): it ends with the error when its turn comes
+                self.queue.pop()
+            self.queue.append(_BadRequestReply(self, status, message, ex))
+
+    def _upgraded(self):
+        """
+        The request just read asked for an Upgrade (or is a CONNECT): it is
+        answered as a plain request, with ``Connection: close``, and what
+        follows it is not HTTP: nothing more is parsed.
+        """
+        if self.queue:
+            # it waits behind others, which are answered first
+            self.parser = _Stopped
+            self.queue[-1].response_close = True
+        elif self.exchange is not None:
+            self.closing = True
+        else:
+            # it was answered already (by a plugin): only the close is left
+            self._close()
 
     def _check_timeout(self):
         f = self.factory
