@@ -203,7 +203,7 @@ class Phases(object):
 
     def header_filter(self, ctx, head):
         """Run every ``header_filter``; ``None`` or a Deferred."""
-        return _run_all(ctx.plugins.header_filter, (ctx, head), 0)
+        return _run_all(ctx.plugins.header_filter, ctx, head, 0)
 
     def body_filter(self, ctx, chunk, eof):
         """
@@ -279,14 +279,14 @@ def _resume_first_result(r, impls, ctx, tried, i):
     return _first_result(impls, ctx, tried, i)
 
 
-def _run_all(impls, args, i):
+def _run_all(impls, ctx, arg, i):
     for fn in impls[i:] if i else impls:
-        r = fn(*args)
+        r = fn(ctx, arg)
         if r is not None:
             d = _awaitable(r)
             if d is not None:
                 nxt = impls.index(fn) + 1
-                return d.addCallback(lambda _: _run_all(impls, args, nxt))
+                return d.addCallback(lambda _: _run_all(impls, ctx, arg, nxt))
     return None
 
 

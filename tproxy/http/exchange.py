@@ -487,8 +487,10 @@ class Exchange(object):
             # an earlier chunk is still being filtered: keep the order
             self.filter_chain.addCallback(lambda _: self._filter_body(data, eof))
             return
+        if type(data) is not bytes:
+            data = bytes(data)
         try:
-            r = self.factory.phases.body_filter(self.ctx, bytes(data), eof)
+            r = self.factory.phases.body_filter(self.ctx, data, eof)
         except Exception:
             return self.plugin_error()
         if isinstance(r, Deferred):
@@ -499,7 +501,9 @@ class Exchange(object):
             r.addCallback(self._resume_upstream)
             r.addErrback(self.plugin_error)
         else:
-            self._send_filtered(r, eof)
+            self._send_response_body(r)
+            if eof:
+                self._end_response()
 
     def _send_filtered(self, data, eof):
         self._send_response_body(data)
