@@ -73,13 +73,29 @@ DESC[tproxy_n10000]="tproxy, 10,000 peers"
 DESC[tproxy_g1000]="tproxy, 1 peer, 1,000 other route groups"
 DESC[tproxy_p5]="tproxy, 1 peer, 5 no-op plugins"
 DESC[tproxy_p20]="tproxy, 1 peer, 20 no-op plugins"
+# nginx with many peers (context for tproxy_n1000/_n10000): NAME -> "PORT PEERS". The `nginx`
+# system's configuration, but its upstream lists PEERS servers 127.0.0.1:BACKEND_PORT+i with
+# least_conn (tproxy's peers and policy); the keepalive cache stays 64 for the whole upstream.
+declare -A NP
+NP[nginx_n1000]="18102 1000"
+NP[nginx_n10000]="18104 10000"
+DESC[nginx_n1000]="nginx, 1,000 servers in the upstream, least_conn, keepalive 64"
+DESC[nginx_n10000]="nginx, 10,000 servers in the upstream, least_conn, keepalive 64"
 
 is_tproxy() { [ -n "${TP[$1]:-}" ]; }
+is_nginx_peers() { [ -n "${NP[$1]:-}" ]; }
+# sys_peers SYSTEM: how many peers of group api the system spreads its requests over
+sys_peers() {
+    if is_tproxy "$1"; then set -- ${TP[$1]}; echo "$2"
+    elif is_nginx_peers "$1"; then set -- ${NP[$1]}; echo "$2"
+    else echo 1; fi
+}
 sys_port() {
     case $1 in
         direct) echo "$BACKEND_PORT" ;;
         nginx) echo $((18100 + PORT_SHIFT)) ;;
         twisted) echo $((18300 + PORT_SHIFT)) ;;
+        nginx_n*) is_nginx_peers "$1" || die "unknown system $1"; set -- ${NP[$1]}; echo $(($1 + PORT_SHIFT)) ;;
         *) is_tproxy "$1" || die "unknown system $1"; set -- ${TP[$1]}; echo $(($1 + PORT_SHIFT)) ;;
     esac
 }
@@ -91,7 +107,7 @@ has_scenario() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 uniq_words() { printf '%s\n' "$@" | awk 'NF && !seen[$0]++' | tr '\n' ' '; }
 BASE=$(uniq_words nginx $BASELINES)    # nginx is the reference of every ratio: always there
 ka=""
-has_scenario peers && ka="$ka tproxy_n1 tproxy_n100 tproxy_n1000 tproxy_n10000"
+has_scenario peers && ka="$ka tproxy_n1 tproxy_n100 tproxy_n1000 tproxy_n10000 nginx_n1000 nginx_n10000"
 has_scenario groups && ka="$ka tproxy_n1 tproxy_g1000"
 has_scenario plugins && ka="$ka tproxy_n1 tproxy_p5 tproxy_p20"
 if [ -n "$ka" ]; then ka="$BASE $ka"; fi
@@ -113,11 +129,9 @@ BACKEND_PORTS=1
 TPROXY_ANY=0
 for s in $ALL_SYSTEMS; do
     sys_port "$s" >/dev/null
-    if is_tproxy "$s"; then
-        TPROXY_ANY=1
-        set -- ${TP[$s]}
-        [ "$2" -gt "$BACKEND_PORTS" ] && BACKEND_PORTS=$2
-    fi
+    is_tproxy "$s" && TPROXY_ANY=1
+    peers_of=$(sys_peers "$s")
+    [ "$peers_of" -gt "$BACKEND_PORTS" ] && BACKEND_PORTS=$peers_of
 done
 
 # ---- preflight ---------------------------------------------------------------------------------
@@ -220,14 +234,15 @@ measure() {
         "$(busy_pct "$before" "$after" 1)" "$(busy_pct "$before" "$after" 2)")"
 }
 
-# prime SYSTEM MODE ROUND URL [wrk args]: for a tproxy variant with N >= 100 peers, 2N requests
-# before the warm-up, so that least_conn, which takes equal peers in turn, has used every peer
-# and opened its upstream connection, as steady traffic would have (idle upstream connections
-# close after 60 s, longer than a round). Timed and recorded (kind "prime"), not counted.
+# prime SYSTEM MODE ROUND URL [wrk args]: for a system with N >= 100 peers (tproxy_nN,
+# nginx_nN), 2N requests before the warm-up, so that least_conn, which takes equal peers in
+# turn, has used every peer and opened its upstream connection, as steady traffic would have
+# (idle upstream connections close after 60 s, longer than a round; nginx keeps only 64 idle
+# ones, but is primed alike, for a like-for-like comparison). Timed and recorded (kind
+# "prime"), not counted.
 prime() {
     local sys=$1 mode=$2 round=$3 url=$4 peers n out t0 t1 a0 a1 rc secs; shift 4
-    is_tproxy "$sys" || return 0
-    read -r _ peers _ _ <<<"${TP[$sys]}"
+    peers=$(sys_peers "$sys")
     [ "$peers" -ge 100 ] || return 0
     n=$((2 * peers))
     out="$RESULTS/raw/$mode-r$round-$sys.prime.txt"
@@ -335,11 +350,42 @@ EOF
     fi
 }
 
+# start_nginx_peers NAME: the `nginx` system's configuration (conf/nginx-proxy.conf.in), with
+# the one server of its upstream replaced by least_conn and PEERS servers, and descriptors
+# enough for one connection per peer plus clients (nginx itself keeps at most CONNS active +
+# 64 idle upstream connections; the rest is headroom). Derived from the same template, so
+# that nothing else differs; dies if the template no longer has the lines it replaces.
+start_nginx_peers() {
+    local name=$1 port peers tpl="$RUN/conf/$1.conf.in" wc nofile hard
+    read -r port peers <<<"${NP[$name]}"
+    port=$((port + PORT_SHIFT))
+    wc=$((peers + 4096))           # the `nginx` system's 4096, plus one per peer
+    nofile=$((wc + 64))            # + listening sockets, logs
+    hard=$(ulimit -Hn)
+    [ "$hard" = unlimited ] || [ "$hard" -ge "$nofile" ] \
+        || log "warning: $name wants $nofile descriptors, the hard limit is $hard"
+    seq "$BACKEND_PORT" $((BACKEND_PORT + peers - 1)) | awk '{print "server 127.0.0.1:" $1 ";"}' \
+        >"$RUN/conf/$name.servers.conf"
+    awk -v wc="$wc" -v nofile="$nofile" '
+        /^worker_processes 1;$/ { print; print "worker_rlimit_nofile " nofile ";   # nginx_nN: see run.sh"; n++; next }
+        /^    worker_connections 4096;$/ { print "    worker_connections " wc ";"; n++; next }
+        /^    upstream backend \{$/ { up = 1 }
+        up && /^        server 127\.0\.0\.1:@BACKEND_PORT@;$/ {
+            print "        least_conn;                        # as tproxy_nN"
+            print "        include @RUN@/conf/@NAME@.servers.conf;   # 127.0.0.1:@BACKEND_PORT@ + 0..N-1"
+            n++; up = 0; next }
+        { print }
+        END { exit n != 3 }' "$BENCH/conf/nginx-proxy.conf.in" >"$tpl" \
+        || die "conf/nginx-proxy.conf.in changed: $name cannot be derived from it (see run.sh)"
+    nginx_up "$name" "$PROXY_CPU" "$tpl" "$port"
+}
+
 for s in $ALL_SYSTEMS; do
     log "starting $s"
     case $s in
         direct) ;;
         nginx) nginx_up nginx "$PROXY_CPU" "$BENCH/conf/nginx-proxy.conf.in" "$(sys_port nginx)" ;;
+        nginx_n*) start_nginx_peers "$s" ;;
         twisted)
             start_proc twisted "$PROXY_CPU" "$TWISTED_PYTHON" "$BENCH/systems/twisted_revproxy.py" \
                 "$(sys_port twisted)" 127.0.0.1 "$BACKEND_PORT"
@@ -348,7 +394,7 @@ for s in $ALL_SYSTEMS; do
     esac
     sanity "$s" /api/x 100
 done
-cp "$RUN"/conf/*.json "$RUN"/conf/nginx.conf "$RUN"/conf/backend0.conf "$RESULTS/" 2>/dev/null
+cp "$RUN"/conf/*.json "$RUN"/conf/nginx.conf "$RUN"/conf/nginx_n*[0-9].conf "$RUN"/conf/backend0.conf "$RESULTS/" 2>/dev/null
 for b in $(seq 0 $((NB - 1))); do  # still there (nginx retries a failed bind for a few seconds)
     group_alive "$(pgid_of "backend$b")" || die "backend$b exited: $(tail -1 "$RUN/logs/backend$b.error.log")"
 done

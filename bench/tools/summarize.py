@@ -8,7 +8,9 @@ median as a ratio of nginx's median in the same mode of the same run, the median
 per-round p50 and p99 latencies, how busy the proxy CPU and the load CPU were, the proxy
 process's own CPU time per request, each round's figure, and all wrk errors summed.
 Warm-up runs are in runs.jsonl but are not counted. Then the 1 GiB transfers, the admin
-API registrations, and the targets of issue 6 checked against this run.
+API registrations, and the targets of issue 6 checked against this run, followed (when the run
+has nginx, nginx_n10000, tproxy_n1 and tproxy_n10000) by nginx_n10000 / nginx beside
+tproxy_n10000 / tproxy_n1, for context.
 
 --check: exit 1 when a measured run moved nothing, had wrk errors or non-2xx answers, or a
 transfer failed (the smoke mode's pass/fail). Standard library only.
@@ -44,6 +46,10 @@ def upstream_conns_per_1k(r):
     if r.get("backend_accepts") is None or not r.get("requests"):
         return None
     return max(r["backend_accepts"], 0) * 1000 / r["requests"]
+
+
+def ratio_of(a, b):
+    return a / b if a is not None and b else None
 
 
 def errors(runs):
@@ -234,6 +240,24 @@ class Summary:
         self.out("|---|---:|---|")
         for text, value, met, fmt in rows:
             self.out(f"| {text} | {fmt.format(value)} | {'yes' if met else '**no**'} |")
+        self.out()
+        self.peers_context()
+
+    def peers_context(self):
+        """nginx with 10,000 peers beside tproxy with 10,000 peers (each to its 1-peer self)."""
+        ng = ratio_of(self.metric("keepalive", "nginx_n10000"), self.metric("keepalive", REFERENCE))
+        tp = ratio_of(self.metric("keepalive", "tproxy_n10000"), self.metric("keepalive", "tproxy_n1"))
+        if ng is None or tp is None:
+            return
+
+        def conns(system):
+            c = self.metric("keepalive", system, upstream_conns_per_1k)
+            return f"{c:,.0f}" if c is not None else "n/a"
+
+        self.out(f"10,000 peers, for context (keep-alive rps): nginx_n10000 / nginx = {ng:.3f}×, "
+                 f"tproxy_n10000 / tproxy_n1 = {tp:.3f}× (upstream connections opened per 1k requests: "
+                 f"nginx_n10000 {conns('nginx_n10000')}, tproxy_n10000 {conns('tproxy_n10000')}; "
+                 f"nginx keeps 64 idle upstream connections for the whole upstream).")
         self.out()
 
     def render(self):
