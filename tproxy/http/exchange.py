@@ -368,6 +368,10 @@ class Exchange(object):
                         if t not in _RESPONSE_HOP and t != b"close":
                             named = (named or set()) | {t}
                 elif n == b"transfer-encoding":
+                    if framed or pair[1].strip().lower() != b"chunked":
+                        # codings tproxy would have to pass on and cannot
+                        # re-frame (gzip, chunked), or TE twice: as nginx
+                        return self._bad_upstream_head("unknown Transfer-Encoding")
                     framed = True
                 continue
             if n == b"content-length":
@@ -388,6 +392,13 @@ class Exchange(object):
         else:
             self._send_upstream_head(head, length)
         return eof_body
+
+    def _bad_upstream_head(self, what):
+        """A response head tproxy cannot pass on: 502, the connection dropped."""
+        log.info("invalid response from {peer}: {what}", peer=self.ctx.upstream_addr,
+                 what=what)
+        self.fail_upstream("upstream_invalid", 502, "invalid response from upstream")
+        return False
 
     def _send_upstream_head(self, head, length=False):
         """Frame and send an upstream response head; ``length`` is its
