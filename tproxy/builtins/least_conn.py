@@ -51,8 +51,11 @@ class _Index(object):
     """
     One group's peers, by score.
 
-    :ivar buckets: ``{score: OrderedDict(peer -> None)}``, non-empty buckets
-        only, each in the order its peers arrived.
+    :ivar buckets: ``{score: OrderedDict(peer -> None)}``, each in the order
+        its peers arrived.  A bucket that empties stays until its score comes
+        to the top of the heap (or a sweep when emptied ones pile up): a peer
+        going back and forth between two scores, as with every request,
+        then moves between two dictionaries that exist.
     :ivar scores: a heap of scores: every key of ``buckets`` once, and maybe
         scores whose bucket has emptied since (dropped when met).
     :ivar queued: the set of the scores in ``scores``.
@@ -109,31 +112,34 @@ class Plugin(object):
         buckets = index.buckets
         old = index.score_of.get(peer)
         if old is not None:
-            bucket = buckets[old]
-            del bucket[peer]
-            if not bucket:
-                del buckets[old]
+            del buckets[old][peer]   # an emptied bucket stays (see _pick)
         index.score_of[peer] = score
         bucket = buckets.get(score)
         if bucket is None:
-            bucket = buckets[score] = OrderedDict()
-            if score not in index.queued:
-                index.queued.add(score)
-                heapq.heappush(index.scores, score)
-                if len(index.scores) > 2 * len(buckets) + 8:
-                    index.scores = list(buckets)
-                    heapq.heapify(index.scores)
-                    index.queued = set(index.scores)
+            bucket = self._new_bucket(index, score)
         bucket[peer] = None
+
+    def _new_bucket(self, index, score):
+        buckets = index.buckets
+        if len(buckets) > 4 * len(index.score_of) + 16:
+            # many emptied buckets above the lowest scores: sweep them
+            for s in [s for s, b in buckets.items() if not b]:
+                del buckets[s]
+        bucket = buckets[score] = OrderedDict()
+        if score not in index.queued:
+            index.queued.add(score)
+            heapq.heappush(index.scores, score)
+            if len(index.scores) > 2 * len(buckets) + 8:
+                index.scores = list(buckets)
+                heapq.heapify(index.scores)
+                index.queued = set(index.scores)
+        return bucket
 
     def _drop(self, index, peer):
         """Take ``peer`` out of the index (its score may stay in the heap)."""
         old = index.score_of.pop(peer, None)
         if old is not None:
-            bucket = index.buckets[old]
-            del bucket[peer]
-            if not bucket:
-                del index.buckets[old]
+            del index.buckets[old][peer]
 
     def _index_of(self, peer):
         if self._key is None:
@@ -158,22 +164,18 @@ class Plugin(object):
         index = peer.group.state.get(self._key)
         if index is None:
             return
-        old = index.score_of.get(peer)
+        score_of = index.score_of
+        old = score_of.get(peer)
         if old is None:
             return  # a removed or expired peer whose request just ended: forget it
         score = (peer.active + 1) / (peer.weight or 1)
         buckets = index.buckets
-        bucket = buckets[old]
-        del bucket[peer]
-        if not bucket:
-            del buckets[old]
+        del buckets[old][peer]   # an emptied bucket stays (see _pick)
+        score_of[peer] = score
         bucket = buckets.get(score)
         if bucket is None:
-            del index.score_of[peer]
-            self._place(index, peer)   # a new score: the heap too
-        else:
-            index.score_of[peer] = score
-            bucket[peer] = None
+            bucket = self._new_bucket(index, score)
+        bucket[peer] = None
 
     # -- phases ---------------------------------------------------------------
 
@@ -229,12 +231,13 @@ class Plugin(object):
                         self._drop(index, peer)
                 if chosen is not None:
                     break
-                if score in buckets:
+                if bucket:
                     # every peer of this score was tried: look one score up
                     if aside is None:
                         aside = []
                     aside.append(heapq.heappop(scores))
                     continue
+                del buckets[score]
             heapq.heappop(scores)  # a score whose bucket has emptied
             index.queued.discard(score)
         if aside is not None:
