@@ -315,6 +315,29 @@ class MessageTests(ProxyTestCase):
         self.assertEqual(up.requests[0].method, "HEAD")
         self.assertLoggedOnce(proxy, 2)
 
+    async def test_reasonPhrase(self):
+        """The upstream's reason phrase is passed on whole, also when it
+        arrives in two reads, and a response without one does not get the
+        previous one's."""
+        def split(conn, req):
+            conn.transport.write(b"HTTP/1.1 404 Not")
+            conn.later(0.05, conn.transport.write,
+                       b" Found Here\r\nContent-Length: 0\r\n\r\n")
+
+        def bare(conn, req):
+            conn.transport.write(b"HTTP/1.1 200 \r\nContent-Length: 0\r\n\r\n")
+        up = self.upstream(by_path({"/split": split, "/bare": bare}))
+        proxy = await self.proxy({"default": [up]})
+        client = await self.connect(proxy)
+        client.send(request("GET", "/split"))
+        await client.wait_responses(1)
+        client.send(request("GET", "/bare"))
+        await client.wait_responses(2)
+        lines = [line for line in bytes(client.data).split(b"\r\n")
+                 if line.startswith(b"HTTP/1.1 ")]
+        self.assertEqual(lines, [b"HTTP/1.1 404 Not Found Here", b"HTTP/1.1 200 OK"])
+        self.assertEqual(len(up.connections), 1)
+
     async def test_noBodyStatuses(self):
         """204 and 304 are passed on without a body or chunked framing."""
         def no_content(conn, req):

@@ -1,12 +1,24 @@
 """
 End-to-end tests of the proxy's failures: refused, reset, silent and invalid
-upstreams (502/504, retries), clients going away, and malformed or ambiguous
-requests (400/414/431, never forwarded).
+upstreams (502/504, retries), upstream response heads past
+``proxy.max_upstream_header_size`` (502), clients going away, and malformed or
+ambiguous requests (400/414/431, never forwarded).
 """
 
-from tests.helpers import BodySource, ProxyTestCase, raw, request, silent, sleep, until
+import array
+import fcntl
+import termios
+
+from twisted.internet import defer
+from twisted.logger import globalLogPublisher
+
+from tests.helpers import (BodySource, ProxyTestCase, buffered, raw, request, silent,
+                           sleep, until)
 
 HOOKS = "tests.proxy_plugins:Hooks"
+
+#: the default of ``proxy.max_upstream_header_size``
+UPSTREAM_HEAD_LIMIT = 65536
 
 
 def head_then_silence(conn, req):
@@ -209,6 +221,237 @@ class UpstreamFailureTests(ProxyTestCase):
         resps = await client.wait_responses(2)
         self.assertEqual([r.status for r in resps], [502, 200])
         self.assertLoggedOnce(proxy, 2)
+
+
+def padded_head(size, status=b"200 OK", body=b"ok"):
+    """
+    A response whose head (status line, header fields and the empty line
+    ending them) is exactly ``size`` bytes, filled with ``X-Fnnnn`` fields of
+    up to 1000 bytes; then ``body`` (framed by Content-Length unless the
+    status is 1xx).
+    """
+    start = b"HTTP/1.1 " + status + b"\r\n"
+    if not status.startswith(b"1"):
+        start += b"Content-Length: %d\r\n" % len(body)
+    left = size - len(start) - 2
+    assert left == 0 or left >= 12, size
+    lines = []
+    while left:
+        n = min(left, 1000)
+        if 0 < left - n < 12:
+            n = left - 12      # room for a last line
+        lines.append(b"X-F%04d: %s\r\n" % (len(lines), b"v" * (n - 11)))
+        left -= n
+    head = start + b"".join(lines) + b"\r\n"
+    assert len(head) == size, (len(head), size)
+    return head + (b"" if status.startswith(b"1") else body)
+
+
+def unread(transport):
+    """Bytes that arrived on ``transport``'s socket and are not read yet."""
+    n = array.array("i", [0])
+    fcntl.ioctl(transport.socket.fileno(), termios.FIONREAD, n)
+    return n[0]
+
+
+def write_in_pieces(proxy, conn, data, size=5000):
+    """
+    Write ``data`` to ``proxy`` on the upstream connection ``conn`` in pieces
+    of ``size`` bytes, each once the proxy has read the one before: each
+    piece is a read of its own, however busy the machine is.
+    """
+    port = conn.transport.getPeer().port
+    conn.transport.setTcpNoDelay(True)     # no piece held back by Nagle
+
+    def proxy_side():
+        for t in proxy.upstream_transports():
+            if t.getHost().port == port:
+                return t
+
+    def read_all():
+        if not conn.transport.connected:
+            return True
+        if buffered(conn.transport):
+            return False
+        t = proxy_side()
+        return t is None or not t.connected or unread(t) == 0
+
+    async def write():
+        for i in range(0, len(data), size):
+            if not conn.transport.connected:
+                return
+            conn.transport.write(data[i:i + size])
+            await until(read_all, message="the proxy to read a piece")
+    defer.ensureDeferred(write())
+
+
+class UpstreamHeadLimitTests(ProxyTestCase):
+    """
+    ``proxy.max_upstream_header_size``: an upstream response head larger than
+    it is a 502 (nginx: "upstream sent too big header", proxy_buffer_size),
+    however it arrives; the upstream connection is dropped, the peer's count
+    released, and the client connection serves on.
+    """
+
+    def captureLog(self):
+        """The log events emitted from now on, as a list."""
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        return events
+
+    async def assertTooBig(self, proxy, up, client, n=1):
+        """The client's ``n``th response is the 502 of a too big head; the
+        upstream connection was dropped and the peer released."""
+        resps = await client.wait_responses(n)
+        resp = resps[n - 1]
+        self.assertEqual(resp.status, 502, resp)
+        self.assertEqual(resp.header("Content-Type"), "application/json")
+        self.assertEqual(resp.json()["error"], "upstream sent too big header")
+        self.assertEqual(resp.json()["upstream"], up.address)
+        ctx = proxy.logged[n - 1]
+        self.assertEqual((ctx.status, ctx.error), (502, "upstream_header_too_big"))
+        await until(lambda: not up.open, message="the upstream connection to close")
+        self.assertEqual([c for conns in proxy.factory.pool.idle.values() for c in conns], [])
+        self.assertEqual(proxy.active(), {up.port: 0})
+        return resp
+
+    async def test_hugeHeaderBlock(self):
+        """A head of 200 KB sent at once: 502 JSON, the upstream connection
+        dropped (not pooled), logged once; the client connection is kept
+        alive and its next request is served."""
+        def handler(conn, req):
+            if req.uri == "/big":
+                conn.transport.write(padded_head(200000))
+            else:
+                conn.respond(200, b"next")
+        events = self.captureLog()
+        up = self.upstream(handler)
+        proxy = await self.proxy({"default": [up]})
+        client = await self.connect(proxy)
+        client.send(request("GET", "/big"))
+        resp = await self.assertTooBig(proxy, up, client)
+        self.assertIsNone(resp.header("Connection"))
+        self.assertEqual(len([e for e in events if "too big header" in
+                              (e.get("log_format") or "")]), 1)
+        client.send(request("GET", "/next"))
+        resps = await client.wait_responses(2)
+        self.assertEqual((resps[1].status, resps[1].body), (200, b"next"))
+        self.assertFalse(client.closed)
+        self.assertEqual(len(up.connections), 2)
+        self.assertIsNone(proxy.logged[1].error)
+        self.assertLoggedOnce(proxy, 2)
+
+    async def test_manySmallHeaders(self):
+        """Thousands of tiny header lines are counted too."""
+        up = self.upstream(raw(b"HTTP/1.1 200 OK\r\n" + b"A: b\r\n" * 20000
+                               + b"Content-Length: 0\r\n\r\n"))
+        proxy = await self.proxy({"default": [up]})
+        client = await self.connect(proxy)
+        client.send(request("GET", "/x"))
+        await self.assertTooBig(proxy, up, client)
+
+    async def test_endlessHeaderLine(self):
+        """A header line that never ends, arriving in many writes: 502 once
+        it passes the limit, without waiting for its end (or a timeout)."""
+        sent = []
+
+        def endless(conn, req):
+            conn.transport.write(b"HTTP/1.1 200 OK\r\nX-Endless: ")
+
+            def more(n):
+                conn.transport.write(b"v" * 4096)
+                sent.append(4096)
+                if n:
+                    conn.later(0.002, more, n - 1)
+            more(150)       # 600 KiB at most
+        up = self.upstream(endless)
+        proxy = await self.proxy({"default": [up]})
+        client = await self.connect(proxy)
+        client.send(request("GET", "/x"))
+        await self.assertTooBig(proxy, up, client)
+        self.assertLess(sum(sent), 4 * UPSTREAM_HEAD_LIMIT)
+        self.assertLoggedOnce(proxy)
+
+    async def test_endlessStatusLine(self):
+        """The same with a reason phrase that never ends."""
+        def endless(conn, req):
+            conn.transport.write(b"HTTP/1.1 200 O")
+
+            def more(n):
+                conn.transport.write(b"K" * 4096)
+                if n:
+                    conn.later(0.002, more, n - 1)
+            more(150)
+        up = self.upstream(endless)
+        proxy = await self.proxy({"default": [up]})
+        client = await self.connect(proxy)
+        client.send(request("GET", "/x"))
+        await self.assertTooBig(proxy, up, client)
+
+    async def test_headAtLimitInPieces(self):
+        """A head of exactly the limit, arriving in many pieces, passes (and
+        the connection is pooled); one byte more is a 502."""
+        def handler(conn, req):
+            size = UPSTREAM_HEAD_LIMIT + (req.uri == "/over")
+            write_in_pieces(proxy, conn, padded_head(size, body=b"fits"))
+        up = self.upstream(handler)
+        proxy = await self.proxy({"default": [up]})
+        client = await self.connect(proxy)
+        client.send(request("GET", "/at"))
+        resp, = await client.wait_responses(1, timeout=10)
+        self.assertEqual((resp.status, resp.body), (200, b"fits"))
+        self.assertEqual(len(resp.header_all("X-F0000")), 1)
+        self.assertIsNone(proxy.logged[0].error)
+        await until(lambda: proxy.factory.pool.idle)
+        client.send(request("GET", "/over"))
+        await self.assertTooBig(proxy, up, client, 2)
+
+    async def test_headAtLimitAtOnce(self):
+        """The same, sent in one write."""
+        def handler(conn, req):
+            size = UPSTREAM_HEAD_LIMIT + (req.uri == "/over")
+            conn.transport.write(padded_head(size, body=b"fits"))
+        up = self.upstream(handler)
+        proxy = await self.proxy({"default": [up]})
+        client = await self.connect(proxy)
+        client.send(request("GET", "/at"))
+        resp, = await client.wait_responses(1)
+        self.assertEqual((resp.status, resp.body), (200, b"fits"))
+        client.send(request("GET", "/over"))
+        await self.assertTooBig(proxy, up, client, 2)
+
+    async def test_countedPerResponse(self):
+        """The count starts again for each response, also after an interim
+        (1xx) one: a 103 and a final response of 40 KB heads each pass,
+        sent at once and in pieces."""
+        data = (padded_head(40000, b"103 Early Hints")
+                + padded_head(40000, body=b"final"))
+        up = self.upstream(lambda conn, req: (
+            write_in_pieces(proxy, conn, data) if req.uri == "/pieces"
+            else conn.transport.write(data)))
+        proxy = await self.proxy({"default": [up]})
+        client = await self.connect(proxy)
+        for path in ("/once", "/pieces", "/once"):
+            client.send(request("GET", path))
+        resps = await client.wait_responses(3, timeout=10)
+        self.assertEqual([(r.status, r.body) for r in resps], [(200, b"final")] * 3)
+        self.assertEqual([ctx.error for ctx in proxy.logged], [None] * 3)
+        self.assertEqual(len(up.connections), 1)
+
+    async def test_configured(self):
+        """``proxy.max_upstream_header_size`` sets the limit."""
+        def handler(conn, req):
+            conn.transport.write(padded_head(int(req.uri[1:]), body=b"fits"))
+        up = self.upstream(handler)
+        proxy = await self.proxy({"default": [up]},
+                                 proxy={"max_upstream_header_size": 1024})
+        client = await self.connect(proxy)
+        client.send(request("GET", "/1024"))
+        resp, = await client.wait_responses(1)
+        self.assertEqual((resp.status, resp.body), (200, b"fits"))
+        client.send(request("GET", "/1025"))
+        await self.assertTooBig(proxy, up, client, 2)
 
 
 class ClientAbortTests(ProxyTestCase):

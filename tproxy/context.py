@@ -131,7 +131,10 @@ class RequestContext(object):
     :ivar bytes_sent: response bytes written to the client (head included).
     :ivar error: why the request did not end normally: ``None``,
         ``"client_abort"``, ``"upstream_connect"``, ``"upstream_timeout"``,
-        ``"upstream_error"``, ``"plugin_error"``, ``"no_peer"``, ...
+        ``"upstream_error"``, ``"upstream_invalid"`` (not HTTP),
+        ``"upstream_header_too_big"`` (a response head past
+        ``proxy.max_upstream_header_size``), ``"plugin_error"``,
+        ``"no_peer"``, ...
     :ivar plugins: the :class:`tproxy.phases.PhaseSet` of the request's route
         (known after the every-route ``rewrite`` implementations ran).
     :ivar start: the clock's time when the request head was read.

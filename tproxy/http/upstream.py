@@ -17,6 +17,13 @@ from tproxy.http.parsing import HttpParserError, HttpParserUpgrade, HttpResponse
 
 log = Logger()
 
+#: The default of ``proxy.max_upstream_header_size``: bytes of a response head.
+MAX_HEADER_SIZE = 65536
+
+
+class _HeadTooBig(Exception):
+    """Raised by a parser callback: the response head passed the limit."""
+
 
 class UpstreamProtocol(Protocol):
     """
@@ -25,6 +32,15 @@ class UpstreamProtocol(Protocol):
     It is the producer registered on its own transport, so that the transport
     tells it when the peer stops reading (request-body backpressure) and it
     passes that on to its exchange.
+
+    A response head (status line, header fields, the empty line) may take
+    ``max_head`` bytes (``proxy.max_upstream_header_size``); a larger one
+    fails the exchange with ``502`` (nginx: "upstream sent too big header").
+    Two counts enforce it, both started again for each response, 1xx ones
+    included: ``_head_left``, what the head may still take, goes down in
+    ``on_status`` / ``on_header`` (trailer fields, dropped, take from it too);
+    ``_head_fed`` adds up the reads that end inside the head, whose bytes the
+    parser keeps until the head (or its last line) ends.
     """
 
     exchange = None
@@ -33,6 +49,11 @@ class UpstreamProtocol(Protocol):
     timer = None           # one DelayedCall per connection (see set_deadline)
     deadline = 0.0
     idle = False
+    max_head = MAX_HEADER_SIZE
+    _reason = b""          # the reason phrase of the response being read
+    _head_left = 0         # bytes the current head may still take
+    _head_fed = None       # bytes of reads that ended inside the current head
+                           # (None: after it; -1: after a 1xx, see _count_head)
 
     def __init__(self, pool, key):
         self.pool = pool
@@ -45,6 +66,7 @@ class UpstreamProtocol(Protocol):
         # one parser for the connection's life: a connection is reused only
         # after a complete response (never after HEAD, an error or an upgrade)
         self.parser = HttpResponseParser(self)
+        self.max_head = self.pool.max_header_size
         self.factory.exchange.upstream_connected(self, False)
 
     # -- the one timer: read/send timeouts while in use, idle timeout in the pool
@@ -92,6 +114,9 @@ class UpstreamProtocol(Protocol):
         self._head = []
         self._eof_body = False
         self._informational = False
+        self._head_left = self.max_head
+        self._head_fed = 0
+        self._reason = b""
 
     def release(self):
         """The exchange is over and the connection is clean: back to the pool."""
@@ -138,16 +163,52 @@ class UpstreamProtocol(Protocol):
         except (HttpParserError, HttpParserUpgrade) as e:
             # (an upgrade was never asked for: Upgrade is not forwarded)
             if self.exchange is ex:
-                self.exchange = None
-                ex.upstream_invalid(e)
+                if isinstance(e.__context__, _HeadTooBig):
+                    self._head_too_big(ex)
+                else:
+                    self.exchange = None
+                    ex.upstream_invalid(e)
             self.transport.abortConnection()
         else:
             if self.exchange is ex:
-                # the response goes on: the read timeout starts again
-                # (a complete one has put the connection in the pool)
-                self.set_deadline(ex.factory.read_timeout)
+                # (_head_fed is not None: the read ended inside a head)
+                if self._head_fed is None or self._count_head(ex, len(data)):
+                    # the response goes on: the read timeout starts again
+                    # (a complete one has put the connection in the pool)
+                    self.set_deadline(ex.factory.read_timeout)
         finally:
             client.uncork()
+
+    def _count_head(self, ex, n):
+        """
+        A read of ``n`` bytes ended inside a response head.  The parsers keep
+        the head (httptools: its last, incomplete line) until it ends, and
+        ``on_header`` may not come for a while, or ever: the reads count.
+        Return whether the response goes on.
+        """
+        fed = self._head_fed
+        if fed < 0:
+            # the read that ended an interim (1xx) response: how much of it
+            # is this head is unknown, it is not counted (one read at most)
+            self._head_fed = 0
+            return True
+        fed += n
+        if fed > self.max_head:
+            self._head_too_big(ex)
+            return False
+        self._head_fed = fed
+        return True
+
+    def _head_too_big(self, ex):
+        """The response head passed ``max_head``: 502, the connection dropped."""
+        if not ex.done:
+            log.info("upstream {peer} sent too big header (more than {limit} bytes)",
+                     peer=ex.ctx.upstream_addr, limit=self.max_head)
+            # the exchange aborts this connection and releases the peer
+            ex.fail_upstream("upstream_header_too_big", 502,
+                             "upstream sent too big header")
+        if self.exchange is ex:
+            self.abort()
 
     def on_message_begin(self):
         if self.exchange is None:
@@ -155,25 +216,41 @@ class UpstreamProtocol(Protocol):
             raise ValueError("unsolicited response")
 
     def on_status(self, status):
-        self._reason = status
+        # (httptools calls it once per read the status line spans)
+        self._reason += status
+        # "HTTP/1.1 200 " and CRLF, and the CRLF that ends the head
+        left = self._head_left - len(status) - 17
+        if left < 0:
+            raise _HeadTooBig()
+        self._head_left = left
 
     def on_header(self, name, value):
+        # ": " and CRLF (the head as received, but for extra spaces)
+        left = self._head_left - len(name) - len(value) - 4
+        if left < 0:
+            raise _HeadTooBig()
+        self._head_left = left
         self._head.append((name, value))
 
     def on_headers_complete(self):
         code = self.parser.get_status_code()
         if code < 200:
             # 1xx interim responses are not forwarded (Expect is answered by
-            # tproxy itself; Upgrade is not forwarded)
+            # tproxy itself; Upgrade is not forwarded); the next head is
+            # counted afresh
             self._head = []
             self._informational = True
+            self._head_left = self.max_head
+            self._head_fed = -1
+            self._reason = b""
             return
+        self._head_fed = None
         self._informational = False
         head, self._head = self._head, []
         ex = self.exchange
         head_only = ex.head_method
         # (upstream_head says whether the body runs until the connection closes)
-        self._eof_body = ex.upstream_head(code, getattr(self, "_reason", b""), head,
+        self._eof_body = ex.upstream_head(code, self._reason, head,
                                           self.parser.should_keep_alive())
         if head_only and self.exchange is ex:
             # A response to HEAD has no body whatever its Content-Length says,
@@ -233,13 +310,17 @@ class UpstreamPool(object):
     :param connect_timeout: seconds for a new connection.
     :param max_idle: idle connections kept per peer (0 disables keep-alive).
     :param idle_timeout: seconds an idle connection is kept.
+    :param max_header_size: bytes of a response head a peer may send (more:
+        ``502``; ``proxy.max_upstream_header_size``).
     """
 
-    def __init__(self, reactor, connect_timeout=60, max_idle=32, idle_timeout=60):
+    def __init__(self, reactor, connect_timeout=60, max_idle=32, idle_timeout=60,
+                 max_header_size=MAX_HEADER_SIZE):
         self.reactor = reactor
         self.connect_timeout = connect_timeout
         self.max_idle = max_idle
         self.idle_timeout = idle_timeout
+        self.max_header_size = max_header_size
         self.idle = {}      # (host, port) -> [UpstreamProtocol], most recent last
 
     def connect(self, peer, exchange):
