@@ -36,8 +36,11 @@ DEFAULTS = {
         "max_line_size": 8192,
         "max_header_size": 32768,
         "max_body_size": None,
+        "max_upstream_header_size": 65536,
         "upstream_keepalive": 32,
         "upstream_keepalive_timeout": 60,
+        "lingering_time": 30,
+        "lingering_timeout": 5,
     },
 }
 

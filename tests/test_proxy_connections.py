@@ -1,12 +1,18 @@
 """
 End-to-end tests of connection management and less common message shapes:
 keep-alive limits and timeouts, deep pipelines, early upstream responses,
-interim responses, request targets, retries carrying a body.
+interim responses, request targets, retries carrying a body, lingering close.
 """
 
+import socket
+
+from twisted.internet import reactor, task
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from zope.interface import implementer
+
 from tproxy import Response
-from tests.helpers import (ProxyTestCase, delayed, echo, raw, request, sleep,
-                           until)
+from tests.helpers import (ProxyTestCase, RawClient, buffered, delayed, echo, raw,
+                           request, sleep, until)
 
 HOOKS = "tests.proxy_plugins:Hooks"
 
@@ -478,3 +484,284 @@ class ConnectionCloseTests(ProxyTestCase):
         self.assertIsNone(up.requests[0].header("Upgrade"))
         self.assertIsNone(up.requests[0].header("Connection"))
         self.assertLoggedOnce(proxy)
+
+    async def test_nothingAfterSynchronousClose(self):
+        """A response made at once (a plugin's) closes the connection while
+        the read it came in is being parsed: what follows in that read is
+        not answered, not even with a 400."""
+        up = self.upstream()
+        proxy = await self.proxy({"default": [up]}, plugins=["router", HOOKS, "least_conn"])
+        proxy.plugin(HOOKS).fns["access"] = lambda ctx: Response(401, "no")
+        client = await self.connect(proxy)
+        client.send(request("GET", "/a", [("Host", "x"), ("Connection", "close")])
+                    + request("GET", "/b"))
+        await client.wait_closed()
+        self.assertEqual([(r.status, r.body) for r in client.responses()], [(401, b"no")])
+        self.assertTrue(bytes(client.data).endswith(b"no"))
+        client = await self.connect(proxy)
+        client.send(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    b"zz\r\nabc\r\n")
+        await client.wait_closed()
+        self.assertEqual([(r.status, r.body) for r in client.responses()], [(401, b"no")])
+        self.assertTrue(bytes(client.data).endswith(b"no"))
+        self.assertEqual(up.requests, [])
+
+
+@implementer(IHalfCloseableProtocol)
+class HalfCloseClient(RawClient):
+    """
+    A raw client that stays open when the proxy shuts down its side
+    (``eof``): it may go on writing, and closes when the test says so.
+    """
+
+    eof = False
+
+    def readConnectionLost(self):
+        self.eof = True
+
+    def writeConnectionLost(self):
+        pass
+
+
+#: a head announcing a body far over the ``max_body_size`` of these tests
+def _too_big(length, path="/"):
+    return (b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+            % (path.encode("ascii"), length))
+
+
+class LingeringCloseTests(ProxyTestCase):
+    """
+    nginx's lingering close: when the connection closes while the client may
+    still be sending, the response is flushed, the write side shut down, and
+    what the client sends is read and dropped until it closes, is silent for
+    ``lingering_timeout`` or ``lingering_time`` has passed.
+    """
+
+    BODY = 8 * 1024 * 1024   # far more than the socket buffers hold
+    CHUNK = 256 * 1024
+
+    async def flood(self, client, total):
+        """Write ``total`` bytes in chunks, the next one when the previous
+        ones left the transport's buffer (a client that writes its whole body
+        before reading); how many were written before the connection
+        failed."""
+        t = client.transport
+        sent = 0
+        chunk = b"x" * self.CHUNK
+        while sent < total and not client.closed:
+            client.send(chunk[:total - sent])
+            sent += min(self.CHUNK, total - sent)
+            await until(lambda: client.closed or buffered(t) < self.CHUNK,
+                        timeout=10, message="the body to be sent")
+        await until(lambda: client.closed or buffered(t) == 0, timeout=10,
+                    message="the body to be sent")
+        return sent if not client.closed else -1
+
+    def server_side(self, proxy):
+        """The proxy's protocol of its one client connection."""
+        p, = proxy.factory.protocols
+        return p
+
+    def assertRefused(self, resp, status):
+        self.assertEqual(resp.status, status)
+        self.assertEqual(resp.header("Connection"), "close")
+        self.assertEqual(resp.header("Content-Type"), "application/json")
+        self.assertIn("error", resp.json())
+
+    async def test_tooLargeBodyWrittenBeforeReading(self):
+        """A client writes a head announcing a body over ``max_body_size``
+        and the whole body (megabytes) before it reads anything: it then
+        reads the complete 413 and the end of the stream, not a reset."""
+        up = self.upstream()
+        proxy = await self.proxy({"default": [up]}, proxy={"max_body_size": 1000})
+        client = await self.connect(proxy)
+        client.transport.pauseProducing()       # not reading
+        client.send(_too_big(self.BODY))
+        written = await self.flood(client, self.BODY)
+        self.assertEqual(written, self.BODY, "the proxy reset the connection")
+        client.transport.resumeProducing()
+        await client.wait_closed()
+        resp, = client.finals()
+        self.assertRefused(resp, 413)
+        self.assertEqual(resp.json()["error"], "request body too large")
+        self.assertEqual(up.requests, [])
+        await until(lambda: proxy.factory.open_connections == 0)
+
+    async def test_pluginAnswerBeforeBody(self):
+        """A plugin answers (401) before the request body was read; the
+        client writes the megabytes of its body before reading: it reads the
+        401 whole, and ``log`` ran once."""
+        up = self.upstream()
+        proxy = await self.proxy({"default": [up]}, plugins=["router", HOOKS, "least_conn"])
+        proxy.plugin(HOOKS).fns["access"] = lambda ctx: Response(401, "no")
+        client = await self.connect(proxy)
+        client.transport.pauseProducing()
+        client.send(_too_big(self.BODY))
+        written = await self.flood(client, self.BODY)
+        self.assertEqual(written, self.BODY, "the proxy reset the connection")
+        client.transport.resumeProducing()
+        await client.wait_closed()
+        resp, = client.finals()
+        self.assertEqual((resp.status, resp.body, resp.header("Connection")),
+                         (401, b"no", "close"))
+        self.assertEqual(up.requests, [])
+        self.assertLoggedOnce(proxy)
+
+    async def test_badRequestWithBytesAfter(self):
+        """A malformed request followed by megabytes the client writes before
+        reading: the 400 arrives whole."""
+        proxy = await self.proxy({})
+        client = await self.connect(proxy)
+        client.transport.pauseProducing()
+        client.send(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n")
+        written = await self.flood(client, self.BODY)
+        self.assertEqual(written, self.BODY, "the proxy reset the connection")
+        client.transport.resumeProducing()
+        await client.wait_closed()
+        resp, = client.finals()
+        self.assertRefused(resp, 400)
+
+    async def test_halfClosedStillReading(self):
+        """After the 413 the proxy shuts down its side (the client sees the
+        end of the stream after the response) but goes on reading: the
+        client's further writes succeed; its close ends the connection at
+        once (not after ``lingering_timeout``)."""
+        proxy = await self.proxy({}, proxy={"max_body_size": 10,
+                                            "lingering_timeout": 3})
+        client = await self.connect(proxy, client=HalfCloseClient())
+        client.send(_too_big(10 ** 9) + b"y" * 1000)
+        await until(lambda: client.eof or client.closed)
+        self.assertTrue(client.eof, "no half-close: %r" % (getattr(client, "reason", None),))
+        self.assertFalse(client.closed)
+        resp, = client.finals()
+        self.assertRefused(resp, 413)
+        server = self.server_side(proxy)
+        self.assertTrue(getattr(server, "lingering", False))
+        for _ in range(4):
+            written = await self.flood(client, 1024 * 1024)
+            self.assertEqual(written, 1024 * 1024)
+            await sleep(0.02)
+        self.assertFalse(client.closed)
+        self.assertEqual(proxy.factory.open_connections, 1)
+        start = reactor.seconds()
+        client.transport.loseConnection()
+        await until(lambda: proxy.factory.open_connections == 0)
+        self.assertLess(reactor.seconds() - start, 1.5)
+        self.assertFalse(server.transport.connected)
+
+    async def test_silentClientClosedAfterLingeringTimeout(self):
+        """A client that stays open and silent after the 413 is closed after
+        ``lingering_timeout``."""
+        proxy = await self.proxy({}, proxy={"max_body_size": 10,
+                                            "lingering_timeout": 0.2})
+        client = await self.connect(proxy, client=HalfCloseClient())
+        client.send(_too_big(10 ** 6) + b"y" * 100)
+        await until(lambda: client.eof or client.closed)
+        self.assertTrue(client.eof)
+        start = reactor.seconds()
+        await sleep(0.1)
+        self.assertEqual(proxy.factory.open_connections, 1)
+        await until(lambda: proxy.factory.open_connections == 0)
+        elapsed = reactor.seconds() - start
+        self.assertGreaterEqual(elapsed, 0.15)
+        self.assertLess(elapsed, 2)
+        self.assertIsNone(self.server_side(proxy).timer)   # no timer left behind
+
+    async def test_lingeringTimeCaps(self):
+        """A client that sends for ever (more often than
+        ``lingering_timeout``) is closed after ``lingering_time``."""
+        proxy = await self.proxy({}, proxy={"max_body_size": 10,
+                                            "lingering_timeout": 0.2,
+                                            "lingering_time": 0.5})
+        client = await self.connect(proxy, client=HalfCloseClient())
+        client.send(_too_big(10 ** 9))
+        await until(lambda: client.eof or client.closed)
+        self.assertTrue(client.eof)
+        start = reactor.seconds()
+
+        def drip():
+            if not client.closed:
+                client.send(b"z" * 512)
+        loop = task.LoopingCall(drip)
+        loop.start(0.03)
+        try:
+            await until(lambda: proxy.factory.open_connections == 0)
+        finally:
+            loop.stop()
+        elapsed = reactor.seconds() - start
+        self.assertGreaterEqual(elapsed, 0.45)   # kept past lingering_timeout
+        self.assertLess(elapsed, 2)
+
+    async def test_unreadResponseNotKeptForEver(self):
+        """A client that neither reads (the response cannot be flushed) nor
+        sends: the connection is cut after ``lingering_timeout`` all the
+        same."""
+        up = self.upstream()
+        proxy = await self.proxy({"default": [up]}, plugins=["router", HOOKS, "least_conn"],
+                                 proxy={"lingering_timeout": 0.2})
+        proxy.plugin(HOOKS).fns["access"] = lambda ctx: Response(401, b"n" * self.BODY)
+        client = await self.connect(proxy, keep=False)
+        client.transport.pauseProducing()
+        # a small receive buffer: the kernels cannot take the whole response
+        client.transport.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.send(_too_big(10 ** 6))
+        await until(lambda: proxy.logged)
+        server = self.server_side(proxy)
+        self.assertGreater(buffered(server.transport), 0)
+        start = reactor.seconds()
+        await until(lambda: proxy.factory.open_connections == 0)
+        self.assertLess(reactor.seconds() - start, 2)
+        self.assertLess(client.received, self.BODY)
+
+    async def test_lingeringTimeoutZeroTurnsItOff(self):
+        """``lingering_timeout`` 0: the connection closes right after the
+        413, as without lingering close."""
+        proxy = await self.proxy({}, proxy={"max_body_size": 10,
+                                            "lingering_timeout": 0})
+        client = await self.connect(proxy, client=HalfCloseClient())
+        client.send(_too_big(10 ** 6))
+        await until(lambda: client.finals())
+        await until(lambda: proxy.factory.open_connections == 0, timeout=1)
+        self.assertFalse(getattr(self.server_side(proxy), "lingering", False))
+
+    async def test_completeRequestsCloseAtOnce(self):
+        """Keep-alive requests, then one saying ``Connection: close`` read
+        whole: the connection closes at once after its response (no
+        lingering, however long ``lingering_timeout``)."""
+        up = self.upstream()
+        proxy = await self.proxy({"default": [up]}, proxy={"lingering_timeout": 5})
+        client = await self.connect(proxy, client=HalfCloseClient())
+        client.send(request("GET", "/1"))
+        await client.wait_responses(1)
+        client.send(request("POST", "/2", body="abc"))
+        await client.wait_responses(2)
+        self.assertEqual(proxy.factory.open_connections, 1)
+        client.send(request("GET", "/3", [("Host", "x"), ("Connection", "close")]))
+        await until(lambda: client.eof or client.closed)
+        await until(lambda: proxy.factory.open_connections == 0, timeout=1)
+        resps = client.finals()
+        self.assertEqual([(r.status, r.header("Connection")) for r in resps],
+                         [(200, None), (200, None), (200, "close")])
+        self.assertFalse(getattr(self.server_side(proxy), "lingering", False))
+
+    async def test_keepaliveLimitsCloseAtOnce(self):
+        """``keepalive_requests`` reached after a complete request, and the
+        idle ``keepalive_timeout``: closed at once, no lingering."""
+        up = self.upstream()
+        proxy = await self.proxy({"default": [up]},
+                                 proxy={"lingering_timeout": 5, "keepalive_requests": 1})
+        client = await self.connect(proxy, client=HalfCloseClient())
+        client.send(request("GET", "/1"))
+        await until(lambda: client.eof or client.closed)
+        await until(lambda: proxy.factory.open_connections == 0, timeout=1)
+        self.assertEqual(client.finals()[0].header("Connection"), "close")
+
+        proxy = await self.proxy({"default": [up]},
+                                 proxy={"lingering_timeout": 5, "keepalive_timeout": 0.1})
+        client = await self.connect(proxy, client=HalfCloseClient())
+        client.send(request("GET", "/1"))
+        await client.wait_responses(1)
+        await until(lambda: client.eof or client.closed)
+        await until(lambda: proxy.factory.open_connections == 0, timeout=1)
+        for p in proxy.factory.protocols:
+            self.assertFalse(getattr(p, "lingering", False))

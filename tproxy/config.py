@@ -285,8 +285,13 @@ SCHEMA = _object({
         "max_line_size": _number(8192, minimum=64, integer=True),
         "max_header_size": _number(32768, minimum=256, integer=True),
         "max_body_size": _number(None, minimum=0, integer=True, nullable=True),
+        # nginx's proxy_buffer_size (4k/8k there): a larger upstream head is a 502
+        "max_upstream_header_size": _number(65536, minimum=256, integer=True),
         "upstream_keepalive": _number(32, minimum=0, integer=True),
         "upstream_keepalive_timeout": _number(60, exclusive=0),
+        # nginx's lingering_time / lingering_timeout (lingering_timeout 0: off)
+        "lingering_time": _number(30, exclusive=0),
+        "lingering_timeout": _number(5, minimum=0),
     }),
     "streams": {"type": "array", "items": _STREAM, "default": []},
 })

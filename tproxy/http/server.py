@@ -9,6 +9,7 @@ and nothing about plugins: each request becomes an
 import os
 from collections import deque
 
+from twisted.internet import tcp
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
@@ -48,12 +49,15 @@ class ProxyFactory(Factory):
         self.max_line = proxy["max_line_size"]
         self.max_header = proxy["max_header_size"]
         self.max_body = proxy["max_body_size"]
+        self.lingering_time = proxy["lingering_time"]
+        self.lingering_timeout = proxy["lingering_timeout"]
         self.send_timeout = timeouts["send"]
         self.read_timeout = timeouts["read"]
         self.trusted = TrustedProxies(cfg.get("trusted_proxies", ()))
         self.pool = UpstreamPool(gateway.reactor, timeouts["connect"],
                                  proxy["upstream_keepalive"],
-                                 proxy["upstream_keepalive_timeout"])
+                                 proxy["upstream_keepalive_timeout"],
+                                 proxy["max_upstream_header_size"])
         self._ids = 0
         self._id_prefix = os.urandom(4).hex()
         self.open_connections = 0
@@ -191,6 +195,8 @@ class ProxyProtocol(Protocol):
     line_done = False      # the incomplete head's request line has ended
     starting = False       # exchange_done is starting queued exchanges
     closing = False
+    linger = False         # the client may still be sending: close lingering
+    lingering = False      # closing lingering (see _linger)
     timer = None
 
     def connectionMade(self):
@@ -288,6 +294,11 @@ class ProxyProtocol(Protocol):
 
     def dataReceived(self, data):
         if self.closing:
+            if self.lingering:
+                # read and dropped: the client is not silent
+                self.idle_since = self.factory.clock.seconds()
+            else:
+                self.linger = True    # bytes dropped
             return
         heads = self.heads
         try:
@@ -295,14 +306,18 @@ class ProxyProtocol(Protocol):
         except _BadRequest as e:
             self._bad_request(e.status, e.message)
         except _Closing:
-            pass
-        except HttpParserUpgrade:
+            self.linger = True
+        except HttpParserUpgrade as e:
+            if not e.args or e.args[0] < len(data):
+                self.linger = True   # bytes after the request: not parsed
             self._upgraded()
         except HttpParserError as e:
             cause = e.__context__
             if isinstance(cause, _BadRequest):
                 self._bad_request(cause.status, cause.message)
-            elif not isinstance(cause, _Closing):
+            elif isinstance(cause, _Closing):
+                self.linger = True
+            else:
                 self._bad_request(400, "malformed request")
         else:
             if self.heads == heads and self.reading is None and not self.closing:
@@ -462,6 +477,10 @@ class ProxyProtocol(Protocol):
         self.served += 1
         self.exchange = None
         if self.closing or ex.response_close or not ex.request_complete:
+            if not ex.request_complete or self.queue or self.head_start is not None:
+                # the client may still be sending: the body not read, or
+                # requests behind this one that will not be answered
+                self.linger = True
             self._close()
             return
         self.idle_since = self.factory.clock.seconds()
@@ -482,12 +501,72 @@ class ProxyProtocol(Protocol):
     def _close(self):
         self.uncork()
         self.closing = True
-        if self.transport.connected:
-            self.transport.unregisterProducer()
-            self.transport.loseConnection()
+        t = self.transport
+        if t.connected and not self.lingering:
+            t.unregisterProducer()
+            if (self.linger and self.factory.lingering_timeout and not t.disconnecting
+                    and isinstance(t, tcp.Connection) and not t.TLS):
+                self._linger()
+            else:
+                t.loseConnection()
+
+    def _linger(self):
+        """
+        Close as nginx's ``lingering_close``: the client may still be sending
+        (a body not read, bytes after a bad request), and closing a socket
+        with unread bytes sends a reset, which can destroy the response
+        before the client reads it.  So the response is flushed, then the
+        write side is shut down (the client sees the end of the response),
+        and what the client still sends is read and dropped until it closes,
+        or is silent for ``proxy.lingering_timeout`` seconds, or
+        ``proxy.lingering_time`` seconds have passed; then the connection
+        closes (:meth:`_check_timeout`).
+        """
+        f = self.factory
+        t = self.transport
+        self.lingering = True
+        # requests read but not started will not be: they end now, not
+        # when the connection does
+        queue, self.queue = self.queue, deque()
+        for queued in queue:
+            queued.client_lost()
+        now = f.clock.seconds()
+        self.idle_since = now
+        self.linger_end = now + f.lingering_time
+        # after the bytes buffered (the response): FIN (Twisted's doWrite
+        # half-closes once its buffer is empty; the fast write path in
+        # tproxy.fastio only sends while that buffer is empty, so the order
+        # holds)
+        t.loseWriteConnection()
+        # read (and drop) whatever the reasons for not reading were
+        self.paused.clear()
+        t.resumeProducing()
+        delay = min(f.lingering_timeout, f.lingering_time)
+        timer = self.timer
+        if timer is not None and timer.active():
+            timer.reset(delay)
+        else:
+            self.timer = f.clock.callLater(delay, self._check_timeout)
+
+    def _end_linger(self):
+        """Lingering is over: close (a reset if the client is still sending)."""
+        t = self.transport
+        if t.dataBuffer or t._tempDataBuffer:
+            # the response is still not flushed (the client does not read):
+            # loseConnection would wait for it for ever
+            t.abortConnection()
+        else:
+            t.loseConnection()   # (the write side is shut already: at once)
 
     def _bad_request(self, status, message):
         """Answer a request that cannot be parsed, and close."""
+        # the client may be sending more (the rest of a body or of a head):
+        # the close lingers
+        self.linger = True
+        if self.closing:
+            # bytes after the last response (it closed the connection, and
+            # was answered within the same read): they are not answered
+            return
         log.info("bad request from {client}: {message}", client=self.remote_addr,
                  message=message)
         if self.exchange is None:
@@ -533,7 +612,13 @@ class ProxyProtocol(Protocol):
     def _check_timeout(self):
         f = self.factory
         now = f.clock.seconds()
-        if self.exchange is not None:
+        if self.lingering:
+            left = min(self.linger_end, self.idle_since + f.lingering_timeout) - now
+            if left <= 0:
+                self.timer = None
+                return self._end_linger()
+            nxt = left
+        elif self.exchange is not None:
             nxt = f.keepalive_timeout
         elif self.head_start is not None:
             left = self.head_start + f.header_timeout - now
