@@ -16,6 +16,13 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from tests.test_registry import make_gateway
 from tproxy.admin import MAX_BODY_SIZE, AdminRequest, AdminRoutes
 from tproxy.builtins.registry import parse_host, parse_prefix
+from tproxy.config import validate_config
+
+
+def _static(peer):
+    """(host, port, weight) of a static peer as the configuration has it."""
+    p, = validate_config({"upstreams": {"g": {"peers": [peer]}}})["upstreams"]["g"]["peers"]
+    return p["host"], p["port"], p["weight"]
 
 
 class _Collect(Protocol):
@@ -152,6 +159,16 @@ class RegistryApiTests(AdminServerMixin, TestCase):
         code, _, obj = yield self.request("/upstream/add?host=%5B0:0::1%5D&port=80")
         self.assertEqual((code, obj["host"], obj["server"]),
                          (200, "::1", "default:[::1]:80"))
+
+    @inlineCallbacks
+    def test_staticPeerHeartbeat(self):
+        """A registration of a static peer, however its host is spelled in
+        the configuration, is that peer (not a second one)."""
+        self.gateway.registry.add_static("api", *_static("Backend.Example.COM:80"))
+        code, _, obj = yield self.request(
+            "/upstream/add?host=backend.example.com&port=80&prefix=api")
+        self.assertEqual(code, 200)
+        self.assertEqual(len(self.gateway.registry.group("api").peers), 1)
 
     @inlineCallbacks
     def test_unknownParametersIgnored(self):

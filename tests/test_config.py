@@ -118,6 +118,16 @@ class NormalisationTests(TestCase):
         })
         self.assertIsInstance(config["upstreams"]["api"]["peers"][4]["port"], int)
 
+    def test_peerHostsNormalised(self):
+        """Static peers' hosts are spelled as the admin API spells them: a
+        name lower-cased, IPv6 compressed, IPv4-mapped IPv6 as IPv4."""
+        config = validate_config({"upstreams": {"api": {"peers": [
+            "Backend.Example.COM:80", "[0:0::1]:81", "[::ffff:10.0.0.1]:82",
+            {"host": "LOCALHOST", "port": 83}]}}})
+        self.assertEqual([(p["host"], p["port"]) for p in config["upstreams"]["api"]["peers"]],
+                         [("backend.example.com", 80), ("::1", 81), ("10.0.0.1", 82),
+                          ("localhost", 83)])
+
     def test_plugins(self):
         config = validate_config({"plugins": [
             "router", {"name": "x.y"}, {"name": "router", "settings": {"a": {"b": 1}}}]})

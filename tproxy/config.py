@@ -126,6 +126,20 @@ def check_host(host, value=None):
                          "address)".format(host))
 
 
+def normalise_host(host):
+    """
+    The one spelling of a checked host (see :func:`check_host`), the same as
+    the registry's admin API makes: a host name lower-cased, an IPv6 address
+    compressed, an IPv4-mapped IPv6 address as IPv4.  So that a static peer
+    and a registration of the same server are the same peer.
+    """
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host.lower()
+    return str(getattr(address, "ipv4_mapped", None) or address)
+
+
 @FORMATS.checks("tproxy-host-port", raises=ValueError)
 def _check_host_port(value):
     if isinstance(value, str):
@@ -460,8 +474,8 @@ def validate_config(obj, source="<config>"):
 def _normalise_peer(peer):
     if isinstance(peer, str):
         host, port = parse_host_port(peer)
-        return {"host": host, "port": port, "weight": 1}
-    return peer
+        peer = {"host": host, "port": port, "weight": 1}
+    return dict(peer, host=normalise_host(peer["host"]))
 
 
 def _reject_duplicates(pairs):
