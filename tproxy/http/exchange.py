@@ -426,7 +426,7 @@ class Exchange(object):
             return self.plugin_error()
         if isinstance(r, Deferred):
             if self.upstream is not None:
-                self.upstream.transport.pauseProducing()
+                self.upstream.pause_reading()
             self.filter_chain = r
             r.addCallback(lambda _: then(head))
             r.addCallback(self._resume_upstream)
@@ -437,7 +437,7 @@ class Exchange(object):
     def _resume_upstream(self, _=None):
         self.filter_chain = None
         if self.upstream is not None and not self.done:
-            self.upstream.transport.resumeProducing()
+            self.upstream.resume_reading()
 
     def _write_head(self, head, body):
         """Write the status line and headers to the client (framing added here)."""
@@ -506,7 +506,7 @@ class Exchange(object):
             return self.plugin_error()
         if isinstance(r, Deferred):
             if self.upstream is not None:
-                self.upstream.transport.pauseProducing()
+                self.upstream.pause_reading()
             self.filter_chain = r
             r.addCallback(self._send_filtered, eof)
             r.addCallback(self._resume_upstream)

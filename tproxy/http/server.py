@@ -242,12 +242,12 @@ class ProxyProtocol(Protocol):
     def pauseProducing(self):
         ex = self.exchange
         if ex is not None and ex.upstream is not None:
-            ex.upstream.transport.pauseProducing()
+            ex.upstream.pause_reading()
 
     def resumeProducing(self):
         ex = self.exchange
         if ex is not None and ex.upstream is not None and ex.filter_chain is None:
-            ex.upstream.transport.resumeProducing()
+            ex.upstream.resume_reading()
 
     def stopProducing(self):
         pass

@@ -49,6 +49,7 @@ class UpstreamProtocol(Protocol):
     timer = None           # one DelayedCall per connection (see set_deadline)
     deadline = 0.0
     idle = False
+    reading_paused = False   # see pause_reading
     max_head = MAX_HEADER_SIZE
     _reason = b""          # the reason phrase of the response being read
     _head_left = 0         # bytes the current head may still take
@@ -118,12 +119,23 @@ class UpstreamProtocol(Protocol):
         self._head_fed = 0
         self._reason = b""
 
+    def pause_reading(self):
+        """Stop reading the response (the client or a filter cannot take more)."""
+        self.reading_paused = True
+        self.transport.pauseProducing()
+
+    def resume_reading(self):
+        """Read the response again."""
+        if self.reading_paused:
+            self.reading_paused = False
+            self.transport.resumeProducing()
+
     def release(self):
         """The exchange is over and the connection is clean: back to the pool."""
         self.exchange = None
         # the exchange may have paused reading (client backpressure, a
         # filter); an idle connection must read, to notice a close
-        self.transport.resumeProducing()
+        self.resume_reading()
         self.pool._idle(self)
 
     def abort(self):
