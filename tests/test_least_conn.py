@@ -14,14 +14,17 @@ from tproxy.builtins import least_conn
 from tests.test_router import count_lines, make_gateway
 
 
-class LeastConnTests(SynchronousTestCase):
-    """The balancer's choices, with the plugin called directly."""
+class _Picking(object):
+    """Calls the plugin's balancer directly, on a gateway on a Clock."""
+
+    small_group = 0
 
     def setUp(self):
         self.gateway = make_gateway(ttl=60)
         self.registry = self.gateway.registry
         self.clock = self.gateway.reactor
         self.plugin = least_conn.Plugin({})
+        self.plugin.small_group = self.small_group
         self.plugin.init_worker(self.gateway)
 
     def pick(self, group="api", tried=()):
@@ -50,6 +53,11 @@ class LeastConnTests(SynchronousTestCase):
 
     def index(self, group="api"):
         return self.registry.group(group).state[self.plugin._key]
+
+
+class LeastConnTests(_Picking, SynchronousTestCase):
+    """The balancer's choices; every group indexed (``small_group`` 0),
+    whatever its size."""
 
     def test_choosesOnly(self):
         """A pick does not change counts; without a change it is the same peer."""
@@ -296,3 +304,55 @@ class LeastConnTests(SynchronousTestCase):
         small, large = cost(10), cost(10000)
         self.assertGreater(small, 300)
         self.assertLessEqual(large, small * 1.1)
+
+
+class SmallGroupTests(_Picking, SynchronousTestCase):
+    """The same choices when groups of up to ``small_group`` peers are
+    scanned at each pick instead of indexed (the built-in default: 8)."""
+
+    small_group = least_conn.Plugin.small_group
+
+    # the tests of LeastConnTests that look at choices only (the others look
+    # into the index too)
+    test_choosesOnly = LeastConnTests.test_choosesOnly
+    test_fewestActive = LeastConnTests.test_fewestActive
+    test_weights = LeastConnTests.test_weights
+    test_weightChange = LeastConnTests.test_weightChange
+    test_tiesRotate = LeastConnTests.test_tiesRotate
+    test_tiesRotateWeighted = LeastConnTests.test_tiesRotateWeighted
+    test_concurrentSpread = LeastConnTests.test_concurrentSpread
+    test_noRouteOrGroup = LeastConnTests.test_noRouteOrGroup
+    test_peerAddedWhileRunning = LeastConnTests.test_peerAddedWhileRunning
+    test_groupRecreated = LeastConnTests.test_groupRecreated
+    test_staticPeersBeforeInit = LeastConnTests.test_staticPeersBeforeInit
+    test_throughPhases = LeastConnTests.test_throughPhases
+    test_costIndependentOfPeerCount = LeastConnTests.test_costIndependentOfPeerCount
+
+    def test_noIndexWhileSmall(self):
+        """A small group is not indexed; once it grows past ``small_group``
+        it is, and the choices stay the same."""
+        peers = [self.registry.register("api", "10.0.0.1", p)[0]
+                 for p in range(1, self.small_group + 1)]
+        peers[0].acquire()
+        self.assertIs(self.pick(), peers[1])
+        self.assertNotIsInstance(self.registry.group("api").state[self.plugin._key],
+                                 least_conn._Index)
+        more, _ = self.registry.register("api", "10.0.0.1", 100)
+        # peers[1:] changed never, "more" is new: the first unchanged wins
+        self.assertIs(self.pick(), peers[1])
+        self.assertIsInstance(self.registry.group("api").state[self.plugin._key],
+                              least_conn._Index)
+        self.assertEqual(sum(self.cycled(900).values()), 900)
+        counts = self.held(9 * 8)   # 9 equal peers, 72 requests in flight
+        self.assertEqual(set(counts.values()), {8})
+        self.assertEqual(counts[more.port], 8)
+
+    def test_removedForgotten(self):
+        """A removed peer of a small group leaves no trace in its state."""
+        a, _ = self.registry.register("api", "10.0.0.1", 1)
+        b, _ = self.registry.register("api", "10.0.0.1", 2)
+        self.cycled(4)
+        self.registry.deregister("api", "10.0.0.1", 1)
+        state = self.registry.group("api").state[self.plugin._key]
+        self.assertEqual(set(state.changed), {b})
+        self.assertEqual(self.cycled(3), {2: 3})

@@ -23,6 +23,12 @@ distinct ``(active, weight)`` pairs in use), never the number of peers.  The
 score heap is rebuilt once its stale scores outnumber twice the live ones,
 so it stays small however many requests pass.
 
+Small groups (up to :attr:`Plugin.small_group` peers, 8) have no index:
+each pick looks at every peer, and among equal scores takes the one whose
+count changed longest ago (the order the buckets keep), which costs less per
+request than moving a peer between buckets twice.  A group that grows past
+that size is indexed from then on.
+
 Peers in ``tried`` are skipped (the next bucket is looked at when a whole
 bucket was tried).  An expired peer (TTL passed, not yet removed by the
 registry's cleanup) is dropped from the index when a pick meets it: expiry
@@ -71,6 +77,23 @@ class _Index(object):
         self.score_of = {}
 
 
+class _Recent(object):
+    """
+    A small group's state: no index, the peers are scanned at each pick
+    (cheaper than keeping buckets up to date for a few peers).
+
+    :ivar changed: ``{peer: n}``, the ``n``-th count change of the group
+        was the peer's last (peers never changed: absent, as ``0``); among
+        equal scores the smallest ``n`` wins, as the index's bucket order.
+    """
+
+    __slots__ = ("changed", "seq")
+
+    def __init__(self):
+        self.changed = {}
+        self.seq = 0
+
+
 @implementer(IRegistryListener)
 class Plugin(object):
     """
@@ -84,6 +107,10 @@ class Plugin(object):
         "properties": {},
         "additionalProperties": False,
     }
+
+    #: groups of at most this many peers are scanned at each pick instead
+    #: of indexed (the index pays per request what a scan of a few costs)
+    small_group = 8
 
     def __init__(self, settings=None):
         self._registry = None
@@ -149,20 +176,25 @@ class Plugin(object):
     def peer_added(self, peer):
         """Index a new peer (if its group is indexed yet)."""
         index = self._index_of(peer)
-        if index is not None and peer not in index.score_of:
+        if type(index) is _Index and peer not in index.score_of:
             self._place(index, peer)
 
     def peer_removed(self, peer):
         """Drop a peer from its group's index."""
         index = self._index_of(peer)
-        if index is not None:
+        if type(index) is _Index:
             self._drop(index, peer)
+        elif index is not None:
+            index.changed.pop(peer, None)
 
     def peer_changed(self, peer):
         """Re-score a peer whose count or weight changed (twice per request:
         kept to a few dictionary operations)."""
         index = peer.group.state.get(self._key)
-        if index is None:
+        if type(index) is not _Index:
+            if index is not None:   # a small group: note the order of changes
+                index.seq = n = index.seq + 1
+                index.changed[peer] = n
             return
         score_of = index.score_of
         old = score_of.get(peer)
@@ -204,9 +236,31 @@ class Plugin(object):
             return None
         now = registry.now()
         index = group.state.get(self._key)
-        if index is None:
+        if type(index) is not _Index:
+            peers = group.peers
+            if len(peers) <= self.small_group:
+                if index is None:
+                    index = group.state[self._key] = _Recent()
+                return self._scan(index, peers, tried, now)
             index = self._build(group, now)
         return self._pick(index, tried, now)
+
+    def _scan(self, recent, peers, tried, now):
+        """The pick of a small group: every peer looked at."""
+        changed = recent.changed
+        best = None
+        best_score = best_n = 0
+        for peer in peers.values():
+            if peer.expires_at <= now or (tried and peer in tried):
+                continue   # (expired: see Peer.is_live)
+            score = (peer.active + 1) / (peer.weight or 1)
+            if best is None or score < best_score:
+                best, best_score, best_n = peer, score, changed.get(peer, 0)
+            elif score == best_score:
+                n = changed.get(peer, 0)
+                if n < best_n:
+                    best, best_n = peer, n
+        return best
 
     def _pick(self, index, tried, now):
         scores = index.scores
