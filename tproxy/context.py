@@ -5,10 +5,15 @@ the chosen peer, timings and the plugins' own variables.
 """
 
 import json
+import os
 
 from twisted.internet.defer import succeed
 
 from tproxy.http.headers import Headers
+
+
+#: the process's part of request ids made from numbers (see RequestContext)
+_ID_PREFIX = os.urandom(4).hex()
 
 
 class Request(object):
@@ -119,7 +124,9 @@ class RequestContext(object):
 
     :ivar gateway: the :class:`tproxy.gateway.Gateway`.
     :ivar request: the :class:`Request`.
-    :ivar request_id: a unique id (in the access log).
+    :ivar request_id: a unique id (in the access log); given as a number,
+        it is made a string (this process's random prefix and the number in
+        hex) when first read.
     :ivar vars: a ``dict`` for plugins' own per-request values.
     :ivar route: the upstream group chosen by the router (``None`` before).
     :ivar upstream_path: the path (with query) sent upstream.
@@ -141,7 +148,7 @@ class RequestContext(object):
     :ivar upstream_start / upstream_end: clock times of the upstream exchange.
     """
 
-    __slots__ = ("gateway", "request", "request_id", "vars", "route",
+    __slots__ = ("gateway", "request", "_request_id", "vars", "route",
                  "upstream_path", "upstream_headers", "peer", "tried", "status",
                  "bytes_sent", "error", "start", "upstream_start",
                  "upstream_end", "end", "plugins", "exchange")
@@ -149,7 +156,7 @@ class RequestContext(object):
     def __init__(self, gateway, request, request_id="", start=0.0):
         self.gateway = gateway
         self.request = request
-        self.request_id = request_id
+        self._request_id = request_id
         self.vars = {}
         self.route = None
         self.upstream_path = request.uri
@@ -166,6 +173,19 @@ class RequestContext(object):
         self.exchange = None
         phases = getattr(gateway, "phases", None)
         self.plugins = phases.default if phases is not None else None
+
+    @property
+    def request_id(self):
+        """The request's id; made on first use when tproxy gave a number (most
+        requests never need it: no work per request for them)."""
+        rid = self._request_id
+        if type(rid) is int:
+            rid = self._request_id = "%s%08x" % (_ID_PREFIX, rid)
+        return rid
+
+    @request_id.setter
+    def request_id(self, value):
+        self._request_id = value
 
     def read_body_prefix(self, n):
         """

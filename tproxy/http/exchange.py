@@ -254,9 +254,15 @@ class Exchange(object):
                                           ctx.upstream_path.encode("latin-1"))]
         raw = req.headers.raw
         if extra:
-            names = [_lower(n) for n, _ in extra]   # a few: a list is quickest
-            raw = [p for p in raw if p[0].lower() not in names]
-            raw.extend([(_bytes(n), _bytes(v)) for n, v in extra])
+            if len(extra) == 1:    # the usual case: the router's X-Route-Prefix
+                (n, v), = extra
+                name, low = _name(n)
+                raw = [p for p in raw if p[0].lower() != low]
+                raw.append((name, _value(v)))
+            else:
+                names = [_name(n)[1] for n, _ in extra]   # a few: a list is quickest
+                raw = [p for p in raw if p[0].lower() not in names]
+                raw.extend([(_name(n)[0], _value(v)) for n, v in extra])
         if raw:
             lines.append(b"\r\n".join([b": ".join(p) for p in raw]))
             lines.append(b"\r\n")
@@ -633,9 +639,33 @@ class Exchange(object):
         self.conn.exchange_done(self)
 
 
-def _lower(n):
-    return (n if isinstance(n, bytes) else n.encode("latin-1")).lower()
+#: ``ctx.upstream_headers`` names and str values as bytes: a plugin adds the
+#: same few on every request (bounded: what does not fit is converted anew)
+_NAMES = {}
+_VALUES = {}
+_CACHE_MAX = 1024
 
 
-def _bytes(s):
-    return s if isinstance(s, bytes) else str(s).encode("latin-1")
+def _name(n):
+    """``(bytes, lower-case bytes)`` of a header name given as str or bytes."""
+    r = _NAMES.get(n) if type(n) in (str, bytes) else None
+    if r is None:
+        b = n if type(n) is bytes else str(n).encode("latin-1")
+        r = (b, b.lower())
+        if len(_NAMES) < _CACHE_MAX and type(n) in (str, bytes):
+            _NAMES[n] = r
+    return r
+
+
+def _value(v):
+    """A header value given as str or bytes, as bytes."""
+    if type(v) is bytes:
+        return v
+    if type(v) is not str:
+        return str(v).encode("latin-1")
+    b = _VALUES.get(v)
+    if b is None:
+        b = str(v).encode("latin-1")
+        if len(_VALUES) < _CACHE_MAX:
+            _VALUES[v] = b
+    return b
