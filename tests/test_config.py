@@ -42,6 +42,7 @@ DEFAULTS = {
         "lingering_time": 30,
         "lingering_timeout": 5,
     },
+    "shutdown_timeout": 10,
 }
 
 
@@ -225,7 +226,8 @@ class ErrorTests(TestCase):
                                    "ttl": 3}}},
             "etc/conf.json: admin.tokn: unknown key (known keys: listen, token)",
             "etc/conf.json: lisen: unknown key (known keys: admin, listen, plugins, "
-            "proxy, registry, streams, timeouts, trusted_proxies, upstreams)",
+            "proxy, registry, shutdown_timeout, streams, timeouts, trusted_proxies, "
+            "upstreams)",
             "etc/conf.json: upstreams.api.peers[0].wieght: unknown key (known keys: "
             "host, port, weight)",
             "etc/conf.json: upstreams.api.ttl: unknown key (known keys: peers)")

@@ -308,6 +308,9 @@ SCHEMA = _object({
         "lingering_timeout": _number(5, minimum=0),
     }),
     "streams": {"type": "array", "items": _STREAM, "default": []},
+    # seconds a stopping tproxy lets requests in flight and stream sessions
+    # finish before it aborts them (nginx's worker_shutdown_timeout); 0: at once
+    "shutdown_timeout": _number(10, minimum=0),
 })
 
 

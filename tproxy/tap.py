@@ -102,7 +102,9 @@ def format_phases(config, plugin_manager):
 class GatewayService(MultiService):
     """
     Runs a gateway: on start, every ``init_worker`` first, then the child
-    services, then the listeners; on stop, the reverse.
+    services, then the listeners; on stop, the reverse, with a drain of the
+    open connections between the listeners and the child services (see
+    :meth:`stopService`).
 
     :param gateway: the :class:`tproxy.gateway.Gateway`.
     :param listeners: ``[(name, endpoint, factory)]``: what to listen on.
@@ -165,14 +167,89 @@ class GatewayService(MultiService):
             reactor.stop()
 
     def stopService(self):
-        """Stop listening, then the child services, then the gateway."""
+        """
+        Stop gracefully, as nginx's graceful quit: stop listening; drain the
+        connections open (:meth:`_drain`); then stop the child services and
+        the gateway (its ``on_stop`` callbacks), and close the idle upstream
+        connections.
+
+        :return: a Deferred that fires when all is done (twistd runs this in
+            a "before shutdown" trigger and waits for it before the reactor
+            stops).
+        """
         Service.stopService(self)
         ports, self.ports = self.ports, []
         d = DeferredList([maybeDeferred(p.stopListening) for p in ports],
                          consumeErrors=True)
+        d.addCallback(lambda _: self._drain())
         d.addCallback(lambda _: MultiService.stopService(self))
         d.addCallback(lambda _: self.gateway.stop())
+        d.addCallback(lambda _: self._close_pools())
         return d
+
+    def _drainable(self):
+        """``(http, streams)``: the listeners' proxy and stream factories."""
+        from tproxy.http.server import ProxyFactory
+        from tproxy.stream import StreamFactory
+        factories = [listener[2] for listener in self.listeners]
+        return ([f for f in factories if isinstance(f, ProxyFactory)],
+                [f for f in factories if isinstance(f, StreamFactory)])
+
+    def _drain(self):
+        """
+        Let the connections open finish, for at most ``shutdown_timeout``
+        seconds (the listeners are closed already): an idle HTTP connection
+        closes at once, one serving requests after answering the requests
+        read so far (the last response says ``Connection: close``); a stream
+        session goes on until it ends.  Whatever is left when the time is up
+        is aborted; ``shutdown_timeout`` 0 aborts everything at once.
+
+        :return: a Deferred that fires once every connection is closed.
+        """
+        http, streams = self._drainable()
+        clock = self.gateway.reactor
+        timeout = self.gateway.config.get("shutdown_timeout", 10)
+        open_http = sum(f.open_connections for f in http)
+        open_streams = sum(f.open_connections for f in streams)
+        if not open_http and not open_streams:
+            return None
+        log.info("stopping: draining {http} HTTP connection(s) and {streams} stream "
+                 "session(s) (shutdown_timeout {timeout} s)",
+                 http=open_http, streams=open_streams, timeout=timeout)
+        start = clock.seconds()
+        aborted = []
+
+        def abort():
+            aborted.append((sum(f.abort() for f in http),
+                            sum(f.abort() for f in streams)))
+
+        if not timeout:
+            abort()
+        ds = [f.drain() for f in http] + [f.drain() for f in streams]
+        done = DeferredList(ds, consumeErrors=True)
+        if not aborted:
+            timer = clock.callLater(timeout, abort)
+
+            def stop_timer(result):
+                if timer.active():
+                    timer.cancel()
+                return result
+            done.addBoth(stop_timer)
+
+        def report(_):
+            if aborted:
+                log.warn("stopped: {http} HTTP connection(s) and {streams} stream "
+                         "session(s) aborted after shutdown_timeout ({timeout} s)",
+                         http=aborted[0][0], streams=aborted[0][1], timeout=timeout)
+            else:
+                log.info("stopped: every connection closed in {elapsed:.3f} s",
+                         elapsed=clock.seconds() - start)
+        return done.addCallback(report)
+
+    def _close_pools(self):
+        """Close the idle upstream connections of the proxy listeners."""
+        for f in self._drainable()[0]:
+            f.pool.close()
 
 
 class _StartupError(Exception):

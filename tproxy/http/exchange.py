@@ -341,13 +341,14 @@ class Exchange(object):
                 self.upstream.transport.write(b"0\r\n\r\n")
             self.upstream.set_deadline(self.factory.read_timeout)
 
-    def client_lost(self):
-        """The client went away before the response was complete."""
+    def client_lost(self, error="client_abort"):
+        """The client went away before the response was complete (or tproxy
+        cut the connection: ``error`` ``"shutdown"``)."""
         if self.done:
             return
-        self.ctx.error = "client_abort"
+        self.ctx.error = error
         if self.ctx.status == 0:
-            self.ctx.status = 499
+            self.ctx.status = 499 if error == "client_abort" else 503
         self._close_upstream()
         self.finish()
 

@@ -6,10 +6,10 @@ and nothing about plugins: each request becomes an
 :class:`~tproxy.http.exchange.Exchange`.
 """
 
-import os
 from collections import deque
 
 from twisted.internet import tcp
+from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
@@ -31,9 +31,13 @@ class ProxyFactory(Factory):
     share: the gateway, its phases, the upstream pool and the limits.
 
     :param gateway: the :class:`tproxy.gateway.Gateway`.
+
+    :ivar connections: the open :class:`ProxyProtocol` objects.
+    :ivar draining: :meth:`drain` was called (the proxy is stopping).
     """
 
     noisy = False
+    draining = False
 
     def __init__(self, gateway, scheme="http"):
         self.gateway = gateway
@@ -58,19 +62,62 @@ class ProxyFactory(Factory):
                                  proxy["upstream_keepalive"],
                                  proxy["upstream_keepalive_timeout"],
                                  proxy["max_upstream_header_size"])
-        self._ids = 0
-        self._id_prefix = os.urandom(4).hex()
-        self.open_connections = 0
+        #: requests read so far (their contexts' request ids are made from it)
+        self.requests = 0
+        self.connections = set()
+        self._drained = []     # Deferreds of drain(), fired once none is open
+
+    @property
+    def open_connections(self):
+        """The number of client connections open now."""
+        return len(self.connections)
 
     def buildProtocol(self, addr):
         p = ProxyProtocol()
         p.factory = self
         return p
 
-    def next_request_id(self):
-        """A request id unique to this process."""
-        self._ids += 1
-        return "%s%08x" % (self._id_prefix, self._ids)
+    # -- graceful shutdown ---------------------------------------------------------
+
+    def drain(self):
+        """
+        Stop serving, gracefully (the listener no longer accepts): every
+        connection not serving a request closes now; one serving a request
+        answers it and the requests already read behind it, the last
+        response saying ``Connection: close``, and then closes (see
+        :meth:`ProxyProtocol.drain`).
+
+        :return: a Deferred that fires once no connection is open.
+        """
+        self.draining = True
+        for p in list(self.connections):
+            p.drain()
+        d = Deferred()
+        if self.connections:
+            self._drained.append(d)
+        else:
+            d.callback(None)
+        return d
+
+    def abort(self):
+        """
+        Cut every connection still open (a request in flight ends as the
+        client's abort would).
+
+        :return: how many were cut.
+        """
+        connections = list(self.connections)
+        for p in connections:
+            p.lost_as = "shutdown"
+            p.abort()
+        return len(connections)
+
+    def _connection_lost(self, p):
+        self.connections.discard(p)
+        if self._drained and not self.connections:
+            waiting, self._drained = self._drained, []
+            for d in waiting:
+                d.callback(None)
 
 
 # what on_headers_complete does with a request field, by lower-case name
@@ -171,9 +218,9 @@ class _BadRequestReply(object):
             ex.finish()   # its log; exchange_done ignores it (not the active one)
         conn._close()
 
-    def client_lost(self):
+    def client_lost(self, error="client_abort"):
         if self.ex is not None:
-            self.ex.client_lost()
+            self.ex.client_lost(error)
 
 
 class ProxyProtocol(Protocol):
@@ -195,13 +242,14 @@ class ProxyProtocol(Protocol):
     line_done = False      # the incomplete head's request line has ended
     starting = False       # exchange_done is starting queued exchanges
     closing = False
+    lost_as = "client_abort"   # ctx.error of requests cut by the connection's loss
     linger = False         # the client may still be sending: close lingering
     lingering = False      # closing lingering (see _linger)
     timer = None
 
     def connectionMade(self):
         f = self.factory
-        f.open_connections += 1
+        f.connections.add(self)
         t = self.transport
         t.setTcpNoDelay(True)
         t.registerProducer(self, True)
@@ -223,6 +271,8 @@ class ProxyProtocol(Protocol):
         self.idle_since = f.clock.seconds()
         self.timer = f.clock.callLater(min(f.keepalive_timeout, f.header_timeout),
                                        self._check_timeout)
+        if f.draining:
+            self._close()   # accepted as the proxy stops: not served
 
     # -- flow control ------------------------------------------------------------
 
@@ -444,7 +494,8 @@ class ProxyProtocol(Protocol):
             upstream += b"Content-Length: %d\r\n" % self.length
         request = Request(method, path, query, version, Headers(forward), client,
                           self.remote_addr, f.scheme)
-        ctx = RequestContext(f.gateway, request, f.next_request_id(), self.head_start)
+        f.requests += 1
+        ctx = RequestContext(f.gateway, request, f.requests, self.head_start)
         body = self.chunked or bool(self.length)
         ex = ctx.exchange = Exchange(self, ctx, p.should_keep_alive(), body, self.chunked,
                                      self.expect, upstream)
@@ -609,6 +660,32 @@ class ProxyProtocol(Protocol):
             # it was answered already (by a plugin): only the close is left
             self._close()
 
+    def drain(self):
+        """
+        The proxy is stopping (:meth:`ProxyFactory.drain`).  Not serving a
+        request: close now (a head being received is not answered).
+        Serving one: the requests read so far are answered, the last
+        response with ``Connection: close`` if its head is not sent yet, and
+        then the connection closes; nothing read after now is answered.
+        """
+        if self.closing:
+            return   # closing already (flushing or lingering)
+        if self.exchange is None:
+            if self.head_start is not None or self.head_bytes:
+                self.linger = True   # the client is sending a head
+            self._close()
+            return
+        last = self.queue[-1] if self.queue else self.exchange
+        if isinstance(last, Exchange):
+            # its response says Connection: close (unless its head went out
+            # already), and exchange_done closes the connection after it
+            last.response_close = True
+        if self.reading is None:
+            # every request read is whole: nothing more is parsed (bytes
+            # that come now are dropped, and the close lingers)
+            self.parser = _Stopped
+            self.head_start = None
+
     def _check_timeout(self):
         f = self.factory
         now = f.clock.seconds()
@@ -638,14 +715,15 @@ class ProxyProtocol(Protocol):
     def connectionLost(self, reason):
         self.closing = True
         self.parser = None     # it holds our bound methods: no cycle to collect
-        self.factory.open_connections -= 1
         if self.timer is not None and self.timer.active():
             self.timer.cancel()
         self.timer = None
         ex = self.exchange
         self.exchange = None
         if ex is not None:
-            ex.client_lost()
+            ex.client_lost(self.lost_as)
         for queued in self.queue:
-            queued.client_lost()
+            queued.client_lost(self.lost_as)
         self.queue.clear()
+        # last: a drain waiting for this connection sees its requests logged
+        self.factory._connection_lost(self)

@@ -68,7 +68,7 @@ The modules
 from tproxy.stream.context import (
     ACCESS_DENIED, BALANCER_REFUSED, CLIENT_CLOSED, CLIENT_RESET,
     CONNECT_FAILED, CONNECT_TIMEOUT, IDLE_TIMEOUT, NO_PEER, PLUGIN_ERROR,
-    UPSTREAM_CLOSED, UPSTREAM_RESET, StreamContext)
+    SHUTDOWN, UPSTREAM_CLOSED, UPSTREAM_RESET, StreamContext)
 from tproxy.stream.listener import StreamFactory
 from tproxy.stream.phases import STREAM_PHASES, StreamPhaseSet, stream_phases
 from tproxy.stream.pipe import PENDING_LIMIT
@@ -78,4 +78,4 @@ __all__ = ["StreamContext", "StreamFactory", "StreamPhaseSet", "StreamSession",
            "stream_phases", "STREAM_PHASES", "PENDING_LIMIT", "CLIENT_CLOSED",
            "UPSTREAM_CLOSED", "CLIENT_RESET", "UPSTREAM_RESET", "IDLE_TIMEOUT",
            "CONNECT_FAILED", "CONNECT_TIMEOUT", "NO_PEER", "ACCESS_DENIED",
-           "BALANCER_REFUSED", "PLUGIN_ERROR"]
+           "BALANCER_REFUSED", "PLUGIN_ERROR", "SHUTDOWN"]

@@ -30,6 +30,9 @@ ACCESS_DENIED = "access_denied"
 BALANCER_REFUSED = "balancer_refused"
 #: A hook implementation raised (or its Deferred failed).
 PLUGIN_ERROR = "plugin_error"
+#: tproxy was stopping and the connection outlasted ``shutdown_timeout``:
+#: both sides aborted.
+SHUTDOWN = "shutdown"
 
 _CLEAN = frozenset([CLIENT_CLOSED, UPSTREAM_CLOSED])
 
@@ -70,7 +73,7 @@ class StreamContext(object):
         ``"client_closed"``, ``"upstream_closed"``, ``"client_reset"``,
         ``"upstream_reset"``, ``"idle_timeout"``, ``"connect_failed"``,
         ``"connect_timeout"``, ``"no_peer"``, ``"access_denied"``,
-        ``"balancer_refused"`` or ``"plugin_error"``.
+        ``"balancer_refused"``, ``"plugin_error"`` or ``"shutdown"``.
     :ivar error: ``None`` if it ended with a clean close on either side,
         else ``reason``.
     :ivar status: nginx's ``$status`` of a stream session: ``200`` once the

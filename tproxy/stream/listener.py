@@ -4,6 +4,7 @@
 :class:`~tproxy.stream.session.StreamSession` per client connection.
 """
 
+from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory
 
 from tproxy.proxy_protocol import header as proxy_protocol_header
@@ -41,6 +42,7 @@ class StreamFactory(Factory):
         if self.proxy_protocol is not None:
             proxy_protocol_header(self.proxy_protocol, None, None)  # ValueError if unknown
         self.sessions = set()
+        self._drained = []     # Deferreds of drain(), fired once none is open
         self._ids = 0
         self.refresh()
 
@@ -63,3 +65,32 @@ class StreamFactory(Factory):
         """A connection id unique within this listener."""
         self._ids += 1
         return self._ids
+
+    def drain(self):
+        """
+        A Deferred that fires once every session has ended (the listener no
+        longer accepts; the sessions open go on until they end by themselves
+        or :meth:`abort`).
+        """
+        d = Deferred()
+        if self.sessions:
+            self._drained.append(d)
+        else:
+            d.callback(None)
+        return d
+
+    def abort(self):
+        """
+        End every open session at once (``ctx.reason`` ``"shutdown"``).
+
+        :return: how many were ended.
+        """
+        sessions = [s for s in self.sessions if not s.done]
+        for s in sessions:
+            s.shutdown()
+        return len(sessions)
+
+    def _all_closed(self):
+        waiting, self._drained = self._drained, []
+        for d in waiting:
+            d.callback(None)

@@ -19,7 +19,7 @@ from tproxy.proxy_protocol import header as proxy_protocol_header
 from tproxy.stream.context import (
     _CLEAN, ACCESS_DENIED, BALANCER_REFUSED, CLIENT_CLOSED, CLIENT_RESET,
     CONNECT_FAILED, CONNECT_TIMEOUT, IDLE_TIMEOUT, NO_PEER, PLUGIN_ERROR,
-    UPSTREAM_CLOSED, UPSTREAM_RESET, StreamContext, _host_port)
+    SHUTDOWN, UPSTREAM_CLOSED, UPSTREAM_RESET, StreamContext, _host_port)
 from tproxy.stream.phases import _is_refusal, _run_log
 from tproxy.stream.pipe import (
     _WAITING, PENDING_LIMIT, _half_closeable, _Reader)
@@ -302,6 +302,10 @@ class StreamSession(Protocol):
             return
         self._end(IDLE_TIMEOUT, 200 if self.upstream is not None else 502, abort=True)
 
+    def shutdown(self):
+        """tproxy is stopping and the drain time is over: abort both sides."""
+        self._end(SHUTDOWN, 200 if self.upstream is not None else 502, abort=True)
+
     def _end(self, reason, status, abort):
         """
         Decide that the connection ends (the first decision names the reason)
@@ -362,3 +366,5 @@ class StreamSession(Protocol):
         ctx = self.ctx
         ctx.end = self.seconds()
         _run_log(ctx.plugins.log, ctx)
+        if f._drained and not f.sessions:
+            f._all_closed()
