@@ -107,9 +107,12 @@ has_scenario() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 uniq_words() { printf '%s\n' "$@" | awk 'NF && !seen[$0]++' | tr '\n' ' '; }
 BASE=$(uniq_words nginx $BASELINES)    # nginx is the reference of every ratio: always there
 ka=""
-has_scenario peers && ka="$ka tproxy_n1 tproxy_n100 tproxy_n1000 tproxy_n10000 nginx_n1000 nginx_n10000"
+has_scenario peers && ka="$ka tproxy_n1 tproxy_n100 tproxy_n1000 tproxy_n10000"
 has_scenario groups && ka="$ka tproxy_n1 tproxy_g1000"
 has_scenario plugins && ka="$ka tproxy_n1 tproxy_p5 tproxy_p20"
+# last in each round: they open an upstream connection per request (tens of
+# thousands of TIME_WAIT sockets a round), which should not weigh on the others
+has_scenario peers && ka="$ka nginx_n1000 nginx_n10000"
 if [ -n "$ka" ]; then ka="$BASE $ka"; fi
 has_scenario smoke && ka="$ka nginx tproxy_n1"
 SYSTEMS=$(uniq_words ${SYSTEMS-$ka})

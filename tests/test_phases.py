@@ -119,6 +119,27 @@ class HookStyleMixin(object):
         self.assertEqual([eof for _, eof in self.filters.chunks][-1], True)
         self.assertEqual(sum(len(c) for c, _ in self.filters.chunks), size)
 
+    async def test_bodyFilterSmallResponse(self):
+        """A response read at once (head, body and end) is one body_filter
+        call: its whole body with ``eof``; one read in pieces is a call per
+        piece, the last with ``eof`` (and whatever came with the end)."""
+        proxy = await self.setup_proxy()
+        self.filters.fns["body_filter"] = self.style(lambda ctx, chunk, eof: chunk)
+        resp = await self.exchange(proxy, request("GET", "/small"))
+        await until(lambda: proxy.logged)
+        self.assertEqual(self.filters.chunks, [(resp.body, True)])
+
+        def pieces(conn, req):
+            conn.transport.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                 b"3\r\nabc\r\n")
+            conn.later(0.05, conn.transport.write, b"3\r\ndef\r\n0\r\n\r\n")
+        self.up.handler = self.other.handler = pieces
+        self.filters.chunks[:] = []
+        resp = await self.exchange(proxy, request("GET", "/pieces"))
+        self.assertEqual(resp.body, b"abcdef")
+        await until(lambda: len(proxy.logged) == 2)
+        self.assertEqual(self.filters.chunks, [(b"abc", False), (b"def", True)])
+
     async def test_bodyFilterChangesLength(self):
         """A filter that changes the length, with Content-Length removed in
         header_filter: the response goes chunked."""

@@ -79,6 +79,7 @@ class Exchange(object):
     last_failure = None        # (error, status, message) of the last failed peer
     filter_chain = None        # the Deferred of an async header/body filter
     body_waiter = None         # (n, Deferred, timer) of read_body_prefix
+    held_chunk = None          # the last response chunk read (see upstream_body)
 
     # -- phases ---------------------------------------------------------------
 
@@ -480,12 +481,25 @@ class Exchange(object):
         if self.done:
             return
         if self.ctx.plugins.has_body_filter:
-            return self._filter_body(data, False)
+            # held until the end of the upstream read being parsed: when the
+            # response ends in the same read, body_filter gets the last
+            # chunk with eof=True (one call per plugin, not two)
+            held, self.held_chunk = self.held_chunk, data
+            if held is not None:
+                self._filter_body(held, False)
+            return
         if self.filter_chain is not None:
             # the head is still in header_filter: the body waits for it
             self.filter_chain.addCallback(lambda _: self._send_response_body(data))
             return
         self._send_response_body(data)
+
+    def upstream_read_done(self):
+        """The upstream read being parsed is over (the response goes on):
+        the chunk held for ``body_filter`` goes through it now."""
+        held, self.held_chunk = self.held_chunk, None
+        if held is not None and not self.done:
+            self._filter_body(held, False)
 
     def _send_response_body(self, data):
         if not data or self.done:
@@ -542,7 +556,8 @@ class Exchange(object):
                 up.abort()
         self._release_peer()
         if self.ctx.plugins.has_body_filter:
-            return self._filter_body(b"", True)
+            held, self.held_chunk = self.held_chunk, None
+            return self._filter_body(b"" if held is None else held, True)
         if self.filter_chain is not None:
             # the head is still in header_filter
             self.filter_chain.addCallback(lambda _: self._end_response())

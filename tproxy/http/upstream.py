@@ -183,6 +183,8 @@ class UpstreamProtocol(Protocol):
             self.transport.abortConnection()
         else:
             if self.exchange is ex:
+                if ex.held_chunk is not None:
+                    ex.upstream_read_done()
                 # (_head_fed is not None: the read ended inside a head)
                 if self._head_fed is None or self._count_head(ex, len(data)):
                     # the response goes on: the read timeout starts again
