@@ -46,8 +46,9 @@ PY_IMPL=$("$PYTHON" -c 'import platform; print(platform.python_implementation())
     || die "PYTHON=$PYTHON does not run"
 if [ "$PY_IMPL" = PyPy ]; then
     WARMUP=${WARMUP:-3}
-    # the nursery README.md recommends for tproxy on PyPy (PYPY_GC_NURSERY= for PyPy's default)
+    # the GC settings README.md recommends for tproxy on PyPy (set them empty for PyPy's defaults)
     export PYPY_GC_NURSERY=${PYPY_GC_NURSERY-16MB}
+    export PYPY_GC_INCREMENT_STEP=${PYPY_GC_INCREMENT_STEP-4MB}
 else
     WARMUP=${WARMUP:-1}
 fi
@@ -170,7 +171,8 @@ tp_py_version=$("$PYTHON" -c 'import sys, platform; print(platform.python_implem
     echo "settings: SCENARIOS='$SCENARIOS' ROUNDS=$ROUNDS DURATION=${DURATION}s WARMUP=${WARMUP}s" \
         "CONNS=$CONNS PROXY_CPU=$PROXY_CPU LOAD_CPU=$LOAD_CPU GIB_ROUNDS=$GIB_ROUNDS GIB_BYTES=$GIB_BYTES" \
         "TWISTD_ARGS='$TWISTD_ARGS' TPROXY_CONFIG_JSON='$TPROXY_CONFIG_JSON'" \
-        "PYPY_GC_MAX='${PYPY_GC_MAX:-}' PYPY_GC_NURSERY='${PYPY_GC_NURSERY:-}'"
+        "PYPY_GC_MAX='${PYPY_GC_MAX:-}' PYPY_GC_NURSERY='${PYPY_GC_NURSERY:-}'" \
+        "PYPY_GC_INCREMENT_STEP='${PYPY_GC_INCREMENT_STEP:-}'"
     echo "tproxy commit: $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo none)" \
         "$( [ -n "$(git -C "$REPO" status --porcelain -- tproxy twisted 2>/dev/null)" ] && echo "(tproxy/ has uncommitted changes)")"
     echo "tproxy python: $PYTHON = $tp_py_version"
