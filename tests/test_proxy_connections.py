@@ -367,6 +367,27 @@ class MessageShapeTests(ProxyTestCase):
         self.assertEqual(resp.status, 200)
         self.assertEqual(up.requests[0].uri, "/x?y=1")
 
+    async def test_absoluteFormHost(self):
+        """The absolute-form's authority is the request's host, whatever the
+        Host field says (RFC 9112 3.2.2)."""
+        up = self.upstream()
+        proxy = await self.proxy({"api": [up]})
+        resp = await self.exchange(proxy, b"GET http://real.example:8080/api/x HTTP/1.1\r\n"
+                                          b"Host: other.example\r\n\r\n")
+        self.assertEqual(resp.status, 200)
+        self.assertEqual(up.requests[0].header_all("Host"), ["real.example:8080"])
+
+    async def test_http10WithoutHost(self):
+        """An HTTP/1.0 request without Host goes upstream (as HTTP/1.1) with
+        the peer's address as its Host, as nginx's $proxy_host."""
+        up = self.upstream()
+        proxy = await self.proxy({"default": [up]})
+        client = await self.connect(proxy)
+        client.send(b"GET /x HTTP/1.0\r\n\r\n")
+        await client.wait_closed()
+        self.assertEqual([r.status for r in client.responses()], [200])
+        self.assertEqual(up.requests[0].header_all("Host"), ["127.0.0.1:%d" % up.port])
+
     async def test_dotSegments(self):
         """``/api/../other`` is ``/other`` (not group ``api``); climbing above
         the root is a 400."""

@@ -556,6 +556,27 @@ class MalformedRequestTests(ProxyTestCase):
             b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
             b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n")
 
+    def test_transferCodingBeforeChunked(self):
+        """``Transfer-Encoding: gzip, chunked``: 501, as nginx (re-chunked
+        without it, the body would reach the upstream gzip-coded unlabelled)."""
+        return self.assertRejected(
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+            b"0\r\n\r\n", 501)
+
+    def test_transferEncodingHttp10(self):
+        """Transfer-Encoding in an HTTP/1.0 request: faulty framing, 400
+        (RFC 9112 6.1)."""
+        return self.assertRejected(
+            b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+
+    def test_http2Version(self):
+        """``HTTP/2.0`` in a request line: 505."""
+        return self.assertRejected(b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505)
+
+    def test_unknownMethod(self):
+        """A method token the parser does not know: 501 (not forwarded)."""
+        return self.assertRejected(b"FROB / HTTP/1.1\r\nHost: x\r\n\r\n", 501)
+
     def test_twoLengths(self):
         """Two different Content-Length values."""
         return self.assertRejected(

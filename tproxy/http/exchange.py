@@ -29,7 +29,7 @@ _REASONS = {
     413: b"Payload Too Large", 414: b"URI Too Long", 429: b"Too Many Requests",
     431: b"Request Header Fields Too Large", 500: b"Internal Server Error",
     501: b"Not Implemented", 502: b"Bad Gateway", 503: b"Service Unavailable",
-    504: b"Gateway Timeout",
+    504: b"Gateway Timeout", 505: b"HTTP Version Not Supported",
 }
 
 _RESPONSE_HOP = HOP_BY_HOP
@@ -80,6 +80,7 @@ class Exchange(object):
     filter_chain = None        # the Deferred of an async header/body filter
     body_waiter = None         # (n, Deferred, timer) of read_body_prefix
     held_chunk = None          # the last response chunk read (see upstream_body)
+    host_missing = False       # the request has no Host (see _request_head)
 
     # -- phases ---------------------------------------------------------------
 
@@ -264,6 +265,10 @@ class Exchange(object):
                 names = [_name(n)[1] for n, _ in extra]   # a few: a list is quickest
                 raw = [p for p in raw if p[0].lower() not in names]
                 raw.extend([(_name(n)[0], _value(v)) for n, v in extra])
+        if self.host_missing and not any(p[0].lower() == b"host" for p in raw):
+            # an HTTP/1.0 request without Host goes up as HTTP/1.1, which
+            # needs one: the peer's (nginx: $proxy_host)
+            raw = raw + [(b"Host", ctx.peer.address.encode("latin-1"))]
         if raw:
             lines.append(b"\r\n".join([b": ".join(p) for p in raw]))
             lines.append(b"\r\n")

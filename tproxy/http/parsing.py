@@ -10,8 +10,8 @@ import platform
 _choice = os.environ.get("TPROXY_PARSER", "")
 if _choice != "python" and platform.python_implementation() == "CPython":
     try:
-        from httptools import (HttpParserError, HttpParserUpgrade,
-                               HttpRequestParser, HttpResponseParser)
+        from httptools import (HttpParserError, HttpParserInvalidMethodError,
+                               HttpParserUpgrade, HttpRequestParser, HttpResponseParser)
         NAME = "httptools"
     except ImportError:  # pragma: no cover - depends on the install
         _choice = "python"
@@ -19,9 +19,11 @@ else:
     _choice = "python"
 
 if _choice == "python":
-    from tproxy.http.pyparser import (HttpParserError, HttpParserUpgrade,  # noqa: F811
+    from tproxy.http.pyparser import (HttpParserError,  # noqa: F811
+                                      HttpParserInvalidMethodError, HttpParserUpgrade,
                                       HttpRequestParser, HttpResponseParser)
     NAME = "python"
 
-__all__ = ["HttpParserError", "HttpParserUpgrade", "HttpRequestParser",
+__all__ = ["HttpParserError", "HttpParserInvalidMethodError", "HttpParserUpgrade",
+           "HttpRequestParser",
            "HttpResponseParser", "NAME"]

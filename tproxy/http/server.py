@@ -6,6 +6,7 @@ and nothing about plugins: each request becomes an
 :class:`~tproxy.http.exchange.Exchange`.
 """
 
+import re
 from collections import deque
 
 from twisted.internet import tcp
@@ -18,7 +19,8 @@ from tproxy.fastio import install_fast_write
 from tproxy.context import Request, RequestContext, Response
 from tproxy.http.exchange import Exchange, reason_for
 from tproxy.http.headers import HOP_BY_HOP, Headers
-from tproxy.http.parsing import HttpParserError, HttpParserUpgrade, HttpRequestParser
+from tproxy.http.parsing import (HttpParserError, HttpParserInvalidMethodError,
+                                 HttpParserUpgrade, HttpRequestParser)
 from tproxy.http.upstream import UpstreamPool
 from tproxy.trust import TrustedProxies, UntrustworthyHeader
 
@@ -154,6 +156,10 @@ def _normalize(path):
     last = segments[-1].lower()
     trailing = last in (".", "..", "%2e", "%2e.", ".%2e", "%2e%2e")
     return "/" + "/".join(out) + ("/" if trailing and out else "")
+
+
+#: a request line starting with a method token (what a 501 is for)
+_METHOD = re.compile(rb"[A-Z][A-Z0-9_-]* ")
 
 
 class _Closing(Exception):
@@ -367,6 +373,11 @@ class ProxyProtocol(Protocol):
                 self._bad_request(cause.status, cause.message)
             elif isinstance(cause, _Closing):
                 self.linger = True
+            elif (isinstance(e, HttpParserInvalidMethodError) and _METHOD.match(data)
+                    and not data.startswith(b"PRI ")):
+                # a method token the parser does not know (as an origin
+                # server would, RFC 9110 9.1)
+                self._bad_request(501, "method not implemented")
             else:
                 self._bad_request(400, "malformed request")
         else:
@@ -419,14 +430,21 @@ class ProxyProtocol(Protocol):
         p = self.parser
         method = p.get_method().decode("ascii")
         version = p.get_http_version()
+        if version != "1.1" and version != "1.0":
+            if version == "0.9":   # no version: as the pure-Python parser says
+                raise _BadRequest(400, "malformed request")
+            raise _BadRequest(505, "HTTP version not supported")
         url = self.url.decode("latin-1")
+        authority = None
         if not url.startswith("/"):
             if url == "*" and method == "OPTIONS":
                 pass
             elif "://" in url:
-                # absolute-form: keep the path (RFC 9112 3.2.2)
+                # absolute-form: the path goes on, and the authority is the
+                # request's Host, whatever the Host field says (RFC 9112 3.2.2)
                 rest = url.split("://", 1)[1]
-                url = "/" + rest.split("/", 1)[1] if "/" in rest else "/"
+                authority, slash, rest = rest.partition("/")
+                url = "/" + rest
             else:
                 raise _BadRequest(400, "invalid request target")
         path, _, query = url.partition("?")
@@ -448,6 +466,13 @@ class ProxyProtocol(Protocol):
                     conn_tokens = (conn_tokens or []) + [
                         t.strip().lower() for t in pair[1].split(b",")]
                 elif n == b"transfer-encoding":
+                    if version == "1.0":
+                        # faulty framing (RFC 9112 6.1): answer, then close
+                        raise _BadRequest(400, "Transfer-Encoding in an HTTP/1.0 request")
+                    if pair[1].strip().lower() != b"chunked":
+                        # (gzip, chunked): codings tproxy would have to pass
+                        # on and cannot re-frame, as nginx (RFC 9112 6.1)
+                        raise _BadRequest(501, "transfer coding not implemented")
                     self.chunked = True
             elif kind == _HOST:
                 hosts += 1
@@ -466,6 +491,13 @@ class ProxyProtocol(Protocol):
             # _PROTO: replaced by tproxy's own
         if hosts > 1 or (hosts == 0 and version == "1.1"):
             raise _BadRequest(400, "exactly one Host header is required")
+        if authority is not None:
+            host = authority.encode("latin-1")
+            if hosts:
+                forward = [(n, host) if n.lower() == b"host" else (n, v) for n, v in forward]
+            else:
+                forward.append((b"Host", host))
+                hosts = 1
         if conn_tokens:
             drop = set(conn_tokens) - {b"close", b"keep-alive"}
             if drop:
@@ -499,6 +531,8 @@ class ProxyProtocol(Protocol):
         body = self.chunked or bool(self.length)
         ex = ctx.exchange = Exchange(self, ctx, p.should_keep_alive(), body, self.chunked,
                                      self.expect, upstream)
+        if not hosts:
+            ex.host_missing = True   # (HTTP/1.0) the upstream gets the peer's
         self.reading = ex
         self.head_start = None
         if self.exchange is None:
