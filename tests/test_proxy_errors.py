@@ -175,6 +175,11 @@ class UpstreamFailureTests(ProxyTestCase):
         """``HTTP/1.1 2000 OK`` is not a response: 502."""
         await self.assertInvalid(b"HTTP/1.1 2000 OK\r\nContent-Length: 0\r\n\r\n")
 
+    async def test_statusBelow100(self):
+        """``HTTP/1.1 099`` is not an interim response to wait past: 502 at
+        once, not a request hanging until the read timeout."""
+        await self.assertInvalid(b"HTTP/1.1 099 X\r\nContent-Length: 2\r\n\r\nok")
+
     async def test_notHttp(self):
         """Garbage instead of a status line: 502."""
         await self.assertInvalid(b"SSH-2.0-OpenSSH_9.2\r\n\r\n")

@@ -248,6 +248,10 @@ class UpstreamProtocol(Protocol):
 
     def on_headers_complete(self):
         code = self.parser.get_status_code()
+        if code < 100:
+            # (httptools takes "099" for a status; the pure-Python parser
+            # does not) not an interim response to wait past: invalid
+            raise ValueError("status code below 100")
         if code < 200:
             # 1xx interim responses are not forwarded (Expect is answered by
             # tproxy itself; Upgrade is not forwarded); the next head is
