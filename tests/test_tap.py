@@ -12,7 +12,7 @@ import sys
 
 import treq
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import inlineCallbacks
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import TestCase
 

@@ -19,11 +19,10 @@ else:
     _choice = "python"
 
 if _choice == "python":
-    from tproxy.http.pyparser import (HttpParserError,  # noqa: F811
-                                      HttpParserInvalidMethodError, HttpParserUpgrade,
-                                      HttpRequestParser, HttpResponseParser)
+    from tproxy.http.pyparser import (  # noqa: F811
+        HttpParserError, HttpParserInvalidMethodError, HttpParserUpgrade,
+        HttpRequestParser, HttpResponseParser)
     NAME = "python"
 
 __all__ = ["HttpParserError", "HttpParserInvalidMethodError", "HttpParserUpgrade",
-           "HttpRequestParser",
-           "HttpResponseParser", "NAME"]
+           "HttpRequestParser", "HttpResponseParser", "NAME"]
