@@ -419,7 +419,11 @@ class Exchange(object):
         if self.done:
             return
         if length is False:
-            length = head.headers.get("content-length")
+            length = None
+            for n, v in head.headers.raw:
+                if len(n) == 14 and n.lower() == b"content-length":
+                    length = v
+                    break
         body_allowed = head.status not in (204, 304) and not self.head_method
         if not self.request_complete:
             # an early response (413 ...): the connection closes after it,
@@ -437,7 +441,7 @@ class Exchange(object):
             r = self.factory.phases.header_filter(self.ctx, head)
         except Exception:
             return self.plugin_error()
-        if isinstance(r, Deferred):
+        if r is not None and is_deferred(r):
             if self.upstream is not None:
                 self.upstream.pause_reading()
             self.filter_chain = r
@@ -530,7 +534,7 @@ class Exchange(object):
             r = self.factory.phases.body_filter(self.ctx, data, eof)
         except Exception:
             return self.plugin_error()
-        if isinstance(r, Deferred):
+        if is_deferred(r):
             if self.upstream is not None:
                 self.upstream.pause_reading()
             self.filter_chain = r
@@ -604,7 +608,7 @@ class Exchange(object):
                 r = self.factory.phases.body_filter(self.ctx, body, True)
             except Exception:
                 return self.plugin_error()
-            if isinstance(r, Deferred):
+            if is_deferred(r):
                 return r.addCallbacks(lambda b: self._send_local_now(head, b),
                                       self.plugin_error)
             body = r

@@ -5,7 +5,6 @@ from the accept through the phases and connect attempts to the pipe and
 the close (the life of a connection is in :mod:`tproxy.stream`).
 """
 
-from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, TimeoutError as TxTimeoutError
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Protocol
@@ -76,7 +75,7 @@ class StreamSession(Protocol):
             return self._plugin_error()
         if r is None:
             self._balance()
-        elif isinstance(r, Deferred):
+        elif is_deferred(r):
             r.addCallbacks(self._accessed, self._plugin_error)
         else:
             self._refuse(r)
