@@ -6,7 +6,6 @@ and nothing about plugins: each request becomes an
 :class:`~tproxy.http.exchange.Exchange`.
 """
 
-import re
 from collections import deque
 
 from twisted.internet import tcp
@@ -17,10 +16,12 @@ from twisted.logger import Logger
 from tproxy.fastio import install_fast_write
 
 from tproxy.context import Request, RequestContext, Response
-from tproxy.http.exchange import Exchange, reason_for
+from tproxy.http.exchange import Exchange
 from tproxy.http.headers import HOP_BY_HOP, Headers
 from tproxy.http.parsing import (HttpParserError, HttpParserInvalidMethodError,
                                  HttpParserUpgrade, HttpRequestParser)
+from tproxy.http.refusals import (METHOD_TOKEN, BadRequest, BadRequestReply, Closing,
+                                  Stopped, error_response, normalize_path)
 from tproxy.http.upstream import UpstreamPool
 from tproxy.trust import TrustedProxies, UntrustworthyHeader
 
@@ -128,105 +129,6 @@ _SPECIAL = dict.fromkeys(HOP_BY_HOP, _HOP)
 _SPECIAL.update({b"host": _HOST, b"content-length": _LENGTH,
                  b"x-forwarded-for": _XFF, b"x-real-ip": _REAL_IP,
                  b"expect": _EXPECT, b"x-forwarded-proto": _PROTO})
-
-
-def _normalize(path):
-    """
-    Resolve ``.`` and ``..`` segments (also percent-encoded) as nginx does
-    before routing, so that ``/api/../admin`` cannot pass for ``/api``; a path
-    climbing above the root is a bad request.
-    """
-    segments = path.split("/")
-    out = []
-    changed = False
-    for seg in segments[1:]:
-        low = seg.lower()
-        if low in (".", "%2e"):
-            changed = True
-            continue
-        if low in ("..", "%2e.", ".%2e", "%2e%2e"):
-            changed = True
-            if len(out) == 0:
-                raise _BadRequest(400, "path climbs above the root")
-            out.pop()
-            continue
-        out.append(seg)
-    if not changed:
-        return path
-    last = segments[-1].lower()
-    trailing = last in (".", "..", "%2e", "%2e.", ".%2e", "%2e%2e")
-    return "/" + "/".join(out) + ("/" if trailing and out else "")
-
-
-#: a request line starting with a method token (what a 501 is for)
-_METHOD = re.compile(rb"[A-Z][A-Z0-9_-]* ")
-
-
-class _Closing(Exception):
-    """Stops parsing: the connection closes after what was answered."""
-
-
-class _BadRequest(Exception):
-    def __init__(self, status, message):
-        Exception.__init__(self, message)
-        self.status = status
-        self.message = message
-
-
-def _error_response(status, message):
-    """The bytes of the JSON error answering a request that cannot be parsed;
-    the connection closes after it."""
-    body = Response.error(status, message).body
-    return (b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
-            % (status, reason_for(status), len(body), body))
-
-
-class _Stopped(object):
-    """
-    Stands in for the parser once nothing more may be parsed while earlier
-    requests are still being answered (bytes after a bad request, or after an
-    Upgrade): later reads are dropped.
-    """
-
-    @staticmethod
-    def feed_data(data):
-        raise _Closing()
-
-
-class _BadRequestReply(object):
-    """
-    The answer to a request that could not be parsed, queued behind the
-    requests read before it (``ProxyProtocol.queue``): when its turn comes
-    it writes the error, and the connection closes.  It is not a request the
-    plugins see; but if the bad bytes were the body of a request whose head
-    was read (``ex``), that request ends with the error and its ``log`` runs.
-    """
-
-    upstream = None   # as an Exchange's, for ProxyProtocol's producer methods
-
-    def __init__(self, conn, status, message, ex=None):
-        self.conn = conn
-        self.status = status
-        self.message = message
-        self.ex = ex
-
-    def run(self):
-        conn = self.conn
-        conn.exchange = None
-        data = _error_response(self.status, self.message)
-        conn.write(data)
-        ex = self.ex
-        if ex is not None:
-            ctx = ex.ctx
-            ctx.status = self.status
-            ctx.bytes_sent += len(data)
-            ex.finish()   # its log; exchange_done ignores it (not the active one)
-        conn._close()
-
-    def client_lost(self, error="client_abort"):
-        if self.ex is not None:
-            self.ex.client_lost(error)
 
 
 class ProxyProtocol(Protocol):
@@ -359,9 +261,9 @@ class ProxyProtocol(Protocol):
         heads = self.heads
         try:
             self.parser.feed_data(data)
-        except _BadRequest as e:
+        except BadRequest as e:
             self._bad_request(e.status, e.message)
-        except _Closing:
+        except Closing:
             self.linger = True
         except HttpParserUpgrade as e:
             if not e.args or e.args[0] < len(data):
@@ -369,11 +271,11 @@ class ProxyProtocol(Protocol):
             self._upgraded()
         except HttpParserError as e:
             cause = e.__context__
-            if isinstance(cause, _BadRequest):
+            if isinstance(cause, BadRequest):
                 self._bad_request(cause.status, cause.message)
-            elif isinstance(cause, _Closing):
+            elif isinstance(cause, Closing):
                 self.linger = True
-            elif (isinstance(e, HttpParserInvalidMethodError) and _METHOD.match(data)
+            elif (isinstance(e, HttpParserInvalidMethodError) and METHOD_TOKEN.match(data)
                     and not data.startswith(b"PRI ")):
                 # a method token the parser does not know (as an origin
                 # server would, RFC 9110 9.1)
@@ -404,7 +306,7 @@ class ProxyProtocol(Protocol):
         if self.closing:
             # the connection is closing (a response said so while this read
             # was parsed): requests pipelined behind it are not served
-            raise _Closing()
+            raise Closing()
         self.head_start = self.factory.clock.seconds()
         self.url = b""
         self.fields = []
@@ -417,12 +319,12 @@ class ProxyProtocol(Protocol):
     def on_url(self, url):
         self.url += url
         if len(self.url) > self.factory.max_line:
-            raise _BadRequest(414, "request target too long")
+            raise BadRequest(414, "request target too long")
 
     def on_header(self, name, value):
         self.head_size += len(name) + len(value) + 4
         if self.head_size > self.factory.max_header:
-            raise _BadRequest(431, "request header fields too large")
+            raise BadRequest(431, "request header fields too large")
         self.fields.append((name, value))
 
     def on_headers_complete(self):
@@ -432,8 +334,8 @@ class ProxyProtocol(Protocol):
         version = p.get_http_version()
         if version != "1.1" and version != "1.0":
             if version == "0.9":   # no version: as the pure-Python parser says
-                raise _BadRequest(400, "malformed request")
-            raise _BadRequest(505, "HTTP version not supported")
+                raise BadRequest(400, "malformed request")
+            raise BadRequest(505, "HTTP version not supported")
         url = self.url.decode("latin-1")
         authority = None
         if not url.startswith("/"):
@@ -446,10 +348,10 @@ class ProxyProtocol(Protocol):
                 authority, slash, rest = rest.partition("/")
                 url = "/" + rest
             else:
-                raise _BadRequest(400, "invalid request target")
+                raise BadRequest(400, "invalid request target")
         path, _, query = url.partition("?")
         if "/." in path or "%2" in path:
-            path = _normalize(path)
+            path = normalize_path(path)
         forward = []
         conn_tokens = None
         xff = None
@@ -468,11 +370,11 @@ class ProxyProtocol(Protocol):
                 elif n == b"transfer-encoding":
                     if version == "1.0":
                         # faulty framing (RFC 9112 6.1): answer, then close
-                        raise _BadRequest(400, "Transfer-Encoding in an HTTP/1.0 request")
+                        raise BadRequest(400, "Transfer-Encoding in an HTTP/1.0 request")
                     if pair[1].strip().lower() != b"chunked":
                         # (gzip, chunked): codings tproxy would have to pass
                         # on and cannot re-frame, as nginx (RFC 9112 6.1)
-                        raise _BadRequest(501, "transfer coding not implemented")
+                        raise BadRequest(501, "transfer coding not implemented")
                     self.chunked = True
             elif kind == _HOST:
                 hosts += 1
@@ -490,7 +392,7 @@ class ProxyProtocol(Protocol):
                     forward.append(pair)
             # _PROTO: replaced by tproxy's own
         if hosts > 1 or (hosts == 0 and version == "1.1"):
-            raise _BadRequest(400, "exactly one Host header is required")
+            raise BadRequest(400, "exactly one Host header is required")
         if authority is not None:
             host = authority.encode("latin-1")
             if hosts:
@@ -503,7 +405,7 @@ class ProxyProtocol(Protocol):
             if drop:
                 forward = [q for q in forward if q[0].lower() not in drop]
         if f.max_body is not None and self.length is not None and self.length > f.max_body:
-            raise _BadRequest(413, "request body too large")
+            raise BadRequest(413, "request body too large")
         client = self.remote_addr
         if self.trusted:
             try:
@@ -655,7 +557,7 @@ class ProxyProtocol(Protocol):
         log.info("bad request from {client}: {message}", client=self.remote_addr,
                  message=message)
         if self.exchange is None:
-            self.transport.write(_error_response(status, message))
+            self.transport.write(error_response(status, message))
             self._close()
         elif self.reading is self.exchange:
             # the body of the request in flight is broken: it ends here
@@ -669,14 +571,14 @@ class ProxyProtocol(Protocol):
             # Requests read before this one are answered first, in order;
             # then the error, then the connection closes (as nginx).  Nothing
             # after the bad bytes is parsed: later reads are dropped.
-            self.parser = _Stopped
+            self.parser = Stopped
             self.head_start = None
             ex, self.reading = self.reading, None
             if ex is not None:
                 # the body of a queued request is broken (it is the last
                 # one read): it ends with the error when its turn comes
                 self.queue.pop()
-            self.queue.append(_BadRequestReply(self, status, message, ex))
+            self.queue.append(BadRequestReply(self, status, message, ex))
 
     def _upgraded(self):
         """
@@ -686,7 +588,7 @@ class ProxyProtocol(Protocol):
         """
         if self.queue:
             # it waits behind others, which are answered first
-            self.parser = _Stopped
+            self.parser = Stopped
             self.queue[-1].response_close = True
         elif self.exchange is not None:
             self.closing = True
@@ -717,7 +619,7 @@ class ProxyProtocol(Protocol):
         if self.reading is None:
             # every request read is whole: nothing more is parsed (bytes
             # that come now are dropped, and the close lingers)
-            self.parser = _Stopped
+            self.parser = Stopped
             self.head_start = None
 
     def _check_timeout(self):
