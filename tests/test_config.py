@@ -41,6 +41,7 @@ DEFAULTS = {
         "upstream_keepalive_timeout": 60,
         "lingering_time": 30,
         "lingering_timeout": 5,
+        "underscores_in_headers": False,
     },
     "shutdown_timeout": 10,
 }

@@ -377,6 +377,25 @@ class MessageShapeTests(ProxyTestCase):
         self.assertEqual(resp.status, 200)
         self.assertEqual(up.requests[0].header_all("Host"), ["real.example:8080"])
 
+    async def test_underscoreFieldsDropped(self):
+        """Request fields whose names have an underscore are dropped (nginx's
+        ``underscores_in_headers off``): ``Transfer_Encoding`` cannot reach a
+        server that would read it as ``Transfer-Encoding``; on request they
+        are forwarded."""
+        up = self.upstream()
+        proxy = await self.proxy({"default": [up]})
+        head = request("POST", "/x", [("Host", "x"),
+                                      ("Transfer_Encoding", "chunked"), ("X_Id", "1"),
+                                      ("X-Id", "2")], body=b"abc")
+        resp = await self.exchange(proxy, head)
+        self.assertEqual(resp.status, 200)
+        got = up.requests[0]
+        self.assertEqual((got.header("Transfer_Encoding"), got.header("X_Id"),
+                          got.header("X-Id"), bytes(got.body)), (None, None, "2", b"abc"))
+        proxy = await self.proxy({"default": [up]}, proxy={"underscores_in_headers": True})
+        await self.exchange(proxy, head)
+        self.assertEqual(up.requests[1].header("X_Id"), "1")
+
     async def test_http10WithoutHost(self):
         """An HTTP/1.0 request without Host goes upstream (as HTTP/1.1) with
         the peer's address as its Host, as nginx's $proxy_host."""

@@ -306,6 +306,10 @@ SCHEMA = _object({
         # nginx's lingering_time / lingering_timeout (lingering_timeout 0: off)
         "lingering_time": _number(30, exclusive=0),
         "lingering_timeout": _number(5, minimum=0),
+        # nginx's underscores_in_headers: request fields whose names have an
+        # underscore are dropped unless true (X_Forwarded_For, Transfer_Encoding
+        # read as their dashed names by some servers: a smuggling vector)
+        "underscores_in_headers": {"type": "boolean", "default": False},
     }),
     "streams": {"type": "array", "items": _STREAM, "default": []},
     # seconds a stopping tproxy lets requests in flight and stream sessions

@@ -381,7 +381,7 @@ class Exchange(object):
                         if t not in _RESPONSE_HOP and t != b"close":
                             named = (named or set()) | {t}
                 elif n == b"transfer-encoding":
-                    if framed or pair[1].strip().lower() != b"chunked":
+                    if framed or pair[1].strip(b" \t").lower() != b"chunked":
                         # codings tproxy would have to pass on and cannot
                         # re-frame (gzip, chunked), or TE twice: as nginx
                         return self._bad_upstream_head("unknown Transfer-Encoding")

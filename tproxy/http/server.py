@@ -56,6 +56,7 @@ class ProxyFactory(Factory):
         self.max_line = proxy["max_line_size"]
         self.max_header = proxy["max_header_size"]
         self.max_body = proxy["max_body_size"]
+        self.underscores = proxy["underscores_in_headers"]
         self.lingering_time = proxy["lingering_time"]
         self.lingering_timeout = proxy["lingering_timeout"]
         self.send_timeout = timeouts["send"]
@@ -362,6 +363,8 @@ class ProxyProtocol(Protocol):
             n = pair[0].lower()
             kind = special.get(n)
             if kind is None:          # most fields: forwarded as they are
+                if b"_" in n and not f.underscores:
+                    continue          # as nginx (underscores_in_headers off)
                 forward.append(pair)
             elif kind == _HOP:
                 if n == b"connection":
@@ -371,7 +374,7 @@ class ProxyProtocol(Protocol):
                     if version == "1.0":
                         # faulty framing (RFC 9112 6.1): answer, then close
                         raise BadRequest(400, "Transfer-Encoding in an HTTP/1.0 request")
-                    if pair[1].strip().lower() != b"chunked":
+                    if pair[1].strip(b" \t").lower() != b"chunked":
                         # (gzip, chunked): codings tproxy would have to pass
                         # on and cannot re-frame, as nginx (RFC 9112 6.1)
                         raise BadRequest(501, "transfer coding not implemented")
