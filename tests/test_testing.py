@@ -17,7 +17,8 @@ from twisted.web.server import NOT_DONE_YET
 from tproxy import Response, hookimpl
 from tproxy.config import ConfigError, validate_config
 from tproxy.testing import (UNREACHABLE, Harness, RequestPending,
-                            ResponseIncomplete, StubResponse, UpstreamRequest, echo)
+                            ResponseIncomplete, StreamHarness, StreamServer,
+                            StubResponse, UpstreamRequest, echo)
 
 from tests import plugin_with_class
 
@@ -458,3 +459,205 @@ class EventTests(SynchronousTestCase):
         self.assertEqual((record["status"], record["route"], record["upstream_addr"]),
                          (200, "api", UP))
         self.assertEqual(json.loads(h.messages()[-1]), record)
+
+
+# -- the stream harness ------------------------------------------------------------
+
+
+REDIS = "127.0.0.1:6379"
+
+
+class AllowList(object):
+    """A ``stream_access`` plugin: refuses the clients of ``denied``."""
+
+    def __init__(self, *denied):
+        self.denied = denied
+
+    @hookimpl
+    def stream_access(self, ctx):
+        """Refuse the clients in ``denied`` with a Redis error."""
+        if ctx.client_addr in self.denied:
+            return b"-ERR not allowed\r\n"
+        ctx.vars["allowed"] = True
+        return None
+
+
+class StreamLog(object):
+    """A ``stream_log`` plugin: counts the calls per connection id."""
+
+    def __init__(self):
+        self.calls = []
+
+    @hookimpl
+    def stream_log(self, ctx):
+        """Record the connection."""
+        self.calls.append((ctx.connection_id, ctx.reason))
+
+
+def stream_harness(*plugins, **kwargs):
+    """A stream listener of the group ``redis`` with ``plugins`` and ``least_conn``."""
+    servers = kwargs.pop("servers", None)
+    if servers is None:
+        servers = {REDIS: StreamServer(echo=True)}
+    stream = dict({"group": "redis", "timeouts": {"idle": 30, "connect": 5}}, **kwargs)
+    return StreamHarness(
+        config={"upstreams": {"redis": {"peers": [REDIS]}}},
+        stream=stream, plugins=list(plugins) + ["least_conn"], servers=servers)
+
+
+class StreamHarnessTests(SynchronousTestCase):
+    """:class:`StreamHarness`: a stream listener, clients and stub servers in memory."""
+
+    def test_accessDenied(self):
+        """A client ``stream_access`` refuses gets the bytes, then is closed."""
+        log = StreamLog()
+        h = stream_harness(AllowList("192.0.2.66"), log)
+        client = h.connect(client="192.0.2.66")
+        self.assertEqual(client.received, b"-ERR not allowed\r\n")
+        self.assertTrue(client.eof)
+        self.assertTrue(client.closed)
+        self.assertFalse(client.reset)
+        [ctx] = h.logged
+        self.assertIs(ctx, client.context)
+        self.assertEqual((ctx.reason, ctx.status, ctx.error), ("access_denied", 403,
+                                                               "access_denied"))
+        self.assertEqual(ctx.client_addr, "192.0.2.66")
+        self.assertEqual(ctx.tried, ())
+        self.assertEqual(h.upstream_connections, [])
+        self.assertEqual(log.calls, [(1, "access_denied")])
+        self.assertIn("stream redis: 192.0.2.66:40000 refused by stream_access", h.messages())
+
+    def test_echoBothWays(self):
+        """Bytes go through a stub upstream and back; a half-close ends it cleanly."""
+        server = StreamServer(echo=True)
+        h = stream_harness(AllowList(), servers={REDIS: server})
+        client = h.connect(client="192.0.2.7", port=5555)
+        client.send(b"PING\r\n")
+        client.send(b"GET k\r\n")
+        [upstream] = h.upstream_connections
+        self.assertEqual(server.connections, [upstream])
+        self.assertEqual(upstream.received, b"PING\r\nGET k\r\n")
+        self.assertEqual(client.received, b"PING\r\nGET k\r\n")
+        self.assertEqual(upstream.local, REDIS)
+        self.assertIs(upstream.context, client.context)
+        self.assertEqual(h.logged, [])
+        client.half_close()
+        self.assertTrue(upstream.eof)
+        self.assertTrue(client.eof)
+        self.assertTrue(client.closed and upstream.closed)
+        [ctx] = h.logged
+        self.assertEqual((ctx.reason, ctx.status, ctx.error), ("client_closed", 200, None))
+        self.assertEqual(ctx.client, "192.0.2.7:5555")
+        self.assertEqual((ctx.server_addr, ctx.server_port), ("127.0.0.1", 6380))
+        self.assertEqual(ctx.upstream_addr, REDIS)
+        self.assertEqual((ctx.bytes_received, ctx.bytes_sent), (13, 13))
+        self.assertEqual((ctx.upstream_bytes_sent, ctx.upstream_bytes_received), (13, 13))
+        self.assertTrue(ctx.vars["allowed"])
+        self.assertEqual(ctx.peer.active, 0)
+
+    def test_upstreamSpeaksFirst(self):
+        """A stub's greeting and close reach the client: ``upstream_closed``."""
+        h = stream_harness(servers={REDIS: StreamServer(greeting=b"hello\n")})
+        client = h.connect(close_on_eof=False)
+        self.assertEqual(client.received, b"hello\n")
+        h.upstream_connections[0].close()
+        self.assertTrue(client.eof)
+        self.assertFalse(client.closed)     # half-open until it closes
+        self.assertEqual(h.logged, [])
+        client.close()
+        [ctx] = h.logged
+        self.assertEqual((ctx.reason, ctx.status), ("upstream_closed", 200))
+
+    def test_idleTimeout(self):
+        """No byte for ``timeouts.idle``: both sides are reset."""
+        h = stream_harness()
+        client = h.connect()
+        client.send(b"x")
+        h.advance(29)
+        self.assertFalse(client.closed)
+        self.assertEqual(h.logged, [])
+        h.advance(1)
+        self.assertTrue(client.closed)
+        self.assertTrue(client.reset)
+        self.assertTrue(h.upstream_connections[0].reset)
+        [ctx] = h.logged
+        self.assertEqual((ctx.reason, ctx.status), ("idle_timeout", 200))
+        self.assertEqual(ctx.session_time(), 30)
+
+    def test_resets(self):
+        """An abort on either side is a reset on the other."""
+        h = stream_harness()
+        first = h.connect()
+        first.abort()
+        self.assertTrue(h.upstream_connections[0].reset)
+        second = h.connect()
+        h.upstream_connections[1].abort()
+        self.assertTrue(second.closed)
+        self.assertEqual([(c.reason, c.status) for c in h.logged],
+                         [("client_reset", 200), ("upstream_reset", 200)])
+
+    def test_connectTimeout(self):
+        """An unreachable stub: the connect attempt times out on the clock."""
+        h = stream_harness(servers={REDIS: UNREACHABLE}, tries=1)
+        client = h.connect()
+        client.send(b"early")
+        h.advance(4.5)
+        self.assertEqual(h.logged, [])
+        h.advance(0.5)
+        self.assertTrue(client.closed)
+        [ctx] = h.logged
+        self.assertEqual((ctx.reason, ctx.status), ("connect_timeout", 502))
+
+    def test_refused(self):
+        """An address without a stub refuses: 502 once no peer is left."""
+        h = stream_harness(servers={})
+        client = h.connect()
+        self.assertTrue(client.closed)
+        [ctx] = h.logged
+        self.assertEqual((ctx.reason, ctx.status, len(ctx.tried)), ("connect_failed", 502, 1))
+
+    def test_logOncePerSession(self):
+        """``stream_log`` runs exactly once per connection, however it ends."""
+        log = StreamLog()
+        h = stream_harness(AllowList("192.0.2.66"), log)
+        h.connect(client="192.0.2.66")
+        h.connect().close()
+        h.connect().abort()
+        h.connect().half_close()
+        idle = h.connect()
+        h.advance(60)
+        self.assertTrue(idle.closed)
+        h.advance(600)
+        self.assertEqual(sorted(log.calls), [
+            (1, "access_denied"), (2, "client_closed"), (3, "client_reset"),
+            (4, "client_closed"), (5, "idle_timeout")])
+        self.assertEqual([c.connection_id for c in h.logged], [1, 2, 3, 4, 5])
+        self.assertEqual(h.factory.sessions, set())
+
+    def test_stop(self):
+        """``stop`` aborts the open sessions: ``shutdown``."""
+        h = stream_harness()
+        client = h.connect()
+        h.stop()
+        self.assertTrue(client.reset)
+        self.assertEqual([c.reason for c in h.logged], ["shutdown"])
+
+    def test_proxyProtocol(self):
+        """The upstream receives the PROXY header with the client's address."""
+        h = stream_harness(proxy_protocol="v1")
+        h.connect(client="192.0.2.1", port=56324).send(b"x")
+        self.assertEqual(h.upstream_connections[0].received,
+                         b"PROXY TCP4 192.0.2.1 127.0.0.1 56324 6380\r\nx")
+
+    def test_streamFromConfig(self):
+        """Without ``stream``, the configuration's first entry is the listener."""
+        h = StreamHarness(config={"streams": [{"listen": "tcp:7000", "group": "g"}]},
+                          plugins=["least_conn"])
+        self.assertEqual(h.stream["group"], "g")
+        self.assertEqual(h.stream["tries"], 3)
+        self.assertEqual(h.connect().context.reason, "no_peer")
+        self.assertRaises(ValueError, StreamHarness)
+
+    def test_badStub(self):
+        """A stub stream server must be a protocol factory."""
+        self.assertRaises(TypeError, stream_harness, servers={REDIS: echo})

@@ -64,10 +64,20 @@ Stub servers (the values of ``servers``):
 
 An address with no stub refuses connections.
 
+Stream listeners (``streams``, :mod:`tproxy.stream`) have their own harness,
+:class:`StreamHarness`, on the same clock and pumps: :meth:`StreamHarness.connect`
+opens a client connection (a :class:`StreamConnection`: ``send``,
+``half_close``, ``close``, ``abort``, ``received``, ``eof``, ``closed``,
+``reset``), the stubs are :class:`StreamServer` s (recording, echoing), FINs
+and resets travel as on a TCP socket, and :attr:`StreamHarness.logged` holds
+the :class:`~tproxy.stream.StreamContext` of every connection ``stream_log``
+saw.
+
 Stability: :class:`Harness`, :class:`StubResponse`, :class:`UpstreamRequest`,
 :class:`PendingRequest`, :class:`RequestPending`,
-:class:`ResponseIncomplete`, :func:`echo` and :data:`UNREACHABLE` are public
-API; everything whose name starts with ``_`` is not.
+:class:`ResponseIncomplete`, :func:`echo`, :data:`UNREACHABLE`,
+:class:`StreamHarness`, :class:`StreamConnection` and :class:`StreamServer`
+are public API; everything whose name starts with ``_`` is not.
 """
 
 import itertools
@@ -78,15 +88,18 @@ from contextlib import contextmanager
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import ensureDeferred, maybeDeferred
-from twisted.internet.error import ConnectionRefusedError, TimeoutError
-from twisted.internet.interfaces import IProtocolFactory
-from twisted.internet.protocol import Protocol
+from twisted.internet import tcp
+from twisted.internet.error import (ConnectionAborted, ConnectionDone, ConnectionLost,
+                                    ConnectionRefusedError, TimeoutError)
+from twisted.internet.interfaces import IHalfCloseableProtocol, IProtocolFactory
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import Logger, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.test import iosim
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request as _WebRequest, Site
+from zope.interface import implementer
 
 from tproxy import hookimpl
 from tproxy.admin import AdminRequest
@@ -95,15 +108,20 @@ from tproxy.gateway import Gateway
 from tproxy.http.headers import Headers
 from tproxy.http.server import ProxyFactory
 from tproxy.plugins import BUILTINS, build_plugin_manager, tproxy_entry_points
+from tproxy.stream import StreamFactory
 
 __all__ = ["Harness", "PendingRequest", "RequestPending", "ResponseIncomplete",
-           "StubResponse", "UNREACHABLE", "UpstreamRequest", "echo"]
+           "StreamConnection", "StreamHarness", "StreamServer", "StubResponse",
+           "UNREACHABLE", "UpstreamRequest", "echo"]
 
 _log = Logger()
 
 #: The address the harness's clients connect to (what the proxy's
 #: ``getHost()`` says).
 _PROXY_ADDRESS = ("127.0.0.1", 8080)
+
+#: The address a :class:`StreamHarness`'s clients connect to by default.
+_STREAM_ADDRESS = ("127.0.0.1", 6380)
 
 #: The registration name of the harness's own ``log`` recorder.
 _RECORDER = "tproxy.testing"
@@ -242,15 +260,24 @@ def _text(address):
 
 
 class _Recorder(object):
-    """The harness's plugin: keeps every context the ``log`` phase saw."""
+    """
+    The harness's plugin: keeps every context the ``log`` phase saw (and,
+    for a :class:`StreamHarness`, every one ``stream_log`` saw).
+    """
 
     def __init__(self):
         self.contexts = []
+        self.logged = []
 
     @hookimpl(trylast=True)
     def log(self, ctx):
         """Keep ``ctx``."""
         self.contexts.append(ctx)
+
+    @hookimpl(trylast=True)
+    def stream_log(self, ctx):
+        """Keep ``ctx``."""
+        self.logged.append(ctx)
 
 
 class _Given(object):
@@ -523,49 +550,15 @@ class PendingRequest(object):
 # ---------------------------------------------------------------------------
 
 
-class Harness(object):
+class _Network(object):
     """
-    A gateway with its plugins, its HTTP server and its upstream pool, whose
-    network and clock are in memory.
-
-    :param config: a configuration ``dict`` as in ``conf.json`` (validated
-        and completed by :func:`tproxy.config.validate_config`; ``None`` for
-        the defaults).
-    :param plugins: the ``plugins`` list to use instead of the
-        configuration's: names (built-ins, entry points, dotted paths) and
-        ``{"name", "settings", "routes"}`` dicts as in ``conf.json``, and also
-        plugin objects -- a module, a class (made with its validated
-        ``settings``: ``{"name": MyPlugin, "settings": {...}}``) or an
-        instance --, all run in the order given.
-    :param servers: the stub upstream servers: ``{"host:port": stub}`` (see
-        the module docstring).  The configuration's ``upstreams`` and the
-        registry decide which addresses tproxy connects to; ``servers``
-        decides what answers there.
-    :param entry_points: the entry points of the group ``tproxy`` that names
-        resolve against (default: the installed ones).
-
-    :raises tproxy.config.ConfigError: for an invalid configuration or plugin.
-    :raises Exception: what an ``init_worker`` failed with.
-
-    :ivar clock: the :class:`~twisted.internet.testing.MemoryReactorClock`
-        that is the gateway's reactor (also ``reactor``).
-    :ivar gateway: the :class:`tproxy.gateway.Gateway`.
-    :ivar registry: the gateway's registry.
-    :ivar config: the validated configuration.
-    :ivar factory: the :class:`tproxy.http.server.ProxyFactory` the harness's
-        clients connect to.
-    :ivar upstream_requests: every :class:`UpstreamRequest` the stub servers
-        received, in order.
-    :ivar contexts: the :class:`~tproxy.context.RequestContext` of every
-        finished request, in the order their ``log`` phase ran (the harness's
-        ``log`` implementation runs after every other one).
-    :ivar events: the :mod:`twisted.logger` events emitted while the harness
-        was working (see :meth:`messages`).
+    What :class:`Harness` and :class:`StreamHarness` share: the clock, the
+    in-memory connections and their pumps, the stub servers' addresses, the
+    log events, and the gateway built from a configuration and plugin objects.
     """
 
-    def __init__(self, config=None, plugins=None, servers=None, entry_points=None):
+    def __init__(self, servers):
         self.clock = self.reactor = MemoryReactorClock()
-        self.upstream_requests = []
         self.events = []
         self._observer = self.events.append
         self._depth = 0
@@ -575,6 +568,11 @@ class Harness(object):
         for address, stub in (servers or {}).items():
             self._servers[parse_host_port(address)] = self._server_factory(stub)
 
+    def _start(self, config, plugins, entry_points):
+        """
+        Validate ``config`` (its ``plugins`` replaced by ``plugins``), load
+        the plugins, register the recorder and start the gateway.
+        """
         installed = tproxy_entry_points() if entry_points is None else list(entry_points)
         config = dict(config or {})
         given = {}
@@ -587,27 +585,18 @@ class Harness(object):
             self.config, source="<harness config>",
             entry_points=installed + list(given.values()))
         # Registered last and trylast: pluggy puts it at the very end of the
-        # ``log`` implementations, after trylast ones.
+        # ``log`` (and ``stream_log``) implementations, after trylast ones.
         self._recorder = _Recorder()
         plugin_manager.register(self._recorder, name=_RECORDER)
         self.gateway = Gateway(self.config, self.clock, plugin_manager)
         self.registry = self.gateway.registry
-        self.contexts = self._recorder.contexts
         self._wait(self.gateway.start, "init_worker")
-        self.factory = ProxyFactory(self.gateway)
 
     def _server_factory(self, stub):
-        if stub is UNREACHABLE:
-            return stub
-        if IResource.providedBy(stub):
-            return _StubSite(stub, self.clock, self.upstream_requests.append)
-        if IProtocolFactory.providedBy(stub):
-            return stub
-        if callable(stub):
-            return _StubSite(_HandlerResource(stub), self.clock,
-                             self.upstream_requests.append)
-        raise TypeError("a stub server is a handler function, an IResource, an "
-                        "IProtocolFactory or UNREACHABLE, not {!r}".format(stub))
+        raise NotImplementedError()
+
+    def _connect(self, client, client_address, server, server_address):
+        raise NotImplementedError()
 
     # -- moving bytes -----------------------------------------------------------
 
@@ -667,15 +656,6 @@ class Harness(object):
                               server.buildProtocol(local), remote)
         return made
 
-    def _connect(self, client, client_address, server, server_address):
-        """Connect two protocols with in-memory transports."""
-        client_io = _Transport(client, isServer=False, hostAddress=client_address,
-                               peerAddress=server_address)
-        server_io = _Transport(server, isServer=True, hostAddress=server_address,
-                               peerAddress=client_address)
-        self._pumps.append(iosim.connect(server, server_io, client, client_io,
-                                         greet=False, clock=self.clock))
-
     def _wait(self, fn, what):
         """
         Call ``fn`` and return its result once the harness is quiet (raise
@@ -691,6 +671,109 @@ class Harness(object):
         if isinstance(box[0], Failure):
             box[0].raiseException()
         return box[0]
+
+
+    # -- time and logs ------------------------------------------------------------
+
+    def advance(self, seconds):
+        """
+        Move the clock ``seconds`` forward, running each timer that falls due
+        on the way at its own time and moving bytes after each.
+        """
+        with self._observing():
+            self.flush()
+            end = self.clock.seconds() + seconds
+            while True:
+                due = [c.getTime() for c in self.clock.getDelayedCalls()
+                       if c.getTime() <= end]
+                if not due:
+                    break
+                self._advance_to(min(due))
+                self.flush()
+            self._advance_to(end)
+            self.flush()
+
+    def _advance_to(self, when):
+        now = self.clock.seconds()
+        if when > now:
+            self.clock.advance(when - now)
+        if self.clock.seconds() < when:   # float rounding: land exactly
+            self.clock.rightNow = when
+        self.clock.advance(0)
+
+    def messages(self):
+        """:attr:`events` formatted as text, one string each."""
+        return [formatEvent(e) for e in self.events]
+
+
+class Harness(_Network):
+    """
+    A gateway with its plugins, its HTTP server and its upstream pool, whose
+    network and clock are in memory.
+
+    :param config: a configuration ``dict`` as in ``conf.json`` (validated
+        and completed by :func:`tproxy.config.validate_config`; ``None`` for
+        the defaults).
+    :param plugins: the ``plugins`` list to use instead of the
+        configuration's: names (built-ins, entry points, dotted paths) and
+        ``{"name", "settings", "routes"}`` dicts as in ``conf.json``, and also
+        plugin objects -- a module, a class (made with its validated
+        ``settings``: ``{"name": MyPlugin, "settings": {...}}``) or an
+        instance --, all run in the order given.
+    :param servers: the stub upstream servers: ``{"host:port": stub}`` (see
+        the module docstring).  The configuration's ``upstreams`` and the
+        registry decide which addresses tproxy connects to; ``servers``
+        decides what answers there.
+    :param entry_points: the entry points of the group ``tproxy`` that names
+        resolve against (default: the installed ones).
+
+    :raises tproxy.config.ConfigError: for an invalid configuration or plugin.
+    :raises Exception: what an ``init_worker`` failed with.
+
+    :ivar clock: the :class:`~twisted.internet.testing.MemoryReactorClock`
+        that is the gateway's reactor (also ``reactor``).
+    :ivar gateway: the :class:`tproxy.gateway.Gateway`.
+    :ivar registry: the gateway's registry.
+    :ivar config: the validated configuration.
+    :ivar factory: the :class:`tproxy.http.server.ProxyFactory` the harness's
+        clients connect to.
+    :ivar upstream_requests: every :class:`UpstreamRequest` the stub servers
+        received, in order.
+    :ivar contexts: the :class:`~tproxy.context.RequestContext` of every
+        finished request, in the order their ``log`` phase ran (the harness's
+        ``log`` implementation runs after every other one).
+    :ivar events: the :mod:`twisted.logger` events emitted while the harness
+        was working (see :meth:`messages`).
+    """
+
+    def __init__(self, config=None, plugins=None, servers=None, entry_points=None):
+        self.upstream_requests = []
+        _Network.__init__(self, servers)
+        self._start(config, plugins, entry_points)
+        self.contexts = self._recorder.contexts
+        self.factory = ProxyFactory(self.gateway)
+
+    def _server_factory(self, stub):
+        if stub is UNREACHABLE:
+            return stub
+        if IResource.providedBy(stub):
+            return _StubSite(stub, self.clock, self.upstream_requests.append)
+        if IProtocolFactory.providedBy(stub):
+            return stub
+        if callable(stub):
+            return _StubSite(_HandlerResource(stub), self.clock,
+                             self.upstream_requests.append)
+        raise TypeError("a stub server is a handler function, an IResource, an "
+                        "IProtocolFactory or UNREACHABLE, not {!r}".format(stub))
+
+    def _connect(self, client, client_address, server, server_address):
+        """Connect two protocols with in-memory transports."""
+        client_io = _Transport(client, isServer=False, hostAddress=client_address,
+                               peerAddress=server_address)
+        server_io = _Transport(server, isServer=True, hostAddress=server_address,
+                               peerAddress=client_address)
+        self._pumps.append(iosim.connect(server, server_io, client, client_io,
+                                         greet=False, clock=self.clock))
 
     # -- what a test calls --------------------------------------------------------
 
@@ -739,32 +822,6 @@ class Harness(object):
         return self._wait(lambda: self.gateway.admin.dispatch(request),
                           "admin {} {}".format(method, uri))
 
-    def advance(self, seconds):
-        """
-        Move the clock ``seconds`` forward, running each timer that falls due
-        on the way at its own time and moving bytes after each.
-        """
-        with self._observing():
-            self.flush()
-            end = self.clock.seconds() + seconds
-            while True:
-                due = [c.getTime() for c in self.clock.getDelayedCalls()
-                       if c.getTime() <= end]
-                if not due:
-                    break
-                self._advance_to(min(due))
-                self.flush()
-            self._advance_to(end)
-            self.flush()
-
-    def _advance_to(self, when):
-        now = self.clock.seconds()
-        if when > now:
-            self.clock.advance(when - now)
-        if self.clock.seconds() < when:   # float rounding: land exactly
-            self.clock.rightNow = when
-        self.clock.advance(0)
-
     def stop(self):
         """Stop the gateway: its ``on_stop`` callbacks run."""
         with self._observing():
@@ -772,9 +829,403 @@ class Harness(object):
             self.factory.pool.close()
             self.flush()
 
-    def messages(self):
-        """:attr:`events` formatted as text, one string each."""
-        return [formatEvent(e) for e in self.events]
+
+
+
+# ---------------------------------------------------------------------------
+# streams: TCP connections with half-close and resets
+# ---------------------------------------------------------------------------
+
+
+class _NoSocket(object):
+    """
+    The ``socket`` of a :class:`_TCPTransport`: it never takes a byte, so
+    :func:`tproxy.fastio.install_fast_write` always falls back to the
+    transport's own ``write`` (the in-memory buffer).
+    """
+
+    def send(self, data):
+        raise BlockingIOError()
+
+    def sendmsg(self, buffers):
+        raise BlockingIOError()
+
+
+class _TCPTransport(_Transport, tcp.Connection):
+    """
+    An iosim transport that behaves as a plain TCP connection towards the
+    stream proxy: ``loseWriteConnection`` sends a FIN (a half-close),
+    ``loseConnection`` sends the buffered bytes and a FIN then is gone,
+    ``abortConnection`` is a reset (the peer sees ``ConnectionLost``).  It
+    is a :class:`twisted.internet.tcp.Connection` by type only (never
+    initialised as one) because :mod:`tproxy.stream` tells plain TCP, which
+    can be half-closed, from TLS, which cannot, by type.  :class:`_TCPPump`
+    moves its bytes and FINs.
+    """
+
+    socket = _NoSocket()
+    dataBuffer = b""
+    _tempDataBuffer = ()
+    write_closing = False   # no byte may be written any more: a FIN follows them
+    fin_sent = False        # the FIN reached the other side
+    closing = False         # once the FIN is sent, the connection is gone
+    aborting = False        # reset: drop what is buffered, both sides lost
+
+    def write(self, data):
+        if not (self.write_closing or self.disconnecting or self.disconnected):
+            self.stream.append(data)
+
+    def loseWriteConnection(self):
+        self.write_closing = True
+
+    def loseConnection(self):
+        self.write_closing = self.closing = True
+        self.disconnecting = True
+
+    def abortConnection(self):
+        self.stream = []
+        self.aborting = self.disconnecting = True
+
+    def _lost(self, reason):
+        """Tell the protocol the connection is gone (once)."""
+        if not self.disconnected:
+            self.disconnected = self.disconnecting = True
+            self.stream = []
+            self.protocol.connectionLost(Failure(reason))
+
+    def _eof(self):
+        """The other side's FIN arrived."""
+        half = IHalfCloseableProtocol(self.protocol, None)
+        if half is not None:
+            half.readConnectionLost()
+        else:
+            # as Twisted does: a protocol that cannot be half-closed is closed
+            self.write_closing = self.closing = True
+            self._lost(ConnectionDone("connection closed by the other side"))
+
+
+class _TCPPump(iosim.IOPump):
+    """
+    Moves bytes, then FINs, then closes and resets between two
+    :class:`_TCPTransport` s.  Bytes sent to a side that is gone reset the
+    sender, as TCP does.
+    """
+
+    def pump(self, debug=False, advanceClock=True):
+        if advanceClock:
+            self.clock.advance(0)
+        a, b = self.clientIO, self.serverIO
+        a._checkProducer()
+        b._checkProducer()
+        moved = False
+        for src, dst in ((a, b), (b, a)):
+            data = src.getOutBuffer()
+            if data:
+                moved = True
+                if dst.disconnected:
+                    src._lost(ConnectionLost("connection reset by peer"))
+                else:
+                    dst.bufferReceived(data)
+        if moved:
+            return True
+        for src, dst in ((a, b), (b, a)):
+            if src.aborting and not src.disconnected:
+                src._lost(ConnectionAborted())
+                dst._lost(ConnectionLost("connection reset by peer"))
+                return True
+            if src.write_closing and not src.fin_sent:
+                src.fin_sent = True
+                if not dst.disconnected:
+                    dst._eof()
+                half = IHalfCloseableProtocol(src.protocol, None)
+                if half is not None and not src.closing:
+                    half.writeConnectionLost()
+                return True
+            if src.closing and src.fin_sent and not src.disconnected:
+                src._lost(ConnectionDone())
+                return True
+        return False
+
+
+@implementer(IHalfCloseableProtocol)
+class StreamConnection(Protocol):
+    """
+    One end of a TCP connection of a :class:`StreamHarness`: a client of the
+    listener (:meth:`StreamHarness.connect`) or a stub server's end of an
+    upstream connection (:attr:`StreamHarness.upstream_connections`).
+
+    Every method moves bytes until nothing more happens, like the harness's.
+
+    :ivar received: the bytes received so far (``bytes``).
+    :ivar eof: the other end sent its FIN (it half-closed or closed).
+    :ivar closed: this end is gone: closed by either side or reset.
+    :ivar reset: it ended with a reset (an abort on either side, an idle
+        timeout...) rather than a clean close.
+    :ivar echo: whether it sends back every byte it receives.
+    :ivar close_on_eof: whether it closes as soon as the other end's FIN
+        arrives (as most clients and servers do); with ``False`` it stays
+        half-open until :meth:`close`, :meth:`half_close` or :meth:`abort`.
+    """
+
+    _harness = None
+    _session = None
+
+    def __init__(self, echo=False, greeting=b"", close_on_eof=True):
+        self.echo = echo
+        self.greeting = greeting
+        self.close_on_eof = close_on_eof
+        self._received = bytearray()
+        self.eof = False
+        self.closed = False
+        self.reset = False
+
+    @property
+    def received(self):
+        """The bytes received so far."""
+        return bytes(self._received)
+
+    @property
+    def context(self):
+        """
+        The :class:`~tproxy.stream.StreamContext` of the proxy's session this
+        connection belongs to (``None`` for a connection tproxy did not make).
+        """
+        return self._session.ctx if self._session is not None else None
+
+    @property
+    def local(self):
+        """``"host:port"`` of this end."""
+        return _text(self.transport.getHost())
+
+    @property
+    def remote(self):
+        """``"host:port"`` of the other end (tproxy's)."""
+        return _text(self.transport.getPeer())
+
+    # -- the protocol ----------------------------------------------------------
+
+    def connectionMade(self):
+        if self.greeting:
+            self.transport.write(self.greeting)
+
+    def dataReceived(self, data):
+        self._received += data
+        if self.echo:
+            self.transport.write(data)
+
+    def readConnectionLost(self):
+        self.eof = True
+        if self.close_on_eof:
+            self.transport.loseConnection()
+
+    def writeConnectionLost(self):
+        pass
+
+    def connectionLost(self, reason):
+        self.closed = True
+        self.reset = reason.check(ConnectionDone) is None
+
+    # -- what a test calls -----------------------------------------------------
+
+    def _act(self, what):
+        harness = self._harness
+        if harness is None:
+            what()
+            return
+        with harness._observing():
+            what()
+            harness.flush()
+
+    def send(self, data):
+        """Send ``data`` (``bytes``) to the other end."""
+        self._act(lambda: self.transport.write(data))
+
+    def half_close(self):
+        """Send a FIN (``shutdown(SHUT_WR)``): no more bytes from this end."""
+        self._act(self.transport.loseWriteConnection)
+
+    def close(self):
+        """Close: what was sent is delivered, then a FIN; this end is gone."""
+        self._act(self.transport.loseConnection)
+
+    def abort(self):
+        """Reset the connection: unsent bytes are dropped."""
+        self._act(self.transport.abortConnection)
+
+    def __repr__(self):
+        return "<StreamConnection received={} eof={} closed={} reset={}>".format(
+            len(self._received), self.eof, self.closed, self.reset)
+
+
+class StreamServer(Factory):
+    """
+    A stub TCP server for a :class:`StreamHarness` (a value of its
+    ``servers``): each connection is a :class:`StreamConnection` that records
+    what it receives.
+
+    :param echo: send every byte received back.
+    :param greeting: ``bytes`` to send as soon as a connection is made.
+    :param close_on_eof: close a connection when the proxy's FIN arrives
+        (with ``False``, the test closes it).
+
+    :ivar connections: its :class:`StreamConnection` s, in order.
+    """
+
+    noisy = False
+
+    def __init__(self, echo=False, greeting=b"", close_on_eof=True):
+        self.echo = echo
+        self.greeting = greeting
+        self.close_on_eof = close_on_eof
+        self.connections = []
+
+    def buildProtocol(self, addr):
+        """A new :class:`StreamConnection`, recorded in :attr:`connections`."""
+        p = StreamConnection(self.echo, self.greeting, self.close_on_eof)
+        p.factory = self
+        self.connections.append(p)
+        return p
+
+
+class StreamHarness(_Network):
+    """
+    A gateway with its plugins and one stream listener
+    (:class:`tproxy.stream.StreamFactory`), whose network and clock are in
+    memory: clients connect with :meth:`connect`, the upstream group's
+    addresses are answered by stub servers (:class:`StreamServer`).
+
+    A FIN is a FIN and a reset a reset: a half-close (:meth:`StreamConnection.
+    half_close`) reaches the other side as ``readConnectionLost``, so the
+    listener behaves as on a plain TCP socket::
+
+        h = StreamHarness(
+            config={"upstreams": {"redis": {"peers": ["127.0.0.1:6379"]}}},
+            stream={"group": "redis", "timeouts": {"idle": 30}},
+            plugins=["least_conn", MyStreamPlugin()],
+            servers={"127.0.0.1:6379": StreamServer(echo=True)},
+        )
+        client = h.connect(client="192.0.2.7")
+        client.send(b"PING\\r\\n")
+        assert client.received == b"PING\\r\\n"
+        client.close()
+        [ctx] = h.logged
+        assert ctx.reason == "client_closed"
+
+    :param config: a configuration ``dict`` as for :class:`Harness`.
+    :param stream: the listener's entry of ``streams`` (``group`` required,
+        ``listen`` may be left out; ``proxy_protocol``, ``tries``,
+        ``timeouts``); it replaces the configuration's ``streams``.  Without
+        it, the configuration's first ``streams`` entry is the listener.
+    :param plugins: as for :class:`Harness` (names, entries and plugin
+        objects); the listener needs a ``balancer`` (``"least_conn"``).
+    :param servers: the stub upstream servers: ``{"host:port": stub}``, a
+        stub being a :class:`StreamServer`, any other
+        :class:`~twisted.internet.interfaces.IProtocolFactory` or
+        :data:`UNREACHABLE` (its connect attempts time out after the
+        stream's ``timeouts.connect``).  An address with no stub refuses
+        connections.
+    :param entry_points: as for :class:`Harness`.
+
+    :raises tproxy.config.ConfigError: for an invalid configuration or plugin.
+    :raises ValueError: when there is no stream entry at all.
+
+    :ivar clock: the :class:`~twisted.internet.testing.MemoryReactorClock`
+        (also ``reactor``).
+    :ivar gateway: the :class:`tproxy.gateway.Gateway`.
+    :ivar registry: the gateway's registry.
+    :ivar config: the validated configuration.
+    :ivar stream: the listener's validated entry.
+    :ivar factory: the :class:`tproxy.stream.StreamFactory` (``sessions``:
+        the open ones).
+    :ivar clients: the :class:`StreamConnection` s :meth:`connect` made.
+    :ivar upstream_connections: the stub servers' ends (:class:`StreamConnection`)
+        of every upstream connection tproxy made, in order.
+    :ivar logged: the :class:`~tproxy.stream.StreamContext` of every ended
+        connection, in the order ``stream_log`` ran (the harness's
+        implementation runs after every other one).
+    :ivar events: the :mod:`twisted.logger` events emitted while the harness
+        was working (see :meth:`messages`).
+    """
+
+    def __init__(self, config=None, stream=None, plugins=None, servers=None,
+                 entry_points=None):
+        _Network.__init__(self, servers)
+        self.clients = []
+        self.upstream_connections = []
+        config = dict(config or {})
+        if stream is not None:
+            entry = dict(stream)
+            entry.setdefault("listen", "tcp:{}".format(_STREAM_ADDRESS[1]))
+            config["streams"] = [entry]
+        elif not config.get("streams"):
+            raise ValueError("StreamHarness: no stream (give stream={'group': ...} "
+                             "or a configuration with a 'streams' entry)")
+        self._start(config, plugins, entry_points)
+        self.stream = self.config["streams"][0]
+        self.logged = self._recorder.logged
+        self.factory = StreamFactory(self.gateway, self.stream)
+
+    def _server_factory(self, stub):
+        if stub is UNREACHABLE or IProtocolFactory.providedBy(stub):
+            return stub
+        raise TypeError("a stub stream server is a StreamServer, an IProtocolFactory "
+                        "or UNREACHABLE, not {!r}".format(stub))
+
+    def _connect(self, client, client_address, server, server_address):
+        """Connect two protocols with in-memory TCP transports."""
+        client_io = _TCPTransport(client, isServer=False, hostAddress=client_address,
+                                  peerAddress=server_address)
+        server_io = _TCPTransport(server, isServer=True, hostAddress=server_address,
+                                  peerAddress=client_address)
+        if isinstance(server, StreamConnection):
+            # a stub's end of an upstream connection of a session
+            server._harness = self
+            server._session = getattr(client, "session", None)
+            self.upstream_connections.append(server)
+        server.makeConnection(server_io)
+        client.makeConnection(client_io)
+        self._pumps.append(_TCPPump(client, server, client_io, server_io, False,
+                                    clock=self.clock))
+
+    # -- what a test calls --------------------------------------------------------
+
+    def connect(self, client="127.0.0.1", port=None, server=None, close_on_eof=True):
+        """
+        Open a client connection to the listener.  ``stream_access`` runs
+        and the upstream connection is made (or not) before this returns.
+
+        :param client: the client's IP address (``ctx.client_addr``).
+        :param port: the client's port (default: a new one each time).
+        :param server: ``"host:port"`` the client connects to
+            (``ctx.server_addr``, ``ctx.server_port``; default
+            ``"127.0.0.1:6380"``).
+        :param close_on_eof: as for :class:`StreamConnection`: the client
+            closes when the proxy's FIN arrives.
+        :return: a :class:`StreamConnection` (``context`` is the session's
+            :class:`~tproxy.stream.StreamContext`).
+        """
+        protocol = StreamConnection(close_on_eof=close_on_eof)
+        protocol._harness = self
+        client_address = _address(client, next(self._ports) if port is None else port)
+        host, server_port = parse_host_port(server) if server else _STREAM_ADDRESS
+        with self._observing():
+            session = self.factory.buildProtocol(client_address)
+            protocol._session = session
+            self.clients.append(protocol)
+            self._connect(protocol, client_address, session, _address(host, server_port))
+            self.flush()
+        return protocol
+
+    def stop(self):
+        """
+        Stop as tproxy does once ``shutdown_timeout`` is over: the open
+        sessions are aborted (``ctx.reason`` ``"shutdown"``), then the
+        gateway's ``on_stop`` callbacks run.
+        """
+        with self._observing():
+            self.factory.abort()
+            self.flush()
+            self._wait(self.gateway.stop, "stopping the gateway")
 
 
 def _plugin_entry(entry, given, taken):
