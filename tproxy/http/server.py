@@ -455,7 +455,8 @@ class ProxyProtocol(Protocol):
         self.head_bytes = 0
         self.line_done = False
         ex, self.reading = self.reading, None
-        if ex is not None:
+        if ex is not None and ex.body_expected:
+            # (without a body the exchange knew it was complete from the start)
             ex.client_body_end()
 
     # -- after each request -----------------------------------------------------------
