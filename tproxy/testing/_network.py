@@ -1,0 +1,313 @@
+# -*- test-case-name: tests.test_testing,tests.test_builtins_harness -*-
+"""
+The in-memory network both harnesses stand on: a fake clock, in-memory
+connections and their pumps, stub servers by address, captured log events,
+and a gateway built from a configuration and plugin objects (see
+:mod:`tproxy.testing`).
+"""
+
+import itertools
+import types
+from contextlib import contextmanager
+
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.defer import maybeDeferred
+from twisted.internet.error import ConnectionRefusedError, TimeoutError
+from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import Logger, formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
+from twisted.test import iosim
+
+from tproxy import hookimpl
+from tproxy.config import parse_host_port, validate_config
+from tproxy.gateway import Gateway
+from tproxy.plugins import BUILTINS, build_plugin_manager, tproxy_entry_points
+
+
+_log = Logger()
+
+#: The registration name of the harness's own ``log`` recorder.
+_RECORDER = "tproxy.testing"
+
+#: Pump rounds after which :meth:`Harness.flush` gives up (something is
+#: sending forever).
+_MAX_ROUNDS = 10000
+
+
+class RequestPending(Exception):
+    """
+    The request has no complete response yet: the upstream did not answer
+    (or the proxy is waiting for a timer).  Send it with ``wait=False`` and
+    :meth:`Harness.advance` the clock.
+    """
+
+
+class _Unreachable(object):
+    """The type of :data:`UNREACHABLE`."""
+
+    def __repr__(self):
+        return "UNREACHABLE"
+
+
+#: A stub server whose connection attempts never complete: each fails with a
+#: ``TimeoutError`` once the connect timeout (``timeouts.connect``) has
+#: passed on the harness's clock.
+UNREACHABLE = _Unreachable()
+
+
+# ---------------------------------------------------------------------------
+# the pieces
+# ---------------------------------------------------------------------------
+
+
+class _Transport(iosim.FakeTransport):
+    """
+    An iosim transport with what tproxy's protocols use of a TCP transport:
+    ``connected``, and an ``abortConnection`` that drops unsent bytes.
+    """
+
+    @property
+    def connected(self):
+        return not self.disconnected
+
+    def abortConnection(self):
+        self.stream = []
+        self.disconnecting = True
+
+
+def _address(host, port):
+    if ":" in host:
+        return IPv6Address("TCP", host, port)
+    return IPv4Address("TCP", host, port)
+
+
+def _text(address):
+    host = address.host
+    return "{}:{}".format("[%s]" % host if ":" in host else host, address.port)
+
+
+class _Recorder(object):
+    """
+    The harness's plugin: keeps every context the ``log`` phase saw (and,
+    for a :class:`StreamHarness`, every one ``stream_log`` saw).
+    """
+
+    def __init__(self):
+        self.contexts = []
+        self.logged = []
+
+    @hookimpl(trylast=True)
+    def log(self, ctx):
+        """Keep ``ctx``."""
+        self.contexts.append(ctx)
+
+    @hookimpl(trylast=True)
+    def stream_log(self, ctx):
+        """Keep ``ctx``."""
+        self.logged.append(ctx)
+
+
+class _Given(object):
+    """An entry point (for the loader) whose object is already at hand."""
+
+    group = "tproxy"
+
+    def __init__(self, name, obj):
+        self.name = name
+        self.obj = obj
+        self.value = "<{} given to tproxy.testing.Harness>".format(name)
+
+    def load(self):
+        return self.obj
+
+
+# ---------------------------------------------------------------------------
+# the harness
+# ---------------------------------------------------------------------------
+
+
+class _Network(object):
+    """
+    What :class:`Harness` and :class:`StreamHarness` share: the clock, the
+    in-memory connections and their pumps, the stub servers' addresses, the
+    log events, and the gateway built from a configuration and plugin objects.
+    """
+
+    def __init__(self, servers):
+        self.clock = self.reactor = MemoryReactorClock()
+        self.events = []
+        self._observer = self.events.append
+        self._depth = 0
+        self._pumps = []
+        self._ports = itertools.count(40000)
+        self._servers = {}
+        for address, stub in (servers or {}).items():
+            self._servers[parse_host_port(address)] = self._server_factory(stub)
+
+    def _start(self, config, plugins, entry_points):
+        """
+        Validate ``config`` (its ``plugins`` replaced by ``plugins``), load
+        the plugins, register the recorder and start the gateway.
+        """
+        installed = tproxy_entry_points() if entry_points is None else list(entry_points)
+        config = dict(config or {})
+        given = {}
+        if plugins is not None:
+            taken = set(BUILTINS) | {ep.name for ep in installed}
+            config["plugins"] = [_plugin_entry(p, given, taken) for p in plugins]
+        self.config = validate_config(config, source="<harness config>")
+
+        plugin_manager = build_plugin_manager(
+            self.config, source="<harness config>",
+            entry_points=installed + list(given.values()))
+        # Registered last and trylast: pluggy puts it at the very end of the
+        # ``log`` (and ``stream_log``) implementations, after trylast ones.
+        self._recorder = _Recorder()
+        plugin_manager.register(self._recorder, name=_RECORDER)
+        self.gateway = Gateway(self.config, self.clock, plugin_manager)
+        self.registry = self.gateway.registry
+        self._wait(self.gateway.start, "init_worker")
+
+    def _server_factory(self, stub):
+        raise NotImplementedError()
+
+    def _connect(self, client, client_address, server, server_address):
+        raise NotImplementedError()
+
+    # -- moving bytes -----------------------------------------------------------
+
+    def flush(self):
+        """
+        Move bytes between every connection, make the connections tproxy
+        asked for and run the calls due now, until nothing more happens.
+        (Every other method does this; call it after firing a Deferred a stub
+        handler returned.)
+        """
+        with self._observing():
+            for _ in range(_MAX_ROUNDS):
+                self.clock.advance(0)
+                moved = self._connect_pending()
+                for pump in list(self._pumps):
+                    if pump.pump(advanceClock=False):
+                        moved = True
+                    elif pump.clientIO.disconnected and pump.serverIO.disconnected:
+                        self._pumps.remove(pump)
+                if not moved:
+                    return
+        raise RuntimeError("tproxy.testing: still moving bytes after {} rounds"
+                           .format(_MAX_ROUNDS))
+
+    @contextmanager
+    def _observing(self):
+        """Collect log events into :attr:`events` while the block runs."""
+        self._depth += 1
+        if self._depth == 1:
+            globalLogPublisher.addObserver(self._observer)
+        try:
+            yield
+        finally:
+            self._depth -= 1
+            if self._depth == 0:
+                globalLogPublisher.removeObserver(self._observer)
+
+    def _connect_pending(self):
+        """Answer the ``connectTCP`` calls made since the last round."""
+        made = False
+        clients, connectors = self.clock.tcpClients, self.clock.connectors
+        while clients:
+            host, port, factory, timeout, _ = clients.pop(0)
+            connector = connectors.pop(0)
+            made = True
+            server = self._servers.get((host, port))
+            if server is None:
+                factory.clientConnectionFailed(connector, Failure(
+                    ConnectionRefusedError("no stub server at {}:{}".format(host, port))))
+            elif server is UNREACHABLE:
+                self.clock.callLater(timeout, factory.clientConnectionFailed, connector,
+                                     Failure(TimeoutError("connect to {}:{}".format(host, port))))
+            else:
+                local = _address("127.0.0.1" if ":" not in host else "::1", next(self._ports))
+                remote = _address(host, port)
+                self._connect(factory.buildProtocol(remote), local,
+                              server.buildProtocol(local), remote)
+        return made
+
+    def _wait(self, fn, what):
+        """
+        Call ``fn`` and return its result once the harness is quiet (raise
+        its failure), logging what happens meanwhile.
+        """
+        box = []
+        with self._observing():
+            maybeDeferred(fn).addBoth(box.append)
+            self.flush()
+        if not box:
+            raise RequestPending("{} has not finished (clock at {}s)".format(
+                what, self.clock.seconds()))
+        if isinstance(box[0], Failure):
+            box[0].raiseException()
+        return box[0]
+
+
+    # -- time and logs ------------------------------------------------------------
+
+    def advance(self, seconds):
+        """
+        Move the clock ``seconds`` forward, running each timer that falls due
+        on the way at its own time and moving bytes after each.
+        """
+        with self._observing():
+            self.flush()
+            end = self.clock.seconds() + seconds
+            while True:
+                due = [c.getTime() for c in self.clock.getDelayedCalls()
+                       if c.getTime() <= end]
+                if not due:
+                    break
+                self._advance_to(min(due))
+                self.flush()
+            self._advance_to(end)
+            self.flush()
+
+    def _advance_to(self, when):
+        now = self.clock.seconds()
+        if when > now:
+            self.clock.advance(when - now)
+        if self.clock.seconds() < when:   # float rounding: land exactly
+            self.clock.rightNow = when
+        self.clock.advance(0)
+
+    def messages(self):
+        """:attr:`events` formatted as text, one string each."""
+        return [formatEvent(e) for e in self.events]
+
+
+def _plugin_entry(entry, given, taken):
+    """
+    A ``plugins`` entry with a plugin object replaced by a name, which
+    ``given`` (``{name: _Given}``) maps to the object; ``taken``: the names
+    that resolve to something else.
+    """
+    if isinstance(entry, str):
+        return entry
+    if isinstance(entry, dict):
+        if isinstance(entry.get("name"), str):
+            return entry
+        return dict(entry, name=_name_for(entry.get("name"), given, taken))
+    return _name_for(entry, given, taken)
+
+
+def _name_for(obj, given, taken):
+    for name, point in given.items():
+        if point.obj is obj:
+            return name
+    if isinstance(obj, (types.ModuleType, type)):
+        base = obj.__name__
+    else:
+        base = type(obj).__name__
+    name, n = base, 1
+    while name in taken or name in given:
+        n += 1
+        name = "{}-{}".format(base, n)
+    given[name] = _Given(name, obj)
+    return name
