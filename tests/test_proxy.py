@@ -313,6 +313,8 @@ class MessageTests(ProxyTestCase):
         self.assertEqual(resps[0].body, b"")
         self.assertEqual(resps[1].json()["uri"], "/after")
         self.assertEqual(up.requests[0].method, "HEAD")
+        # the upstream connection goes on after the response to HEAD
+        self.assertEqual(len(up.connections), 1)
         self.assertLoggedOnce(proxy, 2)
 
     async def test_reasonPhrase(self):
@@ -337,6 +339,24 @@ class MessageTests(ProxyTestCase):
                  if line.startswith(b"HTTP/1.1 ")]
         self.assertEqual(lines, [b"HTTP/1.1 404 Not Found Here", b"HTTP/1.1 200 OK"])
         self.assertEqual(len(up.connections), 1)
+
+    async def test_headWithStrayBody(self):
+        """An upstream that sends a body with its response to HEAD (in the
+        same write): the body is not taken for the next response."""
+        def head(conn, req):
+            if req.method == "HEAD":
+                conn.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+            else:
+                echo(conn, req)
+        up = self.upstream(head)
+        proxy = await self.proxy({"default": [up]})
+        client = await self.connect(proxy)
+        client.send(request("HEAD", "/h"))
+        await client.wait_responses(1, methods=["HEAD"])
+        client.send(request("GET", "/after"))
+        resps = await client.wait_responses(2, methods=["HEAD", "GET"])
+        self.assertEqual((resps[0].status, resps[0].body), (200, b""))
+        self.assertEqual(resps[1].json()["uri"], "/after")
 
     async def test_noBodyStatuses(self):
         """204 and 304 are passed on without a body or chunked framing."""

@@ -559,7 +559,7 @@ class Exchange(object):
         up, self.upstream = self.upstream, None
         if up is not None:
             if (self.upstream_keepalive and self.request_complete
-                    and not self.head_method and self.factory.pool.max_idle):
+                    and self.factory.pool.max_idle):
                 up.release()
             else:
                 up.abort()

@@ -64,8 +64,8 @@ class UpstreamProtocol(Protocol):
         self.transport.setTcpNoDelay(True)
         self.transport.registerProducer(self, True)
         install_fast_write(self.transport)
-        # one parser for the connection's life: a connection is reused only
-        # after a complete response (never after HEAD, an error or an upgrade)
+        # one parser for the connection's life (a new one after a response to
+        # HEAD): a connection is reused only after a complete response
         self.parser = HttpResponseParser(self)
         self.max_head = self.pool.max_header_size
         self.factory.exchange.upstream_connected(self, False)
@@ -272,7 +272,11 @@ class UpstreamProtocol(Protocol):
                                           self.parser.should_keep_alive())
         if head_only and self.exchange is ex:
             # A response to HEAD has no body whatever its Content-Length says,
-            # and httptools cannot be told so: the response ends here.
+            # and httptools cannot be told so: the response ends here, and
+            # the connection goes on with a fresh parser (this one would take
+            # the next response for that body; what it still parses of this
+            # read goes nowhere: no exchange)
+            self.parser = HttpResponseParser(self)
             ex.upstream_end()
 
     def on_body(self, data):
