@@ -161,15 +161,35 @@ class UpstreamFailureTests(ProxyTestCase):
         self.assertEqual(proxy.active(), {up.port: 0})
 
     async def assertInvalid(self, data):
-        """An upstream answering ``data`` gives the client a 502."""
+        """An upstream answering ``data`` gives the client a 502; that
+        upstream connection is dropped, the client's stays usable."""
         up = self.upstream(raw(data))
         proxy = await self.proxy({"default": [up]})
-        resp = await self.exchange(proxy, request("GET", "/x"))
+        client = await self.connect(proxy)
+        client.send(request("GET", "/x"))
+        resp, = await client.wait_responses(1)
         self.assertEqual(resp.status, 502, data)
         self.assertEqual(resp.json()["error"], "invalid response from upstream")
+        await until(lambda: proxy.logged)
         self.assertEqual(proxy.logged[0].error, "upstream_invalid")
         await until(lambda: not up.open)
         self.assertEqual(proxy.active(), {up.port: 0})
+        up.handler = raw(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        client.send(request("GET", "/again"))
+        resps = await client.wait_responses(2)
+        self.assertEqual((resps[1].status, resps[1].body), (200, b"ok"))
+        self.assertLoggedOnce(proxy, 2)
+
+    async def test_codingBeforeChunked(self):
+        """``Transfer-Encoding: gzip, chunked``: the body would reach the
+        client still gzip-coded with nothing saying so: 502."""
+        await self.assertInvalid(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+                                 b"5\r\nhello\r\n0\r\n\r\n")
+
+    async def test_transferEncodingTwice(self):
+        """Two Transfer-Encoding fields: 502."""
+        await self.assertInvalid(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+                                 b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
 
     async def test_invalidStatus(self):
         """``HTTP/1.1 2000 OK`` is not a response: 502."""
