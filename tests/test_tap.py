@@ -16,7 +16,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import TestCase
 
-from tproxy import tap
+from tproxy import fastio, tap
 from tproxy.config import load_config, validate_config
 from tproxy.tap import Options, makeService
 
@@ -311,6 +311,36 @@ class CommandLineTests(TestCase):
         listen = "tcp:{}:interface=127.0.0.1".format(busy.getsockname()[1])
         path = write_json(self, local(listen=listen))
         self.assertFails(["-c", path], "cannot listen for the proxy on " + listen)
+
+
+    def test_fast_reactor_by_default(self):
+        """
+        Without ``-r``, ``twistd tproxy`` runs on tproxy's reactor and says
+        which fast paths are on; ``TPROXY_REACTOR=default`` keeps twistd's.
+        """
+        busy = socket.socket()
+        self.addCleanup(busy.close)
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        path = write_json(self, local(listen="tcp:{}:interface=127.0.0.1".format(
+            busy.getsockname()[1])))
+        saved = os.environ.pop("TPROXY_REACTOR", None)
+        if saved is not None:
+            self.addCleanup(os.environ.__setitem__, "TPROXY_REACTOR", saved)
+        else:
+            self.addCleanup(os.environ.pop, "TPROXY_REACTOR", None)
+        output = self.assertFails(["-c", path], "cannot listen")
+        if fastio.TWISTED_VERSION in fastio.TESTED_TWISTED:
+            self.assertIn("fast paths: reactor tproxy.reactor.FastEPollReactor (on)",
+                          output)
+            self.assertIn("reactor class: tproxy.reactor.FastEPollReactor", output)
+        else:
+            self.assertIn("reactor class: twisted.internet.epollreactor.EPollReactor",
+                          output)
+        os.environ["TPROXY_REACTOR"] = "default"
+        output = self.assertFails(["-c", path], "cannot listen")
+        self.assertNotIn("FastEPollReactor", output)
+        self.assertIn("fast paths: reactor twisted.internet.", output)
 
 
 class DefaultsUnchangedTests(TestCase):
