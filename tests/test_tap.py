@@ -277,7 +277,7 @@ class CommandLineTests(TestCase):
         code, output = self.twistd("tproxy", "--help")
         self.assertEqual(code, 0, output)
         self.assertIn("Usage: twistd [options] tproxy [-c CONFIG.json] "
-                      "[--list-plugins]", output)
+                      "[--check] [--list-plugins]", output)
 
     def test_bad_config(self):
         path = write_json(self, {"upstreams": {"api": {"peers": ["h:1", "h:70000"]}}})
@@ -302,6 +302,16 @@ class CommandLineTests(TestCase):
         code, output = self.twistd("-n", "--pidfile=", "tproxy", "--list-plugins",
                                    "-c", write_json(self, {}))
         self.assertEqual((code, output), (0, DEFAULT_LISTING))
+
+    def test_check(self):
+        """``--check`` (``-t``) validates and exits, as ``nginx -t``."""
+        path = write_json(self, {"listen": "tcp:1"})
+        code, output = self.twistd("-n", "--pidfile=", "tproxy", "--check", "-c", path)
+        self.assertEqual((code, output), (0, path + ": the configuration is valid\n"))
+        path = write_json(self, {"plugins": ["registry", "nope"]})
+        output = self.assertFails(["-t", "-c", path],
+                                  path + ": plugins[1]: unknown plugin 'nope'")
+        self.assertNotIn("valid", output)
 
     def test_port_in_use(self):
         busy = socket.socket()

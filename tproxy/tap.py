@@ -41,7 +41,7 @@ class Options(usage.Options):
     ``self.plugin_manager`` the loaded plugins.
     """
 
-    synopsis = "[-c CONFIG.json] [--list-plugins]"
+    synopsis = "[-c CONFIG.json] [--check] [--list-plugins]"
     longdesc = ("Run tproxy, an HTTP reverse proxy and API gateway whose request "
                 "phases are pluggy hooks. Without --config, {} is used if it "
                 "exists, else the built-in defaults (proxy on tcp:8080, admin API "
@@ -53,6 +53,9 @@ class Options(usage.Options):
          "built-in defaults].".format(DEFAULT_CONFIG)],
     ]
     optFlags = [
+        ["check", "t",
+         "Check the configuration and the plugins it names, say whether they are "
+         "valid, and exit (0 when valid, 1 otherwise), as nginx -t does."],
         ["list-plugins", None,
          "Print the active plugins of each phase, in execution order, and exit."],
     ]
@@ -64,10 +67,11 @@ class Options(usage.Options):
     def postOptions(self):
         """
         Load and validate the configuration and the plugins; handle
-        ``--list-plugins``.
+        ``--check`` and ``--list-plugins``.
 
         :raises SystemExit: with the error message when the configuration or
-            a plugin is invalid; with ``0`` after ``--list-plugins``.
+            a plugin is invalid; with ``0`` after ``--check`` or
+            ``--list-plugins``.
         """
         path = self["config"]
         if path is None and os.path.exists(DEFAULT_CONFIG):
@@ -82,6 +86,10 @@ class Options(usage.Options):
             self.plugin_manager = build_plugin_manager(self.config, source=self.source)
         except ConfigError as e:
             raise SystemExit(str(e))
+        if self["check"]:
+            sys.stdout.write("{}: the configuration is valid\n".format(self.source))
+            sys.stdout.flush()
+            raise SystemExit(0)
         if self["list-plugins"]:
             sys.stdout.write(format_phases(self.config, self.plugin_manager))
             sys.stdout.flush()
