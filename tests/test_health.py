@@ -54,3 +54,54 @@ class HealthTests(SynchronousTestCase):
         h = Harness()
         self.assertRaises(ValueError, h.gateway.admin.route, "GET", "/h/{x}",
                           lambda r: (200, {}), public=True)
+
+
+class LifecycleTests(SynchronousTestCase):
+    """Not ready before startup finished, nor once stopping began."""
+
+    def gateway(self):
+        from twisted.internet.task import Clock
+
+        from tproxy.config import validate_config
+        from tproxy.gateway import Gateway
+        from tproxy.plugins import build_plugin_manager
+        config = validate_config({})
+        return Gateway(config, Clock(), build_plugin_manager(config, entry_points=[]))
+
+    def readyz(self, gateway):
+        from tproxy.admin import AdminRequest
+        return self.successResultOf(gateway.admin.handle(AdminRequest("GET", "/readyz")))
+
+    def test_starting(self):
+        gateway = self.gateway()
+        self.assertEqual(self.readyz(gateway), (503, {
+            "status": "not_ready", "reason": "starting", "groups": []}))
+        self.successResultOf(gateway.start())
+        self.assertEqual(self.readyz(gateway), (200, {"status": "ready"}))
+
+    def test_drainingService(self):
+        """GatewayService.stopService: not ready from its first moment (drain)."""
+        from twisted.application.service import Service
+        from twisted.internet.defer import Deferred
+
+        from tproxy.tap import GatewayService
+
+        class Slow(Service):
+            """A child that stops when the test says: the gateway's own stop
+            (its on_stop callbacks) comes after it."""
+            stopped = Deferred()
+
+            def stopService(self):
+                Service.stopService(self)
+                return self.stopped
+
+        gateway = self.gateway()
+        service = GatewayService(gateway, [])
+        Slow().setServiceParent(service)
+        service.startService()
+        self.assertEqual(self.readyz(gateway)[0], 200)
+        done = service.stopService()
+        self.assertNoResult(done)
+        self.assertEqual(self.readyz(gateway)[1]["reason"], "stopping")
+        Slow.stopped.callback(None)
+        self.successResultOf(done)

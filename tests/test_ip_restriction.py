@@ -104,3 +104,23 @@ class AccessTests(SynchronousTestCase):
         self.assertEqual(e.path, "plugins[1].settings")
         e = self.assertRaises(ConfigError, harness, {"deny": "10.0.0.0/8"})
         self.assertEqual(e.path, "plugins[1].settings.deny")
+
+
+class StreamTests(SynchronousTestCase):
+    """On a ``streams`` listener: the connection's peer address."""
+
+    def test_refusedClosed(self):
+        from tproxy.testing import StreamHarness, StreamServer
+        h = StreamHarness(
+            config={"upstreams": {"redis": {"peers": ["127.0.0.1:6379"]}}},
+            stream={"group": "redis"},
+            plugins=[{"name": "ip_restriction", "settings": {"deny": ["192.0.2.0/24"]}},
+                     "least_conn"],
+            servers={"127.0.0.1:6379": StreamServer(echo=True)})
+        refused = h.connect(client="192.0.2.66")
+        self.assertTrue(refused.closed)
+        self.assertEqual(refused.received, b"")
+        allowed = h.connect(client="198.51.100.1")
+        allowed.send(b"PING\r\n")
+        self.assertEqual(allowed.received, b"PING\r\n")
+        self.assertEqual([c.reason for c in h.logged], ["access_denied"])

@@ -11,6 +11,8 @@ a refused request gets ``403 {"error": "forbidden", ...}``.
   in the lists too.
 - ``deny`` wins: an address in ``deny`` is refused; otherwise, when ``allow``
   is not empty, an address outside it is refused.
+- On a ``streams`` listener (``stream_access``) the address is the TCP
+  peer's, and a refused connection is closed at once.
 - The lists are compiled at start into one set of network numbers per prefix
   length, so a check costs one set lookup per distinct prefix length in the
   lists, whatever their size; the last decisions are remembered per address.
@@ -126,4 +128,12 @@ class Plugin(object):
         """Refuse the request when its client address is not allowed."""
         if not self.allowed(ctx.request.client_addr):
             return Response.error(403, self.message)
+        return None
+
+    @hookimpl
+    def stream_access(self, ctx):
+        """Close a TCP connection of a ``streams`` listener whose client
+        address (the socket's) is not allowed."""
+        if not self.allowed(ctx.client_addr):
+            return False
         return None
