@@ -121,6 +121,47 @@ class ValidTokenTests(SynchronousTestCase):
         self.assertEqual(h.request("GET", "/", headers=bearer(token)).status, 200)
         self.assertEqual(h.upstream_requests[0].headers.get("X-Consumer-Username"), "dave")
 
+    def test_jwksRefresh(self):
+        """With jwks_refresh the file is read again: rotated keys need no
+        restart; a broken file keeps the keys in use and is reported once."""
+        path = self.mktemp()
+
+        def write(kid, text=None):
+            jwk = json.loads(RSAAlgorithm.to_jwk(rsa_key().public_key()))
+            jwk.update(kid=kid, alg="RS256")
+            with open(path, "w") as f:
+                f.write(text if text is not None else json.dumps({"keys": [jwk]}))
+
+        def token(kid):
+            return bearer(jwt.encode({"exp": NOW + 3600}, rsa_key(), algorithm="RS256",
+                                     headers={"kid": kid}))
+        write("old")
+        h = harness({"keys": [], "jwks_file": path, "jwks_refresh": 60})
+        self.assertEqual(h.request("GET", "/", headers=token("old")).status, 200)
+        write("new")
+        self.assertEqual(h.request("GET", "/", headers=token("new")).status, 401)
+        h.advance(60)
+        self.assertEqual(h.request("GET", "/", headers=token("new")).status, 200)
+        # the old kid is gone, even for a token verified (and cached) before
+        self.assertEqual(h.request("GET", "/", headers=token("old")).status, 401)
+        plugin = h.gateway.plugins.get_plugin("jwt_auth")
+        self.assertEqual(len(plugin.cache), 1)
+        h.advance(60)                  # the file did not change: the cache stays
+        self.assertEqual(len(plugin.cache), 1)
+        write("x", text="{not json")
+        h.advance(60)
+        write("x", text='{"keys": []}')
+        h.advance(60)
+        self.assertEqual(h.request("GET", "/", headers=token("new")).status, 200)
+        warnings = [m for m in h.messages() if "cannot reload" in m]
+        self.assertEqual(len(warnings), 1, warnings)
+        write("newer")
+        h.advance(60)
+        self.assertEqual(h.request("GET", "/", headers=token("newer")).status, 200)
+        self.assertEqual(len([m for m in h.messages() if "reloaded" in m]), 1)
+        h.stop()
+        self.assertEqual(h.clock.getDelayedCalls(), [])
+
     def test_queryParam(self):
         h = harness({"query_param": "jwt"})
         token = jwt.encode({"sub": "eve", "exp": NOW + 60}, SECRET, algorithm="HS256")

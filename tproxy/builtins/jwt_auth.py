@@ -7,7 +7,9 @@ JSON body.
 
 - **Keys** come from the settings (``keys``: a shared ``secret`` or a PEM
   ``public_key``, each with its ``algorithm``) and/or a JWKS file
-  (``jwks_file``, read at start).  A token whose header names a ``kid`` is
+  (``jwks_file``, read at start and, with ``jwks_refresh``, every so many
+  seconds: a provider's key rotation needs no restart; a file that cannot be
+  read leaves the keys in use, and says so once in the log).  A token whose header names a ``kid`` is
   checked with that key only; one without, with the keys that have no
   ``kid``.
 - **The token's** ``alg`` **is never trusted**: each key has one algorithm,
@@ -36,6 +38,8 @@ from urllib.parse import quote
 
 import jwt
 from jwt.algorithms import get_default_algorithms
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
 
 from tproxy import hookimpl
 from tproxy.builtins._credentials import (
@@ -43,6 +47,8 @@ from tproxy.builtins._credentials import (
 from tproxy.config import ConfigError
 
 __all__ = ["Plugin"]
+
+log = Logger()
 
 _TOKEN = "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
 _ALGORITHMS = ["HS256", "HS384", "HS512", "RS256", "RS384", "RS512",
@@ -58,13 +64,14 @@ _OPTIONS = {"verify_signature": True, "verify_exp": False, "verify_nbf": False,
 class _Key(object):
     """One verification key: its prepared key object and its one algorithm."""
 
-    __slots__ = ("kid", "algorithm", "key", "consumer")
+    __slots__ = ("kid", "algorithm", "key", "consumer", "from_jwks")
 
-    def __init__(self, kid, algorithm, key, consumer):
+    def __init__(self, kid, algorithm, key, consumer, from_jwks=False):
         self.kid = kid
         self.algorithm = algorithm
         self.key = key
         self.consumer = consumer
+        self.from_jwks = from_jwks
 
 
 class _Invalid(Exception):
@@ -102,6 +109,10 @@ class Plugin(object):
             },
             "jwks_file": {"type": ["string", "null"], "default": None,
                           "description": "a JWKS (JSON Web Key Set) file, read at start"},
+            "jwks_refresh": {"type": ["number", "null"], "exclusiveMinimum": 0,
+                             "default": None,
+                             "description": "seconds between reloads of jwks_file "
+                                            "(null: read once)"},
             "header": {"type": "string", "pattern": _TOKEN, "default": "Authorization",
                        "description": "where the token is: 'Bearer <token>'"},
             "query_param": {"type": ["string", "null"], "default": None,
@@ -144,20 +155,26 @@ class Plugin(object):
         self.options = dict(_OPTIONS, require=self.required,
                             verify_aud=self.audience is not None,
                             verify_iss=self.issuer is not None)
-        self.by_kid = {}
-        self.without_kid = []
         self.clock = None
+        self.jwks_file = settings["jwks_file"]
+        self.jwks_refresh = settings["jwks_refresh"]
+        self._loop = None
+        self._failing = False     # the last JWKS reload failed (said once)
         errors = []
+        self.configured = []
         for i, spec in enumerate(settings["keys"]):
             try:
-                path = "keys[{}]".format(i)
-                self._add(self._from_settings(spec, path), path)
+                self.configured.append(self._from_settings(spec, "keys[{}]".format(i)))
             except ConfigError as e:
                 errors.extend(e.errors)
-        if settings["jwks_file"]:
+        self._jwks_data = None    # the file's bytes the keys come from
+        if not errors:
             try:
-                for key in _read_jwks(settings["jwks_file"]):
-                    self._add(key, "jwks_file")
+                jwks = []
+                if self.jwks_file:
+                    self._jwks_data = _read(self.jwks_file)
+                    jwks = _parse_jwks(self.jwks_file, self._jwks_data)
+                self._install(self.configured + jwks)
             except ConfigError as e:
                 errors.extend(e.errors)
         if not errors and not self.by_kid and not self.without_kid:
@@ -168,13 +185,49 @@ class Plugin(object):
 
     # -- keys -----------------------------------------------------------------
 
-    def _add(self, key, path):
-        if key.kid is None:
-            self.without_kid.append(key)
-        elif key.kid in self.by_kid:
-            raise ConfigError((path, "kid {!r} is used twice".format(key.kid)))
+    def _install(self, keys):
+        """Use ``keys`` (all of them, replacing the current ones) from now on;
+        forget the tokens verified with the previous keys."""
+        by_kid, without_kid = {}, []
+        for key in keys:
+            if key.kid is None:
+                without_kid.append(key)
+            elif key.kid in by_kid:
+                raise ConfigError(("jwks_file" if key.from_jwks else "keys",
+                                   "kid {!r} is used twice".format(key.kid)))
+            else:
+                by_kid[key.kid] = key
+        self.by_kid, self.without_kid = by_kid, without_kid
+        self.cache = {}
+
+    def reload_jwks(self):
+        """
+        Read ``jwks_file`` again and use its keys (with those of ``keys``);
+        on failure keep the current keys and log it (once until a reload
+        succeeds).  Never raises (it runs in a ``LoopingCall``).
+        """
+        try:
+            with open(self.jwks_file, "rb") as f:
+                data = f.read()
+            if data == self._jwks_data:
+                keys = None       # unchanged: keep the keys and the cache
+            else:
+                keys = self.configured + _parse_jwks(self.jwks_file, data)
+                if not keys:
+                    raise ConfigError(("jwks_file", "no key left"))
+            if keys is not None:
+                self._install(keys)
+                self._jwks_data = data
+        except Exception as e:
+            problem = e.errors[0][1] if isinstance(e, ConfigError) else repr(e)
+            if not self._failing:
+                log.warn("jwt_auth: cannot reload {path}, keeping the keys in use: "
+                         "{problem}", path=self.jwks_file, problem=problem)
+            self._failing = True
         else:
-            self.by_kid[key.kid] = key
+            if self._failing:
+                log.info("jwt_auth: {path} reloaded", path=self.jwks_file)
+            self._failing = False
 
     @staticmethod
     def _from_settings(spec, path):
@@ -203,8 +256,20 @@ class Plugin(object):
 
     @hookimpl
     def init_worker(self, gateway):
-        """Use the gateway's clock for ``exp`` and ``nbf``."""
+        """Use the gateway's clock for ``exp`` and ``nbf``; start reloading
+        ``jwks_file`` every ``jwks_refresh`` seconds (if set)."""
         self.clock = gateway.reactor
+        if self.jwks_file and self.jwks_refresh and self._loop is None:
+            self._loop = LoopingCall(self.reload_jwks)
+            self._loop.clock = gateway.reactor
+            self._loop.start(self.jwks_refresh, now=False).addErrback(
+                lambda f: log.failure("jwt_auth: the JWKS reload timer stopped", f))
+            gateway.on_stop(self._stop)
+
+    def _stop(self):
+        loop, self._loop = self._loop, None
+        if loop is not None and loop.running:
+            loop.stop()
 
     def _token(self, request):
         """``(token or None, where it came from or None)``."""
@@ -353,12 +418,20 @@ def _header_value(value):
     return quote(value, safe=_PRINTABLE)
 
 
-def _read_jwks(path):
-    """The :class:`_Key` of each key of the JWKS file ``path``."""
+def _read(path):
+    """The bytes of the file ``path``."""
     try:
         with open(path, "rb") as f:
-            data = json.loads(f.read().decode("utf-8"))
-    except (OSError, ValueError) as e:
+            return f.read()
+    except OSError as e:
+        raise ConfigError(("jwks_file", "cannot read {}: {}".format(path, e)))
+
+
+def _parse_jwks(path, data):
+    """The :class:`_Key` of each key of the JWKS ``data`` (read from ``path``)."""
+    try:
+        data = json.loads(data.decode("utf-8"))
+    except ValueError as e:
         raise ConfigError(("jwks_file", "cannot read {}: {}".format(path, e)))
     if not isinstance(data, dict) or not isinstance(data.get("keys"), list):
         raise ConfigError(("jwks_file", "{} is not a JWKS (an object with "
@@ -380,5 +453,5 @@ def _read_jwks(path):
         if algorithm not in _ALGORITHMS:
             raise ConfigError((where, "{}: keys[{}]: algorithm {!r} is not "
                                "allowed".format(path, i, algorithm)))
-        keys.append(_Key(jwk.get("kid"), algorithm, parsed.key, None))
+        keys.append(_Key(jwk.get("kid"), algorithm, parsed.key, None, True))
     return keys
