@@ -124,3 +124,13 @@ class ResponseTests(SynchronousTestCase):
                                ({"methods": ["GET POST"]}, ".methods[0]")]:
             e = self.assertRaises(ConfigError, harness, settings)
             self.assertEqual(e.path, "plugins[1].settings" + path, settings)
+
+
+class VaryTests(SynchronousTestCase):
+
+    def test_merge(self):
+        from tproxy.builtins.cors import _vary_with_origin
+        self.assertEqual(_vary_with_origin([]), b"Origin")
+        self.assertEqual(_vary_with_origin([b"Accept", b"Cookie"]), b"Accept, Cookie, Origin")
+        self.assertEqual(_vary_with_origin([b"accept, origin"]), b"accept, origin")
+        self.assertEqual(_vary_with_origin([b"*"]), b"*")

@@ -91,6 +91,18 @@ class ValidTokenTests(SynchronousTestCase):
         self.assertEqual(ctx.vars["consumer"], "alice")
         self.assertEqual(ctx.vars["jwt_claims"]["roles"], ["a", "b"])
 
+    def test_headerValuesSafe(self):
+        """Claims that are no header value (non-ASCII, CR LF) go percent-encoded."""
+        h = harness({"claims_to_headers": {"note": "X-Note"}})
+        token = jwt.encode({"sub": "zo\u00eb", "note": "a\r\nX-Admin: 1", "exp": NOW + 60},
+                           SECRET, algorithm="HS256")
+        self.assertEqual(h.request("GET", "/", headers=bearer(token)).status, 200)
+        [up] = h.upstream_requests
+        self.assertEqual(up.headers.get("X-Consumer-Username"), "zo%C3%AB")
+        self.assertEqual(up.headers.get("X-Note"), "a%0D%0AX-Admin: 1")
+        self.assertNotIn("X-Admin", up.headers)
+        self.assertEqual(h.contexts[0].vars["consumer"], "zo\u00eb")
+
     def test_rs256AndEs256ByKid(self):
         h = harness({"keys": [
             {"kid": "r1", "algorithm": "RS256", "public_key": public_pem(rsa_key())},

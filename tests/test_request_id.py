@@ -14,11 +14,11 @@ from tproxy.testing import Harness, echo
 UPSTREAM = "127.0.0.1:9001"
 
 
-def harness(settings=None, **config):
+def harness(settings=None, upstream=echo, **config):
     config.setdefault("upstreams", {"default": {"peers": [UPSTREAM]}})
     entry = {"name": "request_id", "settings": settings or {}}
     return Harness(config=config, plugins=[entry, "router", "least_conn", "access_log"],
-                   servers={UPSTREAM: echo})
+                   servers={UPSTREAM: upstream})
 
 
 def access_records(h):
@@ -83,6 +83,15 @@ class GeneratedTests(SynchronousTestCase):
         self.assertEqual(h.upstream_requests[0].headers.get("X-Trace"), rid)
         self.assertEqual(h.contexts[0].request_id, rid)
         self.assertNotIn("X-Request-ID", response.headers)
+
+    def test_upstreamIdReplaced(self):
+        """The client gets the gateway's id, once, whatever the upstream sent."""
+        def upstream(request):
+            return 200, [("x-request-id", "from-app"), ("X-Other", "1")], b"ok"
+        h = harness(upstream=upstream)
+        response = h.request("GET", "/")
+        self.assertEqual(response.headers.get_all("X-Request-ID"), [h.contexts[0].request_id])
+        self.assertEqual(response.headers.get("X-Other"), "1")
 
     def test_noResponseHeader(self):
         h = harness({"response_header": False})

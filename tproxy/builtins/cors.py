@@ -79,6 +79,7 @@ class Plugin(object):
         self.headers = None if headers is None else frozenset(h.lower() for h in headers)
         self.headers_text = None if headers is None else ", ".join(headers)
         self.expose = ", ".join(settings["expose_headers"])
+        self.expose_b = self.expose.encode("ascii")
         self.credentials = settings["credentials"]
         self.max_age = settings["max_age"]
         #: whether Access-Control-Allow-Origin depends on the origin
@@ -143,25 +144,45 @@ class Plugin(object):
         """Add the CORS headers to the response of an allowed origin."""
         if ctx.vars.get("cors_preflight"):
             return
-        origin = ctx.request.headers.get("Origin")
-        out = response.headers
-        if self.varies:
-            _add_vary(out, "Origin")
-        if origin is None or not self._allowed(origin):
+        origin = None
+        for n, v in ctx.request.headers.raw:
+            if n.lower() == b"origin":
+                origin = v
+                break
+        allowed = origin is not None and self._allowed(origin.decode("latin-1"))
+        if not allowed and not self.varies:
             return
-        # one pass over the upstream's fields, then plain appends
-        out.raw = [p for p in out.raw if p[0].lower() not in _CORS_FIELDS]
-        out.add("Access-Control-Allow-Origin", self._allow_origin(origin))
-        if self.credentials:
-            out.add("Access-Control-Allow-Credentials", "true")
-        if self.expose:
-            out.add("Access-Control-Expose-Headers", self.expose)
+        # one pass over the response's fields: the upstream's CORS fields go
+        # (when we set ours), its Vary fields are kept aside to be merged
+        out = response.headers
+        kept, vary = [], []
+        for pair in out.raw:
+            name = pair[0].lower()
+            if name == b"vary":
+                vary.append(pair[1])
+            elif not (allowed and name in _CORS_FIELDS):
+                kept.append(pair)
+        if self.varies:
+            kept.append((b"Vary", _vary_with_origin(vary)))
+        elif vary:
+            kept.append((b"Vary", b", ".join(vary)))
+        if allowed:
+            kept.append((b"Access-Control-Allow-Origin",
+                         origin if self.varies else b"*"))
+            if self.credentials:
+                kept.append((b"Access-Control-Allow-Credentials", b"true"))
+            if self.expose:
+                kept.append((b"Access-Control-Expose-Headers", self.expose_b))
+        out.raw = kept
 
 
-def _add_vary(headers, name):
-    """Add ``name`` to ``Vary`` unless it is there (or ``Vary: *``)."""
-    current = headers.get_all("Vary")
-    tokens = [t.strip().lower() for v in current for t in v.split(",")]
-    if "*" in tokens or name.lower() in tokens:
-        return
-    headers.set("Vary", ", ".join(current + [name]) if current else name)
+def _vary_with_origin(values):
+    """The ``Vary`` value of the fields ``values`` (bytes) with ``Origin``
+    added, unless it is there (or ``*``)."""
+    if not values:
+        return b"Origin"
+    joined = b", ".join(values)
+    tokens = [t.strip().lower() for t in joined.split(b",")]
+    if b"*" in tokens or b"origin" in tokens:
+        return joined
+    return joined + b", Origin"

@@ -182,6 +182,14 @@ class Plugin(object):
         if errors:
             raise ConfigError(errors)
         self.challenge = 'Bearer realm="{}"'.format(self.realm)
+        self.header_key = self.header.lower().encode("ascii")
+        self.consumer_name = (self.consumer_header.encode("ascii")
+                              if self.consumer_header is not None else None)
+        #: the request fields removed: the token's header, and those this
+        #: plugin sets (never the client's own)
+        self.drop = frozenset(
+            [self.header_key] + [n.lower().encode("ascii") for _, n in self.claim_headers]
+            + ([self.consumer_name.lower()] if self.consumer_name is not None else []))
 
     # -- keys -----------------------------------------------------------------
 
@@ -272,18 +280,33 @@ class Plugin(object):
             loop.stop()
 
     def _token(self, request):
-        """``(token or None, where it came from or None)``."""
-        value = request.headers.get(self.header)
+        """
+        The token: from the header (removed, in the same pass as the client's
+        consumer and claim headers), else from the query argument; ``None``
+        when there is none, ``""`` when the header is not ``Bearer <token>``.
+        """
+        headers = request.headers
+        key, drop = self.header_key, self.drop
+        value = None
+        kept = []
+        for pair in headers.raw:
+            name = pair[0].lower()
+            if name in drop:
+                if name == key and value is None:
+                    value = pair[1]
+            else:
+                kept.append(pair)
+        if len(kept) != len(headers.raw):
+            headers.raw = kept
         if value is not None:
-            scheme, _, token = value.strip().partition(" ")
-            if scheme.lower() == "bearer" and token.strip():
-                return token.strip(), "header"
-            return "", "header"
+            scheme, _, token = value.decode("latin-1").strip().partition(" ")
+            token = token.strip()
+            return token if scheme.lower() == "bearer" and token else ""
         if self.query_names is not None and request.query:
             found = query_value(request.query, self.query_names)
             if found is not None:
-                return found[1], "query"
-        return None, None
+                return found[1]
+        return None
 
     def _verify(self, token):
         """The claims of a valid token and its key, or raise :class:`_Invalid`."""
@@ -341,33 +364,28 @@ class Plugin(object):
                 raise _Invalid("token not valid yet")
 
     def _identity(self, claims, key):
-        """``(consumer or None, [(header, value)])`` of a verified token."""
+        """``(consumer or None, its header value or None, [(header, value)])``
+        of a verified token (header names and values as bytes)."""
         consumer = key.consumer
         if consumer is None:
             claimed = claims.get(self.consumer_claim)
             if isinstance(claimed, str) and claimed:
-                consumer = _header_value(claimed)
+                consumer = claimed
         headers = []
         for claim, name in self.claim_headers:
             value = claims.get(claim)
             if value is not None:
-                headers.append((name, _header_value(value)))
-        return consumer, headers
+                headers.append((name.encode("ascii"), _header_value(value).encode("ascii")))
+        value = _header_value(consumer).encode("ascii") if consumer is not None else None
+        return consumer, value, headers
 
     @hookimpl
     def access(self, ctx):
         """Check the token; hide it; send the consumer and claims upstream."""
         request = ctx.request
-        headers = request.headers
-        token, where = self._token(request)
-        if where == "header":
-            headers.remove(self.header)
+        token = self._token(request)
         if self.query_names is not None and request.query:
             remove_from_query(ctx, self.query_names)
-        if self.consumer_header is not None:
-            headers.remove(self.consumer_header)
-        for _, name in self.claim_headers:
-            headers.remove(name)
         if token is None:
             return unauthorized(self.challenge, "missing bearer token")
         try:
@@ -381,19 +399,19 @@ class Plugin(object):
                     if len(self.cache) >= self.cache_size:
                         self.cache.clear()
                     self.cache[token] = cached
-            claims, consumer, claim_headers = cached
+            claims, consumer, consumer_value, claim_headers = cached
             self._check_times(claims)
         except _Invalid as e:
             return unauthorized(
                 '{}, error="invalid_token", error_description="{}"'.format(
                     self.challenge, e), "invalid token", reason=str(e))
         ctx.vars["jwt_claims"] = claims
+        raw = request.headers.raw      # (the fields of these names are gone)
         if consumer is not None:
             ctx.vars["consumer"] = consumer
-            if self.consumer_header is not None:
-                headers.set(self.consumer_header, consumer)
-        for name, value in claim_headers:
-            headers.set(name, value)
+            if self.consumer_name is not None:
+                raw.append((self.consumer_name, consumer_value))
+        raw.extend(claim_headers)
         return None
 
 

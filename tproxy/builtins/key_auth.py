@@ -85,6 +85,14 @@ class Plugin(object):
         self.in_query = settings["key_in_query"]
         self.consumer_header = settings["consumer_header"]
         self.challenge = 'Key realm="{}"'.format(settings["realm"])
+        #: {lower-case name: rank} of the key headers (the first listed wins)
+        self.header_keys = ({n.lower().encode("ascii"): i for i, n in enumerate(self.names)}
+                            if self.in_header else {})
+        self.consumer_name = (self.consumer_header.encode("ascii")
+                              if self.consumer_header is not None else None)
+        #: the request fields removed: the key headers, the client's consumer header
+        self.drop = frozenset(self.header_keys) | (
+            frozenset([self.consumer_name.lower()]) if self.consumer_name else frozenset())
         self.consumers = {}
         errors = []
         for i, consumer in enumerate(settings["consumers"]):
@@ -99,32 +107,44 @@ class Plugin(object):
         if errors:
             raise ConfigError(errors)
 
-    def _key(self, request):
-        """The key the request carries (``None``)."""
-        if self.in_header:
-            headers = request.headers
-            for name in self.names:
-                values = headers.get_all(name)
-                if values:
-                    return values[0] if len(values) == 1 else False
-        if self.in_query and request.query:
-            found = query_value(request.query, self.name_set)
-            if found is not None:
-                return found[1]
-        return None
+    def _take_headers(self, request):
+        """
+        Remove the key headers and the client's consumer header from the
+        request, in one pass; return the key they carried: ``None`` (none),
+        ``False`` (sent twice), or the key.
+        """
+        headers = request.headers
+        drop, names = self.drop, self.header_keys
+        found = None
+        kept = []
+        for pair in headers.raw:
+            name = pair[0].lower()
+            if name in drop:
+                if name in names:
+                    rank = names[name]
+                    if found is None or rank < found[0]:
+                        found = (rank, pair[1], False)
+                    elif rank == found[0]:
+                        found = (rank, pair[1], True)    # the same header twice
+            else:
+                kept.append(pair)
+        if len(kept) != len(headers.raw):
+            headers.raw = kept
+        if found is None:
+            return None
+        return False if found[2] else found[1].decode("latin-1")
 
     @hookimpl
     def access(self, ctx):
         """Check the key; hide it; name the consumer."""
         request = ctx.request
-        key = self._key(request)
-        if self.in_header:
-            for name in self.names:
-                request.headers.remove(name)
+        key = self._take_headers(request) if self.drop else None
         if self.in_query and request.query:
+            if key is None:
+                found = query_value(request.query, self.name_set)
+                if found is not None:
+                    key = found[1]
             remove_from_query(ctx, self.name_set)
-        if self.consumer_header is not None:
-            request.headers.remove(self.consumer_header)   # never the client's
         if key is None:
             return unauthorized(self.challenge, "no API key found in request")
         consumer = self.consumers.get(_digest(key)) if key else None
@@ -132,5 +152,5 @@ class Plugin(object):
             return unauthorized(self.challenge, "invalid API key")
         ctx.vars["consumer"] = consumer
         if self.consumer_header is not None:
-            request.headers.set(self.consumer_header, consumer)
+            request.headers.raw.append((self.consumer_name, consumer.encode("latin-1")))
         return None

@@ -63,6 +63,8 @@ class Plugin(object):
 
     def __init__(self, settings):
         self.header = settings["header"]
+        self.name = self.header.encode("ascii")
+        self.key = self.name.lower()
         self.accept = settings["accept"]
         self.uuid = settings["generator"] == "uuid4"
         self.response_header = settings["response_header"]
@@ -78,7 +80,12 @@ class Plugin(object):
         """Choose the id: the trusted incoming one, or a new one; send it upstream."""
         request = ctx.request
         headers = request.headers
-        incoming = headers.get(self.header)
+        key = self.key
+        incoming = None
+        for n, v in headers.raw:      # (Headers.get, without its per-call encoding)
+            if n.lower() == key:
+                incoming = v.decode("latin-1")
+                break
         if incoming is not None:
             if (self.accept != "none" and _VALID(incoming)
                     and (self.accept == "any" or request.remote_addr in self.trusted)):
@@ -87,10 +94,16 @@ class Plugin(object):
             headers.remove(self.header)
         if self.uuid:
             ctx.request_id = str(uuid.uuid4())
-        headers.add(self.header, ctx.request_id)
+        headers.raw.append((self.name, ctx.request_id.encode("latin-1")))
 
     @hookimpl
     def header_filter(self, ctx, response):
-        """Return the id to the client."""
+        """Return the id to the client (replacing the upstream's, if any)."""
         if self.response_header:
-            response.headers.set(self.header, ctx.request_id)
+            headers = response.headers
+            key = self.key
+            for n, _ in headers.raw:
+                if n.lower() == key:
+                    headers.remove(self.name)      # (makes a new raw list)
+                    break
+            headers.raw.append((self.name, ctx.request_id.encode("latin-1")))
