@@ -93,6 +93,22 @@ class ResponseTests(SynchronousTestCase):
             self.assertNotIn("Access-Control-Allow-Origin", response.headers)
             self.assertEqual(response.headers.get("Vary"), "Origin")
 
+    def test_subdomainPattern(self):
+        """'https://*.example.com': its subdomains, not itself nor look-alikes."""
+        h = harness({"origins": ["https://*.example.com", "http://localhost:3000"]})
+        for origin, allowed in [("https://app.example.com", True),
+                                ("https://A.B.Example.com", True),
+                                ("https://example.com", False),
+                                ("https://evilexample.com", False),
+                                ("https://x.example.com.evil.test", False),
+                                ("http://app.example.com", False),
+                                ("https://app.example.com:8443", False),
+                                ("https://a_b.example.com", False),
+                                ("http://localhost:3000", True)]:
+            response = h.request("GET", "/items", headers={"Origin": origin})
+            self.assertEqual(response.headers.get("Access-Control-Allow-Origin"),
+                             origin if allowed else None, origin)
+
     def test_wildcard(self):
         h = harness()
         response = h.request("GET", "/items", headers={"Origin": "https://any.test"})
@@ -119,6 +135,8 @@ class ResponseTests(SynchronousTestCase):
     def test_badSettings(self):
         for settings, path in [({"origins": ["app.example.com"]}, ".origins[0]"),
                                ({"origins": ["https://a.test/"]}, ".origins[0]"),
+                               ({"origins": ["https://*.*.a.test"]}, ".origins[0]"),
+                               ({"origins": ["https://a*.test"]}, ".origins[0]"),
                                ({"origins": []}, ".origins"),
                                ({"max_age": -1}, ".max_age"),
                                ({"methods": ["GET POST"]}, ".methods[0]")]:

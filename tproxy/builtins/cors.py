@@ -16,8 +16,13 @@ gateway.
   ``-Expose-Headers`` in ``header_filter``; headers of those names the
   upstream sent are replaced.  ``Vary: Origin`` is added whenever the answer
   depends on the origin, so caches keep one response per origin.
+- ``origins`` lists origins (compared case-insensitively), patterns
+  ``"https://*.example.com"`` (any subdomain, at any depth, not
+  ``example.com`` itself), or ``"*"``.
 - A request without ``Origin`` costs one header lookup.
 """
+
+import re
 
 from tproxy import Response, hookimpl
 from tproxy.config import ConfigError
@@ -25,6 +30,8 @@ from tproxy.config import ConfigError
 __all__ = ["Plugin"]
 
 _TOKEN = "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
+#: what "*" of "https://*.example.com" may stand for: one or more DNS labels
+_HOST_LABELS = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*\Z").match
 #: the response fields this plugin owns (lower-case bytes, as Headers.raw)
 _CORS_FIELDS = frozenset([
     b"access-control-allow-origin", b"access-control-allow-credentials",
@@ -45,7 +52,8 @@ class Plugin(object):
         "properties": {
             "origins": {"type": "array", "minItems": 1, "items": {"type": "string"},
                         "default": ["*"],
-                        "description": "allowed origins ('https://app.example.com'), "
+                        "description": "allowed origins ('https://app.example.com', "
+                                       "'https://*.example.com' for the subdomains), "
                                        "or '*' for any"},
             "methods": {"type": "array", "items": {"type": "string", "pattern": _TOKEN},
                         "default": ["GET", "HEAD", "PUT", "PATCH", "POST", "DELETE"]},
@@ -67,12 +75,19 @@ class Plugin(object):
         errors = []
         for i, origin in enumerate(origins):
             if origin != "*" and ("://" not in origin or origin.endswith("/")
-                                  or any(c in origin for c in " ,\r\n")):
+                                  or any(c in origin for c in " ,\r\n")
+                                  or origin.count("*") > (1 if "://*." in origin else 0)):
                 errors.append(("origins[{}]".format(i), "{!r} is not an origin "
-                               "('https://host[:port]', no path) or '*'".format(origin)))
+                               "('https://host[:port]', no path; "
+                               "'https://*.example.com' for its subdomains) "
+                               "or '*'".format(origin)))
         if errors:
             raise ConfigError(errors)
-        self.origins = frozenset(o.lower() for o in origins if o != "*")
+        exact = [o.lower() for o in origins if o != "*" and "://*." not in o]
+        self.origins = frozenset(exact)
+        #: ("https://", ".example.com") of each "https://*.example.com"
+        self.wildcards = tuple((o.lower().split("*", 1)[0], o.lower().split("*", 1)[1])
+                               for o in origins if "://*." in o)
         self.methods = frozenset(m.upper() for m in settings["methods"])
         self.methods_text = ", ".join(settings["methods"])
         headers = settings["headers"]
@@ -86,7 +101,17 @@ class Plugin(object):
         self.varies = self.credentials or not self.any_origin
 
     def _allowed(self, origin):
-        return self.any_origin or origin.lower() in self.origins
+        if self.any_origin:
+            return True
+        origin = origin.lower()
+        if origin in self.origins:
+            return True
+        for scheme, suffix in self.wildcards:
+            if origin.startswith(scheme) and origin.endswith(suffix):
+                label = origin[len(scheme):-len(suffix)]
+                if label and _HOST_LABELS(label):
+                    return True
+        return False
 
     def _allow_origin(self, origin):
         return origin if self.varies else "*"
