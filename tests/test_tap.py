@@ -18,6 +18,7 @@ from twisted.trial.unittest import TestCase
 
 from tproxy import fastio, tap
 from tproxy.config import load_config, validate_config
+from tproxy.plugins import BUILTINS, tproxy_entry_points
 from tproxy.tap import Options, makeService
 
 from tests.test_config import DEFAULTS
@@ -41,6 +42,15 @@ plugins (config order): registry, router, least_conn, access_log
   stream_access  -
   stream_log     access_log
 """
+
+#: the end of every --list-plugins: what a plugins entry may name
+AVAILABLE = """\
+available plugins:
+  built-in       access_log, cors, ip_restriction, jwt_auth, key_auth, least_conn, \
+registry, request_id, router, routes
+  installed      {}
+""".format(", ".join(sorted({ep.name for ep in tproxy_entry_points()})) or "-")
+DEFAULT_LISTING += AVAILABLE
 
 
 def write_json(case, obj, text=None):
@@ -120,7 +130,11 @@ class OptionsTests(TestCase):
         e = self.assertRaises(SystemExit, Options().parseOptions, ["-c", path])
         self.assertEqual(e.code, path + ": plugins[1]: unknown plugin 'nope' (not a "
                                         "built-in, an entry point of group 'tproxy', "
-                                        "or an importable module)")
+                                        "or an importable module); built-ins: "
+                                        + ", ".join(sorted(BUILTINS))
+                                        + "; installed entry points: " + (", ".join(
+                                            sorted({ep.name for ep in tproxy_entry_points()}))
+                                            or "none"))
 
     def test_list_plugins(self):
         """--list-plugins prints each phase's plugins in order and exits 0."""
@@ -153,7 +167,7 @@ tests.plugins_for_tests:AddHeader#2
   log            tests.plugins_for_tests
   stream_access  -
   stream_log     -
-""")
+""" + AVAILABLE)
 
     def test_help(self):
         text = str(Options())

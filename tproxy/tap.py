@@ -22,7 +22,8 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from tproxy.config import ConfigError, load_config, validate_config
-from tproxy.plugins import build_plugin_manager, describe_phases
+from tproxy.plugins import (
+    available_plugins, build_plugin_manager, describe_phases, tproxy_entry_points)
 
 #: The configuration file used when ``--config`` is not given, if it exists
 #: (relative to the working directory); without it the built-in defaults
@@ -57,7 +58,8 @@ class Options(usage.Options):
          "Check the configuration and the plugins it names, say whether they are "
          "valid, and exit (0 when valid, 1 otherwise), as nginx -t does."],
         ["list-plugins", None,
-         "Print the active plugins of each phase, in execution order, and exit."],
+         "Print the active plugins of each phase, in execution order, and "
+         "the plugins available (built-ins, installed entry points), and exit."],
     ]
 
     config = None
@@ -96,14 +98,21 @@ class Options(usage.Options):
             raise SystemExit(0)
 
 
-def format_phases(config, plugin_manager):
-    """The text of ``--list-plugins``: the plugins, then each phase's."""
+def format_phases(config, plugin_manager, entry_points=None):
+    """The text of ``--list-plugins``: the plugins, then each phase's, then
+    the plugins available (``entry_points``: default the installed ones)."""
     names = [p["name"] for p in config["plugins"]]
     lines = ["plugins (config order): {}".format(", ".join(names) or "-")]
     phases = describe_phases(plugin_manager)
     width = max(len(phase) for phase, _ in phases)
     for phase, plugins in phases:
         lines.append("  {}  {}".format(phase.ljust(width), ", ".join(plugins) or "-"))
+    if entry_points is None:
+        entry_points = tproxy_entry_points()
+    builtins, installed = available_plugins(entry_points)
+    lines.append("available plugins:")
+    lines.append("  {}  {}".format("built-in".ljust(width), ", ".join(builtins)))
+    lines.append("  {}  {}".format("installed".ljust(width), ", ".join(installed) or "-"))
     return "\n".join(lines) + "\n"
 
 
@@ -186,6 +195,7 @@ class GatewayService(MultiService):
             stops).
         """
         Service.stopService(self)
+        self.gateway.serving = False   # /readyz: 503 while draining
         ports, self.ports = self.ports, []
         d = DeferredList([maybeDeferred(p.stopListening) for p in ports],
                          consumeErrors=True)
