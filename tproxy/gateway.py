@@ -7,7 +7,7 @@ The gateway: what a running tproxy is made of, handed to plugins in
 from twisted.internet.defer import DeferredList, maybeDeferred
 from twisted.logger import Logger
 
-from tproxy import health
+from tproxy import probes
 from tproxy.admin import AdminRoutes
 from tproxy.phases import Phases
 from tproxy.registry import MemoryRegistry
@@ -44,7 +44,7 @@ class Gateway(object):
                 self.registry.add_static(group, peer["host"], peer["port"], peer["weight"])
         self.trusted_proxies = TrustedProxies(config.get("trusted_proxies", ()))
         self.admin = AdminRoutes(token=config["admin"].get("token"))
-        health.install(self)
+        probes.install(self)
         self.phases = Phases(plugin_manager)
         self._on_stop = []
         #: whether the gateway takes traffic (``/readyz``): from the end of

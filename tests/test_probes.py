@@ -1,5 +1,5 @@
 """
-Tests for :mod:`tproxy.health`: ``/healthz`` and ``/readyz`` on the admin
+Tests for :mod:`tproxy.probes`: ``/healthz`` and ``/readyz`` on the admin
 API with the default configuration, without the admin token.
 """
 

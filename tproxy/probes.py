@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_health -*-
+# -*- test-case-name: tests.test_probes -*-
 """
 Health endpoints for orchestrators' probes, on the admin listener, with every
 configuration (no plugin to enable):
