@@ -6,7 +6,8 @@ The ``plugins`` list of the configuration decides which plugins are active
 and in what order.  Each entry's name is resolved, in this order, as:
 
 1. a built-in (:data:`BUILTINS`: ``registry``, ``router``, ``least_conn``,
-   ``access_log``, ``routes``);
+   ``access_log``, ``routes``, and the gateway plugins of
+   ``docs/gateway-plugins.md``: ``rate_limit``, ...);
 2. an entry point of the group ``tproxy`` (what an installed distribution
    declares: ``[project.entry-points.tproxy] key_auth = "tproxy_key_auth"``);
 3. a dotted module path (``"mycompany.tproxy_auth"``), or ``"module:attr"``.
@@ -53,6 +54,7 @@ BUILTINS = {
     "least_conn": "tproxy.builtins.least_conn",
     "access_log": "tproxy.builtins.access_log",
     "routes": "tproxy.builtins.routes",
+    "rate_limit": "tproxy.builtins.rate_limit",
 }
 
 _UNKNOWN = ("unknown plugin {!r} (not a built-in, an entry point of group "

@@ -1,6 +1,7 @@
 """
-The built-in plugins: ``registry``, ``router``, ``least_conn`` and
-``access_log``.
+The built-in plugins: ``registry``, ``router``, ``least_conn``,
+``access_log``, ``routes``, and the gateway plugins (``rate_limit``, ...;
+see ``docs/gateway-plugins.md``).
 
 Each is an ordinary plugin module with a ``class Plugin``, written only against
 the public API (the gateway, the request context, the registry and the admin
