@@ -23,6 +23,12 @@ class Gateway(object):
     :ivar admin: the :class:`tproxy.admin.AdminRoutes` of the admin listener.
     :ivar phases: the :class:`tproxy.phases.Phases` driver.
     :ivar plugins: the plugin manager (``pluggy.PluginManager``).
+    :ivar listeners: the factories serving traffic for this gateway, as they
+        are made: HTTP ``tproxy.http.server.ProxyFactory`` (``kind``
+        ``"http"``; ``open_connections``, ``requests`` read so far) and
+        ``tproxy.stream.StreamFactory`` (``kind`` ``"stream"``;
+        ``open_connections``: the sessions open, ``group``).  Read them when
+        asked (a metrics scrape), not per request.
     """
 
     log = Logger()
@@ -38,6 +44,7 @@ class Gateway(object):
                 self.registry.add_static(group, peer["host"], peer["port"], peer["weight"])
         self.admin = AdminRoutes(token=config["admin"].get("token"))
         self.phases = Phases(plugin_manager)
+        self.listeners = []
         self._on_stop = []
 
     def on_stop(self, fn):
