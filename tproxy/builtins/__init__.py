@@ -1,7 +1,7 @@
 """
 The built-in plugins: ``registry``, ``router``, ``least_conn``,
 ``access_log``, ``routes``, and the gateway plugins (``rate_limit``,
-``prometheus``, ``hmac_auth``, ...;
+``prometheus``, ``hmac_auth``, ``cache``, ...;
 see ``docs/gateway-plugins.md``).
 
 Each is an ordinary plugin module with a ``class Plugin``, written only against
