@@ -172,6 +172,17 @@ class CacheTests(SynchronousTestCase):
         again = h.request("GET", "/a")
         self.assertEqual((xcache(again), again.body), ("HIT", plain.body))
         self.assertEqual(origin.count, 2)
+        # a refreshed variant replaces the stored one
+        fresh = h.request("GET", "/a", headers={"Accept-Encoding": "gzip",
+                                                "Cache-Control": "no-cache"})
+        self.assertEqual(h.request("GET", "/a", headers={"Accept-Encoding": "gzip"}).body,
+                         fresh.body)
+        self.assertEqual(origin.count, 3)
+        # the Vary record goes with its last variant (bounded memory)
+        plugin = h.gateway.plugins.get_plugin("cache")
+        self.assertEqual(list(plugin.vary.values()), [[("accept-encoding",), 2]])
+        self.assertEqual(h.admin("DELETE", "/cache").obj, {"purged": 2})
+        self.assertEqual(plugin.vary, {})
 
     def test_key(self):
         """The key is configurable: here the path, whatever the query."""

@@ -74,7 +74,9 @@ def init_worker(gateway):
     Deferred or coroutine; a failure stops startup.
 
     :param gateway: the :class:`tproxy.gateway.Gateway`: ``reactor``,
-        ``config``, ``registry``, ``admin``, and ``on_stop(fn)`` to register
+        ``config``, ``registry``, ``admin`` (handlers return ``(status,
+        obj)`` or a :class:`tproxy.admin.AdminResponse`), ``listeners`` (the
+        listening factories, for metrics), and ``on_stop(fn)`` to register
         cleanup that runs when the process stops.
     :return: ``None`` (or an awaitable of it).
     """

@@ -168,7 +168,10 @@ class Plugin(object):
         self.admin_path = settings["admin_path"]
         self.header = settings["header"]
         self.entries = collections.OrderedDict()    # key -> Entry, LRU first
-        self.vary = {}              # primary key -> (lower-case header names)
+        # primary key -> [(lower-case header names), stored variants]: dropped
+        # with its last variant, so it is bounded by the entries
+        self.vary = {}
+        self._nparts = len(self.key_parts)
         self.size = 0
         self.inflight = {}          # key -> [waiting Deferreds]
         self.hits = self.misses = self.bypasses = 0
@@ -201,7 +204,8 @@ class Plugin(object):
 
     def _variant(self, primary, headers, names=None):
         if names is None:
-            names = self.vary.get(primary, ())
+            vary = self.vary.get(primary)
+            names = vary[0] if vary is not None else ()
         if not names:
             return primary
         return primary + (tuple(", ".join(headers.get_all(n)) for n in names),)
@@ -220,16 +224,31 @@ class Plugin(object):
     def _drop(self, key):
         entry = self.entries.pop(key)
         self.size -= entry.size
+        self._forget_variant(key)
+
+    def _forget_variant(self, key):
+        if len(key) > self._nparts:      # a variant: one less for its primary
+            primary = key[:self._nparts]
+            vary = self.vary.get(primary)
+            if vary is not None:
+                vary[1] -= 1
+                if vary[1] <= 0:
+                    del self.vary[primary]
 
     def store(self, key, entry):
         """Keep ``entry`` under ``key``, dropping the least recently used
         entries past ``max_size``."""
-        if key in self.entries:
-            self._drop(key)
+        old = self.entries.pop(key, None)
+        if old is not None:
+            self.size -= old.size
         if entry.size > self.max_size:
+            if old is not None:
+                self._forget_variant(key)
             return
         self.entries[key] = entry
         self.size += entry.size
+        if old is None and len(key) > self._nparts:
+            self.vary.setdefault(key[:self._nparts], [(), 0])[1] += 1
         while self.size > self.max_size:
             self._drop(next(iter(self.entries)))
 
@@ -239,8 +258,6 @@ class Plugin(object):
                 if prefix is None or e.path.startswith(prefix)]
         for k in keys:
             self._drop(k)
-        if prefix is None:
-            self.vary.clear()
         return len(keys)
 
     def stats(self):
@@ -407,9 +424,9 @@ class Plugin(object):
             now = self.clock.seconds()
             primary = state.primary
             if state.vary:
-                self.vary[primary] = state.vary
+                self.vary.setdefault(primary, [(), 0])[0] = state.vary
             elif primary in self.vary:
-                del self.vary[primary]
+                self.vary[primary][0] = ()
             key = self._variant(primary, ctx.request.headers, state.vary)
             self.store(key, Entry(state.head[0], state.head[1], b"".join(state.chunks),
                                   now, now + state.ttl, ctx.request.path))
