@@ -6,6 +6,8 @@ Tests for :mod:`tproxy.builtins.hmac_auth`: signed requests through
 import base64
 import hashlib
 import hmac
+import os
+import time
 from email.utils import formatdate
 
 import treq
@@ -122,6 +124,23 @@ class SignatureTests(SynchronousTestCase):
             "GET", "/", when=NOW + 61)).status, 200)
         self.assertEqual(h.request("GET", "/", headers=signed(
             "GET", "/", when=NOW + 61 + 59)).status, 200)
+
+    def test_zonelessDate(self):
+        """A date in ``-0000`` (no zone) is UTC, whatever the machine's zone."""
+        self.addCleanup(self._restoreZone, os.environ.get("TZ"))
+        os.environ["TZ"] = "America/New_York"
+        time.tzset()
+        h = harness()
+        headers = signed("GET", "/", names=("@request-target", "x-date"), digest=None,
+                         extra={"X-Date": "Tue, 14 Nov 2023 22:13:20 -0000"})
+        self.assertEqual(h.request("GET", "/", headers=headers).status, 200)
+
+    def _restoreZone(self, zone):
+        if zone is None:
+            os.environ.pop("TZ", None)
+        else:
+            os.environ["TZ"] = zone
+        time.tzset()
 
     def test_enforcedHeaders(self):
         """Unsigned date or target: refused, whatever the signature."""

@@ -10,7 +10,7 @@ caching reverse proxy (nginx's ``proxy_cache``, Kong's ``proxy-cache``).
   wait for it (single flight, at most ``lock_timeout`` seconds) and are then
   answered from what it stored.  A request the cache must not answer
   (another method, ``Cache-Control: no-cache`` / ``no-store`` or
-  ``Pragma: no-cache``, an ``Authorization`` header) goes upstream with
+  ``Pragma: no-cache``, an ``Authorization`` or ``Range`` header) goes upstream with
   ``BYPASS`` (a ``no-cache`` one still refreshes the stored copy).
 - ``header_filter``: decides whether the upstream's response may be stored:
   a status of ``statuses``; no ``no-store``, ``private`` or ``no-cache``
@@ -290,9 +290,10 @@ class Plugin(object):
         headers = request.headers
         primary = self.primary_key(ctx)
         directives = headers.get_all("cache-control")
-        if directives or "authorization" in headers or "pragma" in headers:
+        if directives or "authorization" in headers or "pragma" in headers \
+                or "range" in headers:
             cc = _directives(directives)
-            if "authorization" in headers or "no-store" in cc:
+            if "authorization" in headers or "no-store" in cc or "range" in headers:
                 ctx.vars["cache"] = _State("BYPASS")
                 self.bypasses += 1
                 return None
@@ -386,14 +387,14 @@ class Plugin(object):
                                         if n.lower() not in _NOT_STORED])
 
     def _expires_ttl(self, headers):
-        from email.utils import parsedate_to_datetime
+        from tproxy.builtins.hmac_auth import _timestamp
         try:
-            expires = parsedate_to_datetime(headers.get("expires")).timestamp()
+            expires = _timestamp(headers.get("expires"))
         except (TypeError, ValueError, IndexError, OverflowError):
             return 0        # an invalid Expires means "already expired"
         date = headers.get("date")
         try:
-            now = parsedate_to_datetime(date).timestamp() if date else self.clock.seconds()
+            now = _timestamp(date) if date else self.clock.seconds()
         except (TypeError, ValueError, IndexError, OverflowError):
             now = self.clock.seconds()
         return max(0, expires - now)

@@ -42,6 +42,7 @@ import binascii
 import hashlib
 import hmac
 import re
+from datetime import timezone
 from email.utils import parsedate_to_datetime
 
 from tproxy import Response, hookimpl
@@ -118,6 +119,14 @@ def _digests(request):
                 except (binascii.Error, ValueError):
                     return None
     return found
+
+
+def _timestamp(value):
+    """Epoch seconds of an HTTP date (a zone-less one, ``-0000``, taken as UTC)."""
+    when = parsedate_to_datetime(value)
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.timestamp()
 
 
 class Plugin(object):
@@ -241,7 +250,7 @@ class Plugin(object):
         if value is None:
             return "signed date header missing"
         try:
-            when = parsedate_to_datetime(value).timestamp()
+            when = _timestamp(value)
         except (TypeError, ValueError, IndexError, OverflowError):
             return "malformed date"
         if abs(self.clock.seconds() - when) > self.clock_skew:
