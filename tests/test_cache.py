@@ -226,6 +226,19 @@ class CacheTests(SynchronousTestCase):
         origin.release()
         self.assertEqual([xcache(p.result()) for p in pending], ["MISS"] * 3)
 
+    def test_waiterGoesAway(self):
+        """A client that leaves while waiting: the others are served, nothing fails."""
+        origin = Origin(deferred=True)
+        h = harness(origin)
+        first = h.request("GET", "/a", wait=False)
+        gone = h.request("GET", "/a", wait=False)
+        third = h.request("GET", "/a", wait=False)
+        gone.abort()
+        origin.release()
+        self.assertEqual([xcache(p.result()) for p in (first, third)], ["MISS", "HIT"])
+        self.assertEqual(sorted(ctx.status for ctx in h.contexts), [200, 200, 499])
+        self.assertEqual(h.admin("GET", "/cache").obj["waiting"], 0)
+
     def test_lockTimeout(self):
         """A waiter waits lock_timeout seconds at most, then goes upstream."""
         origin = Origin(deferred=True)

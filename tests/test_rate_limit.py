@@ -160,14 +160,17 @@ class LocalStoreTests(SynchronousTestCase):
         self.assertEqual(list(store.records), ["k7", "k8", "k9"])
 
     def test_idleDropped(self):
-        """A key idle past the time its bucket refills is dropped by later decisions."""
+        """A key idle past the time its bucket refills is dropped when a new
+        key comes (memory grows only then)."""
         store = LocalStore(TokenBucket(1, 1, 5), max_keys=100)    # full again after 5 s
         for i in range(4):
             store.decide("k%d" % i, float(i))
         store.decide("k9", 5.5)           # k0 idle for 5.5 s: dropped
         self.assertEqual(list(store.records), ["k1", "k2", "k3", "k9"])
-        store.decide("k9", 100.0)         # at most two per decision
-        self.assertEqual(list(store.records), ["k3", "k9"])
+        store.decide("k9", 100.0)         # a known key: nothing dropped
+        self.assertEqual(list(store.records), ["k1", "k2", "k3", "k9"])
+        store.decide("k10", 100.0)        # a new one: at most two dropped
+        self.assertEqual(list(store.records), ["k3", "k9", "k10"])
 
     def test_lruOrder(self):
         """A key seen again moves to the end: it is not the next evicted."""

@@ -27,8 +27,8 @@ The algorithms, both O(1) in time and memory per key:
 ``policy: local`` keeps one small record per active key in an LRU-ordered
 dict of at most ``max_keys`` entries (the least recently seen key is
 forgotten first); a key idle long enough that its record equals a fresh one
-is dropped lazily, two at most per decision, so there is no timer and no
-scan.  The clock is the gateway reactor's.
+is dropped lazily, two at most each time a new key comes, so there is no
+timer and no scan.  The clock is the gateway reactor's.
 
 ``policy: redis`` runs one Lua script per decision (``EVALSHA``, ``EVAL``
 when Redis answers ``NOSCRIPT``) that reads, updates and expires the key's
@@ -140,12 +140,17 @@ return {allowed, string.format('%.17g', tokens)}
         """Take a token from ``state`` (changed in place) at time ``now``."""
         tokens, ts = state
         if now > ts:
-            tokens = min(self.burst, tokens + (now - ts) * self.per_second)
-        allowed = tokens >= 1
-        if allowed:
+            tokens += (now - ts) * self.per_second
+            if tokens > self.burst:
+                tokens = self.burst
+            state[1] = now
+        if tokens >= 1:
             tokens -= 1
-        state[0], state[1] = tokens, max(now, ts)
-        return self.decision(allowed, tokens)
+            state[0] = tokens
+            return Decision(True, self.burst, int(tokens),
+                            _ceil((self.burst - tokens) / self.per_second))
+        state[0] = tokens
+        return self.decision(False, tokens)
 
     def decision(self, allowed, tokens):
         """The :class:`Decision` for ``tokens`` left."""
@@ -257,24 +262,24 @@ class LocalStore(object):
     def decide(self, key, now):
         """The :class:`Decision` for one request of ``key`` at ``now``."""
         records = self.records
+        entry = records.get(key)
+        if entry is not None:
+            records.move_to_end(key)
+            entry[1] = now
+            return self.algorithm.decide(entry[0], now)
+        # a new key: first drop up to two records untouched for longer than
+        # ``idle`` (the oldest are first), so that only active keys stay
         idle = self.algorithm.idle
-        # drop up to two records untouched for longer than ``idle`` (the
-        # oldest are first): amortised, this keeps only active keys
         for _ in (0, 1):
             if not records:
                 break
             oldest = next(iter(records))
-            if oldest == key or now - records[oldest][-1] < idle:
+            if now - records[oldest][1] < idle:
                 break
             del records[oldest]
-        entry = records.get(key)
-        if entry is None:
-            if len(records) >= self.max_keys:
-                records.popitem(last=False)
-            entry = records[key] = [self.algorithm.fresh(now), now]
-        else:
-            records.move_to_end(key)
-            entry[1] = now
+        if len(records) >= self.max_keys:
+            records.popitem(last=False)
+        entry = records[key] = [self.algorithm.fresh(now), now]
         return self.algorithm.decide(entry[0], now)
 
 
