@@ -46,10 +46,10 @@ plugins (config order): registry, router, least_conn, access_log
 #: the end of every --list-plugins: what a plugins entry may name
 AVAILABLE = """\
 available plugins:
-  built-in       access_log, cors, ip_restriction, jwt_auth, key_auth, least_conn, \
-registry, request_id, router, routes
+  built-in       {}
   installed      {}
-""".format(", ".join(sorted({ep.name for ep in tproxy_entry_points()})) or "-")
+""".format(", ".join(sorted(BUILTINS)),
+           ", ".join(sorted({ep.name for ep in tproxy_entry_points()})) or "-")
 DEFAULT_LISTING += AVAILABLE
 
 

@@ -129,6 +129,9 @@ class RequestContext(object):
         hex) when first read.
     :ivar vars: a ``dict`` for plugins' own per-request values.
     :ivar route: the upstream group chosen by the router (``None`` before).
+    :ivar consumer: the name of the authenticated caller, set by an
+        authentication plugin in ``access`` (``None``: anonymous); the
+        plugins after it (``rate_limit``'s ``consumer`` key, logs) read it.
     :ivar upstream_path: the path (with query) sent upstream.
     :ivar upstream_headers: ``(name, value)`` pairs added to the upstream
         request (replacing any field of the same name).
@@ -149,7 +152,7 @@ class RequestContext(object):
     """
 
     __slots__ = ("gateway", "request", "_request_id", "vars", "route",
-                 "upstream_path", "upstream_headers", "peer", "tried", "status",
+                 "consumer", "upstream_path", "upstream_headers", "peer", "tried", "status",
                  "bytes_sent", "error", "start", "upstream_start",
                  "upstream_end", "end", "plugins", "exchange")
 
@@ -159,6 +162,7 @@ class RequestContext(object):
         self._request_id = request_id
         self.vars = {}
         self.route = None
+        self.consumer = None
         self.upstream_path = request.uri
         self.upstream_headers = []
         self.peer = None

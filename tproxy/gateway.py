@@ -29,6 +29,12 @@ class Gateway(object):
         configuration's ``trusted_proxies``: ``ctx.request.remote_addr in
         gateway.trusted_proxies`` tells whether a request came through one
         (whose headers, ``X-Request-ID`` say, may then be believed).
+    :ivar listeners: the factories serving traffic for this gateway, as they
+        are made: HTTP ``tproxy.http.server.ProxyFactory`` (``kind``
+        ``"http"``; ``open_connections``, ``requests`` read so far) and
+        ``tproxy.stream.StreamFactory`` (``kind`` ``"stream"``;
+        ``open_connections``: the sessions open, ``group``).  Read them when
+        asked (a metrics scrape), not per request.
     """
 
     log = Logger()
@@ -46,6 +52,7 @@ class Gateway(object):
         self.admin = AdminRoutes(token=config["admin"].get("token"))
         probes.install(self)
         self.phases = Phases(plugin_manager)
+        self.listeners = []
         self._on_stop = []
         #: whether the gateway takes traffic (``/readyz``): from the end of
         #: :meth:`start` until it begins to stop

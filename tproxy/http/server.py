@@ -42,6 +42,9 @@ class ProxyFactory(Factory):
     noisy = False
     draining = False
 
+    #: what :attr:`tproxy.gateway.Gateway.listeners` says this is
+    kind = "http"
+
     def __init__(self, gateway, scheme="http"):
         self.gateway = gateway
         self.phases = gateway.phases
@@ -69,6 +72,10 @@ class ProxyFactory(Factory):
         #: requests read so far (their contexts' request ids are made from it)
         self.requests = 0
         self.connections = set()
+        # the gateway lists its listeners (metrics read them when scraped)
+        listeners = getattr(gateway, "listeners", None)
+        if listeners is not None:
+            listeners.append(self)
         self._drained = []     # Deferreds of drain(), fired once none is open
 
     @property
