@@ -211,6 +211,9 @@ def requests(draw):
                   "bad_trailer", "length_and_chunked", "gzip_chunked"):
         framing = "chunked"
         body = body or b"abc"
+    elif defect == "two_lengths":
+        framing = "length"
+        body = draw(st.binary(max_size=100))
     encoded = body
     if framing == "length":
         fields.append((b"Content-Length", b"%d" % len(body)))

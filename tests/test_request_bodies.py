@@ -219,15 +219,25 @@ class HeldBodyTests(SynchronousTestCase):
                 self.assertEqual(up.connections, [], (what, cut))
 
     def test_smallBodyGoesUpWhole(self):
-        """A small chunked body arriving in pieces goes upstream once whole."""
+        """A small chunked body arriving in pieces goes upstream once whole,
+        framed by its length (as nginx), with its head."""
         up = Recording()
         h = harness(server=up)
         conn = h.connect()
         conn.send(CHUNKED + chunk(b"abc"))
         self.assertEqual(up.connections, [])
         conn.send(chunk(b"def") + b"0\r\n\r\n")
-        self.assertIn(b"abc", up.data)
-        self.assertTrue(up.data.endswith(b"0\r\n\r\n"))
+        self.assertTrue(up.data.startswith(b"POST /up HTTP/1.1\r\n"))
+        self.assertTrue(up.data.endswith(b"\r\nContent-Length: 6\r\n\r\nabcdef"), up.data)
+        self.assertNotIn(b"Transfer-Encoding", up.data)
+
+    def test_emptyChunkedBody(self):
+        """A chunked body with no data goes up as such."""
+        up = Recording()
+        h = harness(server=up)
+        conn = h.connect()
+        conn.send(CHUNKED + b"0\r\n\r\n")
+        self.assertTrue(up.data.endswith(b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"))
 
     def test_contentLengthHeld(self):
         """A declared length within the buffer is held too; a client that

@@ -186,6 +186,20 @@ class Exchange(object):
         self.upstream = conn
         self.reused = reused
         conn.start(self)
+        if self.pending and self.request_complete:
+            # the whole body is here (held, see _balanced): head and body in
+            # one write, a chunked body framed by its length (as nginx)
+            body = b"".join(self.pending)
+            if self.request_chunked:
+                self.request_chunked = False
+                self.upstream_head_fields = self.upstream_head_fields.replace(
+                    b"Transfer-Encoding: chunked\r\n", b"Content-Length: %d\r\n" % len(body))
+            self.pending = []
+            self.pending_size = 0
+            conn.transport.write(self._request_head() + body)
+            self.conn.unpause("pending")
+            conn.set_deadline(self.factory.read_timeout)
+            return
         conn.transport.write(self._request_head())
         if self.pending:
             for chunk in self.pending:
