@@ -270,6 +270,32 @@ class HeldBodyTests(SynchronousTestCase):
         self.assertIn(b"a" * 100, up.data)
         self.assertIn(b"1\r\nb\r\n", up.data)
 
+    def test_bufferLargerThanPending(self):
+        """A buffer larger than what tproxy queues while connecting (64 KiB)
+        still holds the whole body."""
+        up = Recording()
+        h = harness({"client_body_buffer_size": 200000}, server=up)
+        conn = h.connect()
+        conn.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 150000\r\n\r\n")
+        for _ in range(14):
+            conn.send(b"x" * 10000)
+        self.assertEqual(up.connections, [])
+        conn.send(b"x" * 10000)
+        self.assertTrue(up.data.endswith(b"x" * 150000))
+
+    def test_expectContinue(self):
+        """``Expect: 100-continue``: the interim response comes before the
+        body is held."""
+        up = Recording()
+        h = harness(server=up)
+        conn = h.connect()
+        conn.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                  b"Expect: 100-continue\r\n\r\n")
+        self.assertEqual(conn.received, b"HTTP/1.1 100 Continue\r\n\r\n")
+        self.assertEqual(up.connections, [])
+        conn.send(b"hello")
+        self.assertTrue(up.data.endswith(b"\r\n\r\nhello"))
+
     def test_bufferZeroStreams(self):
         """``client_body_buffer_size`` 0: every body streams at once."""
         up = Recording()

@@ -334,8 +334,9 @@ class Exchange(object):
             waiter = self.body_waiter
             if waiter is not None and self.pending_size >= waiter[0]:
                 self._wake_body_waiter()
-            if self.hold_body and (self.pending_size > self.factory.body_buffer
-                                   or self.pending_size > self.pending_limit):
+            if self.hold_body:
+                if self.pending_size <= self.factory.body_buffer:
+                    return   # (bounded by the buffer: reading goes on)
                 # larger than the buffer: it streams from now on
                 self.hold_body = False
                 if self.held_peer is not None:
