@@ -361,6 +361,30 @@ class BodyTimeoutTests(SynchronousTestCase):
         self.assertTrue(up.connections[0].lost)
         self.assertEqual(h.contexts[-1].error, "client_timeout")
 
+    def test_waitingForContinue(self):
+        """A client waiting for ``100 Continue`` (a slow ``access`` plugin) is
+        not timed out; the timeout starts when the interim response goes."""
+        from twisted.internet.defer import Deferred
+
+        class Slow(object):
+            @hookimpl
+            def access(self, ctx):
+                self.d = Deferred()
+                return self.d
+        slow = Slow()
+        h = harness({"client_body_timeout": 5}, plugins=[slow])
+        conn = h.connect()
+        conn.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                  b"Expect: 100-continue\r\n\r\n")
+        h.advance(20)
+        self.assertEqual(conn.received, b"")
+        slow.d.callback(None)
+        h.flush()
+        self.assertEqual(conn.received, b"HTTP/1.1 100 Continue\r\n\r\n")
+        h.advance(4)
+        conn.send(b"hello")
+        self.assertEqual(statuses(conn), [100, 200])
+
     def test_headerTimeoutUnchanged(self):
         """The head still has ``proxy.header_timeout``."""
         h = harness({"client_body_timeout": 5, "header_timeout": 20})

@@ -152,7 +152,7 @@ class Exchange(object):
         self.peer_held = peer
         if self.expect_continue and not self.request_complete:
             self.expect_continue = False
-            self.conn.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self.conn.send_continue()
         if self.hold_body and not self.request_complete:
             # a body that may fit in proxy.client_body_buffer_size is read
             # first (see client_body): a malformed one never goes upstream
@@ -360,7 +360,7 @@ class Exchange(object):
             return succeed(b"".join(self.pending)[:n])
         if self.expect_continue:
             self.expect_continue = False
-            self.conn.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self.conn.send_continue()
         d = Deferred()
         self.body_waiter = (n, d, self.factory.clock.callLater(
             self.factory.body_timeout, self._body_timed_out))

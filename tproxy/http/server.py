@@ -252,6 +252,12 @@ class ProxyProtocol(Protocol):
             else:
                 self.transport.writeSequence(cork)
 
+    def send_continue(self):
+        """Write ``100 Continue``: the client sends its body now (the body
+        timeout starts now, not while it waited for this)."""
+        self.body_since = self.factory.clock.seconds()
+        self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
     def abort(self):
         """Cut the connection (a response cannot be completed)."""
         self.cork = None
@@ -735,8 +741,10 @@ class ProxyProtocol(Protocol):
             nxt = left
         elif self.exchange is not None:
             nxt = f.keepalive_timeout
-            if self.reading is self.exchange and not self.paused:
-                # its body is being read, and tproxy is reading
+            if (self.reading is self.exchange and not self.paused
+                    and not self.exchange.expect_continue):
+                # its body is being read, and tproxy is reading (a client
+                # waiting for 100 Continue is waiting for tproxy)
                 left = self.body_since + f.body_timeout - now
                 if left <= 0:
                     self.timer = None
