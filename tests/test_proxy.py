@@ -357,7 +357,8 @@ class MessageTests(ProxyTestCase):
                 b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
                 b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
         up = self.upstream(chunked)
-        proxy = await self.proxy({"default": [up]})
+        # (no body held before connecting: it streams at once)
+        proxy = await self.proxy({"default": [up]}, proxy={"client_body_buffer_size": 0})
         client = await self.connect(proxy)
         client.send(b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
                     b"3\r\nabc\r\n")

@@ -74,17 +74,17 @@ the :class:`~tproxy.stream.StreamContext` of every connection ``stream_log``
 saw.
 
 Stability: :class:`Harness`, :class:`StubResponse`, :class:`UpstreamRequest`,
-:class:`PendingRequest`, :class:`RequestPending`,
+:class:`PendingRequest`, :class:`RawConnection`, :class:`RequestPending`,
 :class:`ResponseIncomplete`, :func:`echo`, :data:`UNREACHABLE`,
 :class:`StreamHarness`, :class:`StreamConnection` and :class:`StreamServer`
 are public API; everything whose name starts with ``_`` is not.
 """
 
 from tproxy.testing._network import UNREACHABLE, RequestPending
-from tproxy.testing.http import (Harness, PendingRequest, ResponseIncomplete, StubResponse,
-                                 UpstreamRequest, echo)
+from tproxy.testing.http import (Harness, PendingRequest, RawConnection, ResponseIncomplete,
+                                 StubResponse, UpstreamRequest, echo)
 from tproxy.testing.stream import StreamConnection, StreamHarness, StreamServer
 
-__all__ = ["Harness", "PendingRequest", "RequestPending", "ResponseIncomplete",
+__all__ = ["Harness", "PendingRequest", "RawConnection", "RequestPending", "ResponseIncomplete",
            "StreamConnection", "StreamHarness", "StreamServer", "StubResponse",
            "UNREACHABLE", "UpstreamRequest", "echo"]

@@ -355,6 +355,46 @@ class PendingRequest(object):
             self.method, self.uri, self._client.done)
 
 
+class RawConnection(Protocol):
+    """
+    A client connection to the proxy whose bytes the test writes itself
+    (:meth:`Harness.connect`): for malformed requests, requests split at
+    chosen places, pipelining, or a client that stops half-way.
+
+    :ivar received: every byte the proxy sent on it so far (``bytes``).
+    :ivar closed: whether the connection is closed.
+    """
+
+    def __init__(self, harness):
+        self._harness = harness
+        self._received = []
+        self.closed = False
+
+    @property
+    def received(self):
+        return b"".join(self._received)
+
+    def dataReceived(self, data):
+        self._received.append(data)
+
+    def connectionLost(self, reason):
+        self.closed = True
+
+    def send(self, data):
+        """Write ``data`` (``bytes``) to the proxy, and move bytes until
+        nothing more happens."""
+        with self._harness._observing():
+            self.transport.write(data)
+            self._harness.flush()
+
+    def close(self):
+        """Close the client's side (the proxy sees the end of the stream, or
+        the client's abort if it was still sending)."""
+        with self._harness._observing():
+            self.transport.loseConnection()
+            self._harness.flush()
+
+
 class Harness(_Network):
     """
     A gateway with its plugins, its HTTP server and its upstream pool, whose
@@ -456,6 +496,22 @@ class Harness(_Network):
             pending = PendingRequest(self, protocol, method, uri)
             self.flush()
         return pending.result() if wait else pending
+
+    def connect(self, client="127.0.0.1"):
+        """
+        Open a client connection whose bytes the test writes itself.
+
+        :param client: the client's address, as the proxy sees it.
+        :return: a :class:`RawConnection` (``send``, ``received``,
+            ``closed``, ``close``).
+        """
+        protocol = RawConnection(self)
+        client_address = _address(client, next(self._ports))
+        with self._observing():
+            proxy = self.factory.buildProtocol(client_address)
+            self._connect(protocol, client_address, proxy, _address(*_PROXY_ADDRESS))
+            self.flush()
+        return protocol
 
     def admin(self, method, uri, headers=None, body=b"", client="127.0.0.1"):
         """
