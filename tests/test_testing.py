@@ -24,6 +24,9 @@ from tests import plugin_with_class
 
 UP = "127.0.0.1:9001"
 
+#: The access log as twisted.logger events (``Harness.events``).
+LOGGER = {"name": "access_log", "settings": {"target": "logger"}}
+
 
 def one_group(*peers, **extra):
     """A configuration with the group ``api`` of ``peers``."""
@@ -383,7 +386,7 @@ class PluginTests(SynchronousTestCase):
 
     def test_recorderRunsLast(self):
         """The harness's ``log`` runs after every other one, trylast ones too."""
-        h = Harness(one_group(), [LastInLog()] + ROUTING + ["access_log"], {UP: echo})
+        h = Harness(one_group(), [LastInLog()] + ROUTING + [LOGGER], {UP: echo})
         self.assertEqual(h.gateway.phases.names("log"),
                          ["access_log", "LastInLog", "tproxy.testing"])
         h.request("GET", "/api/x")
@@ -452,8 +455,9 @@ class EventTests(SynchronousTestCase):
     """What was logged while the harness worked."""
 
     def test_accessLog(self):
-        """The access_log plugin's records are among the events."""
-        h = Harness(one_group(), ROUTING + ["access_log"], {UP: echo})
+        """The access_log plugin's records are among the events (with its
+        ``"logger"`` target)."""
+        h = Harness(one_group(), ROUTING + [LOGGER], {UP: echo})
         h.request("GET", "/api/x")
         [record] = [e["access_log"] for e in h.events if "access_log" in e]
         self.assertEqual((record["status"], record["route"], record["upstream_addr"]),
