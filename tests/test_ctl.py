@@ -260,6 +260,25 @@ class AgainstAdminTests(TestCase):
         self.assertTrue(err.startswith("tproxyctl: 400 "), err)
 
     @inlineCallbacks
+    def test_health(self):
+        """``health``: ``/healthz``, or ``/upstream/status`` where it is missing."""
+        paths = []
+        admin = self.service.gateway.admin
+        original = admin.dispatch
+
+        def dispatch(request):
+            paths.append(request.path)
+            return original(request)
+        self.patch(admin, "dispatch", dispatch)
+        code, out, err = yield self.ctl("health")
+        self.assertEqual((code, err), (0, ""))
+        healthz = ("GET", "/healthz") in admin.routes
+        self.assertEqual(paths, ["/healthz"] if healthz else ["/healthz", "/upstream/status"])
+        self.assertEqual(out, "ok (GET {} 200)\n".format(paths[-1]))
+        code, out, err = yield self.ctl("health", environ={"TPROXY_TOKEN": "wrong"})
+        self.assertEqual(code, 1)
+
+    @inlineCallbacks
     def test_heartbeat(self):
         """Heartbeats every third of the TTL by default; ``--count`` ends it;
         ``--remove-on-exit`` removes the registration."""

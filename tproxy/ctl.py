@@ -13,6 +13,7 @@ only: no reactor, no third-party client).
     tproxyctl routes list | get NAME | put NAME [FILE|-] | delete NAME
     tproxyctl routes match --path P [--method M] [--host H] [--header 'K: V'] [--body B]
     tproxyctl check -c FILE
+    tproxyctl health
 
 The admin API's address comes from ``--admin`` or ``TPROXY_ADMIN``
 (``http://127.0.0.1:9180`` by default; ``host:port`` is enough), its token
@@ -424,6 +425,26 @@ def cmd_routes(client, args, out, err):
     return EXIT_OK
 
 
+#: The paths ``health`` asks, in order: the health endpoint, and on a tproxy
+#: without it (``404``) the registry's status.
+HEALTH_PATHS = ("/healthz", "/upstream/status")
+
+
+def cmd_health(client, args, out, err):
+    """
+    Whether the process serves its admin API (for container and service
+    probes): the first of :data:`HEALTH_PATHS` that exists must answer 200.
+    """
+    for path in HEALTH_PATHS:
+        status, obj = client.request("GET", path)
+        if status != 404:
+            break
+    if status != 200:
+        raise AdminError(status, obj)
+    out.write(_json(obj) if args.json else "ok (GET {} {})\n".format(path, status))
+    return EXIT_OK
+
+
 def cmd_check(client, args, out, err):
     """Validate a configuration file with tproxy's own startup checks."""
     from tproxy.config import ConfigError, load_config
@@ -532,6 +553,10 @@ def parser():
     a.add_argument("--header", action="append", metavar="'NAME: VALUE'")
     a.add_argument("--body")
     s.set_defaults(func=cmd_routes)
+
+    s = sub.add_parser("health", parents=[common],
+                       help="exit 0 if the admin API answers its health check")
+    s.set_defaults(func=cmd_health)
 
     s = sub.add_parser("check", parents=[common],
                        help="validate a configuration file (as tproxy does at start)")
