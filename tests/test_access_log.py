@@ -322,6 +322,29 @@ class FdSinkTests(SynchronousTestCase):
         self.assertEqual(plugin._open().fd, 1)
 
 
+class StdoutReopenTests(_Base):
+    """``reopen`` of a descriptor target writes what waits, nothing more."""
+
+    def test_reopenDescriptor(self):
+        r, w = os.pipe()
+        self.addCleanup(os.close, r)
+        self.addCleanup(os.close, w)
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        plugin = access_log.Plugin({"target": "stdout"})
+        plugin._sink = access_log._FdSink(w, "stdout")
+        plugin.init_worker(self.gateway)
+        plugin.log(self.proxied())
+        self.gateway.reopen()
+        self.assertEqual(json.loads(os.read(r, 65536)), RECORD)
+        self.assertEqual(plugin._sink.fd, w)
+        self.assertEqual([e for e in events if "reopened" in e.get("log_format", "")], [])
+        file_plugin, path = self.file_plugin()  # the same observer sees a file's
+        self.gateway.reopen()
+        self.assertEqual(len([e for e in events if "reopened" in e.get("log_format", "")]), 1)
+
+
 class RotationTests(_Base):
     """The ``"file"`` target's rotation by size and reopening."""
 

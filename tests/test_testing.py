@@ -5,6 +5,7 @@ recorded, the clock moved by hand.
 """
 
 import json
+import os
 
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory, Protocol
@@ -454,10 +455,23 @@ class AdminTests(SynchronousTestCase):
 class EventTests(SynchronousTestCase):
     """What was logged while the harness worked."""
 
+    def test_accessLogTargetKept(self):
+        """An access_log entry with a target of its own keeps it."""
+        path = os.path.abspath(self.mktemp())
+        h = Harness(one_group(), ROUTING + [
+            {"name": "access_log", "settings": {"path": path}}], {UP: echo})
+        h.request("GET", "/api/x")
+        h.stop()
+        with open(path) as f:
+            self.assertEqual(json.loads(f.read())["uri"], "/api/x")
+        self.assertEqual([e for e in h.events if "access_log" in e], [])
+
     def test_accessLog(self):
-        """The access_log plugin's records are among the events (with its
-        ``"logger"`` target)."""
-        h = Harness(one_group(), ROUTING + [LOGGER], {UP: echo})
+        """The access_log plugin's records are among the events (its default
+        target in a harness is ``"logger"``)."""
+        h = Harness(one_group(), ROUTING + ["access_log"], {UP: echo})
+        self.assertEqual(h.gateway.plugins.get_plugin("access_log").target, "logger")
+        self.assertEqual(h.config["plugins"][-1], {"name": "access_log", "settings": {}})
         h.request("GET", "/api/x")
         [record] = [e["access_log"] for e in h.events if "access_log" in e]
         self.assertEqual((record["status"], record["route"], record["upstream_addr"]),

@@ -51,7 +51,9 @@ after the first line of a batch, and when the gateway stops.  A write
 failure (disk full, a closed pipe) drops the batch and says so once in the
 log; a descriptor that cannot take more (non-blocking, full) keeps the rest
 for the next batch, up to 64 times ``buffer_size``, after which lines are
-dropped and counted.
+dropped and counted.  A blocking descriptor (the usual stdout, a file) that
+cannot take a batch at once holds tproxy until it does, as nginx's log
+writes do: a log collector that stops reading stops the proxy.
 
 Disable the plugin (leave it out of ``plugins``) for no logging work at all.
 """
@@ -351,7 +353,7 @@ class Plugin(object):
         if self.target == "logger":
             return
         self.flush()
-        if self._sink is not None:
+        if self._sink is not None and self._sink.path is not None:
             self._sink.reopen()
             log.info("access_log: reopened {target}", target=self._sink.name)
 
