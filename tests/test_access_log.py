@@ -389,6 +389,32 @@ class RotationTests(_Base):
         plugin.log(self.proxied())
         self.assertTrue(os.path.exists(os.devnull))
 
+    def test_reopenFails(self):
+        """A file that cannot be reopened: lines are dropped and counted, and
+        the next write tries again."""
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        path = os.path.join(directory, "access.log")
+        plugin = self.plugin(path=path, buffer_size=0)
+        plugin.log(self.proxied())
+        os.rename(path, path + ".1")
+        moved = directory + ".gone"
+        os.rename(directory, moved)
+        self.gateway.reopen()
+        plugin.log(self.proxied())
+        self.assertEqual(plugin._dropped, 1)
+        os.rename(moved, directory)
+        plugin.log(self.proxied())
+        self.assertEqual(len(read_lines(path)), 1)
+        self.assertEqual(len(read_lines(path + ".1")), 1)
+
+    def test_cannotOpen(self):
+        """A file that cannot be opened stops the start with its reason."""
+        plugin = access_log.Plugin({"path": os.path.abspath(self.mktemp()) + "/no/such"})
+        e = self.assertRaises(access_log.AccessLogError, plugin.init_worker, self.gateway)
+        self.assertIn("access_log cannot open ", str(e))
+        self.assertTrue(str(e).endswith("/no/such: No such file or directory"), str(e))
+
     def test_reopen(self):
         """``gateway.reopen`` (SIGUSR1) writes what waits to the old file, then
         opens the path again (as logrotate expects after renaming it)."""

@@ -24,7 +24,8 @@ The record, in this key order (the default ``fields``)::
   upstream was contacted.  ``route``: the group (``X-Route-Prefix``).
   ``error``: ``null`` or why the request did not end normally
   (``"client_abort"``, ``"upstream_timeout"``, ``"no_peer"``, ...).
-- ``fields`` chooses which of these appear, in which order;
+- ``fields`` chooses which of these appear, in which order (a TCP
+  connection's line, below, has its own fixed fields);
   ``request_headers`` / ``response_headers`` add an object of the named
   header fields (``"*"``: all of them) at the end, and the values of the
   fields named in ``redact`` are written ``"[redacted]"``.
@@ -92,6 +93,10 @@ _RESPONSE_VAR = "access_log.response_headers"
 #: Unwritten bytes kept (in multiples of ``buffer_size``) when the target
 #: cannot take them; beyond this, lines are dropped.
 _BACKLOG = 64
+
+
+class AccessLogError(Exception):
+    """The access log's file cannot be opened (tproxy does not start)."""
 
 
 class AccessRecord(dict):
@@ -375,7 +380,11 @@ class Plugin(object):
         self.reactor = gateway.reactor
         if self.target != "logger":
             if self._sink is None:
-                self._open()
+                try:
+                    self._open()
+                except OSError as e:
+                    raise AccessLogError("access_log cannot open {}: {}".format(
+                        self.path, e.strerror or e))
             if self.target == "stdout" and _is_devnull(self._sink.fd):
                 log.warn("access_log: the target is stdout, which is /dev/null "
                          "(twistd without -n?): use \"target\": \"file\"")
@@ -469,6 +478,8 @@ class _FileSink(_FdSink):
         self.regular = stat.S_ISREG(st.st_mode)  # never rotate /dev/null or a FIFO
 
     def write(self, data):
+        if self.fd is None:  # a reopen or a rotation failed: try again
+            self._open()
         if (self.max_size and self.regular and self.size
                 and self.size + len(data) > self.max_size):
             self.rotate()
@@ -497,7 +508,11 @@ class _FileSink(_FdSink):
 
     def reopen(self):
         self.close()
-        self._open()
+        try:
+            self._open()
+        except OSError as e:  # the next write tries again
+            log.error("access_log: cannot reopen {path}: {error}", path=self.path,
+                      error=e.strerror or str(e))
 
     def close(self):
         fd, self.fd = self.fd, None
@@ -560,4 +575,4 @@ def _picker(fields):
     return lambda values: tuple([values[i] for i in indexes])
 
 
-__all__ = ["Plugin", "AccessRecord", "FIELDS", "REDACT"]
+__all__ = ["Plugin", "AccessRecord", "AccessLogError", "FIELDS", "REDACT"]
