@@ -332,17 +332,21 @@ class Plugin(object):
                 self._timer.cancel()
             self._timer = None
         lines, self._buffer, self._buffered = self._buffer, [], 0
-        sink = self._sink if self._sink is not None else self._open()
+        sink = self._sink
+        if not lines and (sink is None or not sink.pending):
+            return
         data = ("\n".join(lines) + "\n").encode("ascii") if lines else b""
         try:
+            if sink is None:
+                sink = self._open()
             left = sink.write(data)
         except OSError as e:
             self._dropped += len(lines)
             if not self._failed:
                 self._failed = True
                 log.error("access_log: cannot write to {target}: {error}; lines are "
-                          "dropped until a write succeeds", target=sink.name,
-                          error=e.strerror or str(e))
+                          "dropped until a write succeeds",
+                          target=self.path or self.target, error=e.strerror or str(e))
             return
         if left and left > _BACKLOG * max(self.buffer_size, 65536):
             self._dropped += sink.drop()
