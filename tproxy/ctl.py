@@ -473,6 +473,8 @@ def _segment(name):
 
 def _read_body(path):
     if path in (None, "-"):
+        if sys.stdin is None or sys.stdin.isatty():
+            raise _Usage("give the route's JSON as a FILE argument or on standard input")
         data = sys.stdin.buffer.read()
     else:
         try:
