@@ -318,7 +318,9 @@ def makeService(options, reactor=None):
     TCP listener per entry of ``streams`` (:class:`tproxy.stream.StreamFactory`).
 
     :param options: parsed :class:`Options`.
-    :param reactor: the reactor (default: the global one).
+    :param reactor: the reactor (default: the global one, as twistd runs it:
+        then ``SIGUSR1`` also runs ``gateway.reopen``; tests pass theirs and
+        leave the process's signals alone).
     """
     twistd = reactor is None
     if twistd:
