@@ -486,7 +486,8 @@ class QuickStartTests(ProxyTestCase):
     async def test_registerSpreadStatus(self):
         """Register, spread 6 concurrent requests 3/3, counts back at 0."""
         ups = [self.upstream(delayed(0.2)) for _ in range(2)]
-        proxy = await self.proxy(plugins=["registry", "router", "least_conn", "access_log"])
+        proxy = await self.proxy(plugins=["registry", "router", "least_conn",
+                                            {"name": "access_log", "settings": {"target": "logger"}}])
         admin = self.admin(proxy)
         for up in ups:
             r = await treq.get("%s/upstream/add?port=%d&prefix=api" % (admin, up.port),

@@ -58,10 +58,27 @@ class Gateway(object):
         #: :meth:`start` until it begins to stop
         self.serving = False
         self.started = False
+        self._on_reopen = []
 
     def on_stop(self, fn):
         """Call ``fn()`` (which may return a Deferred) when the gateway stops."""
         self._on_stop.append(fn)
+
+    def on_reopen(self, fn):
+        """
+        Call ``fn()`` when the process is asked to reopen its log files
+        (:meth:`reopen`: ``SIGUSR1`` under ``twistd``, as logrotate sends).
+        """
+        self._on_reopen.append(fn)
+
+    def reopen(self):
+        """Run the :meth:`on_reopen` callbacks (a failure is logged, and the
+        others still run)."""
+        for fn in self._on_reopen:
+            try:
+                fn()
+            except Exception:
+                self.log.failure("reopening with {fn!r} failed", fn=fn)
 
     def start(self):
         """Run every ``init_worker``; a Deferred that fires when all are done."""

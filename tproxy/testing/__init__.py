@@ -44,7 +44,8 @@ What a test can look at:
   ``log`` phase saw it (``status``, ``route``, ``peer``, ``tried``,
   ``error``, ``vars``);
 - what was logged: :attr:`Harness.events`, the :mod:`twisted.logger` events
-  emitted while the harness worked (the ``access_log`` lines among them).
+  emitted while the harness worked (the ``access_log`` lines among them: in a
+  harness its default target is ``"logger"``, not the standard output).
 
 Time moves only with :meth:`Harness.advance`, which fires the timers that
 fall due on the way (``LoopingCall`` s, timeouts, TTLs) in order, moving bytes
