@@ -15,7 +15,10 @@ parameters wins over one with.
 
 A request meets, in order: the token check (``401``), the path (``404``), the
 method (``405``), then the handler; an exception in the handler is a ``500``
-with a logged traceback.  Every answer is a JSON document.
+with a logged traceback.  Every answer is a JSON document, unless a handler
+returns an :class:`AdminResponse` of another ``content_type`` (the status
+page, :mod:`tproxy.admin_page`).  A route added with ``public=True`` skips the
+token check: only for what holds no data (the status page's HTML).
 
 :meth:`AdminRoutes.handle` runs the same steps without HTTP (for test
 harnesses); :meth:`AdminRoutes.site` serves them over HTTP.
@@ -109,16 +112,19 @@ class AdminResponse(object):
     :ivar obj: the JSON-able document.
     :ivar headers: extra ``(name, value)`` pairs (``Allow``,
         ``WWW-Authenticate``); ``Content-Type`` is added when sent.
-    :ivar body: ``obj`` encoded as JSON (``bytes``).
+    :ivar body: ``obj`` encoded as JSON (``bytes``), or the ``body`` given.
+    :ivar content_type: the ``Content-Type`` sent (``application/json``).
     """
 
-    __slots__ = ("status", "obj", "headers", "body")
+    __slots__ = ("status", "obj", "headers", "body", "content_type")
 
-    def __init__(self, status, obj, headers=(), body=None):
+    def __init__(self, status, obj, headers=(), body=None,
+                 content_type="application/json"):
         self.status = status
         self.obj = obj
         self.headers = list(headers)
         self.body = body if body is not None else _encode(obj)
+        self.content_type = content_type
 
     def __repr__(self):
         return "<AdminResponse %d %r>" % (self.status, self.body[:60])
@@ -168,8 +174,8 @@ class AdminRoutes(object):
     """
     The table of admin endpoints.
 
-    A handler is ``handler(request) -> (status, obj)`` (or a Deferred /
-    coroutine of it) where ``request`` is an :class:`AdminRequest`; ``obj`` is
+    A handler is ``handler(request) -> (status, obj)`` or an
+    :class:`AdminResponse` (or a Deferred / coroutine of either) where ``request`` is an :class:`AdminRequest`; ``obj`` is
     sent as JSON.  Unknown paths get ``404``, a known path with another method
     ``405`` (with ``Allow``), a missing/wrong token ``401`` (with
     ``WWW-Authenticate: Bearer``), an exception in a handler ``500`` -- all
@@ -183,14 +189,22 @@ class AdminRoutes(object):
         self.token = token
         self.routes = {}  # (method, path) -> handler
         self.patterns = {}  # (method, path with {params}) -> (segments, handler)
+        self.public = set()  # (method, path) served without the token
 
-    def route(self, method, path, handler):
+    def route(self, method, path, handler, public=False):
         """
         Serve ``method path`` with ``handler`` (replacing an earlier one).
         A segment ``{name}`` of ``path`` is a parameter (see the module
-        docstring).
+        docstring).  ``public=True`` (a path without parameters only) serves
+        it without the token check: for a resource that holds no data.
         """
         key = (method.upper(), path)
+        if public:
+            if "{" in path:
+                raise ValueError("a public admin route has no parameters: %r" % (path,))
+            self.public.add(key)
+        else:
+            self.public.discard(key)
         if "{" in path:
             self.patterns[key] = (path.split("/"), handler)
         else:
@@ -225,6 +239,12 @@ class AdminRoutes(object):
         return hmac.compare_digest(_raw(credentials.strip()),
                                    self.token.encode("utf-8"))
 
+    def _is_public(self, request):
+        if not self.public:
+            return False
+        method = "GET" if request.method == "HEAD" else request.method
+        return (method, request.path) in self.public
+
     def dispatch(self, request):
         """
         Authenticate and route ``request``; never fails.
@@ -232,7 +252,7 @@ class AdminRoutes(object):
         :param request: an :class:`AdminRequest`.
         :return: a Deferred firing with an :class:`AdminResponse`.
         """
-        if not self._authorized(request):
+        if not self._authorized(request) and not self._is_public(request):
             challenge = ('Bearer realm="tproxy-admin", error="invalid_token"'
                          if "authorization" in request.headers
                          else 'Bearer realm="tproxy-admin"')
@@ -261,6 +281,8 @@ class AdminRoutes(object):
         return d
 
     def _respond(self, result, request):
+        if isinstance(result, AdminResponse):
+            return result
         status, obj = result
         status = int(status)
         if not 100 <= status <= 599:
@@ -377,7 +399,8 @@ class _AdminResource(Resource):
         request.setResponseCode(response.status)
         for name, value in response.headers:
             request.responseHeaders.addRawHeader(name, value)
-        request.responseHeaders.setRawHeaders(b"Content-Type", [b"application/json"])
+        request.responseHeaders.setRawHeaders(b"Content-Type",
+                                              [_raw(response.content_type)])
         request.responseHeaders.setRawHeaders(b"Cache-Control", [b"no-store"])
         request.setHeader(b"Content-Length", b"%d" % (len(response.body),))
         if request.method != b"HEAD":
