@@ -193,17 +193,25 @@ class StatusPageBrowserTests(TestCase):
         self.wait(driver, lambda: visible("#content"), "the status once the token was given")
         self.assertNotIn(TOKEN, driver.current_url)
 
+        # the page re-renders its tables at every poll: read a table's cells
+        # in one script, not element by element (an element may be replaced
+        # between two WebDriver calls)
+        def cells(css):
+            return driver.execute_script(
+                "return Array.from(document.querySelectorAll(arguments[0])).map("
+                "function (tr) { return Array.from(tr.cells).map("
+                "function (td) { return td.innerText.trim(); }); });", css)
+
         # the groups table
         def group_cells(name):
-            rows = find(By.CSS_SELECTOR, 'tr.group[data-group="{}"]'.format(name))
-            return [td.text for td in rows[0].find_elements(By.TAG_NAME, "td")] if rows else None
+            rows = cells('tr.group[data-group="{}"]'.format(name))
+            return rows[0] if rows else None
         self.wait(driver, lambda: group_cells("api"), "the group api")
         self.assertEqual(group_cells("api")[1:], ["api", "2 / 2", "0", "0", "5", "4"])
 
         # open it: its peers
         def peers():
-            return [[td.text for td in tr.find_elements(By.TAG_NAME, "td")]
-                    for tr in find(By.CSS_SELECTOR, 'tr.panel[data-group="api"] tr[data-peer]')]
+            return cells('tr.panel[data-group="api"] tr[data-peer]')
         driver.find_element(By.CSS_SELECTOR, 'tr.group[data-group="api"]').click()
         self.wait(driver, lambda: len(peers()) == 2, "the peers of api")
         rows = peers()
@@ -215,16 +223,15 @@ class StatusPageBrowserTests(TestCase):
         self.assertEqual(first[3], "0")                   # in flight
         self.assertTrue(first[5].endswith(" ago"), first)  # last heartbeat
         self.assertRegex(first[6], r"^[0-9.]+ s$")         # expires in
-        self.assertEqual(sum(int(r[4]) for r in rows), 5)  # requests served
+        self.assertEqual(sum(int(r[4]) for r in rows), 5)  # requests sent
 
-        cards = dict((c.find_element(By.CSS_SELECTOR, ".k").text,
-                      c.find_element(By.CSS_SELECTOR, ".v").text)
-                     for c in find(By.CSS_SELECTOR, "#cards .card"))
+        cards = dict(driver.execute_script(
+            "return Array.from(document.querySelectorAll('#cards .card')).map("
+            "function (c) { return [c.querySelector('.k').innerText,"
+            " c.querySelector('.v').innerText]; });"))
         self.assertEqual((cards["requests"], cards["live / peers"], cards["groups"]),
                          ("5", "2 / 2", "1"))
-        plugins = dict((tr.find_elements(By.TAG_NAME, "td")[0].text,
-                        tr.find_elements(By.TAG_NAME, "td")[1].text)
-                       for tr in find(By.CSS_SELECTOR, "#plugins tbody tr"))
+        plugins = dict(cells("#plugins tbody tr"))
         self.assertEqual(plugins["balancer"], "least_conn")
 
         # a registration shows up without a reload
