@@ -162,6 +162,10 @@ class StatusPageBrowserTests(TestCase):
 
     def scenario(self):
         """What a person does with the page; runs in a thread."""
+        with urlopen("http://127.0.0.1:{}/".format(self.admin_port), timeout=WAIT) as page:
+            self.assertEqual(page.headers.get_all("Content-Type"), ["text/html; charset=utf-8"])
+            self.assertEqual(page.headers["X-Frame-Options"], "DENY")
+            self.assertIn("frame-ancestors 'none'", page.headers["Content-Security-Policy"])
         self.register(self.backends[0], weight=3)
         self.register(self.backends[1])
         for _ in range(5):

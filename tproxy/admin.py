@@ -15,10 +15,7 @@ parameters wins over one with.
 
 A request meets, in order: the token check (``401``), the path (``404``), the
 method (``405``), then the handler; an exception in the handler is a ``500``
-with a logged traceback.  Every answer is a JSON document, unless a handler
-returns an :class:`AdminResponse` of another ``content_type`` (the status
-page, :mod:`tproxy.admin_page`).  A route added with ``public=True`` skips the
-token check: only for what holds no data (the status page's HTML).
+with a logged traceback.  Every answer is a JSON document.
 
 :meth:`AdminRoutes.handle` runs the same steps without HTTP (for test
 harnesses); :meth:`AdminRoutes.site` serves them over HTTP.
@@ -112,19 +109,16 @@ class AdminResponse(object):
     :ivar obj: the JSON-able document.
     :ivar headers: extra ``(name, value)`` pairs (``Allow``,
         ``WWW-Authenticate``); ``Content-Type`` is added when sent.
-    :ivar body: ``obj`` encoded as JSON (``bytes``), or the ``body`` given.
-    :ivar content_type: the ``Content-Type`` sent (``application/json``).
+    :ivar body: ``obj`` encoded as JSON (``bytes``).
     """
 
-    __slots__ = ("status", "obj", "headers", "body", "content_type")
+    __slots__ = ("status", "obj", "headers", "body")
 
-    def __init__(self, status, obj, headers=(), body=None,
-                 content_type="application/json"):
+    def __init__(self, status, obj, headers=(), body=None):
         self.status = status
         self.obj = obj
         self.headers = list(headers)
         self.body = body if body is not None else _encode(obj)
-        self.content_type = content_type
 
     def __repr__(self):
         return "<AdminResponse %d %r>" % (self.status, self.body[:60])
@@ -174,8 +168,8 @@ class AdminRoutes(object):
     """
     The table of admin endpoints.
 
-    A handler is ``handler(request) -> (status, obj)`` or an
-    :class:`AdminResponse` (or a Deferred / coroutine of either) where ``request`` is an :class:`AdminRequest`; ``obj`` is
+    A handler is ``handler(request) -> (status, obj)`` (or a Deferred /
+    coroutine of it) where ``request`` is an :class:`AdminRequest`; ``obj`` is
     sent as JSON.  Unknown paths get ``404``, a known path with another method
     ``405`` (with ``Allow``), a missing/wrong token ``401`` (with
     ``WWW-Authenticate: Bearer``), an exception in a handler ``500`` -- all
@@ -189,22 +183,14 @@ class AdminRoutes(object):
         self.token = token
         self.routes = {}  # (method, path) -> handler
         self.patterns = {}  # (method, path with {params}) -> (segments, handler)
-        self.public = set()  # (method, path) served without the token
 
-    def route(self, method, path, handler, public=False):
+    def route(self, method, path, handler):
         """
         Serve ``method path`` with ``handler`` (replacing an earlier one).
         A segment ``{name}`` of ``path`` is a parameter (see the module
-        docstring).  ``public=True`` (a path without parameters only) serves
-        it without the token check: for a resource that holds no data.
+        docstring).
         """
         key = (method.upper(), path)
-        if public:
-            if "{" in path:
-                raise ValueError("a public admin route has no parameters: %r" % (path,))
-            self.public.add(key)
-        else:
-            self.public.discard(key)
         if "{" in path:
             self.patterns[key] = (path.split("/"), handler)
         else:
@@ -230,6 +216,31 @@ class AdminRoutes(object):
             methods.add("HEAD")
         return sorted(methods)
 
+    def public_route(self, method, path, handler):
+        """
+        Serve ``method path`` (no parameters) with ``handler`` as
+        :meth:`route` does, but without the token check: only for what holds
+        no data, such as the status page's HTML (:mod:`tproxy.admin_page`).
+        The handler may return an :class:`AdminResponse` whose ``headers``
+        give its own ``Content-Type``.  Registering the path again with
+        :meth:`route` makes it private again.
+        """
+        if "{" in path:
+            raise ValueError("a public admin route has no parameters: %r" % (path,))
+        self.route(method, path, handler)
+        self._public = dict(self._public)
+        self._public[(method.upper(), path)] = handler
+
+    _public = {}  # (method, path) -> the handler registered by public_route
+
+    def _is_public(self, request):
+        if not self._public:
+            return False
+        method = "GET" if request.method == "HEAD" else request.method
+        key = (method, request.path)
+        handler = self._public.get(key)
+        return handler is not None and self.routes.get(key) is handler
+
     def _authorized(self, request):
         if not self.token:
             return True
@@ -238,12 +249,6 @@ class AdminRoutes(object):
             return False
         return hmac.compare_digest(_raw(credentials.strip()),
                                    self.token.encode("utf-8"))
-
-    def _is_public(self, request):
-        if not self.public:
-            return False
-        method = "GET" if request.method == "HEAD" else request.method
-        return (method, request.path) in self.public
 
     def dispatch(self, request):
         """
@@ -399,8 +404,8 @@ class _AdminResource(Resource):
         request.setResponseCode(response.status)
         for name, value in response.headers:
             request.responseHeaders.addRawHeader(name, value)
-        request.responseHeaders.setRawHeaders(b"Content-Type",
-                                              [_raw(response.content_type)])
+        if not request.responseHeaders.hasHeader(b"Content-Type"):
+            request.responseHeaders.setRawHeaders(b"Content-Type", [b"application/json"])
         request.responseHeaders.setRawHeaders(b"Cache-Control", [b"no-store"])
         request.setHeader(b"Content-Length", b"%d" % (len(response.body),))
         if request.method != b"HEAD":

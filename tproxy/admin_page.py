@@ -142,7 +142,8 @@ class StatusPage(object):
         self.started = self.clock.seconds()
         self._samples = deque()   # (time, requests_total) of recent overviews
         self.html = pkgutil.get_data("tproxy", "static/status.html").decode("utf-8")
-        self.headers = page_headers(self.html)
+        self.headers = page_headers(self.html) + [
+            ("Content-Type", "text/html; charset=utf-8")]
         self.body = self.html.encode("utf-8")
 
     def install(self):
@@ -152,7 +153,7 @@ class StatusPage(object):
         """
         admin = self.gateway.admin
         if ("GET", "/") not in admin.routes:   # a plugin's own "/" wins
-            admin.route("GET", "/", self.page, public=True)
+            admin.public_route("GET", "/", self.page)
         admin.route("GET", "/status/overview", self.overview)
         admin.route("GET", "/status/groups", self.groups)
         admin.route("GET", "/status/peers", self.peers)
@@ -162,8 +163,7 @@ class StatusPage(object):
 
     def page(self, request):
         """``GET /``: the HTML page."""
-        return AdminResponse(200, None, self.headers, self.body,
-                             content_type="text/html; charset=utf-8")
+        return AdminResponse(200, None, self.headers, self.body)
 
     def overview(self, request):
         """``GET /status/overview``: the process, listeners, plugins, streams."""
