@@ -236,8 +236,8 @@ class GroupsTests(SynchronousTestCase):
         self.assertEqual([g["prefix"] for g in o["groups"]],
                          ["g{:03d}".format(i) for i in range(50)])
         self.assertEqual(o["groups"][0], {"prefix": "g000", "total": 2, "live": 2,
-                                          "static": 0, "in_flight": 0, "requests": 0,
-                                          "weight": 4})
+                                          "healthy": 2, "static": 0, "in_flight": 0,
+                                          "requests": 0, "weight": 4})
 
     def test_lastPage(self):
         o = self.get("?offset=100&limit=50").obj
@@ -296,6 +296,17 @@ class PeersTests(SynchronousTestCase):
         for seen, page in zip(status["servers"], peers):
             for key, value in seen.items():
                 self.assertEqual(page[key], value, key)
+
+    def test_health(self):
+        """A gateway's health state (``gateway.health.as_dict(peer)``, as
+        ``/upstream/status`` shows it) is each peer's ``health``."""
+        class Health(object):
+            def as_dict(self, peer):
+                return {"healthy": peer.port != 2, "fails": peer.port}
+        self.h.gateway.health = Health()
+        peers = self.get("?group=api").obj["peers"]
+        self.assertEqual([p["health"] for p in peers[:2]],
+                         [{"healthy": True, "fails": 1}, {"healthy": False, "fails": 2}])
 
     def test_filter(self):
         o = self.get("?group=api&q=:2").obj

@@ -68,6 +68,24 @@ def _must_run():
             and platform.python_implementation() == "CPython")
 
 
+class _ReportedHealth(object):
+    """
+    What a health state reports, for a gateway that has none
+    (``gateway.health.as_dict(peer)``): the peer on ``bad_port`` failing.
+    """
+
+    def __init__(self, clock, bad_port):
+        self.clock = clock
+        self.bad_port = bad_port
+
+    def as_dict(self, peer):
+        if peer.port != self.bad_port:
+            return {"healthy": True, "fails": 0, "ejected_for": 0, "last_error": None}
+        return {"healthy": False, "fails": 3, "ejected_for": 12.5, "last_error": {
+            "time": self.clock.seconds() - 4, "kind": "connect",
+            "detail": "connection refused"}}
+
+
 class _Hello(Resource):
     """A backend: answers every request with its own name."""
 
@@ -117,6 +135,9 @@ class StatusPageBrowserTests(TestCase):
         options = Options()
         options.parseOptions(["-c", config])
         service = makeService(options, reactor=reactor)
+        self.reported_health = not hasattr(service.gateway, "health")
+        if self.reported_health:
+            service.gateway.health = _ReportedHealth(reactor, self.backends[1])
         service.startService()
         self.addCleanup(service.stopService)
         self.assertEqual(len(service.ports), 2)
@@ -211,7 +232,7 @@ class StatusPageBrowserTests(TestCase):
             rows = cells('tr.group[data-group="{}"]'.format(name))
             return rows[0] if rows else None
         self.wait(driver, lambda: group_cells("api"), "the group api")
-        self.assertEqual(group_cells("api")[1:], ["api", "2 / 2", "0", "0", "5", "4"])
+        self.assertEqual(group_cells("api")[1:], ["api", "2 / 2", "2", "0", "0", "5", "4"])
 
         # open it: its peers
         def peers():
@@ -228,6 +249,11 @@ class StatusPageBrowserTests(TestCase):
         self.assertTrue(first[5].endswith(" ago"), first)  # last heartbeat
         self.assertRegex(first[6], r"^[0-9.]+ s$")         # expires in
         self.assertEqual(sum(int(r[4]) for r in rows), 5)  # requests sent
+        self.assertEqual(first[7:9], ["healthy", "–"])     # health, recent error
+        if self.reported_health:
+            second = by_address[addresses[1]]
+            self.assertEqual(second[7], "unhealthy ejected 12.5 s · 3 fail(s)")
+            self.assertRegex(second[8], r"^connect: connection refused · [0-9.]+ s ago$")
 
         cards = dict(driver.execute_script(
             "return Array.from(document.querySelectorAll('#cards .card')).map("

@@ -23,16 +23,19 @@ The status page of the admin listener, and the JSON endpoints it reads.
 
 ``GET /status/groups[?offset=N][&limit=N][&q=TEXT]``
     A page of the groups sorted by name (``q``: those whose name contains
-    it): ``{"groups": [{"prefix", "total", "live", "static", "in_flight",
-    "requests", "weight"}], "offset", "limit", "matched", "total_groups"}``.
+    it): ``{"groups": [{"prefix", "total", "live", "healthy", "static",
+    "in_flight", "requests", "weight"}], "offset", "limit", "matched",
+    "total_groups"}`` (``healthy``: live peers the health checks do not
+    hold down).
 
 ``GET /status/peers?group=G[&offset=N][&limit=N][&q=TEXT]``
     A page of the peers of group ``G`` sorted by host and port (``q``: those
     whose ``host:port`` contains it): ``{"group", "peers": [...], "offset",
     "limit", "matched", "total", "timestamp"}``; each peer is its
-    ``/upstream/status`` view (whatever fields the registry gives it, health
-    included) plus ``live``, ``heartbeat_age`` and ``expires_in`` (seconds;
-    ``null`` for a static peer).  ``404`` for an unknown group.
+    ``/upstream/status`` view (whatever fields the registry gives it, and
+    ``health`` when the gateway keeps a health state) plus ``address``,
+    ``live``, ``heartbeat_age`` and ``expires_in`` (seconds; ``null`` for a
+    static peer).  ``404`` for an unknown group.
 
 ``limit`` is 1 to 500 (default 50): with 10,000 peers a poll still carries a
 few kilobytes.  Nothing here runs per proxied request: the counts are read
@@ -222,11 +225,13 @@ class StatusPage(object):
             groups = [g for g in groups if q in g.name]
         page = []
         for group in groups[offset:offset + limit]:
-            summary = {"prefix": group.name, "total": 0, "live": 0, "static": 0,
-                       "in_flight": 0, "requests": 0, "weight": 0}
+            summary = {"prefix": group.name, "total": 0, "live": 0, "healthy": 0,
+                       "static": 0, "in_flight": 0, "requests": 0, "weight": 0}
             for peer in group.peers.values():
+                live = peer.is_live(now)
                 summary["total"] += 1
-                summary["live"] += peer.is_live(now)
+                summary["live"] += live
+                summary["healthy"] += live and getattr(peer, "healthy", True)
                 summary["static"] += peer.static
                 summary["in_flight"] += peer.active
                 summary["requests"] += peer.total
@@ -250,6 +255,9 @@ class StatusPage(object):
         if group is None:
             return 404, {"error": "no such group", "group": name}
         now = self.clock.seconds()
+        health = getattr(self.gateway, "health", None)
+        if not hasattr(health, "as_dict"):
+            health = None
         peers = sorted(group.peers.values(), key=lambda p: (p.host, p.port))
         if q:
             peers = [p for p in peers if q in p.address]
@@ -262,6 +270,8 @@ class StatusPage(object):
                 now - peer.last_heartbeat)
             view["expires_in"] = None if peer.static else _rounded(
                 peer.expires_at - now)
+            if health is not None:   # as /upstream/status has it
+                view["health"] = health.as_dict(peer)
             page.append(view)
         return 200, {"group": name, "peers": page, "offset": offset,
                      "limit": limit, "matched": len(peers),
