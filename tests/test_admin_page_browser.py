@@ -39,6 +39,7 @@ try:
     from selenium.common.exceptions import TimeoutException
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
 except ImportError as e:  # pragma: no cover - depends on the environment
     webdriver = None
@@ -271,6 +272,23 @@ class StatusPageBrowserTests(TestCase):
         self.wait(driver, lambda: group_cells("web"), "the new group web")
         self.assertEqual(group_cells("api")[2], "3 / 3")
         driver.save_screenshot(_screenshot_path("status-page.png"))
+
+        # a large group, opened from the keyboard, is shown 50 peers at a time
+        for i in range(120):
+            self.register(20000 + i, prefix="many")
+        self.wait(driver, lambda: group_cells("many"), "the group many")
+        driver.find_element(By.CSS_SELECTOR, 'tr.group[data-group="many"]').send_keys(Keys.ENTER)
+        many = 'tr.panel[data-group="many"] '
+
+        def page():
+            return ([r[0] for r in cells(many + "tr[data-peer]")],
+                    driver.execute_script("var e = document.querySelector(arguments[0]);"
+                                          "return e && e.innerText;", many + ".info"))
+        first_page = (["127.0.0.1:{}".format(20000 + i) for i in range(50)], "1–50 of 120")
+        self.wait(driver, lambda: page() == first_page, "the first 50 peers of many")
+        driver.find_element(By.CSS_SELECTOR, many + "button:nth-of-type(2)").click()
+        second_page = (["127.0.0.1:{}".format(20050 + i) for i in range(50)], "51–100 of 120")
+        self.wait(driver, lambda: page() == second_page, "the next 50 peers of many")
 
         # the page's script and style ran under its CSP: no violation reported
         messages = [entry["message"] for entry in driver.get_log("browser")]
