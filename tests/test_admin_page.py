@@ -252,7 +252,8 @@ class GroupsTests(SynchronousTestCase):
     def test_badArguments(self):
         """A precise ``400`` naming the argument."""
         for query, field in (("?limit=0", "limit"), ("?limit={}".format(MAX_LIMIT + 1), "limit"),
-                             ("?limit=x", "limit"), ("?offset=-1", "offset")):
+                             ("?limit=x", "limit"), ("?offset=-1", "offset"),
+                             ("?offset=%D9%A3", "offset"), ("?limit=+5", "limit")):
             r = self.get(query)
             self.assertEqual((r.status, r.obj["field"]), (400, field), query)
             self.assertIn("must be an integer from", r.obj["error"])

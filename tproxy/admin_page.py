@@ -50,7 +50,11 @@ import platform
 import re
 from collections import deque
 
+import tproxy
 from tproxy.admin import AdminResponse
+from tproxy.http.server import ProxyFactory
+from tproxy.plugins import describe_phases
+from tproxy.stream import StreamFactory
 
 __all__ = ["StatusPage", "install", "page_headers"]
 
@@ -61,6 +65,8 @@ DEFAULT_LIMIT = 50
 MAX_SESSIONS = 20
 #: Seconds of overview calls over which requests/s is measured.
 RATE_WINDOW = 10.0
+
+_DIGITS = re.compile(r"[0-9]{1,10}")
 
 
 def _sha256(text):
@@ -109,7 +115,7 @@ def _int_arg(args, name, default, low, high):
     value = args.get(name)
     if value is None or value == "":
         return default
-    if not value.isdigit() or not low <= int(value) <= high:
+    if not _DIGITS.fullmatch(value) or not low <= int(value) <= high:
         raise _BadArgument(name, "{} must be an integer from {} to {}".format(
             name, low, high), value)
     return int(value)
@@ -170,10 +176,6 @@ class StatusPage(object):
 
     def overview(self, request):
         """``GET /status/overview``: the process, listeners, plugins, streams."""
-        from tproxy.http.server import ProxyFactory
-        from tproxy.plugins import describe_phases
-        from tproxy.stream import StreamFactory
-
         now = self.clock.seconds()
         requests = connections = 0
         listeners = []
@@ -199,7 +201,7 @@ class StatusPage(object):
         return 200, {
             "uptime": _rounded(now - self.started), "started": self.started,
             "timestamp": now, "pid": os.getpid(),
-            "version": _version(),
+            "version": tproxy.__version__,
             "python": "{} {}".format(platform.python_implementation(),
                                      platform.python_version()),
             "requests_total": requests,
@@ -316,11 +318,6 @@ class StatusPage(object):
                 "sessions": factory.open_connections,
                 "total": factory.accepted,
                 "recent": recent}
-
-
-def _version():
-    import tproxy
-    return tproxy.__version__
 
 
 def install(gateway, listeners=()):
