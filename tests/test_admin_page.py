@@ -94,6 +94,9 @@ class PageTests(SynchronousTestCase):
         self.assertNotRegex(html, r"(?i)rel=\"stylesheet\"")
         self.assertNotRegex(html, r"(?i)\son[a-z]+=\"")
         self.assertNotRegex(html, r"(?i)<[a-z]+[^>]*\sstyle=")
+        # and no HTML made from data: text only
+        self.assertNotIn("innerHTML", html)
+        self.assertNotIn("eval(", html)
         self.assertLess(len(html), 64 * 1024)
 
     def test_tokenNeverInUrl(self):
