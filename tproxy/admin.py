@@ -191,7 +191,7 @@ class AdminRoutes(object):
         self.token = token
         self.routes = {}  # (method, path) -> handler
         self.patterns = {}  # (method, path with {params}) -> (segments, handler)
-        self.public = set()  # paths served without the token
+        self.public = set()  # (method, path) served without the token
 
     def route(self, method, path, handler, public=False):
         """
@@ -199,15 +199,19 @@ class AdminRoutes(object):
         A segment ``{name}`` of ``path`` is a parameter (see the module
         docstring).
 
-        :param public: serve the path without the token check (for what
-            must answer callers that cannot send one: health probes); a
-            plain path only, never one with parameters.
+        :param public: serve the path without the token check: only for
+            what must answer callers that cannot send one (health probes) or
+            what holds no data (the status page's HTML); a plain path only,
+            never one with parameters.  Registering it again without
+            ``public`` makes it private again.
         """
         key = (method.upper(), path)
         if public:
             if "{" in path:
                 raise ValueError("a public admin route has no parameters: %r" % (path,))
-            self.public.add(path)
+            self.public.add(key)
+        else:
+            self.public.discard(key)
         if "{" in path:
             self.patterns[key] = (path.split("/"), handler)
         else:
@@ -233,6 +237,10 @@ class AdminRoutes(object):
             methods.add("HEAD")
         return sorted(methods)
 
+    def _is_public(self, request):
+        method = "GET" if request.method == "HEAD" else request.method
+        return (method, request.path) in self.public
+
     def _authorized(self, request):
         if not self.token:
             return True
@@ -249,7 +257,7 @@ class AdminRoutes(object):
         :param request: an :class:`AdminRequest`.
         :return: a Deferred firing with an :class:`AdminResponse`.
         """
-        if not self._authorized(request) and request.path not in self.public:
+        if not self._authorized(request) and not self._is_public(request):
             challenge = ('Bearer realm="tproxy-admin", error="invalid_token"'
                          if "authorization" in request.headers
                          else 'Bearer realm="tproxy-admin"')

@@ -370,8 +370,9 @@ def _log_fast_paths(reactor):
 def makeService(options, reactor=None):
     """
     The service of ``twistd tproxy``: a :class:`GatewayService` running the
-    proxy listener (``listen``), the admin listener (``admin.listen``) and one
-    TCP listener per entry of ``streams`` (:class:`tproxy.stream.StreamFactory`).
+    proxy listener (``listen``), the admin listener (``admin.listen``, with
+    the status page of :mod:`tproxy.admin_page`) and one TCP listener per
+    entry of ``streams`` (:class:`tproxy.stream.StreamFactory`).
 
     :param options: parsed :class:`Options`.
     :param reactor: the reactor (default: the global one, as twistd runs it:
@@ -385,6 +386,7 @@ def makeService(options, reactor=None):
     _log_fast_paths(reactor)
     from twisted.internet.endpoints import serverFromString
 
+    from tproxy.admin_page import install as install_status_page
     from tproxy.gateway import Gateway
     from tproxy.http.server import ProxyFactory
     from tproxy.stream import StreamFactory
@@ -403,4 +405,6 @@ def makeService(options, reactor=None):
     for i, stream in enumerate(config.get("streams", ())):
         listeners.append(("stream of group {} (streams[{}])".format(stream["group"], i),
                           endpoint(stream["listen"]), StreamFactory(gateway, stream)))
+    install_status_page(gateway, [(name, e.description, factory)
+                                  for name, e, factory in listeners])
     return GatewayService(gateway, listeners, signals=twistd)

@@ -61,6 +61,11 @@ class StreamFactory(Factory):
         """The number of client connections open now."""
         return len(self.sessions)
 
+    @property
+    def accepted(self):
+        """The number of client connections accepted so far."""
+        return self._ids
+
     def buildProtocol(self, addr):
         """A :class:`StreamSession` for a new client connection."""
         p = StreamSession()

@@ -16,6 +16,7 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request as _WebRequest, Site
 
 from tproxy.admin import AdminRequest
+from tproxy.admin_page import install as install_status_page
 from tproxy.http.headers import Headers
 from tproxy.http.server import ProxyFactory
 from tproxy.testing._network import (UNREACHABLE, RequestPending, _Network, _Transport,
@@ -441,6 +442,8 @@ class Harness(_Network):
         self._start(config, plugins, entry_points)
         self.contexts = self._recorder.contexts
         self.factory = ProxyFactory(self.gateway)
+        # the admin listener's status page and its JSON endpoints, as twistd has them
+        install_status_page(self.gateway, [("proxy", "memory", self.factory)])
 
     def _server_factory(self, stub):
         if stub is UNREACHABLE:
