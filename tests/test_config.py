@@ -29,7 +29,7 @@ DEFAULTS = {
         {"name": "access_log", "settings": {}},
     ],
     "proxy": {
-        "tries": 3,
+        "tries": 0,
         "keepalive_timeout": 75,
         "keepalive_requests": 10000,
         "header_timeout": 60,
@@ -42,6 +42,15 @@ DEFAULTS = {
         "lingering_time": 30,
         "lingering_timeout": 5,
         "underscores_in_headers": False,
+        "next_upstream": ["error", "timeout"],
+        "next_upstream_timeout": 0,
+        "retry_body_buffer": 65536,
+    },
+    "health": {
+        "passive": {"max_fails": 1, "fail_timeout": 10, "max_ejection": 300,
+                    "statuses": []},
+        "when_all_down": "try_all",
+        "active": None,
     },
     "shutdown_timeout": 10,
 }
@@ -226,12 +235,12 @@ class ErrorTests(TestCase):
              "upstreams": {"api": {"peers": [{"host": "h", "port": 1, "wieght": 2}],
                                    "ttl": 3}}},
             "etc/conf.json: admin.tokn: unknown key (known keys: listen, token)",
-            "etc/conf.json: lisen: unknown key (known keys: admin, listen, plugins, "
+            "etc/conf.json: lisen: unknown key (known keys: admin, health, listen, plugins, "
             "proxy, registry, shutdown_timeout, streams, timeouts, trusted_proxies, "
             "upstreams)",
             "etc/conf.json: upstreams.api.peers[0].wieght: unknown key (known keys: "
             "host, port, weight)",
-            "etc/conf.json: upstreams.api.ttl: unknown key (known keys: peers)")
+            "etc/conf.json: upstreams.api.ttl: unknown key (known keys: health_check, peers)")
 
     def test_wrong_types(self):
         self.assertErrors(
@@ -254,10 +263,10 @@ class ErrorTests(TestCase):
     def test_numbers_out_of_range(self):
         self.assertErrors(
             {"registry": {"ttl": 0, "cleanup_interval": -1}, "timeouts": {"read": 0},
-             "proxy": {"tries": 0, "max_line_size": 10, "upstream_keepalive": -1}},
+             "proxy": {"tries": -1, "max_line_size": 10, "upstream_keepalive": -1}},
             "etc/conf.json: proxy.max_line_size: 10 is out of range (must be at "
             "least 64)",
-            "etc/conf.json: proxy.tries: 0 is out of range (must be at least 1)",
+            "etc/conf.json: proxy.tries: -1 is out of range (must be at least 0)",
             "etc/conf.json: proxy.upstream_keepalive: -1 is out of range (must be "
             "at least 0)",
             "etc/conf.json: registry.cleanup_interval: -1 is out of range (must be "

@@ -8,6 +8,7 @@ from twisted.internet.defer import DeferredList, maybeDeferred
 from twisted.logger import Logger
 
 from tproxy.admin import AdminRoutes
+from tproxy.health import HealthState
 from tproxy.phases import Phases
 from tproxy.registry import MemoryRegistry
 
@@ -20,6 +21,9 @@ class Gateway(object):
         as the clock of timers so that tests can pass a ``Clock``.
     :ivar config: the validated configuration (a ``dict`` with defaults filled).
     :ivar registry: the :class:`tproxy.registry.IRegistry` of upstream groups.
+    :ivar health: the :class:`tproxy.health.IHealth` state of its peers
+        (balancers read ``peer.healthy``; tproxy reports every attempt's
+        outcome to it).
     :ivar admin: the :class:`tproxy.admin.AdminRoutes` of the admin listener.
     :ivar phases: the :class:`tproxy.phases.Phases` driver.
     :ivar plugins: the plugin manager (``pluggy.PluginManager``).
@@ -33,12 +37,13 @@ class Gateway(object):
         self.plugins = plugin_manager
         self.registry = registry if registry is not None else MemoryRegistry(
             reactor, ttl=config["registry"]["ttl"])
+        self.health = HealthState(reactor, self.registry, config.get("health"))
         for group, spec in sorted(config.get("upstreams", {}).items()):
             for peer in spec["peers"]:
                 self.registry.add_static(group, peer["host"], peer["port"], peer["weight"])
         self.admin = AdminRoutes(token=config["admin"].get("token"))
         self.phases = Phases(plugin_manager)
-        self._on_stop = []
+        self._on_stop = [self.health.stop]
 
     def on_stop(self, fn):
         """Call ``fn()`` (which may return a Deferred) when the gateway stops."""

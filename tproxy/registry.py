@@ -80,6 +80,10 @@ class Peer(object):
     :ivar active: requests (or connections) in flight to it now.
     :ivar static: ``True`` for peers from the configuration (never expire).
     :ivar expires_at: clock time after which it is never selected.
+    :ivar healthy: ``False`` while the health checks say it is down (see
+        :mod:`tproxy.health`); balancers prefer healthy peers.
+    :ivar health: its :class:`tproxy.health.PeerHealth`, or ``None`` (never
+        failed nor checked).
     :param notify: the ``peer_changed(peer)`` callables to call when
         ``acquire``/``release`` change the count (a list the registry keeps
         up to date), or ``None``.
@@ -87,7 +91,8 @@ class Peer(object):
 
     __slots__ = ("group", "host", "port", "weight", "active", "static",
                  "expires_at", "last_heartbeat", "created_time", "address",
-                 "key", "total", "_notify", "__weakref__")
+                 "key", "total", "_notify", "healthy", "health",
+                 "__weakref__")
 
     def __init__(self, group, host, port, weight=1, now=0.0, ttl=None,
                  notify=None):
@@ -103,6 +108,8 @@ class Peer(object):
         self.expires_at = INFINITY if ttl is None else now + ttl
         self.address = "%s:%d" % (("[%s]" % host) if ":" in host else host, port)
         self.key = (host, port)
+        self.healthy = True
+        self.health = None
         #: the ``peer_changed`` callables to tell of a count change: a list
         #: the registry owns and may extend (no indirection per request)
         self._notify = notify if notify is not None else ()

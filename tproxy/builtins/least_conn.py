@@ -37,6 +37,18 @@ a new peer, announced by ``peer_added``, for a registration that had
 expired), and the late ``peer_changed`` of a dropped or removed peer (its
 last request ending) is ignored.
 
+Health
+------
+Only healthy peers (:mod:`tproxy.health`) are in the buckets: the plugin
+follows the gateway's health state as an
+:class:`tproxy.health.IHealthListener`, so an ejected peer leaves the index
+(to the group's ``down`` list, in the order of their ejections) and a
+re-admitted one comes back, each in O(1); a pick never meets an unhealthy
+peer.  When no healthy peer is left to try, ``health.when_all_down`` decides:
+``"try_all"`` takes the unhealthy peer ejected longest ago (as nginx tries
+its peers when all are down), ``"503"`` answers ``503 {"error": "no healthy
+upstream"}``.
+
 The balancer only chooses: it returns ``None`` when the group has no live
 peer left to try (tproxy then answers ``503``).
 """
@@ -47,7 +59,8 @@ from collections import OrderedDict
 
 from zope.interface import implementer
 
-from tproxy import hookimpl
+from tproxy import Response, hookimpl
+from tproxy.health import IHealthListener
 from tproxy.registry import IRegistryListener
 
 _attachments = itertools.count()
@@ -66,15 +79,18 @@ class _Index(object):
         scores whose bucket has emptied since (dropped when met).
     :ivar queued: the set of the scores in ``scores``.
     :ivar score_of: ``{peer: score}`` for every peer in a bucket.
+    :ivar down: ``OrderedDict(peer -> None)`` of the unhealthy peers, in the
+        order they became so (not in a bucket).
     """
 
-    __slots__ = ("buckets", "scores", "queued", "score_of")
+    __slots__ = ("buckets", "scores", "queued", "score_of", "down")
 
     def __init__(self):
         self.buckets = {}
         self.scores = []
         self.queued = set()
         self.score_of = {}
+        self.down = OrderedDict()
 
 
 class _Recent(object):
@@ -94,7 +110,7 @@ class _Recent(object):
         self.seq = 0
 
 
-@implementer(IRegistryListener)
+@implementer(IRegistryListener, IHealthListener)
 class Plugin(object):
     """
     The least-connections balancer (``balancer`` phase).
@@ -115,21 +131,30 @@ class Plugin(object):
     def __init__(self, settings=None):
         self._registry = None
         self._key = None
+        self._health = None
 
     # -- the index ------------------------------------------------------------
 
-    def _attach(self, registry):
-        """Follow ``registry`` (indexes are built per group on first use)."""
+    def _attach(self, gateway):
+        """Follow ``gateway``'s registry and health state (indexes are built
+        per group on first use)."""
+        registry = gateway.registry
         self._registry = registry
         # a fresh key, so that indexes built for an earlier registry are never read
         self._key = ("least_conn", next(_attachments))
         registry.subscribe(self)
+        self._health = getattr(gateway, "health", None)
+        if self._health is not None:
+            self._health.subscribe(self)
 
     def _build(self, group, now):
         index = _Index()
         for peer in group.peers.values():
             if peer.is_live(now):
-                self._place(index, peer)
+                if peer.healthy:
+                    self._place(index, peer)
+                else:
+                    index.down[peer] = None
         group.state[self._key] = index
         return index
 
@@ -177,15 +202,31 @@ class Plugin(object):
         """Index a new peer (if its group is indexed yet)."""
         index = self._index_of(peer)
         if type(index) is _Index and peer not in index.score_of:
-            self._place(index, peer)
+            if peer.healthy:
+                self._place(index, peer)
+            else:
+                index.down[peer] = None
 
     def peer_removed(self, peer):
         """Drop a peer from its group's index."""
         index = self._index_of(peer)
         if type(index) is _Index:
             self._drop(index, peer)
+            index.down.pop(peer, None)
         elif index is not None:
             index.changed.pop(peer, None)
+
+    def peer_health_changed(self, peer):
+        """An ejected peer leaves the buckets, a re-admitted one comes back."""
+        index = self._index_of(peer)
+        if type(index) is not _Index:
+            return   # small groups look at peer.healthy at each pick
+        if peer.healthy:
+            if index.down.pop(peer, 0) is None:
+                self._place(index, peer)
+        elif peer in index.score_of:
+            self._drop(index, peer)
+            index.down[peer] = None
 
     def peer_changed(self, peer):
         """Re-score a peer whose count or weight changed (twice per request:
@@ -215,22 +256,40 @@ class Plugin(object):
     def init_worker(self, gateway):
         """Start following the gateway's registry."""
         if self._registry is not gateway.registry:
-            self._attach(gateway.registry)
+            self._attach(gateway)
 
     @hookimpl
     def balancer(self, ctx, tried):
         """
-        Choose the peer of ``ctx.route`` with the smallest
-        ``(active + 1) / weight``, skipping expired peers and ``tried``.
+        Choose the healthy peer of ``ctx.route`` with the smallest
+        ``(active + 1) / weight``, skipping expired peers and ``tried``
+        (when none is healthy: see the module docstring).
 
-        :return: a :class:`tproxy.registry.Peer`, or ``None``.
+        :return: a :class:`tproxy.registry.Peer`, ``None``, or a ``503``
+            :class:`tproxy.Response` (``health.when_all_down`` ``"503"``).
         """
-        registry = ctx.gateway.registry
-        if registry is not self._registry:
-            self._attach(registry)
+        gateway = ctx.gateway
+        if gateway.registry is not self._registry:
+            self._attach(gateway)
         name = ctx.route
         if name is None:
             return None
+        health = self._health
+        try_all = health is None or health._try_all
+        peer = self.choose(name, tried, try_all)
+        if peer is None and not try_all and not tried:
+            group = self._registry.group(name)
+            if group is not None and group.has_live(self._registry.now()):
+                ctx.error = "no_peer"
+                return Response.error(503, "no healthy upstream", group=name)
+        return peer
+
+    def choose(self, name, tried, unhealthy=True):
+        """
+        The best peer of group ``name`` not in ``tried``: a healthy one if
+        any, else (``unhealthy``) the one ejected longest ago, else ``None``.
+        """
+        registry = self._registry
         group = registry.group(name)
         if group is None:
             return None
@@ -241,18 +300,28 @@ class Plugin(object):
             if len(peers) <= self.small_group:
                 if index is None:
                     index = group.state[self._key] = _Recent()
-                return self._scan(index, peers, tried, now)
+                return self._scan(index, peers, tried, now, unhealthy)
             index = self._build(group, now)
-        return self._pick(index, tried, now)
+        chosen = self._pick(index, tried, now)
+        if chosen is None and unhealthy and index.down:
+            for peer in index.down:
+                if peer.expires_at > now and (not tried or peer not in tried):
+                    return peer
+        return chosen
 
-    def _scan(self, recent, peers, tried, now):
+    def _scan(self, recent, peers, tried, now, unhealthy):
         """The pick of a small group: every peer looked at."""
         changed = recent.changed
         best = None
         best_score = best_n = 0
+        down = None
         for peer in peers.values():
             if peer.expires_at <= now or (tried and peer in tried):
                 continue   # (expired: see Peer.is_live)
+            if not peer.healthy:
+                if down is None or peer.health.ejected_until < down.health.ejected_until:
+                    down = peer
+                continue
             score = (peer.active + 1) / (peer.weight or 1)
             if best is None or score < best_score:
                 best, best_score, best_n = peer, score, changed.get(peer, 0)
@@ -260,6 +329,8 @@ class Plugin(object):
                 n = changed.get(peer, 0)
                 if n < best_n:
                     best, best_n = peer, n
+        if best is None and unhealthy:
+            return down
         return best
 
     def _pick(self, index, tried, now):

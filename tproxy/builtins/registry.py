@@ -24,9 +24,12 @@ Endpoints (on the admin listener; compatible with the reference gateway):
     configuration's ``upstreams`` (those cannot be removed at run time).
 
 ``GET /upstream/status[?prefix=G]``
-    ``{"groups": [{"prefix", "servers": [...], "live", "total"}],
+    ``{"groups": [{"prefix", "servers": [...], "live", "healthy", "total"}],
     "total_groups", "total_servers", "timestamp"}``, groups sorted by name and
-    servers by host and port.
+    servers by host and port.  Each server has a ``health`` object
+    (:meth:`tproxy.health.HealthState.as_dict`): ``healthy``, ``ejections``,
+    ``ejected_for`` (seconds left), ``fails``, ``last_error`` and
+    ``last_check`` (``{"time", "kind"/"ok", "detail"}`` or ``null``).
 
 ``add`` and ``remove`` also accept ``POST``, with the parameters in the query
 string or in an ``application/x-www-form-urlencoded`` body.  Bad parameters
@@ -316,22 +319,26 @@ class Plugin(object):
             except BadParameter as e:
                 return 400, e.as_dict()
         now = self.registry.now()
+        health = getattr(self.gateway, "health", None)
         groups = []
         total = 0
         for group in self.registry.groups():
             if wanted and group.name != wanted:
                 continue
             servers = []
-            live = 0
+            live = healthy = 0
             for peer in sorted(group.peers.values(), key=lambda p: (p.host, p.port)):
                 view = peer.as_dict()
                 view["live"] = peer.is_live(now)
                 live += view["live"]
+                if health is not None:
+                    view["health"] = health.as_dict(peer)
+                healthy += view["live"] and peer.healthy
                 servers.append(view)
             if not servers:
                 continue
             groups.append({"prefix": group.name, "servers": servers,
-                           "live": live, "total": len(servers)})
+                           "live": live, "healthy": healthy, "total": len(servers)})
             total += len(servers)
         return 200, {"groups": groups, "total_groups": len(groups),
                      "total_servers": total, "timestamp": now}

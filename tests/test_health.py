@@ -1,0 +1,288 @@
+"""
+The health state of the peers (:mod:`tproxy.health`): passive checks fed by
+real requests, ejection and re-admission on the fake clock, every balancer
+reading it, and one log line per change.
+"""
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tproxy.testing import Harness, StreamHarness, StreamServer, UNREACHABLE, echo
+
+LIVE = "127.0.0.1:9001"
+LIVE2 = "127.0.0.1:9002"
+
+
+def _dead(n, base=9100):
+    return ["127.0.0.1:%d" % (base + i) for i in range(n)]
+
+
+def _harness(peers, servers, health=None, plugins=("router", "least_conn"), **config):
+    config = dict(config, upstreams={"default": {"peers": list(peers)}})
+    if health is not None:
+        config["health"] = health
+    return Harness(config=config, plugins=list(plugins), servers=servers)
+
+
+def _attempts(h):
+    """Every peer tried, in order, over the finished requests."""
+    return [p.address for ctx in h.contexts for p in ctx.tried]
+
+
+def _logged(h, text):
+    return [m for m in h.messages() if text in m]
+
+
+class PassiveTests(SynchronousTestCase):
+    """Real requests eject failing peers and the balancers skip them."""
+
+    def test_deadPeersCostOneAttemptEach(self):
+        """1 live + 3 refusing peers, 40 requests one after the other: every
+        one is 200 and each dead peer is tried once (nginx: max_fails=1)."""
+        dead = _dead(3)
+        h = _harness([LIVE] + dead, {LIVE: echo})
+        statuses = [h.request("GET", "/x").status for _ in range(40)]
+        self.assertEqual(statuses, [200] * 40)
+        tried = _attempts(h)
+        self.assertEqual(sorted(a for a in tried if a != LIVE), sorted(dead))
+        for peer in h.registry.group("default").peers.values():
+            self.assertEqual(peer.healthy, peer.address == LIVE)
+
+    def test_largeGroupIndexed(self):
+        """2 live + 48 dead peers (least_conn's index, not its small-group
+        scan): 300 requests all 200, no dead peer tried twice."""
+        dead = _dead(48)
+        h = _harness([LIVE, LIVE2] + dead, {LIVE: echo, LIVE2: echo},
+                     proxy={"tries": 60})
+        statuses = [h.request("GET", "/x").status for _ in range(300)]
+        self.assertEqual(statuses, [200] * 300)
+        tried = [a for a in _attempts(h) if a not in (LIVE, LIVE2)]
+        self.assertEqual(sorted(tried), sorted(dead))
+
+    def test_ejectionGrowsAndReadmits(self):
+        """After ``fail_timeout`` the peer is tried once more (probation): a
+        failure ejects it for twice as long; once it answers it is back."""
+        dead = "127.0.0.1:9100"
+        h = _harness([LIVE, dead], {LIVE: echo})
+        h.request("GET", "/x")
+        h.request("GET", "/x")
+        peer = h.registry.group("default").peers[("127.0.0.1", 9100)]
+        self.assertFalse(peer.healthy)
+        self.assertEqual(peer.health.ejected_until, 10)
+        h.advance(10)
+        self.assertTrue(peer.healthy)
+        for _ in range(4):
+            self.assertEqual(h.request("GET", "/x").status, 200)
+        self.assertFalse(peer.healthy)
+        self.assertEqual(peer.health.ejected_until, 10 + 20)
+        self.assertEqual(_attempts(h).count(dead), 2)
+        h.set_server(dead, echo)   # it comes back
+        h.advance(20)
+        for _ in range(4):
+            self.assertEqual(h.request("GET", "/x").status, 200)
+        self.assertTrue(peer.healthy)
+        self.assertFalse(peer.health.probation)
+        self.assertEqual(peer.health.ejections, 0)
+        self.assertGreater(_attempts(h).count(dead), 3)
+        self.assertEqual(len(_logged(h, "is up again")), 1)
+
+    def test_oneLinePerChange(self):
+        """An outage of many requests logs one ``down`` line, and the
+        per-attempt failures only at debug level."""
+        h = _harness([LIVE] + _dead(3), {LIVE: echo})
+        for _ in range(50):
+            h.request("GET", "/x")
+        self.assertEqual(len(_logged(h, "is down")), 3)
+        infos = [e for e in h.events if e.get("log_level").name in ("info", "warn")
+                 and e.get("log_namespace", "").startswith("tproxy.http")]
+        self.assertEqual(infos, [])
+
+    def test_allDownTriesAll(self):
+        """``when_all_down`` ``try_all`` (the default): a single dead peer
+        is still tried (and its ejection is not a 503)."""
+        h = _harness(["127.0.0.1:9100"], {})
+        for _ in range(3):
+            r = h.request("GET", "/x")
+            self.assertEqual(r.status, 502)
+        self.assertEqual(len(h.contexts[-1].tried), 1)
+
+    def test_allDown503(self):
+        """``when_all_down`` ``503``: no healthy peer is a 503 JSON answer."""
+        h = _harness(_dead(2), {}, health={"when_all_down": "503"})
+        self.assertEqual(h.request("GET", "/x").status, 502)
+        r = h.request("GET", "/x")
+        self.assertEqual(r.status, 503)
+        self.assertEqual(r.json()["error"], "no healthy upstream")
+        h.advance(10)  # re-admitted: tried again
+        self.assertEqual(h.request("GET", "/x").status, 502)
+
+    def test_passiveOff(self):
+        """``max_fails`` 0: nothing is ejected."""
+        h = _harness([LIVE, "127.0.0.1:9100"], {LIVE: echo},
+                     health={"passive": {"max_fails": 0}})
+        for _ in range(6):
+            h.request("GET", "/x")
+        self.assertGreaterEqual(_attempts(h).count("127.0.0.1:9100"), 3)
+
+    def test_maxFails(self):
+        """``max_fails`` 3: ejected at the third failure in a row; a success
+        between failures starts the count again."""
+        h = _harness(["127.0.0.1:9100"], {}, health={"passive": {"max_fails": 3}},
+                     proxy={"upstream_keepalive": 0})
+        peer = h.registry.group("default").peers[("127.0.0.1", 9100)]
+        h.request("GET", "/x")
+        h.request("GET", "/x")
+        self.assertTrue(peer.healthy)
+        h.set_server("127.0.0.1:9100", echo)
+        self.assertEqual(h.request("GET", "/x").status, 200)
+        h.set_server("127.0.0.1:9100", None)
+        h.request("GET", "/x")
+        h.request("GET", "/x")
+        self.assertTrue(peer.healthy)
+        h.request("GET", "/x")
+        self.assertFalse(peer.healthy)
+
+    def test_statusEjects(self):
+        """A status of ``health.passive.statuses`` is a failure: a peer
+        answering 503 is ejected, the other takes the load; with
+        ``http_503`` in ``next_upstream`` the client never sees the 503."""
+        calls = []
+
+        def busy(request):
+            calls.append(request)
+            return 503, {}, b"busy"
+        h = _harness([LIVE, LIVE2], {LIVE: echo, LIVE2: busy},
+                     health={"passive": {"statuses": [503]}},
+                     proxy={"next_upstream": ["error", "timeout", "http_503"]})
+        statuses = [h.request("GET", "/x").status for _ in range(20)]
+        self.assertEqual(statuses, [200] * 20)
+        self.assertEqual(len(calls), 1)
+        h.advance(10)
+        statuses = [h.request("GET", "/x").status for _ in range(20)]
+        self.assertEqual(statuses, [200] * 20)
+        self.assertEqual(len(calls), 2)
+
+    def test_statusPassedOnWithoutRetry(self):
+        """Without ``http_503`` in ``next_upstream``, the 503 reaches the
+        client (and still counts as a failure)."""
+        h = _harness([LIVE2], {LIVE2: lambda r: (503, {}, b"busy")},
+                     health={"passive": {"statuses": [503]}})
+        self.assertEqual(h.request("GET", "/x").status, 503)
+        peer = h.registry.group("default").peers[("127.0.0.1", 9002)]
+        self.assertFalse(peer.healthy)
+
+    def test_timeoutEjects(self):
+        """A black-holed peer (connects, never answers): the read timeout
+        fails the attempt (a GET goes on to the next peer) and ejects it."""
+        from twisted.internet.defer import Deferred
+        h = _harness([LIVE, LIVE2], {LIVE: echo, LIVE2: lambda r: Deferred()},
+                     timeouts={"read": 5}, health={"passive": {"fail_timeout": 60}})
+        results = []
+        for _ in range(4):
+            p = h.request("GET", "/x", wait=False)
+            h.advance(5)
+            results.append(p.result().status)
+        self.assertEqual(results, [200] * 4)
+        peer = h.registry.group("default").peers[("127.0.0.1", 9002)]
+        self.assertFalse(peer.healthy)
+        self.assertEqual(peer.health.last_error[1], "timeout")
+
+    def test_unreachableEjects(self):
+        """A connect timeout ejects the peer too."""
+        h = _harness([LIVE, LIVE2], {LIVE: echo, LIVE2: UNREACHABLE},
+                     timeouts={"connect": 1})
+        for _ in range(3):
+            p = h.request("GET", "/x", wait=False)
+            h.advance(1)
+            self.assertEqual(p.result().status, 200)
+        self.assertEqual(_attempts(h).count(LIVE2), 1)
+
+    def test_status(self):
+        """``/upstream/status`` shows each peer's health."""
+        h = _harness([LIVE, "127.0.0.1:9100"], {LIVE: echo},
+                     plugins=("registry", "router", "least_conn"))
+        h.request("GET", "/x")
+        h.request("GET", "/x")
+        h.advance(3)
+        group = h.admin("GET", "/upstream/status").obj["groups"][0]
+        self.assertEqual((group["live"], group["healthy"]), (2, 1))
+        by_port = {s["port"]: s["health"] for s in group["servers"]}
+        self.assertTrue(by_port[9001]["healthy"])
+        self.assertIsNone(by_port[9001]["last_error"])
+        down = by_port[9100]
+        self.assertFalse(down["healthy"])
+        self.assertEqual(down["ejections"], 1)
+        self.assertEqual(down["ejected_for"], 7)
+        self.assertEqual(down["last_error"]["kind"], "connect")
+
+    def test_removedPeerForgotten(self):
+        """A removed peer's re-admission timer is cancelled."""
+        h = _harness([LIVE], {LIVE: echo}, plugins=("registry", "router", "least_conn"))
+        h.admin("GET", "/upstream/add?port=9100&host=127.0.0.1")
+        for _ in range(3):
+            h.request("GET", "/x")
+        before = len(h.clock.getDelayedCalls())
+        self.assertEqual(h.admin("GET", "/upstream/remove?port=9100&host=127.0.0.1").status,
+                         200)
+        self.assertEqual(len(h.clock.getDelayedCalls()), before - 1)
+
+
+class BalancersTests(SynchronousTestCase):
+    """Pinned routes, the path-prefix router and streams read the state."""
+
+    def test_pathPrefix(self):
+        """The path-prefix router prefers a healthy peer of any matching group."""
+        dead = "127.0.0.1:9100"
+        h = Harness(config={"upstreams": {"api": {"peers": [dead]},
+                                          "default": {"peers": [LIVE]}}},
+                    plugins=[{"name": "router", "settings": {"mode": "path_prefix"}}],
+                    servers={LIVE: echo})
+        statuses = [h.request("GET", "/api/x").status for _ in range(10)]
+        self.assertEqual(statuses, [200] * 10)
+        self.assertEqual(_attempts(h).count(dead), 1)
+
+    def test_pathPrefix503(self):
+        """No healthy peer in any matching group, ``when_all_down`` 503."""
+        h = Harness(config={"upstreams": {"api": {"peers": ["127.0.0.1:9100"]}},
+                            "health": {"when_all_down": "503"}},
+                    plugins=[{"name": "router", "settings": {"mode": "path_prefix"}}],
+                    servers={})
+        self.assertEqual(h.request("GET", "/api/x").status, 502)
+        self.assertEqual(h.request("GET", "/api/x").status, 503)
+
+    def _pinned(self, when_all_down):
+        route = {"name": "r", "group": "default", "peer": "127.0.0.1:9100",
+                 "match": {"path": {"mode": "prefix", "value": "/"}}}
+        return Harness(config={"upstreams": {"default": {"peers": ["127.0.0.1:9100", LIVE]}},
+                               "health": {"when_all_down": when_all_down}},
+                       plugins=[{"name": "routes", "settings": {"routes": [route]}},
+                                "router", "least_conn"],
+                       servers={LIVE: echo})
+
+    def test_pinnedTriesAll(self):
+        """A pinned route's unhealthy peer is still its only choice (try_all)."""
+        h = self._pinned("try_all")
+        self.assertEqual(h.request("GET", "/x").status, 502)
+        self.assertEqual(h.request("GET", "/x").status, 502)
+        self.assertEqual(_attempts(h), ["127.0.0.1:9100"] * 2)
+
+    def test_pinned503(self):
+        """A pinned route's unhealthy peer, ``when_all_down`` 503."""
+        h = self._pinned("503")
+        self.assertEqual(h.request("GET", "/x").status, 502)
+        r = h.request("GET", "/x")
+        self.assertEqual((r.status, r.json()["error"]), (503, "no healthy upstream"))
+
+    def test_stream(self):
+        """A stream listener's failed connects eject the peer too."""
+        server = StreamServer()
+        h = StreamHarness(
+            config={"upstreams": {"db": {"peers": [LIVE, "127.0.0.1:9100"]}},
+                    "streams": [{"listen": "tcp:5432", "group": "db"}]},
+            plugins=["least_conn"], servers={LIVE: server})
+        for _ in range(5):
+            c = h.connect()
+            c.send(b"x")
+            c.close()
+        tried = [p.address for ctx in h.logged for p in ctx.tried]
+        self.assertEqual(tried.count("127.0.0.1:9100"), 1)
+        self.assertEqual(tried.count(LIVE), 5)
