@@ -204,6 +204,13 @@ class Exchange(object):
         else:
             self.fail_upstream(error, status, message)
 
+    def _untried_left(self):
+        """Whether the request's group has a peer not tried yet (a response
+        is dropped for a retry only then: the last one goes to the client)."""
+        ctx = self.ctx
+        group = ctx.gateway.registry.group(ctx.route) if ctx.route else None
+        return group is not None and len(group.peers) > len(ctx.tried)
+
     def _may_retry(self, condition, sent):
         if self.response_started or self.done:
             return False
@@ -436,7 +443,8 @@ class Exchange(object):
                 health.failed(peer, "status", status)
             elif peer.health is not None:
                 health.succeeded(peer)
-            if status in self.factory.retry.statuses and self._may_retry(None, True):
+            if (status in self.factory.retry.statuses and self._may_retry(None, True)
+                    and self._untried_left()):
                 self._retry("upstream_status", 502, "upstream answered %d" % status,
                             None, True, "status %d" % status)
                 return False
