@@ -257,6 +257,36 @@ class ErrorTests(TestCase):
             "etc/conf.json: upstreams.api.peers[0]: expected a string or an object, "
             "got 9001")
 
+    def test_health_check_needs_plugin(self):
+        self.assertErrors(
+            {"upstreams": {"api": {"peers": ["h:1"], "health_check": {"path": "/h"}}},
+             "health": {"active": {"type": "tcp"}}},
+            "etc/conf.json: upstreams.api.health_check: active checks need the "
+            "health_check plugin in plugins",
+            "etc/conf.json: health.active: active checks need the health_check "
+            "plugin in plugins")
+
+    def test_health_check_defaults(self):
+        config = validate_config({"upstreams": {"api": {"peers": ["h:1"],
+                                                        "health_check": {}}},
+                                  "plugins": ["health_check"]})
+        self.assertEqual(config["upstreams"]["api"]["health_check"], {
+            "type": "http", "method": "GET", "path": "/", "host": None,
+            "statuses": [200], "interval": 5, "timeout": 2, "rise": 2, "fall": 3,
+            "concurrency": 10})
+
+    def test_health_errors(self):
+        self.assertErrors(
+            {"health": {"passive": {"statuses": [404]}, "when_all_down": "x"},
+             "proxy": {"next_upstream": ["http_418"]}},
+            "etc/conf.json: health.passive.statuses[0]: 404 is out of range (must be "
+            "at least 500)",
+            "etc/conf.json: health.when_all_down: \"x\" is not one of \"try_all\", "
+            "\"503\"",
+            "etc/conf.json: proxy.next_upstream[0]: \"http_418\" is not one of "
+            "\"error\", \"timeout\", \"invalid_header\", \"http_500\", \"http_502\", "
+            "\"http_503\", \"http_504\", \"http_429\", \"non_idempotent\", \"off\"")
+
     def test_not_an_object(self):
         self.assertErrors([], "etc/conf.json: expected an object, got []")
 

@@ -526,7 +526,24 @@ def validate_config(obj, source="<config>"):
     config["plugins"] = [
         {"name": p, "settings": {}} if isinstance(p, str) else p
         for p in config["plugins"]]
+    _check_health_plugin(config, source)
     return config
+
+
+def _check_health_plugin(config, source):
+    """Active checks configured without the plugin that runs them: say so."""
+    if any(p["name"] == "health_check" for p in config["plugins"]):
+        return
+    paths = ["upstreams.{}.health_check".format(name)
+             if _IDENTIFIER.match(name) else
+             "upstreams[{}].health_check".format(json.dumps(name))
+             for name, group in sorted(config["upstreams"].items())
+             if group.get("health_check") is not None]
+    if config["health"]["active"] is not None:
+        paths.append("health.active")
+    if paths:
+        raise ConfigError([(path, "active checks need the health_check plugin in "
+                                  "plugins") for path in paths], source)
 
 
 def _normalise_peer(peer):

@@ -6,7 +6,7 @@ The ``plugins`` list of the configuration decides which plugins are active
 and in what order.  Each entry's name is resolved, in this order, as:
 
 1. a built-in (:data:`BUILTINS`: ``registry``, ``router``, ``least_conn``,
-   ``access_log``, ``routes``);
+   ``access_log``, ``routes``, ``health_check``);
 2. an entry point of the group ``tproxy`` (what an installed distribution
    declares: ``[project.entry-points.tproxy] key_auth = "tproxy_key_auth"``);
 3. a dotted module path (``"mycompany.tproxy_auth"``), or ``"module:attr"``.
@@ -53,6 +53,7 @@ BUILTINS = {
     "least_conn": "tproxy.builtins.least_conn",
     "access_log": "tproxy.builtins.access_log",
     "routes": "tproxy.builtins.routes",
+    "health_check": "tproxy.builtins.health_check",
 }
 
 _UNKNOWN = ("unknown plugin {!r} (not a built-in, an entry point of group "
