@@ -286,3 +286,49 @@ class BalancersTests(SynchronousTestCase):
         tried = [p.address for ctx in h.logged for p in ctx.tried]
         self.assertEqual(tried.count("127.0.0.1:9100"), 1)
         self.assertEqual(tried.count(LIVE), 5)
+
+
+class DrainTests(SynchronousTestCase):
+    """A removed peer takes no new request; the ones in flight finish."""
+
+    def test_removedWhileInFlight(self):
+        """The request in flight finishes and releases its count; the next
+        goes elsewhere; the connection is not pooled."""
+        from twisted.internet.defer import Deferred
+        answers = []
+
+        def slow(request):
+            d = Deferred()
+            answers.append(d)
+            return d
+        h = Harness(config={}, plugins=["registry", "router", "least_conn"],
+                    servers={"127.0.0.1:9100": slow, LIVE: echo})
+        h.admin("GET", "/upstream/add?port=9100&host=127.0.0.1")
+        first = h.request("GET", "/x", wait=False)
+        peer = h.registry.group("default").peers[("127.0.0.1", 9100)]
+        self.assertEqual(peer.active, 1)
+        h.admin("GET", "/upstream/remove?port=9100&host=127.0.0.1")
+        h.admin("GET", "/upstream/add?port=9001&host=127.0.0.1")
+        self.assertEqual(h.request("GET", "/y").status, 200)
+        answers[0].callback((200, {}, b"late"))
+        h.flush()
+        self.assertEqual(first.result().body, b"late")
+        self.assertEqual(peer.active, 0)
+        # its connection was not kept for later
+        self.assertNotIn(("127.0.0.1", 9100), h.factory.pool.idle)
+
+    def test_idleClosedOnRemoval(self):
+        """Removal and expiry close the peer's idle upstream connections."""
+        h = Harness(config={"proxy": {"upstream_keepalive_timeout": 10000}},
+                    plugins=["registry", "router", "least_conn"],
+                    servers={"127.0.0.1:9100": echo})
+        h.admin("GET", "/upstream/add?port=9100&host=127.0.0.1")
+        self.assertEqual(h.request("GET", "/x").status, 200)
+        self.assertEqual(len(h.factory.pool.idle[("127.0.0.1", 9100)]), 1)
+        h.admin("GET", "/upstream/remove?port=9100&host=127.0.0.1")
+        self.assertNotIn(("127.0.0.1", 9100), h.factory.pool.idle)
+        h.advance(10)   # expiry too
+        h.admin("GET", "/upstream/add?port=9100&host=127.0.0.1")
+        self.assertEqual(h.request("GET", "/x").status, 200)
+        h.advance(h.gateway.config["registry"]["ttl"] + 10)
+        self.assertNotIn(("127.0.0.1", 9100), h.factory.pool.idle)

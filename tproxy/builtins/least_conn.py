@@ -236,6 +236,11 @@ class Plugin(object):
             if index is not None:   # a small group: note the order of changes
                 index.seq = n = index.seq + 1
                 index.changed[peer] = n
+                if not n & 1023 and len(index.changed) > len(peer.group.peers):
+                    # the last requests of removed peers noted them again
+                    peers = peer.group.peers
+                    index.changed = {p: m for p, m in index.changed.items()
+                                     if peers.get(p.key) is p}
             return
         score_of = index.score_of
         old = score_of.get(peer)
