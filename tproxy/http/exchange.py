@@ -184,18 +184,18 @@ class Exchange(object):
         self._retry("upstream_timeout" if timeout else "upstream_connect",
                     504 if timeout else 502,
                     "upstream connect timed out" if timeout else "upstream connection failed",
-                    "timeout" if timeout else "error", False, why)
+                    "timeout" if timeout else "error", False)
 
-    def _retry(self, error, status, message, condition, sent, why):
+    def _retry(self, error, status, message, condition, sent):
         """
         The attempt failed: the next peer if ``proxy.next_upstream`` allows
         (:mod:`tproxy.http.retry`), else the end of the request.
         ``condition`` is the failure's ``next_upstream`` condition (``None``:
         already checked), ``sent`` whether the request went upstream.
         """
-        # one line per attempt at debug only: the health state logs the
-        # peer's changes (an outage of a busy peer is not a line per request)
-        log.debug("upstream {peer} failed: {why}", peer=self.ctx.peer.address, why=why)
+        # no line per attempt: the health state logs the peer's changes of
+        # state and keeps its last error (an outage of a busy peer is not a
+        # line per request; ctx.error tells the access log)
         self._close_upstream()
         self.last_failure = (error, status, message)
         if self._may_retry(condition, sent):
@@ -263,7 +263,7 @@ class Exchange(object):
             self.factory.health.failed(self.ctx.peer, "error",
                                        "connection lost before the response")
             return self._retry("upstream_error", 502, "upstream closed the connection",
-                               "error", True, reason.getErrorMessage())
+                               "error", True)
         self.fail_upstream("upstream_error", 502, "upstream closed the connection")
 
     def upstream_invalid(self, exc):
@@ -276,7 +276,7 @@ class Exchange(object):
         if self.answered:
             return self.fail_upstream("upstream_invalid", 502, "invalid response from upstream")
         self._retry("upstream_invalid", 502, "invalid response from upstream",
-                    "invalid_header", True, str(exc))
+                    "invalid_header", True)
 
     def upstream_writable(self, writable):
         """The upstream socket's send buffer filled (``False``) or drained."""
@@ -297,8 +297,7 @@ class Exchange(object):
         self.factory.health.failed(self.ctx.peer, "timeout", "upstream timed out")
         if self.answered:
             return self.fail_upstream("upstream_timeout", 504, "upstream timed out")
-        self._retry("upstream_timeout", 504, "upstream timed out", "timeout", True,
-                    "upstream timed out")
+        self._retry("upstream_timeout", 504, "upstream timed out", "timeout", True)
 
     # -- the request going up ---------------------------------------------------
 
@@ -446,7 +445,7 @@ class Exchange(object):
             if (status in self.factory.retry.statuses and self._may_retry(None, True)
                     and self._untried_left()):
                 self._retry("upstream_status", 502, "upstream answered %d" % status,
-                            None, True, "status %d" % status)
+                            None, True)
                 return False
         elif ctx.peer.health is not None:
             self.factory.health.succeeded(ctx.peer)
@@ -496,7 +495,7 @@ class Exchange(object):
         self.factory.health.failed(self.ctx.peer, "invalid", what)
         self.answered = False
         self._retry("upstream_invalid", 502, "invalid response from upstream",
-                    "invalid_header", True, what)
+                    "invalid_header", True)
         return False
 
     def _send_upstream_head(self, head, length=False):

@@ -161,11 +161,10 @@ class StreamSession(Protocol):
         ctx = self.ctx
         kind = CONNECT_TIMEOUT if reason.check(TxTimeoutError) else CONNECT_FAILED
         why = reason.getErrorMessage()
-        # the health state logs the peer's changes; one line per attempt is debug
+        # the health state logs the peer's changes of state (not a line per
+        # attempt) and keeps its last error
         ctx.gateway.health.failed(ctx.peer, "timeout" if kind == CONNECT_TIMEOUT
                                   else "connect", why)
-        log.debug("stream {group}: upstream {peer} failed: {why}", group=ctx.route,
-                  peer=ctx.upstream_addr, why=why)
         self.last_failure = kind
         if len(ctx.tried) < self.factory.tries:
             self._balance()
