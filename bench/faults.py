@@ -369,6 +369,49 @@ def run(args):
             stop(busy)
             stop(back)
 
+    if want("churn"):
+        # registrations of closed ports added and removed 200 times a second
+        # beside 2 live static peers (tproxy only: nginx has no registry)
+        import http.client
+        import threading
+        name = "2 live + churn of 200 add/remove/s of closed ports, 20 clients, %d s" % (
+            args.duration)
+        live = [BASE + 10, BASE + 11]
+        back = nginx_backend(tmp, live, "be-churn")
+        dead = closed_ports(400, BASE + 1000)
+        p, log = tproxy(tmp, py, live, [], BASE + 160, name="tp-churn",
+                        extra={"plugins": ["registry", "router", "least_conn"]})
+        wait_port(BASE + 161)
+        done = threading.Event()
+        calls = [0]
+
+        def churn():
+            conn = http.client.HTTPConnection("127.0.0.1", BASE + 161, timeout=10)
+            i = 0
+            while not done.is_set():
+                t = time.time()
+                conn.request("GET", "/upstream/add?host=127.0.0.1&port=%d"
+                             % dead[i % len(dead)])
+                conn.getresponse().read()
+                if i >= 100:
+                    conn.request("GET", "/upstream/remove?host=127.0.0.1&port=%d"
+                                 % dead[(i - 100) % len(dead)])
+                    conn.getresponse().read()
+                i += 1
+                calls[0] = i
+                time.sleep(max(0.0, 0.005 - (time.time() - t)))
+        thread = threading.Thread(target=churn, daemon=True)
+        thread.start()
+        time.sleep(1)
+        before = lines(log)
+        result = wrk(BASE + 160, args.duration)
+        done.set()
+        thread.join()
+        row(name, "tproxy", result, "%d registrations, %d log lines" % (
+            calls[0], lines(log) - before))
+        stop(p)
+        stop(back)
+
     print()
     print("| scenario | system | sent | ok | failed | note |")
     print("| --- | --- | ---: | ---: | ---: | --- |")

@@ -333,3 +333,31 @@ class DrainTests(SynchronousTestCase):
         self.assertEqual(h.request("GET", "/x").status, 200)
         h.advance(h.gateway.config["registry"]["ttl"] + 10)
         self.assertNotIn(("127.0.0.1", 9100), h.factory.pool.idle)
+
+
+class AllDownTests(SynchronousTestCase):
+
+    def test_smallGroupTakesTurns(self):
+        """The same in a small group (scanned, not indexed)."""
+        h = _harness(_dead(3), {})
+        h.request("GET", "/x")
+        for _ in range(3):
+            h.request("GET", "/x")
+        self.assertEqual(sorted(p.address for c in h.contexts[1:] for p in c.tried),
+                         _dead(3))
+
+    def test_oneAttemptWhenAllDown(self):
+        """All 20 peers ejected, ``try_all``: a request makes one attempt
+        (the peers take turns), not twenty."""
+        h = _harness(_dead(20), {})
+        self.assertEqual(h.request("GET", "/x").status, 502)
+        self.assertEqual(len(h.contexts[0].tried), 20)   # each failed once
+        self.assertEqual(h.request("GET", "/x").status, 502)
+        self.assertEqual([p.address for p in h.contexts[1].tried], ["127.0.0.1:9100"])
+        h.set_server("127.0.0.1:9101", echo)
+        # the next request tries the next peer: it answers and is back at once
+        self.assertEqual(h.request("GET", "/x").status, 200)
+        self.assertEqual([p.address for p in h.contexts[2].tried], ["127.0.0.1:9101"])
+        self.assertTrue(h.registry.group("default").peers[("127.0.0.1", 9101)].healthy)
+        for _ in range(5):
+            self.assertEqual(h.request("GET", "/x").status, 200)

@@ -18,7 +18,8 @@ A peer is *healthy* (``peer.healthy`` is ``True``) unless:
   peer is a candidate again, *on probation*: its first outcome decides, a
   success ends the probation (``up``), a failure ejects it again at once
   (the half-open probe of a circuit breaker, made by real requests, or by an
-  active check's success);
+  active check's success); a success of an ejected peer (tried because all
+  were down, or a request from before the ejection) re-admits it at once;
 - **active checks** (the ``health_check`` plugin) saw it fail ``fall`` probes
   in a row; ``rise`` successes in a row make it healthy again.
 
@@ -200,13 +201,19 @@ class HealthState(object):
         if h is None:
             return
         h.fails = 0
-        if h.probation or h.ejections:
-            h.ejections = 0
-            if h.probation:
-                h.probation = False
-                log.info("upstream {peer} of {group} is up again after "
-                         "{ejections} ejection(s)", peer=peer.address,
-                         group=peer.group.name, ejections=h.ejection_count)
+        h.ejections = 0
+        if h.probation or h.ejected_until:
+            # the half-open probe passed (or, all peers down, an ejected peer
+            # was tried and answered): it is back
+            h.probation = False
+            if h.ejected_until:
+                self._cancel(h)
+                h.ejected_until = 0.0
+            log.info("upstream {peer} of {group} is up again after "
+                     "{ejections} ejection(s)", peer=peer.address,
+                     group=peer.group.name, ejections=h.ejection_count)
+            if not h.active_down:
+                self._set(peer, True)
 
     def failed(self, peer, kind, detail=None):
         h = peer.health

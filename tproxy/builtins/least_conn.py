@@ -45,9 +45,9 @@ follows the gateway's health state as an
 (to the group's ``down`` list, in the order of their ejections) and a
 re-admitted one comes back, each in O(1); a pick never meets an unhealthy
 peer.  When no healthy peer is left to try, ``health.when_all_down`` decides:
-``"try_all"`` takes the unhealthy peer ejected longest ago (as nginx tries
-its peers when all are down), ``"503"`` answers ``503 {"error": "no healthy
-upstream"}``.
+``"try_all"`` takes the unhealthy peer tried longest ago (as nginx tries
+its peers again when all are down), once per request, ``"503"`` answers
+``503 {"error": "no healthy upstream"}``.
 
 The balancer only chooses: it returns ``None`` when the group has no live
 peer left to try (tproxy then answers ``503``).
@@ -292,8 +292,17 @@ class Plugin(object):
     def choose(self, name, tried, unhealthy=True):
         """
         The best peer of group ``name`` not in ``tried``: a healthy one if
-        any, else (``unhealthy``) the one ejected longest ago, else ``None``.
+        any, else (``unhealthy``) the unhealthy one tried longest ago, else
+        ``None``.
+        An unhealthy peer is chosen only if no peer tried for the request is
+        unhealthy: when all are down a request makes one attempt on them, not
+        one per peer (nginx answers at once then).
         """
+        if unhealthy and tried:
+            for peer in tried:
+                if not peer.healthy:
+                    unhealthy = False
+                    break
         registry = self._registry
         group = registry.group(name)
         if group is None:
@@ -311,6 +320,7 @@ class Plugin(object):
         if chosen is None and unhealthy and index.down:
             for peer in index.down:
                 if peer.expires_at > now and (not tried or peer not in tried):
+                    index.down.move_to_end(peer)   # the next one goes first next time
                     return peer
         return chosen
 
@@ -318,14 +328,15 @@ class Plugin(object):
         """The pick of a small group: every peer looked at."""
         changed = recent.changed
         best = None
-        best_score = best_n = 0
+        best_score = best_n = down_n = 0
         down = None
         for peer in peers.values():
             if peer.expires_at <= now or (tried and peer in tried):
                 continue   # (expired: see Peer.is_live)
             if not peer.healthy:
-                if down is None or peer.health.ejected_until < down.health.ejected_until:
-                    down = peer
+                # the unhealthy peer tried longest ago (they take turns)
+                if down is None or changed.get(peer, 0) < down_n:
+                    down, down_n = peer, changed.get(peer, 0)
                 continue
             score = (peer.active + 1) / (peer.weight or 1)
             if best is None or score < best_score:
