@@ -119,11 +119,11 @@ class NormalisationTests(TestCase):
         }})
         self.assertEqual(config["upstreams"], {
             "api": {"peers": [
-                {"host": "127.0.0.1", "port": 9001, "weight": 1},
-                {"host": "::1", "port": 80, "weight": 1},
-                {"host": "backend.local", "port": 8080, "weight": 1},
-                {"host": "10.0.0.2", "port": 9002, "weight": 1},
-                {"host": "::1", "port": 9003, "weight": 5},
+                {"host": "127.0.0.1", "port": 9001, "weight": 1, "max_conns": 0},
+                {"host": "::1", "port": 80, "weight": 1, "max_conns": 0},
+                {"host": "backend.local", "port": 8080, "weight": 1, "max_conns": 0},
+                {"host": "10.0.0.2", "port": 9002, "weight": 1, "max_conns": 0},
+                {"host": "::1", "port": 9003, "weight": 5, "max_conns": 0},
             ]},
             "api/v2": {"peers": []},
         })
@@ -239,7 +239,7 @@ class ErrorTests(TestCase):
             "proxy, registry, shutdown_timeout, streams, timeouts, trusted_proxies, "
             "upstreams)",
             "etc/conf.json: upstreams.api.peers[0].wieght: unknown key (known keys: "
-            "host, port, weight)",
+            "host, max_conns, port, weight)",
             "etc/conf.json: upstreams.api.ttl: unknown key (known keys: health_check, peers)")
 
     def test_wrong_types(self):
@@ -391,7 +391,7 @@ class LoadTests(TestCase):
         path = self.write('{"listen": "tcp:8081",\n "upstreams": {"api": '
                           '{"peers": ["127.0.0.1:9001"]}}}')
         expected = _with(listen="tcp:8081", upstreams={"api": {"peers": [
-            {"host": "127.0.0.1", "port": 9001, "weight": 1}]}})
+            {"host": "127.0.0.1", "port": 9001, "weight": 1, "max_conns": 0}]}})
         self.assertEqual(load_config(path), expected)
 
     def test_byte_order_mark(self):

@@ -361,3 +361,57 @@ class AllDownTests(SynchronousTestCase):
         self.assertTrue(h.registry.group("default").peers[("127.0.0.1", 9101)].healthy)
         for _ in range(5):
             self.assertEqual(h.request("GET", "/x").status, 200)
+
+
+class MaxConnsTests(SynchronousTestCase):
+    """``max_conns``: a full peer is skipped; all full is a 503."""
+
+    def _harness(self, n, max_conns):
+        from twisted.internet.defer import Deferred
+        self.waiting = []
+
+        def slow(request):
+            d = Deferred()
+            self.waiting.append(d)
+            return d
+        peers = [{"host": "127.0.0.1", "port": 9100 + i, "max_conns": max_conns}
+                 for i in range(n)]
+        return _harness(peers, dict(("127.0.0.1:%d" % (9100 + i), slow) for i in range(n)))
+
+    def _fill(self, n):
+        return [self.h.request("GET", "/x", wait=False) for _ in range(n)]
+
+    def _check(self, n):
+        self.h = h = self._harness(n, 2)
+        pending = self._fill(2 * n)
+        peers = list(h.registry.group("default").peers.values())
+        self.assertEqual(sorted(p.active for p in peers), [2] * n)
+        r = h.request("GET", "/x")
+        self.assertEqual((r.status, r.json()["error"]), (503, "all upstreams busy"))
+        self.waiting[0].callback((200, {}, b"ok"))
+        h.flush()
+        self.assertEqual(pending[0].result().status, 200)
+        more = h.request("GET", "/x", wait=False)
+        self.assertEqual(sorted(p.active for p in peers), [2] * n)
+        self.assertEqual(h.request("GET", "/x").status, 503)
+        for d in self.waiting[1:]:
+            d.callback((200, {}, b"ok"))
+        h.flush()
+        self.assertEqual([p.result().status for p in pending[1:] + [more]],
+                         [200] * (2 * n))
+        self.assertEqual(sorted(p.active for p in peers), [0] * n)
+
+    def test_smallGroup(self):
+        self._check(3)
+
+    def test_indexedGroup(self):
+        self._check(12)
+
+    def test_registered(self):
+        h = Harness(config={}, plugins=["registry", "router", "least_conn"], servers={})
+        r = h.admin("GET", "/upstream/add?port=9100&host=127.0.0.1&max_conns=2")
+        self.assertEqual((r.status, r.obj["max_conns"]), (200, 2))
+        r = h.admin("GET", "/upstream/add?port=9100&host=127.0.0.1")
+        self.assertEqual(r.obj["max_conns"], 2)   # a heartbeat keeps it
+        r = h.admin("GET", "/upstream/add?port=9100&host=127.0.0.1&max_conns=x")
+        self.assertEqual((r.status, r.obj["field"]), (400, "max_conns"))

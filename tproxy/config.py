@@ -223,6 +223,9 @@ _PEER = {
                        "default": 1,
                        "x-messages": {"minimum": "weight {instance} is out of range (1-1000)",
                                       "maximum": "weight {instance} is out of range (1-1000)"}},
+            # requests in flight at most (0: no limit); a full peer is skipped
+            "max_conns": {"type": "integer", "minimum": 0, "maximum": 1000000,
+                          "default": 0},
         },
     },
 }
@@ -549,7 +552,7 @@ def _check_health_plugin(config, source):
 def _normalise_peer(peer):
     if isinstance(peer, str):
         host, port = parse_host_port(peer)
-        peer = {"host": host, "port": port, "weight": 1}
+        peer = {"host": host, "port": port, "weight": 1, "max_conns": 0}
     return dict(peer, host=normalise_host(peer["host"]))
 
 

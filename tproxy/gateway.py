@@ -40,7 +40,8 @@ class Gateway(object):
         self.health = HealthState(reactor, self.registry, config.get("health"))
         for group, spec in sorted(config.get("upstreams", {}).items()):
             for peer in spec["peers"]:
-                self.registry.add_static(group, peer["host"], peer["port"], peer["weight"])
+                self.registry.add_static(group, peer["host"], peer["port"], peer["weight"],
+                                         peer.get("max_conns", 0))
         self.admin = AdminRoutes(token=config["admin"].get("token"))
         self.phases = Phases(plugin_manager)
         self._on_stop = [self.health.stop]

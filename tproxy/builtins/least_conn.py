@@ -49,6 +49,12 @@ peer.  When no healthy peer is left to try, ``health.when_all_down`` decides:
 its peers again when all are down), once per request, ``"503"`` answers
 ``503 {"error": "no healthy upstream"}``.
 
+A peer with ``max_conns`` leaves the buckets (for the index's ``full``
+set) when a request brings it to its limit and comes back when one ends,
+in O(1): a full peer is never picked; when every candidate is full the
+answer is ``503 {"error": "all upstreams busy"}`` (tproxy does not queue
+requests: a client retries sooner than a queue would drain).
+
 The balancer only chooses: it returns ``None`` when the group has no live
 peer left to try (tproxy then answers ``503``).
 """
@@ -81,9 +87,11 @@ class _Index(object):
     :ivar score_of: ``{peer: score}`` for every peer in a bucket.
     :ivar down: ``OrderedDict(peer -> None)`` of the unhealthy peers, in the
         order they became so (not in a bucket).
+    :ivar full: ``{peer: None}`` of the peers at their ``max_conns`` (not in
+        a bucket until a request of theirs ends).
     """
 
-    __slots__ = ("buckets", "scores", "queued", "score_of", "down")
+    __slots__ = ("buckets", "scores", "queued", "score_of", "down", "full")
 
     def __init__(self):
         self.buckets = {}
@@ -91,6 +99,7 @@ class _Index(object):
         self.queued = set()
         self.score_of = {}
         self.down = OrderedDict()
+        self.full = {}
 
 
 class _Recent(object):
@@ -151,10 +160,12 @@ class Plugin(object):
         index = _Index()
         for peer in group.peers.values():
             if peer.is_live(now):
-                if peer.healthy:
-                    self._place(index, peer)
-                else:
+                if not peer.healthy:
                     index.down[peer] = None
+                elif peer.max_conns and peer.active >= peer.max_conns:
+                    index.full[peer] = None
+                else:
+                    self._place(index, peer)
         group.state[self._key] = index
         return index
 
@@ -213,6 +224,7 @@ class Plugin(object):
         if type(index) is _Index:
             self._drop(index, peer)
             index.down.pop(peer, None)
+            index.full.pop(peer, None)
         elif index is not None:
             index.changed.pop(peer, None)
 
@@ -223,7 +235,10 @@ class Plugin(object):
             return   # small groups look at peer.healthy at each pick
         if peer.healthy:
             if index.down.pop(peer, 0) is None:
-                self._place(index, peer)
+                if peer.max_conns and peer.active >= peer.max_conns:
+                    index.full[peer] = None
+                else:
+                    self._place(index, peer)
         elif peer in index.score_of:
             self._drop(index, peer)
             index.down[peer] = None
@@ -245,9 +260,22 @@ class Plugin(object):
         score_of = index.score_of
         old = score_of.get(peer)
         if old is None:
-            return  # a removed or expired peer whose request just ended: forget it
-        score = (peer.active + 1) / (peer.weight or 1)
+            # a full peer whose request ended (back in its bucket), or a
+            # removed or expired one (forgotten)
+            if index.full and peer in index.full and peer.active < peer.max_conns:
+                del index.full[peer]
+                if peer.healthy:
+                    self._place(index, peer)
+                else:
+                    index.down[peer] = None
+            return
         buckets = index.buckets
+        if peer.max_conns and peer.active >= peer.max_conns:
+            del buckets[old][peer]   # full: out of the buckets until a request ends
+            del score_of[peer]
+            index.full[peer] = None
+            return
+        score = (peer.active + 1) / (peer.weight or 1)
         del buckets[old][peer]   # an emptied bucket stays (see _pick)
         score_of[peer] = score
         bucket = buckets.get(score)
@@ -282,12 +310,23 @@ class Plugin(object):
         health = self._health
         try_all = health is None or health._try_all
         peer = self.choose(name, tried, try_all)
-        if peer is None and not try_all and not tried:
+        if peer is None and not tried:
             group = self._registry.group(name)
             if group is not None and group.has_live(self._registry.now()):
                 ctx.error = "no_peer"
-                return Response.error(503, "no healthy upstream", group=name)
+                if self._busy(group):
+                    return Response.error(503, "all upstreams busy", group=name)
+                if not try_all:
+                    return Response.error(503, "no healthy upstream", group=name)
         return peer
+
+    def _busy(self, group):
+        """Whether a peer of ``group`` is at its ``max_conns`` (after a pick
+        found none: the peers are not scanned on the way to a pick)."""
+        index = group.state.get(self._key)
+        if type(index) is _Index:
+            return bool(index.full)
+        return any(p.max_conns and p.active >= p.max_conns for p in group.peers.values())
 
     def choose(self, name, tried, unhealthy=True):
         """
@@ -319,7 +358,8 @@ class Plugin(object):
         chosen = self._pick(index, tried, now)
         if chosen is None and unhealthy and index.down:
             for peer in index.down:
-                if peer.expires_at > now and (not tried or peer not in tried):
+                if peer.expires_at > now and (not tried or peer not in tried) and not (
+                        peer.max_conns and peer.active >= peer.max_conns):
                     index.down.move_to_end(peer)   # the next one goes first next time
                     return peer
         return chosen
@@ -333,6 +373,8 @@ class Plugin(object):
         for peer in peers.values():
             if peer.expires_at <= now or (tried and peer in tried):
                 continue   # (expired: see Peer.is_live)
+            if peer.max_conns and peer.active >= peer.max_conns:
+                continue   # full
             if not peer.healthy:
                 # the unhealthy peer tried longest ago (they take turns)
                 if down is None or changed.get(peer, 0) < down_n:

@@ -184,6 +184,10 @@ class Plugin(object):
         if tried and peer in tried:
             return Response.error(502, "pinned upstream failed", upstream=peer.address,
                                   route=route.name)
+        if peer.max_conns and peer.active >= peer.max_conns:
+            ctx.error = "no_peer"
+            return Response.error(503, "all upstreams busy", group=route.group,
+                                  peer=route.peer, route=route.name)
         if not peer.healthy and not gateway.health.try_unhealthy():
             ctx.error = "no_peer"
             return Response.error(503, "no healthy upstream", group=route.group,
