@@ -50,6 +50,7 @@ DEFAULTS = {
         "passive": {"max_fails": 1, "fail_timeout": 10, "max_ejection": 300,
                     "statuses": []},
         "when_all_down": "try_all",
+        "slow_start": 0,
         "active": None,
     },
     "shutdown_timeout": 10,

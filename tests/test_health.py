@@ -415,3 +415,59 @@ class MaxConnsTests(SynchronousTestCase):
         self.assertEqual(r.obj["max_conns"], 2)   # a heartbeat keeps it
         r = h.admin("GET", "/upstream/add?port=9100&host=127.0.0.1&max_conns=x")
         self.assertEqual((r.status, r.obj["field"]), (400, "max_conns"))
+
+
+class SlowStartTests(SynchronousTestCase):
+    """``health.slow_start``: a registered or re-admitted peer warms up."""
+
+    def _harness(self):
+        from twisted.internet.defer import Deferred
+        self.waiting = []
+
+        def slow(request):
+            d = Deferred()
+            self.waiting.append(d)
+            return d
+        return Harness(config={"upstreams": {"default": {"peers": [LIVE]}},
+                               "health": {"slow_start": 10}},
+                       plugins=["registry", "router", "least_conn"],
+                       servers={LIVE: slow, LIVE2: slow})
+
+    def _shares(self, h, n):
+        for _ in range(n):
+            h.request("GET", "/x", wait=False)
+        peers = h.registry.group("default").peers
+        return peers[("127.0.0.1", 9001)].active, peers[("127.0.0.1", 9002)].active
+
+    def test_registered(self):
+        """A new registration takes a tenth of its share at first, all of
+        it after ``slow_start`` seconds; the static peer never ramps."""
+        h = self._harness()
+        h.admin("GET", "/upstream/add?port=9002&host=127.0.0.1")
+        peer = h.registry.group("default").peers[("127.0.0.1", 9002)]
+        self.assertEqual(peer.ramp, 0.1)
+        self.assertEqual(self._shares(h, 22), (20, 2))
+        h.advance(5)
+        self.assertEqual(peer.ramp, 0.5)
+        h.advance(5)
+        self.assertEqual(peer.ramp, 1.0)
+        a, b = self._shares(h, 38)
+        self.assertEqual((a, b), (30, 30))
+        self.assertEqual(h.registry.group("default").peers[("127.0.0.1", 9001)].ramp, 1.0)
+        # the warm-up is over: its timer is gone
+        self.assertEqual([c for c in h.clock.getDelayedCalls()
+                          if getattr(c.func, "__name__", "") == "_ramp_up"], [])
+
+    def test_readmitted(self):
+        """A peer re-admitted after an ejection warms up again."""
+        h = Harness(config={"upstreams": {"default": {"peers": [LIVE, LIVE2]}},
+                            "health": {"slow_start": 10}},
+                    plugins=["router", "least_conn"], servers={LIVE: echo})
+        h.request("GET", "/x")
+        h.request("GET", "/x")
+        peer = h.registry.group("default").peers[("127.0.0.1", 9002)]
+        self.assertFalse(peer.healthy)
+        self.assertEqual(peer.ramp, 1.0)
+        h.advance(10)
+        self.assertTrue(peer.healthy)
+        self.assertEqual(peer.ramp, 0.1)

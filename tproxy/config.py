@@ -326,6 +326,9 @@ SCHEMA = _object({
                          "items": {"type": "integer", "minimum": 500, "maximum": 599}},
         }),
         "when_all_down": {"enum": ["try_all", "503"], "default": "try_all"},
+        # seconds a registered or re-admitted peer takes to reach its weight
+        # (nginx's slow_start); 0: at once
+        "slow_start": _number(0, minimum=0),
         # the active checks of the groups without their own health_check
         # (registered peers' groups); null: none
         "active": dict(_HEALTH_CHECK, type=["object", "null"], default=None),

@@ -87,6 +87,9 @@ class Peer(object):
         failed nor checked).
     :ivar max_conns: requests (or connections) in flight it may take at
         most; ``0``: no limit.  Balancers skip a full peer.
+    :ivar ramp: the share of its weight it takes now, ``0 < ramp <= 1``
+        (below 1 while it warms up: ``health.slow_start``); balancers weigh
+        it ``weight * ramp``.
     :param notify: the ``peer_changed(peer)`` callables to call when
         ``acquire``/``release`` change the count (a list the registry keeps
         up to date), or ``None``.
@@ -94,7 +97,7 @@ class Peer(object):
 
     __slots__ = ("group", "host", "port", "weight", "active", "static",
                  "expires_at", "last_heartbeat", "created_time", "address",
-                 "key", "total", "_notify", "healthy", "health", "max_conns",
+                 "key", "total", "_notify", "healthy", "health", "max_conns", "ramp",
                  "__weakref__")
 
     def __init__(self, group, host, port, weight=1, now=0.0, ttl=None,
@@ -114,6 +117,7 @@ class Peer(object):
         self.healthy = True
         self.health = None
         self.max_conns = 0
+        self.ramp = 1.0
         #: the ``peer_changed`` callables to tell of a count change: a list
         #: the registry owns and may extend (no indirection per request)
         self._notify = notify if notify is not None else ()
@@ -128,6 +132,12 @@ class Peer(object):
     def release(self):
         """Count one request fewer in flight (exactly once per ``acquire``)."""
         self.active -= 1
+        for peer_changed in self._notify:
+            peer_changed(self)
+
+    def notify_changed(self):
+        """Tell the balancers that follow the registry (``peer_changed``)
+        that its score changed (``weight``, ``ramp``)."""
         for peer_changed in self._notify:
             peer_changed(self)
 

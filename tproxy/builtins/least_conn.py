@@ -55,6 +55,10 @@ in O(1): a full peer is never picked; when every candidate is full the
 answer is ``503 {"error": "all upstreams busy"}`` (tproxy does not queue
 requests: a client retries sooner than a queue would drain).
 
+A peer warming up (``health.slow_start``) counts with ``weight * ramp``:
+its score is higher, so it takes a smaller share until ``ramp`` reaches 1
+(each step re-scores it through ``peer_changed``).
+
 The balancer only chooses: it returns ``None`` when the group has no live
 peer left to try (tproxy then answers ``503``).
 """
@@ -171,7 +175,7 @@ class Plugin(object):
 
     def _place(self, index, peer):
         """Move ``peer`` to the end of the bucket of its current score."""
-        score = (peer.active + 1) / (peer.weight or 1)
+        score = (peer.active + 1) / (peer.weight * peer.ramp or 1)
         buckets = index.buckets
         old = index.score_of.get(peer)
         if old is not None:
@@ -275,7 +279,7 @@ class Plugin(object):
             del score_of[peer]
             index.full[peer] = None
             return
-        score = (peer.active + 1) / (peer.weight or 1)
+        score = (peer.active + 1) / (peer.weight * peer.ramp or 1)
         del buckets[old][peer]   # an emptied bucket stays (see _pick)
         score_of[peer] = score
         bucket = buckets.get(score)
@@ -380,7 +384,7 @@ class Plugin(object):
                 if down is None or changed.get(peer, 0) < down_n:
                     down, down_n = peer, changed.get(peer, 0)
                 continue
-            score = (peer.active + 1) / (peer.weight or 1)
+            score = (peer.active + 1) / (peer.weight * peer.ramp or 1)
             if best is None or score < best_score:
                 best, best_score, best_n = peer, score, changed.get(peer, 0)
             elif score == best_score:

@@ -365,7 +365,7 @@ class PathPrefixPlugin(Plugin):
             peer = pick(name, tried, False)   # healthy peers first
             if peer is None:
                 continue
-            score = (peer.active + 1) / (peer.weight or 1)
+            score = (peer.active + 1) / (peer.weight * peer.ramp or 1)
             if best is None or score < best_score:
                 best, best_score, ties = peer, score, None
             elif score == best_score:
