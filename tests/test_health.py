@@ -471,3 +471,48 @@ class SlowStartTests(SynchronousTestCase):
         h.advance(10)
         self.assertTrue(peer.healthy)
         self.assertEqual(peer.ramp, 0.1)
+
+
+class ApiTests(SynchronousTestCase):
+    """The public API a third-party balancer or transport uses."""
+
+    def test_interfaces(self):
+        from zope.interface.verify import verifyObject
+
+        from tproxy.builtins.least_conn import Plugin
+        from tproxy.health import IHealth, IHealthListener
+        h = _harness([LIVE], {LIVE: echo})
+        self.assertTrue(verifyObject(IHealth, h.gateway.health))
+        self.assertTrue(verifyObject(IHealthListener, Plugin({})))
+
+    def test_listenerAndReports(self):
+        """A listener hears each change once; failed/succeeded drive them."""
+        from zope.interface import implementer
+
+        from tproxy.health import IHealthListener
+
+        @implementer(IHealthListener)
+        class Listener(object):
+            def __init__(self):
+                self.changes = []
+
+            def peer_health_changed(self, peer):
+                self.changes.append((peer.address, peer.healthy))
+        h = _harness([LIVE, LIVE2], {LIVE: echo},
+                     health={"passive": {"max_fails": 2}})
+        health = h.gateway.health
+        listener = Listener()
+        health.subscribe(listener)
+        peer = h.registry.group("default").peers[("127.0.0.1", 9002)]
+        health.failed(peer, "connect", "refused")
+        self.assertEqual(listener.changes, [])
+        health.failed(peer, "connect", "refused")
+        health.failed(peer, "connect", "refused")   # already ejected: no change
+        self.assertEqual(listener.changes, [(LIVE2, False)])
+        self.assertEqual(health.as_dict(peer)["fails"], 3)
+        h.advance(10)
+        self.assertEqual(listener.changes, [(LIVE2, False), (LIVE2, True)])
+        self.assertTrue(health.as_dict(peer)["probation"])
+        health.succeeded(peer)
+        self.assertFalse(health.as_dict(peer)["probation"])
+        self.assertEqual(len(listener.changes), 2)

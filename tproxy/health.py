@@ -90,8 +90,11 @@ class IHealth(Interface):
     def succeeded(peer):
         """An attempt on ``peer`` succeeded (a response head came, a stream connected)."""
 
-    def check_result(peer, ok, detail=None):
-        """An active check of ``peer`` ended (``ok``: it passed)."""
+    def check_result(peer, ok, detail=None, rise=2, fall=3):
+        """
+        An active check of ``peer`` ended (``ok``: it passed); ``rise``
+        passes in a row make it healthy, ``fall`` failures unhealthy.
+        """
 
     def subscribe(listener):
         """Tell ``listener`` (an :class:`IHealthListener`) of every change."""
