@@ -285,9 +285,12 @@ class HealthState(object):
             h.check_ok = h.check_ok - 1 if h.check_ok < 0 else -1
             if not h.active_down and -h.check_ok >= fall:
                 h.active_down = True
-                log.warn("upstream {peer} of {group} is down: {n} check(s) failed "
-                         "({detail})", peer=peer.address, group=peer.group.name,
-                         n=-h.check_ok, detail=detail)
+                # a line at warn only if this is the change (not when passive
+                # checks had ejected it already)
+                (log.warn if peer.healthy else log.debug)(
+                    "upstream {peer} of {group} is down: {n} check(s) failed "
+                    "({detail})", peer=peer.address, group=peer.group.name,
+                    n=-h.check_ok, detail=detail)
                 self._set(peer, False)
 
     def as_dict(self, peer):
@@ -324,8 +327,9 @@ class HealthState(object):
         self._cancel(h)
         h.timer = self.clock.callLater(seconds, self._readmit, peer)
         self._timed.add(h)
-        if again:
-            # still down: not a change of state worth a line at info
+        if again or not peer.healthy:
+            # still down (or down already by active checks): not a change of
+            # state worth a line at warn
             log.debug("upstream {peer} of {group} still failing ({kind}: {detail}): "
                       "ejected again for {seconds} s", peer=peer.address,
                       group=peer.group.name, kind=kind, detail=detail, seconds=seconds)
