@@ -285,6 +285,7 @@ def run(args):
             b = nginx_backend(tmp, [BASE + 11], "be-out-b")
             if system == "tproxy":
                 p, log = tproxy(tmp, py, [BASE + 10, BASE + 11], [], BASE + 120,
+                                extra={"plugins": ["registry", "router", "least_conn"]},
                                 name="tp-out")
                 target = BASE + 120
             else:
@@ -306,8 +307,15 @@ def run(args):
                                r"timeout (\d+)", out)
             failed = (int(bad.group(1)) if bad else 0) + (
                 sum(int(x) for x in errors.groups()) if errors else 0)
-            row(name, system, (sent, sent - failed, failed),
-                "%d log lines" % (lines(log) - before))
+            note = "%d log lines" % (lines(log) - before)
+            if system == "tproxy":
+                # every request's count released: conn_count back to 0
+                import urllib.request
+                status = json.load(urllib.request.urlopen(
+                    "http://127.0.0.1:%d/upstream/status" % (target + 1)))
+                note += ", conn_count after: %d" % sum(
+                    s["conn_count"] for g in status["groups"] for s in g["servers"])
+            row(name, system, (sent, sent - failed, failed), note)
             stop(p)
             stop(a)
             stop(b)
