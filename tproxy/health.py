@@ -102,6 +102,11 @@ class IHealth(Interface):
     def try_unhealthy():
         """Whether a balancer with no healthy candidate may choose an unhealthy one."""
 
+    def is_failure_status(status):
+        """Whether a response ``status`` counts as a failure of the peer
+        (``health.passive.statuses``): report it with ``failed(peer,
+        "status", status)``, else ``succeeded(peer)``."""
+
     def as_dict(peer):
         """The health fields of ``peer`` for ``/upstream/status``."""
 
@@ -222,10 +227,10 @@ class HealthState(object):
             if h.ejected_until:
                 self._cancel(h)
                 h.ejected_until = 0.0
-            log.info("upstream {peer} of {group} is up again after "
-                     "{ejections} ejection(s)", peer=peer.address,
-                     group=peer.group.name, ejections=h.ejection_count)
-            if not h.active_down:
+            if not h.active_down:   # (else the active checks still say down)
+                log.info("upstream {peer} of {group} is up again after "
+                         "{ejections} ejection(s)", peer=peer.address,
+                         group=peer.group.name, ejections=h.ejection_count)
                 self._set(peer, True)
 
     def failed(self, peer, kind, detail=None):
@@ -297,7 +302,8 @@ class HealthState(object):
         h = peer.health
         if h is None:
             return {"healthy": peer.healthy, "ejections": 0, "ejected_for": 0,
-                    "fails": 0, "last_error": None, "last_check": None}
+                    "probation": False, "active_down": False, "fails": 0,
+                    "total_fails": 0, "last_error": None, "last_check": None}
         now = self.clock.seconds()
         return {
             "healthy": peer.healthy,
