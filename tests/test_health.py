@@ -516,3 +516,17 @@ class ApiTests(SynchronousTestCase):
         health.succeeded(peer)
         self.assertFalse(health.as_dict(peer)["probation"])
         self.assertEqual(len(listener.changes), 2)
+
+
+class PathPrefixBusyTests(SynchronousTestCase):
+
+    def test_allBusy(self):
+        """The path-prefix router answers ``all upstreams busy`` too."""
+        from twisted.internet.defer import Deferred
+        h = Harness(config={"upstreams": {"default": {"peers": [
+            {"host": "127.0.0.1", "port": 9001, "max_conns": 1}]}}},
+            plugins=[{"name": "router", "settings": {"mode": "path_prefix"}}],
+            servers={LIVE: lambda r: Deferred()})
+        h.request("GET", "/a", wait=False)
+        r = h.request("GET", "/b")
+        self.assertEqual((r.status, r.json()["error"]), (503, "all upstreams busy"))

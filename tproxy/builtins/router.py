@@ -373,6 +373,11 @@ class PathPrefixPlugin(Plugin):
                     ties = [best]
                 ties.append(peer)
         if best is None:
+            registry = least._registry
+            if not tried and any(least._busy(g) for g in
+                                 [registry.group(n) for n in groups] if g is not None):
+                ctx.error = "no_peer"
+                return Response.error(503, "all upstreams busy", group=ctx.route)
             # no healthy peer in any matching group (health.when_all_down)
             health = least._health
             if health is not None and not health.try_unhealthy():
