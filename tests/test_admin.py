@@ -115,6 +115,7 @@ class RegistryApiTests(AdminServerMixin, TestCase):
         self.assertEqual(obj, {
             "success": True, "server": "default:127.0.0.1:8080",
             "prefix": "default", "host": "127.0.0.1", "port": 8080, "weight": 1,
+            "max_conns": 0,
             "created": True, "static": False, "expires_in": 60})
         peer = self.registry.group("default").peers[("127.0.0.1", 8080)]
         self.assertTrue(peer.is_live(self.registry.now()))

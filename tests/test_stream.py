@@ -1106,7 +1106,7 @@ class ConfigTests(unittest.TestCase):
         self.assertEqual([(s["listen"], s["group"]) for s in cfg["streams"]],
                          [("tcp:6380:interface=127.0.0.1", "redis")])
         self.assertEqual(cfg["upstreams"]["redis"]["peers"],
-                         [{"host": "127.0.0.1", "port": 6379, "weight": 1}])
+                         [{"host": "127.0.0.1", "port": 6379, "weight": 1, "max_conns": 0}])
 
 
 # -- docs/streams.md ------------------------------------------------------------------------------

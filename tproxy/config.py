@@ -223,6 +223,9 @@ _PEER = {
                        "default": 1,
                        "x-messages": {"minimum": "weight {instance} is out of range (1-1000)",
                                       "maximum": "weight {instance} is out of range (1-1000)"}},
+            # requests in flight at most (0: no limit); a full peer is skipped
+            "max_conns": {"type": "integer", "minimum": 0, "maximum": 1000000,
+                          "default": 0},
         },
     },
 }
@@ -249,6 +252,26 @@ _PLUGIN = {
 }
 
 _ENDPOINT = {"type": "string", "format": "tproxy-endpoint"}
+
+# the active health checks of a group (the health_check plugin)
+_HEALTH_CHECK = {
+    "type": "object", "additionalProperties": False,
+    "properties": {
+        "type": {"enum": ["http", "tcp"], "default": "http"},
+        "method": {"enum": ["GET", "HEAD", "OPTIONS"], "default": "GET"},
+        "path": {"type": "string", "pattern": "^/[\\x21-\\x7e]*$", "default": "/",
+                 "x-messages": {"pattern": "bad path {instance!r} (starts with '/', "
+                                           "printable ASCII, no spaces)"}},
+        "host": {"type": ["string", "null"], "default": None, "format": "tproxy-host"},
+        "statuses": {"type": "array", "minItems": 1, "default": [200],
+                     "items": {"type": "integer", "minimum": 100, "maximum": 599}},
+        "interval": _number(5, exclusive=0),
+        "timeout": _number(2, exclusive=0),
+        "rise": _number(2, minimum=1, integer=True),
+        "fall": _number(3, minimum=1, integer=True),
+        "concurrency": _number(10, minimum=1, integer=True),
+    },
+}
 
 # a TCP (L4) listener of tproxy.stream
 _STREAM = _object({
@@ -287,12 +310,46 @@ SCHEMA = _object({
         "type": "object", "default": {},
         "propertyNames": {"pattern": GROUP_NAME},
         "additionalProperties": _object(
-            {"peers": {"type": "array", "items": _PEER}}, required=["peers"]),
+            {"peers": {"type": "array", "items": _PEER},
+             # active checks of this group (the health_check plugin)
+             "health_check": _HEALTH_CHECK},
+            required=["peers"]),
     },
+    # one health state per peer (tproxy.health)
+    "health": _object({
+        "passive": _object({
+            # nginx's max_fails / fail_timeout; max_fails 0: passive checks off
+            "max_fails": _number(1, minimum=0, integer=True),
+            "fail_timeout": _number(10, exclusive=0),
+            "max_ejection": _number(300, exclusive=0),
+            "statuses": {"type": "array", "default": [], "uniqueItems": True,
+                         "items": {"type": "integer", "minimum": 500, "maximum": 599}},
+        }),
+        "when_all_down": {"enum": ["try_all", "503"], "default": "try_all"},
+        # seconds a registered or re-admitted peer takes to reach its weight
+        # (nginx's slow_start); 0: at once
+        "slow_start": _number(0, minimum=0),
+        # the active checks of the groups without their own health_check
+        # (registered peers' groups); null: none
+        "active": dict(_HEALTH_CHECK, type=["object", "null"], default=None),
+    }),
     "plugins": {"type": "array", "items": _PLUGIN,
                 "default": list(DEFAULT_PLUGINS)},
     "proxy": _object({
-        "tries": _number(3, minimum=1, integer=True),
+        # peers a request may try; 0: each peer of the group once (nginx's
+        # proxy_next_upstream_tries 0)
+        "tries": _number(0, minimum=0, integer=True),
+        # nginx's proxy_next_upstream / proxy_next_upstream_timeout (0: none)
+        "next_upstream": {"type": "array", "uniqueItems": True,
+                          "default": ["error", "timeout"],
+                          "items": {"enum": ["error", "timeout", "invalid_header",
+                                             "http_500", "http_502", "http_503",
+                                             "http_504", "http_429", "non_idempotent",
+                                             "off"]}},
+        "next_upstream_timeout": _number(0, minimum=0),
+        # request body bytes kept to send again on a retry (more: no retry
+        # once the body went upstream)
+        "retry_body_buffer": _number(65536, minimum=0, integer=True),
         "keepalive_timeout": _number(75, exclusive=0),
         "keepalive_requests": _number(10000, minimum=1, integer=True),
         "header_timeout": _number(60, exclusive=0),
@@ -482,13 +539,30 @@ def validate_config(obj, source="<config>"):
     config["plugins"] = [
         {"name": p, "settings": {}} if isinstance(p, str) else p
         for p in config["plugins"]]
+    _check_health_plugin(config, source)
     return config
+
+
+def _check_health_plugin(config, source):
+    """Active checks configured without the plugin that runs them: say so."""
+    if any(p["name"] == "health_check" for p in config["plugins"]):
+        return
+    paths = ["upstreams.{}.health_check".format(name)
+             if _IDENTIFIER.match(name) else
+             "upstreams[{}].health_check".format(json.dumps(name))
+             for name, group in sorted(config["upstreams"].items())
+             if group.get("health_check") is not None]
+    if config["health"]["active"] is not None:
+        paths.append("health.active")
+    if paths:
+        raise ConfigError([(path, "active checks need the health_check plugin in "
+                                  "plugins") for path in paths], source)
 
 
 def _normalise_peer(peer):
     if isinstance(peer, str):
         host, port = parse_host_port(peer)
-        peer = {"host": host, "port": port, "weight": 1}
+        peer = {"host": host, "port": port, "weight": 1, "max_conns": 0}
     return dict(peer, host=normalise_host(peer["host"]))
 
 

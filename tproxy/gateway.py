@@ -9,6 +9,7 @@ from twisted.logger import Logger
 
 from tproxy import probes
 from tproxy.admin import AdminRoutes
+from tproxy.health import HealthState
 from tproxy.phases import Phases
 from tproxy.registry import MemoryRegistry
 from tproxy.trust import TrustedProxies
@@ -22,6 +23,9 @@ class Gateway(object):
         as the clock of timers so that tests can pass a ``Clock``.
     :ivar config: the validated configuration (a ``dict`` with defaults filled).
     :ivar registry: the :class:`tproxy.registry.IRegistry` of upstream groups.
+    :ivar health: the :class:`tproxy.health.IHealth` state of its peers
+        (balancers read ``peer.healthy``; tproxy reports every attempt's
+        outcome to it).
     :ivar admin: the :class:`tproxy.admin.AdminRoutes` of the admin listener.
     :ivar phases: the :class:`tproxy.phases.Phases` driver.
     :ivar plugins: the plugin manager (``pluggy.PluginManager``).
@@ -45,15 +49,17 @@ class Gateway(object):
         self.plugins = plugin_manager
         self.registry = registry if registry is not None else MemoryRegistry(
             reactor, ttl=config["registry"]["ttl"])
+        self.health = HealthState(reactor, self.registry, config.get("health"))
         for group, spec in sorted(config.get("upstreams", {}).items()):
             for peer in spec["peers"]:
-                self.registry.add_static(group, peer["host"], peer["port"], peer["weight"])
+                self.registry.add_static(group, peer["host"], peer["port"], peer["weight"],
+                                         peer.get("max_conns", 0))
         self.trusted_proxies = TrustedProxies(config.get("trusted_proxies", ()))
         self.admin = AdminRoutes(token=config["admin"].get("token"))
         probes.install(self)
         self.phases = Phases(plugin_manager)
         self.listeners = []
-        self._on_stop = []
+        self._on_stop = [self.health.stop]
         #: whether the gateway takes traffic (``/readyz``): from the end of
         #: :meth:`start` until it begins to stop
         self.serving = False

@@ -6,7 +6,7 @@ The ``plugins`` list of the configuration decides which plugins are active
 and in what order.  Each entry's name is resolved, in this order, as:
 
 1. a built-in (:data:`BUILTINS`: ``registry``, ``router``, ``least_conn``,
-   ``access_log``, ``routes``, and the gateway plugins ``request_id``,
+   ``access_log``, ``routes``, ``health_check``, and the gateway plugins ``request_id``,
    ``key_auth``, ``jwt_auth``, ``ip_restriction``, ``cors``, ``rate_limit``,
    ``prometheus``, ``hmac_auth``, ``cache``: see docs/gateway-plugins.md);
 2. an entry point of the group ``tproxy`` (what an installed distribution
@@ -55,6 +55,7 @@ BUILTINS = {
     "least_conn": "tproxy.builtins.least_conn",
     "access_log": "tproxy.builtins.access_log",
     "routes": "tproxy.builtins.routes",
+    "health_check": "tproxy.builtins.health_check",
     "request_id": "tproxy.builtins.request_id",
     "key_auth": "tproxy.builtins.key_auth",
     "jwt_auth": "tproxy.builtins.jwt_auth",

@@ -38,16 +38,17 @@ class IRegistry(Interface):
 
     ttl = Attribute("Seconds a dynamic registration lives after its last heartbeat.")
 
-    def register(group, host, port, weight=None):
+    def register(group, host, port, weight=None, max_conns=None):
         """
         Register ``host:port`` in ``group``, or heartbeat it if present and
         not expired.  ``weight`` (``None``: 1 for a new peer, unchanged for
-        an existing one) is updated.  Return ``(peer, created)``; ``created``
+        an existing one) is updated, and so is ``max_conns`` (``None``: 0, no
+        limit, for a new peer, unchanged for an existing one).  Return ``(peer, created)``; ``created``
         is ``True`` for a new registration, including one whose previous
         registration had expired but was not cleaned up yet.
         """
 
-    def add_static(group, host, port, weight=1):
+    def add_static(group, host, port, weight=1, max_conns=0):
         """Add a peer that never expires (from the configuration); return it."""
 
     def deregister(group, host, port):
@@ -80,6 +81,15 @@ class Peer(object):
     :ivar active: requests (or connections) in flight to it now.
     :ivar static: ``True`` for peers from the configuration (never expire).
     :ivar expires_at: clock time after which it is never selected.
+    :ivar healthy: ``False`` while the health checks say it is down (see
+        :mod:`tproxy.health`); balancers prefer healthy peers.
+    :ivar health: its :class:`tproxy.health.PeerHealth`, or ``None`` (never
+        failed nor checked).
+    :ivar max_conns: requests (or connections) in flight it may take at
+        most; ``0``: no limit.  Balancers skip a full peer.
+    :ivar ramp: the share of its weight it takes now, ``0 < ramp <= 1``
+        (below 1 while it warms up: ``health.slow_start``); balancers weigh
+        it ``weight * ramp``.
     :param notify: the ``peer_changed(peer)`` callables to call when
         ``acquire``/``release`` change the count (a list the registry keeps
         up to date), or ``None``.
@@ -87,7 +97,8 @@ class Peer(object):
 
     __slots__ = ("group", "host", "port", "weight", "active", "static",
                  "expires_at", "last_heartbeat", "created_time", "address",
-                 "key", "total", "_notify", "__weakref__")
+                 "key", "total", "_notify", "healthy", "health", "max_conns", "ramp",
+                 "__weakref__")
 
     def __init__(self, group, host, port, weight=1, now=0.0, ttl=None,
                  notify=None):
@@ -103,6 +114,10 @@ class Peer(object):
         self.expires_at = INFINITY if ttl is None else now + ttl
         self.address = "%s:%d" % (("[%s]" % host) if ":" in host else host, port)
         self.key = (host, port)
+        self.healthy = True
+        self.health = None
+        self.max_conns = 0
+        self.ramp = 1.0
         #: the ``peer_changed`` callables to tell of a count change: a list
         #: the registry owns and may extend (no indirection per request)
         self._notify = notify if notify is not None else ()
@@ -120,6 +135,12 @@ class Peer(object):
         for peer_changed in self._notify:
             peer_changed(self)
 
+    def notify_changed(self):
+        """Tell the balancers that follow the registry (``peer_changed``)
+        that its score changed (``weight``, ``ramp``)."""
+        for peer_changed in self._notify:
+            peer_changed(self)
+
     def is_live(self, now):
         """Whether the peer may be selected at clock time ``now``."""
         return self.expires_at > now
@@ -129,6 +150,7 @@ class Peer(object):
         return {
             "host": self.host, "port": self.port, "prefix": self.group.name,
             "weight": self.weight, "conn_count": self.active,
+            "max_conns": self.max_conns,
             "total_requests": self.total, "static": self.static,
             "last_heartbeat": self.last_heartbeat,
             "created_time": self.created_time,
@@ -223,29 +245,31 @@ class MemoryRegistry(object):
             g = self._groups[name] = Group(name)
         return g
 
-    def _add(self, group, host, port, weight, ttl):
+    def _add(self, group, host, port, weight, ttl, max_conns=0):
         g = self._group(group)
         peer = Peer(g, host, port, weight, now=self.now(), ttl=ttl,
                     notify=self._load_listeners)
+        peer.max_conns = max_conns or 0
         g.peers[peer.key] = peer
         g._added(peer)
         for listener in self._listeners:
             listener.peer_added(peer)
         return peer
 
-    def add_static(self, group, host, port, weight=1):
+    def add_static(self, group, host, port, weight=1, max_conns=0):
         g = self._groups.get(group)
         old = g.peers.get((host, port)) if g is not None else None
         if old is not None:
             self._remove(old)
-        return self._add(group, host, port, weight, None)
+        return self._add(group, host, port, weight, None, max_conns)
 
-    def register(self, group, host, port, weight=None):
+    def register(self, group, host, port, weight=None, max_conns=None):
         g = self._groups.get(group)
         peer = g.peers.get((host, port)) if g is not None else None
         if peer is not None and peer.static:
-            # a static peer heartbeating: nothing expires, only the weight may change
-            self._set_weight(peer, weight)
+            # a static peer heartbeating: nothing expires, only the weight
+            # and max_conns may change
+            self._set_weight(peer, weight, max_conns)
             return peer, False
         now = self.now()
         key = (group, host, port)
@@ -255,19 +279,26 @@ class MemoryRegistry(object):
             self._remove(peer)
             peer = None
         if peer is None:
-            peer = self._add(group, host, port, 1 if weight is None else weight, self.ttl)
+            peer = self._add(group, host, port, 1 if weight is None else weight, self.ttl,
+                             max_conns)
             self._by_age[key] = peer
             return peer, True
         peer.last_heartbeat = now
         peer.expires_at = now + self.ttl
         peer.group._added(peer)
         self._by_age.move_to_end(key)
-        self._set_weight(peer, weight)
+        self._set_weight(peer, weight, max_conns)
         return peer, False
 
-    def _set_weight(self, peer, weight):
+    def _set_weight(self, peer, weight, max_conns=None):
+        changed = False
+        if max_conns is not None and peer.max_conns != max_conns:
+            peer.max_conns = max_conns
+            changed = True
         if weight is not None and peer.weight != weight:
             peer.weight = weight
+            changed = True
+        if changed:
             self._notify_changed(peer)
 
     def _remove(self, peer):

@@ -6,16 +6,19 @@ registrations.
 
 Endpoints (on the admin listener; compatible with the reference gateway):
 
-``GET /upstream/add?port=P[&host=H][&prefix=G][&weight=W]``
+``GET /upstream/add?port=P[&host=H][&prefix=G][&weight=W][&max_conns=M]``
     Register ``H:P`` in group ``G``, or heartbeat it.  ``host`` defaults to
     the caller's address (the TCP peer; ``X-Real-IP`` / ``X-Forwarded-For``
     are believed only from an address in the ``trusted_proxies``
     configuration); ``prefix`` defaults to ``default`` and one leading and
     one trailing ``/`` are ignored (``/api`` is ``api``); ``weight`` is an
     integer from 1 to 1000, 1 for a new server and unchanged on a heartbeat
-    that leaves it out.  Answers ``{"success": true, "server":
-    "prefix:host:port", "prefix", "host", "port", "weight", "created",
-    "static", "expires_in"}``.
+    that leaves it out.  ``max_conns`` (0 to 1000000, 0: no limit, the
+    default) caps the requests in flight to it: a full server is skipped,
+    and when all are full the request gets ``503 {"error": "all upstreams
+    busy"}``.  Answers ``{"success": true, "server": "prefix:host:port",
+    "prefix", "host", "port", "weight", "max_conns", "created", "static",
+    "expires_in"}``.
 
 ``GET /upstream/remove?port=P[&host=H][&prefix=G]``
     Remove a registration: ``200 {"success": true, "removed":
@@ -24,9 +27,12 @@ Endpoints (on the admin listener; compatible with the reference gateway):
     configuration's ``upstreams`` (those cannot be removed at run time).
 
 ``GET /upstream/status[?prefix=G]``
-    ``{"groups": [{"prefix", "servers": [...], "live", "total"}],
+    ``{"groups": [{"prefix", "servers": [...], "live", "healthy", "total"}],
     "total_groups", "total_servers", "timestamp"}``, groups sorted by name and
-    servers by host and port.
+    servers by host and port.  Each server has a ``health`` object
+    (:meth:`tproxy.health.HealthState.as_dict`): ``healthy``, ``ejections``,
+    ``ejected_for`` (seconds left), ``fails``, ``last_error`` and
+    ``last_check`` (``{"time", "kind"/"ok", "detail"}`` or ``null``).
 
 ``add`` and ``remove`` also accept ``POST``, with the parameters in the query
 string or in an ``application/x-www-form-urlencoded`` body.  Bad parameters
@@ -64,6 +70,7 @@ MAX_WEIGHT = 1000
 
 _PORT = re.compile(r"[0-9]{1,5}")
 _WEIGHT = re.compile(r"[0-9]{1,4}")
+_MAX_CONNS = re.compile(r"[0-9]{1,7}")
 # RFC 1123 labels; "_" is also accepted, as the configuration accepts it
 # (container service names use it)
 _LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
@@ -104,6 +111,21 @@ def parse_port(value):
     if not 1 <= port <= 65535:
         raise BadParameter("port", "port {} is out of range (1-65535)".format(port), value)
     return port
+
+
+def parse_max_conns(value):
+    """
+    ``max_conns`` from its decimal text: 0 (no limit) to 1000000; ``None`` if
+    absent or empty.
+
+    :raises BadParameter: if not an integer in range.
+    """
+    if value is None or value == "":
+        return None
+    if not _MAX_CONNS.fullmatch(value) or int(value) > 1000000:
+        raise BadParameter("max_conns", "max_conns must be an integer from 0 (no "
+                           "limit) to 1000000", value)
+    return int(value)
 
 
 def parse_weight(value):
@@ -270,9 +292,14 @@ class Plugin(object):
         try:
             prefix, host, port = self._target(request)
             weight = parse_weight(request.args.get("weight"))
+            max_conns = parse_max_conns(request.args.get("max_conns"))
         except BadParameter as e:
             return 400, e.as_dict()
-        peer, created = self.registry.register(prefix, host, port, weight)
+        if max_conns is None:
+            peer, created = self.registry.register(prefix, host, port, weight)
+        else:
+            peer, created = self.registry.register(prefix, host, port, weight,
+                                                   max_conns=max_conns)
         if created:
             log.info("registered {server} (weight {weight})", server=_server(peer),
                      prefix=prefix, host=host, port=port, weight=peer.weight)
@@ -281,6 +308,7 @@ class Plugin(object):
         return 200, {
             "success": True, "server": _server(peer), "prefix": prefix,
             "host": host, "port": port, "weight": peer.weight,
+            "max_conns": peer.max_conns,
             "created": created, "static": peer.static,
             "expires_in": None if peer.static else self.registry.ttl,
         }
@@ -316,22 +344,26 @@ class Plugin(object):
             except BadParameter as e:
                 return 400, e.as_dict()
         now = self.registry.now()
+        health = getattr(self.gateway, "health", None)
         groups = []
         total = 0
         for group in self.registry.groups():
             if wanted and group.name != wanted:
                 continue
             servers = []
-            live = 0
+            live = healthy = 0
             for peer in sorted(group.peers.values(), key=lambda p: (p.host, p.port)):
                 view = peer.as_dict()
                 view["live"] = peer.is_live(now)
                 live += view["live"]
+                if health is not None:
+                    view["health"] = health.as_dict(peer)
+                healthy += view["live"] and peer.healthy
                 servers.append(view)
             if not servers:
                 continue
             groups.append({"prefix": group.name, "servers": servers,
-                           "live": live, "total": len(servers)})
+                           "live": live, "healthy": healthy, "total": len(servers)})
             total += len(servers)
         return 200, {"groups": groups, "total_groups": len(groups),
                      "total_servers": total, "timestamp": now}

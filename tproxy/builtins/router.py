@@ -64,7 +64,8 @@ group); servers registered without a prefix are in the fallback group and
 serve every path.  ``/api/users`` may go to the servers of ``api`` and of the
 fallback group (and of ``api/users`` if there is one), ``/apix`` and
 ``/other`` to the fallback group's only; the one chosen is the live peer with
-the smallest ``(active + 1) / weight`` among them all, ties taking turns.  The
+the smallest ``(active + 1) / weight`` among them all, ties taking turns
+(only healthy peers while one is left: :mod:`tproxy.health`).  The
 path is forwarded unchanged; ``ctx.route`` is the most specific matching group
 with a live peer (the peer may belong to another of the matching groups:
 ``ctx.peer.group.name``); a client's ``X-Route-Prefix`` is removed and none is
@@ -355,24 +356,40 @@ class PathPrefixPlugin(Plugin):
         groups = ctx.vars.get(GROUPS_VAR) if ctx.vars else None
         if groups is None:
             return None
-        pick = self._least.balancer
-        saved = ctx.route
+        least = self._least
+        if least._registry is not ctx.gateway.registry:
+            least._attach(ctx.gateway)
+        pick = least.choose
         best, best_score, ties = None, None, None
-        try:
+        for name in groups:
+            peer = pick(name, tried, False)   # healthy peers first
+            if peer is None:
+                continue
+            score = (peer.active + 1) / (peer.weight * peer.ramp or 1)
+            if best is None or score < best_score:
+                best, best_score, ties = peer, score, None
+            elif score == best_score:
+                if ties is None:
+                    ties = [best]
+                ties.append(peer)
+        if best is None:
+            registry = least._registry
+            if not tried and any(least._busy(g) for g in
+                                 [registry.group(n) for n in groups] if g is not None):
+                ctx.error = "no_peer"
+                return Response.error(503, "all upstreams busy", group=ctx.route)
+            # no healthy peer in any matching group (health.when_all_down)
+            health = least._health
+            if health is not None and not health.try_unhealthy():
+                if not tried:
+                    ctx.error = "no_peer"
+                    return Response.error(503, "no healthy upstream", group=ctx.route)
+                return None
             for name in groups:
-                ctx.route = name
-                peer = pick(ctx, tried)
-                if peer is None:
-                    continue
-                score = (peer.active + 1) / (peer.weight or 1)
-                if best is None or score < best_score:
-                    best, best_score, ties = peer, score, None
-                elif score == best_score:
-                    if ties is None:
-                        ties = [best]
-                    ties.append(peer)
-        finally:
-            ctx.route = saved
+                peer = pick(name, tried, True)
+                if peer is not None:
+                    return peer
+            return None
         if ties is not None:
             self._turn += 1
             return ties[self._turn % len(ties)]

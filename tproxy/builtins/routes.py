@@ -170,13 +170,15 @@ class Plugin(object):
 
         :return: ``None`` (not pinned: the next balancer chooses), the
             :class:`~tproxy.registry.Peer`, a ``503`` when it is not a live
-            member of the group, or a ``502`` when it failed already (a pinned
-            route never moves to another peer).
+            member of the group (or is unhealthy, with ``health.when_all_down``
+            ``"503"``: it is the only candidate), or a ``502`` when it failed
+            already (a pinned route never moves to another peer).
         """
         route = ctx.vars.get(_ROUTE_VAR) if ctx.vars else None
         if route is None or route.peer_key is None:
             return None
-        peer = self._pinned(ctx.gateway.registry, route)
+        gateway = ctx.gateway
+        peer = self._pinned(gateway.registry, route)
         if peer is None:
             ctx.error = "no_peer"
             return Response.error(503, "no live upstream", group=route.group,
@@ -184,6 +186,14 @@ class Plugin(object):
         if tried and peer in tried:
             return Response.error(502, "pinned upstream failed", upstream=peer.address,
                                   route=route.name)
+        if peer.max_conns and peer.active >= peer.max_conns:
+            ctx.error = "no_peer"
+            return Response.error(503, "all upstreams busy", group=route.group,
+                                  peer=route.peer, route=route.name)
+        if not peer.healthy and not gateway.health.try_unhealthy():
+            ctx.error = "no_peer"
+            return Response.error(503, "no healthy upstream", group=route.group,
+                                  peer=route.peer, route=route.name)
         return peer
 
     def _pinned(self, registry, route):

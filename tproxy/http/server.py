@@ -23,6 +23,7 @@ from tproxy.http.parsing import (HttpParserError, HttpParserInvalidMethodError,
                                  HttpParserUpgrade, HttpRequestParser)
 from tproxy.http.refusals import (METHOD_TOKEN, BadRequest, BadRequestReply, Closing,
                                   Stopped, error_response, normalize_path)
+from tproxy.http.retry import RetryPolicy
 from tproxy.http.upstream import UpstreamPool
 from tproxy.trust import TrustedProxies, UntrustworthyHeader
 
@@ -76,6 +77,9 @@ class ProxyFactory(Factory):
                                  proxy["upstream_keepalive"],
                                  proxy["upstream_keepalive_timeout"],
                                  proxy["max_upstream_header_size"])
+        gateway.registry.subscribe(self.pool)   # removed peers' idle connections close
+        self.health = gateway.health
+        self.retry = RetryPolicy(proxy)
         #: requests read so far (their contexts' request ids are made from it)
         self.requests = 0
         self.connections = set()

@@ -63,7 +63,9 @@ Stub servers (the values of ``servers``):
   bytes that are not HTTP, say);
 - :data:`UNREACHABLE`: connection attempts hang until the connect timeout.
 
-An address with no stub refuses connections.
+An address with no stub refuses connections.  :meth:`Harness.set_server`
+puts a stub at an address, or takes it away (``None``), while the harness
+runs: a backend that dies and comes back.
 
 Stream listeners (``streams``, :mod:`tproxy.stream`) have their own harness,
 :class:`StreamHarness`, on the same clock and pumps: :meth:`StreamHarness.connect`

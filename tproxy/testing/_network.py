@@ -168,6 +168,18 @@ class _Network(object):
         self.registry = self.gateway.registry
         self._wait(self.gateway.start, "init_worker")
 
+    def set_server(self, address, stub):
+        """
+        Put ``stub`` at ``address`` (``"host:port"``) from now on, or take the
+        server there away (``None``: connections are refused): a backend that
+        dies or comes back.  Connections open stay as they are.
+        """
+        key = parse_host_port(address)
+        if stub is None:
+            self._servers.pop(key, None)
+        else:
+            self._servers[key] = self._server_factory(stub)
+
     def _server_factory(self, stub):
         raise NotImplementedError()
 
