@@ -36,7 +36,11 @@ class Gateway(object):
         for group, spec in sorted(config.get("upstreams", {}).items()):
             for peer in spec["peers"]:
                 self.registry.add_static(group, peer["host"], peer["port"], peer["weight"])
-        self.admin = AdminRoutes(token=config["admin"].get("token"))
+            if not spec.get("routable", True) and self.registry.group(group) is not None:
+                self.registry.group(group).routable = False
+        admin = config["admin"]
+        self.admin = AdminRoutes(token=admin.get("token"), hosts=admin.get("hosts", ()),
+                                 origins=admin.get("origins", ()), clock=reactor)
         self.phases = Phases(plugin_manager)
         self._on_stop = []
 
