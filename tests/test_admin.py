@@ -28,13 +28,16 @@ def _static(peer):
 class _Collect(Protocol):
     """Sends ``data`` on connect and collects everything until the close."""
 
-    def __init__(self, data):
+    def __init__(self, data, half_close=False):
         self.data = data
+        self.half_close = half_close
         self.received = []
         self.done = Deferred()
 
     def connectionMade(self):
         self.transport.write(self.data)
+        if self.half_close:
+            self.transport.loseWriteConnection()
 
     def dataReceived(self, data):
         self.received.append(data)
@@ -84,10 +87,11 @@ class AdminServerMixin(object):
         return response.code, response, obj
 
     @inlineCallbacks
-    def raw(self, data):
-        """Send bytes on a new connection; everything received until close."""
+    def raw(self, data, half_close=False):
+        """Send bytes on a new connection (then close the sending side if
+        ``half_close``); everything received until close."""
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.port.getHost().port)
-        protocol = _Collect(data)
+        protocol = _Collect(data, half_close)
         yield connectProtocol(endpoint, protocol)
         received = yield protocol.done
         return received
@@ -459,6 +463,16 @@ class AdminRoutingTests(AdminServerMixin, TestCase):
             b"Transfer-Encoding: chunked\r\n\r\n%x\r\n" % (size,) + b"x" * size)
         self.assertTrue(received.startswith(b"HTTP/1.1 413 "), received[:100])
         self.assertEqual(self.registry.groups(), [])
+
+    @inlineCallbacks
+    def test_halfClose(self):
+        """A client that closes its sending side after its requests gets
+        every answer, then the connection closes."""
+        received = yield self.raw(
+            b"GET /upstream/status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+            b"GET /nothing HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", half_close=True)
+        self.assertEqual(received.count(b"HTTP/1.1 200 "), 1)
+        self.assertEqual(received.count(b"HTTP/1.1 404 "), 1)
 
     @inlineCallbacks
     def test_keepAlive(self):

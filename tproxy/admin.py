@@ -52,7 +52,10 @@ from collections import deque
 from http import HTTPStatus
 from urllib.parse import parse_qsl, unquote
 
+from zope.interface import implementer
+
 from twisted.internet.defer import maybeDeferred, succeed
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
@@ -545,15 +548,19 @@ class AdminFactory(Factory):
         return p
 
 
+@implementer(IHalfCloseableProtocol)
 class _AdminProtocol(Protocol):
     """
     One admin connection: requests parsed with tproxy's request parser and
     answered one at a time, in order (reading pauses while one is handled).
+    A client that closes its sending side after a request (``nc -N``) still
+    gets the answers to the requests it sent whole.
     """
 
     closing = False
     gone = False
     busy = False
+    eof = False
     timer = None
 
     def connectionMade(self):
@@ -749,6 +756,18 @@ class _AdminProtocol(Protocol):
         else:
             self.closing = True
             self.transport.loseConnection()
+
+    def readConnectionLost(self):
+        """The client sends no more: answer what it sent whole, then close."""
+        self.eof = True
+        self.closing = True
+        if not self.busy and not self.queue:
+            self.transport.loseConnection()
+
+    def writeConnectionLost(self):
+        """The client reads no more."""
+        self.gone = True
+        self.transport.loseConnection()
 
     def connectionLost(self, reason):
         self.gone = True
