@@ -572,6 +572,8 @@ class _AdminProtocol(Protocol):
         self.head_bytes = 0
         self.line_bytes = 0
         self.line_done = False
+        if hasattr(self.transport, "setTcpNoDelay"):
+            self.transport.setTcpNoDelay(True)
         self.client = getattr(self.transport.getPeer(), "host", None)
         self.local = getattr(self.transport.getHost(), "host", None)
         self.timer = self.factory.clock.callLater(IDLE_TIMEOUT, self._timed_out)
