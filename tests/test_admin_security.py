@@ -386,6 +386,15 @@ class BackendAddressTests(SynchronousTestCase):
             self.assertEqual(caught.exception.path, path)
             self.assertIn("not a server", caught.exception.problem)
 
+    def test_pinnedRoute(self):
+        """Nor as a route's pinned peer."""
+        h = Harness(plugins=["routes"])
+        answer = h.admin("PUT", "/routes/x", body={"group": "api", "peer": "0.0.0.0:80",
+                                                   "match": {"path": "/x"}})
+        self.assertEqual((answer.status, answer.obj["field"]), (400, "peer"))
+        self.assertEqual(answer.obj["error"], "bad host:port '0.0.0.0:80': 0.0.0.0 is an "
+                         "unspecified address, not a server")
+
     def test_good(self):
         """Ordinary unicast addresses and names are fine."""
         h = harness()
@@ -477,6 +486,25 @@ class InsecureListenerTests(SynchronousTestCase):
         validate_config({"admin": {"listen": "tcp:9180", "token": "s3cret"}})
         validate_config({"admin": {"listen": "tcp:9180",
                                    "allow_remote_without_token": True}})
+
+    def test_warned(self):
+        """Allowed, it is a warning at start, naming the listener and the key."""
+        from twisted.internet.testing import MemoryReactorClock
+        from twisted.logger import globalLogPublisher
+        from tproxy.tap import Options, makeService
+        from tests.test_tap import write_json
+        options = Options()
+        options.parseOptions(["-c", write_json(self, {
+            "listen": "tcp:0:interface=127.0.0.1",
+            "admin": {"listen": "tcp:0", "allow_remote_without_token": True}})])
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        makeService(options, reactor=MemoryReactorClock())
+        warned = [e for e in events if e.get("log_namespace") == "tproxy.tap"
+                  and e["log_level"].name == "warn"]
+        self.assertEqual([e["listen"] for e in warned], ["tcp:0"])
+        self.assertIn("allow_remote_without_token", warned[0]["log_format"])
 
     def test_local(self):
         for listen in ("tcp:9180:interface=127.0.0.1", "tcp:0:interface=127.0.0.2",

@@ -175,7 +175,9 @@ def check_host(host, value=None):
                          "address)".format(host))
     problem = unicast_problem(host)
     if problem is not None:
-        raise ValueError("bad host {!r}: {}".format(value or host, problem))
+        if value is not None and value != host:
+            raise ValueError("bad host:port {!r}: {}".format(value, problem))
+        raise ValueError("bad host {!r}: {}".format(host, problem))
 
 
 def normalise_host(host):
