@@ -336,6 +336,21 @@ class LimitTests(SynchronousTestCase):
         answer = self.add(h, "a", 2)
         self.assertEqual((answer.status, answer.obj["limit"]), (409, "registry.max_servers"))
 
+    def test_countsFollowChanges(self):
+        """Removed and expired servers (and their groups) free their places."""
+        h = harness({"registry": {"max_servers": 2, "max_groups": 2, "ttl": 10,
+                                  "cleanup_interval": 5}})
+        self.add(h, "a", 1)
+        self.add(h, "b", 1)
+        self.assertEqual(self.add(h, "c", 1).status, 409)
+        h.admin("GET", "/upstream/remove?prefix=a&port=1&host=127.0.0.1")
+        self.assertEqual(self.add(h, "c", 1).status, 200)
+        h.advance(15)    # b and c expire and are cleaned up
+        self.assertEqual(servers(h), 0)
+        self.assertEqual(self.add(h, "d", 1).status, 200)
+        self.assertEqual(self.add(h, "e", 1).status, 200)
+        self.assertEqual(self.add(h, "e", 2).status, 409)
+
     def test_expiredPlaceTaken(self):
         """An expired registration not cleaned up yet is replaced in place."""
         h = harness({"registry": {"max_servers_per_group": 1, "ttl": 10,

@@ -62,8 +62,11 @@ from twisted.internet.defer import maybeDeferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from zope.interface import implementer
+
 from tproxy import hookimpl
 from tproxy.config import unicast_problem
+from tproxy.registry import IRegistryListener
 from tproxy.trust import TrustedProxies, UntrustworthyHeader
 
 __all__ = ["Plugin", "BadParameter", "parse_host", "parse_port", "parse_prefix",
@@ -229,9 +232,13 @@ def parse_prefix(value, field="prefix"):
     return prefix
 
 
+@implementer(IRegistryListener)
 class Plugin(object):
     """
     The ``registry`` built-in plugin (see the module docstring).
+
+    It follows the registry's changes (an :class:`IRegistryListener`) to
+    count groups and servers for the ``registry.max_*`` limits in O(1).
 
     :param settings: none (the plugin reads the configuration's
         ``registry`` and ``trusted_proxies`` keys).
@@ -246,12 +253,19 @@ class Plugin(object):
         self.registry = None
         self.trusted = TrustedProxies()
         self._loop = None
+        self._groups = 0    # groups and servers in the registry (limits)
+        self._servers = 0
 
     @hookimpl
     def init_worker(self, gateway):
         """Add the ``/upstream/*`` admin routes and start the cleanup timer."""
         self.gateway = gateway
-        self.registry = gateway.registry
+        if self.registry is not gateway.registry:
+            self.registry = gateway.registry
+            groups = self.registry.groups()
+            self._groups = len(groups)
+            self._servers = sum(len(g.peers) for g in groups)
+            self.registry.subscribe(self)
         self.trusted = TrustedProxies(gateway.config.get("trusted_proxies", ()))
         admin = gateway.admin
         for method in ("GET", "POST"):
@@ -273,6 +287,23 @@ class Plugin(object):
         self._loop.start(interval, now=False).addErrback(
             lambda f: log.failure("registry cleanup timer stopped", f))
         gateway.on_stop(self._stop)
+
+    # -- the counts of the limits (IRegistryListener) -------------------------
+
+    def peer_added(self, peer):
+        """A server joined (its group is new if it is the only one)."""
+        self._servers += 1
+        if len(peer.group.peers) == 1:
+            self._groups += 1
+
+    def peer_removed(self, peer):
+        """A server left (its group is gone if the registry no longer has it)."""
+        self._servers -= 1
+        if self.registry.group(peer.group.name) is None:
+            self._groups -= 1
+
+    #: load changes do not matter to the limits: not called per request
+    peer_changed = None
 
     def _stop(self):
         if self._loop is not None and self._loop.running:
@@ -328,10 +359,9 @@ class Plugin(object):
             if len(group.peers) >= self.max_servers_per_group:
                 return _limit("max_servers_per_group", self.max_servers_per_group,
                               prefix=prefix)
-        groups = self.registry.groups()
-        if group is None and len(groups) >= self.max_groups:
+        if group is None and self._groups >= self.max_groups:
             return _limit("max_groups", self.max_groups, prefix=prefix)
-        if sum(len(g.peers) for g in groups) >= self.max_servers:
+        if self._servers >= self.max_servers:
             return _limit("max_servers", self.max_servers, prefix=prefix)
         return None
 
