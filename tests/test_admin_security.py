@@ -27,8 +27,9 @@ def audits(h):
     return [e for e in h.events if e.get("log_namespace") == "tproxy.audit"]
 
 
-def servers(h):
-    return h.admin("GET", "/upstream/status").obj["total_servers"]
+def servers(h, token=None):
+    headers = {"Authorization": "Bearer " + token} if token else None
+    return h.admin("GET", "/upstream/status", headers=headers).obj["total_servers"]
 
 
 class HostTests(SynchronousTestCase):
@@ -142,6 +143,41 @@ class BrowserTests(SynchronousTestCase):
         answer = h.admin("POST", "/upstream/servers", body={"port": 9002},
                          headers={"Origin": "https://ops.example.com"})
         self.assertEqual(answer.status, 201)
+
+    def test_configuredOriginCors(self):
+        """A page of ``admin.origins`` (cross-site, as a dashboard elsewhere
+        is) is served, with the CORS fields that let it read the answer; its
+        preflight is answered without the token, which browsers never send
+        with it."""
+        h = harness({"admin": {"origins": ["https://ops.example.com"], "token": "s3cret"}})
+        page = {"Origin": "https://ops.example.com", "Sec-Fetch-Site": "cross-site"}
+        answer = h.admin("OPTIONS", "/upstream/servers", headers=dict(
+            page, **{"Access-Control-Request-Method": "POST",
+                     "Access-Control-Request-Headers": "authorization, content-type",
+                     "Access-Control-Request-Private-Network": "true"}))
+        self.assertEqual((answer.status, answer.obj), (204, None))
+        fields = dict(answer.headers)
+        self.assertEqual(fields["Access-Control-Allow-Origin"], "https://ops.example.com")
+        self.assertEqual(fields["Access-Control-Allow-Headers"], "Authorization, Content-Type")
+        self.assertEqual(fields["Access-Control-Allow-Private-Network"], "true")
+        self.assertNotIn("Content-Length", fields)
+        answer = h.admin("POST", "/upstream/servers", body={"port": 9001},
+                         headers=dict(page, Authorization="Bearer s3cret"))
+        self.assertEqual(answer.status, 201)
+        self.assertEqual(dict(answer.headers)["Access-Control-Allow-Origin"],
+                         "https://ops.example.com")
+        answer = h.admin("POST", "/upstream/servers", body={"port": 9002}, headers=page)
+        self.assertEqual(answer.status, 401)
+        self.assertEqual(servers(h, "s3cret"), 1)
+
+    def test_otherPreflight(self):
+        """A preflight from another origin gets no CORS answer."""
+        h = harness({"admin": {"origins": ["https://ops.example.com"]}})
+        answer = h.admin("OPTIONS", "/upstream/servers", headers={
+            "Origin": "https://attacker.example", "Sec-Fetch-Site": "cross-site",
+            "Access-Control-Request-Method": "POST"})
+        self.assertEqual(answer.status, 403)
+        self.assertNotIn("Access-Control-Allow-Origin", dict(answer.headers))
 
     def test_scripts(self):
         """curl and cron jobs send neither: the GET heartbeat works."""

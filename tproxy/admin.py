@@ -29,7 +29,10 @@ order:
    through DNS rebinding;
 3. the browser check (``403``): a ``Sec-Fetch-Site`` other than
    ``same-origin`` or ``none``, or an ``Origin`` other than the listener's
-   own and ``admin.origins``, is a request a web page made;
+   own, is a request a web page made -- unless its ``Origin`` is one of
+   ``admin.origins``, which also gets CORS answers (its ``OPTIONS``
+   preflight is answered ``204`` before the token check: browsers send no
+   credentials with it);
 4. the query string, form and JSON body (``400`` when they cannot be
    decoded);
 5. the path (``404``), the method (``405``), then the handler; an exception in
@@ -399,8 +402,18 @@ class AdminRoutes(object):
                       "loopback addresses, localhost, the listener's address and "
                       "admin.hosts)", host=value)
 
+    def _configured_origin(self, request):
+        """The request's ``Origin`` if it is one of ``admin.origins``."""
+        origin = request.headers.get("origin")
+        if origin is not None and self.origins:
+            if origin.strip().lower().rstrip("/") in self.origins:
+                return origin.strip()
+        return None
+
     def _browser_refused(self, request):
         """Why ``request`` looks sent by another site's web page, or ``None``."""
+        if self._configured_origin(request) is not None:
+            return None   # a page of admin.origins, cross-site or not
         site = request.headers.get("sec-fetch-site")
         if site is not None and site.strip().lower() not in ("same-origin", "none"):
             return _error(403, "cross-site request refused (Sec-Fetch-Site)",
@@ -408,8 +421,6 @@ class AdminRoutes(object):
         origin = request.headers.get("origin")
         if origin is not None:
             wanted = origin.strip().lower().rstrip("/")
-            if wanted in self.origins:
-                return None
             host = request.headers.get("host", "").strip().lower()
             if host and wanted in ("http://" + host, "https://" + host):
                 return None   # the admin listener's own page
@@ -417,13 +428,40 @@ class AdminRoutes(object):
                           "in admin.origins)", origin=origin)
         return None
 
+    def _preflight(self, request, origin):
+        """The ``204`` answer to a CORS preflight from ``origin`` (one of
+        ``admin.origins``): no token is needed, as browsers send none."""
+        headers = [("Access-Control-Allow-Methods", "GET, HEAD, POST, PUT, DELETE"),
+                   ("Access-Control-Allow-Headers", "Authorization, Content-Type"),
+                   ("Access-Control-Max-Age", "600")]
+        if request.headers.get("access-control-request-private-network", "").lower() == "true":
+            headers.append(("Access-Control-Allow-Private-Network", "true"))
+        return AdminResponse(204, None, headers, b"")
+
     def dispatch(self, request):
         """
-        Check, authenticate and route ``request``; never fails.
+        Check, authenticate and route ``request``; never fails.  A request
+        from one of ``admin.origins`` gets the CORS fields that let its page
+        read the answer, and its preflight (``OPTIONS``) is answered.
 
         :param request: an :class:`AdminRequest`.
         :return: a Deferred firing with an :class:`AdminResponse`.
         """
+        origin = self._configured_origin(request)
+        if origin is None:
+            return self._dispatch(request)
+        if request.method == "OPTIONS" and "access-control-request-method" in request.headers:
+            d = succeed(self._preflight(request, origin))
+        else:
+            d = self._dispatch(request)
+
+        def cors(response):
+            response.headers.extend([("Access-Control-Allow-Origin", origin),
+                                     ("Vary", "Origin")])
+            return response
+        return d.addCallback(cors)
+
+    def _dispatch(self, request):
         if not self._authorized(request):
             challenge = ('Bearer realm="tproxy-admin", error="invalid_token"'
                          if "authorization" in request.headers
@@ -726,15 +764,16 @@ class _AdminProtocol(Protocol):
         for name, value in response.headers:
             names.add(name.lower())
             head.append(b"%s: %s\r\n" % (_raw(name), _raw(value)))
-        if "content-type" not in names:
+        if "content-type" not in names and response.status not in (204, 304):
             head.append(b"Content-Type: application/json\r\n")
         head.append(b"Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n")
-        head.append(b"Content-Length: %d\r\n" % len(response.body))
+        if response.status not in (204, 304):
+            head.append(b"Content-Length: %d\r\n" % len(response.body))
         if not keep_alive or (self.closing and not self.queue):
             keep_alive = False
             head.append(b"Connection: close\r\n")
         head.append(b"\r\n")
-        if request is None or request.method != "HEAD":
+        if (request is None or request.method != "HEAD") and response.status not in (204, 304):
             head.append(response.body)
         self.transport.write(b"".join(head))
         if not keep_alive:
