@@ -206,6 +206,23 @@ class TokenTests(SynchronousTestCase):
         self.assertEqual(answer.status, 400)
         self.assertEqual(answer.obj["error"], "query string is not valid UTF-8")
 
+    def test_bodyNotReadWithoutToken(self):
+        """A request with a body but without the token is answered 401 at
+        once (no ``100 Continue``, the body unread), and the connection
+        closes."""
+        response = self.h.admin_raw(
+            b"POST /upstream/servers HTTP/1.1\r\nHost: localhost\r\n"
+            b"Content-Type: application/json\r\nExpect: 100-continue\r\n"
+            b"Content-Length: 1000\r\n\r\n")
+        self.assertEqual(response.status, 401)
+        self.assertEqual(response.headers.get("www-authenticate"), 'Bearer realm="tproxy-admin"')
+        self.assertEqual(response.headers.get("connection"), "close")
+        pending = self.h.admin_raw(
+            b"POST /upstream/servers HTTP/1.1\r\nHost: localhost\r\nAuthorization: "
+            b"Bearer s3cret\r\nExpect: 100-continue\r\nContent-Length: 15\r\n\r\n",
+            wait=False)
+        self.assertFalse(pending.done)   # 100 Continue, then waits for the body
+
     def test_tokenBeforeHost(self):
         """Without the token, a foreign Host learns nothing but 401."""
         answer = self.h.admin("GET", "/upstream/status",

@@ -552,10 +552,12 @@ class _Refused(Exception):
     """A request refused while it is read: answered, then the connection
     closes."""
 
-    def __init__(self, status, message):
+    def __init__(self, status, message, request=None):
         Exception.__init__(self, message)
         self.status = status
         self.message = message
+        #: the request to answer through the routes (its body unread)
+        self.request = request
 
 
 def _status_line(status):
@@ -628,13 +630,13 @@ class _AdminProtocol(Protocol):
         try:
             self.parser.feed_data(data)
         except _Refused as e:
-            self._refuse(e.status, e.message)
+            self._refuse(e.status, e.message, e.request)
         except HttpParserUpgrade:
             self._refuse(400, "protocol upgrade not supported")
         except HttpParserError as e:
             cause = e.__context__
             if isinstance(cause, _Refused):
-                self._refuse(cause.status, cause.message)
+                self._refuse(cause.status, cause.message, cause.request)
             else:
                 self._refuse(400, "malformed request")
         else:
@@ -691,6 +693,7 @@ class _AdminProtocol(Protocol):
         headers = {}
         hosts = 0
         length = None
+        chunked = False
         expect = False
         for name, value in self.fields:
             name = name.decode("latin-1").lower()
@@ -699,8 +702,10 @@ class _AdminProtocol(Protocol):
                 hosts += 1
             elif name == "content-length":
                 length = int(value)
-            elif name == "transfer-encoding" and value.strip().lower() != "chunked":
-                raise _Refused(501, "transfer coding not implemented")
+            elif name == "transfer-encoding":
+                if value.strip().lower() != "chunked":
+                    raise _Refused(501, "transfer coding not implemented")
+                chunked = True
             elif name == "expect" and value.strip().lower() == "100-continue":
                 expect = True
             headers[name] = value if name not in headers else headers[name] + ", " + value
@@ -715,6 +720,9 @@ class _AdminProtocol(Protocol):
             self.parser.get_method().decode("ascii"), url, headers, b"",
             self.client, self.local)
         self.keep_alive = self.parser.should_keep_alive()
+        if (length or chunked) and not self.factory.routes._authorized(self.request):
+            # no token: answered (401) without reading the body
+            raise _Refused(401, "missing or invalid bearer token", self.request)
         self.in_body = True
         if expect and length and not self.busy and not self.queue:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -735,11 +743,13 @@ class _AdminProtocol(Protocol):
 
     # -- answering -------------------------------------------------------------
 
-    def _refuse(self, status, message):
-        """Answer ``status`` after the requests read before, then close."""
+    def _refuse(self, status, message, request=None):
+        """Answer ``status`` (or ``request`` through the routes) after the
+        requests read before, then close."""
         self.closing = True
         self.in_body = False
-        self.queue.append((_error(status, message), False))
+        self.queue.append((request if request is not None else _error(status, message),
+                           False))
         self._next()
 
     def _next(self):
