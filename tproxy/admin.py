@@ -62,7 +62,9 @@ from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
-__all__ = ["AdminRequest", "AdminResponse", "AdminRoutes", "DuplicateRoute",
+from tproxy.http.parsing import HttpParserError, HttpParserUpgrade, HttpRequestParser
+
+__all__ = ["AdminFactory", "AdminRequest", "AdminResponse", "AdminRoutes", "DuplicateRoute",
            "MAX_BODY_SIZE", "MAX_LINE_SIZE", "MAX_HEADER_SIZE", "IDLE_TIMEOUT"]
 
 log = Logger()
@@ -277,8 +279,8 @@ def _split_host(value):
             return None
         host, rest = value[1:end], value[end + 1:]
     else:
-        host, _, port = value.partition(":")
-        rest = ":" + port if _ else ""
+        host, colon, port = value.partition(":")
+        rest = colon + port
     if rest:
         port = rest[1:]
         if rest[0] != ":" or not (port.isdigit() and port.isascii() and len(port) <= 5):
@@ -604,7 +606,6 @@ class _AdminProtocol(Protocol):
     timer = None
 
     def connectionMade(self):
-        from tproxy.http.parsing import HttpRequestParser
         self.parser = HttpRequestParser(self)
         self.queue = deque()
         self.heads = 0
@@ -625,7 +626,6 @@ class _AdminProtocol(Protocol):
             return
         if self.timer is not None and self.timer.active():
             self.timer.reset(IDLE_TIMEOUT)
-        from tproxy.http.parsing import HttpParserError, HttpParserUpgrade
         heads = self.heads
         try:
             self.parser.feed_data(data)
