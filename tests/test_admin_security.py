@@ -215,7 +215,8 @@ class TokenTests(SynchronousTestCase):
             b"Content-Type: application/json\r\nExpect: 100-continue\r\n"
             b"Content-Length: 1000\r\n\r\n")
         self.assertEqual(response.status, 401)
-        self.assertEqual(response.headers.get("www-authenticate"), 'Bearer realm="tproxy-admin"')
+        self.assertEqual(response.headers.get("www-authenticate"),
+                         'Bearer realm="tproxy-admin"')
         self.assertEqual(response.headers.get("connection"), "close")
         pending = self.h.admin_raw(
             b"POST /upstream/servers HTTP/1.1\r\nHost: localhost\r\nAuthorization: "
@@ -379,8 +380,8 @@ class LimitTests(SynchronousTestCase):
         answer = self.add(h, "c", 1)
         self.assertEqual((answer.status, answer.obj["limit"]), (409, "registry.max_groups"))
         self.assertEqual(self.add(h, "a", 2).status, 200)
-        self.assertEqual([g["prefix"] for g in h.admin("GET", "/upstream/status").obj["groups"]],
-                         ["a", "b"])
+        groups = h.admin("GET", "/upstream/status").obj["groups"]
+        self.assertEqual([g["prefix"] for g in groups], ["a", "b"])
 
     def test_servers(self):
         h = harness({"registry": {"max_servers": 2}})
@@ -533,8 +534,8 @@ class OversizeTests(SynchronousTestCase):
         self.assertEqual(pending.result().status, 408)
 
     def test_head(self):
-        response = self.h.admin_raw(b"HEAD /upstream/status HTTP/1.1\r\nHost: localhost\r\n\r\n",
-                                    method="HEAD")
+        response = self.h.admin_raw(
+            b"HEAD /upstream/status HTTP/1.1\r\nHost: localhost\r\n\r\n", method="HEAD")
         self.assertEqual((response.status, response.body), (200, b""))
         self.assertEqual(response.headers.get("x-content-type-options"), "nosniff")
 

@@ -482,7 +482,8 @@ class Harness(_Network):
         """
         if isinstance(body, (dict, list)):
             body = json.dumps(body).encode("utf-8")
-            headers = list(headers.items()) if hasattr(headers, "items") else list(headers or [])
+            headers = (list(headers.items()) if hasattr(headers, "items")
+                       else list(headers or []))
             if not any(n.lower() == "content-type" for n, _ in headers):
                 headers.append(("Content-Type", "application/json"))
         response = self.admin_raw(_request_bytes(method, uri, headers, body), client,
