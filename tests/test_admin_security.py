@@ -55,6 +55,17 @@ class HostTests(SynchronousTestCase):
             self.assertIn("admin.hosts", answer.obj["error"])
         self.assertEqual(servers(h), 0)
 
+    def test_probesAnyHost(self):
+        """The public, read-only probes answer whatever the Host (an
+        orchestrator names the listener as it likes); nothing else does."""
+        h = harness({"admin": {"token": "s3cret"}})
+        answer = h.admin("GET", "/healthz", headers={"Host": "tproxy-admin.svc:9180",
+                                                     "Sec-Fetch-Site": "cross-site"})
+        self.assertEqual(answer.status, 200)
+        answer = h.admin("GET", "/upstream/status", headers={
+            "Host": "tproxy-admin.svc:9180", "Authorization": "Bearer s3cret"})
+        self.assertEqual(answer.status, 421)
+
     def test_configuredNames(self):
         """``admin.hosts`` adds names."""
         h = harness({"admin": {"hosts": ["admin.internal", "10.1.2.3"]}})

@@ -401,6 +401,7 @@ class CleanupTimerTests(SynchronousTestCase):
         self.start()
         self.assertEqual(sorted(self.gateway.admin.routes), [
             ("DELETE", "/upstream/servers"),
+            ("GET", "/healthz"), ("GET", "/readyz"),   # the gateway's own
             ("GET", "/upstream/add"), ("GET", "/upstream/remove"),
             ("GET", "/upstream/servers"), ("GET", "/upstream/status"),
             ("POST", "/upstream/add"), ("POST", "/upstream/remove"),

@@ -22,7 +22,11 @@ path is an error at start (naming both).
 The admin API changes routing for every client, so a request meets, in
 order:
 
-1. the token check (``401``), before anything of the request is parsed;
+1. the token check (``401``), before anything of the request is parsed
+   (not for a route made with ``public=True``, such as the health endpoints
+   ``/healthz`` and ``/readyz`` that orchestrators' probes call without a
+   token; such a read-only route also skips the ``Host`` and browser checks
+   of 2 and 3, as a probe may name the listener any way it likes);
 2. the ``Host`` check (``421``): only names of the admin listener are
    accepted (loopback addresses, ``localhost``, the address the connection
    came in on, and ``admin.hosts``), so that a web page cannot reach it
@@ -328,23 +332,32 @@ class AdminRoutes(object):
         self.routes = {}  # (method, path) -> handler
         self.patterns = {}  # (method, path with {params}) -> (segments, handler)
         self.owners = {}  # (method, path) -> plugin name (None: not a plugin's)
+        self.public = set()  # paths served without the token
 
-    def route(self, method, path, handler):
+    def route(self, method, path, handler, public=False):
         """
         Serve ``method path`` with ``handler``.  A segment ``{name}`` of
         ``path`` is a parameter (see the module docstring).  Registering a
         route again replaces it, unless it was another plugin's.
 
+        :param public: serve the path without the token check (for what
+            must answer callers that cannot send one: health probes); a
+            plain path only, never one with parameters.
         :raises DuplicateRoute: if another plugin registered ``method path``
             (the message names both).
         """
         key = (method.upper(), path)
+        if public:
+            if "{" in path:
+                raise ValueError("a public admin route has no parameters: %r" % (path,))
         owner = self.registering
         if key in self.owners and self.owners[key] != owner:
             raise DuplicateRoute(
                 "admin route {} {} is registered by two plugins: {} and {}".format(
                     key[0], path, _who(self.owners[key]), _who(owner)))
         self.owners[key] = owner
+        if public:
+            self.public.add(path)
         if "{" in path:
             self.patterns[key] = (path.split("/"), handler)
         else:
@@ -464,16 +477,19 @@ class AdminRoutes(object):
         return d.addCallback(cors)
 
     def _dispatch(self, request):
-        if not self._authorized(request):
+        authorized = self._authorized(request)
+        public = request.path in self.public
+        if not authorized and not public:
             challenge = ('Bearer realm="tproxy-admin", error="invalid_token"'
                          if "authorization" in request.headers
                          else 'Bearer realm="tproxy-admin"')
             return succeed(_error(401, "missing or invalid bearer token",
                                   [("WWW-Authenticate", challenge)]))
-        request.authenticated = bool(self.token)
-        refused = self._host_refused(request) or self._browser_refused(request)
-        if refused is not None:
-            return succeed(refused)
+        request.authenticated = bool(self.token) and authorized
+        if not public:
+            refused = self._host_refused(request) or self._browser_refused(request)
+            if refused is not None:
+                return succeed(refused)
         try:
             request.decode()
         except ValueError as e:
@@ -720,7 +736,9 @@ class _AdminProtocol(Protocol):
             self.parser.get_method().decode("ascii"), url, headers, b"",
             self.client, self.local)
         self.keep_alive = self.parser.should_keep_alive()
-        if (length or chunked) and not self.factory.routes._authorized(self.request):
+        routes = self.factory.routes
+        if ((length or chunked) and not routes._authorized(self.request)
+                and self.request.path not in routes.public):
             # no token: answered (401) without reading the body
             raise _Refused(401, "missing or invalid bearer token", self.request)
         self.in_body = True
