@@ -582,7 +582,7 @@ class InsecureListenerTests(SynchronousTestCase):
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
         makeService(options, reactor=MemoryReactorClock())
         warned = [e for e in events if e.get("log_namespace") == "tproxy.tap"
-                  and e["log_level"].name == "warn"]
+                  and e["log_level"].name == "warn" and "admin" in e["log_format"]]
         self.assertEqual([e["listen"] for e in warned], ["tcp:0"])
         self.assertIn("allow_remote_without_token", warned[0]["log_format"])
 
