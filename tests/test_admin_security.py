@@ -616,6 +616,17 @@ class DuplicateRouteTests(SynchronousTestCase):
         self.assertIn("'registry'", message)
         self.assertIn("_Registers", message)
 
+    def test_probesTaken(self):
+        """tproxy's own probe paths are taken."""
+        class Health(_Registers):
+            @hookimpl
+            def init_worker(self, gateway):
+                gateway.admin.route("GET", "/healthz", lambda request: (200, {}))
+        with self.assertRaises(DuplicateRoute) as caught:
+            Harness(plugins=[{"name": Health, "settings": {}}])
+        self.assertIn("GET /healthz", str(caught.exception))
+        self.assertIn("tproxy itself", str(caught.exception))
+
     def test_samePluginReplaces(self):
         """A plugin may register its own route again; code outside
         init_worker may replace its own."""

@@ -552,7 +552,9 @@ class AdminRoutes(object):
 
 
 def _who(owner):
-    return "plugin {!r}".format(owner) if owner is not None else "code outside init_worker"
+    if owner is None:
+        return "tproxy itself (or code outside any plugin's init_worker)"
+    return "plugin {!r}".format(owner)
 
 
 def _ip(text):
