@@ -357,7 +357,8 @@ class MessageTests(ProxyTestCase):
                 b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
                 b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
         up = self.upstream(chunked)
-        proxy = await self.proxy({"default": [up]})
+        # (no body held before connecting: it streams at once)
+        proxy = await self.proxy({"default": [up]}, proxy={"client_body_buffer_size": 0})
         client = await self.connect(proxy)
         client.send(b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
                     b"3\r\nabc\r\n")
@@ -485,7 +486,8 @@ class QuickStartTests(ProxyTestCase):
     async def test_registerSpreadStatus(self):
         """Register, spread 6 concurrent requests 3/3, counts back at 0."""
         ups = [self.upstream(delayed(0.2)) for _ in range(2)]
-        proxy = await self.proxy(plugins=["registry", "router", "least_conn", "access_log"])
+        proxy = await self.proxy(plugins=["registry", "router", "least_conn",
+                                            {"name": "access_log", "settings": {"target": "logger"}}])
         admin = self.admin(proxy)
         for up in ups:
             r = await treq.get("%s/upstream/add?port=%d&prefix=api" % (admin, up.port),

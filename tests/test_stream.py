@@ -34,6 +34,9 @@ RECORDER = "tests.test_stream:Recorder"
 MiB = 1024 * 1024
 BLOCK = os.urandom(65536)
 
+#: The access log as twisted.logger events (what these tests observe).
+LOGGER = {"name": "access_log", "settings": {"target": "logger"}}
+
 
 def pattern(size):
     """``size`` bytes of the test pattern, as a list of blocks."""
@@ -924,7 +927,7 @@ class PhaseTests(StreamTestCase):
         """``access``/``log`` (HTTP) implementations never see a stream."""
         echo = self.backend()
         listener = await self.listener(
-            [echo], plugins=["registry", "router", "least_conn", "access_log",
+            [echo], plugins=["registry", "router", "least_conn", LOGGER,
                              "tests.test_stream:HttpOnly"])
         client = await self.connect(listener)
         client.send(b"z")
@@ -946,7 +949,7 @@ class PhaseTests(StreamTestCase):
         globalLogPublisher.addObserver(observe)
         self.addCleanup(globalLogPublisher.removeObserver, observe)
         echo = self.backend()
-        listener = await self.listener([echo], plugins=["least_conn", "access_log"])
+        listener = await self.listener([echo], plugins=["least_conn", LOGGER])
         client = await self.connect(listener)
         client.send(b"hello")
         await client.wait_for(5)

@@ -25,8 +25,9 @@ order:
 1. the token check (``401``), before anything of the request is parsed
    (not for a route made with ``public=True``, such as the health endpoints
    ``/healthz`` and ``/readyz`` that orchestrators' probes call without a
-   token; such a read-only route also skips the ``Host`` and browser checks
-   of 2 and 3, as a probe may name the listener any way it likes);
+   token, or the status page's HTML; such a route, which holds no data,
+   also skips the ``Host`` and browser checks of 2 and 3, as a probe may
+   name the listener any way it likes);
 2. the ``Host`` check (``421``): only names of the admin listener are
    accepted (loopback addresses, ``localhost``, the address the connection
    came in on, and ``admin.hosts``), so that a web page cannot reach it
@@ -42,8 +43,15 @@ order:
 5. the path (``404``), the method (``405``), then the handler; an exception in
    the handler is a ``500`` with a logged traceback.
 
-Every answer is a JSON document.  Scripts (curl, a backend's cron job) send
-neither ``Origin`` nor ``Sec-Fetch-Site``, and are served.
+Every answer is a JSON document, except what a handler returns as an
+:class:`AdminResponse` with a body and a ``Content-Type`` of its own
+(``prometheus``'s ``GET /metrics`` text)::
+
+    AdminResponse(200, None, [("Content-Type", "text/plain; version=0.0.4")],
+                  body=text)
+
+Scripts (curl, a backend's cron job) send neither ``Origin`` nor
+``Sec-Fetch-Site``, and are served.
 
 The HTTP side (:meth:`AdminRoutes.site`) uses tproxy's own strict request
 parser, with the limits of :data:`MAX_LINE_SIZE` (``414`` for a request line,
@@ -302,12 +310,13 @@ class AdminRoutes(object):
     module docstring).
 
     A handler is ``handler(request) -> (status, obj)`` (or a Deferred /
-    coroutine of it, or an :class:`AdminResponse`) where ``request`` is an
-    :class:`AdminRequest`; ``obj`` is sent as JSON.  Unknown paths get
-    ``404``, a known path with another method ``405`` (with ``Allow``), a
-    missing/wrong token ``401`` (with ``WWW-Authenticate: Bearer``), an
-    exception in a handler ``500`` -- all with a JSON ``error``.  A ``GET``
-    route also answers ``HEAD``.
+    coroutine of it) where ``request`` is an :class:`AdminRequest`; ``obj`` is
+    sent as JSON.  A handler may also return an :class:`AdminResponse`, sent
+    as it is (its ``body``, and its ``Content-Type`` if it has one).  Unknown
+    paths get ``404``, a known path with another method ``405`` (with
+    ``Allow``), a missing/wrong token ``401`` (with ``WWW-Authenticate:
+    Bearer``), an exception in a handler ``500`` -- all with a JSON
+    ``error``.  A ``GET`` route also answers ``HEAD``.
 
     :param token: the bearer token every request must send as
         ``Authorization: Bearer <token>``; ``None`` (or ``""``) for none.
@@ -332,7 +341,7 @@ class AdminRoutes(object):
         self.routes = {}  # (method, path) -> handler
         self.patterns = {}  # (method, path with {params}) -> (segments, handler)
         self.owners = {}  # (method, path) -> plugin name (None: not a plugin's)
-        self.public = set()  # paths served without the token
+        self.public = set()  # (method, path) served without the token
 
     def route(self, method, path, handler, public=False):
         """
@@ -340,9 +349,12 @@ class AdminRoutes(object):
         ``path`` is a parameter (see the module docstring).  Registering a
         route again replaces it, unless it was another plugin's.
 
-        :param public: serve the path without the token check (for what
-            must answer callers that cannot send one: health probes); a
-            plain path only, never one with parameters.
+        :param public: serve the path without the token check, nor the
+            ``Host`` and browser checks: only for what must answer callers
+            that cannot send a token (health probes) or what holds no data
+            (the status page's HTML); a plain path only, never one with
+            parameters.  Registering it again without ``public`` makes it
+            private again.
         :raises DuplicateRoute: if another plugin registered ``method path``
             (the message names both).
         """
@@ -357,7 +369,9 @@ class AdminRoutes(object):
                     key[0], path, _who(self.owners[key]), _who(owner)))
         self.owners[key] = owner
         if public:
-            self.public.add(path)
+            self.public.add(key)
+        else:
+            self.public.discard(key)
         if "{" in path:
             self.patterns[key] = (path.split("/"), handler)
         else:
@@ -382,6 +396,10 @@ class AdminRoutes(object):
         if "GET" in methods:
             methods.add("HEAD")
         return sorted(methods)
+
+    def _is_public(self, request):
+        method = "GET" if request.method == "HEAD" else request.method
+        return (method, request.path) in self.public
 
     def _authorized(self, request):
         if not self.token:
@@ -478,7 +496,7 @@ class AdminRoutes(object):
 
     def _dispatch(self, request):
         authorized = self._authorized(request)
-        public = request.path in self.public
+        public = self._is_public(request)
         if not authorized and not public:
             challenge = ('Bearer realm="tproxy-admin", error="invalid_token"'
                          if "authorization" in request.headers
@@ -740,7 +758,7 @@ class _AdminProtocol(Protocol):
         self.keep_alive = self.parser.should_keep_alive()
         routes = self.factory.routes
         if ((length or chunked) and not routes._authorized(self.request)
-                and self.request.path not in routes.public):
+                and not routes._is_public(self.request)):
             # no token: answered (401) without reading the body
             raise _Refused(401, "missing or invalid bearer token", self.request)
         self.in_body = True
@@ -796,7 +814,10 @@ class _AdminProtocol(Protocol):
             head.append(b"%s: %s\r\n" % (_raw(name), _raw(value)))
         if "content-type" not in names and response.status not in (204, 304):
             head.append(b"Content-Type: application/json\r\n")
-        head.append(b"Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n")
+        if "cache-control" not in names:
+            head.append(b"Cache-Control: no-store\r\n")
+        if "x-content-type-options" not in names:
+            head.append(b"X-Content-Type-Options: nosniff\r\n")
         if response.status not in (204, 304):
             head.append(b"Content-Length: %d\r\n" % len(response.body))
         if not keep_alive or (self.closing and not self.queue):

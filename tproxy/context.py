@@ -129,6 +129,9 @@ class RequestContext(object):
         hex) when first read.
     :ivar vars: a ``dict`` for plugins' own per-request values.
     :ivar route: the upstream group chosen by the router (``None`` before).
+    :ivar consumer: the name of the authenticated caller, set by an
+        authentication plugin in ``access`` (``None``: anonymous); the
+        plugins after it (``rate_limit``'s ``consumer`` key, logs) read it.
     :ivar upstream_path: the path (with query) sent upstream.
     :ivar upstream_headers: ``(name, value)`` pairs added to the upstream
         request (replacing any field of the same name).
@@ -141,7 +144,9 @@ class RequestContext(object):
         ``"upstream_error"``, ``"upstream_invalid"`` (not HTTP),
         ``"upstream_header_too_big"`` (a response head past
         ``proxy.max_upstream_header_size``), ``"plugin_error"``,
-        ``"no_peer"``, ...
+        ``"no_peer"``, ``"client_timeout"`` (the client stopped sending its
+        body for ``proxy.client_body_timeout`` seconds), ``"body_too_large"``
+        (past :attr:`max_body_size`), ...
     :ivar plugins: the :class:`tproxy.phases.PhaseSet` of the request's route
         (known after the every-route ``rewrite`` implementations ran).
     :ivar start: the clock's time when the request head was read.
@@ -149,7 +154,7 @@ class RequestContext(object):
     """
 
     __slots__ = ("gateway", "request", "_request_id", "vars", "route",
-                 "upstream_path", "upstream_headers", "peer", "tried", "status",
+                 "consumer", "upstream_path", "upstream_headers", "peer", "tried", "status",
                  "bytes_sent", "error", "start", "upstream_start",
                  "upstream_end", "end", "plugins", "exchange")
 
@@ -159,6 +164,7 @@ class RequestContext(object):
         self._request_id = request_id
         self.vars = {}
         self.route = None
+        self.consumer = None
         self.upstream_path = request.uri
         self.upstream_headers = []
         self.peer = None
@@ -186,6 +192,31 @@ class RequestContext(object):
     @request_id.setter
     def request_id(self, value):
         self._request_id = value
+
+    @property
+    def max_body_size(self):
+        """
+        The bytes the request body may have (``None``: no limit); starts as
+        ``proxy.max_body_size``.  A ``rewrite`` or ``access`` implementation
+        may set it for this request (a per-route limit): a declared
+        ``Content-Length`` is checked against it once ``access`` is over, and
+        a chunked body's decoded bytes as they arrive (those that arrived
+        before were counted against the limit in force then).  Past it:
+        ``413``, or, once the response has started, the upstream request is
+        aborted and the connection closed (``ctx.error`` is
+        ``"body_too_large"``).
+        """
+        ex = self.exchange
+        if ex is not None:
+            return ex.body_limit
+        return self.gateway.config["proxy"]["max_body_size"]
+
+    @max_body_size.setter
+    def max_body_size(self, value):
+        if value is not None and (type(value) is not int or value < 0):
+            raise ValueError("max_body_size is a number of bytes or None, not %r" % (value,))
+        if self.exchange is not None:
+            self.exchange.body_limit = value
 
     def read_body_prefix(self, n):
         """

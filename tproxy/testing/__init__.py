@@ -44,7 +44,8 @@ What a test can look at:
   ``log`` phase saw it (``status``, ``route``, ``peer``, ``tried``,
   ``error``, ``vars``);
 - what was logged: :attr:`Harness.events`, the :mod:`twisted.logger` events
-  emitted while the harness worked (the ``access_log`` lines among them, and
+  emitted while the harness worked (the ``access_log`` lines among them: in a
+  harness its default target is ``"logger"``, not the standard output; and
   the admin API's audit events, namespace ``tproxy.audit``);
 - the admin listener: :meth:`Harness.admin` sends a request to it over
   in-memory HTTP (every check included) and returns a
@@ -79,17 +80,17 @@ the :class:`~tproxy.stream.StreamContext` of every connection ``stream_log``
 saw.
 
 Stability: :class:`Harness`, :class:`StubResponse`, :class:`UpstreamRequest`,
-:class:`PendingRequest`, :class:`RequestPending`,
+:class:`PendingRequest`, :class:`RawConnection`, :class:`RequestPending`,
 :class:`ResponseIncomplete`, :func:`echo`, :data:`UNREACHABLE`,
 :class:`StreamHarness`, :class:`StreamConnection` and :class:`StreamServer`
 are public API; everything whose name starts with ``_`` is not.
 """
 
 from tproxy.testing._network import UNREACHABLE, RequestPending
-from tproxy.testing.http import (Harness, PendingRequest, ResponseIncomplete, StubResponse,
-                                 UpstreamRequest, echo)
+from tproxy.testing.http import (Harness, PendingRequest, RawConnection, ResponseIncomplete,
+                                 StubResponse, UpstreamRequest, echo)
 from tproxy.testing.stream import StreamConnection, StreamHarness, StreamServer
 
-__all__ = ["Harness", "PendingRequest", "RequestPending", "ResponseIncomplete",
+__all__ = ["Harness", "PendingRequest", "RawConnection", "RequestPending", "ResponseIncomplete",
            "StreamConnection", "StreamHarness", "StreamServer", "StubResponse",
            "UNREACHABLE", "UpstreamRequest", "echo"]

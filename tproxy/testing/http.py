@@ -16,6 +16,7 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request as _WebRequest, Site
 
 from tproxy.admin import AdminResponse
+from tproxy.admin_page import install as install_status_page
 from tproxy.http.headers import Headers
 from tproxy.http.server import ProxyFactory
 from tproxy.testing._network import (UNREACHABLE, RequestPending, _Network, _Transport,
@@ -358,6 +359,46 @@ class PendingRequest(object):
             self.method, self.uri, self._client.done)
 
 
+class RawConnection(Protocol):
+    """
+    A client connection to the proxy whose bytes the test writes itself
+    (:meth:`Harness.connect`): for malformed requests, requests split at
+    chosen places, pipelining, or a client that stops half-way.
+
+    :ivar received: every byte the proxy sent on it so far (``bytes``).
+    :ivar closed: whether the connection is closed.
+    """
+
+    def __init__(self, harness):
+        self._harness = harness
+        self._received = []
+        self.closed = False
+
+    @property
+    def received(self):
+        return b"".join(self._received)
+
+    def dataReceived(self, data):
+        self._received.append(data)
+
+    def connectionLost(self, reason):
+        self.closed = True
+
+    def send(self, data):
+        """Write ``data`` (``bytes``) to the proxy, and move bytes until
+        nothing more happens."""
+        with self._harness._observing():
+            self.transport.write(data)
+            self._harness.flush()
+
+    def close(self):
+        """Close the client's side (the proxy sees the end of the stream, or
+        the client's abort if it was still sending)."""
+        with self._harness._observing():
+            self.transport.loseConnection()
+            self._harness.flush()
+
+
 class Harness(_Network):
     """
     A gateway with its plugins, its HTTP server and its upstream pool, whose
@@ -407,6 +448,8 @@ class Harness(_Network):
         self._start(config, plugins, entry_points)
         self.contexts = self._recorder.contexts
         self.factory = ProxyFactory(self.gateway)
+        # the admin listener's status page and its JSON endpoints, as twistd has them
+        install_status_page(self.gateway, [("proxy", "memory", self.factory)])
         self.admin_factory = self.gateway.admin.site()
 
     def _server_factory(self, stub):
@@ -464,6 +507,22 @@ class Harness(_Network):
             self.flush()
         return pending.result() if wait else pending
 
+    def connect(self, client="127.0.0.1"):
+        """
+        Open a client connection whose bytes the test writes itself.
+
+        :param client: the client's address, as the proxy sees it.
+        :return: a :class:`RawConnection` (``send``, ``received``,
+            ``closed``, ``close``).
+        """
+        protocol = RawConnection(self)
+        client_address = _address(client, next(self._ports))
+        with self._observing():
+            proxy = self.factory.buildProtocol(client_address)
+            self._connect(protocol, client_address, proxy, _address(*_PROXY_ADDRESS))
+            self.flush()
+        return protocol
+
     def admin(self, method, uri, headers=None, body=b"", client="127.0.0.1"):
         """
         Send a request to the admin API over HTTP, on a new connection to the
@@ -478,7 +537,8 @@ class Harness(_Network):
         :param headers: a ``dict`` or a list of ``(name, value)`` pairs.
         :param client: the caller's address.
         :return: a :class:`tproxy.admin.AdminResponse` (``status``, ``obj``:
-            the decoded JSON body, ``headers``: every response field).
+            the decoded JSON body, ``None`` for another type; ``headers``:
+            every response field; ``body``).
         """
         if isinstance(body, (dict, list)):
             body = json.dumps(body).encode("utf-8")
@@ -488,8 +548,9 @@ class Harness(_Network):
                 headers.append(("Content-Type", "application/json"))
         response = self.admin_raw(_request_bytes(method, uri, headers, body), client,
                                   method)
-        text = response.body.decode("utf-8")
-        return AdminResponse(response.status, json.loads(text) if text else None,
+        is_json = "json" in (response.headers.get("content-type") or "")
+        obj = json.loads(response.body.decode("utf-8")) if is_json and response.body else None
+        return AdminResponse(response.status, obj,
                              [(_str(n), _str(v)) for n, v in response.headers.raw],
                              response.body)
 

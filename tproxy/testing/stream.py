@@ -13,6 +13,7 @@ from twisted.python.failure import Failure
 from twisted.test import iosim
 from zope.interface import implementer
 
+from tproxy.admin_page import install as install_status_page
 from tproxy.config import parse_host_port
 from tproxy.stream import StreamFactory
 from tproxy.testing._network import UNREACHABLE, _Network, _Transport, _address, _text
@@ -356,6 +357,8 @@ class StreamHarness(_Network):
         self.stream = self.config["streams"][0]
         self.logged = self._recorder.logged
         self.factory = StreamFactory(self.gateway, self.stream)
+        # the admin listener's status page and its JSON endpoints, as twistd has them
+        install_status_page(self.gateway, [("stream", self.stream["listen"], self.factory)])
 
     def _server_factory(self, stub):
         if stub is UNREACHABLE or IProtocolFactory.providedBy(stub):
