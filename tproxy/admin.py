@@ -31,7 +31,9 @@ order:
 2. the ``Host`` check (``421``): only names of the admin listener are
    accepted (loopback addresses, ``localhost``, the address the connection
    came in on, and ``admin.hosts``), so that a web page cannot reach it
-   through DNS rebinding;
+   through DNS rebinding -- unless the request carries ``admin.token``,
+   which no such page has (a backend in another container may then name
+   the listener as its network does);
 3. the browser check (``403``): a ``Sec-Fetch-Site`` other than
    ``same-origin`` or ``none``, or an ``Origin`` other than the listener's
    own, is a request a web page made -- unless its ``Origin`` is one of
@@ -505,7 +507,11 @@ class AdminRoutes(object):
                                   [("WWW-Authenticate", challenge)]))
         request.authenticated = bool(self.token) and authorized
         if not public:
-            refused = self._host_refused(request) or self._browser_refused(request)
+            # a request carrying the token is no web page's drive-by: it may
+            # name the listener as its network does (a container's name, a
+            # published address); without a token, the Host is the defence
+            refused = ((None if request.authenticated else self._host_refused(request))
+                       or self._browser_refused(request))
             if refused is not None:
                 return succeed(refused)
         try:
