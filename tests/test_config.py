@@ -16,8 +16,10 @@ ROOT = os.path.dirname(HERE)
 #: Every default, pinned.
 DEFAULTS = {
     "listen": "tcp:8080",
-    "admin": {"listen": "tcp:9180:interface=127.0.0.1", "token": None},
-    "registry": {"ttl": 60, "cleanup_interval": 10},
+    "admin": {"listen": "tcp:9180:interface=127.0.0.1", "token": None, "hosts": [],
+              "origins": [], "allow_remote_without_token": False},
+    "registry": {"ttl": 60, "cleanup_interval": 10, "max_groups": 10000,
+                 "max_servers_per_group": 10000, "max_servers": 100000},
     "trusted_proxies": [],
     "timeouts": {"connect": 60, "send": 60, "read": 90},
     "upstreams": {},
@@ -84,8 +86,8 @@ class DefaultsTests(TestCase):
             "proxy": {"tries": 1, "max_body_size": 1024},
         })
         expected = _with(
-            admin={"listen": "tcp:9180:interface=127.0.0.1", "token": "s3cret"},
-            registry={"ttl": 5, "cleanup_interval": 10},
+            admin=dict(DEFAULTS["admin"], token="s3cret"),
+            registry=dict(DEFAULTS["registry"], ttl=5),
             timeouts={"connect": 60, "send": 60, "read": 2.5},
         )
         expected["proxy"].update(tries=1, max_body_size=1024)
@@ -238,13 +240,15 @@ class ErrorTests(TestCase):
             {"lisen": "tcp:1", "admin": {"tokn": "x"},
              "upstreams": {"api": {"peers": [{"host": "h", "port": 1, "wieght": 2}],
                                    "ttl": 3}}},
-            "etc/conf.json: admin.tokn: unknown key (known keys: listen, token)",
+            "etc/conf.json: admin.tokn: unknown key (known keys: allow_remote_without_token, "
+            "hosts, listen, origins, token)",
             "etc/conf.json: lisen: unknown key (known keys: admin, health, listen, plugins, "
             "proxy, registry, shutdown_timeout, streams, timeouts, trusted_proxies, "
             "upstreams)",
             "etc/conf.json: upstreams.api.peers[0].wieght: unknown key (known keys: "
             "host, max_conns, port, weight)",
-            "etc/conf.json: upstreams.api.ttl: unknown key (known keys: health_check, peers)")
+            "etc/conf.json: upstreams.api.ttl: unknown key (known keys: health_check, peers, "
+            "routable)")
 
     def test_wrong_types(self):
         self.assertErrors(

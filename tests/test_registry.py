@@ -400,7 +400,9 @@ class CleanupTimerTests(SynchronousTestCase):
         """init_worker adds the admin routes."""
         self.start()
         self.assertEqual(sorted(self.gateway.admin.routes), [
+            ("DELETE", "/upstream/servers"),
             ("GET", "/healthz"), ("GET", "/readyz"),   # the gateway's own
             ("GET", "/upstream/add"), ("GET", "/upstream/remove"),
-            ("GET", "/upstream/status"), ("POST", "/upstream/add"),
-            ("POST", "/upstream/remove")])
+            ("GET", "/upstream/servers"), ("GET", "/upstream/status"),
+            ("POST", "/upstream/add"), ("POST", "/upstream/remove"),
+            ("POST", "/upstream/servers"), ("PUT", "/upstream/servers")])

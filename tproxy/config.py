@@ -94,6 +94,9 @@ def parse_host_port(value):
         except ValueError:
             raise ValueError("bad host:port {!r}: {!r} is not an IPv6 "
                              "address".format(value, host))
+        problem = unicast_problem(host)
+        if problem is not None:
+            raise ValueError("bad host:port {!r}: {}".format(value, problem))
     elif ":" in host:
         raise ValueError("bad host:port {!r} (an IPv6 address needs brackets: "
                          "[{}]:{})".format(value, host, port))
@@ -105,6 +108,52 @@ def parse_host_port(value):
     if not 1 <= int(port) <= 65535:
         raise ValueError("port {} is out of range".format(int(port)))
     return host, int(port)
+
+
+def endpoint_is_local(description):
+    """
+    Whether the server endpoint string ``description`` listens on this
+    machine only: an endpoint with a loopback ``interface`` (``tcp``,
+    ``tcp6``, ``ssl``), or a UNIX socket.  Anything else (no interface: every
+    address; other endpoint kinds) is not.
+    """
+    try:
+        from twisted.internet.endpoints import _parseServer
+        kind, args, kwargs = _parseServer(description, None)
+    except Exception:
+        return False
+    if kind == "UNIX":
+        return True
+    interface = kwargs.get("interface", "")   # tcp, tcp6, ssl
+    try:
+        return ipaddress.ip_address(interface).is_loopback
+    except ValueError:
+        return interface.lower() == "localhost"
+
+
+def unicast_problem(host):
+    """
+    Why the IP address ``host`` cannot be a backend (unspecified, broadcast,
+    multicast: it names no one server), or ``None`` (also for a name).
+    """
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    mapped = getattr(address, "ipv4_mapped", None)
+    if mapped is not None:
+        address = mapped
+    if address.is_unspecified or (address.version == 4 and address in _THIS_NETWORK):
+        return "{} is an unspecified address, not a server".format(host)
+    if address.is_multicast:
+        return "{} is a multicast address, not a server".format(host)
+    if address == _BROADCAST:
+        return "{} is the broadcast address, not a server".format(host)
+    return None
+
+
+_THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
+_BROADCAST = ipaddress.ip_address("255.255.255.255")
 
 
 def check_host(host, value=None):
@@ -124,6 +173,11 @@ def check_host(host, value=None):
                              "an IP address (IPv6 as [::1]:80)".format(value, host))
         raise ValueError("bad host {!r} (expected a host name or an IP "
                          "address)".format(host))
+    problem = unicast_problem(host)
+    if problem is not None:
+        if value is not None and value != host:
+            raise ValueError("bad host:port {!r}: {}".format(value, problem))
+        raise ValueError("bad host {!r}: {}".format(host, problem))
 
 
 def normalise_host(host):
@@ -294,10 +348,25 @@ SCHEMA = _object({
         "listen": dict(_ENDPOINT, default="tcp:9180:interface=127.0.0.1"),
         "token": {"type": ["string", "null"], "minLength": 1, "default": None,
                   "x-messages": {"minLength": "empty token (use null for no token)"}},
+        # names a Host header may give for the admin listener besides loopback
+        # addresses, localhost and the listener's own address (DNS rebinding)
+        "hosts": {"type": "array", "default": [],
+                  "items": {"type": "string", "format": "tproxy-host"}},
+        # Origin values (web pages) allowed to call the admin API
+        "origins": {"type": "array", "default": [],
+                    "items": {"type": "string", "pattern": "^https?://[^/?#]+/?$",
+                              "x-messages": {"pattern": "bad origin {instance!r} "
+                                             "(expected scheme://host[:port])"}}},
+        # an admin listener off loopback without a token is refused unless true
+        "allow_remote_without_token": {"type": "boolean", "default": False},
     }),
     "registry": _object({
         "ttl": _number(60, exclusive=0),
         "cleanup_interval": _number(10, exclusive=0),
+        # what the admin API may register (409 beyond); static peers count too
+        "max_groups": _number(10000, minimum=1, integer=True),
+        "max_servers_per_group": _number(10000, minimum=1, integer=True),
+        "max_servers": _number(100000, minimum=1, integer=True),
     }),
     "trusted_proxies": {"type": "array", "default": [],
                         "items": {"type": "string", "format": "tproxy-network"}},
@@ -312,7 +381,9 @@ SCHEMA = _object({
         "additionalProperties": _object(
             {"peers": {"type": "array", "items": _PEER},
              # active checks of this group (the health_check plugin)
-             "health_check": _HEALTH_CHECK},
+             "health_check": _HEALTH_CHECK,
+             # false: only a plugin or a route chooses the group, never a path
+             "routable": {"type": "boolean"}},
             required=["peers"]),
     },
     # one health state per peer (tproxy.health)
@@ -534,6 +605,15 @@ def validate_config(obj, source="<config>"):
     if errors:
         raise ConfigError(errors, source)
     config = fill_defaults(_VALIDATOR, SCHEMA, copy.deepcopy(obj))
+    admin = config["admin"]
+    if (not admin["token"] and not admin["allow_remote_without_token"]
+            and not endpoint_is_local(admin["listen"])):
+        raise ConfigError([("admin.listen", "the admin API would listen off loopback "
+                            "({}) without a token: anyone who reaches it can change "
+                            "routing; set admin.token, listen on loopback "
+                            "(tcp:9180:interface=127.0.0.1), or set "
+                            "admin.allow_remote_without_token to true".format(
+                                admin["listen"]))], source)
     for group in config["upstreams"].values():
         group["peers"] = [_normalise_peer(p) for p in group["peers"]]
     config["plugins"] = [

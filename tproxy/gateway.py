@@ -54,8 +54,12 @@ class Gateway(object):
             for peer in spec["peers"]:
                 self.registry.add_static(group, peer["host"], peer["port"], peer["weight"],
                                          peer.get("max_conns", 0))
+            if not spec.get("routable", True) and self.registry.group(group) is not None:
+                self.registry.group(group).routable = False
         self.trusted_proxies = TrustedProxies(config.get("trusted_proxies", ()))
-        self.admin = AdminRoutes(token=config["admin"].get("token"))
+        admin = config["admin"]
+        self.admin = AdminRoutes(token=admin.get("token"), hosts=admin.get("hosts", ()),
+                                 origins=admin.get("origins", ()), clock=reactor)
         probes.install(self)
         self.phases = Phases(plugin_manager)
         self.listeners = []

@@ -153,16 +153,27 @@ class Phases(object):
     def init_worker(self, gateway):
         """Run every ``init_worker`` in order, each awaited; a Deferred."""
         impls = self._init_worker
+        names = self.names("init_worker")
+        admin = getattr(gateway, "admin", None)
 
         def step(_, i):
             while i < len(impls):
+                if admin is not None:
+                    # the owner of the admin routes it adds (duplicates are
+                    # refused naming both plugins)
+                    admin.registering = names[i]
                 d = _awaitable(impls[i](gateway))
                 i += 1
                 if d is not None:
                     return d.addCallback(step, i)
             return None
 
-        return maybeDeferred(step, None, 0)
+        def done(result):
+            if admin is not None:
+                admin.registering = None
+            return result
+
+        return maybeDeferred(step, None, 0).addBoth(done)
 
     # -- per request ----------------------------------------------------------
 

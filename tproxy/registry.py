@@ -169,14 +169,18 @@ class Group(object):
     :ivar name: the group name (``"api"``, ``"api/v2"``, ``"default"``).
     :ivar peers: ``{(host, port): Peer}``.
     :ivar state: a ``dict`` where a balancer keeps its index of this group.
+    :ivar routable: whether a request's path may choose the group (the
+        ``router``); ``False`` for a group only a plugin or a route picks
+        (``upstreams.NAME.routable``, ``/upstream/add?routable=false``).
     """
 
-    __slots__ = ("name", "peers", "state", "_live_until")
+    __slots__ = ("name", "peers", "state", "routable", "_live_until")
 
     def __init__(self, name):
         self.name = name
         self.peers = {}
         self.state = {}
+        self.routable = True
         self._live_until = -INFINITY
 
     def has_live(self, now):

@@ -33,6 +33,11 @@ Rules:
 
 - Only groups with at least one live peer take part (a group whose every
   peer's TTL has passed is skipped: ``/api/x`` then goes to ``default``).
+- A group marked not routable (``upstreams.NAME.routable: false``,
+  ``/upstream/add?routable=false``) never takes a request by its path: it
+  is for a balancer plugin or a route that names it (``/canary/x`` then
+  goes to ``default`` as ``/canary/x``).  The same holds in path-prefix
+  mode.
 - Matching is on the raw path as received: no percent-decoding and no
   dot-segment removal, so ``/api%2Fv2/x`` has the one segment ``api%2Fv2``
   and matches neither ``api`` nor ``api/v2``.  An empty segment (``//``) ends
@@ -221,7 +226,7 @@ class Plugin(object):
                 break  # no group name starts with these segments
             if candidate != default:
                 group = registry.group(candidate)
-                if group is not None:
+                if group is not None and group.routable:
                     if group.has_live(now):
                         live.append((candidate, stop))
                     else:

@@ -45,7 +45,12 @@ What a test can look at:
   ``error``, ``vars``);
 - what was logged: :attr:`Harness.events`, the :mod:`twisted.logger` events
   emitted while the harness worked (the ``access_log`` lines among them: in a
-  harness its default target is ``"logger"``, not the standard output).
+  harness its default target is ``"logger"``, not the standard output; and
+  the admin API's audit events, namespace ``tproxy.audit``);
+- the admin listener: :meth:`Harness.admin` sends a request to it over
+  in-memory HTTP (every check included) and returns a
+  :class:`tproxy.admin.AdminResponse`; :meth:`Harness.admin_raw` sends bytes
+  as they are.
 
 Time moves only with :meth:`Harness.advance`, which fires the timers that
 fall due on the way (``LoopingCall`` s, timeouts, TTLs) in order, moving bytes

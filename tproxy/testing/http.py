@@ -15,7 +15,7 @@ from twisted.test import iosim
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request as _WebRequest, Site
 
-from tproxy.admin import AdminRequest
+from tproxy.admin import AdminResponse
 from tproxy.admin_page import install as install_status_page
 from tproxy.http.headers import Headers
 from tproxy.http.server import ProxyFactory
@@ -26,6 +26,9 @@ from tproxy.testing._network import (UNREACHABLE, RequestPending, _Network, _Tra
 #: The address the harness's clients connect to (what the proxy's
 #: ``getHost()`` says).
 _PROXY_ADDRESS = ("127.0.0.1", 8080)
+
+#: The address of the admin listener the harness's admin clients connect to.
+_ADMIN_ADDRESS = ("127.0.0.1", 9180)
 
 
 
@@ -427,6 +430,9 @@ class Harness(_Network):
     :ivar config: the validated configuration.
     :ivar factory: the :class:`tproxy.http.server.ProxyFactory` the harness's
         clients connect to.
+    :ivar admin_factory: the admin listener's factory
+        (:meth:`tproxy.admin.AdminRoutes.site`) that :meth:`admin` and
+        :meth:`admin_raw` connect to.
     :ivar upstream_requests: every :class:`UpstreamRequest` the stub servers
         received, in order.
     :ivar contexts: the :class:`~tproxy.context.RequestContext` of every
@@ -444,6 +450,7 @@ class Harness(_Network):
         self.factory = ProxyFactory(self.gateway)
         # the admin listener's status page and its JSON endpoints, as twistd has them
         install_status_page(self.gateway, [("proxy", "memory", self.factory)])
+        self.admin_factory = self.gateway.admin.site()
 
     def _server_factory(self, stub):
         if stub is UNREACHABLE:
@@ -518,17 +525,55 @@ class Harness(_Network):
 
     def admin(self, method, uri, headers=None, body=b"", client="127.0.0.1"):
         """
-        Send a request to the admin API (no HTTP: straight to
-        :meth:`tproxy.admin.AdminRoutes.dispatch`), the token check included.
+        Send a request to the admin API over HTTP, on a new connection to the
+        admin listener (every check included: token, ``Host``, browser
+        requests, limits).
+
+        A ``Host`` field (``localhost``) is added when ``headers`` has none,
+        and a ``Content-Length`` when there is a body; a ``dict`` or ``list``
+        body is sent as JSON (with ``Content-Type: application/json``).
 
         :param uri: path and query (``"/upstream/add?port=9001&prefix=api"``).
-        :param headers: a ``dict``.
+        :param headers: a ``dict`` or a list of ``(name, value)`` pairs.
         :param client: the caller's address.
-        :return: a :class:`tproxy.admin.AdminResponse` (``status``, ``obj``).
+        :return: a :class:`tproxy.admin.AdminResponse` (``status``, ``obj``:
+            the decoded JSON body, ``None`` for another type; ``headers``:
+            every response field; ``body``).
         """
-        request = AdminRequest.from_uri(method, uri, headers, body, client)
-        return self._wait(lambda: self.gateway.admin.dispatch(request),
-                          "admin {} {}".format(method, uri))
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body).encode("utf-8")
+            headers = (list(headers.items()) if hasattr(headers, "items")
+                       else list(headers or []))
+            if not any(n.lower() == "content-type" for n, _ in headers):
+                headers.append(("Content-Type", "application/json"))
+        response = self.admin_raw(_request_bytes(method, uri, headers, body), client,
+                                  method)
+        is_json = "json" in (response.headers.get("content-type") or "")
+        obj = json.loads(response.body.decode("utf-8")) if is_json and response.body else None
+        return AdminResponse(response.status, obj,
+                             [(_str(n), _str(v)) for n, v in response.headers.raw],
+                             response.body)
+
+    def admin_raw(self, data, client="127.0.0.1", method="GET", wait=True):
+        """
+        Send ``data`` (``bytes``, as they are) to the admin listener on a new
+        connection and read one response.
+
+        :param method: the request's method (a ``HEAD`` response has no body).
+        :param wait: with ``False``, return a :class:`PendingRequest` at once.
+        :return: a :class:`StubResponse`.
+        :raises RequestPending: if no complete response came yet.
+        :raises ResponseIncomplete: if the listener closed the connection
+            first.
+        """
+        protocol = _Client(data, method.upper())
+        client_address = _address(client, next(self._ports))
+        with self._observing():
+            server = self.admin_factory.buildProtocol(client_address)
+            self._connect(protocol, client_address, server, _address(*_ADMIN_ADDRESS))
+            pending = PendingRequest(self, protocol, method, "(admin)")
+            self.flush()
+        return pending.result() if wait else pending
 
     def stop(self):
         """Stop the gateway: its ``on_stop`` callbacks run."""
@@ -555,6 +600,10 @@ def _request_bytes(method, uri, headers, body):
     lines.extend(b"%s: %s\r\n" % pair for pair in fields)
     lines.append(b"\r\n")
     return b"".join(lines) + body
+
+
+def _str(value):
+    return value.decode("latin-1") if isinstance(value, bytes) else value
 
 
 def _latin1(value):
