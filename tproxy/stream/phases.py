@@ -46,7 +46,7 @@ def stream_phases(plugin_manager, group):
     of them.
     """
     hooks = plugin_manager.hook
-    scopes = getattr(plugin_manager, "tproxy_scopes", {}) or {}
+    scopes = getattr(plugin_manager, "_tproxy_scopes", {}) or {}
 
     def pick(name, argnames):
         caller = getattr(hooks, name, None)

@@ -202,6 +202,12 @@ class _Client(Protocol):
         self.data = data
         self.head_only = method == "HEAD"
         self.buffer = b""
+        self.response = None     # a StubResponse once complete
+        self.failure = None      # a ResponseIncomplete if the connection died first
+        self._new_response()
+
+    def _new_response(self):
+        """Get ready to parse a response head."""
         self.status = None
         self.reason = ""
         self.headers = None
@@ -209,8 +215,10 @@ class _Client(Protocol):
         self.remaining = None    # body bytes still expected (Content-Length)
         self.chunked = False
         self.until_close = False
-        self.response = None     # a StubResponse once complete
-        self.failure = None      # a ResponseIncomplete if the connection died first
+
+    def _head_response(self):
+        """Whether the response being parsed answers a HEAD (no body)."""
+        return self.head_only
 
     def connectionMade(self):
         self.transport.write(self.data)
@@ -246,7 +254,7 @@ class _Client(Protocol):
                 fields.append((name, value.strip()))
             self.headers = Headers(fields)
             length = self.headers.get("content-length")
-            if self.head_only or status in (204, 304):
+            if self._head_response() or status in (204, 304):
                 self.remaining = 0
             elif "chunked" in (self.headers.get("transfer-encoding") or "").lower():
                 self.chunked = True
@@ -355,6 +363,135 @@ class PendingRequest(object):
             self.method, self.uri, self._client.done)
 
 
+class ClientConnection(_Client):
+    """
+    A client connection of a :class:`Harness` (:meth:`Harness.connect`) that
+    stays open: several requests on it (keep-alive), requests pipelined
+    (sent before the previous response arrived), or raw bytes.
+
+    Every method moves bytes until nothing more happens, like the harness's.
+
+    :ivar responses: every complete :class:`StubResponse` received on the
+        connection so far, in order.
+    :ivar closed: the connection is closed (by the proxy or by this end).
+    """
+
+    def __init__(self, harness):
+        _Client.__init__(self, b"", "GET")
+        self._harness = harness
+        self._received = bytearray()
+        self._methods = []       # of the requests whose responses are due
+        self._index = -1         # of the last request's response in ``responses``
+        self._again = False
+        self.responses = []
+        self.closed = False
+
+    @property
+    def received(self):
+        """Every byte received so far (``bytes``), parsed or not."""
+        return bytes(self._received)
+
+    # -- the protocol ------------------------------------------------------------
+
+    def _head_response(self):
+        return bool(self._methods) and self._methods[0] == "HEAD"
+
+    def dataReceived(self, data):
+        self._received += data
+        self.buffer += data
+        while True:
+            self._again = False
+            if not (self._step() or self._again):
+                return
+
+    def _complete(self):
+        self.responses.append(self._response())
+        if self._methods:
+            self._methods.pop(0)
+        self._new_response()
+        self._again = True
+
+    def connectionLost(self, reason):
+        self.closed = True
+        if self.headers is not None and self.until_close:
+            self.body.append(self.buffer)
+            self.buffer = b""
+            self._complete()
+
+    # -- what a test calls -------------------------------------------------------
+
+    def _act(self, fn, *args):
+        with self._harness._observing():
+            fn(*args)
+            self._harness.flush()
+
+    def send(self, data):
+        """
+        Send raw ``bytes`` (a request head in pieces, a malformed request,
+        several requests at once...).  Responses to requests sent this way
+        are parsed as responses to ``GET`` (a body unless 204 or 304).
+        """
+        self._act(self.transport.write, data)
+
+    def send_request(self, method, uri, headers=None, body=b"", flush=True):
+        """
+        Send one request (built as :meth:`Harness.request` builds it) without
+        waiting for its response: call it several times to pipeline.
+
+        :param flush: with ``False`` the request is only queued on the
+            connection: the next call that moves bytes sends everything
+            queued at once, so the proxy reads the pipelined requests in one
+            piece.
+        """
+        self._methods.append(method.upper())
+        # this request's response comes after every one received so far
+        # (raw requests' included) and after those owed to earlier requests
+        self._index = max(self._index + 1, len(self.responses))
+        data = _request_bytes(method, uri, headers, body)
+        if flush:
+            self._act(self.transport.write, data)
+        else:
+            self.transport.write(data)
+
+    def request(self, method, uri, headers=None, body=b""):
+        """
+        Send one request and return its response (the connection stays
+        open when the proxy keeps it alive).  Arguments as for
+        :meth:`Harness.request`.
+
+        :return: a :class:`StubResponse`: the response to this request (the
+            one after the responses received so far and those owed to the
+            requests sent before with :meth:`request` and
+            :meth:`send_request`; a request sent raw with :meth:`send` whose
+            response has not arrived yet is not counted).
+        :raises RequestPending: if the response is not complete yet.
+        :raises ResponseIncomplete: if the proxy closed the connection first.
+        """
+        self.send_request(method, uri, headers, body)
+        index = self._index
+        if index < len(self.responses):
+            return self.responses[index]
+        if self.closed:
+            raise ResponseIncomplete(
+                "the proxy closed the connection before the response was complete",
+                self._response())
+        raise RequestPending(
+            "{} {}: no complete response yet (clock at {}s): advance the harness's "
+            "clock".format(method, uri, self._harness.clock.seconds()))
+
+    def close(self):
+        """Close this end (after the bytes sent)."""
+        self._act(self.transport.loseConnection)
+
+    def abort(self):
+        """Reset the connection (a client going away)."""
+        self._act(self.transport.abortConnection)
+
+    def __repr__(self):
+        return "<ClientConnection responses={} closed={}>".format(
+            len(self.responses), self.closed)
+
+
 class Harness(_Network):
     """
     A gateway with its plugins, its HTTP server and its upstream pool, whose
@@ -456,6 +593,22 @@ class Harness(_Network):
             pending = PendingRequest(self, protocol, method, uri)
             self.flush()
         return pending.result() if wait else pending
+
+    def connect(self, client="127.0.0.1"):
+        """
+        Open a client connection to the proxy and keep it open: for
+        keep-alive, pipelining and raw bytes (see :class:`ClientConnection`).
+
+        :param client: the client's address, as the proxy sees it.
+        :rtype: :class:`ClientConnection`
+        """
+        connection = ClientConnection(self)
+        client_address = _address(client, next(self._ports))
+        with self._observing():
+            proxy = self.factory.buildProtocol(client_address)
+            self._connect(connection, client_address, proxy, _address(*_PROXY_ADDRESS))
+            self.flush()
+        return connection
 
     def admin(self, method, uri, headers=None, body=b"", client="127.0.0.1"):
         """
