@@ -27,7 +27,8 @@ from tproxy.gateway import Gateway
 from tproxy.plugins import build_plugin_manager
 from tproxy.proxy_protocol import V2_SIGNATURE, header, v1_header, v2_header
 from tproxy.registry import MemoryRegistry
-from tproxy.stream import PENDING_LIMIT, StreamContext, StreamFactory
+from tproxy.stream import StreamContext, StreamFactory
+from tproxy.stream.pipe import PENDING_LIMIT
 
 RECORDER = "tests.test_stream:Recorder"
 

@@ -492,7 +492,8 @@ class Exchange(object):
         if self.ctx.plugins.has_body_filter:
             # held until the end of the upstream read being parsed: when the
             # response ends in the same read, body_filter gets the last
-            # chunk with eof=True (one call per plugin, not two)
+            # chunk with eof=True, so a body read at once is one call per
+            # plugin
             held, self.held_chunk = self.held_chunk, data
             if held is not None:
                 self._filter_body(held, False)

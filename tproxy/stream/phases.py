@@ -9,7 +9,7 @@ from twisted.logger import Logger
 
 from tproxy.phases import _adapt, _awaitable
 
-# the namespace the stream proxy has always logged under
+# one namespace for the stream proxy's modules (what a log filter selects)
 log = Logger(namespace="tproxy.stream")
 
 #: The stream phases and their arguments, in the order a connection meets them.
