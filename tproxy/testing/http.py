@@ -9,17 +9,20 @@ import types
 from collections import namedtuple
 
 from twisted.internet.defer import ensureDeferred, maybeDeferred
-from twisted.internet.interfaces import IProtocolFactory
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IHalfCloseableProtocol, IProtocolFactory
 from twisted.internet.protocol import Protocol
 from twisted.test import iosim
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request as _WebRequest, Site
+from zope.interface import implementer
 
 from tproxy.admin import AdminRequest
 from tproxy.http.headers import Headers
 from tproxy.http.server import ProxyFactory
 from tproxy.testing._network import (UNREACHABLE, RequestPending, _Network, _Transport,
                                       _address, _log, _text)
+from tproxy.testing.stream import _TCPPump, _TCPTransport
 
 
 #: The address the harness's clients connect to (what the proxy's
@@ -363,6 +366,7 @@ class PendingRequest(object):
             self.method, self.uri, self._client.done)
 
 
+@implementer(IHalfCloseableProtocol)
 class ClientConnection(_Client):
     """
     A client connection of a :class:`Harness` (:meth:`Harness.connect`) that
@@ -371,14 +375,26 @@ class ClientConnection(_Client):
 
     Every method moves bytes until nothing more happens, like the harness's.
 
+    The connection behaves as a TCP socket: the proxy's FIN (a
+    ``shutdown(SHUT_WR)``, as in its lingering close) arrives as :attr:`eof`,
+    before the connection closes.
+
     :ivar responses: every complete :class:`StubResponse` received on the
         connection so far, in order.
+    :ivar eof: the proxy sent its FIN (it will send nothing more).
     :ivar closed: the connection is closed (by the proxy or by this end).
+    :ivar reset: it ended with a reset rather than a clean close.
+    :ivar close_on_eof: whether this end closes as soon as the proxy's FIN
+        arrives (as most clients do); with ``False`` it stays open, and may
+        go on sending, until :meth:`close` or :meth:`abort`.
     """
 
-    def __init__(self, harness):
+    def __init__(self, harness, close_on_eof=True):
         _Client.__init__(self, b"", "GET")
         self._harness = harness
+        self.close_on_eof = close_on_eof
+        self.eof = False
+        self.reset = False
         self._received = bytearray()
         self._methods = []       # of the requests whose responses are due
         self._index = -1         # of the last request's response in ``responses``
@@ -411,8 +427,21 @@ class ClientConnection(_Client):
         self._new_response()
         self._again = True
 
+    def readConnectionLost(self):
+        self.eof = True
+        if self.headers is not None and self.until_close:
+            self.body.append(self.buffer)
+            self.buffer = b""
+            self._complete()
+        if self.close_on_eof:
+            self.transport.loseConnection()
+
+    def writeConnectionLost(self):
+        pass
+
     def connectionLost(self, reason):
         self.closed = True
+        self.reset = reason.check(ConnectionDone) is None
         if self.headers is not None and self.until_close:
             self.body.append(self.buffer)
             self.buffer = b""
@@ -594,19 +623,30 @@ class Harness(_Network):
             self.flush()
         return pending.result() if wait else pending
 
-    def connect(self, client="127.0.0.1"):
+    def connect(self, client="127.0.0.1", close_on_eof=True):
         """
         Open a client connection to the proxy and keep it open: for
         keep-alive, pipelining and raw bytes (see :class:`ClientConnection`).
+        It is a TCP connection in memory: FINs and resets travel as on a
+        socket.
 
         :param client: the client's address, as the proxy sees it.
+        :param close_on_eof: as for :class:`ClientConnection`.
         :rtype: :class:`ClientConnection`
         """
-        connection = ClientConnection(self)
+        connection = ClientConnection(self, close_on_eof)
         client_address = _address(client, next(self._ports))
+        server_address = _address(*_PROXY_ADDRESS)
         with self._observing():
             proxy = self.factory.buildProtocol(client_address)
-            self._connect(connection, client_address, proxy, _address(*_PROXY_ADDRESS))
+            client_io = _TCPTransport(connection, isServer=False,
+                                      hostAddress=client_address, peerAddress=server_address)
+            server_io = _TCPTransport(proxy, isServer=True,
+                                      hostAddress=server_address, peerAddress=client_address)
+            proxy.makeConnection(server_io)
+            connection.makeConnection(client_io)
+            self._pumps.append(_TCPPump(connection, proxy, client_io, server_io, False,
+                                        clock=self.clock))
             self.flush()
         return connection
 
