@@ -1,7 +1,8 @@
 """
-End-to-end tests of the proxy over loopback sockets: routing, least-conn
-balancing, keep-alive both ways, forwarded headers and HTTP/1.1 features
-(HEAD, 204/304, chunked, Expect, pipelining, HTTP/1.0).
+Tests of the proxy: routing, least-conn balancing and keep-alive both ways
+(through :mod:`tproxy.testing`, in memory), forwarded headers and HTTP/1.1
+features (HEAD, 204/304, chunked, Expect, pipelining, HTTP/1.0) over
+loopback sockets.
 
 Errors are in :mod:`tests.test_proxy_errors`, large bodies in
 :mod:`tests.test_proxy_streaming`, hooks in :mod:`tests.test_phases`.
@@ -10,7 +11,10 @@ Errors are in :mod:`tests.test_proxy_errors`, large bodies in
 import json
 
 import treq
+from twisted.internet.protocol import Factory, Protocol
+from twisted.trial.unittest import SynchronousTestCase
 
+from tproxy.testing import Harness, echo as testing_echo
 from tests.helpers import ProxyTestCase, delayed, echo, raw, request, until
 
 
@@ -21,185 +25,179 @@ def by_path(routes, default=echo):
     return handler
 
 
-class RoutingTests(ProxyTestCase):
-    """Prefix routing, stripping, ``X-Route-Prefix``, fallback and 503."""
+UP, OTHER = "127.0.0.1:9001", "127.0.0.1:9002"
 
-    async def test_prefixStripped(self):
+
+def harness(upstreams=None, servers=None):
+    """A :mod:`tproxy.testing` harness with the router and least_conn; by
+    default one group ``default`` of one echoing peer."""
+    return Harness(config={"upstreams": upstreams or {"default": {"peers": [UP]}}},
+                   plugins=["router", "least_conn"],
+                   servers=servers if servers is not None else {UP: testing_echo})
+
+
+def upstream_connections(h):
+    """How many upstream connections the stub servers were asked on."""
+    return len({r.client for r in h.upstream_requests})
+
+
+class RawUpstream(Factory):
+    """
+    A stub upstream answering every request head it reads with ``answer``
+    (bytes), then closing if ``close``; ``received`` holds what each
+    connection read.
+    """
+
+    def __init__(self, answer, close=False):
+        self.answer = answer
+        self.close = close
+        self.received = []
+
+    def buildProtocol(self, addr):
+        protocol = Protocol()
+        index = len(self.received)
+        self.received.append(b"")
+
+        def dataReceived(data):
+            self.received[index] += data
+            if self.received[index].endswith(b"\r\n\r\n"):
+                protocol.transport.write(self.answer)
+                if self.close:
+                    protocol.transport.loseConnection()
+        protocol.dataReceived = dataReceived
+        return protocol
+
+
+class RoutingTests(SynchronousTestCase):
+    """What the router does to the request on its way up, as the proxy sends
+    it (the choice of the group is in :mod:`tests.test_builtins_harness`)."""
+
+    def test_prefixStripped(self):
         """``/api/v1/users?q=1`` reaches group ``api`` as ``/v1/users?q=1``,
-        with ``X-Route-Prefix: api`` replacing the client's own."""
-        up = self.upstream()
-        proxy = await self.proxy({"api": [up]})
-        resp = await self.get(proxy, "/api/v1/users?q=1",
-                              headers={"X-Route-Prefix": "admin"})
+        with ``X-Route-Prefix: api`` replacing the client's own; the log
+        phase sees the route and the client's target."""
+        h = harness({"api": {"peers": [UP]}})
+        resp = h.request("GET", "/api/v1/users?q=1", headers={"X-Route-Prefix": "admin"})
         self.assertEqual(resp.status, 200)
-        seen = up.requests[0]
+        [seen] = h.upstream_requests
         self.assertEqual(seen.uri, "/v1/users?q=1")
-        self.assertEqual(seen.header_all("X-Route-Prefix"), ["api"])
-        self.assertEqual(proxy.logged[0].route, "api")
-        self.assertEqual(proxy.logged[0].request.uri, "/api/v1/users?q=1")
-        self.assertLoggedOnce(proxy)
+        self.assertEqual(seen.headers.get_all("X-Route-Prefix"), ["api"])
+        [ctx] = h.contexts
+        self.assertEqual((ctx.route, ctx.request.uri), ("api", "/api/v1/users?q=1"))
 
-    async def test_prefixAlone(self):
-        """``/api`` reaches ``api`` as ``/``."""
-        up = self.upstream()
-        proxy = await self.proxy({"api": [up]})
-        resp = await self.exchange(proxy, request("GET", "/api?x=1"))
-        self.assertEqual(resp.status, 200)
-        self.assertEqual(up.requests[0].uri, "/?x=1")
+    def test_prefixAlone(self):
+        """``/api?x=1`` reaches ``api`` as ``/?x=1``."""
+        h = harness({"api": {"peers": [UP]}})
+        self.assertEqual(h.request("GET", "/api?x=1").status, 200)
+        self.assertEqual(h.upstream_requests[0].uri, "/?x=1")
 
-    async def test_longestPrefix(self):
-        """Groups ``api`` and ``api/v2``: the longest matching one wins."""
-        api, v2 = self.upstream(), self.upstream()
-        proxy = await self.proxy({"api": [api], "api/v2": [v2]})
-        await self.get(proxy, "/api/v2/x")
-        await self.get(proxy, "/api/x")
-        self.assertEqual([r.uri for r in v2.requests], ["/x"])
-        self.assertEqual([r.uri for r in api.requests], ["/x"])
-        self.assertEqual(v2.requests[0].header("X-Route-Prefix"), "api/v2")
-
-    async def test_fallbackToDefault(self):
-        """No prefix matches: ``default`` gets the path unchanged."""
-        api, default = self.upstream(), self.upstream()
-        proxy = await self.proxy({"api": [api], "default": [default]})
-        for path in ("/other/path?x=1", "/apix"):
-            resp = await self.get(proxy, path, headers={"X-Route-Prefix": "api"})
-            self.assertEqual(resp.status, 200)
-        self.assertEqual([r.uri for r in default.requests], ["/other/path?x=1", "/apix"])
-        self.assertEqual([r.header_all("X-Route-Prefix") for r in default.requests],
-                         [["default"], ["default"]])
-        self.assertEqual(api.requests, [])
-
-    async def test_noLivePeer(self):
-        """No group matches and no ``default``: 503 JSON, nothing contacted."""
-        api = self.upstream()
-        proxy = await self.proxy({"api": [api]})
-        resp = await self.get(proxy, "/elsewhere")
-        self.assertEqual(resp.status, 503)
-        self.assertEqual(resp.header("Content-Type"), "application/json")
-        self.assertEqual(resp.json(), {"error": "no live upstream", "group": "default"})
-        self.assertEqual(api.connections, [])
-        self.assertEqual(proxy.logged[0].error, "no_peer")
-        self.assertEqual(proxy.logged[0].status, 503)
-        self.assertLoggedOnce(proxy)
-
-    async def test_hostKept(self):
+    def test_hostKept(self):
         """The client's Host goes upstream unchanged, once."""
-        up = self.upstream()
-        proxy = await self.proxy({"default": [up]})
-        await self.exchange(proxy, request("GET", "/", [("Host", "www.example.org:8443")]))
-        self.assertEqual(up.requests[0].header_all("Host"), ["www.example.org:8443"])
+        h = harness()
+        h.request("GET", "/", headers={"Host": "www.example.org:8443"})
+        self.assertEqual(h.upstream_requests[0].headers.get_all("Host"),
+                         ["www.example.org:8443"])
 
 
-class BalancingTests(ProxyTestCase):
-    """least_conn through the proxy, with slow upstreams held concurrently."""
+class BalancingTests(SynchronousTestCase):
+    """least_conn through the proxy (requests in flight and weights are in
+    :mod:`tests.test_builtins_harness`)."""
 
-    async def concurrent(self, proxy, upstreams, n):
-        """Send ``n`` requests on ``n`` connections; wait until all the
-        upstreams hold them; return the clients."""
-        clients = []
-        for i in range(n):
-            c = await self.connect(proxy)
-            c.send(request("GET", "/api/%d" % i))
-            clients.append(c)
-        await until(lambda: sum(len(u.requests) for u in upstreams) == n)
-        return clients
-
-    async def test_spreadsEvenly(self):
-        """9 concurrent slow requests on 3 equal peers: 3 each; every count
-        back at 0 afterwards."""
-        ups = [self.upstream(delayed(0.3)) for _ in range(3)]
-        proxy = await self.proxy({"api": ups})
-        clients = await self.concurrent(proxy, ups, 9)
-        self.assertEqual(sorted(proxy.active().values()), [3, 3, 3])
-        self.assertEqual([len(u.requests) for u in ups], [3, 3, 3])
-        for c in clients:
-            resps = await c.wait_responses(1)
-            self.assertEqual(resps[0].status, 200)
-        await until(lambda: len(proxy.logged) == 9)
-        self.assertEqual(proxy.active(), {u.port: 0 for u in ups})
-        self.assertLoggedOnce(proxy, 9)
-
-    async def test_weights(self):
-        """Weights 1 and 3: 8 concurrent requests split 2 and 6."""
-        light, heavy = self.upstream(delayed(0.3)), self.upstream(delayed(0.3))
-        proxy = await self.proxy({"api": [(light, 1), (heavy, 3)]})
-        clients = await self.concurrent(proxy, [light, heavy], 8)
-        self.assertEqual((len(light.requests), len(heavy.requests)), (2, 6))
-        self.assertEqual(proxy.active(), {light.port: 2, heavy.port: 6})
-        for c in clients:
-            await c.wait_responses(1)
-        await until(lambda: len(proxy.logged) == 8)
-        self.assertEqual(proxy.active(), {light.port: 0, heavy.port: 0})
-
-    async def test_sequentialRotation(self):
+    def test_sequentialRotation(self):
         """One request at a time: equal peers take turns."""
-        ups = [self.upstream() for _ in range(2)]
-        proxy = await self.proxy({"api": ups})
-        for i in range(4):
-            await self.get(proxy, "/api/x")
-        self.assertEqual([len(u.requests) for u in ups], [2, 2])
+        h = harness({"api": {"peers": [UP, OTHER]}}, {UP: testing_echo, OTHER: testing_echo})
+        for _ in range(4):
+            h.request("GET", "/api/x")
+        self.assertEqual([r.server for r in h.upstream_requests], [UP, OTHER, UP, OTHER])
 
 
-class KeepAliveTests(ProxyTestCase):
+class KeepAliveTests(SynchronousTestCase):
     """Persistent connections to the client and pooled ones upstream."""
 
-    async def test_severalRequestsOneConnection(self):
+    def test_severalRequestsOneConnection(self):
         """Five requests on one client connection reuse one upstream
         connection."""
-        up = self.upstream()
-        proxy = await self.proxy({"default": [up]})
-        client = await self.connect(proxy)
+        h = harness()
+        conn = h.connect()
         for i in range(5):
-            client.send(request("GET", "/r%d" % i))
-            resps = await client.wait_responses(i + 1)
-            self.assertEqual(resps[i].status, 200)
-            self.assertEqual(resps[i].json()["uri"], "/r%d" % i)
-            self.assertIsNone(resps[i].header("Connection"))
-        self.assertFalse(client.closed)
-        self.assertEqual(len(up.connections), 1)
-        self.assertEqual([r.conn.index for r in up.requests], [0] * 5)
-        self.assertEqual(len(proxy.factory.protocols), 1)
-        self.assertLoggedOnce(proxy, 5)
+            resp = conn.request("GET", "/r%d" % i)
+            self.assertEqual((resp.status, resp.json()["uri"]), (200, "/r%d" % i))
+            self.assertIsNone(resp.headers.get("Connection"))
+        self.assertFalse(conn.closed)
+        self.assertEqual(upstream_connections(h), 1)
+        self.assertEqual(h.factory.open_connections, 1)
+        self.assertEqual(len({id(ctx) for ctx in h.contexts}), 5)
 
-    async def test_upstreamReusedAcrossClients(self):
+    def test_upstreamReusedAcrossClients(self):
         """Sequential requests from different client connections share the
         pooled upstream connection."""
-        up = self.upstream()
-        proxy = await self.proxy({"default": [up]})
-        for i in range(3):
-            resp = await self.exchange(proxy, request("GET", "/", [
-                ("Host", "x"), ("Connection", "close")]))
+        h = harness()
+        for _ in range(3):
+            resp = h.request("GET", "/", headers={"Connection": "close"})
             self.assertEqual(resp.status, 200)
-        self.assertEqual(len(up.connections), 1)
+        self.assertEqual(upstream_connections(h), 1)
 
-    async def test_clientConnectionClose(self):
+    def test_clientConnectionClose(self):
         """``Connection: close`` from the client: answered with
         ``Connection: close`` and closed."""
-        up = self.upstream()
-        proxy = await self.proxy({"default": [up]})
-        client = await self.connect(proxy)
-        client.send(request("GET", "/", [("Host", "x"), ("Connection", "close")]))
-        await client.wait_closed()
-        resp, = client.finals()
-        self.assertEqual(resp.status, 200)
-        self.assertEqual(resp.header("Connection"), "close")
+        h = harness()
+        conn = h.connect()
+        resp = conn.request("GET", "/", headers={"Connection": "close"})
+        self.assertEqual((resp.status, resp.headers.get("Connection")), (200, "close"))
+        self.assertTrue(conn.closed)
 
-    async def test_upstreamConnectionClose(self):
+    def test_upstreamConnectionClose(self):
         """An upstream answering ``Connection: close`` is not reused, and the
         client connection stays open."""
-        def closing(conn, req):
-            conn.respond(200, b"bye", [("Connection", "close")])
-            conn.transport.loseConnection()
-        up = self.upstream(closing)
-        proxy = await self.proxy({"default": [up]})
-        client = await self.connect(proxy)
+        up = RawUpstream(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\n"
+                         b"bye", close=True)
+        h = harness(servers={UP: up})
+        conn = h.connect()
+        for _ in range(2):
+            resp = conn.request("GET", "/")
+            self.assertEqual((resp.body, resp.headers.get("Connection")), (b"bye", None))
+        self.assertEqual(len(up.received), 2)
+        self.assertFalse(conn.closed)
+
+    def test_http10Client(self):
+        """An HTTP/1.0 client without Host: answered, then closed; it goes
+        upstream as HTTP/1.1."""
+        up = RawUpstream(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        h = harness(servers={UP: up})
+        conn = h.connect()
+        conn.send(b"GET /old HTTP/1.0\r\n\r\n")
+        self.assertEqual([r.status for r in conn.responses], [200])
+        self.assertTrue(conn.closed)
+        self.assertTrue(up.received[0].startswith(b"GET /old HTTP/1.1\r\n"), up.received)
+
+    def test_http10KeepAlive(self):
+        """HTTP/1.0 with ``Connection: keep-alive`` keeps the connection."""
+        h = harness()
+        conn = h.connect()
         for i in range(2):
-            client.send(request("GET", "/"))
-            resps = await client.wait_responses(i + 1)
-            self.assertEqual(resps[i].body, b"bye")
-            self.assertIsNone(resps[i].header("Connection"))
-        self.assertEqual(len(up.connections), 2)
-        self.assertFalse(client.closed)
+            conn.send(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            self.assertEqual(conn.responses[i].headers.get("Connection"), "keep-alive")
+        self.assertFalse(conn.closed)
+
+    def test_http10CloseDelimited(self):
+        """An unframed upstream body reaches an HTTP/1.0 client delimited by
+        the close, and an HTTP/1.1 client chunked."""
+        body = b"x" * 1000
+        h = harness(servers={UP: RawUpstream(b"HTTP/1.1 200 OK\r\n\r\n" + body, close=True)})
+        conn = h.connect()
+        conn.send(b"GET / HTTP/1.0\r\n\r\n")
+        [resp] = conn.responses
+        self.assertEqual((resp.body, resp.headers.get("Transfer-Encoding")), (body, None))
+        self.assertTrue(conn.closed)
+        conn = h.connect()
+        resp = conn.request("GET", "/")
+        self.assertEqual((resp.body, resp.headers.get("Transfer-Encoding")), (body, "chunked"))
+        self.assertFalse(conn.closed)
+        self.assertEqual(len(h.contexts), 2)
+
+
+class StaleUpstreamTests(ProxyTestCase):
+    """A pooled connection closed by the upstream (real sockets)."""
 
     async def test_staleUpstreamConnection(self):
         """A pooled connection the upstream closed while idle: the next
@@ -212,48 +210,6 @@ class KeepAliveTests(ProxyTestCase):
         resp = await self.exchange(proxy, request("GET", "/2"))
         self.assertEqual(resp.status, 200)
         self.assertEqual(len(up.connections), 2)
-
-    async def test_http10Client(self):
-        """An HTTP/1.0 client without Host: answered, then closed; it goes
-        upstream as HTTP/1.1."""
-        up = self.upstream()
-        proxy = await self.proxy({"default": [up]})
-        client = await self.connect(proxy)
-        client.send(b"GET /old HTTP/1.0\r\n\r\n")
-        await client.wait_closed()
-        resp, = client.finals()
-        self.assertEqual(resp.status, 200)
-        self.assertEqual(up.requests[0].version, "1.1")
-        self.assertEqual(up.requests[0].uri, "/old")
-
-    async def test_http10KeepAlive(self):
-        """HTTP/1.0 with ``Connection: keep-alive`` keeps the connection."""
-        up = self.upstream()
-        proxy = await self.proxy({"default": [up]})
-        client = await self.connect(proxy)
-        for i in range(2):
-            client.send(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
-            resps = await client.wait_responses(i + 1)
-            self.assertEqual(resps[i].header("Connection"), "keep-alive")
-        self.assertFalse(client.closed)
-
-    async def test_http10CloseDelimited(self):
-        """An unframed upstream body reaches an HTTP/1.0 client delimited by
-        the close, and an HTTP/1.1 client chunked."""
-        body = b"x" * 1000
-        up = self.upstream(raw(b"HTTP/1.1 200 OK\r\n\r\n" + body, close="lose"))
-        proxy = await self.proxy({"default": [up]})
-        client = await self.connect(proxy)
-        client.send(b"GET / HTTP/1.0\r\n\r\n")
-        await client.wait_closed()
-        resp, = client.finals()
-        self.assertEqual((resp.body, resp.header("Transfer-Encoding")), (body, None))
-        client = await self.connect(proxy)
-        client.send(request("GET", "/"))
-        resp, = await client.wait_responses(1)
-        self.assertEqual((resp.body, resp.header("Transfer-Encoding")), (body, "chunked"))
-        self.assertFalse(client.closed)
-        self.assertLoggedOnce(proxy, 2)
 
 
 class MessageTests(ProxyTestCase):
