@@ -14,6 +14,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.trial import unittest
+from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 try:
@@ -26,9 +27,9 @@ from tproxy.config import ConfigError, validate_config
 from tproxy.gateway import Gateway
 from tproxy.plugins import build_plugin_manager
 from tproxy.proxy_protocol import V2_SIGNATURE, header, v1_header, v2_header
-from tproxy.registry import MemoryRegistry
 from tproxy.stream import StreamContext, StreamFactory
 from tproxy.stream.pipe import PENDING_LIMIT
+from tproxy.testing import UNREACHABLE, StreamHarness, StreamServer
 
 RECORDER = "tests.test_stream:Recorder"
 
@@ -714,136 +715,142 @@ class TLSTests(StreamTestCase):
 # -- peers, retries and timeouts ---------------------------------------------------------------
 
 
-class BalancingTests(StreamTestCase):
+def stream_harness(peers, servers, group="db", **stream):
+    """A :class:`tproxy.testing.StreamHarness`: a listener of ``group``
+    (``peers``: addresses or ``(address, weight)``) with least_conn."""
+    spec = [p if isinstance(p, str) else
+            {"host": p[0].split(":")[0], "port": int(p[0].split(":")[1]), "weight": p[1]}
+            for p in peers]
+    return StreamHarness(config={"upstreams": {group: {"peers": spec}} if spec else {}},
+                         stream=dict({"group": group}, **stream),
+                         plugins=["least_conn"], servers=servers)
 
-    async def test_refused_peer_is_skipped(self):
+
+A, B, C = "127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"
+
+
+def actives(h, group="db"):
+    return {p.address: p.active for p in h.registry.group(group).peers.values()}
+
+
+class BalancingTests(SynchronousTestCase):
+    """Choosing, retrying and timing out peers (on the fake clock)."""
+
+    def test_refused_peer_is_skipped(self):
         """A peer that refuses the connection is released and the next one tried."""
-        dead = self.closed_port()
-        echo = self.backend()
-        listener = await self.listener([dead, echo])
-        client = await self.connect(listener)
+        h = stream_harness([A, B], {B: StreamServer(echo=True)})   # A refuses
+        client = h.connect()
         client.send(b"ping")
-        await client.wait_for(4)
-        client.transport.loseConnection()
-        (ctx,) = await self.logged(listener)
-        self.assertEqual([p.address for p in ctx.tried], [dead, echo.address])
-        self.assertEqual(ctx.upstream_addr, echo.address)
-        self.assertEqual(ctx.reason, "client_closed")
-        self.assertEqual({p.address: p.active for p in listener.peers()},
-                         {dead: 0, echo.address: 0})
-        self.assertEqual(listener.peer(echo).total, 1)
+        self.assertEqual(client.received, b"ping")
+        client.close()
+        [ctx] = h.logged
+        self.assertEqual([p.address for p in ctx.tried], [A, B])
+        self.assertEqual((ctx.upstream_addr, ctx.reason), (B, "client_closed"))
+        self.assertEqual(actives(h), {A: 0, B: 0})
+        self.assertEqual(h.registry.group("db").peers[("127.0.0.1", 7002)].total, 1)
 
-    async def test_every_peer_refuses(self):
+    def test_every_peer_refuses(self):
         """No peer answers: ``connect_failed``, 502, every peer tried once."""
-        a, b = self.closed_port(), self.closed_port()
-        listener = await self.listener([a, b], tries=3)
-        client = await self.connect(listener)
+        h = stream_harness([A, B], {}, tries=3)
+        client = h.connect()
         client.send(b"lost")
-        await client.lost
-        self.assertEqual(bytes(client.data), b"")
-        (ctx,) = await self.logged(listener)
-        self.assertEqual(sorted(p.address for p in ctx.tried), sorted([a, b]))
-        self.assertEqual((ctx.reason, ctx.status, ctx.error), ("connect_failed", 502,
-                                                               "connect_failed"))
+        self.assertEqual((client.received, client.closed), (b"", True))
+        [ctx] = h.logged
+        self.assertEqual(sorted(p.address for p in ctx.tried), [A, B])
+        self.assertEqual((ctx.reason, ctx.status, ctx.error),
+                         ("connect_failed", 502, "connect_failed"))
 
-    async def test_tries_limit(self):
-        dead = [self.closed_port() for _ in range(3)]
-        echo = self.backend()
-        listener = await self.listener(dead + [echo], tries=2)
-        client = await self.connect(listener)
-        await client.lost
-        (ctx,) = await self.logged(listener)
-        self.assertEqual(len(ctx.tried), 2)
-        self.assertEqual(ctx.reason, "connect_failed")
-        self.assertEqual(echo.open, 0)
+    def test_tries_limit(self):
+        """``tries`` peers at most."""
+        echo = StreamServer(echo=True)
+        h = stream_harness([A, B, C, "127.0.0.1:7004"], {"127.0.0.1:7004": echo}, tries=2)
+        client = h.connect()
+        self.assertTrue(client.closed)
+        [ctx] = h.logged
+        self.assertEqual((len(ctx.tried), ctx.reason), (2, "connect_failed"))
+        self.assertEqual(echo.connections, [])
 
-    async def test_connect_timeout(self):
-        """A peer that does not accept in time is given up (and the next tried)."""
-        hole = self.black_hole()
-        echo = self.backend()
-        listener = await self.listener([hole, echo], timeouts={"connect": 0.2})
-        client = await self.connect(listener)
+    def test_connect_timeout(self):
+        """A peer that does not accept in time is given up (and the next
+        tried); the last one timing out is ``connect_timeout``."""
+        h = stream_harness([A, B], {A: UNREACHABLE, B: StreamServer(echo=True)},
+                           timeouts={"connect": 0.25})
+        client = h.connect()
         client.send(b"late")
-        await client.wait_for(4)
-        client.transport.loseConnection()
-        (ctx,) = await self.logged(listener)
-        self.assertEqual([p.address for p in ctx.tried], [hole, echo.address])
-        self.assertGreaterEqual(ctx.upstream_connect_time(), 0.15)
+        self.assertEqual(client.received, b"")
+        h.advance(0.25)
+        self.assertEqual(client.received, b"late")
+        client.close()
+        [ctx] = h.logged
+        self.assertEqual([p.address for p in ctx.tried], [A, B])
+        self.assertEqual(ctx.upstream_connect_time(), 0.25)
 
-        listener2 = await self.listener([hole], tries=1, timeouts={"connect": 0.1})
-        client = await self.connect(listener2)
-        await client.lost
-        (ctx,) = await self.logged(listener2)
+        h = stream_harness([A], {A: UNREACHABLE}, tries=1, timeouts={"connect": 0.125})
+        client = h.connect()
+        h.advance(0.125)
+        self.assertTrue(client.closed)
+        [ctx] = h.logged
         self.assertEqual((ctx.reason, ctx.status), ("connect_timeout", 502))
 
-    async def test_idle_timeout(self):
-        """No byte either way for ``timeouts.idle``: both connections are closed."""
-        echo = self.backend()
-        listener = await self.listener([echo], timeouts={"idle": 0.3})
-        client = await self.connect(listener)
-        for _ in range(3):  # activity keeps it open
+    def test_idle_timeout(self):
+        """No byte either way for ``timeouts.idle``: both connections are
+        closed; activity keeps them open."""
+        echo = StreamServer(echo=True)
+        h = stream_harness([A], {A: echo}, timeouts={"idle": 0.25})
+        client = h.connect()
+        for _ in range(3):
             client.send(b"x")
-            await sleep(0.15)
-        self.assertFalse(client.gone)
-        await client.lost
-        (ctx,) = await self.logged(listener)
-        self.assertEqual((ctx.reason, ctx.error, ctx.status), ("idle_timeout", "idle_timeout", 200))
-        self.assertGreaterEqual(ctx.session_time(), 0.55)
-        await echo.connections[0].closed
+            h.advance(0.125)
+        # the last byte at 0.25: closed at 0.5, not before
+        h.advance(0.125 - 2 ** -7)
+        self.assertFalse(client.closed)
+        h.advance(2 ** -7)
+        self.assertTrue(client.closed)
+        [ctx] = h.logged
+        self.assertEqual((ctx.reason, ctx.error, ctx.status),
+                         ("idle_timeout", "idle_timeout", 200))
+        self.assertEqual(ctx.session_time(), 0.5)
+        self.assertTrue(echo.connections[0].closed)
 
-    async def test_no_peer(self):
-        listener = await self.listener([], group="nobody")
-        client = await self.connect(listener)
-        await client.lost
-        (ctx,) = await self.logged(listener)
+    def test_no_peer(self):
+        h = stream_harness([], {}, group="nobody")
+        client = h.connect()
+        self.assertTrue(client.closed)
+        [ctx] = h.logged
         self.assertEqual((ctx.reason, ctx.status, ctx.tried), ("no_peer", 502, ()))
 
-    async def test_least_conn_over_long_lived_connections(self):
+    def test_least_conn_over_long_lived_connections(self):
         """Open connections are what least_conn counts; weights are honoured."""
-        a, b, c = self.backend(), self.backend(), self.backend()
-        listener = await self.listener([a, b, (c, 2)])
-        clients = []
-        for _ in range(8):
-            clients.append(await self.connect(listener))
-            clients[-1].send(b"x")
-            await clients[-1].wait_for(1)
-        self.assertEqual((a.open, b.open, c.open), (2, 2, 4))
-        self.assertEqual([listener.peer(x).active for x in (a, b, c)], [2, 2, 4])
-        # close a's two: the next two connections go to a
-        on_a = {s.ctx.client_port for s in listener.factory.sessions
-                if s.ctx.peer.address == a.address}
-        for cl in clients:
-            if cl.transport.getHost().port in on_a:
-                cl.transport.loseConnection()
-        await until(lambda: listener.peer(a).active == 0 and a.open == 0)
-        for _ in range(2):
-            clients.append(await self.connect(listener))
-            clients[-1].send(b"y")
-            await clients[-1].wait_for(1)
-        self.assertEqual((a.open, b.open, c.open), (2, 2, 4))
-        for cl in clients:
-            cl.transport.loseConnection()
-        await self.logged(listener, 10)
-        self.assertEqual([listener.peer(x).total for x in (a, b, c)], [4, 2, 4])
+        servers = {a: StreamServer(echo=True) for a in (A, B, C)}
+        h = stream_harness([A, B, (C, 2)], servers)
+        clients = [h.connect() for _ in range(8)]
+        self.assertEqual([len(servers[a].connections) for a in (A, B, C)], [2, 2, 4])
+        self.assertEqual(actives(h), {A: 2, B: 2, C: 4})
+        # close A's two: the next two connections go to A
+        for client in clients:
+            if client.context.peer.address == A:
+                client.close()
+        self.assertEqual(actives(h)[A], 0)
+        clients += [h.connect() for _ in range(2)]
+        self.assertEqual(actives(h), {A: 2, B: 2, C: 4})
+        for client in clients:
+            client.close()
+        self.assertEqual(len(h.logged), 10)
+        self.assertEqual([h.registry.group("db").peers[("127.0.0.1", int(a[-4:]))].total
+                          for a in (A, B, C)], [4, 2, 4])
 
-    async def test_registered_peers_and_ttl(self):
+    def test_registered_peers_and_ttl(self):
         """Run-time registrations serve streams too, until their TTL passes."""
-        clock = task.Clock()
-        registry = MemoryRegistry(clock, ttl=10)
-        echo = self.backend()
-        listener = await self.listener([], group="cache", registry=registry)
-        host, port = echo.address.split(":")
-        registry.register("cache", host, int(port))
-        client = await self.connect(listener)
+        h = stream_harness([], {A: StreamServer(echo=True)}, group="cache")
+        h.registry.register("cache", "127.0.0.1", 7001)
+        client = h.connect()
         client.send(b"hi")
-        await client.wait_for(2)
-        client.transport.loseConnection()
-        await self.logged(listener)
-        clock.advance(11)
-        client = await self.connect(listener)
-        await client.lost
-        ctx = (await self.logged(listener, 2))[1]
-        self.assertEqual(ctx.reason, "no_peer")
+        self.assertEqual(client.received, b"hi")
+        client.close()
+        h.advance(h.registry.ttl + 1)
+        client = h.connect()
+        self.assertTrue(client.closed)
+        self.assertEqual([c.reason for c in h.logged], ["client_closed", "no_peer"])
 
 
 # -- phases ---------------------------------------------------------------------------------------
