@@ -14,8 +14,9 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tproxy import Response, hookimpl
 from tproxy.testing import Harness, echo as testing_echo
-from tests.helpers import (ProxyTestCase, RawClient, buffered, delayed, echo, raw,
-                           request, sleep, until)
+from tests.helpers import (ProxyTestCase, RawClient, buffered, delayed, echo, request,
+                           until)
+from tests.upstreams import Scripted
 
 HOOKS = "tests.proxy_plugins:Hooks"
 UP = "127.0.0.1:9001"
@@ -359,160 +360,177 @@ class BadPipelinedRequestTests(SynchronousTestCase):
         self.assertLoggedOnce(h, 2)
 
 
-class MessageShapeTests(ProxyTestCase):
-    """Interim responses, early responses, targets, HTTP/1.0 and chunked."""
+def scripted(upstreams=None, plugins=("router", "least_conn"), **config):
+    """A harness whose peers are :class:`tests.upstreams.Scripted` stubs:
+    ``upstreams`` maps a group to ``{address: Scripted}``."""
+    upstreams = upstreams or {"default": {UP: Scripted()}}
+    config["upstreams"] = {g: {"peers": list(peers)} for g, peers in upstreams.items()}
+    servers = {a: stub for peers in upstreams.values() for a, stub in peers.items()
+               if stub is not None}
+    h = Harness(config=config, plugins=list(plugins), servers=servers)
+    for stub in servers.values():
+        stub.clock = h.clock
+    return h
 
-    async def test_interimResponsesDropped(self):
+
+def raw_answer(data):
+    """A :class:`Scripted` answer: always ``data``."""
+    return lambda request: data
+
+
+class MessageShapeTests(SynchronousTestCase):
+    """Interim responses, early responses, targets, HTTP/1.0 and chunked (an
+    upstream scripted byte for byte: :mod:`tests.upstreams`)."""
+
+    def test_interimResponsesDropped(self):
         """1xx responses from the upstream are not passed on."""
-        up = self.upstream(raw(b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
-                               b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
-        proxy = await self.proxy({"default": [up]})
-        client = await self.connect(proxy)
-        client.send(request("GET", "/"))
-        resp, = await client.wait_responses(1)
-        self.assertEqual(resp.body, b"ok")
-        self.assertEqual([r.status for r in client.responses()], [200])
+        h = scripted({"default": {UP: Scripted(raw_answer(
+            b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))}})
+        conn = h.connect()
+        resp = conn.request("GET", "/")
+        self.assertEqual((resp.status, resp.body), (200, b"ok"))
+        self.assertEqual(conn.received.count(b"HTTP/1.1 "), 1)
 
-    async def test_earlyResponse(self):
+    def test_earlyResponse(self):
         """The upstream answers (413) before reading the body: the client
         gets the answer and the connection closes; the count is released."""
-        def refuse(conn, req):
-            conn.respond(413, b"too big", reason=b"Payload Too Large")
-            conn.transport.loseConnection()
-        up = self.upstream(on_head=refuse, handler=lambda conn, req: None)
-        proxy = await self.proxy({"default": [up]})
-        client = await self.connect(proxy)
-        client.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n"
-                    + b"x" * 1000)
-        await until(lambda: client.finals())
-        resp, = client.finals()
+        up = Scripted(raw_answer(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 7\r\n"
+                                 b"\r\ntoo big"), close=True, early=True)
+        h = scripted({"default": {UP: up}})
+        conn = h.connect()
+        conn.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n"
+                  + b"x" * 1000)
+        [resp] = conn.responses
         self.assertEqual((resp.status, resp.body), (413, b"too big"))
-        self.assertEqual(resp.header("Connection"), "close")
-        await client.wait_closed()
-        self.assertEqual(proxy.active(), {up.port: 0})
-        self.assertLoggedOnce(proxy)
+        self.assertEqual(resp.headers.get("Connection"), "close")
+        self.assertTrue(conn.closed)
+        self.assertEqual(h.registry.group("default").peers[("127.0.0.1", 9001)].active, 0)
+        self.assertEqual(len(h.contexts), 1)
 
-    async def test_emptyBodyLength(self):
+    def test_emptyBodyLength(self):
         """``POST`` with ``Content-Length: 0`` keeps its Content-Length
         upstream (servers answer 411 to a POST without one)."""
-        up = self.upstream()
-        proxy = await self.proxy({"default": [up]})
-        resp = await self.exchange(proxy, request("POST", "/", body=""))
-        self.assertEqual(resp.status, 200)
+        up = Scripted()
+        h = scripted({"default": {UP: up}})
+        conn = h.connect()
+        conn.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        self.assertEqual(conn.responses[0].status, 200)
         self.assertEqual(up.requests[0].header_all("Content-Length"), ["0"])
-        resp = await self.exchange(proxy, request("GET", "/"))
+        h.request("GET", "/")
         self.assertEqual(up.requests[1].header_all("Content-Length"), [])
 
-    async def test_trailers(self):
+    def test_trailers(self):
         """Trailers of a chunked request or response do not break anything
         (they are not forwarded)."""
-        up = self.upstream(raw(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-                               b"2\r\nok\r\n0\r\nX-Checksum: 1\r\n\r\n"))
-        proxy = await self.proxy({"default": [up]})
-        client = await self.connect(proxy)
-        client.send(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-                    b"3\r\nabc\r\n0\r\nX-Trailer: t\r\n\r\n")
-        client.send(request("GET", "/again"))
-        resps = await client.wait_responses(2)
-        self.assertEqual([r.body for r in resps], [b"ok", b"ok"])
-        self.assertEqual(bytes(up.requests[0].body), b"abc")
-        self.assertEqual(len(up.connections), 1)
+        up = Scripted(raw_answer(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                 b"2\r\nok\r\n0\r\nX-Checksum: 1\r\n\r\n"))
+        h = scripted({"default": {UP: up}})
+        conn = h.connect()
+        conn.send(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                  b"3\r\nabc\r\n0\r\nX-Trailer: t\r\n\r\n")
+        conn.request("GET", "/again")
+        self.assertEqual([r.body for r in conn.responses], [b"ok", b"ok"])
+        self.assertEqual(up.requests[0].body, b"abc")
+        self.assertEqual(up.connections, 1)
 
-    async def test_absoluteForm(self):
+    def test_absoluteForm(self):
         """``GET http://host/api/x``: routed by its path."""
-        up = self.upstream()
-        proxy = await self.proxy({"api": [up]})
-        resp = await self.exchange(proxy, b"GET http://example.com/api/x?y=1 HTTP/1.1\r\n"
-                                          b"Host: example.com\r\n\r\n")
-        self.assertEqual(resp.status, 200)
+        up = Scripted()
+        h = scripted({"api": {UP: up}})
+        conn = h.connect()
+        conn.send(b"GET http://example.com/api/x?y=1 HTTP/1.1\r\nHost: example.com\r\n\r\n")
+        self.assertEqual(conn.responses[0].status, 200)
         self.assertEqual(up.requests[0].uri, "/x?y=1")
 
-    async def test_absoluteFormHost(self):
+    def test_absoluteFormHost(self):
         """The absolute-form's authority is the request's host, whatever the
         Host field says (RFC 9112 3.2.2)."""
-        up = self.upstream()
-        proxy = await self.proxy({"api": [up]})
-        resp = await self.exchange(proxy, b"GET http://real.example:8080/api/x HTTP/1.1\r\n"
-                                          b"Host: other.example\r\n\r\n")
-        self.assertEqual(resp.status, 200)
+        up = Scripted()
+        h = scripted({"api": {UP: up}})
+        conn = h.connect()
+        conn.send(b"GET http://real.example:8080/api/x HTTP/1.1\r\nHost: other.example\r\n\r\n")
+        self.assertEqual(conn.responses[0].status, 200)
         self.assertEqual(up.requests[0].header_all("Host"), ["real.example:8080"])
 
-    async def test_underscoreFieldsDropped(self):
+    def test_underscoreFieldsDropped(self):
         """Request fields whose names have an underscore are dropped (nginx's
         ``underscores_in_headers off``): ``Transfer_Encoding`` cannot reach a
         server that would read it as ``Transfer-Encoding``; on request they
         are forwarded."""
-        up = self.upstream()
-        proxy = await self.proxy({"default": [up]})
-        head = request("POST", "/x", [("Host", "x"),
-                                      ("Transfer_Encoding", "chunked"), ("X_Id", "1"),
-                                      ("X-Id", "2")], body=b"abc")
-        resp = await self.exchange(proxy, head)
-        self.assertEqual(resp.status, 200)
+        headers = [("Host", "x"), ("Transfer_Encoding", "chunked"), ("X_Id", "1"),
+                   ("X-Id", "2")]
+        up = Scripted()
+        h = scripted({"default": {UP: up}})
+        self.assertEqual(h.request("POST", "/x", headers=headers, body=b"abc").status, 200)
         got = up.requests[0]
         self.assertEqual((got.header("Transfer_Encoding"), got.header("X_Id"),
-                          got.header("X-Id"), bytes(got.body)), (None, None, "2", b"abc"))
-        proxy = await self.proxy({"default": [up]}, proxy={"underscores_in_headers": True})
-        await self.exchange(proxy, head)
-        self.assertEqual(up.requests[1].header("X_Id"), "1")
+                          got.header("X-Id"), got.body), (None, None, "2", b"abc"))
+        up = Scripted()
+        h = scripted({"default": {UP: up}}, proxy={"underscores_in_headers": True})
+        h.request("POST", "/x", headers=headers, body=b"abc")
+        self.assertEqual(up.requests[0].header("X_Id"), "1")
 
-    async def test_http10WithoutHost(self):
+    def test_http10WithoutHost(self):
         """An HTTP/1.0 request without Host goes upstream (as HTTP/1.1) with
         the peer's address as its Host, as nginx's $proxy_host."""
-        up = self.upstream()
-        proxy = await self.proxy({"default": [up]})
-        client = await self.connect(proxy)
-        client.send(b"GET /x HTTP/1.0\r\n\r\n")
-        await client.wait_closed()
-        self.assertEqual([r.status for r in client.responses()], [200])
-        self.assertEqual(up.requests[0].header_all("Host"), ["127.0.0.1:%d" % up.port])
+        up = Scripted()
+        h = scripted({"default": {UP: up}})
+        conn = h.connect()
+        conn.send(b"GET /x HTTP/1.0\r\n\r\n")
+        self.assertEqual([r.status for r in conn.responses], [200])
+        self.assertTrue(conn.closed)
+        self.assertEqual(up.requests[0].header_all("Host"), [UP])
 
-    async def test_dotSegments(self):
+    def test_dotSegments(self):
         """``/api/../other`` is ``/other`` (not group ``api``); climbing above
         the root is a 400."""
-        api, default = self.upstream(), self.upstream()
-        proxy = await self.proxy({"api": [api], "default": [default]})
-        await self.exchange(proxy, request("GET", "/api/../other"))
-        await self.exchange(proxy, request("GET", "/x/%2e%2e/api/y"))
+        api, default = Scripted(), Scripted()
+        h = scripted({"api": {UP: api}, "default": {"127.0.0.1:9002": default}})
+        h.request("GET", "/api/../other")
+        h.request("GET", "/x/%2e%2e/api/y")
         self.assertEqual([r.uri for r in default.requests], ["/other"])
         self.assertEqual([r.uri for r in api.requests], ["/y"])
-        resp = await self.exchange(proxy, request("GET", "/../etc/passwd"))
-        self.assertEqual(resp.status, 400)
+        self.assertEqual(h.request("GET", "/../etc/passwd").status, 400)
 
-    async def test_chunkedToHttp10(self):
+    def test_chunkedToHttp10(self):
         """A chunked upstream body reaches an HTTP/1.0 client de-chunked and
-        delimited by the close."""
-        up = self.upstream(raw(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-                               b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"))
-        proxy = await self.proxy({"default": [up]})
-        client = await self.connect(proxy)
-        client.send(b"GET / HTTP/1.0\r\n\r\n")
-        await client.wait_closed()
-        resp, = client.finals()
+        delimited by the close; the upstream connection is pooled."""
+        up = Scripted(raw_answer(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                 b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"))
+        h = scripted({"default": {UP: up}})
+        conn = h.connect()
+        conn.send(b"GET / HTTP/1.0\r\n\r\n")
+        [resp] = conn.responses
         self.assertEqual(resp.body, b"abcde")
-        self.assertIsNone(resp.header("Transfer-Encoding"))
-        self.assertEqual(len(up.open), 1)   # the upstream connection is pooled
+        self.assertIsNone(resp.headers.get("Transfer-Encoding"))
+        self.assertTrue(conn.closed)
+        self.assertEqual([len(v) for v in h.factory.pool.idle.values()], [1])
 
-    async def test_retryCarriesBody(self):
+    def test_retryCarriesBody(self):
         """A request body sent before the first peer refused reaches the
         second peer whole."""
-        refused = self.closed_port()
-        up = self.upstream()
-        proxy = await self.proxy({"default": [("127.0.0.1:%d" % refused, 10), up]})
-        body = "b" * 100000
-        resp = await self.exchange(proxy, request("POST", "/", body=body))
-        self.assertEqual(resp.status, 200)
-        self.assertEqual(resp.json()["body_length"], len(body))
-        self.assertEqual(bytes(up.requests[0].body), body.encode())
+        up = Scripted()
+        h = Harness(config={"upstreams": {"default": {"peers": [
+                        {"host": "127.0.0.1", "port": 9009, "weight": 10}, UP]}}},
+                    plugins=["router", "least_conn"], servers={UP: up})
+        body = b"b" * 100000
+        resp = h.request("POST", "/", body=body)
+        self.assertEqual((resp.status, resp.json()["body_length"]), (200, len(body)))
+        self.assertEqual(up.requests[0].body, body)
+        self.assertEqual([p.address for p in h.contexts[0].tried], ["127.0.0.1:9009", UP])
 
-    async def test_trustedRealIp(self):
+    def test_trustedRealIp(self):
         """X-Real-IP from a trusted proxy names the client."""
-        up = self.upstream()
-        proxy = await self.proxy({"default": [up]}, trusted_proxies=["127.0.0.1"])
-        await self.exchange(proxy, request("GET", "/", [
-            ("Host", "x"), ("X-Real-IP", "198.51.100.4")]))
+        up = Scripted()
+        h = scripted({"default": {UP: up}}, trusted_proxies=["127.0.0.1"])
+        h.request("GET", "/", headers=[("Host", "x"), ("X-Real-IP", "198.51.100.4")])
         self.assertEqual(up.requests[0].header_all("X-Real-IP"), ["198.51.100.4"])
-        self.assertEqual(proxy.logged[0].request.client_addr, "198.51.100.4")
+        self.assertEqual(h.contexts[0].request.client_addr, "198.51.100.4")
+
+
+class SlowReaderTests(ProxyTestCase):
+    """A client that reads slowly (real sockets: the kernel's buffers)."""
 
     async def test_upstreamReusedAfterSlowReader(self):
         """A pooled connection that carried a response the client read slowly
@@ -529,7 +547,8 @@ class MessageShapeTests(ProxyTestCase):
         client = await self.connect(proxy, keep=False)
         client.transport.pauseProducing()
         client.send(request("GET", "/big"))
-        await sleep(0.2)
+        await until(lambda: buffered(self.server_side_of(proxy).transport) > 0,
+                    message="the response to wait in the proxy's buffer")
         client.transport.resumeProducing()
         await until(lambda: client.received > size, timeout=10)
         await until(lambda: proxy.logged)
@@ -537,73 +556,77 @@ class MessageShapeTests(ProxyTestCase):
         self.assertEqual(resp.status, 200)
         self.assertEqual(len(up.connections), 1)
 
+    def server_side_of(self, proxy):
+        p, = proxy.factory.protocols
+        return p
 
-class ConnectionCloseTests(ProxyTestCase):
+
+class ConnectionCloseTests(SynchronousTestCase):
     """What follows ``Connection: close`` or an Upgrade is never served."""
 
-    async def test_nothingAfterClose(self):
+    def test_nothingAfterClose(self):
         """A request pipelined after ``Connection: close`` is not forwarded."""
-        up = self.upstream()
-        proxy = await self.proxy({"default": [up]})
-        client = await self.connect(proxy)
-        client.send(request("GET", "/a", [("Host", "x"), ("Connection", "close")])
-                    + request("GET", "/b"))
-        await client.wait_closed()
-        self.assertEqual([r.status for r in client.responses()], [200])
-        self.assertEqual(client.responses()[0].header("Connection"), "close")
+        up = Scripted()
+        h = scripted({"default": {UP: up}})
+        conn = h.connect()
+        conn.send_request("GET", "/a", {"Connection": "close"}, flush=False)
+        conn.send_request("GET", "/b")
+        self.assertEqual([(r.status, r.headers.get("Connection")) for r in conn.responses],
+                         [(200, "close")])
+        self.assertTrue(conn.closed)
         self.assertEqual([r.uri for r in up.requests], ["/a"])
 
-    async def test_upgradeAnsweredByPlugin(self):
+    def deny(self):
+        plugin = Answer()
+        plugin.fn = lambda ctx: Response(401, "no")
+        up = Scripted()
+        return scripted({"default": {UP: up}}, plugins=["router", plugin, "least_conn"]), up
+
+    def test_upgradeAnsweredByPlugin(self):
         """An Upgrade request a plugin answers gets that answer only (not a
         second, 501, response), and the connection closes."""
-        up = self.upstream()
-        proxy = await self.proxy({"default": [up]}, plugins=["router", HOOKS, "least_conn"])
-        proxy.plugin(HOOKS).fns["access"] = lambda ctx: Response(401, "no")
-        client = await self.connect(proxy)
-        client.send(request("GET", "/ws", [("Host", "x"), ("Connection", "Upgrade"),
-                                            ("Upgrade", "websocket")]))
-        await client.wait_closed()
-        self.assertEqual([r.status for r in client.responses()], [401])
+        h, up = self.deny()
+        conn = h.connect()
+        conn.send_request("GET", "/ws", {"Connection": "Upgrade", "Upgrade": "websocket"})
+        self.assertEqual([r.status for r in conn.responses], [401])
+        self.assertEqual(conn.received.count(b"HTTP/1.1 "), 1)
+        self.assertTrue(conn.closed)
         self.assertEqual(up.requests, [])
 
-    async def test_upgradeNotForwarded(self):
+    def test_upgradeNotForwarded(self):
         """An Upgrade request goes upstream as a plain request (without the
         Upgrade fields), and the connection closes after its response: bytes
         after it are never taken for HTTP."""
-        up = self.upstream()
-        proxy = await self.proxy({"default": [up]})
-        client = await self.connect(proxy)
-        client.send(request("GET", "/ws", [("Host", "x"), ("Connection", "Upgrade"),
-                                            ("Upgrade", "websocket")])
-                    + request("GET", "/hidden"))
-        await client.wait_closed()
-        resp, = client.responses()
-        self.assertEqual(resp.status, 200)
-        self.assertEqual(resp.header("Connection"), "close")
+        up = Scripted()
+        h = scripted({"default": {UP: up}})
+        conn = h.connect()
+        conn.send_request("GET", "/ws", {"Connection": "Upgrade", "Upgrade": "websocket"},
+                          flush=False)
+        conn.send_request("GET", "/hidden")
+        [resp] = conn.responses
+        self.assertEqual((resp.status, resp.headers.get("Connection")), (200, "close"))
+        self.assertTrue(conn.closed)
         self.assertEqual([r.uri for r in up.requests], ["/ws"])
         self.assertIsNone(up.requests[0].header("Upgrade"))
         self.assertIsNone(up.requests[0].header("Connection"))
-        self.assertLoggedOnce(proxy)
+        self.assertEqual(len(h.contexts), 1)
 
-    async def test_nothingAfterSynchronousClose(self):
+    def test_nothingAfterSynchronousClose(self):
         """A response made at once (a plugin's) closes the connection while
         the read it came in is being parsed: what follows in that read is
         not answered, not even with a 400."""
-        up = self.upstream()
-        proxy = await self.proxy({"default": [up]}, plugins=["router", HOOKS, "least_conn"])
-        proxy.plugin(HOOKS).fns["access"] = lambda ctx: Response(401, "no")
-        client = await self.connect(proxy)
-        client.send(request("GET", "/a", [("Host", "x"), ("Connection", "close")])
-                    + request("GET", "/b"))
-        await client.wait_closed()
-        self.assertEqual([(r.status, r.body) for r in client.responses()], [(401, b"no")])
-        self.assertTrue(bytes(client.data).endswith(b"no"))
-        client = await self.connect(proxy)
-        client.send(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-                    b"zz\r\nabc\r\n")
-        await client.wait_closed()
-        self.assertEqual([(r.status, r.body) for r in client.responses()], [(401, b"no")])
-        self.assertTrue(bytes(client.data).endswith(b"no"))
+        h, up = self.deny()
+        conn = h.connect()
+        conn.send_request("GET", "/a", {"Connection": "close"}, flush=False)
+        conn.send_request("GET", "/b")
+        self.assertEqual([(r.status, r.body) for r in conn.responses], [(401, b"no")])
+        self.assertTrue(conn.received.endswith(b"no"))
+        conn = h.connect()
+        conn.send(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                  b"zz\r\nabc\r\n")
+        self.assertEqual([(r.status, r.body) for r in conn.responses], [(401, b"no")])
+        self.assertTrue(conn.received.endswith(b"no"))
+        self.assertTrue(conn.closed)
         self.assertEqual(up.requests, [])
 
 
