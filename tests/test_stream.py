@@ -856,116 +856,111 @@ class BalancingTests(SynchronousTestCase):
 # -- phases ---------------------------------------------------------------------------------------
 
 
-class PhaseTests(StreamTestCase):
+def recorded_harness(peers=(A,), servers=None, plugins=("least_conn",), group="db",
+                     **stream):
+    """A stream harness with the :class:`Recorder` plugin (``h.recorder``)
+    after ``plugins``."""
+    if servers is None:
+        servers = {a: StreamServer(echo=True) for a in peers}
+    h = StreamHarness(config={"upstreams": {group: {"peers": list(peers)}} if peers else {}},
+                      stream=dict({"group": group}, **stream),
+                      plugins=list(plugins) + [RECORDER], servers=servers)
+    h.recorder = h.plugin(RECORDER)
+    return h
 
-    async def test_access_refuses_with_bytes(self):
-        echo = self.backend()
-        listener = await self.listener([echo])
+
+class PhaseTests(SynchronousTestCase):
+    """``stream_access``, the balancer and ``stream_log`` (on the fake clock)."""
+
+    def test_access_refuses_with_bytes(self):
+        h = recorded_harness()
         seen = []
 
         def deny(ctx):
             seen.append((ctx.client_addr, ctx.route))
             return b"-ERR denied\r\n"
-        listener.recorder.fns["access"] = deny
-        client = await self.connect(listener)
-        await client.lost
-        self.assertEqual(bytes(client.data), b"-ERR denied\r\n")
+        h.recorder.fns["access"] = deny
+        client = h.connect()
+        self.assertEqual((client.received, client.closed), (b"-ERR denied\r\n", True))
         self.assertEqual(seen, [("127.0.0.1", "db")])
-        (ctx,) = await self.logged(listener)
+        [ctx] = h.logged
         self.assertEqual((ctx.reason, ctx.status, ctx.bytes_sent, ctx.peer),
                          ("access_denied", 403, 13, None))
-        self.assertEqual(echo.connections, [])
+        self.assertEqual(h.upstream_connections, [])
 
-    async def test_access_refuses_later(self):
-        """An ``async`` ``stream_access`` returning ``False`` refuses."""
-        echo = self.backend()
-        listener = await self.listener([echo])
+    def test_access_refuses_later(self):
+        """An ``async`` ``stream_access`` returning ``False`` refuses; the
+        bytes sent meanwhile are counted, not forwarded."""
+        h = recorded_harness()
 
         async def deny(ctx):
-            await sleep(0.01)
+            await task.deferLater(ctx.gateway.reactor, 0.25, lambda: None)
             return False
-        listener.recorder.fns["access"] = deny
-        client = await self.connect(listener)
+        h.recorder.fns["access"] = deny
+        client = h.connect()
         client.send(b"data")
-        await client.lost
-        self.assertEqual(bytes(client.data), b"")
-        (ctx,) = await self.logged(listener)
+        self.assertFalse(client.closed)
+        h.advance(0.25)
+        self.assertEqual((client.received, client.closed), (b"", True))
+        [ctx] = h.logged
         self.assertEqual((ctx.reason, ctx.bytes_received), ("access_denied", 4))
-        self.assertEqual(echo.connections, [])
+        self.assertEqual(h.upstream_connections, [])
 
-    async def test_access_may_reroute(self):
+    def test_access_may_reroute(self):
         """``stream_access`` may change ``ctx.route``: the balancer follows it."""
-        one, two = self.backend(), self.backend()
-        cfg_group = "db"
-        listener = await self.listener([one], group=cfg_group)
-        host, port = two.address.split(":")
-        listener.gateway.registry.add_static("db-replica", host, int(port))
+        one, two = StreamServer(echo=True), StreamServer(echo=True)
+        h = recorded_harness([A], {A: one, B: two})
+        h.registry.add_static("db-replica", "127.0.0.1", 7002)
 
         def reroute(ctx):
             ctx.route = "db-replica"
-        listener.recorder.fns["access"] = reroute
-        client = await self.connect(listener)
+        h.recorder.fns["access"] = reroute
+        client = h.connect()
         client.send(b"r")
-        await client.wait_for(1)
-        self.assertEqual((one.open, two.open), (0, 1))
+        self.assertEqual(client.received, b"r")
+        self.assertEqual((len(one.connections), len(two.connections)), (0, 1))
 
-    async def test_plugin_error(self):
-        echo = self.backend()
-        listener = await self.listener([echo])
-        listener.recorder.fns["access"] = lambda ctx: 1 / 0
-        client = await self.connect(listener)
-        await client.lost
-        (ctx,) = await self.logged(listener)
+    def test_plugin_error(self):
+        h = recorded_harness()
+        h.recorder.fns["access"] = lambda ctx: 1 / 0
+        client = h.connect()
+        self.assertTrue(client.closed)
+        [ctx] = h.logged
         self.assertEqual((ctx.reason, ctx.status), ("plugin_error", 500))
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
 
-    async def test_stream_log_errors_are_contained(self):
-        echo = self.backend()
-        listener = await self.listener(
-            [echo], plugins=["least_conn", "tests.test_stream:BrokenLog"])
-        client = await self.connect(listener)
-        client.transport.loseConnection()
-        await self.logged(listener)
+    def test_stream_log_errors_are_contained(self):
+        h = recorded_harness(plugins=["least_conn", "tests.test_stream:BrokenLog"])
+        client = h.connect()
+        client.close()
+        self.assertEqual(len(h.logged), 1)
         self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
 
-    async def test_http_hooks_do_not_run_for_streams(self):
+    def test_http_hooks_do_not_run_for_streams(self):
         """``access``/``log`` (HTTP) implementations never see a stream."""
-        echo = self.backend()
-        listener = await self.listener(
-            [echo], plugins=["registry", "router", "least_conn", "access_log",
-                             "tests.test_stream:HttpOnly"])
-        client = await self.connect(listener)
+        h = recorded_harness(plugins=["registry", "router", "least_conn", "access_log",
+                                      "tests.test_stream:HttpOnly"])
+        client = h.connect()
         client.send(b"z")
-        await client.wait_for(1)
-        client.transport.loseConnection()
-        await self.logged(listener)
-        self.assertEqual(listener.gateway.plugins.get_plugin(
-            "tests.test_stream:HttpOnly").calls, [])
+        self.assertEqual(client.received, b"z")
+        client.close()
+        self.assertEqual(len(h.logged), 1)
+        self.assertEqual(h.plugin("tests.test_stream:HttpOnly").calls, [])
 
-    async def test_access_log_line(self):
+    def test_access_log_line(self):
         """The built-in access_log writes one JSON line per TCP connection."""
         import json
-        from twisted.logger import globalLogPublisher
-        lines = []
-
-        def observe(event):
-            if event.get("log_namespace") == "tproxy.builtins.access_log":
-                lines.append(json.loads(str(event["access_log"])))
-        globalLogPublisher.addObserver(observe)
-        self.addCleanup(globalLogPublisher.removeObserver, observe)
-        echo = self.backend()
-        listener = await self.listener([echo], plugins=["least_conn", "access_log"])
-        client = await self.connect(listener)
+        h = recorded_harness(plugins=["least_conn", "access_log"])
+        client = h.connect()
         client.send(b"hello")
-        await client.wait_for(5)
-        client.transport.loseConnection()
-        await self.logged(listener)
+        client.close()
+        lines = [json.loads(str(e["access_log"])) for e in h.events
+                 if e.get("log_namespace") == "tproxy.builtins.access_log"]
         self.assertEqual(len(lines), 1)
         line = lines[0]
         self.assertEqual((line["bytes_received"], line["bytes_sent"], line["status"],
-                          line["route"], line["reason"], line["error"]),
-                         (5, 5, 200, "db", "client_closed", None))
-        self.assertEqual(line["upstream_addr"], "127.0.0.1:%d" % echo.port.getHost().port)
+                          line["route"], line["reason"], line["error"], line["upstream_addr"]),
+                         (5, 5, 200, "db", "client_closed", None, A))
 
 
 class BrokenLog(object):
@@ -997,36 +992,29 @@ class HttpOnly(object):
 # -- PROXY protocol -------------------------------------------------------------------------
 
 
-class ProxyProtocolTests(StreamTestCase):
+class ProxyProtocolTests(SynchronousTestCase):
+    """The PROXY protocol header, before the client's bytes."""
 
-    async def _first_bytes(self, version):
-        rec = self.backend("record")
-        listener = await self.listener([rec], proxy_protocol=version)
-        client = await self.connect(listener)
+    def first_bytes(self, version):
+        h = recorded_harness(proxy_protocol=version)
+        client = h.connect(client="192.0.2.1", port=56324)
         client.send(b"PING\r\n")
-        await until(lambda: rec.connections and rec.connections[0].received.endswith(
-            b"PING\r\n"))
-        client_port = client.transport.getHost().port
-        proxy_port = listener.port.getHost().port
-        data = bytes(rec.connections[0].received)
-        client.transport.loseConnection()
-        (ctx,) = await self.logged(listener)
-        self.assertEqual(ctx.upstream_bytes_sent, len(data))
-        self.assertEqual(ctx.bytes_received, 6)
-        return data, client_port, proxy_port
+        data = h.upstream_connections[0].received
+        client.close()
+        [ctx] = h.logged
+        self.assertEqual((ctx.upstream_bytes_sent, ctx.bytes_received), (len(data), 6))
+        return data
 
-    async def test_v1(self):
-        data, cport, pport = await self._first_bytes("v1")
-        self.assertEqual(data, b"PROXY TCP4 127.0.0.1 127.0.0.1 %d %d\r\nPING\r\n" % (
-            cport, pport))
+    def test_v1(self):
+        self.assertEqual(self.first_bytes("v1"),
+                         b"PROXY TCP4 192.0.2.1 127.0.0.1 56324 6380\r\nPING\r\n")
 
-    async def test_v2(self):
-        data, cport, pport = await self._first_bytes("v2")
+    def test_v2(self):
         expected = (b"\x0d\x0a\x0d\x0a\x00\x0d\x0a\x51\x55\x49\x54\x0a"
                     b"\x21\x11\x00\x0c"
-                    b"\x7f\x00\x00\x01\x7f\x00\x00\x01"
-                    + struct.pack("!HH", cport, pport) + b"PING\r\n")
-        self.assertEqual(data, expected)
+                    b"\xc0\x00\x02\x01\x7f\x00\x00\x01"
+                    + struct.pack("!HH", 56324, 6380) + b"PING\r\n")
+        self.assertEqual(self.first_bytes("v2"), expected)
 
 
 class ProxyProtocolHeaderTests(unittest.TestCase):
@@ -1126,7 +1114,7 @@ def doc_blocks():
         return re.findall(r"^```python\n(.*?)^```", f.read(), re.S | re.M)
 
 
-class DocsTests(StreamTestCase):
+class DocsTests(SynchronousTestCase):
     """The code of docs/streams.md compiles, and its example plugin works."""
 
     def test_blocks_compile(self):
@@ -1145,32 +1133,30 @@ class DocsTests(StreamTestCase):
         self.addCleanup(sys.modules.pop, module.__name__, None)
         return module.__name__
 
-    async def test_connection_limit_example(self):
+    def test_connection_limit_example(self):
         name = self._example()
-        echo = self.backend()
-        listener = await self.listener([echo], plugins=[
+        h = recorded_harness(plugins=[
             {"name": name, "settings": {"allow": ["127.0.0.0/8"], "per_client": 1}},
             "least_conn"])
-        first = await self.connect(listener)
+        first = h.connect()
         first.send(b"1")
-        await first.wait_for(1)
-        second = await self.connect(listener)
-        await second.lost
-        self.assertEqual(bytes(second.data), b"-ERR too many connections\r\n")
-        first.transport.loseConnection()
-        await self.logged(listener, 2)
-        third = await self.connect(listener)
+        self.assertEqual(first.received, b"1")
+        second = h.connect()
+        self.assertEqual((second.received, second.closed),
+                         (b"-ERR too many connections\r\n", True))
+        first.close()
+        self.assertEqual(len(h.logged), 2)
+        third = h.connect()
         third.send(b"3")
-        await third.wait_for(1)
-        third.transport.loseConnection()
-        await self.logged(listener, 3)
+        self.assertEqual(third.received, b"3")
+        third.close()
+        self.assertEqual(len(h.logged), 3)
 
-    async def test_allow_list_example(self):
+    def test_allow_list_example(self):
         name = self._example()
-        echo = self.backend()
-        listener = await self.listener([echo], plugins=[
+        h = recorded_harness(plugins=[
             {"name": name, "settings": {"allow": ["10.0.0.0/8"]}}, "least_conn"])
-        client = await self.connect(listener)
-        await client.lost
-        (ctx,) = await self.logged(listener)
-        self.assertEqual((ctx.reason, bytes(client.data)), ("access_denied", b""))
+        client = h.connect()
+        self.assertTrue(client.closed)
+        [ctx] = h.logged
+        self.assertEqual((ctx.reason, client.received), ("access_denied", b""))
