@@ -10,12 +10,12 @@ from twisted.internet.interfaces import IHalfCloseableProtocol
 from zope.interface import implementer
 
 from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase
 
 from tproxy import Response, hookimpl
 from tproxy.testing import Harness, echo as testing_echo
-from tests.helpers import (ProxyTestCase, RawClient, buffered, delayed, echo, request,
-                           until)
+from tests.helpers import ProxyTestCase, RawClient, buffered, echo, request, until
 from tests.upstreams import Scripted
 
 HOOKS = "tests.proxy_plugins:Hooks"
@@ -112,42 +112,50 @@ class KeepAliveLimitTests(SynchronousTestCase):
         self.assertEqual(h.factory.pool.idle, {})
 
 
-class ConcurrencyTests(ProxyTestCase):
-    """Many clients at once."""
+class ConcurrencyTests(SynchronousTestCase):
+    """Many clients at once (on the fake clock)."""
 
-    async def test_manyClients(self):
+    def test_manyClients(self):
         """60 clients, 3 requests each on keep-alive connections, to 3
-        upstreams of varied speed: all answered, every count back at 0."""
-        ups = [self.upstream(delayed(d)) for d in (0.0, 0.02, 0.05)]
-        proxy = await self.proxy({"api": ups})
+        upstreams of different speeds: all answered, every count back at 0,
+        ``log`` once per request."""
+        addresses = ["127.0.0.1:%d" % (9001 + i) for i in range(3)]
+        clock = []       # the harness's, once it exists
 
-        async def one(i):
-            client = await self.connect(proxy)
-            for j in range(3):
-                client.send(request("GET", "/api/%d/%d" % (i, j)))
-                resps = await client.wait_responses(j + 1, timeout=20)
-                self.assertEqual(resps[j].json()["uri"], "/%d/%d" % (i, j))
-        from twisted.internet.defer import Deferred, gatherResults
-        await gatherResults([Deferred.fromCoroutine(one(i)) for i in range(60)])
-        await until(lambda: len(proxy.logged) == 180)
-        self.assertEqual(sum(len(u.requests) for u in ups), 180)
-        self.assertEqual(set(proxy.active().values()), {0})
-        self.assertLoggedOnce(proxy, 180)
+        def slow(delay):
+            def handler(request):
+                return deferLater(clock[0], delay, testing_echo, request)
+            return handler
+        h = Harness(config={"upstreams": {"api": {"peers": addresses}}},
+                    plugins=["router", "least_conn"],
+                    servers={a: slow(d) for a, d in zip(addresses, (0, 0.02, 0.05))})
+        clock.append(h.clock)
+        conns = [h.connect() for _ in range(60)]
+        for j in range(3):
+            for i, conn in enumerate(conns):
+                conn.send_request("GET", "/api/%d/%d" % (i, j))
+            h.advance(1)
+        for i, conn in enumerate(conns):
+            self.assertEqual([r.json()["uri"] for r in conn.responses],
+                             ["/%d/%d" % (i, j) for j in range(3)])
+        self.assertEqual(len(h.upstream_requests), 180)
+        self.assertEqual({p.active for p in h.registry.group("api").peers.values()}, {0})
+        self.assertEqual(len({id(ctx) for ctx in h.contexts}), 180)
 
-    async def test_poolSizeLimit(self):
+    def test_poolSizeLimit(self):
         """``upstream_keepalive`` 1: of two connections used at once, one is
         kept idle, the other closed."""
-        up = self.upstream(delayed(0.1))
-        proxy = await self.proxy({"default": [up]}, proxy={"upstream_keepalive": 1})
-        clients = []
-        for _ in range(2):
-            c = await self.connect(proxy)
-            c.send(request("GET", "/"))
-            clients.append(c)
-        for c in clients:
-            await c.wait_responses(1)
-        await until(lambda: len(up.open) == 1)
-        self.assertEqual([len(v) for v in proxy.factory.pool.idle.values()], [1])
+        answers = []
+        h = harness(later(answers), proxy={"upstream_keepalive": 1})
+        conns = [h.connect() for _ in range(2)]
+        for conn in conns:
+            conn.send_request("GET", "/")
+        self.assertEqual(upstream_connections(h), 2)
+        for d in answers:
+            d.callback((200, {}, b"ok"))
+        h.flush()
+        self.assertEqual([len(c.responses) for c in conns], [1, 1])
+        self.assertEqual([len(v) for v in h.factory.pool.idle.values()], [1])
 
 
 class Answer(object):
