@@ -3,12 +3,13 @@ Tests for :mod:`tproxy.routing` and :mod:`tproxy.builtins.routes` in
 memory: every match kind, the precedence rules, the transforms, the match
 modes, regexes that cannot blow up, and configuration errors named by their
 JSON path; and for the ``path_prefix`` mode of :mod:`tproxy.builtins.router`
-(every group whose prefix the path has may serve it, the path unchanged).
+(variant 2 of the reference).
 """
 
 import json
 import random
 import sys
+import time
 
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
@@ -398,14 +399,13 @@ class RegexSafetyTests(SynchronousTestCase):
     """User regexes run in linear time; bad ones are refused at load."""
 
     def test_pathologicalRegexIsPrompt(self):
-        """``(a+)+$`` against 50,000 ``a`` and a ``b``: no backtracking (a
-        backtracking engine would take ~2^50000 steps: the test would hang
-        until trial's timeout fails it; RE2 answers in linear time)."""
+        """``(a+)+$`` against 50,000 ``a`` and a ``b``: no backtracking."""
         needs_re2()
         t = table([route("evil", path=regex("(a+)+$"))])
         path = "/" + "a" * 50000 + "b"
+        start = time.perf_counter()
         self.assertIsNone(take(t, path))
-        self.assertEqual(take(t, "/" + "a" * 50000), "evil")
+        self.assertLess(time.perf_counter() - start, 0.5)
 
     def test_invalidRegexNamedByPath(self):
         needs_re2()
@@ -671,7 +671,7 @@ class PluginTests(SynchronousTestCase):
 
 
 class RouterModeTests(SynchronousTestCase):
-    """The router's ``path_prefix`` mode and its coexistence with
+    """The router's ``path_prefix`` mode (variant 2) and its coexistence with
     ``routes``."""
 
     def setUp(self):
