@@ -181,20 +181,30 @@ class ErrorTests(TestCase):
         e = self.assertBuildError(
             ["tests.plugin_with_class", "tests.plugins_for_tests", "foo"],
             "conf.json: plugins[2]: unknown plugin 'foo' (not a built-in, an entry "
-            "point of group 'tproxy', or an importable module)")
+            "point of group 'tproxy', or an importable module); built-ins: "
+            + ", ".join(sorted(BUILTINS)) + "; installed entry points: none")
         self.assertEqual(e.path, "plugins[2]")
 
     def test_unknown_dotted(self):
         self.assertBuildError(
             ["tests.no_such_plugin_module"],
             "conf.json: plugins[0]: unknown plugin 'tests.no_such_plugin_module' (not "
-            "a built-in, an entry point of group 'tproxy', or an importable module)")
+            "a built-in, an entry point of group 'tproxy', or an importable module); "
+            "built-ins: " + ", ".join(sorted(BUILTINS)) + "; installed entry points: none")
+
+    def test_unknownListsEntryPoints(self):
+        """The message lists the built-ins and the installed entry points."""
+        e = self.assertRaises(ConfigError, build, ["nope"], [
+            _ep("zeta", "tests.plugins_for_tests"), _ep("apikey", "tests.plugin_with_class")])
+        self.assertTrue(str(e).endswith("; installed entry points: apikey, zeta"), str(e))
+        self.assertIn("jwt_auth, key_auth", str(e))
 
     def test_not_a_module_name(self):
         self.assertBuildError(
             ["key-auth"],
             "conf.json: plugins[0]: unknown plugin 'key-auth' (not a built-in, an "
-            "entry point of group 'tproxy', or an importable module)")
+            "entry point of group 'tproxy', or an importable module); built-ins: "
+            + ", ".join(sorted(BUILTINS)) + "; installed entry points: none")
 
     def test_missing_attribute(self):
         self.assertBuildError(

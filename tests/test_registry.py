@@ -400,6 +400,7 @@ class CleanupTimerTests(SynchronousTestCase):
         """init_worker adds the admin routes."""
         self.start()
         self.assertEqual(sorted(self.gateway.admin.routes), [
+            ("GET", "/healthz"), ("GET", "/readyz"),   # the gateway's own
             ("GET", "/upstream/add"), ("GET", "/upstream/remove"),
             ("GET", "/upstream/status"), ("POST", "/upstream/add"),
             ("POST", "/upstream/remove")])

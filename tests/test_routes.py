@@ -9,10 +9,9 @@ JSON path; and for the ``path_prefix`` mode of :mod:`tproxy.builtins.router`
 import json
 import random
 import sys
-import time
 
 from twisted.internet.defer import Deferred
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase
 
 from tproxy import Request, RequestContext, Response, routing
 from tproxy.builtins import router, routes
@@ -24,9 +23,6 @@ from tproxy.plugins import build_plugin_manager, describe_phases
 from tests.test_router import count_lines, make_gateway
 
 
-def needs_re2():
-    if routing.spec.re2 is None:
-        raise SkipTest("google-re2 is not installed (regex routes are refused)")
 
 
 def table(specs, match_mode="host_first"):
@@ -126,7 +122,6 @@ class MatchKindTests(SynchronousTestCase):
 
     def test_regex(self):
         """A regex is searched in the path (anchors are the user's)."""
-        needs_re2()
         t = table([route("r", path=regex(r"^/item/[0-9]+$"))])
         self.assertEqual(take(t, "/item/42"), "r")
         self.assertIsNone(take(t, "/item/42/x"))
@@ -136,7 +131,6 @@ class MatchKindTests(SynchronousTestCase):
 
     def test_regexCaseless(self):
         """``regexi`` ignores case."""
-        needs_re2()
         t = table([route("r", path=regex(r"^/item/[a-z]+$", caseless=True))])
         self.assertEqual(take(t, "/ITEM/AbC"), "r")
         self.assertIsNone(take(t, "/ITEM/1"))
@@ -246,13 +240,11 @@ class PrecedenceTests(SynchronousTestCase):
         self.assertEqual(take(t, "/a/bc"), "short")
 
     def test_prefixBeatsRegex(self):
-        needs_re2()
         t = table([route("re", path=regex("^/a/b"), priority=100), route("prefix", path="/a")])
         self.assertEqual(take(t, "/a/b"), "prefix")
         self.assertEqual(take(t, "/x/a/b"), None)
 
     def test_regexBeatsNoPath(self):
-        needs_re2()
         t = table([route("any", priority=100), route("re", path=regex("^/u/"))])
         self.assertEqual(take(t, "/u/1"), "re")
         self.assertEqual(take(t, "/v/1"), "any")
@@ -264,7 +256,6 @@ class PrecedenceTests(SynchronousTestCase):
         self.assertEqual(take(t, "/a"), "urgent")
         t = table([route("first", path="/a"), route("second", path="/a")])
         self.assertEqual(take(t, "/a"), "first")
-        needs_re2()
         t = table([route("r1", path=regex("a")), route("r2", path=regex("b"), priority=1)])
         self.assertEqual(take(t, "/ab"), "r2")
 
@@ -302,7 +293,6 @@ class PrecedenceTests(SynchronousTestCase):
     def test_fastMatchIsTheRankOrder(self):
         """On random tables and requests, the indexed match is the first route
         in rank order whose conditions hold (found by trying them all)."""
-        needs_re2()
         rnd = random.Random(7)
         paths = ["/", "/a", "/a/b", "/a/b/c", "/b", "/a/bc", "/c/a"]
         hosts = ["", "x.com", "a.x.com", "b.a.x.com", "y.org"]
@@ -374,7 +364,6 @@ class TransformTests(SynchronousTestCase):
 
     def test_fakePrefixWithRegex(self):
         """A regex sees the path without the fake prefix."""
-        needs_re2()
         specs = [route("s", fake_prefix="/svc", path=regex(r"^/u/([0-9]+)$"),
                        rewrite=r"/users/\1")]
         self.assertEqual(self.upstream(specs, "/svc/u/7", "x=1"), "/users/7?x=1")
@@ -386,7 +375,6 @@ class TransformTests(SynchronousTestCase):
 
     def test_rewriteCaptures(self):
         """``\\1`` and ``\\g<name>`` refer to the regex's groups (RE2 syntax)."""
-        needs_re2()
         specs = [route("a", path=regex(r"^/item/(?P<id>[0-9]+)/(\w+)$"),
                        rewrite=r"/items/\g<id>/\2/\1")]
         self.assertEqual(self.upstream(specs, "/item/42/detail"), "/items/42/detail/42")
@@ -399,16 +387,14 @@ class RegexSafetyTests(SynchronousTestCase):
     """User regexes run in linear time; bad ones are refused at load."""
 
     def test_pathologicalRegexIsPrompt(self):
-        """``(a+)+$`` against 50,000 ``a`` and a ``b``: no backtracking."""
-        needs_re2()
+        """
+        ``(a+)+$`` against 5,000 ``a`` and a ``b``: no backtracking (which
+        would take 2**5000 steps: this test would never end).
+        """
         t = table([route("evil", path=regex("(a+)+$"))])
-        path = "/" + "a" * 50000 + "b"
-        start = time.perf_counter()
-        self.assertIsNone(take(t, path))
-        self.assertLess(time.perf_counter() - start, 0.5)
+        self.assertIsNone(take(t, "/" + "a" * 5000 + "b"))
 
     def test_invalidRegexNamedByPath(self):
-        needs_re2()
         e = self.assertRaises(ConfigError, table, [
             route("ok", path="/a"), route("bad", path=regex("(unclosed"))])
         self.assertEqual(e.path, "routes[1].match.path.value")
@@ -417,14 +403,12 @@ class RegexSafetyTests(SynchronousTestCase):
 
     def test_backtrackingFeaturesRefused(self):
         """Back-references and look-arounds are not RE2: refused."""
-        needs_re2()
         for pattern in (r"(a)\1", r"(?=a)", r"(?<!a)b"):
             e = self.assertRaises(ConfigError, table, [route("r", path=regex(pattern))])
             self.assertEqual(e.path, "routes[0].match.path.value")
 
     def test_invalidRegexInConfigFile(self):
         """Through the plugin loader: the whole JSON path of the configuration."""
-        needs_re2()
         config = validate_config({"plugins": [
             "registry",
             {"name": "routes", "settings": {"routes": [
@@ -437,12 +421,24 @@ class RegexSafetyTests(SynchronousTestCase):
             "etc/x.json: plugins[1].settings.routes[0].match.path.value: invalid regex"), str(e))
 
     def test_withoutRe2(self):
-        """Where google-re2 is missing, regex routes are refused, saying why."""
+        """
+        Where google-re2 is missing (PyPy), regex routes run on the
+        linear-time engine of :mod:`tproxy.routing.linear_re`: the same
+        matches and rewrites, the same refusals.
+        """
         self.patch(routing.spec, "re2", None)
-        e = self.assertRaises(ConfigError, table, [route("r", path=regex("^/a"))])
-        self.assertEqual(e.path, "routes[0].match.path.value")
-        self.assertIn("google-re2", e.problem)
-        self.assertEqual(take(table([route("p", path="/a")]), "/a"), "p")
+        t = table([route("item", path=regex(r"^/item/(?P<id>[0-9]+)$"),
+                         rewrite=r"/items/\g<id>"),
+                   route("img", path={"mode": "regexi", "value": r"\.(png|jpe?g)$"})])
+        self.assertEqual(take(t, "/item/42"), "item")
+        self.assertEqual(take(t, "/a/B.JPG"), "img")
+        self.assertIsNone(take(t, "/item/4x"))
+        route_, found = t.match(view("/item/42"))
+        self.assertEqual(route_.upstream_path("/item/42", "", found), "/items/42")
+        for pattern in (r"(a)\1", r"(?=a)", r"(?<!a)b", "(unclosed"):
+            e = self.assertRaises(ConfigError, table, [route("r", path=regex(pattern))])
+            self.assertEqual(e.path, "routes[0].match.path.value")
+            self.assertIn("invalid regex", e.problem)
 
 
 class ValidationTests(SynchronousTestCase):
@@ -484,7 +480,6 @@ class ValidationTests(SynchronousTestCase):
                            '''routes[0].upstream_headers.X-A''', "CR")
         self.assertRefused([route("a", headers={"Bad Name": "1"})],
                            '''routes[0].match.headers.Bad Name''', "bad header name")
-        needs_re2()
         self.assertRefused([route("a", path=regex("^/(x)"), rewrite=r"/\2")],
                            "routes[0].rewrite", "group")
         self.assertRefused([route("a", path=regex("^/(x)"), rewrite=r"/\g<id>")],

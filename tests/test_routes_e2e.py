@@ -13,10 +13,9 @@ import re
 import treq
 from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred
-from twisted.trial.unittest import SkipTest, SynchronousTestCase
+from twisted.trial.unittest import SynchronousTestCase
 
 from tproxy.config import load_config
-from tproxy.routing import spec as route_spec
 from tproxy.testing import Harness, echo as stub_echo
 
 from tests.helpers import ProxyTestCase, echo, until
@@ -25,9 +24,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ETC = os.path.join(ROOT, "etc")
 
 
-def needs_re2():
-    if route_spec.re2 is None:
-        raise SkipTest("google-re2 is not installed (regex routes are refused)")
 
 
 def routes_plugin(*specs, **settings):
@@ -80,9 +76,8 @@ class RoutingTests(ProxyTestCase):
             {"name": "shop", "group": "web", "match": {"host": "*.shop.test"},
              "upstream_headers": {"X-Shop": "yes"}},
         ]
-        if route_spec.re2 is not None:
-            specs.append({"name": "item", "group": "web", "rewrite": r"/items/\1",
-                          "match": {"path": {"mode": "regex", "value": r"^/item/([0-9]+)$"}}})
+        specs.append({"name": "item", "group": "web", "rewrite": r"/items/\1",
+                      "match": {"path": {"mode": "regex", "value": r"^/item/([0-9]+)$"}}})
         return await self.proxy(
             {"api": [self.api], "web": [self.web], "canary": [self.canary],
              "default": [self.fallback]},
@@ -118,8 +113,7 @@ class RoutingTests(ProxyTestCase):
         # longest prefix first: the header does not win over /api/users
         await self.assertRouted(proxy, "/api/users/1", self.api, "/1", "users",
                                 headers={"X-Env": "canary"})
-        if route_spec.re2 is not None:
-            await self.assertRouted(proxy, "/item/42", self.web, "/items/42", "item")
+        await self.assertRouted(proxy, "/item/42", self.web, "/items/42", "item")
         # unmatched: the router, unchanged path
         h = await self.assertRouted(proxy, "/other/path", self.fallback, "/other/path", None)
         self.assertEqual(h["x-route-prefix"], "default")
@@ -312,11 +306,9 @@ class AdminTests(ProxyTestCase):
               "strip_prefix": True}, "strip_prefix"),
             ({"group": "api", "peer": "nohost"}, "peer"),
             ([1, 2], ""),
+            ({"group": "api", "match": {"path": {"mode": "regex", "value": "(a"}}},
+             "match.path.value"),
         ]
-        if route_spec.re2 is not None:
-            bad.append(({"group": "api", "match": {"path": {"mode": "regex",
-                                                            "value": "(a"}}},
-                        "match.path.value"))
         for body, field in bad:
             code, answer = await self.call("PUT", "/routes/api", body)
             self.assertEqual((code, answer["field"]), (400, field), (body, answer))
@@ -451,7 +443,6 @@ class ShippedConfigTests(SynchronousTestCase):
         return Harness(config=config, servers=dict((a, stub_echo) for a in servers))
 
     def test_routesJson(self):
-        needs_re2()
         h = self.harness("routes.json", ["127.0.0.1:%d" % p for p in range(9001, 9006)])
 
         def go(path, headers=None):

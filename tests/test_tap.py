@@ -16,8 +16,9 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import TestCase
 
-from tproxy import tap
+from tproxy import fastio, tap
 from tproxy.config import load_config, validate_config
+from tproxy.plugins import BUILTINS, tproxy_entry_points
 from tproxy.tap import Options, makeService
 
 from tests.test_config import DEFAULTS
@@ -41,6 +42,15 @@ plugins (config order): registry, router, least_conn, access_log
   stream_access  -
   stream_log     access_log
 """
+
+#: the end of every --list-plugins: what a plugins entry may name
+AVAILABLE = """\
+available plugins:
+  built-in       access_log, cors, ip_restriction, jwt_auth, key_auth, least_conn, \
+registry, request_id, router, routes
+  installed      {}
+""".format(", ".join(sorted({ep.name for ep in tproxy_entry_points()})) or "-")
+DEFAULT_LISTING += AVAILABLE
 
 
 def write_json(case, obj, text=None):
@@ -120,7 +130,11 @@ class OptionsTests(TestCase):
         e = self.assertRaises(SystemExit, Options().parseOptions, ["-c", path])
         self.assertEqual(e.code, path + ": plugins[1]: unknown plugin 'nope' (not a "
                                         "built-in, an entry point of group 'tproxy', "
-                                        "or an importable module)")
+                                        "or an importable module); built-ins: "
+                                        + ", ".join(sorted(BUILTINS))
+                                        + "; installed entry points: " + (", ".join(
+                                            sorted({ep.name for ep in tproxy_entry_points()}))
+                                            or "none"))
 
     def test_list_plugins(self):
         """--list-plugins prints each phase's plugins in order and exits 0."""
@@ -153,7 +167,7 @@ tests.plugins_for_tests:AddHeader#2
   log            tests.plugins_for_tests
   stream_access  -
   stream_log     -
-""")
+""" + AVAILABLE)
 
     def test_help(self):
         text = str(Options())
@@ -277,7 +291,7 @@ class CommandLineTests(TestCase):
         code, output = self.twistd("tproxy", "--help")
         self.assertEqual(code, 0, output)
         self.assertIn("Usage: twistd [options] tproxy [-c CONFIG.json] "
-                      "[--list-plugins]", output)
+                      "[--check] [--list-plugins]", output)
 
     def test_bad_config(self):
         path = write_json(self, {"upstreams": {"api": {"peers": ["h:1", "h:70000"]}}})
@@ -303,6 +317,16 @@ class CommandLineTests(TestCase):
                                    "-c", write_json(self, {}))
         self.assertEqual((code, output), (0, DEFAULT_LISTING))
 
+    def test_check(self):
+        """``--check`` (``-t``) validates and exits, as ``nginx -t``."""
+        path = write_json(self, {"listen": "tcp:1"})
+        code, output = self.twistd("-n", "--pidfile=", "tproxy", "--check", "-c", path)
+        self.assertEqual((code, output), (0, path + ": the configuration is valid\n"))
+        path = write_json(self, {"plugins": ["registry", "nope"]})
+        output = self.assertFails(["-t", "-c", path],
+                                  path + ": plugins[1]: unknown plugin 'nope'")
+        self.assertNotIn("valid", output)
+
     def test_port_in_use(self):
         busy = socket.socket()
         self.addCleanup(busy.close)
@@ -311,6 +335,36 @@ class CommandLineTests(TestCase):
         listen = "tcp:{}:interface=127.0.0.1".format(busy.getsockname()[1])
         path = write_json(self, local(listen=listen))
         self.assertFails(["-c", path], "cannot listen for the proxy on " + listen)
+
+
+    def test_fast_reactor_by_default(self):
+        """
+        Without ``-r``, ``twistd tproxy`` runs on tproxy's reactor and says
+        which fast paths are on; ``TPROXY_REACTOR=default`` keeps twistd's.
+        """
+        busy = socket.socket()
+        self.addCleanup(busy.close)
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        path = write_json(self, local(listen="tcp:{}:interface=127.0.0.1".format(
+            busy.getsockname()[1])))
+        saved = os.environ.pop("TPROXY_REACTOR", None)
+        if saved is not None:
+            self.addCleanup(os.environ.__setitem__, "TPROXY_REACTOR", saved)
+        else:
+            self.addCleanup(os.environ.pop, "TPROXY_REACTOR", None)
+        output = self.assertFails(["-c", path], "cannot listen")
+        if fastio.TWISTED_VERSION in fastio.TESTED_TWISTED:
+            self.assertIn("fast paths: reactor tproxy.reactor.FastEPollReactor (on)",
+                          output)
+            self.assertIn("reactor class: tproxy.reactor.FastEPollReactor", output)
+        else:
+            self.assertIn("reactor class: twisted.internet.epollreactor.EPollReactor",
+                          output)
+        os.environ["TPROXY_REACTOR"] = "default"
+        output = self.assertFails(["-c", path], "cannot listen")
+        self.assertNotIn("FastEPollReactor", output)
+        self.assertIn("fast paths: reactor twisted.internet.", output)
 
 
 class DefaultsUnchangedTests(TestCase):

@@ -13,8 +13,10 @@ non-empty segment, percent-decoded into ``request.params["name"]``
 (``admin.route("GET", "/routes/{name}", handler)``); a path without
 parameters wins over one with.
 
-A request meets, in order: the token check (``401``), the path (``404``), the
-method (``405``), then the handler; an exception in the handler is a ``500``
+A request meets, in order: the token check (``401``; not for a route made
+with ``public=True``, such as the health endpoints ``/healthz`` and
+``/readyz`` that orchestrators' probes call without a token), the path
+(``404``), the method (``405``), then the handler; an exception in the handler is a ``500``
 with a logged traceback.  Every answer is a JSON document.
 
 :meth:`AdminRoutes.handle` runs the same steps without HTTP (for test
@@ -183,14 +185,23 @@ class AdminRoutes(object):
         self.token = token
         self.routes = {}  # (method, path) -> handler
         self.patterns = {}  # (method, path with {params}) -> (segments, handler)
+        self.public = set()  # paths served without the token
 
-    def route(self, method, path, handler):
+    def route(self, method, path, handler, public=False):
         """
         Serve ``method path`` with ``handler`` (replacing an earlier one).
         A segment ``{name}`` of ``path`` is a parameter (see the module
         docstring).
+
+        :param public: serve the path without the token check (for what
+            must answer callers that cannot send one: health probes); a
+            plain path only, never one with parameters.
         """
         key = (method.upper(), path)
+        if public:
+            if "{" in path:
+                raise ValueError("a public admin route has no parameters: %r" % (path,))
+            self.public.add(path)
         if "{" in path:
             self.patterns[key] = (path.split("/"), handler)
         else:
@@ -232,7 +243,7 @@ class AdminRoutes(object):
         :param request: an :class:`AdminRequest`.
         :return: a Deferred firing with an :class:`AdminResponse`.
         """
-        if not self._authorized(request):
+        if not self._authorized(request) and request.path not in self.public:
             challenge = ('Bearer realm="tproxy-admin", error="invalid_token"'
                          if "authorization" in request.headers
                          else 'Bearer realm="tproxy-admin"')

@@ -7,9 +7,11 @@ The gateway: what a running tproxy is made of, handed to plugins in
 from twisted.internet.defer import DeferredList, maybeDeferred
 from twisted.logger import Logger
 
+from tproxy import probes
 from tproxy.admin import AdminRoutes
 from tproxy.phases import Phases
 from tproxy.registry import MemoryRegistry
+from tproxy.trust import TrustedProxies
 
 
 class Gateway(object):
@@ -23,6 +25,10 @@ class Gateway(object):
     :ivar admin: the :class:`tproxy.admin.AdminRoutes` of the admin listener.
     :ivar phases: the :class:`tproxy.phases.Phases` driver.
     :ivar plugins: the plugin manager (``pluggy.PluginManager``).
+    :ivar trusted_proxies: the :class:`tproxy.trust.TrustedProxies` of the
+        configuration's ``trusted_proxies``: ``ctx.request.remote_addr in
+        gateway.trusted_proxies`` tells whether a request came through one
+        (whose headers, ``X-Request-ID`` say, may then be believed).
     """
 
     log = Logger()
@@ -36,9 +42,15 @@ class Gateway(object):
         for group, spec in sorted(config.get("upstreams", {}).items()):
             for peer in spec["peers"]:
                 self.registry.add_static(group, peer["host"], peer["port"], peer["weight"])
+        self.trusted_proxies = TrustedProxies(config.get("trusted_proxies", ()))
         self.admin = AdminRoutes(token=config["admin"].get("token"))
+        probes.install(self)
         self.phases = Phases(plugin_manager)
         self._on_stop = []
+        #: whether the gateway takes traffic (``/readyz``): from the end of
+        #: :meth:`start` until it begins to stop
+        self.serving = False
+        self.started = False
 
     def on_stop(self, fn):
         """Call ``fn()`` (which may return a Deferred) when the gateway stops."""
@@ -46,10 +58,14 @@ class Gateway(object):
 
     def start(self):
         """Run every ``init_worker``; a Deferred that fires when all are done."""
-        return self.phases.init_worker(self)
+        def started(result):
+            self.started = self.serving = True
+            return result
+        return self.phases.init_worker(self).addCallback(started)
 
     def stop(self):
         """Run the ``on_stop`` callbacks, last registered first."""
+        self.serving = False
         ds = [maybeDeferred(fn) for fn in reversed(self._on_stop)]
         self._on_stop = []
         return DeferredList(ds, consumeErrors=True)

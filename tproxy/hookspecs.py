@@ -74,8 +74,11 @@ def init_worker(gateway):
     Deferred or coroutine; a failure stops startup.
 
     :param gateway: the :class:`tproxy.gateway.Gateway`: ``reactor``,
-        ``config``, ``registry``, ``admin``, and ``on_stop(fn)`` to register
-        cleanup that runs when the process stops.
+        ``config``, ``registry``, ``admin`` (``admin.route(method, path,
+        handler, public=False)``), ``trusted_proxies`` (``remote_addr in
+        gateway.trusted_proxies``: the request came through a trusted
+        proxy), and ``on_stop(fn)`` to register cleanup that runs when the
+        process stops.
     :return: ``None`` (or an awaitable of it).
     """
 

@@ -6,7 +6,9 @@ The ``plugins`` list of the configuration decides which plugins are active
 and in what order.  Each entry's name is resolved, in this order, as:
 
 1. a built-in (:data:`BUILTINS`: ``registry``, ``router``, ``least_conn``,
-   ``access_log``, ``routes``);
+   ``access_log``, ``routes``, and the gateway plugins ``request_id``,
+   ``key_auth``, ``jwt_auth``, ``ip_restriction``, ``cors``: see
+   docs/gateway-plugins.md);
 2. an entry point of the group ``tproxy`` (what an installed distribution
    declares: ``[project.entry-points.tproxy] key_auth = "tproxy_key_auth"``);
 3. a dotted module path (``"mycompany.tproxy_auth"``), or ``"module:attr"``.
@@ -40,8 +42,8 @@ import pluggy
 from tproxy import hookspecs
 from tproxy.config import ConfigError, fill_defaults, schema_errors, validator_for
 
-__all__ = ["BUILTINS", "ENTRY_POINT_GROUP", "build_plugin_manager",
-           "describe_phases", "load_plugin"]
+__all__ = ["BUILTINS", "ENTRY_POINT_GROUP", "available_plugins",
+           "build_plugin_manager", "describe_phases", "load_plugin"]
 
 #: The project name: of the hook markers, the plugin manager and the
 #: entry-point group.
@@ -54,10 +56,32 @@ BUILTINS = {
     "least_conn": "tproxy.builtins.least_conn",
     "access_log": "tproxy.builtins.access_log",
     "routes": "tproxy.builtins.routes",
+    "request_id": "tproxy.builtins.request_id",
+    "key_auth": "tproxy.builtins.key_auth",
+    "jwt_auth": "tproxy.builtins.jwt_auth",
+    "ip_restriction": "tproxy.builtins.ip_restriction",
+    "cors": "tproxy.builtins.cors",
 }
 
 _UNKNOWN = ("unknown plugin {!r} (not a built-in, an entry point of group "
-            "'tproxy', or an importable module)")
+            "'tproxy', or an importable module); built-ins: {}; installed entry "
+            "points: {}")
+
+
+def available_plugins(entry_points):
+    """
+    ``(built-in names, entry-point names)``, each sorted: the names a
+    ``plugins`` entry may use besides module paths (for ``--list-plugins``
+    and the message of an unknown name).
+
+    :param entry_points: the entry points of the group ``tproxy``.
+    """
+    return sorted(BUILTINS), sorted({ep.name for ep in entry_points})
+
+
+def _unknown(name, entry_points):
+    builtins, installed = available_plugins(entry_points)
+    return _UNKNOWN.format(name, ", ".join(builtins), ", ".join(installed) or "none")
 
 
 def tproxy_entry_points():
@@ -125,7 +149,7 @@ def resolve_plugin(name, path, entry_points):
                                "load: {}".format(name, matches[0].value, _describe(e))))
     obj = _import(name, path, name) if _looks_importable(name) else None
     if obj is None:
-        raise ConfigError((path, _UNKNOWN.format(name)))
+        raise ConfigError((path, _unknown(name, entry_points)))
     return obj
 
 

@@ -22,7 +22,8 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from tproxy.config import ConfigError, load_config, validate_config
-from tproxy.plugins import build_plugin_manager, describe_phases
+from tproxy.plugins import (
+    available_plugins, build_plugin_manager, describe_phases, tproxy_entry_points)
 
 #: The configuration file used when ``--config`` is not given, if it exists
 #: (relative to the working directory); without it the built-in defaults
@@ -41,7 +42,7 @@ class Options(usage.Options):
     ``self.plugin_manager`` the loaded plugins.
     """
 
-    synopsis = "[-c CONFIG.json] [--list-plugins]"
+    synopsis = "[-c CONFIG.json] [--check] [--list-plugins]"
     longdesc = ("Run tproxy, an HTTP reverse proxy and API gateway whose request "
                 "phases are pluggy hooks. Without --config, {} is used if it "
                 "exists, else the built-in defaults (proxy on tcp:8080, admin API "
@@ -53,8 +54,12 @@ class Options(usage.Options):
          "built-in defaults].".format(DEFAULT_CONFIG)],
     ]
     optFlags = [
+        ["check", "t",
+         "Check the configuration and the plugins it names, say whether they are "
+         "valid, and exit (0 when valid, 1 otherwise), as nginx -t does."],
         ["list-plugins", None,
-         "Print the active plugins of each phase, in execution order, and exit."],
+         "Print the active plugins of each phase, in execution order, and "
+         "the plugins available (built-ins, installed entry points), and exit."],
     ]
 
     config = None
@@ -64,10 +69,11 @@ class Options(usage.Options):
     def postOptions(self):
         """
         Load and validate the configuration and the plugins; handle
-        ``--list-plugins``.
+        ``--check`` and ``--list-plugins``.
 
         :raises SystemExit: with the error message when the configuration or
-            a plugin is invalid; with ``0`` after ``--list-plugins``.
+            a plugin is invalid; with ``0`` after ``--check`` or
+            ``--list-plugins``.
         """
         path = self["config"]
         if path is None and os.path.exists(DEFAULT_CONFIG):
@@ -82,20 +88,31 @@ class Options(usage.Options):
             self.plugin_manager = build_plugin_manager(self.config, source=self.source)
         except ConfigError as e:
             raise SystemExit(str(e))
+        if self["check"]:
+            sys.stdout.write("{}: the configuration is valid\n".format(self.source))
+            sys.stdout.flush()
+            raise SystemExit(0)
         if self["list-plugins"]:
             sys.stdout.write(format_phases(self.config, self.plugin_manager))
             sys.stdout.flush()
             raise SystemExit(0)
 
 
-def format_phases(config, plugin_manager):
-    """The text of ``--list-plugins``: the plugins, then each phase's."""
+def format_phases(config, plugin_manager, entry_points=None):
+    """The text of ``--list-plugins``: the plugins, then each phase's, then
+    the plugins available (``entry_points``: default the installed ones)."""
     names = [p["name"] for p in config["plugins"]]
     lines = ["plugins (config order): {}".format(", ".join(names) or "-")]
     phases = describe_phases(plugin_manager)
     width = max(len(phase) for phase, _ in phases)
     for phase, plugins in phases:
         lines.append("  {}  {}".format(phase.ljust(width), ", ".join(plugins) or "-"))
+    if entry_points is None:
+        entry_points = tproxy_entry_points()
+    builtins, installed = available_plugins(entry_points)
+    lines.append("available plugins:")
+    lines.append("  {}  {}".format("built-in".ljust(width), ", ".join(builtins)))
+    lines.append("  {}  {}".format("installed".ljust(width), ", ".join(installed) or "-"))
     return "\n".join(lines) + "\n"
 
 
@@ -178,6 +195,7 @@ class GatewayService(MultiService):
             stops).
         """
         Service.stopService(self)
+        self.gateway.serving = False   # /readyz: 503 while draining
         ports, self.ports = self.ports, []
         d = DeferredList([maybeDeferred(p.stopListening) for p in ports],
                          consumeErrors=True)
@@ -285,6 +303,44 @@ def _exit_status_on_exit(status):
     atexit.register(_exit)
 
 
+def _install_fast_reactor():
+    """
+    Install tproxy's reactor (:mod:`tproxy.reactor`) when none is installed
+    yet: twistd was given no ``-r`` and nothing imported the global reactor.
+    So the plain ``twistd tproxy`` is the fast one.  Skipped where epoll is
+    missing, or with ``TPROXY_REACTOR=default`` (twistd then installs its
+    default reactor as usual).
+    """
+    if ("twisted.internet.reactor" in sys.modules
+            or os.environ.get("TPROXY_REACTOR") == "default"):
+        return
+    import select
+    if not hasattr(select, "epoll"):
+        return
+    from tproxy.reactor import install
+    install()
+
+
+def _log_fast_paths(reactor):
+    """One line at start saying which of tproxy's fast paths are on."""
+    import platform
+
+    from tproxy import fastio
+    from tproxy.http import parsing
+
+    log.info("fast paths: reactor {reactor} ({fast}), fast write {write}, "
+             "HTTP parser {parser}, Twisted {twisted}",
+             reactor=type(reactor).__module__ + "." + type(reactor).__name__,
+             fast="on" if type(reactor).__name__ == "FastEPollReactor" else "off",
+             write="on" if fastio.ENABLED else "off",
+             parser=parsing.NAME, twisted=fastio.TWISTED_VERSION)
+    if (platform.python_implementation() == "PyPy"
+            and not os.environ.get("PYPY_GC_NURSERY")):
+        log.warn("PyPy without PYPY_GC_NURSERY: set PYPY_GC_NURSERY=16MB and "
+                 "PYPY_GC_INCREMENT_STEP=4MB in the environment for ~30 % more "
+                 "requests per second (README, Running on PyPy)")
+
+
 def makeService(options, reactor=None):
     """
     The service of ``twistd tproxy``: a :class:`GatewayService` running the
@@ -295,7 +351,9 @@ def makeService(options, reactor=None):
     :param reactor: the reactor (default: the global one).
     """
     if reactor is None:
+        _install_fast_reactor()
         from twisted.internet import reactor
+    _log_fast_paths(reactor)
     from twisted.internet.endpoints import serverFromString
 
     from tproxy.gateway import Gateway

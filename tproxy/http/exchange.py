@@ -10,6 +10,8 @@ method calls.  Bodies stream chunk by chunk in both directions: when one side
 cannot take more, the other side's reading is paused.
 """
 
+from http import HTTPStatus
+
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectingCancelledError, TimeoutError as TxTimeoutError
 from twisted.logger import Logger
@@ -31,6 +33,9 @@ _REASONS = {
     501: b"Not Implemented", 502: b"Bad Gateway", 503: b"Service Unavailable",
     504: b"Gateway Timeout", 505: b"HTTP Version Not Supported",
 }
+# the other registered codes (201, 204, 301 ... a plugin's own responses)
+for _status in HTTPStatus:
+    _REASONS.setdefault(_status.value, _status.phrase.encode("ascii"))
 
 _RESPONSE_HOP = HOP_BY_HOP
 
@@ -471,7 +476,10 @@ class Exchange(object):
             lines.append(b"\r\n".join([b": ".join(p) for p in raw]))
             lines.append(b"\r\n")
         if body is not None:
-            lines.append(b"Content-Length: %d\r\n" % len(body))
+            if status == 204:   # RFC 9110: no Content-Length, no body in a 204
+                body = b""
+            else:
+                lines.append(b"Content-Length: %d\r\n" % len(body))
         elif self.response_chunked:
             lines.append(b"Transfer-Encoding: chunked\r\n")
         if self.response_close:

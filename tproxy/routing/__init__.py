@@ -28,7 +28,8 @@ Cost: exact and prefix routes sit in dictionaries by path, per host; a
 request costs one lookup per path segment and per host label, whatever the
 number of routes.  Regex routes (and routes without a path) are tried one by
 one, in rank order, only when no better-ranked route took the request.
-Regexes run on RE2 (``google-re2``): linear time, no backtracking.
+Regexes run on RE2 (``google-re2``), or where it is missing (PyPy) on
+:mod:`tproxy.routing.linear_re`: linear time either way, no backtracking.
 
 The modules:
 
@@ -37,7 +38,9 @@ The modules:
 - :mod:`tproxy.routing.route`: one compiled :class:`Route`, and the
   :class:`RequestView` its conditions read;
 - :mod:`tproxy.routing.table`: the :class:`RouteTable` index and the
-  precedence order.
+  precedence order;
+- :mod:`tproxy.routing.linear_re`: the linear-time regex engine used where
+  RE2 is missing.
 """
 
 from tproxy.routing.route import NEED_BODY, RequestView, Route

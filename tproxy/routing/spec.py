@@ -7,11 +7,13 @@ validation and compilation into :class:`~tproxy.routing.route.Route` objects
 
 Every problem is reported at once, each named by its JSON path
 (``routes[2].match.path.value``), as a :class:`tproxy.config.ConfigError`.
-Regexes are compiled with RE2 (``google-re2``): where it is missing, regex
-routes are refused, saying why.
+Regexes are compiled with RE2 (``google-re2``), or where it is missing
+(PyPy, which has no wheel of it) or ``TPROXY_REGEX=python`` is set, with
+:mod:`tproxy.routing.linear_re`: linear time either way.
 """
 
 import copy
+import os
 import re
 
 from tproxy.config import (GROUP_NAME, ConfigError, check_host, fill_defaults,
@@ -20,9 +22,13 @@ from tproxy.routing.route import (ANY, EXACT, HOST_ANY, HOST_EXACT, HOST_WILD, P
                                   REGEX, Route)
 from tproxy.routing.table import RouteTable
 
+from tproxy.routing import linear_re
+
 try:
     import re2
 except ImportError:  # pragma: no cover - e.g. PyPy, which has no wheel
+    re2 = None
+if os.environ.get("TPROXY_REGEX") == "python":
     re2 = None
 
 __all__ = ["ROUTE_SCHEMA", "validate_route", "compile_route",
@@ -189,6 +195,8 @@ def _norm_prefix(value):
 
 
 def _regex(pattern, caseless):
+    if re2 is None:
+        return linear_re.compile(pattern, re.IGNORECASE if caseless else 0)
     options = re2.Options()
     options.log_errors = False
     if caseless:
@@ -233,17 +241,13 @@ def _path_condition(r, p, at, errors):
     elif r.mode in ("regex", "regexi"):
         r.tier = REGEX
         r.key = None
-        if re2 is None:
-            errors.append((where, "regex routes need the google-re2 package "
-                           "(pip install google-re2), which this Python lacks"))
-        else:
-            try:
-                r.regex = _regex(r.value, r.mode == "regexi")
-            except re2.error as e:
-                why = e.args[0] if e.args else e
-                if isinstance(why, bytes):
-                    why = why.decode("utf-8", "replace")
-                errors.append((where, "invalid regex {!r}: {}".format(r.value, why)))
+        try:
+            r.regex = _regex(r.value, r.mode == "regexi")
+        except (linear_re.error if re2 is None else re2.error) as e:
+            why = e.args[0] if e.args else e
+            if isinstance(why, bytes):
+                why = why.decode("utf-8", "replace")
+            errors.append((where, "invalid regex {!r}: {}".format(r.value, why)))
     elif r.fake:
         # no path condition but a fake prefix: the fake prefix is the path
         r.tier, r.key = PREFIX, r.fake

@@ -1,0 +1,107 @@
+"""
+Tests for :mod:`tproxy.routing.linear_re`, the regex engine of regex routes
+where google-re2 is missing (PyPy): the same matches as ``re`` (and RE2,
+where installed) on random texts, the same refusals as RE2, in linear time.
+"""
+
+import random
+import re
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tproxy.routing import linear_re
+
+try:
+    import re2
+except ImportError:  # PyPy
+    re2 = None
+
+#: Patterns on which re, RE2 and linear_re agree, covering each construct.
+PATTERNS = [
+    r"^/item/([0-9]+)$", r"\.(png|jpe?g|gif)$", r"a*", r"(a|ab)(c|bcd)(d*)",
+    r"(a+?)(a*)", r"^/(?P<v>v[0-9])/(.*)$", r"x{2,4}?y", r"(?i)AbC", r"[^/]+/(\w+)\b",
+    r"(a|b)*?c", r"\bfoo\B", r"(?:ab){2}", r"^$", r"(a?){3}a{3}", r"[a-c-]+", r"(?s).+",
+    r".+$", r"[\d\s]+", r"(x)?y", r"^/api(/.*)?$", r"(?m)^b$", r"[A-Z]+(?i:x)", r"a{0}b",
+    r"(?i)[a-c]+", r"\Aab", r"[^a-c]x", r"a{2,}", r"(ab|a)(bc|c)?",
+]
+ALPHABET = "abcdxy/.0129 \nABCpngjpgXY_"
+
+
+def outcome(match):
+    return None if match is None else (match.span(), match.groups())
+
+
+class AgreementTests(SynchronousTestCase):
+    """linear_re finds what a backtracking engine finds, on random texts."""
+
+    def compare(self, reference, final_newline=True):
+        rng = random.Random(7)
+        for pattern in PATTERNS:
+            ours, theirs = linear_re.compile(pattern), reference(pattern)
+            self.assertEqual((ours.groups, ours.groupindex),
+                             (theirs.groups, dict(theirs.groupindex)), pattern)
+            for _ in range(300):
+                text = "".join(rng.choice(ALPHABET) for _ in range(rng.randint(0, 12)))
+                if not final_newline and text.endswith("\n"):
+                    continue
+                self.assertEqual(outcome(ours.search(text)), outcome(theirs.search(text)),
+                                 (pattern, text))
+
+    def test_re(self):
+        """The same as ``re`` (whose ``$`` also matches before a final
+        newline: RE2's does not, nor does this engine's)."""
+        self.compare(re.compile, final_newline=False)
+        self.assertIsNone(linear_re.compile("a$").search("a\n"))
+
+    def test_re2(self):
+        if re2 is None:
+            raise self.skipTest("google-re2 is not installed")
+        self.compare(re2.compile)
+
+    def test_emptyIterations(self):
+        """A repeated group that matched empty keeps its empty capture, as
+        in RE2 (``re`` differs on the second)."""
+        self.assertEqual(linear_re.compile(r"(a*)*b").search("b").groups(), ("",))
+        self.assertEqual(linear_re.compile(r"(a|)+b").search("ab").groups(), ("a",))
+
+
+class MatchTests(SynchronousTestCase):
+    """The match object the router uses."""
+
+    def test_expand(self):
+        m = linear_re.compile(r"^/item/(?P<id>[0-9]+)(x)?$").search("/item/42")
+        self.assertEqual(m.expand(r"/items/\1/\g<id>/\2."), "/items/42/42/.")
+        self.assertEqual((m.group(), m.group("id"), m.group(2)), ("/item/42", "42", None))
+        self.assertEqual((m.span(1), m.start(2), m.end()), ((6, 8), -1, 8))
+        self.assertRaises(IndexError, m.group, 3)
+        self.assertRaises(IndexError, m.group, "nope")
+
+    def test_anchoredMatch(self):
+        p = linear_re.compile(r"b+")
+        self.assertIsNone(p.match("abb"))
+        self.assertEqual(p.match("abb", 1).span(), (1, 3))
+        self.assertEqual(p.search("abb").span(), (1, 3))
+
+
+class RefusalTests(SynchronousTestCase):
+    """What would need backtracking is refused, as RE2 refuses it."""
+
+    def test_refused(self):
+        for pattern in (r"(a)\1", r"a(?=b)", r"a(?!b)", r"(?<=a)b", r"(?<!a)b",
+                        r"(a)(?(1)b|c)", "(unclosed", "a{3,2}"):
+            self.assertRaises(linear_re.error, linear_re.compile, pattern)
+
+    def test_tooLarge(self):
+        """Counted repeats are copies: a program past the limit is refused."""
+        linear_re.compile("(?:ab){1000}")
+        e = self.assertRaises(linear_re.error, linear_re.compile, "(?:(?:ab){100}){300}")
+        self.assertIn("too large", str(e))
+
+    def test_linearTime(self):
+        """
+        Patterns that take a backtracking engine 2**n steps: a backtracking
+        implementation would never finish this test.
+        """
+        self.assertIsNone(linear_re.compile(r"(a|aa)*c").search("a" * 3000))
+        self.assertIsNone(linear_re.compile(r"(a+)+$").search("a" * 3000 + "b"))
+        self.assertEqual(linear_re.compile(r"(a*)*$").search("a" * 3000).span(), (0, 3000))

@@ -1,0 +1,475 @@
+# -*- test-case-name: tests.test_jwt_auth -*-
+"""
+The built-in ``jwt_auth`` plugin: every request must carry a JSON Web Token
+signed by one of the configured keys (HS256, RS256, ES256 ...; verified with
+PyJWT), or it is answered ``401`` with ``WWW-Authenticate: Bearer ...`` and a
+JSON body.
+
+- **Keys** come from the settings (``keys``: a shared ``secret`` or a PEM
+  ``public_key``, each with its ``algorithm``) and/or a JWKS file
+  (``jwks_file``, read at start and, with ``jwks_refresh``, every so many
+  seconds: a provider's key rotation needs no restart; a file that cannot be
+  read leaves the keys in use, and says so once in the log).  A token whose header names a ``kid`` is
+  checked with that key only; one without, with the keys that have no
+  ``kid``.
+- **The token's** ``alg`` **is never trusted**: each key has one algorithm,
+  fixed in the configuration (or by the JWK), and a token is verified with
+  that algorithm only (``alg: none``, or HS256 signed with an RSA public key
+  as its secret, are refused).
+- **Claims**: ``exp`` and ``nbf`` are checked against the gateway's clock
+  (not the system's: tests move a fake one), with ``leeway`` seconds of
+  tolerance for clock skew; ``aud`` and ``iss`` when ``audience`` /
+  ``issuer`` are set; the claims of ``required_claims`` (``["exp"]``) must be
+  present.
+- **What goes upstream**: not the token (the header is removed, the query
+  argument stripped); the consumer (the key's ``consumer``, else the claim
+  ``consumer_claim``, ``sub``) as ``X-Consumer-Username``; the claims of
+  ``claims_to_headers`` as headers (strings as they are if printable ASCII,
+  else percent-encoded; other JSON values as compact JSON); headers of those
+  names sent by the client are removed.  ``ctx.vars["consumer"]`` and
+  ``ctx.vars["jwt_claims"]`` are set for the plugins after this one.
+- Verified tokens are remembered (at most ``cache_size`` of up to 4 KiB, their
+  ``exp``/``nbf`` checked again at each use), so a client sending the same
+  token again costs a dictionary lookup, not a signature check.
+"""
+
+import json
+from urllib.parse import quote
+
+import jwt
+from jwt.algorithms import get_default_algorithms
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from tproxy import hookimpl
+from tproxy.builtins._credentials import (
+    CONSUMER_HEADER, query_value, remove_from_query, unauthorized)
+from tproxy.config import ConfigError
+
+__all__ = ["Plugin"]
+
+log = Logger()
+
+_TOKEN = "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
+_ALGORITHMS = ["HS256", "HS384", "HS512", "RS256", "RS384", "RS512",
+               "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
+_PRINTABLE = "".join(chr(c) for c in range(0x20, 0x7f))
+
+#: PyJWT's options: signature, aud and iss by PyJWT; exp, nbf by the
+#: gateway's clock (see _check_times); iat not checked
+_OPTIONS = {"verify_signature": True, "verify_exp": False, "verify_nbf": False,
+            "verify_iat": False}
+
+
+class _Key(object):
+    """One verification key: its prepared key object and its one algorithm."""
+
+    __slots__ = ("kid", "algorithm", "key", "consumer", "from_jwks")
+
+    def __init__(self, kid, algorithm, key, consumer, from_jwks=False):
+        self.kid = kid
+        self.algorithm = algorithm
+        self.key = key
+        self.consumer = consumer
+        self.from_jwks = from_jwks
+
+
+class _Invalid(Exception):
+    """A token refused; ``str()`` is the fixed description sent to the client."""
+
+
+class Plugin(object):
+    """
+    JWT bearer tokens (``access``).
+
+    :param settings: see :attr:`settings_schema`.
+    """
+
+    settings_schema = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "keys": {
+                "type": "array", "default": [],
+                "items": {
+                    "type": "object", "additionalProperties": False,
+                    "required": ["algorithm"],
+                    "properties": {
+                        "kid": {"type": "string", "minLength": 1},
+                        "algorithm": {"enum": _ALGORITHMS},
+                        "secret": {"type": "string", "minLength": 32,
+                                   "description": "HS*: the shared secret (32+ characters)"},
+                        "public_key": {"type": "string", "minLength": 1,
+                                       "description": "RS*/PS*/ES*/EdDSA: a PEM public key"},
+                        "consumer": {"type": "string", "minLength": 1,
+                                     "description": "the consumer of every token "
+                                                    "this key signs"},
+                    },
+                },
+            },
+            "jwks_file": {"type": ["string", "null"], "default": None,
+                          "description": "a JWKS (JSON Web Key Set) file, read at start"},
+            "jwks_refresh": {"type": ["number", "null"], "exclusiveMinimum": 0,
+                             "default": None,
+                             "description": "seconds between reloads of jwks_file "
+                                            "(null: read once)"},
+            "header": {"type": "string", "pattern": _TOKEN, "default": "Authorization",
+                       "description": "where the token is: 'Bearer <token>'"},
+            "query_param": {"type": ["string", "null"], "default": None,
+                            "description": "also read the token from this query argument"},
+            "audience": {"type": ["string", "array", "null"], "items": {"type": "string"},
+                         "default": None},
+            "issuer": {"type": ["string", "array", "null"], "items": {"type": "string"},
+                       "default": None},
+            "leeway": {"type": "number", "minimum": 0, "maximum": 3600, "default": 30,
+                       "description": "seconds of clock skew tolerated for exp and nbf"},
+            "required_claims": {"type": "array", "items": {"type": "string"},
+                                "default": ["exp"]},
+            "consumer_claim": {"type": "string", "default": "sub"},
+            "consumer_header": {"type": ["string", "null"], "pattern": _TOKEN,
+                                "default": CONSUMER_HEADER},
+            "claims_to_headers": {
+                "type": "object", "default": {},
+                "additionalProperties": {"type": "string", "pattern": _TOKEN},
+                "description": "{claim: header}: claims sent upstream",
+            },
+            "realm": {"type": "string", "pattern": "^[^\"\\\\]*$", "default": "tproxy"},
+            "cache_size": {"type": "integer", "minimum": 0, "default": 1024},
+        },
+    }
+
+    def __init__(self, settings):
+        self.header = settings["header"]
+        self.query_names = (frozenset([settings["query_param"]])
+                            if settings["query_param"] else None)
+        self.audience = settings["audience"]
+        self.issuer = settings["issuer"]
+        self.leeway = settings["leeway"]
+        self.required = list(settings["required_claims"])
+        self.consumer_claim = settings["consumer_claim"]
+        self.consumer_header = settings["consumer_header"]
+        self.claim_headers = sorted(settings["claims_to_headers"].items())
+        self.realm = settings["realm"]
+        self.cache_size = settings["cache_size"]
+        self.cache = {}
+        self.options = dict(_OPTIONS, require=self.required,
+                            verify_aud=self.audience is not None,
+                            verify_iss=self.issuer is not None)
+        self.clock = None
+        self.jwks_file = settings["jwks_file"]
+        self.jwks_refresh = settings["jwks_refresh"]
+        self._loop = None
+        self._failing = False     # the last JWKS reload failed (said once)
+        errors = []
+        self.configured = []
+        for i, spec in enumerate(settings["keys"]):
+            try:
+                self.configured.append(self._from_settings(spec, "keys[{}]".format(i)))
+            except ConfigError as e:
+                errors.extend(e.errors)
+        self._jwks_data = None    # the file's bytes the keys come from
+        if not errors:
+            try:
+                jwks = []
+                if self.jwks_file:
+                    self._jwks_data = _read(self.jwks_file)
+                    jwks = _parse_jwks(self.jwks_file, self._jwks_data)
+                self._install(self.configured + jwks)
+            except ConfigError as e:
+                errors.extend(e.errors)
+        if not errors and not self.by_kid and not self.without_kid:
+            errors.append(("", "no key: give keys or jwks_file"))
+        if errors:
+            raise ConfigError(errors)
+        self.challenge = 'Bearer realm="{}"'.format(self.realm)
+        self.header_key = self.header.lower().encode("ascii")
+        self.consumer_name = (self.consumer_header.encode("ascii")
+                              if self.consumer_header is not None else None)
+        #: the request fields removed: the token's header, and those this
+        #: plugin sets (never the client's own)
+        self.drop = frozenset(
+            [self.header_key] + [n.lower().encode("ascii") for _, n in self.claim_headers]
+            + ([self.consumer_name.lower()] if self.consumer_name is not None else []))
+
+    # -- keys -----------------------------------------------------------------
+
+    def _install(self, keys):
+        """Use ``keys`` (all of them, replacing the current ones) from now on;
+        forget the tokens verified with the previous keys."""
+        by_kid, without_kid = {}, []
+        for key in keys:
+            if key.kid is None:
+                without_kid.append(key)
+            elif key.kid in by_kid:
+                raise ConfigError(("jwks_file" if key.from_jwks else "keys",
+                                   "kid {!r} is used twice".format(key.kid)))
+            else:
+                by_kid[key.kid] = key
+        self.by_kid, self.without_kid = by_kid, without_kid
+        self.cache = {}
+
+    def reload_jwks(self):
+        """
+        Read ``jwks_file`` again and use its keys (with those of ``keys``);
+        on failure keep the current keys and log it (once until a reload
+        succeeds).  Never raises (it runs in a ``LoopingCall``).
+        """
+        try:
+            with open(self.jwks_file, "rb") as f:
+                data = f.read()
+            if data == self._jwks_data:
+                keys = None       # unchanged: keep the keys and the cache
+            else:
+                keys = self.configured + _parse_jwks(self.jwks_file, data)
+                if not keys:
+                    raise ConfigError(("jwks_file", "no key left"))
+            if keys is not None:
+                self._install(keys)
+                self._jwks_data = data
+        except Exception as e:
+            problem = e.errors[0][1] if isinstance(e, ConfigError) else repr(e)
+            if not self._failing:
+                log.warn("jwt_auth: cannot reload {path}, keeping the keys in use: "
+                         "{problem}", path=self.jwks_file, problem=problem)
+            self._failing = True
+        else:
+            if self._failing:
+                log.info("jwt_auth: {path} reloaded", path=self.jwks_file)
+            self._failing = False
+
+    @staticmethod
+    def _from_settings(spec, path):
+        algorithm = spec["algorithm"]
+        if algorithm.startswith("HS"):
+            material = spec.get("secret")
+            if material is None or "public_key" in spec:
+                raise ConfigError((path, "algorithm {} needs a secret (and no "
+                                   "public_key)".format(algorithm)))
+            material = material.encode("utf-8")
+        else:
+            material = spec.get("public_key")
+            if material is None or "secret" in spec:
+                raise ConfigError((path, "algorithm {} needs a public_key (and no "
+                                   "secret)".format(algorithm)))
+        try:
+            prepared = get_default_algorithms()[algorithm].prepare_key(material)
+        except Exception as e:
+            raise ConfigError((path, "not a key for {}: {}".format(algorithm, e)))
+        if not algorithm.startswith("HS") and hasattr(prepared, "private_bytes"):
+            raise ConfigError((path, "public_key is a private key: give the "
+                               "public key only"))
+        return _Key(spec.get("kid"), algorithm, prepared, spec.get("consumer"))
+
+    # -- per request ----------------------------------------------------------
+
+    @hookimpl
+    def init_worker(self, gateway):
+        """Use the gateway's clock for ``exp`` and ``nbf``; start reloading
+        ``jwks_file`` every ``jwks_refresh`` seconds (if set)."""
+        self.clock = gateway.reactor
+        if self.jwks_file and self.jwks_refresh and self._loop is None:
+            self._loop = LoopingCall(self.reload_jwks)
+            self._loop.clock = gateway.reactor
+            self._loop.start(self.jwks_refresh, now=False).addErrback(
+                lambda f: log.failure("jwt_auth: the JWKS reload timer stopped", f))
+            gateway.on_stop(self._stop)
+
+    def _stop(self):
+        loop, self._loop = self._loop, None
+        if loop is not None and loop.running:
+            loop.stop()
+
+    def _token(self, request):
+        """
+        The token: from the header (removed, in the same pass as the client's
+        consumer and claim headers), else from the query argument; ``None``
+        when there is none, ``""`` when the header is not ``Bearer <token>``.
+        """
+        headers = request.headers
+        key, drop = self.header_key, self.drop
+        value = None
+        kept = []
+        for pair in headers.raw:
+            name = pair[0].lower()
+            if name in drop:
+                if name == key and value is None:
+                    value = pair[1]
+            else:
+                kept.append(pair)
+        if len(kept) != len(headers.raw):
+            headers.raw = kept
+        if value is not None:
+            scheme, _, token = value.decode("latin-1").strip().partition(" ")
+            token = token.strip()
+            return token if scheme.lower() == "bearer" and token else ""
+        if self.query_names is not None and request.query:
+            found = query_value(request.query, self.query_names)
+            if found is not None:
+                return found[1]
+        return None
+
+    def _verify(self, token):
+        """The claims of a valid token and its key, or raise :class:`_Invalid`."""
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise _Invalid("malformed token")
+        kid = header.get("kid")
+        if kid is not None:
+            key = self.by_kid.get(kid) if isinstance(kid, str) else None
+            if key is None:
+                raise _Invalid("unknown key id")
+            candidates = (key,)
+        else:
+            candidates = self.without_kid
+            if not candidates:
+                raise _Invalid("token has no key id")
+        reason = "invalid signature"
+        for key in candidates:
+            try:
+                claims = jwt.decode(token, key.key, algorithms=[key.algorithm],
+                                    options=self.options, audience=self.audience,
+                                    issuer=self.issuer)
+            except jwt.InvalidAlgorithmError:
+                reason = "algorithm not allowed for this key"
+            except jwt.InvalidSignatureError:
+                reason = "invalid signature"
+            except jwt.MissingRequiredClaimError as e:
+                raise _Invalid("missing claim {}".format(_safe(e.claim)))
+            except jwt.InvalidAudienceError:
+                raise _Invalid("invalid audience")
+            except jwt.InvalidIssuerError:
+                raise _Invalid("invalid issuer")
+            except jwt.PyJWTError:
+                raise _Invalid("malformed token")
+            else:
+                if not isinstance(claims, dict):
+                    raise _Invalid("malformed token")
+                return claims, key
+        raise _Invalid(reason)
+
+    def _check_times(self, claims):
+        now = self.clock.seconds() if self.clock is not None else _wall()
+        exp = claims.get("exp")
+        if exp is not None:
+            if not _number(exp):
+                raise _Invalid("exp is not a number")
+            if exp <= now - self.leeway:
+                raise _Invalid("token expired")
+        nbf = claims.get("nbf")
+        if nbf is not None:
+            if not _number(nbf):
+                raise _Invalid("nbf is not a number")
+            if nbf > now + self.leeway:
+                raise _Invalid("token not valid yet")
+
+    def _identity(self, claims, key):
+        """``(consumer or None, its header value or None, [(header, value)])``
+        of a verified token (header names and values as bytes)."""
+        consumer = key.consumer
+        if consumer is None:
+            claimed = claims.get(self.consumer_claim)
+            if isinstance(claimed, str) and claimed:
+                consumer = claimed
+        headers = []
+        for claim, name in self.claim_headers:
+            value = claims.get(claim)
+            if value is not None:
+                headers.append((name.encode("ascii"), _header_value(value).encode("ascii")))
+        value = _header_value(consumer).encode("ascii") if consumer is not None else None
+        return consumer, value, headers
+
+    @hookimpl
+    def access(self, ctx):
+        """Check the token; hide it; send the consumer and claims upstream."""
+        request = ctx.request
+        token = self._token(request)
+        if self.query_names is not None and request.query:
+            remove_from_query(ctx, self.query_names)
+        if token is None:
+            return unauthorized(self.challenge, "missing bearer token")
+        try:
+            if not token:
+                raise _Invalid("malformed authorization header")
+            cached = self.cache.get(token)
+            if cached is None:
+                claims, key = self._verify(token)
+                cached = (claims,) + self._identity(claims, key)
+                if self.cache_size and len(token) <= 4096:
+                    if len(self.cache) >= self.cache_size:
+                        self.cache.clear()
+                    self.cache[token] = cached
+            claims, consumer, consumer_value, claim_headers = cached
+            self._check_times(claims)
+        except _Invalid as e:
+            return unauthorized(
+                '{}, error="invalid_token", error_description="{}"'.format(
+                    self.challenge, e), "invalid token", reason=str(e))
+        ctx.vars["jwt_claims"] = claims
+        raw = request.headers.raw      # (the fields of these names are gone)
+        if consumer is not None:
+            ctx.vars["consumer"] = consumer
+            if self.consumer_name is not None:
+                raw.append((self.consumer_name, consumer_value))
+        raw.extend(claim_headers)
+        return None
+
+
+def _number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _wall():
+    import time
+    return time.time()
+
+
+def _safe(text):
+    """``text`` fit for a quoted header parameter."""
+    return quote(str(text), safe=_PRINTABLE.replace('"', "").replace("\\", ""))
+
+
+def _header_value(value):
+    """A claim's value as a header value."""
+    if not isinstance(value, str):
+        value = json.dumps(value, separators=(",", ":"), sort_keys=True)
+    return quote(value, safe=_PRINTABLE)
+
+
+def _read(path):
+    """The bytes of the file ``path``."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise ConfigError(("jwks_file", "cannot read {}: {}".format(path, e)))
+
+
+def _parse_jwks(path, data):
+    """The :class:`_Key` of each key of the JWKS ``data`` (read from ``path``)."""
+    try:
+        data = json.loads(data.decode("utf-8"))
+    except ValueError as e:
+        raise ConfigError(("jwks_file", "cannot read {}: {}".format(path, e)))
+    if not isinstance(data, dict) or not isinstance(data.get("keys"), list):
+        raise ConfigError(("jwks_file", "{} is not a JWKS (an object with "
+                           "\"keys\": [...])".format(path)))
+    keys = []
+    for i, jwk in enumerate(data["keys"]):
+        where = "jwks_file"
+        if not isinstance(jwk, dict):
+            raise ConfigError((where, "{}: keys[{}] is not an object".format(path, i)))
+        if jwk.get("use", "sig") != "sig":
+            continue
+        if "d" in jwk:
+            raise ConfigError((where, "{}: keys[{}] is a private key".format(path, i)))
+        try:
+            parsed = jwt.PyJWK.from_dict(jwk)
+        except Exception as e:
+            raise ConfigError((where, "{}: keys[{}]: {}".format(path, i, e)))
+        algorithm = getattr(parsed, "algorithm_name", None) or jwk.get("alg")
+        if algorithm not in _ALGORITHMS:
+            raise ConfigError((where, "{}: keys[{}]: algorithm {!r} is not "
+                               "allowed".format(path, i, algorithm)))
+        keys.append(_Key(jwk.get("kid"), algorithm, parsed.key, None, True))
+    return keys
