@@ -72,29 +72,31 @@ class IRegistry(Interface):
 class Peer(object):
     """
     One upstream server of one group: what a ``balancer`` returns (also
-    ``tproxy.Peer``).  Read its attributes; only the registry changes them.
+    ``tproxy.Peer``).  Read its attributes; only the registry changes them,
+    and tproxy itself counts ``active`` (``acquire`` / ``release``): a
+    balancer only reads it.  ``is_live(now)`` (``now`` being
+    ``ctx.gateway.registry.now()``) says whether it may be chosen: ``False``
+    once its registration expired, even before the next sweep removes it
+    (``expires_at`` is ``inf`` for a static peer).
 
     :ivar address: ``"host:port"``, an IPv6 host in brackets
         (``"[::1]:8080"``): ``ctx.upstream_addr`` and the access log's
         ``upstream_addr``.
+    :ivar key: ``(host, port)``, unique within the group.
+    :ivar total: requests (or connections) sent to it since it was
+        registered.
+    :ivar last_heartbeat: clock time of its last registration or heartbeat.
+    :ivar created_time: clock time of its first registration.
+    :ivar group: the :class:`Group` it belongs to (``group.name`` is the
+        route, e.g. ``"api"``).
     :ivar host: host name or address as registered (``str``, IPv6 without
         brackets).
     :ivar port: ``int``.
-    :ivar key: ``(host, port)``, unique within the group.
     :ivar weight: ``int``, 1 to 1000 (1 unless configured or registered
         with ``weight``).
-    :ivar active: requests (or stream connections) in flight to it now;
-        tproxy counts them (``acquire`` / ``release``), a balancer only
-        reads it.
-    :ivar total: requests (or connections) sent to it since it was
-        registered.
-    :ivar group: the :class:`Group` it belongs to (``group.name`` is the
-        route, e.g. ``"api"``).
+    :ivar active: requests (or connections) in flight to it now.
     :ivar static: ``True`` for peers from the configuration (never expire).
-    :ivar expires_at: clock time after which it is never selected
-        (``inf`` for a static peer); use :meth:`is_live`.
-    :ivar last_heartbeat: clock time of its last registration or heartbeat.
-    :ivar created_time: clock time of its first registration.
+    :ivar expires_at: clock time after which it is never selected.
     :param notify: the ``peer_changed(peer)`` callables to call when
         ``acquire``/``release`` change the count (a list the registry keeps
         up to date), or ``None``.
@@ -136,11 +138,7 @@ class Peer(object):
             peer_changed(self)
 
     def is_live(self, now):
-        """
-        Whether the peer may be selected at clock time ``now``
-        (``ctx.gateway.registry.now()``): ``False`` once its registration
-        expired, even before the next sweep removes it.
-        """
+        """Whether the peer may be selected at clock time ``now``."""
         return self.expires_at > now
 
     def as_dict(self):
