@@ -176,6 +176,12 @@ class _Network(object):
         self.registry = self.gateway.registry
         self._wait(self.gateway.start, "init_worker")
 
+    def _server_factory(self, stub):
+        raise NotImplementedError()
+
+    def _connect(self, client, client_address, server, server_address):
+        raise NotImplementedError()
+
     # -- the plugins -------------------------------------------------------------
 
     def plugin(self, entry, occurrence=1):
@@ -211,12 +217,6 @@ class _Network(object):
             raise ValueError("{!r} is not a hook of tproxy.hookspecs".format(phase))
         return [impl.plugin_name for impl in reversed(caller.get_hookimpls())
                 if impl.plugin_name != _RECORDER]
-
-    def _server_factory(self, stub):
-        raise NotImplementedError()
-
-    def _connect(self, client, client_address, server, server_address):
-        raise NotImplementedError()
 
     # -- moving bytes -----------------------------------------------------------
 
