@@ -21,6 +21,11 @@ dispatch        one request's plugin phases through :class:`tproxy.phases.Phases
 heartbeat       the ``registry`` plugin's ``/upstream/add`` handler re-adding (heartbeating)
                 one of 10,000 registered servers, parameters parsed as from the admin API;
                 and ``MemoryRegistry.register`` alone
+access_log      the ``access_log`` plugin's ``log`` phase for one finished request: its
+                default settings (batched writes; the file descriptor is /dev/null instead
+                of stdout), with two request header fields added, and the ``"logger"``
+                target through twisted.logger's text observer to /dev/null (what twistd's
+                log file costs; last, since it starts twisted.logger for the process)
 
 Each figure is the best of 3 timed batches, each at least ``--seconds / 3`` long, after
 a warm-up batch (it matters on PyPy). These isolate the pieces; bench/run.sh measures
@@ -176,6 +181,39 @@ def bench_heartbeat(seconds, handler=True):
     return timeit(op_handler if handler else op_registry, seconds)
 
 
+def bench_access_log(seconds, target="default", **settings):
+    from tproxy.builtins.access_log import Plugin
+    if target == "logger":
+        from twisted.logger import globalLogBeginner, textFileLogObserver
+        out = open(os.devnull, "w")
+        globalLogBeginner.beginLoggingTo([textFileLogObserver(out)], redirectStandardIO=False)
+        settings["target"] = "logger"
+    else:
+        settings.update(target="file", path=os.devnull)
+    gateway = make_gateway(["registry"])
+    plugin = Plugin(settings)
+    plugin.init_worker(gateway)
+    peer, _ = gateway.registry.register("api", "127.0.0.1", BACKEND_PORT)
+    headers = Headers([(b"Host", b"127.0.0.1:18500"), (b"User-Agent", b"wrk"),
+                       (b"Accept", b"*/*"), (b"X-Request-ID", b"f3a1c2")])
+    ctx = RequestContext(gateway, Request("GET", "/api/x", "q=1", headers=headers,
+                                          client_addr="127.0.0.1"), request_id=12345)
+    ctx.route = "api"
+    ctx.peer = peer
+    ctx.upstream_start, ctx.upstream_end, ctx.end = 0.0001, 0.0009, 0.001
+    ctx.status, ctx.bytes_sent = 200, 227
+    log = plugin.log
+
+    def op(n):
+        for _ in range(n):
+            log(ctx)
+
+    try:
+        return timeit(op, seconds)
+    finally:
+        plugin.close()
+
+
 def cases():
     for n in (1, 100, 10000):
         yield "balancer", "least_conn pick + acquire/release, %s peer%s, 32 in flight" % (
@@ -191,13 +229,20 @@ def cases():
         lambda s: bench_heartbeat(s, handler=True)
     yield "heartbeat", "MemoryRegistry.register, heartbeat of 1 of 10,000", \
         lambda s: bench_heartbeat(s, handler=False)
+    yield "access_log", "log phase, default settings (batched, 64 KiB writes)", \
+        lambda s: bench_access_log(s)
+    yield "access_log", "log phase, + request_headers [user-agent, x-request-id]", \
+        lambda s: bench_access_log(s, request_headers=["user-agent", "x-request-id"])
+    yield "access_log", "log phase, \"logger\" target (twisted.logger text observer)", \
+        lambda s: bench_access_log(s, target="logger")
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=float, default=1.0, help="time per figure (default 1.0)")
     p.add_argument("--json", action="store_true", help="print JSON lines instead of a table")
-    p.add_argument("--only", action="append", choices=("balancer", "route", "dispatch", "heartbeat"),
+    p.add_argument("--only", action="append", choices=("balancer", "route", "dispatch", "heartbeat",
+                                                    "access_log"),
                    help="run only these groups (repeatable)")
     args = p.parse_args()
     impl = "%s %s" % (platform.python_implementation(), platform.python_version())

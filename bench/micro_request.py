@@ -4,7 +4,11 @@ ProxyFactory, client protocol and upstream protocol, on transports that only
 count bytes.  What is left of tproxy's per-request CPU when system calls and
 the reactor are taken away.
 
-    python bench/micro_request.py [--profile] [--plugins router,least_conn]
+    python bench/micro_request.py [--profile] [--plugins router,least_conn] [--access-log]
+
+``--access-log`` adds the ``access_log`` plugin with its default settings (the
+configuration of ``etc/conf.json``), its lines going to /dev/null instead of
+stdout (the same writes on another descriptor).
 """
 
 import argparse
@@ -72,7 +76,10 @@ class Sink(object):
     abortConnection = loseConnection
 
 
-def build(plugins):
+def build(plugins, access_log=False):
+    if access_log:
+        plugins = list(plugins) + [{"name": "access_log",
+                                    "settings": {"target": "file", "path": os.devnull}}]
     cfg = validate_config({"upstreams": {"api": {"peers": ["127.0.0.1:19000"]}},
                            "proxy": {"keepalive_requests": 10 ** 9}, "plugins": plugins})
     clock = Clock()
@@ -104,9 +111,11 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--plugins", default="router,least_conn")
+    ap.add_argument("--access-log", action="store_true",
+                    help="add access_log (default settings, lines to /dev/null)")
     ap.add_argument("-n", type=int, default=100000)
     args = ap.parse_args()
-    client, up = build(args.plugins.split(","))
+    client, up = build(args.plugins.split(","), args.access_log)
     for _ in range(2000):
         one(client, up)
     if args.profile:
@@ -124,7 +133,8 @@ def main():
             one(client, up)
         dt = (time.perf_counter() - t) / args.n
         best = dt if best is None else min(best, dt)
-    print("%.2f us of Python per proxied request (%s)" % (best * 1e6, args.plugins))
+    print("%.2f us of Python per proxied request (%s%s)" % (
+        best * 1e6, args.plugins, ",access_log" if args.access_log else ""))
 
 
 if __name__ == "__main__":

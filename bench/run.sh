@@ -8,7 +8,7 @@
 # prints the table. Needs bench/setup.sh once.
 #
 # Knobs (environment; see README.md): SMOKE=1, ROUNDS (3), DURATION (8 s), WARMUP (1 s,
-# 3 s on PyPy), CONNS (32), SCENARIOS ("peers groups plugins close body1m gib micro"),
+# 3 s on PyPy), CONNS (32), SCENARIOS ("peers groups plugins log close body1m gib micro"),
 # BASELINES ("nginx twisted"), PROXY_CPU (0), LOAD_CPU (1), PYTHON (interpreter of tproxy),
 # TWISTED_PYTHON, TWISTD_ARGS, TPROXY_CONFIG_JSON, GIB_ROUNDS (1), GIB_BYTES (1 GiB), TTL,
 # MICRO_SECONDS (1),
@@ -29,7 +29,7 @@ fi
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-8}
 CONNS=${CONNS:-32}
-SCENARIOS=${SCENARIOS:-"peers groups plugins close body1m gib micro"}
+SCENARIOS=${SCENARIOS:-"peers groups plugins log close body1m gib micro"}
 MICRO_SECONDS=${MICRO_SECONDS:-1}
 BASELINES=${BASELINES:-"nginx twisted"}
 GIB_ROUNDS=${GIB_ROUNDS:-1}
@@ -55,7 +55,8 @@ fi
 RESULTS=${RESULTS:-$BENCH/results/$(date +%Y%m%d-%H%M%S)}
 
 # ---- the systems ---------------------------------------------------------------------------
-# tproxy variants: NAME -> "PORT PEERS GROUPS PLUGINS" (admin on PORT+1)
+# tproxy variants: NAME -> "PORT PEERS GROUPS PLUGINS [EXTRA]" (admin on PORT+1; EXTRA: more
+# plugin names, comma-separated, after registry, router, least_conn and the no-op plugins)
 declare -A TP DESC
 TP[tproxy_n1]="18500 1 0 0"
 TP[tproxy_n100]="18502 100 0 0"
@@ -64,6 +65,7 @@ TP[tproxy_n10000]="18506 10000 0 0"
 TP[tproxy_g1000]="18508 1 1000 0"
 TP[tproxy_p5]="18510 1 0 5"
 TP[tproxy_p20]="18512 1 0 20"
+TP[tproxy_log]="18514 1 0 0 access_log"
 DESC[direct]="no proxy: wrk -> backend"
 DESC[nginx]="nginx proxy_pass, upstream keepalive 64"
 DESC[twisted]="twisted.web.proxy.ReverseProxyResource, stock"
@@ -74,6 +76,7 @@ DESC[tproxy_n10000]="tproxy, 10,000 peers"
 DESC[tproxy_g1000]="tproxy, 1 peer, 1,000 other route groups"
 DESC[tproxy_p5]="tproxy, 1 peer, 5 no-op plugins"
 DESC[tproxy_p20]="tproxy, 1 peer, 20 no-op plugins"
+DESC[tproxy_log]="tproxy, 1 peer, the default plugins (access_log to stdout, a file here)"
 # nginx with many peers (context for tproxy_n1000/_n10000): NAME -> "PORT PEERS". The `nginx`
 # system's configuration, but its upstream lists PEERS servers 127.0.0.1:BACKEND_PORT+i with
 # least_conn (tproxy's peers and policy); the keepalive cache stays 64 for the whole upstream.
@@ -111,6 +114,7 @@ ka=""
 has_scenario peers && ka="$ka tproxy_n1 tproxy_n100 tproxy_n1000 tproxy_n10000"
 has_scenario groups && ka="$ka tproxy_n1 tproxy_g1000"
 has_scenario plugins && ka="$ka tproxy_n1 tproxy_p5 tproxy_p20"
+has_scenario log && ka="$ka tproxy_n1 tproxy_log"
 # last in each round: they open an upstream connection per request (tens of
 # thousands of TIME_WAIT sockets a round), which should not weigh on the others
 has_scenario peers && ka="$ka nginx_n1000 nginx_n10000"
@@ -321,21 +325,22 @@ if [ -n "$GIB_SYSTEMS" ]; then
 fi
 
 start_tproxy() { # NAME
-    local name=$1 port peers groups plugins admin conf
-    read -r port peers groups plugins <<<"${TP[$name]}"
+    local name=$1 port peers groups plugins extra admin conf
+    read -r port peers groups plugins extra <<<"${TP[$name]}"
     port=$((port + PORT_SHIFT))
     admin=$((port + 1))
     conf="$RUN/conf/$name.json"
-    "$HOST_PY" - "$conf" "$port" "$admin" "$TTL" "$plugins" "$TPROXY_CONFIG_JSON" <<'EOF' || die "bad TPROXY_CONFIG_JSON"
+    "$HOST_PY" - "$conf" "$port" "$admin" "$TTL" "$plugins" "$TPROXY_CONFIG_JSON" "${extra:-}" <<'EOF' || die "bad TPROXY_CONFIG_JSON"
 import json, sys
-path, port, admin, ttl, plugins, extra = sys.argv[1:7]
+path, port, admin, ttl, plugins, extra, more = sys.argv[1:8]
 ttl = float(ttl)
 conf = {
     "listen": "tcp:%s:interface=127.0.0.1" % port,
     "admin": {"listen": "tcp:%s:interface=127.0.0.1" % admin},
     "registry": {"ttl": int(ttl) if ttl.is_integer() else ttl, "cleanup_interval": 10},
     "plugins": ["registry", "router", "least_conn"]
-               + [{"name": "bench.noop_plugins", "settings": {}}] * int(plugins),
+               + [{"name": "bench.noop_plugins", "settings": {}}] * int(plugins)
+               + [name for name in more.split(",") if name],
 }
 conf.update(json.loads(extra) if extra.strip() else {})
 with open(path, "w") as f:

@@ -1,6 +1,7 @@
 """
-Tests for :mod:`tproxy.builtins.access_log`: one JSON record per request,
-through twisted.logger or to a file.
+Tests for :mod:`tproxy.builtins.access_log`: one JSON line per request, its
+fields, and its targets (stdout/stderr, a rotated file, twisted.logger),
+written in batches.
 """
 
 import json
@@ -11,6 +12,10 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tproxy import Request, RequestContext
 from tproxy.builtins import access_log
+from tproxy.config import ConfigError, validate_config
+from tproxy.http.headers import Headers
+from tproxy.plugins import build_plugin_manager
+from tproxy.testing import Harness
 
 from tests.test_router import make_gateway
 
@@ -18,9 +23,15 @@ FIELDS = ["time", "request_id", "client", "method", "uri", "status",
           "bytes_sent", "request_time", "upstream_addr", "upstream_time",
           "route", "error"]
 
+RECORD = {
+    "time": "2023-11-14T22:13:20.255Z", "request_id": "r-1",
+    "client": "203.0.113.9", "method": "GET",
+    "uri": "/api/v1/users?q=1", "status": 200, "bytes_sent": 512,
+    "request_time": 0.005, "upstream_addr": "10.0.0.5:9001",
+    "upstream_time": 0.003, "route": "api", "error": None}
 
-class AccessLogTests(SynchronousTestCase):
-    """The records of finished requests."""
+
+class _Base(SynchronousTestCase):
 
     def setUp(self):
         self.gateway = make_gateway()
@@ -31,13 +42,13 @@ class AccessLogTests(SynchronousTestCase):
         globalLogPublisher.addObserver(observer)
         self.addCleanup(globalLogPublisher.removeObserver, observer)
 
-    def proxied(self):
+    def proxied(self, headers=None):
         """A request that went to an upstream and succeeded."""
         peer, _ = self.gateway.registry.register("api", "10.0.0.5", 9001)
         ctx = RequestContext(
             self.gateway,
             Request("GET", "/api/v1/users", "q=1", client_addr="203.0.113.9",
-                    remote_addr="127.0.0.1"),
+                    remote_addr="127.0.0.1", headers=headers),
             request_id="r-1", start=self.clock.seconds())
         ctx.route = "api"
         ctx.upstream_path = "/v1/users?q=1"
@@ -50,31 +61,46 @@ class AccessLogTests(SynchronousTestCase):
         ctx.bytes_sent = 512
         return ctx
 
-    def test_loggedAsJSONLine(self):
-        """The event's text is the record as one JSON line with every field."""
-        plugin = access_log.Plugin({"path": None})
-        plugin.log(self.proxied())
-        self.assertEqual(len(self.events), 1)
-        event = self.events[0]
-        self.assertEqual(event["log_namespace"], "tproxy.builtins.access_log")
-        line = formatEvent(event)
+    def plugin(self, **settings):
+        """A started plugin (``init_worker`` run on the test's gateway)."""
+        plugin = access_log.Plugin(settings)
+        plugin.init_worker(self.gateway)
+        self.addCleanup(plugin.close)
+        return plugin
+
+    def file_plugin(self, **settings):
+        path = os.path.abspath(self.mktemp())
+        return self.plugin(target="file", path=path, **settings), path
+
+
+def read_lines(path):
+    with open(path) as f:
+        text = f.read()
+    if text:
+        assert text.endswith("\n"), text
+    return [json.loads(line) for line in text.splitlines()]
+
+
+class RecordTests(_Base):
+    """The line of a finished request."""
+
+    def test_line(self):
+        """Every field, in order, compact, one line."""
+        line = access_log.Plugin().line(self.proxied())
         self.assertNotIn("\n", line)
+        self.assertNotIn(", ", line)
         record = json.loads(line)
         self.assertEqual(list(record), FIELDS)
-        self.assertEqual(record, {
-            "time": "2023-11-14T22:13:20.255Z", "request_id": "r-1",
-            "client": "203.0.113.9", "method": "GET",
-            "uri": "/api/v1/users?q=1", "status": 200, "bytes_sent": 512,
-            "request_time": 0.005, "upstream_addr": "10.0.0.5:9001",
-            "upstream_time": 0.003, "route": "api", "error": None})
+        self.assertEqual(record, RECORD)
+        self.assertEqual(list(access_log.FIELDS), FIELDS)
 
-    def test_jsonObserverKeepsFields(self):
-        """A JSON log observer keeps the record as an object."""
-        access_log.Plugin().log(self.proxied())
-        event = json.loads(eventAsJSON(self.events[0]))
-        self.assertEqual(event["access_log"]["uri"], "/api/v1/users?q=1")
-        self.assertEqual(event["access_log"]["status"], 200)
-        self.assertEqual(list(event["access_log"]), FIELDS)
+    def test_text(self):
+        """The line as written: times to the microsecond."""
+        self.assertEqual(access_log.Plugin().line(self.proxied()), (
+            '{"time":"2023-11-14T22:13:20.255Z","request_id":"r-1","client":'
+            '"203.0.113.9","method":"GET","uri":"/api/v1/users?q=1","status":200,'
+            '"bytes_sent":512,"request_time":0.005000,"upstream_addr":"10.0.0.5:9001",'
+            '"upstream_time":0.003000,"route":"api","error":null}'))
 
     def test_withoutUpstream(self):
         """A request that never reached an upstream has null upstream fields."""
@@ -85,49 +111,410 @@ class AccessLogTests(SynchronousTestCase):
         ctx.error = "no_peer"
         ctx.bytes_sent = 120
         self.clock.advance(0.5)
-        access_log.Plugin().log(ctx)  # ctx.end unset: the clock's time
-        record = json.loads(formatEvent(self.events[0]))
+        record = json.loads(access_log.Plugin().line(ctx))  # ctx.end unset: the clock's time
         self.assertEqual(
             (record["time"], record["upstream_addr"], record["upstream_time"],
-             record["status"], record["error"], record["request_time"]),
-            ("2023-11-14T22:13:20.750Z", None, None, 503, "no_peer", 0.0))
+             record["status"], record["error"], record["request_time"], record["route"]),
+            ("2023-11-14T22:13:20.750Z", None, None, 503, "no_peer", 0.0, "default"))
+
+    def test_nulls(self):
+        """No route, no client address: ``null``."""
+        ctx = RequestContext(self.gateway, Request("GET", "/", client_addr=None), "r")
+        record = json.loads(access_log.Plugin().line(ctx))
+        self.assertEqual((record["route"], record["client"]), (None, None))
 
     def test_escaping(self):
-        """Quotes and control characters in the URI stay valid JSON."""
+        """Quotes, control and non-ASCII characters stay valid JSON; the line is
+        ASCII."""
         ctx = self.proxied()
-        ctx.request.path = '/a"b\\c\x01\xe9'
-        access_log.Plugin().log(ctx)
-        line = formatEvent(self.events[0])
-        self.assertEqual(json.loads(line)["uri"], '/a"b\\c\x01\xe9?q=1')
+        ctx.request.path = '/a"b\\c\x01\xe9\u2028'
+        ctx.error = 'x"y'
+        line = access_log.Plugin().line(ctx)
         line.encode("ascii")
+        record = json.loads(line)
+        self.assertEqual(record["uri"], '/a"b\\c\x01\xe9\u2028?q=1')
+        self.assertEqual(record["error"], 'x"y')
 
-    def test_path(self):
-        """With ``path`` the lines go to that file, not to the logger."""
-        path = os.path.abspath(self.mktemp())
-        plugin = access_log.Plugin({"path": path})
-        plugin.init_worker(self.gateway)
-        plugin.log(self.proxied())
-        plugin.log(self.proxied())
-        with open(path) as f:  # line-buffered: already there
-            lines = f.read().splitlines()
-        self.assertEqual(len(lines), 2)
-        self.assertEqual([list(json.loads(l)) for l in lines], [FIELDS, FIELDS])
-        self.assertEqual(self.events, [])
-        self.successResultOf(self.gateway.stop())
-        self.assertIsNone(plugin._file)
+    def test_fields(self):
+        """``fields`` chooses the fields and their order."""
+        line = access_log.Plugin({"fields": ["status", "uri", "time"]}).line(self.proxied())
+        self.assertEqual(line, '{"status":200,"uri":"/api/v1/users?q=1",'
+                               '"time":"2023-11-14T22:13:20.255Z"}')
 
-    def test_pathOpenedOnFirstUse(self):
-        """Without ``init_worker`` the file is opened by the first record."""
-        path = os.path.abspath(self.mktemp())
-        plugin = access_log.Plugin({"path": path})
-        self.addCleanup(plugin.close)
+    def test_requestHeaders(self):
+        """Named request header fields are added; repeated ones joined, absent
+        ones null, redacted ones hidden."""
+        headers = Headers([(b"User-Agent", b"curl/8"), (b"Accept", b"a"),
+                           (b"accept", b"b"), (b"Authorization", b"Bearer s3cret")])
+        plugin = access_log.Plugin({"request_headers": ["User-Agent", "accept",
+                                                        "Authorization", "X-Missing"]})
+        line = plugin.line(self.proxied(headers))
+        self.assertNotIn("s3cret", line)
+        record = json.loads(line)
+        self.assertEqual(list(record), FIELDS + ["request_headers"])
+        self.assertEqual(record["request_headers"], {
+            "user-agent": "curl/8", "accept": "a, b", "authorization": "[redacted]",
+            "x-missing": None})
+
+    def test_allRequestHeaders(self):
+        """``"*"`` logs every field; ``redact`` replaces the default list."""
+        headers = Headers([(b"Cookie", b"c=1"), (b"X-Key", b"k\xe9")])
+        plugin = access_log.Plugin({"request_headers": ["*"], "redact": ["X-Key"]})
+        record = json.loads(plugin.line(self.proxied(headers)))
+        self.assertEqual(record["request_headers"], {"cookie": "c=1", "x-key": "[redacted]"})
+        plugin = access_log.Plugin({"request_headers": ["*"]})
+        record = json.loads(plugin.line(self.proxied(headers)))
+        self.assertEqual(record["request_headers"], {"cookie": "[redacted]", "x-key": "k\xe9"})
+
+    def test_record(self):
+        """:meth:`record` is the line as an ordered ``dict``, which formats as
+        JSON."""
+        plugin = access_log.Plugin()
+        record = plugin.record(self.proxied())
+        self.assertEqual(list(record), FIELDS)
+        self.assertEqual(record, RECORD)
+        self.assertEqual(json.loads(str(record)), RECORD)
+        self.assertEqual(json.loads("{}".format(record)), RECORD)
+
+
+class LoggerTargetTests(_Base):
+    """``"target": "logger"``: twisted.logger events, as before."""
+
+    def test_event(self):
+        """The event's text is the record's JSON line."""
+        plugin = self.plugin(target="logger")
         plugin.log(self.proxied())
-        with open(path) as f:
-            self.assertEqual(json.loads(f.read())["request_id"], "r-1")
+        self.assertEqual(len(self.events), 1)
+        event = self.events[0]
+        self.assertEqual(event["log_namespace"], "tproxy.builtins.access_log")
+        self.assertEqual(json.loads(formatEvent(event)), RECORD)
+
+    def test_jsonObserverKeepsFields(self):
+        """A JSON log observer keeps the record as an object."""
+        self.plugin(target="logger").log(self.proxied())
+        event = json.loads(eventAsJSON(self.events[0]))
+        self.assertEqual(list(event["access_log"]), FIELDS)
+        self.assertEqual(event["access_log"], RECORD)
 
     def test_throughPhases(self):
         """Registered in a plugin manager, it runs as the ``log`` phase."""
-        self.gateway.plugins.register(access_log.Plugin(), "access_log")
+        self.gateway.plugins.register(access_log.Plugin({"target": "logger"}), "access_log")
         self.gateway.phases.refresh()
         self.gateway.phases.log(self.proxied())
         self.assertEqual(len(self.events), 1)
+
+
+class BatchTests(_Base):
+    """Lines are written in batches, not one system call each."""
+
+    def test_timer(self):
+        """Lines wait up to ``flush_interval``, then go out together."""
+        plugin, path = self.file_plugin(flush_interval=0.5)
+        for _ in range(3):
+            plugin.log(self.proxied())
+        self.assertEqual(read_lines(path), [])
+        self.clock.advance(0.4)
+        plugin.log(self.proxied())
+        self.assertEqual(read_lines(path), [])
+        self.clock.advance(0.1)
+        self.assertEqual([r["request_id"] for r in read_lines(path)], ["r-1"] * 4)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(self.events, [])
+
+    def test_bufferSize(self):
+        """A full buffer is written at once (and the timer cancelled)."""
+        line = access_log.Plugin().line(self.proxied())
+        plugin, path = self.file_plugin(buffer_size=3 * (len(line) + 1))
+        plugin.log(self.proxied())
+        plugin.log(self.proxied())
+        self.assertEqual(read_lines(path), [])
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        plugin.log(self.proxied())
+        self.assertEqual(len(read_lines(path)), 3)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_unbuffered(self):
+        """``buffer_size`` 0 writes each line at once."""
+        plugin, path = self.file_plugin(buffer_size=0)
+        plugin.log(self.proxied())
+        self.assertEqual(read_lines(path), [RECORD])
+
+    def test_stop(self):
+        """Stopping the gateway writes what waits and closes the file."""
+        plugin, path = self.file_plugin()
+        plugin.log(self.proxied())
+        self.successResultOf(self.gateway.stop())
+        self.assertEqual(read_lines(path), [RECORD])
+        self.assertIsNone(plugin._sink)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_openedOnFirstUse(self):
+        """Without ``init_worker`` the file is opened by the first write."""
+        path = os.path.abspath(self.mktemp())
+        plugin = access_log.Plugin({"path": path})
+        self.addCleanup(plugin.close)
+        self.assertEqual(plugin.target, "file")
+        plugin.log(self.proxied())
+        plugin.flush()
+        self.assertEqual(read_lines(path), [RECORD])
+
+    def test_writeFailure(self):
+        """A failing write drops the batch, is logged once, and never raises."""
+        if not os.path.exists("/dev/full"):
+            raise self.skipTest("no /dev/full")
+        errors = []
+        observer = lambda e: errors.append(e) if e.get("log_level") is not None \
+            and e["log_level"].name in ("error", "warn") else None
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        plugin = self.plugin(target="file", path="/dev/full", buffer_size=0)
+        plugin.log(self.proxied())
+        plugin.log(self.proxied())
+        self.assertEqual(len(errors), 1)
+        self.assertIn("cannot write to /dev/full", formatEvent(errors[0]))
+        self.assertEqual(plugin._dropped, 2)
+
+
+class FdSinkTests(SynchronousTestCase):
+    """The stdout/stderr target: a descriptor the process has."""
+
+    def test_pipe(self):
+        """Bytes written go to the descriptor."""
+        r, w = os.pipe()
+        self.addCleanup(os.close, r)
+        self.addCleanup(os.close, w)
+        sink = access_log._FdSink(w, "pipe")
+        self.assertEqual(sink.write(b"a\nb\n"), 0)
+        self.assertEqual(os.read(r, 100), b"a\nb\n")
+
+    def test_full(self):
+        """A full non-blocking descriptor keeps the rest for later."""
+        r, w = os.pipe()
+        self.addCleanup(os.close, r)
+        self.addCleanup(os.close, w)
+        os.set_blocking(w, False)
+        sink = access_log._FdSink(w, "pipe")
+        data = b"x" * 99 + b"\n"
+        left = 0
+        for _ in range(10000):
+            left = sink.write(data)
+            if left:
+                break
+        self.assertTrue(left)
+        got = b""
+        while True:
+            try:
+                chunk = os.read(r, 1 << 20)
+            except BlockingIOError:
+                break
+            got += chunk
+            if len(chunk) < 1 << 20 and not sink.pending:
+                break
+            os.set_blocking(r, False)
+            sink.write(b"")
+        self.assertEqual(sink.pending, b"")
+        self.assertEqual(set(got.split(b"\n")), {b"x" * 99, b""})
+
+    def test_stdoutTarget(self):
+        """The default target is stdout."""
+        plugin = access_log.Plugin()
+        self.assertEqual(plugin.target, "stdout")
+        self.assertEqual(plugin._open().fd, 1)
+
+
+class StdoutReopenTests(_Base):
+    """``reopen`` of a descriptor target writes what waits, nothing more."""
+
+    def test_reopenDescriptor(self):
+        r, w = os.pipe()
+        self.addCleanup(os.close, r)
+        self.addCleanup(os.close, w)
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        plugin = access_log.Plugin({"target": "stdout"})
+        plugin._sink = access_log._FdSink(w, "stdout")
+        plugin.init_worker(self.gateway)
+        plugin.log(self.proxied())
+        self.gateway.reopen()
+        self.assertEqual(json.loads(os.read(r, 65536)), RECORD)
+        self.assertEqual(plugin._sink.fd, w)
+        self.assertEqual([e for e in events if "reopened" in e.get("log_format", "")], [])
+        file_plugin, path = self.file_plugin()  # the same observer sees a file's
+        self.gateway.reopen()
+        self.assertEqual(len([e for e in events if "reopened" in e.get("log_format", "")]), 1)
+
+
+class RotationTests(_Base):
+    """The ``"file"`` target's rotation by size and reopening."""
+
+    def test_rotate(self):
+        """Past ``max_size`` the file moves to path.1 (path.1 to path.2 ...), and
+        at most ``keep`` rotated files are kept; lines stay whole."""
+        line = access_log.Plugin().line(self.proxied())
+        size = len(line) + 1
+        plugin, path = self.file_plugin(max_size=2 * size, keep=2, buffer_size=0)
+        for i in range(7):
+            ctx = self.proxied()
+            ctx.status = 200 + i
+            plugin.log(ctx)
+        statuses = lambda p: [r["status"] for r in read_lines(p)]
+        self.assertEqual(statuses(path), [206])
+        self.assertEqual(statuses(path + ".1"), [204, 205])
+        self.assertEqual(statuses(path + ".2"), [202, 203])
+        self.assertFalse(os.path.exists(path + ".3"))
+
+    def test_keepZero(self):
+        """``keep`` 0 starts the file again."""
+        line = access_log.Plugin().line(self.proxied())
+        plugin, path = self.file_plugin(max_size=len(line) + 1, keep=0, buffer_size=0)
+        plugin.log(self.proxied())
+        plugin.log(self.proxied())
+        self.assertEqual(len(read_lines(path)), 1)
+        self.assertEqual(sorted(os.listdir(os.path.dirname(path))),
+                         [os.path.basename(path)])
+
+    def test_noLimit(self):
+        """``max_size`` null never rotates."""
+        plugin, path = self.file_plugin(max_size=None, buffer_size=0)
+        for _ in range(5):
+            plugin.log(self.proxied())
+        self.assertEqual(len(read_lines(path)), 5)
+        self.assertFalse(os.path.exists(path + ".1"))
+
+    def test_devNull(self):
+        """A file that is not a regular file is never rotated."""
+        plugin = self.plugin(target="file", path=os.devnull, max_size=1, buffer_size=0)
+        plugin.log(self.proxied())
+        plugin.log(self.proxied())
+        self.assertTrue(os.path.exists(os.devnull))
+
+    def test_reopenFails(self):
+        """A file that cannot be reopened: lines are dropped and counted, and
+        the next write tries again."""
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        path = os.path.join(directory, "access.log")
+        plugin = self.plugin(path=path, buffer_size=0)
+        plugin.log(self.proxied())
+        os.rename(path, path + ".1")
+        moved = directory + ".gone"
+        os.rename(directory, moved)
+        self.gateway.reopen()
+        plugin.log(self.proxied())
+        self.assertEqual(plugin._dropped, 1)
+        os.rename(moved, directory)
+        plugin.log(self.proxied())
+        self.assertEqual(len(read_lines(path)), 1)
+        self.assertEqual(len(read_lines(path + ".1")), 1)
+
+    def test_cannotOpen(self):
+        """A file that cannot be opened stops the start with its reason."""
+        plugin = access_log.Plugin({"path": os.path.abspath(self.mktemp()) + "/no/such"})
+        e = self.assertRaises(access_log.AccessLogError, plugin.init_worker, self.gateway)
+        self.assertIn("access_log cannot open ", str(e))
+        self.assertTrue(str(e).endswith("/no/such: No such file or directory"), str(e))
+
+    def test_reopen(self):
+        """``gateway.reopen`` (SIGUSR1) writes what waits to the old file, then
+        opens the path again (as logrotate expects after renaming it)."""
+        plugin, path = self.file_plugin()
+        plugin.log(self.proxied())
+        os.rename(path, path + ".old")
+        self.gateway.reopen()
+        ctx = self.proxied()
+        ctx.status = 201
+        plugin.log(ctx)
+        plugin.flush()
+        self.assertEqual([r["status"] for r in read_lines(path + ".old")], [200])
+        self.assertEqual([r["status"] for r in read_lines(path)], [201])
+
+
+class SettingsTests(SynchronousTestCase):
+    """The settings, checked when tproxy starts."""
+
+    def errors(self, settings):
+        config = validate_config({"plugins": [{"name": "access_log", "settings": settings}]})
+        with self.assertRaises(ConfigError) as caught:
+            build_plugin_manager(config, entry_points=[])
+        return caught.exception.errors
+
+    def test_fileWithoutPath(self):
+        self.assertEqual(self.errors({"target": "file"}), [
+            ("plugins[0].settings.path",
+             "the \"file\" target needs a path (plugin 'access_log')")])
+
+    def test_pathWithOtherTarget(self):
+        [(path, message)] = self.errors({"target": "stdout", "path": "/tmp/x"})
+        self.assertEqual(path, "plugins[0].settings.path")
+
+    def test_unknownField(self):
+        [(path, message)] = self.errors({"fields": ["status", "nope"]})
+        self.assertEqual(path, "plugins[0].settings.fields[1]")
+
+    def test_badTarget(self):
+        [(path, message)] = self.errors({"target": "syslog"})
+        self.assertEqual(path, "plugins[0].settings.target")
+
+    def test_defaults(self):
+        """The defaults, pinned."""
+        plugin = access_log.Plugin({})
+        self.assertEqual(
+            (plugin.target, plugin.path, plugin.max_size, plugin.keep,
+             plugin.buffer_size, plugin.flush_interval, plugin.fields,
+             plugin.request_headers, plugin.response_headers, sorted(plugin.redact)),
+            ("stdout", None, 100 * 1024 * 1024, 5, 65536, 0.1, tuple(FIELDS), None, None,
+             ["authorization", "cookie", "proxy-authorization", "set-cookie"]))
+
+
+UP = "127.0.0.1:9001"
+
+
+def echo(request):
+    return 200, {"Set-Cookie": "sid=1", "X-Up": "yes"}, b"ok"
+
+
+class HarnessTests(SynchronousTestCase):
+    """Through whole requests on the harness."""
+
+    def harness(self, **settings):
+        settings.setdefault("target", "logger")
+        return Harness(config={"upstreams": {"api": {"peers": [UP]}}},
+                       plugins=["router", "least_conn",
+                                {"name": "access_log", "settings": settings}],
+                       servers={UP: echo})
+
+    def records(self, h):
+        return [e["access_log"] for e in h.events if "access_log" in e]
+
+    def test_responseHeaders(self):
+        """``response_headers``: the head sent to the client, as the plugins
+        left it."""
+        h = self.harness(response_headers=["X-Up", "set-cookie", "content-length"])
+        h.request("GET", "/api/x")
+        [record] = self.records(h)
+        self.assertEqual(record["response_headers"], {
+            "x-up": "yes", "set-cookie": "[redacted]", "content-length": "2"})
+
+    def test_noHeaderFilter(self):
+        """Without ``response_headers`` the plugin has no ``header_filter``: a
+        request pays nothing for it."""
+        h = self.harness()
+        self.assertEqual(h.gateway.phases.names("header_filter"), [])
+        self.assertFalse(h.gateway.phases.default.has_header_filter)
+        h = self.harness(response_headers=["x-up"])
+        self.assertEqual(h.gateway.phases.names("header_filter"), ["access_log"])
+
+    def test_fileTarget(self):
+        """The default batching on the harness's clock; ``stop`` writes."""
+        path = os.path.abspath(self.mktemp())
+        h = self.harness(target="file", path=path)
+        h.request("GET", "/api/x")
+        h.request("GET", "/api/y")
+        self.assertEqual(read_lines(path), [])
+        h.advance(0.1)
+        self.assertEqual([r["uri"] for r in read_lines(path)], ["/api/x", "/api/y"])
+        h.request("GET", "/api/z")
+        h.stop()
+        self.assertEqual(len(read_lines(path)), 3)
+        self.assertEqual(self.records(h), [])

@@ -250,7 +250,8 @@ class AccessLogTests(SynchronousTestCase):
         return Harness(
             config={"upstreams": {"api": {"peers": ["127.0.0.1:9001"]}}},
             plugins=["router", "least_conn",
-                     {"name": "access_log", "settings": settings or {}}],
+                     {"name": "access_log",
+                      "settings": settings or {"target": "logger"}}],
             servers={"127.0.0.1:9001": handler})
 
     def records(self, h):

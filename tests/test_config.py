@@ -42,6 +42,9 @@ DEFAULTS = {
         "lingering_time": 30,
         "lingering_timeout": 5,
         "underscores_in_headers": False,
+        "max_header_line": 8192,
+        "client_body_buffer_size": 16384,
+        "client_body_timeout": 60,
     },
     "shutdown_timeout": 10,
 }

@@ -88,7 +88,7 @@ class ValidTokenTests(SynchronousTestCase):
         self.assertEqual(up.headers.get("X-User"), "alice")
         self.assertEqual(up.headers.get("X-Roles"), '["a","b"]')
         ctx = h.contexts[0]
-        self.assertEqual(ctx.vars["consumer"], "alice")
+        self.assertEqual(ctx.consumer, "alice")
         self.assertEqual(ctx.vars["jwt_claims"]["roles"], ["a", "b"])
 
     def test_headerValuesSafe(self):
@@ -101,7 +101,7 @@ class ValidTokenTests(SynchronousTestCase):
         self.assertEqual(up.headers.get("X-Consumer-Username"), "zo%C3%AB")
         self.assertEqual(up.headers.get("X-Note"), "a%0D%0AX-Admin: 1")
         self.assertNotIn("X-Admin", up.headers)
-        self.assertEqual(h.contexts[0].vars["consumer"], "zo\u00eb")
+        self.assertEqual(h.contexts[0].consumer, "zo\u00eb")
 
     def test_rs256AndEs256ByKid(self):
         h = harness({"keys": [

@@ -16,14 +16,14 @@ CONSUMERS = [{"username": "alice", "keys": ["alice-key-1", "alice-key-2"]},
 
 
 class SeeConsumer(object):
-    """Records ``ctx.vars["consumer"]`` in ``access`` (a plugin after key_auth)."""
+    """Records ``ctx.consumer`` in ``access`` (a plugin after key_auth)."""
 
     def __init__(self):
         self.seen = []
 
     @hookimpl
     def access(self, ctx):
-        self.seen.append(ctx.vars.get("consumer"))
+        self.seen.append(ctx.consumer)
 
 
 def harness(settings=None, routes=None, after=None):
@@ -48,7 +48,7 @@ class KeyTests(SynchronousTestCase):
         self.assertNotIn("apikey", up.headers)
         self.assertEqual(up.headers.get("X-Consumer-Username"), "alice")
         self.assertEqual(seen.seen, ["alice"])
-        self.assertEqual(h.contexts[0].vars["consumer"], "alice")
+        self.assertEqual(h.contexts[0].consumer, "alice")
 
     def test_queryKeyStripped(self):
         """The key is removed from the query sent upstream and from the logged uri."""

@@ -280,11 +280,12 @@ class MessageTests(SynchronousTestCase):
         response comes back chunked."""
         up = Scripted(raw_answer(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
                                  b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"))
-        h = harness(servers={UP: up})
+        # (no body held before connecting: it streams at once)
+        h = harness(servers={UP: up}, proxy={"client_body_buffer_size": 0})
         conn = h.connect()
         conn.send(b"POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
                   b"3\r\nabc\r\n")
-        self.assertEqual(up.requests, [])            # the body is not complete yet
+        self.assertEqual((up.connections, up.requests), (1, []))   # the body goes on
         conn.send(b"4;ext=1\r\ndefg\r\n0\r\n\r\n")
         [resp] = conn.responses
         self.assertEqual((resp.body, resp.headers.get("Transfer-Encoding")),
@@ -408,7 +409,8 @@ class QuickStartTests(ProxyTestCase):
     async def test_registerSpreadStatus(self):
         """Register, spread 6 concurrent requests 3/3, counts back at 0."""
         ups = [self.upstream(delayed(0.2)) for _ in range(2)]
-        proxy = await self.proxy(plugins=["registry", "router", "least_conn", "access_log"])
+        proxy = await self.proxy(plugins=["registry", "router", "least_conn",
+                                            {"name": "access_log", "settings": {"target": "logger"}}])
         admin = self.admin(proxy)
         for up in ups:
             r = await treq.get("%s/upstream/add?port=%d&prefix=api" % (admin, up.port),

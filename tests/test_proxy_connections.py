@@ -655,6 +655,11 @@ class HalfCloseClient(RawClient):
         pass
 
 
+#: a group for requests refused before a peer is chosen (413 comes after
+#: routing, as nginx's client_max_body_size once the location is known)
+NOWHERE = {"default": ["127.0.0.1:9"]}
+
+
 #: a head announcing a body far over the ``max_body_size`` of these tests
 def _too_big(length, path="/"):
     return (b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
@@ -777,7 +782,7 @@ class LingeringCloseTests(ProxyTestCase):
     async def test_lingeringTimeoutZeroTurnsItOff(self):
         """``lingering_timeout`` 0: the connection closes right after the
         413, as without lingering close."""
-        proxy = await self.proxy({}, proxy={"max_body_size": 10,
+        proxy = await self.proxy(NOWHERE, proxy={"max_body_size": 10,
                                             "lingering_timeout": 0})
         client = await self.connect(proxy, client=HalfCloseClient())
         client.send(_too_big(10 ** 6))

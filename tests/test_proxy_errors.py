@@ -101,10 +101,10 @@ class UpstreamFailureTests(ProxyTestCase):
         self.assertEqual(proxy.active(), {up.port: 0})
 
     async def test_clientBodyTimeout(self):
-        """A client that stops sending its body: 408 after ``timeouts.send``
-        (the upstream is not to blame), closed."""
+        """A client that stops sending its body: 408 after
+        ``proxy.client_body_timeout`` (the upstream is not to blame), closed."""
         up = self.upstream()
-        proxy = await self.proxy({"default": [up]}, timeouts={"send": 0.3})
+        proxy = await self.proxy({"default": [up]}, proxy={"client_body_timeout": 0.3})
         client = await self.connect(proxy)
         client.send(b"PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc")
         await client.wait_closed()
@@ -538,9 +538,10 @@ class ClientAbortTests(ProxyTestCase):
         self.assertLoggedOnce(proxy)
 
     async def test_abortDuringRequestBody(self):
-        """A client that stops half-way through its body."""
+        """A client that stops half-way through a body that streams (larger
+        than ``client_body_buffer_size``)."""
         up = self.upstream()
-        proxy = await self.proxy({"default": [up]})
+        proxy = await self.proxy({"default": [up]}, proxy={"client_body_buffer_size": 50})
         client = await self.connect(proxy)
         client.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc")
         await until(lambda: up.heads)
@@ -692,8 +693,8 @@ class MalformedRequestTests(ProxyTestCase):
         self.assertEqual([r.status for r in client.responses()], [414])
 
     async def test_endlessHeaderLine(self):
-        """A header line that never ends, arriving in pieces: 431 once it
-        passes the limits, without waiting for its end."""
+        """A header line that never ends, arriving in pieces: 400 once it
+        passes ``max_header_line``, without waiting for its end."""
         up = self.upstream()
         proxy = await self.proxy({"default": [up]})
         client = await self.connect(proxy)
@@ -704,7 +705,7 @@ class MalformedRequestTests(ProxyTestCase):
             client.send(b"v" * 1000)
             await sleep(0.002)
         await client.wait_closed()
-        self.assertEqual([r.status for r in client.responses()], [431])
+        self.assertEqual([r.status for r in client.responses()], [400])
         self.assertEqual(up.heads, [])
 
     async def test_largeValidHeadInPieces(self):
@@ -729,9 +730,11 @@ class MalformedRequestTests(ProxyTestCase):
             + b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 1000) for i in range(40)) + b"\r\n", 431)
 
     async def test_oneHugeHeader(self):
-        """A single header line past ``max_header_size``: 431."""
-        await self.assertRejected(
-            b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"v" * 40000 + b"\r\n\r\n", 431)
+        """A single header line past ``max_header_line``: 400 (nginx: "Request
+        Header Or Cookie Too Large")."""
+        resp = await self.assertRejected(
+            b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"v" * 40000 + b"\r\n\r\n", 400)
+        self.assertEqual(resp.json()["error"], "request header line too long")
 
     async def test_manySmallHeaders(self):
         """Thousands of tiny headers are counted too: 431."""
@@ -739,10 +742,11 @@ class MalformedRequestTests(ProxyTestCase):
             b"GET / HTTP/1.1\r\nHost: x\r\n" + b"A: b\r\n" * 6000 + b"\r\n", 431)
 
     async def test_bodyTooLarge(self):
-        """A Content-Length past ``max_body_size``: 413."""
+        """A Content-Length past ``max_body_size``: 413 (once the request is
+        routed: it is logged)."""
         await self.assertRejected(
             b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1001\r\n\r\n", 413,
-            proxy={"max_body_size": 1000})
+            logged=1, proxy={"max_body_size": 1000})
 
     async def test_headerTimeout(self):
         """A head that never completes: 408 after ``header_timeout``."""
@@ -763,10 +767,11 @@ class MalformedRequestTests(ProxyTestCase):
         self.assertLoggedOnce(proxy)
 
     async def test_badChunkAfterForwarding(self):
-        """A chunked body that turns bad after the head went upstream: 400,
-        the upstream request is abandoned, the count back at 0."""
+        """A chunked body that turns bad after the head went upstream (a body
+        that streams: past ``client_body_buffer_size``): 400, the upstream
+        request is abandoned, the count back at 0."""
         up = self.upstream()
-        proxy = await self.proxy({"default": [up]})
+        proxy = await self.proxy({"default": [up]}, proxy={"client_body_buffer_size": 2})
         client = await self.connect(proxy)
         client.send(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
                     b"3\r\nabc\r\n")

@@ -166,7 +166,7 @@ class BodyContainsTests(ProxyTestCase):
     async def test_clientStopsSending(self):
         """A body that stops before the bytes a route needs: 408, upstream untouched."""
         proxy = await self.start()
-        proxy.factory.header_timeout = 0.2
+        proxy.factory.body_timeout = 0.2
         client = await self.connect(proxy)
         client.send(b"POST /rpc HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"me")
         resps = await client.wait_responses(1)

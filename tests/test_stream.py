@@ -36,6 +36,9 @@ RECORDER = "tests.test_stream:Recorder"
 MiB = 1024 * 1024
 BLOCK = os.urandom(65536)
 
+#: The access log as twisted.logger events (what these tests observe).
+LOGGER = {"name": "access_log", "settings": {"target": "logger"}}
+
 
 def pattern(size):
     """``size`` bytes of the test pattern, as a list of blocks."""

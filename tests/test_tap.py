@@ -46,10 +46,10 @@ plugins (config order): registry, router, least_conn, access_log
 #: the end of every --list-plugins: what a plugins entry may name
 AVAILABLE = """\
 available plugins:
-  built-in       access_log, cors, ip_restriction, jwt_auth, key_auth, least_conn, \
-registry, request_id, router, routes
+  built-in       {}
   installed      {}
-""".format(", ".join(sorted({ep.name for ep in tproxy_entry_points()})) or "-")
+""".format(", ".join(sorted(BUILTINS)),
+           ", ".join(sorted({ep.name for ep in tproxy_entry_points()})) or "-")
 DEFAULT_LISTING += AVAILABLE
 
 
@@ -336,7 +336,6 @@ class CommandLineTests(TestCase):
         path = write_json(self, local(listen=listen))
         self.assertFails(["-c", path], "cannot listen for the proxy on " + listen)
 
-
     def test_fast_reactor_by_default(self):
         """
         Without ``-r``, ``twistd tproxy`` runs on tproxy's reactor and says
@@ -365,6 +364,67 @@ class CommandLineTests(TestCase):
         output = self.assertFails(["-c", path], "cannot listen")
         self.assertNotIn("FastEPollReactor", output)
         self.assertIn("fast paths: reactor twisted.internet.", output)
+
+
+class ReopenSignalTests(TestCase):
+    """``SIGUSR1`` reopens the access log's file (for logrotate), in a real
+    ``twistd``; services made for tests install no signal handler."""
+
+    def test_sigusr1(self):
+        import signal
+        import threading
+        if not hasattr(signal, "SIGUSR1"):
+            raise self.skipTest("no SIGUSR1 here")
+        cwd = os.path.abspath(self.mktemp())
+        os.makedirs(cwd)
+        path = os.path.join(cwd, "access.log")
+        conf = write_json(self, local(plugins=[
+            "registry", {"name": "access_log", "settings": {"path": path}}]))
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            [ROOT] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+        proc = subprocess.Popen(
+            [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "tproxy", "-c", conf],
+            cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT)
+        watchdog = threading.Timer(60, proc.kill)  # a hung process fails the test
+        watchdog.start()
+        self.addCleanup(watchdog.cancel)
+        output = []
+
+        def read_until(text):
+            for line in iter(proc.stdout.readline, b""):
+                output.append(line.decode("utf-8", "replace"))
+                if text in output[-1]:
+                    return
+            self.fail("no {!r} in the output:\n{}".format(text, "".join(output)))
+        try:
+            read_until("admin API listening")
+            self.assertTrue(os.path.exists(path))
+            os.rename(path, path + ".1")
+            proc.send_signal(signal.SIGUSR1)
+            read_until("access_log: reopened")
+            self.assertTrue(os.path.exists(path))
+        finally:
+            proc.terminate()
+            proc.communicate()
+        # twistd ends by re-raising the signal that stopped it
+        self.assertIn(proc.returncode, (0, -signal.SIGTERM), "".join(output))
+
+    def test_notInTests(self):
+        """A service given a reactor (tests) leaves the signals alone."""
+        service = makeService(options(self, local()), reactor=MemoryReactorClock())
+        self.assertFalse(service.signals)
+
+    def test_reopenFailureLogged(self):
+        """A failing reopen callback is logged; the others still run."""
+        service = makeService(options(self, local(plugins=[])), reactor=MemoryReactorClock())
+        calls = []
+        service.gateway.on_reopen(lambda: 1 / 0)
+        service.gateway.on_reopen(lambda: calls.append(1))
+        service.gateway.reopen()
+        self.assertEqual(calls, [1])
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
 
 
 class DefaultsUnchangedTests(TestCase):

@@ -5,6 +5,7 @@ recorded, the clock moved by hand.
 """
 
 import json
+import os
 
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory, Protocol
@@ -23,6 +24,9 @@ from tproxy.testing import (UNREACHABLE, Harness, RequestPending,
 from tests import plugin_with_class
 
 UP = "127.0.0.1:9001"
+
+#: The access log as twisted.logger events (``Harness.events``).
+LOGGER = {"name": "access_log", "settings": {"target": "logger"}}
 
 
 def one_group(*peers, **extra):
@@ -383,7 +387,7 @@ class PluginTests(SynchronousTestCase):
 
     def test_recorderRunsLast(self):
         """The harness's ``log`` runs after every other one, trylast ones too."""
-        h = Harness(one_group(), [LastInLog()] + ROUTING + ["access_log"], {UP: echo})
+        h = Harness(one_group(), [LastInLog()] + ROUTING + [LOGGER], {UP: echo})
         self.assertEqual(h.gateway.phases.names("log"),
                          ["access_log", "LastInLog", "tproxy.testing"])
         h.request("GET", "/api/x")
@@ -451,9 +455,23 @@ class AdminTests(SynchronousTestCase):
 class EventTests(SynchronousTestCase):
     """What was logged while the harness worked."""
 
+    def test_accessLogTargetKept(self):
+        """An access_log entry with a target of its own keeps it."""
+        path = os.path.abspath(self.mktemp())
+        h = Harness(one_group(), ROUTING + [
+            {"name": "access_log", "settings": {"path": path}}], {UP: echo})
+        h.request("GET", "/api/x")
+        h.stop()
+        with open(path) as f:
+            self.assertEqual(json.loads(f.read())["uri"], "/api/x")
+        self.assertEqual([e for e in h.events if "access_log" in e], [])
+
     def test_accessLog(self):
-        """The access_log plugin's records are among the events."""
+        """The access_log plugin's records are among the events (its default
+        target in a harness is ``"logger"``)."""
         h = Harness(one_group(), ROUTING + ["access_log"], {UP: echo})
+        self.assertEqual(h.gateway.plugins.get_plugin("access_log").target, "logger")
+        self.assertEqual(h.config["plugins"][-1], {"name": "access_log", "settings": {}})
         h.request("GET", "/api/x")
         [record] = [e["access_log"] for e in h.events if "access_log" in e]
         self.assertEqual((record["status"], record["route"], record["upstream_addr"]),

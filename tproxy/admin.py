@@ -16,8 +16,13 @@ parameters wins over one with.
 A request meets, in order: the token check (``401``; not for a route made
 with ``public=True``, such as the health endpoints ``/healthz`` and
 ``/readyz`` that orchestrators' probes call without a token), the path
-(``404``), the method (``405``), then the handler; an exception in the handler is a ``500``
-with a logged traceback.  Every answer is a JSON document.
+(``404``), the method (``405``), then the handler; an exception in the handler
+is a ``500`` with a logged traceback.  Every answer is a JSON document, except
+what a handler returns as an :class:`AdminResponse` with a body and a
+``Content-Type`` of its own (``prometheus``'s ``GET /metrics`` text)::
+
+    AdminResponse(200, None, [("Content-Type", "text/plain; version=0.0.4")],
+                  body=text)
 
 :meth:`AdminRoutes.handle` runs the same steps without HTTP (for test
 harnesses); :meth:`AdminRoutes.site` serves them over HTTP.
@@ -172,7 +177,8 @@ class AdminRoutes(object):
 
     A handler is ``handler(request) -> (status, obj)`` (or a Deferred /
     coroutine of it) where ``request`` is an :class:`AdminRequest`; ``obj`` is
-    sent as JSON.  Unknown paths get ``404``, a known path with another method
+    sent as JSON.  A handler may also return an :class:`AdminResponse`, sent
+    as it is (its ``body``, and its ``Content-Type`` if it has one).  Unknown paths get ``404``, a known path with another method
     ``405`` (with ``Allow``), a missing/wrong token ``401`` (with
     ``WWW-Authenticate: Bearer``), an exception in a handler ``500`` -- all
     with a JSON ``error``.  A ``GET`` route also answers ``HEAD``.
@@ -272,6 +278,8 @@ class AdminRoutes(object):
         return d
 
     def _respond(self, result, request):
+        if isinstance(result, AdminResponse):
+            return result
         status, obj = result
         status = int(status)
         if not 100 <= status <= 599:
@@ -388,7 +396,8 @@ class _AdminResource(Resource):
         request.setResponseCode(response.status)
         for name, value in response.headers:
             request.responseHeaders.addRawHeader(name, value)
-        request.responseHeaders.setRawHeaders(b"Content-Type", [b"application/json"])
+        if not request.responseHeaders.hasHeader(b"Content-Type"):
+            request.responseHeaders.setRawHeaders(b"Content-Type", [b"application/json"])
         request.responseHeaders.setRawHeaders(b"Cache-Control", [b"no-store"])
         request.setHeader(b"Content-Length", b"%d" % (len(response.body),))
         if request.method != b"HEAD":

@@ -310,6 +310,13 @@ SCHEMA = _object({
         # underscore are dropped unless true (X_Forwarded_For, Transfer_Encoding
         # read as their dashed names by some servers: a smuggling vector)
         "underscores_in_headers": {"type": "boolean", "default": False},
+        # nginx's large_client_header_buffers size: a longer header line is a 400
+        "max_header_line": _number(8192, minimum=64, integer=True),
+        # nginx's client_body_buffer_size: a body this small is read whole
+        # before tproxy connects upstream (0: stream every body at once)
+        "client_body_buffer_size": _number(16384, minimum=0, integer=True),
+        # nginx's client_body_timeout: seconds between two reads of a body
+        "client_body_timeout": _number(60, exclusive=0),
     }),
     "streams": {"type": "array", "items": _STREAM, "default": []},
     # seconds a stopping tproxy lets requests in flight and stream sessions

@@ -150,6 +150,9 @@ class RequestContext(object):
         hex) when first read.
     :ivar vars: a ``dict`` for plugins' own per-request values.
     :ivar route: the upstream group chosen by the router (``None`` before).
+    :ivar consumer: the name of the authenticated caller, set by an
+        authentication plugin in ``access`` (``None``: anonymous); the
+        plugins after it (``rate_limit``'s ``consumer`` key, logs) read it.
     :ivar upstream_path: the path (with query) sent upstream.
     :ivar upstream_headers: ``(name, value)`` pairs added to the upstream
         request (replacing any field of the same name).
@@ -161,7 +164,9 @@ class RequestContext(object):
         when the client went away before a status was known).
     :ivar bytes_sent: response bytes written to the client (head included).
     :ivar error: why the request did not end normally, ``None`` if it did:
-        ``"client_abort"``, ``"client_timeout"`` (a ``408``),
+        ``"client_abort"``, ``"client_timeout"`` (a ``408``: the client
+        stopped sending its body for ``proxy.client_body_timeout`` seconds),
+        ``"body_too_large"`` (past :attr:`max_body_size`),
         ``"upstream_connect"``, ``"upstream_timeout"``,
         ``"upstream_error"``, ``"upstream_invalid"`` (not HTTP, or framing
         tproxy refuses), ``"upstream_header_too_big"`` (a response head
@@ -185,7 +190,7 @@ class RequestContext(object):
     """
 
     __slots__ = ("gateway", "request", "_request_id", "vars", "route",
-                 "upstream_path", "upstream_headers", "peer", "tried", "status",
+                 "consumer", "upstream_path", "upstream_headers", "peer", "tried", "status",
                  "bytes_sent", "error", "start", "upstream_start",
                  "upstream_end", "end", "plugins", "_exchange")
 
@@ -195,6 +200,7 @@ class RequestContext(object):
         self._request_id = request_id
         self.vars = {}
         self.route = None
+        self.consumer = None
         self.upstream_path = request.uri
         self.upstream_headers = []
         self.peer = None
@@ -223,6 +229,31 @@ class RequestContext(object):
     @request_id.setter
     def request_id(self, value):
         self._request_id = value
+
+    @property
+    def max_body_size(self):
+        """
+        The bytes the request body may have (``None``: no limit); starts as
+        ``proxy.max_body_size``.  A ``rewrite`` or ``access`` implementation
+        may set it for this request (a per-route limit): a declared
+        ``Content-Length`` is checked against it once ``access`` is over, and
+        a chunked body's decoded bytes as they arrive (those that arrived
+        before were counted against the limit in force then).  Past it:
+        ``413``, or, once the response has started, the upstream request is
+        aborted and the connection closed (``ctx.error`` is
+        ``"body_too_large"``).
+        """
+        ex = self._exchange
+        if ex is not None:
+            return ex.body_limit
+        return self.gateway.config["proxy"]["max_body_size"]
+
+    @max_body_size.setter
+    def max_body_size(self, value):
+        if value is not None and (type(value) is not int or value < 0):
+            raise ValueError("max_body_size is a number of bytes or None, not %r" % (value,))
+        if self._exchange is not None:
+            self._exchange.body_limit = value
 
     def read_body_prefix(self, n):
         """

@@ -29,6 +29,12 @@ class Gateway(object):
         configuration's ``trusted_proxies``: ``ctx.request.remote_addr in
         gateway.trusted_proxies`` tells whether a request came through one
         (whose headers, ``X-Request-ID`` say, may then be believed).
+    :ivar listeners: the factories serving traffic for this gateway, as they
+        are made: HTTP ``tproxy.http.server.ProxyFactory`` (``kind``
+        ``"http"``; ``open_connections``, ``requests`` read so far) and
+        ``tproxy.stream.StreamFactory`` (``kind`` ``"stream"``;
+        ``open_connections``: the sessions open, ``group``).  Read them when
+        asked (a metrics scrape), not per request.
     """
 
     log = Logger()
@@ -46,15 +52,33 @@ class Gateway(object):
         self.admin = AdminRoutes(token=config["admin"].get("token"))
         probes.install(self)
         self.phases = Phases(plugin_manager)
+        self.listeners = []
         self._on_stop = []
         #: whether the gateway takes traffic (``/readyz``): from the end of
         #: :meth:`start` until it begins to stop
         self.serving = False
         self.started = False
+        self._on_reopen = []
 
     def on_stop(self, fn):
         """Call ``fn()`` (which may return a Deferred) when the gateway stops."""
         self._on_stop.append(fn)
+
+    def on_reopen(self, fn):
+        """
+        Call ``fn()`` when the process is asked to reopen its log files
+        (:meth:`reopen`: ``SIGUSR1`` under ``twistd``, as logrotate sends).
+        """
+        self._on_reopen.append(fn)
+
+    def reopen(self):
+        """Run the :meth:`on_reopen` callbacks (a failure is logged, and the
+        others still run)."""
+        for fn in self._on_reopen:
+            try:
+                fn()
+            except Exception:
+                self.log.failure("reopening with {fn!r} failed", fn=fn)
 
     def start(self):
         """Run every ``init_worker``; a Deferred that fires when all are done."""

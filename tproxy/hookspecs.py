@@ -75,10 +75,12 @@ def init_worker(gateway):
 
     :param gateway: the :class:`tproxy.gateway.Gateway`: ``reactor``,
         ``config``, ``registry``, ``admin`` (``admin.route(method, path,
-        handler, public=False)``), ``trusted_proxies`` (``remote_addr in
-        gateway.trusted_proxies``: the request came through a trusted
-        proxy), and ``on_stop(fn)`` to register cleanup that runs when the
-        process stops.
+        handler, public=False)``; handlers return ``(status, obj)`` or a
+        :class:`tproxy.admin.AdminResponse`), ``trusted_proxies``
+        (``remote_addr in gateway.trusted_proxies``: the request came
+        through a trusted proxy), ``listeners`` (the listening factories,
+        for metrics), and ``on_stop(fn)`` to register cleanup that runs when
+        the process stops.
     :return: ``None`` (or an awaitable of it).
     """
 

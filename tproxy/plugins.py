@@ -7,8 +7,8 @@ and in what order.  Each entry's name is resolved, in this order, as:
 
 1. a built-in (:data:`BUILTINS`: ``registry``, ``router``, ``least_conn``,
    ``access_log``, ``routes``, and the gateway plugins ``request_id``,
-   ``key_auth``, ``jwt_auth``, ``ip_restriction``, ``cors``: see
-   docs/gateway-plugins.md);
+   ``key_auth``, ``jwt_auth``, ``ip_restriction``, ``cors``, ``rate_limit``,
+   ``prometheus``, ``hmac_auth``, ``cache``: see docs/gateway-plugins.md);
 2. an entry point of the group ``tproxy`` (what an installed distribution
    declares: ``[project.entry-points.tproxy] key_auth = "tproxy_key_auth"``);
 3. a dotted module path (``"mycompany.tproxy_auth"``), or ``"module:attr"``.
@@ -61,6 +61,10 @@ BUILTINS = {
     "jwt_auth": "tproxy.builtins.jwt_auth",
     "ip_restriction": "tproxy.builtins.ip_restriction",
     "cors": "tproxy.builtins.cors",
+    "rate_limit": "tproxy.builtins.rate_limit",
+    "prometheus": "tproxy.builtins.prometheus",
+    "hmac_auth": "tproxy.builtins.hmac_auth",
+    "cache": "tproxy.builtins.cache",
 }
 
 _UNKNOWN = ("unknown plugin {!r} (not a built-in, an entry point of group "

@@ -125,12 +125,16 @@ class GatewayService(MultiService):
 
     :param gateway: the :class:`tproxy.gateway.Gateway`.
     :param listeners: ``[(name, endpoint, factory)]``: what to listen on.
+    :param signals: install a ``SIGUSR1`` handler that runs
+        ``gateway.reopen`` (the access log's file reopened for logrotate);
+        only the service of a real ``twistd`` run does.
     """
 
-    def __init__(self, gateway, listeners):
+    def __init__(self, gateway, listeners, signals=False):
         MultiService.__init__(self)
         self.gateway = gateway
         self.listeners = listeners
+        self.signals = signals
         self.ports = []
 
     def startService(self):
@@ -142,6 +146,8 @@ class GatewayService(MultiService):
         a later one is logged and stops the reactor with exit status 1.
         """
         Service.startService(self)
+        if self.signals:
+            _reopen_on_sigusr1(self.gateway)
         early = []
 
         def failed(f):
@@ -289,6 +295,26 @@ def _one_line(f):
         f.type.__name__, f.getErrorMessage())
 
 
+def _reopen_on_sigusr1(gateway):
+    """
+    Run ``gateway.reopen`` in the reactor on ``SIGUSR1`` (``callFromThread``
+    is what a signal handler may call), then the handler that was there
+    (twistd's, which reopens its own log file when it writes one).
+    """
+    import signal
+    signum = getattr(signal, "SIGUSR1", None)
+    if signum is None:  # not on Windows
+        return
+    previous = signal.getsignal(signum)
+    reactor = gateway.reactor
+
+    def reopen(number, frame):
+        reactor.callFromThread(gateway.reopen)
+        if callable(previous):
+            previous(number, frame)
+    signal.signal(signum, reopen)
+
+
 def _exit_status_on_exit(status):
     """
     Make the process exit with ``status`` once twistd is done (twistd itself
@@ -348,9 +374,12 @@ def makeService(options, reactor=None):
     TCP listener per entry of ``streams`` (:class:`tproxy.stream.StreamFactory`).
 
     :param options: parsed :class:`Options`.
-    :param reactor: the reactor (default: the global one).
+    :param reactor: the reactor (default: the global one, as twistd runs it:
+        then ``SIGUSR1`` also runs ``gateway.reopen``; tests pass theirs and
+        leave the process's signals alone).
     """
-    if reactor is None:
+    twistd = reactor is None
+    if twistd:
         _install_fast_reactor()
         from twisted.internet import reactor
     _log_fast_paths(reactor)
@@ -374,4 +403,4 @@ def makeService(options, reactor=None):
     for i, stream in enumerate(config.get("streams", ())):
         listeners.append(("stream of group {} (streams[{}])".format(stream["group"], i),
                           endpoint(stream["listen"]), StreamFactory(gateway, stream)))
-    return GatewayService(gateway, listeners)
+    return GatewayService(gateway, listeners, signals=twistd)

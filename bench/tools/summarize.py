@@ -224,6 +224,11 @@ class Summary:
                                   ("tproxy_p20", "20 no-op plugins ≤ 15 % below 0 plugins", 0.85)):
             r = ratio(self.metric("keepalive", name), base)
             rows.append((text, r, r is not None and r >= floor, "{:.3f}× of tproxy_n1"))
+        logged = self.metric("keepalive", "tproxy_log", cpu_us_per_req)
+        bare = self.metric("keepalive", "tproxy_n1", cpu_us_per_req)
+        if logged is not None and bare is not None:
+            rows.append(("the default access log ≤ 5 µs of CPU per request (tproxy_log − tproxy_n1)",
+                         logged - bare, logged - bare <= 5, "{:.1f} µs"))
         r = ratio(self.metric("body1m", "tproxy_n1", mbps), self.metric("body1m", REFERENCE, mbps))
         rows.append(("1 MB bodies ≥ 0.3× nginx's MB/s", r, r is not None and r >= 0.3, "{:.3f}×"))
         for mode in ("download", "upload", "upload_chunked"):

@@ -26,7 +26,7 @@ JSON body.
   ``consumer_claim``, ``sub``) as ``X-Consumer-Username``; the claims of
   ``claims_to_headers`` as headers (strings as they are if printable ASCII,
   else percent-encoded; other JSON values as compact JSON); headers of those
-  names sent by the client are removed.  ``ctx.vars["consumer"]`` and
+  names sent by the client are removed.  ``ctx.consumer`` and
   ``ctx.vars["jwt_claims"]`` are set for the plugins after this one.
 - Verified tokens are remembered (at most ``cache_size`` of up to 4 KiB, their
   ``exp``/``nbf`` checked again at each use), so a client sending the same
@@ -408,7 +408,7 @@ class Plugin(object):
         ctx.vars["jwt_claims"] = claims
         raw = request.headers.raw      # (the fields of these names are gone)
         if consumer is not None:
-            ctx.vars["consumer"] = consumer
+            ctx.consumer = consumer
             if self.consumer_name is not None:
                 raw.append((self.consumer_name, consumer_value))
         raw.extend(claim_headers)

@@ -10,7 +10,7 @@ and a JSON body.
   access log does not write it either).
 - The consumer's name goes upstream as ``X-Consumer-Username`` (a value the
   client sent in that header is always replaced or removed), and is
-  ``ctx.vars["consumer"]`` for the plugins after this one (``rate_limit``
+  ``ctx.consumer`` for the plugins after this one (``rate_limit``
   keyed by consumer, say).
 - Keys are looked up by their SHA-256 digest: the time a lookup takes
   depends on the digest of the guess, not on how much of a real key it
@@ -150,7 +150,7 @@ class Plugin(object):
         consumer = self.consumers.get(_digest(key)) if key else None
         if consumer is None:
             return unauthorized(self.challenge, "invalid API key")
-        ctx.vars["consumer"] = consumer
+        ctx.consumer = consumer
         if self.consumer_header is not None:
             request.headers.raw.append((self.consumer_name, consumer.encode("latin-1")))
         return None

@@ -159,6 +159,8 @@ class Plugin(object):
         headers.append((_HEADER, route.group))
         if extra:
             headers.extend(extra)
+        if route.has_max_body:
+            ctx.max_body_size = route.max_body
         return None
 
     @hookimpl

@@ -85,6 +85,10 @@ class Exchange(object):
     filter_chain = None        # the Deferred of an async header/body filter
     body_waiter = None         # (n, Deferred, timer) of read_body_prefix
     held_chunk = None          # the last response chunk read (see upstream_body)
+    body_limit = None          # bytes the body may have (ctx.max_body_size)
+    body_size = 0              # its Content-Length, or the chunked bytes read so far
+    hold_body = False          # read the body before connecting (it may fit)
+    held_peer = None           # the peer to connect to once the body is read
     host_missing = False       # the request has no Host (see _request_head)
 
     # -- phases ---------------------------------------------------------------
@@ -96,6 +100,8 @@ class Exchange(object):
         except Exception:
             return self.plugin_error()
         if r is None:
+            if self.body_limit is not None and self.body_size > self.body_limit:
+                return self._too_large()
             self.balance()
         elif is_deferred(r):
             r.addCallbacks(self._after_access, self.plugin_error)
@@ -106,9 +112,21 @@ class Exchange(object):
         if self.done:
             return
         if r is None:
+            if self.body_limit is not None and self.body_size > self.body_limit:
+                return self._too_large()
             self.balance()
         else:
             self.respond(r)
+
+    def _too_large(self):
+        """``access`` let the request through, but its declared length is
+        over the limit in force now (``ctx.max_body_size``, after the
+        plugins: as nginx's client_max_body_size, known once the location
+        is)."""
+        self.ctx.error = "body_too_large"
+        log.info("request body too large: {size} bytes for a limit of {limit}",
+                 size=self.body_size, limit=self.body_limit)
+        self.respond(Response.error(413, "request body too large"))
 
     def balance(self):
         """Ask the balancer for a peer (again, after a failed one)."""
@@ -139,10 +157,24 @@ class Exchange(object):
         self.peer_held = peer
         if self.expect_continue and not self.request_complete:
             self.expect_continue = False
-            self.conn.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self.conn.send_continue()
+        if self.hold_body and not self.request_complete:
+            # a body that may fit in proxy.client_body_buffer_size is read
+            # first (see client_body): a malformed one never goes upstream
+            self.held_peer = peer
+            return
         if ctx.upstream_start is None:
             ctx.upstream_start = self.factory.clock.seconds()
         self.factory.pool.connect(peer, self)
+
+    def _connect_held(self):
+        """The held body is whole, or larger than the buffer: connect."""
+        peer, self.held_peer = self.held_peer, None
+        self.hold_body = False
+        if not self.done:
+            if self.ctx.upstream_start is None:
+                self.ctx.upstream_start = self.factory.clock.seconds()
+            self.factory.pool.connect(peer, self)
 
     def _release_peer(self):
         peer, self.peer_held = self.peer_held, None
@@ -159,6 +191,20 @@ class Exchange(object):
         self.upstream = conn
         self.reused = reused
         conn.start(self)
+        if self.pending and self.request_complete:
+            # the whole body is here (held, see _balanced): head and body in
+            # one write, a chunked body framed by its length (as nginx)
+            body = b"".join(self.pending)
+            if self.request_chunked:
+                self.request_chunked = False
+                self.upstream_head_fields = self.upstream_head_fields.replace(
+                    b"Transfer-Encoding: chunked\r\n", b"Content-Length: %d\r\n" % len(body))
+            self.pending = []
+            self.pending_size = 0
+            conn.transport.write(self._request_head() + body)
+            self.conn.unpause("pending")
+            conn.set_deadline(self.factory.read_timeout)
+            return
         conn.transport.write(self._request_head())
         if self.pending:
             for chunk in self.pending:
@@ -293,6 +339,13 @@ class Exchange(object):
             waiter = self.body_waiter
             if waiter is not None and self.pending_size >= waiter[0]:
                 self._wake_body_waiter()
+            if self.hold_body:
+                if self.pending_size <= self.factory.body_buffer:
+                    return   # (bounded by the buffer: reading goes on)
+                # larger than the buffer: it streams from now on
+                self.hold_body = False
+                if self.held_peer is not None:
+                    self._connect_held()
             if self.pending_size > self.pending_limit:
                 self.conn.pause("pending")
 
@@ -302,7 +355,7 @@ class Exchange(object):
         a Deferred; the bytes stay queued and go upstream unchanged.  Only
         before the balancer has connected (``rewrite``, ``access``,
         ``balancer``).  A client that stops sending gets ``408`` after
-        ``proxy.header_timeout`` seconds.
+        ``proxy.client_body_timeout`` seconds.
         """
         if not self.body_expected:
             return succeed(b"")
@@ -312,10 +365,10 @@ class Exchange(object):
             return succeed(b"".join(self.pending)[:n])
         if self.expect_continue:
             self.expect_continue = False
-            self.conn.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            self.conn.send_continue()
         d = Deferred()
         self.body_waiter = (n, d, self.factory.clock.callLater(
-            self.factory.header_timeout, self._body_timed_out))
+            self.factory.body_timeout, self._body_timed_out))
         self.pending_limit = max(self.pending_limit, n)
         if self.pending_size <= self.pending_limit:
             self.conn.unpause("pending")
@@ -347,6 +400,8 @@ class Exchange(object):
         self.request_complete = True
         if self.body_waiter is not None:
             self._wake_body_waiter()
+        if self.held_peer is not None:
+            return self._connect_held()   # head, body and end in one write
         if self.upstream is not None and not self.done:
             if self.request_chunked:
                 self.upstream.transport.write(b"0\r\n\r\n")

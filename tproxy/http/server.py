@@ -6,6 +6,7 @@ and nothing about plugins: each request becomes an
 :class:`~tproxy.http.exchange.Exchange`.
 """
 
+import re
 from collections import deque
 
 from twisted.internet import tcp
@@ -27,6 +28,9 @@ from tproxy.trust import TrustedProxies, UntrustworthyHeader
 
 log = Logger()
 
+#: the size at the start of a chunk-size line
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]+")
+
 
 class ProxyFactory(Factory):
     """
@@ -42,6 +46,9 @@ class ProxyFactory(Factory):
     noisy = False
     draining = False
 
+    #: what :attr:`tproxy.gateway.Gateway.listeners` says this is
+    kind = "http"
+
     def __init__(self, gateway, scheme="http"):
         self.gateway = gateway
         self.phases = gateway.phases
@@ -56,6 +63,9 @@ class ProxyFactory(Factory):
         self.max_line = proxy["max_line_size"]
         self.max_header = proxy["max_header_size"]
         self.max_body = proxy["max_body_size"]
+        self.max_header_line = proxy["max_header_line"]
+        self.body_buffer = proxy["client_body_buffer_size"]
+        self.body_timeout = proxy["client_body_timeout"]
         self.underscores = proxy["underscores_in_headers"]
         self.lingering_time = proxy["lingering_time"]
         self.lingering_timeout = proxy["lingering_timeout"]
@@ -69,6 +79,10 @@ class ProxyFactory(Factory):
         #: requests read so far (their contexts' request ids are made from it)
         self.requests = 0
         self.connections = set()
+        # the gateway lists its listeners (metrics read them when scraped)
+        listeners = getattr(gateway, "listeners", None)
+        if listeners is not None:
+            listeners.append(self)
         self._drained = []     # Deferreds of drain(), fired once none is open
 
     @property
@@ -149,6 +163,10 @@ class ProxyProtocol(Protocol):
     heads = 0              # requests read whole (head and body)
     head_bytes = 0         # bytes of an incomplete head (see _count_head)
     line_done = False      # the incomplete head's request line has ended
+    line_bytes = 0         # bytes of the incomplete head's last line so far
+    chunk_mark = None      # body bytes before the chunk begun in this read
+    after_lf = False       # the last read of a chunked body ended a line
+    body_since = 0.0       # when the body being read last made progress
     starting = False       # exchange_done is starting queued exchanges
     closing = False
     lost_as = "client_abort"   # ctx.error of requests cut by the connection's loss
@@ -197,6 +215,9 @@ class ProxyProtocol(Protocol):
             self.paused.discard(reason)
             if not self.paused and not self.closing:
                 self.transport.resumeProducing()
+                if self.reading is not None:
+                    # the client's body was not awaited while paused
+                    self.body_since = self.factory.clock.seconds()
 
     def pauseProducing(self):
         ex = self.exchange
@@ -238,6 +259,12 @@ class ProxyProtocol(Protocol):
             else:
                 self.transport.writeSequence(cork)
 
+    def send_continue(self):
+        """Write ``100 Continue``: the client sends its body now (the body
+        timeout starts now, not while it waited for this)."""
+        self.body_since = self.factory.clock.seconds()
+        self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
     def abort(self):
         """Cut the connection (a response cannot be completed)."""
         self.cork = None
@@ -260,6 +287,9 @@ class ProxyProtocol(Protocol):
                 self.linger = True    # bytes dropped
             return
         heads = self.heads
+        if self.reading is not None:
+            # a body is being read: it makes progress (client_body_timeout)
+            self.body_since = self.factory.clock.seconds()
         try:
             self.parser.feed_data(data)
         except BadRequest as e:
@@ -284,7 +314,12 @@ class ProxyProtocol(Protocol):
             else:
                 self._bad_request(400, "malformed request")
         else:
-            if self.heads == heads and self.reading is None and not self.closing:
+            if self.reading is not None:
+                if self.chunked:
+                    if self.chunk_mark is not None:
+                        self._check_chunk_size(data)
+                    self.after_lf = data[-1:] == b"\n"
+            elif self.heads == heads and not self.closing:
                 self._count_head(data)
 
     def _count_head(self, data):
@@ -295,11 +330,20 @@ class ProxyProtocol(Protocol):
         """
         f = self.factory
         self.head_bytes += len(data)
+        nl = data.rfind(b"\n")
+        if nl < 0:
+            self.line_bytes += len(data)
+        else:
+            self.line_bytes = len(data) - nl - 1
         if not self.line_done:
-            if b"\n" in data:
+            if nl >= 0:
                 self.line_done = True
             elif self.head_bytes > f.max_line + 64:   # + method and version
                 return self._bad_request(414, "request target too long")
+        if self.line_done and self.line_bytes > f.max_header_line:
+            # a header line that does not end (nginx's
+            # large_client_header_buffers: 400 there too)
+            return self._bad_request(400, "request header line too long")
         if self.head_bytes > f.max_line + f.max_header + 64:
             self._bad_request(431, "request header fields too large")
 
@@ -323,7 +367,11 @@ class ProxyProtocol(Protocol):
             raise BadRequest(414, "request target too long")
 
     def on_header(self, name, value):
-        self.head_size += len(name) + len(value) + 4
+        size = len(name) + len(value) + 4     # "name: value" CRLF
+        if size > self.factory.max_header_line:
+            # nginx: 400 "Request Header Or Cookie Too Large"
+            raise BadRequest(400, "request header line too long")
+        self.head_size += size
         if self.head_size > self.factory.max_header:
             raise BadRequest(431, "request header fields too large")
         self.fields.append((name, value))
@@ -380,6 +428,10 @@ class ProxyProtocol(Protocol):
                         raise BadRequest(501, "transfer coding not implemented")
                     self.chunked = True
             elif kind == _HOST:
+                if not pair[1]:
+                    # (both parsers drop the value's leading whitespace) an
+                    # empty authority cannot go upstream, as nginx
+                    raise BadRequest(400, "empty Host")
                 hosts += 1
                 forward.append(pair)
             elif kind == _LENGTH:
@@ -407,8 +459,6 @@ class ProxyProtocol(Protocol):
             drop = set(conn_tokens) - {b"close", b"keep-alive"}
             if drop:
                 forward = [q for q in forward if q[0].lower() not in drop]
-        if f.max_body is not None and self.length is not None and self.length > f.max_body:
-            raise BadRequest(413, "request body too large")
         client = self.remote_addr
         if self.trusted:
             try:
@@ -438,6 +488,8 @@ class ProxyProtocol(Protocol):
                                      self.expect, upstream)
         if not hosts:
             ex.host_missing = True   # (HTTP/1.0) the upstream gets the peer's
+        if body:
+            self._body_head(ex)
         self.reading = ex
         self.head_start = None
         if self.exchange is None:
@@ -447,13 +499,72 @@ class ProxyProtocol(Protocol):
             self.queue.append(ex)
             self.pause("pipeline")
 
+    def _body_head(self, ex):
+        """A request with a body: its limit, the holding of small bodies, and
+        the body timeout."""
+        f = self.factory
+        if f.max_body is not None:
+            ex.body_limit = f.max_body
+        if self.chunked:
+            # read up to client_body_buffer_size before connecting upstream
+            ex.hold_body = f.body_buffer > 0
+        else:
+            ex.body_size = self.length   # checked against the limit after access
+            ex.hold_body = self.length <= f.body_buffer
+        now = self.body_since = f.clock.seconds()
+        t = self.timer
+        if t is not None and t.active() and t.getTime() > now + f.body_timeout:
+            t.reset(f.body_timeout)
+
     def on_body(self, data):
-        self.reading.client_body(data)
+        ex = self.reading
+        if self.chunked:
+            # decoded bytes count against the limit, whatever the chunks
+            ex.body_size += len(data)
+            if ex.body_limit is not None and ex.body_size > ex.body_limit:
+                ex.ctx.error = "body_too_large"
+                raise BadRequest(413, "request body too large")
+        ex.client_body(data)
+
+    def on_chunk_header(self):
+        if self.reading.body_limit is not None:
+            # a chunk begins: its size is checked at the end of this read
+            self.chunk_mark = self.reading.body_size
+
+    def on_chunk_complete(self):
+        self.chunk_mark = None
+
+    def _check_chunk_size(self, data):
+        """
+        A chunk began in ``data`` and goes on past its end: its size, read
+        back from its size line (neither parser reports it), must fit in the
+        limit, so that a client announcing a 4 GiB chunk gets its ``413``
+        now, not after sending the limit's worth (nginx does the same).
+        """
+        ex = self.reading
+        mark, self.chunk_mark = self.chunk_mark, None
+        if ex is None or self.closing:
+            return
+        # the chunk's bytes so far follow its size line in data
+        end = len(data) - (ex.body_size - mark)
+        if end < 3 or data[end - 2:end] != b"\r\n":
+            return   # not in this read: the bytes are counted as they come
+        start = data.rfind(b"\n", 0, end - 2) + 1
+        if start == 0 and not self.after_lf:
+            return   # the line began in an earlier read
+        m = _CHUNK_SIZE.match(data, start, end)
+        if m is None:
+            return
+        if mark + int(m.group(), 16) > ex.body_limit:
+            ex.ctx.error = "body_too_large"
+            self._bad_request(413, "request body too large")
 
     def on_message_complete(self):
         self.heads += 1
         self.head_bytes = 0
+        self.line_bytes = 0
         self.line_done = False
+        self.chunk_mark = None
         ex, self.reading = self.reading, None
         if ex is not None and ex.body_expected:
             # (without a body the exchange knew it was complete from the start)
@@ -558,8 +669,8 @@ class ProxyProtocol(Protocol):
             # bytes after the last response (it closed the connection, and
             # was answered within the same read): they are not answered
             return
-        log.info("bad request from {client}: {message}", client=self.remote_addr,
-                 message=message)
+        # (not a field called "message": the legacy log bridge takes it over)
+        log.info("bad request from {client}: {why}", client=self.remote_addr, why=message)
         if self.exchange is None:
             self.transport.write(error_response(status, message))
             self._close()
@@ -637,6 +748,20 @@ class ProxyProtocol(Protocol):
             nxt = left
         elif self.exchange is not None:
             nxt = f.keepalive_timeout
+            if (self.reading is self.exchange and not self.paused
+                    and not self.exchange.expect_continue):
+                # its body is being read, and tproxy is reading (a client
+                # waiting for 100 Continue is waiting for tproxy)
+                left = self.body_since + f.body_timeout - now
+                if left <= 0:
+                    self.timer = None
+                    ex = self.exchange
+                    ex.ctx.error = "client_timeout"
+                    log.info("client {client} sent no body for {timeout}s: {status}",
+                             client=self.remote_addr, timeout=f.body_timeout,
+                             status="aborted" if ex.response_started else 408)
+                    return ex.respond(Response.error(408, "request body timeout"))
+                nxt = min(nxt, left)
         elif self.head_start is not None:
             left = self.head_start + f.header_timeout - now
             if left <= 0:

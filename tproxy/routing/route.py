@@ -91,12 +91,15 @@ class Route(object):
     :ivar host_tier: :data:`HOST_EXACT`, :data:`HOST_WILD` or
         :data:`HOST_ANY`.
     :ivar host: the exact host, or the wildcard's suffix (``".example.com"``).
+    :ivar has_max_body: the route sets the body limit (``max_body_size``).
+    :ivar max_body: that limit (bytes, or ``None`` for none).
     """
 
     __slots__ = ("name", "spec", "group", "peer", "peer_key", "priority",
                  "position", "tier", "key", "mode", "value", "regex", "fake",
                  "strip", "rewrite", "host_tier", "host", "methods", "headers",
-                 "cookies", "args", "body", "extra_headers")
+                 "cookies", "args", "body", "extra_headers", "has_max_body",
+                 "max_body")
 
     def accepts(self, view):
         """

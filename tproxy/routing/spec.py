@@ -96,6 +96,8 @@ ROUTE_SCHEMA = {
         "rewrite": {"type": "string", "pattern": "^/",
                     "x-messages": {"pattern": "a rewrite is a path: it starts with '/'"}},
         "upstream_headers": _VALUES,
+        # this route's proxy.max_body_size (null: no limit)
+        "max_body_size": {"type": ["integer", "null"], "minimum": 0},
     },
 }
 
@@ -164,6 +166,8 @@ def compile_route(spec, position=0, path=""):
     r.spec = spec
     r.group = spec["group"]
     r.priority = spec.get("priority", 0)
+    r.has_max_body = "max_body_size" in spec
+    r.max_body = spec.get("max_body_size")
     r.position = position
     if r.name in _RESERVED:
         errors.append((at("name"), "the route name {!r} is reserved (GET "

@@ -28,6 +28,9 @@ class StreamFactory(Factory):
 
     noisy = False
 
+    #: what :attr:`tproxy.gateway.Gateway.listeners` says this is
+    kind = "stream"
+
     def __init__(self, gateway, stream):
         self.gateway = gateway
         self.stream = stream
@@ -42,6 +45,9 @@ class StreamFactory(Factory):
         if self.proxy_protocol is not None:
             proxy_protocol_header(self.proxy_protocol, None, None)  # ValueError if unknown
         self.sessions = set()
+        listeners = getattr(gateway, "listeners", None)
+        if listeners is not None:
+            listeners.append(self)
         self._drained = []     # Deferreds of drain(), fired once none is open
         self._ids = 0
         self.refresh()

@@ -44,7 +44,8 @@ What a test can look at:
   ``log`` phase saw it (``status``, ``route``, ``peer``, ``tried``,
   ``error``, ``vars``);
 - what was logged: :attr:`Harness.events`, the :mod:`twisted.logger` events
-  emitted while the harness worked (the ``access_log`` lines among them).
+  emitted while the harness worked (the ``access_log`` lines among them: in a
+  harness its default target is ``"logger"``, not the standard output).
 
 Time moves only with :meth:`Harness.advance`, which fires the timers that
 fall due on the way (``LoopingCall`` s, timeouts, TTLs) in order, moving bytes
@@ -81,7 +82,8 @@ object tproxy made for an entry of ``plugins`` (from a name, a module or a
 class), :meth:`Harness.names` the plugins of a phase in execution order, and
 :func:`check_settings` checks a plugin's settings as tproxy does at start.
 
-Stability: :class:`Harness`, :class:`ClientConnection`, :class:`StubResponse`,
+Stability: :class:`Harness`, :class:`ClientConnection` (also
+:class:`RawConnection`), :class:`StubResponse`,
 :class:`UpstreamRequest`, :class:`PendingRequest`, :class:`RequestPending`,
 :class:`ResponseIncomplete`, :func:`echo`, :func:`check_settings`,
 :data:`UNREACHABLE`, :class:`StreamHarness`, :class:`StreamConnection` and
@@ -91,10 +93,10 @@ Stability: :class:`Harness`, :class:`ClientConnection`, :class:`StubResponse`,
 
 from tproxy.testing._network import UNREACHABLE, RequestPending
 from tproxy.testing._settings import check_settings
-from tproxy.testing.http import (ClientConnection, Harness, PendingRequest, ResponseIncomplete,
-                                 StubResponse, UpstreamRequest, echo)
+from tproxy.testing.http import (ClientConnection, Harness, PendingRequest, RawConnection,
+                                 ResponseIncomplete, StubResponse, UpstreamRequest, echo)
 from tproxy.testing.stream import StreamConnection, StreamHarness, StreamServer
 
-__all__ = ["ClientConnection", "Harness", "PendingRequest", "RequestPending",
+__all__ = ["ClientConnection", "Harness", "PendingRequest", "RawConnection", "RequestPending",
            "ResponseIncomplete", "StreamConnection", "StreamHarness", "StreamServer",
            "StubResponse", "UNREACHABLE", "UpstreamRequest", "check_settings", "echo"]

@@ -166,7 +166,7 @@ class _Network(object):
             self._entries.append((given[name].obj if name in given else name, unique))
 
         plugin_manager = build_plugin_manager(
-            self.config, source="<harness config>",
+            _access_log_to_events(self.config), source="<harness config>",
             entry_points=installed + list(given.values()))
         # Registered last and trylast: pluggy puts it at the very end of the
         # ``log`` (and ``stream_log``) implementations, after trylast ones.
@@ -324,6 +324,22 @@ class _Network(object):
     def messages(self):
         """:attr:`events` formatted as text, one string each."""
         return [formatEvent(e) for e in self.events]
+
+
+def _access_log_to_events(config):
+    """
+    ``config`` with the built-in ``access_log``'s default target
+    ``"logger"`` instead of the standard output: in a harness its records go
+    to :attr:`_Network.events`, not into the test run's output.
+    """
+    plugins = []
+    for entry in config["plugins"]:
+        settings = entry.get("settings")
+        if (entry.get("name") == "access_log" and isinstance(settings, dict)
+                and "target" not in settings and "path" not in settings):
+            entry = dict(entry, settings=dict(settings, target="logger"))
+        plugins.append(entry)
+    return dict(config, plugins=plugins)
 
 
 def _plugin_entry(entry, given, taken):

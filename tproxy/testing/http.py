@@ -521,6 +521,11 @@ class ClientConnection(_Client):
             len(self.responses), self.closed)
 
 
+#: Another name of :class:`ClientConnection` (what :meth:`Harness.connect`
+#: returns), for the tests that name it so.
+RawConnection = ClientConnection
+
+
 class Harness(_Network):
     """
     A gateway with its plugins, its HTTP server and its upstream pool, whose

@@ -40,7 +40,7 @@ class AccessTests(SynchronousTestCase):
         [received] = h.upstream_requests
         self.assertEqual(received.headers.get("X-Consumer"), "alice")
         self.assertNotIn("X-API-Key", received.headers)
-        self.assertEqual(h.contexts[0].vars["consumer"], "alice")
+        self.assertEqual(h.contexts[0].consumer, "alice")
 
     def test_everyKeyOfAConsumer(self):
         """A consumer may have several keys (to rotate them)."""

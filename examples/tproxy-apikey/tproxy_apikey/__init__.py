@@ -6,7 +6,7 @@ Every request must carry one of the configured keys in a header
 (``X-API-Key`` by default), else it is answered ``401`` with a JSON error and
 no upstream is contacted.  The key names a *consumer*; its name is
 
-- put in ``ctx.vars["consumer"]`` for the plugins that run after this one
+- put in ``ctx.consumer`` for the plugins that run after this one
   (a rate limiter, the access log);
 - sent upstream in a header (``X-Consumer``), replacing whatever the client
   sent under that name;
@@ -129,13 +129,13 @@ class Plugin(object):
         if self.hide_key:
             headers.remove(self.header)
         headers.set(self.consumer_header, consumer)
-        ctx.vars["consumer"] = consumer
+        ctx.consumer = consumer
         return None
 
     @hookimpl
     def header_filter(self, ctx, response):
         """Name the consumer in the response."""
         if self.response_header is not None:
-            consumer = ctx.vars.get("consumer")
+            consumer = ctx.consumer
             if consumer is not None:
                 response.headers.set(self.response_header, consumer)

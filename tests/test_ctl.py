@@ -1,0 +1,355 @@
+"""
+Tests for :mod:`tproxy.ctl` (``tproxyctl``): its formatting, and every command
+against a real admin listener of a tproxy running in this process (the
+command line runs in a thread: it is a blocking client).
+"""
+
+import io
+import json
+import os
+import signal
+import sys
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.threads import deferToThread
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from tproxy import ctl
+from tproxy.tap import makeService
+
+from tests.test_tap import ROOT, local, options, write_json
+
+ROUTES = {"name": "routes", "settings": {"routes": [
+    {"name": "users", "group": "api",
+     "match": {"path": {"mode": "prefix", "value": "/users"}, "methods": ["GET"]}}]}}
+
+
+class FormatTests(SynchronousTestCase):
+    """What the commands print."""
+
+    STATUS = {
+        "timestamp": 1000.0, "total_groups": 2, "total_servers": 3,
+        "groups": [
+            {"prefix": "api", "live": 1, "total": 2, "servers": [
+                {"host": "10.0.0.5", "port": 8000, "weight": 3, "conn_count": 2,
+                 "total_requests": 1234, "static": False, "live": True,
+                 "last_heartbeat": 990.0, "expires_at": 1050.0},
+                {"host": "::1", "port": 8001, "weight": 1, "conn_count": 0,
+                 "total_requests": 5, "static": False, "live": False,
+                 "last_heartbeat": 800.0, "expires_at": 860.0}]},
+            {"prefix": "default", "live": 1, "total": 1, "servers": [
+                {"host": "127.0.0.1", "port": 9001, "weight": 10, "conn_count": 0,
+                 "total_requests": 7, "static": True, "live": True,
+                 "last_heartbeat": 0.0, "expires_at": None}]}]}
+
+    def test_status(self):
+        self.assertEqual(ctl.format_status(self.STATUS), (
+            "GROUP    SERVER          WEIGHT  CONNS  REQUESTS  LIVE  HEARTBEAT  EXPIRES\n"
+            "api      10.0.0.5:8000        3      2      1234  yes   10s ago    in 50s\n"
+            "api      [::1]:8001           1      0         5  no    3m20s ago  expired\n"
+            "default  127.0.0.1:9001      10      0         7  yes   static     never\n"
+            "2 groups, 3 servers (2 live)\n"))
+
+    def test_statusEmpty(self):
+        self.assertEqual(ctl.format_status({"groups": [], "total_groups": 0,
+                                            "total_servers": 0, "timestamp": 1}),
+                         "no servers registered\n")
+
+    def test_age(self):
+        self.assertEqual([ctl._age(s) for s in (-1, 0, 59.6, 61, 3599, 7500)],
+                         ["0s", "0s", "1m00s", "1m01s", "59m59s", "2h05m"])
+
+    def test_routes(self):
+        text = ctl.format_routes({"match_mode": "host_first", "total": 2, "routes": [
+            {"name": "users", "group": "api", "peer": None,
+             "match": {"path": {"mode": "prefix", "value": "/users"},
+                       "methods": ["GET"], "headers": {}}},
+            {"name": "item", "group": "shop", "peer": "10.0.0.7:8080", "match": {}}]})
+        self.assertEqual(text, (
+            "NAME   GROUP  PEER           MATCH\n"
+            "users  api    -              path prefix /users, methods [\"GET\"]\n"
+            "item   shop   10.0.0.7:8080  -\n"
+            "2 routes (match_mode host_first)\n"))
+
+    def test_match(self):
+        text = ctl.format_match({
+            "request": {"method": "GET", "host": "", "path": "/users/1", "query": "a=1"},
+            "route": "users", "decided_by": "routes", "rule": "the only matching route",
+            "group": "api", "upstream_path": "/users/1?a=1",
+            "peer": {"address": "127.0.0.1:9001"}})
+        self.assertEqual(text, (
+            "request:  GET /users/1?a=1\nroute:    users\nby:       routes\n"
+            "rule:     the only matching route\ngroup:    api\n"
+            "upstream: /users/1?a=1\npeer:     127.0.0.1:9001\n"))
+
+    def test_errors(self):
+        self.assertEqual(ctl.describe_error(400, {"error": "port is required",
+                                                  "field": "port", "value": None}),
+                         "400 port is required (field port)")
+        self.assertEqual(ctl.describe_error(400, {"error": "bad", "field": "weight",
+                                                  "value": "0"}),
+                         "400 bad (field weight; value '0')")
+        self.assertEqual(ctl.describe_error(401, {"error": "missing or invalid bearer token"}),
+                         "401 missing or invalid bearer token (set --token or TPROXY_TOKEN)")
+        self.assertEqual(ctl.describe_error(502, None), "502 (no JSON body)")
+
+    def test_table(self):
+        self.assertEqual(ctl.table(("A", "NUM"), [("x", "1"), ("yy", "100")]),
+                         "A   NUM\nx     1\nyy  100\n")
+
+
+class UsageTests(SynchronousTestCase):
+    """Mistakes found before any request."""
+
+    def run_ctl(self, *argv, **environ):
+        out, err = io.StringIO(), io.StringIO()
+        self.patch(sys, "stderr", err)  # argparse writes there itself
+        code = ctl.main(list(argv), out, err, environ)
+        return code, out.getvalue(), err.getvalue()
+
+    def test_badPort(self):
+        code, out, err = self.run_ctl("add", "--port", "70000")
+        self.assertEqual(code, 2)
+        self.assertIn("a port is a number from 1 to 65535", err)
+
+    def test_noCommand(self):
+        self.assertEqual(self.run_ctl()[0], 2)
+
+    def test_badAdmin(self):
+        code, out, err = self.run_ctl("status", TPROXY_ADMIN="ftp://x")
+        self.assertEqual((code, err), (2, "tproxyctl: the admin address must look like "
+                                          "http://host:port, not 'ftp://x'\n"))
+
+    def test_badHeader(self):
+        code, out, err = self.run_ctl("--admin", "127.0.0.1:1", "routes", "match",
+                                      "--path", "/", "--header", "nocolon")
+        self.assertEqual(code, 2)
+        self.assertIn("--header must look like 'Name: value'", err)
+
+    def test_check(self):
+        """``check`` gives tproxy's own startup messages."""
+        path = write_json(self, {"upstreams": {"api": {"peers": ["h:70000"]}},
+                                 "plugins": ["registry"]})
+        code, out, err = self.run_ctl("check", "-c", path)
+        self.assertEqual((code, out, err), (1, "", path + ": upstreams.api.peers[0]: "
+                                                          "port 70000 is out of range\n"))
+        path = write_json(self, {"plugins": ["registry", "nope"]})
+        code, out, err = self.run_ctl("check", "-c", path)
+        self.assertEqual(code, 1)
+        self.assertTrue(err.startswith(path + ": plugins[1]: unknown plugin 'nope'"), err)
+        code, out, err = self.run_ctl("check", "-c", os.path.join(ROOT, "etc", "conf.json"))
+        self.assertEqual((code, err), (0, ""))
+        self.assertIn("OK (plugins: registry, router, least_conn, access_log)", out)
+
+
+class _Stop(object):
+    """Records the waits; never asks to stop (``--count`` ends the loop)."""
+
+    def __init__(self):
+        self.waits = []
+
+    def wait(self, seconds):
+        self.waits.append(seconds)
+        return False
+
+
+class AgainstAdminTests(TestCase):
+    """Every command against a tproxy listening in this process."""
+
+    token = "s3cret"
+
+    def setUp(self):
+        config = local(admin={"listen": "tcp:0:interface=127.0.0.1", "token": self.token},
+                       registry={"ttl": 30, "cleanup_interval": 10},
+                       plugins=["registry", ROUTES, "router", "least_conn"])
+        self.service = makeService(options(self, config), reactor=reactor)
+        self.service.startService()
+        self.addCleanup(self.service.stopService)
+        self.admin = "http://127.0.0.1:{}".format(self.service.ports[1].getHost().port)
+        self.registry = self.service.gateway.registry
+
+    def ctl(self, *argv, **kw):
+        """Run tproxyctl in a thread: ``(status, stdout, stderr)``."""
+        environ = {"TPROXY_ADMIN": self.admin, "TPROXY_TOKEN": self.token}
+        environ.update(kw.pop("environ", {}))
+        out, err = io.StringIO(), io.StringIO()
+        d = deferToThread(ctl.main, list(argv), out, err, environ, kw.pop("stop", None))
+        return d.addCallback(lambda code: (code, out.getvalue(), err.getvalue()))
+
+    @inlineCallbacks
+    def test_addStatusRemove(self):
+        code, out, err = yield self.ctl("add", "--port", "9001", "--prefix", "api",
+                                        "--weight", "3")
+        self.assertEqual((code, out, err), (
+            0, "registered api:127.0.0.1:9001 (weight 3, expires in 30 s)\n", ""))
+        [peer] = self.registry.group("api").peers.values()
+        self.assertEqual((peer.host, peer.port, peer.weight), ("127.0.0.1", 9001, 3))
+        code, out, err = yield self.ctl("status")
+        self.assertEqual(code, 0)
+        lines = out.splitlines()
+        self.assertEqual(lines[0].split(), list(ctl.STATUS_HEADER))
+        self.assertEqual(lines[1].split()[:6], ["api", "127.0.0.1:9001", "3", "0", "0", "yes"])
+        self.assertEqual(lines[-1], "1 group, 1 server (1 live)")
+        code, out, err = yield self.ctl("status", "--json")
+        self.assertEqual(json.loads(out)["total_servers"], 1)
+        code, out, err = yield self.ctl("remove", "--port", "9001", "--prefix", "api")
+        self.assertEqual((code, out), (0, "removed api:127.0.0.1:9001\n"))
+        self.assertIsNone(self.registry.group("api"))
+
+    @inlineCallbacks
+    def test_errors(self):
+        """An error answer: its status and message, exit status 1; with
+        ``--json`` the body on stdout too."""
+        code, out, err = yield self.ctl("remove", "--port", "9001")
+        self.assertEqual((code, out, err),
+                         (1, "", "tproxyctl: 404 server not registered\n"))
+        code, out, err = yield self.ctl("remove", "--port", "9001", "--json")
+        self.assertEqual(json.loads(out)["error"], "server not registered")
+        code, out, err = yield self.ctl("add", "--port", "9001", "--host", "bad host")
+        self.assertEqual(code, 1)
+        self.assertEqual(err, "tproxyctl: 400 host must be a host name or an IP "
+                              "address (field host; value 'bad host')\n")
+
+    @inlineCallbacks
+    def test_token(self):
+        """A missing or wrong token: 401, and how to give one."""
+        code, out, err = yield self.ctl("status", environ={"TPROXY_TOKEN": ""})
+        self.assertEqual((code, err), (1, "tproxyctl: 401 missing or invalid bearer "
+                                          "token (set --token or TPROXY_TOKEN)\n"))
+        code, out, err = yield self.ctl("--token", "wrong", "status")
+        self.assertEqual(code, 1)
+        code, out, err = yield self.ctl("--token", self.token, "status",
+                                        environ={"TPROXY_TOKEN": "wrong"})
+        self.assertEqual((code, out), (0, "no servers registered\n"))
+
+    @inlineCallbacks
+    def test_unreachable(self):
+        """Nothing listening: exit status 3 and a hint."""
+        port = self.service.ports[0].getHost().port
+        yield self.service.ports[0].stopListening()
+        code, out, err = yield self.ctl("--admin", "127.0.0.1:{}".format(port), "status")
+        self.assertEqual(code, 3)
+        self.assertEqual(err, "tproxyctl: cannot reach the admin API at "
+                              "http://127.0.0.1:{}: connection refused (is tproxy "
+                              "running? see --admin / TPROXY_ADMIN)\n".format(port))
+
+    @inlineCallbacks
+    def test_routes(self):
+        code, out, err = yield self.ctl("routes", "list")
+        self.assertEqual(out.splitlines()[1].split()[:4], ["users", "api", "-", "path"])
+        code, out, err = yield self.ctl("routes", "get", "users")
+        self.assertEqual(json.loads(out)["group"], "api")
+        route = write_json(self, {"group": "api",
+                                  "match": {"path": {"mode": "exact", "value": "/x"}}})
+        code, out, err = yield self.ctl("routes", "put", "x", route)
+        self.assertEqual((code, out, err), (0, "route x added\n", ""))
+        code, out, err = yield self.ctl("routes", "match", "--path", "/x", "--json")
+        self.assertEqual(json.loads(out)["route"], "x")
+        code, out, err = yield self.ctl("routes", "match", "--path", "/users/1",
+                                        "--header", "X-Env: canary")
+        self.assertIn("route:    users\n", out)
+        code, out, err = yield self.ctl("routes", "delete", "x")
+        self.assertEqual((code, out), (0, "route x deleted\n"))
+        code, out, err = yield self.ctl("routes", "delete", "x")
+        self.assertEqual((code, err), (1, "tproxyctl: 404 no such route\n"))
+        bad = write_json(self, {"group": "api", "match": {"path": {"mode": "bogus"}}})
+        code, out, err = yield self.ctl("routes", "put", "y", bad)
+        self.assertEqual(code, 1)
+        self.assertTrue(err.startswith("tproxyctl: 400 "), err)
+
+    @inlineCallbacks
+    def test_health(self):
+        """``health``: ``/healthz``, or ``/upstream/status`` where it is missing."""
+        paths = []
+        admin = self.service.gateway.admin
+        original = admin.dispatch
+
+        def dispatch(request):
+            paths.append(request.path)
+            return original(request)
+        self.patch(admin, "dispatch", dispatch)
+        code, out, err = yield self.ctl("health")
+        self.assertEqual((code, err), (0, ""))
+        healthz = ("GET", "/healthz") in admin.routes
+        self.assertEqual(paths, ["/healthz"] if healthz else ["/healthz", "/upstream/status"])
+        self.assertEqual(out, "ok (GET {} 200)\n".format(paths[-1]))
+        # /healthz answers without the token (probes cannot send one)
+        code, out, err = yield self.ctl("health", environ={"TPROXY_TOKEN": "wrong"})
+        self.assertEqual((code, out), (0, "ok (GET /healthz 200)\n"))
+        # an admin API that does not answer
+        code, out, err = yield self.ctl("health", environ={
+            "TPROXY_ADMIN": "http://127.0.0.1:1"})
+        self.assertEqual(code, 3)
+
+    @inlineCallbacks
+    def test_heartbeat(self):
+        """Heartbeats every third of the TTL by default; ``--count`` ends it;
+        ``--remove-on-exit`` removes the registration."""
+        stop = _Stop()
+        code, out, err = yield self.ctl("heartbeat", "--port", "9001", "--count", "3",
+                                        "--remove-on-exit", stop=stop)
+        self.assertEqual((code, err), (0, ""))
+        self.assertEqual(stop.waits, [10.0, 10.0])
+        self.assertEqual(out, "registered default:127.0.0.1:9001 (weight 1, expires "
+                              "in 30 s)\nremoved default:127.0.0.1:9001\nheartbeat stopped\n")
+        self.assertIsNone(self.registry.group("default"))
+
+    @inlineCallbacks
+    def test_heartbeatEveryTooLong(self):
+        """``--every`` at or past the TTL is warned about."""
+        stop = _Stop()
+        code, out, err = yield self.ctl("heartbeat", "--port", "9001", "--count", "2",
+                                        "--every", "45", stop=stop)
+        self.assertEqual(stop.waits, [45.0])
+        self.assertIn("warning: --every 45 is not less than the TTL (30 s)", err)
+
+    @inlineCallbacks
+    def test_heartbeatBadRequest(self):
+        """A request the API refuses (4xx) ends the heartbeat with status 1."""
+        code, out, err = yield self.ctl("heartbeat", "--port", "9001", "--host", "bad host",
+                                        stop=_Stop())
+        self.assertEqual(code, 1)
+
+    @inlineCallbacks
+    def test_heartbeatSigterm(self):
+        """A real ``tproxyctl heartbeat`` process stops cleanly on SIGTERM."""
+        done = Deferred()
+        registered = Deferred()
+
+        class Watch(ProcessProtocol):
+            output = b""
+
+            def outReceived(self, data):
+                self.output += data
+                if b"registered" in self.output and not registered.called:
+                    registered.callback(None)
+
+            errReceived = outReceived
+
+            def processEnded(self, reason):
+                done.callback(reason.value.exitCode)
+
+        env = dict(os.environ, TPROXY_ADMIN=self.admin, TPROXY_TOKEN=self.token,
+                   PYTHONPATH=os.pathsep.join([ROOT] + ([os.environ["PYTHONPATH"]]
+                                                        if os.environ.get("PYTHONPATH")
+                                                        else [])))
+        watch = Watch()
+        process = reactor.spawnProcess(
+            watch, sys.executable, [sys.executable, "-m", "tproxy.ctl", "heartbeat",
+                                    "--port", "9001", "--remove-on-exit"], env=env)
+        timeout = reactor.callLater(60, process.signalProcess, "KILL")
+        yield registered
+        self.assertIsNotNone(self.registry.group("default"))
+        process.signalProcess("TERM")
+        code = yield done
+        timeout.cancel()
+        self.assertEqual(code, 0, watch.output)
+        self.assertTrue(watch.output.endswith(b"removed default:127.0.0.1:9001\n"
+                                              b"heartbeat stopped\n"), watch.output)
+        self.assertIsNone(self.registry.group("default"))
+
+
+if not hasattr(signal, "SIGTERM"):
+    del AgainstAdminTests.test_heartbeatSigterm

@@ -1,0 +1,168 @@
+"""
+Tests for :mod:`tproxy.builtins.rate_limit` with ``policy: redis`` against a
+real ``redis-server`` started on a free loopback port (and stopped by its
+PID), through proxies listening on real sockets: counters shared between
+gateways, the ``EVALSHA`` / ``EVAL`` fallback, and what happens when Redis is
+unreachable or silent.
+"""
+
+import os
+import shutil
+
+import txredisapi
+from twisted.internet import defer, reactor
+from twisted.internet.protocol import Factory, Protocol, ProcessProtocol
+from twisted.logger import globalLogPublisher, formatEvent
+from twisted.trial.unittest import SkipTest
+
+from tests.helpers import ProxyTestCase, until
+
+
+class _Ended(ProcessProtocol):
+    def __init__(self):
+        self.ended = defer.Deferred()
+        self.output = b""
+
+    def outReceived(self, data):
+        self.output += data
+
+    def processEnded(self, reason):
+        self.ended.callback(None)
+
+
+async def start_redis(case, port=None):
+    """
+    Start ``redis-server`` on ``127.0.0.1:port`` (a free port by default),
+    without persistence, stopped (SIGTERM to its PID) in ``case``'s cleanup;
+    returns the port once it answers PING.
+    """
+    server = shutil.which("redis-server")
+    if server is None:
+        raise SkipTest("redis-server is not installed")
+    if port is None:
+        port = case.closed_port()
+    proto = _Ended()
+    process = reactor.spawnProcess(proto, server, [
+        server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+        "--appendonly", "no", "--daemonize", "no"], env=dict(os.environ))
+
+    async def stop():
+        if process.pid is not None:
+            process.signalProcess("TERM")
+        await proto.ended
+    case.addCleanup(stop)
+    await until(lambda: b"Ready to accept connections" in proto.output, 10,
+                message="redis-server to start")
+    return port
+
+
+async def redis_command(port, *command):
+    """Run one command on a connection of its own."""
+    conn = await txredisapi.Connection("127.0.0.1", port, reconnect=False)
+    try:
+        return await conn.execute_command(*command)
+    finally:
+        await conn.disconnect()
+
+
+class Silent(Protocol):
+    """Accepts and never answers (a Redis that hangs)."""
+
+
+class RedisPolicyTests(ProxyTestCase):
+    """Two gateways sharing one Redis."""
+
+    def setUp(self):
+        ProxyTestCase.setUp(self)
+        self.events = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def messages(self):
+        return [formatEvent(e) for e in self.events
+                if e.get("log_namespace") == "tproxy.builtins.rate_limit"]
+
+    async def gateway(self, up, port, **settings):
+        settings.setdefault("policy", "redis")
+        redis = settings.setdefault("redis", {})
+        redis.setdefault("port", port)
+        redis.setdefault("retry_interval", 0.1)
+        return await self.proxy({"default": [up]}, plugins=[
+            "router", {"name": "rate_limit", "settings": settings}, "least_conn"])
+
+    async def test_sharedBetweenGateways(self):
+        """Both gateways take from the same bucket; the RateLimit fields say so."""
+        port = await start_redis(self)
+        up = self.upstream()
+        a = await self.gateway(up, port, rate=1, period=60, burst=3)
+        b = await self.gateway(up, port, rate=1, period=60, burst=3)
+        statuses = []
+        for proxy in (a, b, a, b):
+            resp = await self.get(proxy, "/x")
+            statuses.append(resp.status)
+        self.assertEqual(statuses, [200, 200, 200, 429])
+        self.assertEqual(resp.header("RateLimit-Limit"), "3")
+        self.assertEqual(resp.header("RateLimit-Remaining"), "0")
+        self.assertEqual(resp.header("Retry-After"), "60")
+        self.assertEqual(resp.json()["error"], "rate limit exceeded")
+        self.assertEqual(len(up.requests), 3)
+        # one hash per key, which expires
+        keys = await redis_command(port, "KEYS", "tproxy:rl:*")
+        self.assertEqual(len(keys), 1)
+        ttl = await redis_command(port, "PTTL", keys[0])
+        self.assertTrue(0 < ttl <= 181000, ttl)
+
+    async def test_slidingWindowAndScriptFlush(self):
+        """The sliding window in Redis; after SCRIPT FLUSH (NOSCRIPT) the
+        script is sent again with EVAL and the counting goes on."""
+        port = await start_redis(self)
+        up = self.upstream()
+        proxy = await self.gateway(up, port, algorithm="sliding_window", rate=2, period=60)
+        first = await self.get(proxy, "/")
+        self.assertEqual(first.status, 200)
+        self.assertEqual(first.header("RateLimit-Remaining"), "1")
+        await redis_command(port, "SCRIPT", "FLUSH")
+        self.assertEqual((await self.get(proxy, "/")).status, 200)
+        self.assertEqual((await self.get(proxy, "/")).status, 429)
+        self.assertEqual(self.messages(), [])
+
+    async def test_unreachableFailOpenThenBack(self):
+        """Redis down: requests pass without waiting (logged once); when it
+        is back (logged once), counting resumes."""
+        port = self.closed_port()
+        up = self.upstream()
+        proxy = await self.gateway(up, port, rate=1, period=60, on_redis_error="allow")
+        for _ in range(3):
+            resp = await self.get(proxy, "/")
+            self.assertEqual(resp.status, 200)
+            self.assertIsNone(resp.header("RateLimit-Limit"))
+        [down] = self.messages()
+        self.assertIn("Redis at 127.0.0.1:%d failed" % port, down)
+        self.assertIn("requests are allowed", down)
+        await start_redis(self, port)
+        await until(lambda: len(self.messages()) == 2, 10, message="the probe")
+        self.assertIn("answers again", self.messages()[1])
+        self.assertEqual((await self.get(proxy, "/")).status, 200)
+        self.assertEqual((await self.get(proxy, "/")).status, 429)
+
+    async def test_silentFailClosed(self):
+        """Redis that does not answer within the timeout: with ``deny``, 503;
+        later requests are refused at once, not after another timeout."""
+        factory = Factory.forProtocol(Silent)
+        listener = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self._listeners.append(listener)
+        up = self.upstream()
+        proxy = await self.gateway(up, listener.getHost().port, rate=5,
+                                   on_redis_error="deny",
+                                   redis={"timeout": 0.05, "retry_interval": 30})
+        for _ in range(2):
+            resp = await self.get(proxy, "/")
+            self.assertEqual(resp.status, 503)
+            self.assertEqual(resp.json(), {"error": "rate limit unavailable"})
+            self.assertEqual(resp.header("Retry-After"), "30")
+        [down] = self.messages()
+        self.assertIn("no answer within 0.05 s", down)
+        self.assertIn("refused (503)", down)
+        plugin = proxy.gateway.plugins.get_plugin("rate_limit")
+        self.assertFalse(plugin.redis.up)
+        self.assertEqual(up.requests, [])

@@ -1,0 +1,438 @@
+# -*- test-case-name: tests.test_cache -*-
+"""
+The built-in ``cache`` plugin: a shared response cache in memory, as a
+caching reverse proxy (nginx's ``proxy_cache``, Kong's ``proxy-cache``).
+
+- ``access``: a fresh stored response for the request's key is sent at once
+  (``X-Cache: HIT``, with ``Age``), as a :class:`tproxy.Response` -- the way
+  any plugin answers a request itself.  Otherwise the request goes upstream
+  (``MISS``); while one request of a key is upstream, the others of that key
+  wait for it (single flight, at most ``lock_timeout`` seconds) and are then
+  answered from what it stored.  A request the cache must not answer
+  (another method, ``Cache-Control: no-cache`` / ``no-store`` or
+  ``Pragma: no-cache``, an ``Authorization`` or ``Range`` header) goes upstream with
+  ``BYPASS`` (a ``no-cache`` one still refreshes the stored copy).
+- ``header_filter``: decides whether the upstream's response may be stored:
+  a status of ``statuses``; no ``no-store``, ``private`` or ``no-cache``
+  in its ``Cache-Control``; no ``Set-Cookie``; no ``Vary: *``; a lifetime
+  from ``s-maxage``, ``max-age`` or ``Expires`` (else ``default_ttl``; ``0``:
+  not stored).
+- ``body_filter``: copies the body as it streams by, up to
+  ``max_object_size`` bytes; a longer body stops being copied (what was
+  copied is dropped) and streams on uncached.  Nothing waits for the copy.
+- ``log``: stores a complete copy, and wakes the requests waiting for it.
+
+The store is an LRU of at most ``max_size`` bytes (bodies and headers):
+storing past it drops the least recently used entries; an expired entry is
+dropped when met.  ``Vary`` is honoured: the request headers it names are
+part of the key of the stored variant.
+
+Admin API (``admin_path``, ``/cache`` by default): ``GET`` gives the counts
+(entries, bytes, hits, misses, bypasses), ``DELETE`` purges everything, or
+with ``?prefix=/api/`` the entries whose path starts with it.
+"""
+
+import collections
+import re
+
+from twisted.internet.defer import Deferred, TimeoutError as DeferredTimeoutError
+from twisted.logger import Logger
+
+from tproxy import Response, hookimpl
+
+__all__ = ["Plugin", "Entry"]
+
+log = Logger()
+
+_KEY_PART = r"^(scheme|host|uri|path|query|consumer|route|header:[!#$%&'*+.^_`|~0-9A-Za-z-]+)$"
+
+_DIRECTIVE = re.compile(r'\s*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)\s*(?:=\s*("[^"]*"|[^,]*))?\s*(?:,|$)')
+
+#: fields of a response never stored (framing and per-connection)
+_NOT_STORED = frozenset(["content-length", "transfer-encoding", "connection",
+                         "keep-alive", "age"])
+
+#: request directives that keep the cache from answering
+_REQUEST_BYPASS = ("no-cache", "no-store", "max-age=0")
+
+
+def _directives(values):
+    """``{directive: value or None}`` of ``Cache-Control`` values (lower case)."""
+    out = {}
+    for value in values:
+        for m in _DIRECTIVE.finditer(value):
+            if m.group(1):
+                arg = m.group(2)
+                if arg is not None:
+                    arg = arg.strip().strip('"')
+                out[m.group(1).lower()] = arg
+    return out
+
+
+def _seconds(value):
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        return None
+    return n if n >= 0 else None
+
+
+class Entry(object):
+    """
+    One stored response.
+
+    :ivar status: the status code.
+    :ivar headers: ``[(name, value)]`` (``str``), framing fields removed.
+    :ivar body: ``bytes``.
+    :ivar stored: the clock's time when stored.
+    :ivar expires: the clock's time it stops being fresh.
+    :ivar size: what it counts against ``max_size``.
+    :ivar path: the request's path (for purges by prefix).
+    """
+
+    __slots__ = ("status", "headers", "body", "stored", "expires", "size", "path")
+
+    def __init__(self, status, headers, body, stored, expires, path):
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.stored = stored
+        self.expires = expires
+        self.path = path
+        self.size = len(body) + sum(len(n) + len(v) + 4 for n, v in headers) + 64
+
+
+class _State(object):
+    """What the cache knows of one request (``ctx.vars["cache"]``)."""
+
+    __slots__ = ("status", "key", "primary", "leader", "store", "chunks", "size",
+                 "ttl", "head", "vary")
+
+    def __init__(self, status, primary=None, key=None):
+        self.status = status            # "HIT", "MISS", "BYPASS"
+        self.primary = primary
+        self.key = key
+        self.leader = False
+        self.store = False              # refresh the entry even on BYPASS
+        self.chunks = None
+        self.size = 0
+        self.ttl = None
+        self.head = None
+        self.vary = ()
+
+
+class Plugin(object):
+    """
+    A response cache in memory (``access``, ``header_filter``,
+    ``body_filter``, ``log``) and its admin endpoints (``init_worker``).
+    """
+
+    settings_schema = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "max_size": {"type": "integer", "minimum": 1, "default": 64 * 1024 * 1024,
+                         "description": "bytes of the whole store"},
+            "max_object_size": {"type": "integer", "minimum": 0, "default": 1024 * 1024,
+                                "description": "bytes of the largest body stored"},
+            "methods": {"type": "array", "minItems": 1, "uniqueItems": True,
+                        "items": {"enum": ["GET", "HEAD"]}, "default": ["GET", "HEAD"]},
+            "statuses": {"type": "array", "minItems": 1, "uniqueItems": True,
+                         "items": {"type": "integer", "minimum": 200, "maximum": 599},
+                         "default": [200, 203, 300, 301, 308, 404, 410]},
+            "default_ttl": {"type": "number", "minimum": 0, "default": 0,
+                            "description": "seconds for a response without "
+                                           "max-age / s-maxage / Expires (0: not stored)"},
+            "max_ttl": {"type": "number", "exclusiveMinimum": 0, "default": 86400},
+            "key": {"type": "array", "minItems": 1, "uniqueItems": True,
+                    "items": {"type": "string", "pattern": _KEY_PART},
+                    "default": ["scheme", "host", "uri"]},
+            "lock_timeout": {"type": "number", "minimum": 0, "default": 5,
+                             "description": "seconds a request waits for the same "
+                                            "key's request upstream (0: no single flight)"},
+            "admin_path": {"type": "string", "pattern": "^/", "default": "/cache"},
+            "header": {"type": ["string", "null"], "default": "X-Cache"},
+        },
+    }
+
+    def __init__(self, settings):
+        self.max_size = settings["max_size"]
+        self.max_object_size = min(settings["max_object_size"], self.max_size)
+        self.methods = frozenset(settings["methods"])
+        self.statuses = frozenset(settings["statuses"])
+        self.default_ttl = settings["default_ttl"]
+        self.max_ttl = settings["max_ttl"]
+        self.key_parts = [(p[len("header:"):] if p.startswith("header:") else None, p)
+                          for p in settings["key"]]
+        self.lock_timeout = settings["lock_timeout"]
+        self.admin_path = settings["admin_path"]
+        self.header = settings["header"]
+        self.entries = collections.OrderedDict()    # key -> Entry, LRU first
+        # primary key -> [(lower-case header names), stored variants]: dropped
+        # with its last variant, so it is bounded by the entries
+        self.vary = {}
+        self._nparts = len(self.key_parts)
+        self.size = 0
+        self.inflight = {}          # key -> [waiting Deferreds]
+        self.hits = self.misses = self.bypasses = 0
+        self.clock = None
+
+    # -- the store ----------------------------------------------------------------
+
+    def primary_key(self, ctx):
+        """The request's key from the ``key`` parts (a tuple)."""
+        request = ctx.request
+        out = []
+        for header, part in self.key_parts:
+            if header is not None:
+                out.append(request.headers.get(header))
+            elif part == "uri":
+                out.append(request.uri)
+            elif part == "host":
+                out.append(request.host)
+            elif part == "scheme":
+                out.append(request.scheme)
+            elif part == "path":
+                out.append(request.path)
+            elif part == "query":
+                out.append(request.query)
+            elif part == "consumer":
+                out.append(ctx.consumer)
+            else:
+                out.append(ctx.route)
+        return tuple(out)
+
+    def _variant(self, primary, headers, names=None):
+        if names is None:
+            vary = self.vary.get(primary)
+            names = vary[0] if vary is not None else ()
+        if not names:
+            return primary
+        return primary + (tuple(", ".join(headers.get_all(n)) for n in names),)
+
+    def lookup(self, key, now):
+        """The fresh :class:`Entry` of ``key`` (moved to the LRU's end), or ``None``."""
+        entry = self.entries.get(key)
+        if entry is None:
+            return None
+        if now >= entry.expires:
+            self._drop(key)
+            return None
+        self.entries.move_to_end(key)
+        return entry
+
+    def _drop(self, key):
+        entry = self.entries.pop(key)
+        self.size -= entry.size
+        self._forget_variant(key)
+
+    def _forget_variant(self, key):
+        if len(key) > self._nparts:      # a variant: one less for its primary
+            primary = key[:self._nparts]
+            vary = self.vary.get(primary)
+            if vary is not None:
+                vary[1] -= 1
+                if vary[1] <= 0:
+                    del self.vary[primary]
+
+    def store(self, key, entry):
+        """Keep ``entry`` under ``key``, dropping the least recently used
+        entries past ``max_size``."""
+        old = self.entries.pop(key, None)
+        if old is not None:
+            self.size -= old.size
+        if entry.size > self.max_size:
+            if old is not None:
+                self._forget_variant(key)
+            return
+        self.entries[key] = entry
+        self.size += entry.size
+        if old is None and len(key) > self._nparts:
+            self.vary.setdefault(key[:self._nparts], [(), 0])[1] += 1
+        while self.size > self.max_size:
+            self._drop(next(iter(self.entries)))
+
+    def purge(self, prefix=None):
+        """Drop every entry (or those whose path starts with ``prefix``); how many."""
+        keys = [k for k, e in self.entries.items()
+                if prefix is None or e.path.startswith(prefix)]
+        for k in keys:
+            self._drop(k)
+        return len(keys)
+
+    def stats(self):
+        """The counts the admin API shows."""
+        return {"entries": len(self.entries), "bytes": self.size,
+                "max_size": self.max_size, "hits": self.hits, "misses": self.misses,
+                "bypasses": self.bypasses, "waiting": sum(map(len, self.inflight.values()))}
+
+    # -- phases ---------------------------------------------------------------------
+
+    @hookimpl
+    def init_worker(self, gateway):
+        """Take the clock; serve ``GET`` / ``DELETE`` on ``admin_path``."""
+        self.clock = gateway.reactor
+        gateway.admin.route("GET", self.admin_path, lambda request: (200, self.stats()))
+
+        def purge(request):
+            prefix = request.args.get("prefix")
+            return 200, {"purged": self.purge(prefix)}
+        gateway.admin.route("DELETE", self.admin_path, purge)
+
+    @hookimpl
+    def access(self, ctx):
+        """Answer from the store, wait for the same key's request, or go on."""
+        request = ctx.request
+        if request.method not in self.methods:
+            ctx.vars["cache"] = _State("BYPASS")
+            self.bypasses += 1
+            return None
+        headers = request.headers
+        primary = self.primary_key(ctx)
+        directives = headers.get_all("cache-control")
+        if directives or "authorization" in headers or "pragma" in headers \
+                or "range" in headers:
+            cc = _directives(directives)
+            if "authorization" in headers or "no-store" in cc or "range" in headers:
+                ctx.vars["cache"] = _State("BYPASS")
+                self.bypasses += 1
+                return None
+            if "no-cache" in cc or cc.get("max-age") == "0" or (
+                    not directives and "no-cache" in headers.get("pragma", "").lower()):
+                state = ctx.vars["cache"] = _State("BYPASS", primary)
+                state.store = request.method == "GET"      # refresh it
+                self.bypasses += 1
+                return None
+        return self._lookup(ctx, primary, True)
+
+    def _lookup(self, ctx, primary, may_wait):
+        key = self._variant(primary, ctx.request.headers)
+        entry = self.lookup(key, self.clock.seconds())
+        if entry is not None:
+            return self._hit(ctx, entry)
+        waiting = self.inflight.get(key)
+        if waiting is not None and may_wait and self.lock_timeout:
+            d = Deferred()
+            waiting.append(d)
+            d.addTimeout(self.lock_timeout, self.clock)
+            return d.addBoth(self._woken, ctx, primary)
+        state = ctx.vars["cache"] = _State("MISS", primary, key)
+        self.misses += 1
+        if ctx.request.method == "GET":
+            state.store = True
+            if waiting is None:
+                state.leader = True
+                self.inflight[key] = []
+        return None
+
+    def _woken(self, result, ctx, primary):
+        if not isinstance(result, bool):
+            # the lock timed out (or was cancelled): go upstream, uncached
+            if hasattr(result, "trap"):
+                result.trap(DeferredTimeoutError)
+            ctx.vars["cache"] = _State("MISS", primary)
+            self.misses += 1
+            return None
+        return self._lookup(ctx, primary, False)
+
+    def _hit(self, ctx, entry):
+        self.hits += 1
+        ctx.vars["cache"] = _State("HIT")
+        headers = list(entry.headers)
+        headers.append(("Age", str(int(self.clock.seconds() - entry.stored))))
+        return Response(entry.status, entry.body, headers)
+
+    @hookimpl
+    def header_filter(self, ctx, response):
+        """Mark the response; decide whether to keep a copy of it."""
+        state = ctx.vars.get("cache")
+        if state is None:
+            return
+        if self.header is not None:
+            response.headers.set(self.header, state.status)
+        if not state.store or ctx.peer is None:
+            return
+        state.store = False
+        if response.status not in self.statuses:
+            return
+        headers = response.headers
+        if "set-cookie" in headers:
+            return
+        cc = _directives(headers.get_all("cache-control"))
+        if "no-store" in cc or "private" in cc or "no-cache" in cc:
+            return
+        ttl = _seconds(cc.get("s-maxage")) if "s-maxage" in cc else None
+        if ttl is None and "max-age" in cc:
+            ttl = _seconds(cc.get("max-age"))
+        if ttl is None and "expires" in headers:
+            ttl = self._expires_ttl(headers)
+        if ttl is None:
+            ttl = self.default_ttl
+        ttl = min(ttl, self.max_ttl)
+        if ttl <= 0:
+            return
+        vary = tuple(sorted(set(
+            n.strip().lower() for v in headers.get_all("vary") for n in v.split(",")
+            if n.strip())))
+        if "*" in vary:
+            return
+        length = headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_object_size:
+            return          # streams uncached, never copied
+        state.store = True
+        state.ttl = ttl
+        state.vary = vary
+        state.chunks = []
+        state.head = (response.status, [(n, v) for n, v in headers.items()
+                                        if n.lower() not in _NOT_STORED])
+
+    def _expires_ttl(self, headers):
+        from tproxy.builtins.hmac_auth import _timestamp
+        try:
+            expires = _timestamp(headers.get("expires"))
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return 0        # an invalid Expires means "already expired"
+        date = headers.get("date")
+        try:
+            now = _timestamp(date) if date else self.clock.seconds()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            now = self.clock.seconds()
+        return max(0, expires - now)
+
+    @hookimpl
+    def body_filter(self, ctx, chunk, eof):
+        """Copy the body, up to ``max_object_size``."""
+        state = ctx.vars.get("cache")
+        if state is None or state.chunks is None:
+            return None
+        state.size += len(chunk)
+        if state.size > self.max_object_size:
+            state.chunks = None      # too big: the rest streams uncached
+            state.store = False
+            return None
+        if chunk:
+            state.chunks.append(chunk)
+        return None
+
+    @hookimpl
+    def log(self, ctx):
+        """Store a complete copy; wake the requests waiting for this key."""
+        state = ctx.vars.get("cache")
+        if state is None:
+            return
+        if state.store and state.chunks is not None and ctx.error is None \
+                and ctx.status == state.head[0]:
+            now = self.clock.seconds()
+            primary = state.primary
+            if state.vary:
+                self.vary.setdefault(primary, [(), 0])[0] = state.vary
+            elif primary in self.vary:
+                self.vary[primary][0] = ()
+            key = self._variant(primary, ctx.request.headers, state.vary)
+            self.store(key, Entry(state.head[0], state.head[1], b"".join(state.chunks),
+                                  now, now + state.ttl, ctx.request.path))
+        state.chunks = None
+        if state.leader:
+            for d in self.inflight.pop(state.key, ()):
+                if not d.called:
+                    d.callback(True)

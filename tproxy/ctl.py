@@ -1,0 +1,640 @@
+# -*- test-case-name: tests.test_ctl -*-
+"""
+``tproxyctl``: the admin API from a terminal or a script (standard library
+only: no reactor, no third-party client).
+
+::
+
+    tproxyctl status [--prefix G] [--json]
+    tproxyctl add --port P [--host H] [--prefix G] [--weight W]
+    tproxyctl remove --port P [--host H] [--prefix G]
+    tproxyctl heartbeat --port P [--host H] [--prefix G] [--weight W]
+                        [--every N] [--count N] [--remove-on-exit]
+    tproxyctl routes list | get NAME | put NAME [FILE|-] | delete NAME
+    tproxyctl routes match --path P [--method M] [--host H] [--header 'K: V'] [--body B]
+    tproxyctl check -c FILE
+    tproxyctl health
+
+The admin API's address comes from ``--admin`` or ``TPROXY_ADMIN``
+(``http://127.0.0.1:9180`` by default; ``host:port`` is enough), its token
+from ``--token`` or ``TPROXY_TOKEN``.  Every command takes ``--json`` to
+print the API's answer as it is.
+
+Exit status: ``0`` success; ``1`` the API answered an error (its status and
+message on standard error), or ``check`` found a problem; ``2`` bad usage;
+``3`` the admin API could not be reached.
+
+``heartbeat`` is for a backend's own start script: it registers the server,
+then repeats the registration every ``--every`` seconds (by default a third
+of the TTL the API reports, so that two heartbeats may be lost), keeps
+going while tproxy is unreachable (a restart), and stops cleanly on
+``SIGTERM`` or Ctrl-C (removing the registration with
+``--remove-on-exit``).
+"""
+
+import argparse
+import http.client
+import json
+import os
+import signal
+import socket
+import sys
+import threading
+from urllib.parse import quote, urlencode, urlsplit
+
+__all__ = ["AdminClient", "AdminError", "Unreachable", "main", "run",
+           "format_status", "DEFAULT_ADMIN"]
+
+#: The admin API's address when neither ``--admin`` nor ``TPROXY_ADMIN`` says.
+DEFAULT_ADMIN = "http://127.0.0.1:9180"
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
+
+
+class Unreachable(Exception):
+    """The admin API could not be reached (refused, timed out, not HTTP)."""
+
+
+class AdminError(Exception):
+    """
+    The admin API answered with an error status.
+
+    :ivar status: the HTTP status.
+    :ivar obj: the JSON body (``None`` if it was not JSON).
+    """
+
+    def __init__(self, status, obj):
+        Exception.__init__(self, status, obj)
+        self.status = status
+        self.obj = obj
+
+    def __str__(self):
+        return describe_error(self.status, self.obj)
+
+
+def describe_error(status, obj):
+    """One line for an error answer: ``400 port is required (field port)``."""
+    if not isinstance(obj, dict):
+        return "{} {}".format(status, "(no JSON body)" if obj is None else obj)
+    text = "{} {}".format(status, obj.get("error", json.dumps(obj, sort_keys=True)))
+    details = []
+    if obj.get("field"):
+        details.append("field {}".format(obj["field"]))
+    if "value" in obj and obj["value"] is not None:
+        details.append("value {!r}".format(obj["value"]))
+    for extra in obj.get("errors", ())[1:] if isinstance(obj.get("errors"), list) else ():
+        if isinstance(extra, dict):
+            details.append("{}: {}".format(extra.get("field"), extra.get("error")))
+    if details:
+        text += " ({})".format("; ".join(details))
+    if status == 401:
+        text += " (set --token or TPROXY_TOKEN)"
+    return text
+
+
+class AdminClient(object):
+    """
+    A blocking client of the admin API.
+
+    :param base: ``http://host:port`` (``https://`` too; ``host:port`` means
+        ``http://host:port``).
+    :param token: the bearer token, or ``None``.
+    :param timeout: seconds for connecting and for each answer.
+    """
+
+    def __init__(self, base=DEFAULT_ADMIN, token=None, timeout=10.0):
+        if "://" not in base:
+            base = "http://" + base
+        parts = urlsplit(base)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("the admin address must look like http://host:port, "
+                             "not {!r}".format(base))
+        self.base = base.rstrip("/")
+        self.scheme = parts.scheme
+        self.host = parts.hostname
+        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.prefix = parts.path.rstrip("/")
+        self.token = token or None
+        self.timeout = timeout
+
+    def request(self, method, path, query=None, body=None, content_type=None):
+        """
+        ``(status, obj)`` of one request; ``obj`` is the decoded JSON body
+        (``None`` if there was none or it was not JSON).
+
+        :raises Unreachable: when no HTTP answer came.
+        """
+        target = self.prefix + path
+        if query:
+            target += "?" + urlencode([(k, v) for k, v in query.items() if v is not None])
+        headers = {"Accept": "application/json", "User-Agent": "tproxyctl"}
+        if self.token:
+            headers["Authorization"] = "Bearer " + self.token
+        if body is not None:
+            headers["Content-Type"] = content_type or "application/json"
+        cls = http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection
+        conn = cls(self.host, self.port, timeout=self.timeout)
+        try:
+            conn.request(method, target, body=body, headers=headers)
+            response = conn.getresponse()
+            data = response.read()
+        except (OSError, http.client.HTTPException) as e:
+            raise Unreachable("cannot reach the admin API at {}: {}".format(
+                self.base, _reason(e)))
+        finally:
+            conn.close()
+        try:
+            obj = json.loads(data.decode("utf-8")) if data else None
+        except ValueError:
+            obj = None
+        return response.status, obj
+
+    def call(self, method, path, query=None, body=None):
+        """The JSON answer of a successful request.
+
+        :raises AdminError: for an answer of status 400 or more.
+        :raises Unreachable: when no HTTP answer came."""
+        status, obj = self.request(method, path, query, body)
+        if status >= 400:
+            raise AdminError(status, obj)
+        return obj
+
+
+def _reason(e):
+    if isinstance(e, socket.timeout):
+        return "timed out"
+    if isinstance(e, ConnectionRefusedError):
+        return "connection refused (is tproxy running? see --admin / TPROXY_ADMIN)"
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    return str(e) or type(e).__name__
+
+
+# -- formatting ---------------------------------------------------------------
+
+
+def _age(seconds):
+    """``3s``, ``4m10s``, ``2h05m``."""
+    seconds = int(round(seconds))
+    if seconds < 0:
+        seconds = 0
+    if seconds < 60:
+        return "{}s".format(seconds)
+    if seconds < 3600:
+        return "{}m{:02d}s".format(seconds // 60, seconds % 60)
+    return "{}h{:02d}m".format(seconds // 3600, seconds % 3600 // 60)
+
+
+def _address(host, port):
+    return "[{}]:{}".format(host, port) if ":" in host else "{}:{}".format(host, port)
+
+
+def table(header, rows):
+    """Rows of strings as aligned columns (numbers right-aligned)."""
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
+    numeric = [bool(rows) and all(r[i].isdigit() for r in rows) for i in range(len(header))]
+
+    def line(cells):
+        return "  ".join(c.rjust(w) if n else c.ljust(w)
+                         for c, w, n in zip(cells, widths, numeric)).rstrip()
+    return "\n".join([line(header)] + [line(r) for r in rows]) + "\n"
+
+
+STATUS_HEADER = ("GROUP", "SERVER", "WEIGHT", "CONNS", "REQUESTS", "LIVE",
+                 "HEARTBEAT", "EXPIRES")
+
+
+def format_status(status):
+    """The text of ``tproxyctl status``: one row per server, then totals."""
+    now = status.get("timestamp") or 0
+    rows = []
+    live = 0
+    for group in status.get("groups", ()):
+        for s in group.get("servers", ()):
+            live += bool(s.get("live"))
+            if s.get("static"):
+                beat, expires = "static", "never"
+            else:
+                beat = _age(now - s["last_heartbeat"]) + " ago"
+                expires = ("in " + _age(s["expires_at"] - now)) if s.get("live") else "expired"
+            rows.append((group["prefix"], _address(s["host"], s["port"]), str(s["weight"]),
+                         str(s["conn_count"]), str(s["total_requests"]),
+                         "yes" if s.get("live") else "no", beat, expires))
+    if not rows:
+        return "no servers registered\n"
+    total = status.get("total_servers", len(rows))
+    return table(STATUS_HEADER, rows) + "{} group{}, {} server{} ({} live)\n".format(
+        status.get("total_groups", 0), "" if status.get("total_groups") == 1 else "s",
+        total, "" if total == 1 else "s", live)
+
+
+def format_routes(answer):
+    """The text of ``tproxyctl routes list``."""
+    routes = answer.get("routes", [])
+    if not routes:
+        return "no routes (match_mode {})\n".format(answer.get("match_mode"))
+    rows = []
+    for r in routes:
+        match = r.get("match", {})
+        conditions = []
+        path = match.get("path")
+        if isinstance(path, dict):
+            conditions.append("path {} {}".format(path.get("mode"), path.get("value")))
+        elif path:
+            conditions.append("path {}".format(path))
+        for key in sorted(match):
+            if key != "path" and match[key] not in ({}, [], None):
+                conditions.append("{} {}".format(key, json.dumps(match[key], sort_keys=True)))
+        rows.append((r.get("name", ""), r.get("group", ""), r.get("peer") or "-",
+                     ", ".join(conditions) or "-"))
+    return table(("NAME", "GROUP", "PEER", "MATCH"), rows) + \
+        "{} route{} (match_mode {})\n".format(len(routes), "" if len(routes) == 1 else "s",
+                                              answer.get("match_mode"))
+
+
+def format_match(answer):
+    """The text of ``tproxyctl routes match``."""
+    lines = []
+    request = answer.get("request", {})
+    lines.append("request:  {} {}{}{}".format(
+        request.get("method"), request.get("host") or "", request.get("path"),
+        "?" + request["query"] if request.get("query") else ""))
+    lines.append("route:    {}".format(answer.get("route") or "-"))
+    lines.append("by:       {}".format(answer.get("decided_by") or "-"))
+    lines.append("rule:     {}".format(answer.get("rule")))
+    if "group" in answer:
+        lines.append("group:    {}".format(answer.get("group") or "-"))
+    if answer.get("upstream_path") is not None:
+        lines.append("upstream: {}".format(answer["upstream_path"]))
+    peer = answer.get("peer")
+    if isinstance(peer, dict):
+        lines.append("peer:     {}".format(peer.get("address")))
+    elif "peer" in answer:
+        lines.append("peer:     -")
+    if answer.get("response"):
+        lines.append("answer:   {} {}".format(answer["response"].get("status"),
+                                              json.dumps(answer["response"].get("body"))))
+    return "\n".join(lines) + "\n"
+
+
+def format_registration(obj, verb=None):
+    """One line for an ``add`` answer."""
+    verb = verb or ("registered" if obj.get("created") else "heartbeat of")
+    expires = obj.get("expires_in")
+    return "{} {} (weight {}, {})\n".format(
+        verb, obj.get("server"), obj.get("weight"),
+        "static" if obj.get("static") else "expires in {} s".format(expires))
+
+
+# -- commands -----------------------------------------------------------------
+
+
+def _target(args):
+    return {"port": str(args.port), "host": args.host, "prefix": args.prefix}
+
+
+def cmd_status(client, args, out, err):
+    obj = client.call("GET", "/upstream/status", {"prefix": args.prefix})
+    out.write(_json(obj) if args.json else format_status(obj))
+    return EXIT_OK
+
+
+def cmd_add(client, args, out, err):
+    query = dict(_target(args), weight=None if args.weight is None else str(args.weight))
+    obj = client.call("GET", "/upstream/add", query)
+    out.write(_json(obj) if args.json else format_registration(obj))
+    return EXIT_OK
+
+
+def cmd_remove(client, args, out, err):
+    obj = client.call("GET", "/upstream/remove", _target(args))
+    out.write(_json(obj) if args.json else "removed {}\n".format(obj.get("removed")))
+    return EXIT_OK
+
+
+class _Stop(object):
+    """Set by SIGTERM / SIGINT; ``wait(seconds)`` returns ``True`` once set."""
+
+    def __init__(self):
+        self.event = threading.Event()
+
+    def wait(self, seconds):
+        return self.event.wait(seconds)
+
+    def set(self, *ignored):
+        self.event.set()
+
+
+def cmd_heartbeat(client, args, out, err, stop=None):
+    """
+    Register, then heartbeat until stopped (``stop.wait(seconds)`` returning
+    true) or ``--count`` registrations were sent.
+    """
+    if stop is None:
+        stop = _Stop()
+        _on_signals(stop.set)
+    query = dict(_target(args), weight=None if args.weight is None else str(args.weight))
+    every = args.every
+    sent = 0
+    unreachable = False
+    warned = False
+    while True:
+        wait = every if every is not None else 10.0
+        try:
+            obj = client.call("GET", "/upstream/add", query)
+        except Unreachable as e:
+            if not unreachable:
+                err.write("tproxyctl: {} (retrying every {:g} s)\n".format(e, wait))
+                err.flush()
+            unreachable = True
+        except AdminError as e:
+            err.write("tproxyctl: {}\n".format(e))
+            if 400 <= e.status < 500 and e.status not in (408, 429):
+                return EXIT_ERROR  # the request itself is wrong: retrying will not help
+        else:
+            ttl = obj.get("expires_in")
+            if every is None:
+                wait = max(1.0, ttl / 3.0) if ttl else 10.0
+            elif ttl and every >= ttl and not warned:
+                warned = True
+                err.write("tproxyctl: warning: --every {:g} is not less than the TTL "
+                          "({:g} s): the registration expires between heartbeats\n".format(
+                              every, ttl))
+            if args.json:
+                out.write(_json(obj))
+            elif obj.get("created") or unreachable or sent == 0:
+                out.write(format_registration(obj, None if not unreachable else
+                                              "registered again:"))
+            out.flush()
+            unreachable = False
+        sent += 1
+        if args.count and sent >= args.count:
+            break
+        if stop.wait(wait):
+            break
+    if args.remove_on_exit:
+        try:
+            obj = client.call("GET", "/upstream/remove", _target(args))
+            out.write("removed {}\n".format(obj.get("removed")))
+        except (AdminError, Unreachable) as e:
+            err.write("tproxyctl: removing on exit failed: {}\n".format(e))
+            return EXIT_ERROR
+    if not args.json:
+        out.write("heartbeat stopped\n")
+    return EXIT_OK
+
+
+def _on_signals(handler):
+    """Call ``handler()`` on SIGTERM and SIGINT (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for name in ("SIGTERM", "SIGINT"):
+        number = getattr(signal, name, None)
+        if number is not None:
+            signal.signal(number, lambda *ignored: handler())
+
+
+def cmd_routes(client, args, out, err):
+    action = args.action
+    if action == "list":
+        obj = client.call("GET", "/routes")
+        out.write(_json(obj) if args.json else format_routes(obj))
+    elif action == "get":
+        obj = client.call("GET", "/routes/" + _segment(args.name))
+        out.write(_json(obj))
+    elif action == "put":
+        body = _read_body(args.file)
+        status, obj = client.request("PUT", "/routes/" + _segment(args.name), body=body)
+        if status >= 400:
+            raise AdminError(status, obj)
+        out.write(_json(obj) if args.json else "route {} {}\n".format(
+            args.name, "added" if obj.get("created") else "replaced"))
+    elif action == "delete":
+        obj = client.call("DELETE", "/routes/" + _segment(args.name))
+        out.write(_json(obj) if args.json else "route {} deleted\n".format(obj.get("deleted")))
+    elif action == "match":
+        query = {"path": args.path, "method": args.method, "host": args.host,
+                 "body": args.body}
+        for header in args.header or ():
+            name, sep, value = header.partition(":")
+            if not sep or not name.strip():
+                raise _Usage("--header must look like 'Name: value', not {!r}".format(header))
+            query["header." + name.strip()] = value.strip()
+        obj = client.call("GET", "/routes/match", query)
+        out.write(_json(obj) if args.json else format_match(obj))
+    return EXIT_OK
+
+
+#: The paths ``health`` asks, in order: the health endpoint, and on a tproxy
+#: without it (``404``) the registry's status.
+HEALTH_PATHS = ("/healthz", "/upstream/status")
+
+
+def cmd_health(client, args, out, err):
+    """
+    Whether the process serves its admin API (for container and service
+    probes): the first of :data:`HEALTH_PATHS` that exists must answer 200.
+    """
+    for path in HEALTH_PATHS:
+        status, obj = client.request("GET", path)
+        if status != 404:
+            break
+    if status != 200:
+        raise AdminError(status, obj)
+    out.write(_json(obj) if args.json else "ok (GET {} {})\n".format(path, status))
+    return EXIT_OK
+
+
+def cmd_check(client, args, out, err):
+    """Validate a configuration file with tproxy's own startup checks."""
+    from tproxy.config import ConfigError, load_config
+    from tproxy.plugins import build_plugin_manager
+    try:
+        config = load_config(args.config)
+        build_plugin_manager(config, source=args.config)
+    except ConfigError as e:
+        err.write(str(e) + "\n")
+        return EXIT_ERROR
+    names = [p["name"] for p in config["plugins"]]
+    if args.json:
+        out.write(_json({"ok": True, "file": args.config, "plugins": names}))
+    else:
+        out.write("{}: OK (plugins: {})\n".format(args.config, ", ".join(names) or "none"))
+    return EXIT_OK
+
+
+class _Usage(Exception):
+    """A usage error found after parsing."""
+
+
+def _segment(name):
+    return quote(name, safe="")
+
+
+def _read_body(path):
+    if path in (None, "-"):
+        if sys.stdin is None or sys.stdin.isatty():
+            raise _Usage("give the route's JSON as a FILE argument or on standard input")
+        data = sys.stdin.buffer.read()
+    else:
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise _Usage("cannot read {}: {}".format(path, e.strerror or e))
+    return data
+
+
+def _json(obj):
+    return json.dumps(obj, indent=2, sort_keys=True) + "\n"
+
+
+# -- the command line ---------------------------------------------------------
+
+
+def parser():
+    """The ``argparse`` parser of ``tproxyctl``."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true",
+                        help="print the admin API's JSON answer as it is")
+    p = argparse.ArgumentParser(
+        prog="tproxyctl", description="Control a running tproxy through its admin API.",
+        epilog="Exit status: 0 ok, 1 an error answer or a bad configuration, "
+               "2 bad usage, 3 the admin API unreachable.")
+    p.add_argument("--admin", metavar="URL",
+                   help="the admin API [env TPROXY_ADMIN, default {}]".format(DEFAULT_ADMIN))
+    p.add_argument("--token", help="the admin bearer token [env TPROXY_TOKEN]")
+    p.add_argument("--timeout", type=float, default=10.0,
+                   help="seconds to wait for the admin API [10]")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    s = sub.add_parser("status", parents=[common], help="the registered servers, as a table")
+    s.add_argument("--prefix", help="only this group")
+    s.set_defaults(func=cmd_status)
+
+    def target(s, weight=True):
+        s.add_argument("--port", type=_port, required=True)
+        s.add_argument("--host", help="default: the address tproxy sees this call from")
+        s.add_argument("--prefix", help="the group [default]")
+        if weight:
+            s.add_argument("--weight", type=_weight, help="1-1000")
+
+    s = sub.add_parser("add", parents=[common], help="register (or heartbeat) a server")
+    target(s)
+    s.set_defaults(func=cmd_add)
+    s = sub.add_parser("remove", parents=[common], help="remove a registration")
+    target(s, weight=False)
+    s.set_defaults(func=cmd_remove)
+    s = sub.add_parser("heartbeat", parents=[common],
+                       help="register, then heartbeat until SIGTERM / Ctrl-C")
+    target(s)
+    s.add_argument("--every", type=_positive, metavar="SECONDS",
+                   help="seconds between heartbeats [a third of the TTL]")
+    s.add_argument("--count", type=int, default=0, help="stop after N registrations")
+    s.add_argument("--remove-on-exit", action="store_true",
+                   help="remove the registration when stopped")
+    s.set_defaults(func=cmd_heartbeat)
+
+    s = sub.add_parser("routes", help="the routes plugin's rules")
+    actions = s.add_subparsers(dest="action", metavar="ACTION")
+    actions.required = True
+    a = actions.add_parser("list", parents=[common], help="every route")
+    a = actions.add_parser("get", parents=[common], help="one route as JSON")
+    a.add_argument("name")
+    a = actions.add_parser("put", parents=[common], help="add or replace a route (JSON)")
+    a.add_argument("name")
+    a.add_argument("file", nargs="?", default="-", help="the route's JSON [stdin]")
+    a = actions.add_parser("delete", parents=[common], help="remove a route")
+    a.add_argument("name")
+    a = actions.add_parser("match", parents=[common],
+                           help="which route a request would take, and why")
+    a.add_argument("--path", required=True)
+    a.add_argument("--method")
+    a.add_argument("--host")
+    a.add_argument("--header", action="append", metavar="'NAME: VALUE'")
+    a.add_argument("--body")
+    s.set_defaults(func=cmd_routes)
+
+    s = sub.add_parser("health", parents=[common],
+                       help="exit 0 if the admin API answers its health check")
+    s.set_defaults(func=cmd_health)
+
+    s = sub.add_parser("check", parents=[common],
+                       help="validate a configuration file (as tproxy does at start)")
+    s.add_argument("-c", "--config", required=True, metavar="FILE")
+    s.set_defaults(func=cmd_check)
+    return p
+
+
+def _port(text):
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError("a port is a number from 1 to 65535")
+    return int(text)
+
+
+def _weight(text):
+    if not text.isdigit() or not 1 <= int(text) <= 1000:
+        raise argparse.ArgumentTypeError("a weight is a number from 1 to 1000")
+    return int(text)
+
+
+def _positive(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0
+    if not value > 0:
+        raise argparse.ArgumentTypeError("a number of seconds greater than 0")
+    return value
+
+
+def main(argv=None, out=None, err=None, environ=None, stop=None):
+    """
+    Run ``tproxyctl`` with ``argv``; return the exit status.
+
+    :param out: / :param err: text streams (default ``sys.stdout`` /
+        ``sys.stderr``).
+    :param environ: the environment (default ``os.environ``).
+    :param stop: for ``heartbeat``: an object whose ``wait(seconds)`` returns
+        true when it should stop (default: one set by SIGTERM / SIGINT).
+    """
+    out = out if out is not None else sys.stdout
+    err = err if err is not None else sys.stderr
+    environ = environ if environ is not None else os.environ
+    p = parser()
+    try:
+        args = p.parse_args(argv)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else EXIT_USAGE
+    admin = args.admin or environ.get("TPROXY_ADMIN") or DEFAULT_ADMIN
+    token = args.token if args.token is not None else environ.get("TPROXY_TOKEN")
+    try:
+        client = AdminClient(admin, token, args.timeout)
+    except ValueError as e:
+        err.write("tproxyctl: {}\n".format(e))
+        return EXIT_USAGE
+    try:
+        if args.func is cmd_heartbeat:
+            return cmd_heartbeat(client, args, out, err, stop)
+        return args.func(client, args, out, err)
+    except _Usage as e:
+        err.write("tproxyctl: {}\n".format(e))
+        return EXIT_USAGE
+    except Unreachable as e:
+        err.write("tproxyctl: {}\n".format(e))
+        return EXIT_UNREACHABLE
+    except AdminError as e:
+        if getattr(args, "json", False) and e.obj is not None:
+            out.write(_json(e.obj))
+        err.write("tproxyctl: {}\n".format(e))
+        return EXIT_ERROR
+
+
+def run():
+    """The ``tproxyctl`` console script."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()
