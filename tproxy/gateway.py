@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_gateway -*-
+# -*- test-case-name: tests.test_testing,tests.test_tap -*-
 """
 The gateway: what a running tproxy is made of, handed to plugins in
 ``init_worker`` (Kong's PDK, OpenResty's ``ngx``).

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_hookspecs -*-
+# -*- test-case-name: tests.test_docs,tests.test_phases,tests.test_plugins -*-
 """
 The hook contract of tproxy: one hook per phase of a request (and of a TCP
 connection of a ``streams`` listener).

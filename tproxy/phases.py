@@ -100,7 +100,7 @@ class Phases(object):
 
     Plugins may be enabled for some routes only (``"routes": [...]`` in their
     configuration entry; the loader records them in the plugin manager's
-    ``tproxy_scopes``).  ``rewrite`` implementations of every-route plugins run
+    ``_tproxy_scopes``).  ``rewrite`` implementations of every-route plugins run
     first (they choose the route); after them, the route's :class:`PhaseSet`
     -- its route-scoped ``rewrite`` implementations, then ``access``,
     ``balancer`` ... -- is found with one dictionary lookup and kept in
@@ -116,7 +116,7 @@ class Phases(object):
     def refresh(self):
         """Resolve the implementation lists again (after plugins changed)."""
         hooks = self.plugin_manager.hook
-        scopes = getattr(self.plugin_manager, "tproxy_scopes", {}) or {}
+        scopes = getattr(self.plugin_manager, "_tproxy_scopes", {}) or {}
         self.impls = {}
         for name, argnames in PHASES:
             caller = getattr(hooks, name, None)

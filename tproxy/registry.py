@@ -72,12 +72,29 @@ class IRegistry(Interface):
 
 class Peer(object):
     """
-    One upstream server of one group.
+    One upstream server of one group: what a ``balancer`` returns (also
+    ``tproxy.Peer``).  Read its attributes; only the registry changes them,
+    and tproxy itself counts ``active`` (``acquire`` / ``release``): a
+    balancer only reads it.  ``is_live(now)`` (``now`` being
+    ``ctx.gateway.registry.now()``) says whether it may be chosen: ``False``
+    once its registration expired, even before the next sweep removes it
+    (``expires_at`` is ``inf`` for a static peer).
 
-    :ivar group: the :class:`Group` it belongs to.
-    :ivar host: host name or address (``str``).
+    :ivar address: ``"host:port"``, an IPv6 host in brackets
+        (``"[::1]:8080"``): ``ctx.upstream_addr`` and the access log's
+        ``upstream_addr``.
+    :ivar key: ``(host, port)``, unique within the group.
+    :ivar total: requests (or connections) sent to it since it was
+        registered.
+    :ivar last_heartbeat: clock time of its last registration or heartbeat.
+    :ivar created_time: clock time of its first registration.
+    :ivar group: the :class:`Group` it belongs to (``group.name`` is the
+        route, e.g. ``"api"``).
+    :ivar host: host name or address as registered (``str``, IPv6 without
+        brackets).
     :ivar port: ``int``.
-    :ivar weight: ``int`` >= 1.
+    :ivar weight: ``int``, 1 to 1000 (1 unless configured or registered
+        with ``weight``).
     :ivar active: requests (or connections) in flight to it now.
     :ivar static: ``True`` for peers from the configuration (never expire).
     :ivar expires_at: clock time after which it is never selected.
@@ -164,7 +181,7 @@ class Peer(object):
 
 class Group(object):
     """
-    A named set of peers (a route prefix of the reference).
+    A named set of peers; the name is also the path prefix the router matches.
 
     :ivar name: the group name (``"api"``, ``"api/v2"``, ``"default"``).
     :ivar peers: ``{(host, port): Peer}``.

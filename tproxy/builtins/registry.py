@@ -4,7 +4,7 @@ The ``registry`` plugin: the admin API through which upstream servers
 register, heartbeat and leave, and the timer that removes expired
 registrations.
 
-Endpoints (on the admin listener; compatible with the reference gateway):
+Endpoints (on the admin listener):
 
 ``GET /upstream/add?port=P[&host=H][&prefix=G][&weight=W][&max_conns=M][&routable=R]``
     Register ``H:P`` in group ``G``, or heartbeat it.  ``host`` defaults to

@@ -1,12 +1,11 @@
 # -*- test-case-name: tests.test_router,tests.test_routes -*-
 """
 The built-in ``router`` plugin: choose the upstream group of a request from
-its path.  Two modes (setting ``mode``), the two variants of the reference
-gateway:
+its path.  Two modes (setting ``mode``):
 
-- ``"group"`` (the default, variant 1): the longest group prefix at a segment
+- ``"group"`` (the default): the longest group prefix at a segment
   boundary takes the request and is stripped (below);
-- ``"path_prefix"`` (variant 2): every group whose prefix the path has, and
+- ``"path_prefix"``: every group whose prefix the path has, and
   the fallback group, may serve it, the path unchanged; the router then also
   balances, least-connections over all their live peers (see
   :class:`PathPrefixPlugin`).
@@ -239,8 +238,8 @@ class Plugin(object):
     def _prepare(self, ctx):
         """
         Follow the gateway's registry, and drop a client-sent X-Route-Prefix:
-        never believe it (defect 9 of the reference).  Look before removing:
-        remove() rebuilds the list.
+        never believe it (the upstream would take a client's word for the
+        route).  Look before removing: remove() rebuilds the list.
         """
         registry = ctx.gateway.registry
         if registry is not self._registry:

@@ -16,7 +16,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectingCancelledError, TimeoutError as TxTimeoutError
 from twisted.logger import Logger
 
-from tproxy.context import Response, ResponseHead
+from tproxy.context import Response, ResponseHead, _UpstreamResponseHead
 from tproxy.http.headers import HOP_BY_HOP, Headers
 from tproxy.phases import is_deferred
 
@@ -546,7 +546,7 @@ class Exchange(object):
                 length = None
         eof_body = not framed and status not in (204, 304) and not self.head_method
         self.upstream_keepalive = upstream_keepalive and not eof_body
-        head = ResponseHead(status, Headers(kept), reason)
+        head = _UpstreamResponseHead(status, Headers(kept), reason)
         ctx.status = status
         if ctx.plugins.has_header_filter:
             self._filter_head(head, self._send_upstream_head)
@@ -646,7 +646,8 @@ class Exchange(object):
         if self.ctx.plugins.has_body_filter:
             # held until the end of the upstream read being parsed: when the
             # response ends in the same read, body_filter gets the last
-            # chunk with eof=True (one call per plugin, not two)
+            # chunk with eof=True, so a body read at once is one call per
+            # plugin
             held, self.held_chunk = self.held_chunk, data
             if held is not None:
                 self._filter_body(held, False)
@@ -817,7 +818,7 @@ class Exchange(object):
         self.factory.phases.log(ctx)
         # no reference cycle left: reference counting frees the request's
         # objects now, not the cyclic collector later
-        ctx.exchange = None
+        ctx._exchange = None
         self.conn.exchange_done(self)
 
 

@@ -488,7 +488,7 @@ class ProxyProtocol(Protocol):
         f.requests += 1
         ctx = RequestContext(f.gateway, request, f.requests, self.head_start)
         body = self.chunked or bool(self.length)
-        ex = ctx.exchange = Exchange(self, ctx, p.should_keep_alive(), body, self.chunked,
+        ex = ctx._exchange = Exchange(self, ctx, p.should_keep_alive(), body, self.chunked,
                                      self.expect, upstream)
         if not hosts:
             ex.host_missing = True   # (HTTP/1.0) the upstream gets the peer's

@@ -24,7 +24,7 @@ from tproxy.stream.pipe import (
     _WAITING, PENDING_LIMIT, _half_closeable, _Reader)
 from tproxy.stream.upstream import _UpstreamConnector
 
-# the namespace the stream proxy has always logged under
+# one namespace for the stream proxy's modules (what a log filter selects)
 log = Logger(namespace="tproxy.stream")
 
 

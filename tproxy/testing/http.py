@@ -9,11 +9,13 @@ import types
 from collections import namedtuple
 
 from twisted.internet.defer import ensureDeferred, maybeDeferred
-from twisted.internet.interfaces import IProtocolFactory
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IHalfCloseableProtocol, IProtocolFactory
 from twisted.internet.protocol import Protocol
 from twisted.test import iosim
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request as _WebRequest, Site
+from zope.interface import implementer
 
 from tproxy.admin import AdminResponse
 from tproxy.admin_page import install as install_status_page
@@ -21,6 +23,7 @@ from tproxy.http.headers import Headers
 from tproxy.http.server import ProxyFactory
 from tproxy.testing._network import (UNREACHABLE, RequestPending, _Network, _Transport,
                                       _address, _log, _text)
+from tproxy.testing.stream import _TCPPump, _TCPTransport
 
 
 #: The address the harness's clients connect to (what the proxy's
@@ -206,6 +209,12 @@ class _Client(Protocol):
         self.data = data
         self.head_only = method == "HEAD"
         self.buffer = b""
+        self.response = None     # a StubResponse once complete
+        self.failure = None      # a ResponseIncomplete if the connection died first
+        self._new_response()
+
+    def _new_response(self):
+        """Get ready to parse a response head."""
         self.status = None
         self.reason = ""
         self.headers = None
@@ -213,8 +222,10 @@ class _Client(Protocol):
         self.remaining = None    # body bytes still expected (Content-Length)
         self.chunked = False
         self.until_close = False
-        self.response = None     # a StubResponse once complete
-        self.failure = None      # a ResponseIncomplete if the connection died first
+
+    def _head_response(self):
+        """Whether the response being parsed answers a HEAD (no body)."""
+        return self.head_only
 
     def connectionMade(self):
         self.transport.write(self.data)
@@ -250,7 +261,7 @@ class _Client(Protocol):
                 fields.append((name, value.strip()))
             self.headers = Headers(fields)
             length = self.headers.get("content-length")
-            if self.head_only or status in (204, 304):
+            if self._head_response() or status in (204, 304):
                 self.remaining = 0
             elif "chunked" in (self.headers.get("transfer-encoding") or "").lower():
                 self.chunked = True
@@ -359,44 +370,164 @@ class PendingRequest(object):
             self.method, self.uri, self._client.done)
 
 
-class RawConnection(Protocol):
+@implementer(IHalfCloseableProtocol)
+class ClientConnection(_Client):
     """
-    A client connection to the proxy whose bytes the test writes itself
-    (:meth:`Harness.connect`): for malformed requests, requests split at
-    chosen places, pipelining, or a client that stops half-way.
+    A client connection of a :class:`Harness` (:meth:`Harness.connect`) that
+    stays open: several requests on it (keep-alive), requests pipelined
+    (sent before the previous response arrived), or raw bytes.
 
-    :ivar received: every byte the proxy sent on it so far (``bytes``).
-    :ivar closed: whether the connection is closed.
+    Every method moves bytes until nothing more happens, like the harness's.
+
+    The connection behaves as a TCP socket: the proxy's FIN (a
+    ``shutdown(SHUT_WR)``, as in its lingering close) arrives as :attr:`eof`,
+    before the connection closes.
+
+    :ivar responses: every complete :class:`StubResponse` received on the
+        connection so far, in order.
+    :ivar eof: the proxy sent its FIN (it will send nothing more).
+    :ivar closed: the connection is closed (by the proxy or by this end).
+    :ivar reset: it ended with a reset rather than a clean close.
+    :ivar close_on_eof: whether this end closes as soon as the proxy's FIN
+        arrives (as most clients do); with ``False`` it stays open, and may
+        go on sending, until :meth:`close` or :meth:`abort`.
     """
 
-    def __init__(self, harness):
+    def __init__(self, harness, close_on_eof=True):
+        _Client.__init__(self, b"", "GET")
         self._harness = harness
-        self._received = []
+        self.close_on_eof = close_on_eof
+        self.eof = False
+        self.reset = False
+        self._received = bytearray()
+        self._methods = []       # of the requests whose responses are due
+        self._index = -1         # of the last request's response in ``responses``
+        self._again = False
+        self.responses = []
         self.closed = False
 
     @property
     def received(self):
-        return b"".join(self._received)
+        """Every byte received so far (``bytes``), parsed or not."""
+        return bytes(self._received)
+
+    # -- the protocol ------------------------------------------------------------
+
+    def _head_response(self):
+        return bool(self._methods) and self._methods[0] == "HEAD"
 
     def dataReceived(self, data):
-        self._received.append(data)
+        self._received += data
+        self.buffer += data
+        while True:
+            self._again = False
+            if not (self._step() or self._again):
+                return
+
+    def _complete(self):
+        self.responses.append(self._response())
+        if self._methods:
+            self._methods.pop(0)
+        self._new_response()
+        self._again = True
+
+    def readConnectionLost(self):
+        self.eof = True
+        if self.headers is not None and self.until_close:
+            self.body.append(self.buffer)
+            self.buffer = b""
+            self._complete()
+        if self.close_on_eof:
+            self.transport.loseConnection()
+
+    def writeConnectionLost(self):
+        pass
 
     def connectionLost(self, reason):
         self.closed = True
+        self.reset = reason.check(ConnectionDone) is None
+        if self.headers is not None and self.until_close:
+            self.body.append(self.buffer)
+            self.buffer = b""
+            self._complete()
+
+    # -- what a test calls -------------------------------------------------------
+
+    def _act(self, fn, *args):
+        with self._harness._observing():
+            fn(*args)
+            self._harness.flush()
 
     def send(self, data):
-        """Write ``data`` (``bytes``) to the proxy, and move bytes until
-        nothing more happens."""
-        with self._harness._observing():
+        """
+        Send raw ``bytes`` (a request head in pieces, a malformed request,
+        several requests at once...).  Responses to requests sent this way
+        are parsed as responses to ``GET`` (a body unless 204 or 304).
+        """
+        self._act(self.transport.write, data)
+
+    def send_request(self, method, uri, headers=None, body=b"", flush=True):
+        """
+        Send one request (built as :meth:`Harness.request` builds it) without
+        waiting for its response: call it several times to pipeline.
+
+        :param flush: with ``False`` the request is only queued on the
+            connection: the next call that moves bytes sends everything
+            queued at once, so the proxy reads the pipelined requests in one
+            piece.
+        """
+        self._methods.append(method.upper())
+        # this request's response comes after every one received so far
+        # (raw requests' included) and after those owed to earlier requests
+        self._index = max(self._index + 1, len(self.responses))
+        data = _request_bytes(method, uri, headers, body)
+        if flush:
+            self._act(self.transport.write, data)
+        else:
             self.transport.write(data)
-            self._harness.flush()
+
+    def request(self, method, uri, headers=None, body=b""):
+        """
+        Send one request and return its response (the connection stays
+        open when the proxy keeps it alive).  Arguments as for
+        :meth:`Harness.request`.
+
+        :return: a :class:`StubResponse`: the response to this request (the
+            one after the responses received so far and those owed to the
+            requests sent before with :meth:`request` and
+            :meth:`send_request`; a request sent raw with :meth:`send` whose
+            response has not arrived yet is not counted).
+        :raises RequestPending: if the response is not complete yet.
+        :raises ResponseIncomplete: if the proxy closed the connection first.
+        """
+        self.send_request(method, uri, headers, body)
+        index = self._index
+        if index < len(self.responses):
+            return self.responses[index]
+        if self.closed:
+            raise ResponseIncomplete(
+                "the proxy closed the connection before the response was complete",
+                self._response())
+        raise RequestPending(
+            "{} {}: no complete response yet (clock at {}s): advance the harness's "
+            "clock".format(method, uri, self._harness.clock.seconds()))
 
     def close(self):
-        """Close the client's side (the proxy sees the end of the stream, or
-        the client's abort if it was still sending)."""
-        with self._harness._observing():
-            self.transport.loseConnection()
-            self._harness.flush()
+        """Close this end (after the bytes sent)."""
+        self._act(self.transport.loseConnection)
+
+    def abort(self):
+        """Reset the connection (a client going away)."""
+        self._act(self.transport.abortConnection)
+
+    def __repr__(self):
+        return "<ClientConnection responses={} closed={}>".format(
+            len(self.responses), self.closed)
+
+
+#: Another name of :class:`ClientConnection` (what :meth:`Harness.connect`
+#: returns), for the tests that name it so.
+RawConnection = ClientConnection
 
 
 class Harness(_Network):
@@ -507,21 +638,32 @@ class Harness(_Network):
             self.flush()
         return pending.result() if wait else pending
 
-    def connect(self, client="127.0.0.1"):
+    def connect(self, client="127.0.0.1", close_on_eof=True):
         """
-        Open a client connection whose bytes the test writes itself.
+        Open a client connection to the proxy and keep it open: for
+        keep-alive, pipelining and raw bytes (see :class:`ClientConnection`).
+        It is a TCP connection in memory: FINs and resets travel as on a
+        socket.
 
         :param client: the client's address, as the proxy sees it.
-        :return: a :class:`RawConnection` (``send``, ``received``,
-            ``closed``, ``close``).
+        :param close_on_eof: as for :class:`ClientConnection`.
+        :rtype: :class:`ClientConnection`
         """
-        protocol = RawConnection(self)
+        connection = ClientConnection(self, close_on_eof)
         client_address = _address(client, next(self._ports))
+        server_address = _address(*_PROXY_ADDRESS)
         with self._observing():
             proxy = self.factory.buildProtocol(client_address)
-            self._connect(protocol, client_address, proxy, _address(*_PROXY_ADDRESS))
+            client_io = _TCPTransport(connection, isServer=False,
+                                      hostAddress=client_address, peerAddress=server_address)
+            server_io = _TCPTransport(proxy, isServer=True,
+                                      hostAddress=server_address, peerAddress=client_address)
+            proxy.makeConnection(server_io)
+            connection.makeConnection(client_io)
+            self._pumps.append(_TCPPump(connection, proxy, client_io, server_io, False,
+                                        clock=self.clock))
             self.flush()
-        return protocol
+        return connection
 
     def admin(self, method, uri, headers=None, body=b"", client="127.0.0.1"):
         """
