@@ -45,6 +45,8 @@ DEFAULTS = {
         "max_header_line": 8192,
         "client_body_buffer_size": 16384,
         "client_body_timeout": 60,
+        "upgrade_protocols": ["websocket"],
+        "upgrade_idle_timeout": 60,
     },
     "shutdown_timeout": 10,
 }

@@ -290,7 +290,7 @@ class BadPipelinedRequestTests(ProxyTestCase):
         client = await self.connect(proxy)
         client.send(request("GET", "/1")
                     + request("GET", "/ws", [("Host", "x"), ("Connection", "Upgrade"),
-                                             ("Upgrade", "websocket")])
+                                             ("Upgrade", "h2c")])
                     + request("GET", "/hidden"))
         await client.wait_closed()
         self.assertEqual([(r.status, r.header("Connection")) for r in client.finals()],
@@ -501,20 +501,21 @@ class ConnectionCloseTests(ProxyTestCase):
         proxy.plugin(HOOKS).fns["access"] = lambda ctx: Response(401, "no")
         client = await self.connect(proxy)
         client.send(request("GET", "/ws", [("Host", "x"), ("Connection", "Upgrade"),
-                                            ("Upgrade", "websocket")]))
+                                            ("Upgrade", "h2c")]))
         await client.wait_closed()
         self.assertEqual([r.status for r in client.responses()], [401])
         self.assertEqual(up.requests, [])
 
     async def test_upgradeNotForwarded(self):
-        """An Upgrade request goes upstream as a plain request (without the
-        Upgrade fields), and the connection closes after its response: bytes
-        after it are never taken for HTTP."""
+        """An Upgrade to a protocol not in ``proxy.upgrade_protocols`` goes
+        upstream as a plain request (without the Upgrade fields), and the
+        connection closes after its response: bytes after it are never taken
+        for HTTP (WebSocket upgrades: tests.test_upgrade)."""
         up = self.upstream()
         proxy = await self.proxy({"default": [up]})
         client = await self.connect(proxy)
         client.send(request("GET", "/ws", [("Host", "x"), ("Connection", "Upgrade"),
-                                            ("Upgrade", "websocket")])
+                                            ("Upgrade", "h2c")])
                     + request("GET", "/hidden"))
         await client.wait_closed()
         resp, = client.responses()

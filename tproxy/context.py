@@ -146,7 +146,8 @@ class RequestContext(object):
         ``proxy.max_upstream_header_size``), ``"plugin_error"``,
         ``"no_peer"``, ``"client_timeout"`` (the client stopped sending its
         body for ``proxy.client_body_timeout`` seconds), ``"body_too_large"``
-        (past :attr:`max_body_size`), ...
+        (past :attr:`max_body_size`), ``"idle_timeout"`` / ``"upstream_reset"``
+        (an upgraded connection, see :mod:`tproxy.http.tunnel`), ...
     :ivar plugins: the :class:`tproxy.phases.PhaseSet` of the request's route
         (known after the every-route ``rewrite`` implementations ran).
     :ivar start: the clock's time when the request head was read.

@@ -90,6 +90,7 @@ class Exchange(object):
     hold_body = False          # read the body before connecting (it may fit)
     held_peer = None           # the peer to connect to once the body is read
     host_missing = False       # the request has no Host (see _request_head)
+    fresh_connection = False   # never a pooled connection (tproxy.http.tunnel)
 
     # -- phases ---------------------------------------------------------------
 
