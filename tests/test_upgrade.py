@@ -13,6 +13,7 @@ import threading
 
 from twisted.internet import reactor
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -434,3 +435,65 @@ class WebSocketTests(ProxyTestCase):
         self.assertTrue(bytes(client.data).endswith(b"got:payload"), client.data)
         await until(lambda: proxy.logged, message="log")
         self.assertIsNone(proxy.logged[0].error)
+
+    async def test_download_to_slow_reader_is_bounded(self):
+        """32 MiB from the upstream to a client that stops reading: the
+        upstream is not read while the client's buffer is full; then it all
+        arrives."""
+        size = 32 * 1024 * 1024
+        block = os.urandom(65536)
+
+        class Source(Protocol):
+            paused = False
+            left = size
+
+            def dataReceived(self, data):
+                if not self.left == size:
+                    return
+                self.transport.registerProducer(self, True)
+                self.transport.write(SWITCH)
+                reactor.callLater(0, self.resumeProducing)
+
+            def resumeProducing(self):
+                self.paused = False
+                while not self.paused and self.left > 0:
+                    self.left -= len(block)
+                    self.transport.write(block)
+
+            def pauseProducing(self):
+                self.paused = True
+
+            def stopProducing(self):
+                pass
+        sources = []
+
+        class SourceFactory(Factory):
+            def buildProtocol(self, addr):
+                p = Source()
+                sources.append(p)
+                return p
+        listener = reactor.listenTCP(0, SourceFactory(), interface="127.0.0.1")
+        self._listeners.append(listener)
+        proxy = await self.proxy({"ws": ["127.0.0.1:%d" % listener.getHost().port]})
+        client = await self.connect(proxy)
+        client.send(HANDSHAKE)
+        await until(lambda: b"\r\n\r\n" in client.data, message="the 101")
+        client.transport.pauseProducing()
+        (p,) = proxy.factory.protocols
+        tunnel = p.exchange.tunnel
+        await until(lambda: tunnel.upstream_reader.paused,
+                    message="the proxy to pause the upstream")
+        await until(lambda: sources[0].paused, message="the source to pause")
+        await deferLater(reactor, 0.05, lambda: None)
+        self.assertTrue(tunnel.upstream_reader.paused)
+        up = tunnel.upstream.transport
+        self.assertNotIn(up, reactor.getReaders())   # the proxy stopped reading it
+        pending = len(p.transport.dataBuffer) - p.transport.offset + p.transport._tempDataLen
+        self.assertLess(pending, 3 * 65536)
+        self.assertLess(tunnel.ctx.upgrade_bytes_down, size // 2)
+        client.transport.resumeProducing()
+        await until(lambda: len(client.data) >= size + len(SWITCH) - 40,
+                    timeout=15, message="the whole download")
+        client.transport.loseConnection()
+        await until(lambda: proxy.logged, message="log")
+        self.assertEqual(proxy.logged[0].upgrade_bytes_down, size)
