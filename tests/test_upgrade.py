@@ -277,6 +277,25 @@ class LifecycleTests(SynchronousTestCase):
         c.close()
         self.assertEqual(len(h.contexts), 1)
 
+    def test_header_filter_turns_101_down(self):
+        """A header_filter that changes the 101's status: that answer, no
+        tunnel, the connections closed, log once."""
+        class Deny(object):
+            @hookimpl
+            def header_filter(self, ctx, response):
+                response.status = 403
+        server = StubUpgradeServer(greeting=b"hi")
+        h = harness(server, [Deny()])
+        c = h.connect()
+        c.send(HANDSHAKE)
+        self.assertTrue(c.received.startswith(b"HTTP/1.1 403 Forbidden\r\n"), c.received)
+        self.assertTrue(c.received.endswith(b"\r\n\r\n"), c.received)
+        self.assertTrue(c.closed)
+        self.assertEqual(server.closed, 1)
+        self.assertEqual([ctx.status for ctx in h.contexts], [403])
+        (peer,) = h.registry.group("ws").peers.values()
+        self.assertEqual(peer.active, 0)
+
     def test_other_protocol_plain(self):
         """A protocol not in proxy.upgrade_protocols: a plain request
         without the upgrade fields, then the connection closes (as nginx
@@ -319,6 +338,26 @@ class LifecycleTests(SynchronousTestCase):
         c.send(HANDSHAKE)
         c.close()
         self.assertEqual([ctx.error for ctx in h.contexts], ["client_abort"])
+        (peer,) = h.registry.group("ws").peers.values()
+        self.assertEqual(peer.active, 0)
+
+    def test_shutdown(self):
+        """A stopping tproxy lets a tunnel flow (its drain waits), and
+        aborts it when the time is over: log once, error "shutdown"."""
+        server = StubUpgradeServer()
+        h = harness(server)
+        c = h.connect()
+        c.send(HANDSHAKE)
+        drained = h.factory.drain()
+        h.flush()
+        self.assertNoResult(drained)
+        c.send(b"still")
+        self.assertTrue(c.received.endswith(b"echo:still"))
+        self.assertEqual(h.factory.abort(), 1)
+        h.flush()
+        self.successResultOf(drained)
+        self.assertEqual([ctx.error for ctx in h.contexts], ["shutdown"])
+        self.assertEqual(server.closed, 1)
         (peer,) = h.registry.group("ws").peers.values()
         self.assertEqual(peer.active, 0)
 

@@ -201,6 +201,7 @@ class UpgradeExchange(Exchange):
             return
         if head.status != 101:
             # a header_filter turned it into something else: no tunnel
+            head.reason = b""    # (not "Switching Protocols")
             self.response_close = True
             self._close_upstream()
             self._write_head(head, b"")
