@@ -19,7 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tproxy import hookimpl
 from tproxy.context import Response
-from tproxy.http.parsing import NAME as PARSER
+from tproxy.http.tunnel import upgrade_offer
 from tproxy.testing import Harness
 
 from tests.helpers import ProxyTestCase, until
@@ -372,6 +372,20 @@ class LifecycleTests(SynchronousTestCase):
         c.send(HANDSHAKE)
         self.assertTrue(c.received.startswith(b"HTTP/1.1 502 "), c.received)
         self.assertEqual([ctx.error for ctx in h.contexts], ["upstream_invalid"])
+
+
+class OfferTests(SynchronousTestCase):
+    """Which Upgrade values are tunneled, and what goes upstream."""
+
+    def test_offer(self):
+        ws = frozenset(["websocket"])
+        self.assertEqual(upgrade_offer(ws, b"WebSocket", "1.1", False), b"WebSocket")
+        self.assertEqual(upgrade_offer(ws, b"foo/2, websocket", "1.1", False), b"websocket")
+        self.assertIsNone(upgrade_offer(ws, b"h2c", "1.1", False))
+        self.assertIsNone(upgrade_offer(ws, b"", "1.1", False))
+        self.assertIsNone(upgrade_offer(ws, b"websocket", "1.0", False))
+        self.assertIsNone(upgrade_offer(ws, b"websocket", "1.1", True))
+        self.assertIsNone(upgrade_offer(frozenset(), b"websocket", "1.1", False))
 
 
 def _ws_echo_server():
