@@ -361,7 +361,7 @@ class BadPipelinedRequestTests(SynchronousTestCase):
         h = harness()
         conn = h.connect()
         self.pipelined(conn, ("GET", "/1"),
-                       ("GET", "/ws", {"Connection": "Upgrade", "Upgrade": "websocket"}),
+                       ("GET", "/ws", {"Connection": "Upgrade", "Upgrade": "h2c"}),
                        ("GET", "/hidden"))
         self.assertEqual([(r.status, r.headers.get("Connection")) for r in conn.responses],
                          [(200, None), (200, "close")])
@@ -596,20 +596,21 @@ class ConnectionCloseTests(SynchronousTestCase):
         second, 501, response), and the connection closes."""
         h, up = self.deny()
         conn = h.connect()
-        conn.send_request("GET", "/ws", {"Connection": "Upgrade", "Upgrade": "websocket"})
+        conn.send_request("GET", "/ws", {"Connection": "Upgrade", "Upgrade": "h2c"})
         self.assertEqual([r.status for r in conn.responses], [401])
         self.assertEqual(conn.received.count(b"HTTP/1.1 "), 1)
         self.assertTrue(conn.closed)
         self.assertEqual(up.requests, [])
 
     def test_upgradeNotForwarded(self):
-        """An Upgrade request goes upstream as a plain request (without the
-        Upgrade fields), and the connection closes after its response: bytes
-        after it are never taken for HTTP."""
+        """An Upgrade to a protocol not in ``proxy.upgrade_protocols`` goes
+        upstream as a plain request (without the Upgrade fields), and the
+        connection closes after its response: bytes after it are never taken
+        for HTTP (WebSocket upgrades: tests.test_upgrade)."""
         up = Scripted()
         h = scripted({"default": {UP: up}})
         conn = h.connect()
-        conn.send_request("GET", "/ws", {"Connection": "Upgrade", "Upgrade": "websocket"},
+        conn.send_request("GET", "/ws", {"Connection": "Upgrade", "Upgrade": "h2c"},
                           flush=False)
         conn.send_request("GET", "/hidden")
         [resp] = conn.responses

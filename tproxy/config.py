@@ -445,6 +445,11 @@ SCHEMA = _object({
         "client_body_buffer_size": _number(16384, minimum=0, integer=True),
         # nginx's client_body_timeout: seconds between two reads of a body
         "client_body_timeout": _number(60, exclusive=0),
+        # Upgrade protocols tunneled (tproxy.http.tunnel); others go as plain requests
+        "upgrade_protocols": {"type": "array", "default": ["websocket"],
+                              "items": {"type": "string", "pattern": "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"}},
+        # seconds an upgraded connection may stay silent both ways (nginx: proxy_read_timeout)
+        "upgrade_idle_timeout": _number(60, exclusive=0),
     }),
     "streams": {"type": "array", "items": _STREAM, "default": []},
     # seconds a stopping tproxy lets requests in flight and stream sessions

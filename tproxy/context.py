@@ -172,7 +172,8 @@ class RequestContext(object):
         tproxy refuses), ``"upstream_header_too_big"`` (a response head
         past ``proxy.max_upstream_header_size``), ``"plugin_error"``,
         ``"no_peer"``, ``"no_route"`` (the ``routes`` built-in),
-        ``"shutdown"``.  In ``header_filter`` a response made after an
+        ``"shutdown"``, ``"idle_timeout"`` / ``"upstream_reset"`` (an
+        upgraded connection, see :mod:`tproxy.http.tunnel`).  In ``header_filter`` a response made after an
         upstream failure already carries it; ``response.from_upstream``
         (:class:`ResponseHead`) tells an upstream's response from one tproxy
         or a plugin made.

@@ -151,7 +151,7 @@ def header_filter(ctx, response):
     Inspect or change the response head before it is sent to the client.
 
     Runs for upstream responses and for responses tproxy makes itself (errors,
-    ``access`` denials).
+    ``access`` denials), and for the ``101`` of an upgrade (WebSocket).
 
     :param ctx: the :class:`tproxy.context.RequestContext`.
     :param response: the :class:`tproxy.context.ResponseHead`: ``status``
@@ -183,6 +183,8 @@ def log(ctx):
 
     ``ctx.status``, ``ctx.bytes_sent``, ``ctx.error``, ``ctx.peer``,
     ``ctx.upstream_time()`` and ``ctx.request_time()`` describe what happened.
+    For an upgraded (WebSocket) request it runs when the tunnel ends, both
+    connections closed (:mod:`tproxy.http.tunnel`).
     Exceptions here are logged and otherwise ignored.
 
     :param ctx: the :class:`tproxy.context.RequestContext`.

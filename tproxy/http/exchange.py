@@ -94,6 +94,7 @@ class Exchange(object):
     body_kept_size = 0
     body_lost = False          # body bytes went upstream and were not kept
     answered = False           # the current attempt's response head came
+    fresh_connection = False   # never a pooled connection (tproxy.http.tunnel)
 
     # -- phases ---------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from tproxy.http.exchange import Exchange
 from tproxy.http.headers import HOP_BY_HOP, Headers
 from tproxy.http.parsing import (HttpParserError, HttpParserInvalidMethodError,
                                  HttpParserUpgrade, HttpRequestParser)
+from tproxy.http.tunnel import UpgradeExchange, UpgradeRequestContext, upgrade_offer
 from tproxy.http.refusals import (METHOD_TOKEN, BadRequest, BadRequestReply, Closing,
                                   Stopped, error_response, normalize_path)
 from tproxy.http.retry import RetryPolicy
@@ -72,6 +73,8 @@ class ProxyFactory(Factory):
         self.lingering_timeout = proxy["lingering_timeout"]
         self.send_timeout = timeouts["send"]
         self.read_timeout = timeouts["read"]
+        self.upgrade_protocols = frozenset(p.lower() for p in proxy["upgrade_protocols"])
+        self.upgrade_idle_timeout = proxy["upgrade_idle_timeout"]
         self.trusted = TrustedProxies(cfg.get("trusted_proxies", ()))
         self.pool = UpstreamPool(gateway.reactor, timeouts["connect"],
                                  proxy["upstream_keepalive"],
@@ -177,6 +180,7 @@ class ProxyProtocol(Protocol):
     linger = False         # the client may still be sending: close lingering
     lingering = False      # closing lingering (see _linger)
     timer = None
+    upgrading = None       # the UpgradeExchange whose head is being parsed
 
     def connectionMade(self):
         f = self.factory
@@ -301,6 +305,13 @@ class ProxyProtocol(Protocol):
         except Closing:
             self.linger = True
         except HttpParserUpgrade as e:
+            ex = self.upgrading
+            if ex is not None:
+                # a configured upgrade (tproxy.http.tunnel): the bytes after
+                # the head wait for the upstream's answer
+                self.upgrading = None
+                ex.head_read(data[e.args[0]:] if e.args else b"")
+                return
             if not e.args or e.args[0] < len(data):
                 self.linger = True   # bytes after the request: not parsed
             self._upgraded()
@@ -409,6 +420,7 @@ class ProxyProtocol(Protocol):
         conn_tokens = None
         xff = None
         real_ip = None
+        upgrade = None
         hosts = 0
         special = _SPECIAL
         for pair in self.fields:
@@ -431,6 +443,8 @@ class ProxyProtocol(Protocol):
                         # on and cannot re-frame, as nginx (RFC 9112 6.1)
                         raise BadRequest(501, "transfer coding not implemented")
                     self.chunked = True
+                elif n == b"upgrade":
+                    upgrade = pair[1] if upgrade is None else upgrade + b", " + pair[1]
             elif kind == _HOST:
                 if not pair[1]:
                     # (both parsers drop the value's leading whitespace) an
@@ -483,13 +497,24 @@ class ProxyProtocol(Protocol):
         elif self.length is not None:
             # Content-Length: 0 too (as nginx; servers may answer 411 without)
             upstream += b"Content-Length: %d\r\n" % self.length
+        body = self.chunked or bool(self.length)
+        offer = None
+        if upgrade is not None and conn_tokens and b"upgrade" in conn_tokens:
+            offer = upgrade_offer(f.upgrade_protocols, upgrade, version, body)
         request = Request(method, path, query, version, Headers(forward), client,
                           self.remote_addr, f.scheme)
         f.requests += 1
-        ctx = RequestContext(f.gateway, request, f.requests, self.head_start)
-        body = self.chunked or bool(self.length)
-        ex = ctx._exchange = Exchange(self, ctx, p.should_keep_alive(), body, self.chunked,
-                                     self.expect, upstream)
+        if offer is None:
+            ctx = RequestContext(f.gateway, request, f.requests, self.head_start)
+            ex = ctx._exchange = Exchange(self, ctx, p.should_keep_alive(), body,
+                                         self.chunked, self.expect, upstream)
+        else:
+            ctx = UpgradeRequestContext(f.gateway, request, f.requests, self.head_start,
+                                        offer.decode("latin-1"))
+            upstream += b"Connection: upgrade\r\nUpgrade: %s\r\n" % offer
+            ex = ctx._exchange = UpgradeExchange(self, ctx, p.should_keep_alive(), body,
+                                                self.chunked, self.expect, upstream)
+            self.upgrading = ex
         if not hosts:
             ex.host_missing = True   # (HTTP/1.0) the upstream gets the peer's
         if body:
@@ -701,8 +726,10 @@ class ProxyProtocol(Protocol):
 
     def _upgraded(self):
         """
-        The request just read asked for an Upgrade (or is a CONNECT): it is
-        answered as a plain request, with ``Connection: close``, and what
+        The request just read asked for an Upgrade to a protocol not in
+        ``proxy.upgrade_protocols`` (those are tunneled: see
+        :mod:`tproxy.http.tunnel`), or is a CONNECT: it is answered as a
+        plain request, with ``Connection: close``, and what
         follows it is not HTTP: nothing more is parsed.
         """
         if self.queue:

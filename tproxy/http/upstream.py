@@ -50,6 +50,7 @@ class UpstreamProtocol(Protocol):
     deadline = 0.0
     idle = False
     reading_paused = False   # see pause_reading
+    upgrading = False      # a 101 goes to the exchange (tproxy.http.tunnel)
     max_head = MAX_HEADER_SIZE
     _reason = b""          # the reason phrase of the response being read
     _head_left = 0         # bytes the current head may still take
@@ -173,6 +174,13 @@ class UpstreamProtocol(Protocol):
         try:
             self.parser.feed_data(data)
         except (HttpParserError, HttpParserUpgrade) as e:
+            if (self.upgrading and self.exchange is ex and not ex.done
+                    and isinstance(e, HttpParserUpgrade)):
+                # the 101 asked for (tproxy.http.tunnel): what follows its
+                # head is the new protocol's, after the head sent so far
+                client.uncork()
+                ex.upstream_switched(data[e.args[0]:] if e.args else b"")
+                return
             # (an upgrade was never asked for: Upgrade is not forwarded)
             if self.exchange is ex:
                 if isinstance(e.__context__, _HeadTooBig):
@@ -252,6 +260,12 @@ class UpstreamProtocol(Protocol):
             # (httptools takes "099" for a status; the pure-Python parser
             # does not) not an interim response to wait past: invalid
             raise ValueError("status code below 100")
+        if code == 101 and self.upgrading:
+            # the upgrade asked for (tproxy.http.tunnel): no message follows
+            self._informational = True
+            head, self._head = self._head, []
+            self.exchange.upstream_switching(self._reason, head)
+            return
         if code < 200:
             # 1xx interim responses are not forwarded (Expect is answered by
             # tproxy itself; Upgrade is not forwarded); the next head is
@@ -352,7 +366,7 @@ class UpstreamPool(object):
         (``upstream_connected(conn, False)`` or ``upstream_connect_failed``);
         always a new one if ``fresh``.
         """
-        idle = None if fresh else self.idle.get(peer.key)
+        idle = None if fresh or exchange.fresh_connection else self.idle.get(peer.key)
         while idle:
             conn = idle.pop()
             conn.idle = False

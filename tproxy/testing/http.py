@@ -12,7 +12,6 @@ from twisted.internet.defer import ensureDeferred, maybeDeferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHalfCloseableProtocol, IProtocolFactory
 from twisted.internet.protocol import Protocol
-from twisted.test import iosim
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request as _WebRequest, Site
 from zope.interface import implementer
@@ -21,7 +20,7 @@ from tproxy.admin import AdminResponse
 from tproxy.admin_page import install as install_status_page
 from tproxy.http.headers import Headers
 from tproxy.http.server import ProxyFactory
-from tproxy.testing._network import (UNREACHABLE, RequestPending, _Network, _Transport,
+from tproxy.testing._network import (UNREACHABLE, RequestPending, _Network,
                                       _address, _log, _text)
 from tproxy.testing.stream import _TCPPump, _TCPTransport
 
@@ -251,7 +250,7 @@ class _Client(Protocol):
             lines = head.split(b"\r\n")
             parts = lines[0].split(b" ", 2)
             status = int(parts[1])
-            if 100 <= status < 200:
+            if 100 <= status < 200 and status != 101:
                 return True     # interim (100 Continue): the real head follows
             self.status = status
             self.reason = parts[2].decode("latin-1") if len(parts) > 2 else ""
@@ -261,8 +260,8 @@ class _Client(Protocol):
                 fields.append((name, value.strip()))
             self.headers = Headers(fields)
             length = self.headers.get("content-length")
-            if self._head_response() or status in (204, 304):
-                self.remaining = 0
+            if self._head_response() or status in (101, 204, 304):
+                self.remaining = 0     # (101: what follows is not HTTP)
             elif "chunked" in (self.headers.get("transfer-encoding") or "").lower():
                 self.chunked = True
             elif length is not None:
@@ -405,6 +404,9 @@ class ClientConnection(_Client):
         self._again = False
         self.responses = []
         self.closed = False
+        #: whether a ``101 Switching Protocols`` came: the bytes after it are
+        #: only in :attr:`received`, not parsed as responses
+        self.switched = False
 
     @property
     def received(self):
@@ -418,16 +420,21 @@ class ClientConnection(_Client):
 
     def dataReceived(self, data):
         self._received += data
+        if self.switched:
+            return      # after a 101: bytes of another protocol (``received``)
         self.buffer += data
-        while True:
+        while not self.switched:
             self._again = False
             if not (self._step() or self._again):
                 return
+        self.buffer = b""
 
     def _complete(self):
-        self.responses.append(self._response())
+        response = self._response()
+        self.responses.append(response)
         if self._methods:
             self._methods.pop(0)
+        self.switched = response.status == 101
         self._new_response()
         self._again = True
 
@@ -597,13 +604,17 @@ class Harness(_Network):
                         "IProtocolFactory or UNREACHABLE, not {!r}".format(stub))
 
     def _connect(self, client, client_address, server, server_address):
-        """Connect two protocols with in-memory transports."""
-        client_io = _Transport(client, isServer=False, hostAddress=client_address,
-                               peerAddress=server_address)
-        server_io = _Transport(server, isServer=True, hostAddress=server_address,
-                               peerAddress=client_address)
-        self._pumps.append(iosim.connect(server, server_io, client, client_io,
-                                         greet=False, clock=self.clock))
+        """Connect two protocols with in-memory TCP transports (FINs and
+        resets travel as on a socket: an upgraded connection's half-close
+        reaches the stub upstream)."""
+        client_io = _TCPTransport(client, isServer=False, hostAddress=client_address,
+                                  peerAddress=server_address)
+        server_io = _TCPTransport(server, isServer=True, hostAddress=server_address,
+                                  peerAddress=client_address)
+        server.makeConnection(server_io)
+        client.makeConnection(client_io)
+        self._pumps.append(_TCPPump(client, server, client_io, server_io, False,
+                                    clock=self.clock))
 
     # -- what a test calls --------------------------------------------------------
 
