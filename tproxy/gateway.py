@@ -35,19 +35,29 @@ class Gateway(object):
         ``tproxy.stream.StreamFactory`` (``kind`` ``"stream"``;
         ``open_connections``: the sessions open, ``group``).  Read them when
         asked (a metrics scrape), not per request.
+    :param previous: the gateway this one replaces (a reload, see
+        :mod:`tproxy.reload`): its registry, with the registrations made at
+        run time, goes on; the static peers are updated to this
+        configuration's ``upstreams`` (a peer in both keeps its counts).
     """
 
     log = Logger()
 
-    def __init__(self, config, reactor, plugin_manager, registry=None):
+    def __init__(self, config, reactor, plugin_manager, registry=None, previous=None):
         self.config = config
         self.reactor = reactor
         self.plugins = plugin_manager
-        self.registry = registry if registry is not None else MemoryRegistry(
-            reactor, ttl=config["registry"]["ttl"])
-        for group, spec in sorted(config.get("upstreams", {}).items()):
-            for peer in spec["peers"]:
-                self.registry.add_static(group, peer["host"], peer["port"], peer["weight"])
+        if previous is not None:
+            self.registry = previous.registry
+            self.registry.ttl = config["registry"]["ttl"]
+            _update_static(self.registry, previous.config, config)
+        else:
+            self.registry = registry if registry is not None else MemoryRegistry(
+                reactor, ttl=config["registry"]["ttl"])
+            for group, spec in sorted(config.get("upstreams", {}).items()):
+                for peer in spec["peers"]:
+                    self.registry.add_static(group, peer["host"], peer["port"],
+                                             peer["weight"])
         self.trusted_proxies = TrustedProxies(config.get("trusted_proxies", ()))
         self.admin = AdminRoutes(token=config["admin"].get("token"))
         probes.install(self)
@@ -59,6 +69,7 @@ class Gateway(object):
         self.serving = False
         self.started = False
         self._on_reopen = []
+        self._subscribed = []   # registry listeners the plugins added in start()
 
     def on_stop(self, fn):
         """Call ``fn()`` (which may return a Deferred) when the gateway stops."""
@@ -82,14 +93,49 @@ class Gateway(object):
 
     def start(self):
         """Run every ``init_worker``; a Deferred that fires when all are done."""
+        subscribers = getattr(self.registry, "subscribers", None)
+        before = set(map(id, subscribers())) if subscribers is not None else set()
+
         def started(result):
             self.started = self.serving = True
             return result
-        return self.phases.init_worker(self).addCallback(started)
+
+        def subscribed(result):
+            if subscribers is not None:
+                self._subscribed = [s for s in subscribers() if id(s) not in before]
+            return result
+        return self.phases.init_worker(self).addBoth(subscribed).addCallback(started)
 
     def stop(self):
-        """Run the ``on_stop`` callbacks, last registered first."""
+        """Run the ``on_stop`` callbacks, last registered first; then stop
+        telling the registry listeners this gateway's plugins subscribed (a
+        reloaded gateway's registry goes on)."""
         self.serving = False
         ds = [maybeDeferred(fn) for fn in reversed(self._on_stop)]
         self._on_stop = []
+        unsubscribe = getattr(self.registry, "unsubscribe", None)
+        subscribed, self._subscribed = self._subscribed, []
+        if unsubscribe is not None:
+            for listener in subscribed:
+                unsubscribe(listener)
         return DeferredList(ds, consumeErrors=True)
+
+
+def _static_peers(config):
+    return {(group, peer["host"], peer["port"]): peer["weight"]
+            for group, spec in config.get("upstreams", {}).items()
+            for peer in spec["peers"]}
+
+
+def _update_static(registry, old_config, new_config):
+    """Make ``registry``'s static peers those of ``new_config``: add the new
+    ones, remove the dropped ones, change weights; leave the others alone."""
+    old, new = _static_peers(old_config), _static_peers(new_config)
+    for key in sorted(set(old) - set(new)):
+        registry.remove_static(*key)
+    for key in sorted(new):
+        group, host, port = key
+        if key not in old:
+            registry.add_static(group, host, port, new[key])
+        elif old[key] != new[key]:
+            registry.register(group, host, port, new[key])

@@ -50,10 +50,29 @@ class ProxyFactory(Factory):
     kind = "http"
 
     def __init__(self, gateway, scheme="http"):
-        self.gateway = gateway
-        self.phases = gateway.phases
         self.clock = gateway.reactor
         self.scheme = scheme
+        self.pool = UpstreamPool(gateway.reactor)
+        self.use(gateway)
+        #: requests read so far (their contexts' request ids are made from it)
+        self.requests = 0
+        self.connections = set()
+        # the gateway lists its listeners (metrics read them when scraped)
+        listeners = getattr(gateway, "listeners", None)
+        if listeners is not None:
+            listeners.append(self)
+        self._drained = []     # Deferreds of drain(), fired once none is open
+
+    def use(self, gateway):
+        """
+        Serve the requests read from now on with ``gateway`` (a reload: see
+        :mod:`tproxy.reload`) and its configuration's limits and timeouts.
+        A request holds the gateway it started with (``ctx.gateway``), so
+        one in flight finishes with the phases it began with; a keep-alive
+        connection's next request gets the new one.
+        """
+        self.gateway = gateway
+        self.phases = gateway.phases
         cfg = gateway.config
         proxy, timeouts = cfg["proxy"], cfg["timeouts"]
         self.tries = proxy["tries"]
@@ -72,18 +91,11 @@ class ProxyFactory(Factory):
         self.send_timeout = timeouts["send"]
         self.read_timeout = timeouts["read"]
         self.trusted = TrustedProxies(cfg.get("trusted_proxies", ()))
-        self.pool = UpstreamPool(gateway.reactor, timeouts["connect"],
-                                 proxy["upstream_keepalive"],
-                                 proxy["upstream_keepalive_timeout"],
-                                 proxy["max_upstream_header_size"])
-        #: requests read so far (their contexts' request ids are made from it)
-        self.requests = 0
-        self.connections = set()
-        # the gateway lists its listeners (metrics read them when scraped)
-        listeners = getattr(gateway, "listeners", None)
-        if listeners is not None:
-            listeners.append(self)
-        self._drained = []     # Deferreds of drain(), fired once none is open
+        pool = self.pool     # one pool for the listener's life: its settings change
+        pool.connect_timeout = timeouts["connect"]
+        pool.max_idle = proxy["upstream_keepalive"]
+        pool.idle_timeout = proxy["upstream_keepalive_timeout"]
+        pool.max_header_size = proxy["max_upstream_header_size"]
 
     @property
     def open_connections(self):
