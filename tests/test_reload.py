@@ -14,15 +14,17 @@ import threading
 from types import SimpleNamespace
 
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionRefusedError
 from twisted.logger import formatEvent
 from twisted.trial.unittest import TestCase
 
 from tproxy.admin import AdminRequest
-from tproxy.config import load_config
+from tproxy.config import ConfigError, load_config
 from tproxy.plugins import build_plugin_manager
 from tproxy.reload import describe_changes
 from tproxy.tap import makeService
+from tproxy.testing import Harness
 
 from tests.helpers import LOG_RECORDER, delayed, request, until
 from tests.proxy_plugins import Generation
@@ -317,3 +319,71 @@ class SighupTests(TestCase):
             proc.terminate()
             proc.communicate()
         self.assertIn(proc.returncode, (0, -signal.SIGTERM), "".join(output))
+
+
+class HarnessReloadTests(TestCase):
+    """:meth:`tproxy.testing.Harness.reload`, on the fake clock."""
+
+    def setUp(self):
+        del Generation.EVENTS[:]
+        self.answers = []
+
+        def slow(request):
+            d = Deferred()
+            self.answers.append(d)
+            return d
+        self.h = Harness(
+            {"upstreams": {"api": {"peers": ["10.0.0.1:80"]}}},
+            plugins=self.plugins("one"),
+            servers={"10.0.0.1:80": slow, "10.0.0.2:80": lambda r: (200, {}, b"two")},
+            entry_points=[])
+
+    def plugins(self, tag):
+        return ["registry", "router", "least_conn", {"name": Generation, "settings": {"tag": tag}}]
+
+    def test_onStopAfterLastRequest(self):
+        h = self.h
+        pending = h.request("GET", "/api/x", wait=False)
+        self.assertEqual(h.reload({"upstreams": {"api": {"peers": ["10.0.0.2:80"]}}},
+                                  plugins=self.plugins("two"), entry_points=[]), 1)
+        self.assertEqual(Generation.EVENTS, [("start", "one"), ("start", "two")])
+        # a new request: the new generation, the new static peer
+        resp = h.request("GET", "/api/y")
+        self.assertEqual((resp.body, resp.headers.get("X-Generation")), (b"two", "two"))
+        # the old static peer is gone from the registry; its request goes on
+        self.assertEqual([p.address for p in h.registry.group("api").peers.values()],
+                         ["10.0.0.2:80"])
+        self.answers[0].callback((200, {}, b"one"))
+        h.flush()
+        resp = pending.result()
+        self.assertEqual((resp.body, resp.headers.get("X-Generation")), (b"one", "one"))
+        self.assertNotIn(("stop", "one"), Generation.EVENTS)
+        h.clock.advance(0.1)
+        self.assertEqual(Generation.EVENTS[-1], ("stop", "one"))
+
+    def test_registrationAndCountsCarryOver(self):
+        h = self.h
+        self.assertEqual(h.admin("POST", "/upstream/add?prefix=web&host=10.0.0.2&port=80")
+                         .status, 200)
+        pending = h.request("GET", "/api/x", wait=False)
+        peer = h.registry.group("api").peers[("10.0.0.1", 80)]
+        self.assertEqual(peer.active, 1)
+        h.reload({"upstreams": {"api": {"peers": ["10.0.0.1:80"]}}},
+                 plugins=self.plugins("two"), entry_points=[])
+        # the same peer object: the count in flight is still seen
+        self.assertIs(h.registry.group("api").peers[("10.0.0.1", 80)], peer)
+        self.assertEqual(peer.active, 1)
+        self.assertEqual(h.request("GET", "/web/").body, b"two")
+        self.answers[0].callback((200, {}, b"one"))
+        h.flush()
+        self.assertEqual(pending.result().status, 200)
+        self.assertEqual(peer.active, 0)
+
+    def test_invalidKeepsOld(self):
+        h = self.h
+        old = h.gateway
+        with self.assertRaises(ConfigError):
+            h.reload({"upstreams": {"api": {"peers": ["nowhere"]}}}, plugins=self.plugins("x"),
+                     entry_points=[])
+        self.assertIs(h.gateway, old)
+        self.assertEqual(Generation.EVENTS, [("start", "one")])

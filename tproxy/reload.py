@@ -45,7 +45,7 @@ from tproxy.config import ConfigError, load_config, validate_config
 from tproxy.gateway import Gateway, _update_static
 from tproxy.plugins import build_plugin_manager
 
-__all__ = ["Reloader", "listener_specs"]
+__all__ = ["Reloader", "describe_changes", "in_flight", "listener_specs", "retire"]
 
 log = Logger()
 
@@ -201,10 +201,11 @@ class Reloader(object):
         service.gateway = new
         for name, endpoint, factory in removed:
             self._close_listener(name, endpoint, factory)
-        in_flight = self._retire(old)
+        pending = self._in_flight(old)
         log.info("reloaded: {changes}; {in_flight} request(s) and session(s) in flight "
                  "finish on the previous configuration",
-                 changes=describe_changes(old.config, new.config), in_flight=in_flight)
+                 changes=describe_changes(old.config, new.config), in_flight=len(pending))
+        self._retire(old, pending)
 
     def _close_listener(self, name, endpoint, factory):
         """Stop listening on a removed listener; drain its connections."""
@@ -226,40 +227,21 @@ class Reloader(object):
                 pool.close()
         drain().addCallback(drained)
 
-    def _retire(self, old):
-        """
-        Run ``old``'s ``on_stop`` once its requests and sessions in flight
-        have ended; return how many there are.
-        """
-        pending = []
-        for factory in self.service._drainable()[0]:
-            for conn in factory.connections:
-                for ex in [conn.exchange, conn.reading] + list(conn.queue or ()):
-                    if ex is not None and not ex.done and ex.ctx.gateway is old \
-                            and ex not in pending:
-                        pending.append(ex)
-        for factory in self.service._drainable()[1]:
-            for session in factory.sessions:
-                ctx = getattr(session, "ctx", None)
-                if not session.done and ctx is not None and ctx.gateway is old:
-                    pending.append(session)
-        count = len(pending)
+    def _in_flight(self, old):
+        http, streams = self.service._drainable()
+        return in_flight(old, http, streams)
 
-        def check():
-            pending[:] = [p for p in pending if not p.done]
-            if not pending:
-                loop.stop()
-
-        loop = LoopingCall(check)
-        loop.clock = old.reactor
-        self.retiring[old] = loop
-        done = loop.start(RETIRE_POLL, now=True)
-        done.addCallback(lambda _: self._retired(old))
-        return count
+    def _retire(self, old, pending):
+        """Run ``old``'s ``on_stop`` once ``pending`` have ended."""
+        self.retiring[old] = None    # (retire may call _retired at once)
+        loop = retire(old, pending, lambda: self._retired(old))
+        if old in self.retiring:
+            self.retiring[old] = loop
 
     def _retired(self, old):
-        if self.retiring.pop(old, None) is None:
+        if old not in self.retiring:    # (stop() did it)
             return None
+        del self.retiring[old]
         d = old.stop()
         d.addCallback(lambda _: log.info("the previous configuration retired: its "
                                          "requests ended, its on_stop callbacks ran"))
@@ -275,10 +257,53 @@ class Reloader(object):
         ds = []
         for old, loop in list(self.retiring.items()):
             del self.retiring[old]
-            if loop.running:
+            if loop is not None and loop.running:
                 loop.stop()    # (its _retired finds nothing left to do)
             ds.append(maybeDeferred(old.stop))
         return DeferredList(ds, consumeErrors=True)
+
+
+def in_flight(old, http_factories, stream_factories):
+    """
+    The HTTP exchanges and stream sessions the gateway ``old`` is serving on
+    the listeners' factories given (looked at once per reload: nothing is
+    counted per request).
+    """
+    pending = []
+    seen = set()
+    for factory in http_factories:
+        for conn in factory.connections:
+            for ex in [conn.exchange, conn.reading] + list(conn.queue or ()):
+                if (ex is not None and not ex.done and ex.ctx.gateway is old
+                        and id(ex) not in seen):
+                    seen.add(id(ex))
+                    pending.append(ex)
+    for factory in stream_factories:
+        for session in factory.sessions:
+            ctx = getattr(session, "ctx", None)
+            if not session.done and ctx is not None and ctx.gateway is old:
+                pending.append(session)
+    return pending
+
+
+def retire(old, pending, retired=None):
+    """
+    Call ``retired()`` (default: ``old.stop``, its ``on_stop`` callbacks)
+    once every exchange or session of ``pending`` is done, looked at every
+    :data:`RETIRE_POLL` seconds of ``old.reactor``.
+
+    :return: the running ``LoopingCall`` (stop it to give up waiting).
+    """
+    def check():
+        pending[:] = [p for p in pending if not p.done]
+        if not pending:
+            loop.stop()
+
+    loop = LoopingCall(check)
+    loop.clock = old.reactor
+    loop.start(RETIRE_POLL, now=True).addCallback(
+        lambda _: (retired or old.stop)())
+    return loop
 
 
 def describe_changes(old, new):
