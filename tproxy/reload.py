@@ -49,9 +49,12 @@ __all__ = ["Reloader", "describe_changes", "in_flight", "listener_specs", "retir
 
 log = Logger()
 
-#: seconds between two looks at whether a retiring generation's requests
-#: have all ended (only while one retires: nothing per request)
+#: seconds between the first two looks at whether a retiring generation's
+#: requests have all ended (only while one retires: nothing per request);
+#: the interval then doubles up to :data:`RETIRE_POLL_MAX`, so that
+#: long-lived stream sessions cost little to watch
 RETIRE_POLL = 0.1
+RETIRE_POLL_MAX = 2.0
 
 
 def listener_specs(config):
@@ -289,8 +292,9 @@ def in_flight(old, http_factories, stream_factories):
 def retire(old, pending, retired=None):
     """
     Call ``retired()`` (default: ``old.stop``, its ``on_stop`` callbacks)
-    once every exchange or session of ``pending`` is done, looked at every
-    :data:`RETIRE_POLL` seconds of ``old.reactor``.
+    once every exchange or session of ``pending`` is done, looked at after
+    :data:`RETIRE_POLL` seconds of ``old.reactor``, then at doubling
+    intervals up to :data:`RETIRE_POLL_MAX`.
 
     :return: the running ``LoopingCall`` (stop it to give up waiting).
     """
@@ -298,10 +302,12 @@ def retire(old, pending, retired=None):
         pending[:] = [p for p in pending if not p.done]
         if not pending:
             loop.stop()
+        else:
+            loop.interval = min(loop.interval * 2, RETIRE_POLL_MAX)
 
     loop = LoopingCall(check)
     loop.clock = old.reactor
-    loop.start(RETIRE_POLL, now=True).addCallback(
+    loop.start(RETIRE_POLL / 2, now=True).addCallback(
         lambda _: (retired or old.stop)())
     return loop
 

@@ -536,8 +536,9 @@ class Harness(_Network):
         ``config`` and ``plugins`` (as for the constructor) serves the
         requests read from now on, the registry goes on; the old gateway's
         requests in flight finish on it, and its ``on_stop`` callbacks run
-        once they have (watched every ``tproxy.reload.RETIRE_POLL`` seconds
-        of the clock: ``advance`` it).
+        once they have (looked at after ``tproxy.reload.RETIRE_POLL``
+        seconds of the clock, then at doubling intervals up to
+        ``RETIRE_POLL_MAX``: ``advance`` it).
 
         :raises tproxy.config.ConfigError: for an invalid configuration or
             plugin (the old gateway goes on, untouched).
