@@ -1,7 +1,13 @@
 """
-Shared harness for the end-to-end proxy tests: real loopback sockets, real
+Shared harness for the proxy tests that need real loopback sockets: real
 upstream servers started by the tests, a proxy built from a config dict, raw
 clients that control every byte, and treq for ordinary requests.
+
+Use it only for what sockets show (kernel buffers and backpressure, the
+reactor and fast write, lingering close against a client that writes before
+it reads, half-close and resets of streams); behaviour tests go through
+:mod:`tproxy.testing` (in memory, on a fake clock), with
+:mod:`tests.upstreams` for an upstream scripted byte for byte.
 
 A test case derives from :class:`ProxyTestCase`::
 

@@ -7,7 +7,7 @@ hooks); the classes are named as ``"tests.plugins_for_tests:AddHeader"``.
 
 from twisted.internet.defer import Deferred
 
-from tproxy import hookimpl
+from tproxy import Response, hookimpl
 
 
 @hookimpl
@@ -98,6 +98,40 @@ class BadSchema(object):
 
     def __init__(self, settings):
         pass
+
+
+class Wrapper(object):
+    """An ``access`` wrapper in pluggy's new style, which tproxy refuses."""
+
+    def __init__(self, settings):
+        pass
+
+    @hookimpl(wrapper=True)
+    def access(self, ctx):
+        """Would deny every request, if it ran."""
+        yield
+        return Response.error(403, "wrapped")
+
+    @hookimpl
+    def log(self, ctx):
+        """A plain implementation beside it."""
+
+
+class OldWrappers(object):
+    """Two old-style hook wrappers (``hookwrapper=True``)."""
+
+    def __init__(self, settings):
+        pass
+
+    @hookimpl(hookwrapper=True)
+    def rewrite(self, ctx):
+        """Would run around the other rewrite implementations."""
+        yield
+
+    @hookimpl(hookwrapper=True)
+    def access(self, ctx):
+        """Would run around the other access implementations."""
+        yield
 
 
 class Exploding(object):

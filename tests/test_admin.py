@@ -28,13 +28,16 @@ def _static(peer):
 class _Collect(Protocol):
     """Sends ``data`` on connect and collects everything until the close."""
 
-    def __init__(self, data):
+    def __init__(self, data, half_close=False):
         self.data = data
+        self.half_close = half_close
         self.received = []
         self.done = Deferred()
 
     def connectionMade(self):
         self.transport.write(self.data)
+        if self.half_close:
+            self.transport.loseWriteConnection()
 
     def dataReceived(self, data):
         self.received.append(data)
@@ -84,10 +87,11 @@ class AdminServerMixin(object):
         return response.code, response, obj
 
     @inlineCallbacks
-    def raw(self, data):
-        """Send bytes on a new connection; everything received until close."""
+    def raw(self, data, half_close=False):
+        """Send bytes on a new connection (then close the sending side if
+        ``half_close``); everything received until close."""
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.port.getHost().port)
-        protocol = _Collect(data)
+        protocol = _Collect(data, half_close)
         yield connectProtocol(endpoint, protocol)
         received = yield protocol.done
         return received
@@ -115,7 +119,8 @@ class RegistryApiTests(AdminServerMixin, TestCase):
         self.assertEqual(obj, {
             "success": True, "server": "default:127.0.0.1:8080",
             "prefix": "default", "host": "127.0.0.1", "port": 8080, "weight": 1,
-            "created": True, "static": False, "expires_in": 60})
+            "max_conns": 0,
+            "created": True, "static": False, "expires_in": 60, "routable": True})
         peer = self.registry.group("default").peers[("127.0.0.1", 8080)]
         self.assertTrue(peer.is_live(self.registry.now()))
 
@@ -208,11 +213,16 @@ class RegistryApiTests(AdminServerMixin, TestCase):
         """Removing a server that was never registered is a 404 (not the
         reference's success) and changes nothing."""
         yield self.request("/upstream/add?host=10.0.0.1&port=8080")
-        for query in ("host=10.0.0.1&port=8081", "host=10.0.0.2&port=8080",
-                      "host=10.0.0.1&port=8080&prefix=api"):
+        for query in ("host=10.0.0.1&port=8081", "host=10.0.0.2&port=8080"):
             code, _, obj = yield self.request("/upstream/remove?" + query)
             self.assertEqual(code, 404, query)
             self.assertEqual(obj["error"], "server not registered")
+        code, _, obj = yield self.request(
+            "/upstream/remove?host=10.0.0.1&port=8080&prefix=api")
+        self.assertEqual(code, 404)
+        self.assertEqual(obj["registered_under"], ["default"])
+        self.assertEqual(obj["error"], "server not registered under prefix 'api'; it "
+                         "is registered under 'default' (pass prefix=)")
         status = yield self.status("?prefix=default")
         self.assertEqual(status["total_servers"], 1)
 
@@ -439,7 +449,7 @@ class AdminRoutingTests(AdminServerMixin, TestCase):
         """A declared body over the limit is refused with 413 before it is
         read."""
         received = yield self.raw(
-            b"POST /upstream/add HTTP/1.1\r\nHost: x\r\n"
+            b"POST /upstream/add HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             b"Content-Length: %d\r\nExpect: 100-continue\r\n\r\n" % (MAX_BODY_SIZE + 1,))
         self.assertTrue(received.startswith(b"HTTP/1.1 413 "), received)
         self.assertNotIn(b"100 Continue", received)
@@ -450,17 +460,27 @@ class AdminRoutingTests(AdminServerMixin, TestCase):
         """A chunked body is refused with 413 once it passes the limit."""
         size = MAX_BODY_SIZE + 1
         received = yield self.raw(
-            b"POST /upstream/add HTTP/1.1\r\nHost: x\r\n"
+            b"POST /upstream/add HTTP/1.1\r\nHost: 127.0.0.1\r\n"
             b"Transfer-Encoding: chunked\r\n\r\n%x\r\n" % (size,) + b"x" * size)
         self.assertTrue(received.startswith(b"HTTP/1.1 413 "), received[:100])
         self.assertEqual(self.registry.groups(), [])
 
     @inlineCallbacks
+    def test_halfClose(self):
+        """A client that closes its sending side after its requests gets
+        every answer, then the connection closes."""
+        received = yield self.raw(
+            b"GET /upstream/status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+            b"GET /nothing HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", half_close=True)
+        self.assertEqual(received.count(b"HTTP/1.1 200 "), 1)
+        self.assertEqual(received.count(b"HTTP/1.1 404 "), 1)
+
+    @inlineCallbacks
     def test_keepAlive(self):
         """Two requests on one connection both get their answer."""
         received = yield self.raw(
-            b"GET /upstream/status HTTP/1.1\r\nHost: x\r\n\r\n"
-            b"GET /nothing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            b"GET /upstream/status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+            b"GET /nothing HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         self.assertEqual(received.count(b"HTTP/1.1 200 "), 1)
         self.assertEqual(received.count(b"HTTP/1.1 404 "), 1)
 
@@ -595,6 +615,7 @@ class HandleTests(SynchronousTestCase):
         request = AdminRequest.from_uri(
             "POST", "/x?a=1", {"Content-Type": "application/x-www-form-urlencoded"},
             b"a=2&b=3")
+        request.decode()
         self.assertEqual(request.args, {"a": "1", "b": "3"})
 
 

@@ -16,8 +16,10 @@ ROOT = os.path.dirname(HERE)
 #: Every default, pinned.
 DEFAULTS = {
     "listen": "tcp:8080",
-    "admin": {"listen": "tcp:9180:interface=127.0.0.1", "token": None},
-    "registry": {"ttl": 60, "cleanup_interval": 10},
+    "admin": {"listen": "tcp:9180:interface=127.0.0.1", "token": None, "hosts": [],
+              "origins": [], "allow_remote_without_token": False},
+    "registry": {"ttl": 60, "cleanup_interval": 10, "max_groups": 10000,
+                 "max_servers_per_group": 10000, "max_servers": 100000},
     "trusted_proxies": [],
     "timeouts": {"connect": 60, "send": 60, "read": 90},
     "upstreams": {},
@@ -29,7 +31,7 @@ DEFAULTS = {
         {"name": "access_log", "settings": {}},
     ],
     "proxy": {
-        "tries": 3,
+        "tries": 0,
         "keepalive_timeout": 75,
         "keepalive_requests": 10000,
         "header_timeout": 60,
@@ -45,6 +47,16 @@ DEFAULTS = {
         "max_header_line": 8192,
         "client_body_buffer_size": 16384,
         "client_body_timeout": 60,
+        "next_upstream": ["error", "timeout"],
+        "next_upstream_timeout": 0,
+        "retry_body_buffer": 65536,
+    },
+    "health": {
+        "passive": {"max_fails": 1, "fail_timeout": 10, "max_ejection": 300,
+                    "statuses": []},
+        "when_all_down": "try_all",
+        "slow_start": 0,
+        "active": None,
     },
     "shutdown_timeout": 10,
 }
@@ -74,8 +86,8 @@ class DefaultsTests(TestCase):
             "proxy": {"tries": 1, "max_body_size": 1024},
         })
         expected = _with(
-            admin={"listen": "tcp:9180:interface=127.0.0.1", "token": "s3cret"},
-            registry={"ttl": 5, "cleanup_interval": 10},
+            admin=dict(DEFAULTS["admin"], token="s3cret"),
+            registry=dict(DEFAULTS["registry"], ttl=5),
             timeouts={"connect": 60, "send": 60, "read": 2.5},
         )
         expected["proxy"].update(tries=1, max_body_size=1024)
@@ -113,11 +125,11 @@ class NormalisationTests(TestCase):
         }})
         self.assertEqual(config["upstreams"], {
             "api": {"peers": [
-                {"host": "127.0.0.1", "port": 9001, "weight": 1},
-                {"host": "::1", "port": 80, "weight": 1},
-                {"host": "backend.local", "port": 8080, "weight": 1},
-                {"host": "10.0.0.2", "port": 9002, "weight": 1},
-                {"host": "::1", "port": 9003, "weight": 5},
+                {"host": "127.0.0.1", "port": 9001, "weight": 1, "max_conns": 0},
+                {"host": "::1", "port": 80, "weight": 1, "max_conns": 0},
+                {"host": "backend.local", "port": 8080, "weight": 1, "max_conns": 0},
+                {"host": "10.0.0.2", "port": 9002, "weight": 1, "max_conns": 0},
+                {"host": "::1", "port": 9003, "weight": 5, "max_conns": 0},
             ]},
             "api/v2": {"peers": []},
         })
@@ -228,13 +240,15 @@ class ErrorTests(TestCase):
             {"lisen": "tcp:1", "admin": {"tokn": "x"},
              "upstreams": {"api": {"peers": [{"host": "h", "port": 1, "wieght": 2}],
                                    "ttl": 3}}},
-            "etc/conf.json: admin.tokn: unknown key (known keys: listen, token)",
-            "etc/conf.json: lisen: unknown key (known keys: admin, listen, plugins, "
+            "etc/conf.json: admin.tokn: unknown key (known keys: allow_remote_without_token, "
+            "hosts, listen, origins, token)",
+            "etc/conf.json: lisen: unknown key (known keys: admin, health, listen, plugins, "
             "proxy, registry, shutdown_timeout, streams, timeouts, trusted_proxies, "
             "upstreams)",
             "etc/conf.json: upstreams.api.peers[0].wieght: unknown key (known keys: "
-            "host, port, weight)",
-            "etc/conf.json: upstreams.api.ttl: unknown key (known keys: peers)")
+            "host, max_conns, port, weight)",
+            "etc/conf.json: upstreams.api.ttl: unknown key (known keys: health_check, peers, "
+            "routable)")
 
     def test_wrong_types(self):
         self.assertErrors(
@@ -251,16 +265,46 @@ class ErrorTests(TestCase):
             "etc/conf.json: upstreams.api.peers[0]: expected a string or an object, "
             "got 9001")
 
+    def test_health_check_needs_plugin(self):
+        self.assertErrors(
+            {"upstreams": {"api": {"peers": ["h:1"], "health_check": {"path": "/h"}}},
+             "health": {"active": {"type": "tcp"}}},
+            "etc/conf.json: upstreams.api.health_check: active checks need the "
+            "health_check plugin in plugins",
+            "etc/conf.json: health.active: active checks need the health_check "
+            "plugin in plugins")
+
+    def test_health_check_defaults(self):
+        config = validate_config({"upstreams": {"api": {"peers": ["h:1"],
+                                                        "health_check": {}}},
+                                  "plugins": ["health_check"]})
+        self.assertEqual(config["upstreams"]["api"]["health_check"], {
+            "type": "http", "method": "GET", "path": "/", "host": None,
+            "statuses": [200], "interval": 5, "timeout": 2, "rise": 2, "fall": 3,
+            "concurrency": 10})
+
+    def test_health_errors(self):
+        self.assertErrors(
+            {"health": {"passive": {"statuses": [404]}, "when_all_down": "x"},
+             "proxy": {"next_upstream": ["http_418"]}},
+            "etc/conf.json: health.passive.statuses[0]: 404 is out of range (must be "
+            "at least 500)",
+            "etc/conf.json: health.when_all_down: \"x\" is not one of \"try_all\", "
+            "\"503\"",
+            "etc/conf.json: proxy.next_upstream[0]: \"http_418\" is not one of "
+            "\"error\", \"timeout\", \"invalid_header\", \"http_500\", \"http_502\", "
+            "\"http_503\", \"http_504\", \"http_429\", \"non_idempotent\", \"off\"")
+
     def test_not_an_object(self):
         self.assertErrors([], "etc/conf.json: expected an object, got []")
 
     def test_numbers_out_of_range(self):
         self.assertErrors(
             {"registry": {"ttl": 0, "cleanup_interval": -1}, "timeouts": {"read": 0},
-             "proxy": {"tries": 0, "max_line_size": 10, "upstream_keepalive": -1}},
+             "proxy": {"tries": -1, "max_line_size": 10, "upstream_keepalive": -1}},
             "etc/conf.json: proxy.max_line_size: 10 is out of range (must be at "
             "least 64)",
-            "etc/conf.json: proxy.tries: 0 is out of range (must be at least 1)",
+            "etc/conf.json: proxy.tries: -1 is out of range (must be at least 0)",
             "etc/conf.json: proxy.upstream_keepalive: -1 is out of range (must be "
             "at least 0)",
             "etc/conf.json: registry.cleanup_interval: -1 is out of range (must be "
@@ -355,7 +399,7 @@ class LoadTests(TestCase):
         path = self.write('{"listen": "tcp:8081",\n "upstreams": {"api": '
                           '{"peers": ["127.0.0.1:9001"]}}}')
         expected = _with(listen="tcp:8081", upstreams={"api": {"peers": [
-            {"host": "127.0.0.1", "port": 9001, "weight": 1}]}})
+            {"host": "127.0.0.1", "port": 9001, "weight": 1, "max_conns": 0}]}})
         self.assertEqual(load_config(path), expected)
 
     def test_byte_order_mark(self):

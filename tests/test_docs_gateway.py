@@ -16,7 +16,8 @@ DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                     "docs", "gateway-plugins.md")
 
 #: the built-ins documented elsewhere (README, docs/routing.md)
-CORE = {"registry", "router", "least_conn", "access_log", "routes"}
+CORE = {"registry", "router", "least_conn", "access_log", "routes",
+        "health_check"}  # health_check: docs/health.md
 
 
 def read_docs():

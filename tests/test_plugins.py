@@ -298,6 +298,25 @@ class ErrorTests(TestCase):
         self.assertIn("plugin 'tests.plugins_for_tests:BadArgument': ", str(e))
         self.assertIn("nonsense", str(e))
 
+    def test_wrapper(self):
+        """A pluggy wrapper (which tproxy's phases would never run: an access
+        wrapper's 403 would let the request through) stops startup."""
+        self.assertBuildError(
+            ["router", T + ":Wrapper"],
+            "conf.json: plugins[1]: plugin 'tests.plugins_for_tests:Wrapper': "
+            "'access' is a pluggy wrapper (wrapper=True / hookwrapper=True), "
+            "which tproxy does not run; use a plain @hookimpl (with tryfirst / "
+            "trylast to run before or after the others)")
+
+    def test_hookwrappers(self):
+        """Old-style hook wrappers too; every such hook is named."""
+        self.assertBuildError(
+            [T + ":OldWrappers"],
+            "conf.json: plugins[0]: plugin 'tests.plugins_for_tests:OldWrappers': "
+            "'access', 'rewrite' are pluggy wrappers (wrapper=True / "
+            "hookwrapper=True), which tproxy does not run; use a plain @hookimpl "
+            "(with tryfirst / trylast to run before or after the others)")
+
     def test_no_source(self):
         """Without a source the message starts with the JSON path."""
         e = self.assertRaises(ConfigError, build, ["foo"], (), None)

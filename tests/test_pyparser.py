@@ -683,9 +683,13 @@ class ParserTestsMixin(object):
         self.assertEqual(parser.get_status_code(), 200)
 
     def test_set_dangerous_leniencies(self):
-        """Accepted (pyparser ignores it)."""
-        parser = self.module.HttpRequestParser(object())
-        parser.set_dangerous_leniencies(lenient_headers=False)
+        """Accepted (pyparser ignores it), and the parser stays strict: a NUL
+        in a header value is refused after the call."""
+        protocol = Recorder()
+        parser = protocol.parser = self.module.HttpRequestParser(protocol)
+        self.assertIsNone(parser.set_dangerous_leniencies(lenient_headers=False))
+        self.assertRaises(self.module.HttpParserError, parser.feed_data,
+                          b"GET / HTTP/1.1\r\nHost: a\x00b\r\n\r\n")
 
     def test_keep_alive_is_reset_after_the_message(self):
         """

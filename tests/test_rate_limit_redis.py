@@ -38,6 +38,8 @@ async def start_redis(case, port=None):
     """
     server = shutil.which("redis-server")
     if server is None:
+        if os.environ.get("CI"):
+            case.fail("redis-server is not installed (.ci/run installs it)")
         raise SkipTest("redis-server is not installed")
     if port is None:
         port = case.closed_port()
@@ -51,8 +53,11 @@ async def start_redis(case, port=None):
             process.signalProcess("TERM")
         await proto.ended
     case.addCleanup(stop)
-    await until(lambda: b"Ready to accept connections" in proto.output, 10,
+    await until(lambda: (b"Ready to accept connections" in proto.output
+                         or proto.ended.called), 30,
                 message="redis-server to start")
+    if proto.ended.called:
+        case.fail("redis-server did not start:\n" + proto.output.decode("utf-8", "replace"))
     return port
 
 

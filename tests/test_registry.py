@@ -273,7 +273,7 @@ class MemoryRegistryTests(SynchronousTestCase):
         peer, _ = self.registry.register("api", "10.0.0.1", 8080, 3)
         self.assertEqual(peer.as_dict(), {
             "host": "10.0.0.1", "port": 8080, "prefix": "api", "weight": 3,
-            "conn_count": 0, "total_requests": 0, "static": False,
+            "conn_count": 0, "max_conns": 0, "total_requests": 0, "static": False,
             "last_heartbeat": 1000, "created_time": 1000, "expires_at": 1060})
 
 
@@ -400,7 +400,9 @@ class CleanupTimerTests(SynchronousTestCase):
         """init_worker adds the admin routes."""
         self.start()
         self.assertEqual(sorted(self.gateway.admin.routes), [
+            ("DELETE", "/upstream/servers"),
             ("GET", "/healthz"), ("GET", "/readyz"),   # the gateway's own
             ("GET", "/upstream/add"), ("GET", "/upstream/remove"),
-            ("GET", "/upstream/status"), ("POST", "/upstream/add"),
-            ("POST", "/upstream/remove")])
+            ("GET", "/upstream/servers"), ("GET", "/upstream/status"),
+            ("POST", "/upstream/add"), ("POST", "/upstream/remove"),
+            ("POST", "/upstream/servers"), ("PUT", "/upstream/servers")])

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionRefusedError
-from twisted.logger import formatEvent
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import TestCase
 
 from tproxy.admin import AdminRequest
@@ -39,6 +39,9 @@ class ReloadTestCase(ShutdownTestCase):
 
     def setUp(self):
         ShutdownTestCase.setUp(self)
+        self.events = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
         del Generation.EVENTS[:]
         self.path = os.path.abspath(self.mktemp() + ".json")
 
@@ -257,7 +260,7 @@ class RegistryTests(ReloadTestCase):
         """The admin listener (kept) answers with the new generation's routes."""
         await self.start_file(self.config("one"))
         self.assertTrue(await self.reload(self.config("two", plugins=["registry"])))
-        self.assertEqual(self.service.listeners[1][2].resource.routes,
+        self.assertEqual(self.service.listeners[1][2].routes,
                          self.service.gateway.admin)
         self.assertIn(("GET", "/upstream/status"), self.service.gateway.admin.routes)
 

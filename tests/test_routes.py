@@ -3,7 +3,7 @@ Tests for :mod:`tproxy.routing` and :mod:`tproxy.builtins.routes` in
 memory: every match kind, the precedence rules, the transforms, the match
 modes, regexes that cannot blow up, and configuration errors named by their
 JSON path; and for the ``path_prefix`` mode of :mod:`tproxy.builtins.router`
-(variant 2 of the reference).
+(every group whose prefix the path has may serve it, the path unchanged).
 """
 
 import json
@@ -666,7 +666,7 @@ class PluginTests(SynchronousTestCase):
 
 
 class RouterModeTests(SynchronousTestCase):
-    """The router's ``path_prefix`` mode (variant 2) and its coexistence with
+    """The router's ``path_prefix`` mode and its coexistence with
     ``routes``."""
 
     def setUp(self):

@@ -14,6 +14,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.trial import unittest
+from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 try:
@@ -26,8 +27,9 @@ from tproxy.config import ConfigError, validate_config
 from tproxy.gateway import Gateway
 from tproxy.plugins import build_plugin_manager
 from tproxy.proxy_protocol import V2_SIGNATURE, header, v1_header, v2_header
-from tproxy.registry import MemoryRegistry
-from tproxy.stream import PENDING_LIMIT, StreamContext, StreamFactory
+from tproxy.stream import StreamContext, StreamFactory
+from tproxy.stream.pipe import PENDING_LIMIT
+from tproxy.testing import UNREACHABLE, StreamHarness, StreamServer
 
 RECORDER = "tests.test_stream:Recorder"
 
@@ -716,251 +718,252 @@ class TLSTests(StreamTestCase):
 # -- peers, retries and timeouts ---------------------------------------------------------------
 
 
-class BalancingTests(StreamTestCase):
+def stream_harness(peers, servers, group="db", **stream):
+    """A :class:`tproxy.testing.StreamHarness`: a listener of ``group``
+    (``peers``: addresses or ``(address, weight)``) with least_conn."""
+    spec = [p if isinstance(p, str) else
+            {"host": p[0].split(":")[0], "port": int(p[0].split(":")[1]), "weight": p[1]}
+            for p in peers]
+    return StreamHarness(config={"upstreams": {group: {"peers": spec}} if spec else {}},
+                         stream=dict({"group": group}, **stream),
+                         plugins=["least_conn"], servers=servers)
 
-    async def test_refused_peer_is_skipped(self):
+
+A, B, C = "127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"
+
+
+def actives(h, group="db"):
+    return {p.address: p.active for p in h.registry.group(group).peers.values()}
+
+
+class BalancingTests(SynchronousTestCase):
+    """Choosing, retrying and timing out peers (on the fake clock)."""
+
+    def test_refused_peer_is_skipped(self):
         """A peer that refuses the connection is released and the next one tried."""
-        dead = self.closed_port()
-        echo = self.backend()
-        listener = await self.listener([dead, echo])
-        client = await self.connect(listener)
+        h = stream_harness([A, B], {B: StreamServer(echo=True)})   # A refuses
+        client = h.connect()
         client.send(b"ping")
-        await client.wait_for(4)
-        client.transport.loseConnection()
-        (ctx,) = await self.logged(listener)
-        self.assertEqual([p.address for p in ctx.tried], [dead, echo.address])
-        self.assertEqual(ctx.upstream_addr, echo.address)
-        self.assertEqual(ctx.reason, "client_closed")
-        self.assertEqual({p.address: p.active for p in listener.peers()},
-                         {dead: 0, echo.address: 0})
-        self.assertEqual(listener.peer(echo).total, 1)
+        self.assertEqual(client.received, b"ping")
+        client.close()
+        [ctx] = h.logged
+        self.assertEqual([p.address for p in ctx.tried], [A, B])
+        self.assertEqual((ctx.upstream_addr, ctx.reason), (B, "client_closed"))
+        self.assertEqual(actives(h), {A: 0, B: 0})
+        self.assertEqual(h.registry.group("db").peers[("127.0.0.1", 7002)].total, 1)
 
-    async def test_every_peer_refuses(self):
+    def test_every_peer_refuses(self):
         """No peer answers: ``connect_failed``, 502, every peer tried once."""
-        a, b = self.closed_port(), self.closed_port()
-        listener = await self.listener([a, b], tries=3)
-        client = await self.connect(listener)
+        h = stream_harness([A, B], {}, tries=3)
+        client = h.connect()
         client.send(b"lost")
-        await client.lost
-        self.assertEqual(bytes(client.data), b"")
-        (ctx,) = await self.logged(listener)
-        self.assertEqual(sorted(p.address for p in ctx.tried), sorted([a, b]))
-        self.assertEqual((ctx.reason, ctx.status, ctx.error), ("connect_failed", 502,
-                                                               "connect_failed"))
+        self.assertEqual((client.received, client.closed), (b"", True))
+        [ctx] = h.logged
+        self.assertEqual(sorted(p.address for p in ctx.tried), [A, B])
+        self.assertEqual((ctx.reason, ctx.status, ctx.error),
+                         ("connect_failed", 502, "connect_failed"))
 
-    async def test_tries_limit(self):
-        dead = [self.closed_port() for _ in range(3)]
-        echo = self.backend()
-        listener = await self.listener(dead + [echo], tries=2)
-        client = await self.connect(listener)
-        await client.lost
-        (ctx,) = await self.logged(listener)
-        self.assertEqual(len(ctx.tried), 2)
-        self.assertEqual(ctx.reason, "connect_failed")
-        self.assertEqual(echo.open, 0)
+    def test_tries_limit(self):
+        """``tries`` peers at most."""
+        echo = StreamServer(echo=True)
+        h = stream_harness([A, B, C, "127.0.0.1:7004"], {"127.0.0.1:7004": echo}, tries=2)
+        client = h.connect()
+        self.assertTrue(client.closed)
+        [ctx] = h.logged
+        self.assertEqual((len(ctx.tried), ctx.reason), (2, "connect_failed"))
+        self.assertEqual(echo.connections, [])
 
-    async def test_connect_timeout(self):
-        """A peer that does not accept in time is given up (and the next tried)."""
-        hole = self.black_hole()
-        echo = self.backend()
-        listener = await self.listener([hole, echo], timeouts={"connect": 0.2})
-        client = await self.connect(listener)
+    def test_connect_timeout(self):
+        """A peer that does not accept in time is given up (and the next
+        tried); the last one timing out is ``connect_timeout``."""
+        h = stream_harness([A, B], {A: UNREACHABLE, B: StreamServer(echo=True)},
+                           timeouts={"connect": 0.25})
+        client = h.connect()
         client.send(b"late")
-        await client.wait_for(4)
-        client.transport.loseConnection()
-        (ctx,) = await self.logged(listener)
-        self.assertEqual([p.address for p in ctx.tried], [hole, echo.address])
-        self.assertGreaterEqual(ctx.upstream_connect_time(), 0.15)
+        self.assertEqual(client.received, b"")
+        h.advance(0.25)
+        self.assertEqual(client.received, b"late")
+        client.close()
+        [ctx] = h.logged
+        self.assertEqual([p.address for p in ctx.tried], [A, B])
+        self.assertEqual(ctx.upstream_connect_time(), 0.25)
 
-        listener2 = await self.listener([hole], tries=1, timeouts={"connect": 0.1})
-        client = await self.connect(listener2)
-        await client.lost
-        (ctx,) = await self.logged(listener2)
+        h = stream_harness([A], {A: UNREACHABLE}, tries=1, timeouts={"connect": 0.125})
+        client = h.connect()
+        h.advance(0.125)
+        self.assertTrue(client.closed)
+        [ctx] = h.logged
         self.assertEqual((ctx.reason, ctx.status), ("connect_timeout", 502))
 
-    async def test_idle_timeout(self):
-        """No byte either way for ``timeouts.idle``: both connections are closed."""
-        echo = self.backend()
-        listener = await self.listener([echo], timeouts={"idle": 0.3})
-        client = await self.connect(listener)
-        for _ in range(3):  # activity keeps it open
+    def test_idle_timeout(self):
+        """No byte either way for ``timeouts.idle``: both connections are
+        closed; activity keeps them open."""
+        echo = StreamServer(echo=True)
+        h = stream_harness([A], {A: echo}, timeouts={"idle": 0.25})
+        client = h.connect()
+        for _ in range(3):
             client.send(b"x")
-            await sleep(0.15)
-        self.assertFalse(client.gone)
-        await client.lost
-        (ctx,) = await self.logged(listener)
-        self.assertEqual((ctx.reason, ctx.error, ctx.status), ("idle_timeout", "idle_timeout", 200))
-        self.assertGreaterEqual(ctx.session_time(), 0.55)
-        await echo.connections[0].closed
+            h.advance(0.125)
+        # the last byte at 0.25: closed at 0.5, not before
+        h.advance(0.125 - 2 ** -7)
+        self.assertFalse(client.closed)
+        h.advance(2 ** -7)
+        self.assertTrue(client.closed)
+        [ctx] = h.logged
+        self.assertEqual((ctx.reason, ctx.error, ctx.status),
+                         ("idle_timeout", "idle_timeout", 200))
+        self.assertEqual(ctx.session_time(), 0.5)
+        self.assertTrue(echo.connections[0].closed)
 
-    async def test_no_peer(self):
-        listener = await self.listener([], group="nobody")
-        client = await self.connect(listener)
-        await client.lost
-        (ctx,) = await self.logged(listener)
+    def test_no_peer(self):
+        h = stream_harness([], {}, group="nobody")
+        client = h.connect()
+        self.assertTrue(client.closed)
+        [ctx] = h.logged
         self.assertEqual((ctx.reason, ctx.status, ctx.tried), ("no_peer", 502, ()))
 
-    async def test_least_conn_over_long_lived_connections(self):
+    def test_least_conn_over_long_lived_connections(self):
         """Open connections are what least_conn counts; weights are honoured."""
-        a, b, c = self.backend(), self.backend(), self.backend()
-        listener = await self.listener([a, b, (c, 2)])
-        clients = []
-        for _ in range(8):
-            clients.append(await self.connect(listener))
-            clients[-1].send(b"x")
-            await clients[-1].wait_for(1)
-        self.assertEqual((a.open, b.open, c.open), (2, 2, 4))
-        self.assertEqual([listener.peer(x).active for x in (a, b, c)], [2, 2, 4])
-        # close a's two: the next two connections go to a
-        on_a = {s.ctx.client_port for s in listener.factory.sessions
-                if s.ctx.peer.address == a.address}
-        for cl in clients:
-            if cl.transport.getHost().port in on_a:
-                cl.transport.loseConnection()
-        await until(lambda: listener.peer(a).active == 0 and a.open == 0)
-        for _ in range(2):
-            clients.append(await self.connect(listener))
-            clients[-1].send(b"y")
-            await clients[-1].wait_for(1)
-        self.assertEqual((a.open, b.open, c.open), (2, 2, 4))
-        for cl in clients:
-            cl.transport.loseConnection()
-        await self.logged(listener, 10)
-        self.assertEqual([listener.peer(x).total for x in (a, b, c)], [4, 2, 4])
+        servers = {a: StreamServer(echo=True) for a in (A, B, C)}
+        h = stream_harness([A, B, (C, 2)], servers)
+        clients = [h.connect() for _ in range(8)]
+        self.assertEqual([len(servers[a].connections) for a in (A, B, C)], [2, 2, 4])
+        self.assertEqual(actives(h), {A: 2, B: 2, C: 4})
+        # close A's two: the next two connections go to A
+        for client in clients:
+            if client.context.peer.address == A:
+                client.close()
+        self.assertEqual(actives(h)[A], 0)
+        clients += [h.connect() for _ in range(2)]
+        self.assertEqual(actives(h), {A: 2, B: 2, C: 4})
+        for client in clients:
+            client.close()
+        self.assertEqual(len(h.logged), 10)
+        self.assertEqual([h.registry.group("db").peers[("127.0.0.1", int(a[-4:]))].total
+                          for a in (A, B, C)], [4, 2, 4])
 
-    async def test_registered_peers_and_ttl(self):
+    def test_registered_peers_and_ttl(self):
         """Run-time registrations serve streams too, until their TTL passes."""
-        clock = task.Clock()
-        registry = MemoryRegistry(clock, ttl=10)
-        echo = self.backend()
-        listener = await self.listener([], group="cache", registry=registry)
-        host, port = echo.address.split(":")
-        registry.register("cache", host, int(port))
-        client = await self.connect(listener)
+        h = stream_harness([], {A: StreamServer(echo=True)}, group="cache")
+        h.registry.register("cache", "127.0.0.1", 7001)
+        client = h.connect()
         client.send(b"hi")
-        await client.wait_for(2)
-        client.transport.loseConnection()
-        await self.logged(listener)
-        clock.advance(11)
-        client = await self.connect(listener)
-        await client.lost
-        ctx = (await self.logged(listener, 2))[1]
-        self.assertEqual(ctx.reason, "no_peer")
+        self.assertEqual(client.received, b"hi")
+        client.close()
+        h.advance(h.registry.ttl + 1)
+        client = h.connect()
+        self.assertTrue(client.closed)
+        self.assertEqual([c.reason for c in h.logged], ["client_closed", "no_peer"])
 
 
 # -- phases ---------------------------------------------------------------------------------------
 
 
-class PhaseTests(StreamTestCase):
+def recorded_harness(peers=(A,), servers=None, plugins=("least_conn",), group="db",
+                     **stream):
+    """A stream harness with the :class:`Recorder` plugin (``h.recorder``)
+    after ``plugins``."""
+    if servers is None:
+        servers = {a: StreamServer(echo=True) for a in peers}
+    h = StreamHarness(config={"upstreams": {group: {"peers": list(peers)}} if peers else {}},
+                      stream=dict({"group": group}, **stream),
+                      plugins=list(plugins) + [RECORDER], servers=servers)
+    h.recorder = h.plugin(RECORDER)
+    return h
 
-    async def test_access_refuses_with_bytes(self):
-        echo = self.backend()
-        listener = await self.listener([echo])
+
+class PhaseTests(SynchronousTestCase):
+    """``stream_access``, the balancer and ``stream_log`` (on the fake clock)."""
+
+    def test_access_refuses_with_bytes(self):
+        h = recorded_harness()
         seen = []
 
         def deny(ctx):
             seen.append((ctx.client_addr, ctx.route))
             return b"-ERR denied\r\n"
-        listener.recorder.fns["access"] = deny
-        client = await self.connect(listener)
-        await client.lost
-        self.assertEqual(bytes(client.data), b"-ERR denied\r\n")
+        h.recorder.fns["access"] = deny
+        client = h.connect()
+        self.assertEqual((client.received, client.closed), (b"-ERR denied\r\n", True))
         self.assertEqual(seen, [("127.0.0.1", "db")])
-        (ctx,) = await self.logged(listener)
+        [ctx] = h.logged
         self.assertEqual((ctx.reason, ctx.status, ctx.bytes_sent, ctx.peer),
                          ("access_denied", 403, 13, None))
-        self.assertEqual(echo.connections, [])
+        self.assertEqual(h.upstream_connections, [])
 
-    async def test_access_refuses_later(self):
-        """An ``async`` ``stream_access`` returning ``False`` refuses."""
-        echo = self.backend()
-        listener = await self.listener([echo])
+    def test_access_refuses_later(self):
+        """An ``async`` ``stream_access`` returning ``False`` refuses; the
+        bytes sent meanwhile are counted, not forwarded."""
+        h = recorded_harness()
 
         async def deny(ctx):
-            await sleep(0.01)
+            await task.deferLater(ctx.gateway.reactor, 0.25, lambda: None)
             return False
-        listener.recorder.fns["access"] = deny
-        client = await self.connect(listener)
+        h.recorder.fns["access"] = deny
+        client = h.connect()
         client.send(b"data")
-        await client.lost
-        self.assertEqual(bytes(client.data), b"")
-        (ctx,) = await self.logged(listener)
+        self.assertFalse(client.closed)
+        h.advance(0.25)
+        self.assertEqual((client.received, client.closed), (b"", True))
+        [ctx] = h.logged
         self.assertEqual((ctx.reason, ctx.bytes_received), ("access_denied", 4))
-        self.assertEqual(echo.connections, [])
+        self.assertEqual(h.upstream_connections, [])
 
-    async def test_access_may_reroute(self):
+    def test_access_may_reroute(self):
         """``stream_access`` may change ``ctx.route``: the balancer follows it."""
-        one, two = self.backend(), self.backend()
-        cfg_group = "db"
-        listener = await self.listener([one], group=cfg_group)
-        host, port = two.address.split(":")
-        listener.gateway.registry.add_static("db-replica", host, int(port))
+        one, two = StreamServer(echo=True), StreamServer(echo=True)
+        h = recorded_harness([A], {A: one, B: two})
+        h.registry.add_static("db-replica", "127.0.0.1", 7002)
 
         def reroute(ctx):
             ctx.route = "db-replica"
-        listener.recorder.fns["access"] = reroute
-        client = await self.connect(listener)
+        h.recorder.fns["access"] = reroute
+        client = h.connect()
         client.send(b"r")
-        await client.wait_for(1)
-        self.assertEqual((one.open, two.open), (0, 1))
+        self.assertEqual(client.received, b"r")
+        self.assertEqual((len(one.connections), len(two.connections)), (0, 1))
 
-    async def test_plugin_error(self):
-        echo = self.backend()
-        listener = await self.listener([echo])
-        listener.recorder.fns["access"] = lambda ctx: 1 / 0
-        client = await self.connect(listener)
-        await client.lost
-        (ctx,) = await self.logged(listener)
+    def test_plugin_error(self):
+        h = recorded_harness()
+        h.recorder.fns["access"] = lambda ctx: 1 / 0
+        client = h.connect()
+        self.assertTrue(client.closed)
+        [ctx] = h.logged
         self.assertEqual((ctx.reason, ctx.status), ("plugin_error", 500))
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
 
-    async def test_stream_log_errors_are_contained(self):
-        echo = self.backend()
-        listener = await self.listener(
-            [echo], plugins=["least_conn", "tests.test_stream:BrokenLog"])
-        client = await self.connect(listener)
-        client.transport.loseConnection()
-        await self.logged(listener)
+    def test_stream_log_errors_are_contained(self):
+        h = recorded_harness(plugins=["least_conn", "tests.test_stream:BrokenLog"])
+        client = h.connect()
+        client.close()
+        self.assertEqual(len(h.logged), 1)
         self.assertEqual(len(self.flushLoggedErrors(KeyError)), 1)
 
-    async def test_http_hooks_do_not_run_for_streams(self):
+    def test_http_hooks_do_not_run_for_streams(self):
         """``access``/``log`` (HTTP) implementations never see a stream."""
-        echo = self.backend()
-        listener = await self.listener(
-            [echo], plugins=["registry", "router", "least_conn", LOGGER,
-                             "tests.test_stream:HttpOnly"])
-        client = await self.connect(listener)
+        h = recorded_harness(plugins=["registry", "router", "least_conn", "access_log",
+                                      "tests.test_stream:HttpOnly"])
+        client = h.connect()
         client.send(b"z")
-        await client.wait_for(1)
-        client.transport.loseConnection()
-        await self.logged(listener)
-        self.assertEqual(listener.gateway.plugins.get_plugin(
-            "tests.test_stream:HttpOnly").calls, [])
+        self.assertEqual(client.received, b"z")
+        client.close()
+        self.assertEqual(len(h.logged), 1)
+        self.assertEqual(h.plugin("tests.test_stream:HttpOnly").calls, [])
 
-    async def test_access_log_line(self):
+    def test_access_log_line(self):
         """The built-in access_log writes one JSON line per TCP connection."""
         import json
-        from twisted.logger import globalLogPublisher
-        lines = []
-
-        def observe(event):
-            if event.get("log_namespace") == "tproxy.builtins.access_log":
-                lines.append(json.loads(str(event["access_log"])))
-        globalLogPublisher.addObserver(observe)
-        self.addCleanup(globalLogPublisher.removeObserver, observe)
-        echo = self.backend()
-        listener = await self.listener([echo], plugins=["least_conn", LOGGER])
-        client = await self.connect(listener)
+        h = recorded_harness(plugins=["least_conn", "access_log"])
+        client = h.connect()
         client.send(b"hello")
-        await client.wait_for(5)
-        client.transport.loseConnection()
-        await self.logged(listener)
+        client.close()
+        lines = [json.loads(str(e["access_log"])) for e in h.events
+                 if e.get("log_namespace") == "tproxy.builtins.access_log"]
         self.assertEqual(len(lines), 1)
         line = lines[0]
         self.assertEqual((line["bytes_received"], line["bytes_sent"], line["status"],
-                          line["route"], line["reason"], line["error"]),
-                         (5, 5, 200, "db", "client_closed", None))
-        self.assertEqual(line["upstream_addr"], "127.0.0.1:%d" % echo.port.getHost().port)
+                          line["route"], line["reason"], line["error"], line["upstream_addr"]),
+                         (5, 5, 200, "db", "client_closed", None, A))
 
 
 class BrokenLog(object):
@@ -992,36 +995,29 @@ class HttpOnly(object):
 # -- PROXY protocol -------------------------------------------------------------------------
 
 
-class ProxyProtocolTests(StreamTestCase):
+class ProxyProtocolTests(SynchronousTestCase):
+    """The PROXY protocol header, before the client's bytes."""
 
-    async def _first_bytes(self, version):
-        rec = self.backend("record")
-        listener = await self.listener([rec], proxy_protocol=version)
-        client = await self.connect(listener)
+    def first_bytes(self, version):
+        h = recorded_harness(proxy_protocol=version)
+        client = h.connect(client="192.0.2.1", port=56324)
         client.send(b"PING\r\n")
-        await until(lambda: rec.connections and rec.connections[0].received.endswith(
-            b"PING\r\n"))
-        client_port = client.transport.getHost().port
-        proxy_port = listener.port.getHost().port
-        data = bytes(rec.connections[0].received)
-        client.transport.loseConnection()
-        (ctx,) = await self.logged(listener)
-        self.assertEqual(ctx.upstream_bytes_sent, len(data))
-        self.assertEqual(ctx.bytes_received, 6)
-        return data, client_port, proxy_port
+        data = h.upstream_connections[0].received
+        client.close()
+        [ctx] = h.logged
+        self.assertEqual((ctx.upstream_bytes_sent, ctx.bytes_received), (len(data), 6))
+        return data
 
-    async def test_v1(self):
-        data, cport, pport = await self._first_bytes("v1")
-        self.assertEqual(data, b"PROXY TCP4 127.0.0.1 127.0.0.1 %d %d\r\nPING\r\n" % (
-            cport, pport))
+    def test_v1(self):
+        self.assertEqual(self.first_bytes("v1"),
+                         b"PROXY TCP4 192.0.2.1 127.0.0.1 56324 6380\r\nPING\r\n")
 
-    async def test_v2(self):
-        data, cport, pport = await self._first_bytes("v2")
+    def test_v2(self):
         expected = (b"\x0d\x0a\x0d\x0a\x00\x0d\x0a\x51\x55\x49\x54\x0a"
                     b"\x21\x11\x00\x0c"
-                    b"\x7f\x00\x00\x01\x7f\x00\x00\x01"
-                    + struct.pack("!HH", cport, pport) + b"PING\r\n")
-        self.assertEqual(data, expected)
+                    b"\xc0\x00\x02\x01\x7f\x00\x00\x01"
+                    + struct.pack("!HH", 56324, 6380) + b"PING\r\n")
+        self.assertEqual(self.first_bytes("v2"), expected)
 
 
 class ProxyProtocolHeaderTests(unittest.TestCase):
@@ -1106,7 +1102,7 @@ class ConfigTests(unittest.TestCase):
         self.assertEqual([(s["listen"], s["group"]) for s in cfg["streams"]],
                          [("tcp:6380:interface=127.0.0.1", "redis")])
         self.assertEqual(cfg["upstreams"]["redis"]["peers"],
-                         [{"host": "127.0.0.1", "port": 6379, "weight": 1}])
+                         [{"host": "127.0.0.1", "port": 6379, "weight": 1, "max_conns": 0}])
 
 
 # -- docs/streams.md ------------------------------------------------------------------------------
@@ -1121,7 +1117,7 @@ def doc_blocks():
         return re.findall(r"^```python\n(.*?)^```", f.read(), re.S | re.M)
 
 
-class DocsTests(StreamTestCase):
+class DocsTests(SynchronousTestCase):
     """The code of docs/streams.md compiles, and its example plugin works."""
 
     def test_blocks_compile(self):
@@ -1140,32 +1136,30 @@ class DocsTests(StreamTestCase):
         self.addCleanup(sys.modules.pop, module.__name__, None)
         return module.__name__
 
-    async def test_connection_limit_example(self):
+    def test_connection_limit_example(self):
         name = self._example()
-        echo = self.backend()
-        listener = await self.listener([echo], plugins=[
+        h = recorded_harness(plugins=[
             {"name": name, "settings": {"allow": ["127.0.0.0/8"], "per_client": 1}},
             "least_conn"])
-        first = await self.connect(listener)
+        first = h.connect()
         first.send(b"1")
-        await first.wait_for(1)
-        second = await self.connect(listener)
-        await second.lost
-        self.assertEqual(bytes(second.data), b"-ERR too many connections\r\n")
-        first.transport.loseConnection()
-        await self.logged(listener, 2)
-        third = await self.connect(listener)
+        self.assertEqual(first.received, b"1")
+        second = h.connect()
+        self.assertEqual((second.received, second.closed),
+                         (b"-ERR too many connections\r\n", True))
+        first.close()
+        self.assertEqual(len(h.logged), 2)
+        third = h.connect()
         third.send(b"3")
-        await third.wait_for(1)
-        third.transport.loseConnection()
-        await self.logged(listener, 3)
+        self.assertEqual(third.received, b"3")
+        third.close()
+        self.assertEqual(len(h.logged), 3)
 
-    async def test_allow_list_example(self):
+    def test_allow_list_example(self):
         name = self._example()
-        echo = self.backend()
-        listener = await self.listener([echo], plugins=[
+        h = recorded_harness(plugins=[
             {"name": name, "settings": {"allow": ["10.0.0.0/8"]}}, "least_conn"])
-        client = await self.connect(listener)
-        await client.lost
-        (ctx,) = await self.logged(listener)
-        self.assertEqual((ctx.reason, bytes(client.data)), ("access_denied", b""))
+        client = h.connect()
+        self.assertTrue(client.closed)
+        [ctx] = h.logged
+        self.assertEqual((ctx.reason, client.received), ("access_denied", b""))

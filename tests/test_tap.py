@@ -265,7 +265,13 @@ class ServiceTests(TestCase):
 
 
 class CommandLineTests(TestCase):
-    """What a user of ``twistd tproxy`` sees, in a real process."""
+    """
+    What a user of ``twistd tproxy`` sees, in a real process: the drop-in
+    found, a configuration error as one line and a failing exit status,
+    ``--check``, a port in use, the reactor, signals (the messages of each
+    configuration error are tested in process: :class:`OptionsTests`,
+    :mod:`tests.test_config`).
+    """
 
     def twistd(self, *args):
         env = dict(os.environ)
@@ -299,23 +305,6 @@ class CommandLineTests(TestCase):
                                                        "port 70000 is out of range")
         self.assertEqual(output.strip(), path + ": upstreams.api.peers[1]: port "
                                                 "70000 is out of range")
-
-    def test_bad_json(self):
-        path = write_json(self, None, '{"listen": "tcp:8080",}')
-        self.assertFails(["-c", path], path + ": line 1 column 23: invalid JSON: "
-                                              "Expecting property name")
-
-    def test_missing_file(self):
-        self.assertFails(["-c", "nope.json"], "nope.json: cannot read: No such file")
-
-    def test_unknown_plugin(self):
-        path = write_json(self, {"plugins": ["registry", "nope"]})
-        self.assertFails(["-c", path], path + ": plugins[1]: unknown plugin 'nope'")
-
-    def test_list_plugins(self):
-        code, output = self.twistd("-n", "--pidfile=", "tproxy", "--list-plugins",
-                                   "-c", write_json(self, {}))
-        self.assertEqual((code, output), (0, DEFAULT_LISTING))
 
     def test_check(self):
         """``--check`` (``-t``) validates and exits, as ``nginx -t``."""

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_admin -*-
+# -*- test-case-name: tests.test_admin,tests.test_admin_security -*-
 """
 The admin listener: a small JSON API on its own endpoint (loopback by
 default), with optional bearer-token authentication.  Plugins add endpoints
@@ -8,43 +8,101 @@ with :meth:`AdminRoutes.route` from ``init_worker``::
     def init_worker(gateway):
         gateway.admin.route("GET", "/hello", lambda request: (200, {"hi": 1}))
 
+A handler receives an :class:`AdminRequest` (``method``, ``path``, ``args``,
+``json``, ``headers``, ``body``, ``client_addr``, ``params``) and returns
+``(status, obj)`` (or a Deferred / coroutine of it); ``obj`` is sent as JSON.
+A handler that changes state calls :meth:`AdminRequest.audit`.
+
 A path may have parameters: a segment written ``{name}`` matches any one
 non-empty segment, percent-decoded into ``request.params["name"]``
 (``admin.route("GET", "/routes/{name}", handler)``); a path without
-parameters wins over one with.
+parameters wins over one with.  Two plugins registering the same method and
+path is an error at start (naming both).
 
-A request meets, in order: the token check (``401``; not for a route made
-with ``public=True``, such as the health endpoints ``/healthz`` and
-``/readyz`` that orchestrators' probes call without a token), the path
-(``404``), the method (``405``), then the handler; an exception in the handler
-is a ``500`` with a logged traceback.  Every answer is a JSON document, except
-what a handler returns as an :class:`AdminResponse` with a body and a
-``Content-Type`` of its own (``prometheus``'s ``GET /metrics`` text)::
+The admin API changes routing for every client, so a request meets, in
+order:
+
+1. the token check (``401``), before anything of the request is parsed
+   (not for a route made with ``public=True``, such as the health endpoints
+   ``/healthz`` and ``/readyz`` that orchestrators' probes call without a
+   token, or the status page's HTML; such a route, which holds no data,
+   also skips the ``Host`` and browser checks of 2 and 3, as a probe may
+   name the listener any way it likes);
+2. the ``Host`` check (``421``): only names of the admin listener are
+   accepted (loopback addresses, ``localhost``, the address the connection
+   came in on, and ``admin.hosts``), so that a web page cannot reach it
+   through DNS rebinding -- unless the request carries ``admin.token``,
+   which no such page has (a backend in another container may then name
+   the listener as its network does);
+3. the browser check (``403``): a ``Sec-Fetch-Site`` other than
+   ``same-origin`` or ``none``, or an ``Origin`` other than the listener's
+   own, is a request a web page made -- unless its ``Origin`` is one of
+   ``admin.origins``, which also gets CORS answers (its ``OPTIONS``
+   preflight is answered ``204`` before the token check: browsers send no
+   credentials with it);
+4. the query string, form and JSON body (``400`` when they cannot be
+   decoded);
+5. the path (``404``), the method (``405``), then the handler; an exception in
+   the handler is a ``500`` with a logged traceback.
+
+Every answer is a JSON document, except what a handler returns as an
+:class:`AdminResponse` with a body and a ``Content-Type`` of its own
+(``prometheus``'s ``GET /metrics`` text)::
 
     AdminResponse(200, None, [("Content-Type", "text/plain; version=0.0.4")],
                   body=text)
 
-:meth:`AdminRoutes.handle` runs the same steps without HTTP (for test
-harnesses); :meth:`AdminRoutes.site` serves them over HTTP.
+Scripts (curl, a backend's cron job) send neither ``Origin`` nor
+``Sec-Fetch-Site``, and are served.
+
+The HTTP side (:meth:`AdminRoutes.site`) uses tproxy's own strict request
+parser, with the limits of :data:`MAX_LINE_SIZE` (``414`` for a request line,
+``431`` for a header line), :data:`MAX_HEADER_SIZE` (``431``) and
+:data:`MAX_BODY_SIZE` (``413``), answered in JSON as the proxy listener does.
+:meth:`AdminRoutes.handle` runs the same steps without HTTP.
 """
 
 import hmac
+import ipaddress
 import json
+from collections import deque
+from http import HTTPStatus
 from urllib.parse import parse_qsl, unquote
 
-from twisted.internet.defer import maybeDeferred, succeed
-from twisted.logger import Logger
-from twisted.web.resource import Resource
-from twisted.web.server import NOT_DONE_YET, Request, Site
+from zope.interface import implementer
 
-__all__ = ["AdminRequest", "AdminResponse", "AdminRoutes", "MAX_BODY_SIZE"]
+from twisted.internet.defer import maybeDeferred, succeed
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+
+from tproxy.http.parsing import HttpParserError, HttpParserUpgrade, HttpRequestParser
+
+__all__ = ["AdminFactory", "AdminRequest", "AdminResponse", "AdminRoutes", "DuplicateRoute",
+           "MAX_BODY_SIZE", "MAX_LINE_SIZE", "MAX_HEADER_SIZE", "IDLE_TIMEOUT"]
 
 log = Logger()
+
+#: The audit log: one event per change made through the admin API, in the
+#: namespace ``tproxy.audit`` (fields ``action``, ``who``, ``client``, and
+#: those of the change).
+audit_log = Logger(namespace="tproxy.audit")
 
 #: The largest request body the admin listener reads (bytes); more is a 413.
 MAX_BODY_SIZE = 1024 * 1024
 
+#: The longest request line (``414``) or header line (``431``), in bytes.
+MAX_LINE_SIZE = 16 * 1024
+
+#: The largest request head, all lines together (``431``).
+MAX_HEADER_SIZE = 64 * 1024
+
+#: Seconds an admin connection may stay silent (or keep a request unfinished:
+#: ``408``) before it is closed.
+IDLE_TIMEOUT = 60
+
 _FORM = "application/x-www-form-urlencoded"
+_JSON = "application/json"
 
 
 class AdminRequest(object):
@@ -56,44 +114,96 @@ class AdminRequest(object):
     :ivar args: ``{name: str}``: the first value of each query argument (and,
         for a body of type ``application/x-www-form-urlencoded``, of each form
         field the query does not already have).
+    :ivar json: the decoded body when its type is ``application/json``
+        (any JSON value), else ``None``.
     :ivar headers: ``{lower-case name: str}`` (repeated fields joined with
         ``", "``).
     :ivar body: the request body (``bytes``; at most :data:`MAX_BODY_SIZE`).
     :ivar client_addr: the TCP peer's address (``str``), or ``None`` when the
         transport has none (a UNIX socket).
+    :ivar local_addr: the address the connection came in on (``str`` or
+        ``None``).
     :ivar params: ``{name: str}``: the path parameters of the route that
         matched (``{}`` for a route without).
+    :ivar authenticated: ``True`` when the request carried the configured
+        token (``False`` when the admin API has none).
     """
 
-    __slots__ = ("method", "path", "args", "headers", "body", "client_addr",
-                 "params")
+    __slots__ = ("method", "path", "args", "json", "headers", "body",
+                 "client_addr", "local_addr", "params", "authenticated", "_query")
 
     def __init__(self, method, path, args=None, headers=None, body=b"",
-                 client_addr=None):
+                 client_addr=None, local_addr=None):
         self.method = method.upper()
         self.path = path
         self.args = dict(args or {})
+        self.json = None
         self.headers = dict((k.lower(), v) for k, v in (headers or {}).items())
         self.body = body
         self.client_addr = client_addr
+        self.local_addr = local_addr
         self.params = {}
+        self.authenticated = False
+        self._query = None
 
     @classmethod
-    def from_uri(cls, method, uri, headers=None, body=b"", client_addr=None):
+    def from_uri(cls, method, uri, headers=None, body=b"", client_addr=None,
+                 local_addr=None):
         """
         Build a request from a request target (``"/upstream/add?port=80"``).
-
-        :raises ValueError: if the query string is not valid UTF-8 after
-            percent-decoding.
+        The query string and the body are decoded by :meth:`decode` (which
+        :meth:`AdminRoutes.dispatch` calls once the token is checked).
         """
         path, _, query = uri.partition("?")
-        args = _parse_args(query)
-        headers = dict((k.lower(), v) for k, v in (headers or {}).items())
-        ctype = headers.get("content-type", "").split(";")[0].strip().lower()
-        if body and ctype == _FORM:
-            for name, value in _parse_args(body.decode("latin-1")).items():
-                args.setdefault(name, value)
-        return cls(method, path, args, headers, body, client_addr)
+        request = cls(method, path, None, headers, body, client_addr, local_addr)
+        request._query = query
+        return request
+
+    def decode(self):
+        """
+        Decode the query string and the body into :attr:`args` and
+        :attr:`json` (once; a request built with ``args`` keeps them).
+
+        :raises ValueError: with a message for the user, if the query or a
+            form body is not valid UTF-8 after percent-decoding, or a JSON
+            body is not JSON.
+        """
+        query, self._query = self._query, None
+        if query is not None:
+            try:
+                self.args = _parse_args(query)
+            except UnicodeDecodeError:
+                raise ValueError("query string is not valid UTF-8")
+        if not self.body:
+            return
+        ctype = self.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype == _FORM:
+            try:
+                form = _parse_args(self.body.decode("latin-1"))
+            except UnicodeDecodeError:
+                raise ValueError("form body is not valid UTF-8")
+            for name, value in form.items():
+                self.args.setdefault(name, value)
+        elif ctype == _JSON or ctype.endswith("+json"):
+            try:
+                self.json = json.loads(self.body.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError) as e:
+                raise ValueError("body is not valid JSON ({})".format(e))
+
+    def audit(self, action, **fields):
+        """
+        Log a change this request made, in the audit log (namespace
+        ``tproxy.audit``): ``action`` (``"upstream.add"``), who made it
+        (``who``: ``"token"`` or ``"anonymous"``), from where (``client``,
+        ``user_agent``) and ``fields`` (what changed).
+        """
+        audit_log.info(
+            "admin change {action} by {who} from {client}: {change}",
+            action=action, who="token" if self.authenticated else "anonymous",
+            client=self.client_addr, method=self.method, path=self.path,
+            user_agent=self.headers.get("user-agent", "")[:200],
+            change=", ".join("{}={}".format(k, fields[k]) for k in sorted(fields)),
+            audit=True, **fields)
 
     def __repr__(self):
         return "<AdminRequest %s %s>" % (self.method, self.path)
@@ -171,44 +281,96 @@ def _error(status, message, headers=(), **fields):
     return AdminResponse(status, obj, headers)
 
 
+def _split_host(value):
+    """
+    ``host`` (lower-case, IPv6 without brackets) of a ``Host`` value
+    ``host[:port]``, or ``None`` if it is not of that form.
+    """
+    value = value.strip().lower()
+    if value.startswith("["):
+        end = value.find("]")
+        if end < 0:
+            return None
+        host, rest = value[1:end], value[end + 1:]
+    else:
+        host, colon, port = value.partition(":")
+        rest = colon + port
+    if rest:
+        port = rest[1:]
+        if rest[0] != ":" or not (port.isdigit() and port.isascii() and len(port) <= 5):
+            return None
+    return host or None
+
+
+class DuplicateRoute(ValueError):
+    """Two plugins registered the same admin method and path."""
+
+
 class AdminRoutes(object):
     """
-    The table of admin endpoints.
+    The table of admin endpoints and the checks every request meets (see the
+    module docstring).
 
     A handler is ``handler(request) -> (status, obj)`` (or a Deferred /
     coroutine of it) where ``request`` is an :class:`AdminRequest`; ``obj`` is
     sent as JSON.  A handler may also return an :class:`AdminResponse`, sent
-    as it is (its ``body``, and its ``Content-Type`` if it has one).  Unknown paths get ``404``, a known path with another method
-    ``405`` (with ``Allow``), a missing/wrong token ``401`` (with
-    ``WWW-Authenticate: Bearer``), an exception in a handler ``500`` -- all
-    with a JSON ``error``.  A ``GET`` route also answers ``HEAD``.
+    as it is (its ``body``, and its ``Content-Type`` if it has one).  Unknown
+    paths get ``404``, a known path with another method ``405`` (with
+    ``Allow``), a missing/wrong token ``401`` (with ``WWW-Authenticate:
+    Bearer``), an exception in a handler ``500`` -- all with a JSON
+    ``error``.  A ``GET`` route also answers ``HEAD``.
 
     :param token: the bearer token every request must send as
         ``Authorization: Bearer <token>``; ``None`` (or ``""``) for none.
+    :param hosts: more names (or addresses) a ``Host`` may give for the
+        admin listener (``admin.hosts``).
+    :param origins: the ``Origin`` values accepted besides the listener's
+        own (``admin.origins``: ``"https://ops.example.com"``).
+    :param clock: the ``IReactorTime`` of the HTTP side's timeouts (default:
+        the global reactor).
+
+    :ivar registering: the name of the plugin whose ``init_worker`` runs now
+        (set by the phase driver), recorded as the owner of its routes.
     """
 
-    def __init__(self, token=None):
+    registering = None
+
+    def __init__(self, token=None, hosts=(), origins=(), clock=None):
         self.token = token
+        self.hosts = frozenset(h.lower() for h in hosts)
+        self.origins = frozenset(o.lower().rstrip("/") for o in origins)
+        self.clock = clock
         self.routes = {}  # (method, path) -> handler
         self.patterns = {}  # (method, path with {params}) -> (segments, handler)
+        self.owners = {}  # (method, path) -> plugin name (None: not a plugin's)
         self.public = set()  # (method, path) served without the token
 
     def route(self, method, path, handler, public=False):
         """
-        Serve ``method path`` with ``handler`` (replacing an earlier one).
-        A segment ``{name}`` of ``path`` is a parameter (see the module
-        docstring).
+        Serve ``method path`` with ``handler``.  A segment ``{name}`` of
+        ``path`` is a parameter (see the module docstring).  Registering a
+        route again replaces it, unless it was another plugin's.
 
-        :param public: serve the path without the token check: only for
-            what must answer callers that cannot send one (health probes) or
-            what holds no data (the status page's HTML); a plain path only,
-            never one with parameters.  Registering it again without
-            ``public`` makes it private again.
+        :param public: serve the path without the token check, nor the
+            ``Host`` and browser checks: only for what must answer callers
+            that cannot send a token (health probes) or what holds no data
+            (the status page's HTML); a plain path only, never one with
+            parameters.  Registering it again without ``public`` makes it
+            private again.
+        :raises DuplicateRoute: if another plugin registered ``method path``
+            (the message names both).
         """
         key = (method.upper(), path)
         if public:
             if "{" in path:
                 raise ValueError("a public admin route has no parameters: %r" % (path,))
+        owner = self.registering
+        if key in self.owners and self.owners[key] != owner:
+            raise DuplicateRoute(
+                "admin route {} {} is registered by two plugins: {} and {}".format(
+                    key[0], path, _who(self.owners[key]), _who(owner)))
+        self.owners[key] = owner
+        if public:
             self.public.add(key)
         else:
             self.public.discard(key)
@@ -250,19 +412,112 @@ class AdminRoutes(object):
         return hmac.compare_digest(_raw(credentials.strip()),
                                    self.token.encode("utf-8"))
 
+    def _host_refused(self, request):
+        """Why ``request``'s ``Host`` does not name the admin listener, or
+        ``None`` if it does (or is absent: no browser leaves it out)."""
+        value = request.headers.get("host")
+        if value is None:
+            return None
+        host = _split_host(value)
+        if host is None:
+            return _error(400, "bad Host header", host=value)
+        if host == "localhost" or host in self.hosts:
+            return None
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            address = None
+        if address is not None:
+            if address.is_loopback:
+                return None
+            local = request.local_addr
+            if local and not address.is_unspecified and address == _ip(local):
+                return None
+        return _error(421, "Host does not name the admin listener (allowed: "
+                      "loopback addresses, localhost, the listener's address and "
+                      "admin.hosts)", host=value)
+
+    def _configured_origin(self, request):
+        """The request's ``Origin`` if it is one of ``admin.origins``."""
+        origin = request.headers.get("origin")
+        if origin is not None and self.origins:
+            if origin.strip().lower().rstrip("/") in self.origins:
+                return origin.strip()
+        return None
+
+    def _browser_refused(self, request):
+        """Why ``request`` looks sent by another site's web page, or ``None``."""
+        if self._configured_origin(request) is not None:
+            return None   # a page of admin.origins, cross-site or not
+        site = request.headers.get("sec-fetch-site")
+        if site is not None and site.strip().lower() not in ("same-origin", "none"):
+            return _error(403, "cross-site request refused (Sec-Fetch-Site)",
+                          sec_fetch_site=site)
+        origin = request.headers.get("origin")
+        if origin is not None:
+            wanted = origin.strip().lower().rstrip("/")
+            host = request.headers.get("host", "").strip().lower()
+            if host and wanted in ("http://" + host, "https://" + host):
+                return None   # the admin listener's own page
+            return _error(403, "request from another origin refused (Origin not "
+                          "in admin.origins)", origin=origin)
+        return None
+
+    def _preflight(self, request, origin):
+        """The ``204`` answer to a CORS preflight from ``origin`` (one of
+        ``admin.origins``): no token is needed, as browsers send none."""
+        headers = [("Access-Control-Allow-Methods", "GET, HEAD, POST, PUT, DELETE"),
+                   ("Access-Control-Allow-Headers", "Authorization, Content-Type"),
+                   ("Access-Control-Max-Age", "600")]
+        if request.headers.get("access-control-request-private-network", "").lower() == "true":
+            headers.append(("Access-Control-Allow-Private-Network", "true"))
+        return AdminResponse(204, None, headers, b"")
+
     def dispatch(self, request):
         """
-        Authenticate and route ``request``; never fails.
+        Check, authenticate and route ``request``; never fails.  A request
+        from one of ``admin.origins`` gets the CORS fields that let its page
+        read the answer, and its preflight (``OPTIONS``) is answered.
 
         :param request: an :class:`AdminRequest`.
         :return: a Deferred firing with an :class:`AdminResponse`.
         """
-        if not self._authorized(request) and not self._is_public(request):
+        origin = self._configured_origin(request)
+        if origin is None:
+            return self._dispatch(request)
+        if request.method == "OPTIONS" and "access-control-request-method" in request.headers:
+            d = succeed(self._preflight(request, origin))
+        else:
+            d = self._dispatch(request)
+
+        def cors(response):
+            response.headers.extend([("Access-Control-Allow-Origin", origin),
+                                     ("Vary", "Origin")])
+            return response
+        return d.addCallback(cors)
+
+    def _dispatch(self, request):
+        authorized = self._authorized(request)
+        public = self._is_public(request)
+        if not authorized and not public:
             challenge = ('Bearer realm="tproxy-admin", error="invalid_token"'
                          if "authorization" in request.headers
                          else 'Bearer realm="tproxy-admin"')
             return succeed(_error(401, "missing or invalid bearer token",
                                   [("WWW-Authenticate", challenge)]))
+        request.authenticated = bool(self.token) and authorized
+        if not public:
+            # a request carrying the token is no web page's drive-by: it may
+            # name the listener as its network does (a container's name, a
+            # published address); without a token, the Host is the defence
+            refused = ((None if request.authenticated else self._host_refused(request))
+                       or self._browser_refused(request))
+            if refused is not None:
+                return succeed(refused)
+        try:
+            request.decode()
+        except ValueError as e:
+            return succeed(_error(400, str(e)))
         method = request.method
         handler = self.routes.get((method, request.path))
         if handler is None and method == "HEAD":
@@ -301,127 +556,319 @@ class AdminRoutes(object):
 
     def handle(self, request):
         """
-        Authenticate and route ``request`` without HTTP (for test harnesses).
+        Check, authenticate and route ``request`` without HTTP (for test
+        harnesses).
 
         :param request: an :class:`AdminRequest`.
         :return: a Deferred firing with ``(status, obj)``.
         """
         return self.dispatch(request).addCallback(lambda r: (r.status, r.obj))
 
-    def resource(self):
-        """The :class:`twisted.web.resource.IResource` serving the table."""
-        return _AdminResource(self)
-
     def site(self):
         """
-        The ``twisted.web.server.Site`` serving the table, for a listener on
-        the admin endpoint.  It writes no access log and bounds request bodies
-        to :data:`MAX_BODY_SIZE` (``413``).
+        The protocol factory serving the table over HTTP/1.1, for a listener
+        on the admin endpoint (see the module docstring for its limits).
         """
-        return _AdminSite(self.resource(), logPath=None)
+        clock = self.clock
+        if clock is None:
+            from twisted.internet import reactor as clock
+        return AdminFactory(self, clock)
 
 
-class _BoundedRequest(Request):
+def _who(owner):
+    if owner is None:
+        return "tproxy itself (or code outside any plugin's init_worker)"
+    return "plugin {!r}".format(owner)
+
+
+def _ip(text):
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+# ---------------------------------------------------------------------------
+# HTTP
+# ---------------------------------------------------------------------------
+
+class _Refused(Exception):
+    """A request refused while it is read: answered, then the connection
+    closes."""
+
+    def __init__(self, status, message, request=None):
+        Exception.__init__(self, message)
+        self.status = status
+        self.message = message
+        #: the request to answer through the routes (its body unread)
+        self.request = request
+
+
+def _status_line(status):
+    try:
+        reason = HTTPStatus(status).phrase
+    except ValueError:
+        reason = "Unknown"
+    return ("HTTP/1.1 %d %s\r\n" % (status, reason)).encode("ascii")
+
+
+class AdminFactory(Factory):
     """
-    A request that refuses a body over :data:`MAX_BODY_SIZE`.
+    Makes an :class:`_AdminProtocol` per admin connection.
 
-    Twisted reads a whole body before rendering; checking ``Content-Length``
-    (and the count of chunked bytes) as it arrives answers ``413`` and closes
-    the connection instead of buffering it.
+    :param routes: the :class:`AdminRoutes`.
+    :param clock: the ``IReactorTime`` of the idle timeout.
     """
-
-    _refused = False
-    _received = 0
-
-    def gotLength(self, length):
-        if length is not None and length > MAX_BODY_SIZE:
-            # no "100 Continue" for a body we will not read
-            self.requestHeaders.removeHeader(b"expect")
-            self._refuse()
-            length = 0
-        Request.gotLength(self, length)
-
-    def handleContentChunk(self, data):
-        if self._refused:
-            return
-        self._received += len(data)
-        if self._received > MAX_BODY_SIZE:
-            self._refuse()
-            return
-        Request.handleContentChunk(self, data)
-
-    def _refuse(self):
-        self._refused = True
-        body = _error(413, "request body too large", limit=MAX_BODY_SIZE).body
-        self.channel.transport.write(
-            b"HTTP/1.1 413 Payload Too Large\r\n"
-            b"Content-Type: application/json\r\n"
-            b"Content-Length: " + str(len(body)).encode("ascii") + b"\r\n"
-            b"Connection: close\r\n\r\n" + body)
-        self.channel.loseConnection()
-
-    def process(self):
-        if not self._refused:
-            Request.process(self)
-
-
-class _AdminSite(Site):
-    """A ``Site`` without access log lines and with bounded bodies."""
 
     noisy = False
-    requestFactory = _BoundedRequest
 
-    def log(self, request):
-        pass
-
-
-class _AdminResource(Resource):
-    """The one leaf resource of the admin site: hands every request to
-    :meth:`AdminRoutes.dispatch` and writes the JSON answer."""
-
-    isLeaf = True
-
-    def __init__(self, routes):
-        Resource.__init__(self)
+    def __init__(self, routes, clock):
         self.routes = routes
+        self.clock = clock
 
-    def render(self, request):
-        gone = []
-        request.notifyFinish().addErrback(lambda f: gone.append(f))
-        try:
-            admin_request = _from_twisted(request)
-        except (UnicodeDecodeError, ValueError):
-            d = succeed(_error(400, "query string is not valid UTF-8"))
-        else:
-            d = self.routes.dispatch(admin_request)
-        d.addCallback(self._write, request, gone)
-        d.addErrback(lambda f: log.failure("writing an admin response failed", f))
-        return NOT_DONE_YET
+    def buildProtocol(self, addr):
+        p = _AdminProtocol()
+        p.factory = self
+        return p
 
-    def _write(self, response, request, gone):
-        if gone:
+
+@implementer(IHalfCloseableProtocol)
+class _AdminProtocol(Protocol):
+    """
+    One admin connection: requests parsed with tproxy's request parser and
+    answered one at a time, in order (reading pauses while one is handled).
+    A client that closes its sending side after a request (``nc -N``) still
+    gets the answers to the requests it sent whole.
+    """
+
+    closing = False
+    gone = False
+    busy = False
+    eof = False
+    timer = None
+
+    def connectionMade(self):
+        self.parser = HttpRequestParser(self)
+        self.queue = deque()
+        self.heads = 0
+        self.in_body = False
+        self.head_bytes = 0
+        self.line_bytes = 0
+        self.line_done = False
+        if hasattr(self.transport, "setTcpNoDelay"):
+            self.transport.setTcpNoDelay(True)
+        self.client = getattr(self.transport.getPeer(), "host", None)
+        self.local = getattr(self.transport.getHost(), "host", None)
+        self.timer = self.factory.clock.callLater(IDLE_TIMEOUT, self._timed_out)
+
+    # -- reading ---------------------------------------------------------------
+
+    def dataReceived(self, data):
+        if self.closing:
             return
-        request.setResponseCode(response.status)
+        if self.timer is not None and self.timer.active():
+            self.timer.reset(IDLE_TIMEOUT)
+        heads = self.heads
+        try:
+            self.parser.feed_data(data)
+        except _Refused as e:
+            self._refuse(e.status, e.message, e.request)
+        except HttpParserUpgrade:
+            self._refuse(400, "protocol upgrade not supported")
+        except HttpParserError as e:
+            cause = e.__context__
+            if isinstance(cause, _Refused):
+                self._refuse(cause.status, cause.message, cause.request)
+            else:
+                self._refuse(400, "malformed request")
+        else:
+            if self.heads == heads and not self.in_body:
+                self._count_head(data)
+
+    def _count_head(self, data):
+        """``data`` went into a head not complete yet: bound its lines (the
+        parser keeps a partial line until it ends)."""
+        self.head_bytes += len(data)
+        end = data.rfind(b"\n")
+        if end < 0:
+            self.line_bytes += len(data)
+        else:
+            self.line_done = True
+            self.line_bytes = len(data) - end - 1
+        if self.line_bytes > MAX_LINE_SIZE + 64:
+            if self.line_done:
+                self._refuse(431, "request header line too long")
+            else:
+                self._refuse(414, "request line too long")
+        elif self.head_bytes > MAX_HEADER_SIZE:
+            self._refuse(431, "request header fields too large")
+
+    def on_message_begin(self):
+        if self.closing:
+            raise _Refused(400, "nothing more is read on this connection")
+        self.url = b""
+        self.fields = []
+        self.size = 0
+        self.body = []
+        self.body_size = 0
+
+    def on_url(self, url):
+        self.url += url
+        if len(self.url) > MAX_LINE_SIZE:
+            raise _Refused(414, "request line too long")
+
+    def on_header(self, name, value):
+        if len(name) + len(value) > MAX_LINE_SIZE:
+            raise _Refused(431, "request header line too long")
+        self.size += len(name) + len(value) + 4
+        if self.size > MAX_HEADER_SIZE:
+            raise _Refused(431, "request header fields too large")
+        self.fields.append((name, value))
+
+    def on_headers_complete(self):
+        self.heads += 1
+        self.head_bytes = self.line_bytes = 0
+        self.line_done = False
+        version = self.parser.get_http_version()
+        if version not in ("1.1", "1.0"):
+            raise _Refused(505 if version != "0.9" else 400, "HTTP version not supported")
+        headers = {}
+        hosts = 0
+        length = None
+        chunked = False
+        expect = False
+        for name, value in self.fields:
+            name = name.decode("latin-1").lower()
+            value = value.decode("latin-1")
+            if name == "host":
+                hosts += 1
+            elif name == "content-length":
+                length = int(value)
+            elif name == "transfer-encoding":
+                if value.strip().lower() != "chunked":
+                    raise _Refused(501, "transfer coding not implemented")
+                chunked = True
+            elif name == "expect" and value.strip().lower() == "100-continue":
+                expect = True
+            headers[name] = value if name not in headers else headers[name] + ", " + value
+        if hosts > 1 or (hosts == 0 and version == "1.1"):
+            raise _Refused(400, "exactly one Host header is required")
+        if length is not None and length > MAX_BODY_SIZE:
+            raise _Refused(413, "request body too large")
+        url = self.url.decode("latin-1")
+        if not url.startswith("/"):
+            raise _Refused(400, "invalid request target")
+        self.request = AdminRequest.from_uri(
+            self.parser.get_method().decode("ascii"), url, headers, b"",
+            self.client, self.local)
+        self.keep_alive = self.parser.should_keep_alive()
+        routes = self.factory.routes
+        if ((length or chunked) and not routes._authorized(self.request)
+                and not routes._is_public(self.request)):
+            # no token: answered (401) without reading the body
+            raise _Refused(401, "missing or invalid bearer token", self.request)
+        self.in_body = True
+        if expect and length and not self.busy and not self.queue:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_body(self, data):
+        self.body_size += len(data)
+        if self.body_size > MAX_BODY_SIZE:
+            raise _Refused(413, "request body too large")
+        self.body.append(data)
+
+    def on_message_complete(self):
+        self.in_body = False
+        request = self.request
+        request.body = b"".join(self.body)
+        self.body = []
+        self.queue.append((request, self.keep_alive))
+        self._next()
+
+    # -- answering -------------------------------------------------------------
+
+    def _refuse(self, status, message, request=None):
+        """Answer ``status`` (or ``request`` through the routes) after the
+        requests read before, then close."""
+        self.closing = True
+        self.in_body = False
+        self.queue.append((request if request is not None else _error(status, message),
+                           False))
+        self._next()
+
+    def _next(self):
+        if self.busy or not self.queue or self.gone:
+            return
+        item, keep_alive = self.queue.popleft()
+        if isinstance(item, AdminResponse):
+            self._send(item, None, False)
+            return
+        self.busy = True
+        self.transport.pauseProducing()
+        d = self.factory.routes.dispatch(item)
+        d.addCallback(self._send, item, keep_alive)
+        d.addErrback(lambda f: log.failure("writing an admin response failed", f))
+
+    def _send(self, response, request, keep_alive):
+        self.busy = False
+        if self.gone:
+            return
+        head = [_status_line(response.status)]
+        names = set()
         for name, value in response.headers:
-            request.responseHeaders.addRawHeader(name, value)
-        if not request.responseHeaders.hasHeader(b"Content-Type"):
-            request.responseHeaders.setRawHeaders(b"Content-Type", [b"application/json"])
-        request.responseHeaders.setRawHeaders(b"Cache-Control", [b"no-store"])
-        request.setHeader(b"Content-Length", b"%d" % (len(response.body),))
-        if request.method != b"HEAD":
-            request.write(response.body)
-        request.finish()
+            names.add(name.lower())
+            head.append(b"%s: %s\r\n" % (_raw(name), _raw(value)))
+        if "content-type" not in names and response.status not in (204, 304):
+            head.append(b"Content-Type: application/json\r\n")
+        if "cache-control" not in names:
+            head.append(b"Cache-Control: no-store\r\n")
+        if "x-content-type-options" not in names:
+            head.append(b"X-Content-Type-Options: nosniff\r\n")
+        if response.status not in (204, 304):
+            head.append(b"Content-Length: %d\r\n" % len(response.body))
+        if not keep_alive or (self.closing and not self.queue):
+            keep_alive = False
+            head.append(b"Connection: close\r\n")
+        head.append(b"\r\n")
+        if (request is None or request.method != "HEAD") and response.status not in (204, 304):
+            head.append(response.body)
+        self.transport.write(b"".join(head))
+        if not keep_alive:
+            self.closing = True
+            self.queue.clear()
+            self.transport.loseConnection()
+            return
+        self.transport.resumeProducing()
+        if self.timer is not None and self.timer.active():
+            self.timer.reset(IDLE_TIMEOUT)
+        self._next()
 
+    def _timed_out(self):
+        self.timer = None
+        if self.busy or self.gone:
+            if not self.gone:
+                self.timer = self.factory.clock.callLater(IDLE_TIMEOUT, self._timed_out)
+            return
+        if self.in_body or self.head_bytes:
+            self._refuse(408, "request not received in time")
+        else:
+            self.closing = True
+            self.transport.loseConnection()
 
-def _from_twisted(request):
-    """An :class:`AdminRequest` from a ``twisted.web`` request."""
-    headers = {}
-    for name, values in request.requestHeaders.getAllRawHeaders():
-        headers[name.decode("latin-1").lower()] = ", ".join(
-            v.decode("latin-1") for v in values)
-    addr = request.getClientAddress()
-    request.content.seek(0)
-    body = request.content.read()
-    return AdminRequest.from_uri(
-        request.method.decode("latin-1"), request.uri.decode("latin-1"),
-        headers, body, getattr(addr, "host", None))
+    def readConnectionLost(self):
+        """The client sends no more: answer what it sent whole, then close."""
+        self.eof = True
+        self.closing = True
+        if not self.busy and not self.queue:
+            self.transport.loseConnection()
+
+    def writeConnectionLost(self):
+        """The client reads no more."""
+        self.gone = True
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason):
+        self.gone = True
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        self.timer = None

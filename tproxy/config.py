@@ -94,6 +94,9 @@ def parse_host_port(value):
         except ValueError:
             raise ValueError("bad host:port {!r}: {!r} is not an IPv6 "
                              "address".format(value, host))
+        problem = unicast_problem(host)
+        if problem is not None:
+            raise ValueError("bad host:port {!r}: {}".format(value, problem))
     elif ":" in host:
         raise ValueError("bad host:port {!r} (an IPv6 address needs brackets: "
                          "[{}]:{})".format(value, host, port))
@@ -105,6 +108,52 @@ def parse_host_port(value):
     if not 1 <= int(port) <= 65535:
         raise ValueError("port {} is out of range".format(int(port)))
     return host, int(port)
+
+
+def endpoint_is_local(description):
+    """
+    Whether the server endpoint string ``description`` listens on this
+    machine only: an endpoint with a loopback ``interface`` (``tcp``,
+    ``tcp6``, ``ssl``), or a UNIX socket.  Anything else (no interface: every
+    address; other endpoint kinds) is not.
+    """
+    try:
+        from twisted.internet.endpoints import _parseServer
+        kind, args, kwargs = _parseServer(description, None)
+    except Exception:
+        return False
+    if kind == "UNIX":
+        return True
+    interface = kwargs.get("interface", "")   # tcp, tcp6, ssl
+    try:
+        return ipaddress.ip_address(interface).is_loopback
+    except ValueError:
+        return interface.lower() == "localhost"
+
+
+def unicast_problem(host):
+    """
+    Why the IP address ``host`` cannot be a backend (unspecified, broadcast,
+    multicast: it names no one server), or ``None`` (also for a name).
+    """
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    mapped = getattr(address, "ipv4_mapped", None)
+    if mapped is not None:
+        address = mapped
+    if address.is_unspecified or (address.version == 4 and address in _THIS_NETWORK):
+        return "{} is an unspecified address, not a server".format(host)
+    if address.is_multicast:
+        return "{} is a multicast address, not a server".format(host)
+    if address == _BROADCAST:
+        return "{} is the broadcast address, not a server".format(host)
+    return None
+
+
+_THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
+_BROADCAST = ipaddress.ip_address("255.255.255.255")
 
 
 def check_host(host, value=None):
@@ -124,6 +173,11 @@ def check_host(host, value=None):
                              "an IP address (IPv6 as [::1]:80)".format(value, host))
         raise ValueError("bad host {!r} (expected a host name or an IP "
                          "address)".format(host))
+    problem = unicast_problem(host)
+    if problem is not None:
+        if value is not None and value != host:
+            raise ValueError("bad host:port {!r}: {}".format(value, problem))
+        raise ValueError("bad host {!r}: {}".format(host, problem))
 
 
 def normalise_host(host):
@@ -223,6 +277,9 @@ _PEER = {
                        "default": 1,
                        "x-messages": {"minimum": "weight {instance} is out of range (1-1000)",
                                       "maximum": "weight {instance} is out of range (1-1000)"}},
+            # requests in flight at most (0: no limit); a full peer is skipped
+            "max_conns": {"type": "integer", "minimum": 0, "maximum": 1000000,
+                          "default": 0},
         },
     },
 }
@@ -250,6 +307,26 @@ _PLUGIN = {
 
 _ENDPOINT = {"type": "string", "format": "tproxy-endpoint"}
 
+# the active health checks of a group (the health_check plugin)
+_HEALTH_CHECK = {
+    "type": "object", "additionalProperties": False,
+    "properties": {
+        "type": {"enum": ["http", "tcp"], "default": "http"},
+        "method": {"enum": ["GET", "HEAD", "OPTIONS"], "default": "GET"},
+        "path": {"type": "string", "pattern": "^/[\\x21-\\x7e]*$", "default": "/",
+                 "x-messages": {"pattern": "bad path {instance!r} (starts with '/', "
+                                           "printable ASCII, no spaces)"}},
+        "host": {"type": ["string", "null"], "default": None, "format": "tproxy-host"},
+        "statuses": {"type": "array", "minItems": 1, "default": [200],
+                     "items": {"type": "integer", "minimum": 100, "maximum": 599}},
+        "interval": _number(5, exclusive=0),
+        "timeout": _number(2, exclusive=0),
+        "rise": _number(2, minimum=1, integer=True),
+        "fall": _number(3, minimum=1, integer=True),
+        "concurrency": _number(10, minimum=1, integer=True),
+    },
+}
+
 # a TCP (L4) listener of tproxy.stream
 _STREAM = _object({
     "listen": _ENDPOINT,
@@ -271,10 +348,25 @@ SCHEMA = _object({
         "listen": dict(_ENDPOINT, default="tcp:9180:interface=127.0.0.1"),
         "token": {"type": ["string", "null"], "minLength": 1, "default": None,
                   "x-messages": {"minLength": "empty token (use null for no token)"}},
+        # names a Host header may give for the admin listener besides loopback
+        # addresses, localhost and the listener's own address (DNS rebinding)
+        "hosts": {"type": "array", "default": [],
+                  "items": {"type": "string", "format": "tproxy-host"}},
+        # Origin values (web pages) allowed to call the admin API
+        "origins": {"type": "array", "default": [],
+                    "items": {"type": "string", "pattern": "^https?://[^/?#]+/?$",
+                              "x-messages": {"pattern": "bad origin {instance!r} "
+                                             "(expected scheme://host[:port])"}}},
+        # an admin listener off loopback without a token is refused unless true
+        "allow_remote_without_token": {"type": "boolean", "default": False},
     }),
     "registry": _object({
         "ttl": _number(60, exclusive=0),
         "cleanup_interval": _number(10, exclusive=0),
+        # what the admin API may register (409 beyond); static peers count too
+        "max_groups": _number(10000, minimum=1, integer=True),
+        "max_servers_per_group": _number(10000, minimum=1, integer=True),
+        "max_servers": _number(100000, minimum=1, integer=True),
     }),
     "trusted_proxies": {"type": "array", "default": [],
                         "items": {"type": "string", "format": "tproxy-network"}},
@@ -287,12 +379,48 @@ SCHEMA = _object({
         "type": "object", "default": {},
         "propertyNames": {"pattern": GROUP_NAME},
         "additionalProperties": _object(
-            {"peers": {"type": "array", "items": _PEER}}, required=["peers"]),
+            {"peers": {"type": "array", "items": _PEER},
+             # active checks of this group (the health_check plugin)
+             "health_check": _HEALTH_CHECK,
+             # false: only a plugin or a route chooses the group, never a path
+             "routable": {"type": "boolean"}},
+            required=["peers"]),
     },
+    # one health state per peer (tproxy.health)
+    "health": _object({
+        "passive": _object({
+            # nginx's max_fails / fail_timeout; max_fails 0: passive checks off
+            "max_fails": _number(1, minimum=0, integer=True),
+            "fail_timeout": _number(10, exclusive=0),
+            "max_ejection": _number(300, exclusive=0),
+            "statuses": {"type": "array", "default": [], "uniqueItems": True,
+                         "items": {"type": "integer", "minimum": 500, "maximum": 599}},
+        }),
+        "when_all_down": {"enum": ["try_all", "503"], "default": "try_all"},
+        # seconds a registered or re-admitted peer takes to reach its weight
+        # (nginx's slow_start); 0: at once
+        "slow_start": _number(0, minimum=0),
+        # the active checks of the groups without their own health_check
+        # (registered peers' groups); null: none
+        "active": dict(_HEALTH_CHECK, type=["object", "null"], default=None),
+    }),
     "plugins": {"type": "array", "items": _PLUGIN,
                 "default": list(DEFAULT_PLUGINS)},
     "proxy": _object({
-        "tries": _number(3, minimum=1, integer=True),
+        # peers a request may try; 0: each peer of the group once (nginx's
+        # proxy_next_upstream_tries 0)
+        "tries": _number(0, minimum=0, integer=True),
+        # nginx's proxy_next_upstream / proxy_next_upstream_timeout (0: none)
+        "next_upstream": {"type": "array", "uniqueItems": True,
+                          "default": ["error", "timeout"],
+                          "items": {"enum": ["error", "timeout", "invalid_header",
+                                             "http_500", "http_502", "http_503",
+                                             "http_504", "http_429", "non_idempotent",
+                                             "off"]}},
+        "next_upstream_timeout": _number(0, minimum=0),
+        # request body bytes kept to send again on a retry (more: no retry
+        # once the body went upstream)
+        "retry_body_buffer": _number(65536, minimum=0, integer=True),
         "keepalive_timeout": _number(75, exclusive=0),
         "keepalive_requests": _number(10000, minimum=1, integer=True),
         "header_timeout": _number(60, exclusive=0),
@@ -477,18 +605,44 @@ def validate_config(obj, source="<config>"):
     if errors:
         raise ConfigError(errors, source)
     config = fill_defaults(_VALIDATOR, SCHEMA, copy.deepcopy(obj))
+    admin = config["admin"]
+    if (not admin["token"] and not admin["allow_remote_without_token"]
+            and not endpoint_is_local(admin["listen"])):
+        raise ConfigError([("admin.listen", "the admin API would listen off loopback "
+                            "({}) without a token: anyone who reaches it can change "
+                            "routing; set admin.token, listen on loopback "
+                            "(tcp:9180:interface=127.0.0.1), or set "
+                            "admin.allow_remote_without_token to true".format(
+                                admin["listen"]))], source)
     for group in config["upstreams"].values():
         group["peers"] = [_normalise_peer(p) for p in group["peers"]]
     config["plugins"] = [
         {"name": p, "settings": {}} if isinstance(p, str) else p
         for p in config["plugins"]]
+    _check_health_plugin(config, source)
     return config
+
+
+def _check_health_plugin(config, source):
+    """Active checks configured without the plugin that runs them: say so."""
+    if any(p["name"] == "health_check" for p in config["plugins"]):
+        return
+    paths = ["upstreams.{}.health_check".format(name)
+             if _IDENTIFIER.match(name) else
+             "upstreams[{}].health_check".format(json.dumps(name))
+             for name, group in sorted(config["upstreams"].items())
+             if group.get("health_check") is not None]
+    if config["health"]["active"] is not None:
+        paths.append("health.active")
+    if paths:
+        raise ConfigError([(path, "active checks need the health_check plugin in "
+                                  "plugins") for path in paths], source)
 
 
 def _normalise_peer(peer):
     if isinstance(peer, str):
         host, port = parse_host_port(peer)
-        peer = {"host": host, "port": port, "weight": 1}
+        peer = {"host": host, "port": port, "weight": 1, "max_conns": 0}
     return dict(peer, host=normalise_host(peer["host"]))
 
 

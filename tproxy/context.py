@@ -107,9 +107,22 @@ class ResponseHead(object):
     """
     The status and headers of a response on its way to the client, as
     ``header_filter`` sees them.
+
+    :ivar status: the status code (``int``); a filter may change it.
+    :ivar reason: the upstream's reason phrase (``bytes``); ``b""`` for
+        tproxy's own phrase of the status.
+    :ivar headers: a mutable :class:`~tproxy.http.headers.Headers`, hop-by-hop
+        fields already removed.
+    :ivar from_upstream: ``True`` for the response of the upstream peer
+        (``ctx.peer``), ``False`` for one tproxy or a plugin made: an
+        ``access`` denial, a ``503`` without a live peer, a ``502`` / ``504``
+        after an upstream failure (``ctx.error`` says which), a ``408``.
     """
 
     __slots__ = ("status", "reason", "headers")
+
+    #: a class attribute: set per class, so telling costs nothing per request
+    from_upstream = False
 
     def __init__(self, status, headers, reason=b""):
         self.status = status
@@ -117,10 +130,18 @@ class ResponseHead(object):
         self.reason = reason
 
 
+class _UpstreamResponseHead(ResponseHead):
+    """The head of a response received from the upstream peer."""
+
+    __slots__ = ()
+
+    from_upstream = True
+
+
 class RequestContext(object):
     """
     Everything the phases of one request share (OpenResty's ``ngx.ctx`` and
-    ``ngx.var``).
+    ``ngx.var``): the ``ctx`` argument of every request hook.
 
     :ivar gateway: the :class:`tproxy.gateway.Gateway`.
     :ivar request: the :class:`Request`.
@@ -135,28 +156,43 @@ class RequestContext(object):
     :ivar upstream_path: the path (with query) sent upstream.
     :ivar upstream_headers: ``(name, value)`` pairs added to the upstream
         request (replacing any field of the same name).
-    :ivar peer: the :class:`tproxy.registry.Peer` chosen last (``None``).
-    :ivar tried: the peers tried so far, in order.
-    :ivar status: the status sent to the client (``0`` while unknown).
+    :ivar peer: the :class:`tproxy.registry.Peer` chosen last (``None``
+        until a balancer chose one, and when none did).
+    :ivar tried: a tuple of the peers chosen so far, in order; the last one
+        is ``peer``, so in ``log`` it includes the peer that answered.
+    :ivar status: the status sent to the client (``0`` while unknown; ``499``
+        when the client went away before a status was known).
     :ivar bytes_sent: response bytes written to the client (head included).
-    :ivar error: why the request did not end normally: ``None``,
-        ``"client_abort"``, ``"upstream_connect"``, ``"upstream_timeout"``,
-        ``"upstream_error"``, ``"upstream_invalid"`` (not HTTP),
-        ``"upstream_header_too_big"`` (a response head past
-        ``proxy.max_upstream_header_size``), ``"plugin_error"``,
-        ``"no_peer"``, ``"client_timeout"`` (the client stopped sending its
-        body for ``proxy.client_body_timeout`` seconds), ``"body_too_large"``
-        (past :attr:`max_body_size`), ...
+    :ivar error: why the request did not end normally, ``None`` if it did:
+        ``"client_abort"``, ``"client_timeout"`` (a ``408``: the client
+        stopped sending its body for ``proxy.client_body_timeout`` seconds),
+        ``"body_too_large"`` (past :attr:`max_body_size`),
+        ``"upstream_connect"``, ``"upstream_timeout"``,
+        ``"upstream_error"``, ``"upstream_invalid"`` (not HTTP, or framing
+        tproxy refuses), ``"upstream_header_too_big"`` (a response head
+        past ``proxy.max_upstream_header_size``), ``"plugin_error"``,
+        ``"no_peer"``, ``"no_route"`` (the ``routes`` built-in),
+        ``"shutdown"``.  In ``header_filter`` a response made after an
+        upstream failure already carries it; ``response.from_upstream``
+        (:class:`ResponseHead`) tells an upstream's response from one tproxy
+        or a plugin made.
     :ivar plugins: the :class:`tproxy.phases.PhaseSet` of the request's route
         (known after the every-route ``rewrite`` implementations ran).
     :ivar start: the clock's time when the request head was read.
-    :ivar upstream_start / upstream_end: clock times of the upstream exchange.
+    :ivar upstream_start: the clock's time the first peer was chosen
+        (``None``: no upstream contacted).
+    :ivar upstream_end: the clock's time the upstream's response ended or
+        failed (``None`` before).
+    :ivar end: the clock's time the response to the client ended (``None``
+        before).
+    :ivar upstream_addr: ``peer.address`` (``"host:port"``, an IPv6 host in
+        brackets: ``"[::1]:8080"``) or ``None``; see :attr:`upstream_addr`.
     """
 
     __slots__ = ("gateway", "request", "_request_id", "vars", "route",
                  "consumer", "upstream_path", "upstream_headers", "peer", "tried", "status",
                  "bytes_sent", "error", "start", "upstream_start",
-                 "upstream_end", "end", "plugins", "exchange")
+                 "upstream_end", "end", "plugins", "_exchange")
 
     def __init__(self, gateway, request, request_id="", start=0.0):
         self.gateway = gateway
@@ -176,7 +212,8 @@ class RequestContext(object):
         self.upstream_start = None
         self.upstream_end = None
         self.end = None
-        self.exchange = None
+        #: the connection's exchange serving the request (private: tproxy's HTTP side)
+        self._exchange = None
         phases = getattr(gateway, "phases", None)
         self.plugins = phases.default if phases is not None else None
 
@@ -206,7 +243,7 @@ class RequestContext(object):
         aborted and the connection closed (``ctx.error`` is
         ``"body_too_large"``).
         """
-        ex = self.exchange
+        ex = self._exchange
         if ex is not None:
             return ex.body_limit
         return self.gateway.config["proxy"]["max_body_size"]
@@ -215,8 +252,8 @@ class RequestContext(object):
     def max_body_size(self, value):
         if value is not None and (type(value) is not int or value < 0):
             raise ValueError("max_body_size is a number of bytes or None, not %r" % (value,))
-        if self.exchange is not None:
-            self.exchange.body_limit = value
+        if self._exchange is not None:
+            self._exchange.body_limit = value
 
     def read_body_prefix(self, n):
         """
@@ -226,9 +263,9 @@ class RequestContext(object):
         tproxy holds the bytes back, bounded by ``n``, and sends them upstream
         unchanged; the rest of the body streams as usual.
         """
-        if self.exchange is None:
+        if self._exchange is None:
             return succeed(b"")
-        return self.exchange.read_body_prefix(n)
+        return self._exchange.read_body_prefix(n)
 
     def request_time(self):
         """Seconds from the request head to the end of the response."""
@@ -243,5 +280,11 @@ class RequestContext(object):
 
     @property
     def upstream_addr(self):
-        """``"host:port"`` of the last peer tried, or ``None``."""
+        """
+        ``"host:port"`` of the last peer chosen (``ctx.peer.address``: the
+        host as registered, an IPv6 address in brackets, ``"[::1]:8080"``,
+        the port in decimal), or ``None`` when no peer was chosen.  Unlike
+        nginx's ``$upstream_addr`` it names one peer, not every peer tried
+        (those are ``ctx.tried``).
+        """
         return self.peer.address if self.peer is not None else None

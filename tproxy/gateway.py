@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_gateway -*-
+# -*- test-case-name: tests.test_testing,tests.test_tap -*-
 """
 The gateway: what a running tproxy is made of, handed to plugins in
 ``init_worker`` (Kong's PDK, OpenResty's ``ngx``).
@@ -9,6 +9,7 @@ from twisted.logger import Logger
 
 from tproxy import probes
 from tproxy.admin import AdminRoutes
+from tproxy.health import HealthState
 from tproxy.phases import Phases
 from tproxy.registry import MemoryRegistry
 from tproxy.trust import TrustedProxies
@@ -22,6 +23,9 @@ class Gateway(object):
         as the clock of timers so that tests can pass a ``Clock``.
     :ivar config: the validated configuration (a ``dict`` with defaults filled).
     :ivar registry: the :class:`tproxy.registry.IRegistry` of upstream groups.
+    :ivar health: the :class:`tproxy.health.IHealth` state of its peers
+        (balancers read ``peer.healthy``; tproxy reports every attempt's
+        outcome to it).
     :ivar admin: the :class:`tproxy.admin.AdminRoutes` of the admin listener.
     :ivar phases: the :class:`tproxy.phases.Phases` driver.
     :ivar plugins: the plugin manager (``pluggy.PluginManager``).
@@ -48,28 +52,48 @@ class Gateway(object):
         self.reactor = reactor
         self.plugins = plugin_manager
         if previous is not None:
+            # a reload: the registry and the peers' health go on
             self.registry = previous.registry
             self.registry.ttl = config["registry"]["ttl"]
+            self.health = previous.health
+            self.health.configure(config.get("health"))
             _update_static(self.registry, previous.config, config)
         else:
             self.registry = registry if registry is not None else MemoryRegistry(
                 reactor, ttl=config["registry"]["ttl"])
+            self.health = HealthState(reactor, self.registry, config.get("health"))
             for group, spec in sorted(config.get("upstreams", {}).items()):
                 for peer in spec["peers"]:
                     self.registry.add_static(group, peer["host"], peer["port"],
-                                             peer["weight"])
+                                             peer["weight"], peer.get("max_conns", 0))
+            _set_routable(self.registry, config)
         self.trusted_proxies = TrustedProxies(config.get("trusted_proxies", ()))
-        self.admin = AdminRoutes(token=config["admin"].get("token"))
+        admin = config["admin"]
+        self.admin = AdminRoutes(token=admin.get("token"), hosts=admin.get("hosts", ()),
+                                 origins=admin.get("origins", ()), clock=reactor)
         probes.install(self)
         self.phases = Phases(plugin_manager)
         self.listeners = []
-        self._on_stop = []
+        #: whether :meth:`stop` stops ``health`` (its timers): the gateway
+        #: serving owns it; a reload hands it over (:meth:`take_over`)
+        self.owns_health = previous is None
+        self._on_stop = [self._stop_health]
         #: whether the gateway takes traffic (``/readyz``): from the end of
         #: :meth:`start` until it begins to stop
         self.serving = False
         self.started = False
         self._on_reopen = []
         self._subscribed = []   # registry listeners the plugins added in start()
+
+    def _stop_health(self):
+        if self.owns_health:
+            self.health.stop()
+
+    def take_over(self, previous):
+        """This gateway replaces ``previous`` (a reload is done): the shared
+        health state is stopped by this one's :meth:`stop` from now on."""
+        previous.owns_health = False
+        self.owns_health = True
 
     def on_stop(self, fn):
         """Call ``fn()`` (which may return a Deferred) when the gateway stops."""
@@ -122,9 +146,17 @@ class Gateway(object):
 
 
 def _static_peers(config):
-    return {(group, peer["host"], peer["port"]): peer["weight"]
+    return {(group, peer["host"], peer["port"]): (peer["weight"], peer.get("max_conns", 0))
             for group, spec in config.get("upstreams", {}).items()
             for peer in spec["peers"]}
+
+
+def _set_routable(registry, config):
+    """``upstreams.NAME.routable`` on the registry's static groups."""
+    for name, spec in config.get("upstreams", {}).items():
+        group = registry.group(name)
+        if group is not None:
+            group.routable = spec.get("routable", True)
 
 
 def _update_static(registry, old_config, new_config):
@@ -136,6 +168,7 @@ def _update_static(registry, old_config, new_config):
     for key in sorted(new):
         group, host, port = key
         if key not in old:
-            registry.add_static(group, host, port, new[key])
+            registry.add_static(group, host, port, *new[key])
         elif old[key] != new[key]:
-            registry.register(group, host, port, new[key])
+            registry.register(group, host, port, *new[key])
+    _set_routable(registry, new_config)

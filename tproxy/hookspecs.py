@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_hookspecs -*-
+# -*- test-case-name: tests.test_docs,tests.test_phases,tests.test_plugins -*-
 """
 The hook contract of tproxy: one hook per phase of a request (and of a TCP
 connection of a ``streams`` listener).
@@ -126,9 +126,12 @@ def balancer(ctx, tried):
     """
     Choose the upstream peer for the request.
 
-    Stops at the first non-``None`` result.  When connecting to the chosen peer
-    fails, the hook is called again with that peer added to ``tried``, up to
-    ``proxy.tries`` times in all.
+    Stops at the first non-``None`` result.  When the attempt on the chosen
+    peer fails and ``proxy.next_upstream`` allows a retry, the hook is called
+    again with that peer added to ``tried``, up to ``proxy.tries`` times in
+    all (``0``: every peer once).  Prefer peers whose ``peer.healthy`` is
+    true (:mod:`tproxy.health`); when none is, choose an unhealthy one only
+    if ``ctx.gateway.health.try_unhealthy()``.
 
     :param ctx: the :class:`tproxy.context.RequestContext`; ``ctx.route`` names
         the group.  For a connection of a ``streams`` listener, a

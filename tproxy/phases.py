@@ -100,7 +100,7 @@ class Phases(object):
 
     Plugins may be enabled for some routes only (``"routes": [...]`` in their
     configuration entry; the loader records them in the plugin manager's
-    ``tproxy_scopes``).  ``rewrite`` implementations of every-route plugins run
+    ``_tproxy_scopes``).  ``rewrite`` implementations of every-route plugins run
     first (they choose the route); after them, the route's :class:`PhaseSet`
     -- its route-scoped ``rewrite`` implementations, then ``access``,
     ``balancer`` ... -- is found with one dictionary lookup and kept in
@@ -116,7 +116,7 @@ class Phases(object):
     def refresh(self):
         """Resolve the implementation lists again (after plugins changed)."""
         hooks = self.plugin_manager.hook
-        scopes = getattr(self.plugin_manager, "tproxy_scopes", {}) or {}
+        scopes = getattr(self.plugin_manager, "_tproxy_scopes", {}) or {}
         self.impls = {}
         for name, argnames in PHASES:
             caller = getattr(hooks, name, None)
@@ -153,16 +153,27 @@ class Phases(object):
     def init_worker(self, gateway):
         """Run every ``init_worker`` in order, each awaited; a Deferred."""
         impls = self._init_worker
+        names = self.names("init_worker")
+        admin = getattr(gateway, "admin", None)
 
         def step(_, i):
             while i < len(impls):
+                if admin is not None:
+                    # the owner of the admin routes it adds (duplicates are
+                    # refused naming both plugins)
+                    admin.registering = names[i]
                 d = _awaitable(impls[i](gateway))
                 i += 1
                 if d is not None:
                     return d.addCallback(step, i)
             return None
 
-        return maybeDeferred(step, None, 0)
+        def done(result):
+            if admin is not None:
+                admin.registering = None
+            return result
+
+        return maybeDeferred(step, None, 0).addBoth(done)
 
     # -- per request ----------------------------------------------------------
 

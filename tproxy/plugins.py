@@ -6,7 +6,7 @@ The ``plugins`` list of the configuration decides which plugins are active
 and in what order.  Each entry's name is resolved, in this order, as:
 
 1. a built-in (:data:`BUILTINS`: ``registry``, ``router``, ``least_conn``,
-   ``access_log``, ``routes``, and the gateway plugins ``request_id``,
+   ``access_log``, ``routes``, ``health_check``, and the gateway plugins ``request_id``,
    ``key_auth``, ``jwt_auth``, ``ip_restriction``, ``cors``, ``rate_limit``,
    ``prometheus``, ``hmac_auth``, ``cache``: see docs/gateway-plugins.md);
 2. an entry point of the group ``tproxy`` (what an installed distribution
@@ -35,6 +35,7 @@ different settings: the second one is registered as ``name#2``, and so on.
 import copy
 import importlib
 import importlib.metadata
+import types
 
 import pluggy
 
@@ -55,6 +56,7 @@ BUILTINS = {
     "least_conn": "tproxy.builtins.least_conn",
     "access_log": "tproxy.builtins.access_log",
     "routes": "tproxy.builtins.routes",
+    "health_check": "tproxy.builtins.health_check",
     "request_id": "tproxy.builtins.request_id",
     "key_auth": "tproxy.builtins.key_auth",
     "jwt_auth": "tproxy.builtins.jwt_auth",
@@ -174,22 +176,38 @@ def load_plugin(name, settings, path, entry_points):
         ``Plugin(settings)`` has its paths put below ``plugins[1].settings``).
     """
     obj = resolve_plugin(name, path, entry_points)
+    return make_plugin(obj, name, settings, path + ".settings", path)[0]
+
+
+def make_plugin(obj, name, settings, settings_path, path):
+    """
+    ``(plugin, settings)``: the object to register for ``obj`` (what a name
+    resolved to) and the settings it was made with (validated, defaults
+    filled in; ``None`` for an object registered as it is).
+
+    :param settings_path: the JSON path of the settings, for error messages.
+    :param path: the JSON path of the entry, for ``__init__`` failures.
+    """
     cls = obj if isinstance(obj, type) else getattr(obj, "Plugin", None)
     if not isinstance(cls, type):
         if settings:
-            raise ConfigError((path + ".settings", "plugin {!r} takes no settings "
-                               "(it has no Plugin class)".format(name)))
-        return obj
+            why = ("it has no Plugin class" if isinstance(obj, types.ModuleType) else
+                   "an object is registered as it is: give its class to have "
+                   "it made with settings")
+            raise ConfigError((settings_path, "plugin {!r} takes no settings "
+                               "({})".format(name, why)))
+        return obj, None
     settings = copy.deepcopy(settings)
     schema = getattr(cls, "settings_schema", None)
     if schema is not None:
-        settings = _validate_settings(name, schema, settings, path)
+        settings = _validate_settings(name, schema, settings, settings_path, path)
+    made = copy.deepcopy(settings)
     try:
-        return cls(settings)
+        return cls(made), settings
     except ConfigError as e:
         # a plugin checking its settings further names the problems by their
         # JSON paths within the settings ("routes[2].match")
-        raise ConfigError([(_within(path + ".settings", p), "{} (plugin {!r})".format(
+        raise ConfigError([(_within(settings_path, p), "{} (plugin {!r})".format(
             problem, name)) for p, problem in e.errors])
     except Exception as e:
         raise ConfigError((path, "plugin {!r} failed to start: {}".format(
@@ -203,13 +221,13 @@ def _within(base, path):
     return base + path if path.startswith("[") else base + "." + path
 
 
-def _validate_settings(name, schema, settings, path):
+def _validate_settings(name, schema, settings, settings_path, path):
     try:
         validator = validator_for(schema)
     except Exception as e:
         raise ConfigError((path, "plugin {!r} has an invalid settings_schema: "
                            "{}".format(name, getattr(e, "message", e))))
-    errors = schema_errors(validator, settings, prefix=path + ".settings")
+    errors = schema_errors(validator, settings, prefix=settings_path)
     if errors:
         raise ConfigError([(p, "{} (plugin {!r})".format(problem, name))
                            for p, problem in errors])
@@ -268,13 +286,42 @@ def build_plugin_manager(config, source=None, entry_points=None):
                                "(a typo? the hooks are those of "
                                "tproxy.hookspecs)".format(
                                    culprit, ", ".join(map(repr, hooks)))))
+        _refuse_wrappers(pm, loaded)
     except ConfigError as e:
         e.source = source
         raise
     #: {registered name: routes} of the plugins enabled for some routes only
-    #: (read by tproxy.phases.Phases)
-    pm.tproxy_scopes = scopes
+    #: (read by tproxy.phases.Phases; private to tproxy)
+    pm._tproxy_scopes = scopes
     return pm
+
+
+def _refuse_wrappers(pm, loaded):
+    """
+    Refuse pluggy wrapper implementations (``@hookimpl(wrapper=True)``,
+    ``@hookimpl(hookwrapper=True)``): tproxy's phase driver calls each
+    implementation in turn, awaiting what it returns, and a wrapper (a
+    generator around the other implementations' call) would never run: an
+    ``access`` wrapper's 403 would let the request through.
+
+    :param loaded: ``(path, name, registered name, plugin)`` of each entry.
+    :raises ConfigError: naming the first entry with a wrapper, and its hooks.
+    """
+    for path, name, unique, plugin in loaded:
+        wrappers = sorted(
+            hook for hook, caller in vars(pm.hook).items()
+            if not hook.startswith("_")
+            for impl in caller.get_hookimpls()
+            if impl.plugin is plugin
+            and (impl.hookwrapper or getattr(impl, "wrapper", False)))
+        if wrappers:
+            raise ConfigError((path, "plugin {!r}: {} {} (wrapper=True / "
+                               "hookwrapper=True), which tproxy does not run; "
+                               "use a plain @hookimpl (with tryfirst / trylast "
+                               "to run before or after the others)".format(
+                                   name, ", ".join(map(repr, wrappers)),
+                                   "is a pluggy wrapper" if len(wrappers) == 1
+                                   else "are pluggy wrappers")))
 
 
 def describe_phases(pm):
@@ -284,7 +331,7 @@ def describe_phases(pm):
     a plugin enabled for some routes only is shown with them
     (``"key_auth [routes: admin, api]"``).
     """
-    scopes = getattr(pm, "tproxy_scopes", {})
+    scopes = getattr(pm, "_tproxy_scopes", {})
 
     def label(plugin_name):
         routes = scopes.get(plugin_name)

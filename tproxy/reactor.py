@@ -29,7 +29,8 @@ class FastEPollReactor(epollreactor.EPollReactor):
     goes one step shorter: the socket's ``recv`` and the protocol's
     ``dataReceived`` are called here, as ``Connection.doRead`` and
     ``_dataReceived`` would, with the same outcomes on errors, end of file
-    and exceptions (:meth:`_read`).  Anything else takes the stock path.
+    and exceptions (the inlined branch of :meth:`doPoll`).  Anything else
+    takes the stock path.
     """
 
     def doPoll(self, timeout):
@@ -48,7 +49,7 @@ class FastEPollReactor(epollreactor.EPollReactor):
             if selectable is None:
                 continue
             if event == _EPOLLIN and type(selectable) in _TCP_TYPES:
-                # (doRead's own steps, inlined: see _read for the rest)
+                # tcp.Connection.doRead and _dataReceived, inlined
                 try:
                     data = selectable.socket.recv(selectable.bufferSize)
                 except OSError as se:

@@ -38,16 +38,17 @@ class IRegistry(Interface):
 
     ttl = Attribute("Seconds a dynamic registration lives after its last heartbeat.")
 
-    def register(group, host, port, weight=None):
+    def register(group, host, port, weight=None, max_conns=None):
         """
         Register ``host:port`` in ``group``, or heartbeat it if present and
         not expired.  ``weight`` (``None``: 1 for a new peer, unchanged for
-        an existing one) is updated.  Return ``(peer, created)``; ``created``
+        an existing one) is updated, and so is ``max_conns`` (``None``: 0, no
+        limit, for a new peer, unchanged for an existing one).  Return ``(peer, created)``; ``created``
         is ``True`` for a new registration, including one whose previous
         registration had expired but was not cleaned up yet.
         """
 
-    def add_static(group, host, port, weight=1):
+    def add_static(group, host, port, weight=1, max_conns=0):
         """Add a peer that never expires (from the configuration); return it."""
 
     def deregister(group, host, port):
@@ -81,15 +82,41 @@ class IRegistry(Interface):
 
 class Peer(object):
     """
-    One upstream server of one group.
+    One upstream server of one group: what a ``balancer`` returns (also
+    ``tproxy.Peer``).  Read its attributes; only the registry changes them,
+    and tproxy itself counts ``active`` (``acquire`` / ``release``): a
+    balancer only reads it.  ``is_live(now)`` (``now`` being
+    ``ctx.gateway.registry.now()``) says whether it may be chosen: ``False``
+    once its registration expired, even before the next sweep removes it
+    (``expires_at`` is ``inf`` for a static peer).
 
-    :ivar group: the :class:`Group` it belongs to.
-    :ivar host: host name or address (``str``).
+    :ivar address: ``"host:port"``, an IPv6 host in brackets
+        (``"[::1]:8080"``): ``ctx.upstream_addr`` and the access log's
+        ``upstream_addr``.
+    :ivar key: ``(host, port)``, unique within the group.
+    :ivar total: requests (or connections) sent to it since it was
+        registered.
+    :ivar last_heartbeat: clock time of its last registration or heartbeat.
+    :ivar created_time: clock time of its first registration.
+    :ivar group: the :class:`Group` it belongs to (``group.name`` is the
+        route, e.g. ``"api"``).
+    :ivar host: host name or address as registered (``str``, IPv6 without
+        brackets).
     :ivar port: ``int``.
-    :ivar weight: ``int`` >= 1.
+    :ivar weight: ``int``, 1 to 1000 (1 unless configured or registered
+        with ``weight``).
     :ivar active: requests (or connections) in flight to it now.
     :ivar static: ``True`` for peers from the configuration (never expire).
     :ivar expires_at: clock time after which it is never selected.
+    :ivar healthy: ``False`` while the health checks say it is down (see
+        :mod:`tproxy.health`); balancers prefer healthy peers.
+    :ivar health: its :class:`tproxy.health.PeerHealth`, or ``None`` (never
+        failed nor checked).
+    :ivar max_conns: requests (or connections) in flight it may take at
+        most; ``0``: no limit.  Balancers skip a full peer.
+    :ivar ramp: the share of its weight it takes now, ``0 < ramp <= 1``
+        (below 1 while it warms up: ``health.slow_start``); balancers weigh
+        it ``weight * ramp``.
     :param notify: the ``peer_changed(peer)`` callables to call when
         ``acquire``/``release`` change the count (a list the registry keeps
         up to date), or ``None``.
@@ -97,7 +124,8 @@ class Peer(object):
 
     __slots__ = ("group", "host", "port", "weight", "active", "static",
                  "expires_at", "last_heartbeat", "created_time", "address",
-                 "key", "total", "_notify", "__weakref__")
+                 "key", "total", "_notify", "healthy", "health", "max_conns", "ramp",
+                 "__weakref__")
 
     def __init__(self, group, host, port, weight=1, now=0.0, ttl=None,
                  notify=None):
@@ -113,6 +141,10 @@ class Peer(object):
         self.expires_at = INFINITY if ttl is None else now + ttl
         self.address = "%s:%d" % (("[%s]" % host) if ":" in host else host, port)
         self.key = (host, port)
+        self.healthy = True
+        self.health = None
+        self.max_conns = 0
+        self.ramp = 1.0
         #: the ``peer_changed`` callables to tell of a count change: a list
         #: the registry owns and may extend (no indirection per request)
         self._notify = notify if notify is not None else ()
@@ -130,6 +162,12 @@ class Peer(object):
         for peer_changed in self._notify:
             peer_changed(self)
 
+    def notify_changed(self):
+        """Tell the balancers that follow the registry (``peer_changed``)
+        that its score changed (``weight``, ``ramp``)."""
+        for peer_changed in self._notify:
+            peer_changed(self)
+
     def is_live(self, now):
         """Whether the peer may be selected at clock time ``now``."""
         return self.expires_at > now
@@ -139,6 +177,7 @@ class Peer(object):
         return {
             "host": self.host, "port": self.port, "prefix": self.group.name,
             "weight": self.weight, "conn_count": self.active,
+            "max_conns": self.max_conns,
             "total_requests": self.total, "static": self.static,
             "last_heartbeat": self.last_heartbeat,
             "created_time": self.created_time,
@@ -152,19 +191,23 @@ class Peer(object):
 
 class Group(object):
     """
-    A named set of peers (a route prefix of the reference).
+    A named set of peers; the name is also the path prefix the router matches.
 
     :ivar name: the group name (``"api"``, ``"api/v2"``, ``"default"``).
     :ivar peers: ``{(host, port): Peer}``.
     :ivar state: a ``dict`` where a balancer keeps its index of this group.
+    :ivar routable: whether a request's path may choose the group (the
+        ``router``); ``False`` for a group only a plugin or a route picks
+        (``upstreams.NAME.routable``, ``/upstream/add?routable=false``).
     """
 
-    __slots__ = ("name", "peers", "state", "_live_until")
+    __slots__ = ("name", "peers", "state", "routable", "_live_until")
 
     def __init__(self, name):
         self.name = name
         self.peers = {}
         self.state = {}
+        self.routable = True
         self._live_until = -INFINITY
 
     def has_live(self, now):
@@ -244,29 +287,31 @@ class MemoryRegistry(object):
             g = self._groups[name] = Group(name)
         return g
 
-    def _add(self, group, host, port, weight, ttl):
+    def _add(self, group, host, port, weight, ttl, max_conns=0):
         g = self._group(group)
         peer = Peer(g, host, port, weight, now=self.now(), ttl=ttl,
                     notify=self._load_listeners)
+        peer.max_conns = max_conns or 0
         g.peers[peer.key] = peer
         g._added(peer)
         for listener in self._listeners:
             listener.peer_added(peer)
         return peer
 
-    def add_static(self, group, host, port, weight=1):
+    def add_static(self, group, host, port, weight=1, max_conns=0):
         g = self._groups.get(group)
         old = g.peers.get((host, port)) if g is not None else None
         if old is not None:
             self._remove(old)
-        return self._add(group, host, port, weight, None)
+        return self._add(group, host, port, weight, None, max_conns)
 
-    def register(self, group, host, port, weight=None):
+    def register(self, group, host, port, weight=None, max_conns=None):
         g = self._groups.get(group)
         peer = g.peers.get((host, port)) if g is not None else None
         if peer is not None and peer.static:
-            # a static peer heartbeating: nothing expires, only the weight may change
-            self._set_weight(peer, weight)
+            # a static peer heartbeating: nothing expires, only the weight
+            # and max_conns may change
+            self._set_weight(peer, weight, max_conns)
             return peer, False
         now = self.now()
         key = (group, host, port)
@@ -276,19 +321,26 @@ class MemoryRegistry(object):
             self._remove(peer)
             peer = None
         if peer is None:
-            peer = self._add(group, host, port, 1 if weight is None else weight, self.ttl)
+            peer = self._add(group, host, port, 1 if weight is None else weight, self.ttl,
+                             max_conns)
             self._by_age[key] = peer
             return peer, True
         peer.last_heartbeat = now
         peer.expires_at = now + self.ttl
         peer.group._added(peer)
         self._by_age.move_to_end(key)
-        self._set_weight(peer, weight)
+        self._set_weight(peer, weight, max_conns)
         return peer, False
 
-    def _set_weight(self, peer, weight):
+    def _set_weight(self, peer, weight, max_conns=None):
+        changed = False
+        if max_conns is not None and peer.max_conns != max_conns:
+            peer.max_conns = max_conns
+            changed = True
         if weight is not None and peer.weight != weight:
             peer.weight = weight
+            changed = True
+        if changed:
             self._notify_changed(peer)
 
     def _remove(self, peer):

@@ -170,6 +170,7 @@ class Reloader(object):
                 port.stopListening()
             _update_static(new.registry, new.config, old.config)
             new.registry.ttl = old_ttl
+            old.health.configure(old.config.get("health"))
             new.stop()
             self.busy = False
             log.error("reload refused, the running configuration is kept: {error}",
@@ -197,11 +198,12 @@ class Reloader(object):
                 factory.use(new, stream)
                 new.listeners.append(factory)
             else:
-                factory.resource.routes = new.admin
+                factory.routes = new.admin
         service.ports.extend(opened)
         service.listeners = [(name, endpoint, factory)
                              for _, name, endpoint, factory, _, _ in plan]
         service.gateway = new
+        new.take_over(old)
         for name, endpoint, factory in removed:
             self._close_listener(name, endpoint, factory)
         pending = self._in_flight(old)
@@ -228,6 +230,9 @@ class Reloader(object):
             pool = getattr(factory, "pool", None)
             if pool is not None:
                 pool.close()
+                unsubscribe = getattr(service.gateway.registry, "unsubscribe", None)
+                if unsubscribe is not None:
+                    unsubscribe(pool)
         drain().addCallback(drained)
 
     def _in_flight(self, old):

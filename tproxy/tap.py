@@ -21,7 +21,7 @@ from twisted.internet.defer import DeferredList, maybeDeferred
 from twisted.logger import Logger
 from twisted.python import usage
 
-from tproxy.config import ConfigError, load_config, validate_config
+from tproxy.config import ConfigError, endpoint_is_local, load_config, validate_config
 from tproxy.plugins import (
     available_plugins, build_plugin_manager, describe_phases, tproxy_entry_points)
 
@@ -435,6 +435,11 @@ def makeService(options, reactor=None):
     config = options.config
     plugin_manager = options.plugin_manager
     gateway = Gateway(config, reactor, plugin_manager)
+    admin = config["admin"]
+    if not admin["token"] and not endpoint_is_local(admin["listen"]):
+        log.warn("the admin API listens off loopback ({listen}) without a token "
+                 "(admin.allow_remote_without_token): anyone who reaches it can "
+                 "change routing", listen=admin["listen"])
 
     def endpoint(description):
         return _Endpoint(serverFromString(reactor, description), description)

@@ -37,6 +37,28 @@ a new peer, announced by ``peer_added``, for a registration that had
 expired), and the late ``peer_changed`` of a dropped or removed peer (its
 last request ending) is ignored.
 
+Health
+------
+Only healthy peers (:mod:`tproxy.health`) are in the buckets: the plugin
+follows the gateway's health state as an
+:class:`tproxy.health.IHealthListener`, so an ejected peer leaves the index
+(to the group's ``down`` list, in the order of their ejections) and a
+re-admitted one comes back, each in O(1); a pick never meets an unhealthy
+peer.  When no healthy peer is left to try, ``health.when_all_down`` decides:
+``"try_all"`` takes the unhealthy peer tried longest ago (as nginx tries
+its peers again when all are down), once per request, ``"503"`` answers
+``503 {"error": "no healthy upstream"}``.
+
+A peer with ``max_conns`` leaves the buckets (for the index's ``full``
+set) when a request brings it to its limit and comes back when one ends,
+in O(1): a full peer is never picked; when every candidate is full the
+answer is ``503 {"error": "all upstreams busy"}`` (tproxy does not queue
+requests: a client retries sooner than a queue would drain).
+
+A peer warming up (``health.slow_start``) counts with ``weight * ramp``:
+its score is higher, so it takes a smaller share until ``ramp`` reaches 1
+(each step re-scores it through ``peer_changed``).
+
 The balancer only chooses: it returns ``None`` when the group has no live
 peer left to try (tproxy then answers ``503``).
 """
@@ -47,7 +69,8 @@ from collections import OrderedDict
 
 from zope.interface import implementer
 
-from tproxy import hookimpl
+from tproxy import Response, hookimpl
+from tproxy.health import IHealthListener
 from tproxy.registry import IRegistryListener
 
 _attachments = itertools.count()
@@ -66,15 +89,21 @@ class _Index(object):
         scores whose bucket has emptied since (dropped when met).
     :ivar queued: the set of the scores in ``scores``.
     :ivar score_of: ``{peer: score}`` for every peer in a bucket.
+    :ivar down: ``OrderedDict(peer -> None)`` of the unhealthy peers, in the
+        order they became so (not in a bucket).
+    :ivar full: ``{peer: None}`` of the peers at their ``max_conns`` (not in
+        a bucket until a request of theirs ends).
     """
 
-    __slots__ = ("buckets", "scores", "queued", "score_of")
+    __slots__ = ("buckets", "scores", "queued", "score_of", "down", "full")
 
     def __init__(self):
         self.buckets = {}
         self.scores = []
         self.queued = set()
         self.score_of = {}
+        self.down = OrderedDict()
+        self.full = {}
 
 
 class _Recent(object):
@@ -94,7 +123,7 @@ class _Recent(object):
         self.seq = 0
 
 
-@implementer(IRegistryListener)
+@implementer(IRegistryListener, IHealthListener)
 class Plugin(object):
     """
     The least-connections balancer (``balancer`` phase).
@@ -115,27 +144,38 @@ class Plugin(object):
     def __init__(self, settings=None):
         self._registry = None
         self._key = None
+        self._health = None
 
     # -- the index ------------------------------------------------------------
 
-    def _attach(self, registry):
-        """Follow ``registry`` (indexes are built per group on first use)."""
+    def _attach(self, gateway):
+        """Follow ``gateway``'s registry and health state (indexes are built
+        per group on first use)."""
+        registry = gateway.registry
         self._registry = registry
         # a fresh key, so that indexes built for an earlier registry are never read
         self._key = ("least_conn", next(_attachments))
         registry.subscribe(self)
+        self._health = getattr(gateway, "health", None)
+        if self._health is not None:
+            self._health.subscribe(self)
 
     def _build(self, group, now):
         index = _Index()
         for peer in group.peers.values():
             if peer.is_live(now):
-                self._place(index, peer)
+                if not peer.healthy:
+                    index.down[peer] = None
+                elif peer.max_conns and peer.active >= peer.max_conns:
+                    index.full[peer] = None
+                else:
+                    self._place(index, peer)
         group.state[self._key] = index
         return index
 
     def _place(self, index, peer):
         """Move ``peer`` to the end of the bucket of its current score."""
-        score = (peer.active + 1) / (peer.weight or 1)
+        score = (peer.active + 1) / (peer.weight * peer.ramp or 1)
         buckets = index.buckets
         old = index.score_of.get(peer)
         if old is not None:
@@ -177,15 +217,35 @@ class Plugin(object):
         """Index a new peer (if its group is indexed yet)."""
         index = self._index_of(peer)
         if type(index) is _Index and peer not in index.score_of:
-            self._place(index, peer)
+            if peer.healthy:
+                self._place(index, peer)
+            else:
+                index.down[peer] = None
 
     def peer_removed(self, peer):
         """Drop a peer from its group's index."""
         index = self._index_of(peer)
         if type(index) is _Index:
             self._drop(index, peer)
+            index.down.pop(peer, None)
+            index.full.pop(peer, None)
         elif index is not None:
             index.changed.pop(peer, None)
+
+    def peer_health_changed(self, peer):
+        """An ejected peer leaves the buckets, a re-admitted one comes back."""
+        index = self._index_of(peer)
+        if type(index) is not _Index:
+            return   # small groups look at peer.healthy at each pick
+        if peer.healthy:
+            if index.down.pop(peer, 0) is None:
+                if peer.max_conns and peer.active >= peer.max_conns:
+                    index.full[peer] = None
+                else:
+                    self._place(index, peer)
+        elif peer in index.score_of:
+            self._drop(index, peer)
+            index.down[peer] = None
 
     def peer_changed(self, peer):
         """Re-score a peer whose count or weight changed (twice per request:
@@ -195,13 +255,31 @@ class Plugin(object):
             if index is not None:   # a small group: note the order of changes
                 index.seq = n = index.seq + 1
                 index.changed[peer] = n
+                if not n & 1023 and len(index.changed) > len(peer.group.peers):
+                    # the last requests of removed peers noted them again
+                    peers = peer.group.peers
+                    index.changed = {p: m for p, m in index.changed.items()
+                                     if peers.get(p.key) is p}
             return
         score_of = index.score_of
         old = score_of.get(peer)
         if old is None:
-            return  # a removed or expired peer whose request just ended: forget it
-        score = (peer.active + 1) / (peer.weight or 1)
+            # a full peer whose request ended (back in its bucket), or a
+            # removed or expired one (forgotten)
+            if index.full and peer in index.full and peer.active < peer.max_conns:
+                del index.full[peer]
+                if peer.healthy:
+                    self._place(index, peer)
+                else:
+                    index.down[peer] = None
+            return
         buckets = index.buckets
+        if peer.max_conns and peer.active >= peer.max_conns:
+            del buckets[old][peer]   # full: out of the buckets until a request ends
+            del score_of[peer]
+            index.full[peer] = None
+            return
+        score = (peer.active + 1) / (peer.weight * peer.ramp or 1)
         del buckets[old][peer]   # an emptied bucket stays (see _pick)
         score_of[peer] = score
         bucket = buckets.get(score)
@@ -215,22 +293,60 @@ class Plugin(object):
     def init_worker(self, gateway):
         """Start following the gateway's registry."""
         if self._registry is not gateway.registry:
-            self._attach(gateway.registry)
+            self._attach(gateway)
 
     @hookimpl
     def balancer(self, ctx, tried):
         """
-        Choose the peer of ``ctx.route`` with the smallest
-        ``(active + 1) / weight``, skipping expired peers and ``tried``.
+        Choose the healthy peer of ``ctx.route`` with the smallest
+        ``(active + 1) / weight``, skipping expired peers and ``tried``
+        (when none is healthy: see the module docstring).
 
-        :return: a :class:`tproxy.registry.Peer`, or ``None``.
+        :return: a :class:`tproxy.registry.Peer`, ``None``, or a ``503``
+            :class:`tproxy.Response` (``health.when_all_down`` ``"503"``).
         """
-        registry = ctx.gateway.registry
-        if registry is not self._registry:
-            self._attach(registry)
+        gateway = ctx.gateway
+        if gateway.registry is not self._registry:
+            self._attach(gateway)
         name = ctx.route
         if name is None:
             return None
+        health = self._health
+        try_all = health is None or health._try_all
+        peer = self.choose(name, tried, try_all)
+        if peer is None and not tried:
+            group = self._registry.group(name)
+            if group is not None and group.has_live(self._registry.now()):
+                ctx.error = "no_peer"
+                if self._busy(group):
+                    return Response.error(503, "all upstreams busy", group=name)
+                if not try_all:
+                    return Response.error(503, "no healthy upstream", group=name)
+        return peer
+
+    def _busy(self, group):
+        """Whether a peer of ``group`` is at its ``max_conns`` (after a pick
+        found none: the peers are not scanned on the way to a pick)."""
+        index = group.state.get(self._key)
+        if type(index) is _Index:
+            return bool(index.full)
+        return any(p.max_conns and p.active >= p.max_conns for p in group.peers.values())
+
+    def choose(self, name, tried, unhealthy=True):
+        """
+        The best peer of group ``name`` not in ``tried``: a healthy one if
+        any, else (``unhealthy``) the unhealthy one tried longest ago, else
+        ``None``.
+        An unhealthy peer is chosen only if no peer tried for the request is
+        unhealthy: when all are down a request makes one attempt on them, not
+        one per peer (nginx answers at once then).
+        """
+        if unhealthy and tried:
+            for peer in tried:
+                if not peer.healthy:
+                    unhealthy = False
+                    break
+        registry = self._registry
         group = registry.group(name)
         if group is None:
             return None
@@ -241,25 +357,42 @@ class Plugin(object):
             if len(peers) <= self.small_group:
                 if index is None:
                     index = group.state[self._key] = _Recent()
-                return self._scan(index, peers, tried, now)
+                return self._scan(index, peers, tried, now, unhealthy)
             index = self._build(group, now)
-        return self._pick(index, tried, now)
+        chosen = self._pick(index, tried, now)
+        if chosen is None and unhealthy and index.down:
+            for peer in index.down:
+                if peer.expires_at > now and (not tried or peer not in tried) and not (
+                        peer.max_conns and peer.active >= peer.max_conns):
+                    index.down.move_to_end(peer)   # the next one goes first next time
+                    return peer
+        return chosen
 
-    def _scan(self, recent, peers, tried, now):
+    def _scan(self, recent, peers, tried, now, unhealthy):
         """The pick of a small group: every peer looked at."""
         changed = recent.changed
         best = None
-        best_score = best_n = 0
+        best_score = best_n = down_n = 0
+        down = None
         for peer in peers.values():
             if peer.expires_at <= now or (tried and peer in tried):
                 continue   # (expired: see Peer.is_live)
-            score = (peer.active + 1) / (peer.weight or 1)
+            if peer.max_conns and peer.active >= peer.max_conns:
+                continue   # full
+            if not peer.healthy:
+                # the unhealthy peer tried longest ago (they take turns)
+                if down is None or changed.get(peer, 0) < down_n:
+                    down, down_n = peer, changed.get(peer, 0)
+                continue
+            score = (peer.active + 1) / (peer.weight * peer.ramp or 1)
             if best is None or score < best_score:
                 best, best_score, best_n = peer, score, changed.get(peer, 0)
             elif score == best_score:
                 n = changed.get(peer, 0)
                 if n < best_n:
                     best, best_n = peer, n
+        if best is None and unhealthy:
+            return down
         return best
 
     def _pick(self, index, tried, now):

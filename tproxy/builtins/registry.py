@@ -4,34 +4,56 @@ The ``registry`` plugin: the admin API through which upstream servers
 register, heartbeat and leave, and the timer that removes expired
 registrations.
 
-Endpoints (on the admin listener; compatible with the reference gateway):
+Endpoints (on the admin listener):
 
-``GET /upstream/add?port=P[&host=H][&prefix=G][&weight=W]``
+``GET /upstream/add?port=P[&host=H][&prefix=G][&weight=W][&max_conns=M][&routable=R]``
     Register ``H:P`` in group ``G``, or heartbeat it.  ``host`` defaults to
     the caller's address (the TCP peer; ``X-Real-IP`` / ``X-Forwarded-For``
     are believed only from an address in the ``trusted_proxies``
-    configuration); ``prefix`` defaults to ``default`` and one leading and
-    one trailing ``/`` are ignored (``/api`` is ``api``); ``weight`` is an
-    integer from 1 to 1000, 1 for a new server and unchanged on a heartbeat
-    that leaves it out.  Answers ``{"success": true, "server":
-    "prefix:host:port", "prefix", "host", "port", "weight", "created",
-    "static", "expires_in"}``.
+    configuration); an unspecified, broadcast or multicast address
+    (``0.0.0.0``, ``::``, ``255.255.255.255``, ``224.0.0.1``) is refused;
+    ``prefix`` defaults to ``default`` and one leading and one trailing ``/``
+    are ignored (``/api`` is ``api``); ``weight`` is an integer from 1 to
+    1000, 1 for a new server and unchanged on a heartbeat that leaves it out;
+    ``max_conns`` (0 to 1000000, 0: no limit, the default) caps the requests
+    in flight to it: a full server is skipped, and when all are full the
+    request gets ``503 {"error": "all upstreams busy"}``; ``routable``
+    (``true``/``false``) marks the group as one a request's path may choose
+    or not (unchanged when left out; see the ``router``).  Answers
+    ``{"success": true, "server": "prefix:host:port", "prefix", "host",
+    "port", "weight", "max_conns", "created", "static", "routable",
+    "expires_in"}``.  A new registration beyond ``registry.max_groups``,
+    ``registry.max_servers_per_group`` or ``registry.max_servers`` is a
+    ``409 {"error", "limit", "value"}`` (configured servers count too).
 
 ``GET /upstream/remove?port=P[&host=H][&prefix=G]``
     Remove a registration: ``200 {"success": true, "removed":
     "prefix:host:port", ...}``; ``404 {"error": "server not registered"}``
-    if there is none (or it had expired); ``409`` for a server of the
-    configuration's ``upstreams`` (those cannot be removed at run time).
+    if there is none (or it had expired), with ``"registered_under":
+    [groups]`` when the server is registered under other prefixes; ``409``
+    for a server of the configuration's ``upstreams`` (those cannot be
+    removed at run time).
 
 ``GET /upstream/status[?prefix=G]``
-    ``{"groups": [{"prefix", "servers": [...], "live", "total"}],
-    "total_groups", "total_servers", "timestamp"}``, groups sorted by name and
-    servers by host and port.
+    ``{"groups": [{"prefix", "servers": [...], "live", "healthy", "total",
+    "routable"}], "total_groups", "total_servers", "timestamp"}``, groups
+    sorted by name and servers by host and port.  Each server has a
+    ``health`` object (:meth:`tproxy.health.HealthState.as_dict`):
+    ``healthy``, ``ejections``, ``ejected_for`` (seconds left), ``fails``,
+    ``last_error`` and ``last_check`` (``{"time", "kind"/"ok", "detail"}`` or
+    ``null``).
 
 ``add`` and ``remove`` also accept ``POST``, with the parameters in the query
-string or in an ``application/x-www-form-urlencoded`` body.  Bad parameters
-are a ``400 {"error": ..., "field": ..., "value": ...}`` and change nothing;
-unknown parameters are ignored.
+string or in an ``application/x-www-form-urlencoded`` body.  The JSON forms:
+``POST /upstream/servers`` (or ``PUT``: register or heartbeat; ``201`` when
+created) and ``DELETE /upstream/servers`` take the same parameters as the
+members of a JSON object body (``{"port": 8080, "prefix": "api"}``) or in
+the query; ``GET /upstream/servers`` is the status.  Bad parameters are a
+``400 {"error": ..., "field": ..., "value": ...}`` and change nothing;
+unknown parameters are ignored.  Every change (a new registration, a weight
+or ``routable`` change, a removal) is an audit event
+(:meth:`tproxy.admin.AdminRequest.audit`); a heartbeat that changes nothing
+is not.
 
 Every ``registry.cleanup_interval`` seconds a ``LoopingCall`` removes the
 registrations whose last heartbeat is older than ``registry.ttl`` seconds (an
@@ -47,7 +69,11 @@ from twisted.internet.defer import maybeDeferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from zope.interface import implementer
+
 from tproxy import hookimpl
+from tproxy.config import unicast_problem
+from tproxy.registry import IRegistryListener
 from tproxy.trust import TrustedProxies, UntrustworthyHeader
 
 __all__ = ["Plugin", "BadParameter", "parse_host", "parse_port", "parse_prefix",
@@ -64,6 +90,7 @@ MAX_WEIGHT = 1000
 
 _PORT = re.compile(r"[0-9]{1,5}")
 _WEIGHT = re.compile(r"[0-9]{1,4}")
+_MAX_CONNS = re.compile(r"[0-9]{1,7}")
 # RFC 1123 labels; "_" is also accepted, as the configuration accepts it
 # (container service names use it)
 _LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
@@ -106,6 +133,21 @@ def parse_port(value):
     return port
 
 
+def parse_max_conns(value):
+    """
+    ``max_conns`` from its decimal text: 0 (no limit) to 1000000; ``None`` if
+    absent or empty.
+
+    :raises BadParameter: if not an integer in range.
+    """
+    if value is None or value == "":
+        return None
+    if not _MAX_CONNS.fullmatch(value) or int(value) > 1000000:
+        raise BadParameter("max_conns", "max_conns must be an integer from 0 (no "
+                           "limit) to 1000000", value)
+    return int(value)
+
+
 def parse_weight(value):
     """
     A weight from its decimal text: 1 to 1000; ``None`` if absent or empty.
@@ -143,10 +185,10 @@ def parse_host(value, field="host"):
             address = ipaddress.IPv6Address(host)
         except ValueError:
             raise bad
-        return str(address.ipv4_mapped or address)
+        return _unicast(str(address.ipv4_mapped or address), field, value)
     try:
-        return str(ipaddress.IPv4Address(host))
-    except ValueError:
+        return _unicast(str(ipaddress.IPv4Address(host)), field, value)
+    except ipaddress.AddressValueError:
         pass
     if len(host) > MAX_HOST_LENGTH:
         raise bad
@@ -156,6 +198,32 @@ def parse_host(value, field="host"):
         # "256.0.0.1", "010.0.0.1"), not a name
         raise bad
     return host.lower()
+
+
+def _unicast(address, field, value):
+    """``address``, unless it names no one server (``0.0.0.0``, ``::``,
+    broadcast, multicast)."""
+    problem = unicast_problem(address)
+    if problem is not None:
+        raise BadParameter(field, "host " + problem, value)
+    return address
+
+
+def parse_routable(value):
+    """
+    Whether a group may be chosen by path, from ``true``/``false`` (also
+    ``1``/``0``, ``yes``/``no``); ``None`` if absent or empty.
+
+    :raises BadParameter: for another value.
+    """
+    if value is None or value == "":
+        return None
+    text = value.strip().lower()
+    if text in ("true", "1", "yes"):
+        return True
+    if text in ("false", "0", "no"):
+        return False
+    raise BadParameter("routable", "routable must be true or false", value)
 
 
 def parse_prefix(value, field="prefix"):
@@ -187,9 +255,13 @@ def parse_prefix(value, field="prefix"):
     return prefix
 
 
+@implementer(IRegistryListener)
 class Plugin(object):
     """
     The ``registry`` built-in plugin (see the module docstring).
+
+    It follows the registry's changes (an :class:`IRegistryListener`) to
+    count groups and servers for the ``registry.max_*`` limits in O(1).
 
     :param settings: none (the plugin reads the configuration's
         ``registry`` and ``trusted_proxies`` keys).
@@ -204,25 +276,57 @@ class Plugin(object):
         self.registry = None
         self.trusted = TrustedProxies()
         self._loop = None
+        self._groups = 0    # groups and servers in the registry (limits)
+        self._servers = 0
 
     @hookimpl
     def init_worker(self, gateway):
         """Add the ``/upstream/*`` admin routes and start the cleanup timer."""
         self.gateway = gateway
-        self.registry = gateway.registry
+        if self.registry is not gateway.registry:
+            self.registry = gateway.registry
+            groups = self.registry.groups()
+            self._groups = len(groups)
+            self._servers = sum(len(g.peers) for g in groups)
+            self.registry.subscribe(self)
         self.trusted = TrustedProxies(gateway.config.get("trusted_proxies", ()))
         admin = gateway.admin
         for method in ("GET", "POST"):
             admin.route(method, "/upstream/add", self.add)
             admin.route(method, "/upstream/remove", self.remove)
         admin.route("GET", "/upstream/status", self.status)
+        admin.route("GET", "/upstream/servers", self.status)
+        admin.route("POST", "/upstream/servers", self.add)
+        admin.route("PUT", "/upstream/servers", self.add)
+        admin.route("DELETE", "/upstream/servers", self.remove)
 
-        interval = gateway.config.get("registry", {}).get("cleanup_interval", 10)
+        config = gateway.config.get("registry", {})
+        self.max_groups = config.get("max_groups", 10000)
+        self.max_servers_per_group = config.get("max_servers_per_group", 10000)
+        self.max_servers = config.get("max_servers", 100000)
+        interval = config.get("cleanup_interval", 10)
         self._loop = LoopingCall(self._cleanup)
         self._loop.clock = gateway.reactor
         self._loop.start(interval, now=False).addErrback(
             lambda f: log.failure("registry cleanup timer stopped", f))
         gateway.on_stop(self._stop)
+
+    # -- the counts of the limits (IRegistryListener) -------------------------
+
+    def peer_added(self, peer):
+        """A server joined (its group is new if it is the only one)."""
+        self._servers += 1
+        if len(peer.group.peers) == 1:
+            self._groups += 1
+
+    def peer_removed(self, peer):
+        """A server left (its group is gone if the registry no longer has it)."""
+        self._servers -= 1
+        if self.registry.group(peer.group.name) is None:
+            self._groups -= 1
+
+    #: load changes do not matter to the limits: not called per request
+    peer_changed = None
 
     def _stop(self):
         if self._loop is not None and self._loop.running:
@@ -245,9 +349,8 @@ class Plugin(object):
 
     # -- admin handlers -------------------------------------------------
 
-    def _target(self, request):
+    def _target(self, args, request):
         """``(prefix, host, port)`` of an add/remove request."""
-        args = request.args
         port = parse_port(args.get("port"))
         prefix = parse_prefix(args.get("prefix"))
         host = args.get("host")
@@ -263,32 +366,85 @@ class Plugin(object):
             if host is None:
                 raise BadParameter("host", "host is required (the caller's "
                                    "address is unknown)", None)
+            host = _unicast(host, "host", host)
         return prefix, host, port
 
+    def _over_limit(self, prefix, host, port):
+        """
+        The ``409`` answer if registering a new ``host:port`` in ``prefix``
+        would pass a ``registry.max_*`` limit, else ``None``.
+        """
+        group = self.registry.group(prefix)
+        if group is not None:
+            old = group.peers.get((host, port))
+            if old is not None:
+                return None   # a heartbeat (or a re-registration in its place)
+            if len(group.peers) >= self.max_servers_per_group:
+                return _limit("max_servers_per_group", self.max_servers_per_group,
+                              prefix=prefix)
+        if group is None and self._groups >= self.max_groups:
+            return _limit("max_groups", self.max_groups, prefix=prefix)
+        if self._servers >= self.max_servers:
+            return _limit("max_servers", self.max_servers, prefix=prefix)
+        return None
+
     def add(self, request):
-        """``/upstream/add``: register or heartbeat a server."""
+        """``/upstream/add`` (and ``POST``/``PUT /upstream/servers``):
+        register or heartbeat a server."""
         try:
-            prefix, host, port = self._target(request)
-            weight = parse_weight(request.args.get("weight"))
+            args = _args(request)
+            prefix, host, port = self._target(args, request)
+            weight = parse_weight(args.get("weight"))
+            max_conns = parse_max_conns(args.get("max_conns"))
+            routable = parse_routable(args.get("routable"))
         except BadParameter as e:
             return 400, e.as_dict()
-        peer, created = self.registry.register(prefix, host, port, weight)
+        refused = self._over_limit(prefix, host, port)
+        if refused is not None:
+            return refused
+        old = None
+        group = self.registry.group(prefix)
+        if group is not None:
+            old = group.peers.get((host, port))
+        old_weight, old_max_conns = (old.weight, old.max_conns) if old else (None, None)
+        if max_conns is None:
+            peer, created = self.registry.register(prefix, host, port, weight)
+        else:
+            peer, created = self.registry.register(prefix, host, port, weight,
+                                                   max_conns=max_conns)
+        group = peer.group
+        changed = {}
+        if routable is not None and group.routable != routable:
+            group.routable = routable
+            changed["routable"] = routable
+        if not created and old_weight is not None and peer.weight != old_weight:
+            changed["weight"] = peer.weight
+        if not created and old_max_conns is not None and peer.max_conns != old_max_conns:
+            changed["max_conns"] = peer.max_conns
         if created:
-            log.info("registered {server} (weight {weight})", server=_server(peer),
-                     prefix=prefix, host=host, port=port, weight=peer.weight)
+            request.audit("upstream.add", server=_server(peer), prefix=prefix, host=host,
+                          port=port, weight=peer.weight, max_conns=peer.max_conns,
+                          routable=group.routable)
+        elif changed:
+            request.audit("upstream.change", server=_server(peer), prefix=prefix,
+                          host=host, port=port, **changed)
         else:
             log.debug("heartbeat of {server}", server=_server(peer))
-        return 200, {
+        status = 201 if created and request.path == "/upstream/servers" else 200
+        return status, {
             "success": True, "server": _server(peer), "prefix": prefix,
             "host": host, "port": port, "weight": peer.weight,
-            "created": created, "static": peer.static,
+            "max_conns": peer.max_conns,
+            "created": created, "static": peer.static, "routable": group.routable,
             "expires_in": None if peer.static else self.registry.ttl,
         }
 
     def remove(self, request):
-        """``/upstream/remove``: remove a registration."""
+        """``/upstream/remove`` (and ``DELETE /upstream/servers``): remove a
+        registration."""
         try:
-            prefix, host, port = self._target(request)
+            args = _args(request)
+            prefix, host, port = self._target(args, request)
         except BadParameter as e:
             return 400, e.as_dict()
         fields = {"server": "{}:{}".format(prefix, _address(host, port)),
@@ -301,11 +457,29 @@ class Plugin(object):
         if peer is None or not peer.is_live(self.registry.now()):
             if peer is not None:
                 self.registry.deregister(prefix, host, port)  # expired: clean up
+            elsewhere = self._registered_under(host, port)
+            if elsewhere:
+                return 404, dict(
+                    fields, registered_under=elsewhere,
+                    error="server not registered under prefix {!r}; it is registered "
+                          "under {} (pass prefix=)".format(
+                              prefix, ", ".join(repr(p) for p in elsewhere)))
             return 404, dict(fields, error="server not registered")
         self.registry.deregister(prefix, host, port)
-        log.info("removed {server}", server=fields["server"], prefix=prefix,
-                 host=host, port=port)
+        request.audit("upstream.remove", server=fields["server"], prefix=prefix,
+                      host=host, port=port)
         return 200, dict(fields, success=True, removed=fields["server"])
+
+    def _registered_under(self, host, port):
+        """The groups where ``host:port`` is live (a scan: only for a
+        ``remove`` that found nothing)."""
+        now = self.registry.now()
+        found = []
+        for group in self.registry.groups():
+            peer = group.peers.get((host, port))
+            if peer is not None and peer.is_live(now):
+                found.append(group.name)
+        return found
 
     def status(self, request):
         """``/upstream/status``: every group and its servers."""
@@ -316,25 +490,65 @@ class Plugin(object):
             except BadParameter as e:
                 return 400, e.as_dict()
         now = self.registry.now()
+        health = getattr(self.gateway, "health", None)
         groups = []
         total = 0
         for group in self.registry.groups():
             if wanted and group.name != wanted:
                 continue
             servers = []
-            live = 0
+            live = healthy = 0
             for peer in sorted(group.peers.values(), key=lambda p: (p.host, p.port)):
                 view = peer.as_dict()
                 view["live"] = peer.is_live(now)
                 live += view["live"]
+                if health is not None:
+                    view["health"] = health.as_dict(peer)
+                healthy += view["live"] and peer.healthy
                 servers.append(view)
             if not servers:
                 continue
             groups.append({"prefix": group.name, "servers": servers,
-                           "live": live, "total": len(servers)})
+                           "live": live, "healthy": healthy, "total": len(servers),
+                           "routable": group.routable})
             total += len(servers)
         return 200, {"groups": groups, "total_groups": len(groups),
                      "total_servers": total, "timestamp": now}
+
+
+def _args(request):
+    """
+    The parameters of an add/remove request: its query (and form) arguments,
+    and the members of a JSON object body (numbers and booleans as their
+    text) where the query has none.
+
+    :raises BadParameter: for a JSON body that is not an object, or a member
+        that is an object or a list.
+    """
+    body = request.json
+    if body is None:
+        return request.args
+    if not isinstance(body, dict):
+        raise BadParameter("body", "the JSON body must be an object", None)
+    args = dict(request.args)
+    for name, value in body.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        elif isinstance(value, (int, float)):
+            value = str(value)
+        elif not isinstance(value, str):
+            raise BadParameter(name, "{} must be a string or a number".format(name),
+                               None)
+        args.setdefault(name, value)
+    return args
+
+
+def _limit(name, value, **fields):
+    """The ``409`` answer for the limit ``registry.<name>``."""
+    return 409, dict(fields, error="limit reached: registry.{} is {}".format(name, value),
+                     limit="registry." + name, value=value)
 
 
 def _address(host, port):

@@ -1,12 +1,11 @@
 # -*- test-case-name: tests.test_router,tests.test_routes -*-
 """
 The built-in ``router`` plugin: choose the upstream group of a request from
-its path.  Two modes (setting ``mode``), the two variants of the reference
-gateway:
+its path.  Two modes (setting ``mode``):
 
-- ``"group"`` (the default, variant 1): the longest group prefix at a segment
+- ``"group"`` (the default): the longest group prefix at a segment
   boundary takes the request and is stripped (below);
-- ``"path_prefix"`` (variant 2): every group whose prefix the path has, and
+- ``"path_prefix"``: every group whose prefix the path has, and
   the fallback group, may serve it, the path unchanged; the router then also
   balances, least-connections over all their live peers (see
   :class:`PathPrefixPlugin`).
@@ -33,6 +32,11 @@ Rules:
 
 - Only groups with at least one live peer take part (a group whose every
   peer's TTL has passed is skipped: ``/api/x`` then goes to ``default``).
+- A group marked not routable (``upstreams.NAME.routable: false``,
+  ``/upstream/add?routable=false``) never takes a request by its path: it
+  is for a balancer plugin or a route that names it (``/canary/x`` then
+  goes to ``default`` as ``/canary/x``).  The same holds in path-prefix
+  mode.
 - Matching is on the raw path as received: no percent-decoding and no
   dot-segment removal, so ``/api%2Fv2/x`` has the one segment ``api%2Fv2``
   and matches neither ``api`` nor ``api/v2``.  An empty segment (``//``) ends
@@ -64,7 +68,8 @@ group); servers registered without a prefix are in the fallback group and
 serve every path.  ``/api/users`` may go to the servers of ``api`` and of the
 fallback group (and of ``api/users`` if there is one), ``/apix`` and
 ``/other`` to the fallback group's only; the one chosen is the live peer with
-the smallest ``(active + 1) / weight`` among them all, ties taking turns.  The
+the smallest ``(active + 1) / weight`` among them all, ties taking turns
+(only healthy peers while one is left: :mod:`tproxy.health`).  The
 path is forwarded unchanged; ``ctx.route`` is the most specific matching group
 with a live peer (the peer may belong to another of the matching groups:
 ``ctx.peer.group.name``); a client's ``X-Route-Prefix`` is removed and none is
@@ -220,7 +225,7 @@ class Plugin(object):
                 break  # no group name starts with these segments
             if candidate != default:
                 group = registry.group(candidate)
-                if group is not None:
+                if group is not None and group.routable:
                     if group.has_live(now):
                         live.append((candidate, stop))
                     else:
@@ -233,8 +238,8 @@ class Plugin(object):
     def _prepare(self, ctx):
         """
         Follow the gateway's registry, and drop a client-sent X-Route-Prefix:
-        never believe it (defect 9 of the reference).  Look before removing:
-        remove() rebuilds the list.
+        never believe it (the upstream would take a client's word for the
+        route).  Look before removing: remove() rebuilds the list.
         """
         registry = ctx.gateway.registry
         if registry is not self._registry:
@@ -355,24 +360,40 @@ class PathPrefixPlugin(Plugin):
         groups = ctx.vars.get(GROUPS_VAR) if ctx.vars else None
         if groups is None:
             return None
-        pick = self._least.balancer
-        saved = ctx.route
+        least = self._least
+        if least._registry is not ctx.gateway.registry:
+            least._attach(ctx.gateway)
+        pick = least.choose
         best, best_score, ties = None, None, None
-        try:
+        for name in groups:
+            peer = pick(name, tried, False)   # healthy peers first
+            if peer is None:
+                continue
+            score = (peer.active + 1) / (peer.weight * peer.ramp or 1)
+            if best is None or score < best_score:
+                best, best_score, ties = peer, score, None
+            elif score == best_score:
+                if ties is None:
+                    ties = [best]
+                ties.append(peer)
+        if best is None:
+            registry = least._registry
+            if not tried and any(least._busy(g) for g in
+                                 [registry.group(n) for n in groups] if g is not None):
+                ctx.error = "no_peer"
+                return Response.error(503, "all upstreams busy", group=ctx.route)
+            # no healthy peer in any matching group (health.when_all_down)
+            health = least._health
+            if health is not None and not health.try_unhealthy():
+                if not tried:
+                    ctx.error = "no_peer"
+                    return Response.error(503, "no healthy upstream", group=ctx.route)
+                return None
             for name in groups:
-                ctx.route = name
-                peer = pick(ctx, tried)
-                if peer is None:
-                    continue
-                score = (peer.active + 1) / (peer.weight or 1)
-                if best is None or score < best_score:
-                    best, best_score, ties = peer, score, None
-                elif score == best_score:
-                    if ties is None:
-                        ties = [best]
-                    ties.append(peer)
-        finally:
-            ctx.route = saved
+                peer = pick(name, tried, True)
+                if peer is not None:
+                    return peer
+            return None
         if ties is not None:
             self._turn += 1
             return ties[self._turn % len(ties)]

@@ -31,10 +31,12 @@ takes is left to the next ``rewrite`` plugin (the ``router``), or answered
 ``404`` with ``"unmatched": "404"``.  A ``body_contains`` route makes
 ``rewrite`` read the first ``body_limit`` bytes of the body first.
 
-The admin API: ``GET /routes``, ``GET|PUT|DELETE /routes/{name}`` (a change
-builds a new table and swaps it: a request keeps the route it started
-with), and ``GET /routes/match`` (which route a request would take, why,
-and the peer it would get).
+The admin API: ``GET /routes``, ``POST /routes`` (a new route, named in
+its JSON body), ``GET|PUT|DELETE /routes/{name}`` (a change builds a new
+table and swaps it: a request keeps the route it started with; at most
+``max_routes`` routes, ``409`` beyond), and ``GET /routes/match`` (which
+route a request would take, why, and the peer it would get).  Every change
+is an audit event (:meth:`tproxy.admin.AdminRequest.audit`).
 
 List it before ``router`` (which leaves alone a request an earlier plugin
 routed) and before ``least_conn`` (its ``balancer`` answers only for routes
@@ -66,6 +68,8 @@ SETTINGS_SCHEMA = {
         "body_limit": {"type": "integer", "minimum": 1, "maximum": 16 * 1024 * 1024,
                        "default": 65536},
         "routes": {"type": "array", "items": ROUTE_SCHEMA, "default": []},
+        # how many routes the admin API may make the table hold (409 beyond)
+        "max_routes": {"type": "integer", "minimum": 1, "default": 10000},
     },
 }
 
@@ -96,6 +100,7 @@ class Plugin(object):
         self.match_mode = settings.get("match_mode", "host_first")
         self.unmatched_404 = settings.get("unmatched", "next") == "404"
         self.body_limit = settings.get("body_limit", 65536)
+        self.max_routes = settings.get("max_routes", 10000)
         self.table = compile_routes(settings.get("routes", []), self.match_mode)
         self.gateway = None
 
@@ -107,6 +112,7 @@ class Plugin(object):
         self.gateway = gateway
         admin = gateway.admin
         admin.route("GET", "/routes", self.list_routes)
+        admin.route("POST", "/routes", self.post_route)
         admin.route("GET", "/routes/match", self.match_route)
         admin.route("GET", "/routes/{name}", self.get_route)
         admin.route("PUT", "/routes/{name}", self.put_route)
@@ -170,13 +176,15 @@ class Plugin(object):
 
         :return: ``None`` (not pinned: the next balancer chooses), the
             :class:`~tproxy.registry.Peer`, a ``503`` when it is not a live
-            member of the group, or a ``502`` when it failed already (a pinned
-            route never moves to another peer).
+            member of the group (or is unhealthy, with ``health.when_all_down``
+            ``"503"``: it is the only candidate), or a ``502`` when it failed
+            already (a pinned route never moves to another peer).
         """
         route = ctx.vars.get(_ROUTE_VAR) if ctx.vars else None
         if route is None or route.peer_key is None:
             return None
-        peer = self._pinned(ctx.gateway.registry, route)
+        gateway = ctx.gateway
+        peer = self._pinned(gateway.registry, route)
         if peer is None:
             ctx.error = "no_peer"
             return Response.error(503, "no live upstream", group=route.group,
@@ -184,6 +192,14 @@ class Plugin(object):
         if tried and peer in tried:
             return Response.error(502, "pinned upstream failed", upstream=peer.address,
                                   route=route.name)
+        if peer.max_conns and peer.active >= peer.max_conns:
+            ctx.error = "no_peer"
+            return Response.error(503, "all upstreams busy", group=route.group,
+                                  peer=route.peer, route=route.name)
+        if not peer.healthy and not gateway.health.try_unhealthy():
+            ctx.error = "no_peer"
+            return Response.error(503, "no healthy upstream", group=route.group,
+                                  peer=route.peer, route=route.name)
         return peer
 
     def _pinned(self, registry, route):
@@ -209,6 +225,21 @@ class Plugin(object):
             return 404, {"error": "no such route", "name": name}
         return 200, route.spec
 
+    def post_route(self, request):
+        """``POST /routes``: add a route (JSON body with its ``name``);
+        ``409`` if the name is taken."""
+        try:
+            obj = json.loads(request.body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as e:
+            return 400, {"error": "the body is not JSON: {}".format(e), "field": ""}
+        if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
+            return 400, {"error": "the body must be a route object with a name",
+                         "field": "name"}
+        if obj["name"] in self.table.by_name:
+            return 409, {"error": "route exists (PUT /routes/{name} replaces it)",
+                         "name": obj["name"]}
+        return self._put(request, obj["name"], obj)
+
     def put_route(self, request):
         """``PUT /routes/{name}``: add or replace a route (JSON body)."""
         name = request.params["name"]
@@ -216,6 +247,9 @@ class Plugin(object):
             obj = json.loads(request.body.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as e:
             return 400, {"error": "the body is not JSON: {}".format(e), "field": ""}
+        return self._put(request, name, obj)
+
+    def _put(self, request, name, obj):
         if isinstance(obj, dict):
             obj.setdefault("name", name)
             if obj["name"] != name:
@@ -230,9 +264,12 @@ class Plugin(object):
             return 400, {"error": e.problem, "field": e.path,
                          "errors": [{"field": p, "error": m} for p, m in e.errors]}
         created = name not in table.by_name
+        if created and len(table.routes) >= self.max_routes:
+            return 409, {"error": "limit reached: max_routes is {}".format(self.max_routes),
+                         "limit": "max_routes", "value": self.max_routes}
         self.table = table.replace(route)
-        log.info("route {name} {what} through the admin API", name=name,
-                 what="added" if created else "replaced")
+        request.audit("route.add" if created else "route.replace", route=name,
+                      group=spec.get("group"))
         return (201 if created else 200), {"route": spec, "created": created}
 
     def delete_route(self, request):
@@ -242,7 +279,7 @@ class Plugin(object):
         if name not in table.by_name:
             return 404, {"error": "no such route", "name": name}
         self.table = table.without(name)
-        log.info("route {name} deleted through the admin API", name=name)
+        request.audit("route.delete", route=name)
         return 200, {"deleted": name}
 
     def match_route(self, request):

@@ -16,7 +16,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectingCancelledError, TimeoutError as TxTimeoutError
 from twisted.logger import Logger
 
-from tproxy.context import Response, ResponseHead
+from tproxy.context import Response, ResponseHead, _UpstreamResponseHead
 from tproxy.http.headers import HOP_BY_HOP, Headers
 from tproxy.phases import is_deferred
 
@@ -93,6 +93,10 @@ class Exchange(object):
     hold_body = False          # read the body before connecting (it may fit)
     held_peer = None           # the peer to connect to once the body is read
     host_missing = False       # the request has no Host (see _request_head)
+    body_kept = None           # the body chunks sent upstream, kept for a retry
+    body_kept_size = 0
+    body_lost = False          # body bytes went upstream and were not kept
+    answered = False           # the current attempt's response head came
 
     # -- phases ---------------------------------------------------------------
 
@@ -204,11 +208,21 @@ class Exchange(object):
                     b"Transfer-Encoding: chunked\r\n", b"Content-Length: %d\r\n" % len(body))
             self.pending = []
             self.pending_size = 0
+            if len(body) <= self.factory.retry.body_buffer:
+                # kept to be sent again on a retry (see _send_body)
+                self.body_kept = [body]
+                self.body_kept_size = len(body)
+            else:
+                self.body_lost = True
             conn.transport.write(self._request_head() + body)
             self.conn.unpause("pending")
             conn.set_deadline(self.factory.read_timeout)
             return
         conn.transport.write(self._request_head())
+        if self.body_kept:
+            # a retry: the body sent to the failed attempt goes again
+            for chunk in self.body_kept:
+                self._write_body(chunk)
         if self.pending:
             for chunk in self.pending:
                 self._send_body(chunk)
@@ -225,21 +239,53 @@ class Exchange(object):
         if self.done:
             return
         timeout = reason.check(TxTimeoutError, ConnectingCancelledError) is not None
+        why = reason.getErrorMessage()
+        self.factory.health.failed(self.ctx.peer, "timeout" if timeout else "connect", why)
         self._retry("upstream_timeout" if timeout else "upstream_connect",
                     504 if timeout else 502,
                     "upstream connect timed out" if timeout else "upstream connection failed",
-                    reason)
+                    "timeout" if timeout else "error", False)
 
-    def _retry(self, error, status, message, reason):
-        peer = self.ctx.peer
-        log.info("upstream {peer} failed: {why}", peer=peer.address,
-                 why=reason.getErrorMessage())
-        self._release_peer()
+    def _retry(self, error, status, message, condition, sent):
+        """
+        The attempt failed: the next peer if ``proxy.next_upstream`` allows
+        (:mod:`tproxy.http.retry`), else the end of the request.
+        ``condition`` is the failure's ``next_upstream`` condition (``None``:
+        already checked), ``sent`` whether the request went upstream.
+        """
+        # no line per attempt: the health state logs the peer's changes of
+        # state and keeps its last error (an outage of a busy peer is not a
+        # line per request; ctx.error tells the access log)
+        self._close_upstream()
         self.last_failure = (error, status, message)
-        if len(self.ctx.tried) < self.factory.tries:
+        if self._may_retry(condition, sent):
+            self.answered = False
             self.balance()
         else:
             self.fail_upstream(error, status, message)
+
+    def _untried_left(self):
+        """Whether the request's group has a peer not tried yet (a response
+        is dropped for a retry only then: the last one goes to the client)."""
+        ctx = self.ctx
+        group = ctx.gateway.registry.group(ctx.route) if ctx.route else None
+        return group is not None and len(group.peers) > len(ctx.tried)
+
+    def _may_retry(self, condition, sent):
+        if self.response_started or self.done:
+            return False
+        policy = self.factory.retry
+        if condition is not None and condition not in policy.conditions:
+            return False
+        if sent and (self.body_lost or not policy.may_resend(self.ctx.request.method)):
+            return False
+        ctx = self.ctx
+        if len(ctx.tried) >= policy.tries:
+            return False
+        if policy.timeout and ctx.upstream_start is not None and \
+                self.factory.clock.seconds() - ctx.upstream_start >= policy.timeout:
+            return False
+        return True
 
     def fail_upstream(self, error, status, message):
         """End the request with an upstream error (502/504), or cut it short."""
@@ -266,12 +312,18 @@ class Exchange(object):
         if self.done:
             return
         self.upstream = None
-        if (was_reused and self.reused and not self.response_started
-                and not self.body_expected):
-            # a kept-alive connection the peer had closed: once more, fresh
-            self.reused = False
-            self.factory.pool.connect(self.ctx.peer, self)
-            return
+        if not self.response_started and not self.answered:
+            if (was_reused and self.reused and not self.body_lost
+                    and self.factory.retry.may_resend(self.ctx.request.method)):
+                # a kept-alive connection the peer had closed while idle: once
+                # more on a fresh one (not a try, not the peer's failure)
+                self.reused = False
+                self.factory.pool.connect(self.ctx.peer, self, fresh=True)
+                return
+            self.factory.health.failed(self.ctx.peer, "error",
+                                       "connection lost before the response")
+            return self._retry("upstream_error", 502, "upstream closed the connection",
+                               "error", True)
         self.fail_upstream("upstream_error", 502, "upstream closed the connection")
 
     def upstream_invalid(self, exc):
@@ -280,7 +332,11 @@ class Exchange(object):
             return
         log.info("invalid response from {peer}: {exc}", peer=self.ctx.upstream_addr, exc=exc)
         self.upstream = None
-        self.fail_upstream("upstream_invalid", 502, "invalid response from upstream")
+        self.factory.health.failed(self.ctx.peer, "invalid", str(exc))
+        if self.answered:
+            return self.fail_upstream("upstream_invalid", 502, "invalid response from upstream")
+        self._retry("upstream_invalid", 502, "invalid response from upstream",
+                    "invalid_header", True)
 
     def upstream_writable(self, writable):
         """The upstream socket's send buffer filled (``False``) or drained."""
@@ -298,7 +354,10 @@ class Exchange(object):
             # not the upstream's fault (nginx: client_body_timeout, 408)
             self.ctx.error = "client_timeout"
             return self.respond(Response.error(408, "request body timeout"))
-        self.fail_upstream("upstream_timeout", 504, "upstream timed out")
+        self.factory.health.failed(self.ctx.peer, "timeout", "upstream timed out")
+        if self.answered:
+            return self.fail_upstream("upstream_timeout", 504, "upstream timed out")
+        self._retry("upstream_timeout", 504, "upstream timed out", "timeout", True)
 
     # -- the request going up ---------------------------------------------------
 
@@ -392,6 +451,20 @@ class Exchange(object):
         d.cancel()
 
     def _send_body(self, data):
+        if not self.body_lost:
+            # kept (bounded: proxy.retry_body_buffer) to be sent again on a retry
+            size = self.body_kept_size + len(data)
+            if size <= self.factory.retry.body_buffer:
+                if self.body_kept is None:
+                    self.body_kept = []
+                self.body_kept.append(bytes(data))
+                self.body_kept_size = size
+            else:
+                self.body_lost = True
+                self.body_kept = None
+        self._write_body(data)
+
+    def _write_body(self, data):
         if self.request_chunked:
             self.upstream.transport.writeSequence([b"%x\r\n" % len(data), data, b"\r\n"])
         else:
@@ -431,6 +504,21 @@ class Exchange(object):
             Content-Length, no Transfer-Encoding, and a body is allowed).
         """
         ctx = self.ctx
+        if status >= 429:
+            peer = ctx.peer
+            health = self.factory.health
+            if status in health.statuses:
+                health.failed(peer, "status", status)
+            elif peer.health is not None:
+                health.succeeded(peer)
+            if (status in self.factory.retry.statuses and self._may_retry(None, True)
+                    and self._untried_left()):
+                self._retry("upstream_status", 502, "upstream answered %d" % status,
+                            None, True)
+                return False
+        elif ctx.peer.health is not None:
+            self.factory.health.succeeded(ctx.peer)
+        self.answered = True
         kept = []
         named = None
         length = None
@@ -461,7 +549,7 @@ class Exchange(object):
                 length = None
         eof_body = not framed and status not in (204, 304) and not self.head_method
         self.upstream_keepalive = upstream_keepalive and not eof_body
-        head = ResponseHead(status, Headers(kept), reason)
+        head = _UpstreamResponseHead(status, Headers(kept), reason)
         ctx.status = status
         if ctx.plugins.has_header_filter:
             self._filter_head(head, self._send_upstream_head)
@@ -473,7 +561,10 @@ class Exchange(object):
         """A response head tproxy cannot pass on: 502, the connection dropped."""
         log.info("invalid response from {peer}: {what}", peer=self.ctx.upstream_addr,
                  what=what)
-        self.fail_upstream("upstream_invalid", 502, "invalid response from upstream")
+        self.factory.health.failed(self.ctx.peer, "invalid", what)
+        self.answered = False
+        self._retry("upstream_invalid", 502, "invalid response from upstream",
+                    "invalid_header", True)
         return False
 
     def _send_upstream_head(self, head, length=False):
@@ -558,7 +649,8 @@ class Exchange(object):
         if self.ctx.plugins.has_body_filter:
             # held until the end of the upstream read being parsed: when the
             # response ends in the same read, body_filter gets the last
-            # chunk with eof=True (one call per plugin, not two)
+            # chunk with eof=True, so a body read at once is one call per
+            # plugin
             held, self.held_chunk = self.held_chunk, data
             if held is not None:
                 self._filter_body(held, False)
@@ -624,8 +716,11 @@ class Exchange(object):
         self.ctx.upstream_end = self.factory.clock.seconds()
         up, self.upstream = self.upstream, None
         if up is not None:
+            peer = self.ctx.peer
             if (self.upstream_keepalive and self.request_complete
-                    and self.factory.pool.max_idle):
+                    and self.factory.pool.max_idle
+                    and peer.group.peers.get(peer.key) is peer):
+                # (a peer removed meanwhile keeps no idle connection)
                 up.release()
             else:
                 up.abort()
@@ -726,7 +821,7 @@ class Exchange(object):
         self.phases.log(ctx)
         # no reference cycle left: reference counting frees the request's
         # objects now, not the cyclic collector later
-        ctx.exchange = None
+        ctx._exchange = None
         self.conn.exchange_done(self)
 
 

@@ -23,6 +23,7 @@ from tproxy.http.parsing import (HttpParserError, HttpParserInvalidMethodError,
                                  HttpParserUpgrade, HttpRequestParser)
 from tproxy.http.refusals import (METHOD_TOKEN, BadRequest, BadRequestReply, Closing,
                                   Stopped, error_response, normalize_path)
+from tproxy.http.retry import RetryPolicy
 from tproxy.http.upstream import UpstreamPool
 from tproxy.trust import TrustedProxies, UntrustworthyHeader
 
@@ -53,6 +54,7 @@ class ProxyFactory(Factory):
         self.clock = gateway.reactor
         self.scheme = scheme
         self.pool = UpstreamPool(gateway.reactor)
+        gateway.registry.subscribe(self.pool)   # removed peers' idle connections close
         self.use(gateway)
         #: requests read so far (their contexts' request ids are made from it)
         self.requests = 0
@@ -96,6 +98,8 @@ class ProxyFactory(Factory):
         pool.max_idle = proxy["upstream_keepalive"]
         pool.idle_timeout = proxy["upstream_keepalive_timeout"]
         pool.max_header_size = proxy["max_upstream_header_size"]
+        self.health = gateway.health
+        self.retry = RetryPolicy(proxy)
 
     @property
     def open_connections(self):
@@ -496,7 +500,7 @@ class ProxyProtocol(Protocol):
         f.requests += 1
         ctx = RequestContext(f.gateway, request, f.requests, self.head_start)
         body = self.chunked or bool(self.length)
-        ex = ctx.exchange = Exchange(self, ctx, p.should_keep_alive(), body, self.chunked,
+        ex = ctx._exchange = Exchange(self, ctx, p.should_keep_alive(), body, self.chunked,
                                      self.expect, upstream)
         if not hosts:
             ex.host_missing = True   # (HTTP/1.0) the upstream gets the peer's

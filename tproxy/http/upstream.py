@@ -345,13 +345,14 @@ class UpstreamPool(object):
         self.max_header_size = max_header_size
         self.idle = {}      # (host, port) -> [UpstreamProtocol], most recent last
 
-    def connect(self, peer, exchange):
+    def connect(self, peer, exchange, fresh=False):
         """
         Give ``exchange`` a connection to ``peer``: an idle one at once
         (``exchange.upstream_connected(conn, True)``), or a new one later
-        (``upstream_connected(conn, False)`` or ``upstream_connect_failed``).
+        (``upstream_connected(conn, False)`` or ``upstream_connect_failed``);
+        always a new one if ``fresh``.
         """
-        idle = self.idle.get(peer.key)
+        idle = None if fresh else self.idle.get(peer.key)
         while idle:
             conn = idle.pop()
             conn.idle = False
@@ -383,6 +384,20 @@ class UpstreamPool(object):
             idle.remove(conn)
             if not idle:
                 del self.idle[conn.key]
+
+    # -- the registry's changes (an IRegistryListener) ------------------------
+
+    def peer_added(self, peer):
+        """Nothing to do."""
+
+    def peer_removed(self, peer):
+        """A peer left its group (removed, expired): close its idle
+        connections (those in use finish their exchange, then close: see
+        ``Exchange.upstream_end``)."""
+        for conn in list(self.idle.get(peer.key, ())):
+            self._expire(conn)
+
+    peer_changed = None
 
     def close(self):
         """Close every idle connection."""

@@ -24,7 +24,8 @@ The life of one connection (the hooks are in :mod:`tproxy.hookspecs`)::
                                     connections are closed
 
 Client bytes that arrive before the upstream connection is ready are kept (up
-to :data:`PENDING_LIMIT`; beyond it the client is not read until then).
+to :data:`tproxy.stream.pipe.PENDING_LIMIT`; beyond it the client is not read
+until then).
 
 The pipe
 --------
@@ -54,15 +55,14 @@ The modules
 - :mod:`tproxy.stream.context`: :class:`StreamContext` and the values of
   ``ctx.reason``.
 - :mod:`tproxy.stream.phases`: the hook implementations a listener runs
-  (:func:`stream_phases`, :class:`StreamPhaseSet`) and how ``stream_log``
-  is called.
+  and how ``stream_log`` is called (internal).
 - :mod:`tproxy.stream.listener`: :class:`StreamFactory`, the listener.
-- :mod:`tproxy.stream.session`: :class:`StreamSession`, one connection from
-  accept to ``stream_log``.
+- :mod:`tproxy.stream.session`: one connection from accept to
+  ``stream_log`` (internal).
 - :mod:`tproxy.stream.pipe`: the pipe's backpressure (each reading side as
-  the other side's producer) and :data:`PENDING_LIMIT`.
+  the other side's producer) and the bound on early client bytes (internal).
 - :mod:`tproxy.stream.upstream`: the upstream connect attempt and
-  connection.
+  connection (internal).
 """
 
 from tproxy.stream.context import (
@@ -70,12 +70,11 @@ from tproxy.stream.context import (
     CONNECT_FAILED, CONNECT_TIMEOUT, IDLE_TIMEOUT, NO_PEER, PLUGIN_ERROR,
     SHUTDOWN, UPSTREAM_CLOSED, UPSTREAM_RESET, StreamContext)
 from tproxy.stream.listener import StreamFactory
-from tproxy.stream.phases import STREAM_PHASES, StreamPhaseSet, stream_phases
-from tproxy.stream.pipe import PENDING_LIMIT
-from tproxy.stream.session import StreamSession
 
-__all__ = ["StreamContext", "StreamFactory", "StreamPhaseSet", "StreamSession",
-           "stream_phases", "STREAM_PHASES", "PENDING_LIMIT", "CLIENT_CLOSED",
+# Public: the context plugins receive, the values of ``ctx.reason`` and the
+# listener (what tproxy.tap and tproxy.testing build).  The sessions, the
+# phase lists and the pipe are internals of the modules below.
+__all__ = ["StreamContext", "StreamFactory", "CLIENT_CLOSED",
            "UPSTREAM_CLOSED", "CLIENT_RESET", "UPSTREAM_RESET", "IDLE_TIMEOUT",
            "CONNECT_FAILED", "CONNECT_TIMEOUT", "NO_PEER", "ACCESS_DENIED",
            "BALANCER_REFUSED", "PLUGIN_ERROR", "SHUTDOWN"]

@@ -59,7 +59,8 @@ class StreamContext(object):
     :ivar server_addr: the address the client connected to, ``server_port``
         its port.
     :ivar peer: the :class:`tproxy.registry.Peer` chosen last (``None``).
-    :ivar tried: the peers tried so far, in order (a tuple).
+    :ivar tried: the peers tried so far, in order (a tuple); the last one is
+        ``peer``, so in ``stream_log`` it includes the peer connected to.
     :ivar bytes_received: bytes read from the client.
     :ivar bytes_sent: bytes written to the client.
     :ivar upstream_bytes_sent: bytes written to the upstream (the PROXY
@@ -82,8 +83,7 @@ class StreamContext(object):
         could be reached, ``503`` refused by a balancer, ``499`` the client
         reset the connection before an upstream was connected; ``0`` while
         undecided.
-    :ivar plugins: the :class:`~tproxy.stream.phases.StreamPhaseSet` of the
-        listener.
+    :ivar plugins: the listener's phase lists (tproxy's; read only).
     """
 
     __slots__ = ("gateway", "stream", "route", "vars", "connection_id",
@@ -138,7 +138,8 @@ class StreamContext(object):
 
     @property
     def upstream_addr(self):
-        """``"host:port"`` of the last peer tried, or ``None``."""
+        """``peer.address`` of the last peer tried (``"host:port"``, an IPv6
+        host in brackets: ``"[::1]:6379"``), or ``None``."""
         return self.peer.address if self.peer is not None else None
 
     def __repr__(self):

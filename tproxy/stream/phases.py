@@ -9,7 +9,7 @@ from twisted.logger import Logger
 
 from tproxy.phases import _adapt, _awaitable
 
-# the namespace the stream proxy has always logged under
+# one namespace for the stream proxy's modules (what a log filter selects)
 log = Logger(namespace="tproxy.stream")
 
 #: The stream phases and their arguments, in the order a connection meets them.
@@ -46,7 +46,7 @@ def stream_phases(plugin_manager, group):
     of them.
     """
     hooks = plugin_manager.hook
-    scopes = getattr(plugin_manager, "tproxy_scopes", {}) or {}
+    scopes = getattr(plugin_manager, "_tproxy_scopes", {}) or {}
 
     def pick(name, argnames):
         caller = getattr(hooks, name, None)

@@ -24,7 +24,7 @@ from tproxy.stream.pipe import (
     _WAITING, PENDING_LIMIT, _half_closeable, _Reader)
 from tproxy.stream.upstream import _UpstreamConnector
 
-# the namespace the stream proxy has always logged under
+# one namespace for the stream proxy's modules (what a log filter selects)
 log = Logger(namespace="tproxy.stream")
 
 
@@ -160,8 +160,11 @@ class StreamSession(Protocol):
             return
         ctx = self.ctx
         kind = CONNECT_TIMEOUT if reason.check(TxTimeoutError) else CONNECT_FAILED
-        log.info("stream {group}: upstream {peer} failed: {why}", group=ctx.route,
-                 peer=ctx.upstream_addr, why=reason.getErrorMessage())
+        why = reason.getErrorMessage()
+        # the health state logs the peer's changes of state (not a line per
+        # attempt) and keeps its last error
+        ctx.gateway.health.failed(ctx.peer, "timeout" if kind == CONNECT_TIMEOUT
+                                  else "connect", why)
         self.last_failure = kind
         if len(ctx.tried) < self.factory.tries:
             self._balance()
@@ -179,6 +182,8 @@ class StreamSession(Protocol):
         self.upstream = up
         self.up_reader = _Reader(ut)
         ctx = self.ctx
+        if ctx.peer.health is not None:
+            ctx.gateway.health.succeeded(ctx.peer)
         ctx.upstream_connected = self.last = self.seconds()
         f = self.factory
         first = []

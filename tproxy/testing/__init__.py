@@ -45,7 +45,12 @@ What a test can look at:
   ``error``, ``vars``);
 - what was logged: :attr:`Harness.events`, the :mod:`twisted.logger` events
   emitted while the harness worked (the ``access_log`` lines among them: in a
-  harness its default target is ``"logger"``, not the standard output).
+  harness its default target is ``"logger"``, not the standard output; and
+  the admin API's audit events, namespace ``tproxy.audit``);
+- the admin listener: :meth:`Harness.admin` sends a request to it over
+  in-memory HTTP (every check included) and returns a
+  :class:`tproxy.admin.AdminResponse`; :meth:`Harness.admin_raw` sends bytes
+  as they are.
 
 Time moves only with :meth:`Harness.advance`, which fires the timers that
 fall due on the way (``LoopingCall`` s, timeouts, TTLs) in order, moving bytes
@@ -63,7 +68,9 @@ Stub servers (the values of ``servers``):
   bytes that are not HTTP, say);
 - :data:`UNREACHABLE`: connection attempts hang until the connect timeout.
 
-An address with no stub refuses connections.
+An address with no stub refuses connections.  :meth:`Harness.set_server`
+puts a stub at an address, or takes it away (``None``), while the harness
+runs: a backend that dies and comes back.
 
 Stream listeners (``streams``, :mod:`tproxy.stream`) have their own harness,
 :class:`StreamHarness`, on the same clock and pumps: :meth:`StreamHarness.connect`
@@ -74,18 +81,29 @@ and resets travel as on a TCP socket, and :attr:`StreamHarness.logged` holds
 the :class:`~tproxy.stream.StreamContext` of every connection ``stream_log``
 saw.
 
-Stability: :class:`Harness`, :class:`StubResponse`, :class:`UpstreamRequest`,
-:class:`PendingRequest`, :class:`RawConnection`, :class:`RequestPending`,
-:class:`ResponseIncomplete`, :func:`echo`, :data:`UNREACHABLE`,
-:class:`StreamHarness`, :class:`StreamConnection` and :class:`StreamServer`
-are public API; everything whose name starts with ``_`` is not.
+A client connection that stays open (:meth:`Harness.connect`, a
+:class:`ClientConnection`) sends several requests (keep-alive), pipelines
+them (:meth:`ClientConnection.send_request`) or sends raw bytes
+(:meth:`ClientConnection.send`).  :meth:`Harness.plugin` is the plugin
+object tproxy made for an entry of ``plugins`` (from a name, a module or a
+class), :meth:`Harness.names` the plugins of a phase in execution order, and
+:func:`check_settings` checks a plugin's settings as tproxy does at start.
+
+Stability: :class:`Harness`, :class:`ClientConnection` (also
+:class:`RawConnection`), :class:`StubResponse`,
+:class:`UpstreamRequest`, :class:`PendingRequest`, :class:`RequestPending`,
+:class:`ResponseIncomplete`, :func:`echo`, :func:`check_settings`,
+:data:`UNREACHABLE`, :class:`StreamHarness`, :class:`StreamConnection` and
+:class:`StreamServer` are public API; everything whose name starts with
+``_`` is not.
 """
 
 from tproxy.testing._network import UNREACHABLE, RequestPending
-from tproxy.testing.http import (Harness, PendingRequest, RawConnection, ResponseIncomplete,
-                                 StubResponse, UpstreamRequest, echo)
+from tproxy.testing._settings import check_settings
+from tproxy.testing.http import (ClientConnection, Harness, PendingRequest, RawConnection,
+                                 ResponseIncomplete, StubResponse, UpstreamRequest, echo)
 from tproxy.testing.stream import StreamConnection, StreamHarness, StreamServer
 
-__all__ = ["Harness", "PendingRequest", "RawConnection", "RequestPending", "ResponseIncomplete",
-           "StreamConnection", "StreamHarness", "StreamServer", "StubResponse",
-           "UNREACHABLE", "UpstreamRequest", "echo"]
+__all__ = ["ClientConnection", "Harness", "PendingRequest", "RawConnection", "RequestPending",
+           "ResponseIncomplete", "StreamConnection", "StreamHarness", "StreamServer",
+           "StubResponse", "UNREACHABLE", "UpstreamRequest", "check_settings", "echo"]

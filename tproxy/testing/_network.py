@@ -157,6 +157,14 @@ class _Network(object):
             taken = set(BUILTINS) | {ep.name for ep in installed}
             config["plugins"] = [_plugin_entry(p, given, taken) for p in plugins]
         self.config = validate_config(config, source="<harness config>")
+        # (what the test named the entry by, its registered name), for plugin()
+        self._entries = []
+        counts = {}
+        for entry in self.config["plugins"]:
+            name = entry["name"]
+            counts[name] = counts.get(name, 0) + 1
+            unique = name if counts[name] == 1 else "{}#{}".format(name, counts[name])
+            self._entries.append((given[name].obj if name in given else name, unique))
 
         plugin_manager = build_plugin_manager(
             _access_log_to_events(self.config), source="<harness config>",
@@ -170,11 +178,59 @@ class _Network(object):
         self.registry = self.gateway.registry
         self._wait(self.gateway.start, "init_worker")
 
+    def set_server(self, address, stub):
+        """
+        Put ``stub`` at ``address`` (``"host:port"``) from now on, or take the
+        server there away (``None``: connections are refused): a backend that
+        dies or comes back.  Connections open stay as they are.
+        """
+        key = parse_host_port(address)
+        if stub is None:
+            self._servers.pop(key, None)
+        else:
+            self._servers[key] = self._server_factory(stub)
+
     def _server_factory(self, stub):
         raise NotImplementedError()
 
     def _connect(self, client, client_address, server, server_address):
         raise NotImplementedError()
+
+    # -- the plugins -------------------------------------------------------------
+
+    def plugin(self, entry, occurrence=1):
+        """
+        The plugin object tproxy registered for an entry of ``plugins``: the
+        ``Plugin(settings)`` instance made from a name, a module or a class,
+        or the object itself.
+
+        :param entry: what the entry named: a name (``"least_conn"``,
+            ``"apikey"``, ``"mycompany.auth"``) or the object given (a
+            module, a class, an instance).
+        :param occurrence: which entry, when it is listed more than once
+            (1 is the first).
+        :raises KeyError: if no such entry is listed.
+        """
+        found = [unique for named, unique in self._entries
+                 if named is entry or (isinstance(entry, str) and named == entry)]
+        if len(found) < occurrence:
+            raise KeyError("{!r} is not listed in plugins{}".format(
+                entry, "" if occurrence == 1 else " {} times".format(occurrence)))
+        return self.gateway.plugins.get_plugin(found[occurrence - 1])
+
+    def names(self, phase):
+        """
+        The registered names of the plugins implementing ``phase``
+        (``"access"``, ``"stream_log"``...), in execution order, as
+        ``twistd tproxy --list-plugins`` shows them (route-scoped ones
+        included; the harness's own recorder left out).  A plugin listed
+        twice is ``name#2`` the second time.
+        """
+        caller = getattr(self.gateway.plugins.hook, phase, None)
+        if caller is None or phase.startswith("_"):
+            raise ValueError("{!r} is not a hook of tproxy.hookspecs".format(phase))
+        return [impl.plugin_name for impl in reversed(caller.get_hookimpls())
+                if impl.plugin_name != _RECORDER]
 
     # -- moving bytes -----------------------------------------------------------
 

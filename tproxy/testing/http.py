@@ -9,23 +9,29 @@ import types
 from collections import namedtuple
 
 from twisted.internet.defer import ensureDeferred, maybeDeferred
-from twisted.internet.interfaces import IProtocolFactory
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IHalfCloseableProtocol, IProtocolFactory
 from twisted.internet.protocol import Protocol
 from twisted.test import iosim
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request as _WebRequest, Site
+from zope.interface import implementer
 
-from tproxy.admin import AdminRequest
+from tproxy.admin import AdminResponse
 from tproxy.admin_page import install as install_status_page
 from tproxy.http.headers import Headers
 from tproxy.http.server import ProxyFactory
 from tproxy.testing._network import (UNREACHABLE, RequestPending, _Network, _Transport,
                                       _address, _log, _text)
+from tproxy.testing.stream import _TCPPump, _TCPTransport
 
 
 #: The address the harness's clients connect to (what the proxy's
 #: ``getHost()`` says).
 _PROXY_ADDRESS = ("127.0.0.1", 8080)
+
+#: The address of the admin listener the harness's admin clients connect to.
+_ADMIN_ADDRESS = ("127.0.0.1", 9180)
 
 
 
@@ -203,6 +209,12 @@ class _Client(Protocol):
         self.data = data
         self.head_only = method == "HEAD"
         self.buffer = b""
+        self.response = None     # a StubResponse once complete
+        self.failure = None      # a ResponseIncomplete if the connection died first
+        self._new_response()
+
+    def _new_response(self):
+        """Get ready to parse a response head."""
         self.status = None
         self.reason = ""
         self.headers = None
@@ -210,8 +222,10 @@ class _Client(Protocol):
         self.remaining = None    # body bytes still expected (Content-Length)
         self.chunked = False
         self.until_close = False
-        self.response = None     # a StubResponse once complete
-        self.failure = None      # a ResponseIncomplete if the connection died first
+
+    def _head_response(self):
+        """Whether the response being parsed answers a HEAD (no body)."""
+        return self.head_only
 
     def connectionMade(self):
         self.transport.write(self.data)
@@ -247,7 +261,7 @@ class _Client(Protocol):
                 fields.append((name, value.strip()))
             self.headers = Headers(fields)
             length = self.headers.get("content-length")
-            if self.head_only or status in (204, 304):
+            if self._head_response() or status in (204, 304):
                 self.remaining = 0
             elif "chunked" in (self.headers.get("transfer-encoding") or "").lower():
                 self.chunked = True
@@ -356,44 +370,164 @@ class PendingRequest(object):
             self.method, self.uri, self._client.done)
 
 
-class RawConnection(Protocol):
+@implementer(IHalfCloseableProtocol)
+class ClientConnection(_Client):
     """
-    A client connection to the proxy whose bytes the test writes itself
-    (:meth:`Harness.connect`): for malformed requests, requests split at
-    chosen places, pipelining, or a client that stops half-way.
+    A client connection of a :class:`Harness` (:meth:`Harness.connect`) that
+    stays open: several requests on it (keep-alive), requests pipelined
+    (sent before the previous response arrived), or raw bytes.
 
-    :ivar received: every byte the proxy sent on it so far (``bytes``).
-    :ivar closed: whether the connection is closed.
+    Every method moves bytes until nothing more happens, like the harness's.
+
+    The connection behaves as a TCP socket: the proxy's FIN (a
+    ``shutdown(SHUT_WR)``, as in its lingering close) arrives as :attr:`eof`,
+    before the connection closes.
+
+    :ivar responses: every complete :class:`StubResponse` received on the
+        connection so far, in order.
+    :ivar eof: the proxy sent its FIN (it will send nothing more).
+    :ivar closed: the connection is closed (by the proxy or by this end).
+    :ivar reset: it ended with a reset rather than a clean close.
+    :ivar close_on_eof: whether this end closes as soon as the proxy's FIN
+        arrives (as most clients do); with ``False`` it stays open, and may
+        go on sending, until :meth:`close` or :meth:`abort`.
     """
 
-    def __init__(self, harness):
+    def __init__(self, harness, close_on_eof=True):
+        _Client.__init__(self, b"", "GET")
         self._harness = harness
-        self._received = []
+        self.close_on_eof = close_on_eof
+        self.eof = False
+        self.reset = False
+        self._received = bytearray()
+        self._methods = []       # of the requests whose responses are due
+        self._index = -1         # of the last request's response in ``responses``
+        self._again = False
+        self.responses = []
         self.closed = False
 
     @property
     def received(self):
-        return b"".join(self._received)
+        """Every byte received so far (``bytes``), parsed or not."""
+        return bytes(self._received)
+
+    # -- the protocol ------------------------------------------------------------
+
+    def _head_response(self):
+        return bool(self._methods) and self._methods[0] == "HEAD"
 
     def dataReceived(self, data):
-        self._received.append(data)
+        self._received += data
+        self.buffer += data
+        while True:
+            self._again = False
+            if not (self._step() or self._again):
+                return
+
+    def _complete(self):
+        self.responses.append(self._response())
+        if self._methods:
+            self._methods.pop(0)
+        self._new_response()
+        self._again = True
+
+    def readConnectionLost(self):
+        self.eof = True
+        if self.headers is not None and self.until_close:
+            self.body.append(self.buffer)
+            self.buffer = b""
+            self._complete()
+        if self.close_on_eof:
+            self.transport.loseConnection()
+
+    def writeConnectionLost(self):
+        pass
 
     def connectionLost(self, reason):
         self.closed = True
+        self.reset = reason.check(ConnectionDone) is None
+        if self.headers is not None and self.until_close:
+            self.body.append(self.buffer)
+            self.buffer = b""
+            self._complete()
+
+    # -- what a test calls -------------------------------------------------------
+
+    def _act(self, fn, *args):
+        with self._harness._observing():
+            fn(*args)
+            self._harness.flush()
 
     def send(self, data):
-        """Write ``data`` (``bytes``) to the proxy, and move bytes until
-        nothing more happens."""
-        with self._harness._observing():
+        """
+        Send raw ``bytes`` (a request head in pieces, a malformed request,
+        several requests at once...).  Responses to requests sent this way
+        are parsed as responses to ``GET`` (a body unless 204 or 304).
+        """
+        self._act(self.transport.write, data)
+
+    def send_request(self, method, uri, headers=None, body=b"", flush=True):
+        """
+        Send one request (built as :meth:`Harness.request` builds it) without
+        waiting for its response: call it several times to pipeline.
+
+        :param flush: with ``False`` the request is only queued on the
+            connection: the next call that moves bytes sends everything
+            queued at once, so the proxy reads the pipelined requests in one
+            piece.
+        """
+        self._methods.append(method.upper())
+        # this request's response comes after every one received so far
+        # (raw requests' included) and after those owed to earlier requests
+        self._index = max(self._index + 1, len(self.responses))
+        data = _request_bytes(method, uri, headers, body)
+        if flush:
+            self._act(self.transport.write, data)
+        else:
             self.transport.write(data)
-            self._harness.flush()
+
+    def request(self, method, uri, headers=None, body=b""):
+        """
+        Send one request and return its response (the connection stays
+        open when the proxy keeps it alive).  Arguments as for
+        :meth:`Harness.request`.
+
+        :return: a :class:`StubResponse`: the response to this request (the
+            one after the responses received so far and those owed to the
+            requests sent before with :meth:`request` and
+            :meth:`send_request`; a request sent raw with :meth:`send` whose
+            response has not arrived yet is not counted).
+        :raises RequestPending: if the response is not complete yet.
+        :raises ResponseIncomplete: if the proxy closed the connection first.
+        """
+        self.send_request(method, uri, headers, body)
+        index = self._index
+        if index < len(self.responses):
+            return self.responses[index]
+        if self.closed:
+            raise ResponseIncomplete(
+                "the proxy closed the connection before the response was complete",
+                self._response())
+        raise RequestPending(
+            "{} {}: no complete response yet (clock at {}s): advance the harness's "
+            "clock".format(method, uri, self._harness.clock.seconds()))
 
     def close(self):
-        """Close the client's side (the proxy sees the end of the stream, or
-        the client's abort if it was still sending)."""
-        with self._harness._observing():
-            self.transport.loseConnection()
-            self._harness.flush()
+        """Close this end (after the bytes sent)."""
+        self._act(self.transport.loseConnection)
+
+    def abort(self):
+        """Reset the connection (a client going away)."""
+        self._act(self.transport.abortConnection)
+
+    def __repr__(self):
+        return "<ClientConnection responses={} closed={}>".format(
+            len(self.responses), self.closed)
+
+
+#: Another name of :class:`ClientConnection` (what :meth:`Harness.connect`
+#: returns), for the tests that name it so.
+RawConnection = ClientConnection
 
 
 class Harness(_Network):
@@ -427,6 +561,9 @@ class Harness(_Network):
     :ivar config: the validated configuration.
     :ivar factory: the :class:`tproxy.http.server.ProxyFactory` the harness's
         clients connect to.
+    :ivar admin_factory: the admin listener's factory
+        (:meth:`tproxy.admin.AdminRoutes.site`) that :meth:`admin` and
+        :meth:`admin_raw` connect to.
     :ivar upstream_requests: every :class:`UpstreamRequest` the stub servers
         received, in order.
     :ivar contexts: the :class:`~tproxy.context.RequestContext` of every
@@ -444,6 +581,7 @@ class Harness(_Network):
         self.factory = ProxyFactory(self.gateway)
         # the admin listener's status page and its JSON endpoints, as twistd has them
         install_status_page(self.gateway, [("proxy", "memory", self.factory)])
+        self.admin_factory = self.gateway.admin.site()
 
     def _server_factory(self, stub):
         if stub is UNREACHABLE:
@@ -500,35 +638,84 @@ class Harness(_Network):
             self.flush()
         return pending.result() if wait else pending
 
-    def connect(self, client="127.0.0.1"):
+    def connect(self, client="127.0.0.1", close_on_eof=True):
         """
-        Open a client connection whose bytes the test writes itself.
+        Open a client connection to the proxy and keep it open: for
+        keep-alive, pipelining and raw bytes (see :class:`ClientConnection`).
+        It is a TCP connection in memory: FINs and resets travel as on a
+        socket.
 
         :param client: the client's address, as the proxy sees it.
-        :return: a :class:`RawConnection` (``send``, ``received``,
-            ``closed``, ``close``).
+        :param close_on_eof: as for :class:`ClientConnection`.
+        :rtype: :class:`ClientConnection`
         """
-        protocol = RawConnection(self)
+        connection = ClientConnection(self, close_on_eof)
         client_address = _address(client, next(self._ports))
+        server_address = _address(*_PROXY_ADDRESS)
         with self._observing():
             proxy = self.factory.buildProtocol(client_address)
-            self._connect(protocol, client_address, proxy, _address(*_PROXY_ADDRESS))
+            client_io = _TCPTransport(connection, isServer=False,
+                                      hostAddress=client_address, peerAddress=server_address)
+            server_io = _TCPTransport(proxy, isServer=True,
+                                      hostAddress=server_address, peerAddress=client_address)
+            proxy.makeConnection(server_io)
+            connection.makeConnection(client_io)
+            self._pumps.append(_TCPPump(connection, proxy, client_io, server_io, False,
+                                        clock=self.clock))
             self.flush()
-        return protocol
+        return connection
 
     def admin(self, method, uri, headers=None, body=b"", client="127.0.0.1"):
         """
-        Send a request to the admin API (no HTTP: straight to
-        :meth:`tproxy.admin.AdminRoutes.dispatch`), the token check included.
+        Send a request to the admin API over HTTP, on a new connection to the
+        admin listener (every check included: token, ``Host``, browser
+        requests, limits).
+
+        A ``Host`` field (``localhost``) is added when ``headers`` has none,
+        and a ``Content-Length`` when there is a body; a ``dict`` or ``list``
+        body is sent as JSON (with ``Content-Type: application/json``).
 
         :param uri: path and query (``"/upstream/add?port=9001&prefix=api"``).
-        :param headers: a ``dict``.
+        :param headers: a ``dict`` or a list of ``(name, value)`` pairs.
         :param client: the caller's address.
-        :return: a :class:`tproxy.admin.AdminResponse` (``status``, ``obj``).
+        :return: a :class:`tproxy.admin.AdminResponse` (``status``, ``obj``:
+            the decoded JSON body, ``None`` for another type; ``headers``:
+            every response field; ``body``).
         """
-        request = AdminRequest.from_uri(method, uri, headers, body, client)
-        return self._wait(lambda: self.gateway.admin.dispatch(request),
-                          "admin {} {}".format(method, uri))
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body).encode("utf-8")
+            headers = (list(headers.items()) if hasattr(headers, "items")
+                       else list(headers or []))
+            if not any(n.lower() == "content-type" for n, _ in headers):
+                headers.append(("Content-Type", "application/json"))
+        response = self.admin_raw(_request_bytes(method, uri, headers, body), client,
+                                  method)
+        is_json = "json" in (response.headers.get("content-type") or "")
+        obj = json.loads(response.body.decode("utf-8")) if is_json and response.body else None
+        return AdminResponse(response.status, obj,
+                             [(_str(n), _str(v)) for n, v in response.headers.raw],
+                             response.body)
+
+    def admin_raw(self, data, client="127.0.0.1", method="GET", wait=True):
+        """
+        Send ``data`` (``bytes``, as they are) to the admin listener on a new
+        connection and read one response.
+
+        :param method: the request's method (a ``HEAD`` response has no body).
+        :param wait: with ``False``, return a :class:`PendingRequest` at once.
+        :return: a :class:`StubResponse`.
+        :raises RequestPending: if no complete response came yet.
+        :raises ResponseIncomplete: if the listener closed the connection
+            first.
+        """
+        protocol = _Client(data, method.upper())
+        client_address = _address(client, next(self._ports))
+        with self._observing():
+            server = self.admin_factory.buildProtocol(client_address)
+            self._connect(protocol, client_address, server, _address(*_ADMIN_ADDRESS))
+            pending = PendingRequest(self, protocol, method, "(admin)")
+            self.flush()
+        return pending.result() if wait else pending
 
     def reload(self, config=None, plugins=None, entry_points=None):
         """
@@ -556,10 +743,12 @@ class Harness(_Network):
             if new is not old:
                 _update_static(old.registry, new.config, old.config)
                 old.registry.ttl = old_ttl
+                old.health.configure(old.config.get("health"))
                 self._wait(new.stop, "stopping the new gateway")
             self.gateway, self.config, self.registry = old, old_config, old.registry
             raise
         self.factory.use(self.gateway)
+        self.gateway.take_over(old)
         install_status_page(self.gateway, [("proxy", "memory", self.factory)])
         pending = in_flight(old, [self.factory], [])
         with self._observing():
@@ -592,6 +781,10 @@ def _request_bytes(method, uri, headers, body):
     lines.extend(b"%s: %s\r\n" % pair for pair in fields)
     lines.append(b"\r\n")
     return b"".join(lines) + body
+
+
+def _str(value):
+    return value.decode("latin-1") if isinstance(value, bytes) else value
 
 
 def _latin1(value):

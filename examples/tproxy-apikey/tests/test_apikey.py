@@ -6,9 +6,8 @@ of a stub upstream that echoes what it received.
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tproxy.config import ConfigError, validate_config
-from tproxy.plugins import build_plugin_manager, tproxy_entry_points
-from tproxy.testing import Harness, echo
+from tproxy import ConfigError
+from tproxy.testing import Harness, check_settings, echo
 
 import tproxy_apikey
 
@@ -108,10 +107,20 @@ class SettingsTests(SynchronousTestCase):
         self.assertEqual(e.errors, [("plugins[0].settings", "missing key 'consumers' "
                                      "(plugin 'tproxy_apikey')")])
 
+    def test_defaults(self):
+        """The defaults of the settings (``check_settings``: no gateway needed)."""
+        self.assertEqual(check_settings(tproxy_apikey, {"consumers": CONSUMERS}),
+                         {"consumers": CONSUMERS, "header": "X-API-Key",
+                          "consumer_header": "X-Consumer",
+                          "response_header": "X-Consumer", "hide_key": True})
+
     def test_badHeaderName(self):
         """A header name must be an HTTP token."""
         e = self.assertRaises(ConfigError, harness, header="X API Key")
         self.assertEqual(e.path, "plugins[1].settings.header")
+        e = self.assertRaises(ConfigError, check_settings, tproxy_apikey,
+                              {"consumers": CONSUMERS, "consumer_header": "X:"})
+        self.assertEqual(e.path, "settings.consumer_header")
 
     def test_sharedKey(self):
         """A key of two consumers is refused."""
@@ -124,17 +133,16 @@ class InstalledTests(SynchronousTestCase):
 
     def test_entryPoint(self):
         """``"apikey"`` in a configuration's plugins list loads this plugin."""
-        names = [ep.name for ep in tproxy_entry_points()]
-        if "apikey" not in names:
-            self.fail("the entry point 'apikey' is not installed: "
-                      "pip install this directory first")
-        config = validate_config({"plugins": [
-            {"name": "apikey", "settings": {"consumers": CONSUMERS}}]})
-        plugin_manager = build_plugin_manager(config)
-        self.assertIsInstance(plugin_manager.get_plugin("apikey"), tproxy_apikey.Plugin)
+        try:
+            settings = check_settings("apikey", {"consumers": CONSUMERS})
+        except ConfigError as e:
+            self.fail("the entry point 'apikey' is not installed (pip install "
+                      "this directory first): {}".format(e))
+        self.assertEqual(settings["header"], "X-API-Key")
 
     def test_byNameInHarness(self):
         """The harness resolves the name like ``twistd tproxy`` does."""
         h = harness(plugin="apikey")
-        self.assertEqual(h.gateway.phases.names("access"), ["apikey"])
+        self.assertEqual(h.names("access"), ["apikey"])
+        self.assertIsInstance(h.plugin("apikey"), tproxy_apikey.Plugin)
         self.assertEqual(h.request("GET", "/").status, 401)

@@ -1,0 +1,145 @@
+"""
+The ``health_check`` built-in: active checks on the fake clock, reported to
+the health state (:mod:`tproxy.health`).
+"""
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tproxy.testing import Harness, UNREACHABLE, echo
+
+A = "127.0.0.1:9001"
+B = "127.0.0.1:9002"
+PLUGINS = ["registry", "router", "least_conn", "health_check"]
+
+
+def _peer(h, address, group="default"):
+    host, port = address.rsplit(":", 1)
+    return h.registry.group(group).peers[(host, int(port))]
+
+
+class HttpCheckTests(SynchronousTestCase):
+
+    def setUp(self):
+        self.healthy = True
+
+        def b(request):
+            if request.path == "/healthz":
+                return (200 if self.healthy else 500), {}, b""
+            return 200, {}, b"B"
+        self.h = Harness(
+            config={"upstreams": {"default": {
+                "peers": [A, B],
+                "health_check": {"path": "/healthz", "interval": 5, "timeout": 1}}}},
+            plugins=PLUGINS, servers={A: echo, B: b})
+
+    def test_fallAndRise(self):
+        """``fall`` (3) failing checks in a row: unhealthy, requests go to A;
+        ``rise`` (2) passing ones: healthy again."""
+        h = self.h
+        peer = _peer(h, B)
+        h.advance(5)
+        self.assertTrue(peer.healthy)
+        self.assertEqual(peer.health.last_check[1:], (True, "status 200"))
+        self.healthy = False
+        h.advance(10)
+        self.assertTrue(peer.healthy)   # two failures
+        h.advance(5)
+        self.assertFalse(peer.healthy)  # three
+        before = len([r for r in h.upstream_requests if r.path == "/x"])
+        for _ in range(6):
+            self.assertEqual(h.request("GET", "/x").body[:1], b"{")   # echo: A
+        self.assertEqual(len([r for r in h.upstream_requests if r.path == "/x"]),
+                         before + 6)
+        self.assertEqual(len([m for m in h.messages() if "is down" in m]), 1)
+        self.healthy = True
+        h.advance(5)
+        self.assertFalse(peer.healthy)
+        h.advance(5)
+        self.assertTrue(peer.healthy)
+        self.assertEqual(len([m for m in h.messages() if "is up" in m]), 1)
+
+    def test_requestsSent(self):
+        """The check is ``GET /healthz`` with the peer as Host, and the
+        status page shows its result."""
+        h = self.h
+        h.advance(5)
+        checks = [r for r in h.upstream_requests if r.path == "/healthz"]
+        self.assertEqual(len(checks), 2)
+        self.assertEqual(sorted(r.headers.get("host") for r in checks), [A, B])
+        self.assertEqual(sorted(r.server for r in checks), [A, B])
+        status = h.admin("GET", "/upstream/status").obj
+        last = status["groups"][0]["servers"][1]["health"]["last_check"]
+        self.assertEqual((last["ok"], last["detail"]), (True, "status 200"))
+
+    def test_stop(self):
+        """Stopping the gateway stops the checks."""
+        h = self.h
+        h.stop()
+        self.assertEqual(h.clock.getDelayedCalls(), [])
+
+
+class TcpCheckTests(SynchronousTestCase):
+
+    def _harness(self, servers, peers=(A, B), **check):
+        spec = dict({"type": "tcp", "interval": 2, "timeout": 1}, **check)
+        return Harness(config={"upstreams": {"default": {"peers": list(peers),
+                                                         "health_check": spec}}},
+                       plugins=PLUGINS, servers=servers)
+
+    def test_refusedThenBack(self):
+        """A refusing peer is down after three checks; back after two."""
+        h = self._harness({A: echo})
+        peer = _peer(h, B)
+        h.advance(6)
+        self.assertFalse(peer.healthy)
+        self.assertFalse(peer.health.probation)
+        h.set_server(B, echo)
+        h.advance(4)
+        self.assertTrue(peer.healthy)
+
+    def test_unreachableTimesOut(self):
+        """A peer whose connects hang: each check fails after ``timeout``."""
+        h = self._harness({A: echo, B: UNREACHABLE})
+        h.advance(10)
+        peer = _peer(h, B)
+        self.assertFalse(peer.healthy)
+        self.assertIn("timed out", peer.health.last_check[2])
+
+    def test_concurrency(self):
+        """At most ``concurrency`` checks of a configuration run at once."""
+        peers = ["127.0.0.1:%d" % (9100 + i) for i in range(10)]
+        h = self._harness(dict((p, UNREACHABLE) for p in peers), peers=peers,
+                          concurrency=3, interval=0.5, timeout=5)
+        h.advance(0.5)
+        self.assertEqual(len(h.clock.tcpClients) + sum(
+            1 for c in h.clock.getDelayedCalls()
+            if getattr(c.func, "__name__", "") == "clientConnectionFailed"), 3)
+
+    def test_spread(self):
+        """Peers registered together are first checked at different times
+        within the interval."""
+        h = Harness(config={"health": {"active": {"type": "tcp", "interval": 10}}},
+                    plugins=PLUGINS, servers={})
+        for port in range(9100, 9150):
+            h.admin("GET", "/upstream/add?port=%d&host=127.0.0.1" % port)
+        first = sorted(set(round(c.getTime(), 3) for c in h.clock.getDelayedCalls()
+                           if getattr(c.func, "__name__", "") == "_run"))
+        self.assertEqual(len(first), 1)   # one timer, armed for the earliest
+        plugin = h.gateway.plugins.get_plugin("health_check")
+        times = sorted(t for t, _, _ in plugin._due)
+        self.assertEqual(len(times), 50)
+        self.assertGreater(len(set(round(t, 2) for t in times)), 40)
+        self.assertTrue(all(0 <= t < 10 for t in times))
+
+    def test_removedNotChecked(self):
+        """A removed peer is no longer checked."""
+        h = Harness(config={"health": {"active": {"type": "tcp", "interval": 1}}},
+                    plugins=PLUGINS, servers={})
+        h.admin("GET", "/upstream/add?port=9100&host=127.0.0.1")
+        h.advance(1)
+        peer = h.registry.group("default").peers[("127.0.0.1", 9100)]
+        self.assertIsNotNone(peer.health.last_check)
+        h.admin("GET", "/upstream/remove?port=9100&host=127.0.0.1")
+        checked = peer.health.last_check
+        h.advance(5)
+        self.assertIs(peer.health.last_check, checked)

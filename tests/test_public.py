@@ -1,0 +1,136 @@
+"""
+Tests for tproxy's public surface: what ``import tproxy`` gives a plugin
+author, the distribution's name and version, and what a ``header_filter``
+can tell about the response it sees.
+"""
+
+import importlib.metadata
+import os
+import subprocess
+import sys
+
+from twisted.trial.unittest import SynchronousTestCase
+
+import tproxy
+from tproxy import Response, hookimpl
+from tproxy.testing import UNREACHABLE, Harness, echo
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class ExportsTests(SynchronousTestCase):
+    """``tproxy`` re-exports what plugins handle, and nothing imports a reactor."""
+
+    def test_names(self):
+        """Every name of ``__all__`` is there, and is the defining module's object."""
+        from tproxy.config import ConfigError
+        from tproxy.gateway import Gateway
+        from tproxy.http.headers import Headers
+        from tproxy.registry import Peer
+        self.assertEqual(
+            (tproxy.ConfigError, tproxy.Gateway, tproxy.Headers, tproxy.Peer),
+            (ConfigError, Gateway, Headers, Peer))
+        for name in tproxy.__all__:
+            self.assertTrue(hasattr(tproxy, name), name)
+        self.assertEqual(
+            set(tproxy.__all__) - {"__version__", "hookimpl"},
+            {"ConfigError", "Gateway", "Headers", "Peer", "Request",
+             "RequestContext", "Response", "ResponseHead", "StreamContext"})
+
+    def test_noReactor(self):
+        """``import tproxy`` (and ``tproxy.testing``) installs no reactor, so
+        ``twistd -r ...`` can still choose one after a plugin imported it."""
+        code = ("import sys, tproxy, tproxy.testing; "
+                "print('twisted.internet.reactor' in sys.modules)")
+        out = subprocess.check_output([sys.executable, "-c", code], cwd=ROOT)
+        self.assertEqual(out.strip(), b"False")
+
+    def test_version(self):
+        """The distribution ``tproxy-gateway`` takes its version from
+        ``tproxy.__version__`` (when it is installed at all)."""
+        try:
+            version = importlib.metadata.version("tproxy-gateway")
+        except importlib.metadata.PackageNotFoundError:
+            raise self.skipTest("tproxy-gateway is not installed")
+        self.assertEqual(version, tproxy.__version__)
+
+
+class Seen(object):
+    """Records what each ``header_filter`` call saw."""
+
+    def __init__(self):
+        self.seen = []
+
+    @hookimpl
+    def header_filter(self, ctx, response):
+        """Record ``(status, from_upstream, ctx.error, peer address)``."""
+        self.seen.append((response.status, response.from_upstream, ctx.error,
+                          ctx.upstream_addr))
+
+
+class Deny(object):
+    """Denies requests whose path ends with ``/deny``."""
+
+    @hookimpl
+    def access(self, ctx):
+        """Deny."""
+        if ctx.request.path.endswith("/deny"):
+            return Response.error(403, "denied")
+
+
+class FromUpstreamTests(SynchronousTestCase):
+    """``response.from_upstream`` and ``ctx.error`` in ``header_filter``."""
+
+    def harness(self, servers):
+        self.seen = Seen()
+        return Harness(
+            config={"upstreams": {"api": {"peers": ["127.0.0.1:9001"]},
+                                  "down": {"peers": ["127.0.0.1:9002"]},
+                                  "slow": {"peers": ["127.0.0.1:9003"]}}},
+            plugins=["router", Deny(), "least_conn", self.seen],
+            servers=servers)
+
+    def test_upstream(self):
+        """The upstream's response: ``from_upstream``, no error; ``tried``
+        in ``log`` holds the peer that answered."""
+        h = self.harness({"127.0.0.1:9001": echo})
+        self.assertEqual(h.request("GET", "/api/x").status, 200)
+        self.assertEqual(self.seen.seen, [(200, True, None, "127.0.0.1:9001")])
+        [ctx] = h.contexts
+        self.assertEqual([p.address for p in ctx.tried], ["127.0.0.1:9001"])
+        self.assertIs(ctx.tried[-1], ctx.peer)
+
+    def test_upstreamError(self):
+        """An upstream's own 500 is still the upstream's response."""
+        h = self.harness({"127.0.0.1:9001": lambda r: (500, {}, b"oops")})
+        self.assertEqual(h.request("GET", "/api/x").status, 500)
+        self.assertEqual(self.seen.seen, [(500, True, None, "127.0.0.1:9001")])
+
+    def test_denied(self):
+        """A plugin's response: not from upstream, no error, no peer."""
+        h = self.harness({"127.0.0.1:9001": echo})
+        self.assertEqual(h.request("GET", "/api/deny").status, 403)
+        self.assertEqual(self.seen.seen, [(403, False, None, None)])
+
+    def test_noPeer(self):
+        """tproxy's 503 (no group ``default``, so no live peer): not from
+        upstream, ``no_peer``."""
+        h = self.harness({})
+        self.assertEqual(h.request("GET", "/elsewhere").status, 503)
+        self.assertEqual(self.seen.seen, [(503, False, "no_peer", None)])
+
+    def test_refused(self):
+        """tproxy's 502 after a refused connect: the failed peer is ``ctx.peer``."""
+        h = self.harness({})
+        self.assertEqual(h.request("GET", "/down/x").status, 502)
+        self.assertEqual(self.seen.seen,
+                         [(502, False, "upstream_connect", "127.0.0.1:9002")])
+
+    def test_connectTimeout(self):
+        """tproxy's 504 after a connect timeout."""
+        h = self.harness({"127.0.0.1:9003": UNREACHABLE})
+        pending = h.request("GET", "/slow/x", wait=False)
+        h.advance(h.config["timeouts"]["connect"])
+        self.assertEqual(pending.result().status, 504)
+        self.assertEqual(self.seen.seen,
+                         [(504, False, "upstream_timeout", "127.0.0.1:9003")])

@@ -1,0 +1,420 @@
+# -*- test-case-name: tests.test_health -*-
+"""
+One health state per upstream peer, fed by real traffic (passive checks) and
+by probes (active checks), read by every balancer.
+
+What a peer's state is
+----------------------
+A peer is *healthy* (``peer.healthy`` is ``True``) unless:
+
+- **passive checks** ejected it: ``health.passive.max_fails`` consecutive
+  failures of real requests (a refused or timed-out connect, a read timeout,
+  an invalid response, a connection lost before the response, or a status
+  listed in ``health.passive.statuses``) eject it for
+  ``health.passive.fail_timeout`` seconds, doubled at each ejection that
+  follows another without a success in between, up to
+  ``health.passive.max_ejection`` (Envoy's outlier detection; nginx's
+  ``max_fails=1 fail_timeout=10s`` are the defaults).  When the time is up the
+  peer is a candidate again, *on probation*: its first outcome decides, a
+  success ends the probation (``up``), a failure ejects it again at once
+  (the half-open probe of a circuit breaker, made by real requests, or by an
+  active check's success); a success of an ejected peer (tried because all
+  were down, or a request from before the ejection) re-admits it at once;
+- **active checks** (the ``health_check`` plugin) saw it fail ``fall`` probes
+  in a row; ``rise`` successes in a row make it healthy again.
+
+A peer never checked nor failed is healthy.  The state is forgotten with the
+peer (removed or expired).
+
+Who reads it
+------------
+Balancers: ``peer.healthy`` is one attribute, read in O(1); a balancer that
+keeps an index follows the changes as an :class:`IHealthListener`
+(``gateway.health.subscribe(listener)``) so that an ejected peer leaves its
+candidates and a re-admitted one comes back without a scan.  When no
+candidate of a group is healthy, ``health.when_all_down`` says what to do:
+``"try_all"`` (the default, as nginx) chooses among the unhealthy ones anyway;
+``"503"`` answers ``503 {"error": "no healthy upstream"}``
+(:meth:`HealthState.try_unhealthy`).
+
+Who feeds it
+------------
+tproxy itself reports the outcome of every attempt (HTTP exchanges and
+stream sessions): :meth:`HealthState.failed` and
+:meth:`HealthState.succeeded`, the public API a third-party transport or
+probe uses too.  A success of a peer that never failed costs one attribute
+read (``peer.health is None``).
+
+Logging: one line per change of state (``down`` with the failure count and
+the last error, ``up``), never one per request.
+"""
+
+from twisted.logger import Logger
+from zope.interface import Attribute, Interface, implementer
+
+__all__ = ["IHealth", "IHealthListener", "HealthState", "PeerHealth",
+           "FAILURE_KINDS", "PASSIVE_DEFAULTS"]
+
+log = Logger()
+
+#: The kinds of failure :meth:`HealthState.failed` takes.
+FAILURE_KINDS = ("connect", "timeout", "invalid", "error", "status")
+
+#: ``health.passive`` in the configuration, its defaults (nginx's).
+PASSIVE_DEFAULTS = {"max_fails": 1, "fail_timeout": 10, "max_ejection": 300,
+                    "statuses": []}
+
+
+class IHealthListener(Interface):
+    """Told when a peer becomes healthy or unhealthy (see ``IHealth.subscribe``)."""
+
+    def peer_health_changed(peer):
+        """``peer.healthy`` changed (the peer is still in its group)."""
+
+
+class IHealth(Interface):
+    """The health state of the peers of a gateway (``gateway.health``)."""
+
+    when_all_down = Attribute('"try_all" or "503": what a balancer does when no '
+                              'candidate is healthy.')
+
+    def failed(peer, kind, detail=None):
+        """
+        An attempt on ``peer`` failed.
+
+        :param kind: one of :data:`FAILURE_KINDS`.
+        :param detail: a short text for ``/upstream/status`` (the error, the
+            status), or ``None``.
+        """
+
+    def succeeded(peer):
+        """An attempt on ``peer`` succeeded (a response head came, a stream connected)."""
+
+    def check_result(peer, ok, detail=None, rise=2, fall=3):
+        """
+        An active check of ``peer`` ended (``ok``: it passed); ``rise``
+        passes in a row make it healthy, ``fall`` failures unhealthy.
+        """
+
+    def subscribe(listener):
+        """Tell ``listener`` (an :class:`IHealthListener`) of every change."""
+
+    def try_unhealthy():
+        """Whether a balancer with no healthy candidate may choose an unhealthy one."""
+
+    def is_failure_status(status):
+        """Whether a response ``status`` counts as a failure of the peer
+        (``health.passive.statuses``): report it with ``failed(peer,
+        "status", status)``, else ``succeeded(peer)``."""
+
+    def as_dict(peer):
+        """The health fields of ``peer`` for ``/upstream/status``."""
+
+
+class PeerHealth(object):
+    """
+    What is known of one peer's health (``peer.health``; ``None`` until the
+    first failure or check).
+
+    :ivar fails: consecutive failures of real requests.
+    :ivar ejections: ejections in a row (reset by a success); the next one
+        lasts ``fail_timeout * 2 ** ejections``.
+    :ivar ejection_count: every ejection since the peer joined.
+    :ivar ejected_until: clock time the current ejection ends (0: none).
+    :ivar probation: re-admitted after an ejection, no outcome yet.
+    :ivar active_down: active checks found it down.
+    :ivar check_ok: consecutive results of active checks (positive: passes,
+        negative: failures).
+    :ivar last_check: ``(time, ok, detail)`` of the last active check.
+    :ivar last_error: ``(time, kind, detail)`` of the last failure.
+    """
+
+    __slots__ = ("fails", "ejections", "ejection_count", "ejected_until",
+                 "probation", "active_down", "check_ok", "last_check",
+                 "last_error", "timer", "total_fails")
+
+    def __init__(self):
+        self.fails = 0
+        self.total_fails = 0
+        self.ejections = 0
+        self.ejection_count = 0
+        self.ejected_until = 0.0
+        self.probation = False
+        self.active_down = False
+        self.check_ok = 0
+        self.last_check = None
+        self.last_error = None
+        self.timer = None
+
+
+@implementer(IHealth)
+class HealthState(object):
+    """
+    The health of every peer of a registry (see the module docstring).
+
+    :param clock: an ``IReactorTime`` (a ``Clock`` in tests).
+    :param registry: the :class:`tproxy.registry.IRegistry` whose peers it
+        follows (to forget removed ones).
+    :param settings: the ``health`` configuration (``passive``,
+        ``when_all_down``); absent keys take their defaults.
+    """
+
+    def __init__(self, clock, registry=None, settings=None):
+        self.clock = clock
+        self.configure(settings)
+        self._ramping = {}     # peer -> time its warm-up started
+        self._ramp_timer = None
+        self._listeners = []
+        self._timed = set()    # the PeerHealth with a re-admission timer
+        if registry is not None:
+            registry.subscribe(self)
+
+    def configure(self, settings):
+        """Apply the ``health`` configuration ``settings`` (at start, and on a
+        reload: the peers' states go on)."""
+        settings = settings or {}
+        passive = dict(PASSIVE_DEFAULTS, **settings.get("passive", {}))
+        self.max_fails = passive["max_fails"]
+        self.fail_timeout = passive["fail_timeout"]
+        self.max_ejection = passive["max_ejection"]
+        self.statuses = frozenset(passive["statuses"])
+        self.when_all_down = settings.get("when_all_down", "try_all")
+        self.slow_start = settings.get("slow_start", 0)
+        self._try_all = self.when_all_down == "try_all"
+
+    # -- the registry's changes (IRegistryListener) ---------------------------
+
+    def peer_added(self, peer):
+        """A new peer is healthy; a registered one warms up (``slow_start``)."""
+        if self.slow_start and not peer.static:
+            self._warm_up(peer)
+
+    def peer_removed(self, peer):
+        """Forget a removed peer's state and its timer."""
+        h = peer.health
+        if h is not None:
+            self._cancel(h)
+        self._ramping.pop(peer, None)
+
+    peer_changed = None   # counts do not matter: not called per request
+
+    # -- public API -----------------------------------------------------------
+
+    def subscribe(self, listener):
+        self._listeners.append(listener)
+
+    def stop(self):
+        """Cancel the re-admission timers (the gateway stops)."""
+        for h in list(self._timed):
+            self._cancel(h)
+        self._ramping.clear()
+        timer, self._ramp_timer = self._ramp_timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def try_unhealthy(self):
+        return self._try_all
+
+    def is_failure_status(self, status):
+        """Whether a response ``status`` counts as a passive failure."""
+        return status in self.statuses
+
+    def succeeded(self, peer):
+        h = peer.health
+        if h is None:
+            return
+        h.fails = 0
+        h.ejections = 0
+        if h.probation or h.ejected_until:
+            # the half-open probe passed (or, all peers down, an ejected peer
+            # was tried and answered): it is back
+            h.probation = False
+            if h.ejected_until:
+                self._cancel(h)
+                h.ejected_until = 0.0
+            if not h.active_down:   # (else the active checks still say down)
+                log.info("upstream {peer} of {group} is up again after "
+                         "{ejections} ejection(s)", peer=peer.address,
+                         group=peer.group.name, ejections=h.ejection_count)
+                self._set(peer, True)
+
+    def failed(self, peer, kind, detail=None):
+        h = peer.health
+        if h is None:
+            h = peer.health = PeerHealth()
+        now = self.clock.seconds()
+        h.fails += 1
+        h.total_fails += 1
+        h.last_error = (now, kind, detail)
+        if not self.max_fails or peer.group.peers.get(peer.key) is not peer:
+            return   # passive checks off, or a peer no longer in its group
+        if h.ejected_until > now:
+            return   # already ejected (requests in flight when it was)
+        if h.probation or h.fails >= self.max_fails:
+            self._eject(peer, h, now, kind, detail)
+
+    def check_result(self, peer, ok, detail=None, rise=2, fall=3):
+        """
+        An active check of ``peer`` ended.  ``rise`` passes in a row make an
+        active-down peer healthy (and end a passive ejection whose time is up
+        or not: the probe is the half-open request), ``fall`` failures in a
+        row make it unhealthy.
+        """
+        h = peer.health
+        if h is None:
+            h = peer.health = PeerHealth()
+        now = self.clock.seconds()
+        h.last_check = (now, ok, detail)
+        if peer.group.peers.get(peer.key) is not peer:
+            return
+        if ok:
+            h.check_ok = h.check_ok + 1 if h.check_ok > 0 else 1
+            if h.active_down and h.check_ok >= rise:
+                h.active_down = False
+                h.fails = 0
+                h.ejections = 0
+                self._cancel(h)
+                h.ejected_until = 0.0
+                h.probation = False
+                log.info("upstream {peer} of {group} is up: {n} check(s) passed",
+                         peer=peer.address, group=peer.group.name, n=h.check_ok)
+                self._set(peer, True)
+            elif h.probation or (not h.active_down and h.ejected_until > now
+                                 and h.check_ok >= rise):
+                # a passive ejection: a passing probe is the half-open request
+                self._cancel(h)
+                h.ejected_until = 0.0
+                h.probation = False
+                h.ejections = 0
+                h.fails = 0
+                if not peer.healthy:
+                    log.info("upstream {peer} of {group} is up: check passed",
+                             peer=peer.address, group=peer.group.name)
+                    self._set(peer, True)
+        else:
+            h.check_ok = h.check_ok - 1 if h.check_ok < 0 else -1
+            if not h.active_down and -h.check_ok >= fall:
+                h.active_down = True
+                # a line at warn only if this is the change (not when passive
+                # checks had ejected it already)
+                (log.warn if peer.healthy else log.debug)(
+                    "upstream {peer} of {group} is down: {n} check(s) failed "
+                    "({detail})", peer=peer.address, group=peer.group.name,
+                    n=-h.check_ok, detail=detail)
+                self._set(peer, False)
+
+    def as_dict(self, peer):
+        h = peer.health
+        if h is None:
+            return {"healthy": peer.healthy, "ejections": 0, "ejected_for": 0,
+                    "probation": False, "active_down": False, "fails": 0,
+                    "total_fails": 0, "last_error": None, "last_check": None}
+        now = self.clock.seconds()
+        return {
+            "healthy": peer.healthy,
+            "ejections": h.ejection_count,
+            "ejected_for": round(max(0.0, h.ejected_until - now), 3),
+            "probation": h.probation,
+            "active_down": h.active_down,
+            "fails": h.fails,
+            "total_fails": h.total_fails,
+            "last_error": None if h.last_error is None else {
+                "time": h.last_error[0], "kind": h.last_error[1],
+                "detail": h.last_error[2]},
+            "last_check": None if h.last_check is None else {
+                "time": h.last_check[0], "ok": h.last_check[1],
+                "detail": h.last_check[2]},
+        }
+
+    # -- ejection and re-admission --------------------------------------------
+
+    def _eject(self, peer, h, now, kind, detail):
+        seconds = min(self.fail_timeout * (2 ** min(h.ejections, 30)), self.max_ejection)
+        again = h.probation
+        h.probation = False
+        h.ejections += 1
+        h.ejection_count += 1
+        h.ejected_until = now + seconds
+        self._cancel(h)
+        h.timer = self.clock.callLater(seconds, self._readmit, peer)
+        self._timed.add(h)
+        if again or not peer.healthy:
+            # still down (or down already by active checks): not a change of
+            # state worth a line at warn
+            log.debug("upstream {peer} of {group} still failing ({kind}: {detail}): "
+                      "ejected again for {seconds} s", peer=peer.address,
+                      group=peer.group.name, kind=kind, detail=detail, seconds=seconds)
+        else:
+            log.warn("upstream {peer} of {group} is down: {fails} failure(s) in a row "
+                     "({kind}: {detail}), ejected for {seconds} s",
+                     peer=peer.address, group=peer.group.name, fails=h.fails,
+                     kind=kind, detail=detail, seconds=seconds)
+        if peer.healthy:
+            self._set(peer, False)
+
+    def _readmit(self, peer):
+        h = peer.health
+        h.timer = None
+        self._timed.discard(h)
+        h.ejected_until = 0.0
+        h.fails = 0
+        if peer.group.peers.get(peer.key) is not peer:
+            return
+        h.probation = True
+        if not h.active_down:
+            self._set(peer, True)
+
+    def _cancel(self, h):
+        if h.timer is not None:
+            if h.timer.active():
+                h.timer.cancel()
+            h.timer = None
+            self._timed.discard(h)
+
+    # -- slow start ---------------------------------------------------------------
+
+    #: steps of a warm-up: the ramp goes 1/10, 2/10 ... 1
+    RAMP_STEPS = 10
+
+    def _warm_up(self, peer):
+        """Start ``peer``'s warm-up: it takes a tenth of its weight, more at
+        each of ``RAMP_STEPS`` steps over ``slow_start`` seconds."""
+        peer.ramp = 1.0 / self.RAMP_STEPS
+        self._ramping[peer] = self.clock.seconds()
+        if self._ramp_timer is None:
+            self._ramp_timer = self.clock.callLater(
+                float(self.slow_start) / self.RAMP_STEPS, self._ramp_up)
+
+    def _ramp_up(self):
+        """One step of every warm-up (never raises: it is a timer)."""
+        self._ramp_timer = None
+        try:
+            now = self.clock.seconds()
+            steps = self.RAMP_STEPS
+            for peer, start in list(self._ramping.items()):
+                done = (now - start) / self.slow_start
+                if done >= 1 - 1e-9:
+                    ramp = 1.0
+                    del self._ramping[peer]
+                else:
+                    ramp = max(1, int(done * steps + 1e-9)) / float(steps)
+                if ramp != peer.ramp:
+                    peer.ramp = ramp
+                    peer.notify_changed()
+        except Exception:
+            log.failure("slow start timer failed")
+        if self._ramping:
+            self._ramp_timer = self.clock.callLater(
+                float(self.slow_start) / self.RAMP_STEPS, self._ramp_up)
+
+    def _set(self, peer, healthy):
+        if peer.healthy is healthy:
+            return
+        if healthy and self.slow_start:
+            self._warm_up(peer)   # re-admitted: warm up again
+        peer.healthy = healthy
+        for listener in self._listeners:
+            try:
+                listener.peer_health_changed(peer)
+            except Exception:
+                log.failure("health listener {listener} failed", listener=listener)
