@@ -390,3 +390,19 @@ class HarnessReloadTests(TestCase):
                      entry_points=[])
         self.assertIs(h.gateway, old)
         self.assertEqual(Generation.EVENTS, [("start", "one")])
+
+    def test_healthAndStaticSettingsCarryOver(self):
+        """The peers' health state goes on with the new settings; a static
+        peer's max_conns and its group's routable follow the file."""
+        h = self.h
+        health = h.gateway.health
+        peer = h.registry.group("api").peers[("10.0.0.1", 80)]
+        h.reload({"upstreams": {"api": {"routable": False, "peers": [
+                     {"host": "10.0.0.1", "port": 80, "max_conns": 3}]}},
+                  "health": {"passive": {"max_fails": 7}}},
+                 plugins=self.plugins("two"), entry_points=[])
+        self.assertIs(h.gateway.health, health)
+        self.assertEqual(health.max_fails, 7)
+        self.assertIs(h.registry.group("api").peers[("10.0.0.1", 80)], peer)
+        self.assertEqual(peer.max_conns, 3)
+        self.assertFalse(h.registry.group("api").routable)
