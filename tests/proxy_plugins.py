@@ -105,3 +105,28 @@ class HeadFilter(object):
         """Calls ``fns["header_filter"](ctx, response)``."""
         fn = self.fns.get("header_filter")
         return None if fn is None else fn(ctx, response)
+
+
+class Generation(object):
+    """
+    Tells which configuration served a request (tests.test_reload): the
+    response header ``X-Generation: <settings["tag"]>``; ``EVENTS`` records
+    ``("start", tag)`` at ``init_worker`` and ``("stop", tag)`` when the
+    gateway's ``on_stop`` callbacks run.
+    """
+
+    EVENTS = []
+
+    def __init__(self, settings):
+        self.tag = (settings or {}).get("tag", "-")
+
+    @hookimpl
+    def init_worker(self, gateway):
+        """Record the start; register the stop."""
+        self.EVENTS.append(("start", self.tag))
+        gateway.on_stop(lambda: self.EVENTS.append(("stop", self.tag)))
+
+    @hookimpl
+    def header_filter(self, ctx, response):
+        """Add ``X-Generation``."""
+        response.headers.raw.append((b"X-Generation", self.tag.encode("ascii")))

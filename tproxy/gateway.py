@@ -39,23 +39,34 @@ class Gateway(object):
         ``tproxy.stream.StreamFactory`` (``kind`` ``"stream"``;
         ``open_connections``: the sessions open, ``group``).  Read them when
         asked (a metrics scrape), not per request.
+    :param previous: the gateway this one replaces (a reload, see
+        :mod:`tproxy.reload`): its registry, with the registrations made at
+        run time, goes on; the static peers are updated to this
+        configuration's ``upstreams`` (a peer in both keeps its counts).
     """
 
     log = Logger()
 
-    def __init__(self, config, reactor, plugin_manager, registry=None):
+    def __init__(self, config, reactor, plugin_manager, registry=None, previous=None):
         self.config = config
         self.reactor = reactor
         self.plugins = plugin_manager
-        self.registry = registry if registry is not None else MemoryRegistry(
-            reactor, ttl=config["registry"]["ttl"])
-        self.health = HealthState(reactor, self.registry, config.get("health"))
-        for group, spec in sorted(config.get("upstreams", {}).items()):
-            for peer in spec["peers"]:
-                self.registry.add_static(group, peer["host"], peer["port"], peer["weight"],
-                                         peer.get("max_conns", 0))
-            if not spec.get("routable", True) and self.registry.group(group) is not None:
-                self.registry.group(group).routable = False
+        if previous is not None:
+            # a reload: the registry and the peers' health go on
+            self.registry = previous.registry
+            self.registry.ttl = config["registry"]["ttl"]
+            self.health = previous.health
+            self.health.configure(config.get("health"))
+            _update_static(self.registry, previous.config, config)
+        else:
+            self.registry = registry if registry is not None else MemoryRegistry(
+                reactor, ttl=config["registry"]["ttl"])
+            self.health = HealthState(reactor, self.registry, config.get("health"))
+            for group, spec in sorted(config.get("upstreams", {}).items()):
+                for peer in spec["peers"]:
+                    self.registry.add_static(group, peer["host"], peer["port"],
+                                             peer["weight"], peer.get("max_conns", 0))
+            _set_routable(self.registry, config)
         self.trusted_proxies = TrustedProxies(config.get("trusted_proxies", ()))
         admin = config["admin"]
         self.admin = AdminRoutes(token=admin.get("token"), hosts=admin.get("hosts", ()),
@@ -63,12 +74,26 @@ class Gateway(object):
         probes.install(self)
         self.phases = Phases(plugin_manager)
         self.listeners = []
-        self._on_stop = [self.health.stop]
+        #: whether :meth:`stop` stops ``health`` (its timers): the gateway
+        #: serving owns it; a reload hands it over (:meth:`take_over`)
+        self.owns_health = previous is None
+        self._on_stop = [self._stop_health]
         #: whether the gateway takes traffic (``/readyz``): from the end of
         #: :meth:`start` until it begins to stop
         self.serving = False
         self.started = False
         self._on_reopen = []
+        self._subscribed = []   # registry listeners the plugins added in start()
+
+    def _stop_health(self):
+        if self.owns_health:
+            self.health.stop()
+
+    def take_over(self, previous):
+        """This gateway replaces ``previous`` (a reload is done): the shared
+        health state is stopped by this one's :meth:`stop` from now on."""
+        previous.owns_health = False
+        self.owns_health = True
 
     def on_stop(self, fn):
         """Call ``fn()`` (which may return a Deferred) when the gateway stops."""
@@ -92,14 +117,58 @@ class Gateway(object):
 
     def start(self):
         """Run every ``init_worker``; a Deferred that fires when all are done."""
+        subscribers = getattr(self.registry, "subscribers", None)
+        before = set(map(id, subscribers())) if subscribers is not None else set()
+
         def started(result):
             self.started = self.serving = True
             return result
-        return self.phases.init_worker(self).addCallback(started)
+
+        def subscribed(result):
+            if subscribers is not None:
+                self._subscribed = [s for s in subscribers() if id(s) not in before]
+            return result
+        return self.phases.init_worker(self).addBoth(subscribed).addCallback(started)
 
     def stop(self):
-        """Run the ``on_stop`` callbacks, last registered first."""
+        """Run the ``on_stop`` callbacks, last registered first; then stop
+        telling the registry listeners this gateway's plugins subscribed (a
+        reloaded gateway's registry goes on)."""
         self.serving = False
         ds = [maybeDeferred(fn) for fn in reversed(self._on_stop)]
         self._on_stop = []
+        unsubscribe = getattr(self.registry, "unsubscribe", None)
+        subscribed, self._subscribed = self._subscribed, []
+        if unsubscribe is not None:
+            for listener in subscribed:
+                unsubscribe(listener)
         return DeferredList(ds, consumeErrors=True)
+
+
+def _static_peers(config):
+    return {(group, peer["host"], peer["port"]): (peer["weight"], peer.get("max_conns", 0))
+            for group, spec in config.get("upstreams", {}).items()
+            for peer in spec["peers"]}
+
+
+def _set_routable(registry, config):
+    """``upstreams.NAME.routable`` on the registry's static groups."""
+    for name, spec in config.get("upstreams", {}).items():
+        group = registry.group(name)
+        if group is not None:
+            group.routable = spec.get("routable", True)
+
+
+def _update_static(registry, old_config, new_config):
+    """Make ``registry``'s static peers those of ``new_config``: add the new
+    ones, remove the dropped ones, change weights; leave the others alone."""
+    old, new = _static_peers(old_config), _static_peers(new_config)
+    for key in sorted(set(old) - set(new)):
+        registry.remove_static(*key)
+    for key in sorted(new):
+        group, host, port = key
+        if key not in old:
+            registry.add_static(group, host, port, *new[key])
+        elif old[key] != new[key]:
+            registry.register(group, host, port, *new[key])
+    _set_routable(registry, new_config)

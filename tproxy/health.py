@@ -160,22 +160,27 @@ class HealthState(object):
     """
 
     def __init__(self, clock, registry=None, settings=None):
+        self.clock = clock
+        self.configure(settings)
+        self._ramping = {}     # peer -> time its warm-up started
+        self._ramp_timer = None
+        self._listeners = []
+        self._timed = set()    # the PeerHealth with a re-admission timer
+        if registry is not None:
+            registry.subscribe(self)
+
+    def configure(self, settings):
+        """Apply the ``health`` configuration ``settings`` (at start, and on a
+        reload: the peers' states go on)."""
         settings = settings or {}
         passive = dict(PASSIVE_DEFAULTS, **settings.get("passive", {}))
-        self.clock = clock
         self.max_fails = passive["max_fails"]
         self.fail_timeout = passive["fail_timeout"]
         self.max_ejection = passive["max_ejection"]
         self.statuses = frozenset(passive["statuses"])
         self.when_all_down = settings.get("when_all_down", "try_all")
         self.slow_start = settings.get("slow_start", 0)
-        self._ramping = {}     # peer -> time its warm-up started
-        self._ramp_timer = None
         self._try_all = self.when_all_down == "try_all"
-        self._listeners = []
-        self._timed = set()    # the PeerHealth with a re-admission timer
-        if registry is not None:
-            registry.subscribe(self)
 
     # -- the registry's changes (IRegistryListener) ---------------------------
 

@@ -69,6 +69,16 @@ class IRegistry(Interface):
     def now():
         """The registry clock's current time (seconds)."""
 
+    def unsubscribe(listener):
+        """Send no more changes to ``listener`` (no error if it never subscribed)."""
+
+    def subscribers():
+        """The listeners subscribed now (a new list)."""
+
+    def remove_static(group, host, port):
+        """Remove a static peer (a reload dropped it from the configuration);
+        return the :class:`Peer`, or ``None`` if there is no such static peer."""
+
 
 class Peer(object):
     """
@@ -250,6 +260,17 @@ class MemoryRegistry(object):
         if getattr(listener, "peer_changed", None) is not None:
             self._load_listeners.append(listener.peer_changed)
 
+    def unsubscribe(self, listener):
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+            changed = getattr(listener, "peer_changed", None)
+            if changed is not None and changed in self._load_listeners:
+                # in place: every Peer holds this very list
+                self._load_listeners.remove(changed)
+
+    def subscribers(self):
+        return list(self._listeners)
+
     def _notify_changed(self, peer):
         for peer_changed in self._load_listeners:
             peer_changed(peer)
@@ -331,6 +352,14 @@ class MemoryRegistry(object):
             del self._groups[g.name]
         for listener in self._listeners:
             listener.peer_removed(peer)
+
+    def remove_static(self, group, host, port):
+        g = self._groups.get(group)
+        peer = g.peers.get((host, port)) if g is not None else None
+        if peer is None or not peer.static:
+            return None
+        self._remove(peer)
+        return peer
 
     def deregister(self, group, host, port):
         g = self._groups.get(group)

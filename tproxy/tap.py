@@ -126,16 +126,38 @@ class GatewayService(MultiService):
     :param gateway: the :class:`tproxy.gateway.Gateway`.
     :param listeners: ``[(name, endpoint, factory)]``: what to listen on.
     :param signals: install a ``SIGUSR1`` handler that runs
-        ``gateway.reopen`` (the access log's file reopened for logrotate);
-        only the service of a real ``twistd`` run does.
+        ``gateway.reopen`` (the access log's file reopened for logrotate)
+        and a ``SIGHUP`` handler that runs :meth:`reload`; only the service
+        of a real ``twistd`` run does.
+    :param config_path: the configuration file :meth:`reload` reads
+        (``None``: the built-in defaults).
+
+    :ivar gateway: the gateway serving new requests (a reload replaces it).
+    :ivar reloader: the :class:`tproxy.reload.Reloader`.
     """
 
-    def __init__(self, gateway, listeners, signals=False):
+    def __init__(self, gateway, listeners, signals=False, config_path=None):
         MultiService.__init__(self)
         self.gateway = gateway
         self.listeners = listeners
         self.signals = signals
         self.ports = []
+        from tproxy.reload import Reloader
+        self.reloader = Reloader(self, config_path)
+
+    def reload(self):
+        """
+        Re-read the configuration file and serve new requests with it, or
+        refuse it and keep the running one (see :mod:`tproxy.reload`).
+
+        :return: a Deferred firing ``True`` (reloaded) or ``False`` (refused).
+        """
+        return self.reloader.reload()
+
+    def endpoint(self, description):
+        """The server endpoint of an endpoint string."""
+        from twisted.internet.endpoints import serverFromString
+        return _Endpoint(serverFromString(self.gateway.reactor, description), description)
 
     def startService(self):
         """
@@ -147,7 +169,8 @@ class GatewayService(MultiService):
         """
         Service.startService(self)
         if self.signals:
-            _reopen_on_sigusr1(self.gateway)
+            _reopen_on_sigusr1(self)
+            _reload_on_sighup(self)
         early = []
 
         def failed(f):
@@ -168,9 +191,10 @@ class GatewayService(MultiService):
         return DeferredList(ds, fireOnOneErrback=True, consumeErrors=True).addErrback(
             lambda f: f.value.subFailure)
 
-    def _listen_one(self, name, endpoint, factory):
+    def _listen_one(self, name, endpoint, factory, record=True):
         def listening(port):
-            self.ports.append(port)
+            if record:
+                self.ports.append(port)
             address = port.getHost()
             if hasattr(address, "port"):
                 address = "{}:{}".format(address.host, address.port)
@@ -207,6 +231,7 @@ class GatewayService(MultiService):
                          consumeErrors=True)
         d.addCallback(lambda _: self._drain())
         d.addCallback(lambda _: MultiService.stopService(self))
+        d.addCallback(lambda _: self.reloader.stop())
         d.addCallback(lambda _: self.gateway.stop())
         d.addCallback(lambda _: self._close_pools())
         return d
@@ -215,7 +240,7 @@ class GatewayService(MultiService):
         """``(http, streams)``: the listeners' proxy and stream factories."""
         from tproxy.http.server import ProxyFactory
         from tproxy.stream import StreamFactory
-        factories = [listener[2] for listener in self.listeners]
+        factories = [listener[2] for listener in self.listeners] + self.reloader.leaving
         return ([f for f in factories if isinstance(f, ProxyFactory)],
                 [f for f in factories if isinstance(f, StreamFactory)])
 
@@ -295,21 +320,38 @@ def _one_line(f):
         f.type.__name__, f.getErrorMessage())
 
 
-def _reopen_on_sigusr1(gateway):
+def _reload_on_sighup(service):
     """
-    Run ``gateway.reopen`` in the reactor on ``SIGUSR1`` (``callFromThread``
-    is what a signal handler may call), then the handler that was there
-    (twistd's, which reopens its own log file when it writes one).
+    Run ``service.reload`` in the reactor on ``SIGHUP`` (which would end the
+    process otherwise: twistd installs no handler for it).
+    """
+    import signal
+    signum = getattr(signal, "SIGHUP", None)
+    if signum is None:  # not on Windows
+        return
+    reactor = service.gateway.reactor
+
+    def reload(number, frame):
+        reactor.callFromThread(service.reload)
+    signal.signal(signum, reload)
+
+
+def _reopen_on_sigusr1(service):
+    """
+    Run the current gateway's ``reopen`` in the reactor on ``SIGUSR1``
+    (``callFromThread`` is what a signal handler may call), then the handler
+    that was there (twistd's, which reopens its own log file when it writes
+    one).
     """
     import signal
     signum = getattr(signal, "SIGUSR1", None)
     if signum is None:  # not on Windows
         return
     previous = signal.getsignal(signum)
-    reactor = gateway.reactor
+    reactor = service.gateway.reactor
 
     def reopen(number, frame):
-        reactor.callFromThread(gateway.reopen)
+        reactor.callFromThread(lambda: service.gateway.reopen())
         if callable(previous):
             previous(number, frame)
     signal.signal(signum, reopen)
@@ -388,8 +430,7 @@ def makeService(options, reactor=None):
 
     from tproxy.admin_page import install as install_status_page
     from tproxy.gateway import Gateway
-    from tproxy.http.server import ProxyFactory
-    from tproxy.stream import StreamFactory
+    from tproxy.reload import listener_specs, make_factory
 
     config = options.config
     plugin_manager = options.plugin_manager
@@ -403,13 +444,10 @@ def makeService(options, reactor=None):
     def endpoint(description):
         return _Endpoint(serverFromString(reactor, description), description)
 
-    listeners = [
-        ("proxy", endpoint(config["listen"]), ProxyFactory(gateway)),
-        ("admin API", endpoint(config["admin"]["listen"]), gateway.admin.site()),
-    ]
-    for i, stream in enumerate(config.get("streams", ())):
-        listeners.append(("stream of group {} (streams[{}])".format(stream["group"], i),
-                          endpoint(stream["listen"]), StreamFactory(gateway, stream)))
+    listeners = [(name, endpoint(description), make_factory(kind, gateway, stream))
+                 for kind, name, description, stream in listener_specs(config)]
     install_status_page(gateway, [(name, e.description, factory)
                                   for name, e, factory in listeners])
-    return GatewayService(gateway, listeners, signals=twistd)
+    source = getattr(options, "source", None)
+    return GatewayService(gateway, listeners, signals=twistd,
+                          config_path=None if source == "<built-in defaults>" else source)

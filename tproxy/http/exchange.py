@@ -59,6 +59,9 @@ class Exchange(object):
         self.conn = conn
         self.ctx = ctx
         self.factory = conn.factory
+        #: the phases of the gateway the request started with (a reload
+        #: changes the factory's, not those of a request in flight)
+        self.phases = ctx.gateway.phases
         self.keep_alive = keep_alive           # the client wants to keep the connection
         self.body_expected = body_expected     # a request body follows the head
         self.request_chunked = chunked
@@ -101,7 +104,7 @@ class Exchange(object):
     def run(self):
         """Start the phases (the exchange is now the connection's active one)."""
         try:
-            r = self.factory.phases.rewrite_access(self.ctx)
+            r = self.phases.rewrite_access(self.ctx)
         except Exception:
             return self.plugin_error()
         if r is None:
@@ -136,7 +139,7 @@ class Exchange(object):
     def balance(self):
         """Ask the balancer for a peer (again, after a failed one)."""
         try:
-            r = self.factory.phases.balancer(self.ctx, self.ctx.tried)
+            r = self.phases.balancer(self.ctx, self.ctx.tried)
         except Exception:
             return self.plugin_error()
         if is_deferred(r):
@@ -590,7 +593,7 @@ class Exchange(object):
 
     def _filter_head(self, head, then):
         try:
-            r = self.factory.phases.header_filter(self.ctx, head)
+            r = self.phases.header_filter(self.ctx, head)
         except Exception:
             return self.plugin_error()
         if r is not None and is_deferred(r):
@@ -687,7 +690,7 @@ class Exchange(object):
         if type(data) is not bytes:
             data = bytes(data)
         try:
-            r = self.factory.phases.body_filter(self.ctx, data, eof)
+            r = self.phases.body_filter(self.ctx, data, eof)
         except Exception:
             return self.plugin_error()
         if is_deferred(r):
@@ -764,7 +767,7 @@ class Exchange(object):
             return
         if self.ctx.plugins.has_body_filter:
             try:
-                r = self.factory.phases.body_filter(self.ctx, body, True)
+                r = self.phases.body_filter(self.ctx, body, True)
             except Exception:
                 return self.plugin_error()
             if is_deferred(r):
@@ -816,7 +819,7 @@ class Exchange(object):
         self.conn.unpause("upstream")
         ctx = self.ctx
         ctx.end = self.factory.clock.seconds()
-        self.factory.phases.log(ctx)
+        self.phases.log(ctx)
         # no reference cycle left: reference counting frees the request's
         # objects now, not the cyclic collector later
         ctx._exchange = None

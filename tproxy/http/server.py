@@ -52,10 +52,30 @@ class ProxyFactory(Factory):
     kind = "http"
 
     def __init__(self, gateway, scheme="http"):
-        self.gateway = gateway
-        self.phases = gateway.phases
         self.clock = gateway.reactor
         self.scheme = scheme
+        self.pool = UpstreamPool(gateway.reactor)
+        gateway.registry.subscribe(self.pool)   # removed peers' idle connections close
+        self.use(gateway)
+        #: requests read so far (their contexts' request ids are made from it)
+        self.requests = 0
+        self.connections = set()
+        # the gateway lists its listeners (metrics read them when scraped)
+        listeners = getattr(gateway, "listeners", None)
+        if listeners is not None:
+            listeners.append(self)
+        self._drained = []     # Deferreds of drain(), fired once none is open
+
+    def use(self, gateway):
+        """
+        Serve the requests read from now on with ``gateway`` (a reload: see
+        :mod:`tproxy.reload`) and its configuration's limits and timeouts.
+        A request holds the gateway it started with (``ctx.gateway``), so
+        one in flight finishes with the phases it began with; a keep-alive
+        connection's next request gets the new one.
+        """
+        self.gateway = gateway
+        self.phases = gateway.phases
         cfg = gateway.config
         proxy, timeouts = cfg["proxy"], cfg["timeouts"]
         self.tries = proxy["tries"]
@@ -76,21 +96,13 @@ class ProxyFactory(Factory):
         self.upgrade_protocols = frozenset(p.lower() for p in proxy["upgrade_protocols"])
         self.upgrade_idle_timeout = proxy["upgrade_idle_timeout"]
         self.trusted = TrustedProxies(cfg.get("trusted_proxies", ()))
-        self.pool = UpstreamPool(gateway.reactor, timeouts["connect"],
-                                 proxy["upstream_keepalive"],
-                                 proxy["upstream_keepalive_timeout"],
-                                 proxy["max_upstream_header_size"])
-        gateway.registry.subscribe(self.pool)   # removed peers' idle connections close
+        pool = self.pool     # one pool for the listener's life: its settings change
+        pool.connect_timeout = timeouts["connect"]
+        pool.max_idle = proxy["upstream_keepalive"]
+        pool.idle_timeout = proxy["upstream_keepalive_timeout"]
+        pool.max_header_size = proxy["max_upstream_header_size"]
         self.health = gateway.health
         self.retry = RetryPolicy(proxy)
-        #: requests read so far (their contexts' request ids are made from it)
-        self.requests = 0
-        self.connections = set()
-        # the gateway lists its listeners (metrics read them when scraped)
-        listeners = getattr(gateway, "listeners", None)
-        if listeners is not None:
-            listeners.append(self)
-        self._drained = []     # Deferreds of drain(), fired once none is open
 
     @property
     def open_connections(self):

@@ -32,11 +32,25 @@ class StreamFactory(Factory):
     kind = "stream"
 
     def __init__(self, gateway, stream):
+        self.reactor = gateway.reactor
+        self.clock = gateway.reactor
+        self.use(gateway, stream)
+        self.sessions = set()
+        listeners = getattr(gateway, "listeners", None)
+        if listeners is not None:
+            listeners.append(self)
+        self._drained = []     # Deferreds of drain(), fired once none is open
+        self._ids = 0
+
+    def use(self, gateway, stream):
+        """
+        Serve the connections accepted from now on with ``gateway`` and the
+        configuration entry ``stream`` (a reload, see :mod:`tproxy.reload`);
+        a session open goes on with the gateway it started with.
+        """
         self.gateway = gateway
         self.stream = stream
         self.group = stream["group"]
-        self.reactor = gateway.reactor
-        self.clock = gateway.reactor
         self.tries = stream.get("tries", 3)
         timeouts = stream.get("timeouts") or {}
         self.connect_timeout = timeouts.get("connect", 60)
@@ -44,12 +58,6 @@ class StreamFactory(Factory):
         self.proxy_protocol = stream.get("proxy_protocol")
         if self.proxy_protocol is not None:
             proxy_protocol_header(self.proxy_protocol, None, None)  # ValueError if unknown
-        self.sessions = set()
-        listeners = getattr(gateway, "listeners", None)
-        if listeners is not None:
-            listeners.append(self)
-        self._drained = []     # Deferreds of drain(), fired once none is open
-        self._ids = 0
         self.refresh()
 
     def refresh(self):

@@ -144,10 +144,11 @@ class _Network(object):
         for address, stub in (servers or {}).items():
             self._servers[parse_host_port(address)] = self._server_factory(stub)
 
-    def _start(self, config, plugins, entry_points):
+    def _start(self, config, plugins, entry_points, previous=None):
         """
         Validate ``config`` (its ``plugins`` replaced by ``plugins``), load
-        the plugins, register the recorder and start the gateway.
+        the plugins, register the recorder and start the gateway (one that
+        replaces ``previous``, a reload: the same recorder goes on).
         """
         installed = tproxy_entry_points() if entry_points is None else list(entry_points)
         config = dict(config or {})
@@ -170,9 +171,10 @@ class _Network(object):
             entry_points=installed + list(given.values()))
         # Registered last and trylast: pluggy puts it at the very end of the
         # ``log`` (and ``stream_log``) implementations, after trylast ones.
-        self._recorder = _Recorder()
+        if previous is None:
+            self._recorder = _Recorder()
         plugin_manager.register(self._recorder, name=_RECORDER)
-        self.gateway = Gateway(self.config, self.clock, plugin_manager)
+        self.gateway = Gateway(self.config, self.clock, plugin_manager, previous=previous)
         self.registry = self.gateway.registry
         self._wait(self.gateway.start, "init_worker")
 

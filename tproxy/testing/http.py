@@ -728,6 +728,45 @@ class Harness(_Network):
             self.flush()
         return pending.result() if wait else pending
 
+    def reload(self, config=None, plugins=None, entry_points=None):
+        """
+        Reload as ``SIGHUP`` does (:mod:`tproxy.reload`): a new gateway with
+        ``config`` and ``plugins`` (as for the constructor) serves the
+        requests read from now on, the registry goes on; the old gateway's
+        requests in flight finish on it, and its ``on_stop`` callbacks run
+        once they have (looked at after ``tproxy.reload.RETIRE_POLL``
+        seconds of the clock, then at doubling intervals up to
+        ``RETIRE_POLL_MAX``: ``advance`` it).
+
+        :raises tproxy.config.ConfigError: for an invalid configuration or
+            plugin (the old gateway goes on, untouched).
+        :raises Exception: what an ``init_worker`` failed with (the new
+            gateway is stopped, the old one goes on).
+        :return: the requests in flight on the old gateway (how many).
+        """
+        from tproxy.gateway import _update_static
+        from tproxy.reload import in_flight, retire
+        old, old_config, old_ttl = self.gateway, self.config, self.registry.ttl
+        try:
+            self._start(config, plugins, entry_points, previous=old)
+        except BaseException:
+            new = self.gateway
+            if new is not old:
+                _update_static(old.registry, new.config, old.config)
+                old.registry.ttl = old_ttl
+                old.health.configure(old.config.get("health"))
+                self._wait(new.stop, "stopping the new gateway")
+            self.gateway, self.config, self.registry = old, old_config, old.registry
+            raise
+        self.factory.use(self.gateway)
+        self.gateway.take_over(old)
+        install_status_page(self.gateway, [("proxy", "memory", self.factory)])
+        pending = in_flight(old, [self.factory], [])
+        with self._observing():
+            retire(old, pending)
+            self.flush()
+        return len(pending)
+
     def stop(self):
         """Stop the gateway: its ``on_stop`` callbacks run."""
         with self._observing():

@@ -1,0 +1,352 @@
+# -*- test-case-name: tests.test_reload -*-
+"""
+Reload: re-read the configuration file (``SIGHUP`` under ``twistd``) and
+swap the running gateway for a new one without refusing a connection.
+
+A reload builds a new *generation*: a :class:`tproxy.gateway.Gateway` with
+its own plugin manager (new plugin instances), phases, admin routes and
+configuration.  What goes on from one generation to the next:
+
+- the registry (the same object): registrations made through the admin API
+  survive, and the counts of requests in flight stay exact; the static peers
+  are updated to the new ``upstreams``, and plugins subscribed by the old
+  generation stop hearing from it once it has retired;
+- every listener whose endpoint string did not change: its port stays open
+  (no connection is refused) and its factory serves the new generation.
+
+The steps, in order; the first failure stops the reload, logs why, and the
+old generation keeps running untouched:
+
+1. read and validate the file and its plugins (the same ``<file>: <json
+   path>: <problem>`` messages as at start);
+2. build the new gateway and run its ``init_worker`` hooks;
+3. listen on the endpoints that are new;
+4. swap: the listeners kept serve the new gateway, ``admin`` included;
+   listeners no longer configured stop listening and drain (as on
+   ``SIGTERM``, their connections finish what they were doing);
+5. the old generation *retires*: its requests and stream sessions in flight
+   finish on it; once the last has ended its ``on_stop`` callbacks run (its
+   plugins' timers stop).
+
+Which generation serves what: an HTTP request is bound to the gateway that
+was current when its head was read (``ctx.gateway``), so a keep-alive
+connection's next request uses the new configuration and no connection has
+to be closed; a stream session, one TCP connection, is bound to the gateway
+current when it was accepted.  Binding per request rather than per
+connection means a reload never has to close idle keep-alive connections
+(whose clients may be sending a request as they are closed).
+"""
+
+from twisted.internet.defer import DeferredList, maybeDeferred, succeed
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from tproxy.config import ConfigError, load_config, validate_config
+from tproxy.gateway import Gateway, _update_static
+from tproxy.plugins import build_plugin_manager
+
+__all__ = ["Reloader", "describe_changes", "in_flight", "listener_specs", "retire"]
+
+log = Logger()
+
+#: seconds between the first two looks at whether a retiring generation's
+#: requests have all ended (only while one retires: nothing per request);
+#: the interval then doubles up to :data:`RETIRE_POLL_MAX`, so that
+#: long-lived stream sessions cost little to watch
+RETIRE_POLL = 0.1
+RETIRE_POLL_MAX = 2.0
+
+
+def listener_specs(config):
+    """
+    ``[(kind, name, endpoint description, stream entry or None)]``: the
+    listeners ``config`` asks for; ``kind`` is ``"proxy"``, ``"admin"`` or
+    ``"stream"``, and ``(kind, description)`` identifies a listener across
+    reloads.
+    """
+    specs = [("proxy", "proxy", config["listen"], None),
+             ("admin", "admin API", config["admin"]["listen"], None)]
+    for i, stream in enumerate(config.get("streams", ())):
+        specs.append(("stream", "stream of group {} (streams[{}])".format(stream["group"], i),
+                      stream["listen"], stream))
+    return specs
+
+
+def make_factory(kind, gateway, stream=None):
+    """A new factory for a listener of ``kind`` serving ``gateway``."""
+    from tproxy.http.server import ProxyFactory
+    from tproxy.stream import StreamFactory
+    if kind == "proxy":
+        return ProxyFactory(gateway)
+    if kind == "stream":
+        return StreamFactory(gateway, stream)
+    return gateway.admin.site()
+
+
+def kind_of(factory):
+    """``"proxy"``, ``"stream"`` or ``"admin"``: what ``factory`` serves."""
+    kind = getattr(factory, "kind", None)
+    return {"http": "proxy", "stream": "stream"}.get(kind, "admin")
+
+
+class Reloader(object):
+    """
+    Reloads a :class:`tproxy.tap.GatewayService` from a configuration file.
+
+    :param service: the running ``GatewayService``.
+    :param path: the configuration file (``None``: the built-in defaults).
+    :param entry_points: passed to
+        :func:`tproxy.plugins.build_plugin_manager` (tests: ``[]``).
+    """
+
+    def __init__(self, service, path, entry_points=None):
+        self.service = service
+        self.path = path
+        self.entry_points = entry_points
+        self.busy = False
+        #: ``{gateway: LoopingCall}``: generations whose requests are finishing
+        self.retiring = {}
+        #: factories of listeners a reload removed, until their connections close
+        self.leaving = []
+
+    def _load(self):
+        if self.path is None:
+            source = "<built-in defaults>"
+            config = validate_config({}, source=source)
+        else:
+            source = self.path
+            config = load_config(self.path)
+        kwargs = {} if self.entry_points is None else {"entry_points": self.entry_points}
+        return config, build_plugin_manager(config, source=source, **kwargs)
+
+    def reload(self):
+        """
+        Reload now.
+
+        :return: a Deferred firing ``True`` once the new configuration serves,
+            ``False`` if it was refused (the old one goes on).
+        """
+        if self.busy:
+            log.warn("reload refused: a reload is already in progress")
+            return succeed(False)
+        if not self.service.running:
+            return succeed(False)
+        try:
+            config, plugin_manager = self._load()
+        except ConfigError as e:
+            log.error("reload refused, the running configuration is kept: {error}",
+                      error=str(e))
+            return succeed(False)
+        self.busy = True
+        old = self.service.gateway
+        old_ttl = old.registry.ttl
+        new = Gateway(config, old.reactor, plugin_manager, previous=old)
+        current = {(kind_of(f), e.description): (name, e, f)
+                   for name, e, f in self.service.listeners}
+        plan = []      # (kind, name, endpoint, factory, stream, kept)
+        for kind, name, description, stream in listener_specs(config):
+            found = current.pop((kind, description), None)
+            if found is not None:
+                plan.append((kind, name, found[1], found[2], stream, True))
+            else:
+                plan.append((kind, name, self.service.endpoint(description),
+                             make_factory(kind, new, stream), stream, False))
+        removed = list(current.values())
+        from tproxy.admin_page import install as install_status_page
+        install_status_page(new, [(name, e.description, f) for _, name, e, f, _, _ in plan])
+        opened = []
+
+        def listen(_):
+            ds = []
+            for kind, name, endpoint, factory, stream, kept in plan:
+                if not kept:
+                    ds.append(self.service._listen_one(name, endpoint, factory,
+                                                       record=False).addCallback(opened.append))
+            return DeferredList(ds, fireOnOneErrback=True, consumeErrors=True).addErrback(
+                lambda f: f.value.subFailure)
+
+        def failed(f):
+            for port in opened:
+                port.stopListening()
+            _update_static(new.registry, new.config, old.config)
+            new.registry.ttl = old_ttl
+            old.health.configure(old.config.get("health"))
+            new.stop()
+            self.busy = False
+            log.error("reload refused, the running configuration is kept: {error}",
+                      error=_message(f))
+            return False
+
+        def swap(_):
+            self.busy = False
+            self._swap(old, new, plan, removed, opened)
+            return True
+        d = new.start()
+        d.addCallback(listen)
+        d.addCallbacks(swap, failed)
+        return d
+
+    def _swap(self, old, new, plan, removed, opened):
+        service = self.service
+        for kind, name, endpoint, factory, stream, kept in plan:
+            if not kept:
+                continue
+            if kind == "proxy":
+                factory.use(new)
+                new.listeners.append(factory)
+            elif kind == "stream":
+                factory.use(new, stream)
+                new.listeners.append(factory)
+            else:
+                factory.routes = new.admin
+        service.ports.extend(opened)
+        service.listeners = [(name, endpoint, factory)
+                             for _, name, endpoint, factory, _, _ in plan]
+        service.gateway = new
+        new.take_over(old)
+        for name, endpoint, factory in removed:
+            self._close_listener(name, endpoint, factory)
+        pending = self._in_flight(old)
+        log.info("reloaded: {changes}; {in_flight} request(s) and session(s) in flight "
+                 "finish on the previous configuration",
+                 changes=describe_changes(old.config, new.config), in_flight=len(pending))
+        self._retire(old, pending)
+
+    def _close_listener(self, name, endpoint, factory):
+        """Stop listening on a removed listener; drain its connections."""
+        service = self.service
+        for port in [p for p in service.ports if getattr(p, "factory", None) is factory]:
+            service.ports.remove(port)
+            port.stopListening()
+        log.info("{name} no longer listening on {endpoint}", name=name,
+                 endpoint=endpoint.description)
+        drain = getattr(factory, "drain", None)
+        if drain is None:     # the admin site: its requests are short
+            return
+        self.leaving.append(factory)
+
+        def drained(_):
+            self.leaving.remove(factory)
+            pool = getattr(factory, "pool", None)
+            if pool is not None:
+                pool.close()
+                unsubscribe = getattr(service.gateway.registry, "unsubscribe", None)
+                if unsubscribe is not None:
+                    unsubscribe(pool)
+        drain().addCallback(drained)
+
+    def _in_flight(self, old):
+        http, streams = self.service._drainable()
+        return in_flight(old, http, streams)
+
+    def _retire(self, old, pending):
+        """Run ``old``'s ``on_stop`` once ``pending`` have ended."""
+        self.retiring[old] = None    # (retire may call _retired at once)
+        loop = retire(old, pending, lambda: self._retired(old))
+        if old in self.retiring:
+            self.retiring[old] = loop
+
+    def _retired(self, old):
+        if old not in self.retiring:    # (stop() did it)
+            return None
+        del self.retiring[old]
+        d = old.stop()
+        d.addCallback(lambda _: log.info("the previous configuration retired: its "
+                                         "requests ended, its on_stop callbacks ran"))
+        return d
+
+    def stop(self):
+        """
+        (The service stops, its connections drained.)  Retire every old
+        generation now.
+
+        :return: a Deferred that fires when their ``on_stop`` callbacks ran.
+        """
+        ds = []
+        for old, loop in list(self.retiring.items()):
+            del self.retiring[old]
+            if loop is not None and loop.running:
+                loop.stop()    # (its _retired finds nothing left to do)
+            ds.append(maybeDeferred(old.stop))
+        return DeferredList(ds, consumeErrors=True)
+
+
+def in_flight(old, http_factories, stream_factories):
+    """
+    The HTTP exchanges and stream sessions the gateway ``old`` is serving on
+    the listeners' factories given (looked at once per reload: nothing is
+    counted per request).
+    """
+    pending = []
+    seen = set()
+    for factory in http_factories:
+        for conn in factory.connections:
+            for ex in [conn.exchange, conn.reading] + list(conn.queue or ()):
+                if (ex is not None and not ex.done and ex.ctx.gateway is old
+                        and id(ex) not in seen):
+                    seen.add(id(ex))
+                    pending.append(ex)
+    for factory in stream_factories:
+        for session in factory.sessions:
+            ctx = getattr(session, "ctx", None)
+            if not session.done and ctx is not None and ctx.gateway is old:
+                pending.append(session)
+    return pending
+
+
+def retire(old, pending, retired=None):
+    """
+    Call ``retired()`` (default: ``old.stop``, its ``on_stop`` callbacks)
+    once every exchange or session of ``pending`` is done, looked at after
+    :data:`RETIRE_POLL` seconds of ``old.reactor``, then at doubling
+    intervals up to :data:`RETIRE_POLL_MAX`.
+
+    :return: the running ``LoopingCall`` (stop it to give up waiting).
+    """
+    def check():
+        pending[:] = [p for p in pending if not p.done]
+        if not pending:
+            loop.stop()
+        else:
+            loop.interval = min(loop.interval * 2, RETIRE_POLL_MAX)
+
+    loop = LoopingCall(check)
+    loop.clock = old.reactor
+    loop.start(RETIRE_POLL / 2, now=True).addCallback(
+        lambda _: (retired or old.stop)())
+    return loop
+
+
+def describe_changes(old, new):
+    """
+    A short text of what differs between two configurations: the listeners
+    added and removed, the plugins' names, the other top-level keys changed.
+    """
+    parts = []
+    before = {(k, d) for k, _, d, _ in listener_specs(old)}
+    after = {(k, d) for k, _, d, _ in listener_specs(new)}
+    added = sorted(after - before)
+    gone = sorted(before - after)
+    if added or gone:
+        parts.append("listeners " + " ".join(
+            ["+{} ({})".format(d, k) for k, d in added]
+            + ["-{} ({})".format(d, k) for k, d in gone]))
+    names_old = [p["name"] for p in old.get("plugins", ())]
+    names_new = [p["name"] for p in new.get("plugins", ())]
+    if names_old != names_new:
+        parts.append("plugins {} -> {}".format(", ".join(names_old) or "-",
+                                               ", ".join(names_new) or "-"))
+    elif old.get("plugins") != new.get("plugins"):
+        parts.append("plugin settings")
+    keys = sorted(k for k in set(old) | set(new)
+                  if k not in ("plugins", "listen", "streams") and old.get(k) != new.get(k))
+    if old.get("streams") != new.get("streams") and not (added or gone):
+        keys.append("streams")
+    if keys:
+        parts.append("changed " + ", ".join(keys))
+    return "; ".join(parts) or "nothing changed"
+
+
+def _message(f):
+    from tproxy.tap import _one_line
+    return _one_line(f)
