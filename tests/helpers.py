@@ -56,6 +56,16 @@ async def until(predicate, timeout=5.0, interval=0.005, message=None):
         await sleep(interval)
 
 
+async def turns(n=20):
+    """
+    Let the reactor run ``n`` iterations, each polling the sockets: what a
+    paused side would read or write if it were not paused moves meanwhile.
+    A count of iterations, not a time: the same on a loaded machine.
+    """
+    for _ in range(n):
+        await task.deferLater(reactor, 0, lambda: None)
+
+
 def buffered(transport):
     """Bytes waiting in a Twisted TCP transport's write buffer."""
     if transport is None:
