@@ -56,6 +56,16 @@ async def until(predicate, timeout=5.0, interval=0.005, message=None):
         await sleep(interval)
 
 
+async def turns(n=20):
+    """
+    Let the reactor run ``n`` iterations, each polling the sockets: what a
+    paused side would read or write if it were not paused moves meanwhile.
+    A count of iterations, not a time: the same on a loaded machine.
+    """
+    for _ in range(n):
+        await task.deferLater(reactor, 0, lambda: None)
+
+
 def buffered(transport):
     """Bytes waiting in a Twisted TCP transport's write buffer."""
     if transport is None:
@@ -263,27 +273,8 @@ def echo(conn, req):
     conn.respond(200, json.dumps(req.as_dict()), [("Content-Type", "application/json")])
 
 
-def delayed(seconds, then=echo):
-    """A handler answering like ``then`` after ``seconds``."""
-    def handler(conn, req):
-        conn.later(seconds, then, conn, req)
-    return handler
-
-
 def silent(conn, req):
     """Never answer."""
-
-
-def raw(data, close=None):
-    """A handler writing ``data`` as it is, then ``close``: ``None``,
-    ``"lose"`` (FIN) or ``"abort"`` (RST)."""
-    def handler(conn, req):
-        conn.transport.write(data)
-        if close == "lose":
-            conn.transport.loseConnection()
-        elif close == "abort":
-            conn.transport.abortConnection()
-    return handler
 
 
 class BodySource(object):
@@ -567,13 +558,6 @@ class Proxy(object):
         """Every peer in the registry."""
         return [p for g in self.gateway.registry.groups() for p in g.peers.values()]
 
-    def peer(self, server):
-        """The registry's peer for a test upstream ``server``."""
-        for p in self.peers():
-            if p.port == server.port:
-                return p
-        raise KeyError(server.port)
-
     def active(self):
         """``{port: active}`` of every peer."""
         return {p.port: p.active for p in self.peers()}
@@ -691,12 +675,6 @@ class ProxyTestCase(unittest.TestCase):
         proxy = Proxy(gateway, factory, listener)
         self._proxies.append(proxy)
         return proxy
-
-    def admin(self, proxy):
-        """Listen with ``proxy``'s admin site; its base URL."""
-        listener = reactor.listenTCP(0, proxy.gateway.admin.site(), interface="127.0.0.1")
-        self._listeners.append(listener)
-        return "http://127.0.0.1:%d" % listener.getHost().port
 
     async def connect(self, proxy, keep=True, client=None):
         """A :class:`RawClient` (or ``client``) connected to ``proxy``."""

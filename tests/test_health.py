@@ -183,6 +183,7 @@ class PassiveTests(SynchronousTestCase):
             h.advance(5)
             results.append(p.result().status)
         self.assertEqual(results, [200] * 4)
+        self.assertEqual(_attempts(h).count(LIVE2), 1)   # the cost: one attempt
         peer = h.registry.group("default").peers[("127.0.0.1", 9002)]
         self.assertFalse(peer.healthy)
         self.assertEqual(peer.health.last_error[1], "timeout")

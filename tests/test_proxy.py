@@ -1,20 +1,17 @@
 """
-Tests of the proxy: routing, least-conn balancing and keep-alive both ways
-(through :mod:`tproxy.testing`, in memory), forwarded headers and HTTP/1.1
-features (HEAD, 204/304, chunked, Expect, pipelining, HTTP/1.0) over
-loopback sockets.
+Tests of the proxy through :mod:`tproxy.testing` (in memory, on the fake
+clock): routing, least-conn balancing and keep-alive both ways, forwarded
+headers and HTTP/1.1 features (HEAD, 204/304, chunked, Expect, pipelining,
+HTTP/1.0).
 
 Errors are in :mod:`tests.test_proxy_errors`, large bodies in
 :mod:`tests.test_proxy_streaming`, hooks in :mod:`tests.test_phases`.
 """
 
-import json
-
-import treq
+from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from tproxy.testing import Harness, echo as testing_echo
-from tests.helpers import ProxyTestCase, delayed, request, until
 from tests.upstreams import Scripted, json_answer
 
 
@@ -177,20 +174,20 @@ class KeepAliveTests(SynchronousTestCase):
         self.assertEqual(len(h.contexts), 2)
 
 
-class StaleUpstreamTests(ProxyTestCase):
-    """A pooled connection closed by the upstream (real sockets)."""
+class StaleUpstreamTests(SynchronousTestCase):
+    """A pooled connection closed by the upstream."""
 
-    async def test_staleUpstreamConnection(self):
-        """A pooled connection the upstream closed while idle: the next
-        request goes on a fresh one and succeeds."""
-        up = self.upstream()
-        proxy = await self.proxy({"default": [up]})
-        await self.exchange(proxy, request("GET", "/1"))
-        up.connections[0].transport.loseConnection()
-        await up.connections[0].lost
-        resp = await self.exchange(proxy, request("GET", "/2"))
+    def test_staleUpstreamConnection(self):
+        """A pooled connection the upstream closed while idle (a FIN after a
+        response that did not say ``Connection: close``): the next request
+        goes on a fresh one and succeeds."""
+        up = Scripted(close=True)
+        h = harness(servers={UP: up})
+        self.assertEqual(h.request("GET", "/1").status, 200)
+        self.assertEqual(h.factory.pool.idle, {})
+        resp = h.request("GET", "/2")
         self.assertEqual(resp.status, 200)
-        self.assertEqual(len(up.connections), 2)
+        self.assertEqual(up.connections, 2)
 
 
 class MessageTests(SynchronousTestCase):
@@ -401,37 +398,37 @@ class MessageTests(SynchronousTestCase):
         self.assertEqual(len(h.contexts), 4)
 
 
-class QuickStartTests(ProxyTestCase):
+class QuickStartTests(SynchronousTestCase):
     """The issue's definition of done, with the default plugins: two
     backends register through the admin API, concurrent requests spread by
     least-conn, and ``/upstream/status`` shows every count back at 0."""
 
-    async def test_registerSpreadStatus(self):
+    def test_registerSpreadStatus(self):
         """Register, spread 6 concurrent requests 3/3, counts back at 0."""
-        ups = [self.upstream(delayed(0.2)) for _ in range(2)]
-        proxy = await self.proxy(plugins=["registry", "router", "least_conn",
-                                            {"name": "access_log", "settings": {"target": "logger"}}])
-        admin = self.admin(proxy)
-        for up in ups:
-            r = await treq.get("%s/upstream/add?port=%d&prefix=api" % (admin, up.port),
-                               pool=self.pool)
-            self.assertEqual(r.code, 200, await treq.content(r))
-            await treq.content(r)
-        clients = []
-        for i in range(6):
-            c = await self.connect(proxy)
-            c.send(request("GET", "/api/item/%d" % i))
-            clients.append(c)
-        await until(lambda: sum(len(u.requests) for u in ups) == 6)
-        self.assertEqual([len(u.requests) for u in ups], [3, 3])
-        for c in clients:
-            resp, = await c.wait_responses(1)
-            self.assertEqual(resp.status, 200)
-        await until(lambda: len(proxy.logged) == 6)
-        r = await treq.get(admin + "/upstream/status", pool=self.pool)
-        status = json.loads(await treq.content(r))
+        waiting = []
+
+        def later(request):
+            waiting.append(Deferred())
+            return waiting[-1].addCallback(lambda _: testing_echo(request))
+        ports = [9001, 9002]
+        h = Harness(plugins=["registry", "router", "least_conn",
+                             {"name": "access_log", "settings": {"target": "logger"}}],
+                    servers=dict(("127.0.0.1:%d" % p, later) for p in ports))
+        for port in ports:
+            r = h.admin("GET", "/upstream/add?port=%d&prefix=api" % port)
+            self.assertEqual(r.status, 200, r.obj)
+        pending = [h.request("GET", "/api/item/%d" % i, wait=False) for i in range(6)]
+        self.assertEqual(len(waiting), 6)
+        servers = [r.server for r in h.upstream_requests]
+        self.assertEqual(sorted(servers), ["127.0.0.1:9001"] * 3 + ["127.0.0.1:9002"] * 3)
+        for d in waiting:
+            d.callback(None)
+        h.flush()
+        self.assertEqual([p.result().status for p in pending], [200] * 6)
+        self.assertEqual(len(h.contexts), 6)
+        status = h.admin("GET", "/upstream/status").obj
         self.assertEqual(status["total_servers"], 2)
         servers = [s for g in status["groups"] for s in g["servers"]]
-        self.assertEqual(sorted(s["port"] for s in servers), sorted(u.port for u in ups))
+        self.assertEqual(sorted(s["port"] for s in servers), ports)
         self.assertEqual([s["conn_count"] for s in servers], [0, 0])
         self.assertEqual({s["prefix"] for s in servers}, {"api"})

@@ -780,59 +780,6 @@ class LingeringCloseTests(ProxyTestCase):
                     message="the lingering_timeout to cut the connection")
         self.assertLess(client.received, self.BODY)
 
-    async def test_lingeringTimeoutZeroTurnsItOff(self):
-        """``lingering_timeout`` 0: the connection closes right after the
-        413, as without lingering close."""
-        proxy = await self.proxy(NOWHERE, proxy={"max_body_size": 10,
-                                            "lingering_timeout": 0})
-        client = await self.connect(proxy, client=HalfCloseClient())
-        client.send(_too_big(10 ** 6))
-        await until(lambda: client.finals())
-        await until(lambda: proxy.factory.open_connections == 0, timeout=1)
-        self.assertFalse(getattr(self.server_side(proxy), "lingering", False))
-
-    async def test_completeRequestsCloseAtOnce(self):
-        """Keep-alive requests, then one saying ``Connection: close`` read
-        whole: the connection closes at once after its response (no
-        lingering, however long ``lingering_timeout``)."""
-        up = self.upstream()
-        proxy = await self.proxy({"default": [up]}, proxy={"lingering_timeout": 5})
-        client = await self.connect(proxy, client=HalfCloseClient())
-        client.send(request("GET", "/1"))
-        await client.wait_responses(1)
-        client.send(request("POST", "/2", body="abc"))
-        await client.wait_responses(2)
-        self.assertEqual(proxy.factory.open_connections, 1)
-        client.send(request("GET", "/3", [("Host", "x"), ("Connection", "close")]))
-        await until(lambda: client.eof or client.closed)
-        await until(lambda: proxy.factory.open_connections == 0, timeout=1)
-        resps = client.finals()
-        self.assertEqual([(r.status, r.header("Connection")) for r in resps],
-                         [(200, None), (200, None), (200, "close")])
-        self.assertFalse(getattr(self.server_side(proxy), "lingering", False))
-
-    async def test_keepaliveLimitsCloseAtOnce(self):
-        """``keepalive_requests`` reached after a complete request, and the
-        idle ``keepalive_timeout``: closed at once, no lingering."""
-        up = self.upstream()
-        proxy = await self.proxy({"default": [up]},
-                                 proxy={"lingering_timeout": 5, "keepalive_requests": 1})
-        client = await self.connect(proxy, client=HalfCloseClient())
-        client.send(request("GET", "/1"))
-        await until(lambda: client.eof or client.closed)
-        await until(lambda: proxy.factory.open_connections == 0, timeout=1)
-        self.assertEqual(client.finals()[0].header("Connection"), "close")
-
-        proxy = await self.proxy({"default": [up]},
-                                 proxy={"lingering_timeout": 5, "keepalive_timeout": 0.1})
-        client = await self.connect(proxy, client=HalfCloseClient())
-        client.send(request("GET", "/1"))
-        await client.wait_responses(1)
-        await until(lambda: client.eof or client.closed)
-        await until(lambda: proxy.factory.open_connections == 0, timeout=1)
-        for p in proxy.factory.protocols:
-            self.assertFalse(getattr(p, "lingering", False))
-
 
 class LingeringTimerTests(SynchronousTestCase):
     """
@@ -889,3 +836,53 @@ class LingeringTimerTests(SynchronousTestCase):
         self.assertEqual(h.factory.open_connections, 1)    # past lingering_timeout
         h.advance(TICK)
         self.assertEqual(h.factory.open_connections, 0)
+
+    def test_lingeringTimeoutZeroTurnsItOff(self):
+        """``lingering_timeout`` 0: the connection closes right after the
+        413 (the clock has not moved), as without lingering close."""
+        h = harness(proxy={"max_body_size": 10, "lingering_timeout": 0})
+        conn = h.connect(close_on_eof=False)
+        [server] = h.factory.connections
+        conn.send(_too_big(10 ** 6))
+        self.assertEqual([r.status for r in conn.responses], [413])
+        self.assertTrue(conn.eof)
+        self.assertEqual(h.factory.open_connections, 0)
+        self.assertFalse(server.lingering)
+
+    def test_completeRequestsCloseAtOnce(self):
+        """Keep-alive requests, then one saying ``Connection: close`` read
+        whole: the connection closes at once after its response (no
+        lingering, however long ``lingering_timeout``)."""
+        h = harness(proxy={"lingering_timeout": 5})
+        conn = h.connect(close_on_eof=False)
+        [server] = h.factory.connections
+        conn.request("GET", "/1")
+        conn.request("POST", "/2", body=b"abc")
+        self.assertEqual(h.factory.open_connections, 1)
+        conn.request("GET", "/3", headers={"Connection": "close"})
+        self.assertTrue(conn.eof)
+        self.assertEqual(h.factory.open_connections, 0)
+        self.assertEqual([(r.status, r.headers.get("Connection")) for r in conn.responses],
+                         [(200, None), (200, None), (200, "close")])
+        self.assertFalse(server.lingering)
+
+    def test_keepaliveLimitsCloseAtOnce(self):
+        """``keepalive_requests`` reached after a complete request, and the
+        idle ``keepalive_timeout``: closed at once, no lingering."""
+        h = harness(proxy={"lingering_timeout": 5, "keepalive_requests": 1})
+        conn = h.connect(close_on_eof=False)
+        [server] = h.factory.connections
+        resp = conn.request("GET", "/1")
+        self.assertEqual(resp.headers.get("Connection"), "close")
+        self.assertTrue(conn.eof)
+        self.assertEqual(h.factory.open_connections, 0)
+        self.assertFalse(server.lingering)
+
+        h = harness(proxy={"lingering_timeout": 5, "keepalive_timeout": 0.25})
+        conn = h.connect(close_on_eof=False)
+        [server] = h.factory.connections
+        conn.request("GET", "/1")
+        h.advance(0.25)
+        self.assertTrue(conn.eof)
+        self.assertEqual(h.factory.open_connections, 0)
+        self.assertFalse(server.lingering)

@@ -16,7 +16,7 @@ import platform
 from twisted.internet import task
 
 from tests.helpers import (BodySource, ProxyTestCase, RawClient, buffered,
-                           download, is_reading, request, sleep, until)
+                           download, is_reading, request, turns, until)
 
 MiB = 1024 * 1024
 BIG = 64 * MiB
@@ -92,15 +92,20 @@ class StreamingTests(ProxyTestCase):
         self.addCleanup(lambda: loop.running and loop.stop())
         return peak
 
-    async def stalled(self, counter, quiet=0.3):
-        """Wait until ``counter()`` stops growing for ``quiet`` seconds."""
-        last = -1
-        while True:
-            now = counter()
-            if now == last:
-                return now
-            last = now
-            await sleep(quiet)
+    async def stalled(self, source):
+        """
+        Wait until ``source`` (a :class:`BodySource`) is stalled: bytes wait
+        in its transport's buffer (the kernel takes no more) and it was not
+        asked for more during 20 reactor iterations.  What it sent by then.
+        """
+        for _ in range(1000):
+            await until(lambda: buffered(source.transport) > 0, timeout=30,
+                        message="the source's writes to back up")
+            pulls = source.pulls
+            await turns()
+            if source.pulls == pulls and buffered(source.transport) > 0:
+                return source.sent
+        self.fail("the source never stalled")
 
     async def test_download(self):
         """A 64 MiB response streams through with bounded buffering."""
@@ -172,7 +177,7 @@ class StreamingTests(ProxyTestCase):
         client.send(request("GET", "/big"))
         await until(lambda: up.connections and hasattr(up.connections[0], "source"))
         source = up.connections[0].source
-        sent = await self.stalled(lambda: source.sent)
+        sent = await self.stalled(source)
         self.assertLess(sent, BIG - 8 * MiB)
         upstream, = proxy.upstream_transports()
         self.assertFalse(is_reading(upstream))
@@ -200,7 +205,7 @@ class StreamingTests(ProxyTestCase):
         client = await self.connect(proxy)
         client.send(b"PUT /big HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % BIG)
         source = BodySource(client.transport, BIG)
-        sent = await self.stalled(lambda: source.sent)
+        sent = await self.stalled(source)
         self.assertLess(sent, BIG - 8 * MiB)
         server_side, = proxy.factory.protocols
         self.assertFalse(is_reading(server_side.transport))
@@ -222,7 +227,7 @@ class StreamingTests(ProxyTestCase):
         client.transport.pauseProducing()
         client.send(request("GET", "/big"))
         await until(lambda: up.connections and hasattr(up.connections[0], "source"))
-        await self.stalled(lambda: up.connections[0].source.sent, quiet=0.1)
+        await self.stalled(up.connections[0].source)
         client.transport.abortConnection()
         await until(lambda: not up.open)
         await until(lambda: proxy.logged)

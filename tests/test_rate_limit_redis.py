@@ -26,6 +26,8 @@ class _Ended(ProcessProtocol):
     def outReceived(self, data):
         self.output += data
 
+    errReceived = outReceived
+
     def processEnded(self, reason):
         self.ended.callback(None)
 
@@ -34,31 +36,35 @@ async def start_redis(case, port=None):
     """
     Start ``redis-server`` on ``127.0.0.1:port`` (a free port by default),
     without persistence, stopped (SIGTERM to its PID) in ``case``'s cleanup;
-    returns the port once it answers PING.
+    returns the port once it is ready.  A free port found by the test may be
+    taken by another process before the server binds it: when the server
+    ends at once, it tries again on another port (twice at most).
     """
     server = shutil.which("redis-server")
     if server is None:
         if os.environ.get("CI"):
             case.fail("redis-server is not installed (.ci/run installs it)")
         raise SkipTest("redis-server is not installed")
-    if port is None:
-        port = case.closed_port()
-    proto = _Ended()
-    process = reactor.spawnProcess(proto, server, [
-        server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-        "--appendonly", "no", "--daemonize", "no"], env=dict(os.environ))
+    for attempt in range(3):
+        chosen = case.closed_port() if port is None else port
+        proto = _Ended()
+        process = reactor.spawnProcess(proto, server, [
+            server, "--port", str(chosen), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--daemonize", "no"], env=dict(os.environ))
 
-    async def stop():
-        if process.pid is not None:
-            process.signalProcess("TERM")
-        await proto.ended
-    case.addCleanup(stop)
-    await until(lambda: (b"Ready to accept connections" in proto.output
-                         or proto.ended.called), 30,
-                message="redis-server to start")
-    if proto.ended.called:
-        case.fail("redis-server did not start:\n" + proto.output.decode("utf-8", "replace"))
-    return port
+        async def stop(process=process, proto=proto):
+            if process.pid is not None:
+                process.signalProcess("TERM")
+            await proto.ended
+        case.addCleanup(stop)
+        await until(lambda: (b"Ready to accept connections" in proto.output
+                             or proto.ended.called), 30,
+                    message="redis-server to start")
+        if not proto.ended.called:
+            return chosen
+        if port is not None:
+            break
+    case.fail("redis-server did not start:\n" + proto.output.decode("utf-8", "replace"))
 
 
 async def redis_command(port, *command):

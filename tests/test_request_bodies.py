@@ -323,8 +323,10 @@ class BodyTimeoutTests(SynchronousTestCase):
         self.assertEqual(statuses(conn), [])
         h.advance(0.2)
         self.assertEqual(statuses(conn), [408])
+        self.assertTrue(conn.closed)
         self.assertEqual(up.connections, [])
         self.assertEqual(h.contexts[-1].error, "client_timeout")
+        self.assertEqual([p.active for g in h.registry.groups() for p in g.peers.values()], [0])
 
     def test_streamingBody(self):
         """A streaming body that stops: 408, and the upstream request is

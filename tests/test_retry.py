@@ -1,13 +1,13 @@
 """
 Retries as nginx's ``proxy_next_upstream`` (:mod:`tproxy.http.retry`): the
 conditions, ``tries``, ``next_upstream_timeout``, non-idempotent methods, and
-the keep-alive race (a reused connection the peer closed) on real sockets.
+the keep-alive race (a reused connection the peer closed).
 """
 
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests.helpers import ProxyTestCase, request
+from tests.upstreams import CLOSE, Scripted
 from tproxy.testing import Harness, echo
 
 A = "127.0.0.1:9001"
@@ -109,50 +109,50 @@ class ConditionTests(SynchronousTestCase):
         self.assertEqual(h2.request("GET", "/").status, 502)
 
 
-class KeepAliveRaceTests(ProxyTestCase):
+class KeepAliveRaceTests(SynchronousTestCase):
     """A reused upstream connection the peer closes without answering."""
 
-    def _racy(self):
+    def _after_warmup(self, method, body, **proxy_config):
         """An upstream that answers the first request of each connection and
-        closes the connection, unanswered, on the second."""
-        def handler(conn, req):
-            conn.served = getattr(conn, "served", 0) + 1
-            if conn.served == 1:
-                conn.respond(200, b"got:" + (req.body or b""))
-            else:
-                conn.transport.loseConnection()
-        return self.upstream(handler)
+        closes the connection, unanswered, on the second; a warm-up request
+        leaves a pooled connection, then ``method`` is sent."""
+        served = {}
 
-    async def _after_warmup(self, method, body, **proxy_config):
-        up = self._racy()
-        proxy = await self.proxy({"default": [up]}, **({"proxy": proxy_config}
-                                                      if proxy_config else {}))
-        first = await self.exchange(proxy, request("GET", "/warm"))
-        self.assertEqual(first.status, 200)
-        resp = await self.exchange(proxy, request(method, "/x", body=body))
-        return up, resp
+        def racy(req):
+            served[req.conn] = served.get(req.conn, 0) + 1
+            if served[req.conn] == 1:
+                body = b"got:" + req.body
+                return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+            return [CLOSE]
+        up = Scripted(racy)
+        h = _harness([A], {A: up}, **({"proxy": proxy_config} if proxy_config else {}))
+        up.clock = h.clock
+        self.assertEqual(h.request("GET", "/warm").status, 200)
+        self.assertEqual(len(h.factory.pool.idle), 1)
+        return up, h.request(method, "/x", body=body)
 
-    async def test_putWithBody(self):
+    def test_putWithBody(self):
         """An idempotent request with a body is sent again on a fresh
         connection, body and all."""
-        up, resp = await self._after_warmup("PUT", b"hello")
+        up, resp = self._after_warmup("PUT", b"hello")
         self.assertEqual((resp.status, resp.body), (200, b"got:hello"))
-        self.assertEqual(len(up.connections), 2)
-        self.assertEqual([r.body for r in up.requests[1:]], [b"hello", b"hello"])
+        self.assertEqual(up.connections, 2)
+        self.assertEqual([(r.conn, r.body) for r in up.requests[1:]],
+                         [(0, b"hello"), (1, b"hello")])
 
-    async def test_postNotResent(self):
+    def test_postNotResent(self):
         """A POST is not sent twice: 502."""
-        up, resp = await self._after_warmup("POST", b"hello")
+        up, resp = self._after_warmup("POST", b"hello")
         self.assertEqual(resp.status, 502)
-        self.assertEqual(len(up.connections), 1)
+        self.assertEqual(up.connections, 1)
 
-    async def test_postResentNonIdempotent(self):
+    def test_postResentNonIdempotent(self):
         """With ``non_idempotent`` the POST is sent again."""
-        up, resp = await self._after_warmup(
+        up, resp = self._after_warmup(
             "POST", b"hello", next_upstream=["error", "timeout", "non_idempotent"])
         self.assertEqual((resp.status, resp.body), (200, b"got:hello"))
 
-    async def test_bodyBeyondBuffer(self):
+    def test_bodyBeyondBuffer(self):
         """A body larger than ``retry_body_buffer`` was not kept: 502."""
-        up, resp = await self._after_warmup("PUT", b"0123456789", retry_body_buffer=4)
+        up, resp = self._after_warmup("PUT", b"0123456789", retry_body_buffer=4)
         self.assertEqual(resp.status, 502)

@@ -1,29 +1,26 @@
 """
 End-to-end tests of :mod:`tproxy.builtins.routes` and of the router's
-``path_prefix`` mode over real loopback sockets: requests through a running
-proxy to real upstreams, the ``/routes`` admin API over HTTP, and the shipped
-configurations ``etc/routes.json`` and ``etc/path-prefix.json`` (through
-:mod:`tproxy.testing`, as they name fixed ports).
+``path_prefix`` mode through :mod:`tproxy.testing`: requests through the whole
+proxy to stub upstreams, the ``/routes`` admin API over (in-memory) HTTP, and
+the shipped configurations ``etc/routes.json`` and ``etc/path-prefix.json``.
 """
 
 import json
 import os
 import re
 
-import treq
-from twisted.internet import reactor
-from twisted.internet.defer import ensureDeferred
+from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from tproxy.config import load_config
-from tproxy.testing import Harness, echo as stub_echo
-
-from tests.helpers import ProxyTestCase, echo, until
+from tproxy.testing import Harness, echo
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ETC = os.path.join(ROOT, "etc")
 
-
+API, WEB, CANARY, FALLBACK = ("127.0.0.1:%d" % p for p in range(9101, 9105))
+#: nothing answers there: connections are refused
+CLOSED = "127.0.0.1:9199"
 
 
 def routes_plugin(*specs, **settings):
@@ -31,35 +28,32 @@ def routes_plugin(*specs, **settings):
     return {"name": "routes", "settings": settings}
 
 
+def harness(groups, plugins, servers=None):
+    """A harness whose ``groups`` (``{name: [address]}``) are echoed by
+    default (``servers`` overrides some addresses)."""
+    stubs = dict((a, echo) for members in groups.values() for a in members)
+    stubs.update(servers or {})
+    stubs.pop(CLOSED, None)
+    return Harness(config={"upstreams": dict((g, {"peers": list(m)})
+                                             for g, m in groups.items())},
+                   plugins=plugins, servers=stubs)
+
+
 def seen(resp):
     """What the echoing upstream received: ``(uri, {lower-case header: value})``."""
     body = resp.json()
-    return body["uri"], dict((n.lower(), v) for n, v in body["headers"])
+    return body["uri"], body["headers"]
 
 
-def held():
-    """An upstream handler that answers only when the test says so."""
-    waiting = []
-
-    def handler(conn, req):
-        waiting.append((conn, req))
-    handler.waiting = waiting
-
-    def release():
-        while waiting:
-            echo(*waiting.pop(0))
-    handler.release = release
-    return handler
+def received(h, address):
+    """The requests the stub at ``address`` received."""
+    return [r for r in h.upstream_requests if r.server == address]
 
 
-class RoutingTests(ProxyTestCase):
+class RoutingTests(SynchronousTestCase):
     """Requests through a proxy whose ``routes`` take some and the router the rest."""
 
-    async def start(self):
-        self.api = self.upstream()
-        self.web = self.upstream()
-        self.canary = self.upstream()
-        self.fallback = self.upstream()
+    def start(self):
         specs = [
             {"name": "canary", "group": "canary",
              "match": {"path": "/api", "headers": {"X-Env": "canary"}}},
@@ -78,224 +72,203 @@ class RoutingTests(ProxyTestCase):
         ]
         specs.append({"name": "item", "group": "web", "rewrite": r"/items/\1",
                       "match": {"path": {"mode": "regex", "value": r"^/item/([0-9]+)$"}}})
-        return await self.proxy(
-            {"api": [self.api], "web": [self.web], "canary": [self.canary],
-             "default": [self.fallback]},
-            plugins=[routes_plugin(*specs), "router", "least_conn"])
+        return harness({"api": [API], "web": [WEB], "canary": [CANARY],
+                        "default": [FALLBACK]},
+                       [routes_plugin(*specs), "router", "least_conn"])
 
-    async def assertRouted(self, proxy, path, server, uri, route, headers=None, method="GET"):
-        resp = await self.get(proxy, path, method=method, headers=headers or {})
+    def assertRouted(self, h, path, server, uri, route, headers=None, method="GET"):
+        resp = h.request(method, path, headers=headers or {})
         self.assertEqual(resp.status, 200, resp.body)
         got_uri, got_headers = seen(resp)
-        self.assertEqual((got_uri, proxy.logged[-1].peer.port), (uri, server.port),
+        self.assertEqual((got_uri, h.contexts[-1].peer.address), (uri, server),
                          (path, headers))
-        self.assertEqual(proxy.logged[-1].vars.get("route"), route)
+        self.assertEqual(h.contexts[-1].vars.get("route"), route)
         return got_headers
 
-    async def test_everyMatchKind(self):
-        proxy = await self.start()
-        await self.assertRouted(proxy, "/api/users/7?x=1", self.api, "/7?x=1", "users")
-        await self.assertRouted(proxy, "/api/users/7", self.api, "/api/users/7", "api",
-                                method="DELETE")
-        await self.assertRouted(proxy, "/api/orders", self.api, "/api/orders", "api")
-        await self.assertRouted(proxy, "/api/orders", self.canary, "/api/orders", "canary",
-                                headers={"X-Env": "canary"})
-        await self.assertRouted(proxy, "/api/orders", self.canary, "/api/orders", "beta",
-                                headers={"Cookie": "a=b; beta=1"})
-        await self.assertRouted(proxy, "/api/orders?v=2", self.canary, "/api/orders?v=2", "v2")
-        await self.assertRouted(proxy, "/login", self.web, "/auth/login", "login")
-        await self.assertRouted(proxy, "/login/x", self.fallback, "/login/x", None)
-        h = await self.assertRouted(proxy, "/svc/a/b", self.api, "/a/b", "svc")
-        self.assertEqual(h["x-via"], "svc")
-        h = await self.assertRouted(proxy, "/x", self.web, "/x", "shop",
-                                    headers={"Host": "www.shop.test"})
-        self.assertEqual((h["x-shop"], h["x-route-prefix"]), ("yes", "web"))
+    def test_everyMatchKind(self):
+        h = self.start()
+        self.assertRouted(h, "/api/users/7?x=1", API, "/7?x=1", "users")
+        self.assertRouted(h, "/api/users/7", API, "/api/users/7", "api", method="DELETE")
+        self.assertRouted(h, "/api/orders", API, "/api/orders", "api")
+        self.assertRouted(h, "/api/orders", CANARY, "/api/orders", "canary",
+                          headers={"X-Env": "canary"})
+        self.assertRouted(h, "/api/orders", CANARY, "/api/orders", "beta",
+                          headers={"Cookie": "a=b; beta=1"})
+        self.assertRouted(h, "/api/orders?v=2", CANARY, "/api/orders?v=2", "v2")
+        self.assertRouted(h, "/login", WEB, "/auth/login", "login")
+        self.assertRouted(h, "/login/x", FALLBACK, "/login/x", None)
+        got = self.assertRouted(h, "/svc/a/b", API, "/a/b", "svc")
+        self.assertEqual(got["x-via"], "svc")
+        got = self.assertRouted(h, "/x", WEB, "/x", "shop", headers={"Host": "www.shop.test"})
+        self.assertEqual((got["x-shop"], got["x-route-prefix"]), ("yes", "web"))
         # longest prefix first: the header does not win over /api/users
-        await self.assertRouted(proxy, "/api/users/1", self.api, "/1", "users",
-                                headers={"X-Env": "canary"})
-        await self.assertRouted(proxy, "/item/42", self.web, "/items/42", "item")
+        self.assertRouted(h, "/api/users/1", API, "/1", "users", headers={"X-Env": "canary"})
+        self.assertRouted(h, "/item/42", WEB, "/items/42", "item")
         # unmatched: the router, unchanged path
-        h = await self.assertRouted(proxy, "/other/path", self.fallback, "/other/path", None)
-        self.assertEqual(h["x-route-prefix"], "default")
+        got = self.assertRouted(h, "/other/path", FALLBACK, "/other/path", None)
+        self.assertEqual(got["x-route-prefix"], "default")
 
-    async def test_clientRoutePrefixNeverBelieved(self):
-        proxy = await self.start()
-        h = await self.assertRouted(proxy, "/api/x", self.api, "/api/x", "api",
-                                    headers={"X-Route-Prefix": "canary"})
-        self.assertEqual(h["x-route-prefix"], "api")
+    def test_clientRoutePrefixNeverBelieved(self):
+        h = self.start()
+        got = self.assertRouted(h, "/api/x", API, "/api/x", "api",
+                                headers={"X-Route-Prefix": "canary"})
+        self.assertEqual(got["x-route-prefix"], "api")
 
-    async def test_unmatched404(self):
-        up = self.upstream()
-        proxy = await self.proxy({"api": [up]}, plugins=[
+    def test_unmatched404(self):
+        h = harness({"api": [API]}, [
             routes_plugin({"name": "api", "group": "api", "match": {"path": "/api"}},
                           unmatched="404"), "least_conn"])
-        resp = await self.get(proxy, "/nope")
+        resp = h.request("GET", "/nope")
         self.assertEqual(resp.status, 404)
         self.assertEqual(resp.json(), {"error": "no route matched", "path": "/nope"})
-        self.assertEqual(len(up.requests), 0)
+        self.assertEqual(h.upstream_requests, [])
 
 
-class BodyContainsTests(ProxyTestCase):
+class BodyContainsTests(SynchronousTestCase):
     """``body_contains`` reads the start of the body before balancing; the
     body still reaches the upstream whole and unchanged."""
 
-    async def start(self, limit=None):
-        self.pay = self.upstream()
-        self.other = self.upstream()
-        settings = {}
-        if limit is not None:
-            settings["body_limit"] = limit
-        return await self.proxy(
-            {"pay": [self.pay], "default": [self.other]},
+    PAY, OTHER = API, FALLBACK
+
+    def start(self, **proxy):
+        return Harness(
+            config={"upstreams": {"pay": {"peers": [self.PAY]},
+                                  "default": {"peers": [self.OTHER]}},
+                    "proxy": proxy},
             plugins=[routes_plugin(
                 {"name": "pay", "group": "pay",
-                 "match": {"path": "/rpc", "body_contains": '"method":"pay"'}},
-                **settings), "router", "least_conn"])
+                 "match": {"path": "/rpc", "body_contains": '"method":"pay"'}}),
+                "router", "least_conn"],
+            servers={self.PAY: echo, self.OTHER: echo})
 
-    async def test_bodyContains(self):
-        proxy = await self.start()
+    def test_bodyContains(self):
+        h = self.start()
         body = b'{"id":1,"method":"pay","amount":3}' + b"x" * 200000
-        resp = await self.get(proxy, "/rpc", method="POST", data=body)
+        resp = h.request("POST", "/rpc", body=body)
         self.assertEqual(resp.status, 200, resp.body)
-        self.assertEqual(proxy.logged[-1].peer.port, self.pay.port)
-        self.assertEqual(self.pay.requests[-1].body, body)
-        resp = await self.get(proxy, "/rpc", method="POST", data=b'{"method":"refund"}')
-        self.assertEqual(proxy.logged[-1].peer.port, self.other.port)
-        self.assertEqual(self.other.requests[-1].body, b'{"method":"refund"}')
+        self.assertEqual(h.contexts[-1].peer.address, self.PAY)
+        self.assertEqual(received(h, self.PAY)[-1].body, body)
+        h.request("POST", "/rpc", body=b'{"method":"refund"}')
+        self.assertEqual(h.contexts[-1].peer.address, self.OTHER)
+        self.assertEqual(received(h, self.OTHER)[-1].body, b'{"method":"refund"}')
 
-    async def test_clientStopsSending(self):
-        """A body that stops before the bytes a route needs: 408, upstream untouched."""
-        proxy = await self.start()
-        proxy.factory.body_timeout = 0.2
-        client = await self.connect(proxy)
-        client.send(b"POST /rpc HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"me")
-        resps = await client.wait_responses(1)
-        self.assertEqual(resps[0].status, 408)
-        await client.wait_closed()
-        self.assertEqual((self.pay.requests, self.other.requests), ([], []))
-        self.assertEqual(proxy.logged[-1].error, "client_timeout")
+    def test_clientStopsSending(self):
+        """A body that stops before the bytes a route needs: 408 after
+        ``client_body_timeout``, upstream untouched."""
+        h = self.start(client_body_timeout=5)
+        conn = h.connect()
+        conn.send(b"POST /rpc HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"me")
+        h.advance(5 - 2 ** -7)
+        self.assertEqual((conn.responses, conn.closed), ([], False))
+        h.advance(2 ** -7)
+        self.assertEqual([r.status for r in conn.responses], [408])
+        self.assertTrue(conn.closed)
+        self.assertEqual(h.upstream_requests, [])
+        self.assertEqual(h.contexts[-1].error, "client_timeout")
 
-    async def test_chunkedAndExpectContinue(self):
+    def test_chunkedAndExpectContinue(self):
         """A chunked body split over several writes, sent after 100 Continue."""
-        proxy = await self.start()
-        client = await self.connect(proxy)
-        client.send(b"POST /rpc HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
-                    b"Expect: 100-continue\r\n\r\n")
-        await until(lambda: b"100 Continue" in client.data, message="100 Continue")
-        client.send(b"5\r\n{\"met\r\n")
-        client.send(b"d\r\nhod\":\"pay\"}  \r\n0\r\n\r\n")
-        resps = await client.wait_responses(1)
-        self.assertEqual(resps[-1].status, 200)
-        self.assertEqual(self.pay.requests[-1].body, b'{"method":"pay"}  ')
+        h = self.start()
+        conn = h.connect()
+        conn.send(b"POST /rpc HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                  b"Expect: 100-continue\r\n\r\n")
+        self.assertIn(b"100 Continue", conn.received)
+        conn.send(b"5\r\n{\"met\r\n")
+        conn.send(b"d\r\nhod\":\"pay\"}  \r\n0\r\n\r\n")
+        self.assertEqual(conn.responses[-1].status, 200)
+        self.assertEqual(received(h, self.PAY)[-1].body, b'{"method":"pay"}  ')
 
 
-class PinnedPeerTests(ProxyTestCase):
+class PinnedPeerTests(SynchronousTestCase):
     """``peer`` pins a route to one member of its group."""
 
-    async def test_pinned(self):
-        one, two = self.upstream(), self.upstream()
-        proxy = await self.proxy({"api": [one, two]}, plugins=[routes_plugin(
-            {"name": "pinned", "group": "api", "peer": two.address,
-             "match": {"path": "/pinned"}},
+    def test_pinned(self):
+        one, two = API, WEB
+        h = harness({"api": [one, two]}, [routes_plugin(
+            {"name": "pinned", "group": "api", "peer": two, "match": {"path": "/pinned"}},
             {"name": "spread", "group": "api"}), "least_conn"])
         for _ in range(4):
-            resp = await self.get(proxy, "/pinned/x")
-            self.assertEqual(resp.status, 200)
-        self.assertEqual((len(one.requests), len(two.requests)), (0, 4))
+            self.assertEqual(h.request("GET", "/pinned/x").status, 200)
+        self.assertEqual((len(received(h, one)), len(received(h, two))), (0, 4))
         for _ in range(4):
-            await self.get(proxy, "/other")
-        self.assertEqual((len(one.requests), len(two.requests)), (2, 6))
+            h.request("GET", "/other")
+        self.assertEqual((len(received(h, one)), len(received(h, two))), (2, 6))
 
-    async def test_pinnedPeerDown(self):
+    def test_pinnedPeerDown(self):
         """A pinned peer refusing connections: 502, never another peer."""
-        up = self.upstream()
-        closed = "127.0.0.1:%d" % self.closed_port()
-        proxy = await self.proxy({"api": [up, closed]}, plugins=[routes_plugin(
-            {"name": "pinned", "group": "api", "peer": closed}), "least_conn"])
-        resp = await self.get(proxy, "/x")
+        h = harness({"api": [API, CLOSED]}, [routes_plugin(
+            {"name": "pinned", "group": "api", "peer": CLOSED}), "least_conn"])
+        resp = h.request("GET", "/x")
         self.assertEqual(resp.status, 502)
         self.assertEqual(resp.json(), {"error": "pinned upstream failed",
-                                       "upstream": closed, "route": "pinned"})
-        self.assertEqual(len(up.requests), 0)
-        self.assertEqual([p.address for p in proxy.logged[-1].tried], [closed])
+                                       "upstream": CLOSED, "route": "pinned"})
+        self.assertEqual(h.upstream_requests, [])
+        self.assertEqual([p.address for p in h.contexts[-1].tried], [CLOSED])
 
-    async def test_pinnedPeerNotInGroup(self):
-        up = self.upstream()
-        proxy = await self.proxy({"api": [up]}, plugins=[routes_plugin(
+    def test_pinnedPeerNotInGroup(self):
+        h = harness({"api": [API]}, [routes_plugin(
             {"name": "pinned", "group": "api", "peer": "127.0.0.1:1"}), "least_conn"])
-        resp = await self.get(proxy, "/x")
+        resp = h.request("GET", "/x")
         self.assertEqual(resp.status, 503)
         self.assertEqual(resp.json()["peer"], "127.0.0.1:1")
-        self.assertEqual(len(up.requests), 0)
+        self.assertEqual(h.upstream_requests, [])
 
 
-class AdminTests(ProxyTestCase):
+class AdminTests(SynchronousTestCase):
     """``/routes`` over the admin listener."""
 
-    async def start(self, specs=(), extra=()):
-        self.api = self.upstream()
-        self.web = self.upstream()
-        self.fallback = self.upstream()
-        proxy = await self.proxy(
-            {"api": [self.api], "web": [self.web], "default": [self.fallback]},
-            plugins=[routes_plugin(*specs)] + list(extra) + ["router", "least_conn"])
-        listener = reactor.listenTCP(0, proxy.gateway.admin.site(), interface="127.0.0.1")
-        self.addCleanup(listener.stopListening)
-        self.admin_url = "http://127.0.0.1:%d" % listener.getHost().port
-        return proxy
+    def start(self, specs=(), extra=()):
+        return harness({"api": [API], "web": [WEB], "default": [FALLBACK]},
+                       [routes_plugin(*specs)] + list(extra) + ["router", "least_conn"])
 
-    async def call(self, method, path, body=None):
-        data = None
-        if body is not None:
-            data = body if isinstance(body, bytes) else json.dumps(body).encode("utf-8")
-        resp = await treq.request(method, self.admin_url + path, data=data, pool=self.pool)
-        text = await treq.content(resp)
-        return resp.code, json.loads(text.decode("utf-8"))
+    def call(self, h, method, path, body=None):
+        r = h.admin(method, path, body=body if body is not None else b"")
+        return r.status, r.obj
 
-    async def test_crud(self):
-        proxy = await self.start([{"name": "api", "group": "api", "match": {"path": "/api"}}])
-        code, body = await self.call("GET", "/routes")
+    def test_crud(self):
+        h = self.start([{"name": "api", "group": "api", "match": {"path": "/api"}}])
+        code, body = self.call(h, "GET", "/routes")
         self.assertEqual(code, 200)
         self.assertEqual(body["total"], 1)
         self.assertEqual(body["routes"][0]["name"], "api")
         self.assertEqual(body["routes"][0]["priority"], 0)  # defaults filled in
 
         # add: takes effect for the next request
-        self.assertEqual(seen(await self.get(proxy, "/site/x"))[0], "/site/x")
-        self.assertEqual(proxy.logged[-1].peer.port, self.fallback.port)
+        self.assertEqual(seen(h.request("GET", "/site/x"))[0], "/site/x")
+        self.assertEqual(h.contexts[-1].peer.address, FALLBACK)
         route = {"group": "web", "match": {"path": "/site"}, "strip_prefix": True}
-        code, body = await self.call("PUT", "/routes/web", route)
+        code, body = self.call(h, "PUT", "/routes/web", route)
         self.assertEqual((code, body["created"], body["route"]["name"]), (201, True, "web"))
-        self.assertEqual(seen(await self.get(proxy, "/site/x"))[0], "/x")
-        self.assertEqual(proxy.logged[-1].peer.port, self.web.port)
+        self.assertEqual(seen(h.request("GET", "/site/x"))[0], "/x")
+        self.assertEqual(h.contexts[-1].peer.address, WEB)
 
-        code, body = await self.call("GET", "/routes/web")
+        code, body = self.call(h, "GET", "/routes/web")
         self.assertEqual((code, body["group"], body["strip_prefix"]), (200, "web", True))
 
         # replace: same place in the list
         route["group"] = "api"
-        code, body = await self.call("PUT", "/routes/web", dict(route, name="web"))
+        code, body = self.call(h, "PUT", "/routes/web", dict(route, name="web"))
         self.assertEqual((code, body["created"]), (200, False))
-        await self.get(proxy, "/site/x")
-        self.assertEqual(proxy.logged[-1].peer.port, self.api.port)
-        code, body = await self.call("GET", "/routes")
+        h.request("GET", "/site/x")
+        self.assertEqual(h.contexts[-1].peer.address, API)
+        code, body = self.call(h, "GET", "/routes")
         self.assertEqual([r["name"] for r in body["routes"]], ["api", "web"])
 
         # delete
-        code, body = await self.call("DELETE", "/routes/web")
+        code, body = self.call(h, "DELETE", "/routes/web")
         self.assertEqual((code, body), (200, {"deleted": "web"}))
-        await self.get(proxy, "/site/x")
-        self.assertEqual(proxy.logged[-1].peer.port, self.fallback.port)
-        code, body = await self.call("DELETE", "/routes/web")
+        h.request("GET", "/site/x")
+        self.assertEqual(h.contexts[-1].peer.address, FALLBACK)
+        code, body = self.call(h, "DELETE", "/routes/web")
         self.assertEqual((code, body), (404, {"error": "no such route", "name": "web"}))
-        code, body = await self.call("GET", "/routes/nope")
+        code, body = self.call(h, "GET", "/routes/nope")
         self.assertEqual(code, 404)
-        code, body = await self.call("POST", "/routes/api", {})
+        code, body = self.call(h, "POST", "/routes/api", {})
         self.assertEqual((code, body["allowed"]), (405, ["DELETE", "GET", "HEAD", "PUT"]))
 
-    async def test_badInputChangesNothing(self):
-        await self.start([{"name": "api", "group": "api", "match": {"path": "/api"}}])
-        _, before = await self.call("GET", "/routes")
+    def test_badInputChangesNothing(self):
+        h = self.start([{"name": "api", "group": "api", "match": {"path": "/api"}}])
+        _, before = self.call(h, "GET", "/routes")
         bad = [
             (b"{not json", ""),
             ({"group": "api", "match": {"path": "api"}}, "match.path"),
@@ -310,42 +283,44 @@ class AdminTests(ProxyTestCase):
              "match.path.value"),
         ]
         for body, field in bad:
-            code, answer = await self.call("PUT", "/routes/api", body)
+            code, answer = self.call(h, "PUT", "/routes/api", body)
             self.assertEqual((code, answer["field"]), (400, field), (body, answer))
             self.assertTrue(answer["error"])
-        code, answer = await self.call("PUT", "/routes/match", {"group": "api"})
+        code, answer = self.call(h, "PUT", "/routes/match", {"group": "api"})
         self.assertEqual((code, answer["field"]), (400, "name"))
-        code, answer = await self.call("PUT", "/routes/new", {"group": "api", "match": {
+        code, answer = self.call(h, "PUT", "/routes/new", {"group": "api", "match": {
             "path": {"mode": "exact", "value": "/x"}}, "strip_prefix": True,
             "rewrite": "/y"})
         self.assertEqual(code, 400)
         self.assertEqual([e["field"] for e in answer["errors"]], ["strip_prefix", "rewrite"])
-        _, after = await self.call("GET", "/routes")
+        _, after = self.call(h, "GET", "/routes")
         self.assertEqual(after, before)
 
-    async def test_inFlightKeepsItsRoute(self):
+    def test_inFlightKeepsItsRoute(self):
         """A request started before a change finishes on its route."""
-        slow = held()
-        one, two = self.upstream(slow), self.upstream()
-        proxy = await self.proxy({"api": [one, two]}, plugins=[routes_plugin(
-            {"name": "r", "group": "api", "peer": one.address}), "least_conn"])
-        listener = reactor.listenTCP(0, proxy.gateway.admin.site(), interface="127.0.0.1")
-        self.addCleanup(listener.stopListening)
-        self.admin_url = "http://127.0.0.1:%d" % listener.getHost().port
-        first = ensureDeferred(self.get(proxy, "/first"))
-        await until(lambda: slow.waiting, message="the first request upstream")
-        code, _ = await self.call("PUT", "/routes/r", {"group": "api", "peer": two.address})
-        self.assertEqual(code, 200)
-        second = await self.get(proxy, "/second")
-        self.assertEqual(seen(second)[0], "/second")
-        self.assertEqual([r.uri for r in two.requests], ["/second"])
-        slow.release()
-        resp = await first
-        self.assertEqual(seen(resp)[0], "/first")
-        self.assertEqual([r.uri for r in one.requests], ["/first"])
+        waiting = []
 
-    async def test_match(self):
-        proxy = await self.start([
+        def slow(request):
+            waiting.append(Deferred())
+            return waiting[-1].addCallback(lambda _: echo(request))
+        one, two = API, WEB
+        h = harness({"api": [one, two]}, [routes_plugin(
+            {"name": "r", "group": "api", "peer": one}), "least_conn"], servers={one: slow})
+        first = h.request("GET", "/first", wait=False)
+        self.assertEqual(len(waiting), 1)
+        code, _ = self.call(h, "PUT", "/routes/r", {"group": "api", "peer": two})
+        self.assertEqual(code, 200)
+        second = h.request("GET", "/second")
+        self.assertEqual(seen(second)[0], "/second")
+        self.assertEqual([r.uri for r in received(h, two)], ["/second"])
+        self.assertFalse(first.done)
+        waiting[0].callback(None)
+        h.flush()
+        self.assertEqual(seen(first.result())[0], "/first")
+        self.assertEqual([r.uri for r in received(h, one)], ["/first"])
+
+    def test_match(self):
+        h = self.start([
             {"name": "api", "group": "api", "match": {"path": "/api"}},
             {"name": "users", "group": "api", "strip_prefix": True,
              "match": {"path": "/api/users"}},
@@ -354,84 +329,81 @@ class AdminTests(ProxyTestCase):
             {"name": "pinned", "group": "api", "peer": "127.0.0.1:1",
              "match": {"path": {"mode": "exact", "value": "/pin"}}},
             {"name": "hosted", "group": "web", "match": {"host": "*.example.com"}}])
-        code, body = await self.call(
-            "GET", "/routes/match?method=GET&host=x.org&path=/api/users/7%3Fq%3D1")
+        code, body = self.call(
+            h, "GET", "/routes/match?method=GET&host=x.org&path=/api/users/7%3Fq%3D1")
         self.assertEqual(code, 200)
         self.assertEqual((body["route"], body["decided_by"], body["group"],
                           body["upstream_path"]), ("users", "routes", "api", "/7?q=1"))
         self.assertEqual(body["rule"], "longer prefix beats shorter prefix")
         self.assertEqual(body["also_matched"], ["api"])
         self.assertEqual(body["precedence"]["path_tier"], "prefix")
-        self.assertEqual(body["peer"]["address"], self.api.address)
+        self.assertEqual(body["peer"]["address"], API)
         self.assertEqual(body["peer"]["conn_count"], 0)
-        self.assertEqual(proxy.peer(self.api).total, 0)  # nothing acquired
+        [api_peer] = h.registry.group("api").peers.values()
+        self.assertEqual(api_peer.total, 0)  # nothing acquired
 
-        code, body = await self.call(
-            "GET", "/routes/match?path=/api/users/7&header.X-Env=canary")
+        code, body = self.call(h, "GET", "/routes/match?path=/api/users/7&header.X-Env=canary")
         self.assertEqual((body["route"], body["rule"], body["also_matched"]),
                          ("canary", "higher priority (1 > 0)", ["users", "api"]))
-        self.assertEqual(body["peer"]["address"], self.web.address)
+        self.assertEqual(body["peer"]["address"], WEB)
 
-        code, body = await self.call("GET", "/routes/match?path=/x&host=a.example.com")
+        code, body = self.call(h, "GET", "/routes/match?path=/x&host=a.example.com")
         self.assertEqual((body["route"], body["rule"]), ("hosted", "the only matching route"))
 
-        code, body = await self.call("GET", "/routes/match?path=/pin")
+        code, body = self.call(h, "GET", "/routes/match?path=/pin")
         self.assertEqual((body["route"], body["pinned"], body["peer"]),
                          ("pinned", "127.0.0.1:1", None))
         self.assertEqual(body["response"]["status"], 503)
 
-        code, body = await self.call("GET", "/routes/match?path=/other")
+        code, body = self.call(h, "GET", "/routes/match?path=/other")
         self.assertEqual((body["route"], body["decided_by"], body["group"],
                           body["upstream_path"]), (None, "router", "default", "/other"))
-        self.assertEqual(body["peer"]["address"], self.fallback.address)
+        self.assertEqual(body["peer"]["address"], FALLBACK)
 
-        code, body = await self.call("GET", "/routes/match?host=x")
+        code, body = self.call(h, "GET", "/routes/match?host=x")
         self.assertEqual((code, body["field"]), (400, "path"))
 
 
-class PathPrefixModeTests(ProxyTestCase):
+class PathPrefixModeTests(SynchronousTestCase):
     """The router's ``path_prefix`` mode with servers registering at run time."""
 
-    async def test_referenceExamples(self):
-        api, static, anything = self.upstream(), self.upstream(), self.upstream()
-        proxy = await self.proxy(plugins=[
-            "registry", {"name": "router", "settings": {"mode": "path_prefix"}},
-            "least_conn"])
-        listener = reactor.listenTCP(0, proxy.gateway.admin.site(), interface="127.0.0.1")
-        self.addCleanup(listener.stopListening)
-        base = "http://127.0.0.1:%d" % listener.getHost().port
+    def test_referenceExamples(self):
+        api, static, anything = API, WEB, FALLBACK
+        h = Harness(plugins=["registry", {"name": "router", "settings": {"mode": "path_prefix"}},
+                             "least_conn"],
+                    servers={api: echo, static: echo, anything: echo})
 
-        async def add(server, prefix=None):
-            url = base + "/upstream/add?host=127.0.0.1&port=%d" % server.port
+        def add(server, prefix=None):
+            host, port = server.split(":")
+            url = "/upstream/add?host=%s&port=%s" % (host, port)
             if prefix is not None:
                 url += "&prefix=" + prefix
-            resp = await treq.get(url, pool=self.pool)
-            return json.loads((await treq.content(resp)).decode("utf-8"))
+            return h.admin("GET", url).obj
 
-        self.assertTrue((await add(api, "/api"))["created"])
-        self.assertFalse((await add(api, "api"))["created"])  # the same group
-        await add(static, "/static")
-        await add(anything)
+        self.assertTrue(add(api, "/api")["created"])
+        self.assertFalse(add(api, "api")["created"])  # the same group
+        add(static, "/static")
+        add(anything)
 
-        async def served(path):
-            resp = await self.get(proxy, path)
+        def served(path):
+            resp = h.request("GET", path)
             self.assertEqual(resp.status, 200)
             self.assertEqual(seen(resp)[0], path)  # unchanged
-            return proxy.logged[-1].peer.port
+            return h.contexts[-1].peer.address
 
         # only the prefix-less server serves paths no prefix matches
-        self.assertEqual(await served("/other/path"), anything.port)
-        self.assertEqual(await served("/apix"), anything.port)
+        self.assertEqual(served("/other/path"), anything)
+        self.assertEqual(served("/apix"), anything)
         # /static/...: the /static server and the prefix-less one take turns
-        ports = [await served("/static/css/style.css") for _ in range(4)]
-        self.assertEqual(sorted(ports), sorted([static.port, anything.port] * 2))
-        ports = [await served("/api/users") for _ in range(4)]
-        self.assertEqual(sorted(ports), sorted([api.port, anything.port] * 2))
-        self.assertNotIn(static.port, [await served("/api") for _ in range(3)])
+        ports = [served("/static/css/style.css") for _ in range(4)]
+        self.assertEqual(sorted(ports), sorted([static, anything] * 2))
+        ports = [served("/api/users") for _ in range(4)]
+        self.assertEqual(sorted(ports), sorted([api, anything] * 2))
+        self.assertNotIn(static, [served("/api") for _ in range(3)])
         # the /static server leaves: its paths go to the prefix-less one
-        await treq.get(base + "/upstream/remove?host=127.0.0.1&port=%d&prefix=static"
-                       % static.port, pool=self.pool)
-        self.assertEqual([await served("/static/x") for _ in range(2)], [anything.port] * 2)
+        host, port = static.split(":")
+        h.admin("GET", "/upstream/remove?host=%s&port=%s&prefix=static" % (host, port))
+        self.assertEqual([served("/static/x") for _ in range(2)], [anything] * 2)
 
 
 class ShippedConfigTests(SynchronousTestCase):
@@ -440,7 +412,7 @@ class ShippedConfigTests(SynchronousTestCase):
 
     def harness(self, name, servers):
         config = load_config(os.path.join(ETC, name))
-        return Harness(config=config, servers=dict((a, stub_echo) for a in servers))
+        return Harness(config=config, servers=dict((a, echo) for a in servers))
 
     def test_routesJson(self):
         h = self.harness("routes.json", ["127.0.0.1:%d" % p for p in range(9001, 9006)])

@@ -304,7 +304,7 @@ class StreamDrainTests(SynchronousTestCase):
         self.assertEqual(ctx.reason, "client_closed")
 
 
-class SettingTests(ProxyTestCase):
+class SettingTests(SynchronousTestCase):
     """``shutdown_timeout`` is validated."""
 
     def test_valid(self):

@@ -54,18 +54,24 @@ def digest(size):
     return h.hexdigest()
 
 
-def sleep(seconds):
-    """A Deferred that fires after ``seconds`` of the real reactor."""
-    return task.deferLater(reactor, seconds, lambda: None)
+async def turns(n=20):
+    """
+    Let the reactor run ``n`` iterations, each polling the sockets: what a
+    paused side would read or write if it were not paused moves meanwhile.
+    A count of iterations, not a time: the same on a loaded machine.
+    """
+    for _ in range(n):
+        await task.deferLater(reactor, 0, lambda: None)
 
 
 async def until(predicate, timeout=5.0, message=None):
-    """Wait (polling) until ``predicate()`` is true; fail after ``timeout``."""
+    """Wait until ``predicate()`` is true, checking at every reactor
+    iteration (socket events); fail after ``timeout``."""
     deadline = reactor.seconds() + timeout
     while not predicate():
         if reactor.seconds() > deadline:
             raise AssertionError("timed out waiting for %s" % (message or predicate,))
-        await sleep(0.002)
+        await task.deferLater(reactor, 0.001, lambda: None)
 
 
 def reset(transport):
@@ -404,7 +410,7 @@ class StreamTestCase(unittest.TestCase):
     async def logged(self, listener, n=1):
         """Wait until ``stream_log`` ran ``n`` times; the contexts."""
         await until(lambda: len(listener.logged) >= n, message="%d stream_log calls" % n)
-        await sleep(0.01)
+        await turns()     # a second call for the same session would come now
         self.assertEqual(len(listener.logged), n)
         self.assertEqual(len({id(c) for c in listener.logged}), n)
         return listener.logged
@@ -494,7 +500,7 @@ class PipeTests(StreamTestCase):
 
         await until(lambda: session.reader.paused and up.paused,
                     message="the proxy and the client to pause")
-        await sleep(0.05)
+        await turns()
         self.assertTrue(session.reader.paused)
         self.assertNotIn(session.transport, reactor.getReaders())
         self.assertLess(buffered(session.upstream.transport), 3 * 65536)
@@ -539,7 +545,7 @@ class PipeTests(StreamTestCase):
         session = listener.session()
         producer = source.connections[0].transport.producer
         await until(lambda: producer.paused, message="the source to pause")
-        await sleep(0.05)
+        await turns()
         self.assertTrue(session.up_reader.paused)
         self.assertNotIn(session.upstream.transport, reactor.getReaders())
         self.assertLess(buffered(session.transport), 3 * 65536)
@@ -613,7 +619,7 @@ class PipeTests(StreamTestCase):
         await until(lambda: listener.factory.sessions)
         session = listener.session()
         await until(lambda: session.reader.paused, message="the client paused")
-        await sleep(0.05)
+        await turns()
         self.assertLess(session.pending_size, PENDING_LIMIT + 2 * 65536)
         self.assertEqual(echo.open, 0)
         gate.callback(None)
@@ -622,23 +628,6 @@ class PipeTests(StreamTestCase):
         client.transport.loseConnection()
         (ctx,) = await self.logged(listener)
         self.assertEqual(ctx.bytes_received, size)
-
-    async def test_client_fin_before_connect(self):
-        """A FIN that arrives before the upstream is connected follows the bytes."""
-        sink = self.backend("sink")
-        listener = await self.listener([sink])
-        gate = defer.Deferred()
-        listener.recorder.fns["access"] = lambda ctx: gate
-        client = await self.connect(listener)
-        client.send(b"x" * 1000)
-        client.shutdown_write()
-        await sleep(0.02)
-        gate.callback(None)
-        await client.lost
-        self.assertEqual(bytes(client.data), b"1000 %s\n" % (
-            hashlib.sha256(b"x" * 1000).hexdigest().encode()))
-        (ctx,) = await self.logged(listener)
-        self.assertEqual(ctx.reason, "client_closed")
 
     async def test_client_reset_aborts_upstream(self):
         echo = self.backend()
@@ -908,6 +897,31 @@ class PhaseTests(SynchronousTestCase):
         [ctx] = h.logged
         self.assertEqual((ctx.reason, ctx.bytes_received), ("access_denied", 4))
         self.assertEqual(h.upstream_connections, [])
+
+    def test_client_fin_before_connect(self):
+        """A FIN that arrives before the upstream is connected (here
+        ``stream_access`` waits) follows the bytes; the upstream's answer
+        still reaches the half-closed client."""
+        h = recorded_harness(servers={A: StreamServer(close_on_eof=False)})
+        gate = defer.Deferred()
+        h.recorder.fns["access"] = lambda ctx: gate
+        client = h.connect(close_on_eof=False)
+        client.send(b"x" * 1000)
+        client.half_close()
+        [session] = h.factory.sessions
+        self.assertTrue(session.client_eof)
+        self.assertEqual(h.upstream_connections, [])
+        gate.callback(None)
+        h.flush()
+        [up] = h.upstream_connections
+        self.assertEqual((up.received, up.eof), (b"x" * 1000, True))
+        up.send(b"1000\n")
+        up.close()
+        self.assertEqual((client.received, client.eof), (b"1000\n", True))
+        client.close()
+        [ctx] = h.logged
+        self.assertEqual((ctx.reason, ctx.bytes_received, ctx.bytes_sent),
+                         ("client_closed", 1000, 5))
 
     def test_access_may_reroute(self):
         """``stream_access`` may change ``ctx.route``: the balancer follows it."""

@@ -41,17 +41,34 @@ def json_answer(request, extra=()):
     return b"\r\n".join(head) + b"\r\n\r\n" + body
 
 
+#: In an answer's pieces: close the connection (a FIN) at this point.
+CLOSE = object()
+#: In an answer's pieces: reset the connection at this point.
+ABORT = object()
+
+
+def pieces(data, size):
+    """``data`` cut into pieces of ``size`` bytes, for an answer that
+    arrives in as many reads."""
+    return [data[i:i + size] for i in range(0, len(data), size)]
+
+
 class Scripted(Factory):
     """
     The upstream.  ``answer(request)`` returns the bytes to send (or a list
     of pieces, sent one per tick of ``clock``, so the proxy reads them
-    separately), or ``None`` to send nothing; ``close`` closes each
-    connection after its first answer.  Set ``clock`` (the harness's) before
-    using pieces.  With ``early`` a request is answered as soon as its
-    head is read (its ``body`` is then ``b""``), and nothing more is read.
+    separately; a piece :data:`CLOSE` or :data:`ABORT` ends the connection
+    with a FIN or a reset there), or ``None`` to send nothing; ``close``
+    closes each connection after its first answer.  Set ``clock`` (the
+    harness's) before using pieces.  With ``early`` a request is answered as
+    soon as its head is read (its ``body`` is then ``b""``), and nothing
+    more is read.
 
     :ivar requests: every :class:`Request` read, in order.
     :ivar connections: how many connections were made.
+    :ivar open: how many of them are open.
+    :ivar received: every byte received, on any connection.
+    :ivar sent: how many bytes were sent, on every connection.
     """
 
     clock = None
@@ -62,6 +79,9 @@ class Scripted(Factory):
         self.early = early
         self.requests = []
         self.connections = 0
+        self.open = 0
+        self.received = b""
+        self.sent = 0
 
     def buildProtocol(self, addr):
         self.connections += 1
@@ -75,7 +95,14 @@ class _ScriptedProtocol(Protocol):
         self.index = index
         self.buffer = b""
 
+    def connectionMade(self):
+        self.factory.open += 1
+
+    def connectionLost(self, reason):
+        self.factory.open -= 1
+
     def dataReceived(self, data):
+        self.factory.received += data
         self.buffer += data
         while self.transport.connected:
             request = self._parse()
@@ -93,7 +120,15 @@ class _ScriptedProtocol(Protocol):
         def write(delay):
             if not self.transport.connected:
                 return
-            self.transport.write(pieces.pop(0))
+            piece = pieces.pop(0)
+            if piece is CLOSE:
+                self.transport.loseConnection()
+                return
+            if piece is ABORT:
+                self.transport.abortConnection()
+                return
+            self.transport.write(piece)
+            self.factory.sent += len(piece)
             if pieces:
                 self.factory.clock.callLater(delay, write, delay)
             elif close:
