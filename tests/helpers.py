@@ -273,6 +273,13 @@ def echo(conn, req):
     conn.respond(200, json.dumps(req.as_dict()), [("Content-Type", "application/json")])
 
 
+def delayed(seconds, then=echo):
+    """A handler answering like ``then`` after ``seconds``."""
+    def handler(conn, req):
+        conn.later(seconds, then, conn, req)
+    return handler
+
+
 def silent(conn, req):
     """Never answer."""
 
