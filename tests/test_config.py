@@ -230,11 +230,11 @@ class ErrorTests(TestCase):
                                    "ttl": 3}}},
             "etc/conf.json: admin.tokn: unknown key (known keys: listen, token)",
             "etc/conf.json: lisen: unknown key (known keys: admin, listen, plugins, "
-            "proxy, registry, shutdown_timeout, streams, timeouts, trusted_proxies, "
+            "proxy, registry, shutdown_timeout, streams, timeouts, tls, trusted_proxies, "
             "upstreams)",
             "etc/conf.json: upstreams.api.peers[0].wieght: unknown key (known keys: "
-            "host, port, weight)",
-            "etc/conf.json: upstreams.api.ttl: unknown key (known keys: peers)")
+            "host, port, tls, weight)",
+            "etc/conf.json: upstreams.api.ttl: unknown key (known keys: peers, tls)")
 
     def test_wrong_types(self):
         self.assertErrors(

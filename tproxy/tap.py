@@ -86,7 +86,9 @@ class Options(usage.Options):
                 self.source = path
                 self.config = load_config(path)
             self.plugin_manager = build_plugin_manager(self.config, source=self.source)
+            _check_tls(self.config)
         except ConfigError as e:
+            e.source = e.source or self.source
             raise SystemExit(str(e))
         if self["check"]:
             sys.stdout.write("{}: the configuration is valid\n".format(self.source))
@@ -367,6 +369,22 @@ def _log_fast_paths(reactor):
                  "requests per second (README, Running on PyPy)")
 
 
+def _check_tls(config):
+    """Load the configuration's certificates and keys (``ConfigError`` for
+    an unusable one), importing :mod:`tproxy.tls` only when TLS is used."""
+    from tproxy.config import uses_tls
+    if uses_tls(config):
+        from tproxy.tls import check_tls
+        check_tls(config)
+
+
+def _tls_endpoint(e, server_tls, reactor):
+    """``e`` (an :class:`_Endpoint`) with TLS in front of its connections."""
+    from tproxy.tls import TLSServerEndpoint
+    return _Endpoint(TLSServerEndpoint(e.endpoint, server_tls, reactor),
+                     e.description + " (TLS)")
+
+
 def makeService(options, reactor=None):
     """
     The service of ``twistd tproxy``: a :class:`GatewayService` running the
@@ -398,13 +416,28 @@ def makeService(options, reactor=None):
     def endpoint(description):
         return _Endpoint(serverFromString(reactor, description), description)
 
-    listeners = [
-        ("proxy", endpoint(config["listen"]), ProxyFactory(gateway)),
+    tls = config.get("tls")
+    listeners = []
+    if not tls or "listen" in tls:
+        listeners.append(("proxy", endpoint(config["listen"]), ProxyFactory(gateway)))
+    if tls:
+        # TLS on "listen", or on its own listener beside the plain one
+        from tproxy.tls import HTTP_ALPN, ServerTLS
+        listeners.append(("HTTPS proxy" if listeners else "proxy", _tls_endpoint(
+            endpoint(tls.get("listen", config["listen"])),
+            ServerTLS(tls, "tls", plugin_manager, HTTP_ALPN), reactor),
+            ProxyFactory(gateway, scheme="https")))
+    listeners += [
         ("admin API", endpoint(config["admin"]["listen"]), gateway.admin.site()),
     ]
     for i, stream in enumerate(config.get("streams", ())):
+        e = endpoint(stream["listen"])
+        if stream.get("tls"):
+            from tproxy.tls import ServerTLS
+            e = _tls_endpoint(e, ServerTLS(stream["tls"], "streams[{}].tls".format(i),
+                                           plugin_manager), reactor)
         listeners.append(("stream of group {} (streams[{}])".format(stream["group"], i),
-                          endpoint(stream["listen"]), StreamFactory(gateway, stream)))
+                          e, StreamFactory(gateway, stream)))
     install_status_page(gateway, [(name, e.description, factory)
                                   for name, e, factory in listeners])
     return GatewayService(gateway, listeners, signals=twistd)

@@ -11,8 +11,10 @@ from collections import deque
 
 from twisted.internet import tcp
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IProtocolNegotiationFactory
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from tproxy.fastio import install_fast_write
 
@@ -23,7 +25,7 @@ from tproxy.http.parsing import (HttpParserError, HttpParserInvalidMethodError,
                                  HttpParserUpgrade, HttpRequestParser)
 from tproxy.http.refusals import (METHOD_TOKEN, BadRequest, BadRequestReply, Closing,
                                   Stopped, error_response, normalize_path)
-from tproxy.http.upstream import UpstreamPool
+from tproxy.http.upstream import UpstreamPool, upstream_tls
 from tproxy.trust import TrustedProxies, UntrustworthyHeader
 
 log = Logger()
@@ -32,6 +34,7 @@ log = Logger()
 _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]+")
 
 
+@implementer(IProtocolNegotiationFactory)
 class ProxyFactory(Factory):
     """
     Makes a :class:`ProxyProtocol` per client connection, and holds what they
@@ -41,6 +44,10 @@ class ProxyFactory(Factory):
 
     :ivar connections: the open :class:`ProxyProtocol` objects.
     :ivar draining: :meth:`drain` was called (the proxy is stopping).
+
+    Behind TLS (an ``ssl:`` endpoint, or ``tls`` of the configuration) it
+    negotiates ALPN ``http/1.1``: Twisted's ALPN callback fails the handshake
+    of a client offering ALPN when the factory names no protocol.
     """
 
     noisy = False
@@ -75,7 +82,8 @@ class ProxyFactory(Factory):
         self.pool = UpstreamPool(gateway.reactor, timeouts["connect"],
                                  proxy["upstream_keepalive"],
                                  proxy["upstream_keepalive_timeout"],
-                                 proxy["max_upstream_header_size"])
+                                 proxy["max_upstream_header_size"],
+                                 tls=upstream_tls(cfg))
         #: requests read so far (their contexts' request ids are made from it)
         self.requests = 0
         self.connections = set()
@@ -84,6 +92,10 @@ class ProxyFactory(Factory):
         if listeners is not None:
             listeners.append(self)
         self._drained = []     # Deferreds of drain(), fired once none is open
+
+    def acceptableProtocols(self):
+        """The ALPN protocols spoken (``IProtocolNegotiationFactory``)."""
+        return [b"http/1.1"]
 
     @property
     def open_connections(self):
