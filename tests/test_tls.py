@@ -5,6 +5,7 @@ certificates made by the tests with cryptography's x509 builder.
 """
 
 import datetime
+import hashlib
 import http.client
 import json
 import os
@@ -30,7 +31,7 @@ from tproxy.plugins import build_plugin_manager
 from tproxy.tap import Options, makeService
 from tproxy.tls import ServerTLS, check_tls, client_hello_sni
 
-from tests.helpers import ProxyTestCase, UpstreamServer, until
+from tests.helpers import BodySource, ProxyTestCase, UpstreamServer, download, until
 
 LOCAL = "tcp:0:interface=127.0.0.1"
 
@@ -194,6 +195,23 @@ class TerminationTests(TLSTestCase):
             handshake, self.ports[0], "api.test", client_context(self.ca, ("h2",)))
         self.assertEqual((cn, alpn), ("api.test", None))
 
+    async def test_protocolsAndCiphers(self):
+        """TLS 1.1 and a CBC suite are refused; TLS 1.2 with AES-GCM works."""
+        await self.start({"tls": self.ca.pair("api.test")})
+        ctx = client_context(self.ca)
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        ctx.set_ciphers("ECDHE-ECDSA-AES128-SHA")
+        with self.assertRaises(ssl.SSLError):
+            await threads.deferToThread(handshake, self.ports[0], "api.test", ctx)
+        ctx.set_ciphers("ECDHE-ECDSA-AES128-GCM-SHA256")
+        cn, _ = await threads.deferToThread(handshake, self.ports[0], "api.test", ctx)
+        self.assertEqual(cn, "api.test")
+        ctx = client_context(self.ca)
+        ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+        ctx.set_ciphers("ALL:@SECLEVEL=0")
+        with self.assertRaises(ssl.SSLError):
+            await threads.deferToThread(handshake, self.ports[0], "api.test", ctx)
+
     async def test_sniTable(self):
         """Exact names, then ``*.`` wildcards, then the default."""
         await self.start({"tls": dict(self.ca.pair("default.test"), sni={
@@ -266,10 +284,39 @@ class TerminationTests(TLSTestCase):
                           "upstreams": {"raw": {"peers": [up.address]}}})
         port = self.ports[2]
         [r] = await threads.deferToThread(https_get, port, "raw.test",
-                                          client_context(self.ca, None), ["/over-stream"])
-        self.assertEqual(r["status"], 200)
+                                          client_context(self.ca, ("h2", "http/1.1")),
+                                          ["/over-stream"])
+        self.assertEqual((r["status"], r["alpn"]), (200, None))
         self.assertEqual(json.loads(r["body"])["uri"], "/over-stream")
         self.assertIsNone(up.requests[0].header("X-Forwarded-Proto"))
+
+    async def test_largeBodiesBothWays(self):
+        """A 6 MB response and a 3 MB upload through TLS on both sides
+        (backpressure through the TLS transports), byte for byte."""
+        curl = shutil.which("curl")
+        if curl is None:
+            self.skipTest("curl is not installed")
+        size = 6 * 1024 * 1024
+        up = UpstreamServer(handler=download(size))
+        up.acceptableProtocols = lambda: [b"http/1.1"]
+        directlyProvides(up, IProtocolNegotiationFactory)
+        cert, key = self.ca.issue("backend.test")
+        up.listener = reactor.listenSSL(0, up, tssl.PrivateCertificate.loadPEM(cert + key).options(),
+                                        interface="127.0.0.1")
+        up.port = up.listener.getHost().port
+        self.addCleanup(up.close)
+        await self.start({"tls": self.ca.pair("api.test"), "upstreams": {"default": {
+            "peers": [up.address], "tls": {"ca": self.ca.path, "server_name": "backend.test"}}}})
+        port = self.ports[0]
+        upload = self.ca.write("upload.bin", BodySource.BLOCK * 12)
+        out, err, code = await getProcessOutputAndValue(curl, [
+            "-sS", "--cacert", self.ca.path, "--resolve", "api.test:%d:127.0.0.1" % port,
+            "--data-binary", "@" + upload, "https://api.test:%d/big" % port], env=os.environ)
+        self.assertEqual((code, err), (0, b""))
+        self.assertEqual((len(out), hashlib.sha256(out).hexdigest()),
+                         (size, BodySource.digest(size)))
+        self.assertEqual(up.requests[0].sha256.hexdigest(),
+                         hashlib.sha256(BodySource.BLOCK * 12).hexdigest())
 
     async def test_curl(self):
         """curl, as a user runs it: --resolve, the CA, HTTP/1.1 over ALPN."""
@@ -313,7 +360,7 @@ class ConfigErrorTests(TLSTestCase):
         a = self.ca.pair("a.test")
         e = self.check({"cert": a["cert"], "key": a["key"],
                         "sni": {"x.test": {"cert": a["key"], "key": a["key"]}}})
-        self.assertEqual(e.path, "tls.sni['x.test']")
+        self.assertEqual(e.path, 'tls.sni["x.test"]')
         self.assertIn("is not a PEM certificate", e.problem)
 
     def test_twistdOneLine(self):
@@ -380,6 +427,18 @@ class CertificateHookTests(TLSTestCase):
         await until(lambda: store.waiting)
         store.answer()
         self.assertEqual((await d)[0], "static.test")
+
+    async def test_silentHookTimesOut(self):
+        """A hook that never answers: after HOOK_TIMEOUT the static
+        certificate serves (the wait is bounded by tproxy's clock)."""
+        from tproxy import tls
+        self.patch(tls, "HOOK_TIMEOUT", 0.05)
+        store = CertificateStore(self.ca, ["dyn.test"])
+        await self.start({"tls": self.ca.pair("dyn.test")}, plugins=[store])
+        cn, _ = await threads.deferToThread(handshake, self.ports[0], "dyn.test",
+                                            client_context(self.ca))
+        self.assertEqual((cn, len(store.waiting)), ("dyn.test", 1))
+        self.assertEqual(len(store.calls), 1)
 
     async def test_failingHookUsesStatic(self):
         """A hook that raises: logged, the static choice serves, not cached."""

@@ -263,6 +263,7 @@ def certificate(server_name, client_addr):
         certificate may be followed by its chain), or ``None`` to let the
         next implementation, and then the ``tls`` configuration, choose.
         An exception, or a result that is not a usable pair, is logged and
-        the configuration's choice serves that handshake (not cached).
+        the configuration's choice serves that handshake (not cached), as
+        it does after 10 seconds without an answer.
         Stops at the first non-``None`` result.
     """

@@ -22,13 +22,14 @@ The certificate is chosen at the handshake, from the client's SNI name:
 HTTP listeners negotiate ALPN ``http/1.1`` (a client offering only other
 protocols gets no ALPN answer, as from nginx without HTTP/2); ``streams``
 listeners ignore ALPN.  TLS 1.2 is the minimum version; the ciphers are
-Twisted's defaults.
+Mozilla's "intermediate" list (:data:`CIPHERS`).
 
 Origination (``"tls"`` of an ``upstreams`` group or peer): see
 :func:`client_creator`.
 """
 
 import collections
+import json
 
 from OpenSSL import SSL, crypto
 from twisted.internet import ssl as tssl
@@ -56,6 +57,18 @@ CACHE_SIZE = 4096
 
 #: bytes of a ClientHello tproxy waits for to read its SNI name
 MAX_HELLO = 16384 + 5
+
+#: the TLS 1.2 ciphers: Mozilla's "intermediate" list (Kong's and many
+#: nginx setups' default): forward secrecy and AEAD only (TLS 1.3 suites are
+#: OpenSSL's, all AEAD)
+CIPHERS = ("ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+           "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+           "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
+           "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305")
+
+#: seconds the handshakes of a name wait for the ``certificate`` hook before
+#: the static choice serves them (the hook's answer is still cached)
+HOOK_TIMEOUT = 10.0
 
 
 class CertificateError(ValueError):
@@ -102,15 +115,26 @@ def context_from_pem(cert_pem, key_pem, alpn=None, what="the certificate"):
     chain = [crypto.X509.from_cryptography(c) for c in certs]
     options = tssl.CertificateOptions(
         privateKey=crypto.PKey.from_cryptography_key(key), certificate=chain[0],
-        extraCertChain=chain[1:], raiseMinimumTo=tssl.TLSVersion.TLSv1_2)
+        extraCertChain=chain[1:], raiseMinimumTo=tssl.TLSVersion.TLSv1_2,
+        acceptableCiphers=_ciphers())
     try:
         ctx = options.getContext()
         ctx.check_privatekey()
     except SSL.Error:
         raise CertificateError("the key does not match {}".format(what))
-    if alpn:
-        ctx.set_alpn_select_callback(_alpn_select(alpn))
+    # always ours: Twisted's own callback fails the handshake (an "internal
+    # error" alert) when the listening factory names no protocol
+    ctx.set_alpn_select_callback(_alpn_select(alpn or ()))
     return ctx
+
+
+_CIPHERS = []
+
+
+def _ciphers():
+    if not _CIPHERS:
+        _CIPHERS.append(tssl.AcceptableCiphers.fromOpenSSLCipherString(CIPHERS))
+    return _CIPHERS[0]
 
 
 def load_pair(spec, path, alpn=None):
@@ -156,7 +180,9 @@ class ServerTLS(object):
     hook (as nginx's ``ssl_certificate_by_lua`` yields), later ones do not.
     A result (a certificate, or ``None``: the static choice) is cached per
     name, at most :data:`CACHE_SIZE` names; a hook that fails is logged and
-    the static choice serves that handshake (the next one asks again).
+    the static choice serves that handshake (the next one asks again); so
+    it does when the hook has not answered within :data:`HOOK_TIMEOUT`
+    seconds.
 
     :param spec: the validated ``tls`` object.
     :param path: its JSON path (for errors).
@@ -171,7 +197,8 @@ class ServerTLS(object):
         self.default = load_pair(spec, path, alpn)
         self.sni = {}
         for name, pair in sorted(spec.get("sni", {}).items()):
-            self.sni[name.lower()] = load_pair(pair, "{}.sni[{!r}]".format(path, name), alpn)
+            self.sni[name.lower()] = load_pair(
+                pair, "{}.sni[{}]".format(path, json.dumps(name)), alpn)
         self._contexts = [self.default] + list(self.sni.values())
         for ctx in self._contexts:
             ctx.set_tlsext_servername_callback(self._servername)
@@ -180,6 +207,8 @@ class ServerTLS(object):
         self.hooks = [_adapt(i, ("server_name", "client_addr")) for i in impls]
         self.cache = collections.OrderedDict()   # name -> Context or None
         self._pending = {}                       # name -> [Deferred]
+        self._timers = {}                        # name -> DelayedCall
+        self.clock = None                        # set by wrap()
 
     # -- IOpenSSLServerConnectionCreator --------------------------------------
 
@@ -229,6 +258,9 @@ class ServerTLS(object):
             self._ask(name, client_addr, 0)
             if name not in self._pending:
                 return None   # answered at once
+            if self.clock is not None:
+                self._timers[name] = self.clock.callLater(
+                    HOOK_TIMEOUT, self._timed_out, name)
         d = Deferred()
         waiting.append(d)
         return d
@@ -276,7 +308,16 @@ class ServerTLS(object):
         log.failure("certificate hook failed for {name}", failure, name=name)
         self._done(name)
 
+    def _timed_out(self, name):
+        self._timers.pop(name, None)
+        log.warn("certificate hook: no answer for {name} after {timeout} s: "
+                 "serving the configured certificate", name=name, timeout=HOOK_TIMEOUT)
+        self._done(name)
+
     def _done(self, name):
+        timer = self._timers.pop(name, None)
+        if timer is not None and timer.active():
+            timer.cancel()
         for d in self._pending.pop(name, ()):
             d.callback(None)
 
@@ -292,6 +333,7 @@ class ServerTLS(object):
     def wrap(self, factory, clock):
         """``factory`` behind TLS: a factory for :class:`ServerTLS`'s listener."""
         tls_factory = TLSMemoryBIOFactory(self, False, factory, clock)
+        self.clock = clock
         if self.hooks:
             tls_factory.protocol = _HeldHandshake
             tls_factory.server_tls = self
