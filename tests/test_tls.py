@@ -212,6 +212,24 @@ class TerminationTests(TLSTestCase):
         with self.assertRaises(ssl.SSLError):
             await threads.deferToThread(handshake, self.ports[0], "api.test", ctx)
 
+    async def test_sessionResumption(self):
+        """A returning client resumes its TLS 1.2 session by ticket."""
+        await self.start({"tls": self.ca.pair("api.test")})
+        ctx = client_context(self.ca)
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+
+        def twice():
+            reused = []
+            session = None
+            for _ in range(2):
+                sock = socket.create_connection(("127.0.0.1", self.ports[0]), timeout=10)
+                tls = ctx.wrap_socket(sock, server_hostname="api.test", session=session)
+                reused.append(tls.session_reused)
+                session = tls.session
+                tls.close()
+            return reused
+        self.assertEqual(await threads.deferToThread(twice), [False, True])
+
     async def test_sniTable(self):
         """Exact names, then ``*.`` wildcards, then the default."""
         await self.start({"tls": dict(self.ca.pair("default.test"), sni={

@@ -116,7 +116,11 @@ def context_from_pem(cert_pem, key_pem, alpn=None, what="the certificate"):
     options = tssl.CertificateOptions(
         privateKey=crypto.PKey.from_cryptography_key(key), certificate=chain[0],
         extraCertChain=chain[1:], raiseMinimumTo=tssl.TLSVersion.TLSv1_2,
-        acceptableCiphers=_ciphers())
+        acceptableCiphers=_ciphers(),
+        # resumption by RFC 5077 tickets, keys random per process (nginx's
+        # default ssl_session_tickets on): a returning client skips the
+        # full handshake
+        enableSessionTickets=True)
     try:
         ctx = options.getContext()
         ctx.check_privatekey()
