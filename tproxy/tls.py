@@ -336,12 +336,21 @@ class ServerTLS(object):
 
     def wrap(self, factory, clock):
         """``factory`` behind TLS: a factory for :class:`ServerTLS`'s listener."""
-        tls_factory = TLSMemoryBIOFactory(self, False, factory, clock)
+        tls_factory = _TLSFactory(self, False, factory, clock)
         self.clock = clock
         if self.hooks:
             tls_factory.protocol = _HeldHandshake
             tls_factory.server_tls = self
         return tls_factory
+
+
+class _TLSFactory(TLSMemoryBIOFactory):
+    """A TLS factory leaving ALPN to :class:`ServerTLS`: before 26.x Twisted
+    (25.5 on PyPy) sets its own ALPN callback from the wrapped factory's
+    protocols, which fails the handshake of a client offering none of them."""
+
+    def _applyProtocolNegotiation(self, connection):
+        return None
 
 
 class _HeldHandshake(BufferingTLSTransport):
