@@ -245,12 +245,12 @@ class ErrorTests(TestCase):
             "etc/conf.json: admin.tokn: unknown key (known keys: allow_remote_without_token, "
             "hosts, listen, origins, token)",
             "etc/conf.json: lisen: unknown key (known keys: admin, health, listen, plugins, "
-            "proxy, registry, shutdown_timeout, streams, timeouts, trusted_proxies, "
+            "proxy, registry, shutdown_timeout, streams, timeouts, tls, trusted_proxies, "
             "upstreams)",
             "etc/conf.json: upstreams.api.peers[0].wieght: unknown key (known keys: "
-            "host, max_conns, port, weight)",
+            "host, max_conns, port, tls, weight)",
             "etc/conf.json: upstreams.api.ttl: unknown key (known keys: health_check, peers, "
-            "routable)")
+            "routable, tls)")
 
     def test_wrong_types(self):
         self.assertErrors(

@@ -128,6 +128,7 @@ class OrderTests(TestCase):
             ("log", ["tests.plugin_with_class", T]),
             ("stream_access", []),
             ("stream_log", []),
+            ("certificate", []),
         ])
 
     def test_reversed(self):
@@ -161,7 +162,7 @@ class OrderTests(TestCase):
     def test_no_plugins(self):
         pm = build([])
         self.assertEqual(pm.list_name_plugin(), [])
-        self.assertEqual([plugins for _, plugins in describe_phases(pm)], [[]] * 9)
+        self.assertEqual([plugins for _, plugins in describe_phases(pm)], [[]] * 10)
 
     def test_hookspecs_added(self):
         pm = build([])

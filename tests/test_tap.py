@@ -41,6 +41,7 @@ plugins (config order): registry, router, least_conn, access_log
   log            access_log
   stream_access  -
   stream_log     access_log
+  certificate    -
 """
 
 #: the end of every --list-plugins: what a plugins entry may name
@@ -167,6 +168,7 @@ tests.plugins_for_tests:AddHeader#2
   log            tests.plugins_for_tests
   stream_access  -
   stream_log     -
+  certificate    -
 """ + AVAILABLE)
 
     def test_help(self):

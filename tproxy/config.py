@@ -261,6 +261,25 @@ def _object(properties, **extra):
     return schema
 
 
+# a certificate and its key, PEM files (tproxy.tls; key: default the cert file)
+_PAIR = {"type": "object", "additionalProperties": False, "required": ["cert"],
+         "properties": {"cert": {"type": "string", "minLength": 1},
+                        "key": {"type": "string", "minLength": 1}}}
+
+# TLS termination of a listener (tproxy.tls.ServerTLS)
+_SERVER_TLS = {"type": "object", "additionalProperties": False, "required": ["cert"],
+               "properties": dict(_PAIR["properties"], sni={
+                   "type": "object", "additionalProperties": _PAIR,
+                   "propertyNames": {"pattern": r"^(\*\.)?[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$",
+                                     "x-messages": {"pattern": "bad server name {instance!r} "
+                                                               "(a DNS name or *.name)"}}})}
+
+# TLS to an upstream group or peer (tproxy.tls.client_creator)
+_CLIENT_TLS = {"type": ["boolean", "object"], "additionalProperties": False,
+               "properties": {"verify": {"type": "boolean", "default": True},
+                              "ca": {"type": "string", "minLength": 1},
+                              "server_name": {"type": "string", "format": "tproxy-host"}}}
+
 _PEER = {
     "type": ["string", "object"],
     "if": {"type": "string"},
@@ -280,6 +299,7 @@ _PEER = {
             # requests in flight at most (0: no limit); a full peer is skipped
             "max_conns": {"type": "integer", "minimum": 0, "maximum": 1000000,
                           "default": 0},
+            "tls": _CLIENT_TLS,
         },
     },
 }
@@ -334,6 +354,7 @@ _STREAM = _object({
               "x-messages": {"pattern": "bad group name {instance!r} (allowed: letters, "
                                         "digits, '._~-', and '/' between segments)"}},
     "proxy_protocol": {"enum": [None, "v1", "v2"], "default": None},
+    "tls": _SERVER_TLS,
     "tries": _number(3, minimum=1, integer=True),
     "timeouts": _object({
         "connect": _number(60, exclusive=0),
@@ -344,6 +365,8 @@ _STREAM = _object({
 #: The JSON Schema of the configuration file.
 SCHEMA = _object({
     "listen": dict(_ENDPOINT, default="tcp:8080"),
+    # TLS termination (tproxy.tls): on "listen", or on its own "listen" beside it
+    "tls": dict(_SERVER_TLS, properties=dict(_SERVER_TLS["properties"], listen=_ENDPOINT)),
     "admin": _object({
         "listen": dict(_ENDPOINT, default="tcp:9180:interface=127.0.0.1"),
         "token": {"type": ["string", "null"], "minLength": 1, "default": None,
@@ -383,7 +406,8 @@ SCHEMA = _object({
              # active checks of this group (the health_check plugin)
              "health_check": _HEALTH_CHECK,
              # false: only a plugin or a route chooses the group, never a path
-             "routable": {"type": "boolean"}},
+             "routable": {"type": "boolean"},
+             "tls": _CLIENT_TLS},
             required=["peers"]),
     },
     # one health state per peer (tproxy.health)
@@ -642,6 +666,13 @@ def _check_health_plugin(config, source):
     if paths:
         raise ConfigError([(path, "active checks need the health_check plugin in "
                                   "plugins") for path in paths], source)
+
+
+def uses_tls(config):
+    """Whether a listener or an upstream of ``config`` speaks TLS."""
+    return bool(config.get("tls") or any(s.get("tls") for s in config.get("streams", ()))
+                or any(g.get("tls") or any(p.get("tls") for p in g["peers"])
+                       for g in config.get("upstreams", {}).values()))
 
 
 def _normalise_peer(peer):

@@ -40,6 +40,10 @@ The life of one TCP connection of a ``streams`` listener
     stream_log(ctx)                     every impl, exactly once, however the
                                         connection ended
 
+The ``certificate(server_name, client_addr)`` hook runs at TLS handshakes
+of a listener with ``tls`` (HTTP or ``streams``), once per SNI name (cached),
+before any request or stream phase of the connection.
+
 ``access`` and ``log`` never see a stream (their implementations expect an
 HTTP request); ``rewrite``, ``header_filter`` and ``body_filter`` have no
 stream counterpart.  A stream's ``balancer`` gets a context whose
@@ -234,4 +238,37 @@ def stream_log(ctx):
 
     :param ctx: the :class:`tproxy.stream.StreamContext`.
     :return: ``None``.
+    """
+
+
+# ---------------------------------------------------------------------------
+# per TLS handshake of a listener with ``tls`` (HTTP or ``streams``)
+# ---------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def certificate(server_name, client_addr):
+    """
+    Choose the certificate of a TLS handshake (nginx's and OpenResty's
+    ``ssl_certificate_by_lua``): serve certificates from a store, issue them
+    on first sight, and so on.
+
+    Runs once per SNI name, not per handshake: the result is cached for the
+    process's life (up to :data:`tproxy.tls.CACHE_SIZE` names, least
+    recently used forgotten first).  It may be async: the first client
+    naming ``server_name`` waits for the result before its handshake goes
+    on.  Without an implementation, and for clients sending no name, the
+    listener's ``tls.sni`` table and ``tls.cert`` serve (see
+    :mod:`tproxy.tls`).
+
+    :param server_name: the SNI name the client sent, in lower case
+        (``"api.example.com"``).
+    :param client_addr: the IP address of the first client asking for it.
+    :return: ``(certificate_pem, key_pem)`` (``bytes`` or ``str``; the
+        certificate may be followed by its chain), or ``None`` to let the
+        next implementation, and then the ``tls`` configuration, choose.
+        An exception, or a result that is not a usable pair, is logged and
+        the configuration's choice serves that handshake (not cached), as
+        it does after 10 seconds without an answer.
+        Stops at the first non-``None`` result.
     """

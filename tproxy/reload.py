@@ -45,7 +45,8 @@ from tproxy.config import ConfigError, load_config, validate_config
 from tproxy.gateway import Gateway, _update_static
 from tproxy.plugins import build_plugin_manager
 
-__all__ = ["Reloader", "describe_changes", "in_flight", "listener_specs", "retire"]
+__all__ = ["Reloader", "describe_changes", "in_flight", "listener_key", "listener_specs",
+           "retire"]
 
 log = Logger()
 
@@ -59,25 +60,44 @@ RETIRE_POLL_MAX = 2.0
 
 def listener_specs(config):
     """
-    ``[(kind, name, endpoint description, stream entry or None)]``: the
+    ``[(kind, name, endpoint description, stream entry or None, tls)]``: the
     listeners ``config`` asks for; ``kind`` is ``"proxy"``, ``"admin"`` or
-    ``"stream"``, and ``(kind, description)`` identifies a listener across
-    reloads.
+    ``"stream"``; ``tls`` is ``None`` or ``(tls settings, their JSON path,
+    whether the listener speaks HTTP)`` for a listener behind TLS.
+    :func:`listener_key` identifies a listener across reloads.
     """
-    specs = [("proxy", "proxy", config["listen"], None),
-             ("admin", "admin API", config["admin"]["listen"], None)]
+    tls = config.get("tls")
+    specs = []
+    if not tls or "listen" in tls:
+        specs.append(("proxy", "proxy", config["listen"], None, None))
+    if tls:
+        # TLS on "listen", or on its own listener beside the plain one
+        specs.append(("proxy", "HTTPS proxy" if specs else "proxy",
+                      tls.get("listen", config["listen"]), None, (tls, "tls", True)))
+    specs.append(("admin", "admin API", config["admin"]["listen"], None, None))
     for i, stream in enumerate(config.get("streams", ())):
+        stream_tls = stream.get("tls")
         specs.append(("stream", "stream of group {} (streams[{}])".format(stream["group"], i),
-                      stream["listen"], stream))
+                      stream["listen"], stream,
+                      (stream_tls, "streams[{}].tls".format(i), False) if stream_tls else None))
     return specs
 
 
-def make_factory(kind, gateway, stream=None):
+def listener_key(kind, description, tls):
+    """What identifies a listener across reloads: its kind and endpoint, and
+    whether it speaks TLS (the description :func:`tproxy.tap.GatewayService.
+    endpoint` gives it).  A listener whose TLS settings changed on the same
+    endpoint is not kept, and the reload fails on the port in use: TLS
+    settings change with a restart."""
+    return (kind, description + " (TLS)" if tls else description)
+
+
+def make_factory(kind, gateway, stream=None, tls=None):
     """A new factory for a listener of ``kind`` serving ``gateway``."""
     from tproxy.http.server import ProxyFactory
     from tproxy.stream import StreamFactory
     if kind == "proxy":
-        return ProxyFactory(gateway)
+        return ProxyFactory(gateway, scheme="https" if tls else "http")
     if kind == "stream":
         return StreamFactory(gateway, stream)
     return gateway.admin.site()
@@ -144,13 +164,14 @@ class Reloader(object):
         current = {(kind_of(f), e.description): (name, e, f)
                    for name, e, f in self.service.listeners}
         plan = []      # (kind, name, endpoint, factory, stream, kept)
-        for kind, name, description, stream in listener_specs(config):
-            found = current.pop((kind, description), None)
+        for kind, name, description, stream, tls in listener_specs(config):
+            found = current.pop(listener_key(kind, description, tls), None)
             if found is not None:
                 plan.append((kind, name, found[1], found[2], stream, True))
             else:
-                plan.append((kind, name, self.service.endpoint(description),
-                             make_factory(kind, new, stream), stream, False))
+                plan.append((kind, name,
+                             self.service.endpoint(description, tls, plugin_manager),
+                             make_factory(kind, new, stream, tls), stream, False))
         removed = list(current.values())
         from tproxy.admin_page import install as install_status_page
         install_status_page(new, [(name, e.description, f) for _, name, e, f, _, _ in plan])
@@ -323,8 +344,8 @@ def describe_changes(old, new):
     added and removed, the plugins' names, the other top-level keys changed.
     """
     parts = []
-    before = {(k, d) for k, _, d, _ in listener_specs(old)}
-    after = {(k, d) for k, _, d, _ in listener_specs(new)}
+    before = {listener_key(k, d, t) for k, _, d, _, t in listener_specs(old)}
+    after = {listener_key(k, d, t) for k, _, d, _, t in listener_specs(new)}
     added = sorted(after - before)
     gone = sorted(before - after)
     if added or gone:

@@ -86,7 +86,9 @@ class Options(usage.Options):
                 self.source = path
                 self.config = load_config(path)
             self.plugin_manager = build_plugin_manager(self.config, source=self.source)
+            _check_tls(self.config)
         except ConfigError as e:
+            e.source = e.source or self.source
             raise SystemExit(str(e))
         if self["check"]:
             sys.stdout.write("{}: the configuration is valid\n".format(self.source))
@@ -154,10 +156,10 @@ class GatewayService(MultiService):
         """
         return self.reloader.reload()
 
-    def endpoint(self, description):
-        """The server endpoint of an endpoint string."""
-        from twisted.internet.endpoints import serverFromString
-        return _Endpoint(serverFromString(self.gateway.reactor, description), description)
+    def endpoint(self, description, tls=None, plugin_manager=None):
+        """The server endpoint of an endpoint string (see
+        :func:`open_endpoint`)."""
+        return open_endpoint(self.gateway.reactor, description, tls, plugin_manager)
 
     def startService(self):
         """
@@ -409,6 +411,34 @@ def _log_fast_paths(reactor):
                  "requests per second (README, Running on PyPy)")
 
 
+def _check_tls(config):
+    """Load the configuration's certificates and keys (``ConfigError`` for
+    an unusable one), importing :mod:`tproxy.tls` only when TLS is used."""
+    from tproxy.config import uses_tls
+    if uses_tls(config):
+        from tproxy.tls import check_tls
+        check_tls(config)
+
+
+def open_endpoint(reactor, description, tls=None, plugin_manager=None):
+    """
+    The server endpoint of an endpoint string, as an :class:`_Endpoint`;
+    with ``tls`` (``(settings, JSON path, speaks HTTP)``, see
+    :func:`tproxy.reload.listener_specs`), TLS in front of its connections,
+    the ``certificate`` hook of ``plugin_manager`` choosing certificates.
+    """
+    from twisted.internet.endpoints import serverFromString
+    e = _Endpoint(serverFromString(reactor, description), description)
+    if not tls:
+        return e
+    from tproxy.tls import HTTP_ALPN, ServerTLS, TLSServerEndpoint
+    settings, path, http = tls
+    server_tls = (ServerTLS(settings, path, plugin_manager, HTTP_ALPN) if http
+                  else ServerTLS(settings, path, plugin_manager))
+    return _Endpoint(TLSServerEndpoint(e.endpoint, server_tls, reactor),
+                     description + " (TLS)")
+
+
 def makeService(options, reactor=None):
     """
     The service of ``twistd tproxy``: a :class:`GatewayService` running the
@@ -426,7 +456,6 @@ def makeService(options, reactor=None):
         _install_fast_reactor()
         from twisted.internet import reactor
     _log_fast_paths(reactor)
-    from twisted.internet.endpoints import serverFromString
 
     from tproxy.admin_page import install as install_status_page
     from tproxy.gateway import Gateway
@@ -441,11 +470,9 @@ def makeService(options, reactor=None):
                  "(admin.allow_remote_without_token): anyone who reaches it can "
                  "change routing", listen=admin["listen"])
 
-    def endpoint(description):
-        return _Endpoint(serverFromString(reactor, description), description)
-
-    listeners = [(name, endpoint(description), make_factory(kind, gateway, stream))
-                 for kind, name, description, stream in listener_specs(config)]
+    listeners = [(name, open_endpoint(reactor, description, tls, plugin_manager),
+                  make_factory(kind, gateway, stream, tls))
+                 for kind, name, description, stream, tls in listener_specs(config)]
     install_status_page(gateway, [(name, e.description, factory)
                                   for name, e, factory in listeners])
     source = getattr(options, "source", None)

@@ -11,8 +11,10 @@ from collections import deque
 
 from twisted.internet import tcp
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IProtocolNegotiationFactory
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from tproxy.fastio import install_fast_write
 
@@ -25,7 +27,7 @@ from tproxy.http.tunnel import UpgradeExchange, UpgradeRequestContext, upgrade_o
 from tproxy.http.refusals import (METHOD_TOKEN, BadRequest, BadRequestReply, Closing,
                                   Stopped, error_response, normalize_path)
 from tproxy.http.retry import RetryPolicy
-from tproxy.http.upstream import UpstreamPool
+from tproxy.http.upstream import UpstreamPool, upstream_tls
 from tproxy.trust import TrustedProxies, UntrustworthyHeader
 
 log = Logger()
@@ -34,6 +36,7 @@ log = Logger()
 _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]+")
 
 
+@implementer(IProtocolNegotiationFactory)
 class ProxyFactory(Factory):
     """
     Makes a :class:`ProxyProtocol` per client connection, and holds what they
@@ -43,6 +46,10 @@ class ProxyFactory(Factory):
 
     :ivar connections: the open :class:`ProxyProtocol` objects.
     :ivar draining: :meth:`drain` was called (the proxy is stopping).
+
+    Behind TLS (an ``ssl:`` endpoint, or ``tls`` of the configuration) it
+    negotiates ALPN ``http/1.1``: Twisted's ALPN callback fails the handshake
+    of a client offering ALPN when the factory names no protocol.
     """
 
     noisy = False
@@ -103,6 +110,11 @@ class ProxyFactory(Factory):
         pool.max_header_size = proxy["max_upstream_header_size"]
         self.health = gateway.health
         self.retry = RetryPolicy(proxy)
+        pool.set_tls(upstream_tls(cfg))
+
+    def acceptableProtocols(self):
+        """The ALPN protocols spoken (``IProtocolNegotiationFactory``)."""
+        return [b"http/1.1"]
 
     @property
     def open_connections(self):

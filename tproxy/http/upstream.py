@@ -348,16 +348,23 @@ class UpstreamPool(object):
     :param idle_timeout: seconds an idle connection is kept.
     :param max_header_size: bytes of a response head a peer may send (more:
         ``502``; ``proxy.max_upstream_header_size``).
+    :param tls: the upstreams that speak TLS: ``{group name: tls object,
+        (group name, host, port): tls object}`` (the ``tls`` of an
+        ``upstreams`` group or of one of its peers, see
+        :func:`tproxy.tls.client_creator`).  Their connections are pooled
+        apart from plain ones to the same address.
     """
 
     def __init__(self, reactor, connect_timeout=60, max_idle=32, idle_timeout=60,
-                 max_header_size=MAX_HEADER_SIZE):
+                 max_header_size=MAX_HEADER_SIZE, tls=None):
         self.reactor = reactor
         self.connect_timeout = connect_timeout
         self.max_idle = max_idle
         self.idle_timeout = idle_timeout
         self.max_header_size = max_header_size
-        self.idle = {}      # (host, port) -> [UpstreamProtocol], most recent last
+        self.idle = {}      # (host, port[, creator]) -> [UpstreamProtocol], most recent last
+        self.tls = tls or {}
+        self._creators = {}  # (group, host, port) -> IOpenSSLClientConnectionCreator or None
 
     def connect(self, peer, exchange, fresh=False):
         """
@@ -366,16 +373,49 @@ class UpstreamPool(object):
         (``upstream_connected(conn, False)`` or ``upstream_connect_failed``);
         always a new one if ``fresh``.
         """
-        idle = None if fresh or exchange.fresh_connection else self.idle.get(peer.key)
+        key = peer.key
+        creator = None
+        if self.tls:
+            creator = self._creator(peer)
+            if creator is not None:
+                key = key + (creator,)
+        idle = None if fresh or exchange.fresh_connection else self.idle.get(key)
         while idle:
             conn = idle.pop()
             conn.idle = False
             if conn.transport.connected and not conn.transport.disconnecting:
                 exchange.upstream_connected(conn, True)
                 return
-        factory = _ConnectFactory(self, peer.key, exchange)
-        self.reactor.connectTCP(peer.host, peer.port, factory,
-                                timeout=self.connect_timeout)
+        factory = _ConnectFactory(self, key, exchange)
+        if creator is None:
+            self.reactor.connectTCP(peer.host, peer.port, factory,
+                                    timeout=self.connect_timeout)
+        else:
+            self.reactor.connectSSL(peer.host, peer.port, factory, creator,
+                                    timeout=self.connect_timeout)
+
+    def set_tls(self, tls):
+        """The upstreams that speak TLS (see the class docstring); a reload
+        may change them."""
+        self.tls = tls or {}
+        self._creators = {}
+
+    def _creator(self, peer):
+        group = peer.group.name
+        key = (group, peer.host, peer.port)
+        try:
+            return self._creators[key]
+        except KeyError:
+            pass
+        spec = self.tls.get(key, self.tls.get(group))
+        creator = None
+        if spec:
+            from tproxy.tls import client_creator
+            creator = client_creator({} if spec is True else spec, peer.host)
+        if len(self._creators) > 4096:
+            self._creators.clear()   # registered peers come and go
+        self._creators[key] = creator
+        return creator
 
     def _idle(self, conn):
         idle = self.idle.setdefault(conn.key, [])
@@ -418,3 +458,19 @@ class UpstreamPool(object):
         for conns in list(self.idle.values()):
             for conn in list(conns):
                 self._expire(conn)
+
+
+def upstream_tls(config):
+    """
+    The ``tls`` argument of :class:`UpstreamPool` from a configuration:
+    ``{group: tls, (group, host, port): tls}`` of the groups and peers whose
+    ``tls`` is set (empty when none is: then TLS costs nothing per request).
+    """
+    out = {}
+    for group, spec in config.get("upstreams", {}).items():
+        if spec.get("tls"):
+            out[group] = spec["tls"]
+        for peer in spec["peers"]:
+            if "tls" in peer:
+                out[(group, peer["host"], peer["port"])] = peer["tls"]
+    return out

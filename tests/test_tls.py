@@ -1,0 +1,578 @@
+"""
+TLS on both sides (:mod:`tproxy.tls`): real listeners on loopback, real
+clients (Python's ``ssl`` module in a thread, curl when installed),
+certificates made by the tests with cryptography's x509 builder.
+"""
+
+import datetime
+import hashlib
+import http.client
+import json
+import os
+import shutil
+import socket
+import ssl
+from types import SimpleNamespace
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from twisted.internet import defer, reactor, threads
+from twisted.internet import ssl as tssl
+from twisted.internet.interfaces import IProtocolNegotiationFactory
+from twisted.internet.utils import getProcessOutputAndValue
+from zope.interface import directlyProvides
+
+from tproxy import hookimpl
+from tproxy.config import ConfigError, validate_config
+from tproxy.fastio import install_fast_write
+from tproxy.plugins import build_plugin_manager
+from tproxy.tap import Options, makeService
+from tproxy.tls import ServerTLS, check_tls, client_hello_sni
+
+from tests.helpers import BodySource, ProxyTestCase, UpstreamServer, download, until
+
+LOCAL = "tcp:0:interface=127.0.0.1"
+
+
+# -- certificates ------------------------------------------------------------------
+
+class CA(object):
+    """A test certificate authority writing PEM files into ``directory``."""
+
+    def __init__(self, directory, name="tproxy test CA"):
+        os.makedirs(directory, exist_ok=True)
+        self.directory = directory
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        now = datetime.datetime.now(datetime.timezone.utc)
+        self.cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+                     .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
+                     .not_valid_before(now - datetime.timedelta(days=1))
+                     .not_valid_after(now + datetime.timedelta(days=2))
+                     .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                     .sign(self.key, hashes.SHA256()))
+        self.path = self.write("ca.pem", self.cert.public_bytes(serialization.Encoding.PEM))
+
+    def write(self, name, data):
+        path = os.path.join(self.directory, name)
+        with open(path, "wb") as f:
+            f.write(data)
+        return path
+
+    def issue(self, *names):
+        """PEM ``(cert, key)`` bytes for ``names`` (DNS names or IPs)."""
+        import ipaddress
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.datetime.now(datetime.timezone.utc)
+        sans = []
+        for n in names:
+            try:
+                sans.append(x509.IPAddress(ipaddress.ip_address(n)))
+            except ValueError:
+                sans.append(x509.DNSName(n))
+        cert = (x509.CertificateBuilder()
+                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+                .issuer_name(self.cert.subject).public_key(key.public_key())
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(days=1))
+                .not_valid_after(now + datetime.timedelta(days=2))
+                .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+                .sign(self.key, hashes.SHA256()))
+        return (cert.public_bytes(serialization.Encoding.PEM),
+                key.private_bytes(serialization.Encoding.PEM,
+                                  serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption()))
+
+    def pair(self, *names):
+        """``{"cert": path, "key": path}`` for ``names``."""
+        cert, key = self.issue(*names)
+        base = names[0].replace("*", "star")
+        return {"cert": self.write(base + ".crt", cert), "key": self.write(base + ".key", key)}
+
+
+# -- clients -----------------------------------------------------------------------
+
+def client_context(ca, alpn=("http/1.1",)):
+    ctx = ssl.create_default_context(cafile=ca.path)
+    if alpn:
+        ctx.set_alpn_protocols(list(alpn))
+    return ctx
+
+
+def https_get(port, server_name, ctx, paths=("/",)):
+    """GET ``paths`` over one TLS connection (blocking: run it in a thread).
+    :return: ``{"status", "body", "alpn", "cn"}`` per path."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    tls = ctx.wrap_socket(sock, server_hostname=server_name)
+    try:
+        cn = dict(x[0] for x in tls.getpeercert()["subject"]).get("commonName")
+        out = []
+        for path in paths:
+            conn = http.client.HTTPConnection(server_name, port, timeout=10)
+            conn.sock = tls
+            conn.request("GET", path, headers={"Host": server_name})
+            resp = conn.getresponse()
+            out.append({"status": resp.status, "body": resp.read(),
+                        "alpn": tls.selected_alpn_protocol(), "cn": cn})
+        return out
+    finally:
+        tls.close()
+
+
+def handshake(port, server_name, ctx):
+    """Only the handshake: ``(common name, alpn)`` (blocking)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    tls = ctx.wrap_socket(sock, server_hostname=server_name)
+    try:
+        cn = dict(x[0] for x in tls.getpeercert()["subject"]).get("commonName")
+        return cn, tls.selected_alpn_protocol()
+    finally:
+        tls.close()
+
+
+class TLSTestCase(ProxyTestCase):
+    """Starts tproxy (:func:`tproxy.tap.makeService`) with TLS settings."""
+
+    def setUp(self):
+        ProxyTestCase.setUp(self)
+        self.ca = CA(self.mktemp())
+        self.service = None
+
+    async def start(self, config, plugins=None):
+        cfg = {"listen": LOCAL, "admin": {"listen": LOCAL},
+               "plugins": ["registry", "router", "least_conn"]}
+        cfg.update(config)
+        cfg = validate_config(cfg)
+        pm = build_plugin_manager(cfg, entry_points=[])
+        for p in plugins or ():
+            pm.register(p)
+        self.service = makeService(SimpleNamespace(config=cfg, plugin_manager=pm),
+                                   reactor=reactor)
+        self.service.startService()
+        self.addCleanup(self._stop)
+        n = len(self.service.listeners)
+        await until(lambda: len(self.service.ports) == n)
+        self.ports = [p.getHost().port for p in self.service.ports]
+        return self.service
+
+    async def _stop(self):
+        for _, _, f in self.service.listeners:
+            if hasattr(f, "abort"):
+                f.abort()
+        await self.service.stopService()
+
+    def upstream(self):
+        up = UpstreamServer().listen()
+        self.addCleanup(up.close)
+        return up
+
+
+# -- termination -------------------------------------------------------------------
+
+class TerminationTests(TLSTestCase):
+
+    async def test_httpsListenerBesidePlain(self):
+        """``tls.listen``: an HTTPS listener beside the plain one; the
+        upstream learns ``X-Forwarded-Proto: https``; ALPN is http/1.1."""
+        up = self.upstream()
+        await self.start({"tls": dict(self.ca.pair("api.test"), listen=LOCAL),
+                          "upstreams": {"default": {"peers": [up.address]}}})
+        names = [name for name, _, _ in self.service.listeners]
+        self.assertEqual(names[:2], ["proxy", "HTTPS proxy"])
+        [r] = await threads.deferToThread(
+            https_get, self.ports[1], "api.test", client_context(self.ca, ("h2", "http/1.1")))
+        self.assertEqual((r["status"], r["alpn"], r["cn"]), (200, "http/1.1", "api.test"))
+        self.assertEqual(up.requests[0].header("X-Forwarded-Proto"), "https")
+
+    async def test_tlsOnListen(self):
+        """Without ``tls.listen``, ``listen`` itself speaks TLS; a client
+        offering only h2 gets no ALPN answer (not a failed handshake)."""
+        await self.start({"tls": self.ca.pair("api.test")})
+        self.assertEqual(len(self.service.listeners), 2)
+        cn, alpn = await threads.deferToThread(
+            handshake, self.ports[0], "api.test", client_context(self.ca, ("h2",)))
+        self.assertEqual((cn, alpn), ("api.test", None))
+
+    async def test_protocolsAndCiphers(self):
+        """TLS 1.1 and a CBC suite are refused; TLS 1.2 with AES-GCM works."""
+        await self.start({"tls": self.ca.pair("api.test")})
+        ctx = client_context(self.ca)
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        ctx.set_ciphers("ECDHE-ECDSA-AES128-SHA")
+        with self.assertRaises(ssl.SSLError):
+            await threads.deferToThread(handshake, self.ports[0], "api.test", ctx)
+        ctx.set_ciphers("ECDHE-ECDSA-AES128-GCM-SHA256")
+        cn, _ = await threads.deferToThread(handshake, self.ports[0], "api.test", ctx)
+        self.assertEqual(cn, "api.test")
+        ctx = client_context(self.ca)
+        ctx.minimum_version = ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+        ctx.set_ciphers("ALL:@SECLEVEL=0")
+        with self.assertRaises(ssl.SSLError):
+            await threads.deferToThread(handshake, self.ports[0], "api.test", ctx)
+
+    async def test_sessionResumption(self):
+        """A returning client resumes its TLS 1.2 session by ticket."""
+        await self.start({"tls": self.ca.pair("api.test")})
+        ctx = client_context(self.ca)
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+
+        def twice():
+            reused = []
+            session = None
+            for _ in range(2):
+                sock = socket.create_connection(("127.0.0.1", self.ports[0]), timeout=10)
+                tls = ctx.wrap_socket(sock, server_hostname="api.test", session=session)
+                reused.append(tls.session_reused)
+                session = tls.session
+                tls.close()
+            return reused
+        self.assertEqual(await threads.deferToThread(twice), [False, True])
+
+    async def test_sniTable(self):
+        """Exact names, then ``*.`` wildcards, then the default."""
+        await self.start({"tls": dict(self.ca.pair("default.test"), sni={
+            "api.test": self.ca.pair("api.test"),
+            "*.apps.test": self.ca.pair("*.apps.test")})})
+        port = self.ports[0]
+        seen = []
+        for name in ("api.test", "one.apps.test", "API.test"):
+            cn, _ = await threads.deferToThread(handshake, port, name,
+                                                client_context(self.ca))
+            seen.append(cn)
+        self.assertEqual(seen, ["api.test", "*.apps.test", "api.test"])
+        ctx = client_context(self.ca)
+        ctx.check_hostname = False
+        cn, _ = await threads.deferToThread(handshake, port, "other.test", ctx)
+        self.assertEqual(cn, "default.test")
+
+    async def test_sslEndpointString(self):
+        """The issue's case: an ``ssl:`` endpoint string with a combined PEM,
+        and a client offering ALPN (which failed with ``internal error``)."""
+        cert, key = self.ca.issue("api.test")
+        both = self.ca.write("both.pem", key + cert)
+        up = self.upstream()
+        await self.start({"listen": "ssl:0:interface=127.0.0.1:privateKey=" + both,
+                          "upstreams": {"default": {"peers": [up.address]}}})
+        [r] = await threads.deferToThread(
+            https_get, self.ports[0], "api.test", client_context(self.ca, ("h2", "http/1.1")))
+        self.assertEqual((r["status"], r["alpn"]), (200, "http/1.1"))
+
+    async def test_keepAliveAndFastWriteOff(self):
+        """Several requests on one TLS connection; the write shortcut of
+        :mod:`tproxy.fastio` is not installed on a TLS transport."""
+        up = self.upstream()
+        await self.start({"tls": self.ca.pair("api.test"),
+                          "upstreams": {"default": {"peers": [up.address]}}})
+        results = await threads.deferToThread(
+            https_get, self.ports[0], "api.test", client_context(self.ca), ["/a", "/b", "/c"])
+        self.assertEqual([r["status"] for r in results], [200, 200, 200])
+        self.assertEqual([json.loads(r["body"])["uri"] for r in results], ["/a", "/b", "/c"])
+        proxy = self.service.listeners[0][2]
+        await until(lambda: proxy.open_connections == 0)
+
+    async def test_fastWriteRefusesTLS(self):
+        """install_fast_write leaves a TLS transport alone."""
+        await self.start({"tls": self.ca.pair("api.test")})
+        proxy = self.service.listeners[0][2]
+        seen = []
+        d = threads.deferToThread(self._hold, self.ports[0], seen)
+        await until(lambda: proxy.open_connections == 1)
+        [p] = proxy.connections
+        self.assertFalse(install_fast_write(p.transport))
+        seen.append("done")
+        await d
+
+    def _hold(self, port, seen):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        tls = client_context(self.ca).wrap_socket(sock, server_hostname="api.test")
+        import time
+        deadline = time.monotonic() + 10
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.01)   # a client thread waiting for the test (not the reactor)
+        tls.close()
+
+    async def test_streamTLS(self):
+        """A ``streams`` listener with ``tls``: bytes decrypted, piped to the
+        group's peer, the answer encrypted back."""
+        up = self.upstream()
+        await self.start({"streams": [{"listen": LOCAL, "group": "raw",
+                                       "tls": self.ca.pair("raw.test")}],
+                          "upstreams": {"raw": {"peers": [up.address]}}})
+        port = self.ports[2]
+        [r] = await threads.deferToThread(https_get, port, "raw.test",
+                                          client_context(self.ca, ("h2", "http/1.1")),
+                                          ["/over-stream"])
+        self.assertEqual((r["status"], r["alpn"]), (200, None))
+        self.assertEqual(json.loads(r["body"])["uri"], "/over-stream")
+        self.assertIsNone(up.requests[0].header("X-Forwarded-Proto"))
+
+    async def test_largeBodiesBothWays(self):
+        """A 6 MB response and a 3 MB upload through TLS on both sides
+        (backpressure through the TLS transports), byte for byte."""
+        curl = shutil.which("curl")
+        if curl is None:
+            self.skipTest("curl is not installed")
+        size = 6 * 1024 * 1024
+        up = UpstreamServer(handler=download(size))
+        up.acceptableProtocols = lambda: [b"http/1.1"]
+        directlyProvides(up, IProtocolNegotiationFactory)
+        cert, key = self.ca.issue("backend.test")
+        up.listener = reactor.listenSSL(0, up, tssl.PrivateCertificate.loadPEM(cert + key).options(),
+                                        interface="127.0.0.1")
+        up.port = up.listener.getHost().port
+        self.addCleanup(up.close)
+        await self.start({"tls": self.ca.pair("api.test"), "upstreams": {"default": {
+            "peers": [up.address], "tls": {"ca": self.ca.path, "server_name": "backend.test"}}}})
+        port = self.ports[0]
+        upload = self.ca.write("upload.bin", BodySource.BLOCK * 12)
+        out, err, code = await getProcessOutputAndValue(curl, [
+            "-sS", "--cacert", self.ca.path, "--resolve", "api.test:%d:127.0.0.1" % port,
+            "--data-binary", "@" + upload, "https://api.test:%d/big" % port], env=os.environ)
+        self.assertEqual((code, err), (0, b""))
+        self.assertEqual((len(out), hashlib.sha256(out).hexdigest()),
+                         (size, BodySource.digest(size)))
+        self.assertEqual(up.requests[0].sha256.hexdigest(),
+                         hashlib.sha256(BodySource.BLOCK * 12).hexdigest())
+
+    async def test_curl(self):
+        """curl, as a user runs it: --resolve, the CA, HTTP/1.1 over ALPN."""
+        curl = shutil.which("curl")
+        if curl is None:
+            self.skipTest("curl is not installed")
+        up = self.upstream()
+        await self.start({"tls": self.ca.pair("api.test"),
+                          "upstreams": {"default": {"peers": [up.address]}}})
+        port = self.ports[0]
+        out, err, code = await getProcessOutputAndValue(curl, [
+            "-sS", "--cacert", self.ca.path, "--resolve", "api.test:%d:127.0.0.1" % port,
+            "-o", "/dev/null", "-w", "%{http_code} %{http_version} %{ssl_verify_result}",
+            "https://api.test:%d/x" % port], env=os.environ)
+        self.assertEqual((code, out.decode(), err), (0, "200 1.1 0", b""))
+
+
+# -- configuration errors ------------------------------------------------------------
+
+class ConfigErrorTests(TLSTestCase):
+
+    def check(self, tls):
+        cfg = validate_config({"tls": tls})
+        with self.assertRaises(ConfigError) as e:
+            check_tls(cfg)
+        return e.exception
+
+    def test_missingFile(self):
+        pair = self.ca.pair("api.test")
+        e = self.check({"cert": pair["cert"], "key": pair["key"] + ".nope"})
+        self.assertEqual(e.path, "tls")
+        self.assertIn("cannot read " + pair["key"] + ".nope", e.problem)
+
+    def test_mismatchedKey(self):
+        a, b = self.ca.pair("a.test"), self.ca.pair("b.test")
+        e = self.check({"cert": a["cert"], "key": b["key"], "sni": {"x.test": a}})
+        self.assertEqual((e.path, e.problem),
+                         ("tls", "the key does not match the certificate " + a["cert"]))
+
+    def test_badSniEntry(self):
+        a = self.ca.pair("a.test")
+        e = self.check({"cert": a["cert"], "key": a["key"],
+                        "sni": {"x.test": {"cert": a["key"], "key": a["key"]}}})
+        self.assertEqual(e.path, 'tls.sni["x.test"]')
+        self.assertIn("is not a PEM certificate", e.problem)
+
+    def test_twistdOneLine(self):
+        """``twistd tproxy -c`` with a bad key: one line naming file and path."""
+        a, b = self.ca.pair("a.test"), self.ca.pair("b.test")
+        path = self.ca.write("conf.json", json.dumps(
+            {"tls": {"cert": a["cert"], "key": b["key"]}}).encode())
+        with self.assertRaises(SystemExit) as e:
+            Options().parseOptions(["-c", path])
+        self.assertEqual(str(e.exception.code),
+                         "{}: tls: the key does not match the certificate {}".format(
+                             path, a["cert"]))
+
+    def test_badUpstreamCA(self):
+        cfg = validate_config({"upstreams": {"api": {"peers": ["127.0.0.1:1"],
+                                                     "tls": {"ca": "/nonexistent.pem"}}}})
+        with self.assertRaises(ConfigError) as e:
+            check_tls(cfg)
+        self.assertEqual(e.exception.path, "upstreams.api.tls.ca")
+
+
+# -- the certificate hook ---------------------------------------------------------------
+
+class CertificateStore(object):
+    """A plugin serving certificates from a dict, answering when the test says."""
+
+    def __init__(self, ca, names):
+        self.pairs = {n: ca.issue(n) for n in names}
+        self.calls = []
+        self.waiting = []
+
+    @hookimpl
+    def certificate(self, server_name, client_addr):
+        self.calls.append((server_name, client_addr))
+        d = defer.Deferred()
+        self.waiting.append((d, self.pairs.get(server_name)))
+        return d
+
+    def answer(self):
+        for d, pair in self.waiting:
+            d.callback(pair)
+        self.waiting = []
+
+
+class CertificateHookTests(TLSTestCase):
+
+    async def test_asyncHookCached(self):
+        """The handshake waits for an async hook; the result is cached per
+        name; ``None`` falls back to the static table."""
+        store = CertificateStore(self.ca, ["dyn.test"])
+        await self.start({"tls": dict(self.ca.pair("default.test"),
+                                      sni={"static.test": self.ca.pair("static.test")})},
+                         plugins=[store])
+        port = self.ports[0]
+        d = threads.deferToThread(handshake, port, "dyn.test", client_context(self.ca))
+        await until(lambda: store.waiting)
+        self.assertFalse(d.called)
+        store.answer()
+        self.assertEqual(await d, ("dyn.test", "http/1.1"))
+        self.assertEqual(await threads.deferToThread(
+            handshake, port, "dyn.test", client_context(self.ca)), ("dyn.test", "http/1.1"))
+        self.assertEqual(store.calls, [("dyn.test", "127.0.0.1")])
+        d = threads.deferToThread(handshake, port, "static.test", client_context(self.ca))
+        await until(lambda: store.waiting)
+        store.answer()
+        self.assertEqual((await d)[0], "static.test")
+
+    async def test_silentHookTimesOut(self):
+        """A hook that never answers: after HOOK_TIMEOUT the static
+        certificate serves (the wait is bounded by tproxy's clock)."""
+        from tproxy import tls
+        self.patch(tls, "HOOK_TIMEOUT", 0.05)
+        store = CertificateStore(self.ca, ["dyn.test"])
+        await self.start({"tls": self.ca.pair("dyn.test")}, plugins=[store])
+        cn, _ = await threads.deferToThread(handshake, self.ports[0], "dyn.test",
+                                            client_context(self.ca))
+        self.assertEqual((cn, len(store.waiting)), ("dyn.test", 1))
+        self.assertEqual(len(store.calls), 1)
+
+    async def test_failingHookUsesStatic(self):
+        """A hook that raises: logged, the static choice serves, not cached."""
+        class Broken(object):
+            calls = 0
+
+            @hookimpl
+            def certificate(self, server_name):
+                Broken.calls += 1
+                raise RuntimeError("store down")
+        await self.start({"tls": self.ca.pair("api.test")}, plugins=[Broken()])
+        for _ in range(2):
+            cn, _ = await threads.deferToThread(handshake, self.ports[0], "api.test",
+                                                client_context(self.ca))
+            self.assertEqual(cn, "api.test")
+        self.assertEqual(Broken.calls, 2)
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 2)
+
+
+class ClientHelloTests(TLSTestCase):
+
+    def hello(self, name):
+        ctx = ssl.create_default_context()
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        obj = ctx.wrap_bio(incoming, outgoing, server_hostname=name)
+        with self.assertRaises(ssl.SSLWantReadError):
+            obj.do_handshake()
+        return outgoing.read()
+
+    def test_name(self):
+        data = self.hello("Api.Example.test")
+        self.assertEqual(client_hello_sni(data), (True, "api.example.test"))
+        self.assertEqual(client_hello_sni(data[:40]), (False, None))
+        self.assertEqual(client_hello_sni(data[:3]), (False, None))
+
+    def test_noName(self):
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        obj = ctx.wrap_bio(incoming, outgoing)
+        with self.assertRaises(ssl.SSLWantReadError):
+            obj.do_handshake()
+        self.assertEqual(client_hello_sni(outgoing.read()), (True, None))
+
+    def test_notTLS(self):
+        self.assertEqual(client_hello_sni(b"GET / HTTP/1.1\r\n"), (True, None))
+
+    def test_noHooksNoHolding(self):
+        """Without a ``certificate`` implementation the stock TLS protocol serves."""
+        from twisted.protocols.tls import BufferingTLSTransport
+        pair = self.ca.pair("a.test")
+        factory = ServerTLS(pair).wrap(object(), reactor)
+        self.assertIs(factory.protocol, BufferingTLSTransport)
+
+
+# -- origination -----------------------------------------------------------------------
+
+class UpstreamTLSTests(TLSTestCase):
+
+    def tls_upstream(self, *names):
+        cert, key = self.ca.issue(*names)
+        options = tssl.PrivateCertificate.loadPEM(cert + key).options()
+        up = UpstreamServer()
+        # (Twisted's ALPN callback fails the handshake of a factory naming
+        # no protocol when the client offers ALPN, as tproxy does)
+        up.acceptableProtocols = lambda: [b"http/1.1"]
+        directlyProvides(up, IProtocolNegotiationFactory)
+        up.listener = reactor.listenSSL(0, up, options, interface="127.0.0.1")
+        up.port = up.listener.getHost().port
+        self.addCleanup(up.close)
+        return up
+
+    async def get(self, port, path="/"):
+        out, err, code = await getProcessOutputAndValue(
+            "curl", ["-sS", "-o", "/dev/null", "-w", "%{http_code}",
+                     "http://127.0.0.1:%d%s" % (port, path)], env=os.environ)
+        return int(out)
+
+    def setUp(self):
+        TLSTestCase.setUp(self)
+        if shutil.which("curl") is None:
+            self.skipTest("curl is not installed")
+
+    async def test_verifiedPooled(self):
+        """``"tls": {"ca", "server_name"}``: verified, SNI sent, and the
+        connection kept alive for the next request."""
+        up = self.tls_upstream("backend.test")
+        await self.start({"upstreams": {"default": {
+            "peers": [up.address], "tls": {"ca": self.ca.path, "server_name": "backend.test"}}}})
+        self.assertEqual(await self.get(self.ports[0], "/a"), 200)
+        self.assertEqual(await self.get(self.ports[0], "/b"), 200)
+        self.assertEqual([r.uri for r in up.requests], ["/a", "/b"])
+        self.assertEqual(len(up.connections), 1)
+        sni = up.connections[0].transport.getHandle().get_servername()
+        self.assertEqual(sni, b"backend.test")
+
+    async def test_verificationFails(self):
+        """A certificate for another name: 502, nothing sent upstream."""
+        up = self.tls_upstream("other.test")
+        await self.start({"proxy": {"tries": 1}, "upstreams": {"default": {
+            "peers": [up.address], "tls": {"ca": self.ca.path, "server_name": "backend.test"}}}})
+        self.assertEqual(await self.get(self.ports[0]), 502)
+        self.assertEqual(up.requests, [])
+
+    async def test_ipPeerAndUnverified(self):
+        """A peer's own ``tls``: an IP address is verified as one; ``verify:
+        false`` accepts any certificate; ``tls: false`` in a TLS group is plain."""
+        up = self.tls_upstream("127.0.0.1")
+        wrong = self.tls_upstream("other.test")
+        plain = self.upstream()
+        await self.start({"upstreams": {
+            "ip": {"peers": [up.address], "tls": {"ca": self.ca.path}},
+            "any": {"peers": [{"host": "127.0.0.1", "port": wrong.port,
+                               "tls": {"verify": False}}]},
+            "mixed": {"tls": True, "peers": [{"host": "127.0.0.1", "port": plain.port,
+                                              "tls": False}]}}})
+        for group, server in (("ip", up), ("any", wrong), ("mixed", plain)):
+            self.assertEqual(await self.get(self.ports[0], "/%s/x" % group), 200, group)
+            self.assertEqual(len(server.requests), 1, group)

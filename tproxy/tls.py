@@ -1,0 +1,563 @@
+# -*- test-case-name: tests.test_tls -*-
+"""
+TLS on both sides of the proxy.
+
+Termination (the ``tls`` object of the configuration, and of a ``streams``
+entry)::
+
+    "tls": {"cert": "/etc/tproxy/site.pem", "key": "/etc/tproxy/site.key",
+            "sni": {"api.example.com": {"cert": "...", "key": "..."},
+                    "*.example.org":   {"cert": "...", "key": "..."}}}
+
+``cert`` is a PEM file holding the certificate and, after it, its chain;
+``key`` a PEM private key (default: the ``cert`` file, for a combined PEM).
+The certificate is chosen at the handshake, from the client's SNI name:
+
+1. the ``certificate(server_name, client_addr)`` hook (when some plugin
+   implements it; its result is cached per name, see :class:`ServerTLS`);
+2. the ``sni`` table: the exact name, then ``*.`` + the name without its
+   first label;
+3. ``cert`` / ``key``, the default (also for clients that send no name).
+
+HTTP listeners negotiate ALPN ``http/1.1`` (a client offering only other
+protocols gets no ALPN answer, as from nginx without HTTP/2); ``streams``
+listeners ignore ALPN.  TLS 1.2 is the minimum version; the ciphers are
+Mozilla's "intermediate" list (:data:`CIPHERS`).
+
+Origination (``"tls"`` of an ``upstreams`` group or peer): see
+:func:`client_creator`.
+"""
+
+import collections
+import json
+
+from OpenSSL import SSL, crypto
+from twisted.internet import ssl as tssl
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import (
+    IOpenSSLClientConnectionCreator,
+    IOpenSSLServerConnectionCreator,
+    IStreamServerEndpoint,
+)
+from twisted.logger import Logger
+from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
+from zope.interface import implementer
+
+from tproxy.config import ConfigError
+from tproxy.phases import _adapt, _awaitable
+
+log = Logger()
+
+#: the ALPN protocol of HTTP listeners
+HTTP_ALPN = (b"http/1.1",)
+
+#: names whose ``certificate`` hook result is kept (least recently used
+#: names are forgotten beyond this)
+CACHE_SIZE = 4096
+
+#: bytes of a ClientHello tproxy waits for to read its SNI name
+MAX_HELLO = 16384 + 5
+
+#: the TLS 1.2 ciphers: Mozilla's "intermediate" list (Kong's and many
+#: nginx setups' default): forward secrecy and AEAD only (TLS 1.3 suites are
+#: OpenSSL's, all AEAD)
+CIPHERS = ("ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+           "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+           "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
+           "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305")
+
+#: seconds the handshakes of a name wait for the ``certificate`` hook before
+#: the static choice serves them (the hook's answer is still cached)
+HOOK_TIMEOUT = 10.0
+
+
+class CertificateError(ValueError):
+    """A certificate or key that cannot be used (the message says why)."""
+
+
+# ---------------------------------------------------------------------------
+# certificates and keys
+# ---------------------------------------------------------------------------
+
+def _read(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        raise CertificateError("cannot read {}: {}".format(path, e.strerror or e))
+
+
+def context_from_pem(cert_pem, key_pem, alpn=None, what="the certificate"):
+    """
+    An ``OpenSSL.SSL.Context`` serving the certificate chain ``cert_pem``
+    (the leaf first) with the private key ``key_pem`` (both PEM, ``bytes``
+    or ``str``).
+
+    :param alpn: the ALPN protocols to select from (``None``: no ALPN).
+    :raises CertificateError: when either cannot be parsed or they do not
+        belong together.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    if isinstance(cert_pem, str):
+        cert_pem = cert_pem.encode("ascii")
+    if isinstance(key_pem, str):
+        key_pem = key_pem.encode("ascii")
+    try:
+        certs = x509.load_pem_x509_certificates(cert_pem)
+    except ValueError:
+        raise CertificateError("{} is not a PEM certificate".format(what))
+    try:
+        key = serialization.load_pem_private_key(key_pem, None)
+    except (ValueError, TypeError) as e:
+        raise CertificateError("{} has no usable PEM private key ({})".format(
+            what, str(e).split("\n")[0] or type(e).__name__))
+    chain = [crypto.X509.from_cryptography(c) for c in certs]
+    options = tssl.CertificateOptions(
+        privateKey=crypto.PKey.from_cryptography_key(key), certificate=chain[0],
+        extraCertChain=chain[1:], raiseMinimumTo=tssl.TLSVersion.TLSv1_2,
+        acceptableCiphers=_ciphers(),
+        # resumption by RFC 5077 tickets, keys random per process (nginx's
+        # default ssl_session_tickets on): a returning client skips the
+        # full handshake
+        enableSessionTickets=True)
+    try:
+        ctx = options.getContext()
+        ctx.check_privatekey()
+    except SSL.Error:
+        raise CertificateError("the key does not match {}".format(what))
+    # always ours: Twisted's own callback fails the handshake (an "internal
+    # error" alert) when the listening factory names no protocol
+    ctx.set_alpn_select_callback(_alpn_select(alpn or ()))
+    return ctx
+
+
+_CIPHERS = []
+
+
+def _ciphers():
+    if not _CIPHERS:
+        _CIPHERS.append(tssl.AcceptableCiphers.fromOpenSSLCipherString(CIPHERS))
+    return _CIPHERS[0]
+
+
+def load_pair(spec, path, alpn=None):
+    """
+    The context of one ``{"cert": ..., "key": ...}`` object of the
+    configuration at JSON path ``path``.
+
+    :raises ConfigError: naming ``path`` and the problem.
+    """
+    cert = spec["cert"]
+    key = spec.get("key") or cert
+    try:
+        return context_from_pem(_read(cert), _read(key), alpn,
+                                what="the certificate {}".format(cert))
+    except CertificateError as e:
+        raise ConfigError((path, str(e)))
+
+
+def _alpn_select(protocols):
+    def select(conn, offered):
+        for p in protocols:
+            if p in offered:
+                return p
+        return SSL.NO_OVERLAPPING_PROTOCOLS
+    return select
+
+
+# ---------------------------------------------------------------------------
+# termination
+# ---------------------------------------------------------------------------
+
+@implementer(IOpenSSLServerConnectionCreator)
+class ServerTLS(object):
+    """
+    The TLS side of one listener: its default certificate, its ``sni`` table
+    and the ``certificate`` hook.
+
+    The hook may be asynchronous, but OpenSSL asks for the certificate from
+    a synchronous callback.  So tproxy holds the client's first bytes
+    (:class:`_HeldHandshake`) until the ClientHello has arrived, reads its
+    SNI name, awaits the hook when the name is not cached yet, and only then
+    lets OpenSSL see the handshake: the first client of a name waits for the
+    hook (as nginx's ``ssl_certificate_by_lua`` yields), later ones do not.
+    A result (a certificate, or ``None``: the static choice) is cached per
+    name, at most :data:`CACHE_SIZE` names; a hook that fails is logged and
+    the static choice serves that handshake (the next one asks again); so
+    it does when the hook has not answered within :data:`HOOK_TIMEOUT`
+    seconds.
+
+    :param spec: the validated ``tls`` object.
+    :param path: its JSON path (for errors).
+    :param plugin_manager: where the ``certificate`` implementations are
+        (``None``: none).
+    :param alpn: the ALPN protocols offered (``None``: ALPN is ignored).
+    :raises ConfigError: for a certificate or key that cannot be used.
+    """
+
+    def __init__(self, spec, path="tls", plugin_manager=None, alpn=None):
+        self.alpn = alpn
+        self.default = load_pair(spec, path, alpn)
+        self.sni = {}
+        for name, pair in sorted(spec.get("sni", {}).items()):
+            self.sni[name.lower()] = load_pair(
+                pair, "{}.sni[{}]".format(path, json.dumps(name)), alpn)
+        self._contexts = [self.default] + list(self.sni.values())
+        for ctx in self._contexts:
+            ctx.set_tlsext_servername_callback(self._servername)
+        caller = getattr(getattr(plugin_manager, "hook", None), "certificate", None)
+        impls = reversed(caller.get_hookimpls()) if caller is not None else ()
+        self.hooks = [_adapt(i, ("server_name", "client_addr")) for i in impls]
+        self.cache = collections.OrderedDict()   # name -> Context or None
+        self._pending = {}                       # name -> [Deferred]
+        self._timers = {}                        # name -> DelayedCall
+        self.clock = None                        # set by wrap()
+
+    # -- IOpenSSLServerConnectionCreator --------------------------------------
+
+    def serverConnectionForTLS(self, tls_protocol):
+        """A new server-side ``OpenSSL.SSL.Connection`` on the default context."""
+        conn = SSL.Connection(self.default, None)
+        conn.set_app_data(tls_protocol)
+        return conn
+
+    def _servername(self, conn):
+        name = conn.get_servername()
+        if not name:
+            return
+        ctx = self.context_for(name.decode("ascii", "replace").lower())
+        if ctx is not self.default:
+            conn.set_context(ctx)
+
+    # -- choosing a certificate --------------------------------------------------
+
+    def static(self, name):
+        """The context of ``name`` from the ``sni`` table, else the default."""
+        ctx = self.sni.get(name)
+        if ctx is None and "." in name:
+            ctx = self.sni.get("*." + name.split(".", 1)[1])
+        return ctx if ctx is not None else self.default
+
+    def context_for(self, name):
+        """The context serving ``name`` now (the hook's cached choice first)."""
+        ctx = self.cache.get(name)
+        if ctx is not None:
+            self.cache.move_to_end(name)
+            return ctx
+        return self.static(name)
+
+    def resolve(self, name, client_addr):
+        """
+        Make sure the hook has been asked about ``name``.
+
+        :return: ``None`` when the handshake can go on now, else a Deferred
+            firing (never failing) once it can.
+        """
+        if not self.hooks or not name or name in self.cache:
+            return None
+        waiting = self._pending.get(name)
+        if waiting is None:
+            waiting = self._pending[name] = []
+            self._ask(name, client_addr, 0)
+            if name not in self._pending:
+                return None   # answered at once
+            if self.clock is not None:
+                self._timers[name] = self.clock.callLater(
+                    HOOK_TIMEOUT, self._timed_out, name)
+        d = Deferred()
+        waiting.append(d)
+        return d
+
+    def _ask(self, name, client_addr, i):
+        while i < len(self.hooks):
+            try:
+                result = self.hooks[i](name, client_addr)
+            except Exception:
+                return self._failed(None, name)
+            i += 1
+            d = _awaitable(result)
+            if d is not None:
+                d.addCallbacks(self._next, self._failed,
+                               callbackArgs=(name, client_addr, i), errbackArgs=(name,))
+                return
+            if result is not None:
+                return self._answer(name, result)
+        self._answer(name, None)
+
+    def _next(self, result, name, client_addr, i):
+        if result is not None:
+            self._answer(name, result)
+        else:
+            self._ask(name, client_addr, i)
+
+    def _answer(self, name, result):
+        ctx = None
+        if result is not None:
+            try:
+                cert, key = result
+                ctx = context_from_pem(cert, key, self.alpn,
+                                       what="the certificate for {}".format(name))
+            except (CertificateError, TypeError, ValueError) as e:
+                log.error("certificate hook: unusable result for {name}: {error}",
+                          name=name, error=str(e))
+                return self._done(name)
+            ctx.set_tlsext_servername_callback(self._servername)
+        self.cache[name] = ctx if ctx is not None else self.static(name)
+        if len(self.cache) > CACHE_SIZE:
+            self.cache.popitem(last=False)
+        self._done(name)
+
+    def _failed(self, failure, name):
+        log.failure("certificate hook failed for {name}", failure, name=name)
+        self._done(name)
+
+    def _timed_out(self, name):
+        self._timers.pop(name, None)
+        log.warn("certificate hook: no answer for {name} after {timeout} s: "
+                 "serving the configured certificate", name=name, timeout=HOOK_TIMEOUT)
+        self._done(name)
+
+    def _done(self, name):
+        timer = self._timers.pop(name, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+        for d in self._pending.pop(name, ()):
+            d.callback(None)
+
+    def forget(self, name=None):
+        """Drop the cached hook result of ``name`` (``None``: of every name)."""
+        if name is None:
+            self.cache.clear()
+        else:
+            self.cache.pop(name.lower(), None)
+
+    # -- the listener ----------------------------------------------------------
+
+    def wrap(self, factory, clock):
+        """``factory`` behind TLS: a factory for :class:`ServerTLS`'s listener."""
+        tls_factory = _TLSFactory(self, False, factory, clock)
+        self.clock = clock
+        if self.hooks:
+            tls_factory.protocol = _HeldHandshake
+            tls_factory.server_tls = self
+        return tls_factory
+
+
+class _TLSFactory(TLSMemoryBIOFactory):
+    """A TLS factory leaving ALPN to :class:`ServerTLS`: before 26.x Twisted
+    (25.5 on PyPy) sets its own ALPN callback from the wrapped factory's
+    protocols, which fails the handshake of a client offering none of them."""
+
+    def _applyProtocolNegotiation(self, connection):
+        return None
+
+
+class _HeldHandshake(BufferingTLSTransport):
+    """A TLS server connection that lets OpenSSL see the handshake only once
+    the ``certificate`` hook knows the client's SNI name."""
+
+    _held = b""
+    _waiting = False
+    _lost = False
+
+    def dataReceived(self, data):
+        if self._held is None:
+            return BufferingTLSTransport.dataReceived(self, data)
+        self._held += data
+        if self._waiting:
+            return
+        done, name = client_hello_sni(self._held)
+        if not done and len(self._held) < MAX_HELLO:
+            return
+        peer = self.transport.getPeer()
+        d = self.factory.server_tls.resolve(name, getattr(peer, "host", None))
+        if d is None:
+            return self._release()
+        self._waiting = True
+        d.addCallback(lambda _: self._release())
+
+    def _release(self):
+        held, self._held = self._held, None
+        if not self._lost:
+            BufferingTLSTransport.dataReceived(self, held)
+
+    def connectionLost(self, reason):
+        self._lost = True
+        return BufferingTLSTransport.connectionLost(self, reason)
+
+
+def client_hello_sni(data):
+    """
+    The SNI name of a TLS ClientHello that begins ``data``.
+
+    :return: ``(False, None)`` while more bytes are needed, else
+        ``(True, name)``; ``name`` is ``None`` when there is none (or the
+        bytes are not a ClientHello in one record: OpenSSL judges them).
+    """
+    if len(data) < 5:
+        return False, None
+    if data[0] != 22:
+        return True, None
+    end = 5 + int.from_bytes(data[3:5], "big")
+    if len(data) < end:
+        return False, None
+    try:
+        if data[5] != 1:
+            return True, None
+        hello_end = 9 + int.from_bytes(data[6:9], "big")
+        if hello_end > end:
+            return True, None
+        p = 9 + 2 + 32
+        p += 1 + data[p]                                  # session id
+        p += 2 + int.from_bytes(data[p:p + 2], "big")     # cipher suites
+        p += 1 + data[p]                                  # compression
+        ext_end = min(p + 2 + int.from_bytes(data[p:p + 2], "big"), hello_end)
+        p += 2
+        while p + 4 <= ext_end:
+            kind = int.from_bytes(data[p:p + 2], "big")
+            size = int.from_bytes(data[p + 2:p + 4], "big")
+            p += 4
+            if kind == 0:
+                q, stop = p + 2, p + size
+                while q + 3 <= stop:
+                    n = int.from_bytes(data[q + 1:q + 3], "big")
+                    if data[q] == 0:
+                        name = data[q + 3:q + 3 + n]
+                        return True, name.decode("ascii", "replace").lower() or None
+                    q += 3 + n
+                return True, None
+            p += size
+    except IndexError:
+        pass
+    return True, None
+
+
+def check_tls(config):
+    """
+    Load every certificate and key the configuration names (as ``--check``
+    and the start do).
+
+    :raises ConfigError: naming the JSON path of the first unusable one.
+    """
+    for path, spec in tls_specs(config):
+        ServerTLS(spec, path)
+    for path, spec in upstream_tls_specs(config):
+        client_creator(spec, "localhost", path)
+
+
+def tls_specs(config):
+    """``[(json path, tls object)]`` of the configuration's TLS listeners."""
+    specs = []
+    if config.get("tls"):
+        specs.append(("tls", config["tls"]))
+    for i, stream in enumerate(config.get("streams", ())):
+        if stream.get("tls"):
+            specs.append(("streams[{}].tls".format(i), stream["tls"]))
+    return specs
+
+
+# ---------------------------------------------------------------------------
+# origination
+# ---------------------------------------------------------------------------
+
+def upstream_tls_specs(config):
+    """``[(json path, tls object)]`` of the upstream groups and peers that
+    speak TLS (``true`` is ``{}``)."""
+    specs = []
+    for group, spec in sorted(config.get("upstreams", {}).items()):
+        if spec.get("tls"):
+            specs.append(("upstreams.{}.tls".format(group), _tls_object(spec["tls"])))
+        for i, peer in enumerate(spec["peers"]):
+            if isinstance(peer, dict) and peer.get("tls"):
+                specs.append(("upstreams.{}.peers[{}].tls".format(group, i),
+                              _tls_object(peer["tls"])))
+    return specs
+
+
+def _tls_object(value):
+    return {} if value is True else value
+
+
+_TRUST = {}
+
+
+def _trust_root(ca, path):
+    if ca is None:
+        return tssl.platformTrust()
+    root = _TRUST.get(ca)
+    if root is None:
+        from cryptography import x509
+        try:
+            certs = x509.load_pem_x509_certificates(_read(ca))
+        except CertificateError as e:
+            raise ConfigError((path + ".ca", str(e)))
+        except ValueError:
+            raise ConfigError((path + ".ca", "{} is not a PEM certificate bundle".format(ca)))
+        root = _TRUST[ca] = tssl.trustRootFromCertificates(
+            [tssl.Certificate(crypto.X509.from_cryptography(c)) for c in certs])
+    return root
+
+
+def client_creator(spec, host, path="tls"):
+    """
+    The client TLS settings for a connection to ``host``: an
+    ``IOpenSSLClientConnectionCreator``.
+
+    ``spec`` (an upstream's ``tls`` object): ``verify`` (default ``true``:
+    the peer's certificate must chain to ``ca`` -- a PEM bundle; default
+    the system's trust store -- and name ``server_name``), ``server_name``
+    (the SNI name and the name verified; default the peer's host; an IP
+    address sends no SNI and is verified as an IP address), ALPN
+    ``http/1.1``.
+    """
+    name = spec.get("server_name") or host
+    if spec.get("verify", True):
+        return tssl.optionsForClientTLS(
+            name, trustRoot=_trust_root(spec.get("ca"), path),
+            acceptableProtocols=list(HTTP_ALPN))
+    return _Unverified(name)
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class _Unverified(object):
+    """TLS to a peer whose certificate is not checked (``"verify": false``),
+    still sending SNI."""
+
+    def __init__(self, name):
+        self.name = name
+        self.options = tssl.CertificateOptions(
+            verify=False, raiseMinimumTo=tssl.TLSVersion.TLSv1_2)
+        self._ascii = name.encode("idna") if not _is_ip(name) else None
+
+    def clientConnectionForTLS(self, tls_protocol):
+        conn = SSL.Connection(self.options.getContext(), None)
+        conn.set_app_data(tls_protocol)
+        if self._ascii:
+            conn.set_tlsext_host_name(self._ascii)
+        conn.set_alpn_protos(list(HTTP_ALPN))
+        return conn
+
+
+def _is_ip(name):
+    import ipaddress
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+@implementer(IStreamServerEndpoint)
+class TLSServerEndpoint(object):
+    """A server endpoint whose connections speak TLS (``server_tls``)
+    before they reach the factory listening on it."""
+
+    def __init__(self, endpoint, server_tls, clock):
+        self.endpoint = endpoint
+        self.server_tls = server_tls
+        self.clock = clock
+
+    def listen(self, factory):
+        """Listen on the wrapped endpoint, with TLS in front of ``factory``."""
+        return self.endpoint.listen(self.server_tls.wrap(factory, self.clock))
