@@ -5,6 +5,7 @@ count bytes.  What is left of tproxy's per-request CPU when system calls and
 the reactor are taken away.
 
     python bench/micro_request.py [--profile] [--plugins router,least_conn] [--access-log]
+    python bench/micro_request.py --count -n 2000    # exactly N requests, untimed (callgrind)
 
 ``--access-log`` adds the ``access_log`` plugin with its default settings (the
 configuration of ``etc/conf.json``), its lines going to /dev/null instead of
@@ -114,10 +115,17 @@ def main():
     ap.add_argument("--access-log", action="store_true",
                     help="add access_log (default settings, lines to /dev/null)")
     ap.add_argument("-n", type=int, default=100000)
+    ap.add_argument("--count", action="store_true",
+                    help="run exactly N requests once, untimed (for callgrind: "
+                         "compare two N, see bench/README.md)")
     args = ap.parse_args()
     client, up = build(args.plugins.split(","), args.access_log)
-    for _ in range(2000):
+    for _ in range(200 if args.count else 2000):
         one(client, up)
+    if args.count:
+        for _ in range(args.n):
+            one(client, up)
+        return
     if args.profile:
         import cProfile
         import pstats

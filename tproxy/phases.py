@@ -186,9 +186,24 @@ class Phases(object):
         :return: ``None`` (proceed), a :class:`Response`, or a Deferred of
             either.  Exceptions propagate (synchronously or as a failure).
         """
-        r = _until_response(self._rewrite, ctx, 0)
+        impls = self._rewrite
+        if len(impls) == 1:
+            # the usual case, one every-route rewrite (the router's):
+            # _until_response's loop inlined
+            r = impls[0](ctx)
+            if r is not None and not isinstance(r, Response):
+                d = _awaitable(r)
+                r = None if d is None else d.addCallback(
+                    _resume_until_response, impls, ctx, 1, _is_response)
+        else:
+            r = _until_response(impls, ctx, 0)
         if r is None:
-            return self._after_rewrite(ctx)
+            # (_after_rewrite inlined: once per request; most routes have
+            # no rewrite or access implementation after the router's)
+            if self.by_route:
+                ctx.plugins = self.by_route.get(ctx.route, self.default)
+            impls = ctx.plugins.after_rewrite
+            return _until_response(impls, ctx, 0) if impls else None
         if is_deferred(r):
             return r.addCallback(self._resume_after_rewrite, ctx)
         return r
@@ -210,7 +225,15 @@ class Phases(object):
 
         :return: a Peer, a :class:`Response`, ``None``, or a Deferred of one.
         """
-        return _first_result(ctx.plugins.balancer, ctx, tried, 0)
+        impls = ctx.plugins.balancer
+        if len(impls) == 1:
+            # the usual case, one balancer: _first_result's loop inlined
+            r = impls[0](ctx, tried)
+            if r is None:
+                return None
+            d = _awaitable(r)
+            return r if d is None else d
+        return _first_result(impls, ctx, tried, 0)
 
     def header_filter(self, ctx, head):
         """Run every ``header_filter``; ``None`` or a Deferred."""

@@ -38,6 +38,21 @@ for _status in HTTPStatus:
     _REASONS.setdefault(_status.value, _status.phrase.encode("ascii"))
 
 _RESPONSE_HOP = HOP_BY_HOP
+_JOIN_FIELD = b": ".join
+
+#: what upstream_head does with a response field, by its name as received
+#: (upstreams send the same few names: no lower-casing per field); bounded
+_OTHER, _RESP_HOP, _RESP_LENGTH = 0, 1, 2
+_RESP_KINDS = {}
+_KINDS_MAX = 1024
+
+
+def _response_kind(name):
+    n = name.lower()
+    kind = _RESP_HOP if n in _RESPONSE_HOP else _RESP_LENGTH if n == b"content-length" else _OTHER
+    if len(_RESP_KINDS) < _KINDS_MAX:
+        _RESP_KINDS[name] = kind
+    return kind
 
 
 def reason_for(status):
@@ -384,7 +399,7 @@ class Exchange(object):
             # needs one: the peer's (nginx: $proxy_host)
             raw = raw + [(b"Host", ctx.peer.address.encode("latin-1"))]
         if raw:
-            lines.append(b"\r\n".join([b": ".join(p) for p in raw]))
+            lines.append(b"\r\n".join(map(_JOIN_FIELD, raw)))   # (no frame per head)
             lines.append(b"\r\n")
         lines.append(self.upstream_head_fields)
         lines.append(b"\r\n")
@@ -524,9 +539,13 @@ class Exchange(object):
         named = None
         length = None
         framed = False
+        kinds = _RESP_KINDS
         for pair in fields:   # one pass: hop-by-hop out, the framing noted
-            n = pair[0].lower()
-            if n in _RESPONSE_HOP:
+            kind = kinds.get(pair[0])
+            if kind is None:
+                kind = _response_kind(pair[0])
+            if kind == _RESP_HOP:
+                n = pair[0].lower()
                 if n == b"connection":
                     for t in pair[1].split(b","):
                         t = t.strip().lower()
@@ -539,7 +558,7 @@ class Exchange(object):
                         return self._bad_upstream_head("unknown Transfer-Encoding")
                     framed = True
                 continue
-            if n == b"content-length":
+            if kind == _RESP_LENGTH:
                 length = pair[1]
                 framed = True
             kept.append(pair)
@@ -623,7 +642,7 @@ class Exchange(object):
         raw = head.headers.raw
         lines = [b"HTTP/1.1 %d %s\r\n" % (status, head.reason or reason_for(status))]
         if raw:
-            lines.append(b"\r\n".join([b": ".join(p) for p in raw]))
+            lines.append(b"\r\n".join(map(_JOIN_FIELD, raw)))   # (no frame per head)
             lines.append(b"\r\n")
         if body is not None:
             if status == 204:   # RFC 9110: no Content-Length, no body in a 204
@@ -660,7 +679,13 @@ class Exchange(object):
             # the head is still in header_filter: the body waits for it
             self.filter_chain.addCallback(lambda _: self._send_response_body(data))
             return
-        self._send_response_body(data)
+        # (_send_response_body inlined: once per upstream read)
+        if data:
+            self.ctx.bytes_sent += len(data)
+            if self.response_chunked:
+                self.conn.writeSequence([b"%x\r\n" % len(data), data, b"\r\n"])
+            else:
+                self.conn.write(data)
 
     def upstream_read_done(self):
         """The upstream read being parsed is over (the response goes on):
@@ -725,7 +750,9 @@ class Exchange(object):
                 up.release()
             else:
                 up.abort()
-        self._release_peer()
+        peer, self.peer_held = self.peer_held, None   # (_release_peer inlined)
+        if peer is not None:
+            peer.release()
         if self.ctx.plugins.has_body_filter:
             held, self.held_chunk = self.held_chunk, None
             return self._filter_body(b"" if held is None else held, True)
@@ -813,13 +840,17 @@ class Exchange(object):
             if timer.active():
                 timer.cancel()
             d.cancel()
-        self._close_upstream()
+        if self.upstream is not None or self.peer_held is not None:
+            self._close_upstream()
         # the upstream connection is gone or pooled: it will not report
         # being writable to this exchange again, so it holds no pause
-        self.conn.unpause("upstream")
+        conn = self.conn
+        if conn.paused:
+            conn.unpause("upstream")
         ctx = self.ctx
         ctx.end = self.factory.clock.seconds()
-        self.phases.log(ctx)
+        if ctx.plugins.log:   # (nothing to call without a log plugin)
+            self.phases.log(ctx)
         # no reference cycle left: reference counting frees the request's
         # objects now, not the cyclic collector later
         ctx._exchange = None

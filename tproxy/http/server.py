@@ -175,6 +175,24 @@ _SPECIAL = dict.fromkeys(HOP_BY_HOP, _HOP)
 _SPECIAL.update({b"host": _HOST, b"content-length": _LENGTH,
                  b"x-forwarded-for": _XFF, b"x-real-ip": _REAL_IP,
                  b"expect": _EXPECT, b"x-forwarded-proto": _PROTO})
+_UNDERSCORE = -1     # an ordinary field whose name has an underscore
+
+#: the kind of a field by its name as received (clients send the same few
+#: names on every request: no lower-casing per field); bounded, past that
+#: a name is classified anew each time
+_KINDS = {}
+_KINDS_MAX = 1024
+
+
+def _field_kind(name):
+    """What on_headers_complete does with a field named ``name`` (as received)."""
+    n = name.lower()
+    kind = _SPECIAL.get(n)
+    if kind is None and b"_" in n:
+        kind = _UNDERSCORE
+    if len(_KINDS) < _KINDS_MAX:
+        _KINDS[name] = kind
+    return kind
 
 
 class ProxyProtocol(Protocol):
@@ -446,15 +464,18 @@ class ProxyProtocol(Protocol):
         real_ip = None
         upgrade = None
         hosts = 0
-        special = _SPECIAL
+        kinds = _KINDS
         for pair in self.fields:
-            n = pair[0].lower()
-            kind = special.get(n)
+            kind = kinds.get(pair[0], _field_kind)
+            if kind is _field_kind:   # (not seen yet)
+                kind = _field_kind(pair[0])
             if kind is None:          # most fields: forwarded as they are
-                if b"_" in n and not f.underscores:
-                    continue          # as nginx (underscores_in_headers off)
                 forward.append(pair)
+            elif kind == _UNDERSCORE:
+                if f.underscores:     # else dropped, as nginx
+                    forward.append(pair)    # (underscores_in_headers off)
             elif kind == _HOP:
+                n = pair[0].lower()
                 if n == b"connection":
                     conn_tokens = (conn_tokens or []) + [
                         t.strip().lower() for t in pair[1].split(b",")]

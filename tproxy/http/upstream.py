@@ -136,7 +136,8 @@ class UpstreamProtocol(Protocol):
         self.exchange = None
         # the exchange may have paused reading (client backpressure, a
         # filter); an idle connection must read, to notice a close
-        self.resume_reading()
+        if self.reading_paused:
+            self.resume_reading()
         self.pool._idle(self)
 
     def abort(self):
