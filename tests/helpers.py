@@ -565,6 +565,13 @@ class Proxy(object):
         """Every peer in the registry."""
         return [p for g in self.gateway.registry.groups() for p in g.peers.values()]
 
+    def peer(self, server):
+        """The registry's peer for a test upstream ``server``."""
+        for p in self.peers():
+            if p.port == server.port:
+                return p
+        raise KeyError(server.port)
+
     def active(self):
         """``{port: active}`` of every peer."""
         return {p.port: p.active for p in self.peers()}
@@ -682,6 +689,12 @@ class ProxyTestCase(unittest.TestCase):
         proxy = Proxy(gateway, factory, listener)
         self._proxies.append(proxy)
         return proxy
+
+    def admin(self, proxy):
+        """Listen with ``proxy``'s admin site; its base URL."""
+        listener = reactor.listenTCP(0, proxy.gateway.admin.site(), interface="127.0.0.1")
+        self._listeners.append(listener)
+        return "http://127.0.0.1:%d" % listener.getHost().port
 
     async def connect(self, proxy, keep=True, client=None):
         """A :class:`RawClient` (or ``client``) connected to ``proxy``."""

@@ -11,7 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from tproxy.config import ConfigError
 from tproxy.testing import Harness
 
-from tests.upstreams import Scripted, pieces
+from tests.helpers import ProxyTestCase
 
 UPSTREAMS = {"upstreams": {"default": {"peers": ["127.0.0.1:9001"]},
                            "api": {"peers": ["127.0.0.1:9001"]}}}
@@ -303,34 +303,42 @@ class CacheTests(SynchronousTestCase):
         self.assertIn("plugins[1].settings.key[0]", str(e.exception))
 
 
-class StreamedBodyTests(SynchronousTestCase):
-    """A chunked body that arrives in pieces is counted as it streams."""
+class EndToEndTests(ProxyTestCase):
+    """Over real sockets: a hit never reaches the upstream."""
 
-    def test_streamedBodyPastLimit(self):
+    async def test_hit(self):
+        def cacheable(conn, req):
+            conn.respond(200, "hello %d" % len(up.requests),
+                         [("Cache-Control", "max-age=60")])
+        up = self.upstream(cacheable)
+        proxy = await self.proxy({"default": [up]}, plugins=["router", "cache", "least_conn"])
+        first = await self.get(proxy, "/x")
+        second = await self.get(proxy, "/x")
+        self.assertEqual((first.header("X-Cache"), second.header("X-Cache")), ("MISS", "HIT"))
+        self.assertEqual(second.body, b"hello 1")
+        self.assertEqual(len(up.requests), 1)
+
+    async def test_streamedBodyPastLimit(self):
         """A chunked body longer than max_object_size streams to the client
         whole and is not stored; a short one is."""
-        def chunked(req):
-            body = (b"0123456789abcdef" * 20000)[:300000 if req.uri == "/big" else 1000]
-            return ([b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\n"
-                     b"Transfer-Encoding: chunked\r\n\r\n"]
-                    + [b"%x\r\n%s\r\n" % (len(p), p) for p in pieces(body, 16384)]
-                    + [b"0\r\n\r\n"])
-        up = Scripted(chunked)
-        h = Harness(config=UPSTREAMS, plugins=[
-            "router", {"name": "cache", "settings": {"max_object_size": 100000}},
-            "least_conn"], servers={"127.0.0.1:9001": up})
-        up.clock = h.clock
+        from tests.helpers import BodySource
 
-        def get(path):
-            pending = h.request("GET", path, wait=False)
-            h.advance(1)
-            return pending.result()
+        def chunked(conn, req):
+            size = 300000 if req.uri == "/big" else 1000
+            conn.transport.write(b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\n"
+                                 b"Transfer-Encoding: chunked\r\n\r\n")
+            conn.source = BodySource(conn.transport, size, chunked=True)
+        up = self.upstream(chunked, keep_body=False)
+        proxy = await self.proxy({"default": [up]}, plugins=[
+            "router", {"name": "cache", "settings": {"max_object_size": 100000}},
+            "least_conn"])
         for _ in range(2):
-            big = get("/big")
-            self.assertEqual((big.status, len(big.body), xcache(big)), (200, 300000, "MISS"))
-        self.assertEqual(big.body[:32], b"0123456789abcdef" * 2)
-        small = [get("/small") for _ in range(2)]
-        self.assertEqual([xcache(r) for r in small], ["MISS", "HIT"])
-        self.assertEqual(small[1].body, (b"0123456789abcdef" * 63)[:1000])
+            big = await self.get(proxy, "/big")
+            self.assertEqual((big.status, len(big.body), big.header("X-Cache")),
+                             (200, 300000, "MISS"))
+        self.assertEqual(big.body[:512], BodySource.BLOCK[:512])
+        small = [await self.get(proxy, "/small") for _ in range(2)]
+        self.assertEqual([r.header("X-Cache") for r in small], ["MISS", "HIT"])
+        self.assertEqual(small[1].body, BodySource.BLOCK[:1000])
         self.assertEqual(len(up.requests), 3)
-        self.assertEqual(h.plugin("cache").stats()["entries"], 1)
+        self.assertEqual(proxy.plugin("cache").stats()["entries"], 1)

@@ -1,34 +1,38 @@
 """
 End-to-end tests of the gateway built-ins (``request_id``, ``key_auth``,
-``jwt_auth``, ``ip_restriction``, ``cors``) together, and of the health
-endpoints, through :mod:`tproxy.testing`: the whole proxy, stub upstreams,
-the admin listener over in-memory HTTP; and the shipped ``etc/gateway.json``.
+``jwt_auth``, ``ip_restriction``, ``cors``) and of the health endpoints over
+real loopback sockets: a running proxy, real upstreams, treq as the client;
+and the shipped ``etc/gateway.json`` (through :mod:`tproxy.testing`, as it
+names fixed ports).
 """
 
 import os
 
 import jwt
+import treq
 from twisted.trial.unittest import SynchronousTestCase
 
 from tproxy.config import load_config
 from tproxy.testing import Harness, echo as stub_echo
+
+from tests.helpers import ProxyTestCase
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SECRET = "0123456789abcdef0123456789abcdef"
 APP = "https://app.example.com"
 
 
-API, PARTNER, WEB = "127.0.0.1:9101", "127.0.0.1:9102", "127.0.0.1:9103"
-
-
 def seen(resp):
     """The headers the echoing upstream received: ``{lower-case name: value}``."""
-    return resp.json()["headers"]
+    return dict((n.lower(), v) for n, v in resp.json()["headers"])
 
 
-class GatewayPluginsTests(SynchronousTestCase):
+class GatewayPluginsTests(ProxyTestCase):
 
-    def start(self, **config):
+    async def start(self, **config):
+        self.api = self.upstream()
+        self.partner = self.upstream()
+        self.web = self.upstream()
         plugins = [
             "request_id", "router",
             {"name": "cors", "routes": ["web"], "settings": {"origins": [APP]}},
@@ -41,79 +45,75 @@ class GatewayPluginsTests(SynchronousTestCase):
                 "claims_to_headers": {"scope": "X-Scope"}}},
             "least_conn",
         ]
-        config["upstreams"] = {"api": {"peers": [API]}, "partner": {"peers": [PARTNER]},
-                               "web": {"peers": [WEB]}}
-        return Harness(config=config, plugins=plugins,
-                       servers={API: stub_echo, PARTNER: stub_echo, WEB: stub_echo})
+        return await self.proxy({"api": [self.api], "partner": [self.partner],
+                                 "web": [self.web]}, plugins=plugins, **config)
 
-    def received(self, h, address):
-        return [r for r in h.upstream_requests if r.server == address]
-
-    def test_keyAuthAndRequestId(self):
-        h = self.start()
-        resp = h.request("GET", "/partner/orders?apikey=acme-key-0001&page=2")
+    async def test_keyAuthAndRequestId(self):
+        proxy = await self.start()
+        resp = await self.get(proxy, "/partner/orders?apikey=acme-key-0001&page=2")
         self.assertEqual(resp.status, 200)
         self.assertEqual(resp.json()["uri"], "/orders?page=2")
         headers = seen(resp)
         self.assertEqual(headers["x-consumer-username"], "acme")
-        self.assertEqual(headers["x-request-id"], resp.headers.get("X-Request-ID"))
-        self.assertEqual(h.contexts[-1].request_id, resp.headers.get("X-Request-ID"))
-        denied = h.request("GET", "/partner/orders", headers={"apikey": "wrong-key-01"})
+        self.assertEqual(headers["x-request-id"], resp.header("X-Request-ID"))
+        self.assertEqual(proxy.logged[-1].request_id, resp.header("X-Request-ID"))
+        denied = await self.get(proxy, "/partner/orders", headers={"apikey": "wrong-key-01"})
         self.assertEqual(denied.status, 401)
         self.assertEqual(denied.json(), {"error": "invalid API key"})
-        self.assertTrue(denied.headers.get("X-Request-ID"))
-        self.assertEqual(len(self.received(h, PARTNER)), 1)
+        self.assertTrue(denied.header("X-Request-ID"))
+        self.assertEqual(len(self.partner.requests), 1)
 
-    def test_jwt(self):
-        h = self.start()
-        h.advance(1000000)      # "now" on the fake clock (it starts at 0)
+    async def test_jwt(self):
+        proxy = await self.start()
         token = jwt.encode({"sub": "alice", "scope": "read", "exp": 4102444800},
                            SECRET, algorithm="HS256")
-        resp = h.request("GET", "/api/me", headers={"Authorization": "Bearer " + token})
+        resp = await self.get(proxy, "/api/me", headers={"Authorization": "Bearer " + token})
         self.assertEqual(resp.status, 200)
         headers = seen(resp)
         self.assertNotIn("authorization", headers)
         self.assertEqual((headers["x-consumer-username"], headers["x-scope"]),
                          ("alice", "read"))
         expired = jwt.encode({"exp": 1000}, SECRET, algorithm="HS256")
-        resp = h.request("GET", "/api/me", headers={"Authorization": "Bearer " + expired})
+        resp = await self.get(proxy, "/api/me", headers={"Authorization": "Bearer " + expired})
         self.assertEqual(resp.status, 401)
-        self.assertIn('error="invalid_token"', resp.headers.get("WWW-Authenticate"))
+        self.assertIn('error="invalid_token"', resp.header("WWW-Authenticate"))
         self.assertEqual(resp.json()["reason"], "token expired")
 
-    def test_ipRestrictionFromTrustedProxy(self):
+    async def test_ipRestrictionFromTrustedProxy(self):
         """The loopback client is a trusted proxy naming a denied address."""
-        h = self.start(trusted_proxies=["127.0.0.1"])
-        resp = h.request("GET", "/partner/x", headers={
+        proxy = await self.start(trusted_proxies=["127.0.0.1"])
+        resp = await self.get(proxy, "/partner/x", headers={
             "X-Forwarded-For": "127.0.0.66", "apikey": "acme-key-0001"})
         self.assertEqual((resp.status, resp.json()), (403, {"error": "forbidden"}))
-        resp = h.request("GET", "/partner/x", headers={
+        resp = await self.get(proxy, "/partner/x", headers={
             "X-Forwarded-For": "127.0.0.5", "apikey": "acme-key-0001"})
         self.assertEqual(resp.status, 200)
 
-    def test_cors(self):
-        h = self.start()
-        resp = h.request("OPTIONS", "/web/items", headers={
+    async def test_cors(self):
+        proxy = await self.start()
+        resp = await self.get(proxy, "/web/items", method="OPTIONS", headers={
             "Origin": APP, "Access-Control-Request-Method": "POST"})
         self.assertEqual(resp.status, 204)
-        self.assertEqual(resp.headers.get("Access-Control-Allow-Origin"), APP)
-        self.assertEqual(self.received(h, WEB), [])
-        resp = h.request("GET", "/web/items", headers={"Origin": APP})
-        self.assertEqual((resp.status, resp.headers.get("Access-Control-Allow-Origin"),
-                          resp.headers.get("Vary")), (200, APP, "Origin"))
+        self.assertEqual(resp.header("Access-Control-Allow-Origin"), APP)
+        self.assertEqual(self.web.requests, [])
+        resp = await self.get(proxy, "/web/items", headers={"Origin": APP})
+        self.assertEqual((resp.status, resp.header("Access-Control-Allow-Origin"),
+                          resp.header("Vary")), (200, APP, "Origin"))
 
-    def test_healthOverHTTP(self):
-        h = self.start(admin={"token": "s3cret"})
+    async def test_healthOverHTTP(self):
+        proxy = await self.start(admin={"token": "s3cret"})
+        base = self.admin(proxy)
         for path, status, body in [("/healthz", 200, {"status": "ok"}),
                                    ("/readyz", 200, {"status": "ready"}),
                                    ("/readyz?group=nope", 503, {
                                        "status": "not_ready", "reason": "no live peer",
                                        "groups": ["nope"]}),
                                    ("/upstream/status", 401, None)]:
-            response = h.admin("GET", path)
-            self.assertEqual(response.status, status, path)
+            response = await treq.get(base + path, pool=self.pool)
+            got = await treq.json_content(response)
+            self.assertEqual(response.code, status, path)
             if body is not None:
-                self.assertEqual(response.obj, body)
+                self.assertEqual(got, body)
 
 
 class ShippedConfigTests(SynchronousTestCase):

@@ -1,89 +1,82 @@
 """
-Faults, passive and active health checks together, on the fake clock: a
-backend that dies and comes back, one that answers 503 for a while.  (The
-black-holed backend is ``tests.test_health.PassiveTests.test_timeoutEjects``.)
+Faults on real sockets (loopback): a backend that dies and comes back, one
+that is black-holed, one that answers 503 for a while.  Sockets are the
+subject; the loops are bounded and nothing sleeps.
 """
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.internet import reactor
 
-from tproxy.testing import Harness, echo
-
-A = "127.0.0.1:9001"
-B = "127.0.0.1:9002"
-PLUGINS = ["router", "least_conn", "health_check"]
+from tests.helpers import ProxyTestCase, request, until
 
 
-def harness(servers, **config):
-    config["upstreams"] = {"default": {"peers": [A, B]}}
-    return Harness(config=config, plugins=PLUGINS, servers=servers)
+def _tried(proxy, server):
+    return sum(1 for ctx in proxy.logged for p in ctx.tried if p.port == server.port)
 
 
-def tried(h, address):
-    """How many attempts went to ``address``, over the finished requests."""
-    return sum(1 for ctx in h.contexts for p in ctx.tried if p.address == address)
+class FaultTests(ProxyTestCase):
 
-
-def peer(h, address):
-    [found] = [p for p in h.registry.group("default").peers.values() if p.address == address]
-    return found
-
-
-class FaultTests(SynchronousTestCase):
-
-    def test_backendKilledAndRestarted(self):
+    async def test_backendKilledAndRestarted(self):
         """A backend stops: after one failed attempt no request goes to it,
         none fails; it listens again: the active checks re-admit it (within
         ``interval`` x ``rise``) and it takes requests again."""
-        served = []
-
-        def b(request):
-            served.append(request)
-            return echo(request)
-        h = harness({A: echo, B: b},
-                    health={"active": {"type": "tcp", "interval": 1, "timeout": 1}},
-                    proxy={"upstream_keepalive": 0})
+        a = self.upstream()
+        b = self.upstream()
+        proxy = await self.proxy(
+            {"default": [a, b]}, plugins=["router", "least_conn", "health_check"],
+            health={"active": {"type": "tcp", "interval": 0.05, "timeout": 1}},
+            proxy={"upstream_keepalive": 0})
         for _ in range(4):
-            self.assertEqual(h.request("GET", "/").status, 200)
-        self.assertEqual(len(served), 2)
-        h.set_server(B, None)
-        before = tried(h, B)
-        statuses = [h.request("GET", "/").status for _ in range(20)]
+            self.assertEqual((await self.exchange(proxy, request("GET", "/"))).status, 200)
+        port = b.port
+        await b.close()
+        before = _tried(proxy, b)
+        statuses = [(await self.exchange(proxy, request("GET", "/"))).status
+                    for _ in range(20)]
         self.assertEqual(statuses, [200] * 20)
-        self.assertEqual(tried(h, B) - before, 1)
-        self.assertFalse(peer(h, B).healthy)
-        h.advance(3)
-        self.assertFalse(peer(h, B).healthy)
-        # it comes back
-        h.set_server(B, b)
-        h.advance(2.5)      # interval x rise, well before passive fail_timeout (10)
-        self.assertTrue(peer(h, B).healthy)
+        self.assertEqual(_tried(proxy, b) - before, 1)
+        self.assertFalse(proxy.peer(b).healthy)
+        # it comes back on the same port
+        b.listener = reactor.listenTCP(port, b, interface="127.0.0.1")
+        await until(lambda: proxy.peer(b).healthy, 5.0, message="b re-admitted")
+        served = len(b.requests)
         for _ in range(4):
-            self.assertEqual(h.request("GET", "/").status, 200)
-        self.assertEqual(len(served), 4)
+            self.assertEqual((await self.exchange(proxy, request("GET", "/"))).status, 200)
+        self.assertEqual(len(b.requests) - served, 2)
 
-    def test_503ForAWhile(self):
+    async def test_blackHole(self):
+        """A backend that accepts and never answers: the read timeout bounds
+        the cost (the GET goes on to the other peer), then it is ejected."""
+        a = self.upstream()
+        hole = self.upstream(lambda conn, req: None)
+        proxy = await self.proxy({"default": [hole, a]}, timeouts={"read": 0.3})
+        statuses = [(await self.exchange(proxy, request("GET", "/"))).status
+                    for _ in range(10)]
+        self.assertEqual(statuses, [200] * 10)
+        self.assertEqual(_tried(proxy, hole), 1)
+        self.assertEqual(proxy.peer(hole).health.last_error[1], "timeout")
+
+    async def test_503ForAWhile(self):
         """A backend answering 503 is ejected after ``max_fails`` (2) and the
         other takes the load (``http_503``: clients see no 503); once it
         answers 200 again the active checks re-admit it."""
         busy = [True]
-        calls = []
 
-        def b(request):
-            if request.path == "/x":
-                calls.append(request)
-            return (503 if busy[0] else 200), {}, b"b"
-        h = harness({A: echo, B: b},
-                    health={"passive": {"statuses": [503], "max_fails": 2},
-                            "active": {"path": "/health", "interval": 1, "fall": 100}},
-                    proxy={"next_upstream": ["error", "timeout", "http_503"]})
-        statuses = [h.request("GET", "/x").status for _ in range(20)]
+        def handler(conn, req):
+            conn.respond(503 if busy[0] else 200, b"b")
+        a = self.upstream()
+        b = self.upstream(handler)
+        proxy = await self.proxy(
+            {"default": [a, b]}, plugins=["router", "least_conn", "health_check"],
+            health={"passive": {"statuses": [503], "max_fails": 2},
+                    "active": {"path": "/health", "interval": 0.05, "fall": 100}},
+            proxy={"next_upstream": ["error", "timeout", "http_503"]})
+        statuses = [(await self.exchange(proxy, request("GET", "/x"))).status
+                    for _ in range(20)]
         self.assertEqual(statuses, [200] * 20)
-        self.assertFalse(peer(h, B).healthy)
-        self.assertEqual(len(calls), 2)
-        h.advance(3)
-        self.assertFalse(peer(h, B).healthy)      # still 503 to the checks
+        self.assertFalse(proxy.peer(b).healthy)
+        self.assertEqual(len([r for r in b.requests if r.url == b"/x"]), 2)
         busy[0] = False
-        h.advance(2.5)      # interval x rise, before passive fail_timeout (10)
-        self.assertTrue(peer(h, B).healthy)
-        bodies = [h.request("GET", "/x").body for _ in range(4)]
+        await until(lambda: proxy.peer(b).healthy, 5.0, message="b re-admitted")
+        bodies = [(await self.exchange(proxy, request("GET", "/x"))).body
+                  for _ in range(4)]
         self.assertEqual(bodies.count(b"b"), 2)

@@ -1,6 +1,6 @@
 """
 Tests for :mod:`tproxy.builtins.hmac_auth`: signed requests through
-:mod:`tproxy.testing` on the fake clock.
+:mod:`tproxy.testing` on the fake clock, and once over real sockets.
 """
 
 import base64
@@ -10,6 +10,7 @@ import os
 import time
 from email.utils import formatdate
 
+import treq
 from twisted.trial.unittest import SynchronousTestCase
 
 from tproxy import Request
@@ -18,6 +19,7 @@ from tproxy.config import ConfigError
 from tproxy.http.headers import Headers
 from tproxy.testing import Harness, echo
 
+from tests.helpers import ProxyTestCase
 
 SECRET = "alice-secret-0123456789"
 NOW = 1700000000.0          # Tue, 14 Nov 2023 22:13:20 GMT
@@ -247,3 +249,26 @@ class SettingsTests(SynchronousTestCase):
             with self.assertRaises(ConfigError) as e:
                 harness(**settings)
             self.assertIn(path, str(e.exception))
+
+
+class EndToEndTests(ProxyTestCase):
+    """A signed POST over real sockets."""
+
+    async def test_signedPost(self):
+        up = self.upstream()
+        proxy = await self.proxy({"default": [up]}, plugins=[
+            "router", {"name": "hmac_auth",
+                       "settings": {"consumers": {"alice": {"secret": SECRET}}}},
+            "least_conn"])
+        from twisted.internet import reactor
+        body = b"hello " * 1000
+        headers = signed("POST", "/upload", body, when=reactor.seconds())
+        resp = await self.get(proxy, "/upload", method="POST", data=body,
+                              headers={k: [v] for k, v in headers.items()})
+        self.assertEqual(resp.status, 200, resp.body)
+        self.assertEqual(resp.json()["body_length"], len(body))
+        self.assertEqual(up.requests[0].header("x-consumer-username"), "alice")
+        resp = await self.get(proxy, "/upload", method="POST", data=body + b"!",
+                              headers={k: [v] for k, v in headers.items()})
+        self.assertEqual(resp.status, 401)
+        self.assertEqual(len(up.requests), 1)

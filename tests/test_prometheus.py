@@ -1,8 +1,10 @@
 """
 Tests for :mod:`tproxy.builtins.prometheus`: what ``GET /metrics`` says
-after traffic through :mod:`tproxy.testing` on the fake clock.
+after traffic through :mod:`tproxy.testing` on the fake clock, and once over
+real sockets (the admin listener over HTTP).
 """
 
+import treq
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
@@ -11,6 +13,7 @@ from tproxy.builtins.prometheus import Histogram
 from tproxy.config import ConfigError
 from tproxy.testing import Harness, StreamHarness, StreamServer, UNREACHABLE, echo
 
+from tests.helpers import ProxyTestCase
 
 CONFIG = {"upstreams": {"api": {"peers": ["127.0.0.1:9001", "127.0.0.1:9002"]},
                         "default": {"peers": ["127.0.0.1:9003"]}}}
@@ -210,3 +213,25 @@ class HistogramTests(SynchronousTestCase):
             hist.observe(v)
         self.assertEqual(hist.buckets(), [("0.1", 2), ("1.0", 4), ("+Inf", 5)])
         self.assertEqual(hist.sum, 4.65)
+
+
+class EndToEndTests(ProxyTestCase):
+    """``GET /metrics`` over HTTP on a real admin listener."""
+
+    async def test_scrape(self):
+        up = self.upstream()
+        proxy = await self.proxy({"api": [up]}, plugins=[
+            "router", "least_conn", "prometheus"])
+        self.assertEqual((await self.get(proxy, "/api/x")).status, 200)
+        admin = self.admin(proxy)
+        response = await treq.get(admin + "/metrics", pool=self.pool)
+        text = (await treq.content(response)).decode("utf-8")
+        self.assertEqual(response.code, 200)
+        self.assertEqual(response.headers.getRawHeaders("Content-Type"),
+                         ["text/plain; version=0.0.4; charset=utf-8"])
+        m = samples(text)
+        self.assertEqual(value(m, "tproxy_http_requests_total", group="api", route="",
+                               status_class="2xx"), 1)
+        self.assertEqual(value(m, "tproxy_upstream_peer_requests_total", group="api",
+                               peer=up.address), 1)
+        self.assertIn(("process_open_fds", ()), m)
