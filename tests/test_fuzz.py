@@ -78,8 +78,10 @@ def reference(data):
     out = []
     pos = 0
     while True:
-        while data[pos:pos + 2] == b"\r\n" or data[pos:pos + 1] in (b"\n", b"\r"):
+        while data[pos:pos + 2] == b"\r\n" or data[pos:pos + 1] == b"\n":
             pos += 2 if data[pos:pos + 2] == b"\r\n" else 1   # empty lines, as nginx
+        if data[pos:pos + 1] == b"\r" and pos + 1 < len(data):
+            return out, "invalid"   # a bare CR (nginx skips it)
         if pos >= len(data):
             return out, None
         try:
@@ -249,7 +251,7 @@ def requests(draw):
     if defect == "bare_lf":
         i = head.find(b"\r\n")
         head = head[:i] + head[i + 1:]
-    lead = draw(st.sampled_from([b"", b"", b"", b"\r\n"]))
+    lead = draw(st.sampled_from([b"", b"", b"", b"\r\n", b"\n"]))
     return lead + head + encoded, defect, len(body)
 
 

@@ -76,7 +76,8 @@ from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
-from tproxy.http.parsing import HttpParserError, HttpParserUpgrade, HttpRequestParser
+from tproxy.http.parsing import (HttpParserError, HttpParserUpgrade, HttpRequestParser,
+                                 bare_cr_first)
 
 __all__ = ["AdminFactory", "AdminRequest", "AdminResponse", "AdminRoutes", "DuplicateRoute",
            "MAX_BODY_SIZE", "MAX_LINE_SIZE", "MAX_HEADER_SIZE", "IDLE_TIMEOUT"]
@@ -669,6 +670,10 @@ class _AdminProtocol(Protocol):
         if self.timer is not None and self.timer.active():
             self.timer.reset(IDLE_TIMEOUT)
         heads = self.heads
+        if (data and data[0] <= 13 and not self.in_body and not self.head_bytes
+                and bare_cr_first(data)):
+            self._refuse(400, "bare CR before the request line")
+            return
         try:
             self.parser.feed_data(data)
         except _Refused as e:

@@ -24,5 +24,22 @@ if _choice == "python":
         HttpRequestParser, HttpResponseParser)
     NAME = "python"
 
-__all__ = ["HttpParserError", "HttpParserInvalidMethodError", "HttpParserUpgrade",
+
+
+def bare_cr_first(data):
+    """
+    Whether the CR and LF bytes that start ``data`` (read before a request
+    line) hold a bare CR, one not followed by LF: invalid (RFC 9112 2.2),
+    where empty lines (CRLF, or a bare LF) are skipped.  llhttp skips CRs
+    there too, so a server checks the first bytes of a message with this
+    before feeding them (tproxy's own parser refuses them itself).
+    """
+    rest = data.lstrip(b"\r\n")
+    lead = data[:len(data) - len(rest)]
+    if not rest and lead[-1:] == b"\r":
+        lead = lead[:-1]    # its LF may come next
+    return b"\r" in lead.replace(b"\r\n", b"")
+
+
+__all__ = ["bare_cr_first", "HttpParserError", "HttpParserInvalidMethodError", "HttpParserUpgrade",
            "HttpRequestParser", "HttpResponseParser", "NAME"]

@@ -143,7 +143,7 @@ _F_TE = 512
 
 # -- states -----------------------------------------------------------------
 
-_START = 0        # before a message: CR and LF are skipped
+_START = 0        # before a message: CRLF and LF are skipped (a bare CR: 400)
 _HEAD = 1         # in the start line or the header fields
 _BODY = 2         # Content-Length body, self._remaining bytes to go
 _CHUNK_SIZE = 3   # expecting a chunk-size line
@@ -375,7 +375,17 @@ class _HttpParser(object):
 
             elif state == _START:
                 c = data[pos]
-                if c == 13 or c == 10:
+                if c == 10:
+                    pos += 1
+                    continue
+                if c == 13:
+                    # empty lines (CRLF, or a bare LF) before a message are
+                    # skipped (RFC 9112 2.2); a bare CR is invalid there
+                    if pos + 1 == n:
+                        self._stash(data, pos, _START)   # its LF may come next
+                        return -1
+                    if data[pos + 1] != 10 and self._is_request:
+                        _fail("Bare CR before the request line")
                     pos += 1
                     continue
                 state = _HEAD
@@ -516,7 +526,7 @@ class _HttpParser(object):
                 _fail("Chunk size line too long")
             self._scan = n
             return False
-        # _CHUNK_CRLF
+        # _CHUNK_CRLF, or _START with a CR (both wait for the byte after it)
         if n >= 2:
             return True
         if buf[0] != 13:

@@ -22,7 +22,7 @@ from tproxy.context import Request, RequestContext, Response
 from tproxy.http.exchange import Exchange
 from tproxy.http.headers import HOP_BY_HOP, Headers
 from tproxy.http.parsing import (HttpParserError, HttpParserInvalidMethodError,
-                                 HttpParserUpgrade, HttpRequestParser)
+                                 HttpParserUpgrade, HttpRequestParser, bare_cr_first)
 from tproxy.http.tunnel import UpgradeExchange, UpgradeRequestContext, upgrade_offer
 from tproxy.http.refusals import (METHOD_TOKEN, BadRequest, BadRequestReply, Closing,
                                   Stopped, error_response, normalize_path)
@@ -340,6 +340,11 @@ class ProxyProtocol(Protocol):
         if self.reading is not None:
             # a body is being read: it makes progress (client_body_timeout)
             self.body_since = self.factory.clock.seconds()
+        if (data and data[0] <= 13 and self.reading is None and not self.head_bytes
+                and bare_cr_first(data)):
+            # llhttp would skip it: nothing before a request line but empty lines
+            self._bad_request(400, "bare CR before the request line")
+            return
         try:
             self.parser.feed_data(data)
         except BadRequest as e:
