@@ -8,9 +8,6 @@ real ``twistd`` process sent ``SIGHUP``.
 import json
 import os
 import signal
-import subprocess
-import sys
-import threading
 from types import SimpleNamespace
 
 from twisted.internet import reactor
@@ -29,7 +26,7 @@ from tproxy.testing import Harness
 from tests.helpers import LOG_RECORDER, delayed, request, until
 from tests.proxy_plugins import Generation
 from tests.test_shutdown import LOCAL, ShutdownTestCase
-from tests.test_tap import ROOT, TWISTD, local, write_json
+from tests.test_tap import TwistdProcess, local, write_json
 
 GENERATION = "tests.proxy_plugins:Generation"
 
@@ -288,40 +285,19 @@ class SighupTests(TestCase):
         cwd = os.path.abspath(self.mktemp())
         os.makedirs(cwd)
         conf = write_json(self, local(plugins=["router"]))
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            [ROOT] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-        proc = subprocess.Popen(
-            [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "tproxy", "-c", conf],
-            cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT)
-        watchdog = threading.Timer(60, proc.kill)  # a hung process fails the test
-        watchdog.start()
-        self.addCleanup(watchdog.cancel)
-        output = []
-
-        def read_until(text):
-            for line in iter(proc.stdout.readline, b""):
-                output.append(line.decode("utf-8", "replace"))
-                if text in output[-1]:
-                    return
-            self.fail("no {!r} in the output:\n{}".format(text, "".join(output)))
-        try:
-            read_until("admin API listening")
-            with open(conf, "w") as f:
-                json.dump(local(plugins=["registry", "router"]), f)
-            proc.send_signal(signal.SIGHUP)
-            read_until("reloaded: plugins router -> registry, router")
-            with open(conf, "w") as f:
-                f.write('{"listen": 1}')
-            proc.send_signal(signal.SIGHUP)
-            read_until("reload refused, the running configuration is kept")
-            self.assertIn(": listen: expected a string", output[-1])
-            self.assertIsNone(proc.poll())
-        finally:
-            proc.terminate()
-            proc.communicate()
-        self.assertIn(proc.returncode, (0, -signal.SIGTERM), "".join(output))
+        proc = TwistdProcess(self, conf, cwd)
+        proc.read_until("admin API listening")
+        with open(conf, "w") as f:
+            json.dump(local(plugins=["registry", "router"]), f)
+        proc.send_signal(signal.SIGHUP)
+        proc.read_until("reloaded: plugins router -> registry, router")
+        with open(conf, "w") as f:
+            f.write('{"listen": 1}')
+        proc.send_signal(signal.SIGHUP)
+        line = proc.read_until("reload refused, the running configuration is kept")
+        self.assertIn(": listen: expected a string", line)
+        self.assertTrue(proc.running())
+        proc.assertStopsCleanly()
 
 
 class HarnessReloadTests(TestCase):

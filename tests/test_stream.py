@@ -31,6 +31,8 @@ from tproxy.stream import StreamContext, StreamFactory
 from tproxy.stream.pipe import PENDING_LIMIT
 from tproxy.testing import UNREACHABLE, StreamHarness, StreamServer
 
+from tests.helpers import turns, until
+
 RECORDER = "tests.test_stream:Recorder"
 
 MiB = 1024 * 1024
@@ -52,26 +54,6 @@ def digest(size):
     for b in pattern(size):
         h.update(b)
     return h.hexdigest()
-
-
-async def turns(n=20):
-    """
-    Let the reactor run ``n`` iterations, each polling the sockets: what a
-    paused side would read or write if it were not paused moves meanwhile.
-    A count of iterations, not a time: the same on a loaded machine.
-    """
-    for _ in range(n):
-        await task.deferLater(reactor, 0, lambda: None)
-
-
-async def until(predicate, timeout=5.0, message=None):
-    """Wait until ``predicate()`` is true, checking at every reactor
-    iteration (socket events); fail after ``timeout``."""
-    deadline = reactor.seconds() + timeout
-    while not predicate():
-        if reactor.seconds() > deadline:
-            raise AssertionError("timed out waiting for %s" % (message or predicate,))
-        await task.deferLater(reactor, 0.001, lambda: None)
 
 
 def reset(transport):

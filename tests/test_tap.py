@@ -6,9 +6,11 @@ wiring, and what a user sees when startup fails.
 import io
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 
 import treq
 from twisted.internet import reactor
@@ -357,13 +359,59 @@ class CommandLineTests(TestCase):
         self.assertIn("fast paths: reactor twisted.internet.", output)
 
 
+class TwistdProcess(object):
+    """
+    A real ``twistd -n tproxy -c conf`` (from the source tree), its output
+    read line by line; killed after 60 s (a hung process fails the test)
+    and terminated in ``case``'s cleanup.
+    """
+
+    def __init__(self, case, conf, cwd):
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            [ROOT] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+        self.case = case
+        self.output = []
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "tproxy", "-c", conf],
+            cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT)
+        watchdog = threading.Timer(60, self.proc.kill)
+        watchdog.start()
+        case.addCleanup(watchdog.cancel)
+        case.addCleanup(self.stop)
+
+    def read_until(self, text):
+        """Read lines until one contains ``text`` (fail at the end of the output)."""
+        for line in iter(self.proc.stdout.readline, b""):
+            self.output.append(line.decode("utf-8", "replace"))
+            if text in self.output[-1]:
+                return self.output[-1]
+        self.case.fail("no {!r} in the output:\n{}".format(text, "".join(self.output)))
+
+    def send_signal(self, signum):
+        self.proc.send_signal(signum)
+
+    def running(self):
+        return self.proc.poll() is None
+
+    def stop(self):
+        if self.proc.returncode is None:
+            self.proc.terminate()
+            self.proc.communicate()
+        return self.proc.returncode
+
+    def assertStopsCleanly(self):
+        """``SIGTERM`` ends it cleanly (twistd ends by re-raising the signal
+        that stopped it)."""
+        self.case.assertIn(self.stop(), (0, -signal.SIGTERM), "".join(self.output))
+
+
 class ReopenSignalTests(TestCase):
     """``SIGUSR1`` reopens the access log's file (for logrotate), in a real
     ``twistd``; services made for tests install no signal handler."""
 
     def test_sigusr1(self):
-        import signal
-        import threading
         if not hasattr(signal, "SIGUSR1"):
             raise self.skipTest("no SIGUSR1 here")
         cwd = os.path.abspath(self.mktemp())
@@ -371,36 +419,14 @@ class ReopenSignalTests(TestCase):
         path = os.path.join(cwd, "access.log")
         conf = write_json(self, local(plugins=[
             "registry", {"name": "access_log", "settings": {"path": path}}]))
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            [ROOT] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-        proc = subprocess.Popen(
-            [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "tproxy", "-c", conf],
-            cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT)
-        watchdog = threading.Timer(60, proc.kill)  # a hung process fails the test
-        watchdog.start()
-        self.addCleanup(watchdog.cancel)
-        output = []
-
-        def read_until(text):
-            for line in iter(proc.stdout.readline, b""):
-                output.append(line.decode("utf-8", "replace"))
-                if text in output[-1]:
-                    return
-            self.fail("no {!r} in the output:\n{}".format(text, "".join(output)))
-        try:
-            read_until("admin API listening")
-            self.assertTrue(os.path.exists(path))
-            os.rename(path, path + ".1")
-            proc.send_signal(signal.SIGUSR1)
-            read_until("access_log: reopened")
-            self.assertTrue(os.path.exists(path))
-        finally:
-            proc.terminate()
-            proc.communicate()
-        # twistd ends by re-raising the signal that stopped it
-        self.assertIn(proc.returncode, (0, -signal.SIGTERM), "".join(output))
+        proc = TwistdProcess(self, conf, cwd)
+        proc.read_until("admin API listening")
+        self.assertTrue(os.path.exists(path))
+        os.rename(path, path + ".1")
+        proc.send_signal(signal.SIGUSR1)
+        proc.read_until("access_log: reopened")
+        self.assertTrue(os.path.exists(path))
+        proc.assertStopsCleanly()
 
     def test_notInTests(self):
         """A service given a reactor (tests) leaves the signals alone."""

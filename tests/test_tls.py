@@ -12,6 +12,7 @@ import os
 import shutil
 import socket
 import ssl
+import threading
 from types import SimpleNamespace
 
 from cryptography import x509
@@ -276,21 +277,18 @@ class TerminationTests(TLSTestCase):
         """install_fast_write leaves a TLS transport alone."""
         await self.start({"tls": self.ca.pair("api.test")})
         proxy = self.service.listeners[0][2]
-        seen = []
+        seen = threading.Event()
         d = threads.deferToThread(self._hold, self.ports[0], seen)
         await until(lambda: proxy.open_connections == 1)
         [p] = proxy.connections
         self.assertFalse(install_fast_write(p.transport))
-        seen.append("done")
+        seen.set()
         await d
 
     def _hold(self, port, seen):
         sock = socket.create_connection(("127.0.0.1", port), timeout=10)
         tls = client_context(self.ca).wrap_socket(sock, server_hostname="api.test")
-        import time
-        deadline = time.monotonic() + 10
-        while not seen and time.monotonic() < deadline:
-            time.sleep(0.01)   # a client thread waiting for the test (not the reactor)
+        seen.wait(10)   # a client thread waiting for the test (not the reactor)
         tls.close()
 
     async def test_streamTLS(self):

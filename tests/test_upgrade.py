@@ -13,7 +13,6 @@ import threading
 
 from twisted.internet import reactor
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -22,7 +21,7 @@ from tproxy.context import Response
 from tproxy.http.tunnel import upgrade_offer
 from tproxy.testing import Harness
 
-from tests.helpers import ProxyTestCase, until
+from tests.helpers import ProxyTestCase, turns, until
 
 try:
     import websockets
@@ -537,7 +536,7 @@ class WebSocketTests(ProxyTestCase):
         await until(lambda: tunnel.upstream_reader.paused,
                     message="the proxy to pause the upstream")
         await until(lambda: sources[0].paused, message="the source to pause")
-        await deferLater(reactor, 0.05, lambda: None)
+        await turns()   # reactor iterations in which a paused side could still move
         self.assertTrue(tunnel.upstream_reader.paused)
         up = tunnel.upstream.transport
         self.assertNotIn(up, reactor.getReaders())   # the proxy stopped reading it
