@@ -22,7 +22,7 @@ from tproxy.http.headers import Headers
 from tproxy.http.server import ProxyFactory
 from tproxy.testing._network import (UNREACHABLE, RequestPending, _Network,
                                       _address, _log, _text)
-from tproxy.testing.stream import _TCPPump, _TCPTransport
+from tproxy.testing.stream import _ConnectionEnd, _TCPPump, _TCPTransport
 
 
 #: The address the harness's clients connect to (what the proxy's
@@ -370,7 +370,7 @@ class PendingRequest(object):
 
 
 @implementer(IHalfCloseableProtocol)
-class ClientConnection(_Client):
+class ClientConnection(_ConnectionEnd, _Client):
     """
     A client connection of a :class:`Harness` (:meth:`Harness.connect`) that
     stays open: several requests on it (keep-alive), requests pipelined
@@ -518,14 +518,6 @@ class ClientConnection(_Client):
         raise RequestPending(
             "{} {}: no complete response yet (clock at {}s): advance the harness's "
             "clock".format(method, uri, self._harness.clock.seconds()))
-
-    def close(self):
-        """Close this end (after the bytes sent)."""
-        self._act(self.transport.loseConnection)
-
-    def abort(self):
-        """Reset the connection (a client going away)."""
-        self._act(self.transport.abortConnection)
 
     def __repr__(self):
         return "<ClientConnection responses={} closed={}>".format(

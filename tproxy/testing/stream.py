@@ -140,8 +140,27 @@ class _TCPPump(iosim.IOPump):
         return False
 
 
+class _ConnectionEnd(object):
+    """
+    What a test does to its end of an in-memory TCP connection; ``_act``
+    runs it and moves the bytes that follow.
+    """
+
+    def half_close(self):
+        """Send a FIN (``shutdown(SHUT_WR)``): no more bytes from this end."""
+        self._act(self.transport.loseWriteConnection)
+
+    def close(self):
+        """Close: what was sent is delivered, then a FIN; this end is gone."""
+        self._act(self.transport.loseConnection)
+
+    def abort(self):
+        """Reset the connection: unsent bytes are dropped (a client going away)."""
+        self._act(self.transport.abortConnection)
+
+
 @implementer(IHalfCloseableProtocol)
-class StreamConnection(Protocol):
+class StreamConnection(_ConnectionEnd, Protocol):
     """
     One end of a TCP connection of a :class:`StreamHarness`: a client of the
     listener (:meth:`StreamHarness.connect`) or a stub server's end of an
@@ -232,18 +251,6 @@ class StreamConnection(Protocol):
     def send(self, data):
         """Send ``data`` (``bytes``) to the other end."""
         self._act(lambda: self.transport.write(data))
-
-    def half_close(self):
-        """Send a FIN (``shutdown(SHUT_WR)``): no more bytes from this end."""
-        self._act(self.transport.loseWriteConnection)
-
-    def close(self):
-        """Close: what was sent is delivered, then a FIN; this end is gone."""
-        self._act(self.transport.loseConnection)
-
-    def abort(self):
-        """Reset the connection: unsent bytes are dropped."""
-        self._act(self.transport.abortConnection)
 
     def __repr__(self):
         return "<StreamConnection received={} eof={} closed={} reset={}>".format(
