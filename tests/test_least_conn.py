@@ -91,7 +91,7 @@ class LeastConnTests(_Picking, SynchronousTestCase):
         self.registry.register("api", "10.0.0.1", 2)
         self.assertEqual(self.held(10), {1: 5, 2: 5})
         self.registry.register("api", "10.0.0.1", 2, weight=4)
-        # 2 now scores (5+1)/4 = 1.5 < 6: it takes 15 more before 1 gets one
+        # 2 now scores 5/4 < 5: it takes 15 more before 1 gets one
         self.assertEqual(self.held(15), {2: 15})
 
     def test_tiesRotate(self):
@@ -108,6 +108,33 @@ class LeastConnTests(_Picking, SynchronousTestCase):
         for port in range(1, 5):
             self.registry.register("api", "10.0.0.1", port, weight=5)
         self.assertEqual(set(self.cycled(400).values()), {100})
+
+    def test_tiesShareByWeight(self):
+        """Requests one after another (every peer at 0 in flight) are
+        shared by weight, as nginx's weighted round-robin breaks ties: not
+        all to the heaviest peer."""
+        for port, weight in ((1, 3), (2, 2), (3, 1)):
+            self.registry.register("api", "10.0.0.1", port, weight=weight)
+        self.assertEqual(self.cycled(600), {1: 300, 2: 200, 3: 100})
+        # and smoothly: every 6 requests in a row hold each peer's share
+        self.assertEqual(self.cycled(6), {1: 3, 2: 2, 3: 1})
+
+    def test_tiesShareBySlowStartRamp(self):
+        """A peer warming up (``ramp`` below 1) takes its reduced share of
+        sequential requests."""
+        a, _ = self.registry.register("api", "10.0.0.1", 1)
+        b, _ = self.registry.register("api", "10.0.0.1", 2)
+        b.ramp = 0.25
+        b.notify_changed()
+        self.assertEqual(self.cycled(500), {1: 400, 2: 100})
+
+    def test_idlePeerTakesItsShareNotABurst(self):
+        """A peer that sat out (busy, or new) is not given every request
+        until its turns catch up with the others'."""
+        a, _ = self.registry.register("api", "10.0.0.1", 1)
+        self.cycled(1000)
+        b, _ = self.registry.register("api", "10.0.0.1", 2)
+        self.assertEqual(self.cycled(10), {1: 5, 2: 5})
 
     def test_concurrentSpread(self):
         """Held requests spread evenly and all counts return to 0."""
@@ -133,7 +160,7 @@ class LeastConnTests(_Picking, SynchronousTestCase):
         self.assertEqual({first, second, third}, {a, b, c})
         self.assertIsNone(self.pick(tried=(a, b, c)))
         self.assertIs(self.pick(), first)
-        self.assertEqual(len(self.index().score_of), 3)
+        self.assertEqual(len(self.index().entry_of), 3)
 
     def test_expiredSkipped(self):
         """A peer past its TTL is never chosen, and leaves the index."""
@@ -142,7 +169,7 @@ class LeastConnTests(_Picking, SynchronousTestCase):
         b, _ = self.registry.register("api", "10.0.0.1", 2)
         self.clock.advance(31)  # a expired (not yet removed), b live until 90
         self.assertEqual(self.cycled(10), {2: 10})
-        self.assertNotIn(a, self.index().score_of)
+        self.assertNotIn(a, self.index().entry_of)
         self.assertIsNone(self.pick(tried=(b,)))
         # registering again after expiry makes a new peer, chosen again
         a2, created = self.registry.register("api", "10.0.0.1", 1)
@@ -160,7 +187,7 @@ class LeastConnTests(_Picking, SynchronousTestCase):
         self.assertEqual(self.cycled(3), {2: 3})
         a.release()
         a.release()
-        self.assertNotIn(a, self.index().score_of)
+        self.assertNotIn(a, self.index().entry_of)
         self.assertEqual(self.cycled(3), {2: 3})
 
     def test_allExpired(self):
@@ -171,7 +198,7 @@ class LeastConnTests(_Picking, SynchronousTestCase):
         index = self.index()
         self.clock.advance(61)
         self.assertIsNone(self.pick())
-        self.assertEqual((index.score_of, index.buckets), ({}, {}))
+        self.assertEqual((index.entry_of, index.passes), ({}, {}))
         self.registry.expire()
         self.assertIsNone(self.registry.group("api"))
         self.assertIsNone(self.pick())
@@ -199,7 +226,7 @@ class LeastConnTests(_Picking, SynchronousTestCase):
         self.assertEqual(self.cycled(5), {2: 5})
         a.release()
         a.release()
-        self.assertNotIn(a, self.index().score_of)
+        self.assertNotIn(a, self.index().entry_of)
         self.assertEqual(self.cycled(5), {2: 5})
         # the same address registered again is a new peer, chosen again
         self.registry.register("api", "10.0.0.1", 1)
@@ -230,7 +257,7 @@ class LeastConnTests(_Picking, SynchronousTestCase):
         self.assertEqual(seen, {1, 2})
 
     def test_indexStaysSmall(self):
-        """Scores seen once do not pile up under many acquire/release pairs."""
+        """Stale entries do not pile up under many acquire/release pairs."""
         peers = [self.registry.register("api", "10.0.0.1", p, weight=p)[0]
                  for p in range(1, 6)]
         self.pick()
@@ -240,22 +267,18 @@ class LeastConnTests(_Picking, SynchronousTestCase):
             if i % 3 == 0 or peer.active > 500:
                 peer.release()
         index = self.index()
-        self.assertEqual(sum(map(len, index.buckets.values())), 5)
-        self.assertEqual(len(index.score_of), 5)
-        # (emptied buckets are swept beyond 4 * peers + 16; stale scores
-        # <= 2 * buckets + 8 when one is added)
-        self.assertLessEqual(len(index.buckets), 4 * len(peers) + 17)
-        self.assertLessEqual(len(index.scores), 2 * (4 * len(peers) + 17) + 9)
-        self.assertEqual(index.queued, set(index.scores))
-        self.assertLessEqual(set(index.buckets), index.queued)
+        self.assertEqual(set(index.entry_of), set(peers))
+        self.assertEqual(set(index.passes), set(peers))
+        # (the heap is rebuilt beyond 2 * peers + 16 entries)
+        self.assertLessEqual(len(index.heap), 2 * len(peers) + 17)
+        self.assertLessEqual(set(index.entry_of.values()), set(index.heap))
         # the scores are current: the least loaded peer comes first
-        best = min(peers, key=lambda p: (p.active + 1) / p.weight)
+        best = min(peers, key=lambda p: p.active / p.weight)
         self.assertIs(self.pick(), best)
         for peer in peers:
             while peer.active:
                 peer.release()
-        self.assertEqual({s for s, b in index.buckets.items() if b},
-                         {1 / p.weight for p in peers})
+        self.assertEqual({e[0] for e in index.entry_of.values()}, {0.0})
 
     def test_skipWholeBucket(self):
         """When every peer of the lowest score was tried, the next score is used."""
@@ -265,7 +288,7 @@ class LeastConnTests(_Picking, SynchronousTestCase):
         c.acquire()
         self.assertIs(self.pick(tried=(a, b)), c)
         self.assertIn(self.pick(), (a, b))
-        self.assertEqual(sorted(self.index().scores), [1.0, 2.0])
+        self.assertEqual(sorted(e[0] for e in self.index().heap), [0.0, 0.0, 1.0])
 
     def test_throughPhases(self):
         """Registered in a plugin manager, it answers the ``balancer`` phase."""
@@ -320,6 +343,9 @@ class SmallGroupTests(_Picking, SynchronousTestCase):
     test_weightChange = LeastConnTests.test_weightChange
     test_tiesRotate = LeastConnTests.test_tiesRotate
     test_tiesRotateWeighted = LeastConnTests.test_tiesRotateWeighted
+    test_tiesShareByWeight = LeastConnTests.test_tiesShareByWeight
+    test_tiesShareBySlowStartRamp = LeastConnTests.test_tiesShareBySlowStartRamp
+    test_idlePeerTakesItsShareNotABurst = LeastConnTests.test_idlePeerTakesItsShareNotABurst
     test_concurrentSpread = LeastConnTests.test_concurrentSpread
     test_noRouteOrGroup = LeastConnTests.test_noRouteOrGroup
     test_peerAddedWhileRunning = LeastConnTests.test_peerAddedWhileRunning
@@ -354,5 +380,5 @@ class SmallGroupTests(_Picking, SynchronousTestCase):
         self.cycled(4)
         self.registry.deregister("api", "10.0.0.1", 1)
         state = self.registry.group("api").state[self.plugin._key]
-        self.assertEqual(set(state.changed), {b})
+        self.assertEqual(set(state.passes), {b})
         self.assertEqual(self.cycled(3), {2: 3})

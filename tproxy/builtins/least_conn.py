@@ -2,65 +2,70 @@
 """
 The built-in ``least_conn`` plugin: choose, in the request's group
 (``ctx.route``), the live peer with the fewest requests in flight relative to
-its weight, the smallest ``(active + 1) / weight``.  Peers with equal scores
-take turns, so equal peers share the load evenly.
+its weight, the smallest ``active / weight`` (nginx's ``least_conn``).  Peers
+with equal scores share by weight: each peer has a *pass* that grows by
+``1 / weight`` with every request it is given, and among equal scores the
+smallest pass wins (stride scheduling, the weighted round-robin nginx uses to
+break ties).  So with requests one after another (every peer at 0 in
+flight) peers of weights 3, 2 and 1 take 3, 2 and 1 of every 6, and equal
+peers take turns.
+
+A pass is kept from falling behind: a peer given a request starts from the
+pass of the last request given out if its own is lower, so a peer that sat
+out (busy, ejected, newly registered) takes its share from then on, not a
+burst to catch up.
 
 How it stays flat at 10,000 peers
 ---------------------------------
 Each group's index (in ``group.state``, under a key of this plugin instance)
-holds the peers in *buckets*: ``{score: OrderedDict of peers}``, each bucket
-in the order its peers last changed, and a small heap of the distinct scores.
-The plugin follows the registry as an
+is a heap of ``(score, pass, seq, peer)`` entries, one current entry per
+peer.  The plugin follows the registry as an
 :class:`tproxy.registry.IRegistryListener`: when a peer's count or weight
 changes (``peer_changed``, fired by ``Peer.acquire``/``release``, which tproxy
-calls, never this plugin), the peer moves to the *end* of its new score's
-bucket, in O(1).  A pick takes the *first* peer of the lowest bucket: among
-equal scores the peer that changed longest ago, which is the rotation.
+calls, never this plugin), a new entry is pushed and the peer's old one goes
+stale (it is skipped and dropped when it reaches the top); a pick takes the
+top current entry.  Both cost O(log n) in C (``heapq``) and a few dictionary
+operations in Python, never a scan of the peers; the heap is rebuilt from the
+current entries once stale ones outnumber them twice, so it stays small
+however many requests pass.
 
-So a change costs O(1) and a pick O(1), plus O(log k) when a score appears
-or disappears, ``k`` being the number of distinct scores (a few: the
-distinct ``(active, weight)`` pairs in use), never the number of peers.  The
-score heap is rebuilt once its stale scores outnumber twice the live ones,
-so it stays small however many requests pass.
+Small groups (up to :attr:`Plugin.small_group` peers, 8) have no heap: each
+pick looks at every peer and takes the smallest ``(score, pass)``, which costs
+less per request than keeping a heap for a few peers.  A group that grows
+past that size is indexed from then on.
 
-Small groups (up to :attr:`Plugin.small_group` peers, 8) have no index:
-each pick looks at every peer, and among equal scores takes the one whose
-count changed longest ago (the order the buckets keep), which costs less per
-request than moving a peer between buckets twice.  A group that grows past
-that size is indexed from then on.
-
-Peers in ``tried`` are skipped (the next bucket is looked at when a whole
-bucket was tried).  An expired peer (TTL passed, not yet removed by the
-registry's cleanup) is dropped from the index when a pick meets it: expiry
-is final for a :class:`~tproxy.registry.Peer` (``IRegistry.register`` makes
-a new peer, announced by ``peer_added``, for a registration that had
-expired), and the late ``peer_changed`` of a dropped or removed peer (its
-last request ending) is ignored.
+Peers in ``tried`` are skipped.  An expired peer (TTL passed, not yet removed
+by the registry's cleanup) is dropped from the index when a pick meets it:
+expiry is final for a :class:`~tproxy.registry.Peer`
+(``IRegistry.register`` makes a new peer, announced by ``peer_added``, for a
+registration that had expired), and the late ``peer_changed`` of a dropped or
+removed peer (its last request ending) is ignored.
 
 Health
 ------
-Only healthy peers (:mod:`tproxy.health`) are in the buckets: the plugin
+Only healthy peers (:mod:`tproxy.health`) are in the heap: the plugin
 follows the gateway's health state as an
 :class:`tproxy.health.IHealthListener`, so an ejected peer leaves the index
 (to the group's ``down`` list, in the order of their ejections) and a
-re-admitted one comes back, each in O(1); a pick never meets an unhealthy
-peer.  When no healthy peer is left to try, ``health.when_all_down`` decides:
-``"try_all"`` takes the unhealthy peer tried longest ago (as nginx tries
-its peers again when all are down), once per request, ``"503"`` answers
-``503 {"error": "no healthy upstream"}``.
+re-admitted one comes back, each in O(log n); a pick never meets an
+unhealthy peer.  When no healthy peer is left to try,
+``health.when_all_down`` decides: ``"try_all"`` takes the unhealthy peer
+tried longest ago (as nginx tries its peers again when all are down), once
+per request, ``"503"`` answers ``503 {"error": "no healthy upstream"}``.
 
-A peer with ``max_conns`` leaves the buckets (for the index's ``full``
-set) when a request brings it to its limit and comes back when one ends,
-in O(1): a full peer is never picked; when every candidate is full the
-answer is ``503 {"error": "all upstreams busy"}`` (tproxy does not queue
-requests: a client retries sooner than a queue would drain).
+A peer with ``max_conns`` leaves the heap (for the index's ``full`` set)
+when a request brings it to its limit and comes back when one ends: a full
+peer is never picked; when every candidate is full the answer is
+``503 {"error": "all upstreams busy"}`` (tproxy does not queue requests: a
+client retries sooner than a queue would drain).
 
 A peer warming up (``health.slow_start``) counts with ``weight * ramp``:
-its score is higher, so it takes a smaller share until ``ramp`` reaches 1
-(each step re-scores it through ``peer_changed``).
+its score is higher and its pass grows faster, so it takes a smaller share
+until ``ramp`` reaches 1 (each step re-scores it through ``peer_changed``).
 
-The balancer only chooses: it returns ``None`` when the group has no live
-peer left to try (tproxy then answers ``503``).
+The balancer only chooses (a pick changes nothing; the request's
+``acquire`` does): it returns ``None`` when the group has no live peer left
+to try (tproxy then answers ``503``).
 """
 
 import heapq
@@ -78,49 +83,65 @@ _attachments = itertools.count()
 
 class _Index(object):
     """
-    One group's peers, by score.
+    One group's peers, in a heap by ``(score, pass)``.
 
-    :ivar buckets: ``{score: OrderedDict(peer -> None)}``, each in the order
-        its peers arrived.  A bucket that empties stays until its score comes
-        to the top of the heap (or a sweep when emptied ones pile up): a peer
-        going back and forth between two scores, as with every request,
-        then moves between two dictionaries that exist.
-    :ivar scores: a heap of scores: every key of ``buckets`` once, and maybe
-        scores whose bucket has emptied since (dropped when met).
-    :ivar queued: the set of the scores in ``scores``.
-    :ivar score_of: ``{peer: score}`` for every peer in a bucket.
+    :ivar heap: ``[(score, pass, seq, peer)]``, a heap holding every
+        healthy, live, not full peer's current entry and maybe stale ones
+        (skipped when met).
+    :ivar entry_of: ``{peer: entry}``, the current entry of every peer in
+        the heap.
+    :ivar passes: ``{peer: [pass, total]}`` for every peer of the index
+        (in the heap, ``down`` or ``full``): its pass, and ``peer.total``
+        when the pass was last brought up to date.
+    :ivar vt: the pass the last request given out started from.
+    :ivar seq: a counter that orders entries of equal ``(score, pass)``
+        (and keeps peers out of the comparisons).
     :ivar down: ``OrderedDict(peer -> None)`` of the unhealthy peers, in the
-        order they became so (not in a bucket).
+        order they became so (not in the heap).
     :ivar full: ``{peer: None}`` of the peers at their ``max_conns`` (not in
-        a bucket until a request of theirs ends).
+        the heap until a request of theirs ends).
     """
 
-    __slots__ = ("buckets", "scores", "queued", "score_of", "down", "full")
+    __slots__ = ("heap", "entry_of", "passes", "vt", "seq", "down", "full")
 
     def __init__(self):
-        self.buckets = {}
-        self.scores = []
-        self.queued = set()
-        self.score_of = {}
+        self.heap = []
+        self.entry_of = {}
+        self.passes = {}
+        self.vt = 0.0
+        self.seq = 0
         self.down = OrderedDict()
         self.full = {}
 
 
 class _Recent(object):
     """
-    A small group's state: no index, the peers are scanned at each pick
-    (cheaper than keeping buckets up to date for a few peers).
+    A small group's state: no heap, the peers are scanned at each pick
+    (cheaper than keeping a heap up to date for a few peers).
 
-    :ivar changed: ``{peer: n}``, the ``n``-th count change of the group
-        was the peer's last (peers never changed: absent, as ``0``); among
-        equal scores the smallest ``n`` wins, as the index's bucket order.
+    :ivar passes: ``{peer: [pass, total]}``, as :attr:`_Index.passes`, for
+        the peers a pick has looked at.
+    :ivar vt: as :attr:`_Index.vt`.
     """
 
-    __slots__ = ("changed", "seq")
+    __slots__ = ("passes", "vt")
 
     def __init__(self):
-        self.changed = {}
-        self.seq = 0
+        self.passes = {}
+        self.vt = 0.0
+
+
+def _advance(state, peer, passed):
+    """Bring ``passed`` (a peer's ``[pass, total]``) up to ``peer.total``:
+    each request given to the peer since adds ``1 / weight`` to its pass,
+    counted from ``state.vt`` if the pass was behind it."""
+    start = passed[0]
+    if start < state.vt:
+        start = state.vt
+    else:
+        state.vt = start
+    passed[0] = start + (peer.total - passed[1]) / (peer.weight * peer.ramp or 1)
+    passed[1] = peer.total
 
 
 @implementer(IRegistryListener, IHealthListener)
@@ -160,10 +181,16 @@ class Plugin(object):
         if self._health is not None:
             self._health.subscribe(self)
 
-    def _build(self, group, now):
+    def _build(self, group, now, recent=None):
+        """Index ``group`` (keeping the passes of its small-group state)."""
         index = _Index()
+        if recent is not None:
+            index.vt = recent.vt
+        known = recent.passes if recent is not None else {}
         for peer in group.peers.values():
             if peer.is_live(now):
+                passed = known.get(peer)
+                index.passes[peer] = passed if passed is not None else [index.vt, peer.total]
                 if not peer.healthy:
                     index.down[peer] = None
                 elif peer.max_conns and peer.active >= peer.max_conns:
@@ -174,39 +201,23 @@ class Plugin(object):
         return index
 
     def _place(self, index, peer):
-        """Move ``peer`` to the end of the bucket of its current score."""
-        score = (peer.active + 1) / (peer.weight * peer.ramp or 1)
-        buckets = index.buckets
-        old = index.score_of.get(peer)
-        if old is not None:
-            del buckets[old][peer]   # an emptied bucket stays (see _pick)
-        index.score_of[peer] = score
-        bucket = buckets.get(score)
-        if bucket is None:
-            bucket = self._new_bucket(index, score)
-        bucket[peer] = None
-
-    def _new_bucket(self, index, score):
-        buckets = index.buckets
-        if len(buckets) > 4 * len(index.score_of) + 16:
-            # many emptied buckets above the lowest scores: sweep them
-            for s in [s for s, b in buckets.items() if not b]:
-                del buckets[s]
-        bucket = buckets[score] = OrderedDict()
-        if score not in index.queued:
-            index.queued.add(score)
-            heapq.heappush(index.scores, score)
-            if len(index.scores) > 2 * len(buckets) + 8:
-                index.scores = list(buckets)
-                heapq.heapify(index.scores)
-                index.queued = set(index.scores)
-        return bucket
-
-    def _drop(self, index, peer):
-        """Take ``peer`` out of the index (its score may stay in the heap)."""
-        old = index.score_of.pop(peer, None)
-        if old is not None:
-            del index.buckets[old][peer]
+        """Push ``peer``'s current entry (its old one, if any, goes stale)."""
+        index.seq = seq = index.seq + 1
+        entry = ((peer.active / (peer.weight * peer.ramp or 1)),
+                 index.passes[peer][0], seq, peer)
+        entry_of = index.entry_of
+        heap = index.heap
+        if heap and heap[0] is entry_of.get(peer):
+            # the peer a pick just took (the usual case): one sift, and no
+            # stale entry left at the top
+            heapq.heapreplace(heap, entry)
+        else:
+            heapq.heappush(heap, entry)
+            if len(heap) > 2 * len(entry_of) + 16:
+                entry_of[peer] = entry
+                index.heap = heap = list(entry_of.values())
+                heapq.heapify(heap)
+        entry_of[peer] = entry
 
     def _index_of(self, peer):
         if self._key is None:
@@ -216,7 +227,8 @@ class Plugin(object):
     def peer_added(self, peer):
         """Index a new peer (if its group is indexed yet)."""
         index = self._index_of(peer)
-        if type(index) is _Index and peer not in index.score_of:
+        if type(index) is _Index and peer not in index.passes:
+            index.passes[peer] = [index.vt, peer.total]
             if peer.healthy:
                 self._place(index, peer)
             else:
@@ -226,14 +238,14 @@ class Plugin(object):
         """Drop a peer from its group's index."""
         index = self._index_of(peer)
         if type(index) is _Index:
-            self._drop(index, peer)
+            index.entry_of.pop(peer, None)   # its entry goes stale
             index.down.pop(peer, None)
             index.full.pop(peer, None)
-        elif index is not None:
-            index.changed.pop(peer, None)
+        if index is not None:
+            index.passes.pop(peer, None)
 
     def peer_health_changed(self, peer):
-        """An ejected peer leaves the buckets, a re-admitted one comes back."""
+        """An ejected peer leaves the heap, a re-admitted one comes back."""
         index = self._index_of(peer)
         if type(index) is not _Index:
             return   # small groups look at peer.healthy at each pick
@@ -243,49 +255,34 @@ class Plugin(object):
                     index.full[peer] = None
                 else:
                     self._place(index, peer)
-        elif peer in index.score_of:
-            self._drop(index, peer)
+        elif index.entry_of.pop(peer, None) is not None:
             index.down[peer] = None
 
     def peer_changed(self, peer):
         """Re-score a peer whose count or weight changed (twice per request:
         kept to a few dictionary operations)."""
         index = peer.group.state.get(self._key)
+        if index is None:
+            return
+        passed = index.passes.get(peer)
+        if passed is None:
+            return   # not looked at yet, removed, or expired (forgotten)
+        if passed[1] != peer.total:
+            _advance(index, peer, passed)
         if type(index) is not _Index:
-            if index is not None:   # a small group: note the order of changes
-                index.seq = n = index.seq + 1
-                index.changed[peer] = n
-                if not n & 1023 and len(index.changed) > len(peer.group.peers):
-                    # the last requests of removed peers noted them again
-                    peers = peer.group.peers
-                    index.changed = {p: m for p, m in index.changed.items()
-                                     if peers.get(p.key) is p}
             return
-        score_of = index.score_of
-        old = score_of.get(peer)
-        if old is None:
-            # a full peer whose request ended (back in its bucket), or a
-            # removed or expired one (forgotten)
-            if index.full and peer in index.full and peer.active < peer.max_conns:
-                del index.full[peer]
-                if peer.healthy:
-                    self._place(index, peer)
-                else:
-                    index.down[peer] = None
-            return
-        buckets = index.buckets
-        if peer.max_conns and peer.active >= peer.max_conns:
-            del buckets[old][peer]   # full: out of the buckets until a request ends
-            del score_of[peer]
-            index.full[peer] = None
-            return
-        score = (peer.active + 1) / (peer.weight * peer.ramp or 1)
-        del buckets[old][peer]   # an emptied bucket stays (see _pick)
-        score_of[peer] = score
-        bucket = buckets.get(score)
-        if bucket is None:
-            bucket = self._new_bucket(index, score)
-        bucket[peer] = None
+        if peer in index.entry_of:
+            if peer.max_conns and peer.active >= peer.max_conns:
+                del index.entry_of[peer]   # full: out of the heap until a request ends
+                index.full[peer] = None
+            else:
+                self._place(index, peer)
+        elif index.full and peer in index.full and peer.active < peer.max_conns:
+            del index.full[peer]   # a full peer whose request ended
+            if peer.healthy:
+                self._place(index, peer)
+            else:
+                index.down[peer] = None
 
     # -- phases ---------------------------------------------------------------
 
@@ -299,8 +296,9 @@ class Plugin(object):
     def balancer(self, ctx, tried):
         """
         Choose the healthy peer of ``ctx.route`` with the smallest
-        ``(active + 1) / weight``, skipping expired peers and ``tried``
-        (when none is healthy: see the module docstring).
+        ``active / weight`` (among equals by weighted turns), skipping
+        expired peers and ``tried`` (when none is healthy: see the module
+        docstring).
 
         :return: a :class:`tproxy.registry.Peer`, ``None``, or a ``503``
             :class:`tproxy.Response` (``health.when_all_down`` ``"503"``).
@@ -358,7 +356,7 @@ class Plugin(object):
                 if index is None:
                     index = group.state[self._key] = _Recent()
                 return self._scan(index, peers, tried, now, unhealthy)
-            index = self._build(group, now)
+            index = self._build(group, now, index)
         chosen = self._pick(index, tried, now)
         if chosen is None and unhealthy and index.down:
             for peer in index.down:
@@ -370,66 +368,56 @@ class Plugin(object):
 
     def _scan(self, recent, peers, tried, now, unhealthy):
         """The pick of a small group: every peer looked at."""
-        changed = recent.changed
-        best = None
-        best_score = best_n = down_n = 0
-        down = None
+        passes = recent.passes
+        best = down = None
+        best_score = best_pass = down_pass = 0
         for peer in peers.values():
             if peer.expires_at <= now or (tried and peer in tried):
                 continue   # (expired: see Peer.is_live)
             if peer.max_conns and peer.active >= peer.max_conns:
                 continue   # full
+            passed = passes.get(peer)
+            if passed is None:
+                passed = passes[peer] = [recent.vt, peer.total]
+            elif passed[1] != peer.total:
+                _advance(recent, peer, passed)   # given requests by another balancer
             if not peer.healthy:
                 # the unhealthy peer tried longest ago (they take turns)
-                if down is None or changed.get(peer, 0) < down_n:
-                    down, down_n = peer, changed.get(peer, 0)
+                if down is None or passed[0] < down_pass:
+                    down, down_pass = peer, passed[0]
                 continue
-            score = (peer.active + 1) / (peer.weight * peer.ramp or 1)
-            if best is None or score < best_score:
-                best, best_score, best_n = peer, score, changed.get(peer, 0)
-            elif score == best_score:
-                n = changed.get(peer, 0)
-                if n < best_n:
-                    best, best_n = peer, n
+            score = peer.active / (peer.weight * peer.ramp or 1)
+            if best is None or score < best_score or (
+                    score == best_score and passed[0] < best_pass):
+                best, best_score, best_pass = peer, score, passed[0]
         if best is None and unhealthy:
             return down
         return best
 
     def _pick(self, index, tried, now):
-        scores = index.scores
-        buckets = index.buckets
+        heap = index.heap
+        entry_of = index.entry_of
         aside = None
         chosen = None
-        while scores:
-            score = scores[0]
-            bucket = buckets.get(score)
-            if bucket is not None:
-                dead = None
-                for peer in bucket:
-                    if not peer.is_live(now):
-                        if dead is None:
-                            dead = []
-                        dead.append(peer)
-                    elif not tried or peer not in tried:
-                        chosen = peer
-                        break
-                if dead is not None:
-                    for peer in dead:  # expired for good: drop them
-                        self._drop(index, peer)
-                if chosen is not None:
-                    break
-                if bucket:
-                    # every peer of this score was tried: look one score up
-                    if aside is None:
-                        aside = []
-                    aside.append(heapq.heappop(scores))
-                    continue
-                del buckets[score]
-            heapq.heappop(scores)  # a score whose bucket has emptied
-            index.queued.discard(score)
+        while heap:
+            entry = heap[0]
+            peer = entry[3]
+            if entry_of.get(peer) is not entry:
+                heapq.heappop(heap)   # stale
+            elif not peer.is_live(now):
+                heapq.heappop(heap)   # expired for good: drop it
+                del entry_of[peer]
+                index.passes.pop(peer, None)
+            elif tried and peer in tried:
+                if aside is None:
+                    aside = []
+                aside.append(heapq.heappop(heap))
+            else:
+                chosen = peer
+                break
         if aside is not None:
-            for score in aside:
-                heapq.heappush(scores, score)
+            for entry in aside:
+                heapq.heappush(heap, entry)
         return chosen
 
 

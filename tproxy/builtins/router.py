@@ -68,8 +68,9 @@ group); servers registered without a prefix are in the fallback group and
 serve every path.  ``/api/users`` may go to the servers of ``api`` and of the
 fallback group (and of ``api/users`` if there is one), ``/apix`` and
 ``/other`` to the fallback group's only; the one chosen is the live peer with
-the smallest ``(active + 1) / weight`` among them all, ties taking turns
-(only healthy peers while one is left: :mod:`tproxy.health`).  The
+the smallest ``active / weight`` among them all (each group's candidate
+chosen by ``least_conn``, weighted turns within a group; equal candidates of
+different groups take turns) (only healthy peers while one is left: :mod:`tproxy.health`).  The
 path is forwarded unchanged; ``ctx.route`` is the most specific matching group
 with a live peer (the peer may belong to another of the matching groups:
 ``ctx.peer.group.name``); a client's ``X-Route-Prefix`` is removed and none is
@@ -351,8 +352,9 @@ class PathPrefixPlugin(Plugin):
     @hookimpl
     def balancer(self, ctx, tried):
         """
-        The live peer with the smallest ``(active + 1) / weight`` among the
-        groups :meth:`rewrite` found (skipping ``tried``); ties take turns.
+        The live peer with the smallest ``active / weight`` among the
+        groups :meth:`rewrite` found (skipping ``tried``): each group's
+        ``least_conn`` choice, equal ones of different groups taking turns.
 
         :return: a :class:`tproxy.registry.Peer`, or ``None`` (none left, or
             a request this router did not route).
@@ -369,7 +371,7 @@ class PathPrefixPlugin(Plugin):
             peer = pick(name, tried, False)   # healthy peers first
             if peer is None:
                 continue
-            score = (peer.active + 1) / (peer.weight * peer.ramp or 1)
+            score = peer.active / (peer.weight * peer.ramp or 1)
             if best is None or score < best_score:
                 best, best_score, ties = peer, score, None
             elif score == best_score:
