@@ -252,6 +252,9 @@ class RegistryTests(ReloadTestCase):
         for p in old_plugins:
             self.assertNotIn(p, subscribers)
         self.assertIn(new.plugins.get_plugin("least_conn"), subscribers)
+        # nor of the health state the generations share (one listener each)
+        self.assertIs(new.health, old.health)
+        self.assertEqual(new.health.subscribers(), [new.plugins.get_plugin("least_conn")])
 
     async def test_adminRoutesSwapped(self):
         """The admin listener (kept) answers with the new generation's routes."""

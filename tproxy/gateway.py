@@ -83,7 +83,7 @@ class Gateway(object):
         self.serving = False
         self.started = False
         self._on_reopen = []
-        self._subscribed = []   # registry listeners the plugins added in start()
+        self._subscribed = []   # (source, listener) the plugins subscribed in start()
 
     def _stop_health(self):
         if self.owns_health:
@@ -115,33 +115,37 @@ class Gateway(object):
             except Exception:
                 self.log.failure("reopening with {fn!r} failed", fn=fn)
 
+    def _sources(self):
+        """What plugins subscribe to in ``init_worker`` (the registry, the
+        health state): unsubscribed again when this gateway stops."""
+        return [s for s in (self.registry, self.health)
+                if s is not None and hasattr(s, "subscribers")]
+
     def start(self):
         """Run every ``init_worker``; a Deferred that fires when all are done."""
-        subscribers = getattr(self.registry, "subscribers", None)
-        before = set(map(id, subscribers())) if subscribers is not None else set()
+        before = {id(s): set(map(id, s.subscribers())) for s in self._sources()}
 
         def started(result):
             self.started = self.serving = True
             return result
 
         def subscribed(result):
-            if subscribers is not None:
-                self._subscribed = [s for s in subscribers() if id(s) not in before]
+            self._subscribed = [(source, listener) for source in self._sources()
+                                for listener in source.subscribers()
+                                if id(listener) not in before.get(id(source), ())]
             return result
         return self.phases.init_worker(self).addBoth(subscribed).addCallback(started)
 
     def stop(self):
         """Run the ``on_stop`` callbacks, last registered first; then stop
-        telling the registry listeners this gateway's plugins subscribed (a
-        reloaded gateway's registry goes on)."""
+        telling the registry and health listeners this gateway's plugins
+        subscribed (a reloaded gateway's registry and health state go on)."""
         self.serving = False
         ds = [maybeDeferred(fn) for fn in reversed(self._on_stop)]
         self._on_stop = []
-        unsubscribe = getattr(self.registry, "unsubscribe", None)
         subscribed, self._subscribed = self._subscribed, []
-        if unsubscribe is not None:
-            for listener in subscribed:
-                unsubscribe(listener)
+        for source, listener in subscribed:
+            source.unsubscribe(listener)
         return DeferredList(ds, consumeErrors=True)
 
 

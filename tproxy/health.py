@@ -99,6 +99,12 @@ class IHealth(Interface):
     def subscribe(listener):
         """Tell ``listener`` (an :class:`IHealthListener`) of every change."""
 
+    def unsubscribe(listener):
+        """Tell ``listener`` of no more changes (no error if it never subscribed)."""
+
+    def subscribers():
+        """The listeners subscribed now (a new list)."""
+
     def try_unhealthy():
         """Whether a balancer with no healthy candidate may choose an unhealthy one."""
 
@@ -202,6 +208,12 @@ class HealthState(object):
 
     def subscribe(self, listener):
         self._listeners.append(listener)
+
+    def unsubscribe(self, listener):
+        self._listeners = [l for l in self._listeners if l is not listener]
+
+    def subscribers(self):
+        return list(self._listeners)
 
     def stop(self):
         """Cancel the re-admission timers (the gateway stops)."""
