@@ -724,13 +724,14 @@ class BalancingTests(SynchronousTestCase):
         self.assertEqual(h.registry.group("db").peers[("127.0.0.1", 7002)].total, 1)
 
     def test_every_peer_refuses(self):
-        """No peer answers: ``connect_failed``, 502, every peer tried once."""
-        h = stream_harness([A, B], {}, tries=3)
+        """No peer answers: ``connect_failed``, 502, every peer tried once
+        (``tries`` 0, the default)."""
+        h = stream_harness([A, B, C, "127.0.0.1:7004"], {})
         client = h.connect()
         client.send(b"lost")
         self.assertEqual((client.received, client.closed), (b"", True))
         [ctx] = h.logged
-        self.assertEqual(sorted(p.address for p in ctx.tried), [A, B])
+        self.assertEqual(sorted(p.address for p in ctx.tried), [A, B, C, "127.0.0.1:7004"])
         self.assertEqual((ctx.reason, ctx.status, ctx.error),
                          ("connect_failed", 502, "connect_failed"))
 
@@ -1065,7 +1066,7 @@ class ConfigTests(unittest.TestCase):
         cfg = validate_config({"streams": [{"listen": "tcp:6380", "group": "redis"}]})
         self.assertEqual(cfg["streams"], [{
             "listen": "tcp:6380", "group": "redis", "proxy_protocol": None,
-            "tries": 3, "timeouts": {"connect": 60, "idle": 600}}])
+            "tries": 0, "timeouts": {"connect": 60, "idle": 600}}])
         self.assertEqual(validate_config({})["streams"], [])
 
     def test_errors(self):
@@ -1075,8 +1076,8 @@ class ConfigTests(unittest.TestCase):
             ({"listen": "tcp:6380", "group": "a b"}, "streams[0].group: "),
             ({"listen": "tcp:6380", "group": "x", "proxy_protocol": "v3"},
              'streams[0].proxy_protocol: "v3" is not one of null, "v1", "v2"'),
-            ({"listen": "tcp:6380", "group": "x", "tries": 0},
-             "streams[0].tries: 0 is out of range (must be at least 1)"),
+            ({"listen": "tcp:6380", "group": "x", "tries": -1},
+             "streams[0].tries: -1 is out of range (must be at least 0)"),
             ({"listen": "tcp:6380", "group": "x", "timeouts": {"idle": 0}},
              "streams[0].timeouts.idle: 0 is out of range (must be greater than 0)"),
             ({"listen": "tcp:6380", "group": "x", "timeouts": {"read": 1}},

@@ -355,7 +355,8 @@ _STREAM = _object({
                                         "digits, '._~-', and '/' between segments)"}},
     "proxy_protocol": {"enum": [None, "v1", "v2"], "default": None},
     "tls": _SERVER_TLS,
-    "tries": _number(3, minimum=1, integer=True),
+    # 0: each peer of the group once (nginx's proxy_next_upstream_tries 0)
+    "tries": _number(0, minimum=0, integer=True),
     "timeouts": _object({
         "connect": _number(60, exclusive=0),
         "idle": _number(600, exclusive=0),

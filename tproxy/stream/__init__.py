@@ -18,6 +18,7 @@ The life of one connection (the hooks are in :mod:`tproxy.hookspecs`)::
                                     connect timeout); on failure or timeout
                                     peer.release() and ask again with the
                                     peer in ``tried``, up to ``tries`` peers
+                                    (0: each peer once)
     [PROXY protocol header, if configured, then the bytes the client sent
      while the upstream was connecting, then the pipe, both ways]
     stream_log(ctx)                 every impl, exactly once, when both

@@ -51,7 +51,7 @@ class StreamFactory(Factory):
         self.gateway = gateway
         self.stream = stream
         self.group = stream["group"]
-        self.tries = stream.get("tries", 3)
+        self.tries = stream.get("tries", 0)
         timeouts = stream.get("timeouts") or {}
         self.connect_timeout = timeouts.get("connect", 60)
         self.idle_timeout = timeouts.get("idle", 600)

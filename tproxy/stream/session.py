@@ -166,7 +166,8 @@ class StreamSession(Protocol):
         ctx.gateway.health.failed(ctx.peer, "timeout" if kind == CONNECT_TIMEOUT
                                   else "connect", why)
         self.last_failure = kind
-        if len(ctx.tried) < self.factory.tries:
+        tries = self.factory.tries
+        if not tries or len(ctx.tried) < tries:   # 0: until the balancer has no peer left
             self._balance()
         else:
             self._end(kind, 502, abort=False)
