@@ -79,6 +79,7 @@ from tproxy.health import IHealthListener
 from tproxy.registry import IRegistryListener
 
 _attachments = itertools.count()
+_IDLE = 0.0
 
 
 class _Index(object):
@@ -203,7 +204,10 @@ class Plugin(object):
     def _place(self, index, peer):
         """Push ``peer``'s current entry (its old one, if any, goes stale)."""
         index.seq = seq = index.seq + 1
-        entry = ((peer.active / (peer.weight * peer.ramp or 1)),
+        active = peer.active
+        # (one shared 0.0 for idle peers: tuples holding the same object
+        # compare it without reading it)
+        entry = (active / (peer.weight * peer.ramp or 1) if active else _IDLE,
                  index.passes[peer][0], seq, peer)
         entry_of = index.entry_of
         heap = index.heap
