@@ -672,7 +672,7 @@ class StreamHarnessTests(SynchronousTestCase):
         h = StreamHarness(config={"streams": [{"listen": "tcp:7000", "group": "g"}]},
                           plugins=["least_conn"])
         self.assertEqual(h.stream["group"], "g")
-        self.assertEqual(h.stream["tries"], 3)
+        self.assertEqual(h.stream["tries"], 0)   # (validated: defaults applied)
         self.assertEqual(h.connect().context.reason, "no_peer")
         self.assertRaises(ValueError, StreamHarness)
 
