@@ -733,6 +733,14 @@ class RouterModeTests(SynchronousTestCase):
         seen = [self.pick("/api/x", hold=False).host for _ in range(4)]
         self.assertEqual(sorted(seen), ["10.0.0.1"] * 2 + ["10.0.0.3"] * 2)
 
+    def test_tiesTakeTurnsByWeight(self):
+        """Sequential requests over groups of different weights are shared
+        by weight, not all sent to the heavier peer."""
+        self.registry.register("api", "10.0.0.1", 80, weight=3)
+        self.registry.register("default", "10.0.0.3", 80)
+        seen = [self.pick("/api/x", hold=False).host for _ in range(8)]
+        self.assertEqual(sorted(seen), ["10.0.0.1"] * 6 + ["10.0.0.3"] * 2)
+
     def test_weightsAndTried(self):
         self.registry.register("api", "10.0.0.1", 80, weight=3)
         self.registry.register("default", "10.0.0.3", 80)

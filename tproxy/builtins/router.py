@@ -70,7 +70,7 @@ fallback group (and of ``api/users`` if there is one), ``/apix`` and
 ``/other`` to the fallback group's only; the one chosen is the live peer with
 the smallest ``active / weight`` among them all (each group's candidate
 chosen by ``least_conn``, weighted turns within a group; equal candidates of
-different groups take turns) (only healthy peers while one is left: :mod:`tproxy.health`).  The
+different groups take turns by weight) (only healthy peers while one is left: :mod:`tproxy.health`).  The
 path is forwarded unchanged; ``ctx.route`` is the most specific matching group
 with a live peer (the peer may belong to another of the matching groups:
 ``ctx.peer.group.name``); a client's ``X-Route-Prefix`` is removed and none is
@@ -354,7 +354,8 @@ class PathPrefixPlugin(Plugin):
         """
         The live peer with the smallest ``active / weight`` among the
         groups :meth:`rewrite` found (skipping ``tried``): each group's
-        ``least_conn`` choice, equal ones of different groups taking turns.
+        ``least_conn`` choice, equal ones of different groups taking turns
+        by weight.
 
         :return: a :class:`tproxy.registry.Peer`, or ``None`` (none left, or
             a request this router did not route).
@@ -397,8 +398,15 @@ class PathPrefixPlugin(Plugin):
                     return peer
             return None
         if ties is not None:
-            self._turn += 1
-            return ties[self._turn % len(ties)]
+            # equal candidates of different groups take turns by weight
+            # (their passes in their groups' least_conn do not compare)
+            self._turn = turn = self._turn + 1
+            weights = [p.weight for p in ties]
+            k = turn % sum(weights)
+            for peer, weight in zip(ties, weights):
+                if k < weight:
+                    return peer
+                k -= weight
         return best
 
 
