@@ -62,13 +62,16 @@ tproxy's own strict request parser, with the limits of :data:`MAX_LINE_SIZE` (``
 :meth:`AdminRoutes.handle` runs the same steps without HTTP.
 """
 
+import functools
 import hmac
 import ipaddress
 import json
+from inspect import iscoroutine
 from urllib.parse import parse_qsl, unquote
 
-from twisted.internet.defer import maybeDeferred, succeed
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 __all__ = ["AdminRequest", "AdminResponse", "AdminRoutes", "DuplicateRoute",
            "MAX_BODY_SIZE", "MAX_LINE_SIZE", "MAX_HEADER_SIZE", "IDLE_TIMEOUT"]
@@ -415,10 +418,7 @@ class AdminRoutes(object):
             return _error(400, "bad Host header", host=value)
         if host == "localhost" or host in self.hosts:
             return None
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:
-            address = None
+        address = _ip(host)
         if address is not None:
             if address.is_loopback:
                 return None
@@ -527,7 +527,14 @@ class AdminRoutes(object):
             return succeed(_error(405, "method not allowed",
                                   [("Allow", ", ".join(allowed))],
                                   method=method, allowed=allowed))
-        d = maybeDeferred(handler, request)
+        try:
+            result = handler(request)
+            if not isinstance(result, Deferred) and not iscoroutine(result):
+                # answered at once (a heartbeat): no callbacks to run
+                return succeed(self._respond(result, request))
+        except Exception:
+            return succeed(self._failed(Failure(), request))
+        d = ensureDeferred(result)
         d.addCallback(self._respond, request)
         d.addErrback(self._failed, request)
         return d
@@ -574,7 +581,10 @@ def _who(owner):
     return "plugin {!r}".format(owner)
 
 
+@functools.lru_cache(maxsize=256)
 def _ip(text):
+    """``text`` as an ``ipaddress`` address, or ``None`` (a name); cached:
+    the same few Host values and listener addresses come with every request."""
     try:
         return ipaddress.ip_address(text)
     except ValueError:

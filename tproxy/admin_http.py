@@ -84,6 +84,7 @@ class _AdminProtocol(Protocol):
         self.queue = deque()
         self.heads = 0
         self.in_body = False
+        self.paused = False
         self.head_bytes = 0
         self.line_bytes = 0
         self.line_done = False
@@ -240,8 +241,11 @@ class _AdminProtocol(Protocol):
             self._send(item, None, False)
             return
         self.busy = True
-        self.transport.pauseProducing()
         d = self.factory.routes.dispatch(item)
+        if not d.called:
+            # an answer that takes time: read no more requests meanwhile
+            self.paused = True
+            self.transport.pauseProducing()
         d.addCallback(self._send, item, keep_alive)
         d.addErrback(lambda f: log.failure("writing an admin response failed", f))
 
@@ -274,7 +278,9 @@ class _AdminProtocol(Protocol):
             self.queue.clear()
             self.transport.loseConnection()
             return
-        self.transport.resumeProducing()
+        if self.paused:
+            self.paused = False
+            self.transport.resumeProducing()
         if self.timer is not None and self.timer.active():
             self.timer.reset(IDLE_TIMEOUT)
         self._next()

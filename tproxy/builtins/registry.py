@@ -162,6 +162,13 @@ def parse_weight(value):
     return int(value)
 
 
+#: hosts already parsed and accepted: a heartbeat names the same few again
+#: and again (emptied when full)
+_HOSTS = {}
+_CALLERS = set()   # callers' addresses found unicast
+_HOSTS_MAX = 4096
+
+
 def parse_host(value, field="host"):
     """
     A host name or IP address, normalised: a host name lower-cased, an IP
@@ -170,6 +177,16 @@ def parse_host(value, field="host"):
 
     :raises BadParameter: if it is neither.
     """
+    host = _HOSTS.get(value)
+    if host is None:
+        host = _parse_host(value, field)
+        if len(_HOSTS) >= _HOSTS_MAX:
+            _HOSTS.clear()
+        _HOSTS[value] = host
+    return host
+
+
+def _parse_host(value, field):
     bad = BadParameter(field, "host must be a host name or an IP address", value)
     if not value or len(value) > MAX_HOST_LENGTH + 2:
         raise bad
@@ -366,7 +383,11 @@ class Plugin(object):
             if host is None:
                 raise BadParameter("host", "host is required (the caller's "
                                    "address is unknown)", None)
-            host = _unicast(host, "host", host)
+            if host not in _CALLERS:
+                _unicast(host, "host", host)
+                if len(_CALLERS) >= _HOSTS_MAX:
+                    _CALLERS.clear()
+                _CALLERS.add(host)
         return prefix, host, port
 
     def _over_limit(self, prefix, host, port):
@@ -428,8 +449,8 @@ class Plugin(object):
         elif changed:
             request.audit("upstream.change", server=_server(peer), prefix=prefix,
                           host=host, port=port, **changed)
-        else:
-            log.debug("heartbeat of {server}", server=_server(peer))
+        # (a plain heartbeat changes nothing and is not logged: a line per
+        # heartbeat would cost more than the heartbeat)
         status = 201 if created and request.path == "/upstream/servers" else 200
         return status, {
             "success": True, "server": _server(peer), "prefix": prefix,
