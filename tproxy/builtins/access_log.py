@@ -205,6 +205,8 @@ class Plugin(object):
         self._failed = False
         self._second = None
         self._second_text = ""
+        self._ms = None
+        self._ms_text = ""
 
     # -- the record -----------------------------------------------------------
 
@@ -245,19 +247,24 @@ class Plugin(object):
             if upstream_end is None:
                 upstream_end = end if ctx.end is not None else upstream_start
             upstream_time = "%.6f" % (upstream_end - upstream_start)
+        ms = int(end * 1000 + 0.5)
+        if ms != self._ms:   # many requests end in the same millisecond
+            self._ms = ms
+            self._ms_text = self._iso(end)
+        quoted = _QUOTED
         values = (
-            self._iso(end),
+            self._ms_text,
             _esc(rid) if rid is not None else "null",
-            _esc(client) if client is not None else "null",
-            _esc(request.method),
+            quoted.get(client) or _quote(client),
+            quoted.get(request.method) or _quote(request.method),
             _esc(request.uri),
             ctx.status,
             ctx.bytes_sent,
             elapsed,
-            _esc(peer.address) if peer is not None else "null",
+            quoted.get(peer.address) or _quote(peer.address) if peer is not None else "null",
             upstream_time,
-            _esc(route) if route is not None else "null",
-            _esc(error) if error is not None else "null",
+            quoted.get(route) or _quote(route),
+            quoted.get(error) or _quote(error),
         )
         if not self._default_fields:
             values = self._pick(values)
@@ -530,6 +537,21 @@ def _is_devnull(fd):
     except OSError:
         return False
     return (st.st_dev, st.st_ino) == (null.st_dev, null.st_ino)
+
+
+#: JSON text of the strings that repeat from request to request (methods,
+#: client and upstream addresses, routes, errors), ``None`` as ``null``
+_QUOTED = {None: "null"}
+_QUOTED_MAX = 4096
+
+
+def _quote(text):
+    """``text`` (or ``None``) as JSON text, remembered in :data:`_QUOTED`."""
+    if len(_QUOTED) >= _QUOTED_MAX:
+        _QUOTED.clear()
+        _QUOTED[None] = "null"
+    quoted = _QUOTED[text] = _esc(text)
+    return quoted
 
 
 def _header_names(names):
