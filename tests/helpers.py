@@ -284,6 +284,33 @@ def silent(conn, req):
     """Never answer."""
 
 
+class Held(object):
+    """
+    A handler that keeps each request unanswered until the test calls
+    :meth:`release` (a request in flight for as long as the test needs it,
+    without a wall-clock delay); ``then`` answers the requests released and
+    every later one.
+    """
+
+    def __init__(self, then=echo):
+        self.then = then
+        self.waiting = []
+
+    def __call__(self, conn, req):
+        if self.waiting is None:
+            self.then(conn, req)
+        else:
+            self.waiting.append((conn, req))
+
+    def release(self):
+        """Answer the requests held (unless their connection is gone) and
+        hold no more."""
+        waiting, self.waiting = self.waiting or [], None
+        for conn, req in waiting:
+            if conn.transport.connected:
+                self.then(conn, req)
+
+
 class BodySource(object):
     """
     A pull producer writing ``size`` bytes of a fixed pattern to a transport,
