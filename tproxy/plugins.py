@@ -254,6 +254,20 @@ def _validate_settings(name, schema, settings, settings_path, path):
     return fill_defaults(validator, schema, settings)
 
 
+class _PluginManager(pluggy.PluginManager):
+    """
+    pluggy's manager, which does not look at an object's dunder attributes
+    for hook implementations (no hook is named ``__x__``): a plugin instance
+    has some thirty of them, and each look costs microseconds at every
+    start, reload and test harness.
+    """
+
+    def parse_hookimpl_opts(self, plugin, name):
+        if name[:2] == "__" and name[-2:] == "__":
+            return None
+        return pluggy.PluginManager.parse_hookimpl_opts(self, plugin, name)
+
+
 def build_plugin_manager(config, source=None, entry_points=None):
     """
     A ``pluggy.PluginManager("tproxy")`` with the hook specs of
@@ -270,7 +284,7 @@ def build_plugin_manager(config, source=None, entry_points=None):
     """
     if entry_points is None:
         entry_points = tproxy_entry_points()
-    pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
+    pm = _PluginManager(ENTRY_POINT_GROUP)
     pm.add_hookspecs(hookspecs)
     try:
         loaded, names, seen, scopes = [], {}, {}, {}
