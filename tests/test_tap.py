@@ -173,6 +173,17 @@ tests.plugins_for_tests:AddHeader#2
   certificate    -
 """ + AVAILABLE)
 
+    def test_check_invalid(self):
+        """``--check`` of an invalid file: its error, nothing said valid."""
+        out = io.StringIO()
+        self.patch(sys, "stdout", out)
+        path = write_json(self, {"plugins": ["registry", "nope"]})
+        for check in ("-t", "--check"):
+            e = self.assertRaises(SystemExit, Options().parseOptions, [check, "-c", path])
+            self.assertTrue(e.code.startswith(path + ": plugins[1]: unknown plugin 'nope'"),
+                            e.code)
+        self.assertEqual(out.getvalue(), "")
+
     def test_help(self):
         text = str(Options())
         self.assertIn("--list-plugins", text)
@@ -311,41 +322,32 @@ class CommandLineTests(TestCase):
                                                 "70000 is out of range")
 
     def test_check(self):
-        """``--check`` (``-t``) validates and exits, as ``nginx -t``."""
+        """``--check`` (``-t``) validates and exits, as ``nginx -t`` (an
+        invalid file with ``-t``: :meth:`OptionsTests.test_check_invalid`;
+        the one line and exit status of a configuration error:
+        :meth:`test_bad_config`)."""
         path = write_json(self, {"listen": "tcp:1"})
         code, output = self.twistd("-n", "--pidfile=", "tproxy", "--check", "-c", path)
         self.assertEqual((code, output), (0, path + ": the configuration is valid\n"))
-        path = write_json(self, {"plugins": ["registry", "nope"]})
-        output = self.assertFails(["-t", "-c", path],
-                                  path + ": plugins[1]: unknown plugin 'nope'")
-        self.assertNotIn("valid", output)
 
-    def test_port_in_use(self):
+    def test_fast_reactor_by_default(self):
+        """
+        Without ``-r``, ``twistd tproxy`` runs on tproxy's reactor and says
+        which fast paths are on; ``TPROXY_REACTOR=default`` keeps twistd's.
+        The port is in use: a one-line error naming the listener, exit 1.
+        """
         busy = socket.socket()
         self.addCleanup(busy.close)
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)
         listen = "tcp:{}:interface=127.0.0.1".format(busy.getsockname()[1])
         path = write_json(self, local(listen=listen))
-        self.assertFails(["-c", path], "cannot listen for the proxy on " + listen)
-
-    def test_fast_reactor_by_default(self):
-        """
-        Without ``-r``, ``twistd tproxy`` runs on tproxy's reactor and says
-        which fast paths are on; ``TPROXY_REACTOR=default`` keeps twistd's.
-        """
-        busy = socket.socket()
-        self.addCleanup(busy.close)
-        busy.bind(("127.0.0.1", 0))
-        busy.listen(1)
-        path = write_json(self, local(listen="tcp:{}:interface=127.0.0.1".format(
-            busy.getsockname()[1])))
         saved = os.environ.pop("TPROXY_REACTOR", None)
         if saved is not None:
             self.addCleanup(os.environ.__setitem__, "TPROXY_REACTOR", saved)
         else:
             self.addCleanup(os.environ.pop, "TPROXY_REACTOR", None)
-        output = self.assertFails(["-c", path], "cannot listen")
+        output = self.assertFails(["-c", path], "cannot listen for the proxy on " + listen)
         if fastio.TWISTED_VERSION in fastio.TESTED_TWISTED:
             self.assertIn("fast paths: reactor tproxy.reactor.FastEPollReactor (on)",
                           output)
