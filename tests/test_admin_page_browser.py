@@ -187,7 +187,8 @@ class StatusPageBrowserTests(TestCase):
 
     def wait(self, driver, condition, what):
         try:
-            return WebDriverWait(driver, WAIT).until(lambda d: condition())
+            return WebDriverWait(driver, WAIT, poll_frequency=0.02).until(
+                lambda d: condition())
         except TimeoutException:
             path = _screenshot_path("status-page-failed.png")
             driver.save_screenshot(path)
