@@ -48,12 +48,26 @@ def sleep(seconds):
 
 
 async def until(predicate, timeout=5.0, interval=0.005, message=None):
-    """Wait (polling) until ``predicate()`` is true; fail after ``timeout``."""
+    """
+    Wait until ``predicate()`` is true; fail after ``timeout``.  It is looked
+    at after each of the reactor's next iterations (what loopback I/O makes
+    true is seen at once, not at the next tick of a timer), then every
+    ``interval`` seconds (what a timer makes true).
+    """
     deadline = reactor.seconds() + timeout
+    spins = 0
     while not predicate():
         if reactor.seconds() > deadline:
             raise AssertionError("timed out waiting for %s" % (message or predicate,))
-        await sleep(interval)
+        if spins < _SPINS:
+            spins += 1
+            await task.deferLater(reactor, 0, lambda: None)
+        else:
+            await sleep(interval)
+
+
+#: reactor iterations :func:`until` looks after before it polls on a timer
+_SPINS = 50
 
 
 async def turns(n=20):
@@ -659,8 +673,13 @@ class ProxyTestCase(unittest.TestCase):
 
         def quiet():
             return not leftover()
+        def closed():
+            # an aborted transport leaves the reactor at once; its
+            # connectionLost (which counts it closed) runs an iteration later
+            return all(proxy.factory.open_connections == 0 for proxy in self._proxies)
         try:
             await until(quiet, 5.0, message="the reactor to be clean")
+            await until(closed, 5.0, message="the proxies' connections to be closed")
         except AssertionError:
             raise AssertionError("left open: %r" % (leftover(),))
         for proxy in self._proxies:
