@@ -48,12 +48,26 @@ def sleep(seconds):
 
 
 async def until(predicate, timeout=5.0, interval=0.005, message=None):
-    """Wait (polling) until ``predicate()`` is true; fail after ``timeout``."""
+    """
+    Wait until ``predicate()`` is true; fail after ``timeout``.  It is looked
+    at after each of the reactor's next iterations (what loopback I/O makes
+    true is seen at once, not at the next tick of a timer), then every
+    ``interval`` seconds (what a timer makes true).
+    """
     deadline = reactor.seconds() + timeout
+    spins = 0
     while not predicate():
         if reactor.seconds() > deadline:
             raise AssertionError("timed out waiting for %s" % (message or predicate,))
-        await sleep(interval)
+        if spins < _SPINS:
+            spins += 1
+            await task.deferLater(reactor, 0, lambda: None)
+        else:
+            await sleep(interval)
+
+
+#: reactor iterations :func:`until` looks after before it polls on a timer
+_SPINS = 50
 
 
 async def turns(n=20):
@@ -282,6 +296,33 @@ def delayed(seconds, then=echo):
 
 def silent(conn, req):
     """Never answer."""
+
+
+class Held(object):
+    """
+    A handler that keeps each request unanswered until the test calls
+    :meth:`release` (a request in flight for as long as the test needs it,
+    without a wall-clock delay); ``then`` answers the requests released and
+    every later one.
+    """
+
+    def __init__(self, then=echo):
+        self.then = then
+        self.waiting = []
+
+    def __call__(self, conn, req):
+        if self.waiting is None:
+            self.then(conn, req)
+        else:
+            self.waiting.append((conn, req))
+
+    def release(self):
+        """Answer the requests held (unless their connection is gone) and
+        hold no more."""
+        waiting, self.waiting = self.waiting or [], None
+        for conn, req in waiting:
+            if conn.transport.connected:
+                self.then(conn, req)
 
 
 class BodySource(object):
@@ -632,8 +673,13 @@ class ProxyTestCase(unittest.TestCase):
 
         def quiet():
             return not leftover()
+        def closed():
+            # an aborted transport leaves the reactor at once; its
+            # connectionLost (which counts it closed) runs an iteration later
+            return all(proxy.factory.open_connections == 0 for proxy in self._proxies)
         try:
             await until(quiet, 5.0, message="the reactor to be clean")
+            await until(closed, 5.0, message="the proxies' connections to be closed")
         except AssertionError:
             raise AssertionError("left open: %r" % (leftover(),))
         for proxy in self._proxies:

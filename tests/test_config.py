@@ -71,6 +71,22 @@ def _with(**changes):
     return expected
 
 
+class SchemaTests(TestCase):
+    """The schemas tproxy validates with are valid Draft 2020-12 schemas
+    (tproxy does not check them at import: it would cost every process)."""
+
+    def test_valid(self):
+        from jsonschema import Draft202012Validator
+        from jsonschema.exceptions import SchemaError
+
+        from tproxy.config import SCHEMA
+        from tproxy.routing.spec import ROUTE_SCHEMA
+        for schema in (SCHEMA, ROUTE_SCHEMA):
+            Draft202012Validator.check_schema(schema)
+        with self.assertRaises(SchemaError):
+            Draft202012Validator.check_schema({"type": "no such type"})
+
+
 class DefaultsTests(TestCase):
     """
     An empty configuration is the documented defaults; partial sections are

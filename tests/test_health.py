@@ -171,6 +171,34 @@ class PassiveTests(SynchronousTestCase):
         peer = h.registry.group("default").peers[("127.0.0.1", 9002)]
         self.assertFalse(peer.healthy)
 
+    def test_statusEjectsUntilActiveCheckPasses(self):
+        """A peer answering 503 is ejected after ``max_fails`` (2) and the
+        other takes the load (``http_503``: clients see no 503); once it
+        answers 200 again the active checks re-admit it."""
+        busy = [True]
+        calls = []
+
+        def b(request):
+            calls.append(request.path)
+            return (503 if busy[0] else 200), {}, b"b"
+        h = _harness([LIVE, LIVE2], {LIVE: echo, LIVE2: b},
+                     plugins=("router", "least_conn", "health_check"),
+                     health={"passive": {"statuses": [503], "max_fails": 2},
+                             "active": {"path": "/health", "interval": 1, "fall": 100}},
+                     proxy={"next_upstream": ["error", "timeout", "http_503"]})
+        peer = h.registry.group("default").peers[("127.0.0.1", 9002)]
+        statuses = [h.request("GET", "/x").status for _ in range(20)]
+        self.assertEqual(statuses, [200] * 20)
+        self.assertFalse(peer.healthy)
+        self.assertEqual(calls.count("/x"), 2)
+        h.advance(5)
+        self.assertFalse(peer.healthy)      # the checks got 503s: still out
+        busy[0] = False
+        h.advance(2)                        # rise (2) checks answered 200
+        self.assertTrue(peer.healthy)
+        bodies = [h.request("GET", "/x").body for _ in range(4)]
+        self.assertEqual(bodies.count(b"b"), 2)
+
     def test_timeoutEjects(self):
         """A black-holed peer (connects, never answers): the read timeout
         fails the attempt (a GET goes on to the next peer) and ejects it."""

@@ -23,7 +23,7 @@ from tproxy.reload import describe_changes
 from tproxy.tap import makeService
 from tproxy.testing import Harness
 
-from tests.helpers import LOG_RECORDER, delayed, request, until
+from tests.helpers import LOG_RECORDER, Held, request, until
 from tests.proxy_plugins import Generation
 from tests.test_shutdown import LOCAL, ShutdownTestCase
 from tests.test_tap import TwistdProcess, local, write_json
@@ -100,7 +100,8 @@ class GenerationTests(ReloadTestCase):
     """New requests get the new configuration; requests in flight finish on the old."""
 
     async def test_inFlightFinishesOnOld(self):
-        up = self.upstream(delayed(0.2))
+        held = Held()
+        up = self.upstream(held)
         await self.start_file(self.config("one", {"default": [up]}))
         old = self.service.gateway
         port = self.service.ports[:]
@@ -112,6 +113,7 @@ class GenerationTests(ReloadTestCase):
         # init_worker of the new plugins ran before the swap; the old
         # generation's on_stop waits for its request
         self.assertEqual(Generation.EVENTS, [("start", "one"), ("start", "two")])
+        held.release()
         (resp,) = await client.wait_responses(1)
         self.assertEqual(resp.header("X-Generation"), "one")
         self.assertNotEqual(resp.header("Connection"), "close")
@@ -169,7 +171,8 @@ class ListenerTests(ReloadTestCase):
     async def test_proxyRebound(self):
         """A changed endpoint: the new port opens, the old one closes after
         answering its request in flight; static peers change."""
-        up1, up2 = self.upstream(delayed(0.2)), self.upstream()
+        held = Held()
+        up1, up2 = self.upstream(held), self.upstream()
         await self.start_file(self.config("one", {"default": [up1]}))
         old_port = self.proxy_port
         admin_port = self.port_of(self.service.listeners[1][2])
@@ -183,6 +186,7 @@ class ListenerTests(ReloadTestCase):
         self.assertNotEqual(new_port, old_port)
         # the admin listener was kept
         self.assertEqual(self.port_of(self.service.listeners[1][2]), admin_port)
+        held.release()
         (resp,) = await client.wait_responses(1)
         self.assertEqual(resp.header("X-Generation"), "one")
         self.assertEqual(resp.header("Connection"), "close")

@@ -638,7 +638,7 @@ class PluginTests(SynchronousTestCase):
              "routes[0]) (plugin 'routes')")])
 
     def test_costIndependentOfRouteCount(self):
-        """Exact and prefix routes: the same lines run with 10 or 10,000 routes."""
+        """Exact and prefix routes: the same lines run with 10 or 1,000 routes."""
         def cost(n):
             specs = []
             for i in range(n):
@@ -660,7 +660,7 @@ class PluginTests(SynchronousTestCase):
             self.assertEqual((ctxs[0].vars["route"], ctxs[1].vars["route"],
                               ctxs[2].vars["route"]), ("p3", "e7", "h5"))
             return lines
-        small, large = cost(10), cost(10000)
+        small, large = cost(10), cost(1000)
         self.assertGreater(small, 100)
         self.assertEqual(small, large)
 
@@ -790,7 +790,7 @@ class RouterModeTests(SynchronousTestCase):
                          ("chosen", "/api/x", []))
 
     def test_costIndependentOfGroupCount(self):
-        """The same lines run with 10 or 10,000 groups."""
+        """The same lines run with 10 or 1,000 groups."""
         def cost(groups):
             gateway = make_gateway()
             for i in range(groups):
@@ -809,7 +809,7 @@ class RouterModeTests(SynchronousTestCase):
             lines = count_lines(run, router.__file__.replace(".pyc", ".py"))
             self.assertEqual(ctxs[0].vars[router.GROUPS_VAR], ("g3/sub", "g3", "default"))
             return lines
-        self.assertEqual(cost(10), cost(10000))
+        self.assertEqual(cost(10), cost(1000))
 
     def test_balancerListedOnlyInPathPrefixMode(self):
         def listing(settings):

@@ -173,6 +173,17 @@ tests.plugins_for_tests:AddHeader#2
   certificate    -
 """ + AVAILABLE)
 
+    def test_check_invalid(self):
+        """``--check`` of an invalid file: its error, nothing said valid."""
+        out = io.StringIO()
+        self.patch(sys, "stdout", out)
+        path = write_json(self, {"plugins": ["registry", "nope"]})
+        for check in ("-t", "--check"):
+            e = self.assertRaises(SystemExit, Options().parseOptions, [check, "-c", path])
+            self.assertTrue(e.code.startswith(path + ": plugins[1]: unknown plugin 'nope'"),
+                            e.code)
+        self.assertEqual(out.getvalue(), "")
+
     def test_help(self):
         text = str(Options())
         self.assertIn("--list-plugins", text)
@@ -277,20 +288,36 @@ class CommandLineTests(TestCase):
     :mod:`tests.test_config`).
     """
 
-    def twistd(self, *args):
-        env = dict(os.environ)
+    def start(self, *args, **environ):
+        """Start ``twistd ARGS`` (``environ``: changes to the environment,
+        ``None`` to remove a variable)."""
+        env = dict(os.environ, **environ)
+        for name in [n for n, v in environ.items() if v is None]:
+            del env[name]
         env["PYTHONPATH"] = os.pathsep.join(
             [ROOT] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
         cwd = os.path.abspath(self.mktemp())
         os.makedirs(cwd)
-        result = subprocess.run(
+        return subprocess.Popen(
             [sys.executable, "-c", TWISTD] + list(args), cwd=cwd, env=env,
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            timeout=60)
-        return result.returncode, result.stdout.decode("utf-8", "replace")
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
-    def assertFails(self, args, message):
-        code, output = self.twistd("-n", "--pidfile=", "tproxy", *args)
+    def result(self, process):
+        """``(exit status, output)`` of a process :meth:`start` started."""
+        try:
+            output = process.communicate(timeout=60)[0]
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+        return process.returncode, output.decode("utf-8", "replace")
+
+    def twistd(self, *args):
+        return self.result(self.start(*args))
+
+    def assertFails(self, args, message, result=None):
+        """``twistd -n tproxy ARGS`` (or its ``result``) fails with
+        ``message``, in one line: its output."""
+        code, output = result or self.twistd("-n", "--pidfile=", "tproxy", *args)
         self.assertNotEqual(code, 0, output)
         self.assertIn(message, output)
         self.assertNotIn("Traceback", output)
@@ -311,41 +338,32 @@ class CommandLineTests(TestCase):
                                                 "70000 is out of range")
 
     def test_check(self):
-        """``--check`` (``-t``) validates and exits, as ``nginx -t``."""
+        """``--check`` (``-t``) validates and exits, as ``nginx -t`` (an
+        invalid file with ``-t``: :meth:`OptionsTests.test_check_invalid`;
+        the one line and exit status of a configuration error:
+        :meth:`test_bad_config`)."""
         path = write_json(self, {"listen": "tcp:1"})
         code, output = self.twistd("-n", "--pidfile=", "tproxy", "--check", "-c", path)
         self.assertEqual((code, output), (0, path + ": the configuration is valid\n"))
-        path = write_json(self, {"plugins": ["registry", "nope"]})
-        output = self.assertFails(["-t", "-c", path],
-                                  path + ": plugins[1]: unknown plugin 'nope'")
-        self.assertNotIn("valid", output)
 
-    def test_port_in_use(self):
+    def test_fast_reactor_by_default(self):
+        """
+        Without ``-r``, ``twistd tproxy`` runs on tproxy's reactor and says
+        which fast paths are on; ``TPROXY_REACTOR=default`` keeps twistd's.
+        The port is in use: a one-line error naming the listener, exit 1.
+        """
         busy = socket.socket()
         self.addCleanup(busy.close)
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)
         listen = "tcp:{}:interface=127.0.0.1".format(busy.getsockname()[1])
         path = write_json(self, local(listen=listen))
-        self.assertFails(["-c", path], "cannot listen for the proxy on " + listen)
-
-    def test_fast_reactor_by_default(self):
-        """
-        Without ``-r``, ``twistd tproxy`` runs on tproxy's reactor and says
-        which fast paths are on; ``TPROXY_REACTOR=default`` keeps twistd's.
-        """
-        busy = socket.socket()
-        self.addCleanup(busy.close)
-        busy.bind(("127.0.0.1", 0))
-        busy.listen(1)
-        path = write_json(self, local(listen="tcp:{}:interface=127.0.0.1".format(
-            busy.getsockname()[1])))
-        saved = os.environ.pop("TPROXY_REACTOR", None)
-        if saved is not None:
-            self.addCleanup(os.environ.__setitem__, "TPROXY_REACTOR", saved)
-        else:
-            self.addCleanup(os.environ.pop, "TPROXY_REACTOR", None)
-        output = self.assertFails(["-c", path], "cannot listen")
+        args = ("-n", "--pidfile=", "tproxy", "-c", path)
+        # both at once (a second core, when there is one, starts the other)
+        fast = self.start(*args, TPROXY_REACTOR=None)
+        default = self.start(*args, TPROXY_REACTOR="default")
+        output = self.assertFails(None, "cannot listen for the proxy on " + listen,
+                                  self.result(fast))
         if fastio.TWISTED_VERSION in fastio.TESTED_TWISTED:
             self.assertIn("fast paths: reactor tproxy.reactor.FastEPollReactor (on)",
                           output)
@@ -353,8 +371,7 @@ class CommandLineTests(TestCase):
         else:
             self.assertIn("reactor class: twisted.internet.epollreactor.EPollReactor",
                           output)
-        os.environ["TPROXY_REACTOR"] = "default"
-        output = self.assertFails(["-c", path], "cannot listen")
+        output = self.assertFails(None, "cannot listen", self.result(default))
         self.assertNotIn("FastEPollReactor", output)
         self.assertIn("fast paths: reactor twisted.internet.", output)
 

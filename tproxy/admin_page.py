@@ -43,6 +43,7 @@ when the page asks (O(peers) per overview, O(group) per peer page).
 """
 
 import base64
+import functools
 import hashlib
 import os
 import pkgutil
@@ -83,6 +84,12 @@ def page_headers(html):
 
     :return: a list of ``(name, value)``.
     """
+    return list(_page_headers(html))
+
+
+@functools.lru_cache(maxsize=4)
+def _page_headers(html):
+    # the same page for every gateway of the process: hashed once
     scripts = re.findall(r"<script>(.*?)</script>", html, re.S)
     styles = re.findall(r"<style>(.*?)</style>", html, re.S)
     csp = "; ".join([
@@ -95,14 +102,14 @@ def page_headers(html):
         "base-uri 'none'",
         "form-action 'none'",
     ])
-    return [
+    return (
         ("Content-Security-Policy", csp),
         ("X-Frame-Options", "DENY"),
         ("X-Content-Type-Options", "nosniff"),
         ("Referrer-Policy", "no-referrer"),
         ("Cross-Origin-Opener-Policy", "same-origin"),
         ("Cross-Origin-Resource-Policy", "same-origin"),
-    ]
+    )
 
 
 class _BadArgument(ValueError):

@@ -489,8 +489,19 @@ SCHEMA = _object({
 
 def validator_for(schema):
     """A Draft 2020-12 validator of ``schema`` that knows tproxy's formats."""
-    Draft202012Validator.check_schema(schema)
+    # Checking a schema against the metaschema costs milliseconds, and each
+    # plugin's settings_schema comes back at every start and reload (and in
+    # every test that builds a gateway): check each distinct schema once.
+    key = repr(schema)
+    if key not in _CHECKED_SCHEMAS:
+        Draft202012Validator.check_schema(schema)
+        if len(_CHECKED_SCHEMAS) < 256:
+            _CHECKED_SCHEMAS.add(key)
     return Draft202012Validator(schema, format_checker=FORMATS)
+
+
+#: ``repr`` of the schemas :func:`validator_for` found valid
+_CHECKED_SCHEMAS = set()
 
 
 def schema_errors(validator, instance, prefix=""):
@@ -617,7 +628,10 @@ def _types(schema):
     return (t,) if isinstance(t, str) else t
 
 
-_VALIDATOR = validator_for(SCHEMA)
+# Not validator_for: checking this schema against the metaschema costs ~30 ms
+# at every import (every twistd, tproxy-ctl and test process); the schema is a
+# constant, checked by tests.test_config.SchemaTests.
+_VALIDATOR = Draft202012Validator(SCHEMA, format_checker=FORMATS)
 
 
 def validate_config(obj, source="<config>"):

@@ -35,6 +35,8 @@ different settings: the second one is registered as ``name#2``, and so on.
 import copy
 import importlib
 import importlib.metadata
+import os
+import sys
 import types
 
 import pluggy
@@ -91,10 +93,28 @@ def _unknown(name, entry_points):
 
 def tproxy_entry_points():
     """The installed entry points of the group ``tproxy``."""
-    eps = importlib.metadata.entry_points()
-    if hasattr(eps, "select"):
-        return list(eps.select(group=ENTRY_POINT_GROUP))
-    return list(eps.get(ENTRY_POINT_GROUP, ()))  # Python 3.9
+    # Reading every installed distribution's metadata costs milliseconds; a
+    # test suite builds a gateway hundreds of times.  Read again when sys.path
+    # or one of its directories changed (an install adds a *.dist-info there).
+    key = []
+    for entry in sys.path:
+        try:
+            key.append((entry, os.stat(entry or ".").st_mtime_ns))
+        except OSError:
+            key.append((entry, None))
+    key = tuple(key)
+    if _ENTRY_POINTS_READ[0] != key:
+        eps = importlib.metadata.entry_points()
+        if hasattr(eps, "select"):
+            found = list(eps.select(group=ENTRY_POINT_GROUP))
+        else:
+            found = list(eps.get(ENTRY_POINT_GROUP, ()))  # Python 3.9
+        _ENTRY_POINTS_READ[:] = [key, found]
+    return list(_ENTRY_POINTS_READ[1])
+
+
+#: ``[sys.path and its directories' mtimes, the entry points read then]``
+_ENTRY_POINTS_READ = [None, []]
 
 
 def _describe(e):
@@ -234,6 +254,20 @@ def _validate_settings(name, schema, settings, settings_path, path):
     return fill_defaults(validator, schema, settings)
 
 
+class _PluginManager(pluggy.PluginManager):
+    """
+    pluggy's manager, which does not look at an object's dunder attributes
+    for hook implementations (no hook is named ``__x__``): a plugin instance
+    has some thirty of them, and each look costs microseconds at every
+    start, reload and test harness.
+    """
+
+    def parse_hookimpl_opts(self, plugin, name):
+        if name[:2] == "__" and name[-2:] == "__":
+            return None
+        return pluggy.PluginManager.parse_hookimpl_opts(self, plugin, name)
+
+
 def build_plugin_manager(config, source=None, entry_points=None):
     """
     A ``pluggy.PluginManager("tproxy")`` with the hook specs of
@@ -250,7 +284,7 @@ def build_plugin_manager(config, source=None, entry_points=None):
     """
     if entry_points is None:
         entry_points = tproxy_entry_points()
-    pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
+    pm = _PluginManager(ENTRY_POINT_GROUP)
     pm.add_hookspecs(hookspecs)
     try:
         loaded, names, seen, scopes = [], {}, {}, {}

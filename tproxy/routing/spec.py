@@ -16,8 +16,10 @@ import copy
 import os
 import re
 
-from tproxy.config import (GROUP_NAME, ConfigError, check_host, fill_defaults,
-                           parse_host_port, schema_errors, validator_for)
+from jsonschema import Draft202012Validator
+
+from tproxy.config import (FORMATS, GROUP_NAME, ConfigError, check_host, fill_defaults,
+                           parse_host_port, schema_errors)
 from tproxy.routing.route import (ANY, EXACT, HOST_ANY, HOST_EXACT, HOST_WILD, PREFIX,
                                   REGEX, Route)
 from tproxy.routing.table import RouteTable
@@ -101,7 +103,8 @@ ROUTE_SCHEMA = {
     },
 }
 
-_ROUTE_VALIDATOR = validator_for(ROUTE_SCHEMA)
+# a constant, checked against the metaschema by tests.test_config.SchemaTests
+_ROUTE_VALIDATOR = Draft202012Validator(ROUTE_SCHEMA, format_checker=FORMATS)
 
 
 def validate_route(obj, path=""):
