@@ -457,6 +457,10 @@ def makeService(options, reactor=None):
         from twisted.internet import reactor
     _log_fast_paths(reactor)
 
+    if options.config.get("workers", 1) != 1:
+        from tproxy.supervisor import make_supervised
+        return make_supervised(options, reactor, signals=twistd)
+
     from tproxy.admin_page import install as install_status_page
     from tproxy.gateway import Gateway
     from tproxy.reload import listener_specs, make_factory

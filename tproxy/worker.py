@@ -1,0 +1,245 @@
+# -*- test-case-name: tests.test_workers -*-
+"""
+A worker of a multi-worker tproxy: ``python -m tproxy.worker --control FD``,
+spawned by the parent (:mod:`tproxy.supervisor`), never by hand.
+
+Its life:
+
+1. connect the control channel (the file descriptor ``FD``, one end of a
+   UNIX socket pair) and say ``hello``; the parent answers with the
+   configuration's text, the worker's index, the listening sockets' file
+   descriptors (inherited) and a snapshot of the registry;
+2. build a :class:`tproxy.gateway.Gateway` on a
+   :class:`tproxy.replica.ReplicaRegistry`, run every ``init_worker``, adopt
+   the listening sockets (``adoptStreamPort``: every worker accepts on the
+   same sockets, the parent's), and tell the parent it is ``ready``;
+3. serve, applying the registry changes the parent sends and answering its
+   ``counts`` questions;
+4. on ``SIGTERM`` (or ``SIGINT``, or when the parent is gone: the control
+   channel closes) stop as a single tproxy does: stop accepting, drain,
+   ``on_stop``, exit.  ``SIGUSR1`` reopens the access log; ``SIGHUP`` is
+   ignored (the parent reloads by replacing its workers).
+"""
+
+import json
+import os
+import signal
+import socket
+import sys
+
+from twisted.logger import Logger
+
+from tproxy.tap import GatewayService, _Endpoint
+
+__all__ = ["main"]
+
+log = Logger()
+
+
+class _AdoptedEndpoint(object):
+    """A server endpoint listening on an inherited listening socket."""
+
+    def __init__(self, reactor, fd):
+        self.reactor = reactor
+        self.fd = fd
+
+    def listen(self, factory):
+        from twisted.internet.defer import fail, succeed
+        try:
+            family = _family(self.fd)
+            port = self.reactor.adoptStreamPort(self.fd, family, factory)
+        except Exception:
+            return fail()
+        os.close(self.fd)   # adoptStreamPort duplicated it
+        return succeed(port)
+
+
+def _family(fd):
+    s = socket.socket(fileno=fd)
+    try:
+        return s.family
+    finally:
+        s.detach()
+
+
+def adopted_endpoint(reactor, fd, description, tls=None, plugin_manager=None):
+    """
+    The :class:`tproxy.tap._Endpoint` of the inherited listening socket
+    ``fd`` for the listener ``description``, with TLS in front as
+    :func:`tproxy.tap.open_endpoint` does.
+    """
+    e = _Endpoint(_AdoptedEndpoint(reactor, fd), description)
+    if not tls:
+        return e
+    from tproxy.tls import HTTP_ALPN, ServerTLS, TLSServerEndpoint
+    settings, path, http = tls
+    server_tls = (ServerTLS(settings, path, plugin_manager, HTTP_ALPN) if http
+                  else ServerTLS(settings, path, plugin_manager))
+    return _Endpoint(TLSServerEndpoint(e.endpoint, server_tls, reactor),
+                     description + " (TLS)")
+
+
+class Worker(object):
+    """
+    The worker's side of the control channel, and its service once it has
+    its configuration.
+
+    :param reactor: the reactor.
+    """
+
+    def __init__(self, reactor):
+        self.reactor = reactor
+        self.channel = None
+        self.registry = None
+        self.service = None
+        self.index = None
+        self.stopping = False
+
+    def control_connected(self, channel):
+        """The control channel is up: ask for the configuration."""
+        self.channel = channel
+        channel.call("hello", pid=os.getpid()).addCallbacks(self._start, self._failed)
+
+    def _start(self, package):
+        from tproxy.config import validate_config
+        from tproxy.gateway import Gateway
+        from tproxy.plugins import build_plugin_manager
+        from tproxy.reload import listener_key, listener_specs, make_factory
+        from tproxy.replica import ReplicaRegistry
+
+        self.index = package["worker"]
+        source = package["source"]
+        config = validate_config(json.loads(package["config"]), source=source)
+        plugin_manager = build_plugin_manager(config, source=source)
+        self.registry = ReplicaRegistry(self.reactor, ttl=config["registry"]["ttl"])
+        gateway = Gateway(config, self.reactor, plugin_manager, registry=self.registry)
+        gateway.role = "worker"
+        gateway.worker_index = self.index
+        self.registry.apply(package["registry"]["peers"], package["registry"]["groups"])
+        fds = package["fds"]
+        listeners = []
+        for kind, name, description, stream, tls in listener_specs(config):
+            if kind == "admin":
+                continue
+            fd = fds[" ".join(listener_key(kind, description, tls))]
+            listeners.append((name, adopted_endpoint(self.reactor, fd, description, tls,
+                                                     plugin_manager),
+                              make_factory(kind, gateway, stream, tls)))
+        self.service = _WorkerService(gateway, listeners, ready=self._ready)
+        self.service.startService()
+        self.reactor.addSystemEventTrigger("before", "shutdown", self._stop)
+
+    def _ready(self, _):
+        log.info("worker {index} (pid {pid}) ready", index=self.index, pid=os.getpid())
+        self.channel.notify("ready", pid=os.getpid())
+
+    def _failed(self, f):
+        log.failure("worker could not start", f)
+        self._exit(1)
+
+    def _exit(self, status):
+        from tproxy.tap import _exit_status_on_exit
+        _exit_status_on_exit(status)
+        if self.reactor.running:
+            self.reactor.stop()
+
+    def _stop(self):
+        self.stopping = True
+        if self.service is not None and self.service.running:
+            return self.service.stopService()
+        return None
+
+    # -- the control operations ------------------------------------------------------
+
+    def control_registry(self, message):
+        """Apply the parent's registry changes (then acknowledge them)."""
+        self.registry.apply(message["peers"], message.get("groups"))
+        return True
+
+    def control_counts(self, message):
+        """The in-flight and total requests per peer."""
+        if self.registry is None:
+            return []
+        return self.registry.counts()
+
+    def control_lost(self, reason):
+        """The parent is gone (or closed the channel): stop."""
+        if not self.stopping and self.reactor.running:
+            log.info("worker {index}: the control channel closed; stopping",
+                     index=self.index)
+            self.reactor.stop()
+
+
+class _WorkerService(GatewayService):
+    """A :class:`tproxy.tap.GatewayService` that says when it listens."""
+
+    def __init__(self, gateway, listeners, ready):
+        GatewayService.__init__(self, gateway, listeners)
+        self._on_ready = ready
+
+    def _listen(self):
+        return GatewayService._listen(self).addCallback(self._on_ready)
+
+
+def main(argv=None):
+    """Run a worker (see the module docstring)."""
+    import argparse
+    parser = argparse.ArgumentParser(prog="python -m tproxy.worker")
+    parser.add_argument("--control", type=int, required=True)
+    args = parser.parse_args(argv)
+
+    from tproxy.tap import _install_fast_reactor
+    _install_fast_reactor()
+    from twisted.internet import reactor
+    from twisted.internet.protocol import Factory
+    from twisted.logger import globalLogBeginner, textFileLogObserver
+
+    observer = textFileLogObserver(sys.stdout)
+
+    pid = os.getpid()
+
+    def tagged(event):
+        # the parent's output shows which worker said what
+        system = event.get("log_system")
+        if system in (None, "-"):
+            level = event.get("log_level")
+            system = "{}#{}".format(event.get("log_namespace", "-"),
+                                    level.name if level is not None else "-")
+        event["log_system"] = "worker {} {}".format(pid, system)
+        observer(event)
+    globalLogBeginner.beginLoggingTo([tagged], redirectStandardIO=False)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    from tproxy.control import ControlProtocol
+    worker = Worker(reactor)
+
+    class _ChannelFactory(Factory):
+        def buildProtocol(self, addr):
+            return ControlProtocol(worker)
+
+    def start():
+        channel = reactor.adoptStreamConnection(args.control, socket.AF_UNIX,
+                                                _ChannelFactory())
+        os.close(args.control)
+        del channel
+    reactor.callWhenRunning(start)
+    reactor.callWhenRunning(_reopen_later, worker)
+    reactor.run()
+    sys.stdout.flush()
+
+
+def _reopen_later(worker):
+    """``SIGUSR1``: reopen the access log (once the gateway exists)."""
+    if not hasattr(signal, "SIGUSR1"):
+        return
+    reactor = worker.reactor
+
+    def reopen(number, frame):
+        if worker.service is not None:
+            reactor.callFromThread(lambda: worker.service.gateway.reopen())
+    signal.signal(signal.SIGUSR1, reopen)
+
+
+if __name__ == "__main__":
+    main()
