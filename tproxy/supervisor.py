@@ -41,6 +41,7 @@ import sys
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
+from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.protocol import Factory, ProcessProtocol
 from twisted.logger import Logger
 
@@ -92,10 +93,11 @@ class _Handle(object):
         self.restarts = 0
 
     def signal(self, name):
+        """Send ``name`` (``"TERM"``, ``"KILL"`` or a signal number)."""
         if self.process is not None and self.state != "ended":
             try:
                 self.process.signalProcess(name)
-            except Exception:
+            except ProcessExitedAlready:
                 pass
 
     def as_dict(self):
@@ -382,6 +384,7 @@ class Supervisor(Service):
         made (:meth:`tproxy.replica.PublishingRegistry.synced`), and
         ``/upstream/status`` shows the workers' counts.
         """
+        gateway.on_reopen(self._reopen_workers)
         admin = gateway.admin
         for key, handler in list(admin.routes.items()):
             if key in (("GET", "/upstream/status"), ("GET", "/upstream/servers")):
@@ -389,6 +392,11 @@ class Supervisor(Service):
             admin.routes[key] = self._synced(handler)
         for key, (segments, handler) in list(admin.patterns.items()):
             admin.patterns[key] = (segments, self._synced(handler))
+
+    def _reopen_workers(self):
+        """``SIGUSR1`` to the parent: every worker reopens its access log."""
+        for h in self._live():
+            h.signal(signal.SIGUSR1)
 
     def _synced(self, handler):
         publisher = self.publisher
@@ -635,5 +643,4 @@ def make_supervised(options, reactor, signals):
     supervisor.setServiceParent(service)
     service.supervisor = supervisor
     service.reloader = _SupervisorReloader(supervisor, service.reloader)
-    gateway.on_reopen(lambda: [h.signal("USR1") for h in supervisor._live()])
     return service
