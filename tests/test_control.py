@@ -116,3 +116,30 @@ class ControlProtocolTests(TestCase):
         d = a.call("echo", value=2)
         pump.flush()
         self.assertEqual(self.successResultOf(d), {"got": 2})
+
+
+class NonBlockingTests(TestCase):
+    """:func:`tproxy.control.nonblocking`: adopting an inherited socket
+    leaves it non-blocking, in every process sharing it (PyPy's
+    ``socket.fromfd`` would clear the shared flag)."""
+
+    def test_adoptedPortStaysNonBlocking(self):
+        import fcntl
+        import os
+        import socket
+
+        from twisted.internet import reactor
+        from twisted.internet.protocol import Factory
+
+        from tproxy.control import nonblocking
+
+        held = socket.socket()
+        self.addCleanup(held.close)
+        held.bind(("127.0.0.1", 0))
+        held.listen(5)
+        held.setblocking(False)
+        port = nonblocking(reactor.adoptStreamPort, held.fileno(), socket.AF_INET, Factory())
+        self.addCleanup(port.stopListening)
+        flags = fcntl.fcntl(held.fileno(), fcntl.F_GETFL)
+        self.assertTrue(flags & os.O_NONBLOCK)
+        self.assertEqual(socket.getdefaulttimeout(), None)

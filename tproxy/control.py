@@ -36,13 +36,14 @@ several megabytes, beyond AMP's 64 KiB per value.
 """
 
 import json
+import socket
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.error import ConnectionDone
 from twisted.logger import Logger
 from twisted.protocols.basic import Int32StringReceiver
 
-__all__ = ["ChannelClosed", "ControlProtocol", "MAX_MESSAGE"]
+__all__ = ["ChannelClosed", "ControlProtocol", "MAX_MESSAGE", "nonblocking"]
 
 log = Logger()
 
@@ -148,3 +149,20 @@ class ControlProtocol(Int32StringReceiver):
         lost = getattr(self.handler, "control_lost", None)
         if lost is not None:
             lost(reason)
+
+
+def nonblocking(adopt, *args):
+    """
+    ``adopt(*args)`` (``reactor.adoptStreamPort``,
+    ``adoptStreamConnection``) with the socket module's default timeout at 0
+    meanwhile.  PyPy's ``socket.fromfd`` (which they call) makes the file
+    descriptor blocking otherwise -- a flag all its copies share, in every
+    process: a listening socket's next ``accept`` would wait for a
+    connection, deaf to signals.
+    """
+    default = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(0.0)
+    try:
+        return adopt(*args)
+    finally:
+        socket.setdefaulttimeout(default)

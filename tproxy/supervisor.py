@@ -46,7 +46,7 @@ from twisted.internet.protocol import Factory, ProcessProtocol
 from twisted.logger import Logger
 
 from tproxy.config import ConfigError, read_config
-from tproxy.control import ControlProtocol
+from tproxy.control import ControlProtocol, nonblocking
 from tproxy.replica import SYNC_TIMEOUT, snapshot
 
 __all__ = ["Supervisor", "make_supervised", "worker_count"]
@@ -261,11 +261,13 @@ class Supervisor(Service):
         handle.restarts = restarts
         generation.workers.append(handle)
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        parent_end.setblocking(False)
+        child_end.setblocking(False)
         child_fds = {0: 0, 1: 1, 2: 2, 3: child_end.fileno()}
         handle.fds = {}
         for i, (key, port) in enumerate(sorted(generation.ports.items())):
             child_fds[4 + i] = port.fileno()
-            handle.fds[key] = 4 + i
+            handle.fds[key] = (4 + i, int(port.socket.family))
         channel = _ParentChannel(self, handle)
         try:
             handle.process = self.reactor.spawnProcess(
@@ -278,7 +280,8 @@ class Supervisor(Service):
         class _Factory(Factory):
             def buildProtocol(self, addr):
                 return ControlProtocol(channel)
-        self.reactor.adoptStreamConnection(parent_end.fileno(), socket.AF_UNIX, _Factory())
+        nonblocking(self.reactor.adoptStreamConnection, parent_end.fileno(), socket.AF_UNIX,
+                    _Factory())
         parent_end.close()
         log.info("worker {index} started (pid {pid})", index=index, pid=handle.pid)
         return handle

@@ -29,6 +29,7 @@ import sys
 
 from twisted.logger import Logger
 
+from tproxy.control import nonblocking
 from tproxy.tap import GatewayService, _Endpoint
 
 __all__ = ["main"]
@@ -39,36 +40,30 @@ log = Logger()
 class _AdoptedEndpoint(object):
     """A server endpoint listening on an inherited listening socket."""
 
-    def __init__(self, reactor, fd):
+    def __init__(self, reactor, fd, family):
         self.reactor = reactor
         self.fd = fd
+        self.family = family
 
     def listen(self, factory):
         from twisted.internet.defer import fail, succeed
+        # (the socket's non-blocking flag is shared by every worker: one
+        # cleared would make every worker's next accept wait, deaf to SIGTERM)
         try:
-            family = _family(self.fd)
-            port = self.reactor.adoptStreamPort(self.fd, family, factory)
+            port = nonblocking(self.reactor.adoptStreamPort, self.fd, self.family, factory)
         except Exception:
             return fail()
         os.close(self.fd)   # adoptStreamPort duplicated it
         return succeed(port)
 
 
-def _family(fd):
-    s = socket.socket(fileno=fd)
-    try:
-        return s.family
-    finally:
-        s.detach()
-
-
-def adopted_endpoint(reactor, fd, description, tls=None, plugin_manager=None):
+def adopted_endpoint(reactor, fd, family, description, tls=None, plugin_manager=None):
     """
     The :class:`tproxy.tap._Endpoint` of the inherited listening socket
-    ``fd`` for the listener ``description``, with TLS in front as
-    :func:`tproxy.tap.open_endpoint` does.
+    ``fd`` (of address family ``family``) for the listener ``description``,
+    with TLS in front as :func:`tproxy.tap.open_endpoint` does.
     """
-    e = _Endpoint(_AdoptedEndpoint(reactor, fd), description)
+    e = _Endpoint(_AdoptedEndpoint(reactor, fd, family), description)
     if not tls:
         return e
     from tproxy.tls import HTTP_ALPN, ServerTLS, TLSServerEndpoint
@@ -121,9 +116,9 @@ class Worker(object):
         for kind, name, description, stream, tls in listener_specs(config):
             if kind == "admin":
                 continue
-            fd = fds[" ".join(listener_key(kind, description, tls))]
-            listeners.append((name, adopted_endpoint(self.reactor, fd, description, tls,
-                                                     plugin_manager),
+            fd, family = fds[" ".join(listener_key(kind, description, tls))]
+            listeners.append((name, adopted_endpoint(self.reactor, fd, family, description,
+                                                     tls, plugin_manager),
                               make_factory(kind, gateway, stream, tls)))
         self.service = _WorkerService(gateway, listeners, ready=self._ready)
         self.service.startService()
@@ -219,10 +214,9 @@ def main(argv=None):
             return ControlProtocol(worker)
 
     def start():
-        channel = reactor.adoptStreamConnection(args.control, socket.AF_UNIX,
-                                                _ChannelFactory())
+        nonblocking(reactor.adoptStreamConnection, args.control, socket.AF_UNIX,
+                     _ChannelFactory())
         os.close(args.control)
-        del channel
     reactor.callWhenRunning(start)
     reactor.callWhenRunning(_reopen_later, worker)
     reactor.run()
@@ -242,4 +236,6 @@ def _reopen_later(worker):
 
 
 if __name__ == "__main__":
-    main()
+    # this module's names, not __main__'s (log namespaces, classes)
+    from tproxy.worker import main as _main
+    _main()
