@@ -105,8 +105,8 @@ class Box(object):
         self.case = case
         cwd = os.path.abspath(case.mktemp())
         os.makedirs(cwd)
-        self.config = local(workers=workers, plugins=["registry", "router", "least_conn"],
-                            **changes)
+        changes.setdefault("plugins", ["registry", "router", "least_conn"])
+        self.config = local(workers=workers, **changes)
         self.path = write_json(case, self.config)
         self.proc = TwistdProcess(case, self.path, cwd)
         self.proxy = int(re.search(r":(\d+) \(accepted by the workers\)",
@@ -265,6 +265,36 @@ class WorkersTests(TestCase):
         self.box.proc.assertStopsCleanly()
         for pid in pids:
             self.assertIsNone(state(pid))
+
+
+class AdminChangesTests(TestCase):
+    """A plugin's admin change (``PUT /routes/{name}``) made through the
+    parent is made in every worker, and in a worker started later."""
+
+    def test_routeInEveryWorker(self):
+        up = upstream(self)
+        box = Box(self, plugins=["registry", "routes", "router", "least_conn"],
+                  upstreams={"web": {"peers": ["127.0.0.1:%d" % up.server_port],
+                                     "routable": False}})
+        self.assertEqual(get(box.proxy, "/item")[0], 503)
+        conn = http.client.HTTPConnection("127.0.0.1", box.admin, timeout=BOUND)
+        conn.request("PUT", "/routes/item", body=json.dumps(
+            {"group": "web", "match": {"path": "/item"}}),
+            headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        self.assertEqual(response.status, 201, response.read())
+        conn.close()
+        pids = box.pids()
+        for pid in pids:
+            stopped = box.only(pid)
+            self.assertEqual(get(box.proxy, "/item")[0], 200)
+            box.resume(stopped)
+        os.kill(pids[0], signal.SIGKILL)
+        line = box.proc.read_until(") ready")
+        replacement = int(re.search(r"pid (\d+)", line).group(1))
+        stopped = box.only(replacement)
+        self.assertEqual(get(box.proxy, "/item")[0], 200)
+        box.resume(stopped)
 
 
 def _try(port, path):

@@ -68,6 +68,9 @@ START_TIMEOUT = 60.0
 #: seconds ``/upstream/status`` waits for a worker's counts
 COUNTS_TIMEOUT = 2.0
 
+#: plugins' admin changes kept to replay to workers started later
+MAX_JOURNAL = 10000
+
 
 def worker_count(config):
     """The number of workers ``config`` asks for (``"auto"``: the CPUs)."""
@@ -106,7 +109,9 @@ class _Handle(object):
 
 
 class _Generation(object):
-    """A configuration the workers run: its text, its listening ports."""
+    """A configuration the workers run: its text, its listening ports, and
+    the plugins' admin changes made since it started (replayed to a worker
+    started later)."""
 
     def __init__(self, number, config, text, source, ports):
         self.number = number
@@ -115,6 +120,16 @@ class _Generation(object):
         self.source = source
         self.ports = ports    # {listener key text: port}
         self.workers = []
+        self.journal = []
+
+
+def _forwarded(admin, key):
+    """Whether the admin route ``key`` = ``(method, path)`` changes a
+    plugin's own state (made in every worker): not a ``GET``, not the
+    registry's (replicated as state) nor tproxy's own."""
+    method, _ = key
+    owner = admin.owners.get(key)
+    return method not in ("GET", "HEAD", "OPTIONS") and owner not in (None, "registry")
 
 
 class _WorkerProcess(ProcessProtocol):
@@ -146,7 +161,8 @@ class _ParentChannel(object):
         registry = self.supervisor.publisher
         self.supervisor.publisher.channels.append(self.protocol)
         return {"worker": handle.index, "config": gen.text, "source": gen.source,
-                "fds": dict(handle.fds), "registry": snapshot(registry.backend)}
+                "fds": dict(handle.fds), "registry": snapshot(registry.backend),
+                "admin": list(gen.journal)}
 
     def control_ready(self, message):
         handle = self.handle
@@ -392,9 +408,71 @@ class Supervisor(Service):
         for key, handler in list(admin.routes.items()):
             if key in (("GET", "/upstream/status"), ("GET", "/upstream/servers")):
                 handler = self._with_counts(handler)
+            elif _forwarded(admin, key):
+                handler = self._forwarding(handler)
             admin.routes[key] = self._synced(handler)
         for key, (segments, handler) in list(admin.patterns.items()):
+            if _forwarded(admin, key):
+                handler = self._forwarding(handler)
             admin.patterns[key] = (segments, self._synced(handler))
+
+    def _forwarding(self, handler):
+        """
+        ``handler`` of a plugin's state-changing admin route (``PUT
+        /routes/{name}``, the cache's ``DELETE``): the parent's plugin
+        instance answers, and a request it accepted (2xx) is then made in
+        every worker, and recorded for the workers started later, before
+        the answer goes out.
+        """
+        def forward(request):
+            d = maybeDeferred(handler, request)
+
+            def answered(result):
+                status = getattr(result, "status", None)
+                if status is None:
+                    status = result[0]
+                if not 200 <= int(status) < 300:
+                    return result
+                entry = {"method": request.method, "path": request.path,
+                         "args": request.args, "body": request.body.decode("latin-1"),
+                         "content_type": request.headers.get("content-type", "")}
+                self._journal(entry)
+                ds = []
+                for h in self._live():
+                    if h.channel is not None and not h.channel.closed:
+                        call = h.channel.call("admin", request=entry)
+                        call.addTimeout(SYNC_TIMEOUT, self.reactor)
+                        call.addCallback(self._forwarded, h, entry)
+                        call.addErrback(self._not_forwarded, h, entry)
+                        ds.append(call)
+                return DeferredList(ds).addCallback(lambda _: result)
+            return d.addCallback(answered)
+        return forward
+
+    def _journal(self, entry):
+        """Keep ``entry`` for the workers started later (the last
+        ``PUT``/``DELETE`` of a path replaces the earlier ones)."""
+        journal = self.generation.journal
+        if entry["method"] in ("PUT", "DELETE"):
+            journal[:] = [e for e in journal if not (
+                e["path"] == entry["path"] and e["method"] in ("PUT", "DELETE"))]
+        journal.append(entry)
+        if len(journal) > MAX_JOURNAL:
+            del journal[0]
+            log.warn("more than {n} admin changes to replay to new workers: the oldest "
+                     "is dropped (put lasting routes in the configuration file)",
+                     n=MAX_JOURNAL)
+
+    def _forwarded(self, status, handle, entry):
+        if not 200 <= status < 300:
+            log.warn("worker {index} answered {status} to {method} {path} (the parent "
+                     "accepted it)", index=handle.index, status=status,
+                     method=entry["method"], path=entry["path"])
+
+    def _not_forwarded(self, f, handle, entry):
+        log.warn("worker {index} did not apply {method} {path}: {error}",
+                 index=handle.index, method=entry["method"], path=entry["path"],
+                 error=f.getErrorMessage())
 
     def _reopen_workers(self):
         """``SIGUSR1`` to the parent: every worker reopens its access log."""

@@ -120,7 +120,8 @@ class Worker(object):
             listeners.append((name, adopted_endpoint(self.reactor, fd, family, description,
                                                      tls, plugin_manager),
                               make_factory(kind, gateway, stream, tls)))
-        self.service = _WorkerService(gateway, listeners, ready=self._ready)
+        self.service = _WorkerService(gateway, listeners, ready=self._ready,
+                                      before=lambda: self._replay(package.get("admin", ())))
         self.service.startService()
         self.reactor.addSystemEventTrigger("before", "shutdown", self._stop)
 
@@ -151,6 +152,34 @@ class Worker(object):
         self.registry.apply(message["peers"], message.get("groups"))
         return True
 
+    def _replay(self, entries):
+        """Make the plugins' admin changes the parent made before this
+        worker started (after ``init_worker``, before listening)."""
+        from twisted.internet.defer import ensureDeferred
+
+        async def replay():
+            for entry in entries:
+                await self.control_admin({"request": entry})
+        return ensureDeferred(replay())
+
+    def control_admin(self, message):
+        """Make a plugin's admin change the parent accepted (``PUT
+        /routes/{name}``...) here too; the result is the status."""
+        from urllib.parse import urlencode
+
+        from tproxy.admin import AdminRequest
+        entry = message["request"]
+        admin = self.service.gateway.admin
+        headers = {"host": "localhost"}
+        if entry.get("content_type"):
+            headers["content-type"] = entry["content_type"]
+        if admin.token:
+            headers["authorization"] = "Bearer " + admin.token
+        request = AdminRequest.from_uri(
+            entry["method"], entry["path"] + "?" + urlencode(entry.get("args") or {}),
+            headers, entry.get("body", "").encode("latin-1"))
+        return admin.dispatch(request).addCallback(lambda response: response.status)
+
     def control_counts(self, message):
         """The in-flight and total requests per peer."""
         if self.registry is None:
@@ -168,12 +197,16 @@ class Worker(object):
 class _WorkerService(GatewayService):
     """A :class:`tproxy.tap.GatewayService` that says when it listens."""
 
-    def __init__(self, gateway, listeners, ready):
+    def __init__(self, gateway, listeners, ready, before=None):
         GatewayService.__init__(self, gateway, listeners)
         self._on_ready = ready
+        self._before = before
 
     def _listen(self):
-        return GatewayService._listen(self).addCallback(self._on_ready)
+        from twisted.internet.defer import maybeDeferred
+        d = maybeDeferred(self._before or (lambda: None))
+        d.addCallback(lambda _: GatewayService._listen(self))
+        return d.addCallback(self._on_ready)
 
 
 def main(argv=None):
