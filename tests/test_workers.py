@@ -267,6 +267,42 @@ class WorkersTests(TestCase):
             self.assertIsNone(state(pid))
 
 
+FAILS = {"name": "tests.plugins_for_tests:FailsInWorkers", "settings": {}}
+
+
+class StartFailureTests(TestCase):
+    """A worker that cannot start: at start, tproxy stops (exit status 1);
+    at a reload, the reload is refused and the old workers serve on."""
+
+    def test_atStart(self):
+        cwd = os.path.abspath(self.mktemp())
+        os.makedirs(cwd)
+        conf = write_json(self, local(workers=2, plugins=["registry", FAILS]))
+        proc = TwistdProcess(self, conf, cwd)
+        proc.read_until("this worker will not start")
+        proc.read_until("ended before it was ready")
+        proc.proc.wait(BOUND)
+        self.assertEqual(proc.proc.returncode, 1, "".join(proc.output))
+
+    def test_atReload(self):
+        up = upstream(self)
+        box = Box(self)
+        get_json(box.admin, "/upstream/add?port=%d" % up.server_port)
+        old = box.pids()
+        with open(box.path, "w") as f:
+            json.dump(dict(box.config, plugins=["registry", "router", "least_conn",
+                                                FAILS]), f)
+        box.proc.send_signal(signal.SIGHUP)
+        line = box.proc.read_until("reload refused")
+        self.assertIn("ended before it was ready", line)
+        self.assertEqual(box.pids(), old)
+        for pid in old:
+            stopped = box.only(pid)
+            self.assertEqual(get(box.proxy, "/x")[0], 200)
+            box.resume(stopped)
+        box.proc.assertStopsCleanly()
+
+
 class AdminChangesTests(TestCase):
     """A plugin's admin change (``PUT /routes/{name}``) made through the
     parent is made in every worker, and in a worker started later."""

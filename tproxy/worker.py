@@ -93,7 +93,9 @@ class Worker(object):
     def control_connected(self, channel):
         """The control channel is up: ask for the configuration."""
         self.channel = channel
-        channel.call("hello", pid=os.getpid()).addCallbacks(self._start, self._failed)
+        d = channel.call("hello", pid=os.getpid())
+        d.addCallback(self._start)
+        d.addErrback(self._failed)
 
     def _start(self, package):
         from tproxy.config import validate_config
@@ -130,7 +132,10 @@ class Worker(object):
         self.channel.notify("ready", pid=os.getpid())
 
     def _failed(self, f):
-        log.failure("worker could not start", f)
+        if f.check(SystemExit):    # a start-up failure, said in one line
+            log.critical("worker could not start: {message}", message=str(f.value))
+        else:
+            log.failure("worker could not start", f)
         self._exit(1)
 
     def _exit(self, status):
