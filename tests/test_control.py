@@ -62,6 +62,18 @@ class ControlProtocolTests(TestCase):
         pump.flush()
         self.assertEqual(self.successResultOf(d), {"got": [1, "x"]})
 
+    def test_callEncoded(self):
+        """A call whose fields are already JSON text (one encoding for many
+        channels) is the same call."""
+        a, b, ha, hb, pump = pair()
+        d1 = a.call_encoded("echo", '{"value": [1, 2]}')
+        d2 = a.call_encoded("later", "{}")
+        pump.flush()
+        self.assertEqual(self.successResultOf(d1), {"got": [1, 2]})
+        hb.pending.callback("done")
+        pump.flush()
+        self.assertEqual(self.successResultOf(d2), "done")
+
     def test_deferredResult(self):
         """A handler may answer later, with a Deferred."""
         a, b, ha, hb, pump = pair()

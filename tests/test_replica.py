@@ -11,7 +11,7 @@ from zope.interface.verify import verifyObject
 
 from tproxy.control import ControlProtocol
 from tproxy.registry import IRegistry, MemoryRegistry
-from tproxy.replica import PublishingRegistry, ReplicaRegistry, snapshot
+from tproxy.replica import HEARTBEAT_DELAY, PublishingRegistry, ReplicaRegistry, snapshot
 
 
 class WorkerSide(object):
@@ -121,19 +121,80 @@ class PublishingTests(TestCase):
         self.assertEqual(box.messages, [100, 100])
         self.assertEqual(len(box.workers[1].group("api").peers), 100)
 
+    def test_largeBatchInSlices(self):
+        """A large batch goes in messages of ``CHUNK`` peers, the next sent
+        once the worker has acknowledged the previous; ``synced`` waits for
+        the last."""
+        box = Box(1)
+        for port in range(1, 2501):
+            box.parent.register("api", "10.0.0.1", port)
+        synced = box.parent.synced()
+        box.clock.advance(0)
+        self.assertEqual(len(box.parent._senders[box.parent.channels[0]].queue), 2)
+        box.turn()
+        self.successResultOf(synced)
+        self.assertEqual(box.messages, [1000, 1000, 500])
+        self.assertEqual(box.peers(box.workers[0]), box.peers(box.parent))
+
     def test_heartbeat(self):
-        """A heartbeat extends the replicas' ``expires_at`` on the same peer."""
+        """A heartbeat (nothing changed but the expiry) is answered at once
+        and sent within ``HEARTBEAT_DELAY``, with the others of that time,
+        extending the replicas' ``expires_at`` on the same peer."""
         box = Box(1)
         box.parent.register("api", "10.0.0.1", 80)
+        box.parent.register("api", "10.0.0.2", 80)
         box.turn()
         replica = box.workers[0]
         peer = replica.group("api").peers[("10.0.0.1", 80)]
         box.clock.advance(30)
         box.parent.register("api", "10.0.0.1", 80)
+        self.successResultOf(box.parent.synced())
+        box.turn()
+        self.assertEqual(peer.expires_at, 1060)   # not yet
+        box.clock.advance(HEARTBEAT_DELAY / 2)
+        box.parent.register("api", "10.0.0.2", 80)
+        box.clock.advance(HEARTBEAT_DELAY / 2)
         box.turn()
         self.assertIs(replica.group("api").peers[("10.0.0.1", 80)], peer)
-        self.assertEqual(peer.expires_at, box.clock.seconds() + 60)
+        self.assertEqual(peer.expires_at, 1030 + 60)
         self.assertEqual(box.peers(replica), box.peers(box.parent))
+        self.assertEqual(box.messages, [2, 2])
+
+    def test_heartbeatDelayWithinTtl(self):
+        """With a short TTL a heartbeat waits a quarter of it at most."""
+        box = Box(1, ttl=2)
+        box.parent.register("api", "10.0.0.1", 80)
+        box.turn()
+        box.clock.advance(1)
+        box.parent.register("api", "10.0.0.1", 80)
+        box.clock.advance(0.5)
+        box.turn()
+        self.assertEqual(box.peers(box.workers[0]), box.peers(box.parent))
+
+    def test_changesDoNotWait(self):
+        """A heartbeat that changes the weight, or its group's routable flag
+        (set on the group by the registry plugin after ``register``), is sent
+        at once, and ``synced`` waits for it; so are heartbeats pending then."""
+        box = Box(1)
+        for host in ("10.0.0.1", "10.0.0.2"):
+            box.parent.register("api", host, 80)
+        box.turn()
+        replica = box.workers[0]
+        box.clock.advance(10)
+        box.parent.register("api", "10.0.0.2", 80)          # waits
+        box.parent.register("api", "10.0.0.1", 80, weight=9)
+        synced = box.parent.synced()
+        self.assertNoResult(synced)
+        box.turn()
+        self.successResultOf(synced)
+        self.assertEqual(box.peers(replica), box.peers(box.parent))
+        box.parent.register("api", "10.0.0.1", 80)
+        box.parent.group("api").routable = False
+        synced = box.parent.synced()
+        self.assertNoResult(synced)
+        box.turn()
+        self.successResultOf(synced)
+        self.assertFalse(replica.group("api").routable)
 
     def test_expiryOnceInTheParent(self):
         """The replica never expires anything itself (a peer past its time is

@@ -95,6 +95,19 @@ class ControlProtocol(Int32StringReceiver):
         self.notify(op, **fields)
         return d
 
+    def call_encoded(self, op, encoded):
+        """:meth:`call` with the fields given as the JSON text of an object
+        (``'{"peers": [...]}'``): one encoding for many channels."""
+        if self.closed:
+            from twisted.internet.defer import fail
+            return fail(ChannelClosed(op))
+        self._next_id += 1
+        d = self._waiting[self._next_id] = Deferred()
+        rest = encoded.strip()[1:].lstrip()
+        head = '{"op":%s,"id":%d' % (json.dumps(op), self._next_id)
+        self.sendString((head + ("}" if rest == "}" else "," + rest)).encode("utf-8"))
+        return d
+
     def notify(self, op, **fields):
         """Send ``op`` as a notice (no reply)."""
         if self.closed:

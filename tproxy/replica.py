@@ -21,7 +21,11 @@ replica.
 The bound: :meth:`PublishingRegistry.synced` fires once every worker has
 acknowledged every change made so far; the parent's admin API answers a
 request only then (or after :data:`SYNC_TIMEOUT` seconds, logged), so when
-``/upstream/add`` has answered, every worker routes to the new peer.
+``/upstream/add`` has answered, every worker routes to the new peer.  A
+heartbeat that changes nothing but the peer's expiry is the exception: it
+is sent with the others of the next :data:`HEARTBEAT_DELAY` seconds (at most
+a quarter of the TTL), long before the expiry it renews could pass, and the
+admin API answers it at once.
 
 Static peers (the configuration's ``upstreams``) are each worker's own,
 built from the same configuration; what the parent sends about them only
@@ -29,19 +33,31 @@ changes their ``weight`` and ``max_conns`` (a static peer heartbeating
 with ``weight=``).
 """
 
+import json
+from collections import deque
+
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from tproxy.registry import INFINITY, IRegistry, MemoryRegistry, Peer
 
-__all__ = ["PublishingRegistry", "ReplicaRegistry", "SYNC_TIMEOUT", "peer_state", "snapshot"]
+__all__ = ["HEARTBEAT_DELAY", "PublishingRegistry", "ReplicaRegistry", "SYNC_TIMEOUT",
+           "peer_state", "snapshot"]
 
 log = Logger()
 
 #: seconds the parent's admin API waits for the workers to acknowledge a
 #: change before it answers anyway (a worker that hangs; logged)
 SYNC_TIMEOUT = 2.0
+
+#: peers per ``registry`` message (a worker applies one at a time)
+CHUNK = 1000
+
+#: seconds a heartbeat (a registration renewed, nothing else changed) may
+#: wait before it is sent to the workers, with the others of that time
+#: (at most a quarter of the TTL)
+HEARTBEAT_DELAY = 1.0
 
 
 def peer_state(registry, key):
@@ -92,6 +108,11 @@ class PublishingRegistry(object):
         self.channels = []
         self._dirty = {}          # key -> None, in order
         self._call = None
+        self._heartbeats = {}     # keys whose only change is a heartbeat
+        self._heartbeat_call = None
+        self._last_heartbeat = None
+        self._routable = {}       # group -> the routable flag last sent
+        self._senders = {}        # channel -> _Sender
         self._waiting = []        # Deferreds fired after the next flush is acknowledged
         self._last = None         # (Deferreds of) the last flush, while unacknowledged
 
@@ -124,9 +145,20 @@ class PublishingRegistry(object):
         return self.backend.subscribers()
 
     def register(self, group, host, port, weight=None, max_conns=None):
-        result = self.backend.register(group, host, port, weight, max_conns)
-        self._mark((group, host, port))
-        return result
+        g = self.backend.group(group)
+        before = g.peers.get((host, port)) if g is not None else None
+        if before is not None:
+            before = (before, before.weight, before.max_conns)
+        peer, created = self.backend.register(group, host, port, weight, max_conns)
+        key = (group, host, port)
+        if (created or before is None or before[0] is not peer
+                or (peer.weight, peer.max_conns) != before[1:]):
+            self._mark(key)
+        else:
+            # a heartbeat: only expires_at moved, which the workers need
+            # before the old one passes, not now
+            self._mark_heartbeat(key)
+        return peer, created
 
     def add_static(self, group, host, port, weight=1, max_conns=0):
         peer = self.backend.add_static(group, host, port, weight, max_conns)
@@ -153,8 +185,29 @@ class PublishingRegistry(object):
 
     def _mark(self, key):
         self._dirty[key] = None
+        self._heartbeats.pop(key, None)
         if self._call is None:
             self._call = self.clock.callLater(0, self.flush)
+
+    def heartbeat_delay(self):
+        """Seconds a heartbeat may wait before it is sent:
+        :data:`HEARTBEAT_DELAY`, or a quarter of the TTL if that is less."""
+        return min(HEARTBEAT_DELAY, self.backend.ttl / 4.0)
+
+    def _mark_heartbeat(self, key):
+        if key in self._dirty:
+            return
+        self._heartbeats[key] = None
+        self._last_heartbeat = key
+        if self._heartbeat_call is None:
+            self._heartbeat_call = self.clock.callLater(self.heartbeat_delay(),
+                                                        self._flush_heartbeats)
+
+    def _flush_heartbeats(self):
+        self._heartbeat_call = None
+        if self._heartbeats:
+            if self._call is None:
+                self._call = self.clock.callLater(0, self.flush)
 
     def flush(self):
         """
@@ -165,19 +218,34 @@ class PublishingRegistry(object):
         if self._call is not None and self._call.active():
             self._call.cancel()
         self._call = None
-        dirty, self._dirty = list(self._dirty), {}
+        if self._heartbeat_call is not None and self._heartbeat_call.active():
+            self._heartbeat_call.cancel()
+        self._heartbeat_call = None
+        dirty = list(self._dirty) + list(self._heartbeats)
+        self._dirty, self._heartbeats, self._last_heartbeat = {}, {}, None
         waiting, self._waiting = self._waiting, []
         if not dirty:
             _fire(waiting)
             return
-        peers = [peer_state(self.backend, key) for key in dirty]
-        groups = {}
-        for name, _, _ in dirty:
-            g = self.backend.group(name)
-            if g is not None:
-                groups[name] = g.routable
-        calls = [channel.call("registry", peers=peers, groups=groups)
-                 for channel in list(self.channels)]
+        senders = self._senders
+        for channel in list(senders):
+            if channel not in self.channels:
+                del senders[channel]
+        for channel in self.channels:
+            if channel not in senders:
+                senders[channel] = _Sender(channel)
+        calls = []
+        for start in range(0, len(dirty), CHUNK):
+            chunk = dirty[start:start + CHUNK]
+            peers = [peer_state(self.backend, key) for key in chunk]
+            groups = {}
+            for name, _, _ in chunk:
+                g = self.backend.group(name)
+                if g is not None:
+                    groups[name] = self._routable[name] = g.routable
+            # encoded once for every worker
+            encoded = json.dumps({"peers": peers, "groups": groups}, separators=(",", ":"))
+            calls.extend(senders[channel].send(encoded) for channel in self.channels)
         done = DeferredList(calls, consumeErrors=True)
         last = self._last = [waiting]
 
@@ -193,6 +261,15 @@ class PublishingRegistry(object):
         acknowledged by every worker (at once when there is nothing to
         wait for).
         """
+        key = self._last_heartbeat
+        if key is not None:
+            # the admin API's last request was a heartbeat: if it also
+            # changed its group's routable flag (which the registry plugin
+            # sets on the group itself), that cannot wait
+            self._last_heartbeat = None
+            g = self.backend.group(key[0])
+            if g is not None and self._routable.get(key[0], True) != g.routable:
+                self._mark(key)
         if self._dirty:
             d = Deferred()
             self._waiting.append(d)
@@ -202,6 +279,46 @@ class PublishingRegistry(object):
             self._last[0].append(d)
             return d
         return succeed(None)
+
+
+class _Sender(object):
+    """
+    Sends one worker's ``registry`` messages one at a time, the next once
+    the worker has acknowledged the previous: a worker applies a large batch
+    (10,000 heartbeats) in slices of :data:`CHUNK`, serving its requests
+    between them.
+    """
+
+    def __init__(self, channel):
+        self.channel = channel
+        self.queue = deque()
+        self.busy = False
+
+    def send(self, encoded):
+        """Send the fields ``encoded`` (JSON text); a Deferred firing once
+        they are acknowledged, or the channel closed."""
+        d = Deferred()
+        self.queue.append((encoded, d))
+        if not self.busy:
+            self._next()
+        return d
+
+    def _next(self):
+        while self.queue:
+            encoded, d = self.queue.popleft()
+            call = self.channel.call_encoded("registry", encoded)
+            if call.called:     # (a closed channel fails at once)
+                call.addErrback(lambda f: None)
+                d.callback(None)
+                continue
+            self.busy = True
+
+            def done(result, d=d):
+                self.busy = False
+                d.callback(None)
+                self._next()
+            call.addBoth(done)
+            return
 
 
 def _fire(ds):
