@@ -289,6 +289,8 @@ class PublishingTests(TestCase):
         peer.acquire()
         peer.acquire()
         peer.release()
-        self.assertEqual(box.workers[0].counts(), [["api", "10.0.0.1", 80, 1, 2]])
+        self.assertEqual(box.workers[0].counts(), [["api", "10.0.0.1", 80, 1, 2, True]])
         self.assertEqual(box.workers[1].counts(), [])
+        box.workers[1].group("api").peers[("10.0.0.1", 80)].healthy = False
+        self.assertEqual(box.workers[1].counts(), [["api", "10.0.0.1", 80, 0, 0, False]])
         self.assertEqual(box.parent.group("api").peers[("10.0.0.1", 80)].active, 0)

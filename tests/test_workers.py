@@ -267,6 +267,38 @@ class WorkersTests(TestCase):
             self.assertIsNone(state(pid))
 
 
+class StreamsTests(TestCase):
+    """``streams`` listeners are the workers' too."""
+
+    def test_streamInEveryWorker(self):
+        up = upstream(self)
+        cwd = os.path.abspath(self.mktemp())
+        os.makedirs(cwd)
+        conf = write_json(self, local(
+            workers=2, plugins=["registry", "router", "least_conn"],
+            upstreams={"tcp": {"peers": ["127.0.0.1:%d" % up.server_port],
+                               "routable": False}},
+            streams=[{"listen": "tcp:0:interface=127.0.0.1", "group": "tcp"}]))
+        proc = TwistdProcess(self, conf, cwd)
+        line = proc.read_until("streams[0]) listening on")
+        stream = int(re.search(r":(\d+) \(accepted by the workers\)", line).group(1))
+        admin = int(re.search(r":(\d+)\s*$", proc.read_until("admin API listening")).group(1))
+        proc.read_until("worker(s) ready")
+        status, obj = get_json(admin, "/upstream/status")
+        pids = [w["pid"] for w in obj["workers"]]
+        for pid in pids:
+            for other in pids:
+                if other != pid:
+                    os.kill(other, signal.SIGSTOP)
+                    self.addCleanup(_continue, other)
+                    wait_until(lambda: state(other) in ("T", "t"), "a stopped worker")
+            self.assertEqual(get(stream, "/through-a-stream"),
+                             (200, b"upstream %d /through-a-stream" % up.server_port))
+            for other in pids:
+                _continue(other)
+        proc.assertStopsCleanly()
+
+
 FAILS = {"name": "tests.plugins_for_tests:FailsInWorkers", "settings": {}}
 
 

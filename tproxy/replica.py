@@ -399,8 +399,9 @@ class ReplicaRegistry(MemoryRegistry):
         self._set_weight(peer, weight, max_conns)
 
     def counts(self):
-        """``[[group, host, port, active, total], ...]`` of the peers that
-        have served anything in this worker (for the parent's status)."""
-        return [[g.name, p.host, p.port, p.active, p.total]
+        """``[[group, host, port, active, total, healthy], ...]`` of the
+        peers that have served anything in this worker, or that its health
+        state says are down (for the parent's status)."""
+        return [[g.name, p.host, p.port, p.active, p.total, p.healthy]
                 for g in self._groups.values() for p in g.peers.values()
-                if p.active or p.total]
+                if p.active or p.total or not p.healthy]

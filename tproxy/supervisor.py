@@ -505,7 +505,8 @@ class Supervisor(Service):
         Ask every live worker for its counts.
 
         :return: a Deferred firing ``(workers, {(group, host, port): {index:
-            (active, total)}})``, ``workers`` being the handles that answered.
+            (active, total, healthy)}})``, ``workers`` being the handles that
+            answered.
         """
         handles = [h for h in self._live() if h.channel is not None and not h.channel.closed]
         ds = []
@@ -521,8 +522,8 @@ class Supervisor(Service):
                 if not ok:
                     continue
                 answered.append(h)
-                for group, host, port, active, total in rows:
-                    per.setdefault((group, host, port), {})[h] = (active, total)
+                for group, host, port, active, total, healthy in rows:
+                    per.setdefault((group, host, port), {})[h] = (active, total, healthy)
             return answered, per
         return DeferredList(ds, consumeErrors=True).addCallback(gathered)
 
@@ -608,11 +609,11 @@ def _add_counts(result, workers, per):
             rows = []
             active = total = 0
             for h in workers:
-                a, t = found.get(h, (0, 0))
+                a, t, healthy = found.get(h, (0, 0, True))
                 active += a
                 total += t
                 rows.append({"worker": h.index, "pid": h.pid, "conn_count": a,
-                             "total_requests": t})
+                             "total_requests": t, "healthy": healthy})
             server["conn_count"] = active
             server["total_requests"] = total
             server["workers"] = rows
