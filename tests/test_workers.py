@@ -185,6 +185,12 @@ class WorkersTests(TestCase):
         self.assertEqual(server["conn_count"], 0)
         self.assertEqual(sorted((w["pid"], w["total_requests"]) for w in server["workers"]),
                          sorted(zip(pids, [1, 2])))
+        # the status page's endpoints count the workers' requests too
+        status, page = get_json(box.admin, "/status/peers?group=default")
+        self.assertEqual([(p["port"], p["total_requests"]) for p in page["peers"]],
+                         [(self.up.server_port, 3)])
+        status, overview = get_json(box.admin, "/status/overview")
+        self.assertEqual((overview["requests_total"], overview["in_flight"]), (3, 0))
 
     def test_killedWorker(self):
         """``kill -9`` of a worker: the other serves on; the dead one's

@@ -408,6 +408,8 @@ class Supervisor(Service):
         for key, handler in list(admin.routes.items()):
             if key in (("GET", "/upstream/status"), ("GET", "/upstream/servers")):
                 handler = self._with_counts(handler)
+            elif key in _STATUS_PAGE:
+                handler = self._with_counts(handler, _STATUS_PAGE[key])
             elif _forwarded(admin, key):
                 handler = self._forwarding(handler)
             admin.routes[key] = self._synced(handler)
@@ -527,14 +529,16 @@ class Supervisor(Service):
             return answered, per
         return DeferredList(ds, consumeErrors=True).addCallback(gathered)
 
-    def _with_counts(self, handler):
+    def _with_counts(self, handler, add=None):
+        add = add or _add_counts
+
         def status(request):
             d = self.counts()
 
             def answer(gathered):
                 workers, per = gathered
                 d2 = maybeDeferred(handler, request)
-                return d2.addCallback(_add_counts, workers, per)
+                return d2.addCallback(add, workers, per)
             return d.addCallback(answer)
         return status
 
@@ -625,6 +629,55 @@ class _Held(Factory):
     """The factory of a port the parent holds open for its workers."""
 
     noisy = False
+
+
+def _page_answer(add):
+    """``add(obj, workers, per)`` applied to a 200 answer of the status page."""
+    def apply(result, workers, per):
+        from tproxy.admin import AdminResponse
+        if isinstance(result, AdminResponse):
+            return result
+        status, obj = result
+        if status == 200 and isinstance(obj, dict):
+            add(obj, workers, per)
+            obj["workers"] = [h.as_dict() for h in workers]
+        return status, obj
+    return apply
+
+
+def _sums(per):
+    """``{(group, host, port): (active, total)}`` summed over the workers."""
+    return {key: (sum(v[0] for v in found.values()), sum(v[1] for v in found.values()))
+            for key, found in per.items()}
+
+
+def _overview(obj, workers, per):
+    sums = _sums(per).values()
+    obj["in_flight"] = sum(a for a, _ in sums)
+    obj["requests_total"] = sum(t for _, t in sums)
+
+
+def _groups(obj, workers, per):
+    by_group = {}
+    for (group, _, _), (active, total) in _sums(per).items():
+        a, t = by_group.get(group, (0, 0))
+        by_group[group] = (a + active, t + total)
+    for summary in obj.get("groups", ()):
+        summary["in_flight"], summary["requests"] = by_group.get(summary["prefix"], (0, 0))
+
+
+def _peers(obj, workers, per):
+    sums = _sums(per)
+    for view in obj.get("peers", ()):
+        view["conn_count"], view["total_requests"] = sums.get(
+            (obj["group"], view["host"], view["port"]), (0, 0))
+
+
+#: the status page's endpoints, and how the workers' counts go into them
+#: (the requests per second of the overview stay the parent's: none)
+_STATUS_PAGE = {("GET", "/status/overview"): _page_answer(_overview),
+                ("GET", "/status/groups"): _page_answer(_groups),
+                ("GET", "/status/peers"): _page_answer(_peers)}
 
 
 def _listen_now(endpoint):
