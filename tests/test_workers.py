@@ -155,6 +155,17 @@ def server_of(status, port):
     raise AssertionError("no server on port %d in %r" % (port, status))
 
 
+class WorkerCountTests(TestCase):
+    """``workers``: a number, or ``"auto"`` for the CPUs."""
+
+    def test_count(self):
+        from tproxy.supervisor import worker_count
+        self.assertEqual(worker_count({"workers": 3}), 3)
+        self.assertEqual(worker_count({"workers": 2.0}), 2)
+        self.assertEqual(worker_count({"workers": "auto"}), os.cpu_count() or 1)
+        self.assertEqual(worker_count({}), 1)
+
+
 class WorkersTests(TestCase):
     """``"workers": 2``: a parent and two workers on shared listeners."""
 

@@ -158,10 +158,10 @@ class _ParentChannel(object):
         handle.pid = message.get("pid")
         handle.channel = self.protocol
         gen = handle.generation
-        registry = self.supervisor.publisher
-        self.supervisor.publisher.channels.append(self.protocol)
+        publisher = self.supervisor.publisher
+        publisher.channels.append(self.protocol)
         return {"worker": handle.index, "config": gen.text, "source": gen.source,
-                "fds": dict(handle.fds), "registry": snapshot(registry.backend),
+                "fds": dict(handle.fds), "registry": snapshot(publisher.backend),
                 "admin": list(gen.journal)}
 
     def control_ready(self, message):
@@ -261,8 +261,7 @@ class Supervisor(Service):
     def _start_workers(self, generation):
         """Spawn ``generation``'s workers; a Deferred firing once all are
         ready, failing if one ends first or takes :data:`START_TIMEOUT`."""
-        from tproxy.supervisor import worker_count as count
-        n = count(generation.config)
+        n = worker_count(generation.config)
         ds = [self._spawn(i, generation).ready for i in range(n)]
         d = DeferredList(ds, fireOnOneErrback=True, consumeErrors=True)
         d.addErrback(lambda f: f.value.subFailure)

@@ -446,6 +446,9 @@ def makeService(options, reactor=None):
     the status page of :mod:`tproxy.admin_page`) and one TCP listener per
     entry of ``streams`` (:class:`tproxy.stream.StreamFactory`).
 
+    With ``"workers"`` above 1 the service is instead the parent of that
+    many worker processes (:func:`tproxy.supervisor.make_supervised`).
+
     :param options: parsed :class:`Options`.
     :param reactor: the reactor (default: the global one, as twistd runs it:
         then ``SIGUSR1`` also runs ``gateway.reopen``; tests pass theirs and
