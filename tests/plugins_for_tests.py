@@ -156,3 +156,22 @@ class SlowStart(object):
 
 
 instance = NoSchema({})
+
+
+class FailsInWorkers(object):
+    """``init_worker`` fails in a worker process whose index is in
+    ``settings["workers"]`` (all of them by default), and nowhere else
+    (tests.test_workers)."""
+
+    settings_schema = {"type": "object", "properties": {
+        "workers": {"type": ["array", "null"], "default": None}}}
+
+    def __init__(self, settings):
+        self.settings = settings
+
+    @hookimpl
+    def init_worker(self, gateway):
+        """Fails in the workers named."""
+        wanted = self.settings.get("workers")
+        if gateway.role == "worker" and (wanted is None or gateway.worker_index in wanted):
+            raise RuntimeError("this worker will not start")

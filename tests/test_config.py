@@ -61,6 +61,7 @@ DEFAULTS = {
         "active": None,
     },
     "shutdown_timeout": 10,
+    "workers": 1,
 }
 
 
@@ -205,6 +206,14 @@ class ErrorTests(TestCase):
         self.assertEqual(str(e).split("\n"), list(lines))
         return e
 
+    def test_workers(self):
+        """``workers``: a count from 1 to 1024, or ``"auto"``."""
+        for value in (0, 1025, -1, 1.5, "all", True, None, [2]):
+            self.assertErrors({"workers": value}, 'etc/conf.json: workers: expected an '
+                              'integer from 1 to 1024 or "auto"')
+        for value in (1, 2, 1024, "auto"):
+            self.assertEqual(validate_config({"workers": value})["workers"], value)
+
     def test_port_out_of_range(self):
         e = self.assertErrors(
             {"upstreams": {"api": {"peers": ["127.0.0.1:9001", "127.0.0.1:70000"]}}},
@@ -262,7 +271,7 @@ class ErrorTests(TestCase):
             "hosts, listen, origins, token)",
             "etc/conf.json: lisen: unknown key (known keys: admin, health, listen, plugins, "
             "proxy, registry, shutdown_timeout, streams, timeouts, tls, trusted_proxies, "
-            "upstreams)",
+            "upstreams, workers)",
             "etc/conf.json: upstreams.api.peers[0].wieght: unknown key (known keys: "
             "host, max_conns, port, tls, weight)",
             "etc/conf.json: upstreams.api.ttl: unknown key (known keys: health_check, peers, "

@@ -21,7 +21,7 @@ import re
 
 from jsonschema import Draft202012Validator, FormatChecker
 
-__all__ = ["ConfigError", "DEFAULT_PLUGINS", "SCHEMA", "load_config",
+__all__ = ["ConfigError", "DEFAULT_PLUGINS", "SCHEMA", "load_config", "read_config",
            "validate_config", "parse_host_port"]
 
 #: The plugins that run when the configuration has no ``plugins`` key.
@@ -480,6 +480,12 @@ SCHEMA = _object({
     # seconds a stopping tproxy lets requests in flight and stream sessions
     # finish before it aborts them (nginx's worker_shutdown_timeout); 0: at once
     "shutdown_timeout": _number(10, minimum=0),
+    # worker processes accepting on the listeners (tproxy.supervisor); 1: one
+    # process, as without the key; "auto": one per CPU
+    "workers": {"anyOf": [{"type": "integer", "minimum": 1, "maximum": 1024},
+                          {"const": "auto"}],
+                "default": 1,
+                "x-messages": {"anyOf": "expected an integer from 1 to 1024 or \"auto\""}},
 })
 
 
@@ -714,6 +720,20 @@ def load_config(path):
     :raises ConfigError: if the file cannot be read, is not JSON (the message
         names the line and column), or is not a valid configuration.
     """
+    return read_config(path)[1]
+
+
+def read_config(path):
+    """
+    ``(text, config)``: the text of the configuration file ``path`` and the
+    configuration :func:`load_config` makes of it (``path`` ``None``: ``"{}"``
+    and the built-in defaults).  The workers of a multi-worker tproxy build
+    their configuration from the very text the parent validated.
+
+    :raises ConfigError: as :func:`load_config`.
+    """
+    if path is None:
+        return "{}", validate_config({}, source="<built-in defaults>")
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -731,4 +751,4 @@ def load_config(path):
                            "invalid JSON: {}".format(e.msg)), path)
     except ValueError as e:
         raise ConfigError(("", "invalid JSON: {}".format(e)), path)
-    return validate_config(obj, source=path)
+    return text, validate_config(obj, source=path)

@@ -47,12 +47,20 @@ class Gateway(object):
 
     log = Logger()
 
+    #: ``"single"`` (one process), ``"worker"`` (one of ``workers``; see
+    #: :mod:`tproxy.supervisor`) or ``"supervisor"`` (their parent: it runs
+    #: the admin API and owns the registry, and serves no request)
+    role = "single"
+    #: the worker's index (``0`` to ``workers - 1``) in a worker, else ``None``
+    worker_index = None
+
     def __init__(self, config, reactor, plugin_manager, registry=None, previous=None):
         self.config = config
         self.reactor = reactor
         self.plugins = plugin_manager
         if previous is not None:
             # a reload: the registry and the peers' health go on
+            self.role, self.worker_index = previous.role, previous.worker_index
             self.registry = previous.registry
             self.registry.ttl = config["registry"]["ttl"]
             self.health = previous.health

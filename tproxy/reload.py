@@ -117,12 +117,15 @@ class Reloader(object):
     :param path: the configuration file (``None``: the built-in defaults).
     :param entry_points: passed to
         :func:`tproxy.plugins.build_plugin_manager` (tests: ``[]``).
+    :param specs: the listeners of a configuration (default
+        :func:`listener_specs`; the parent of workers: its admin listener only).
     """
 
-    def __init__(self, service, path, entry_points=None):
+    def __init__(self, service, path, entry_points=None, specs=None):
         self.service = service
         self.path = path
         self.entry_points = entry_points
+        self.specs = specs or listener_specs
         self.busy = False
         #: ``{gateway: LoopingCall}``: generations whose requests are finishing
         self.retiring = {}
@@ -139,10 +142,12 @@ class Reloader(object):
         kwargs = {} if self.entry_points is None else {"entry_points": self.entry_points}
         return config, build_plugin_manager(config, source=source, **kwargs)
 
-    def reload(self):
+    def reload(self, loaded=None):
         """
         Reload now.
 
+        :param loaded: ``(config, plugin_manager)`` already read and
+            validated (default: read the file now).
         :return: a Deferred firing ``True`` once the new configuration serves,
             ``False`` if it was refused (the old one goes on).
         """
@@ -152,7 +157,7 @@ class Reloader(object):
         if not self.service.running:
             return succeed(False)
         try:
-            config, plugin_manager = self._load()
+            config, plugin_manager = loaded or self._load()
         except ConfigError as e:
             log.error("reload refused, the running configuration is kept: {error}",
                       error=str(e))
@@ -164,7 +169,7 @@ class Reloader(object):
         current = {(kind_of(f), e.description): (name, e, f)
                    for name, e, f in self.service.listeners}
         plan = []      # (kind, name, endpoint, factory, stream, kept)
-        for kind, name, description, stream, tls in listener_specs(config):
+        for kind, name, description, stream, tls in self.specs(config):
             found = current.pop(listener_key(kind, description, tls), None)
             if found is not None:
                 plan.append((kind, name, found[1], found[2], stream, True))

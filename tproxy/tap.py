@@ -446,6 +446,9 @@ def makeService(options, reactor=None):
     the status page of :mod:`tproxy.admin_page`) and one TCP listener per
     entry of ``streams`` (:class:`tproxy.stream.StreamFactory`).
 
+    With ``"workers"`` above 1 the service is instead the parent of that
+    many worker processes (:func:`tproxy.supervisor.make_supervised`).
+
     :param options: parsed :class:`Options`.
     :param reactor: the reactor (default: the global one, as twistd runs it:
         then ``SIGUSR1`` also runs ``gateway.reopen``; tests pass theirs and
@@ -456,6 +459,10 @@ def makeService(options, reactor=None):
         _install_fast_reactor()
         from twisted.internet import reactor
     _log_fast_paths(reactor)
+
+    if options.config.get("workers", 1) != 1:
+        from tproxy.supervisor import make_supervised
+        return make_supervised(options, reactor, signals=twistd)
 
     from tproxy.admin_page import install as install_status_page
     from tproxy.gateway import Gateway

@@ -322,6 +322,9 @@ class Plugin(object):
         self.max_servers_per_group = config.get("max_servers_per_group", 10000)
         self.max_servers = config.get("max_servers", 100000)
         interval = config.get("cleanup_interval", 10)
+        if getattr(self.registry, "replica", False):
+            # a worker's replica (tproxy.replica): the parent expires, once
+            return
         self._loop = LoopingCall(self._cleanup)
         self._loop.clock = gateway.reactor
         self._loop.start(interval, now=False).addErrback(

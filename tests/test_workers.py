@@ -1,0 +1,390 @@
+"""
+Tests of ``"workers": N`` with real processes (the process model is the
+subject): a real ``twistd -n tproxy`` with 2 workers, a real loopback
+upstream (a thread of this process), plain blocking HTTP clients.
+
+Which worker serves a connection is the kernel's choice (they accept on
+one shared socket); to send a request to one worker, the tests stop the
+other one (``SIGSTOP``: it accepts nothing) and continue it afterwards.
+"""
+
+import http.client
+import json
+import os
+import re
+import signal
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from twisted.trial.unittest import TestCase
+
+from tests.test_tap import TwistdProcess, local, write_json
+
+#: the longest any wait of these tests may take (a generous bound, for a
+#: loaded machine; not a measurement)
+BOUND = 30.0
+
+
+class _Upstream(BaseHTTPRequestHandler):
+    """``/slow`` waits for the server's ``release`` event; anything else
+    answers at once.  Every answer names the upstream's port."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        if self.path.startswith("/slow"):
+            self.server.arrived.set()
+            self.server.release.wait(BOUND)
+        body = ("upstream %d %s" % (self.server.server_port, self.path)).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def upstream(case):
+    """A real HTTP server on a free loopback port, in a thread."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Upstream)
+    server.daemon_threads = True
+    server.arrived = threading.Event()
+    server.release = threading.Event()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+
+    def stop():
+        server.release.set()
+        server.shutdown()
+        server.server_close()
+    case.addCleanup(stop)
+    return server
+
+
+def get(port, path, timeout=BOUND):
+    """``(status, body)`` of ``GET path`` on a new connection."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def get_json(port, path):
+    status, body = get(port, path)
+    return status, json.loads(body)
+
+
+def wait_until(predicate, what):
+    """Spin until ``predicate()`` (bounded by :data:`BOUND` seconds)."""
+    deadline = time.monotonic() + BOUND
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("gave up waiting for " + what)
+        os.sched_yield()
+
+
+def state(pid):
+    """The kernel's state letter of process ``pid`` (``T``: stopped), or
+    ``None`` when it is gone."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+class Box(object):
+    """A running ``twistd tproxy`` with workers, its ports and its workers."""
+
+    def __init__(self, case, workers=2, **changes):
+        self.case = case
+        cwd = os.path.abspath(case.mktemp())
+        os.makedirs(cwd)
+        changes.setdefault("plugins", ["registry", "router", "least_conn"])
+        self.config = local(workers=workers, **changes)
+        self.path = write_json(case, self.config)
+        self.proc = TwistdProcess(case, self.path, cwd)
+        self.proxy = int(re.search(r":(\d+) \(accepted by the workers\)",
+                                   self.proc.read_until("accepted by the workers")).group(1))
+        self.admin = int(re.search(r":(\d+)\s*$",
+                                   self.proc.read_until("admin API listening")).group(1))
+        self.proc.read_until("worker(s) ready")
+
+    def status(self):
+        status, obj = get_json(self.admin, "/upstream/status")
+        self.case.assertEqual(status, 200, obj)
+        return obj
+
+    def pids(self):
+        return [w["pid"] for w in self.status()["workers"]]
+
+    def only(self, pid):
+        """Stop every worker but ``pid`` (continued in the cleanup or by
+        :meth:`resume`)."""
+        stopped = [p for p in self.pids() if p != pid]
+        for p in stopped:
+            os.kill(p, signal.SIGSTOP)
+            self.case.addCleanup(_continue, p)
+        for p in stopped:
+            wait_until(lambda: state(p) in ("T", "t", None), "worker %d to stop" % p)
+        return stopped
+
+    def resume(self, pids):
+        for p in pids:
+            _continue(p)
+
+
+def _continue(pid):
+    try:
+        os.kill(pid, signal.SIGCONT)
+    except OSError:
+        pass
+
+
+def server_of(status, port):
+    """The one server of ``/upstream/status`` on ``port``."""
+    for group in status["groups"]:
+        for server in group["servers"]:
+            if server["port"] == port:
+                return server
+    raise AssertionError("no server on port %d in %r" % (port, status))
+
+
+class WorkerCountTests(TestCase):
+    """``workers``: a number, or ``"auto"`` for the CPUs."""
+
+    def test_count(self):
+        from tproxy.supervisor import worker_count
+        self.assertEqual(worker_count({"workers": 3}), 3)
+        self.assertEqual(worker_count({"workers": 2.0}), 2)
+        self.assertEqual(worker_count({"workers": "auto"}), os.cpu_count() or 1)
+        self.assertEqual(worker_count({}), 1)
+
+
+class WorkersTests(TestCase):
+    """``"workers": 2``: a parent and two workers on shared listeners."""
+
+    def setUp(self):
+        self.up = upstream(self)
+        self.box = Box(self)
+
+    def register(self):
+        status, obj = get_json(self.box.admin, "/upstream/add?port=%d" % self.up.server_port)
+        self.assertEqual(status, 200, obj)
+
+    def test_everyWorkerRoutesARegistration(self):
+        """Once the parent's admin API has answered a registration, every
+        worker routes to it; ``/upstream/status`` sums the workers' counts
+        and shows each one's."""
+        box = self.box
+        pids = box.pids()
+        self.assertEqual(len(set(pids)), 2)
+        self.register()
+        for i, pid in enumerate(pids):
+            stopped = box.only(pid)
+            for _ in range(i + 1):
+                status, body = get(box.proxy, "/x")
+                self.assertEqual((status, body), (200, b"upstream %d /x" % self.up.server_port))
+            box.resume(stopped)
+        server = server_of(box.status(), self.up.server_port)
+        self.assertEqual(server["total_requests"], 3)
+        self.assertEqual(server["conn_count"], 0)
+        self.assertEqual(sorted((w["pid"], w["total_requests"]) for w in server["workers"]),
+                         sorted(zip(pids, [1, 2])))
+        # the status page's endpoints count the workers' requests too
+        status, page = get_json(box.admin, "/status/peers?group=default")
+        self.assertEqual([(p["port"], p["total_requests"]) for p in page["peers"]],
+                         [(self.up.server_port, 3)])
+        status, overview = get_json(box.admin, "/status/overview")
+        self.assertEqual((overview["requests_total"], overview["in_flight"]), (3, 0))
+
+    def test_killedWorker(self):
+        """``kill -9`` of a worker: the other serves on; the dead one's
+        request in flight no longer counts; a replacement starts and serves."""
+        box = self.box
+        self.register()
+        victim, survivor = box.pids()
+        stopped = box.only(victim)
+        result = []
+        client = threading.Thread(target=lambda: result.append(_try(box.proxy, "/slow")))
+        client.start()
+        self.addCleanup(client.join)
+        self.assertTrue(self.up.arrived.wait(BOUND))
+        box.resume(stopped)
+        server = server_of(box.status(), self.up.server_port)
+        self.assertEqual(server["conn_count"], 1)
+        self.assertEqual({w["pid"]: w["conn_count"] for w in server["workers"]},
+                         {victim: 1, survivor: 0})
+        os.kill(victim, signal.SIGKILL)
+        # the survivor serves while the victim is replaced
+        self.assertEqual(get(box.proxy, "/after")[0], 200)
+        box.proc.read_until("(pid {}) died (signal 9)".format(victim))
+        line = box.proc.read_until(") ready")
+        replacement = int(re.search(r"pid (\d+)", line).group(1))
+        self.assertNotIn(replacement, (victim, survivor))
+        self.assertEqual(sorted(box.pids()), sorted([survivor, replacement]))
+        server = server_of(box.status(), self.up.server_port)
+        self.assertEqual(server["conn_count"], 0)
+        stopped = box.only(replacement)
+        self.assertEqual(get(box.proxy, "/new")[0], 200)
+        box.resume(stopped)
+        self.up.release.set()
+        client.join(BOUND)
+        self.assertNotEqual(result, [200])   # its worker died with it
+
+    def test_reload(self):
+        """``SIGHUP`` starts new workers on the new file, then the old ones
+        drain: requests sent all along are all answered; registrations
+        survive."""
+        box = self.box
+        self.register()
+        old = box.pids()
+        failures = []
+        answered = []
+        done = threading.Event()
+
+        def load():
+            while not done.is_set():
+                status = _try(box.proxy, "/during")
+                (answered if status == 200 else failures).append(status)
+        client = threading.Thread(target=load)
+        client.start()
+        self.addCleanup(client.join)
+        self.addCleanup(done.set)
+        wait_until(lambda: len(answered) >= 5 or failures, "requests before the reload")
+        with open(box.path, "w") as f:
+            json.dump(dict(box.config, proxy={"keepalive_requests": 100}), f)
+        box.proc.send_signal(signal.SIGHUP)
+        box.proc.read_until("reloaded: 2 new worker(s) serve")
+        before = len(answered)
+        wait_until(lambda: len(answered) >= before + 5 or failures, "requests after it")
+        box.proc.read_until("ended (exit status 0)")
+        box.proc.read_until("ended (exit status 0)")
+        done.set()
+        client.join(BOUND)
+        self.assertEqual(failures, [])
+        new = box.pids()
+        self.assertEqual(len(new), 2)
+        self.assertFalse(set(new) & set(old))
+        for pid in new:
+            stopped = box.only(pid)
+            self.assertEqual(get(box.proxy, "/after")[0], 200)
+            box.resume(stopped)
+
+    def test_stop(self):
+        """``SIGTERM``: the workers drain and exit, then the parent."""
+        pids = self.box.pids()
+        self.box.proc.assertStopsCleanly()
+        for pid in pids:
+            self.assertIsNone(state(pid))
+
+
+class StreamsTests(TestCase):
+    """``streams`` listeners are the workers' too."""
+
+    def test_streamInEveryWorker(self):
+        up = upstream(self)
+        cwd = os.path.abspath(self.mktemp())
+        os.makedirs(cwd)
+        conf = write_json(self, local(
+            workers=2, plugins=["registry", "router", "least_conn"],
+            upstreams={"tcp": {"peers": ["127.0.0.1:%d" % up.server_port],
+                               "routable": False}},
+            streams=[{"listen": "tcp:0:interface=127.0.0.1", "group": "tcp"}]))
+        proc = TwistdProcess(self, conf, cwd)
+        line = proc.read_until("streams[0]) listening on")
+        stream = int(re.search(r":(\d+) \(accepted by the workers\)", line).group(1))
+        admin = int(re.search(r":(\d+)\s*$", proc.read_until("admin API listening")).group(1))
+        proc.read_until("worker(s) ready")
+        status, obj = get_json(admin, "/upstream/status")
+        pids = [w["pid"] for w in obj["workers"]]
+        for pid in pids:
+            for other in pids:
+                if other != pid:
+                    os.kill(other, signal.SIGSTOP)
+                    self.addCleanup(_continue, other)
+                    wait_until(lambda: state(other) in ("T", "t"), "a stopped worker")
+            self.assertEqual(get(stream, "/through-a-stream"),
+                             (200, b"upstream %d /through-a-stream" % up.server_port))
+            for other in pids:
+                _continue(other)
+        proc.assertStopsCleanly()
+
+
+FAILS = {"name": "tests.plugins_for_tests:FailsInWorkers", "settings": {}}
+
+
+class StartFailureTests(TestCase):
+    """A worker that cannot start: at start, tproxy stops (exit status 1);
+    at a reload, the reload is refused and the old workers serve on."""
+
+    def test_atStart(self):
+        cwd = os.path.abspath(self.mktemp())
+        os.makedirs(cwd)
+        conf = write_json(self, local(workers=2, plugins=["registry", FAILS]))
+        proc = TwistdProcess(self, conf, cwd)
+        proc.read_until("this worker will not start")
+        proc.read_until("ended before it was ready")
+        proc.proc.wait(BOUND)
+        self.assertEqual(proc.proc.returncode, 1, "".join(proc.output))
+
+    def test_atReload(self):
+        up = upstream(self)
+        box = Box(self)
+        get_json(box.admin, "/upstream/add?port=%d" % up.server_port)
+        old = box.pids()
+        with open(box.path, "w") as f:
+            json.dump(dict(box.config, plugins=["registry", "router", "least_conn",
+                                                FAILS]), f)
+        box.proc.send_signal(signal.SIGHUP)
+        line = box.proc.read_until("reload refused")
+        self.assertIn("ended before it was ready", line)
+        self.assertEqual(box.pids(), old)
+        for pid in old:
+            stopped = box.only(pid)
+            self.assertEqual(get(box.proxy, "/x")[0], 200)
+            box.resume(stopped)
+        box.proc.assertStopsCleanly()
+
+
+class AdminChangesTests(TestCase):
+    """A plugin's admin change (``PUT /routes/{name}``) made through the
+    parent is made in every worker, and in a worker started later."""
+
+    def test_routeInEveryWorker(self):
+        up = upstream(self)
+        box = Box(self, plugins=["registry", "routes", "router", "least_conn"],
+                  upstreams={"web": {"peers": ["127.0.0.1:%d" % up.server_port],
+                                     "routable": False}})
+        self.assertEqual(get(box.proxy, "/item")[0], 503)
+        conn = http.client.HTTPConnection("127.0.0.1", box.admin, timeout=BOUND)
+        conn.request("PUT", "/routes/item", body=json.dumps(
+            {"group": "web", "match": {"path": "/item"}}),
+            headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        self.assertEqual(response.status, 201, response.read())
+        conn.close()
+        pids = box.pids()
+        for pid in pids:
+            stopped = box.only(pid)
+            self.assertEqual(get(box.proxy, "/item")[0], 200)
+            box.resume(stopped)
+        os.kill(pids[0], signal.SIGKILL)
+        line = box.proc.read_until(") ready")
+        replacement = int(re.search(r"pid (\d+)", line).group(1))
+        stopped = box.only(replacement)
+        self.assertEqual(get(box.proxy, "/item")[0], 200)
+        box.resume(stopped)
+
+
+def _try(port, path):
+    """The status of ``GET path``, or the exception's name."""
+    try:
+        return get(port, path)[0]
+    except Exception as e:
+        return type(e).__name__

@@ -1,0 +1,780 @@
+# -*- test-case-name: tests.test_workers,tests.test_supervisor -*-
+"""
+Workers on one box (``"workers": N``, ``"auto"``): the parent process.
+
+With ``workers`` above 1, the ``twistd`` process is the *parent*: it
+
+- opens the listeners (``listen``, ``tls.listen``, ``streams``) and never
+  accepts on them itself: it hands their sockets to N worker processes
+  (:mod:`tproxy.worker`, spawned with ``reactor.spawnProcess(childFDs=...)``),
+  which all accept on the same sockets (``adoptStreamPort``; one accept
+  queue per listener, shared);
+- runs the admin listener and owns the registry
+  (:class:`tproxy.replica.PublishingRegistry`): registrations, heartbeats,
+  TTL expiry and the cleanup timer happen once, here; each change reaches
+  every worker's replica over its control channel (:mod:`tproxy.control`)
+  before the admin API answers;
+- supervises the workers: one that dies is replaced after a back-off
+  (:data:`RESTART_DELAY`, doubling up to :data:`RESTART_DELAY_MAX` while
+  replacements keep dying young), the others untouched;
+- on ``SIGTERM`` stops the admin listener and has every worker drain (each
+  one stops as a single tproxy does); after ``shutdown_timeout`` plus
+  :data:`KILL_GRACE` seconds a worker still there is killed;
+- on ``SIGHUP`` validates the file, opens the new listeners, starts a new
+  set of workers on the new configuration, and once every one of them
+  accepts, reloads its own gateway (admin API, registry settings) and lets
+  the old workers drain: the listening sockets stay open throughout, so no
+  connection is refused.  A refused reload (bad file, port in use, a new
+  worker that fails to start) leaves everything as it was.
+
+The parent's own gateway runs the plugins' ``init_worker`` too (for their
+admin routes and the registry's cleanup timer) but serves no request.
+``/upstream/status`` asks the workers for their counts when it is called:
+``conn_count`` and ``total_requests`` are the sums over the live workers,
+and each server lists its per-worker figures.
+"""
+
+import os
+import signal
+import socket
+import sys
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
+from twisted.internet.error import ProcessExitedAlready
+from twisted.internet.protocol import Factory, ProcessProtocol
+from twisted.logger import Logger
+
+from tproxy.config import ConfigError, read_config
+from tproxy.control import ControlProtocol, nonblocking
+from tproxy.replica import SYNC_TIMEOUT, snapshot
+
+__all__ = ["Supervisor", "make_supervised", "worker_count"]
+
+log = Logger()
+
+#: seconds before a dead worker's first replacement; doubles for each
+#: replacement that dies within :data:`STABLE_AFTER` seconds of its start
+RESTART_DELAY = 0.5
+RESTART_DELAY_MAX = 30.0
+STABLE_AFTER = 10.0
+
+#: seconds, beyond ``shutdown_timeout``, a stopping worker has before it is killed
+KILL_GRACE = 5.0
+
+#: seconds a new worker has to become ready (start or reload)
+START_TIMEOUT = 60.0
+
+#: seconds ``/upstream/status`` waits for a worker's counts
+COUNTS_TIMEOUT = 2.0
+
+#: plugins' admin changes kept to replay to workers started later
+MAX_JOURNAL = 10000
+
+
+def worker_count(config):
+    """The number of workers ``config`` asks for (``"auto"``: the CPUs)."""
+    workers = config.get("workers", 1)
+    if workers == "auto":
+        return max(1, os.cpu_count() or 1)
+    return int(workers)
+
+
+class _Handle(object):
+    """One worker process, as the parent sees it."""
+
+    def __init__(self, index, generation):
+        self.index = index
+        self.generation = generation
+        self.pid = None
+        self.process = None
+        self.channel = None
+        self.state = "starting"     # ready, stopping, ended
+        self.started_at = None
+        self.ready = Deferred()
+        self.ended = Deferred()
+        self.restarts = 0
+
+    def signal(self, name):
+        """Send ``name`` (``"TERM"``, ``"KILL"`` or a signal number)."""
+        if self.process is not None and self.state != "ended":
+            try:
+                self.process.signalProcess(name)
+            except ProcessExitedAlready:
+                pass
+
+    def as_dict(self):
+        return {"worker": self.index, "pid": self.pid, "state": self.state,
+                "generation": self.generation.number}
+
+
+class _Generation(object):
+    """A configuration the workers run: its text, its listening ports, and
+    the plugins' admin changes made since it started (replayed to a worker
+    started later)."""
+
+    def __init__(self, number, config, text, source, ports):
+        self.number = number
+        self.config = config
+        self.text = text
+        self.source = source
+        self.ports = ports    # {listener key text: port}
+        self.workers = []
+        self.journal = []
+
+
+def _forwarded(admin, key):
+    """Whether the admin route ``key`` = ``(method, path)`` changes a
+    plugin's own state (made in every worker): not a ``GET``, not the
+    registry's (replicated as state) nor tproxy's own."""
+    method, _ = key
+    owner = admin.owners.get(key)
+    return method not in ("GET", "HEAD", "OPTIONS") and owner not in (None, "registry")
+
+
+class _WorkerProcess(ProcessProtocol):
+
+    def __init__(self, supervisor, handle):
+        self.supervisor = supervisor
+        self.handle = handle
+
+    def processEnded(self, reason):
+        self.supervisor._ended(self.handle, reason)
+
+
+class _ParentChannel(object):
+    """The parent's handler of one worker's control channel."""
+
+    def __init__(self, supervisor, handle):
+        self.supervisor = supervisor
+        self.handle = handle
+        self.protocol = None
+
+    def control_connected(self, protocol):
+        self.protocol = protocol
+
+    def control_hello(self, message):
+        handle = self.handle
+        handle.pid = message.get("pid")
+        handle.channel = self.protocol
+        gen = handle.generation
+        publisher = self.supervisor.publisher
+        publisher.channels.append(self.protocol)
+        return {"worker": handle.index, "config": gen.text, "source": gen.source,
+                "fds": dict(handle.fds), "registry": snapshot(publisher.backend),
+                "admin": list(gen.journal)}
+
+    def control_ready(self, message):
+        handle = self.handle
+        if handle.state == "starting":
+            handle.state = "ready"
+            handle.started_at = self.supervisor.reactor.seconds()
+            handle.ready.callback(handle)
+
+    def control_lost(self, reason):
+        channels = self.supervisor.publisher.channels
+        if self.protocol in channels:
+            channels.remove(self.protocol)
+
+
+class Supervisor(Service):
+    """
+    Starts, watches, replaces and stops the workers (see the module
+    docstring).
+
+    :param service: the parent's :class:`tproxy.tap.GatewayService` (its
+        gateway owns the registry and the admin API).
+    :param publisher: the :class:`tproxy.replica.PublishingRegistry`.
+    :param text: the configuration file's text (what the workers validate).
+    :param source: its name.
+    :param reactor: the reactor.
+    :param argv: the worker command (default ``python -m tproxy.worker``,
+        with this interpreter).
+    """
+
+    def __init__(self, service, publisher, text, source, reactor, argv=None):
+        self.service = service
+        self.publisher = publisher
+        self.reactor = reactor
+        self.argv = argv or [sys.executable, "-m", "tproxy.worker"]
+        self.stopping = False
+        self.generation = None
+        self.old = []            # generations whose workers drain after a reload
+        self._generations = 0
+        self._restarts = {}      # index -> IDelayedCall
+        self._first = None
+        self._text = text
+        self._source = source
+
+    # -- start ----------------------------------------------------------------------
+
+    def startService(self):
+        """Open the listeners, instrument the admin API, start the workers."""
+        Service.startService(self)
+        config = self.service.gateway.config
+        self.generation = self._new_generation(config, self._text, self._source, {})
+        self.instrument(self.service.gateway)
+        self._first = self._start_workers(self.generation)
+        self._first.addErrback(self._failed_start)
+
+    def _failed_start(self, f):
+        from tproxy.tap import _exit_status_on_exit
+        if self.stopping:
+            return None
+        log.critical("{message}", message=f.getErrorMessage())
+        _exit_status_on_exit(1)
+        if self.reactor.running:
+            self.reactor.stop()
+
+    def _new_generation(self, config, text, source, keep):
+        """A generation for ``config``: its listeners' ports, the ones in
+        ``keep`` reused, the others opened (``_StartupError`` if one cannot
+        be; those opened are closed again)."""
+        from tproxy.reload import listener_key, listener_specs
+        from tproxy.tap import _StartupError
+        from twisted.internet.endpoints import serverFromString
+        self._generations += 1
+        ports = {}
+        opened = []
+        for kind, name, description, stream, tls in listener_specs(config):
+            if kind == "admin":
+                continue
+            key = " ".join(listener_key(kind, description, tls))
+            if key in keep:
+                ports[key] = keep[key]
+                continue
+            try:
+                port = _listen_now(serverFromString(self.reactor, description))
+            except Exception as e:
+                for p in opened:
+                    p.stopListening()
+                raise _StartupError("cannot listen for the {} on {}: {}".format(
+                    name, description, e))
+            address = port.getHost()
+            log.info("{name} listening on {address} (accepted by the workers)", name=name,
+                     address="{}:{}".format(address.host, address.port)
+                     if hasattr(address, "port") else address)
+            ports[key] = port
+            opened.append(port)
+        return _Generation(self._generations, config, text, source, ports)
+
+    def _start_workers(self, generation):
+        """Spawn ``generation``'s workers; a Deferred firing once all are
+        ready, failing if one ends first or takes :data:`START_TIMEOUT`."""
+        n = worker_count(generation.config)
+        ds = [self._spawn(i, generation).ready for i in range(n)]
+        d = DeferredList(ds, fireOnOneErrback=True, consumeErrors=True)
+        d.addErrback(lambda f: f.value.subFailure)
+        d.addTimeout(START_TIMEOUT, self.reactor)
+        d.addCallback(lambda _: log.info(
+            "{n} worker(s) ready (pids {pids})", n=n,
+            pids=" ".join(str(h.pid) for h in generation.workers)))
+        return d
+
+    def _spawn(self, index, generation, restarts=0):
+        handle = _Handle(index, generation)
+        handle.restarts = restarts
+        generation.workers.append(handle)
+        parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        parent_end.setblocking(False)
+        child_end.setblocking(False)
+        child_fds = {0: 0, 1: 1, 2: 2, 3: child_end.fileno()}
+        handle.fds = {}
+        for i, (key, port) in enumerate(sorted(generation.ports.items())):
+            child_fds[4 + i] = port.fileno()
+            handle.fds[key] = (4 + i, int(port.socket.family))
+        channel = _ParentChannel(self, handle)
+        try:
+            handle.process = self.reactor.spawnProcess(
+                _WorkerProcess(self, handle), self.argv[0],
+                self.argv + ["--control", "3"], env=dict(os.environ), childFDs=child_fds)
+        finally:
+            child_end.close()
+        handle.pid = handle.process.pid
+
+        class _Factory(Factory):
+            def buildProtocol(self, addr):
+                return ControlProtocol(channel)
+        nonblocking(self.reactor.adoptStreamConnection, parent_end.fileno(), socket.AF_UNIX,
+                    _Factory())
+        parent_end.close()
+        log.info("worker {index} started (pid {pid})", index=index, pid=handle.pid)
+        return handle
+
+    # -- a worker ended -------------------------------------------------------------
+
+    def _ended(self, handle, reason):
+        was = handle.state
+        handle.state = "ended"
+        status = getattr(reason.value, "exitCode", None)
+        sig = getattr(reason.value, "signal", None)
+        how = "signal {}".format(sig) if sig else "exit status {}".format(status)
+        if not handle.ready.called:
+            handle.ready.errback(RuntimeError(
+                "worker {} (pid {}) ended before it was ready ({})".format(
+                    handle.index, handle.pid, how)))
+        gen = handle.generation
+        if gen is not self.generation or self.stopping or was == "stopping":
+            if handle in gen.workers:
+                gen.workers.remove(handle)
+            log.info("worker {index} (pid {pid}) ended ({how})", index=handle.index,
+                     pid=handle.pid, how=how)
+            handle.ended.callback(None)
+            self._close_old(gen)
+            return
+        handle.ended.callback(None)
+        gen.workers.remove(handle)
+        if was != "ready" and not handle.restarts:
+            return    # a first start that failed: _start_workers' Deferred says so
+        lived = (0 if handle.started_at is None
+                 else self.reactor.seconds() - handle.started_at)
+        restarts = 0 if lived >= STABLE_AFTER else handle.restarts + 1
+        delay = min(RESTART_DELAY * 2 ** max(restarts - 1, 0), RESTART_DELAY_MAX)
+        log.warn("worker {index} (pid {pid}) died ({how}); starting another in "
+                 "{delay} s", index=handle.index, pid=handle.pid, how=how, delay=delay)
+
+        def restart():
+            self._restarts.pop(handle.index, None)
+            if self.stopping or gen is not self.generation:
+                return
+            new = self._spawn(handle.index, gen, max(restarts, 1))
+            new.ready.addErrback(lambda f: log.error("{message}", message=f.getErrorMessage()))
+        self._restarts[handle.index] = self.reactor.callLater(delay, restart)
+
+    def _close_old(self, gen):
+        """A previous generation whose last worker ended: close the ports the
+        current generation does not use."""
+        if gen in self.old and not gen.workers:
+            self.old.remove(gen)
+            current = set(id(p) for p in self.generation.ports.values())
+            for port in gen.ports.values():
+                if id(port) not in current:
+                    port.stopListening()
+
+    # -- stop -----------------------------------------------------------------------
+
+    def stopService(self):
+        """Have every worker drain and exit (killed after ``shutdown_timeout``
+        + :data:`KILL_GRACE`); close the listeners."""
+        Service.stopService(self)
+        self.stopping = True
+        for call in self._restarts.values():
+            if call.active():
+                call.cancel()
+        self._restarts = {}
+        handles = self._live()
+        for h in handles:
+            h.state = "stopping" if h.state != "ended" else h.state
+            h.signal("TERM")
+        timeout = self.service.gateway.config.get("shutdown_timeout", 10) + KILL_GRACE
+
+        def kill():
+            for h in handles:
+                if h.state != "ended":
+                    log.warn("worker {index} (pid {pid}) still running after {timeout} s: "
+                             "killed", index=h.index, pid=h.pid, timeout=timeout)
+                    h.signal("KILL")
+        timer = self.reactor.callLater(timeout, kill)
+        d = DeferredList([h.ended for h in handles], consumeErrors=True)
+
+        def done(_):
+            if timer.active():
+                timer.cancel()
+            for gen in [self.generation] + self.old:
+                if gen is None:
+                    continue
+                for port in gen.ports.values():
+                    if port.connected:
+                        port.stopListening()
+            log.info("every worker stopped")
+        return d.addCallback(done)
+
+    def _live(self):
+        gens = ([self.generation] if self.generation else []) + self.old
+        return [h for g in gens for h in g.workers if h.state != "ended"]
+
+    # -- the admin API for the whole box ------------------------------------------
+
+    def instrument(self, gateway):
+        """
+        Make ``gateway``'s admin API answer for the box: every handler
+        answers once the workers have acknowledged the registry changes it
+        made (:meth:`tproxy.replica.PublishingRegistry.synced`), and
+        ``/upstream/status`` shows the workers' counts.
+        """
+        gateway.on_reopen(self._reopen_workers)
+        admin = gateway.admin
+        for key, handler in list(admin.routes.items()):
+            if key in (("GET", "/upstream/status"), ("GET", "/upstream/servers")):
+                handler = self._with_counts(handler)
+            elif key in _STATUS_PAGE:
+                handler = self._with_counts(handler, _STATUS_PAGE[key])
+            elif _forwarded(admin, key):
+                handler = self._forwarding(handler)
+            admin.routes[key] = self._synced(handler)
+        for key, (segments, handler) in list(admin.patterns.items()):
+            if _forwarded(admin, key):
+                handler = self._forwarding(handler)
+            admin.patterns[key] = (segments, self._synced(handler))
+
+    def _forwarding(self, handler):
+        """
+        ``handler`` of a plugin's state-changing admin route (``PUT
+        /routes/{name}``, the cache's ``DELETE``): the parent's plugin
+        instance answers, and a request it accepted (2xx) is then made in
+        every worker, and recorded for the workers started later, before
+        the answer goes out.
+        """
+        def forward(request):
+            d = maybeDeferred(handler, request)
+
+            def answered(result):
+                status = getattr(result, "status", None)
+                if status is None:
+                    status = result[0]
+                if not 200 <= int(status) < 300:
+                    return result
+                entry = {"method": request.method, "path": request.path,
+                         "args": request.args, "body": request.body.decode("latin-1"),
+                         "content_type": request.headers.get("content-type", "")}
+                self._journal(entry)
+                ds = []
+                for h in self._live():
+                    if h.channel is not None and not h.channel.closed:
+                        call = h.channel.call("admin", request=entry)
+                        call.addTimeout(SYNC_TIMEOUT, self.reactor)
+                        call.addCallback(self._forwarded, h, entry)
+                        call.addErrback(self._not_forwarded, h, entry)
+                        ds.append(call)
+                return DeferredList(ds).addCallback(lambda _: result)
+            return d.addCallback(answered)
+        return forward
+
+    def _journal(self, entry):
+        """Keep ``entry`` for the workers started later (the last
+        ``PUT``/``DELETE`` of a path replaces the earlier ones)."""
+        journal = self.generation.journal
+        if entry["method"] in ("PUT", "DELETE"):
+            journal[:] = [e for e in journal if not (
+                e["path"] == entry["path"] and e["method"] in ("PUT", "DELETE"))]
+        journal.append(entry)
+        if len(journal) > MAX_JOURNAL:
+            del journal[0]
+            log.warn("more than {n} admin changes to replay to new workers: the oldest "
+                     "is dropped (put lasting routes in the configuration file)",
+                     n=MAX_JOURNAL)
+
+    def _forwarded(self, status, handle, entry):
+        if not 200 <= status < 300:
+            log.warn("worker {index} answered {status} to {method} {path} (the parent "
+                     "accepted it)", index=handle.index, status=status,
+                     method=entry["method"], path=entry["path"])
+
+    def _not_forwarded(self, f, handle, entry):
+        log.warn("worker {index} did not apply {method} {path}: {error}",
+                 index=handle.index, method=entry["method"], path=entry["path"],
+                 error=f.getErrorMessage())
+
+    def _reopen_workers(self):
+        """``SIGUSR1`` to the parent: every worker reopens its access log."""
+        for h in self._live():
+            h.signal(signal.SIGUSR1)
+
+    def _synced(self, handler):
+        publisher = self.publisher
+        reactor = self.reactor
+
+        def synced(request):
+            d = maybeDeferred(handler, request)
+
+            def wait(result):
+                s = publisher.synced()
+                if s.called:
+                    return result
+                s.addTimeout(SYNC_TIMEOUT, reactor)
+
+                def late(f):
+                    log.warn("a worker did not acknowledge a registry change within "
+                             "{timeout} s", timeout=SYNC_TIMEOUT)
+                s.addErrback(late)
+                return s.addCallback(lambda _: result)
+            return d.addCallback(wait)
+        return synced
+
+    def counts(self):
+        """
+        Ask every live worker for its counts.
+
+        :return: a Deferred firing ``(workers, {(group, host, port): {index:
+            (active, total, healthy)}})``, ``workers`` being the handles that
+            answered.
+        """
+        handles = [h for h in self._live() if h.channel is not None and not h.channel.closed]
+        ds = []
+        for h in handles:
+            d = h.channel.call("counts")
+            d.addTimeout(COUNTS_TIMEOUT, self.reactor)
+            ds.append(d)
+
+        def gathered(results):
+            per = {}
+            answered = []
+            for h, (ok, rows) in zip(handles, results):
+                if not ok:
+                    continue
+                answered.append(h)
+                for group, host, port, active, total, healthy in rows:
+                    per.setdefault((group, host, port), {})[h] = (active, total, healthy)
+            return answered, per
+        return DeferredList(ds, consumeErrors=True).addCallback(gathered)
+
+    def _with_counts(self, handler, add=None):
+        add = add or _add_counts
+
+        def status(request):
+            d = self.counts()
+
+            def answer(gathered):
+                workers, per = gathered
+                d2 = maybeDeferred(handler, request)
+                return d2.addCallback(add, workers, per)
+            return d.addCallback(answer)
+        return status
+
+    # -- reload ---------------------------------------------------------------------
+
+    def reload(self, config, plugin_manager, text, source, reload_parent):
+        """
+        Replace the workers by a set running ``config`` (see the module
+        docstring); ``reload_parent()`` reloads the parent's gateway once
+        they are ready (a Deferred firing ``True`` or ``False``).
+
+        :return: a Deferred firing ``True`` (reloaded) or ``False``.
+        """
+        from tproxy.tap import _one_line
+        try:
+            gen = self._new_generation(config, text, source, self.generation.ports)
+        except Exception as e:
+            log.error("reload refused, the running configuration is kept: {error}",
+                      error=str(e))
+            return succeed(False)
+        old = self.generation
+
+        def abandon():
+            for h in list(gen.workers):
+                h.state = "stopping"
+                h.signal("KILL")
+            kept = set(id(p) for p in old.ports.values())
+            for port in gen.ports.values():
+                if id(port) not in kept:
+                    port.stopListening()
+
+        def refused(f):
+            abandon()
+            log.error("reload refused, the running configuration is kept: {error}",
+                      error=_one_line(f))
+            return False
+
+        def parent(_):
+            return maybeDeferred(reload_parent).addCallback(swap)
+
+        def swap(ok):
+            if not ok:
+                abandon()
+                return False
+            self.generation = gen
+            self.instrument(self.service.gateway)
+            self.old.append(old)
+            for h in old.workers:
+                if h.state != "ended":
+                    h.state = "stopping"
+                    h.signal("TERM")
+            log.info("reloaded: {n} new worker(s) serve; {m} previous worker(s) finish "
+                     "their requests", n=len(gen.workers), m=len(old.workers))
+            self._close_old(old)
+            return True
+        d = self._start_workers(gen)
+        d.addCallbacks(parent, refused)
+        return d
+
+
+def _add_counts(result, workers, per):
+    """``/upstream/status``'s answer with the workers' counts."""
+    from tproxy.admin import AdminResponse
+    if isinstance(result, AdminResponse):
+        return result
+    status, obj = result
+    if status != 200 or not isinstance(obj, dict) or "groups" not in obj:
+        return result
+    for group in obj["groups"]:
+        for server in group.get("servers", ()):
+            found = per.get((group["prefix"], server["host"], server["port"]), {})
+            rows = []
+            active = total = 0
+            for h in workers:
+                a, t, healthy = found.get(h, (0, 0, True))
+                active += a
+                total += t
+                rows.append({"worker": h.index, "pid": h.pid, "conn_count": a,
+                             "total_requests": t, "healthy": healthy})
+            server["conn_count"] = active
+            server["total_requests"] = total
+            server["workers"] = rows
+    obj["workers"] = [h.as_dict() for h in workers]
+    return status, obj
+
+
+class _Held(Factory):
+    """The factory of a port the parent holds open for its workers."""
+
+    noisy = False
+
+
+def _page_answer(add):
+    """``add(obj, workers, per)`` applied to a 200 answer of the status page."""
+    def apply(result, workers, per):
+        from tproxy.admin import AdminResponse
+        if isinstance(result, AdminResponse):
+            return result
+        status, obj = result
+        if status == 200 and isinstance(obj, dict):
+            add(obj, workers, per)
+            obj["workers"] = [h.as_dict() for h in workers]
+        return status, obj
+    return apply
+
+
+def _sums(per):
+    """``{(group, host, port): (active, total)}`` summed over the workers."""
+    return {key: (sum(v[0] for v in found.values()), sum(v[1] for v in found.values()))
+            for key, found in per.items()}
+
+
+def _overview(obj, workers, per):
+    sums = _sums(per).values()
+    obj["in_flight"] = sum(a for a, _ in sums)
+    obj["requests_total"] = sum(t for _, t in sums)
+
+
+def _groups(obj, workers, per):
+    by_group = {}
+    for (group, _, _), (active, total) in _sums(per).items():
+        a, t = by_group.get(group, (0, 0))
+        by_group[group] = (a + active, t + total)
+    for summary in obj.get("groups", ()):
+        summary["in_flight"], summary["requests"] = by_group.get(summary["prefix"], (0, 0))
+
+
+def _peers(obj, workers, per):
+    sums = _sums(per)
+    for view in obj.get("peers", ()):
+        view["conn_count"], view["total_requests"] = sums.get(
+            (obj["group"], view["host"], view["port"]), (0, 0))
+
+
+#: the status page's endpoints, and how the workers' counts go into them
+#: (the requests per second of the overview stay the parent's: none)
+_STATUS_PAGE = {("GET", "/status/overview"): _page_answer(_overview),
+                ("GET", "/status/groups"): _page_answer(_groups),
+                ("GET", "/status/peers"): _page_answer(_peers)}
+
+
+def _listen_now(endpoint):
+    """Listen on ``endpoint`` at once (TCP, UNIX: their ``listen`` is
+    synchronous) without accepting: the workers accept."""
+    from twisted.python.failure import Failure
+    found = []
+    endpoint.listen(_Held()).addBoth(found.append)
+    if not found:
+        raise RuntimeError("the endpoint did not listen at once")
+    if isinstance(found[0], Failure):
+        raise found[0].value
+    port = found[0]
+    port.stopReading()
+    return port
+
+
+class _SupervisorReloader(object):
+    """
+    The parent's :class:`tproxy.reload.Reloader` stand-in: a reload replaces
+    the workers (:meth:`Supervisor.reload`), then reloads the parent's own
+    gateway with ``inner`` (a ``Reloader`` of the admin listener only).
+    """
+
+    def __init__(self, supervisor, inner):
+        self.supervisor = supervisor
+        self.inner = inner
+        self.busy = False
+
+    @property
+    def leaving(self):
+        return self.inner.leaving
+
+    def stop(self):
+        return self.inner.stop()
+
+    def reload(self):
+        from tproxy.plugins import build_plugin_manager
+        from tproxy.tap import _check_tls
+        if self.busy:
+            log.warn("reload refused: a reload is already in progress")
+            return succeed(False)
+        if not self.inner.service.running:
+            return succeed(False)
+        path = self.inner.path
+        try:
+            text, config = read_config(path)
+            plugin_manager = build_plugin_manager(config, source=path or "<built-in defaults>")
+            _check_tls(config)
+        except ConfigError as e:
+            log.error("reload refused, the running configuration is kept: {error}",
+                      error=str(e))
+            return succeed(False)
+        self.busy = True
+
+        def done(result):
+            self.busy = False
+            return result
+        d = self.supervisor.reload(
+            config, plugin_manager, text, path or "<built-in defaults>",
+            lambda: self.inner.reload(loaded=(config, plugin_manager)))
+        return d.addBoth(done)
+
+
+def make_supervised(options, reactor, signals):
+    """
+    The service of a ``twistd tproxy`` whose configuration asks for more
+    than one worker: a :class:`tproxy.tap.GatewayService` running the admin
+    listener only, with a :class:`Supervisor` child that runs the workers.
+    """
+    from tproxy.admin_page import install as install_status_page
+    from tproxy.gateway import Gateway
+    from tproxy.registry import MemoryRegistry
+    from tproxy.reload import Reloader, listener_specs, make_factory
+    from tproxy.replica import PublishingRegistry
+    from tproxy.tap import GatewayService, open_endpoint
+
+    config = options.config
+    source = getattr(options, "source", None)
+    path = None if source in (None, "<built-in defaults>") else source
+    text, _ = read_config(path)
+    publisher = PublishingRegistry(MemoryRegistry(reactor, ttl=config["registry"]["ttl"]),
+                                   reactor)
+    gateway = Gateway(config, reactor, options.plugin_manager, registry=publisher)
+    gateway.role = "supervisor"
+
+    def admin_only(config):
+        return [s for s in listener_specs(config) if s[0] == "admin"]
+    listeners = [(name, open_endpoint(reactor, description, tls, options.plugin_manager),
+                  make_factory(kind, gateway, stream, tls))
+                 for kind, name, description, stream, tls in admin_only(config)]
+    install_status_page(gateway, [(name, e.description, factory)
+                                  for name, e, factory in listeners])
+    service = GatewayService(gateway, listeners, signals=signals, config_path=path)
+    service.reloader = Reloader(service, path, specs=admin_only)
+    supervisor = Supervisor(service, publisher, text, source or "<built-in defaults>",
+                            reactor)
+    supervisor.setServiceParent(service)
+    service.supervisor = supervisor
+    service.reloader = _SupervisorReloader(supervisor, service.reloader)
+    return service

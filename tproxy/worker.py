@@ -1,0 +1,279 @@
+# -*- test-case-name: tests.test_workers -*-
+"""
+A worker of a multi-worker tproxy: ``python -m tproxy.worker --control FD``,
+spawned by the parent (:mod:`tproxy.supervisor`), never by hand.
+
+Its life:
+
+1. connect the control channel (the file descriptor ``FD``, one end of a
+   UNIX socket pair) and say ``hello``; the parent answers with the
+   configuration's text, the worker's index, the listening sockets' file
+   descriptors (inherited) and a snapshot of the registry;
+2. build a :class:`tproxy.gateway.Gateway` on a
+   :class:`tproxy.replica.ReplicaRegistry`, run every ``init_worker``, adopt
+   the listening sockets (``adoptStreamPort``: every worker accepts on the
+   same sockets, the parent's), and tell the parent it is ``ready``;
+3. serve, applying the registry changes the parent sends and answering its
+   ``counts`` questions;
+4. on ``SIGTERM`` (or ``SIGINT``, or when the parent is gone: the control
+   channel closes) stop as a single tproxy does: stop accepting, drain,
+   ``on_stop``, exit.  ``SIGUSR1`` reopens the access log; ``SIGHUP`` is
+   ignored (the parent reloads by replacing its workers).
+"""
+
+import json
+import os
+import signal
+import socket
+import sys
+
+from twisted.logger import Logger
+
+from tproxy.control import nonblocking
+from tproxy.tap import GatewayService, _Endpoint
+
+__all__ = ["main"]
+
+log = Logger()
+
+
+class _AdoptedEndpoint(object):
+    """A server endpoint listening on an inherited listening socket."""
+
+    def __init__(self, reactor, fd, family):
+        self.reactor = reactor
+        self.fd = fd
+        self.family = family
+
+    def listen(self, factory):
+        from twisted.internet.defer import fail, succeed
+        # (the socket's non-blocking flag is shared by every worker: one
+        # cleared would make every worker's next accept wait, deaf to SIGTERM)
+        try:
+            port = nonblocking(self.reactor.adoptStreamPort, self.fd, self.family, factory)
+        except Exception:
+            return fail()
+        os.close(self.fd)   # adoptStreamPort duplicated it
+        return succeed(port)
+
+
+def adopted_endpoint(reactor, fd, family, description, tls=None, plugin_manager=None):
+    """
+    The :class:`tproxy.tap._Endpoint` of the inherited listening socket
+    ``fd`` (of address family ``family``) for the listener ``description``,
+    with TLS in front as :func:`tproxy.tap.open_endpoint` does.
+    """
+    e = _Endpoint(_AdoptedEndpoint(reactor, fd, family), description)
+    if not tls:
+        return e
+    from tproxy.tls import HTTP_ALPN, ServerTLS, TLSServerEndpoint
+    settings, path, http = tls
+    server_tls = (ServerTLS(settings, path, plugin_manager, HTTP_ALPN) if http
+                  else ServerTLS(settings, path, plugin_manager))
+    return _Endpoint(TLSServerEndpoint(e.endpoint, server_tls, reactor),
+                     description + " (TLS)")
+
+
+class Worker(object):
+    """
+    The worker's side of the control channel, and its service once it has
+    its configuration.
+
+    :param reactor: the reactor.
+    """
+
+    def __init__(self, reactor):
+        self.reactor = reactor
+        self.channel = None
+        self.registry = None
+        self.service = None
+        self.index = None
+        self.stopping = False
+
+    def control_connected(self, channel):
+        """The control channel is up: ask for the configuration."""
+        self.channel = channel
+        d = channel.call("hello", pid=os.getpid())
+        d.addCallback(self._start)
+        d.addErrback(self._failed)
+
+    def _start(self, package):
+        from tproxy.config import validate_config
+        from tproxy.gateway import Gateway
+        from tproxy.plugins import build_plugin_manager
+        from tproxy.reload import listener_key, listener_specs, make_factory
+        from tproxy.replica import ReplicaRegistry
+
+        self.index = package["worker"]
+        source = package["source"]
+        config = validate_config(json.loads(package["config"]), source=source)
+        plugin_manager = build_plugin_manager(config, source=source)
+        self.registry = ReplicaRegistry(self.reactor, ttl=config["registry"]["ttl"])
+        gateway = Gateway(config, self.reactor, plugin_manager, registry=self.registry)
+        gateway.role = "worker"
+        gateway.worker_index = self.index
+        self.registry.apply(package["registry"]["peers"], package["registry"]["groups"])
+        fds = package["fds"]
+        listeners = []
+        for kind, name, description, stream, tls in listener_specs(config):
+            if kind == "admin":
+                continue
+            fd, family = fds[" ".join(listener_key(kind, description, tls))]
+            listeners.append((name, adopted_endpoint(self.reactor, fd, family, description,
+                                                     tls, plugin_manager),
+                              make_factory(kind, gateway, stream, tls)))
+        self.service = _WorkerService(gateway, listeners, ready=self._ready,
+                                      before=lambda: self._replay(package.get("admin", ())))
+        self.service.startService()
+        self.reactor.addSystemEventTrigger("before", "shutdown", self._stop)
+
+    def _ready(self, _):
+        log.info("worker {index} (pid {pid}) ready", index=self.index, pid=os.getpid())
+        self.channel.notify("ready", pid=os.getpid())
+
+    def _failed(self, f):
+        if f.check(SystemExit):    # a start-up failure, said in one line
+            log.critical("worker could not start: {message}", message=str(f.value))
+        else:
+            log.failure("worker could not start", f)
+        self._exit(1)
+
+    def _exit(self, status):
+        from tproxy.tap import _exit_status_on_exit
+        _exit_status_on_exit(status)
+        if self.reactor.running:
+            self.reactor.stop()
+
+    def _stop(self):
+        self.stopping = True
+        if self.service is not None and self.service.running:
+            return self.service.stopService()
+        return None
+
+    # -- the control operations ------------------------------------------------------
+
+    def control_registry(self, message):
+        """Apply the parent's registry changes (then acknowledge them)."""
+        self.registry.apply(message["peers"], message.get("groups"))
+        return True
+
+    def _replay(self, entries):
+        """Make the plugins' admin changes the parent made before this
+        worker started (after ``init_worker``, before listening)."""
+        from twisted.internet.defer import ensureDeferred
+
+        async def replay():
+            for entry in entries:
+                await self.control_admin({"request": entry})
+        return ensureDeferred(replay())
+
+    def control_admin(self, message):
+        """Make a plugin's admin change the parent accepted (``PUT
+        /routes/{name}``...) here too; the result is the status."""
+        from urllib.parse import urlencode
+
+        from tproxy.admin import AdminRequest
+        entry = message["request"]
+        admin = self.service.gateway.admin
+        headers = {"host": "localhost"}
+        if entry.get("content_type"):
+            headers["content-type"] = entry["content_type"]
+        if admin.token:
+            headers["authorization"] = "Bearer " + admin.token
+        request = AdminRequest.from_uri(
+            entry["method"], entry["path"] + "?" + urlencode(entry.get("args") or {}),
+            headers, entry.get("body", "").encode("latin-1"))
+        return admin.dispatch(request).addCallback(lambda response: response.status)
+
+    def control_counts(self, message):
+        """The in-flight and total requests per peer."""
+        if self.registry is None:
+            return []
+        return self.registry.counts()
+
+    def control_lost(self, reason):
+        """The parent is gone (or closed the channel): stop."""
+        if not self.stopping and self.reactor.running:
+            log.info("worker {index}: the control channel closed; stopping",
+                     index=self.index)
+            self.reactor.stop()
+
+
+class _WorkerService(GatewayService):
+    """A :class:`tproxy.tap.GatewayService` that says when it listens."""
+
+    def __init__(self, gateway, listeners, ready, before=None):
+        GatewayService.__init__(self, gateway, listeners)
+        self._on_ready = ready
+        self._before = before
+
+    def _listen(self):
+        from twisted.internet.defer import maybeDeferred
+        d = maybeDeferred(self._before or (lambda: None))
+        d.addCallback(lambda _: GatewayService._listen(self))
+        return d.addCallback(self._on_ready)
+
+
+def main(argv=None):
+    """Run a worker (see the module docstring)."""
+    import argparse
+    parser = argparse.ArgumentParser(prog="python -m tproxy.worker")
+    parser.add_argument("--control", type=int, required=True)
+    args = parser.parse_args(argv)
+
+    from tproxy.tap import _install_fast_reactor
+    _install_fast_reactor()
+    from twisted.internet import reactor
+    from twisted.internet.protocol import Factory
+    from twisted.logger import globalLogBeginner, textFileLogObserver
+
+    observer = textFileLogObserver(sys.stdout)
+
+    pid = os.getpid()
+
+    def tagged(event):
+        # the parent's output shows which worker said what
+        system = event.get("log_system")
+        if system in (None, "-"):
+            level = event.get("log_level")
+            system = "{}#{}".format(event.get("log_namespace", "-"),
+                                    level.name if level is not None else "-")
+        event["log_system"] = "worker {} {}".format(pid, system)
+        observer(event)
+    globalLogBeginner.beginLoggingTo([tagged], redirectStandardIO=False)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    from tproxy.control import ControlProtocol
+    worker = Worker(reactor)
+
+    class _ChannelFactory(Factory):
+        def buildProtocol(self, addr):
+            return ControlProtocol(worker)
+
+    def start():
+        nonblocking(reactor.adoptStreamConnection, args.control, socket.AF_UNIX,
+                     _ChannelFactory())
+        os.close(args.control)
+    reactor.callWhenRunning(start)
+    reactor.callWhenRunning(_reopen_later, worker)
+    reactor.run()
+    sys.stdout.flush()
+
+
+def _reopen_later(worker):
+    """``SIGUSR1``: reopen the access log (once the gateway exists)."""
+    if not hasattr(signal, "SIGUSR1"):
+        return
+    reactor = worker.reactor
+
+    def reopen(number, frame):
+        if worker.service is not None:
+            reactor.callFromThread(lambda: worker.service.gateway.reopen())
+    signal.signal(signal.SIGUSR1, reopen)
+
+
+if __name__ == "__main__":
+    # this module's names, not __main__'s (log namespaces, classes)
+    from tproxy.worker import main as _main
+    _main()
