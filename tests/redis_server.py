@@ -63,9 +63,14 @@ async def run_redis(case, port=None):
     for attempt in range(3):
         chosen = case.closed_port() if port is None else port
         proto = _Ended()
+        # a directory of its own: a replica writes the data it received
+        # there, and a server loads what it finds at start
+        directory = os.path.abspath(case.mktemp())
+        os.makedirs(directory)
         process = reactor.spawnProcess(proto, server, [
             server, "--port", str(chosen), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--daemonize", "no"], env=dict(os.environ))
+            "--appendonly", "no", "--daemonize", "no", "--dir", directory,
+            "--repl-diskless-sync-delay", "0"], env=dict(os.environ))
         running = RedisServer(process, proto, chosen)
         case.addCleanup(running.stop)
         await until(lambda: (b"Ready to accept connections" in proto.output

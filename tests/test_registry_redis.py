@@ -193,6 +193,37 @@ class SharedRegistryTests(RedisTestCase):
         keys = await redis_command(server.port, "KEYS", "tproxy:*")
         self.assertEqual(sorted(keys), ["tproxy:epoch", "tproxy:version"])
 
+    async def test_sweepInBatches(self):
+        """One ``expire`` removes everything due, ``sweep_limit`` at a time."""
+        server = await run_redis(self)
+        clock = Clock()
+        a = await self.registry(server.port, clock, ttl=10)
+        a.sweep_limit = 2
+        for port in range(1, 6):
+            await a.register("api", "10.0.0.1", port)
+        clock.advance(10)
+        self.assertEqual(len(await a.expire()), 5)
+        self.assertIsNone(a.group("api"))
+
+    async def test_readOnlyReplica(self):
+        """Pointed at a replica (a failover the configuration did not
+        follow): changes are a RegistryUnavailable with Redis's reason,
+        logged once; the replica's data still serves."""
+        primary = await run_redis(self)
+        replica = await run_redis(self)
+        a = await self.registry(primary.port)
+        await a.register("api", "10.0.0.1", 80)
+        await redis_command(replica.port, "REPLICAOF", "127.0.0.1", str(primary.port))
+        await until_true(lambda: replica_synced(replica.port), "the replica to sync")
+        b = await self.registry(replica.port)
+        self.assertEqual(list(b.group("api").peers), [("10.0.0.1", 80)])
+        for _ in range(2):
+            with self.assertRaises(RegistryUnavailable) as caught:
+                await b.register("api", "10.0.0.2", 80)
+            self.assertIn("READONLY", str(caught.exception))
+        self.assertEqual(len([m for m in self.messages() if "refused" in m]), 1)
+        self.assertTrue(b.up)
+
     async def test_staticShadowsShared(self):
         """A static peer is this instance's configuration: a registration of
         the same server through another instance is hidden behind it here,
@@ -305,6 +336,20 @@ class ConfigTests(ProxyTestCase):
         with self.assertRaises(ConfigError) as caught:
             parse_url("redis://x:70000/0")
         self.assertEqual(caught.exception.path, "registry.url")
+
+    def test_reloadKeepsTheRegistry(self):
+        """A reload cannot switch the registry: it says so."""
+        from tproxy.testing import Harness
+        events = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        harness = Harness({"registry": {"key_prefix": "a:"}})
+        harness.reload({"registry": {"key_prefix": "b:", "ttl": 30}})
+        self.assertEqual(harness.registry.ttl, 30)
+        changed = [formatEvent(e) for e in events if "changed:" in formatEvent(e)]
+        self.assertEqual(changed, ["registry.key_prefix changed: it takes effect at the "
+                                   "next restart (a reload keeps the registry and its "
+                                   "connection)"])
 
     def test_parseUrl(self):
         self.assertEqual(parse_url("redis://:s3cret@cache.internal:6380/2"),
@@ -523,3 +568,8 @@ async def until_true(check, message, timeout=10.0):
         if reactor.seconds() > deadline:
             raise AssertionError("timed out waiting for " + message)
         await sleep(0.01)
+
+
+async def replica_synced(port):
+    info = await redis_command(port, "INFO", "replication")
+    return "master_link_status:up" in info

@@ -55,6 +55,7 @@ class Gateway(object):
             # a reload: the registry and the peers' health go on
             self.registry = previous.registry
             self.registry.ttl = config["registry"]["ttl"]
+            _warn_registry_changes(previous.config, config)
             self.health = previous.health
             self.health.configure(config.get("health"))
             _update_static(self.registry, previous.config, config)
@@ -166,6 +167,20 @@ def _make_registry(config, reactor):
         from tproxy.registry_redis import RedisRegistry
         return RedisRegistry(reactor, settings)
     return MemoryRegistry(reactor, ttl=settings["ttl"])
+
+
+#: the registry settings a reload cannot change (the registry goes on)
+_REGISTRY_AT_START = ("backend", "url", "key_prefix", "timeout", "retry_interval",
+                      "resync_interval")
+
+
+def _warn_registry_changes(old_config, new_config):
+    old, new = old_config.get("registry", {}), new_config.get("registry", {})
+    for key in _REGISTRY_AT_START:
+        if old.get(key) != new.get(key):
+            Gateway.log.warn("registry.{key} changed: it takes effect at the next "
+                             "restart (a reload keeps the registry and its "
+                             "connection)", key=key)
 
 
 def _static_peers(config):

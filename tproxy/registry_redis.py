@@ -348,6 +348,9 @@ class RedisRegistry(MemoryRegistry):
         self._remote_routable = {}  # group -> routable set through Redis
         self._held = False          # registrations held while Redis was away
         self._logged_down = False
+        self._refusing = False
+        #: registrations one sweep script removes at most (then another runs)
+        self.sweep_limit = SWEEP_LIMIT
         self._subscribed = False
         self._syncing = None
         self._started = False
@@ -477,9 +480,14 @@ class RedisRegistry(MemoryRegistry):
             reason = "no answer within {} s".format(self.timeout)
             self._down(reason)
         elif failure.check(txredisapi.ResponseError):
+            # connected, but it will not take it (READONLY: a replica after a
+            # failover; OOM): logged once until a write succeeds again
             reason = failure.getErrorMessage()
-            log.warn("registry: Redis at {address} refused {what}: {reason}",
-                     address=self.address, what=what, reason=reason)
+            if not self._refusing:
+                self._refusing = True
+                log.warn("registry: Redis at {address} refused {what}: {reason}; "
+                         "changes are refused (503) until it takes them",
+                         address=self.address, what=what, reason=reason)
         else:
             reason = failure.getErrorMessage() or failure.type.__name__
             self._down(reason)
@@ -511,8 +519,15 @@ class RedisRegistry(MemoryRegistry):
             return self.client.eval(script.text, self.keys, args)
         d.addErrback(noscript)
         d.addTimeout(self.timeout, self.reactor)
-        d.addErrback(self._failed, what)
+        d.addCallbacks(self._took, self._failed, errbackArgs=(what,))
         return d
+
+    def _took(self, reply):
+        if self._refusing:
+            self._refusing = False
+            log.info("registry: Redis at {address} takes changes again",
+                     address=self.address)
+        return reply
 
     def _sync(self):
         """Restore what was held (after an outage), then take a snapshot."""
@@ -796,9 +811,19 @@ class RedisRegistry(MemoryRegistry):
         if not self.up:
             self._hold()
             return []
-        d = self._call("sweep", [repr(self.now()), SWEEP_LIMIT], "the expiry sweep")
-        d.addCallback(self.apply)
-        d.addErrback(lambda f: f.trap(RegistryUnavailable) and [])
+        return self._sweep([])
+
+    def _sweep(self, removed):
+        d = self._call("sweep", [repr(self.now()), self.sweep_limit], "the expiry sweep")
+
+        def swept(message):
+            gone = self.apply(message)
+            removed.extend(gone)
+            if len(gone) >= self.sweep_limit:
+                return self._sweep(removed)     # more are due: go on
+            return removed
+        d.addCallback(swept)
+        d.addErrback(lambda f: f.trap(RegistryUnavailable) and removed)
         return d
 
 
