@@ -278,7 +278,9 @@ class OutageTests(RedisTestCase):
         a = await self.registry(server.port, clock, ttl=60)
         b = await self.registry(server.port, clock, ttl=60)
         await a.register("api", "10.0.0.1", 80, weight=3)
-        await until(lambda: b.group("api") is not None)
+        spec = {"name": "r1", "group": "api"}
+        self.assertEqual(await b.shared_routes.put("r1", spec), "created")
+        await until(lambda: b.group("api") is not None and a.shared_routes.specs())
         await server.stop()
         await until(lambda: not a.up and not b.up, message="both to see it")
         with self.assertRaises(RegistryUnavailable):
@@ -307,6 +309,13 @@ class OutageTests(RedisTestCase):
         self.assertEqual(json.loads(raw)["x"], 1180)
         peer, created = await b.register("api", "10.0.0.1", 80)
         self.assertFalse(created)
+        # the route made before is back in Redis too (it had lost it)
+        self.assertEqual(a.shared_routes.specs(), [spec])
+        self.assertEqual(b.shared_routes.specs(), [spec])
+        self.assertEqual(await redis_command(server.port, "HKEYS", "tproxy:routes"), ["r1"])
+        self.assertEqual(await b.shared_routes.put("r2", dict(spec, name="r2")), "created")
+        await until(lambda: len(a.shared_routes.specs()) == 2)
+        self.assertEqual([r["name"] for r in a.shared_routes.specs()], ["r1", "r2"])
 
     async def test_unreachableAtStart(self):
         """No Redis at start: the gateway's registry starts anyway (after
@@ -444,13 +453,19 @@ class GatewayTests(RedisTestCase):
         (a, admin_a), (b, admin_b) = await self.fleet(server.port)
         add = "/upstream/add?host=127.0.0.1&port=%d&prefix=api" % up.port
         self.assertEqual((await self.get(admin_a, add)).status, 200)
-        await until(lambda: b.gateway.registry.group("api") is not None)
+        route = {"group": "api", "match": {"path": {"mode": "prefix", "value": "/r0/"}}}
+        resp = await self.get(admin_a, "/routes/r0", method="PUT",
+                              data=json.dumps(route).encode())
+        self.assertEqual(resp.status, 201)
+        await until(lambda: b.gateway.registry.group("api") is not None
+                    and "r0" in b.plugin("routes").table.by_name)
         statuses = []
         running = [True]
 
         async def load(proxy):
             while running[0]:
-                statuses.append((await self.get(proxy, "/api/")).status)
+                for path in ("/api/", "/r0/"):     # a registration, a shared route
+                    statuses.append((await self.get(proxy, path)).status)
         loads = [defer.ensureDeferred(load(p)) for p in (a, b, a, b)]
         await until(lambda: len(statuses) >= 20, message="some requests")
         await server.stop()
@@ -474,6 +489,8 @@ class GatewayTests(RedisTestCase):
         await defer.DeferredList(loads)
         self.assertEqual(set(statuses), {200}, statuses)
         self.assertEqual((await self.get(admin_b, add)).status, 200)
+        names = [r["name"] for r in (await self.get(admin_b, "/routes")).json()["routes"]]
+        self.assertEqual(names, ["configured", "r0"])   # put back in the empty Redis
         messages = self.messages()
         self.assertEqual(len([m for m in messages if "unreachable" in m]), 2, messages)
         self.assertEqual(len([m for m in messages if "answers again" in m]), 2, messages)

@@ -188,9 +188,10 @@ return {redis.call('GET', VERSION) or '0', epoch, redis.call('HGETALL', PEERS),
 """
 
 #: ARGV: channel, the epoch this instance knew, a new epoch, now, ttl, then
-#: the JSON records of the registrations it held while Redis was away: each
+#: the JSON records of the registrations it held while Redis was away (each
 #: present one lives at least one more TTL; an absent one is put back only
-#: if Redis lost its data (another epoch).  Returns {message, epoch, lost}.
+#: if Redis lost its data: another epoch) and of its shared routes (put back
+#: only if Redis lost its data).  Returns {message, epoch, lost}.
 _RESTORE = _PRELUDE + """
 local epoch = redis.call('GET', EPOCH)
 local lost = 0
@@ -204,9 +205,18 @@ end
 local now, ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
 for i = 6, #ARGV do
   local rec = cjson.decode(ARGV[i])
-  local member = rec.g .. ' ' .. rec.h .. ' ' .. rec.p
-  local raw = redis.call('HGET', PEERS, member)
-  if raw then
+  local member = rec.g and (rec.g .. ' ' .. rec.h .. ' ' .. rec.p)
+  local raw = member and redis.call('HGET', PEERS, member)
+  if rec.route then
+    if lost == 1 and redis.call('HEXISTS', ROUTES, rec.route) == 0 then
+      local route = {s = rec.s, q = rec.q, v = bump()}
+      redis.call('HSET', ROUTES, rec.route, cjson.encode(route))
+      if tonumber(redis.call('GET', ROUTESEQ) or '0') < rec.q then
+        redis.call('SET', ROUTESEQ, rec.q)
+      end
+      changes[#changes + 1] = {'r', rec.route, route, v}
+    end
+  elseif raw then
     local cur = cjson.decode(raw)
     if cur.x < now + ttl then
       cur.x = now + ttl
@@ -451,6 +461,7 @@ class RedisRegistry(MemoryRegistry):
                      "refusing changes (503) until it answers",
                      address=self.address, reason=reason)
         if was_up:
+            self._held = True   # what it holds goes back to Redis when it answers
             self._hold()
 
     def _hold(self):
@@ -543,6 +554,9 @@ class RedisRegistry(MemoryRegistry):
             now = self.now()
             records = [json.dumps(_record(p)) for g in self._groups.values()
                        for p in g.peers.values() if not p.static and p.is_live(now)]
+            records.extend(json.dumps({"route": name, "s": json.dumps(spec, sort_keys=True),
+                                       "q": seq})
+                           for name, (seq, spec) in self.shared_routes.records.items())
             d = self._call("restore", [self.epoch, _new_epoch(), repr(now),
                                        repr(self.ttl)] + records, "a restore")
             d.addCallback(self._restored, len(records))
@@ -572,8 +586,9 @@ class RedisRegistry(MemoryRegistry):
         self._epoch_is(epoch)
         self.apply(message)
         if int(lost):
-            log.warn("registry: Redis at {address} had lost the registrations; put back "
-                     "the {held} this instance held", address=self.address, held=held)
+            log.warn("registry: Redis at {address} had lost its data; put back the "
+                     "{held} registrations and routes this instance held",
+                     address=self.address, held=held)
 
     def _snapshot(self, reply):
         version, epoch, peers, groups, routes = reply
