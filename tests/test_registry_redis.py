@@ -342,9 +342,18 @@ class ConfigTests(ProxyTestCase):
         with self.assertRaises(ConfigError) as caught:
             validate_config({"registry": {"backend": "redis", "url": "http://x:1"}})
         self.assertEqual(caught.exception.path, "registry.url")
+        for url in ("redis://x:70000/0", "redis://x:0", "redis://x:/1"):
+            with self.assertRaises(ConfigError) as caught:
+                validate_config({"registry": {"url": url}})
+            self.assertEqual(caught.exception.path, "registry.url")
         with self.assertRaises(ConfigError) as caught:
             parse_url("redis://x:70000/0")
         self.assertEqual(caught.exception.path, "registry.url")
+        validate_config({"registry": {"url": "redis://:pw@h:65535/15"}})
+        with self.assertRaises(ConfigError) as caught:
+            validate_config({"registry": {"key_prefix": "my fleet:"}})
+        self.assertEqual(str(caught.exception), "<config>: registry.key_prefix: "
+                         "key_prefix 'my fleet:' has a space")
 
     def test_reloadKeepsTheRegistry(self):
         """A reload cannot switch the registry: it says so."""

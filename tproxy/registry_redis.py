@@ -70,6 +70,7 @@ SWEEP_LIMIT = 1000
 _PRELUDE = """
 local PEERS, EXPIRY, GROUPS, ROUTES = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local VERSION, ROUTESEQ, EPOCH = KEYS[5], KEYS[6], KEYS[7]
+local CHANNEL, WRITER = string.match(ARGV[1], '^([^ ]*) (.*)$')
 local changes = {}
 local v = nil
 local function bump()
@@ -108,11 +109,13 @@ end
 local function publish()
   if #changes == 0 then return '' end
   local msg = cjson.encode({v = v, c = changes})
-  redis.call('PUBLISH', ARGV[1], msg)
+  -- the writer applies its reply: it skips its own message unparsed
+  redis.call('PUBLISH', CHANNEL, WRITER .. ' ' .. msg)
   return msg
 end
 """
 
+#: ARGV[1] of every script: "<channel> <writer>".
 #: ARGV: channel, group, host, port, weight|'', max_conns|'', routable|'', now, ttl
 _REGISTER = _PRELUDE + """
 local g, now = ARGV[2], tonumber(ARGV[8])
@@ -147,6 +150,7 @@ end
 return {publish(), created}
 """
 
+#: ARGV[1] of every script: "<channel> <writer>".
 #: ARGV: channel, group, host, port, now.  Returns {message, 0 absent | 1
 #: expired | 2 removed}.
 _DEREGISTER = _PRELUDE + """
@@ -346,6 +350,9 @@ class RedisRegistry(MemoryRegistry):
         self.keys = [prefix + k for k in ("peers", "expiry", "groups", "routes",
                                           "version", "route_seq", "epoch")]
         self.channel = "{}events:{}".format(prefix, self.db)
+        #: this instance's mark on the changes it publishes
+        self.writer = _new_epoch()
+        self._channel_arg = "{} {}".format(self.channel, self.writer)
         self.timeout = settings.get("timeout", 2)
         self.retry_interval = settings.get("retry_interval", 1)
         self.resync_interval = settings.get("resync_interval", 30)
@@ -522,7 +529,7 @@ class RedisRegistry(MemoryRegistry):
         :class:`RegistryUnavailable`)."""
         import txredisapi
         script = _SCRIPTS[name]
-        args = [self.channel] + [str(a) for a in args]
+        args = [self._channel_arg] + [str(a) for a in args]
         d = self.client.evalsha(script.sha, self.keys, args)
 
         def noscript(failure):
@@ -640,6 +647,13 @@ class RedisRegistry(MemoryRegistry):
         self._synced()
 
     # -- applying changes -------------------------------------------------------------
+
+    def published(self, message):
+        """A message of the channel: ``"<writer> <change>"``; this
+        instance's own were applied from the script's reply already."""
+        writer, _, change = message.partition(" ")
+        if writer != self.writer:
+            self.apply(change)
 
     def apply(self, message):
         """
@@ -934,7 +948,7 @@ def _subscriber_factory_class():
 
         def messageReceived(self, pattern, channel, message):
             try:
-                self.factory.registry.apply(message)
+                self.factory.registry.published(message)
             except Exception:
                 log.failure("registry: applying a change from Redis failed")
                 self.factory.registry._subscribed = False
