@@ -282,7 +282,7 @@ class OutageTests(RedisTestCase):
         self.assertEqual(await b.shared_routes.put("r1", spec), "created")
         await until(lambda: b.group("api") is not None and a.shared_routes.specs())
         await server.stop()
-        await until(lambda: not a.up and not b.up, message="both to see it")
+        await until(lambda: not a.up and not b.up, 15, message="both to see it")
         with self.assertRaises(RegistryUnavailable):
             await a.register("api", "10.0.0.2", 80)
         with self.assertRaises(RegistryUnavailable):
@@ -296,7 +296,7 @@ class OutageTests(RedisTestCase):
         down = [m for m in self.messages() if "unreachable" in m]
         self.assertEqual(len(down), 2, down)      # once per instance
         await run_redis(self, server.port)         # empty: it lost everything
-        await until(lambda: a.up and b.up, message="both to catch up")
+        await until(lambda: a.up and b.up, 15, message="both to catch up")
         for registry in (a, b):
             peer = registry.group("api").peers[("10.0.0.1", 80)]
             self.assertEqual(peer.weight, 3)
@@ -325,7 +325,7 @@ class OutageTests(RedisTestCase):
         self.assertFalse(a.up)
         self.assertEqual(len([m for m in self.messages() if "unreachable" in m]), 1)
         await run_redis(self, port)
-        await until(lambda: a.up, message="the registry to connect")
+        await until(lambda: a.up, 15, message="the registry to connect")
         await a.register("api", "10.0.0.1", 80)
 
 
@@ -478,9 +478,9 @@ class GatewayTests(RedisTestCase):
         loads = [defer.ensureDeferred(load(p)) for p in (a, b, a, b)]
         await until(lambda: len(statuses) >= 20, message="some requests")
         await server.stop()
-        await until(lambda: not a.gateway.registry.up and not b.gateway.registry.up)
+        await until(lambda: not a.gateway.registry.up and not b.gateway.registry.up, 15)
         before = len(statuses)
-        await until(lambda: len(statuses) >= before + 20, message="requests while down")
+        await until(lambda: len(statuses) >= before + 20, 15, message="requests while down")
         resp = await self.get(admin_b, add)
         self.assertEqual(resp.status, 503)
         self.assertIn("unavailable", resp.json()["error"])
@@ -490,10 +490,10 @@ class GatewayTests(RedisTestCase):
         ).encode())
         self.assertEqual(resp.status, 503)
         await run_redis(self, server.port)
-        await until(lambda: a.gateway.registry.up and b.gateway.registry.up,
+        await until(lambda: a.gateway.registry.up and b.gateway.registry.up, 15,
                     message="both to catch up")
         before = len(statuses)
-        await until(lambda: len(statuses) >= before + 20, message="requests after")
+        await until(lambda: len(statuses) >= before + 20, 15, message="requests after")
         running[0] = False
         await defer.DeferredList(loads)
         self.assertEqual(set(statuses), {200}, statuses)
