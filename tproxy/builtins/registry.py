@@ -55,6 +55,12 @@ or ``routable`` change, a removal) is an audit event
 (:meth:`tproxy.admin.AdminRequest.audit`); a heartbeat that changes nothing
 is not.
 
+With ``registry.backend`` ``"redis"`` (:mod:`tproxy.registry_redis`) a
+registration, heartbeat or removal is answered once Redis has it, and is a
+``503 {"error": ...}`` with ``Retry-After: 1`` while Redis is unreachable
+(the registry then serves what it had); ``/upstream/status`` reads the
+instance's replica, with its own ``conn_count`` and ``total_requests``.
+
 Every ``registry.cleanup_interval`` seconds a ``LoopingCall`` removes the
 registrations whose last heartbeat is older than ``registry.ttl`` seconds (an
 expired registration is never selected, even before it is removed).  The
