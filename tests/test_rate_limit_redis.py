@@ -6,74 +6,12 @@ gateways, the ``EVALSHA`` / ``EVAL`` fallback, and what happens when Redis is
 unreachable or silent.
 """
 
-import os
-import shutil
-
-import txredisapi
-from twisted.internet import defer, reactor
-from twisted.internet.protocol import Factory, Protocol, ProcessProtocol
+from twisted.internet import reactor
+from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import globalLogPublisher, formatEvent
-from twisted.trial.unittest import SkipTest
 
 from tests.helpers import ProxyTestCase, until
-
-
-class _Ended(ProcessProtocol):
-    def __init__(self):
-        self.ended = defer.Deferred()
-        self.output = b""
-
-    def outReceived(self, data):
-        self.output += data
-
-    errReceived = outReceived
-
-    def processEnded(self, reason):
-        self.ended.callback(None)
-
-
-async def start_redis(case, port=None):
-    """
-    Start ``redis-server`` on ``127.0.0.1:port`` (a free port by default),
-    without persistence, stopped (SIGTERM to its PID) in ``case``'s cleanup;
-    returns the port once it is ready.  A free port found by the test may be
-    taken by another process before the server binds it: when the server
-    ends at once, it tries again on another port (twice at most).
-    """
-    server = shutil.which("redis-server")
-    if server is None:
-        if os.environ.get("CI"):
-            case.fail("redis-server is not installed (.ci/run installs it)")
-        raise SkipTest("redis-server is not installed")
-    for attempt in range(3):
-        chosen = case.closed_port() if port is None else port
-        proto = _Ended()
-        process = reactor.spawnProcess(proto, server, [
-            server, "--port", str(chosen), "--bind", "127.0.0.1", "--save", "",
-            "--appendonly", "no", "--daemonize", "no"], env=dict(os.environ))
-
-        async def stop(process=process, proto=proto):
-            if process.pid is not None:
-                process.signalProcess("TERM")
-            await proto.ended
-        case.addCleanup(stop)
-        await until(lambda: (b"Ready to accept connections" in proto.output
-                             or proto.ended.called), 30,
-                    message="redis-server to start")
-        if not proto.ended.called:
-            return chosen
-        if port is not None:
-            break
-    case.fail("redis-server did not start:\n" + proto.output.decode("utf-8", "replace"))
-
-
-async def redis_command(port, *command):
-    """Run one command on a connection of its own."""
-    conn = await txredisapi.Connection("127.0.0.1", port, reconnect=False)
-    try:
-        return await conn.execute_command(*command)
-    finally:
-        await conn.disconnect()
+from tests.redis_server import redis_command, start_redis
 
 
 class Silent(Protocol):

@@ -391,6 +391,21 @@ SCHEMA = _object({
         "max_groups": _number(10000, minimum=1, integer=True),
         "max_servers_per_group": _number(10000, minimum=1, integer=True),
         "max_servers": _number(100000, minimum=1, integer=True),
+        # "redis": a fleet shares registrations and /routes through Redis
+        # (tproxy.registry_redis); each instance serves from a local replica
+        "backend": {"enum": ["memory", "redis"], "default": "memory"},
+        "url": {"type": "string", "default": "redis://127.0.0.1:6379/0",
+                "pattern": r"^redis://(:[^@/]*@)?[^:/@]+(:(6553[0-5]|655[0-2][0-9]|65[0-4]"
+                           r"[0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?"
+                           r"(/[0-9]{1,5})?$",
+                "x-messages": {"pattern": "bad Redis URL {instance!r} (expected "
+                               "redis://[:password@]host[:port][/db])"}},
+        "key_prefix": {"type": "string", "default": "tproxy:", "maxLength": 200,
+                       "pattern": r"^\S*$",
+                       "x-messages": {"pattern": "key_prefix {instance!r} has a space"}},
+        "timeout": _number(2, exclusive=0),
+        "retry_interval": _number(1, exclusive=0),
+        "resync_interval": _number(30, exclusive=0),
     }),
     "trusted_proxies": {"type": "array", "default": [],
                         "items": {"type": "string", "format": "tproxy-network"}},

@@ -63,12 +63,13 @@ class Gateway(object):
             self.role, self.worker_index = previous.role, previous.worker_index
             self.registry = previous.registry
             self.registry.ttl = config["registry"]["ttl"]
+            _warn_registry_changes(previous.config, config)
             self.health = previous.health
             self.health.configure(config.get("health"))
             _update_static(self.registry, previous.config, config)
         else:
-            self.registry = registry if registry is not None else MemoryRegistry(
-                reactor, ttl=config["registry"]["ttl"])
+            self.registry = registry if registry is not None else _make_registry(
+                config, reactor)
             self.health = HealthState(reactor, self.registry, config.get("health"))
             for group, spec in sorted(config.get("upstreams", {}).items()):
                 for peer in spec["peers"]:
@@ -85,7 +86,7 @@ class Gateway(object):
         #: whether :meth:`stop` stops ``health`` (its timers): the gateway
         #: serving owns it; a reload hands it over (:meth:`take_over`)
         self.owns_health = previous is None
-        self._on_stop = [self._stop_health]
+        self._on_stop = [self._stop_health, self._stop_registry]
         #: whether the gateway takes traffic (``/readyz``): from the end of
         #: :meth:`start` until it begins to stop
         self.serving = False
@@ -96,6 +97,12 @@ class Gateway(object):
     def _stop_health(self):
         if self.owns_health:
             self.health.stop()
+
+    def _stop_registry(self):
+        stop = getattr(self.registry, "stop", None)
+        if self.owns_health and stop is not None:
+            return stop()
+        return None
 
     def take_over(self, previous):
         """This gateway replaces ``previous`` (a reload is done): the shared
@@ -142,7 +149,15 @@ class Gateway(object):
                                 for listener in source.subscribers()
                                 if id(listener) not in before.get(id(source), ())]
             return result
-        return self.phases.init_worker(self).addBoth(subscribed).addCallback(started)
+        registry_start = getattr(self.registry, "start", None)
+        if registry_start is not None and not self.started:
+            # a shared registry: serve with its state (or without, once it
+            # gave up waiting for its store)
+            d = maybeDeferred(registry_start)
+            d.addCallback(lambda _: self.phases.init_worker(self))
+        else:
+            d = self.phases.init_worker(self)
+        return d.addBoth(subscribed).addCallback(started)
 
     def stop(self):
         """Run the ``on_stop`` callbacks, last registered first; then stop
@@ -155,6 +170,29 @@ class Gateway(object):
         for source, listener in subscribed:
             source.unsubscribe(listener)
         return DeferredList(ds, consumeErrors=True)
+
+
+def _make_registry(config, reactor):
+    """The registry of ``registry.backend``: in memory, or shared in Redis."""
+    settings = config["registry"]
+    if settings.get("backend", "memory") == "redis":
+        from tproxy.registry_redis import RedisRegistry
+        return RedisRegistry(reactor, settings)
+    return MemoryRegistry(reactor, ttl=settings["ttl"])
+
+
+#: the registry settings a reload cannot change (the registry goes on)
+_REGISTRY_AT_START = ("backend", "url", "key_prefix", "timeout", "retry_interval",
+                      "resync_interval")
+
+
+def _warn_registry_changes(old_config, new_config):
+    old, new = old_config.get("registry", {}), new_config.get("registry", {})
+    for key in _REGISTRY_AT_START:
+        if old.get(key) != new.get(key):
+            Gateway.log.warn("registry.{key} changed: it takes effect at the next "
+                             "restart (a reload keeps the registry and its "
+                             "connection)", key=key)
 
 
 def _static_peers(config):

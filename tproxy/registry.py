@@ -16,6 +16,14 @@ from zope.interface import Attribute, Interface, implementer
 INFINITY = float("inf")
 
 
+class RegistryUnavailable(Exception):
+    """
+    A shared registry (:mod:`tproxy.registry_redis`) cannot take a write now
+    (its store is unreachable): the admin API answers ``503``.  ``str()``
+    says why.
+    """
+
+
 class IRegistryListener(Interface):
     """Told of every change of the registry's peers (see ``IRegistry.subscribe``)."""
 
@@ -37,15 +45,21 @@ class IRegistry(Interface):
     """A store of upstream groups and their peers."""
 
     ttl = Attribute("Seconds a dynamic registration lives after its last heartbeat.")
+    shared = Attribute("Whether writes go to a store shared by several instances "
+                       "(``register``, ``deregister``, ``expire`` return Deferreds).")
 
-    def register(group, host, port, weight=None, max_conns=None):
+    def register(group, host, port, weight=None, max_conns=None, routable=None):
         """
         Register ``host:port`` in ``group``, or heartbeat it if present and
         not expired.  ``weight`` (``None``: 1 for a new peer, unchanged for
         an existing one) is updated, and so is ``max_conns`` (``None``: 0, no
-        limit, for a new peer, unchanged for an existing one).  Return ``(peer, created)``; ``created``
+        limit, for a new peer, unchanged for an existing one); ``routable``
+        (``None``: unchanged) is set on the group.  Return ``(peer, created)``; ``created``
         is ``True`` for a new registration, including one whose previous
-        registration had expired but was not cleaned up yet.
+        registration had expired but was not cleaned up yet.  A shared
+        registry (``shared = True``) returns a Deferred of it, which fails
+        with :class:`RegistryUnavailable` when its store cannot be reached;
+        its ``deregister`` and ``expire`` return Deferreds too.
         """
 
     def add_static(group, host, port, weight=1, max_conns=0):
@@ -305,7 +319,16 @@ class MemoryRegistry(object):
             self._remove(old)
         return self._add(group, host, port, weight, None, max_conns)
 
-    def register(self, group, host, port, weight=None, max_conns=None):
+    #: writes are answered at once (a shared backend answers with Deferreds)
+    shared = False
+
+    def register(self, group, host, port, weight=None, max_conns=None, routable=None):
+        peer, created = self._register(group, host, port, weight, max_conns)
+        if routable is not None:
+            peer.group.routable = routable
+        return peer, created
+
+    def _register(self, group, host, port, weight, max_conns):
         g = self._groups.get(group)
         peer = g.peers.get((host, port)) if g is not None else None
         if peer is not None and peer.static:

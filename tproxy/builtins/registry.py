@@ -55,6 +55,12 @@ or ``routable`` change, a removal) is an audit event
 (:meth:`tproxy.admin.AdminRequest.audit`); a heartbeat that changes nothing
 is not.
 
+With ``registry.backend`` ``"redis"`` (:mod:`tproxy.registry_redis`) a
+registration, heartbeat or removal is answered once Redis has it, and is a
+``503 {"error": ...}`` with ``Retry-After: 1`` while Redis is unreachable
+(the registry then serves what it had); ``/upstream/status`` reads the
+instance's replica, with its own ``conn_count`` and ``total_requests``.
+
 Every ``registry.cleanup_interval`` seconds a ``LoopingCall`` removes the
 registrations whose last heartbeat is older than ``registry.ttl`` seconds (an
 expired registration is never selected, even before it is removed).  The
@@ -65,7 +71,7 @@ plugin has no settings of its own: it reads the ``registry`` and
 import ipaddress
 import re
 
-from twisted.internet.defer import maybeDeferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -73,7 +79,8 @@ from zope.interface import implementer
 
 from tproxy import hookimpl
 from tproxy.config import unicast_problem
-from tproxy.registry import IRegistryListener
+from tproxy.admin import AdminResponse
+from tproxy.registry import IRegistryListener, RegistryUnavailable
 from tproxy.trust import TrustedProxies, UntrustworthyHeader
 
 __all__ = ["Plugin", "BadParameter", "parse_host", "parse_port", "parse_prefix",
@@ -430,16 +437,26 @@ class Plugin(object):
         group = self.registry.group(prefix)
         if group is not None:
             old = group.peers.get((host, port))
-        old_weight, old_max_conns = (old.weight, old.max_conns) if old else (None, None)
-        if max_conns is None:
-            peer, created = self.registry.register(prefix, host, port, weight)
-        else:
-            peer, created = self.registry.register(prefix, host, port, weight,
-                                                   max_conns=max_conns)
+        before = (old.weight if old else None, old.max_conns if old else None,
+                  group.routable if group is not None else True)
+        options = {}
+        if max_conns is not None:
+            options["max_conns"] = max_conns
+        if routable is not None:
+            options["routable"] = routable
+        result = self.registry.register(prefix, host, port, weight, **options)
+        if isinstance(result, Deferred):
+            # a shared registry: answered once its store has the write
+            return result.addCallbacks(self._added, _unavailable, callbackArgs=(
+                request, prefix, host, port, routable, before))
+        return self._added(result, request, prefix, host, port, routable, before)
+
+    def _added(self, result, request, prefix, host, port, routable, before):
+        peer, created = result
+        old_weight, old_max_conns, old_routable = before
         group = peer.group
         changed = {}
-        if routable is not None and group.routable != routable:
-            group.routable = routable
+        if routable is not None and old_routable != routable:
             changed["routable"] = routable
         if not created and old_weight is not None and peer.weight != old_weight:
             changed["weight"] = peer.weight
@@ -478,21 +495,35 @@ class Plugin(object):
         if peer is not None and peer.static:
             return 409, dict(fields, error="server is configured in upstreams and "
                              "cannot be removed at run time")
+        if getattr(self.registry, "shared", False):
+            # the store decides (the replica may not have a registration
+            # made through another instance a moment ago)
+            d = self.registry.deregister(prefix, host, port)
+            return d.addCallbacks(self._removed, _unavailable,
+                                  callbackArgs=(request, fields, prefix, host, port))
         if peer is None or not peer.is_live(self.registry.now()):
             if peer is not None:
                 self.registry.deregister(prefix, host, port)  # expired: clean up
-            elsewhere = self._registered_under(host, port)
-            if elsewhere:
-                return 404, dict(
-                    fields, registered_under=elsewhere,
-                    error="server not registered under prefix {!r}; it is registered "
-                          "under {} (pass prefix=)".format(
-                              prefix, ", ".join(repr(p) for p in elsewhere)))
-            return 404, dict(fields, error="server not registered")
+            return self._not_registered(fields, prefix, host, port)
         self.registry.deregister(prefix, host, port)
+        return self._removed(peer, request, fields, prefix, host, port)
+
+    def _removed(self, peer, request, fields, prefix, host, port):
+        if peer is None:
+            return self._not_registered(fields, prefix, host, port)
         request.audit("upstream.remove", server=fields["server"], prefix=prefix,
                       host=host, port=port)
         return 200, dict(fields, success=True, removed=fields["server"])
+
+    def _not_registered(self, fields, prefix, host, port):
+        elsewhere = self._registered_under(host, port)
+        if elsewhere:
+            return 404, dict(
+                fields, registered_under=elsewhere,
+                error="server not registered under prefix {!r}; it is registered "
+                      "under {} (pass prefix=)".format(
+                          prefix, ", ".join(repr(p) for p in elsewhere)))
+        return 404, dict(fields, error="server not registered")
 
     def _registered_under(self, host, port):
         """The groups where ``host:port`` is live (a scan: only for a
@@ -567,6 +598,12 @@ def _args(request):
                                None)
         args.setdefault(name, value)
     return args
+
+
+def _unavailable(failure):
+    """The ``503`` answer of a write a shared registry could not make."""
+    failure.trap(RegistryUnavailable)
+    return AdminResponse(503, {"error": str(failure.value)}, [("Retry-After", "1")])
 
 
 def _limit(name, value, **fields):

@@ -38,6 +38,14 @@ table and swaps it: a request keeps the route it started with; at most
 route a request would take, why, and the peer it would get).  Every change
 is an audit event (:meth:`tproxy.admin.AdminRequest.audit`).
 
+With ``registry.backend`` ``"redis"`` the routes made through the admin API
+are shared by the fleet (:class:`tproxy.registry_redis.SharedRoutes`): a
+change is answered once Redis has it (``503`` while Redis is unreachable)
+and every instance rebuilds its table when it hears of it; the routes of the
+settings stay per-instance configuration, after which the shared ones come
+in the order they were created (changing or deleting a configured one
+through the API is a ``409``).
+
 List it before ``router`` (which leaves alone a request an earlier plugin
 routed) and before ``least_conn`` (its ``balancer`` answers only for routes
 with a pinned ``peer``).
@@ -49,10 +57,12 @@ from twisted.internet.defer import maybeDeferred
 from twisted.logger import Logger
 
 from tproxy import Request, RequestContext, Response, hookimpl
+from tproxy.admin import AdminResponse
 from tproxy.config import ConfigError
 from tproxy.http.headers import Headers
-from tproxy.routing import (NEED_BODY, ROUTE_SCHEMA, RequestView, compile_route,
-                            compile_routes, validate_route)
+from tproxy.registry import RegistryUnavailable
+from tproxy.routing import (NEED_BODY, ROUTE_SCHEMA, RequestView, RouteTable,
+                            compile_route, compile_routes, validate_route)
 
 __all__ = ["Plugin", "SETTINGS_SCHEMA"]
 
@@ -103,6 +113,9 @@ class Plugin(object):
         self.max_routes = settings.get("max_routes", 10000)
         self.table = compile_routes(settings.get("routes", []), self.match_mode)
         self.gateway = None
+        #: the fleet's shared routes (``registry.backend: redis``), or ``None``
+        self.shared = None
+        self._configured = list(self.table.routes)
 
     # -- phases ---------------------------------------------------------------
 
@@ -117,6 +130,29 @@ class Plugin(object):
         admin.route("GET", "/routes/{name}", self.get_route)
         admin.route("PUT", "/routes/{name}", self.put_route)
         admin.route("DELETE", "/routes/{name}", self.delete_route)
+        shared = getattr(gateway.registry, "shared_routes", None)
+        if shared is not None:
+            self.shared = shared
+            shared.listen(self._rebuild)
+            gateway.on_stop(lambda: shared.unlisten(self._rebuild))
+            self._rebuild()
+
+    def _rebuild(self):
+        """The table of the configured routes, then the shared ones."""
+        routes = list(self._configured)
+        names = set(r.name for r in routes)
+        for spec in self.shared.specs():
+            name = spec.get("name") if isinstance(spec, dict) else None
+            if name in names:
+                continue
+            try:
+                routes.append(compile_route(validate_route(spec), len(routes)))
+            except ConfigError as e:
+                log.warn("routes: the shared route {name!r} is invalid ({error}); "
+                         "ignored", name=name, error=str(e))
+                continue
+            names.add(name)
+        self.table = RouteTable(routes, self.match_mode)
 
     @hookimpl
     def rewrite(self, ctx):
@@ -267,14 +303,45 @@ class Plugin(object):
         if created and len(table.routes) >= self.max_routes:
             return 409, {"error": "limit reached: max_routes is {}".format(self.max_routes),
                          "limit": "max_routes", "value": self.max_routes}
+        if self.shared is not None:
+            refused = self._configured_refusal(name)
+            if refused is not None:
+                return refused
+            d = self.shared.put(name, spec, create_only=request.method == "POST")
+            return d.addCallbacks(self._shared_put, _unavailable,
+                                  callbackArgs=(request, name, spec))
         self.table = table.replace(route)
         request.audit("route.add" if created else "route.replace", route=name,
                       group=spec.get("group"))
         return (201 if created else 200), {"route": spec, "created": created}
 
+    def _shared_put(self, outcome, request, name, spec):
+        if outcome == "exists":
+            return 409, {"error": "route exists (PUT /routes/{name} replaces it)",
+                         "name": name}
+        created = outcome == "created"
+        request.audit("route.add" if created else "route.replace", route=name,
+                      group=spec.get("group"))
+        return (201 if created else 200), {"route": spec, "created": created}
+
+    def _configured_refusal(self, name):
+        """The ``409`` for a change of a configured route in shared mode."""
+        if any(r.name == name for r in self._configured):
+            return 409, {"error": "route {!r} is in this instance's configuration "
+                                  "(routes settings): change it there".format(name),
+                         "name": name}
+        return None
+
     def delete_route(self, request):
         """``DELETE /routes/{name}``: remove a route."""
         name = request.params["name"]
+        if self.shared is not None:
+            refused = self._configured_refusal(name)
+            if refused is not None:
+                return refused
+            d = self.shared.delete(name)
+            return d.addCallbacks(_shared_deleted, _unavailable,
+                                  callbackArgs=(request, name))
         table = self.table
         if name not in table.by_name:
             return 404, {"error": "no such route", "name": name}
@@ -359,6 +426,19 @@ class Plugin(object):
             answer["peer"] = dict(chosen.as_dict(), address=chosen.address,
                                   group=chosen.group.name)
         return 200, answer
+
+
+def _shared_deleted(existed, request, name):
+    if not existed:
+        return 404, {"error": "no such route", "name": name}
+    request.audit("route.delete", route=name)
+    return 200, {"deleted": name}
+
+
+def _unavailable(failure):
+    """The ``503`` answer of a change the shared routes could not take."""
+    failure.trap(RegistryUnavailable)
+    return AdminResponse(503, {"error": str(failure.value)}, [("Retry-After", "1")])
 
 
 def _described(response):

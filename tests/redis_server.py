@@ -1,0 +1,97 @@
+"""
+A real ``redis-server`` for the tests that need one: started on a free
+loopback port without persistence, stopped by its PID in the test's cleanup
+(never skipped in CI: ``.ci/run`` installs it).
+"""
+
+import os
+import shutil
+
+import txredisapi
+from twisted.internet import defer, reactor
+from twisted.internet.protocol import ProcessProtocol
+from twisted.trial.unittest import SkipTest
+
+from tests.helpers import until
+
+__all__ = ["RedisServer", "run_redis", "start_redis", "redis_command"]
+
+
+class _Ended(ProcessProtocol):
+    def __init__(self):
+        self.ended = defer.Deferred()
+        self.output = b""
+
+    def outReceived(self, data):
+        self.output += data
+
+    errReceived = outReceived
+
+    def processEnded(self, reason):
+        self.ended.callback(None)
+
+
+class RedisServer(object):
+    """A running ``redis-server``: its ``port``; :meth:`stop` ends it."""
+
+    def __init__(self, process, proto, port):
+        self.process = process
+        self.proto = proto
+        self.port = port
+
+    async def stop(self):
+        """SIGTERM to its PID; wait until it has ended."""
+        if not self.proto.ended.called and self.process.pid is not None:
+            self.process.signalProcess("TERM")
+        await self.proto.ended
+
+
+async def run_redis(case, port=None):
+    """
+    Start ``redis-server`` on ``127.0.0.1:port`` (a free port by default),
+    without persistence, stopped (SIGTERM to its PID) in ``case``'s cleanup;
+    returns the :class:`RedisServer` once it is ready.  A free port found by
+    the test may be taken by another process before the server binds it:
+    when the server ends at once, it tries again on another port (twice at
+    most).
+    """
+    server = shutil.which("redis-server")
+    if server is None:
+        if os.environ.get("CI"):
+            case.fail("redis-server is not installed (.ci/run installs it)")
+        raise SkipTest("redis-server is not installed")
+    for attempt in range(3):
+        chosen = case.closed_port() if port is None else port
+        proto = _Ended()
+        # a directory of its own: a replica writes the data it received
+        # there, and a server loads what it finds at start
+        directory = os.path.abspath(case.mktemp())
+        os.makedirs(directory)
+        process = reactor.spawnProcess(proto, server, [
+            server, "--port", str(chosen), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--daemonize", "no", "--dir", directory,
+            "--repl-diskless-sync-delay", "0"], env=dict(os.environ))
+        running = RedisServer(process, proto, chosen)
+        case.addCleanup(running.stop)
+        await until(lambda: (b"Ready to accept connections" in proto.output
+                             or proto.ended.called), 30,
+                    message="redis-server to start")
+        if not proto.ended.called:
+            return running
+        if port is not None:
+            break
+    case.fail("redis-server did not start:\n" + proto.output.decode("utf-8", "replace"))
+
+
+async def start_redis(case, port=None):
+    """:func:`run_redis`; returns its port."""
+    return (await run_redis(case, port)).port
+
+
+async def redis_command(port, *command):
+    """Run one command on a connection of its own."""
+    conn = await txredisapi.Connection("127.0.0.1", port, reconnect=False)
+    try:
+        return await conn.execute_command(*command)
+    finally:
+        await conn.disconnect()

@@ -1,0 +1,975 @@
+# -*- test-case-name: tests.test_registry_redis -*-
+"""
+A registry shared by a fleet of tproxy instances through Redis
+(``"registry": {"backend": "redis", "url": ..., "key_prefix": ...}``).
+
+Each instance serves requests from a local replica (a
+:class:`~tproxy.registry.MemoryRegistry` it keeps up to date): a request
+never waits for Redis.  Writes (``/upstream/add`` heartbeats,
+``/upstream/remove``, ``/routes`` changes, the expiry sweep) run as one Lua
+script each, atomically; the script bumps a version counter, stamps what it
+wrote with it and publishes the change on a channel.  Every instance
+subscribes to the channel and applies each change whose version is newer
+than what it holds for that key, so an instance's own writes (applied as
+soon as Redis answers), the published changes and the full snapshots (at
+start, after a reconnection, every ``resync_interval`` seconds) can arrive
+in any order and still converge.
+
+Expiry: a sorted set of expiry times (the writer's clock), swept by every
+instance every ``cleanup_interval`` seconds with one script that removes
+what has expired and publishes it: idempotent (two sweeps at once remove a
+registration once), and with the same semantics as the in-memory registry
+(a registration is never selected after ``expires_at``, the replica checks
+it per request as ``Peer.is_live``; an expired one registered again is a
+new registration).  Plain Redis key expiry was not chosen: its expiry
+events need ``notify-keyspace-events`` (often not configurable on a
+managed Redis), come when Redis gets round to it, and leave the per-group
+state (``routable``, the count that says when a group is gone) behind.
+
+Redis unreachable: the instance keeps serving from its replica, logs it
+once, answers writes with :class:`~tproxy.registry.RegistryUnavailable`
+(``503``), and stops expiring the registrations it holds (backends cannot
+heartbeat meanwhile, as Eureka's self-preservation).  When Redis answers
+again it gives every registration it held one more TTL in Redis (puts them
+back if Redis lost its data: a restart without persistence, a failover to a
+replica that had not caught up), takes a full snapshot and logs once.
+
+Static peers (``upstreams``) are per-instance configuration, never written
+to Redis; a registration of the same server in Redis is hidden behind the
+static peer on that instance.
+
+Keys, under ``key_prefix`` (``tproxy:``): ``peers`` (hash ``"group host
+port"`` -> JSON), ``expiry`` (sorted set), ``groups`` (hash: dynamic count,
+``routable``), ``routes`` (hash name -> JSON), ``version``, ``route_seq``,
+``epoch``; the channel ``<key_prefix>events:<db>`` (pub/sub ignores the
+database number).
+"""
+
+import binascii
+import hashlib
+import json
+import os
+
+from twisted.internet.defer import (Deferred, DeferredList, TimeoutError as DeferredTimeoutError,
+                                    fail, succeed)
+from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from tproxy.config import ConfigError
+from tproxy.registry import Group, IRegistry, MemoryRegistry, Peer, RegistryUnavailable
+
+__all__ = ["RedisRegistry", "SharedRoutes", "parse_url"]
+
+log = Logger()
+
+#: registrations one sweep removes at most (the next sweep takes the rest)
+SWEEP_LIMIT = 1000
+
+_PRELUDE = """
+local PEERS, EXPIRY, GROUPS, ROUTES = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local VERSION, ROUTESEQ, EPOCH = KEYS[5], KEYS[6], KEYS[7]
+local CHANNEL, WRITER = string.match(ARGV[1], '^([^ ]*) (.*)$')
+local changes = {}
+local v = nil
+local function bump()
+  if not v then v = redis.call('INCR', VERSION) end
+  return v
+end
+local function group_rec(g)
+  local raw = redis.call('HGET', GROUPS, g)
+  if raw then return cjson.decode(raw) end
+  return {n = 0}
+end
+local function put_peer(member, rec)
+  rec.v = bump()
+  redis.call('HSET', PEERS, member, cjson.encode(rec))
+  redis.call('ZADD', EXPIRY, rec.x, member)
+  changes[#changes + 1] = {'p', member, rec, v}
+end
+local function count_peer(g, delta)
+  local grec = group_rec(g)
+  grec.n = grec.n + delta
+  if grec.n <= 0 then
+    redis.call('HDEL', GROUPS, g)
+    if grec.r ~= nil then changes[#changes + 1] = {'g', g, false, bump()} end
+  else
+    grec.v = bump()
+    redis.call('HSET', GROUPS, g, cjson.encode(grec))
+  end
+end
+local function del_peer(member, rec)
+  bump()
+  redis.call('HDEL', PEERS, member)
+  redis.call('ZREM', EXPIRY, member)
+  changes[#changes + 1] = {'p', member, false, v}
+  count_peer(rec.g, -1)
+end
+local function publish()
+  if #changes == 0 then return '' end
+  local msg = cjson.encode({v = v, c = changes})
+  -- the writer applies its reply: it skips its own message unparsed
+  redis.call('PUBLISH', CHANNEL, WRITER .. ' ' .. msg)
+  return msg
+end
+"""
+
+#: ARGV[1] of every script: "<channel> <writer>".
+#: ARGV: channel, group, host, port, weight|'', max_conns|'', routable|'', now, ttl
+_REGISTER = _PRELUDE + """
+local g, now = ARGV[2], tonumber(ARGV[8])
+local member = g .. ' ' .. ARGV[3] .. ' ' .. ARGV[4]
+local raw = redis.call('HGET', PEERS, member)
+local rec = nil
+local created = 0
+if raw then
+  rec = cjson.decode(raw)
+  if rec.x <= now then rec = nil end
+end
+if rec == nil then
+  rec = {g = g, h = ARGV[3], p = tonumber(ARGV[4]), w = 1, m = 0, c = now}
+  created = 1
+end
+if ARGV[5] ~= '' then rec.w = tonumber(ARGV[5]) end
+if ARGV[6] ~= '' then rec.m = tonumber(ARGV[6]) end
+rec.hb = now
+rec.x = now + tonumber(ARGV[9])
+put_peer(member, rec)
+if not raw then count_peer(g, 1) end
+if ARGV[7] ~= '' then
+  local r = ARGV[7] == '1'
+  local grec = group_rec(g)
+  if grec.r ~= r then
+    grec.r = r
+    grec.v = bump()
+    redis.call('HSET', GROUPS, g, cjson.encode(grec))
+    changes[#changes + 1] = {'g', g, {r = r}, v}
+  end
+end
+return {publish(), created}
+"""
+
+#: ARGV[1] of every script: "<channel> <writer>".
+#: ARGV: channel, group, host, port, now.  Returns {message, 0 absent | 1
+#: expired | 2 removed}.
+_DEREGISTER = _PRELUDE + """
+local member = ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. ARGV[4]
+local raw = redis.call('HGET', PEERS, member)
+if not raw then return {'', 0} end
+local rec = cjson.decode(raw)
+del_peer(member, rec)
+if rec.x <= tonumber(ARGV[5]) then return {publish(), 1} end
+return {publish(), 2}
+"""
+
+#: ARGV: channel, now, limit.  Returns the message of what it removed.
+_SWEEP = _PRELUDE + """
+local now = tonumber(ARGV[2])
+local members = redis.call('ZRANGEBYSCORE', EXPIRY, '-inf', now, 'LIMIT', 0, tonumber(ARGV[3]))
+for _, member in ipairs(members) do
+  local raw = redis.call('HGET', PEERS, member)
+  if raw then
+    local rec = cjson.decode(raw)
+    if rec.x <= now then del_peer(member, rec) else redis.call('ZADD', EXPIRY, rec.x, member) end
+  else
+    redis.call('ZREM', EXPIRY, member)
+  end
+end
+return publish()
+"""
+
+#: ARGV: channel, new epoch (used when there is none).  Returns {version,
+#: epoch, peers, groups, routes} (the hashes flat).
+_SNAPSHOT = _PRELUDE + """
+local epoch = redis.call('GET', EPOCH)
+if not epoch then
+  epoch = ARGV[2]
+  redis.call('SET', EPOCH, epoch)
+end
+return {redis.call('GET', VERSION) or '0', epoch, redis.call('HGETALL', PEERS),
+        redis.call('HGETALL', GROUPS), redis.call('HGETALL', ROUTES)}
+"""
+
+#: ARGV: channel, the epoch this instance knew, a new epoch, now, ttl, then
+#: the JSON records of the registrations it held while Redis was away (each
+#: present one lives at least one more TTL; an absent one is put back only
+#: if Redis lost its data: another epoch) and of its shared routes (put back
+#: only if Redis lost its data).  Returns {message, epoch, lost}.
+_RESTORE = _PRELUDE + """
+local epoch = redis.call('GET', EPOCH)
+local lost = 0
+if not epoch then
+  epoch = ARGV[3]
+  redis.call('SET', EPOCH, epoch)
+  lost = 1
+elseif epoch ~= ARGV[2] then
+  lost = 1
+end
+local now, ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
+for i = 6, #ARGV do
+  local rec = cjson.decode(ARGV[i])
+  local member = rec.g and (rec.g .. ' ' .. rec.h .. ' ' .. rec.p)
+  local raw = member and redis.call('HGET', PEERS, member)
+  if rec.route then
+    if lost == 1 and redis.call('HEXISTS', ROUTES, rec.route) == 0 then
+      local route = {s = rec.s, q = rec.q, v = bump()}
+      redis.call('HSET', ROUTES, rec.route, cjson.encode(route))
+      if tonumber(redis.call('GET', ROUTESEQ) or '0') < rec.q then
+        redis.call('SET', ROUTESEQ, rec.q)
+      end
+      changes[#changes + 1] = {'r', rec.route, route, v}
+    end
+  elseif raw then
+    local cur = cjson.decode(raw)
+    if cur.x < now + ttl then
+      cur.x = now + ttl
+      put_peer(member, cur)
+    end
+  elseif lost == 1 then
+    rec.x = now + ttl
+    put_peer(member, rec)
+    count_peer(rec.g, 1)
+  end
+end
+return {publish(), epoch, lost}
+"""
+
+#: ARGV: channel, name, spec (JSON text), create_only ('1'/'0').  Returns
+#: {message, 0 exists | 1 created | 2 replaced}.
+_PUT_ROUTE = _PRELUDE + """
+local raw = redis.call('HGET', ROUTES, ARGV[2])
+if raw and ARGV[4] == '1' then return {'', 0} end
+local seq
+if raw then seq = cjson.decode(raw).q else seq = redis.call('INCR', ROUTESEQ) end
+local rec = {s = ARGV[3], q = seq, v = bump()}
+redis.call('HSET', ROUTES, ARGV[2], cjson.encode(rec))
+changes[#changes + 1] = {'r', ARGV[2], rec, v}
+if raw then return {publish(), 2} end
+return {publish(), 1}
+"""
+
+#: ARGV: channel, name.  Returns {message, 0 absent | 1 deleted}.
+_DELETE_ROUTE = _PRELUDE + """
+if redis.call('HDEL', ROUTES, ARGV[2]) == 0 then return {'', 0} end
+changes[#changes + 1] = {'r', ARGV[2], false, bump()}
+return {publish(), 1}
+"""
+
+
+def parse_url(url, path="registry.url"):
+    """
+    ``(host, port, db, password)`` of ``redis://[:password@]host[:port][/db]``.
+
+    :raises ConfigError: naming ``path`` for a bad URL.
+    """
+    if not url.startswith("redis://"):
+        raise ConfigError((path, "bad Redis URL {!r} (expected redis://"
+                                 "[:password@]host[:port][/db])".format(url)))
+    rest = url[len("redis://"):]
+    password = None
+    if "@" in rest:
+        auth, rest = rest.rsplit("@", 1)
+        password = auth[1:] if auth.startswith(":") else auth
+    hostport, _, db = rest.partition("/")
+    host, _, port = hostport.partition(":")
+    try:
+        port = int(port) if port else 6379
+        db = int(db) if db else 0
+    except ValueError:
+        raise ConfigError((path, "bad Redis URL {!r}".format(url)))
+    if not host or not 1 <= port <= 65535:
+        raise ConfigError((path, "bad Redis URL {!r}: port {} is out of range".format(
+            url, port)))
+    return host, port, db, password
+
+
+class _Script(object):
+    """A Lua script, sent by ``EVALSHA`` (``EVAL`` when Redis does not know it)."""
+
+    def __init__(self, text):
+        self.text = text
+        self.sha = hashlib.sha1(text.encode("utf-8")).hexdigest()
+
+
+_SCRIPTS = dict((name, _Script(text)) for name, text in [
+    ("register", _REGISTER), ("deregister", _DEREGISTER), ("sweep", _SWEEP),
+    ("snapshot", _SNAPSHOT), ("restore", _RESTORE), ("put_route", _PUT_ROUTE),
+    ("delete_route", _DELETE_ROUTE)])
+
+
+def _member(group, host, port):
+    return "{} {} {}".format(group, host, port)
+
+
+def _unmember(member):
+    group, host, port = member.split(" ")
+    return group, host, int(port)
+
+
+def _record(peer):
+    """The Redis record of a dynamic peer of the replica."""
+    return {"g": peer.group.name, "h": peer.host, "p": peer.port, "w": peer.weight,
+            "m": peer.max_conns, "c": peer.created_time, "hb": peer.last_heartbeat,
+            "x": peer.expires_at}
+
+
+def _new_epoch():
+    return binascii.hexlify(os.urandom(8)).decode("ascii")
+
+
+@implementer(IRegistry)
+class RedisRegistry(MemoryRegistry):
+    """
+    The registry of a fleet, in Redis, with a local replica that serves (see
+    the module docstring).  ``register``, ``deregister`` and ``expire``
+    return Deferreds (a static peer's heartbeat is answered at once);
+    ``group``, ``groups`` and the peers are the replica's, read without
+    waiting.
+
+    :param clock: the ``IReactorTime`` of timestamps (registration times,
+        expiry): a ``Clock`` in tests.
+    :param settings: the configuration's ``registry`` object.
+    :param reactor: the reactor that connects to Redis and times its
+        answers (default: ``clock``).
+    :ivar up: whether Redis answers (writes are refused while not).
+    :ivar shared_routes: the :class:`SharedRoutes` the ``routes`` plugin keeps its
+        ``/routes`` changes in.
+    """
+
+    #: writes go to a shared store and answer with Deferreds
+    shared = True
+
+    def __init__(self, clock, settings, reactor=None):
+        MemoryRegistry.__init__(self, clock, ttl=settings.get("ttl", 60))
+        self.reactor = reactor if reactor is not None else clock
+        self.host, self.port, self.db, self.password = parse_url(
+            settings.get("url", "redis://127.0.0.1:6379/0"))
+        self.address = "{}:{}/{}".format(self.host, self.port, self.db)
+        prefix = settings.get("key_prefix", "tproxy:")
+        self.keys = [prefix + k for k in ("peers", "expiry", "groups", "routes",
+                                          "version", "route_seq", "epoch")]
+        self.channel = "{}events:{}".format(prefix, self.db)
+        #: this instance's mark on the changes it publishes
+        self.writer = _new_epoch()
+        self._channel_arg = "{} {}".format(self.channel, self.writer)
+        self.timeout = settings.get("timeout", 2)
+        self.retry_interval = settings.get("retry_interval", 1)
+        self.resync_interval = settings.get("resync_interval", 30)
+        self.hold_for = self.ttl + settings.get("cleanup_interval", 10)
+        self.up = False
+        self.epoch = None
+        self.shared_routes = SharedRoutes(self)
+        self._versions = {}        # ("p"|"g"|"r", key) -> version of the last change
+        self._shadow = {}          # (group, host, port) -> record hidden by a static peer
+        self._remote_routable = {}  # group -> routable set through Redis
+        self._held = False          # registrations held while Redis was away
+        self._logged_down = False
+        self._refusing = False
+        #: registrations one sweep script removes at most (then another runs)
+        self.sweep_limit = SWEEP_LIMIT
+        self._subscribed = False
+        self._syncing = None
+        self._started = False
+        self._stopping = False
+        self._first_sync = self._first_timer = None
+        self.client = self._factory = self._subscriber = None
+        self._loop = None
+
+    # -- connections ----------------------------------------------------------------
+
+    def start(self):
+        """
+        Connect (a command pool and a subscriber) and take the first snapshot.
+
+        :return: a Deferred that fires when the replica is in sync, or after
+            ``timeout`` seconds if Redis does not answer (the instance then
+            serves what it has, and catches up when Redis answers).
+        """
+        if self._started:
+            return succeed(None)
+        self._started = True
+        import txredisapi
+        factory = txredisapi.RedisFactory(
+            "{}:{}".format(self.host, self.port), self.db or None, 2, True,
+            txredisapi.ConnectionHandler, "utf-8", self.password, None, False)
+        factory.initialDelay = min(factory.initialDelay, self.retry_interval)
+        factory.maxDelay = self.retry_interval
+        factory.startConnecting(self._endpoint())
+        self._factory = factory
+        self.client = factory.handler
+
+        subscriber = _SubscriberFactory(self)
+        subscriber.initialDelay = min(subscriber.initialDelay, self.retry_interval)
+        subscriber.maxDelay = self.retry_interval
+        subscriber.startConnecting(self._endpoint())
+        self._subscriber = subscriber
+
+        self._loop = LoopingCall(self._tick)
+        self._loop.clock = self.reactor
+        self._loop.start(self.retry_interval, now=False).addErrback(
+            lambda f: log.failure("registry: the Redis timer stopped", f))
+        self._last_sync = self.reactor.seconds()
+        self._first_sync = Deferred()
+        self._first_timer = self.reactor.callLater(self.timeout + 1, self._not_yet)
+        return self._first_sync
+
+    def _not_yet(self):
+        """The first snapshot did not come in time: serve without it."""
+        self._first_timer = None
+        if not self.up:
+            self._down("no answer within {} s".format(self.timeout + 1))
+        self._synced()
+
+    def _synced(self):
+        if self._first_timer is not None and self._first_timer.active():
+            self._first_timer.cancel()
+        self._first_timer = None
+        d, self._first_sync = self._first_sync, None
+        if d is not None:
+            d.callback(None)
+
+    def _endpoint(self):
+        return HostnameEndpoint(self.reactor, self.host, self.port, timeout=self.timeout)
+
+    def stop(self):
+        """Close the connections; a Deferred."""
+        self._stopping = True
+        if self._first_timer is not None and self._first_timer.active():
+            self._first_timer.cancel()
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        ds = [f.disconnect() for f in (self._factory, self._subscriber) if f is not None]
+        self._factory = self._subscriber = None
+        return DeferredList(ds, consumeErrors=True)
+
+    def _tick(self):
+        """Every ``retry_interval``: catch up when Redis is back (or a change
+        was missed); a full resync every ``resync_interval``.  Never raises."""
+        try:
+            due = self.reactor.seconds() - self._last_sync >= self.resync_interval
+            if self._subscribed and (not self.up or due):
+                self._sync()
+            if not self.up:
+                self._hold()
+        except Exception:
+            log.failure("registry: the Redis timer failed")
+
+    # -- up and down ----------------------------------------------------------------
+
+    def _down(self, reason):
+        if self._stopping:
+            return
+        was_up, self.up = self.up, False
+        if was_up or not self._logged_down:
+            self._logged_down = True
+            log.warn("registry: Redis at {address} is unreachable ({reason}); serving "
+                     "the last known registrations and routes, holding them, and "
+                     "refusing changes (503) until it answers",
+                     address=self.address, reason=reason)
+        if was_up:
+            self._held = True   # what it holds goes back to Redis when it answers
+            self._hold()
+
+    def _hold(self):
+        """Keep the dynamic registrations that are live from expiring while
+        Redis is away (their backends cannot heartbeat)."""
+        if self._syncing is not None:
+            return      # Redis answers again: what it says next counts
+        now = self.now()
+        until = now + self.hold_for
+        for group in self._groups.values():
+            raised = False
+            for peer in group.peers.values():
+                if not peer.static and now < peer.expires_at < until:
+                    peer.expires_at = until
+                    raised = True
+                    self._held = True
+            if raised:
+                group._added(peer)
+            elif any(not p.static for p in group.peers.values()):
+                self._held = True
+
+    def _failed(self, failure, what):
+        """A command failed: Redis is down (connection, timeout) or refused
+        (an error reply); raise :class:`RegistryUnavailable`."""
+        import txredisapi
+        if failure.check(DeferredTimeoutError):
+            reason = "no answer within {} s".format(self.timeout)
+            self._down(reason)
+        elif failure.check(txredisapi.ResponseError):
+            # connected, but it will not take it (READONLY: a replica after a
+            # failover; OOM): logged once until a write succeeds again
+            reason = failure.getErrorMessage()
+            if not self._refusing:
+                self._refusing = True
+                log.warn("registry: Redis at {address} refused {what}: {reason}; "
+                         "changes are refused (503) until it takes them",
+                         address=self.address, what=what, reason=reason)
+        else:
+            reason = failure.getErrorMessage() or failure.type.__name__
+            self._down(reason)
+        raise RegistryUnavailable("the shared registry (Redis at {}) is unavailable: "
+                                  "{}".format(self.address, reason))
+
+    def _subscriber_ready(self):
+        self._subscribed = True
+        self._sync()
+
+    def _subscriber_lost(self, reason):
+        self._subscribed = False
+        if not self._stopping:
+            self._down(reason.getErrorMessage() if hasattr(reason, "getErrorMessage")
+                       else str(reason))
+
+    # -- commands ---------------------------------------------------------------------
+
+    def _call(self, name, args, what):
+        """Run the script ``name``; a Deferred of its reply (fails with
+        :class:`RegistryUnavailable`)."""
+        import txredisapi
+        script = _SCRIPTS[name]
+        args = [self._channel_arg] + [str(a) for a in args]
+        d = self.client.evalsha(script.sha, self.keys, args)
+
+        def noscript(failure):
+            failure.trap(txredisapi.ScriptDoesNotExist)
+            return self.client.eval(script.text, self.keys, args)
+        d.addErrback(noscript)
+        d.addTimeout(self.timeout, self.reactor)
+        d.addCallbacks(self._took, self._failed, errbackArgs=(what,))
+        return d
+
+    def _took(self, reply):
+        if self._refusing:
+            self._refusing = False
+            log.info("registry: Redis at {address} takes changes again",
+                     address=self.address)
+        return reply
+
+    def _sync(self):
+        """Restore what was held (after an outage), then take a snapshot."""
+        if self._syncing is not None:
+            return self._syncing
+        self._last_sync = self.reactor.seconds()
+        restore = self._held and self.epoch is not None
+
+        def snapshot(_=None):
+            return self._call("snapshot", [_new_epoch()], "a snapshot")
+
+        if restore:
+            now = self.now()
+            records = [json.dumps(_record(p)) for g in self._groups.values()
+                       for p in g.peers.values() if not p.static and p.is_live(now)]
+            records.extend(json.dumps({"route": name, "s": json.dumps(spec, sort_keys=True),
+                                       "q": seq})
+                           for name, (seq, spec) in self.shared_routes.records.items())
+            d = self._call("restore", [self.epoch, _new_epoch(), repr(now),
+                                       repr(self.ttl)] + records, "a restore")
+            d.addCallback(self._restored, len(records))
+            d.addCallback(snapshot)
+        else:
+            d = snapshot()
+        d.addCallback(self._snapshot)
+        d.addErrback(lambda f: f.trap(RegistryUnavailable))
+        d.addErrback(lambda f: log.failure("registry: synchronising with Redis failed", f))
+
+        def done(_):
+            self._syncing = None
+        d.addBoth(done)
+        self._syncing = d
+        return d
+
+    def _epoch_is(self, epoch):
+        """Redis has another epoch (it lost its data): its versions started
+        again, so the replica's versions of the old one mean nothing."""
+        if epoch != self.epoch:
+            self._versions = {}
+            self.epoch = epoch
+
+    def _restored(self, reply, held):
+        message, epoch, lost = reply
+        self._held = False
+        self._epoch_is(epoch)
+        self.apply(message)
+        if int(lost):
+            log.warn("registry: Redis at {address} had lost its data; put back the "
+                     "{held} registrations and routes this instance held",
+                     address=self.address, held=held)
+
+    def _snapshot(self, reply):
+        version, epoch, peers, groups, routes = reply
+        version = int(version)
+        self._epoch_is(epoch)
+        self._held = False
+        seen = set()
+        for member, raw in zip(peers[::2], peers[1::2]):
+            rec = json.loads(raw)
+            seen.add(("p", member))
+            self._apply_change("p", member, rec, rec.get("v", 0))
+        for name, raw in zip(groups[::2], groups[1::2]):
+            rec = json.loads(raw)
+            if "r" in rec:
+                seen.add(("g", name))
+                self._apply_change("g", name, {"r": rec["r"]}, rec.get("v", 0))
+        for name, raw in zip(routes[::2], routes[1::2]):
+            rec = json.loads(raw)
+            seen.add(("r", name))
+            self._apply_change("r", name, rec, rec.get("v", 0))
+        # what the replica has that Redis no longer does, unless it changed later
+        for group in list(self._groups.values()):
+            for peer in list(group.peers.values()):
+                member = _member(group.name, peer.host, peer.port)
+                if not peer.static and ("p", member) not in seen:
+                    self._apply_change("p", member, False, version, absent=True)
+        for member in list(self._shadow):
+            if ("p", _member(*member)) not in seen:
+                self._apply_change("p", _member(*member), False, version, absent=True)
+        for name in list(self._remote_routable):
+            if ("g", name) not in seen:
+                self._apply_change("g", name, False, version, absent=True)
+        for name in list(self.shared_routes.records):
+            if ("r", name) not in seen:
+                self._apply_change("r", name, False, version, absent=True)
+        self._versions = dict((k, v) for k, v in self._versions.items() if v > version)
+        self.shared_routes.changed()
+        if not self.up:
+            if self._logged_down:
+                log.info("registry: Redis at {address} answers again: {peers} "
+                         "registrations, {routes} routes", address=self.address,
+                         peers=len(peers) // 2, routes=len(routes) // 2)
+            else:
+                log.info("registry: shared through Redis at {address}: {peers} "
+                         "registrations, {routes} routes", address=self.address,
+                         peers=len(peers) // 2, routes=len(routes) // 2)
+            self.up = True
+            self._logged_down = False
+        self._synced()
+
+    # -- applying changes -------------------------------------------------------------
+
+    def published(self, message):
+        """A message of the channel: ``"<writer> <change>"``; this
+        instance's own were applied from the script's reply already."""
+        writer, _, change = message.partition(" ")
+        if writer != self.writer:
+            self.apply(change)
+
+    def apply(self, message):
+        """
+        Apply a published change (the JSON text a script publishes) to the
+        replica; return the peers it removed.
+        """
+        if not message:
+            return []
+        msg = json.loads(message)
+        removed = []
+        routes = False
+        for kind, key, rec, version in msg["c"]:
+            gone = self._apply_change(kind, key, rec, version)
+            if gone is not None:
+                removed.append(gone)
+            routes = routes or kind == "r"
+        if routes:
+            self.shared_routes.changed()
+        return removed
+
+    def _apply_change(self, kind, key, rec, version, absent=False):
+        """One change, if newer than what the replica holds for ``key``
+        (``absent``: the key is missing from a snapshot at ``version``).
+        Returns the peer it removed, if any."""
+        held = self._versions.get((kind, key), 0)
+        if version <= held if not absent else version < held:
+            return None
+        if not absent:
+            self._versions[(kind, key)] = version
+        if kind == "p":
+            return self._apply_peer(key, rec)
+        if kind == "g":
+            self._apply_routable(key, rec)
+        elif kind == "r":
+            self.shared_routes.apply(key, rec)
+        return None
+
+    def _apply_peer(self, member, rec):
+        group, host, port = _unmember(member)
+        g = self._groups.get(group)
+        peer = g.peers.get((host, port)) if g is not None else None
+        if peer is not None and peer.static:
+            if rec:
+                self._shadow[(group, host, port)] = rec
+            else:
+                self._shadow.pop((group, host, port), None)
+            return None
+        if not rec:
+            if peer is not None:
+                self._remove(peer)
+            return peer
+        if peer is not None and peer.created_time != rec["c"]:
+            # a new registration in the place of an expired one
+            self._remove(peer)
+            peer = None
+        if peer is None:
+            self._add_record(rec)
+            return None
+        lower = rec["x"] < peer.expires_at
+        peer.last_heartbeat = rec["hb"]
+        peer.expires_at = rec["x"]
+        if lower:
+            peer.group._removed(peer)  # recomputes the group's latest expiry
+        else:
+            peer.group._added(peer)
+        self._set_weight(peer, rec["w"], rec["m"])
+        return None
+
+    def _add_record(self, rec):
+        g = self._group(rec["g"])
+        self._apply_remote_routable(g)
+        peer = Peer(g, rec["h"], int(rec["p"]), rec["w"], now=rec["c"], ttl=self.ttl,
+                    notify=self._load_listeners)
+        peer.max_conns = rec["m"] or 0
+        peer.last_heartbeat = rec["hb"]
+        peer.expires_at = rec["x"]
+        g.peers[peer.key] = peer
+        g._added(peer)
+        for listener in self._listeners:
+            listener.peer_added(peer)
+        return peer
+
+    def _apply_routable(self, name, rec):
+        if rec:
+            self._remote_routable[name] = rec["r"]
+        else:
+            self._remote_routable.pop(name, None)
+        group = self._groups.get(name)
+        if group is not None:
+            self._apply_remote_routable(group)
+
+    def _apply_remote_routable(self, group):
+        # when the shared value goes (the group has no registration left in
+        # Redis) a group this instance keeps (static peers) keeps its value,
+        # as in memory, until a reload sets the configuration's again
+        remote = self._remote_routable.get(group.name)
+        if remote is not None:
+            group.routable = remote
+
+    # -- IRegistry ----------------------------------------------------------------------
+
+    def add_static(self, group, host, port, weight=1, max_conns=0):
+        g = self._groups.get(group)
+        old = g.peers.get((host, port)) if g is not None else None
+        if old is not None and not old.static:
+            self._shadow[(group, host, port)] = _record(old)
+        return MemoryRegistry.add_static(self, group, host, port, weight, max_conns)
+
+    def remove_static(self, group, host, port):
+        peer = MemoryRegistry.remove_static(self, group, host, port)
+        rec = self._shadow.pop((group, host, port), None)
+        if peer is not None and rec is not None:
+            self._add_record(rec)
+        return peer
+
+    def register(self, group, host, port, weight=None, max_conns=None, routable=None):
+        """
+        Register or heartbeat ``host:port`` in Redis; a Deferred of ``(peer,
+        created)`` once Redis has it (the replica has it too by then).  A
+        static peer of this instance is handled here, at once, as the
+        in-memory registry does.  Fails with
+        :class:`~tproxy.registry.RegistryUnavailable` while Redis is away.
+        """
+        g = self._groups.get(group)
+        peer = g.peers.get((host, port)) if g is not None else None
+        if peer is not None and peer.static:
+            return MemoryRegistry.register(self, group, host, port, weight, max_conns,
+                                           routable)
+        if not self.up:
+            return fail(RegistryUnavailable(
+                "the shared registry (Redis at {}) is unavailable".format(self.address)))
+        d = self._call("register", [
+            group, host, port, "" if weight is None else weight,
+            "" if max_conns is None else max_conns,
+            "" if routable is None else ("1" if routable else "0"),
+            repr(self.now()), repr(self.ttl)], "a registration")
+
+        def registered(reply):
+            message, created = reply
+            self.apply(message)
+            g = self._groups.get(group)
+            peer = g.peers.get((host, port)) if g is not None else None
+            if peer is None:
+                # changed again by another instance meanwhile: answer with
+                # what this write did
+                rec = [c[2] for c in json.loads(message)["c"] if c[0] == "p"][0]
+                peer = Peer(Group(group), host, port, rec["w"], now=rec["c"], ttl=self.ttl)
+                peer.max_conns = rec["m"]
+                peer.expires_at = rec["x"]
+            return peer, bool(int(created))
+        return d.addCallback(registered)
+
+    def deregister(self, group, host, port):
+        """
+        Remove a dynamic registration from Redis: a Deferred of the removed
+        :class:`Peer`, or ``None`` if there was none or it had expired
+        (expired ones are cleaned up).  A static peer is not removed
+        (``None`` at once).
+        """
+        g = self._groups.get(group)
+        peer = g.peers.get((host, port)) if g is not None else None
+        if peer is not None and peer.static:
+            return None
+        if not self.up:
+            return fail(RegistryUnavailable(
+                "the shared registry (Redis at {}) is unavailable".format(self.address)))
+        d = self._call("deregister", [group, host, port, repr(self.now())],
+                       "a removal")
+
+        def removed(reply):
+            message, outcome = reply
+            gone = self.apply(message)
+            if int(outcome) != 2:
+                return None
+            return gone[0] if gone else Peer(Group(group), host, port)
+        return d.addCallback(removed)
+
+    def expire(self):
+        """
+        Sweep the expired registrations out of Redis (every instance does:
+        the sweep is idempotent); a Deferred of the peers this sweep
+        removed.  While Redis is away, nothing expires (``[]``).
+        """
+        if not self.up:
+            self._hold()
+            return []
+        return self._sweep([])
+
+    def _sweep(self, removed):
+        d = self._call("sweep", [repr(self.now()), self.sweep_limit], "the expiry sweep")
+
+        def swept(message):
+            gone = self.apply(message)
+            removed.extend(gone)
+            if len(gone) >= self.sweep_limit:
+                return self._sweep(removed)     # more are due: go on
+            return removed
+        d.addCallback(swept)
+        d.addErrback(lambda f: f.trap(RegistryUnavailable) and removed)
+        return d
+
+
+class SharedRoutes(object):
+    """
+    The routes created through ``/routes``, shared through Redis: a replica
+    (``records``), writes that answer once Redis has them, and listeners told
+    of every change (the ``routes`` plugin rebuilds its table).
+    """
+
+    def __init__(self, registry):
+        self.registry = registry
+        self.records = {}       # name -> (seq, spec)
+        self._listeners = []
+
+    def listen(self, fn):
+        """Call ``fn()`` after every change."""
+        self._listeners.append(fn)
+
+    def unlisten(self, fn):
+        if fn in self._listeners:
+            self._listeners.remove(fn)
+
+    def specs(self):
+        """The shared route documents, in the order they were created."""
+        return [spec for _, spec in sorted(self.records.values(), key=lambda r: r[0])]
+
+    def apply(self, name, rec):
+        if rec:
+            try:
+                spec = json.loads(rec["s"])
+            except ValueError:
+                log.warn("registry: route {name} in Redis is not JSON; ignored", name=name)
+                return
+            self.records[name] = (rec["q"], spec)
+        else:
+            self.records.pop(name, None)
+
+    def changed(self):
+        for fn in list(self._listeners):
+            try:
+                fn()
+            except Exception:
+                log.failure("registry: a shared routes listener failed")
+
+    def put(self, name, spec, create_only=False):
+        """
+        Store route ``name``; a Deferred of ``"exists"`` (``create_only``
+        and it exists), ``"created"`` or ``"replaced"``.
+        """
+        registry = self.registry
+        if not registry.up:
+            return fail(RegistryUnavailable(
+                "the shared routes (Redis at {}) are unavailable".format(registry.address)))
+        d = registry._call("put_route", [name, json.dumps(spec, sort_keys=True),
+                                         "1" if create_only else "0"], "a route change")
+
+        def done(reply):
+            message, outcome = reply
+            registry.apply(message)
+            return {0: "exists", 1: "created", 2: "replaced"}[int(outcome)]
+        return d.addCallback(done)
+
+    def delete(self, name):
+        """Remove route ``name``; a Deferred of whether it existed."""
+        registry = self.registry
+        if not registry.up:
+            return fail(RegistryUnavailable(
+                "the shared routes (Redis at {}) are unavailable".format(registry.address)))
+        d = registry._call("delete_route", [name], "a route removal")
+
+        def done(reply):
+            message, outcome = reply
+            registry.apply(message)
+            return bool(int(outcome))
+        return d.addCallback(done)
+
+
+def _subscriber_factory_class():
+    import txredisapi
+
+    class Subscriber(txredisapi.SubscriberProtocol):
+        """The connection that receives the published changes."""
+
+        def connectionMade(self):
+            d = txredisapi.SubscriberProtocol.connectionMade(self)
+            registry = self.factory.registry
+            ready = self.whenConnected()
+            ready.addCallback(lambda _: self.subscribe(registry.channel))
+            ready.addCallbacks(lambda _: registry._subscriber_ready(),
+                               lambda f: self.transport.loseConnection())
+            return d
+
+        def messageReceived(self, pattern, channel, message):
+            try:
+                self.factory.registry.published(message)
+            except Exception:
+                log.failure("registry: applying a change from Redis failed")
+                self.factory.registry._subscribed = False
+                self.transport.loseConnection()
+
+        def connectionLost(self, why):
+            txredisapi.SubscriberProtocol.connectionLost(self, why)
+            self.factory.registry._subscriber_lost(why)
+
+    class SubscriberFactory(txredisapi.RedisFactory):
+        protocol = Subscriber
+
+        def __init__(self, registry):
+            txredisapi.RedisFactory.__init__(
+                self, registry.address, None, 1, True, txredisapi.ConnectionHandler,
+                "utf-8", registry.password, None, False)
+            self.registry = registry
+
+    return SubscriberFactory
+
+
+def _SubscriberFactory(registry):
+    return _subscriber_factory_class()(registry)
+
