@@ -382,6 +382,49 @@ class AdminChangesTests(TestCase):
         box.resume(stopped)
 
 
+class SharedRegistryTests(TestCase):
+    """``"workers": 2`` with ``registry.backend`` ``redis``: the parent and
+    every worker are instances of the fleet, each reading the shared store
+    (nothing is replicated over the control channel)."""
+
+    def closed_port(self):
+        from tests.helpers import ProxyTestCase
+        return ProxyTestCase.closed_port(self)
+
+    async def test_registrationAndRouteInEveryWorker(self):
+        from tests.redis_server import redis_command, run_redis
+        redis = await run_redis(self)
+        up = upstream(self)
+        box = Box(self, plugins=["registry", "routes", "router", "least_conn"],
+                  registry={"backend": "redis",
+                            "url": "redis://127.0.0.1:%d/0" % redis.port})
+        status, obj = get_json(box.admin, "/upstream/add?port=%d&prefix=api&routable=false"
+                               % up.server_port)
+        self.assertEqual(status, 200, obj)
+        conn = http.client.HTTPConnection("127.0.0.1", box.admin, timeout=BOUND)
+        conn.request("PUT", "/routes/item", body=json.dumps(
+            {"group": "api", "match": {"path": "/item"}}),
+            headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        self.assertEqual(response.status, 201, response.read())
+        conn.close()
+        pids = box.pids()
+        for pid in pids:
+            stopped = box.only(pid)
+            # the worker has it from Redis (pushed: within milliseconds)
+            wait_until(lambda: get(box.proxy, "/item")[0] == 200,
+                       "worker %d to route /item" % pid)
+            self.assertEqual(get(box.proxy, "/item")[1], b"upstream %d /item" % up.server_port)
+            box.resume(stopped)
+        server = server_of(box.status(), up.server_port)
+        self.assertEqual(sorted(w["pid"] for w in server["workers"]), sorted(pids))
+        self.assertGreaterEqual(server["total_requests"], 2)
+        # the registration and the route are Redis's, not the parent's alone
+        keys = await redis_command(redis.port, "KEYS", "tproxy:*")
+        self.assertTrue(keys)
+        box.proc.assertStopsCleanly()
+
+
 def _try(port, path):
     """The status of ``GET path``, or the exception's name."""
     try:

@@ -68,7 +68,7 @@ class Gateway(object):
             self.health.configure(config.get("health"))
             _update_static(self.registry, previous.config, config)
         else:
-            self.registry = registry if registry is not None else _make_registry(
+            self.registry = registry if registry is not None else make_registry(
                 config, reactor)
             self.health = HealthState(reactor, self.registry, config.get("health"))
             for group, spec in sorted(config.get("upstreams", {}).items()):
@@ -172,7 +172,7 @@ class Gateway(object):
         return DeferredList(ds, consumeErrors=True)
 
 
-def _make_registry(config, reactor):
+def make_registry(config, reactor):
     """The registry of ``registry.backend``: in memory, or shared in Redis."""
     settings = config["registry"]
     if settings.get("backend", "memory") == "redis":

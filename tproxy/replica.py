@@ -102,6 +102,9 @@ class PublishingRegistry(object):
         added once they have their snapshot.
     """
 
+    #: the workers hold replicas of this registry, fed by it
+    replicates = True
+
     def __init__(self, backend, clock):
         self.backend = backend
         self.clock = clock
@@ -399,9 +402,37 @@ class ReplicaRegistry(MemoryRegistry):
         self._set_weight(peer, weight, max_conns)
 
     def counts(self):
-        """``[[group, host, port, active, total, healthy], ...]`` of the
-        peers that have served anything in this worker, or that its health
-        state says are down (for the parent's status)."""
-        return [[g.name, p.host, p.port, p.active, p.total, p.healthy]
-                for g in self._groups.values() for p in g.peers.values()
-                if p.active or p.total or not p.healthy]
+        """This worker's :func:`counts`."""
+        return counts(self)
+
+
+def counts(registry):
+    """``[[group, host, port, active, total, healthy], ...]`` of the peers
+    of ``registry`` that have served anything in this worker, or that its
+    health state says are down (for the parent's status)."""
+    return [[g.name, p.host, p.port, p.active, p.total, p.healthy]
+            for g in registry.groups() for p in g.peers.values()
+            if p.active or p.total or not p.healthy]
+
+
+class SharedRegistryPublisher(object):
+    """
+    The parent's stand-in for :class:`PublishingRegistry` when the registry
+    is shared by several instances (``registry.backend`` ``redis``): each
+    worker is then an instance of the fleet with its own replica of the
+    shared store (:mod:`tproxy.registry_redis`), so the parent sends the
+    workers nothing, and a change is acknowledged once the store has it.
+
+    :param backend: the parent's shared registry.
+    """
+
+    replicates = False
+
+    def __init__(self, backend):
+        self.backend = backend
+        self.channels = []
+
+    def synced(self):
+        """Fired at once: the workers read the shared store themselves."""
+        return succeed(None)
+

@@ -123,12 +123,16 @@ class _Generation(object):
         self.journal = []
 
 
-def _forwarded(admin, key):
+def _forwarded(admin, key, shared=False):
     """Whether the admin route ``key`` = ``(method, path)`` changes a
     plugin's own state (made in every worker): not a ``GET``, not the
-    registry's (replicated as state) nor tproxy's own."""
+    registry's (replicated as state) nor tproxy's own, nor the ``routes``
+    plugin's when the registry is ``shared`` (every worker reads the routes
+    from the shared store, as the registrations)."""
     method, _ = key
     owner = admin.owners.get(key)
+    if shared and owner == "routes":
+        return False
     return method not in ("GET", "HEAD", "OPTIONS") and owner not in (None, "registry")
 
 
@@ -161,7 +165,8 @@ class _ParentChannel(object):
         publisher = self.supervisor.publisher
         publisher.channels.append(self.protocol)
         return {"worker": handle.index, "config": gen.text, "source": gen.source,
-                "fds": dict(handle.fds), "registry": snapshot(publisher.backend),
+                "fds": dict(handle.fds),
+                "registry": snapshot(publisher.backend) if publisher.replicates else None,
                 "admin": list(gen.journal)}
 
     def control_ready(self, message):
@@ -409,11 +414,11 @@ class Supervisor(Service):
                 handler = self._with_counts(handler)
             elif key in _STATUS_PAGE:
                 handler = self._with_counts(handler, _STATUS_PAGE[key])
-            elif _forwarded(admin, key):
+            elif _forwarded(admin, key, not self.publisher.replicates):
                 handler = self._forwarding(handler)
             admin.routes[key] = self._synced(handler)
         for key, (segments, handler) in list(admin.patterns.items()):
-            if _forwarded(admin, key):
+            if _forwarded(admin, key, not self.publisher.replicates):
                 handler = self._forwarding(handler)
             admin.patterns[key] = (segments, self._synced(handler))
 
@@ -751,16 +756,23 @@ def make_supervised(options, reactor, signals):
     from tproxy.gateway import Gateway
     from tproxy.registry import MemoryRegistry
     from tproxy.reload import Reloader, listener_specs, make_factory
-    from tproxy.replica import PublishingRegistry
+    from tproxy.gateway import make_registry
+    from tproxy.replica import PublishingRegistry, SharedRegistryPublisher
     from tproxy.tap import GatewayService, open_endpoint
 
     config = options.config
     source = getattr(options, "source", None)
     path = None if source in (None, "<built-in defaults>") else source
     text, _ = read_config(path)
-    publisher = PublishingRegistry(MemoryRegistry(reactor, ttl=config["registry"]["ttl"]),
-                                   reactor)
-    gateway = Gateway(config, reactor, options.plugin_manager, registry=publisher)
+    if config["registry"].get("backend", "memory") == "memory":
+        registry = publisher = PublishingRegistry(
+            MemoryRegistry(reactor, ttl=config["registry"]["ttl"]), reactor)
+    else:
+        # a shared registry (Redis): the parent and every worker are
+        # instances of the fleet, each with its own replica of the store
+        registry = make_registry(config, reactor)
+        publisher = SharedRegistryPublisher(registry)
+    gateway = Gateway(config, reactor, options.plugin_manager, registry=registry)
     gateway.role = "supervisor"
 
     def admin_only(config):

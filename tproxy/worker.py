@@ -108,11 +108,17 @@ class Worker(object):
         source = package["source"]
         config = validate_config(json.loads(package["config"]), source=source)
         plugin_manager = build_plugin_manager(config, source=source)
-        self.registry = ReplicaRegistry(self.reactor, ttl=config["registry"]["ttl"])
-        gateway = Gateway(config, self.reactor, plugin_manager, registry=self.registry)
+        if package["registry"] is None:
+            # a shared registry (Redis): this worker is an instance of the
+            # fleet, with its own replica of the store
+            gateway = Gateway(config, self.reactor, plugin_manager)
+            self.registry = gateway.registry
+        else:
+            self.registry = ReplicaRegistry(self.reactor, ttl=config["registry"]["ttl"])
+            gateway = Gateway(config, self.reactor, plugin_manager, registry=self.registry)
+            self.registry.apply(package["registry"]["peers"], package["registry"]["groups"])
         gateway.role = "worker"
         gateway.worker_index = self.index
-        self.registry.apply(package["registry"]["peers"], package["registry"]["groups"])
         fds = package["fds"]
         listeners = []
         for kind, name, description, stream, tls in listener_specs(config):
@@ -187,9 +193,10 @@ class Worker(object):
 
     def control_counts(self, message):
         """The in-flight and total requests per peer."""
+        from tproxy.replica import counts
         if self.registry is None:
             return []
-        return self.registry.counts()
+        return counts(self.registry)
 
     def control_lost(self, reason):
         """The parent is gone (or closed the channel): stop."""
