@@ -104,6 +104,8 @@ class PublishingRegistry(object):
 
     #: the workers hold replicas of this registry, fed by it
     replicates = True
+    #: writes are answered at once (by the in-memory backend)
+    shared = False
 
     def __init__(self, backend, clock):
         self.backend = backend
@@ -147,12 +149,16 @@ class PublishingRegistry(object):
     def subscribers(self):
         return self.backend.subscribers()
 
-    def register(self, group, host, port, weight=None, max_conns=None):
+    def register(self, group, host, port, weight=None, max_conns=None, routable=None):
         g = self.backend.group(group)
         before = g.peers.get((host, port)) if g is not None else None
         if before is not None:
             before = (before, before.weight, before.max_conns)
-        peer, created = self.backend.register(group, host, port, weight, max_conns)
+        if routable is None:
+            peer, created = self.backend.register(group, host, port, weight, max_conns)
+        else:
+            peer, created = self.backend.register(group, host, port, weight, max_conns,
+                                                  routable=routable)
         key = (group, host, port)
         if (created or before is None or before[0] is not peer
                 or (peer.weight, peer.max_conns) != before[1:]):
