@@ -195,6 +195,13 @@ class PublishingTests(TestCase):
         box.turn()
         self.successResultOf(synced)
         self.assertFalse(replica.group("api").routable)
+        # as the registry plugin sets it now: through register(routable=)
+        box.parent.register("api", "10.0.0.1", 80, routable=True)
+        synced = box.parent.synced()
+        self.assertNoResult(synced)
+        box.turn()
+        self.successResultOf(synced)
+        self.assertTrue(replica.group("api").routable)
 
     def test_expiryOnceInTheParent(self):
         """The replica never expires anything itself (a peer past its time is
