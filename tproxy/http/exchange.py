@@ -10,55 +10,20 @@ method calls.  Bodies stream chunk by chunk in both directions: when one side
 cannot take more, the other side's reading is paused.
 """
 
-from http import HTTPStatus
-
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectingCancelledError, TimeoutError as TxTimeoutError
 from twisted.logger import Logger
 
 from tproxy.context import Response, ResponseHead, _UpstreamResponseHead
-from tproxy.http.headers import HOP_BY_HOP, Headers
+from tproxy.http.headers import Headers
+from tproxy.http.wire import (clean_response_fields, content_length, local_response_head,
+                              response_head, upstream_request_head)
 from tproxy.phases import is_deferred
 
 log = Logger()
 
 #: request bytes buffered while no upstream connection is ready
 PENDING_BODY_LIMIT = 65536
-
-_REASONS = {
-    200: b"OK", 400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden",
-    404: b"Not Found", 405: b"Method Not Allowed", 408: b"Request Timeout",
-    413: b"Payload Too Large", 414: b"URI Too Long", 429: b"Too Many Requests",
-    431: b"Request Header Fields Too Large", 500: b"Internal Server Error",
-    501: b"Not Implemented", 502: b"Bad Gateway", 503: b"Service Unavailable",
-    504: b"Gateway Timeout", 505: b"HTTP Version Not Supported",
-}
-# the other registered codes (201, 204, 301 ... a plugin's own responses)
-for _status in HTTPStatus:
-    _REASONS.setdefault(_status.value, _status.phrase.encode("ascii"))
-
-_RESPONSE_HOP = HOP_BY_HOP
-_JOIN_FIELD = b": ".join
-
-#: what upstream_head does with a response field, by its name as received
-#: (upstreams send the same few names: no lower-casing per field); bounded
-_OTHER, _RESP_HOP, _RESP_LENGTH = 0, 1, 2
-_RESP_KINDS = {}
-_KINDS_MAX = 1024
-
-
-def _response_kind(name):
-    n = name.lower()
-    kind = _RESP_HOP if n in _RESPONSE_HOP else _RESP_LENGTH if n == b"content-length" else _OTHER
-    if len(_RESP_KINDS) < _KINDS_MAX:
-        _RESP_KINDS[name] = kind
-    return kind
-
-
-def reason_for(status):
-    """The reason phrase tproxy writes for ``status``."""
-    return _REASONS.get(status, b"Unknown")
-
 
 class Exchange(object):
     """
@@ -379,31 +344,10 @@ class Exchange(object):
 
     def _request_head(self):
         ctx = self.ctx
-        req = ctx.request
-        extra = ctx.upstream_headers
-        lines = [b"%s %s HTTP/1.1\r\n" % (req.method.encode("ascii"),
-                                          ctx.upstream_path.encode("latin-1"))]
-        raw = req.headers.raw
-        if extra:
-            if len(extra) == 1:    # the usual case: the router's X-Route-Prefix
-                (n, v), = extra
-                name, low = _name(n)
-                raw = [p for p in raw if p[0].lower() != low]
-                raw.append((name, _value(v)))
-            else:
-                names = [_name(n)[1] for n, _ in extra]   # a few: a list is quickest
-                raw = [p for p in raw if p[0].lower() not in names]
-                raw.extend([(_name(n)[0], _value(v)) for n, v in extra])
-        if self.host_missing and not any(p[0].lower() == b"host" for p in raw):
-            # an HTTP/1.0 request without Host goes up as HTTP/1.1, which
-            # needs one: the peer's (nginx: $proxy_host)
-            raw = raw + [(b"Host", ctx.peer.address.encode("latin-1"))]
-        if raw:
-            lines.append(b"\r\n".join(map(_JOIN_FIELD, raw)))   # (no frame per head)
-            lines.append(b"\r\n")
-        lines.append(self.upstream_head_fields)
-        lines.append(b"\r\n")
-        return b"".join(lines)
+        return upstream_request_head(
+            ctx.request.method.encode("ascii"), ctx.upstream_path, ctx.request.headers.raw, ctx.upstream_headers,
+            ctx.peer.address.encode("latin-1") if self.host_missing else None,
+            self.upstream_head_fields)
 
     def client_body(self, data):
         """A piece of the request body arrived from the client."""
@@ -535,38 +479,10 @@ class Exchange(object):
         elif ctx.peer.health is not None:
             self.factory.health.succeeded(ctx.peer)
         self.answered = True
-        kept = []
-        named = None
-        length = None
-        framed = False
-        kinds = _RESP_KINDS
-        for pair in fields:   # one pass: hop-by-hop out, the framing noted
-            kind = kinds.get(pair[0])
-            if kind is None:
-                kind = _response_kind(pair[0])
-            if kind == _RESP_HOP:
-                n = pair[0].lower()
-                if n == b"connection":
-                    for t in pair[1].split(b","):
-                        t = t.strip().lower()
-                        if t not in _RESPONSE_HOP and t != b"close":
-                            named = (named or set()) | {t}
-                elif n == b"transfer-encoding":
-                    if framed or pair[1].strip(b" \t").lower() != b"chunked":
-                        # codings tproxy would have to pass on and cannot
-                        # re-frame (gzip, chunked), or TE twice: as nginx
-                        return self._bad_upstream_head("unknown Transfer-Encoding")
-                    framed = True
-                continue
-            if kind == _RESP_LENGTH:
-                length = pair[1]
-                framed = True
-            kept.append(pair)
-        if named:
-            # the fields Connection names are hop-by-hop too (RFC 9110 7.6.1)
-            kept = [p for p in kept if p[0].lower() not in named]
-            if b"content-length" in named:
-                length = None
+        try:
+            kept, length, framed = clean_response_fields(fields)
+        except ValueError as e:
+            return self._bad_upstream_head(str(e))
         eof_body = not framed and status not in (204, 304) and not self.head_method
         self.upstream_keepalive = upstream_keepalive and not eof_body
         head = _UpstreamResponseHead(status, Headers(kept), reason)
@@ -593,11 +509,7 @@ class Exchange(object):
         if self.done:
             return
         if length is False:
-            length = None
-            for n, v in head.headers.raw:
-                if len(n) == 14 and n.lower() == b"content-length":
-                    length = v
-                    break
+            length = content_length(head.headers.raw)
         body_allowed = head.status not in (204, 304) and not self.head_method
         if not self.request_complete:
             # an early response (413 ...): the connection closes after it,
@@ -639,26 +551,15 @@ class Exchange(object):
         keep = self.keep_alive and not self.response_close and self.conn.can_keep_alive()
         if not keep:
             self.response_close = True
-        raw = head.headers.raw
-        lines = [b"HTTP/1.1 %d %s\r\n" % (status, head.reason or reason_for(status))]
-        if raw:
-            lines.append(b"\r\n".join(map(_JOIN_FIELD, raw)))   # (no frame per head)
-            lines.append(b"\r\n")
-        if body is not None:
-            if status == 204:   # RFC 9110: no Content-Length, no body in a 204
-                body = b""
-            else:
-                lines.append(b"Content-Length: %d\r\n" % len(body))
-        elif self.response_chunked:
-            lines.append(b"Transfer-Encoding: chunked\r\n")
-        if self.response_close:
-            lines.append(b"Connection: close\r\n")
-        elif ctx.request.version == "1.0":
-            lines.append(b"Connection: keep-alive\r\n")
-        lines.append(b"\r\n")
-        if body and not self.head_method:
-            lines.append(body)
-        data = b"".join(lines)
+        http10 = ctx.request.version == "1.0"
+        if body is None:
+            data = response_head(status, head.reason, head.headers.raw,
+                                 self.response_chunked, self.response_close, http10)
+        else:
+            data = local_response_head(status, head.reason, head.headers.raw, body,
+                                       self.response_close, http10)
+            if body and not self.head_method and status != 204:
+                data += body
         ctx.bytes_sent += len(data)
         self.conn.write(data)
 
@@ -855,35 +756,3 @@ class Exchange(object):
         # objects now, not the cyclic collector later
         ctx._exchange = None
         self.conn.exchange_done(self)
-
-
-#: ``ctx.upstream_headers`` names and str values as bytes: a plugin adds the
-#: same few on every request (bounded: what does not fit is converted anew)
-_NAMES = {}
-_VALUES = {}
-_CACHE_MAX = 1024
-
-
-def _name(n):
-    """``(bytes, lower-case bytes)`` of a header name given as str or bytes."""
-    r = _NAMES.get(n) if type(n) in (str, bytes) else None
-    if r is None:
-        b = n if type(n) is bytes else str(n).encode("latin-1")
-        r = (b, b.lower())
-        if len(_NAMES) < _CACHE_MAX and type(n) in (str, bytes):
-            _NAMES[n] = r
-    return r
-
-
-def _value(v):
-    """A header value given as str or bytes, as bytes."""
-    if type(v) is bytes:
-        return v
-    if type(v) is not str:
-        return str(v).encode("latin-1")
-    b = _VALUES.get(v)
-    if b is None:
-        b = str(v).encode("latin-1")
-        if len(_VALUES) < _CACHE_MAX:
-            _VALUES[v] = b
-    return b

@@ -6,65 +6,8 @@ the stand-in parser once nothing more may be parsed, the answer queued behind
 requests read earlier, and the normalisation of request paths (dot segments).
 """
 
-import re
-
-from tproxy.context import Response
-from tproxy.http.exchange import reason_for
-
-
-def normalize_path(path):
-    """
-    Resolve ``.`` and ``..`` segments (also percent-encoded) as nginx does
-    before routing, so that ``/api/../admin`` cannot pass for ``/api``; a path
-    climbing above the root is a bad request.
-    """
-    segments = path.split("/")
-    out = []
-    changed = False
-    for seg in segments[1:]:
-        low = seg.lower()
-        if low in (".", "%2e"):
-            changed = True
-            continue
-        if low in ("..", "%2e.", ".%2e", "%2e%2e"):
-            changed = True
-            if len(out) == 0:
-                raise BadRequest(400, "path climbs above the root")
-            out.pop()
-            continue
-        out.append(seg)
-    if not changed:
-        return path
-    last = segments[-1].lower()
-    trailing = last in (".", "..", "%2e", "%2e.", ".%2e", "%2e%2e")
-    return "/" + "/".join(out) + ("/" if trailing and out else "")
-
-
-#: a request line starting with a method token (what a 501 is for)
-METHOD_TOKEN = re.compile(rb"[A-Z][A-Z0-9_-]* ")
-
-
-class Closing(Exception):
-    """Stops parsing: the connection closes after what was answered."""
-
-
-class BadRequest(Exception):
-    """A request refused while parsing: answered ``status`` with the JSON
-    error ``message``, then the connection closes."""
-
-    def __init__(self, status, message):
-        Exception.__init__(self, message)
-        self.status = status
-        self.message = message
-
-
-def error_response(status, message):
-    """The bytes of the JSON error answering a request that cannot be parsed;
-    the connection closes after it."""
-    body = Response.error(status, message).body
-    return (b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
-            % (status, reason_for(status), len(body), body))
+from tproxy.http.wire import (METHOD_TOKEN, BadRequest, Closing, error_response,  # noqa: F401
+                              normalize_path)
 
 
 class Stopped(object):

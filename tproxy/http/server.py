@@ -20,12 +20,13 @@ from tproxy.fastio import install_fast_write
 
 from tproxy.context import Request, RequestContext, Response
 from tproxy.http.exchange import Exchange
-from tproxy.http.headers import HOP_BY_HOP, Headers
+from tproxy.http.headers import Headers
 from tproxy.http.parsing import (HttpParserError, HttpParserInvalidMethodError,
                                  HttpParserUpgrade, HttpRequestParser, bare_cr_first)
 from tproxy.http.tunnel import UpgradeExchange, UpgradeRequestContext, upgrade_offer
-from tproxy.http.refusals import (METHOD_TOKEN, BadRequest, BadRequestReply, Closing,
-                                  Stopped, error_response, normalize_path)
+from tproxy.http.refusals import BadRequestReply, Stopped
+from tproxy.http.wire import (METHOD_TOKEN, BadRequest, Closing, error_response,
+                              forwarding_fields, request_target, scan_request_fields)
 from tproxy.http.retry import RetryPolicy
 from tproxy.http.upstream import UpstreamPool, upstream_tls
 from tproxy.trust import TrustedProxies, UntrustworthyHeader
@@ -169,32 +170,6 @@ class ProxyFactory(Factory):
                 d.callback(None)
 
 
-# what on_headers_complete does with a request field, by lower-case name
-_HOP, _HOST, _LENGTH, _XFF, _REAL_IP, _EXPECT, _PROTO = range(7)
-_SPECIAL = dict.fromkeys(HOP_BY_HOP, _HOP)
-_SPECIAL.update({b"host": _HOST, b"content-length": _LENGTH,
-                 b"x-forwarded-for": _XFF, b"x-real-ip": _REAL_IP,
-                 b"expect": _EXPECT, b"x-forwarded-proto": _PROTO})
-_UNDERSCORE = -1     # an ordinary field whose name has an underscore
-
-#: the kind of a field by its name as received (clients send the same few
-#: names on every request: no lower-casing per field); bounded, past that
-#: a name is classified anew each time
-_KINDS = {}
-_KINDS_MAX = 1024
-
-
-def _field_kind(name):
-    """What on_headers_complete does with a field named ``name`` (as received)."""
-    n = name.lower()
-    kind = _SPECIAL.get(n)
-    if kind is None and b"_" in n:
-        kind = _UNDERSCORE
-    if len(_KINDS) < _KINDS_MAX:
-        _KINDS[name] = kind
-    return kind
-
-
 class ProxyProtocol(Protocol):
     """
     One client connection: parses requests, runs them one at a time in
@@ -236,8 +211,7 @@ class ProxyProtocol(Protocol):
         self.trusted = self.remote_addr in f.trusted
         remote = self.remote_addr.encode("latin-1")
         #: the forwarding fields of a request that carries none of its own
-        self.forwarded = (b"X-Real-IP: %s\r\nX-Forwarded-For: %s\r\nX-Forwarded-Proto: %s\r\n"
-                          % (remote, remote, f.scheme.encode("ascii")))
+        self.forwarded = forwarding_fields(remote, remote, None, f.scheme.encode("ascii"))
         self.parser = HttpRequestParser(self)
         self.queue = deque()   # parsed exchanges waiting for their turn
         self.reading = None    # the exchange whose request is being read
@@ -447,86 +421,9 @@ class ProxyProtocol(Protocol):
             if version == "0.9":   # no version: as the pure-Python parser says
                 raise BadRequest(400, "malformed request")
             raise BadRequest(505, "HTTP version not supported")
-        url = self.url.decode("latin-1")
-        authority = None
-        if not url.startswith("/"):
-            if url == "*" and method == "OPTIONS":
-                pass
-            elif "://" in url:
-                # absolute-form: the path goes on, and the authority is the
-                # request's Host, whatever the Host field says (RFC 9112 3.2.2)
-                rest = url.split("://", 1)[1]
-                authority, slash, rest = rest.partition("/")
-                url = "/" + rest
-            else:
-                raise BadRequest(400, "invalid request target")
-        path, _, query = url.partition("?")
-        if "/." in path or "%2" in path:
-            path = normalize_path(path)
-        forward = []
-        conn_tokens = None
-        xff = None
-        real_ip = None
-        upgrade = None
-        hosts = 0
-        kinds = _KINDS
-        for pair in self.fields:
-            kind = kinds.get(pair[0], _field_kind)
-            if kind is _field_kind:   # (not seen yet)
-                kind = _field_kind(pair[0])
-            if kind is None:          # most fields: forwarded as they are
-                forward.append(pair)
-            elif kind == _UNDERSCORE:
-                if f.underscores:     # else dropped, as nginx
-                    forward.append(pair)    # (underscores_in_headers off)
-            elif kind == _HOP:
-                n = pair[0].lower()
-                if n == b"connection":
-                    conn_tokens = (conn_tokens or []) + [
-                        t.strip().lower() for t in pair[1].split(b",")]
-                elif n == b"transfer-encoding":
-                    if version == "1.0":
-                        # faulty framing (RFC 9112 6.1): answer, then close
-                        raise BadRequest(400, "Transfer-Encoding in an HTTP/1.0 request")
-                    if pair[1].strip(b" \t").lower() != b"chunked":
-                        # (gzip, chunked): codings tproxy would have to pass
-                        # on and cannot re-frame, as nginx (RFC 9112 6.1)
-                        raise BadRequest(501, "transfer coding not implemented")
-                    self.chunked = True
-                elif n == b"upgrade":
-                    upgrade = pair[1] if upgrade is None else upgrade + b", " + pair[1]
-            elif kind == _HOST:
-                if not pair[1]:
-                    # (both parsers drop the value's leading whitespace) an
-                    # empty authority cannot go upstream, as nginx
-                    raise BadRequest(400, "empty Host")
-                hosts += 1
-                forward.append(pair)
-            elif kind == _LENGTH:
-                self.length = int(pair[1])
-            elif kind == _XFF:
-                xff = pair[1] if xff is None else xff + b", " + pair[1]
-            elif kind == _REAL_IP:
-                real_ip = pair[1]
-            elif kind == _EXPECT:
-                if pair[1].lower() == b"100-continue":
-                    self.expect = True
-                else:
-                    forward.append(pair)
-            # _PROTO: replaced by tproxy's own
-        if hosts > 1 or (hosts == 0 and version == "1.1"):
-            raise BadRequest(400, "exactly one Host header is required")
-        if authority is not None:
-            host = authority.encode("latin-1")
-            if hosts:
-                forward = [(n, host) if n.lower() == b"host" else (n, v) for n, v in forward]
-            else:
-                forward.append((b"Host", host))
-                hosts = 1
-        if conn_tokens:
-            drop = set(conn_tokens) - {b"close", b"keep-alive"}
-            if drop:
-                forward = [q for q in forward if q[0].lower() not in drop]
+        path, query, authority = request_target(self.url.decode("latin-1"), method)
+        (forward, hosts, self.chunked, self.length, self.expect, xff, real_ip, upgrade,
+         conn_tokens) = scan_request_fields(self.fields, version, f.underscores, authority)
         client = self.remote_addr
         if self.trusted:
             try:
@@ -538,10 +435,9 @@ class ProxyProtocol(Protocol):
         if xff is None and client is self.remote_addr:
             upstream = self.forwarded   # the usual case: the same for every request
         else:
-            remote = self.remote_addr.encode("latin-1")
-            upstream = b"X-Real-IP: %s\r\nX-Forwarded-For: %s\r\nX-Forwarded-Proto: %s\r\n" % (
-                client.encode("latin-1"), (xff + b", " + remote) if xff else remote,
-                f.scheme.encode("ascii"))
+            upstream = forwarding_fields(client.encode("latin-1"),
+                                         self.remote_addr.encode("latin-1"), xff,
+                                         f.scheme.encode("ascii"))
         if self.chunked:
             upstream += b"Transfer-Encoding: chunked\r\n"
         elif self.length is not None:
