@@ -16,7 +16,7 @@ from twisted.logger import Logger
 
 from tproxy.context import Response, ResponseHead, _UpstreamResponseHead
 from tproxy.http.headers import Headers
-from tproxy.http.wire import (clean_response_fields, content_length, local_response_head,
+from tproxy.http.wire import (BadRequest, clean_response_fields, content_length, local_response_head,
                               response_head, upstream_request_head)
 from tproxy.phases import is_deferred
 
@@ -35,7 +35,7 @@ class Exchange(object):
     """
 
     def __init__(self, conn, ctx, keep_alive, body_expected, chunked,
-                 expect_continue, upstream_head):
+                 expect_continue, upstream_head, host_missing=False):
         self.conn = conn
         self.ctx = ctx
         self.factory = conn.factory
@@ -50,6 +50,8 @@ class Exchange(object):
         self.request_complete = not body_expected
         self.pending = []                       # request body chunks not yet sent
         self.head_method = ctx.request.method == "HEAD"
+        if host_missing:
+            self.host_missing = True   # (HTTP/1.0) the upstream gets the peer's
 
     # Per-request state that starts the same for every request: class-level
     # defaults, shadowed by an instance attribute when set (fewer stores on
@@ -77,7 +79,50 @@ class Exchange(object):
     body_kept_size = 0
     body_lost = False          # body bytes went upstream and were not kept
     answered = False           # the current attempt's response head came
+    upstream_full = False      # the upstream does not take the body now
+    out = None                 # response bytes held while an upstream read is
+                               # parsed (see upstream_reading)
     fresh_connection = False   # never a pooled connection (tproxy.http.tunnel)
+
+    # -- told by the client connection ----------------------------------------
+
+    def limit_body(self, limit, size, hold):
+        """
+        The request has a body: at most ``limit`` bytes (``None``: no limit),
+        ``size`` its Content-Length (``None``: chunked, counted as it comes);
+        ``hold``: read it before connecting upstream (it may fit in
+        ``proxy.client_body_buffer_size``).
+        """
+        self.body_limit = limit
+        if size is not None:
+            self.body_size = size   # checked against the limit after access
+        self.hold_body = hold
+
+    def close_after(self):
+        """The client connection closes after this response (said in its
+        head if not sent yet)."""
+        self.response_close = True
+
+    def client_full(self):
+        """The client does not take more bytes now: the upstream is not read."""
+        if self.upstream is not None:
+            self.upstream.pause_reading()
+
+    def client_drained(self):
+        """The client takes bytes again: the upstream is read (unless a
+        filter is busy)."""
+        if self.upstream is not None and self.filter_chain is None:
+            self.upstream.resume_reading()
+
+    def client_timed_out(self):
+        """The client sent no body bytes for ``proxy.client_body_timeout``
+        seconds: ``408`` (or the response is cut)."""
+        self.ctx.error = "client_timeout"
+        self.respond(Response.error(408, "request body timeout"))
+
+    def refuse_body(self):
+        """The body is past the limit (the client connection answers ``413``)."""
+        self.ctx.error = "body_too_large"
 
     # -- phases ---------------------------------------------------------------
 
@@ -153,7 +198,7 @@ class Exchange(object):
             return
         if ctx.upstream_start is None:
             ctx.upstream_start = self.factory.clock.seconds()
-        self.factory.pool.connect(peer, self)
+        self.factory.pool.connect(peer, self, self.fresh_connection)
 
     def _connect_held(self):
         """The held body is whole, or larger than the buffer: connect."""
@@ -162,7 +207,7 @@ class Exchange(object):
         if not self.done:
             if self.ctx.upstream_start is None:
                 self.ctx.upstream_start = self.factory.clock.seconds()
-            self.factory.pool.connect(peer, self)
+            self.factory.pool.connect(peer, self, self.fresh_connection)
 
     def _release_peer(self):
         peer, self.peer_held = self.peer_held, None
@@ -178,7 +223,7 @@ class Exchange(object):
             return
         self.upstream = conn
         self.reused = reused
-        conn.start(self)
+        f = self.factory
         if self.pending and self.request_complete:
             # the whole body is here (held, see _balanced): head and body in
             # one write, a chunked body framed by its length (as nginx)
@@ -195,25 +240,29 @@ class Exchange(object):
                 self.body_kept_size = len(body)
             else:
                 self.body_lost = True
-            conn.transport.write(self._request_head() + body)
+            conn.start(self, self.head_method, self._request_head() + body, f.read_timeout)
             self.conn.unpause("pending")
-            conn.set_deadline(self.factory.read_timeout)
             return
-        conn.transport.write(self._request_head())
+        conn.start(self, self.head_method, self._request_head(),
+                   f.read_timeout if self.request_complete else f.send_timeout)
+        sent = False
         if self.body_kept:
             # a retry: the body sent to the failed attempt goes again
             for chunk in self.body_kept:
                 self._write_body(chunk)
+            sent = True
         if self.pending:
             for chunk in self.pending:
                 self._send_body(chunk)
             self.pending = []
             self.pending_size = 0
             self.conn.unpause("pending")
-        if self.request_complete and self.request_chunked:
-            conn.transport.write(b"0\r\n\r\n")
-        conn.set_deadline(self.factory.read_timeout if self.request_complete
-                          else self.factory.send_timeout)
+            sent = True
+        if self.request_complete:
+            if self.request_chunked:
+                conn.send(b"0\r\n\r\n", f.read_timeout)
+            elif sent:
+                conn.set_deadline(f.read_timeout)
 
     def upstream_connect_failed(self, reason):
         """A new connection to the chosen peer failed: try the next peer."""
@@ -277,7 +326,7 @@ class Exchange(object):
         self._close_upstream()
         if self.response_started:
             self.response_close = True
-            self.conn.abort()
+            self._abort_client()
             self.finish()
         else:
             self.respond(Response.error(status, message, upstream=ctx.upstream_addr))
@@ -288,10 +337,15 @@ class Exchange(object):
             up.abort()
         self._release_peer()
 
-    def upstream_lost(self, reason, was_reused):
-        """The upstream connection closed before the response was complete."""
+    def upstream_lost(self, reason, was_reused, eof_body):
+        """
+        The upstream connection closed: the end of a body delimited by the
+        close (``eof_body``), or before the response was complete.
+        """
         if self.done:
             return
+        if eof_body and self.response_started:
+            return self.upstream_end()
         self.upstream = None
         if not self.response_started and not self.answered:
             if (was_reused and self.reused and not self.body_lost
@@ -320,17 +374,26 @@ class Exchange(object):
                     "invalid_header", True)
 
     def upstream_writable(self, writable):
-        """The upstream socket's send buffer filled (``False``) or drained."""
+        """The upstream socket's send buffer filled (``False``) or drained:
+        the client's body is not read meanwhile."""
+        self.upstream_full = not writable
         if writable:
             self.conn.unpause("upstream")
         else:
             self.conn.pause("upstream")
 
-    def _timed_out(self):
+    def upstream_head_too_big(self, limit):
+        """The response head passed ``limit`` bytes: 502."""
+        if not self.done:
+            log.info("upstream {peer} sent too big header (more than {limit} bytes)",
+                     peer=self.ctx.upstream_addr, limit=limit)
+            self.fail_upstream("upstream_header_too_big", 502, "upstream sent too big header")
+
+    def upstream_timed_out(self):
         """The upstream connection's deadline passed (see ``set_deadline``)."""
         if self.done:
             return
-        if not self.request_complete and "upstream" not in self.conn.paused:
+        if not self.request_complete and not self.upstream_full:
             # the upstream takes the body, the client stopped sending it:
             # not the upstream's fault (nginx: client_body_timeout, 408)
             self.ctx.error = "client_timeout"
@@ -350,7 +413,16 @@ class Exchange(object):
             self.upstream_head_fields)
 
     def client_body(self, data):
-        """A piece of the request body arrived from the client."""
+        """
+        A piece of the request body arrived from the client.  Raises
+        :class:`~tproxy.http.wire.BadRequest` (``413``) when a chunked body
+        goes past the limit (decoded bytes count, whatever the chunks).
+        """
+        if self.request_chunked:
+            self.body_size += len(data)
+            if self.body_limit is not None and self.body_size > self.body_limit:
+                self.ctx.error = "body_too_large"
+                raise BadRequest(413, "request body too large")
         if self.done:
             return
         if self.upstream is not None:
@@ -426,10 +498,9 @@ class Exchange(object):
 
     def _write_body(self, data):
         if self.request_chunked:
-            self.upstream.transport.writeSequence([b"%x\r\n" % len(data), data, b"\r\n"])
+            self.upstream.send([b"%x\r\n" % len(data), data, b"\r\n"], self.factory.send_timeout)
         else:
-            self.upstream.transport.write(data)
-        self.upstream.set_deadline(self.factory.send_timeout)
+            self.upstream.send(data, self.factory.send_timeout)
 
     def client_body_end(self):
         """The request body is complete."""
@@ -440,8 +511,9 @@ class Exchange(object):
             return self._connect_held()   # head, body and end in one write
         if self.upstream is not None and not self.done:
             if self.request_chunked:
-                self.upstream.transport.write(b"0\r\n\r\n")
-            self.upstream.set_deadline(self.factory.read_timeout)
+                self.upstream.send(b"0\r\n\r\n", self.factory.read_timeout)
+            else:
+                self.upstream.set_deadline(self.factory.read_timeout)
 
     def client_lost(self, error="client_abort"):
         """The client went away before the response was complete (or tproxy
@@ -561,7 +633,11 @@ class Exchange(object):
             if body and not self.head_method and status != 204:
                 data += body
         ctx.bytes_sent += len(data)
-        self.conn.write(data)
+        out = self.out
+        if out is not None:
+            out.append(data)
+        else:
+            self.conn.write(data)
 
     def upstream_body(self, data):
         """A piece of the response body from the upstream."""
@@ -583,26 +659,63 @@ class Exchange(object):
         # (_send_response_body inlined: once per upstream read)
         if data:
             self.ctx.bytes_sent += len(data)
+            out = self.out
             if self.response_chunked:
-                self.conn.writeSequence([b"%x\r\n" % len(data), data, b"\r\n"])
+                if out is not None:
+                    out.extend((b"%x\r\n" % len(data), data, b"\r\n"))
+                else:
+                    self.conn.write_all([b"%x\r\n" % len(data), data, b"\r\n"])
+            elif out is not None:
+                out.append(data)
             else:
                 self.conn.write(data)
 
+    def upstream_reading(self):
+        """An upstream read is about to be parsed: the response bytes it
+        makes (head, body, end) are held, to leave in one write
+        (:meth:`upstream_read_done`, or :meth:`finish`)."""
+        self.out = []
+
     def upstream_read_done(self):
-        """The upstream read being parsed is over (the response goes on):
-        the chunk held for ``body_filter`` goes through it now."""
-        held, self.held_chunk = self.held_chunk, None
-        if held is not None and not self.done:
-            self._filter_body(held, False)
+        """The upstream read is parsed: the chunk held for ``body_filter``
+        goes through it (the response goes on), and what the read made goes
+        to the client."""
+        held = self.held_chunk
+        if held is not None:
+            self.held_chunk = None
+            if not self.done:
+                self._filter_body(held, False)
+        out = self.out
+        if out is not None:
+            self.out = None
+            if out:
+                self.conn.write_all(out)
+
+    def _send(self, data):
+        """Bytes to the client (held while an upstream read is parsed)."""
+        out = self.out
+        if out is not None:
+            out.append(data)
+        else:
+            self.conn.write(data)
+
+    def _abort_client(self):
+        """Cut the client connection: the response cannot be completed."""
+        self.out = None
+        self.conn.abort()
 
     def _send_response_body(self, data):
         if not data or self.done:
             return
         self.ctx.bytes_sent += len(data)
         if self.response_chunked:
-            self.conn.writeSequence([b"%x\r\n" % len(data), data, b"\r\n"])
+            data = [b"%x\r\n" % len(data), data, b"\r\n"]
+            if self.out is not None:
+                self.out.extend(data)
+            else:
+                self.conn.write_all(data)
         else:
-            self.conn.write(data)
+            self._send(data)
 
     def _filter_body(self, data, eof):
         if self.done:
@@ -668,7 +781,7 @@ class Exchange(object):
             return
         if self.response_chunked:
             self.ctx.bytes_sent += 5
-            self.conn.write(b"0\r\n\r\n")
+            self._send(b"0\r\n\r\n")
         self.finish()
 
     # -- responses made here ------------------------------------------------------
@@ -678,7 +791,7 @@ class Exchange(object):
         if self.done:
             return
         if self.response_started:
-            self.conn.abort()
+            self._abort_client()
             return self.finish()
         self._close_upstream()
         head = ResponseHead(response.status, response.headers)
@@ -722,7 +835,7 @@ class Exchange(object):
         self.response_close = True
         self._close_upstream()
         if self.response_started:
-            self.conn.abort()
+            self._abort_client()
             return self.finish()
         # no filters: they may be what failed
         error = Response.error(500, "internal error in a plugin")
@@ -743,10 +856,18 @@ class Exchange(object):
             d.cancel()
         if self.upstream is not None or self.peer_held is not None:
             self._close_upstream()
-        # the upstream connection is gone or pooled: it will not report
-        # being writable to this exchange again, so it holds no pause
         conn = self.conn
-        if conn.paused:
+        out = self.out
+        if out is not None:
+            # the response ended in an upstream read: it leaves now, before
+            # the connection goes on
+            self.out = None
+            if out:
+                conn.write_all(out)
+        if self.upstream_full:
+            # the upstream connection is gone or pooled: it will not report
+            # being writable to this exchange again, so it holds no pause
+            self.upstream_full = False
             conn.unpause("upstream")
         ctx = self.ctx
         ctx.end = self.factory.clock.seconds()

@@ -1,13 +1,12 @@
 # -*- test-case-name: tests.test_proxy_errors -*-
 """
-Requests refused before any plugin sees them: the errors parsing raises
-(:class:`BadRequest`, :class:`Closing`), the JSON answer written for them,
-the stand-in parser once nothing more may be parsed, the answer queued behind
-requests read earlier, and the normalisation of request paths (dot segments).
+Requests refused before any plugin sees them: the stand-in parser once
+nothing more may be parsed, and the answer queued behind requests read
+earlier.  (The errors parsing raises and the JSON answer written for them are
+in :mod:`tproxy.http.wire`.)
 """
 
-from tproxy.http.wire import (METHOD_TOKEN, BadRequest, Closing, error_response,  # noqa: F401
-                              normalize_path)
+from tproxy.http.wire import Closing, error_response
 
 
 class Stopped(object):
@@ -31,8 +30,6 @@ class BadRequestReply(object):
     was read (``ex``), that request ends with the error and its ``log`` runs.
     """
 
-    upstream = None   # as an Exchange's, for ProxyProtocol's producer methods
-
     def __init__(self, conn, status, message, ex=None):
         self.conn = conn
         self.status = status
@@ -40,17 +37,25 @@ class BadRequestReply(object):
         self.ex = ex
 
     def run(self):
-        conn = self.conn
-        conn.exchange = None
+        """Its turn: the error is written, and the connection closes."""
         data = error_response(self.status, self.message)
-        conn.write(data)
         ex = self.ex
         if ex is not None:
             ctx = ex.ctx
             ctx.status = self.status
             ctx.bytes_sent += len(data)
             ex.finish()   # its log; exchange_done ignores it (not the active one)
-        conn._close()
+        self.conn.refuse(data)
+
+    # (as an Exchange's: the client connection's calls while this is its turn)
+
+    def close_after(self):
+        """The connection closes after it anyway."""
+
+    def client_full(self):
+        """No upstream to pause."""
+
+    client_drained = client_full
 
     def client_lost(self, error="client_abort"):
         """The connection went before this answer's turn."""

@@ -106,6 +106,7 @@ class ProxyFactory(Factory):
         self.trusted = TrustedProxies(cfg.get("trusted_proxies", ()))
         pool = self.pool     # one pool for the listener's life: its settings change
         pool.connect_timeout = timeouts["connect"]
+        pool.read_timeout = timeouts["read"]
         pool.max_idle = proxy["upstream_keepalive"]
         pool.idle_timeout = proxy["upstream_keepalive_timeout"]
         pool.max_header_size = proxy["max_upstream_header_size"]
@@ -182,7 +183,6 @@ class ProxyProtocol(Protocol):
     """
 
     exchange = None        # the exchange whose response is being written
-    cork = None            # a list while writes are held (see uncork)
     reading = None         # the exchange whose request is being read
     heads = 0              # requests read whole (head and body)
     head_bytes = 0         # bytes of an incomplete head (see _count_head)
@@ -223,7 +223,7 @@ class ProxyProtocol(Protocol):
         self.timer = f.clock.callLater(min(f.keepalive_timeout, f.header_timeout),
                                        self._check_timeout)
         if f.draining:
-            self._close()   # accepted as the proxy stops: not served
+            self.close()   # accepted as the proxy stops: not served
 
     # -- flow control ------------------------------------------------------------
 
@@ -244,44 +244,27 @@ class ProxyProtocol(Protocol):
                     self.body_since = self.factory.clock.seconds()
 
     def pauseProducing(self):
-        ex = self.exchange
-        if ex is not None and ex.upstream is not None:
-            ex.upstream.pause_reading()
+        if self.exchange is not None:
+            self.exchange.client_full()
 
     def resumeProducing(self):
-        ex = self.exchange
-        if ex is not None and ex.upstream is not None and ex.filter_chain is None:
-            ex.upstream.resume_reading()
+        if self.exchange is not None:
+            self.exchange.client_drained()
 
     def stopProducing(self):
         pass
 
     def write(self, data):
-        """Write response bytes to the client (held while corked)."""
-        if self.cork is not None:
-            self.cork.append(data)
-        else:
-            self.transport.write(data)
+        """Write response bytes to the client."""
+        self.transport.write(data)
 
-    def writeSequence(self, seq):
-        """Write several pieces of response bytes to the client."""
-        if self.cork is not None:
-            self.cork.extend(seq)
+    def write_all(self, seq):
+        """Write a list of pieces of response bytes to the client (in one
+        system call when the transport's buffer is empty)."""
+        if len(seq) == 1:
+            self.transport.write(seq[0])
         else:
             self.transport.writeSequence(seq)
-
-    def uncork(self):
-        """
-        Write what was held since ``cork`` was set to a list: one upstream
-        read's worth of response (head, body, end) goes out in one system
-        call instead of one per piece.
-        """
-        cork, self.cork = self.cork, None
-        if cork:
-            if len(cork) == 1:
-                self.transport.write(cork[0])
-            else:
-                self.transport.writeSequence(cork)
 
     def send_continue(self):
         """Write ``100 Continue``: the client sends its body now (the body
@@ -291,7 +274,6 @@ class ProxyProtocol(Protocol):
 
     def abort(self):
         """Cut the connection (a response cannot be completed)."""
-        self.cork = None
         self.closing = True
         self.transport.unregisterProducer()
         self.transport.abortConnection()
@@ -453,16 +435,14 @@ class ProxyProtocol(Protocol):
         if offer is None:
             ctx = RequestContext(f.gateway, request, f.requests, self.head_start)
             ex = ctx._exchange = Exchange(self, ctx, p.should_keep_alive(), body,
-                                         self.chunked, self.expect, upstream)
+                                         self.chunked, self.expect, upstream, not hosts)
         else:
             ctx = UpgradeRequestContext(f.gateway, request, f.requests, self.head_start,
                                         offer.decode("latin-1"))
             upstream += b"Connection: upgrade\r\nUpgrade: %s\r\n" % offer
             ex = ctx._exchange = UpgradeExchange(self, ctx, p.should_keep_alive(), body,
-                                                self.chunked, self.expect, upstream)
+                                                self.chunked, self.expect, upstream, not hosts)
             self.upgrading = ex
-        if not hosts:
-            ex.host_missing = True   # (HTTP/1.0) the upstream gets the peer's
         if body:
             self._body_head(ex)
         self.reading = ex
@@ -478,28 +458,18 @@ class ProxyProtocol(Protocol):
         """A request with a body: its limit, the holding of small bodies, and
         the body timeout."""
         f = self.factory
-        if f.max_body is not None:
-            ex.body_limit = f.max_body
         if self.chunked:
             # read up to client_body_buffer_size before connecting upstream
-            ex.hold_body = f.body_buffer > 0
+            ex.limit_body(f.max_body, None, f.body_buffer > 0)
         else:
-            ex.body_size = self.length   # checked against the limit after access
-            ex.hold_body = self.length <= f.body_buffer
+            ex.limit_body(f.max_body, self.length, self.length <= f.body_buffer)
         now = self.body_since = f.clock.seconds()
         t = self.timer
         if t is not None and t.active() and t.getTime() > now + f.body_timeout:
             t.reset(f.body_timeout)
 
     def on_body(self, data):
-        ex = self.reading
-        if self.chunked:
-            # decoded bytes count against the limit, whatever the chunks
-            ex.body_size += len(data)
-            if ex.body_limit is not None and ex.body_size > ex.body_limit:
-                ex.ctx.error = "body_too_large"
-                raise BadRequest(413, "request body too large")
-        ex.client_body(data)
+        self.reading.client_body(data)
 
     def on_chunk_header(self):
         if self.reading.body_limit is not None:
@@ -531,7 +501,7 @@ class ProxyProtocol(Protocol):
         if m is None:
             return
         if mark + int(m.group(), 16) > ex.body_limit:
-            ex.ctx.error = "body_too_large"
+            ex.refuse_body()
             self._bad_request(413, "request body too large")
 
     def on_message_complete(self):
@@ -558,7 +528,7 @@ class ProxyProtocol(Protocol):
                 # the client may still be sending: the body not read, or
                 # requests behind this one that will not be answered
                 self.linger = True
-            self._close()
+            self.close()
             return
         self.idle_since = self.factory.clock.seconds()
         if self.queue and not self.starting:
@@ -575,8 +545,9 @@ class ProxyProtocol(Protocol):
             finally:
                 self.starting = False
 
-    def _close(self):
-        self.uncork()
+    def close(self):
+        """Close the connection once the bytes written are sent (lingering
+        if the client may still be sending: see :meth:`_linger`)."""
         self.closing = True
         t = self.transport
         if t.connected and not self.lingering:
@@ -635,6 +606,13 @@ class ProxyProtocol(Protocol):
         else:
             t.loseConnection()   # (the write side is shut already: at once)
 
+    def refuse(self, data):
+        """Write ``data``, the answer to bytes that cannot be parsed (see
+        :class:`~tproxy.http.refusals.BadRequestReply`), and close."""
+        self.exchange = None
+        self.transport.write(data)
+        self.close()
+
     def _bad_request(self, status, message):
         """Answer a request that cannot be parsed, and close."""
         # the client may be sending more (the rest of a body or of a head):
@@ -648,14 +626,14 @@ class ProxyProtocol(Protocol):
         log.info("bad request from {client}: {why}", client=self.remote_addr, why=message)
         if self.exchange is None:
             self.transport.write(error_response(status, message))
-            self._close()
+            self.close()
         elif self.reading is self.exchange:
             # the body of the request in flight is broken: it ends here
             self.closing = True
             for queued in self.queue:
                 queued.client_lost()
             self.queue.clear()
-            self.exchange.response_close = True
+            self.exchange.close_after()
             self.exchange.respond(Response.error(status, message))
         elif not self.closing:
             # Requests read before this one are answered first, in order;
@@ -681,12 +659,12 @@ class ProxyProtocol(Protocol):
         if self.queue:
             # it waits behind others, which are answered first
             self.parser = Stopped
-            self.queue[-1].response_close = True
+            self.queue[-1].close_after()
         elif self.exchange is not None:
             self.closing = True
         else:
             # it was answered already (by a plugin): only the close is left
-            self._close()
+            self.close()
 
     def drain(self):
         """
@@ -701,13 +679,13 @@ class ProxyProtocol(Protocol):
         if self.exchange is None:
             if self.head_start is not None or self.head_bytes:
                 self.linger = True   # the client is sending a head
-            self._close()
+            self.close()
             return
         last = self.queue[-1] if self.queue else self.exchange
         if isinstance(last, Exchange):
             # its response says Connection: close (unless its head went out
             # already), and exchange_done closes the connection after it
-            last.response_close = True
+            last.close_after()
         if self.reading is None:
             # every request read is whole: nothing more is parsed (bytes
             # that come now are dropped, and the close lingers)
@@ -733,11 +711,10 @@ class ProxyProtocol(Protocol):
                 if left <= 0:
                     self.timer = None
                     ex = self.exchange
-                    ex.ctx.error = "client_timeout"
                     log.info("client {client} sent no body for {timeout}s: {status}",
                              client=self.remote_addr, timeout=f.body_timeout,
                              status="aborted" if ex.response_started else 408)
-                    return ex.respond(Response.error(408, "request body timeout"))
+                    return ex.client_timed_out()
                 nxt = min(nxt, left)
         elif self.head_start is not None:
             left = self.head_start + f.header_timeout - now
@@ -749,7 +726,7 @@ class ProxyProtocol(Protocol):
             left = self.idle_since + f.keepalive_timeout - now
             if left <= 0:
                 self.timer = None
-                self._close()
+                self.close()
                 return
             nxt = left
         self.timer = f.clock.callLater(max(nxt, 0.001), self._check_timeout)

@@ -150,7 +150,7 @@ class UpgradeExchange(Exchange):
 
     def upstream_connected(self, conn, reused):
         """A new connection: a ``101`` on it goes to :meth:`upstream_switching`."""
-        conn.upgrading = True
+        conn.expect_upgrade()
         Exchange.upstream_connected(self, conn, reused)
 
     def upstream_head(self, status, reason, fields, upstream_keepalive):
@@ -159,11 +159,11 @@ class UpgradeExchange(Exchange):
         self.upstream_keepalive = False
         return eof_body
 
-    def upstream_lost(self, reason, was_reused):
+    def upstream_lost(self, reason, was_reused, eof_body):
         """The upstream connection closed."""
         if self.tunnel is not None:
             return self.tunnel.upstream_lost(reason)
-        Exchange.upstream_lost(self, reason, False)
+        Exchange.upstream_lost(self, reason, False, eof_body)
 
     def upstream_switching(self, reason, fields):
         """
@@ -213,7 +213,7 @@ class UpgradeExchange(Exchange):
         lines.append(b"Connection: upgrade\r\nUpgrade: %s\r\n\r\n" % self.switch_upgrade)
         data = b"".join(lines)
         self.ctx.bytes_sent += len(data)
-        self.conn.write(data)
+        self._send(data)
         self.switch_head = head
         if self.switch_rest is not None:
             self._start_tunnel()

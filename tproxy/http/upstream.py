@@ -44,6 +44,7 @@ class UpstreamProtocol(Protocol):
     """
 
     exchange = None
+    head_only = False
     parser = None
     requests = 0
     timer = None           # one DelayedCall per connection (see set_deadline)
@@ -97,7 +98,7 @@ class UpstreamProtocol(Protocol):
             return
         self.timer = None
         if self.exchange is not None:
-            self.exchange._timed_out()
+            self.exchange.upstream_timed_out()
         elif self.idle:
             self.pool._expire(self)
 
@@ -108,9 +109,15 @@ class UpstreamProtocol(Protocol):
 
     # -- used by the exchange ------------------------------------------------
 
-    def start(self, exchange):
-        """Begin an exchange: responses are now parsed for ``exchange``."""
+    def start(self, exchange, head_only, data, timeout):
+        """
+        Begin an exchange: send ``data`` (the request head, and its body if
+        known), and parse responses for ``exchange`` from now on, with a
+        deadline ``timeout`` seconds from now.  ``head_only``: a response to
+        ``HEAD``, which has no body whatever its fields say.
+        """
         self.exchange = exchange
+        self.head_only = head_only
         self.idle = False
         self.requests += 1
         self._head = []
@@ -119,6 +126,22 @@ class UpstreamProtocol(Protocol):
         self._head_left = self.max_head
         self._head_fed = 0
         self._reason = b""
+        self.transport.write(data)
+        self.set_deadline(timeout)
+
+    def send(self, data, timeout):
+        """Send more of the request (``bytes``, or a list of them); the
+        deadline is now ``timeout`` seconds from now."""
+        if type(data) is list:
+            self.transport.writeSequence(data)
+        else:
+            self.transport.write(data)
+        self.set_deadline(timeout)
+
+    def expect_upgrade(self):
+        """A ``101`` answers the request (:mod:`tproxy.http.tunnel`): it goes
+        to the exchange's ``upstream_switching``."""
+        self.upgrading = True
 
     def pause_reading(self):
         """Stop reading the response (the client or a filter cannot take more)."""
@@ -168,10 +191,9 @@ class UpstreamProtocol(Protocol):
             self.pool._forget(self)
             self.transport.abortConnection()
             return
-        client = ex.conn
         # what this read makes for the client (head, body, end) leaves in
         # one write
-        client.cork = []
+        ex.upstream_reading()
         try:
             self.parser.feed_data(data)
         except (HttpParserError, HttpParserUpgrade) as e:
@@ -179,7 +201,7 @@ class UpstreamProtocol(Protocol):
                     and isinstance(e, HttpParserUpgrade)):
                 # the 101 asked for (tproxy.http.tunnel): what follows its
                 # head is the new protocol's, after the head sent so far
-                client.uncork()
+                ex.upstream_read_done()
                 ex.upstream_switched(data[e.args[0]:] if e.args else b"")
                 return
             # (an upgrade was never asked for: Upgrade is not forwarded)
@@ -192,15 +214,13 @@ class UpstreamProtocol(Protocol):
             self.transport.abortConnection()
         else:
             if self.exchange is ex:
-                if ex.held_chunk is not None:
-                    ex.upstream_read_done()
                 # (_head_fed is not None: the read ended inside a head)
                 if self._head_fed is None or self._count_head(ex, len(data)):
                     # the response goes on: the read timeout starts again
                     # (a complete one has put the connection in the pool)
-                    self.set_deadline(ex.factory.read_timeout)
+                    self.set_deadline(self.pool.read_timeout)
         finally:
-            client.uncork()
+            ex.upstream_read_done()
 
     def _count_head(self, ex, n):
         """
@@ -224,12 +244,8 @@ class UpstreamProtocol(Protocol):
 
     def _head_too_big(self, ex):
         """The response head passed ``max_head``: 502, the connection dropped."""
-        if not ex.done:
-            log.info("upstream {peer} sent too big header (more than {limit} bytes)",
-                     peer=ex.ctx.upstream_addr, limit=self.max_head)
-            # the exchange aborts this connection and releases the peer
-            ex.fail_upstream("upstream_header_too_big", 502,
-                             "upstream sent too big header")
+        # the exchange aborts this connection and releases the peer
+        ex.upstream_head_too_big(self.max_head)
         if self.exchange is ex:
             self.abort()
 
@@ -281,7 +297,7 @@ class UpstreamProtocol(Protocol):
         self._informational = False
         head, self._head = self._head, []
         ex = self.exchange
-        head_only = ex.head_method
+        head_only = self.head_only
         # (upstream_head says whether the body runs until the connection closes)
         self._eof_body = ex.upstream_head(code, self._reason, head,
                                           self.parser.should_keep_alive())
@@ -313,10 +329,7 @@ class UpstreamProtocol(Protocol):
         self.pool._forget(self)
         ex, self.exchange = self.exchange, None
         if ex is not None:
-            if self._eof_body and ex.response_started:
-                ex.upstream_end()      # a body delimited by the close
-            else:
-                ex.upstream_lost(reason, self.requests > 1)
+            ex.upstream_lost(reason, self.requests > 1, self._eof_body)
 
 
 class _ConnectFactory(ClientFactory):
@@ -356,6 +369,9 @@ class UpstreamPool(object):
         apart from plain ones to the same address.
     """
 
+    #: seconds a response may be silent (``timeouts.read``)
+    read_timeout = 60
+
     def __init__(self, reactor, connect_timeout=60, max_idle=32, idle_timeout=60,
                  max_header_size=MAX_HEADER_SIZE, tls=None):
         self.reactor = reactor
@@ -380,7 +396,7 @@ class UpstreamPool(object):
             creator = self._creator(peer)
             if creator is not None:
                 key = key + (creator,)
-        idle = None if fresh or exchange.fresh_connection else self.idle.get(key)
+        idle = None if fresh else self.idle.get(key)
         while idle:
             conn = idle.pop()
             conn.idle = False
