@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_request_bodies -*-
 """
-The request going up: its head, and its body from the client to the
+The request going up: its body from the client to the
 upstream connection (held while no connection is ready, or while a plugin
 reads its first bytes; kept for a retry, within ``proxy.retry_body_buffer``).
 
@@ -11,18 +11,11 @@ exchange's, see there).
 from twisted.internet.defer import Deferred, succeed
 
 from tproxy.context import Response
-from tproxy.http.wire import BadRequest, upstream_request_head
+from tproxy.http.wire import BadRequest
 
 
 class RequestBody(object):
     """The request side of an :class:`~tproxy.http.exchange.Exchange`."""
-
-    def _request_head(self):
-        ctx = self.ctx
-        return upstream_request_head(
-            ctx.request.method.encode("ascii"), ctx.upstream_path, ctx.request.headers.raw, ctx.upstream_headers,
-            ctx.peer.address.encode("latin-1") if self.host_missing else None,
-            self.upstream_head_fields)
 
     def client_body(self, data):
         """

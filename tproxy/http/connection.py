@@ -115,6 +115,10 @@ class ProxyProtocol(RequestReader, Protocol):
         system call when the transport's buffer is empty)."""
         if len(seq) == 1:
             self.transport.write(seq[0])
+        elif len(seq[-1]) < 16384:
+            # (a copy of small pieces is cheaper than writeSequence; large
+            # ones go by the fast write's gather-write, uncopied)
+            self.transport.write(b"".join(seq))
         else:
             self.transport.writeSequence(seq)
 

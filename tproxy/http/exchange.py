@@ -10,13 +10,15 @@ method calls.  Bodies stream chunk by chunk in both directions: when one side
 cannot take more, the other side's reading is paused.
 """
 
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectingCancelledError, TimeoutError as TxTimeoutError
 from twisted.logger import Logger
 
 from tproxy.context import Response
 from tproxy.http.body import RequestBody
 from tproxy.http.response import ResponseSide
-from tproxy.phases import is_deferred
+from tproxy.http.wire import upstream_request_head
+from tproxy.phases import PLAIN_TYPES, is_deferred
 
 log = Logger()
 
@@ -49,7 +51,8 @@ class Exchange(RequestBody, ResponseSide):
         self.expect_continue = expect_continue
         self.upstream_head_fields = upstream_head  # request header pairs to forward
         self.request_complete = not body_expected
-        self.pending = []                       # request body chunks not yet sent
+        if body_expected:
+            self.pending = []                   # request body chunks not yet sent
         self.head_method = ctx.request.method == "HEAD"
         if host_missing:
             self.host_missing = True   # (HTTP/1.0) the upstream gets the peer's
@@ -57,6 +60,7 @@ class Exchange(RequestBody, ResponseSide):
     # Per-request state that starts the same for every request: class-level
     # defaults, shadowed by an instance attribute when set (fewer stores on
     # the hot path).
+    pending = ()               # (a list when a body is expected)
     pending_size = 0
     pending_limit = PENDING_BODY_LIMIT
     upstream = None            # the UpstreamProtocol in use
@@ -75,7 +79,7 @@ class Exchange(RequestBody, ResponseSide):
     body_size = 0              # its Content-Length, or the chunked bytes read so far
     hold_body = False          # read the body before connecting (it may fit)
     held_peer = None           # the peer to connect to once the body is read
-    host_missing = False       # the request has no Host (see _request_head)
+    host_missing = False       # the request has no Host (see upstream_connected)
     body_kept = None           # the body chunks sent upstream, kept for a retry
     body_kept_size = 0
     body_lost = False          # body bytes went upstream and were not kept
@@ -168,10 +172,11 @@ class Exchange(RequestBody, ResponseSide):
             r = self.phases.balancer(self.ctx, self.ctx.tried)
         except Exception:
             return self.plugin_error()
-        if is_deferred(r):
-            r.addCallbacks(self._balanced, self.plugin_error)
-        else:
+        if type(r) is not Deferred and (type(r) in PLAIN_TYPES or not is_deferred(r)):
+            # (is_deferred inlined for the usual Peer)
             self._balanced(r)
+        else:
+            r.addCallbacks(self._balanced, self.plugin_error)
 
     def _balanced(self, peer):
         if self.done:
@@ -225,6 +230,8 @@ class Exchange(RequestBody, ResponseSide):
         self.upstream = conn
         self.reused = reused
         f = self.factory
+        ctx = self.ctx
+        body = None
         if self.pending and self.request_complete:
             # the whole body is here (held, see _balanced): head and body in
             # one write, a chunked body framed by its length (as nginx)
@@ -235,16 +242,23 @@ class Exchange(RequestBody, ResponseSide):
                     b"Transfer-Encoding: chunked\r\n", b"Content-Length: %d\r\n" % len(body))
             self.pending = []
             self.pending_size = 0
-            if len(body) <= self.factory.retry.body_buffer:
+            if len(body) <= f.retry.body_buffer:
                 # kept to be sent again on a retry (see _send_body)
                 self.body_kept = [body]
                 self.body_kept_size = len(body)
             else:
                 self.body_lost = True
-            conn.start(self, self.head_method, self._request_head() + body, f.read_timeout)
+        head = upstream_request_head(
+            ctx.request.method.encode("ascii"), ctx.upstream_path, ctx.request.headers.raw,
+            ctx.upstream_headers,
+            # (HTTP/1.0 without Host goes up as HTTP/1.1: the peer's, as nginx's $proxy_host)
+            ctx.peer.address.encode("latin-1") if self.host_missing else None,
+            self.upstream_head_fields)
+        if body is not None:
+            conn.start(self, self.head_method, head + body, f.read_timeout)
             self.conn.unpause("pending")
             return
-        conn.start(self, self.head_method, self._request_head(),
+        conn.start(self, self.head_method, head,
                    f.read_timeout if self.request_complete else f.send_timeout)
         sent = False
         if self.body_kept:

@@ -117,10 +117,6 @@ class RequestReader(object):
         self.url = b""
         self.fields = []
         self.head_size = 0
-        self.hosts = 0
-        self.chunked = False
-        self.length = None
-        self.expect = False
 
     def on_url(self, url):
         self.url += url

@@ -53,14 +53,23 @@ class ResponseSide(object):
             kept, length, framed = clean_response_fields(fields)
         except ValueError as e:
             return self._bad_upstream_head(str(e))
-        eof_body = not framed and status not in (204, 304) and not self.head_method
+        body_allowed = status != 204 and status != 304 and not self.head_method
+        eof_body = not framed and body_allowed
         self.upstream_keepalive = upstream_keepalive and not eof_body
-        head = _UpstreamResponseHead(status, Headers(kept), reason)
         ctx.status = status
         if ctx.plugins.has_header_filter:
-            self._filter_head(head, self._send_upstream_head)
-        else:
-            self._send_upstream_head(head, length)
+            self._filter_head(_UpstreamResponseHead(status, Headers(kept), reason),
+                              self._send_upstream_head)
+            return eof_body
+        # (_send_upstream_head inlined, without a head object: no filter)
+        if not self.request_complete:
+            self.response_close = True
+        if length is None and body_allowed:
+            if ctx.request.version == "1.1":
+                self.response_chunked = True
+            else:
+                self.response_close = True
+        self._send_head(status, reason, kept, None)
         return eof_body
 
     def _bad_upstream_head(self, what):
@@ -90,7 +99,7 @@ class ResponseSide(object):
                 self.response_chunked = True
             else:
                 self.response_close = True
-        self._write_head(head, None)
+        self._send_head(head.status, head.reason, head.headers.raw, None)
 
     def _filter_head(self, head, then):
         try:
@@ -113,20 +122,24 @@ class ResponseSide(object):
             self.upstream.resume_reading()
 
     def _write_head(self, head, body):
-        """Write the status line and headers to the client (framing added here)."""
+        """Write the status line and headers to the client (framing added
+        here), and ``body`` (``None``: it follows)."""
+        self._send_head(head.status, head.reason, head.headers.raw, body)
+
+    def _send_head(self, status, reason, raw, body):
+        """:meth:`_write_head` of a head given as its parts."""
         self.response_started = True
         ctx = self.ctx
-        status = head.status
         ctx.status = status
         keep = self.keep_alive and not self.response_close and self.conn.can_keep_alive()
         if not keep:
             self.response_close = True
         http10 = ctx.request.version == "1.0"
         if body is None:
-            data = response_head(status, head.reason, head.headers.raw,
+            data = response_head(status, reason, raw,
                                  self.response_chunked, self.response_close, http10)
         else:
-            data = local_response_head(status, head.reason, head.headers.raw, body,
+            data = local_response_head(status, reason, raw, body,
                                        self.response_close, http10)
             if body and not self.head_method and status != 204:
                 data += body
@@ -272,7 +285,11 @@ class ResponseSide(object):
             # the head is still in header_filter
             self.filter_chain.addCallback(lambda _: self._end_response())
             return
-        self._end_response()
+        # (_end_response inlined)
+        if self.response_chunked:
+            self.ctx.bytes_sent += 5
+            self._send(b"0\r\n\r\n")
+        self.finish()
 
     def _end_response(self):
         if self.done:

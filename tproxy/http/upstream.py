@@ -249,12 +249,12 @@ class UpstreamProtocol(Protocol):
         if self.exchange is ex:
             self.abort()
 
-    def on_message_begin(self):
-        if self.exchange is None:
-            # a second response after the one asked for: not HTTP we can use
-            raise ValueError("unsolicited response")
-
     def on_status(self, status):
+        if self.exchange is None:
+            # a second response after the one asked for (in the same read):
+            # not HTTP we can use (checked here, not in an on_message_begin
+            # callback: one call fewer per response)
+            raise ValueError("unsolicited response")
         # (httptools calls it once per read the status line spans)
         self._reason += status
         # "HTTP/1.1 200 " and CRLF, and the CRLF that ends the head
@@ -295,7 +295,7 @@ class UpstreamProtocol(Protocol):
             return
         self._head_fed = None
         self._informational = False
-        head, self._head = self._head, []
+        head = self._head   # (start() makes the next exchange's list)
         ex = self.exchange
         head_only = self.head_only
         # (upstream_head says whether the body runs until the connection closes)

@@ -280,6 +280,20 @@ def _value(v):
     return b
 
 
+#: one ``ctx.upstream_headers`` pair as given -> ``((name, value) as
+#: bytes, lower-case name)``; bounded
+_EXTRA = {}
+
+
+def _extra_field(pair):
+    n, v = pair
+    name, low = _name(n)
+    r = ((name, _value(v)), low)
+    if len(_EXTRA) < _CACHE_MAX and type(n) in (str, bytes) and type(v) in (str, bytes):
+        _EXTRA[pair] = r
+    return r
+
+
 def upstream_request_head(method, target, raw, extra, host, tail):
     """
     The request head sent upstream (``bytes``).
@@ -295,10 +309,17 @@ def upstream_request_head(method, target, raw, extra, host, tail):
     """
     if extra:
         if len(extra) == 1:    # the usual case: the router's X-Route-Prefix
-            (n, v), = extra
-            name, low = _name(n)
-            raw = [p for p in raw if p[0].lower() != low]
-            raw.append((name, _value(v)))
+            pair = extra[0]
+            r = _EXTRA.get(pair) if type(pair) is tuple else None
+            if r is None:
+                r = _extra_field(pair)
+            low = r[1]
+            kept = []
+            for p in raw:      # (a loop, not a comprehension: no frame)
+                if p[0].lower() != low:
+                    kept.append(p)
+            kept.append(r[0])
+            raw = kept
         else:
             names = [_name(n)[1] for n, _ in extra]   # a few: a list is quickest
             raw = [p for p in raw if p[0].lower() not in names]
