@@ -22,6 +22,20 @@ from tproxy.http.wire import error_response, forwarding_fields
 
 log = Logger()
 
+#: (client address, scheme) -> the forwarding fields of its requests that
+#: carry none (see ProxyProtocol.forwarded); bounded
+_FORWARDED = {}
+_FORWARDED_MAX = 4096
+
+
+def _forwarded(addr, scheme):
+    remote = addr.encode("latin-1")
+    fields = forwarding_fields(remote, remote, None, scheme.encode("ascii"))
+    if len(_FORWARDED) >= _FORWARDED_MAX:
+        _FORWARDED.clear()
+    _FORWARDED[addr, scheme] = fields
+    return fields
+
 
 class ProxyProtocol(RequestReader, Protocol):
     """
@@ -59,11 +73,15 @@ class ProxyProtocol(RequestReader, Protocol):
         t.registerProducer(self, True)
         install_fast_write(t)
         peer = t.getPeer()
-        self.remote_addr = getattr(peer, "host", "127.0.0.1")
-        self.trusted = self.remote_addr in f.trusted
-        remote = self.remote_addr.encode("latin-1")
+        addr = self.remote_addr = getattr(peer, "host", "127.0.0.1")
+        # (no call when no proxy is trusted, the usual case)
+        self.trusted = f.trusted.networks and addr in f.trusted
         #: the forwarding fields of a request that carries none of its own
-        self.forwarded = forwarding_fields(remote, remote, None, f.scheme.encode("ascii"))
+        #: (clients come back from the same few addresses: made once each)
+        forwarded = _FORWARDED.get((addr, f.scheme))
+        if forwarded is None:
+            forwarded = _forwarded(addr, f.scheme)
+        self.forwarded = forwarded
         self.parser = HttpRequestParser(self)
         self.queue = deque()   # parsed exchanges waiting for their turn
         self.reading = None    # the exchange whose request is being read
@@ -72,8 +90,7 @@ class ProxyProtocol(RequestReader, Protocol):
         self.head_size = 0
         self.head_start = None
         self.idle_since = f.clock.seconds()
-        self.timer = f.clock.callLater(min(f.keepalive_timeout, f.header_timeout),
-                                       self._check_timeout)
+        self.timer = f.clock.callLater(f.first_timeout, self._check_timeout)
         if f.draining:
             self.close()   # accepted as the proxy stops: not served
 

@@ -142,7 +142,13 @@ class RequestReader(object):
             if version == "0.9":   # no version: as the pure-Python parser says
                 raise BadRequest(400, "malformed request")
             raise BadRequest(505, "HTTP version not supported")
-        path, query, authority = request_target(self.url.decode("latin-1"), method)
+        url = self.url.decode("latin-1")
+        if url[:1] == "/" and "/." not in url and "%2" not in url:
+            # (request_target's usual case inlined: origin-form, no dot segment)
+            path, _, query = url.partition("?")
+            authority = None
+        else:
+            path, query, authority = request_target(url, method)
         (forward, hosts, self.chunked, self.length, self.expect, xff, real_ip, upgrade,
          conn_tokens) = scan_request_fields(self.fields, version, f.underscores, authority)
         client = self.remote_addr

@@ -70,6 +70,8 @@ class ProxyFactory(Factory):
         self.keepalive_timeout = proxy["keepalive_timeout"]
         self.keepalive_requests = proxy["keepalive_requests"]
         self.header_timeout = proxy["header_timeout"]
+        #: the timer of a new connection (see ProxyProtocol._check_timeout)
+        self.first_timeout = min(self.keepalive_timeout, self.header_timeout)
         self.max_line = proxy["max_line_size"]
         self.max_header = proxy["max_header_size"]
         self.max_body = proxy["max_body_size"]

@@ -188,8 +188,12 @@ def scan_request_fields(fields, version, underscores, authority=None):
         elif kind == _HOP:
             n = pair[0].lower()
             if n == b"connection":
-                conn_tokens = (conn_tokens or []) + [
-                    t.strip().lower() for t in pair[1].split(b",")]
+                v = pair[1]
+                if b"," not in v:   # (one token, "close" or "keep-alive": no comprehension)
+                    tokens = [v.strip().lower()]
+                else:
+                    tokens = [t.strip().lower() for t in v.split(b",")]
+                conn_tokens = tokens if conn_tokens is None else conn_tokens + tokens
             elif n == b"transfer-encoding":
                 if version == "1.0":
                     # faulty framing (RFC 9112 6.1): answer, then close
