@@ -49,6 +49,7 @@ class UpstreamProtocol(Protocol):
     requests = 0
     timer = None           # one DelayedCall per connection (see set_deadline)
     deadline = 0.0
+    _fires_at = 0.0        # when the timer fires (see set_deadline)
     idle = False
     reading_paused = False   # see pause_reading
     upgrading = False      # a 101 goes to the exchange (tproxy.http.tunnel)
@@ -87,14 +88,17 @@ class UpstreamProtocol(Protocol):
         timer = self.timer
         if timer is None:
             self.timer = clock.callLater(seconds, self._tick)
-        elif timer.getTime() > deadline:
+            self._fires_at = deadline
+        elif self._fires_at > deadline:    # (the timer's getTime(), without a call)
             timer.reset(seconds)
+            self._fires_at = deadline
 
     def _tick(self):
         clock = self.pool.reactor
         left = self.deadline - clock.seconds()
         if left > 0:
             self.timer = clock.callLater(left, self._tick)
+            self._fires_at = self.deadline
             return
         self.timer = None
         if self.exchange is not None:
@@ -435,7 +439,9 @@ class UpstreamPool(object):
         return creator
 
     def _idle(self, conn):
-        idle = self.idle.setdefault(conn.key, [])
+        idle = self.idle.get(conn.key)
+        if idle is None:
+            idle = self.idle[conn.key] = []
         if len(idle) >= self.max_idle or not conn.transport.connected:
             conn.abort()
             return
