@@ -246,6 +246,41 @@ class ProxyProtocol(RequestReader, Protocol):
         else:
             t.loseConnection()   # (the write side is shut already: at once)
 
+    # -- an upgrade (tproxy.http.tunnel) -----------------------------------------
+
+    def hold_for_upgrade(self, early):
+        """
+        An upgrade request's head is read: nothing more is parsed and the
+        client is not read until the upstream answers.  ``early``: the
+        client sent bytes after the head (for the new protocol: if the
+        upgrade is refused, the connection closes lingering).
+        """
+        self.parser = Stopped
+        self.pause("upgrade")
+        if early:
+            self.linger = True
+
+    def upgrade_refused(self):
+        """The upgrade was not made: HTTP goes on, with a new parser (unless
+        the connection is closing)."""
+        if not self.closing:
+            self.parser = HttpRequestParser(self)
+            self.unpause("upgrade")
+
+    def hand_over(self):
+        """The connection is a tunnel's from now on: no more HTTP, no timer."""
+        self.closing = True
+        t = self.timer
+        if t is not None and t.active():
+            t.cancel()
+        self.timer = None
+
+    def read_again(self):
+        """Read whatever the reasons for not reading were (the tunnel's
+        producers take over)."""
+        self.paused.clear()
+        self.transport.resumeProducing()
+
     def refuse(self, data):
         """Write ``data``, the answer to bytes that cannot be parsed (see
         :class:`~tproxy.http.refusals.BadRequestReply`), and close."""

@@ -43,8 +43,6 @@ from zope.interface import alsoProvides
 from tproxy.context import RequestContext, ResponseHead
 from tproxy.http.exchange import Exchange
 from tproxy.http.headers import HOP_BY_HOP, Headers
-from tproxy.http.parsing import HttpRequestParser
-from tproxy.http.refusals import Stopped
 from tproxy.stream.pipe import _half_closeable, _Reader
 
 log = Logger()
@@ -117,15 +115,12 @@ class UpgradeExchange(Exchange):
 
     def head_read(self, rest):
         """The client parser reported the upgrade; ``rest`` follows the head."""
-        conn = self.conn
         self.head_done = True
-        conn.parser = Stopped
-        conn.pause("upgrade")
+        self.conn.hold_for_upgrade(bool(rest))
         if rest:
             self.early = bytes(rest)
             # not HTTP if the upstream refuses: the connection closes then
             self.response_close = True
-            conn.linger = True
         if self.run_wanted and not self.done:
             Exchange.run(self)
 
@@ -134,10 +129,8 @@ class UpgradeExchange(Exchange):
         connection go on as HTTP (with a new parser)."""
         if self.done:
             return
-        conn = self.conn
-        if self.tunnel is None and self.head_done and not conn.closing:
-            conn.parser = HttpRequestParser(conn)
-            conn.unpause("upgrade")
+        if self.tunnel is None and self.head_done:
+            self.conn.upgrade_refused()
         Exchange.finish(self)
 
     def client_lost(self, error="client_abort"):
@@ -264,13 +257,8 @@ class Tunnel(object):
         """Take both connections over and send what each side sent early."""
         c, u = self.client, self.upstream
         ct, ut = c.transport, u.transport
-        c.closing = True      # no more HTTP on it
-        t = c.timer
-        if t is not None and t.active():
-            t.cancel()
-        c.timer = None
-        u._cancel_timer()
-        u.exchange = None     # (its timer and parser are done with)
+        c.hand_over()         # no more HTTP on it, no timer
+        u.hand_over()         # (its timer and parser are done with)
         # the protocols' own methods give way to the tunnel's
         c.dataReceived = self.client_data
         c.readConnectionLost = self.client_read_lost
@@ -294,10 +282,8 @@ class Tunnel(object):
             self.client_data(early)
         if rest:
             self.upstream_data(rest)
-        c.paused.clear()
-        ct.resumeProducing()
-        u.reading_paused = False
-        ut.resumeProducing()
+        c.read_again()
+        u.read_again()
 
     # -- bytes -------------------------------------------------------------------
 

@@ -158,6 +158,17 @@ class UpstreamProtocol(Protocol):
             self.reading_paused = False
             self.transport.resumeProducing()
 
+    def hand_over(self):
+        """The connection is a tunnel's from now on (:mod:`tproxy.http.tunnel`):
+        no exchange, no timer."""
+        self._cancel_timer()
+        self.exchange = None
+
+    def read_again(self):
+        """Read, whoever paused it (the tunnel's producers take over)."""
+        self.reading_paused = False
+        self.transport.resumeProducing()
+
     def release(self):
         """The exchange is over and the connection is clean: back to the pool."""
         self.exchange = None
