@@ -12,7 +12,7 @@ The life of one request::
                     connection's queue (reading pauses), answered in order.
     rewrite, access the phases (tproxy.phases) until one returns a Response
     balancer        a peer; peer.acquire()
-    connect         the upstream pool (upstream.UpstreamPool): an idle
+    connect         the upstream pool (pool.UpstreamPool): an idle
                     keep-alive connection at once, or a new one
     send            UpstreamProtocol.start: the request head
                     (wire.upstream_request_head), then the body as it comes
@@ -57,7 +57,8 @@ The modules
 - :mod:`tproxy.http.exchange`: one request's state machine (phases, peer
   attempts and retries, the end); :mod:`tproxy.http.body` the request going
   up, :mod:`tproxy.http.response` the response coming down and the filters.
-- :mod:`tproxy.http.upstream`: the upstream connections and their pool.
+- :mod:`tproxy.http.upstream`: an upstream connection;
+  :mod:`tproxy.http.pool`: their keep-alive pool per peer.
 - :mod:`tproxy.http.wire`: the pure functions (heads, fields, reasons,
   error answers, request targets).
 - :mod:`tproxy.http.parsing`: the parser in use (httptools, or

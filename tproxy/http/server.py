@@ -13,7 +13,7 @@ from zope.interface import implementer
 
 from tproxy.http.connection import ProxyProtocol
 from tproxy.http.retry import RetryPolicy
-from tproxy.http.upstream import UpstreamPool, upstream_tls
+from tproxy.http.pool import UpstreamPool, upstream_tls
 from tproxy.trust import TrustedProxies
 
 
