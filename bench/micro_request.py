@@ -6,6 +6,11 @@ the reactor are taken away.
 
     python bench/micro_request.py [--profile] [--plugins router,least_conn] [--access-log]
     python bench/micro_request.py --count -n 2000    # exactly N requests, untimed (callgrind)
+    python bench/micro_request.py --close            # a new client connection per request
+
+``--close`` sends ``Connection: close``: each request comes on a new client
+connection (built, connected, answered, closed and lost), as wrk's
+``close`` scenario in run.sh; the upstream connection is still kept alive.
 
 ``--access-log`` adds the ``access_log`` plugin with its default settings (the
 configuration of ``etc/conf.json``), its lines going to /dev/null instead of
@@ -20,7 +25,9 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from twisted.internet.address import IPv4Address  # noqa: E402
+from twisted.internet.error import ConnectionDone  # noqa: E402
 from twisted.internet.task import Clock  # noqa: E402
+from twisted.python.failure import Failure  # noqa: E402
 
 from tproxy.config import validate_config  # noqa: E402
 from tproxy.gateway import Gateway  # noqa: E402
@@ -72,12 +79,15 @@ class Sink(object):
         return IPv4Address("TCP", "127.0.0.1", self.port)
 
     def loseConnection(self):
-        raise AssertionError("closed")
+        if not self.closable:
+            raise AssertionError("closed")
+        self.connected = False
 
     abortConnection = loseConnection
+    closable = False
 
 
-def build(plugins, access_log=False):
+def build(plugins, access_log=False, close=False):
     if access_log:
         plugins = list(plugins) + [{"name": "access_log",
                                     "settings": {"target": "file", "path": os.devnull}}]
@@ -100,6 +110,8 @@ def build(plugins, access_log=False):
     up.parser = HttpResponseParser(up)
     up.connected = 1
     factory.pool._idle(up)
+    if close:
+        return factory, up
     return client, up
 
 
@@ -108,18 +120,39 @@ def one(client, up):
     up.dataReceived(RESPONSE)
 
 
+REQUEST_CLOSE = REQUEST.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
+_DONE = Failure(ConnectionDone())
+
+
+def one_close(factory, up):
+    """A client connection for one request (``Connection: close``)."""
+    client = factory.buildProtocol(None)
+    sink = Sink(40000)
+    sink.closable = True
+    client.makeConnection(sink)
+    client.dataReceived(REQUEST_CLOSE)
+    up.dataReceived(RESPONSE)
+    assert not sink.connected
+    client.connectionLost(_DONE)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--plugins", default="router,least_conn")
     ap.add_argument("--access-log", action="store_true",
                     help="add access_log (default settings, lines to /dev/null)")
+    ap.add_argument("--close", action="store_true",
+                    help="Connection: close, a new client connection per request")
     ap.add_argument("-n", type=int, default=100000)
     ap.add_argument("--count", action="store_true",
                     help="run exactly N requests once, untimed (for callgrind: "
                          "compare two N, see bench/README.md)")
     args = ap.parse_args()
-    client, up = build(args.plugins.split(","), args.access_log)
+    global one
+    client, up = build(args.plugins.split(","), args.access_log, args.close)
+    if args.close:
+        one = one_close
     for _ in range(200 if args.count else 2000):
         one(client, up)
     if args.count:
@@ -141,8 +174,9 @@ def main():
             one(client, up)
         dt = (time.perf_counter() - t) / args.n
         best = dt if best is None else min(best, dt)
-    print("%.2f us of Python per proxied request (%s%s)" % (
-        best * 1e6, args.plugins, ",access_log" if args.access_log else ""))
+    print("%.2f us of Python per proxied request (%s%s%s)" % (
+        best * 1e6, args.plugins, ",access_log" if args.access_log else "",
+        ", Connection: close" if args.close else ""))
 
 
 if __name__ == "__main__":

@@ -202,7 +202,8 @@ class RequestContext(object):
         self.vars = {}
         self.route = None
         self.consumer = None
-        self.upstream_path = request.uri
+        # (request.uri, inlined: once per request)
+        self.upstream_path = request.path + "?" + request.query if request.query else request.path
         self.upstream_headers = []
         self.peer = None
         self.tried = ()

@@ -50,7 +50,7 @@ def _adapt(impl, argnames):
 #: types known not to be Deferreds: ``isinstance(x, Deferred)`` goes through
 #: ``ABCMeta.__instancecheck__`` (Deferred is a typing.Awaitable), which costs
 #: more than a plugin call, so each result type is checked once
-_PLAIN_TYPES = set()
+_PLAIN_TYPES = PLAIN_TYPES = set()
 
 
 def is_deferred(obj):
@@ -229,8 +229,8 @@ class Phases(object):
         if len(impls) == 1:
             # the usual case, one balancer: _first_result's loop inlined
             r = impls[0](ctx, tried)
-            if r is None:
-                return None
+            if r is None or type(r) in _PLAIN_TYPES:
+                return r    # (the usual Peer: _awaitable's checks, inlined)
             d = _awaitable(r)
             return r if d is None else d
         return _first_result(impls, ctx, tried, 0)

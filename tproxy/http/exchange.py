@@ -4,65 +4,33 @@ One request's journey: phases, balancer and retries, the upstream exchange,
 the response streamed back, and ``log`` exactly once.
 
 An :class:`Exchange` sits between the client connection
-(:class:`tproxy.http.server.ProxyProtocol`) and an upstream connection
+(:class:`tproxy.http.connection.ProxyProtocol`) and an upstream connection
 (:class:`tproxy.http.upstream.UpstreamProtocol`); both report to it by plain
 method calls.  Bodies stream chunk by chunk in both directions: when one side
 cannot take more, the other side's reading is paused.
 """
 
-from http import HTTPStatus
-
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectingCancelledError, TimeoutError as TxTimeoutError
 from twisted.logger import Logger
 
-from tproxy.context import Response, ResponseHead, _UpstreamResponseHead
-from tproxy.http.headers import HOP_BY_HOP, Headers
-from tproxy.phases import is_deferred
+from tproxy.context import Response
+from tproxy.http.body import RequestBody
+from tproxy.http.response import ResponseSide
+from tproxy.http.wire import upstream_request_head
+from tproxy.phases import PLAIN_TYPES, is_deferred
 
 log = Logger()
 
 #: request bytes buffered while no upstream connection is ready
 PENDING_BODY_LIMIT = 65536
 
-_REASONS = {
-    200: b"OK", 400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden",
-    404: b"Not Found", 405: b"Method Not Allowed", 408: b"Request Timeout",
-    413: b"Payload Too Large", 414: b"URI Too Long", 429: b"Too Many Requests",
-    431: b"Request Header Fields Too Large", 500: b"Internal Server Error",
-    501: b"Not Implemented", 502: b"Bad Gateway", 503: b"Service Unavailable",
-    504: b"Gateway Timeout", 505: b"HTTP Version Not Supported",
-}
-# the other registered codes (201, 204, 301 ... a plugin's own responses)
-for _status in HTTPStatus:
-    _REASONS.setdefault(_status.value, _status.phrase.encode("ascii"))
-
-_RESPONSE_HOP = HOP_BY_HOP
-_JOIN_FIELD = b": ".join
-
-#: what upstream_head does with a response field, by its name as received
-#: (upstreams send the same few names: no lower-casing per field); bounded
-_OTHER, _RESP_HOP, _RESP_LENGTH = 0, 1, 2
-_RESP_KINDS = {}
-_KINDS_MAX = 1024
-
-
-def _response_kind(name):
-    n = name.lower()
-    kind = _RESP_HOP if n in _RESPONSE_HOP else _RESP_LENGTH if n == b"content-length" else _OTHER
-    if len(_RESP_KINDS) < _KINDS_MAX:
-        _RESP_KINDS[name] = kind
-    return kind
-
-
-def reason_for(status):
-    """The reason phrase tproxy writes for ``status``."""
-    return _REASONS.get(status, b"Unknown")
-
-
-class Exchange(object):
+class Exchange(RequestBody, ResponseSide):
     """
-    The state of one request from its head to ``log``.
+    The state of one request from its head to ``log``: the phases, the
+    peer attempts and retries, and the end (here); the request going up
+    (:class:`~tproxy.http.body.RequestBody`); the response coming down
+    (:class:`~tproxy.http.response.ResponseSide`).
 
     :ivar ctx: the :class:`tproxy.context.RequestContext`.
     :ivar response_started: the response head went to the client.
@@ -70,7 +38,7 @@ class Exchange(object):
     """
 
     def __init__(self, conn, ctx, keep_alive, body_expected, chunked,
-                 expect_continue, upstream_head):
+                 expect_continue, upstream_head, host_missing=False):
         self.conn = conn
         self.ctx = ctx
         self.factory = conn.factory
@@ -83,12 +51,16 @@ class Exchange(object):
         self.expect_continue = expect_continue
         self.upstream_head_fields = upstream_head  # request header pairs to forward
         self.request_complete = not body_expected
-        self.pending = []                       # request body chunks not yet sent
+        if body_expected:
+            self.pending = []                   # request body chunks not yet sent
         self.head_method = ctx.request.method == "HEAD"
+        if host_missing:
+            self.host_missing = True   # (HTTP/1.0) the upstream gets the peer's
 
     # Per-request state that starts the same for every request: class-level
     # defaults, shadowed by an instance attribute when set (fewer stores on
     # the hot path).
+    pending = ()               # (a list when a body is expected)
     pending_size = 0
     pending_limit = PENDING_BODY_LIMIT
     upstream = None            # the UpstreamProtocol in use
@@ -107,12 +79,55 @@ class Exchange(object):
     body_size = 0              # its Content-Length, or the chunked bytes read so far
     hold_body = False          # read the body before connecting (it may fit)
     held_peer = None           # the peer to connect to once the body is read
-    host_missing = False       # the request has no Host (see _request_head)
+    host_missing = False       # the request has no Host (see upstream_connected)
     body_kept = None           # the body chunks sent upstream, kept for a retry
     body_kept_size = 0
     body_lost = False          # body bytes went upstream and were not kept
     answered = False           # the current attempt's response head came
+    upstream_full = False      # the upstream does not take the body now
+    out = None                 # response bytes held while an upstream read is
+                               # parsed (see upstream_reading)
     fresh_connection = False   # never a pooled connection (tproxy.http.tunnel)
+
+    # -- told by the client connection ----------------------------------------
+
+    def limit_body(self, limit, size, hold):
+        """
+        The request has a body: at most ``limit`` bytes (``None``: no limit),
+        ``size`` its Content-Length (``None``: chunked, counted as it comes);
+        ``hold``: read it before connecting upstream (it may fit in
+        ``proxy.client_body_buffer_size``).
+        """
+        self.body_limit = limit
+        if size is not None:
+            self.body_size = size   # checked against the limit after access
+        self.hold_body = hold
+
+    def close_after(self):
+        """The client connection closes after this response (said in its
+        head if not sent yet)."""
+        self.response_close = True
+
+    def client_full(self):
+        """The client does not take more bytes now: the upstream is not read."""
+        if self.upstream is not None:
+            self.upstream.pause_reading()
+
+    def client_drained(self):
+        """The client takes bytes again: the upstream is read (unless a
+        filter is busy)."""
+        if self.upstream is not None and self.filter_chain is None:
+            self.upstream.resume_reading()
+
+    def client_timed_out(self):
+        """The client sent no body bytes for ``proxy.client_body_timeout``
+        seconds: ``408`` (or the response is cut)."""
+        self.ctx.error = "client_timeout"
+        self.respond(Response.error(408, "request body timeout"))
+
+    def refuse_body(self):
+        """The body is past the limit (the client connection answers ``413``)."""
+        self.ctx.error = "body_too_large"
 
     # -- phases ---------------------------------------------------------------
 
@@ -157,10 +172,11 @@ class Exchange(object):
             r = self.phases.balancer(self.ctx, self.ctx.tried)
         except Exception:
             return self.plugin_error()
-        if is_deferred(r):
-            r.addCallbacks(self._balanced, self.plugin_error)
-        else:
+        if type(r) is not Deferred and (type(r) in PLAIN_TYPES or not is_deferred(r)):
+            # (is_deferred inlined for the usual Peer)
             self._balanced(r)
+        else:
+            r.addCallbacks(self._balanced, self.plugin_error)
 
     def _balanced(self, peer):
         if self.done:
@@ -188,7 +204,7 @@ class Exchange(object):
             return
         if ctx.upstream_start is None:
             ctx.upstream_start = self.factory.clock.seconds()
-        self.factory.pool.connect(peer, self)
+        self.factory.pool.connect(peer, self, self.fresh_connection)
 
     def _connect_held(self):
         """The held body is whole, or larger than the buffer: connect."""
@@ -197,7 +213,7 @@ class Exchange(object):
         if not self.done:
             if self.ctx.upstream_start is None:
                 self.ctx.upstream_start = self.factory.clock.seconds()
-            self.factory.pool.connect(peer, self)
+            self.factory.pool.connect(peer, self, self.fresh_connection)
 
     def _release_peer(self):
         peer, self.peer_held = self.peer_held, None
@@ -213,7 +229,9 @@ class Exchange(object):
             return
         self.upstream = conn
         self.reused = reused
-        conn.start(self)
+        f = self.factory
+        ctx = self.ctx
+        body = None
         if self.pending and self.request_complete:
             # the whole body is here (held, see _balanced): head and body in
             # one write, a chunked body framed by its length (as nginx)
@@ -224,31 +242,42 @@ class Exchange(object):
                     b"Transfer-Encoding: chunked\r\n", b"Content-Length: %d\r\n" % len(body))
             self.pending = []
             self.pending_size = 0
-            if len(body) <= self.factory.retry.body_buffer:
+            if len(body) <= f.retry.body_buffer:
                 # kept to be sent again on a retry (see _send_body)
                 self.body_kept = [body]
                 self.body_kept_size = len(body)
             else:
                 self.body_lost = True
-            conn.transport.write(self._request_head() + body)
+        head = upstream_request_head(
+            ctx.request.method.encode("ascii"), ctx.upstream_path, ctx.request.headers.raw,
+            ctx.upstream_headers,
+            # (HTTP/1.0 without Host goes up as HTTP/1.1: the peer's, as nginx's $proxy_host)
+            ctx.peer.address.encode("latin-1") if self.host_missing else None,
+            self.upstream_head_fields)
+        if body is not None:
+            conn.start(self, self.head_method, head + body, f.read_timeout)
             self.conn.unpause("pending")
-            conn.set_deadline(self.factory.read_timeout)
             return
-        conn.transport.write(self._request_head())
+        conn.start(self, self.head_method, head,
+                   f.read_timeout if self.request_complete else f.send_timeout)
+        sent = False
         if self.body_kept:
             # a retry: the body sent to the failed attempt goes again
             for chunk in self.body_kept:
                 self._write_body(chunk)
+            sent = True
         if self.pending:
             for chunk in self.pending:
                 self._send_body(chunk)
             self.pending = []
             self.pending_size = 0
             self.conn.unpause("pending")
-        if self.request_complete and self.request_chunked:
-            conn.transport.write(b"0\r\n\r\n")
-        conn.set_deadline(self.factory.read_timeout if self.request_complete
-                          else self.factory.send_timeout)
+            sent = True
+        if self.request_complete:
+            if self.request_chunked:
+                conn.send(b"0\r\n\r\n", f.read_timeout)
+            elif sent:
+                conn.set_deadline(f.read_timeout)
 
     def upstream_connect_failed(self, reason):
         """A new connection to the chosen peer failed: try the next peer."""
@@ -312,7 +341,7 @@ class Exchange(object):
         self._close_upstream()
         if self.response_started:
             self.response_close = True
-            self.conn.abort()
+            self._abort_client()
             self.finish()
         else:
             self.respond(Response.error(status, message, upstream=ctx.upstream_addr))
@@ -323,10 +352,15 @@ class Exchange(object):
             up.abort()
         self._release_peer()
 
-    def upstream_lost(self, reason, was_reused):
-        """The upstream connection closed before the response was complete."""
+    def upstream_lost(self, reason, was_reused, eof_body):
+        """
+        The upstream connection closed: the end of a body delimited by the
+        close (``eof_body``), or before the response was complete.
+        """
         if self.done:
             return
+        if eof_body and self.response_started:
+            return self.upstream_end()
         self.upstream = None
         if not self.response_started and not self.answered:
             if (was_reused and self.reused and not self.body_lost
@@ -355,17 +389,26 @@ class Exchange(object):
                     "invalid_header", True)
 
     def upstream_writable(self, writable):
-        """The upstream socket's send buffer filled (``False``) or drained."""
+        """The upstream socket's send buffer filled (``False``) or drained:
+        the client's body is not read meanwhile."""
+        self.upstream_full = not writable
         if writable:
             self.conn.unpause("upstream")
         else:
             self.conn.pause("upstream")
 
-    def _timed_out(self):
+    def upstream_head_too_big(self, limit):
+        """The response head passed ``limit`` bytes: 502."""
+        if not self.done:
+            log.info("upstream {peer} sent too big header (more than {limit} bytes)",
+                     peer=self.ctx.upstream_addr, limit=limit)
+            self.fail_upstream("upstream_header_too_big", 502, "upstream sent too big header")
+
+    def upstream_timed_out(self):
         """The upstream connection's deadline passed (see ``set_deadline``)."""
         if self.done:
             return
-        if not self.request_complete and "upstream" not in self.conn.paused:
+        if not self.request_complete and not self.upstream_full:
             # the upstream takes the body, the client stopped sending it:
             # not the upstream's fault (nginx: client_body_timeout, 408)
             self.ctx.error = "client_timeout"
@@ -374,130 +417,6 @@ class Exchange(object):
         if self.answered:
             return self.fail_upstream("upstream_timeout", 504, "upstream timed out")
         self._retry("upstream_timeout", 504, "upstream timed out", "timeout", True)
-
-    # -- the request going up ---------------------------------------------------
-
-    def _request_head(self):
-        ctx = self.ctx
-        req = ctx.request
-        extra = ctx.upstream_headers
-        lines = [b"%s %s HTTP/1.1\r\n" % (req.method.encode("ascii"),
-                                          ctx.upstream_path.encode("latin-1"))]
-        raw = req.headers.raw
-        if extra:
-            if len(extra) == 1:    # the usual case: the router's X-Route-Prefix
-                (n, v), = extra
-                name, low = _name(n)
-                raw = [p for p in raw if p[0].lower() != low]
-                raw.append((name, _value(v)))
-            else:
-                names = [_name(n)[1] for n, _ in extra]   # a few: a list is quickest
-                raw = [p for p in raw if p[0].lower() not in names]
-                raw.extend([(_name(n)[0], _value(v)) for n, v in extra])
-        if self.host_missing and not any(p[0].lower() == b"host" for p in raw):
-            # an HTTP/1.0 request without Host goes up as HTTP/1.1, which
-            # needs one: the peer's (nginx: $proxy_host)
-            raw = raw + [(b"Host", ctx.peer.address.encode("latin-1"))]
-        if raw:
-            lines.append(b"\r\n".join(map(_JOIN_FIELD, raw)))   # (no frame per head)
-            lines.append(b"\r\n")
-        lines.append(self.upstream_head_fields)
-        lines.append(b"\r\n")
-        return b"".join(lines)
-
-    def client_body(self, data):
-        """A piece of the request body arrived from the client."""
-        if self.done:
-            return
-        if self.upstream is not None:
-            self._send_body(data)
-        else:
-            self.pending.append(bytes(data))
-            self.pending_size += len(data)
-            waiter = self.body_waiter
-            if waiter is not None and self.pending_size >= waiter[0]:
-                self._wake_body_waiter()
-            if self.hold_body:
-                if self.pending_size <= self.factory.body_buffer:
-                    return   # (bounded by the buffer: reading goes on)
-                # larger than the buffer: it streams from now on
-                self.hold_body = False
-                if self.held_peer is not None:
-                    self._connect_held()
-            if self.pending_size > self.pending_limit:
-                self.conn.pause("pending")
-
-    def read_body_prefix(self, n):
-        """
-        The first ``n`` bytes of the request body (fewer if it is shorter), as
-        a Deferred; the bytes stay queued and go upstream unchanged.  Only
-        before the balancer has connected (``rewrite``, ``access``,
-        ``balancer``).  A client that stops sending gets ``408`` after
-        ``proxy.client_body_timeout`` seconds.
-        """
-        if not self.body_expected:
-            return succeed(b"")
-        if self.upstream is not None:
-            raise RuntimeError("read_body_prefix: the body is already going upstream")
-        if self.pending_size >= n or self.request_complete:
-            return succeed(b"".join(self.pending)[:n])
-        if self.expect_continue:
-            self.expect_continue = False
-            self.conn.send_continue()
-        d = Deferred()
-        self.body_waiter = (n, d, self.factory.clock.callLater(
-            self.factory.body_timeout, self._body_timed_out))
-        self.pending_limit = max(self.pending_limit, n)
-        if self.pending_size <= self.pending_limit:
-            self.conn.unpause("pending")
-        return d
-
-    def _wake_body_waiter(self):
-        n, d, timer = self.body_waiter
-        self.body_waiter = None
-        if timer.active():
-            timer.cancel()
-        d.callback(b"".join(self.pending)[:n])
-
-    def _body_timed_out(self):
-        n, d, timer = self.body_waiter
-        self.body_waiter = None
-        self.ctx.error = "client_timeout"
-        self.respond(Response.error(408, "request body timeout"))
-        d.cancel()
-
-    def _send_body(self, data):
-        if not self.body_lost:
-            # kept (bounded: proxy.retry_body_buffer) to be sent again on a retry
-            size = self.body_kept_size + len(data)
-            if size <= self.factory.retry.body_buffer:
-                if self.body_kept is None:
-                    self.body_kept = []
-                self.body_kept.append(bytes(data))
-                self.body_kept_size = size
-            else:
-                self.body_lost = True
-                self.body_kept = None
-        self._write_body(data)
-
-    def _write_body(self, data):
-        if self.request_chunked:
-            self.upstream.transport.writeSequence([b"%x\r\n" % len(data), data, b"\r\n"])
-        else:
-            self.upstream.transport.write(data)
-        self.upstream.set_deadline(self.factory.send_timeout)
-
-    def client_body_end(self):
-        """The request body is complete."""
-        self.request_complete = True
-        if self.body_waiter is not None:
-            self._wake_body_waiter()
-        if self.held_peer is not None:
-            return self._connect_held()   # head, body and end in one write
-        if self.upstream is not None and not self.done:
-            if self.request_chunked:
-                self.upstream.transport.write(b"0\r\n\r\n")
-            self.upstream.set_deadline(self.factory.read_timeout)
 
     def client_lost(self, error="client_abort"):
         """The client went away before the response was complete (or tproxy
@@ -509,323 +428,6 @@ class Exchange(object):
             self.ctx.status = 499 if error == "client_abort" else 503
         self._close_upstream()
         self.finish()
-
-    # -- the response coming down -----------------------------------------------
-
-    def upstream_head(self, status, reason, fields, upstream_keepalive):
-        """
-        The upstream's response head (1xx excluded).
-
-        :return: whether the body is delimited by the connection's close (no
-            Content-Length, no Transfer-Encoding, and a body is allowed).
-        """
-        ctx = self.ctx
-        if status >= 429:
-            peer = ctx.peer
-            health = self.factory.health
-            if status in health.statuses:
-                health.failed(peer, "status", status)
-            elif peer.health is not None:
-                health.succeeded(peer)
-            if (status in self.factory.retry.statuses and self._may_retry(None, True)
-                    and self._untried_left()):
-                self._retry("upstream_status", 502, "upstream answered %d" % status,
-                            None, True)
-                return False
-        elif ctx.peer.health is not None:
-            self.factory.health.succeeded(ctx.peer)
-        self.answered = True
-        kept = []
-        named = None
-        length = None
-        framed = False
-        kinds = _RESP_KINDS
-        for pair in fields:   # one pass: hop-by-hop out, the framing noted
-            kind = kinds.get(pair[0])
-            if kind is None:
-                kind = _response_kind(pair[0])
-            if kind == _RESP_HOP:
-                n = pair[0].lower()
-                if n == b"connection":
-                    for t in pair[1].split(b","):
-                        t = t.strip().lower()
-                        if t not in _RESPONSE_HOP and t != b"close":
-                            named = (named or set()) | {t}
-                elif n == b"transfer-encoding":
-                    if framed or pair[1].strip(b" \t").lower() != b"chunked":
-                        # codings tproxy would have to pass on and cannot
-                        # re-frame (gzip, chunked), or TE twice: as nginx
-                        return self._bad_upstream_head("unknown Transfer-Encoding")
-                    framed = True
-                continue
-            if kind == _RESP_LENGTH:
-                length = pair[1]
-                framed = True
-            kept.append(pair)
-        if named:
-            # the fields Connection names are hop-by-hop too (RFC 9110 7.6.1)
-            kept = [p for p in kept if p[0].lower() not in named]
-            if b"content-length" in named:
-                length = None
-        eof_body = not framed and status not in (204, 304) and not self.head_method
-        self.upstream_keepalive = upstream_keepalive and not eof_body
-        head = _UpstreamResponseHead(status, Headers(kept), reason)
-        ctx.status = status
-        if ctx.plugins.has_header_filter:
-            self._filter_head(head, self._send_upstream_head)
-        else:
-            self._send_upstream_head(head, length)
-        return eof_body
-
-    def _bad_upstream_head(self, what):
-        """A response head tproxy cannot pass on: 502, the connection dropped."""
-        log.info("invalid response from {peer}: {what}", peer=self.ctx.upstream_addr,
-                 what=what)
-        self.factory.health.failed(self.ctx.peer, "invalid", what)
-        self.answered = False
-        self._retry("upstream_invalid", 502, "invalid response from upstream",
-                    "invalid_header", True)
-        return False
-
-    def _send_upstream_head(self, head, length=False):
-        """Frame and send an upstream response head; ``length`` is its
-        Content-Length if known (``False``: look, a filter may have changed it)."""
-        if self.done:
-            return
-        if length is False:
-            length = None
-            for n, v in head.headers.raw:
-                if len(n) == 14 and n.lower() == b"content-length":
-                    length = v
-                    break
-        body_allowed = head.status not in (204, 304) and not self.head_method
-        if not self.request_complete:
-            # an early response (413 ...): the connection closes after it,
-            # as for responses made here; say so
-            self.response_close = True
-        if length is None and body_allowed:
-            if self.ctx.request.version == "1.1":
-                self.response_chunked = True
-            else:
-                self.response_close = True
-        self._write_head(head, None)
-
-    def _filter_head(self, head, then):
-        try:
-            r = self.phases.header_filter(self.ctx, head)
-        except Exception:
-            return self.plugin_error()
-        if r is not None and is_deferred(r):
-            if self.upstream is not None:
-                self.upstream.pause_reading()
-            self.filter_chain = r
-            r.addCallback(lambda _: then(head))
-            r.addCallback(self._resume_upstream)
-            r.addErrback(self.plugin_error)
-        else:
-            then(head)
-
-    def _resume_upstream(self, _=None):
-        self.filter_chain = None
-        if self.upstream is not None and not self.done:
-            self.upstream.resume_reading()
-
-    def _write_head(self, head, body):
-        """Write the status line and headers to the client (framing added here)."""
-        self.response_started = True
-        ctx = self.ctx
-        status = head.status
-        ctx.status = status
-        keep = self.keep_alive and not self.response_close and self.conn.can_keep_alive()
-        if not keep:
-            self.response_close = True
-        raw = head.headers.raw
-        lines = [b"HTTP/1.1 %d %s\r\n" % (status, head.reason or reason_for(status))]
-        if raw:
-            lines.append(b"\r\n".join(map(_JOIN_FIELD, raw)))   # (no frame per head)
-            lines.append(b"\r\n")
-        if body is not None:
-            if status == 204:   # RFC 9110: no Content-Length, no body in a 204
-                body = b""
-            else:
-                lines.append(b"Content-Length: %d\r\n" % len(body))
-        elif self.response_chunked:
-            lines.append(b"Transfer-Encoding: chunked\r\n")
-        if self.response_close:
-            lines.append(b"Connection: close\r\n")
-        elif ctx.request.version == "1.0":
-            lines.append(b"Connection: keep-alive\r\n")
-        lines.append(b"\r\n")
-        if body and not self.head_method:
-            lines.append(body)
-        data = b"".join(lines)
-        ctx.bytes_sent += len(data)
-        self.conn.write(data)
-
-    def upstream_body(self, data):
-        """A piece of the response body from the upstream."""
-        if self.done:
-            return
-        if self.ctx.plugins.has_body_filter:
-            # held until the end of the upstream read being parsed: when the
-            # response ends in the same read, body_filter gets the last
-            # chunk with eof=True, so a body read at once is one call per
-            # plugin
-            held, self.held_chunk = self.held_chunk, data
-            if held is not None:
-                self._filter_body(held, False)
-            return
-        if self.filter_chain is not None:
-            # the head is still in header_filter: the body waits for it
-            self.filter_chain.addCallback(lambda _: self._send_response_body(data))
-            return
-        # (_send_response_body inlined: once per upstream read)
-        if data:
-            self.ctx.bytes_sent += len(data)
-            if self.response_chunked:
-                self.conn.writeSequence([b"%x\r\n" % len(data), data, b"\r\n"])
-            else:
-                self.conn.write(data)
-
-    def upstream_read_done(self):
-        """The upstream read being parsed is over (the response goes on):
-        the chunk held for ``body_filter`` goes through it now."""
-        held, self.held_chunk = self.held_chunk, None
-        if held is not None and not self.done:
-            self._filter_body(held, False)
-
-    def _send_response_body(self, data):
-        if not data or self.done:
-            return
-        self.ctx.bytes_sent += len(data)
-        if self.response_chunked:
-            self.conn.writeSequence([b"%x\r\n" % len(data), data, b"\r\n"])
-        else:
-            self.conn.write(data)
-
-    def _filter_body(self, data, eof):
-        if self.done:
-            # (a failed filter leaves filter_chain set: queuing behind it
-            # again would loop for ever)
-            return
-        if self.filter_chain is not None:
-            # an earlier chunk is still being filtered: keep the order
-            self.filter_chain.addCallback(lambda _: self._filter_body(data, eof))
-            return
-        if type(data) is not bytes:
-            data = bytes(data)
-        try:
-            r = self.phases.body_filter(self.ctx, data, eof)
-        except Exception:
-            return self.plugin_error()
-        if is_deferred(r):
-            if self.upstream is not None:
-                self.upstream.pause_reading()
-            self.filter_chain = r
-            r.addCallback(self._send_filtered, eof)
-            r.addCallback(self._resume_upstream)
-            r.addErrback(self.plugin_error)
-        else:
-            self._send_response_body(r)
-            if eof:
-                self._end_response()
-
-    def _send_filtered(self, data, eof):
-        self._send_response_body(data)
-        if eof:
-            self._end_response()
-
-    def upstream_end(self):
-        """The upstream response is complete."""
-        if self.done:
-            return
-        self.ctx.upstream_end = self.factory.clock.seconds()
-        up, self.upstream = self.upstream, None
-        if up is not None:
-            peer = self.ctx.peer
-            if (self.upstream_keepalive and self.request_complete
-                    and self.factory.pool.max_idle
-                    and peer.group.peers.get(peer.key) is peer):
-                # (a peer removed meanwhile keeps no idle connection)
-                up.release()
-            else:
-                up.abort()
-        peer, self.peer_held = self.peer_held, None   # (_release_peer inlined)
-        if peer is not None:
-            peer.release()
-        if self.ctx.plugins.has_body_filter:
-            held, self.held_chunk = self.held_chunk, None
-            return self._filter_body(b"" if held is None else held, True)
-        if self.filter_chain is not None:
-            # the head is still in header_filter
-            self.filter_chain.addCallback(lambda _: self._end_response())
-            return
-        self._end_response()
-
-    def _end_response(self):
-        if self.done:
-            return
-        if self.response_chunked:
-            self.ctx.bytes_sent += 5
-            self.conn.write(b"0\r\n\r\n")
-        self.finish()
-
-    # -- responses made here ------------------------------------------------------
-
-    def respond(self, response):
-        """Send a response made by tproxy or a plugin; no upstream (any more)."""
-        if self.done:
-            return
-        if self.response_started:
-            self.conn.abort()
-            return self.finish()
-        self._close_upstream()
-        head = ResponseHead(response.status, response.headers)
-        self.ctx.status = response.status
-        body = response.body
-        if not self.request_complete:
-            self.response_close = True   # the unread body would be taken for a request
-        if self.ctx.plugins.has_header_filter:
-            return self._filter_head(head, lambda h: self._send_local(h, body))
-        self._send_local(head, body)
-
-    def _send_local(self, head, body):
-        if self.done:
-            return
-        if self.ctx.plugins.has_body_filter:
-            try:
-                r = self.phases.body_filter(self.ctx, body, True)
-            except Exception:
-                return self.plugin_error()
-            if is_deferred(r):
-                return r.addCallbacks(lambda b: self._send_local_now(head, b),
-                                      self.plugin_error)
-            body = r
-        self._send_local_now(head, body)
-
-    def _send_local_now(self, head, body):
-        if self.done:
-            return
-        self.response_chunked = False
-        self._write_head(head, body)
-        self.finish()
-
-    def plugin_error(self, failure=None):
-        """A hook raised: 500 JSON if nothing was sent yet, else cut the response."""
-        if self.done:
-            return
-        # failure=None: called from an except block, log.failure finds it
-        log.failure("plugin error in {method} {uri}", failure,
-                    method=self.ctx.request.method, uri=self.ctx.request.uri)
-        self.ctx.error = "plugin_error"
-        self.response_close = True
-        self._close_upstream()
-        if self.response_started:
-            self.conn.abort()
-            return self.finish()
-        # no filters: they may be what failed
-        error = Response.error(500, "internal error in a plugin")
-        self._send_local_now(ResponseHead(500, error.headers), error.body)
 
     # -- the end ------------------------------------------------------------------
 
@@ -842,10 +444,18 @@ class Exchange(object):
             d.cancel()
         if self.upstream is not None or self.peer_held is not None:
             self._close_upstream()
-        # the upstream connection is gone or pooled: it will not report
-        # being writable to this exchange again, so it holds no pause
         conn = self.conn
-        if conn.paused:
+        out = self.out
+        if out is not None:
+            # the response ended in an upstream read: it leaves now, before
+            # the connection goes on
+            self.out = None
+            if out:
+                conn.write_all(out)
+        if self.upstream_full:
+            # the upstream connection is gone or pooled: it will not report
+            # being writable to this exchange again, so it holds no pause
+            self.upstream_full = False
             conn.unpause("upstream")
         ctx = self.ctx
         ctx.end = self.factory.clock.seconds()
@@ -855,35 +465,3 @@ class Exchange(object):
         # objects now, not the cyclic collector later
         ctx._exchange = None
         self.conn.exchange_done(self)
-
-
-#: ``ctx.upstream_headers`` names and str values as bytes: a plugin adds the
-#: same few on every request (bounded: what does not fit is converted anew)
-_NAMES = {}
-_VALUES = {}
-_CACHE_MAX = 1024
-
-
-def _name(n):
-    """``(bytes, lower-case bytes)`` of a header name given as str or bytes."""
-    r = _NAMES.get(n) if type(n) in (str, bytes) else None
-    if r is None:
-        b = n if type(n) is bytes else str(n).encode("latin-1")
-        r = (b, b.lower())
-        if len(_NAMES) < _CACHE_MAX and type(n) in (str, bytes):
-            _NAMES[n] = r
-    return r
-
-
-def _value(v):
-    """A header value given as str or bytes, as bytes."""
-    if type(v) is bytes:
-        return v
-    if type(v) is not str:
-        return str(v).encode("latin-1")
-    b = _VALUES.get(v)
-    if b is None:
-        b = str(v).encode("latin-1")
-        if len(_VALUES) < _CACHE_MAX:
-            _VALUES[v] = b
-    return b

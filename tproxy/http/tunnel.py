@@ -43,8 +43,6 @@ from zope.interface import alsoProvides
 from tproxy.context import RequestContext, ResponseHead
 from tproxy.http.exchange import Exchange
 from tproxy.http.headers import HOP_BY_HOP, Headers
-from tproxy.http.parsing import HttpRequestParser
-from tproxy.http.refusals import Stopped
 from tproxy.stream.pipe import _half_closeable, _Reader
 
 log = Logger()
@@ -117,15 +115,12 @@ class UpgradeExchange(Exchange):
 
     def head_read(self, rest):
         """The client parser reported the upgrade; ``rest`` follows the head."""
-        conn = self.conn
         self.head_done = True
-        conn.parser = Stopped
-        conn.pause("upgrade")
+        self.conn.hold_for_upgrade(bool(rest))
         if rest:
             self.early = bytes(rest)
             # not HTTP if the upstream refuses: the connection closes then
             self.response_close = True
-            conn.linger = True
         if self.run_wanted and not self.done:
             Exchange.run(self)
 
@@ -134,10 +129,8 @@ class UpgradeExchange(Exchange):
         connection go on as HTTP (with a new parser)."""
         if self.done:
             return
-        conn = self.conn
-        if self.tunnel is None and self.head_done and not conn.closing:
-            conn.parser = HttpRequestParser(conn)
-            conn.unpause("upgrade")
+        if self.tunnel is None and self.head_done:
+            self.conn.upgrade_refused()
         Exchange.finish(self)
 
     def client_lost(self, error="client_abort"):
@@ -150,7 +143,7 @@ class UpgradeExchange(Exchange):
 
     def upstream_connected(self, conn, reused):
         """A new connection: a ``101`` on it goes to :meth:`upstream_switching`."""
-        conn.upgrading = True
+        conn.expect_upgrade()
         Exchange.upstream_connected(self, conn, reused)
 
     def upstream_head(self, status, reason, fields, upstream_keepalive):
@@ -159,11 +152,11 @@ class UpgradeExchange(Exchange):
         self.upstream_keepalive = False
         return eof_body
 
-    def upstream_lost(self, reason, was_reused):
+    def upstream_lost(self, reason, was_reused, eof_body):
         """The upstream connection closed."""
         if self.tunnel is not None:
             return self.tunnel.upstream_lost(reason)
-        Exchange.upstream_lost(self, reason, False)
+        Exchange.upstream_lost(self, reason, False, eof_body)
 
     def upstream_switching(self, reason, fields):
         """
@@ -213,7 +206,7 @@ class UpgradeExchange(Exchange):
         lines.append(b"Connection: upgrade\r\nUpgrade: %s\r\n\r\n" % self.switch_upgrade)
         data = b"".join(lines)
         self.ctx.bytes_sent += len(data)
-        self.conn.write(data)
+        self._send(data)
         self.switch_head = head
         if self.switch_rest is not None:
             self._start_tunnel()
@@ -264,13 +257,8 @@ class Tunnel(object):
         """Take both connections over and send what each side sent early."""
         c, u = self.client, self.upstream
         ct, ut = c.transport, u.transport
-        c.closing = True      # no more HTTP on it
-        t = c.timer
-        if t is not None and t.active():
-            t.cancel()
-        c.timer = None
-        u._cancel_timer()
-        u.exchange = None     # (its timer and parser are done with)
+        c.hand_over()         # no more HTTP on it, no timer
+        u.hand_over()         # (its timer and parser are done with)
         # the protocols' own methods give way to the tunnel's
         c.dataReceived = self.client_data
         c.readConnectionLost = self.client_read_lost
@@ -294,10 +282,8 @@ class Tunnel(object):
             self.client_data(early)
         if rest:
             self.upstream_data(rest)
-        c.paused.clear()
-        ct.resumeProducing()
-        u.reading_paused = False
-        ut.resumeProducing()
+        c.read_again()
+        u.read_again()
 
     # -- bytes -------------------------------------------------------------------
 

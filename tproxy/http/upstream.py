@@ -1,21 +1,18 @@
 # -*- test-case-name: tests.test_proxy -*-
 """
-Connections to upstream peers: a keep-alive pool per peer address, and the
-protocol that writes one request at a time and parses the response.
-
-The pool knows peers and sockets, nothing about routing; it reports to the
-:class:`tproxy.http.exchange.Exchange` that uses a connection through plain
-method calls (no Deferred per request).
+A connection to an upstream peer: it writes one request at a time and
+parses the response for the :class:`tproxy.http.exchange.Exchange` using it,
+reporting through plain method calls (no Deferred per request).  The
+keep-alive pool of connections per peer address is in
+:mod:`tproxy.http.pool`.
 """
 
-from twisted.internet.protocol import ClientFactory, Protocol
-from twisted.logger import Logger
+from twisted.internet.protocol import Protocol
 
 from tproxy.fastio import install_fast_write
 
 from tproxy.http.parsing import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
-log = Logger()
 
 #: The default of ``proxy.max_upstream_header_size``: bytes of a response head.
 MAX_HEADER_SIZE = 65536
@@ -44,10 +41,12 @@ class UpstreamProtocol(Protocol):
     """
 
     exchange = None
+    head_only = False
     parser = None
     requests = 0
     timer = None           # one DelayedCall per connection (see set_deadline)
     deadline = 0.0
+    _fires_at = 0.0        # when the timer fires (see set_deadline)
     idle = False
     reading_paused = False   # see pause_reading
     upgrading = False      # a 101 goes to the exchange (tproxy.http.tunnel)
@@ -86,18 +85,21 @@ class UpstreamProtocol(Protocol):
         timer = self.timer
         if timer is None:
             self.timer = clock.callLater(seconds, self._tick)
-        elif timer.getTime() > deadline:
+            self._fires_at = deadline
+        elif self._fires_at > deadline:    # (the timer's getTime(), without a call)
             timer.reset(seconds)
+            self._fires_at = deadline
 
     def _tick(self):
         clock = self.pool.reactor
         left = self.deadline - clock.seconds()
         if left > 0:
             self.timer = clock.callLater(left, self._tick)
+            self._fires_at = self.deadline
             return
         self.timer = None
         if self.exchange is not None:
-            self.exchange._timed_out()
+            self.exchange.upstream_timed_out()
         elif self.idle:
             self.pool._expire(self)
 
@@ -108,9 +110,15 @@ class UpstreamProtocol(Protocol):
 
     # -- used by the exchange ------------------------------------------------
 
-    def start(self, exchange):
-        """Begin an exchange: responses are now parsed for ``exchange``."""
+    def start(self, exchange, head_only, data, timeout):
+        """
+        Begin an exchange: send ``data`` (the request head, and its body if
+        known), and parse responses for ``exchange`` from now on, with a
+        deadline ``timeout`` seconds from now.  ``head_only``: a response to
+        ``HEAD``, which has no body whatever its fields say.
+        """
         self.exchange = exchange
+        self.head_only = head_only
         self.idle = False
         self.requests += 1
         self._head = []
@@ -119,6 +127,22 @@ class UpstreamProtocol(Protocol):
         self._head_left = self.max_head
         self._head_fed = 0
         self._reason = b""
+        self.transport.write(data)
+        self.set_deadline(timeout)
+
+    def send(self, data, timeout):
+        """Send more of the request (``bytes``, or a list of them); the
+        deadline is now ``timeout`` seconds from now."""
+        if type(data) is list:
+            self.transport.writeSequence(data)
+        else:
+            self.transport.write(data)
+        self.set_deadline(timeout)
+
+    def expect_upgrade(self):
+        """A ``101`` answers the request (:mod:`tproxy.http.tunnel`): it goes
+        to the exchange's ``upstream_switching``."""
+        self.upgrading = True
 
     def pause_reading(self):
         """Stop reading the response (the client or a filter cannot take more)."""
@@ -130,6 +154,17 @@ class UpstreamProtocol(Protocol):
         if self.reading_paused:
             self.reading_paused = False
             self.transport.resumeProducing()
+
+    def hand_over(self):
+        """The connection is a tunnel's from now on (:mod:`tproxy.http.tunnel`):
+        no exchange, no timer."""
+        self._cancel_timer()
+        self.exchange = None
+
+    def read_again(self):
+        """Read, whoever paused it (the tunnel's producers take over)."""
+        self.reading_paused = False
+        self.transport.resumeProducing()
 
     def release(self):
         """The exchange is over and the connection is clean: back to the pool."""
@@ -168,10 +203,9 @@ class UpstreamProtocol(Protocol):
             self.pool._forget(self)
             self.transport.abortConnection()
             return
-        client = ex.conn
         # what this read makes for the client (head, body, end) leaves in
         # one write
-        client.cork = []
+        ex.upstream_reading()
         try:
             self.parser.feed_data(data)
         except (HttpParserError, HttpParserUpgrade) as e:
@@ -179,7 +213,7 @@ class UpstreamProtocol(Protocol):
                     and isinstance(e, HttpParserUpgrade)):
                 # the 101 asked for (tproxy.http.tunnel): what follows its
                 # head is the new protocol's, after the head sent so far
-                client.uncork()
+                ex.upstream_read_done()
                 ex.upstream_switched(data[e.args[0]:] if e.args else b"")
                 return
             # (an upgrade was never asked for: Upgrade is not forwarded)
@@ -192,15 +226,13 @@ class UpstreamProtocol(Protocol):
             self.transport.abortConnection()
         else:
             if self.exchange is ex:
-                if ex.held_chunk is not None:
-                    ex.upstream_read_done()
                 # (_head_fed is not None: the read ended inside a head)
                 if self._head_fed is None or self._count_head(ex, len(data)):
                     # the response goes on: the read timeout starts again
                     # (a complete one has put the connection in the pool)
-                    self.set_deadline(ex.factory.read_timeout)
+                    self.set_deadline(self.pool.read_timeout)
         finally:
-            client.uncork()
+            ex.upstream_read_done()
 
     def _count_head(self, ex, n):
         """
@@ -224,21 +256,17 @@ class UpstreamProtocol(Protocol):
 
     def _head_too_big(self, ex):
         """The response head passed ``max_head``: 502, the connection dropped."""
-        if not ex.done:
-            log.info("upstream {peer} sent too big header (more than {limit} bytes)",
-                     peer=ex.ctx.upstream_addr, limit=self.max_head)
-            # the exchange aborts this connection and releases the peer
-            ex.fail_upstream("upstream_header_too_big", 502,
-                             "upstream sent too big header")
+        # the exchange aborts this connection and releases the peer
+        ex.upstream_head_too_big(self.max_head)
         if self.exchange is ex:
             self.abort()
 
-    def on_message_begin(self):
-        if self.exchange is None:
-            # a second response after the one asked for: not HTTP we can use
-            raise ValueError("unsolicited response")
-
     def on_status(self, status):
+        if self.exchange is None:
+            # a second response after the one asked for (in the same read):
+            # not HTTP we can use (checked here, not in an on_message_begin
+            # callback: one call fewer per response)
+            raise ValueError("unsolicited response")
         # (httptools calls it once per read the status line spans)
         self._reason += status
         # "HTTP/1.1 200 " and CRLF, and the CRLF that ends the head
@@ -279,9 +307,9 @@ class UpstreamProtocol(Protocol):
             return
         self._head_fed = None
         self._informational = False
-        head, self._head = self._head, []
+        head = self._head   # (start() makes the next exchange's list)
         ex = self.exchange
-        head_only = ex.head_method
+        head_only = self.head_only
         # (upstream_head says whether the body runs until the connection closes)
         self._eof_body = ex.upstream_head(code, self._reason, head,
                                           self.parser.should_keep_alive())
@@ -313,165 +341,4 @@ class UpstreamProtocol(Protocol):
         self.pool._forget(self)
         ex, self.exchange = self.exchange, None
         if ex is not None:
-            if self._eof_body and ex.response_started:
-                ex.upstream_end()      # a body delimited by the close
-            else:
-                ex.upstream_lost(reason, self.requests > 1)
-
-
-class _ConnectFactory(ClientFactory):
-    """Connects one new upstream connection for one exchange."""
-
-    protocol = UpstreamProtocol
-    noisy = False
-
-    def __init__(self, pool, key, exchange):
-        self.pool = pool
-        self.key = key
-        self.exchange = exchange
-
-    def buildProtocol(self, addr):
-        p = UpstreamProtocol(self.pool, self.key)
-        p.factory = self
-        return p
-
-    def clientConnectionFailed(self, connector, reason):
-        self.exchange.upstream_connect_failed(reason)
-
-
-class UpstreamPool(object):
-    """
-    Keep-alive connections per peer address ``(host, port)``.
-
-    :param reactor: an ``IReactorTCP`` + ``IReactorTime``.
-    :param connect_timeout: seconds for a new connection.
-    :param max_idle: idle connections kept per peer (0 disables keep-alive).
-    :param idle_timeout: seconds an idle connection is kept.
-    :param max_header_size: bytes of a response head a peer may send (more:
-        ``502``; ``proxy.max_upstream_header_size``).
-    :param tls: the upstreams that speak TLS: ``{group name: tls object,
-        (group name, host, port): tls object}`` (the ``tls`` of an
-        ``upstreams`` group or of one of its peers, see
-        :func:`tproxy.tls.client_creator`).  Their connections are pooled
-        apart from plain ones to the same address.
-    """
-
-    def __init__(self, reactor, connect_timeout=60, max_idle=32, idle_timeout=60,
-                 max_header_size=MAX_HEADER_SIZE, tls=None):
-        self.reactor = reactor
-        self.connect_timeout = connect_timeout
-        self.max_idle = max_idle
-        self.idle_timeout = idle_timeout
-        self.max_header_size = max_header_size
-        self.idle = {}      # (host, port[, creator]) -> [UpstreamProtocol], most recent last
-        self.tls = tls or {}
-        self._creators = {}  # (group, host, port) -> IOpenSSLClientConnectionCreator or None
-
-    def connect(self, peer, exchange, fresh=False):
-        """
-        Give ``exchange`` a connection to ``peer``: an idle one at once
-        (``exchange.upstream_connected(conn, True)``), or a new one later
-        (``upstream_connected(conn, False)`` or ``upstream_connect_failed``);
-        always a new one if ``fresh``.
-        """
-        key = peer.key
-        creator = None
-        if self.tls:
-            creator = self._creator(peer)
-            if creator is not None:
-                key = key + (creator,)
-        idle = None if fresh or exchange.fresh_connection else self.idle.get(key)
-        while idle:
-            conn = idle.pop()
-            conn.idle = False
-            if conn.transport.connected and not conn.transport.disconnecting:
-                exchange.upstream_connected(conn, True)
-                return
-        factory = _ConnectFactory(self, key, exchange)
-        if creator is None:
-            self.reactor.connectTCP(peer.host, peer.port, factory,
-                                    timeout=self.connect_timeout)
-        else:
-            self.reactor.connectSSL(peer.host, peer.port, factory, creator,
-                                    timeout=self.connect_timeout)
-
-    def set_tls(self, tls):
-        """The upstreams that speak TLS (see the class docstring); a reload
-        may change them."""
-        self.tls = tls or {}
-        self._creators = {}
-
-    def _creator(self, peer):
-        group = peer.group.name
-        key = (group, peer.host, peer.port)
-        try:
-            return self._creators[key]
-        except KeyError:
-            pass
-        spec = self.tls.get(key, self.tls.get(group))
-        creator = None
-        if spec:
-            from tproxy.tls import client_creator
-            creator = client_creator({} if spec is True else spec, peer.host)
-        if len(self._creators) > 4096:
-            self._creators.clear()   # registered peers come and go
-        self._creators[key] = creator
-        return creator
-
-    def _idle(self, conn):
-        idle = self.idle.setdefault(conn.key, [])
-        if len(idle) >= self.max_idle or not conn.transport.connected:
-            conn.abort()
-            return
-        conn.idle = True
-        conn.set_deadline(self.idle_timeout)
-        idle.append(conn)
-
-    def _expire(self, conn):
-        conn._cancel_timer()
-        self._forget(conn)
-        conn.transport.unregisterProducer()
-        conn.transport.loseConnection()
-
-    def _forget(self, conn):
-        idle = self.idle.get(conn.key)
-        if idle and conn in idle:
-            idle.remove(conn)
-            if not idle:
-                del self.idle[conn.key]
-
-    # -- the registry's changes (an IRegistryListener) ------------------------
-
-    def peer_added(self, peer):
-        """Nothing to do."""
-
-    def peer_removed(self, peer):
-        """A peer left its group (removed, expired): close its idle
-        connections (those in use finish their exchange, then close: see
-        ``Exchange.upstream_end``)."""
-        for conn in list(self.idle.get(peer.key, ())):
-            self._expire(conn)
-
-    peer_changed = None
-
-    def close(self):
-        """Close every idle connection."""
-        for conns in list(self.idle.values()):
-            for conn in list(conns):
-                self._expire(conn)
-
-
-def upstream_tls(config):
-    """
-    The ``tls`` argument of :class:`UpstreamPool` from a configuration:
-    ``{group: tls, (group, host, port): tls}`` of the groups and peers whose
-    ``tls`` is set (empty when none is: then TLS costs nothing per request).
-    """
-    out = {}
-    for group, spec in config.get("upstreams", {}).items():
-        if spec.get("tls"):
-            out[group] = spec["tls"]
-        for peer in spec["peers"]:
-            if "tls" in peer:
-                out[(group, peer["host"], peer["port"])] = peer["tls"]
-    return out
+            ex.upstream_lost(reason, self.requests > 1, self._eof_body)

@@ -1,0 +1,423 @@
+# -*- test-case-name: tests.test_proxy_connections -*-
+"""
+One client connection: requests read (:mod:`tproxy.http.reader`) and run
+one at a time in arrival order, keep-alive, pipelining, flow control, the
+timeouts of a connection, and how it closes (lingering as nginx's
+``lingering_close``).  It knows HTTP framing and nothing about plugins.
+"""
+
+from collections import deque
+
+from twisted.internet import tcp
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+
+from tproxy.context import Response
+from tproxy.fastio import install_fast_write
+from tproxy.http.exchange import Exchange
+from tproxy.http.parsing import HttpRequestParser
+from tproxy.http.reader import RequestReader
+from tproxy.http.refusals import BadRequestReply, Stopped
+from tproxy.http.wire import error_response, forwarding_fields
+
+log = Logger()
+
+#: (client address, scheme) -> the forwarding fields of its requests that
+#: carry none (see ProxyProtocol.forwarded); bounded
+_FORWARDED = {}
+_FORWARDED_MAX = 4096
+
+
+def _forwarded(addr, scheme):
+    remote = addr.encode("latin-1")
+    fields = forwarding_fields(remote, remote, None, scheme.encode("ascii"))
+    if len(_FORWARDED) >= _FORWARDED_MAX:
+        _FORWARDED.clear()
+    _FORWARDED[addr, scheme] = fields
+    return fields
+
+
+class ProxyProtocol(RequestReader, Protocol):
+    """
+    One client connection: parses requests, runs them one at a time in
+    arrival order, and writes their responses.
+
+    It is the producer registered on its own transport, so the transport tells
+    it when the client stops reading; it then pauses the upstream that feeds
+    the response.  Reading from the client is paused for as long as any reason
+    holds (see :meth:`pause`).
+    """
+
+    exchange = None        # the exchange whose response is being written
+    reading = None         # the exchange whose request is being read
+    heads = 0              # requests read whole (head and body)
+    head_bytes = 0         # bytes of an incomplete head (see _count_head)
+    line_done = False      # the incomplete head's request line has ended
+    line_bytes = 0         # bytes of the incomplete head's last line so far
+    chunk_mark = None      # body bytes before the chunk begun in this read
+    after_lf = False       # the last read of a chunked body ended a line
+    body_since = 0.0       # when the body being read last made progress
+    starting = False       # exchange_done is starting queued exchanges
+    closing = False
+    lost_as = "client_abort"   # ctx.error of requests cut by the connection's loss
+    linger = False         # the client may still be sending: close lingering
+    lingering = False      # closing lingering (see _linger)
+    timer = None
+    upgrading = None       # the UpgradeExchange whose head is being parsed
+
+    def connectionMade(self):
+        f = self.factory
+        f.connections.add(self)
+        t = self.transport
+        t.setTcpNoDelay(True)
+        t.registerProducer(self, True)
+        install_fast_write(t)
+        peer = t.getPeer()
+        addr = self.remote_addr = getattr(peer, "host", "127.0.0.1")
+        # (no call when no proxy is trusted, the usual case)
+        self.trusted = f.trusted.networks and addr in f.trusted
+        #: the forwarding fields of a request that carries none of its own
+        #: (clients come back from the same few addresses: made once each)
+        forwarded = _FORWARDED.get((addr, f.scheme))
+        if forwarded is None:
+            forwarded = _forwarded(addr, f.scheme)
+        self.forwarded = forwarded
+        self.parser = HttpRequestParser(self)
+        self.queue = deque()   # parsed exchanges waiting for their turn
+        self.reading = None    # the exchange whose request is being read
+        self.paused = set()
+        self.served = 0
+        self.head_size = 0
+        self.head_start = None
+        self.idle_since = f.clock.seconds()
+        self.timer = f.clock.callLater(f.first_timeout, self._check_timeout)
+        if f.draining:
+            self.close()   # accepted as the proxy stops: not served
+
+    # -- flow control ------------------------------------------------------------
+
+    def pause(self, reason):
+        """Stop reading from the client while ``reason`` holds."""
+        if not self.paused:
+            self.transport.pauseProducing()
+        self.paused.add(reason)
+
+    def unpause(self, reason):
+        """``reason`` no longer holds; read again if nothing else holds."""
+        if reason in self.paused:
+            self.paused.discard(reason)
+            if not self.paused and not self.closing:
+                self.transport.resumeProducing()
+                if self.reading is not None:
+                    # the client's body was not awaited while paused
+                    self.body_since = self.factory.clock.seconds()
+
+    def pauseProducing(self):
+        if self.exchange is not None:
+            self.exchange.client_full()
+
+    def resumeProducing(self):
+        if self.exchange is not None:
+            self.exchange.client_drained()
+
+    def stopProducing(self):
+        pass
+
+    def write(self, data):
+        """Write response bytes to the client."""
+        self.transport.write(data)
+
+    def write_all(self, seq):
+        """Write a list of pieces of response bytes to the client (in one
+        system call when the transport's buffer is empty)."""
+        if len(seq) == 1:
+            self.transport.write(seq[0])
+        elif len(seq[-1]) < 16384:
+            # (a copy of small pieces is cheaper than writeSequence; large
+            # ones go by the fast write's gather-write, uncopied)
+            self.transport.write(b"".join(seq))
+        else:
+            self.transport.writeSequence(seq)
+
+    def send_continue(self):
+        """Write ``100 Continue``: the client sends its body now (the body
+        timeout starts now, not while it waited for this)."""
+        self.body_since = self.factory.clock.seconds()
+        self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def abort(self):
+        """Cut the connection (a response cannot be completed)."""
+        self.closing = True
+        self.transport.unregisterProducer()
+        self.transport.abortConnection()
+
+    def can_keep_alive(self):
+        """Whether the connection may serve another request after this one."""
+        return (not self.closing and self.served + 1 < self.factory.keepalive_requests)
+
+    # -- after each request -----------------------------------------------------------
+
+    def exchange_done(self, ex):
+        """``ex`` finished (its ``log`` ran): close, or start the next request."""
+        if ex is not self.exchange:
+            return
+        self.served += 1
+        self.exchange = None
+        if self.closing or ex.response_close or not ex.request_complete:
+            if not ex.request_complete or self.queue or self.head_start is not None:
+                # the client may still be sending: the body not read, or
+                # requests behind this one that will not be answered
+                self.linger = True
+            self.close()
+            return
+        self.idle_since = self.factory.clock.seconds()
+        if self.queue and not self.starting:
+            # A loop, not recursion: a queued request answered synchronously
+            # (a plugin's Response) calls back here before run() returns, and
+            # a deep pipeline would exhaust the stack.
+            self.starting = True
+            try:
+                while self.queue and self.exchange is None and not self.closing:
+                    nxt = self.exchange = self.queue.popleft()
+                    if not self.queue:
+                        self.unpause("pipeline")
+                    nxt.run()
+            finally:
+                self.starting = False
+
+    def close(self):
+        """Close the connection once the bytes written are sent (lingering
+        if the client may still be sending: see :meth:`_linger`)."""
+        self.closing = True
+        t = self.transport
+        if t.connected and not self.lingering:
+            t.unregisterProducer()
+            if (self.linger and self.factory.lingering_timeout and not t.disconnecting
+                    and isinstance(t, tcp.Connection) and not t.TLS):
+                self._linger()
+            else:
+                t.loseConnection()
+
+    def _linger(self):
+        """
+        Close as nginx's ``lingering_close``: the client may still be sending
+        (a body not read, bytes after a bad request), and closing a socket
+        with unread bytes sends a reset, which can destroy the response
+        before the client reads it.  So the response is flushed, then the
+        write side is shut down (the client sees the end of the response),
+        and what the client still sends is read and dropped until it closes,
+        or is silent for ``proxy.lingering_timeout`` seconds, or
+        ``proxy.lingering_time`` seconds have passed; then the connection
+        closes (:meth:`_check_timeout`).
+        """
+        f = self.factory
+        t = self.transport
+        self.lingering = True
+        # requests read but not started will not be: they end now, not
+        # when the connection does
+        queue, self.queue = self.queue, deque()
+        for queued in queue:
+            queued.client_lost()
+        now = f.clock.seconds()
+        self.idle_since = now
+        self.linger_end = now + f.lingering_time
+        # after the bytes buffered (the response): FIN (Twisted's doWrite
+        # half-closes once its buffer is empty; the fast write path in
+        # tproxy.fastio only sends while that buffer is empty, so the order
+        # holds)
+        t.loseWriteConnection()
+        # read (and drop) whatever the reasons for not reading were
+        self.paused.clear()
+        t.resumeProducing()
+        delay = min(f.lingering_timeout, f.lingering_time)
+        timer = self.timer
+        if timer is not None and timer.active():
+            timer.reset(delay)
+        else:
+            self.timer = f.clock.callLater(delay, self._check_timeout)
+
+    def _end_linger(self):
+        """Lingering is over: close (a reset if the client is still sending)."""
+        t = self.transport
+        if t.dataBuffer or t._tempDataBuffer:
+            # the response is still not flushed (the client does not read):
+            # loseConnection would wait for it for ever
+            t.abortConnection()
+        else:
+            t.loseConnection()   # (the write side is shut already: at once)
+
+    # -- an upgrade (tproxy.http.tunnel) -----------------------------------------
+
+    def hold_for_upgrade(self, early):
+        """
+        An upgrade request's head is read: nothing more is parsed and the
+        client is not read until the upstream answers.  ``early``: the
+        client sent bytes after the head (for the new protocol: if the
+        upgrade is refused, the connection closes lingering).
+        """
+        self.parser = Stopped
+        self.pause("upgrade")
+        if early:
+            self.linger = True
+
+    def upgrade_refused(self):
+        """The upgrade was not made: HTTP goes on, with a new parser (unless
+        the connection is closing)."""
+        if not self.closing:
+            self.parser = HttpRequestParser(self)
+            self.unpause("upgrade")
+
+    def hand_over(self):
+        """The connection is a tunnel's from now on: no more HTTP, no timer."""
+        self.closing = True
+        t = self.timer
+        if t is not None and t.active():
+            t.cancel()
+        self.timer = None
+
+    def read_again(self):
+        """Read whatever the reasons for not reading were (the tunnel's
+        producers take over)."""
+        self.paused.clear()
+        self.transport.resumeProducing()
+
+    def refuse(self, data):
+        """Write ``data``, the answer to bytes that cannot be parsed (see
+        :class:`~tproxy.http.refusals.BadRequestReply`), and close."""
+        self.exchange = None
+        self.transport.write(data)
+        self.close()
+
+    def _bad_request(self, status, message):
+        """Answer a request that cannot be parsed, and close."""
+        # the client may be sending more (the rest of a body or of a head):
+        # the close lingers
+        self.linger = True
+        if self.closing:
+            # bytes after the last response (it closed the connection, and
+            # was answered within the same read): they are not answered
+            return
+        # (not a field called "message": the legacy log bridge takes it over)
+        log.info("bad request from {client}: {why}", client=self.remote_addr, why=message)
+        if self.exchange is None:
+            self.transport.write(error_response(status, message))
+            self.close()
+        elif self.reading is self.exchange:
+            # the body of the request in flight is broken: it ends here
+            self.closing = True
+            for queued in self.queue:
+                queued.client_lost()
+            self.queue.clear()
+            self.exchange.close_after()
+            self.exchange.respond(Response.error(status, message))
+        elif not self.closing:
+            # Requests read before this one are answered first, in order;
+            # then the error, then the connection closes (as nginx).  Nothing
+            # after the bad bytes is parsed: later reads are dropped.
+            self.parser = Stopped
+            self.head_start = None
+            ex, self.reading = self.reading, None
+            if ex is not None:
+                # the body of a queued request is broken (it is the last
+                # one read): it ends with the error when its turn comes
+                self.queue.pop()
+            self.queue.append(BadRequestReply(self, status, message, ex))
+
+    def _upgraded(self):
+        """
+        The request just read asked for an Upgrade to a protocol not in
+        ``proxy.upgrade_protocols`` (those are tunneled: see
+        :mod:`tproxy.http.tunnel`), or is a CONNECT: it is answered as a
+        plain request, with ``Connection: close``, and what
+        follows it is not HTTP: nothing more is parsed.
+        """
+        if self.queue:
+            # it waits behind others, which are answered first
+            self.parser = Stopped
+            self.queue[-1].close_after()
+        elif self.exchange is not None:
+            self.closing = True
+        else:
+            # it was answered already (by a plugin): only the close is left
+            self.close()
+
+    def drain(self):
+        """
+        The proxy is stopping (:meth:`ProxyFactory.drain`).  Not serving a
+        request: close now (a head being received is not answered).
+        Serving one: the requests read so far are answered, the last
+        response with ``Connection: close`` if its head is not sent yet, and
+        then the connection closes; nothing read after now is answered.
+        """
+        if self.closing:
+            return   # closing already (flushing or lingering)
+        if self.exchange is None:
+            if self.head_start is not None or self.head_bytes:
+                self.linger = True   # the client is sending a head
+            self.close()
+            return
+        last = self.queue[-1] if self.queue else self.exchange
+        if isinstance(last, Exchange):
+            # its response says Connection: close (unless its head went out
+            # already), and exchange_done closes the connection after it
+            last.close_after()
+        if self.reading is None:
+            # every request read is whole: nothing more is parsed (bytes
+            # that come now are dropped, and the close lingers)
+            self.parser = Stopped
+            self.head_start = None
+
+    def _check_timeout(self):
+        f = self.factory
+        now = f.clock.seconds()
+        if self.lingering:
+            left = min(self.linger_end, self.idle_since + f.lingering_timeout) - now
+            if left <= 0:
+                self.timer = None
+                return self._end_linger()
+            nxt = left
+        elif self.exchange is not None:
+            nxt = f.keepalive_timeout
+            if (self.reading is self.exchange and not self.paused
+                    and not self.exchange.expect_continue):
+                # its body is being read, and tproxy is reading (a client
+                # waiting for 100 Continue is waiting for tproxy)
+                left = self.body_since + f.body_timeout - now
+                if left <= 0:
+                    self.timer = None
+                    ex = self.exchange
+                    log.info("client {client} sent no body for {timeout}s: {status}",
+                             client=self.remote_addr, timeout=f.body_timeout,
+                             status="aborted" if ex.response_started else 408)
+                    return ex.client_timed_out()
+                nxt = min(nxt, left)
+        elif self.head_start is not None:
+            left = self.head_start + f.header_timeout - now
+            if left <= 0:
+                self.timer = None
+                return self._bad_request(408, "request header timeout")
+            nxt = left
+        else:
+            left = self.idle_since + f.keepalive_timeout - now
+            if left <= 0:
+                self.timer = None
+                self.close()
+                return
+            nxt = left
+        self.timer = f.clock.callLater(max(nxt, 0.001), self._check_timeout)
+
+    def connectionLost(self, reason):
+        self.closing = True
+        self.parser = None     # it holds our bound methods: no cycle to collect
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        self.timer = None
+        ex = self.exchange
+        self.exchange = None
+        if ex is not None:
+            ex.client_lost(self.lost_as)
+        for queued in self.queue:
+            queued.client_lost(self.lost_as)
+        self.queue.clear()
+        # last: a drain waiting for this connection sees its requests logged
+        self.factory._connection_lost(self)

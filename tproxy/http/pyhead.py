@@ -1,0 +1,235 @@
+# -*- test-case-name: tests.test_pyparser -*-
+"""
+The head of a message for :mod:`tproxy.http.pyparser`: the start line
+(request line or status line), the header fields checked at C speed (the
+expressions and tables of :mod:`tproxy.http.pygrammar`), the fields the
+framing depends on, and the end of the head (``on_headers_complete``).
+"""
+
+from tproxy.http.pygrammar import (
+    HttpParserInvalidMethodError, HttpParserInvalidURLError, _ABSOLUTE_FORM,
+    _AUTHORITY_FORM, _BODY, _CHUNK_SIZE, _CL_VALUE, _CONNECTION, _CONTENT_LENGTH,
+    _EOF_BODY, _FIELD_CHARS, _F_CHUNKED, _F_CL, _F_CLOSE, _F_CONN_UPGRADE, _F_KEEP_ALIVE,
+    _F_TE, _F_UPGRADE, _MAX_NAMES, _MAX_SIZE, _METHODS, _NAMES, _REQUEST_LINE, _SPECIAL,
+    _STATUS_LINE, _TOKEN_CHARS, _TRANSFER_ENCODING, _UPGRADED, _VCHARS, _VERSIONS,
+    _check_cr_lf, _fail, _is_chunked_element, _Diagnosis)
+
+
+class _HeadParser(_Diagnosis):
+    """The head-parsing part of ``_HttpParser`` (a mixin: the parser's slots)."""
+
+    __slots__ = ()
+
+    def _head(self, data, pos, end):
+        """Parse the head ``data[pos:end]``; return the next state."""
+        eol = data.find(b"\r\n", pos, end + 2)
+        if self._is_request:
+            self._request_line(data[pos:eol])
+        else:
+            self._status_line(data[pos:eol])
+        if eol < end:
+            self._fields(data[eol + 2:end + 2], False)
+        return self._headers_complete()
+
+    def _request_line(self, line):
+        m = _REQUEST_LINE.fullmatch(line)
+        if m is None:
+            method, target, version = self._request_line_parts(line)
+        else:
+            method, target = m.group(1, 2)
+            version = None
+            self._major = line[-3] - 48
+            self._minor = line[-1] - 48
+        if method not in _METHODS:
+            _fail("Invalid method encountered", HttpParserInvalidMethodError)
+        self._method = method
+        first = target[0]
+        if method == b"CONNECT":
+            m = _AUTHORITY_FORM.fullmatch(target)
+            host = m is not None and m.group(1)
+        elif first == 47 or first == 42:    # "/" or "*"
+            # llhttp's path, query and fragment grammar accepts any VCHAR
+            # (0x21-0x7E) there: _REQUEST_LINE (or _request_line_parts)
+            # checked that already.
+            m = True
+            host = None
+        else:
+            m = _ABSOLUTE_FORM.fullmatch(target)
+            host = m is not None and m.group(1)
+        if m is None or host and b"@@" in host:
+            _fail("Invalid characters in url", HttpParserInvalidURLError)
+        if self._on_url is not None:
+            self._on_url(target)
+        if version is not None:
+            self._version(version)
+        if self._major * 10 + self._minor not in _VERSIONS:
+            _fail("Invalid HTTP version")
+
+    def _request_line_parts(self, line):
+        """Split a request line that is not of the simplest form (or invalid)."""
+        _check_cr_lf(line)
+        method, space, rest = line.partition(b" ")
+        if method not in _METHODS:
+            _fail("Invalid method encountered", HttpParserInvalidMethodError)
+        if not space:
+            _fail("Expected space after method", HttpParserInvalidMethodError)
+        rest = rest.lstrip(b" ")
+        space = rest.find(b" ")
+        if space < 0:
+            if not rest or rest.translate(None, _VCHARS):
+                _fail("Invalid characters in url", HttpParserInvalidURLError)
+            _fail("Missing HTTP version (HTTP/0.9 is not supported)")
+        target = rest[:space]
+        if target.translate(None, _VCHARS):
+            _fail("Invalid characters in url", HttpParserInvalidURLError)
+        return method, target, rest[space:].lstrip(b" ")
+
+    def _version(self, version):
+        """Set the version from ``b"HTTP/x.y"``, or fail."""
+        if version[:5] != b"HTTP/":
+            _fail("Expected HTTP/")
+        if (len(version) < 8 or not 48 <= version[5] <= 57 or version[6] != 46
+                or not 48 <= version[7] <= 57):
+            _fail("Invalid HTTP version")
+        if len(version) > 8:
+            _fail("Expected CRLF after version")
+        self._major = version[5] - 48
+        self._minor = version[7] - 48
+
+    def _status_line(self, line):
+        m = _STATUS_LINE.fullmatch(line)
+        if m is None:
+            self._status_line_error(line)
+        self._major = line[5] - 48
+        self._minor = line[7] - 48
+        if self._major * 10 + self._minor not in _VERSIONS:
+            _fail("Invalid HTTP version")
+        self._status = int(m.group(3))
+        if m.group(4) is not None and self._on_status is not None:
+            self._on_status(m.group(5))
+
+    def _fields(self, block, trailers):
+        """
+        Process header (or trailer) fields: ``block`` is their lines, each
+        ending with CRLF.
+        """
+        lines = block.splitlines()
+        # Only field characters and one CRLF per line (what is left after
+        # deleting the field characters), so no CTL, no bare CR or LF.
+        if block.translate(None, _FIELD_CHARS) != b"\r\n" * len(lines):
+            return self._fields_slow(block.split(b"\r\n"), trailers)
+        on_header = self._on_header
+        flags = self._flags
+        names = _NAMES
+        for i in range(len(lines)):
+            name, colon, value = lines[i].partition(b":")
+            kind = names.get(name)
+            if kind is None or not colon:
+                if not colon or not name or name.translate(None, _TOKEN_CHARS):
+                    return self._fields_slow(lines[i:] + [b""], trailers, i)
+                kind = _SPECIAL.get(name.lower(), 0)
+                if len(names) < _MAX_NAMES:
+                    names[name] = kind
+            value = value.lstrip(b" \t")
+            if kind:
+                flags = self._flags = self._special(kind, value, flags)
+            if on_header is not None:
+                on_header(name, value)
+
+    def _special(self, kind, value, flags):
+        """Apply a framing-related header field; return the new flags."""
+        if kind == _CONTENT_LENGTH:
+            if flags & _F_TE:
+                _fail("Content-Length can't be present with Transfer-Encoding")
+            if flags & _F_CL:
+                _fail("Duplicate Content-Length")
+            if not value.isdigit():
+                if not value:
+                    _fail("Empty Content-Length")
+                m = _CL_VALUE.fullmatch(value)
+                if m is None:
+                    _fail("Invalid character in Content-Length")
+                value = m.group(1)
+            if len(value) > 18:
+                value = value.lstrip(b"0") or b"0"
+                if len(value) > 19:
+                    _fail("Content-Length overflow")
+            length = int(value)
+            if length > _MAX_SIZE:
+                _fail("Content-Length overflow")
+            self._remaining = length
+            return flags | _F_CL
+        if kind == _TRANSFER_ENCODING:
+            if flags & _F_CL:
+                _fail("Transfer-Encoding can't be present with Content-Length")
+            if not value:
+                _fail("Empty Transfer-Encoding")
+            if flags & _F_CHUNKED and self._is_request:
+                _fail("Invalid `Transfer-Encoding` header value")
+            flags = (flags | _F_TE) & ~_F_CHUNKED
+            value = value.lower()
+            if value == b"chunked":
+                return flags | _F_CHUNKED
+            elements = value.split(b",")
+            if _is_chunked_element(elements[-1]):
+                flags |= _F_CHUNKED
+            if self._is_request:
+                for element in elements[:-1]:
+                    if _is_chunked_element(element):
+                        _fail("Invalid `Transfer-Encoding` header value")
+            return flags
+        if kind == _CONNECTION:
+            value = value.lower()
+            if value == b"keep-alive":
+                return flags | _F_KEEP_ALIVE
+            if value == b"close":
+                return flags | _F_CLOSE
+            for element in value.split(b","):
+                element = element.strip(b" \t")
+                if element == b"close":
+                    flags |= _F_CLOSE
+                elif element == b"keep-alive":
+                    flags |= _F_KEEP_ALIVE
+                elif element == b"upgrade":
+                    flags |= _F_CONN_UPGRADE
+            return flags
+        # Upgrade
+        if value:
+            flags |= _F_UPGRADE
+        return flags
+
+    def _headers_complete(self):
+        """After the head: call on_headers_complete, return the next state."""
+        flags = self._flags
+        is_request = self._is_request
+        if flags & _F_UPGRADE and flags & _F_CONN_UPGRADE:
+            self._upgrade = is_request or self._status == 101
+        else:
+            self._upgrade = is_request and self._method == b"CONNECT"
+        if is_request and flags & _F_TE and not flags & _F_CHUNKED and not self._upgrade:
+            _fail("Request has invalid `Transfer-Encoding`")
+        if self._on_headers_complete is not None:
+            self._on_headers_complete()
+        status = self._status
+        if self._upgrade or (not is_request and status == 101):
+            if self._on_message_complete is not None:
+                self._on_message_complete()
+            if not self._upgrade:
+                _fail("Pause on CONNECT/Upgrade")
+            return _UPGRADED
+        if not is_request and (
+                100 <= status <= 103 or status == 204 or status == 304):
+            return self._message_complete()
+        if flags & _F_CHUNKED:
+            return _CHUNK_SIZE
+        if flags & _F_TE:
+            return _EOF_BODY   # a response: the request case failed above
+        if flags & _F_CL:
+            if self._remaining:
+                return _BODY
+            return self._message_complete()
+        if self._needs_eof():
+            return _EOF_BODY
+        return self._message_complete()
+
+    # -- chunk errors ----------------------------------------------------------

@@ -1,0 +1,261 @@
+# -*- test-case-name: tests.test_proxy_errors -*-
+"""
+Reading requests from a client connection: the parser's callbacks, the
+limits on heads (request line, header lines, all fields) and bodies, and the
+request head turned into a :class:`~tproxy.context.RequestContext` and an
+:class:`~tproxy.http.exchange.Exchange` (or an upgrade's).
+
+A part of :class:`tproxy.http.connection.ProxyProtocol` (a mixin: the state
+is the connection's, see there).
+"""
+
+import re
+
+from tproxy.context import Request, RequestContext
+from tproxy.http.exchange import Exchange
+from tproxy.http.headers import Headers
+from tproxy.http.parsing import HttpParserError, HttpParserInvalidMethodError, HttpParserUpgrade, bare_cr_first
+from tproxy.http.tunnel import UpgradeExchange, UpgradeRequestContext, upgrade_offer
+from tproxy.http.wire import (METHOD_TOKEN, BadRequest, Closing, forwarding_fields,
+                              request_target, scan_request_fields)
+from tproxy.trust import UntrustworthyHeader
+
+#: the size at the start of a chunk-size line
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]+")
+
+
+class RequestReader(object):
+    """The parsing side of a :class:`~tproxy.http.connection.ProxyProtocol`."""
+
+    def dataReceived(self, data):
+        if self.closing:
+            if self.lingering:
+                # read and dropped: the client is not silent
+                self.idle_since = self.factory.clock.seconds()
+            else:
+                self.linger = True    # bytes dropped
+            return
+        heads = self.heads
+        if self.reading is not None:
+            # a body is being read: it makes progress (client_body_timeout)
+            self.body_since = self.factory.clock.seconds()
+        if (data and data[0] <= 13 and self.reading is None and not self.head_bytes
+                and bare_cr_first(data)):
+            # llhttp would skip it: nothing before a request line but empty lines
+            self._bad_request(400, "bare CR before the request line")
+            return
+        try:
+            self.parser.feed_data(data)
+        except BadRequest as e:
+            self._bad_request(e.status, e.message)
+        except Closing:
+            self.linger = True
+        except HttpParserUpgrade as e:
+            ex = self.upgrading
+            if ex is not None:
+                # a configured upgrade (tproxy.http.tunnel): the bytes after
+                # the head wait for the upstream's answer
+                self.upgrading = None
+                ex.head_read(data[e.args[0]:] if e.args else b"")
+                return
+            if not e.args or e.args[0] < len(data):
+                self.linger = True   # bytes after the request: not parsed
+            self._upgraded()
+        except HttpParserError as e:
+            cause = e.__context__
+            if isinstance(cause, BadRequest):
+                self._bad_request(cause.status, cause.message)
+            elif isinstance(cause, Closing):
+                self.linger = True
+            elif (isinstance(e, HttpParserInvalidMethodError) and METHOD_TOKEN.match(data)
+                    and not data.startswith(b"PRI ")):
+                # a method token the parser does not know (as an origin
+                # server would, RFC 9110 9.1)
+                self._bad_request(501, "method not implemented")
+            else:
+                self._bad_request(400, "malformed request")
+        else:
+            if self.reading is not None:
+                if self.chunked:
+                    if self.chunk_mark is not None:
+                        self._check_chunk_size(data)
+                    self.after_lf = data[-1:] == b"\n"
+            elif self.heads == heads and not self.closing:
+                self._count_head(data)
+
+    def _count_head(self, data):
+        """
+        All of ``data`` went into a head not complete yet.  The parsers keep
+        a partial line until it ends (on_url / on_header may never come): a
+        line that never ends must not grow without bound.
+        """
+        f = self.factory
+        self.head_bytes += len(data)
+        nl = data.rfind(b"\n")
+        if nl < 0:
+            self.line_bytes += len(data)
+        else:
+            self.line_bytes = len(data) - nl - 1
+        if not self.line_done:
+            if nl >= 0:
+                self.line_done = True
+            elif self.head_bytes > f.max_line + 64:   # + method and version
+                return self._bad_request(414, "request target too long")
+        if self.line_done and self.line_bytes > f.max_header_line:
+            # a header line that does not end (nginx's
+            # large_client_header_buffers: 400 there too)
+            return self._bad_request(400, "request header line too long")
+        if self.head_bytes > f.max_line + f.max_header + 64:
+            self._bad_request(431, "request header fields too large")
+
+    def on_message_begin(self):
+        if self.closing:
+            # the connection is closing (a response said so while this read
+            # was parsed): requests pipelined behind it are not served
+            raise Closing()
+        self.head_start = self.factory.clock.seconds()
+        self.url = b""
+        self.fields = []
+        self.head_size = 0
+
+    def on_url(self, url):
+        self.url += url
+        if len(self.url) > self.factory.max_line:
+            raise BadRequest(414, "request target too long")
+
+    def on_header(self, name, value):
+        size = len(name) + len(value) + 4     # "name: value" CRLF
+        if size > self.factory.max_header_line:
+            # nginx: 400 "Request Header Or Cookie Too Large"
+            raise BadRequest(400, "request header line too long")
+        self.head_size += size
+        if self.head_size > self.factory.max_header:
+            raise BadRequest(431, "request header fields too large")
+        self.fields.append((name, value))
+
+    def on_headers_complete(self):
+        f = self.factory
+        p = self.parser
+        method = p.get_method().decode("ascii")
+        version = p.get_http_version()
+        if version != "1.1" and version != "1.0":
+            if version == "0.9":   # no version: as the pure-Python parser says
+                raise BadRequest(400, "malformed request")
+            raise BadRequest(505, "HTTP version not supported")
+        url = self.url.decode("latin-1")
+        if url[:1] == "/" and "/." not in url and "%2" not in url:
+            # (request_target's usual case inlined: origin-form, no dot segment)
+            path, _, query = url.partition("?")
+            authority = None
+        else:
+            path, query, authority = request_target(url, method)
+        (forward, hosts, self.chunked, self.length, self.expect, xff, real_ip, upgrade,
+         conn_tokens) = scan_request_fields(self.fields, version, f.underscores, authority)
+        client = self.remote_addr
+        if self.trusted:
+            try:
+                client = f.trusted.client_address(
+                    client, real_ip and real_ip.decode("latin-1"),
+                    xff and xff.decode("latin-1")) or client
+            except UntrustworthyHeader:
+                pass   # not an address: keep the peer's
+        if xff is None and client is self.remote_addr:
+            upstream = self.forwarded   # the usual case: the same for every request
+        else:
+            upstream = forwarding_fields(client.encode("latin-1"),
+                                         self.remote_addr.encode("latin-1"), xff,
+                                         f.scheme.encode("ascii"))
+        if self.chunked:
+            upstream += b"Transfer-Encoding: chunked\r\n"
+        elif self.length is not None:
+            # Content-Length: 0 too (as nginx; servers may answer 411 without)
+            upstream += b"Content-Length: %d\r\n" % self.length
+        body = self.chunked or bool(self.length)
+        offer = None
+        if upgrade is not None and conn_tokens and b"upgrade" in conn_tokens:
+            offer = upgrade_offer(f.upgrade_protocols, upgrade, version, body)
+        request = Request(method, path, query, version, Headers(forward), client,
+                          self.remote_addr, f.scheme)
+        f.requests += 1
+        if offer is None:
+            ctx = RequestContext(f.gateway, request, f.requests, self.head_start)
+            ex = ctx._exchange = Exchange(self, ctx, p.should_keep_alive(), body,
+                                         self.chunked, self.expect, upstream, not hosts)
+        else:
+            ctx = UpgradeRequestContext(f.gateway, request, f.requests, self.head_start,
+                                        offer.decode("latin-1"))
+            upstream += b"Connection: upgrade\r\nUpgrade: %s\r\n" % offer
+            ex = ctx._exchange = UpgradeExchange(self, ctx, p.should_keep_alive(), body,
+                                                self.chunked, self.expect, upstream, not hosts)
+            self.upgrading = ex
+        if body:
+            self._body_head(ex)
+        self.reading = ex
+        self.head_start = None
+        if self.exchange is None:
+            self.exchange = ex
+            ex.run()
+        else:
+            self.queue.append(ex)
+            self.pause("pipeline")
+
+    def _body_head(self, ex):
+        """A request with a body: its limit, the holding of small bodies, and
+        the body timeout."""
+        f = self.factory
+        if self.chunked:
+            # read up to client_body_buffer_size before connecting upstream
+            ex.limit_body(f.max_body, None, f.body_buffer > 0)
+        else:
+            ex.limit_body(f.max_body, self.length, self.length <= f.body_buffer)
+        now = self.body_since = f.clock.seconds()
+        t = self.timer
+        if t is not None and t.active() and t.getTime() > now + f.body_timeout:
+            t.reset(f.body_timeout)
+
+    def on_body(self, data):
+        self.reading.client_body(data)
+
+    def on_chunk_header(self):
+        if self.reading.body_limit is not None:
+            # a chunk begins: its size is checked at the end of this read
+            self.chunk_mark = self.reading.body_size
+
+    def on_chunk_complete(self):
+        self.chunk_mark = None
+
+    def _check_chunk_size(self, data):
+        """
+        A chunk began in ``data`` and goes on past its end: its size, read
+        back from its size line (neither parser reports it), must fit in the
+        limit, so that a client announcing a 4 GiB chunk gets its ``413``
+        now, not after sending the limit's worth (nginx does the same).
+        """
+        ex = self.reading
+        mark, self.chunk_mark = self.chunk_mark, None
+        if ex is None or self.closing:
+            return
+        # the chunk's bytes so far follow its size line in data
+        end = len(data) - (ex.body_size - mark)
+        if end < 3 or data[end - 2:end] != b"\r\n":
+            return   # not in this read: the bytes are counted as they come
+        start = data.rfind(b"\n", 0, end - 2) + 1
+        if start == 0 and not self.after_lf:
+            return   # the line began in an earlier read
+        m = _CHUNK_SIZE.match(data, start, end)
+        if m is None:
+            return
+        if mark + int(m.group(), 16) > ex.body_limit:
+            ex.refuse_body()
+            self._bad_request(413, "request body too large")
+
+    def on_message_complete(self):
+        self.heads += 1
+        self.head_bytes = 0
+        self.line_bytes = 0
+        self.line_done = False
+        self.chunk_mark = None
+        ex, self.reading = self.reading, None
+        if ex is not None and ex.body_expected:
+            # (without a body the exchange knew it was complete from the start)
+            ex.client_body_end()

@@ -1,0 +1,357 @@
+# -*- test-case-name: tests.test_proxy_streaming -*-
+"""
+The response coming down: the upstream's head cleaned and framed, the
+``header_filter`` and ``body_filter`` chain (synchronous, or awaited with
+the upstream paused), the body streamed to the client, and the responses
+tproxy or a plugin makes (errors, ``access`` denials).
+
+The bytes one upstream read makes (head, body, end) are held and leave in one
+write (:meth:`ResponseSide.upstream_reading`).
+
+A part of :class:`tproxy.http.exchange.Exchange` (a mixin: the state is the
+exchange's, see there).
+"""
+
+from twisted.logger import Logger
+
+from tproxy.context import Response, ResponseHead, _UpstreamResponseHead
+from tproxy.http.headers import Headers
+from tproxy.http.wire import (clean_response_fields, content_length, local_response_head,
+                              response_head)
+from tproxy.phases import is_deferred
+
+log = Logger()
+
+
+class ResponseSide(object):
+    """The response side of an :class:`~tproxy.http.exchange.Exchange`."""
+
+    def upstream_head(self, status, reason, fields, upstream_keepalive):
+        """
+        The upstream's response head (1xx excluded).
+
+        :return: whether the body is delimited by the connection's close (no
+            Content-Length, no Transfer-Encoding, and a body is allowed).
+        """
+        ctx = self.ctx
+        if status >= 429:
+            peer = ctx.peer
+            health = self.factory.health
+            if status in health.statuses:
+                health.failed(peer, "status", status)
+            elif peer.health is not None:
+                health.succeeded(peer)
+            if (status in self.factory.retry.statuses and self._may_retry(None, True)
+                    and self._untried_left()):
+                self._retry("upstream_status", 502, "upstream answered %d" % status,
+                            None, True)
+                return False
+        elif ctx.peer.health is not None:
+            self.factory.health.succeeded(ctx.peer)
+        self.answered = True
+        try:
+            kept, length, framed = clean_response_fields(fields)
+        except ValueError as e:
+            return self._bad_upstream_head(str(e))
+        body_allowed = status != 204 and status != 304 and not self.head_method
+        eof_body = not framed and body_allowed
+        self.upstream_keepalive = upstream_keepalive and not eof_body
+        ctx.status = status
+        if ctx.plugins.has_header_filter:
+            self._filter_head(_UpstreamResponseHead(status, Headers(kept), reason),
+                              self._send_upstream_head)
+            return eof_body
+        # (_send_upstream_head inlined, without a head object: no filter)
+        if not self.request_complete:
+            self.response_close = True
+        if length is None and body_allowed:
+            if ctx.request.version == "1.1":
+                self.response_chunked = True
+            else:
+                self.response_close = True
+        self._send_head(status, reason, kept, None)
+        return eof_body
+
+    def _bad_upstream_head(self, what):
+        """A response head tproxy cannot pass on: 502, the connection dropped."""
+        log.info("invalid response from {peer}: {what}", peer=self.ctx.upstream_addr,
+                 what=what)
+        self.factory.health.failed(self.ctx.peer, "invalid", what)
+        self.answered = False
+        self._retry("upstream_invalid", 502, "invalid response from upstream",
+                    "invalid_header", True)
+        return False
+
+    def _send_upstream_head(self, head, length=False):
+        """Frame and send an upstream response head; ``length`` is its
+        Content-Length if known (``False``: look, a filter may have changed it)."""
+        if self.done:
+            return
+        if length is False:
+            length = content_length(head.headers.raw)
+        body_allowed = head.status not in (204, 304) and not self.head_method
+        if not self.request_complete:
+            # an early response (413 ...): the connection closes after it,
+            # as for responses made here; say so
+            self.response_close = True
+        if length is None and body_allowed:
+            if self.ctx.request.version == "1.1":
+                self.response_chunked = True
+            else:
+                self.response_close = True
+        self._send_head(head.status, head.reason, head.headers.raw, None)
+
+    def _filter_head(self, head, then):
+        try:
+            r = self.phases.header_filter(self.ctx, head)
+        except Exception:
+            return self.plugin_error()
+        if r is not None and is_deferred(r):
+            if self.upstream is not None:
+                self.upstream.pause_reading()
+            self.filter_chain = r
+            r.addCallback(lambda _: then(head))
+            r.addCallback(self._resume_upstream)
+            r.addErrback(self.plugin_error)
+        else:
+            then(head)
+
+    def _resume_upstream(self, _=None):
+        self.filter_chain = None
+        if self.upstream is not None and not self.done:
+            self.upstream.resume_reading()
+
+    def _write_head(self, head, body):
+        """Write the status line and headers to the client (framing added
+        here), and ``body`` (``None``: it follows)."""
+        self._send_head(head.status, head.reason, head.headers.raw, body)
+
+    def _send_head(self, status, reason, raw, body):
+        """:meth:`_write_head` of a head given as its parts."""
+        self.response_started = True
+        ctx = self.ctx
+        ctx.status = status
+        keep = self.keep_alive and not self.response_close and self.conn.can_keep_alive()
+        if not keep:
+            self.response_close = True
+        http10 = ctx.request.version == "1.0"
+        if body is None:
+            data = response_head(status, reason, raw,
+                                 self.response_chunked, self.response_close, http10)
+        else:
+            data = local_response_head(status, reason, raw, body,
+                                       self.response_close, http10)
+            if body and not self.head_method and status != 204:
+                data += body
+        ctx.bytes_sent += len(data)
+        out = self.out
+        if out is not None:
+            out.append(data)
+        else:
+            self.conn.write(data)
+
+    def upstream_body(self, data):
+        """A piece of the response body from the upstream."""
+        if self.done:
+            return
+        if self.ctx.plugins.has_body_filter:
+            # held until the end of the upstream read being parsed: when the
+            # response ends in the same read, body_filter gets the last
+            # chunk with eof=True, so a body read at once is one call per
+            # plugin
+            held, self.held_chunk = self.held_chunk, data
+            if held is not None:
+                self._filter_body(held, False)
+            return
+        if self.filter_chain is not None:
+            # the head is still in header_filter: the body waits for it
+            self.filter_chain.addCallback(lambda _: self._send_response_body(data))
+            return
+        # (_send_response_body inlined: once per upstream read)
+        if data:
+            self.ctx.bytes_sent += len(data)
+            out = self.out
+            if self.response_chunked:
+                if out is not None:
+                    out.extend((b"%x\r\n" % len(data), data, b"\r\n"))
+                else:
+                    self.conn.write_all([b"%x\r\n" % len(data), data, b"\r\n"])
+            elif out is not None:
+                out.append(data)
+            else:
+                self.conn.write(data)
+
+    def upstream_reading(self):
+        """An upstream read is about to be parsed: the response bytes it
+        makes (head, body, end) are held, to leave in one write
+        (:meth:`upstream_read_done`, or :meth:`finish`)."""
+        self.out = []
+
+    def upstream_read_done(self):
+        """The upstream read is parsed: the chunk held for ``body_filter``
+        goes through it (the response goes on), and what the read made goes
+        to the client."""
+        held = self.held_chunk
+        if held is not None:
+            self.held_chunk = None
+            if not self.done:
+                self._filter_body(held, False)
+        out = self.out
+        if out is not None:
+            self.out = None
+            if out:
+                self.conn.write_all(out)
+
+    def _send(self, data):
+        """Bytes to the client (held while an upstream read is parsed)."""
+        out = self.out
+        if out is not None:
+            out.append(data)
+        else:
+            self.conn.write(data)
+
+    def _abort_client(self):
+        """Cut the client connection: the response cannot be completed."""
+        self.out = None
+        self.conn.abort()
+
+    def _send_response_body(self, data):
+        if not data or self.done:
+            return
+        self.ctx.bytes_sent += len(data)
+        if self.response_chunked:
+            data = [b"%x\r\n" % len(data), data, b"\r\n"]
+            if self.out is not None:
+                self.out.extend(data)
+            else:
+                self.conn.write_all(data)
+        else:
+            self._send(data)
+
+    def _filter_body(self, data, eof):
+        if self.done:
+            # (a failed filter leaves filter_chain set: queuing behind it
+            # again would loop for ever)
+            return
+        if self.filter_chain is not None:
+            # an earlier chunk is still being filtered: keep the order
+            self.filter_chain.addCallback(lambda _: self._filter_body(data, eof))
+            return
+        if type(data) is not bytes:
+            data = bytes(data)
+        try:
+            r = self.phases.body_filter(self.ctx, data, eof)
+        except Exception:
+            return self.plugin_error()
+        if is_deferred(r):
+            if self.upstream is not None:
+                self.upstream.pause_reading()
+            self.filter_chain = r
+            r.addCallback(self._send_filtered, eof)
+            r.addCallback(self._resume_upstream)
+            r.addErrback(self.plugin_error)
+        else:
+            self._send_response_body(r)
+            if eof:
+                self._end_response()
+
+    def _send_filtered(self, data, eof):
+        self._send_response_body(data)
+        if eof:
+            self._end_response()
+
+    def upstream_end(self):
+        """The upstream response is complete."""
+        if self.done:
+            return
+        self.ctx.upstream_end = self.factory.clock.seconds()
+        up, self.upstream = self.upstream, None
+        if up is not None:
+            peer = self.ctx.peer
+            if (self.upstream_keepalive and self.request_complete
+                    and self.factory.pool.max_idle
+                    and peer.group.peers.get(peer.key) is peer):
+                # (a peer removed meanwhile keeps no idle connection)
+                up.release()
+            else:
+                up.abort()
+        peer, self.peer_held = self.peer_held, None   # (_release_peer inlined)
+        if peer is not None:
+            peer.release()
+        if self.ctx.plugins.has_body_filter:
+            held, self.held_chunk = self.held_chunk, None
+            return self._filter_body(b"" if held is None else held, True)
+        if self.filter_chain is not None:
+            # the head is still in header_filter
+            self.filter_chain.addCallback(lambda _: self._end_response())
+            return
+        # (_end_response inlined)
+        if self.response_chunked:
+            self.ctx.bytes_sent += 5
+            self._send(b"0\r\n\r\n")
+        self.finish()
+
+    def _end_response(self):
+        if self.done:
+            return
+        if self.response_chunked:
+            self.ctx.bytes_sent += 5
+            self._send(b"0\r\n\r\n")
+        self.finish()
+
+    # -- responses made here ------------------------------------------------------
+
+    def respond(self, response):
+        """Send a response made by tproxy or a plugin; no upstream (any more)."""
+        if self.done:
+            return
+        if self.response_started:
+            self._abort_client()
+            return self.finish()
+        self._close_upstream()
+        head = ResponseHead(response.status, response.headers)
+        self.ctx.status = response.status
+        body = response.body
+        if not self.request_complete:
+            self.response_close = True   # the unread body would be taken for a request
+        if self.ctx.plugins.has_header_filter:
+            return self._filter_head(head, lambda h: self._send_local(h, body))
+        self._send_local(head, body)
+
+    def _send_local(self, head, body):
+        if self.done:
+            return
+        if self.ctx.plugins.has_body_filter:
+            try:
+                r = self.phases.body_filter(self.ctx, body, True)
+            except Exception:
+                return self.plugin_error()
+            if is_deferred(r):
+                return r.addCallbacks(lambda b: self._send_local_now(head, b),
+                                      self.plugin_error)
+            body = r
+        self._send_local_now(head, body)
+
+    def _send_local_now(self, head, body):
+        if self.done:
+            return
+        self.response_chunked = False
+        self._write_head(head, body)
+        self.finish()
+
+    def plugin_error(self, failure=None):
+        """A hook raised: 500 JSON if nothing was sent yet, else cut the response."""
+        if self.done:
+            return
+        # failure=None: called from an except block, log.failure finds it
+        log.failure("plugin error in {method} {uri}", failure,
+                    method=self.ctx.request.method, uri=self.ctx.request.uri)
+        self.ctx.error = "plugin_error"
+        self.response_close = True
+        self._close_upstream()
+        if self.response_started:
+            self._abort_client()
+            return self.finish()
+        # no filters: they may be what failed
+        error = Response.error(500, "internal error in a plugin")
+        self._send_local_now(ResponseHead(500, error.headers), error.body)

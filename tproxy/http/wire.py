@@ -1,0 +1,445 @@
+# -*- test-case-name: tests.test_proxy -*-
+"""
+The bytes of HTTP/1.1 as tproxy reads and writes them: pure functions, no
+connection, no state.
+
+- the request side: what each received field is (:func:`scan_request_fields`),
+  the request target (:func:`request_target`, :func:`normalize_path`), the
+  errors parsing raises (:class:`BadRequest`, :class:`Closing`) and the JSON
+  answer written for them (:func:`error_response`);
+- the head sent upstream (:func:`upstream_request_head`);
+- the response side: the upstream's fields cleaned of hop-by-hop ones
+  (:func:`clean_response_fields`), the head written to the client
+  (:func:`response_head`) and the reason phrases (:func:`reason_for`).
+"""
+
+import re
+from http import HTTPStatus
+
+from tproxy.context import Response
+from tproxy.http.headers import HOP_BY_HOP
+
+# -- errors of parsing --------------------------------------------------------
+
+
+class Closing(Exception):
+    """Stops parsing: the connection closes after what was answered."""
+
+
+class BadRequest(Exception):
+    """A request refused while parsing: answered ``status`` with the JSON
+    error ``message``, then the connection closes."""
+
+    def __init__(self, status, message):
+        Exception.__init__(self, message)
+        self.status = status
+        self.message = message
+
+
+# -- reason phrases ---------------------------------------------------------------
+
+_REASONS = {
+    200: b"OK", 400: b"Bad Request", 401: b"Unauthorized", 403: b"Forbidden",
+    404: b"Not Found", 405: b"Method Not Allowed", 408: b"Request Timeout",
+    413: b"Payload Too Large", 414: b"URI Too Long", 429: b"Too Many Requests",
+    431: b"Request Header Fields Too Large", 500: b"Internal Server Error",
+    501: b"Not Implemented", 502: b"Bad Gateway", 503: b"Service Unavailable",
+    504: b"Gateway Timeout", 505: b"HTTP Version Not Supported",
+}
+# the other registered codes (201, 204, 301 ... a plugin's own responses)
+for _status in HTTPStatus:
+    _REASONS.setdefault(_status.value, _status.phrase.encode("ascii"))
+
+
+def reason_for(status):
+    """The reason phrase tproxy writes for ``status``."""
+    return _REASONS.get(status, b"Unknown")
+
+
+def error_response(status, message):
+    """The bytes of the JSON error answering a request that cannot be parsed;
+    the connection closes after it."""
+    body = Response.error(status, message).body
+    return (b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+            % (status, reason_for(status), len(body), body))
+
+
+# -- the request target -----------------------------------------------------------
+
+#: a request line starting with a method token (what a 501 is for)
+METHOD_TOKEN = re.compile(rb"[A-Z][A-Z0-9_-]* ")
+
+
+def normalize_path(path):
+    """
+    Resolve ``.`` and ``..`` segments (also percent-encoded) as nginx does
+    before routing, so that ``/api/../admin`` cannot pass for ``/api``; a path
+    climbing above the root is a bad request.
+    """
+    segments = path.split("/")
+    out = []
+    changed = False
+    for seg in segments[1:]:
+        low = seg.lower()
+        if low in (".", "%2e"):
+            changed = True
+            continue
+        if low in ("..", "%2e.", ".%2e", "%2e%2e"):
+            changed = True
+            if len(out) == 0:
+                raise BadRequest(400, "path climbs above the root")
+            out.pop()
+            continue
+        out.append(seg)
+    if not changed:
+        return path
+    last = segments[-1].lower()
+    trailing = last in (".", "..", "%2e", "%2e.", ".%2e", "%2e%2e")
+    return "/" + "/".join(out) + ("/" if trailing and out else "")
+
+
+def request_target(url, method):
+    """
+    ``(path, query, authority)`` of a request target (``str``): origin-form,
+    absolute-form (whose authority replaces the Host field, RFC 9112 3.2.2;
+    else ``authority`` is ``None``) or ``*`` for ``OPTIONS``; the path's dot
+    segments resolved.  Raises :class:`BadRequest`.
+    """
+    authority = None
+    if not url.startswith("/"):
+        if url == "*" and method == "OPTIONS":
+            pass
+        elif "://" in url:
+            rest = url.split("://", 1)[1]
+            authority, slash, rest = rest.partition("/")
+            url = "/" + rest
+        else:
+            raise BadRequest(400, "invalid request target")
+    path, _, query = url.partition("?")
+    if "/." in path or "%2" in path:
+        path = normalize_path(path)
+    return path, query, authority
+
+
+# -- the request's fields ---------------------------------------------------------
+
+# what scan_request_fields does with a field, by lower-case name
+_HOP, _HOST, _LENGTH, _XFF, _REAL_IP, _EXPECT, _PROTO = range(7)
+_SPECIAL = dict.fromkeys(HOP_BY_HOP, _HOP)
+_SPECIAL.update({b"host": _HOST, b"content-length": _LENGTH,
+                 b"x-forwarded-for": _XFF, b"x-real-ip": _REAL_IP,
+                 b"expect": _EXPECT, b"x-forwarded-proto": _PROTO})
+_UNDERSCORE = -1     # an ordinary field whose name has an underscore
+
+#: the kind of a field by its name as received (clients send the same few
+#: names on every request: no lower-casing per field); bounded, past that
+#: a name is classified anew each time
+_KINDS = {}
+_KINDS_MAX = 1024
+
+
+def _field_kind(name):
+    """What scan_request_fields does with a field named ``name`` (as received)."""
+    n = name.lower()
+    kind = _SPECIAL.get(n)
+    if kind is None and b"_" in n:
+        kind = _UNDERSCORE
+    if len(_KINDS) < _KINDS_MAX:
+        _KINDS[name] = kind
+    return kind
+
+
+def scan_request_fields(fields, version, underscores, authority=None):
+    """
+    Sort a request's ``(name, value)`` pairs in one pass: the ones forwarded
+    as they are, and the ones tproxy frames or sets itself (hop-by-hop,
+    Content-Length, forwarding fields, Expect).  ``underscores``: forward
+    names with ``_`` (nginx's ``underscores_in_headers``); ``authority``:
+    that of an absolute-form target (``str``), the request's Host.
+
+    :return: ``(forward, hosts, chunked, length, expect, xff, real_ip,
+        upgrade, connection)``: the pairs that go upstream as they are, how
+        many Host fields there were, ``Transfer-Encoding: chunked``, the
+        Content-Length (``int``) or ``None``, ``Expect: 100-continue``, the
+        X-Forwarded-For values joined (``bytes``) or ``None``, the X-Real-IP
+        value or ``None``, the Upgrade values joined or ``None``, the
+        Connection tokens (lower case) or ``None``.  Raises :class:`BadRequest`.
+    """
+    forward = []
+    conn_tokens = None
+    xff = None
+    real_ip = None
+    upgrade = None
+    hosts = 0
+    chunked = False
+    length = None
+    expect = False
+    kinds = _KINDS
+    for pair in fields:
+        kind = kinds.get(pair[0], _field_kind)
+        if kind is _field_kind:   # (not seen yet)
+            kind = _field_kind(pair[0])
+        if kind is None:          # most fields: forwarded as they are
+            forward.append(pair)
+        elif kind == _UNDERSCORE:
+            if underscores:       # else dropped, as nginx
+                forward.append(pair)
+        elif kind == _HOP:
+            n = pair[0].lower()
+            if n == b"connection":
+                v = pair[1]
+                if b"," not in v:   # (one token, "close" or "keep-alive": no comprehension)
+                    tokens = [v.strip().lower()]
+                else:
+                    tokens = [t.strip().lower() for t in v.split(b",")]
+                conn_tokens = tokens if conn_tokens is None else conn_tokens + tokens
+            elif n == b"transfer-encoding":
+                if version == "1.0":
+                    # faulty framing (RFC 9112 6.1): answer, then close
+                    raise BadRequest(400, "Transfer-Encoding in an HTTP/1.0 request")
+                if pair[1].strip(b" \t").lower() != b"chunked":
+                    # (gzip, chunked): codings tproxy would have to pass
+                    # on and cannot re-frame, as nginx (RFC 9112 6.1)
+                    raise BadRequest(501, "transfer coding not implemented")
+                chunked = True
+            elif n == b"upgrade":
+                upgrade = pair[1] if upgrade is None else upgrade + b", " + pair[1]
+        elif kind == _HOST:
+            if not pair[1]:
+                # (both parsers drop the value's leading whitespace) an
+                # empty authority cannot go upstream, as nginx
+                raise BadRequest(400, "empty Host")
+            hosts += 1
+            forward.append(pair)
+        elif kind == _LENGTH:
+            length = int(pair[1])
+        elif kind == _XFF:
+            xff = pair[1] if xff is None else xff + b", " + pair[1]
+        elif kind == _REAL_IP:
+            real_ip = pair[1]
+        elif kind == _EXPECT:
+            if pair[1].lower() == b"100-continue":
+                expect = True
+            else:
+                forward.append(pair)
+        # _PROTO: replaced by tproxy's own
+    if hosts > 1 or (hosts == 0 and version == "1.1"):
+        raise BadRequest(400, "exactly one Host header is required")
+    if authority is not None:
+        host = authority.encode("latin-1")
+        if hosts:
+            forward = [(n, host) if n.lower() == b"host" else (n, v) for n, v in forward]
+        else:
+            forward.append((b"Host", host))
+            hosts = 1
+    if conn_tokens:
+        drop = set(conn_tokens) - {b"close", b"keep-alive"}
+        if drop:
+            forward = [q for q in forward if q[0].lower() not in drop]
+    return forward, hosts, chunked, length, expect, xff, real_ip, upgrade, conn_tokens
+
+
+def forwarding_fields(client, remote, xff, scheme):
+    """The X-Real-IP, X-Forwarded-For and X-Forwarded-Proto lines (``bytes``
+    arguments) sent upstream: the client's address, and the peer's appended
+    to the X-Forwarded-For received."""
+    return b"X-Real-IP: %s\r\nX-Forwarded-For: %s\r\nX-Forwarded-Proto: %s\r\n" % (
+        client, (xff + b", " + remote) if xff else remote, scheme)
+
+
+# -- the head sent upstream -------------------------------------------------------
+
+_JOIN_FIELD = b": ".join
+
+#: ``ctx.upstream_headers`` names and str values as bytes: a plugin adds the
+#: same few on every request (bounded: what does not fit is converted anew)
+_NAMES = {}
+_VALUES = {}
+_CACHE_MAX = 1024
+
+
+def _name(n):
+    """``(bytes, lower-case bytes)`` of a header name given as str or bytes."""
+    r = _NAMES.get(n) if type(n) in (str, bytes) else None
+    if r is None:
+        b = n if type(n) is bytes else str(n).encode("latin-1")
+        r = (b, b.lower())
+        if len(_NAMES) < _CACHE_MAX and type(n) in (str, bytes):
+            _NAMES[n] = r
+    return r
+
+
+def _value(v):
+    """A header value given as str or bytes, as bytes."""
+    if type(v) is bytes:
+        return v
+    if type(v) is not str:
+        return str(v).encode("latin-1")
+    b = _VALUES.get(v)
+    if b is None:
+        b = str(v).encode("latin-1")
+        if len(_VALUES) < _CACHE_MAX:
+            _VALUES[v] = b
+    return b
+
+
+#: one ``ctx.upstream_headers`` pair as given -> ``((name, value) as
+#: bytes, lower-case name)``; bounded
+_EXTRA = {}
+
+
+def _extra_field(pair):
+    n, v = pair
+    name, low = _name(n)
+    r = ((name, _value(v)), low)
+    if len(_EXTRA) < _CACHE_MAX and type(n) in (str, bytes) and type(v) in (str, bytes):
+        _EXTRA[pair] = r
+    return r
+
+
+def upstream_request_head(method, target, raw, extra, host, tail):
+    """
+    The request head sent upstream (``bytes``).
+
+    :param method: ``bytes``.
+    :param target: the path and query (``str``, latin-1).
+    :param raw: the request's ``(name, value)`` pairs (bytes).
+    :param extra: ``ctx.upstream_headers``: pairs (str or bytes) replacing
+        any field of the same name.
+    :param host: a Host value to add if none is left (``bytes``), or ``None``.
+    :param tail: the lines tproxy adds (forwarding fields, framing), CRLF
+        terminated.
+    """
+    if extra:
+        if len(extra) == 1:    # the usual case: the router's X-Route-Prefix
+            pair = extra[0]
+            r = _EXTRA.get(pair) if type(pair) is tuple else None
+            if r is None:
+                r = _extra_field(pair)
+            low = r[1]
+            kept = []
+            for p in raw:      # (a loop, not a comprehension: no frame)
+                if p[0].lower() != low:
+                    kept.append(p)
+            kept.append(r[0])
+            raw = kept
+        else:
+            names = [_name(n)[1] for n, _ in extra]   # a few: a list is quickest
+            raw = [p for p in raw if p[0].lower() not in names]
+            raw.extend([(_name(n)[0], _value(v)) for n, v in extra])
+    if host is not None and not any(p[0].lower() == b"host" for p in raw):
+        raw = raw + [(b"Host", host)]
+    if raw:
+        return b"%s %s HTTP/1.1\r\n%s\r\n%s\r\n" % (
+            method, target.encode("latin-1"), b"\r\n".join(map(_JOIN_FIELD, raw)), tail)
+    return b"%s %s HTTP/1.1\r\n%s\r\n" % (method, target.encode("latin-1"), tail)
+
+
+# -- the response ---------------------------------------------------------------
+
+#: what clean_response_fields does with a field, by its name as received
+#: (upstreams send the same few names: no lower-casing per field); bounded
+_OTHER, _RESP_HOP, _RESP_LENGTH = 0, 1, 2
+_RESP_KINDS = {}
+
+
+def _response_kind(name):
+    n = name.lower()
+    kind = _RESP_HOP if n in HOP_BY_HOP else _RESP_LENGTH if n == b"content-length" else _OTHER
+    if len(_RESP_KINDS) < _KINDS_MAX:
+        _RESP_KINDS[name] = kind
+    return kind
+
+
+def clean_response_fields(fields):
+    """
+    An upstream response's fields without the hop-by-hop ones (and those
+    its Connection names), in one pass.
+
+    :return: ``(kept, length, framed)``: the pairs passed on, the
+        Content-Length value (``bytes``) or ``None``, and whether the body is
+        framed (Content-Length or chunked).
+    :raise ValueError: a Transfer-Encoding tproxy cannot pass on.
+    """
+    kept = []
+    named = None
+    length = None
+    framed = False
+    kinds = _RESP_KINDS
+    for pair in fields:
+        kind = kinds.get(pair[0])
+        if kind is None:
+            kind = _response_kind(pair[0])
+        if kind == _RESP_HOP:
+            n = pair[0].lower()
+            if n == b"connection":
+                for t in pair[1].split(b","):
+                    t = t.strip().lower()
+                    if t not in HOP_BY_HOP and t != b"close":
+                        named = (named or set()) | {t}
+            elif n == b"transfer-encoding":
+                if framed or pair[1].strip(b" \t").lower() != b"chunked":
+                    # codings tproxy would have to pass on and cannot
+                    # re-frame (gzip, chunked), or TE twice: as nginx
+                    raise ValueError("unknown Transfer-Encoding")
+                framed = True
+            continue
+        if kind == _RESP_LENGTH:
+            length = pair[1]
+            framed = True
+        kept.append(pair)
+    if named:
+        # the fields Connection names are hop-by-hop too (RFC 9110 7.6.1)
+        kept = [p for p in kept if p[0].lower() not in named]
+        if b"content-length" in named:
+            length = None
+    return kept, length, framed
+
+
+def content_length(raw):
+    """The Content-Length value of ``(name, value)`` pairs, or ``None``."""
+    for n, v in raw:
+        if len(n) == 14 and n.lower() == b"content-length":
+            return v
+    return None
+
+
+#: the framing lines of a response head, by (chunked, close, HTTP/1.0 keep-alive)
+_FRAMING = {
+    (False, False, False): b"\r\n",
+    (False, False, True): b"Connection: keep-alive\r\n\r\n",
+    (False, True, False): b"Connection: close\r\n\r\n",
+    (False, True, True): b"Connection: close\r\n\r\n",
+    (True, False, False): b"Transfer-Encoding: chunked\r\n\r\n",
+    (True, False, True): b"Transfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n",
+    (True, True, False): b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+    (True, True, True): b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+}
+
+
+def response_head(status, reason, raw, chunked, close, http10):
+    """
+    The status line and fields of a response to the client, and its framing
+    lines (``Transfer-Encoding: chunked``, ``Connection``), through the empty
+    line.  ``reason`` ``b""``: tproxy's phrase of ``status``; ``http10``: the
+    request was HTTP/1.0 (a kept connection says so).
+    """
+    tail = _FRAMING[chunked, close, http10]
+    if raw:
+        return b"HTTP/1.1 %d %s\r\n%s\r\n%s" % (
+            status, reason or reason_for(status), b"\r\n".join(map(_JOIN_FIELD, raw)), tail)
+    return b"HTTP/1.1 %d %s\r\n%s" % (status, reason or reason_for(status), tail)
+
+
+def local_response_head(status, reason, raw, body, close, http10):
+    """:func:`response_head` of a response whose whole ``body`` is known
+    (made by tproxy or a plugin), with its Content-Length (none in a ``204``)."""
+    lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason or reason_for(status))]
+    if raw:
+        lines.append(b"\r\n".join(map(_JOIN_FIELD, raw)))
+        lines.append(b"\r\n")
+    if status != 204:   # RFC 9110: no Content-Length, no body in a 204
+        lines.append(b"Content-Length: %d\r\n" % len(body))
+    lines.append(_FRAMING[False, close, http10])
+    return b"".join(lines)
