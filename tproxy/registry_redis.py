@@ -46,7 +46,6 @@ database number).
 """
 
 import binascii
-import hashlib
 import json
 import os
 
@@ -59,6 +58,7 @@ from zope.interface import implementer
 
 from tproxy.config import ConfigError
 from tproxy.registry import Group, IRegistry, MemoryRegistry, Peer, RegistryUnavailable
+from tproxy.registry_redis_scripts import SCRIPTS
 
 __all__ = ["RedisRegistry", "SharedRoutes", "parse_url"]
 
@@ -66,195 +66,6 @@ log = Logger()
 
 #: registrations one sweep removes at most (the next sweep takes the rest)
 SWEEP_LIMIT = 1000
-
-_PRELUDE = """
-local PEERS, EXPIRY, GROUPS, ROUTES = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local VERSION, ROUTESEQ, EPOCH = KEYS[5], KEYS[6], KEYS[7]
-local CHANNEL, WRITER = string.match(ARGV[1], '^([^ ]*) (.*)$')
-local changes = {}
-local v = nil
-local function bump()
-  if not v then v = redis.call('INCR', VERSION) end
-  return v
-end
-local function group_rec(g)
-  local raw = redis.call('HGET', GROUPS, g)
-  if raw then return cjson.decode(raw) end
-  return {n = 0}
-end
-local function put_peer(member, rec)
-  rec.v = bump()
-  redis.call('HSET', PEERS, member, cjson.encode(rec))
-  redis.call('ZADD', EXPIRY, rec.x, member)
-  changes[#changes + 1] = {'p', member, rec, v}
-end
-local function count_peer(g, delta)
-  local grec = group_rec(g)
-  grec.n = grec.n + delta
-  if grec.n <= 0 then
-    redis.call('HDEL', GROUPS, g)
-    if grec.r ~= nil then changes[#changes + 1] = {'g', g, false, bump()} end
-  else
-    grec.v = bump()
-    redis.call('HSET', GROUPS, g, cjson.encode(grec))
-  end
-end
-local function del_peer(member, rec)
-  bump()
-  redis.call('HDEL', PEERS, member)
-  redis.call('ZREM', EXPIRY, member)
-  changes[#changes + 1] = {'p', member, false, v}
-  count_peer(rec.g, -1)
-end
-local function publish()
-  if #changes == 0 then return '' end
-  local msg = cjson.encode({v = v, c = changes})
-  -- the writer applies its reply: it skips its own message unparsed
-  redis.call('PUBLISH', CHANNEL, WRITER .. ' ' .. msg)
-  return msg
-end
-"""
-
-#: ARGV[1] of every script: "<channel> <writer>".
-#: ARGV: channel, group, host, port, weight|'', max_conns|'', routable|'', now, ttl
-_REGISTER = _PRELUDE + """
-local g, now = ARGV[2], tonumber(ARGV[8])
-local member = g .. ' ' .. ARGV[3] .. ' ' .. ARGV[4]
-local raw = redis.call('HGET', PEERS, member)
-local rec = nil
-local created = 0
-if raw then
-  rec = cjson.decode(raw)
-  if rec.x <= now then rec = nil end
-end
-if rec == nil then
-  rec = {g = g, h = ARGV[3], p = tonumber(ARGV[4]), w = 1, m = 0, c = now}
-  created = 1
-end
-if ARGV[5] ~= '' then rec.w = tonumber(ARGV[5]) end
-if ARGV[6] ~= '' then rec.m = tonumber(ARGV[6]) end
-rec.hb = now
-rec.x = now + tonumber(ARGV[9])
-put_peer(member, rec)
-if not raw then count_peer(g, 1) end
-if ARGV[7] ~= '' then
-  local r = ARGV[7] == '1'
-  local grec = group_rec(g)
-  if grec.r ~= r then
-    grec.r = r
-    grec.v = bump()
-    redis.call('HSET', GROUPS, g, cjson.encode(grec))
-    changes[#changes + 1] = {'g', g, {r = r}, v}
-  end
-end
-return {publish(), created}
-"""
-
-#: ARGV[1] of every script: "<channel> <writer>".
-#: ARGV: channel, group, host, port, now.  Returns {message, 0 absent | 1
-#: expired | 2 removed}.
-_DEREGISTER = _PRELUDE + """
-local member = ARGV[2] .. ' ' .. ARGV[3] .. ' ' .. ARGV[4]
-local raw = redis.call('HGET', PEERS, member)
-if not raw then return {'', 0} end
-local rec = cjson.decode(raw)
-del_peer(member, rec)
-if rec.x <= tonumber(ARGV[5]) then return {publish(), 1} end
-return {publish(), 2}
-"""
-
-#: ARGV: channel, now, limit.  Returns the message of what it removed.
-_SWEEP = _PRELUDE + """
-local now = tonumber(ARGV[2])
-local members = redis.call('ZRANGEBYSCORE', EXPIRY, '-inf', now, 'LIMIT', 0, tonumber(ARGV[3]))
-for _, member in ipairs(members) do
-  local raw = redis.call('HGET', PEERS, member)
-  if raw then
-    local rec = cjson.decode(raw)
-    if rec.x <= now then del_peer(member, rec) else redis.call('ZADD', EXPIRY, rec.x, member) end
-  else
-    redis.call('ZREM', EXPIRY, member)
-  end
-end
-return publish()
-"""
-
-#: ARGV: channel, new epoch (used when there is none).  Returns {version,
-#: epoch, peers, groups, routes} (the hashes flat).
-_SNAPSHOT = _PRELUDE + """
-local epoch = redis.call('GET', EPOCH)
-if not epoch then
-  epoch = ARGV[2]
-  redis.call('SET', EPOCH, epoch)
-end
-return {redis.call('GET', VERSION) or '0', epoch, redis.call('HGETALL', PEERS),
-        redis.call('HGETALL', GROUPS), redis.call('HGETALL', ROUTES)}
-"""
-
-#: ARGV: channel, the epoch this instance knew, a new epoch, now, ttl, then
-#: the JSON records of the registrations it held while Redis was away (each
-#: present one lives at least one more TTL; an absent one is put back only
-#: if Redis lost its data: another epoch) and of its shared routes (put back
-#: only if Redis lost its data).  Returns {message, epoch, lost}.
-_RESTORE = _PRELUDE + """
-local epoch = redis.call('GET', EPOCH)
-local lost = 0
-if not epoch then
-  epoch = ARGV[3]
-  redis.call('SET', EPOCH, epoch)
-  lost = 1
-elseif epoch ~= ARGV[2] then
-  lost = 1
-end
-local now, ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
-for i = 6, #ARGV do
-  local rec = cjson.decode(ARGV[i])
-  local member = rec.g and (rec.g .. ' ' .. rec.h .. ' ' .. rec.p)
-  local raw = member and redis.call('HGET', PEERS, member)
-  if rec.route then
-    if lost == 1 and redis.call('HEXISTS', ROUTES, rec.route) == 0 then
-      local route = {s = rec.s, q = rec.q, v = bump()}
-      redis.call('HSET', ROUTES, rec.route, cjson.encode(route))
-      if tonumber(redis.call('GET', ROUTESEQ) or '0') < rec.q then
-        redis.call('SET', ROUTESEQ, rec.q)
-      end
-      changes[#changes + 1] = {'r', rec.route, route, v}
-    end
-  elseif raw then
-    local cur = cjson.decode(raw)
-    if cur.x < now + ttl then
-      cur.x = now + ttl
-      put_peer(member, cur)
-    end
-  elseif lost == 1 then
-    rec.x = now + ttl
-    put_peer(member, rec)
-    count_peer(rec.g, 1)
-  end
-end
-return {publish(), epoch, lost}
-"""
-
-#: ARGV: channel, name, spec (JSON text), create_only ('1'/'0').  Returns
-#: {message, 0 exists | 1 created | 2 replaced}.
-_PUT_ROUTE = _PRELUDE + """
-local raw = redis.call('HGET', ROUTES, ARGV[2])
-if raw and ARGV[4] == '1' then return {'', 0} end
-local seq
-if raw then seq = cjson.decode(raw).q else seq = redis.call('INCR', ROUTESEQ) end
-local rec = {s = ARGV[3], q = seq, v = bump()}
-redis.call('HSET', ROUTES, ARGV[2], cjson.encode(rec))
-changes[#changes + 1] = {'r', ARGV[2], rec, v}
-if raw then return {publish(), 2} end
-return {publish(), 1}
-"""
-
-#: ARGV: channel, name.  Returns {message, 0 absent | 1 deleted}.
-_DELETE_ROUTE = _PRELUDE + """
-if redis.call('HDEL', ROUTES, ARGV[2]) == 0 then return {'', 0} end
-changes[#changes + 1] = {'r', ARGV[2], false, bump()}
-return {publish(), 1}
-"""
 
 
 def parse_url(url, path="registry.url"):
@@ -282,20 +93,6 @@ def parse_url(url, path="registry.url"):
         raise ConfigError((path, "bad Redis URL {!r}: port {} is out of range".format(
             url, port)))
     return host, port, db, password
-
-
-class _Script(object):
-    """A Lua script, sent by ``EVALSHA`` (``EVAL`` when Redis does not know it)."""
-
-    def __init__(self, text):
-        self.text = text
-        self.sha = hashlib.sha1(text.encode("utf-8")).hexdigest()
-
-
-_SCRIPTS = dict((name, _Script(text)) for name, text in [
-    ("register", _REGISTER), ("deregister", _DEREGISTER), ("sweep", _SWEEP),
-    ("snapshot", _SNAPSHOT), ("restore", _RESTORE), ("put_route", _PUT_ROUTE),
-    ("delete_route", _DELETE_ROUTE)])
 
 
 def _member(group, host, port):
@@ -528,7 +325,7 @@ class RedisRegistry(MemoryRegistry):
         """Run the script ``name``; a Deferred of its reply (fails with
         :class:`RegistryUnavailable`)."""
         import txredisapi
-        script = _SCRIPTS[name]
+        script = SCRIPTS[name]
         args = [self._channel_arg] + [str(a) for a in args]
         d = self.client.evalsha(script.sha, self.keys, args)
 
