@@ -160,7 +160,7 @@ class LeastConnTests(_Picking, SynchronousTestCase):
         self.assertEqual({first, second, third}, {a, b, c})
         self.assertIsNone(self.pick(tried=(a, b, c)))
         self.assertIs(self.pick(), first)
-        self.assertEqual(len(self.index().entry_of), 3)
+        self.assertEqual(len(self.index().key_of), 3)
 
     def test_expiredSkipped(self):
         """A peer past its TTL is never chosen, and leaves the index."""
@@ -169,7 +169,7 @@ class LeastConnTests(_Picking, SynchronousTestCase):
         b, _ = self.registry.register("api", "10.0.0.1", 2)
         self.clock.advance(31)  # a expired (not yet removed), b live until 90
         self.assertEqual(self.cycled(10), {2: 10})
-        self.assertNotIn(a, self.index().entry_of)
+        self.assertNotIn(a, self.index().key_of)
         self.assertIsNone(self.pick(tried=(b,)))
         # registering again after expiry makes a new peer, chosen again
         a2, created = self.registry.register("api", "10.0.0.1", 1)
@@ -187,7 +187,7 @@ class LeastConnTests(_Picking, SynchronousTestCase):
         self.assertEqual(self.cycled(3), {2: 3})
         a.release()
         a.release()
-        self.assertNotIn(a, self.index().entry_of)
+        self.assertNotIn(a, self.index().key_of)
         self.assertEqual(self.cycled(3), {2: 3})
 
     def test_allExpired(self):
@@ -198,7 +198,7 @@ class LeastConnTests(_Picking, SynchronousTestCase):
         index = self.index()
         self.clock.advance(61)
         self.assertIsNone(self.pick())
-        self.assertEqual((index.entry_of, index.passes), ({}, {}))
+        self.assertEqual((index.key_of, index.passes), ({}, {}))
         self.registry.expire()
         self.assertIsNone(self.registry.group("api"))
         self.assertIsNone(self.pick())
@@ -226,7 +226,7 @@ class LeastConnTests(_Picking, SynchronousTestCase):
         self.assertEqual(self.cycled(5), {2: 5})
         a.release()
         a.release()
-        self.assertNotIn(a, self.index().entry_of)
+        self.assertNotIn(a, self.index().key_of)
         self.assertEqual(self.cycled(5), {2: 5})
         # the same address registered again is a new peer, chosen again
         self.registry.register("api", "10.0.0.1", 1)
@@ -257,7 +257,7 @@ class LeastConnTests(_Picking, SynchronousTestCase):
         self.assertEqual(seen, {1, 2})
 
     def test_indexStaysSmall(self):
-        """Stale entries do not pile up under many acquire/release pairs."""
+        """Keys seen once do not pile up under many acquire/release pairs."""
         peers = [self.registry.register("api", "10.0.0.1", p, weight=p)[0]
                  for p in range(1, 6)]
         self.pick()
@@ -267,18 +267,22 @@ class LeastConnTests(_Picking, SynchronousTestCase):
             if i % 3 == 0 or peer.active > 500:
                 peer.release()
         index = self.index()
-        self.assertEqual(set(index.entry_of), set(peers))
+        self.assertEqual(sum(map(len, index.buckets.values())), 5)
+        self.assertEqual(set(index.key_of), set(peers))
         self.assertEqual(set(index.passes), set(peers))
-        # (the heap is rebuilt beyond 2 * peers + 16 entries)
-        self.assertLessEqual(len(index.heap), 2 * len(peers) + 17)
-        self.assertLessEqual(set(index.entry_of.values()), set(index.heap))
+        # (emptied buckets are swept beyond 4 * peers + 16; stale keys
+        # <= 2 * buckets + 8 when one is added)
+        self.assertLessEqual(len(index.buckets), 4 * len(peers) + 17)
+        self.assertLessEqual(len(index.keys), 2 * (4 * len(peers) + 17) + 9)
+        self.assertEqual(index.queued, set(index.keys))
+        self.assertLessEqual(set(index.buckets), index.queued)
         # the scores are current: the least loaded peer comes first
         best = min(peers, key=lambda p: p.active / p.weight)
         self.assertIs(self.pick(), best)
         for peer in peers:
             while peer.active:
                 peer.release()
-        self.assertEqual({e[0] for e in index.entry_of.values()}, {0.0})
+        self.assertEqual({k[0] for k, b in index.buckets.items() if b}, {0.0})
 
     def test_skipWholeBucket(self):
         """When every peer of the lowest score was tried, the next score is used."""
@@ -288,7 +292,7 @@ class LeastConnTests(_Picking, SynchronousTestCase):
         c.acquire()
         self.assertIs(self.pick(tried=(a, b)), c)
         self.assertIn(self.pick(), (a, b))
-        self.assertEqual(sorted(e[0] for e in self.index().heap), [0.0, 0.0, 1.0])
+        self.assertEqual(sorted(k[0] for k in self.index().keys), [0.0, 1.0])
 
     def test_throughPhases(self):
         """Registered in a plugin manager, it answers the ``balancer`` phase."""

@@ -18,20 +18,28 @@ burst to catch up.
 How it stays flat at 10,000 peers
 ---------------------------------
 Each group's index (in ``group.state``, under a key of this plugin instance)
-is a heap of ``(score, pass, seq, peer)`` entries, one current entry per
-peer.  The plugin follows the registry as an
-:class:`tproxy.registry.IRegistryListener`: when a peer's count or weight
-changes (``peer_changed``, fired by ``Peer.acquire``/``release``, which tproxy
-calls, never this plugin), a new entry is pushed and the peer's old one goes
-stale (it is skipped and dropped when it reaches the top); a pick takes the
-top current entry.  Both cost O(log n) in C (``heapq``) and a few dictionary
-operations in Python, never a scan of the peers; the heap is rebuilt from the
-current entries once stale ones outnumber them twice, so it stays small
-however many requests pass.
+holds the peers in *buckets*: ``{(score, round): OrderedDict of peers}``,
+``round`` being the whole part of the peer's pass, each bucket in the order
+its peers last changed, and a small heap of the distinct keys.  The plugin
+follows the registry as an :class:`tproxy.registry.IRegistryListener`: when a
+peer's count or weight changes (``peer_changed``, fired by
+``Peer.acquire``/``release``, which tproxy calls, never this plugin), the
+peer moves to the *end* of its new key's bucket, in O(1).  A pick takes the
+*first* peer of the lowest bucket: the lowest score, then the earliest
+round; within a round, the peer that changed longest ago.  Rounds are
+stride scheduling at a granularity of one: in each round a peer of weight
+``w`` takes ``w`` turns (its pass grows by ``1 / w`` a turn), interleaved
+with the others', the way nginx's smooth weighted round-robin shares ties.
 
-Small groups (up to :attr:`Plugin.small_group` peers, 8) have no heap: each
-pick looks at every peer and takes the smallest ``(score, pass)``, which costs
-less per request than keeping a heap for a few peers.  A group that grows
+So a change costs O(1) and a pick O(1), plus O(log k) when a key appears or
+disappears, ``k`` being the number of distinct keys (a few: the distinct
+``(active, weight)`` pairs in use times the one or two rounds under way),
+never the number of peers.  The key heap is rebuilt once its stale keys
+outnumber twice the live ones, so it stays small however many requests pass.
+
+Small groups (up to :attr:`Plugin.small_group` peers, 8) have no index:
+each pick looks at every peer and takes the smallest ``(score, pass)``,
+which costs less per request than moving a peer between buckets twice.  A group that grows
 past that size is indexed from then on.
 
 Peers in ``tried`` are skipped.  An expired peer (TTL passed, not yet removed
@@ -43,17 +51,17 @@ removed peer (its last request ending) is ignored.
 
 Health
 ------
-Only healthy peers (:mod:`tproxy.health`) are in the heap: the plugin
+Only healthy peers (:mod:`tproxy.health`) are in the buckets: the plugin
 follows the gateway's health state as an
 :class:`tproxy.health.IHealthListener`, so an ejected peer leaves the index
 (to the group's ``down`` list, in the order of their ejections) and a
-re-admitted one comes back, each in O(log n); a pick never meets an
-unhealthy peer.  When no healthy peer is left to try,
+re-admitted one comes back, each in O(1); a pick never meets an unhealthy
+peer.  When no healthy peer is left to try,
 ``health.when_all_down`` decides: ``"try_all"`` takes the unhealthy peer
 tried longest ago (as nginx tries its peers again when all are down), once
 per request, ``"503"`` answers ``503 {"error": "no healthy upstream"}``.
 
-A peer with ``max_conns`` leaves the heap (for the index's ``full`` set)
+A peer with ``max_conns`` leaves the buckets (for the index's ``full`` set)
 when a request brings it to its limit and comes back when one ends: a full
 peer is never picked; when every candidate is full the answer is
 ``503 {"error": "all upstreams busy"}`` (tproxy does not queue requests: a
@@ -79,46 +87,48 @@ from tproxy.health import IHealthListener
 from tproxy.registry import IRegistryListener
 
 _attachments = itertools.count()
-_IDLE = 0.0
 
 
 class _Index(object):
     """
-    One group's peers, in a heap by ``(score, pass)``.
+    One group's peers, by ``(score, round)``.
 
-    :ivar heap: ``[(score, pass, seq, peer)]``, a heap holding every
-        healthy, live, not full peer's current entry and maybe stale ones
-        (skipped when met).
-    :ivar entry_of: ``{peer: entry}``, the current entry of every peer in
-        the heap.
-    :ivar passes: ``{peer: [pass, total]}`` for every peer of the index
-        (in the heap, ``down`` or ``full``): its pass, and ``peer.total``
-        when the pass was last brought up to date.
+    :ivar buckets: ``{key: OrderedDict(peer -> None)}``, each in the order
+        its peers arrived.  A bucket that empties stays until its key comes
+        to the top of the heap (or a sweep when emptied ones pile up): a peer
+        going back and forth between two keys, as with every request, then
+        moves between two dictionaries that exist.
+    :ivar keys: a heap of keys: every key of ``buckets`` once, and maybe keys
+        whose bucket has emptied since (dropped when met).
+    :ivar queued: the set of the keys in ``keys``.
+    :ivar key_of: ``{peer: key}`` for every peer in a bucket.
+    :ivar passes: ``{peer: [pass, total]}`` for every peer of the index (in
+        a bucket, ``down`` or ``full``): its pass, and ``peer.total`` when
+        the pass was last brought up to date.
     :ivar vt: the pass the last request given out started from.
-    :ivar seq: a counter that orders entries of equal ``(score, pass)``
-        (and keeps peers out of the comparisons).
     :ivar down: ``OrderedDict(peer -> None)`` of the unhealthy peers, in the
-        order they became so (not in the heap).
+        order they became so (not in a bucket).
     :ivar full: ``{peer: None}`` of the peers at their ``max_conns`` (not in
-        the heap until a request of theirs ends).
+        a bucket until a request of theirs ends).
     """
 
-    __slots__ = ("heap", "entry_of", "passes", "vt", "seq", "down", "full")
+    __slots__ = ("buckets", "keys", "queued", "key_of", "passes", "vt", "down", "full")
 
     def __init__(self):
-        self.heap = []
-        self.entry_of = {}
+        self.buckets = {}
+        self.keys = []
+        self.queued = set()
+        self.key_of = {}
         self.passes = {}
         self.vt = 0.0
-        self.seq = 0
         self.down = OrderedDict()
         self.full = {}
 
 
 class _Recent(object):
     """
-    A small group's state: no heap, the peers are scanned at each pick
-    (cheaper than keeping a heap up to date for a few peers).
+    A small group's state: no index, the peers are scanned at each pick
+    (cheaper than keeping buckets up to date for a few peers).
 
     :ivar passes: ``{peer: [pass, total]}``, as :attr:`_Index.passes`, for
         the peers a pick has looked at.
@@ -202,26 +212,39 @@ class Plugin(object):
         return index
 
     def _place(self, index, peer):
-        """Push ``peer``'s current entry (its old one, if any, goes stale)."""
-        index.seq = seq = index.seq + 1
-        active = peer.active
-        # (one shared 0.0 for idle peers: tuples holding the same object
-        # compare it without reading it)
-        entry = (active / (peer.weight * peer.ramp or 1) if active else _IDLE,
-                 index.passes[peer][0], seq, peer)
-        entry_of = index.entry_of
-        heap = index.heap
-        if heap and heap[0] is entry_of.get(peer):
-            # the peer a pick just took (the usual case): one sift, and no
-            # stale entry left at the top
-            heapq.heapreplace(heap, entry)
-        else:
-            heapq.heappush(heap, entry)
-            if len(heap) > 2 * len(entry_of) + 16:
-                entry_of[peer] = entry
-                index.heap = heap = list(entry_of.values())
-                heapq.heapify(heap)
-        entry_of[peer] = entry
+        """Move ``peer`` to the end of the bucket of its current key."""
+        key = (peer.active / (peer.weight * peer.ramp or 1), int(index.passes[peer][0]))
+        buckets = index.buckets
+        old = index.key_of.get(peer)
+        if old is not None:
+            del buckets[old][peer]   # an emptied bucket stays (see _pick)
+        index.key_of[peer] = key
+        bucket = buckets.get(key)
+        if bucket is None:
+            bucket = self._new_bucket(index, key)
+        bucket[peer] = None
+
+    def _new_bucket(self, index, key):
+        buckets = index.buckets
+        if len(buckets) > 4 * len(index.key_of) + 16:
+            # many emptied buckets above the lowest keys: sweep them
+            for k in [k for k, b in buckets.items() if not b]:
+                del buckets[k]
+        bucket = buckets[key] = OrderedDict()
+        if key not in index.queued:
+            index.queued.add(key)
+            heapq.heappush(index.keys, key)
+            if len(index.keys) > 2 * len(buckets) + 8:
+                index.keys = list(buckets)
+                heapq.heapify(index.keys)
+                index.queued = set(index.keys)
+        return bucket
+
+    def _drop(self, index, peer):
+        """Take ``peer`` out of the buckets (its key may stay in the heap)."""
+        old = index.key_of.pop(peer, None)
+        if old is not None:
+            del index.buckets[old][peer]
 
     def _index_of(self, peer):
         if self._key is None:
@@ -242,14 +265,14 @@ class Plugin(object):
         """Drop a peer from its group's index."""
         index = self._index_of(peer)
         if type(index) is _Index:
-            index.entry_of.pop(peer, None)   # its entry goes stale
+            self._drop(index, peer)
             index.down.pop(peer, None)
             index.full.pop(peer, None)
         if index is not None:
             index.passes.pop(peer, None)
 
     def peer_health_changed(self, peer):
-        """An ejected peer leaves the heap, a re-admitted one comes back."""
+        """An ejected peer leaves the buckets, a re-admitted one comes back."""
         index = self._index_of(peer)
         if type(index) is not _Index:
             return   # small groups look at peer.healthy at each pick
@@ -259,7 +282,8 @@ class Plugin(object):
                     index.full[peer] = None
                 else:
                     self._place(index, peer)
-        elif index.entry_of.pop(peer, None) is not None:
+        elif peer in index.key_of:
+            self._drop(index, peer)
             index.down[peer] = None
 
     def peer_changed(self, peer):
@@ -275,18 +299,31 @@ class Plugin(object):
             _advance(index, peer, passed)
         if type(index) is not _Index:
             return
-        if peer in index.entry_of:
-            if peer.max_conns and peer.active >= peer.max_conns:
-                del index.entry_of[peer]   # full: out of the heap until a request ends
-                index.full[peer] = None
-            else:
-                self._place(index, peer)
-        elif index.full and peer in index.full and peer.active < peer.max_conns:
-            del index.full[peer]   # a full peer whose request ended
-            if peer.healthy:
-                self._place(index, peer)
-            else:
-                index.down[peer] = None
+        key_of = index.key_of
+        old = key_of.get(peer)
+        if old is None:
+            # a full peer whose request ended (back in its bucket), or a
+            # down one
+            if index.full and peer in index.full and peer.active < peer.max_conns:
+                del index.full[peer]
+                if peer.healthy:
+                    self._place(index, peer)
+                else:
+                    index.down[peer] = None
+            return
+        buckets = index.buckets
+        if peer.max_conns and peer.active >= peer.max_conns:
+            del buckets[old][peer]   # full: out of the buckets until a request ends
+            del key_of[peer]
+            index.full[peer] = None
+            return
+        key = (peer.active / (peer.weight * peer.ramp or 1), int(passed[0]))
+        del buckets[old][peer]   # an emptied bucket stays (see _pick)
+        key_of[peer] = key
+        bucket = buckets.get(key)
+        if bucket is None:
+            bucket = self._new_bucket(index, key)
+        bucket[peer] = None
 
     # -- phases ---------------------------------------------------------------
 
@@ -399,29 +436,41 @@ class Plugin(object):
         return best
 
     def _pick(self, index, tried, now):
-        heap = index.heap
-        entry_of = index.entry_of
+        keys = index.keys
+        buckets = index.buckets
         aside = None
         chosen = None
-        while heap:
-            entry = heap[0]
-            peer = entry[3]
-            if entry_of.get(peer) is not entry:
-                heapq.heappop(heap)   # stale
-            elif not peer.is_live(now):
-                heapq.heappop(heap)   # expired for good: drop it
-                del entry_of[peer]
-                index.passes.pop(peer, None)
-            elif tried and peer in tried:
-                if aside is None:
-                    aside = []
-                aside.append(heapq.heappop(heap))
-            else:
-                chosen = peer
-                break
+        while keys:
+            key = keys[0]
+            bucket = buckets.get(key)
+            if bucket is not None:
+                dead = None
+                for peer in bucket:
+                    if not peer.is_live(now):
+                        if dead is None:
+                            dead = []
+                        dead.append(peer)
+                    elif not tried or peer not in tried:
+                        chosen = peer
+                        break
+                if dead is not None:
+                    for peer in dead:  # expired for good: drop them
+                        self._drop(index, peer)
+                        index.passes.pop(peer, None)
+                if chosen is not None:
+                    break
+                if bucket:
+                    # every peer of this key was tried: look one key up
+                    if aside is None:
+                        aside = []
+                    aside.append(heapq.heappop(keys))
+                    continue
+                del buckets[key]
+            heapq.heappop(keys)  # a key whose bucket has emptied
+            index.queued.discard(key)
         if aside is not None:
-            for entry in aside:
-                heapq.heappush(heap, entry)
+            for key in aside:
+                heapq.heappush(keys, key)
         return chosen
 
 
