@@ -14,7 +14,8 @@ phase as the server runs them.
     python bench/tools/callgrind_server.py [-n 2000] [--conns 8]
         [--plugins registry,router,least_conn] [--access-log] [--close]
 
-``--access-log`` adds ``access_log`` with its default settings (stdout,
+``--heartbeat`` sends heartbeats (``GET /upstream/add`` of one known server) to
+the admin API instead.  ``--access-log`` adds ``access_log`` with its default settings (stdout,
 which is a file here, as under a service manager).  ``--close`` sends
 ``Connection: close`` (a new client connection per request).  PYTHON in the
 environment picks the interpreter of twistd (default: this one); ``KEEP=1``
@@ -94,10 +95,10 @@ def _read_response(sock, buf):
     return rest[length:]
 
 
-def _send(port, count, conns, close):
+def _send(port, count, conns, close, path=b"/api/x"):
     """``count`` requests over ``conns`` keep-alive connections, one in
     flight on each (or a new connection per request with ``close``)."""
-    request = (b"GET /api/x HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: bench\r\n"
+    request = (b"GET " + path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: bench\r\n"
                b"Accept: */*\r\n" + (b"Connection: close\r\n" if close else b"") + b"\r\n")
     if close:
         for _ in range(count):
@@ -127,6 +128,9 @@ def main():
     parser.add_argument("--plugins", default="registry,router,least_conn")
     parser.add_argument("--access-log", action="store_true")
     parser.add_argument("--close", action="store_true")
+    parser.add_argument("--heartbeat", action="store_true",
+                        help="send heartbeats to the admin API instead "
+                             "(GET /upstream/add of one known server)")
     args = parser.parse_args()
     if not shutil.which("valgrind"):
         raise SystemExit("valgrind is not installed")
@@ -156,10 +160,15 @@ def main():
             cwd=work, stdout=stdout, stderr=subprocess.STDOUT, env=env)
     try:
         _wait_port(port, proc)
-        _send(port, args.warmup, args.conns, args.close)
+        _wait_port(admin_port, proc)
+        target, path = port, b"/api/x"
+        if args.heartbeat:
+            target = admin_port
+            path = b"/upstream/add?host=127.0.0.1&port=9101&prefix=hb"
+        _send(target, args.warmup, args.conns, args.close, path)
         subprocess.run(["callgrind_control", "--zero", str(proc.pid)], check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _send(port, args.n, args.conns, args.close)
+        _send(target, args.n, args.conns, args.close, path)
         subprocess.run(["callgrind_control", "--dump=counted", str(proc.pid)], check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     finally:
@@ -182,8 +191,9 @@ def main():
         print("callgrind output kept in %s" % work)
     else:
         shutil.rmtree(work)
-    print("%d instructions per request (%s; plugins %s%s; %d requests, %d connection%s)" % (
-        total // args.n, python, ",".join(plugins), "; Connection: close" if args.close else "",
+    print("%d instructions per %s (%s; plugins %s%s; %d requests, %d connection%s)" % (
+        total // args.n, "heartbeat" if args.heartbeat else "request", python,
+        ",".join(plugins), "; Connection: close" if args.close else "",
         args.n, args.conns, "" if args.conns == 1 else "s"))
 
 
