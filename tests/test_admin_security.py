@@ -551,6 +551,15 @@ class OversizeTests(SynchronousTestCase):
         self.h.advance(1)
         self.assertEqual(pending.result().status, 408)
 
+    def test_pipelinedBurst(self):
+        """Requests pipelined in one read are all answered, in order (a
+        burst deeper than the interpreter's recursion limit included)."""
+        burst = b"".join(b"GET /upstream/add?port=%d HTTP/1.1\r\nHost: localhost\r\n\r\n"
+                         % (10000 + i) for i in range(1500))
+        response = self.h.admin_raw(burst)
+        self.assertEqual(response.json()["port"], 10000)
+        self.assertEqual(servers(self.h), 1500)
+
     def test_head(self):
         response = self.h.admin_raw(
             b"HEAD /upstream/status HTTP/1.1\r\nHost: localhost\r\n\r\n", method="HEAD")

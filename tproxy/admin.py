@@ -474,29 +474,40 @@ class AdminRoutes(object):
         :param request: an :class:`AdminRequest`.
         :return: a Deferred firing with an :class:`AdminResponse`.
         """
+        answer = self.answer(request)
+        return answer if isinstance(answer, Deferred) else succeed(answer)
+
+    def answer(self, request):
+        """:meth:`dispatch`, with the :class:`AdminResponse` itself when it
+        is ready at once (most answers: no Deferred to run), else a
+        Deferred of it."""
         origin = self._configured_origin(request)
         if origin is None:
             return self._dispatch(request)
         if request.method == "OPTIONS" and "access-control-request-method" in request.headers:
-            d = succeed(self._preflight(request, origin))
+            answer = self._preflight(request, origin)
         else:
-            d = self._dispatch(request)
+            answer = self._dispatch(request)
 
         def cors(response):
             response.headers.extend([("Access-Control-Allow-Origin", origin),
                                      ("Vary", "Origin")])
             return response
-        return d.addCallback(cors)
+        if isinstance(answer, Deferred):
+            return answer.addCallback(cors)
+        return cors(answer)
 
     def _dispatch(self, request):
+        """The answer to ``request`` without CORS: an :class:`AdminResponse`,
+        or a Deferred of one (a handler that answers later)."""
         authorized = self._authorized(request)
         public = self._is_public(request)
         if not authorized and not public:
             challenge = ('Bearer realm="tproxy-admin", error="invalid_token"'
                          if "authorization" in request.headers
                          else 'Bearer realm="tproxy-admin"')
-            return succeed(_error(401, "missing or invalid bearer token",
-                                  [("WWW-Authenticate", challenge)]))
+            return _error(401, "missing or invalid bearer token",
+                          [("WWW-Authenticate", challenge)])
         request.authenticated = bool(self.token) and authorized
         if not public:
             # a request carrying the token is no web page's drive-by: it may
@@ -505,11 +516,11 @@ class AdminRoutes(object):
             refused = ((None if request.authenticated else self._host_refused(request))
                        or self._browser_refused(request))
             if refused is not None:
-                return succeed(refused)
+                return refused
         try:
             request.decode()
         except ValueError as e:
-            return succeed(_error(400, str(e)))
+            return _error(400, str(e))
         method = request.method
         handler = self.routes.get((method, request.path))
         if handler is None and method == "HEAD":
@@ -523,17 +534,16 @@ class AdminRoutes(object):
         if handler is None:
             allowed = self.allowed(request.path)
             if not allowed:
-                return succeed(_error(404, "not found", path=request.path))
-            return succeed(_error(405, "method not allowed",
-                                  [("Allow", ", ".join(allowed))],
-                                  method=method, allowed=allowed))
+                return _error(404, "not found", path=request.path)
+            return _error(405, "method not allowed", [("Allow", ", ".join(allowed))],
+                          method=method, allowed=allowed)
         try:
             result = handler(request)
             if not isinstance(result, Deferred) and not iscoroutine(result):
                 # answered at once (a heartbeat): no callbacks to run
-                return succeed(self._respond(result, request))
+                return self._respond(result, request)
         except Exception:
-            return succeed(self._failed(Failure(), request))
+            return self._failed(Failure(), request)
         d = ensureDeferred(result)
         d.addCallback(self._respond, request)
         d.addErrback(self._failed, request)

@@ -9,6 +9,7 @@ answered by the :class:`tproxy.admin.AdminRoutes` one at a time, in order.
 from collections import deque
 from http import HTTPStatus
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -234,20 +235,28 @@ class _AdminProtocol(Protocol):
         self._next()
 
     def _next(self):
-        if self.busy or not self.queue or self.gone:
-            return
-        item, keep_alive = self.queue.popleft()
-        if isinstance(item, AdminResponse):
-            self._send(item, None, False)
-            return
-        self.busy = True
-        d = self.factory.routes.dispatch(item)
-        if not d.called:
-            # an answer that takes time: read no more requests meanwhile
-            self.paused = True
-            self.transport.pauseProducing()
-        d.addCallback(self._send, item, keep_alive)
-        d.addErrback(lambda f: log.failure("writing an admin response failed", f))
+        """Answer the requests read, in order, while each is answered at
+        once (a loop, not a recursion: a pipelined burst stays shallow);
+        one answered later continues from :meth:`_answered`."""
+        while not self.busy and self.queue and not self.gone:
+            item, keep_alive = self.queue.popleft()
+            if isinstance(item, AdminResponse):
+                self._send(item, None, False)
+                return
+            self.busy = True
+            answer = self.factory.routes.answer(item)
+            if isinstance(answer, Deferred):
+                # an answer that takes time: read no more requests meanwhile
+                self.paused = True
+                self.transport.pauseProducing()
+                answer.addCallback(self._answered, item, keep_alive)
+                answer.addErrback(lambda f: log.failure("writing an admin response failed", f))
+                return
+            self._send(answer, item, keep_alive)   # (a heartbeat: at once)
+
+    def _answered(self, response, request, keep_alive):
+        self._send(response, request, keep_alive)
+        self._next()
 
     def _send(self, response, request, keep_alive):
         self.busy = False
@@ -283,7 +292,6 @@ class _AdminProtocol(Protocol):
             self.transport.resumeProducing()
         if self.timer is not None and self.timer.active():
             self.timer.reset(IDLE_TIMEOUT)
-        self._next()
 
     def _timed_out(self):
         self.timer = None
