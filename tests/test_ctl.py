@@ -264,12 +264,12 @@ class AgainstAdminTests(TestCase):
         """``health``: ``/healthz``, or ``/upstream/status`` where it is missing."""
         paths = []
         admin = self.service.gateway.admin
-        original = admin.dispatch
+        original = admin.answer
 
-        def dispatch(request):
+        def answer(request):
             paths.append(request.path)
             return original(request)
-        self.patch(admin, "dispatch", dispatch)
+        self.patch(admin, "answer", answer)
         code, out, err = yield self.ctl("health")
         self.assertEqual((code, err), (0, ""))
         healthz = ("GET", "/healthz") in admin.routes
