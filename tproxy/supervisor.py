@@ -45,6 +45,7 @@ from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.protocol import Factory, ProcessProtocol
 from twisted.logger import Logger
 
+from tproxy.box_status import STATUS_PAGE, add_counts
 from tproxy.config import ConfigError, read_config
 from tproxy.control import ControlProtocol, nonblocking
 from tproxy.replica import SYNC_TIMEOUT, snapshot
@@ -412,8 +413,8 @@ class Supervisor(Service):
         for key, handler in list(admin.routes.items()):
             if key in (("GET", "/upstream/status"), ("GET", "/upstream/servers")):
                 handler = self._with_counts(handler)
-            elif key in _STATUS_PAGE:
-                handler = self._with_counts(handler, _STATUS_PAGE[key])
+            elif key in STATUS_PAGE:
+                handler = self._with_counts(handler, STATUS_PAGE[key])
             elif _forwarded(admin, key, not self.publisher.replicates):
                 handler = self._forwarding(handler)
             admin.routes[key] = self._synced(handler)
@@ -534,7 +535,7 @@ class Supervisor(Service):
         return DeferredList(ds, consumeErrors=True).addCallback(gathered)
 
     def _with_counts(self, handler, add=None):
-        add = add or _add_counts
+        add = add or add_counts
 
         def status(request):
             d = self.counts()
@@ -603,85 +604,10 @@ class Supervisor(Service):
         return d
 
 
-def _add_counts(result, workers, per):
-    """``/upstream/status``'s answer with the workers' counts."""
-    from tproxy.admin import AdminResponse
-    if isinstance(result, AdminResponse):
-        return result
-    status, obj = result
-    if status != 200 or not isinstance(obj, dict) or "groups" not in obj:
-        return result
-    for group in obj["groups"]:
-        for server in group.get("servers", ()):
-            found = per.get((group["prefix"], server["host"], server["port"]), {})
-            rows = []
-            active = total = 0
-            for h in workers:
-                a, t, healthy = found.get(h, (0, 0, True))
-                active += a
-                total += t
-                rows.append({"worker": h.index, "pid": h.pid, "conn_count": a,
-                             "total_requests": t, "healthy": healthy})
-            server["conn_count"] = active
-            server["total_requests"] = total
-            server["workers"] = rows
-    obj["workers"] = [h.as_dict() for h in workers]
-    return status, obj
-
-
 class _Held(Factory):
     """The factory of a port the parent holds open for its workers."""
 
     noisy = False
-
-
-def _page_answer(add):
-    """``add(obj, workers, per)`` applied to a 200 answer of the status page."""
-    def apply(result, workers, per):
-        from tproxy.admin import AdminResponse
-        if isinstance(result, AdminResponse):
-            return result
-        status, obj = result
-        if status == 200 and isinstance(obj, dict):
-            add(obj, workers, per)
-            obj["workers"] = [h.as_dict() for h in workers]
-        return status, obj
-    return apply
-
-
-def _sums(per):
-    """``{(group, host, port): (active, total)}`` summed over the workers."""
-    return {key: (sum(v[0] for v in found.values()), sum(v[1] for v in found.values()))
-            for key, found in per.items()}
-
-
-def _overview(obj, workers, per):
-    sums = _sums(per).values()
-    obj["in_flight"] = sum(a for a, _ in sums)
-    obj["requests_total"] = sum(t for _, t in sums)
-
-
-def _groups(obj, workers, per):
-    by_group = {}
-    for (group, _, _), (active, total) in _sums(per).items():
-        a, t = by_group.get(group, (0, 0))
-        by_group[group] = (a + active, t + total)
-    for summary in obj.get("groups", ()):
-        summary["in_flight"], summary["requests"] = by_group.get(summary["prefix"], (0, 0))
-
-
-def _peers(obj, workers, per):
-    sums = _sums(per)
-    for view in obj.get("peers", ()):
-        view["conn_count"], view["total_requests"] = sums.get(
-            (obj["group"], view["host"], view["port"]), (0, 0))
-
-
-#: the status page's endpoints, and how the workers' counts go into them
-#: (the requests per second of the overview stay the parent's: none)
-_STATUS_PAGE = {("GET", "/status/overview"): _page_answer(_overview),
-                ("GET", "/status/groups"): _page_answer(_groups),
-                ("GET", "/status/peers"): _page_answer(_peers)}
 
 
 def _listen_now(endpoint):
