@@ -155,6 +155,19 @@ def _continue(pid):
         pass
 
 
+def put_route(case, box, name, group, path):
+    """``PUT /routes/{name}`` through the parent's admin API (created: 201)."""
+    conn = http.client.HTTPConnection("127.0.0.1", box.admin, timeout=BOUND)
+    try:
+        conn.request("PUT", "/routes/" + name, body=json.dumps(
+            {"group": group, "match": {"path": path}}),
+            headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        case.assertEqual(response.status, 201, response.read())
+    finally:
+        conn.close()
+
+
 def server_of(status, port):
     """The one server of ``/upstream/status`` on ``port``."""
     for group in status["groups"]:
@@ -371,13 +384,7 @@ class AdminChangesTests(TestCase):
                   upstreams={"web": {"peers": ["127.0.0.1:%d" % up.server_port],
                                      "routable": False}})
         self.assertEqual(get(box.proxy, "/item")[0], 503)
-        conn = http.client.HTTPConnection("127.0.0.1", box.admin, timeout=BOUND)
-        conn.request("PUT", "/routes/item", body=json.dumps(
-            {"group": "web", "match": {"path": "/item"}}),
-            headers={"Content-Type": "application/json"})
-        response = conn.getresponse()
-        self.assertEqual(response.status, 201, response.read())
-        conn.close()
+        put_route(self, box, "item", "web", "/item")
         pids = box.pids()
         for pid in pids:
             stopped = box.only(pid)
@@ -410,13 +417,7 @@ class SharedRegistryTests(TestCase):
         status, obj = get_json(box.admin, "/upstream/add?port=%d&prefix=api&routable=false"
                                % up.server_port)
         self.assertEqual(status, 200, obj)
-        conn = http.client.HTTPConnection("127.0.0.1", box.admin, timeout=BOUND)
-        conn.request("PUT", "/routes/item", body=json.dumps(
-            {"group": "api", "match": {"path": "/item"}}),
-            headers={"Content-Type": "application/json"})
-        response = conn.getresponse()
-        self.assertEqual(response.status, 201, response.read())
-        conn.close()
+        put_route(self, box, "item", "api", "/item")
         pids = box.pids()
         for pid in pids:
             stopped = box.only(pid)

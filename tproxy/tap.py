@@ -428,7 +428,15 @@ def open_endpoint(reactor, description, tls=None, plugin_manager=None):
     the ``certificate`` hook of ``plugin_manager`` choosing certificates.
     """
     from twisted.internet.endpoints import serverFromString
-    e = _Endpoint(serverFromString(reactor, description), description)
+    return with_tls(reactor, serverFromString(reactor, description), description, tls,
+                    plugin_manager)
+
+
+def with_tls(reactor, endpoint, description, tls=None, plugin_manager=None):
+    """``endpoint`` (a server endpoint) as an :class:`_Endpoint` named
+    ``description``, with TLS in front of its connections when ``tls`` is
+    given (see :func:`open_endpoint`)."""
+    e = _Endpoint(endpoint, description)
     if not tls:
         return e
     from tproxy.tls import HTTP_ALPN, ServerTLS, TLSServerEndpoint

@@ -30,7 +30,7 @@ import sys
 from twisted.logger import Logger
 
 from tproxy.control import nonblocking
-from tproxy.tap import GatewayService, _Endpoint
+from tproxy.tap import GatewayService, with_tls
 
 __all__ = ["main"]
 
@@ -63,15 +63,8 @@ def adopted_endpoint(reactor, fd, family, description, tls=None, plugin_manager=
     ``fd`` (of address family ``family``) for the listener ``description``,
     with TLS in front as :func:`tproxy.tap.open_endpoint` does.
     """
-    e = _Endpoint(_AdoptedEndpoint(reactor, fd, family), description)
-    if not tls:
-        return e
-    from tproxy.tls import HTTP_ALPN, ServerTLS, TLSServerEndpoint
-    settings, path, http = tls
-    server_tls = (ServerTLS(settings, path, plugin_manager, HTTP_ALPN) if http
-                  else ServerTLS(settings, path, plugin_manager))
-    return _Endpoint(TLSServerEndpoint(e.endpoint, server_tls, reactor),
-                     description + " (TLS)")
+    return with_tls(reactor, _AdoptedEndpoint(reactor, fd, family), description, tls,
+                    plugin_manager)
 
 
 class Worker(object):
