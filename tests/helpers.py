@@ -70,6 +70,22 @@ async def until(predicate, timeout=5.0, interval=0.005, message=None):
 _SPINS = 50
 
 
+def capture_log(case):
+    """Record every ``twisted.logger`` event from now until ``case`` ends;
+    the list they go to."""
+    from twisted.logger import globalLogPublisher
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    case.addCleanup(globalLogPublisher.removeObserver, events.append)
+    return events
+
+
+def log_messages(events, namespace):
+    """The text of the ``events`` logged by the logger of ``namespace``."""
+    from twisted.logger import formatEvent
+    return [formatEvent(e) for e in events if e.get("log_namespace") == namespace]
+
+
 async def turns(n=20):
     """
     Let the reactor run ``n`` iterations, each polling the sockets: what a

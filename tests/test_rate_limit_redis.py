@@ -8,9 +8,8 @@ unreachable or silent.
 
 from twisted.internet import reactor
 from twisted.internet.protocol import Factory, Protocol
-from twisted.logger import globalLogPublisher, formatEvent
 
-from tests.helpers import ProxyTestCase, until
+from tests.helpers import ProxyTestCase, capture_log, log_messages, until
 from tests.redis_server import redis_command, start_redis
 
 
@@ -23,13 +22,10 @@ class RedisPolicyTests(ProxyTestCase):
 
     def setUp(self):
         ProxyTestCase.setUp(self)
-        self.events = []
-        globalLogPublisher.addObserver(self.events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+        self.events = capture_log(self)
 
     def messages(self):
-        return [formatEvent(e) for e in self.events
-                if e.get("log_namespace") == "tproxy.builtins.rate_limit"]
+        return log_messages(self.events, "tproxy.builtins.rate_limit")
 
     async def gateway(self, up, port, **settings):
         settings.setdefault("policy", "redis")

@@ -15,25 +15,19 @@ import sys
 from twisted.internet import defer, reactor
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import Clock
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.logger import formatEvent
 
-from tests.helpers import ProxyTestCase, sleep, until
+from tests.helpers import ProxyTestCase, capture_log, log_messages, until
 from tests.redis_server import redis_command, run_redis
+from tests.test_replica import Recorder
 from tests.test_tap import ROOT, TWISTD
 from tproxy.registry import MemoryRegistry, RegistryUnavailable
 from tproxy.registry_redis import RedisRegistry, parse_url
 from tproxy.config import ConfigError, validate_config
 
 
-class _Listener(object):
-    def __init__(self):
-        self.events = []
-
-    def peer_added(self, peer):
-        self.events.append(("added", peer.address))
-
-    def peer_removed(self, peer):
-        self.events.append(("removed", peer.address))
+class _Listener(Recorder):
+    """Records additions and removals (not the count changes)."""
 
     peer_changed = None
 
@@ -43,13 +37,10 @@ class RedisTestCase(ProxyTestCase):
 
     def setUp(self):
         ProxyTestCase.setUp(self)
-        self.events = []
-        globalLogPublisher.addObserver(self.events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+        self.events = capture_log(self)
 
     def messages(self):
-        return [formatEvent(e) for e in self.events
-                if e.get("log_namespace") == "tproxy.registry_redis"]
+        return log_messages(self.events, "tproxy.registry_redis")
 
     async def registry(self, port, clock=None, **settings):
         settings.setdefault("url", "redis://127.0.0.1:%d/0" % port)
@@ -358,9 +349,7 @@ class ConfigTests(ProxyTestCase):
     def test_reloadKeepsTheRegistry(self):
         """A reload cannot switch the registry: it says so."""
         from tproxy.testing import Harness
-        events = []
-        globalLogPublisher.addObserver(events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        events = capture_log(self)
         harness = Harness({"registry": {"key_prefix": "a:"}})
         harness.reload({"registry": {"key_prefix": "b:", "ttl": 30}})
         self.assertEqual(harness.registry.ttl, 30)
@@ -588,12 +577,12 @@ class TwistdFleetTests(RedisTestCase):
 
 
 async def until_true(check, message, timeout=10.0):
-    """Wait until the coroutine function ``check()`` returns true."""
+    """Wait until the coroutine function ``check()`` (a request to a real
+    process: it waits for its answer) returns true."""
     deadline = reactor.seconds() + timeout
     while not await check():
         if reactor.seconds() > deadline:
             raise AssertionError("timed out waiting for " + message)
-        await sleep(0.01)
 
 
 async def replica_synced(port):

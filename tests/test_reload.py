@@ -13,7 +13,7 @@ from types import SimpleNamespace
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionRefusedError
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.logger import formatEvent
 from twisted.trial.unittest import TestCase
 
 from tproxy.admin import AdminRequest
@@ -23,7 +23,7 @@ from tproxy.reload import describe_changes
 from tproxy.tap import makeService
 from tproxy.testing import Harness
 
-from tests.helpers import LOG_RECORDER, Held, request, until
+from tests.helpers import LOG_RECORDER, Held, capture_log, request, until
 from tests.proxy_plugins import Generation
 from tests.test_shutdown import LOCAL, ShutdownTestCase
 from tests.test_tap import TwistdProcess, local, write_json
@@ -36,9 +36,7 @@ class ReloadTestCase(ShutdownTestCase):
 
     def setUp(self):
         ShutdownTestCase.setUp(self)
-        self.events = []
-        globalLogPublisher.addObserver(self.events.append)
-        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+        self.events = capture_log(self)
         del Generation.EVENTS[:]
         self.path = os.path.abspath(self.mktemp() + ".json")
 

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import ConnectionRefusedError
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.logger import formatEvent
 
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
@@ -22,7 +22,7 @@ from tproxy.plugins import build_plugin_manager
 from tproxy.tap import GatewayService, makeService
 from tproxy.testing import Harness, StreamHarness, StreamServer, echo
 
-from tests.helpers import ProxyTestCase, request, silent, until
+from tests.helpers import ProxyTestCase, capture_log, request, silent, until
 from tests.test_stream import Client
 
 LOCAL = "tcp:0:interface=127.0.0.1"
@@ -93,9 +93,7 @@ class Drain(object):
     def __init__(self, test, harness):
         self.harness = harness
         self.service = GatewayService(harness.gateway, [("proxy", None, harness.factory)])
-        self.events = []
-        globalLogPublisher.addObserver(self.events.append)
-        test.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+        self.events = capture_log(test)
         self.stopped = []
 
     def stop(self):
