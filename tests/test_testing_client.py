@@ -7,33 +7,15 @@ bytes), the plugin objects of a harness, the phase listing and
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tproxy import hookimpl
 from tproxy.builtins import least_conn
 from tproxy.config import ConfigError
 from tproxy.testing import (ClientConnection, Harness, RequestPending,
                             ResponseIncomplete, check_settings, echo)
 
 from tests import plugin_with_class
+from tests.test_testing import Tag
 
 UP = "127.0.0.1:9001"
-
-
-class Tag(object):
-    """Adds ``X-Tag: <value>`` to every response."""
-
-    settings_schema = {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {"value": {"type": "string", "default": "tagged"}},
-    }
-
-    def __init__(self, settings):
-        self.value = settings["value"]
-
-    @hookimpl
-    def header_filter(self, response):
-        """Tag the response."""
-        response.headers.add("X-Tag", self.value)
 
 
 def harness(plugins=("router", "least_conn"), servers=None):
