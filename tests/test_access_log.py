@@ -14,6 +14,7 @@ from tproxy import Request, RequestContext
 from tproxy.builtins import access_log
 from tproxy.config import ConfigError, validate_config
 from tproxy.http.headers import Headers
+from tproxy.log_sinks import FdSink
 from tproxy.plugins import build_plugin_manager
 from tproxy.testing import Harness
 
@@ -283,7 +284,7 @@ class FdSinkTests(SynchronousTestCase):
         r, w = os.pipe()
         self.addCleanup(os.close, r)
         self.addCleanup(os.close, w)
-        sink = access_log._FdSink(w, "pipe")
+        sink = FdSink(w, "pipe")
         self.assertEqual(sink.write(b"a\nb\n"), 0)
         self.assertEqual(os.read(r, 100), b"a\nb\n")
 
@@ -293,7 +294,7 @@ class FdSinkTests(SynchronousTestCase):
         self.addCleanup(os.close, r)
         self.addCleanup(os.close, w)
         os.set_blocking(w, False)
-        sink = access_log._FdSink(w, "pipe")
+        sink = FdSink(w, "pipe")
         data = b"x" * 99 + b"\n"
         left = 0
         for _ in range(10000):
@@ -333,7 +334,7 @@ class StdoutReopenTests(_Base):
         globalLogPublisher.addObserver(events.append)
         self.addCleanup(globalLogPublisher.removeObserver, events.append)
         plugin = access_log.Plugin({"target": "stdout"})
-        plugin._sink = access_log._FdSink(w, "stdout")
+        plugin._sink = FdSink(w, "stdout")
         plugin.init_worker(self.gateway)
         plugin.log(self.proxied())
         self.gateway.reopen()

@@ -59,10 +59,7 @@ writes do: a log collector that stops reading stops the proxy.
 Disable the plugin (leave it out of ``plugins``) for no logging work at all.
 """
 
-import errno
 import json
-import os
-import stat
 import sys
 import time as _time
 from json.encoder import encode_basestring_ascii as _esc
@@ -71,6 +68,7 @@ from twisted.logger import Logger
 
 from tproxy import hookimpl
 from tproxy.config import ConfigError
+from tproxy.log_sinks import FdSink, FileSink, is_devnull
 
 log = Logger()
 
@@ -302,11 +300,11 @@ class Plugin(object):
     def _open(self):
         """The sink of the target (opened once)."""
         if self.target == "stdout":
-            self._sink = _FdSink(sys.__stdout__.fileno() if sys.__stdout__ else 1, "stdout")
+            self._sink = FdSink(sys.__stdout__.fileno() if sys.__stdout__ else 1, "stdout")
         elif self.target == "stderr":
-            self._sink = _FdSink(sys.__stderr__.fileno() if sys.__stderr__ else 2, "stderr")
+            self._sink = FdSink(sys.__stderr__.fileno() if sys.__stderr__ else 2, "stderr")
         else:
-            self._sink = _FileSink(self.path, self.max_size, self.keep)
+            self._sink = FileSink(self.path, self.max_size, self.keep)
         return self._sink
 
     def write(self, line):
@@ -396,7 +394,7 @@ class Plugin(object):
                 except OSError as e:
                     raise AccessLogError("access_log cannot open {}: {}".format(
                         self.path, e.strerror or e))
-            if self.target == "stdout" and _is_devnull(self._sink.fd):
+            if self.target == "stdout" and is_devnull(self._sink.fd):
                 log.warn("access_log: the target is stdout, which is /dev/null "
                          "(twistd without -n?): use \"target\": \"file\"")
             gateway.on_stop(self.close)
@@ -429,114 +427,6 @@ class Plugin(object):
     def stream_log(self, ctx):
         """Write a TCP connection's line (``streams``)."""
         self.write(_dumps(self.stream_record(ctx)))
-
-
-class _FdSink(object):
-    """A file descriptor the process already has (stdout, stderr)."""
-
-    path = None
-
-    def __init__(self, fd, name):
-        self.fd = fd
-        self.name = name
-        self.pending = b""
-
-    def write(self, data):
-        """Write ``pending + data``; return how many bytes are left pending
-        (a non-blocking descriptor that is full)."""
-        data = self.pending + data if self.pending else data
-        self.pending = b""
-        view = memoryview(data)
-        while view:
-            try:
-                n = os.write(self.fd, view)
-            except BlockingIOError:
-                self.pending = bytes(view)
-                break
-            except InterruptedError:
-                continue
-            view = view[n:]
-        return len(self.pending)
-
-    def drop(self):
-        """Forget the pending bytes; return how many lines they held."""
-        lines = self.pending.count(b"\n")
-        self.pending = b""
-        return lines
-
-    def reopen(self):
-        pass
-
-    def close(self):
-        pass
-
-
-class _FileSink(_FdSink):
-    """An append-only file, rotated by size, reopened on demand."""
-
-    def __init__(self, path, max_size, keep):
-        _FdSink.__init__(self, None, path)
-        self.path = path
-        self.max_size = max_size
-        self.keep = keep
-        self._open()
-
-    def _open(self):
-        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
-        self.fd = os.open(self.path, flags, 0o640)
-        st = os.fstat(self.fd)
-        self.size = st.st_size
-        self.regular = stat.S_ISREG(st.st_mode)  # never rotate /dev/null or a FIFO
-
-    def write(self, data):
-        if self.fd is None:  # a reopen or a rotation failed: try again
-            self._open()
-        if (self.max_size and self.regular and self.size
-                and self.size + len(data) > self.max_size):
-            self.rotate()
-        left = _FdSink.write(self, data)
-        self.size += len(data) - left
-        return left
-
-    def rotate(self):
-        """``path`` becomes ``path.1`` (``path.1`` becomes ``path.2`` ...,
-        keeping ``keep`` files) and a new ``path`` is started."""
-        self.close()
-        try:
-            if self.keep:
-                for i in range(self.keep - 1, 0, -1):
-                    older = "%s.%d" % (self.path, i)
-                    if os.path.exists(older):
-                        os.replace(older, "%s.%d" % (self.path, i + 1))
-                os.replace(self.path, self.path + ".1")
-            else:
-                os.unlink(self.path)
-        except OSError as e:
-            if e.errno != errno.ENOENT:
-                log.error("access_log: cannot rotate {path}: {error}", path=self.path,
-                          error=e.strerror or str(e))
-        self._open()
-
-    def reopen(self):
-        self.close()
-        try:
-            self._open()
-        except OSError as e:  # the next write tries again
-            log.error("access_log: cannot reopen {path}: {error}", path=self.path,
-                      error=e.strerror or str(e))
-
-    def close(self):
-        fd, self.fd = self.fd, None
-        if fd is not None:
-            os.close(fd)
-
-
-def _is_devnull(fd):
-    try:
-        st, null = os.fstat(fd), os.stat(os.devnull)
-    except OSError:
-        return False
-    return (st.st_dev, st.st_ino) == (null.st_dev, null.st_ino)
 
 
 #: JSON text of the strings that repeat from request to request (methods,
