@@ -188,6 +188,29 @@ class WorkerCountTests(TestCase):
         self.assertEqual(worker_count({}), 1)
 
 
+class ForwardedTests(TestCase):
+    """Which admin changes the parent makes in every worker too: a plugin's
+    state in memory, not what every process reads already (``shared``)."""
+
+    def test_forwarded(self):
+        from tproxy.supervisor import _forwarded
+        from tproxy.testing import Harness
+        h = Harness(plugins=["registry", "routes", "router", "least_conn",
+                             {"name": "cache", "settings": {}}])
+        admin = h.gateway.admin
+        self.assertTrue(_forwarded(admin, ("PUT", "/routes/{name}")))
+        self.assertTrue(_forwarded(admin, ("DELETE", "/routes/{name}")))
+        self.assertFalse(_forwarded(admin, ("GET", "/routes")))
+        self.assertFalse(_forwarded(admin, ("POST", "/upstream/add")))   # the registry's
+        self.assertFalse(_forwarded(admin, ("DELETE", "/upstream/servers")))
+        self.assertFalse(_forwarded(admin, ("GET", "/healthz")))          # tproxy's own
+        admin.registering = "mine"
+        admin.route("PUT", "/mine", lambda request: (200, {}), shared=True)
+        admin.route("PUT", "/local", lambda request: (200, {}))
+        self.assertFalse(_forwarded(admin, ("PUT", "/mine")))
+        self.assertTrue(_forwarded(admin, ("PUT", "/local")))
+
+
 class WorkersTests(TestCase):
     """``"workers": 2``: a parent and two workers on shared listeners."""
 

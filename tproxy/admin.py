@@ -339,8 +339,9 @@ class AdminRoutes(object):
         self.patterns = {}  # (method, path with {params}) -> (segments, handler)
         self.owners = {}  # (method, path) -> plugin name (None: not a plugin's)
         self.public = set()  # (method, path) served without the token
+        self.shared = set()  # (method, path) changing state every process reads
 
-    def route(self, method, path, handler, public=False):
+    def route(self, method, path, handler, public=False, shared=False):
         """
         Serve ``method path`` with ``handler``.  A segment ``{name}`` of
         ``path`` is a parameter (see the module docstring).  Registering a
@@ -352,6 +353,11 @@ class AdminRoutes(object):
             (the status page's HTML); a plain path only, never one with
             parameters.  Registering it again without ``public`` makes it
             private again.
+        :param shared: what the route changes lives in a store every process
+            reads (the registry, a Redis the instances share): with
+            ``"workers"``, the parent's answer is enough.  A route that
+            changes a plugin's state in memory (``shared`` false) is made
+            in every worker too.
         :raises DuplicateRoute: if another plugin registered ``method path``
             (the message names both).
         """
@@ -369,6 +375,10 @@ class AdminRoutes(object):
             self.public.add(key)
         else:
             self.public.discard(key)
+        if shared:
+            self.shared.add(key)
+        else:
+            self.shared.discard(key)
         if "{" in path:
             self.patterns[key] = (path.split("/"), handler)
         else:

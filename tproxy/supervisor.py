@@ -124,17 +124,14 @@ class _Generation(object):
         self.journal = []
 
 
-def _forwarded(admin, key, shared=False):
+def _forwarded(admin, key):
     """Whether the admin route ``key`` = ``(method, path)`` changes a
-    plugin's own state (made in every worker): not a ``GET``, not the
-    registry's (replicated as state) nor tproxy's own, nor the ``routes``
-    plugin's when the registry is ``shared`` (every worker reads the routes
-    from the shared store, as the registrations)."""
+    plugin's state in memory (made in every worker): not a ``GET``, not
+    tproxy's own, and not ``shared`` (a change of the registry, or of a
+    store every worker reads: see ``AdminRoutes.route``)."""
     method, _ = key
-    owner = admin.owners.get(key)
-    if shared and owner == "routes":
-        return False
-    return method not in ("GET", "HEAD", "OPTIONS") and owner not in (None, "registry")
+    return (method not in ("GET", "HEAD", "OPTIONS") and admin.owners.get(key) is not None
+            and key not in admin.shared)
 
 
 class _WorkerProcess(ProcessProtocol):
@@ -415,11 +412,11 @@ class Supervisor(Service):
                 handler = self._with_counts(handler)
             elif key in STATUS_PAGE:
                 handler = self._with_counts(handler, STATUS_PAGE[key])
-            elif _forwarded(admin, key, not self.publisher.replicates):
+            elif _forwarded(admin, key):
                 handler = self._forwarding(handler)
             admin.routes[key] = self._synced(handler)
         for key, (segments, handler) in list(admin.patterns.items()):
-            if _forwarded(admin, key, not self.publisher.replicates):
+            if _forwarded(admin, key):
                 handler = self._forwarding(handler)
             admin.patterns[key] = (segments, self._synced(handler))
 

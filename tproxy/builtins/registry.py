@@ -316,13 +316,13 @@ class Plugin(object):
         self.trusted = TrustedProxies(gateway.config.get("trusted_proxies", ()))
         admin = gateway.admin
         for method in ("GET", "POST"):
-            admin.route(method, "/upstream/add", self.add)
-            admin.route(method, "/upstream/remove", self.remove)
+            admin.route(method, "/upstream/add", self.add, shared=True)
+            admin.route(method, "/upstream/remove", self.remove, shared=True)
         admin.route("GET", "/upstream/status", self.status)
         admin.route("GET", "/upstream/servers", self.status)
-        admin.route("POST", "/upstream/servers", self.add)
-        admin.route("PUT", "/upstream/servers", self.add)
-        admin.route("DELETE", "/upstream/servers", self.remove)
+        admin.route("POST", "/upstream/servers", self.add, shared=True)
+        admin.route("PUT", "/upstream/servers", self.add, shared=True)
+        admin.route("DELETE", "/upstream/servers", self.remove, shared=True)
 
         config = gateway.config.get("registry", {})
         self.max_groups = config.get("max_groups", 10000)

@@ -124,13 +124,15 @@ class Plugin(object):
         """Serve the ``/routes`` admin API."""
         self.gateway = gateway
         admin = gateway.admin
+        shared = getattr(gateway.registry, "shared_routes", None)
+        # (routes kept in a shared registry: every process reads them there)
+        writes = {"shared": shared is not None}
         admin.route("GET", "/routes", self.list_routes)
-        admin.route("POST", "/routes", self.post_route)
+        admin.route("POST", "/routes", self.post_route, **writes)
         admin.route("GET", "/routes/match", self.match_route)
         admin.route("GET", "/routes/{name}", self.get_route)
-        admin.route("PUT", "/routes/{name}", self.put_route)
-        admin.route("DELETE", "/routes/{name}", self.delete_route)
-        shared = getattr(gateway.registry, "shared_routes", None)
+        admin.route("PUT", "/routes/{name}", self.put_route, **writes)
+        admin.route("DELETE", "/routes/{name}", self.delete_route, **writes)
         if shared is not None:
             self.shared = shared
             shared.listen(self._rebuild)
