@@ -16,7 +16,8 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from tproxy import ctl
+from tproxy import ctl, ctl_text
+from tproxy.admin_client import describe_error
 from tproxy.tap import makeService
 
 from tests.test_tap import ROOT, local, options, write_json
@@ -45,7 +46,7 @@ class FormatTests(SynchronousTestCase):
                  "last_heartbeat": 0.0, "expires_at": None}]}]}
 
     def test_status(self):
-        self.assertEqual(ctl.format_status(self.STATUS), (
+        self.assertEqual(ctl_text.format_status(self.STATUS), (
             "GROUP    SERVER          WEIGHT  CONNS  REQUESTS  LIVE  HEARTBEAT  EXPIRES\n"
             "api      10.0.0.5:8000        3      2      1234  yes   10s ago    in 50s\n"
             "api      [::1]:8001           1      0         5  no    3m20s ago  expired\n"
@@ -53,16 +54,16 @@ class FormatTests(SynchronousTestCase):
             "2 groups, 3 servers (2 live)\n"))
 
     def test_statusEmpty(self):
-        self.assertEqual(ctl.format_status({"groups": [], "total_groups": 0,
+        self.assertEqual(ctl_text.format_status({"groups": [], "total_groups": 0,
                                             "total_servers": 0, "timestamp": 1}),
                          "no servers registered\n")
 
     def test_age(self):
-        self.assertEqual([ctl._age(s) for s in (-1, 0, 59.6, 61, 3599, 7500)],
+        self.assertEqual([ctl_text._age(s) for s in (-1, 0, 59.6, 61, 3599, 7500)],
                          ["0s", "0s", "1m00s", "1m01s", "59m59s", "2h05m"])
 
     def test_routes(self):
-        text = ctl.format_routes({"match_mode": "host_first", "total": 2, "routes": [
+        text = ctl_text.format_routes({"match_mode": "host_first", "total": 2, "routes": [
             {"name": "users", "group": "api", "peer": None,
              "match": {"path": {"mode": "prefix", "value": "/users"},
                        "methods": ["GET"], "headers": {}}},
@@ -74,7 +75,7 @@ class FormatTests(SynchronousTestCase):
             "2 routes (match_mode host_first)\n"))
 
     def test_match(self):
-        text = ctl.format_match({
+        text = ctl_text.format_match({
             "request": {"method": "GET", "host": "", "path": "/users/1", "query": "a=1"},
             "route": "users", "decided_by": "routes", "rule": "the only matching route",
             "group": "api", "upstream_path": "/users/1?a=1",
@@ -85,18 +86,18 @@ class FormatTests(SynchronousTestCase):
             "upstream: /users/1?a=1\npeer:     127.0.0.1:9001\n"))
 
     def test_errors(self):
-        self.assertEqual(ctl.describe_error(400, {"error": "port is required",
+        self.assertEqual(describe_error(400, {"error": "port is required",
                                                   "field": "port", "value": None}),
                          "400 port is required (field port)")
-        self.assertEqual(ctl.describe_error(400, {"error": "bad", "field": "weight",
+        self.assertEqual(describe_error(400, {"error": "bad", "field": "weight",
                                                   "value": "0"}),
                          "400 bad (field weight; value '0')")
-        self.assertEqual(ctl.describe_error(401, {"error": "missing or invalid bearer token"}),
+        self.assertEqual(describe_error(401, {"error": "missing or invalid bearer token"}),
                          "401 missing or invalid bearer token (set --token or TPROXY_TOKEN)")
-        self.assertEqual(ctl.describe_error(502, None), "502 (no JSON body)")
+        self.assertEqual(describe_error(502, None), "502 (no JSON body)")
 
     def test_table(self):
-        self.assertEqual(ctl.table(("A", "NUM"), [("x", "1"), ("yy", "100")]),
+        self.assertEqual(ctl_text.table(("A", "NUM"), [("x", "1"), ("yy", "100")]),
                          "A   NUM\nx     1\nyy  100\n")
 
 
@@ -189,7 +190,7 @@ class AgainstAdminTests(TestCase):
         code, out, err = yield self.ctl("status")
         self.assertEqual(code, 0)
         lines = out.splitlines()
-        self.assertEqual(lines[0].split(), list(ctl.STATUS_HEADER))
+        self.assertEqual(lines[0].split(), list(ctl_text.STATUS_HEADER))
         self.assertEqual(lines[1].split()[:6], ["api", "127.0.0.1:9001", "3", "0", "0", "yes"])
         self.assertEqual(lines[-1], "1 group, 1 server (1 live)")
         code, out, err = yield self.ctl("status", "--json")
