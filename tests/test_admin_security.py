@@ -657,6 +657,21 @@ class DuplicateRouteTests(SynchronousTestCase):
                          (200, {"v": 2}))
 
 
+class GatherTests(SynchronousTestCase):
+    """``route(..., gather=)``: for a GET route without parameters."""
+
+    def test_getOnly(self):
+        routes = AdminRoutes()
+        combine = lambda request, answer, workers: answer  # noqa: E731
+        for method, path in (("PUT", "/x"), ("GET", "/x/{name}")):
+            with self.assertRaises(ValueError):
+                routes.route(method, path, lambda r: (200, {}), gather=combine)
+        routes.route("GET", "/x", lambda r: (200, {}), gather=combine)
+        self.assertIs(routes.gathers[("GET", "/x")], combine)
+        routes.route("GET", "/x", lambda r: (200, {}))
+        self.assertNotIn(("GET", "/x"), routes.gathers)
+
+
 class RemoveHintTests(SynchronousTestCase):
     """``remove`` without the right prefix says where the server is."""
 

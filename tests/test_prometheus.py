@@ -215,6 +215,51 @@ class HistogramTests(SynchronousTestCase):
         self.assertEqual(hist.sum, 4.65)
 
 
+class WorkersTests(SynchronousTestCase):
+    """``/metrics`` of a box with ``"workers"``: the parent's plugin gathers
+    the workers' expositions (here: two harnesses' own ``/metrics``)."""
+
+    def test_gather(self):
+        parent = harness(process_metrics=True)
+        workers = [harness(process_metrics=True), harness(process_metrics=True)]
+        for n, w in enumerate(workers):
+            for _ in range(n + 1):
+                w.request("GET", "/api/x")
+        answers = [(i, w.admin("GET", "/metrics")) for i, w in enumerate(workers)]
+        plugin = parent.plugin("prometheus")
+        own = parent.admin("GET", "/metrics")
+        response = plugin.gather(None, own, answers)
+        self.assertIn(("Content-Type", "text/plain; version=0.0.4; charset=utf-8"),
+                      response.headers)
+        m = samples(response.body.decode("utf-8"))
+        for worker, n in (("0", 1), ("1", 2)):
+            self.assertEqual(value(m, "tproxy_http_requests_total", group="api", route="",
+                                   status_class="2xx", worker=worker), n)
+            self.assertEqual(value(m, "tproxy_http_request_duration_seconds_count",
+                                   group="api", worker=worker), n)
+            self.assertIn(("process_open_fds", (("worker", worker),)), m)
+        # the parent serves no requests: none of its own request series
+        self.assertIsNone(value(m, "tproxy_http_requests_read_total"))
+        self.assertEqual(value(m, "tproxy_http_requests_read_total", worker="1"), 2)
+        # the registry's view once, the parent's; the parent's process unlabelled
+        self.assertEqual(value(m, "tproxy_registry_groups"), 2)
+        self.assertIsNone(value(m, "tproxy_registry_groups", worker="0"))
+        self.assertIn(("process_open_fds", ()), m)
+
+    def test_workerFailed(self):
+        """A worker that answered an error is left out."""
+        parent, worker = harness(), harness()
+        worker.request("GET", "/api/x")
+        from tproxy.admin import AdminResponse
+        answers = [(0, worker.admin("GET", "/metrics")), (1, AdminResponse(500, {}))]
+        response = parent.plugin("prometheus").gather(None, parent.admin("GET", "/metrics"),
+                                                      answers)
+        m = samples(response.body.decode("utf-8"))
+        self.assertEqual(value(m, "tproxy_http_requests_total", group="api", route="",
+                               status_class="2xx", worker="0"), 1)
+        self.assertFalse([k for k in m if ("worker", "1") in k[1]])
+
+
 class EndToEndTests(ProxyTestCase):
     """``GET /metrics`` over HTTP on a real admin listener."""
 

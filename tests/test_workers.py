@@ -18,6 +18,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from prometheus_client.parser import text_string_to_metric_families
 from twisted.trial.unittest import TestCase
 
 from tests.test_tap import TwistdProcess, local, write_json
@@ -216,7 +217,7 @@ class WorkersTests(TestCase):
 
     def setUp(self):
         self.up = upstream(self)
-        self.box = Box(self)
+        self.box = Box(self, plugins=["registry", "router", "least_conn", "prometheus"])
 
     def register(self):
         status, obj = get_json(self.box.admin, "/upstream/add?port=%d" % self.up.server_port)
@@ -247,6 +248,15 @@ class WorkersTests(TestCase):
                          [(self.up.server_port, 3)])
         status, overview = get_json(box.admin, "/status/overview")
         self.assertEqual((overview["requests_total"], overview["in_flight"]), (3, 0))
+        # and /metrics has each worker's series (labelled with its index)
+        status, text = get(box.admin, "/metrics")
+        self.assertEqual(status, 200, text)
+        requests = {}
+        for family in text_string_to_metric_families(text.decode("utf-8")):
+            for s in family.samples:
+                if s.name == "tproxy_http_requests_total":
+                    requests[s.labels["worker"]] = s.value
+        self.assertEqual(sorted(requests.values()), [1, 2])
 
     def test_killedWorker(self):
         """``kill -9`` of a worker: the other serves on; the dead one's

@@ -236,6 +236,20 @@ class AdminResponse(object):
         return "<AdminResponse %d %r>" % (self.status, self.body[:60])
 
 
+def as_response(result):
+    """A handler's result (an :class:`AdminResponse`, or ``(status, obj)``)
+    as an :class:`AdminResponse`.
+
+    :raises ValueError: for a status out of range."""
+    if isinstance(result, AdminResponse):
+        return result
+    status, obj = result
+    status = int(status)
+    if not 100 <= status <= 599:
+        raise ValueError("status %r out of range" % (status,))
+    return AdminResponse(status, obj)
+
+
 def _encode(obj):
     return (json.dumps(obj, sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
 
@@ -340,8 +354,9 @@ class AdminRoutes(object):
         self.owners = {}  # (method, path) -> plugin name (None: not a plugin's)
         self.public = set()  # (method, path) served without the token
         self.shared = set()  # (method, path) changing state every process reads
+        self.gathers = {}  # (method, path) -> how the workers' answers combine
 
-    def route(self, method, path, handler, public=False, shared=False):
+    def route(self, method, path, handler, public=False, shared=False, gather=None):
         """
         Serve ``method path`` with ``handler``.  A segment ``{name}`` of
         ``path`` is a parameter (see the module docstring).  Registering a
@@ -358,6 +373,14 @@ class AdminRoutes(object):
             ``"workers"``, the parent's answer is enough.  A route that
             changes a plugin's state in memory (``shared`` false) is made
             in every worker too.
+        :param gather: for a ``GET`` route showing what each process holds
+            (request counts, a cache's entries): with ``"workers"``, the
+            parent asks every worker the same request and answers
+            ``gather(request, answer, workers)``, where ``answer`` is the
+            parent's own :class:`AdminResponse` and ``workers`` a list of
+            ``(worker index, AdminResponse)`` of the workers that answered
+            within 2 s; it returns the :class:`AdminResponse` to send (or a
+            ``(status, obj)`` pair).  Without workers it is never called.
         :raises DuplicateRoute: if another plugin registered ``method path``
             (the message names both).
         """
@@ -365,6 +388,8 @@ class AdminRoutes(object):
         if public:
             if "{" in path:
                 raise ValueError("a public admin route has no parameters: %r" % (path,))
+        if gather is not None and (key[0] != "GET" or "{" in path):
+            raise ValueError("gather is for a GET route without parameters: %r" % (path,))
         owner = self.registering
         if key in self.owners and self.owners[key] != owner:
             raise DuplicateRoute(
@@ -379,6 +404,10 @@ class AdminRoutes(object):
             self.shared.add(key)
         else:
             self.shared.discard(key)
+        if gather is not None:
+            self.gathers[key] = gather
+        else:
+            self.gathers.pop(key, None)
         if "{" in path:
             self.patterns[key] = (path.split("/"), handler)
         else:
@@ -560,13 +589,7 @@ class AdminRoutes(object):
         return d
 
     def _respond(self, result, request):
-        if isinstance(result, AdminResponse):
-            return result
-        status, obj = result
-        status = int(status)
-        if not 100 <= status <= 599:
-            raise ValueError("status %r out of range" % (status,))
-        return AdminResponse(status, obj)
+        return as_response(result)
 
     def _failed(self, failure, request):
         log.failure("admin handler for {method} {path} failed", failure,

@@ -45,6 +45,7 @@ from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.protocol import Factory, ProcessProtocol
 from twisted.logger import Logger
 
+from tproxy.admin import AdminResponse, as_response
 from tproxy.box_status import STATUS_PAGE, add_counts
 from tproxy.config import ConfigError, read_config
 from tproxy.control import ControlProtocol, nonblocking
@@ -132,6 +133,15 @@ def _forwarded(admin, key):
     method, _ = key
     return (method not in ("GET", "HEAD", "OPTIONS") and admin.owners.get(key) is not None
             and key not in admin.shared)
+
+
+def _own_first(results, combine):
+    """``combine(results)`` once the parent's own answer (the first) is
+    known; its failure is the request's (the admin API answers 500)."""
+    ok, own = results[0]
+    if not ok:
+        return own
+    return combine(results)
 
 
 class _WorkerProcess(ProcessProtocol):
@@ -412,6 +422,8 @@ class Supervisor(Service):
                 handler = self._with_counts(handler)
             elif key in STATUS_PAGE:
                 handler = self._with_counts(handler, STATUS_PAGE[key])
+            elif key in admin.gathers:
+                handler = self._gathering(handler, admin.gathers[key])
             elif _forwarded(admin, key):
                 handler = self._forwarding(handler)
             admin.routes[key] = self._synced(handler)
@@ -452,6 +464,34 @@ class Supervisor(Service):
                 return DeferredList(ds).addCallback(lambda _: result)
             return d.addCallback(answered)
         return forward
+
+    def _gathering(self, handler, gather):
+        """
+        ``handler`` of a ``GET`` route registered with ``gather``
+        (``prometheus``'s ``/metrics``): the parent answers, every live
+        worker answers the same request (those silent for
+        ``COUNTS_TIMEOUT`` are left out), and ``gather`` combines them.
+        """
+        def gathering(request):
+            entry = {"method": "GET", "path": request.path, "args": request.args}
+            handles = [h for h in self._live()
+                       if h.channel is not None and not h.channel.closed]
+            asks = []
+            for h in handles:
+                d = h.channel.call("ask", request=entry)
+                d.addTimeout(COUNTS_TIMEOUT, self.reactor)
+                asks.append(d)
+            own = maybeDeferred(handler, request).addCallback(as_response)
+
+            def combine(results):
+                (_, answer), answers = results[0], results[1:]
+                workers = [(h.index, AdminResponse(a["status"], None, a["headers"],
+                                                   a["body"].encode("latin-1")))
+                           for h, (ok, a) in zip(handles, answers) if ok]
+                return gather(request, answer, workers)
+            return DeferredList([own] + asks, consumeErrors=True,
+                                fireOnOneErrback=False).addCallback(_own_first, combine)
+        return gathering
 
     def _journal(self, entry):
         """Keep ``entry`` for the workers started later (the last

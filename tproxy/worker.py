@@ -166,13 +166,13 @@ class Worker(object):
                 await self.control_admin({"request": entry})
         return ensureDeferred(replay())
 
-    def control_admin(self, message):
-        """Make a plugin's admin change the parent accepted (``PUT
-        /routes/{name}``...) here too; the result is the status."""
+    def _dispatch(self, entry):
+        """The parent's admin request ``entry`` (method, path, args, body,
+        content_type) answered by this worker's admin routes: a Deferred
+        firing with the :class:`tproxy.admin.AdminResponse`."""
         from urllib.parse import urlencode
 
         from tproxy.admin import AdminRequest
-        entry = message["request"]
         admin = self.service.gateway.admin
         headers = {"host": "localhost"}
         if entry.get("content_type"):
@@ -182,7 +182,20 @@ class Worker(object):
         request = AdminRequest.from_uri(
             entry["method"], entry["path"] + "?" + urlencode(entry.get("args") or {}),
             headers, entry.get("body", "").encode("latin-1"))
-        return admin.dispatch(request).addCallback(lambda response: response.status)
+        return admin.dispatch(request)
+
+    def control_admin(self, message):
+        """Make a plugin's admin change the parent accepted (``PUT
+        /routes/{name}``...) here too; the result is the status."""
+        return self._dispatch(message["request"]).addCallback(lambda response: response.status)
+
+    def control_ask(self, message):
+        """Answer a ``GET`` the parent gathers from every worker (a route
+        registered with ``gather``): the whole response."""
+        def whole(response):
+            return {"status": response.status, "headers": response.headers,
+                    "body": response.body.decode("latin-1")}
+        return self._dispatch(message["request"]).addCallback(whole)
 
     def control_counts(self, message):
         """The in-flight and total requests per peer."""
