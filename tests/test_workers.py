@@ -248,6 +248,11 @@ class WorkersTests(TestCase):
                          [(self.up.server_port, 3)])
         status, overview = get_json(box.admin, "/status/overview")
         self.assertEqual((overview["requests_total"], overview["in_flight"]), (3, 0))
+        self.assertEqual(sorted((w["pid"], w["requests_total"]) for w in overview["workers"]),
+                         sorted(zip(pids, [1, 2])))
+        proxy = [entry for entry in overview["listeners"] if entry["name"] == "proxy"]
+        self.assertEqual([entry["requests"] for entry in proxy], [3])
+        self.assertGreater(overview["requests_per_second"], 0)
         # and /metrics has each worker's series (labelled with its index)
         status, text = get(box.admin, "/metrics")
         self.assertEqual(status, 200, text)

@@ -43,6 +43,7 @@ when the page asks (O(peers) per overview, O(group) per peer page).
 """
 
 import base64
+import json
 import functools
 import hashlib
 import os
@@ -157,6 +158,7 @@ class StatusPage(object):
         self.listeners = list(listeners)
         self.started = self.clock.seconds()
         self._samples = deque()   # (time, requests_total) of recent overviews
+        self._box_samples = deque()   # the same for the box, with "workers"
         self.html = pkgutil.get_data("tproxy", "static/status.html").decode("utf-8")
         self.headers = page_headers(self.html) + [
             ("Content-Type", "text/html; charset=utf-8")]
@@ -170,7 +172,7 @@ class StatusPage(object):
         admin = self.gateway.admin
         if ("GET", "/") not in admin.routes:   # a plugin's own "/" wins
             admin.route("GET", "/", self.page, public=True)
-        admin.route("GET", "/status/overview", self.overview)
+        admin.route("GET", "/status/overview", self.overview, gather=self.gather_overview)
         admin.route("GET", "/status/groups", self.groups)
         admin.route("GET", "/status/peers", self.peers)
         return self
@@ -212,7 +214,7 @@ class StatusPage(object):
             "python": "{} {}".format(platform.python_implementation(),
                                      platform.python_version()),
             "requests_total": requests,
-            "requests_per_second": _rounded(self._rate(now, requests)),
+            "requests_per_second": _rounded(self._rate(self._samples, now, requests)),
             "connections": connections, "in_flight": in_flight,
             "groups": len(groups), "peers": peers, "live": live,
             "listeners": listeners,
@@ -220,6 +222,51 @@ class StatusPage(object):
                         for phase, names in describe_phases(self.gateway.plugins)],
             "streams": streams,
         }
+
+    def gather_overview(self, request, answer, workers):
+        """
+        ``GET /status/overview`` of a box with ``"workers"`` (the parent's
+        ``gather``): the parent's view of the registry, plugins and uptime,
+        with the workers' requests, connections, requests in flight,
+        listeners and stream sessions summed in, and a row per worker.
+        """
+        if answer.status != 200:
+            return answer
+        obj = answer.obj
+        obj["requests_total"] = obj["connections"] = obj["in_flight"] = 0
+        listeners = {entry["name"]: entry for entry in obj["listeners"]}
+        streams = {}
+        rows = []
+        for index, response in workers:
+            if response.status != 200:
+                continue
+            theirs = json.loads(response.body.decode("utf-8"))
+            rows.append({"worker": index, "pid": theirs["pid"],
+                         "requests_total": theirs["requests_total"],
+                         "connections": theirs["connections"],
+                         "in_flight": theirs["in_flight"]})
+            for key in ("requests_total", "connections", "in_flight"):
+                obj[key] += theirs[key]
+            for entry in theirs["listeners"]:
+                mine = listeners.setdefault(entry["name"], {"name": entry["name"],
+                                                            "listen": entry["listen"]})
+                for key in ("connections", "requests", "sessions"):
+                    if key in entry:
+                        mine[key] = mine.get(key, 0) + entry[key]
+            for stream in theirs["streams"]:
+                mine = streams.setdefault(stream["listen"], dict(
+                    stream, sessions=0, total=0, recent=[]))
+                mine["sessions"] += stream["sessions"]
+                mine["total"] += stream["total"]
+                mine["recent"].extend(dict(r, worker=index) for r in stream["recent"])
+        for stream in streams.values():
+            stream["recent"] = stream["recent"][-MAX_SESSIONS:]
+        obj["listeners"] = list(listeners.values())
+        obj["streams"] = list(streams.values())
+        obj["workers"] = rows
+        obj["requests_per_second"] = _rounded(self._rate(
+            self._box_samples, obj["timestamp"], obj["requests_total"]))
+        return 200, obj
 
     def groups(self, request):
         """``GET /status/groups``: a page of group summaries."""
@@ -288,13 +335,12 @@ class StatusPage(object):
 
     # -- helpers ------------------------------------------------------------------
 
-    def _rate(self, now, requests):
+    def _rate(self, samples, now, requests):
         """
-        Requests per second since the latest sample at least
+        Requests per second since the latest of ``samples`` at least
         :data:`RATE_WINDOW` seconds old (or the oldest, or the start when
         there is none), and record this sample (at most two a second).
         """
-        samples = self._samples
         while len(samples) > 1 and now - samples[1][0] >= RATE_WINDOW:
             samples.popleft()
         if samples:

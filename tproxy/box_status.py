@@ -57,12 +57,6 @@ def _sums(per):
             for key, found in per.items()}
 
 
-def _overview(obj, workers, per):
-    sums = _sums(per).values()
-    obj["in_flight"] = sum(a for a, _ in sums)
-    obj["requests_total"] = sum(t for _, t in sums)
-
-
 def _groups(obj, workers, per):
     by_group = {}
     for (group, _, _), (active, total) in _sums(per).items():
@@ -80,7 +74,7 @@ def _peers(obj, workers, per):
 
 
 #: the status page's endpoints, and how the workers' counts go into them
-#: (the requests per second of the overview stay the parent's: none)
-STATUS_PAGE = {("GET", "/status/overview"): _page_answer(_overview),
-                ("GET", "/status/groups"): _page_answer(_groups),
+#: (``/status/overview`` gathers the workers' own overviews:
+#: :meth:`tproxy.admin_page.StatusPage.gather_overview`)
+STATUS_PAGE = {("GET", "/status/groups"): _page_answer(_groups),
                 ("GET", "/status/peers"): _page_answer(_peers)}

@@ -91,6 +91,7 @@ class Worker(object):
         d.addErrback(self._failed)
 
     def _start(self, package):
+        from tproxy.admin_page import install as install_status_page
         from tproxy.config import validate_config
         from tproxy.gateway import Gateway
         from tproxy.plugins import build_plugin_manager
@@ -121,6 +122,9 @@ class Worker(object):
             listeners.append((name, adopted_endpoint(self.reactor, fd, family, description,
                                                      tls, plugin_manager),
                               make_factory(kind, gateway, stream, tls)))
+        # the status page's endpoints, which the parent's gathers
+        install_status_page(gateway, [(name, e.description, factory)
+                                      for name, e, factory in listeners])
         self.service = _WorkerService(gateway, listeners, ready=self._ready,
                                       before=lambda: self._replay(package.get("admin", ())))
         self.service.startService()
