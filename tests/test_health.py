@@ -547,6 +547,43 @@ class ApiTests(SynchronousTestCase):
         self.assertEqual(len(listener.changes), 2)
 
 
+class RelayTests(SynchronousTestCase):
+    """How a box of workers shares the active checks: the parent's results
+    reach the workers' states (``observe_checks``), and a new worker starts
+    from the parent's (``restore_checks``; ``tproxy.supervisor``)."""
+
+    def test_relayed(self):
+        from tproxy.supervisor import _checks_state
+        parent = _harness([LIVE, LIVE2], {LIVE: echo})
+        worker = _harness([LIVE, LIVE2], {LIVE: echo})
+
+        def peer(h, port):
+            return h.registry.group("default").peers[("127.0.0.1", port)]
+
+        def relay(p, ok, detail, rise, fall):
+            worker.gateway.health.check_result(peer(worker, p.port), ok, detail, rise, fall)
+        parent.gateway.health.observe_checks(relay)
+        parent.gateway.health.check_result(peer(parent, 9002), False, "refused", fall=2)
+        self.assertTrue(peer(worker, 9002).healthy)
+        parent.gateway.health.check_result(peer(parent, 9002), False, "refused", fall=2)
+        self.assertFalse(peer(parent, 9002).healthy)
+        self.assertFalse(peer(worker, 9002).healthy)
+        self.assertEqual(worker.gateway.health.as_dict(peer(worker, 9002))["last_check"]["detail"],
+                         "refused")
+        # a worker started now takes the parent's state: down, and one
+        # pass (of rise=2) made
+        parent.gateway.health.check_result(peer(parent, 9002), True, None, rise=2)
+        state = _checks_state(parent.registry)
+        self.assertEqual([row[:5] for row in state], [["default", "127.0.0.1", 9002, 1, True]])
+        late = _harness([LIVE, LIVE2], {LIVE: echo})
+        for group, host, port, check_ok, down, last in state:
+            late.gateway.health.restore_checks(peer(late, port), check_ok, down, last)
+        self.assertFalse(peer(late, 9002).healthy)
+        self.assertTrue(peer(late, 9001).healthy)
+        late.gateway.health.check_result(peer(late, 9002), True, None, rise=2)
+        self.assertTrue(peer(late, 9002).healthy)
+
+
 class PathPrefixBusyTests(SynchronousTestCase):
 
     def test_allBusy(self):

@@ -436,6 +436,79 @@ class AdminChangesTests(TestCase):
         box.resume(stopped)
 
 
+class _Checked(BaseHTTPRequestHandler):
+    """Answers ``GET /healthz`` with the server's ``health`` status and
+    records, for each probe, the pid of the process that sent it."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        self.server.probers.append(socket_owner(self.client_address[1],
+                                                self.server.server_port))
+        self.send_response(self.server.health)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def socket_owner(client_port, server_port):
+    """The pid of the process holding the loopback TCP connection from
+    ``client_port`` to ``server_port`` (from ``/proc``), or ``None``."""
+    wanted = ":%04X" % client_port, ":%04X" % server_port
+    inode = None
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if fields[1].endswith(wanted[0]) and fields[2].endswith(wanted[1]):
+                    inode = fields[9]
+    if inode is None:
+        return None
+    target = "socket:[%s]" % inode
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fds = os.listdir("/proc/%s/fd" % pid)
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink("/proc/%s/fd/%s" % (pid, fd)) == target:
+                    return int(pid)
+            except OSError:
+                continue
+    return None
+
+
+class HealthChecksTests(TestCase):
+    """``health_check`` with workers: the parent probes, once for the box,
+    and every worker's health state takes the results."""
+
+    def test_parentProbes(self):
+        server = _Server(("127.0.0.1", 0), _Checked)
+        server.daemon_threads = True
+        server.health = 503
+        server.probers = []
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        self.addCleanup(server.server_close)
+        self.addCleanup(server.shutdown)
+        port = server.server_port
+        box = Box(self, plugins=["registry", "router", "least_conn", "health_check"],
+                  upstreams={"api": {"peers": ["127.0.0.1:%d" % port], "health_check": {
+                      "path": "/healthz", "interval": 0.1, "rise": 1, "fall": 1}}})
+
+        def every_worker(healthy):
+            views = server_of(box.status(), port)["workers"]
+            return len(views) == 2 and all(v["healthy"] is healthy for v in views)
+        wait_until(lambda: every_worker(False), "every worker to hold the peer down")
+        server.health = 200
+        wait_until(lambda: every_worker(True), "every worker to take it back")
+        # (a probe that gave up, on a loaded machine, is gone before its
+        # socket is looked up: None)
+        self.assertEqual(set(server.probers) - {None}, {box.proc.proc.pid})
+
+
 class SharedRegistryTests(TestCase):
     """``"workers": 2`` with ``registry.backend`` ``redis``: the parent and
     every worker are instances of the fleet, each reading the shared store

@@ -45,6 +45,12 @@ stream sessions): :meth:`HealthState.failed` and
 probe uses too.  A success of a peer that never failed costs one attribute
 read (``peer.health is None``).
 
+With ``"workers"``, the active checks run in the parent only: it relays
+every result to the workers (:meth:`HealthState.observe_checks`), whose
+states take them as their own (:meth:`HealthState.check_result`), and a new
+worker starts from the parent's (:meth:`HealthState.restore_checks`).
+Passive checks are each worker's: it sees its own requests.
+
 Logging: one line per change of state (``down`` with the failure count and
 the last error, ``up``), never one per request.
 """
@@ -172,6 +178,7 @@ class HealthState(object):
         self._ramp_timer = None
         self._listeners = []
         self._timed = set()    # the PeerHealth with a re-admission timer
+        self._check_observers = []
         if registry is not None:
             registry.subscribe(self)
 
@@ -214,6 +221,30 @@ class HealthState(object):
 
     def subscribers(self):
         return list(self._listeners)
+
+    def observe_checks(self, observer):
+        """
+        Call ``observer(peer, ok, detail, rise, fall)`` after each active
+        check result of a peer of the registry (the parent of a box of
+        workers relays them to the workers, which do not probe).
+        """
+        self._check_observers.append(observer)
+
+    def restore_checks(self, peer, check_ok, active_down, last_check):
+        """
+        Take the active checks' state of ``peer`` from another process (a
+        worker starting, from the parent): ``check_ok`` the results in a row
+        (positive: passes, negative: failures), ``active_down`` whether they
+        hold it down, ``last_check`` ``[time, ok, detail]`` or ``None``.
+        """
+        h = peer.health
+        if h is None:
+            h = peer.health = PeerHealth()
+        h.check_ok = check_ok
+        h.last_check = tuple(last_check) if last_check else None
+        if active_down and not h.active_down:
+            h.active_down = True
+            self._set(peer, False)
 
     def stop(self):
         """Cancel the re-admission timers (the gateway stops)."""
@@ -314,6 +345,11 @@ class HealthState(object):
                     "({detail})", peer=peer.address, group=peer.group.name,
                     n=-h.check_ok, detail=detail)
                 self._set(peer, False)
+        for observer in self._check_observers:
+            try:
+                observer(peer, ok, detail, rise, fall)
+            except Exception:
+                log.failure("health check observer {observer} failed", observer=observer)
 
     def as_dict(self, peer):
         h = peer.health

@@ -144,6 +144,19 @@ def _own_first(results, combine):
     return combine(results)
 
 
+def _checks_state(registry):
+    """``[[group, host, port, check_ok, active_down, last_check]]``: the
+    active checks' state of the peers that have one, for a new worker."""
+    state = []
+    for group in registry.groups():
+        for peer in group.peers.values():
+            h = peer.health
+            if h is not None and (h.check_ok or h.active_down):
+                state.append([group.name, peer.host, peer.port, h.check_ok, h.active_down,
+                              h.last_check])
+    return state
+
+
 class _WorkerProcess(ProcessProtocol):
 
     def __init__(self, supervisor, handle):
@@ -175,6 +188,7 @@ class _ParentChannel(object):
         return {"worker": handle.index, "config": gen.text, "source": gen.source,
                 "fds": dict(handle.fds),
                 "registry": snapshot(publisher.backend) if publisher.replicates else None,
+                "health": _checks_state(self.supervisor.service.gateway.registry),
                 "admin": list(gen.journal)}
 
     def control_ready(self, message):
@@ -218,6 +232,7 @@ class Supervisor(Service):
         self._first = None
         self._text = text
         self._source = source
+        self._checks = []        # active check results not yet sent to the workers
 
     # -- start ----------------------------------------------------------------------
 
@@ -227,6 +242,7 @@ class Supervisor(Service):
         config = self.service.gateway.config
         self.generation = self._new_generation(config, self._text, self._source, {})
         self.instrument(self.service.gateway)
+        self.service.gateway.health.observe_checks(self._relay_check)
         self._first = self._start_workers(self.generation)
         self._first.addErrback(self._failed_start)
 
@@ -313,6 +329,22 @@ class Supervisor(Service):
         parent_end.close()
         log.info("worker {index} started (pid {pid})", index=index, pid=handle.pid)
         return handle
+
+    # -- active health checks ---------------------------------------------------------
+
+    def _relay_check(self, peer, ok, detail, rise, fall):
+        """An active check's result (the ``health_check`` plugin probes in
+        the parent only): sent to every worker at the end of the reactor
+        turn, with the others of that turn."""
+        if not self._checks:
+            self.reactor.callLater(0, self._send_checks)
+        self._checks.append([peer.group.name, peer.host, peer.port, ok, detail, rise, fall])
+
+    def _send_checks(self):
+        checks, self._checks = self._checks, []
+        for h in self._live():
+            if h.channel is not None:
+                h.channel.notify("health", checks=checks)
 
     # -- a worker ended -------------------------------------------------------------
 

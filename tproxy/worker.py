@@ -81,6 +81,7 @@ class Worker(object):
         self.registry = None
         self.service = None
         self.index = None
+        self.gateway = None
         self.stopping = False
 
     def control_connected(self, channel):
@@ -113,6 +114,11 @@ class Worker(object):
             self.registry.apply(package["registry"]["peers"], package["registry"]["groups"])
         gateway.role = "worker"
         gateway.worker_index = self.index
+        self.gateway = gateway
+        for group, host, port, check_ok, active_down, last_check in package.get("health", ()):
+            peer = self._peer(group, host, port)
+            if peer is not None:
+                gateway.health.restore_checks(peer, check_ok, active_down, last_check)
         fds = package["fds"]
         listeners = []
         for kind, name, description, stream, tls in listener_specs(config):
@@ -200,6 +206,21 @@ class Worker(object):
             return {"status": response.status, "headers": response.headers,
                     "body": response.body.decode("latin-1")}
         return self._dispatch(message["request"]).addCallback(whole)
+
+    def _peer(self, group, host, port):
+        g = self.gateway.registry.group(group)
+        return None if g is None else g.peers.get((host, port))
+
+    def control_health(self, message):
+        """The parent's active check results (the workers do not probe):
+        each worker's health state takes them as its own."""
+        if self.gateway is None:
+            return
+        health = self.gateway.health
+        for group, host, port, ok, detail, rise, fall in message["checks"]:
+            peer = self._peer(group, host, port)
+            if peer is not None:   # (a peer the parent has not sent yet: the next check)
+                health.check_result(peer, ok, detail, rise, fall)
 
     def control_counts(self, message):
         """The in-flight and total requests per peer."""

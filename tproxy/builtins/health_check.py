@@ -31,6 +31,10 @@ over it, not checked in one burst); one timer, armed for the next check due,
 runs them, at most ``concurrency`` at a time per check configuration (the
 others wait for the next free slot).  The timer catches and logs its own
 exceptions.  A peer removed from the registry is no longer checked.
+
+With ``"workers"``, the parent alone probes (once per peer and interval for
+the box, not once per process); every result reaches every worker's health
+state (:mod:`tproxy.health`).
 """
 
 import heapq
@@ -181,7 +185,11 @@ class Plugin(object):
 
     @hookimpl
     def init_worker(self, gateway):
-        """Start checking the peers of the groups that have checks."""
+        """Start checking the peers of the groups that have checks (with
+        ``"workers"``, in the parent only: it relays the results to the
+        workers' health states)."""
+        if gateway.role == "worker":
+            return
         self.gateway = gateway
         self.clock = gateway.reactor
         config = gateway.config
