@@ -32,6 +32,9 @@ class RedisPolicyTests(ProxyTestCase):
         redis = settings.setdefault("redis", {})
         redis.setdefault("port", port)
         redis.setdefault("retry_interval", 0.1)
+        # a real Redis answers within 0.1 s (the default), but not always a
+        # loaded CI machine's: a late answer would let a request through
+        redis.setdefault("timeout", 10)
         return await self.proxy({"default": [up]}, plugins=[
             "router", {"name": "rate_limit", "settings": settings}, "least_conn"])
 
