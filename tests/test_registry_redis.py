@@ -101,6 +101,27 @@ class SharedRegistryTests(RedisTestCase):
         self.assertEqual([m.split(" at ")[0] for m in self.messages()],
                          ["registry: shared through Redis"] * 2)
 
+    async def test_heartbeatsOfOneTurn(self):
+        """The registrations of one reactor turn are one script run (one
+        version, one published message); the same server twice in it ends
+        as its last heartbeat said, for the writer and the others."""
+        server = await run_redis(self)
+        clock = Clock()
+        clock.advance(1000)
+        a = await self.registry(server.port, clock)
+        b = await self.registry(server.port, clock)
+        before = int(await redis_command(server.port, "GET", "tproxy:version") or 0)
+        results = await defer.gatherResults([
+            a.register("api", "10.0.0.1", 1), a.register("api", "10.0.0.2", 2, weight=2),
+            a.register("api", "10.0.0.1", 1, weight=5)])
+        self.assertEqual([(p.address, created) for p, created in results],
+                         [("10.0.0.1:1", True), ("10.0.0.2:2", True), ("10.0.0.1:1", False)])
+        self.assertEqual(int(await redis_command(server.port, "GET", "tproxy:version")),
+                         before + 1)
+        await until(lambda: b.group("api") is not None and len(b.group("api").peers) == 2)
+        self.assertEqual(view(a), view(b))
+        self.assertEqual(b.group("api").peers[("10.0.0.1", 1)].weight, 5)
+
     async def test_sameSemanticsAsMemory(self):
         """One scenario on the in-memory registry and on a Redis one (each
         with its own fake clock): the same peers, times, weights, liveness,

@@ -7,7 +7,9 @@ Each instance serves requests from a local replica (a
 :class:`~tproxy.registry.MemoryRegistry` it keeps up to date): a request
 never waits for Redis.  Writes (``/upstream/add`` heartbeats,
 ``/upstream/remove``, ``/routes`` changes, the expiry sweep) run as one Lua
-script each, atomically; the script bumps a version counter, stamps what it
+script each, atomically (the registrations and heartbeats of one reactor
+turn as one script: a burst of them is one round trip and one published
+message); the script bumps a version counter, stamps what it
 wrote with it and publishes the change on a channel.  Every instance
 subscribes to the channel and applies each change whose version is newer
 than what it holds for that key, so an instance's own writes (applied as
@@ -66,6 +68,10 @@ log = Logger()
 
 #: registrations one sweep removes at most (the next sweep takes the rest)
 SWEEP_LIMIT = 1000
+
+#: registrations one script writes at most (a burst of heartbeats in one
+#: reactor turn is split: a script holds Redis while it runs)
+BATCH = 200
 
 
 def parse_url(url, path="registry.url"):
@@ -166,6 +172,7 @@ class RedisRegistry(MemoryRegistry):
         #: registrations one sweep script removes at most (then another runs)
         self.sweep_limit = SWEEP_LIMIT
         self._subscribed = False
+        self._registering = []     # (Deferred, script arguments) of this reactor turn
         self._syncing = None
         self._started = False
         self._stopping = False
@@ -582,26 +589,53 @@ class RedisRegistry(MemoryRegistry):
         if not self.up:
             return fail(RegistryUnavailable(
                 "the shared registry (Redis at {}) is unavailable".format(self.address)))
-        d = self._call("register", [
+        if not self._registering:
+            self._registering_at = self.now()
+            self.reactor.callLater(0, self._register_batch)
+        d = Deferred()
+        self._registering.append((d, [
             group, host, port, "" if weight is None else weight,
             "" if max_conns is None else max_conns,
-            "" if routable is None else ("1" if routable else "0"),
-            repr(self.now()), repr(self.ttl)], "a registration")
+            "" if routable is None else ("1" if routable else "0")]))
+        return d
 
-        def registered(reply):
-            message, created = reply
-            self.apply(message)
+    def _register_batch(self):
+        """Write the registrations and heartbeats of the reactor turn that
+        ended: one script per :data:`BATCH` of them, one published message
+        (a burst of heartbeats costs Redis, and every instance decoding the
+        messages, one round trip instead of one each)."""
+        pending, self._registering = self._registering, []
+        for start in range(0, len(pending), BATCH):
+            batch = pending[start:start + BATCH]
+            args = [repr(self._registering_at), repr(self.ttl)]
+            for _, entry in batch:
+                args.extend(entry)
+            d = self._call("register", args, "a registration")
+            d.addCallbacks(self._registered, self._not_registered,
+                           callbackArgs=(batch,), errbackArgs=(batch,))
+
+    def _registered(self, reply, batch):
+        message, created = reply
+        self.apply(message)
+        written = None
+        for (d, (group, host, port, _, _, _)), new in zip(batch, created):
             g = self._groups.get(group)
             peer = g.peers.get((host, port)) if g is not None else None
             if peer is None:
                 # changed again by another instance meanwhile: answer with
                 # what this write did
-                rec = [c[2] for c in json.loads(message)["c"] if c[0] == "p"][0]
+                if written is None:
+                    written = dict((c[1], c[2]) for c in json.loads(message)["c"]
+                                   if c[0] == "p")
+                rec = written[_member(group, host, port)]
                 peer = Peer(Group(group), host, port, rec["w"], now=rec["c"], ttl=self.ttl)
                 peer.max_conns = rec["m"]
                 peer.expires_at = rec["x"]
-            return peer, bool(int(created))
-        return d.addCallback(registered)
+            d.callback((peer, bool(int(new))))
+
+    def _not_registered(self, failure, batch):
+        for d, _ in batch:
+            d.errback(failure)
 
     def deregister(self, group, host, port):
         """

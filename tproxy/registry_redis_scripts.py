@@ -27,11 +27,15 @@ local function group_rec(g)
   if raw then return cjson.decode(raw) end
   return {n = 0}
 end
+local written = {}
 local function put_peer(member, rec)
   rec.v = bump()
   redis.call('HSET', PEERS, member, cjson.encode(rec))
   redis.call('ZADD', EXPIRY, rec.x, member)
-  changes[#changes + 1] = {'p', member, rec, v}
+  -- one change per member and message (they share the version): the last
+  local at = written[member] or #changes + 1
+  written[member] = at
+  changes[at] = {'p', member, rec, v}
 end
 local function count_peer(g, delta)
   local grec = group_rec(g)
@@ -61,36 +65,44 @@ end
 """
 
 #: ARGV[1] of every script: "<channel> <writer>".
-#: ARGV: channel, group, host, port, weight|'', max_conns|'', routable|'', now, ttl
+#: ARGV: channel, now, ttl, then for each registration (the heartbeats of one
+#: reactor turn, in order): group, host, port, weight|'', max_conns|'',
+#: routable|''.  Returns {message, {created 0|1 of each}}: one version, one
+#: published message for them all.
 _REGISTER = _PRELUDE + """
-local g, now = ARGV[2], tonumber(ARGV[8])
-local member = g .. ' ' .. ARGV[3] .. ' ' .. ARGV[4]
-local raw = redis.call('HGET', PEERS, member)
-local rec = nil
-local created = 0
-if raw then
-  rec = cjson.decode(raw)
-  if rec.x <= now then rec = nil end
-end
-if rec == nil then
-  rec = {g = g, h = ARGV[3], p = tonumber(ARGV[4]), w = 1, m = 0, c = now}
-  created = 1
-end
-if ARGV[5] ~= '' then rec.w = tonumber(ARGV[5]) end
-if ARGV[6] ~= '' then rec.m = tonumber(ARGV[6]) end
-rec.hb = now
-rec.x = now + tonumber(ARGV[9])
-put_peer(member, rec)
-if not raw then count_peer(g, 1) end
-if ARGV[7] ~= '' then
-  local r = ARGV[7] == '1'
-  local grec = group_rec(g)
-  if grec.r ~= r then
-    grec.r = r
-    grec.v = bump()
-    redis.call('HSET', GROUPS, g, cjson.encode(grec))
-    changes[#changes + 1] = {'g', g, {r = r}, v}
+local now, ttl = tonumber(ARGV[2]), tonumber(ARGV[3])
+local created = {}
+for i = 4, #ARGV, 6 do
+  local g = ARGV[i]
+  local member = g .. ' ' .. ARGV[i + 1] .. ' ' .. ARGV[i + 2]
+  local raw = redis.call('HGET', PEERS, member)
+  local rec = nil
+  local new = 0
+  if raw then
+    rec = cjson.decode(raw)
+    if rec.x <= now then rec = nil end
   end
+  if rec == nil then
+    rec = {g = g, h = ARGV[i + 1], p = tonumber(ARGV[i + 2]), w = 1, m = 0, c = now}
+    new = 1
+  end
+  if ARGV[i + 3] ~= '' then rec.w = tonumber(ARGV[i + 3]) end
+  if ARGV[i + 4] ~= '' then rec.m = tonumber(ARGV[i + 4]) end
+  rec.hb = now
+  rec.x = now + ttl
+  put_peer(member, rec)
+  if not raw then count_peer(g, 1) end
+  if ARGV[i + 5] ~= '' then
+    local r = ARGV[i + 5] == '1'
+    local grec = group_rec(g)
+    if grec.r ~= r then
+      grec.r = r
+      grec.v = bump()
+      redis.call('HSET', GROUPS, g, cjson.encode(grec))
+      changes[#changes + 1] = {'g', g, {r = r}, v}
+    end
+  end
+  created[#created + 1] = new
 end
 return {publish(), created}
 """
