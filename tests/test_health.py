@@ -553,7 +553,7 @@ class RelayTests(SynchronousTestCase):
     from the parent's (``restore_checks``; ``tproxy.supervisor``)."""
 
     def test_relayed(self):
-        from tproxy.supervisor import _checks_state
+        from tproxy.box_admin import _checks_state
         parent = _harness([LIVE, LIVE2], {LIVE: echo})
         worker = _harness([LIVE, LIVE2], {LIVE: echo})
 

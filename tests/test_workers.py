@@ -194,7 +194,7 @@ class ForwardedTests(TestCase):
     state in memory, not what every process reads already (``shared``)."""
 
     def test_forwarded(self):
-        from tproxy.supervisor import _forwarded
+        from tproxy.box_admin import _forwarded
         from tproxy.testing import Harness
         h = Harness(plugins=["registry", "routes", "router", "least_conn",
                              {"name": "cache", "settings": {}}])

@@ -28,14 +28,13 @@ With ``workers`` above 1, the ``twistd`` process is the *parent*: it
   worker that fails to start) leaves everything as it was.
 
 The parent's own gateway runs the plugins' ``init_worker`` too (for their
-admin routes and the registry's cleanup timer) but serves no request.
-``/upstream/status`` asks the workers for their counts when it is called:
-``conn_count`` and ``total_requests`` are the sums over the live workers,
-and each server lists its per-worker figures.
+admin routes, the registry's cleanup timer and the active health checks)
+but serves no request; its admin API answers for the whole box
+(:mod:`tproxy.box_admin`: the workers' counts, gathered ``GET`` routes,
+plugins' changes made in every worker, health check results relayed).
 """
 
 import os
-import signal
 import socket
 import sys
 
@@ -45,11 +44,10 @@ from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.protocol import Factory, ProcessProtocol
 from twisted.logger import Logger
 
-from tproxy.admin import AdminResponse, as_response
-from tproxy.box_status import STATUS_PAGE, add_counts
+from tproxy.box_admin import BoxAdmin, _checks_state
 from tproxy.config import ConfigError, read_config
 from tproxy.control import ControlProtocol, nonblocking
-from tproxy.replica import SYNC_TIMEOUT, snapshot
+from tproxy.replica import snapshot
 
 __all__ = ["Supervisor", "make_supervised", "worker_count"]
 
@@ -66,12 +64,6 @@ KILL_GRACE = 5.0
 
 #: seconds a new worker has to become ready (start or reload)
 START_TIMEOUT = 60.0
-
-#: seconds ``/upstream/status`` waits for a worker's counts
-COUNTS_TIMEOUT = 2.0
-
-#: plugins' admin changes kept to replay to workers started later
-MAX_JOURNAL = 10000
 
 
 def worker_count(config):
@@ -123,38 +115,6 @@ class _Generation(object):
         self.ports = ports    # {listener key text: port}
         self.workers = []
         self.journal = []
-
-
-def _forwarded(admin, key):
-    """Whether the admin route ``key`` = ``(method, path)`` changes a
-    plugin's state in memory (made in every worker): not a ``GET``, not
-    tproxy's own, and not ``shared`` (a change of the registry, or of a
-    store every worker reads: see ``AdminRoutes.route``)."""
-    method, _ = key
-    return (method not in ("GET", "HEAD", "OPTIONS") and admin.owners.get(key) is not None
-            and key not in admin.shared)
-
-
-def _own_first(results, combine):
-    """``combine(results)`` once the parent's own answer (the first) is
-    known; its failure is the request's (the admin API answers 500)."""
-    ok, own = results[0]
-    if not ok:
-        return own
-    return combine(results)
-
-
-def _checks_state(registry):
-    """``[[group, host, port, check_ok, active_down, last_check]]``: the
-    active checks' state of the peers that have one, for a new worker."""
-    state = []
-    for group in registry.groups():
-        for peer in group.peers.values():
-            h = peer.health
-            if h is not None and (h.check_ok or h.active_down):
-                state.append([group.name, peer.host, peer.port, h.check_ok, h.active_down,
-                              h.last_check])
-    return state
 
 
 class _WorkerProcess(ProcessProtocol):
@@ -232,7 +192,8 @@ class Supervisor(Service):
         self._first = None
         self._text = text
         self._source = source
-        self._checks = []        # active check results not yet sent to the workers
+        #: the admin API answering for the box
+        self.box = BoxAdmin(self)
 
     # -- start ----------------------------------------------------------------------
 
@@ -241,8 +202,8 @@ class Supervisor(Service):
         Service.startService(self)
         config = self.service.gateway.config
         self.generation = self._new_generation(config, self._text, self._source, {})
-        self.instrument(self.service.gateway)
-        self.service.gateway.health.observe_checks(self._relay_check)
+        self.box.instrument(self.service.gateway)
+        self.service.gateway.health.observe_checks(self.box.relay_check)
         self._first = self._start_workers(self.generation)
         self._first.addErrback(self._failed_start)
 
@@ -330,22 +291,6 @@ class Supervisor(Service):
         log.info("worker {index} started (pid {pid})", index=index, pid=handle.pid)
         return handle
 
-    # -- active health checks ---------------------------------------------------------
-
-    def _relay_check(self, peer, ok, detail, rise, fall):
-        """An active check's result (the ``health_check`` plugin probes in
-        the parent only): sent to every worker at the end of the reactor
-        turn, with the others of that turn."""
-        if not self._checks:
-            self.reactor.callLater(0, self._send_checks)
-        self._checks.append([peer.group.name, peer.host, peer.port, ok, detail, rise, fall])
-
-    def _send_checks(self):
-        checks, self._checks = self._checks, []
-        for h in self._live():
-            if h.channel is not None:
-                h.channel.notify("health", checks=checks)
-
     # -- a worker ended -------------------------------------------------------------
 
     def _ended(self, handle, reason):
@@ -407,7 +352,7 @@ class Supervisor(Service):
             if call.active():
                 call.cancel()
         self._restarts = {}
-        handles = self._live()
+        handles = self.live_workers()
         for h in handles:
             h.state = "stopping" if h.state != "ended" else h.state
             h.signal("TERM")
@@ -434,187 +379,10 @@ class Supervisor(Service):
             log.info("every worker stopped")
         return d.addCallback(done)
 
-    def _live(self):
+    def live_workers(self):
+        """The handles of the workers not ended (of every generation)."""
         gens = ([self.generation] if self.generation else []) + self.old
         return [h for g in gens for h in g.workers if h.state != "ended"]
-
-    # -- the admin API for the whole box ------------------------------------------
-
-    def instrument(self, gateway):
-        """
-        Make ``gateway``'s admin API answer for the box: every handler
-        answers once the workers have acknowledged the registry changes it
-        made (:meth:`tproxy.replica.PublishingRegistry.synced`), and
-        ``/upstream/status`` shows the workers' counts.
-        """
-        gateway.on_reopen(self._reopen_workers)
-        admin = gateway.admin
-        for key, handler in list(admin.routes.items()):
-            if key in (("GET", "/upstream/status"), ("GET", "/upstream/servers")):
-                handler = self._with_counts(handler)
-            elif key in STATUS_PAGE:
-                handler = self._with_counts(handler, STATUS_PAGE[key])
-            elif key in admin.gathers:
-                handler = self._gathering(handler, admin.gathers[key])
-            elif _forwarded(admin, key):
-                handler = self._forwarding(handler)
-            admin.routes[key] = self._synced(handler)
-        for key, (segments, handler) in list(admin.patterns.items()):
-            if _forwarded(admin, key):
-                handler = self._forwarding(handler)
-            admin.patterns[key] = (segments, self._synced(handler))
-
-    def _forwarding(self, handler):
-        """
-        ``handler`` of a plugin's state-changing admin route (``PUT
-        /routes/{name}``, the cache's ``DELETE``): the parent's plugin
-        instance answers, and a request it accepted (2xx) is then made in
-        every worker, and recorded for the workers started later, before
-        the answer goes out.
-        """
-        def forward(request):
-            d = maybeDeferred(handler, request)
-
-            def answered(result):
-                status = getattr(result, "status", None)
-                if status is None:
-                    status = result[0]
-                if not 200 <= int(status) < 300:
-                    return result
-                entry = {"method": request.method, "path": request.path,
-                         "args": request.args, "body": request.body.decode("latin-1"),
-                         "content_type": request.headers.get("content-type", "")}
-                self._journal(entry)
-                ds = []
-                for h in self._live():
-                    if h.channel is not None and not h.channel.closed:
-                        call = h.channel.call("admin", request=entry)
-                        call.addTimeout(SYNC_TIMEOUT, self.reactor)
-                        call.addCallback(self._forwarded, h, entry)
-                        call.addErrback(self._not_forwarded, h, entry)
-                        ds.append(call)
-                return DeferredList(ds).addCallback(lambda _: result)
-            return d.addCallback(answered)
-        return forward
-
-    def _gathering(self, handler, gather):
-        """
-        ``handler`` of a ``GET`` route registered with ``gather``
-        (``prometheus``'s ``/metrics``): the parent answers, every live
-        worker answers the same request (those silent for
-        ``COUNTS_TIMEOUT`` are left out), and ``gather`` combines them.
-        """
-        def gathering(request):
-            entry = {"method": "GET", "path": request.path, "args": request.args}
-            handles = [h for h in self._live()
-                       if h.channel is not None and not h.channel.closed]
-            asks = []
-            for h in handles:
-                d = h.channel.call("ask", request=entry)
-                d.addTimeout(COUNTS_TIMEOUT, self.reactor)
-                asks.append(d)
-            own = maybeDeferred(handler, request).addCallback(as_response)
-
-            def combine(results):
-                (_, answer), answers = results[0], results[1:]
-                workers = [(h.index, AdminResponse(a["status"], None, a["headers"],
-                                                   a["body"].encode("latin-1")))
-                           for h, (ok, a) in zip(handles, answers) if ok]
-                return gather(request, answer, workers)
-            return DeferredList([own] + asks, consumeErrors=True,
-                                fireOnOneErrback=False).addCallback(_own_first, combine)
-        return gathering
-
-    def _journal(self, entry):
-        """Keep ``entry`` for the workers started later (the last
-        ``PUT``/``DELETE`` of a path replaces the earlier ones)."""
-        journal = self.generation.journal
-        if entry["method"] in ("PUT", "DELETE"):
-            journal[:] = [e for e in journal if not (
-                e["path"] == entry["path"] and e["method"] in ("PUT", "DELETE"))]
-        journal.append(entry)
-        if len(journal) > MAX_JOURNAL:
-            del journal[0]
-            log.warn("more than {n} admin changes to replay to new workers: the oldest "
-                     "is dropped (put lasting routes in the configuration file)",
-                     n=MAX_JOURNAL)
-
-    def _forwarded(self, status, handle, entry):
-        if not 200 <= status < 300:
-            log.warn("worker {index} answered {status} to {method} {path} (the parent "
-                     "accepted it)", index=handle.index, status=status,
-                     method=entry["method"], path=entry["path"])
-
-    def _not_forwarded(self, f, handle, entry):
-        log.warn("worker {index} did not apply {method} {path}: {error}",
-                 index=handle.index, method=entry["method"], path=entry["path"],
-                 error=f.getErrorMessage())
-
-    def _reopen_workers(self):
-        """``SIGUSR1`` to the parent: every worker reopens its access log."""
-        for h in self._live():
-            h.signal(signal.SIGUSR1)
-
-    def _synced(self, handler):
-        publisher = self.publisher
-        reactor = self.reactor
-
-        def synced(request):
-            d = maybeDeferred(handler, request)
-
-            def wait(result):
-                s = publisher.synced()
-                if s.called:
-                    return result
-                s.addTimeout(SYNC_TIMEOUT, reactor)
-
-                def late(f):
-                    log.warn("a worker did not acknowledge a registry change within "
-                             "{timeout} s", timeout=SYNC_TIMEOUT)
-                s.addErrback(late)
-                return s.addCallback(lambda _: result)
-            return d.addCallback(wait)
-        return synced
-
-    def counts(self):
-        """
-        Ask every live worker for its counts.
-
-        :return: a Deferred firing ``(workers, {(group, host, port): {index:
-            (active, total, healthy)}})``, ``workers`` being the handles that
-            answered.
-        """
-        handles = [h for h in self._live() if h.channel is not None and not h.channel.closed]
-        ds = []
-        for h in handles:
-            d = h.channel.call("counts")
-            d.addTimeout(COUNTS_TIMEOUT, self.reactor)
-            ds.append(d)
-
-        def gathered(results):
-            per = {}
-            answered = []
-            for h, (ok, rows) in zip(handles, results):
-                if not ok:
-                    continue
-                answered.append(h)
-                for group, host, port, active, total, healthy in rows:
-                    per.setdefault((group, host, port), {})[h] = (active, total, healthy)
-            return answered, per
-        return DeferredList(ds, consumeErrors=True).addCallback(gathered)
-
-    def _with_counts(self, handler, add=None):
-        add = add or add_counts
-
-        def status(request):
-            d = self.counts()
-
-            def answer(gathered):
-                workers, per = gathered
-                d2 = maybeDeferred(handler, request)
-                return d2.addCallback(add, workers, per)
-            return d.addCallback(answer)
-        return status
 
     # -- reload ---------------------------------------------------------------------
 
@@ -658,7 +426,7 @@ class Supervisor(Service):
                 abandon()
                 return False
             self.generation = gen
-            self.instrument(self.service.gateway)
+            self.box.instrument(self.service.gateway)
             self.old.append(old)
             for h in old.workers:
                 if h.state != "ended":
