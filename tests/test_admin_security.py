@@ -11,7 +11,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tproxy import hookimpl
 from tproxy.admin import MAX_LINE_SIZE, AdminRequest, AdminRoutes, DuplicateRoute
-from tproxy.config import ConfigError, endpoint_is_local, validate_config
+from tproxy.addresses import endpoint_is_local
+from tproxy.config import ConfigError, validate_config
 from tproxy.testing import Harness, echo
 
 PLUGINS = ["registry", "routes", "router", "least_conn"]

@@ -21,7 +21,8 @@ from twisted.internet.defer import DeferredList, maybeDeferred
 from twisted.logger import Logger
 from twisted.python import usage
 
-from tproxy.config import ConfigError, endpoint_is_local, load_config, validate_config
+from tproxy.addresses import endpoint_is_local
+from tproxy.config import ConfigError, load_config, validate_config
 from tproxy.plugins import (
     available_plugins, build_plugin_manager, describe_phases, tproxy_entry_points)
 

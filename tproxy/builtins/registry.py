@@ -78,7 +78,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from tproxy import hookimpl
-from tproxy.config import unicast_problem
+from tproxy.addresses import unicast_problem
 from tproxy.admin import AdminResponse
 from tproxy.registry import IRegistryListener, RegistryUnavailable
 from tproxy.trust import TrustedProxies, UntrustworthyHeader

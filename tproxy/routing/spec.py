@@ -18,8 +18,9 @@ import re
 
 from jsonschema import Draft202012Validator
 
-from tproxy.config import (FORMATS, GROUP_NAME, ConfigError, check_host, fill_defaults,
-                           parse_host_port, schema_errors)
+from tproxy.addresses import check_host, parse_host_port
+from tproxy.config import ConfigError, fill_defaults, schema_errors
+from tproxy.config_schema import FORMATS, GROUP_NAME
 from tproxy.routing.route import (ANY, EXACT, HOST_ANY, HOST_EXACT, HOST_WILD, PREFIX,
                                   REGEX, Route)
 from tproxy.routing.table import RouteTable

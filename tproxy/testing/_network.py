@@ -19,7 +19,8 @@ from twisted.python.failure import Failure
 from twisted.test import iosim
 
 from tproxy import hookimpl
-from tproxy.config import parse_host_port, validate_config
+from tproxy.addresses import parse_host_port
+from tproxy.config import validate_config
 from tproxy.gateway import Gateway
 from tproxy.plugins import BUILTINS, build_plugin_manager, tproxy_entry_points
 

@@ -14,7 +14,7 @@ from twisted.test import iosim
 from zope.interface import implementer
 
 from tproxy.admin_page import install as install_status_page
-from tproxy.config import parse_host_port
+from tproxy.addresses import parse_host_port
 from tproxy.stream import StreamFactory
 from tproxy.testing._network import UNREACHABLE, _Network, _Transport, _address, _text
 

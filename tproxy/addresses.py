@@ -1,0 +1,152 @@
+# -*- test-case-name: tests.test_config -*-
+"""
+Addresses in the configuration and the admin API: ``host:port`` pairs,
+host names and IP literals (checked and normalised), and whether an
+endpoint description listens on loopback only.  Each check raises
+``ValueError`` with the message a user reads.
+"""
+
+import ipaddress
+import re
+
+__all__ = ["parse_host_port", "check_host", "normalise_host", "parse_endpoint",
+           "endpoint_is_local", "unicast_problem"]
+
+_HOSTNAME = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_.-]{0,251}[A-Za-z0-9_.])?$")
+_DOTTED_NUMBERS = re.compile(r"^[0-9.]+$")  # must then be a valid IPv4 address
+
+
+def parse_host_port(value):
+    """
+    Parse ``"host:port"`` (IPv6 as ``"[::1]:80"``) into ``(host, port)``.
+
+    :raises ValueError: with a message fit for the user.
+    """
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port:
+        raise ValueError("bad host:port {!r} (expected HOST:PORT, IPv6 as "
+                         "[::1]:80)".format(value))
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError("bad host:port {!r}: {!r} is not an IPv6 "
+                             "address".format(value, host))
+        problem = unicast_problem(host)
+        if problem is not None:
+            raise ValueError("bad host:port {!r}: {}".format(value, problem))
+    elif ":" in host:
+        raise ValueError("bad host:port {!r} (an IPv6 address needs brackets: "
+                         "[{}]:{})".format(value, host, port))
+    else:
+        check_host(host, value)
+    if not (port.isdigit() and port.isascii()):
+        raise ValueError("bad host:port {!r}: port {!r} is not a "
+                         "number".format(value, port))
+    if not 1 <= int(port) <= 65535:
+        raise ValueError("port {} is out of range".format(int(port)))
+    return host, int(port)
+
+
+def parse_endpoint(description):
+    """
+    ``(kind, args, kwargs)`` of the server endpoint string ``description``
+    (``("TCP", (8080,), {"interface": "127.0.0.1"})``), parsed without a
+    reactor, or ``None`` where Twisted has no such parser (its private
+    ``_parseServer``: without it, the listener itself reports a bad
+    endpoint at start).
+
+    :raises ValueError: for a description Twisted cannot parse.
+    """
+    try:
+        from twisted.internet.endpoints import _parseServer
+    except ImportError:  # pragma: no cover
+        return None
+    try:
+        return tuple(_parseServer(description, None)[:3])
+    except Exception as e:
+        raise ValueError(str(e) or type(e).__name__)
+
+
+def endpoint_is_local(description):
+    """
+    Whether the server endpoint string ``description`` listens on this
+    machine only: an endpoint with a loopback ``interface`` (``tcp``,
+    ``tcp6``, ``ssl``), or a UNIX socket.  Anything else (no interface: every
+    address; other endpoint kinds) is not.
+    """
+    try:
+        kind, args, kwargs = parse_endpoint(description)
+    except (TypeError, ValueError):
+        return False
+    if kind == "UNIX":
+        return True
+    interface = kwargs.get("interface", "")   # tcp, tcp6, ssl
+    try:
+        return ipaddress.ip_address(interface).is_loopback
+    except ValueError:
+        return interface.lower() == "localhost"
+
+
+def unicast_problem(host):
+    """
+    Why the IP address ``host`` cannot be a backend (unspecified, broadcast,
+    multicast: it names no one server), or ``None`` (also for a name).
+    """
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    mapped = getattr(address, "ipv4_mapped", None)
+    if mapped is not None:
+        address = mapped
+    if address.is_unspecified or (address.version == 4 and address in _THIS_NETWORK):
+        return "{} is an unspecified address, not a server".format(host)
+    if address.is_multicast:
+        return "{} is a multicast address, not a server".format(host)
+    if address == _BROADCAST:
+        return "{} is the broadcast address, not a server".format(host)
+    return None
+
+
+_THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
+_BROADCAST = ipaddress.ip_address("255.255.255.255")
+
+
+def check_host(host, value=None):
+    """
+    Check that ``host`` is an IP address or a host name (IPv6 without
+    brackets); ``value`` is what to quote in the message.
+
+    :raises ValueError: with a message fit for the user.
+    """
+    if _HOSTNAME.match(host) and not _DOTTED_NUMBERS.match(host):
+        return
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if value is not None and value != host:
+            raise ValueError("bad host:port {!r}: {!r} is not a host name or "
+                             "an IP address (IPv6 as [::1]:80)".format(value, host))
+        raise ValueError("bad host {!r} (expected a host name or an IP "
+                         "address)".format(host))
+    problem = unicast_problem(host)
+    if problem is not None:
+        if value is not None and value != host:
+            raise ValueError("bad host:port {!r}: {}".format(value, problem))
+        raise ValueError("bad host {!r}: {}".format(host, problem))
+
+
+def normalise_host(host):
+    """
+    The one spelling of a checked host (see :func:`check_host`), the same as
+    the registry's admin API makes: a host name lower-cased, an IPv6 address
+    compressed, an IPv4-mapped IPv6 address as IPv4.  So that a static peer
+    and a registration of the same server are the same peer.
+    """
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host.lower()
+    return str(getattr(address, "ipv4_mapped", None) or address)
