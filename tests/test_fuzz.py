@@ -38,7 +38,7 @@ except ImportError:  # pragma: no cover (PyPy)
 EXAMPLES = int(os.environ.get("TPROXY_FUZZ_EXAMPLES", "0") or 0)
 LONG = EXAMPLES > 0
 FUZZ = settings(
-    max_examples=EXAMPLES or 60, deadline=None, derandomize=not LONG,
+    max_examples=EXAMPLES or 30, deadline=None, derandomize=not LONG,
     database=None, suppress_health_check=list(HealthCheck))
 
 PEER = "127.0.0.1:9001"

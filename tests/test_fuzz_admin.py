@@ -11,7 +11,7 @@ request changes nothing, an accepted add is visible in ``/upstream/status``,
 an accepted remove is gone from it.
 
 Through :class:`tproxy.testing.Harness` (HTTP in memory, fake clock).  Short by
-default (20 derandomized examples per test: the suite's run); long mode,
+default (10 derandomized examples per test: the suite's run); long mode,
 random::
 
     TPROXY_FUZZ_EXAMPLES=5000 python -m twisted.trial tests.test_fuzz_admin
@@ -28,7 +28,7 @@ from tproxy.testing import Harness
 
 EXAMPLES = int(os.environ.get("TPROXY_FUZZ_EXAMPLES", "0") or 0)
 FUZZ = settings(
-    max_examples=EXAMPLES or 20, deadline=None, derandomize=EXAMPLES == 0,
+    max_examples=EXAMPLES or 10, deadline=None, derandomize=EXAMPLES == 0,
     database=None, suppress_health_check=list(HealthCheck))
 
 TOKEN = "s3cret-token"
