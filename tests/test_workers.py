@@ -418,19 +418,33 @@ class StartFailureTests(TestCase):
 class SharedRegistryTests(TestCase):
     """``"workers": 2`` with ``registry.backend`` ``redis``: the parent and
     every worker are instances of the fleet, each reading the shared store
-    (nothing is replicated over the control channel)."""
+    (nothing is replicated over the control channel); so is another
+    ``twistd tproxy`` (one process) on the same Redis."""
 
     def closed_port(self):
         from tests.helpers import ProxyTestCase
         return ProxyTestCase.closed_port(self)
 
-    async def test_registrationAndRouteInEveryWorker(self):
+    def single(self, config):
+        """A ``twistd tproxy`` without workers: ``(proxy port, admin port)``."""
+        cwd = os.path.abspath(self.mktemp())
+        os.makedirs(cwd)
+        proc = TwistdProcess(self, write_json(self, config), cwd)
+        ports = []
+        for name in ("proxy listening on", "admin API listening on"):
+            ports.append(int(re.search(r":(\d+)\s*$", proc.read_until(name)).group(1)))
+        self.assertIn("registry: shared through Redis", "".join(proc.output))
+        return ports
+
+    async def test_registrationAndRouteInEveryProcess(self):
         from tests.redis_server import redis_command, run_redis
         redis = await run_redis(self)
         up = upstream(self)
-        box = Box(self, plugins=["registry", "routes", "router", "least_conn"],
-                  registry={"backend": "redis",
-                            "url": "redis://127.0.0.1:%d/0" % redis.port})
+        changes = dict(plugins=["registry", "routes", "router", "least_conn"],
+                       registry={"backend": "redis",
+                                 "url": "redis://127.0.0.1:%d/0" % redis.port})
+        box = Box(self, **changes)
+        other_proxy, other_admin = self.single(local(**changes))
         status, obj = get_json(box.admin, "/upstream/add?port=%d&prefix=api&routable=false"
                                % up.server_port)
         self.assertEqual(status, 200, obj)
@@ -446,9 +460,24 @@ class SharedRegistryTests(TestCase):
         server = server_of(box.status(), up.server_port)
         self.assertEqual(sorted(w["pid"] for w in server["workers"]), sorted(pids))
         self.assertGreaterEqual(server["total_requests"], 2)
-        # the registration and the route are Redis's, not the parent's alone
+        # the other process: what the box's admin API made, and the other way
+        wait_until(lambda: get(other_proxy, "/item")[0] == 200, "the other to route /item")
+        conn = http.client.HTTPConnection("127.0.0.1", other_admin, timeout=BOUND)
+        conn.request("PUT", "/routes/r", body=json.dumps(
+            {"group": "api", "match": {"path": {"mode": "exact", "value": "/r"}},
+             "rewrite": "/from-route"}), headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        self.assertEqual(response.status, 201, response.read())
+        conn.close()
+        wait_until(lambda: get(box.proxy, "/r")[0] == 200, "the box to route /r")
+        self.assertEqual(get(box.proxy, "/r")[1], b"upstream %d /from-route" % up.server_port)
+        status, obj = get_json(other_admin, "/upstream/status")
+        self.assertEqual(obj["total_servers"], 1)
+        # the registration and the routes are Redis's, not the parent's alone
         keys = await redis_command(redis.port, "KEYS", "tproxy:*")
         self.assertTrue(keys)
+        self.assertEqual(sorted(await redis_command(redis.port, "HKEYS", "tproxy:routes")),
+                         ["item", "r"])
         box.proc.assertStopsCleanly()
 
 
