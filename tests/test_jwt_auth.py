@@ -308,3 +308,11 @@ class SettingsTests(SynchronousTestCase):
         self.assertPath({"keys": [], "jwks_file": os.path.join(self.mktemp(), "x")},
                         ".jwks_file")
         self.assertPath({"leeway": -1}, ".leeway")
+        # not JSON at a character past ASCII (PyPy's decoder gives no usable
+        # message for it)
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write('{"keys": \u00e9}'.encode("utf-8"))
+        e = self.assertPath({"keys": [], "jwks_file": path}, ".jwks_file")
+        self.assertIn("cannot read {}: unexpected '\u00e9': line 1 column 10".format(path),
+                      str(e))
