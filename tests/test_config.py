@@ -454,6 +454,13 @@ class LoadTests(TestCase):
         self.assertLoadError(self.write(""), "{path}: line 1 column 1: invalid "
                                              "JSON: Expecting value")
 
+    def test_past_ascii(self):
+        """An error at a character past ASCII names it (PyPy's decoder
+        gives no usable message for it)."""
+        path = self.write('{"listen": \u00e9}'.encode("utf-8"))
+        self.assertLoadError(path, "{path}: line 1 column 12: invalid JSON: "
+                                   "unexpected '\u00e9'")
+
     def test_duplicate_key(self):
         path = self.write('{"listen": "tcp:1", "listen": "tcp:2"}')
         self.assertLoadError(path, '{path}: invalid JSON: duplicate key "listen"')

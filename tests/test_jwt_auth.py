@@ -59,7 +59,9 @@ def bearer(token):
     return {"Authorization": "Bearer " + token}
 
 
-def harness(settings=None, routes=None):
+def harness(settings=None, routes=None, now=None):
+    """A gateway with ``jwt_auth`` (``settings``) whose fake clock reads
+    ``now`` (default: :data:`NOW`)."""
     settings = dict(settings or {})
     settings.setdefault("keys", [{"algorithm": "HS256", "secret": SECRET}])
     entry = {"name": "jwt_auth", "settings": settings}
@@ -67,7 +69,7 @@ def harness(settings=None, routes=None):
         entry["routes"] = routes
     h = Harness(config={"upstreams": {"default": {"peers": [UPSTREAM]}}},
                 plugins=["router", entry, "least_conn"], servers={UPSTREAM: echo})
-    h.advance(1000000)        # the tests' "now": 1000000 on the fake clock
+    h.advance(NOW if now is None else now)   # the tests' "now" on the fake clock
     return h
 
 
@@ -148,7 +150,9 @@ class ValidTokenTests(SynchronousTestCase):
             return bearer(jwt.encode({"exp": NOW + 3600}, rsa_key(), algorithm="RS256",
                                      headers={"kid": kid}))
         write("old")
-        h = harness({"keys": [], "jwks_file": path, "jwks_refresh": 60})
+        # the clock stays at 0 (advancing it to NOW would run the reload
+        # NOW / 60 times); the tokens expire at NOW + 3600
+        h = harness({"keys": [], "jwks_file": path, "jwks_refresh": 60}, now=0)
         self.assertEqual(h.request("GET", "/", headers=token("old")).status, 200)
         write("new")
         self.assertEqual(h.request("GET", "/", headers=token("new")).status, 401)
@@ -304,3 +308,11 @@ class SettingsTests(SynchronousTestCase):
         self.assertPath({"keys": [], "jwks_file": os.path.join(self.mktemp(), "x")},
                         ".jwks_file")
         self.assertPath({"leeway": -1}, ".leeway")
+        # not JSON at a character past ASCII (PyPy's decoder gives no usable
+        # message for it)
+        path = self.mktemp()
+        with open(path, "wb") as f:
+            f.write('{"keys": \u00e9}'.encode("utf-8"))
+        e = self.assertPath({"keys": [], "jwks_file": path}, ".jwks_file")
+        self.assertIn("cannot read {}: unexpected '\u00e9': line 1 column 10".format(path),
+                      str(e))

@@ -39,11 +39,16 @@ class ExportsTests(SynchronousTestCase):
 
     def test_noReactor(self):
         """``import tproxy`` (and ``tproxy.testing``) installs no reactor, so
-        ``twistd -r ...`` can still choose one after a plugin imported it."""
-        code = ("import sys, tproxy, tproxy.testing; "
+        ``twistd -r ...`` can still choose one after a plugin imported it;
+        ``tproxy-ctl`` imports neither Twisted nor the gateway (its start is
+        the standard library's)."""
+        code = ("import sys, tproxy.ctl; "
+                "print(sorted({m.split('.')[0] for m in sys.modules} & "
+                "{'twisted', 'pluggy', 'jsonschema', 'tproxy'})); "
+                "import tproxy.testing; "
                 "print('twisted.internet.reactor' in sys.modules)")
         out = subprocess.check_output([sys.executable, "-c", code], cwd=ROOT)
-        self.assertEqual(out.strip(), b"False")
+        self.assertEqual(out.split(), [b"['tproxy']", b"False"])
 
     def test_version(self):
         """The distribution ``tproxy-gateway`` takes its version from

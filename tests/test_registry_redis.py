@@ -1,6 +1,7 @@
 """
 Tests for :mod:`tproxy.registry_redis`: registries and gateways sharing one
-real ``redis-server`` (started by the tests on a free loopback port).
+real ``redis-server`` (started by the tests on a free loopback port); real
+``twistd`` processes sharing one: :class:`tests.test_workers.SharedRegistryTests`.
 
 Timestamps come from a fake ``Clock`` where the subject is expiry (the
 registries talk to Redis over the real reactor, but their clock is the
@@ -9,18 +10,14 @@ exactly; gateways that proxy real requests use the real reactor.
 """
 
 import json
-import os
-import sys
 
 from twisted.internet import defer, reactor
-from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.task import Clock
 from twisted.logger import formatEvent
 
 from tests.helpers import ProxyTestCase, capture_log, log_messages, until
 from tests.redis_server import redis_command, run_redis
 from tests.test_replica import Recorder
-from tests.test_tap import ROOT, TWISTD
 from tproxy.registry import MemoryRegistry, RegistryUnavailable
 from tproxy.registry_redis import RedisRegistry, parse_url
 from tproxy.config import ConfigError, validate_config
@@ -513,88 +510,6 @@ class GatewayTests(RedisTestCase):
         messages = self.messages()
         self.assertEqual(len([m for m in messages if "unreachable" in m]), 2, messages)
         self.assertEqual(len([m for m in messages if "answers again" in m]), 2, messages)
-
-
-class _Twistd(ProcessProtocol):
-    """A real ``twistd -n tproxy -c conf`` whose output is collected."""
-
-    def __init__(self):
-        self.output = b""
-        self.ended = defer.Deferred()
-
-    def outReceived(self, data):
-        self.output += data
-
-    errReceived = outReceived
-
-    def processEnded(self, reason):
-        self.ended.callback(None)
-
-    def address(self, name):
-        """``host:port`` of the ``name`` listener (``proxy``, ``admin API``)."""
-        for line in self.output.decode("utf-8", "replace").splitlines():
-            marker = name + " listening on "
-            if marker in line:
-                return line.split(marker)[1].strip()
-        return None
-
-
-class TwistdFleetTests(RedisTestCase):
-    """Two real ``twistd -n tproxy`` processes sharing one Redis."""
-
-    async def twistd(self, port):
-        conf = {"listen": "tcp:0:interface=127.0.0.1",
-                "admin": {"listen": "tcp:0:interface=127.0.0.1"},
-                "plugins": ["registry", "routes", "router", "least_conn"],
-                "registry": {"backend": "redis",
-                             "url": "redis://127.0.0.1:%d/0" % port}}
-        path = os.path.abspath(self.mktemp() + ".json")
-        with open(path, "w") as f:
-            json.dump(conf, f)
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            [ROOT] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-        proto = _Twistd()
-        process = reactor.spawnProcess(
-            proto, sys.executable, [sys.executable, "-c", TWISTD, "-n", "--pidfile=",
-                                    "tproxy", "-c", path], env=env, path=ROOT)
-
-        async def stop():
-            if not proto.ended.called:
-                process.signalProcess("TERM")
-            await proto.ended
-        self.addCleanup(stop)
-        await until(lambda: proto.address("admin API") and proto.address("proxy")
-                    or proto.ended.called, 60, message="twistd to start")
-        self.assertFalse(proto.ended.called, proto.output.decode("utf-8", "replace"))
-        self.assertIn(b"registry: shared through Redis", proto.output)
-        return (_Admin("http://" + proto.address("proxy")),
-                _Admin("http://" + proto.address("admin API")))
-
-    async def test_twoProcesses(self):
-        """A registration and a route made through one process serve
-        requests through the other."""
-        server = await run_redis(self)
-        up = self.upstream()
-        (proxy_a, admin_a), (proxy_b, admin_b) = [await self.twistd(server.port)
-                                                  for _ in range(2)]
-        resp = await self.get(admin_a, "/upstream/add?host=127.0.0.1&port=%d&prefix=api"
-                              % up.port)
-        self.assertEqual(resp.status, 200, resp.body)
-
-        async def served(proxy, path):
-            return (await self.get(proxy, path)).status == 200
-        await until_true(lambda: served(proxy_b, "/api/x"), "b to serve /api/")
-        self.assertEqual(up.requests[-1].uri, "/x")
-        route = {"group": "api", "match": {"path": {"mode": "exact", "value": "/r"}},
-                 "rewrite": "/from-route"}
-        resp = await self.get(admin_b, "/routes/r", method="PUT",
-                              data=json.dumps(route).encode())
-        self.assertEqual(resp.status, 201, resp.body)
-        await until_true(lambda: served(proxy_a, "/r"), "a to serve /r")
-        self.assertEqual(up.requests[-1].uri, "/from-route")
-        status = (await self.get(admin_b, "/upstream/status")).json()
-        self.assertEqual(status["total_servers"], 1)
 
 
 async def until_true(check, message, timeout=10.0):

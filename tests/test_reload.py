@@ -282,20 +282,30 @@ class DescribeTests(TestCase):
 
 
 class SighupTests(TestCase):
-    """A real ``twistd``: ``SIGHUP`` reloads instead of ending the process."""
+    """A real ``twistd``: ``SIGUSR1`` reopens the access log's file (for
+    logrotate); ``SIGHUP`` reloads instead of ending the process (one process
+    for both: each costs a Python start)."""
 
     def test_sighup(self):
-        if not hasattr(signal, "SIGHUP"):
-            raise self.skipTest("no SIGHUP here")
+        if not hasattr(signal, "SIGHUP") or not hasattr(signal, "SIGUSR1"):
+            raise self.skipTest("no SIGHUP or SIGUSR1 here")
         cwd = os.path.abspath(self.mktemp())
         os.makedirs(cwd)
-        conf = write_json(self, local(plugins=["router"]))
+        path = os.path.join(cwd, "access.log")
+        access_log = {"name": "access_log", "settings": {"path": path}}
+        conf = write_json(self, local(plugins=["router", access_log]))
         proc = TwistdProcess(self, conf, cwd)
         proc.read_until("admin API listening")
+        self.assertTrue(os.path.exists(path))
+        os.rename(path, path + ".1")
+        proc.send_signal(signal.SIGUSR1)
+        proc.read_until("access_log: reopened")
+        self.assertTrue(os.path.exists(path), "SIGUSR1 reopens the access log")
         with open(conf, "w") as f:
-            json.dump(local(plugins=["registry", "router"]), f)
+            json.dump(local(plugins=["registry", "router", access_log]), f)
         proc.send_signal(signal.SIGHUP)
-        proc.read_until("reloaded: plugins router -> registry, router")
+        proc.read_until("reloaded: plugins router, access_log -> registry, router, "
+                        "access_log")
         with open(conf, "w") as f:
             f.write('{"listen": 1}')
         proc.send_signal(signal.SIGHUP)

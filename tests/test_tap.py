@@ -426,24 +426,8 @@ class TwistdProcess(object):
 
 class ReopenSignalTests(TestCase):
     """``SIGUSR1`` reopens the access log's file (for logrotate), in a real
-    ``twistd``; services made for tests install no signal handler."""
-
-    def test_sigusr1(self):
-        if not hasattr(signal, "SIGUSR1"):
-            raise self.skipTest("no SIGUSR1 here")
-        cwd = os.path.abspath(self.mktemp())
-        os.makedirs(cwd)
-        path = os.path.join(cwd, "access.log")
-        conf = write_json(self, local(plugins=[
-            "registry", {"name": "access_log", "settings": {"path": path}}]))
-        proc = TwistdProcess(self, conf, cwd)
-        proc.read_until("admin API listening")
-        self.assertTrue(os.path.exists(path))
-        os.rename(path, path + ".1")
-        proc.send_signal(signal.SIGUSR1)
-        proc.read_until("access_log: reopened")
-        self.assertTrue(os.path.exists(path))
-        proc.assertStopsCleanly()
+    ``twistd``: :class:`tests.test_reload.SighupTests`; services made for
+    tests install no signal handler."""
 
     def test_notInTests(self):
         """A service given a reactor (tests) leaves the signals alone."""

@@ -16,6 +16,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -119,10 +120,20 @@ class Box(object):
         self.config = local(workers=workers, **changes)
         self.path = write_json(case, self.config)
         self.proc = TwistdProcess(case, self.path, cwd)
-        self.proxy = int(re.search(r":(\d+) \(accepted by the workers\)",
-                                   self.proc.read_until("accepted by the workers")).group(1))
-        self.admin = int(re.search(r":(\d+)\s*$",
-                                   self.proc.read_until("admin API listening")).group(1))
+        #: {listener's name: port} of the listeners the workers accept on
+        self.listeners = {}
+        line = self.proc.read_until(" listening on ")
+        while "admin API listening" not in line:
+            found = re.search(r"\] (.+) listening on .*:(\d+) \(accepted by the workers\)",
+                              line)
+            if found:
+                self.listeners[found.group(1)] = int(found.group(2))
+            line = self.proc.read_until(" listening on ")
+        self.admin = int(re.search(r":(\d+)\s*$", line).group(1))
+        self.proxy = self.listeners["proxy"]
+        #: the port of the first ``streams`` listener, if any
+        self.stream = next((port for name, port in self.listeners.items()
+                            if name.endswith("(streams[0])")), None)
         self.proc.read_until("worker(s) ready")
 
     def status(self):
@@ -212,24 +223,94 @@ class ForwardedTests(TestCase):
         self.assertTrue(_forwarded(admin, ("PUT", "/local")))
 
 
+FAILS = {"name": "tests.plugins_for_tests:FailsInWorkers", "settings": {}}
+
+
 class WorkersTests(TestCase):
-    """``"workers": 2``: a parent and two workers on shared listeners."""
+    """
+    ``"workers": 2``: a parent and two workers on shared listeners, through
+    one box's life (a box costs three Python processes: the behaviours that
+    can share one do, in order; each check's message names its behaviour):
+    active health checks made by the parent, an admin change and a stream
+    listener in every worker, a registration in every worker and the counts
+    summed, a killed worker replaced, a reload refused, a reload under load,
+    the stop.
+    """
 
     def setUp(self):
-        self.up = upstream(self)
-        self.box = Box(self, plugins=["registry", "router", "least_conn", "prometheus"])
+        self.up = upstream(self)     # registered through the admin API
+        self.web = upstream(self)    # the static group of the route and the stream
+        self.checked = checked_server(self)   # a group with active health checks
+        self.box = Box(self, plugins=["registry", "routes", "router", "least_conn",
+                                         "prometheus", "health_check"],
+                       upstreams={"web": {"peers": ["127.0.0.1:%d" % self.web.server_port],
+                                          "routable": False},
+                                  "checked": {"peers": [
+                                      "127.0.0.1:%d" % self.checked.server_port],
+                                      "routable": False, "health_check": {
+                                          "path": "/healthz", "interval": 0.1,
+                                          "rise": 1, "fall": 1}}},
+                       streams=[{"listen": "tcp:0:interface=127.0.0.1", "group": "web"}])
+
+    def test_lifecycle(self):
+        self.assertEqual(len(set(self.box.pids())), 2, "two workers")
+        for name in ("activeChecksInTheParent", "adminChangeInEveryWorker",
+                     "everyWorkerRoutesARegistration",
+                     "killedWorker", "reloadRefused", "reload", "stop"):
+            try:
+                getattr(self, name)()
+            except Exception as e:
+                raise self.failureException("{} failed:\n{}".format(
+                    name, "".join(traceback.format_exception(type(e), e, e.__traceback__))))
+
+    def activeChecksInTheParent(self):
+        """``health_check``: the parent probes, once for the box, and every
+        worker's health state takes the results."""
+        box, port = self.box, self.checked.server_port
+
+        def every_worker(healthy):
+            views = server_of(box.status(), port)["workers"]
+            return len(views) == 2 and all(v["healthy"] is healthy for v in views)
+        wait_until(lambda: every_worker(False), "every worker to hold the peer down")
+        self.checked.health = 200
+        wait_until(lambda: every_worker(True), "every worker to take it back")
+        # (a probe that gave up, on a loaded machine, is gone before its
+        # socket is looked up: None)
+        self.assertEqual(set(self.checked.probers) - {None}, {box.proc.proc.pid},
+                         "the probes' senders")
+
+    def web_item(self, path="/item"):
+        return (200, b"upstream %d %s" % (self.web.server_port, path.encode()))
+
+    def adminChangeInEveryWorker(self):
+        """A plugin's admin change (``PUT /routes/{name}``) made through the
+        parent is made in every worker; a ``streams`` listener is every
+        worker's too."""
+        box = self.box
+        self.assertEqual(get(box.proxy, "/item")[0], 503, "no route yet")
+        put_route(self, box, "item", "web", "/item")
+        for pid in box.pids():
+            stopped = box.only(pid)
+            self.assertEqual(get(box.proxy, "/item"), self.web_item(),
+                             "the route in worker %d" % pid)
+            self.assertEqual(get(box.stream, "/through-a-stream"),
+                             self.web_item("/through-a-stream"),
+                             "the stream in worker %d" % pid)
+            box.resume(stopped)
 
     def register(self):
         status, obj = get_json(self.box.admin, "/upstream/add?port=%d" % self.up.server_port)
         self.assertEqual(status, 200, obj)
 
-    def test_everyWorkerRoutesARegistration(self):
+    def everyWorkerRoutesARegistration(self):
         """Once the parent's admin API has answered a registration, every
         worker routes to it; ``/upstream/status`` sums the workers' counts
         and shows each one's."""
         box = self.box
         pids = box.pids()
-        self.assertEqual(len(set(pids)), 2)
+        overview = get_json(box.admin, "/status/overview")[1]
+        before = overview["requests_total"]
+        rows_before = dict((w["pid"], w["requests_total"]) for w in overview["workers"])
         self.register()
         for i, pid in enumerate(pids):
             stopped = box.only(pid)
@@ -247,27 +328,28 @@ class WorkersTests(TestCase):
         self.assertEqual([(p["port"], p["total_requests"]) for p in page["peers"]],
                          [(self.up.server_port, 3)])
         status, overview = get_json(box.admin, "/status/overview")
-        self.assertEqual((overview["requests_total"], overview["in_flight"]), (3, 0))
-        self.assertEqual(sorted((w["pid"], w["requests_total"]) for w in overview["workers"]),
-                         sorted(zip(pids, [1, 2])))
-        proxy = [entry for entry in overview["listeners"] if entry["name"] == "proxy"]
-        self.assertEqual([entry["requests"] for entry in proxy], [3])
+        self.assertEqual((overview["requests_total"] - before, overview["in_flight"]), (3, 0))
+        # ... each worker's (the parent gathers their overviews), and /metrics
+        # each worker's series, labelled with its index
+        rows = dict((w["pid"], w["requests_total"] - rows_before.get(w["pid"], 0))
+                    for w in overview["workers"])
+        self.assertEqual(sorted(rows.items()), sorted(zip(pids, [1, 2])))
         self.assertGreater(overview["requests_per_second"], 0)
-        # and /metrics has each worker's series (labelled with its index)
         status, text = get(box.admin, "/metrics")
         self.assertEqual(status, 200, text)
         requests = {}
         for family in text_string_to_metric_families(text.decode("utf-8")):
             for s in family.samples:
-                if s.name == "tproxy_http_requests_total":
+                if (s.name == "tproxy_http_requests_total" and s.labels["group"] == "default"
+                        and s.labels["status_class"] == "2xx"):
                     requests[s.labels["worker"]] = s.value
         self.assertEqual(sorted(requests.values()), [1, 2])
 
-    def test_killedWorker(self):
+    def killedWorker(self):
         """``kill -9`` of a worker: the other serves on; the dead one's
-        request in flight no longer counts; a replacement starts and serves."""
+        request in flight no longer counts; a replacement starts and serves,
+        with the registration and the admin change made before it started."""
         box = self.box
-        self.register()
         victim, survivor = box.pids()
         stopped = box.only(victim)
         result = []
@@ -291,18 +373,35 @@ class WorkersTests(TestCase):
         server = server_of(box.status(), self.up.server_port)
         self.assertEqual(server["conn_count"], 0)
         stopped = box.only(replacement)
-        self.assertEqual(get(box.proxy, "/new")[0], 200)
+        self.assertEqual(get(box.proxy, "/new")[0], 200, "the registration in the replacement")
+        self.assertEqual(get(box.proxy, "/item"), self.web_item(),
+                         "the route in the replacement")
         box.resume(stopped)
         self.up.release.set()
         client.join(BOUND)
         self.assertNotEqual(result, [200])   # its worker died with it
 
-    def test_reload(self):
+    def reloadRefused(self):
+        """A worker that cannot start at a reload: the reload is refused and
+        the old workers serve on."""
+        box = self.box
+        old = box.pids()
+        with open(box.path, "w") as f:
+            json.dump(dict(box.config, plugins=box.config["plugins"] + [FAILS]), f)
+        box.proc.send_signal(signal.SIGHUP)
+        line = box.proc.read_until("reload refused")
+        self.assertIn("ended before it was ready", line)
+        self.assertEqual(box.pids(), old)
+        for pid in old:
+            stopped = box.only(pid)
+            self.assertEqual(get(box.proxy, "/x")[0], 200)
+            box.resume(stopped)
+
+    def reload(self):
         """``SIGHUP`` starts new workers on the new file, then the old ones
         drain: requests sent all along are all answered; registrations
         survive."""
         box = self.box
-        self.register()
         old = box.pids()
         failures = []
         answered = []
@@ -336,7 +435,7 @@ class WorkersTests(TestCase):
             self.assertEqual(get(box.proxy, "/after")[0], 200)
             box.resume(stopped)
 
-    def test_stop(self):
+    def stop(self):
         """``SIGTERM``: the workers drain and exit, then the parent."""
         pids = self.box.pids()
         self.box.proc.assertStopsCleanly()
@@ -344,44 +443,9 @@ class WorkersTests(TestCase):
             self.assertIsNone(state(pid))
 
 
-class StreamsTests(TestCase):
-    """``streams`` listeners are the workers' too."""
-
-    def test_streamInEveryWorker(self):
-        up = upstream(self)
-        cwd = os.path.abspath(self.mktemp())
-        os.makedirs(cwd)
-        conf = write_json(self, local(
-            workers=2, plugins=["registry", "router", "least_conn"],
-            upstreams={"tcp": {"peers": ["127.0.0.1:%d" % up.server_port],
-                               "routable": False}},
-            streams=[{"listen": "tcp:0:interface=127.0.0.1", "group": "tcp"}]))
-        proc = TwistdProcess(self, conf, cwd)
-        line = proc.read_until("streams[0]) listening on")
-        stream = int(re.search(r":(\d+) \(accepted by the workers\)", line).group(1))
-        admin = int(re.search(r":(\d+)\s*$", proc.read_until("admin API listening")).group(1))
-        proc.read_until("worker(s) ready")
-        status, obj = get_json(admin, "/upstream/status")
-        pids = [w["pid"] for w in obj["workers"]]
-        for pid in pids:
-            for other in pids:
-                if other != pid:
-                    os.kill(other, signal.SIGSTOP)
-                    self.addCleanup(_continue, other)
-                    wait_until(lambda: state(other) in ("T", "t"), "a stopped worker")
-            self.assertEqual(get(stream, "/through-a-stream"),
-                             (200, b"upstream %d /through-a-stream" % up.server_port))
-            for other in pids:
-                _continue(other)
-        proc.assertStopsCleanly()
-
-
-FAILS = {"name": "tests.plugins_for_tests:FailsInWorkers", "settings": {}}
-
-
 class StartFailureTests(TestCase):
-    """A worker that cannot start: at start, tproxy stops (exit status 1);
-    at a reload, the reload is refused and the old workers serve on."""
+    """A worker that cannot start at start: tproxy stops (exit status 1);
+    (at a reload: :meth:`WorkersTests.reloadRefused`)."""
 
     def test_atStart(self):
         cwd = os.path.abspath(self.mktemp())
@@ -392,48 +456,6 @@ class StartFailureTests(TestCase):
         proc.read_until("ended before it was ready")
         proc.proc.wait(BOUND)
         self.assertEqual(proc.proc.returncode, 1, "".join(proc.output))
-
-    def test_atReload(self):
-        up = upstream(self)
-        box = Box(self)
-        get_json(box.admin, "/upstream/add?port=%d" % up.server_port)
-        old = box.pids()
-        with open(box.path, "w") as f:
-            json.dump(dict(box.config, plugins=["registry", "router", "least_conn",
-                                                FAILS]), f)
-        box.proc.send_signal(signal.SIGHUP)
-        line = box.proc.read_until("reload refused")
-        self.assertIn("ended before it was ready", line)
-        self.assertEqual(box.pids(), old)
-        for pid in old:
-            stopped = box.only(pid)
-            self.assertEqual(get(box.proxy, "/x")[0], 200)
-            box.resume(stopped)
-        box.proc.assertStopsCleanly()
-
-
-class AdminChangesTests(TestCase):
-    """A plugin's admin change (``PUT /routes/{name}``) made through the
-    parent is made in every worker, and in a worker started later."""
-
-    def test_routeInEveryWorker(self):
-        up = upstream(self)
-        box = Box(self, plugins=["registry", "routes", "router", "least_conn"],
-                  upstreams={"web": {"peers": ["127.0.0.1:%d" % up.server_port],
-                                     "routable": False}})
-        self.assertEqual(get(box.proxy, "/item")[0], 503)
-        put_route(self, box, "item", "web", "/item")
-        pids = box.pids()
-        for pid in pids:
-            stopped = box.only(pid)
-            self.assertEqual(get(box.proxy, "/item")[0], 200)
-            box.resume(stopped)
-        os.kill(pids[0], signal.SIGKILL)
-        line = box.proc.read_until(") ready")
-        replacement = int(re.search(r"pid (\d+)", line).group(1))
-        stopped = box.only(replacement)
-        self.assertEqual(get(box.proxy, "/item")[0], 200)
-        box.resume(stopped)
 
 
 class _Checked(BaseHTTPRequestHandler):
@@ -481,50 +503,49 @@ def socket_owner(client_port, server_port):
     return None
 
 
-class HealthChecksTests(TestCase):
-    """``health_check`` with workers: the parent probes, once for the box,
-    and every worker's health state takes the results."""
-
-    def test_parentProbes(self):
-        server = _Server(("127.0.0.1", 0), _Checked)
-        server.daemon_threads = True
-        server.health = 503
-        server.probers = []
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        self.addCleanup(server.server_close)
-        self.addCleanup(server.shutdown)
-        port = server.server_port
-        box = Box(self, plugins=["registry", "router", "least_conn", "health_check"],
-                  upstreams={"api": {"peers": ["127.0.0.1:%d" % port], "health_check": {
-                      "path": "/healthz", "interval": 0.1, "rise": 1, "fall": 1}}})
-
-        def every_worker(healthy):
-            views = server_of(box.status(), port)["workers"]
-            return len(views) == 2 and all(v["healthy"] is healthy for v in views)
-        wait_until(lambda: every_worker(False), "every worker to hold the peer down")
-        server.health = 200
-        wait_until(lambda: every_worker(True), "every worker to take it back")
-        # (a probe that gave up, on a loaded machine, is gone before its
-        # socket is looked up: None)
-        self.assertEqual(set(server.probers) - {None}, {box.proc.proc.pid})
+def checked_server(case):
+    """A real HTTP server answering the health checks (:class:`_Checked`),
+    failing them (503) until its ``health`` is set to 200."""
+    server = _Server(("127.0.0.1", 0), _Checked)
+    server.daemon_threads = True
+    server.health = 503
+    server.probers = []
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    case.addCleanup(server.server_close)
+    case.addCleanup(server.shutdown)
+    return server
 
 
 class SharedRegistryTests(TestCase):
     """``"workers": 2`` with ``registry.backend`` ``redis``: the parent and
     every worker are instances of the fleet, each reading the shared store
-    (nothing is replicated over the control channel)."""
+    (nothing is replicated over the control channel); so is another
+    ``twistd tproxy`` (one process) on the same Redis."""
 
     def closed_port(self):
         from tests.helpers import ProxyTestCase
         return ProxyTestCase.closed_port(self)
 
-    async def test_registrationAndRouteInEveryWorker(self):
+    def single(self, config):
+        """A ``twistd tproxy`` without workers: ``(proxy port, admin port)``."""
+        cwd = os.path.abspath(self.mktemp())
+        os.makedirs(cwd)
+        proc = TwistdProcess(self, write_json(self, config), cwd)
+        ports = []
+        for name in ("proxy listening on", "admin API listening on"):
+            ports.append(int(re.search(r":(\d+)\s*$", proc.read_until(name)).group(1)))
+        self.assertIn("registry: shared through Redis", "".join(proc.output))
+        return ports
+
+    async def test_registrationAndRouteInEveryProcess(self):
         from tests.redis_server import redis_command, run_redis
         redis = await run_redis(self)
         up = upstream(self)
-        box = Box(self, plugins=["registry", "routes", "router", "least_conn"],
-                  registry={"backend": "redis",
-                            "url": "redis://127.0.0.1:%d/0" % redis.port})
+        changes = dict(plugins=["registry", "routes", "router", "least_conn"],
+                       registry={"backend": "redis",
+                                 "url": "redis://127.0.0.1:%d/0" % redis.port})
+        box = Box(self, **changes)
+        other_proxy, other_admin = self.single(local(**changes))
         status, obj = get_json(box.admin, "/upstream/add?port=%d&prefix=api&routable=false"
                                % up.server_port)
         self.assertEqual(status, 200, obj)
@@ -540,9 +561,24 @@ class SharedRegistryTests(TestCase):
         server = server_of(box.status(), up.server_port)
         self.assertEqual(sorted(w["pid"] for w in server["workers"]), sorted(pids))
         self.assertGreaterEqual(server["total_requests"], 2)
-        # the registration and the route are Redis's, not the parent's alone
+        # the other process: what the box's admin API made, and the other way
+        wait_until(lambda: get(other_proxy, "/item")[0] == 200, "the other to route /item")
+        conn = http.client.HTTPConnection("127.0.0.1", other_admin, timeout=BOUND)
+        conn.request("PUT", "/routes/r", body=json.dumps(
+            {"group": "api", "match": {"path": {"mode": "exact", "value": "/r"}},
+             "rewrite": "/from-route"}), headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        self.assertEqual(response.status, 201, response.read())
+        conn.close()
+        wait_until(lambda: get(box.proxy, "/r")[0] == 200, "the box to route /r")
+        self.assertEqual(get(box.proxy, "/r")[1], b"upstream %d /from-route" % up.server_port)
+        status, obj = get_json(other_admin, "/upstream/status")
+        self.assertEqual(obj["total_servers"], 1)
+        # the registration and the routes are Redis's, not the parent's alone
         keys = await redis_command(redis.port, "KEYS", "tproxy:*")
         self.assertTrue(keys)
+        self.assertEqual(sorted(await redis_command(redis.port, "HKEYS", "tproxy:routes")),
+                         ["item", "r"])
         box.proc.assertStopsCleanly()
 
 

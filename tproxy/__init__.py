@@ -23,19 +23,43 @@ The distribution is named ``tproxy-gateway``; the import package, the
 ``twistd tproxy`` subcommand and the entry-point group are ``tproxy``.
 """
 
-from pluggy import HookimplMarker
-
-from tproxy.config import ConfigError
-from tproxy.context import Request, RequestContext, Response, ResponseHead
-from tproxy.gateway import Gateway
-from tproxy.http.headers import Headers
-from tproxy.registry import Peer
-from tproxy.stream.context import StreamContext
-
-hookimpl = HookimplMarker("tproxy")
+import importlib
 
 #: The version of tproxy; the distribution's metadata reads it from here.
 __version__ = "0.1.0"
+
+#: where each re-exported name lives: imported on first use (PEP 562), so
+#: that what needs little starts fast (``tproxy-ctl`` uses the standard
+#: library only; ``twistd tproxy --help`` needs no gateway)
+_LAZY = {
+    "hookimpl": "pluggy",
+    "ConfigError": "tproxy.config",
+    "Gateway": "tproxy.gateway",
+    "Headers": "tproxy.http.headers",
+    "Peer": "tproxy.registry",
+    "Request": "tproxy.context",
+    "RequestContext": "tproxy.context",
+    "Response": "tproxy.context",
+    "ResponseHead": "tproxy.context",
+    "StreamContext": "tproxy.stream.context",
+}
+
+
+def __getattr__(name):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError("module 'tproxy' has no attribute {!r}".format(name))
+    if name == "hookimpl":
+        value = importlib.import_module(module).HookimplMarker("tproxy")
+    else:
+        value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __all__ = ["hookimpl", "ConfigError", "Gateway", "Headers", "Peer", "Request",
            "RequestContext", "Response", "ResponseHead", "StreamContext",

@@ -183,7 +183,8 @@ class AdminRequest(object):
             try:
                 self.json = json.loads(self.body.decode("utf-8"))
             except (UnicodeDecodeError, ValueError) as e:
-                raise ValueError("body is not valid JSON ({})".format(e))
+                from tproxy.config import json_error
+                raise ValueError("body is not valid JSON ({})".format(json_error(e)))
 
     def audit(self, action, **fields):
         """

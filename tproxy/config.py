@@ -65,6 +65,30 @@ class ConfigError(Exception):
             for path, problem in self.errors)
 
 
+def json_error(e, position=True):
+    """
+    The text of ``e``, an exception of :func:`json.loads` (or of decoding its
+    bytes), safe to format: PyPy 7.3's decoder builds the message of a
+    :class:`json.JSONDecodeError` at a multi-byte character from part of it,
+    an invalid ``str`` whose formatting raises ``SystemError`` (and dumps
+    an internal traceback); so an error at a character past ASCII is told
+    from the document: ``unexpected 'é'``.
+
+    :param position: with a :class:`json.JSONDecodeError`, end with
+        ``": line L column C (char P)"`` (as ``str(e)`` does).
+    """
+    if not isinstance(e, json.JSONDecodeError):
+        return "{}".format(e)
+    char = e.doc[e.pos:e.pos + 1]
+    if char > "\x7f":   # PyPy's message at such a character may be an invalid str
+        what = "unexpected {!r}".format(char)
+    else:
+        what = e.msg
+    if not position:
+        return what
+    return "{}: line {} column {} (char {})".format(what, e.lineno, e.colno, e.pos)
+
+
 # ---------------------------------------------------------------------------
 # validation, defaults, normalisation
 # ---------------------------------------------------------------------------
@@ -324,7 +348,7 @@ def read_config(path):
         obj = json.loads(text, object_pairs_hook=_reject_duplicates)
     except json.JSONDecodeError as e:
         raise ConfigError(("line {} column {}".format(e.lineno, e.colno),
-                           "invalid JSON: {}".format(e.msg)), path)
+                           "invalid JSON: {}".format(json_error(e, position=False))), path)
     except ValueError as e:
         raise ConfigError(("", "invalid JSON: {}".format(e)), path)
     return text, validate_config(obj, source=path)

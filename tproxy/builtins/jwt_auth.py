@@ -44,7 +44,7 @@ from twisted.logger import Logger
 from tproxy import hookimpl
 from tproxy.builtins._credentials import (
     CONSUMER_HEADER, query_value, remove_from_query, unauthorized)
-from tproxy.config import ConfigError
+from tproxy.config import ConfigError, json_error
 
 __all__ = ["Plugin"]
 
@@ -450,7 +450,7 @@ def _parse_jwks(path, data):
     try:
         data = json.loads(data.decode("utf-8"))
     except ValueError as e:
-        raise ConfigError(("jwks_file", "cannot read {}: {}".format(path, e)))
+        raise ConfigError(("jwks_file", "cannot read {}: {}".format(path, json_error(e))))
     if not isinstance(data, dict) or not isinstance(data.get("keys"), list):
         raise ConfigError(("jwks_file", "{} is not a JWKS (an object with "
                            "\"keys\": [...])".format(path)))

@@ -58,7 +58,7 @@ from twisted.logger import Logger
 
 from tproxy import Request, RequestContext, Response, hookimpl
 from tproxy.admin import AdminResponse
-from tproxy.config import ConfigError
+from tproxy.config import ConfigError, json_error
 from tproxy.http.headers import Headers
 from tproxy.registry import RegistryUnavailable
 from tproxy.routing import (NEED_BODY, ROUTE_SCHEMA, RequestView, RouteTable,
@@ -269,7 +269,8 @@ class Plugin(object):
         try:
             obj = json.loads(request.body.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as e:
-            return 400, {"error": "the body is not JSON: {}".format(e), "field": ""}
+            return 400, {"error": "the body is not JSON: {}".format(json_error(e)),
+                         "field": ""}
         if not isinstance(obj, dict) or not isinstance(obj.get("name"), str):
             return 400, {"error": "the body must be a route object with a name",
                          "field": "name"}
@@ -284,7 +285,8 @@ class Plugin(object):
         try:
             obj = json.loads(request.body.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as e:
-            return 400, {"error": "the body is not JSON: {}".format(e), "field": ""}
+            return 400, {"error": "the body is not JSON: {}".format(json_error(e)),
+                         "field": ""}
         return self._put(request, name, obj)
 
     def _put(self, request, name, obj):
