@@ -54,6 +54,7 @@ import os
 from twisted.internet.defer import (Deferred, DeferredList, TimeoutError as DeferredTimeoutError,
                                     fail, succeed)
 from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -186,9 +187,11 @@ class RedisRegistry(MemoryRegistry):
         """
         Connect (a command pool and a subscriber) and take the first snapshot.
 
-        :return: a Deferred that fires when the replica is in sync, or after
-            ``timeout`` seconds if Redis does not answer (the instance then
-            serves what it has, and catches up when Redis answers).
+        :return: a Deferred that fires when the replica is in sync, or, if
+            Redis does not answer, as soon as a connection is refused, or
+            after ``timeout`` + 1 seconds
+            (the instance then serves what it has, and catches up when Redis
+            answers).
         """
         if self._started:
             return succeed(None)
@@ -216,13 +219,23 @@ class RedisRegistry(MemoryRegistry):
         self._last_sync = self.reactor.seconds()
         self._first_sync = Deferred()
         self._first_timer = self.reactor.callLater(self.timeout + 1, self._not_yet)
+        # a connection refused at once (no Redis there): serve now, not
+        # after the timeout
+        probe = self._endpoint().connect(Factory.forProtocol(Protocol))
+        probe.addCallbacks(lambda p: p.transport.loseConnection(), self._probe_failed)
         return self._first_sync
 
-    def _not_yet(self):
-        """The first snapshot did not come in time: serve without it."""
+    def _probe_failed(self, failure):
+        if self._first_timer is not None and not self.up:
+            self._first_timer.cancel()
+            self._not_yet("cannot connect: {}".format(failure.getErrorMessage()))
+
+    def _not_yet(self, reason=None):
+        """The first snapshot did not come in time (or the first connection
+        failed): serve without it."""
         self._first_timer = None
         if not self.up:
-            self._down("no answer within {} s".format(self.timeout + 1))
+            self._down(reason or "no answer within {} s".format(self.timeout + 1))
         self._synced()
 
     def _synced(self):
