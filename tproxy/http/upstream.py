@@ -35,7 +35,8 @@ class UpstreamProtocol(Protocol):
     fails the exchange with ``502`` (nginx: "upstream sent too big header").
     Two counts enforce it, both started again for each response, 1xx ones
     included: ``_head_left``, what the head may still take, goes down in
-    ``on_status`` / ``on_header`` (trailer fields, dropped, take from it too);
+    ``on_status`` / ``on_header`` (trailer fields, dropped, take from what
+    is left too, in the reads after the head's);
     ``_head_fed`` adds up the reads that end inside the head, whose bytes the
     parser keeps until the head (or its last line) ends.
 
