@@ -25,7 +25,27 @@ _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]+")
 
 
 class RequestReader(object):
-    """The parsing side of a :class:`~tproxy.http.connection.ProxyProtocol`."""
+    """
+    The parsing side of a :class:`~tproxy.http.connection.ProxyProtocol`.
+
+    The limits on a head (``proxy.max_line_size`` on the target,
+    ``max_header_line`` on each field, ``max_header_size`` on all) are
+    checked as the parser reports each piece (``on_url``, ``on_header``),
+    so that the first one passed is answered, whatever follows.  Most heads
+    arrive whole in a read far smaller than the limits, where no check can
+    fire: a head counts at most 5/4 of its bytes (a field line of ``n``
+    bytes counts at most ``n + 1``, and has at least 4).  So while the bytes
+    that may belong to the head being read (``carry``: this read's, and the
+    earlier reads' since the read in which the last request ended) stay
+    within 4/5 of the smallest limit (``factory.max_unchecked``), the pieces
+    are not counted (``checking`` is false, two ``len`` calls fewer per
+    field); the first read past it counts what came so far, and then goes on
+    piece by piece.
+    """
+
+    carry = 0           # bytes that may belong to the head being read
+    fields = ()         # the (name, value) pairs of the head being read
+    checking = True     # this read's head pieces are counted (see above)
 
     def dataReceived(self, data):
         if self.closing:
@@ -44,6 +64,13 @@ class RequestReader(object):
             # llhttp would skip it: nothing before a request line but empty lines
             self._bad_request(400, "bare CR before the request line")
             return
+        carry = self.carry + len(data)
+        if carry > self.factory.max_unchecked:
+            if not self.checking:
+                # the head's pieces so far were not counted: from now on
+                self._count_fields()
+        elif self.checking:
+            self.checking = False
         try:
             self.parser.feed_data(data)
         except BadRequest as e:
@@ -76,12 +103,28 @@ class RequestReader(object):
                 self._bad_request(400, "malformed request")
         else:
             if self.reading is not None:
+                carry = 0   # (a body: no head begun)
                 if self.chunked:
                     if self.chunk_mark is not None:
                         self._check_chunk_size(data)
                     self.after_lf = data[-1:] == b"\n"
-            elif self.heads == heads and not self.closing:
-                self._count_head(data)
+            elif self.heads == heads:
+                if not self.closing:
+                    self._count_head(data)
+            else:
+                # a request ended in this read: the next head's bytes so
+                # far are in it, if any
+                carry = len(data)
+            self.carry = carry
+
+    def _count_fields(self):
+        """Count the pieces of the head being read, uncounted so far (see
+        the class doc), as ``on_url`` and ``on_header`` count them."""
+        self.checking = True
+        size = 0
+        for name, value in self.fields:
+            size += len(name) + len(value) + 4
+        self.head_size = size
 
     def _count_head(self, data):
         """
@@ -120,17 +163,18 @@ class RequestReader(object):
 
     def on_url(self, url):
         self.url += url
-        if len(self.url) > self.factory.max_line:
+        if self.checking and len(self.url) > self.factory.max_line:
             raise BadRequest(414, "request target too long")
 
     def on_header(self, name, value):
-        size = len(name) + len(value) + 4     # "name: value" CRLF
-        if size > self.factory.max_header_line:
-            # nginx: 400 "Request Header Or Cookie Too Large"
-            raise BadRequest(400, "request header line too long")
-        self.head_size += size
-        if self.head_size > self.factory.max_header:
-            raise BadRequest(431, "request header fields too large")
+        if self.checking:
+            size = len(name) + len(value) + 4     # "name: value" CRLF
+            if size > self.factory.max_header_line:
+                # nginx: 400 "Request Header Or Cookie Too Large"
+                raise BadRequest(400, "request header line too long")
+            self.head_size += size
+            if self.head_size > self.factory.max_header:
+                raise BadRequest(431, "request header fields too large")
         self.fields.append((name, value))
 
     def on_headers_complete(self):

@@ -76,6 +76,9 @@ class ProxyFactory(Factory):
         self.max_header = proxy["max_header_size"]
         self.max_body = proxy["max_body_size"]
         self.max_header_line = proxy["max_header_line"]
+        #: a head read within this many bytes cannot pass the three limits
+        #: above: it is not counted field by field (see RequestReader)
+        self.max_unchecked = min(self.max_line, self.max_header, self.max_header_line) * 4 // 5
         self.body_buffer = proxy["client_body_buffer_size"]
         self.body_timeout = proxy["client_body_timeout"]
         self.underscores = proxy["underscores_in_headers"]

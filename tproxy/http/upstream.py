@@ -35,9 +35,20 @@ class UpstreamProtocol(Protocol):
     fails the exchange with ``502`` (nginx: "upstream sent too big header").
     Two counts enforce it, both started again for each response, 1xx ones
     included: ``_head_left``, what the head may still take, goes down in
-    ``on_status`` / ``on_header`` (trailer fields, dropped, take from it too);
+    ``on_status`` / ``on_header`` (trailer fields, dropped, take from what
+    is left too, in the reads after the head's);
     ``_head_fed`` adds up the reads that end inside the head, whose bytes the
     parser keeps until the head (or its last line) ends.
+
+    The first count costs two ``len`` calls and a store per field, and most
+    heads arrive whole in a read far smaller than the limit, where it cannot
+    fire: a head counts at most 5/4 of its bytes (a field line of ``n`` bytes
+    counts at most ``n + 1``, and has at least 4).  So a read that begins
+    with the head (no earlier read ended inside it) and is at most 4/5 of
+    ``max_head`` is not counted field by field (``_checking`` is false); if
+    it ends inside the head all the same, the count is made once, exactly,
+    from the fields so far (:meth:`_count_head`), and the head's next reads
+    are counted field by field.
     """
 
     exchange = None
@@ -55,6 +66,8 @@ class UpstreamProtocol(Protocol):
     _head_left = 0         # bytes the current head may still take
     _head_fed = None       # bytes of reads that ended inside the current head
                            # (None: after it; -1: after a 1xx, see _count_head)
+    _head_spans = False    # an earlier read ended inside the current head
+    _checking = True       # this read's fields are counted (see the class doc)
 
     def __init__(self, pool, key):
         self.pool = pool
@@ -126,6 +139,7 @@ class UpstreamProtocol(Protocol):
         self._informational = False
         self._head_left = self.max_head
         self._head_fed = 0
+        self._head_spans = False
         self._reason = b""
         self.transport.write(data)
         self.set_deadline(timeout)
@@ -206,6 +220,9 @@ class UpstreamProtocol(Protocol):
         # what this read makes for the client (head, body, end) leaves in
         # one write
         ex.upstream_reading()
+        # (see the class doc: a whole head in a small read is not counted)
+        self._checking = (self._head_fed != 0 or self._head_spans
+                          or len(data) * 5 > self.max_head * 4)
         try:
             self.parser.feed_data(data)
         except (HttpParserError, HttpParserUpgrade) as e:
@@ -241,6 +258,11 @@ class UpstreamProtocol(Protocol):
         ``on_header`` may not come for a while, or ever: the reads count.
         Return whether the response goes on.
         """
+        if not self._checking:
+            # the fields so far were not counted (they fit: see the class
+            # doc): count them now, and the head's next reads field by field
+            self._head_left = self.max_head - self._head_count()
+        self._head_spans = True
         fed = self._head_fed
         if fed < 0:
             # the read that ended an interim (1xx) response: how much of it
@@ -253,6 +275,16 @@ class UpstreamProtocol(Protocol):
             return False
         self._head_fed = fed
         return True
+
+    def _head_count(self):
+        """What the head read so far counts (as ``on_status`` and
+        ``on_header`` count it)."""
+        if not (self._reason or self._head):
+            return 0     # (on_status not called yet)
+        n = len(self._reason) + 17
+        for name, value in self._head:
+            n += len(name) + len(value) + 4
+        return n
 
     def _head_too_big(self, ex):
         """The response head passed ``max_head``: 502, the connection dropped."""
@@ -269,18 +301,20 @@ class UpstreamProtocol(Protocol):
             raise ValueError("unsolicited response")
         # (httptools calls it once per read the status line spans)
         self._reason += status
-        # "HTTP/1.1 200 " and CRLF, and the CRLF that ends the head
-        left = self._head_left - len(status) - 17
-        if left < 0:
-            raise _HeadTooBig()
-        self._head_left = left
+        if self._checking:
+            # "HTTP/1.1 200 " and CRLF, and the CRLF that ends the head
+            left = self._head_left - len(status) - 17
+            if left < 0:
+                raise _HeadTooBig()
+            self._head_left = left
 
     def on_header(self, name, value):
-        # ": " and CRLF (the head as received, but for extra spaces)
-        left = self._head_left - len(name) - len(value) - 4
-        if left < 0:
-            raise _HeadTooBig()
-        self._head_left = left
+        if self._checking:
+            # ": " and CRLF (the head as received, but for extra spaces)
+            left = self._head_left - len(name) - len(value) - 4
+            if left < 0:
+                raise _HeadTooBig()
+            self._head_left = left
         self._head.append((name, value))
 
     def on_headers_complete(self):
