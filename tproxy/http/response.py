@@ -243,7 +243,7 @@ class ResponseSide(object):
             r = self.phases.body_filter(self.ctx, data, eof)
         except Exception:
             return self.plugin_error()
-        if is_deferred(r):
+        if type(r) is not bytes and is_deferred(r):
             if self.upstream is not None:
                 self.upstream.pause_reading()
             self.filter_chain = r
