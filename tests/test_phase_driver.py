@@ -196,3 +196,54 @@ class PhaseDriverTests(SynchronousTestCase):
         gw.phases.log(self.ctx(gw))
         self.assertIn(("log", "b"), CALLS)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+    def test_coroutine_balancer_every_time(self):
+        """A lone balancer answering with a coroutine is awaited on every
+        request, not only until the driver has seen its type once."""
+        peer = object()
+
+        class AsyncBalancer(object):
+            def __init__(self, settings):
+                pass
+
+            @hookimpl
+            def balancer(self, ctx, tried):
+                async def choose():
+                    return peer
+                return choose()
+
+            @hookimpl
+            def log(self, ctx):
+                async def done():
+                    CALLS.append(("log", "async"))
+                return done()
+
+        _module.AsyncBalancer = AsyncBalancer
+        self.addCleanup(delattr, _module, "AsyncBalancer")
+        gw = self.gateway([_module.__name__ + ":AsyncBalancer"])
+        for _ in range(3):
+            ctx = self.ctx(gw)
+            d = gw.phases.balancer(ctx, ())
+            self.assertIsInstance(d, Deferred)
+            self.assertIs(self.successResultOf(d), peer)
+            gw.phases.log(ctx)
+        self.assertEqual(CALLS, [("log", "async")] * 3)
+
+    def test_first_result_ends_balancer(self):
+        """Once a balancer answers, the ones after it are not called."""
+        peer = object()
+
+        class Fixed(object):
+            def __init__(self, settings):
+                pass
+
+            @hookimpl
+            def balancer(self, ctx, tried):
+                CALLS.append(("balancer", "fixed"))
+                return peer
+
+        _module.Fixed = Fixed
+        self.addCleanup(delattr, _module, "Fixed")
+        gw = self.gateway([entry("a"), _module.__name__ + ":Fixed", entry("b")])
+        self.assertIs(gw.phases.balancer(self.ctx(gw), ()), peer)
+        self.assertEqual(CALLS, [("balancer", "a"), ("balancer", "fixed")])

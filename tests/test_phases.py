@@ -247,6 +247,25 @@ class HookStyleMixin(object):
         self.assertEqual(resp.headers.get("Transfer-Encoding"), "chunked")
         self.assertTrue(resp.body.endswith(b"}\n-- the end"))
 
+    def test_headerFilterRawInPlace(self):
+        """A filter that renames Content-Length in place in ``headers.raw``
+        (the list kept, its length unchanged): the framing follows the
+        fields as the filter left them, chunked."""
+        h = self.setup()
+
+        def header_filter(ctx, response):
+            raw = response.headers.raw
+            for i, (name, value) in enumerate(raw):
+                if name.lower() == b"content-length":
+                    raw[i] = (b"X-Old-Length", value)
+
+        self.filters.fns["header_filter"] = self.style(header_filter)
+        resp = self.get(h, "/x")
+        self.assertEqual(resp.headers.get("Transfer-Encoding"), "chunked")
+        self.assertIsNone(resp.headers.get("Content-Length"))
+        self.assertIsNotNone(resp.headers.get("X-Old-Length"))
+        self.assertEqual(resp.json()["uri"], "/x")
+
     def test_headerFilterOnly(self):
         """A header_filter without any body_filter: the body (which may come
         in the same read as the head) follows the filtered head, whole."""

@@ -47,9 +47,10 @@ def _adapt(impl, argnames):
     return lambda *args: fn(*[args[i] for i in index])
 
 
-#: types known not to be Deferreds: ``isinstance(x, Deferred)`` goes through
-#: ``ABCMeta.__instancecheck__`` (Deferred is a typing.Awaitable), which costs
-#: more than a plugin call, so each result type is checked once
+#: types known to be neither Deferreds nor coroutines: ``isinstance(x,
+#: Deferred)`` goes through ``ABCMeta.__instancecheck__`` (Deferred is a
+#: typing.Awaitable), which costs more than a plugin call, so each result type
+#: is checked once
 _PLAIN_TYPES = PLAIN_TYPES = set()
 
 
@@ -62,7 +63,8 @@ def is_deferred(obj):
         return False
     if isinstance(obj, Deferred):
         return True
-    _PLAIN_TYPES.add(t)
+    if t is not CoroutineType:
+        _PLAIN_TYPES.add(t)
     return False
 
 
@@ -176,6 +178,13 @@ class Phases(object):
         return maybeDeferred(step, None, 0).addBoth(done)
 
     # -- per request ----------------------------------------------------------
+    #
+    # Each phase is one loop over a flat list of callables, in the method the
+    # exchange calls: per implementation, one call and one ``r is None`` test
+    # (all that a hook returning nothing costs; no frame of tproxy's own).
+    # A result that is not None is looked at further; an awaitable hands the
+    # rest of the walk to the resume functions below, which find where to go
+    # on with ``impls.index(fn)`` (an implementation appears once in a list).
 
     def rewrite_access(self, ctx):
         """
@@ -186,58 +195,69 @@ class Phases(object):
         :return: ``None`` (proceed), a :class:`Response`, or a Deferred of
             either.  Exceptions propagate (synchronously or as a failure).
         """
-        impls = self._rewrite
-        if len(impls) == 1:
-            # the usual case, one every-route rewrite (the router's):
-            # _until_response's loop inlined
-            r = impls[0](ctx)
-            if r is not None and not isinstance(r, Response):
+        for fn in self._rewrite:
+            r = fn(ctx)
+            if r is not None:
+                if isinstance(r, Response):
+                    return r
                 d = _awaitable(r)
-                r = None if d is None else d.addCallback(
-                    _resume_until_response, impls, ctx, 1, _is_response)
-        else:
-            r = _until_response(impls, ctx, 0)
-        if r is None:
-            # (_after_rewrite inlined: once per request; most routes have
-            # no rewrite or access implementation after the router's)
-            if self.by_route:
-                ctx.plugins = self.by_route.get(ctx.route, self.default)
-            impls = ctx.plugins.after_rewrite
-            return _until_response(impls, ctx, 0) if impls else None
-        if is_deferred(r):
-            return r.addCallback(self._resume_after_rewrite, ctx)
-        return r
+                if d is not None:
+                    impls = self._rewrite
+                    d.addCallback(_resume_until_response, impls, ctx,
+                                  impls.index(fn) + 1, _is_response)
+                    return d.addCallback(self._resume_after_rewrite, ctx)
+        if self.by_route:
+            ctx.plugins = self.by_route.get(ctx.route, self.default)
+        impls = ctx.plugins.after_rewrite
+        for fn in impls:
+            r = fn(ctx)
+            if r is not None:
+                if isinstance(r, Response):
+                    return r
+                d = _awaitable(r)
+                if d is not None:
+                    return d.addCallback(_resume_until_response, impls, ctx,
+                                         impls.index(fn) + 1, _is_response)
+        return None
 
-    def _after_rewrite(self, ctx):
+    def _resume_after_rewrite(self, r, ctx):
+        if r is not None:
+            return r      # (a Response)
         if self.by_route:
             ctx.plugins = self.by_route.get(ctx.route, self.default)
         return _until_response(ctx.plugins.after_rewrite, ctx, 0)
 
-    def _resume_after_rewrite(self, r, ctx):
-        if isinstance(r, Response):
-            return r
-        return self._after_rewrite(ctx)
-
     def balancer(self, ctx, tried):
         """
         Ask the ``balancer`` implementations for a peer; the first non-None
-        result wins.
+        result wins (the implementations after it are not called).
 
         :return: a Peer, a :class:`Response`, ``None``, or a Deferred of one.
         """
         impls = ctx.plugins.balancer
-        if len(impls) == 1:
-            # the usual case, one balancer: _first_result's loop inlined
-            r = impls[0](ctx, tried)
-            if r is None or type(r) in _PLAIN_TYPES:
-                return r    # (the usual Peer: _awaitable's checks, inlined)
-            d = _awaitable(r)
-            return r if d is None else d
-        return _first_result(impls, ctx, tried, 0)
+        for fn in impls:
+            r = fn(ctx, tried)
+            if r is not None:
+                if type(r) in _PLAIN_TYPES:
+                    return r        # (the usual Peer)
+                d = _awaitable(r)
+                if d is None:
+                    return r
+                return d.addCallback(_resume_first_result, impls, ctx, tried,
+                                     impls.index(fn) + 1)
+        return None
 
     def header_filter(self, ctx, head):
         """Run every ``header_filter``; ``None`` or a Deferred."""
-        return _run_all(ctx.plugins.header_filter, ctx, head, 0)
+        impls = ctx.plugins.header_filter
+        for fn in impls:
+            r = fn(ctx, head)
+            if r is not None and type(r) not in _PLAIN_TYPES:
+                d = _awaitable(r)
+                if d is not None:
+                    return d.addCallback(_resume_run_all, impls, ctx, head,
+                                         impls.index(fn) + 1)
+        return None
 
     def body_filter(self, ctx, chunk, eof):
         """
@@ -245,7 +265,18 @@ class Phases(object):
 
         :return: the bytes to send, or a Deferred of them.
         """
-        return _filter_chunk(ctx.plugins.body_filter, ctx, chunk, eof, 0)
+        impls = ctx.plugins.body_filter
+        for fn in impls:
+            r = fn(ctx, chunk, eof)
+            if r is not None:
+                if type(r) is not bytes:
+                    d = _awaitable(r)
+                    if d is not None:
+                        return d.addCallback(_resume_filter_chunk, impls, ctx, chunk,
+                                             eof, impls.index(fn) + 1)
+                    r = bytes(r)
+                chunk = r
+        return chunk
 
     def log(self, ctx):
         """Run every ``log`` implementation; errors are logged, never raised."""
@@ -255,20 +286,18 @@ class Phases(object):
             except Exception:
                 log.failure("log phase failed for {uri}", uri=ctx.request.uri)
                 continue
-            d = _awaitable(r) if r is not None else None
-            if d is not None:
-                d.addErrback(lambda f: log.failure(
-                    "log phase failed for {uri}", f, uri=ctx.request.uri))
+            if r is not None and type(r) not in _PLAIN_TYPES:
+                d = _awaitable(r)
+                if d is not None:
+                    d.addErrback(lambda f: log.failure(
+                        "log phase failed for {uri}", f, uri=ctx.request.uri))
 
 
 def _is_response(r):
     return isinstance(r, Response)
 
 
-# The loops below are the hook dispatch of every request.  Each runs
-# ``for fn in impls`` (cheaper per call than indexing); when an
-# implementation returns an awaitable, the walk resumes after it, found with
-# ``impls.index(fn)`` (an implementation appears once in a list).
+# The walks resumed after an awaitable (and the stream phases' walks).
 
 def _until_response(impls, ctx, i, final=_is_response):
     """
@@ -319,9 +348,13 @@ def _run_all(impls, ctx, arg, i):
         if r is not None:
             d = _awaitable(r)
             if d is not None:
-                nxt = impls.index(fn) + 1
-                return d.addCallback(lambda _: _run_all(impls, ctx, arg, nxt))
+                return d.addCallback(_resume_run_all, impls, ctx, arg,
+                                     impls.index(fn) + 1)
     return None
+
+
+def _resume_run_all(_, impls, ctx, arg, i):
+    return _run_all(impls, ctx, arg, i)
 
 
 def _filter_chunk(impls, ctx, chunk, eof, i):
