@@ -186,7 +186,8 @@ def _register(admin_port, base, n):
     buf = b""
     for port in range(base, base + n):
         query = urllib.parse.urlencode({"host": "127.0.0.1", "port": port, "prefix": "api"})
-        sock.sendall(b"GET /upstream/add?" + query.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        sock.sendall(b"GET /upstream/add?" + query.encode()
+                     + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         buf = _read_response(sock, buf)
     sock.close()
 
@@ -255,8 +256,11 @@ def main():
         base, backends = _start_backends(work, args.peers)
         config["registry"] = {"ttl": 86400, "cleanup_interval": 10}
         # a round through N peers takes minutes under callgrind (0.5 s at
-        # 10,000 peers in bench/run.sh): keep the idle upstream connections
+        # 10,000 peers in bench/run.sh): keep the idle upstream connections,
+        # and do not let their timers fire (re-arming each would cost more
+        # per request than in a real run, and feed the GC)
         config["proxy"] = {"upstream_keepalive_timeout": 86400}
+        config["timeouts"] = {"read": 86400}
     else:
         upstream = ThreadingHTTPServer(("127.0.0.1", 0), _Upstream)
         threading.Thread(target=upstream.serve_forever, daemon=True).start()

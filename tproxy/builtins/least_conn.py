@@ -106,8 +106,9 @@ class _Index(object):
     One group's peers, by ``(score, round)``.
 
     :ivar buckets: ``{key: OrderedDict(peer -> None)}``, each in the order
-        its peers arrived (the most recently changed last).  A bucket that empties stays until its key comes
-        to the top of the heap (or a sweep when emptied ones pile up): a peer
+        its peers arrived (the most recently changed last).  A bucket that
+        empties stays until its key comes to the top of the heap (or a
+        sweep when emptied ones pile up): a peer
         going back and forth between two keys, as with every request, then
         moves between two dictionaries that exist.
     :ivar keys: a heap of keys: every key of ``buckets`` once, and maybe keys
