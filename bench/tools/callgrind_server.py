@@ -13,11 +13,21 @@ phase as the server runs them.
 
     python bench/tools/callgrind_server.py [-n 2000] [--conns 8]
         [--plugins registry,router,least_conn] [--access-log] [--close]
+        [--peers N [--cache-sim]]
 
 ``--heartbeat`` sends heartbeats (``GET /upstream/add`` of one known server) to
 the admin API instead.  ``--access-log`` adds ``access_log`` with its default settings (stdout,
 which is a file here, as under a service manager).  ``--close`` sends
-``Connection: close`` (a new client connection per request).  PYTHON in the
+``Connection: close`` (a new client connection per request).  ``--peers N``
+sets up what ``bench/run.sh``'s ``tproxy_nN`` has: N peers
+127.0.0.1:BASE..BASE+N-1 registered in ``api`` through the admin API (TTL one
+day), each a listening port of nginx backends made from
+``bench/conf/backend.nginx.conf.in`` (2,500 ports per nginx), and 2N requests
+before the warm-up so that every peer has its upstream connection; the
+start-up, the registrations and the priming run with callgrind's
+instrumentation off (``--instr-atstart=no``), which makes them several times
+faster.  ``--cache-sim`` adds callgrind's cache simulation (D1/LL misses per
+request; ``--ll`` sets the last-level cache it simulates).  PYTHON in the
 environment picks the interpreter of twistd (default: this one); ``KEEP=1``
 keeps the callgrind output (for ``callgrind_annotate``).  Needs
 valgrind (``apt-get install -y valgrind``).
@@ -26,13 +36,16 @@ valgrind (``apt-get install -y valgrind``).
 import argparse
 import json
 import os
+import random
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 BODY = b"x" * 100
@@ -95,6 +108,94 @@ def _read_response(sock, buf):
     return rest[length:]
 
 
+PORTS_PER_NGINX = 2500
+
+
+def _free_block(n):
+    """A base port such that base..base+n-1 are free on 127.0.0.1 (below the
+    ephemeral range, which the proxy's upstream connections use), or
+    SystemExit."""
+    low = list(range(10000, 32768 - n, 500))
+    high = list(range(32768, 61000 - n, 500))
+    random.shuffle(low)
+    random.shuffle(high)
+    for base in low + high:
+        socks = []
+        try:
+            for port in range(base, base + n):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise SystemExit("no block of %d free ports" % n)
+
+
+def _start_backends(work, n):
+    """nginx backends listening on n ports (as bench/run.sh starts them);
+    return (base port, [Popen])."""
+    nginx = os.environ.get("NGINX", "/usr/sbin/nginx")
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(here, "conf", "backend.nginx.conf.in")) as f:
+        template = f.read()
+    base = _free_block(n)
+    for sub in ("conf", "logs", "tmp", "data"):
+        os.makedirs(os.path.join(work, sub), exist_ok=True)
+    procs = []
+    for b, first in enumerate(range(base, base + n, PORTS_PER_NGINX)):
+        name = "backend%d" % b
+        last = min(first + PORTS_PER_NGINX, base + n)
+        with open(os.path.join(work, "conf", name + ".listen.conf"), "w") as f:
+            for port in range(first, last):
+                f.write("listen 127.0.0.1:%d backlog=4096;\n" % port)
+        conf = os.path.join(work, "conf", name + ".conf")
+        with open(conf, "w") as f:
+            # the backends keep idle connections a day, not 75 s: under
+            # callgrind a round through 10,000 peers takes longer than that,
+            # and every request would then open a new upstream connection
+            f.write(template.replace("@RUN@", work).replace("@NAME@", name)
+                    .replace("keepalive_timeout 75s;", "keepalive_timeout 86400s;"))
+        procs.append(subprocess.Popen(
+            [nginx, "-p", work, "-e", os.path.join(work, "logs", name + ".error.log"), "-c", conf],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    deadline = time.monotonic() + 30
+    for port in sorted({p for first in range(base, base + n, PORTS_PER_NGINX)
+                        for p in (first, min(first + PORTS_PER_NGINX, base + n) - 1)}):
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    _stop(procs)
+                    raise SystemExit("the nginx backends did not listen on %d (see %s/logs)"
+                                     % (port, work))
+                time.sleep(0.2)
+    return base, procs
+
+
+def _stop(procs):
+    for proc in procs:
+        proc.terminate()
+        proc.wait()
+
+
+def _register(admin_port, base, n):
+    """Register 127.0.0.1:base..base+n-1 in group api (as bench/tools/regctl.py)."""
+    sock = socket.create_connection(("127.0.0.1", admin_port))
+    buf = b""
+    for port in range(base, base + n):
+        query = urllib.parse.urlencode({"host": "127.0.0.1", "port": port, "prefix": "api"})
+        sock.sendall(b"GET /upstream/add?" + query.encode()
+                     + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        buf = _read_response(sock, buf)
+    sock.close()
+
+
 def _send(port, count, conns, close, path=b"/api/x"):
     """``count`` requests over ``conns`` keep-alive connections, one in
     flight on each (or a new connection per request with ``close``)."""
@@ -128,24 +229,46 @@ def main():
     parser.add_argument("--plugins", default="registry,router,least_conn")
     parser.add_argument("--access-log", action="store_true")
     parser.add_argument("--close", action="store_true")
+    parser.add_argument("--peers", type=int, default=0,
+                        help="N peers in api, as bench/run.sh's tproxy_nN (nginx backends)")
+    parser.add_argument("--cache-sim", action="store_true",
+                        help="callgrind --cache-sim=yes: D1 and LL misses per request too")
+    parser.add_argument("--ll", default="33554432,16,64",
+                        help="the simulated last-level cache: size,associativity,line "
+                             "(default: 32 MB, 16-way, as the AMD EPYC's L3; valgrind's "
+                             "own guess here was 256 MB direct-mapped)")
     parser.add_argument("--heartbeat", action="store_true",
                         help="send heartbeats to the admin API instead "
                              "(GET /upstream/add of one known server)")
     args = parser.parse_args()
     if not shutil.which("valgrind"):
         raise SystemExit("valgrind is not installed")
+    # a SIGTERM stops what this started (the finally clause below)
+    signal.signal(signal.SIGTERM, lambda *a: sys.exit("terminated"))
 
-    upstream = ThreadingHTTPServer(("127.0.0.1", 0), _Upstream)
-    threading.Thread(target=upstream.serve_forever, daemon=True).start()
     port, admin_port = _free_port(), _free_port()
     plugins = args.plugins.split(",") + (["access_log"] if args.access_log else [])
     work = tempfile.mkdtemp(prefix="callgrind-server-")
     config = {
         "listen": "tcp:%d:interface=127.0.0.1" % port,
         "admin": {"listen": "tcp:%d:interface=127.0.0.1" % admin_port},
-        "upstreams": {"api": {"peers": ["127.0.0.1:%d" % upstream.server_address[1]]}},
         "plugins": plugins,
     }
+    upstream = None
+    backends = []
+    if args.peers:
+        base, backends = _start_backends(work, args.peers)
+        config["registry"] = {"ttl": 86400, "cleanup_interval": 10}
+        # a round through N peers takes minutes under callgrind (0.5 s at
+        # 10,000 peers in bench/run.sh): keep the idle upstream connections,
+        # and do not let their timers fire (re-arming each would cost more
+        # per request than in a real run, and feed the GC)
+        config["proxy"] = {"upstream_keepalive_timeout": 86400}
+        config["timeouts"] = {"read": 86400}
+    else:
+        upstream = ThreadingHTTPServer(("127.0.0.1", 0), _Upstream)
+        threading.Thread(target=upstream.serve_forever, daemon=True).start()
+        config["upstreams"] = {"api": {"peers": ["127.0.0.1:%d" % upstream.server_address[1]]}}
     with open(os.path.join(work, "conf.json"), "w") as f:
         json.dump(config, f)
     python = os.environ.get("PYTHON", sys.executable)
@@ -153,7 +276,9 @@ def main():
     env = dict(os.environ, PYTHONHASHSEED=os.environ.get("PYTHONHASHSEED", "0"))
     with open(os.path.join(work, "stdout"), "wb") as stdout:
         proc = subprocess.Popen(
-            ["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out + ".%p",
+            ["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out + ".%p"]
+            + (["--instr-atstart=no"] if args.peers else [])
+            + (["--cache-sim=yes", "--LL=%s" % args.ll] if args.cache_sim else []) + [
              python, "-c", "import sys; sys.argv[0] = 'twistd'; "
              "from twisted.scripts.twistd import run; run()", "-n", "--pidfile=", "--logfile",
              os.path.join(work, "twistd.log"), "tproxy", "-c", os.path.join(work, "conf.json")],
@@ -165,6 +290,12 @@ def main():
         if args.heartbeat:
             target = admin_port
             path = b"/upstream/add?host=127.0.0.1&port=9101&prefix=hb"
+        if args.peers:
+            _register(admin_port, base, args.peers)
+            if args.peers >= 100 and not args.heartbeat:
+                _send(target, 2 * args.peers, args.conns, args.close, path)   # priming
+            subprocess.run(["callgrind_control", "--instr=on", str(proc.pid)], check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _send(target, args.warmup, args.conns, args.close, path)
         subprocess.run(["callgrind_control", "--zero", str(proc.pid)], check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -174,16 +305,26 @@ def main():
     finally:
         proc.terminate()
         proc.wait()
-        upstream.shutdown()
+        if upstream is not None:
+            upstream.shutdown()
+        _stop(backends)
     dumps = sorted(p for p in os.listdir(work) if p.startswith("callgrind.out."))
     total = None
+    misses = ""
     for name in dumps:
         with open(os.path.join(work, name)) as f:
             text = f.read()
         if "desc: Trigger: " in text and "counted" in text.split("desc: Trigger: ", 1)[1].split("\n", 1)[0]:
             for line in text.splitlines():
+                if line.startswith("events:"):
+                    events = line.split()[1:]
                 if line.startswith("totals:") or line.startswith("summary:"):
-                    total = int(line.split()[1])
+                    counts = dict(zip(events, map(int, line.split()[1:])))
+                    total = counts["Ir"]
+                    if "D1mr" in counts:
+                        misses = "; per request: D1 misses %.1f, LL misses %.1f" % (
+                            (counts["D1mr"] + counts["D1mw"] + counts["I1mr"]) / args.n,
+                            (counts["DLmr"] + counts["DLmw"] + counts["ILmr"]) / args.n)
                     break
     if total is None:
         raise SystemExit("no counted dump in %s" % work)
@@ -191,10 +332,11 @@ def main():
         print("callgrind output kept in %s" % work)
     else:
         shutil.rmtree(work)
-    print("%d instructions per %s (%s; plugins %s%s; %d requests, %d connection%s)" % (
+    print("%d instructions per %s (%s; plugins %s%s%s; %d requests, %d connection%s%s)" % (
         total // args.n, "heartbeat" if args.heartbeat else "request", python,
         ",".join(plugins), "; Connection: close" if args.close else "",
-        args.n, args.conns, "" if args.conns == 1 else "s"))
+        "; %d peers" % args.peers if args.peers else "",
+        args.n, args.conns, "" if args.conns == 1 else "s", misses))
 
 
 if __name__ == "__main__":

@@ -40,7 +40,19 @@ outnumber twice the live ones, so it stays small however many requests pass.
 Small groups (up to :attr:`Plugin.small_group` peers, 8) have no index:
 each pick looks at every peer and takes the smallest ``(score, pass)``,
 which costs less per request than moving a peer between buckets twice.  A group that grows
-past that size is indexed from then on.
+past that size is indexed from then on.  A small group's ``peer_changed``
+returns at once: the pick brings the passes up to date (a peer's ``total``
+tells how many requests it was given since).
+
+Per request (a pick, then ``peer_changed`` at ``acquire`` and at
+``release``) the index does a few dictionary operations on one peer: each
+peer has one record, ``[pass, total, bucket, key]``, so that leaving a
+bucket needs no lookup of the old key, and the plugin's key in
+``group.state`` is hashed by identity.  The running server pays more per
+request at 10,000 peers than at 1 (see ``bench/README.md``): not for these
+instructions, which are the same at 9 peers, but because each request
+touches another peer's objects and upstream connection, which are no
+longer in the CPU's caches.
 
 Peers in ``tried`` are skipped.  An expired peer (TTL passed, not yet removed
 by the registry's cleanup) is dropped from the index when a pick meets it:
@@ -94,17 +106,19 @@ class _Index(object):
     One group's peers, by ``(score, round)``.
 
     :ivar buckets: ``{key: OrderedDict(peer -> None)}``, each in the order
-        its peers arrived.  A bucket that empties stays until its key comes
-        to the top of the heap (or a sweep when emptied ones pile up): a peer
+        its peers arrived (the most recently changed last).  A bucket that
+        empties stays until its key comes to the top of the heap (or a
+        sweep when emptied ones pile up): a peer
         going back and forth between two keys, as with every request, then
         moves between two dictionaries that exist.
     :ivar keys: a heap of keys: every key of ``buckets`` once, and maybe keys
         whose bucket has emptied since (dropped when met).
     :ivar queued: the set of the keys in ``keys``.
-    :ivar key_of: ``{peer: key}`` for every peer in a bucket.
-    :ivar passes: ``{peer: [pass, total]}`` for every peer of the index (in
-        a bucket, ``down`` or ``full``): its pass, and ``peer.total`` when
-        the pass was last brought up to date.
+    :ivar passes: ``{peer: [pass, total, bucket, key]}`` for every peer of
+        the index (in a bucket, ``down`` or ``full``): its pass, and
+        ``peer.total`` when the pass was last brought up to date; the bucket
+        it is in and that bucket's key (``None``, ``None`` when in none).
+    :ivar placed: how many peers are in a bucket.
     :ivar vt: the pass the last request given out started from.
     :ivar down: ``OrderedDict(peer -> None)`` of the unhealthy peers, in the
         order they became so (not in a bucket).
@@ -112,17 +126,23 @@ class _Index(object):
         a bucket until a request of theirs ends).
     """
 
-    __slots__ = ("buckets", "keys", "queued", "key_of", "passes", "vt", "down", "full")
+    __slots__ = ("buckets", "keys", "queued", "passes", "placed", "vt", "down", "full")
 
     def __init__(self):
         self.buckets = {}
         self.keys = []
         self.queued = set()
-        self.key_of = {}
         self.passes = {}
+        self.placed = 0
         self.vt = 0.0
         self.down = OrderedDict()
         self.full = {}
+
+    @property
+    def key_of(self):
+        """``{peer: key}`` of the peers in a bucket (a new dict: for tests
+        and introspection, O(peers))."""
+        return {peer: rec[3] for peer, rec in self.passes.items() if rec[2] is not None}
 
 
 class _Recent(object):
@@ -131,7 +151,7 @@ class _Recent(object):
     (cheaper than keeping buckets up to date for a few peers).
 
     :ivar passes: ``{peer: [pass, total]}``, as :attr:`_Index.passes`, for
-        the peers a pick has looked at.
+        the peers a pick has looked at (brought up to date by the pick).
     :ivar vt: as :attr:`_Index.vt`.
     """
 
@@ -140,6 +160,19 @@ class _Recent(object):
     def __init__(self):
         self.passes = {}
         self.vt = 0.0
+
+
+class _StateKey(object):
+    """The key of one attachment's state in ``group.state``: hashed by
+    identity, so looking it up costs no hashing of a tuple or string."""
+
+    __slots__ = ("serial",)
+
+    def __init__(self, serial):
+        self.serial = serial
+
+    def __repr__(self):
+        return "<least_conn state %d>" % (self.serial,)
 
 
 def _advance(state, peer, passed):
@@ -186,7 +219,7 @@ class Plugin(object):
         registry = gateway.registry
         self._registry = registry
         # a fresh key, so that indexes built for an earlier registry are never read
-        self._key = ("least_conn", next(_attachments))
+        self._key = _StateKey(next(_attachments))
         registry.subscribe(self)
         self._health = getattr(gateway, "health", None)
         if self._health is not None:
@@ -201,7 +234,12 @@ class Plugin(object):
         for peer in group.peers.values():
             if peer.is_live(now):
                 passed = known.get(peer)
-                index.passes[peer] = passed if passed is not None else [index.vt, peer.total]
+                if passed is None:
+                    index.passes[peer] = [index.vt, peer.total, None, None]
+                else:
+                    if passed[1] != peer.total:
+                        _advance(index, peer, passed)
+                    index.passes[peer] = [passed[0], passed[1], None, None]
                 if not peer.healthy:
                     index.down[peer] = None
                 elif peer.max_conns and peer.active >= peer.max_conns:
@@ -213,20 +251,23 @@ class Plugin(object):
 
     def _place(self, index, peer):
         """Move ``peer`` to the end of the bucket of its current key."""
-        key = (peer.active / (peer.weight * peer.ramp or 1), int(index.passes[peer][0]))
-        buckets = index.buckets
-        old = index.key_of.get(peer)
+        rec = index.passes[peer]
+        key = (peer.active / (peer.weight * peer.ramp or 1), int(rec[0]))
+        old = rec[2]
         if old is not None:
-            del buckets[old][peer]   # an emptied bucket stays (see _pick)
-        index.key_of[peer] = key
-        bucket = buckets.get(key)
+            del old[peer]   # an emptied bucket stays (see _pick)
+        else:
+            index.placed += 1
+        bucket = index.buckets.get(key)
         if bucket is None:
             bucket = self._new_bucket(index, key)
         bucket[peer] = None
+        rec[2] = bucket
+        rec[3] = key
 
     def _new_bucket(self, index, key):
         buckets = index.buckets
-        if len(buckets) > 4 * len(index.key_of) + 16:
+        if len(buckets) > 4 * index.placed + 16:
             # many emptied buckets above the lowest keys: sweep them
             for k in [k for k, b in buckets.items() if not b]:
                 del buckets[k]
@@ -242,9 +283,11 @@ class Plugin(object):
 
     def _drop(self, index, peer):
         """Take ``peer`` out of the buckets (its key may stay in the heap)."""
-        old = index.key_of.pop(peer, None)
-        if old is not None:
-            del index.buckets[old][peer]
+        rec = index.passes.get(peer)
+        if rec is not None and rec[2] is not None:
+            del rec[2][peer]
+            rec[2] = rec[3] = None
+            index.placed -= 1
 
     def _index_of(self, peer):
         if self._key is None:
@@ -255,7 +298,7 @@ class Plugin(object):
         """Index a new peer (if its group is indexed yet)."""
         index = self._index_of(peer)
         if type(index) is _Index and peer not in index.passes:
-            index.passes[peer] = [index.vt, peer.total]
+            index.passes[peer] = [index.vt, peer.total, None, None]
             if peer.healthy:
                 self._place(index, peer)
             else:
@@ -282,25 +325,34 @@ class Plugin(object):
                     index.full[peer] = None
                 else:
                     self._place(index, peer)
-        elif peer in index.key_of:
-            self._drop(index, peer)
-            index.down[peer] = None
+        else:
+            rec = index.passes.get(peer)
+            if rec is not None and rec[2] is not None:
+                self._drop(index, peer)
+                index.down[peer] = None
 
     def peer_changed(self, peer):
         """Re-score a peer whose count or weight changed (twice per request:
-        kept to a few dictionary operations)."""
+        kept to a few dictionary operations; nothing for a small group,
+        whose pick looks at every peer)."""
         index = peer.group.state.get(self._key)
-        if index is None:
-            return
-        passed = index.passes.get(peer)
-        if passed is None:
-            return   # not looked at yet, removed, or expired (forgotten)
-        if passed[1] != peer.total:
-            _advance(index, peer, passed)
         if type(index) is not _Index:
-            return
-        key_of = index.key_of
-        old = key_of.get(peer)
+            return   # none yet, or a small group (its pick advances passes)
+        rec = index.passes.get(peer)
+        if rec is None:
+            return   # not looked at yet, removed, or expired (forgotten)
+        weight = peer.weight * peer.ramp or 1
+        total = peer.total
+        if rec[1] != total:
+            # _advance, inlined: the requests given since, from vt at least
+            start = rec[0]
+            if start < index.vt:
+                start = index.vt
+            else:
+                index.vt = start
+            rec[0] = start + (total - rec[1]) / weight
+            rec[1] = total
+        old = rec[2]
         if old is None:
             # a full peer whose request ended (back in its bucket), or a
             # down one
@@ -311,19 +363,21 @@ class Plugin(object):
                 else:
                     index.down[peer] = None
             return
-        buckets = index.buckets
-        if peer.max_conns and peer.active >= peer.max_conns:
-            del buckets[old][peer]   # full: out of the buckets until a request ends
-            del key_of[peer]
+        del old[peer]   # an emptied bucket stays (see _pick)
+        active = peer.active
+        if peer.max_conns and active >= peer.max_conns:
+            # full: out of the buckets until a request ends
+            rec[2] = rec[3] = None
+            index.placed -= 1
             index.full[peer] = None
             return
-        key = (peer.active / (peer.weight * peer.ramp or 1), int(passed[0]))
-        del buckets[old][peer]   # an emptied bucket stays (see _pick)
-        key_of[peer] = key
-        bucket = buckets.get(key)
+        key = (active / weight, int(rec[0]))
+        bucket = index.buckets.get(key)
         if bucket is None:
             bucket = self._new_bucket(index, key)
         bucket[peer] = None
+        rec[2] = bucket
+        rec[3] = key
 
     # -- phases ---------------------------------------------------------------
 
@@ -398,6 +452,16 @@ class Plugin(object):
                     index = group.state[self._key] = _Recent()
                 return self._scan(index, peers, tried, now, unhealthy)
             index = self._build(group, now, index)
+        keys = index.keys
+        if keys:
+            # the usual case, inlined: the first peer of the lowest bucket
+            # is live and not tried (anything else: _pick)
+            bucket = index.buckets.get(keys[0])
+            if bucket:
+                for peer in bucket:
+                    if peer.expires_at > now and (not tried or peer not in tried):
+                        return peer
+                    break
         chosen = self._pick(index, tried, now)
         if chosen is None and unhealthy and index.down:
             for peer in index.down:

@@ -232,9 +232,10 @@ class ProxyProtocol(RequestReader, Protocol):
         delay = min(f.lingering_timeout, f.lingering_time)
         timer = self.timer
         if timer is not None and timer.active():
-            timer.reset(delay)
-        else:
-            self.timer = f.clock.callLater(delay, self._check_timeout)
+            # (not timer.reset(delay): moving a DelayedCall sooner searches
+            # the reactor's whole timer heap)
+            timer.cancel()
+        self.timer = f.clock.callLater(delay, self._check_timeout)
 
     def _end_linger(self):
         """Lingering is over: close (a reset if the client is still sending)."""

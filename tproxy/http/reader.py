@@ -255,7 +255,11 @@ class RequestReader(object):
         now = self.body_since = f.clock.seconds()
         t = self.timer
         if t is not None and t.active() and t.getTime() > now + f.body_timeout:
-            t.reset(f.body_timeout)
+            # a new call, not t.reset(): moving a DelayedCall sooner searches
+            # the reactor's whole timer heap (one timer per client and pooled
+            # upstream connection, 10,000s with many peers)
+            t.cancel()
+            self.timer = f.clock.callLater(f.body_timeout, self._check_timeout)
 
     def on_body(self, data):
         self.reading.client_body(data)

@@ -90,7 +90,11 @@ class UpstreamProtocol(Protocol):
         Time out ``seconds`` from now: the exchange's ``_timed_out`` while one
         uses the connection, else the pool closes it.  A connection keeps one
         DelayedCall and mostly moves its deadline later, which costs no
-        reactor work; the timer re-arms itself when it fires early.
+        reactor work; the timer re-arms itself when it fires early.  A
+        deadline sooner than the timer (the idle timeout after a longer read
+        timeout) replaces the timer: ``DelayedCall.reset`` to an earlier time
+        searches the reactor's whole heap of timers (one per upstream
+        connection: O(n) with n peers), a cancel and a new call cost O(log n).
         """
         clock = self.pool.reactor
         now = clock.seconds()
@@ -100,7 +104,8 @@ class UpstreamProtocol(Protocol):
             self.timer = clock.callLater(seconds, self._tick)
             self._fires_at = deadline
         elif self._fires_at > deadline:    # (the timer's getTime(), without a call)
-            timer.reset(seconds)
+            timer.cancel()
+            self.timer = clock.callLater(seconds, self._tick)
             self._fires_at = deadline
 
     def _tick(self):
