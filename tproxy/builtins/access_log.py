@@ -204,6 +204,7 @@ class Plugin(object):
         self._dropped = 0
         self._failed = False
         self._second = None
+        self._second_ms = -(1 << 62)   # the second's first millisecond (none yet)
         self._second_text = ""
         self._ms_lo = self._ms_hi = 0.0   # the millisecond of _ms_text
         self._ms_text = ""
@@ -219,6 +220,7 @@ class Plugin(object):
         second = ms // 1000
         if second != self._second:  # format the date once a second
             self._second = second
+            self._second_ms = second * 1000
             self._second_text = _time.strftime('"%Y-%m-%dT%H:%M:%S', _time.gmtime(second))
         return self._second_text + _MILLIS[ms - second * 1000]
 
@@ -250,9 +252,13 @@ class Plugin(object):
             # a new millisecond (many requests end in the same one: a
             # comparison of floats tells, cheaper than computing it)
             ms = int(end * 1000.0 + 0.5)
+            i = ms - self._second_ms
+            if not 0 <= i < 1000:
+                self._iso_ms(ms)   # (a new second)
+                i = ms - self._second_ms
             self._ms_lo = (ms - 0.5) / 1000.0
             self._ms_hi = (ms + 0.5) / 1000.0
-            self._ms_text = self._iso_ms(ms)
+            self._ms_text = self._second_text + _MILLIS[i]
         quoted = _QUOTED
         peer = ctx.peer
         address = peer.address if peer is not None else None
