@@ -95,6 +95,22 @@ class RecordTests(_Base):
         self.assertEqual(record, RECORD)
         self.assertEqual(list(access_log.FIELDS), FIELDS)
 
+    def test_new_strings(self):
+        """A string seen for the first time (here a route, after the client,
+        method and peer were seen) is escaped once, like the others; and a
+        request ending in another millisecond gets that millisecond."""
+        plugin = access_log.Plugin()
+        plugin.line(self.proxied())
+        ctx = self.proxied()
+        ctx.route = 'new "route" \x01 %s' % self.id()
+        ctx.error = "upstream_timeout"
+        ctx.end += 0.0016
+        record = json.loads(plugin.line(ctx))
+        self.assertEqual((record["client"], record["method"], record["upstream_addr"],
+                          record["route"], record["error"], record["time"]),
+                         ("203.0.113.9", "GET", "10.0.0.5:9001", ctx.route,
+                          "upstream_timeout", "2023-11-14T22:13:20.257Z"))
+
     def test_text(self):
         """The line as written: times to the microsecond."""
         self.assertEqual(access_log.Plugin().line(self.proxied()), (

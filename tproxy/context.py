@@ -14,6 +14,9 @@ from tproxy.http.headers import Headers
 
 #: the process's part of request ids made from numbers (see RequestContext)
 _ID_PREFIX = os.urandom(4).hex()
+#: the block of 256 request numbers whose id text was made last, and its text
+_ID_BLOCK = [-1, ""]
+_HEX2 = tuple("%02x" % i for i in range(256))
 
 
 class Request(object):
@@ -225,7 +228,12 @@ class RequestContext(object):
         requests never need it: no work per request for them)."""
         rid = self._request_id
         if type(rid) is int:
-            rid = self._request_id = "%s%08x" % (_ID_PREFIX, rid)
+            # the numbers follow each other: the text of the first 6 hex
+            # digits is made once per 256 (a third of the cost of "%08x")
+            block = rid >> 8
+            if block != _ID_BLOCK[0]:
+                _ID_BLOCK[:] = [block, "%s%06x" % (_ID_PREFIX, block)]
+            rid = self._request_id = _ID_BLOCK[1] + _HEX2[rid & 255]
         return rid
 
     @request_id.setter
