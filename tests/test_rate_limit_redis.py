@@ -79,7 +79,9 @@ class RedisPolicyTests(ProxyTestCase):
         is back (logged once), counting resumes."""
         port = self.closed_port()
         up = self.upstream()
-        proxy = await self.gateway(up, port, rate=1, period=60, on_redis_error="allow")
+        # (finding Redis back takes up to the timeout: a short one here)
+        proxy = await self.gateway(up, port, rate=1, period=60, on_redis_error="allow",
+                                   redis={"timeout": 1})
         for _ in range(3):
             resp = await self.get(proxy, "/")
             self.assertEqual(resp.status, 200)
