@@ -255,6 +255,8 @@ class StatusPageBrowserTests(TestCase):
             rows = cells('tr.group[data-group="{}"]'.format(name))
             return rows[0] if rows else None
         self.wait(driver, lambda: group_cells("api"), "the group api")
+        # one process: no workers' table (a box with "workers" lists them)
+        self.assertEqual(visible("#workers-section"), [])
         self.assertEqual(group_cells("api")[1:], ["api", "2 / 2", "2", "0", "0", "5", "4"])
 
         # open it: its peers
