@@ -100,8 +100,10 @@ Stability: :class:`Harness`, :class:`ClientConnection` (also
 
 from tproxy.testing._network import UNREACHABLE, RequestPending
 from tproxy.testing._settings import check_settings
-from tproxy.testing.http import (ClientConnection, Harness, PendingRequest, RawConnection,
-                                 ResponseIncomplete, StubResponse, UpstreamRequest, echo)
+from tproxy.testing.client import (ClientConnection, PendingRequest, RawConnection,
+                                   ResponseIncomplete)
+from tproxy.testing.http import Harness
+from tproxy.testing.upstreams import StubResponse, UpstreamRequest, echo
 from tproxy.testing.stream import StreamConnection, StreamHarness, StreamServer
 
 __all__ = ["ClientConnection", "Harness", "PendingRequest", "RawConnection", "RequestPending",
