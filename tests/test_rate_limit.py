@@ -6,7 +6,8 @@ Tests for :mod:`tproxy.builtins.rate_limit` with ``policy: local``, through
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tproxy.builtins.rate_limit import LocalStore, SlidingWindow, TokenBucket
+from tproxy.builtins._rate_limit_algorithms import SlidingWindow, TokenBucket
+from tproxy.builtins._rate_limit_stores import LocalStore
 from tproxy.config import ConfigError
 from tproxy.testing import Harness, echo
 

@@ -1,0 +1,175 @@
+# -*- test-case-name: tests.test_rate_limit,tests.test_rate_limit_redis -*-
+"""
+Where the ``rate_limit`` plugin's records live (:mod:`tproxy.builtins.rate_limit`):
+this process (:class:`LocalStore`, ``policy: local``) or Redis
+(:class:`RedisStore`, ``policy: redis``: one Lua script per decision, Redis
+away handled as the plugin's ``on_redis_error`` says).
+"""
+
+import collections
+import hashlib
+
+from twisted.internet.defer import TimeoutError as DeferredTimeoutError
+from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+__all__ = ["LocalStore", "RedisStore"]
+
+#: the plugin's namespace: its log lines are the plugin's
+log = Logger(namespace="tproxy.builtins.rate_limit")
+
+
+class LocalStore(object):
+    """
+    The records of one plugin instance in this process: an LRU-ordered dict of
+    at most ``max_keys`` records, idle ones dropped lazily.
+    """
+
+    def __init__(self, algorithm, max_keys):
+        self.algorithm = algorithm
+        self.max_keys = max_keys
+        self.records = collections.OrderedDict()
+
+    def decide(self, key, now):
+        """The :class:`Decision` for one request of ``key`` at ``now``."""
+        records = self.records
+        entry = records.get(key)
+        if entry is not None:
+            records.move_to_end(key)
+            entry[1] = now
+            return self.algorithm.decide(entry[0], now)
+        # a new key: first drop up to two records untouched for longer than
+        # ``idle`` (the oldest are first), so that only active keys stay
+        idle = self.algorithm.idle
+        for _ in (0, 1):
+            if not records:
+                break
+            oldest = next(iter(records))
+            if now - records[oldest][1] < idle:
+                break
+            del records[oldest]
+        if len(records) >= self.max_keys:
+            records.popitem(last=False)
+        entry = records[key] = [self.algorithm.fresh(now), now]
+        return self.algorithm.decide(entry[0], now)
+
+
+class RedisStore(object):
+    """
+    The records in Redis, one hash per key, updated by one Lua script per
+    decision; the connection pool is txredisapi's, made at ``start``.
+
+    :ivar up: whether Redis answered last time (``False``: decisions do not
+        wait for it until a probe succeeds).
+    """
+
+    def __init__(self, algorithm, settings, prefix):
+        self.algorithm = algorithm
+        self.settings = settings
+        self.prefix = prefix
+        self.script = algorithm.LUA.encode("utf-8")
+        self.sha = hashlib.sha1(self.script).hexdigest()
+        self.args = algorithm.redis_args() + [str(int(algorithm.idle * 1000) + 1000)]
+        self.timeout = settings["timeout"]
+        self.address = "{}:{}".format(settings["host"], settings["port"])
+        self.up = True
+        self.clock = None
+        self.client = None
+        self.factory = None
+        self.probe = None
+        self._probing = False
+
+    def start(self, reactor):
+        """Make the connection pool (it connects in the background)."""
+        import txredisapi
+        s = self.settings
+        self.clock = reactor
+        factory = txredisapi.RedisFactory(
+            # database 0 is every connection's: no SELECT to wait for
+            self.address, s["db"] or None, s["pool_size"], True, txredisapi.ConnectionHandler,
+            "utf-8", s["password"], None, True)
+        # reconnect no slower than the plugin probes
+        factory.initialDelay = min(factory.initialDelay, s["retry_interval"])
+        factory.maxDelay = max(s["retry_interval"], factory.initialDelay)
+        factory.startConnecting(HostnameEndpoint(
+            reactor, s["host"], s["port"], timeout=s["connect_timeout"]))
+        self.factory = factory
+        self.client = factory.handler
+        self.probe = LoopingCall(self._probe)
+        self.probe.clock = reactor
+
+    def stop(self):
+        """Stop probing and close the connections; a Deferred."""
+        if self.probe is not None and self.probe.running:
+            self.probe.stop()
+        if self.factory is not None:
+            return self.factory.disconnect()
+        return None
+
+    def _eval(self, keys):
+        import txredisapi
+        d = self.client.evalsha(self.sha, keys, self.args)
+
+        def noscript(failure):
+            failure.trap(txredisapi.ScriptDoesNotExist)
+            return self.client.eval(self.script, keys, self.args)
+        return d.addErrback(noscript)
+
+    def decide(self, key, now=None):
+        """
+        A Deferred of the :class:`Decision` for one request of ``key``, or of
+        ``None`` when Redis failed (and, while it is known to be down, ``None``
+        at once).
+        """
+        if not self.up:
+            return None
+        d = self._eval([self.prefix + key])
+        d.addTimeout(self.timeout, self.clock)
+        return d.addCallbacks(self._answered, self._failed)
+
+    def _answered(self, reply):
+        return self.algorithm.from_redis(reply)
+
+    def _failed(self, failure):
+        self._down(failure)
+        return None
+
+    def _down(self, failure):
+        if not self.up:
+            return
+        self.up = False
+        reason = ("no answer within {} s".format(self.timeout)
+                  if failure.check(DeferredTimeoutError) else failure.getErrorMessage())
+        log.warn("rate_limit: Redis at {address} failed ({reason}); requests are "
+                 "{mode} until it answers again",
+                 address=self.address, reason=reason, mode=self.mode_text)
+        if not self.probe.running:
+            self.probe.start(self.settings["retry_interval"], now=False)
+
+    mode_text = "allowed"
+
+    def _probe(self):
+        """Ask Redis for a PING (bounded by the timeout); never raises."""
+        if self._probing or self.up:
+            return
+        self._probing = True
+        try:
+            d = self.client.ping()
+            d.addTimeout(self.timeout, self.clock)
+        except Exception:
+            self._probing = False
+            return
+
+        def answered(_):
+            self._probing = False
+            if not self.up:
+                self.up = True
+                log.info("rate_limit: Redis at {address} answers again",
+                         address=self.address)
+                if self.probe.running:
+                    self.probe.stop()
+
+        def failed(_):
+            self._probing = False
+        d.addCallbacks(answered, failed)
