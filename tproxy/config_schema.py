@@ -100,7 +100,7 @@ _SERVER_TLS = {"type": "object", "additionalProperties": False, "required": ["ce
                                      "x-messages": {"pattern": "bad server name {instance!r} "
                                                                "(a DNS name or *.name)"}}})}
 
-# TLS to an upstream group or peer (tproxy.tls.client_creator)
+# TLS to an upstream group or peer (tproxy.tls_upstream.client_creator)
 _CLIENT_TLS = {"type": ["boolean", "object"], "additionalProperties": False,
                "properties": {"verify": {"type": "boolean", "default": True},
                               "ca": {"type": "string", "minLength": 1},

@@ -25,7 +25,7 @@ listeners ignore ALPN.  TLS 1.2 is the minimum version; the ciphers are
 Mozilla's "intermediate" list (:data:`CIPHERS`).
 
 Origination (``"tls"`` of an ``upstreams`` group or peer): see
-:func:`client_creator`.
+:mod:`tproxy.tls_upstream`.
 """
 
 import collections
@@ -34,11 +34,7 @@ import json
 from OpenSSL import SSL, crypto
 from twisted.internet import ssl as tssl
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import (
-    IOpenSSLClientConnectionCreator,
-    IOpenSSLServerConnectionCreator,
-    IStreamServerEndpoint,
-)
+from twisted.internet.interfaces import IOpenSSLServerConnectionCreator, IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
 from zope.interface import implementer
@@ -440,6 +436,7 @@ def check_tls(config):
 
     :raises ConfigError: naming the JSON path of the first unusable one.
     """
+    from tproxy.tls_upstream import client_creator, upstream_tls_specs
     for path, spec in tls_specs(config):
         ServerTLS(spec, path)
     for path, spec in upstream_tls_specs(config):
@@ -455,97 +452,6 @@ def tls_specs(config):
         if stream.get("tls"):
             specs.append(("streams[{}].tls".format(i), stream["tls"]))
     return specs
-
-
-# ---------------------------------------------------------------------------
-# origination
-# ---------------------------------------------------------------------------
-
-def upstream_tls_specs(config):
-    """``[(json path, tls object)]`` of the upstream groups and peers that
-    speak TLS (``true`` is ``{}``)."""
-    specs = []
-    for group, spec in sorted(config.get("upstreams", {}).items()):
-        if spec.get("tls"):
-            specs.append(("upstreams.{}.tls".format(group), _tls_object(spec["tls"])))
-        for i, peer in enumerate(spec["peers"]):
-            if isinstance(peer, dict) and peer.get("tls"):
-                specs.append(("upstreams.{}.peers[{}].tls".format(group, i),
-                              _tls_object(peer["tls"])))
-    return specs
-
-
-def _tls_object(value):
-    return {} if value is True else value
-
-
-_TRUST = {}
-
-
-def _trust_root(ca, path):
-    if ca is None:
-        return tssl.platformTrust()
-    root = _TRUST.get(ca)
-    if root is None:
-        from cryptography import x509
-        try:
-            certs = x509.load_pem_x509_certificates(_read(ca))
-        except CertificateError as e:
-            raise ConfigError((path + ".ca", str(e)))
-        except ValueError:
-            raise ConfigError((path + ".ca", "{} is not a PEM certificate bundle".format(ca)))
-        root = _TRUST[ca] = tssl.trustRootFromCertificates(
-            [tssl.Certificate(crypto.X509.from_cryptography(c)) for c in certs])
-    return root
-
-
-def client_creator(spec, host, path="tls"):
-    """
-    The client TLS settings for a connection to ``host``: an
-    ``IOpenSSLClientConnectionCreator``.
-
-    ``spec`` (an upstream's ``tls`` object): ``verify`` (default ``true``:
-    the peer's certificate must chain to ``ca`` -- a PEM bundle; default
-    the system's trust store -- and name ``server_name``), ``server_name``
-    (the SNI name and the name verified; default the peer's host; an IP
-    address sends no SNI and is verified as an IP address), ALPN
-    ``http/1.1``.
-    """
-    name = spec.get("server_name") or host
-    if spec.get("verify", True):
-        return tssl.optionsForClientTLS(
-            name, trustRoot=_trust_root(spec.get("ca"), path),
-            acceptableProtocols=list(HTTP_ALPN))
-    return _Unverified(name)
-
-
-@implementer(IOpenSSLClientConnectionCreator)
-class _Unverified(object):
-    """TLS to a peer whose certificate is not checked (``"verify": false``),
-    still sending SNI."""
-
-    def __init__(self, name):
-        self.name = name
-        self.options = tssl.CertificateOptions(
-            verify=False, raiseMinimumTo=tssl.TLSVersion.TLSv1_2)
-        self._ascii = name.encode("idna") if not _is_ip(name) else None
-
-    def clientConnectionForTLS(self, tls_protocol):
-        conn = SSL.Connection(self.options.getContext(), None)
-        conn.set_app_data(tls_protocol)
-        if self._ascii:
-            conn.set_tlsext_host_name(self._ascii)
-        conn.set_alpn_protos(list(HTTP_ALPN))
-        return conn
-
-
-def _is_ip(name):
-    import ipaddress
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    return True
 
 
 @implementer(IStreamServerEndpoint)

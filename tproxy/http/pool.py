@@ -43,7 +43,7 @@ class UpstreamPool(object):
     :param tls: the upstreams that speak TLS: ``{group name: tls object,
         (group name, host, port): tls object}`` (the ``tls`` of an
         ``upstreams`` group or of one of its peers, see
-        :func:`tproxy.tls.client_creator`).  Their connections are pooled
+        :func:`tproxy.tls_upstream.client_creator`).  Their connections are pooled
         apart from plain ones to the same address.
     """
 
@@ -105,7 +105,7 @@ class UpstreamPool(object):
         spec = self.tls.get(key, self.tls.get(group))
         creator = None
         if spec:
-            from tproxy.tls import client_creator
+            from tproxy.tls_upstream import client_creator
             creator = client_creator({} if spec is True else spec, peer.host)
         if len(self._creators) > 4096:
             self._creators.clear()   # registered peers come and go
