@@ -9,7 +9,8 @@ with :meth:`AdminRoutes.route` from ``init_worker``::
         gateway.admin.route("GET", "/hello", lambda request: (200, {"hi": 1}))
 
 A handler receives an :class:`AdminRequest` (``method``, ``path``, ``args``,
-``json``, ``headers``, ``body``, ``client_addr``, ``params``) and returns
+``json``, ``headers``, ``body``, ``client_addr``, ``params``; it and
+:class:`AdminResponse` live in :mod:`tproxy.admin_messages`) and returns
 ``(status, obj)`` (or a Deferred / coroutine of it); ``obj`` is sent as JSON.
 A handler that changes state calls :meth:`AdminRequest.audit`.
 
@@ -65,23 +66,19 @@ tproxy's own strict request parser, with the limits of :data:`MAX_LINE_SIZE` (``
 import functools
 import hmac
 import ipaddress
-import json
 from inspect import iscoroutine
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import unquote
 
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-__all__ = ["AdminRequest", "AdminResponse", "AdminRoutes", "DuplicateRoute",
+from tproxy.admin_messages import AdminRequest, AdminResponse, _error, _raw, as_response
+
+__all__ = ["AdminRequest", "AdminResponse", "AdminRoutes", "DuplicateRoute", "as_response",
            "MAX_BODY_SIZE", "MAX_LINE_SIZE", "MAX_HEADER_SIZE", "IDLE_TIMEOUT"]
 
 log = Logger()
-
-#: The audit log: one event per change made through the admin API, in the
-#: namespace ``tproxy.audit`` (fields ``action``, ``who``, ``client``, and
-#: those of the change).
-audit_log = Logger(namespace="tproxy.audit")
 
 #: The largest request body the admin listener reads (bytes); more is a 413.
 MAX_BODY_SIZE = 1024 * 1024
@@ -95,173 +92,6 @@ MAX_HEADER_SIZE = 64 * 1024
 #: Seconds an admin connection may stay silent (or keep a request unfinished:
 #: ``408``) before it is closed.
 IDLE_TIMEOUT = 60
-
-_FORM = "application/x-www-form-urlencoded"
-_JSON = "application/json"
-
-
-class AdminRequest(object):
-    """
-    What an admin handler receives.
-
-    :ivar method: ``"GET"``, ...
-    :ivar path: the request path (``"/upstream/add"``), without the query.
-    :ivar args: ``{name: str}``: the first value of each query argument (and,
-        for a body of type ``application/x-www-form-urlencoded``, of each form
-        field the query does not already have).
-    :ivar json: the decoded body when its type is ``application/json``
-        (any JSON value), else ``None``.
-    :ivar headers: ``{lower-case name: str}`` (repeated fields joined with
-        ``", "``).
-    :ivar body: the request body (``bytes``; at most :data:`MAX_BODY_SIZE`).
-    :ivar client_addr: the TCP peer's address (``str``), or ``None`` when the
-        transport has none (a UNIX socket).
-    :ivar local_addr: the address the connection came in on (``str`` or
-        ``None``).
-    :ivar params: ``{name: str}``: the path parameters of the route that
-        matched (``{}`` for a route without).
-    :ivar authenticated: ``True`` when the request carried the configured
-        token (``False`` when the admin API has none).
-    """
-
-    __slots__ = ("method", "path", "args", "json", "headers", "body",
-                 "client_addr", "local_addr", "params", "authenticated", "_query")
-
-    def __init__(self, method, path, args=None, headers=None, body=b"",
-                 client_addr=None, local_addr=None):
-        self.method = method.upper()
-        self.path = path
-        self.args = dict(args or {})
-        self.json = None
-        self.headers = dict((k.lower(), v) for k, v in (headers or {}).items())
-        self.body = body
-        self.client_addr = client_addr
-        self.local_addr = local_addr
-        self.params = {}
-        self.authenticated = False
-        self._query = None
-
-    @classmethod
-    def from_uri(cls, method, uri, headers=None, body=b"", client_addr=None,
-                 local_addr=None):
-        """
-        Build a request from a request target (``"/upstream/add?port=80"``).
-        The query string and the body are decoded by :meth:`decode` (which
-        :meth:`AdminRoutes.dispatch` calls once the token is checked).
-        """
-        path, _, query = uri.partition("?")
-        request = cls(method, path, None, headers, body, client_addr, local_addr)
-        request._query = query
-        return request
-
-    def decode(self):
-        """
-        Decode the query string and the body into :attr:`args` and
-        :attr:`json` (once; a request built with ``args`` keeps them).
-
-        :raises ValueError: with a message for the user, if the query or a
-            form body is not valid UTF-8 after percent-decoding, or a JSON
-            body is not JSON.
-        """
-        query, self._query = self._query, None
-        if query is not None:
-            try:
-                self.args = _parse_args(query)
-            except UnicodeDecodeError:
-                raise ValueError("query string is not valid UTF-8")
-        if not self.body:
-            return
-        ctype = self.headers.get("content-type", "").split(";")[0].strip().lower()
-        if ctype == _FORM:
-            try:
-                form = _parse_args(self.body.decode("latin-1"))
-            except UnicodeDecodeError:
-                raise ValueError("form body is not valid UTF-8")
-            for name, value in form.items():
-                self.args.setdefault(name, value)
-        elif ctype == _JSON or ctype.endswith("+json"):
-            try:
-                self.json = json.loads(self.body.decode("utf-8"))
-            except (UnicodeDecodeError, ValueError) as e:
-                from tproxy.config import json_error
-                raise ValueError("body is not valid JSON ({})".format(json_error(e)))
-
-    def audit(self, action, **fields):
-        """
-        Log a change this request made, in the audit log (namespace
-        ``tproxy.audit``): ``action`` (``"upstream.add"``), who made it
-        (``who``: ``"token"`` or ``"anonymous"``), from where (``client``,
-        ``user_agent``) and ``fields`` (what changed).
-        """
-        audit_log.info(
-            "admin change {action} by {who} from {client}: {change}",
-            action=action, who="token" if self.authenticated else "anonymous",
-            client=self.client_addr, method=self.method, path=self.path,
-            user_agent=self.headers.get("user-agent", "")[:200],
-            change=", ".join("{}={}".format(k, fields[k]) for k in sorted(fields)),
-            audit=True, **fields)
-
-    def __repr__(self):
-        return "<AdminRequest %s %s>" % (self.method, self.path)
-
-
-def _parse_args(query):
-    """``{name: first value}`` of a query string (blank values kept)."""
-    args = {}
-    for name, value in parse_qsl(query, keep_blank_values=True,
-                                 encoding="utf-8", errors="strict"):
-        args.setdefault(name, value)
-    return args
-
-
-class AdminResponse(object):
-    """
-    The answer to one admin request.
-
-    :ivar status: the status code.
-    :ivar obj: the JSON-able document.
-    :ivar headers: extra ``(name, value)`` pairs (``Allow``,
-        ``WWW-Authenticate``); ``Content-Type`` is added when sent.
-    :ivar body: ``obj`` encoded as JSON (``bytes``).
-    """
-
-    __slots__ = ("status", "obj", "headers", "body")
-
-    def __init__(self, status, obj, headers=(), body=None):
-        self.status = status
-        self.obj = obj
-        self.headers = list(headers)
-        self.body = body if body is not None else _encode(obj)
-
-    def __repr__(self):
-        return "<AdminResponse %d %r>" % (self.status, self.body[:60])
-
-
-def as_response(result):
-    """A handler's result (an :class:`AdminResponse`, or ``(status, obj)``)
-    as an :class:`AdminResponse`.
-
-    :raises ValueError: for a status out of range."""
-    if isinstance(result, AdminResponse):
-        return result
-    status, obj = result
-    status = int(status)
-    if not 100 <= status <= 599:
-        raise ValueError("status %r out of range" % (status,))
-    return AdminResponse(status, obj)
-
-
-def _encode(obj):
-    return (json.dumps(obj, sort_keys=True, allow_nan=False) + "\n").encode("utf-8")
-
-
-def _raw(text):
-    """The bytes of a header value decoded as latin-1 (or given as text)."""
-    try:
-        return text.encode("latin-1")
-    except UnicodeEncodeError:
-        return text.encode("utf-8")
-
 
 def _bind(segments, path):
     """
@@ -283,12 +113,6 @@ def _bind(segments, path):
         elif want != got:
             return None
     return params
-
-
-def _error(status, message, headers=(), **fields):
-    obj = {"error": message}
-    obj.update(fields)
-    return AdminResponse(status, obj, headers)
 
 
 def _split_host(value):

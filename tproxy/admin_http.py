@@ -15,8 +15,8 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from tproxy.admin import (IDLE_TIMEOUT, MAX_BODY_SIZE, MAX_HEADER_SIZE, MAX_LINE_SIZE,
-                          AdminRequest, AdminResponse, _error, _raw)
+from tproxy.admin import IDLE_TIMEOUT, MAX_BODY_SIZE, MAX_HEADER_SIZE, MAX_LINE_SIZE
+from tproxy.admin_messages import AdminRequest, AdminResponse, _error, _raw
 from tproxy.http.parsing import (HttpParserError, HttpParserUpgrade, HttpRequestParser,
                                  bare_cr_first)
 
