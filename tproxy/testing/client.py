@@ -5,7 +5,6 @@ the proxy that writes requests and reads responses with a parser of its own
 (independent of tproxy's), one request at a time, pipelined or raw.
 """
 
-from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Protocol
 from zope.interface import implementer
@@ -269,21 +268,8 @@ class ClientConnection(_ConnectionEnd, _Client):
         self._new_response()
         self._again = True
 
-    def readConnectionLost(self):
-        self.eof = True
-        if self.headers is not None and self.until_close:
-            self.body.append(self.buffer)
-            self.buffer = b""
-            self._complete()
-        if self.close_on_eof:
-            self.transport.loseConnection()
-
-    def writeConnectionLost(self):
-        pass
-
-    def connectionLost(self, reason):
-        self.closed = True
-        self.reset = reason.check(ConnectionDone) is None
+    def _ended(self):
+        """A body read until the connection closes is complete."""
         if self.headers is not None and self.until_close:
             self.body.append(self.buffer)
             self.buffer = b""

@@ -158,6 +158,25 @@ class _ConnectionEnd(object):
         """Reset the connection: unsent bytes are dropped (a client going away)."""
         self._act(self.transport.abortConnection)
 
+    # -- the protocol's end of it (IHalfCloseableProtocol) ----------------------
+
+    def _ended(self):
+        """The other end sent its last byte (a FIN, or the connection went)."""
+
+    def readConnectionLost(self):
+        self.eof = True
+        self._ended()
+        if self.close_on_eof:
+            self.transport.loseConnection()
+
+    def writeConnectionLost(self):
+        pass
+
+    def connectionLost(self, reason):
+        self.closed = True
+        self.reset = reason.check(ConnectionDone) is None
+        self._ended()
+
 
 @implementer(IHalfCloseableProtocol)
 class StreamConnection(_ConnectionEnd, Protocol):
@@ -224,18 +243,6 @@ class StreamConnection(_ConnectionEnd, Protocol):
         self._received += data
         if self.echo:
             self.transport.write(data)
-
-    def readConnectionLost(self):
-        self.eof = True
-        if self.close_on_eof:
-            self.transport.loseConnection()
-
-    def writeConnectionLost(self):
-        pass
-
-    def connectionLost(self, reason):
-        self.closed = True
-        self.reset = reason.check(ConnectionDone) is None
 
     # -- what a test calls -----------------------------------------------------
 
