@@ -81,7 +81,6 @@ class Worker(object):
         self.registry = None
         self.service = None
         self.index = None
-        self.gateway = None
         self.stopping = False
 
     def control_connected(self, channel):
@@ -114,9 +113,8 @@ class Worker(object):
             self.registry.apply(package["registry"]["peers"], package["registry"]["groups"])
         gateway.role = "worker"
         gateway.worker_index = self.index
-        self.gateway = gateway
         for group, host, port, check_ok, active_down, last_check in package.get("health", ()):
-            peer = self._peer(group, host, port)
+            peer = _peer(gateway, group, host, port)
             if peer is not None:
                 gateway.health.restore_checks(peer, check_ok, active_down, last_check)
         fds = package["fds"]
@@ -207,20 +205,16 @@ class Worker(object):
                     "body": response.body.decode("latin-1")}
         return self._dispatch(message["request"]).addCallback(whole)
 
-    def _peer(self, group, host, port):
-        g = self.gateway.registry.group(group)
-        return None if g is None else g.peers.get((host, port))
-
     def control_health(self, message):
         """The parent's active check results (the workers do not probe):
         each worker's health state takes them as its own."""
-        if self.gateway is None:
+        if self.service is None:
             return
-        health = self.gateway.health
+        gateway = self.service.gateway
         for group, host, port, ok, detail, rise, fall in message["checks"]:
-            peer = self._peer(group, host, port)
+            peer = _peer(gateway, group, host, port)
             if peer is not None:   # (a peer the parent has not sent yet: the next check)
-                health.check_result(peer, ok, detail, rise, fall)
+                gateway.health.check_result(peer, ok, detail, rise, fall)
 
     def control_counts(self, message):
         """The in-flight and total requests per peer."""
@@ -235,6 +229,12 @@ class Worker(object):
             log.info("worker {index}: the control channel closed; stopping",
                      index=self.index)
             self.reactor.stop()
+
+
+def _peer(gateway, group, host, port):
+    """The peer ``host:port`` of ``group`` in ``gateway``'s registry, or ``None``."""
+    g = gateway.registry.group(group)
+    return None if g is None else g.peers.get((host, port))
 
 
 class _WorkerService(GatewayService):
