@@ -14,6 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from tproxy import Request, RequestContext, Response, hookimpl
 from tproxy.config import validate_config
 from tproxy.gateway import Gateway
+from tproxy.phases import UNROLL
 from tproxy.plugins import build_plugin_manager
 
 CALLS = []
@@ -79,9 +80,16 @@ class PhaseDriverTests(SynchronousTestCase):
     def setUp(self):
         del CALLS[:]
 
+    #: the phase walks (straight-line or loops; None: this interpreter's)
+    unroll = None
+
     def gateway(self, plugins):
         config = validate_config({"plugins": plugins})
-        return Gateway(config, Clock(), build_plugin_manager(config))
+        gateway = Gateway(config, Clock(), build_plugin_manager(config))
+        if self.unroll is not None:
+            gateway.phases.unroll = self.unroll
+            gateway.phases.refresh()
+        return gateway
 
     def ctx(self, gateway):
         return RequestContext(gateway, Request("GET", "/x"))
@@ -247,3 +255,10 @@ class PhaseDriverTests(SynchronousTestCase):
         gw = self.gateway([entry("a"), _module.__name__ + ":Fixed", entry("b")])
         self.assertIs(gw.phases.balancer(self.ctx(gw), ()), peer)
         self.assertEqual(CALLS, [("balancer", "a"), ("balancer", "fixed")])
+
+
+class OtherWalkPhaseDriverTests(PhaseDriverTests):
+    """:class:`PhaseDriverTests` with the other phase walks than this
+    interpreter's (loops on CPython, straight-line code on PyPy)."""
+
+    unroll = not UNROLL

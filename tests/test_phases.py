@@ -14,6 +14,8 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase
 
 from tproxy import Response
+from tproxy.http.headers import Headers
+from tproxy.phases import UNROLL
 from tproxy.testing import Harness, echo
 
 HOOKS = "tests.proxy_plugins:Hooks"
@@ -113,10 +115,16 @@ def digest(size):
 class PhaseTestCase(SynchronousTestCase):
     """Builds harnesses and sends requests, moving the clock for async hooks."""
 
+    #: the phase walks (straight-line or loops; None: this interpreter's)
+    unroll = None
+
     def harness(self, upstreams=None, plugins=PLUGINS, servers=None):
         servers = servers if servers is not None else {UP: echo, OTHER: echo}
         h = Harness(config={"upstreams": upstreams or {"default": {"peers": [UP, OTHER]}}},
                     plugins=plugins, servers=servers)
+        if self.unroll is not None:
+            h.gateway.phases.unroll = self.unroll
+            h.gateway.phases.refresh()
         for stub in servers.values():
             if isinstance(stub, Pieces):
                 stub.clock = h.clock
@@ -266,6 +274,21 @@ class HookStyleMixin(object):
         self.assertIsNotNone(resp.headers.get("X-Old-Length"))
         self.assertEqual(resp.json()["uri"], "/x")
 
+    def test_headerFilterNewHeaders(self):
+        """A filter that gives the head a new Headers object without
+        Content-Length: the new fields are sent, and framed (chunked)."""
+        h = self.harness(plugins=["router", "least_conn", HEAD_FILTER])
+
+        def header_filter(ctx, response):
+            response.headers = Headers([(b"X-New", b"1")])
+
+        h.plugin(HEAD_FILTER).fns["header_filter"] = self.style(header_filter)
+        resp = self.get(h, "/x")
+        self.assertEqual(resp.headers.get("X-New"), "1")
+        self.assertEqual(resp.headers.get("Transfer-Encoding"), "chunked")
+        self.assertIsNone(resp.headers.get("Content-Length"))
+        self.assertEqual(resp.json()["uri"], "/x")
+
     def test_headerFilterOnly(self):
         """A header_filter without any body_filter: the body (which may come
         in the same read as the head) follows the filtered head, whole."""
@@ -406,6 +429,25 @@ class CoroutineHookTests(HookStyleMixin, PhaseTestCase):
     """Hooks that are coroutines (``async def``)."""
 
     style = staticmethod(coroutine)
+
+
+class OtherWalkPlainHookTests(PlainHookTests):
+    """:class:`PlainHookTests` with the other phase walks than this
+    interpreter's (loops on CPython, straight-line code on PyPy)."""
+
+    unroll = not UNROLL
+
+
+class OtherWalkDeferredHookTests(DeferredHookTests):
+    """:class:`DeferredHookTests` with the other phase walks."""
+
+    unroll = not UNROLL
+
+
+class OtherWalkCoroutineHookTests(CoroutineHookTests):
+    """:class:`CoroutineHookTests` with the other phase walks."""
+
+    unroll = not UNROLL
 
 
 class LogOnceTests(PhaseTestCase):

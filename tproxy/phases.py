@@ -8,8 +8,17 @@ value, so tproxy walks each phase's implementations itself.  The lists are
 resolved once (and again after :meth:`Phases.refresh`), never per request, and
 a phase nobody implements costs one ``if``.  Each call is synchronous until an
 implementation actually returns an awaitable; only then is a Deferred made.
+
+Each walk is a function made once per phase and route from the list
+(:func:`_walker`).  On CPython it is straight-line code, one block per
+implementation (a loop's step costs ~65 instructions beside the ~440 of a
+call there); on PyPy, whose JIT inlines the loop, a loop (straight-line code
+measured slower there).  Both do the same, step for step: a result that is
+not ``None`` is looked at further; an awaitable hands the rest of the walk
+to the resume functions at the end of this module.
 """
 
+import sys
 from types import CoroutineType
 
 from twisted.internet.defer import Deferred, maybeDeferred
@@ -77,16 +86,38 @@ def _awaitable(result):
     return None
 
 
+#: Whether the walks are straight-line code (CPython) or loops (PyPy and the
+#: others); :class:`Phases` takes ``unroll`` to choose (the tests run both).
+UNROLL = sys.implementation.name == "cpython"
+
+
 class PhaseSet(object):
     """
     The implementations that run for the requests of one route (or of every
-    route without route-scoped plugins), phase by phase, in execution order.
+    route without route-scoped plugins), phase by phase, in execution order,
+    and the walks over them (the ``run_*`` functions, which the exchange
+    calls).
+
+    :ivar after_rewrite: the route-scoped ``rewrite``, then the ``access``
+        implementations (a list; so are the next four).
+    :ivar run_after_rewrite: ``run_after_rewrite(ctx)``: walk them until one
+        returns a :class:`Response`; ``None``, it or a Deferred.
+    :ivar run_balancer: ``run_balancer(ctx, tried)``: the first result that
+        is not ``None`` (a Peer, a :class:`Response`), ``None`` or a Deferred.
+    :ivar run_header_filter: ``run_header_filter(ctx, head)``: every one;
+        ``None`` or a Deferred.
+    :ivar run_body_filter: ``run_body_filter(ctx, chunk, eof)``: the chunk
+        through every one; bytes or a Deferred of them.
+    :ivar run_log: ``run_log(ctx)``: every one, errors logged, never raised.
     """
 
     __slots__ = ("after_rewrite", "balancer", "header_filter", "body_filter",
-                 "log", "has_header_filter", "has_body_filter")
+                 "log", "has_header_filter", "has_body_filter",
+                 "run_after_rewrite", "run_balancer", "run_header_filter",
+                 "run_body_filter", "run_log")
 
-    def __init__(self, after_rewrite, balancer, header_filter, body_filter, log):
+    def __init__(self, after_rewrite, balancer, header_filter, body_filter, log,
+                 unroll=UNROLL):
         self.after_rewrite = after_rewrite
         self.balancer = balancer
         self.header_filter = header_filter
@@ -94,6 +125,11 @@ class PhaseSet(object):
         self.log = log
         self.has_header_filter = bool(header_filter)
         self.has_body_filter = bool(body_filter)
+        self.run_after_rewrite = _walker("until_response", after_rewrite, unroll)
+        self.run_balancer = _walker("first_result", balancer, unroll)
+        self.run_header_filter = _walker("run_all", header_filter, unroll)
+        self.run_body_filter = _walker("filter", body_filter, unroll)
+        self.run_log = _walker("log", log, unroll)
 
 
 class Phases(object):
@@ -109,16 +145,25 @@ class Phases(object):
     ``ctx.plugins``.
 
     :ivar default: the :class:`PhaseSet` of routes without scoped plugins.
+    :ivar rewrite_access: ``rewrite_access(ctx)``: run ``rewrite`` then
+        ``access`` until one returns a :class:`Response`, and set
+        ``ctx.plugins`` to the route's :class:`PhaseSet` once the every-route
+        ``rewrite`` implementations have run.  It returns ``None`` (proceed),
+        a :class:`Response`, or a Deferred of either; exceptions propagate
+        (synchronously or as a failure).
+    :param unroll: straight-line walks (default :data:`UNROLL`: on CPython).
     """
 
-    def __init__(self, plugin_manager):
+    def __init__(self, plugin_manager, unroll=None):
         self.plugin_manager = plugin_manager
+        self.unroll = UNROLL if unroll is None else unroll
         self.refresh()
 
     def refresh(self):
         """Resolve the implementation lists again (after plugins changed)."""
         hooks = self.plugin_manager.hook
         scopes = getattr(self.plugin_manager, "_tproxy_scopes", {}) or {}
+        unroll = self.unroll
         self.impls = {}
         for name, argnames in PHASES:
             caller = getattr(hooks, name, None)
@@ -139,12 +184,14 @@ class Phases(object):
         def phase_set(route):
             return PhaseSet(pick("rewrite", route, True) + pick("access", route),
                             pick("balancer", route), pick("header_filter", route),
-                            pick("body_filter", route), pick("log", route))
+                            pick("body_filter", route), pick("log", route), unroll)
 
         self._rewrite = [f for f, _, scope in self.impls["rewrite"] if scope is None]
         self._init_worker = [f for f, _, _ in self.impls["init_worker"]]
         self.default = phase_set(None)
         self.by_route = {route: phase_set(route) for route in routes}
+        self.rewrite_access = _rewrite_access(
+            self._rewrite, self.by_route, self.default, unroll)
 
     def names(self, phase):
         """The plugin names implementing ``phase``, in execution order."""
@@ -179,36 +226,45 @@ class Phases(object):
 
     # -- per request ----------------------------------------------------------
     #
-    # Each phase is one loop over a flat list of callables, in the method the
-    # exchange calls: per implementation, one call and one ``r is None`` test
-    # (all that a hook returning nothing costs; no frame of tproxy's own).
-    # A result that is not None is looked at further; an awaitable hands the
-    # rest of the walk to the resume functions below, which find where to go
-    # on with ``impls.index(fn)`` (an implementation appears once in a list).
+    # The exchange calls ``rewrite_access`` and the ``run_*`` walks of
+    # ``ctx.plugins`` itself (no frame of this class's between it and the
+    # implementations); these methods are the same walks for other callers.
 
-    def rewrite_access(self, ctx):
+    def balancer(self, ctx, tried):
         """
-        Run ``rewrite`` then ``access`` until one returns a :class:`Response`;
-        sets ``ctx.plugins`` to the route's :class:`PhaseSet` once the
-        every-route ``rewrite`` implementations have run.
+        Ask the ``balancer`` implementations for a peer; the first non-None
+        result wins (the implementations after it are not called).
 
-        :return: ``None`` (proceed), a :class:`Response`, or a Deferred of
-            either.  Exceptions propagate (synchronously or as a failure).
+        :return: a Peer, a :class:`Response`, ``None``, or a Deferred of one.
         """
-        for fn in self._rewrite:
-            r = fn(ctx)
-            if r is not None:
-                if isinstance(r, Response):
-                    return r
-                d = _awaitable(r)
-                if d is not None:
-                    impls = self._rewrite
-                    d.addCallback(_resume_until_response, impls, ctx,
-                                  impls.index(fn) + 1, _is_response)
-                    return d.addCallback(self._resume_after_rewrite, ctx)
-        if self.by_route:
-            ctx.plugins = self.by_route.get(ctx.route, self.default)
-        impls = ctx.plugins.after_rewrite
+        return ctx.plugins.run_balancer(ctx, tried)
+
+    def header_filter(self, ctx, head):
+        """Run every ``header_filter``; ``None`` or a Deferred."""
+        return ctx.plugins.run_header_filter(ctx, head)
+
+    def body_filter(self, ctx, chunk, eof):
+        """
+        Pass ``chunk`` through every ``body_filter``.
+
+        :return: the bytes to send, or a Deferred of them.
+        """
+        return ctx.plugins.run_body_filter(ctx, chunk, eof)
+
+    def log(self, ctx):
+        """Run every ``log`` implementation; errors are logged, never raised."""
+        ctx.plugins.run_log(ctx)
+
+
+# -- the walks ---------------------------------------------------------------
+#
+# Per implementation: one call and one ``r is None`` test (all that a hook
+# returning nothing costs).  The loops below are the reference; the
+# straight-line code (_BLOCKS) does the same with the position of each
+# implementation written in.
+
+def _loop_until_response(impls):
+    def walk(ctx):
         for fn in impls:
             r = fn(ctx)
             if r is not None:
@@ -219,22 +275,11 @@ class Phases(object):
                     return d.addCallback(_resume_until_response, impls, ctx,
                                          impls.index(fn) + 1, _is_response)
         return None
+    return walk
 
-    def _resume_after_rewrite(self, r, ctx):
-        if r is not None:
-            return r      # (a Response)
-        if self.by_route:
-            ctx.plugins = self.by_route.get(ctx.route, self.default)
-        return _until_response(ctx.plugins.after_rewrite, ctx, 0)
 
-    def balancer(self, ctx, tried):
-        """
-        Ask the ``balancer`` implementations for a peer; the first non-None
-        result wins (the implementations after it are not called).
-
-        :return: a Peer, a :class:`Response`, ``None``, or a Deferred of one.
-        """
-        impls = ctx.plugins.balancer
+def _loop_first_result(impls):
+    def walk(ctx, tried):
         for fn in impls:
             r = fn(ctx, tried)
             if r is not None:
@@ -246,10 +291,11 @@ class Phases(object):
                 return d.addCallback(_resume_first_result, impls, ctx, tried,
                                      impls.index(fn) + 1)
         return None
+    return walk
 
-    def header_filter(self, ctx, head):
-        """Run every ``header_filter``; ``None`` or a Deferred."""
-        impls = ctx.plugins.header_filter
+
+def _loop_run_all(impls):
+    def walk(ctx, head):
         for fn in impls:
             r = fn(ctx, head)
             if r is not None and type(r) not in _PLAIN_TYPES:
@@ -258,14 +304,11 @@ class Phases(object):
                     return d.addCallback(_resume_run_all, impls, ctx, head,
                                          impls.index(fn) + 1)
         return None
+    return walk
 
-    def body_filter(self, ctx, chunk, eof):
-        """
-        Pass ``chunk`` through every ``body_filter``.
 
-        :return: the bytes to send, or a Deferred of them.
-        """
-        impls = ctx.plugins.body_filter
+def _loop_filter(impls):
+    def walk(ctx, chunk, eof):
         for fn in impls:
             r = fn(ctx, chunk, eof)
             if r is not None:
@@ -277,20 +320,165 @@ class Phases(object):
                     r = bytes(r)
                 chunk = r
         return chunk
+    return walk
 
-    def log(self, ctx):
-        """Run every ``log`` implementation; errors are logged, never raised."""
-        for fn in ctx.plugins.log:
+
+def _loop_log(impls):
+    def walk(ctx):
+        for fn in impls:
             try:
                 r = fn(ctx)
             except Exception:
-                log.failure("log phase failed for {uri}", uri=ctx.request.uri)
+                _log_failed(ctx)
                 continue
             if r is not None and type(r) not in _PLAIN_TYPES:
-                d = _awaitable(r)
-                if d is not None:
-                    d.addErrback(lambda f: log.failure(
-                        "log phase failed for {uri}", f, uri=ctx.request.uri))
+                _log_awaited(r, ctx)
+    return walk
+
+
+def _log_failed(ctx):
+    log.failure("log phase failed for {uri}", uri=ctx.request.uri)
+
+
+def _log_awaited(r, ctx):
+    d = _awaitable(r)
+    if d is not None:
+        d.addErrback(lambda f: log.failure("log phase failed for {uri}", f,
+                                           uri=ctx.request.uri))
+
+
+_LOOPS = {"until_response": _loop_until_response, "first_result": _loop_first_result,
+          "run_all": _loop_run_all, "filter": _loop_filter, "log": _loop_log}
+
+#: The straight-line walks: (arguments, one implementation's block, the
+#: end); ``{f}`` is the implementation, ``{i}`` the position after it,
+#: ``{then}`` what follows the resumed walk (``rewrite_access``).
+_BLOCKS = {
+    "until_response": ("ctx", """\
+r = {f}(ctx)
+if r is not None:
+    if isinstance(r, Response):
+        return r
+    d = _awaitable(r)
+    if d is not None:
+        return d.addCallback(_resume_until_response, impls, ctx, {i}, _is_response){then}
+""", "return None"),
+    "first_result": ("ctx, tried", """\
+r = {f}(ctx, tried)
+if r is not None:
+    if type(r) in _PLAIN_TYPES:
+        return r
+    d = _awaitable(r)
+    if d is None:
+        return r
+    return d.addCallback(_resume_first_result, impls, ctx, tried, {i})
+""", "return None"),
+    "run_all": ("ctx, head", """\
+r = {f}(ctx, head)
+if r is not None and type(r) not in _PLAIN_TYPES:
+    d = _awaitable(r)
+    if d is not None:
+        return d.addCallback(_resume_run_all, impls, ctx, head, {i})
+""", "return None"),
+    "filter": ("ctx, chunk, eof", """\
+r = {f}(ctx, chunk, eof)
+if r is not None:
+    if type(r) is not bytes:
+        d = _awaitable(r)
+        if d is not None:
+            return d.addCallback(_resume_filter_chunk, impls, ctx, chunk, eof, {i})
+        r = bytes(r)
+    chunk = r
+""", "return chunk"),
+    "log": ("ctx", """\
+try:
+    r = {f}(ctx)
+except Exception:
+    _log_failed(ctx)
+else:
+    if r is not None and type(r) not in _PLAIN_TYPES:
+        _log_awaited(r, ctx)
+""", "return None"),
+}
+
+
+def _straight(kind, count, names=(), then="", end=None):
+    """The source of ``def make(impls, *names, f0, f1, ...)`` returning
+    ``kind``'s walk over ``count`` implementations as straight-line code."""
+    args, block, default_end = _BLOCKS[kind]
+    fs = tuple("f%d" % i for i in range(count))
+    lines = ["def make(%s):" % ", ".join(("impls",) + tuple(names) + fs),
+             "    def walk(%s):" % args]
+    for i, f in enumerate(fs):
+        lines += ["        " + line
+                  for line in block.format(f=f, i=i + 1, then=then).splitlines()]
+    lines += ["        " + line for line in (end or default_end).splitlines()]
+    lines.append("    return walk")
+    return "\n".join(lines) + "\n"
+
+
+def _compile(source, kind, impls, *names):
+    """Run ``source`` (from :func:`_straight`) and make its walk."""
+    namespace = {"Response": Response, "_awaitable": _awaitable,
+                 "_PLAIN_TYPES": _PLAIN_TYPES, "_is_response": _is_response,
+                 "_log_failed": _log_failed, "_log_awaited": _log_awaited,
+                 "_resume_until_response": _resume_until_response,
+                 "_resume_first_result": _resume_first_result,
+                 "_resume_run_all": _resume_run_all,
+                 "_resume_filter_chunk": _resume_filter_chunk,
+                 "_resume_after_rewrite": _resume_after_rewrite}
+    exec(compile(source, "<tproxy.phases: %s walk>" % kind, "exec"), namespace)
+    return namespace["make"](impls, *(names + tuple(impls)))
+
+
+def _walker(kind, impls, unroll):
+    """The walk of ``kind`` over ``impls`` (see :class:`PhaseSet`)."""
+    if not unroll:
+        return _LOOPS[kind](impls)
+    return _compile(_straight(kind, len(impls)), kind, impls)
+
+
+_AFTER_REWRITE = """\
+if by_route:
+    ctx.plugins = by_route.get(ctx.route, default)
+plugins = ctx.plugins
+if plugins.after_rewrite:
+    return plugins.run_after_rewrite(ctx)
+return None"""
+
+
+def _rewrite_access(rewrite, by_route, default, unroll):
+    """:attr:`Phases.rewrite_access`: the every-route ``rewrite``
+    implementations ``rewrite``, then the walk of the route's
+    :class:`PhaseSet` (``by_route``, else ``default``)."""
+    if unroll:
+        return _compile(_straight(
+            "until_response", len(rewrite), ("by_route", "default"),
+            ".addCallback(_resume_after_rewrite, ctx, by_route, default)",
+            _AFTER_REWRITE), "rewrite", rewrite, by_route, default)
+    rewrite_walk = _loop_until_response(rewrite)
+
+    def rewrite_access(ctx):
+        r = rewrite_walk(ctx)
+        if r is not None:
+            if isinstance(r, Response):
+                return r
+            return r.addCallback(_resume_after_rewrite, ctx, by_route, default)
+        if by_route:
+            ctx.plugins = by_route.get(ctx.route, default)
+        plugins = ctx.plugins
+        if plugins.after_rewrite:
+            return plugins.run_after_rewrite(ctx)
+        return None
+    return rewrite_access
+
+
+def _resume_after_rewrite(r, ctx, by_route, default):
+    if r is not None:
+        return r      # (a Response)
+    if by_route:
+        ctx.plugins = by_route.get(ctx.route, default)
+    return _until_response(ctx.plugins.after_rewrite, ctx, 0)
 
 
 def _is_response(r):

@@ -169,7 +169,8 @@ class Exchange(RequestBody, ResponseSide):
     def balance(self):
         """Ask the balancer for a peer (again, after a failed one)."""
         try:
-            r = self.phases.balancer(self.ctx, self.ctx.tried)
+            ctx = self.ctx
+            r = ctx.plugins.run_balancer(ctx, ctx.tried)
         except Exception:
             return self.plugin_error()
         if type(r) is not Deferred and (type(r) in PLAIN_TYPES or not is_deferred(r)):
@@ -459,8 +460,9 @@ class Exchange(RequestBody, ResponseSide):
             conn.unpause("upstream")
         ctx = self.ctx
         ctx.end = self.factory.clock.seconds()
-        if ctx.plugins.log:   # (nothing to call without a log plugin)
-            self.phases.log(ctx)
+        plugins = ctx.plugins
+        if plugins.log:   # (nothing to call without a log plugin)
+            plugins.run_log(ctx)
         # no reference cycle left: reference counting frees the request's
         # objects now, not the cyclic collector later
         ctx._exchange = None

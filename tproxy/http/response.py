@@ -61,19 +61,25 @@ class ResponseSide(object):
             # (_filter_head inlined.)  The filters get a copy of the fields:
             # when they leave them as they were (a comparison at C speed), the
             # Content-Length found above holds and is not looked for again
-            headers = Headers(kept[:])
-            head = _UpstreamResponseHead(status, headers, reason)
+            head = _UpstreamResponseHead(status, Headers(kept[:]), reason)
             try:
-                r = self.phases.header_filter(ctx, head)
+                r = ctx.plugins.run_header_filter(ctx, head)
             except Exception:
                 self.plugin_error()
                 return eof_body
-            if r is None:
-                self._send_upstream_head(head, length if headers.raw == kept else False)
-            else:
+            if r is not None:
                 self._await_head(r, head, self._send_upstream_head)
-            return eof_body
-        # (_send_upstream_head inlined, without a head object: no filter)
+                return eof_body
+            if self.done:
+                return eof_body
+            # (_send_upstream_head inlined: below, with the head's parts)
+            status, reason, raw = head.status, head.reason, head.headers.raw
+            if raw != kept:
+                # (a filter changed the fields, or gave the head new ones)
+                kept = raw
+                length = content_length(raw)
+            body_allowed = status != 204 and status != 304 and not self.head_method
+        # (_send_upstream_head inlined, without a head object when no filter)
         if not self.request_complete:
             self.response_close = True
         if length is None and body_allowed:
@@ -115,7 +121,7 @@ class ResponseSide(object):
 
     def _filter_head(self, head, then):
         try:
-            r = self.phases.header_filter(self.ctx, head)
+            r = self.ctx.plugins.run_header_filter(self.ctx, head)
         except Exception:
             return self.plugin_error()
         if r is not None:
@@ -257,7 +263,7 @@ class ResponseSide(object):
         if type(data) is not bytes:
             data = bytes(data)
         try:
-            r = self.phases.body_filter(self.ctx, data, eof)
+            r = self.ctx.plugins.run_body_filter(self.ctx, data, eof)
         except Exception:
             return self.plugin_error()
         if type(r) is not bytes and is_deferred(r):
@@ -268,9 +274,26 @@ class ResponseSide(object):
             r.addCallback(self._resume_upstream)
             r.addErrback(self.plugin_error)
         else:
-            self._send_response_body(r)
-            if eof:
-                self._end_response()
+            if r and not self.done:
+                # (_send_response_body inlined: once per upstream read)
+                self.ctx.bytes_sent += len(r)
+                out = self.out
+                if self.response_chunked:
+                    r = [b"%x\r\n" % len(r), r, b"\r\n"]
+                    if out is not None:
+                        out.extend(r)
+                    else:
+                        self.conn.write_all(r)
+                elif out is not None:
+                    out.append(r)
+                else:
+                    self.conn.write(r)
+            if eof and not self.done:
+                # (_end_response inlined)
+                if self.response_chunked:
+                    self.ctx.bytes_sent += 5
+                    self._send(b"0\r\n\r\n")
+                self.finish()
 
     def _send_filtered(self, data, eof):
         self._send_response_body(data)
@@ -340,7 +363,7 @@ class ResponseSide(object):
             return
         if self.ctx.plugins.has_body_filter:
             try:
-                r = self.phases.body_filter(self.ctx, body, True)
+                r = self.ctx.plugins.run_body_filter(self.ctx, body, True)
             except Exception:
                 return self.plugin_error()
             if is_deferred(r):
