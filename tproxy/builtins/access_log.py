@@ -68,6 +68,7 @@ from twisted.logger import Logger
 
 from tproxy import hookimpl
 from tproxy.config import ConfigError
+from tproxy.context import RequestContext
 from tproxy.log_sinks import FdSink, FileSink, is_devnull
 
 log = Logger()
@@ -84,6 +85,11 @@ REDACT = ("authorization", "proxy-authorization", "cookie", "set-cookie")
 
 _REDACTED = '"[redacted]"'
 _MILLIS = tuple('.%03dZ"' % i for i in range(1000))
+#: the text of the statuses 0..999 (a subscript: cheaper than formatting)
+_STATUS = {i: str(i) for i in range(1000)}
+#: ``ctx.request_id`` without the property: CPython 3.11 does not specialise
+#: a property's read, which costs ~250 instructions more than this call
+_request_id = RequestContext.request_id.fget
 #: The ``%`` conversion of each field's value in a line (the others are
 #: JSON text already).
 _FORMATS = {"status": "%d", "bytes_sent": "%d", "request_time": "%.6f"}
@@ -231,66 +237,10 @@ class Plugin(object):
         The strings are escaped by :mod:`json`'s C escaper, those that repeat
         (addresses, methods, routes, errors) once (:data:`_QUOTED`); the
         default fields are one f-string (no format to parse at run time),
-        other choices a ``%`` template made once.
+        other choices a ``%`` template made once.  (The text is made by
+        :meth:`log`, which writes it.)
         """
-        request = ctx.request
-        end = ctx.end
-        if end is None:
-            end = ctx.gateway.reactor.seconds()
-            elapsed = 0.0
-        else:
-            elapsed = end - ctx.start
-        upstream_start = ctx.upstream_start
-        if upstream_start is None:
-            upstream_time = "null"
-        else:
-            upstream_end = ctx.upstream_end
-            if upstream_end is None:
-                upstream_end = end if ctx.end is not None else upstream_start
-            upstream_time = f"{upstream_end - upstream_start:.6f}"
-        if not self._ms_lo <= end < self._ms_hi:
-            # a new millisecond (many requests end in the same one: a
-            # comparison of floats tells, cheaper than computing it)
-            ms = int(end * 1000.0 + 0.5)
-            i = ms - self._second_ms
-            if not 0 <= i < 1000:
-                self._iso_ms(ms)   # (a new second)
-                i = ms - self._second_ms
-            self._ms_lo = (ms - 0.5) / 1000.0
-            self._ms_hi = (ms + 0.5) / 1000.0
-            self._ms_text = self._second_text + _MILLIS[i]
-        quoted = _QUOTED
-        peer = ctx.peer
-        address = peer.address if peer is not None else None
-        try:   # (subscripts: cheaper than calls)
-            client = quoted[request.client_addr]
-            method = quoted[request.method]
-            peer = quoted[address]
-            route = quoted[ctx.route]
-            error = quoted[ctx.error]
-        except KeyError:   # a string seen for the first time
-            client, method, peer, route, error = [
-                quoted.get(x) or _quote(x)
-                for x in (request.client_addr, request.method, address, ctx.route, ctx.error)]
-        rid = ctx.request_id
-        rid = _esc(rid) if rid is not None else "null"
-        query = request.query   # (request.uri, inlined)
-        uri = _esc(request.path + "?" + query if query else request.path)
-        if self._default_line:
-            return (f'{{"time":{self._ms_text},"request_id":{rid},"client":{client},'
-                    f'"method":{method},"uri":{uri},"status":{ctx.status},'
-                    f'"bytes_sent":{ctx.bytes_sent},"request_time":{elapsed:.6f},'
-                    f'"upstream_addr":{peer},"upstream_time":{upstream_time},'
-                    f'"route":{route},"error":{error}}}')
-        values = (self._ms_text, rid, client, method, uri, ctx.status, ctx.bytes_sent,
-                  elapsed, peer, upstream_time, route, error)
-        if not self._default_fields:
-            values = self._pick(values)
-        if self.request_headers is not None:
-            values += (_headers_json(request.headers, self.request_headers, self.redact),)
-        if self.response_headers is not None:
-            values += (ctx.vars.get(_RESPONSE_VAR, "{}"),)
-        return self._template % values
+        return self.log(ctx, False)
 
     def record(self, ctx):
         """The :class:`AccessRecord` of a finished request (its :meth:`line` as a
@@ -358,15 +308,20 @@ class Plugin(object):
             self._timer = None
         lines, self._buffer, self._buffered = self._buffer, [], 0
         sink = self._sink
-        if not lines and (sink is None or not sink.pending):
+        count = len(lines)
+        if not count and (sink is None or not sink.pending):
             return
-        data = ("\n".join(lines) + "\n").encode("ascii") if lines else b""
+        if count:
+            lines.append("")   # (the last newline, without copying the batch again)
+            data = "\n".join(lines).encode("ascii")
+        else:
+            data = b""
         try:
             if sink is None:
                 sink = self._open()
             left = sink.write(data)
         except OSError as e:
-            self._dropped += len(lines)
+            self._dropped += count
             if not self._failed:
                 self._failed = True
                 log.error("access_log: cannot write to {target}: {error}; lines are "
@@ -431,11 +386,78 @@ class Plugin(object):
             response.headers, self.response_headers, self.redact)
 
     @hookimpl
-    def log(self, ctx):
-        """Write the request's line (:meth:`write`, its common case inline)."""
-        line = self.line(ctx)
+    def log(self, ctx, write=True):
+        """
+        Write the request's line (:meth:`line`; ``write=False`` returns it
+        instead): one function from the context to the batch, the common
+        case without a call of tproxy's own.
+        """
+        request = ctx.request
+        end = ctx.end
+        if end is None:
+            end = ctx.gateway.reactor.seconds()
+            elapsed = 0.0
+        else:
+            elapsed = end - ctx.start
+        upstream_start = ctx.upstream_start
+        if upstream_start is None:
+            upstream_time = "null"
+        else:
+            upstream_end = ctx.upstream_end
+            if upstream_end is None:
+                upstream_end = end if ctx.end is not None else upstream_start
+            upstream_time = f"{upstream_end - upstream_start:.6f}"
+        if not self._ms_lo <= end < self._ms_hi:
+            # a new millisecond (many requests end in the same one: a
+            # comparison of floats tells, cheaper than computing it)
+            ms = int(end * 1000.0 + 0.5)
+            i = ms - self._second_ms
+            if not 0 <= i < 1000:
+                self._iso_ms(ms)   # (a new second)
+                i = ms - self._second_ms
+            self._ms_lo = (ms - 0.5) / 1000.0
+            self._ms_hi = (ms + 0.5) / 1000.0
+            self._ms_text = self._second_text + _MILLIS[i]
+        quoted = _QUOTED
+        peer = ctx.peer
+        address = peer.address if peer is not None else None
+        try:   # (subscripts: cheaper than calls)
+            client = quoted[request.client_addr]
+            method = quoted[request.method]
+            peer = quoted[address]
+            route = quoted[ctx.route]
+            error = quoted[ctx.error]
+            status = _STATUS[ctx.status]
+        except KeyError:   # a string seen for the first time (or a status past 999)
+            client, method, peer, route, error = [
+                quoted.get(x) or _quote(x)
+                for x in (request.client_addr, request.method, address, ctx.route, ctx.error)]
+            status = _STATUS.get(ctx.status) or f"{ctx.status}"
+        rid = _request_id(ctx)
+        rid = _esc(rid) if rid is not None else "null"
+        query = request.query   # (request.uri, inlined)
+        uri = _esc(request.path + "?" + query if query else request.path)
+        if self._default_line:
+            line = (f'{{"time":{self._ms_text},"request_id":{rid},"client":{client},'
+                    f'"method":{method},"uri":{uri},"status":{status},'
+                    f'"bytes_sent":{ctx.bytes_sent},"request_time":{elapsed:.6f},'
+                    f'"upstream_addr":{peer},"upstream_time":{upstream_time},'
+                    f'"route":{route},"error":{error}}}')
+        else:
+            values = (self._ms_text, rid, client, method, uri, ctx.status, ctx.bytes_sent,
+                      elapsed, peer, upstream_time, route, error)
+            if not self._default_fields:
+                values = self._pick(values)
+            if self.request_headers is not None:
+                values += (_headers_json(request.headers, self.request_headers, self.redact),)
+            if self.response_headers is not None:
+                values += (ctx.vars.get(_RESPONSE_VAR, "{}"),)
+            line = self._template % values
+        if not write:
+            return line
         if self._logger:
             return self.write(line)
+        # (write, inlined)
         self._buffer.append(line)
         size = self._buffered = self._buffered + len(line) + 1
         if size >= self.buffer_size:
