@@ -158,3 +158,13 @@ proc_ticks() {
     done
     echo "$sum"
 }
+
+# proc_sys_ticks PGID: the system (kernel) part of proc_ticks (stime; the rest is utime).
+proc_sys_ticks() {
+    local p sum=0 t
+    for p in $(group_pids "$1"); do
+        t=$(awk '{sub(/^.*\) /, ""); print $13}' "/proc/$p/stat" 2>/dev/null) || t=0
+        sum=$((sum + ${t:-0}))
+    done
+    echo "$sum"
+}

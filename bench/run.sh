@@ -199,7 +199,7 @@ $(for s in $ALL_SYSTEMS; do printf '"%s": "%s",\n' "$s" "${DESC[$s]}"; done)
 EOF
 
 # ---- helpers -------------------------------------------------------------------------------
-# record OUT SYSTEM MODE ROUND WARMUP CPU_BEFORE CPU_AFTER TICKS ACCEPTS: append one line to runs.jsonl.
+# record OUT SYSTEM MODE ROUND WARMUP CPU_BEFORE CPU_AFTER TICKS ACCEPTS SYS_TICKS: append one line to runs.jsonl.
 record() {
     local out=$1 sys=$2 mode=$3 round=$4 warm=$5 json
     json=$(sed -n 's/^WRKJSON {//p' "$out" | tail -1)
@@ -209,14 +209,14 @@ record() {
         json+='"err_status":0,"err_timeout":0,"lat_mean_us":0,"lat_p50_us":0,"lat_p90_us":0,'
         json+='"lat_p99_us":0,"lat_max_us":0,"failed":true}'
     fi
-    printf '{"kind":"wrk","system":"%s","mode":"%s","round":%s,"warmup":%s,"cpu_proxy_busy":%s,"cpu_load_busy":%s,"proxy_cpu_ticks":%s,"clk_tck":%s,"backend_accepts":%s,%s\n' \
+    printf '{"kind":"wrk","system":"%s","mode":"%s","round":%s,"warmup":%s,"cpu_proxy_busy":%s,"cpu_load_busy":%s,"proxy_cpu_ticks":%s,"proxy_sys_ticks":%s,"clk_tck":%s,"backend_accepts":%s,%s\n' \
         "$sys" "$mode" "$round" "$warm" "$(busy_pct "$6" "$7" 1)" "$(busy_pct "$6" "$7" 2)" \
-        "$8" "$(getconf CLK_TCK)" "$9" "$json" >>"$RESULTS/runs.jsonl"
+        "$8" "${10}" "$(getconf CLK_TCK)" "$9" "$json" >>"$RESULTS/runs.jsonl"
 }
 
 # measure SYSTEM MODE ROUND: warm up, then one timed wrk run. MODE: keepalive, close, body1m.
 measure() {
-    local sys=$1 mode=$2 round=$3 url out before after t0 t1 a0 a1 pgid extra=()
+    local sys=$1 mode=$2 round=$3 url out before after t0 t1 s0 s1 a0 a1 pgid extra=()
     case $mode in
         body1m) url=$(sys_url "$sys" /api/bench-1m) ;;
         *) url=$(sys_url "$sys" /api/x) ;;
@@ -226,16 +226,16 @@ measure() {
     prime "$sys" "$mode" "$round" "$url" "${extra[@]}"
     if [ "$WARMUP" -gt 0 ]; then
         out="$RESULTS/raw/$mode-r$round-$sys.warmup.txt"
-        a0=$(backend_accepts); before=$(cpu_snap); t0=$(proc_ticks "$pgid")
+        a0=$(backend_accepts); before=$(cpu_snap); t0=$(proc_ticks "$pgid"); s0=$(proc_sys_ticks "$pgid")
         run_wrk "$url" "$WARMUP" "$CONNS" "$out" "${extra[@]}"
-        after=$(cpu_snap); t1=$(proc_ticks "$pgid"); a1=$(backend_accepts)
-        record "$out" "$sys" "$mode" "$round" true "$before" "$after" $((t1 - t0)) $((a1 - a0 - NB))
+        after=$(cpu_snap); t1=$(proc_ticks "$pgid"); s1=$(proc_sys_ticks "$pgid"); a1=$(backend_accepts)
+        record "$out" "$sys" "$mode" "$round" true "$before" "$after" $((t1 - t0)) $((a1 - a0 - NB)) $((s1 - s0))
     fi
     out="$RESULTS/raw/$mode-r$round-$sys.txt"
-    a0=$(backend_accepts); before=$(cpu_snap); t0=$(proc_ticks "$pgid")
+    a0=$(backend_accepts); before=$(cpu_snap); t0=$(proc_ticks "$pgid"); s0=$(proc_sys_ticks "$pgid")
     run_wrk "$url" "$DURATION" "$CONNS" "$out" "${extra[@]}" || log "warning: wrk exited $? for $sys"
-    after=$(cpu_snap); t1=$(proc_ticks "$pgid"); a1=$(backend_accepts)
-    record "$out" "$sys" "$mode" "$round" false "$before" "$after" $((t1 - t0)) $((a1 - a0 - NB))
+    after=$(cpu_snap); t1=$(proc_ticks "$pgid"); s1=$(proc_sys_ticks "$pgid"); a1=$(backend_accepts)
+    record "$out" "$sys" "$mode" "$round" false "$before" "$after" $((t1 - t0)) $((a1 - a0 - NB)) $((s1 - s0))
     log "$(printf '%-9s r%s %-14s %10s rps %9s  p50 %8s  p99 %8s  proxy-cpu %5s%%  load-cpu %5s%%' \
         "$mode" "$round" "$sys" \
         "$(awk '/^Requests\/sec:/{print $2}' "$out")" "$(awk '/^Transfer\/sec:/{print $2}' "$out")" \

@@ -6,7 +6,8 @@ Usage: summarize.py RESULTS_DIR [--check]
 Per system and mode: the median over the measured rounds of requests/s (or MB/s), that
 median as a ratio of nginx's median in the same mode of the same run, the medians of the
 per-round p50 and p99 latencies, how busy the proxy CPU and the load CPU were, the proxy
-process's own CPU time per request, each round's figure, and all wrk errors summed.
+process's own CPU time per request (and its user and system parts), each round's figure, and
+all wrk errors summed.
 Warm-up runs are in runs.jsonl but are not counted. Then the 1 GiB transfers, the admin
 API registrations, and the targets of issue 6 checked against this run, followed (when the run
 has nginx, nginx_n10000, tproxy_n1 and tproxy_n10000) by nginx_n10000 / nginx beside
@@ -40,6 +41,26 @@ def cpu_us_per_req(r):
     if not r.get("requests") or "proxy_cpu_ticks" not in r:
         return None
     return r["proxy_cpu_ticks"] / r["clk_tck"] * 1e6 / r["requests"]
+
+
+def user_us_per_req(r):
+    """The user part of :func:`cpu_us_per_req` (runs that recorded the split)."""
+    total, sys_us = cpu_us_per_req(r), sys_us_per_req(r)
+    return total - sys_us if total is not None and sys_us is not None else None
+
+
+def sys_us_per_req(r):
+    """The system (kernel) part of :func:`cpu_us_per_req`."""
+    if not r.get("requests") or "proxy_sys_ticks" not in r:
+        return None
+    return r["proxy_sys_ticks"] / r["clk_tck"] * 1e6 / r["requests"]
+
+
+def fmt_split(runs):
+    """``user / sys`` µs per request, medians over ``runs`` (n/a without the split)."""
+    user = median(user_us_per_req(r) for r in runs)
+    sys_us = median(sys_us_per_req(r) for r in runs)
+    return f"{user:.1f} / {sys_us:.1f}" if user is not None and sys_us is not None else "n/a"
 
 
 def upstream_conns_per_1k(r):
@@ -117,8 +138,9 @@ class Summary:
         ref_p99 = self.p99(mode, REFERENCE)
         self.out(f"### {title}\n")
         self.out(f"| system | what | median {unit} | × nginx | p50 ms | p99 ms | p99 × nginx | proxy CPU % "
-                 f"| load CPU % | proxy µs CPU/req | upstream conns per 1k req | {unit} per round | wrk errors |")
-        self.out("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
+                 f"| load CPU % | proxy µs CPU/req | user / sys µs | upstream conns per 1k req "
+                 f"| {unit} per round | wrk errors |")
+        self.out("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
         for k in keys:
             runs = self.wrk[k]
             m = self.metric(mode, k[1], unit_fn)
@@ -133,7 +155,7 @@ class Summary:
                 f"{fmt_ms(median(r['lat_p50_us'] for r in runs))} | {fmt_ms(p99)} | {p99_ratio} | "
                 f"{median(r.get('cpu_proxy_busy', 0) for r in runs):.0f} | "
                 f"{median(r.get('cpu_load_busy', 0) for r in runs):.0f} | "
-                f"{'%.1f' % cpu_req if cpu_req is not None else 'n/a'} | "
+                f"{'%.1f' % cpu_req if cpu_req is not None else 'n/a'} | {fmt_split(runs)} | "
                 f"{'%.1f' % conns if conns is not None else 'n/a'} | {per_round} | {errors(runs)} |")
             for r in runs:
                 if r.get("failed") or not r.get("requests"):
@@ -262,7 +284,10 @@ class Summary:
         self.out(f"10,000 peers, for context (keep-alive rps): nginx_n10000 / nginx = {ng:.3f}×, "
                  f"tproxy_n10000 / tproxy_n1 = {tp:.3f}× (upstream connections opened per 1k requests: "
                  f"nginx_n10000 {conns('nginx_n10000')}, tproxy_n10000 {conns('tproxy_n10000')}; "
-                 f"nginx keeps 64 idle upstream connections for the whole upstream).")
+                 f"nginx keeps 64 idle upstream connections for the whole upstream). "
+                 f"tproxy's CPU per request, user / sys µs: tproxy_n1 "
+                 f"{fmt_split(self.wrk.get(('keepalive', 'tproxy_n1'), []))}, tproxy_n10000 "
+                 f"{fmt_split(self.wrk.get(('keepalive', 'tproxy_n10000'), []))}.")
         self.out()
 
     def render(self):
