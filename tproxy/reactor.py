@@ -45,19 +45,20 @@ class FastEPollReactor(epollreactor.EPollReactor):
             raise
         selectables = self._selectables
         drdw = self._doReadOrWrite
+        recv_into = _RECV_INTO
         for fd, event in events:
             selectable = selectables.get(fd)
             if selectable is None:
                 continue
             if event == _EPOLLIN and type(selectable) in _TCP_TYPES:
                 # tcp.Connection.doRead and _dataReceived, inlined
-                size = selectable.bufferSize
                 try:
-                    if _RECV_INTO and size <= _READ_SIZE:
+                    if recv_into and selectable.bufferSize <= _READ_SIZE:
                         # (PyPy: see _RECV_INTO)
-                        data = _READ_VIEW[:selectable.socket.recv_into(_READ_BUFFER, size)].tobytes()
+                        data = _READ_VIEW[:selectable.socket.recv_into(
+                            _READ_BUFFER, selectable.bufferSize)].tobytes()
                     else:
-                        data = selectable.socket.recv(size)
+                        data = selectable.socket.recv(selectable.bufferSize)
                 except OSError as se:
                     if se.args[0] != EWOULDBLOCK:
                         self._disconnectSelectable(selectable, CONNECTION_LOST, True)
