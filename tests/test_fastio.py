@@ -193,6 +193,55 @@ class ReactorTests(SynchronousTestCase):
         finally:
             cleanup()
 
+    def _roundTrips(self, buffer_size=None):
+        """Bytes of several reads, some of them larger than the read buffer,
+        arrive whole and in order on the fast reactor's read path."""
+        payload = b"".join(b"%06d" % i for i in range(40000))   # 240,000 bytes
+
+        class Server(Collect):
+            # keeps each read as given: a view of a reused buffer would change
+            def dataReceived(self, data):
+                self.chunks.append(data)
+                Collect.dataReceived(self, data)
+        server = Server(len(payload))
+        server.chunks = []
+        r, client, cleanup = self._pair(server)
+        try:
+            if buffer_size is not None:
+                server.transport.bufferSize = buffer_size
+            payload = b"first" + payload[5:]
+            client.transport.write(b"first")
+            self._spin(r, lambda: len(server.data) >= 5)
+            client.transport.write(payload[5:])
+            self._spin(r, lambda: server.done.called)
+            self.assertEqual(self.successResultOf(server.done)[5:], payload[5:])
+            self.assertEqual(b"".join(server.chunks), payload)
+            self.assertEqual({type(c) for c in server.chunks}, {bytes})
+            self.assertEqual(bytes(server.data[:5]), b"first")
+        finally:
+            cleanup()
+
+    def test_readInto(self):
+        """Reading into the reactor's one buffer (PyPy's path, forced here)
+        delivers every byte in order, a copy of each read (the buffer is
+        reused by the next read)."""
+        import tproxy.reactor as module
+        self.patch(module, "_RECV_INTO", True)
+        self._roundTrips()
+
+    def test_readIntoLargerBuffer(self):
+        """A transport reading more than the reactor's buffer at a time
+        takes ``recv``."""
+        import tproxy.reactor as module
+        self.patch(module, "_RECV_INTO", True)
+        self._roundTrips(buffer_size=module._READ_SIZE * 2)
+
+    def test_readPlain(self):
+        """CPython's path (``recv``, forced here) delivers the same bytes."""
+        import tproxy.reactor as module
+        self.patch(module, "_RECV_INTO", False)
+        self._roundTrips()
+
     def test_dataReceivedRaises(self):
         """An exception from ``dataReceived`` is logged and closes that
         connection with the exception as the reason, as in stock Twisted."""

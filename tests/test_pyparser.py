@@ -1029,6 +1029,79 @@ class PyParserStrictnessTests(SynchronousTestCase):
         self.assertEqual(e1.args, e2.args)
 
 
+class StartLineFastPathTests(SynchronousTestCase):
+    """
+    The usual request and status lines are checked without the expressions
+    (``tproxy.http.pyhead``): every line, valid or not, gives the same
+    callbacks and the same error as through the expressions alone.
+    """
+
+    REQUEST_LINES = [
+        b"GET / HTTP/1.1", b"GET /a/b?c=d HTTP/1.0", b"M-SEARCH * HTTP/1.1",
+        b"OPTIONS * HTTP/1.1", b"CONNECT a.b:443 HTTP/1.1", b"GET http://h/x HTTP/1.1",
+        b"GET /x HTTP/2.0", b"GET /x HTTP/0.9", b"GET /x HTTP/1.2", b"GET /x HTTP/a.1",
+        b"GET /x HTTP/1.", b"GET /x http/1.1", b"GET  /x HTTP/1.1", b"GET /x  HTTP/1.1",
+        b"GET /x HTTP/1.1 ", b"GET\t/x HTTP/1.1", b"get /x HTTP/1.1", b"GE_T /x HTTP/1.1",
+        b"PRI * HTTP/1.1", b"GET /\x00 HTTP/1.1", b"GET /\x7f HTTP/1.1",
+        b"GET /\x80 HTTP/1.1", b"GET /a b HTTP/1.1", b"GET / HTTP/1.1x",
+        b"GET HTTP/1.1", b" HTTP/1.1", b"GET /!~%2e HTTP/1.1", b"GET h:1 HTTP/1.1",
+    ]
+    STATUS_LINES = [
+        b"HTTP/1.1 200 OK", b"HTTP/1.0 404 Not Found", b"HTTP/1.1 200", b"HTTP/1.1 200 ",
+        b"HTTP/1.1 200  OK", b"HTTP/1.1 200 \tx", b"HTTP/1.1 200 \x00", b"HTTP/1.1 200 \x7f",
+        b"HTTP/1.1 200 \x80\xff", b"HTTP/1.1 099 X", b"HTTP/1.1 2000 X", b"HTTP/1.1 20 X",
+        b"HTTP/1.1 abc X", b"HTTP/2.0 200 OK", b"HTTP/3.0 200 OK", b"HTTP/1.a 200 OK",
+        b"HTTP/11 200 OK", b"HTTP/1.1  200 OK", b"HTTP/1.1 200OK", b"http/1.1 200 OK",
+        b"HTTP/1.1 999 Odd", b"HTTP/1.1 204 No Content",
+    ]
+
+    def _both(self, data, response):
+        from tproxy.http import pyhead
+        fast = feed(pyparser, data, response)
+        self.patch(pyhead, "_FAST_LINES", False)
+        slow = feed(pyparser, data, response)
+        self.patch(pyhead, "_FAST_LINES", True)
+        return fast, slow
+
+    def _check(self, lines, response):
+        for line in lines:
+            data = line + b"\r\nHost: a\r\nContent-Length: 0\r\n\r\n"
+            fast, slow = self._both(data, response)
+            self.assertEqual(fast[0], slow[0], line)
+            self.assertEqual(type(fast[1]), type(slow[1]), line)
+            self.assertEqual(fast[1] and fast[1].args, slow[1] and slow[1].args, line)
+            if fast[1] is None:
+                p, q = fast[2], slow[2]
+                self.assertEqual(p.get_http_version(), q.get_http_version(), line)
+                if response:
+                    self.assertEqual(p.get_status_code(), q.get_status_code(), line)
+                else:
+                    self.assertEqual(p.get_method(), q.get_method(), line)
+
+    def test_requestLines(self):
+        self._check(self.REQUEST_LINES, False)
+
+    def test_statusLines(self):
+        self._check(self.STATUS_LINES, True)
+
+    def test_fastLinesAccepted(self):
+        """The usual lines do take the fast path: with the expressions
+        broken, they still parse."""
+        from tproxy.http import pyhead
+
+        class Broken(object):
+            def fullmatch(self, line):
+                raise AssertionError("the expression was used for %r" % (line,))
+        self.patch(pyhead, "_REQUEST_LINE", Broken())
+        self.patch(pyhead, "_STATUS_LINE", Broken())
+        for line in (b"GET /a?b HTTP/1.1", b"M-SEARCH * HTTP/1.0"):
+            events, error, _ = feed(pyparser, line + b"\r\nHost: a\r\n\r\n")
+            self.assertIsNone(error, line)
+        for line in (b"HTTP/1.1 200 OK", b"HTTP/1.0 404 Not Found", b"HTTP/1.1 204"):
+            events, error, _ = feed(pyparser, line + b"\r\nContent-Length: 0\r\n\r\n", True)
+            self.assertIsNone(error, line)
+
+
 # -- random mutations compared between the two parsers --------------------------
 
 SEEDS_REQUESTS = [data for name, data, _ in REQUESTS]

@@ -8,6 +8,7 @@ stock epoll reactor instead.
 """
 
 import errno
+import platform
 import sys
 from errno import EWOULDBLOCK
 
@@ -44,6 +45,7 @@ class FastEPollReactor(epollreactor.EPollReactor):
             raise
         selectables = self._selectables
         drdw = self._doReadOrWrite
+        recv_into = _RECV_INTO
         for fd, event in events:
             selectable = selectables.get(fd)
             if selectable is None:
@@ -51,7 +53,12 @@ class FastEPollReactor(epollreactor.EPollReactor):
             if event == _EPOLLIN and type(selectable) in _TCP_TYPES:
                 # tcp.Connection.doRead and _dataReceived, inlined
                 try:
-                    data = selectable.socket.recv(selectable.bufferSize)
+                    if recv_into and selectable.bufferSize <= _READ_SIZE:
+                        # (PyPy: see _RECV_INTO)
+                        data = _READ_VIEW[:selectable.socket.recv_into(
+                            _READ_BUFFER, selectable.bufferSize)].tobytes()
+                    else:
+                        data = selectable.socket.recv(selectable.bufferSize)
                 except OSError as se:
                     if se.args[0] != EWOULDBLOCK:
                         self._disconnectSelectable(selectable, CONNECTION_LOST, True)
@@ -73,6 +80,16 @@ class FastEPollReactor(epollreactor.EPollReactor):
 
 
 _EPOLLIN = epollreactor.EPOLLIN
+#: Read into one buffer and copy what came, instead of ``recv(bufferSize)``.
+#: On PyPy each ``recv(65536)`` allocates a 64 KiB buffer outside the nursery
+#: that counts as 64 KiB of allocation: two reads per proxied request made
+#: ~130 KiB, a minor collection every ~100 requests with a 16 MB nursery
+#: (~4.5x as many as the request's own objects make).  On CPython
+#: ``recv`` is as cheap and stays.
+_RECV_INTO = platform.python_implementation() == "PyPy"
+_READ_SIZE = 65536       # Twisted's bufferSize; a larger one takes recv()
+_READ_BUFFER = bytearray(_READ_SIZE)
+_READ_VIEW = memoryview(_READ_BUFFER)
 #: the transports whose ``doRead`` is ``tcp.Connection.doRead`` (checked
 #: by tests/test_fastio.py on the tested Twisted versions)
 _TCP_TYPES = frozenset([tcp.Server, tcp.Client])

@@ -167,14 +167,24 @@ class Peer(object):
         """Count one more request in flight (called by tproxy when it uses the peer)."""
         self.active += 1
         self.total += 1
-        for peer_changed in self._notify:
-            peer_changed(self)
+        notify = self._notify
+        if len(notify) == 1:
+            # (the usual one balancer: no loop, which PyPy's JIT would
+            # compile apart and enter, with a frame, on every call)
+            notify[0](self)
+        else:
+            for peer_changed in notify:
+                peer_changed(self)
 
     def release(self):
         """Count one request fewer in flight (exactly once per ``acquire``)."""
         self.active -= 1
-        for peer_changed in self._notify:
-            peer_changed(self)
+        notify = self._notify
+        if len(notify) == 1:
+            notify[0](self)
+        else:
+            for peer_changed in notify:
+                peer_changed(self)
 
     def notify_changed(self):
         """Tell the balancers that follow the registry (``peer_changed``)

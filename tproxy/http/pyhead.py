@@ -14,6 +14,16 @@ from tproxy.http.pygrammar import (
     _STATUS_LINE, _TOKEN_CHARS, _TRANSFER_ENCODING, _UPGRADED, _VCHARS, _VERSIONS,
     _check_cr_lf, _fail, _is_chunked_element, _Diagnosis)
 
+#: the usual start lines are checked without the expressions (see
+#: _request_line); tests compare with the expressions alone (False)
+_FAST_LINES = True
+#: translate tables that change no byte of a request target (VCHAR), or of a
+#: reason phrase (HTAB, SP, VCHAR, obs-text), and change every other byte
+#: (to one that is allowed: "!", or SP): ``t.translate(T) == t`` checks them
+_VCHARS_ONLY = bytes(c if 0x21 <= c <= 0x7e else 0x21 for c in range(256))
+_REASON_ONLY = bytes(c if c == 9 or 0x20 <= c <= 0x7e or c >= 0x80 else 0x20
+                     for c in range(256))
+
 
 class _HeadParser(_Diagnosis):
     """The head-parsing part of ``_HttpParser`` (a mixin: the parser's slots)."""
@@ -32,14 +42,31 @@ class _HeadParser(_Diagnosis):
         return self._headers_complete()
 
     def _request_line(self, line):
-        m = _REQUEST_LINE.fullmatch(line)
-        if m is None:
-            method, target, version = self._request_line_parts(line)
+        # The usual line ("GET /x HTTP/1.1") without the expression (on PyPy
+        # a match allocates ~2 KiB and enters four compiled loops): a known
+        # method, one space, a target of VCHARs, " HTTP/" and a digit, "." and
+        # a digit; anything else goes to the expression, as before.
+        if (_FAST_LINES and line[-9:-3] == b" HTTP/" and line[-2] == 46
+                and 48 <= line[-3] <= 57 and 48 <= line[-1] <= 57):
+            method, _, target = line[:-9].partition(b" ")
+            if not (method in _METHODS and target
+                    and target.translate(_VCHARS_ONLY) == target):
+                method = None
         else:
-            method, target = m.group(1, 2)
+            method = None
+        if method is not None:
             version = None
             self._major = line[-3] - 48
             self._minor = line[-1] - 48
+        else:
+            m = _REQUEST_LINE.fullmatch(line)
+            if m is None:
+                method, target, version = self._request_line_parts(line)
+            else:
+                method, target = m.group(1, 2)
+                version = None
+                self._major = line[-3] - 48
+                self._minor = line[-1] - 48
         if method not in _METHODS:
             _fail("Invalid method encountered", HttpParserInvalidMethodError)
         self._method = method
@@ -97,16 +124,36 @@ class _HeadParser(_Diagnosis):
         self._minor = version[7] - 48
 
     def _status_line(self, line):
-        m = _STATUS_LINE.fullmatch(line)
-        if m is None:
-            self._status_line_error(line)
+        # The usual line ("HTTP/1.1 200 OK") without the expression (see
+        # _request_line): "HTTP/", digit "." digit, a space, three digits
+        # not starting with 0, then nothing, or a space and a reason of
+        # HTAB, SP, VCHAR and obs-text.
+        n = len(line)
+        if (_FAST_LINES and n >= 12 and line[:5] == b"HTTP/" and line[6] == 46
+                and line[8] == 32 and 48 <= line[5] <= 57 and 48 <= line[7] <= 57 and line[9] != 48
+                and line[9:12].isdigit()):
+            if n == 12:
+                reason = None
+            elif line[12] == 32:
+                reason = line[13:]
+                if reason.translate(_REASON_ONLY) != reason:
+                    reason = False
+            else:
+                reason = False
+        else:
+            reason = False
+        if reason is False:
+            m = _STATUS_LINE.fullmatch(line)
+            if m is None:
+                self._status_line_error(line)
+            reason = m.group(5) if m.group(4) is not None else None
         self._major = line[5] - 48
         self._minor = line[7] - 48
         if self._major * 10 + self._minor not in _VERSIONS:
             _fail("Invalid HTTP version")
-        self._status = int(m.group(3))
-        if m.group(4) is not None and self._on_status is not None:
-            self._on_status(m.group(5))
+        self._status = int(line[9:12])
+        if reason is not None and self._on_status is not None:
+            self._on_status(reason)
 
     def _fields(self, block, trailers):
         """

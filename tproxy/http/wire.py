@@ -13,6 +13,7 @@ connection, no state.
   (:func:`response_head`) and the reason phrases (:func:`reason_for`).
 """
 
+import platform
 import re
 from http import HTTPStatus
 
@@ -251,6 +252,10 @@ def forwarding_fields(client, remote, xff, scheme):
 # -- the head sent upstream -------------------------------------------------------
 
 _JOIN_FIELD = b": ".join
+#: on PyPy the header lines are joined from a list comprehension of
+#: concatenations (~90 ns less per head than ``join(map(...))``, whose
+#: iteration PyPy runs as a loop of its own); CPython keeps ``map``
+_PYPY = platform.python_implementation() == "PyPy"
 
 #: ``ctx.upstream_headers`` names and str values as bytes: a plugin adds the
 #: same few on every request (bounded: what does not fit is converted anew)
@@ -332,7 +337,9 @@ def upstream_request_head(method, target, raw, extra, host, tail):
         raw = raw + [(b"Host", host)]
     if raw:
         return b"%s %s HTTP/1.1\r\n%s\r\n%s\r\n" % (
-            method, target.encode("latin-1"), b"\r\n".join(map(_JOIN_FIELD, raw)), tail)
+            method, target.encode("latin-1"),
+            b"\r\n".join([n + b": " + v for n, v in raw]) if _PYPY
+            else b"\r\n".join(map(_JOIN_FIELD, raw)), tail)
     return b"%s %s HTTP/1.1\r\n%s\r\n" % (method, target.encode("latin-1"), tail)
 
 
@@ -428,7 +435,9 @@ def response_head(status, reason, raw, chunked, close, http10):
     tail = _FRAMING[chunked, close, http10]
     if raw:
         return b"HTTP/1.1 %d %s\r\n%s\r\n%s" % (
-            status, reason or reason_for(status), b"\r\n".join(map(_JOIN_FIELD, raw)), tail)
+            status, reason or reason_for(status),
+            b"\r\n".join([n + b": " + v for n, v in raw]) if _PYPY
+            else b"\r\n".join(map(_JOIN_FIELD, raw)), tail)
     return b"HTTP/1.1 %d %s\r\n%s" % (status, reason or reason_for(status), tail)
 
 
