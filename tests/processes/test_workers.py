@@ -267,13 +267,19 @@ class WorkersTests(TestCase):
         """``health_check``: the parent probes, once for the box, and every
         worker's health state takes the results."""
         box, port = self.box, self.checked.server_port
+        peer = "upstream 127.0.0.1:%d of checked" % port
 
-        def every_worker(healthy):
-            views = server_of(box.status(), port)["workers"]
-            return len(views) == 2 and all(v["healthy"] is healthy for v in views)
-        wait_until(lambda: every_worker(False), "every worker to hold the peer down")
+        def every_worker():
+            return [v["healthy"] for v in server_of(box.status(), port)["workers"]]
+        # the parent logs the change, then relays it to the workers ahead of
+        # any later question on their control channels: once the line is
+        # out, every worker has it.  (The first check may be older than the
+        # box's "ready".)
+        box.proc.read_until(peer + " is down", since=0)
+        self.assertEqual(every_worker(), [False, False], "every worker holds the peer down")
         self.checked.health = 200
-        wait_until(lambda: every_worker(True), "every worker to take it back")
+        box.proc.read_until(peer + " is up")
+        self.assertEqual(every_worker(), [True, True], "every worker takes it back")
         # (a probe that gave up, on a loaded machine, is gone before its
         # socket is looked up: None)
         self.assertEqual(set(self.checked.probers) - {None}, {box.proc.proc.pid},
@@ -406,22 +412,29 @@ class WorkersTests(TestCase):
         failures = []
         answered = []
         done = threading.Event()
+        more = threading.Condition()
 
         def load():
             while not done.is_set():
                 status = _try(box.proxy, "/during")
-                (answered if status == 200 else failures).append(status)
+                with more:
+                    (answered if status == 200 else failures).append(status)
+                    more.notify()
+
+        def answers(n, what):
+            with more:
+                if not more.wait_for(lambda: len(answered) >= n or failures, BOUND):
+                    raise AssertionError("gave up waiting for " + what)
         client = threading.Thread(target=load)
         client.start()
         self.addCleanup(client.join)
         self.addCleanup(done.set)
-        wait_until(lambda: len(answered) >= 5 or failures, "requests before the reload")
+        answers(5, "requests before the reload")
         with open(box.path, "w") as f:
             json.dump(dict(box.config, proxy={"keepalive_requests": 100}), f)
         box.proc.send_signal(signal.SIGHUP)
         box.proc.read_until("reloaded: 2 new worker(s) serve")
-        before = len(answered)
-        wait_until(lambda: len(answered) >= before + 5 or failures, "requests after it")
+        answers(len(answered) + 5, "requests after it")
         box.proc.read_until("ended (exit status 0)")
         box.proc.read_until("ended (exit status 0)")
         done.set()
@@ -588,3 +601,18 @@ def _try(port, path):
         return get(port, path)[0]
     except Exception as e:
         return type(e).__name__
+
+
+#: this module's longest tests, in the order trial is to start them (see
+#: :mod:`tests.processes`: the others follow)
+LONGEST_FIRST = ("WorkersTests", "SharedRegistryTests", "StartFailureTests")
+
+
+def testSuite():
+    """This module's tests, the longest first (``trial -jN`` hands them out
+    in this order)."""
+    from twisted.trial.runner import TestLoader
+    loader = TestLoader()
+    classes = loader.findTestClasses(sys.modules[__name__])
+    classes.sort(key=lambda c: (LONGEST_FIRST + (c.__name__,)).index(c.__name__))
+    return loader.suiteFactory([loader.loadClass(c) for c in classes])
