@@ -540,10 +540,15 @@ class SharedRegistryTests(TestCase):
         return ProxyTestCase.closed_port(self)
 
     def single(self, config):
-        """A ``twistd tproxy`` without workers: ``(proxy port, admin port)``."""
+        """Start a ``twistd tproxy`` without workers: a function that returns
+        its ``(proxy port, admin port)`` once it listens."""
         cwd = os.path.abspath(self.mktemp())
         os.makedirs(cwd)
         proc = TwistdProcess(self, write_json(self, config), cwd)
+        return lambda: self.ports(proc)
+
+    def ports(self, proc):
+        """``(proxy port, admin port)`` of ``proc`` once it listens."""
         ports = []
         for name in ("proxy listening on", "admin API listening on"):
             ports.append(int(re.search(r":(\d+)\s*$", proc.read_until(name)).group(1)))
@@ -557,8 +562,10 @@ class SharedRegistryTests(TestCase):
         changes = dict(plugins=["registry", "routes", "router", "least_conn"],
                        registry={"backend": "redis",
                                  "url": "redis://127.0.0.1:%d/0" % redis.port})
+        # (both start at once: a second core, when there is one, starts the other)
+        other = self.single(local(**changes))
         box = Box(self, **changes)
-        other_proxy, other_admin = self.single(local(**changes))
+        other_proxy, other_admin = other()
         status, obj = get_json(box.admin, "/upstream/add?port=%d&prefix=api&routable=false"
                                % up.server_port)
         self.assertEqual(status, 200, obj)
