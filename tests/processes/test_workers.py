@@ -412,29 +412,22 @@ class WorkersTests(TestCase):
         failures = []
         answered = []
         done = threading.Event()
-        more = threading.Condition()
 
         def load():
             while not done.is_set():
                 status = _try(box.proxy, "/during")
-                with more:
-                    (answered if status == 200 else failures).append(status)
-                    more.notify()
-
-        def answers(n, what):
-            with more:
-                if not more.wait_for(lambda: len(answered) >= n or failures, BOUND):
-                    raise AssertionError("gave up waiting for " + what)
+                (answered if status == 200 else failures).append(status)
         client = threading.Thread(target=load)
         client.start()
         self.addCleanup(client.join)
         self.addCleanup(done.set)
-        answers(5, "requests before the reload")
+        wait_until(lambda: len(answered) >= 5 or failures, "requests before the reload")
         with open(box.path, "w") as f:
             json.dump(dict(box.config, proxy={"keepalive_requests": 100}), f)
         box.proc.send_signal(signal.SIGHUP)
         box.proc.read_until("reloaded: 2 new worker(s) serve")
-        answers(len(answered) + 5, "requests after it")
+        before = len(answered)
+        wait_until(lambda: len(answered) >= before + 5 or failures, "requests after it")
         box.proc.read_until("ended (exit status 0)")
         box.proc.read_until("ended (exit status 0)")
         done.set()
