@@ -284,6 +284,9 @@ class WorkersTests(TestCase):
         # socket is looked up: None)
         self.assertEqual(set(self.checked.probers) - {None}, {box.proc.proc.pid},
                          "the probes' senders")
+        # (the later probes' senders are not looked up: each look reads the
+        # file descriptors of every process)
+        self.checked.probers = None
 
     def web_item(self, path="/item"):
         return (200, b"upstream %d %s" % (self.web.server_port, path.encode()))
@@ -466,13 +469,15 @@ class StartFailureTests(TestCase):
 
 class _Checked(BaseHTTPRequestHandler):
     """Answers ``GET /healthz`` with the server's ``health`` status and
-    records, for each probe, the pid of the process that sent it."""
+    records, for each probe, the pid of the process that sent it (while its
+    ``probers`` is a list)."""
 
     protocol_version = "HTTP/1.1"
 
     def do_GET(self):
-        self.server.probers.append(socket_owner(self.client_address[1],
-                                                self.server.server_port))
+        probers = self.server.probers
+        if probers is not None:
+            probers.append(socket_owner(self.client_address[1], self.server.server_port))
         self.send_response(self.server.health)
         self.send_header("Content-Length", "0")
         self.end_headers()
