@@ -28,6 +28,9 @@ from urllib.parse import quote
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from tproxy.testing import Harness
+from tests.helpers import hypothesis_caches
+
+hypothesis_caches()
 
 EXAMPLES = int(os.environ.get("TPROXY_FUZZ_EXAMPLES", "0") or 0)
 FUZZ = settings(

@@ -30,8 +30,10 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from tproxy.http import pyparser
 from tproxy.testing import Harness, echo
-from tests.helpers import parse_responses
+from tests.helpers import hypothesis_caches, parse_responses
 from tests.test_pyparser import feed
+
+hypothesis_caches()
 
 try:
     import httptools

@@ -25,6 +25,8 @@ The cleanups also check that every peer's ``active`` count is back to 0.
 
 import hashlib
 import json
+import random
+import socket
 
 import treq
 from twisted.internet import defer, reactor, task
@@ -45,6 +47,33 @@ LOG_RECORDER = "tests.proxy_plugins:LogRecorder"
 def sleep(seconds):
     """A Deferred that fires after ``seconds`` of the real reactor."""
     return task.deferLater(reactor, seconds, lambda: None)
+
+
+def hypothesis_caches():
+    """
+    Keep hypothesis's caches (its Unicode tables: ~0.35 s of CPU for each
+    test process that builds them) in the checkout's ``.hypothesis/``
+    (ignored by git) rather than in the working directory, trial's, which
+    each run starts empty.  The fuzz modules call it before they draw.
+    """
+    import os
+    from hypothesis.configuration import set_hypothesis_home_dir
+    set_hypothesis_home_dir(os.path.join(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__))), ".hypothesis"))
+
+
+#: picks the ports of :meth:`ProxyTestCase.closed_port` (its own generator:
+#: the tests' seeds of ``random`` stay theirs)
+_ports = random.Random()
+
+
+def _ephemeral_low():
+    """The first port of the kernel's ephemeral range (Linux; 32768 elsewhere)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 async def until(predicate, timeout=5.0, interval=0.005, message=None):
@@ -271,9 +300,9 @@ class UpstreamServer(Factory):
         self.port = None
         self.listener = None
 
-    def listen(self):
-        """Start listening on an ephemeral loopback port."""
-        self.listener = reactor.listenTCP(0, self, interface="127.0.0.1")
+    def listen(self, port=0):
+        """Start listening on loopback ``port`` (default: an ephemeral one)."""
+        self.listener = reactor.listenTCP(port, self, interface="127.0.0.1")
         self.port = self.listener.getHost().port
         return self
 
@@ -703,19 +732,34 @@ class ProxyTestCase(unittest.TestCase):
             leaked = {p.address: p.active for p in proxy.peers() if p.active}
             self.assertEqual(leaked, {}, "peer counts not back to 0")
 
-    def upstream(self, handler=None, **kw):
-        """Start a test upstream (default: :func:`echo`)."""
-        s = UpstreamServer(handler, **kw).listen()
+    def upstream(self, handler=None, port=0, **kw):
+        """Start a test upstream (default: :func:`echo`) on ``port`` (default:
+        an ephemeral one)."""
+        s = UpstreamServer(handler, **kw).listen(port)
         self._servers.append(s)
         return s
 
     def closed_port(self):
-        """A loopback port nobody listens on (connections are refused)."""
-        s = UpstreamServer()
-        port = reactor.listenTCP(0, s, interface="127.0.0.1")
-        number = port.getHost().port
-        port.stopListening()
-        return number
+        """
+        A loopback port nobody listens on (connections are refused), for a
+        server that listens there later: one below the kernel's ephemeral
+        range.  A port of that range, once closed, may be any outgoing
+        connection's local port the moment after (another test process's,
+        in a parallel run), and listening on it fails while that
+        connection lasts.
+        """
+        low = _ephemeral_low()
+        for _ in range(100):
+            number = _ports.randrange(max(1024, low // 2), low)
+            probe = socket.socket()
+            try:
+                probe.bind(("127.0.0.1", number))
+            except OSError:
+                continue
+            finally:
+                probe.close()
+            return number
+        raise AssertionError("no free loopback port below %d" % low)
 
     async def proxy(self, upstreams=None, plugins=None, **config):
         """

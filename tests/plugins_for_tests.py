@@ -161,7 +161,7 @@ instance = NoSchema({})
 class FailsInWorkers(object):
     """``init_worker`` fails in a worker process whose index is in
     ``settings["workers"]`` (all of them by default), and nowhere else
-    (tests.test_workers)."""
+    (tests.processes.test_workers)."""
 
     settings_schema = {"type": "object", "properties": {
         "workers": {"type": ["array", "null"], "default": None}}}

@@ -1,7 +1,7 @@
 """
 Tests for :mod:`tproxy.admin_page`: the status page and its JSON endpoints,
 through :mod:`tproxy.testing` (the browser test is
-:mod:`tests.test_admin_page_browser`), and the admin table's public routes
+:mod:`tests.processes.test_admin_page_browser`), and the admin table's public routes
 and non-JSON answers they rely on.
 """
 

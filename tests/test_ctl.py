@@ -20,7 +20,7 @@ from tproxy import ctl, ctl_text
 from tproxy.admin_client import describe_error
 from tproxy.tap import makeService
 
-from tests.test_tap import ROOT, local, options, write_json
+from tests.test_tap import ROOT, local, options, python_environ, write_json
 
 ROUTES = {"name": "routes", "settings": {"routes": [
     {"name": "users", "group": "api",
@@ -332,10 +332,7 @@ class AgainstAdminTests(TestCase):
             def processEnded(self, reason):
                 done.callback(reason.value.exitCode)
 
-        env = dict(os.environ, TPROXY_ADMIN=self.admin, TPROXY_TOKEN=self.token,
-                   PYTHONPATH=os.pathsep.join([ROOT] + ([os.environ["PYTHONPATH"]]
-                                                        if os.environ.get("PYTHONPATH")
-                                                        else [])))
+        env = python_environ(TPROXY_ADMIN=self.admin, TPROXY_TOKEN=self.token)
         watch = Watch()
         process = reactor.spawnProcess(
             watch, sys.executable, [sys.executable, "-m", "tproxy.ctl", "heartbeat",

@@ -23,7 +23,8 @@ class FaultTests(ProxyTestCase):
         none fails; it listens again: the active checks re-admit it (within
         ``interval`` x ``rise``) and it takes requests again."""
         a = self.upstream()
-        b = self.upstream()
+        # (a port it can listen on again: see closed_port)
+        b = self.upstream(port=self.closed_port())
         proxy = await self.proxy(
             {"default": [a, b]}, plugins=["router", "least_conn", "health_check"],
             health={"active": {"type": "tcp", "interval": 0.05, "timeout": 1}},

@@ -47,7 +47,9 @@ class ExportsTests(SynchronousTestCase):
                 "{'twisted', 'pluggy', 'jsonschema', 'tproxy'})); "
                 "import tproxy.testing; "
                 "print('twisted.internet.reactor' in sys.modules)")
-        out = subprocess.check_output([sys.executable, "-c", code], cwd=ROOT)
+        from tests.test_tap import python_environ
+        out = subprocess.check_output([sys.executable, "-c", code], cwd=ROOT,
+                                      env=python_environ())
         self.assertEqual(out.split(), [b"['tproxy']", b"False"])
 
     def test_version(self):

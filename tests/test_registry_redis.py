@@ -1,7 +1,7 @@
 """
 Tests for :mod:`tproxy.registry_redis`: registries and gateways sharing one
 real ``redis-server`` (started by the tests on a free loopback port); real
-``twistd`` processes sharing one: :class:`tests.test_workers.SharedRegistryTests`.
+``twistd`` processes sharing one: :class:`tests.processes.test_workers.SharedRegistryTests`.
 
 Timestamps come from a fake ``Clock`` where the subject is expiry (the
 registries talk to Redis over the real reactor, but their clock is the

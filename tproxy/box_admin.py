@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_workers -*-
+# -*- test-case-name: tests.processes.test_workers -*-
 """
 The admin API of a box of workers (``"workers": N``): the parent's admin
 routes, made to answer for the whole box (:meth:`BoxAdmin.instrument`).

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_workers -*-
+# -*- test-case-name: tests.processes.test_workers -*-
 """
 The box's status with workers: the parent's ``/upstream/status`` and status
 page answers (:mod:`tproxy.admin_page`) with the counts the workers report

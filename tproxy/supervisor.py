@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_workers -*-
+# -*- test-case-name: tests.processes.test_workers -*-
 """
 Workers on one box (``"workers": N``, ``"auto"``): the parent process.
 

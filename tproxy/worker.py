@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_workers -*-
+# -*- test-case-name: tests.processes.test_workers -*-
 """
 A worker of a multi-worker tproxy: ``python -m tproxy.worker --control FD``,
 spawned by the parent (:mod:`tproxy.supervisor`), never by hand.

@@ -267,17 +267,26 @@ class WorkersTests(TestCase):
         """``health_check``: the parent probes, once for the box, and every
         worker's health state takes the results."""
         box, port = self.box, self.checked.server_port
+        peer = "upstream 127.0.0.1:%d of checked" % port
 
-        def every_worker(healthy):
-            views = server_of(box.status(), port)["workers"]
-            return len(views) == 2 and all(v["healthy"] is healthy for v in views)
-        wait_until(lambda: every_worker(False), "every worker to hold the peer down")
+        def every_worker():
+            return [v["healthy"] for v in server_of(box.status(), port)["workers"]]
+        # the parent logs the change, then relays it to the workers ahead of
+        # any later question on their control channels: once the line is
+        # out, every worker has it.  (The first check may be older than the
+        # box's "ready".)
+        box.proc.read_until(peer + " is down", since=0)
+        self.assertEqual(every_worker(), [False, False], "every worker holds the peer down")
         self.checked.health = 200
-        wait_until(lambda: every_worker(True), "every worker to take it back")
+        box.proc.read_until(peer + " is up")
+        self.assertEqual(every_worker(), [True, True], "every worker takes it back")
         # (a probe that gave up, on a loaded machine, is gone before its
         # socket is looked up: None)
         self.assertEqual(set(self.checked.probers) - {None}, {box.proc.proc.pid},
                          "the probes' senders")
+        # (the later probes' senders are not looked up: each look reads the
+        # file descriptors of every process)
+        self.checked.probers = None
 
     def web_item(self, path="/item"):
         return (200, b"upstream %d %s" % (self.web.server_port, path.encode()))
@@ -460,13 +469,15 @@ class StartFailureTests(TestCase):
 
 class _Checked(BaseHTTPRequestHandler):
     """Answers ``GET /healthz`` with the server's ``health`` status and
-    records, for each probe, the pid of the process that sent it."""
+    records, for each probe, the pid of the process that sent it (while its
+    ``probers`` is a list)."""
 
     protocol_version = "HTTP/1.1"
 
     def do_GET(self):
-        self.server.probers.append(socket_owner(self.client_address[1],
-                                                self.server.server_port))
+        probers = self.server.probers
+        if probers is not None:
+            probers.append(socket_owner(self.client_address[1], self.server.server_port))
         self.send_response(self.server.health)
         self.send_header("Content-Length", "0")
         self.end_headers()
@@ -527,10 +538,15 @@ class SharedRegistryTests(TestCase):
         return ProxyTestCase.closed_port(self)
 
     def single(self, config):
-        """A ``twistd tproxy`` without workers: ``(proxy port, admin port)``."""
+        """Start a ``twistd tproxy`` without workers: a function that returns
+        its ``(proxy port, admin port)`` once it listens."""
         cwd = os.path.abspath(self.mktemp())
         os.makedirs(cwd)
         proc = TwistdProcess(self, write_json(self, config), cwd)
+        return lambda: self.ports(proc)
+
+    def ports(self, proc):
+        """``(proxy port, admin port)`` of ``proc`` once it listens."""
         ports = []
         for name in ("proxy listening on", "admin API listening on"):
             ports.append(int(re.search(r":(\d+)\s*$", proc.read_until(name)).group(1)))
@@ -544,8 +560,10 @@ class SharedRegistryTests(TestCase):
         changes = dict(plugins=["registry", "routes", "router", "least_conn"],
                        registry={"backend": "redis",
                                  "url": "redis://127.0.0.1:%d/0" % redis.port})
+        # (both start at once: a second core, when there is one, starts the other)
+        other = self.single(local(**changes))
         box = Box(self, **changes)
-        other_proxy, other_admin = self.single(local(**changes))
+        other_proxy, other_admin = other()
         status, obj = get_json(box.admin, "/upstream/add?port=%d&prefix=api&routable=false"
                                % up.server_port)
         self.assertEqual(status, 200, obj)
@@ -588,3 +606,18 @@ def _try(port, path):
         return get(port, path)[0]
     except Exception as e:
         return type(e).__name__
+
+
+#: this module's longest tests, in the order trial is to start them (see
+#: :mod:`tests.processes`: the others follow)
+LONGEST_FIRST = ("WorkersTests", "SharedRegistryTests", "StartFailureTests")
+
+
+def testSuite():
+    """This module's tests, the longest first (``trial -jN`` hands them out
+    in this order)."""
+    from twisted.trial.runner import TestLoader
+    loader = TestLoader()
+    classes = loader.findTestClasses(sys.modules[__name__])
+    classes.sort(key=lambda c: (LONGEST_FIRST + (c.__name__,)).index(c.__name__))
+    return loader.suiteFactory([loader.loadClass(c) for c in classes])
