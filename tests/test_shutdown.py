@@ -18,6 +18,7 @@ from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from tproxy.config import ConfigError, validate_config
+from tproxy.http.connection import DRAIN_FIRST_REQUEST
 from tproxy.plugins import build_plugin_manager
 from tproxy.tap import GatewayService, makeService
 from tproxy.testing import Harness, StreamHarness, StreamServer, echo
@@ -177,25 +178,64 @@ class HttpDrainTests(SynchronousTestCase):
         self.assertEqual((conn.closed, drain.stopped), (True, [True]))
         self.assertEqual(len(conn.responses), 1)
 
-    def test_partialHeadClosed(self):
-        """A connection receiving a request head is not serving a request
-        yet: it closes, the request unanswered."""
+    def test_partialHeadAnswered(self):
+        """A connection receiving a request head when the stop begins has
+        that request answered, with ``Connection: close``, then closes."""
         h = http_harness()
         drain = Drain(self, h)
         conn = h.connect()
-        conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        conn.send(b"GET /late HTTP/1.1\r\nHost: x\r\n")
         drain.stop()
-        self.assertTrue(conn.closed)
-        self.assertEqual((conn.received, h.upstream_requests), (b"", []))
+        self.assertEqual((conn.closed, drain.stopped), (False, []))
+        conn.send(b"\r\n")
+        h.flush()
+        [resp] = conn.responses
+        self.assertEqual((resp.status, resp.headers.get("Connection")), (200, "close"))
+        self.assertEqual([r.uri for r in h.upstream_requests], ["/late"])
+        self.assertEqual((conn.closed, drain.stopped), (True, [True]))
+
+    def test_newConnectionFirstRequest(self):
+        """A connection accepted before the stop that has sent nothing yet
+        (its request on the way) is answered if the request begins within
+        DRAIN_FIRST_REQUEST seconds, with ``Connection: close``."""
+        h = http_harness()
+        drain = Drain(self, h)
+        conn = h.connect()
+        drain.stop()
+        h.advance(DRAIN_FIRST_REQUEST * 0.9)
+        self.assertEqual((conn.closed, drain.stopped), (False, []))
+        conn.send_request("GET", "/first")
+        h.flush()
+        [resp] = conn.responses
+        self.assertEqual((resp.status, resp.headers.get("Connection")), (200, "close"))
+        self.assertEqual((conn.closed, drain.stopped), (True, [True]))
+
+    def test_newConnectionSilent(self):
+        """A new connection that stays silent does not hold the stop for
+        its first-request timeout: it closes DRAIN_FIRST_REQUEST seconds
+        after the stop began, unanswered."""
+        h = http_harness()
+        drain = Drain(self, h)
+        conn = h.connect()
+        drain.stop()
+        h.advance(DRAIN_FIRST_REQUEST - 0.01)
+        self.assertEqual((conn.closed, drain.stopped), (False, []))
+        h.advance(0.01)
+        self.assertEqual((conn.closed, drain.stopped, conn.received), (True, [True], b""))
+        self.assertEqual(h.factory.open_connections, 0)
 
     def test_acceptedWhileDraining(self):
-        """A connection a draining factory gets anyway is closed at once."""
+        """A connection a draining factory gets anyway is one accepted just
+        before the stop: its first request is answered, with ``Connection:
+        close``."""
         h = http_harness()
         h.factory.drain()
         conn = h.connect()
         conn.send_request("GET", "/")
+        h.flush()
+        [resp] = conn.responses
+        self.assertEqual((resp.status, resp.headers.get("Connection")), (200, "close"))
         self.assertTrue(conn.closed)
-        self.assertEqual(conn.received, b"")
 
     def test_timeoutAborts(self):
         """A request still in flight after ``shutdown_timeout`` is cut, and

@@ -27,6 +27,13 @@ log = Logger()
 _FORWARDED = {}
 _FORWARDED_MAX = 4096
 
+#: Seconds a connection that has sent nothing yet when the proxy begins to
+#: drain may take to begin its first request, which is then answered (with
+#: ``Connection: close``): a client that connected just before the drain
+#: has its request on the way, but an idle preconnection does not hold the
+#: stop for its whole first-request timeout.
+DRAIN_FIRST_REQUEST = 1.0
+
 
 def _forwarded(addr, scheme):
     remote = addr.encode("latin-1")
@@ -64,6 +71,8 @@ class ProxyProtocol(RequestReader, Protocol):
     lingering = False      # closing lingering (see _linger)
     timer = None
     upgrading = None       # the UpgradeExchange whose head is being parsed
+    drained = False        # the proxy is stopping: the last request read is
+                           # answered with Connection: close (see drain)
 
     def connectionMade(self):
         f = self.factory
@@ -92,7 +101,7 @@ class ProxyProtocol(RequestReader, Protocol):
         self.idle_since = f.clock.seconds()
         self.timer = f.clock.callLater(f.first_timeout, self._check_timeout)
         if f.draining:
-            self.close()   # accepted as the proxy stops: not served
+            self.drain()   # accepted as the proxy stops: see drain
 
     # -- flow control ------------------------------------------------------------
 
@@ -153,7 +162,8 @@ class ProxyProtocol(RequestReader, Protocol):
 
     def can_keep_alive(self):
         """Whether the connection may serve another request after this one."""
-        return (not self.closing and self.served + 1 < self.factory.keepalive_requests)
+        return (not self.closing and not (self.drained and not self.queue)
+                and self.served + 1 < self.factory.keepalive_requests)
 
     # -- after each request -----------------------------------------------------------
 
@@ -344,18 +354,35 @@ class ProxyProtocol(RequestReader, Protocol):
 
     def drain(self):
         """
-        The proxy is stopping (:meth:`ProxyFactory.drain`).  Not serving a
-        request: close now (a head being received is not answered).
-        Serving one: the requests read so far are answered, the last
-        response with ``Connection: close`` if its head is not sent yet, and
-        then the connection closes; nothing read after now is answered.
+        The proxy is stopping (:meth:`ProxyFactory.drain`): the last request
+        read is answered with ``Connection: close`` and the connection closes
+        after it; nothing read after the requests being served is answered.
+
+        - Idle after a response (keep-alive): closes now, as nginx's
+          graceful quit closes idle keep-alive connections.
+        - Accepted and silent so far: its first request may be on the way
+          (the client connected just before the drain); it is answered if it
+          begins within :data:`DRAIN_FIRST_REQUEST` seconds, else the
+          connection closes then.
+        - Receiving a request head: the request is answered (the header
+          timeout bounds the wait).
+        - Serving requests: those read so far are answered, the last
+          response with ``Connection: close`` if its head is not sent yet.
         """
-        if self.closing:
-            return   # closing already (flushing or lingering)
+        if self.closing or self.drained:
+            return   # closing already (flushing or lingering), or draining
+        self.drained = True
         if self.exchange is None:
             if self.head_start is not None or self.head_bytes:
-                self.linger = True   # the client is sending a head
-            self.close()
+                return   # a request is arriving: answered, then closed
+            if self.served:
+                self.close()
+                return
+            t = self.timer
+            if t is not None and t.active():
+                t.cancel()
+            self.timer = self.factory.clock.callLater(DRAIN_FIRST_REQUEST,
+                                                      self._drain_wait_over)
             return
         last = self.queue[-1] if self.queue else self.exchange
         if isinstance(last, Exchange):
@@ -367,6 +394,16 @@ class ProxyProtocol(RequestReader, Protocol):
             # that come now are dropped, and the close lingers)
             self.parser = Stopped
             self.head_start = None
+
+    def _drain_wait_over(self):
+        """:data:`DRAIN_FIRST_REQUEST` has passed since :meth:`drain`: a
+        connection still silent closes; one whose request began goes on
+        under its usual timeouts."""
+        self.timer = None
+        if self.exchange is None and self.head_start is None and not self.head_bytes:
+            self.close()
+        else:
+            self._check_timeout()
 
     def _check_timeout(self):
         f = self.factory

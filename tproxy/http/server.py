@@ -117,10 +117,12 @@ class ProxyFactory(Factory):
 
     def drain(self):
         """
-        Stop serving, gracefully (the listener no longer accepts): every
-        connection not serving a request closes now; one serving a request
+        Stop serving, gracefully (the listener no longer accepts): an idle
+        keep-alive connection closes now; one serving or receiving a request
         answers it and the requests already read behind it, the last
-        response saying ``Connection: close``, and then closes (see
+        response saying ``Connection: close``, and then closes; one accepted
+        and silent so far may begin its first request within
+        :data:`~tproxy.http.connection.DRAIN_FIRST_REQUEST` seconds (see
         :meth:`ProxyProtocol.drain`).
 
         :return: a Deferred that fires once no connection is open.
