@@ -149,22 +149,19 @@ busy_pct() { # BEFORE AFTER FIELD(1=proxy,2=load)
         printf "%.1f", (dt > 0 ? 100 * db / dt : 0) }'
 }
 
-# proc_ticks PGID: user+system CPU clock ticks used so far by the live processes of a group.
-proc_ticks() {
+# _proc_stat_sum PGID AWK_EXPR: AWK_EXPR over the fields of /proc/PID/stat after
+# the command name ($12 utime, $13 stime), summed over the live processes of a group.
+_proc_stat_sum() {
     local p sum=0 t
     for p in $(group_pids "$1"); do
-        t=$(awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$p/stat" 2>/dev/null) || t=0
+        t=$(awk '{sub(/^.*\) /, ""); print '"$2"'}' "/proc/$p/stat" 2>/dev/null) || t=0
         sum=$((sum + ${t:-0}))
     done
     echo "$sum"
 }
 
+# proc_ticks PGID: user+system CPU clock ticks used so far by the live processes of a group.
+proc_ticks() { _proc_stat_sum "$1" '$12 + $13'; }
+
 # proc_sys_ticks PGID: the system (kernel) part of proc_ticks (stime; the rest is utime).
-proc_sys_ticks() {
-    local p sum=0 t
-    for p in $(group_pids "$1"); do
-        t=$(awk '{sub(/^.*\) /, ""); print $13}' "/proc/$p/stat" 2>/dev/null) || t=0
-        sum=$((sum + ${t:-0}))
-    done
-    echo "$sum"
-}
+proc_sys_ticks() { _proc_stat_sum "$1" '$13'; }
