@@ -377,6 +377,26 @@ class SmallGroupTests(_Picking, SynchronousTestCase):
         self.assertEqual(set(counts.values()), {8})
         self.assertEqual(counts[more.port], 8)
 
+    def test_onePeer(self):
+        """A group of one peer (picked without a loop when it is usable):
+        picked and its turn recorded while live, healthy, not full and not
+        tried; otherwise as the loop says (unhealthy: only when allowed)."""
+        a, _ = self.registry.register("api", "10.0.0.1", 1, max_conns=1)
+        self.assertIs(self.plugin.choose("api", ()), a)
+        state = self.registry.group("api").state[self.plugin._key]
+        self.assertEqual(list(state.passes), [a])
+        self.assertEqual(self.cycled(3), {1: 3})
+        self.assertIsNone(self.plugin.choose("api", (a,)))
+        a.acquire()
+        self.assertIsNone(self.plugin.choose("api", ()))   # full
+        a.release()
+        a.healthy = False
+        self.assertIs(self.plugin.choose("api", ()), a)
+        self.assertIsNone(self.plugin.choose("api", (), False))
+        a.healthy = True
+        self.clock.advance(61)   # expired (ttl 60)
+        self.assertIsNone(self.plugin.choose("api", ()))
+
     def test_removedForgotten(self):
         """A removed peer of a small group leaves no trace in its state."""
         a, _ = self.registry.register("api", "10.0.0.1", 1)

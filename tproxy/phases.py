@@ -88,6 +88,8 @@ def _awaitable(result):
 
 #: Whether the walks are straight-line code (CPython) or loops (PyPy and the
 #: others); :class:`Phases` takes ``unroll`` to choose (the tests run both).
+#: A walk of one implementation is straight-line either way: on PyPy a loop
+#: in a walk is compiled apart and entered with a frame of its own per call.
 UNROLL = sys.implementation.name == "cpython"
 
 
@@ -432,8 +434,9 @@ def _compile(source, kind, impls, *names):
 
 
 def _walker(kind, impls, unroll):
-    """The walk of ``kind`` over ``impls`` (see :class:`PhaseSet`)."""
-    if not unroll:
+    """The walk of ``kind`` over ``impls`` (see :class:`PhaseSet`); one
+    implementation is called directly, without a loop, on PyPy too."""
+    if not unroll and len(impls) != 1:
         return _LOOPS[kind](impls)
     return _compile(_straight(kind, len(impls)), kind, impls)
 
@@ -451,7 +454,7 @@ def _rewrite_access(rewrite, by_route, default, unroll):
     """:attr:`Phases.rewrite_access`: the every-route ``rewrite``
     implementations ``rewrite``, then the walk of the route's
     :class:`PhaseSet` (``by_route``, else ``default``)."""
-    if unroll:
+    if unroll or len(rewrite) == 1:
         return _compile(_straight(
             "until_response", len(rewrite), ("by_route", "default"),
             ".addCallback(_resume_after_rewrite, ctx, by_route, default)",

@@ -474,6 +474,19 @@ class Plugin(object):
     def _scan(self, recent, peers, tried, now, unhealthy):
         """The pick of a small group: every peer looked at."""
         passes = recent.passes
+        if len(peers) == 1 and not tried:
+            # One peer, usable: the pick, without the loop (on PyPy a loop
+            # of a function called per request is compiled apart and
+            # entered with a frame of its own).  Else the loop says why not.
+            peer = next(iter(peers.values()))
+            if peer.expires_at > now and peer.healthy and not (
+                    peer.max_conns and peer.active >= peer.max_conns):
+                passed = passes.get(peer)
+                if passed is None:
+                    passes[peer] = [recent.vt, peer.total]
+                elif passed[1] != peer.total:
+                    _advance(recent, peer, passed)
+                return peer
         best = down = None
         best_score = best_pass = down_pass = 0
         for peer in peers.values():

@@ -50,7 +50,7 @@ class ResponseSide(object):
             self.factory.health.succeeded(ctx.peer)
         self.answered = True
         try:
-            kept, length, framed = clean_response_fields(fields)
+            kept, length, framed, lines = clean_response_fields(fields)
         except ValueError as e:
             return self._bad_upstream_head(str(e))
         body_allowed = status != 204 and status != 304 and not self.head_method
@@ -77,6 +77,7 @@ class ResponseSide(object):
             if raw != kept:
                 # (a filter changed the fields, or gave the head new ones)
                 kept = raw
+                lines = None
                 length = content_length(raw)
             body_allowed = status != 204 and status != 304 and not self.head_method
         # (_send_upstream_head inlined, without a head object when no filter)
@@ -87,7 +88,7 @@ class ResponseSide(object):
                 self.response_chunked = True
             else:
                 self.response_close = True
-        self._send_head(status, reason, kept, None)
+        self._send_head(status, reason, kept, None, lines)
         return eof_body
 
     def _bad_upstream_head(self, what):
@@ -149,8 +150,9 @@ class ResponseSide(object):
         here), and ``body`` (``None``: it follows)."""
         self._send_head(head.status, head.reason, head.headers.raw, body)
 
-    def _send_head(self, status, reason, raw, body):
-        """:meth:`_write_head` of a head given as its parts."""
+    def _send_head(self, status, reason, raw, body, lines=None):
+        """:meth:`_write_head` of a head given as its parts (``lines``: see
+        :func:`~tproxy.http.wire.response_head`)."""
         self.response_started = True
         ctx = self.ctx
         ctx.status = status
@@ -159,8 +161,8 @@ class ResponseSide(object):
             self.response_close = True
         http10 = ctx.request.version == "1.0"
         if body is None:
-            data = response_head(status, reason, raw,
-                                 self.response_chunked, self.response_close, http10)
+            data = response_head(status, reason, raw, self.response_chunked,
+                                 self.response_close, http10, lines)
         else:
             data = local_response_head(status, reason, raw, body,
                                        self.response_close, http10)
