@@ -115,7 +115,6 @@ def _one(data, pos):
         if f is None:
             raise Invalid()
         fields.append((f.group(1).lower(), f.group(2) or b""))
-    names = [n for n, _ in fields]
     hosts = [v for n, v in fields if n == b"host"]
     if len(hosts) > 1 or (minor == b"1" and not hosts) or b"" in hosts:
         raise Invalid()

@@ -10,7 +10,6 @@ import os
 import time
 from email.utils import formatdate
 
-import treq
 from twisted.trial.unittest import SynchronousTestCase
 
 from tproxy import Request

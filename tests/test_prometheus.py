@@ -11,7 +11,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tproxy.builtins.prometheus import Histogram
 from tproxy.config import ConfigError
-from tproxy.testing import Harness, StreamHarness, StreamServer, UNREACHABLE, echo
+from tproxy.testing import Harness, StreamHarness, StreamServer, echo
 
 from tests.helpers import ProxyTestCase
 
