@@ -39,7 +39,7 @@ route a request would take, why, and the peer it would get).  Every change
 is an audit event (:meth:`tproxy.admin.AdminRequest.audit`).
 
 With ``registry.backend`` ``"redis"`` the routes made through the admin API
-are shared by the fleet (:class:`tproxy.registry_redis.SharedRoutes`): a
+are shared by the fleet (:class:`tproxy.shared_routes.SharedRoutes`): a
 change is answered once Redis has it (``503`` while Redis is unreachable)
 and every instance rebuilds its table when it hears of it; the routes of the
 settings stay per-instance configuration, after which the shared ones come
