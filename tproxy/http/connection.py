@@ -71,8 +71,6 @@ class ProxyProtocol(RequestReader, Protocol):
     lingering = False      # closing lingering (see _linger)
     timer = None
     upgrading = None       # the UpgradeExchange whose head is being parsed
-    drained = False        # the proxy is stopping: the last request read is
-                           # answered with Connection: close (see drain)
 
     def connectionMade(self):
         f = self.factory
@@ -162,7 +160,8 @@ class ProxyProtocol(RequestReader, Protocol):
 
     def can_keep_alive(self):
         """Whether the connection may serve another request after this one."""
-        return (not self.closing and not (self.drained and not self.queue)
+        # (draining: the last request read is answered with Connection: close)
+        return (not self.closing and not (self.factory.draining and not self.queue)
                 and self.served + 1 < self.factory.keepalive_requests)
 
     # -- after each request -----------------------------------------------------------
@@ -369,9 +368,8 @@ class ProxyProtocol(RequestReader, Protocol):
         - Serving requests: those read so far are answered, the last
           response with ``Connection: close`` if its head is not sent yet.
         """
-        if self.closing or self.drained:
-            return   # closing already (flushing or lingering), or draining
-        self.drained = True
+        if self.closing:
+            return   # closing already (flushing or lingering)
         if self.exchange is None:
             if self.head_start is not None or self.head_bytes:
                 return   # a request is arriving: answered, then closed

@@ -127,9 +127,10 @@ class ProxyFactory(Factory):
 
         :return: a Deferred that fires once no connection is open.
         """
-        self.draining = True
-        for p in list(self.connections):
-            p.drain()
+        if not self.draining:   # (a second call only waits too)
+            self.draining = True
+            for p in list(self.connections):
+                p.drain()
         d = Deferred()
         if self.connections:
             self._drained.append(d)
