@@ -14,7 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from tproxy import Request, RequestContext, Response, hookimpl
 from tproxy.config import validate_config
 from tproxy.gateway import Gateway
-from tproxy.phases import UNROLL
+from tproxy.phase_walks import UNROLL
 from tproxy.plugins import build_plugin_manager
 
 CALLS = []

@@ -15,7 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tproxy import Response
 from tproxy.http.headers import Headers
-from tproxy.phases import UNROLL
+from tproxy.phase_walks import UNROLL
 from tproxy.testing import Harness, echo
 
 HOOKS = "tests.proxy_plugins:Hooks"

@@ -40,7 +40,8 @@ from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
 from zope.interface import implementer
 
 from tproxy.config import ConfigError
-from tproxy.phases import _adapt, _awaitable
+from tproxy.phase_walks import _awaitable
+from tproxy.phases import _adapt
 
 log = Logger()
 

@@ -18,7 +18,7 @@ from tproxy.context import Response
 from tproxy.http.body import RequestBody
 from tproxy.http.response import ResponseSide
 from tproxy.http.wire import upstream_request_head
-from tproxy.phases import PLAIN_TYPES, is_deferred
+from tproxy.phase_walks import PLAIN_TYPES, is_deferred
 
 log = Logger()
 

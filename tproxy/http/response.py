@@ -18,7 +18,7 @@ from tproxy.context import Response, ResponseHead, _UpstreamResponseHead
 from tproxy.http.headers import Headers
 from tproxy.http.wire import (clean_response_fields, content_length, local_response_head,
                               response_head)
-from tproxy.phases import is_deferred
+from tproxy.phase_walks import is_deferred
 
 log = Logger()
 

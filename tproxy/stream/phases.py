@@ -7,7 +7,8 @@ helpers the session drives them with.
 
 from twisted.logger import Logger
 
-from tproxy.phases import _adapt, _awaitable
+from tproxy.phase_walks import _awaitable
+from tproxy.phases import _adapt
 
 # one namespace for the stream proxy's modules (what a log filter selects)
 log = Logger(namespace="tproxy.stream")

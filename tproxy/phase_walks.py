@@ -1,0 +1,371 @@
+# -*- test-case-name: tests.test_phases -*-
+"""
+The walks over one phase's implementations (:mod:`tproxy.phases` makes them
+once per phase and route): per implementation, one call and one ``r is
+None`` test; a result that is not ``None`` is looked at further; an
+awaitable hands the rest of the walk to the resume functions at the end of
+this module.
+
+Each walk is a function made from the list (:func:`_walker`).  On CPython it
+is straight-line code, one block per implementation (a loop's step costs ~65
+instructions beside the ~440 of a call there); on PyPy, whose JIT inlines
+the loop, a loop (straight-line code measured slower there), but for a walk
+of one implementation.  Both do the same, step for step.
+"""
+
+import sys
+from types import CoroutineType
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from tproxy.context import Response
+
+#: (the phase driver's namespace, where a failed ``log`` phase has always
+#: been reported)
+log = Logger(namespace="tproxy.phases")
+
+
+#: types known to be neither Deferreds nor coroutines: ``isinstance(x,
+#: Deferred)`` goes through ``ABCMeta.__instancecheck__`` (Deferred is a
+#: typing.Awaitable), which costs more than a plugin call, so each result type
+#: is checked once
+_PLAIN_TYPES = PLAIN_TYPES = set()
+
+
+def is_deferred(obj):
+    """Whether ``obj`` is a Deferred (cheap for the usual non-Deferred types)."""
+    t = type(obj)
+    if t is Deferred:
+        return True
+    if t in _PLAIN_TYPES:
+        return False
+    if isinstance(obj, Deferred):
+        return True
+    if t is not CoroutineType:
+        _PLAIN_TYPES.add(t)
+    return False
+
+
+def _awaitable(result):
+    """``result`` as a Deferred if it is awaitable, else ``None``."""
+    if is_deferred(result):
+        return result
+    if type(result) is CoroutineType:
+        return Deferred.fromCoroutine(result)
+    return None
+
+
+#: Whether the walks are straight-line code (CPython) or loops (PyPy and the
+#: others); :class:`Phases` takes ``unroll`` to choose (the tests run both).
+#: A walk of one implementation is straight-line either way: on PyPy a loop
+#: in a walk is compiled apart and entered with a frame of its own per call.
+UNROLL = sys.implementation.name == "cpython"
+
+
+# -- the walks ---------------------------------------------------------------
+#
+# Per implementation: one call and one ``r is None`` test (all that a hook
+# returning nothing costs).  The loops below are the reference; the
+# straight-line code (_BLOCKS) does the same with the position of each
+# implementation written in.
+
+def _loop_until_response(impls):
+    def walk(ctx):
+        for fn in impls:
+            r = fn(ctx)
+            if r is not None:
+                if isinstance(r, Response):
+                    return r
+                d = _awaitable(r)
+                if d is not None:
+                    return d.addCallback(_resume_until_response, impls, ctx,
+                                         impls.index(fn) + 1, _is_response)
+        return None
+    return walk
+
+
+def _loop_first_result(impls):
+    def walk(ctx, tried):
+        for fn in impls:
+            r = fn(ctx, tried)
+            if r is not None:
+                if type(r) in _PLAIN_TYPES:
+                    return r        # (the usual Peer)
+                d = _awaitable(r)
+                if d is None:
+                    return r
+                return d.addCallback(_resume_first_result, impls, ctx, tried,
+                                     impls.index(fn) + 1)
+        return None
+    return walk
+
+
+def _loop_run_all(impls):
+    def walk(ctx, head):
+        for fn in impls:
+            r = fn(ctx, head)
+            if r is not None and type(r) not in _PLAIN_TYPES:
+                d = _awaitable(r)
+                if d is not None:
+                    return d.addCallback(_resume_run_all, impls, ctx, head,
+                                         impls.index(fn) + 1)
+        return None
+    return walk
+
+
+def _loop_filter(impls):
+    def walk(ctx, chunk, eof):
+        for fn in impls:
+            r = fn(ctx, chunk, eof)
+            if r is not None:
+                if type(r) is not bytes:
+                    d = _awaitable(r)
+                    if d is not None:
+                        return d.addCallback(_resume_filter_chunk, impls, ctx, chunk,
+                                             eof, impls.index(fn) + 1)
+                    r = bytes(r)
+                chunk = r
+        return chunk
+    return walk
+
+
+def _loop_log(impls):
+    def walk(ctx):
+        for fn in impls:
+            try:
+                r = fn(ctx)
+            except Exception:
+                _log_failed(ctx)
+                continue
+            if r is not None and type(r) not in _PLAIN_TYPES:
+                _log_awaited(r, ctx)
+    return walk
+
+
+def _log_failed(ctx):
+    log.failure("log phase failed for {uri}", uri=ctx.request.uri)
+
+
+def _log_awaited(r, ctx):
+    d = _awaitable(r)
+    if d is not None:
+        d.addErrback(lambda f: log.failure("log phase failed for {uri}", f,
+                                           uri=ctx.request.uri))
+
+
+_LOOPS = {"until_response": _loop_until_response, "first_result": _loop_first_result,
+          "run_all": _loop_run_all, "filter": _loop_filter, "log": _loop_log}
+
+#: The straight-line walks: (arguments, one implementation's block, the
+#: end); ``{f}`` is the implementation, ``{i}`` the position after it,
+#: ``{then}`` what follows the resumed walk (``rewrite_access``).
+_BLOCKS = {
+    "until_response": ("ctx", """\
+r = {f}(ctx)
+if r is not None:
+    if isinstance(r, Response):
+        return r
+    d = _awaitable(r)
+    if d is not None:
+        return d.addCallback(_resume_until_response, impls, ctx, {i}, _is_response){then}
+""", "return None"),
+    "first_result": ("ctx, tried", """\
+r = {f}(ctx, tried)
+if r is not None:
+    if type(r) in _PLAIN_TYPES:
+        return r
+    d = _awaitable(r)
+    if d is None:
+        return r
+    return d.addCallback(_resume_first_result, impls, ctx, tried, {i})
+""", "return None"),
+    "run_all": ("ctx, head", """\
+r = {f}(ctx, head)
+if r is not None and type(r) not in _PLAIN_TYPES:
+    d = _awaitable(r)
+    if d is not None:
+        return d.addCallback(_resume_run_all, impls, ctx, head, {i})
+""", "return None"),
+    "filter": ("ctx, chunk, eof", """\
+r = {f}(ctx, chunk, eof)
+if r is not None:
+    if type(r) is not bytes:
+        d = _awaitable(r)
+        if d is not None:
+            return d.addCallback(_resume_filter_chunk, impls, ctx, chunk, eof, {i})
+        r = bytes(r)
+    chunk = r
+""", "return chunk"),
+    "log": ("ctx", """\
+try:
+    r = {f}(ctx)
+except Exception:
+    _log_failed(ctx)
+else:
+    if r is not None and type(r) not in _PLAIN_TYPES:
+        _log_awaited(r, ctx)
+""", "return None"),
+}
+
+
+def _straight(kind, count, names=(), then="", end=None):
+    """The source of ``def make(impls, *names, f0, f1, ...)`` returning
+    ``kind``'s walk over ``count`` implementations as straight-line code."""
+    args, block, default_end = _BLOCKS[kind]
+    fs = tuple("f%d" % i for i in range(count))
+    lines = ["def make(%s):" % ", ".join(("impls",) + tuple(names) + fs),
+             "    def walk(%s):" % args]
+    for i, f in enumerate(fs):
+        lines += ["        " + line
+                  for line in block.format(f=f, i=i + 1, then=then).splitlines()]
+    lines += ["        " + line for line in (end or default_end).splitlines()]
+    lines.append("    return walk")
+    return "\n".join(lines) + "\n"
+
+
+def _compile(source, kind, impls, *names):
+    """Run ``source`` (from :func:`_straight`) and make its walk."""
+    namespace = {"Response": Response, "_awaitable": _awaitable,
+                 "_PLAIN_TYPES": _PLAIN_TYPES, "_is_response": _is_response,
+                 "_log_failed": _log_failed, "_log_awaited": _log_awaited,
+                 "_resume_until_response": _resume_until_response,
+                 "_resume_first_result": _resume_first_result,
+                 "_resume_run_all": _resume_run_all,
+                 "_resume_filter_chunk": _resume_filter_chunk,
+                 "_resume_after_rewrite": _resume_after_rewrite}
+    exec(compile(source, "<tproxy.phases: %s walk>" % kind, "exec"), namespace)
+    return namespace["make"](impls, *(names + tuple(impls)))
+
+
+def _walker(kind, impls, unroll):
+    """The walk of ``kind`` over ``impls`` (see :class:`PhaseSet`); one
+    implementation is called directly, without a loop, on PyPy too."""
+    if not unroll and len(impls) != 1:
+        return _LOOPS[kind](impls)
+    return _compile(_straight(kind, len(impls)), kind, impls)
+
+
+_AFTER_REWRITE = """\
+if by_route:
+    ctx.plugins = by_route.get(ctx.route, default)
+plugins = ctx.plugins
+if plugins.after_rewrite:
+    return plugins.run_after_rewrite(ctx)
+return None"""
+
+
+def _rewrite_access(rewrite, by_route, default, unroll):
+    """:attr:`Phases.rewrite_access`: the every-route ``rewrite``
+    implementations ``rewrite``, then the walk of the route's
+    :class:`PhaseSet` (``by_route``, else ``default``)."""
+    if unroll or len(rewrite) == 1:
+        return _compile(_straight(
+            "until_response", len(rewrite), ("by_route", "default"),
+            ".addCallback(_resume_after_rewrite, ctx, by_route, default)",
+            _AFTER_REWRITE), "rewrite", rewrite, by_route, default)
+    rewrite_walk = _loop_until_response(rewrite)
+
+    def rewrite_access(ctx):
+        r = rewrite_walk(ctx)
+        if r is not None:
+            if isinstance(r, Response):
+                return r
+            return r.addCallback(_resume_after_rewrite, ctx, by_route, default)
+        if by_route:
+            ctx.plugins = by_route.get(ctx.route, default)
+        plugins = ctx.plugins
+        if plugins.after_rewrite:
+            return plugins.run_after_rewrite(ctx)
+        return None
+    return rewrite_access
+
+
+def _resume_after_rewrite(r, ctx, by_route, default):
+    if r is not None:
+        return r      # (a Response)
+    if by_route:
+        ctx.plugins = by_route.get(ctx.route, default)
+    return _until_response(ctx.plugins.after_rewrite, ctx, 0)
+
+
+def _is_response(r):
+    return isinstance(r, Response)
+
+
+# The walks resumed after an awaitable (and the stream phases' walks).
+
+def _until_response(impls, ctx, i, final=_is_response):
+    """
+    Call ``impls[i:]`` with ``ctx`` until one returns a value that ``final``
+    accepts (a :class:`Response` here; a refusal for ``stream_access``);
+    awaitables are awaited on the way.  ``None``, that value, or a Deferred.
+    """
+    for fn in impls[i:] if i else impls:
+        r = fn(ctx)
+        if r is None:
+            continue
+        if final(r):
+            return r
+        d = _awaitable(r)
+        if d is not None:
+            return d.addCallback(_resume_until_response, impls, ctx,
+                                 impls.index(fn) + 1, final)
+    return None
+
+
+def _resume_until_response(r, impls, ctx, i, final):
+    if r is not None and final(r):
+        return r
+    return _until_response(impls, ctx, i, final)
+
+
+def _first_result(impls, ctx, tried, i):
+    for fn in impls[i:] if i else impls:
+        r = fn(ctx, tried)
+        if r is None:
+            continue
+        d = _awaitable(r)
+        if d is None:
+            return r
+        return d.addCallback(_resume_first_result, impls, ctx, tried, impls.index(fn) + 1)
+    return None
+
+
+def _resume_first_result(r, impls, ctx, tried, i):
+    if r is not None:
+        return r
+    return _first_result(impls, ctx, tried, i)
+
+
+def _run_all(impls, ctx, arg, i):
+    for fn in impls[i:] if i else impls:
+        r = fn(ctx, arg)
+        if r is not None:
+            d = _awaitable(r)
+            if d is not None:
+                return d.addCallback(_resume_run_all, impls, ctx, arg,
+                                     impls.index(fn) + 1)
+    return None
+
+
+def _resume_run_all(_, impls, ctx, arg, i):
+    return _run_all(impls, ctx, arg, i)
+
+
+def _filter_chunk(impls, ctx, chunk, eof, i):
+    for fn in impls[i:] if i else impls:
+        r = fn(ctx, chunk, eof)
+        if r is None:
+            continue
+        d = _awaitable(r)
+        if d is None:
+            chunk = bytes(r)
+        else:
+            return d.addCallback(_resume_filter_chunk, impls, ctx, chunk, eof,
+                                 impls.index(fn) + 1)
+    return chunk
+
+
+def _resume_filter_chunk(r, impls, ctx, chunk, eof, i):
+    return _filter_chunk(impls, ctx, chunk if r is None else bytes(r), eof, i)
