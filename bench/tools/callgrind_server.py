@@ -34,9 +34,11 @@ valgrind (``apt-get install -y valgrind``).
 """
 
 import argparse
+import errno
 import json
 import os
 import random
+import resource
 import shutil
 import signal
 import socket
@@ -127,7 +129,10 @@ def _free_block(n):
                 socks.append(s)
                 s.bind(("127.0.0.1", port))
             return base
-        except OSError:
+        except OSError as e:
+            if e.errno == errno.EMFILE:
+                raise SystemExit("%d ports need more descriptors than `ulimit -n` allows (%d)"
+                                 % (n, resource.getrlimit(resource.RLIMIT_NOFILE)[0]))
             continue
         finally:
             for s in socks:
