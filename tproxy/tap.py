@@ -457,7 +457,7 @@ def makeService(options, reactor=None):
     entry of ``streams`` (:class:`tproxy.stream.StreamFactory`).
 
     With ``"workers"`` above 1 the service is instead the parent of that
-    many worker processes (:func:`tproxy.supervisor.make_supervised`).
+    many worker processes (:func:`tproxy.supervised.make_supervised`).
 
     :param options: parsed :class:`Options`.
     :param reactor: the reactor (default: the global one, as twistd runs it:
@@ -471,7 +471,7 @@ def makeService(options, reactor=None):
     _log_fast_paths(reactor)
 
     if options.config.get("workers", 1) != 1:
-        from tproxy.supervisor import make_supervised
+        from tproxy.supervised import make_supervised
         return make_supervised(options, reactor, signals=twistd)
 
     from tproxy.admin_page import install as install_status_page
