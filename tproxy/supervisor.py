@@ -33,7 +33,8 @@ but serves no request; its admin API answers for the whole box
 (:mod:`tproxy.box_admin`: the workers' counts, gathered ``GET`` routes,
 plugins' changes made in every worker, health check results relayed).
 The service tree around the :class:`Supervisor` is built by
-:func:`tproxy.supervised.make_supervised` (also importable from here).
+:func:`tproxy.supervised.make_supervised` (also importable from here); the
+parent's view of one worker is in :mod:`tproxy.worker_handles`.
 """
 
 import os
@@ -41,15 +42,14 @@ import socket
 import sys
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
-from twisted.internet.error import ProcessExitedAlready
-from twisted.internet.protocol import Factory, ProcessProtocol
+from twisted.internet.defer import DeferredList, maybeDeferred, succeed
+from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
-from tproxy.box_admin import BoxAdmin, _checks_state
+from tproxy.box_admin import BoxAdmin
 from tproxy.control import ControlProtocol, nonblocking
-from tproxy.replica import snapshot
 from tproxy.supervised import make_supervised
+from tproxy.worker_handles import Generation, ParentChannel, WorkerHandle, WorkerProcess
 
 __all__ = ["Supervisor", "make_supervised", "worker_count"]
 
@@ -74,96 +74,6 @@ def worker_count(config):
     if workers == "auto":
         return max(1, os.cpu_count() or 1)
     return int(workers)
-
-
-class _Handle(object):
-    """One worker process, as the parent sees it."""
-
-    def __init__(self, index, generation):
-        self.index = index
-        self.generation = generation
-        self.pid = None
-        self.process = None
-        self.channel = None
-        self.state = "starting"     # ready, stopping, ended
-        self.started_at = None
-        self.ready = Deferred()
-        self.ended = Deferred()
-        self.restarts = 0
-
-    def signal(self, name):
-        """Send ``name`` (``"TERM"``, ``"KILL"`` or a signal number)."""
-        if self.process is not None and self.state != "ended":
-            try:
-                self.process.signalProcess(name)
-            except ProcessExitedAlready:
-                pass
-
-    def as_dict(self):
-        return {"worker": self.index, "pid": self.pid, "state": self.state,
-                "generation": self.generation.number}
-
-
-class _Generation(object):
-    """A configuration the workers run: its text, its listening ports, and
-    the plugins' admin changes made since it started (replayed to a worker
-    started later)."""
-
-    def __init__(self, number, config, text, source, ports):
-        self.number = number
-        self.config = config
-        self.text = text
-        self.source = source
-        self.ports = ports    # {listener key text: port}
-        self.workers = []
-        self.journal = []
-
-
-class _WorkerProcess(ProcessProtocol):
-
-    def __init__(self, supervisor, handle):
-        self.supervisor = supervisor
-        self.handle = handle
-
-    def processEnded(self, reason):
-        self.supervisor._ended(self.handle, reason)
-
-
-class _ParentChannel(object):
-    """The parent's handler of one worker's control channel."""
-
-    def __init__(self, supervisor, handle):
-        self.supervisor = supervisor
-        self.handle = handle
-        self.protocol = None
-
-    def control_connected(self, protocol):
-        self.protocol = protocol
-
-    def control_hello(self, message):
-        handle = self.handle
-        handle.pid = message.get("pid")
-        handle.channel = self.protocol
-        gen = handle.generation
-        publisher = self.supervisor.publisher
-        publisher.channels.append(self.protocol)
-        return {"worker": handle.index, "config": gen.text, "source": gen.source,
-                "fds": dict(handle.fds),
-                "registry": snapshot(publisher.backend) if publisher.replicates else None,
-                "health": _checks_state(self.supervisor.service.gateway.registry),
-                "admin": list(gen.journal)}
-
-    def control_ready(self, message):
-        handle = self.handle
-        if handle.state == "starting":
-            handle.state = "ready"
-            handle.started_at = self.supervisor.reactor.seconds()
-            handle.ready.callback(handle)
-
-    def control_lost(self, reason):
-        channels = self.supervisor.publisher.channels
-        if self.protocol in channels:
-            channels.remove(self.protocol)
 
 
 class Supervisor(Service):
@@ -248,7 +158,7 @@ class Supervisor(Service):
                      if hasattr(address, "port") else address)
             ports[key] = port
             opened.append(port)
-        return _Generation(self._generations, config, text, source, ports)
+        return Generation(self._generations, config, text, source, ports)
 
     def _start_workers(self, generation):
         """Spawn ``generation``'s workers; a Deferred firing once all are
@@ -264,7 +174,7 @@ class Supervisor(Service):
         return d
 
     def _spawn(self, index, generation, restarts=0):
-        handle = _Handle(index, generation)
+        handle = WorkerHandle(index, generation)
         handle.restarts = restarts
         generation.workers.append(handle)
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -275,10 +185,10 @@ class Supervisor(Service):
         for i, (key, port) in enumerate(sorted(generation.ports.items())):
             child_fds[4 + i] = port.fileno()
             handle.fds[key] = (4 + i, int(port.socket.family))
-        channel = _ParentChannel(self, handle)
+        channel = ParentChannel(self, handle)
         try:
             handle.process = self.reactor.spawnProcess(
-                _WorkerProcess(self, handle), self.argv[0],
+                WorkerProcess(self, handle), self.argv[0],
                 self.argv + ["--control", "3"], env=dict(os.environ), childFDs=child_fds)
         finally:
             child_end.close()
