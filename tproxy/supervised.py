@@ -2,7 +2,7 @@
 """
 The service tree of a ``twistd tproxy`` with workers (``"workers"`` above
 1), built by :func:`make_supervised`: the parent's
-:class:`tproxy.tap.GatewayService`, which runs the admin listener only, with
+:class:`tproxy.gateway_service.GatewayService`, which runs the admin listener only, with
 a :class:`tproxy.supervisor.Supervisor` child that runs the workers; and
 what a reload (``SIGHUP``, ``POST /reload``) does there
 (:class:`_SupervisorReloader`).
@@ -69,7 +69,7 @@ class _SupervisorReloader(object):
 def make_supervised(options, reactor, signals):
     """
     The service of a ``twistd tproxy`` whose configuration asks for more
-    than one worker: a :class:`tproxy.tap.GatewayService` running the admin
+    than one worker: a :class:`tproxy.gateway_service.GatewayService` running the admin
     listener only, with a :class:`Supervisor` child that runs the workers.
     """
     from tproxy.admin_page import install as install_status_page
@@ -79,7 +79,7 @@ def make_supervised(options, reactor, signals):
     from tproxy.gateway import make_registry
     from tproxy.replica import PublishingRegistry, SharedRegistryPublisher
     from tproxy.supervisor import Supervisor
-    from tproxy.tap import GatewayService, open_endpoint
+    from tproxy.gateway_service import GatewayService, open_endpoint
 
     config = options.config
     source = getattr(options, "source", None)

@@ -81,7 +81,7 @@ class Supervisor(Service):
     Starts, watches, replaces and stops the workers (see the module
     docstring).
 
-    :param service: the parent's :class:`tproxy.tap.GatewayService` (its
+    :param service: the parent's :class:`tproxy.gateway_service.GatewayService` (its
         gateway owns the registry and the admin API).
     :param publisher: the :class:`tproxy.replica.PublishingRegistry`.
     :param text: the configuration file's text (what the workers validate).
@@ -120,20 +120,20 @@ class Supervisor(Service):
         self._first.addErrback(self._failed_start)
 
     def _failed_start(self, f):
-        from tproxy.tap import _exit_status_on_exit
+        from tproxy.gateway_service import exit_status_on_exit
         if self.stopping:
             return None
         log.critical("{message}", message=f.getErrorMessage())
-        _exit_status_on_exit(1)
+        exit_status_on_exit(1)
         if self.reactor.running:
             self.reactor.stop()
 
     def _new_generation(self, config, text, source, keep):
         """A generation for ``config``: its listeners' ports, the ones in
-        ``keep`` reused, the others opened (``_StartupError`` if one cannot
+        ``keep`` reused, the others opened (``StartupError`` if one cannot
         be; those opened are closed again)."""
         from tproxy.reload import listener_key, listener_specs
-        from tproxy.tap import _StartupError
+        from tproxy.gateway_service import StartupError
         from twisted.internet.endpoints import serverFromString
         self._generations += 1
         ports = {}
@@ -150,7 +150,7 @@ class Supervisor(Service):
             except Exception as e:
                 for p in opened:
                     p.stopListening()
-                raise _StartupError("cannot listen for the {} on {}: {}".format(
+                raise StartupError("cannot listen for the {} on {}: {}".format(
                     name, description, e))
             address = port.getHost()
             log.info("{name} listening on {address} (accepted by the workers)", name=name,
@@ -306,7 +306,7 @@ class Supervisor(Service):
 
         :return: a Deferred firing ``True`` (reloaded) or ``False``.
         """
-        from tproxy.tap import _one_line
+        from tproxy.gateway_service import one_line
         try:
             gen = self._new_generation(config, text, source, self.generation.ports)
         except Exception as e:
@@ -327,7 +327,7 @@ class Supervisor(Service):
         def refused(f):
             abandon()
             log.error("reload refused, the running configuration is kept: {error}",
-                      error=_one_line(f))
+                      error=one_line(f))
             return False
 
         def parent(_):
