@@ -51,13 +51,18 @@ states take them as their own (:meth:`HealthState.check_result`), and a new
 worker starts from the parent's (:meth:`HealthState.restore_checks`).
 Passive checks are each worker's: it sees its own requests.
 
+The contract (:class:`IHealth`, :class:`IHealthListener`,
+:data:`FAILURE_KINDS`) is in :mod:`tproxy.health_interfaces`, and importable
+from here.
+
 Logging: one line per change of state (``down`` with the failure count and
 the last error, ``up``), never one per request.
 """
 
 from twisted.logger import Logger
-from zope.interface import Attribute, Interface, implementer
+from zope.interface import implementer
 
+from tproxy.health_interfaces import FAILURE_KINDS, IHealth, IHealthListener
 from tproxy.slow_start import SlowStart
 
 __all__ = ["IHealth", "IHealthListener", "HealthState", "PeerHealth",
@@ -65,64 +70,9 @@ __all__ = ["IHealth", "IHealthListener", "HealthState", "PeerHealth",
 
 log = Logger()
 
-#: The kinds of failure :meth:`HealthState.failed` takes.
-FAILURE_KINDS = ("connect", "timeout", "invalid", "error", "status")
-
 #: ``health.passive`` in the configuration, its defaults (nginx's).
 PASSIVE_DEFAULTS = {"max_fails": 1, "fail_timeout": 10, "max_ejection": 300,
                     "statuses": []}
-
-
-class IHealthListener(Interface):
-    """Told when a peer becomes healthy or unhealthy (see ``IHealth.subscribe``)."""
-
-    def peer_health_changed(peer):
-        """``peer.healthy`` changed (the peer is still in its group)."""
-
-
-class IHealth(Interface):
-    """The health state of the peers of a gateway (``gateway.health``)."""
-
-    when_all_down = Attribute('"try_all" or "503": what a balancer does when no '
-                              'candidate is healthy.')
-
-    def failed(peer, kind, detail=None):
-        """
-        An attempt on ``peer`` failed.
-
-        :param kind: one of :data:`FAILURE_KINDS`.
-        :param detail: a short text for ``/upstream/status`` (the error, the
-            status), or ``None``.
-        """
-
-    def succeeded(peer):
-        """An attempt on ``peer`` succeeded (a response head came, a stream connected)."""
-
-    def check_result(peer, ok, detail=None, rise=2, fall=3):
-        """
-        An active check of ``peer`` ended (``ok``: it passed); ``rise``
-        passes in a row make it healthy, ``fall`` failures unhealthy.
-        """
-
-    def subscribe(listener):
-        """Tell ``listener`` (an :class:`IHealthListener`) of every change."""
-
-    def unsubscribe(listener):
-        """Tell ``listener`` of no more changes (no error if it never subscribed)."""
-
-    def subscribers():
-        """The listeners subscribed now (a new list)."""
-
-    def try_unhealthy():
-        """Whether a balancer with no healthy candidate may choose an unhealthy one."""
-
-    def is_failure_status(status):
-        """Whether a response ``status`` counts as a failure of the peer
-        (``health.passive.statuses``): report it with ``failed(peer,
-        "status", status)``, else ``succeeded(peer)``."""
-
-    def as_dict(peer):
-        """The health fields of ``peer`` for ``/upstream/status``."""
 
 
 class PeerHealth(object):
