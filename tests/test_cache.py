@@ -181,9 +181,9 @@ class CacheTests(SynchronousTestCase):
         self.assertEqual(origin.count, 3)
         # the Vary record goes with its last variant (bounded memory)
         plugin = h.gateway.plugins.get_plugin("cache")
-        self.assertEqual(list(plugin.vary.values()), [[("accept-encoding",), 2]])
+        self.assertEqual(list(plugin.responses.vary.values()), [[("accept-encoding",), 2]])
         self.assertEqual(h.admin("DELETE", "/cache").obj, {"purged": 2})
-        self.assertEqual(plugin.vary, {})
+        self.assertEqual(plugin.responses.vary, {})
 
     def test_key(self):
         """The key is configurable: here the path, whatever the query."""
@@ -261,7 +261,7 @@ class CacheTests(SynchronousTestCase):
         self.assertEqual(len(h.request("GET", "/a").body), 5000)
         self.assertEqual(len(h.request("GET", "/a").body), 5000)
         self.assertEqual(origin.count, 2)
-        self.assertEqual(h.gateway.plugins.get_plugin("cache").size, 0)
+        self.assertEqual(h.gateway.plugins.get_plugin("cache").responses.size, 0)
 
     def test_lruInBytes(self):
         """Past max_size, the least recently used entries go."""
@@ -269,8 +269,8 @@ class CacheTests(SynchronousTestCase):
         plugin = h.gateway.plugins.get_plugin("cache")
         for path in ("/1", "/2", "/1", "/3"):
             h.request("GET", path)
-        self.assertEqual([k[-1] for k in plugin.entries], ["/1", "/3"])
-        self.assertLessEqual(plugin.size, 2500)
+        self.assertEqual([k[-1] for k in plugin.responses.entries], ["/1", "/3"])
+        self.assertLessEqual(plugin.responses.size, 2500)
         self.assertEqual(xcache(h.request("GET", "/1")), "HIT")
         self.assertEqual(xcache(h.request("GET", "/2")), "MISS")
 

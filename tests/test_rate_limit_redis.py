@@ -7,25 +7,59 @@ unreachable or silent.
 """
 
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import formatEvent, globalLogPublisher
 
-from tests.helpers import ProxyTestCase, capture_log, log_messages, until
-from tests.redis_server import redis_command, start_redis
+from tproxy.builtins._rate_limit_algorithms import TokenBucket
+from tproxy.builtins._rate_limit_stores import RedisStore
+
+from tests.helpers import ProxyTestCase, capture_log, log_messages
+from tests.redis_server import redis_command, run_redis, start_redis
+
+NAMESPACE = "tproxy.builtins.rate_limit"
+
+#: seconds a request would wait for Redis: a request that waited would
+#: outlast the test's own timeout
+FOREVER = 3600
 
 
 class Silent(Protocol):
     """Accepts and never answers (a Redis that hangs)."""
 
 
+def logged(case, text):
+    """
+    A Deferred of the first message of the plugin containing ``text`` logged
+    from now on (fired in the next reactor turn, not from inside the code
+    that logs).
+    """
+    d = Deferred()
+    seen = []
+
+    def observe(event):
+        if event.get("log_namespace") == NAMESPACE and not seen:
+            message = formatEvent(event)
+            if text in message:
+                seen.append(message)
+                reactor.callLater(0, d.callback, message)
+    globalLogPublisher.addObserver(observe)
+    case.addCleanup(globalLogPublisher.removeObserver, observe)
+    return d
+
+
 class RedisPolicyTests(ProxyTestCase):
     """Two gateways sharing one Redis."""
+
+    #: no test waits long for anything: one that waited ``FOREVER`` fails
+    timeout = 30
 
     def setUp(self):
         ProxyTestCase.setUp(self)
         self.events = capture_log(self)
 
     def messages(self):
-        return log_messages(self.events, "tproxy.builtins.rate_limit")
+        return log_messages(self.events, NAMESPACE)
 
     async def gateway(self, up, port, **settings):
         settings.setdefault("policy", "redis")
@@ -75,29 +109,72 @@ class RedisPolicyTests(ProxyTestCase):
         self.assertEqual(self.messages(), [])
 
     async def test_unreachableFailOpenThenBack(self):
-        """Redis down: requests pass without waiting (logged once); when it
-        is back (logged once), counting resumes."""
+        """No Redis at start: the refused connection is logged once and
+        requests pass at once (not after ``redis.timeout``); when Redis comes
+        (logged once), counting resumes."""
         port = self.closed_port()
         up = self.upstream()
-        # the first request waits for the timeout (the connection is being
-        # tried): a short one while Redis is down
+        down = logged(self, "failed")
         proxy = await self.gateway(up, port, rate=1, period=60, on_redis_error="allow",
-                                   redis={"timeout": 0.05, "retry_interval": 0.01})
+                                   redis={"timeout": FOREVER, "retry_interval": 0.01})
         for _ in range(3):
             resp = await self.get(proxy, "/")
             self.assertEqual(resp.status, 200)
             self.assertIsNone(resp.header("RateLimit-Limit"))
-        [down] = self.messages()
-        self.assertIn("Redis at 127.0.0.1:%d failed" % port, down)
-        self.assertIn("requests are allowed", down)
-        # ... and the usual generous one once it is back (a loaded machine's
-        # late answer would let the last request through)
-        proxy.gateway.plugins.get_plugin("rate_limit").redis.timeout = 10
+        self.assertIn("Redis at 127.0.0.1:%d failed (cannot connect: " % port, await down)
+        self.assertIn("requests are allowed", self.messages()[0])
+        back = logged(self, "answers again")
         await start_redis(self, port)
-        await until(lambda: len(self.messages()) == 2, 10, message="the probe")
-        self.assertIn("answers again", self.messages()[1])
+        await back
         self.assertEqual((await self.get(proxy, "/")).status, 200)
         self.assertEqual((await self.get(proxy, "/")).status, 429)
+        self.assertEqual(len(self.messages()), 2)
+
+    async def test_waitingForTheFirstConnection(self):
+        """A decision asked for while the first connection is being made
+        waits for it, and is answered (``None``) as soon as it fails."""
+        settings = {"host": "127.0.0.1", "port": self.closed_port(), "db": 0,
+                    "password": None, "pool_size": 2, "timeout": FOREVER,
+                    "connect_timeout": 1, "retry_interval": 30}
+        store = RedisStore(TokenBucket(1, 1, 1), settings, "test:")
+        store.start(reactor)
+        self.addCleanup(store.stop)
+        pending = store.decide("k")         # connecting: not refused yet
+        self.assertFalse(pending.called)
+        self.assertIsNone(await pending)
+        self.assertFalse(store.up)
+        self.assertIsNone(store.decide("k"))    # known down: at once
+        [down] = self.messages()
+        self.assertIn("failed (cannot connect: ", down)
+
+    async def test_stoppedAnswersAtOnce(self):
+        """Redis stopped while the gateway runs: the lost connections are
+        logged once and every request is refused (``deny``) at once, however
+        long ``redis.timeout`` is; when Redis is back (logged once), counting
+        resumes."""
+        server = await run_redis(self)
+        up = self.upstream()
+        proxy = await self.gateway(up, server.port, rate=1, period=60, burst=2,
+                                   on_redis_error="deny",
+                                   redis={"timeout": FOREVER, "retry_interval": 0.01})
+        self.assertEqual((await self.get(proxy, "/")).header("RateLimit-Remaining"), "1")
+        down = logged(self, "failed")
+        await server.stop()
+        self.assertIn("failed (connection lost); requests are refused (503)", await down)
+        store = proxy.plugin("rate_limit").redis
+        self.assertIsNone(store.decide("k"))    # no Deferred: Redis is not asked
+        for _ in range(3):
+            resp = await self.get(proxy, "/")
+            self.assertEqual(resp.status, 503)
+            self.assertEqual(resp.json(), {"error": "rate limit unavailable"})
+        back = logged(self, "answers again")
+        await run_redis(self, server.port)      # empty: a full bucket
+        await back
+        resp = await self.get(proxy, "/")
+        self.assertEqual(resp.status, 200)
+        self.assertEqual(resp.header("RateLimit-Remaining"), "1")
+        self.assertEqual(len(self.messages()), 2, self.messages())
+        self.assertEqual(len(up.requests), 2)
 
     async def test_silentFailClosed(self):
         """Redis that does not answer within the timeout: with ``deny``, 503;

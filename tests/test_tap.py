@@ -18,7 +18,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import TestCase
 
-from tproxy import fastio, tap
+from tproxy import fastio, gateway_service
 from tproxy.config import load_config, validate_config
 from tproxy.plugins import BUILTINS, tproxy_entry_points
 from tproxy.tap import Options, makeService
@@ -284,7 +284,7 @@ class ServiceTests(TestCase):
     def test_late_failure(self):
         """A failure after the reactor runs stops it, with exit status 1."""
         statuses = []
-        self.patch(tap, "_exit_status_on_exit", statuses.append)
+        self.patch(gateway_service, "exit_status_on_exit", statuses.append)
         clock = MemoryReactorClock()
         clock.running = True
         o = options(self, local(plugins=["tests.plugins_for_tests:SlowStart"]))

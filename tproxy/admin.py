@@ -46,6 +46,8 @@ order:
 5. the path (``404``), the method (``405``), then the handler; an exception in
    the handler is a ``500`` with a logged traceback.
 
+(Checks 1 to 3, and the preflight, are :mod:`tproxy.admin_checks`.)
+
 Every answer is a JSON document, except what a handler returns as an
 :class:`AdminResponse` with a body and a ``Content-Type`` of its own
 (``prometheus``'s ``GET /metrics`` text)::
@@ -63,9 +65,6 @@ tproxy's own strict request parser, with the limits of :data:`MAX_LINE_SIZE` (``
 :meth:`AdminRoutes.handle` runs the same steps without HTTP.
 """
 
-import functools
-import hmac
-import ipaddress
 from inspect import iscoroutine
 from urllib.parse import unquote
 
@@ -73,7 +72,9 @@ from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from tproxy.admin_messages import AdminRequest, AdminResponse, _error, _raw, as_response
+from tproxy.admin_checks import (
+    browser_refused, configured_origin, host_refused, preflight, token_accepted)
+from tproxy.admin_messages import AdminRequest, AdminResponse, _error, as_response
 
 __all__ = ["AdminRequest", "AdminResponse", "AdminRoutes", "DuplicateRoute", "as_response",
            "MAX_BODY_SIZE", "MAX_LINE_SIZE", "MAX_HEADER_SIZE", "IDLE_TIMEOUT"]
@@ -92,6 +93,7 @@ MAX_HEADER_SIZE = 64 * 1024
 #: Seconds an admin connection may stay silent (or keep a request unfinished:
 #: ``408``) before it is closed.
 IDLE_TIMEOUT = 60
+
 
 def _bind(segments, path):
     """
@@ -113,27 +115,6 @@ def _bind(segments, path):
         elif want != got:
             return None
     return params
-
-
-def _split_host(value):
-    """
-    ``host`` (lower-case, IPv6 without brackets) of a ``Host`` value
-    ``host[:port]``, or ``None`` if it is not of that form.
-    """
-    value = value.strip().lower()
-    if value.startswith("["):
-        end = value.find("]")
-        if end < 0:
-            return None
-        host, rest = value[1:end], value[end + 1:]
-    else:
-        host, colon, port = value.partition(":")
-        rest = colon + port
-    if rest:
-        port = rest[1:]
-        if rest[0] != ":" or not (port.isdigit() and port.isascii() and len(port) <= 5):
-            return None
-    return host or None
 
 
 class DuplicateRoute(ValueError):
@@ -263,71 +244,7 @@ class AdminRoutes(object):
         return (method, request.path) in self.public
 
     def _authorized(self, request):
-        if not self.token:
-            return True
-        scheme, _, credentials = request.headers.get("authorization", "").strip().partition(" ")
-        if scheme.lower() != "bearer":
-            return False
-        return hmac.compare_digest(_raw(credentials.strip()),
-                                   self.token.encode("utf-8"))
-
-    def _host_refused(self, request):
-        """Why ``request``'s ``Host`` does not name the admin listener, or
-        ``None`` if it does (or is absent: no browser leaves it out)."""
-        value = request.headers.get("host")
-        if value is None:
-            return None
-        host = _split_host(value)
-        if host is None:
-            return _error(400, "bad Host header", host=value)
-        if host == "localhost" or host in self.hosts:
-            return None
-        address = _ip(host)
-        if address is not None:
-            if address.is_loopback:
-                return None
-            local = request.local_addr
-            if local and not address.is_unspecified and address == _ip(local):
-                return None
-        return _error(421, "Host does not name the admin listener (allowed: "
-                      "loopback addresses, localhost, the listener's address and "
-                      "admin.hosts)", host=value)
-
-    def _configured_origin(self, request):
-        """The request's ``Origin`` if it is one of ``admin.origins``."""
-        origin = request.headers.get("origin")
-        if origin is not None and self.origins:
-            if origin.strip().lower().rstrip("/") in self.origins:
-                return origin.strip()
-        return None
-
-    def _browser_refused(self, request):
-        """Why ``request`` looks sent by another site's web page, or ``None``."""
-        if self._configured_origin(request) is not None:
-            return None   # a page of admin.origins, cross-site or not
-        site = request.headers.get("sec-fetch-site")
-        if site is not None and site.strip().lower() not in ("same-origin", "none"):
-            return _error(403, "cross-site request refused (Sec-Fetch-Site)",
-                          sec_fetch_site=site)
-        origin = request.headers.get("origin")
-        if origin is not None:
-            wanted = origin.strip().lower().rstrip("/")
-            host = request.headers.get("host", "").strip().lower()
-            if host and wanted in ("http://" + host, "https://" + host):
-                return None   # the admin listener's own page
-            return _error(403, "request from another origin refused (Origin not "
-                          "in admin.origins)", origin=origin)
-        return None
-
-    def _preflight(self, request, origin):
-        """The ``204`` answer to a CORS preflight from ``origin`` (one of
-        ``admin.origins``): no token is needed, as browsers send none."""
-        headers = [("Access-Control-Allow-Methods", "GET, HEAD, POST, PUT, DELETE"),
-                   ("Access-Control-Allow-Headers", "Authorization, Content-Type"),
-                   ("Access-Control-Max-Age", "600")]
-        if request.headers.get("access-control-request-private-network", "").lower() == "true":
-            headers.append(("Access-Control-Allow-Private-Network", "true"))
-        return AdminResponse(204, None, headers, b"")
+        return token_accepted(request, self.token)
 
     def dispatch(self, request):
         """
@@ -345,11 +262,11 @@ class AdminRoutes(object):
         """:meth:`dispatch`, with the :class:`AdminResponse` itself when it
         is ready at once (most answers: no Deferred to run), else a
         Deferred of it."""
-        origin = self._configured_origin(request)
+        origin = configured_origin(request, self.origins)
         if origin is None:
             return self._dispatch(request)
         if request.method == "OPTIONS" and "access-control-request-method" in request.headers:
-            answer = self._preflight(request, origin)
+            answer = preflight(request)
         else:
             answer = self._dispatch(request)
 
@@ -377,8 +294,8 @@ class AdminRoutes(object):
             # a request carrying the token is no web page's drive-by: it may
             # name the listener as its network does (a container's name, a
             # published address); without a token, the Host is the defence
-            refused = ((None if request.authenticated else self._host_refused(request))
-                       or self._browser_refused(request))
+            refused = ((None if request.authenticated else host_refused(request, self.hosts))
+                       or browser_refused(request, self.origins))
             if refused is not None:
                 return refused
         try:
@@ -447,13 +364,3 @@ def _who(owner):
     if owner is None:
         return "tproxy itself (or code outside any plugin's init_worker)"
     return "plugin {!r}".format(owner)
-
-
-@functools.lru_cache(maxsize=256)
-def _ip(text):
-    """``text`` as an ``ipaddress`` address, or ``None`` (a name); cached:
-    the same few Host values and listener addresses come with every request."""
-    try:
-        return ipaddress.ip_address(text)
-    except ValueError:
-        return None

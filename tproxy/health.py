@@ -51,76 +51,28 @@ states take them as their own (:meth:`HealthState.check_result`), and a new
 worker starts from the parent's (:meth:`HealthState.restore_checks`).
 Passive checks are each worker's: it sees its own requests.
 
+The contract (:class:`IHealth`, :class:`IHealthListener`,
+:data:`FAILURE_KINDS`) is in :mod:`tproxy.health_interfaces`, and importable
+from here.
+
 Logging: one line per change of state (``down`` with the failure count and
 the last error, ``up``), never one per request.
 """
 
 from twisted.logger import Logger
-from zope.interface import Attribute, Interface, implementer
+from zope.interface import implementer
+
+from tproxy.health_interfaces import FAILURE_KINDS, IHealth, IHealthListener
+from tproxy.slow_start import SlowStart
 
 __all__ = ["IHealth", "IHealthListener", "HealthState", "PeerHealth",
            "FAILURE_KINDS", "PASSIVE_DEFAULTS"]
 
 log = Logger()
 
-#: The kinds of failure :meth:`HealthState.failed` takes.
-FAILURE_KINDS = ("connect", "timeout", "invalid", "error", "status")
-
 #: ``health.passive`` in the configuration, its defaults (nginx's).
 PASSIVE_DEFAULTS = {"max_fails": 1, "fail_timeout": 10, "max_ejection": 300,
                     "statuses": []}
-
-
-class IHealthListener(Interface):
-    """Told when a peer becomes healthy or unhealthy (see ``IHealth.subscribe``)."""
-
-    def peer_health_changed(peer):
-        """``peer.healthy`` changed (the peer is still in its group)."""
-
-
-class IHealth(Interface):
-    """The health state of the peers of a gateway (``gateway.health``)."""
-
-    when_all_down = Attribute('"try_all" or "503": what a balancer does when no '
-                              'candidate is healthy.')
-
-    def failed(peer, kind, detail=None):
-        """
-        An attempt on ``peer`` failed.
-
-        :param kind: one of :data:`FAILURE_KINDS`.
-        :param detail: a short text for ``/upstream/status`` (the error, the
-            status), or ``None``.
-        """
-
-    def succeeded(peer):
-        """An attempt on ``peer`` succeeded (a response head came, a stream connected)."""
-
-    def check_result(peer, ok, detail=None, rise=2, fall=3):
-        """
-        An active check of ``peer`` ended (``ok``: it passed); ``rise``
-        passes in a row make it healthy, ``fall`` failures unhealthy.
-        """
-
-    def subscribe(listener):
-        """Tell ``listener`` (an :class:`IHealthListener`) of every change."""
-
-    def unsubscribe(listener):
-        """Tell ``listener`` of no more changes (no error if it never subscribed)."""
-
-    def subscribers():
-        """The listeners subscribed now (a new list)."""
-
-    def try_unhealthy():
-        """Whether a balancer with no healthy candidate may choose an unhealthy one."""
-
-    def is_failure_status(status):
-        """Whether a response ``status`` counts as a failure of the peer
-        (``health.passive.statuses``): report it with ``failed(peer,
-        "status", status)``, else ``succeeded(peer)``."""
-
-    def as_dict(peer):
-        """The health fields of ``peer`` for ``/upstream/status``."""
 
 
 class PeerHealth(object):
@@ -173,9 +125,9 @@ class HealthState(object):
 
     def __init__(self, clock, registry=None, settings=None):
         self.clock = clock
+        #: the warm-ups of the peers that join or come back
+        self.warm = SlowStart(clock)
         self.configure(settings)
-        self._ramping = {}     # peer -> time its warm-up started
-        self._ramp_timer = None
         self._listeners = []
         self._timed = set()    # the PeerHealth with a re-admission timer
         self._check_observers = []
@@ -192,7 +144,7 @@ class HealthState(object):
         self.max_ejection = passive["max_ejection"]
         self.statuses = frozenset(passive["statuses"])
         self.when_all_down = settings.get("when_all_down", "try_all")
-        self.slow_start = settings.get("slow_start", 0)
+        self.slow_start = self.warm.seconds = settings.get("slow_start", 0)
         self._try_all = self.when_all_down == "try_all"
 
     # -- the registry's changes (IRegistryListener) ---------------------------
@@ -200,14 +152,14 @@ class HealthState(object):
     def peer_added(self, peer):
         """A new peer is healthy; a registered one warms up (``slow_start``)."""
         if self.slow_start and not peer.static:
-            self._warm_up(peer)
+            self.warm.warm_up(peer)
 
     def peer_removed(self, peer):
         """Forget a removed peer's state and its timer."""
         h = peer.health
         if h is not None:
             self._cancel(h)
-        self._ramping.pop(peer, None)
+        self.warm.forget(peer)
 
     peer_changed = None   # counts do not matter: not called per request
 
@@ -250,10 +202,7 @@ class HealthState(object):
         """Cancel the re-admission timers (the gateway stops)."""
         for h in list(self._timed):
             self._cancel(h)
-        self._ramping.clear()
-        timer, self._ramp_timer = self._ramp_timer, None
-        if timer is not None and timer.active():
-            timer.cancel()
+        self.warm.stop()
 
     def try_unhealthy(self):
         return self._try_all
@@ -419,47 +368,11 @@ class HealthState(object):
             h.timer = None
             self._timed.discard(h)
 
-    # -- slow start ---------------------------------------------------------------
-
-    #: steps of a warm-up: the ramp goes 1/10, 2/10 ... 1
-    RAMP_STEPS = 10
-
-    def _warm_up(self, peer):
-        """Start ``peer``'s warm-up: it takes a tenth of its weight, more at
-        each of ``RAMP_STEPS`` steps over ``slow_start`` seconds."""
-        peer.ramp = 1.0 / self.RAMP_STEPS
-        self._ramping[peer] = self.clock.seconds()
-        if self._ramp_timer is None:
-            self._ramp_timer = self.clock.callLater(
-                float(self.slow_start) / self.RAMP_STEPS, self._ramp_up)
-
-    def _ramp_up(self):
-        """One step of every warm-up (never raises: it is a timer)."""
-        self._ramp_timer = None
-        try:
-            now = self.clock.seconds()
-            steps = self.RAMP_STEPS
-            for peer, start in list(self._ramping.items()):
-                done = (now - start) / self.slow_start
-                if done >= 1 - 1e-9:
-                    ramp = 1.0
-                    del self._ramping[peer]
-                else:
-                    ramp = max(1, int(done * steps + 1e-9)) / float(steps)
-                if ramp != peer.ramp:
-                    peer.ramp = ramp
-                    peer.notify_changed()
-        except Exception:
-            log.failure("slow start timer failed")
-        if self._ramping:
-            self._ramp_timer = self.clock.callLater(
-                float(self.slow_start) / self.RAMP_STEPS, self._ramp_up)
-
     def _set(self, peer, healthy):
         if peer.healthy is healthy:
             return
         if healthy and self.slow_start:
-            self._warm_up(peer)   # re-admitted: warm up again
+            self.warm.warm_up(peer)   # re-admitted: warm up again
         peer.healthy = healthy
         for listener in self._listeners:
             try:

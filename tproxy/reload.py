@@ -85,8 +85,8 @@ def listener_specs(config):
 
 def listener_key(kind, description, tls):
     """What identifies a listener across reloads: its kind and endpoint, and
-    whether it speaks TLS (the description :func:`tproxy.tap.GatewayService.
-    endpoint` gives it).  A listener whose TLS settings changed on the same
+    whether it speaks TLS (the description
+    :meth:`tproxy.gateway_service.GatewayService.endpoint` gives it).  A listener whose TLS settings changed on the same
     endpoint is not kept, and the reload fails on the port in use: TLS
     settings change with a restart."""
     return (kind, description + " (TLS)" if tls else description)
@@ -111,7 +111,7 @@ def kind_of(factory):
 
 class Reloader(object):
     """
-    Reloads a :class:`tproxy.tap.GatewayService` from a configuration file.
+    Reloads a :class:`tproxy.gateway_service.GatewayService` from a configuration file.
 
     :param service: the running ``GatewayService``.
     :param path: the configuration file (``None``: the built-in defaults).
@@ -374,5 +374,5 @@ def describe_changes(old, new):
 
 
 def _message(f):
-    from tproxy.tap import _one_line
-    return _one_line(f)
+    from tproxy.gateway_service import one_line
+    return one_line(f)

@@ -11,7 +11,8 @@ replica.
   peer; at the end of the reactor turn the marked peers' state is sent to
   every worker in one ``registry`` message (:meth:`PublishingRegistry.flush`),
   however many heartbeats arrived in that turn.
-- In a worker, :class:`ReplicaRegistry` is a ``MemoryRegistry`` whose
+- In a worker, :class:`ReplicaRegistry` (:mod:`tproxy.replica_registry`,
+  importable from here) is a ``MemoryRegistry`` whose
   dynamic peers come only from the parent (:meth:`ReplicaRegistry.apply`):
   it never expires anything itself (the parent's expiry reaches it as a
   removal), and its peers' ``active`` / ``total`` are the worker's own
@@ -40,10 +41,11 @@ from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from tproxy.registry import INFINITY, IRegistry, MemoryRegistry, Peer
+from tproxy.registry import INFINITY, IRegistry
+from tproxy.replica_registry import ReplicaRegistry, counts
 
 __all__ = ["HEARTBEAT_DELAY", "PublishingRegistry", "ReplicaRegistry", "SYNC_TIMEOUT",
-           "peer_state", "snapshot"]
+           "SharedRegistryPublisher", "counts", "peer_state", "snapshot"]
 
 log = Logger()
 
@@ -333,92 +335,6 @@ class _Sender(object):
 def _fire(ds):
     for d in ds:
         d.callback(None)
-
-
-class ReplicaRegistry(MemoryRegistry):
-    """
-    A worker's registry: a :class:`~tproxy.registry.MemoryRegistry` whose
-    dynamic peers are those the parent sends (:meth:`apply`).  It expires
-    nothing itself (:meth:`expire` returns ``[]``; a peer past its
-    ``expires_at`` is not selected, as everywhere, and the parent's sweep
-    removes it); ``register`` and ``deregister`` are not called in a worker
-    (the admin API is the parent's).
-    """
-
-    #: the registry plugin starts no cleanup timer on a replica
-    replica = True
-
-    def expire(self):
-        return []
-
-    def apply(self, peers, groups=None):
-        """
-        Apply the parent's state of ``peers`` (see :func:`peer_state`) and
-        the ``routable`` flags of ``groups`` (``{name: bool}``).
-        """
-        now = self.now()
-        for state in peers:
-            if len(state) == 3:
-                self._drop(*state)
-            else:
-                self._upsert(now, *state)
-        for name, routable in (groups or {}).items():
-            g = self._groups.get(name)
-            if g is not None:
-                g.routable = routable
-
-    def _drop(self, group, host, port):
-        g = self._groups.get(group)
-        peer = g.peers.get((host, port)) if g is not None else None
-        if peer is not None and not peer.static:
-            self._remove(peer)
-
-    def _upsert(self, now, group, host, port, weight, max_conns, static, created,
-                heartbeat, expires_at):
-        g = self._groups.get(group)
-        peer = g.peers.get((host, port)) if g is not None else None
-        if static:
-            # the worker's own, from its configuration: weight, max_conns only
-            if peer is not None and peer.static:
-                self._set_weight(peer, weight, max_conns)
-            return
-        if peer is not None and (peer.static or peer.created_time != created
-                                 or not peer.is_live(now)):
-            # a new registration in the place of an old one (expiry is final
-            # for a Peer: balancers may have dropped it from their indexes)
-            if peer.static:
-                return
-            self._remove(peer)
-            peer = None
-        if peer is None:
-            g = self._group(group)
-            peer = Peer(g, host, port, weight, now=created, ttl=0, notify=self._load_listeners)
-            peer.max_conns = max_conns or 0
-            peer.last_heartbeat = heartbeat
-            peer.expires_at = INFINITY if expires_at is None else expires_at
-            g.peers[peer.key] = peer
-            g._added(peer)
-            for listener in self._listeners:
-                listener.peer_added(peer)
-            return
-        peer.last_heartbeat = heartbeat
-        if expires_at is not None and expires_at > peer.expires_at:
-            peer.expires_at = expires_at
-            g._added(peer)
-        self._set_weight(peer, weight, max_conns)
-
-    def counts(self):
-        """This worker's :func:`counts`."""
-        return counts(self)
-
-
-def counts(registry):
-    """``[[group, host, port, active, total, healthy], ...]`` of the peers
-    of ``registry`` that have served anything in this worker, or that its
-    health state says are down (for the parent's status)."""
-    return [[g.name, p.host, p.port, p.active, p.total, p.healthy]
-            for g in registry.groups() for p in g.peers.values()
-            if p.active or p.total or not p.healthy]
 
 
 class SharedRegistryPublisher(object):

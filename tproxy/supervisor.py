@@ -32,6 +32,9 @@ admin routes, the registry's cleanup timer and the active health checks)
 but serves no request; its admin API answers for the whole box
 (:mod:`tproxy.box_admin`: the workers' counts, gathered ``GET`` routes,
 plugins' changes made in every worker, health check results relayed).
+The service tree around the :class:`Supervisor` is built by
+:func:`tproxy.supervised.make_supervised` (also importable from here); the
+parent's view of one worker is in :mod:`tproxy.worker_handles`.
 """
 
 import os
@@ -39,15 +42,14 @@ import socket
 import sys
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
-from twisted.internet.error import ProcessExitedAlready
-from twisted.internet.protocol import Factory, ProcessProtocol
+from twisted.internet.defer import DeferredList, maybeDeferred, succeed
+from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
-from tproxy.box_admin import BoxAdmin, _checks_state
-from tproxy.config import ConfigError, read_config
+from tproxy.box_admin import BoxAdmin
 from tproxy.control import ControlProtocol, nonblocking
-from tproxy.replica import snapshot
+from tproxy.supervised import make_supervised
+from tproxy.worker_handles import Generation, ParentChannel, WorkerHandle, WorkerProcess
 
 __all__ = ["Supervisor", "make_supervised", "worker_count"]
 
@@ -74,102 +76,12 @@ def worker_count(config):
     return int(workers)
 
 
-class _Handle(object):
-    """One worker process, as the parent sees it."""
-
-    def __init__(self, index, generation):
-        self.index = index
-        self.generation = generation
-        self.pid = None
-        self.process = None
-        self.channel = None
-        self.state = "starting"     # ready, stopping, ended
-        self.started_at = None
-        self.ready = Deferred()
-        self.ended = Deferred()
-        self.restarts = 0
-
-    def signal(self, name):
-        """Send ``name`` (``"TERM"``, ``"KILL"`` or a signal number)."""
-        if self.process is not None and self.state != "ended":
-            try:
-                self.process.signalProcess(name)
-            except ProcessExitedAlready:
-                pass
-
-    def as_dict(self):
-        return {"worker": self.index, "pid": self.pid, "state": self.state,
-                "generation": self.generation.number}
-
-
-class _Generation(object):
-    """A configuration the workers run: its text, its listening ports, and
-    the plugins' admin changes made since it started (replayed to a worker
-    started later)."""
-
-    def __init__(self, number, config, text, source, ports):
-        self.number = number
-        self.config = config
-        self.text = text
-        self.source = source
-        self.ports = ports    # {listener key text: port}
-        self.workers = []
-        self.journal = []
-
-
-class _WorkerProcess(ProcessProtocol):
-
-    def __init__(self, supervisor, handle):
-        self.supervisor = supervisor
-        self.handle = handle
-
-    def processEnded(self, reason):
-        self.supervisor._ended(self.handle, reason)
-
-
-class _ParentChannel(object):
-    """The parent's handler of one worker's control channel."""
-
-    def __init__(self, supervisor, handle):
-        self.supervisor = supervisor
-        self.handle = handle
-        self.protocol = None
-
-    def control_connected(self, protocol):
-        self.protocol = protocol
-
-    def control_hello(self, message):
-        handle = self.handle
-        handle.pid = message.get("pid")
-        handle.channel = self.protocol
-        gen = handle.generation
-        publisher = self.supervisor.publisher
-        publisher.channels.append(self.protocol)
-        return {"worker": handle.index, "config": gen.text, "source": gen.source,
-                "fds": dict(handle.fds),
-                "registry": snapshot(publisher.backend) if publisher.replicates else None,
-                "health": _checks_state(self.supervisor.service.gateway.registry),
-                "admin": list(gen.journal)}
-
-    def control_ready(self, message):
-        handle = self.handle
-        if handle.state == "starting":
-            handle.state = "ready"
-            handle.started_at = self.supervisor.reactor.seconds()
-            handle.ready.callback(handle)
-
-    def control_lost(self, reason):
-        channels = self.supervisor.publisher.channels
-        if self.protocol in channels:
-            channels.remove(self.protocol)
-
-
 class Supervisor(Service):
     """
     Starts, watches, replaces and stops the workers (see the module
     docstring).
 
-    :param service: the parent's :class:`tproxy.tap.GatewayService` (its
+    :param service: the parent's :class:`tproxy.gateway_service.GatewayService` (its
         gateway owns the registry and the admin API).
     :param publisher: the :class:`tproxy.replica.PublishingRegistry`.
     :param text: the configuration file's text (what the workers validate).
@@ -208,20 +120,20 @@ class Supervisor(Service):
         self._first.addErrback(self._failed_start)
 
     def _failed_start(self, f):
-        from tproxy.tap import _exit_status_on_exit
+        from tproxy.gateway_service import exit_status_on_exit
         if self.stopping:
             return None
         log.critical("{message}", message=f.getErrorMessage())
-        _exit_status_on_exit(1)
+        exit_status_on_exit(1)
         if self.reactor.running:
             self.reactor.stop()
 
     def _new_generation(self, config, text, source, keep):
         """A generation for ``config``: its listeners' ports, the ones in
-        ``keep`` reused, the others opened (``_StartupError`` if one cannot
+        ``keep`` reused, the others opened (``StartupError`` if one cannot
         be; those opened are closed again)."""
         from tproxy.reload import listener_key, listener_specs
-        from tproxy.tap import _StartupError
+        from tproxy.gateway_service import StartupError
         from twisted.internet.endpoints import serverFromString
         self._generations += 1
         ports = {}
@@ -238,7 +150,7 @@ class Supervisor(Service):
             except Exception as e:
                 for p in opened:
                     p.stopListening()
-                raise _StartupError("cannot listen for the {} on {}: {}".format(
+                raise StartupError("cannot listen for the {} on {}: {}".format(
                     name, description, e))
             address = port.getHost()
             log.info("{name} listening on {address} (accepted by the workers)", name=name,
@@ -246,7 +158,7 @@ class Supervisor(Service):
                      if hasattr(address, "port") else address)
             ports[key] = port
             opened.append(port)
-        return _Generation(self._generations, config, text, source, ports)
+        return Generation(self._generations, config, text, source, ports)
 
     def _start_workers(self, generation):
         """Spawn ``generation``'s workers; a Deferred firing once all are
@@ -262,7 +174,7 @@ class Supervisor(Service):
         return d
 
     def _spawn(self, index, generation, restarts=0):
-        handle = _Handle(index, generation)
+        handle = WorkerHandle(index, generation)
         handle.restarts = restarts
         generation.workers.append(handle)
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -273,10 +185,10 @@ class Supervisor(Service):
         for i, (key, port) in enumerate(sorted(generation.ports.items())):
             child_fds[4 + i] = port.fileno()
             handle.fds[key] = (4 + i, int(port.socket.family))
-        channel = _ParentChannel(self, handle)
+        channel = ParentChannel(self, handle)
         try:
             handle.process = self.reactor.spawnProcess(
-                _WorkerProcess(self, handle), self.argv[0],
+                WorkerProcess(self, handle), self.argv[0],
                 self.argv + ["--control", "3"], env=dict(os.environ), childFDs=child_fds)
         finally:
             child_end.close()
@@ -394,7 +306,7 @@ class Supervisor(Service):
 
         :return: a Deferred firing ``True`` (reloaded) or ``False``.
         """
-        from tproxy.tap import _one_line
+        from tproxy.gateway_service import one_line
         try:
             gen = self._new_generation(config, text, source, self.generation.ports)
         except Exception as e:
@@ -415,7 +327,7 @@ class Supervisor(Service):
         def refused(f):
             abandon()
             log.error("reload refused, the running configuration is kept: {error}",
-                      error=_one_line(f))
+                      error=one_line(f))
             return False
 
         def parent(_):
@@ -460,96 +372,3 @@ def _listen_now(endpoint):
     port = found[0]
     port.stopReading()
     return port
-
-
-class _SupervisorReloader(object):
-    """
-    The parent's :class:`tproxy.reload.Reloader` stand-in: a reload replaces
-    the workers (:meth:`Supervisor.reload`), then reloads the parent's own
-    gateway with ``inner`` (a ``Reloader`` of the admin listener only).
-    """
-
-    def __init__(self, supervisor, inner):
-        self.supervisor = supervisor
-        self.inner = inner
-        self.busy = False
-
-    @property
-    def leaving(self):
-        return self.inner.leaving
-
-    def stop(self):
-        return self.inner.stop()
-
-    def reload(self):
-        from tproxy.plugins import build_plugin_manager
-        from tproxy.tap import _check_tls
-        if self.busy:
-            log.warn("reload refused: a reload is already in progress")
-            return succeed(False)
-        if not self.inner.service.running:
-            return succeed(False)
-        path = self.inner.path
-        try:
-            text, config = read_config(path)
-            plugin_manager = build_plugin_manager(config, source=path or "<built-in defaults>")
-            _check_tls(config)
-        except ConfigError as e:
-            log.error("reload refused, the running configuration is kept: {error}",
-                      error=str(e))
-            return succeed(False)
-        self.busy = True
-
-        def done(result):
-            self.busy = False
-            return result
-        d = self.supervisor.reload(
-            config, plugin_manager, text, path or "<built-in defaults>",
-            lambda: self.inner.reload(loaded=(config, plugin_manager)))
-        return d.addBoth(done)
-
-
-def make_supervised(options, reactor, signals):
-    """
-    The service of a ``twistd tproxy`` whose configuration asks for more
-    than one worker: a :class:`tproxy.tap.GatewayService` running the admin
-    listener only, with a :class:`Supervisor` child that runs the workers.
-    """
-    from tproxy.admin_page import install as install_status_page
-    from tproxy.gateway import Gateway
-    from tproxy.registry import MemoryRegistry
-    from tproxy.reload import Reloader, listener_specs, make_factory
-    from tproxy.gateway import make_registry
-    from tproxy.replica import PublishingRegistry, SharedRegistryPublisher
-    from tproxy.tap import GatewayService, open_endpoint
-
-    config = options.config
-    source = getattr(options, "source", None)
-    path = None if source in (None, "<built-in defaults>") else source
-    text, _ = read_config(path)
-    if config["registry"].get("backend", "memory") == "memory":
-        registry = publisher = PublishingRegistry(
-            MemoryRegistry(reactor, ttl=config["registry"]["ttl"]), reactor)
-    else:
-        # a shared registry (Redis): the parent and every worker are
-        # instances of the fleet, each with its own replica of the store
-        registry = make_registry(config, reactor)
-        publisher = SharedRegistryPublisher(registry)
-    gateway = Gateway(config, reactor, options.plugin_manager, registry=registry)
-    gateway.role = "supervisor"
-
-    def admin_only(config):
-        return [s for s in listener_specs(config) if s[0] == "admin"]
-    listeners = [(name, open_endpoint(reactor, description, tls, options.plugin_manager),
-                  make_factory(kind, gateway, stream, tls))
-                 for kind, name, description, stream, tls in admin_only(config)]
-    install_status_page(gateway, [(name, e.description, factory)
-                                  for name, e, factory in listeners])
-    service = GatewayService(gateway, listeners, signals=signals, config_path=path)
-    service.reloader = Reloader(service, path, specs=admin_only)
-    supervisor = Supervisor(service, publisher, text, source or "<built-in defaults>",
-                            reactor)
-    supervisor.setServiceParent(service)
-    service.supervisor = supervisor
-    service.reloader = _SupervisorReloader(supervisor, service.reloader)
-    return service

@@ -36,12 +36,16 @@ from twisted.internet import ssl as tssl
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator, IStreamServerEndpoint
 from twisted.logger import Logger
-from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
 from tproxy.config import ConfigError
 from tproxy.phase_walks import _awaitable
 from tproxy.phases import _adapt
+from tproxy.tls_hello import HeldHandshake, client_hello_sni
+
+__all__ = ["ServerTLS", "TLSServerEndpoint", "CertificateError", "check_tls", "tls_specs",
+           "load_pair", "context_from_pem", "client_hello_sni", "HTTP_ALPN", "CIPHERS"]
 
 log = Logger()
 
@@ -51,9 +55,6 @@ HTTP_ALPN = (b"http/1.1",)
 #: names whose ``certificate`` hook result is kept (least recently used
 #: names are forgotten beyond this)
 CACHE_SIZE = 4096
-
-#: bytes of a ClientHello tproxy waits for to read its SNI name
-MAX_HELLO = 16384 + 5
 
 #: the TLS 1.2 ciphers: Mozilla's "intermediate" list (Kong's and many
 #: nginx setups' default): forward secrecy and AEAD only (TLS 1.3 suites are
@@ -175,7 +176,7 @@ class ServerTLS(object):
 
     The hook may be asynchronous, but OpenSSL asks for the certificate from
     a synchronous callback.  So tproxy holds the client's first bytes
-    (:class:`_HeldHandshake`) until the ClientHello has arrived, reads its
+    (:class:`tproxy.tls_hello.HeldHandshake`) until the ClientHello has arrived, reads its
     SNI name, awaits the hook when the name is not cached yet, and only then
     lets OpenSSL see the handshake: the first client of a name waits for the
     hook (as nginx's ``ssl_certificate_by_lua`` yields), later ones do not.
@@ -336,7 +337,7 @@ class ServerTLS(object):
         tls_factory = _TLSFactory(self, False, factory, clock)
         self.clock = clock
         if self.hooks:
-            tls_factory.protocol = _HeldHandshake
+            tls_factory.protocol = HeldHandshake
             tls_factory.server_tls = self
         return tls_factory
 
@@ -348,86 +349,6 @@ class _TLSFactory(TLSMemoryBIOFactory):
 
     def _applyProtocolNegotiation(self, connection):
         return None
-
-
-class _HeldHandshake(BufferingTLSTransport):
-    """A TLS server connection that lets OpenSSL see the handshake only once
-    the ``certificate`` hook knows the client's SNI name."""
-
-    _held = b""
-    _waiting = False
-    _lost = False
-
-    def dataReceived(self, data):
-        if self._held is None:
-            return BufferingTLSTransport.dataReceived(self, data)
-        self._held += data
-        if self._waiting:
-            return
-        done, name = client_hello_sni(self._held)
-        if not done and len(self._held) < MAX_HELLO:
-            return
-        peer = self.transport.getPeer()
-        d = self.factory.server_tls.resolve(name, getattr(peer, "host", None))
-        if d is None:
-            return self._release()
-        self._waiting = True
-        d.addCallback(lambda _: self._release())
-
-    def _release(self):
-        held, self._held = self._held, None
-        if not self._lost:
-            BufferingTLSTransport.dataReceived(self, held)
-
-    def connectionLost(self, reason):
-        self._lost = True
-        return BufferingTLSTransport.connectionLost(self, reason)
-
-
-def client_hello_sni(data):
-    """
-    The SNI name of a TLS ClientHello that begins ``data``.
-
-    :return: ``(False, None)`` while more bytes are needed, else
-        ``(True, name)``; ``name`` is ``None`` when there is none (or the
-        bytes are not a ClientHello in one record: OpenSSL judges them).
-    """
-    if len(data) < 5:
-        return False, None
-    if data[0] != 22:
-        return True, None
-    end = 5 + int.from_bytes(data[3:5], "big")
-    if len(data) < end:
-        return False, None
-    try:
-        if data[5] != 1:
-            return True, None
-        hello_end = 9 + int.from_bytes(data[6:9], "big")
-        if hello_end > end:
-            return True, None
-        p = 9 + 2 + 32
-        p += 1 + data[p]                                  # session id
-        p += 2 + int.from_bytes(data[p:p + 2], "big")     # cipher suites
-        p += 1 + data[p]                                  # compression
-        ext_end = min(p + 2 + int.from_bytes(data[p:p + 2], "big"), hello_end)
-        p += 2
-        while p + 4 <= ext_end:
-            kind = int.from_bytes(data[p:p + 2], "big")
-            size = int.from_bytes(data[p + 2:p + 4], "big")
-            p += 4
-            if kind == 0:
-                q, stop = p + 2, p + size
-                while q + 3 <= stop:
-                    n = int.from_bytes(data[q + 1:q + 3], "big")
-                    if data[q] == 0:
-                        name = data[q + 3:q + 3 + n]
-                        return True, name.decode("ascii", "replace").lower() or None
-                    q += 3 + n
-                return True, None
-            p += size
-    except IndexError:
-        pass
-    return True, None
 
 
 def check_tls(config):

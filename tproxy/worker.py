@@ -30,7 +30,7 @@ import sys
 from twisted.logger import Logger
 
 from tproxy.control import nonblocking
-from tproxy.tap import GatewayService, with_tls
+from tproxy.gateway_service import GatewayService, with_tls
 
 __all__ = ["main"]
 
@@ -59,9 +59,9 @@ class _AdoptedEndpoint(object):
 
 def adopted_endpoint(reactor, fd, family, description, tls=None, plugin_manager=None):
     """
-    The :class:`tproxy.tap._Endpoint` of the inherited listening socket
+    The :class:`tproxy.gateway_service._Endpoint` of the inherited listening socket
     ``fd`` (of address family ``family``) for the listener ``description``,
-    with TLS in front as :func:`tproxy.tap.open_endpoint` does.
+    with TLS in front as :func:`tproxy.gateway_service.open_endpoint` does.
     """
     return with_tls(reactor, _AdoptedEndpoint(reactor, fd, family), description, tls,
                     plugin_manager)
@@ -146,8 +146,8 @@ class Worker(object):
         self._exit(1)
 
     def _exit(self, status):
-        from tproxy.tap import _exit_status_on_exit
-        _exit_status_on_exit(status)
+        from tproxy.gateway_service import exit_status_on_exit
+        exit_status_on_exit(status)
         if self.reactor.running:
             self.reactor.stop()
 
@@ -238,7 +238,7 @@ def _peer(gateway, group, host, port):
 
 
 class _WorkerService(GatewayService):
-    """A :class:`tproxy.tap.GatewayService` that says when it listens."""
+    """A :class:`tproxy.gateway_service.GatewayService` that says when it listens."""
 
     def __init__(self, gateway, listeners, ready, before=None):
         GatewayService.__init__(self, gateway, listeners)

@@ -3,16 +3,20 @@
 Where the ``rate_limit`` plugin's records live (:mod:`tproxy.builtins.rate_limit`):
 this process (:class:`LocalStore`, ``policy: local``) or Redis
 (:class:`RedisStore`, ``policy: redis``: one Lua script per decision, Redis
-away handled as the plugin's ``on_redis_error`` says).
+away, known from its connections, handled at once as the plugin's
+``on_redis_error`` says).
 """
 
 import collections
 import hashlib
 
-from twisted.internet.defer import TimeoutError as DeferredTimeoutError
-from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.internet.defer import CancelledError, TimeoutError as DeferredTimeoutError
+from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
+from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from zope.interface import implementer
 
 __all__ = ["LocalStore", "RedisStore"]
 
@@ -60,8 +64,19 @@ class RedisStore(object):
     The records in Redis, one hash per key, updated by one Lua script per
     decision; the connection pool is txredisapi's, made at ``start``.
 
-    :ivar up: whether Redis answered last time (``False``: decisions do not
-        wait for it until a probe succeeds).
+    Whether Redis can answer is known from the pool itself, not learnt from
+    a request that waited: txredisapi queues a command while it has no
+    connection, until it reconnects, so a request sent then would wait the
+    whole ``timeout``.  A refused or failed connection attempt, or the loss
+    of the pool's last connection, marks Redis down at once; decisions are
+    then ``None`` without asking it (and those waiting for the first
+    connection are answered).  A new connection, or the ``retry_interval``
+    probe while a connected Redis is silent, is followed by a ``PING``: up
+    again when it answers.
+
+    :ivar up: whether decisions ask Redis (``False``: they do not, until a
+        ``PING`` is answered).
+    :ivar connected: whether the pool holds a connection.
     """
 
     def __init__(self, algorithm, settings, prefix):
@@ -74,26 +89,29 @@ class RedisStore(object):
         self.timeout = settings["timeout"]
         self.address = "{}:{}".format(settings["host"], settings["port"])
         self.up = True
+        self.connected = False
         self.clock = None
         self.client = None
         self.factory = None
         self.probe = None
         self._probing = False
+        self._stopping = False
+        #: decisions sent before the first connection: answered (``None``)
+        #: as soon as it fails
+        self._waiting = set()
 
     def start(self, reactor):
         """Make the connection pool (it connects in the background)."""
-        import txredisapi
         s = self.settings
         self.clock = reactor
-        factory = txredisapi.RedisFactory(
-            # database 0 is every connection's: no SELECT to wait for
-            self.address, s["db"] or None, s["pool_size"], True, txredisapi.ConnectionHandler,
-            "utf-8", s["password"], None, True)
+        # database 0 is every connection's: no SELECT to wait for
+        factory = _pool_factory_class()(self, s["db"] or None, s["pool_size"], s["password"])
         # reconnect no slower than the plugin probes
         factory.initialDelay = min(factory.initialDelay, s["retry_interval"])
         factory.maxDelay = max(s["retry_interval"], factory.initialDelay)
-        factory.startConnecting(HostnameEndpoint(
-            reactor, s["host"], s["port"], timeout=s["connect_timeout"]))
+        factory.startConnecting(_ReportingEndpoint(
+            _endpoint(reactor, s["host"], s["port"], s["connect_timeout"]),
+            self._connect_failed, self.address))
         self.factory = factory
         self.client = factory.handler
         self.probe = LoopingCall(self._probe)
@@ -101,8 +119,10 @@ class RedisStore(object):
 
     def stop(self):
         """Stop probing and close the connections; a Deferred."""
+        self._stopping = True
         if self.probe is not None and self.probe.running:
             self.probe.stop()
+        self._answer_waiting()
         if self.factory is not None:
             return self.factory.disconnect()
         return None
@@ -119,14 +139,27 @@ class RedisStore(object):
     def decide(self, key, now=None):
         """
         A Deferred of the :class:`Decision` for one request of ``key``, or of
-        ``None`` when Redis failed (and, while it is known to be down, ``None``
-        at once).
+        ``None`` when Redis failed; ``None`` at once while it is known to be
+        down.
         """
         if not self.up:
             return None
         d = self._eval([self.prefix + key])
+        if not self.connected:
+            # waits for the first connection: answered as soon as it fails
+            self._waiting.add(d)
+            d.addBoth(self._settled, d)
         d.addTimeout(self.timeout, self.clock)
         return d.addCallbacks(self._answered, self._failed)
+
+    def _settled(self, result, d):
+        self._waiting.discard(d)
+        return result
+
+    def _answer_waiting(self):
+        waiting, self._waiting = self._waiting, set()
+        for d in waiting:
+            d.cancel()
 
     def _answered(self, reply):
         return self.algorithm.from_redis(reply)
@@ -135,23 +168,42 @@ class RedisStore(object):
         self._down(failure)
         return None
 
-    def _down(self, failure):
-        if not self.up:
+    def _down(self, failure=None, reason=None):
+        if not self.up or self._stopping:
             return
         self.up = False
-        reason = ("no answer within {} s".format(self.timeout)
-                  if failure.check(DeferredTimeoutError) else failure.getErrorMessage())
+        if reason is None:
+            reason = ("no answer within {} s".format(self.timeout)
+                      if failure.check(DeferredTimeoutError) else failure.getErrorMessage())
         log.warn("rate_limit: Redis at {address} failed ({reason}); requests are "
                  "{mode} until it answers again",
                  address=self.address, reason=reason, mode=self.mode_text)
         if not self.probe.running:
             self.probe.start(self.settings["retry_interval"], now=False)
+        # last: what waited goes on at once, and may stop the store
+        self._answer_waiting()
 
     mode_text = "allowed"
 
+    # -- what the pool says ------------------------------------------------------
+
+    def _connect_failed(self, failure):
+        """A connection attempt failed (refused, timed out, unresolvable)."""
+        if not self.connected:
+            self._down(reason="cannot connect: {}".format(failure.getErrorMessage()))
+
+    def _pool_changed(self, size):
+        """The pool gained or lost a connection; ``size``: how many it holds."""
+        was, self.connected = self.connected, size > 0
+        if was and not self.connected:
+            self._down(reason="connection lost")
+        elif self.connected and not was and not self.up:
+            self._probe()
+
     def _probe(self):
-        """Ask Redis for a PING (bounded by the timeout); never raises."""
-        if self._probing or self.up:
+        """Ask Redis for a PING (bounded by the timeout) if a connection is
+        open (a new one probes at once); never raises."""
+        if self._probing or self.up or not self.connected:
             return
         self._probing = True
         try:
@@ -163,7 +215,7 @@ class RedisStore(object):
 
         def answered(_):
             self._probing = False
-            if not self.up:
+            if not self.up and not self._stopping:
                 self.up = True
                 log.info("rate_limit: Redis at {address} answers again",
                          address=self.address)
@@ -173,3 +225,71 @@ class RedisStore(object):
         def failed(_):
             self._probing = False
         d.addCallbacks(answered, failed)
+
+
+def _endpoint(reactor, host, port, timeout):
+    """
+    The endpoint of ``host:port``: an address is connected to directly (a
+    refusal is known at once; a :class:`HostnameEndpoint` reports it only
+    when its next attempt would start, 0.3 s later), a name through
+    :class:`HostnameEndpoint`.
+    """
+    if isIPAddress(host):
+        return TCP4ClientEndpoint(reactor, host, port, timeout=timeout)
+    if isIPv6Address(host):
+        return TCP6ClientEndpoint(reactor, host, port, timeout=timeout)
+    return HostnameEndpoint(reactor, host, port, timeout=timeout)
+
+
+@implementer(IStreamClientEndpoint)
+class _ReportingEndpoint(object):
+    """An endpoint that tells ``failed(failure)`` of each failed attempt
+    (txredisapi's reconnecting service keeps them to itself)."""
+
+    def __init__(self, endpoint, failed, address):
+        self.endpoint = endpoint
+        self.failed = failed
+        self.address = address
+
+    def __repr__(self):
+        # in the lines ClientService logs
+        return "<rate_limit's Redis at {}>".format(self.address)
+
+    def connect(self, protocolFactory):
+        d = self.endpoint.connect(protocolFactory)
+
+        def failed(failure):
+            if not failure.check(CancelledError):    # cancelled: stopped
+                self.failed(failure)
+            return failure
+        return d.addErrback(failed)
+
+
+_POOL_FACTORY = []
+
+
+def _pool_factory_class():
+    """A txredisapi pool that tells its :class:`RedisStore` when its size
+    changes (made on first use: txredisapi is imported only with
+    ``policy: redis``)."""
+    if _POOL_FACTORY:
+        return _POOL_FACTORY[0]
+    import txredisapi
+
+    class PoolFactory(txredisapi.RedisFactory):
+        def __init__(self, store, db, size, password):
+            txredisapi.RedisFactory.__init__(
+                self, store.address, db, size, True, txredisapi.ConnectionHandler,
+                "utf-8", password, None, True)
+            self.store = store
+
+        def addConnection(self, conn):
+            txredisapi.RedisFactory.addConnection(self, conn)
+            self.store._pool_changed(self.size)
+
+        def delConnection(self, conn):
+            txredisapi.RedisFactory.delConnection(self, conn)
+            self.store._pool_changed(self.size)
+
+    _POOL_FACTORY.append(PoolFactory)
+    return PoolFactory

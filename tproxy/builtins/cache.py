@@ -27,18 +27,20 @@ storing past it drops the least recently used entries; an expired entry is
 dropped when met.  ``Vary`` is honoured: the request headers it names are
 part of the key of the stored variant.
 
+The store is :class:`tproxy.builtins._cache_store.ResponseStore`.
+
 Admin API (``admin_path``, ``/cache`` by default): ``GET`` gives the counts
 (entries, bytes, hits, misses, bypasses), ``DELETE`` purges everything, or
 with ``?prefix=/api/`` the entries whose path starts with it.
 """
 
-import collections
 import re
 
 from twisted.internet.defer import Deferred, TimeoutError as DeferredTimeoutError
 from twisted.logger import Logger
 
 from tproxy import Response, hookimpl
+from tproxy.builtins._cache_store import Entry, ResponseStore
 
 __all__ = ["Plugin", "Entry"]
 
@@ -75,31 +77,6 @@ def _seconds(value):
     except (TypeError, ValueError):
         return None
     return n if n >= 0 else None
-
-
-class Entry(object):
-    """
-    One stored response.
-
-    :ivar status: the status code.
-    :ivar headers: ``[(name, value)]`` (``str``), framing fields removed.
-    :ivar body: ``bytes``.
-    :ivar stored: the clock's time when stored.
-    :ivar expires: the clock's time it stops being fresh.
-    :ivar size: what it counts against ``max_size``.
-    :ivar path: the request's path (for purges by prefix).
-    """
-
-    __slots__ = ("status", "headers", "body", "stored", "expires", "size", "path")
-
-    def __init__(self, status, headers, body, stored, expires, path):
-        self.status = status
-        self.headers = headers
-        self.body = body
-        self.stored = stored
-        self.expires = expires
-        self.path = path
-        self.size = len(body) + sum(len(n) + len(v) + 4 for n, v in headers) + 64
 
 
 class _State(object):
@@ -167,17 +144,13 @@ class Plugin(object):
         self.lock_timeout = settings["lock_timeout"]
         self.admin_path = settings["admin_path"]
         self.header = settings["header"]
-        self.entries = collections.OrderedDict()    # key -> Entry, LRU first
-        # primary key -> [(lower-case header names), stored variants]: dropped
-        # with its last variant, so it is bounded by the entries
-        self.vary = {}
-        self._nparts = len(self.key_parts)
-        self.size = 0
+        #: the stored responses
+        self.responses = ResponseStore(self.max_size, len(self.key_parts))
         self.inflight = {}          # key -> [waiting Deferreds]
         self.hits = self.misses = self.bypasses = 0
         self.clock = None
 
-    # -- the store ----------------------------------------------------------------
+    # -- the key and the counts -----------------------------------------------------
 
     def primary_key(self, ctx):
         """The request's key from the ``key`` parts (a tuple)."""
@@ -202,67 +175,10 @@ class Plugin(object):
                 out.append(ctx.route)
         return tuple(out)
 
-    def _variant(self, primary, headers, names=None):
-        if names is None:
-            vary = self.vary.get(primary)
-            names = vary[0] if vary is not None else ()
-        if not names:
-            return primary
-        return primary + (tuple(", ".join(headers.get_all(n)) for n in names),)
-
-    def lookup(self, key, now):
-        """The fresh :class:`Entry` of ``key`` (moved to the LRU's end), or ``None``."""
-        entry = self.entries.get(key)
-        if entry is None:
-            return None
-        if now >= entry.expires:
-            self._drop(key)
-            return None
-        self.entries.move_to_end(key)
-        return entry
-
-    def _drop(self, key):
-        entry = self.entries.pop(key)
-        self.size -= entry.size
-        self._forget_variant(key)
-
-    def _forget_variant(self, key):
-        if len(key) > self._nparts:      # a variant: one less for its primary
-            primary = key[:self._nparts]
-            vary = self.vary.get(primary)
-            if vary is not None:
-                vary[1] -= 1
-                if vary[1] <= 0:
-                    del self.vary[primary]
-
-    def store(self, key, entry):
-        """Keep ``entry`` under ``key``, dropping the least recently used
-        entries past ``max_size``."""
-        old = self.entries.pop(key, None)
-        if old is not None:
-            self.size -= old.size
-        if entry.size > self.max_size:
-            if old is not None:
-                self._forget_variant(key)
-            return
-        self.entries[key] = entry
-        self.size += entry.size
-        if old is None and len(key) > self._nparts:
-            self.vary.setdefault(key[:self._nparts], [(), 0])[1] += 1
-        while self.size > self.max_size:
-            self._drop(next(iter(self.entries)))
-
-    def purge(self, prefix=None):
-        """Drop every entry (or those whose path starts with ``prefix``); how many."""
-        keys = [k for k, e in self.entries.items()
-                if prefix is None or e.path.startswith(prefix)]
-        for k in keys:
-            self._drop(k)
-        return len(keys)
-
     def stats(self):
         """The counts the admin API shows."""
-        return {"entries": len(self.entries), "bytes": self.size,
+        responses = self.responses
+        return {"entries": len(responses.entries), "bytes": responses.size,
                 "max_size": self.max_size, "hits": self.hits, "misses": self.misses,
                 "bypasses": self.bypasses, "waiting": sum(map(len, self.inflight.values()))}
 
@@ -276,7 +192,7 @@ class Plugin(object):
 
         def purge(request):
             prefix = request.args.get("prefix")
-            return 200, {"purged": self.purge(prefix)}
+            return 200, {"purged": self.responses.purge(prefix)}
         gateway.admin.route("DELETE", self.admin_path, purge)
 
     @hookimpl
@@ -306,8 +222,8 @@ class Plugin(object):
         return self._lookup(ctx, primary, True)
 
     def _lookup(self, ctx, primary, may_wait):
-        key = self._variant(primary, ctx.request.headers)
-        entry = self.lookup(key, self.clock.seconds())
+        key = self.responses.key(primary, ctx.request.headers)
+        entry = self.responses.lookup(key, self.clock.seconds())
         if entry is not None:
             return self._hit(ctx, entry)
         waiting = self.inflight.get(key)
@@ -424,13 +340,11 @@ class Plugin(object):
                 and ctx.status == state.head[0]:
             now = self.clock.seconds()
             primary = state.primary
-            if state.vary:
-                self.vary.setdefault(primary, [(), 0])[0] = state.vary
-            elif primary in self.vary:
-                self.vary[primary][0] = ()
-            key = self._variant(primary, ctx.request.headers, state.vary)
-            self.store(key, Entry(state.head[0], state.head[1], b"".join(state.chunks),
-                                  now, now + state.ttl, ctx.request.path))
+            responses = self.responses
+            responses.set_vary(primary, state.vary)
+            key = responses.key(primary, ctx.request.headers, state.vary)
+            responses.store(key, Entry(state.head[0], state.head[1], b"".join(state.chunks),
+                                       now, now + state.ttl, ctx.request.path))
         state.chunks = None
         if state.leader:
             for d in self.inflight.pop(state.key, ()):

@@ -31,47 +31,35 @@ JSON body.
 - Verified tokens are remembered (at most ``cache_size`` of up to 4 KiB, their
   ``exp``/``nbf`` checked again at each use), so a client sending the same
   token again costs a dictionary lookup, not a signature check.
+
+The keys are read and checked by :mod:`tproxy.builtins._jwt_keys`.
 """
 
 import json
 from urllib.parse import quote
 
 import jwt
-from jwt.algorithms import get_default_algorithms
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from tproxy import hookimpl
 from tproxy.builtins._credentials import (
     CONSUMER_HEADER, query_value, remove_from_query, unauthorized)
-from tproxy.config import ConfigError, json_error
+from tproxy.builtins._jwt_keys import (
+    ALGORITHMS, index_keys, key_from_settings, parse_jwks, read_jwks)
+from tproxy.config import ConfigError
 
 __all__ = ["Plugin"]
 
 log = Logger()
 
 _TOKEN = "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
-_ALGORITHMS = ["HS256", "HS384", "HS512", "RS256", "RS384", "RS512",
-               "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"]
 _PRINTABLE = "".join(chr(c) for c in range(0x20, 0x7f))
 
 #: PyJWT's options: signature, aud and iss by PyJWT; exp, nbf by the
 #: gateway's clock (see _check_times); iat not checked
 _OPTIONS = {"verify_signature": True, "verify_exp": False, "verify_nbf": False,
             "verify_iat": False}
-
-
-class _Key(object):
-    """One verification key: its prepared key object and its one algorithm."""
-
-    __slots__ = ("kid", "algorithm", "key", "consumer", "from_jwks")
-
-    def __init__(self, kid, algorithm, key, consumer, from_jwks=False):
-        self.kid = kid
-        self.algorithm = algorithm
-        self.key = key
-        self.consumer = consumer
-        self.from_jwks = from_jwks
 
 
 class _Invalid(Exception):
@@ -96,7 +84,7 @@ class Plugin(object):
                     "required": ["algorithm"],
                     "properties": {
                         "kid": {"type": "string", "minLength": 1},
-                        "algorithm": {"enum": _ALGORITHMS},
+                        "algorithm": {"enum": ALGORITHMS},
                         "secret": {"type": "string", "minLength": 32,
                                    "description": "HS*: the shared secret (32+ characters)"},
                         "public_key": {"type": "string", "minLength": 1,
@@ -164,7 +152,7 @@ class Plugin(object):
         self.configured = []
         for i, spec in enumerate(settings["keys"]):
             try:
-                self.configured.append(self._from_settings(spec, "keys[{}]".format(i)))
+                self.configured.append(key_from_settings(spec, "keys[{}]".format(i)))
             except ConfigError as e:
                 errors.extend(e.errors)
         self._jwks_data = None    # the file's bytes the keys come from
@@ -172,8 +160,8 @@ class Plugin(object):
             try:
                 jwks = []
                 if self.jwks_file:
-                    self._jwks_data = _read(self.jwks_file)
-                    jwks = _parse_jwks(self.jwks_file, self._jwks_data)
+                    self._jwks_data = read_jwks(self.jwks_file)
+                    jwks = parse_jwks(self.jwks_file, self._jwks_data)
                 self._install(self.configured + jwks)
             except ConfigError as e:
                 errors.extend(e.errors)
@@ -196,16 +184,7 @@ class Plugin(object):
     def _install(self, keys):
         """Use ``keys`` (all of them, replacing the current ones) from now on;
         forget the tokens verified with the previous keys."""
-        by_kid, without_kid = {}, []
-        for key in keys:
-            if key.kid is None:
-                without_kid.append(key)
-            elif key.kid in by_kid:
-                raise ConfigError(("jwks_file" if key.from_jwks else "keys",
-                                   "kid {!r} is used twice".format(key.kid)))
-            else:
-                by_kid[key.kid] = key
-        self.by_kid, self.without_kid = by_kid, without_kid
+        self.by_kid, self.without_kid = index_keys(keys)
         self.cache = {}
 
     def reload_jwks(self):
@@ -220,7 +199,7 @@ class Plugin(object):
             if data == self._jwks_data:
                 keys = None       # unchanged: keep the keys and the cache
             else:
-                keys = self.configured + _parse_jwks(self.jwks_file, data)
+                keys = self.configured + parse_jwks(self.jwks_file, data)
                 if not keys:
                     raise ConfigError(("jwks_file", "no key left"))
             if keys is not None:
@@ -236,29 +215,6 @@ class Plugin(object):
             if self._failing:
                 log.info("jwt_auth: {path} reloaded", path=self.jwks_file)
             self._failing = False
-
-    @staticmethod
-    def _from_settings(spec, path):
-        algorithm = spec["algorithm"]
-        if algorithm.startswith("HS"):
-            material = spec.get("secret")
-            if material is None or "public_key" in spec:
-                raise ConfigError((path, "algorithm {} needs a secret (and no "
-                                   "public_key)".format(algorithm)))
-            material = material.encode("utf-8")
-        else:
-            material = spec.get("public_key")
-            if material is None or "secret" in spec:
-                raise ConfigError((path, "algorithm {} needs a public_key (and no "
-                                   "secret)".format(algorithm)))
-        try:
-            prepared = get_default_algorithms()[algorithm].prepare_key(material)
-        except Exception as e:
-            raise ConfigError((path, "not a key for {}: {}".format(algorithm, e)))
-        if not algorithm.startswith("HS") and hasattr(prepared, "private_bytes"):
-            raise ConfigError((path, "public_key is a private key: give the "
-                               "public key only"))
-        return _Key(spec.get("kid"), algorithm, prepared, spec.get("consumer"))
 
     # -- per request ----------------------------------------------------------
 
@@ -434,42 +390,3 @@ def _header_value(value):
     if not isinstance(value, str):
         value = json.dumps(value, separators=(",", ":"), sort_keys=True)
     return quote(value, safe=_PRINTABLE)
-
-
-def _read(path):
-    """The bytes of the file ``path``."""
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as e:
-        raise ConfigError(("jwks_file", "cannot read {}: {}".format(path, e)))
-
-
-def _parse_jwks(path, data):
-    """The :class:`_Key` of each key of the JWKS ``data`` (read from ``path``)."""
-    try:
-        data = json.loads(data.decode("utf-8"))
-    except ValueError as e:
-        raise ConfigError(("jwks_file", "cannot read {}: {}".format(path, json_error(e))))
-    if not isinstance(data, dict) or not isinstance(data.get("keys"), list):
-        raise ConfigError(("jwks_file", "{} is not a JWKS (an object with "
-                           "\"keys\": [...])".format(path)))
-    keys = []
-    for i, jwk in enumerate(data["keys"]):
-        where = "jwks_file"
-        if not isinstance(jwk, dict):
-            raise ConfigError((where, "{}: keys[{}] is not an object".format(path, i)))
-        if jwk.get("use", "sig") != "sig":
-            continue
-        if "d" in jwk:
-            raise ConfigError((where, "{}: keys[{}] is a private key".format(path, i)))
-        try:
-            parsed = jwt.PyJWK.from_dict(jwk)
-        except Exception as e:
-            raise ConfigError((where, "{}: keys[{}]: {}".format(path, i, e)))
-        algorithm = getattr(parsed, "algorithm_name", None) or jwk.get("alg")
-        if algorithm not in _ALGORITHMS:
-            raise ConfigError((where, "{}: keys[{}]: algorithm {!r} is not "
-                               "allowed".format(path, i, algorithm)))
-        keys.append(_Key(jwk.get("kid"), algorithm, parsed.key, None, True))
-    return keys

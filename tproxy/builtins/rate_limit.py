@@ -33,10 +33,12 @@ timer and no scan.  The clock is the gateway reactor's.
 ``policy: redis`` runs one Lua script per decision (``EVALSHA``, ``EVAL``
 when Redis answers ``NOSCRIPT``) that reads, updates and expires the key's
 record atomically, with Redis's own clock (``TIME``) so every instance agrees.
-The answer is awaited at most ``redis.timeout`` seconds; when Redis cannot be
-reached, times out or fails, the request is let through
-(``on_redis_error: "allow"``) or refused with ``503``
-(``"deny"``), the plugin logs it once, probes Redis every
+The answer is awaited at most ``redis.timeout`` seconds, and not at all
+while Redis is known to be away (a connection refused or lost is seen as it
+happens: :class:`~tproxy.builtins._rate_limit_stores.RedisStore`); when
+Redis cannot be reached, times out or fails, the request is let through
+(``on_redis_error: "allow"``) or refused with ``503`` (``"deny"``) at once,
+the plugin logs it once, reconnects and probes Redis every
 ``redis.retry_interval`` seconds without delaying requests, and logs once
 more when it answers again.
 """

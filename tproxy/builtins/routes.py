@@ -46,6 +46,9 @@ settings stay per-instance configuration, after which the shared ones come
 in the order they were created (changing or deleting a configured one
 through the API is a ``409``).
 
+``GET /routes/match`` (which route a request would take, and why) is
+:mod:`tproxy.builtins._route_match`.
+
 List it before ``router`` (which leaves alone a request an earlier plugin
 routed) and before ``least_conn`` (its ``balancer`` answers only for routes
 with a pinned ``peer``).
@@ -53,13 +56,12 @@ with a pinned ``peer``).
 
 import json
 
-from twisted.internet.defer import maybeDeferred
 from twisted.logger import Logger
 
-from tproxy import Request, RequestContext, Response, hookimpl
+from tproxy import Response, hookimpl
 from tproxy.admin import AdminResponse
+from tproxy.builtins._route_match import explain
 from tproxy.config import ConfigError, json_error
-from tproxy.http.headers import Headers
 from tproxy.registry import RegistryUnavailable
 from tproxy.routing import (NEED_BODY, ROUTE_SCHEMA, RequestView, RouteTable,
                             compile_route, compile_routes, validate_route)
@@ -354,82 +356,9 @@ class Plugin(object):
         return 200, {"deleted": name}
 
     def match_route(self, request):
-        """
-        ``GET /routes/match?method=&host=&path=[&query=][&header.NAME=][&body=]``:
-        which route a request would take, why, the upstream path, and the
-        peer the balancer would choose now (nothing is acquired).
-        """
-        args = request.args
-        path = args.get("path")
-        if not path or not path.startswith("/"):
-            return 400, {"error": "path is required and starts with '/'",
-                         "field": "path", "value": path}
-        path, _, query = path.partition("?")
-        query = args.get("query", query)
-        method = (args.get("method") or "GET").upper()
-        host = args.get("host") or ""
-        fields = []
-        if host:
-            fields.append((b"Host", host.encode("latin-1", "replace")))
-        for key, value in sorted(args.items()):
-            if key.lower().startswith("header."):
-                fields.append((key[7:].encode("latin-1", "replace"),
-                               value.encode("latin-1", "replace")))
-        body = args.get("body")
-        req = Request(method, path, query, headers=Headers(fields))
-        ctx = RequestContext(self.gateway, req)
-        table = self.table
-        view = RequestView.of(req, body.encode("utf-8") if body is not None else None)
-        found = table.match(view)
-        answer = {"request": {"method": method, "host": req.host, "path": path,
-                              "query": query},
-                  "match_mode": table.match_mode}
-        if found is NEED_BODY:
-            answer.update(route=None, decided_by=None, needs_body=True,
-                          rule="a body_contains route ranks first: pass body=")
-            return 200, answer
-        if found is not None:
-            route = found[0]
-            ranked = table.matching(view)
-            others = [r for r, _ in ranked if r is not route]
-            self._decided(ctx, found)
-            answer.update(
-                route=route.name, decided_by="routes", group=route.group,
-                rule=table.explain(route, others[0] if others else None),
-                precedence=route.describe(), also_matched=[r.name for r in others],
-                pinned=route.peer)
-        else:
-            answer.update(route=None, pinned=None)
-            router = self.gateway.plugins.get_plugin("router")
-            if router is None:
-                answer.update(decided_by=None, rule="no route matched", group=None,
-                              upstream_path=None, peer=None)
-                return 200, answer
-            answer["decided_by"] = "router"
-            answer["rule"] = "no route matched: the router decides"
-            refused = router.rewrite(ctx)
-            answer["group"] = ctx.route
-            if refused is not None:
-                answer.update(upstream_path=None, peer=None, response=_described(refused))
-                return 200, answer
-        answer["upstream_path"] = ctx.upstream_path
-        answer["upstream_headers"] = [[_text(n), _text(v)] for n, v in ctx.upstream_headers]
-        phases = self.gateway.phases
-        ctx.plugins = phases.by_route.get(ctx.route, phases.default) if phases.by_route \
-            else phases.default
-        d = maybeDeferred(phases.balancer, ctx, ())
-        d.addCallback(self._with_peer, answer)
-        return d
-
-    def _with_peer(self, chosen, answer):
-        if chosen is None:
-            answer["peer"] = None
-        elif isinstance(chosen, Response):
-            answer.update(peer=None, response=_described(chosen))
-        else:
-            answer["peer"] = dict(chosen.as_dict(), address=chosen.address,
-                                  group=chosen.group.name)
-        return 200, answer
+        """``GET /routes/match``: which route a request would take
+        (:func:`tproxy.builtins._route_match.explain`)."""
+        return explain(self, request)
 
 
 def _shared_deleted(existed, request, name):
@@ -443,11 +372,6 @@ def _unavailable(failure):
     """The ``503`` answer of a change the shared routes could not take."""
     failure.trap(RegistryUnavailable)
     return AdminResponse(503, {"error": str(failure.value)}, [("Retry-After", "1")])
-
-
-def _described(response):
-    """A JSON view of an answer a phase gave (a JSON error :class:`Response`)."""
-    return {"status": response.status, "body": json.loads(response.body)}
 
 
 def _text(s):

@@ -1,0 +1,128 @@
+# -*- test-case-name: tests.test_cache -*-
+"""
+Where the ``cache`` plugin (:mod:`tproxy.builtins.cache`) keeps its
+responses: an LRU of :class:`Entry` by key, at most ``max_size`` bytes
+(storing past it drops the least recently used entries; an expired entry is
+dropped when met), with the ``Vary`` record of each primary key (the request
+headers whose values are part of its variants' keys), dropped with its last
+variant so that it is bounded by the entries.
+"""
+
+import collections
+
+__all__ = ["Entry", "ResponseStore"]
+
+
+class Entry(object):
+    """
+    One stored response.
+
+    :ivar status: the status code.
+    :ivar headers: ``[(name, value)]`` (``str``), framing fields removed.
+    :ivar body: ``bytes``.
+    :ivar stored: the clock's time when stored.
+    :ivar expires: the clock's time it stops being fresh.
+    :ivar size: what it counts against ``max_size``.
+    :ivar path: the request's path (for purges by prefix).
+    """
+
+    __slots__ = ("status", "headers", "body", "stored", "expires", "size", "path")
+
+    def __init__(self, status, headers, body, stored, expires, path):
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.stored = stored
+        self.expires = expires
+        self.path = path
+        self.size = len(body) + sum(len(n) + len(v) + 4 for n, v in headers) + 64
+
+
+class ResponseStore(object):
+    """
+    The stored responses of one ``cache`` plugin instance.
+
+    :param max_size: bytes of the whole store.
+    :param nparts: how many parts a primary key has (a variant's key has
+        one more: the values of the headers its ``Vary`` names).
+    :ivar entries: ``{key: Entry}``, least recently used first.
+    :ivar vary: ``{primary key: [(lower-case header names), variants
+        stored]}``.
+    :ivar size: bytes stored.
+    """
+
+    def __init__(self, max_size, nparts):
+        self.max_size = max_size
+        self.entries = collections.OrderedDict()
+        self.vary = {}
+        self.size = 0
+        self._nparts = nparts
+
+    def key(self, primary, headers, names=None):
+        """The key of the variant ``headers`` ask for: ``primary``, plus the
+        values of the headers ``names`` (default: the ``Vary`` recorded for
+        ``primary``)."""
+        if names is None:
+            vary = self.vary.get(primary)
+            names = vary[0] if vary is not None else ()
+        if not names:
+            return primary
+        return primary + (tuple(", ".join(headers.get_all(n)) for n in names),)
+
+    def set_vary(self, primary, names):
+        """Record the headers a response of ``primary`` varies on (``()``:
+        none)."""
+        if names:
+            self.vary.setdefault(primary, [(), 0])[0] = names
+        elif primary in self.vary:
+            self.vary[primary][0] = ()
+
+    def lookup(self, key, now):
+        """The fresh :class:`Entry` of ``key`` (moved to the LRU's end), or ``None``."""
+        entry = self.entries.get(key)
+        if entry is None:
+            return None
+        if now >= entry.expires:
+            self._drop(key)
+            return None
+        self.entries.move_to_end(key)
+        return entry
+
+    def _drop(self, key):
+        entry = self.entries.pop(key)
+        self.size -= entry.size
+        self._forget_variant(key)
+
+    def _forget_variant(self, key):
+        if len(key) > self._nparts:      # a variant: one less for its primary
+            primary = key[:self._nparts]
+            vary = self.vary.get(primary)
+            if vary is not None:
+                vary[1] -= 1
+                if vary[1] <= 0:
+                    del self.vary[primary]
+
+    def store(self, key, entry):
+        """Keep ``entry`` under ``key``, dropping the least recently used
+        entries past ``max_size``."""
+        old = self.entries.pop(key, None)
+        if old is not None:
+            self.size -= old.size
+        if entry.size > self.max_size:
+            if old is not None:
+                self._forget_variant(key)
+            return
+        self.entries[key] = entry
+        self.size += entry.size
+        if old is None and len(key) > self._nparts:
+            self.vary.setdefault(key[:self._nparts], [(), 0])[1] += 1
+        while self.size > self.max_size:
+            self._drop(next(iter(self.entries)))
+
+    def purge(self, prefix=None):
+        """Drop every entry (or those whose path starts with ``prefix``); how many."""
+        keys = [k for k, e in self.entries.items()
+                if prefix is None or e.path.startswith(prefix)]
+        for k in keys:
+            self._drop(k)
+        return len(keys)

@@ -1,0 +1,112 @@
+# -*- test-case-name: tests.processes.test_workers -*-
+"""
+The parent's view of its worker processes (:mod:`tproxy.supervisor`): a
+:class:`WorkerHandle` per process (its state, its signals, the Deferreds of
+its readiness and end), the :class:`Generation` of workers it belongs to
+(one configuration, the listening ports they accept on, the plugins' admin
+changes to replay), the :class:`WorkerProcess` that reports its end, and the
+:class:`ParentChannel` that answers its control channel
+(:mod:`tproxy.control`): the configuration, the listening sockets, the
+registry and health state to start from.
+"""
+
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ProcessExitedAlready
+from twisted.internet.protocol import ProcessProtocol
+
+from tproxy.box_admin import _checks_state
+from tproxy.replica import snapshot
+
+__all__ = ["WorkerHandle", "Generation", "WorkerProcess", "ParentChannel"]
+
+
+class WorkerHandle(object):
+    """One worker process, as the parent sees it."""
+
+    def __init__(self, index, generation):
+        self.index = index
+        self.generation = generation
+        self.pid = None
+        self.process = None
+        self.channel = None
+        self.state = "starting"     # ready, stopping, ended
+        self.started_at = None
+        self.ready = Deferred()
+        self.ended = Deferred()
+        self.restarts = 0
+
+    def signal(self, name):
+        """Send ``name`` (``"TERM"``, ``"KILL"`` or a signal number)."""
+        if self.process is not None and self.state != "ended":
+            try:
+                self.process.signalProcess(name)
+            except ProcessExitedAlready:
+                pass
+
+    def as_dict(self):
+        """The worker as the box's admin API shows it."""
+        return {"worker": self.index, "pid": self.pid, "state": self.state,
+                "generation": self.generation.number}
+
+
+class Generation(object):
+    """A configuration the workers run: its text, its listening ports, and
+    the plugins' admin changes made since it started (replayed to a worker
+    started later)."""
+
+    def __init__(self, number, config, text, source, ports):
+        self.number = number
+        self.config = config
+        self.text = text
+        self.source = source
+        self.ports = ports    # {listener key text: port}
+        self.workers = []
+        self.journal = []
+
+
+class WorkerProcess(ProcessProtocol):
+    """A worker's process: its end is told to the supervisor."""
+
+    def __init__(self, supervisor, handle):
+        self.supervisor = supervisor
+        self.handle = handle
+
+    def processEnded(self, reason):
+        self.supervisor._ended(self.handle, reason)
+
+
+class ParentChannel(object):
+    """The parent's handler of one worker's control channel."""
+
+    def __init__(self, supervisor, handle):
+        self.supervisor = supervisor
+        self.handle = handle
+        self.protocol = None
+
+    def control_connected(self, protocol):
+        self.protocol = protocol
+
+    def control_hello(self, message):
+        handle = self.handle
+        handle.pid = message.get("pid")
+        handle.channel = self.protocol
+        gen = handle.generation
+        publisher = self.supervisor.publisher
+        publisher.channels.append(self.protocol)
+        return {"worker": handle.index, "config": gen.text, "source": gen.source,
+                "fds": dict(handle.fds),
+                "registry": snapshot(publisher.backend) if publisher.replicates else None,
+                "health": _checks_state(self.supervisor.service.gateway.registry),
+                "admin": list(gen.journal)}
+
+    def control_ready(self, message):
+        handle = self.handle
+        if handle.state == "starting":
+            handle.state = "ready"
+            handle.started_at = self.supervisor.reactor.seconds()
+            handle.ready.callback(handle)
+
+    def control_lost(self, reason):
+        channels = self.supervisor.publisher.channels
+        if self.protocol in channels:
+            channels.remove(self.protocol)
