@@ -10,11 +10,12 @@ import shutil
 import txredisapi
 from twisted.internet import defer, reactor
 from twisted.internet.protocol import ProcessProtocol
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SkipTest
 
 from tests.helpers import until
 
-__all__ = ["RedisServer", "run_redis", "start_redis", "redis_command"]
+__all__ = ["RedisServer", "logged", "run_redis", "start_redis", "redis_command"]
 
 
 class _Ended(ProcessProtocol):
@@ -98,3 +99,23 @@ async def redis_command(port, *command):
         return await conn.execute_command(*command)
     finally:
         await conn.disconnect()
+
+
+def logged(case, namespace, text):
+    """
+    A Deferred of the first message of ``namespace`` containing ``text``
+    logged from now on (fired in the next reactor turn, not from inside the
+    code that logs).
+    """
+    d = defer.Deferred()
+    seen = []
+
+    def observe(event):
+        if event.get("log_namespace") == namespace and not seen:
+            message = formatEvent(event)
+            if text in message:
+                seen.append(message)
+                reactor.callLater(0, d.callback, message)
+    globalLogPublisher.addObserver(observe)
+    case.addCleanup(globalLogPublisher.removeObserver, observe)
+    return d

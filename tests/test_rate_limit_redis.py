@@ -7,15 +7,13 @@ unreachable or silent.
 """
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory, Protocol
-from twisted.logger import formatEvent, globalLogPublisher
 
 from tproxy.builtins._rate_limit_algorithms import TokenBucket
 from tproxy.builtins._rate_limit_stores import RedisStore
 
 from tests.helpers import ProxyTestCase, capture_log, log_messages
-from tests.redis_server import redis_command, run_redis, start_redis
+from tests.redis_server import logged as redis_logged, redis_command, run_redis, start_redis
 
 NAMESPACE = "tproxy.builtins.rate_limit"
 
@@ -29,23 +27,8 @@ class Silent(Protocol):
 
 
 def logged(case, text):
-    """
-    A Deferred of the first message of the plugin containing ``text`` logged
-    from now on (fired in the next reactor turn, not from inside the code
-    that logs).
-    """
-    d = Deferred()
-    seen = []
-
-    def observe(event):
-        if event.get("log_namespace") == NAMESPACE and not seen:
-            message = formatEvent(event)
-            if text in message:
-                seen.append(message)
-                reactor.callLater(0, d.callback, message)
-    globalLogPublisher.addObserver(observe)
-    case.addCleanup(globalLogPublisher.removeObserver, observe)
-    return d
+    """The first message of the plugin containing ``text`` from now on."""
+    return redis_logged(case, NAMESPACE, text)
 
 
 class RedisPolicyTests(ProxyTestCase):

@@ -11,16 +11,23 @@ exactly; gateways that proxy real requests use the real reactor.
 
 import json
 
+import txredisapi
 from twisted.internet import defer, reactor
 from twisted.internet.task import Clock
 from twisted.logger import formatEvent
 
 from tests.helpers import ProxyTestCase, capture_log, log_messages, until
-from tests.redis_server import redis_command, run_redis
+from tests.redis_server import logged, redis_command, run_redis
 from tests.test_replica import Recorder
 from tproxy.registry import MemoryRegistry, RegistryUnavailable
 from tproxy.registry_redis import RedisRegistry, parse_url
 from tproxy.config import ConfigError, validate_config
+
+NAMESPACE = "tproxy.registry_redis"
+
+#: seconds a write would wait for Redis: one that waited would outlast the
+#: test's own timeout
+FOREVER = 3600
 
 
 class _Listener(Recorder):
@@ -326,6 +333,46 @@ class OutageTests(RedisTestCase):
         await until(lambda: len(a.shared_routes.specs()) == 2)
         self.assertEqual([r["name"] for r in a.shared_routes.specs()], ["r1", "r2"])
 
+    async def test_commandConnectionsLost(self):
+        """Only the command connections die (the subscriber's lives): Redis
+        counts as away at once, logged once; writes fail at once however long
+        ``timeout`` is, and change nothing; when the pool has reconnected
+        (logged once), writes work again."""
+        server = await run_redis(self)
+        a = await self.registry(server.port, timeout=FOREVER)
+        await a.register("api", "10.0.0.1", 80)
+        self.assertEqual(await a.shared_routes.put("r1", {"name": "r1"}), "created")
+        await until(lambda: a._factory.size == 2, message="both command connections")
+        def state():    # (held while Redis is away: a later expiry)
+            return ([(p.address, p.weight, p.created_time) for p in a.group("api").peers.values()],
+                    a.shared_routes.specs())
+        before = state()
+        down = logged(self, NAMESPACE, "unreachable")
+        await redis_command(server.port, "CLIENT", "KILL", "TYPE", "normal")
+        self.assertIn("unreachable (connection lost)", await down)
+        self.assertTrue(a._subscribed)
+        self.failureResultOf(a.register("api", "10.0.0.2", 80), RegistryUnavailable)
+        self.failureResultOf(a.deregister("api", "10.0.0.1", 80), RegistryUnavailable)
+        self.failureResultOf(a.shared_routes.put("r2", {"name": "r2"}), RegistryUnavailable)
+        self.failureResultOf(a.shared_routes.delete("r1"), RegistryUnavailable)
+        self.assertEqual(state(), before)
+        back = logged(self, NAMESPACE, "answers again")
+        await back
+        peer, created = await a.register("api", "10.0.0.2", 80)
+        self.assertTrue(created)
+        self.assertEqual(len([m for m in self.messages() if "unreachable" in m]), 1)
+        self.assertEqual(len([m for m in self.messages() if "answers again" in m]), 1)
+
+    test_commandConnectionsLost.timeout = 20
+
+    def test_addressConnectedDirectly(self):
+        """An IP address in the URL is connected to directly (a refusal is
+        known at once), a name through HostnameEndpoint."""
+        from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint
+        for host, kind in [("127.0.0.1", TCP4ClientEndpoint), ("localhost", HostnameEndpoint)]:
+            registry = RedisRegistry(reactor, {"url": "redis://%s:6379/0" % host})
+            self.assertIsInstance(registry._endpoint(None).endpoint, kind, host)
+
     async def test_unreachableAtStart(self):
         """No Redis at start: the gateway's registry starts anyway (after
         ``timeout``), logs it once, and catches up when Redis comes."""
@@ -458,6 +505,42 @@ class GatewayTests(RedisTestCase):
                               % up.port)
         self.assertEqual(resp.status, 404)
         self.assertEqual(resp.json()["error"], "server not registered")
+
+    async def test_commandConnectionsRefused(self):
+        """Redis takes no more clients: the command connections, killed, cannot
+        come back, while the subscriber's lives.  An admin write is answered
+        at once with a 503 and a JSON error (not after ``timeout``), and
+        changes nothing; when Redis takes them again, writes work again."""
+        server = await run_redis(self)
+        up = self.upstream()
+        [(a, admin)] = await self.fleet(server.port, n=1, timeout=FOREVER)
+        registry = a.gateway.registry
+        add = "/upstream/add?host=127.0.0.1&port=%d&prefix=api" % up.port
+        self.assertEqual((await self.get(admin, add)).status, 200)
+        await until(lambda: registry._factory.size == 2, message="both command connections")
+        down = logged(self, NAMESPACE, "unreachable")
+        conn = await txredisapi.Connection("127.0.0.1", server.port, reconnect=False)
+        self.addCleanup(conn.disconnect)
+        # this connection and the subscriber's: no room for another
+        await conn.execute_command("CONFIG", "SET", "maxclients", "2")
+        await conn.execute_command("CLIENT", "KILL", "TYPE", "normal")
+        await down
+        route = {"group": "api", "match": {"path": {"mode": "prefix", "value": "/r/"}}}
+        for path, method, data in [
+                (add, "GET", None), (add.replace("add", "remove"), "GET", None),
+                ("/routes/r", "PUT", json.dumps(route).encode())]:
+            resp = await self.get(admin, path, method=method, data=data)
+            self.assertEqual(resp.status, 503, (path, resp.body))
+            self.assertIn("unavailable", resp.json()["error"])
+        self.assertEqual(list(registry.group("api").peers), [("127.0.0.1", up.port)])
+        self.assertNotIn("r", a.plugin("routes").table.by_name)
+        back = logged(self, NAMESPACE, "answers again")
+        await conn.execute_command("CONFIG", "SET", "maxclients", "10000")
+        await back
+        resp = await self.get(admin, "/routes/r", method="PUT", data=json.dumps(route).encode())
+        self.assertEqual(resp.status, 201, resp.body)
+
+    test_commandConnectionsRefused.timeout = 20
 
     async def test_restartUnderLoad(self):
         """Redis stopped and started again while requests flow through both

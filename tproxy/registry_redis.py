@@ -53,13 +53,12 @@ import os
 
 from twisted.internet.defer import (Deferred, DeferredList, TimeoutError as DeferredTimeoutError,
                                     fail, succeed)
-from twisted.internet.endpoints import HostnameEndpoint
-from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from tproxy.config import ConfigError
+from tproxy.redis_connections import ReportingEndpoint, endpoint, watched_pool
 from tproxy.registry import Group, IRegistry, MemoryRegistry, Peer, RegistryUnavailable
 from tproxy.registry_redis_scripts import SCRIPTS
 from tproxy.shared_routes import SharedRoutes
@@ -163,6 +162,9 @@ class RedisRegistry(MemoryRegistry):
         self.resync_interval = settings.get("resync_interval", 30)
         self.hold_for = self.ttl + settings.get("cleanup_interval", 10)
         self.up = False
+        #: whether the command pool holds a connection (writes are refused
+        #: at once while it holds none, not queued until it reconnects)
+        self.connected = False
         self.epoch = None
         self.shared_routes = SharedRoutes(self)
         self._versions = {}        # ("p"|"g"|"r", key) -> version of the last change
@@ -197,20 +199,19 @@ class RedisRegistry(MemoryRegistry):
         if self._started:
             return succeed(None)
         self._started = True
-        import txredisapi
-        factory = txredisapi.RedisFactory(
-            "{}:{}".format(self.host, self.port), self.db or None, 2, True,
-            txredisapi.ConnectionHandler, "utf-8", self.password, None, False)
+        factory = watched_pool(self._pool_changed, "{}:{}".format(self.host, self.port),
+                               self.db or None, 2, self.password, convert_numbers=False)
         factory.initialDelay = min(factory.initialDelay, self.retry_interval)
         factory.maxDelay = self.retry_interval
-        factory.startConnecting(self._endpoint())
+        factory.startConnecting(self._endpoint(self._connect_failed))
         self._factory = factory
         self.client = factory.handler
 
         subscriber = _SubscriberFactory(self)
         subscriber.initialDelay = min(subscriber.initialDelay, self.retry_interval)
         subscriber.maxDelay = self.retry_interval
-        subscriber.startConnecting(self._endpoint())
+        # (what the command pool's attempts say is enough)
+        subscriber.startConnecting(self._endpoint(lambda failure: None))
         self._subscriber = subscriber
 
         self._loop = LoopingCall(self._tick)
@@ -220,16 +221,7 @@ class RedisRegistry(MemoryRegistry):
         self._last_sync = self.reactor.seconds()
         self._first_sync = Deferred()
         self._first_timer = self.reactor.callLater(self.timeout + 1, self._not_yet)
-        # a connection refused at once (no Redis there): serve now, not
-        # after the timeout
-        probe = self._endpoint().connect(Factory.forProtocol(Protocol))
-        probe.addCallbacks(lambda p: p.transport.loseConnection(), self._probe_failed)
         return self._first_sync
-
-    def _probe_failed(self, failure):
-        if self._first_timer is not None and not self.up:
-            self._first_timer.cancel()
-            self._not_yet("cannot connect: {}".format(failure.getErrorMessage()))
 
     def _not_yet(self, reason=None):
         """The first snapshot did not come in time (or the first connection
@@ -247,8 +239,33 @@ class RedisRegistry(MemoryRegistry):
         if d is not None:
             d.callback(None)
 
-    def _endpoint(self):
-        return HostnameEndpoint(self.reactor, self.host, self.port, timeout=self.timeout)
+    def _endpoint(self, failed):
+        return ReportingEndpoint(endpoint(self.reactor, self.host, self.port, self.timeout),
+                                 failed, "the registry's Redis at " + self.address)
+
+    def _connect_failed(self, failure):
+        """A connection attempt of the command pool failed (refused, timed
+        out, unresolvable): while it holds no connection, Redis is away (at
+        start: serve now, not after the timeout)."""
+        if self.connected:
+            return
+        reason = "cannot connect: {}".format(failure.getErrorMessage())
+        if self._first_timer is not None and not self.up:
+            self._first_timer.cancel()
+            self._not_yet(reason)
+        else:
+            self._down(reason)
+
+    def _pool_changed(self, size):
+        """The command pool gained or lost a connection; ``size``: how many
+        it holds.  Losing the last one is Redis away, at once (a write would
+        otherwise wait in txredisapi's queue for the whole ``timeout``); the
+        first one back is followed by a snapshot (up again when it comes)."""
+        was, self.connected = self.connected, size > 0
+        if was and not self.connected:
+            self._down("connection lost")
+        elif self.connected and not was and self._subscribed and not self._stopping:
+            self._sync()
 
     def stop(self):
         """Close the connections; a Deferred."""
@@ -266,7 +283,7 @@ class RedisRegistry(MemoryRegistry):
         was missed); a full resync every ``resync_interval``.  Never raises."""
         try:
             due = self.reactor.seconds() - self._last_sync >= self.resync_interval
-            if self._subscribed and (not self.up or due):
+            if self._subscribed and self.connected and (not self.up or due):
                 self._sync()
             if not self.up:
                 self._hold()
@@ -332,7 +349,8 @@ class RedisRegistry(MemoryRegistry):
 
     def _subscriber_ready(self):
         self._subscribed = True
-        self._sync()
+        if self.connected:      # (else the first command connection syncs)
+            self._sync()
 
     def _subscriber_lost(self, reason):
         self._subscribed = False

@@ -10,13 +10,11 @@ away, known from its connections, handled at once as the plugin's
 import collections
 import hashlib
 
-from twisted.internet.abstract import isIPAddress, isIPv6Address
-from twisted.internet.defer import CancelledError, TimeoutError as DeferredTimeoutError
-from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
-from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.defer import TimeoutError as DeferredTimeoutError
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
-from zope.interface import implementer
+
+from tproxy.redis_connections import ReportingEndpoint, endpoint, watched_pool
 
 __all__ = ["LocalStore", "RedisStore"]
 
@@ -105,13 +103,14 @@ class RedisStore(object):
         s = self.settings
         self.clock = reactor
         # database 0 is every connection's: no SELECT to wait for
-        factory = _pool_factory_class()(self, s["db"] or None, s["pool_size"], s["password"])
+        factory = watched_pool(self._pool_changed, self.address, s["db"] or None,
+                               s["pool_size"], s["password"])
         # reconnect no slower than the plugin probes
         factory.initialDelay = min(factory.initialDelay, s["retry_interval"])
         factory.maxDelay = max(s["retry_interval"], factory.initialDelay)
-        factory.startConnecting(_ReportingEndpoint(
-            _endpoint(reactor, s["host"], s["port"], s["connect_timeout"]),
-            self._connect_failed, self.address))
+        factory.startConnecting(ReportingEndpoint(
+            endpoint(reactor, s["host"], s["port"], s["connect_timeout"]),
+            self._connect_failed, "rate_limit's Redis at " + self.address))
         self.factory = factory
         self.client = factory.handler
         self.probe = LoopingCall(self._probe)
@@ -225,71 +224,3 @@ class RedisStore(object):
         def failed(_):
             self._probing = False
         d.addCallbacks(answered, failed)
-
-
-def _endpoint(reactor, host, port, timeout):
-    """
-    The endpoint of ``host:port``: an address is connected to directly (a
-    refusal is known at once; a :class:`HostnameEndpoint` reports it only
-    when its next attempt would start, 0.3 s later), a name through
-    :class:`HostnameEndpoint`.
-    """
-    if isIPAddress(host):
-        return TCP4ClientEndpoint(reactor, host, port, timeout=timeout)
-    if isIPv6Address(host):
-        return TCP6ClientEndpoint(reactor, host, port, timeout=timeout)
-    return HostnameEndpoint(reactor, host, port, timeout=timeout)
-
-
-@implementer(IStreamClientEndpoint)
-class _ReportingEndpoint(object):
-    """An endpoint that tells ``failed(failure)`` of each failed attempt
-    (txredisapi's reconnecting service keeps them to itself)."""
-
-    def __init__(self, endpoint, failed, address):
-        self.endpoint = endpoint
-        self.failed = failed
-        self.address = address
-
-    def __repr__(self):
-        # in the lines ClientService logs
-        return "<rate_limit's Redis at {}>".format(self.address)
-
-    def connect(self, protocolFactory):
-        d = self.endpoint.connect(protocolFactory)
-
-        def failed(failure):
-            if not failure.check(CancelledError):    # cancelled: stopped
-                self.failed(failure)
-            return failure
-        return d.addErrback(failed)
-
-
-_POOL_FACTORY = []
-
-
-def _pool_factory_class():
-    """A txredisapi pool that tells its :class:`RedisStore` when its size
-    changes (made on first use: txredisapi is imported only with
-    ``policy: redis``)."""
-    if _POOL_FACTORY:
-        return _POOL_FACTORY[0]
-    import txredisapi
-
-    class PoolFactory(txredisapi.RedisFactory):
-        def __init__(self, store, db, size, password):
-            txredisapi.RedisFactory.__init__(
-                self, store.address, db, size, True, txredisapi.ConnectionHandler,
-                "utf-8", password, None, True)
-            self.store = store
-
-        def addConnection(self, conn):
-            txredisapi.RedisFactory.addConnection(self, conn)
-            self.store._pool_changed(self.size)
-
-        def delConnection(self, conn):
-            txredisapi.RedisFactory.delConnection(self, conn)
-            self.store._pool_changed(self.size)
-
-    _POOL_FACTORY.append(PoolFactory)
-    return PoolFactory

@@ -1,0 +1,101 @@
+# -*- test-case-name: tests.test_registry_redis,tests.test_rate_limit_redis -*-
+"""
+The connections to Redis of the shared registry
+(:mod:`tproxy.registry_redis`) and of the ``rate_limit`` plugin's Redis
+store (:mod:`tproxy.builtins._rate_limit_stores`): how Redis being away is
+known from the connections themselves, not learnt from a command that
+waited (txredisapi holds a command until it has a connection).
+
+- :func:`endpoint`: an IP address is connected to directly (a refusal is
+  known at once; a :class:`HostnameEndpoint` reports it only when its next
+  attempt would start, 0.3 s later), a name through ``HostnameEndpoint``.
+- :class:`ReportingEndpoint`: tells its owner of every failed connection
+  attempt (txredisapi's reconnecting ``ClientService`` keeps them to itself).
+- :func:`watched_pool`: a txredisapi pool that tells its owner how many
+  connections it holds whenever that changes.
+"""
+
+from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.internet.defer import CancelledError
+from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
+from twisted.internet.interfaces import IStreamClientEndpoint
+from zope.interface import implementer
+
+__all__ = ["ReportingEndpoint", "endpoint", "watched_pool"]
+
+
+def endpoint(reactor, host, port, timeout):
+    """
+    The endpoint of ``host:port``: an address is connected to directly (a
+    refusal is known at once; a :class:`HostnameEndpoint` reports it only
+    when its next attempt would start, 0.3 s later), a name through
+    :class:`HostnameEndpoint`.
+    """
+    if isIPAddress(host):
+        return TCP4ClientEndpoint(reactor, host, port, timeout=timeout)
+    if isIPv6Address(host):
+        return TCP6ClientEndpoint(reactor, host, port, timeout=timeout)
+    return HostnameEndpoint(reactor, host, port, timeout=timeout)
+
+
+@implementer(IStreamClientEndpoint)
+class ReportingEndpoint(object):
+    """
+    An endpoint that tells ``failed(failure)`` of each failed attempt
+    (txredisapi's reconnecting service keeps them to itself); ``name`` is
+    how the lines Twisted logs about it name it.
+    """
+
+    def __init__(self, endpoint, failed, name):
+        self.endpoint = endpoint
+        self.failed = failed
+        self.name = name
+
+    def __repr__(self):
+        return "<{}>".format(self.name)
+
+    def connect(self, protocolFactory):
+        d = self.endpoint.connect(protocolFactory)
+
+        def failed(failure):
+            if not failure.check(CancelledError):    # cancelled: stopped
+                self.failed(failure)
+            return failure
+        return d.addErrback(failed)
+
+
+_POOL = []
+
+
+def watched_pool(changed, address, db, size, password, convert_numbers=True):
+    """
+    A txredisapi connection pool (a ``RedisFactory``: connect it with
+    ``startConnecting(endpoint)``) that calls ``changed(size)`` whenever it
+    gains or loses a connection.  txredisapi is imported here, on first use
+    (only a configuration with Redis needs it).
+
+    :param address: how txredisapi names the server (``"host:port"``).
+    :param db: the database number, ``None`` for 0 (no ``SELECT`` to wait for).
+    :param convert_numbers: whether replies that look like numbers are
+        numbers (txredisapi's ``convertNumbers``).
+    """
+    if not _POOL:
+        import txredisapi
+
+        class WatchedPool(txredisapi.RedisFactory):
+            def __init__(self, changed, address, db, size, password, convert):
+                txredisapi.RedisFactory.__init__(
+                    self, address, db, size, True, txredisapi.ConnectionHandler,
+                    "utf-8", password, None, convert)
+                self.changed = changed
+
+            def addConnection(self, conn):
+                txredisapi.RedisFactory.addConnection(self, conn)
+                self.changed(self.size)
+
+            def delConnection(self, conn):
+                txredisapi.RedisFactory.delConnection(self, conn)
+                self.changed(self.size)
+
+        _POOL.append(WatchedPool)
+    return _POOL[0](changed, address, db, size, password, convert_numbers)
