@@ -13,15 +13,21 @@ waited (txredisapi holds a command until it has a connection).
   attempt (txredisapi's reconnecting ``ClientService`` keeps them to itself).
 - :func:`watched_pool`: a txredisapi pool that tells its owner how many
   connections it holds whenever that changes.
+- :func:`is_reconnection_noise`: the log events of a reconnecting pool that
+  the owner's own "unreachable" and "answers again" lines replace (kept out
+  of the log twistd writes by :func:`quiet_the_log`, which ``makeService``
+  calls, and of a worker's by :func:`quiet`).
 """
 
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.defer import CancelledError
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.logger import FilteringLogObserver, LogLevel, PredicateResult
 from zope.interface import implementer
 
-__all__ = ["ReportingEndpoint", "endpoint", "watched_pool"]
+__all__ = ["ReportingEndpoint", "endpoint", "is_reconnection_noise", "quiet",
+           "quiet_the_log", "watched_pool"]
 
 
 def endpoint(reactor, host, port, timeout):
@@ -99,3 +105,58 @@ def watched_pool(changed, address, db, size, password, convert_numbers=True):
 
         _POOL.append(WatchedPool)
     return _POOL[0](changed, address, db, size, password, convert_numbers)
+
+
+# -- the log ---------------------------------------------------------------------------
+
+#: the message txredisapi logs (through ``twisted.python.log``) for each
+#: closed connection it finds in its pool's queue
+_DISCARDING = ("Discarding dead connection.",)
+
+
+def is_reconnection_noise(event):
+    """
+    Whether a log event is one of those a reconnecting Redis pool of tproxy
+    writes per attempt or per connection while Redis is away, which the
+    owner's own lines (one when Redis goes, one when it answers again)
+    replace: ``ClientService``'s info line "Scheduling retry N to connect
+    <endpoint> in S seconds." for a :class:`ReportingEndpoint`, and
+    txredisapi's "Discarding dead connection.".  Nothing at warning level
+    or above is.
+    """
+    level = event.get("log_level")
+    if level is not None and level > LogLevel.info:
+        return False
+    if isinstance(event.get("endpoint"), ReportingEndpoint):
+        return event.get("log_namespace", "").startswith("twisted.application.")
+    return event.get("message") == _DISCARDING and not event.get("isError")
+
+
+def _predicate(event):
+    return PredicateResult.no if is_reconnection_noise(event) else PredicateResult.maybe
+
+
+def quiet(observer):
+    """``observer`` without the :func:`is_reconnection_noise` events."""
+    return FilteringLogObserver(observer, [_predicate])
+
+
+def quiet_the_log(beginner=None):
+    """
+    Keep the :func:`is_reconnection_noise` events out of the log the process
+    is about to begin (twistd and twist call ``beginLoggingTo`` of
+    ``globalLogBeginner`` after ``makeService``, with the observers that
+    write the log): the observers given to it are wrapped in :func:`quiet`.
+    The events still reach every other observer (a test's, ``--logger``'s
+    ones added later).  Idempotent.
+    """
+    if beginner is None:
+        from twisted.logger import globalLogBeginner as beginner
+    begin = beginner.beginLoggingTo
+    if getattr(begin, "quiet", False):
+        return
+
+    def beginLoggingTo(observers, *args, **kwargs):
+        return begin([quiet(o) for o in observers], *args, **kwargs)
+    beginLoggingTo.quiet = True
+    beginner.beginLoggingTo = beginLoggingTo

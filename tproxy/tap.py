@@ -190,6 +190,10 @@ def makeService(options, reactor=None):
     if twistd:
         _install_fast_reactor()
         from twisted.internet import reactor
+        # the Redis clients' line per reconnection attempt stays out of the
+        # log: tproxy logs an outage once, and once when Redis is back
+        from tproxy.redis_connections import quiet_the_log
+        quiet_the_log()
     _log_fast_paths(reactor)
 
     if options.config.get("workers", 1) != 1:

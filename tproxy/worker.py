@@ -278,7 +278,8 @@ def main(argv=None):
                                     level.name if level is not None else "-")
         event["log_system"] = "worker {} {}".format(pid, system)
         observer(event)
-    globalLogBeginner.beginLoggingTo([tagged], redirectStandardIO=False)
+    from tproxy.redis_connections import quiet
+    globalLogBeginner.beginLoggingTo([quiet(tagged)], redirectStandardIO=False)
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
