@@ -249,8 +249,8 @@ class SharedRegistryTests(RedisTestCase):
         b = await self.registry(server.port)
         a.add_static("api", "10.0.0.1", 80, 2)
         await b.register("api", "10.0.0.1", 80, weight=7)
-        await until(lambda: "api 10.0.0.1 80" in str(a._shadow.keys()) or
-                    ("api", "10.0.0.1", 80) in a._shadow)
+        await until(lambda: "api 10.0.0.1 80" in str(a.updater.shadow.keys()) or
+                    ("api", "10.0.0.1", 80) in a.updater.shadow)
         peer = a.group("api").peers[("10.0.0.1", 80)]
         self.assertTrue(peer.static)
         self.assertEqual(peer.weight, 2)
@@ -505,6 +505,13 @@ class GatewayTests(RedisTestCase):
                               % up.port)
         self.assertEqual(resp.status, 404)
         self.assertEqual(resp.json()["error"], "server not registered")
+
+    async def test_cleanupTimerRuns(self):
+        """The registry plugin sweeps a shared registry (it is not a worker's
+        replica, whose parent sweeps)."""
+        server = await run_redis(self)
+        [(a, _)] = await self.fleet(server.port, n=1)
+        self.assertTrue(a.plugin("registry")._loop.running)
 
     async def test_commandConnectionsRefused(self):
         """Redis takes no more clients: the command connections, killed, cannot

@@ -17,6 +17,12 @@ soon as Redis answers), the published changes and the full snapshots (at
 start, after a reconnection, every ``resync_interval`` seconds) can arrive
 in any order and still converge.
 
+The code, by job: this module (the connections, up and down, the writes and
+the sweep), :mod:`tproxy.registry_redis_replica` (what Redis says applied to
+the replica), :mod:`tproxy.registry_redis_scripts` (the Lua scripts),
+:mod:`tproxy.shared_routes` (the ``/routes`` routes), and
+:mod:`tproxy.redis_connections` (Redis away known from the connections).
+
 Expiry: a sorted set of expiry times (the writer's clock), swept by every
 instance every ``cleanup_interval`` seconds with one script that removes
 what has expired and publishes it: idempotent (two sweeps at once remove a
@@ -60,6 +66,7 @@ from zope.interface import implementer
 from tproxy.config import ConfigError
 from tproxy.redis_connections import ReportingEndpoint, endpoint, watched_pool
 from tproxy.registry import Group, IRegistry, MemoryRegistry, Peer, RegistryUnavailable
+from tproxy.registry_redis_replica import ReplicaUpdater, member as _member
 from tproxy.registry_redis_scripts import SCRIPTS
 from tproxy.shared_routes import SharedRoutes
 
@@ -100,15 +107,6 @@ def parse_url(url, path="registry.url"):
         raise ConfigError((path, "bad Redis URL {!r}: port {} is out of range".format(
             url, port)))
     return host, port, db, password
-
-
-def _member(group, host, port):
-    return "{} {} {}".format(group, host, port)
-
-
-def _unmember(member):
-    group, host, port = member.split(" ")
-    return group, host, int(port)
 
 
 def _record(peer):
@@ -165,11 +163,9 @@ class RedisRegistry(MemoryRegistry):
         #: whether the command pool holds a connection (writes are refused
         #: at once while it holds none, not queued until it reconnects)
         self.connected = False
-        self.epoch = None
         self.shared_routes = SharedRoutes(self)
-        self._versions = {}        # ("p"|"g"|"r", key) -> version of the last change
-        self._shadow = {}          # (group, host, port) -> record hidden by a static peer
-        self._remote_routable = {}  # group -> routable set through Redis
+        #: what applies Redis's snapshots and changes to the replica
+        self.updater = ReplicaUpdater(self)
         self._held = False          # registrations held while Redis was away
         self._logged_down = False
         self._refusing = False
@@ -388,7 +384,7 @@ class RedisRegistry(MemoryRegistry):
         if self._syncing is not None:
             return self._syncing
         self._last_sync = self.reactor.seconds()
-        restore = self._held and self.epoch is not None
+        restore = self._held and self.updater.epoch is not None
 
         def snapshot(_=None):
             return self._call("snapshot", [_new_epoch()], "a snapshot")
@@ -400,7 +396,7 @@ class RedisRegistry(MemoryRegistry):
             records.extend(json.dumps({"route": name, "s": json.dumps(spec, sort_keys=True),
                                        "q": seq})
                            for name, (seq, spec) in self.shared_routes.records.items())
-            d = self._call("restore", [self.epoch, _new_epoch(), repr(now),
+            d = self._call("restore", [self.updater.epoch, _new_epoch(), repr(now),
                                        repr(self.ttl)] + records, "a restore")
             d.addCallback(self._restored, len(records))
             d.addCallback(snapshot)
@@ -416,17 +412,10 @@ class RedisRegistry(MemoryRegistry):
         self._syncing = d
         return d
 
-    def _epoch_is(self, epoch):
-        """Redis has another epoch (it lost its data): its versions started
-        again, so the replica's versions of the old one mean nothing."""
-        if epoch != self.epoch:
-            self._versions = {}
-            self.epoch = epoch
-
     def _restored(self, reply, held):
         message, epoch, lost = reply
         self._held = False
-        self._epoch_is(epoch)
+        self.updater.epoch_is(epoch)
         self.apply(message)
         if int(lost):
             log.warn("registry: Redis at {address} had lost its data; put back the "
@@ -435,40 +424,8 @@ class RedisRegistry(MemoryRegistry):
 
     def _snapshot(self, reply):
         version, epoch, peers, groups, routes = reply
-        version = int(version)
-        self._epoch_is(epoch)
         self._held = False
-        seen = set()
-        for member, raw in zip(peers[::2], peers[1::2]):
-            rec = json.loads(raw)
-            seen.add(("p", member))
-            self._apply_change("p", member, rec, rec.get("v", 0))
-        for name, raw in zip(groups[::2], groups[1::2]):
-            rec = json.loads(raw)
-            if "r" in rec:
-                seen.add(("g", name))
-                self._apply_change("g", name, {"r": rec["r"]}, rec.get("v", 0))
-        for name, raw in zip(routes[::2], routes[1::2]):
-            rec = json.loads(raw)
-            seen.add(("r", name))
-            self._apply_change("r", name, rec, rec.get("v", 0))
-        # what the replica has that Redis no longer does, unless it changed later
-        for group in list(self._groups.values()):
-            for peer in list(group.peers.values()):
-                member = _member(group.name, peer.host, peer.port)
-                if not peer.static and ("p", member) not in seen:
-                    self._apply_change("p", member, False, version, absent=True)
-        for member in list(self._shadow):
-            if ("p", _member(*member)) not in seen:
-                self._apply_change("p", _member(*member), False, version, absent=True)
-        for name in list(self._remote_routable):
-            if ("g", name) not in seen:
-                self._apply_change("g", name, False, version, absent=True)
-        for name in list(self.shared_routes.records):
-            if ("r", name) not in seen:
-                self._apply_change("r", name, False, version, absent=True)
-        self._versions = dict((k, v) for k, v in self._versions.items() if v > version)
-        self.shared_routes.changed()
+        self.updater.snapshot(int(version), epoch, peers, groups, routes)
         if not self.up:
             if self._logged_down:
                 log.info("registry: Redis at {address} answers again: {peers} "
@@ -496,98 +453,7 @@ class RedisRegistry(MemoryRegistry):
         Apply a published change (the JSON text a script publishes) to the
         replica; return the peers it removed.
         """
-        if not message:
-            return []
-        msg = json.loads(message)
-        removed = []
-        routes = False
-        for kind, key, rec, version in msg["c"]:
-            gone = self._apply_change(kind, key, rec, version)
-            if gone is not None:
-                removed.append(gone)
-            routes = routes or kind == "r"
-        if routes:
-            self.shared_routes.changed()
-        return removed
-
-    def _apply_change(self, kind, key, rec, version, absent=False):
-        """One change, if newer than what the replica holds for ``key``
-        (``absent``: the key is missing from a snapshot at ``version``).
-        Returns the peer it removed, if any."""
-        held = self._versions.get((kind, key), 0)
-        if version <= held if not absent else version < held:
-            return None
-        if not absent:
-            self._versions[(kind, key)] = version
-        if kind == "p":
-            return self._apply_peer(key, rec)
-        if kind == "g":
-            self._apply_routable(key, rec)
-        elif kind == "r":
-            self.shared_routes.apply(key, rec)
-        return None
-
-    def _apply_peer(self, member, rec):
-        group, host, port = _unmember(member)
-        g = self._groups.get(group)
-        peer = g.peers.get((host, port)) if g is not None else None
-        if peer is not None and peer.static:
-            if rec:
-                self._shadow[(group, host, port)] = rec
-            else:
-                self._shadow.pop((group, host, port), None)
-            return None
-        if not rec:
-            if peer is not None:
-                self._remove(peer)
-            return peer
-        if peer is not None and peer.created_time != rec["c"]:
-            # a new registration in the place of an expired one
-            self._remove(peer)
-            peer = None
-        if peer is None:
-            self._add_record(rec)
-            return None
-        lower = rec["x"] < peer.expires_at
-        peer.last_heartbeat = rec["hb"]
-        peer.expires_at = rec["x"]
-        if lower:
-            peer.group._removed(peer)  # recomputes the group's latest expiry
-        else:
-            peer.group._added(peer)
-        self._set_weight(peer, rec["w"], rec["m"])
-        return None
-
-    def _add_record(self, rec):
-        g = self._group(rec["g"])
-        self._apply_remote_routable(g)
-        peer = Peer(g, rec["h"], int(rec["p"]), rec["w"], now=rec["c"], ttl=self.ttl,
-                    notify=self._load_listeners)
-        peer.max_conns = rec["m"] or 0
-        peer.last_heartbeat = rec["hb"]
-        peer.expires_at = rec["x"]
-        g.peers[peer.key] = peer
-        g._added(peer)
-        for listener in self._listeners:
-            listener.peer_added(peer)
-        return peer
-
-    def _apply_routable(self, name, rec):
-        if rec:
-            self._remote_routable[name] = rec["r"]
-        else:
-            self._remote_routable.pop(name, None)
-        group = self._groups.get(name)
-        if group is not None:
-            self._apply_remote_routable(group)
-
-    def _apply_remote_routable(self, group):
-        # when the shared value goes (the group has no registration left in
-        # Redis) a group this instance keeps (static peers) keeps its value,
-        # as in memory, until a reload sets the configuration's again
-        remote = self._remote_routable.get(group.name)
-        if remote is not None:
-            group.routable = remote
+        return self.updater.apply(message)
 
     # -- IRegistry ----------------------------------------------------------------------
 
@@ -595,14 +461,14 @@ class RedisRegistry(MemoryRegistry):
         g = self._groups.get(group)
         old = g.peers.get((host, port)) if g is not None else None
         if old is not None and not old.static:
-            self._shadow[(group, host, port)] = _record(old)
+            self.updater.shadow[(group, host, port)] = _record(old)
         return MemoryRegistry.add_static(self, group, host, port, weight, max_conns)
 
     def remove_static(self, group, host, port):
         peer = MemoryRegistry.remove_static(self, group, host, port)
-        rec = self._shadow.pop((group, host, port), None)
+        rec = self.updater.shadow.pop((group, host, port), None)
         if peer is not None and rec is not None:
-            self._add_record(rec)
+            self.updater.add_record(rec)
         return peer
 
     def register(self, group, host, port, weight=None, max_conns=None, routable=None):
