@@ -135,6 +135,8 @@ class RedisRegistry(MemoryRegistry):
     :param reactor: the reactor that connects to Redis and times its
         answers (default: ``clock``).
     :ivar up: whether Redis answers (writes are refused while not).
+    :ivar connected: whether the command pool holds a connection (losing the
+        last one is Redis away, at once).
     :ivar shared_routes: the :class:`SharedRoutes` the ``routes`` plugin keeps its
         ``/routes`` changes in.
     """
@@ -160,8 +162,6 @@ class RedisRegistry(MemoryRegistry):
         self.resync_interval = settings.get("resync_interval", 30)
         self.hold_for = self.ttl + settings.get("cleanup_interval", 10)
         self.up = False
-        #: whether the command pool holds a connection (writes are refused
-        #: at once while it holds none, not queued until it reconnects)
         self.connected = False
         self.shared_routes = SharedRoutes(self)
         #: what applies Redis's snapshots and changes to the replica
