@@ -225,7 +225,27 @@ def _straight(kind, count, names=(), then="", end=None):
 
 
 def _compile(source, kind, impls, *names):
-    """Run ``source`` (from :func:`_straight`) and make its walk."""
+    """Run ``source`` (from :func:`_straight`) and make its walk.
+
+    The ``make`` function of each distinct source is compiled once per
+    process (:data:`_MAKERS`): the walks differ by their implementations,
+    which ``make`` takes as arguments, and a gateway built again (a reload,
+    a test's harness) mostly asks for the sources made before.
+    """
+    make = _MAKERS.get((kind, source))
+    if make is None:
+        make = _make_maker(source, kind)
+        if len(_MAKERS) < 1024:
+            _MAKERS[kind, source] = make
+    return make(impls, *(names + tuple(impls)))
+
+
+#: ``{(kind, source): its make function}`` (see :func:`_compile`)
+_MAKERS = {}
+
+
+def _make_maker(source, kind):
+    """Compile ``source`` and return its ``make`` function."""
     namespace = {"Response": Response, "_awaitable": _awaitable,
                  "_PLAIN_TYPES": _PLAIN_TYPES, "_is_response": _is_response,
                  "_log_failed": _log_failed, "_log_awaited": _log_awaited,
@@ -235,7 +255,7 @@ def _compile(source, kind, impls, *names):
                  "_resume_filter_chunk": _resume_filter_chunk,
                  "_resume_after_rewrite": _resume_after_rewrite}
     exec(compile(source, "<tproxy.phases: %s walk>" % kind, "exec"), namespace)
-    return namespace["make"](impls, *(names + tuple(impls)))
+    return namespace["make"]
 
 
 def _walker(kind, impls, unroll):
