@@ -259,11 +259,15 @@ class _PluginManager(pluggy.PluginManager):
     pluggy's manager, which does not look at an object's dunder attributes
     for hook implementations (no hook is named ``__x__``): a plugin instance
     has some thirty of them, and each look costs microseconds at every
-    start, reload and test harness.
+    start, reload and test harness.  Nor does it ask pluggy (whose look is
+    ``inspect.getattr_static``, ~10 microseconds) about an instance's other
+    attributes that :func:`_not_hookimpl` tells apart at once.
     """
 
     def parse_hookimpl_opts(self, plugin, name):
         if name[:2] == "__" and name[-2:] == "__":
+            return None
+        if _not_hookimpl(plugin, name):
             return None
         return pluggy.PluginManager.parse_hookimpl_opts(self, plugin, name)
 
@@ -275,6 +279,42 @@ class _PluginManager(pluggy.PluginManager):
 
 
 _CPYTHON = sys.implementation.name == "cpython"
+
+#: the attribute pluggy's ``HookimplMarker("tproxy")`` puts on a function
+_MARKER = ENTRY_POINT_GROUP + "_impl"
+_ABSENT = object()
+
+
+def _not_hookimpl(plugin, name):
+    """
+    Whether the attribute ``name`` of the plugin instance ``plugin`` is
+    certainly not a hook implementation, found as pluggy finds it (without
+    running descriptors): not the instance's own, and in its class (or a base
+    class) a function, ``staticmethod`` or ``classmethod`` without tproxy's
+    marker, or a plain value (no ``__get__``, not callable).  Anything else
+    (a module or class plugin, a marked function, a slot, a bound method
+    stored on the class, another descriptor) is left to pluggy.
+    """
+    if isinstance(plugin, (type, types.ModuleType)):
+        return False
+    try:
+        own = object.__getattribute__(plugin, "__dict__")
+    except AttributeError:
+        return False
+    if name in own:
+        return False
+    for klass in type(plugin).__mro__:
+        value = klass.__dict__.get(name, _ABSENT)
+        if value is not _ABSENT:
+            break
+    else:
+        return False
+    if isinstance(value, types.FunctionType):
+        return getattr(value, _MARKER, None) is None
+    if isinstance(value, (staticmethod, classmethod)):
+        return (getattr(value, _MARKER, None) is None
+                and getattr(value.__func__, _MARKER, None) is None)
+    return not callable(value) and not hasattr(type(value), "__get__")
 
 
 def _own_dict(plugin):
