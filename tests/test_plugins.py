@@ -9,7 +9,7 @@ import sys
 import pluggy
 from twisted.trial.unittest import SkipTest, TestCase
 
-from tproxy import plugins
+from tproxy import hookimpl, plugins
 from tproxy.config import DEFAULT_PLUGINS, ConfigError, validate_config
 from tproxy.plugins import BUILTINS, build_plugin_manager, describe_phases
 
@@ -136,6 +136,62 @@ class InstanceDictTests(TestCase):
         for name in DEFAULT_PLUGINS:
             attributes = vars(pm.get_plugin(name))
             self.assertEqual(sys.getsizeof(attributes), sys.getsizeof(dict(attributes)), name)
+
+
+class _Kinds(object):
+    """An attribute of each kind the plugin manager's quick look sorts."""
+
+    __slots__ = ("slot", "__dict__")
+    constant = 3
+    unmarked_static = staticmethod(lambda: None)
+    unmarked_class = classmethod(lambda cls: None)
+
+    @hookimpl
+    def rewrite(self, ctx):
+        pass
+
+    @staticmethod
+    @hookimpl
+    def access(ctx):
+        pass
+
+    @hookimpl
+    @classmethod
+    def log(cls, ctx):
+        pass
+
+    @property
+    def prop(self):
+        raise AssertionError("pluggy never runs a property")
+
+    def helper(self):
+        pass
+
+
+class QuickLookTests(TestCase):
+    """The plugin manager's quick answer 'not a hook implementation'
+    (``tproxy.plugins._not_hookimpl``) agrees with pluggy's own look."""
+
+    def test_sameAnswers(self):
+        plugin = _Kinds()
+        plugin.slot = hookimpl(lambda ctx: None)
+        plugin.helper_of_instance = hookimpl(lambda ctx: None)
+        pm = build_plugin_manager(validate_config({"plugins": []}), entry_points=[])
+        pluggys = pluggy.PluginManager(plugins.ENTRY_POINT_GROUP)
+        quick = []
+        for name in dir(plugin):
+            if name.startswith("__"):
+                continue
+            self.assertEqual(pm.parse_hookimpl_opts(plugin, name),
+                             pluggys.parse_hookimpl_opts(plugin, name), name)
+            if plugins._not_hookimpl(plugin, name):
+                quick.append(name)
+        self.assertEqual(sorted(quick), ["constant", "helper", "unmarked_class",
+                                         "unmarked_static"])
+        pm.register(plugin, "kinds")
+        self.assertEqual(sorted(impl.function.__name__ for hook in ("rewrite", "access", "log")
+                                for impl in getattr(pm.hook, hook).get_hookimpls()),
+                         ["access", "log", "rewrite"])
 
 
 class OrderTests(TestCase):
