@@ -23,6 +23,7 @@ from tproxy.config import load_config, validate_config
 from tproxy.plugins import BUILTINS, tproxy_entry_points
 from tproxy.tap import Options, makeService
 
+from tests import zygote
 from tests.test_config import DEFAULTS
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -317,11 +318,19 @@ class CommandLineTests(TestCase):
 
     def start(self, *args, **environ):
         """Start ``twistd ARGS`` (``environ``: changes to the environment,
-        ``None`` to remove a variable)."""
+        ``None`` to remove a variable), forked by the tests' fork server
+        (:mod:`tests.zygote`; a real ``python`` in :meth:`test_check`)."""
+        cwd = os.path.abspath(self.mktemp())
+        os.makedirs(cwd)
+        return zygote.start(args, cwd, python_environ(**environ))
+
+    def start_real(self, *args):
+        """Start ``python -c TWISTD ARGS``: the command as a user types it,
+        a Python of its own."""
         cwd = os.path.abspath(self.mktemp())
         os.makedirs(cwd)
         return subprocess.Popen(
-            [sys.executable, "-c", TWISTD] + list(args), cwd=cwd, env=python_environ(**environ),
+            [sys.executable, "-c", TWISTD] + list(args), cwd=cwd, env=python_environ(),
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
     def result(self, process):
@@ -371,9 +380,11 @@ class CommandLineTests(TestCase):
         """``--check`` (``-t``) validates and exits, as ``nginx -t`` (an
         invalid file with ``-t``: :meth:`OptionsTests.test_check_invalid`;
         the one line and exit status of a configuration error:
-        :meth:`test_bad_config`)."""
+        :meth:`test_bad_config`).  A real ``python -c TWISTD``, not
+        forked: the command as a user types it."""
         path = write_json(self, {"listen": "tcp:1"})
-        code, output = self.twistd("-n", "--pidfile=", "tproxy", "--check", "-c", path)
+        code, output = self.result(self.start_real("-n", "--pidfile=", "tproxy", "--check",
+                                                   "-c", path))
         self.assertEqual((code, output), (0, path + ": the configuration is valid\n"))
 
     def test_fast_reactor_by_default(self):
@@ -408,19 +419,17 @@ class CommandLineTests(TestCase):
 
 class TwistdProcess(object):
     """
-    A real ``twistd -n tproxy -c conf`` (from the source tree), its output
-    read line by line; killed after 60 s (a hung process fails the test)
-    and terminated in ``case``'s cleanup.
+    A ``twistd -n tproxy -c conf`` process (from the source tree, forked by
+    the tests' fork server: :mod:`tests.zygote`), its output read line by
+    line; killed after 60 s (a hung process fails the test) and terminated
+    in ``case``'s cleanup.
     """
 
     def __init__(self, case, conf, cwd):
-        env = python_environ()
         self.case = case
         self.output = []
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "tproxy", "-c", conf],
-            cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT)
+        self.proc = zygote.start(["-n", "--pidfile=", "tproxy", "-c", conf], cwd,
+                                 python_environ())
         watchdog = threading.Timer(60, self.proc.kill)
         watchdog.start()
         case.addCleanup(watchdog.cancel)
