@@ -176,17 +176,19 @@ class QuickLookTests(TestCase):
         plugin = _Kinds()
         plugin.slot = hookimpl(lambda ctx: None)
         plugin.helper_of_instance = hookimpl(lambda ctx: None)
+        plugin.settings = {}
         pm = build_plugin_manager(validate_config({"plugins": []}), entry_points=[])
         pluggys = pluggy.PluginManager(plugins.ENTRY_POINT_GROUP)
         quick = []
-        for name in dir(plugin):
-            if name.startswith("__"):
-                continue
-            self.assertEqual(pm.parse_hookimpl_opts(plugin, name),
-                             pluggys.parse_hookimpl_opts(plugin, name), name)
-            if plugins._not_hookimpl(plugin, name):
-                quick.append(name)
-        self.assertEqual(sorted(quick), ["constant", "helper", "unmarked_class",
+        for obj in (plugin, plugins_for_tests, plugin_with_class):
+            for name in dir(obj):
+                if name.startswith("__"):
+                    continue
+                self.assertEqual(pm.parse_hookimpl_opts(obj, name),
+                                 pluggys.parse_hookimpl_opts(obj, name), name)
+                if obj is plugin and plugins._not_hookimpl(plugin, name):
+                    quick.append(name)
+        self.assertEqual(sorted(quick), ["constant", "helper", "settings", "unmarked_class",
                                          "unmarked_static"])
         pm.register(plugin, "kinds")
         self.assertEqual(sorted(impl.function.__name__ for hook in ("rewrite", "access", "log")

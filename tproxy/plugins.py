@@ -287,33 +287,44 @@ _ABSENT = object()
 
 def _not_hookimpl(plugin, name):
     """
-    Whether the attribute ``name`` of the plugin instance ``plugin`` is
-    certainly not a hook implementation, found as pluggy finds it (without
-    running descriptors): not the instance's own, and in its class (or a base
-    class) a function, ``staticmethod`` or ``classmethod`` without tproxy's
-    marker, or a plain value (no ``__get__``, not callable).  Anything else
-    (a module or class plugin, a marked function, a slot, a bound method
-    stored on the class, another descriptor) is left to pluggy.
+    Whether the attribute ``name`` of the plugin ``plugin`` (a module or an
+    instance) is certainly not a hook implementation, found as pluggy finds
+    it (without running descriptors): a function without tproxy's marker; in
+    a module, anything but a function, a bound method, a ``staticmethod`` or
+    a ``classmethod``; a value of an instance's own that is neither a
+    function nor a bound method; in an instance's class (or a base class), a
+    ``staticmethod`` or ``classmethod`` without the marker, or a plain value
+    (no ``__get__``, not callable).  Anything else (a class plugin, a marked
+    function, a slot, a bound method, another descriptor) is left to
+    pluggy.
     """
-    if isinstance(plugin, (type, types.ModuleType)):
+    if isinstance(plugin, types.ModuleType):
+        value = plugin.__dict__.get(name, _ABSENT)
+        if isinstance(value, types.FunctionType):
+            return getattr(value, _MARKER, None) is None
+        return value is not _ABSENT and not isinstance(
+            value, (types.MethodType, staticmethod, classmethod))
+    if isinstance(plugin, type):
         return False
-    try:
-        own = object.__getattribute__(plugin, "__dict__")
-    except AttributeError:
-        return False
-    if name in own:
-        return False
-    for klass in type(plugin).__mro__:
-        value = klass.__dict__.get(name, _ABSENT)
-        if value is not _ABSENT:
-            break
     else:
-        return False
+        try:
+            own = object.__getattribute__(plugin, "__dict__")
+        except AttributeError:
+            return False
+        value = own.get(name, _ABSENT) if type(own) is dict else _ABSENT
+        if value is not _ABSENT:
+            return not isinstance(value, (types.FunctionType, types.MethodType))
+        for klass in type(plugin).__mro__:
+            value = klass.__dict__.get(name, _ABSENT)
+            if value is not _ABSENT:
+                break
+        else:
+            return False
+        if isinstance(value, (staticmethod, classmethod)):
+            return (getattr(value, _MARKER, None) is None
+                    and getattr(value.__func__, _MARKER, None) is None)
     if isinstance(value, types.FunctionType):
         return getattr(value, _MARKER, None) is None
-    if isinstance(value, (staticmethod, classmethod)):
-        return (getattr(value, _MARKER, None) is None
-                and getattr(value.__func__, _MARKER, None) is None)
     return not callable(value) and not hasattr(type(value), "__get__")
 
 
