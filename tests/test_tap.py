@@ -307,6 +307,25 @@ class ServiceTests(TestCase):
         self.assertIs(service.gateway.plugins, o.plugin_manager)
 
 
+class ForkServerTests(TestCase):
+    """Which starts the tests' fork server (:mod:`tests.zygote`) takes: an
+    environment that differs from its own only in ``TPROXY_REACTOR`` (read
+    when tproxy starts, not when it is imported)."""
+
+    def test_environment(self):
+        env = python_environ()
+        if zygote._server(env) is None:
+            raise self.skipTest("no fork server here")
+        self.assertIsNotNone(zygote._server(python_environ(TPROXY_REACTOR="default")))
+        self.assertIsNotNone(zygote._server(python_environ(TPROXY_REACTOR=None)))
+        for changed in ({"TPROXY_PARSER": "python"}, {"TPROXY_PARSER": None},
+                        {"PYTHONPATH": None}, {"ANOTHER": "1"}):
+            name, value = next(iter(changed.items()))
+            if env.get(name) == value:
+                continue
+            self.assertIsNone(zygote._server(python_environ(**changed)), changed)
+
+
 class CommandLineTests(TestCase):
     """
     What a user of ``twistd tproxy`` sees, in a real process: the drop-in
