@@ -415,22 +415,32 @@ class WorkersTests(TestCase):
         failures = []
         answered = []
         done = threading.Event()
+        # (the load thread tells of each answer: the test waits for them
+        # without spinning, which took a core from the processes it waits for)
+        progress = threading.Condition()
 
         def load():
             while not done.is_set():
                 status = _try(box.proxy, "/during")
-                (answered if status == 200 else failures).append(status)
+                with progress:
+                    (answered if status == 200 else failures).append(status)
+                    progress.notify_all()
+
+        def wait_for(predicate, what):
+            with progress:
+                if not progress.wait_for(predicate, BOUND):
+                    raise AssertionError("gave up waiting for " + what)
         client = threading.Thread(target=load)
         client.start()
         self.addCleanup(client.join)
         self.addCleanup(done.set)
-        wait_until(lambda: len(answered) >= 5 or failures, "requests before the reload")
+        wait_for(lambda: len(answered) >= 5 or failures, "requests before the reload")
         with open(box.path, "w") as f:
             json.dump(dict(box.config, proxy={"keepalive_requests": 100}), f)
         box.proc.send_signal(signal.SIGHUP)
         box.proc.read_until("reloaded: 2 new worker(s) serve")
         before = len(answered)
-        wait_until(lambda: len(answered) >= before + 5 or failures, "requests after it")
+        wait_for(lambda: len(answered) >= before + 5 or failures, "requests after it")
         box.proc.read_until("ended (exit status 0)")
         box.proc.read_until("ended (exit status 0)")
         done.set()
