@@ -16,18 +16,22 @@ Not forked (a real ``python`` started instead, :func:`start`): a start
 whose environment differs from the fork server's in anything but
 ``TPROXY_REACTOR`` (which tproxy reads when it starts, not when its modules
 are imported, as ``TPROXY_PARSER`` is), and any start when the fork server
-cannot run.  ``tests.test_tap.CommandLineTests`` starts real processes (the
-command as a user types it).
+cannot run.  ``tests.test_tap.CommandLineTests.test_check`` starts a real
+one (the command as a user types it).
 
-One fork server per test process, started at its first fork and ended when
-the test process ends (its standard input closes).  The protocol, on a UNIX
-``SOCK_SEQPACKET`` socket: a connection per start; the test sends one JSON
-message (``argv``, ``env``, ``cwd``) with the child's standard input, output
-and error (``SCM_RIGHTS``); the server answers ``{"pid": N}`` once forked,
+One fork server per test run (the workers of a ``trial -jN`` share it: see
+:class:`_Server`), started at the run's first fork, on a UNIX
+``SOCK_SEQPACKET`` socket in ``$TMPDIR/tproxy-zygote-UID/``.  A test process
+joins it with a connection that says ``{"member": true}`` and stays open;
+for a start it sends, on a connection of its own, one JSON message
+(``argv``, ``env``, ``cwd``) with the child's standard input, output and
+error (``SCM_RIGHTS``); the server answers ``{"pid": N}`` once forked,
 then ``{"status": S}`` (``waitpid``'s) when the child has ended.
 """
 
 import atexit
+import fcntl
+import hashlib
 import json
 import os
 import select
@@ -70,8 +74,9 @@ BOUND = 60.0
 
 def serve(path):
     """The fork server's loop, listening on the UNIX socket ``path``; ends
-    when its standard input closes (the test process is gone).  A forked
-    child returns from here to run ``twistd`` (:func:`_become`)."""
+    once its standard input is closed (the test process that started it is
+    gone) and no test process is a member any more.  A forked child returns
+    from here to run ``twistd`` (:func:`_become`)."""
     import gc
     import importlib
     for name in PRELOAD:
@@ -81,6 +86,7 @@ def serve(path):
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     listener.bind(path)
     listener.listen(16)
+    inode = os.stat(path).st_ino
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
@@ -90,27 +96,38 @@ def serve(path):
         gc.freeze()
     os.write(1, b"ready\n")
     children = {}
-    while True:
+    members = set()
+    started_by = [0]
+    while started_by or members:
         try:
-            ready = select.select([listener, wake_r, 0], [], [])[0]
+            ready = select.select([listener, wake_r] + started_by + list(members), [], [])[0]
         except InterruptedError:
             continue
         if 0 in ready and not os.read(0, 4096):
-            return None
+            started_by = []
+        for member in members.intersection(ready):
+            members.discard(member)
+            member.close()
         if wake_r in ready:
             os.read(wake_r, 4096)
             _reap(children)
         if listener in ready:
             conn = listener.accept()[0]
             request, fds = _receive(conn)
-            if request is None:
+            if request is None or (not request.get("member") and len(fds) != 3):
+                for fd in fds:
+                    os.close(fd)
                 conn.close()
+                continue
+            if request.get("member"):
+                members.add(conn)
+                _send(conn, {"member": True})
                 continue
             pid = os.fork()
             if pid == 0:
                 signal.set_wakeup_fd(-1)
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                for sock in [listener, conn] + list(children.values()):
+                for sock in [listener, conn] + list(children.values()) + list(members):
                     sock.close()
                 os.close(wake_r)
                 os.close(wake_w)
@@ -119,19 +136,25 @@ def serve(path):
                 os.close(fd)
             children[pid] = conn
             _send(conn, {"pid": pid})
+    # (a test process that finds the path gone, or this socket closed,
+    # starts another fork server)
+    try:
+        if os.stat(path).st_ino == inode:
+            os.unlink(path)
+    except OSError:
+        pass
+    return None
 
 
 def _receive(conn):
     try:
         message, fds, _, _ = socket.recv_fds(conn, 1 << 20, 3)
-        request = json.loads(message.decode("utf-8"))
-    except (OSError, ValueError):
+    except OSError:
         return None, []
-    if len(fds) != 3:
-        for fd in fds:
-            os.close(fd)
-        return None, []
-    return request, fds
+    try:
+        return json.loads(message.decode("utf-8")), fds
+    except ValueError:
+        return None, fds
 
 
 def _send(conn, obj):
@@ -243,30 +266,81 @@ class ForkedProcess(object):
 
 
 class _Server(object):
-    """The test process's fork server (started by :func:`_server`)."""
+    """
+    The fork server of this test run (started by :func:`_server`): the
+    workers of one ``trial -jN`` share one (its socket is named after the
+    run's manager, trial's command, the source tree and the environment);
+    the first to need it starts it, under a lock, and waits for it to end
+    when it ends itself (its other members gone), so that its CPU counts
+    in the run's.  A member holds a connection to it for as long as it
+    lives.
+    """
 
     def __init__(self, env):
         self.env = env
-        self.directory = tempfile.mkdtemp(prefix="tproxy-zygote-")
-        self.path = os.path.join(self.directory, "socket")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", "import runpy; runpy.run_path(%r, run_name='__main__')"
-             % os.path.abspath(__file__), self.path],
-            cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        self.proc = None
+        self.member = None
+        run = os.getppid() if "workertrial" in os.path.basename(sys.argv[0]) else os.getpid()
+        key = hashlib.sha1(repr((run, sys.executable, ROOT, sorted(
+            (k, v) for k, v in env.items() if k not in RUNTIME_VARIABLES))).encode(
+            "utf-8")).hexdigest()[:16]
+        directory = os.path.join(tempfile.gettempdir(), "tproxy-zygote-%d" % os.getuid())
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        mode = os.stat(directory)
+        if mode.st_uid != os.getuid() or mode.st_mode & 0o077:
+            raise RuntimeError("%s is not this user's alone" % directory)
+        self.path = os.path.join(directory, key)
         atexit.register(self.stop)
-        if self.proc.stdout.readline() != b"ready\n":
-            self.stop()
-            raise RuntimeError("the fork server did not start")
+        with open(self.path + ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self.member = self._join()
+            if self.member is None:
+                try:
+                    os.unlink(self.path)
+                except OSError:
+                    pass
+                self.proc = subprocess.Popen(
+                    [sys.executable, "-c", "import runpy; runpy.run_path(%r, run_name="
+                     "'__main__')" % os.path.abspath(__file__), self.path],
+                    cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+                if self.proc.stdout.readline() == b"ready\n":
+                    self.member = self._join()
+                if self.member is None:
+                    self.stop()
+                    raise RuntimeError("the fork server did not start")
 
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.stdin.close()
-            self.proc.wait()
+    def _join(self):
+        """A member's connection to the fork server at :attr:`path`, or
+        ``None`` (none there)."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            os.unlink(self.path)
-            os.rmdir(self.directory)
+            sock.connect(self.path)
+            sock.send(json.dumps({"member": True}).encode("utf-8"))
+            if select.select([sock], [], [], BOUND)[0] and sock.recv(4096):
+                return sock
         except OSError:
             pass
+        sock.close()
+        return None
+
+    def alive(self):
+        """Whether the fork server is there (its member connection has
+        nothing to read: no end)."""
+        return self.member is not None and not select.select([self.member], [], [], 0)[0]
+
+    def stop(self):
+        if self.member is not None:
+            self.member.close()
+            self.member = None
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.stdin.close()
+                self.proc.wait()
+            self.proc = None
+            try:
+                os.unlink(self.path + ".lock")   # (the run's other members are gone)
+            except OSError:
+                pass
 
     def fork(self, argv, cwd, env):
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -298,7 +372,7 @@ def _server(env):
             except Exception:
                 _SERVER.append(None)
         server = _SERVER[0]
-    if server is None or server.proc.poll() is not None:
+    if server is None or not server.alive():
         return None
     ignored = set(RUNTIME_VARIABLES)
     if ({k: v for k, v in env.items() if k not in ignored}

@@ -13,8 +13,11 @@ the start and the end of each test recorded where the manager hands the
 test to a worker and gets its result; a worker's CPU (``utime + stime``)
 and its waited-for children's (``cutime + cstime``) are read from
 ``/proc/PID/stat`` at both points.  Linux, standard library and Twisted
-only.  On a shared machine compare CPU, not wall, between runs, and give
-the load average with any wall time.
+only.  (The twistd processes forked by the tests' fork server,
+``tests/zygote.py``, are the fork server's children: their CPU is in no
+test's line; it reaches the worker that started the fork server when the
+fork server ends, after the last test.)  On a shared machine compare CPU,
+not wall, between runs, and give the load average with any wall time.
 """
 
 import argparse

@@ -12,7 +12,10 @@ Usage (from the checkout, in the venv)::
 starting, and, on a loaded machine, the time this process waited for a core
 (compare CPU, not wall, between runs on a shared machine).  The whole run's
 garbage collection time is printed too.  Sequential runs only (``-j`` runs
-the tests in other processes).  Standard library and Twisted only.
+the tests in other processes).  Standard library and Twisted only.  The
+twistd processes forked by the tests' fork server (``tests/zygote.py``) are
+its children, not this process's: their CPU is in no test's line (it is in
+the run's total once the fork server has ended).
 """
 
 import argparse
