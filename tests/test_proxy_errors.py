@@ -672,6 +672,46 @@ class MalformedRequestTests(Case):
         self.assertEqual(up.received, b"")
         self.assertEqual(h.contexts, [])
 
+    def test_invalidHost(self):
+        """A Host that is not one authority (whitespace, a path, userinfo,
+        a backslash, ``..``, no host before the port): 400, as nginx (RFC
+        9112 3.2); it would reach the upstream as it is."""
+        for host in (b"a b", b"x/y", b"u@x", b"x\\y", b"..", b"a..b", b":80", b"x, y",
+                     b"x:8o", b"x\x80"):
+            resp = self.assertRejected(b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+            self.assertEqual(resp.json()["error"], "invalid Host", host)
+
+    def test_validHosts(self):
+        """Host values that are valid authorities go upstream as they are."""
+        hosts = [b"x", b"X.Example", b"x.", b"x:8080", b"x:", b"a_b-c~d", b"[::1]:80",
+                 b"10.0.0.1", b"xn--p1ai", b"x \t"]
+        h, up = harness()
+        conn = h.connect()
+        for host in hosts:
+            conn.send(b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+        self.assertEqual(statuses(conn), [200] * len(hosts))
+        self.assertEqual([r.header("Host") for r in up.requests],
+                         [v.strip().decode() for v in hosts])
+
+    def test_absoluteFormBadAuthority(self):
+        """An absolute-form target whose authority is empty or has userinfo:
+        400, as nginx (it would replace the Host field)."""
+        for target in (b"http:///x", b"http://u@other/x", b"http://u:p@other/x",
+                       b"http://a b/x", b"http://?q=1"):
+            self.assertRejected(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+
+    def test_hugeLength(self):
+        """A Content-Length past 2**63 - 1 (httptools reads up to 2**64 - 1;
+        forwarded, it would overflow a signed 64-bit length upstream): 400,
+        as nginx and tproxy's own parser."""
+        self.assertRejected(b"POST / HTTP/1.1\r\nHost: x\r\n"
+                            b"Content-Length: 9223372036854775808\r\n\r\nabc")
+        h, up = harness()
+        conn = h.connect()
+        conn.send(b"POST / HTTP/1.1\r\nHost: x\r\n"
+                  b"Content-Length: 9223372036854775807\r\n\r\nabc")
+        self.assertEqual((conn.responses, conn.closed), ([], False))
+
     def test_badAfterGood(self):
         """A malformed request pipelined after a good one: the good one is
         answered, the bad one never forwarded, and the connection closed."""
