@@ -580,8 +580,11 @@ class MalformedRequestTests(Case):
         self.assertRejected(b"GET foo HTTP/1.1\r\nHost: x\r\n\r\n")
 
     def test_badVersion(self):
-        """An unknown HTTP version."""
-        self.assertRejected(b"GET / HTTP/7.1\r\nHost: x\r\n\r\n")
+        """An unknown HTTP version: 505, as nginx (also a minor version
+        above 1.1, which neither parser reads)."""
+        self.assertRejected(b"GET / HTTP/7.1\r\nHost: x\r\n\r\n", 505)
+        self.assertRejected(b"GET / HTTP/3.0\r\nHost: x\r\n\r\n", 505)
+        self.assertRejected(b"GET / HTTP/1.2\r\nHost: x\r\n\r\n", 505)
 
     def test_controlCharInValue(self):
         """A NUL byte in a header value."""
@@ -711,6 +714,15 @@ class MalformedRequestTests(Case):
         conn.send(b"POST / HTTP/1.1\r\nHost: x\r\n"
                   b"Content-Length: 9223372036854775807\r\n\r\nabc")
         self.assertEqual((conn.responses, conn.closed), ([], False))
+
+    def test_garbageAfterGood(self):
+        """Bytes that cannot start a request after a good one in the same
+        read: 400 (not the 501 of an unknown method)."""
+        h, up = harness()
+        conn = h.connect()
+        conn.send(request("GET", "/ok") + b"\x00")
+        self.assertTrue(conn.closed)
+        self.assertEqual(statuses(conn), [200, 400])
 
     def test_badAfterGood(self):
         """A malformed request pipelined after a good one: the good one is

@@ -94,11 +94,15 @@ class RequestReader(object):
                 self._bad_request(cause.status, cause.message)
             elif isinstance(cause, Closing):
                 self.linger = True
-            elif (isinstance(e, HttpParserInvalidMethodError) and METHOD_TOKEN.match(data)
-                    and not data.startswith(b"PRI ")):
+            elif (isinstance(e, HttpParserInvalidMethodError) and self.heads == heads
+                    and METHOD_TOKEN.match(data) and not data.startswith(b"PRI ")):
                 # a method token the parser does not know (as an origin
-                # server would, RFC 9110 9.1)
+                # server would, RFC 9110 9.1; data starts with it: no
+                # request ended in this read)
                 self._bad_request(501, "method not implemented")
+            elif e.args and e.args[0] == "Invalid HTTP version":
+                # HTTP/1.2, HTTP/3.0 ... (both parsers' message): as nginx
+                self._bad_request(505, "HTTP version not supported")
             else:
                 self._bad_request(400, "malformed request")
         else:
