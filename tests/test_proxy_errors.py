@@ -585,6 +585,14 @@ class MalformedRequestTests(Case):
         self.assertRejected(b"GET / HTTP/7.1\r\nHost: x\r\n\r\n", 505)
         self.assertRejected(b"GET / HTTP/3.0\r\nHost: x\r\n\r\n", 505)
         self.assertRejected(b"GET / HTTP/1.2\r\nHost: x\r\n\r\n", 505)
+        self.assertRejected(b"GET / HTTP/01.1\r\nHost: x\r\n\r\n", 400)
+
+    def test_unknownCoding(self):
+        """A transfer coding alone, not chunked: 501 on both parsers, as
+        nginx (tproxy's own parser refuses it before the head is complete)."""
+        for coding in (b"identity", b"gzip", b"xchunked"):
+            self.assertRejected(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: " + coding
+                                + b"\r\n\r\n0\r\n\r\n", 501)
 
     def test_controlCharInValue(self):
         """A NUL byte in a header value."""

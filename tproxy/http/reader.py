@@ -22,6 +22,8 @@ from tproxy.trust import UntrustworthyHeader
 
 #: the size at the start of a chunk-size line
 _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]+")
+#: the end of a request line with a well-formed version
+_VERSION = re.compile(rb" HTTP/[0-9]\.[0-9]\r\n")
 
 
 class RequestReader(object):
@@ -100,9 +102,15 @@ class RequestReader(object):
                 # server would, RFC 9110 9.1; data starts with it: no
                 # request ended in this read)
                 self._bad_request(501, "method not implemented")
-            elif e.args and e.args[0] == "Invalid HTTP version":
-                # HTTP/1.2, HTTP/3.0 ... (both parsers' message): as nginx
+            elif e.args and e.args[0] == "Invalid HTTP version" and _VERSION.search(data):
+                # HTTP/1.2, HTTP/3.0 ... (both parsers' message; HTTP/01.1 is
+                # malformed): as nginx
                 self._bad_request(505, "HTTP version not supported")
+            elif e.args and e.args[0] == "Request has invalid `Transfer-Encoding`":
+                # a coding tproxy cannot re-frame, not ending in chunked (the
+                # pure-Python parser says so before on_headers_complete,
+                # where scan_request_fields answers httptools' 501)
+                self._bad_request(501, "transfer coding not implemented")
             else:
                 self._bad_request(400, "malformed request")
         else:
