@@ -723,6 +723,20 @@ class MalformedRequestTests(Case):
                   b"Content-Length: 9223372036854775807\r\n\r\nabc")
         self.assertEqual((conn.responses, conn.closed), ([], False))
 
+    def test_upgradeWithBody(self):
+        """An upgrade request with a body that is not tunneled (the
+        parsers skip the body of an upgrade request): 501, nothing
+        forwarded (the upstream waited for a body never sent, or got an
+        empty chunked one)."""
+        upgrade = (b"Connection: Upgrade\r\nUpgrade: websocket\r\n",
+                   b"Proxy-Connection: upgrade\r\nUpgrade: websocket\r\n",
+                   b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AA\r\n")
+        framing = (b"Content-Length: 5\r\n\r\nhello",
+                   b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+        for fields in upgrade:
+            for body in framing:
+                self.assertRejected(b"POST / HTTP/1.1\r\nHost: x\r\n" + fields + body, 501)
+
     def test_garbageAfterGood(self):
         """Bytes that cannot start a request after a good one in the same
         read: 400 (not the 501 of an unknown method)."""

@@ -228,8 +228,15 @@ class RequestReader(object):
             upstream += b"Content-Length: %d\r\n" % self.length
         body = self.chunked or bool(self.length)
         offer = None
-        if upgrade is not None and conn_tokens and b"upgrade" in conn_tokens:
-            offer = upgrade_offer(f.upgrade_protocols, upgrade, version, body)
+        if upgrade is not None:
+            if conn_tokens and b"upgrade" in conn_tokens:
+                offer = upgrade_offer(f.upgrade_protocols, upgrade, version, body)
+            if offer is None and body and p.should_upgrade():
+                # Both parsers stop at the head of an upgrade request
+                # (Connection or Proxy-Connection: upgrade) and skip its
+                # body: served as a plain request, the upstream would wait
+                # for a body never sent (or get an empty chunked one).
+                raise BadRequest(501, "upgrade request with a body")
         request = Request(method, path, query, version, Headers(forward), client,
                           self.remote_addr, f.scheme)
         f.requests += 1
