@@ -723,6 +723,22 @@ class MalformedRequestTests(Case):
                   b"Content-Length: 9223372036854775807\r\n\r\nabc")
         self.assertEqual((conn.responses, conn.closed), ([], False))
 
+    def test_endlessTrailers(self):
+        """Trailers of a chunked request sent in small reads, without end:
+        a 400 once past 64 KiB, on both parsers (httptools has no limit of
+        its own: they were kept in memory for as long as they came)."""
+        h, up = harness()
+        conn = h.connect()
+        conn.send(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                  b"3\r\nabc\r\n0\r\n")
+        line = b"X-T: " + b"t" * 90 + b"\r\n"
+        for _ in range(17):     # 17 reads of 3,960 bytes: past 64 KiB
+            self.assertFalse(conn.closed)
+            conn.send(line * 40)
+        self.assertTrue(conn.closed)
+        self.assertEqual(statuses(conn), [400])
+        self.assertEqual(up.requests, [])
+
     def test_upgradeWithBody(self):
         """An upgrade request with a body that is not tunneled (the
         parsers skip the body of an upgrade request): 501, nothing

@@ -15,6 +15,7 @@ from tproxy.context import Request, RequestContext
 from tproxy.http.exchange import Exchange
 from tproxy.http.headers import Headers
 from tproxy.http.parsing import HttpParserError, HttpParserInvalidMethodError, HttpParserUpgrade, bare_cr_first
+from tproxy.http.pygrammar import MAX_TRAILERS
 from tproxy.http.tunnel import UpgradeExchange, UpgradeRequestContext, upgrade_offer
 from tproxy.http.wire import (METHOD_TOKEN, BadRequest, Closing, forwarding_fields,
                               request_target, scan_request_fields)
@@ -24,6 +25,29 @@ from tproxy.trust import UntrustworthyHeader
 _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]+")
 #: the end of a request line with a well-formed version
 _VERSION = re.compile(rb" HTTP/[0-9]\.[0-9]\r\n")
+
+
+class _Trailers(object):
+    """
+    Where the trailer fields of a chunked request go (the parsers report
+    them through ``on_header``): dropped (they are not forwarded), and
+    counted, so that a client cannot stream trailers for ever into memory:
+    past :data:`~tproxy.http.pygrammar.MAX_TRAILERS` bytes, a ``400`` (as
+    tproxy's own parser; httptools has no limit).
+    """
+
+    __slots__ = ("size",)
+
+    def __init__(self):
+        self.size = 0
+
+    def __iter__(self):
+        return iter(())
+
+    def append(self, pair):
+        self.size += len(pair[0]) + len(pair[1]) + 4
+        if self.size > MAX_TRAILERS:
+            raise BadRequest(400, "trailer section too large")
 
 
 class RequestReader(object):
@@ -269,6 +293,8 @@ class RequestReader(object):
         if self.chunked:
             # read up to client_body_buffer_size before connecting upstream
             ex.limit_body(f.max_body, None, f.body_buffer > 0)
+            # its trailer fields come through on_header too
+            self.fields = _Trailers()
         else:
             ex.limit_body(f.max_body, self.length, self.length <= f.body_buffer)
         now = self.body_since = f.clock.seconds()
