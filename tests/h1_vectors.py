@@ -169,6 +169,10 @@ def own():
     a("http10-no-keepalive-pipelined", b"GET /1 HTTP/1.0\r\n\r\nGET /SMUGGLED HTTP/1.0\r\n\r\n")
     a("http10-body", b"POST / HTTP/1.0\r\nContent-Length: 5\r\n\r\nhello")
     a("http10-post-nocl", b"POST / HTTP/1.0\r\n\r\nhello")
+    a("http10-keepalive-close", b"GET /1 HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\nGET /SMUGGLED HTTP/1.0\r\n\r\n")
+    a("keep-alive-header", b"GET / HTTP/1.1\r\nHost: x\r\nKeep-Alive: timeout=1\r\n\r\n" + G)
+    a("absolute-form-port", b"GET http://x:8080/p HTTP/1.1\r\nHost: x\r\n\r\n")
+    a("absolute-form-ipv6", b"GET http://[::1]:8080/p HTTP/1.1\r\nHost: x\r\n\r\n")
     a("conn-close-pipelined", b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" + SM)
     a("conn-close-keepalive", b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close, keep-alive\r\n\r\n" + SM)
     a("conn-keepalive-close", b"GET / HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, close\r\n\r\n" + SM)
@@ -217,6 +221,12 @@ def own():
     a("expect-100", req(b"Expect: 100-continue\r\nContent-Length: 5\r\n", b""),
       [req(b"Expect: 100-continue\r\nContent-Length: 5\r\n", b""), b"hello"])
     a("expect-100-http10", req(b"Expect: 100-continue\r\nContent-Length: 5\r\n", b"hello", version=b"HTTP/1.0"))
+    a("expect-100-body-at-once", req(b"Expect: 100-continue\r\nContent-Length: 5\r\n", b"hello"))
+    a("expect-100-chunked", req(b"Expect: 100-continue\r\nTransfer-Encoding: chunked\r\n", b""),
+      [req(b"Expect: 100-continue\r\nTransfer-Encoding: chunked\r\n", b""), b"5\r\nhello\r\n0\r\n\r\n"])
+    a("expect-100-upper", req(b"Expect: 100-Continue\r\nContent-Length: 5\r\n", b"hello"))
+    a("expect-100-twice", req(b"Expect: 100-continue\r\nExpect: 100-continue\r\nContent-Length: 5\r\n", b"hello"))
+    a("expect-100-cl0", req(b"Expect: 100-continue\r\nContent-Length: 0\r\n", b"") + G)
     a("expect-100-nobody", b"GET / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n")
     a("upgrade-h2c", b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n" + G)
     a("upgrade-unknown-no-conn", b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: foo\r\n\r\n" + G)
