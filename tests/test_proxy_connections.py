@@ -462,6 +462,44 @@ class MessageShapeTests(SynchronousTestCase):
         self.assertEqual(conn.responses[0].status, 200)
         self.assertEqual(up.requests[0].header_all("Host"), ["real.example:8080"])
 
+    def test_absoluteFormQueryWithoutPath(self):
+        """``GET http://host?q=1``: the path is ``/``, the query kept, and
+        the Host the authority alone (RFC 3986 3.2: it ends at ``?``)."""
+        up = Scripted()
+        h = scripted({"default": {UP: up}})
+        conn = h.connect()
+        conn.send(b"GET http://real.example?q=1 HTTP/1.1\r\nHost: x\r\n\r\n"
+                  b"GET http://real.example:81 HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual([r.status for r in conn.responses], [200, 200])
+        self.assertEqual([(r.uri, r.header("Host")) for r in up.requests],
+                         [("/?q=1", "real.example"), ("/", "real.example:81")])
+
+    def test_connectionCannotDropHost(self):
+        """``Connection: host`` does not take the Host away from the upstream
+        request (which must have one); other fields it names are dropped."""
+        up = Scripted()
+        h = scripted({"default": {UP: up}})
+        conn = h.connect()
+        conn.send(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: host, x-a\r\nX-A: 1\r\n\r\n")
+        self.assertEqual([r.status for r in conn.responses], [200])
+        self.assertEqual((up.requests[0].header_all("Host"), up.requests[0].header("X-A")),
+                         (["x"], None))
+
+    def test_expectContinueHttp10(self):
+        """``Expect: 100-continue`` in an HTTP/1.0 request is ignored (RFC
+        9110 10.1.1; no 1xx to an HTTP/1.0 client) and not forwarded: the
+        body is read at once, the only response the final one."""
+        up = Scripted()
+        h = scripted({"default": {UP: up}})
+        conn = h.connect()
+        conn.send(b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
+        self.assertEqual(conn.received, b"")
+        conn.send(b"hello")
+        self.assertTrue(conn.received.startswith(b"HTTP/1.1 200 "), conn.received)
+        self.assertEqual([r.status for r in conn.responses], [200])
+        self.assertEqual((up.requests[0].body, up.requests[0].header("Expect")),
+                         (b"hello", None))
+
     def test_underscoreFieldsDropped(self):
         """Request fields whose names have an underscore are dropped (nginx's
         ``underscores_in_headers off``): ``Transfer_Encoding`` cannot reach a

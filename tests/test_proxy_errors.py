@@ -580,8 +580,19 @@ class MalformedRequestTests(Case):
         self.assertRejected(b"GET foo HTTP/1.1\r\nHost: x\r\n\r\n")
 
     def test_badVersion(self):
-        """An unknown HTTP version."""
-        self.assertRejected(b"GET / HTTP/7.1\r\nHost: x\r\n\r\n")
+        """An unknown HTTP version: 505, as nginx (also a minor version
+        above 1.1, which neither parser reads)."""
+        self.assertRejected(b"GET / HTTP/7.1\r\nHost: x\r\n\r\n", 505)
+        self.assertRejected(b"GET / HTTP/3.0\r\nHost: x\r\n\r\n", 505)
+        self.assertRejected(b"GET / HTTP/1.2\r\nHost: x\r\n\r\n", 505)
+        self.assertRejected(b"GET / HTTP/01.1\r\nHost: x\r\n\r\n", 400)
+
+    def test_unknownCoding(self):
+        """A transfer coding alone, not chunked: 501 on both parsers, as
+        nginx (tproxy's own parser refuses it before the head is complete)."""
+        for coding in (b"identity", b"gzip", b"xchunked"):
+            self.assertRejected(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: " + coding
+                                + b"\r\n\r\n0\r\n\r\n", 501)
 
     def test_controlCharInValue(self):
         """A NUL byte in a header value."""
@@ -671,6 +682,85 @@ class MalformedRequestTests(Case):
         self.assertEqual(conn.responses[0].headers.get("Connection"), "close")
         self.assertEqual(up.received, b"")
         self.assertEqual(h.contexts, [])
+
+    def test_invalidHost(self):
+        """A Host that is not one authority (whitespace, a path, userinfo,
+        a backslash, ``..``, no host before the port): 400, as nginx (RFC
+        9112 3.2); it would reach the upstream as it is."""
+        for host in (b"a b", b"x/y", b"u@x", b"x\\y", b"..", b"a..b", b":80", b"x, y",
+                     b"x:8o", b"x\x80"):
+            resp = self.assertRejected(b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+            self.assertEqual(resp.json()["error"], "invalid Host", host)
+
+    def test_validHosts(self):
+        """Host values that are valid authorities go upstream as they are."""
+        hosts = [b"x", b"X.Example", b"x.", b"x:8080", b"x:", b"a_b-c~d", b"[::1]:80",
+                 b"10.0.0.1", b"xn--p1ai", b"x \t"]
+        h, up = harness()
+        conn = h.connect()
+        for host in hosts:
+            conn.send(b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
+        self.assertEqual(statuses(conn), [200] * len(hosts))
+        self.assertEqual([r.header("Host") for r in up.requests],
+                         [v.strip().decode() for v in hosts])
+
+    def test_absoluteFormBadAuthority(self):
+        """An absolute-form target whose authority is empty or has userinfo:
+        400, as nginx (it would replace the Host field)."""
+        for target in (b"http:///x", b"http://u@other/x", b"http://u:p@other/x",
+                       b"http://a b/x", b"http://?q=1"):
+            self.assertRejected(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+
+    def test_hugeLength(self):
+        """A Content-Length past 2**63 - 1 (httptools reads up to 2**64 - 1;
+        forwarded, it would overflow a signed 64-bit length upstream): 400,
+        as nginx and tproxy's own parser."""
+        self.assertRejected(b"POST / HTTP/1.1\r\nHost: x\r\n"
+                            b"Content-Length: 9223372036854775808\r\n\r\nabc")
+        h, up = harness()
+        conn = h.connect()
+        conn.send(b"POST / HTTP/1.1\r\nHost: x\r\n"
+                  b"Content-Length: 9223372036854775807\r\n\r\nabc")
+        self.assertEqual((conn.responses, conn.closed), ([], False))
+
+    def test_endlessTrailers(self):
+        """Trailers of a chunked request sent in small reads, without end:
+        a 400 once past 64 KiB, on both parsers (httptools has no limit of
+        its own: they were kept in memory for as long as they came)."""
+        h, up = harness()
+        conn = h.connect()
+        conn.send(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                  b"3\r\nabc\r\n0\r\n")
+        line = b"X-T: " + b"t" * 90 + b"\r\n"
+        for _ in range(17):     # 17 reads of 3,960 bytes: past 64 KiB
+            self.assertFalse(conn.closed)
+            conn.send(line * 40)
+        self.assertTrue(conn.closed)
+        self.assertEqual(statuses(conn), [400])
+        self.assertEqual(up.requests, [])
+
+    def test_upgradeWithBody(self):
+        """An upgrade request with a body that is not tunneled (the
+        parsers skip the body of an upgrade request): 501, nothing
+        forwarded (the upstream waited for a body never sent, or got an
+        empty chunked one)."""
+        upgrade = (b"Connection: Upgrade\r\nUpgrade: websocket\r\n",
+                   b"Proxy-Connection: upgrade\r\nUpgrade: websocket\r\n",
+                   b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AA\r\n")
+        framing = (b"Content-Length: 5\r\n\r\nhello",
+                   b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+        for fields in upgrade:
+            for body in framing:
+                self.assertRejected(b"POST / HTTP/1.1\r\nHost: x\r\n" + fields + body, 501)
+
+    def test_garbageAfterGood(self):
+        """Bytes that cannot start a request after a good one in the same
+        read: 400 (not the 501 of an unknown method)."""
+        h, up = harness()
+        conn = h.connect()
+        conn.send(request("GET", "/ok") + b"\x00")
+        self.assertTrue(conn.closed)
+        self.assertEqual(statuses(conn), [200, 400])
 
     def test_badAfterGood(self):
         """A malformed request pipelined after a good one: the good one is

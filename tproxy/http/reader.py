@@ -15,6 +15,7 @@ from tproxy.context import Request, RequestContext
 from tproxy.http.exchange import Exchange
 from tproxy.http.headers import Headers
 from tproxy.http.parsing import HttpParserError, HttpParserInvalidMethodError, HttpParserUpgrade, bare_cr_first
+from tproxy.http.pygrammar import MAX_TRAILERS
 from tproxy.http.tunnel import UpgradeExchange, UpgradeRequestContext, upgrade_offer
 from tproxy.http.wire import (METHOD_TOKEN, BadRequest, Closing, forwarding_fields,
                               request_target, scan_request_fields)
@@ -22,6 +23,31 @@ from tproxy.trust import UntrustworthyHeader
 
 #: the size at the start of a chunk-size line
 _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]+")
+#: the end of a request line with a well-formed version
+_VERSION = re.compile(rb" HTTP/[0-9]\.[0-9]\r\n")
+
+
+class _Trailers(object):
+    """
+    Where the trailer fields of a chunked request go (the parsers report
+    them through ``on_header``): dropped (they are not forwarded), and
+    counted, so that a client cannot stream trailers for ever into memory:
+    past :data:`~tproxy.http.pygrammar.MAX_TRAILERS` bytes, a ``400`` (as
+    tproxy's own parser; httptools has no limit).
+    """
+
+    __slots__ = ("size",)
+
+    def __init__(self):
+        self.size = 0
+
+    def __iter__(self):
+        return iter(())
+
+    def append(self, pair):
+        self.size += len(pair[0]) + len(pair[1]) + 4
+        if self.size > MAX_TRAILERS:
+            raise BadRequest(400, "trailer section too large")
 
 
 class RequestReader(object):
@@ -94,11 +120,21 @@ class RequestReader(object):
                 self._bad_request(cause.status, cause.message)
             elif isinstance(cause, Closing):
                 self.linger = True
-            elif (isinstance(e, HttpParserInvalidMethodError) and METHOD_TOKEN.match(data)
-                    and not data.startswith(b"PRI ")):
+            elif (isinstance(e, HttpParserInvalidMethodError) and self.heads == heads
+                    and METHOD_TOKEN.match(data) and not data.startswith(b"PRI ")):
                 # a method token the parser does not know (as an origin
-                # server would, RFC 9110 9.1)
+                # server would, RFC 9110 9.1; data starts with it: no
+                # request ended in this read)
                 self._bad_request(501, "method not implemented")
+            elif e.args and e.args[0] == "Invalid HTTP version" and _VERSION.search(data):
+                # HTTP/1.2, HTTP/3.0 ... (both parsers' message; HTTP/01.1 is
+                # malformed): as nginx
+                self._bad_request(505, "HTTP version not supported")
+            elif e.args and e.args[0] == "Request has invalid `Transfer-Encoding`":
+                # a coding tproxy cannot re-frame, not ending in chunked (the
+                # pure-Python parser says so before on_headers_complete,
+                # where scan_request_fields answers httptools' 501)
+                self._bad_request(501, "transfer coding not implemented")
             else:
                 self._bad_request(400, "malformed request")
         else:
@@ -216,8 +252,15 @@ class RequestReader(object):
             upstream += b"Content-Length: %d\r\n" % self.length
         body = self.chunked or bool(self.length)
         offer = None
-        if upgrade is not None and conn_tokens and b"upgrade" in conn_tokens:
-            offer = upgrade_offer(f.upgrade_protocols, upgrade, version, body)
+        if upgrade is not None:
+            if conn_tokens and b"upgrade" in conn_tokens:
+                offer = upgrade_offer(f.upgrade_protocols, upgrade, version, body)
+            if offer is None and body and p.should_upgrade():
+                # Both parsers stop at the head of an upgrade request
+                # (Connection or Proxy-Connection: upgrade) and skip its
+                # body: served as a plain request, the upstream would wait
+                # for a body never sent (or get an empty chunked one).
+                raise BadRequest(501, "upgrade request with a body")
         request = Request(method, path, query, version, Headers(forward), client,
                           self.remote_addr, f.scheme)
         f.requests += 1
@@ -250,6 +293,8 @@ class RequestReader(object):
         if self.chunked:
             # read up to client_body_buffer_size before connecting upstream
             ex.limit_body(f.max_body, None, f.body_buffer > 0)
+            # its trailer fields come through on_header too
+            self.fields = _Trailers()
         else:
             ex.limit_body(f.max_body, self.length, self.length <= f.body_buffer)
         now = self.body_since = f.clock.seconds()

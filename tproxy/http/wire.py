@@ -100,12 +100,17 @@ def normalize_path(path):
     return "/" + "/".join(out) + ("/" if trailing and out else "")
 
 
+#: where the authority of an absolute-form target ends (RFC 3986 3.2)
+_AUTHORITY_END = re.compile(r"[/?#]")
+
+
 def request_target(url, method):
     """
     ``(path, query, authority)`` of a request target (``str``): origin-form,
-    absolute-form (whose authority replaces the Host field, RFC 9112 3.2.2;
-    else ``authority`` is ``None``) or ``*`` for ``OPTIONS``; the path's dot
-    segments resolved.  Raises :class:`BadRequest`.
+    absolute-form (whose authority replaces the Host field, RFC 9112 3.2.2,
+    and must be a valid one: no userinfo, as nginx; else ``authority`` is
+    ``None``) or ``*`` for ``OPTIONS``; the path's dot segments resolved.
+    Raises :class:`BadRequest`.
     """
     authority = None
     if not url.startswith("/"):
@@ -113,8 +118,13 @@ def request_target(url, method):
             pass
         elif "://" in url:
             rest = url.split("://", 1)[1]
-            authority, slash, rest = rest.partition("/")
-            url = "/" + rest
+            # the authority ends at the path, the query or the fragment
+            # (``http://h?q=1`` has the path "/" and the query "q=1")
+            m = _AUTHORITY_END.search(rest)
+            end = m.start() if m else len(rest)
+            authority, rest = rest[:end], rest[end:]
+            check_host(authority.encode("latin-1"))
+            url = rest if rest[:1] == "/" else "/" + rest
         else:
             raise BadRequest(400, "invalid request target")
     path, _, query = url.partition("?")
@@ -125,6 +135,36 @@ def request_target(url, method):
 
 # -- the request's fields ---------------------------------------------------------
 
+#: a Host value (RFC 9110 7.2, RFC 3986 3.2.2): an IP literal or a reg-name
+#: (unreserved, pct-encoded, sub-delims), then an optional port; trailing
+#: whitespace is the field's (the parsers keep it)
+_HOST_VALUE = re.compile(
+    rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]+)(?::[0-9]*)?[ \t]*")
+#: Host values checked already (clients send the same few): bounded, past
+#: that a value is checked anew each time
+_HOSTS = {}
+
+
+def check_host(value):
+    """
+    Raise :class:`BadRequest` (``400``) unless ``value`` (``bytes``) is a
+    valid Host: not empty, no whitespace, ``/``, ``@``, ``\\`` or control
+    characters, no ``..`` (as nginx's host validation; RFC 9112 3.2: an
+    invalid Host is a 400).  What goes upstream as the request's Host is
+    therefore one authority that every server reads the same way.
+    """
+    if value in _HOSTS:
+        return
+    if not value.strip(b" \t"):
+        # (both parsers drop the value's leading whitespace) an empty
+        # authority cannot go upstream, as nginx
+        raise BadRequest(400, "empty Host")
+    if _HOST_VALUE.fullmatch(value) is None or b".." in value:
+        raise BadRequest(400, "invalid Host")
+    if len(_HOSTS) < _KINDS_MAX:
+        _HOSTS[value] = True
+
+
 # what scan_request_fields does with a field, by lower-case name
 _HOP, _HOST, _LENGTH, _XFF, _REAL_IP, _EXPECT, _PROTO = range(7)
 _SPECIAL = dict.fromkeys(HOP_BY_HOP, _HOP)
@@ -132,6 +172,9 @@ _SPECIAL.update({b"host": _HOST, b"content-length": _LENGTH,
                  b"x-forwarded-for": _XFF, b"x-real-ip": _REAL_IP,
                  b"expect": _EXPECT, b"x-forwarded-proto": _PROTO})
 _UNDERSCORE = -1     # an ordinary field whose name has an underscore
+#: the largest Content-Length accepted (a signed 64-bit integer, as nginx's
+#: off_t and tproxy's own parser)
+_MAX_LENGTH = 2 ** 63 - 1
 
 #: the kind of a field by its name as received (clients send the same few
 #: names on every request: no lower-casing per field); bounded, past that
@@ -207,21 +250,25 @@ def scan_request_fields(fields, version, underscores, authority=None):
             elif n == b"upgrade":
                 upgrade = pair[1] if upgrade is None else upgrade + b", " + pair[1]
         elif kind == _HOST:
-            if not pair[1]:
-                # (both parsers drop the value's leading whitespace) an
-                # empty authority cannot go upstream, as nginx
-                raise BadRequest(400, "empty Host")
+            if pair[1] not in _HOSTS:   # (a value seen before is valid)
+                check_host(pair[1])
             hosts += 1
             forward.append(pair)
         elif kind == _LENGTH:
             length = int(pair[1])
+            if length > _MAX_LENGTH:
+                # httptools takes up to 2**64 - 1; sent upstream, such a
+                # length overflows a signed 64-bit one (nginx: 400 too)
+                raise BadRequest(400, "Content-Length too large")
         elif kind == _XFF:
             xff = pair[1] if xff is None else xff + b", " + pair[1]
         elif kind == _REAL_IP:
             real_ip = pair[1]
         elif kind == _EXPECT:
             if pair[1].lower() == b"100-continue":
-                expect = True
+                # HTTP/1.0: ignored, and not forwarded (RFC 9110 10.1.1: no
+                # 1xx to an HTTP/1.0 client)
+                expect = version != "1.0"
             else:
                 forward.append(pair)
         # _PROTO: replaced by tproxy's own
@@ -235,7 +282,8 @@ def scan_request_fields(fields, version, underscores, authority=None):
             forward.append((b"Host", host))
             hosts = 1
     if conn_tokens:
-        drop = set(conn_tokens) - {b"close", b"keep-alive"}
+        # (never Host: the upstream request must have one)
+        drop = set(conn_tokens) - {b"close", b"keep-alive", b"host"}
         if drop:
             forward = [q for q in forward if q[0].lower() not in drop]
     return forward, hosts, chunked, length, expect, xff, real_ip, upgrade, conn_tokens

@@ -1,0 +1,365 @@
+"""
+A differential run of tproxy's HTTP/1.1 front end against nginx, over real
+sockets: each vector of :mod:`tests.h1_vectors` goes to tproxy (started the
+README way, ``twistd -n --pidfile= tproxy -c CONF``, a backend registered
+through the admin API) and to nginx (``proxy_http_version 1.1``, upstream
+keepalive) at the same time, each in front of its own copy of a backend that
+records every byte it receives.  For each vector: the statuses each answers,
+whether the connection closed, the requests each backend read, and whether
+what tproxy forwarded is unambiguous
+(:func:`tests.h1_vectors.forwarded_problems`).  Not a test: a tool for an
+audit (nginx must be installed; it takes a few minutes)::
+
+    python tests/h1_differential.py                  # httptools
+    TPROXY_PARSER=python python tests/h1_differential.py
+    python tests/h1_differential.py --only 'host|absolute' --show
+    python tests/h1_differential.py --garden ~/http-garden   # + its TROPHIES.md payloads
+
+Lines are printed for the vectors where the two differ (``DIFF``: status
+classes, close, or requests forwarded), or where tproxy forwarded something
+ambiguous (``UNSAFE``).  ``C``: the connection closed; ``W``: still open
+after ``--idle`` seconds of silence.
+"""
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from tests import h1_vectors  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+NGINX_CONF = """daemon off;
+worker_processes 1;
+pid {run}/nginx.pid;
+error_log {run}/nginx.error.log info;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {run}/body;
+    proxy_temp_path {run}/proxy;
+    fastcgi_temp_path {run}/fastcgi;
+    uwsgi_temp_path {run}/uwsgi;
+    scgi_temp_path {run}/scgi;
+    upstream backend {{ server 127.0.0.1:{backend}; keepalive 32; }}
+    server {{
+        listen 127.0.0.1:{port};
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        location / {{ proxy_pass http://backend; }}
+    }}
+}}
+"""
+
+
+# -- the backend: records every byte, answers each request it can frame --------
+
+def backend_main(port, log_path):
+    """Serve on ``port``; append ``{"c": connection, "k": kind, "d": hex}``
+    lines to ``log_path`` (``data`` as received, ``req`` per request read)."""
+    ids = itertools.count()
+    log = open(log_path, "a", buffering=1)
+
+    def record(cid, kind, data=b""):
+        log.write(json.dumps({"c": cid, "k": kind, "d": data.hex()}) + "\n")
+
+    async def handle(reader, writer):
+        cid = next(ids)
+        buf = b""
+
+        async def more():
+            nonlocal buf
+            data = await reader.read(65536)
+            if not data:
+                raise EOFError
+            record(cid, "data", data)
+            buf += data
+
+        async def line():
+            nonlocal buf
+            while b"\r\n" not in buf:
+                await more()
+            out, buf = buf.split(b"\r\n", 1)
+            return out
+
+        try:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    await more()
+                head, buf = buf.split(b"\r\n\r\n", 1)
+                lines = head.split(b"\r\n")
+                fields = [x.split(b":", 1) for x in lines[1:]]
+                lengths = [v.strip() for n, v in fields if n.lower() == b"content-length"]
+                codings = [v.strip().lower() for n, v in fields if n.lower() == b"transfer-encoding"]
+                body = b""
+                bad = (codings and (codings != [b"chunked"] or lengths)) or len(lengths) > 1 or (
+                    lengths and not lengths[0].isdigit())
+                if codings and not bad:
+                    while True:
+                        size = int((await line()).split(b";")[0], 16)
+                        if size == 0:
+                            while await line():
+                                pass
+                            break
+                        while len(buf) < size + 2:
+                            await more()
+                        body += buf[:size]
+                        buf = buf[size + 2:]
+                elif lengths and not bad:
+                    n = int(lengths[0])
+                    while len(buf) < n:
+                        await more()
+                    body, buf = buf[:n], buf[n:]
+                record(cid, "req", lines[0] + b" body=%d" % len(body))
+                if bad:
+                    writer.write(b"HTTP/1.1 400 Bad\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    await writer.drain()
+                    break
+                out = b"backend saw: " + lines[0] + b" body=%d" % len(body)
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(out), out))
+                await writer.drain()
+        except (EOFError, ConnectionError, ValueError):
+            pass
+        writer.close()
+
+    async def main():
+        server = await asyncio.start_server(handle, "127.0.0.1", port)
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(main())
+
+
+# -- one vector against one proxy --------------------------------------------------
+
+def exchange(addr, parts, idle):
+    """Send ``parts``; read until the close or ``idle`` seconds of silence:
+    ``(bytes received, closed)``."""
+    s = socket.create_connection(addr)
+    s.settimeout(idle)
+    out = b""
+    closed = False
+    try:
+        for part in parts:
+            s.sendall(part)
+            if len(parts) > 1:
+                time.sleep(0.05)
+        start = time.time()
+        while time.time() - start < 4 * idle + 2:
+            try:
+                data = s.recv(65536)
+            except socket.timeout:
+                break
+            if not data:
+                closed = True
+                break
+            out += data
+    except (ConnectionResetError, BrokenPipeError):
+        closed = True
+    s.close()
+    return out, closed
+
+
+def statuses(out):
+    """The statuses of the responses in ``out`` (``"raw"``: not HTTP/1.x)."""
+    found = []
+    pos = 0
+    while pos < len(out):
+        if not out.startswith(b"HTTP/", pos):
+            found.append("raw")
+            break
+        end = out.find(b"\r\n\r\n", pos)
+        if end < 0:
+            found.append("cut")
+            break
+        head = out[pos:end].split(b"\r\n")
+        status = int(head[0].split()[1])
+        fields = {x.split(b":")[0].lower(): x.split(b":", 1)[1].strip() for x in head[1:]}
+        pos = end + 4
+        found.append(status)
+        if status < 200:
+            continue
+        if b"content-length" in fields:
+            pos += int(fields[b"content-length"])
+        elif fields.get(b"transfer-encoding", b"").lower() == b"chunked":
+            while True:
+                nl = out.find(b"\r\n", pos)
+                if nl < 0:
+                    pos = len(out)
+                    break
+                size = int(out[pos:nl].split(b";")[0], 16)
+                pos = nl + 4 + size
+                if size == 0:
+                    break
+        else:
+            pos = len(out)
+    return found
+
+
+def backend_view(log_path, start):
+    """``({connection: bytes}, [request lines read])`` logged after ``start``."""
+    time.sleep(0.15)
+    with open(log_path) as f:
+        f.seek(start)
+        records = [json.loads(x) for x in f.read().splitlines()]
+    data = {}
+    requests = []
+    for r in records:
+        if r["k"] == "data":
+            data[r["c"]] = data.get(r["c"], b"") + bytes.fromhex(r["d"])
+        elif r["k"] == "req":
+            requests.append(bytes.fromhex(r["d"]).decode("latin-1"))
+    return data, requests
+
+
+def probe(addr, log_path, parts, idle, into):
+    start = os.path.getsize(log_path)
+    out, closed = exchange(addr, parts, idle)
+    data, requests = backend_view(log_path, start)
+    into.update(statuses=statuses(out), closed=closed, data=data, requests=requests, out=out)
+
+
+# -- the run ----------------------------------------------------------------------
+
+def garden_vectors(path):
+    """The payloads quoted in an http-garden checkout's ``TROPHIES.md``
+    (read at run time: third-party data, not kept here)."""
+    with open(os.path.join(path, "TROPHIES.md"), encoding="utf-8") as f:
+        text = f.read()
+    found = []
+    for i, line in enumerate(text.splitlines()):
+        if "Payload:" in line:
+            for j, quoted in enumerate(re.findall(r"`([^`]*)`", line)):
+                data = quoted.encode("latin-1").decode("unicode_escape").encode("latin-1")
+                if not data.startswith(b"PRI * HTTP/2"):
+                    found.append(("garden-%d-%d" % (i, j), data))
+    return found
+
+
+def classes(found):
+    return ["%dxx" % (s // 100) if isinstance(s, int) else s for s in found]
+
+
+def wait_port(port, timeout=15):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit("nothing listens on %d" % port)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--only", help="a regular expression on vector names")
+    p.add_argument("--garden", help="an http-garden checkout: add its TROPHIES.md payloads")
+    p.add_argument("--idle", type=float, default=0.5)
+    p.add_argument("--base-port", type=int, default=18080)
+    p.add_argument("--show", action="store_true", help="print what each backend received")
+    p.add_argument("--json", help="write every row there")
+    p.add_argument("--backend", nargs=2, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.backend:
+        return backend_main(int(args.backend[0]), args.backend[1])
+    vectors = h1_vectors.all_vectors() + (garden_vectors(args.garden) if args.garden else [])
+    if args.only:
+        vectors = [v for v in vectors if re.search(args.only, v[0])]
+    port = args.base_port
+    tp, ng, admin, be_tp, be_ng = port, port + 1, port + 2, port + 3, port + 4
+    run = tempfile.mkdtemp(prefix="h1diff-")
+    procs = []
+    try:
+        logs = {}
+        for name, be in (("tp", be_tp), ("ng", be_ng)):
+            logs[name] = os.path.join(run, "backend-%s.log" % name)
+            open(logs[name], "w").close()
+            procs.append(subprocess.Popen([sys.executable, __file__, "--backend", str(be), logs[name]]))
+        with open(os.path.join(run, "nginx.conf"), "w") as f:
+            f.write(NGINX_CONF.format(run=run, backend=be_ng, port=ng))
+        procs.append(subprocess.Popen([shutil.which("nginx") or "/usr/sbin/nginx", "-c",
+                                       os.path.join(run, "nginx.conf")]))
+        with open(os.path.join(ROOT, "etc", "conf.json")) as f:
+            conf = json.load(f)
+        conf["listen"] = "tcp:%d:interface=127.0.0.1" % tp
+        conf["admin"]["listen"] = "tcp:%d:interface=127.0.0.1" % admin
+        conf["registry"]["ttl"] = 86400
+        with open(os.path.join(run, "conf.json"), "w") as f:
+            json.dump(conf, f)
+        twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
+        procs.append(subprocess.Popen(
+            [twistd, "-n", "--pidfile=", "tproxy", "-c", os.path.join(run, "conf.json")],
+            cwd=ROOT, stdout=open(os.path.join(run, "tproxy.log"), "w"), stderr=subprocess.STDOUT))
+        for port_ in (tp, ng, admin, be_tp, be_ng):
+            wait_port(port_)
+        urllib.request.urlopen("http://127.0.0.1:%d/upstream/add?port=%d" % (admin, be_tp)).read()
+        rows = []
+        for vector in vectors:
+            name, data = vector[:2]
+            parts = vector[2] if len(vector) > 2 else [data]
+            res = {"tp": {}, "ng": {}}
+            threads = [threading.Thread(target=probe, args=(("127.0.0.1", prt), logs[k], parts,
+                                                             args.idle, res[k]))
+                       for k, prt in (("tp", tp), ("ng", ng))]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            t_, n_ = res["tp"], res["ng"]
+            problems = []
+            for stream in t_["data"].values():
+                problems += h1_vectors.forwarded_problems(stream)[0]
+            flag = ""
+            if (classes(t_["statuses"]) != classes(n_["statuses"]) or t_["closed"] != n_["closed"]
+                    or len(t_["requests"]) != len(n_["requests"])):
+                flag = "DIFF"
+            if problems:
+                flag += " UNSAFE"
+            rows.append(dict(name=name, payload=data.hex(), flag=flag, problems=problems,
+                             tproxy=dict(statuses=t_["statuses"], closed=t_["closed"],
+                                         requests=t_["requests"]),
+                             nginx=dict(statuses=n_["statuses"], closed=n_["closed"],
+                                        requests=n_["requests"])))
+            if flag or args.show:
+                print("%-30s %-11s tproxy %s %s fwd=%d | nginx %s %s fwd=%d %s" % (
+                    name[:30], flag, t_["statuses"], "C" if t_["closed"] else "W",
+                    len(t_["requests"]), n_["statuses"], "C" if n_["closed"] else "W",
+                    len(n_["requests"]), problems[:2]))
+                if args.show:
+                    for k in ("tp", "ng"):
+                        print("    %s backend got %r" % (k, list(res[k]["data"].values())))
+        with open(os.path.join(run, "tproxy.log")) as f:
+            tracebacks = f.read().count("Traceback")
+        print("%d vectors, %d differ, %d unsafe, %d tracebacks in tproxy's log (%s)" % (
+            len(rows), sum("DIFF" in r["flag"] for r in rows),
+            sum("UNSAFE" in r["flag"] for r in rows), tracebacks, run))
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(rows, f, indent=1)
+    finally:
+        for proc in reversed(procs):
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+if __name__ == "__main__":
+    main()
