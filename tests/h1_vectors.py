@@ -24,10 +24,9 @@ SM = b"GET /SMUGGLED HTTP/1.1\r\nHost: x\r\n\r\n"
 G = b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n"
 
 #: the vectors after which tproxy waits for more bytes from the client (a
-#: head or body not complete; an HTTP/0.9 request line, whose version never
-#: comes; a chunk of 2**64 - 1 bytes, which httptools accepts): every other
-#: vector is answered at once
-WAITING = {"incomplete-head", "incomplete-body", "empty-conn-close", "http09", "chunk-16-f"}
+#: head or body not complete; a chunk of 2**64 - 1 bytes, which httptools
+#: accepts): every other vector is answered at once
+WAITING = {"incomplete-head", "incomplete-body", "empty-conn-close", "chunk-16-f"}
 
 
 def req(head_fields=b"", body=b"", method=b"POST", target=b"/", version=b"HTTP/1.1", host=True):

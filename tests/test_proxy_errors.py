@@ -587,6 +587,24 @@ class MalformedRequestTests(Case):
         self.assertRejected(b"GET / HTTP/1.2\r\nHost: x\r\n\r\n", 505)
         self.assertRejected(b"GET / HTTP/01.1\r\nHost: x\r\n\r\n", 400)
 
+    def test_http09(self):
+        """A request line without a version (HTTP/0.9) is answered at once,
+        whether its head ends in the same read or not (the parsers would
+        wait for header lines until ``header_timeout``)."""
+        self.assertRejected(b"GET /\r\n")
+        self.assertRejected(b"\r\nGET /x\r\nHost: x\r\n")
+        self.assertRejected(b"GET /\r\n\r\n")
+
+    def test_http09AfterRequest(self):
+        """An HTTP/0.9 request line after a served request on a kept-alive
+        connection, in a read of its own, is answered at once too."""
+        h, up = harness()
+        conn = h.connect()
+        conn.send(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+        conn.send(b"GET /b\r\n")
+        self.assertEqual(statuses(conn), [200, 400])
+        self.assertTrue(conn.closed)
+
     def test_unknownCoding(self):
         """A transfer coding alone, not chunked: 501 on both parsers, as
         nginx (tproxy's own parser refuses it before the head is complete)."""

@@ -72,6 +72,7 @@ class RequestReader(object):
     carry = 0           # bytes that may belong to the head being read
     fields = ()         # the (name, value) pairs of the head being read
     checking = True     # this read's head pieces are counted (see above)
+    last_read = False   # a request said the connection ends after it
 
     def dataReceived(self, data):
         if self.closing:
@@ -149,8 +150,8 @@ class RequestReader(object):
                     self._count_head(data)
             else:
                 # a request ended in this read: the next head's bytes so
-                # far are in it, if any
-                carry = len(data)
+                # far are in it, if one began
+                carry = len(data) if self.head_start is not None else 0
             self.carry = carry
 
     def _count_fields(self):
@@ -178,6 +179,14 @@ class RequestReader(object):
         if not self.line_done:
             if nl >= 0:
                 self.line_done = True
+                if not self.carry:   # (the head began in this read)
+                    head = data.lstrip(b"\r\n")   # (empty lines before it: skipped)
+                    end = head.find(b"\n")
+                    if end >= 0 and b" HTTP/" not in head[:end]:
+                        # no version: an HTTP/0.9 request line, read as one
+                        # whose header lines follow (a 400 once they end,
+                        # see on_headers_complete): answered now
+                        return self._bad_request(400, "malformed request")
             elif self.head_bytes > f.max_line + 64:   # + method and version
                 return self._bad_request(414, "request target too long")
         if self.line_done and self.line_bytes > f.max_header_line:
@@ -188,9 +197,10 @@ class RequestReader(object):
             self._bad_request(431, "request header fields too large")
 
     def on_message_begin(self):
-        if self.closing:
+        if self.closing or self.last_read:
             # the connection is closing (a response said so while this read
-            # was parsed): requests pipelined behind it are not served
+            # was parsed), or the last request was read: requests pipelined
+            # behind it are not served
             raise Closing()
         self.head_start = self.factory.clock.seconds()
         self.url = b""
@@ -250,6 +260,13 @@ class RequestReader(object):
         elif self.length is not None:
             # Content-Length: 0 too (as nginx; servers may answer 411 without)
             upstream += b"Content-Length: %d\r\n" % self.length
+        keep_alive = p.should_keep_alive()
+        if keep_alive and conn_tokens and version == "1.0" and b"close" in conn_tokens:
+            # "keep-alive, close": close wins (RFC 9112 9.3, as nginx; the
+            # parsers read an HTTP/1.0 request's keep-alive token alone,
+            # and go on parsing: what follows is not read, as after a close)
+            keep_alive = False
+            self.last_read = True
         body = self.chunked or bool(self.length)
         offer = None
         if upgrade is not None:
@@ -266,13 +283,13 @@ class RequestReader(object):
         f.requests += 1
         if offer is None:
             ctx = RequestContext(f.gateway, request, f.requests, self.head_start)
-            ex = ctx._exchange = Exchange(self, ctx, p.should_keep_alive(), body,
+            ex = ctx._exchange = Exchange(self, ctx, keep_alive, body,
                                          self.chunked, self.expect, upstream, not hosts)
         else:
             ctx = UpgradeRequestContext(f.gateway, request, f.requests, self.head_start,
                                         offer.decode("latin-1"))
             upstream += b"Connection: upgrade\r\nUpgrade: %s\r\n" % offer
-            ex = ctx._exchange = UpgradeExchange(self, ctx, p.should_keep_alive(), body,
+            ex = ctx._exchange = UpgradeExchange(self, ctx, keep_alive, body,
                                                 self.chunked, self.expect, upstream, not hosts)
             self.upgrading = ex
         if body:
