@@ -25,12 +25,13 @@ import json
 import os
 from urllib.parse import quote
 
-from hypothesis import HealthCheck, given, settings, strategies as st
-
-from tproxy.testing import Harness
 from tests.helpers import hypothesis_caches
 
 hypothesis_caches()
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+from tproxy.testing import Harness  # noqa: E402
 
 EXAMPLES = int(os.environ.get("TPROXY_FUZZ_EXAMPLES", "0") or 0)
 FUZZ = settings(

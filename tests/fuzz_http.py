@@ -26,14 +26,15 @@ suite ~0.3 s of CPU otherwise).
 import os
 import re
 
-from hypothesis import HealthCheck, given, settings, strategies as st
-
-from tproxy.http import pyparser
-from tproxy.testing import Harness, echo
 from tests.helpers import hypothesis_caches, parse_responses
-from tests.test_pyparser import feed
 
 hypothesis_caches()
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+from tproxy.http import pyparser  # noqa: E402
+from tproxy.testing import Harness, echo  # noqa: E402
+from tests.test_pyparser import feed  # noqa: E402
 
 try:
     import httptools

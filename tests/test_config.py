@@ -412,6 +412,49 @@ class ErrorTests(TestCase):
         self.assertEqual(str(e), "<config>: listen: expected a string, got 1")
 
 
+class RepeatedValidationTests(TestCase):
+    """A document validated again (a reload that changed nothing, a test
+    harness per test) is answered from the first validation's result: a new
+    dict each time, the same answer as a first validation."""
+
+    def test_newDictEachTime(self):
+        doc = {"upstreams": {"api": {"peers": ["127.0.0.1:9001"]}}}
+        first = validate_config(doc)
+        first["upstreams"]["api"]["peers"].append("mutated")
+        first["proxy"]["tries"] = 99
+        again = validate_config(doc)
+        self.assertEqual([(p["host"], p["port"]) for p in again["upstreams"]["api"]["peers"]],
+                         [("127.0.0.1", 9001)])
+        self.assertEqual(again["proxy"]["tries"], 0)
+        self.assertEqual(doc, {"upstreams": {"api": {"peers": ["127.0.0.1:9001"]}}})
+
+    def test_sameTextOtherTypes(self):
+        """A document whose JSON text is a valid one's but which is not
+        that document (a tuple, a key that is not a string) is validated
+        as it is."""
+        validate_config({"trusted_proxies": ["10.0.0.1"]})
+        e = self.assertRaises(ConfigError, validate_config,
+                              {"trusted_proxies": ("10.0.0.1",)})
+        self.assertEqual(e.path, "trusted_proxies")
+        validate_config({"upstreams": {"1": {"peers": []}}})
+        self.assertEqual(list(validate_config({"upstreams": {1: {"peers": []}}})["upstreams"]),
+                         [1])
+
+    def test_errorsEveryTime(self):
+        """An invalid document is refused each time, in its source's name."""
+        for source in ("a.json", "b.json"):
+            e = self.assertRaises(ConfigError, validate_config, {"listen": 1}, source)
+            self.assertEqual(str(e), source + ": listen: expected a string, got 1")
+
+    def test_integralFloats(self):
+        """1.0 where an integer is expected is 1, validated the first time
+        or again."""
+        for _ in range(2):
+            config = validate_config({"proxy": {"tries": 2.0}})
+            self.assertEqual((config["proxy"]["tries"], type(config["proxy"]["tries"])),
+                             (2, int))
+
+
 class LoadTests(TestCase):
     """load_config reads a file; file and JSON problems are ConfigErrors too."""
 

@@ -34,29 +34,46 @@ def outcome(match):
 class AgreementTests(SynchronousTestCase):
     """linear_re finds what a backtracking engine finds, on random texts."""
 
-    def compare(self, reference, final_newline=True):
+    def compare(self, references):
+        """linear_re's answer on each random text against each reference's
+        (``[(name, compile, final_newline)]``; ``final_newline=False``: not
+        on texts that end with a newline), our engine run once a text."""
         rng = random.Random(7)
         for pattern in PATTERNS:
-            ours, theirs = linear_re.compile(pattern), reference(pattern)
-            self.assertEqual((ours.groups, ours.groupindex),
-                             (theirs.groups, dict(theirs.groupindex)), pattern)
+            ours = linear_re.compile(pattern)
+            theirs = [(name, compile(pattern), final_newline)
+                      for name, compile, final_newline in references]
+            for name, reference, _ in theirs:
+                self.assertEqual((ours.groups, ours.groupindex),
+                                 (reference.groups, dict(reference.groupindex)),
+                                 (name, pattern))
             for _ in range(300):
                 text = "".join(rng.choice(ALPHABET) for _ in range(rng.randint(0, 12)))
-                if not final_newline and text.endswith("\n"):
-                    continue
-                self.assertEqual(outcome(ours.search(text)), outcome(theirs.search(text)),
-                                 (pattern, text))
+                found = outcome(ours.search(text))
+                for name, reference, final_newline in theirs:
+                    if final_newline or not text.endswith("\n"):
+                        self.assertEqual(found, outcome(reference.search(text)),
+                                         (name, pattern, text))
 
-    def test_re(self):
+    def test_agreement(self):
         """The same as ``re`` (whose ``$`` also matches before a final
-        newline: RE2's does not, nor does this engine's)."""
-        self.compare(re.compile, final_newline=False)
+        newline: RE2's does not, nor does this engine's) and as RE2 (when
+        google-re2 is installed: ``test_re2`` is skipped otherwise)."""
+        references = [("re", re.compile, False)]
+        if re2 is not None:
+            references.append(("re2", re2.compile, True))
+        self.compare(references)
         self.assertIsNone(linear_re.compile("a$").search("a\n"))
 
     def test_re2(self):
+        """RE2's ``$`` before a final newline, as this engine's (the texts
+        of ``test_agreement`` that ``re`` answers otherwise)."""
         if re2 is None:
             raise self.skipTest("google-re2 is not installed")
-        self.compare(re2.compile)
+        for pattern, text in (("a$", "a\n"), ("(a|b)+$", "ab\n"), ("^$", "\n")):
+            self.assertEqual(outcome(linear_re.compile(pattern).search(text)),
+                             outcome(re2.compile(pattern).search(text)), (pattern, text))
+            self.assertIsNone(linear_re.compile(pattern).search(text))
 
     def test_emptyIterations(self):
         """A repeated group that matched empty keeps its empty capture, as

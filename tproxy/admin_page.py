@@ -88,6 +88,14 @@ def page_headers(html):
     return list(_page_headers(html))
 
 
+@functools.lru_cache(maxsize=1)
+def _page():
+    # a file of the package, read once per process (not at every reload or
+    # test harness)
+    html = pkgutil.get_data("tproxy", "static/status.html").decode("utf-8")
+    return html, html.encode("utf-8")
+
+
 @functools.lru_cache(maxsize=4)
 def _page_headers(html):
     # the same page for every gateway of the process: hashed once
@@ -159,10 +167,9 @@ class StatusPage(object):
         self.started = self.clock.seconds()
         self._samples = deque()   # (time, requests_total) of recent overviews
         self._box_samples = deque()   # the same for the box, with "workers"
-        self.html = pkgutil.get_data("tproxy", "static/status.html").decode("utf-8")
+        self.html, self.body = _page()
         self.headers = page_headers(self.html) + [
             ("Content-Type", "text/html; charset=utf-8")]
-        self.body = self.html.encode("utf-8")
 
     def install(self):
         """
