@@ -57,6 +57,7 @@ import binascii
 import json
 import os
 
+from twisted.internet.abstract import isIPv6Address
 from twisted.internet.defer import (Deferred, DeferredList, TimeoutError as DeferredTimeoutError,
                                     fail, succeed)
 from twisted.internet.task import LoopingCall
@@ -84,7 +85,9 @@ BATCH = 200
 
 def parse_url(url, path="registry.url"):
     """
-    ``(host, port, db, password)`` of ``redis://[:password@]host[:port][/db]``.
+    ``(host, port, db, password)`` of ``redis://[:password@]host[:port][/db]``;
+    an IPv6 host is written in brackets (``redis://[::1]:6379/0``) and
+    returned without them (``"::1"``).
 
     :raises ConfigError: naming ``path`` for a bad URL.
     """
@@ -97,7 +100,14 @@ def parse_url(url, path="registry.url"):
         auth, rest = rest.rsplit("@", 1)
         password = auth[1:] if auth.startswith(":") else auth
     hostport, _, db = rest.partition("/")
-    host, _, port = hostport.partition(":")
+    if hostport.startswith("["):
+        host, bracket, port = hostport[1:].partition("]")
+        if not bracket or not isIPv6Address(host) or port[:1] not in ("", ":"):
+            raise ConfigError((path, "bad Redis URL {!r}: an IPv6 host is an address "
+                                     "in brackets, [::1]".format(url)))
+        port = port[1:]
+    else:
+        host, _, port = hostport.partition(":")
     try:
         port = int(port) if port else 6379
         db = int(db) if db else 0
@@ -107,6 +117,11 @@ def parse_url(url, path="registry.url"):
         raise ConfigError((path, "bad Redis URL {!r}: port {} is out of range".format(
             url, port)))
     return host, port, db, password
+
+
+def host_port(host, port):
+    """``host:port``, an IPv6 host in brackets (``[::1]:6379``)."""
+    return "[{}]:{}".format(host, port) if ":" in host else "{}:{}".format(host, port)
 
 
 def _record(peer):
@@ -149,7 +164,7 @@ class RedisRegistry(MemoryRegistry):
         self.reactor = reactor if reactor is not None else clock
         self.host, self.port, self.db, self.password = parse_url(
             settings.get("url", "redis://127.0.0.1:6379/0"))
-        self.address = "{}:{}/{}".format(self.host, self.port, self.db)
+        self.address = "{}/{}".format(host_port(self.host, self.port), self.db)
         prefix = settings.get("key_prefix", "tproxy:")
         self.keys = [prefix + k for k in ("peers", "expiry", "groups", "routes",
                                           "version", "route_seq", "epoch")]
@@ -195,7 +210,7 @@ class RedisRegistry(MemoryRegistry):
         if self._started:
             return succeed(None)
         self._started = True
-        factory = watched_pool(self._pool_changed, "{}:{}".format(self.host, self.port),
+        factory = watched_pool(self._pool_changed, host_port(self.host, self.port),
                                self.db or None, 2, self.password, convert_numbers=False)
         factory.initialDelay = min(factory.initialDelay, self.retry_interval)
         factory.maxDelay = self.retry_interval
