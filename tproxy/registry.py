@@ -94,6 +94,17 @@ class IRegistry(Interface):
         return the :class:`Peer`, or ``None`` if there is no such static peer."""
 
 
+class IRegistryReplica(IRegistry):
+    """
+    A registry whose dynamic peers are another registry's, sent to it (a
+    worker's :class:`tproxy.replica.ReplicaRegistry`, the replica of its
+    parent's): it expires nothing itself (the registry it follows sweeps,
+    and the removals reach it as changes), so the registry plugin starts no
+    cleanup timer on it.  Declared with ``@implementer(IRegistryReplica)``;
+    nothing else (an attribute's name, a class's) makes a registry one.
+    """
+
+
 class Peer(object):
     """
     One upstream server of one group: what a ``balancer`` returns (also
