@@ -22,7 +22,8 @@ restores), :mod:`tproxy.registry_redis_writes` (the scripts' calls, the
 writes and the sweep), :mod:`tproxy.registry_redis_replica` (what Redis says applied to
 the replica), :mod:`tproxy.registry_redis_scripts` (the Lua scripts),
 :mod:`tproxy.shared_routes` (the ``/routes`` routes), and
-:mod:`tproxy.redis_connections` (Redis away known from the connections).
+:mod:`tproxy.redis_connections` (Redis away known from the connections; the
+URL parsed).
 
 Expiry: a sorted set of expiry times (the writer's clock), swept by every
 instance every ``cleanup_interval`` seconds with one script that removes
@@ -58,14 +59,13 @@ import binascii
 import json
 import os
 
-from twisted.internet.abstract import isIPv6Address
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from tproxy.config import ConfigError
-from tproxy.redis_connections import ReportingEndpoint, endpoint, watched_pool
+from tproxy.redis_connections import (ReportingEndpoint, endpoint, host_port, parse_url,
+                                      watched_pool)
 from tproxy.registry import IRegistry, MemoryRegistry, RegistryUnavailable
 from tproxy.registry_redis_replica import ReplicaUpdater
 from tproxy.registry_redis_writes import BATCH, SWEEP_LIMIT, RedisWrites, _record
@@ -74,47 +74,6 @@ from tproxy.shared_routes import SharedRoutes
 __all__ = ["BATCH", "RedisRegistry", "SWEEP_LIMIT", "SharedRoutes", "parse_url"]
 
 log = Logger()
-
-
-def parse_url(url, path="registry.url"):
-    """
-    ``(host, port, db, password)`` of ``redis://[:password@]host[:port][/db]``;
-    an IPv6 host is written in brackets (``redis://[::1]:6379/0``) and
-    returned without them (``"::1"``).
-
-    :raises ConfigError: naming ``path`` for a bad URL.
-    """
-    if not url.startswith("redis://"):
-        raise ConfigError((path, "bad Redis URL {!r} (expected redis://"
-                                 "[:password@]host[:port][/db])".format(url)))
-    rest = url[len("redis://"):]
-    password = None
-    if "@" in rest:
-        auth, rest = rest.rsplit("@", 1)
-        password = auth[1:] if auth.startswith(":") else auth
-    hostport, _, db = rest.partition("/")
-    if hostport.startswith("["):
-        host, bracket, port = hostport[1:].partition("]")
-        if not bracket or not isIPv6Address(host) or port[:1] not in ("", ":"):
-            raise ConfigError((path, "bad Redis URL {!r}: an IPv6 host is an address "
-                                     "in brackets, [::1]".format(url)))
-        port = port[1:]
-    else:
-        host, _, port = hostport.partition(":")
-    try:
-        port = int(port) if port else 6379
-        db = int(db) if db else 0
-    except ValueError:
-        raise ConfigError((path, "bad Redis URL {!r}".format(url)))
-    if not host or not 1 <= port <= 65535:
-        raise ConfigError((path, "bad Redis URL {!r}: port {} is out of range".format(
-            url, port)))
-    return host, port, db, password
-
-
-def host_port(host, port):
-    """``host:port``, an IPv6 host in brackets (``[::1]:6379``)."""
-    return "[{}]:{}".format(host, port) if ":" in host else "{}:{}".format(host, port)
 
 
 def _new_epoch():
