@@ -19,8 +19,9 @@ in any order and still converge.
 
 The code, by job: this module (the connections, up and down, snapshots and
 restores), :mod:`tproxy.registry_redis_writes` (the scripts' calls, the
-writes and the sweep), :mod:`tproxy.registry_redis_replica` (what Redis says applied to
-the replica), :mod:`tproxy.registry_redis_scripts` (the Lua scripts),
+writes and the sweep), :mod:`tproxy.registry_redis_subscriber` (the
+connection the published changes come on), :mod:`tproxy.registry_redis_replica`
+(what Redis says applied to the replica), :mod:`tproxy.registry_redis_scripts` (the Lua scripts),
 :mod:`tproxy.shared_routes` (the ``/routes`` routes), and
 :mod:`tproxy.redis_connections` (Redis away known from the connections; the
 URL parsed).
@@ -68,6 +69,7 @@ from tproxy.redis_connections import (ReportingEndpoint, endpoint, host_port, pa
                                       watched_pool)
 from tproxy.registry import IRegistry, MemoryRegistry, RegistryUnavailable
 from tproxy.registry_redis_replica import ReplicaUpdater
+from tproxy.registry_redis_subscriber import subscriber_factory
 from tproxy.registry_redis_writes import BATCH, SWEEP_LIMIT, RedisWrites, _record
 from tproxy.shared_routes import SharedRoutes
 
@@ -163,7 +165,7 @@ class RedisRegistry(RedisWrites, MemoryRegistry):
         self._factory = factory
         self.client = factory.handler
 
-        subscriber = _SubscriberFactory(self)
+        subscriber = subscriber_factory(self)
         subscriber.initialDelay = min(subscriber.initialDelay, self.retry_interval)
         subscriber.maxDelay = self.retry_interval
         # (what the command pool's attempts say is enough)
@@ -367,46 +369,3 @@ class RedisRegistry(RedisWrites, MemoryRegistry):
         replica; return the peers it removed.
         """
         return self.updater.apply(message)
-
-def _subscriber_factory_class():
-    import txredisapi
-
-    class Subscriber(txredisapi.SubscriberProtocol):
-        """The connection that receives the published changes."""
-
-        def connectionMade(self):
-            d = txredisapi.SubscriberProtocol.connectionMade(self)
-            registry = self.factory.registry
-            ready = self.whenConnected()
-            ready.addCallback(lambda _: self.subscribe(registry.channel))
-            ready.addCallbacks(lambda _: registry._subscriber_ready(),
-                               lambda f: self.transport.loseConnection())
-            return d
-
-        def messageReceived(self, pattern, channel, message):
-            try:
-                self.factory.registry.published(message)
-            except Exception:
-                log.failure("registry: applying a change from Redis failed")
-                self.factory.registry._subscribed = False
-                self.transport.loseConnection()
-
-        def connectionLost(self, why):
-            txredisapi.SubscriberProtocol.connectionLost(self, why)
-            self.factory.registry._subscriber_lost(why)
-
-    class SubscriberFactory(txredisapi.RedisFactory):
-        protocol = Subscriber
-
-        def __init__(self, registry):
-            txredisapi.RedisFactory.__init__(
-                self, registry.address, None, 1, True, txredisapi.ConnectionHandler,
-                "utf-8", registry.password, None, False)
-            self.registry = registry
-
-    return SubscriberFactory
-
-
-def _SubscriberFactory(registry):
-    return _subscriber_factory_class()(registry)
-
