@@ -47,9 +47,9 @@ class RedisServer(object):
         await self.proto.ended
 
 
-async def run_redis(case, port=None):
+async def run_redis(case, port=None, bind="127.0.0.1"):
     """
-    Start ``redis-server`` on ``127.0.0.1:port`` (a free port by default),
+    Start ``redis-server`` on ``bind:port`` (``127.0.0.1`` and a free port by default),
     without persistence, stopped (SIGTERM to its PID) in ``case``'s cleanup;
     returns the :class:`RedisServer` once it is ready.  A free port found by
     the test may be taken by another process before the server binds it:
@@ -72,7 +72,7 @@ async def run_redis(case, port=None):
         directory = os.path.abspath(case.mktemp())
         os.makedirs(directory)
         process = reactor.spawnProcess(proto, server, [
-            server, "--port", str(chosen), "--bind", "127.0.0.1", "--save", "",
+            server, "--port", str(chosen), "--bind", bind, "--save", "",
             "--appendonly", "no", "--daemonize", "no", "--dir", directory,
             "--repl-diskless-sync-delay", "0", "--hz", "100"], env=dict(os.environ))
         running = RedisServer(process, proto, chosen)

@@ -388,6 +388,23 @@ class CleanupTimerTests(SynchronousTestCase):
         self.assertEqual(registry.calls, 7)
         self.assertIsNone(self.registry.group("api"))
 
+    def test_noTimerOnReplica(self):
+        """A worker's replica (an IRegistryReplica) is swept by its parent:
+        the plugin starts no cleanup timer on it."""
+        from tproxy.replica_registry import ReplicaRegistry
+        self.start(lambda clock: ReplicaRegistry(clock, 60))
+        self.assertIsNone(self.plugin._loop)
+
+    def test_timerOnRegistryWithReplicaAttribute(self):
+        """Only the interface makes a replica: a registry with an attribute
+        that happens to be called ``replica`` is swept."""
+        class Named(FlakyRegistry):
+            replica = True
+        self.start(lambda clock: Named(clock, 60))
+        self.assertTrue(self.plugin._loop.running)
+        self.clock.advance(10)
+        self.assertEqual(self.registry.calls, 1)
+
     def test_stop(self):
         """Stopping the gateway stops the timer."""
         self.start()

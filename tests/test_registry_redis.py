@@ -368,10 +368,23 @@ class OutageTests(RedisTestCase):
     def test_addressConnectedDirectly(self):
         """An IP address in the URL is connected to directly (a refusal is
         known at once), a name through HostnameEndpoint."""
-        from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint
-        for host, kind in [("127.0.0.1", TCP4ClientEndpoint), ("localhost", HostnameEndpoint)]:
+        from twisted.internet.endpoints import (HostnameEndpoint, TCP4ClientEndpoint,
+                                                TCP6ClientEndpoint)
+        for host, kind in [("127.0.0.1", TCP4ClientEndpoint), ("[::1]", TCP6ClientEndpoint),
+                           ("localhost", HostnameEndpoint)]:
             registry = RedisRegistry(reactor, {"url": "redis://%s:6379/0" % host})
             self.assertIsInstance(registry._endpoint(None).endpoint, kind, host)
+
+    async def test_ipv6(self):
+        """A Redis on an IPv6 address, ``redis://[::1]:port/0``: the registry
+        connects, writes and reads its writes back from Redis."""
+        server = await run_redis(self, bind="::1")
+        a = await self.registry(server.port, url="redis://[::1]:%d/0" % server.port)
+        self.assertTrue(a.up)
+        self.assertEqual(a.address, "[::1]:%d/0" % server.port)
+        await a.register("api", "10.0.0.1", 80)
+        b = await self.registry(server.port, url="redis://[::1]:%d/0" % server.port)
+        self.assertEqual(sorted(b.group("api").peers), [("10.0.0.1", 80)])
 
     async def test_unreachableAtStart(self):
         """No Redis at start: the gateway's registry starts anyway (after
@@ -427,6 +440,19 @@ class ConfigTests(ProxyTestCase):
         self.assertEqual(parse_url("redis://:s3cret@cache.internal:6380/2"),
                          ("cache.internal", 6380, 2, "s3cret"))
         self.assertEqual(parse_url("redis://10.0.0.5"), ("10.0.0.5", 6379, 0, None))
+        self.assertEqual(parse_url("redis://[::1]:6379/0"), ("::1", 6379, 0, None))
+        self.assertEqual(parse_url("redis://:pw@[2001:db8::5]/3"), ("2001:db8::5", 6379, 3, "pw"))
+        validate_config({"registry": {"url": "redis://[::1]:6379/0"}})
+        validate_config({"registry": {"url": "redis://:pw@[2001:db8::5]"}})
+        for url in ("redis://[::1", "redis://[::1]6379", "redis://[localhost]:6379",
+                    "redis://[::1]:70000/0", "redis://[]:1"):
+            with self.assertRaises(ConfigError) as caught:
+                parse_url(url)
+            self.assertEqual(caught.exception.path, "registry.url", url)
+        for url in ("redis://[::1", "redis://[::1]6379", "redis://[::1]:70000", "redis://::1"):
+            with self.assertRaises(ConfigError) as caught:
+                validate_config({"registry": {"url": url}})
+            self.assertEqual(caught.exception.path, "registry.url", url)
 
 
 class _Admin(object):

@@ -221,11 +221,12 @@ SCHEMA = _object({
         # (tproxy.registry_redis); each instance serves from a local replica
         "backend": {"enum": ["memory", "redis"], "default": "memory"},
         "url": {"type": "string", "default": "redis://127.0.0.1:6379/0",
-                "pattern": r"^redis://(:[^@/]*@)?[^:/@]+(:(6553[0-5]|655[0-2][0-9]|65[0-4]"
+                "pattern": r"^redis://(:[^@/]*@)?(\[[0-9A-Fa-f:.]+\]|[^:/@\[\]]+)(:(6553[0-5]|655[0-2][0-9]|65[0-4]"
                            r"[0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?"
                            r"(/[0-9]{1,5})?$",
                 "x-messages": {"pattern": "bad Redis URL {instance!r} (expected "
-                               "redis://[:password@]host[:port][/db])"}},
+                               "redis://[:password@]host[:port][/db], an IPv6 "
+                               "host in brackets)"}},
         "key_prefix": {"type": "string", "default": "tproxy:", "maxLength": 200,
                        "pattern": r"^\S*$",
                        "x-messages": {"pattern": "key_prefix {instance!r} has a space"}},

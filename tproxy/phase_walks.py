@@ -21,8 +21,8 @@ from twisted.logger import Logger
 
 from tproxy.context import Response
 
-#: (the phase driver's namespace, where a failed ``log`` phase has always
-#: been reported)
+#: the phase driver's namespace (``tproxy.phases``): a failed ``log`` phase is
+#: reported under it, with the driver's other lines, wherever the walk runs
 log = Logger(namespace="tproxy.phases")
 
 

@@ -6,6 +6,9 @@ store (:mod:`tproxy.builtins._rate_limit_stores`): how Redis being away is
 known from the connections themselves, not learnt from a command that
 waited (txredisapi holds a command until it has a connection).
 
+- :func:`parse_url`: the host, port, database and password of a
+  ``redis://`` URL (an IPv6 host in brackets); :func:`host_port` names an
+  address the same way.
 - :func:`endpoint`: an IP address is connected to directly (a refusal is
   known at once; a :class:`HostnameEndpoint` reports it only when its next
   attempt would start, 0.3 s later), a name through ``HostnameEndpoint``.
@@ -26,8 +29,51 @@ from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import FilteringLogObserver, LogLevel, PredicateResult
 from zope.interface import implementer
 
-__all__ = ["ReportingEndpoint", "endpoint", "is_reconnection_noise", "quiet",
-           "quiet_the_log", "watched_pool"]
+from tproxy.config import ConfigError
+
+__all__ = ["ReportingEndpoint", "endpoint", "host_port", "is_reconnection_noise", "parse_url",
+           "quiet", "quiet_the_log", "watched_pool"]
+
+
+def parse_url(url, path="registry.url"):
+    """
+    ``(host, port, db, password)`` of ``redis://[:password@]host[:port][/db]``;
+    an IPv6 host is written in brackets (``redis://[::1]:6379/0``) and
+    returned without them (``"::1"``).
+
+    :raises ConfigError: naming ``path`` for a bad URL.
+    """
+    if not url.startswith("redis://"):
+        raise ConfigError((path, "bad Redis URL {!r} (expected redis://"
+                                 "[:password@]host[:port][/db])".format(url)))
+    rest = url[len("redis://"):]
+    password = None
+    if "@" in rest:
+        auth, rest = rest.rsplit("@", 1)
+        password = auth[1:] if auth.startswith(":") else auth
+    hostport, _, db = rest.partition("/")
+    if hostport.startswith("["):
+        host, bracket, port = hostport[1:].partition("]")
+        if not bracket or not isIPv6Address(host) or port[:1] not in ("", ":"):
+            raise ConfigError((path, "bad Redis URL {!r}: an IPv6 host is an address "
+                                     "in brackets, [::1]".format(url)))
+        port = port[1:]
+    else:
+        host, _, port = hostport.partition(":")
+    try:
+        port = int(port) if port else 6379
+        db = int(db) if db else 0
+    except ValueError:
+        raise ConfigError((path, "bad Redis URL {!r}".format(url)))
+    if not host or not 1 <= port <= 65535:
+        raise ConfigError((path, "bad Redis URL {!r}: port {} is out of range".format(
+            url, port)))
+    return host, port, db, password
+
+
+def host_port(host, port):
+    """``host:port``, an IPv6 host in brackets (``[::1]:6379``)."""
+    return "[{}]:{}".format(host, port) if ":" in host else "{}:{}".format(host, port)
 
 
 def endpoint(reactor, host, port, timeout):

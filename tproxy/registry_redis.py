@@ -17,11 +17,14 @@ soon as Redis answers), the published changes and the full snapshots (at
 start, after a reconnection, every ``resync_interval`` seconds) can arrive
 in any order and still converge.
 
-The code, by job: this module (the connections, up and down, the writes and
-the sweep), :mod:`tproxy.registry_redis_replica` (what Redis says applied to
-the replica), :mod:`tproxy.registry_redis_scripts` (the Lua scripts),
+The code, by job: this module (the connections, up and down, snapshots and
+restores), :mod:`tproxy.registry_redis_writes` (the scripts' calls, the
+writes and the sweep), :mod:`tproxy.registry_redis_subscriber` (the
+connection the published changes come on), :mod:`tproxy.registry_redis_replica`
+(what Redis says applied to the replica), :mod:`tproxy.registry_redis_scripts` (the Lua scripts),
 :mod:`tproxy.shared_routes` (the ``/routes`` routes), and
-:mod:`tproxy.redis_connections` (Redis away known from the connections).
+:mod:`tproxy.redis_connections` (Redis away known from the connections; the
+URL parsed).
 
 Expiry: a sorted set of expiry times (the writer's clock), swept by every
 instance every ``cleanup_interval`` seconds with one script that removes
@@ -57,63 +60,22 @@ import binascii
 import json
 import os
 
-from twisted.internet.defer import (Deferred, DeferredList, TimeoutError as DeferredTimeoutError,
-                                    fail, succeed)
+from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from tproxy.config import ConfigError
-from tproxy.redis_connections import ReportingEndpoint, endpoint, watched_pool
-from tproxy.registry import Group, IRegistry, MemoryRegistry, Peer, RegistryUnavailable
-from tproxy.registry_redis_replica import ReplicaUpdater, member as _member
-from tproxy.registry_redis_scripts import SCRIPTS
+from tproxy.redis_connections import (ReportingEndpoint, endpoint, host_port, parse_url,
+                                      watched_pool)
+from tproxy.registry import IRegistry, MemoryRegistry, RegistryUnavailable
+from tproxy.registry_redis_replica import ReplicaUpdater
+from tproxy.registry_redis_subscriber import subscriber_factory
+from tproxy.registry_redis_writes import BATCH, SWEEP_LIMIT, RedisWrites, _record
 from tproxy.shared_routes import SharedRoutes
 
-__all__ = ["RedisRegistry", "SharedRoutes", "parse_url"]
+__all__ = ["BATCH", "RedisRegistry", "SWEEP_LIMIT", "SharedRoutes", "parse_url"]
 
 log = Logger()
-
-#: registrations one sweep removes at most (the next sweep takes the rest)
-SWEEP_LIMIT = 1000
-
-#: registrations one script writes at most (a burst of heartbeats in one
-#: reactor turn is split: a script holds Redis while it runs)
-BATCH = 200
-
-
-def parse_url(url, path="registry.url"):
-    """
-    ``(host, port, db, password)`` of ``redis://[:password@]host[:port][/db]``.
-
-    :raises ConfigError: naming ``path`` for a bad URL.
-    """
-    if not url.startswith("redis://"):
-        raise ConfigError((path, "bad Redis URL {!r} (expected redis://"
-                                 "[:password@]host[:port][/db])".format(url)))
-    rest = url[len("redis://"):]
-    password = None
-    if "@" in rest:
-        auth, rest = rest.rsplit("@", 1)
-        password = auth[1:] if auth.startswith(":") else auth
-    hostport, _, db = rest.partition("/")
-    host, _, port = hostport.partition(":")
-    try:
-        port = int(port) if port else 6379
-        db = int(db) if db else 0
-    except ValueError:
-        raise ConfigError((path, "bad Redis URL {!r}".format(url)))
-    if not host or not 1 <= port <= 65535:
-        raise ConfigError((path, "bad Redis URL {!r}: port {} is out of range".format(
-            url, port)))
-    return host, port, db, password
-
-
-def _record(peer):
-    """The Redis record of a dynamic peer of the replica."""
-    return {"g": peer.group.name, "h": peer.host, "p": peer.port, "w": peer.weight,
-            "m": peer.max_conns, "c": peer.created_time, "hb": peer.last_heartbeat,
-            "x": peer.expires_at}
 
 
 def _new_epoch():
@@ -121,7 +83,7 @@ def _new_epoch():
 
 
 @implementer(IRegistry)
-class RedisRegistry(MemoryRegistry):
+class RedisRegistry(RedisWrites, MemoryRegistry):
     """
     The registry of a fleet, in Redis, with a local replica that serves (see
     the module docstring).  ``register``, ``deregister`` and ``expire``
@@ -149,7 +111,7 @@ class RedisRegistry(MemoryRegistry):
         self.reactor = reactor if reactor is not None else clock
         self.host, self.port, self.db, self.password = parse_url(
             settings.get("url", "redis://127.0.0.1:6379/0"))
-        self.address = "{}:{}/{}".format(self.host, self.port, self.db)
+        self.address = "{}/{}".format(host_port(self.host, self.port), self.db)
         prefix = settings.get("key_prefix", "tproxy:")
         self.keys = [prefix + k for k in ("peers", "expiry", "groups", "routes",
                                           "version", "route_seq", "epoch")]
@@ -195,7 +157,7 @@ class RedisRegistry(MemoryRegistry):
         if self._started:
             return succeed(None)
         self._started = True
-        factory = watched_pool(self._pool_changed, "{}:{}".format(self.host, self.port),
+        factory = watched_pool(self._pool_changed, host_port(self.host, self.port),
                                self.db or None, 2, self.password, convert_numbers=False)
         factory.initialDelay = min(factory.initialDelay, self.retry_interval)
         factory.maxDelay = self.retry_interval
@@ -203,7 +165,7 @@ class RedisRegistry(MemoryRegistry):
         self._factory = factory
         self.client = factory.handler
 
-        subscriber = _SubscriberFactory(self)
+        subscriber = subscriber_factory(self)
         subscriber.initialDelay = min(subscriber.initialDelay, self.retry_interval)
         subscriber.maxDelay = self.retry_interval
         # (what the command pool's attempts say is enough)
@@ -321,28 +283,6 @@ class RedisRegistry(MemoryRegistry):
             elif any(not p.static for p in group.peers.values()):
                 self._held = True
 
-    def _failed(self, failure, what):
-        """A command failed: Redis is down (connection, timeout) or refused
-        (an error reply); raise :class:`RegistryUnavailable`."""
-        import txredisapi
-        if failure.check(DeferredTimeoutError):
-            reason = "no answer within {} s".format(self.timeout)
-            self._down(reason)
-        elif failure.check(txredisapi.ResponseError):
-            # connected, but it will not take it (READONLY: a replica after a
-            # failover; OOM): logged once until a write succeeds again
-            reason = failure.getErrorMessage()
-            if not self._refusing:
-                self._refusing = True
-                log.warn("registry: Redis at {address} refused {what}: {reason}; "
-                         "changes are refused (503) until it takes them",
-                         address=self.address, what=what, reason=reason)
-        else:
-            reason = failure.getErrorMessage() or failure.type.__name__
-            self._down(reason)
-        raise RegistryUnavailable("the shared registry (Redis at {}) is unavailable: "
-                                  "{}".format(self.address, reason))
-
     def _subscriber_ready(self):
         self._subscribed = True
         if self.connected:      # (else the first command connection syncs)
@@ -353,31 +293,6 @@ class RedisRegistry(MemoryRegistry):
         if not self._stopping:
             self._down(reason.getErrorMessage() if hasattr(reason, "getErrorMessage")
                        else str(reason))
-
-    # -- commands ---------------------------------------------------------------------
-
-    def _call(self, name, args, what):
-        """Run the script ``name``; a Deferred of its reply (fails with
-        :class:`RegistryUnavailable`)."""
-        import txredisapi
-        script = SCRIPTS[name]
-        args = [self._channel_arg] + [str(a) for a in args]
-        d = self.client.evalsha(script.sha, self.keys, args)
-
-        def noscript(failure):
-            failure.trap(txredisapi.ScriptDoesNotExist)
-            return self.client.eval(script.text, self.keys, args)
-        d.addErrback(noscript)
-        d.addTimeout(self.timeout, self.reactor)
-        d.addCallbacks(self._took, self._failed, errbackArgs=(what,))
-        return d
-
-    def _took(self, reply):
-        if self._refusing:
-            self._refusing = False
-            log.info("registry: Redis at {address} takes changes again",
-                     address=self.address)
-        return reply
 
     def _sync(self):
         """Restore what was held (after an outage), then take a snapshot."""
@@ -454,176 +369,3 @@ class RedisRegistry(MemoryRegistry):
         replica; return the peers it removed.
         """
         return self.updater.apply(message)
-
-    # -- IRegistry ----------------------------------------------------------------------
-
-    def add_static(self, group, host, port, weight=1, max_conns=0):
-        g = self._groups.get(group)
-        old = g.peers.get((host, port)) if g is not None else None
-        if old is not None and not old.static:
-            self.updater.shadow[(group, host, port)] = _record(old)
-        return MemoryRegistry.add_static(self, group, host, port, weight, max_conns)
-
-    def remove_static(self, group, host, port):
-        peer = MemoryRegistry.remove_static(self, group, host, port)
-        rec = self.updater.shadow.pop((group, host, port), None)
-        if peer is not None and rec is not None:
-            self.updater.add_record(rec)
-        return peer
-
-    def register(self, group, host, port, weight=None, max_conns=None, routable=None):
-        """
-        Register or heartbeat ``host:port`` in Redis; a Deferred of ``(peer,
-        created)`` once Redis has it (the replica has it too by then).  A
-        static peer of this instance is handled here, at once, as the
-        in-memory registry does.  Fails with
-        :class:`~tproxy.registry.RegistryUnavailable` while Redis is away.
-        """
-        g = self._groups.get(group)
-        peer = g.peers.get((host, port)) if g is not None else None
-        if peer is not None and peer.static:
-            return MemoryRegistry.register(self, group, host, port, weight, max_conns,
-                                           routable)
-        if not self.up:
-            return fail(RegistryUnavailable(
-                "the shared registry (Redis at {}) is unavailable".format(self.address)))
-        if not self._registering:
-            self._registering_at = self.now()
-            self.reactor.callLater(0, self._register_batch)
-        d = Deferred()
-        self._registering.append((d, [
-            group, host, port, "" if weight is None else weight,
-            "" if max_conns is None else max_conns,
-            "" if routable is None else ("1" if routable else "0")]))
-        return d
-
-    def _register_batch(self):
-        """Write the registrations and heartbeats of the reactor turn that
-        ended: one script per :data:`BATCH` of them, one published message
-        (a burst of heartbeats costs Redis, and every instance decoding the
-        messages, one round trip instead of one each)."""
-        pending, self._registering = self._registering, []
-        for start in range(0, len(pending), BATCH):
-            batch = pending[start:start + BATCH]
-            args = [repr(self._registering_at), repr(self.ttl)]
-            for _, entry in batch:
-                args.extend(entry)
-            d = self._call("register", args, "a registration")
-            d.addCallbacks(self._registered, self._not_registered,
-                           callbackArgs=(batch,), errbackArgs=(batch,))
-
-    def _registered(self, reply, batch):
-        message, created = reply
-        self.apply(message)
-        written = None
-        for (d, (group, host, port, _, _, _)), new in zip(batch, created):
-            g = self._groups.get(group)
-            peer = g.peers.get((host, port)) if g is not None else None
-            if peer is None:
-                # changed again by another instance meanwhile: answer with
-                # what this write did
-                if written is None:
-                    written = dict((c[1], c[2]) for c in json.loads(message)["c"]
-                                   if c[0] == "p")
-                rec = written[_member(group, host, port)]
-                peer = Peer(Group(group), host, port, rec["w"], now=rec["c"], ttl=self.ttl)
-                peer.max_conns = rec["m"]
-                peer.expires_at = rec["x"]
-            d.callback((peer, bool(int(new))))
-
-    def _not_registered(self, failure, batch):
-        for d, _ in batch:
-            d.errback(failure)
-
-    def deregister(self, group, host, port):
-        """
-        Remove a dynamic registration from Redis: a Deferred of the removed
-        :class:`Peer`, or ``None`` if there was none or it had expired
-        (expired ones are cleaned up).  A static peer is not removed
-        (``None`` at once).
-        """
-        g = self._groups.get(group)
-        peer = g.peers.get((host, port)) if g is not None else None
-        if peer is not None and peer.static:
-            return None
-        if not self.up:
-            return fail(RegistryUnavailable(
-                "the shared registry (Redis at {}) is unavailable".format(self.address)))
-        d = self._call("deregister", [group, host, port, repr(self.now())],
-                       "a removal")
-
-        def removed(reply):
-            message, outcome = reply
-            gone = self.apply(message)
-            if int(outcome) != 2:
-                return None
-            return gone[0] if gone else Peer(Group(group), host, port)
-        return d.addCallback(removed)
-
-    def expire(self):
-        """
-        Sweep the expired registrations out of Redis (every instance does:
-        the sweep is idempotent); a Deferred of the peers this sweep
-        removed.  While Redis is away, nothing expires (``[]``).
-        """
-        if not self.up:
-            self._hold()
-            return []
-        return self._sweep([])
-
-    def _sweep(self, removed):
-        d = self._call("sweep", [repr(self.now()), self.sweep_limit], "the expiry sweep")
-
-        def swept(message):
-            gone = self.apply(message)
-            removed.extend(gone)
-            if len(gone) >= self.sweep_limit:
-                return self._sweep(removed)     # more are due: go on
-            return removed
-        d.addCallback(swept)
-        d.addErrback(lambda f: f.trap(RegistryUnavailable) and removed)
-        return d
-
-
-def _subscriber_factory_class():
-    import txredisapi
-
-    class Subscriber(txredisapi.SubscriberProtocol):
-        """The connection that receives the published changes."""
-
-        def connectionMade(self):
-            d = txredisapi.SubscriberProtocol.connectionMade(self)
-            registry = self.factory.registry
-            ready = self.whenConnected()
-            ready.addCallback(lambda _: self.subscribe(registry.channel))
-            ready.addCallbacks(lambda _: registry._subscriber_ready(),
-                               lambda f: self.transport.loseConnection())
-            return d
-
-        def messageReceived(self, pattern, channel, message):
-            try:
-                self.factory.registry.published(message)
-            except Exception:
-                log.failure("registry: applying a change from Redis failed")
-                self.factory.registry._subscribed = False
-                self.transport.loseConnection()
-
-        def connectionLost(self, why):
-            txredisapi.SubscriberProtocol.connectionLost(self, why)
-            self.factory.registry._subscriber_lost(why)
-
-    class SubscriberFactory(txredisapi.RedisFactory):
-        protocol = Subscriber
-
-        def __init__(self, registry):
-            txredisapi.RedisFactory.__init__(
-                self, registry.address, None, 1, True, txredisapi.ConnectionHandler,
-                "utf-8", registry.password, None, False)
-            self.registry = registry
-
-    return SubscriberFactory
-
-
-def _SubscriberFactory(registry):
-    return _subscriber_factory_class()(registry)
-

@@ -7,11 +7,14 @@ parent's, applying the peers' states the parent sends
 peers' requests (:func:`counts`).
 """
 
-from tproxy.registry import INFINITY, MemoryRegistry, Peer
+from zope.interface import implementer
+
+from tproxy.registry import INFINITY, IRegistryReplica, MemoryRegistry, Peer
 
 __all__ = ["ReplicaRegistry", "counts"]
 
 
+@implementer(IRegistryReplica)
 class ReplicaRegistry(MemoryRegistry):
     """
     A worker's registry: a :class:`~tproxy.registry.MemoryRegistry` whose
@@ -19,11 +22,10 @@ class ReplicaRegistry(MemoryRegistry):
     nothing itself (:meth:`expire` returns ``[]``; a peer past its
     ``expires_at`` is not selected, as everywhere, and the parent's sweep
     removes it); ``register`` and ``deregister`` are not called in a worker
-    (the admin API is the parent's).
+    (the admin API is the parent's).  An
+    :class:`~tproxy.registry.IRegistryReplica`: the registry plugin starts
+    no cleanup timer on it.
     """
-
-    #: the registry plugin starts no cleanup timer on a replica
-    replica = True
 
     def expire(self):
         return []

@@ -60,28 +60,19 @@ Disable the plugin (leave it out of ``plugins``) for no logging work at all.
 """
 
 import json
-import sys
 import time as _time
 from json.encoder import encode_basestring_ascii as _esc
 
 from twisted.logger import Logger
 
 from tproxy import hookimpl
-from tproxy.config import ConfigError
+from tproxy.builtins._access_log_output import AccessRecord, LineBatches, _dumps
+from tproxy.builtins._access_log_settings import (
+    FIELDS, REDACT, SETTINGS_SCHEMA, header_names, picker, target_of, template)
 from tproxy.context import RequestContext
-from tproxy.log_sinks import FdSink, FileSink, is_devnull
+from tproxy.log_sinks import is_devnull
 
 log = Logger()
-
-_dumps = json.JSONEncoder(separators=(",", ":")).encode
-
-#: The fields of a request's record, in their default order.
-FIELDS = ("time", "request_id", "client", "method", "uri", "status",
-          "bytes_sent", "request_time", "upstream_addr", "upstream_time",
-          "route", "error")
-
-#: The header fields whose values are not written, by default.
-REDACT = ("authorization", "proxy-authorization", "cookie", "set-cookie")
 
 _REDACTED = '"[redacted]"'
 _MILLIS = tuple('.%03dZ"' % i for i in range(1000))
@@ -90,45 +81,14 @@ _STATUS = {i: str(i) for i in range(1000)}
 #: ``ctx.request_id`` without the property: CPython 3.11 does not specialise
 #: a property's read, which costs ~250 instructions more than this call
 _request_id = RequestContext.request_id.fget
-#: The ``%`` conversion of each field's value in a line (the others are
-#: JSON text already).
-_FORMATS = {"status": "%d", "bytes_sent": "%d", "request_time": "%.6f"}
 _RESPONSE_VAR = "access_log.response_headers"
-#: Unwritten bytes kept (in multiples of ``buffer_size``) when the target
-#: cannot take them; beyond this, lines are dropped.
-_BACKLOG = 64
 
 
 class AccessLogError(Exception):
     """The access log's file cannot be opened (tproxy does not start)."""
 
 
-class AccessRecord(dict):
-    """
-    One record as a ``dict`` of the fields, which formats (``str``,
-    ``format``) as its JSON text, so that a :mod:`twisted.logger` event's
-    message is the JSON line (the ``"logger"`` target).
-    """
-
-    __slots__ = ()
-
-    def __str__(self):
-        return _dumps(self)
-
-    def __format__(self, spec):
-        return format(_dumps(self), spec)
-
-
-def _headers_schema(what):
-    return {
-        "type": "array", "default": [], "uniqueItems": True,
-        "items": {"type": "string", "pattern": "^([!#$%&'*+.^_`|~0-9A-Za-z-]+|[*])$"},
-        "description": "{} header fields added to each record (\"*\": every "
-                       "one)".format(what),
-    }
-
-
-class Plugin(object):
+class Plugin(LineBatches):
     """
     The JSON access log (``log`` and ``stream_log`` phases; see the module
     docstring).
@@ -140,68 +100,30 @@ class Plugin(object):
         ``path`` with another target.
     """
 
-    settings_schema = {
-        "type": "object",
-        "properties": {
-            "target": {
-                "enum": ["stdout", "stderr", "file", "logger"],
-                "description": "where the lines go; default \"file\" when path "
-                               "is set, else \"stdout\"",
-            },
-            "path": {"type": ["string", "null"], "minLength": 1, "default": None,
-                     "description": "the file of the \"file\" target"},
-            "max_size": {"type": ["integer", "null"], "minimum": 1,
-                         "default": 100 * 1024 * 1024,
-                         "description": "rotate the file before it grows past "
-                                        "this many bytes (null: never)"},
-            "keep": {"type": "integer", "minimum": 0, "maximum": 1000, "default": 5,
-                     "description": "rotated files kept (path.1 ... path.N)"},
-            "buffer_size": {"type": "integer", "minimum": 0, "maximum": 16 * 1024 * 1024,
-                            "default": 65536,
-                            "description": "write when this many bytes wait (0: "
-                                           "every line at once)"},
-            "flush_interval": {"type": "number", "exclusiveMinimum": 0,
-                               "maximum": 60, "default": 0.1,
-                               "description": "seconds a line may wait"},
-            "fields": {"type": "array", "items": {"enum": list(FIELDS)},
-                       "uniqueItems": True, "default": list(FIELDS)},
-            "request_headers": _headers_schema("request"),
-            "response_headers": _headers_schema("response"),
-            "redact": {"type": "array", "items": {"type": "string"},
-                       "default": list(REDACT),
-                       "description": "header fields written as \"[redacted]\""},
-        },
-        "additionalProperties": False,
-    }
+    settings_schema = SETTINGS_SCHEMA
 
     def __init__(self, settings=None):
         settings = settings or {}
-        self.path = settings.get("path")
-        self.target = settings.get("target") or ("file" if self.path else "stdout")
-        if self.target == "file" and not self.path:
-            raise ConfigError(("path", "the \"file\" target needs a path"))
-        if self.path and self.target != "file":
-            raise ConfigError(("path", "a path is only for the \"file\" target "
-                                       "(target is {!r})".format(self.target)))
+        self.target, self.path = target_of(settings)
         self.max_size = settings.get("max_size", 100 * 1024 * 1024)
         self.keep = settings.get("keep", 5)
         self.buffer_size = settings.get("buffer_size", 65536)
         self.flush_interval = settings.get("flush_interval", 0.1)
         self.fields = tuple(settings.get("fields", FIELDS))
         self.redact = frozenset(h.lower() for h in settings.get("redact", REDACT))
-        self.request_headers = _header_names(settings.get("request_headers", ()))
-        self.response_headers = _header_names(settings.get("response_headers", ()))
+        self.request_headers = header_names(settings.get("request_headers", ()))
+        self.response_headers = header_names(settings.get("response_headers", ()))
         if not self.response_headers:
             # no header_filter implementation at all: a request pays nothing
             # for a feature that is off
             self.header_filter = None
-        self._template = _template(self.fields, self.request_headers,
-                                   self.response_headers)
+        self._template = template(self.fields, self.request_headers,
+                                  self.response_headers)
         self._default_fields = self.fields == FIELDS
         self._default_line = (self._default_fields and self.request_headers is None
                               and self.response_headers is None)
         self._logger = self.target == "logger"
-        self._pick = _picker(self.fields)
+        self._pick = picker(self.fields)
         self.reactor = None
         self._sink = None
         self._buffer = []
@@ -264,96 +186,6 @@ class Plugin(object):
             ("reason", ctx.reason),
             ("error", ctx.error),
         ))
-
-    # -- output ---------------------------------------------------------------
-
-    def _open(self):
-        """The sink of the target (opened once)."""
-        if self.target == "stdout":
-            self._sink = FdSink(sys.__stdout__.fileno() if sys.__stdout__ else 1, "stdout")
-        elif self.target == "stderr":
-            self._sink = FdSink(sys.__stderr__.fileno() if sys.__stderr__ else 2, "stderr")
-        else:
-            self._sink = FileSink(self.path, self.max_size, self.keep)
-        return self._sink
-
-    def write(self, line):
-        """
-        Queue one line (``str``, ASCII, no newline) for the target; write the
-        batch when ``buffer_size`` is reached, else arm the flush timer.
-        """
-        if self._logger:
-            log.info("{access_log}", access_log=json.loads(line, object_pairs_hook=AccessRecord))
-            return
-        self._buffer.append(line)
-        size = self._buffered = self._buffered + len(line) + 1
-        if size >= self.buffer_size:
-            self.flush()
-        elif self._timer is None and self.reactor is not None:
-            self._timer = self.reactor.callLater(self.flush_interval, self._flush_timer)
-
-    def _flush_timer(self):
-        self._timer = None
-        try:
-            self.flush()
-        except Exception:
-            log.failure("access_log: flushing failed")
-
-    def flush(self):
-        """Write the lines waiting, with one system call (more if the target
-        takes part of them); never raises ``OSError``."""
-        if self._timer is not None:
-            if self._timer.active():
-                self._timer.cancel()
-            self._timer = None
-        lines, self._buffer, self._buffered = self._buffer, [], 0
-        sink = self._sink
-        count = len(lines)
-        if not count and (sink is None or not sink.pending):
-            return
-        if count:
-            lines.append("")   # (the last newline, without copying the batch again)
-            data = "\n".join(lines).encode("ascii")
-        else:
-            data = b""
-        try:
-            if sink is None:
-                sink = self._open()
-            left = sink.write(data)
-        except OSError as e:
-            self._dropped += count
-            if not self._failed:
-                self._failed = True
-                log.error("access_log: cannot write to {target}: {error}; lines are "
-                          "dropped until a write succeeds",
-                          target=self.path or self.target, error=e.strerror or str(e))
-            return
-        if left and left > _BACKLOG * max(self.buffer_size, 65536):
-            self._dropped += sink.drop()
-        if self._failed and not left:
-            self._failed = False
-            log.warn("access_log: writing to {target} again ({dropped} lines dropped)",
-                     target=sink.name, dropped=self._dropped)
-            self._dropped = 0
-
-    def reopen(self):
-        """Write what waits, then reopen the file of the ``"file"`` target
-        (after logrotate renamed it)."""
-        if self.target == "logger":
-            return
-        self.flush()
-        if self._sink is not None and self._sink.path is not None:
-            self._sink.reopen()
-            log.info("access_log: reopened {target}", target=self._sink.name)
-
-    def close(self):
-        """Write what waits and close the target (a later line opens it again)."""
-        if self.target == "logger":
-            return
-        self.flush()
-        sink, self._sink = self._sink, None
-        if sink is not None:
-            sink.close()
 
     # -- phases ---------------------------------------------------------------
 
@@ -486,16 +318,6 @@ def _quote(text):
     return quoted
 
 
-def _header_names(names):
-    """``None`` (no headers), ``"*"`` (all), or the lower-cased names as
-    ``bytes``."""
-    if not names:
-        return None
-    if "*" in names:
-        return "*"
-    return tuple(n.lower().encode("ascii") for n in names)
-
-
 def _headers_json(headers, names, redact):
     """The JSON object of the header fields ``names`` of ``headers`` (a
     :class:`tproxy.http.headers.Headers`): lower-case names, repeated fields
@@ -515,22 +337,6 @@ def _headers_json(headers, names, redact):
         '%s:%s' % (_esc(k), _REDACTED if k in redact and v is not None
                    else "null" if v is None else _esc(v.decode("latin-1")))
         for k, v in items])
-
-
-def _template(fields, request_headers, response_headers):
-    """The ``%`` format of a line: ``{"time":%s,...}``."""
-    names = list(fields)
-    if request_headers is not None:
-        names.append("request_headers")
-    if response_headers is not None:
-        names.append("response_headers")
-    return "{" + ",".join('"%s":%s' % (n, _FORMATS.get(n, "%s")) for n in names) + "}"
-
-
-def _picker(fields):
-    """A function taking the values of :data:`FIELDS` to those of ``fields``."""
-    indexes = [FIELDS.index(f) for f in fields]
-    return lambda values: tuple([values[i] for i in indexes])
 
 
 __all__ = ["Plugin", "AccessRecord", "AccessLogError", "FIELDS", "REDACT"]

@@ -15,44 +15,9 @@ pass of the last request given out if its own is lower, so a peer that sat
 out (busy, ejected, newly registered) takes its share from then on, not a
 burst to catch up.
 
-How it stays flat at 10,000 peers
----------------------------------
-Each group's index (in ``group.state``, under a key of this plugin instance)
-holds the peers in *buckets*: ``{(score, round): OrderedDict of peers}``,
-``round`` being the whole part of the peer's pass, each bucket in the order
-its peers last changed, and a small heap of the distinct keys.  The plugin
-follows the registry as an :class:`tproxy.registry.IRegistryListener`: when a
-peer's count or weight changes (``peer_changed``, fired by
-``Peer.acquire``/``release``, which tproxy calls, never this plugin), the
-peer moves to the *end* of its new key's bucket, in O(1).  A pick takes the
-*first* peer of the lowest bucket: the lowest score, then the earliest
-round; within a round, the peer that changed longest ago.  Rounds are
-stride scheduling at a granularity of one: in each round a peer of weight
-``w`` takes ``w`` turns (its pass grows by ``1 / w`` a turn), interleaved
-with the others', the way nginx's smooth weighted round-robin shares ties.
-
-So a change costs O(1) and a pick O(1), plus O(log k) when a key appears or
-disappears, ``k`` being the number of distinct keys (a few: the distinct
-``(active, weight)`` pairs in use times the one or two rounds under way),
-never the number of peers.  The key heap is rebuilt once its stale keys
-outnumber twice the live ones, so it stays small however many requests pass.
-
-Small groups (up to :attr:`Plugin.small_group` peers, 8) have no index:
-each pick looks at every peer and takes the smallest ``(score, pass)``,
-which costs less per request than moving a peer between buckets twice.  A group that grows
-past that size is indexed from then on.  A small group's ``peer_changed``
-returns at once: the pick brings the passes up to date (a peer's ``total``
-tells how many requests it was given since).
-
-Per request (a pick, then ``peer_changed`` at ``acquire`` and at
-``release``) the index does a few dictionary operations on one peer: each
-peer has one record, ``[pass, total, bucket, key]``, so that leaving a
-bucket needs no lookup of the old key, and the plugin's key in
-``group.state`` is hashed by identity.  The running server pays more per
-request at 10,000 peers than at 1 (see ``bench/README.md``): not for these
-instructions, which are the same at 9 peers, but because each request
-touches another peer's objects and upstream connection, which are no
-longer in the CPU's caches.
+How it stays flat at 10,000 peers: each group's peers are indexed by
+``(score, round)`` (:mod:`tproxy.builtins._least_conn_index`), so a pick and
+a change cost O(1) whatever the number of peers.
 
 Peers in ``tried`` are skipped.  An expired peer (TTL passed, not yet removed
 by the registry's cleanup) is dropped from the index when a pick meets it:
@@ -89,107 +54,17 @@ to try (tproxy then answers ``503``).
 """
 
 import heapq
-import itertools
-from collections import OrderedDict
 
 from zope.interface import implementer
 
 from tproxy import Response, hookimpl
+from tproxy.builtins._least_conn_index import GroupIndexes, _Index, _Recent, _advance
 from tproxy.health import IHealthListener
 from tproxy.registry import IRegistryListener
 
-_attachments = itertools.count()
-
-
-class _Index(object):
-    """
-    One group's peers, by ``(score, round)``.
-
-    :ivar buckets: ``{key: OrderedDict(peer -> None)}``, each in the order
-        its peers arrived (the most recently changed last).  A bucket that
-        empties stays until its key comes to the top of the heap (or a
-        sweep when emptied ones pile up): a peer
-        going back and forth between two keys, as with every request, then
-        moves between two dictionaries that exist.
-    :ivar keys: a heap of keys: every key of ``buckets`` once, and maybe keys
-        whose bucket has emptied since (dropped when met).
-    :ivar queued: the set of the keys in ``keys``.
-    :ivar passes: ``{peer: [pass, total, bucket, key]}`` for every peer of
-        the index (in a bucket, ``down`` or ``full``): its pass, and
-        ``peer.total`` when the pass was last brought up to date; the bucket
-        it is in and that bucket's key (``None``, ``None`` when in none).
-    :ivar placed: how many peers are in a bucket.
-    :ivar vt: the pass the last request given out started from.
-    :ivar down: ``OrderedDict(peer -> None)`` of the unhealthy peers, in the
-        order they became so (not in a bucket).
-    :ivar full: ``{peer: None}`` of the peers at their ``max_conns`` (not in
-        a bucket until a request of theirs ends).
-    """
-
-    __slots__ = ("buckets", "keys", "queued", "passes", "placed", "vt", "down", "full")
-
-    def __init__(self):
-        self.buckets = {}
-        self.keys = []
-        self.queued = set()
-        self.passes = {}
-        self.placed = 0
-        self.vt = 0.0
-        self.down = OrderedDict()
-        self.full = {}
-
-    @property
-    def key_of(self):
-        """``{peer: key}`` of the peers in a bucket (a new dict: for tests
-        and introspection, O(peers))."""
-        return {peer: rec[3] for peer, rec in self.passes.items() if rec[2] is not None}
-
-
-class _Recent(object):
-    """
-    A small group's state: no index, the peers are scanned at each pick
-    (cheaper than keeping buckets up to date for a few peers).
-
-    :ivar passes: ``{peer: [pass, total]}``, as :attr:`_Index.passes`, for
-        the peers a pick has looked at (brought up to date by the pick).
-    :ivar vt: as :attr:`_Index.vt`.
-    """
-
-    __slots__ = ("passes", "vt")
-
-    def __init__(self):
-        self.passes = {}
-        self.vt = 0.0
-
-
-class _StateKey(object):
-    """The key of one attachment's state in ``group.state``: hashed by
-    identity, so looking it up costs no hashing of a tuple or string."""
-
-    __slots__ = ("serial",)
-
-    def __init__(self, serial):
-        self.serial = serial
-
-    def __repr__(self):
-        return "<least_conn state %d>" % (self.serial,)
-
-
-def _advance(state, peer, passed):
-    """Bring ``passed`` (a peer's ``[pass, total]``) up to ``peer.total``:
-    each request given to the peer since adds ``1 / weight`` to its pass,
-    counted from ``state.vt`` if the pass was behind it."""
-    start = passed[0]
-    if start < state.vt:
-        start = state.vt
-    else:
-        state.vt = start
-    passed[0] = start + (peer.total - passed[1]) / (peer.weight * peer.ramp or 1)
-    passed[1] = peer.total
-
 
 @implementer(IRegistryListener, IHealthListener)
-class Plugin(object):
+class Plugin(GroupIndexes):
     """
     The least-connections balancer (``balancer`` phase).
 
@@ -211,125 +86,8 @@ class Plugin(object):
         self._key = None
         self._health = None
 
-    # -- the index ------------------------------------------------------------
 
-    def _attach(self, gateway):
-        """Follow ``gateway``'s registry and health state (indexes are built
-        per group on first use)."""
-        registry = gateway.registry
-        self._registry = registry
-        # a fresh key, so that indexes built for an earlier registry are never read
-        self._key = _StateKey(next(_attachments))
-        registry.subscribe(self)
-        self._health = getattr(gateway, "health", None)
-        if self._health is not None:
-            self._health.subscribe(self)
-
-    def _build(self, group, now, recent=None):
-        """Index ``group`` (keeping the passes of its small-group state)."""
-        index = _Index()
-        if recent is not None:
-            index.vt = recent.vt
-        known = recent.passes if recent is not None else {}
-        for peer in group.peers.values():
-            if peer.is_live(now):
-                passed = known.get(peer)
-                if passed is None:
-                    index.passes[peer] = [index.vt, peer.total, None, None]
-                else:
-                    if passed[1] != peer.total:
-                        _advance(index, peer, passed)
-                    index.passes[peer] = [passed[0], passed[1], None, None]
-                if not peer.healthy:
-                    index.down[peer] = None
-                elif peer.max_conns and peer.active >= peer.max_conns:
-                    index.full[peer] = None
-                else:
-                    self._place(index, peer)
-        group.state[self._key] = index
-        return index
-
-    def _place(self, index, peer):
-        """Move ``peer`` to the end of the bucket of its current key."""
-        rec = index.passes[peer]
-        key = (peer.active / (peer.weight * peer.ramp or 1), int(rec[0]))
-        old = rec[2]
-        if old is not None:
-            del old[peer]   # an emptied bucket stays (see _pick)
-        else:
-            index.placed += 1
-        bucket = index.buckets.get(key)
-        if bucket is None:
-            bucket = self._new_bucket(index, key)
-        bucket[peer] = None
-        rec[2] = bucket
-        rec[3] = key
-
-    def _new_bucket(self, index, key):
-        buckets = index.buckets
-        if len(buckets) > 4 * index.placed + 16:
-            # many emptied buckets above the lowest keys: sweep them
-            for k in [k for k, b in buckets.items() if not b]:
-                del buckets[k]
-        bucket = buckets[key] = OrderedDict()
-        if key not in index.queued:
-            index.queued.add(key)
-            heapq.heappush(index.keys, key)
-            if len(index.keys) > 2 * len(buckets) + 8:
-                index.keys = list(buckets)
-                heapq.heapify(index.keys)
-                index.queued = set(index.keys)
-        return bucket
-
-    def _drop(self, index, peer):
-        """Take ``peer`` out of the buckets (its key may stay in the heap)."""
-        rec = index.passes.get(peer)
-        if rec is not None and rec[2] is not None:
-            del rec[2][peer]
-            rec[2] = rec[3] = None
-            index.placed -= 1
-
-    def _index_of(self, peer):
-        if self._key is None:
-            return None
-        return peer.group.state.get(self._key)
-
-    def peer_added(self, peer):
-        """Index a new peer (if its group is indexed yet)."""
-        index = self._index_of(peer)
-        if type(index) is _Index and peer not in index.passes:
-            index.passes[peer] = [index.vt, peer.total, None, None]
-            if peer.healthy:
-                self._place(index, peer)
-            else:
-                index.down[peer] = None
-
-    def peer_removed(self, peer):
-        """Drop a peer from its group's index."""
-        index = self._index_of(peer)
-        if type(index) is _Index:
-            self._drop(index, peer)
-            index.down.pop(peer, None)
-            index.full.pop(peer, None)
-        if index is not None:
-            index.passes.pop(peer, None)
-
-    def peer_health_changed(self, peer):
-        """An ejected peer leaves the buckets, a re-admitted one comes back."""
-        index = self._index_of(peer)
-        if type(index) is not _Index:
-            return   # small groups look at peer.healthy at each pick
-        if peer.healthy:
-            if index.down.pop(peer, 0) is None:
-                if peer.max_conns and peer.active >= peer.max_conns:
-                    index.full[peer] = None
-                else:
-                    self._place(index, peer)
-        else:
-            rec = index.passes.get(peer)
-            if rec is not None and rec[2] is not None:
-                self._drop(index, peer)
-                index.down[peer] = None
+    # -- the index at each request --------------------------------------------
 
     def peer_changed(self, peer):
         """Re-score a peer whose count or weight changed (twice per request:

@@ -81,7 +81,7 @@ from tproxy.admin import AdminResponse
 from tproxy.builtins._registry_parameters import (
     DEFAULT_GROUP, BadParameter, check_caller, parse_host, parse_max_conns, parse_port,
     parse_prefix, parse_routable, parse_weight, request_parameters)
-from tproxy.registry import IRegistryListener, RegistryUnavailable
+from tproxy.registry import IRegistryListener, IRegistryReplica, RegistryUnavailable
 from tproxy.trust import TrustedProxies, UntrustworthyHeader
 
 __all__ = ["Plugin", "BadParameter", "parse_host", "parse_port", "parse_prefix",
@@ -140,7 +140,7 @@ class Plugin(object):
         self.max_servers_per_group = config.get("max_servers_per_group", 10000)
         self.max_servers = config.get("max_servers", 100000)
         interval = config.get("cleanup_interval", 10)
-        if getattr(self.registry, "replica", False):
+        if IRegistryReplica.providedBy(self.registry):
             # a worker's replica (tproxy.replica): the parent expires, once
             return
         self._loop = LoopingCall(self._cleanup)

@@ -81,6 +81,7 @@ from zope.interface import implementer
 
 from tproxy import Response, hookimpl
 from tproxy.builtins import least_conn
+from tproxy.builtins._router_groups import GroupNames
 from tproxy.registry import IRegistryListener
 
 _HEADER = "X-Route-Prefix"
@@ -88,14 +89,8 @@ _HEADER_LOWER = b"x-route-prefix"
 _HEADER_LEN = len(_HEADER_LOWER)
 
 
-def _prefixes(name):
-    """``"a/b/c"`` -> ``["a", "a/b", "a/b/c"]``."""
-    parts = name.split("/")
-    return ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
-
-
 @implementer(IRegistryListener)
-class Plugin(object):
+class Plugin(GroupNames):
     """
     The prefix router (``rewrite`` phase).
 
@@ -142,53 +137,9 @@ class Plugin(object):
         self._registry = None
         # group names known to exist, and every segment-prefix of them with
         # the number of names it is a prefix of (a flattened trie: the walk
-        # stops at the first candidate that leads to no group).
+        # stops at the first candidate that leads to no group): GroupNames
         self._names = set()
         self._prefix_count = {}
-
-    # -- the registry's groups ----------------------------------------------
-
-    def _attach(self, registry):
-        """Follow ``registry``'s groups from now on."""
-        self._registry = registry
-        self._names = set()
-        self._prefix_count = {}
-        registry.subscribe(self)
-        for group in registry.groups():
-            self._add_name(group.name)
-
-    def _add_name(self, name):
-        if name in self._names:
-            return
-        self._names.add(name)
-        counts = self._prefix_count
-        for p in _prefixes(name):
-            counts[p] = counts.get(p, 0) + 1
-
-    def _remove_name(self, name):
-        if name not in self._names:
-            return
-        self._names.discard(name)
-        counts = self._prefix_count
-        for p in _prefixes(name):
-            n = counts[p] - 1
-            if n:
-                counts[p] = n
-            else:
-                del counts[p]
-
-    def peer_added(self, peer):
-        """A peer joined: its group may be new."""
-        self._add_name(peer.group.name)
-
-    def peer_removed(self, peer):
-        """A peer left: its group is gone if the registry no longer has it."""
-        name = peer.group.name
-        if self._registry is not None and self._registry.group(name) is None:
-            self._remove_name(name)
-
-    #: counts and weights do not matter to routing: not called per request
-    peer_changed = None
 
     # -- phases ---------------------------------------------------------------
 

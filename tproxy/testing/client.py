@@ -11,7 +11,7 @@ from zope.interface import implementer
 
 from tproxy.http.headers import Headers
 from tproxy.testing._network import RequestPending
-from tproxy.testing.stream import _ConnectionEnd
+from tproxy.testing._tcp import _ConnectionEnd
 from tproxy.testing.upstreams import StubResponse
 
 

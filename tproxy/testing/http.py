@@ -16,7 +16,7 @@ from tproxy.admin_page import install as install_status_page
 from tproxy.http.server import ProxyFactory
 from tproxy.testing._network import UNREACHABLE, _Network, _address
 from tproxy.testing.client import ClientConnection, PendingRequest, _Client, _request_bytes, _str
-from tproxy.testing.stream import _TCPPump, _TCPTransport
+from tproxy.testing._tcp import _TCPPump, _TCPTransport
 from tproxy.testing.upstreams import _HandlerResource, _StubSite
 
 
