@@ -1009,15 +1009,25 @@ class PyParserStrictnessTests(SynchronousTestCase):
         self.assertEqual((events[-1][0], error), (COMPLETE, None))
 
     def test_large_head_fed_bytewise(self):
-        """A 200 KB head fed a byte at a time: linear, not quadratic."""
+        """A 200 KB head fed a byte at a time: linear, not quadratic.  After
+        each feed the buffered part of the head has been searched for its
+        end and checked for bad line ends up to its last byte, so the next
+        feed looks at its own byte (and the three before it), not at the
+        whole head again."""
         head = (b"GET / HTTP/1.1\r\n"
                 + b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 40) for i in range(4000))
                 + b"\r\n")
         headers = []
         parser = pyparser.HttpRequestParser(
             type("P", (), {"on_header": lambda s, n, v: headers.append(n)})())
-        for i in range(len(head)):
+        behind = []
+        for i in range(len(head) - 1):
             parser.feed_data(head[i:i + 1])
+            buffered = len(parser._buf)
+            if parser._scan != buffered or parser._checked < buffered - 1:
+                behind.append((i, buffered, parser._scan, parser._checked))
+        parser.feed_data(head[-1:])
+        self.assertEqual(behind, [])
         self.assertEqual(len(headers), 4000)
 
     def test_dead_parser_repeats_error(self):
