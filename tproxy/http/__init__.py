@@ -6,7 +6,8 @@ The life of one request::
 
     read            the client connection (connection.ProxyProtocol) feeds
                     the parser; its callbacks (reader.RequestReader) check
-                    the limits and, at the end of the head, sort the fields
+                    the limits and, at the end of the head, read the target
+                    (target.request_target) and sort the fields
                     (wire.scan_request_fields): a RequestContext and an
                     Exchange.  Requests pipelined behind it wait in the
                     connection's queue (reading pauses), answered in order.
@@ -60,7 +61,8 @@ The modules
 - :mod:`tproxy.http.upstream`: an upstream connection;
   :mod:`tproxy.http.pool`: their keep-alive pool per peer.
 - :mod:`tproxy.http.wire`: the pure functions (heads, fields, reasons,
-  error answers, request targets).
+  error answers); :mod:`tproxy.http.target`: the request target (path,
+  query, absolute-form authority, dot segments).
 - :mod:`tproxy.http.parsing`: the parser in use (httptools, or
   :mod:`tproxy.http.pyparser`); :mod:`tproxy.http.headers`: ``Headers``.
 - :mod:`tproxy.http.refusals`, :mod:`tproxy.http.retry`,

@@ -16,9 +16,9 @@ from tproxy.http.exchange import Exchange
 from tproxy.http.headers import Headers
 from tproxy.http.parsing import HttpParserError, HttpParserInvalidMethodError, HttpParserUpgrade, bare_cr_first
 from tproxy.http.pygrammar import MAX_TRAILERS
+from tproxy.http.target import METHOD_TOKEN, request_target
 from tproxy.http.tunnel import UpgradeExchange, UpgradeRequestContext, upgrade_offer
-from tproxy.http.wire import (METHOD_TOKEN, BadRequest, Closing, forwarding_fields,
-                              request_target, scan_request_fields)
+from tproxy.http.wire import BadRequest, Closing, forwarding_fields, scan_request_fields
 from tproxy.trust import UntrustworthyHeader
 
 #: the size at the start of a chunk-size line

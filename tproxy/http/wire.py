@@ -4,9 +4,10 @@ The bytes of HTTP/1.1 as tproxy reads and writes them: pure functions, no
 connection, no state.
 
 - the request side: what each received field is (:func:`scan_request_fields`),
-  the request target (:func:`request_target`, :func:`normalize_path`), the
-  errors parsing raises (:class:`BadRequest`, :class:`Closing`) and the JSON
-  answer written for them (:func:`error_response`);
+  the Host value's check (:func:`check_host`), the errors parsing raises
+  (:class:`BadRequest`, :class:`Closing`) and the JSON answer written for
+  them (:func:`error_response`); the request target is
+  :mod:`tproxy.http.target`'s;
 - the head sent upstream (:func:`upstream_request_head`);
 - the response side: the upstream's fields cleaned of hop-by-hop ones
   (:func:`clean_response_fields`), the head written to the client
@@ -64,73 +65,6 @@ def error_response(status, message):
     return (b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
             b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
             % (status, reason_for(status), len(body), body))
-
-
-# -- the request target -----------------------------------------------------------
-
-#: a request line starting with a method token (what a 501 is for)
-METHOD_TOKEN = re.compile(rb"[A-Z][A-Z0-9_-]* ")
-
-
-def normalize_path(path):
-    """
-    Resolve ``.`` and ``..`` segments (also percent-encoded) as nginx does
-    before routing, so that ``/api/../admin`` cannot pass for ``/api``; a path
-    climbing above the root is a bad request.
-    """
-    segments = path.split("/")
-    out = []
-    changed = False
-    for seg in segments[1:]:
-        low = seg.lower()
-        if low in (".", "%2e"):
-            changed = True
-            continue
-        if low in ("..", "%2e.", ".%2e", "%2e%2e"):
-            changed = True
-            if len(out) == 0:
-                raise BadRequest(400, "path climbs above the root")
-            out.pop()
-            continue
-        out.append(seg)
-    if not changed:
-        return path
-    last = segments[-1].lower()
-    trailing = last in (".", "..", "%2e", "%2e.", ".%2e", "%2e%2e")
-    return "/" + "/".join(out) + ("/" if trailing and out else "")
-
-
-#: where the authority of an absolute-form target ends (RFC 3986 3.2)
-_AUTHORITY_END = re.compile(r"[/?#]")
-
-
-def request_target(url, method):
-    """
-    ``(path, query, authority)`` of a request target (``str``): origin-form,
-    absolute-form (whose authority replaces the Host field, RFC 9112 3.2.2,
-    and must be a valid one: no userinfo, as nginx; else ``authority`` is
-    ``None``) or ``*`` for ``OPTIONS``; the path's dot segments resolved.
-    Raises :class:`BadRequest`.
-    """
-    authority = None
-    if not url.startswith("/"):
-        if url == "*" and method == "OPTIONS":
-            pass
-        elif "://" in url:
-            rest = url.split("://", 1)[1]
-            # the authority ends at the path, the query or the fragment
-            # (``http://h?q=1`` has the path "/" and the query "q=1")
-            m = _AUTHORITY_END.search(rest)
-            end = m.start() if m else len(rest)
-            authority, rest = rest[:end], rest[end:]
-            check_host(authority.encode("latin-1"))
-            url = rest if rest[:1] == "/" else "/" + rest
-        else:
-            raise BadRequest(400, "invalid request target")
-    path, _, query = url.partition("?")
-    if "/." in path or "%2" in path:
-        path = normalize_path(path)
-    return path, query, authority
 
 
 # -- the request's fields ---------------------------------------------------------

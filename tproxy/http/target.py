@@ -1,0 +1,77 @@
+# -*- test-case-name: tests.test_proxy -*-
+"""
+The request target of a request line (RFC 9112 3.2): its path, query and,
+in absolute-form, authority (:func:`request_target`), the path's dot
+segments resolved (:func:`normalize_path`), and the method token that tells
+a request line to answer with a 501 from bytes that are not HTTP
+(:data:`METHOD_TOKEN`).  Pure functions, as :mod:`tproxy.http.wire`, which
+has the errors they raise and the Host check.
+"""
+
+import re
+
+from tproxy.http.wire import BadRequest, check_host
+
+#: a request line starting with a method token (what a 501 is for)
+METHOD_TOKEN = re.compile(rb"[A-Z][A-Z0-9_-]* ")
+
+
+def normalize_path(path):
+    """
+    Resolve ``.`` and ``..`` segments (also percent-encoded) as nginx does
+    before routing, so that ``/api/../admin`` cannot pass for ``/api``; a path
+    climbing above the root is a bad request.
+    """
+    segments = path.split("/")
+    out = []
+    changed = False
+    for seg in segments[1:]:
+        low = seg.lower()
+        if low in (".", "%2e"):
+            changed = True
+            continue
+        if low in ("..", "%2e.", ".%2e", "%2e%2e"):
+            changed = True
+            if len(out) == 0:
+                raise BadRequest(400, "path climbs above the root")
+            out.pop()
+            continue
+        out.append(seg)
+    if not changed:
+        return path
+    last = segments[-1].lower()
+    trailing = last in (".", "..", "%2e", "%2e.", ".%2e", "%2e%2e")
+    return "/" + "/".join(out) + ("/" if trailing and out else "")
+
+
+#: where the authority of an absolute-form target ends (RFC 3986 3.2)
+_AUTHORITY_END = re.compile(r"[/?#]")
+
+
+def request_target(url, method):
+    """
+    ``(path, query, authority)`` of a request target (``str``): origin-form,
+    absolute-form (whose authority replaces the Host field, RFC 9112 3.2.2,
+    and must be a valid one: no userinfo, as nginx; else ``authority`` is
+    ``None``) or ``*`` for ``OPTIONS``; the path's dot segments resolved.
+    Raises :class:`BadRequest`.
+    """
+    authority = None
+    if not url.startswith("/"):
+        if url == "*" and method == "OPTIONS":
+            pass
+        elif "://" in url:
+            rest = url.split("://", 1)[1]
+            # the authority ends at the path, the query or the fragment
+            # (``http://h?q=1`` has the path "/" and the query "q=1")
+            m = _AUTHORITY_END.search(rest)
+            end = m.start() if m else len(rest)
+            authority, rest = rest[:end], rest[end:]
+            check_host(authority.encode("latin-1"))
+            url = rest if rest[:1] == "/" else "/" + rest
+        else:
+            raise BadRequest(400, "invalid request target")
+    path, _, query = url.partition("?")
+    if "/." in path or "%2" in path:
+        path = normalize_path(path)
+    return path, query, authority
