@@ -46,7 +46,8 @@ exchange answers through ``ProxyProtocol.write`` / ``write_all`` / ``pause``
 Requests refused before any plugin sees them (bad bytes, limits) are
 answered by the connection itself (:mod:`tproxy.http.refusals`), with
 :func:`tproxy.http.wire.error_response`.  ``Upgrade`` requests (WebSocket)
-become a byte tunnel after a ``101`` (:mod:`tproxy.http.tunnel`).
+become a byte tunnel after a ``101`` (:mod:`tproxy.http.tunnel`: the
+handshake; :mod:`tproxy.http.tunnel_pipe`: the bytes piped both ways).
 
 The modules
 -----------
@@ -66,5 +67,5 @@ The modules
 - :mod:`tproxy.http.parsing`: the parser in use (httptools, or
   :mod:`tproxy.http.pyparser`); :mod:`tproxy.http.headers`: ``Headers``.
 - :mod:`tproxy.http.refusals`, :mod:`tproxy.http.retry`,
-  :mod:`tproxy.http.tunnel`: as above.
+  :mod:`tproxy.http.tunnel`, :mod:`tproxy.http.tunnel_pipe`: as above.
 """
