@@ -20,7 +20,8 @@ The life of one request::
                     (body.RequestBody; kept for a retry within
                     proxy.retry_body_buffer)
     [a failure before the response started: the next peer, as nginx's
-     proxy_next_upstream (retry.RetryPolicy)]
+     proxy_next_upstream (exchange_failures.UpstreamFailures,
+     retry.RetryPolicy)]
     header_filter   the response head, hop-by-hop fields removed
                     (wire.clean_response_fields); framed and written
                     (wire.response_head)
@@ -57,8 +58,10 @@ The modules
   pipelining, flow control, timeouts, lingering close).
 - :mod:`tproxy.http.reader`: its parsing side (limits, the request head).
 - :mod:`tproxy.http.exchange`: one request's state machine (phases, peer
-  attempts and retries, the end); :mod:`tproxy.http.body` the request going
-  up, :mod:`tproxy.http.response` the response coming down and the filters.
+  attempts, the end); :mod:`tproxy.http.body` the request going up,
+  :mod:`tproxy.http.response` the response coming down and the filters,
+  :mod:`tproxy.http.exchange_failures` a failed attempt (the next peer, or
+  the 502 / 504).
 - :mod:`tproxy.http.upstream`: an upstream connection;
   :mod:`tproxy.http.pool`: their keep-alive pool per peer.
 - :mod:`tproxy.http.wire`: the pure functions (heads, fields, reasons,
