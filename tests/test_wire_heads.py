@@ -1,11 +1,12 @@
 """
-The upstream request head of :mod:`tproxy.http.wire` is built the same on
-PyPy's path (one pass filtering and joining the fields) as on CPython's.
+The upstream request head (:mod:`tproxy.http.upstream_head`) and the
+response head of :mod:`tproxy.http.wire` are built the same on PyPy's path
+(one pass filtering and joining the fields) as on CPython's.
 """
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tproxy.http import wire
+from tproxy.http import upstream_head, wire
 
 RAW = [(b"Host", b"example.com"), (b"x-route-prefix", b"/forged"),
        (b"Accept", b"*/*"), (b"X-ROUTE-PREFIX", b"/again")]
@@ -18,8 +19,8 @@ class UpstreamRequestHeadPathsTests(SynchronousTestCase):
         """The head built on each path; they must be equal."""
         heads = []
         for pypy in (True, False):
-            self.patch(wire, "_PYPY", pypy)
-            heads.append(wire.upstream_request_head(*args))
+            self.patch(upstream_head, "_PYPY", pypy)
+            heads.append(upstream_head.upstream_request_head(*args))
         self.assertEqual(heads[0], heads[1])
         return heads[0]
 

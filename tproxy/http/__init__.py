@@ -16,8 +16,8 @@ The life of one request::
     connect         the upstream pool (pool.UpstreamPool): an idle
                     keep-alive connection at once, or a new one
     send            UpstreamProtocol.start: the request head
-                    (wire.upstream_request_head), then the body as it comes
-                    (body.RequestBody; kept for a retry within
+                    (upstream_head.upstream_request_head), then the body
+                    as it comes (body.RequestBody; kept for a retry within
                     proxy.retry_body_buffer)
     [a failure before the response started: the next peer, as nginx's
      proxy_next_upstream (exchange_failures.UpstreamFailures,
@@ -66,9 +66,10 @@ The modules
   the 502 / 504).
 - :mod:`tproxy.http.upstream`: an upstream connection;
   :mod:`tproxy.http.pool`: their keep-alive pool per peer.
-- :mod:`tproxy.http.wire`: the pure functions (heads, fields, reasons,
-  error answers); :mod:`tproxy.http.target`: the request target (path,
-  query, absolute-form authority, dot segments).
+- :mod:`tproxy.http.wire`: the pure functions (fields, response heads,
+  reasons, error answers); :mod:`tproxy.http.target`: the request target
+  (path, query, absolute-form authority, dot segments);
+  :mod:`tproxy.http.upstream_head`: the request head sent upstream.
 - :mod:`tproxy.http.parsing`: the parser in use (httptools, or
   :mod:`tproxy.http.pyparser`); :mod:`tproxy.http.headers`: ``Headers``.
 - :mod:`tproxy.http.refusals`, :mod:`tproxy.http.retry`,

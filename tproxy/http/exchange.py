@@ -17,7 +17,7 @@ from tproxy.context import Response
 from tproxy.http.body import RequestBody
 from tproxy.http.exchange_failures import UpstreamFailures
 from tproxy.http.response import ResponseSide
-from tproxy.http.wire import upstream_request_head
+from tproxy.http.upstream_head import upstream_request_head
 from tproxy.phase_walks import PLAIN_TYPES, is_deferred
 
 log = Logger()
