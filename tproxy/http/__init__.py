@@ -45,8 +45,7 @@ exchange answers through ``ProxyProtocol.write`` / ``write_all`` / ``pause``
 / ``send`` / ``set_deadline`` / ``pause_reading`` / ``release`` / ``abort``.
 
 Requests refused before any plugin sees them (bad bytes, limits) are
-answered by the connection itself (:mod:`tproxy.http.connection_ends`,
-:mod:`tproxy.http.refusals`), with
+answered by the connection itself (:mod:`tproxy.http.refusals`), with
 :func:`tproxy.http.wire.error_response`.  ``Upgrade`` requests (WebSocket)
 become a byte tunnel after a ``101`` (:mod:`tproxy.http.tunnel`: the
 handshake; :mod:`tproxy.http.tunnel_pipe`: the bytes piped both ways).
@@ -56,8 +55,7 @@ The modules
 - :mod:`tproxy.http.server`: :class:`~tproxy.http.server.ProxyFactory`, the
   listener: settings, the pool, draining.
 - :mod:`tproxy.http.connection`: the client connection (keep-alive,
-  pipelining, flow control, timeouts); :mod:`tproxy.http.connection_ends`:
-  its unusual turns (a bad request, lingering close, drain, upgrade).
+  pipelining, flow control, timeouts, lingering close).
 - :mod:`tproxy.http.reader`: its parsing side (limits, the request head).
 - :mod:`tproxy.http.exchange`: one request's state machine (phases, peer
   attempts, the end); :mod:`tproxy.http.body` the request going up,
