@@ -9,7 +9,7 @@ import sys
 import pluggy
 from twisted.trial.unittest import SkipTest, TestCase
 
-from tproxy import hookimpl, plugins
+from tproxy import hookimpl, plugin_manager, plugins
 from tproxy.config import DEFAULT_PLUGINS, ConfigError, validate_config
 from tproxy.plugins import BUILTINS, build_plugin_manager, describe_phases
 
@@ -114,7 +114,7 @@ class ResolutionTests(TestCase):
 
 class InstanceDictTests(TestCase):
     """A registered plugin instance keeps its attributes in an ordinary dict
-    (see ``tproxy.plugins._own_dict``: CPython 3.11 reads the attributes of
+    (see ``tproxy.plugin_manager._own_dict``: CPython 3.11 reads the attributes of
     the dict pluggy's ``dir()`` makes ~100 instructions slower each)."""
 
     def test_attributes_kept(self):
@@ -170,7 +170,7 @@ class _Kinds(object):
 
 class QuickLookTests(TestCase):
     """The plugin manager's quick answer 'not a hook implementation'
-    (``tproxy.plugins._not_hookimpl``) agrees with pluggy's own look."""
+    (``tproxy.plugin_manager._not_hookimpl``) agrees with pluggy's own look."""
 
     def test_sameAnswers(self):
         plugin = _Kinds()
@@ -186,7 +186,7 @@ class QuickLookTests(TestCase):
                     continue
                 self.assertEqual(pm.parse_hookimpl_opts(obj, name),
                                  pluggys.parse_hookimpl_opts(obj, name), name)
-                if obj is plugin and plugins._not_hookimpl(plugin, name):
+                if obj is plugin and plugin_manager._not_hookimpl(plugin, name):
                     quick.append(name)
         self.assertEqual(sorted(quick), ["constant", "helper", "settings", "unmarked_class",
                                          "unmarked_static"])

@@ -43,8 +43,7 @@ import pluggy
 
 from tproxy import hookspecs
 from tproxy.config import ConfigError, fill_defaults, schema_errors, validator_for
-from tproxy.plugin_manager import (  # noqa: F401 (_not_hookimpl, _own_dict: importable here)
-    PluginManager, _not_hookimpl, _own_dict)
+from tproxy.plugin_manager import PluginManager
 
 __all__ = ["BUILTINS", "ENTRY_POINT_GROUP", "available_plugins",
            "build_plugin_manager", "describe_phases", "load_plugin"]
