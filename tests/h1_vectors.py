@@ -1,6 +1,6 @@
 """
 HTTP/1.1 request vectors from an outside-in audit of tproxy's front end
-against nginx (``tests/h1_differential.py`` runs them through both;
+against nginx (``bench/tools/h1_differential.py`` runs them through both;
 ``tests/test_h1_vectors.py`` through :mod:`tproxy.testing`).
 
 Each vector is ``(name, bytes)`` or ``(name, bytes, parts)`` (``parts``:

@@ -11,7 +11,7 @@ upstream is unambiguous (:func:`tests.h1_vectors.forwarded_problems`: one
 framing per request, one valid Host, no CTL, no bare CR or LF), nothing is
 logged as an error, every vector that is complete gets an answer at once,
 and a connection left waiting for bytes the client announced is closed by
-the timeouts.  ``tests/h1_differential.py`` runs the same vectors
+the timeouts.  ``bench/tools/h1_differential.py`` runs the same vectors
 against tproxy and nginx over real sockets.
 """
 

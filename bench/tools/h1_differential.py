@@ -10,10 +10,10 @@ what tproxy forwarded is unambiguous
 (:func:`tests.h1_vectors.forwarded_problems`).  Not a test: a tool for an
 audit (nginx must be installed; it takes a few minutes)::
 
-    python tests/h1_differential.py                  # httptools
-    TPROXY_PARSER=python python tests/h1_differential.py
-    python tests/h1_differential.py --only 'host|absolute' --show
-    python tests/h1_differential.py --garden ~/http-garden   # + its TROPHIES.md payloads
+    python bench/tools/h1_differential.py                  # httptools
+    TPROXY_PARSER=python python bench/tools/h1_differential.py
+    python bench/tools/h1_differential.py --only 'host|absolute' --show
+    python bench/tools/h1_differential.py --garden ~/http-garden   # + its TROPHIES.md payloads
 
 Lines are printed for the vectors where the two differ (``DIFF``: status
 classes, close, or requests forwarded), or where tproxy forwarded something
@@ -37,11 +37,11 @@ import threading
 import time
 import urllib.request
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, ROOT)
 
 from tests import h1_vectors  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 NGINX_CONF = """daemon off;
 worker_processes 1;
