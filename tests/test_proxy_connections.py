@@ -623,16 +623,23 @@ class ConnectionCloseTests(SynchronousTestCase):
         self.assertTrue(conn.closed)
         self.assertEqual([r.uri for r in up.requests], ["/a"])
 
+    def http10(self, first_connection):
+        """Two HTTP/1.0 requests pipelined on one connection, the first
+        saying ``Connection: first_connection``: ``(harness, client
+        connection, upstream)``, all answered."""
+        up = Scripted()
+        h = scripted({"default": {UP: up}})
+        conn = h.connect()
+        conn.send(b"GET /a HTTP/1.0\r\nConnection: " + first_connection + b"\r\n\r\n"
+                  b"GET /b HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        h.flush()
+        return h, conn, up
+
     def test_http10KeepAliveAndClose(self):
         """An HTTP/1.0 request saying both ``keep-alive`` and ``close`` is
         the connection's last (RFC 9112 9.3: ``close`` wins, as nginx): the
         request pipelined behind it is not forwarded."""
-        up = Scripted()
-        h = scripted({"default": {UP: up}})
-        conn = h.connect()
-        conn.send(b"GET /a HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n"
-                  b"GET /b HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
-        h.flush()
+        h, conn, up = self.http10(b"keep-alive, close")
         self.assertEqual([(r.status, r.headers.get("Connection")) for r in conn.responses],
                          [(200, "close")])
         self.assertTrue(conn.closed)
@@ -642,12 +649,7 @@ class ConnectionCloseTests(SynchronousTestCase):
     def test_http10KeepAlive(self):
         """An HTTP/1.0 request saying ``keep-alive`` alone keeps the
         connection: the next request on it is served."""
-        up = Scripted()
-        h = scripted({"default": {UP: up}})
-        conn = h.connect()
-        conn.send(b"GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
-                  b"GET /b HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
-        h.flush()
+        h, conn, up = self.http10(b"keep-alive")
         self.assertEqual([(r.status, r.headers.get("Connection")) for r in conn.responses],
                          [(200, "keep-alive"), (200, "keep-alive")])
         self.assertFalse(conn.closed)
