@@ -48,6 +48,7 @@ from twisted.logger import Logger
 
 from tproxy.box_admin import BoxAdmin
 from tproxy.control import ControlProtocol, nonblocking
+from tproxy.fork_handles import ForkServer, forking_available, how_it_ended
 from tproxy.supervised import make_supervised
 from tproxy.worker_handles import Generation, ParentChannel, WorkerHandle, WorkerProcess
 
@@ -87,15 +88,20 @@ class Supervisor(Service):
     :param text: the configuration file's text (what the workers validate).
     :param source: its name.
     :param reactor: the reactor.
-    :param argv: the worker command (default ``python -m tproxy.worker``,
-        with this interpreter).
+    :param argv: the worker command when a worker is spawned (default
+        ``python -m tproxy.worker``, with this interpreter).
+    :param fork: whether workers are forked from a fork server
+        (:mod:`tproxy.worker_forks`) where the platform allows it; else each
+        is spawned with ``argv``.
     """
 
-    def __init__(self, service, publisher, text, source, reactor, argv=None):
+    def __init__(self, service, publisher, text, source, reactor, argv=None, fork=True):
         self.service = service
         self.publisher = publisher
         self.reactor = reactor
         self.argv = argv or [sys.executable, "-m", "tproxy.worker"]
+        self.fork = fork
+        self._fork_servers = []   # ForkServers not ended
         self.stopping = False
         self.generation = None
         self.old = []            # generations whose workers drain after a reload
@@ -161,9 +167,16 @@ class Supervisor(Service):
         return Generation(self._generations, config, text, source, ports)
 
     def _start_workers(self, generation):
-        """Spawn ``generation``'s workers; a Deferred firing once all are
-        ready, failing if one ends first or takes :data:`START_TIMEOUT`."""
+        """Start ``generation``'s fork server and its workers; a Deferred
+        firing once all are ready, failing if one ends first or takes
+        :data:`START_TIMEOUT`."""
         n = worker_count(generation.config)
+        if self.fork and forking_available():
+            forks = ForkServer(self.reactor, "generation {}".format(generation.number))
+            if forks.start():
+                generation.forks = forks
+                self._fork_servers.append(forks)
+                forks.ended.addCallback(lambda _: self._fork_servers.remove(forks))
         ds = [self._spawn(i, generation).ready for i in range(n)]
         d = DeferredList(ds, fireOnOneErrback=True, consumeErrors=True)
         d.addErrback(lambda f: f.value.subFailure)
@@ -174,6 +187,9 @@ class Supervisor(Service):
         return d
 
     def _spawn(self, index, generation, restarts=0):
+        """Start worker ``index`` of ``generation``: forked by the
+        generation's fork server, or spawned (a new Python) when there is
+        none; its pid is logged once known."""
         handle = WorkerHandle(index, generation)
         handle.restarts = restarts
         generation.workers.append(handle)
@@ -186,13 +202,20 @@ class Supervisor(Service):
             child_fds[4 + i] = port.fileno()
             handle.fds[key] = (4 + i, int(port.socket.family))
         channel = ParentChannel(self, handle)
-        try:
-            handle.process = self.reactor.spawnProcess(
-                WorkerProcess(self, handle), self.argv[0],
-                self.argv + ["--control", "3"], env=dict(os.environ), childFDs=child_fds)
-        finally:
+        protocol = WorkerProcess(self, handle)
+
+        def spawn():
+            try:
+                return self.reactor.spawnProcess(
+                    protocol, self.argv[0], self.argv + ["--control", "3"],
+                    env=dict(os.environ), childFDs=child_fds)
+            finally:
+                child_end.close()
+
+        def started(process):
             child_end.close()
-        handle.pid = handle.process.pid
+            handle.pid = process.pid
+            log.info("worker {index} started (pid {pid})", index=index, pid=handle.pid)
 
         class _Factory(Factory):
             def buildProtocol(self, addr):
@@ -200,7 +223,13 @@ class Supervisor(Service):
         nonblocking(self.reactor.adoptStreamConnection, parent_end.fileno(), socket.AF_UNIX,
                     _Factory())
         parent_end.close()
-        log.info("worker {index} started (pid {pid})", index=index, pid=handle.pid)
+        forks = generation.forks
+        if forks is not None and forks.usable:
+            handle.process = forks.fork(protocol, [child_fds[fd] for fd in sorted(child_fds)
+                                                   if fd > 2], spawn, started)
+        else:
+            handle.process = spawn()
+            started(handle.process)
         return handle
 
     # -- a worker ended -------------------------------------------------------------
@@ -208,9 +237,7 @@ class Supervisor(Service):
     def _ended(self, handle, reason):
         was = handle.state
         handle.state = "ended"
-        status = getattr(reason.value, "exitCode", None)
-        sig = getattr(reason.value, "signal", None)
-        how = "signal {}".format(sig) if sig else "exit status {}".format(status)
+        how = how_it_ended(reason)
         if not handle.ready.called:
             handle.ready.errback(RuntimeError(
                 "worker {} (pid {}) ended before it was ready ({})".format(
@@ -223,6 +250,8 @@ class Supervisor(Service):
                      pid=handle.pid, how=how)
             handle.ended.callback(None)
             self._close_old(gen)
+            if not gen.workers and gen is not self.generation and gen.forks is not None:
+                gen.forks.close()    # a refused reload's, an old one's
             return
         handle.ended.callback(None)
         gen.workers.remove(handle)
@@ -289,6 +318,8 @@ class Supervisor(Service):
                     if port.connected:
                         port.stopListening()
             log.info("every worker stopped")
+            # (the fork servers end at once: they have no worker left)
+            return DeferredList([f.stop(KILL_GRACE) for f in list(self._fork_servers)])
         return d.addCallback(done)
 
     def live_workers(self):

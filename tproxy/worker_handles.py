@@ -62,6 +62,8 @@ class Generation(object):
         self.ports = ports    # {listener key text: port}
         self.workers = []
         self.journal = []
+        #: its :class:`tproxy.fork_handles.ForkServer` (``None``: workers spawned)
+        self.forks = None
 
 
 class WorkerProcess(ProcessProtocol):
@@ -110,3 +112,7 @@ class ParentChannel(object):
         channels = self.supervisor.publisher.channels
         if self.protocol in channels:
             channels.remove(self.protocol)
+        # (a forked worker whose fork server is gone: the sign of its end)
+        lost = getattr(self.handle.process, "channel_lost", None)
+        if lost is not None:
+            lost()

@@ -109,6 +109,18 @@ def state(pid):
         return None
 
 
+def parent_of(pid):
+    """The pid of process ``pid``'s parent (from ``/proc``)."""
+    with open("/proc/%d/stat" % pid) as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def fork_server_started(proc, generation, since=None):
+    """The pid of ``generation``'s fork server, from the line saying it started."""
+    line = proc.read_until("worker fork server of generation %d started" % generation, since)
+    return int(re.search(r"\(pid (\d+)\)", line).group(1))
+
+
 class Box(object):
     """A running ``twistd tproxy`` with workers, its ports and its workers."""
 
@@ -134,6 +146,8 @@ class Box(object):
         #: the port of the first ``streams`` listener, if any
         self.stream = next((port for name, port in self.listeners.items()
                             if name.endswith("(streams[0])")), None)
+        #: the pid of the first generation's fork server
+        self.forks = fork_server_started(self.proc, 1, since=0)
         self.proc.read_until("worker(s) ready")
 
     def status(self):
@@ -234,7 +248,8 @@ class WorkersTests(TestCase):
     active health checks made by the parent, an admin change and a stream
     listener in every worker, a registration in every worker and the counts
     summed, a killed worker replaced, a reload refused, a reload under load,
-    the stop.
+    the stop; the workers forked by their generation's fork server
+    (:mod:`tproxy.worker_forks`) throughout.
     """
 
     def setUp(self):
@@ -254,6 +269,10 @@ class WorkersTests(TestCase):
 
     def test_lifecycle(self):
         self.assertEqual(len(set(self.box.pids())), 2, "two workers")
+        box = self.box
+        self.assertEqual(parent_of(box.forks), box.proc.proc.pid, "the fork server's parent")
+        self.assertEqual([parent_of(pid) for pid in box.pids()], [box.forks] * 2,
+                         "the workers are the fork server's children")
         for name in ("activeChecksInTheParent", "adminChangeInEveryWorker",
                      "everyWorkerRoutesARegistration",
                      "killedWorker", "reloadRefused", "reload", "stop"):
@@ -378,6 +397,7 @@ class WorkersTests(TestCase):
         line = box.proc.read_until(") ready")
         replacement = int(re.search(r"pid (\d+)", line).group(1))
         self.assertNotIn(replacement, (victim, survivor))
+        self.assertEqual(parent_of(replacement), box.forks, "the replacement is forked")
         self.assertEqual(sorted(box.pids()), sorted([survivor, replacement]))
         server = server_of(box.status(), self.up.server_port)
         self.assertEqual(server["conn_count"], 0)
@@ -398,9 +418,16 @@ class WorkersTests(TestCase):
         with open(box.path, "w") as f:
             json.dump(dict(box.config, plugins=box.config["plugins"] + [FAILS]), f)
         box.proc.send_signal(signal.SIGHUP)
+        start = len(box.proc.output)
+        refused = fork_server_started(box.proc, 2)
         line = box.proc.read_until("reload refused")
         self.assertIn("ended before it was ready", line)
         self.assertEqual(box.pids(), old)
+        # the refused generation's fork server ends (the current one serves on)
+        box.proc.read_until("worker fork server of generation 2 (pid %d) ended" % refused,
+                            since=start)
+        self.assertIsNone(state(refused))
+        self.assertNotIn(state(box.forks), (None, "Z"), "the current fork server runs on")
         for pid in old:
             stopped = box.only(pid)
             self.assertEqual(get(box.proxy, "/x")[0], 200)
@@ -438,27 +465,44 @@ class WorkersTests(TestCase):
         with open(box.path, "w") as f:
             json.dump(dict(box.config, proxy={"keepalive_requests": 100}), f)
         box.proc.send_signal(signal.SIGHUP)
+        start = len(box.proc.output)
+        forks = fork_server_started(box.proc, 3)      # (2: the refused reload's)
         box.proc.read_until("reloaded: 2 new worker(s) serve")
         before = len(answered)
         wait_for(lambda: len(answered) >= before + 5 or failures, "requests after it")
-        box.proc.read_until("ended (exit status 0)")
-        box.proc.read_until("ended (exit status 0)")
+        # the old workers drain and end, then their fork server
+        ends = [box.proc.read_until("(pid %d) ended (exit status 0)" % pid, since=start)
+                for pid in old]
+        line = box.proc.read_until("worker fork server of generation 1 (pid %d) ended "
+                                   "(exit status 0)" % box.forks, since=start)
+        self.assertGreater(box.proc.output.index(line),
+                           max(box.proc.output.index(end) for end in ends))
+        self.assertIsNone(state(box.forks))
         done.set()
         client.join(BOUND)
         self.assertEqual(failures, [])
         new = box.pids()
         self.assertEqual(len(new), 2)
         self.assertFalse(set(new) & set(old))
+        self.assertEqual([parent_of(pid) for pid in new], [forks] * 2,
+                         "the new generation's fork server forked the new workers")
+        box.forks = forks
         for pid in new:
             stopped = box.only(pid)
             self.assertEqual(get(box.proxy, "/after")[0], 200)
             box.resume(stopped)
 
     def stop(self):
-        """``SIGTERM``: the workers drain and exit, then the parent."""
-        pids = self.box.pids()
-        self.box.proc.assertStopsCleanly()
-        for pid in pids:
+        """``SIGTERM``: the workers drain and exit, then their fork server,
+        then the parent."""
+        box = self.box
+        pids = box.pids()
+        box.proc.send_signal(signal.SIGTERM)
+        box.proc.read_until("every worker stopped")
+        box.proc.read_until("worker fork server of generation 3 (pid %d) ended (exit status 0)"
+                            % box.forks)
+        box.proc.assertStopsCleanly()
+        for pid in pids + [box.forks]:
             self.assertIsNone(state(pid))
 
 

@@ -1,0 +1,291 @@
+"""
+Workers forked from a fork server (:mod:`tproxy.worker_forks`,
+:mod:`tproxy.fork_handles`): the framing and the exit statuses without
+processes; the preload and the fork server's life with real ones (a real
+``twistd -n tproxy`` box: :class:`tests.processes.test_workers.Box`).  The
+fork server's part of a box's ordinary life (workers its children, a
+replacement forked, a reload's new fork server, the old one's end) is
+checked along :class:`tests.processes.test_workers.WorkersTests`.
+"""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+
+from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTerminated
+from twisted.internet.testing import StringTransport
+from twisted.protocols.basic import Int32StringReceiver
+from twisted.trial.unittest import TestCase
+
+from tests.processes.test_workers import (BOUND, Box, get, get_json, parent_of, state,
+                                          upstream)
+from tests.test_tap import python_environ
+from tproxy.fork_handles import ForkedProcess, exit_reason, how_it_ended
+from tproxy.worker_forks import MAX_MESSAGE, Frames, encode
+
+
+class FramesTests(TestCase):
+    """The fork server's frames are the control channel's
+    (``Int32StringReceiver``'s: a 32-bit big-endian length, then JSON)."""
+
+    def test_fromTwisted(self):
+        """What the parent's Twisted side sends, the fork server decodes,
+        however the bytes arrive."""
+        sender = Int32StringReceiver()
+        transport = StringTransport()
+        sender.makeConnection(transport)
+        sender.sendString(json.dumps({"op": "fork", "id": 1, "fds": 3}).encode("utf-8"))
+        sender.sendString(b'{"op": "fork", "id": 2, "fds": 1}')
+        data = transport.value()
+        frames = Frames()
+        got = []
+        for i in range(len(data)):
+            got.extend(frames.feed(data[i:i + 1]))
+        self.assertEqual(got, [{"op": "fork", "id": 1, "fds": 3},
+                               {"op": "fork", "id": 2, "fds": 1}])
+
+    def test_toTwisted(self):
+        """What the fork server sends, the parent's Twisted side decodes."""
+        received = []
+        receiver = Int32StringReceiver()
+        receiver.stringReceived = lambda s: received.append(json.loads(s.decode("utf-8")))
+        receiver.makeConnection(StringTransport())
+        receiver.dataReceived(encode({"id": 1, "pid": 42}) + encode({"id": 1, "status": 9}))
+        self.assertEqual(received, [{"id": 1, "pid": 42}, {"id": 1, "status": 9}])
+
+    def test_refused(self):
+        """A frame too long, or not a JSON object: ``ValueError`` (the fork
+        server then stops forking, as if the parent had closed)."""
+        self.assertRaises(ValueError, Frames().feed, (MAX_MESSAGE + 1).to_bytes(4, "big"))
+        self.assertRaises(ValueError, Frames().feed, encode([1, 2]))
+        self.assertRaises(ValueError, Frames().feed, b"\0\0\0\x02{x")
+
+
+class ExitReasonTests(TestCase):
+    """``waitpid``'s status as the reason Twisted gives a spawned process's
+    ``processEnded``, and as the supervisor's log says it."""
+
+    def test_statuses(self):
+        done = exit_reason(0)
+        self.assertIsInstance(done.value, ProcessDone)
+        self.assertEqual((done.value.exitCode, done.value.signal), (0, None))
+        failed = exit_reason(3 << 8)
+        self.assertIsInstance(failed.value, ProcessTerminated)
+        self.assertEqual((failed.value.exitCode, failed.value.signal), (3, None))
+        killed = exit_reason(signal.SIGKILL)
+        self.assertIsInstance(killed.value, ProcessTerminated)
+        self.assertEqual((killed.value.exitCode, killed.value.signal), (None, 9))
+        self.assertEqual([how_it_ended(r) for r in (done, failed, killed)],
+                         ["exit status 0", "exit status 3", "signal 9"])
+
+    def test_realStatus(self):
+        """A real child's status (the encoding is the kernel's)."""
+        child = subprocess.Popen([sys.executable, "-c", "import os; os._exit(7)"])
+        pid, status = os.waitpid(child.pid, 0)
+        child.returncode = 7
+        self.assertEqual(how_it_ended(exit_reason(status)), "exit status 7")
+
+
+class _Ended(object):
+    """A process protocol recording ``processEnded``."""
+
+    def __init__(self):
+        self.reasons = []
+
+    def processEnded(self, reason):
+        self.reasons.append(reason)
+
+
+class ForkedProcessTests(TestCase):
+    """:class:`ForkedProcess`: what the supervisor gets instead of a spawned
+    process."""
+
+    def process(self, spawn=None):
+        self.ended = _Ended()
+        self.started = []
+        return ForkedProcess(self.ended, spawn, self.started.append)
+
+    def child(self):
+        """A real process that runs until signalled (``cat`` of an open pipe)."""
+        child = subprocess.Popen(["cat"], stdin=subprocess.PIPE)
+        self.addCleanup(child.wait)
+        self.addCleanup(child.stdin.close)
+        return child
+
+    def test_signalBeforeThePid(self):
+        """A signal sent before the fork server answered is sent once it
+        has; after the end, ``ProcessExitedAlready``."""
+        p = self.process()
+        child = self.child()
+        p.signalProcess("TERM")
+        self.assertIsNone(child.poll())
+        p.forked(child.pid)
+        self.assertEqual(self.started, [p])
+        self.assertEqual(child.wait(BOUND), -signal.SIGTERM)
+        p._end(exit_reason(signal.SIGTERM))
+        self.assertRaises(ProcessExitedAlready, p.signalProcess, "KILL")
+        p._end(exit_reason(0))
+        self.assertEqual(len(self.ended.reasons), 1, "processEnded once")
+        self.assertEqual(self.ended.reasons[0].value.signal, signal.SIGTERM)
+
+    def test_spawnedInstead(self):
+        """The fork server gone before it forked: the worker is spawned, and
+        what was asked of the process goes to the spawned one."""
+        class Spawned(object):
+            pid = 12345
+            signals = []
+
+            def signalProcess(self, name):
+                self.signals.append(name)
+        spawned = Spawned()
+        p = self.process(spawn=lambda: spawned)
+        p.signalProcess("TERM")
+        p.server_gone()
+        self.assertEqual((p.pid, p.spawned, self.started), (12345, spawned, [p]))
+        p.signalProcess("KILL")
+        self.assertEqual(spawned.signals, [signal.SIGTERM, "KILL"])
+        p.channel_lost()
+        self.assertEqual(self.ended.reasons, [], "Twisted reports a spawned one's end")
+
+    def test_orphan(self):
+        """The fork server gone after it forked: the worker's end is its
+        control channel's, its status unknown (either order)."""
+        for first in ("server", "channel"):
+            p = self.process()
+            p.forked(12345)
+            if first == "server":
+                p.server_gone()
+                self.assertEqual(self.ended.reasons, [])
+                p.channel_lost()
+            else:
+                p.channel_lost()
+                self.assertEqual(self.ended.reasons, [], "the fork server will say")
+                p.server_gone()
+            [reason] = self.ended.reasons
+            self.assertIsInstance(reason.value, ProcessTerminated)
+            self.assertEqual(how_it_ended(reason),
+                             "status unknown: its fork server ended first")
+
+    def test_channelFirst(self):
+        """A worker's control channel may close before the fork server
+        reports its status: the status is what is reported."""
+        p = self.process()
+        p.forked(12345)
+        p.channel_lost()
+        p._end(exit_reason(0))
+        self.assertEqual([type(r.value) for r in self.ended.reasons], [ProcessDone])
+
+
+def _python(code):
+    """``(exit status, output)`` of ``python -c code`` (the tests' environment)."""
+    proc = subprocess.run([sys.executable, "-c", code], env=python_environ(),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=BOUND)
+    return proc.returncode, proc.stdout.decode("utf-8", "replace")
+
+
+class PreloadTests(TestCase):
+    """What the fork server imports before it forks."""
+
+    def test_noReactor(self):
+        """A worker's modules and the built-in plugins, without a reactor
+        installed or a thread started (each child installs its own)."""
+        status, output = _python(
+            "import json, sys, threading; from tproxy.worker_forks import preload; "
+            "failed = preload(); print(json.dumps([failed, 'twisted.internet.reactor' in "
+            "sys.modules, threading.active_count(), sorted(m for m in sys.modules if "
+            "m.startswith('tproxy.'))]))")
+        self.assertEqual(status, 0, output)
+        failed, reactor, threads, modules = json.loads(output.splitlines()[-1])
+        self.assertEqual((failed, reactor, threads), ([], False, 1))
+        for name in ("tproxy.worker", "tproxy.reactor", "tproxy.builtins.routes",
+                     "tproxy.builtins.prometheus", "tproxy.http.connection",
+                     "tproxy.stream.session"):
+            self.assertIn(name, modules)
+
+    def test_reactorRefused(self):
+        """A preloaded module that installs a reactor: the fork server
+        refuses to serve (the parent then spawns its workers)."""
+        status, output = _python(
+            "import sys, tproxy.worker_forks as w; "
+            "w.PRELOAD += ('twisted.internet.reactor',); sys.exit(w.main())")
+        self.assertEqual(status, 1, output)
+        self.assertIn("a preloaded module installed a reactor", output)
+
+
+class ForkServerLifeTests(TestCase):
+    """The fork server of a real box when it is killed, and when the
+    parent is."""
+
+    def serving(self, box):
+        """Every worker of ``box`` answers a request to a registered upstream."""
+        up = upstream(self)
+        status, obj = get_json(box.admin, "/upstream/add?port=%d" % up.server_port)
+        self.assertEqual(status, 200, obj)
+        for pid in box.pids():
+            stopped = box.only(pid)
+            self.assertEqual(get(box.proxy, "/x")[0], 200, "worker %d serves" % pid)
+            box.resume(stopped)
+
+    def test_killed(self):
+        """``kill -9`` of the fork server: one line says so; its workers
+        serve on and their end is still noticed (their control channel);
+        a replacement is spawned (a new Python, the parent's child)."""
+        box = Box(self)
+        victim, other = box.pids()
+        start = len(box.proc.output)
+        os.kill(box.forks, signal.SIGKILL)
+        # (in either order: the socket's end, the process's)
+        box.proc.read_until("the worker fork server of generation 1 (pid %d) is gone: its "
+                            "workers are spawned from now on" % box.forks, since=start)
+        box.proc.read_until("worker fork server of generation 1 (pid %d) ended (signal 9)"
+                            % box.forks, since=start)
+        self.serving(box)
+        os.kill(victim, signal.SIGKILL)
+        box.proc.read_until("(pid %d) died (status unknown: its fork server ended first)"
+                            % victim)
+        line = box.proc.read_until(") ready")
+        replacement = int(re.search(r"pid (\d+)", line).group(1))
+        self.assertEqual(sorted(box.pids()), sorted([other, replacement]))
+        self.assertEqual(parent_of(replacement), box.proc.proc.pid, "spawned by the parent")
+        self.serving(box)
+        box.proc.send_signal(signal.SIGTERM)
+        box.proc.read_until("(pid %d) ended (status unknown" % other)
+        box.proc.read_until("every worker stopped")
+        box.proc.assertStopsCleanly()
+
+    def test_parentKilled(self):
+        """``kill -9`` of the parent: the workers' control channels close,
+        they stop, and the fork server ends after them (the output's pipe,
+        which they all hold, closes)."""
+        box = Box(self)
+        pids = box.pids()
+        box.proc.proc.kill()
+        # (a fork server or worker that would not end: killed, and the test fails)
+        fired = []
+
+        def kill():
+            fired.append(True)
+            for pid in pids + [box.forks]:
+                _kill(pid)
+        watchdog = threading.Timer(BOUND, kill)
+        watchdog.start()
+        self.addCleanup(watchdog.cancel)
+        for line in iter(box.proc.proc.stdout.readline, b""):
+            box.proc.output.append(line.decode("utf-8", "replace"))
+        output = "".join(box.proc.output)
+        for pid in pids:
+            self.assertRegex(output, r"\[worker %d tproxy.worker#info\] worker \d: the control "
+                             "channel closed; stopping" % pid)
+        self.assertIn(state(box.forks), (None, "Z"), "the fork server ended")
+        self.assertEqual(fired, [], "they had to be killed")
+
+
+def _kill(pid):
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
