@@ -40,9 +40,12 @@ Its life:
 
 Messages both ways are JSON objects in 32-bit big-endian length-prefixed
 frames, as on the control channel (:mod:`tproxy.control`).  The fork
-server ignores ``SIGINT`` and ``SIGHUP`` (a terminal's ``Ctrl-C`` or
-hang-up reaches the parent, which decides); ``SIGTERM`` ends it, and the
-parent then spawns its generation's workers with ``spawnProcess``.
+server ignores ``SIGTERM``, ``SIGINT`` and ``SIGHUP``: a signal sent to the
+whole process group (a terminal's ``Ctrl-C``, ``systemctl stop``'s
+``SIGTERM`` to every process of the unit) is the parent's to act on, and the
+fork server ends by step 5 (``SIGKILL`` ends it; the parent then spawns its
+generation's workers with ``spawnProcess``).  Its children get the default
+handlers back.
 """
 
 import gc
@@ -303,8 +306,8 @@ def _close_all_but(keep):
 
 def main():
     """Run the fork server (see the module docstring): its exit status."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    for name in ("SIGTERM", "SIGINT", "SIGHUP"):
+        signal.signal(getattr(signal, name), signal.SIG_IGN)
     failed = preload()
     if "twisted.internet.reactor" in sys.modules:
         print("tproxy.worker_forks: a preloaded module installed a reactor", file=sys.stderr)

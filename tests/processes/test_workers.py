@@ -28,6 +28,11 @@ from tests.test_tap import TwistdProcess, local, write_json
 #: loaded machine; not a measurement)
 BOUND = 30.0
 
+#: how often the upstreams' threads look whether they are to stop
+#: (``serve_forever``'s ``poll_interval``: a test's cleanup waits that long
+#: for each, 0.5 s by default)
+POLL = 0.02
+
 
 class _Upstream(BaseHTTPRequestHandler):
     """``/slow`` waits for the server's ``release`` event; anything else
@@ -63,7 +68,7 @@ def upstream(case):
     server.daemon_threads = True
     server.arrived = threading.Event()
     server.release = threading.Event()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(POLL,), daemon=True)
     thread.start()
 
     def stop():
@@ -575,7 +580,7 @@ def checked_server(case):
     server.daemon_threads = True
     server.health = 503
     server.probers = []
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, args=(POLL,), daemon=True).start()
     case.addCleanup(server.server_close)
     case.addCleanup(server.shutdown)
     return server
