@@ -6,9 +6,15 @@ With ``workers`` above 1, the ``twistd`` process is the *parent*: it
 
 - opens the listeners (``listen``, ``tls.listen``, ``streams``) and never
   accepts on them itself: it hands their sockets to N worker processes
-  (:mod:`tproxy.worker`, spawned with ``reactor.spawnProcess(childFDs=...)``),
-  which all accept on the same sockets (``adoptStreamPort``; one accept
-  queue per listener, shared);
+  (:mod:`tproxy.worker`), which all accept on the same sockets
+  (``adoptStreamPort``; one accept queue per listener, shared);
+- starts those workers by fork: each generation of workers (the first
+  configuration, each reload's) has a fork server
+  (:mod:`tproxy.worker_forks`, the parent's side in
+  :mod:`tproxy.fork_handles`) that imported a worker's modules once and
+  forks a worker for each request, the worker's sockets passed along; a
+  generation without one (it could not start, or died) has its workers
+  spawned, each a new Python (``reactor.spawnProcess(childFDs=...)``);
 - runs the admin listener and owns the registry
   (:class:`tproxy.replica.PublishingRegistry`): registrations, heartbeats,
   TTL expiry and the cleanup timer happen once, here; each change reaches
@@ -21,7 +27,8 @@ With ``workers`` above 1, the ``twistd`` process is the *parent*: it
   one stops as a single tproxy does); after ``shutdown_timeout`` plus
   :data:`KILL_GRACE` seconds a worker still there is killed;
 - on ``SIGHUP`` validates the file, opens the new listeners, starts a new
-  set of workers on the new configuration, and once every one of them
+  set of workers on the new configuration (from a new fork server: the
+  code is imported anew), and once every one of them
   accepts, reloads its own gateway (admin API, registry settings) and lets
   the old workers drain: the listening sockets stay open throughout, so no
   connection is refused.  A refused reload (bad file, port in use, a new

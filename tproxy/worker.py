@@ -1,7 +1,10 @@
 # -*- test-case-name: tests.processes.test_workers -*-
 """
-A worker of a multi-worker tproxy: ``python -m tproxy.worker --control FD``,
-spawned by the parent (:mod:`tproxy.supervisor`), never by hand.
+A worker of a multi-worker tproxy: :func:`main` with ``--control FD``, run
+in a process forked by its generation's fork server
+(:mod:`tproxy.worker_forks`), or ``python -m tproxy.worker --control FD``
+spawned by the parent (:mod:`tproxy.supervisor`) when there is none; never
+by hand.
 
 Its life:
 
