@@ -210,8 +210,8 @@ class PreloadTests(TestCase):
         """A preloaded module that installs a reactor: the fork server
         refuses to serve (the parent then spawns its workers)."""
         status, output = _python(
-            "import sys, tproxy.worker_forks as w; "
-            "w.PRELOAD += ('twisted.internet.reactor',); sys.exit(w.main())")
+            "import sys, tproxy.worker_forks as w; w.PRELOAD_PACKAGES = (); "
+            "w.PRELOAD = ('tproxy.worker', 'twisted.internet.reactor'); sys.exit(w.main())")
         self.assertEqual(status, 1, output)
         self.assertIn("a preloaded module installed a reactor", output)
 
