@@ -19,6 +19,18 @@ _ID_BLOCK = [-1, ""]
 _HEX2 = tuple("%02x" % i for i in range(256))
 
 
+def _forked():
+    """A forked child (a worker forked by its fork server,
+    :mod:`tproxy.worker_forks`) is a process of its own: its own prefix."""
+    global _ID_PREFIX
+    _ID_PREFIX = os.urandom(4).hex()
+    _ID_BLOCK[:] = [-1, ""]
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forked)
+
+
 class Request(object):
     """
     The client's request as the phases see it.

@@ -8,6 +8,7 @@ replacement forked, a reload's new fork server, the old one's end) is
 checked along :class:`tests.processes.test_workers.WorkersTests`.
 """
 
+import http.client
 import json
 import os
 import re
@@ -21,7 +22,7 @@ from twisted.internet.testing import StringTransport
 from twisted.protocols.basic import Int32StringReceiver
 from twisted.trial.unittest import TestCase
 
-from tests.processes.test_workers import (BOUND, Box, get, get_json, parent_of, state,
+from tests.processes.test_workers import (BOUND, Box, get_json, parent_of, state,
                                           upstream, wait_until)
 from tests.test_tap import python_environ
 from tproxy.fork_handles import ForkedProcess, exit_reason, how_it_ended
@@ -221,20 +222,34 @@ class ForkServerLifeTests(TestCase):
     parent is."""
 
     def serving(self, box):
-        """Every worker of ``box`` answers a request to a registered upstream."""
-        up = upstream(self)
-        status, obj = get_json(box.admin, "/upstream/add?port=%d" % up.server_port)
-        self.assertEqual(status, 200, obj)
+        """Every worker of ``box`` answers a request to a registered
+        upstream: ``{pid: the answer's X-Request-ID}``."""
+        if not hasattr(self, "up"):
+            self.up = upstream(self)
+            status, obj = get_json(box.admin, "/upstream/add?port=%d" % self.up.server_port)
+            self.assertEqual(status, 200, obj)
+        ids = {}
         for pid in box.pids():
             stopped = box.only(pid)
-            self.assertEqual(get(box.proxy, "/x")[0], 200, "worker %d serves" % pid)
+            conn = http.client.HTTPConnection("127.0.0.1", box.proxy, timeout=BOUND)
+            conn.request("GET", "/x")
+            response = conn.getresponse()
+            response.read()
+            conn.close()
+            self.assertEqual(response.status, 200, "worker %d serves" % pid)
+            ids[pid] = response.getheader("X-Request-ID")
             box.resume(stopped)
+        return ids
 
     def test_killed(self):
         """``kill -9`` of the fork server: one line says so; its workers
         serve on and their end is still noticed (their control channel);
-        a replacement is spawned (a new Python, the parent's child)."""
-        box = Box(self)
+        a replacement is spawned (a new Python, the parent's child).
+        (Before: each forked worker makes request ids of its own.)"""
+        box = Box(self, plugins=["request_id", "registry", "router", "least_conn"])
+        ids = self.serving(box)
+        self.assertEqual(len(set(i[:8] for i in ids.values())), 2, ids)
+
         victim, other = box.pids()
         start = len(box.proc.output)
         os.kill(box.forks, signal.SIGKILL)
