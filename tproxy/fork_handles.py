@@ -130,6 +130,8 @@ class ForkedProcess(object):
     # -- what the fork server says ---------------------------------------------------
 
     def forked(self, pid):
+        """The worker has its ``pid``: say it started, send the signals
+        asked for meanwhile."""
         self.pid = pid
         self._started(self)
         signals, self._signals = self._signals, []
@@ -140,6 +142,7 @@ class ForkedProcess(object):
                 pass
 
     def _end(self, reason):
+        """The worker ended (``reason``: its processEnded reason), once."""
         if not self.ended:
             self.ended = True
             self.protocol.processEnded(reason)
@@ -269,6 +272,8 @@ class ForkServer(object):
     # -- from the fork server ------------------------------------------------------------
 
     def received(self, message):
+        """A message of the fork server: a worker's pid, its end, or a fork
+        that failed (spawned instead)."""
         process = self._asked.get(message.get("id"))
         if process is None:
             return
@@ -284,6 +289,8 @@ class ForkServer(object):
             process.spawn_instead()
 
     def channel_lost(self):
+        """The socket to the fork server closed: it ended, or the parent
+        closed it; either way it forks no more."""
         if not self.closed:
             log.error("the worker fork server of {name} (pid {pid}) is gone: its workers "
                       "are spawned from now on (the ones it forked serve on)",
@@ -294,6 +301,7 @@ class ForkServer(object):
             process.server_gone()
 
     def server_ended(self, reason):
+        """The fork server's process ended (Twisted reaped it)."""
         log.info("worker fork server of {name} (pid {pid}) ended ({how})", name=self.name,
                  pid=self.pid, how=how_it_ended(reason))
         self.ended.callback(None)

@@ -181,6 +181,32 @@ class ForkedProcessTests(TestCase):
         self.assertEqual([type(r.value) for r in self.ended.reasons], [ProcessDone])
 
 
+class _NoSpawn(object):
+    """A reactor whose ``spawnProcess`` fails (as with too many processes)."""
+
+    def spawnProcess(self, *args, **kwargs):
+        raise OSError(11, "Resource temporarily unavailable")
+
+
+class ForkServerStartTests(TestCase):
+    """A fork server that cannot be spawned: one line, and no fork server
+    (the supervisor spawns the generation's workers)."""
+
+    def test_cannotStart(self):
+        from twisted.logger import capturedLogs
+        from tproxy.fork_handles import ForkServer
+        server = ForkServer(_NoSpawn(), "generation 1")
+        with capturedLogs() as events:
+            self.assertFalse(server.start())
+        self.assertFalse(server.usable)
+        self.assertTrue(server.ended.called)
+        [event] = events
+        self.assertEqual(event["log_format"].split(" (")[0],
+                         "could not start the worker fork server of {name}")
+        self.assertEqual((event["name"], event["error"]),
+                         ("generation 1", "[Errno 11] Resource temporarily unavailable"))
+
+
 def _python(code):
     """``(exit status, output)`` of ``python -c code`` (the tests' environment)."""
     proc = subprocess.run([sys.executable, "-c", code], env=python_environ(),
