@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.processes.test_worker_forks -*-
+# -*- test-case-name: tests.processes.test_workers_forked -*-
 """
 The parent's side of its fork servers (:mod:`tproxy.worker_forks`): a
 :class:`ForkServer` per generation of workers, which the supervisor

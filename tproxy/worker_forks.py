@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.processes.test_worker_forks -*-
+# -*- test-case-name: tests.processes.test_workers_forked -*-
 """
 The fork server of a generation of workers: ``python -m tproxy.worker_forks``,
 spawned by the parent (:mod:`tproxy.supervisor`, through

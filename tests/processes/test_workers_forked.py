@@ -331,3 +331,18 @@ def _kill(pid):
         os.kill(pid, signal.SIGKILL)
     except OSError:
         pass
+
+
+#: this module's longest tests, in the order trial is to start them (see
+#: :mod:`tests.processes`: the others follow)
+LONGEST_FIRST = ("ForkServerLifeTests", "PreloadTests")
+
+
+def testSuite():
+    """This module's tests, the longest first (``trial -jN`` hands them out
+    in this order)."""
+    from twisted.trial.runner import TestLoader
+    loader = TestLoader()
+    classes = loader.findTestClasses(sys.modules[__name__])
+    classes.sort(key=lambda c: (LONGEST_FIRST + (c.__name__,)).index(c.__name__))
+    return loader.suiteFactory([loader.loadClass(c) for c in classes])
