@@ -22,8 +22,8 @@ from twisted.internet.testing import StringTransport
 from twisted.protocols.basic import Int32StringReceiver
 from twisted.trial.unittest import TestCase
 
-from tests.processes.test_workers import (BOUND, Box, get_json, parent_of, state,
-                                          upstream, wait_until)
+from tests.processes.test_workers import (BOUND, Box, fork_server_started, get_json,
+                                          parent_of, state, upstream, wait_until)
 from tests.test_tap import python_environ
 from tproxy.fork_handles import ForkedProcess, exit_reason, how_it_ended
 from tproxy.worker_forks import MAX_MESSAGE, Frames, encode
@@ -244,8 +244,8 @@ class PreloadTests(TestCase):
 
 
 class ForkServerLifeTests(TestCase):
-    """The fork server of a real box when it is killed, and when the
-    parent is."""
+    """The fork server of a real box killed, the next reload's, and the
+    parent killed (one box, in this order)."""
 
     def serving(self, box):
         """Every worker of ``box`` answers a request to a registered
@@ -267,15 +267,19 @@ class ForkServerLifeTests(TestCase):
             box.resume(stopped)
         return ids
 
-    def test_killed(self):
-        """``kill -9`` of the fork server: one line says so; its workers
-        serve on and their end is still noticed (their control channel);
-        a replacement is spawned (a new Python, the parent's child).
-        (Before: each forked worker makes request ids of its own.)"""
+    def test_life(self):
         box = Box(self, plugins=["request_id", "registry", "router", "least_conn"])
         ids = self.serving(box)
-        self.assertEqual(len(set(i[:8] for i in ids.values())), 2, ids)
+        self.assertEqual(len(set(i[:8] for i in ids.values())), 2,
+                         "each forked worker makes request ids of its own: %r" % (ids,))
+        self.killed(box)
+        self.reload(box)
+        self.parentKilled(box)
 
+    def killed(self, box):
+        """``kill -9`` of the fork server: one line says so; its workers
+        serve on and their end is still noticed (their control channel);
+        a replacement is spawned (a new Python, the parent's child)."""
         victim, other = box.pids()
         start = len(box.proc.output)
         os.kill(box.forks, signal.SIGKILL)
@@ -293,16 +297,28 @@ class ForkServerLifeTests(TestCase):
         self.assertEqual(sorted(box.pids()), sorted([other, replacement]))
         self.assertEqual(parent_of(replacement), box.proc.proc.pid, "spawned by the parent")
         self.serving(box)
-        box.proc.send_signal(signal.SIGTERM)
-        box.proc.read_until("(pid %d) ended (status unknown" % other)
-        box.proc.read_until("every worker stopped")
-        box.proc.assertStopsCleanly()
 
-    def test_parentKilled(self):
+    def reload(self, box):
+        """The next reload starts a fork server again, which forks the new
+        workers; the previous ones end (the orphan's end told by its
+        control channel)."""
+        old = box.pids()
+        box.proc.send_signal(signal.SIGHUP)
+        start = len(box.proc.output)
+        box.forks = fork_server_started(box.proc, 2)
+        box.proc.read_until("reloaded: 2 new worker(s) serve")
+        for pid in old:
+            box.proc.read_until("(pid %d) ended (" % pid, since=start)
+        self.assertIn("(status unknown: its fork server ended first)",
+                      "".join(box.proc.output[start:]))
+        new = box.pids()
+        self.assertEqual([parent_of(pid) for pid in new], [box.forks] * 2)
+        self.serving(box)
+
+    def parentKilled(self, box):
         """``kill -9`` of the parent: the workers' control channels close,
         they stop, and the fork server ends after them (the output's pipe,
         which they all hold, closes)."""
-        box = Box(self)
         pids = box.pids()
         box.proc.proc.kill()
         # (a fork server or worker that would not end: killed, and the test fails)
@@ -315,9 +331,10 @@ class ForkServerLifeTests(TestCase):
         watchdog = threading.Timer(BOUND, kill)
         watchdog.start()
         self.addCleanup(watchdog.cancel)
+        start = len(box.proc.output)
         for line in iter(box.proc.proc.stdout.readline, b""):
             box.proc.output.append(line.decode("utf-8", "replace"))
-        output = "".join(box.proc.output)
+        output = "".join(box.proc.output[start:])
         for pid in pids:
             self.assertRegex(output, r"\[worker %d tproxy.worker#info\] worker \d: the control "
                              "channel closed; stopping" % pid)
