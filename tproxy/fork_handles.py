@@ -272,8 +272,12 @@ class ForkServer(object):
     # -- from the fork server ------------------------------------------------------------
 
     def received(self, message):
-        """A message of the fork server: a worker's pid, its end, or a fork
-        that failed (spawned instead)."""
+        """A message of the fork server: it is ready, a worker's pid, its
+        end, or a fork that failed (spawned instead)."""
+        if message.get("op") == "ready" and message.get("failed"):
+            log.warn("the worker fork server of {name} could not import {modules}: each "
+                     "worker imports them itself", name=self.name,
+                     modules=", ".join(message["failed"]))
         process = self._asked.get(message.get("id"))
         if process is None:
             return

@@ -207,6 +207,22 @@ class ForkServerStartTests(TestCase):
                          ("generation 1", "[Errno 11] Resource temporarily unavailable"))
 
 
+class ForkServerMessagesTests(TestCase):
+    """What the parent does with the fork server's messages."""
+
+    def test_preloadFailures(self):
+        """Modules the fork server could not import are named once (the
+        workers import them, and fail there if they must)."""
+        from twisted.logger import capturedLogs
+        from tproxy.fork_handles import ForkServer
+        server = ForkServer(_NoSpawn(), "generation 3")
+        with capturedLogs() as events:
+            server.received({"op": "ready", "pid": 42, "failed": []})
+            server.received({"op": "ready", "pid": 42, "failed": ["a.b", "c"]})
+        self.assertEqual([(e["name"], e["modules"]) for e in events],
+                         [("generation 3", "a.b, c")])
+
+
 def _python(code):
     """``(exit status, output)`` of ``python -c code`` (the tests' environment)."""
     proc = subprocess.run([sys.executable, "-c", code], env=python_environ(),
