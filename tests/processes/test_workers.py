@@ -120,6 +120,18 @@ def parent_of(pid):
         return int(f.read().rsplit(")", 1)[1].split()[1])
 
 
+def sockets_of(pid):
+    """The descriptors of process ``pid`` that are sockets (from ``/proc``)."""
+    found = []
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            if os.readlink("/proc/%d/fd/%s" % (pid, fd)).startswith("socket:"):
+                found.append(int(fd))
+        except OSError:
+            pass
+    return sorted(found)
+
+
 def fork_server_started(proc, generation, since=None):
     """The pid of ``generation``'s fork server, from the line saying it started."""
     line = proc.read_until("worker fork server of generation %d started" % generation, since)
@@ -278,6 +290,9 @@ class WorkersTests(TestCase):
         self.assertEqual(parent_of(box.forks), box.proc.proc.pid, "the fork server's parent")
         self.assertEqual([parent_of(pid) for pid in box.pids()], [box.forks] * 2,
                          "the workers are the fork server's children")
+        self.assertEqual(sockets_of(box.forks), [3],
+                         "the fork server keeps no worker's socket (a listener it held "
+                         "would stay open after the parent closed it)")
         for name in ("activeChecksInTheParent", "adminChangeInEveryWorker",
                      "everyWorkerRoutesARegistration",
                      "killedWorker", "reloadRefused", "reload", "stop"):
