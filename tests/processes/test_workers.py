@@ -293,6 +293,11 @@ class WorkersTests(TestCase):
         self.assertEqual(sockets_of(box.forks), [3],
                          "the fork server keeps no worker's socket (a listener it held "
                          "would stay open after the parent closed it)")
+        channel = os.readlink("/proc/%d/fd/3" % box.forks)
+        for pid in box.pids():
+            self.assertNotIn(channel, [os.readlink("/proc/%d/fd/%d" % (pid, fd))
+                                       for fd in sockets_of(pid)],
+                             "a worker keeps nothing of the fork server's")
         for name in ("activeChecksInTheParent", "adminChangeInEveryWorker",
                      "everyWorkerRoutesARegistration",
                      "killedWorker", "reloadRefused", "reload", "stop"):
