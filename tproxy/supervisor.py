@@ -20,9 +20,9 @@ With ``workers`` above 1, the ``twistd`` process is the *parent*: it
   TTL expiry and the cleanup timer happen once, here; each change reaches
   every worker's replica over its control channel (:mod:`tproxy.control`)
   before the admin API answers;
-- supervises the workers: one that dies is replaced after a back-off
-  (:data:`RESTART_DELAY`, doubling up to :data:`RESTART_DELAY_MAX` while
-  replacements keep dying young), the others untouched;
+- supervises the workers: one that dies is replaced at once, and after a
+  back-off while replacements keep dying young (:func:`restart_delay`),
+  the others untouched;
 - on ``SIGTERM`` stops the admin listener and has every worker drain (each
   one stops as a single tproxy does); after ``shutdown_timeout`` plus
   :data:`KILL_GRACE` seconds a worker still there is killed;
@@ -59,12 +59,13 @@ from tproxy.fork_handles import ForkServer, forking_available, how_it_ended
 from tproxy.supervised import make_supervised
 from tproxy.worker_handles import Generation, ParentChannel, WorkerHandle, WorkerProcess
 
-__all__ = ["Supervisor", "make_supervised", "worker_count"]
+__all__ = ["Supervisor", "make_supervised", "restart_delay", "worker_count"]
 
 log = Logger()
 
-#: seconds before a dead worker's first replacement; doubles for each
-#: replacement that dies within :data:`STABLE_AFTER` seconds of its start
+#: seconds before the replacement of a replacement that died within
+#: :data:`STABLE_AFTER` seconds of its start (a worker dying for the first
+#: time is replaced at once: a fork); doubles while they keep dying young
 RESTART_DELAY = 0.5
 RESTART_DELAY_MAX = 30.0
 STABLE_AFTER = 10.0
@@ -74,6 +75,19 @@ KILL_GRACE = 5.0
 
 #: seconds a new worker has to become ready (start or reload)
 START_TIMEOUT = 60.0
+
+
+def restart_delay(young):
+    """
+    Seconds before a dead worker's replacement starts, ``young`` the
+    replacements of this worker in a row that died within
+    :data:`STABLE_AFTER` seconds of their start: none (a worker that served,
+    or a replacement that lived): at once; then :data:`RESTART_DELAY`,
+    doubling up to :data:`RESTART_DELAY_MAX`.
+    """
+    if young <= 0:
+        return 0.0
+    return min(RESTART_DELAY * 2 ** (young - 1), RESTART_DELAY_MAX)
 
 
 def worker_count(config):
@@ -266,16 +280,20 @@ class Supervisor(Service):
             return    # a first start that failed: _start_workers' Deferred says so
         lived = (0 if handle.started_at is None
                  else self.reactor.seconds() - handle.started_at)
-        restarts = 0 if lived >= STABLE_AFTER else handle.restarts + 1
-        delay = min(RESTART_DELAY * 2 ** max(restarts - 1, 0), RESTART_DELAY_MAX)
-        log.warn("worker {index} (pid {pid}) died ({how}); starting another in "
-                 "{delay} s", index=handle.index, pid=handle.pid, how=how, delay=delay)
+        young = 0 if lived >= STABLE_AFTER else handle.restarts
+        delay = restart_delay(young)
+        if delay:
+            log.warn("worker {index} (pid {pid}) died ({how}); starting another in "
+                     "{delay} s", index=handle.index, pid=handle.pid, how=how, delay=delay)
+        else:
+            log.warn("worker {index} (pid {pid}) died ({how}); starting another",
+                     index=handle.index, pid=handle.pid, how=how)
 
         def restart():
             self._restarts.pop(handle.index, None)
             if self.stopping or gen is not self.generation:
                 return
-            new = self._spawn(handle.index, gen, max(restarts, 1))
+            new = self._spawn(handle.index, gen, young + 1)
             new.ready.addErrback(lambda f: log.error("{message}", message=f.getErrorMessage()))
         self._restarts[handle.index] = self.reactor.callLater(delay, restart)
 

@@ -231,6 +231,17 @@ class WorkerCountTests(TestCase):
         self.assertEqual(worker_count({}), 1)
 
 
+class RestartDelayTests(TestCase):
+    """How long a dead worker's replacement waits: not at all, unless the
+    dead one was a replacement that died young; then 0.5 s, doubling up
+    to 30 s."""
+
+    def test_delays(self):
+        from tproxy.supervisor import restart_delay
+        self.assertEqual([restart_delay(young) for young in range(9)],
+                         [0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0])
+
+
 class ForwardedTests(TestCase):
     """Which admin changes the parent makes in every worker too: a plugin's
     state in memory, not what every process reads already (``shared``)."""
@@ -418,7 +429,8 @@ class WorkersTests(TestCase):
         os.kill(victim, signal.SIGKILL)
         # the survivor serves while the victim is replaced
         self.assertEqual(get(box.proxy, "/after")[0], 200)
-        box.proc.read_until("(pid {}) died (signal 9)".format(victim))
+        line = box.proc.read_until("(pid {}) died (signal 9)".format(victim))
+        self.assertTrue(line.rstrip().endswith("starting another"), "at once: " + line)
         line = box.proc.read_until(") ready")
         replacement = int(re.search(r"pid (\d+)", line).group(1))
         self.assertNotIn(replacement, (victim, survivor))
