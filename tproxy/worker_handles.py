@@ -4,7 +4,9 @@ The parent's view of its worker processes (:mod:`tproxy.supervisor`): a
 :class:`WorkerHandle` per process (its state, its signals, the Deferreds of
 its readiness and end), the :class:`Generation` of workers it belongs to
 (one configuration, the listening ports they accept on, the plugins' admin
-changes to replay), the :class:`WorkerProcess` that reports its end, and the
+changes to replay, its fork server), the :class:`WorkerProcess` that
+reports its end (Twisted's for a spawned worker, the fork server's for a
+forked one: :mod:`tproxy.fork_handles`), and the
 :class:`ParentChannel` that answers its control channel
 (:mod:`tproxy.control`): the configuration, the listening sockets, the
 registry and health state to start from.
