@@ -240,18 +240,10 @@ class Plugin(GroupIndexes):
             if peer.expires_at > now and peer.healthy and not (
                     peer.max_conns and peer.active >= peer.max_conns):
                 passed = passes.get(peer)
-                total = peer.total
                 if passed is None:
-                    passes[peer] = [recent.vt, total]
-                elif passed[1] != total:
-                    # (_advance inlined: once per request)
-                    start = passed[0]
-                    if start < recent.vt:
-                        start = recent.vt
-                    else:
-                        recent.vt = start
-                    passed[0] = start + (total - passed[1]) / (peer.weight * peer.ramp or 1)
-                    passed[1] = total
+                    passes[peer] = [recent.vt, peer.total]
+                elif passed[1] != peer.total:
+                    _advance(recent, peer, passed)
                 return peer
         best = down = None
         best_score = best_pass = down_pass = 0

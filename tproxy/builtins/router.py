@@ -213,16 +213,8 @@ class Plugin(GroupNames):
         """
         if ctx.route is not None:
             return None  # an earlier rewrite plugin routed it
-        # (_prepare inlined: once per request)
-        registry = ctx.gateway.registry
-        if registry is not self._registry:
-            self._attach(registry)
+        registry = self._prepare(ctx)
         request = ctx.request
-        headers = request.headers
-        for name, _ in headers.raw:
-            if len(name) == _HEADER_LEN and name.lower() == _HEADER_LOWER:
-                headers.remove(_HEADER)
-                break
         path = request.path
         now = registry.now()
         default = self.default_group
