@@ -16,7 +16,8 @@ from twisted.internet import defer, reactor
 from twisted.internet.task import Clock
 from twisted.logger import formatEvent
 
-from tests.helpers import ProxyTestCase, capture_log, log_messages, until
+from tests.helpers import (ClockedReactor, ProxyTestCase, capture_log, log_messages, turns,
+                           until)
 from tests.redis_server import logged, redis_command, run_redis
 from tests.test_replica import Recorder
 from tproxy.registry import MemoryRegistry, RegistryUnavailable
@@ -46,12 +47,15 @@ class RedisTestCase(ProxyTestCase):
     def messages(self):
         return log_messages(self.events, "tproxy.registry_redis")
 
-    async def registry(self, port, clock=None, **settings):
+    async def registry(self, port, clock=None, timers=None, **settings):
+        """A started registry on Redis at ``port``; ``clock``: its timestamps'
+        (default: the real reactor's); ``timers``: its reactor (default: the
+        real one; a :class:`ClockedReactor` for timers on a fake clock)."""
         settings.setdefault("url", "redis://127.0.0.1:%d/0" % port)
         settings.setdefault("retry_interval", 0.05)
         settings.setdefault("timeout", 1)
         registry = RedisRegistry(clock if clock is not None else reactor, settings,
-                                 reactor=reactor)
+                                 reactor=timers if timers is not None else reactor)
         self.addCleanup(registry.stop)
         await registry.start()
         return registry
@@ -263,9 +267,14 @@ class SharedRegistryTests(RedisTestCase):
         """The periodic full resync is a safety net: a change that was
         never published (written behind tproxy's back) reaches the replica."""
         server = await run_redis(self)
-        a = await self.registry(server.port, resync_interval=0.2)
+        timers = ClockedReactor()
+        a = await self.registry(server.port, timers=timers, resync_interval=30)
         await a.register("api", "10.0.0.1", 80)
         await redis_command(server.port, "HDEL", "tproxy:peers", "api 10.0.0.1 80")
+        timers.advance(29)
+        await turns()
+        self.assertIsNotNone(a.group("api"))
+        timers.advance(1)
         await until(lambda: a.group("api") is None, message="the resync")
 
     async def test_separatePrefixes(self):
