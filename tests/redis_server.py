@@ -13,7 +13,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SkipTest
 
-from tests.helpers import until
+from tests.helpers import temp_path, until
 
 __all__ = ["RedisServer", "logged", "run_redis", "start_redis", "redis_command"]
 
@@ -69,7 +69,7 @@ async def run_redis(case, port=None, bind="127.0.0.1"):
         # tasks run 100 times a second (--hz; 10 by default): what the tests
         # wait for from it comes sooner (the 21 tests that start one: 3.8 ->
         # 2.4 s of wall time, under load)
-        directory = os.path.abspath(case.mktemp())
+        directory = os.path.abspath(temp_path(case))
         os.makedirs(directory)
         process = reactor.spawnProcess(proto, server, [
             server, "--port", str(chosen), "--bind", bind, "--save", "",

@@ -23,7 +23,7 @@ from tproxy.reload import describe_changes
 from tproxy.tap import makeService
 from tproxy.testing import Harness
 
-from tests.helpers import LOG_RECORDER, Held, capture_log, request, until
+from tests.helpers import LOG_RECORDER, Held, capture_log, request, temp_path, until
 from tests.proxy_plugins import Generation
 from tests.test_shutdown import LOCAL, ShutdownTestCase
 from tests.test_tap import TwistdProcess, local, write_json
@@ -38,7 +38,7 @@ class ReloadTestCase(ShutdownTestCase):
         ShutdownTestCase.setUp(self)
         self.events = capture_log(self)
         del Generation.EVENTS[:]
-        self.path = os.path.abspath(self.mktemp() + ".json")
+        self.path = os.path.abspath(temp_path(self, ".json"))
 
     def config(self, tag, upstreams=None, plugins=(), **changes):
         """A configuration whose ``Generation`` plugin says ``tag``."""
@@ -289,7 +289,7 @@ class SighupTests(TestCase):
     def test_sighup(self):
         if not hasattr(signal, "SIGHUP") or not hasattr(signal, "SIGUSR1"):
             raise self.skipTest("no SIGHUP or SIGUSR1 here")
-        cwd = os.path.abspath(self.mktemp())
+        cwd = os.path.abspath(temp_path(self))
         os.makedirs(cwd)
         path = os.path.join(cwd, "access.log")
         access_log = {"name": "access_log", "settings": {"path": path}}

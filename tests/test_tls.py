@@ -32,7 +32,8 @@ from tproxy.plugins import build_plugin_manager
 from tproxy.tap import Options, makeService
 from tproxy.tls import ServerTLS, check_tls, client_hello_sni
 
-from tests.helpers import BodySource, ProxyTestCase, UpstreamServer, download, until
+from tests.helpers import (BodySource, ProxyTestCase, UpstreamServer, download, temp_path,
+                           until)
 
 LOCAL = "tcp:0:interface=127.0.0.1"
 
@@ -139,7 +140,7 @@ class TestCA(object):
 
     def write(self, name, data):
         if self._directory is None:
-            self._directory = os.path.abspath(self._case.mktemp())
+            self._directory = os.path.abspath(temp_path(self._case))
             os.makedirs(self._directory)
         path = os.path.join(self._directory, name)
         with open(path, "wb") as f:
