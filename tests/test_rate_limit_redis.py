@@ -13,7 +13,8 @@ from tproxy.builtins._rate_limit_algorithms import TokenBucket
 from tproxy.builtins._rate_limit_stores import RedisStore
 
 from tests.helpers import ProxyTestCase, capture_log, log_messages
-from tests.redis_server import logged as redis_logged, redis_command, run_redis, start_redis
+from tests.redis_server import (logged as redis_logged, redis_command, run_redis, shared_redis,
+                                 start_redis)
 
 NAMESPACE = "tproxy.builtins.rate_limit"
 
@@ -57,7 +58,7 @@ class RedisPolicyTests(ProxyTestCase):
 
     async def test_sharedBetweenGateways(self):
         """Both gateways take from the same bucket; the RateLimit fields say so."""
-        port = await start_redis(self)
+        port = (await shared_redis(self)).port
         up = self.upstream()
         a = await self.gateway(up, port, rate=1, period=60, burst=3)
         b = await self.gateway(up, port, rate=1, period=60, burst=3)
@@ -80,7 +81,7 @@ class RedisPolicyTests(ProxyTestCase):
     async def test_slidingWindowAndScriptFlush(self):
         """The sliding window in Redis; after SCRIPT FLUSH (NOSCRIPT) the
         script is sent again with EVAL and the counting goes on."""
-        port = await start_redis(self)
+        port = (await shared_redis(self)).port
         up = self.upstream()
         proxy = await self.gateway(up, port, algorithm="sliding_window", rate=2, period=60)
         first = await self.get(proxy, "/")
