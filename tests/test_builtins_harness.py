@@ -14,6 +14,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tproxy.testing import Harness, echo
 
+from tests.helpers import temp_path
+
 
 def held():
     """A stub handler that answers only when the test fires its Deferreds."""
@@ -299,7 +301,7 @@ class AccessLogTests(SynchronousTestCase):
 
     def test_file(self):
         """With ``path``, lines go to the file, which ``stop`` closes."""
-        path = self.mktemp()
+        path = temp_path(self)
         h = self.harness(settings={"path": path})
         h.request("GET", "/api/a")
         h.request("GET", "/api/b")

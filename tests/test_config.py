@@ -10,6 +10,8 @@ from twisted.trial.unittest import TestCase
 
 from tproxy.config import ConfigError, load_config, parse_host_port, validate_config
 
+from tests.helpers import temp_path
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
@@ -459,7 +461,7 @@ class LoadTests(TestCase):
     """load_config reads a file; file and JSON problems are ConfigErrors too."""
 
     def write(self, data):
-        path = self.mktemp()
+        path = temp_path(self)
         with open(path, "wb") as f:
             f.write(data if isinstance(data, bytes) else data.encode("utf-8"))
         return path

@@ -19,6 +19,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from tproxy.config import ConfigError
 from tproxy.testing import Harness, echo
 
+from tests.helpers import temp_path
+
 UPSTREAM = "127.0.0.1:9001"
 SECRET = "0123456789abcdef0123456789abcdef"
 _KEYS = {}
@@ -126,7 +128,7 @@ class ValidTokenTests(SynchronousTestCase):
     def test_jwksFile(self):
         jwk = json.loads(RSAAlgorithm.to_jwk(rsa_key().public_key()))
         jwk.update(kid="k-2026", alg="RS256", use="sig")
-        path = self.mktemp()
+        path = temp_path(self)
         with open(path, "w") as f:
             json.dump({"keys": [jwk]}, f)
         h = harness({"keys": [], "jwks_file": path})
@@ -138,7 +140,7 @@ class ValidTokenTests(SynchronousTestCase):
     def test_jwksRefresh(self):
         """With jwks_refresh the file is read again: rotated keys need no
         restart; a broken file keeps the keys in use and is reported once."""
-        path = self.mktemp()
+        path = temp_path(self)
 
         def write(kid, text=None):
             jwk = json.loads(RSAAlgorithm.to_jwk(rsa_key().public_key()))
@@ -305,12 +307,12 @@ class SettingsTests(SynchronousTestCase):
         self.assertPath({"keys": [{"algorithm": "RS256", "public_key": private}]},
                         ".keys[0]")
         self.assertPath({"keys": []}, "")
-        self.assertPath({"keys": [], "jwks_file": os.path.join(self.mktemp(), "x")},
+        self.assertPath({"keys": [], "jwks_file": os.path.join(temp_path(self), "x")},
                         ".jwks_file")
         self.assertPath({"leeway": -1}, ".leeway")
         # not JSON at a character past ASCII (PyPy's decoder gives no usable
         # message for it)
-        path = self.mktemp()
+        path = temp_path(self)
         with open(path, "wb") as f:
             f.write('{"keys": \u00e9}'.encode("utf-8"))
         e = self.assertPath({"keys": [], "jwks_file": path}, ".jwks_file")

@@ -196,6 +196,33 @@ class QuickLookTests(TestCase):
                          ["access", "log", "rewrite"])
 
 
+class HookspecCacheTests(TestCase):
+    """The plugin manager keeps pluggy's answers about hook specifications
+    (``tproxy.plugin_manager._SPECS``): the same answers as pluggy's own,
+    and a value that changed is read again."""
+
+    def test_sameAnswers(self):
+        from tproxy import hookspecs
+        pm = build_plugin_manager(validate_config({"plugins": []}), entry_points=[])
+        pluggys = pluggy.PluginManager(plugins.ENTRY_POINT_GROUP)
+        for _ in range(2):      # (read, then kept)
+            for name in dir(hookspecs):
+                self.assertEqual(pm.parse_hookspec_opts(hookspecs, name),
+                                 pluggys.parse_hookspec_opts(hookspecs, name), name)
+        self.assertIsNotNone(pm.parse_hookspec_opts(hookspecs, "access"))
+
+    def test_changedValue(self):
+        spec = pluggy.HookspecMarker(plugins.ENTRY_POINT_GROUP)
+
+        class Specs(object):
+            def extra(self, ctx):
+                pass
+        pm = build_plugin_manager(validate_config({"plugins": []}), entry_points=[])
+        self.assertIsNone(pm.parse_hookspec_opts(Specs, "extra"))
+        Specs.extra = spec(firstresult=True)(lambda self, ctx: None)
+        self.assertTrue(pm.parse_hookspec_opts(Specs, "extra")["firstresult"])
+
+
 class OrderTests(TestCase):
     """Config order is execution order, in every phase."""
 

@@ -15,7 +15,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tproxy import Response, hookimpl
 from tproxy.testing import Harness, echo as testing_echo
-from tests.helpers import ProxyTestCase, RawClient, buffered, echo, request, until
+from tests.helpers import (ClockedReactor, ProxyTestCase, RawClient, buffered, echo, request,
+                           until)
 from tests.upstreams import Scripted
 
 HOOKS = "tests.proxy_plugins:Hooks"
@@ -832,10 +833,12 @@ class LingeringCloseTests(ProxyTestCase):
     async def test_unreadResponseNotKeptForEver(self):
         """A client that neither reads (the response cannot be flushed) nor
         sends: the connection is cut after ``lingering_timeout`` all the
-        same."""
+        same (on a fake clock: advanced once the response is stuck in the
+        proxy's buffer)."""
         up = self.upstream()
+        clock = ClockedReactor()
         proxy = await self.proxy({"default": [up]}, plugins=["router", HOOKS, "least_conn"],
-                                 proxy={"lingering_timeout": 0.2})
+                                 proxy={"lingering_timeout": 0.2}, clock=clock)
         proxy.plugin(HOOKS).fns["access"] = lambda ctx: Response(401, b"n" * self.BODY)
         client = await self.connect(proxy, keep=False)
         client.transport.pauseProducing()
@@ -845,7 +848,9 @@ class LingeringCloseTests(ProxyTestCase):
         await until(lambda: proxy.logged)
         server = self.server_side(proxy)
         self.assertGreater(buffered(server.transport), 0)
-        # (without the timeout the connection would stay: until() fails)
+        clock.advance(0.2 - TICK)
+        self.assertEqual(proxy.factory.open_connections, 1)
+        clock.advance(TICK)
         await until(lambda: proxy.factory.open_connections == 0,
                     message="the lingering_timeout to cut the connection")
         self.assertLess(client.received, self.BODY)

@@ -14,7 +14,8 @@ from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from tproxy.testing import Harness
-from tests.helpers import BodySource, ProxyTestCase
+from tests.helpers import (BodySource, ClockedReactor, ProxyTestCase, buffered, is_reading,
+                           until)
 from tests.upstreams import ABORT, CLOSE, Scripted, pieces
 
 HOOKS = "tests.proxy_plugins:Hooks"
@@ -815,15 +816,27 @@ class SendTimeoutTests(ProxyTestCase):
 
     async def test_sendTimeout(self):
         """An upstream that stops reading the request body: 504 after
-        ``timeouts.send``."""
+        ``timeouts.send`` (on a fake clock, advanced once the writes stuck:
+        the kernel's buffers full, the client no longer read)."""
         def stop_reading(conn, req):
             conn.transport.pauseProducing()
         up = self.upstream(on_head=stop_reading)
-        proxy = await self.proxy({"default": [up]}, timeouts={"send": 0.3})
+        clock = ClockedReactor()
+        proxy = await self.proxy({"default": [up]}, timeouts={"send": 0.3}, clock=clock)
         client = await self.connect(proxy, keep=True)
         client.send(b"PUT / HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
                     % (64 * 1024 * 1024))
         source = BodySource(client.transport, 64 * 1024 * 1024)
+
+        def stuck():
+            server, = proxy.factory.protocols
+            upstream = proxy.upstream_transports()
+            return (up.heads and upstream and buffered(upstream[0]) > 0
+                    and not is_reading(server.transport))
+        await until(stuck, 10, message="the proxy's writes to stop")
+        clock.advance(0.3 - TICK)
+        self.assertEqual(proxy.logged, [])
+        clock.advance(TICK)
         await client.wait_closed(timeout=10)
         source.stopProducing()
         resp, = client.responses()

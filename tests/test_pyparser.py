@@ -1009,13 +1009,15 @@ class PyParserStrictnessTests(SynchronousTestCase):
         self.assertEqual((events[-1][0], error), (COMPLETE, None))
 
     def test_large_head_fed_bytewise(self):
-        """A 200 KB head fed a byte at a time: linear, not quadratic.  After
+        """A 25 KB head fed a byte at a time: linear, not quadratic.  After
         each feed the buffered part of the head has been searched for its
         end and checked for bad line ends up to its last byte, so the next
         feed looks at its own byte (and the three before it), not at the
-        whole head again."""
+        whole head again.  (What is asserted holds at every byte, whatever
+        the head's size: 500 header lines are enough, 4000 cost 0.2 s of
+        CPU for the same assertions.)"""
         head = (b"GET / HTTP/1.1\r\n"
-                + b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 40) for i in range(4000))
+                + b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 40) for i in range(500))
                 + b"\r\n")
         headers = []
         parser = pyparser.HttpRequestParser(
@@ -1028,7 +1030,7 @@ class PyParserStrictnessTests(SynchronousTestCase):
                 behind.append((i, buffered, parser._scan, parser._checked))
         parser.feed_data(head[-1:])
         self.assertEqual(behind, [])
-        self.assertEqual(len(headers), 4000)
+        self.assertEqual(len(headers), 500)
 
     def test_dead_parser_repeats_error(self):
         parser = pyparser.HttpRequestParser(object())

@@ -6,14 +6,16 @@ gateways, the ``EVALSHA`` / ``EVAL`` fallback, and what happens when Redis is
 unreachable or silent.
 """
 
-from twisted.internet import reactor
+from twisted.internet import defer, reactor
 from twisted.internet.protocol import Factory, Protocol
 
 from tproxy.builtins._rate_limit_algorithms import TokenBucket
 from tproxy.builtins._rate_limit_stores import RedisStore
 
-from tests.helpers import ProxyTestCase, capture_log, log_messages
-from tests.redis_server import logged as redis_logged, redis_command, run_redis, start_redis
+from tests.helpers import (ClockedReactor, ProxyTestCase, capture_log, log_messages, turns,
+                           until)
+from tests.redis_server import (logged as redis_logged, redis_command, run_redis, shared_redis,
+                                 start_redis)
 
 NAMESPACE = "tproxy.builtins.rate_limit"
 
@@ -44,7 +46,7 @@ class RedisPolicyTests(ProxyTestCase):
     def messages(self):
         return log_messages(self.events, NAMESPACE)
 
-    async def gateway(self, up, port, **settings):
+    async def gateway(self, up, port, clock=None, **settings):
         settings.setdefault("policy", "redis")
         redis = settings.setdefault("redis", {})
         redis.setdefault("port", port)
@@ -53,11 +55,11 @@ class RedisPolicyTests(ProxyTestCase):
         # loaded CI machine's: a late answer would let a request through
         redis.setdefault("timeout", 10)
         return await self.proxy({"default": [up]}, plugins=[
-            "router", {"name": "rate_limit", "settings": settings}, "least_conn"])
+            "router", {"name": "rate_limit", "settings": settings}, "least_conn"], clock=clock)
 
     async def test_sharedBetweenGateways(self):
         """Both gateways take from the same bucket; the RateLimit fields say so."""
-        port = await start_redis(self)
+        port = (await shared_redis(self)).port
         up = self.upstream()
         a = await self.gateway(up, port, rate=1, period=60, burst=3)
         b = await self.gateway(up, port, rate=1, period=60, burst=3)
@@ -80,7 +82,7 @@ class RedisPolicyTests(ProxyTestCase):
     async def test_slidingWindowAndScriptFlush(self):
         """The sliding window in Redis; after SCRIPT FLUSH (NOSCRIPT) the
         script is sent again with EVAL and the counting goes on."""
-        port = await start_redis(self)
+        port = (await shared_redis(self)).port
         up = self.upstream()
         proxy = await self.gateway(up, port, algorithm="sliding_window", rate=2, period=60)
         first = await self.get(proxy, "/")
@@ -161,16 +163,28 @@ class RedisPolicyTests(ProxyTestCase):
 
     async def test_silentFailClosed(self):
         """Redis that does not answer within the timeout: with ``deny``, 503;
-        later requests are refused at once, not after another timeout."""
-        factory = Factory.forProtocol(Silent)
-        listener = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        later requests are refused at once, not after another timeout (the
+        proxy's clock a fake one, moved once the command reached Redis)."""
+        received = []
+
+        class Recording(Silent):
+            def dataReceived(self, data):
+                received.append(data)
+        listener = reactor.listenTCP(0, Factory.forProtocol(Recording), interface="127.0.0.1")
         self._listeners.append(listener)
         up = self.upstream()
-        proxy = await self.gateway(up, listener.getHost().port, rate=5,
+        clock = ClockedReactor()
+        proxy = await self.gateway(up, listener.getHost().port, clock=clock, rate=5,
                                    on_redis_error="deny",
                                    redis={"timeout": 0.05, "retry_interval": 30})
-        for _ in range(2):
-            resp = await self.get(proxy, "/")
+        first = defer.ensureDeferred(self.get(proxy, "/"))
+        await until(lambda: received, message="the command to reach Redis")
+        clock.advance(0.05 - 2 ** -7)
+        await turns()
+        self.assertFalse(first.called)
+        clock.advance(2 ** -7)
+        for i in range(2):
+            resp = await first if i == 0 else await self.get(proxy, "/")
             self.assertEqual(resp.status, 503)
             self.assertEqual(resp.json(), {"error": "rate limit unavailable"})
             self.assertEqual(resp.header("Retry-After"), "30")

@@ -16,8 +16,9 @@ from twisted.internet import defer, reactor
 from twisted.internet.task import Clock
 from twisted.logger import formatEvent
 
-from tests.helpers import ProxyTestCase, capture_log, log_messages, until
-from tests.redis_server import logged, redis_command, run_redis
+from tests.helpers import (ClockedReactor, ProxyTestCase, capture_log, log_messages, turns,
+                           until)
+from tests.redis_server import logged, redis_command, run_redis, shared_redis
 from tests.test_replica import Recorder
 from tproxy.registry import MemoryRegistry, RegistryUnavailable
 from tproxy.registry_redis import RedisRegistry, parse_url
@@ -46,12 +47,15 @@ class RedisTestCase(ProxyTestCase):
     def messages(self):
         return log_messages(self.events, "tproxy.registry_redis")
 
-    async def registry(self, port, clock=None, **settings):
+    async def registry(self, port, clock=None, timers=None, **settings):
+        """A started registry on Redis at ``port``; ``clock``: its timestamps'
+        (default: the real reactor's); ``timers``: its reactor (default: the
+        real one; a :class:`ClockedReactor` for timers on a fake clock)."""
         settings.setdefault("url", "redis://127.0.0.1:%d/0" % port)
         settings.setdefault("retry_interval", 0.05)
         settings.setdefault("timeout", 1)
         registry = RedisRegistry(clock if clock is not None else reactor, settings,
-                                 reactor=reactor)
+                                 reactor=timers if timers is not None else reactor)
         self.addCleanup(registry.stop)
         await registry.start()
         return registry
@@ -75,7 +79,7 @@ class SharedRegistryTests(RedisTestCase):
     """Two registries on one Redis see each other's writes."""
 
     async def test_registerPropagates(self):
-        server = await run_redis(self)
+        server = await shared_redis(self)
         clock = Clock()
         clock.advance(1000)
         a = await self.registry(server.port, clock)
@@ -109,7 +113,7 @@ class SharedRegistryTests(RedisTestCase):
         """The registrations of one reactor turn are one script run (one
         version, one published message); the same server twice in it ends
         as its last heartbeat said, for the writer and the others."""
-        server = await run_redis(self)
+        server = await shared_redis(self)
         clock = Clock()
         clock.advance(1000)
         a = await self.registry(server.port, clock)
@@ -131,7 +135,7 @@ class SharedRegistryTests(RedisTestCase):
         with its own fake clock): the same peers, times, weights, liveness,
         ``routable`` and ``created`` flags at every step, and the same
         expiries."""
-        server = await run_redis(self)
+        server = await shared_redis(self)
         mem_clock, red_clock = Clock(), Clock()
         memory = MemoryRegistry(mem_clock, ttl=60)
         redis = await self.registry(server.port, red_clock, ttl=60)
@@ -194,7 +198,7 @@ class SharedRegistryTests(RedisTestCase):
     async def test_sweepIsIdempotent(self):
         """Two instances sweeping at once remove (and report) an expired
         registration once; both replicas lose it."""
-        server = await run_redis(self)
+        server = await shared_redis(self)
         clock = Clock()
         a = await self.registry(server.port, clock, ttl=10)
         b = await self.registry(server.port, clock, ttl=10)
@@ -211,7 +215,7 @@ class SharedRegistryTests(RedisTestCase):
 
     async def test_sweepInBatches(self):
         """One ``expire`` removes everything due, ``sweep_limit`` at a time."""
-        server = await run_redis(self)
+        server = await shared_redis(self)
         clock = Clock()
         a = await self.registry(server.port, clock, ttl=10)
         a.sweep_limit = 2
@@ -244,7 +248,7 @@ class SharedRegistryTests(RedisTestCase):
         """A static peer is this instance's configuration: a registration of
         the same server through another instance is hidden behind it here,
         and appears when a reload drops the static peer."""
-        server = await run_redis(self)
+        server = await shared_redis(self)
         a = await self.registry(server.port)
         b = await self.registry(server.port)
         a.add_static("api", "10.0.0.1", 80, 2)
@@ -262,15 +266,20 @@ class SharedRegistryTests(RedisTestCase):
     async def test_resyncCatchesUnpublishedChanges(self):
         """The periodic full resync is a safety net: a change that was
         never published (written behind tproxy's back) reaches the replica."""
-        server = await run_redis(self)
-        a = await self.registry(server.port, resync_interval=0.2)
+        server = await shared_redis(self)
+        timers = ClockedReactor()
+        a = await self.registry(server.port, timers=timers, resync_interval=30)
         await a.register("api", "10.0.0.1", 80)
         await redis_command(server.port, "HDEL", "tproxy:peers", "api 10.0.0.1 80")
+        timers.advance(29)
+        await turns()
+        self.assertIsNotNone(a.group("api"))
+        timers.advance(1)
         await until(lambda: a.group("api") is None, message="the resync")
 
     async def test_separatePrefixes(self):
         """Two fleets on one Redis with other key prefixes do not meet."""
-        server = await run_redis(self)
+        server = await shared_redis(self)
         a = await self.registry(server.port, key_prefix="one:")
         b = await self.registry(server.port, key_prefix="two:")
         await a.register("api", "10.0.0.1", 80)
@@ -486,7 +495,7 @@ class GatewayTests(RedisTestCase):
     async def test_registrationsAndRoutesShared(self):
         """A registration and a route made through one gateway's admin API
         serve requests through the other; removals too."""
-        server = await run_redis(self)
+        server = await shared_redis(self)
         up = self.upstream()
         (a, admin_a), (b, admin_b) = await self.fleet(server.port)
         resp = await self.get(admin_a, "/upstream/add?host=127.0.0.1&port=%d&prefix=api"
@@ -535,7 +544,7 @@ class GatewayTests(RedisTestCase):
     async def test_cleanupTimerRuns(self):
         """The registry plugin sweeps a shared registry (it is not a worker's
         replica, whose parent sweeps)."""
-        server = await run_redis(self)
+        server = await shared_redis(self)
         [(a, _)] = await self.fleet(server.port, n=1)
         self.assertTrue(a.plugin("registry")._loop.running)
 

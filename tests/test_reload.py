@@ -19,11 +19,12 @@ from twisted.trial.unittest import TestCase
 from tproxy.admin import AdminRequest
 from tproxy.config import ConfigError, load_config
 from tproxy.plugins import build_plugin_manager
-from tproxy.reload import describe_changes
+from tproxy.reload import RETIRE_POLL, describe_changes
 from tproxy.tap import makeService
 from tproxy.testing import Harness
 
-from tests.helpers import LOG_RECORDER, Held, capture_log, request, until
+from tests.helpers import (LOG_RECORDER, ClockedReactor, Held, capture_log, request, temp_path,
+                           until)
 from tests.proxy_plugins import Generation
 from tests.test_shutdown import LOCAL, ShutdownTestCase
 from tests.test_tap import TwistdProcess, local, write_json
@@ -38,7 +39,7 @@ class ReloadTestCase(ShutdownTestCase):
         ShutdownTestCase.setUp(self)
         self.events = capture_log(self)
         del Generation.EVENTS[:]
-        self.path = os.path.abspath(self.mktemp() + ".json")
+        self.path = os.path.abspath(temp_path(self, ".json"))
 
     def config(self, tag, upstreams=None, plugins=(), **changes):
         """A configuration whose ``Generation`` plugin says ``tag``."""
@@ -54,12 +55,15 @@ class ReloadTestCase(ShutdownTestCase):
         with open(self.path, "w") as f:
             json.dump(cfg, f)
 
-    async def start_file(self, cfg):
+    async def start_file(self, cfg, clock=None):
+        """Start the service from ``cfg`` (written to the file); ``clock``: a
+        :class:`~tests.helpers.ClockedReactor` for its timers (default: the
+        real reactor's)."""
         self.write(cfg)
         config = load_config(self.path)
         options = SimpleNamespace(config=config, source=self.path,
                                   plugin_manager=build_plugin_manager(config, entry_points=[]))
-        self.service = makeService(options, reactor=reactor)
+        self.service = makeService(options, reactor=clock if clock is not None else reactor)
         self.service.reloader.entry_points = []
         self.service.startService()
         self.addCleanup(self._stop_service)
@@ -100,7 +104,8 @@ class GenerationTests(ReloadTestCase):
     async def test_inFlightFinishesOnOld(self):
         held = Held()
         up = self.upstream(held)
-        await self.start_file(self.config("one", {"default": [up]}))
+        clock = ClockedReactor()
+        await self.start_file(self.config("one", {"default": [up]}), clock)
         old = self.service.gateway
         port = self.service.ports[:]
         client = await self.client()
@@ -115,7 +120,10 @@ class GenerationTests(ReloadTestCase):
         (resp,) = await client.wait_responses(1)
         self.assertEqual(resp.header("X-Generation"), "one")
         self.assertNotEqual(resp.header("Connection"), "close")
-        await until(lambda: ("stop", "one") in Generation.EVENTS)
+        # the old generation is looked at RETIRE_POLL after the reload
+        self.assertNotIn(("stop", "one"), Generation.EVENTS)
+        clock.advance(RETIRE_POLL)
+        self.assertIn(("stop", "one"), Generation.EVENTS)
         # the same keep-alive connection: its next request is on the new one
         resp = await self.get(client, 2)
         self.assertEqual(resp.header("X-Generation"), "two")
@@ -289,7 +297,7 @@ class SighupTests(TestCase):
     def test_sighup(self):
         if not hasattr(signal, "SIGHUP") or not hasattr(signal, "SIGUSR1"):
             raise self.skipTest("no SIGHUP or SIGUSR1 here")
-        cwd = os.path.abspath(self.mktemp())
+        cwd = os.path.abspath(temp_path(self))
         os.makedirs(cwd)
         path = os.path.join(cwd, "access.log")
         access_log = {"name": "access_log", "settings": {"path": path}}

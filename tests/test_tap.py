@@ -24,6 +24,7 @@ from tproxy.plugins import BUILTINS, tproxy_entry_points
 from tproxy.tap import Options, makeService
 
 from tests import zygote
+from tests.helpers import temp_path
 from tests.test_config import DEFAULTS
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -86,7 +87,7 @@ def python_environ(**changes):
 
 def write_json(case, obj, text=None):
     """A temporary file holding ``obj`` as JSON (or ``text``)."""
-    path = os.path.abspath(case.mktemp() + ".json")
+    path = os.path.abspath(temp_path(case, ".json"))
     with open(path, "w") as f:
         f.write(text if text is not None else json.dumps(obj))
     return path
@@ -125,7 +126,7 @@ class OptionsTests(TestCase):
     def in_directory(self):
         """Run the test in a fresh working directory."""
         here = os.getcwd()
-        path = os.path.abspath(self.mktemp())
+        path = os.path.abspath(temp_path(self))
         os.makedirs(path)
         os.chdir(path)
         self.addCleanup(os.chdir, here)
@@ -339,14 +340,14 @@ class CommandLineTests(TestCase):
         """Start ``twistd ARGS`` (``environ``: changes to the environment,
         ``None`` to remove a variable), forked by the tests' fork server
         (:mod:`tests.zygote`; a real ``python`` in :meth:`test_check`)."""
-        cwd = os.path.abspath(self.mktemp())
+        cwd = os.path.abspath(temp_path(self))
         os.makedirs(cwd)
         return zygote.start(args, cwd, python_environ(**environ))
 
     def start_real(self, *args):
         """Start ``python -c TWISTD ARGS``: the command as a user types it,
         a Python of its own."""
-        cwd = os.path.abspath(self.mktemp())
+        cwd = os.path.abspath(temp_path(self))
         os.makedirs(cwd)
         return subprocess.Popen(
             [sys.executable, "-c", TWISTD] + list(args), cwd=cwd, env=python_environ(),

@@ -22,6 +22,7 @@ from tproxy.testing import (UNREACHABLE, Harness, RequestPending,
                             StubResponse, UpstreamRequest, echo)
 
 from tests import plugin_with_class
+from tests.helpers import temp_path
 
 UP = "127.0.0.1:9001"
 
@@ -457,7 +458,7 @@ class EventTests(SynchronousTestCase):
 
     def test_accessLogTargetKept(self):
         """An access_log entry with a target of its own keeps it."""
-        path = os.path.abspath(self.mktemp())
+        path = os.path.abspath(temp_path(self))
         h = Harness(one_group(), ROUTING + [
             {"name": "access_log", "settings": {"path": path}}], {UP: echo})
         h.request("GET", "/api/x")

@@ -32,7 +32,8 @@ from tproxy.plugins import build_plugin_manager
 from tproxy.tap import Options, makeService
 from tproxy.tls import ServerTLS, check_tls, client_hello_sni
 
-from tests.helpers import BodySource, ProxyTestCase, UpstreamServer, download, until
+from tests.helpers import (BodySource, ClockedReactor, ProxyTestCase, UpstreamServer, download,
+                           temp_path, turns, until)
 
 LOCAL = "tcp:0:interface=127.0.0.1"
 
@@ -40,11 +41,21 @@ LOCAL = "tcp:0:interface=127.0.0.1"
 # -- certificates ------------------------------------------------------------------
 
 class CA(object):
-    """A test certificate authority writing PEM files into ``directory``."""
+    """
+    A test certificate authority writing PEM files into ``directory``.
+
+    Its key and certificate, and what :meth:`issue` and :meth:`pair` make,
+    are the same for every test of a process (:func:`authority`): made and
+    written once, not for each test (each test's own directory was five
+    entries of trial's working directory, which the next run removes entry
+    by entry before it starts).
+    """
 
     def __init__(self, directory, name="tproxy test CA"):
         os.makedirs(directory, exist_ok=True)
         self.directory = directory
+        self._issued = {}
+        self._pairs = {}
         self.key = ec.generate_private_key(ec.SECP256R1())
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
         now = datetime.datetime.now(datetime.timezone.utc)
@@ -63,7 +74,13 @@ class CA(object):
         return path
 
     def issue(self, *names):
-        """PEM ``(cert, key)`` bytes for ``names`` (DNS names or IPs)."""
+        """PEM ``(cert, key)`` bytes for ``names`` (DNS names or IPs): the
+        same bytes for the same names."""
+        if names not in self._issued:
+            self._issued[names] = self._issue(names)
+        return self._issued[names]
+
+    def _issue(self, names):
         import ipaddress
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.timezone.utc)
@@ -87,10 +104,48 @@ class CA(object):
                                   serialization.NoEncryption()))
 
     def pair(self, *names):
-        """``{"cert": path, "key": path}`` for ``names``."""
-        cert, key = self.issue(*names)
-        base = names[0].replace("*", "star")
-        return {"cert": self.write(base + ".crt", cert), "key": self.write(base + ".key", key)}
+        """``{"cert": path, "key": path}`` for ``names`` (the same files for
+        the same names)."""
+        if names not in self._pairs:
+            cert, key = self.issue(*names)
+            base = "-".join(names).replace("*", "star")
+            self._pairs[names] = {"cert": self.write(base + ".crt", cert),
+                                  "key": self.write(base + ".key", key)}
+        return dict(self._pairs[names])
+
+
+_AUTHORITY = []
+
+
+def authority():
+    """This process's :class:`CA`, in trial's working directory."""
+    if not _AUTHORITY:
+        _AUTHORITY.append(CA(os.path.abspath("tests.test_tls.CA")))
+    return _AUTHORITY[0]
+
+
+class TestCA(object):
+    """
+    :func:`authority` for one test: its ``path``, ``cert``, :meth:`issue`
+    and :meth:`pair`; :meth:`write` writes into a directory of the test's
+    own, made when the test first writes.
+    """
+
+    def __init__(self, case):
+        self._case = case
+        self._directory = None
+        shared = authority()
+        self.path, self.cert, self.issue, self.pair = (
+            shared.path, shared.cert, shared.issue, shared.pair)
+
+    def write(self, name, data):
+        if self._directory is None:
+            self._directory = os.path.abspath(temp_path(self._case))
+            os.makedirs(self._directory)
+        path = os.path.join(self._directory, name)
+        with open(path, "wb") as f:
+            f.write(data)
+        return path
 
 
 # -- clients -----------------------------------------------------------------------
@@ -138,10 +193,13 @@ class TLSTestCase(ProxyTestCase):
 
     def setUp(self):
         ProxyTestCase.setUp(self)
-        self.ca = CA(self.mktemp())
+        self.ca = TestCA(self)
         self.service = None
 
-    async def start(self, config, plugins=None):
+    async def start(self, config, plugins=None, clock=None):
+        """Start tproxy with ``config``; ``clock``: a
+        :class:`~tests.helpers.ClockedReactor` for its timers (default: the
+        real reactor's)."""
         cfg = {"listen": LOCAL, "admin": {"listen": LOCAL},
                "plugins": ["registry", "router", "least_conn"]}
         cfg.update(config)
@@ -150,7 +208,7 @@ class TLSTestCase(ProxyTestCase):
         for p in plugins or ():
             pm.register(p)
         self.service = makeService(SimpleNamespace(config=cfg, plugin_manager=pm),
-                                   reactor=reactor)
+                                   reactor=clock if clock is not None else reactor)
         self.service.startService()
         self.addCleanup(self._stop)
         n = len(self.service.listeners)
@@ -446,13 +504,20 @@ class CertificateHookTests(TLSTestCase):
 
     async def test_silentHookTimesOut(self):
         """A hook that never answers: after HOOK_TIMEOUT the static
-        certificate serves (the wait is bounded by tproxy's clock)."""
-        from tproxy import tls
-        self.patch(tls, "HOOK_TIMEOUT", 0.05)
+        certificate serves (the wait is bounded by tproxy's clock: a fake
+        one here, moved once the hook was called)."""
+        from tproxy.tls import HOOK_TIMEOUT
         store = CertificateStore(self.ca, ["dyn.test"])
-        await self.start({"tls": self.ca.pair("dyn.test")}, plugins=[store])
-        cn, _ = await threads.deferToThread(handshake, self.ports[0], "dyn.test",
-                                            client_context(self.ca))
+        clock = ClockedReactor()
+        await self.start({"tls": self.ca.pair("dyn.test")}, plugins=[store], clock=clock)
+        done = threads.deferToThread(handshake, self.ports[0], "dyn.test",
+                                     client_context(self.ca))
+        await until(lambda: store.calls, message="the hook to be called")
+        clock.advance(HOOK_TIMEOUT - 2 ** -7)
+        await turns()
+        self.assertFalse(done.called)
+        clock.advance(2 ** -7)
+        cn, _ = await done
         self.assertEqual((cn, len(store.waiting)), ("dyn.test", 1))
         self.assertEqual(len(store.calls), 1)
 

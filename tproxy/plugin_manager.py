@@ -4,7 +4,8 @@ tproxy's pluggy plugin manager (:class:`PluginManager`, which
 :func:`tproxy.plugins.build_plugin_manager` makes): pluggy's, with a quicker
 look for hook implementations at registration (an object's dunder names,
 and what :func:`_not_hookimpl` tells apart without asking pluggy, are not
-looked at), and, on CPython, each registered instance given a plain
+looked at), hook specifications read once per process (pluggy's answers
+kept), and, on CPython, each registered instance given a plain
 ``dict`` of its own (:func:`_own_dict`: its attribute reads in the hooks
 specialise).  The answers are pluggy's own, sooner: ``tests.test_plugins``
 compares them on every kind of attribute.
@@ -35,6 +36,29 @@ class PluginManager(pluggy.PluginManager):
             return None
         return pluggy.PluginManager.parse_hookimpl_opts(self, plugin, name)
 
+    def parse_hookspec_opts(self, module_or_class, name):
+        """
+        pluggy's answer, kept for each namespace, name and value: a manager
+        reads the same hook specifications (:mod:`tproxy.hookspecs`) at
+        every start, reload and test harness, and pluggy's look
+        (``inspect.getattr_static``) costs ~10 microseconds a name.  An
+        attribute that is not the namespace's own, or a namespace that
+        cannot be a key, is asked of pluggy each time.
+        """
+        try:
+            value = vars(module_or_class).get(name, _ABSENT)
+            key = (module_or_class, name, self.project_name)
+            cached = _SPECS.get(key) if value is not _ABSENT else None
+        except TypeError:
+            value = _ABSENT
+        if value is _ABSENT:
+            return pluggy.PluginManager.parse_hookspec_opts(self, module_or_class, name)
+        if cached is None or cached[0] is not value:
+            cached = _SPECS[key] = (value, pluggy.PluginManager.parse_hookspec_opts(
+                self, module_or_class, name))
+        opts = cached[1]
+        return dict(opts) if opts is not None else None
+
     def register(self, plugin, name=None):
         name = pluggy.PluginManager.register(self, plugin, name)
         if _CPYTHON:
@@ -48,6 +72,8 @@ _CPYTHON = sys.implementation.name == "cpython"
 #: (``"tproxy"``: the project's name, also the entry points' group)
 _MARKER = "tproxy_impl"
 _ABSENT = object()
+#: ``{(namespace, name, project): (value, pluggy's hook spec options)}``
+_SPECS = {}
 
 
 def _not_hookimpl(plugin, name):

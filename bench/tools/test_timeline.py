@@ -16,8 +16,14 @@ and its waited-for children's (``cutime + cstime``) are read from
 only.  (The twistd processes forked by the tests' fork server,
 ``tests/zygote.py``, are the fork server's children: their CPU is in no
 test's line; it reaches the worker that started the fork server when the
-fork server ends, after the last test.)  On a shared machine compare CPU,
-not wall, between runs, and give the load average with any wall time.
+fork server ends, after the last test.  Nor is the CPU of headless
+Chromium's renderers and GPU process, children of its zygote that no one
+waits for: ~1 s of the browser test's, which /usr/bin/time does not see
+either; a run in a PID namespace of its own, whose first process waits for
+every orphan, counts them: ``unshare --pid --fork`` a script that runs the
+command, then ``os.wait()`` until none is left, then reads
+``getrusage(RUSAGE_CHILDREN)``.)  On a shared machine compare CPU, not wall,
+between runs, and give the load average with any wall time.
 """
 
 import argparse

@@ -6,8 +6,9 @@ subject here).
 
 The test starts tproxy with an admin token, registers peers through the
 admin API over HTTP, loads ``/``, enters the token in the page's form, reads
-the rendered tables, registers another peer and sees the page update by
-itself, and saves screenshots: ``status-page-login.png`` and
+the rendered tables, registers another peer and sees the page update at its
+next poll (the page's timers run on a clock the test moves: :data:`PAGE_TIMERS`),
+and saves screenshots: ``status-page-login.png`` and
 ``status-page.png`` in ``$TPROXY_SCREENSHOT_DIR`` if set, else in trial's
 working directory (``_trial_temp/``).
 
@@ -27,7 +28,7 @@ from urllib.request import Request, urlopen
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.endpoints import TCP4ServerEndpoint
-from twisted.internet.threads import deferToThread
+from twisted.internet.threads import blockingCallFromThread, deferToThread
 from twisted.trial.unittest import SkipTest, TestCase
 from twisted.web.resource import Resource
 from twisted.web.server import Site
@@ -58,11 +59,29 @@ CHROMIUM = os.environ.get("TPROXY_CHROMIUM") or shutil.which("chromium") or "/us
 CHROMEDRIVER = (os.environ.get("TPROXY_CHROMEDRIVER") or shutil.which("chromedriver")
                 or "/usr/bin/chromedriver")
 TOKEN = "page-test-token"
-#: Seconds the browser may take to show what the test waits for (the page
-#: polls every 2 s); only a bound for a failure, never asserted on.
+#: Seconds the browser may take to show what the test waits for; only a
+#: bound for a failure, never asserted on.
 WAIT = 30
-#: How many times faster than real time the page's timers run in the test.
-TIME_SCALE = 20
+#: The page's timers, on a clock the test moves: ``setTimeout`` and
+#: ``clearTimeout`` keep the calls, ``__pageTimers.fire()`` runs the ones
+#: pending and returns their delays.  The page's only timer is its next poll
+#: (every 2 s), which the test runs when it looks for an update, instead of
+#: the page polling all along (re-rendering its tables while nobody looks).
+PAGE_TIMERS = (
+    "(function () {"
+    " var timers = {}, next = 1;"
+    " window.setTimeout = function (f, ms) {"
+    "  var id = next++;"
+    "  timers[id] = {f: f, ms: ms || 0, args: Array.prototype.slice.call(arguments, 2)};"
+    "  return id; };"
+    " window.clearTimeout = function (id) { delete timers[id]; };"
+    " window.__pageTimers = {"
+    "  pending: function () { return Object.keys(timers).length; },"
+    "  fire: function () {"
+    "   var due = timers; timers = {};"
+    "   return Object.keys(due).map(function (id) {"
+    "    due[id].f.apply(window, due[id].args); return due[id].ms; }); } };"
+    "})();")
 
 
 def _missing():
@@ -153,6 +172,7 @@ class StatusPageBrowserTests(TestCase):
             service.gateway.health = _ReportedHealth(reactor, self.backends[1])
         service.startService()
         self.addCleanup(service.stopService)
+        self.registry = service.gateway.registry
         self.assertEqual(len(service.ports), 2)
         self.proxy_port = service.ports[0].getHost().port
         self.admin_port = service.ports[1].getHost().port
@@ -177,23 +197,27 @@ class StatusPageBrowserTests(TestCase):
         options.binary_location = CHROMIUM
         profile = tempfile.mkdtemp(prefix="tproxy-chromium-")
         self.addCleanup(shutil.rmtree, profile, True)
+        # (the omnibox's popup is a web page of its own that headless
+        # Chromium loads at start, in a renderer of its own: ~0.5 s of CPU)
         for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                      "--no-first-run", "--disable-background-networking",
                      "--disable-component-update", "--disable-sync",
                      "--disable-dev-shm-usage", "--window-size=1280,1000",
+                     "--disable-features=WebUIOmniboxPopup,WebUIOmniboxAimPopup,"
+                     "WebUIOmniboxFullPopup",
                      "--user-data-dir=" + profile):
             options.add_argument(flag)
         options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
         driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-        # The page polls every 2 s; the test waits for polls (a registration
-        # shows up by itself), so the page's timers run 20 times faster here.
-        driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": (
-            "(function (setTimeout) {"
-            " window.setTimeout = function (f, ms) {"
-            "  var rest = Array.prototype.slice.call(arguments, 2);"
-            "  return setTimeout.apply(window, [f, (ms || 0) / %d].concat(rest)); };"
-            "})(window.setTimeout);" % TIME_SCALE)})
+        driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": PAGE_TIMERS})
         return driver
+
+    def next_poll(self, driver):
+        """The page's next poll, now: once the page has scheduled it (a poll
+        schedules the next when it is done), 2 s later by its clock."""
+        self.wait(driver, lambda: driver.execute_script("return window.__pageTimers.pending();"),
+                  "the page's next poll to be scheduled")
+        self.assertEqual(driver.execute_script("return window.__pageTimers.fire();"), [2000])
 
     def wait(self, driver, condition, what):
         try:
@@ -292,14 +316,18 @@ class StatusPageBrowserTests(TestCase):
         # a registration shows up without a reload
         self.register(self.backends[2])
         self.register(self.backends[0], prefix="web")
+        self.next_poll(driver)
         self.wait(driver, lambda: len(peers()) == 3, "the third peer of api")
         self.wait(driver, lambda: group_cells("web"), "the new group web")
         self.assertEqual(group_cells("api")[2], "3 / 3")
         driver.save_screenshot(_screenshot_path("status-page.png"))
 
         # a large group, opened from the keyboard, is shown 50 peers at a time
-        for i in range(120):
-            self.register(20000 + i, prefix="many")
+        # (registered through the registry itself, in the reactor's thread:
+        # 120 admin requests would test the admin API again, not the page)
+        blockingCallFromThread(reactor, lambda: [
+            self.registry.register("many", "127.0.0.1", 20000 + i) for i in range(120)])
+        self.next_poll(driver)
         self.wait(driver, lambda: group_cells("many"), "the group many")
         driver.find_element(By.CSS_SELECTOR, 'tr.group[data-group="many"]').send_keys(Keys.ENTER)
         many = 'tr.panel[data-group="many"] '
