@@ -168,15 +168,40 @@ class HttpDrainTests(SynchronousTestCase):
                          [None, "close"])
         self.assertEqual([r.uri for r in h.upstream_requests], ["/1", "/2"])
 
-    def test_idleClosedAtOnce(self):
-        """An idle keep-alive connection is closed as the stop begins."""
+    def test_idleNextRequestAnswered(self):
+        """An idle keep-alive connection's next request, begun within
+        DRAIN_FIRST_REQUEST seconds of the stop (a busy client may have sent
+        it before it could see a close), is answered with ``Connection:
+        close``; then the connection closes."""
         h = http_harness()
         drain = Drain(self, h)
         conn = h.connect()
-        self.assertIsNone(conn.request("GET", "/").headers.get("Connection"))
+        self.assertIsNone(conn.request("GET", "/1").headers.get("Connection"))
         drain.stop()
+        h.advance(DRAIN_FIRST_REQUEST * 0.9)
+        self.assertEqual((conn.closed, drain.stopped), (False, []))
+        conn.send_request("GET", "/2")
+        h.flush()
+        self.assertEqual([(r.status, r.headers.get("Connection")) for r in conn.responses],
+                         [(200, None), (200, "close")])
+        self.assertEqual([r.uri for r in h.upstream_requests], ["/1", "/2"])
+        self.assertEqual((conn.closed, drain.stopped), (True, [True]))
+
+    def test_idleSilentClosed(self):
+        """An idle keep-alive connection that sends nothing more closes
+        DRAIN_FIRST_REQUEST seconds after the stop began, not later (its
+        keep-alive timeout does not hold the stop)."""
+        h = http_harness()
+        drain = Drain(self, h)
+        conn = h.connect()
+        conn.request("GET", "/")
+        drain.stop()
+        h.advance(DRAIN_FIRST_REQUEST - 0.01)
+        self.assertEqual((conn.closed, drain.stopped), (False, []))
+        h.advance(0.01)
         self.assertEqual((conn.closed, drain.stopped), (True, [True]))
         self.assertEqual(len(conn.responses), 1)
+        self.assertEqual(h.factory.open_connections, 0)
 
     def test_partialHeadAnswered(self):
         """A connection receiving a request head when the stop begins has

@@ -155,10 +155,11 @@ class GatewayService(MultiService):
     def _drain(self):
         """
         Let the connections open finish, for at most ``shutdown_timeout``
-        seconds (the listeners are closed already): an idle keep-alive HTTP
-        connection closes at once, one serving requests after answering the
-        requests read so far (the last response says ``Connection: close``;
-        see :meth:`tproxy.http.server.ProxyFactory.drain`); a stream
+        seconds (the listeners are closed already): an HTTP connection
+        serving requests closes after answering the requests read so far
+        (the last response says ``Connection: close``), an idle one after
+        the next request it begins within a second, or then (see
+        :meth:`tproxy.http.server.ProxyFactory.drain`); a stream
         session goes on until it ends.  Whatever is left when the time is up
         is aborted; ``shutdown_timeout`` 0 aborts everything at once.
 

@@ -27,11 +27,12 @@ log = Logger()
 _FORWARDED = {}
 _FORWARDED_MAX = 4096
 
-#: Seconds a connection that has sent nothing yet when the proxy begins to
-#: drain may take to begin its first request, which is then answered (with
-#: ``Connection: close``): a client that connected just before the drain
-#: has its request on the way, but an idle preconnection does not hold the
-#: stop for its whole first-request timeout.
+#: Seconds a connection idle when the proxy begins to drain (accepted and
+#: silent so far, or keep-alive between two requests) may take to begin its
+#: next request, which is then answered (with ``Connection: close``): a
+#: client that connected, or was answered, just before the drain may have
+#: that request on the way, but an idle connection does not hold the stop
+#: for its whole first-request or keep-alive timeout.
 DRAIN_FIRST_REQUEST = 1.0
 
 
@@ -357,12 +358,13 @@ class ProxyProtocol(RequestReader, Protocol):
         read is answered with ``Connection: close`` and the connection closes
         after it; nothing read after the requests being served is answered.
 
-        - Idle after a response (keep-alive): closes now, as nginx's
-          graceful quit closes idle keep-alive connections.
-        - Accepted and silent so far: its first request may be on the way
-          (the client connected just before the drain); it is answered if it
-          begins within :data:`DRAIN_FIRST_REQUEST` seconds, else the
-          connection closes then.
+        - Idle, after a response (keep-alive) or accepted and silent so
+          far: its next (or first) request may be on the way, sent before
+          the client could see a close; it is answered, with ``Connection:
+          close``, if it begins within :data:`DRAIN_FIRST_REQUEST` seconds,
+          else the connection closes then.  (nginx's graceful quit closes
+          idle keep-alive connections at once, and a busy client's next
+          request meets a closed connection.)
         - Receiving a request head: the request is answered (the header
           timeout bounds the wait).
         - Serving requests: those read so far are answered, the last
@@ -373,9 +375,6 @@ class ProxyProtocol(RequestReader, Protocol):
         if self.exchange is None:
             if self.head_start is not None or self.head_bytes:
                 return   # a request is arriving: answered, then closed
-            if self.served:
-                self.close()
-                return
             t = self.timer
             if t is not None and t.active():
                 t.cancel()

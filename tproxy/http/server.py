@@ -117,12 +117,13 @@ class ProxyFactory(Factory):
 
     def drain(self):
         """
-        Stop serving, gracefully (the listener no longer accepts): an idle
-        keep-alive connection closes now; one serving or receiving a request
-        answers it and the requests already read behind it, the last
-        response saying ``Connection: close``, and then closes; one accepted
-        and silent so far may begin its first request within
-        :data:`~tproxy.http.connection.DRAIN_FIRST_REQUEST` seconds (see
+        Stop serving, gracefully (the listener no longer accepts): a
+        connection serving or receiving a request answers it and the
+        requests already read behind it, the last response saying
+        ``Connection: close``, and then closes; an idle one (keep-alive
+        between requests, or accepted and silent so far) may begin its next
+        request within :data:`~tproxy.http.connection.DRAIN_FIRST_REQUEST`
+        seconds, answered the same way, else closes then (see
         :meth:`ProxyProtocol.drain`).
 
         :return: a Deferred that fires once no connection is open.
