@@ -203,6 +203,31 @@ class HttpDrainTests(SynchronousTestCase):
         self.assertEqual(len(conn.responses), 1)
         self.assertEqual(h.factory.open_connections, 0)
 
+    def test_headSentBeforeStop(self):
+        """A response whose head went out (keep-alive) before the stop began
+        cannot say ``Connection: close``: the connection is idle after it as
+        any other, and the client's next request, begun within
+        DRAIN_FIRST_REQUEST seconds, is answered with ``Connection: close``
+        (closing right after the response would meet that request)."""
+        from tests.test_proxy_connections import scripted
+        from tests.upstreams import Scripted
+        h = scripted({"default": {UP: Scripted(lambda request: [
+            b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab", b"cd"])}})
+        drain = Drain(self, h)
+        conn = h.connect()
+        conn.send_request("GET", "/1")
+        self.assertEqual(conn.responses, [], "the body's end not sent yet")
+        drain.stop()
+        h.advance(DRAIN_FIRST_REQUEST * 0.5)
+        [first] = conn.responses
+        self.assertEqual((first.body, first.headers.get("Connection")), (b"abcd", None))
+        self.assertEqual((conn.closed, drain.stopped), (False, []))
+        conn.send_request("GET", "/2")
+        h.advance(DRAIN_FIRST_REQUEST * 0.1)
+        self.assertEqual([(r.body, r.headers.get("Connection")) for r in conn.responses],
+                         [(b"abcd", None), (b"abcd", "close")])
+        self.assertEqual((conn.closed, drain.stopped), (True, [True]))
+
     def test_partialHeadAnswered(self):
         """A connection receiving a request head when the stop begins has
         that request answered, with ``Connection: close``, then closes."""

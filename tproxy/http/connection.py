@@ -194,6 +194,9 @@ class ProxyProtocol(RequestReader, Protocol):
                     nxt.run()
             finally:
                 self.starting = False
+        elif self.factory.draining and self.exchange is None:
+            # a response that went out keep-alive before the drain began
+            self._await_next_request()
 
     def close(self):
         """Close the connection once the bytes written are sent (lingering
@@ -368,29 +371,37 @@ class ProxyProtocol(RequestReader, Protocol):
         - Receiving a request head: the request is answered (the header
           timeout bounds the wait).
         - Serving requests: those read so far are answered, the last
-          response with ``Connection: close`` if its head is not sent yet.
+          response with ``Connection: close``; if that response's head went
+          out before the drain (keep-alive), the connection is idle after
+          it, as above (:meth:`exchange_done`).
         """
         if self.closing:
             return   # closing already (flushing or lingering)
         if self.exchange is None:
             if self.head_start is not None or self.head_bytes:
                 return   # a request is arriving: answered, then closed
-            t = self.timer
-            if t is not None and t.active():
-                t.cancel()
-            self.timer = self.factory.clock.callLater(DRAIN_FIRST_REQUEST,
-                                                      self._drain_wait_over)
+            self._await_next_request()
             return
         last = self.queue[-1] if self.queue else self.exchange
         if isinstance(last, Exchange):
-            # its response says Connection: close (unless its head went out
-            # already), and exchange_done closes the connection after it
+            if last.response_started:
+                return   # said keep-alive already: idle after it
+            # its response says Connection: close, and exchange_done closes
+            # the connection after it
             last.close_after()
         if self.reading is None:
             # every request read is whole: nothing more is parsed (bytes
             # that come now are dropped, and the close lingers)
             self.parser = Stopped
             self.head_start = None
+
+    def _await_next_request(self):
+        """Draining and idle: the next request may begin within
+        :data:`DRAIN_FIRST_REQUEST` seconds (see :meth:`drain`)."""
+        t = self.timer
+        if t is not None and t.active():
+            t.cancel()
+        self.timer = self.factory.clock.callLater(DRAIN_FIRST_REQUEST, self._drain_wait_over)
 
     def _drain_wait_over(self):
         """:data:`DRAIN_FIRST_REQUEST` has passed since :meth:`drain`: a
