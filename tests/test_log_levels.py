@@ -17,8 +17,9 @@ UP = "127.0.0.1:9001"
 
 
 def _client_lines(events):
-    return [m for m in log_messages(events, "tproxy.http.connection")
-            if m.startswith(("bad request from", "client "))]
+    return [m for m in (log_messages(events, "tproxy.http.connection")
+                        + log_messages(events, "tproxy.http.exchange"))
+            if m.startswith(("bad request from", "client ", "request body too large"))]
 
 
 class ClientErrorTests(SynchronousTestCase):
@@ -76,6 +77,19 @@ class ClientErrorTests(SynchronousTestCase):
             self.assertEqual(len(lines), expected, (level, lines))
             if expected:
                 self.assertIn("sent no body for 60s", lines[0])
+
+
+    def test_body_too_large(self):
+        """A declared body over ``proxy.max_body_size``: ``413``, and its
+        line only with ``debug``."""
+        for level, expected in (("info", []), ("debug", [
+                "request body too large: 11 bytes for a limit of 10"])):
+            h = self.harness(log_level=level, proxy={"max_body_size": 10})
+            events = capture_log(self)
+            conn = h.connect()
+            conn.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n")
+            self.assertEqual([r.status for r in conn.responses], [413], level)
+            self.assertEqual(_client_lines(events), expected, level)
 
 
 class FilterTests(SynchronousTestCase):
