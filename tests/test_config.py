@@ -67,6 +67,7 @@ DEFAULTS = {
     },
     "shutdown_timeout": 10,
     "workers": 1,
+    "log_level": "info",
 }
 
 
@@ -211,6 +212,16 @@ class ErrorTests(TestCase):
         self.assertEqual(str(e).split("\n"), list(lines))
         return e
 
+    def test_log_level(self):
+        """``log_level``: one of twisted.logger's level names (``info`` when
+        absent); anything else is an error naming the key."""
+        for value in ("verbose", "DEBUG", "warning", 10, None):
+            self.assertErrors({"log_level": value}, 'etc/conf.json: log_level: {} is not one of '
+                              '"debug", "info", "warn", "error", "critical"'.format(
+                                  json.dumps(value)))
+        for value in ("debug", "info", "warn", "error", "critical"):
+            self.assertEqual(validate_config({"log_level": value})["log_level"], value)
+
     def test_workers(self):
         """``workers``: a count from 1 to 1024, or ``"auto"``."""
         for value in (0, 1025, -1, 1.5, "all", True, None, [2]):
@@ -274,9 +285,9 @@ class ErrorTests(TestCase):
                                    "ttl": 3}}},
             "etc/conf.json: admin.tokn: unknown key (known keys: allow_remote_without_token, "
             "hosts, listen, origins, token)",
-            "etc/conf.json: lisen: unknown key (known keys: admin, health, listen, plugins, "
-            "proxy, registry, shutdown_timeout, streams, timeouts, tls, trusted_proxies, "
-            "upstreams, workers)",
+            "etc/conf.json: lisen: unknown key (known keys: admin, health, listen, log_level, "
+            "plugins, proxy, registry, shutdown_timeout, streams, timeouts, tls, "
+            "trusted_proxies, upstreams, workers)",
             "etc/conf.json: upstreams.api.peers[0].wieght: unknown key (known keys: "
             "host, max_conns, port, tls, weight)",
             "etc/conf.json: upstreams.api.ttl: unknown key (known keys: health_check, peers, "

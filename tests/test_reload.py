@@ -146,6 +146,27 @@ class GenerationTests(ReloadTestCase):
         client = await self.client()
         self.assertEqual((await self.get(client, 1)).status, 200)
 
+    async def test_logLevel(self):
+        """A changed ``log_level`` applies at the reload: to twistd's log
+        filter and to the listener's per-client lines."""
+        from twisted.logger import LogLevel
+        from tproxy import log_levels
+        self.addCleanup(log_levels.set_log_level, "info")
+        up = self.upstream()
+        await self.start_file(self.config("one", {"default": [up]}))
+        self.assertFalse(self.http.log_client_errors)
+        self.assertTrue(await self.reload(self.config("one", {"default": [up]},
+                                                      log_level="debug")))
+        self.assertTrue(self.http.log_client_errors)
+        self.assertIs(log_levels.predicate.logLevelForNamespace(""), LogLevel.debug)
+        self.assertIn("reloaded: changed log_level; 0 request(s) and session(s) in flight "
+                      "finish on the previous configuration", self.reload_messages())
+        # a refused reload changes nothing
+        self.assertFalse(await self.reload(self.config("one", {"default": [up]},
+                                                       log_level="loud")))
+        self.assertIs(log_levels.predicate.logLevelForNamespace(""), LogLevel.debug)
+        self.assertTrue(self.http.log_client_errors)
+
     async def test_invalidRefused(self):
         """An invalid file: refused with its JSON path, the old one serves."""
         up = self.upstream()

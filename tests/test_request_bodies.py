@@ -69,9 +69,9 @@ class MaxBody(object):
         ctx.max_body_size = self.limit
 
 
-def harness(proxy=None, server=echo, plugins=()):
+def harness(proxy=None, server=echo, plugins=(), log_level="info"):
     return Harness(config={"upstreams": {"default": {"peers": [PEER]}},
-                           "proxy": dict(proxy or {})},
+                           "proxy": dict(proxy or {}), "log_level": log_level},
                    plugins=["router", "least_conn"] + list(plugins),
                    servers={PEER: server})
 
@@ -148,7 +148,9 @@ class BodyLimitTests(SynchronousTestCase):
         """When the upstream already answered the head, the client
         connection is cut (and the upstream's)."""
         up = Recording(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc")
-        h = harness({"max_body_size": 100, "client_body_buffer_size": 10}, server=up)
+        # (the line of a client's error is logged with "log_level": "debug")
+        h = harness({"max_body_size": 100, "client_body_buffer_size": 10}, server=up,
+                    log_level="debug")
         conn = h.connect()
         conn.send(CHUNKED + chunk(b"x" * 60))
         self.assertTrue(conn.received.startswith(b"HTTP/1.1 200 OK"))

@@ -328,4 +328,8 @@ SCHEMA = _object({
                           {"const": "auto"}],
                 "default": 1,
                 "x-messages": {"anyOf": "expected an integer from 1 to 1024 or \"auto\""}},
+    # the least level of what twistd's log gets (nginx's error_log level);
+    # malformed requests and client timeouts are logged at "debug"
+    "log_level": {"enum": ["debug", "info", "warn", "error", "critical"],
+                  "default": "info"},
 })

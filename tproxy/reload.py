@@ -43,6 +43,7 @@ from twisted.logger import Logger
 
 from tproxy.config import ConfigError, load_config, validate_config
 from tproxy.gateway import Gateway, _update_static
+from tproxy.log_levels import set_log_level
 from tproxy.plugins import build_plugin_manager
 
 __all__ = ["Reloader", "describe_changes", "in_flight", "listener_key", "listener_specs",
@@ -214,6 +215,8 @@ class Reloader(object):
 
     def _swap(self, old, new, plan, removed, opened):
         service = self.service
+        # log_level: twistd's log follows the new file from now on
+        set_log_level(new.config.get("log_level", "info"))
         for kind, name, endpoint, factory, stream, kept in plan:
             if not kept:
                 continue

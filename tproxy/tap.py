@@ -194,6 +194,9 @@ def makeService(options, reactor=None):
         # log: tproxy logs an outage once, and once when Redis is back
         from tproxy.redis_connections import quiet_the_log
         quiet_the_log()
+        # log_level: what twistd's log gets (per-client lines are "debug")
+        from tproxy.log_levels import level_the_log
+        level_the_log(options.config.get("log_level", "info"))
     _log_fast_paths(reactor)
 
     if options.config.get("workers", 1) != 1:

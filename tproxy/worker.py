@@ -97,6 +97,7 @@ class Worker(object):
         from tproxy.admin_page import install as install_status_page
         from tproxy.config import validate_config
         from tproxy.gateway import Gateway
+        from tproxy.log_levels import set_log_level
         from tproxy.plugins import build_plugin_manager
         from tproxy.reload import listener_key, listener_specs, make_factory
         from tproxy.replica import ReplicaRegistry
@@ -104,6 +105,7 @@ class Worker(object):
         self.index = package["worker"]
         source = package["source"]
         config = validate_config(json.loads(package["config"]), source=source)
+        set_log_level(config["log_level"])
         plugin_manager = build_plugin_manager(config, source=source)
         if package["registry"] is None:
             # a shared registry (Redis): this worker is an instance of the
@@ -255,6 +257,15 @@ class _WorkerService(GatewayService):
         return d.addCallback(self._on_ready)
 
 
+def worker_observer(observer):
+    """``observer`` as a worker's log has it: without the Redis clients'
+    reconnection noise, and at the configuration's ``log_level``
+    (:mod:`tproxy.log_levels`; set once the configuration arrives)."""
+    from tproxy.log_levels import level_filter
+    from tproxy.redis_connections import quiet
+    return level_filter(quiet(observer))
+
+
 def main(argv=None):
     """Run a worker (see the module docstring)."""
     import argparse
@@ -281,8 +292,7 @@ def main(argv=None):
                                     level.name if level is not None else "-")
         event["log_system"] = "worker {} {}".format(pid, system)
         observer(event)
-    from tproxy.redis_connections import quiet
-    globalLogBeginner.beginLoggingTo([quiet(tagged)], redirectStandardIO=False)
+    globalLogBeginner.beginLoggingTo([worker_observer(tagged)], redirectStandardIO=False)
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
 

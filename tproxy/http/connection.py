@@ -312,7 +312,8 @@ class ProxyProtocol(RequestReader, Protocol):
             # was answered within the same read): they are not answered
             return
         # (not a field called "message": the legacy log bridge takes it over)
-        log.info("bad request from {client}: {why}", client=self.remote_addr, why=message)
+        if self.factory.log_client_errors:
+            log.debug("bad request from {client}: {why}", client=self.remote_addr, why=message)
         if self.exchange is None:
             self.transport.write(error_response(status, message))
             self.close()
@@ -432,9 +433,10 @@ class ProxyProtocol(RequestReader, Protocol):
                 if left <= 0:
                     self.timer = None
                     ex = self.exchange
-                    log.info("client {client} sent no body for {timeout}s: {status}",
-                             client=self.remote_addr, timeout=f.body_timeout,
-                             status="aborted" if ex.response_started else 408)
+                    if f.log_client_errors:
+                        log.debug("client {client} sent no body for {timeout}s: {status}",
+                                  client=self.remote_addr, timeout=f.body_timeout,
+                                  status="aborted" if ex.response_started else 408)
                     return ex.client_timed_out()
                 nxt = min(nxt, left)
         elif self.head_start is not None:

@@ -164,8 +164,10 @@ class Exchange(RequestBody, ResponseSide, UpstreamFailures):
         plugins: as nginx's client_max_body_size, known once the location
         is)."""
         self.ctx.error = "body_too_large"
-        log.info("request body too large: {size} bytes for a limit of {limit}",
-                 size=self.body_size, limit=self.body_limit)
+        if self.factory.log_client_errors:
+            # a client's error, as a malformed request (log_level "debug")
+            log.debug("request body too large: {size} bytes for a limit of {limit}",
+                      size=self.body_size, limit=self.body_limit)
         self.respond(Response.error(413, "request body too large"))
 
     def balance(self):

@@ -88,6 +88,10 @@ class ProxyFactory(Factory):
         self.read_timeout = timeouts["read"]
         self.upgrade_protocols = frozenset(p.lower() for p in proxy["upgrade_protocols"])
         self.upgrade_idle_timeout = proxy["upgrade_idle_timeout"]
+        #: the per-client lines (a malformed request, a client timeout) are
+        #: logged, at ``debug``, only when ``log_level`` is ``"debug"``: else
+        #: a refused request does not even build a log event
+        self.log_client_errors = cfg.get("log_level") == "debug"
         self.trusted = TrustedProxies(cfg.get("trusted_proxies", ()))
         pool = self.pool     # one pool for the listener's life: its settings change
         pool.connect_timeout = timeouts["connect"]

@@ -1,0 +1,155 @@
+"""
+``log_level`` (:mod:`tproxy.log_levels`): what twistd's log gets, and the
+per-client lines (malformed requests, client timeouts) logged at ``debug``
+only when asked for.
+"""
+
+from twisted.logger import LogLevel, LogLevelFilterPredicate, Logger
+from twisted.trial.unittest import SynchronousTestCase
+
+from tproxy import log_levels
+from tproxy.log_levels import level_filter, level_the_log, set_log_level
+from tproxy.testing import Harness
+from tproxy.worker import worker_observer
+from tests.helpers import capture_log, log_messages
+
+UP = "127.0.0.1:9001"
+
+
+def _client_lines(events):
+    return [m for m in (log_messages(events, "tproxy.http.connection")
+                        + log_messages(events, "tproxy.http.exchange"))
+            if m.startswith(("bad request from", "client ", "request body too large"))]
+
+
+class ClientErrorTests(SynchronousTestCase):
+    """A malformed request is answered ``400`` whatever the level; its line
+    is logged (at ``debug``) only with ``"log_level": "debug"``."""
+
+    def harness(self, **config):
+        config["upstreams"] = {"default": {"peers": [UP]}}
+        return Harness(config=config, plugins=["router", "least_conn"])
+
+    def test_default_no_line(self):
+        """By default a bad request builds no log event at all."""
+        h = self.harness()
+        events = capture_log(self)
+        conn = h.connect()
+        conn.send(b"GARBAGE\r\n\r\n")
+        self.assertEqual([r.status for r in conn.responses], [400])
+        self.assertTrue(conn.closed)
+        self.assertEqual(_client_lines(events), [])
+
+    def test_debug_line(self):
+        """With ``debug`` the line is there, at level ``debug``."""
+        h = self.harness(log_level="debug")
+        events = capture_log(self)
+        conn = h.connect()
+        conn.send(b"GARBAGE\r\n\r\n")
+        self.assertEqual([r.status for r in conn.responses], [400])
+        lines = _client_lines(events)
+        self.assertEqual(len(lines), 1)
+        self.assertTrue(lines[0].startswith("bad request from "), lines)
+        self.assertEqual(
+            [e["log_level"] for e in events
+             if e.get("log_namespace") == "tproxy.http.connection"], [LogLevel.debug])
+
+    def test_header_timeout(self):
+        """A head that never ends: ``408``, and its line only with ``debug``."""
+        for level, expected in (("info", 0), ("debug", 1)):
+            h = self.harness(log_level=level)
+            events = capture_log(self)
+            conn = h.connect()
+            conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n")
+            h.advance(61)
+            self.assertEqual([r.status for r in conn.responses], [408], level)
+            self.assertEqual(len(_client_lines(events)), expected, level)
+
+    def test_body_timeout(self):
+        """A body that never comes: its line only with ``debug``."""
+        for level, expected in (("info", 0), ("debug", 1)):
+            h = self.harness(log_level=level)
+            events = capture_log(self)
+            conn = h.connect()
+            conn.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab")
+            h.advance(61)
+            lines = _client_lines(events)
+            self.assertEqual(len(lines), expected, (level, lines))
+            if expected:
+                self.assertIn("sent no body for 60s", lines[0])
+
+
+    def test_body_too_large(self):
+        """A declared body over ``proxy.max_body_size``: ``413``, and its
+        line only with ``debug``."""
+        for level, expected in (("info", []), ("debug", [
+                "request body too large: 11 bytes for a limit of 10"])):
+            h = self.harness(log_level=level, proxy={"max_body_size": 10})
+            events = capture_log(self)
+            conn = h.connect()
+            conn.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n")
+            self.assertEqual([r.status for r in conn.responses], [413], level)
+            self.assertEqual(_client_lines(events), expected, level)
+
+
+class FilterTests(SynchronousTestCase):
+    """The filter in front of twistd's log (and a worker's)."""
+
+    def setUp(self):
+        self.addCleanup(set_log_level, "info")
+
+    def emit(self, observer, namespace="tproxy.x"):
+        log = Logger(namespace=namespace, observer=observer)
+        log.debug("d")
+        log.info("i")
+        log.warn("w")
+        log.error("e")
+        log.critical("c")
+
+    def test_levels(self):
+        """Each level lets itself and those above it through."""
+        predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)
+        seen = []
+        observer = level_filter(seen.append, predicate)
+        self.emit(observer)
+        self.assertEqual([e["log_format"] for e in seen], ["i", "w", "e", "c"])
+        for name, expected in (("debug", "diwec"), ("warn", "wec"), ("error", "ec"),
+                               ("critical", "c")):
+            del seen[:]
+            set_log_level(name, predicate)
+            self.emit(observer)
+            self.assertEqual("".join(e["log_format"] for e in seen), expected, name)
+
+    def test_level_the_log(self):
+        """The observers twistd begins the log with are filtered on the
+        process's level, which a later call (a reload) changes."""
+        begun = []
+
+        class Beginner(object):
+            def beginLoggingTo(self, observers, *args, **kwargs):
+                begun.extend(observers)
+
+        beginner = Beginner()
+        level_the_log("error", beginner)
+        level_the_log("error", beginner)    # idempotent: wrapped once
+        seen = []
+        beginner.beginLoggingTo([seen.append])
+        self.assertEqual(len(begun), 1)
+        self.emit(begun[0])
+        self.assertEqual("".join(e["log_format"] for e in seen), "ec")
+        set_log_level("debug")
+        del seen[:]
+        self.emit(begun[0])
+        self.assertEqual("".join(e["log_format"] for e in seen), "diwec")
+
+    def test_worker_observer(self):
+        """A worker's log: ``info`` until its configuration sets the level."""
+        seen = []
+        observer = worker_observer(seen.append)
+        self.emit(observer)
+        self.assertEqual("".join(e["log_format"] for e in seen), "iwec")
+        del seen[:]
+        set_log_level("debug")
+        self.emit(observer)
+        self.assertEqual("".join(e["log_format"] for e in seen), "diwec")
+        self.assertIs(log_levels.predicate.logLevelForNamespace(""), LogLevel.debug)
