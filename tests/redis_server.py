@@ -64,11 +64,7 @@ async def run_redis(case, port=None, bind="127.0.0.1"):
     when the server ends at once, it tries again on another port (twice at
     most).
     """
-    server = shutil.which("redis-server")
-    if server is None:
-        if os.environ.get("CI"):
-            case.fail("redis-server is not installed (.ci/run installs it)")
-        raise SkipTest("redis-server is not installed")
+    server = _redis_server(case)
     for attempt in range(3):
         chosen = case.closed_port() if port is None else port
         proto = _Ended()
@@ -104,6 +100,17 @@ async def start_redis(case, port=None):
 _SHARED = []
 
 
+def _redis_server(case):
+    """The path of ``redis-server`` (not installed: the test is skipped,
+    or fails in CI, whose script installs it)."""
+    server = shutil.which("redis-server")
+    if server is None:
+        if os.environ.get("CI"):
+            case.fail("redis-server is not installed (.ci/run installs it)")
+        raise SkipTest("redis-server is not installed")
+    return server
+
+
 def _die_with_parent():
     """(In the child, before ``exec``.)  Ended by the kernel when the test
     process that started it ends, whatever way it ends (Linux)."""
@@ -137,11 +144,7 @@ async def shared_redis(case):
     if _SHARED and _SHARED[0].poll() is not None:
         _SHARED.clear()
     if not _SHARED:
-        server = shutil.which("redis-server")
-        if server is None:
-            if os.environ.get("CI"):
-                case.fail("redis-server is not installed (.ci/run installs it)")
-            raise SkipTest("redis-server is not installed")
+        server = _redis_server(case)
         for attempt in range(3):
             port = case.closed_port()
             directory = temp_path(case)

@@ -706,10 +706,6 @@ LONGEST_FIRST = ("WorkersTests", "SharedRegistryTests", "StartFailureTests")
 
 
 def testSuite():
-    """This module's tests, the longest first (``trial -jN`` hands them out
-    in this order)."""
-    from twisted.trial.runner import TestLoader
-    loader = TestLoader()
-    classes = loader.findTestClasses(sys.modules[__name__])
-    classes.sort(key=lambda c: (LONGEST_FIRST + (c.__name__,)).index(c.__name__))
-    return loader.suiteFactory([loader.loadClass(c) for c in classes])
+    """This module's tests, the longest first."""
+    from tests.processes import longest_first
+    return longest_first(__name__, LONGEST_FIRST)
