@@ -815,6 +815,32 @@ class MalformedRequestTests(Case):
         self.assertEqual([(c.status, c.error) for c in h.contexts], [(400, "bad_request")])
         self.assertEqual(h.factory.open_connections, 0)
 
+    def test_refusedBuiltinLogs(self):
+        """Every built-in with a ``log`` hook takes a refused request's
+        context (no route, no peer, maybe no request line or fields)
+        without failing."""
+        import importlib
+
+        from tproxy.plugins import BUILTINS
+        names = sorted(n for n, module in BUILTINS.items()
+                       if hasattr(importlib.import_module(module).Plugin, "log"))
+        self.assertEqual(names, ["access_log", "cache", "prometheus"])
+        settings = {"access_log": {"target": "logger",
+                                   "request_headers": ["*"], "response_headers": ["*"]},
+                    "prometheus": {"process_metrics": False}}
+        h, up = harness(plugins=["router", "least_conn"] + [
+            {"name": n, "settings": settings.get(n, {})} for n in names],
+            proxy={"header_timeout": 1})
+        for data in (b"GARBAGE\r\n\r\n", b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+                     b"GET /" + b"a" * 9000, b"GET / HTTP/1.1\r\nHost: x\r\n"):
+            h.connect().send(data)
+        h.advance(1)
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.assertEqual([c.status for c in h.contexts], [400, 400, 414, 408])
+        logged = [e["access_log"] for e in h.events if "access_log" in e]
+        self.assertEqual([(r["status"], r["request_headers"]) for r in logged],
+                         [(400, {}), (400, {"host": "a b"}), (414, {}), (408, {})])
+
     def test_refusedLogAwaited(self):
         """A ``log`` implementation returning a Deferred on a refused request
         (the phase walk awaits it; the connection does not wait)."""
