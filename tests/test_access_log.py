@@ -537,3 +537,91 @@ class HarnessTests(SynchronousTestCase):
         h.stop()
         self.assertEqual(len(read_lines(path)), 3)
         self.assertEqual(self.records(h), [])
+
+
+class RefusedRequestTests(SynchronousTestCase):
+    """
+    A request refused before any plugin saw it (a malformed head, one too
+    large, a header timeout) gets its line, as in nginx's access log: its
+    status, ``error`` the refusal's code, no route, no upstream; a connection
+    that sent nothing gets none.
+    """
+
+    def harness(self, **proxy):
+        return Harness(config={"upstreams": {"api": {"peers": [UP]}}, "proxy": proxy},
+                       plugins=["router", "least_conn",
+                                {"name": "access_log", "settings": {"target": "logger"}}],
+                       servers={UP: echo})
+
+    def records(self, h):
+        return [e["access_log"] for e in h.events if "access_log" in e]
+
+    def refused(self, h, data):
+        """Send ``data`` on a new connection; its one record."""
+        conn = h.connect()
+        conn.send(data)
+        self.assertTrue(conn.closed)
+        [record] = self.records(h)
+        self.assertEqual(record["bytes_sent"], len(conn.received))
+        self.assertEqual((record["route"], record["upstream_addr"], record["upstream_time"]),
+                         (None, None, None))
+        self.assertEqual(record["client"], "127.0.0.1")
+        return record
+
+    def test_malformed(self):
+        """Bytes that are no request line: 400, no method, an empty uri."""
+        record = self.refused(self.harness(), b"GARBAGE\r\n\r\n")
+        self.assertEqual((record["status"], record["error"], record["method"], record["uri"]),
+                         (400, "bad_request", None, ""))
+        self.assertEqual(tuple(record), tuple(access_log.FIELDS))
+
+    def test_invalidHost(self):
+        """A parsed request line with an invalid Host: its method and uri."""
+        record = self.refused(self.harness(), b"GET /a?b=1 HTTP/1.1\r\nHost: a b\r\n\r\n")
+        self.assertEqual((record["status"], record["error"], record["method"], record["uri"]),
+                         (400, "bad_request", "GET", "/a?b=1"))
+
+    def test_headTooLarge(self):
+        """Header fields past ``max_header_size``: 431."""
+        record = self.refused(self.harness(), b"GET /big HTTP/1.1\r\nHost: x\r\n" + b"".join(
+            b"X-H%d: %s\r\n" % (i, b"v" * 1000) for i in range(40)) + b"\r\n")
+        self.assertEqual((record["status"], record["error"], record["uri"]),
+                         (431, "header_too_large", "/big"))
+
+    def test_headerTimeout(self):
+        """Part of a head, then silence: 408 after ``header_timeout``, the
+        time waited as ``request_time``."""
+        h = self.harness(header_timeout=2.0)
+        conn = h.connect()
+        conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n")
+        h.advance(1.5)
+        self.assertEqual(self.records(h), [])
+        h.advance(0.5)
+        self.assertTrue(conn.closed)
+        [record] = self.records(h)
+        self.assertEqual((record["status"], record["error"], record["request_time"]),
+                         (408, "header_timeout", 2.0))
+        self.assertEqual(record["bytes_sent"], len(conn.received))
+
+    def test_silentConnection(self):
+        """A connection that sent nothing: closed with no line (as nginx),
+        whether it times out or closes itself."""
+        h = self.harness()
+        h.connect()
+        h.advance(3600)
+        h.connect().transport.loseConnection()
+        h.advance(1)
+        self.assertEqual(self.records(h), [])
+
+    def test_afterGood(self):
+        """A malformed request behind a good one on a kept-alive connection:
+        the good one's line unchanged, then the refused one's."""
+        h = self.harness()
+        conn = h.connect()
+        conn.send(b"GET /api/x HTTP/1.1\r\nHost: x\r\n\r\nGARBAGE\r\n\r\n")
+        good, bad = self.records(h)
+        self.assertEqual((good["status"], good["method"], good["uri"], good["route"],
+                          good["upstream_addr"], good["error"]),
+                         (200, "GET", "/api/x", "api", UP, None))
+        self.assertEqual((bad["status"], bad["error"], bad["method"]), (400, "bad_request", None))
+        self.assertNotEqual(good["request_id"], bad["request_id"])

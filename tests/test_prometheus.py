@@ -65,6 +65,21 @@ class RequestMetricsTests(SynchronousTestCase):
         self.assertEqual(value(m, "tproxy_http_response_bytes_total", group="api",
                                route="", status_class="2xx"), sent)
 
+    def test_refusedRequest(self):
+        """A request refused before any plugin saw it (a malformed head) is
+        counted: group and route ``""``, its status class and error."""
+        h = harness()
+        conn = h.connect()
+        conn.send(b"GARBAGE\r\n\r\n")
+        self.assertTrue(conn.closed)
+        m = scrape(h)
+        self.assertEqual(value(m, "tproxy_http_requests_total", group="", route="",
+                               status_class="4xx"), 1)
+        self.assertEqual(value(m, "tproxy_http_request_errors_total", group="",
+                               error="bad_request"), 1)
+        self.assertEqual(value(m, "tproxy_http_response_bytes_total", group="", route="",
+                               status_class="4xx"), len(conn.received))
+
     def test_contentType(self):
         """The text format's content type (not the admin API's JSON)."""
         h = harness()

@@ -249,10 +249,16 @@ class BadPipelinedRequestTests(SynchronousTestCase):
         self.assertTrue(conn.closed)
         return resps
 
-    def assertLoggedOnce(self, h, n=1):
-        """``log`` ran ``n`` times, once per request (distinct contexts)."""
+    def assertLoggedOnce(self, h, n=1, refused=None):
+        """``log`` ran ``n`` times, once per request (distinct contexts);
+        with ``refused`` (a status) once more, last, for the malformed
+        request (refused before any plugin: no route, no peer)."""
         self.assertEqual(len({id(ctx) for ctx in h.contexts}), len(h.contexts))
-        self.assertEqual(len(h.contexts), n)
+        self.assertEqual(len(h.contexts), n + (refused is not None))
+        if refused is not None:
+            ctx = h.contexts[-1]
+            self.assertEqual((ctx.status, ctx.route, ctx.peer), (refused, None, None))
+            self.assertGreater(ctx.bytes_sent, 0)
 
     def pipelined(self, conn, *requests):
         """Queue ``(method, path[, headers])`` requests or raw bytes and send
@@ -272,7 +278,7 @@ class BadPipelinedRequestTests(SynchronousTestCase):
         resps = self.assertAnswered(conn, [200, 400])
         self.assertEqual(resps[0].json()["uri"], "/ok")
         self.assertEqual([r.uri for r in h.upstream_requests], ["/ok"])
-        self.assertLoggedOnce(h)
+        self.assertLoggedOnce(h, refused=400)
         self.assertEqual(h.registry.group("default").peers[("127.0.0.1", 9001)].active, 0)
 
     def test_badWhileGoodInFlight(self):
@@ -288,7 +294,7 @@ class BadPipelinedRequestTests(SynchronousTestCase):
         answers[0].callback((200, {}, b"slow"))
         h.flush()
         self.assertAnswered(conn, [200, 400])
-        self.assertLoggedOnce(h)
+        self.assertLoggedOnce(h, refused=400)
 
     def test_badBehindQueued(self):
         """Malformed behind a slow request and a queued one: 200, 200, 400."""
@@ -302,7 +308,7 @@ class BadPipelinedRequestTests(SynchronousTestCase):
         resps = self.assertAnswered(conn, [200, 200, 400])
         self.assertEqual([r.uri for r in h.upstream_requests], ["/1", "/2"])
         self.assertEqual([r.body for r in resps[:2]], [b"ok", b"ok"])
-        self.assertLoggedOnce(h, 2)
+        self.assertLoggedOnce(h, 2, refused=400)
 
     def test_headersTooLargeAfterTwoGood(self):
         """Two good requests and a head past ``max_header_size`` (in lines
@@ -314,7 +320,8 @@ class BadPipelinedRequestTests(SynchronousTestCase):
                        b"GET /3 HTTP/1.1\r\nHost: x\r\n" + big + b"\r\n")
         self.assertAnswered(conn, [200, 200, 431])
         self.assertEqual([r.uri for r in h.upstream_requests], ["/1", "/2"])
-        self.assertLoggedOnce(h, 2)
+        self.assertLoggedOnce(h, 2, refused=431)
+        self.assertEqual(h.contexts[-1].request.path, "/3")
 
     def test_badBodyOfQueuedRequest(self):
         """A queued request whose chunked body is broken ends with the 400

@@ -13,6 +13,9 @@ sockets: :class:`SendTimeoutTests`.
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
+from tproxy import hookimpl
+from tproxy.http import parsing
+from tproxy.http.refusals import REFUSED_ERRORS
 from tproxy.testing import Harness
 from tests.helpers import (BodySource, ClockedReactor, ProxyTestCase, buffered, is_reading,
                            until)
@@ -473,7 +476,9 @@ class MalformedRequestTests(Case):
 
     def assertRejected(self, data, status=400, logged=0, **config):
         """``data`` gets ``status`` and a close, and nothing goes upstream;
-        ``log`` ran ``logged`` times."""
+        ``log`` ran ``logged`` times for a request whose head was valid
+        (its phases ran), else once for the refused head (no route, no
+        peer, ``ctx.error`` the status's code)."""
         h, up = harness(**config)
         conn = h.connect()
         conn.send(data)
@@ -486,7 +491,15 @@ class MalformedRequestTests(Case):
         self.assertEqual(up.received, b"")
         self.assertEqual(active(h), {UP: 0})
         # a request whose head was valid ran its phases: it is logged
-        self.assertEqual(len(h.contexts), logged)
+        if logged:
+            self.assertEqual(len(h.contexts), logged)
+        else:
+            # refused before any plugin: logged as refused
+            ctx, = h.contexts
+            self.assertEqual((ctx.status, ctx.error, ctx.route, ctx.peer, ctx.upstream_start),
+                             (status, REFUSED_ERRORS.get(status, "bad_request"),
+                              None, None, None))
+            self.assertEqual(ctx.bytes_sent, len(conn.received))
         return resp
 
     def test_lengthAndChunked(self):
@@ -700,7 +713,14 @@ class MalformedRequestTests(Case):
         self.assertEqual(statuses(conn), [408])
         self.assertEqual(conn.responses[0].headers.get("Connection"), "close")
         self.assertEqual(up.received, b"")
-        self.assertEqual(h.contexts, [])
+        # logged as refused; its request line is known where the parser
+        # reported it (httptools does line by line, tproxy's own parser
+        # reads a head whole)
+        ctx, = h.contexts
+        self.assertEqual((ctx.status, ctx.error, ctx.request_time(), ctx.route, ctx.peer),
+                         (408, "header_timeout", 0.25, None, None))
+        line = ("GET", "/", "1.1") if parsing.NAME == "httptools" else (None, "", None)
+        self.assertEqual((ctx.request.method, ctx.request.path, ctx.request.version), line)
 
     def test_invalidHost(self):
         """A Host that is not one authority (whitespace, a path, userinfo,
@@ -781,6 +801,70 @@ class MalformedRequestTests(Case):
         self.assertTrue(conn.closed)
         self.assertEqual(statuses(conn), [200, 400])
 
+    def test_refusedLogFails(self):
+        """A ``log`` implementation failing on a refused request is logged;
+        the refusal is written and the connection closes all the same, and
+        the other ``log`` implementations run."""
+        from tests.test_phases import Boom
+        h, up = harness(plugins=("router", "least_conn", "tests.proxy_plugins:BadLog"))
+        conn = h.connect()
+        conn.send(b"GARBAGE\r\n\r\n")
+        self.assertTrue(conn.closed)
+        self.assertEqual(statuses(conn), [400])
+        self.assertEqual(len(self.flushLoggedErrors(Boom)), 1)
+        self.assertEqual([(c.status, c.error) for c in h.contexts], [(400, "bad_request")])
+        self.assertEqual(h.factory.open_connections, 0)
+
+    def test_refusedBuiltinLogs(self):
+        """Every built-in with a ``log`` hook takes a refused request's
+        context (no route, no peer, maybe no request line or fields)
+        without failing."""
+        import importlib
+
+        from tproxy.plugins import BUILTINS
+        names = sorted(n for n, module in BUILTINS.items()
+                       if hasattr(importlib.import_module(module).Plugin, "log"))
+        self.assertEqual(names, ["access_log", "cache", "prometheus"])
+        settings = {"access_log": {"target": "logger",
+                                   "request_headers": ["*"], "response_headers": ["*"]},
+                    "prometheus": {"process_metrics": False}}
+        h, up = harness(plugins=["router", "least_conn"] + [
+            {"name": n, "settings": settings.get(n, {})} for n in names],
+            proxy={"header_timeout": 1})
+        for data in (b"GARBAGE\r\n\r\n", b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n",
+                     b"GET /" + b"a" * 9000, b"GET / HTTP/1.1\r\nHost: x\r\n"):
+            h.connect().send(data)
+        h.advance(1)
+        self.assertEqual(self.flushLoggedErrors(), [])
+        self.assertEqual([c.status for c in h.contexts], [400, 400, 414, 408])
+        logged = [e["access_log"] for e in h.events if "access_log" in e]
+        self.assertEqual([(r["status"], r["request_headers"]) for r in logged],
+                         [(400, {}), (400, {"host": "a b"}), (414, {}), (408, {})])
+
+    def test_refusedLogAwaited(self):
+        """A ``log`` implementation returning a Deferred on a refused request
+        (the phase walk awaits it; the connection does not wait)."""
+        pending = []
+
+        class Later(object):
+            def __init__(self, settings):
+                pass
+
+            @hookimpl
+            def log(self, ctx):
+                d = Deferred()
+                pending.append((ctx, d))
+                return d
+
+        h = Harness(config={"upstreams": {"default": {"peers": [UP]}}},
+                    plugins=["router", "least_conn", Later({})])
+        conn = h.connect()
+        conn.send(b"GARBAGE\r\n\r\n")
+        self.assertTrue(conn.closed)
+        [(ctx, d)] = pending
+        self.assertEqual((ctx.status, ctx.error), (400, "bad_request"))
+        d.callback(None)
+
     def test_badAfterGood(self):
         """A malformed request pipelined after a good one: the good one is
         answered, the bad one never forwarded, and the connection closed."""
@@ -790,7 +874,10 @@ class MalformedRequestTests(Case):
         self.assertTrue(conn.closed)
         self.assertEqual(conn.responses[0].status, 200)
         self.assertEqual([r.uri for r in up.requests], ["/ok"])
-        self.assertLoggedOnce(h)
+        # the good one, then the refused one (distinct request ids)
+        self.assertLoggedOnce(h, 2)
+        self.assertEqual([(c.status, c.error) for c in h.contexts],
+                         [(200, None), (400, "bad_request")])
 
     def test_badChunkAfterForwarding(self):
         """A chunked body that turns bad after the head went upstream (a body

@@ -187,6 +187,11 @@ class RequestContext(object):
         tproxy refuses), ``"upstream_header_too_big"`` (a response head
         past ``proxy.max_upstream_header_size``), ``"plugin_error"``,
         ``"no_peer"``, ``"no_route"`` (the ``routes`` built-in),
+        ``"bad_request"``, ``"header_timeout"``, ``"target_too_long"``,
+        ``"header_too_large"``, ``"not_implemented"``,
+        ``"version_not_supported"`` (a request refused before any plugin
+        saw it: only its ``log`` runs, see
+        :func:`tproxy.http.refusals.refused_context`),
         ``"shutdown"``, ``"idle_timeout"`` / ``"upstream_reset"`` (an
         upgraded connection, see :mod:`tproxy.http.tunnel`).  In ``header_filter`` a response made after an
         upstream failure already carries it; ``response.from_upstream``

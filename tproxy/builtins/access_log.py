@@ -24,6 +24,11 @@ The record, in this key order (the default ``fields``)::
   upstream was contacted.  ``route``: the group (``X-Route-Prefix``).
   ``error``: ``null`` or why the request did not end normally
   (``"client_abort"``, ``"upstream_timeout"``, ``"no_peer"``, ...).
+- A request refused before any plugin saw it (a malformed head, one too
+  large, a header timeout: ``"bad_request"``, ``"header_too_large"``,
+  ``"header_timeout"`` ...) has its line too, as in nginx: ``method``
+  ``null`` and ``uri`` ``""`` when its request line could not be read,
+  ``route`` and the upstream fields ``null`` (docs/plugins.md, ``log``).
 - ``fields`` chooses which of these appear, in which order (a TCP
   connection's line, below, has its own fixed fields);
   ``request_headers`` / ``response_headers`` add an object of the named

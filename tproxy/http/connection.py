@@ -17,7 +17,7 @@ from tproxy.fastio import install_fast_write
 from tproxy.http.exchange import Exchange
 from tproxy.http.parsing import HttpRequestParser
 from tproxy.http.reader import RequestReader
-from tproxy.http.refusals import BadRequestReply, Stopped
+from tproxy.http.refusals import BadRequestReply, Stopped, log_refused, refused_context
 from tproxy.http.wire import error_response, forwarding_fields
 
 log = Logger()
@@ -315,8 +315,13 @@ class ProxyProtocol(RequestReader, Protocol):
         if self.factory.log_client_errors:
             log.debug("bad request from {client}: {why}", client=self.remote_addr, why=message)
         if self.exchange is None:
-            self.transport.write(error_response(status, message))
+            # (the refused request's log: nothing made without a log plugin)
+            ctx = refused_context(self, status)
+            data = error_response(status, message)
+            self.transport.write(data)
             self.close()
+            if ctx is not None:
+                log_refused(self, ctx, len(data))
         elif self.reading is self.exchange:
             # the body of the request in flight is broken: it ends here
             self.closing = True
@@ -329,14 +334,17 @@ class ProxyProtocol(RequestReader, Protocol):
             # Requests read before this one are answered first, in order;
             # then the error, then the connection closes (as nginx).  Nothing
             # after the bad bytes is parsed: later reads are dropped.
+            ex, self.reading = self.reading, None
+            # a head of its own: its log when its turn comes (made now,
+            # from the head's parsing state)
+            ctx = refused_context(self, status) if ex is None else None
             self.parser = Stopped
             self.head_start = None
-            ex, self.reading = self.reading, None
             if ex is not None:
                 # the body of a queued request is broken (it is the last
                 # one read): it ends with the error when its turn comes
                 self.queue.pop()
-            self.queue.append(BadRequestReply(self, status, message, ex))
+            self.queue.append(BadRequestReply(self, status, message, ex, ctx))
 
     def _upgraded(self):
         """
