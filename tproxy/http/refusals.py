@@ -40,6 +40,7 @@ def refused_context(conn, status):
     the TCP peer's (no forwarding header is believed from a refused head).
     """
     f = conn.factory
+    f.requests += 1     # (a request read, as nginx counts it: logged or not)
     gateway = f.gateway
     phases = getattr(gateway, "phases", None)
     if phases is None or not phases.default.log:
@@ -62,7 +63,6 @@ def refused_context(conn, status):
                 headers = Headers(list(fields))
     request = Request(method, path, query, version, headers, conn.remote_addr,
                       conn.remote_addr, f.scheme)
-    f.requests += 1
     ctx = RequestContext(gateway, request, f.requests,
                          start if start is not None else f.clock.seconds())
     ctx.status = status
