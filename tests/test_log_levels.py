@@ -153,3 +153,31 @@ class FilterTests(SynchronousTestCase):
         self.emit(observer)
         self.assertEqual("".join(e["log_format"] for e in seen), "diwec")
         self.assertIs(log_levels.predicate.logLevelForNamespace(""), LogLevel.debug)
+
+
+class UpstreamErrorTests(SynchronousTestCase):
+    """An upstream's protocol errors are ``error`` lines (nginx's level for
+    "upstream sent invalid header" and "upstream sent too big header"): an
+    operator's ``"log_level": "error"`` still shows them."""
+
+    def errors_of(self, answer, **config):
+        from tests.test_proxy_connections import scripted
+        from tests.upstreams import Scripted
+        h = scripted({"default": {UP: Scripted(lambda request: answer)}}, **config)
+        events = capture_log(self)
+        resp = h.connect().request("GET", "/")
+        self.assertEqual(resp.status, 502)
+        from twisted.logger import formatEvent
+        return [(e["log_level"], formatEvent(e)) for e in events
+                if e.get("log_namespace", "").startswith("tproxy.http")]
+
+    def test_invalidResponse(self):
+        [(level, message)] = self.errors_of(b"NOT HTTP AT ALL\r\n\r\n")
+        self.assertEqual(level, LogLevel.error)
+        self.assertTrue(message.startswith("invalid response from 127.0.0.1:9001"), message)
+
+    def test_tooBigHeader(self):
+        [(level, message)] = self.errors_of(
+            b"HTTP/1.1 200 OK\r\nX-Big: " + b"b" * 70000 + b"\r\nContent-Length: 0\r\n\r\n")
+        self.assertEqual(level, LogLevel.error)
+        self.assertIn("sent too big header", message)

@@ -117,7 +117,7 @@ class UpstreamFailures(object):
         """The upstream sent something that is not HTTP."""
         if self.done:
             return
-        log.info("invalid response from {peer}: {exc}", peer=self.ctx.upstream_addr, exc=exc)
+        log.error("invalid response from {peer}: {exc}", peer=self.ctx.upstream_addr, exc=exc)
         self.upstream = None
         self.factory.health.failed(self.ctx.peer, "invalid", str(exc))
         if self.answered:
@@ -128,8 +128,8 @@ class UpstreamFailures(object):
     def upstream_head_too_big(self, limit):
         """The response head passed ``limit`` bytes: 502."""
         if not self.done:
-            log.info("upstream {peer} sent too big header (more than {limit} bytes)",
-                     peer=self.ctx.upstream_addr, limit=limit)
+            log.error("upstream {peer} sent too big header (more than {limit} bytes)",
+                      peer=self.ctx.upstream_addr, limit=limit)
             self.fail_upstream("upstream_header_too_big", 502, "upstream sent too big header")
 
     def upstream_timed_out(self):

@@ -93,8 +93,8 @@ class ResponseSide(object):
 
     def _bad_upstream_head(self, what):
         """A response head tproxy cannot pass on: 502, the connection dropped."""
-        log.info("invalid response from {peer}: {what}", peer=self.ctx.upstream_addr,
-                 what=what)
+        log.error("invalid response from {peer}: {what}", peer=self.ctx.upstream_addr,
+                  what=what)
         self.factory.health.failed(self.ctx.peer, "invalid", what)
         self.answered = False
         self._retry("upstream_invalid", 502, "invalid response from upstream",
