@@ -57,7 +57,8 @@ from tproxy.box_admin import BoxAdmin
 from tproxy.control import ControlProtocol, nonblocking
 from tproxy.fork_handles import ForkServer, forking_available, how_it_ended
 from tproxy.supervised import make_supervised
-from tproxy.worker_handles import Generation, ParentChannel, WorkerHandle, WorkerProcess
+from tproxy.worker_handles import (Generation, ParentChannel, WorkerHandle, WorkerProcess,
+                                   open_ports)
 
 __all__ = ["Supervisor", "make_supervised", "restart_delay", "worker_count"]
 
@@ -157,34 +158,9 @@ class Supervisor(Service):
 
     def _new_generation(self, config, text, source, keep):
         """A generation for ``config``: its listeners' ports, the ones in
-        ``keep`` reused, the others opened (``StartupError`` if one cannot
-        be; those opened are closed again)."""
-        from tproxy.reload import listener_key, listener_specs
-        from tproxy.gateway_service import StartupError
-        from twisted.internet.endpoints import serverFromString
+        ``keep`` reused, the others opened (:func:`open_ports`)."""
         self._generations += 1
-        ports = {}
-        opened = []
-        for kind, name, description, stream, tls in listener_specs(config):
-            if kind == "admin":
-                continue
-            key = " ".join(listener_key(kind, description, tls))
-            if key in keep:
-                ports[key] = keep[key]
-                continue
-            try:
-                port = _listen_now(serverFromString(self.reactor, description))
-            except Exception as e:
-                for p in opened:
-                    p.stopListening()
-                raise StartupError("cannot listen for the {} on {}: {}".format(
-                    name, description, e))
-            address = port.getHost()
-            log.info("{name} listening on {address} (accepted by the workers)", name=name,
-                     address="{}:{}".format(address.host, address.port)
-                     if hasattr(address, "port") else address)
-            ports[key] = port
-            opened.append(port)
+        ports = open_ports(self.reactor, config, keep)
         return Generation(self._generations, config, text, source, ports)
 
     def _start_workers(self, generation):
@@ -407,24 +383,3 @@ class Supervisor(Service):
         d = self._start_workers(gen)
         d.addCallbacks(parent, refused)
         return d
-
-
-class _Held(Factory):
-    """The factory of a port the parent holds open for its workers."""
-
-    noisy = False
-
-
-def _listen_now(endpoint):
-    """Listen on ``endpoint`` at once (TCP, UNIX: their ``listen`` is
-    synchronous) without accepting: the workers accept."""
-    from twisted.python.failure import Failure
-    found = []
-    endpoint.listen(_Held()).addBoth(found.append)
-    if not found:
-        raise RuntimeError("the endpoint did not listen at once")
-    if isinstance(found[0], Failure):
-        raise found[0].value
-    port = found[0]
-    port.stopReading()
-    return port

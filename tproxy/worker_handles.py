@@ -9,17 +9,22 @@ reports its end (Twisted's for a spawned worker, the fork server's for a
 forked one: :mod:`tproxy.fork_handles`), and the
 :class:`ParentChannel` that answers its control channel
 (:mod:`tproxy.control`): the configuration, the listening sockets, the
-registry and health state to start from.
+registry and health state to start from; and :func:`open_ports`, the
+listening ports a generation's workers accept on, which the parent holds.
 """
 
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessExitedAlready
-from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.protocol import Factory, ProcessProtocol
+from twisted.logger import Logger
 
 from tproxy.box_admin import _checks_state
 from tproxy.replica import snapshot
 
-__all__ = ["WorkerHandle", "Generation", "WorkerProcess", "ParentChannel"]
+__all__ = ["WorkerHandle", "Generation", "WorkerProcess", "ParentChannel", "open_ports"]
+
+#: (the supervisor's namespace: one place in the logs for the parent)
+log = Logger(namespace="tproxy.supervisor")
 
 
 class WorkerHandle(object):
@@ -118,3 +123,61 @@ class ParentChannel(object):
         lost = getattr(self.handle.process, "channel_lost", None)
         if lost is not None:
             lost()
+
+
+def open_ports(reactor, config, keep):
+    """
+    The listening ports of ``config``'s listeners but the admin API's,
+    ``{listener key text: port}``, held for the workers (not accepting): the
+    ports in ``keep`` (same key) reused, the others opened.
+
+    :raises tproxy.gateway_service.StartupError: one cannot be opened (those
+        opened are closed again).
+    """
+    from twisted.internet.endpoints import serverFromString
+    from tproxy.gateway_service import StartupError
+    from tproxy.reload import listener_key, listener_specs
+    ports = {}
+    opened = []
+    for kind, name, description, stream, tls in listener_specs(config):
+        if kind == "admin":
+            continue
+        key = " ".join(listener_key(kind, description, tls))
+        if key in keep:
+            ports[key] = keep[key]
+            continue
+        try:
+            port = _listen_now(serverFromString(reactor, description))
+        except Exception as e:
+            for p in opened:
+                p.stopListening()
+            raise StartupError("cannot listen for the {} on {}: {}".format(
+                name, description, e))
+        address = port.getHost()
+        log.info("{name} listening on {address} (accepted by the workers)", name=name,
+                 address="{}:{}".format(address.host, address.port)
+                 if hasattr(address, "port") else address)
+        ports[key] = port
+        opened.append(port)
+    return ports
+
+
+class _Held(Factory):
+    """The factory of a port the parent holds open for its workers."""
+
+    noisy = False
+
+
+def _listen_now(endpoint):
+    """Listen on ``endpoint`` at once (TCP, UNIX: their ``listen`` is
+    synchronous) without accepting: the workers accept."""
+    from twisted.python.failure import Failure
+    found = []
+    endpoint.listen(_Held()).addBoth(found.append)
+    if not found:
+        raise RuntimeError("the endpoint did not listen at once")
+    if isinstance(found[0], Failure):
+        raise found[0].value
+    port = found[0]
+    port.stopReading()
+    return port
