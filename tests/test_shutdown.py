@@ -18,7 +18,7 @@ from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from tproxy.config import ConfigError, validate_config
-from tproxy.http.connection import DRAIN_FIRST_REQUEST
+from tproxy.http.closing import DRAIN_FIRST_REQUEST
 from tproxy.plugins import build_plugin_manager
 from tproxy.tap import GatewayService, makeService
 from tproxy.testing import Harness, StreamHarness, StreamServer, echo

@@ -55,7 +55,8 @@ The modules
 - :mod:`tproxy.http.server`: :class:`~tproxy.http.server.ProxyFactory`, the
   listener: settings, the pool, draining.
 - :mod:`tproxy.http.connection`: the client connection (keep-alive,
-  pipelining, flow control, timeouts, lingering close).
+  pipelining, flow control, timeouts); :mod:`tproxy.http.closing` how it
+  ends apart from its requests (the lingering close, the drain).
 - :mod:`tproxy.http.reader`: its parsing side (limits, the request head).
 - :mod:`tproxy.http.exchange`: one request's state machine (phases, peer
   attempts, the end); :mod:`tproxy.http.body` the request going up,

@@ -2,8 +2,9 @@
 """
 One client connection: requests read (:mod:`tproxy.http.reader`) and run
 one at a time in arrival order, keep-alive, pipelining, flow control, the
-timeouts of a connection, and how it closes (lingering as nginx's
-``lingering_close``).  It knows HTTP framing and nothing about plugins.
+timeouts of a connection, and when it closes (how: lingering as nginx's
+``lingering_close``, and the drain when the proxy stops, in
+:mod:`tproxy.http.closing`).  It knows HTTP framing and nothing about plugins.
 """
 
 from collections import deque
@@ -14,7 +15,7 @@ from twisted.logger import Logger
 
 from tproxy.context import Response
 from tproxy.fastio import install_fast_write
-from tproxy.http.exchange import Exchange
+from tproxy.http.closing import await_next_request, drain, end_linger, linger
 from tproxy.http.parsing import HttpRequestParser
 from tproxy.http.reader import RequestReader
 from tproxy.http.refusals import BadRequestReply, Stopped, log_refused, refused_context
@@ -26,15 +27,6 @@ log = Logger()
 #: carry none (see ProxyProtocol.forwarded); bounded
 _FORWARDED = {}
 _FORWARDED_MAX = 4096
-
-#: Seconds a connection idle when the proxy begins to drain (accepted and
-#: silent so far, or keep-alive between two requests) may take to begin its
-#: next request, which is then answered (with ``Connection: close``): a
-#: client that connected, or was answered, just before the drain may have
-#: that request on the way, but an idle connection does not hold the stop
-#: for its whole first-request or keep-alive timeout.
-DRAIN_FIRST_REQUEST = 1.0
-
 
 def _forwarded(addr, scheme):
     remote = addr.encode("latin-1")
@@ -69,7 +61,7 @@ class ProxyProtocol(RequestReader, Protocol):
     closing = False
     lost_as = "client_abort"   # ctx.error of requests cut by the connection's loss
     linger = False         # the client may still be sending: close lingering
-    lingering = False      # closing lingering (see _linger)
+    lingering = False      # closing lingering (see tproxy.http.closing.linger)
     timer = None
     upgrading = None       # the UpgradeExchange whose head is being parsed
 
@@ -98,9 +90,9 @@ class ProxyProtocol(RequestReader, Protocol):
         self.head_size = 0
         self.head_start = None
         self.idle_since = f.clock.seconds()
-        self.timer = f.clock.callLater(f.first_timeout, self._check_timeout)
+        self.timer = f.clock.callLater(f.first_timeout, self.check_timeout)
         if f.draining:
-            self.drain()   # accepted as the proxy stops: see drain
+            drain(self)   # accepted as the proxy stops: see tproxy.http.closing.drain
 
     # -- flow control ------------------------------------------------------------
 
@@ -196,69 +188,21 @@ class ProxyProtocol(RequestReader, Protocol):
                 self.starting = False
         elif self.factory.draining and self.exchange is None:
             # a response that went out keep-alive before the drain began
-            self._await_next_request()
+            await_next_request(self)
 
     def close(self):
         """Close the connection once the bytes written are sent (lingering
-        if the client may still be sending: see :meth:`_linger`)."""
+        if the client may still be sending: see
+        :func:`tproxy.http.closing.linger`)."""
         self.closing = True
         t = self.transport
         if t.connected and not self.lingering:
             t.unregisterProducer()
             if (self.linger and self.factory.lingering_timeout and not t.disconnecting
                     and isinstance(t, tcp.Connection) and not t.TLS):
-                self._linger()
+                linger(self)
             else:
                 t.loseConnection()
-
-    def _linger(self):
-        """
-        Close as nginx's ``lingering_close``: the client may still be sending
-        (a body not read, bytes after a bad request), and closing a socket
-        with unread bytes sends a reset, which can destroy the response
-        before the client reads it.  So the response is flushed, then the
-        write side is shut down (the client sees the end of the response),
-        and what the client still sends is read and dropped until it closes,
-        or is silent for ``proxy.lingering_timeout`` seconds, or
-        ``proxy.lingering_time`` seconds have passed; then the connection
-        closes (:meth:`_check_timeout`).
-        """
-        f = self.factory
-        t = self.transport
-        self.lingering = True
-        # requests read but not started will not be: they end now, not
-        # when the connection does
-        queue, self.queue = self.queue, deque()
-        for queued in queue:
-            queued.client_lost()
-        now = f.clock.seconds()
-        self.idle_since = now
-        self.linger_end = now + f.lingering_time
-        # after the bytes buffered (the response): FIN (Twisted's doWrite
-        # half-closes once its buffer is empty; the fast write path in
-        # tproxy.fastio only sends while that buffer is empty, so the order
-        # holds)
-        t.loseWriteConnection()
-        # read (and drop) whatever the reasons for not reading were
-        self.paused.clear()
-        t.resumeProducing()
-        delay = min(f.lingering_timeout, f.lingering_time)
-        timer = self.timer
-        if timer is not None and timer.active():
-            # (not timer.reset(delay): moving a DelayedCall sooner searches
-            # the reactor's whole timer heap)
-            timer.cancel()
-        self.timer = f.clock.callLater(delay, self._check_timeout)
-
-    def _end_linger(self):
-        """Lingering is over: close (a reset if the client is still sending)."""
-        t = self.transport
-        if t.dataBuffer or t._tempDataBuffer:
-            # the response is still not flushed (the client does not read):
-            # loseConnection would wait for it for ever
-            t.abortConnection()
-        else:
-            t.loseConnection()   # (the write side is shut already: at once)
 
     # -- an upgrade (tproxy.http.tunnel) -----------------------------------------
 
@@ -364,72 +308,16 @@ class ProxyProtocol(RequestReader, Protocol):
             # it was answered already (by a plugin): only the close is left
             self.close()
 
-    def drain(self):
-        """
-        The proxy is stopping (:meth:`ProxyFactory.drain`): the last request
-        read is answered with ``Connection: close`` and the connection closes
-        after it; nothing read after the requests being served is answered.
-
-        - Idle, after a response (keep-alive) or accepted and silent so
-          far: its next (or first) request may be on the way, sent before
-          the client could see a close; it is answered, with ``Connection:
-          close``, if it begins within :data:`DRAIN_FIRST_REQUEST` seconds,
-          else the connection closes then.  (nginx's graceful quit closes
-          idle keep-alive connections at once, and a busy client's next
-          request meets a closed connection.)
-        - Receiving a request head: the request is answered (the header
-          timeout bounds the wait).
-        - Serving requests: those read so far are answered, the last
-          response with ``Connection: close``; if that response's head went
-          out before the drain (keep-alive), the connection is idle after
-          it, as above (:meth:`exchange_done`).
-        """
-        if self.closing:
-            return   # closing already (flushing or lingering)
-        if self.exchange is None:
-            if self.head_start is not None or self.head_bytes:
-                return   # a request is arriving: answered, then closed
-            self._await_next_request()
-            return
-        last = self.queue[-1] if self.queue else self.exchange
-        if isinstance(last, Exchange):
-            if last.response_started:
-                return   # said keep-alive already: idle after it
-            # its response says Connection: close, and exchange_done closes
-            # the connection after it
-            last.close_after()
-        if self.reading is None:
-            # every request read is whole: nothing more is parsed (bytes
-            # that come now are dropped, and the close lingers)
-            self.parser = Stopped
-            self.head_start = None
-
-    def _await_next_request(self):
-        """Draining and idle: the next request may begin within
-        :data:`DRAIN_FIRST_REQUEST` seconds (see :meth:`drain`)."""
-        t = self.timer
-        if t is not None and t.active():
-            t.cancel()
-        self.timer = self.factory.clock.callLater(DRAIN_FIRST_REQUEST, self._drain_wait_over)
-
-    def _drain_wait_over(self):
-        """:data:`DRAIN_FIRST_REQUEST` has passed since :meth:`drain`: a
-        connection still silent closes; one whose request began goes on
-        under its usual timeouts."""
-        self.timer = None
-        if self.exchange is None and self.head_start is None and not self.head_bytes:
-            self.close()
-        else:
-            self._check_timeout()
-
-    def _check_timeout(self):
+    def check_timeout(self):
+        """The connection's one timer: whichever of its timeouts is due
+        (lingering, keep-alive, header, body) acts; the next is scheduled."""
         f = self.factory
         now = f.clock.seconds()
         if self.lingering:
             left = min(self.linger_end, self.idle_since + f.lingering_timeout) - now
             if left <= 0:
                 self.timer = None
-                return self._end_linger()
+                return end_linger(self)
             nxt = left
         elif self.exchange is not None:
             nxt = f.keepalive_timeout
@@ -460,7 +348,7 @@ class ProxyProtocol(RequestReader, Protocol):
                 self.close()
                 return
             nxt = left
-        self.timer = f.clock.callLater(max(nxt, 0.001), self._check_timeout)
+        self.timer = f.clock.callLater(max(nxt, 0.001), self.check_timeout)
 
     def connectionLost(self, reason):
         self.closing = True

@@ -321,7 +321,7 @@ class RequestReader(object):
             # the reactor's whole timer heap (one timer per client and pooled
             # upstream connection, 10,000s with many peers)
             t.cancel()
-            self.timer = f.clock.callLater(f.body_timeout, self._check_timeout)
+            self.timer = f.clock.callLater(f.body_timeout, self.check_timeout)
 
     def on_body(self, data):
         self.reading.client_body(data)

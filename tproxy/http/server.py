@@ -11,6 +11,7 @@ from twisted.internet.interfaces import IProtocolNegotiationFactory
 from twisted.internet.protocol import Factory
 from zope.interface import implementer
 
+from tproxy.http.closing import drain
 from tproxy.http.connection import ProxyProtocol
 from tproxy.http.retry import RetryPolicy
 from tproxy.http.pool import UpstreamPool, upstream_tls
@@ -70,7 +71,7 @@ class ProxyFactory(Factory):
         self.keepalive_timeout = proxy["keepalive_timeout"]
         self.keepalive_requests = proxy["keepalive_requests"]
         self.header_timeout = proxy["header_timeout"]
-        #: the timer of a new connection (see ProxyProtocol._check_timeout)
+        #: the timer of a new connection (see ProxyProtocol.check_timeout)
         self.first_timeout = min(self.keepalive_timeout, self.header_timeout)
         self.max_line = proxy["max_line_size"]
         self.max_header = proxy["max_header_size"]
@@ -126,16 +127,16 @@ class ProxyFactory(Factory):
         requests already read behind it, the last response saying
         ``Connection: close``, and then closes; an idle one (keep-alive
         between requests, or accepted and silent so far) may begin its next
-        request within :data:`~tproxy.http.connection.DRAIN_FIRST_REQUEST`
+        request within :data:`~tproxy.http.closing.DRAIN_FIRST_REQUEST`
         seconds, answered the same way, else closes then (see
-        :meth:`ProxyProtocol.drain`).
+        :func:`tproxy.http.closing.drain`).
 
         :return: a Deferred that fires once no connection is open.
         """
         if not self.draining:   # (a second call only waits too)
             self.draining = True
             for p in list(self.connections):
-                p.drain()
+                drain(p)
         d = Deferred()
         if self.connections:
             self._drained.append(d)
