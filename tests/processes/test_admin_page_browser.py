@@ -198,8 +198,13 @@ class StatusPageBrowserTests(TestCase):
         profile = tempfile.mkdtemp(prefix="tproxy-chromium-")
         self.addCleanup(shutil.rmtree, profile, True)
         # (the omnibox's popup is a web page of its own that headless
-        # Chromium loads at start, in a renderer of its own: ~0.5 s of CPU)
-        for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+        # Chromium loads at start, in a renderer of its own: ~0.5 s of CPU;
+        # the renderer, GPU and network services run in the browser's
+        # process, with no zygote (--single-process --no-zygote: the test
+        # loads one page of one site), ~0.5 s of CPU less than their
+        # processes' start)
+        for flag in ("--headless", "--no-sandbox", "--single-process", "--no-zygote",
+                     "--disable-gpu", "--disable-quic",
                      "--no-first-run", "--disable-background-networking",
                      "--disable-component-update", "--disable-sync",
                      "--disable-dev-shm-usage", "--window-size=1280,1000",
