@@ -5,6 +5,7 @@ can tell about the response it sees.
 """
 
 import importlib.metadata
+import json
 import os
 import subprocess
 import sys
@@ -38,19 +39,50 @@ class ExportsTests(SynchronousTestCase):
              "RequestContext", "Response", "ResponseHead", "StreamContext"})
 
     def test_noReactor(self):
-        """``import tproxy`` (and ``tproxy.testing``) installs no reactor, so
-        ``twistd -r ...`` can still choose one after a plugin imported it;
-        ``tproxy-ctl`` imports neither Twisted nor the gateway (its start is
-        the standard library's)."""
-        code = ("import sys, tproxy.ctl; "
-                "print(sorted({m.split('.')[0] for m in sys.modules} & "
-                "{'twisted', 'pluggy', 'jsonschema', 'tproxy'})); "
-                "import tproxy.testing; "
-                "print('twisted.internet.reactor' in sys.modules)")
+        """
+        What imports do in a fresh Python (one process, ~0.3 s of CPU, for
+        these checks in this order):
+
+        - ``tproxy-ctl`` imports neither Twisted nor the gateway (its start
+          is the standard library's);
+        - the worker fork server's preload (:func:`tproxy.worker_forks.preload`:
+          a worker's modules and the built-in plugins) installs no reactor and
+          starts no thread (each forked worker installs its own reactor);
+        - ``import tproxy`` and ``tproxy.testing`` install no reactor, so
+          ``twistd -r ...`` can still choose one after a plugin imported them;
+        - a preloaded module that installs a reactor: the fork server refuses
+          to serve (exit status 1; the parent then spawns its workers).
+        """
+        code = (
+            "import json, sys, threading; import tproxy.ctl; "
+            "seen = {'ctl': sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'twisted', 'pluggy', 'jsonschema', 'tproxy'})}; "
+            "import tproxy.worker_forks as w; failed = w.preload(); "
+            "seen['preload'] = [failed, 'twisted.internet.reactor' in sys.modules, "
+            "threading.active_count(), sorted(m for m in sys.modules "
+            "if m.startswith('tproxy.'))]; "
+            "import tproxy, tproxy.testing; "
+            "seen['testing'] = 'twisted.internet.reactor' in sys.modules; "
+            "w.PRELOAD_PACKAGES = (); w.PRELOAD = ('twisted.internet.reactor',); "
+            "seen['refused'] = w.main(); "
+            "print(json.dumps(seen))")
         from tests.test_tap import python_environ
-        out = subprocess.check_output([sys.executable, "-c", code], cwd=ROOT,
-                                      env=python_environ())
-        self.assertEqual(out.split(), [b"['tproxy']", b"False"])
+        proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=python_environ(),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+        output = proc.stdout.decode("utf-8", "replace")
+        self.assertEqual(proc.returncode, 0, output)
+        seen = json.loads(output.splitlines()[-1])
+        self.assertEqual(seen["ctl"], ["tproxy"], "tproxy-ctl imports the standard library only")
+        failed, reactor, threads, modules = seen["preload"]
+        self.assertEqual((failed, reactor, threads), ([], False, 1),
+                         "the fork server's preload: every module, no reactor, no thread")
+        for name in ("tproxy.worker", "tproxy.reactor", "tproxy.builtins.routes",
+                     "tproxy.builtins.prometheus", "tproxy.http.connection",
+                     "tproxy.stream.session"):
+            self.assertIn(name, modules, "preloaded by the fork server")
+        self.assertFalse(seen["testing"], "import tproxy.testing installs no reactor")
+        self.assertEqual(seen["refused"], 1, "a preloaded module installed a reactor: refused")
+        self.assertIn("tproxy.worker_forks: a preloaded module installed a reactor", output)
 
     def test_version(self):
         """The distribution ``tproxy-gateway`` takes its version from

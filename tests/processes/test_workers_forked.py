@@ -1,8 +1,11 @@
 """
 Workers forked from a fork server (:mod:`tproxy.worker_forks`,
 :mod:`tproxy.fork_handles`): the framing and the exit statuses without
-processes; the preload and the fork server's life with real ones (a real
-``twistd -n tproxy`` box: :class:`tests.processes.test_workers.Box`).  The
+processes; the fork server's life with real ones (a real ``twistd -n
+tproxy`` box: :class:`tests.processes.test_workers.Box`).  What the fork
+server preloads (no reactor, no thread; a module that installs a reactor
+refused) is checked in the fresh Python of
+:meth:`tests.test_public.ExportsTests.test_noReactor`.  The
 fork server's part of a box's ordinary life (workers its children, a
 replacement forked, a reload's new fork server, the old one's end) is
 checked along :class:`tests.processes.test_workers.WorkersTests`.
@@ -24,7 +27,6 @@ from twisted.trial.unittest import TestCase
 
 from tests.processes.test_workers import (BOUND, Box, fork_server_started, get_json,
                                           parent_of, state, upstream, wait_until)
-from tests.test_tap import python_environ
 from tproxy.fork_handles import ForkedProcess, exit_reason, how_it_ended
 from tproxy.worker_forks import MAX_MESSAGE, Frames, encode
 
@@ -223,42 +225,6 @@ class ForkServerMessagesTests(TestCase):
                          [("generation 3", "a.b, c")])
 
 
-def _python(code):
-    """``(exit status, output)`` of ``python -c code`` (the tests' environment)."""
-    proc = subprocess.run([sys.executable, "-c", code], env=python_environ(),
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=BOUND)
-    return proc.returncode, proc.stdout.decode("utf-8", "replace")
-
-
-class PreloadTests(TestCase):
-    """What the fork server imports before it forks."""
-
-    def test_noReactor(self):
-        """A worker's modules and the built-in plugins, without a reactor
-        installed or a thread started (each child installs its own)."""
-        status, output = _python(
-            "import json, sys, threading; from tproxy.worker_forks import preload; "
-            "failed = preload(); print(json.dumps([failed, 'twisted.internet.reactor' in "
-            "sys.modules, threading.active_count(), sorted(m for m in sys.modules if "
-            "m.startswith('tproxy.'))]))")
-        self.assertEqual(status, 0, output)
-        failed, reactor, threads, modules = json.loads(output.splitlines()[-1])
-        self.assertEqual((failed, reactor, threads), ([], False, 1))
-        for name in ("tproxy.worker", "tproxy.reactor", "tproxy.builtins.routes",
-                     "tproxy.builtins.prometheus", "tproxy.http.connection",
-                     "tproxy.stream.session"):
-            self.assertIn(name, modules)
-
-    def test_reactorRefused(self):
-        """A preloaded module that installs a reactor: the fork server
-        refuses to serve (the parent then spawns its workers)."""
-        status, output = _python(
-            "import sys, tproxy.worker_forks as w; w.PRELOAD_PACKAGES = (); "
-            "w.PRELOAD = ('tproxy.worker', 'twisted.internet.reactor'); sys.exit(w.main())")
-        self.assertEqual(status, 1, output)
-        self.assertIn("a preloaded module installed a reactor", output)
-
-
 class ForkServerLifeTests(TestCase):
     """The fork server of a real box killed, the next reload's, and the
     parent killed (one box, in this order)."""
@@ -368,7 +334,7 @@ def _kill(pid):
 
 #: this module's longest tests, in the order trial is to start them (see
 #: :mod:`tests.processes`: the others follow)
-LONGEST_FIRST = ("ForkServerLifeTests", "PreloadTests")
+LONGEST_FIRST = ("ForkServerLifeTests",)
 
 
 def testSuite():
