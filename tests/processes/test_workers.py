@@ -271,21 +271,24 @@ FAILS = {"name": "tests.plugins_for_tests:FailsInWorkers", "settings": {}}
 class WorkersTests(TestCase):
     """
     ``"workers": 2``: a parent and two workers on shared listeners, through
-    one box's life (a box costs three Python processes: the behaviours that
-    can share one do, in order; each check's message names its behaviour):
-    active health checks made by the parent, an admin change and a stream
-    listener in every worker, a registration in every worker and the counts
-    summed, a killed worker replaced, a reload refused, a reload under load,
-    the stop; the workers forked by their generation's fork server
-    (:mod:`tproxy.worker_forks`) throughout.
+    one box's life (a box costs three Python processes, and each reload a
+    fork server more: the behaviours that can share one do, in order; each
+    check's message names its behaviour): active health checks made by the
+    parent, an admin change and a stream listener in every worker, a
+    registration in every worker and the counts summed, a killed worker
+    replaced, a reload refused, a reload under load, the fork server killed
+    (the workers spawned) and the next reload's, the stop; the workers forked
+    by their generation's fork server (:mod:`tproxy.worker_forks`) but after
+    their fork server was killed.  (The parent killed:
+    :meth:`SharedRegistryTests.parentKilled`.)
     """
 
     def setUp(self):
         self.up = upstream(self)     # registered through the admin API
         self.web = upstream(self)    # the static group of the route and the stream
         self.checked = checked_server(self)   # a group with active health checks
-        self.box = Box(self, plugins=["registry", "routes", "router", "least_conn",
-                                         "prometheus", "health_check"],
+        self.box = Box(self, plugins=["request_id", "registry", "routes", "router",
+                                         "least_conn", "prometheus", "health_check"],
                        upstreams={"web": {"peers": ["127.0.0.1:%d" % self.web.server_port],
                                           "routable": False},
                                   "checked": {"peers": [
@@ -311,7 +314,8 @@ class WorkersTests(TestCase):
                              "a worker keeps nothing of the fork server's")
         for name in ("activeChecksInTheParent", "adminChangeInEveryWorker",
                      "everyWorkerRoutesARegistration",
-                     "killedWorker", "reloadRefused", "reload", "stop"):
+                     "killedWorker", "reloadRefused", "reload", "forkServerKilled",
+                     "reloadAfterForkServerKilled", "stop"):
             try:
                 getattr(self, name)()
             except Exception as e:
@@ -529,6 +533,74 @@ class WorkersTests(TestCase):
             self.assertEqual(get(box.proxy, "/after")[0], 200)
             box.resume(stopped)
 
+    def serving(self):
+        """Every worker of the box answers a request to the registered
+        upstream: ``{pid: the answer's X-Request-ID}``."""
+        box = self.box
+        ids = {}
+        for pid in box.pids():
+            stopped = box.only(pid)
+            conn = http.client.HTTPConnection("127.0.0.1", box.proxy, timeout=BOUND)
+            try:
+                conn.request("GET", "/x")
+                response = conn.getresponse()
+                response.read()
+            finally:
+                conn.close()
+            self.assertEqual(response.status, 200, "worker %d serves" % pid)
+            ids[pid] = response.getheader("X-Request-ID")
+            box.resume(stopped)
+        return ids
+
+    def forkServerKilled(self):
+        """``kill -9`` of the fork server (of generation 3): one line says
+        so; its workers serve on and their end is still noticed (their
+        control channel); a replacement is spawned (a new Python, the
+        parent's child).  (First: each forked worker makes request ids of
+        its own.)"""
+        box = self.box
+        ids = self.serving()
+        self.assertEqual(len(set(i[:8] for i in ids.values())), 2,
+                         "each forked worker makes request ids of its own: %r" % (ids,))
+        victim, other = box.pids()
+        start = len(box.proc.output)
+        os.kill(box.forks, signal.SIGKILL)
+        # (in either order: the socket's end, the process's)
+        box.proc.read_until("the worker fork server of generation 3 (pid %d) is gone: its "
+                            "workers are spawned from now on" % box.forks, since=start)
+        box.proc.read_until("worker fork server of generation 3 (pid %d) ended (signal 9)"
+                            % box.forks, since=start)
+        self.serving()
+        os.kill(victim, signal.SIGKILL)
+        box.proc.read_until("(pid %d) died (status unknown: its fork server ended first)"
+                            % victim)
+        line = box.proc.read_until(") ready")
+        replacement = int(re.search(r"pid (\d+)", line).group(1))
+        self.assertEqual(sorted(box.pids()), sorted([other, replacement]))
+        self.assertEqual(parent_of(replacement), box.proc.proc.pid,
+                         "the replacement of a worker whose fork server is gone is "
+                         "spawned by the parent")
+        self.serving()
+
+    def reloadAfterForkServerKilled(self):
+        """The next reload starts a fork server again, which forks the new
+        workers; the previous ones end (the orphan's end told by its
+        control channel)."""
+        box = self.box
+        old = box.pids()
+        box.proc.send_signal(signal.SIGHUP)
+        start = len(box.proc.output)
+        box.forks = fork_server_started(box.proc, 4)
+        box.proc.read_until("reloaded: 2 new worker(s) serve")
+        for pid in old:
+            box.proc.read_until("(pid %d) ended (" % pid, since=start)
+        self.assertIn("(status unknown: its fork server ended first)",
+                      "".join(box.proc.output[start:]), "the orphan's end")
+        new = box.pids()
+        self.assertEqual([parent_of(pid) for pid in new], [box.forks] * 2,
+                         "the new fork server forked the new workers")
+        self.serving()
+
     def stop(self):
         """``SIGTERM``: the workers drain and exit, then their fork server,
         then the parent."""
@@ -536,7 +608,7 @@ class WorkersTests(TestCase):
         pids = box.pids()
         box.proc.send_signal(signal.SIGTERM)
         box.proc.read_until("every worker stopped")
-        box.proc.read_until("worker fork server of generation 3 (pid %d) ended (exit status 0)"
+        box.proc.read_until("worker fork server of generation 4 (pid %d) ended (exit status 0)"
                             % box.forks)
         # (twistd ends by re-raising the signal that stopped it)
         self.assertIn(box.proc.proc.wait(BOUND), (0, -signal.SIGTERM), "".join(box.proc.output))
@@ -689,7 +761,42 @@ class SharedRegistryTests(TestCase):
         self.assertTrue(keys)
         self.assertEqual(sorted(await redis_command(redis.port, "HKEYS", "tproxy:routes")),
                          ["item", "r"])
-        box.proc.assertStopsCleanly()
+        self.parentKilled(box)
+
+    def parentKilled(self, box):
+        """(The box's end, any registry's:) ``kill -9`` of the parent: the
+        workers' control channels close, they stop, and the fork server
+        ends after them (the output's pipe, which they all hold, closes)."""
+        pids = box.pids()
+        box.proc.proc.kill()
+        # (a fork server or worker that would not end: killed, and the test fails)
+        fired = []
+
+        def kill():
+            fired.append(True)
+            for pid in pids + [box.forks]:
+                _kill(pid)
+        watchdog = threading.Timer(BOUND, kill)
+        watchdog.start()
+        self.addCleanup(watchdog.cancel)
+        start = len(box.proc.output)
+        for line in iter(box.proc.proc.stdout.readline, b""):
+            box.proc.output.append(line.decode("utf-8", "replace"))
+        output = "".join(box.proc.output[start:])
+        for pid in pids:
+            self.assertRegex(output, r"\[worker %d tproxy.worker#info\] worker \d: the control "
+                             "channel closed; stopping" % pid,
+                             "the parent killed: worker %d stops" % pid)
+        # (its descriptors are closed a moment before it is a zombie)
+        wait_until(lambda: state(box.forks) in (None, "Z"), "the fork server to end")
+        self.assertEqual(fired, [], "the parent killed: they had to be killed")
+
+
+def _kill(pid):
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
 
 
 def _try(port, path):

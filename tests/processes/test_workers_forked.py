@@ -1,32 +1,28 @@
 """
 Workers forked from a fork server (:mod:`tproxy.worker_forks`,
-:mod:`tproxy.fork_handles`): the framing and the exit statuses without
-processes; the fork server's life with real ones (a real ``twistd -n
-tproxy`` box: :class:`tests.processes.test_workers.Box`).  What the fork
-server preloads (no reactor, no thread; a module that installs a reactor
+:mod:`tproxy.fork_handles`): the framing, the exit statuses, what the parent
+does with the fork server's messages, without a box.  The fork server in a
+real box (:class:`tests.processes.test_workers.WorkersTests`): the workers
+its children, a replacement forked, a reload's new fork server and the old
+one's end, the fork server killed (the workers spawned) and the next
+reload's; the parent killed: :class:`tests.processes.test_workers.SharedRegistryTests`.
+What it preloads (no reactor, no thread; a module that installs a reactor
 refused) is checked in the fresh Python of
-:meth:`tests.test_public.ExportsTests.test_noReactor`.  The
-fork server's part of a box's ordinary life (workers its children, a
-replacement forked, a reload's new fork server, the old one's end) is
-checked along :class:`tests.processes.test_workers.WorkersTests`.
+:meth:`tests.test_public.ExportsTests.test_noReactor`.
 """
 
-import http.client
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
-import threading
 
 from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTerminated
 from twisted.internet.testing import StringTransport
 from twisted.protocols.basic import Int32StringReceiver
 from twisted.trial.unittest import TestCase
 
-from tests.processes.test_workers import (BOUND, Box, fork_server_started, get_json,
-                                          parent_of, state, upstream, wait_until)
+from tests.processes.test_workers import BOUND
 from tproxy.fork_handles import ForkedProcess, exit_reason, how_it_ended
 from tproxy.worker_forks import MAX_MESSAGE, Frames, encode
 
@@ -223,121 +219,3 @@ class ForkServerMessagesTests(TestCase):
             server.received({"op": "ready", "pid": 42, "failed": ["a.b", "c"]})
         self.assertEqual([(e["name"], e["modules"]) for e in events],
                          [("generation 3", "a.b, c")])
-
-
-class ForkServerLifeTests(TestCase):
-    """The fork server of a real box killed, the next reload's, and the
-    parent killed (one box, in this order)."""
-
-    def serving(self, box):
-        """Every worker of ``box`` answers a request to a registered
-        upstream: ``{pid: the answer's X-Request-ID}``."""
-        if not hasattr(self, "up"):
-            self.up = upstream(self)
-            status, obj = get_json(box.admin, "/upstream/add?port=%d" % self.up.server_port)
-            self.assertEqual(status, 200, obj)
-        ids = {}
-        for pid in box.pids():
-            stopped = box.only(pid)
-            conn = http.client.HTTPConnection("127.0.0.1", box.proxy, timeout=BOUND)
-            conn.request("GET", "/x")
-            response = conn.getresponse()
-            response.read()
-            conn.close()
-            self.assertEqual(response.status, 200, "worker %d serves" % pid)
-            ids[pid] = response.getheader("X-Request-ID")
-            box.resume(stopped)
-        return ids
-
-    def test_life(self):
-        box = Box(self, plugins=["request_id", "registry", "router", "least_conn"])
-        ids = self.serving(box)
-        self.assertEqual(len(set(i[:8] for i in ids.values())), 2,
-                         "each forked worker makes request ids of its own: %r" % (ids,))
-        self.killed(box)
-        self.reload(box)
-        self.parentKilled(box)
-
-    def killed(self, box):
-        """``kill -9`` of the fork server: one line says so; its workers
-        serve on and their end is still noticed (their control channel);
-        a replacement is spawned (a new Python, the parent's child)."""
-        victim, other = box.pids()
-        start = len(box.proc.output)
-        os.kill(box.forks, signal.SIGKILL)
-        # (in either order: the socket's end, the process's)
-        box.proc.read_until("the worker fork server of generation 1 (pid %d) is gone: its "
-                            "workers are spawned from now on" % box.forks, since=start)
-        box.proc.read_until("worker fork server of generation 1 (pid %d) ended (signal 9)"
-                            % box.forks, since=start)
-        self.serving(box)
-        os.kill(victim, signal.SIGKILL)
-        box.proc.read_until("(pid %d) died (status unknown: its fork server ended first)"
-                            % victim)
-        line = box.proc.read_until(") ready")
-        replacement = int(re.search(r"pid (\d+)", line).group(1))
-        self.assertEqual(sorted(box.pids()), sorted([other, replacement]))
-        self.assertEqual(parent_of(replacement), box.proc.proc.pid, "spawned by the parent")
-        self.serving(box)
-
-    def reload(self, box):
-        """The next reload starts a fork server again, which forks the new
-        workers; the previous ones end (the orphan's end told by its
-        control channel)."""
-        old = box.pids()
-        box.proc.send_signal(signal.SIGHUP)
-        start = len(box.proc.output)
-        box.forks = fork_server_started(box.proc, 2)
-        box.proc.read_until("reloaded: 2 new worker(s) serve")
-        for pid in old:
-            box.proc.read_until("(pid %d) ended (" % pid, since=start)
-        self.assertIn("(status unknown: its fork server ended first)",
-                      "".join(box.proc.output[start:]))
-        new = box.pids()
-        self.assertEqual([parent_of(pid) for pid in new], [box.forks] * 2)
-        self.serving(box)
-
-    def parentKilled(self, box):
-        """``kill -9`` of the parent: the workers' control channels close,
-        they stop, and the fork server ends after them (the output's pipe,
-        which they all hold, closes)."""
-        pids = box.pids()
-        box.proc.proc.kill()
-        # (a fork server or worker that would not end: killed, and the test fails)
-        fired = []
-
-        def kill():
-            fired.append(True)
-            for pid in pids + [box.forks]:
-                _kill(pid)
-        watchdog = threading.Timer(BOUND, kill)
-        watchdog.start()
-        self.addCleanup(watchdog.cancel)
-        start = len(box.proc.output)
-        for line in iter(box.proc.proc.stdout.readline, b""):
-            box.proc.output.append(line.decode("utf-8", "replace"))
-        output = "".join(box.proc.output[start:])
-        for pid in pids:
-            self.assertRegex(output, r"\[worker %d tproxy.worker#info\] worker \d: the control "
-                             "channel closed; stopping" % pid)
-        # (its descriptors are closed a moment before it is a zombie)
-        wait_until(lambda: state(box.forks) in (None, "Z"), "the fork server to end")
-        self.assertEqual(fired, [], "they had to be killed")
-
-
-def _kill(pid):
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except OSError:
-        pass
-
-
-#: this module's longest tests, in the order trial is to start them (see
-#: :mod:`tests.processes`: the others follow)
-LONGEST_FIRST = ("ForkServerLifeTests",)
-
-
-def testSuite():
-    """This module's tests, the longest first."""
-    from tests.processes import longest_first
-    return longest_first(__name__, LONGEST_FIRST)
