@@ -79,8 +79,15 @@ def serve(path):
     from here to run ``twistd`` (:func:`_become`)."""
     import gc
     import importlib
+    gc.disable()    # (what is imported lives on: one collection, before the freeze)
     for name in PRELOAD:
         importlib.import_module(name)
+    # twistd's scan of its plugins, which imports the drop-ins and the
+    # interfaces of their service makers (each child scans again, reading
+    # the caches only)
+    from twisted.application.service import IServiceMaker
+    from twisted.plugin import getPlugins
+    list(getPlugins(IServiceMaker))
     if "twisted.internet.reactor" in sys.modules or threading.active_count() != 1:
         sys.exit("the fork server's imports installed a reactor or started a thread")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -94,6 +101,7 @@ def serve(path):
     if hasattr(gc, "freeze"):
         gc.collect()
         gc.freeze()
+    gc.enable()
     os.write(1, b"ready\n")
     children = {}
     members = set()

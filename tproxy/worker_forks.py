@@ -308,6 +308,9 @@ def main():
     """Run the fork server (see the module docstring): its exit status."""
     for name in ("SIGTERM", "SIGINT", "SIGHUP"):
         signal.signal(getattr(signal, name), signal.SIG_IGN)
+    # (what the preload makes lives on: no collection while it runs, one
+    # before the freeze; the children collect as usual)
+    gc.disable()
     failed = preload()
     if "twisted.internet.reactor" in sys.modules:
         print("tproxy.worker_forks: a preloaded module installed a reactor", file=sys.stderr)
@@ -317,6 +320,7 @@ def main():
     if hasattr(gc, "freeze"):
         gc.collect()
         gc.freeze()
+    gc.enable()
     _send(channel, {"op": "ready", "pid": os.getpid(), "failed": failed})
     forked = serve(channel)
     if forked is not None:
