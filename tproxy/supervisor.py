@@ -57,6 +57,7 @@ from tproxy.box_admin import BoxAdmin
 from tproxy.control import ControlProtocol, nonblocking
 from tproxy.fork_handles import ForkServer, forking_available, how_it_ended
 from tproxy.supervised import make_supervised
+from tproxy.worker_forks import command as fork_server_command
 from tproxy.worker_handles import (Generation, ParentChannel, WorkerHandle, WorkerProcess,
                                    open_ports)
 
@@ -169,7 +170,8 @@ class Supervisor(Service):
         :data:`START_TIMEOUT`."""
         n = worker_count(generation.config)
         if self.fork and forking_available():
-            forks = ForkServer(self.reactor, "generation {}".format(generation.number))
+            forks = ForkServer(self.reactor, "generation {}".format(generation.number),
+                               fork_server_command(generation.config))
             if forks.start():
                 generation.forks = forks
                 self._fork_servers.append(forks)

@@ -13,9 +13,11 @@ Its life:
 1. The parent spawns it as it spawned a worker (the same standard streams,
    environment and working directory), with file descriptor 3 its end of a
    UNIX socket pair to the parent.
-2. It imports what a worker needs (:data:`PRELOAD`, and every module of
-   :data:`PRELOAD_PACKAGES`: the built-in plugins, the HTTP and stream
-   proxies), installs no reactor and starts no thread (each child installs
+2. It imports what a worker needs (:data:`PRELOAD`, every module of
+   :data:`PRELOAD_PACKAGES`: the HTTP and stream proxies, the routing, and
+   the built-in plugins its generation's configuration names, which the
+   parent lists after ``--builtins``: :func:`command`), installs no reactor
+   and starts no thread (each child installs
    its own reactor, as ``python -m tproxy.worker`` does), freezes the
    objects it has (``gc.freeze``: the children's collections leave their
    pages shared), and says ``{"op": "ready", "pid": P}``.
@@ -57,7 +59,7 @@ import socket
 import struct
 import sys
 
-__all__ = ["Frames", "encode", "main", "PRELOAD", "PRELOAD_PACKAGES"]
+__all__ = ["Frames", "command", "encode", "main", "preload", "PRELOAD", "PRELOAD_PACKAGES"]
 
 #: the fork server's end of its socket to the parent
 CHANNEL = 3
@@ -82,8 +84,12 @@ PRELOAD = (
 )
 
 #: the packages whose every module is preloaded (a module that fails to
-#: import is left out: the worker that needs it imports it and says why)
+#: import is left out: the worker that needs it imports it and says why);
+#: of ``tproxy.builtins``, only the plugins named by ``--builtins`` when given
 PRELOAD_PACKAGES = ("tproxy.builtins", "tproxy.http", "tproxy.stream", "tproxy.routing")
+
+#: the package of the built-in plugins
+BUILTINS_PACKAGE = "tproxy.builtins"
 
 _HEAD = struct.Struct("!I")
 
@@ -121,14 +127,39 @@ class Frames(object):
         return objects
 
 
-def preload():
-    """Import what a worker needs; the names that failed to import."""
+def command(config):
+    """The fork server's command for a generation of workers on ``config``
+    (a validated configuration): ``python -m tproxy.worker_forks
+    --builtins NAMES``, the built-in plugins it names (the others are not
+    imported: ~6 % of the fork server's start, for the default plugins)."""
+    from tproxy.plugins import BUILTINS
+    names = sorted({entry["name"] for entry in config["plugins"]
+                    if entry["name"] in BUILTINS})
+    return [sys.executable, "-m", "tproxy.worker_forks", "--builtins", ",".join(names)]
+
+
+def preload_names(builtins=None):
+    """The modules :func:`preload` imports: of the built-in plugins, those
+    named in ``builtins`` (names of :data:`tproxy.plugins.BUILTINS`), or
+    every module of their package (``None``)."""
     import importlib
     import pkgutil
     names = list(PRELOAD)
     for package in PRELOAD_PACKAGES:
+        if package == BUILTINS_PACKAGE and builtins is not None:
+            from tproxy.plugins import BUILTINS
+            names.extend(BUILTINS[name] for name in builtins if name in BUILTINS)
+            continue
         path = importlib.import_module(package).__path__
         names.extend(package + "." + info.name for info in pkgutil.iter_modules(path))
+    return names
+
+
+def preload(builtins=None):
+    """Import what a worker needs (:func:`preload_names`); the names that
+    failed to import."""
+    import importlib
+    names = preload_names(builtins)
     failed = []
     for name in names:
         try:
@@ -304,14 +335,22 @@ def _close_all_but(keep):
                 pass    # (the listing's own descriptor, closed already)
 
 
-def main():
+def _builtins(argv):
+    """The built-in plugins named by ``--builtins A,B`` in ``argv``
+    (``None``: no such option, every one)."""
+    if "--builtins" not in argv[:-1]:
+        return None
+    return [name for name in argv[argv.index("--builtins") + 1].split(",") if name]
+
+
+def main(argv=None):
     """Run the fork server (see the module docstring): its exit status."""
     for name in ("SIGTERM", "SIGINT", "SIGHUP"):
         signal.signal(getattr(signal, name), signal.SIG_IGN)
     # (what the preload makes lives on: no collection while it runs, one
     # before the freeze; the children collect as usual)
     gc.disable()
-    failed = preload()
+    failed = preload(_builtins(sys.argv[1:] if argv is None else argv))
     if "twisted.internet.reactor" in sys.modules:
         print("tproxy.worker_forks: a preloaded module installed a reactor", file=sys.stderr)
         return 1

@@ -304,6 +304,11 @@ class WorkersTests(TestCase):
         self.assertEqual(parent_of(box.forks), box.proc.proc.pid, "the fork server's parent")
         self.assertEqual([parent_of(pid) for pid in box.pids()], [box.forks] * 2,
                          "the workers are the fork server's children")
+        with open("/proc/%d/cmdline" % box.forks, "rb") as f:
+            self.assertEqual(f.read().split(b"\0")[2:5], [
+                b"tproxy.worker_forks", b"--builtins",
+                b"health_check,least_conn,prometheus,registry,request_id,router,routes"],
+                "the fork server preloads the built-in plugins of its configuration")
         self.assertEqual(sockets_of(box.forks), [3],
                          "the fork server keeps no worker's socket (a listener it held "
                          "would stay open after the parent closed it)")

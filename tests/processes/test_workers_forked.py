@@ -24,7 +24,8 @@ from twisted.trial.unittest import TestCase
 
 from tests.processes.test_workers import BOUND
 from tproxy.fork_handles import ForkedProcess, exit_reason, how_it_ended
-from tproxy.worker_forks import MAX_MESSAGE, Frames, encode
+from tproxy.worker_forks import (MAX_MESSAGE, Frames, _builtins, command, encode,
+                                 preload_names)
 
 
 class FramesTests(TestCase):
@@ -219,3 +220,46 @@ class ForkServerMessagesTests(TestCase):
             server.received({"op": "ready", "pid": 42, "failed": ["a.b", "c"]})
         self.assertEqual([(e["name"], e["modules"]) for e in events],
                          [("generation 3", "a.b, c")])
+
+
+class PreloadNamesTests(TestCase):
+    """What a generation's fork server imports: the built-in plugins its
+    configuration names, and every module of the other packages (that
+    importing them installs no reactor and starts no thread:
+    :meth:`tests.test_public.ExportsTests.test_noReactor`)."""
+
+    def test_command(self):
+        """The parent names the configuration's built-ins on the fork
+        server's command line; the fork server reads them back."""
+        from tproxy.config import validate_config
+        config = validate_config({"plugins": [
+            "router", "registry", "least_conn", "tests.plugins_for_tests",
+            {"name": "router", "settings": {}, "routes": ["a"]}]})
+        argv = command(config)
+        self.assertEqual(argv[:3], [sys.executable, "-m", "tproxy.worker_forks"])
+        self.assertEqual(argv[3:], ["--builtins", "least_conn,registry,router"])
+        self.assertEqual(_builtins(argv[3:]), ["least_conn", "registry", "router"])
+        self.assertEqual(_builtins(command(validate_config({"plugins": []}))[3:]), [])
+        self.assertIsNone(_builtins([]), "no option: every built-in")
+
+    def test_named(self):
+        """The built-ins named, and their helpers through them, not the
+        others; the other packages whole."""
+        names = preload_names(["router", "registry"])
+        self.assertIn("tproxy.builtins.router", names)
+        self.assertIn("tproxy.builtins.registry", names)
+        for other in ("tproxy.builtins.jwt_auth", "tproxy.builtins._jwt_keys",
+                      "tproxy.builtins.prometheus"):
+            self.assertNotIn(other, names)
+        for module in ("tproxy.worker", "tproxy.http.server", "tproxy.http.pyparser",
+                       "tproxy.stream.session", "tproxy.routing.table"):
+            self.assertIn(module, names)
+        self.assertEqual(preload_names([]), [n for n in names if not n.startswith(
+            "tproxy.builtins.")], "none named: none preloaded")
+
+    def test_every(self):
+        """Without names: every module of the built-ins' package."""
+        names = preload_names()
+        for module in ("tproxy.builtins.jwt_auth", "tproxy.builtins._jwt_keys",
+                       "tproxy.builtins.prometheus", "tproxy.builtins.router"):
+            self.assertIn(module, names)
