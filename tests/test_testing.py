@@ -245,6 +245,30 @@ class RequestTests(SynchronousTestCase):
         self.assertEqual(h.upstream_requests, [])
 
 
+class QuietConnectionTests(SynchronousTestCase):
+    """A connection with nothing to move rests while the harness moves the
+    others' bytes, and moves again once asked for something."""
+
+    def test_restsUntilAsked(self):
+        h = Harness(one_group(), ROUTING, {UP: echo})
+        kept = h.connect()
+        self.assertEqual(kept.request("GET", "/api/a").status, 200)
+        [pump] = [p for p in h._pumps if p.clientIO.protocol is kept]
+        self.assertTrue(pump.quiet)
+        # the pooled upstream connection rests too, between requests
+        self.assertTrue(all(p.quiet for p in h._pumps))
+        moved = []
+        original = type(pump).pump
+        self.patch(type(pump), "pump", lambda self, *a, **k: (
+            moved.append(self), original(self, *a, **k))[1])
+        self.assertEqual(h.request("GET", "/api/b").status, 200)
+        self.assertNotIn(pump, moved)
+        self.assertEqual(kept.request("GET", "/api/c").status, 200)
+        self.assertIn(pump, moved)
+        kept.half_close()
+        self.assertTrue(kept.closed)
+
+
 class UnreachableTests(SynchronousTestCase):
     """Refused connections, connections that hang, upstreams that never answer."""
 

@@ -247,10 +247,14 @@ class _Network(object):
                 self.clock.advance(0)
                 moved = self._connect_pending()
                 for pump in list(self._pumps):
+                    if pump.quiet:
+                        continue
                     if pump.pump(advanceClock=False):
                         moved = True
                     elif pump.clientIO.disconnected and pump.serverIO.disconnected:
                         self._pumps.remove(pump)
+                    else:
+                        pump.quiet = pump.may_rest()
                 if not moved:
                     return
         raise RuntimeError("tproxy.testing: still moving bytes after {} rounds"
