@@ -424,6 +424,21 @@ class ConfigErrorTests(TLSTestCase):
         self.assertEqual(e.path, "tls")
         self.assertIn("cannot read " + pair["key"] + ".nope", e.problem)
 
+    def test_sslListenFileGone(self):
+        """An ``ssl:`` listener's files are read again when another
+        configuration names it (tproxy.addresses.parse_endpoint keeps the
+        answers for tcp: and unix: only): its key file gone, it is
+        refused."""
+        pair = self.ca.pair("gone.test")
+        both = self.ca.write("gone-both.pem", open(pair["key"], "rb").read() +
+                             open(pair["cert"], "rb").read())
+        listen = "ssl:0:interface=127.0.0.1:privateKey=" + both
+        self.assertEqual(validate_config({"listen": listen})["listen"], listen)
+        os.remove(both)
+        e = self.assertRaises(ConfigError, validate_config,
+                              {"listen": listen, "workers": 1})
+        self.assertEqual(e.path, "listen")
+
     def test_mismatchedKey(self):
         a, b = self.ca.pair("a.test"), self.ca.pair("b.test")
         e = self.check({"cert": a["cert"], "key": b["key"], "sni": {"x.test": a}})

@@ -74,8 +74,10 @@ def parse_endpoint(description):
     # Twisted's parser reads a character at a time (~0.1 ms a description),
     # and the same few descriptions come back at every configuration
     # validated (a start, a reload, a test harness): keep the answers for
-    # the kinds Twisted knows itself (a plugin's kind is looked up anew).
-    if isinstance(description, str) and isinstance(parsed[0], str):
+    # plain TCP and UNIX sockets, made of the string alone (an ssl one reads
+    # its certificate files, which may change; a plugin's kind is looked up
+    # anew).
+    if isinstance(description, str) and parsed[0] in ("TCP", "UNIX"):
         if len(_PARSED) >= 256:
             _PARSED.clear()
         _PARSED[description] = (parsed[0], tuple(parsed[1]), dict(parsed[2]))
