@@ -254,7 +254,7 @@ def _validate_settings(name, schema, settings, settings_path, path):
     # valid ones are kept as the JSON text of their completed form, parsed
     # again (a new dict each time) instead of validated again, as
     # tproxy.config.validate_config does for the configuration.
-    key = _plain_json_text(settings)
+    key = _plain_json_text(settings) if _reads_only_settings(validator) else None
     if key is not None:
         done = _VALIDATED_SETTINGS.get((id(validator), key))
         if done is not None and done[0] is validator:
@@ -275,6 +275,24 @@ def _validate_settings(name, schema, settings, settings_path, path):
 #: ``(id of the validator, JSON text of valid settings)`` -> ``(the
 #: validator, JSON text of the settings completed)``
 _VALIDATED_SETTINGS = {}
+
+
+def _reads_only_settings(validator):
+    """Whether checking settings against ``validator`` reads nothing but
+    the settings: not where its schema has the ``tproxy-endpoint`` format,
+    whose check of an ``ssl:`` endpoint reads certificate files (which may
+    have changed since)."""
+    seen = _READS_ONLY_SETTINGS.get(id(validator))
+    if seen is None or seen[0] is not validator:
+        if len(_READS_ONLY_SETTINGS) >= 256:
+            _READS_ONLY_SETTINGS.clear()
+        seen = _READS_ONLY_SETTINGS[id(validator)] = (
+            validator, "tproxy-endpoint" not in repr(validator.schema))
+    return seen[1]
+
+
+#: ``id`` of a validator -> ``(the validator, _reads_only_settings's answer)``
+_READS_ONLY_SETTINGS = {}
 
 
 def build_plugin_manager(config, source=None, entry_points=None):
