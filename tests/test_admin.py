@@ -1,22 +1,25 @@
 """
 Tests for :mod:`tproxy.admin` and the admin API of
-:mod:`tproxy.builtins.registry`, over real loopback sockets with treq.
+:mod:`tproxy.builtins.registry`: through the admin listener of a
+:class:`tproxy.testing.Harness` (HTTP in memory, every check included), and
+over a real loopback socket for what a socket shows (bodies refused before
+they are read, a half-close, keep-alive).
 """
 
-import json
+from urllib.parse import urlencode
 
-import treq
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 from twisted.trial.unittest import SynchronousTestCase, TestCase
-from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.http_headers import Headers
 
 from tests.test_registry import make_gateway
 from tproxy.admin import MAX_BODY_SIZE, AdminRequest, AdminRoutes
 from tproxy.builtins.registry import parse_host, parse_prefix
 from tproxy.config import validate_config
+from tproxy.testing import Harness
 
 
 def _static(peer):
@@ -46,10 +49,20 @@ class _Collect(Protocol):
         self.done.callback(b"".join(self.received))
 
 
+class _Answer(object):
+    """What a test reads of an admin response besides its JSON: ``headers``
+    (``getRawHeaders``)."""
+
+    def __init__(self, response):
+        self.headers = Headers()
+        for name, value in response.headers:
+            self.headers.addRawHeader(name, value)
+
+
 class AdminServerMixin(object):
     """
-    Starts a gateway with the registry plugin on the real reactor and its
-    admin Site on a loopback port; ``request()`` talks to it with treq.
+    A gateway with the registry plugin in a :class:`tproxy.testing.Harness`
+    (``h``); ``request()`` talks to its admin listener over in-memory HTTP.
     """
 
     token = None
@@ -57,34 +70,49 @@ class AdminServerMixin(object):
     upstreams = None
 
     def setUp(self):
-        self.gateway, self.plugin = make_gateway(
-            reactor, token=self.token, trusted_proxies=self.trusted_proxies,
-            upstreams=self.upstreams)
+        self.h = Harness(config={"admin": {"token": self.token},
+                                 "trusted_proxies": list(self.trusted_proxies),
+                                 "upstreams": self.upstreams or {}},
+                         plugins=["registry"])
+        self.gateway = self.h.gateway
+        self.registry = self.h.registry
+        self.plugin = self.h.plugin("registry")
+
+    def request(self, path, method="GET", headers=None, data=None, auth=True):
+        """A Deferred (fired) of ``(status, response, obj)`` of one request
+        from 127.0.0.1; ``obj`` is the JSON body (``None`` when empty);
+        ``data``, a ``dict``, is sent as a form."""
+        headers = dict(headers or {})
+        if self.token and auth and "Authorization" not in headers:
+            headers["Authorization"] = "Bearer " + self.token
+        body = b""
+        if data is not None:
+            body = urlencode(data).encode("ascii")
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        response = self.h.admin(method, path, headers=headers, body=body)
+        return succeed((response.status, _Answer(response), response.obj))
+
+    @inlineCallbacks
+    def status(self, query=""):
+        code, _, obj = yield self.request("/upstream/status" + query)
+        self.assertEqual(code, 200)
+        return obj
+
+
+class AdminSocketMixin(object):
+    """
+    A gateway with the registry plugin on the real reactor and its admin
+    Site on a loopback port; ``raw()`` sends it bytes.
+    """
+
+    def setUp(self):
+        self.gateway, self.plugin = make_gateway(reactor)
         self.registry = self.gateway.registry
         self.addCleanup(self.gateway.stop)
         self.successResultOf(self.gateway.start())
         self.port = reactor.listenTCP(0, self.gateway.admin.site(),
                                       interface="127.0.0.1")
         self.addCleanup(self.port.stopListening)
-        pool = HTTPConnectionPool(reactor, persistent=True)
-        self.addCleanup(pool.closeCachedConnections)
-        self.http = treq.client.HTTPClient(Agent(reactor, pool=pool))
-
-    def url(self, path):
-        return "http://127.0.0.1:%d%s" % (self.port.getHost().port, path)
-
-    @inlineCallbacks
-    def request(self, path, method="GET", headers=None, data=None, auth=True):
-        """``(status, response, obj)`` of one request; ``obj`` is the JSON body
-        (``None`` when empty)."""
-        headers = dict(headers or {})
-        if self.token and auth and "Authorization" not in headers:
-            headers["Authorization"] = "Bearer " + self.token
-        response = yield self.http.request(method, self.url(path),
-                                           headers=headers, data=data)
-        body = yield response.content()
-        obj = json.loads(body.decode("utf-8")) if body else None
-        return response.code, response, obj
 
     @inlineCallbacks
     def raw(self, data, half_close=False):
@@ -95,12 +123,6 @@ class AdminServerMixin(object):
         yield connectProtocol(endpoint, protocol)
         received = yield protocol.done
         return received
-
-    @inlineCallbacks
-    def status(self, query=""):
-        code, _, obj = yield self.request("/upstream/status" + query)
-        self.assertEqual(code, 200)
-        return obj
 
 
 class RegistryApiTests(AdminServerMixin, TestCase):
@@ -368,7 +390,7 @@ class RegistryApiTests(AdminServerMixin, TestCase):
 
 
 class AdminRoutingTests(AdminServerMixin, TestCase):
-    """The admin Site itself: 404, 405, 500, HEAD, bodies, JSON."""
+    """The admin Site itself: 404, 405, 500, HEAD, JSON."""
 
     @inlineCallbacks
     def test_unknownPath(self):
@@ -443,6 +465,10 @@ class AdminRoutingTests(AdminServerMixin, TestCase):
         self.gateway.admin.route("GET", "/tricky", lambda request: (200, tricky))
         code, _, obj = yield self.request("/tricky")
         self.assertEqual((code, obj), (200, tricky))
+
+class AdminSocketTests(AdminSocketMixin, TestCase):
+    """The admin Site over a real loopback socket: bodies over the limit
+    refused before they are read, a half-close, keep-alive."""
 
     @inlineCallbacks
     def test_bodyTooLarge(self):

@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tproxy import hookimpl
 from tproxy.admin import MAX_LINE_SIZE, AdminRequest, AdminRoutes, DuplicateRoute
-from tproxy.addresses import endpoint_is_local
+from tproxy.addresses import endpoint_is_local, parse_endpoint
 from tproxy.config import ConfigError, validate_config
 from tproxy.testing import Harness, echo
 
@@ -617,6 +617,17 @@ class InsecureListenerTests(SynchronousTestCase):
                        "tcp:9180:interface=localhost"):
             self.assertTrue(endpoint_is_local(listen), listen)
         self.assertFalse(endpoint_is_local("systemd:domain=INET:index=0"))
+
+    def test_parsedAgain(self):
+        """A description parsed again gives the same answer, in a new dict."""
+        first = parse_endpoint("tcp:9180:interface=127.0.0.1")
+        first[2]["interface"] = "0.0.0.0"
+        self.assertEqual(parse_endpoint("tcp:9180:interface=127.0.0.1")[:1] +
+                         parse_endpoint("tcp:9180:interface=127.0.0.1")[2:],
+                         ("TCP", {"interface": "127.0.0.1", "backlog": 50}))
+        self.assertTrue(endpoint_is_local("tcp:9180:interface=127.0.0.1"))
+        self.assertRaises(ValueError, parse_endpoint, "tcp:notaport")
+        self.assertRaises(ValueError, parse_endpoint, "tcp:notaport")
 
 
 class _Registers(object):

@@ -111,6 +111,42 @@ class ResolutionTests(TestCase):
         pm.get_plugin(T + ":AddHeader").settings["limits"]["burst"] = 99
         self.assertEqual(config["plugins"][0]["settings"], {"header": "X", "limits": {}})
 
+    def test_settings_again(self):
+        """Settings validated again (the next harness, a reload) are the
+        same completed settings as the first time, new ones each time: what
+        one plugin did to its own does not reach the next."""
+        made = []
+        for _ in range(3):
+            pm = build_plugin_manager(validate_config({"plugins": [
+                {"name": T + ":AddHeader", "settings": {"header": "X",
+                                                      "limits": {"burst": 2.0}}}]}),
+                entry_points=[])
+            made.append(pm.get_plugin(T + ":AddHeader").settings)
+        self.assertEqual(made[0], {"header": "X", "value": "yes", "limits": {"burst": 2}})
+        self.assertEqual(type(made[0]["limits"]["burst"]), int)
+        self.assertEqual(made[1], made[0])
+        self.assertIsNot(made[1], made[0])
+        made[1]["limits"]["burst"] = 99
+        self.assertEqual(made[2]["limits"], {"burst": 2})
+
+    def test_schema_changed(self):
+        """A class's settings_schema changed after a first use is the one
+        the next settings are checked against."""
+        class Plugin(object):
+            settings_schema = {"type": "object", "properties": {
+                "n": {"type": "integer", "default": 1}}}
+
+            def __init__(self, settings):
+                self.settings = settings
+
+        self.assertEqual(plugins.make_plugin(Plugin, "p", {}, "s", "p")[1], {"n": 1})
+        Plugin.settings_schema["properties"]["n"]["default"] = 2
+        self.assertEqual(plugins.make_plugin(Plugin, "p", {}, "s", "p")[1], {"n": 2})
+        Plugin.settings_schema["properties"]["n"]["type"] = "string"
+        e = self.assertRaises(ConfigError, plugins.make_plugin, Plugin, "p", {"n": 3},
+                              "s", "p")
+        self.assertEqual(e.errors, [("s.n", "expected a string, got 3 (plugin 'p')")])
+
 
 class InstanceDictTests(TestCase):
     """A registered plugin instance keeps its attributes in an ordinary dict
@@ -168,6 +204,16 @@ class _Kinds(object):
         pass
 
 
+class _Meta(type):
+    """A metaclass (pluggy's look may see other attributes through it)."""
+
+
+class _WithMeta(_Meta("_Base", (object,), {})):
+    @hookimpl
+    def rewrite(self, ctx):
+        pass
+
+
 class QuickLookTests(TestCase):
     """The plugin manager's quick answer 'not a hook implementation'
     (``tproxy.plugin_manager._not_hookimpl``) agrees with pluggy's own look."""
@@ -180,7 +226,7 @@ class QuickLookTests(TestCase):
         pm = build_plugin_manager(validate_config({"plugins": []}), entry_points=[])
         pluggys = pluggy.PluginManager(plugins.ENTRY_POINT_GROUP)
         quick = []
-        for obj in (plugin, plugins_for_tests, plugin_with_class):
+        for obj in (plugin, plugins_for_tests, plugin_with_class, _WithMeta()):
             for name in dir(obj):
                 if name.startswith("__"):
                     continue
@@ -190,6 +236,15 @@ class QuickLookTests(TestCase):
                     quick.append(name)
         self.assertEqual(sorted(quick), ["constant", "helper", "settings", "unmarked_class",
                                          "unmarked_static"])
+        # a marked function of the class (or of a plain module) is answered
+        # without pluggy, with the marker's options, as pluggy answers
+        self.assertIs(plugin_manager._quick_look(plugin, "rewrite"),
+                      _Kinds.__dict__["rewrite"].tproxy_impl)
+        self.assertIs(plugin_manager._quick_look(plugins_for_tests, "rewrite"),
+                      plugins_for_tests.rewrite.tproxy_impl)
+        for name in ("access", "log", "slot", "helper_of_instance", "prop"):
+            self.assertIs(plugin_manager._quick_look(plugin, name), plugin_manager._ASK, name)
+        self.assertIs(plugin_manager._quick_look(_WithMeta(), "rewrite"), plugin_manager._ASK)
         pm.register(plugin, "kinds")
         self.assertEqual(sorted(impl.function.__name__ for hook in ("rewrite", "access", "log")
                                 for impl in getattr(pm.hook, hook).get_hookimpls()),

@@ -6,10 +6,12 @@ recorded, the clock moved by hand.
 
 import json
 import os
+import random
 
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import LoopingCall
+from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import Logger
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.resource import Resource
@@ -17,6 +19,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from tproxy import Response, hookimpl
 from tproxy.config import ConfigError, validate_config
+from tproxy.testing._network import _Clock
 from tproxy.testing import (UNREACHABLE, Harness, RequestPending,
                             ResponseIncomplete, StreamHarness, StreamServer,
                             StubResponse, UpstreamRequest, echo)
@@ -245,6 +248,30 @@ class RequestTests(SynchronousTestCase):
         self.assertEqual(h.upstream_requests, [])
 
 
+class QuietConnectionTests(SynchronousTestCase):
+    """A connection with nothing to move rests while the harness moves the
+    others' bytes, and moves again once asked for something."""
+
+    def test_restsUntilAsked(self):
+        h = Harness(one_group(), ROUTING, {UP: echo})
+        kept = h.connect()
+        self.assertEqual(kept.request("GET", "/api/a").status, 200)
+        [pump] = [p for p in h._pumps if p.clientIO.protocol is kept]
+        self.assertTrue(pump.quiet)
+        # the pooled upstream connection rests too, between requests
+        self.assertTrue(all(p.quiet for p in h._pumps))
+        moved = []
+        original = type(pump).pump
+        self.patch(type(pump), "pump", lambda self, *a, **k: (
+            moved.append(self), original(self, *a, **k))[1])
+        self.assertEqual(h.request("GET", "/api/b").status, 200)
+        self.assertNotIn(pump, moved)
+        self.assertEqual(kept.request("GET", "/api/c").status, 200)
+        self.assertIn(pump, moved)
+        kept.half_close()
+        self.assertTrue(kept.closed)
+
+
 class UnreachableTests(SynchronousTestCase):
     """Refused connections, connections that hang, upstreams that never answer."""
 
@@ -407,6 +434,36 @@ class PluginTests(SynchronousTestCase):
 
 class ClockTests(SynchronousTestCase):
     """The clock moves only with :meth:`Harness.advance`."""
+
+    def test_sameOrderAsTwisted(self):
+        """The harness's clock keeps its calls, and runs them, in the order
+        Twisted's ``Clock`` does, whatever is scheduled, rescheduled
+        (earlier, later, delayed) or cancelled, and from within calls."""
+        self.assertIsInstance(Harness().clock, _Clock)
+        self.assertTrue(issubclass(_Clock, MemoryReactorClock))
+        rnd = random.Random(1)
+        clocks = [(_Clock(), []), (MemoryReactorClock(), [])]
+        for step in range(600):
+            op, when = rnd.random(), rnd.choice((0, 0.5, 1, 1, 2, 3.5))
+            nested, n = rnd.random() < 0.2, len(clocks[1][0].calls)
+            k = rnd.randrange(n) if n else None
+            for clock, fired in clocks:
+                calls = clock.getDelayedCalls()
+                if op < 0.4 or k is None:
+                    clock.callLater(when, lambda f=fired, s=step, c=clock, w=when: (
+                        f.append(s), nested and c.callLater(w / 2, f.append, -s)))
+                elif op < 0.55:
+                    calls[k].reset(when)
+                elif op < 0.65:
+                    calls[k].delay(when - 1)
+                elif op < 0.75:
+                    calls[k].cancel()
+                else:
+                    clock.advance(when / 2)
+            self.assertEqual(clocks[0][1], clocks[1][1], step)
+            self.assertEqual([c.getTime() for c in clocks[0][0].getDelayedCalls()],
+                             [c.getTime() for c in clocks[1][0].getDelayedCalls()], step)
+        self.assertGreater(len(clocks[0][1]), 200)
 
     def test_loopingCall(self):
         """Timers fire at their own times on the way; their logs are kept."""

@@ -29,6 +29,7 @@ from tproxy import hookimpl
 from tproxy.config import ConfigError, validate_config
 from tproxy.fastio import install_fast_write
 from tproxy.plugins import build_plugin_manager
+from tproxy.testing import Harness
 from tproxy.tap import Options, makeService
 from tproxy.tls import ServerTLS, check_tls, client_hello_sni
 
@@ -423,6 +424,42 @@ class ConfigErrorTests(TLSTestCase):
         e = self.check({"cert": pair["cert"], "key": pair["key"] + ".nope"})
         self.assertEqual(e.path, "tls")
         self.assertIn("cannot read " + pair["key"] + ".nope", e.problem)
+
+    def test_sslListenFileGone(self):
+        """An ``ssl:`` listener's files are read again when another
+        configuration names it (tproxy.addresses.parse_endpoint keeps the
+        answers for tcp: and unix: only): its key file gone, it is
+        refused."""
+        pair = self.ca.pair("gone.test")
+        both = self.ca.write("gone-both.pem", open(pair["key"], "rb").read() +
+                             open(pair["cert"], "rb").read())
+        listen = "ssl:0:interface=127.0.0.1:privateKey=" + both
+        self.assertEqual(validate_config({"listen": listen})["listen"], listen)
+        os.remove(both)
+        e = self.assertRaises(ConfigError, validate_config,
+                              {"listen": listen, "workers": 1})
+        self.assertEqual(e.path, "listen")
+
+    def test_sslSettingsFileGone(self):
+        """The same for a plugin's settings with an endpoint: checked again
+        (tproxy.plugins keeps valid settings only where checking them reads
+        nothing else)."""
+        class Listens(object):
+            settings_schema = {"type": "object", "properties": {
+                "listen": {"type": "string", "format": "tproxy-endpoint"}}}
+
+            def __init__(self, settings):
+                self.settings = settings
+
+        pair = self.ca.pair("gone2.test")
+        both = self.ca.write("gone2-both.pem", open(pair["key"], "rb").read() +
+                             open(pair["cert"], "rb").read())
+        plugins = [{"name": Listens, "settings": {
+            "listen": "ssl:0:interface=127.0.0.1:privateKey=" + both}}]
+        Harness(plugins=plugins)
+        os.remove(both)
+        e = self.assertRaises(ConfigError, Harness, plugins=plugins)
+        self.assertEqual(e.path, "plugins[0].settings.listen")
 
     def test_mismatchedKey(self):
         a, b = self.ca.pair("a.test"), self.ca.pair("b.test")

@@ -59,14 +59,33 @@ def parse_endpoint(description):
 
     :raises ValueError: for a description Twisted cannot parse.
     """
+    parsed = _PARSED.get(description) if isinstance(description, str) else None
+    if parsed is not None:
+        kind, args, kwargs = parsed
+        return kind, args, dict(kwargs)
     try:
         from twisted.internet.endpoints import _parseServer
     except ImportError:  # pragma: no cover
         return None
     try:
-        return tuple(_parseServer(description, None)[:3])
+        parsed = tuple(_parseServer(description, None)[:3])
     except Exception as e:
         raise ValueError(str(e) or type(e).__name__)
+    # Twisted's parser reads a character at a time (~0.1 ms a description),
+    # and the same few descriptions come back at every configuration
+    # validated (a start, a reload, a test harness): keep the answers for
+    # plain TCP and UNIX sockets, made of the string alone (an ssl one reads
+    # its certificate files, which may change; a plugin's kind is looked up
+    # anew).
+    if isinstance(description, str) and parsed[0] in ("TCP", "UNIX"):
+        if len(_PARSED) >= 256:
+            _PARSED.clear()
+        _PARSED[description] = (parsed[0], tuple(parsed[1]), dict(parsed[2]))
+    return parsed
+
+
+#: endpoint description -> ``(kind, args, kwargs)`` (see :func:`parse_endpoint`)
+_PARSED = {}
 
 
 def endpoint_is_local(description):

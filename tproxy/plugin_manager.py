@@ -2,10 +2,11 @@
 """
 tproxy's pluggy plugin manager (:class:`PluginManager`, which
 :func:`tproxy.plugins.build_plugin_manager` makes): pluggy's, with a quicker
-look for hook implementations at registration (an object's dunder names,
-and what :func:`_not_hookimpl` tells apart without asking pluggy, are not
-looked at), hook specifications read once per process (pluggy's answers
-kept), and, on CPython, each registered instance given a plain
+look for hook implementations at registration (an object's dunder names are
+not looked at, and what :func:`_quick_look` sees plainly -- not a hook
+implementation, or a marked function of a plugin's class -- is answered
+without asking pluggy), hook specifications read once per process (pluggy's
+answers kept), and, on CPython, each registered instance given a plain
 ``dict`` of its own (:func:`_own_dict`: its attribute reads in the hooks
 specialise).  The answers are pluggy's own, sooner: ``tests.test_plugins``
 compares them on every kind of attribute.
@@ -26,15 +27,17 @@ class PluginManager(pluggy.PluginManager):
     has some thirty of them, and each look costs microseconds at every
     start, reload and test harness.  Nor does it ask pluggy (whose look is
     ``inspect.getattr_static``, ~10 microseconds) about an instance's other
-    attributes that :func:`_not_hookimpl` tells apart at once.
+    attributes where :func:`_quick_look` has the answer at once (its hook
+    implementations among them).
     """
 
     def parse_hookimpl_opts(self, plugin, name):
         if name[:2] == "__" and name[-2:] == "__":
             return None
-        if _not_hookimpl(plugin, name):
-            return None
-        return pluggy.PluginManager.parse_hookimpl_opts(self, plugin, name)
+        answer = _quick_look(plugin, name)
+        if answer is _ASK:
+            return pluggy.PluginManager.parse_hookimpl_opts(self, plugin, name)
+        return answer
 
     def parse_hookspec_opts(self, module_or_class, name):
         """
@@ -77,46 +80,77 @@ _SPECS = {}
 
 
 def _not_hookimpl(plugin, name):
+    """Whether :func:`_quick_look` tells at once that the attribute ``name``
+    of ``plugin`` is not a hook implementation."""
+    return _quick_look(plugin, name) is None
+
+
+def _quick_look(plugin, name):
     """
-    Whether the attribute ``name`` of the plugin ``plugin`` (a module or an
-    instance) is certainly not a hook implementation, found as pluggy finds
-    it (without running descriptors): a function without tproxy's marker; in
-    a module, anything but a function, a bound method, a ``staticmethod`` or
-    a ``classmethod``; a value of an instance's own that is neither a
-    function nor a bound method; in an instance's class (or a base class), a
+    pluggy's answer about the attribute ``name`` of the plugin ``plugin`` (a
+    module or an instance), found as pluggy finds it (without running
+    descriptors), where it is plain to see: ``None`` (not a hook
+    implementation) for a function without tproxy's marker; in a module,
+    anything but a function, a bound method, a ``staticmethod`` or a
+    ``classmethod``; a value of an instance's own that is neither a function
+    nor a bound method; in an instance's class (or a base class), a
     ``staticmethod`` or ``classmethod`` without the marker, or a plain value
-    (no ``__get__``, not callable).  Anything else (a class plugin, a marked
-    function, a slot, a bound method, another descriptor) is left to
-    pluggy.
+    (no ``__get__``, not callable).  The marker's options (pluggy's answer
+    too) for a marked function of a plain module, or of the class of an
+    instance whose class is a plain ``type`` and which has no value of its
+    own by that name: the hook implementations of every plugin instance.
+    Anything else (a class plugin, a slot, a bound method, another
+    descriptor, a metaclass) is :data:`_ASK`: left to pluggy.
     """
     if isinstance(plugin, types.ModuleType):
         value = plugin.__dict__.get(name, _ABSENT)
         if isinstance(value, types.FunctionType):
-            return getattr(value, _MARKER, None) is None
-        return value is not _ABSENT and not isinstance(
-            value, (types.MethodType, staticmethod, classmethod))
+            opts = getattr(value, _MARKER, None)
+            if opts is None:
+                return None
+            return opts if type(plugin) is types.ModuleType and type(opts) is dict else _ASK
+        if value is not _ABSENT and not isinstance(
+                value, (types.MethodType, staticmethod, classmethod)):
+            return None
+        return _ASK
     if isinstance(plugin, type):
-        return False
-    else:
-        try:
-            own = object.__getattribute__(plugin, "__dict__")
-        except AttributeError:
-            return False
-        value = own.get(name, _ABSENT) if type(own) is dict else _ABSENT
+        return _ASK
+    try:
+        own = object.__getattribute__(plugin, "__dict__")
+    except AttributeError:
+        return _ASK
+    value = own.get(name, _ABSENT) if type(own) is dict else _ABSENT
+    if value is not _ABSENT:
+        if isinstance(value, (types.FunctionType, types.MethodType)):
+            return _ASK
+        return None
+    for klass in type(plugin).__mro__:
+        value = klass.__dict__.get(name, _ABSENT)
         if value is not _ABSENT:
-            return not isinstance(value, (types.FunctionType, types.MethodType))
-        for klass in type(plugin).__mro__:
-            value = klass.__dict__.get(name, _ABSENT)
-            if value is not _ABSENT:
-                break
-        else:
-            return False
-        if isinstance(value, (staticmethod, classmethod)):
-            return (getattr(value, _MARKER, None) is None
-                    and getattr(value.__func__, _MARKER, None) is None)
+            break
+    else:
+        return _ASK
+    if isinstance(value, (staticmethod, classmethod)):
+        if (getattr(value, _MARKER, None) is None
+                and getattr(value.__func__, _MARKER, None) is None):
+            return None
+        return _ASK
     if isinstance(value, types.FunctionType):
-        return getattr(value, _MARKER, None) is None
-    return not callable(value) and not hasattr(type(value), "__get__")
+        opts = getattr(value, _MARKER, None)
+        if opts is None:
+            return None
+        # pluggy's look (inspect.getattr_static) reads the class and its
+        # bases as this does when the class's type is ``type`` itself and
+        # the instance's __dict__ is a plain dict without the name
+        plain = type(type(plugin)) is type and type(own) is dict
+        return opts if plain and type(opts) is dict else _ASK
+    if not callable(value) and not hasattr(type(value), "__get__"):
+        return None
+    return _ASK
+
+
+#: :func:`_quick_look`'s answer "ask pluggy"
+_ASK = object()
 
 
 def _own_dict(plugin):

@@ -8,9 +8,9 @@ and a gateway built from a configuration and plugin objects (see
 
 import itertools
 import types
-from contextlib import contextmanager
 
 from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.base import DelayedCall
 from twisted.internet.defer import maybeDeferred
 from twisted.internet.error import ConnectionRefusedError, TimeoutError
 from twisted.internet.testing import MemoryReactorClock
@@ -41,6 +41,63 @@ class RequestPending(Exception):
     (or the proxy is waiting for a timer).  Send it with ``wait=False`` and
     :meth:`Harness.advance` the clock.
     """
+
+
+class _DelayedCall(DelayedCall):
+    """
+    A call of a :class:`_Clock`: rescheduling it (``reset``, ``delay``)
+    tells the clock its list of calls needs sorting again.
+    """
+
+    clock = None
+
+    def reset(self, secondsFromNow):
+        DelayedCall.reset(self, secondsFromNow)
+        self.clock._unsorted = True
+
+    def delay(self, secondsLater):
+        DelayedCall.delay(self, secondsLater)
+        self.clock._unsorted = True
+
+
+class _Clock(MemoryReactorClock):
+    """
+    The harness's :class:`MemoryReactorClock`, whose list of calls stays in
+    order as Twisted's ``Clock`` keeps it (by time; calls due at the same
+    time in the order they were made), without sorting it all again at
+    every ``callLater`` and every step of ``advance``: a new call is put in
+    its place, and the list is sorted only after a call was rescheduled.
+    (A harness's flush advances the clock by 0 in every round; its calls
+    are the timers of every connection.)
+    """
+
+    _unsorted = False
+
+    def callLater(self, delay, callable, *args, **kw):
+        call = _DelayedCall(self.seconds() + delay, callable, args, kw,
+                            self.calls.remove, lambda c: None, self.seconds)
+        call.clock = self
+        calls = self.calls
+        if self._unsorted:
+            calls.append(call)
+            self._sortCalls()
+            return call
+        # after every call due at or before it (bisect_right; Python 3.9's
+        # bisect has no key)
+        when, lo, hi = call.getTime(), 0, len(calls)
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if when < calls[mid].getTime():
+                hi = mid
+            else:
+                lo = mid + 1
+        calls.insert(lo, call)
+        return call
+
+    def _sortCalls(self):
+        if self._unsorted:
+            self._unsorted = False
+            MemoryReactorClock._sortCalls(self)
 
 
 class _Unreachable(object):
@@ -135,7 +192,7 @@ class _Network(object):
     """
 
     def __init__(self, servers):
-        self.clock = self.reactor = MemoryReactorClock()
+        self.clock = self.reactor = _Clock()
         self.events = []
         self._observer = self.events.append
         self._depth = 0
@@ -247,27 +304,23 @@ class _Network(object):
                 self.clock.advance(0)
                 moved = self._connect_pending()
                 for pump in list(self._pumps):
+                    if pump.quiet:
+                        continue
                     if pump.pump(advanceClock=False):
                         moved = True
                     elif pump.clientIO.disconnected and pump.serverIO.disconnected:
                         self._pumps.remove(pump)
+                    else:
+                        pump.quiet = pump.may_rest()
                 if not moved:
                     return
         raise RuntimeError("tproxy.testing: still moving bytes after {} rounds"
                            .format(_MAX_ROUNDS))
 
-    @contextmanager
     def _observing(self):
-        """Collect log events into :attr:`events` while the block runs."""
-        self._depth += 1
-        if self._depth == 1:
-            globalLogPublisher.addObserver(self._observer)
-        try:
-            yield
-        finally:
-            self._depth -= 1
-            if self._depth == 0:
-                globalLogPublisher.removeObserver(self._observer)
+        """Collect log events into :attr:`events` while the block runs
+        (``with self._observing():``; blocks nest)."""
+        return _Observing(self)
 
     def _connect_pending(self):
         """Answer the ``connectTCP`` calls made since the last round."""
@@ -339,6 +392,32 @@ class _Network(object):
     def messages(self):
         """:attr:`events` formatted as text, one string each."""
         return [formatEvent(e) for e in self.events]
+
+
+class _Observing(object):
+    """
+    The context of :meth:`_Network._observing` (a plain class: every flush,
+    request and timer step of a harness enters one, and a generator-based
+    context manager costs several times more).
+    """
+
+    __slots__ = ("network",)
+
+    def __init__(self, network):
+        self.network = network
+
+    def __enter__(self):
+        network = self.network
+        network._depth += 1
+        if network._depth == 1:
+            globalLogPublisher.addObserver(network._observer)
+
+    def __exit__(self, *exc_info):
+        network = self.network
+        network._depth -= 1
+        if network._depth == 0:
+            globalLogPublisher.removeObserver(network._observer)
+        return False
 
 
 def _access_log_to_events(config):
