@@ -93,6 +93,10 @@ from tproxy.http.pygrammar import (  # noqa: F401
     _CHUNK_SIZE, _CLOSED, _EOF_BODY, _Error, _F_CHUNKED, _F_CL, _F_CLOSE, _F_KEEP_ALIVE,
     _F_TE, _HEAD, _MAX_METHOD, _MAX_SIZE, _START, _TRAILERS, _UPGRADED, _fail)
 
+#: get_http_version's answers, by major * 10 + minor
+_VERSION_TEXT = {10 * major + minor: "%d.%d" % (major, minor)
+                 for major in range(10) for minor in range(10)}
+
 
 class _HttpParser(_HeadParser):
 
@@ -142,7 +146,11 @@ class _HttpParser(_HeadParser):
         """Accepted for compatibility; this parser is never lenient."""
 
     def get_http_version(self):
-        return "%d.%d" % (self._major, self._minor)
+        # (a table, not "%d.%d" %: on PyPy formatting is a call per piece)
+        text = _VERSION_TEXT.get(self._major * 10 + self._minor)
+        if text is None:
+            text = "%d.%d" % (self._major, self._minor)
+        return text
 
     def should_keep_alive(self):
         flags = self._flags
