@@ -111,7 +111,7 @@ _SPECIAL.update({b"host": _HOST, b"content-length": _LENGTH,
 _UNDERSCORE = -1     # an ordinary field whose name has an underscore
 #: the largest Content-Length accepted (a signed 64-bit integer, as nginx's
 #: off_t and tproxy's own parser)
-_MAX_LENGTH = 2 ** 63 - 1
+_MAX_LENGTH = int("9223372036854775807")   # 2 ** 63 - 1 (a machine int on PyPy: see pygrammar)
 
 #: the kind of a field by its name as received (clients send the same few
 #: names on every request: no lower-casing per field); bounded, past that
