@@ -12,6 +12,9 @@ the reactor are taken away.
 connection (built, connected, answered, closed and lost), as wrk's
 ``close`` scenario in run.sh; the upstream connection is still kept alive.
 
+On PyPy it sets the JIT parameters ``twistd tproxy`` sets at start
+(``tproxy.tap.PYPY_JIT``; ``TPROXY_PYPY_JIT=`` for PyPy's defaults).
+
 ``--access-log`` adds the ``access_log`` plugin with its default settings (the
 configuration of ``etc/conf.json``), its lines going to /dev/null instead of
 stdout (the same writes on another descriptor).
@@ -149,6 +152,10 @@ def main():
                     help="run exactly N requests once, untimed (for callgrind: "
                          "compare two N, see bench/README.md)")
     args = ap.parse_args()
+    # the JIT parameters twistd tproxy sets on PyPy (TPROXY_PYPY_JIT= for
+    # PyPy's defaults)
+    from tproxy.tap import _tune_pypy_jit
+    _tune_pypy_jit()
     global one
     client, up = build(args.plugins.split(","), args.access_log, args.close)
     if args.close:

@@ -231,6 +231,22 @@ class RouterTests(SynchronousTestCase):
         self.assertIsNone(self.gateway.phases.rewrite_access(ctx))
         self.assertEqual((ctx.route, ctx.upstream_path), ("api", "/v1"))
 
+    def test_walkEndsAtALeaf(self):
+        """The walk ends at a group that no other name starts with (one pass
+        for "/api/..."), and goes on past a prefix that is no group, or one
+        that a longer name extends; as names come and go."""
+        self.registry.register("a/b", "10.0.0.1", 80)
+        self.registry.register("default", "10.0.0.3", 80)
+        self.assertRouted("/a/b/c", "a/b", "/c")     # "a": a prefix, not a group
+        self.registry.register("a", "10.0.0.2", 80)
+        self.assertRouted("/a/b/c", "a/b", "/c")     # "a": a group "a/b" extends
+        self.assertRouted("/a/x/y", "a", "/x/y")
+        self.registry.deregister("a/b", "10.0.0.1", 80)
+        self.assertRouted("/a/b/c", "a", "/b/c")     # "a": a leaf now
+        self.registry.register("a/b/c", "10.0.0.4", 80)
+        self.assertRouted("/a/b/c/d", "a/b/c", "/d")
+        self.assertRouted("/a/b/x", "a", "/b/x")
+
     def test_costIndependentOfGroupCount(self):
         """A route costs the same with 10 or 1,000 groups (lines executed)."""
         def cost(groups):

@@ -6,6 +6,7 @@ wiring, and what a user sees when startup fails.
 import io
 import json
 import os
+import platform
 import signal
 import socket
 import subprocess
@@ -16,7 +17,7 @@ import treq
 from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.testing import MemoryReactorClock
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SkipTest, TestCase
 
 from tproxy import fastio, gateway_service
 from tproxy.config import load_config, validate_config
@@ -308,6 +309,53 @@ class ServiceTests(TestCase):
         self.assertIs(service.gateway.plugins, o.plugin_manager)
 
 
+class PyPyJitTests(TestCase):
+    """The JIT parameters ``twistd tproxy`` sets on PyPy (tap._tune_pypy_jit)."""
+
+    def tune(self, value):
+        from tproxy import tap
+        if value is None:
+            self.patch(os, "environ", {k: v for k, v in os.environ.items()
+                                       if k != "TPROXY_PYPY_JIT"})
+        else:
+            self.patch(os, "environ", dict(os.environ, TPROXY_PYPY_JIT=value))
+        try:
+            import pypyjit
+        except ImportError:
+            pass
+        else:
+            self.addCleanup(pypyjit.set_param, "default")
+        return tap._tune_pypy_jit()
+
+    def test_set(self):
+        """On PyPy: tap.PYPY_JIT unless TPROXY_PYPY_JIT says otherwise (empty:
+        PyPy's defaults); on CPython nothing, and the log line says nothing."""
+        from tproxy import tap
+        from tests.helpers import capture_log
+        events = capture_log(self)
+        if platform.python_implementation() != "PyPy":
+            self.assertIsNone(self.tune(None))
+            self.assertIsNone(self.tune("trace_limit=abc"))
+        else:
+            self.assertEqual(self.tune(None), tap.PYPY_JIT)
+            self.assertEqual(tap.PYPY_JIT, "trace_limit=16000")
+            self.assertEqual(self.tune("trace_limit=8000"), "trace_limit=8000")
+            self.assertEqual(self.tune(""), "defaults")
+        self.assertEqual(events, [])
+
+    def test_invalid(self):
+        """Parameters PyPy refuses: one warning, PyPy's defaults, no traceback."""
+        if platform.python_implementation() != "PyPy":
+            raise SkipTest("PyPy only")
+        from tests.helpers import capture_log
+        events = capture_log(self)
+        self.assertEqual(self.tune("trace_limit=abc"), "defaults")
+        self.assertEqual(self.tune("nosuch=1"), "defaults")
+        warnings = [e for e in events if e.get("log_format", "").startswith("TPROXY_PYPY_JIT")]
+        self.assertEqual(len(warnings), 2)
+        self.assertEqual(warnings[0]["params"], "trace_limit=abc")
+
+
 class ForkServerTests(TestCase):
     """Which starts the tests' fork server (:mod:`tests.zygote`) takes: an
     environment that differs from its own only in ``TPROXY_REACTOR`` (read
@@ -432,6 +480,8 @@ class CommandLineTests(TestCase):
         else:
             self.assertIn("reactor class: twisted.internet.epollreactor.EPollReactor",
                           output)
+        if platform.python_implementation() == "PyPy":
+            self.assertIn(", PyPy JIT trace_limit=16000", output)
         output = self.assertFails(None, "cannot listen", self.result(default))
         self.assertNotIn("FastEPollReactor", output)
         self.assertIn("fast paths: reactor twisted.internet.", output)

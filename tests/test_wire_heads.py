@@ -83,6 +83,25 @@ class ResponseHeadPathsTests(SynchronousTestCase):
                          ([(b"Server", b"up"), (b"Content-Length", b"5")], b"5", True,
                           b"HTTP/1.1 200 OK\r\nServer: up\r\nContent-Length: 5\r\n\r\n"))
 
+    def test_plainConnection(self):
+        """The usual Connection values (looked up whole, not split): the field
+        goes, nothing else does; a value that names a field, however spelled,
+        takes that field too; Transfer-Encoding is still checked."""
+        for value in (b"keep-alive", b"Keep-Alive", b"close", b"Close"):
+            for pypy in (True, False):
+                self.assertEqual(
+                    self.head([(b"Connection", value), (b"X-A", b"1"),
+                               (b"Content-Length", b"2")], pypy),
+                    ([(b"X-A", b"1"), (b"Content-Length", b"2")], b"2", True,
+                     b"HTTP/1.1 200 OK\r\nX-A: 1\r\nContent-Length: 2\r\n\r\n"))
+        for value in (b"Keep-Alive, X-A", b"keep-alive ,x-a", b"X-A"):
+            kept = wire.clean_response_fields(
+                [(b"connection", value), (b"X-A", b"1"), (b"X-B", b"2")])[0]
+            self.assertEqual(kept, [(b"X-B", b"2")])
+        with self.assertRaises(ValueError):
+            wire.clean_response_fields([(b"Connection", b"close"),
+                                        (b"Transfer-Encoding", b"gzip")])
+
     def test_lines(self):
         """On PyPy's path the kept fields come back as joined lines, unless
         Connection named some (then they are made again from the pairs)."""

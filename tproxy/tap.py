@@ -142,19 +142,51 @@ def _install_fast_reactor():
     install()
 
 
-def _log_fast_paths(reactor):
-    """One line at start saying which of tproxy's fast paths are on."""
+#: the JIT parameters ``twistd tproxy`` sets on PyPy (``TPROXY_PYPY_JIT``
+#: replaces them; empty: PyPy's defaults).  A request's trace is longer than
+#: PyPy's default limit (6000 operations): the aborted traces leave a few of
+#: its functions compiled apart, each entered with a frame of its own (~4
+#: such entries per request fewer with 16000, the largest limit PyPy takes).
+PYPY_JIT = "trace_limit=16000"
+
+
+def _tune_pypy_jit():
+    """
+    Set :data:`PYPY_JIT` (or ``TPROXY_PYPY_JIT``) on PyPy.  Return what the
+    log line of :func:`_log_fast_paths` says of it (``None`` on CPython).
+    """
+    try:
+        import pypyjit
+    except ImportError:
+        return None
+    params = os.environ.get("TPROXY_PYPY_JIT", PYPY_JIT)
+    if not params:
+        return "defaults"
+    try:
+        pypyjit.set_param(params)
+    except (ValueError, SystemError) as e:
+        # (a limit above PyPy's largest is a SystemError there)
+        log.warn("TPROXY_PYPY_JIT={params!r} not taken ({error}): PyPy's defaults",
+                 params=params, error=e)
+        return "defaults"
+    return params
+
+
+def _log_fast_paths(reactor, jit=None):
+    """One line at start saying which of tproxy's fast paths are on (and
+    ``jit``: the PyPy JIT parameters set at start)."""
     import platform
 
     from tproxy import fastio
     from tproxy.http import parsing
 
     log.info("fast paths: reactor {reactor} ({fast}), fast write {write}, "
-             "HTTP parser {parser}, Twisted {twisted}",
+             "HTTP parser {parser}, Twisted {twisted}{jit}",
              reactor=type(reactor).__module__ + "." + type(reactor).__name__,
              fast="on" if type(reactor).__name__ == "FastEPollReactor" else "off",
              write="on" if fastio.ENABLED else "off",
-             parser=parsing.NAME, twisted=fastio.TWISTED_VERSION)
+             parser=parsing.NAME, twisted=fastio.TWISTED_VERSION,
+             jit=", PyPy JIT " + jit if jit else "")
     if (platform.python_implementation() == "PyPy"
             and not os.environ.get("PYPY_GC_NURSERY")):
         log.warn("PyPy without PYPY_GC_NURSERY: set PYPY_GC_NURSERY=16MB and "
@@ -187,8 +219,10 @@ def makeService(options, reactor=None):
         leave the process's signals alone).
     """
     twistd = reactor is None
+    jit = None
     if twistd:
         _install_fast_reactor()
+        jit = _tune_pypy_jit()
         from twisted.internet import reactor
         # the Redis clients' line per reconnection attempt stays out of the
         # log: tproxy logs an outage once, and once when Redis is back
@@ -197,7 +231,7 @@ def makeService(options, reactor=None):
         # log_level: what twistd's log gets (per-client lines are "debug")
         from tproxy.log_levels import level_the_log
         level_the_log(options.config.get("log_level", "info"))
-    _log_fast_paths(reactor)
+    _log_fast_paths(reactor, jit)
 
     if options.config.get("workers", 1) != 1:
         from tproxy.supervised import make_supervised

@@ -164,6 +164,7 @@ class Plugin(GroupNames):
         prefix_count = self._prefix_count
         if not prefix_count or path[:1] != "/":
             return live, dead
+        names = self._names
         default = self.default_group
         n = len(path)
         i = 1
@@ -173,7 +174,8 @@ class Plugin(GroupNames):
             if stop == i:
                 break  # empty segment: no group name has one
             candidate = path[1:stop]
-            if candidate not in prefix_count:
+            count = prefix_count.get(candidate)
+            if count is None:
                 break  # no group name starts with these segments
             if candidate != default:
                 group = registry.group(candidate)
@@ -182,7 +184,11 @@ class Plugin(GroupNames):
                         live.append((candidate, stop))
                     else:
                         dead = candidate
-            if j < 0:
+            if j < 0 or (count == 1 and candidate in names):
+                # (the path ends; or the candidate is a group name that no
+                # other name starts with: none longer can be one, and the
+                # usual path, "/<group>/...", takes one pass, so PyPy traces
+                # the loop inline instead of compiling it apart)
                 break
             i = j + 1
         return live, dead

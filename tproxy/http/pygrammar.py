@@ -36,8 +36,11 @@ class HttpParserUpgrade(Exception):
 MAX_CHUNK_LINE = 16 * 1024
 MAX_TRAILERS = 64 * 1024
 
-# Content-Length and chunk sizes are limited to a signed 64-bit integer.
-_MAX_SIZE = 2 ** 63 - 1
+# Content-Length and chunk sizes are limited to a signed 64-bit integer
+# (2 ** 63 - 1, made from a string: on PyPy the constant expression, and
+# even the literal, is a big integer, and every comparison with it per
+# request converted the other side to one first).
+_MAX_SIZE = int("9223372036854775807")
 
 
 class _Error(Exception):

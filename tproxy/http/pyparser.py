@@ -93,6 +93,10 @@ from tproxy.http.pygrammar import (  # noqa: F401
     _CHUNK_SIZE, _CLOSED, _EOF_BODY, _Error, _F_CHUNKED, _F_CL, _F_CLOSE, _F_KEEP_ALIVE,
     _F_TE, _HEAD, _MAX_METHOD, _MAX_SIZE, _START, _TRAILERS, _UPGRADED, _fail)
 
+#: get_http_version's answers, by major * 10 + minor
+_VERSION_TEXT = {10 * major + minor: "%d.%d" % (major, minor)
+                 for major in range(10) for minor in range(10)}
+
 
 class _HttpParser(_HeadParser):
 
@@ -142,7 +146,11 @@ class _HttpParser(_HeadParser):
         """Accepted for compatibility; this parser is never lenient."""
 
     def get_http_version(self):
-        return "%d.%d" % (self._major, self._minor)
+        # (a table, not "%d.%d" %: on PyPy formatting is a call per piece)
+        text = _VERSION_TEXT.get(self._major * 10 + self._minor)
+        if text is None:
+            text = "%d.%d" % (self._major, self._minor)
+        return text
 
     def should_keep_alive(self):
         flags = self._flags
@@ -212,24 +220,7 @@ class _HttpParser(_HeadParser):
             state = self._after_message()
 
         while pos < n:
-            if state == _BODY or state == _CHUNK_DATA:
-                remaining = self._remaining
-                end = pos + remaining
-                if end > n:
-                    self._remaining = end - n
-                    if self._on_body is not None:
-                        self._on_body(data[pos:] if pos else data)
-                    break
-                if self._on_body is not None:
-                    self._on_body(data[pos:end] if pos or end != n else data)
-                pos = end
-                self._remaining = 0
-                if state == _CHUNK_DATA:
-                    state = _CHUNK_CRLF
-                else:
-                    state = self._message_complete()
-
-            elif state == _START:
+            if state == _START:
                 c = data[pos]
                 if c == 10:
                     pos += 1
@@ -249,7 +240,9 @@ class _HttpParser(_HeadParser):
                 if self._on_message_begin is not None:
                     self._on_message_begin()
 
-            elif state == _HEAD:
+            if state == _HEAD:
+                # (in the same pass as the start: the usual message, its
+                # head and its body, is one pass of this loop)
                 end = data.find(b"\r\n\r\n", pos)
                 if end < 0:
                     self._stash(data, pos, _HEAD)
@@ -259,6 +252,25 @@ class _HttpParser(_HeadParser):
                 if state == _UPGRADED:
                     self._state = state
                     return pos - shift
+                if pos == n:
+                    break
+
+            if state == _BODY or state == _CHUNK_DATA:
+                remaining = self._remaining
+                end = pos + remaining
+                if end > n:
+                    self._remaining = end - n
+                    if self._on_body is not None:
+                        self._on_body(data[pos:] if pos else data)
+                    break
+                if self._on_body is not None:
+                    self._on_body(data[pos:end] if pos or end != n else data)
+                pos = end
+                self._remaining = 0
+                if state == _CHUNK_DATA:
+                    state = _CHUNK_CRLF
+                else:
+                    state = self._message_complete()
 
             elif state == _CHUNK_SIZE:
                 nl = data.find(b"\n", pos)
@@ -330,7 +342,7 @@ class _HttpParser(_HeadParser):
                     _fail("Data after `Connection: close`")
                 break
 
-            else:  # pragma: no cover
+            elif state != _START:  # pragma: no cover
                 _fail("Internal error: state %r" % (state,))
 
         self._state = state

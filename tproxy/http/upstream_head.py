@@ -91,8 +91,10 @@ def upstream_request_head(method, target, raw, extra, host, tail):
                         lines.append(p[0] + b": " + p[1])
                 p = r[0]
                 lines.append(p[0] + b": " + p[1])
-                return b"%s %s HTTP/1.1\r\n%s\r\n%s\r\n" % (
-                    method, target.encode("latin-1"), b"\r\n".join(lines), tail)
+                # concatenated, not ``%``: PyPy formats bytes through a
+                # string builder, a call per piece (~150 ns more per head)
+                return (method + b" " + target.encode("latin-1") + b" HTTP/1.1\r\n"
+                        + b"\r\n".join(lines) + b"\r\n" + tail + b"\r\n")
             kept = []
             for p in raw:      # (a loop, not a comprehension: no frame)
                 if p[0].lower() != low:
