@@ -273,8 +273,9 @@ def main(argv=None):
     parser.add_argument("--control", type=int, required=True)
     args = parser.parse_args(argv)
 
-    from tproxy.tap import _install_fast_reactor
+    from tproxy.tap import _install_fast_reactor, _tune_pypy_jit
     _install_fast_reactor()
+    _tune_pypy_jit()    # (a worker is a new Python, or a fork of one that never set it)
     from twisted.internet import reactor
     from twisted.internet.protocol import Factory
     from twisted.logger import globalLogBeginner, textFileLogObserver
