@@ -19,7 +19,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from tproxy import Response, hookimpl
 from tproxy.config import ConfigError, validate_config
-from tproxy.testing._network import _Clock
+from tproxy.testing._clock import _Clock
 from tproxy.testing import (UNREACHABLE, Harness, RequestPending,
                             ResponseIncomplete, StreamHarness, StreamServer,
                             StubResponse, UpstreamRequest, echo)

@@ -9,24 +9,21 @@ per problem, for example::
 
     etc/conf.json: upstreams.api.peers[1]: port 70000 is out of range
 
-The schema helpers (:func:`validator_for`, :func:`schema_errors`,
-:func:`fill_defaults`) are also what :mod:`tproxy.plugins` uses for each
-plugin's ``settings``.
+The schema checks (:mod:`tproxy.schema_checks`) are also what
+:mod:`tproxy.plugins` uses for each plugin's ``settings``.
 """
 
 import copy
 import json
-import re
 
 from jsonschema import Draft202012Validator
 
 from tproxy.addresses import endpoint_is_local, normalise_host, parse_host_port
 from tproxy.config_schema import DEFAULT_PLUGINS, FORMATS, SCHEMA
+from tproxy.schema_checks import _IDENTIFIER, fill_defaults, schema_errors
 
 __all__ = ["ConfigError", "DEFAULT_PLUGINS", "SCHEMA", "load_config", "read_config",
            "validate_config"]
-
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class ConfigError(Exception):
@@ -92,167 +89,6 @@ def json_error(e, position=True):
 # ---------------------------------------------------------------------------
 # validation, defaults, normalisation
 # ---------------------------------------------------------------------------
-
-def validator_for(schema):
-    """A Draft 2020-12 validator of ``schema`` that knows tproxy's formats."""
-    # Checking a schema against the metaschema costs milliseconds, and each
-    # plugin's settings_schema comes back at every start and reload (and in
-    # every test that builds a gateway): check each distinct schema once.
-    # (a validator is immutable: the one made for an equal schema is reused)
-    # The same schema object (a class's settings_schema) is first looked up
-    # by identity, and compared with the copy the validator was made from:
-    # quicker than its repr (~20 microseconds for a large schema).
-    seen = _SCHEMA_OBJECTS.get(id(schema))
-    if seen is not None and seen[0] is schema and seen[1] == schema:
-        return seen[2]
-    key = repr(schema)
-    validator = _CHECKED_SCHEMAS.get(key)
-    if validator is None:
-        Draft202012Validator.check_schema(schema)
-        validator = Draft202012Validator(copy.deepcopy(schema), format_checker=FORMATS)
-        if len(_CHECKED_SCHEMAS) < 256:
-            _CHECKED_SCHEMAS[key] = validator
-    if len(_SCHEMA_OBJECTS) < 256 and repr(validator.schema) == key:
-        _SCHEMA_OBJECTS[id(schema)] = (schema, validator.schema, validator)
-    return validator
-
-
-#: ``repr`` of the schemas :func:`validator_for` found valid -> their validator
-_CHECKED_SCHEMAS = {}
-#: ``id`` of a schema given to :func:`validator_for` -> ``(the schema, the
-#: copy its validator was made from, the validator)``
-_SCHEMA_OBJECTS = {}
-
-
-def schema_errors(validator, instance, prefix=""):
-    """
-    Every problem of ``instance``: a sorted list of ``(path, problem)`` with
-    friendly messages; ``prefix`` is prepended to each path.
-    """
-    found = []
-    for error in validator.iter_errors(instance):
-        found.extend(_explain(error, prefix))
-    found.sort(key=lambda e: e[0])
-    return found
-
-
-_TYPE_NAMES = {"object": "an object", "array": "a list", "string": "a string",
-               "integer": "an integer", "number": "a number",
-               "boolean": "true or false", "null": "null"}
-
-
-def _json_type(value):
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
-
-
-def _show(value):
-    text = json.dumps(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _path(parts, prefix=""):
-    out = prefix
-    for part in parts:
-        if isinstance(part, int):
-            out += "[{}]".format(part)
-        elif _IDENTIFIER.match(part):
-            out += ("." if out else "") + part
-        else:
-            out += "[{}]".format(json.dumps(part))
-    return out
-
-
-def _explain(error, prefix):
-    """Turn one jsonschema ``ValidationError`` into ``[(path, problem)]``."""
-    parts = list(error.absolute_path)
-    kind, instance, schema = error.validator, error.instance, error.schema
-    custom = schema.get("x-messages", {}).get(kind) if isinstance(schema, dict) else None
-    if custom:
-        return [(_path(parts, prefix), custom.format(instance=instance))]
-    if kind == "additionalProperties" and isinstance(instance, dict):
-        known = sorted(schema.get("properties", {}))
-        extra = [k for k in instance if k not in schema.get("properties", {})]
-        hint = ("known keys: " + ", ".join(known)) if known else "no keys are allowed here"
-        return [(_path(parts + [k], prefix), "unknown key ({})".format(hint))
-                for k in extra]
-    if kind == "type":
-        wanted = error.validator_value
-        wanted = [wanted] if isinstance(wanted, str) else wanted
-        return [(_path(parts, prefix), "expected {}, got {}".format(
-            " or ".join(_TYPE_NAMES[t] for t in wanted), _show(instance)))]
-    if kind == "format" and error.cause is not None:
-        return [(_path(parts, prefix), str(error.cause))]
-    if kind == "pattern" and "propertyNames" in error.relative_schema_path:
-        return [(_path(parts + [instance], prefix),
-                 "bad group name {!r} (allowed: letters, digits, '._~-', and "
-                 "'/' between segments)".format(instance))]
-    if kind == "required":
-        missing = [k for k in error.validator_value if k not in instance]
-        return [(_path(parts, prefix), "missing key {!r}".format(k)) for k in missing]
-    if kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
-        word = {"minimum": "at least", "maximum": "at most",
-                "exclusiveMinimum": "greater than",
-                "exclusiveMaximum": "less than"}[kind]
-        return [(_path(parts, prefix), "{} is out of range (must be {} {})".format(
-            _show(instance), word, error.validator_value))]
-    if kind == "enum":
-        return [(_path(parts, prefix), "{} is not one of {}".format(
-            _show(instance), ", ".join(_show(v) for v in error.validator_value)))]
-    return [(_path(parts, prefix), error.message)]
-
-
-def fill_defaults(validator, schema, instance):
-    """
-    Fill in the ``default`` of every absent property of ``instance`` (in
-    place, recursively; integral floats where an integer is expected become
-    ints) and return it.  ``instance`` must be valid against ``schema``.
-    """
-    if not isinstance(schema, dict):
-        return instance
-    if "if" in schema:
-        branch = "then" if validator.evolve(schema=schema["if"]).is_valid(instance) else "else"
-        instance = fill_defaults(validator, schema.get(branch, {}), instance)
-    if isinstance(instance, dict):
-        props = schema.get("properties", {})
-        for name, sub in props.items():
-            if name not in instance and isinstance(sub, dict) and "default" in sub:
-                default = sub["default"]
-                instance[name] = (default if type(default) in _IMMUTABLE
-                                  else copy.deepcopy(default))
-            if name in instance:
-                instance[name] = fill_defaults(validator, sub, instance[name])
-        extra = schema.get("additionalProperties")
-        if isinstance(extra, dict):
-            for name in instance:
-                if name not in props:
-                    instance[name] = fill_defaults(validator, extra, instance[name])
-    elif isinstance(instance, list) and isinstance(schema.get("items"), dict):
-        instance[:] = [fill_defaults(validator, schema["items"], v) for v in instance]
-    elif isinstance(instance, float) and "integer" in _types(schema):
-        instance = int(instance)
-    return instance
-
-
-#: the types of a default that is used as it is (not copied)
-_IMMUTABLE = (str, int, float, bool, type(None))
-
-
-def _types(schema):
-    t = schema.get("type", ())
-    return (t,) if isinstance(t, str) else t
-
 
 # Not validator_for: checking this schema against the metaschema costs ~30 ms
 # at every import (every twistd, tproxy-ctl and test process); the schema is a

@@ -35,7 +35,6 @@ different settings: the second one is registered as ``name#2``, and so on.
 import copy
 import importlib
 import importlib.metadata
-import json
 import os
 import sys
 import types
@@ -43,8 +42,8 @@ import types
 import pluggy
 
 from tproxy import hookspecs
-from tproxy.config import (ConfigError, _plain_json_text, fill_defaults, schema_errors,
-                           validator_for)
+from tproxy.config import ConfigError
+from tproxy.plugin_settings import validate_settings
 from tproxy.plugin_manager import PluginManager
 
 __all__ = ["BUILTINS", "ENTRY_POINT_GROUP", "available_plugins",
@@ -223,7 +222,7 @@ def make_plugin(obj, name, settings, settings_path, path):
     settings = copy.deepcopy(settings)
     schema = getattr(cls, "settings_schema", None)
     if schema is not None:
-        settings = _validate_settings(name, schema, settings, settings_path, path)
+        settings = validate_settings(name, schema, settings, settings_path, path)
     made = copy.deepcopy(settings)
     try:
         return cls(made), settings
@@ -242,57 +241,6 @@ def _within(base, path):
     if not path:
         return base
     return base + path if path.startswith("[") else base + "." + path
-
-
-def _validate_settings(name, schema, settings, settings_path, path):
-    try:
-        validator = validator_for(schema)
-    except Exception as e:
-        raise ConfigError((path, "plugin {!r} has an invalid settings_schema: "
-                           "{}".format(name, getattr(e, "message", e))))
-    # The same settings come back at every start, reload and test harness:
-    # valid ones are kept as the JSON text of their completed form, parsed
-    # again (a new dict each time) instead of validated again, as
-    # tproxy.config.validate_config does for the configuration.
-    key = _plain_json_text(settings) if _reads_only_settings(validator) else None
-    if key is not None:
-        done = _VALIDATED_SETTINGS.get((id(validator), key))
-        if done is not None and done[0] is validator:
-            return json.loads(done[1])
-    errors = schema_errors(validator, settings, prefix=settings_path)
-    if errors:
-        raise ConfigError([(p, "{} (plugin {!r})".format(problem, name))
-                           for p, problem in errors])
-    settings = fill_defaults(validator, schema, settings)
-    text = _plain_json_text(settings) if key is not None else None
-    if text is not None:
-        if len(_VALIDATED_SETTINGS) >= 256:
-            _VALIDATED_SETTINGS.clear()
-        _VALIDATED_SETTINGS[(id(validator), key)] = (validator, text)
-    return settings
-
-
-#: ``(id of the validator, JSON text of valid settings)`` -> ``(the
-#: validator, JSON text of the settings completed)``
-_VALIDATED_SETTINGS = {}
-
-
-def _reads_only_settings(validator):
-    """Whether checking settings against ``validator`` reads nothing but
-    the settings: not where its schema has the ``tproxy-endpoint`` format,
-    whose check of an ``ssl:`` endpoint reads certificate files (which may
-    have changed since)."""
-    seen = _READS_ONLY_SETTINGS.get(id(validator))
-    if seen is None or seen[0] is not validator:
-        if len(_READS_ONLY_SETTINGS) >= 256:
-            _READS_ONLY_SETTINGS.clear()
-        seen = _READS_ONLY_SETTINGS[id(validator)] = (
-            validator, "tproxy-endpoint" not in repr(validator.schema))
-    return seen[1]
-
-
-#: ``id`` of a validator -> ``(the validator, _reads_only_settings's answer)``
-_READS_ONLY_SETTINGS = {}
 
 
 def build_plugin_manager(config, source=None, entry_points=None):

@@ -19,7 +19,8 @@ import re
 from jsonschema import Draft202012Validator
 
 from tproxy.addresses import check_host, parse_host_port
-from tproxy.config import ConfigError, fill_defaults, schema_errors
+from tproxy.config import ConfigError
+from tproxy.schema_checks import fill_defaults, schema_errors
 from tproxy.config_schema import FORMATS, GROUP_NAME
 from tproxy.routing.route import (ANY, EXACT, HOST_ANY, HOST_EXACT, HOST_WILD, PREFIX,
                                   REGEX, Route)

@@ -1,19 +1,16 @@
 # -*- test-case-name: tests.test_testing,tests.test_builtins_harness -*-
 """
-The in-memory network both harnesses stand on: a fake clock, in-memory
-connections and their pumps, stub servers by address, captured log events,
-and a gateway built from a configuration and plugin objects (see
-:mod:`tproxy.testing`).
+The in-memory network both harnesses stand on: in-memory connections and
+their pumps on a fake clock (:mod:`tproxy.testing._clock`), stub servers by
+address, captured log events, and a gateway built from a configuration and
+plugin objects (:mod:`tproxy.testing._entries`; see :mod:`tproxy.testing`).
 """
 
 import itertools
-import types
 
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.base import DelayedCall
 from twisted.internet.defer import maybeDeferred
 from twisted.internet.error import ConnectionRefusedError, TimeoutError
-from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import Logger, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.test import iosim
@@ -23,6 +20,8 @@ from tproxy.addresses import parse_host_port
 from tproxy.config import validate_config
 from tproxy.gateway import Gateway
 from tproxy.plugins import BUILTINS, build_plugin_manager, tproxy_entry_points
+from tproxy.testing._clock import _Clock
+from tproxy.testing._entries import _access_log_to_events, _plugin_entry
 
 
 _log = Logger()
@@ -41,63 +40,6 @@ class RequestPending(Exception):
     (or the proxy is waiting for a timer).  Send it with ``wait=False`` and
     :meth:`Harness.advance` the clock.
     """
-
-
-class _DelayedCall(DelayedCall):
-    """
-    A call of a :class:`_Clock`: rescheduling it (``reset``, ``delay``)
-    tells the clock its list of calls needs sorting again.
-    """
-
-    clock = None
-
-    def reset(self, secondsFromNow):
-        DelayedCall.reset(self, secondsFromNow)
-        self.clock._unsorted = True
-
-    def delay(self, secondsLater):
-        DelayedCall.delay(self, secondsLater)
-        self.clock._unsorted = True
-
-
-class _Clock(MemoryReactorClock):
-    """
-    The harness's :class:`MemoryReactorClock`, whose list of calls stays in
-    order as Twisted's ``Clock`` keeps it (by time; calls due at the same
-    time in the order they were made), without sorting it all again at
-    every ``callLater`` and every step of ``advance``: a new call is put in
-    its place, and the list is sorted only after a call was rescheduled.
-    (A harness's flush advances the clock by 0 in every round; its calls
-    are the timers of every connection.)
-    """
-
-    _unsorted = False
-
-    def callLater(self, delay, callable, *args, **kw):
-        call = _DelayedCall(self.seconds() + delay, callable, args, kw,
-                            self.calls.remove, lambda c: None, self.seconds)
-        call.clock = self
-        calls = self.calls
-        if self._unsorted:
-            calls.append(call)
-            self._sortCalls()
-            return call
-        # after every call due at or before it (bisect_right; Python 3.9's
-        # bisect has no key)
-        when, lo, hi = call.getTime(), 0, len(calls)
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if when < calls[mid].getTime():
-                hi = mid
-            else:
-                lo = mid + 1
-        calls.insert(lo, call)
-        return call
-
-    def _sortCalls(self):
-        if self._unsorted:
-            self._unsorted = False
-            MemoryReactorClock._sortCalls(self)
 
 
 class _Unreachable(object):
@@ -163,20 +105,6 @@ class _Recorder(object):
     def stream_log(self, ctx):
         """Keep ``ctx``."""
         self.logged.append(ctx)
-
-
-class _Given(object):
-    """An entry point (for the loader) whose object is already at hand."""
-
-    group = "tproxy"
-
-    def __init__(self, name, obj):
-        self.name = name
-        self.obj = obj
-        self.value = "<{} given to tproxy.testing.Harness>".format(name)
-
-    def load(self):
-        return self.obj
 
 
 # ---------------------------------------------------------------------------
@@ -418,50 +346,3 @@ class _Observing(object):
         if network._depth == 0:
             globalLogPublisher.removeObserver(network._observer)
         return False
-
-
-def _access_log_to_events(config):
-    """
-    ``config`` with the built-in ``access_log``'s default target
-    ``"logger"`` instead of the standard output: in a harness its records go
-    to :attr:`_Network.events`, not into the test run's output.
-    """
-    plugins = []
-    for entry in config["plugins"]:
-        settings = entry.get("settings")
-        if (entry.get("name") == "access_log" and isinstance(settings, dict)
-                and "target" not in settings and "path" not in settings):
-            entry = dict(entry, settings=dict(settings, target="logger"))
-        plugins.append(entry)
-    return dict(config, plugins=plugins)
-
-
-def _plugin_entry(entry, given, taken):
-    """
-    A ``plugins`` entry with a plugin object replaced by a name, which
-    ``given`` (``{name: _Given}``) maps to the object; ``taken``: the names
-    that resolve to something else.
-    """
-    if isinstance(entry, str):
-        return entry
-    if isinstance(entry, dict):
-        if isinstance(entry.get("name"), str):
-            return entry
-        return dict(entry, name=_name_for(entry.get("name"), given, taken))
-    return _name_for(entry, given, taken)
-
-
-def _name_for(obj, given, taken):
-    for name, point in given.items():
-        if point.obj is obj:
-            return name
-    if isinstance(obj, (types.ModuleType, type)):
-        base = obj.__name__
-    else:
-        base = type(obj).__name__
-    name, n = base, 1
-    while name in taken or name in given:
-        n += 1
-        name = "{}-{}".format(base, n)
-    given[name] = _Given(name, obj)
-    return name
