@@ -744,13 +744,33 @@ class ReloadTests(TLSTestCase):
             "cannot read {}: No such file or directory".format(conf, missing["key"])])
         self.assertEqual(await self.serial(), serial(first))
 
+    async def test_workersRefuseLikeOneProcess(self):
+        """With workers, the parent loads the certificates before it starts
+        new workers: an unusable one refuses the reload with the same line
+        (the file's name included) as with one process.  (That the new
+        workers serve renewed files is seen from outside: each loads them
+        at its start.)"""
+        from tproxy.supervised import _SupervisorReloader
+        pair, _ = self.renew("site.test", "site")
+        await self.start({"tls": pair})
+        path = self.ca.write("conf.json", json.dumps(
+            {"tls": dict(pair, key=pair["key"] + ".gone"), "workers": 2}).encode())
+        self.service.reloader.path = path
+        self.assertFalse(await _SupervisorReloader(None, self.service.reloader).reload())
+        self.assertEqual(log_messages(self.events, "tproxy.supervisor"), [
+            "reload refused, the running configuration is kept: {}: tls: cannot read {}: "
+            "No such file or directory".format(path, pair["key"] + ".gone")])
+
     async def test_removedListenerCloses(self):
         """A TLS listener the new file no longer has stops listening (its
         port has the TLS factory, which wraps the listener's: it was left
         open, still answering handshakes)."""
         await self.start({"tls": dict(self.ca.pair("site.test"), listen=LOCAL)})
+        https = self.service.ports[1]
         self.assertTrue(await self.reload({}, kept=False))
-        self.assertEqual(len(self.service.ports), 2)
+        self.assertNotIn(https, self.service.ports)
+        # (a port stops listening in a later turn of the reactor)
+        await until(lambda: not https.connected, message="the port to close")
         with self.assertRaises(ConnectionRefusedError):
             await self.serial(port=self.ports[1])
 
