@@ -33,8 +33,8 @@ from tproxy.testing import Harness
 from tproxy.tap import Options, makeService
 from tproxy.tls import ServerTLS, check_tls, client_hello_sni
 
-from tests.helpers import (BodySource, ClockedReactor, ProxyTestCase, UpstreamServer, download,
-                           temp_path, turns, until)
+from tests.helpers import (BodySource, ClockedReactor, ProxyTestCase, UpstreamServer,
+                           capture_log, download, log_messages, temp_path, turns, until)
 
 LOCAL = "tcp:0:interface=127.0.0.1"
 
@@ -574,6 +574,216 @@ class CertificateHookTests(TLSTestCase):
             self.assertEqual(cn, "api.test")
         self.assertEqual(Broken.calls, 2)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 2)
+
+
+class CertificateOf(object):
+    """A plugin serving one certificate for every name, synchronously."""
+
+    def __init__(self, pair):
+        self.pair = pair
+        self.calls = []
+
+    @hookimpl
+    def certificate(self, server_name):
+        self.calls.append(server_name)
+        return self.pair
+
+
+def serial_of(port, server_name, ctx):
+    """The serial number of the certificate served to ``server_name`` (blocking)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    tls = ctx.wrap_socket(sock, server_hostname=server_name)
+    try:
+        return tls.getpeercert()["serialNumber"]
+    finally:
+        tls.close()
+
+
+def serial(pem):
+    """The serial number of a PEM certificate, as ``getpeercert()`` gives it."""
+    text = "{:X}".format(x509.load_pem_x509_certificate(pem).serial_number)
+    return "0" * (len(text) % 2) + text
+
+
+class ReloadTests(TLSTestCase):
+    """A reload (SIGHUP) loads the certificates again, as ``nginx -s reload``:
+    files renewed at the same paths, changed ``tls`` settings, the
+    ``certificate`` hook of the new plugins; the port stays open."""
+
+    def setUp(self):
+        TLSTestCase.setUp(self)
+        self.events = capture_log(self)
+
+    def renew(self, name, base):
+        """New PEM files for ``name`` written at ``base``.crt/.key (a new
+        key and serial each time): ``({"cert", "key"}, cert pem)``."""
+        cert, key = authority()._issue((name,))
+        return ({"cert": self.ca.write(base + ".crt", cert),
+                 "key": self.ca.write(base + ".key", key)}, cert)
+
+    async def reload(self, config, plugins=(), kept=True):
+        """Reload ``config`` (over the defaults of :meth:`start`) written to a
+        file, as SIGHUP does; ``plugins``: instances registered besides;
+        ``kept``: check that the running listeners kept their ports."""
+        cfg = {"listen": LOCAL, "admin": {"listen": LOCAL},
+               "plugins": ["registry", "router", "least_conn"]}
+        cfg.update(config)
+        path = self.ca.write("conf.json", json.dumps(cfg).encode())
+        reloader = self.service.reloader
+        reloader.path, reloader.entry_points = path, []
+        loaded = None
+        if plugins:
+            loaded = reloader._load()
+            for p in plugins:
+                loaded[1].register(p)
+        ports = list(self.service.ports)
+        result = await reloader.reload(loaded)
+        if kept:
+            # the listeners kept their ports: no connection refused meanwhile
+            self.assertEqual(self.service.ports[:len(ports)], ports)
+        return result
+
+    def reload_lines(self):
+        return log_messages(self.events, "tproxy.reload")
+
+    async def serial(self, name="site.test", port=None):
+        return await threads.deferToThread(serial_of, port or self.ports[0], name,
+                                           client_context(self.ca))
+
+    async def test_renewedFiles(self):
+        """New files at the same paths: new handshakes get the new
+        certificate after the reload, a connection open before it goes on
+        with its own; the log says the TLS was reloaded."""
+        up = self.upstream()
+        pair, first = self.renew("site.test", "site")
+        config = {"tls": pair, "upstreams": {"default": {"peers": [up.address]}}}
+        await self.start(config)
+        self.assertEqual(await self.serial(), serial(first))
+
+        def connect():
+            sock = socket.create_connection(("127.0.0.1", self.ports[0]), timeout=10)
+            return client_context(self.ca).wrap_socket(sock, server_hostname="site.test")
+        before = await threads.deferToThread(connect)
+        self.addCleanup(before.close)
+        _, second = self.renew("site.test", "site")
+        self.assertTrue(await self.reload(config))
+        self.assertEqual(await self.serial(), serial(second))
+
+        def get():
+            conn = http.client.HTTPConnection("site.test", timeout=10)
+            conn.sock = before
+            conn.request("GET", "/", headers={"Host": "site.test"})
+            return conn.getresponse().status, before.getpeercert()["serialNumber"]
+        self.assertEqual(await threads.deferToThread(get), (200, serial(first)))
+        [line] = [m for m in self.reload_lines() if m.startswith("reloaded:")]
+        self.assertIn("TLS certificates reloaded on {} (TLS) (proxy)".format(LOCAL), line)
+
+    async def test_changedSettings(self):
+        """Another default certificate and a new ``sni`` entry take effect
+        (the listener was kept: before, a changed ``tls`` was ignored)."""
+        first, _ = self.renew("site.test", "first")
+        await self.start({"tls": first})
+        second, second_pem = self.renew("site.test", "second")
+        other, other_pem = self.renew("other.test", "other")
+        self.assertTrue(await self.reload({"tls": dict(second, sni={"other.test": other})}))
+        self.assertEqual(await self.serial(), serial(second_pem))
+        self.assertEqual(await self.serial("other.test"), serial(other_pem))
+
+    async def test_streamListener(self):
+        """The same for a ``streams`` listener's ``tls``."""
+        up = self.upstream()
+        first, _ = self.renew("site.test", "stream")
+        streams = [{"listen": LOCAL, "group": "default", "tls": first}]
+        await self.start({"streams": streams,
+                          "upstreams": {"default": {"peers": [up.address]}}})
+        _, second = self.renew("site.test", "stream")
+        self.assertTrue(await self.reload({"streams": streams, "upstreams": {
+            "default": {"peers": [up.address]}}}))
+        self.assertEqual(await self.serial(port=self.ports[2]), serial(second))
+
+    async def test_hookOfNewPlugins(self):
+        """The ``certificate`` hook of the new configuration's plugins serves,
+        its cache empty (before, the retired plugin instance went on
+        choosing); a hook removed by the reload no longer holds handshakes."""
+        a, a_pem = self.renew("site.test", "a")
+        b, b_pem = self.renew("site.test", "b")
+        old = CertificateOf(self.ca.issue("site.test"))
+        old.pair = (a_pem, open(a["key"], "rb").read())
+        await self.start({"tls": self.ca.pair("default.test")}, plugins=[old])
+        self.assertEqual(await self.serial(), serial(a_pem))
+        new = CertificateOf((b_pem, open(b["key"], "rb").read()))
+        self.assertTrue(await self.reload({"tls": self.ca.pair("default.test")},
+                                          plugins=[new]))
+        self.assertEqual(await self.serial(), serial(b_pem))
+        self.assertEqual((old.calls, new.calls), (["site.test"], ["site.test"]))
+        self.assertTrue(await self.reload({"tls": a}))
+        self.assertEqual(await self.serial(), serial(a_pem))
+        from twisted.protocols.tls import BufferingTLSTransport
+        [tls_factory] = self.service.listeners[0][1].endpoint.factories
+        self.assertIs(tls_factory.protocol, BufferingTLSTransport)
+
+    async def test_unusableRefused(self):
+        """A renewed key that does not match, or a missing file: the reload
+        is refused with the start's one line, the running certificates
+        serve on."""
+        pair, first = self.renew("site.test", "site")
+        await self.start({"tls": pair})
+        with open(pair["key"], "rb") as f:
+            key = f.read()
+        other, _ = self.renew("site.test", "other")
+        os.replace(other["key"], pair["key"])
+        self.assertFalse(await self.reload({"tls": pair}))
+        self.ca.write("site.key", key)
+        missing = dict(pair, key=pair["key"] + ".gone")
+        self.assertFalse(await self.reload({"tls": dict(pair, sni={"x.test": missing})}))
+        conf = self.service.reloader.path
+        self.assertEqual(self.reload_lines(), [
+            "reload refused, the running configuration is kept: {}: tls: the key does not "
+            "match the certificate {}".format(conf, pair["cert"]),
+            "reload refused, the running configuration is kept: {}: tls.sni[\"x.test\"]: "
+            "cannot read {}: No such file or directory".format(conf, missing["key"])])
+        self.assertEqual(await self.serial(), serial(first))
+
+    async def test_workersRefuseLikeOneProcess(self):
+        """With workers, the parent loads the certificates before it starts
+        new workers: an unusable one refuses the reload with the same line
+        (the file's name included) as with one process.  (That the new
+        workers serve renewed files is seen from outside: each loads them
+        at its start.)"""
+        from tproxy.supervised import _SupervisorReloader
+        pair, _ = self.renew("site.test", "site")
+        await self.start({"tls": pair})
+        path = self.ca.write("conf.json", json.dumps(
+            {"tls": dict(pair, key=pair["key"] + ".gone"), "workers": 2}).encode())
+        self.service.reloader.path = path
+        self.assertFalse(await _SupervisorReloader(None, self.service.reloader).reload())
+        self.assertEqual(log_messages(self.events, "tproxy.supervisor"), [
+            "reload refused, the running configuration is kept: {}: tls: cannot read {}: "
+            "No such file or directory".format(path, pair["key"] + ".gone")])
+
+    async def test_removedListenerCloses(self):
+        """A TLS listener the new file no longer has stops listening (its
+        port has the TLS factory, which wraps the listener's: it was left
+        open, still answering handshakes)."""
+        await self.start({"tls": dict(self.ca.pair("site.test"), listen=LOCAL)})
+        https = self.service.ports[1]
+        self.assertTrue(await self.reload({}, kept=False))
+        self.assertNotIn(https, self.service.ports)
+        # (a port stops listening in a later turn of the reactor)
+        await until(lambda: not https.connected, message="the port to close")
+        with self.assertRaises(ConnectionRefusedError):
+            await self.serial(port=self.ports[1])
+
+    async def test_plainToTLSNeedsRestart(self):
+        """Turning the plain listener into a TLS one on the same endpoint is
+        refused with a message saying a restart is needed (on a fixed port,
+        not "port in use"; here, the same ``tcp:0`` string)."""
+        await self.start({})
+        self.assertFalse(await self.reload({"tls": self.ca.pair("site.test")}, kept=False))
+        self.assertEqual(self.reload_lines(), [
+            "reload refused, the running configuration is kept: {}: tls: the proxy on {} "
+            "would turn to TLS: that needs a restart of tproxy".format(
+                self.service.reloader.path, LOCAL)])
 
 
 class ClientHelloTests(TLSTestCase):

@@ -12,16 +12,20 @@ configuration.  What goes on from one generation to the next:
   are updated to the new ``upstreams``, and plugins subscribed by the old
   generation stop hearing from it once it has retired;
 - every listener whose endpoint string did not change: its port stays open
-  (no connection is refused) and its factory serves the new generation.
+  (no connection is refused) and its factory serves the new generation; a
+  TLS one serves new handshakes with the certificates and ``certificate``
+  hooks of the new generation (its files read again, as ``nginx -s reload``).
 
 The steps, in order; the first failure stops the reload, logs why, and the
 old generation keeps running untouched:
 
-1. read and validate the file and its plugins (the same ``<file>: <json
-   path>: <problem>`` messages as at start);
+1. read and validate the file and its plugins, load the certificates of
+   the TLS listeners (the same ``<file>: <json path>: <problem>`` messages
+   as at start);
 2. build the new gateway and run its ``init_worker`` hooks;
 3. listen on the endpoints that are new;
-4. swap: the listeners kept serve the new gateway, ``admin`` included;
+4. swap: the listeners kept serve the new gateway, ``admin`` included,
+   the TLS ones with the new certificates;
    listeners no longer configured stop listening and drain (as on
    ``SIGTERM``, their connections finish what they were doing);
 5. the old generation *retires*: its requests and stream sessions in flight
@@ -87,9 +91,11 @@ def listener_specs(config):
 def listener_key(kind, description, tls):
     """What identifies a listener across reloads: its kind and endpoint, and
     whether it speaks TLS (the description
-    :meth:`tproxy.gateway_service.GatewayService.endpoint` gives it).  A listener whose TLS settings changed on the same
-    endpoint is not kept, and the reload fails on the port in use: TLS
-    settings change with a restart."""
+    :meth:`tproxy.gateway_service.GatewayService.endpoint` gives it).  A TLS
+    listener is kept whatever its TLS settings: the reload gives it a
+    :class:`tproxy.tls.ServerTLS` of the new settings and plugins (files
+    read again).  One turning between plain and TLS on the same endpoint is
+    refused: that needs a restart."""
     return (kind, description + " (TLS)" if tls else description)
 
 
@@ -157,9 +163,16 @@ class Reloader(object):
             return succeed(False)
         if not self.service.running:
             return succeed(False)
+        current = {(kind_of(f), e.description): (name, e, f)
+                   for name, e, f in self.service.listeners}
         try:
             config, plugin_manager = loaded or self._load()
+            # every certificate is loaded before anything switches: one
+            # that cannot be used refuses the reload
+            prepared = self._prepare(config, plugin_manager, current)
         except ConfigError as e:
+            if e.source is None and self.path is not None:
+                e.source = self.path
             log.error("reload refused, the running configuration is kept: {error}",
                       error=str(e))
             return succeed(False)
@@ -167,17 +180,16 @@ class Reloader(object):
         old = self.service.gateway
         old_ttl = old.registry.ttl
         new = Gateway(config, old.reactor, plugin_manager, previous=old)
-        current = {(kind_of(f), e.description): (name, e, f)
-                   for name, e, f in self.service.listeners}
         plan = []      # (kind, name, endpoint, factory, stream, kept)
-        for kind, name, description, stream, tls in self.specs(config):
-            found = current.pop(listener_key(kind, description, tls), None)
+        retls = []     # (name, endpoint, its new ServerTLS): kept TLS listeners
+        for kind, name, stream, tls, found, endpoint, server_tls in prepared:
             if found is not None:
                 plan.append((kind, name, found[1], found[2], stream, True))
+                if server_tls is not None:
+                    retls.append((name, found[1], server_tls))
             else:
-                plan.append((kind, name,
-                             self.service.endpoint(description, tls, plugin_manager),
-                             make_factory(kind, new, stream, tls), stream, False))
+                plan.append((kind, name, endpoint, make_factory(kind, new, stream, tls),
+                             stream, False))
         removed = list(current.values())
         from tproxy.admin_page import install as install_status_page
         install_status_page(new, [(name, e.description, f) for _, name, e, f, _, _ in plan])
@@ -206,15 +218,49 @@ class Reloader(object):
 
         def swap(_):
             self.busy = False
-            self._swap(old, new, plan, removed, opened)
+            self._swap(old, new, plan, removed, opened, retls)
             return True
         d = new.start()
         d.addCallback(listen)
         d.addCallbacks(swap, failed)
         return d
 
-    def _swap(self, old, new, plan, removed, opened):
+    def _prepare(self, config, plugin_manager, current):
+        """
+        ``[(kind, name, stream, tls, kept listener or None, new endpoint or
+        None, new ServerTLS or None)]``: for each listener of ``config``, the
+        running listener it keeps (popped from ``current``) and, when that
+        one speaks TLS, a :class:`tproxy.tls.ServerTLS` loaded from the new
+        settings, with the ``certificate`` hooks of ``plugin_manager``; else
+        a new endpoint.
+
+        :raises ConfigError: for a certificate or key that cannot be used,
+            or a listener turning between plain and TLS on an endpoint.
+        """
+        prepared = []
+        for kind, name, description, stream, tls in self.specs(config):
+            found = current.pop(listener_key(kind, description, tls), None)
+            endpoint = server_tls = None
+            if found is None:
+                if listener_key(kind, description, not tls) in current:
+                    raise ConfigError((tls[1] if tls else _listen_path(kind, stream, config),
+                                       "the {} on {} would turn {}: that needs a restart "
+                                       "of tproxy".format(
+                                           name, description,
+                                           "to TLS" if tls else "to plain TCP")))
+                endpoint = self.service.endpoint(description, tls, plugin_manager)
+            elif tls and hasattr(found[1].endpoint, "use"):
+                from tproxy.tls import HTTP_ALPN, ServerTLS
+                settings, path, http = tls
+                server_tls = ServerTLS(settings, path, plugin_manager,
+                                       HTTP_ALPN if http else None)
+            prepared.append((kind, name, stream, tls, found, endpoint, server_tls))
+        return prepared
+
+    def _swap(self, old, new, plan, removed, opened, retls=()):
         service = self.service
+        for name, endpoint, server_tls in retls:
+            endpoint.endpoint.use(server_tls)
         # log_level: twistd's log follows the new file from now on
         set_log_level(new.config.get("log_level", "info"))
         for kind, name, endpoint, factory, stream, kept in plan:
@@ -236,15 +282,22 @@ class Reloader(object):
         for name, endpoint, factory in removed:
             self._close_listener(name, endpoint, factory)
         pending = self._in_flight(old)
+        changes = describe_changes(old.config, new.config)
+        if retls:
+            changes += "; TLS certificates reloaded on " + ", ".join(
+                "{} ({})".format(endpoint.description, name) for name, endpoint, _ in retls)
         log.info("reloaded: {changes}; {in_flight} request(s) and session(s) in flight "
                  "finish on the previous configuration",
-                 changes=describe_changes(old.config, new.config), in_flight=len(pending))
+                 changes=changes, in_flight=len(pending))
         self._retire(old, pending)
 
     def _close_listener(self, name, endpoint, factory):
         """Stop listening on a removed listener; drain its connections."""
         service = self.service
-        for port in [p for p in service.ports if getattr(p, "factory", None) is factory]:
+        # (a TLS listener's port has the TLS factory wrapping ``factory``)
+        for port in [p for p in service.ports
+                     if factory in (getattr(p, "factory", None),
+                                    getattr(getattr(p, "factory", None), "wrappedFactory", None))]:
             service.ports.remove(port)
             port.stopListening()
         log.info("{name} no longer listening on {endpoint}", name=name,
@@ -374,6 +427,15 @@ def describe_changes(old, new):
     if keys:
         parts.append("changed " + ", ".join(keys))
     return "; ".join(parts) or "nothing changed"
+
+
+def _listen_path(kind, stream, config):
+    """The JSON path of a listener's endpoint string."""
+    if kind == "admin":
+        return "admin.listen"
+    if kind == "stream":
+        return "streams[{}].listen".format(config["streams"].index(stream))
+    return "listen"
 
 
 def _message(f):

@@ -52,6 +52,8 @@ class _SupervisorReloader(object):
             plugin_manager = build_plugin_manager(config, source=path or "<built-in defaults>")
             _check_tls(config)
         except ConfigError as e:
+            if e.source is None and path is not None:
+                e.source = path     # (a certificate's problem: as at start)
             log.error("reload refused, the running configuration is kept: {error}",
                       error=str(e))
             return succeed(False)

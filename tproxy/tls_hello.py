@@ -23,6 +23,12 @@ class HeldHandshake(BufferingTLSTransport):
     _waiting = False
     _lost = False
 
+    def makeConnection(self, transport):
+        # the ServerTLS whose connection this is (a reload may give the
+        # factory another before the ClientHello has arrived)
+        self.server_tls = self.factory.server_tls
+        return BufferingTLSTransport.makeConnection(self, transport)
+
     def dataReceived(self, data):
         if self._held is None:
             return BufferingTLSTransport.dataReceived(self, data)
@@ -33,7 +39,7 @@ class HeldHandshake(BufferingTLSTransport):
         if not done and len(self._held) < MAX_HELLO:
             return
         peer = self.transport.getPeer()
-        d = self.factory.server_tls.resolve(name, getattr(peer, "host", None))
+        d = self.server_tls.resolve(name, getattr(peer, "host", None))
         if d is None:
             return self._release()
         self._waiting = True
