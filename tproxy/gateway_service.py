@@ -285,7 +285,7 @@ def open_endpoint(reactor, description, tls=None, plugin_manager=None):
     """
     The server endpoint of an endpoint string, as an :class:`_Endpoint`;
     with ``tls`` (``(settings, JSON path, speaks HTTP)``, see
-    :func:`tproxy.reload.listener_specs`), TLS in front of its connections,
+    :func:`tproxy.listeners.listener_specs`), TLS in front of its connections,
     the ``certificate`` hook of ``plugin_manager`` choosing certificates.
     """
     from twisted.internet.endpoints import serverFromString
@@ -300,7 +300,8 @@ def with_tls(reactor, endpoint, description, tls=None, plugin_manager=None):
     e = _Endpoint(endpoint, description)
     if not tls:
         return e
-    from tproxy.tls import HTTP_ALPN, ServerTLS, TLSServerEndpoint
+    from tproxy.tls import HTTP_ALPN, ServerTLS
+    from tproxy.tls_listener import TLSServerEndpoint
     settings, path, http = tls
     server_tls = (ServerTLS(settings, path, plugin_manager, HTTP_ALPN) if http
                   else ServerTLS(settings, path, plugin_manager))

@@ -47,11 +47,11 @@ from twisted.logger import Logger
 
 from tproxy.config import ConfigError, load_config, validate_config
 from tproxy.gateway import Gateway, _update_static
+from tproxy.listeners import kind_of, listen_path, listener_key, listener_specs, make_factory
 from tproxy.log_levels import set_log_level
 from tproxy.plugins import build_plugin_manager
 
-__all__ = ["Reloader", "describe_changes", "in_flight", "listener_key", "listener_specs",
-           "retire"]
+__all__ = ["Reloader", "describe_changes", "in_flight", "retire"]
 
 log = Logger()
 
@@ -61,59 +61,6 @@ log = Logger()
 #: long-lived stream sessions cost little to watch
 RETIRE_POLL = 0.1
 RETIRE_POLL_MAX = 2.0
-
-
-def listener_specs(config):
-    """
-    ``[(kind, name, endpoint description, stream entry or None, tls)]``: the
-    listeners ``config`` asks for; ``kind`` is ``"proxy"``, ``"admin"`` or
-    ``"stream"``; ``tls`` is ``None`` or ``(tls settings, their JSON path,
-    whether the listener speaks HTTP)`` for a listener behind TLS.
-    :func:`listener_key` identifies a listener across reloads.
-    """
-    tls = config.get("tls")
-    specs = []
-    if not tls or "listen" in tls:
-        specs.append(("proxy", "proxy", config["listen"], None, None))
-    if tls:
-        # TLS on "listen", or on its own listener beside the plain one
-        specs.append(("proxy", "HTTPS proxy" if specs else "proxy",
-                      tls.get("listen", config["listen"]), None, (tls, "tls", True)))
-    specs.append(("admin", "admin API", config["admin"]["listen"], None, None))
-    for i, stream in enumerate(config.get("streams", ())):
-        stream_tls = stream.get("tls")
-        specs.append(("stream", "stream of group {} (streams[{}])".format(stream["group"], i),
-                      stream["listen"], stream,
-                      (stream_tls, "streams[{}].tls".format(i), False) if stream_tls else None))
-    return specs
-
-
-def listener_key(kind, description, tls):
-    """What identifies a listener across reloads: its kind and endpoint, and
-    whether it speaks TLS (the description
-    :meth:`tproxy.gateway_service.GatewayService.endpoint` gives it).  A TLS
-    listener is kept whatever its TLS settings: the reload gives it a
-    :class:`tproxy.tls.ServerTLS` of the new settings and plugins (files
-    read again).  One turning between plain and TLS on the same endpoint is
-    refused: that needs a restart."""
-    return (kind, description + " (TLS)" if tls else description)
-
-
-def make_factory(kind, gateway, stream=None, tls=None):
-    """A new factory for a listener of ``kind`` serving ``gateway``."""
-    from tproxy.http.server import ProxyFactory
-    from tproxy.stream import StreamFactory
-    if kind == "proxy":
-        return ProxyFactory(gateway, scheme="https" if tls else "http")
-    if kind == "stream":
-        return StreamFactory(gateway, stream)
-    return gateway.admin.site()
-
-
-def kind_of(factory):
-    """``"proxy"``, ``"stream"`` or ``"admin"``: what ``factory`` serves."""
-    kind = getattr(factory, "kind", None)
-    return {"http": "proxy", "stream": "stream"}.get(kind, "admin")
 
 
 class Reloader(object):
@@ -243,7 +190,7 @@ class Reloader(object):
             endpoint = server_tls = None
             if found is None:
                 if listener_key(kind, description, not tls) in current:
-                    raise ConfigError((tls[1] if tls else _listen_path(kind, stream, config),
+                    raise ConfigError((tls[1] if tls else listen_path(kind, stream, config),
                                        "the {} on {} would turn {}: that needs a restart "
                                        "of tproxy".format(
                                            name, description,
@@ -427,15 +374,6 @@ def describe_changes(old, new):
     if keys:
         parts.append("changed " + ", ".join(keys))
     return "; ".join(parts) or "nothing changed"
-
-
-def _listen_path(kind, stream, config):
-    """The JSON path of a listener's endpoint string."""
-    if kind == "admin":
-        return "admin.listen"
-    if kind == "stream":
-        return "streams[{}].listen".format(config["streams"].index(stream))
-    return "listen"
 
 
 def _message(f):

@@ -77,7 +77,8 @@ def make_supervised(options, reactor, signals):
     from tproxy.admin_page import install as install_status_page
     from tproxy.gateway import Gateway
     from tproxy.registry import MemoryRegistry
-    from tproxy.reload import Reloader, listener_specs, make_factory
+    from tproxy.listeners import listener_specs, make_factory
+    from tproxy.reload import Reloader
     from tproxy.gateway import make_registry
     from tproxy.replica import PublishingRegistry, SharedRegistryPublisher
     from tproxy.supervisor import Supervisor

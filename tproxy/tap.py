@@ -239,7 +239,7 @@ def makeService(options, reactor=None):
 
     from tproxy.admin_page import install as install_status_page
     from tproxy.gateway import Gateway
-    from tproxy.reload import listener_specs, make_factory
+    from tproxy.listeners import listener_specs, make_factory
 
     config = options.config
     plugin_manager = options.plugin_manager

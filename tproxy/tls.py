@@ -34,17 +34,17 @@ import json
 from OpenSSL import SSL, crypto
 from twisted.internet import ssl as tssl
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IOpenSSLServerConnectionCreator, IStreamServerEndpoint
+from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.logger import Logger
-from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
 from tproxy.config import ConfigError
 from tproxy.phase_walks import _awaitable
 from tproxy.phases import _adapt
-from tproxy.tls_hello import HeldHandshake, client_hello_sni
+from tproxy.tls_hello import client_hello_sni
+from tproxy.tls_listener import TLSFactory
 
-__all__ = ["ServerTLS", "TLSServerEndpoint", "CertificateError", "check_tls", "tls_specs",
+__all__ = ["ServerTLS", "CertificateError", "check_tls", "tls_specs",
            "load_pair", "context_from_pem", "client_hello_sni", "HTTP_ALPN", "CIPHERS"]
 
 log = Logger()
@@ -334,49 +334,7 @@ class ServerTLS(object):
 
     def wrap(self, factory, clock):
         """``factory`` behind TLS: a factory for :class:`ServerTLS`'s listener."""
-        return _TLSFactory(self, factory, clock)
-
-
-class _TLSFactory(TLSMemoryBIOFactory):
-    """
-    The TLS factory of a listener, serving with one :class:`ServerTLS` until
-    :meth:`use` gives it another (a reload: the port stays open, new
-    handshakes get the new certificates, open connections keep theirs).
-
-    It leaves ALPN to :class:`ServerTLS`: before 26.x Twisted (25.5 on PyPy)
-    sets its own ALPN callback from the wrapped factory's protocols, which
-    fails the handshake of a client offering none of them.
-    """
-
-    def __init__(self, server_tls, factory, clock):
-        # the connection creator is asked for each connection: it answers
-        # from the ServerTLS of the moment (Twisted keeps its creator in an
-        # attribute whose name differs between versions)
-        TLSMemoryBIOFactory.__init__(self, _CurrentTLS(self), False, factory, clock)
-        self.clock = clock
-        self.use(server_tls)
-
-    def use(self, server_tls):
-        """Serve new connections with ``server_tls``; its ``certificate``
-        hooks hold their handshakes (:class:`HeldHandshake`) when it has any."""
-        server_tls.clock = self.clock
-        self.server_tls = server_tls
-        self.protocol = HeldHandshake if server_tls.hooks else TLSMemoryBIOFactory.protocol
-
-    def _applyProtocolNegotiation(self, connection):
-        return None
-
-
-@implementer(IOpenSSLServerConnectionCreator)
-class _CurrentTLS(object):
-    """The connection creator of a :class:`_TLSFactory`: its ServerTLS now."""
-
-    def __init__(self, factory):
-        self.factory = factory
-
-    def serverConnectionForTLS(self, tls_protocol):
-        """A connection of the factory's current :class:`ServerTLS`."""
-        return self.factory.server_tls.serverConnectionForTLS(tls_protocol)
+        return TLSFactory(self, factory, clock)
 
 
 def check_tls(config):
@@ -402,29 +360,3 @@ def tls_specs(config):
         if stream.get("tls"):
             specs.append(("streams[{}].tls".format(i), stream["tls"]))
     return specs
-
-
-@implementer(IStreamServerEndpoint)
-class TLSServerEndpoint(object):
-    """A server endpoint whose connections speak TLS (``server_tls``)
-    before they reach the factory listening on it."""
-
-    def __init__(self, endpoint, server_tls, clock):
-        self.endpoint = endpoint
-        self.server_tls = server_tls
-        self.clock = clock
-        self.factories = []
-
-    def listen(self, factory):
-        """Listen on the wrapped endpoint, with TLS in front of ``factory``."""
-        tls_factory = self.server_tls.wrap(factory, self.clock)
-        self.factories.append(tls_factory)
-        return self.endpoint.listen(tls_factory)
-
-    def use(self, server_tls):
-        """New handshakes on this endpoint's listener get ``server_tls``
-        (a reload's, built from the new settings and plugins); connections
-        already open keep the certificates they have."""
-        self.server_tls = server_tls
-        for tls_factory in self.factories:
-            tls_factory.use(server_tls)

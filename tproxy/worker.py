@@ -99,7 +99,7 @@ class Worker(object):
         from tproxy.gateway import Gateway
         from tproxy.log_levels import set_log_level
         from tproxy.plugins import build_plugin_manager
-        from tproxy.reload import listener_key, listener_specs, make_factory
+        from tproxy.listeners import listener_key, listener_specs, make_factory
         from tproxy.replica import ReplicaRegistry
 
         self.index = package["worker"]

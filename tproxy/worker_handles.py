@@ -136,7 +136,7 @@ def open_ports(reactor, config, keep):
     """
     from twisted.internet.endpoints import serverFromString
     from tproxy.gateway_service import StartupError
-    from tproxy.reload import listener_key, listener_specs
+    from tproxy.listeners import listener_key, listener_specs
     ports = {}
     opened = []
     for kind, name, description, stream, tls in listener_specs(config):

@@ -1,0 +1,83 @@
+# -*- test-case-name: tests.test_tls -*-
+"""
+A TLS listener (:class:`TLSServerEndpoint`, :class:`TLSFactory`) whose
+:class:`tproxy.tls.ServerTLS` (certificates, ``sni`` table, ``certificate``
+hooks) a reload replaces while its port stays open: new handshakes get the
+new one, connections already open keep theirs.
+"""
+
+from twisted.internet.interfaces import IOpenSSLServerConnectionCreator, IStreamServerEndpoint
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from zope.interface import implementer
+
+from tproxy.tls_hello import HeldHandshake
+
+__all__ = ["TLSFactory", "TLSServerEndpoint"]
+
+
+class TLSFactory(TLSMemoryBIOFactory):
+    """
+    The TLS factory of a listener, serving with one :class:`tproxy.tls.ServerTLS` until
+    :meth:`use` gives it another (a reload: the port stays open, new
+    handshakes get the new certificates, open connections keep theirs).
+
+    It leaves ALPN to :class:`tproxy.tls.ServerTLS`: before 26.x Twisted (25.5 on PyPy)
+    sets its own ALPN callback from the wrapped factory's protocols, which
+    fails the handshake of a client offering none of them.
+    """
+
+    def __init__(self, server_tls, factory, clock):
+        # the connection creator is asked for each connection: it answers
+        # from the ServerTLS of the moment (Twisted keeps its creator in an
+        # attribute whose name differs between versions)
+        TLSMemoryBIOFactory.__init__(self, _CurrentTLS(self), False, factory, clock)
+        self.clock = clock
+        self.use(server_tls)
+
+    def use(self, server_tls):
+        """Serve new connections with ``server_tls``; its ``certificate``
+        hooks hold their handshakes (:class:`HeldHandshake`) when it has any."""
+        server_tls.clock = self.clock
+        self.server_tls = server_tls
+        self.protocol = HeldHandshake if server_tls.hooks else TLSMemoryBIOFactory.protocol
+
+    def _applyProtocolNegotiation(self, connection):
+        return None
+
+
+@implementer(IOpenSSLServerConnectionCreator)
+class _CurrentTLS(object):
+    """The connection creator of a :class:`TLSFactory`: its ServerTLS now."""
+
+    def __init__(self, factory):
+        self.factory = factory
+
+    def serverConnectionForTLS(self, tls_protocol):
+        """A connection of the factory's current :class:`tproxy.tls.ServerTLS`."""
+        return self.factory.server_tls.serverConnectionForTLS(tls_protocol)
+
+
+@implementer(IStreamServerEndpoint)
+class TLSServerEndpoint(object):
+    """A server endpoint whose connections speak TLS (``server_tls``)
+    before they reach the factory listening on it."""
+
+    def __init__(self, endpoint, server_tls, clock):
+        self.endpoint = endpoint
+        self.server_tls = server_tls
+        self.clock = clock
+        self.factories = []
+
+    def listen(self, factory):
+        """Listen on the wrapped endpoint, with TLS in front of ``factory``."""
+        tls_factory = self.server_tls.wrap(factory, self.clock)
+        self.factories.append(tls_factory)
+        return self.endpoint.listen(tls_factory)
+
+    def use(self, server_tls):
+        """New handshakes on this endpoint's listener get ``server_tls``
+        (a reload's, built from the new settings and plugins); connections
+        already open keep the certificates they have."""
+        self.server_tls = server_tls
+        for tls_factory in self.factories:
+            tls_factory.use(server_tls)
