@@ -215,8 +215,9 @@ class _WithMeta(_Meta("_Base", (object,), {})):
 
 
 class QuickLookTests(TestCase):
-    """The plugin manager's quick answer 'not a hook implementation'
-    (``tproxy.plugin_manager._not_hookimpl``) agrees with pluggy's own look."""
+    """The plugin manager's quick answers (``tproxy.plugin_manager._quick_look``:
+    'not a hook implementation', a marked function's options) agree with
+    pluggy's own look."""
 
     def test_sameAnswers(self):
         plugin = _Kinds()
@@ -232,7 +233,7 @@ class QuickLookTests(TestCase):
                     continue
                 self.assertEqual(pm.parse_hookimpl_opts(obj, name),
                                  pluggys.parse_hookimpl_opts(obj, name), name)
-                if obj is plugin and plugin_manager._not_hookimpl(plugin, name):
+                if obj is plugin and plugin_manager._quick_look(plugin, name) is None:
                     quick.append(name)
         self.assertEqual(sorted(quick), ["constant", "helper", "settings", "unmarked_class",
                                          "unmarked_static"])

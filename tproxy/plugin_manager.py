@@ -79,12 +79,6 @@ _ABSENT = object()
 _SPECS = {}
 
 
-def _not_hookimpl(plugin, name):
-    """Whether :func:`_quick_look` tells at once that the attribute ``name``
-    of ``plugin`` is not a hook implementation."""
-    return _quick_look(plugin, name) is None
-
-
 def _quick_look(plugin, name):
     """
     pluggy's answer about the attribute ``name`` of the plugin ``plugin`` (a
