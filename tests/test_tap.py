@@ -309,6 +309,40 @@ class ServiceTests(TestCase):
         self.assertIs(service.gateway.plugins, o.plugin_manager)
 
 
+class PyPyGCTests(TestCase):
+    """``twistd tproxy`` on PyPy without ``PYPY_GC_NURSERY`` runs itself
+    again with tap.PYPY_GC in its environment (tap.pypy_gc_restart)."""
+
+    def test_restart(self):
+        from tproxy.tap import PYPY_GC, pypy_gc_restart
+        script = temp_path(self)
+        with open(script, "w") as f:
+            f.write("#!/usr/bin/env python\n")
+        argv = [script, "-n", "--pidfile=", "tproxy", "-c", "etc/conf.json"]
+        executable, args, env = pypy_gc_restart({"HOME": "/root"}, argv, "/v/bin/pypy3", "PyPy")
+        self.assertEqual((executable, args), ("/v/bin/pypy3", ["/v/bin/pypy3"] + argv))
+        self.assertEqual(env, {"HOME": "/root", "PYPY_GC_NURSERY": "16MB",
+                               "PYPY_GC_INCREMENT_STEP": "4MB"})
+        self.assertEqual(dict(PYPY_GC), {"PYPY_GC_NURSERY": "16MB",
+                                         "PYPY_GC_INCREMENT_STEP": "4MB"})
+        # the user's increment step is kept
+        env = pypy_gc_restart({"PYPY_GC_INCREMENT_STEP": "8MB"}, argv, "pypy3", "PyPy")[2]
+        self.assertEqual(env["PYPY_GC_INCREMENT_STEP"], "8MB")
+
+    def test_nothingToDo(self):
+        """Not on CPython; not when the user set a nursery (even an empty
+        one: no loop); not when the command cannot be run again as it is."""
+        from tproxy.tap import pypy_gc_restart
+        script = temp_path(self)
+        with open(script, "w") as f:
+            f.write("")
+        self.assertIsNone(pypy_gc_restart({}, [script], "python3", "CPython"))
+        self.assertIsNone(pypy_gc_restart({"PYPY_GC_NURSERY": "32MB"}, [script], "pypy3", "PyPy"))
+        self.assertIsNone(pypy_gc_restart({"PYPY_GC_NURSERY": ""}, [script], "pypy3", "PyPy"))
+        self.assertIsNone(pypy_gc_restart({}, ["-c"], "pypy3", "PyPy"))
+        self.assertIsNone(pypy_gc_restart({}, [], "pypy3", "PyPy"))
+
+
 class PyPyJitTests(TestCase):
     """The JIT parameters ``twistd tproxy`` sets on PyPy (tap._tune_pypy_jit)."""
 
