@@ -13,6 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from tproxy import Request, RequestContext
 from tproxy.builtins import access_log
 from tproxy.config import ConfigError, validate_config
+from tproxy.http import connection, pyparser, reader
 from tproxy.http.headers import Headers
 from tproxy.log_sinks import FdSink
 from tproxy.plugins import build_plugin_manager
@@ -625,3 +626,82 @@ class RefusedRequestTests(SynchronousTestCase):
                          (200, "GET", "/api/x", "api", UP, None))
         self.assertEqual((bad["status"], bad["error"], bad["method"]), (400, "bad_request", None))
         self.assertNotEqual(good["request_id"], bad["request_id"])
+
+
+class PartialHeadTests(SynchronousTestCase):
+    """
+    A head refused before its end (``header_timeout``, too large) whose
+    request line was complete: its line has the method and uri, with the
+    parser in use (httptools on CPython) and with the pure-Python parser,
+    which reports a request line once it is complete, as httptools does.
+    """
+
+    #: the parser module the connections use (None: tproxy.http.parsing's)
+    parser = None
+
+    def setUp(self):
+        if self.parser is not None:
+            self.patch(connection, "HttpRequestParser", self.parser.HttpRequestParser)
+            for name in ("HttpParserError", "HttpParserInvalidMethodError", "HttpParserUpgrade"):
+                self.patch(reader, name, getattr(self.parser, name))
+
+    harness = RefusedRequestTests.harness
+    records = RefusedRequestTests.records
+
+    def refused(self, h, reads, advance=0):
+        """Send ``reads`` on a new connection, then wait ``advance``
+        seconds; the connection's one record."""
+        conn = h.connect()
+        for data in reads:
+            conn.send(data)
+        h.advance(advance)
+        self.assertTrue(conn.closed)
+        [record] = self.records(h)
+        return (record["status"], record["error"], record["method"], record["uri"])
+
+    def test_headerTimeout(self):
+        """The request line and a field, then silence: the 408's line has
+        the method and uri."""
+        h = self.harness(header_timeout=2.0)
+        self.assertEqual(self.refused(h, [b"GET /slow HTTP/1.1\r\nHost: x\r\n"], 2.0),
+                         (408, "header_timeout", "GET", "/slow"))
+
+    def test_headerTimeoutCut(self):
+        """The same, the head cut in pieces (the line's CRLF split)."""
+        h = self.harness(header_timeout=2.0)
+        self.assertEqual(self.refused(h, [b"POST /slow?a=", b"1 HTTP/1.1\r", b"\nHost:"], 2.0),
+                         (408, "header_timeout", "POST", "/slow?a=1"))
+
+    def test_tooLarge(self):
+        """A head that grows past ``max_header_size`` before its end: the
+        431's line has the method and uri."""
+        h = self.harness(max_header_size=4096)
+        fields = b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 100) for i in range(200))
+        self.assertEqual(self.refused(h, [b"GET /big HTTP/1.1\r\nHost: x\r\n", fields]),
+                         (431, "header_too_large", "GET", "/big"))
+
+    def test_headerLineTooLong(self):
+        """A header line that does not end: the 400's line has the method
+        and uri."""
+        h = self.harness(max_header_line=1024)
+        self.assertEqual(self.refused(h, [b"GET /long HTTP/1.1\r\nX-A: ", b"v" * 2048]),
+                         (400, "bad_request", "GET", "/long"))
+
+    def test_invalidLine(self):
+        """An invalid request line is refused once it ends, not at the end
+        of its head (or after ``header_timeout``)."""
+        h = self.harness(header_timeout=2.0)
+        self.assertEqual(self.refused(h, [b"GET /bad HTTP/1.1x\r\nHost: x\r\n"]),
+                         (400, "bad_request", "GET", "/bad"))
+
+    def test_lineIncomplete(self):
+        """A head refused before its request line ended: no method."""
+        h = self.harness(header_timeout=2.0)
+        self.assertEqual(self.refused(h, [b"GET"], 2.0), (408, "header_timeout", None, ""))
+
+
+class PythonParserPartialHeadTests(PartialHeadTests):
+    """:class:`PartialHeadTests` with the pure-Python parser (the one in
+    use on PyPy, or with ``TPROXY_PARSER=python``)."""
+
+    parser = pyparser

@@ -14,7 +14,6 @@ from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from tproxy import hookimpl
-from tproxy.http import parsing
 from tproxy.http.refusals import REFUSED_ERRORS
 from tproxy.testing import Harness
 from tests.helpers import (BodySource, ClockedReactor, ProxyTestCase, buffered, is_reading,
@@ -713,14 +712,13 @@ class MalformedRequestTests(Case):
         self.assertEqual(statuses(conn), [408])
         self.assertEqual(conn.responses[0].headers.get("Connection"), "close")
         self.assertEqual(up.received, b"")
-        # logged as refused; its request line is known where the parser
-        # reported it (httptools does line by line, tproxy's own parser
-        # reads a head whole)
+        # logged as refused; its request line is known (both parsers report
+        # it once it ends)
         ctx, = h.contexts
         self.assertEqual((ctx.status, ctx.error, ctx.request_time(), ctx.route, ctx.peer),
                          (408, "header_timeout", 0.25, None, None))
-        line = ("GET", "/", "1.1") if parsing.NAME == "httptools" else (None, "", None)
-        self.assertEqual((ctx.request.method, ctx.request.path, ctx.request.version), line)
+        self.assertEqual((ctx.request.method, ctx.request.path, ctx.request.version),
+                         ("GET", "/", "1.1"))
 
     def test_invalidHost(self):
         """A Host that is not one authority (whitespace, a path, userinfo,

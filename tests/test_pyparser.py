@@ -976,6 +976,35 @@ class PyParserStrictnessTests(SynchronousTestCase):
         self.assertEqual([e for e in protocol.events if e[0] == URL],
                          [(URL, b"/some/long/path?q=1")])
 
+    def test_request_line_before_head_end(self):
+        """
+        A head that has not ended: its request line is reported as soon as
+        it is complete (``on_url``, the method and version known), however
+        it is cut (what the server logs for a ``408`` or a ``431``); the
+        rest of the head is parsed when it comes.
+        """
+        data = b"GET /slow?a=1 HTTP/1.1\r\nHost: x\r\nX-A: b\r\n"
+        whole, _, _ = self.feed(data + b"\r\n")
+        for cuts in ([], [3], [22], [23], [24], range(1, len(data))):
+            protocol = Recorder()
+            events, error, parser = self.feed(data, cuts=cuts, protocol=protocol)
+            self.assertIsNone(error, cuts)
+            self.assertEqual(events[:2], [BEGIN, (URL, b"/slow?a=1")], cuts)
+            self.assertEqual((parser.get_method(), parser.get_http_version()),
+                             (b"GET", "1.1"), cuts)
+            parser.feed_data(b"\r\n")
+            self.assertEqual(normalize(protocol.events), whole, cuts)
+
+    def test_invalid_request_line_before_head_end(self):
+        """An invalid request line fails once it is complete, before the
+        end of its head."""
+        for line in (b"GET /a HTTP/1.1x", b"GET /a b HTTP/1.1", b"GET /\x7f HTTP/1.1",
+                     b"GET /a HTTP/3.0", b"GET  HTTP/1.1", b"GET http://a@@b/ HTTP/1.1"):
+            for cuts in ([], [len(line) + 1]):
+                events, error, _ = self.feed(line + b"\r\nHost: x\r\n", cuts=cuts)
+                self.assertIsInstance(error, self.module.HttpParserError, (line, cuts))
+                self.assertNotIn(HEADER, [e[0] for e in events], (line, cuts))
+
     def test_no_empty_body_calls(self):
         protocol = Recorder()
         events, error, parser = self.feed(
@@ -1161,7 +1190,7 @@ class DifferentialTests(SynchronousTestCase):
         rnd = random.Random(20240611)
         counts = dict.fromkeys(
             ["same", "both rejected", "upgrade", "deliberate", "later error",
-             "early callbacks"], 0)
+             "early callbacks", "early line"], 0)
         for _ in range(3000):
             response = rnd.random() < 0.4
             data = mutate(rnd.choice(SEEDS_RESPONSES if response else SEEDS_REQUESTS), rnd)
@@ -1182,20 +1211,26 @@ class DifferentialTests(SynchronousTestCase):
             if deliberately_different(data, response, py_error):
                 counts["deliberate"] += 1
                 continue
+            line_parsed = not response and py_parser._state == pyparser._FIELDS
             if ht_error is not None and py_error is None:
-                # pyparser reports errors in a head when it is complete.
+                # pyparser reports errors in a head's fields when it is
+                # complete (and in a request line when the line is).
                 self.assertRaises(pyparser.HttpParserError,
                                   py_parser.feed_data, b"\r\n\r\n" * 3)
                 counts["later error"] += 1
                 continue
             self.assertIsNone(py_error, repr(data))
+            counts["early line"] += line_parsed
             if py_events != ht_events:
-                # httptools reports the start of an incomplete head early.
+                # httptools reports the start of an incomplete head early;
+                # pyparser its request line once complete, not its fields.
                 self.assertEqual(ht_events[:len(py_events)], py_events, repr(data))
+                early = ((HEADER,) if line_parsed else ("begin", URL, STATUS, HEADER))
                 for event in ht_events[len(py_events):]:
-                    self.assertIn(event[0], ("begin", URL, STATUS, HEADER), repr(data))
+                    self.assertIn(event[0], early, repr(data))
                 counts["early callbacks"] += 1
             else:
                 counts["same"] += 1
         self.assertGreater(counts["same"], 400, counts)
         self.assertGreater(counts["both rejected"], 1500, counts)
+        self.assertGreater(counts["early line"], 5, counts)

@@ -69,7 +69,7 @@ _F_TE = 512
 # -- states -----------------------------------------------------------------
 
 _START = 0        # before a message: CRLF and LF are skipped (a bare CR: 400)
-_HEAD = 1         # in the start line or the header fields
+_HEAD = 1         # in a head whose start line was not parsed yet
 _BODY = 2         # Content-Length body, self._remaining bytes to go
 _CHUNK_SIZE = 3   # expecting a chunk-size line
 _CHUNK_DATA = 4   # in chunk data, self._remaining bytes to go
@@ -78,6 +78,8 @@ _TRAILERS = 6     # at the CRLF ending the last-chunk line, then trailers
 _EOF_BODY = 7     # body delimited by the connection close
 _CLOSED = 8       # after a message that does not keep the connection
 _UPGRADED = 9     # HttpParserUpgrade was raised
+_FIELDS = 10      # in a request's head whose line was parsed before the head
+                  # was complete: at the line's CRLF, then the header fields
 
 # -- grammar ------------------------------------------------------------------
 

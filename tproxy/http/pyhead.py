@@ -9,7 +9,8 @@ framing depends on, and the end of the head (``on_headers_complete``).
 from tproxy.http.pygrammar import (
     HttpParserInvalidMethodError, HttpParserInvalidURLError, _ABSOLUTE_FORM,
     _AUTHORITY_FORM, _BODY, _CHUNK_SIZE, _CL_VALUE, _CONNECTION, _CONTENT_LENGTH,
-    _EOF_BODY, _FIELD_CHARS, _F_CHUNKED, _F_CL, _F_CLOSE, _F_CONN_UPGRADE, _F_KEEP_ALIVE,
+    _EOF_BODY, _FIELDS, _FIELD_CHARS, _F_CHUNKED, _F_CL, _F_CLOSE, _F_CONN_UPGRADE,
+    _F_KEEP_ALIVE,
     _F_TE, _F_UPGRADE, _MAX_NAMES, _MAX_SIZE, _METHODS, _NAMES, _REQUEST_LINE, _SPECIAL,
     _STATUS_LINE, _TOKEN_CHARS, _TRANSFER_ENCODING, _UPGRADED, _VCHARS, _VERSIONS,
     _check_cr_lf, _fail, _is_chunked_element, _Diagnosis)
@@ -40,6 +41,22 @@ class _HeadParser(_Diagnosis):
         if eol < end:
             self._fields(data[eol + 2:end + 2], False)
         return self._headers_complete()
+
+    def _early_line(self, buf, scan):
+        """
+        The request head in ``buf`` is not complete (searched up to
+        ``scan`` before): once its request line is, parse it now (as llhttp
+        does: ``on_url``, the method and version known, or the error) and
+        keep the rest, from the line's CRLF, for the fields (``_FIELDS``).
+        """
+        eol = buf.find(b"\r\n", scan - 1 if scan else 0)
+        if eol < 0:
+            return
+        self._request_line(bytes(buf[:eol]))
+        del buf[:eol]
+        self._scan -= eol
+        self._checked -= eol
+        self._state = _FIELDS
 
     def _request_line(self, line):
         # The usual line ("GET /x HTTP/1.1") without the expression (on PyPy

@@ -13,12 +13,14 @@ httptools is missing.  Python 3.9+ and the stdlib only.
 How: the data is searched with ``bytes.find`` and validated with
 ``bytes.translate``, a few precompiled regular expressions and a cache of
 known header names, never byte by byte in Python.  A head (start line and
-header fields) is parsed once it is complete; until then it is kept in a
-``bytearray`` (amortised O(n) however it is split) and only checked for what
-can be rejected early: an impossible method or protocol (a TLS handshake, an
-SSH banner...), a bare CR or LF.  Bodies are never buffered: each
-``feed_data`` call passes the body bytes it holds to ``on_body``, without a
-copy when the whole piece is body.
+header fields) that arrives whole is parsed in one go; an incomplete one is
+kept in a ``bytearray`` (amortised O(n) however it is split) and only
+checked for what can be rejected early: an impossible method or protocol (a
+TLS handshake, an SSH banner...), a bare CR or LF; but a request line is
+parsed as soon as it is complete (``on_url``, the method and version
+known, or its error), as llhttp does, and the fields once the head is.
+Bodies are never buffered: each ``feed_data`` call passes the body bytes it
+holds to ``on_body``, without a copy when the whole piece is body.
 
 Differences from httptools:
 
@@ -28,10 +30,13 @@ Differences from httptools:
   ``on_body``.  ``on_body`` is never called with ``b""`` (httptools does so
   when fed ``b""`` in a body).  ``on_header`` is the same (httptools also
   joins split fields).
+* ``on_url`` comes once the request line is complete (httptools: once
+  the target is, before the version), ``on_status`` and ``on_header`` once
+  the head is (httptools: as they are read).
 * When the input is invalid, the callbacks before the error may differ
   (httptools reports the start of a head before it is complete), and the
-  error may come with a later ``feed_data`` call (when the head completes)
-  or have another message.  Both reject the same messages, except:
+  error may come with a later ``feed_data`` call (when the line or the head
+  completes) or have another message.  Both reject the same messages, except:
 * Stricter than llhttp, where its leniency is useless or unsafe in a proxy:
   - a request line without a version (HTTP/0.9; llhttp then still parses
     header fields and a body, and reads ``POST /xHTTP/1.1`` as such a line),
@@ -91,7 +96,7 @@ from tproxy.http.pygrammar import (  # noqa: F401
     HttpParserInvalidMethodError, HttpParserInvalidURLError, HttpParserUpgrade,
     MAX_CHUNK_LINE, MAX_TRAILERS, _BODY, _CHUNK_CRLF, _CHUNK_DATA, _CHUNK_LINE,
     _CHUNK_SIZE, _CLOSED, _EOF_BODY, _Error, _F_CHUNKED, _F_CL, _F_CLOSE, _F_KEEP_ALIVE,
-    _F_TE, _HEAD, _MAX_METHOD, _MAX_SIZE, _START, _TRAILERS, _UPGRADED, _fail)
+    _F_TE, _FIELDS, _HEAD, _MAX_METHOD, _MAX_SIZE, _START, _TRAILERS, _UPGRADED, _fail)
 
 #: get_http_version's answers, by major * 10 + minor
 _VERSION_TEXT = {10 * major + minor: "%d.%d" % (major, minor)
@@ -332,6 +337,22 @@ class _HttpParser(_HeadParser):
                     self._on_chunk_complete()
                 state = self._message_complete()
 
+            elif state == _FIELDS:
+                # the rest of a head whose request line was parsed before
+                # the head was complete (_early_line): the line's CRLF, then
+                # the fields, ended as a trailer section
+                end = data.find(b"\r\n\r\n", pos)
+                if end < 0:     # pragma: no cover - only fed a complete head
+                    self._stash(data, pos, _FIELDS)
+                    return -1
+                if end > pos:
+                    self._fields(data[pos + 2:end + 2], False)
+                pos = end + 4
+                state = self._headers_complete()
+                if state == _UPGRADED:
+                    self._state = state
+                    return pos - shift
+
             elif state == _EOF_BODY:
                 if self._on_body is not None:
                     self._on_body(data[pos:] if pos else data)
@@ -376,16 +397,19 @@ class _HttpParser(_HeadParser):
         """
         state = self._state
         n = len(buf)
-        if state == _HEAD or state == _TRAILERS:
-            if buf.find(b"\r\n\r\n", self._scan - 3 if self._scan > 3 else 0) >= 0:
+        if state == _HEAD or state == _TRAILERS or state == _FIELDS:
+            scan = self._scan
+            if buf.find(b"\r\n\r\n", scan - 3 if scan > 3 else 0) >= 0:
                 return True
             if state == _TRAILERS and n > MAX_TRAILERS:
                 _fail("Trailer section too long")
-            check_start = state == _HEAD and self._scan <= _MAX_METHOD
             self._scan = n
             self._check_line_ends(buf)
-            if check_start:
-                self._check_start(buf)
+            if state == _HEAD:
+                if scan <= _MAX_METHOD:
+                    self._check_start(buf)
+                if self._is_request:
+                    self._early_line(buf, scan)
             return False
         if state == _CHUNK_SIZE:
             if buf.find(b"\n", self._scan) >= 0:
