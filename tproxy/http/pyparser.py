@@ -89,21 +89,21 @@ __all__ = (
 )
 
 
-from tproxy.http.pyhead import _HeadParser
+from tproxy.http.pybuffer import _Buffering
 # (the exceptions and limits are this module's API too)
 from tproxy.http.pygrammar import (  # noqa: F401
     HttpParserError, HttpParserInvalidStatusError, HttpParserCallbackError,
     HttpParserInvalidMethodError, HttpParserInvalidURLError, HttpParserUpgrade,
     MAX_CHUNK_LINE, MAX_TRAILERS, _BODY, _CHUNK_CRLF, _CHUNK_DATA, _CHUNK_LINE,
     _CHUNK_SIZE, _CLOSED, _EOF_BODY, _Error, _F_CHUNKED, _F_CL, _F_CLOSE, _F_KEEP_ALIVE,
-    _F_TE, _FIELDS, _HEAD, _MAX_METHOD, _MAX_SIZE, _START, _TRAILERS, _UPGRADED, _fail)
+    _F_TE, _FIELDS, _HEAD, _MAX_SIZE, _START, _TRAILERS, _UPGRADED, _fail)
 
 #: get_http_version's answers, by major * 10 + minor
 _VERSION_TEXT = {10 * major + minor: "%d.%d" % (major, minor)
                  for major in range(10) for minor in range(10)}
 
 
-class _HttpParser(_HeadParser):
+class _HttpParser(_Buffering):
 
     __slots__ = (
         "_is_request", "_state", "_buf", "_scan", "_checked",
@@ -379,51 +379,6 @@ class _HttpParser(_HeadParser):
         self._flags = 0
         self._remaining = 0
         return _START if keep_alive else _CLOSED
-
-    # -- buffering -------------------------------------------------------------
-
-    def _stash(self, data, pos, state):
-        """Keep ``data[pos:]``, an incomplete head or line, for the next feed."""
-        self._state = state
-        self._buf = buf = bytearray(data[pos:] if pos else data)
-        self._scan = 0
-        self._checked = 0
-        self._buffer_complete(buf)
-
-    def _buffer_complete(self, buf):
-        """
-        Whether the buffered head/line is now complete; if not, check it
-        for early errors.
-        """
-        state = self._state
-        n = len(buf)
-        if state == _HEAD or state == _TRAILERS or state == _FIELDS:
-            scan = self._scan
-            if buf.find(b"\r\n\r\n", scan - 3 if scan > 3 else 0) >= 0:
-                return True
-            if state == _TRAILERS and n > MAX_TRAILERS:
-                _fail("Trailer section too long")
-            self._scan = n
-            self._check_line_ends(buf)
-            if state == _HEAD:
-                if scan <= _MAX_METHOD:
-                    self._check_start(buf)
-                if self._is_request:
-                    self._early_line(buf, scan)
-            return False
-        if state == _CHUNK_SIZE:
-            if buf.find(b"\n", self._scan) >= 0:
-                return True
-            if n > MAX_CHUNK_LINE:
-                _fail("Chunk size line too long")
-            self._scan = n
-            return False
-        # _CHUNK_CRLF, or _START with a CR (both wait for the byte after it)
-        if n >= 2:
-            return True
-        if buf[0] != 13:
-            self._chunk_crlf_error(bytes(buf))
-        return False
 
 
 class HttpRequestParser(_HttpParser):
