@@ -142,6 +142,30 @@ class FilterTests(SynchronousTestCase):
         self.emit(begun[0])
         self.assertEqual("".join(e["log_format"] for e in seen), "diwec")
 
+    def test_withQuiet(self):
+        """The level and the Redis clients' quiet (two wraps of the one
+        ``beginLoggingTo``) both apply to the log begun, each once."""
+        from tproxy.redis_connections import quiet_the_log
+        begun = []
+
+        class Beginner(object):
+            def beginLoggingTo(self, observers, *args, **kwargs):
+                begun.extend(observers)
+
+        beginner = Beginner()
+        quiet_the_log(beginner)
+        level_the_log("info", beginner)
+        quiet_the_log(beginner)
+        level_the_log("info", beginner)
+        seen = []
+        beginner.beginLoggingTo([seen.append])
+        self.assertEqual(len(begun), 1)
+        self.emit(begun[0])
+        begun[0]({"message": ("Discarding dead connection.",), "isError": 0,
+                  "log_level": LogLevel.info, "log_namespace": "log_legacy"})
+        # (debug: below the level; the info line of a dead connection: noise)
+        self.assertEqual([e.get("log_format") for e in seen], ["i", "w", "e", "c"])
+
     def test_worker_observer(self):
         """A worker's log: ``info`` until its configuration sets the level."""
         seen = []

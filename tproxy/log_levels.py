@@ -18,7 +18,8 @@ listener reads its flag (``ProxyFactory.log_client_errors``) instead.
 
 from twisted.logger import FilteringLogObserver, LogLevel, LogLevelFilterPredicate
 
-__all__ = ["LEVELS", "predicate", "level_filter", "level_the_log", "set_log_level"]
+__all__ = ["LEVELS", "predicate", "level_filter", "level_the_log", "set_log_level",
+           "wrap_the_log"]
 
 #: the values of ``log_level``, least first
 LEVELS = ("debug", "info", "warn", "error", "critical")
@@ -51,13 +52,30 @@ def level_the_log(name, beginner=None):
     changes the level.
     """
     set_log_level(name)
+    wrap_the_log(level_filter, beginner)
+
+
+def wrap_the_log(wrap, beginner=None):
+    """
+    Have ``wrap(observer)`` stand for each observer the log the process is
+    about to begin is given: twistd and ``twist`` call ``beginLoggingTo`` of
+    ``beginner`` (default ``globalLogBeginner``) after ``makeService``, with
+    the observers that write the log.  Every other observer (a test's, one
+    added with ``--logger`` later) still gets every event.  Idempotent: each
+    ``wrap`` is applied once, in the order given.
+    """
     if beginner is None:
         from twisted.logger import globalLogBeginner as beginner
     begin = beginner.beginLoggingTo
-    if getattr(begin, "leveled", False):
-        return
+    wraps = getattr(begin, "tproxy_wraps", None)
+    if wraps is None:
+        wraps = []
 
-    def beginLoggingTo(observers, *args, **kwargs):
-        return begin([level_filter(o) for o in observers], *args, **kwargs)
-    beginLoggingTo.leveled = True
-    beginner.beginLoggingTo = beginLoggingTo
+        def beginLoggingTo(observers, *args, **kwargs):
+            for w in wraps:
+                observers = [w(o) for o in observers]
+            return begin(observers, *args, **kwargs)
+        beginLoggingTo.tproxy_wraps = wraps
+        beginner.beginLoggingTo = beginLoggingTo
+    if wrap not in wraps:
+        wraps.append(wrap)

@@ -30,6 +30,7 @@ from twisted.logger import FilteringLogObserver, LogLevel, PredicateResult
 from zope.interface import implementer
 
 from tproxy.config import ConfigError
+from tproxy.log_levels import wrap_the_log
 
 __all__ = ["ReportingEndpoint", "endpoint", "host_port", "is_reconnection_noise", "parse_url",
            "quiet", "quiet_the_log", "watched_pool"]
@@ -190,19 +191,8 @@ def quiet(observer):
 def quiet_the_log(beginner=None):
     """
     Keep the :func:`is_reconnection_noise` events out of the log the process
-    is about to begin (twistd and twist call ``beginLoggingTo`` of
-    ``globalLogBeginner`` after ``makeService``, with the observers that
-    write the log): the observers given to it are wrapped in :func:`quiet`.
-    The events still reach every other observer (a test's, ``--logger``'s
-    ones added later).  Idempotent.
+    is about to begin: its observers are wrapped in :func:`quiet`
+    (:func:`tproxy.log_levels.wrap_the_log`; the events still reach every
+    other observer).  Idempotent.
     """
-    if beginner is None:
-        from twisted.logger import globalLogBeginner as beginner
-    begin = beginner.beginLoggingTo
-    if getattr(begin, "quiet", False):
-        return
-
-    def beginLoggingTo(observers, *args, **kwargs):
-        return begin([quiet(o) for o in observers], *args, **kwargs)
-    beginLoggingTo.quiet = True
-    beginner.beginLoggingTo = beginLoggingTo
+    wrap_the_log(quiet, beginner)
