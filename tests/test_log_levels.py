@@ -54,26 +54,28 @@ class ClientErrorTests(SynchronousTestCase):
             [e["log_level"] for e in events
              if e.get("log_namespace") == "tproxy.http.connection"], [LogLevel.debug])
 
+    def silent_after(self, level, data):
+        """``data`` sent at ``level``, then 61 s of silence: the responses
+        and the client lines logged."""
+        h = self.harness(log_level=level)
+        events = capture_log(self)
+        conn = h.connect()
+        conn.send(data)
+        h.advance(61)
+        return [r.status for r in conn.responses], _client_lines(events)
+
     def test_header_timeout(self):
         """A head that never ends: ``408``, and its line only with ``debug``."""
         for level, expected in (("info", 0), ("debug", 1)):
-            h = self.harness(log_level=level)
-            events = capture_log(self)
-            conn = h.connect()
-            conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n")
-            h.advance(61)
-            self.assertEqual([r.status for r in conn.responses], [408], level)
-            self.assertEqual(len(_client_lines(events)), expected, level)
+            statuses, lines = self.silent_after(level, b"GET / HTTP/1.1\r\nHost: x\r\n")
+            self.assertEqual(statuses, [408], level)
+            self.assertEqual(len(lines), expected, level)
 
     def test_body_timeout(self):
         """A body that never comes: its line only with ``debug``."""
         for level, expected in (("info", 0), ("debug", 1)):
-            h = self.harness(log_level=level)
-            events = capture_log(self)
-            conn = h.connect()
-            conn.send(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab")
-            h.advance(61)
-            lines = _client_lines(events)
+            _, lines = self.silent_after(
+                level, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab")
             self.assertEqual(len(lines), expected, (level, lines))
             if expected:
                 self.assertIn("sent no body for 60s", lines[0])
