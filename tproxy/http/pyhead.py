@@ -3,7 +3,9 @@
 The head of a message for :mod:`tproxy.http.pyparser`: the start line
 (request line or status line), the header fields checked at C speed (the
 expressions and tables of :mod:`tproxy.http.pygrammar`), the fields the
-framing depends on, and the end of the head (``on_headers_complete``).
+framing depends on, the end of the head (``on_headers_complete``), and what
+the head says of the message (the version, keep-alive, upgrade: httptools'
+``get_http_version``, ``should_keep_alive``, ``should_upgrade``).
 """
 
 from tproxy.http.pygrammar import (
@@ -25,11 +27,54 @@ _VCHARS_ONLY = bytes(c if 0x21 <= c <= 0x7e else 0x21 for c in range(256))
 _REASON_ONLY = bytes(c if c == 9 or 0x20 <= c <= 0x7e or c >= 0x80 else 0x20
                      for c in range(256))
 
+#: get_http_version's answers, by major * 10 + minor
+_VERSION_TEXT = {10 * major + minor: "%d.%d" % (major, minor)
+                 for major in range(10) for minor in range(10)}
+
 
 class _HeadParser(_Diagnosis):
     """The head-parsing part of ``_HttpParser`` (a mixin: the parser's slots)."""
 
     __slots__ = ()
+
+    # -- what the head says (httptools' API) ------------------------------------
+
+    def get_http_version(self):
+        """The message's version, ``"1.1"``."""
+        # (a table, not "%d.%d" %: on PyPy formatting is a call per piece)
+        text = _VERSION_TEXT.get(self._major * 10 + self._minor)
+        if text is None:
+            text = "%d.%d" % (self._major, self._minor)
+        return text
+
+    def should_keep_alive(self):
+        """Whether the connection serves another message after this one
+        (meaningful from ``on_headers_complete`` to ``on_message_complete``)."""
+        flags = self._flags
+        if self._major > 0 and self._minor > 0:
+            if flags & _F_CLOSE:
+                return False
+        elif not flags & _F_KEEP_ALIVE:
+            return False
+        return not self._needs_eof()
+
+    def should_upgrade(self):
+        """Whether the message upgrades the connection to another protocol."""
+        return self._upgrade
+
+    def _needs_eof(self):
+        """Whether the message's body ends with the connection."""
+        if self._is_request:
+            return False
+        status = self._status
+        if status // 100 == 1 or status == 204 or status == 304:
+            return False
+        flags = self._flags
+        if flags & _F_TE and not flags & _F_CHUNKED:
+            return True
+        return not flags & (_F_CHUNKED | _F_CL)
+
+    # -- parsing ----------------------------------------------------------------
 
     def _head(self, data, pos, end):
         """Parse the head ``data[pos:end]``; return the next state."""

@@ -95,12 +95,8 @@ from tproxy.http.pygrammar import (  # noqa: F401
     HttpParserError, HttpParserInvalidStatusError, HttpParserCallbackError,
     HttpParserInvalidMethodError, HttpParserInvalidURLError, HttpParserUpgrade,
     MAX_CHUNK_LINE, MAX_TRAILERS, _BODY, _CHUNK_CRLF, _CHUNK_DATA, _CHUNK_LINE,
-    _CHUNK_SIZE, _CLOSED, _EOF_BODY, _Error, _F_CHUNKED, _F_CL, _F_CLOSE, _F_KEEP_ALIVE,
-    _F_TE, _FIELDS, _HEAD, _MAX_SIZE, _START, _TRAILERS, _UPGRADED, _fail)
-
-#: get_http_version's answers, by major * 10 + minor
-_VERSION_TEXT = {10 * major + minor: "%d.%d" % (major, minor)
-                 for major in range(10) for minor in range(10)}
+    _CHUNK_SIZE, _CLOSED, _EOF_BODY, _Error, _FIELDS, _HEAD, _MAX_SIZE, _START,
+    _TRAILERS, _UPGRADED, _fail)
 
 
 class _HttpParser(_Buffering):
@@ -138,7 +134,8 @@ class _HttpParser(_Buffering):
         self._on_chunk_header = getattr(protocol, "on_chunk_header", None)
         self._on_chunk_complete = getattr(protocol, "on_chunk_complete", None)
 
-    # -- public API ----------------------------------------------------------
+    # -- public API (get_http_version, should_keep_alive, should_upgrade:
+    # -- tproxy.http.pyhead) ---------------------------------------------------
 
     def set_dangerous_leniencies(
             self, lenient_headers=None, lenient_chunked_length=None,
@@ -149,25 +146,6 @@ class _HttpParser(_Buffering):
             lenient_optional_crlf_after_chunk=None,
             lenient_spaces_after_chunk_size=None):
         """Accepted for compatibility; this parser is never lenient."""
-
-    def get_http_version(self):
-        # (a table, not "%d.%d" %: on PyPy formatting is a call per piece)
-        text = _VERSION_TEXT.get(self._major * 10 + self._minor)
-        if text is None:
-            text = "%d.%d" % (self._major, self._minor)
-        return text
-
-    def should_keep_alive(self):
-        flags = self._flags
-        if self._major > 0 and self._minor > 0:
-            if flags & _F_CLOSE:
-                return False
-        elif not flags & _F_KEEP_ALIVE:
-            return False
-        return not self._needs_eof()
-
-    def should_upgrade(self):
-        return self._upgrade
 
     def feed_data(self, data):
         err = self._error
@@ -189,17 +167,6 @@ class _HttpParser(_Buffering):
         raise err
 
     # -- internals -----------------------------------------------------------
-
-    def _needs_eof(self):
-        if self._is_request:
-            return False
-        status = self._status
-        if status // 100 == 1 or status == 204 or status == 304:
-            return False
-        flags = self._flags
-        if flags & _F_TE and not flags & _F_CHUNKED:
-            return True
-        return not flags & (_F_CHUNKED | _F_CL)
 
     def _feed(self, data):
         """
