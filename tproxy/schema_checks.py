@@ -30,8 +30,8 @@ def validator_for(schema):
     # by identity, and compared with the copy the validator was made from:
     # quicker than its repr (~20 microseconds for a large schema).
     seen = _SCHEMA_OBJECTS.get(id(schema))
-    if seen is not None and seen[0] is schema and seen[1] == schema:
-        return seen[2]
+    if seen is not None and seen[0] is schema and seen[1].schema == schema:
+        return seen[1]
     key = repr(schema)
     validator = _CHECKED_SCHEMAS.get(key)
     if validator is None:
@@ -40,14 +40,14 @@ def validator_for(schema):
         if len(_CHECKED_SCHEMAS) < 256:
             _CHECKED_SCHEMAS[key] = validator
     if len(_SCHEMA_OBJECTS) < 256 and repr(validator.schema) == key:
-        _SCHEMA_OBJECTS[id(schema)] = (schema, validator.schema, validator)
+        _SCHEMA_OBJECTS[id(schema)] = (schema, validator)
     return validator
 
 
 #: ``repr`` of the schemas :func:`validator_for` found valid -> their validator
 _CHECKED_SCHEMAS = {}
-#: ``id`` of a schema given to :func:`validator_for` -> ``(the schema, the
-#: copy its validator was made from, the validator)``
+#: ``id`` of a schema given to :func:`validator_for` -> ``(the schema, its
+#: validator)`` (the validator's ``schema``: the copy it was made from)
 _SCHEMA_OBJECTS = {}
 
 
