@@ -68,22 +68,6 @@ _TYPE_NAMES = {"object": "an object", "array": "a list", "string": "a string",
                "boolean": "true or false", "null": "null"}
 
 
-def _json_type(value):
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
-
-
 def _show(value):
     text = json.dumps(value)
     return text if len(text) <= 40 else text[:37] + "..."
