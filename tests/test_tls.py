@@ -678,6 +678,22 @@ class ReloadTests(TLSTestCase):
         [line] = [m for m in self.reload_lines() if m.startswith("reloaded:")]
         self.assertIn("TLS certificates reloaded on {} (TLS) (proxy)".format(LOCAL), line)
 
+    async def test_sslEndpointStringKept(self):
+        """An ``ssl:`` endpoint string's listener is kept with the
+        certificate Twisted read at its start: the reload line says so (and
+        that a ``tls`` object reloads its files)."""
+        cert, key = self.ca.issue("site.test")
+        both = self.ca.write("ssl-both.pem", key + cert)
+        config = {"listen": "ssl:0:interface=127.0.0.1:privateKey=" + both}
+        await self.start(config)
+        self.assertTrue(await self.reload(config))
+        self.assertEqual(await self.serial(), serial(cert))
+        [line] = [m for m in self.reload_lines() if m.startswith("reloaded:")]
+        self.assertIn("the ssl: endpoint string keeps the certificate read at its start "
+                      "(a tls object reloads its files) on " + config["listen"] + " (proxy)",
+                      line)
+        self.assertNotIn("TLS certificates reloaded", line)
+
     async def test_changedSettings(self):
         """Another default certificate and a new ``sni`` entry take effect
         (the listener was kept: before, a changed ``tls`` was ignored)."""

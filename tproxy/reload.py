@@ -233,6 +233,13 @@ class Reloader(object):
         if retls:
             changes += "; TLS certificates reloaded on " + ", ".join(
                 "{} ({})".format(endpoint.description, name) for name, endpoint, _ in retls)
+        # Twisted's ssl: endpoint reads its files once, when it is made
+        stale = ["{} ({})".format(endpoint.description, name)
+                 for _, name, endpoint, _, _, kept in plan
+                 if kept and endpoint.description.startswith("ssl:")]
+        if stale:
+            changes += ("; the ssl: endpoint string keeps the certificate read at its start "
+                        "(a tls object reloads its files) on " + ", ".join(stale))
         log.info("reloaded: {changes}; {in_flight} request(s) and session(s) in flight "
                  "finish on the previous configuration",
                  changes=changes, in_flight=len(pending))
