@@ -266,6 +266,46 @@ class ReactorTests(SynchronousTestCase):
         finally:
             cleanup()
 
+    def test_cachedClock(self):
+        """With the cached clock (PyPy's, forced here), ``seconds()`` during a
+        dispatch is the time the poll returned, the same at every call; outside
+        a dispatch it reads the clock."""
+        import time
+
+        import tproxy.reactor as module
+        self.patch(module, "_CACHED_CLOCK", True)
+
+        class Server(Collect):
+            def dataReceived(self, data):
+                self.seen = (r.seconds(), r.seconds(), r._now)
+                Collect.dataReceived(self, data)
+        server = Server(3)
+        r, client, cleanup = self._pair(server)
+        try:
+            self.assertIsNone(r._now)
+            before = time.time()
+            client.transport.write(b"abc")
+            self._spin(r, lambda: server.done.called)
+            after = time.time()
+            first, second, now = server.seen
+            self.assertEqual((first, second), (now, now))
+            self.assertTrue(before <= now <= after, (before, now, after))
+            self.assertIsNone(r._now)
+            outside = r.seconds()
+            self.assertTrue(after <= outside <= time.time())
+        finally:
+            cleanup()
+
+    def test_stockClock(self):
+        """Without the cached clock (CPython's), ``seconds`` is Twisted's."""
+        import tproxy.reactor as module
+        from twisted.python.runtime import seconds
+        self.patch(module, "_CACHED_CLOCK", False)
+        r = FastEPollReactor()
+        self.assertIs(r.seconds, seconds)
+        r._poller.close()
+        r.waker.connectionLost(None)
+
     def test_dispatchIsOurs(self):
         """The reactor's loop calls the shortcut, not the stock ``doPoll``."""
         r = FastEPollReactor()
