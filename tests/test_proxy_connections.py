@@ -409,6 +409,37 @@ class MessageShapeTests(SynchronousTestCase):
         self.assertEqual((resp.status, resp.body), (200, b"ok"))
         self.assertEqual(conn.received.count(b"HTTP/1.1 "), 1)
 
+    def test_bytesAfterResponseNotTheNextOne(self):
+        """An upstream sends more than its response (a second response in
+        the same read, nginx's "upstream sent more data than specified"):
+        the request pipelined behind gets its own answer, not those bytes,
+        and the connection that sent them is not used again (a keep-alive
+        connection is reused only once its read is over)."""
+        def answer(request):
+            ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+            if request.uri == "/extra":
+                return ok + b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nEVIL"
+            return ok
+        up = Scripted(answer)
+        h = scripted({"default": {UP: up}})
+        conn = h.connect()
+        conn.send_request("GET", "/extra", flush=False)
+        conn.send_request("POST", "/next", body=b"abc", flush=False)
+        h.flush()
+        self.assertEqual([(r.status, r.body) for r in conn.responses],
+                         [(200, b"ok"), (200, b"ok")])
+        self.assertNotIn(b"EVIL", conn.received)
+        # the POST was sent once, on a new connection
+        self.assertEqual([(r.uri, r.conn, r.body) for r in up.requests],
+                         [("/extra", 0, b""), ("/next", 1, b"abc")])
+        self.assertEqual(up.open, 1)   # the first connection was closed
+        # the peer's count fell once per request, and it is not a failure
+        peer = h.registry.group("default").peers[("127.0.0.1", 9001)]
+        self.assertEqual(peer.active, 0)
+        self.assertTrue(h.gateway.health.as_dict(peer)["healthy"])
+        [warn] = [e for e in h.events if e.get("log_namespace") == "tproxy.http.upstream"]
+        self.assertEqual(warn["peer"], UP)
+
     def test_earlyResponse(self):
         """The upstream answers (413) before reading the body: the client
         gets the answer and the connection closes; the count is released."""

@@ -66,7 +66,11 @@ class UpstreamPool(object):
         Give ``exchange`` a connection to ``peer``: an idle one at once
         (``exchange.upstream_connected(conn, True)``), or a new one later
         (``upstream_connected(conn, False)`` or ``upstream_connect_failed``);
-        always a new one if ``fresh``.
+        always a new one if ``fresh``.  An idle connection whose last
+        response ended in the read being parsed now (a request pipelined
+        behind it) is given once that read is parsed whole, or, if bytes
+        followed the response, a new one instead (see
+        :class:`~tproxy.http.upstream.UpstreamProtocol`).
         """
         key = peer.key
         creator = None
@@ -79,6 +83,9 @@ class UpstreamPool(object):
             conn = idle.pop()
             conn.idle = False
             if conn.transport.connected and not conn.transport.disconnecting:
+                if conn.reading:
+                    conn.due = (peer, exchange)
+                    return
                 exchange.upstream_connected(conn, True)
                 return
         factory = _ConnectFactory(self, key, exchange)

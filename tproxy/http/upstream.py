@@ -8,11 +8,14 @@ keep-alive pool of connections per peer address is in
 """
 
 from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
 
 from tproxy.fastio import install_fast_write
 
 from tproxy.http.parsing import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
+
+log = Logger()
 
 #: The default of ``proxy.max_upstream_header_size``: bytes of a response head.
 MAX_HEADER_SIZE = 65536
@@ -49,6 +52,16 @@ class UpstreamProtocol(Protocol):
     it ends inside the head all the same, the count is made once, exactly,
     from the fields so far (:meth:`_count_head`), and the head's next reads
     are counted field by field.
+
+    A response usually ends inside a read (``on_message_complete``), and
+    the connection goes back to the pool from there, before the rest of the
+    read is parsed.  A request pipelined behind may then take it at once
+    (synchronously, from the same read): it is handed the connection only
+    once the read is parsed whole (``due``, see :meth:`UpstreamPool.connect
+    <tproxy.http.pool.UpstreamPool.connect>`), and if the read held bytes
+    after the response (a second response, nginx's "upstream sent more data
+    than specified"), the connection is dropped and the request gets a new
+    one: bytes after a response are no request's answer.
     """
 
     exchange = None
@@ -68,6 +81,8 @@ class UpstreamProtocol(Protocol):
                            # (None: after it; -1: after a 1xx, see _count_head)
     _head_spans = False    # an earlier read ended inside the current head
     _checking = True       # this read's fields are counted (see the class doc)
+    reading = False        # a read is being parsed (see the class doc)
+    due = None             # (peer, exchange) given the connection during that read
 
     def __init__(self, pool, key):
         self.pool = pool
@@ -228,9 +243,11 @@ class UpstreamProtocol(Protocol):
         # (see the class doc: a whole head in a small read is not counted)
         self._checking = (self._head_fed != 0 or self._head_spans
                           or len(data) * 5 > self.max_head * 4)
+        self.reading = True
         try:
             self.parser.feed_data(data)
         except (HttpParserError, HttpParserUpgrade) as e:
+            self.reading = False
             if (self.upgrading and self.exchange is ex and not ex.done
                     and isinstance(e, HttpParserUpgrade)):
                 # the 101 asked for (tproxy.http.tunnel): what follows its
@@ -245,8 +262,16 @@ class UpstreamProtocol(Protocol):
                 else:
                     self.exchange = None
                     ex.upstream_invalid(e)
+            elif self.exchange is None and ex.done:
+                log.warn("upstream {peer} sent bytes after its response: the "
+                         "connection is closed", peer="{}:{}".format(*self.key[:2]))
             self.transport.abortConnection()
+            due, self.due = self.due, None
+            if due is not None:
+                # a request was given the connection in this read: a new one
+                self.pool.connect(due[0], due[1], fresh=True)
         else:
+            self.reading = False
             if self.exchange is ex:
                 # (_head_fed is not None: the read ended inside a head)
                 if self._head_fed is None or self._count_head(ex, len(data)):
@@ -255,6 +280,12 @@ class UpstreamProtocol(Protocol):
                     self.set_deadline(self.pool.read_timeout)
         finally:
             ex.upstream_read_done()
+        due = self.due
+        if due is not None:
+            # the read was the previous response's whole: the request
+            # pipelined behind it may have the connection now
+            self.due = None
+            due[1].upstream_connected(self, True)
 
     def _count_head(self, ex, n):
         """
