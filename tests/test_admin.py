@@ -215,6 +215,34 @@ class RegistryApiTests(AdminServerMixin, TestCase):
             data={"port": "8080", "host": "10.0.0.1"})
         self.assertEqual((code, obj["removed"]), (200, "api:10.0.0.1:8080"))
 
+    def test_bodyNotRead(self):
+        """A body the API does not read (``text/plain``, no Content-Type) is
+        a ``415`` naming the types it reads, not ``port is required``; the
+        registry is unchanged."""
+        before = self.h.admin("GET", "/upstream/status").obj["groups"]
+        for ctype in ("text/plain", "multipart/form-data; boundary=x", None):
+            headers = {"Content-Type": ctype} if ctype else {}
+            for path in ("/upstream/add", "/upstream/servers", "/upstream/remove"):
+                answer = self.h.admin("POST", path, headers=headers, body=b"port=8080")
+                self.assertEqual(answer.status, 415, (ctype, path, answer.obj))
+                self.assertEqual(answer.obj["field"], "body")
+                self.assertIn("application/json", answer.obj["error"])
+                self.assertEqual(answer.obj["value"], ctype and ctype.split(";")[0])
+        self.assertEqual(self.h.admin("GET", "/upstream/status").obj["groups"], before)
+
+    def test_jsonSentAsForm(self):
+        """A JSON object sent as a form (``curl -d '{"port": 8080}'``, whose
+        Content-Type is ``application/x-www-form-urlencoded``) is a ``400``
+        saying so, even with a percent sign that is no form's escape."""
+        before = self.h.admin("GET", "/upstream/status").obj["groups"]
+        for body in (b'{"port": 8080}', b'  {"port": 8080, "prefix": "a%ff"}'):
+            answer = self.h.admin("POST", "/upstream/servers", body=body, headers={
+                "Content-Type": "application/x-www-form-urlencoded"})
+            self.assertEqual(answer.status, 400, answer.obj)
+            self.assertEqual(answer.obj["field"], "body")
+            self.assertIn("Content-Type: application/json", answer.obj["error"])
+        self.assertEqual(self.h.admin("GET", "/upstream/status").obj["groups"], before)
+
     @inlineCallbacks
     def test_remove(self):
         """remove answers success once, then 404."""

@@ -439,6 +439,17 @@ class LimitTests(SynchronousTestCase):
         h.advance(20)
         self.assertEqual(self.add(h, "api", 1).status, 200)
 
+    def test_routeSentAsForm(self):
+        """``curl -X PUT /routes/NAME -d '{...}'`` (docs/routing.md) sends
+        the route with a form's Content-Type: it is read as JSON, a percent
+        sign in it included (it was a 400 "form body is not valid UTF-8")."""
+        h = Harness(plugins=["routes"])
+        body = b'{"group": "api", "match": {"path": "/caf%ff"}}'
+        answer = h.admin("PUT", "/routes/a", body=body,
+                         headers={"Content-Type": "application/x-www-form-urlencoded"})
+        self.assertEqual(answer.status, 201, answer.obj)
+        self.assertEqual(h.admin("GET", "/routes/a").obj["match"]["path"], "/caf%ff")
+
     def test_routes(self):
         h = Harness(plugins=[{"name": "routes", "settings": {"max_routes": 1}}])
         route = {"group": "api", "match": {"path": "/users"}}

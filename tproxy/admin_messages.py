@@ -96,6 +96,11 @@ class AdminRequest(object):
             return
         ctype = self.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype == _FORM:
+            if self.body.lstrip()[:1] == b"{":
+                # a JSON object sent with curl -d's default type: no form
+                # (no form field's name starts with "{"); a handler reading
+                # the body itself (PUT /routes/NAME) reads it as JSON
+                return
             try:
                 form = _parse_args(self.body.decode("latin-1"))
             except UnicodeDecodeError:

@@ -41,14 +41,18 @@ class BadParameter(ValueError):
     :ivar value: the value received (``None`` when absent).
     """
 
-    def __init__(self, field, message, value=None):
+    #: the answer's status
+    status = 400
+
+    def __init__(self, field, message, value=None, status=400):
         ValueError.__init__(self, field, message, value)
         self.field = field
         self.message = message
         self.value = value
+        self.status = status
 
     def as_dict(self):
-        """The JSON body of the ``400`` answer."""
+        """The JSON body of the answer (``400``, or :attr:`status`)."""
         return {"error": self.message, "field": self.field, "value": self.value}
 
 
@@ -227,11 +231,18 @@ def request_parameters(request):
     and the members of a JSON object body (numbers and booleans as their
     text) where the query has none.
 
-    :raises BadParameter: for a JSON body that is not an object, or a member
-        that is an object or a list.
+    A body is read as JSON (``application/json``) or as a form
+    (``application/x-www-form-urlencoded``); any other body is a ``415``,
+    and a JSON object sent as a form (``curl -d '{...}'``) a ``400``, rather
+    than parameters silently missing.
+
+    :raises BadParameter: for a body of another type, a JSON body that is
+        not an object, or a member that is an object or a list.
     """
     body = request.json
     if body is None:
+        if request.body:
+            _check_unread_body(request)
         return request.args
     if not isinstance(body, dict):
         raise BadParameter("body", "the JSON body must be an object", None)
@@ -248,3 +259,19 @@ def request_parameters(request):
                                None)
         args.setdefault(name, value)
     return args
+
+
+def _check_unread_body(request):
+    """Raise :class:`BadParameter` if ``request`` has a body that was not
+    read as JSON nor as a form (see :func:`request_parameters`)."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != "application/x-www-form-urlencoded":
+        raise BadParameter(
+            "body", "a body of Content-Type {} is not read: send application/json "
+            "or application/x-www-form-urlencoded".format(repr(ctype) if ctype else "(none)"),
+            ctype or None, status=415)
+    if request.body.lstrip()[:1] == b"{":
+        raise BadParameter(
+            "body", "the body is a JSON object sent as a form (Content-Type: "
+            "application/x-www-form-urlencoded, curl -d's default): send "
+            "Content-Type: application/json", None)

@@ -236,7 +236,7 @@ class Plugin(object):
             max_conns = parse_max_conns(args.get("max_conns"))
             routable = parse_routable(args.get("routable"))
         except BadParameter as e:
-            return 400, e.as_dict()
+            return e.status, e.as_dict()
         refused = self._over_limit(prefix, host, port)
         if refused is not None:
             return refused
@@ -294,7 +294,7 @@ class Plugin(object):
             args = request_parameters(request)
             prefix, host, port = self._target(args, request)
         except BadParameter as e:
-            return 400, e.as_dict()
+            return e.status, e.as_dict()
         fields = {"server": "{}:{}".format(prefix, _address(host, port)),
                   "prefix": prefix, "host": host, "port": port}
         group = self.registry.group(prefix)
