@@ -353,6 +353,21 @@ class ErrorTests(TestCase):
             + ", ".join(sorted(BUILTINS)) + "; installed entry points: none")
         self.assertEqual(e.path, "plugins[2]")
 
+    def test_routesAfterRouter(self):
+        """``routes`` after ``router``: the router routes every request (a
+        group, or the fallback's 503), so no route would ever match while
+        ``GET /routes/match`` says they do; refused, naming both."""
+        e = self.assertBuildError(
+            ["registry", "router", "routes", "least_conn"],
+            "conf.json: plugins[2]: plugin 'routes' is listed after 'router' "
+            "(plugins[1]), which routes every request: no route would ever match "
+            "(list routes before router)")
+        self.assertEqual(e.path, "plugins[2]")
+        # before it, or without the router, or a router for some routes only
+        build(["registry", "routes", "router", "least_conn"])
+        build(["registry", "routes", "least_conn"])
+        build(["registry", {"name": "router", "routes": ["api"]}, "routes"])
+
     def test_unknown_dotted(self):
         self.assertBuildError(
             ["tests.no_such_plugin_module"],

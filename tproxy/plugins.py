@@ -243,6 +243,24 @@ def _within(base, path):
     return base + path if path.startswith("[") else base + "." + path
 
 
+def _check_routes_order(entries):
+    """
+    Refuse the built-in ``routes`` listed after an every-route ``router``:
+    the router routes every request (a group, or the fallback's ``503``) and
+    leaves alone only what an earlier plugin routed, so no route would ever
+    match, while ``GET /routes/match`` says they do.
+    """
+    router = None
+    for i, entry in enumerate(entries):
+        if entry["name"] == "router" and not entry.get("routes") and router is None:
+            router = i
+        elif entry["name"] == "routes" and router is not None:
+            raise ConfigError(("plugins[{}]".format(i), (
+                "plugin 'routes' is listed after 'router' (plugins[{}]), which "
+                "routes every request: no route would ever match (list routes "
+                "before router)").format(router)))
+
+
 def build_plugin_manager(config, source=None, entry_points=None):
     """
     A ``pluggy.PluginManager("tproxy")`` with the hook specs of
@@ -277,6 +295,7 @@ def build_plugin_manager(config, source=None, entry_points=None):
             loaded.append((path, name, unique, plugin))
             if entry.get("routes"):
                 scopes[unique] = frozenset(entry["routes"])
+        _check_routes_order(config["plugins"])
         for path, name, unique, plugin in reversed(loaded):
             try:
                 pm.register(plugin, name=unique)
