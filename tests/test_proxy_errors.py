@@ -153,6 +153,23 @@ class UpstreamFailureTests(Case):
         self.assertEqual(h.contexts[0].error, "upstream_timeout")
         self.assertEqual(h.contexts[0].status, 200)
 
+    def test_readTimeoutMidBodyNotAFailure(self):
+        """A body that stops after its head is no failure of the peer (it
+        answered; nginx counts failures only before the response head): one
+        stalled download does not eject a peer, and the next request goes
+        to it."""
+        h, up = harness(lambda req: head_then_silence(req) if req.uri == "/stall" else ok(),
+                        timeouts={"read": 0.25})
+        conn = h.connect()
+        conn.send(request("GET", "/stall"))
+        h.advance(0.25)
+        self.assertEqual(h.contexts[0].error, "upstream_timeout")
+        peer = h.registry.group("default").peers[("127.0.0.1", 9001)]
+        health = h.gateway.health.as_dict(peer)
+        self.assertEqual((health["healthy"], health["fails"], health["total_fails"]),
+                         (True, 0, 0))
+        self.assertEqual(h.request("GET", "/next").status, 200)
+
     def test_resetBeforeResponse(self):
         """The upstream resets the connection: 502."""
         h, up = harness(lambda req: [ABORT])

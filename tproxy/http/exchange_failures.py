@@ -141,7 +141,9 @@ class UpstreamFailures(object):
             # not the upstream's fault (nginx: client_body_timeout, 408)
             self.ctx.error = "client_timeout"
             return self.respond(Response.error(408, "request body timeout"))
-        self.factory.health.failed(self.ctx.peer, "timeout", "upstream timed out")
         if self.answered:
+            # the peer answered: a body that stops is no failure of the
+            # peer (nginx counts them only before the response head)
             return self.fail_upstream("upstream_timeout", 504, "upstream timed out")
+        self.factory.health.failed(self.ctx.peer, "timeout", "upstream timed out")
         self._retry("upstream_timeout", 504, "upstream timed out", "timeout", True)
