@@ -247,7 +247,6 @@ class UpstreamProtocol(Protocol):
         try:
             self.parser.feed_data(data)
         except (HttpParserError, HttpParserUpgrade) as e:
-            self.reading = False
             if (self.upgrading and self.exchange is ex and not ex.done
                     and isinstance(e, HttpParserUpgrade)):
                 # the 101 asked for (tproxy.http.tunnel): what follows its
@@ -271,7 +270,6 @@ class UpstreamProtocol(Protocol):
                 # a request was given the connection in this read: a new one
                 self.pool.connect(due[0], due[1], fresh=True)
         else:
-            self.reading = False
             if self.exchange is ex:
                 # (_head_fed is not None: the read ended inside a head)
                 if self._head_fed is None or self._count_head(ex, len(data)):
@@ -279,6 +277,7 @@ class UpstreamProtocol(Protocol):
                     # (a complete one has put the connection in the pool)
                     self.set_deadline(self.pool.read_timeout)
         finally:
+            self.reading = False
             ex.upstream_read_done()
         due = self.due
         if due is not None:
@@ -412,3 +411,7 @@ class UpstreamProtocol(Protocol):
         ex, self.exchange = self.exchange, None
         if ex is not None:
             ex.upstream_lost(reason, self.requests > 1, self._eof_body)
+        due, self.due = self.due, None
+        if due is not None:
+            # (given during a read that did not end: see dataReceived)
+            self.pool.connect(due[0], due[1], fresh=True)
