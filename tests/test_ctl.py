@@ -36,22 +36,29 @@ class FormatTests(SynchronousTestCase):
             {"prefix": "api", "live": 1, "total": 2, "servers": [
                 {"host": "10.0.0.5", "port": 8000, "weight": 3, "conn_count": 2,
                  "total_requests": 1234, "static": False, "live": True,
-                 "last_heartbeat": 990.0, "expires_at": 1050.0},
+                 "last_heartbeat": 990.0, "expires_at": 1050.0,
+                 "health": {"healthy": True, "down_in_workers": 1, "workers": 2}},
                 {"host": "::1", "port": 8001, "weight": 1, "conn_count": 0,
                  "total_requests": 5, "static": False, "live": False,
-                 "last_heartbeat": 800.0, "expires_at": 860.0}]},
+                 "last_heartbeat": 800.0, "expires_at": 860.0,
+                 "health": {"healthy": False, "down_in_workers": 2, "workers": 2}}]},
             {"prefix": "default", "live": 1, "total": 1, "servers": [
                 {"host": "127.0.0.1", "port": 9001, "weight": 10, "conn_count": 0,
                  "total_requests": 7, "static": True, "live": True,
-                 "last_heartbeat": 0.0, "expires_at": None}]}]}
+                 "last_heartbeat": 0.0, "expires_at": None,
+                 "health": {"healthy": True}}]}]}
 
     def test_status(self):
         self.assertEqual(ctl_text.format_status(self.STATUS), (
-            "GROUP    SERVER          WEIGHT  CONNS  REQUESTS  LIVE  HEARTBEAT  EXPIRES\n"
-            "api      10.0.0.5:8000        3      2      1234  yes   10s ago    in 50s\n"
-            "api      [::1]:8001           1      0         5  no    3m20s ago  expired\n"
-            "default  127.0.0.1:9001      10      0         7  yes   static     never\n"
+            "GROUP    SERVER          WEIGHT  CONNS  REQUESTS  LIVE  HEARTBEAT  EXPIRES  HEALTH\n"
+            "api      10.0.0.5:8000        3      2      1234  yes   10s ago    in 50s   up (1/2 down)\n"
+            "api      [::1]:8001           1      0         5  no    3m20s ago  expired  down\n"
+            "default  127.0.0.1:9001      10      0         7  yes   static     never    up\n"
             "2 groups, 3 servers (2 live)\n"))
+        status = json.loads(json.dumps(self.STATUS))
+        del status["groups"][1]["servers"][0]["health"]
+        self.assertTrue(ctl_text.format_status(status).splitlines()[3].endswith(
+            "never    -"), "no health state")
 
     def test_statusEmpty(self):
         self.assertEqual(ctl_text.format_status({"groups": [], "total_groups": 0,

@@ -26,7 +26,8 @@ The status page of the admin listener, and the JSON endpoints it reads.
     it): ``{"groups": [{"prefix", "total", "live", "healthy", "static",
     "in_flight", "requests", "weight"}], "offset", "limit", "matched",
     "total_groups"}`` (``healthy``: live peers the health checks do not
-    hold down).
+    hold down; with workers, those not down in every worker, and
+    ``down_in_some_workers`` the others down in some: :mod:`tproxy.box_status`).
 
 ``GET /status/peers?group=G[&offset=N][&limit=N][&q=TEXT]``
     A page of the peers of group ``G`` sorted by host and port (``q``: those

@@ -21,6 +21,7 @@ The workers answer over their control channels (:mod:`tproxy.control`,
 :mod:`tproxy.supervisor`'s.
 """
 
+import functools
 import signal
 
 from twisted.internet.defer import DeferredList, maybeDeferred
@@ -102,7 +103,7 @@ class BoxAdmin(object):
             if key in (("GET", "/upstream/status"), ("GET", "/upstream/servers")):
                 handler = self._with_counts(handler)
             elif key in STATUS_PAGE:
-                handler = self._with_counts(handler, STATUS_PAGE[key])
+                handler = self._with_counts(handler, STATUS_PAGE[key], gateway)
             elif key in admin.gathers:
                 handler = self._gathering(handler, admin.gathers[key])
             elif _forwarded(admin, key):
@@ -252,8 +253,11 @@ class BoxAdmin(object):
             return answered, per
         return DeferredList(ds, consumeErrors=True).addCallback(gathered)
 
-    def _with_counts(self, handler, add=None):
-        add = add or add_counts
+    def _with_counts(self, handler, add=None, gateway=None):
+        if add is None:
+            add = add_counts
+        else:   # a status page's: it reads the gateway's registry
+            add = functools.partial(add, gateway=gateway)
 
         def status(request):
             d = self.counts()

@@ -2,15 +2,58 @@
 """
 The box's status with workers: the parent's ``/upstream/status`` and status
 page answers (:mod:`tproxy.admin_page`) with the counts the workers report
-(:meth:`tproxy.supervisor.Supervisor.counts`) summed in, and each worker's
+(:meth:`tproxy.box_admin.BoxAdmin.counts`) summed in, and each worker's
 own figures beside them.
+
+Health is each worker's (passive checks count each worker's own requests):
+the parent sends no request, so its own view of a peer is only the active
+checks'.  The box's answer is the workers' (:func:`box_health`): a server is
+``healthy`` while at least one worker that answered still sends it requests,
+and says in how many of them it is down (``down_in_workers`` of
+``workers``); a group's ``healthy`` counts its live servers healthy for the
+box, and ``down_in_some_workers`` the live ones down in some workers but not
+all.  When no worker answers, the parent's view stays.
 
 ``per`` is ``{(group, host, port): {worker handle: (active, total, healthy)}}``.
 """
 
 from tproxy.admin import AdminResponse
 
-__all__ = ["add_counts", "STATUS_PAGE"]
+__all__ = ["add_counts", "box_health", "STATUS_PAGE"]
+
+_UNREPORTED = (0, 0, True)   # a worker lists only the peers it served or holds down
+
+
+def box_health(workers, found):
+    """
+    A server's health for the box, from the workers' views.
+
+    :param workers: the worker handles that answered.
+    :param found: ``{handle: (active, total, healthy)}`` of the workers that
+        reported the server (one that did not holds it healthy).
+    :return: ``(healthy, down_in_workers)``: ``healthy`` is ``False`` when
+        the server is down in every worker of ``workers``, ``None`` when
+        there is none (the parent's view then stands).
+    """
+    down = sum(1 for h in workers if not found.get(h, _UNREPORTED)[2])
+    if not workers:
+        return None, 0
+    return down < len(workers), down
+
+
+def _set_health(view, workers, found):
+    """Put the box's health of one server into its ``health`` object;
+    return ``(healthy, down in some workers but not all)``."""
+    health = view.get("health")
+    parent = True if health is None else health.get("healthy", True)
+    healthy, down = box_health(workers, found)
+    if healthy is None:
+        return parent, False
+    if health is not None:
+        health["healthy"] = healthy
+        health["down_in_workers"] = down
+        health["workers"] = len(workers)
+    return healthy, healthy and down > 0
 
 
 def add_counts(result, workers, per):
@@ -21,12 +64,13 @@ def add_counts(result, workers, per):
     if status != 200 or not isinstance(obj, dict) or "groups" not in obj:
         return result
     for group in obj["groups"]:
+        group_healthy = partly_down = 0
         for server in group.get("servers", ()):
             found = per.get((group["prefix"], server["host"], server["port"]), {})
             rows = []
             active = total = 0
             for h in workers:
-                a, t, healthy = found.get(h, (0, 0, True))
+                a, t, healthy = found.get(h, _UNREPORTED)
                 active += a
                 total += t
                 rows.append({"worker": h.index, "pid": h.pid, "conn_count": a,
@@ -34,18 +78,26 @@ def add_counts(result, workers, per):
             server["conn_count"] = active
             server["total_requests"] = total
             server["workers"] = rows
+            healthy, partly = _set_health(server, workers, found)
+            if server.get("live", True):
+                group_healthy += healthy
+                partly_down += partly
+        if workers:
+            group["healthy"] = group_healthy
+            group["down_in_some_workers"] = partly_down
     obj["workers"] = [h.as_dict() for h in workers]
     return status, obj
 
 
 def _page_answer(add):
-    """``add(obj, workers, per)`` applied to a 200 answer of the status page."""
-    def apply(result, workers, per):
+    """``add(obj, workers, per, gateway)`` applied to a 200 answer of the
+    status page."""
+    def apply(result, workers, per, gateway=None):
         if isinstance(result, AdminResponse):
             return result
         status, obj = result
         if status == 200 and isinstance(obj, dict):
-            add(obj, workers, per)
+            add(obj, workers, per, gateway)
             obj["workers"] = [h.as_dict() for h in workers]
         return status, obj
     return apply
@@ -57,20 +109,45 @@ def _sums(per):
             for key, found in per.items()}
 
 
-def _groups(obj, workers, per):
+def _groups(obj, workers, per, gateway):
     by_group = {}
     for (group, _, _), (active, total) in _sums(per).items():
         a, t = by_group.get(group, (0, 0))
         by_group[group] = (a + active, t + total)
+    # the parent counted its own view of each live peer's health: correct it
+    # where the workers' differs (only the peers some worker reports can)
+    health = {}
+    registry = getattr(gateway, "registry", None)
+    now = obj.get("timestamp")
+    for (group, host, port), found in per.items():
+        peer = None if registry is None else _peer(registry, group, host, port)
+        if peer is None or now is None or not peer.is_live(now):
+            continue
+        healthy, down = box_health(workers, found)
+        if healthy is None:
+            continue
+        fix, partly = health.get(group, (0, 0))
+        health[group] = (fix + healthy - bool(getattr(peer, "healthy", True)),
+                         partly + (healthy and down > 0))
     for summary in obj.get("groups", ()):
         summary["in_flight"], summary["requests"] = by_group.get(summary["prefix"], (0, 0))
+        if workers:
+            fix, partly = health.get(summary["prefix"], (0, 0))
+            summary["healthy"] += fix
+            summary["down_in_some_workers"] = partly
 
 
-def _peers(obj, workers, per):
+def _peer(registry, group, host, port):
+    g = registry.group(group)
+    return None if g is None else g.peers.get((host, port))
+
+
+def _peers(obj, workers, per, gateway):
     sums = _sums(per)
     for view in obj.get("peers", ()):
-        view["conn_count"], view["total_requests"] = sums.get(
-            (obj["group"], view["host"], view["port"]), (0, 0))
+        key = (obj["group"], view["host"], view["port"])
+        view["conn_count"], view["total_requests"] = sums.get(key, (0, 0))
+        _set_health(view, workers, per.get(key, {}))
 
 
 #: the status page's endpoints, and how the workers' counts go into them

@@ -38,7 +38,21 @@ def table(header, rows):
 
 
 STATUS_HEADER = ("GROUP", "SERVER", "WEIGHT", "CONNS", "REQUESTS", "LIVE",
-                 "HEARTBEAT", "EXPIRES")
+                 "HEARTBEAT", "EXPIRES", "HEALTH")
+
+
+def _health(server):
+    """``up``, ``down``; with workers ``up (1/2 down)`` for a server down in
+    some workers but not all; ``-`` without a health state."""
+    health = server.get("health")
+    if not isinstance(health, dict) or "healthy" not in health:
+        return "-"
+    if not health["healthy"]:
+        return "down"
+    down, workers = health.get("down_in_workers"), health.get("workers")
+    if down:
+        return "up ({}/{} down)".format(down, workers)
+    return "up"
 
 
 def format_status(status):
@@ -56,7 +70,7 @@ def format_status(status):
                 expires = ("in " + _age(s["expires_at"] - now)) if s.get("live") else "expired"
             rows.append((group["prefix"], _address(s["host"], s["port"]), str(s["weight"]),
                          str(s["conn_count"]), str(s["total_requests"]),
-                         "yes" if s.get("live") else "no", beat, expires))
+                         "yes" if s.get("live") else "no", beat, expires, _health(s)))
     if not rows:
         return "no servers registered\n"
     total = status.get("total_servers", len(rows))

@@ -318,7 +318,7 @@ class WorkersTests(TestCase):
                                        for fd in sockets_of(pid)],
                              "a worker keeps nothing of the fork server's")
         for name in ("activeChecksInTheParent", "adminChangeInEveryWorker",
-                     "everyWorkerRoutesARegistration",
+                     "everyWorkerRoutesARegistration", "passiveEjectionForTheBox",
                      "killedWorker", "reloadRefused", "reload", "forkServerKilled",
                      "reloadAfterForkServerKilled", "stop"):
             try:
@@ -417,6 +417,33 @@ class WorkersTests(TestCase):
                         and s.labels["status_class"] == "2xx"):
                     requests[s.labels["worker"]] = s.value
         self.assertEqual(sorted(requests.values()), [1, 2])
+
+    def passiveEjectionForTheBox(self):
+        """A refused peer ejected by one worker is down in 1 of 2 workers;
+        ejected by both, ``/upstream/status`` and the status page say it is
+        down for the box (the parent's own view, which sends no request,
+        still holds it healthy)."""
+        box = self.box
+        from tests.helpers import ProxyTestCase
+        port = ProxyTestCase.closed_port(self)
+        status, obj = get_json(box.admin, "/upstream/add?port=%d&prefix=dead" % port)
+        self.assertEqual(status, 200, obj)
+        seen = []
+        for pid in box.pids():
+            stopped = box.only(pid)
+            self.assertEqual(get(box.proxy, "/dead/x")[0], 502, "refused in worker %d" % pid)
+            box.resume(stopped)
+            group = next(g for g in box.status()["groups"] if g["prefix"] == "dead")
+            health = group["servers"][0]["health"]
+            seen.append((health["healthy"], health["down_in_workers"], health["workers"],
+                         group["healthy"], group["down_in_some_workers"]))
+        self.assertEqual(seen, [(True, 1, 2, 1, 1), (False, 2, 2, 0, 0)])
+        page = get_json(box.admin, "/status/groups?q=dead")[1]["groups"][0]
+        self.assertEqual((page["healthy"], page["down_in_some_workers"]), (0, 0))
+        page = get_json(box.admin, "/status/peers?group=dead")[1]["peers"][0]
+        self.assertEqual(page["health"]["healthy"], False)
+        status, obj = get_json(box.admin, "/upstream/remove?port=%d&prefix=dead" % port)
+        self.assertEqual(status, 200, obj)
 
     def killedWorker(self):
         """``kill -9`` of a worker: the other serves on; the dead one's
