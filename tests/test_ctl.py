@@ -122,6 +122,18 @@ class UsageTests(SynchronousTestCase):
         self.assertEqual(code, 2)
         self.assertIn("a port is a number from 1 to 65535", err)
 
+    def test_badRegistrationOptions(self):
+        """Both ``--routable`` and ``--not-routable``, or an empty
+        ``--max-conns``: bad usage, no request."""
+        code, out, err = self.run_ctl("--admin", "127.0.0.1:1", "add", "--port", "9001",
+                                      "--routable", "--not-routable")
+        self.assertEqual(code, 2)
+        self.assertIn("argument --not-routable: not allowed with argument --routable", err)
+        code, out, err = self.run_ctl("--admin", "127.0.0.1:1", "heartbeat", "--port", "9001",
+                                      "--max-conns", " ")
+        self.assertEqual(code, 2)
+        self.assertIn("argument --max-conns: a value is required", err)
+
     def test_noCommand(self):
         self.assertEqual(self.run_ctl()[0], 2)
 
@@ -205,6 +217,46 @@ class AgainstAdminTests(TestCase):
         code, out, err = yield self.ctl("remove", "--port", "9001", "--prefix", "api")
         self.assertEqual((code, out), (0, "removed api:127.0.0.1:9001\n"))
         self.assertIsNone(self.registry.group("api"))
+
+    @inlineCallbacks
+    def test_addMaxConnsRoutable(self):
+        """``--max-conns`` and ``--routable`` / ``--not-routable`` reach
+        ``/upstream/add``; left out, a heartbeat keeps them."""
+        code, out, err = yield self.ctl("add", "--port", "9001", "--prefix", "canary",
+                                        "--max-conns", "100", "--not-routable")
+        self.assertEqual((code, out, err), (
+            0, "registered canary:127.0.0.1:9001 (weight 1, max_conns 100, not routable, "
+               "expires in 30 s)\n", ""))
+        group = self.registry.group("canary")
+        [peer] = group.peers.values()
+        self.assertEqual((peer.max_conns, group.routable), (100, False))
+        code, out, err = yield self.ctl("add", "--port", "9001", "--prefix", "canary")
+        self.assertEqual((code, peer.max_conns, group.routable), (0, 100, False))
+        code, out, err = yield self.ctl("add", "--port", "9001", "--prefix", "canary",
+                                        "--max-conns", "0", "--routable", "--json")
+        self.assertEqual((code, peer.max_conns, group.routable), (0, 0, True))
+        self.assertEqual((json.loads(out)["max_conns"], json.loads(out)["routable"]),
+                         (0, True))
+        stop = _Stop()
+        code, out, err = yield self.ctl("heartbeat", "--port", "9001", "--prefix", "canary",
+                                        "--max-conns", "7", "--not-routable", "--count", "1",
+                                        stop=stop)
+        self.assertEqual((code, peer.max_conns, group.routable), (0, 7, False))
+
+    @inlineCallbacks
+    def test_addBadMaxConns(self):
+        """A bad ``--max-conns``: the admin API's own error, exit status 1,
+        nothing registered."""
+        for value in ("-1", "1000001", "lots", "1.5"):
+            code, out, err = yield self.ctl("add", "--port", "9001", "--max-conns", value)
+            self.assertEqual((code, out, err), (
+                1, "", "tproxyctl: 400 max_conns must be an integer from 0 (no limit) to "
+                       "1000000 (field max_conns; value {!r})\n".format(value)))
+        code, out, err = yield self.ctl("heartbeat", "--port", "9001", "--max-conns", "x",
+                                        stop=_Stop())
+        self.assertEqual(code, 1)
+        self.assertIn("400 max_conns must be", err)
+        self.assertEqual(self.registry.groups(), [])
 
     @inlineCallbacks
     def test_errors(self):

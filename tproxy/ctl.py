@@ -6,9 +6,11 @@ only: no reactor, no third-party client).
 ::
 
     tproxyctl status [--prefix G] [--json]
-    tproxyctl add --port P [--host H] [--prefix G] [--weight W]
+    tproxyctl add --port P [--host H] [--prefix G] [--weight W] [--max-conns N]
+                  [--routable | --not-routable]
     tproxyctl remove --port P [--host H] [--prefix G]
-    tproxyctl heartbeat --port P [--host H] [--prefix G] [--weight W]
+    tproxyctl heartbeat --port P [--host H] [--prefix G] [--weight W] [--max-conns N]
+                        [--routable | --not-routable]
                         [--every N] [--count N] [--remove-on-exit]
     tproxyctl routes list | get NAME | put NAME [FILE|-] | delete NAME
     tproxyctl routes match --path P [--method M] [--host H] [--header 'K: V'] [--body B]
@@ -58,8 +60,19 @@ def cmd_status(client, args, out, err):
     return EXIT_OK
 
 
+def _registration(args):
+    """The query of ``/upstream/add``: ``--max-conns`` goes as given (the
+    admin API checks it and says what is wrong), ``--routable`` /
+    ``--not-routable`` as ``true`` / ``false``; left out, neither is sent
+    (a heartbeat keeps what the registration has)."""
+    return dict(_target(args), weight=None if args.weight is None else str(args.weight),
+                max_conns=args.max_conns,
+                routable=None if args.routable is None else
+                ("true" if args.routable else "false"))
+
+
 def cmd_add(client, args, out, err):
-    query = dict(_target(args), weight=None if args.weight is None else str(args.weight))
+    query = _registration(args)
     obj = client.call("GET", "/upstream/add", query)
     out.write(_json(obj) if args.json else format_registration(obj))
     return EXIT_OK
@@ -92,7 +105,7 @@ def cmd_heartbeat(client, args, out, err, stop=None):
     if stop is None:
         stop = _Stop()
         _on_signals(stop.set)
-    query = dict(_target(args), weight=None if args.weight is None else str(args.weight))
+    query = _registration(args)
     every = args.every
     sent = 0
     unreachable = False
@@ -278,6 +291,16 @@ def parser():
         s.add_argument("--prefix", help="the group [default]")
         if weight:
             s.add_argument("--weight", type=_weight, help="1-1000")
+            s.add_argument("--max-conns", metavar="N", type=_given,
+                           help="requests in flight at most, 0 (no limit) to 1000000 "
+                                "[kept by later heartbeats that leave it out]")
+            routable = s.add_mutually_exclusive_group()
+            routable.add_argument("--routable", dest="routable", action="store_true",
+                                  default=None,
+                                  help="a request's path may choose the group [the default]")
+            routable.add_argument("--not-routable", dest="routable", action="store_false",
+                                  help="only a plugin or a route naming the group "
+                                       "chooses it (a canary, a shadow pool)")
 
     s = sub.add_parser("add", parents=[common], help="register (or heartbeat) a server")
     target(s)
@@ -336,6 +359,14 @@ def _weight(text):
     if not text.isdigit() or not 1 <= int(text) <= 1000:
         raise argparse.ArgumentTypeError("a weight is a number from 1 to 1000")
     return int(text)
+
+
+def _given(text):
+    """Any text but an empty one (which the admin API would take for no
+    value): the API checks the rest."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("a value is required")
+    return text
 
 
 def _positive(text):

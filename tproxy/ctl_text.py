@@ -132,6 +132,11 @@ def format_registration(obj, verb=None):
     """One line for an ``add`` answer."""
     verb = verb or ("registered" if obj.get("created") else "heartbeat of")
     expires = obj.get("expires_in")
-    return "{} {} (weight {}, {})\n".format(
-        verb, obj.get("server"), obj.get("weight"),
+    extra = ""
+    if obj.get("max_conns"):
+        extra += ", max_conns {}".format(obj["max_conns"])
+    if obj.get("routable") is False:
+        extra += ", not routable"
+    return "{} {} (weight {}{}, {})\n".format(
+        verb, obj.get("server"), obj.get("weight"), extra,
         "static" if obj.get("static") else "expires in {} s".format(expires))
