@@ -76,6 +76,25 @@ class UpstreamStatusTests(TestCase):
                          [False, False], "each worker's own view beside")
         self.assertEqual(group["servers"][1]["conn_count"], 1)
 
+    def test_workersHealth(self):
+        """A worker that holds a server down sends its health object: its
+        row shows it, and the newest ``last_error`` is the server's."""
+        old = {"time": 5.0, "kind": "timeout", "detail": "timed out"}
+        new = {"time": 9.0, "kind": "connect", "detail": "refused"}
+        per = {("api", "127.0.0.1", 9001): {
+            W0: (0, 1, False, {"healthy": False, "ejected_for": 8.0, "last_error": old}),
+            W1: (0, 1, False, {"healthy": False, "ejected_for": 9.5, "last_error": new})}}
+        answer = _status((9001, True))
+        answer[1]["groups"][0]["servers"][0]["health"]["last_error"] = {
+            "time": 7.0, "kind": "status", "detail": "the parent's"}
+        server = add_counts(answer, [W0, W1], per)[1]["groups"][0]["servers"][0]
+        self.assertEqual(server["health"]["last_error"], new)
+        self.assertEqual([r["health"]["ejected_for"] for r in server["workers"]], [8.0, 9.5])
+        per[("api", "127.0.0.1", 9001)] = {W0: (0, 1, False, {"last_error": old})}
+        server = add_counts(_status((9001, True)), [W0, W1], per)[1]["groups"][0]["servers"][0]
+        self.assertEqual(server["health"]["last_error"], old, "the parent had none")
+        self.assertNotIn("health", server["workers"][1], "a worker that holds it up")
+
     def test_notLive(self):
         """An expired server counts in neither of the group's figures."""
         per = {("api", "127.0.0.1", 9001): {W0: (0, 1, False)}}

@@ -230,14 +230,16 @@ class BoxAdmin(object):
         """
         Ask every live worker for its counts.
 
-        :return: a Deferred firing ``(workers, {(group, host, port): {index:
-            (active, total, healthy)}})``, ``workers`` being the handles that
-            answered.
+        :return: a Deferred firing ``(workers, {(group, host, port): {handle:
+            (active, total, healthy, health)}})``, ``workers`` being the
+            handles that answered, ``health`` the worker's health object of a
+            peer it holds down (``None`` otherwise, or from a worker of
+            before).
         """
         handles = [h for h in self.supervisor.live_workers() if h.channel is not None and not h.channel.closed]
         ds = []
         for h in handles:
-            d = h.channel.call("counts")
+            d = h.channel.call("counts", health=True)
             d.addTimeout(COUNTS_TIMEOUT, self.reactor)
             ds.append(d)
 
@@ -248,8 +250,11 @@ class BoxAdmin(object):
                 if not ok:
                     continue
                 answered.append(h)
-                for group, host, port, active, total, healthy in rows:
-                    per.setdefault((group, host, port), {})[h] = (active, total, healthy)
+                for row in rows:
+                    group, host, port, active, total, healthy = row[:6]
+                    health = row[6] if len(row) > 6 else None
+                    per.setdefault((group, host, port), {})[h] = (active, total, healthy,
+                                                                  health)
             return answered, per
         return DeferredList(ds, consumeErrors=True).addCallback(gathered)
 

@@ -14,14 +14,19 @@ and says in how many of them it is down (``down_in_workers`` of
 box, and ``down_in_some_workers`` the live ones down in some workers but not
 all.  When no worker answers, the parent's view stays.
 
-``per`` is ``{(group, host, port): {worker handle: (active, total, healthy)}}``.
+A worker that holds a server down also sends its health object: it is that
+worker's row's ``health``, and the newest ``last_error`` of the workers' is
+the server's when newer than the parent's.
+
+``per`` is ``{(group, host, port): {worker handle: (active, total, healthy[,
+health])}}``.
 """
 
 from tproxy.admin import AdminResponse
 
 __all__ = ["add_counts", "box_health", "STATUS_PAGE"]
 
-_UNREPORTED = (0, 0, True)   # a worker lists only the peers it served or holds down
+_UNREPORTED = (0, 0, True, None)   # a worker lists only the peers it served or holds down
 
 
 def box_health(workers, found):
@@ -53,7 +58,22 @@ def _set_health(view, workers, found):
         health["healthy"] = healthy
         health["down_in_workers"] = down
         health["workers"] = len(workers)
+        for h in workers:
+            error = (_detail(found.get(h)) or {}).get("last_error")
+            if _newer(error, health.get("last_error")):
+                health["last_error"] = error
     return healthy, healthy and down > 0
+
+
+def _detail(entry):
+    """A worker's health object of a server, if it sent one."""
+    return entry[3] if entry is not None and len(entry) > 3 else None
+
+
+def _newer(error, than):
+    if not isinstance(error, dict):
+        return False
+    return not isinstance(than, dict) or (error.get("time") or 0) > (than.get("time") or 0)
 
 
 def add_counts(result, workers, per):
@@ -70,11 +90,15 @@ def add_counts(result, workers, per):
             rows = []
             active = total = 0
             for h in workers:
-                a, t, healthy = found.get(h, _UNREPORTED)
+                entry = found.get(h, _UNREPORTED)
+                a, t, healthy = entry[:3]
                 active += a
                 total += t
-                rows.append({"worker": h.index, "pid": h.pid, "conn_count": a,
-                             "total_requests": t, "healthy": healthy})
+                row = {"worker": h.index, "pid": h.pid, "conn_count": a,
+                       "total_requests": t, "healthy": healthy}
+                if _detail(entry) is not None:
+                    row["health"] = _detail(entry)
+                rows.append(row)
             server["conn_count"] = active
             server["total_requests"] = total
             server["workers"] = rows

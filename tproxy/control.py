@@ -29,7 +29,9 @@ The operations (parent -> worker unless said otherwise):
     registry changes to apply (:meth:`tproxy.replica.ReplicaRegistry.apply`);
     the reply is the acknowledgement the admin API waits for.
 ``counts`` (a call)
-    the result is the worker's in-flight and total requests per peer.
+    the result is the worker's in-flight and total requests per peer, its
+    view of their health, and with ``health: true`` its health object of
+    each peer it holds down (:mod:`tproxy.box_status`).
 
 Messages are JSON, not AMP: a snapshot of 100,000 registrations is
 several megabytes, beyond AMP's 64 KiB per value.

@@ -222,11 +222,20 @@ class Worker(object):
                 gateway.health.check_result(peer, ok, detail, rise, fall)
 
     def control_counts(self, message):
-        """The in-flight and total requests per peer."""
+        """The in-flight and total requests per peer, and this worker's
+        health object of each peer it holds down when the parent asks
+        (``health``: a parent of before did not, and took six fields)."""
         from tproxy.replica import counts
         if self.registry is None:
             return []
-        return counts(self.registry)
+        rows = counts(self.registry)
+        if message.get("health") and self.service is not None:
+            gateway = self.service.gateway
+            for row in rows:
+                peer = None if row[5] else _peer(gateway, row[0], row[1], row[2])
+                if peer is not None:
+                    row.append(gateway.health.as_dict(peer))
+        return rows
 
     def control_lost(self, reason):
         """The parent is gone (or closed the channel): stop."""

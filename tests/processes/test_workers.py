@@ -438,6 +438,10 @@ class WorkersTests(TestCase):
             seen.append((health["healthy"], health["down_in_workers"], health["workers"],
                          group["healthy"], group["down_in_some_workers"]))
         self.assertEqual(seen, [(True, 1, 2, 1, 1), (False, 2, 2, 0, 0)])
+        server = next(g for g in box.status()["groups"] if g["prefix"] == "dead")["servers"][0]
+        self.assertEqual([w["health"]["last_error"]["kind"] for w in server["workers"]],
+                         ["connect", "connect"], "each worker's own health object")
+        self.assertEqual(server["health"]["last_error"]["kind"], "connect")
         page = get_json(box.admin, "/status/groups?q=dead")[1]["groups"][0]
         self.assertEqual((page["healthy"], page["down_in_some_workers"]), (0, 0))
         page = get_json(box.admin, "/status/peers?group=dead")[1]["peers"][0]
