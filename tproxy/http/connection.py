@@ -86,6 +86,9 @@ class ProxyProtocol(RequestReader, Protocol):
         self.queue = deque()   # parsed exchanges waiting for their turn
         self.reading = None    # the exchange whose request is being read
         self.paused = set()
+        # (read on every request: instance attributes, see Exchange.__init__)
+        self.closing = False
+        self.last_read = False
         self.served = 0
         self.head_size = 0
         self.head_start = None
