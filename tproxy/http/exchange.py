@@ -145,7 +145,10 @@ class Exchange(RequestBody, ResponseSide, UpstreamFailures):
     def run(self):
         """Start the phases (the exchange is now the connection's active one)."""
         try:
-            r = self.phases.rewrite_access(self.ctx)
+            # (the walk read first: a function held by an instance is not
+            # called through CPython 3.11's specialised method call)
+            walk = self.phases.rewrite_access
+            r = walk(self.ctx)
         except Exception:
             return self.plugin_error()
         if r is None:
@@ -184,7 +187,8 @@ class Exchange(RequestBody, ResponseSide, UpstreamFailures):
         """Ask the balancer for a peer (again, after a failed one)."""
         try:
             ctx = self.ctx
-            r = ctx.plugins.run_balancer(ctx, ctx.tried)
+            walk = ctx.plugins.run_balancer   # (see run)
+            r = walk(ctx, ctx.tried)
         except Exception:
             return self.plugin_error()
         if type(r) is not Deferred and (type(r) in PLAIN_TYPES or not is_deferred(r)):
