@@ -313,6 +313,80 @@ def clean_response_fields(fields):
     return kept, length, framed, b"\r\n".join(lines) if lines else None
 
 
+#: Connection values (lower case) that name no field
+_PLAIN_CONNECTION_LOW = frozenset(["keep-alive", "close"])
+
+
+def clean_response_block(data, start, end, low):
+    """
+    :func:`clean_response_fields` of a response head read whole, from its
+    bytes: ``data[start:end]`` are its field lines as received, each after
+    its CRLF (``start``: the status line's CRLF; ``end``: the empty line's),
+    ``low`` is ``data[:end]`` decoded as latin-1 and lower-cased (``str``:
+    CPython looks for a ``bytes`` in a ``bytes`` through a failed integer
+    conversion, ~3 times the cost).  The head was parsed by httptools
+    (llhttp), which refuses bare LF, obs-fold and whitespace before a colon:
+    each field line is ``CRLF name ":" value``, and the head ends at the
+    first empty line.  The usual head (no Transfer-Encoding: the caller
+    looked; of the hop-by-hop fields only ``Connection: keep-alive`` or
+    ``close`` and ``Keep-Alive``, once each) is cut by slicing, its other
+    lines passed on as received.
+
+    :return: ``(length, lines)``: the Content-Length value (``bytes``) or
+        ``None``, and the lines passed on joined by CRLF (``b""``: none);
+        or ``None`` when the head holds another hop-by-hop field, or one of
+        those twice (its pairs then go through :func:`clean_response_fields`,
+        see :func:`block_fields`).
+    """
+    if ("\r\nproxy-" in low or "\r\nte:" in low or "\r\ntrailer:" in low
+            or "\r\nupgrade:" in low):
+        return None
+    i = low.find("\r\nconnection:")
+    if i >= 0:
+        j = low.find("\r\n", i + 13)
+        if j < 0:
+            j = end
+        if (low[i + 13:j].strip(" \t") not in _PLAIN_CONNECTION_LOW
+                or low.find("\r\nconnection:", j) >= 0):
+            return None     # tokens naming fields, or Connection twice
+    k = low.find("\r\nkeep-alive:")
+    if k < 0:
+        if i < 0:
+            lines = data[start + 2:end]
+        else:       # (the usual case: Connection cut)
+            lines = data[start + 2:i] + data[j:end] if i > start else data[j + 2:end]
+    else:
+        m = low.find("\r\n", k + 13)
+        if m < 0:
+            m = end
+        if low.find("\r\nkeep-alive:", m) >= 0:
+            return None
+        cuts = [(k, m)] if i < 0 else sorted([(i, j), (k, m)])
+        parts = []
+        pos = start
+        for i, j in cuts:
+            parts.append(data[pos:i])
+            pos = j
+        parts.append(data[pos:end])
+        lines = b"".join(parts)[2:]   # (each part begins with CRLF, or is empty)
+    i = low.find("\r\ncontent-length:")
+    if i < 0:
+        return None, lines
+    j = low.find("\r\n", i + 17)
+    return data[i + 17:j if j >= 0 else end].lstrip(b" \t"), lines
+
+
+def block_fields(block):
+    """The ``(name, value)`` pairs of field lines joined by CRLF (as the
+    parser reports them: the value without its leading whitespace)."""
+    pairs = []
+    for line in block.split(b"\r\n"):
+        if line:
+            name, _, value = line.partition(b":")
+            pairs.append((name, value.lstrip(b" \t")))
+    return pairs
+
+
 def content_length(raw):
     """The Content-Length value of ``(name, value)`` pairs, or ``None``."""
     for n, v in raw:
