@@ -118,6 +118,9 @@ _MAX_LENGTH = int("9223372036854775807")   # 2 ** 63 - 1 (a machine int on PyPy:
 #: a name is classified anew each time
 _KINDS = {}
 _KINDS_MAX = 1024
+#: those of _KINDS forwarded as they are (most): a set looked in without a
+#: call (``name in set``, where ``dict.get`` is a method call per field)
+_ORDINARY = set()
 
 
 def _field_kind(name):
@@ -128,6 +131,8 @@ def _field_kind(name):
         kind = _UNDERSCORE
     if len(_KINDS) < _KINDS_MAX:
         _KINDS[name] = kind
+        if kind is None:
+            _ORDINARY.add(name)
     return kind
 
 
@@ -157,7 +162,11 @@ def scan_request_fields(fields, version, underscores, authority=None):
     length = None
     expect = False
     kinds = _KINDS
+    ordinary = _ORDINARY
     for pair in fields:
+        if pair[0] in ordinary:   # most fields: forwarded as they are
+            forward.append(pair)
+            continue
         kind = kinds.get(pair[0], _field_kind)
         if kind is _field_kind:   # (not seen yet)
             kind = _field_kind(pair[0])
@@ -247,6 +256,8 @@ _PYPY = platform.python_implementation() == "PyPy"
 #: (upstreams send the same few names: no lower-casing per field); bounded
 _OTHER, _RESP_HOP, _RESP_LENGTH, _RESP_CONNECTION = 0, 1, 2, 3
 _RESP_KINDS = {}
+#: those of _RESP_KINDS passed on as they are (see _ORDINARY)
+_RESP_ORDINARY = set()
 #: Connection values that name no field (the usual ones: no split, no loop)
 _PLAIN_CONNECTION = frozenset([b"keep-alive", b"close", b"Keep-Alive", b"Close"])
 
@@ -257,6 +268,8 @@ def _response_kind(name):
             else _RESP_LENGTH if n == b"content-length" else _OTHER)
     if len(_RESP_KINDS) < _KINDS_MAX:
         _RESP_KINDS[name] = kind
+        if kind == _OTHER:
+            _RESP_ORDINARY.add(name)
     return kind
 
 
@@ -279,7 +292,13 @@ def clean_response_fields(fields):
     length = None
     framed = False
     kinds = _RESP_KINDS
+    ordinary = _RESP_ORDINARY
     for pair in fields:
+        if pair[0] in ordinary:   # most fields: passed on as they are
+            kept.append(pair)
+            if lines is not None:
+                lines.append(pair[0] + b": " + pair[1])
+            continue
         kind = kinds.get(pair[0])
         if kind is None:
             kind = _response_kind(pair[0])
