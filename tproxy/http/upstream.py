@@ -21,7 +21,6 @@ _WHOLE_HEADS = NAME == "httptools"
 #: reported field by field (see UpstreamProtocol): the searches of the cut
 #: cost about what ~7 fields' callbacks do (~30 bytes each)
 WHOLE_HEAD_MIN = 256
-_WHOLE_MIN = WHOLE_HEAD_MIN if _WHOLE_HEADS else float("inf")
 
 
 #: The default of ``proxy.max_upstream_header_size``: bytes of a response head.
@@ -269,7 +268,8 @@ class UpstreamProtocol(Protocol):
             # the first read of a response: which parser (see the class doc)
             parser = self.parser
             n = len(data)
-            if n >= _WHOLE_MIN and not self.head_only and not self.upgrading:
+            if (_WHOLE_HEADS and n >= WHOLE_HEAD_MIN and not self.head_only
+                    and not self.upgrading):
                 end = data.find(b"\r\n\r\n")
                 if (end >= WHOLE_HEAD_MIN and end * 5 <= self.max_head * 4
                         and data[9:10] != b"1"):
