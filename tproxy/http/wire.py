@@ -119,7 +119,9 @@ _MAX_LENGTH = int("9223372036854775807")   # 2 ** 63 - 1 (a machine int on PyPy:
 _KINDS = {}
 _KINDS_MAX = 1024
 #: those of _KINDS forwarded as they are (most): a set looked in without a
-#: call (``name in set``, where ``dict.get`` is a method call per field)
+#: call (``name in set``, where ``dict.get`` is a method call per field);
+#: CPython only (PyPy's JIT makes the lookup no dearer: its path unchanged,
+#: the set empty)
 _ORDINARY = set()
 
 
@@ -131,7 +133,7 @@ def _field_kind(name):
         kind = _UNDERSCORE
     if len(_KINDS) < _KINDS_MAX:
         _KINDS[name] = kind
-        if kind is None:
+        if kind is None and not _PYPY:
             _ORDINARY.add(name)
     return kind
 
@@ -268,7 +270,7 @@ def _response_kind(name):
             else _RESP_LENGTH if n == b"content-length" else _OTHER)
     if len(_RESP_KINDS) < _KINDS_MAX:
         _RESP_KINDS[name] = kind
-        if kind == _OTHER:
+        if kind == _OTHER and not _PYPY:
             _RESP_ORDINARY.add(name)
     return kind
 
