@@ -467,6 +467,15 @@ class WholeHeadTests(SynchronousTestCase):
         if upstream_module._WHOLE_HEADS:
             self.assertIsNotNone(self.cut[0])
 
+    def test_rareHopField(self):
+        """A head with another hop-by-hop field goes field by field: the
+        field is cut all the same."""
+        h = self.harness(big_head(b"Connection: keep-alive", b"Proxy-Connection: x"))
+        resp = h.request("GET", "/")
+        self.assertEqual((resp.status, resp.headers.get("Proxy-Connection")), (200, None))
+        self.assertEqual(resp.headers.get("X-Pad-3").strip(), "p" * 30)
+        self.assertEqual(self.cut, [])
+
     def test_connectionNamesField(self):
         """A Connection that names a field takes it too (the pairs' way)."""
         h = self.harness(big_head(b"Connection: keep-alive, X-Drop", b"X-Drop: 1"))

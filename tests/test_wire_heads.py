@@ -163,11 +163,20 @@ class WholeHeadTests(SynchronousTestCase):
                          b"3")
 
     def test_pairsWay(self):
-        """Another hop-by-hop field, Connection naming a field, or one of
-        them twice: ``None`` (the pairs' way cuts them)."""
+        """Connection naming a field, or Connection or Keep-Alive twice:
+        ``None`` (the pairs' way cuts them)."""
         for lines in ([b"Connection: keep-alive, X-A", b"X-A: 1"], [b"Connection: x-a"],
                       [b"Connection: close", b"Connection: close"],
-                      [b"Keep-Alive: 1", b"Keep-Alive: 2"], [b"Proxy-Connection: x"],
-                      [b"TE: trailers"], [b"Trailer: X-T"], [b"Upgrade: h2c"],
-                      [b"Proxy-Authenticate: Basic"]):
+                      [b"Keep-Alive: 1", b"Keep-Alive: 2"]):
             self.assertIsNone(wire.clean_response_block(*whole(lines)), lines)
+
+    def test_rareFields(self):
+        """The fields the cut leaves to the field-by-field way are found in
+        the lower-cased head, whatever their case, and only as names."""
+        for lines in ([b"Proxy-Connection: x"], [b"X-A: 1", b"TE: trailers"],
+                      [b"Trailer: X-T"], [b"UPGRADE: h2c"], [b"Proxy-Authenticate: Basic"],
+                      [b"Transfer-Encoding: chunked"]):
+            self.assertIsNotNone(wire.RARE_HOP_FIELDS.search(whole(lines)[3]), lines)
+        for lines in ([b"X-Te: 1"], [b"X-A: te: trailer: upgrade:"], [b"Tea: 1"],
+                      [b"Connection: keep-alive", b"Keep-Alive: 1"]):
+            self.assertIsNone(wire.RARE_HOP_FIELDS.search(whole(lines)[3]), lines)

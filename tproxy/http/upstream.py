@@ -12,11 +12,12 @@ from twisted.internet.protocol import Protocol
 from tproxy.fastio import install_fast_write
 
 from tproxy.http.parsing import NAME, HttpParserError, HttpParserUpgrade, HttpResponseParser
-from tproxy.http.wire import block_fields, clean_response_block
+from tproxy.http.wire import RARE_HOP_FIELDS, block_fields, clean_response_block
 
 #: heads read whole go through a parser without ``on_header`` (see
 #: UpstreamProtocol): httptools only, whose llhttp is strict on line ends
 _WHOLE_HEADS = NAME == "httptools"
+_RARE_HOP_FIELDS = RARE_HOP_FIELDS.search
 #: the bytes from which a head read whole is cut from the read instead of
 #: reported field by field (see UpstreamProtocol): the searches of the cut
 #: cost about what ~7 fields' callbacks do (~30 bytes each)
@@ -274,7 +275,7 @@ class UpstreamProtocol(Protocol):
                 if (end >= WHOLE_HEAD_MIN and end * 5 <= self.max_head * 4
                         and data[9:10] != b"1"):
                     low = data[:end].decode("latin-1").lower()
-                    if "\r\ntransfer-encoding:" not in low:
+                    if _RARE_HOP_FIELDS(low) is None:
                         parser = self._whole
                         if parser is None:
                             parser = self._whole = HttpResponseParser(_WholeHead(self))
