@@ -56,17 +56,18 @@ class Exchange(RequestBody, ResponseSide, UpstreamFailures):
         if body_expected:
             self.pending = []                   # request body chunks not yet sent
         self.head_method = ctx.request.method == "HEAD"
-        self.host_missing = host_missing   # (HTTP/1.0) the upstream gets the peer's
-        # Read on every request: instance attributes, not the class defaults
+        if host_missing:
+            self.host_missing = True   # (HTTP/1.0) the upstream gets the peer's
+        # Read 5 times a request: an instance attribute, not the class default
         # below (CPython 3.11 does not specialise reading a class attribute
         # through an instance: each such read takes the generic lookup, ~10
-        # times the cost of a store here)
+        # times the cost of a store here).  Only names every exchange sets
+        # anyway (finish sets done): CPython 3.11 keeps an instance's values
+        # inline for the first 30 names its class's instances set; an
+        # exchange setting one more has its dict made, and then no method
+        # call on it is specialised (the response_* defaults stored here put
+        # the server's exchanges past 30: +4,400 instructions per request).
         self.done = False
-        self.response_chunked = False
-        self.response_close = False
-        self.filter_chain = None
-        self.held_chunk = None
-        self.upstream_full = False
 
     # Per-request state that starts the same for every request: class-level
     # defaults, shadowed by an instance attribute when set (fewer stores on
