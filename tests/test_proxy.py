@@ -11,6 +11,7 @@ Errors are in :mod:`tests.test_proxy_errors`, large bodies in
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
+from tproxy.http import upstream as upstream_module
 from tproxy.testing import Harness, echo as testing_echo
 from tests.upstreams import Scripted, json_answer
 
@@ -396,6 +397,93 @@ class MessageTests(SynchronousTestCase):
         self.assertEqual(resps[3].body, b"")
         self.assertFalse(conn.closed)
         self.assertEqual(len(h.contexts), 4)
+
+
+#: a response head of more than upstream.WHOLE_HEAD_MIN bytes: cut from
+#: the read, not reported field by field
+PADDING = [b"X-Pad-%d:  %s " % (i, b"p" * 30) for i in range(8)]
+
+
+def big_head(*lines):
+    """A response with ``lines`` and PADDING, body ``ok``."""
+    head = b"HTTP/1.1 200 OK\r\n" + b"".join(l + b"\r\n" for l in lines + tuple(PADDING))
+    assert len(head) > upstream_module.WHOLE_HEAD_MIN
+    return head + b"Content-Length: 2\r\n\r\nok"
+
+
+class WholeHeadTests(SynchronousTestCase):
+    """Response heads read whole and large enough are cut from the read
+    (:class:`tproxy.http.upstream.UpstreamProtocol`): what the client and
+    the filters see is what the field-by-field way gives."""
+
+    def setUp(self):
+        self.cut = []
+        real = upstream_module.clean_response_block
+
+        def spy(*args):
+            self.cut.append(real(*args))
+            return self.cut[-1]
+        self.patch(upstream_module, "clean_response_block", spy)
+
+    def harness(self, answer):
+        up = self.up = Scripted(raw_answer(answer))
+        h = Harness(config={"upstreams": {"default": {"peers": [UP]}}},
+                    plugins=["router", "least_conn", "tests.proxy_plugins:Filters"],
+                    servers={UP: up})
+        up.clock = h.clock
+        return h
+
+    def test_hopByHopCut(self):
+        """Connection and Keep-Alive are cut, the other fields passed on, and
+        the upstream connection kept for the next request."""
+        h = self.harness(big_head(b"Connection: keep-alive", b"Keep-Alive: timeout=5"))
+        for _ in range(2):
+            resp = h.request("GET", "/")
+            self.assertEqual((resp.status, resp.body), (200, b"ok"))
+            names = [n.lower() for n, _ in resp.headers.items()]
+            self.assertNotIn("keep-alive", names)
+            self.assertEqual(names.count("x-pad-7"), 1)
+        self.assertEqual(self.up.connections, 1)
+        if upstream_module._WHOLE_HEADS:
+            self.assertEqual(len(self.cut), 2)
+            self.assertIsNotNone(self.cut[0])
+
+    def test_filterSeesPairs(self):
+        """A header_filter gets the fields as pairs, values without their
+        leading whitespace (as the parser reports them), and its changes go
+        out."""
+        h = self.harness(big_head(b"Connection: keep-alive", b"Server:   up"))
+        seen = []
+
+        def header_filter(ctx, response):
+            seen.append(response.headers.items())
+            response.headers.set("X-Filtered", "1")
+        h.plugin("tests.proxy_plugins:Filters").fns["header_filter"] = header_filter
+        resp = h.request("GET", "/")
+        self.assertEqual(seen[0][0], ("Server", "up"))
+        self.assertEqual(seen[0][1], ("X-Pad-0", "p" * 30 + " "))
+        self.assertEqual([n for n, _ in seen[0]][-1], "Content-Length")
+        self.assertEqual((resp.headers.get("X-Filtered"), resp.body), ("1", b"ok"))
+        if upstream_module._WHOLE_HEADS:
+            self.assertIsNotNone(self.cut[0])
+
+    def test_rareHopField(self):
+        """A head with another hop-by-hop field goes field by field: the
+        field is cut all the same."""
+        h = self.harness(big_head(b"Connection: keep-alive", b"Proxy-Connection: x"))
+        resp = h.request("GET", "/")
+        self.assertEqual((resp.status, resp.headers.get("Proxy-Connection")), (200, None))
+        self.assertEqual(resp.headers.get("X-Pad-3").strip(), "p" * 30)
+        self.assertEqual(self.cut, [])
+
+    def test_connectionNamesField(self):
+        """A Connection that names a field takes it too (the pairs' way)."""
+        h = self.harness(big_head(b"Connection: keep-alive, X-Drop", b"X-Drop: 1"))
+        resp = h.request("GET", "/")
+        self.assertEqual((resp.status, resp.headers.get("X-Drop")), (200, None))
+        self.assertEqual(resp.headers.get("X-Pad-3").strip(), "p" * 30)
+        if upstream_module._WHOLE_HEADS:
+            self.assertEqual(self.cut, [None])
 
 
 class QuickStartTests(SynchronousTestCase):

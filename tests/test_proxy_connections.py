@@ -15,6 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tproxy import Response, hookimpl
 from tproxy.testing import Harness, echo as testing_echo
+from tproxy.http.upstream import WHOLE_HEAD_MIN
 from tests.helpers import (ClockedReactor, ProxyTestCase, RawClient, buffered, echo, request,
                            until)
 from tests.upstreams import Scripted
@@ -415,10 +416,19 @@ class MessageShapeTests(SynchronousTestCase):
         the request pipelined behind gets its own answer, not those bytes,
         and the connection that sent them is not used again (a keep-alive
         connection is reused only once its read is over)."""
+        self.bytes_after(b"", b"HTTP/1.1 200 OK\r\n")
+
+    def test_bytesAfterLargeResponse(self):
+        """The same after a head read whole of ``WHOLE_HEAD_MIN`` bytes or
+        more (parsed without a call per field), the second response
+        without a reason phrase."""
+        self.bytes_after(b"X-Pad: " + b"p" * WHOLE_HEAD_MIN + b"\r\n", b"HTTP/1.1 200\r\n")
+
+    def bytes_after(self, fields, second):
         def answer(request):
-            ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+            ok = b"HTTP/1.1 200 OK\r\n" + fields + b"Content-Length: 2\r\n\r\nok"
             if request.uri == "/extra":
-                return ok + b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nEVIL"
+                return ok + second + b"Content-Length: 4\r\n\r\nEVIL"
             return ok
         up = Scripted(answer)
         h = scripted({"default": {UP: up}})

@@ -110,3 +110,73 @@ class ResponseHeadPathsTests(SynchronousTestCase):
                          b"Content-Length: 5\r\nx-drop: 1")
         self.assertIsNone(wire.clean_response_fields(RESPONSE)[3])
         self.assertIsNone(wire.clean_response_fields(RESPONSE[-1:])[3])
+
+
+def whole(lines):
+    """``clean_response_block``'s arguments for a head of these field lines."""
+    data = b"HTTP/1.1 200 OK" + b"".join(b"\r\n" + line for line in lines) + b"\r\n\r\nbody"
+    end = data.index(b"\r\n\r\n")
+    return data, data.index(b"\r\n"), end, data[:end].decode("latin-1").lower()
+
+
+class WholeHeadTests(SynchronousTestCase):
+    """``clean_response_block``: a head read whole, cut by slicing, gives
+    what ``clean_response_fields`` gives for its pairs (the lines as
+    received), or ``None`` for the pairs' way."""
+
+    def same(self, lines):
+        """The cut head, checked against the pairs' way; returns its lines."""
+        args = whole(lines)
+        cut = wire.clean_response_block(*args)
+        self.assertIsNotNone(cut, lines)
+        length, kept_lines = cut
+        kept, pair_length, framed, _ = wire.clean_response_fields(
+            wire.block_fields(args[0][args[1]:args[2]]))
+        self.assertEqual(wire.block_fields(kept_lines), kept)
+        self.assertEqual(length, pair_length)
+        return kept_lines
+
+    def test_connectionAnywhere(self):
+        """Connection (keep-alive or close, any case) and Keep-Alive go,
+        wherever they are, alone or together; the other lines are passed on
+        as received (their spacing kept)."""
+        for lines, kept in [
+                ([b"Connection: keep-alive", b"X-A:  1", b"Content-Length: 4"],
+                 b"X-A:  1\r\nContent-Length: 4"),
+                ([b"X-A: 1", b"connection:close", b"Content-Length: 4"],
+                 b"X-A: 1\r\nContent-Length: 4"),
+                ([b"X-A: 1", b"Content-Length: 4", b"CONNECTION: Keep-Alive "],
+                 b"X-A: 1\r\nContent-Length: 4"),
+                ([b"Keep-Alive: timeout=5", b"X-A: 1", b"Connection: keep-alive"], b"X-A: 1"),
+                ([b"Connection: keep-alive", b"X-A: 1", b"Keep-Alive: timeout=5"], b"X-A: 1"),
+                ([b"X-A: 1", b"Keep-Alive: timeout=5", b"Connection: keep-alive", b"X-B: 2"],
+                 b"X-A: 1\r\nX-B: 2"),
+                ([b"Connection: close"], b""), ([b"Keep-Alive: 1"], b""), ([], b"")]:
+            self.assertEqual(self.same(lines), kept)
+
+    def test_contentLength(self):
+        """The Content-Length value as the parser reports it (leading
+        whitespace dropped), or ``None``."""
+        self.assertEqual(wire.clean_response_block(*whole([b"Content-Length:  12"]))[0], b"12")
+        self.assertEqual(wire.clean_response_block(*whole([b"X-A: 1"]))[0], None)
+        self.assertEqual(wire.clean_response_block(*whole([b"content-length:3", b"X: 1"]))[0],
+                         b"3")
+
+    def test_pairsWay(self):
+        """Connection naming a field, or Connection or Keep-Alive twice:
+        ``None`` (the pairs' way cuts them)."""
+        for lines in ([b"Connection: keep-alive, X-A", b"X-A: 1"], [b"Connection: x-a"],
+                      [b"Connection: close", b"Connection: close"],
+                      [b"Keep-Alive: 1", b"Keep-Alive: 2"]):
+            self.assertIsNone(wire.clean_response_block(*whole(lines)), lines)
+
+    def test_rareFields(self):
+        """The fields the cut leaves to the field-by-field way are found in
+        the lower-cased head, whatever their case, and only as names."""
+        for lines in ([b"Proxy-Connection: x"], [b"X-A: 1", b"TE: trailers"],
+                      [b"Trailer: X-T"], [b"UPGRADE: h2c"], [b"Proxy-Authenticate: Basic"],
+                      [b"Transfer-Encoding: chunked"]):
+            self.assertIsNotNone(wire.RARE_HOP_FIELDS.search(whole(lines)[3]), lines)
+        for lines in ([b"X-Te: 1"], [b"X-A: te: trailer: upgrade:"], [b"Tea: 1"],
+                      [b"Connection: keep-alive", b"Keep-Alive: 1"]):
+            self.assertIsNone(wire.RARE_HOP_FIELDS.search(whole(lines)[3]), lines)

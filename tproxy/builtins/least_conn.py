@@ -208,7 +208,8 @@ class Plugin(GroupIndexes):
             if len(peers) <= self.small_group:
                 if index is None:
                     index = group.state[self._key] = _Recent()
-                return self._scan(index, peers, tried, now, unhealthy)
+                # (Plugin._scan: see router.Plugin.rewrite)
+                return Plugin._scan(self, index, peers, tried, now, unhealthy)
             index = self._build(group, now, index)
         keys = index.keys
         if keys:

@@ -219,12 +219,15 @@ class Plugin(GroupNames):
         """
         if ctx.route is not None:
             return None  # an earlier rewrite plugin routed it
-        registry = self._prepare(ctx)
+        # (Plugin._prepare, not self._prepare: the plugin manager gives the
+        # instance an ordinary dict, through which CPython 3.11 does not
+        # specialise a method call: a generic lookup each)
+        registry = Plugin._prepare(self, ctx)
         request = ctx.request
         path = request.path
         now = registry.now()
         default = self.default_group
-        live, dead = self._walk(registry, path, now)
+        live, dead = Plugin._walk(self, registry, path, now)
         if live:
             route, end = live[-1]   # the longest
             rest = path[end:] or "/"

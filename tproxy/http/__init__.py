@@ -23,8 +23,10 @@ The life of one request::
      proxy_next_upstream (exchange_failures.UpstreamFailures,
      retry.RetryPolicy)]
     header_filter   the response head, hop-by-hop fields removed
-                    (wire.clean_response_fields); framed and written
-                    (wire.response_head)
+                    (wire.clean_response_fields; a head of 256 bytes or
+                    more read whole is cut from the read's bytes instead,
+                    wire.clean_response_block, its lines passed on as
+                    received); framed and written (wire.response_head)
     body_filter     per chunk, streamed (response.ResponseSide); what one
                     upstream read makes leaves in one write
     release         the upstream connection back to its pool (or closed);

@@ -86,6 +86,10 @@ class ProxyProtocol(RequestReader, Protocol):
         self.queue = deque()   # parsed exchanges waiting for their turn
         self.reading = None    # the exchange whose request is being read
         self.paused = set()
+        # (read on every request: an instance attribute, see Exchange.__init__;
+        # not last_read: a connection keeps its values inline up to 30
+        # attribute names, and has 29 with it)
+        self.closing = False
         self.served = 0
         self.head_size = 0
         self.head_start = None

@@ -58,6 +58,16 @@ class Exchange(RequestBody, ResponseSide, UpstreamFailures):
         self.head_method = ctx.request.method == "HEAD"
         if host_missing:
             self.host_missing = True   # (HTTP/1.0) the upstream gets the peer's
+        # Read 5 times a request: an instance attribute, not the class default
+        # below (CPython 3.11 does not specialise reading a class attribute
+        # through an instance: each such read takes the generic lookup, ~10
+        # times the cost of a store here).  Only names every exchange sets
+        # anyway (finish sets done): CPython 3.11 keeps an instance's values
+        # inline for the first 30 names its class's instances set; an
+        # exchange setting one more has its dict made, and then no method
+        # call on it is specialised (the response_* defaults stored here put
+        # the server's exchanges past 30: +4,400 instructions per request).
+        self.done = False
 
     # Per-request state that starts the same for every request: class-level
     # defaults, shadowed by an instance attribute when set (fewer stores on
@@ -136,11 +146,15 @@ class Exchange(RequestBody, ResponseSide, UpstreamFailures):
     def run(self):
         """Start the phases (the exchange is now the connection's active one)."""
         try:
-            r = self.phases.rewrite_access(self.ctx)
+            # (the walk read first: a function held by an instance is not
+            # called through CPython 3.11's specialised method call)
+            walk = self.phases.rewrite_access
+            r = walk(self.ctx)
         except Exception:
             return self.plugin_error()
         if r is None:
-            if self.body_limit is not None and self.body_size > self.body_limit:
+            if (self.body_expected and self.body_limit is not None
+                    and self.body_size > self.body_limit):
                 return self._too_large()
             self.balance()
         elif is_deferred(r):
@@ -174,7 +188,8 @@ class Exchange(RequestBody, ResponseSide, UpstreamFailures):
         """Ask the balancer for a peer (again, after a failed one)."""
         try:
             ctx = self.ctx
-            r = ctx.plugins.run_balancer(ctx, ctx.tried)
+            walk = ctx.plugins.run_balancer   # (see run)
+            r = walk(ctx, ctx.tried)
         except Exception:
             return self.plugin_error()
         if type(r) is not Deferred and (type(r) in PLAIN_TYPES or not is_deferred(r)):
@@ -202,7 +217,7 @@ class Exchange(RequestBody, ResponseSide, UpstreamFailures):
         if self.expect_continue and not self.request_complete:
             self.expect_continue = False
             self.conn.send_continue()
-        if self.hold_body and not self.request_complete:
+        if not self.request_complete and self.hold_body:
             # a body that may fit in proxy.client_body_buffer_size is read
             # first (see client_body): a malformed one never goes upstream
             self.held_peer = peer
@@ -237,7 +252,7 @@ class Exchange(RequestBody, ResponseSide, UpstreamFailures):
         f = self.factory
         ctx = self.ctx
         body = None
-        if self.pending and self.request_complete:
+        if self.body_expected and self.pending and self.request_complete:
             # the whole body is here (held, see _balanced): head and body in
             # one write, a chunked body framed by its length (as nginx)
             body = b"".join(self.pending)
@@ -259,6 +274,10 @@ class Exchange(RequestBody, ResponseSide, UpstreamFailures):
             # (HTTP/1.0 without Host goes up as HTTP/1.1: the peer's, as nginx's $proxy_host)
             ctx.peer.address.encode("latin-1") if self.host_missing else None,
             self.upstream_head_fields)
+        if not self.body_expected:
+            # (no body: nothing below applies)
+            conn.start(self, self.head_method, head, f.read_timeout)
+            return
         if body is not None:
             conn.start(self, self.head_method, head + body, f.read_timeout)
             self.conn.unpause("pending")
@@ -317,7 +336,7 @@ class Exchange(RequestBody, ResponseSide, UpstreamFailures):
         if self.done:
             return
         self.done = True
-        if self.body_waiter is not None:
+        if self.body_expected and self.body_waiter is not None:
             n, d, timer = self.body_waiter
             self.body_waiter = None
             if timer.active():

@@ -16,8 +16,8 @@ from twisted.logger import Logger
 
 from tproxy.context import Response, ResponseHead, _UpstreamResponseHead
 from tproxy.http.headers import Headers
-from tproxy.http.wire import (clean_response_fields, content_length, local_response_head,
-                              response_head)
+from tproxy.http.wire import (block_fields, clean_response_fields, content_length,
+                              local_response_head, response_head)
 from tproxy.phase_walks import is_deferred
 
 log = Logger()
@@ -26,9 +26,12 @@ log = Logger()
 class ResponseSide(object):
     """The response side of an :class:`~tproxy.http.exchange.Exchange`."""
 
-    def upstream_head(self, status, reason, fields, upstream_keepalive):
+    def upstream_head(self, status, reason, fields, upstream_keepalive, cleaned=None):
         """
-        The upstream's response head (1xx excluded).
+        The upstream's response head (1xx excluded): its ``(name, value)``
+        ``fields``, or ``cleaned``, what
+        :func:`~tproxy.http.wire.clean_response_block` made of a head read
+        whole (``fields`` is then ``None``).
 
         :return: whether the body is delimited by the connection's close (no
             Content-Length, no Transfer-Encoding, and a body is allowed).
@@ -49,10 +52,21 @@ class ResponseSide(object):
         elif ctx.peer.health is not None:
             self.factory.health.succeeded(ctx.peer)
         self.answered = True
-        try:
-            kept, length, framed, lines = clean_response_fields(fields)
-        except ValueError as e:
-            return self._bad_upstream_head(str(e))
+        if cleaned is None:
+            try:
+                kept, length, framed, lines = clean_response_fields(fields)
+            except ValueError as e:
+                return self._bad_upstream_head(str(e))
+        else:
+            # (no Transfer-Encoding there) the lines as received; pairs only
+            # for a header_filter
+            length, lines = cleaned
+            framed = length is not None
+            if lines:
+                kept = None
+            else:
+                kept = []
+                lines = None
         body_allowed = status != 204 and status != 304 and not self.head_method
         eof_body = not framed and body_allowed
         self.upstream_keepalive = upstream_keepalive and not eof_body
@@ -61,6 +75,8 @@ class ResponseSide(object):
             # (_filter_head inlined.)  The filters get a copy of the fields:
             # when they leave them as they were (a comparison at C speed), the
             # Content-Length found above holds and is not looked for again
+            if kept is None:
+                kept = block_fields(lines)
             head = _UpstreamResponseHead(status, Headers(kept[:]), reason)
             try:
                 r = ctx.plugins.run_header_filter(ctx, head)

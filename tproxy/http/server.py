@@ -49,6 +49,8 @@ class ProxyFactory(Factory):
         #: requests read so far (their contexts' request ids are made from it)
         self.requests = 0
         self.connections = set()
+        # (read on every request: an instance attribute, see Exchange.__init__)
+        self.draining = False
         # the gateway lists its listeners (metrics read them when scraped)
         listeners = getattr(gateway, "listeners", None)
         if listeners is not None:

@@ -144,9 +144,9 @@ class UpgradeExchange(Exchange):
         conn.expect_upgrade()
         Exchange.upstream_connected(self, conn, reused)
 
-    def upstream_head(self, status, reason, fields, upstream_keepalive):
+    def upstream_head(self, status, reason, fields, upstream_keepalive, cleaned=None):
         """A final response: ordinary, but its connection is not pooled."""
-        eof_body = Exchange.upstream_head(self, status, reason, fields, False)
+        eof_body = Exchange.upstream_head(self, status, reason, fields, False, cleaned)
         self.upstream_keepalive = False
         return eof_body
 

@@ -12,7 +12,17 @@ from twisted.logger import Logger
 
 from tproxy.fastio import install_fast_write
 
-from tproxy.http.parsing import HttpParserError, HttpParserUpgrade, HttpResponseParser
+from tproxy.http.parsing import NAME, HttpParserError, HttpParserUpgrade, HttpResponseParser
+from tproxy.http.wire import RARE_HOP_FIELDS, block_fields, clean_response_block
+
+#: heads read whole go through a parser without ``on_header`` (see
+#: UpstreamProtocol): httptools only, whose llhttp is strict on line ends
+_WHOLE_HEADS = NAME == "httptools"
+_RARE_HOP_FIELDS = RARE_HOP_FIELDS.search
+#: the bytes from which a head read whole is cut from the read instead of
+#: reported field by field (see UpstreamProtocol): the searches of the cut
+#: cost about what ~7 fields' callbacks do (~30 bytes each)
+WHOLE_HEAD_MIN = 256
 
 
 log = Logger()
@@ -23,6 +33,20 @@ MAX_HEADER_SIZE = 65536
 
 class _HeadTooBig(Exception):
     """Raised by a parser callback: the response head passed the limit."""
+
+
+class _WholeHead(object):
+    """The callbacks of the parser of heads read whole: the protocol's, but
+    no ``on_header`` (httptools calls only the callbacks it finds when the
+    parser is made) and its own end of head."""
+
+    __slots__ = ("on_status", "on_headers_complete", "on_body", "on_message_complete")
+
+    def __init__(self, conn):
+        self.on_status = conn.on_status
+        self.on_headers_complete = conn._whole_head_complete
+        self.on_body = conn.on_body
+        self.on_message_complete = conn.on_message_complete
 
 
 class UpstreamProtocol(Protocol):
@@ -62,6 +86,19 @@ class UpstreamProtocol(Protocol):
     after the response (a second response, nginx's "upstream sent more data
     than specified"), the connection is dropped and the request gets a new
     one: bytes after a response are no request's answer.
+
+    With httptools, a response whose first read holds its whole head, of
+    at least :data:`WHOLE_HEAD_MIN` bytes (within 4/5 of ``max_head``, not
+    1xx, no Transfer-Encoding, not to ``HEAD`` or an upgrade) is parsed by a
+    second parser without ``on_header`` (``_whole``, made on first use): no
+    Python call per field; the head's fields are cut from the read's bytes
+    at the end of the head (:func:`~tproxy.http.wire.clean_response_block`)
+    and sent on as received (a field's spacing kept; the pairs a
+    ``header_filter`` sees are the same).  On CPython a Python call per
+    field costs ~2,000 instructions, the searches of the cut ~14,000 in all:
+    smaller heads are reported field by field.  Each response is parsed by
+    one parser from its first read to its end (``_feeding``); both are
+    between messages when a response begins.
     """
 
     exchange = None
@@ -83,6 +120,9 @@ class UpstreamProtocol(Protocol):
     _checking = True       # this read's fields are counted (see the class doc)
     reading = False        # a read is being parsed (see the class doc)
     due = None             # (peer, exchange) given the connection during that read
+    _whole = None          # the parser of heads read whole (see the class doc)
+    _whole_read = None     # (read, end of its head, the head lower-cased)
+    _feeding = None        # the parser of the response being read
 
     def __init__(self, pool, key):
         self.pool = pool
@@ -240,12 +280,30 @@ class UpstreamProtocol(Protocol):
         # what this read makes for the client (head, body, end) leaves in
         # one write
         ex.upstream_reading()
-        # (see the class doc: a whole head in a small read is not counted)
-        self._checking = (self._head_fed != 0 or self._head_spans
-                          or len(data) * 5 > self.max_head * 4)
+        if self._head_fed == 0 and not self._head_spans:
+            # the first read of a response: which parser (see the class doc)
+            parser = self.parser
+            n = len(data)
+            if (_WHOLE_HEADS and n >= WHOLE_HEAD_MIN and not self.head_only
+                    and not self.upgrading):
+                end = data.find(b"\r\n\r\n")
+                if (end >= WHOLE_HEAD_MIN and end * 5 <= self.max_head * 4
+                        and data[9:10] != b"1"):
+                    low = data[:end].decode("latin-1").lower()
+                    if _RARE_HOP_FIELDS(low) is None:
+                        parser = self._whole
+                        if parser is None:
+                            parser = self._whole = HttpResponseParser(_WholeHead(self))
+                        self._whole_read = (data, end, low)
+            self._feeding = parser
+            # (see the class doc: a whole head in a small read is not counted)
+            self._checking = n * 5 > self.max_head * 4
+        else:
+            parser = self._feeding
+            self._checking = True
         self.reading = True
         try:
-            self.parser.feed_data(data)
+            parser.feed_data(data)
         except (HttpParserError, HttpParserUpgrade) as e:
             if (self.upgrading and self.exchange is ex and not ex.done
                     and isinstance(e, HttpParserUpgrade)):
@@ -391,6 +449,27 @@ class UpstreamProtocol(Protocol):
             self.parser = HttpResponseParser(self)
             ex.upstream_end()
 
+    def _whole_head_complete(self):
+        """:meth:`on_headers_complete` of a head read whole (see the class doc)."""
+        parser = self._whole
+        code = parser.get_status_code()
+        if code < 200:
+            # (1xx went to the other parser) httptools takes "099" for a status
+            raise ValueError("status code below 100")
+        data, end, low = self._whole_read
+        self._whole_read = None
+        self._head_fed = None
+        self._informational = False
+        start = data.find(b"\r\n")    # the status line's end
+        cleaned = clean_response_block(data, start, end, low)
+        if cleaned is None:
+            # another hop-by-hop field: its pairs, the usual way
+            self._eof_body = self.exchange.upstream_head(
+                code, self._reason, block_fields(data[start:end]), parser.should_keep_alive())
+        else:
+            self._eof_body = self.exchange.upstream_head(
+                code, self._reason, None, parser.should_keep_alive(), cleaned)
+
     def on_body(self, data):
         ex = self.exchange
         if ex is not None:
@@ -405,7 +484,8 @@ class UpstreamProtocol(Protocol):
             ex.upstream_end()
 
     def connectionLost(self, reason):
-        self.parser = None     # it holds our bound methods: no cycle to collect
+        # they hold our bound methods: no cycle to collect
+        self.parser = self._whole = self._feeding = None
         self._cancel_timer()
         self.pool._forget(self)
         ex, self.exchange = self.exchange, None

@@ -48,14 +48,16 @@ def _value(v):
 
 
 #: one ``ctx.upstream_headers`` pair as given -> ``((name, value) as
-#: bytes, lower-case name)``; bounded
+#: bytes, lower-case name, CRLF + lower-case name + ":", its header line)``;
+#: bounded
 _EXTRA = {}
 
 
 def _extra_field(pair):
     n, v = pair
     name, low = _name(n)
-    r = ((name, _value(v)), low)
+    value = _value(v)
+    r = ((name, value), low, b"\r\n" + low + b":", name + b": " + value)
     if len(_EXTRA) < _CACHE_MAX and type(n) in (str, bytes) and type(v) in (str, bytes):
         _EXTRA[pair] = r
     return r
@@ -81,7 +83,16 @@ def upstream_request_head(method, target, raw, extra, host, tail):
             if r is None:
                 r = _extra_field(pair)
             low = r[1]
-            if _PYPY and host is None:
+            if host is None and not _PYPY:
+                # the lines joined first, and the name looked for in them
+                # (lower-cased at once: no call per field; a field line
+                # begins after CRLF, a value holds no CRLF)
+                block = b"\r\n".join(map(_JOIN_FIELD, raw))
+                if (b"\r\n" + block).lower().find(r[2]) < 0:   # (the usual case: not there)
+                    return b"%s %s HTTP/1.1\r\n%s\r\n%s\r\n" % (
+                        method, target.encode("latin-1"),
+                        block + b"\r\n" + r[3] if block else r[3], tail)
+            elif _PYPY and host is None:
                 # one pass filtering and joining (on PyPy each loop of a
                 # function called per request is compiled apart and entered
                 # with a frame): the lines straight away

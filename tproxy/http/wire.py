@@ -118,6 +118,11 @@ _MAX_LENGTH = int("9223372036854775807")   # 2 ** 63 - 1 (a machine int on PyPy:
 #: a name is classified anew each time
 _KINDS = {}
 _KINDS_MAX = 1024
+#: those of _KINDS forwarded as they are (most): a set looked in without a
+#: call (``name in set``, where ``dict.get`` is a method call per field);
+#: CPython only (PyPy's JIT makes the lookup no dearer: its path unchanged,
+#: the set empty)
+_ORDINARY = set()
 
 
 def _field_kind(name):
@@ -128,6 +133,8 @@ def _field_kind(name):
         kind = _UNDERSCORE
     if len(_KINDS) < _KINDS_MAX:
         _KINDS[name] = kind
+        if kind is None and not _PYPY:
+            _ORDINARY.add(name)
     return kind
 
 
@@ -157,7 +164,11 @@ def scan_request_fields(fields, version, underscores, authority=None):
     length = None
     expect = False
     kinds = _KINDS
+    ordinary = _ORDINARY
     for pair in fields:
+        if pair[0] in ordinary:   # most fields: forwarded as they are
+            forward.append(pair)
+            continue
         kind = kinds.get(pair[0], _field_kind)
         if kind is _field_kind:   # (not seen yet)
             kind = _field_kind(pair[0])
@@ -247,6 +258,8 @@ _PYPY = platform.python_implementation() == "PyPy"
 #: (upstreams send the same few names: no lower-casing per field); bounded
 _OTHER, _RESP_HOP, _RESP_LENGTH, _RESP_CONNECTION = 0, 1, 2, 3
 _RESP_KINDS = {}
+#: those of _RESP_KINDS passed on as they are (see _ORDINARY)
+_RESP_ORDINARY = set()
 #: Connection values that name no field (the usual ones: no split, no loop)
 _PLAIN_CONNECTION = frozenset([b"keep-alive", b"close", b"Keep-Alive", b"Close"])
 
@@ -257,6 +270,8 @@ def _response_kind(name):
             else _RESP_LENGTH if n == b"content-length" else _OTHER)
     if len(_RESP_KINDS) < _KINDS_MAX:
         _RESP_KINDS[name] = kind
+        if kind == _OTHER and not _PYPY:
+            _RESP_ORDINARY.add(name)
     return kind
 
 
@@ -279,7 +294,13 @@ def clean_response_fields(fields):
     length = None
     framed = False
     kinds = _RESP_KINDS
+    ordinary = _RESP_ORDINARY
     for pair in fields:
+        if pair[0] in ordinary:   # most fields: passed on as they are
+            kept.append(pair)
+            if lines is not None:
+                lines.append(pair[0] + b": " + pair[1])
+            continue
         kind = kinds.get(pair[0])
         if kind is None:
             kind = _response_kind(pair[0])
@@ -311,6 +332,82 @@ def clean_response_fields(fields):
             length = None
         lines = None
     return kept, length, framed, b"\r\n".join(lines) if lines else None
+
+
+#: Connection values (lower case) that name no field
+_PLAIN_CONNECTION_LOW = frozenset(["keep-alive", "close"])
+#: the response fields :func:`clean_response_block` cannot cut, found in a
+#: lower-cased head (``str``) by one search: Transfer-Encoding and the
+#: hop-by-hop fields other than Connection and Keep-Alive (one expression
+#: with a literal start costs about a quarter of the five substring tests)
+RARE_HOP_FIELDS = re.compile(r"\r\n(?:transfer-encoding:|proxy-|te:|trailer:|upgrade:)")
+
+
+def clean_response_block(data, start, end, low):
+    """
+    :func:`clean_response_fields` of a response head read whole, from its
+    bytes: ``data[start:end]`` are its field lines as received, each after
+    its CRLF (``start``: the status line's CRLF; ``end``: the empty line's),
+    ``low`` is ``data[:end]`` decoded as latin-1 and lower-cased (``str``:
+    CPython looks for a ``bytes`` in a ``bytes`` through a failed integer
+    conversion, ~3 times the cost).  The head was parsed by httptools
+    (llhttp), which refuses bare LF, obs-fold and whitespace before a colon:
+    each field line is ``CRLF name ":" value``, and the head ends at the
+    first empty line.  The caller found none of :data:`RARE_HOP_FIELDS` in
+    it; of the hop-by-hop fields only ``Connection: keep-alive`` or
+    ``close`` and ``Keep-Alive``, once each, are cut by slicing, the other
+    lines passed on as received.
+
+    :return: ``(length, lines)``: the Content-Length value (``bytes``) or
+        ``None``, and the lines passed on joined by CRLF (``b""``: none);
+        or ``None`` when the head holds another hop-by-hop field, or one of
+        those twice (its pairs then go through :func:`clean_response_fields`,
+        see :func:`block_fields`).
+    """
+    i = low.find("\r\nconnection:")
+    if i >= 0:
+        j = low.find("\r\n", i + 13)
+        if j < 0:
+            j = end
+        if (low[i + 13:j].strip(" \t") not in _PLAIN_CONNECTION_LOW
+                or low.find("\r\nconnection:", j) >= 0):
+            return None     # tokens naming fields, or Connection twice
+    k = low.find("\r\nkeep-alive:")
+    if k < 0:
+        if i < 0:
+            lines = data[start + 2:end]
+        else:       # (the usual case: Connection cut)
+            lines = data[start + 2:i] + data[j:end] if i > start else data[j + 2:end]
+    else:
+        m = low.find("\r\n", k + 13)
+        if m < 0:
+            m = end
+        if low.find("\r\nkeep-alive:", m) >= 0:
+            return None
+        cuts = [(k, m)] if i < 0 else sorted([(i, j), (k, m)])
+        parts = []
+        pos = start
+        for i, j in cuts:
+            parts.append(data[pos:i])
+            pos = j
+        parts.append(data[pos:end])
+        lines = b"".join(parts)[2:]   # (each part begins with CRLF, or is empty)
+    i = low.find("\r\ncontent-length:")
+    if i < 0:
+        return None, lines
+    j = low.find("\r\n", i + 17)
+    return data[i + 17:j if j >= 0 else end].lstrip(b" \t"), lines
+
+
+def block_fields(block):
+    """The ``(name, value)`` pairs of field lines joined by CRLF (as the
+    parser reports them: the value without its leading whitespace)."""
+    pairs = []
+    for line in block.split(b"\r\n"):
+        if line:
+            name, _, value = line.partition(b":")
+            pairs.append((name, value.lstrip(b" \t")))
+    return pairs
 
 
 def content_length(raw):
