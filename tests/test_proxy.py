@@ -11,7 +11,7 @@ Errors are in :mod:`tests.test_proxy_errors`, large bodies in
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
-from tproxy.http import upstream as upstream_module
+from tproxy.http import response_reader
 from tproxy.testing import Harness, echo as testing_echo
 from tests.upstreams import Scripted, json_answer
 
@@ -407,23 +407,23 @@ PADDING = [b"X-Pad-%d:  %s " % (i, b"p" * 30) for i in range(8)]
 def big_head(*lines):
     """A response with ``lines`` and PADDING, body ``ok``."""
     head = b"HTTP/1.1 200 OK\r\n" + b"".join(l + b"\r\n" for l in lines + tuple(PADDING))
-    assert len(head) > upstream_module.WHOLE_HEAD_MIN
+    assert len(head) > response_reader.WHOLE_HEAD_MIN
     return head + b"Content-Length: 2\r\n\r\nok"
 
 
 class WholeHeadTests(SynchronousTestCase):
     """Response heads read whole and large enough are cut from the read
-    (:class:`tproxy.http.upstream.UpstreamProtocol`): what the client and
+    (:class:`tproxy.http.response_reader.ResponseHeadReader`): what the client and
     the filters see is what the field-by-field way gives."""
 
     def setUp(self):
         self.cut = []
-        real = upstream_module.clean_response_block
+        real = response_reader.clean_response_block
 
         def spy(*args):
             self.cut.append(real(*args))
             return self.cut[-1]
-        self.patch(upstream_module, "clean_response_block", spy)
+        self.patch(response_reader, "clean_response_block", spy)
 
     def harness(self, answer):
         up = self.up = Scripted(raw_answer(answer))
@@ -444,7 +444,7 @@ class WholeHeadTests(SynchronousTestCase):
             self.assertNotIn("keep-alive", names)
             self.assertEqual(names.count("x-pad-7"), 1)
         self.assertEqual(self.up.connections, 1)
-        if upstream_module._WHOLE_HEADS:
+        if response_reader._WHOLE_HEADS:
             self.assertEqual(len(self.cut), 2)
             self.assertIsNotNone(self.cut[0])
 
@@ -464,7 +464,7 @@ class WholeHeadTests(SynchronousTestCase):
         self.assertEqual(seen[0][1], ("X-Pad-0", "p" * 30 + " "))
         self.assertEqual([n for n, _ in seen[0]][-1], "Content-Length")
         self.assertEqual((resp.headers.get("X-Filtered"), resp.body), ("1", b"ok"))
-        if upstream_module._WHOLE_HEADS:
+        if response_reader._WHOLE_HEADS:
             self.assertIsNotNone(self.cut[0])
 
     def test_rareHopField(self):
@@ -482,7 +482,7 @@ class WholeHeadTests(SynchronousTestCase):
         resp = h.request("GET", "/")
         self.assertEqual((resp.status, resp.headers.get("X-Drop")), (200, None))
         self.assertEqual(resp.headers.get("X-Pad-3").strip(), "p" * 30)
-        if upstream_module._WHOLE_HEADS:
+        if response_reader._WHOLE_HEADS:
             self.assertEqual(self.cut, [None])
 
 

@@ -15,7 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tproxy import Response, hookimpl
 from tproxy.testing import Harness, echo as testing_echo
-from tproxy.http.upstream import WHOLE_HEAD_MIN
+from tproxy.http.response_reader import WHOLE_HEAD_MIN
 from tests.helpers import (ClockedReactor, ProxyTestCase, RawClient, buffered, echo, request,
                            until)
 from tests.upstreams import Scripted

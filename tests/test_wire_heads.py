@@ -6,7 +6,7 @@ response head of :mod:`tproxy.http.wire` are built the same on PyPy's path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tproxy.http import upstream_head, wire
+from tproxy.http import response_fields, upstream_head, wire
 
 RAW = [(b"Host", b"example.com"), (b"x-route-prefix", b"/forged"),
        (b"Accept", b"*/*"), (b"X-ROUTE-PREFIX", b"/again")]
@@ -66,7 +66,8 @@ class ResponseHeadPathsTests(SynchronousTestCase):
 
     def head(self, fields, pypy):
         self.patch(wire, "_PYPY", pypy)
-        kept, length, framed, lines = wire.clean_response_fields(fields)
+        self.patch(response_fields, "_PYPY", pypy)
+        kept, length, framed, lines = response_fields.clean_response_fields(fields)
         if not pypy:
             self.assertIsNone(lines)
         return kept, length, framed, wire.response_head(200, b"OK", kept, False, False,
@@ -95,21 +96,22 @@ class ResponseHeadPathsTests(SynchronousTestCase):
                     ([(b"X-A", b"1"), (b"Content-Length", b"2")], b"2", True,
                      b"HTTP/1.1 200 OK\r\nX-A: 1\r\nContent-Length: 2\r\n\r\n"))
         for value in (b"Keep-Alive, X-A", b"keep-alive ,x-a", b"X-A"):
-            kept = wire.clean_response_fields(
+            kept = response_fields.clean_response_fields(
                 [(b"connection", value), (b"X-A", b"1"), (b"X-B", b"2")])[0]
             self.assertEqual(kept, [(b"X-B", b"2")])
         with self.assertRaises(ValueError):
-            wire.clean_response_fields([(b"Connection", b"close"),
+            response_fields.clean_response_fields([(b"Connection", b"close"),
                                         (b"Transfer-Encoding", b"gzip")])
 
     def test_lines(self):
         """On PyPy's path the kept fields come back as joined lines, unless
         Connection named some (then they are made again from the pairs)."""
         self.patch(wire, "_PYPY", True)
-        self.assertEqual(wire.clean_response_fields(RESPONSE[2:])[3],
+        self.patch(response_fields, "_PYPY", True)
+        self.assertEqual(response_fields.clean_response_fields(RESPONSE[2:])[3],
                          b"Content-Length: 5\r\nx-drop: 1")
-        self.assertIsNone(wire.clean_response_fields(RESPONSE)[3])
-        self.assertIsNone(wire.clean_response_fields(RESPONSE[-1:])[3])
+        self.assertIsNone(response_fields.clean_response_fields(RESPONSE)[3])
+        self.assertIsNone(response_fields.clean_response_fields(RESPONSE[-1:])[3])
 
 
 def whole(lines):
@@ -127,12 +129,12 @@ class WholeHeadTests(SynchronousTestCase):
     def same(self, lines):
         """The cut head, checked against the pairs' way; returns its lines."""
         args = whole(lines)
-        cut = wire.clean_response_block(*args)
+        cut = response_fields.clean_response_block(*args)
         self.assertIsNotNone(cut, lines)
         length, kept_lines = cut
-        kept, pair_length, framed, _ = wire.clean_response_fields(
-            wire.block_fields(args[0][args[1]:args[2]]))
-        self.assertEqual(wire.block_fields(kept_lines), kept)
+        kept, pair_length, framed, _ = response_fields.clean_response_fields(
+            response_fields.block_fields(args[0][args[1]:args[2]]))
+        self.assertEqual(response_fields.block_fields(kept_lines), kept)
         self.assertEqual(length, pair_length)
         return kept_lines
 
@@ -157,9 +159,9 @@ class WholeHeadTests(SynchronousTestCase):
     def test_contentLength(self):
         """The Content-Length value as the parser reports it (leading
         whitespace dropped), or ``None``."""
-        self.assertEqual(wire.clean_response_block(*whole([b"Content-Length:  12"]))[0], b"12")
-        self.assertEqual(wire.clean_response_block(*whole([b"X-A: 1"]))[0], None)
-        self.assertEqual(wire.clean_response_block(*whole([b"content-length:3", b"X: 1"]))[0],
+        self.assertEqual(response_fields.clean_response_block(*whole([b"Content-Length:  12"]))[0], b"12")
+        self.assertEqual(response_fields.clean_response_block(*whole([b"X-A: 1"]))[0], None)
+        self.assertEqual(response_fields.clean_response_block(*whole([b"content-length:3", b"X: 1"]))[0],
                          b"3")
 
     def test_pairsWay(self):
@@ -168,7 +170,7 @@ class WholeHeadTests(SynchronousTestCase):
         for lines in ([b"Connection: keep-alive, X-A", b"X-A: 1"], [b"Connection: x-a"],
                       [b"Connection: close", b"Connection: close"],
                       [b"Keep-Alive: 1", b"Keep-Alive: 2"]):
-            self.assertIsNone(wire.clean_response_block(*whole(lines)), lines)
+            self.assertIsNone(response_fields.clean_response_block(*whole(lines)), lines)
 
     def test_rareFields(self):
         """The fields the cut leaves to the field-by-field way are found in
@@ -176,7 +178,7 @@ class WholeHeadTests(SynchronousTestCase):
         for lines in ([b"Proxy-Connection: x"], [b"X-A: 1", b"TE: trailers"],
                       [b"Trailer: X-T"], [b"UPGRADE: h2c"], [b"Proxy-Authenticate: Basic"],
                       [b"Transfer-Encoding: chunked"]):
-            self.assertIsNotNone(wire.RARE_HOP_FIELDS.search(whole(lines)[3]), lines)
+            self.assertIsNotNone(response_fields.RARE_HOP_FIELDS.search(whole(lines)[3]), lines)
         for lines in ([b"X-Te: 1"], [b"X-A: te: trailer: upgrade:"], [b"Tea: 1"],
                       [b"Connection: keep-alive", b"Keep-Alive: 1"]):
-            self.assertIsNone(wire.RARE_HOP_FIELDS.search(whole(lines)[3]), lines)
+            self.assertIsNone(response_fields.RARE_HOP_FIELDS.search(whole(lines)[3]), lines)

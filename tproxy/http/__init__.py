@@ -23,9 +23,9 @@ The life of one request::
      proxy_next_upstream (exchange_failures.UpstreamFailures,
      retry.RetryPolicy)]
     header_filter   the response head, hop-by-hop fields removed
-                    (wire.clean_response_fields; a head of 256 bytes or
-                    more read whole is cut from the read's bytes instead,
-                    wire.clean_response_block, its lines passed on as
+                    (response_fields.clean_response_fields; a head of 256
+                    bytes or more read whole is cut from the read's bytes
+                    instead, response_fields.clean_response_block, its lines passed on as
                     received); framed and written (wire.response_head)
     body_filter     per chunk, streamed (response.ResponseSide); what one
                     upstream read makes leaves in one write
@@ -65,12 +65,15 @@ The modules
   :mod:`tproxy.http.response` the response coming down and the filters,
   :mod:`tproxy.http.exchange_failures` a failed attempt (the next peer, or
   the 502 / 504).
-- :mod:`tproxy.http.upstream`: an upstream connection;
+- :mod:`tproxy.http.upstream`: an upstream connection,
+  :mod:`tproxy.http.response_reader` how it reads a response head;
   :mod:`tproxy.http.pool`: their keep-alive pool per peer.
 - :mod:`tproxy.http.wire`: the pure functions (fields, response heads,
   reasons, error answers); :mod:`tproxy.http.target`: the request target
   (path, query, absolute-form authority, dot segments);
-  :mod:`tproxy.http.upstream_head`: the request head sent upstream.
+  :mod:`tproxy.http.upstream_head`: the request head sent upstream;
+  :mod:`tproxy.http.response_fields`: the response's fields cleaned of the
+  hop-by-hop ones.
 - :mod:`tproxy.http.parsing`: the parser in use (httptools, or
   :mod:`tproxy.http.pyparser`); :mod:`tproxy.http.headers`: ``Headers``.
 - :mod:`tproxy.http.refusals`, :mod:`tproxy.http.retry`,

@@ -16,8 +16,8 @@ from twisted.logger import Logger
 
 from tproxy.context import Response, ResponseHead, _UpstreamResponseHead
 from tproxy.http.headers import Headers
-from tproxy.http.wire import (block_fields, clean_response_fields, content_length,
-                              local_response_head, response_head)
+from tproxy.http.response_fields import block_fields, clean_response_fields
+from tproxy.http.wire import content_length, local_response_head, response_head
 from tproxy.phase_walks import is_deferred
 
 log = Logger()
@@ -30,7 +30,7 @@ class ResponseSide(object):
         """
         The upstream's response head (1xx excluded): its ``(name, value)``
         ``fields``, or ``cleaned``, what
-        :func:`~tproxy.http.wire.clean_response_block` made of a head read
+        :func:`~tproxy.http.response_fields.clean_response_block` made of a head read
         whole (``fields`` is then ``None``).
 
         :return: whether the body is delimited by the connection's close (no
