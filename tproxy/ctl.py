@@ -34,7 +34,6 @@ going while tproxy is unreachable (a restart), and stops cleanly on
 ``--remove-on-exit``).
 """
 
-import argparse
 import json
 import os
 import signal
@@ -43,6 +42,7 @@ import threading
 from urllib.parse import quote
 
 from tproxy.admin_client import DEFAULT_ADMIN, AdminClient, AdminError, Unreachable
+from tproxy.ctl_args import parser
 from tproxy.ctl_text import format_match, format_registration, format_routes, format_status
 
 __all__ = ["main", "run"]
@@ -261,124 +261,6 @@ def _json(obj):
     return json.dumps(obj, indent=2, sort_keys=True) + "\n"
 
 
-# -- the command line ---------------------------------------------------------
-
-
-def parser():
-    """The ``argparse`` parser of ``tproxyctl``."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--json", action="store_true",
-                        help="print the admin API's JSON answer as it is")
-    p = argparse.ArgumentParser(
-        prog="tproxyctl", description="Control a running tproxy through its admin API.",
-        epilog="Exit status: 0 ok, 1 an error answer or a bad configuration, "
-               "2 bad usage, 3 the admin API unreachable.")
-    p.add_argument("--admin", metavar="URL",
-                   help="the admin API [env TPROXY_ADMIN, default {}]".format(DEFAULT_ADMIN))
-    p.add_argument("--token", help="the admin bearer token [env TPROXY_TOKEN]")
-    p.add_argument("--timeout", type=float, default=10.0,
-                   help="seconds to wait for the admin API [10]")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-
-    s = sub.add_parser("status", parents=[common], help="the registered servers, as a table")
-    s.add_argument("--prefix", help="only this group")
-    s.set_defaults(func=cmd_status)
-
-    def target(s, weight=True):
-        s.add_argument("--port", type=_port, required=True)
-        s.add_argument("--host", help="default: the address tproxy sees this call from")
-        s.add_argument("--prefix", help="the group [default]")
-        if weight:
-            s.add_argument("--weight", type=_weight, help="1-1000")
-            s.add_argument("--max-conns", metavar="N", type=_given,
-                           help="requests in flight at most, 0 (no limit) to 1000000 "
-                                "[kept by later heartbeats that leave it out]")
-            routable = s.add_mutually_exclusive_group()
-            routable.add_argument("--routable", dest="routable", action="store_true",
-                                  default=None,
-                                  help="a request's path may choose the group [the default]")
-            routable.add_argument("--not-routable", dest="routable", action="store_false",
-                                  help="only a plugin or a route naming the group "
-                                       "chooses it (a canary, a shadow pool)")
-
-    s = sub.add_parser("add", parents=[common], help="register (or heartbeat) a server")
-    target(s)
-    s.set_defaults(func=cmd_add)
-    s = sub.add_parser("remove", parents=[common], help="remove a registration")
-    target(s, weight=False)
-    s.set_defaults(func=cmd_remove)
-    s = sub.add_parser("heartbeat", parents=[common],
-                       help="register, then heartbeat until SIGTERM / Ctrl-C")
-    target(s)
-    s.add_argument("--every", type=_positive, metavar="SECONDS",
-                   help="seconds between heartbeats [a third of the TTL]")
-    s.add_argument("--count", type=int, default=0, help="stop after N registrations")
-    s.add_argument("--remove-on-exit", action="store_true",
-                   help="remove the registration when stopped")
-    s.set_defaults(func=cmd_heartbeat)
-
-    s = sub.add_parser("routes", help="the routes plugin's rules")
-    actions = s.add_subparsers(dest="action", metavar="ACTION")
-    actions.required = True
-    a = actions.add_parser("list", parents=[common], help="every route")
-    a = actions.add_parser("get", parents=[common], help="one route as JSON")
-    a.add_argument("name")
-    a = actions.add_parser("put", parents=[common], help="add or replace a route (JSON)")
-    a.add_argument("name")
-    a.add_argument("file", nargs="?", default="-", help="the route's JSON [stdin]")
-    a = actions.add_parser("delete", parents=[common], help="remove a route")
-    a.add_argument("name")
-    a = actions.add_parser("match", parents=[common],
-                           help="which route a request would take, and why")
-    a.add_argument("--path", required=True)
-    a.add_argument("--method")
-    a.add_argument("--host")
-    a.add_argument("--header", action="append", metavar="'NAME: VALUE'")
-    a.add_argument("--body")
-    s.set_defaults(func=cmd_routes)
-
-    s = sub.add_parser("health", parents=[common],
-                       help="exit 0 if the admin API answers its health check")
-    s.set_defaults(func=cmd_health)
-
-    s = sub.add_parser("check", parents=[common],
-                       help="validate a configuration file (as tproxy does at start)")
-    s.add_argument("-c", "--config", required=True, metavar="FILE")
-    s.set_defaults(func=cmd_check)
-    return p
-
-
-def _port(text):
-    if not text.isdigit() or not 1 <= int(text) <= 65535:
-        raise argparse.ArgumentTypeError("a port is a number from 1 to 65535")
-    return int(text)
-
-
-def _weight(text):
-    if not text.isdigit() or not 1 <= int(text) <= 1000:
-        raise argparse.ArgumentTypeError("a weight is a number from 1 to 1000")
-    return int(text)
-
-
-def _given(text):
-    """Any text but an empty one (which the admin API would take for no
-    value): the API checks the rest."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError("a value is required")
-    return text
-
-
-def _positive(text):
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0
-    if not value > 0:
-        raise argparse.ArgumentTypeError("a number of seconds greater than 0")
-    return value
-
-
 def main(argv=None, out=None, err=None, environ=None, stop=None):
     """
     Run ``tproxyctl`` with ``argv``; return the exit status.
@@ -405,9 +287,9 @@ def main(argv=None, out=None, err=None, environ=None, stop=None):
         err.write("tproxyctl: {}\n".format(e))
         return EXIT_USAGE
     try:
-        if args.func is cmd_heartbeat:
+        if args.command == "heartbeat":
             return cmd_heartbeat(client, args, out, err, stop)
-        return args.func(client, args, out, err)
+        return _COMMANDS[args.command](client, args, out, err)
     except _Usage as e:
         err.write("tproxyctl: {}\n".format(e))
         return EXIT_USAGE
@@ -419,6 +301,11 @@ def main(argv=None, out=None, err=None, environ=None, stop=None):
             out.write(_json(e.obj))
         err.write("tproxyctl: {}\n".format(e))
         return EXIT_ERROR
+
+
+#: the function of each command of :func:`tproxy.ctl_args.parser`
+_COMMANDS = {"status": cmd_status, "add": cmd_add, "remove": cmd_remove,
+             "routes": cmd_routes, "health": cmd_health, "check": cmd_check}
 
 
 def run():
