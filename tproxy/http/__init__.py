@@ -62,7 +62,8 @@ The modules
 - :mod:`tproxy.http.reader`: its parsing side (limits, the request head).
 - :mod:`tproxy.http.exchange`: one request's state machine (phases, peer
   attempts, the end); :mod:`tproxy.http.body` the request going up,
-  :mod:`tproxy.http.response` the response coming down and the filters,
+  :mod:`tproxy.http.response` the response coming down,
+  :mod:`tproxy.http.filters` its filter phases,
   :mod:`tproxy.http.exchange_failures` a failed attempt (the next peer, or
   the 502 / 504).
 - :mod:`tproxy.http.upstream`: an upstream connection,

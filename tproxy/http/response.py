@@ -1,9 +1,9 @@
 # -*- test-case-name: tests.test_proxy_streaming -*-
 """
-The response coming down: the upstream's head cleaned and framed, the
-``header_filter`` and ``body_filter`` chain (synchronous, or awaited with
-the upstream paused), the body streamed to the client, and the responses
-tproxy or a plugin makes (errors, ``access`` denials).
+The response coming down: the upstream's head cleaned and framed, passed
+through the ``header_filter`` and ``body_filter`` phases
+(:mod:`tproxy.http.filters`), the body streamed to the client, and the
+responses tproxy or a plugin makes (errors, ``access`` denials).
 
 The bytes one upstream read makes (head, body, end) are held and leave in one
 write (:meth:`ResponseSide.upstream_reading`).
@@ -15,6 +15,7 @@ exchange's, see there).
 from twisted.logger import Logger
 
 from tproxy.context import Response, ResponseHead, _UpstreamResponseHead
+from tproxy.http.filters import FilterChain
 from tproxy.http.headers import Headers
 from tproxy.http.response_fields import block_fields, clean_response_fields
 from tproxy.http.wire import content_length, local_response_head, response_head
@@ -23,8 +24,9 @@ from tproxy.phase_walks import is_deferred
 log = Logger()
 
 
-class ResponseSide(object):
-    """The response side of an :class:`~tproxy.http.exchange.Exchange`."""
+class ResponseSide(FilterChain):
+    """The response side of an :class:`~tproxy.http.exchange.Exchange`
+    (its filters: :class:`~tproxy.http.filters.FilterChain`)."""
 
     def upstream_head(self, status, reason, fields, upstream_keepalive, cleaned=None):
         """
@@ -136,31 +138,6 @@ class ResponseSide(object):
                 self.response_close = True
         self._send_head(head.status, head.reason, head.headers.raw, None)
 
-    def _filter_head(self, head, then):
-        try:
-            r = self.ctx.plugins.run_header_filter(self.ctx, head)
-        except Exception:
-            return self.plugin_error()
-        if r is not None:
-            self._await_head(r, head, then)
-        else:
-            then(head)
-
-    def _await_head(self, d, head, then):
-        """``header_filter`` answered with a Deferred ``d``: the upstream
-        waits, and ``then(head)`` runs when it fires."""
-        if self.upstream is not None:
-            self.upstream.pause_reading()
-        self.filter_chain = d
-        d.addCallback(lambda _: then(head))
-        d.addCallback(self._resume_upstream)
-        d.addErrback(self.plugin_error)
-
-    def _resume_upstream(self, _=None):
-        self.filter_chain = None
-        if self.upstream is not None and not self.done:
-            self.upstream.resume_reading()
-
     def _write_head(self, head, body):
         """Write the status line and headers to the client (framing added
         here), and ``body`` (``None``: it follows)."""
@@ -268,55 +245,6 @@ class ResponseSide(object):
                 self.conn.write_all(data)
         else:
             self._send(data)
-
-    def _filter_body(self, data, eof):
-        if self.done:
-            # (a failed filter leaves filter_chain set: queuing behind it
-            # again would loop for ever)
-            return
-        if self.filter_chain is not None:
-            # an earlier chunk is still being filtered: keep the order
-            self.filter_chain.addCallback(lambda _: self._filter_body(data, eof))
-            return
-        if type(data) is not bytes:
-            data = bytes(data)
-        try:
-            r = self.ctx.plugins.run_body_filter(self.ctx, data, eof)
-        except Exception:
-            return self.plugin_error()
-        if type(r) is not bytes and is_deferred(r):
-            if self.upstream is not None:
-                self.upstream.pause_reading()
-            self.filter_chain = r
-            r.addCallback(self._send_filtered, eof)
-            r.addCallback(self._resume_upstream)
-            r.addErrback(self.plugin_error)
-        else:
-            if r and not self.done:
-                # (_send_response_body inlined: once per upstream read)
-                self.ctx.bytes_sent += len(r)
-                out = self.out
-                if self.response_chunked:
-                    r = [b"%x\r\n" % len(r), r, b"\r\n"]
-                    if out is not None:
-                        out.extend(r)
-                    else:
-                        self.conn.write_all(r)
-                elif out is not None:
-                    out.append(r)
-                else:
-                    self.conn.write(r)
-            if eof and not self.done:
-                # (_end_response inlined)
-                if self.response_chunked:
-                    self.ctx.bytes_sent += 5
-                    self._send(b"0\r\n\r\n")
-                self.finish()
-
-    def _send_filtered(self, data, eof):
-        self._send_response_body(data)
-        if eof:
-            self._end_response()
 
     def upstream_end(self):
         """The upstream response is complete."""
