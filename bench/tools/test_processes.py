@@ -14,8 +14,9 @@ keeps per PID namespace: the other processes of the machine are not
 counted, and no other accounting is disturbed).  The kernel writes a record
 (user and system CPU, elapsed time, pid, parent's pid) for each process as
 it ends; the first process of the namespace, this script, waits for every
-one, and reads the command lines from ``/proc`` every 10 ms meanwhile (a
-process that lives less than that is named by its ``comm`` only).  CPU is in
+one, and reads the command lines from ``/proc`` every 10 ms meanwhile (the
+last one read is a process's: a forked child's is its parent's until it
+execs; a process that lives less than that is named by its ``comm`` only).  CPU is in
 1/100 s.  On a shared machine compare CPU, not wall, between runs, and give
 the load average with any wall time.  Linux and the standard library only.
 """
@@ -92,7 +93,7 @@ def inner(command, top):
                 status, wall = os.waitstatus_to_exitcode(code), time.monotonic() - start
             if pid == 0:
                 for name in os.listdir("/proc"):
-                    if name.isdigit() and int(name) not in commands:
+                    if name.isdigit():
                         try:
                             with open("/proc/%s/cmdline" % name, "rb") as f:
                                 text = f.read().replace(b"\0", b" ").strip()
