@@ -40,9 +40,9 @@ def box_health(workers, found):
         the server is down in every worker of ``workers``, ``None`` when
         there is none (the parent's view then stands).
     """
-    down = sum(1 for h in workers if not found.get(h, _UNREPORTED)[2])
     if not workers:
         return None, 0
+    down = sum(1 for h in workers if not found.get(h, _UNREPORTED)[2])
     return down < len(workers), down
 
 
