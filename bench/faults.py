@@ -29,7 +29,6 @@ def run(args):
     tmp = tempfile.mkdtemp(prefix="faults-")
     rows = []
     py = args.tproxy_python
-    port = BASE
 
     def row(scenario, system, result, note=""):
         sent, ok, failed = result
