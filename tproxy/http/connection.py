@@ -58,7 +58,6 @@ class ProxyProtocol(RequestReader, Protocol):
     after_lf = False       # the last read of a chunked body ended a line
     body_since = 0.0       # when the body being read last made progress
     starting = False       # exchange_done is starting queued exchanges
-    closing = False
     lost_as = "client_abort"   # ctx.error of requests cut by the connection's loss
     linger = False         # the client may still be sending: close lingering
     lingering = False      # closing lingering (see tproxy.http.closing.linger)

@@ -58,15 +58,16 @@ class Exchange(RequestBody, ResponseSide, UpstreamFailures):
         self.head_method = ctx.request.method == "HEAD"
         if host_missing:
             self.host_missing = True   # (HTTP/1.0) the upstream gets the peer's
-        # Read 5 times a request: an instance attribute, not the class default
-        # below (CPython 3.11 does not specialise reading a class attribute
-        # through an instance: each such read takes the generic lookup, ~10
-        # times the cost of a store here).  Only names every exchange sets
-        # anyway (finish sets done): CPython 3.11 keeps an instance's values
-        # inline for the first 30 names its class's instances set; an
-        # exchange setting one more has its dict made, and then no method
-        # call on it is specialised (the response_* defaults stored here put
-        # the server's exchanges past 30: +4,400 instructions per request).
+        # Read 5 times a request: an instance attribute, not a class default
+        # as the per-request state below (CPython 3.11 does not specialise
+        # reading a class attribute through an instance: each such read takes
+        # the generic lookup, ~10 times the cost of a store here).  Only names
+        # every exchange sets anyway (finish sets done): CPython 3.11 keeps an
+        # instance's values inline for the first 30 names its class's
+        # instances set; an exchange setting one more has its dict made, and
+        # then no method call on it is specialised (storing the response_*
+        # defaults here too put the server's exchanges past 30: +4,400
+        # instructions per request).
         self.done = False
 
     # Per-request state that starts the same for every request: class-level
@@ -82,7 +83,6 @@ class Exchange(RequestBody, ResponseSide, UpstreamFailures):
     response_chunked = False
     response_close = False
     upstream_keepalive = False
-    done = False
     last_failure = None        # (error, status, message) of the last failed peer
     filter_chain = None        # the Deferred of an async header/body filter
     body_waiter = None         # (n, Deferred, timer) of read_body_prefix

@@ -35,7 +35,6 @@ class ProxyFactory(Factory):
     """
 
     noisy = False
-    draining = False
 
     #: what :attr:`tproxy.gateway.Gateway.listeners` says this is
     kind = "http"
