@@ -5,10 +5,12 @@ workers' views combined, on plain inputs (the processes themselves:
 """
 
 from twisted.internet.task import Clock
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from tproxy.box_status import STATUS_PAGE, add_counts, box_health
 from tproxy.registry import MemoryRegistry
+from tproxy.testing import Harness, echo
+from tproxy.worker import Worker
 
 
 class _Handle(object):
@@ -95,6 +97,24 @@ class UpstreamStatusTests(TestCase):
         self.assertEqual(server["health"]["last_error"], old, "the parent had none")
         self.assertNotIn("health", server["workers"][1], "a worker that holds it up")
 
+    def test_workersFigures(self):
+        """The server's ``ejections`` and ``total_fails`` add up the
+        parent's and the workers'; ``fails`` and ``ejected_for`` are the
+        largest (the parent's active checks count too)."""
+        per = {("api", "127.0.0.1", 9001): {
+            W0: (0, 4, False, {"healthy": False, "ejections": 2, "total_fails": 3,
+                               "fails": 1, "ejected_for": 8.0}),
+            W1: (0, 9, True, {"healthy": True, "ejections": 1, "total_fails": 4,
+                              "fails": 0, "ejected_for": 0})}}
+        answer = _status((9001, True))
+        answer[1]["groups"][0]["servers"][0]["health"].update(
+            {"ejections": 1, "total_fails": 0, "fails": 0, "ejected_for": 0})
+        server = add_counts(answer, [W0, W1], per)[1]["groups"][0]["servers"][0]
+        self.assertEqual(server["health"], {
+            "healthy": True, "down_in_workers": 1, "workers": 2,
+            "ejections": 4, "total_fails": 7, "fails": 1, "ejected_for": 8.0})
+        self.assertEqual([r["health"]["ejections"] for r in server["workers"]], [2, 1])
+
     def test_notLive(self):
         """An expired server counts in neither of the group's figures."""
         per = {("api", "127.0.0.1", 9001): {W0: (0, 1, False)}}
@@ -149,3 +169,37 @@ class StatusPageTests(TestCase):
             {"healthy": True, "down_in_workers": 1, "workers": 2},
             {"healthy": True, "down_in_workers": 0, "workers": 2}])
         self.assertEqual([p["total_requests"] for p in obj["peers"]], [3, 7, 0])
+
+
+class WorkerCountsTests(SynchronousTestCase):
+    """What a worker answers the parent's ``counts``: each peer it served,
+    with its health object where it holds the peer down or has seen it fail."""
+
+    LIVE, DEAD = "127.0.0.1:9001", "127.0.0.1:9100"
+
+    def test_healthSent(self):
+        h = Harness(config={"upstreams": {"default": {"peers": [self.LIVE, self.DEAD]}}},
+                    plugins=["router", "least_conn"], servers={self.LIVE: echo})
+        worker = Worker(h.clock)
+        worker.registry = h.registry
+        worker.service = type("Service", (), {"gateway": h.gateway})()
+
+        def rows():
+            return {row[2]: row for row in worker.control_counts({"health": True})}
+
+        for _ in range(2):
+            self.assertEqual(h.request("GET", "/x").status, 200)
+        ejected = rows()
+        self.assertEqual(len(ejected[9001]), 6, "nothing to say of a peer that never failed")
+        self.assertEqual(ejected[9100][5:7], [False, ejected[9100][6]])
+        self.assertEqual(ejected[9100][6]["ejections"], 1)
+        h.set_server(self.DEAD, echo)   # it comes back
+        h.advance(10)
+        for _ in range(4):
+            self.assertEqual(h.request("GET", "/x").status, 200)
+        back = rows()[9100]
+        self.assertTrue(back[5])
+        self.assertEqual((back[6]["healthy"], back[6]["ejections"], back[6]["total_fails"]),
+                         (True, 1, 1), "up again, its failures still told")
+        self.assertEqual({len(row) for row in worker.control_counts({})}, {6},
+                         "a parent that does not ask for health gets six fields")

@@ -14,9 +14,11 @@ and says in how many of them it is down (``down_in_workers`` of
 box, and ``down_in_some_workers`` the live ones down in some workers but not
 all.  When no worker answers, the parent's view stays.
 
-A worker that holds a server down also sends its health object: it is that
-worker's row's ``health``, and the newest ``last_error`` of the workers' is
-the server's when newer than the parent's.
+A worker that holds a server down, or has seen it fail, also sends its
+health object: it is that worker's row's ``health``.  The server's
+``health`` adds them up: ``ejections`` and ``total_fails`` are the sums of
+the parent's and the workers', ``fails`` and ``ejected_for`` the largest, and
+``last_error`` the newest.
 
 ``per`` is ``{(group, host, port): {worker handle: (active, total, healthy[,
 health])}}``.
@@ -58,11 +60,18 @@ def _set_health(view, workers, found):
         health["healthy"] = healthy
         health["down_in_workers"] = down
         health["workers"] = len(workers)
-        for h in workers:
-            error = (_detail(found.get(h)) or {}).get("last_error")
-            if _newer(error, health.get("last_error")):
-                health["last_error"] = error
+        details = [d for d in (_detail(found.get(h)) for h in workers) if d]
+        for key, combine in _COMBINED:
+            if key in health:
+                health[key] = combine([health[key]] + [d.get(key, 0) for d in details])
+        for d in details:
+            if _newer(d.get("last_error"), health.get("last_error")):
+                health["last_error"] = d["last_error"]
     return healthy, healthy and down > 0
+
+
+#: how the workers' figures of a server's health add up to the box's
+_COMBINED = (("ejections", sum), ("total_fails", sum), ("fails", max), ("ejected_for", max))
 
 
 def _detail(entry):

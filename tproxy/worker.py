@@ -223,8 +223,9 @@ class Worker(object):
 
     def control_counts(self, message):
         """The in-flight and total requests per peer, and this worker's
-        health object of each peer it holds down when the parent asks
-        (``health``: a parent of before did not, and took six fields)."""
+        health object of each peer it holds down or has seen fail, when the
+        parent asks (``health``: a parent of before did not, and took six
+        fields)."""
         from tproxy.replica import counts
         if self.registry is None:
             return []
@@ -232,8 +233,8 @@ class Worker(object):
         if message.get("health") and self.service is not None:
             gateway = self.service.gateway
             for row in rows:
-                peer = None if row[5] else _peer(gateway, row[0], row[1], row[2])
-                if peer is not None:
+                peer = _peer(gateway, row[0], row[1], row[2])
+                if peer is not None and (not row[5] or peer.health is not None):
                     row.append(gateway.health.as_dict(peer))
         return rows
 

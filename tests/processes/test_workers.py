@@ -422,7 +422,7 @@ class WorkersTests(TestCase):
         """A refused peer ejected by one worker is down in 1 of 2 workers;
         ejected by both, ``/upstream/status`` and the status page say it is
         down for the box (the parent's own view, which sends no request,
-        still holds it healthy)."""
+        still holds it healthy); its ``ejections`` are the workers'."""
         box = self.box
         from tests.helpers import ProxyTestCase
         port = ProxyTestCase.closed_port(self)
@@ -436,8 +436,9 @@ class WorkersTests(TestCase):
             group = next(g for g in box.status()["groups"] if g["prefix"] == "dead")
             health = group["servers"][0]["health"]
             seen.append((health["healthy"], health["down_in_workers"], health["workers"],
-                         group["healthy"], group["down_in_some_workers"]))
-        self.assertEqual(seen, [(True, 1, 2, 1, 1), (False, 2, 2, 0, 0)])
+                         group["healthy"], group["down_in_some_workers"],
+                         health["ejections"]))
+        self.assertEqual(seen, [(True, 1, 2, 1, 1, 1), (False, 2, 2, 0, 0, 2)])
         server = next(g for g in box.status()["groups"] if g["prefix"] == "dead")["servers"][0]
         self.assertEqual([w["health"]["last_error"]["kind"] for w in server["workers"]],
                          ["connect", "connect"], "each worker's own health object")
