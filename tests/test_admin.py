@@ -198,10 +198,24 @@ class RegistryApiTests(AdminServerMixin, TestCase):
         self.assertEqual(len(self.gateway.registry.group("api").peers), 1)
 
     @inlineCallbacks
-    def test_unknownParametersIgnored(self):
-        """Parameters the API does not know are ignored."""
+    def test_unknownParameterRefused(self):
+        """A parameter the API does not know is a 400 that names it, and
+        changes nothing: a misspelt ``prefx`` does not remove the default
+        group's server."""
         code, _, obj = yield self.request("/upstream/add?port=8080&colour=blue")
-        self.assertEqual((code, obj["success"]), (200, True))
+        self.assertEqual((code, obj["field"], obj["value"]), (400, "colour", "blue"))
+        self.assertIn("unknown parameter 'colour' (known: host, max_conns, port, prefix, "
+                      "routable, weight)", obj["error"])
+        self.assertIsNone(self.gateway.registry.group("default"))
+        code, _, obj = yield self.request("/upstream/add?port=8080")
+        self.assertEqual(code, 200)
+        for uri in ("/upstream/remove?port=8080&prefx=api",
+                    "/upstream/remove?port=8080&Prefix=api"):
+            code, _, obj = yield self.request(uri)
+            self.assertEqual(code, 400, uri)
+        self.assertEqual(len(self.gateway.registry.group("default").peers), 1)
+        code, _, obj = yield self.request("/upstream/remove?port=8080&weight=3")
+        self.assertEqual(code, 200, "add's parameters are taken by remove")
 
     @inlineCallbacks
     def test_postForm(self):

@@ -12,7 +12,8 @@ import re
 
 from tproxy.addresses import unicast_problem
 
-__all__ = ["BadParameter", "DEFAULT_GROUP", "check_caller", "parse_host", "parse_max_conns",
+__all__ = ["BadParameter", "DEFAULT_GROUP", "PARAMETERS", "check_caller", "parse_host",
+           "parse_max_conns",
            "parse_port", "parse_prefix", "parse_routable", "parse_weight",
            "request_parameters"]
 
@@ -225,11 +226,21 @@ def parse_prefix(value, field="prefix"):
     return prefix
 
 
+#: the parameters of an add/remove request (remove reads only ``host``,
+#: ``port`` and ``prefix``, and takes the others so that one query string
+#: serves both)
+PARAMETERS = ("host", "max_conns", "port", "prefix", "routable", "weight")
+
+
 def request_parameters(request):
     """
     The parameters of an add/remove request: its query (and form) arguments,
     and the members of a JSON object body (numbers and booleans as their
     text) where the query has none.
+
+    A parameter not in :data:`PARAMETERS` is a ``400`` that names it, as an
+    unknown key of the configuration is: a misspelt ``prefx`` would
+    otherwise remove the server of the default group.
 
     A body is read as JSON (``application/json``) or as a form
     (``application/x-www-form-urlencoded``); any other body is a ``415``,
@@ -237,12 +248,14 @@ def request_parameters(request):
     than parameters silently missing.
 
     :raises BadParameter: for a body of another type, a JSON body that is
-        not an object, or a member that is an object or a list.
+        not an object, a member that is an object or a list, or an unknown
+        parameter.
     """
     body = request.json
     if body is None:
         if request.body:
             _check_unread_body(request)
+        _check_known(request.args)
         return request.args
     if not isinstance(body, dict):
         raise BadParameter("body", "the JSON body must be an object", None)
@@ -258,7 +271,17 @@ def request_parameters(request):
             raise BadParameter(name, "{} must be a string or a number".format(name),
                                None)
         args.setdefault(name, value)
+    _check_known(args)
     return args
+
+
+def _check_known(args):
+    """Raise :class:`BadParameter` for the first parameter of ``args`` (in
+    sorted order) that is not one of :data:`PARAMETERS`."""
+    unknown = sorted(name for name in args if name not in PARAMETERS)
+    if unknown:
+        raise BadParameter(unknown[0], "unknown parameter {} (known: {})".format(
+            repr(unknown[0]), ", ".join(PARAMETERS)), args[unknown[0]])
 
 
 def _check_unread_body(request):
