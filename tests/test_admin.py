@@ -134,29 +134,29 @@ class RegistryApiTests(AdminServerMixin, TestCase):
     def test_addDefaults(self):
         """host defaults to the caller's address, prefix to ``default``,
         weight to 1."""
-        code, response, obj = yield self.request("/upstream/add?port=8080")
+        code, response, obj = yield self.request("/upstream/add?port=9001")
         self.assertEqual(code, 200)
         self.assertEqual(response.headers.getRawHeaders("content-type"),
                          ["application/json"])
         self.assertEqual(obj, {
-            "success": True, "server": "default:127.0.0.1:8080",
-            "prefix": "default", "host": "127.0.0.1", "port": 8080, "weight": 1,
+            "success": True, "server": "default:127.0.0.1:9001",
+            "prefix": "default", "host": "127.0.0.1", "port": 9001, "weight": 1,
             "max_conns": 0,
             "created": True, "static": False, "expires_in": 60, "routable": True})
-        peer = self.registry.group("default").peers[("127.0.0.1", 8080)]
+        peer = self.registry.group("default").peers[("127.0.0.1", 9001)]
         self.assertTrue(peer.is_live(self.registry.now()))
 
     @inlineCallbacks
     def test_addHeartbeat(self):
         """A second add heartbeats: created is false; a weight is kept
         unless given."""
-        yield self.request("/upstream/add?host=10.0.0.1&port=8080&prefix=api&weight=7")
-        code, _, obj = yield self.request("/upstream/add?host=10.0.0.1&port=8080&prefix=api")
+        yield self.request("/upstream/add?host=10.0.0.1&port=9001&prefix=api&weight=7")
+        code, _, obj = yield self.request("/upstream/add?host=10.0.0.1&port=9001&prefix=api")
         self.assertEqual(code, 200)
         self.assertEqual((obj["created"], obj["weight"], obj["server"]),
-                         (False, 7, "api:10.0.0.1:8080"))
+                         (False, 7, "api:10.0.0.1:9001"))
         code, _, obj = yield self.request(
-            "/upstream/add?host=10.0.0.1&port=8080&prefix=api&weight=2")
+            "/upstream/add?host=10.0.0.1&port=9001&prefix=api&weight=2")
         self.assertEqual(obj["weight"], 2)
         status = yield self.status("?prefix=api")
         self.assertEqual(status["total_servers"], 1)
@@ -166,7 +166,7 @@ class RegistryApiTests(AdminServerMixin, TestCase):
         """``/api``, ``api`` and ``api/`` name the same group."""
         for prefix in ("/api", "api", "api/", "%2Fapi"):
             code, _, obj = yield self.request(
-                "/upstream/add?host=10.0.0.1&port=8080&prefix=" + prefix)
+                "/upstream/add?host=10.0.0.1&port=9001&prefix=" + prefix)
             self.assertEqual((code, obj["prefix"]), (200, "api"))
         self.assertEqual(len(self.registry.group("api").peers), 1)
 
@@ -174,8 +174,8 @@ class RegistryApiTests(AdminServerMixin, TestCase):
     def test_nestedPrefix(self):
         """A prefix may have several segments."""
         code, _, obj = yield self.request(
-            "/upstream/add?host=10.0.0.1&port=8080&prefix=/api/v2")
-        self.assertEqual((code, obj["server"]), (200, "api/v2:10.0.0.1:8080"))
+            "/upstream/add?host=10.0.0.1&port=9001&prefix=/api/v2")
+        self.assertEqual((code, obj["server"]), (200, "api/v2:10.0.0.1:9001"))
 
     @inlineCallbacks
     def test_hostNormalised(self):
@@ -198,23 +198,41 @@ class RegistryApiTests(AdminServerMixin, TestCase):
         self.assertEqual(len(self.gateway.registry.group("api").peers), 1)
 
     @inlineCallbacks
+    def test_ownListenerRefused(self):
+        """A backend at one of tproxy's own listeners (the proxy's
+        ``tcp:8080``, the admin API's ``tcp:9180:interface=127.0.0.1``)
+        would be tproxy itself: a loop, or the admin API served to every
+        client of the proxy.  400, nothing registered."""
+        for uri, listener in (("/upstream/add?port=8080", "proxy"),
+                              ("/upstream/add?host=localhost&port=8080", "proxy"),
+                              ("/upstream/add?host=127.0.0.1&port=9180", "admin API")):
+            code, _, obj = yield self.request(uri)
+            self.assertEqual((code, obj["field"]), (400, "port"), uri)
+            self.assertIn("is tproxy's own {} listener".format(listener), obj["error"])
+        self.assertIsNone(self.registry.group("default"))
+        for uri in ("/upstream/add?host=127.0.0.2&port=9180",   # (admin: 127.0.0.1 only)
+                    "/upstream/add?host=10.0.0.7&port=8080"):
+            code, _, obj = yield self.request(uri)
+            self.assertEqual(code, 200, (uri, obj))
+
+    @inlineCallbacks
     def test_unknownParameterRefused(self):
         """A parameter the API does not know is a 400 that names it, and
         changes nothing: a misspelt ``prefx`` does not remove the default
         group's server."""
-        code, _, obj = yield self.request("/upstream/add?port=8080&colour=blue")
+        code, _, obj = yield self.request("/upstream/add?port=9001&colour=blue")
         self.assertEqual((code, obj["field"], obj["value"]), (400, "colour", "blue"))
         self.assertIn("unknown parameter 'colour' (known: host, max_conns, port, prefix, "
                       "routable, weight)", obj["error"])
         self.assertIsNone(self.gateway.registry.group("default"))
-        code, _, obj = yield self.request("/upstream/add?port=8080")
+        code, _, obj = yield self.request("/upstream/add?port=9001")
         self.assertEqual(code, 200)
-        for uri in ("/upstream/remove?port=8080&prefx=api",
-                    "/upstream/remove?port=8080&Prefix=api"):
+        for uri in ("/upstream/remove?port=9001&prefx=api",
+                    "/upstream/remove?port=9001&Prefix=api"):
             code, _, obj = yield self.request(uri)
             self.assertEqual(code, 400, uri)
         self.assertEqual(len(self.gateway.registry.group("default").peers), 1)
-        code, _, obj = yield self.request("/upstream/remove?port=8080&weight=3")
+        code, _, obj = yield self.request("/upstream/remove?port=9001&weight=3")
         self.assertEqual(code, 200, "add's parameters are taken by remove")
 
     @inlineCallbacks
@@ -222,12 +240,12 @@ class RegistryApiTests(AdminServerMixin, TestCase):
         """add and remove also take POST with a form body."""
         code, _, obj = yield self.request(
             "/upstream/add", method="POST",
-            data={"port": "8080", "prefix": "api", "host": "10.0.0.1"})
-        self.assertEqual((code, obj["server"]), (200, "api:10.0.0.1:8080"))
+            data={"port": "9001", "prefix": "api", "host": "10.0.0.1"})
+        self.assertEqual((code, obj["server"]), (200, "api:10.0.0.1:9001"))
         code, _, obj = yield self.request(
             "/upstream/remove?prefix=api", method="POST",
-            data={"port": "8080", "host": "10.0.0.1"})
-        self.assertEqual((code, obj["removed"]), (200, "api:10.0.0.1:8080"))
+            data={"port": "9001", "host": "10.0.0.1"})
+        self.assertEqual((code, obj["removed"]), (200, "api:10.0.0.1:9001"))
 
     def test_bodyNotRead(self):
         """A body the API does not read (``text/plain``, no Content-Type) is
@@ -237,7 +255,7 @@ class RegistryApiTests(AdminServerMixin, TestCase):
         for ctype in ("text/plain", "multipart/form-data; boundary=x", None):
             headers = {"Content-Type": ctype} if ctype else {}
             for path in ("/upstream/add", "/upstream/servers", "/upstream/remove"):
-                answer = self.h.admin("POST", path, headers=headers, body=b"port=8080")
+                answer = self.h.admin("POST", path, headers=headers, body=b"port=9001")
                 self.assertEqual(answer.status, 415, (ctype, path, answer.obj))
                 self.assertEqual(answer.obj["field"], "body")
                 self.assertIn("application/json", answer.obj["error"])
@@ -245,11 +263,11 @@ class RegistryApiTests(AdminServerMixin, TestCase):
         self.assertEqual(self.h.admin("GET", "/upstream/status").obj["groups"], before)
 
     def test_jsonSentAsForm(self):
-        """A JSON object sent as a form (``curl -d '{"port": 8080}'``, whose
+        """A JSON object sent as a form (``curl -d '{"port": 9001}'``, whose
         Content-Type is ``application/x-www-form-urlencoded``) is a ``400``
         saying so, even with a percent sign that is no form's escape."""
         before = self.h.admin("GET", "/upstream/status").obj["groups"]
-        for body in (b'{"port": 8080}', b'  {"port": 8080, "prefix": "a%ff"}'):
+        for body in (b'{"port": 9001}', b'  {"port": 9001, "prefix": "a%ff"}'):
             answer = self.h.admin("POST", "/upstream/servers", body=body, headers={
                 "Content-Type": "application/x-www-form-urlencoded"})
             self.assertEqual(answer.status, 400, answer.obj)
@@ -260,15 +278,15 @@ class RegistryApiTests(AdminServerMixin, TestCase):
     @inlineCallbacks
     def test_remove(self):
         """remove answers success once, then 404."""
-        yield self.request("/upstream/add?port=8080&prefix=api")
-        code, _, obj = yield self.request("/upstream/remove?port=8080&prefix=api")
+        yield self.request("/upstream/add?port=9001&prefix=api")
+        code, _, obj = yield self.request("/upstream/remove?port=9001&prefix=api")
         self.assertEqual(code, 200)
         self.assertEqual(obj, {
-            "success": True, "removed": "api:127.0.0.1:8080",
-            "server": "api:127.0.0.1:8080", "prefix": "api", "host": "127.0.0.1",
-            "port": 8080})
+            "success": True, "removed": "api:127.0.0.1:9001",
+            "server": "api:127.0.0.1:9001", "prefix": "api", "host": "127.0.0.1",
+            "port": 9001})
         self.assertIsNone(self.registry.group("api"))
-        code, _, obj = yield self.request("/upstream/remove?port=8080&prefix=api")
+        code, _, obj = yield self.request("/upstream/remove?port=9001&prefix=api")
         self.assertEqual(code, 404)
         self.assertEqual(obj["error"], "server not registered")
 
@@ -276,13 +294,13 @@ class RegistryApiTests(AdminServerMixin, TestCase):
     def test_removeUnknown(self):
         """Removing a server that was never registered is a 404 (not the
         reference's success) and changes nothing."""
-        yield self.request("/upstream/add?host=10.0.0.1&port=8080")
-        for query in ("host=10.0.0.1&port=8081", "host=10.0.0.2&port=8080"):
+        yield self.request("/upstream/add?host=10.0.0.1&port=9001")
+        for query in ("host=10.0.0.1&port=8081", "host=10.0.0.2&port=9001"):
             code, _, obj = yield self.request("/upstream/remove?" + query)
             self.assertEqual(code, 404, query)
             self.assertEqual(obj["error"], "server not registered")
         code, _, obj = yield self.request(
-            "/upstream/remove?host=10.0.0.1&port=8080&prefix=api")
+            "/upstream/remove?host=10.0.0.1&port=9001&prefix=api")
         self.assertEqual(code, 404)
         self.assertEqual(obj["registered_under"], ["default"])
         self.assertEqual(obj["error"], "server not registered under prefix 'api'; it "
@@ -597,10 +615,10 @@ class UntrustedForwardedTests(AdminServerMixin, TestCase):
     @inlineCallbacks
     def test_forwardedIgnored(self):
         """The caller's TCP address is used, whatever the headers say."""
-        code, _, obj = yield self.request("/upstream/add?port=8080", headers={
+        code, _, obj = yield self.request("/upstream/add?port=9001", headers={
             "X-Forwarded-For": "10.9.9.9", "X-Real-IP": "10.8.8.8"})
         self.assertEqual((code, obj["host"]), (200, "127.0.0.1"))
-        code, _, obj = yield self.request("/upstream/remove?port=8080", headers={
+        code, _, obj = yield self.request("/upstream/remove?port=9001", headers={
             "X-Forwarded-For": "10.9.9.9"})
         self.assertEqual((code, obj["host"]), (200, "127.0.0.1"))
 
@@ -618,27 +636,27 @@ class TrustedForwardedTests(AdminServerMixin, TestCase):
                             ("1.1.1.1, 10.0.0.1, 192.168.1.1", "10.0.0.1"),
                             ("192.168.1.2, 127.0.0.1", "192.168.1.2"),
                             ("2001:db8::5", "2001:db8::5")):
-            code, _, obj = yield self.request("/upstream/add?port=8080", headers={
+            code, _, obj = yield self.request("/upstream/add?port=9001", headers={
                 "X-Forwarded-For": value})
             self.assertEqual((code, obj["host"]), (200, host), value)
 
     @inlineCallbacks
     def test_realIp(self):
         """X-Real-IP is believed first."""
-        code, _, obj = yield self.request("/upstream/add?port=8080", headers={
+        code, _, obj = yield self.request("/upstream/add?port=9001", headers={
             "X-Real-IP": "10.5.5.5", "X-Forwarded-For": "10.6.6.6"})
         self.assertEqual((code, obj["host"]), (200, "10.5.5.5"))
 
     @inlineCallbacks
     def test_noHeaders(self):
         """Without forwarded headers the TCP peer is the caller."""
-        code, _, obj = yield self.request("/upstream/add?port=8080")
+        code, _, obj = yield self.request("/upstream/add?port=9001")
         self.assertEqual((code, obj["host"]), (200, "127.0.0.1"))
 
     @inlineCallbacks
     def test_explicitHost(self):
         """An explicit host parameter wins."""
-        code, _, obj = yield self.request("/upstream/add?port=8080&host=10.7.7.7",
+        code, _, obj = yield self.request("/upstream/add?port=9001&host=10.7.7.7",
                                           headers={"X-Forwarded-For": "10.1.1.1"})
         self.assertEqual((code, obj["host"]), (200, "10.7.7.7"))
 
@@ -646,7 +664,7 @@ class TrustedForwardedTests(AdminServerMixin, TestCase):
     def test_garbage(self):
         """A trusted proxy's header that is not an address is a 400."""
         for name in ("X-Forwarded-For", "X-Real-IP"):
-            code, _, obj = yield self.request("/upstream/add?port=8080", headers={
+            code, _, obj = yield self.request("/upstream/add?port=9001", headers={
                 name: "evil.example, 10.0.0.1"})
             self.assertEqual((code, obj["field"]), (400, "host"), name)
         self.assertEqual(self.registry.groups(), [])

@@ -13,7 +13,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tproxy import hookimpl
 from tproxy.admin import MAX_LINE_SIZE, AdminRequest, AdminRoutes, DuplicateRoute
-from tproxy.addresses import endpoint_is_local, parse_endpoint
+from tproxy.addresses import endpoint_is_local, own_listeners, parse_endpoint
 from tproxy.config import ConfigError, validate_config
 from tproxy.testing import Harness, echo
 
@@ -628,6 +628,23 @@ class InsecureListenerTests(SynchronousTestCase):
                        "tcp:9180:interface=localhost"):
             self.assertTrue(endpoint_is_local(listen), listen)
         self.assertFalse(endpoint_is_local("systemd:domain=INET:index=0"))
+
+    def test_ownListeners(self):
+        """Which of its own listeners a peer's address would reach: the
+        listener's interface, or loopback for one on every address (IPv4's
+        for ``0.0.0.0``, both for ``::``); an ``ssl:`` one by its port and
+        interface alone (its files are not read), a UNIX one never."""
+        reached = own_listeners([
+            ("proxy", "tcp:8080"), ("admin", "tcp:9180:interface=127.0.0.1"),
+            ("tls", "ssl:8443:privateKey=/nonexistent.pem:interface=10.0.0.5"),
+            ("v6", "tcp6:9000:interface=\\:\\:"), ("unix", "unix:/run/x.sock")])
+        cases = {("127.0.0.1", 8080): "proxy", ("127.0.0.9", 8080): "proxy",
+                 ("localhost", 8080): "proxy", ("::1", 8080): None,
+                 ("10.0.0.7", 8080): None, ("127.0.0.1", 9180): "admin",
+                 ("localhost", 9180): "admin", ("127.0.0.2", 9180): None,
+                 ("10.0.0.5", 8443): "tls", ("127.0.0.1", 8443): None,
+                 ("::1", 9000): "v6", ("127.0.0.1", 9000): "v6", ("127.0.0.1", 9001): None}
+        self.assertEqual({k: reached(*k) for k in cases}, cases)
 
     def test_parsedAgain(self):
         """A description parsed again gives the same answer, in a new dict."""

@@ -10,7 +10,7 @@ import ipaddress
 import re
 
 __all__ = ["parse_host_port", "check_host", "normalise_host", "parse_endpoint",
-           "endpoint_is_local", "unicast_problem"]
+           "endpoint_is_local", "unicast_problem", "own_listeners"]
 
 _HOSTNAME = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_.-]{0,251}[A-Za-z0-9_.])?$")
 _DOTTED_NUMBERS = re.compile(r"^[0-9.]+$")  # must then be a valid IPv4 address
@@ -127,6 +127,62 @@ def unicast_problem(host):
     if address == _BROADCAST:
         return "{} is the broadcast address, not a server".format(host)
     return None
+
+
+def own_listeners(listeners):
+    """
+    A function ``(host, port) -> name or None`` saying which of this
+    process's TCP ``listeners`` (``[(name, endpoint description)]``) a
+    connection to ``host:port`` (``host`` normalised: see
+    :func:`normalise_host`) would reach, as far as addresses tell: the
+    listener's own interface, or a loopback address (``localhost``) for one
+    listening on every address.  A backend registered there would be tproxy
+    itself: a loop, or its admin API served to every client.
+    """
+    own = {}
+    for name, description in listeners:
+        try:
+            if description.lower().startswith("ssl:"):   # (parsing reads its files)
+                description = _tcp_of_ssl(description)
+            kind, args, kwargs = parse_endpoint(description)
+            port = int(kwargs.get("port", args[0] if args else 0))
+        except (TypeError, ValueError, IndexError, AttributeError):
+            continue   # another kind of endpoint (UNIX, systemd, a plugin's)
+        interface = normalise_host(kwargs.get("interface", "") or "0.0.0.0")
+        own.setdefault((interface, port), name)
+
+    def reached(host, port):
+        if not own:
+            return None
+        name = own.get((host, port))
+        if name is None and _is_loopback(host):
+            name = (own.get(("0.0.0.0", port)) if ":" not in host else None) or \
+                own.get(("::", port))
+            if name is None and host == "localhost":
+                name = own.get(("127.0.0.1", port)) or own.get(("::1", port))
+        return name
+    return reached
+
+
+def _tcp_of_ssl(description):
+    """The ``tcp:`` description of an ``ssl:`` one's port and interface."""
+    kept = []
+    for i, part in enumerate(_UNESCAPED_COLON.split(description)[1:]):
+        if (i == 0 and "=" not in part) or part.startswith(("port=", "interface=")):
+            kept.append(part)
+    return ":".join(["tcp"] + kept)
+
+
+_UNESCAPED_COLON = re.compile(r"(?<!\\):")
+
+
+def _is_loopback(host):
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 _THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")

@@ -93,6 +93,7 @@ class Gateway(object):
         self.started = False
         self._on_reopen = []
         self._subscribed = []   # (source, listener) the plugins subscribed in start()
+        self._own_listeners = None   # (own_listener's, made when first asked)
 
     def _stop_health(self):
         if self.owns_health:
@@ -103,6 +104,25 @@ class Gateway(object):
         if self.owns_health and stop is not None:
             return stop()
         return None
+
+    def own_listener(self, host, port):
+        """
+        The name of this configuration's listener (``"proxy"``, ``"admin
+        API"``, ``"stream of group db (streams[0])"``) that a connection to
+        ``host:port`` would reach, or ``None``: a peer there would be tproxy
+        itself (a loop, or the admin API served to every client).  ``host``
+        normalised as peers' are (:func:`tproxy.addresses.normalise_host`);
+        known from the addresses alone: the listener's interface, or a
+        loopback address for one listening on every address.
+        """
+        reached = self._own_listeners
+        if reached is None:
+            from tproxy.addresses import own_listeners
+            from tproxy.listeners import listener_specs
+            reached = self._own_listeners = own_listeners(
+                [(name, description) for _, name, description, _, _ in
+                 listener_specs(self.config)])
+        return reached(host, port)
 
     def take_over(self, previous):
         """This gateway replaces ``previous`` (a reload is done): the shared

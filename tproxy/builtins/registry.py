@@ -232,6 +232,11 @@ class Plugin(object):
         try:
             args = request_parameters(request)
             prefix, host, port = self._target(args, request)
+            own = self.gateway.own_listener(host, port)
+            if own is not None:
+                raise BadParameter("port", "{} is tproxy's own {} listener: requests "
+                                   "sent there would come back to it".format(
+                                       _address(host, port), own), args.get("port"))
             weight = parse_weight(args.get("weight"))
             max_conns = parse_max_conns(args.get("max_conns"))
             routable = parse_routable(args.get("routable"))
