@@ -222,6 +222,19 @@ class ErrorTests(TestCase):
         for value in ("debug", "info", "warn", "error", "critical"):
             self.assertEqual(validate_config({"log_level": value})["log_level"], value)
 
+    def test_ownListenerPeer(self):
+        """A static peer at one of tproxy's own listeners is refused, by its
+        JSON path (as the admin API refuses to register one)."""
+        self.assertErrors(
+            {"listen": "tcp:8000", "upstreams": {"api": {"peers": [
+                "127.0.0.1:9001", "localhost:8000", "127.0.0.1:9180"]}}},
+            "etc/conf.json: upstreams.api.peers[1]: localhost:8000 is tproxy's own proxy "
+            "listener: requests sent there would come back to it",
+            "etc/conf.json: upstreams.api.peers[2]: 127.0.0.1:9180 is tproxy's own admin "
+            "API listener: requests sent there would come back to it")
+        validate_config({"listen": "tcp:8000:interface=127.0.0.1",
+                         "upstreams": {"api": {"peers": ["127.0.0.2:8000"]}}})
+
     def test_workers(self):
         """``workers``: a count from 1 to 1024, or ``"auto"``."""
         for value in (0, 1025, -1, 1.5, "all", True, None, [2]):

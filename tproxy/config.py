@@ -18,9 +18,9 @@ import json
 
 from jsonschema import Draft202012Validator
 
-from tproxy.addresses import endpoint_is_local, normalise_host, parse_host_port
+from tproxy.addresses import endpoint_is_local, normalise_host, own_listeners, parse_host_port
 from tproxy.config_schema import DEFAULT_PLUGINS, FORMATS, SCHEMA
-from tproxy.schema_checks import _IDENTIFIER, fill_defaults, schema_errors
+from tproxy.schema_checks import _IDENTIFIER, _path, fill_defaults, schema_errors
 
 __all__ = ["ConfigError", "DEFAULT_PLUGINS", "SCHEMA", "load_config", "read_config",
            "validate_config"]
@@ -157,11 +157,31 @@ def _validate_config(obj, source):
                                 admin["listen"]))], source)
     for group in config["upstreams"].values():
         group["peers"] = [_normalise_peer(p) for p in group["peers"]]
+    _check_own_peers(config, source)
     config["plugins"] = [
         {"name": p, "settings": {}} if isinstance(p, str) else p
         for p in config["plugins"]]
     _check_health_plugin(config, source)
     return config
+
+
+def _check_own_peers(config, source):
+    """Refuse a static peer at one of tproxy's own listeners (as the admin
+    API refuses to register one): requests sent there would come back."""
+    from tproxy.listeners import listener_specs
+    reached = own_listeners([(name, description) for _, name, description, _, _
+                             in listener_specs(config)])
+    errors = []
+    for name, group in sorted(config["upstreams"].items()):
+        for i, peer in enumerate(group["peers"]):
+            own = reached(peer["host"], peer["port"])
+            if own is not None:
+                errors.append((_path(["upstreams", name, "peers", i]),
+                               "{}:{} is tproxy's own {} listener: requests sent there "
+                               "would come back to it".format(peer["host"], peer["port"],
+                                                              own)))
+    if errors:
+        raise ConfigError(errors, source)
 
 
 def _check_health_plugin(config, source):
