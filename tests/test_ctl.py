@@ -102,6 +102,9 @@ class FormatTests(SynchronousTestCase):
         self.assertEqual(describe_error(401, {"error": "missing or invalid bearer token"}),
                          "401 missing or invalid bearer token (set --token or TPROXY_TOKEN)")
         self.assertEqual(describe_error(502, None), "502 (no JSON body)")
+        self.assertEqual(describe_error(404, {"error": "not found", "path": "/routes",
+                                              "hint": "add it"}),
+                         "404 not found (add it)")
 
     def test_table(self):
         self.assertEqual(ctl_text.table(("A", "NUM"), [("x", "1"), ("yy", "100")]),
