@@ -140,6 +140,25 @@ class UsageTests(SynchronousTestCase):
     def test_noCommand(self):
         self.assertEqual(self.run_ctl()[0], 2)
 
+    def test_connectionOptionsAfterCommand(self):
+        """``--admin``, ``--token`` and ``--timeout`` may follow the command
+        (``tproxyctl status --admin URL``); given before it, they are kept."""
+        from tproxy.ctl_args import parser
+
+        def connection(*argv):
+            args = parser().parse_args(list(argv))
+            return args.admin, args.token, args.timeout
+        self.assertEqual(connection("status"), (None, None, 10.0))
+        self.assertEqual(connection("status", "--admin", "http://b:2", "--token", "t",
+                                    "--timeout", "3"), ("http://b:2", "t", 3.0))
+        self.assertEqual(connection("--admin", "http://a:1", "--token", "t", "--timeout",
+                                    "3", "status"), ("http://a:1", "t", 3.0))
+        self.assertEqual(connection("--admin", "http://a:1", "routes", "list",
+                                    "--admin", "http://b:2"), ("http://b:2", None, 10.0))
+        code, out, err = self.run_ctl("status", "--admin", "ftp://x")
+        self.assertEqual((code, err), (2, "tproxyctl: the admin address must look like "
+                                          "http://host:port, not 'ftp://x'\n"))
+
     def test_badAdmin(self):
         code, out, err = self.run_ctl("status", TPROXY_ADMIN="ftp://x")
         self.assertEqual((code, err), (2, "tproxyctl: the admin address must look like "
