@@ -500,6 +500,22 @@ class ErrorTests(TestCase):
             "hookwrapper=True), which tproxy does not run; use a plain @hookimpl "
             "(with tryfirst / trylast to run before or after the others)")
 
+    def test_unmarkedHooks(self):
+        """A plugin whose hook functions lack ``@hookimpl`` implements no hook
+        (pluggy skips them: an access check that never runs): refused, naming
+        them."""
+        self.assertBuildError(
+            ["router", T + ":Unmarked"],
+            "conf.json: plugins[1]: plugin 'tests.plugins_for_tests:Unmarked' "
+            "implements no hook: access, log are not marked @tproxy.hookimpl")
+
+    def test_noHooks(self):
+        """A module with no hook at all (a name given by mistake) is refused."""
+        self.assertBuildError(
+            ["router", "json"],
+            "conf.json: plugins[1]: plugin 'json' implements no hook (its hook "
+            "functions must be marked @tproxy.hookimpl)")
+
     def test_no_source(self):
         """Without a source the message starts with the JSON path."""
         e = self.assertRaises(ConfigError, build, ["foo"], (), None)

@@ -315,6 +315,7 @@ def build_plugin_manager(config, source=None, entry_points=None):
                                "tproxy.hookspecs)".format(
                                    culprit, ", ".join(map(repr, hooks)))))
         _refuse_wrappers(pm, loaded)
+        _refuse_inert(pm, loaded)
     except ConfigError as e:
         e.source = source
         raise
@@ -350,6 +351,30 @@ def _refuse_wrappers(pm, loaded):
                                    name, ", ".join(map(repr, wrappers)),
                                    "is a pluggy wrapper" if len(wrappers) == 1
                                    else "are pluggy wrappers")))
+
+
+def _refuse_inert(pm, loaded):
+    """
+    Refuse a plugin that implements no hook: a module named by mistake
+    (``"json"``), or hook functions without ``@tproxy.hookimpl``, which pluggy
+    skips without a word (an ``access`` check that never runs).
+
+    :param loaded: ``(path, name, registered name, plugin)`` of each entry.
+    :raises ConfigError: naming the first such entry, and its functions named
+        like hooks.
+    """
+    specs = [hook for hook, caller in vars(pm.hook).items()
+             if not hook.startswith("_") and caller.has_spec()]
+    for path, name, unique, plugin in loaded:
+        if pm.get_hookcallers(plugin):
+            continue
+        unmarked = sorted(hook for hook in specs
+                          if callable(getattr(plugin, hook, None)))
+        raise ConfigError((path, "plugin {!r} implements no hook{}".format(
+            name, ": {} {} not marked @tproxy.hookimpl".format(
+                ", ".join(unmarked), "is" if len(unmarked) == 1 else "are")
+            if unmarked else " (its hook functions must be marked "
+                             "@tproxy.hookimpl)")))
 
 
 def describe_phases(pm):
