@@ -402,6 +402,18 @@ class HarnessReloadTests(TestCase):
         self.assertEqual(pending.result().status, 200)
         self.assertEqual(peer.active, 0)
 
+    def test_workersNeedRestart(self):
+        """A single process reloaded with ``"workers": 2`` stays one process
+        (only a restart makes the parent of workers) and warns so, instead of
+        saying only ``changed workers``."""
+        events = capture_log(self)
+        self.h.reload({"upstreams": {"api": {"peers": ["10.0.0.1:80"]}}, "workers": 2},
+                      plugins=self.plugins("two"), entry_points=[])
+        self.assertEqual(self.h.gateway.role, "single")
+        self.assertIn('workers changed to 2: a process started with "workers": 1 starts '
+                      'workers at the next restart (a reload keeps it one process)',
+                      [formatEvent(e) for e in events])
+
     def test_invalidKeepsOld(self):
         h = self.h
         old = h.gateway

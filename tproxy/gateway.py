@@ -64,6 +64,8 @@ class Gateway(object):
             self.registry = previous.registry
             self.registry.ttl = config["registry"]["ttl"]
             _warn_registry_changes(previous.config, config)
+            if self.role == "single":
+                _warn_workers_change(previous.config, config)
             self.health = previous.health
             self.health.configure(config.get("health"))
             _update_static(self.registry, previous.config, config)
@@ -193,6 +195,17 @@ def _warn_registry_changes(old_config, new_config):
             Gateway.log.warn("registry.{key} changed: it takes effect at the next "
                              "restart (a reload keeps the registry and its "
                              "connection)", key=key)
+
+
+def _warn_workers_change(old_config, new_config):
+    """A reload of a single process (started with ``"workers": 1``) cannot
+    become a parent of workers: say so, instead of a silent ``changed
+    workers`` (the parent of workers applies a new count at a reload)."""
+    workers = new_config.get("workers", 1)
+    if workers != 1 and workers != old_config.get("workers", 1):
+        Gateway.log.warn("workers changed to {workers}: a process started with "
+                         "\"workers\": 1 starts workers at the next restart (a "
+                         "reload keeps it one process)", workers=workers)
 
 
 def _static_peers(config):
