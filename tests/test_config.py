@@ -521,6 +521,21 @@ class LoadTests(TestCase):
         path = self.write('{"listen": "tcp:1", "listen": "tcp:2"}')
         self.assertLoadError(path, '{path}: invalid JSON: duplicate key "listen"')
 
+    def test_not_finite(self):
+        """NaN, Infinity and a number too large for a float (which Python's
+        reader takes, JSON does not have, and NaN passes every minimum of
+        the schema) are refused by their JSON paths, plugin settings too."""
+        path = self.write('{"timeouts": {"connect": 1e999, "read": NaN},\n'
+                          ' "shutdown_timeout": -Infinity,\n'
+                          ' "plugins": [{"name": "access_log", "settings": '
+                          '{"flush_interval": NaN}}]}')
+        finite = "is not a number (JSON has no NaN or Infinity; a number must be finite)"
+        self.assertLoadError(path, "\n".join("{path}: " + line for line in [
+            "timeouts.connect: Infinity " + finite,
+            "timeouts.read: NaN " + finite,
+            "shutdown_timeout: -Infinity " + finite,
+            "plugins[0].settings.flush_interval: NaN " + finite]))
+
     def test_not_utf8(self):
         path = self.write(b'{"listen": "\xff"}')
         self.assertLoadError(path, "{path}: not UTF-8 (byte 0xff at offset 12)")

@@ -15,12 +15,13 @@ The schema checks (:mod:`tproxy.schema_checks`) are also what
 
 import copy
 import json
+import math
 
 from jsonschema import Draft202012Validator
 
 from tproxy.addresses import endpoint_is_local, normalise_host, parse_host_port
 from tproxy.config_schema import DEFAULT_PLUGINS, FORMATS, SCHEMA
-from tproxy.schema_checks import _IDENTIFIER, fill_defaults, schema_errors
+from tproxy.schema_checks import _IDENTIFIER, _path, fill_defaults, schema_errors
 
 __all__ = ["ConfigError", "DEFAULT_PLUGINS", "SCHEMA", "load_config", "read_config",
            "validate_config"]
@@ -141,7 +142,32 @@ def _plain_json_text(obj):
     return text if json.loads(text) == obj else None
 
 
+def _not_finite(obj, parts=()):
+    """``(path parts, value)`` of every NaN or infinite number in ``obj``.
+    Python's JSON reader takes ``NaN``, ``Infinity`` and a number too large
+    for a float (``1e999``), which JSON does not have, and a NaN passes
+    every ``minimum`` of the schema (a timer armed for NaN seconds breaks
+    the reactor's ordering of its timers)."""
+    if isinstance(obj, float):
+        if not math.isfinite(obj):
+            yield parts, obj
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            for found in _not_finite(value, parts + (key,)):
+                yield found
+    elif isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            for found in _not_finite(value, parts + (i,)):
+                yield found
+
+
 def _validate_config(obj, source):
+    bad = [(_path(parts), "{} is not a number (JSON has no NaN or Infinity; a "
+            "number must be finite)".format(
+                "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"))
+           for parts, value in _not_finite(obj)]
+    if bad:
+        raise ConfigError(bad, source)
     errors = schema_errors(_VALIDATOR, obj)
     if errors:
         raise ConfigError(errors, source)
