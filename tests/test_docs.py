@@ -176,3 +176,52 @@ class ConfigurationBlockTests(SynchronousTestCase):
                 problems.append("{}:{}: {}".format(name, line, e))
         self.assertEqual(problems, [])
         self.assertGreater(checked, 15)
+
+
+class ListPluginsOutputTests(SynchronousTestCase):
+    """The ``--list-plugins`` outputs the README and docs/plugins.md show are
+    what tproxy prints for their configuration."""
+
+    def shown(self, name):
+        """``(command, output)`` of every ``$ twistd tproxy -c FILE
+        --list-plugins`` block of ``name``."""
+        root = os.path.dirname(os.path.dirname(DOCS))
+        with open(os.path.join(root, name), encoding="utf-8") as f:
+            text = f.read()
+        return re.findall(r"^```\n\$ (twistd tproxy -c (\S+) --list-plugins)\n(.*?)^```",
+                          text, re.S | re.M)
+
+    def printed(self, config, entry_points):
+        from tproxy.config import validate_config
+        from tproxy.plugins import build_plugin_manager
+        from tproxy.tap import format_phases
+        config = validate_config(config)
+        pm = build_plugin_manager(config, entry_points=entry_points)
+        return format_phases(config, pm, entry_points=entry_points)
+
+    def test_readme(self):
+        import json
+        [(command, path, output)] = self.shown("README.md")
+        root = os.path.dirname(os.path.dirname(DOCS))
+        with open(os.path.join(root, path), encoding="utf-8") as f:
+            config = json.load(f)
+        self.assertEqual(output, self.printed(config, []))
+
+    def test_tutorial(self):
+        """The tutorial's configuration, with the example plugin installed
+        (examples/tproxy-apikey, found by its entry point)."""
+        import importlib.metadata
+        import json
+        [(command, path, output)] = self.shown("docs/plugins.md")
+        text = read_docs()
+        start = text.index(command)
+        config = json.loads(re.findall(r"^```json\n(.*?)^```", text[:start],
+                                       re.S | re.M)[-1])
+        example = os.path.join(os.path.dirname(os.path.dirname(DOCS)),
+                               "examples", "tproxy-apikey")
+        sys.path.insert(0, example)
+        self.addCleanup(sys.path.remove, example)
+        self.addCleanup(sys.modules.pop, "tproxy_apikey", None)
+        ep = importlib.metadata.EntryPoint(name="apikey", value="tproxy_apikey",
+                                           group="tproxy")
+        self.assertEqual(output, self.printed(config, [ep]))
