@@ -248,7 +248,8 @@ class ErrorTests(TestCase):
     def test_bad_host_port(self):
         self.assertErrors(
             {"upstreams": {"api": {"peers": ["localhost", "a b:80", "h:http",
-                                             "[zz]:80", "::1:80"]}}},
+                                             "[zz]:80", "::1:80", "[::1:80",
+                                             "[::1]"]}}},
             "etc/conf.json: upstreams.api.peers[0]: bad host:port 'localhost' "
             "(expected HOST:PORT, IPv6 as [::1]:80)",
             "etc/conf.json: upstreams.api.peers[1]: bad host:port 'a b:80': 'a b' "
@@ -258,7 +259,11 @@ class ErrorTests(TestCase):
             "etc/conf.json: upstreams.api.peers[3]: bad host:port '[zz]:80': 'zz' "
             "is not an IPv6 address",
             "etc/conf.json: upstreams.api.peers[4]: bad host:port '::1:80' (an "
-            "IPv6 address needs brackets: [::1]:80)")
+            "IPv6 address needs brackets: [::1]:80)",
+            "etc/conf.json: upstreams.api.peers[5]: bad host:port '[::1:80' "
+            "(expected [IPv6 address]:PORT, as [::1]:80)",
+            "etc/conf.json: upstreams.api.peers[6]: bad host:port '[::1]' "
+            "(expected [IPv6 address]:PORT, as [::1]:80)")
 
     def test_bad_host(self):
         self.assertErrors(
