@@ -212,6 +212,30 @@ class ErrorTests(TestCase):
         self.assertEqual(str(e).split("\n"), list(lines))
         return e
 
+    def test_listenerClash(self):
+        """Two listeners binding the same TCP port (on the same address, or
+        one on all of them) or the same UNIX socket: the later one is an
+        error naming its key, not an "address in use" at start after
+        ``--check`` said valid.  Distinct addresses and port 0 are fine."""
+        self.assertErrors(
+            {"listen": "tcp:8080", "streams": [
+                {"listen": "tcp:8080:interface=127.0.0.1", "group": "a"},
+                {"listen": "unix:/run/a.sock", "group": "b"},
+                {"listen": "unix:address=/run/a.sock:mode=600", "group": "c"},
+                {"listen": "tcp:9180", "group": "d"}]},
+            "etc/conf.json: streams[0].listen: tcp:8080:interface=127.0.0.1 binds where "
+            "listen (tcp:8080) does: each listener needs its own port or socket",
+            "etc/conf.json: streams[2].listen: unix:address=/run/a.sock:mode=600 binds "
+            "where streams[1].listen (unix:/run/a.sock) does: each listener needs its "
+            "own port or socket",
+            "etc/conf.json: streams[3].listen: tcp:9180 binds where admin.listen "
+            "(tcp:9180:interface=127.0.0.1) does: each listener needs its own port or "
+            "socket")
+        validate_config({"listen": "tcp:8080:interface=127.0.0.1",
+                         "admin": {"listen": "tcp:8080:interface=127.0.0.2"},
+                         "streams": [{"listen": "tcp:0", "group": "a"},
+                                     {"listen": "tcp:0", "group": "b"}]})
+
     def test_log_level(self):
         """``log_level``: one of twisted.logger's level names (``info`` when
         absent); anything else is an error naming the key."""

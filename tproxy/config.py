@@ -187,6 +187,10 @@ def _validate_config(obj, source):
         {"name": p, "settings": {}} if isinstance(p, str) else p
         for p in config["plugins"]]
     _check_health_plugin(config, source)
+    from tproxy.listeners import listener_clashes
+    clashes = listener_clashes(config)
+    if clashes:
+        raise ConfigError(clashes, source)
     return config
 
 
