@@ -185,6 +185,33 @@ class UsageTests(SynchronousTestCase):
         self.assertEqual((code, err), (0, ""))
         self.assertIn("OK (plugins: registry, router, least_conn, access_log)", out)
 
+    def test_checkCertificates(self):
+        """``check`` loads the certificates and keys as ``twistd tproxy
+        --check`` and the start do: a key that does not match is an error."""
+        from tests.test_tls import TestCA
+        ca = TestCA(self)
+        a, b = ca.pair("a.test"), ca.pair("b.test")
+        path = write_json(self, {"tls": {"cert": a["cert"], "key": b["key"]}})
+        code, out, err = self.run_ctl("check", "-c", path)
+        self.assertEqual((code, out, err), (1, "", "{}: tls: the key does not match the "
+                                                   "certificate {}\n".format(path, a["cert"])))
+
+    def test_checkWarnings(self):
+        """A per-route entry naming no known group: a warning on stderr (in
+        ``warnings`` with ``--json``), exit status 0."""
+        path = write_json(self, {
+            "upstreams": {"api": {"peers": ["127.0.0.1:9001"]}},
+            "plugins": ["router", {"name": "key_auth", "routes": ["ap"], "settings": {
+                "consumers": [{"username": "a", "keys": ["0123456789"]}]}}]})
+        code, out, err = self.run_ctl("check", "-c", path)
+        self.assertEqual((code, err), (0, (
+            "{}: plugins[1].routes[0]: warning: no group 'ap' in upstreams nor in a "
+            "route (known: api): 'key_auth' runs there only if servers register "
+            "under that prefix\n").format(path)))
+        code, out, err = self.run_ctl("check", "--json", "-c", path)
+        self.assertEqual([w["path"] for w in json.loads(out)["warnings"]],
+                         ["plugins[1].routes[0]"])
+
 
 class _Stop(object):
     """Records the waits; never asks to stop (``--count`` ends the loop)."""

@@ -524,3 +524,45 @@ class ErrorTests(TestCase):
     def test_pluggy_error_type(self):
         """The manager is a real pluggy manager for project tproxy."""
         self.assertIsInstance(build([]), pluggy.PluginManager)
+
+
+class RouteScopeWarningTests(TestCase):
+    """:func:`tproxy.plugins.route_scope_warnings`: per-route entries naming
+    no group the configuration knows."""
+
+    def warnings(self, config):
+        return plugins.route_scope_warnings(validate_config(config))
+
+    def test_typo(self):
+        """A name that is no static group nor a route's group is warned
+        about; the groups of the ``routes`` plugin's routes count."""
+        config = {
+            "upstreams": {"api": {"peers": ["127.0.0.1:9001"]}},
+            "plugins": [
+                {"name": "routes", "settings": {"routes": [
+                    {"name": "r", "group": "shop", "match": {"path": "/s"}}]}},
+                "router",
+                {"name": "request_id", "routes": ["api", "shop", "ap"]}]}
+        self.assertEqual(self.warnings(config), [(
+            "plugins[2].routes[2]",
+            "no group 'ap' in upstreams nor in a route (known: api, shop): "
+            "'request_id' runs there only if servers register under that prefix")])
+
+    def test_registeredOnly(self):
+        """Without static groups or routes (every group registers at run
+        time) there is nothing to compare with: no warning."""
+        self.assertEqual(self.warnings({"plugins": [
+            "registry", "router", {"name": "request_id", "routes": ["api"]}]}), [])
+
+    def test_loggedAtStart(self):
+        """The gateway logs each warning when it starts."""
+        from twisted.logger import formatEvent
+        from tproxy.testing import Harness
+        from tests.helpers import capture_log
+        events = capture_log(self)
+        Harness({"upstreams": {"api": {"peers": ["127.0.0.1:9001"]}}},
+                plugins=["router", {"name": "request_id", "routes": ["ap"]}],
+                entry_points=[])
+        self.assertIn("plugins[1].routes[0]: no group 'ap' in upstreams nor in a route "
+                      "(known: api): 'request_id' runs there only if servers register "
+                      "under that prefix", [formatEvent(e) for e in events])

@@ -219,18 +219,27 @@ def cmd_health(client, args, out, err):
 
 def cmd_check(client, args, out, err):
     """Validate a configuration file with tproxy's own startup checks."""
-    from tproxy.config import ConfigError, load_config
-    from tproxy.plugins import build_plugin_manager
+    from tproxy.config import ConfigError, load_config, uses_tls
+    from tproxy.plugins import build_plugin_manager, route_scope_warnings
     try:
         config = load_config(args.config)
         build_plugin_manager(config, source=args.config)
+        if uses_tls(config):
+            # the certificates and keys, as twistd tproxy --check loads them
+            from tproxy.tls import check_tls
+            check_tls(config)
     except ConfigError as e:
+        e.source = e.source or args.config
         err.write(str(e) + "\n")
         return EXIT_ERROR
     names = [p["name"] for p in config["plugins"]]
+    warnings = route_scope_warnings(config)
     if args.json:
-        out.write(_json({"ok": True, "file": args.config, "plugins": names}))
+        out.write(_json({"ok": True, "file": args.config, "plugins": names,
+                         "warnings": [{"path": p, "warning": w} for p, w in warnings]}))
     else:
+        for path, warning in warnings:
+            err.write("{}: {}: warning: {}\n".format(args.config, path, warning))
         out.write("{}: OK (plugins: {})\n".format(args.config, ", ".join(names) or "none"))
     return EXIT_OK
 

@@ -140,6 +140,12 @@ class Gateway(object):
 
     def start(self):
         """Run every ``init_worker``; a Deferred that fires when all are done."""
+        if self.role != "worker":
+            from tproxy.plugins import route_scope_warnings
+            # (not a field named "warning": twisted.logger's legacy
+            # observers take such an event for a Python warning)
+            for path, problem in route_scope_warnings(self.config):
+                self.log.warn("{path}: {problem}", path=path, problem=problem)
         before = {id(s): set(map(id, s.subscribers())) for s in self._sources()}
 
         def started(result):

@@ -353,6 +353,34 @@ def _refuse_wrappers(pm, loaded):
                                    else "are pluggy wrappers")))
 
 
+def route_scope_warnings(config):
+    """
+    ``[(JSON path, warning)]``: the per-route entries' route names that no
+    static group (``upstreams``) and no route of the ``routes`` plugin has,
+    in a configuration that names its groups that way: most likely a typo
+    (``"routes": ["ap"]``), which would leave an authentication plugin off
+    for the real group without a word.  A group registered at run time
+    still takes the name, so it is a warning, printed by ``--check`` and
+    logged at start; a configuration without static groups or routes gets
+    none.
+    """
+    known = set(config.get("upstreams", ()))
+    for entry in config["plugins"]:
+        if entry["name"] == "routes":
+            known.update(r.get("group") for r in entry.get("settings", {}).get("routes", ()))
+    if not known:
+        return []
+    warnings = []
+    for i, entry in enumerate(config["plugins"]):
+        for j, name in enumerate(entry.get("routes") or ()):
+            if name not in known:
+                warnings.append(("plugins[{}].routes[{}]".format(i, j), (
+                    "no group {!r} in upstreams nor in a route (known: {}): {!r} "
+                    "runs there only if servers register under that prefix").format(
+                        name, ", ".join(sorted(known)), entry["name"])))
+    return warnings
+
+
 def _refuse_inert(pm, loaded):
     """
     Refuse a plugin that implements no hook: a module named by mistake
