@@ -201,16 +201,16 @@ class UsageTests(SynchronousTestCase):
         ``warnings`` with ``--json``), exit status 0."""
         path = write_json(self, {
             "upstreams": {"api": {"peers": ["127.0.0.1:9001"]}},
-            "plugins": ["router", {"name": "key_auth", "routes": ["ap"], "settings": {
+            "plugins": ["router", "least_conn", {"name": "key_auth", "routes": ["ap"], "settings": {
                 "consumers": [{"username": "a", "keys": ["0123456789"]}]}}]})
         code, out, err = self.run_ctl("check", "-c", path)
         self.assertEqual((code, err), (0, (
-            "{}: plugins[1].routes[0]: warning: no group 'ap' in upstreams nor in a "
+            "{}: plugins[2].routes[0]: warning: no group 'ap' in upstreams nor in a "
             "route (known: api): 'key_auth' runs there only if servers register "
             "under that prefix\n").format(path)))
         code, out, err = self.run_ctl("check", "--json", "-c", path)
         self.assertEqual([w["path"] for w in json.loads(out)["warnings"]],
-                         ["plugins[1].routes[0]"])
+                         ["plugins[2].routes[0]"])
 
 
 class _Stop(object):

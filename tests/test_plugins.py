@@ -566,3 +566,15 @@ class RouteScopeWarningTests(TestCase):
         self.assertIn("plugins[1].routes[0]: no group 'ap' in upstreams nor in a route "
                       "(known: api): 'request_id' runs there only if servers register "
                       "under that prefix", [formatEvent(e) for e in events])
+
+    def test_noBalancer(self):
+        """No ``balancer`` implementation (``least_conn`` left out): every
+        request would be a 503 "no live upstream"; warned about."""
+        def warnings(names):
+            config = validate_config({"plugins": names})
+            return plugins.plugin_warnings(config, build_plugin_manager(config, entry_points=[]))
+        self.assertEqual(warnings(["registry", "router"]), [(
+            "plugins", "no plugin implements balancer (least_conn, or one of yours): "
+                       "every request is answered 503 \"no live upstream\" whatever "
+                       "the peers")])
+        self.assertEqual(warnings(["registry", "router", "least_conn"]), [])

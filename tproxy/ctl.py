@@ -220,10 +220,10 @@ def cmd_health(client, args, out, err):
 def cmd_check(client, args, out, err):
     """Validate a configuration file with tproxy's own startup checks."""
     from tproxy.config import ConfigError, load_config, uses_tls
-    from tproxy.plugins import build_plugin_manager, route_scope_warnings
+    from tproxy.plugins import build_plugin_manager, plugin_warnings
     try:
         config = load_config(args.config)
-        build_plugin_manager(config, source=args.config)
+        pm = build_plugin_manager(config, source=args.config)
         if uses_tls(config):
             # the certificates and keys, as twistd tproxy --check loads them
             from tproxy.tls import check_tls
@@ -233,7 +233,7 @@ def cmd_check(client, args, out, err):
         err.write(str(e) + "\n")
         return EXIT_ERROR
     names = [p["name"] for p in config["plugins"]]
-    warnings = route_scope_warnings(config)
+    warnings = plugin_warnings(config, pm)
     if args.json:
         out.write(_json({"ok": True, "file": args.config, "plugins": names,
                          "warnings": [{"path": p, "warning": w} for p, w in warnings]}))

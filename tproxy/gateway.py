@@ -141,10 +141,10 @@ class Gateway(object):
     def start(self):
         """Run every ``init_worker``; a Deferred that fires when all are done."""
         if self.role != "worker":
-            from tproxy.plugins import route_scope_warnings
+            from tproxy.plugins import plugin_warnings
             # (not a field named "warning": twisted.logger's legacy
             # observers take such an event for a Python warning)
-            for path, problem in route_scope_warnings(self.config):
+            for path, problem in plugin_warnings(self.config, self.plugins):
                 self.log.warn("{path}: {problem}", path=path, problem=problem)
         before = {id(s): set(map(id, s.subscribers())) for s in self._sources()}
 

@@ -381,6 +381,21 @@ def route_scope_warnings(config):
     return warnings
 
 
+def plugin_warnings(config, pm):
+    """
+    ``[(JSON path, warning)]`` of a valid configuration and its plugin
+    manager: :func:`route_scope_warnings`, and no ``balancer`` at all
+    (``least_conn`` left out): every request and stream connection would be
+    a ``503`` saying "no live upstream" while the peers are live.
+    """
+    warnings = route_scope_warnings(config)
+    if not pm.hook.balancer.get_hookimpls():
+        warnings.append(("plugins", "no plugin implements balancer (least_conn, or one "
+                                    "of yours): every request is answered 503 \"no live "
+                                    "upstream\" whatever the peers"))
+    return warnings
+
+
 def _refuse_inert(pm, loaded):
     """
     Refuse a plugin that implements no hook: a module named by mistake
