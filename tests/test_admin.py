@@ -442,6 +442,17 @@ class AdminRoutingTests(AdminServerMixin, TestCase):
         self.assertIn("the prometheus plugin", obj["hint"])
         code, _, obj = yield self.request("/routesx")
         self.assertNotIn("hint", obj)
+        # the registry plugin is active: a path of its own that does not
+        # exist gets no hint (test_unknownPath)
+
+    def test_registryPathNotFound(self):
+        """Without the registry plugin, ``/upstream/status`` (``tproxyctl
+        status``) says which plugin serves it."""
+        h = Harness(plugins=["router", "least_conn"])
+        response = h.admin("GET", "/upstream/status")
+        self.assertEqual((response.status, response.obj["hint"]), (
+            404, "/upstream is served by the registry plugin (at that path by default): "
+                 "add \"registry\" to plugins"))
 
     @inlineCallbacks
     def test_methodNotAllowed(self):

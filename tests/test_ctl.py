@@ -140,6 +140,15 @@ class UsageTests(SynchronousTestCase):
     def test_noCommand(self):
         self.assertEqual(self.run_ctl()[0], 2)
 
+    def test_badTimeout(self):
+        """``--timeout`` 0, negative or not finite: bad usage (a negative
+        one was a traceback from the socket module, 0 a non-blocking socket's
+        "Operation now in progress")."""
+        for value in ("0", "-1", "inf", "nan", "x"):
+            code, out, err = self.run_ctl("--timeout", value, "status")
+            self.assertEqual(code, 2, value)
+            self.assertIn("argument --timeout: a number of seconds greater than 0", err)
+
     def test_connectionOptionsAfterCommand(self):
         """``--admin``, ``--token`` and ``--timeout`` may follow the command
         (``tproxyctl status --admin URL``); given before it, they are kept."""
@@ -459,3 +468,46 @@ class AgainstAdminTests(TestCase):
 
 if not hasattr(signal, "SIGTERM"):
     del AgainstAdminTests.test_heartbeatSigterm
+
+
+class NotAdminTests(TestCase):
+    """``--admin`` naming another HTTP server (the proxy's port, a backend)
+    that answers every request with some JSON: each command says so and
+    exits 1, instead of "removed None" and exit status 0."""
+
+    def setUp(self):
+        from twisted.web.resource import Resource
+        from twisted.web.server import Site
+
+        class Backend(Resource):
+            isLeaf = True
+
+            def render(self, request):
+                request.setHeader(b"Content-Type", b"application/json")
+                return b'{"port": 9001, "path": "/"}'
+        self.port = reactor.listenTCP(0, Site(Backend()), interface="127.0.0.1")
+        self.addCleanup(self.port.stopListening)
+        self.base = "http://127.0.0.1:{}".format(self.port.getHost().port)
+
+    def ctl(self, *argv):
+        out, err = io.StringIO(), io.StringIO()
+        d = deferToThread(ctl.main, list(argv) + ["--admin", self.base], out, err, {})
+        return d.addCallback(lambda code: (code, out.getvalue(), err.getvalue()))
+
+    @inlineCallbacks
+    def test_everyCommand(self):
+        for argv, method, path, key in [
+                (["status"], "GET", "/upstream/status", "'groups'"),
+                (["add", "--port", "9001"], "GET", "/upstream/add", "'server'"),
+                (["heartbeat", "--port", "9001", "--count", "1"], "GET", "/upstream/add",
+                 "'server'"),
+                (["remove", "--port", "9001"], "GET", "/upstream/remove", "'removed'"),
+                (["routes", "list"], "GET", "/routes", "'routes'"),
+                (["routes", "match", "--path", "/x"], "GET", "/routes/match", "'decided_by'"),
+                (["health"], "GET", "/healthz", '"status": "ok"')]:
+            code, out, err = yield self.ctl(*argv)
+            self.assertEqual((code, out, err), (1, "", (
+                "tproxyctl: the answer of {} {} at {} is not tproxy's admin API's (no {} "
+                "in it): --admin / TPROXY_ADMIN must name the admin listener "
+                "(admin.listen, default http://127.0.0.1:9180), not the proxy or a "
+                "backend\n").format(method, path, self.base, key)), argv)

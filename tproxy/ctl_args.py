@@ -6,6 +6,7 @@ and the checks of their values; :mod:`tproxy.ctl` runs the command named
 """
 
 import argparse
+import math
 
 from tproxy.admin_client import DEFAULT_ADMIN
 
@@ -98,7 +99,7 @@ def _connection(p, default):
                    help="the admin API [env TPROXY_ADMIN, default {}]".format(DEFAULT_ADMIN))
     p.add_argument("--token", default=default,
                    help="the admin bearer token [env TPROXY_TOKEN]")
-    p.add_argument("--timeout", type=float,
+    p.add_argument("--timeout", type=_positive, metavar="SECONDS",
                    default=10.0 if default is None else default,
                    help="seconds to wait for the admin API [10]")
 
@@ -128,6 +129,6 @@ def _positive(text):
         value = float(text)
     except ValueError:
         value = 0
-    if not value > 0:
+    if not (value > 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError("a number of seconds greater than 0")
     return value
