@@ -189,3 +189,15 @@ class Unmarked(object):
 
     def log(self, ctx):
         """Not marked either."""
+
+
+class FailsToStart(object):
+    """``init_worker`` fails wherever it runs."""
+
+    def __init__(self, settings):
+        pass
+
+    @hookimpl
+    def init_worker(self, gateway):
+        """Fails."""
+        raise RuntimeError("the licence server is unreachable")

@@ -183,6 +183,19 @@ class GenerationTests(ReloadTestCase):
         self.assertEqual((await self.get(client, 1)).header("X-Generation"), "one")
         self.assertEqual(Generation.EVENTS, [("start", "one")])
 
+    async def test_initWorkerFails(self):
+        """A new plugin whose ``init_worker`` fails: refused, saying the new
+        configuration (not "tproxy") failed to start; the old one serves."""
+        up = self.upstream()
+        await self.start_file(self.config("one", {"default": [up]}))
+        old = self.service.gateway
+        self.assertFalse(await self.reload(self.config(
+            "two", {"default": [up]}, plugins=["tests.plugins_for_tests:FailsToStart"])))
+        self.assertIs(self.service.gateway, old)
+        self.assertEqual(self.reload_messages(), [
+            "reload refused, the running configuration is kept: the new configuration "
+            "failed to start: RuntimeError: the licence server is unreachable"])
+
     async def test_notJson(self):
         await self.start_file(self.config("one"))
         with open(self.path, "w") as f:
