@@ -81,6 +81,7 @@ def _loop_until_response(impls):
                 if d is not None:
                     return d.addCallback(_resume_until_response, impls, ctx,
                                          impls.index(fn) + 1, _is_response)
+                raise _not_a_response(fn, r)
         return None
     return walk
 
@@ -169,6 +170,7 @@ if r is not None:
     d = _awaitable(r)
     if d is not None:
         return d.addCallback(_resume_until_response, impls, ctx, {i}, _is_response){then}
+    raise _not_a_response({f}, r)
 """, "return None"),
     "first_result": ("ctx, tried", """\
 r = {f}(ctx, tried)
@@ -249,6 +251,7 @@ def _make_maker(source, kind):
     namespace = {"Response": Response, "_awaitable": _awaitable,
                  "_PLAIN_TYPES": _PLAIN_TYPES, "_is_response": _is_response,
                  "_log_failed": _log_failed, "_log_awaited": _log_awaited,
+                 "_not_a_response": _not_a_response,
                  "_resume_until_response": _resume_until_response,
                  "_resume_first_result": _resume_first_result,
                  "_resume_run_all": _resume_run_all,
@@ -331,13 +334,30 @@ def _until_response(impls, ctx, i, final=_is_response):
         if d is not None:
             return d.addCallback(_resume_until_response, impls, ctx,
                                  impls.index(fn) + 1, final)
+        if final is _is_response:
+            raise _not_a_response(fn, r)
     return None
 
 
 def _resume_until_response(r, impls, ctx, i, final):
-    if r is not None and final(r):
-        return r
+    if r is not None:
+        if final(r):
+            return r
+        if final is _is_response:
+            raise _not_a_response(impls[i - 1], r)
     return _until_response(impls, ctx, i, final)
+
+
+def _not_a_response(fn, r):
+    """The error of a ``rewrite`` or ``access`` implementation ``fn`` that
+    returned ``r``, neither ``None`` nor a :class:`Response` (nor an
+    awaitable): ``return 403`` or ``return (403, {}, b"no")`` would
+    otherwise let the request through.  It fails the request as a plugin
+    exception does (``500``, the error logged)."""
+    name = "{}.{}".format(getattr(fn, "__module__", "?"),
+                          getattr(fn, "__qualname__", getattr(fn, "__name__", fn)))
+    return TypeError("{} returned {!r}: a rewrite or access implementation returns "
+                     "None, a tproxy.Response, or an awaitable of one".format(name, r))
 
 
 def _first_result(impls, ctx, tried, i):
