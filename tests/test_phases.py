@@ -403,6 +403,24 @@ class HookStyleMixin(object):
                               str(error.value))
                 self.assertEqual(h.contexts[0].error, "plugin_error")
 
+    def test_balancerNotAPeer(self):
+        """A balancer returning something else than a Peer, None or a
+        Response (an address string, a tuple): a 500 and the TypeError naming
+        the implementation logged (it was a 400 "malformed request"), the
+        peers' counts untouched."""
+        for value in ("127.0.0.1:9001", ("127.0.0.1", 9001)):
+            h = self.setup()
+            self.hooks.fns["balancer"] = self.style(lambda ctx, tried, value=value: value)
+            conn = h.connect()
+            conn.send_request("GET", "/x")
+            h.advance(1)
+            [resp] = conn.responses
+            self.assertEqual(resp.status, 500, value)
+            [error] = self.flushLoggedErrors(TypeError)
+            self.assertIn("returned {!r}: a balancer implementation returns a tproxy.Peer"
+                          .format(value), str(error.value))
+            self.assertEqual(self.active(h), {UP: 0, OTHER: 0})
+
     def test_rewriteRaises(self):
         """An exception in rewrite: 500 JSON, traceback logged, log once."""
         self.assertPluginError500("rewrite")

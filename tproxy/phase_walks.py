@@ -20,6 +20,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from tproxy.context import Response
+from tproxy.registry import Peer
 
 #: the phase driver's namespace (``tproxy.phases``): a failed ``log`` phase is
 #: reported under it, with the driver's other lines, wherever the walk runs
@@ -91,11 +92,11 @@ def _loop_first_result(impls):
         for fn in impls:
             r = fn(ctx, tried)
             if r is not None:
-                if type(r) in _PLAIN_TYPES:
+                if type(r) is Peer:
                     return r        # (the usual Peer)
                 d = _awaitable(r)
                 if d is None:
-                    return r
+                    return _chosen(fn, r)
                 return d.addCallback(_resume_first_result, impls, ctx, tried,
                                      impls.index(fn) + 1)
         return None
@@ -175,11 +176,11 @@ if r is not None:
     "first_result": ("ctx, tried", """\
 r = {f}(ctx, tried)
 if r is not None:
-    if type(r) in _PLAIN_TYPES:
+    if type(r) is Peer:
         return r
     d = _awaitable(r)
     if d is None:
-        return r
+        return _chosen({f}, r)
     return d.addCallback(_resume_first_result, impls, ctx, tried, {i})
 """, "return None"),
     "run_all": ("ctx, head", """\
@@ -248,7 +249,8 @@ _MAKERS = {}
 
 def _make_maker(source, kind):
     """Compile ``source`` and return its ``make`` function."""
-    namespace = {"Response": Response, "_awaitable": _awaitable,
+    namespace = {"Response": Response, "Peer": Peer, "_chosen": _chosen,
+                 "_awaitable": _awaitable,
                  "_PLAIN_TYPES": _PLAIN_TYPES, "_is_response": _is_response,
                  "_log_failed": _log_failed, "_log_awaited": _log_awaited,
                  "_not_a_response": _not_a_response,
@@ -367,15 +369,31 @@ def _first_result(impls, ctx, tried, i):
             continue
         d = _awaitable(r)
         if d is None:
-            return r
+            return _chosen(fn, r)
         return d.addCallback(_resume_first_result, impls, ctx, tried, impls.index(fn) + 1)
     return None
 
 
 def _resume_first_result(r, impls, ctx, tried, i):
     if r is not None:
-        return r
+        return _chosen(impls[i - 1], r)
     return _first_result(impls, ctx, tried, i)
+
+
+def _chosen(fn, r):
+    """``r``, what the ``balancer`` implementation ``fn`` chose, when it is a
+    :class:`Peer` (or a subclass) or a :class:`Response`.
+
+    :raises TypeError: naming ``fn``, for anything else (``"10.0.0.5:80"``,
+        a tuple): the request fails as on a plugin exception (``500``)
+        instead of an ``AttributeError`` deep in the proxy."""
+    if isinstance(r, (Peer, Response)):
+        return r
+    name = "{}.{}".format(getattr(fn, "__module__", "?"),
+                          getattr(fn, "__qualname__", getattr(fn, "__name__", fn)))
+    raise TypeError("{} returned {!r}: a balancer implementation returns a tproxy.Peer "
+                    "of the registry, None, a tproxy.Response, or an awaitable of "
+                    "one".format(name, r))
 
 
 def _run_all(impls, ctx, arg, i):
