@@ -4,6 +4,7 @@ and the errors that stop startup.
 """
 
 import importlib.metadata
+import os
 import sys
 
 import pluggy
@@ -578,3 +579,21 @@ class RouteScopeWarningTests(TestCase):
                        "every request is answered 503 \"no live upstream\" whatever "
                        "the peers")])
         self.assertEqual(warnings(["registry", "router", "least_conn"]), [])
+
+    def test_accessLogRotatedByWorkers(self):
+        """With ``"workers"``, an access log file rotated by size (each
+        worker would rotate it on its own) is warned about; with
+        ``"max_size": null``, or one process, it is not."""
+        def warnings(workers, settings):
+            config = validate_config({"workers": workers, "plugins": [
+                "router", "least_conn", {"name": "access_log", "settings": settings}]})
+            return plugins.plugin_warnings(config, build_plugin_manager(config, entry_points=[]))
+        path = os.path.abspath("access.log")
+        self.assertEqual(warnings(2, {"path": path}), [(
+            "plugins[2].settings.max_size",
+            "with \"workers\", each worker rotates {} on its own (lines lost or split "
+            "between files): set \"max_size\": null and rotate with logrotate and "
+            "SIGUSR1 to the parent".format(path))])
+        self.assertEqual(warnings(2, {"path": path, "max_size": None}), [])
+        self.assertEqual(warnings(1, {"path": path}), [])
+        self.assertEqual(warnings("auto", {}), [])

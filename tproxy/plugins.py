@@ -384,11 +384,23 @@ def route_scope_warnings(config):
 def plugin_warnings(config, pm):
     """
     ``[(JSON path, warning)]`` of a valid configuration and its plugin
-    manager: :func:`route_scope_warnings`, and no ``balancer`` at all
-    (``least_conn`` left out): every request and stream connection would be
-    a ``503`` saying "no live upstream" while the peers are live.
+    manager: :func:`route_scope_warnings`; an access log file rotated by
+    size under ``"workers"`` (each worker would rotate it on its own,
+    docs/scaling.md); and no ``balancer`` at all (``least_conn`` left out):
+    every request and stream connection would be a ``503`` saying "no live
+    upstream" while the peers are live.
     """
     warnings = route_scope_warnings(config)
+    if config.get("workers", 1) != 1:
+        for i, entry in enumerate(config["plugins"]):
+            settings = entry.get("settings") or {}
+            if (entry["name"] == "access_log" and settings.get("path")
+                    and settings.get("max_size", 1) is not None):
+                warnings.append(("plugins[{}].settings.max_size".format(i), (
+                    "with \"workers\", each worker rotates {} on its own (lines "
+                    "lost or split between files): set \"max_size\": null and "
+                    "rotate with logrotate and SIGUSR1 to the parent").format(
+                        settings["path"])))
     if not pm.hook.balancer.get_hookimpls():
         warnings.append(("plugins", "no plugin implements balancer (least_conn, or one "
                                     "of yours): every request is answered 503 \"no live "
