@@ -579,6 +579,16 @@ class RouteScopeWarningTests(TestCase):
                        "every request is answered 503 \"no live upstream\" whatever "
                        "the peers")])
         self.assertEqual(warnings(["registry", "router", "least_conn"]), [])
+        # least_conn without a rewrite: no group to choose in
+        self.assertEqual(warnings(["registry", "least_conn"]), [(
+            "plugins", "no plugin implements rewrite (router, routes, or one of yours): "
+                       "no request is given a group, and least_conn answers every one "
+                       "503 \"no live upstream\"")])
+        # (a stream listener gives its connections their group)
+        config = validate_config({"plugins": ["registry", "least_conn"], "streams": [
+            {"listen": "tcp:0", "group": "redis"}]})
+        self.assertEqual(plugins.plugin_warnings(
+            config, build_plugin_manager(config, entry_points=[])), [])
 
     def test_accessLogRotatedByWorkers(self):
         """With ``"workers"``, an access log file rotated by size (each

@@ -386,9 +386,10 @@ def plugin_warnings(config, pm):
     ``[(JSON path, warning)]`` of a valid configuration and its plugin
     manager: :func:`route_scope_warnings`; an access log file rotated by
     size under ``"workers"`` (each worker would rotate it on its own,
-    docs/scaling.md); and no ``balancer`` at all (``least_conn`` left out):
+    docs/scaling.md); no ``balancer`` at all (``least_conn`` left out):
     every request and stream connection would be a ``503`` saying "no live
-    upstream" while the peers are live.
+    upstream" while the peers are live; and ``least_conn`` without any
+    ``rewrite`` (no ``router``): no request has a group to choose in.
     """
     warnings = route_scope_warnings(config)
     if config.get("workers", 1) != 1:
@@ -401,10 +402,19 @@ def plugin_warnings(config, pm):
                     "lost or split between files): set \"max_size\": null and "
                     "rotate with logrotate and SIGUSR1 to the parent").format(
                         settings["path"])))
-    if not pm.hook.balancer.get_hookimpls():
+    balancers = pm.hook.balancer.get_hookimpls()
+    if not balancers:
         warnings.append(("plugins", "no plugin implements balancer (least_conn, or one "
                                     "of yours): every request is answered 503 \"no live "
                                     "upstream\" whatever the peers"))
+    elif (not pm.hook.rewrite.get_hookimpls() and not config.get("streams")
+          and all(i.plugin_name.partition("#")[0] == "least_conn" for i in balancers)):
+        # least_conn chooses in ctx.route's group, which a rewrite sets (a
+        # stream listener sets its own: a streams-only file needs none)
+        warnings.append(("plugins", "no plugin implements rewrite (router, routes, or "
+                                    "one of yours): no request is given a group, and "
+                                    "least_conn answers every one 503 \"no live "
+                                    "upstream\""))
     return warnings
 
 
