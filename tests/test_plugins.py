@@ -501,6 +501,19 @@ class ErrorTests(TestCase):
             "hookwrapper=True), which tproxy does not run; use a plain @hookimpl "
             "(with tryfirst / trylast to run before or after the others)")
 
+    def test_listedTwice(self):
+        """``registry`` or ``routes`` listed twice (each owns fixed admin
+        endpoints): refused naming both entries, not a DuplicateRoute at
+        start after --check said valid."""
+        self.assertBuildError(
+            ["registry", "router", "registry"],
+            "conf.json: plugins[2]: plugin 'registry' is already listed (plugins[0]): "
+            "it owns admin endpoints, list it once")
+        self.assertBuildError(
+            ["routes", "routes", "router"],
+            "conf.json: plugins[1]: plugin 'routes' is already listed (plugins[0]): "
+            "it owns admin endpoints, list it once")
+
     def test_unmarkedHooks(self):
         """A plugin whose hook functions lack ``@hookimpl`` implements no hook
         (pluggy skips them: an access check that never runs): refused, naming

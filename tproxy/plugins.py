@@ -261,6 +261,25 @@ def _check_routes_order(entries):
                 "before router)").format(router)))
 
 
+#: built-ins that own fixed admin endpoints (``/upstream/...``, ``/routes``):
+#: a second entry would fail at start with a ``DuplicateRoute``
+_ONCE = ("registry", "routes")
+
+
+def _check_listed_once(entries):
+    """Refuse a second entry of a built-in of :data:`_ONCE`, naming both
+    (``--check`` said valid, and the start failed on the admin route)."""
+    first = {}
+    for i, entry in enumerate(entries):
+        name = entry["name"]
+        if name in _ONCE:
+            if name in first:
+                raise ConfigError(("plugins[{}]".format(i), (
+                    "plugin {!r} is already listed (plugins[{}]): it owns admin "
+                    "endpoints, list it once").format(name, first[name])))
+            first[name] = i
+
+
 def build_plugin_manager(config, source=None, entry_points=None):
     """
     A ``pluggy.PluginManager("tproxy")`` with the hook specs of
@@ -296,6 +315,7 @@ def build_plugin_manager(config, source=None, entry_points=None):
             if entry.get("routes"):
                 scopes[unique] = frozenset(entry["routes"])
         _check_routes_order(config["plugins"])
+        _check_listed_once(config["plugins"])
         for path, name, unique, plugin in reversed(loaded):
             try:
                 pm.register(plugin, name=unique)
