@@ -175,3 +175,29 @@ class FailsInWorkers(object):
         wanted = self.settings.get("workers")
         if gateway.role == "worker" and (wanted is None or gateway.worker_index in wanted):
             raise RuntimeError("this worker will not start")
+
+
+class Unmarked(object):
+    """Hook functions without ``@hookimpl``: pluggy would skip them."""
+
+    def __init__(self, settings):
+        pass
+
+    def access(self, ctx):
+        """Would refuse every request, if it ran."""
+        return 403
+
+    def log(self, ctx):
+        """Not marked either."""
+
+
+class FailsToStart(object):
+    """``init_worker`` fails wherever it runs."""
+
+    def __init__(self, settings):
+        pass
+
+    @hookimpl
+    def init_worker(self, gateway):
+        """Fails."""
+        raise RuntimeError("the licence server is unreachable")

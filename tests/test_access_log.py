@@ -429,11 +429,16 @@ class RotationTests(_Base):
         self.assertEqual(len(read_lines(path + ".1")), 1)
 
     def test_cannotOpen(self):
-        """A file that cannot be opened stops the start with its reason."""
-        plugin = access_log.Plugin({"path": os.path.abspath(temp_path(self)) + "/no/such"})
+        """A file that cannot be opened when the gateway starts (its
+        directory gone since the settings were checked) stops the start with
+        its reason."""
+        directory = os.path.abspath(temp_path(self))
+        os.mkdir(directory)
+        plugin = access_log.Plugin({"path": directory + "/such"})
+        os.rmdir(directory)
         e = self.assertRaises(access_log.AccessLogError, plugin.init_worker, self.gateway)
         self.assertIn("access_log cannot open ", str(e))
-        self.assertTrue(str(e).endswith("/no/such: No such file or directory"), str(e))
+        self.assertTrue(str(e).endswith("/such: No such file or directory"), str(e))
 
     def test_reopen(self):
         """``gateway.reopen`` (SIGUSR1) writes what waits to the old file, then
@@ -471,6 +476,25 @@ class SettingsTests(SynchronousTestCase):
     def test_unknownField(self):
         [(path, message)] = self.errors({"fields": ["status", "nope"]})
         self.assertEqual(path, "plugins[0].settings.fields[1]")
+
+    def test_pathInMissingDirectory(self):
+        """A path whose directory does not exist is a configuration error
+        naming the setting (``--check``, a reload), not a failed start."""
+        missing = os.path.abspath(temp_path(self))
+        [(path, message)] = self.errors({"path": missing + "/access.log"})
+        self.assertEqual((path, message), (
+            "plugins[0].settings.path",
+            "cannot create {0}/access.log: the directory {0} does not exist "
+            "(plugin 'access_log')".format(missing)))
+
+    def test_pathIsDirectory(self):
+        """A path naming a directory is a configuration error."""
+        directory = os.path.abspath(temp_path(self))
+        os.mkdir(directory)
+        [(path, message)] = self.errors({"path": directory})
+        self.assertEqual((path, message), (
+            "plugins[0].settings.path",
+            "{} is a directory (plugin 'access_log')".format(directory)))
 
     def test_badTarget(self):
         [(path, message)] = self.errors({"target": "syslog"})

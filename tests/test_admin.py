@@ -462,6 +462,31 @@ class AdminRoutingTests(AdminServerMixin, TestCase):
                          ["application/json"])
 
     @inlineCallbacks
+    def test_pluginPathNotFound(self):
+        """A 404 under the admin path of a built-in plugin that is not active
+        (``/routes`` without ``routes``) says which plugin serves it."""
+        code, _, obj = yield self.request("/routes/users")
+        self.assertEqual((code, obj), (404, {
+            "error": "not found", "path": "/routes/users",
+            "hint": "/routes is served by the routes plugin (at that path by "
+                    "default): add \"routes\" to plugins"}))
+        code, _, obj = yield self.request("/metrics")
+        self.assertIn("the prometheus plugin", obj["hint"])
+        code, _, obj = yield self.request("/routesx")
+        self.assertNotIn("hint", obj)
+        # the registry plugin is active: a path of its own that does not
+        # exist gets no hint (test_unknownPath)
+
+    def test_registryPathNotFound(self):
+        """Without the registry plugin, ``/upstream/status`` (``tproxyctl
+        status``) says which plugin serves it."""
+        h = Harness(plugins=["router", "least_conn"])
+        response = h.admin("GET", "/upstream/status")
+        self.assertEqual((response.status, response.obj["hint"]), (
+            404, "/upstream is served by the registry plugin (at that path by default): "
+                 "add \"registry\" to plugins"))
+
+    @inlineCallbacks
     def test_methodNotAllowed(self):
         """A known path with another method is a 405 with Allow."""
         code, response, obj = yield self.request("/upstream/status", method="POST")

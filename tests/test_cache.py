@@ -283,6 +283,12 @@ class CacheTests(SynchronousTestCase):
         stats = h.admin("GET", "/cache").obj
         self.assertEqual((stats["entries"], stats["hits"], stats["misses"]), (3, 1, 3))
         self.assertEqual(h.admin("DELETE", "/cache?prefix=/api/").obj, {"purged": 2})
+        # a prefix without its "/" matches no path: a 400, nothing purged
+        for bad in ("api/", ""):
+            refused = h.admin("DELETE", "/cache?prefix=" + bad)
+            self.assertEqual((refused.status, refused.obj), (400, {
+                "error": "prefix must be a path prefix starting with '/' (/static/)",
+                "field": "prefix", "value": bad}))
         self.assertEqual(xcache(h.request("GET", "/api/1")), "MISS")
         self.assertEqual(xcache(h.request("GET", "/web/1")), "HIT")
         self.assertEqual(h.admin("DELETE", "/cache").obj, {"purged": 2})

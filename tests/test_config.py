@@ -212,6 +212,30 @@ class ErrorTests(TestCase):
         self.assertEqual(str(e).split("\n"), list(lines))
         return e
 
+    def test_listenerClash(self):
+        """Two listeners binding the same TCP port (on the same address, or
+        one on all of them) or the same UNIX socket: the later one is an
+        error naming its key, not an "address in use" at start after
+        ``--check`` said valid.  Distinct addresses and port 0 are fine."""
+        self.assertErrors(
+            {"listen": "tcp:8080", "streams": [
+                {"listen": "tcp:8080:interface=127.0.0.1", "group": "a"},
+                {"listen": "unix:/run/a.sock", "group": "b"},
+                {"listen": "unix:address=/run/a.sock:mode=600", "group": "c"},
+                {"listen": "tcp:9180", "group": "d"}]},
+            "etc/conf.json: streams[0].listen: tcp:8080:interface=127.0.0.1 binds where "
+            "listen (tcp:8080) does: each listener needs its own port or socket",
+            "etc/conf.json: streams[2].listen: unix:address=/run/a.sock:mode=600 binds "
+            "where streams[1].listen (unix:/run/a.sock) does: each listener needs its "
+            "own port or socket",
+            "etc/conf.json: streams[3].listen: tcp:9180 binds where admin.listen "
+            "(tcp:9180:interface=127.0.0.1) does: each listener needs its own port or "
+            "socket")
+        validate_config({"listen": "tcp:8080:interface=127.0.0.1",
+                         "admin": {"listen": "tcp:8080:interface=127.0.0.2"},
+                         "streams": [{"listen": "tcp:0", "group": "a"},
+                                     {"listen": "tcp:0", "group": "b"}]})
+
     def test_log_level(self):
         """``log_level``: one of twisted.logger's level names (``info`` when
         absent); anything else is an error naming the key."""
@@ -261,7 +285,8 @@ class ErrorTests(TestCase):
     def test_bad_host_port(self):
         self.assertErrors(
             {"upstreams": {"api": {"peers": ["localhost", "a b:80", "h:http",
-                                             "[zz]:80", "::1:80"]}}},
+                                             "[zz]:80", "::1:80", "[::1:80",
+                                             "[::1]"]}}},
             "etc/conf.json: upstreams.api.peers[0]: bad host:port 'localhost' "
             "(expected HOST:PORT, IPv6 as [::1]:80)",
             "etc/conf.json: upstreams.api.peers[1]: bad host:port 'a b:80': 'a b' "
@@ -271,7 +296,11 @@ class ErrorTests(TestCase):
             "etc/conf.json: upstreams.api.peers[3]: bad host:port '[zz]:80': 'zz' "
             "is not an IPv6 address",
             "etc/conf.json: upstreams.api.peers[4]: bad host:port '::1:80' (an "
-            "IPv6 address needs brackets: [::1]:80)")
+            "IPv6 address needs brackets: [::1]:80)",
+            "etc/conf.json: upstreams.api.peers[5]: bad host:port '[::1:80' "
+            "(expected [IPv6 address]:PORT, as [::1]:80)",
+            "etc/conf.json: upstreams.api.peers[6]: bad host:port '[::1]' "
+            "(expected [IPv6 address]:PORT, as [::1]:80)")
 
     def test_bad_host(self):
         self.assertErrors(
@@ -533,6 +562,21 @@ class LoadTests(TestCase):
     def test_duplicate_key(self):
         path = self.write('{"listen": "tcp:1", "listen": "tcp:2"}')
         self.assertLoadError(path, '{path}: invalid JSON: duplicate key "listen"')
+
+    def test_not_finite(self):
+        """NaN, Infinity and a number too large for a float (which Python's
+        reader takes, JSON does not have, and NaN passes every minimum of
+        the schema) are refused by their JSON paths, plugin settings too."""
+        path = self.write('{"timeouts": {"connect": 1e999, "read": NaN},\n'
+                          ' "shutdown_timeout": -Infinity,\n'
+                          ' "plugins": [{"name": "access_log", "settings": '
+                          '{"flush_interval": NaN}}]}')
+        finite = "is not a number (JSON has no NaN or Infinity; a number must be finite)"
+        self.assertLoadError(path, "\n".join("{path}: " + line for line in [
+            "timeouts.connect: Infinity " + finite,
+            "timeouts.read: NaN " + finite,
+            "shutdown_timeout: -Infinity " + finite,
+            "plugins[0].settings.flush_interval: NaN " + finite]))
 
     def test_not_utf8(self):
         path = self.write(b'{"listen": "\xff"}')

@@ -102,6 +102,9 @@ class FormatTests(SynchronousTestCase):
         self.assertEqual(describe_error(401, {"error": "missing or invalid bearer token"}),
                          "401 missing or invalid bearer token (set --token or TPROXY_TOKEN)")
         self.assertEqual(describe_error(502, None), "502 (no JSON body)")
+        self.assertEqual(describe_error(404, {"error": "not found", "path": "/routes",
+                                              "hint": "add it"}),
+                         "404 not found (add it)")
 
     def test_table(self):
         self.assertEqual(ctl_text.table(("A", "NUM"), [("x", "1"), ("yy", "100")]),
@@ -137,6 +140,34 @@ class UsageTests(SynchronousTestCase):
     def test_noCommand(self):
         self.assertEqual(self.run_ctl()[0], 2)
 
+    def test_badTimeout(self):
+        """``--timeout`` 0, negative or not finite: bad usage (a negative
+        one was a traceback from the socket module, 0 a non-blocking socket's
+        "Operation now in progress")."""
+        for value in ("0", "-1", "inf", "nan", "x"):
+            code, out, err = self.run_ctl("--timeout", value, "status")
+            self.assertEqual(code, 2, value)
+            self.assertIn("argument --timeout: a number of seconds greater than 0", err)
+
+    def test_connectionOptionsAfterCommand(self):
+        """``--admin``, ``--token`` and ``--timeout`` may follow the command
+        (``tproxyctl status --admin URL``); given before it, they are kept."""
+        from tproxy.ctl_args import parser
+
+        def connection(*argv):
+            args = parser().parse_args(list(argv))
+            return args.admin, args.token, args.timeout
+        self.assertEqual(connection("status"), (None, None, 10.0))
+        self.assertEqual(connection("status", "--admin", "http://b:2", "--token", "t",
+                                    "--timeout", "3"), ("http://b:2", "t", 3.0))
+        self.assertEqual(connection("--admin", "http://a:1", "--token", "t", "--timeout",
+                                    "3", "status"), ("http://a:1", "t", 3.0))
+        self.assertEqual(connection("--admin", "http://a:1", "routes", "list",
+                                    "--admin", "http://b:2"), ("http://b:2", None, 10.0))
+        code, out, err = self.run_ctl("status", "--admin", "ftp://x")
+        self.assertEqual((code, err), (2, "tproxyctl: the admin address must look like "
+                                          "http://host:port, not 'ftp://x'\n"))
+
     def test_badAdmin(self):
         code, out, err = self.run_ctl("status", TPROXY_ADMIN="ftp://x")
         self.assertEqual((code, err), (2, "tproxyctl: the admin address must look like "
@@ -162,6 +193,33 @@ class UsageTests(SynchronousTestCase):
         code, out, err = self.run_ctl("check", "-c", os.path.join(ROOT, "etc", "conf.json"))
         self.assertEqual((code, err), (0, ""))
         self.assertIn("OK (plugins: registry, router, least_conn, access_log)", out)
+
+    def test_checkCertificates(self):
+        """``check`` loads the certificates and keys as ``twistd tproxy
+        --check`` and the start do: a key that does not match is an error."""
+        from tests.test_tls import TestCA
+        ca = TestCA(self)
+        a, b = ca.pair("a.test"), ca.pair("b.test")
+        path = write_json(self, {"tls": {"cert": a["cert"], "key": b["key"]}})
+        code, out, err = self.run_ctl("check", "-c", path)
+        self.assertEqual((code, out, err), (1, "", "{}: tls: the key does not match the "
+                                                   "certificate {}\n".format(path, a["cert"])))
+
+    def test_checkWarnings(self):
+        """A per-route entry naming no known group: a warning on stderr (in
+        ``warnings`` with ``--json``), exit status 0."""
+        path = write_json(self, {
+            "upstreams": {"api": {"peers": ["127.0.0.1:9001"]}},
+            "plugins": ["router", "least_conn", {"name": "key_auth", "routes": ["ap"], "settings": {
+                "consumers": [{"username": "a", "keys": ["0123456789"]}]}}]})
+        code, out, err = self.run_ctl("check", "-c", path)
+        self.assertEqual((code, err), (0, (
+            "{}: plugins[2].routes[0]: warning: no group 'ap' in upstreams nor in a "
+            "route (known: api): 'key_auth' runs there only if servers register "
+            "under that prefix\n").format(path)))
+        code, out, err = self.run_ctl("check", "--json", "-c", path)
+        self.assertEqual([w["path"] for w in json.loads(out)["warnings"]],
+                         ["plugins[2].routes[0]"])
 
 
 class _Stop(object):
@@ -410,3 +468,46 @@ class AgainstAdminTests(TestCase):
 
 if not hasattr(signal, "SIGTERM"):
     del AgainstAdminTests.test_heartbeatSigterm
+
+
+class NotAdminTests(TestCase):
+    """``--admin`` naming another HTTP server (the proxy's port, a backend)
+    that answers every request with some JSON: each command says so and
+    exits 1, instead of "removed None" and exit status 0."""
+
+    def setUp(self):
+        from twisted.web.resource import Resource
+        from twisted.web.server import Site
+
+        class Backend(Resource):
+            isLeaf = True
+
+            def render(self, request):
+                request.setHeader(b"Content-Type", b"application/json")
+                return b'{"port": 9001, "path": "/"}'
+        self.port = reactor.listenTCP(0, Site(Backend()), interface="127.0.0.1")
+        self.addCleanup(self.port.stopListening)
+        self.base = "http://127.0.0.1:{}".format(self.port.getHost().port)
+
+    def ctl(self, *argv):
+        out, err = io.StringIO(), io.StringIO()
+        d = deferToThread(ctl.main, list(argv) + ["--admin", self.base], out, err, {})
+        return d.addCallback(lambda code: (code, out.getvalue(), err.getvalue()))
+
+    @inlineCallbacks
+    def test_everyCommand(self):
+        for argv, method, path, key in [
+                (["status"], "GET", "/upstream/status", "'groups'"),
+                (["add", "--port", "9001"], "GET", "/upstream/add", "'server'"),
+                (["heartbeat", "--port", "9001", "--count", "1"], "GET", "/upstream/add",
+                 "'server'"),
+                (["remove", "--port", "9001"], "GET", "/upstream/remove", "'removed'"),
+                (["routes", "list"], "GET", "/routes", "'routes'"),
+                (["routes", "match", "--path", "/x"], "GET", "/routes/match", "'decided_by'"),
+                (["health"], "GET", "/healthz", '"status": "ok"')]:
+            code, out, err = yield self.ctl(*argv)
+            self.assertEqual((code, out, err), (1, "", (
+                "tproxyctl: the answer of {} {} at {} is not tproxy's admin API's (no {} "
+                "in it): --admin / TPROXY_ADMIN must name the admin listener "
+                "(admin.listen, default http://127.0.0.1:9180), not the proxy or a "
+                "backend\n").format(method, path, self.base, key)), argv)

@@ -1,7 +1,8 @@
 """
 Tests for ``docs/plugins.md``: its hook reference follows
 :mod:`tproxy.hookspecs` (a hook added without docs fails here, and so does a
-section for a hook that is gone), and its tutorial's code runs.
+section for a hook that is gone), and its tutorial's code runs; and for the
+configurations README.md and docs/ show: each one is valid.
 """
 
 import inspect
@@ -113,3 +114,114 @@ class TutorialTests(SynchronousTestCase):
         result = pyunit.TestResult()
         suite.run(result)
         self.assertEqual((result.testsRun, result.errors, result.failures), (2, [], []))
+
+
+#: The top-level keys of a configuration file (a JSON block made only of
+#: them is a configuration to check).
+CONFIG_KEYS = frozenset([
+    "listen", "tls", "admin", "registry", "trusted_proxies", "timeouts",
+    "upstreams", "plugins", "proxy", "health", "shutdown_timeout", "log_level",
+    "workers", "streams"])
+
+#: Plugins the pages write themselves (the tutorial's), not shipped.
+TUTORIAL_PLUGINS = ('"apikey"',)
+
+
+def json_blocks():
+    """``(file, line, text)`` of every ```json block of README.md and docs/."""
+    root = os.path.dirname(os.path.dirname(DOCS))
+    names = ["README.md"] + sorted(
+        os.path.join("docs", n) for n in os.listdir(os.path.join(root, "docs"))
+        if n.endswith(".md"))
+    for name in names:
+        with open(os.path.join(root, name), encoding="utf-8") as f:
+            text = f.read()
+        for m in re.finditer(r"^```json\n(.*?)^```", text, re.S | re.M):
+            yield name, text.count("\n", 0, m.start()) + 1, m.group(1)
+
+
+class ConfigurationBlockTests(SynchronousTestCase):
+    """Every configuration the README and the docs show (a whole file, or
+    one plugin entry) is valid, plugins included: a user pasting one gets a
+    running tproxy, not a config error."""
+
+    def test_blocksValid(self):
+        import json
+        import tempfile
+        from tproxy.config import ConfigError, validate_config
+        from tproxy.plugins import build_plugin_manager
+        logs = tempfile.mkdtemp()
+        self.addCleanup(os.rmdir, logs)
+        checked, problems = 0, []
+        for name, line, text in json_blocks():
+            if any(p in text for p in TUTORIAL_PLUGINS):
+                continue
+            # the pages' log directory stands for one that exists
+            text = text.replace("/var/log/tproxy/", logs + "/")
+            try:
+                obj = json.loads(text)
+            except ValueError:
+                continue   # an answer with "..." in it, not a configuration
+            if not isinstance(obj, dict):
+                continue
+            if "name" in obj and not set(obj) & CONFIG_KEYS:
+                obj = {"plugins": [obj]}
+            elif not obj or not set(obj) <= CONFIG_KEYS:
+                continue
+            checked += 1
+            try:
+                build_plugin_manager(validate_config(obj, source=name),
+                                     source=name, entry_points=[])
+            except ConfigError as e:
+                problems.append("{}:{}: {}".format(name, line, e))
+        self.assertEqual(problems, [])
+        self.assertGreater(checked, 15)
+
+
+class ListPluginsOutputTests(SynchronousTestCase):
+    """The ``--list-plugins`` outputs the README and docs/plugins.md show are
+    what tproxy prints for their configuration."""
+
+    def shown(self, name):
+        """``(command, output)`` of every ``$ twistd tproxy -c FILE
+        --list-plugins`` block of ``name``."""
+        root = os.path.dirname(os.path.dirname(DOCS))
+        with open(os.path.join(root, name), encoding="utf-8") as f:
+            text = f.read()
+        return re.findall(r"^```\n\$ (twistd tproxy -c (\S+) --list-plugins)\n(.*?)^```",
+                          text, re.S | re.M)
+
+    def printed(self, config, entry_points):
+        from tproxy.config import validate_config
+        from tproxy.plugins import build_plugin_manager
+        from tproxy.tap import format_phases
+        config = validate_config(config)
+        pm = build_plugin_manager(config, entry_points=entry_points)
+        return format_phases(config, pm, entry_points=entry_points)
+
+    def test_readme(self):
+        import json
+        [(command, path, output)] = self.shown("README.md")
+        root = os.path.dirname(os.path.dirname(DOCS))
+        with open(os.path.join(root, path), encoding="utf-8") as f:
+            config = json.load(f)
+        self.assertEqual(output, self.printed(config, []))
+
+    def test_tutorial(self):
+        """The tutorial's configuration, with the example plugin installed
+        (examples/tproxy-apikey, found by its entry point)."""
+        import importlib.metadata
+        import json
+        [(command, path, output)] = self.shown("docs/plugins.md")
+        text = read_docs()
+        start = text.index(command)
+        config = json.loads(re.findall(r"^```json\n(.*?)^```", text[:start],
+                                       re.S | re.M)[-1])
+        example = os.path.join(os.path.dirname(os.path.dirname(DOCS)),
+                               "examples", "tproxy-apikey")
+        sys.path.insert(0, example)
+        self.addCleanup(sys.path.remove, example)
+        self.addCleanup(sys.modules.pop, "tproxy_apikey", None)
+        ep = importlib.metadata.EntryPoint(name="apikey", value="tproxy_apikey",
+                                           group="tproxy")
+        self.assertEqual(output, self.printed(config, [ep]))

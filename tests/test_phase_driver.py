@@ -11,7 +11,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from tproxy import Request, RequestContext, Response, hookimpl
+from tproxy import Peer, Request, RequestContext, Response, hookimpl
 from tproxy.config import validate_config
 from tproxy.gateway import Gateway
 from tproxy.phase_walks import UNROLL
@@ -208,7 +208,7 @@ class PhaseDriverTests(SynchronousTestCase):
     def test_coroutine_balancer_every_time(self):
         """A lone balancer answering with a coroutine is awaited on every
         request, not only until the driver has seen its type once."""
-        peer = object()
+        peer = Peer("default", "10.0.0.1", 80)
 
         class AsyncBalancer(object):
             def __init__(self, settings):
@@ -239,7 +239,7 @@ class PhaseDriverTests(SynchronousTestCase):
 
     def test_first_result_ends_balancer(self):
         """Once a balancer answers, the ones after it are not called."""
-        peer = object()
+        peer = Peer("default", "10.0.0.1", 80)
 
         class Fixed(object):
             def __init__(self, settings):

@@ -382,6 +382,45 @@ class HookStyleMixin(object):
         self.assertEqual(resp.json(), {"error": "internal error in a plugin"})
         return h
 
+    def test_notAResponse(self):
+        """A rewrite or access hook returning neither None nor a Response
+        (``403``, or an admin handler's ``(403, {}, b"no")``): a 500 and the
+        TypeError naming the implementation logged, as for an exception;
+        never let through to the upstream."""
+        for phase in ("rewrite", "access"):
+            for value in (403, (403, {}, b"no")):
+                h = self.setup()
+                self.hooks.fns[phase] = self.style(lambda ctx, value=value: value)
+                conn = h.connect()
+                conn.send_request("GET", "/x")
+                h.advance(1)
+                [resp] = conn.responses
+                self.assertEqual(resp.status, 500, (phase, value))
+                self.assertEqual(h.upstream_requests, [])
+                [error] = self.flushLoggedErrors(TypeError)
+                self.assertIn("returned {!r}: a rewrite or access implementation returns "
+                              "None, a tproxy.Response, or an awaitable of one".format(value),
+                              str(error.value))
+                self.assertEqual(h.contexts[0].error, "plugin_error")
+
+    def test_balancerNotAPeer(self):
+        """A balancer returning something else than a Peer, None or a
+        Response (an address string, a tuple): a 500 and the TypeError naming
+        the implementation logged (it was a 400 "malformed request"), the
+        peers' counts untouched."""
+        for value in ("127.0.0.1:9001", ("127.0.0.1", 9001)):
+            h = self.setup()
+            self.hooks.fns["balancer"] = self.style(lambda ctx, tried, value=value: value)
+            conn = h.connect()
+            conn.send_request("GET", "/x")
+            h.advance(1)
+            [resp] = conn.responses
+            self.assertEqual(resp.status, 500, value)
+            [error] = self.flushLoggedErrors(TypeError)
+            self.assertIn("returned {!r}: a balancer implementation returns a tproxy.Peer"
+                          .format(value), str(error.value))
+            self.assertEqual(self.active(h), {UP: 0, OTHER: 0})
+
     def test_rewriteRaises(self):
         """An exception in rewrite: 500 JSON, traceback logged, log once."""
         self.assertPluginError500("rewrite")

@@ -4,6 +4,7 @@ and the errors that stop startup.
 """
 
 import importlib.metadata
+import os
 import sys
 
 import pluggy
@@ -500,6 +501,35 @@ class ErrorTests(TestCase):
             "hookwrapper=True), which tproxy does not run; use a plain @hookimpl "
             "(with tryfirst / trylast to run before or after the others)")
 
+    def test_listedTwice(self):
+        """``registry`` or ``routes`` listed twice (each owns fixed admin
+        endpoints): refused naming both entries, not a DuplicateRoute at
+        start after --check said valid."""
+        self.assertBuildError(
+            ["registry", "router", "registry"],
+            "conf.json: plugins[2]: plugin 'registry' is already listed (plugins[0]): "
+            "it owns admin endpoints, list it once")
+        self.assertBuildError(
+            ["routes", "routes", "router"],
+            "conf.json: plugins[1]: plugin 'routes' is already listed (plugins[0]): "
+            "it owns admin endpoints, list it once")
+
+    def test_unmarkedHooks(self):
+        """A plugin whose hook functions lack ``@hookimpl`` implements no hook
+        (pluggy skips them: an access check that never runs): refused, naming
+        them."""
+        self.assertBuildError(
+            ["router", T + ":Unmarked"],
+            "conf.json: plugins[1]: plugin 'tests.plugins_for_tests:Unmarked' "
+            "implements no hook: access, log are not marked @tproxy.hookimpl")
+
+    def test_noHooks(self):
+        """A module with no hook at all (a name given by mistake) is refused."""
+        self.assertBuildError(
+            ["router", "json"],
+            "conf.json: plugins[1]: plugin 'json' implements no hook (its hook "
+            "functions must be marked @tproxy.hookimpl)")
+
     def test_no_source(self):
         """Without a source the message starts with the JSON path."""
         e = self.assertRaises(ConfigError, build, ["foo"], (), None)
@@ -508,3 +538,85 @@ class ErrorTests(TestCase):
     def test_pluggy_error_type(self):
         """The manager is a real pluggy manager for project tproxy."""
         self.assertIsInstance(build([]), pluggy.PluginManager)
+
+
+class RouteScopeWarningTests(TestCase):
+    """:func:`tproxy.plugins.route_scope_warnings`: per-route entries naming
+    no group the configuration knows."""
+
+    def warnings(self, config):
+        return plugins.route_scope_warnings(validate_config(config))
+
+    def test_typo(self):
+        """A name that is no static group nor a route's group is warned
+        about; the groups of the ``routes`` plugin's routes count."""
+        config = {
+            "upstreams": {"api": {"peers": ["127.0.0.1:9001"]}},
+            "plugins": [
+                {"name": "routes", "settings": {"routes": [
+                    {"name": "r", "group": "shop", "match": {"path": "/s"}}]}},
+                "router",
+                {"name": "request_id", "routes": ["api", "shop", "ap"]}]}
+        self.assertEqual(self.warnings(config), [(
+            "plugins[2].routes[2]",
+            "no group 'ap' in upstreams nor in a route (known: api, shop): "
+            "'request_id' runs there only if servers register under that prefix")])
+
+    def test_registeredOnly(self):
+        """Without static groups or routes (every group registers at run
+        time) there is nothing to compare with: no warning."""
+        self.assertEqual(self.warnings({"plugins": [
+            "registry", "router", {"name": "request_id", "routes": ["api"]}]}), [])
+
+    def test_loggedAtStart(self):
+        """The gateway logs each warning when it starts."""
+        from twisted.logger import formatEvent
+        from tproxy.testing import Harness
+        from tests.helpers import capture_log
+        events = capture_log(self)
+        Harness({"upstreams": {"api": {"peers": ["127.0.0.1:9001"]}}},
+                plugins=["router", {"name": "request_id", "routes": ["ap"]}],
+                entry_points=[])
+        self.assertIn("plugins[1].routes[0]: no group 'ap' in upstreams nor in a route "
+                      "(known: api): 'request_id' runs there only if servers register "
+                      "under that prefix", [formatEvent(e) for e in events])
+
+    def test_noBalancer(self):
+        """No ``balancer`` implementation (``least_conn`` left out): every
+        request would be a 503 "no live upstream"; warned about."""
+        def warnings(names):
+            config = validate_config({"plugins": names})
+            return plugins.plugin_warnings(config, build_plugin_manager(config, entry_points=[]))
+        self.assertEqual(warnings(["registry", "router"]), [(
+            "plugins", "no plugin implements balancer (least_conn, or one of yours): "
+                       "every request is answered 503 \"no live upstream\" whatever "
+                       "the peers")])
+        self.assertEqual(warnings(["registry", "router", "least_conn"]), [])
+        # least_conn without a rewrite: no group to choose in
+        self.assertEqual(warnings(["registry", "least_conn"]), [(
+            "plugins", "no plugin implements rewrite (router, routes, or one of yours): "
+                       "no request is given a group, and least_conn answers every one "
+                       "503 \"no live upstream\"")])
+        # (a stream listener gives its connections their group)
+        config = validate_config({"plugins": ["registry", "least_conn"], "streams": [
+            {"listen": "tcp:0", "group": "redis"}]})
+        self.assertEqual(plugins.plugin_warnings(
+            config, build_plugin_manager(config, entry_points=[])), [])
+
+    def test_accessLogRotatedByWorkers(self):
+        """With ``"workers"``, an access log file rotated by size (each
+        worker would rotate it on its own) is warned about; with
+        ``"max_size": null``, or one process, it is not."""
+        def warnings(workers, settings):
+            config = validate_config({"workers": workers, "plugins": [
+                "router", "least_conn", {"name": "access_log", "settings": settings}]})
+            return plugins.plugin_warnings(config, build_plugin_manager(config, entry_points=[]))
+        path = os.path.abspath("access.log")
+        self.assertEqual(warnings(2, {"path": path}), [(
+            "plugins[2].settings.max_size",
+            "with \"workers\", each worker rotates {} on its own (lines lost or split "
+            "between files): set \"max_size\": null and rotate with logrotate and "
+            "SIGUSR1 to the parent".format(path))])
+        self.assertEqual(warnings(2, {"path": path, "max_size": None}), [])
+        self.assertEqual(warnings(1, {"path": path}), [])
+        self.assertEqual(warnings("auto", {}), [])

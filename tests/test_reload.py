@@ -183,6 +183,19 @@ class GenerationTests(ReloadTestCase):
         self.assertEqual((await self.get(client, 1)).header("X-Generation"), "one")
         self.assertEqual(Generation.EVENTS, [("start", "one")])
 
+    async def test_initWorkerFails(self):
+        """A new plugin whose ``init_worker`` fails: refused, saying the new
+        configuration (not "tproxy") failed to start; the old one serves."""
+        up = self.upstream()
+        await self.start_file(self.config("one", {"default": [up]}))
+        old = self.service.gateway
+        self.assertFalse(await self.reload(self.config(
+            "two", {"default": [up]}, plugins=["tests.plugins_for_tests:FailsToStart"])))
+        self.assertIs(self.service.gateway, old)
+        self.assertEqual(self.reload_messages(), [
+            "reload refused, the running configuration is kept: the new configuration "
+            "failed to start: RuntimeError: the licence server is unreachable"])
+
     async def test_notJson(self):
         await self.start_file(self.config("one"))
         with open(self.path, "w") as f:
@@ -401,6 +414,18 @@ class HarnessReloadTests(TestCase):
         h.flush()
         self.assertEqual(pending.result().status, 200)
         self.assertEqual(peer.active, 0)
+
+    def test_workersNeedRestart(self):
+        """A single process reloaded with ``"workers": 2`` stays one process
+        (only a restart makes the parent of workers) and warns so, instead of
+        saying only ``changed workers``."""
+        events = capture_log(self)
+        self.h.reload({"upstreams": {"api": {"peers": ["10.0.0.1:80"]}}, "workers": 2},
+                      plugins=self.plugins("two"), entry_points=[])
+        self.assertEqual(self.h.gateway.role, "single")
+        self.assertIn('workers changed to 2: a process started with "workers": 1 starts '
+                      'workers at the next restart (a reload keeps it one process)',
+                      [formatEvent(e) for e in events])
 
     def test_invalidKeepsOld(self):
         h = self.h

@@ -203,6 +203,22 @@ tests.plugins_for_tests:AddHeader#2
   certificate    -
 """ + AVAILABLE)
 
+    def test_check_warnings(self):
+        """``--check`` prints the warnings (a per-route entry naming no
+        group of the file) before saying the file is valid."""
+        out = io.StringIO()
+        self.patch(sys, "stdout", out)
+        path = write_json(self, {
+            "upstreams": {"api": {"peers": ["127.0.0.1:9001"]}},
+            "plugins": ["router", "least_conn", {"name": "key_auth", "routes": ["api", "ap"], "settings": {
+                "consumers": [{"username": "a", "keys": ["0123456789"]}]}}]})
+        e = self.assertRaises(SystemExit, Options().parseOptions, ["--check", "-c", path])
+        self.assertEqual(e.code, 0)
+        self.assertEqual(out.getvalue(), (
+            "{0}: plugins[2].routes[1]: warning: no group 'ap' in upstreams nor in a "
+            "route (known: api): 'key_auth' runs there only if servers register under "
+            "that prefix\n{0}: the configuration is valid\n").format(path))
+
     def test_check_invalid(self):
         """``--check`` of an invalid file: its error, nothing said valid."""
         out = io.StringIO()

@@ -451,6 +451,10 @@ class ConfigErrorTests(TLSTestCase):
             def __init__(self, settings):
                 self.settings = settings
 
+            @hookimpl
+            def init_worker(self, gateway):
+                """A plugin implements a hook (one with none is refused)."""
+
         pair = self.ca.pair("gone2.test")
         both = self.ca.write("gone2-both.pem", open(pair["key"], "rb").read() +
                              open(pair["cert"], "rb").read())

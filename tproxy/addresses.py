@@ -36,6 +36,11 @@ def parse_host_port(value):
         problem = unicast_problem(host)
         if problem is not None:
             raise ValueError("bad host:port {!r}: {}".format(value, problem))
+    elif "[" in value or "]" in value:
+        # a bracket left open, or no port after it: the advice below
+        # would wrap the brackets in more brackets
+        raise ValueError("bad host:port {!r} (expected [IPv6 address]:PORT, as "
+                         "[::1]:80)".format(value))
     elif ":" in host:
         raise ValueError("bad host:port {!r} (an IPv6 address needs brackets: "
                          "[{}]:{})".format(value, host, port))

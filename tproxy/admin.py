@@ -94,6 +94,26 @@ MAX_HEADER_SIZE = 64 * 1024
 #: ``408``) before it is closed.
 IDLE_TIMEOUT = 60
 
+#: The admin paths of built-in plugins (``registry``'s too: a configuration
+#: may leave it out), and the plugin serving each: a ``404`` under one of
+#: them says which plugin it needs (``curl .../routes`` on the default
+#: configuration is the usual case).
+PLUGIN_PATHS = (("/routes", "routes"), ("/cache", "cache"), ("/metrics", "prometheus"),
+                ("/upstream", "registry"))
+
+
+def _not_found(path, served):
+    """The ``404`` of ``path``, with a ``hint`` naming the plugin that
+    serves it by default when it is under one of :data:`PLUGIN_PATHS` and
+    nothing is served there (``served``: the paths of the admin routes)."""
+    for prefix, plugin in PLUGIN_PATHS:
+        if ((path == prefix or path.startswith(prefix + "/"))
+                and not any(p == prefix or p.startswith(prefix + "/") for p in served)):
+            return _error(404, "not found", path=path, hint=(
+                "{} is served by the {} plugin (at that path by default): add "
+                "\"{}\" to plugins".format(prefix, plugin, plugin)))
+    return _error(404, "not found", path=path)
+
 
 def _bind(segments, path):
     """
@@ -315,7 +335,8 @@ class AdminRoutes(object):
         if handler is None:
             allowed = self.allowed(request.path)
             if not allowed:
-                return _error(404, "not found", path=request.path)
+                return _not_found(request.path, [p for _, p in self.routes]
+                                  + [p for _, p in self.patterns])
             return _error(405, "method not allowed", [("Allow", ", ".join(allowed))],
                           method=method, allowed=allowed)
         try:

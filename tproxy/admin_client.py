@@ -57,6 +57,8 @@ def describe_error(status, obj):
     for extra in obj.get("errors", ())[1:] if isinstance(obj.get("errors"), list) else ():
         if isinstance(extra, dict):
             details.append("{}: {}".format(extra.get("field"), extra.get("error")))
+    if obj.get("hint"):
+        details.append(obj["hint"])
     if details:
         text += " ({})".format("; ".join(details))
     if status == 401:

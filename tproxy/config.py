@@ -15,6 +15,7 @@ The schema checks (:mod:`tproxy.schema_checks`) are also what
 
 import copy
 import json
+import math
 
 from jsonschema import Draft202012Validator
 
@@ -141,7 +142,32 @@ def _plain_json_text(obj):
     return text if json.loads(text) == obj else None
 
 
+def _not_finite(obj, parts=()):
+    """``(path parts, value)`` of every NaN or infinite number in ``obj``.
+    Python's JSON reader takes ``NaN``, ``Infinity`` and a number too large
+    for a float (``1e999``), which JSON does not have, and a NaN passes
+    every ``minimum`` of the schema (a timer armed for NaN seconds breaks
+    the reactor's ordering of its timers)."""
+    if isinstance(obj, float):
+        if not math.isfinite(obj):
+            yield parts, obj
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            for found in _not_finite(value, parts + (key,)):
+                yield found
+    elif isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            for found in _not_finite(value, parts + (i,)):
+                yield found
+
+
 def _validate_config(obj, source):
+    bad = [(_path(parts), "{} is not a number (JSON has no NaN or Infinity; a "
+            "number must be finite)".format(
+                "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"))
+           for parts, value in _not_finite(obj)]
+    if bad:
+        raise ConfigError(bad, source)
     errors = schema_errors(_VALIDATOR, obj)
     if errors:
         raise ConfigError(errors, source)
@@ -162,6 +188,10 @@ def _validate_config(obj, source):
         {"name": p, "settings": {}} if isinstance(p, str) else p
         for p in config["plugins"]]
     _check_health_plugin(config, source)
+    from tproxy.listeners import listener_clashes
+    clashes = listener_clashes(config)
+    if clashes:
+        raise ConfigError(clashes, source)
     return config
 
 

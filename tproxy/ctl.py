@@ -54,8 +54,32 @@ def _target(args):
     return {"port": str(args.port), "host": args.host, "prefix": args.prefix}
 
 
+class _NotAdmin(Exception):
+    """The answer is not one tproxy's admin API gives (``--admin`` names
+    another server: the proxy's own port, a backend)."""
+
+
+def _expect(client, obj, key, method, path):
+    """``obj``, an answer of ``method path``, when it is an object with
+    ``key`` (what tproxy's admin API always sends there).
+
+    :raises _NotAdmin: otherwise."""
+    if not isinstance(obj, dict) or key not in obj:
+        raise _NotAdmin(
+            "the answer of {} {} at {} is not tproxy's admin API's (no {!r} in it): "
+            "--admin / TPROXY_ADMIN must name the admin listener (admin.listen, "
+            "default {}), not the proxy or a backend".format(
+                method, path, client.base, key, DEFAULT_ADMIN))
+    return obj
+
+
+def _call(client, key, method, path, query=None):
+    """``client.call`` checked by :func:`_expect`."""
+    return _expect(client, client.call(method, path, query), key, method, path)
+
+
 def cmd_status(client, args, out, err):
-    obj = client.call("GET", "/upstream/status", {"prefix": args.prefix})
+    obj = _call(client, "groups", "GET", "/upstream/status", {"prefix": args.prefix})
     out.write(_json(obj) if args.json else format_status(obj))
     return EXIT_OK
 
@@ -73,13 +97,13 @@ def _registration(args):
 
 def cmd_add(client, args, out, err):
     query = _registration(args)
-    obj = client.call("GET", "/upstream/add", query)
+    obj = _call(client, "server", "GET", "/upstream/add", query)
     out.write(_json(obj) if args.json else format_registration(obj))
     return EXIT_OK
 
 
 def cmd_remove(client, args, out, err):
-    obj = client.call("GET", "/upstream/remove", _target(args))
+    obj = _call(client, "removed", "GET", "/upstream/remove", _target(args))
     out.write(_json(obj) if args.json else "removed {}\n".format(obj.get("removed")))
     return EXIT_OK
 
@@ -113,7 +137,7 @@ def cmd_heartbeat(client, args, out, err, stop=None):
     while True:
         wait = every if every is not None else 10.0
         try:
-            obj = client.call("GET", "/upstream/add", query)
+            obj = _call(client, "server", "GET", "/upstream/add", query)
         except Unreachable as e:
             if not unreachable:
                 err.write("tproxyctl: {} (retrying every {:g} s)\n".format(e, wait))
@@ -146,9 +170,9 @@ def cmd_heartbeat(client, args, out, err, stop=None):
             break
     if args.remove_on_exit:
         try:
-            obj = client.call("GET", "/upstream/remove", _target(args))
+            obj = _call(client, "removed", "GET", "/upstream/remove", _target(args))
             out.write("removed {}\n".format(obj.get("removed")))
-        except (AdminError, Unreachable) as e:
+        except (AdminError, Unreachable, _NotAdmin) as e:
             err.write("tproxyctl: removing on exit failed: {}\n".format(e))
             return EXIT_ERROR
     if not args.json:
@@ -169,20 +193,21 @@ def _on_signals(handler):
 def cmd_routes(client, args, out, err):
     action = args.action
     if action == "list":
-        obj = client.call("GET", "/routes")
+        obj = _call(client, "routes", "GET", "/routes")
         out.write(_json(obj) if args.json else format_routes(obj))
     elif action == "get":
-        obj = client.call("GET", "/routes/" + _segment(args.name))
+        obj = _call(client, "group", "GET", "/routes/" + _segment(args.name))
         out.write(_json(obj))
     elif action == "put":
         body = _read_body(args.file)
         status, obj = client.request("PUT", "/routes/" + _segment(args.name), body=body)
         if status >= 400:
             raise AdminError(status, obj)
+        _expect(client, obj, "route", "PUT", "/routes/" + _segment(args.name))
         out.write(_json(obj) if args.json else "route {} {}\n".format(
             args.name, "added" if obj.get("created") else "replaced"))
     elif action == "delete":
-        obj = client.call("DELETE", "/routes/" + _segment(args.name))
+        obj = _call(client, "deleted", "DELETE", "/routes/" + _segment(args.name))
         out.write(_json(obj) if args.json else "route {} deleted\n".format(obj.get("deleted")))
     elif action == "match":
         query = {"path": args.path, "method": args.method, "host": args.host,
@@ -192,7 +217,7 @@ def cmd_routes(client, args, out, err):
             if not sep or not name.strip():
                 raise _Usage("--header must look like 'Name: value', not {!r}".format(header))
             query["header." + name.strip()] = value.strip()
-        obj = client.call("GET", "/routes/match", query)
+        obj = _call(client, "decided_by", "GET", "/routes/match", query)
         out.write(_json(obj) if args.json else format_match(obj))
     return EXIT_OK
 
@@ -213,24 +238,40 @@ def cmd_health(client, args, out, err):
             break
     if status != 200:
         raise AdminError(status, obj)
+    if path == "/healthz" and not (isinstance(obj, dict) and obj.get("status") == "ok"):
+        raise _NotAdmin(
+            "the answer of GET /healthz at {} is not tproxy's admin API's (no "
+            "\"status\": \"ok\" in it): --admin / TPROXY_ADMIN must name the admin "
+            "listener (admin.listen, default {}), not the proxy or a backend".format(
+                client.base, DEFAULT_ADMIN))
+    _expect(client, obj, "status" if path == "/healthz" else "groups", "GET", path)
     out.write(_json(obj) if args.json else "ok (GET {} {})\n".format(path, status))
     return EXIT_OK
 
 
 def cmd_check(client, args, out, err):
     """Validate a configuration file with tproxy's own startup checks."""
-    from tproxy.config import ConfigError, load_config
-    from tproxy.plugins import build_plugin_manager
+    from tproxy.config import ConfigError, load_config, uses_tls
+    from tproxy.plugins import build_plugin_manager, plugin_warnings
     try:
         config = load_config(args.config)
-        build_plugin_manager(config, source=args.config)
+        pm = build_plugin_manager(config, source=args.config)
+        if uses_tls(config):
+            # the certificates and keys, as twistd tproxy --check loads them
+            from tproxy.tls import check_tls
+            check_tls(config)
     except ConfigError as e:
+        e.source = e.source or args.config
         err.write(str(e) + "\n")
         return EXIT_ERROR
     names = [p["name"] for p in config["plugins"]]
+    warnings = plugin_warnings(config, pm)
     if args.json:
-        out.write(_json({"ok": True, "file": args.config, "plugins": names}))
+        out.write(_json({"ok": True, "file": args.config, "plugins": names,
+                         "warnings": [{"path": p, "warning": w} for p, w in warnings]}))
     else:
+        for path, warning in warnings:
+            err.write("{}: {}: warning: {}\n".format(args.config, path, warning))
         out.write("{}: OK (plugins: {})\n".format(args.config, ", ".join(names) or "none"))
     return EXIT_OK
 
@@ -299,6 +340,9 @@ def main(argv=None, out=None, err=None, environ=None, stop=None):
     except AdminError as e:
         if getattr(args, "json", False) and e.obj is not None:
             out.write(_json(e.obj))
+        err.write("tproxyctl: {}\n".format(e))
+        return EXIT_ERROR
+    except _NotAdmin as e:
         err.write("tproxyctl: {}\n".format(e))
         return EXIT_ERROR
 

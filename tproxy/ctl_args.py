@@ -6,6 +6,7 @@ and the checks of their values; :mod:`tproxy.ctl` runs the command named
 """
 
 import argparse
+import math
 
 from tproxy.admin_client import DEFAULT_ADMIN
 
@@ -17,15 +18,15 @@ def parser():
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true",
                         help="print the admin API's JSON answer as it is")
+    # the connection's options are taken after the command too
+    # (``tproxyctl status --admin URL``, as kubectl takes its flags): SUPPRESS
+    # leaves the value given before the command when they are not repeated
+    _connection(common, argparse.SUPPRESS)
     p = argparse.ArgumentParser(
         prog="tproxyctl", description="Control a running tproxy through its admin API.",
         epilog="Exit status: 0 ok, 1 an error answer or a bad configuration, "
                "2 bad usage, 3 the admin API unreachable.")
-    p.add_argument("--admin", metavar="URL",
-                   help="the admin API [env TPROXY_ADMIN, default {}]".format(DEFAULT_ADMIN))
-    p.add_argument("--token", help="the admin bearer token [env TPROXY_TOKEN]")
-    p.add_argument("--timeout", type=float, default=10.0,
-                   help="seconds to wait for the admin API [10]")
+    _connection(p, None)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -90,6 +91,19 @@ def parser():
     return p
 
 
+def _connection(p, default):
+    """Add ``--admin``, ``--token`` and ``--timeout`` to ``p``, with
+    ``default`` for the first two (``argparse.SUPPRESS`` on a command's
+    parser: not given there, the global value stays)."""
+    p.add_argument("--admin", metavar="URL", default=default,
+                   help="the admin API [env TPROXY_ADMIN, default {}]".format(DEFAULT_ADMIN))
+    p.add_argument("--token", default=default,
+                   help="the admin bearer token [env TPROXY_TOKEN]")
+    p.add_argument("--timeout", type=_positive, metavar="SECONDS",
+                   default=10.0 if default is None else default,
+                   help="seconds to wait for the admin API [10]")
+
+
 def _port(text):
     if not text.isdigit() or not 1 <= int(text) <= 65535:
         raise argparse.ArgumentTypeError("a port is a number from 1 to 65535")
@@ -115,6 +129,6 @@ def _positive(text):
         value = float(text)
     except ValueError:
         value = 0
-    if not value > 0:
+    if not (value > 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError("a number of seconds greater than 0")
     return value

@@ -64,6 +64,8 @@ class Gateway(object):
             self.registry = previous.registry
             self.registry.ttl = config["registry"]["ttl"]
             _warn_registry_changes(previous.config, config)
+            if self.role == "single":
+                _warn_workers_change(previous.config, config)
             self.health = previous.health
             self.health.configure(config.get("health"))
             _update_static(self.registry, previous.config, config)
@@ -158,6 +160,12 @@ class Gateway(object):
 
     def start(self):
         """Run every ``init_worker``; a Deferred that fires when all are done."""
+        if self.role != "worker":
+            from tproxy.plugins import plugin_warnings
+            # (not a field named "warning": twisted.logger's legacy
+            # observers take such an event for a Python warning)
+            for path, problem in plugin_warnings(self.config, self.plugins):
+                self.log.warn("{path}: {problem}", path=path, problem=problem)
         before = {id(s): set(map(id, s.subscribers())) for s in self._sources()}
 
         def started(result):
@@ -213,6 +221,17 @@ def _warn_registry_changes(old_config, new_config):
             Gateway.log.warn("registry.{key} changed: it takes effect at the next "
                              "restart (a reload keeps the registry and its "
                              "connection)", key=key)
+
+
+def _warn_workers_change(old_config, new_config):
+    """A reload of a single process (started with ``"workers": 1``) cannot
+    become a parent of workers: say so, instead of a silent ``changed
+    workers`` (the parent of workers applies a new count at a reload)."""
+    workers = new_config.get("workers", 1)
+    if workers != 1 and workers != old_config.get("workers", 1):
+        Gateway.log.warn("workers changed to {workers}: a process started with "
+                         "\"workers\": 1 starts workers at the next restart (a "
+                         "reload keeps it one process)", workers=workers)
 
 
 def _static_peers(config):

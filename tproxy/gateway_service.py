@@ -223,11 +223,14 @@ class _Endpoint(object):
         self.description = description
 
 
-def one_line(f):
+def one_line(f, subject="tproxy"):
+    """The one line of a start's failure ``f``: a :class:`StartupError`'s
+    message, else ``<subject> failed to start: <type>: <message>``
+    (``subject``: ``"the new configuration"`` for a reload)."""
     if f.check(StartupError):
         return str(f.value)
-    return "tproxy failed to start: {}: {}".format(
-        f.type.__name__, f.getErrorMessage())
+    return "{} failed to start: {}: {}".format(
+        subject, f.type.__name__, f.getErrorMessage())
 
 
 def _reload_on_sighup(service):

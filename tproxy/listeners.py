@@ -6,7 +6,8 @@ serves each kind (:func:`make_factory`): what the single process, the
 parent of workers, each worker and a reload share.
 """
 
-__all__ = ["kind_of", "listen_path", "listener_key", "listener_specs", "make_factory"]
+__all__ = ["kind_of", "listen_path", "listener_clashes", "listener_key", "listener_specs",
+           "make_factory"]
 
 
 def listener_specs(config):
@@ -32,6 +33,67 @@ def listener_specs(config):
                       stream["listen"], stream,
                       (stream_tls, "streams[{}].tls".format(i), False) if stream_tls else None))
     return specs
+
+
+def listener_clashes(config):
+    """
+    ``[(JSON path, problem)]``: the listeners of ``config`` that would bind
+    where an earlier one does (the same UNIX socket; the same TCP port on the
+    same address, or on all addresses), which would stop the start (or a
+    reload) with "address already in use" after ``--check`` said the file was
+    valid.  Port ``0`` (any free port) never clashes.
+    """
+    from tproxy.addresses import parse_endpoint
+    tls = config.get("tls")
+    paths = []
+    if not tls or "listen" in tls:
+        paths.append(("listen", config["listen"]))
+    if tls:
+        paths.append(("tls.listen", tls["listen"]) if "listen" in tls
+                     else ("listen", config["listen"]))
+    paths.append(("admin.listen", config["admin"]["listen"]))
+    for i, stream in enumerate(config.get("streams", ())):
+        paths.append(("streams[{}].listen".format(i), stream["listen"]))
+    seen, problems = [], []
+    for path, description in paths:
+        try:
+            parsed = parse_endpoint(description)
+        except ValueError:
+            continue   # reported with its path by the schema's format check
+        place = _bind_place(parsed)
+        if place is not None:
+            for other_path, other, other_place in seen:
+                if _overlap(place, other_place):
+                    problems.append((path, "{} binds where {} ({}) does: each "
+                                     "listener needs its own port or socket".format(
+                                         description, other_path, other)))
+                    break
+            seen.append((path, description, place))
+    return problems
+
+
+def _bind_place(parsed):
+    """``("unix", path)`` or ``("tcp", port, interface)`` of a parsed endpoint,
+    or ``None`` (another kind, or port 0)."""
+    if parsed is None or not isinstance(parsed[0], str):
+        return None
+    kind, args, kwargs = parsed
+    if kind == "UNIX":
+        return ("unix", args[0])
+    if kind in ("TCP", "SSL") and args and args[0]:
+        return ("tcp", int(args[0]), kwargs.get("interface", "") or "")
+    return None
+
+
+def _overlap(a, b):
+    if a[0] != b[0]:
+        return False
+    if a[0] == "unix":
+        return a[1] == b[1]
+    if a[1] != b[1]:
+        return False
+    anywhere = ("", "0.0.0.0", "::")
+    return a[2] == b[2] or a[2] in anywhere or b[2] in anywhere
 
 
 def listener_key(kind, description, tls):

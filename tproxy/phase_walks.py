@@ -20,6 +20,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from tproxy.context import Response
+from tproxy.registry import Peer
 
 #: the phase driver's namespace (``tproxy.phases``): a failed ``log`` phase is
 #: reported under it, with the driver's other lines, wherever the walk runs
@@ -81,6 +82,7 @@ def _loop_until_response(impls):
                 if d is not None:
                     return d.addCallback(_resume_until_response, impls, ctx,
                                          impls.index(fn) + 1, _is_response)
+                raise _not_a_response(fn, r)
         return None
     return walk
 
@@ -90,11 +92,11 @@ def _loop_first_result(impls):
         for fn in impls:
             r = fn(ctx, tried)
             if r is not None:
-                if type(r) in _PLAIN_TYPES:
+                if type(r) is Peer:
                     return r        # (the usual Peer)
                 d = _awaitable(r)
                 if d is None:
-                    return r
+                    return _chosen(fn, r)
                 return d.addCallback(_resume_first_result, impls, ctx, tried,
                                      impls.index(fn) + 1)
         return None
@@ -169,15 +171,16 @@ if r is not None:
     d = _awaitable(r)
     if d is not None:
         return d.addCallback(_resume_until_response, impls, ctx, {i}, _is_response){then}
+    raise _not_a_response({f}, r)
 """, "return None"),
     "first_result": ("ctx, tried", """\
 r = {f}(ctx, tried)
 if r is not None:
-    if type(r) in _PLAIN_TYPES:
+    if type(r) is Peer:
         return r
     d = _awaitable(r)
     if d is None:
-        return r
+        return _chosen({f}, r)
     return d.addCallback(_resume_first_result, impls, ctx, tried, {i})
 """, "return None"),
     "run_all": ("ctx, head", """\
@@ -246,9 +249,11 @@ _MAKERS = {}
 
 def _make_maker(source, kind):
     """Compile ``source`` and return its ``make`` function."""
-    namespace = {"Response": Response, "_awaitable": _awaitable,
+    namespace = {"Response": Response, "Peer": Peer, "_chosen": _chosen,
+                 "_awaitable": _awaitable,
                  "_PLAIN_TYPES": _PLAIN_TYPES, "_is_response": _is_response,
                  "_log_failed": _log_failed, "_log_awaited": _log_awaited,
+                 "_not_a_response": _not_a_response,
                  "_resume_until_response": _resume_until_response,
                  "_resume_first_result": _resume_first_result,
                  "_resume_run_all": _resume_run_all,
@@ -331,13 +336,30 @@ def _until_response(impls, ctx, i, final=_is_response):
         if d is not None:
             return d.addCallback(_resume_until_response, impls, ctx,
                                  impls.index(fn) + 1, final)
+        if final is _is_response:
+            raise _not_a_response(fn, r)
     return None
 
 
 def _resume_until_response(r, impls, ctx, i, final):
-    if r is not None and final(r):
-        return r
+    if r is not None:
+        if final(r):
+            return r
+        if final is _is_response:
+            raise _not_a_response(impls[i - 1], r)
     return _until_response(impls, ctx, i, final)
+
+
+def _not_a_response(fn, r):
+    """The error of a ``rewrite`` or ``access`` implementation ``fn`` that
+    returned ``r``, neither ``None`` nor a :class:`Response` (nor an
+    awaitable): ``return 403`` or ``return (403, {}, b"no")`` would
+    otherwise let the request through.  It fails the request as a plugin
+    exception does (``500``, the error logged)."""
+    name = "{}.{}".format(getattr(fn, "__module__", "?"),
+                          getattr(fn, "__qualname__", getattr(fn, "__name__", fn)))
+    return TypeError("{} returned {!r}: a rewrite or access implementation returns "
+                     "None, a tproxy.Response, or an awaitable of one".format(name, r))
 
 
 def _first_result(impls, ctx, tried, i):
@@ -347,15 +369,31 @@ def _first_result(impls, ctx, tried, i):
             continue
         d = _awaitable(r)
         if d is None:
-            return r
+            return _chosen(fn, r)
         return d.addCallback(_resume_first_result, impls, ctx, tried, impls.index(fn) + 1)
     return None
 
 
 def _resume_first_result(r, impls, ctx, tried, i):
     if r is not None:
-        return r
+        return _chosen(impls[i - 1], r)
     return _first_result(impls, ctx, tried, i)
+
+
+def _chosen(fn, r):
+    """``r``, what the ``balancer`` implementation ``fn`` chose, when it is a
+    :class:`Peer` (or a subclass) or a :class:`Response`.
+
+    :raises TypeError: naming ``fn``, for anything else (``"10.0.0.5:80"``,
+        a tuple): the request fails as on a plugin exception (``500``)
+        instead of an ``AttributeError`` deep in the proxy."""
+    if isinstance(r, (Peer, Response)):
+        return r
+    name = "{}.{}".format(getattr(fn, "__module__", "?"),
+                          getattr(fn, "__qualname__", getattr(fn, "__name__", fn)))
+    raise TypeError("{} returned {!r}: a balancer implementation returns a tproxy.Peer "
+                    "of the registry, None, a tproxy.Response, or an awaitable of "
+                    "one".format(name, r))
 
 
 def _run_all(impls, ctx, arg, i):

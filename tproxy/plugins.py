@@ -261,6 +261,25 @@ def _check_routes_order(entries):
                 "before router)").format(router)))
 
 
+#: built-ins that own fixed admin endpoints (``/upstream/...``, ``/routes``):
+#: a second entry would fail at start with a ``DuplicateRoute``
+_ONCE = ("registry", "routes")
+
+
+def _check_listed_once(entries):
+    """Refuse a second entry of a built-in of :data:`_ONCE`, naming both
+    (``--check`` said valid, and the start failed on the admin route)."""
+    first = {}
+    for i, entry in enumerate(entries):
+        name = entry["name"]
+        if name in _ONCE:
+            if name in first:
+                raise ConfigError(("plugins[{}]".format(i), (
+                    "plugin {!r} is already listed (plugins[{}]): it owns admin "
+                    "endpoints, list it once").format(name, first[name])))
+            first[name] = i
+
+
 def build_plugin_manager(config, source=None, entry_points=None):
     """
     A ``pluggy.PluginManager("tproxy")`` with the hook specs of
@@ -296,6 +315,7 @@ def build_plugin_manager(config, source=None, entry_points=None):
             if entry.get("routes"):
                 scopes[unique] = frozenset(entry["routes"])
         _check_routes_order(config["plugins"])
+        _check_listed_once(config["plugins"])
         for path, name, unique, plugin in reversed(loaded):
             try:
                 pm.register(plugin, name=unique)
@@ -315,6 +335,7 @@ def build_plugin_manager(config, source=None, entry_points=None):
                                "tproxy.hookspecs)".format(
                                    culprit, ", ".join(map(repr, hooks)))))
         _refuse_wrappers(pm, loaded)
+        _refuse_inert(pm, loaded)
     except ConfigError as e:
         e.source = source
         raise
@@ -350,6 +371,95 @@ def _refuse_wrappers(pm, loaded):
                                    name, ", ".join(map(repr, wrappers)),
                                    "is a pluggy wrapper" if len(wrappers) == 1
                                    else "are pluggy wrappers")))
+
+
+def route_scope_warnings(config):
+    """
+    ``[(JSON path, warning)]``: the per-route entries' route names that no
+    static group (``upstreams``) and no route of the ``routes`` plugin has,
+    in a configuration that names its groups that way: most likely a typo
+    (``"routes": ["ap"]``), which would leave an authentication plugin off
+    for the real group without a word.  A group registered at run time
+    still takes the name, so it is a warning, printed by ``--check`` and
+    logged at start; a configuration without static groups or routes gets
+    none.
+    """
+    known = set(config.get("upstreams", ()))
+    for entry in config["plugins"]:
+        if entry["name"] == "routes":
+            known.update(r.get("group") for r in entry.get("settings", {}).get("routes", ()))
+    if not known:
+        return []
+    warnings = []
+    for i, entry in enumerate(config["plugins"]):
+        for j, name in enumerate(entry.get("routes") or ()):
+            if name not in known:
+                warnings.append(("plugins[{}].routes[{}]".format(i, j), (
+                    "no group {!r} in upstreams nor in a route (known: {}): {!r} "
+                    "runs there only if servers register under that prefix").format(
+                        name, ", ".join(sorted(known)), entry["name"])))
+    return warnings
+
+
+def plugin_warnings(config, pm):
+    """
+    ``[(JSON path, warning)]`` of a valid configuration and its plugin
+    manager: :func:`route_scope_warnings`; an access log file rotated by
+    size under ``"workers"`` (each worker would rotate it on its own,
+    docs/scaling.md); no ``balancer`` at all (``least_conn`` left out):
+    every request and stream connection would be a ``503`` saying "no live
+    upstream" while the peers are live; and ``least_conn`` without any
+    ``rewrite`` (no ``router``): no request has a group to choose in.
+    """
+    warnings = route_scope_warnings(config)
+    if config.get("workers", 1) != 1:
+        for i, entry in enumerate(config["plugins"]):
+            settings = entry.get("settings") or {}
+            if (entry["name"] == "access_log" and settings.get("path")
+                    and settings.get("max_size", 1) is not None):
+                warnings.append(("plugins[{}].settings.max_size".format(i), (
+                    "with \"workers\", each worker rotates {} on its own (lines "
+                    "lost or split between files): set \"max_size\": null and "
+                    "rotate with logrotate and SIGUSR1 to the parent").format(
+                        settings["path"])))
+    balancers = pm.hook.balancer.get_hookimpls()
+    if not balancers:
+        warnings.append(("plugins", "no plugin implements balancer (least_conn, or one "
+                                    "of yours): every request is answered 503 \"no live "
+                                    "upstream\" whatever the peers"))
+    elif (not pm.hook.rewrite.get_hookimpls() and not config.get("streams")
+          and all(i.plugin_name.partition("#")[0] == "least_conn" for i in balancers)):
+        # least_conn chooses in ctx.route's group, which a rewrite sets (a
+        # stream listener sets its own: a streams-only file needs none)
+        warnings.append(("plugins", "no plugin implements rewrite (router, routes, or "
+                                    "one of yours): no request is given a group, and "
+                                    "least_conn answers every one 503 \"no live "
+                                    "upstream\""))
+    return warnings
+
+
+def _refuse_inert(pm, loaded):
+    """
+    Refuse a plugin that implements no hook: a module named by mistake
+    (``"json"``), or hook functions without ``@tproxy.hookimpl``, which pluggy
+    skips without a word (an ``access`` check that never runs).
+
+    :param loaded: ``(path, name, registered name, plugin)`` of each entry.
+    :raises ConfigError: naming the first such entry, and its functions named
+        like hooks.
+    """
+    specs = [hook for hook, caller in vars(pm.hook).items()
+             if not hook.startswith("_") and caller.has_spec()]
+    for path, name, unique, plugin in loaded:
+        if pm.get_hookcallers(plugin):
+            continue
+        unmarked = sorted(hook for hook in specs
+                          if callable(getattr(plugin, hook, None)))
+        raise ConfigError((path, "plugin {!r} implements no hook{}".format(
+            name, ": {} {} not marked @tproxy.hookimpl".format(
+                ", ".join(unmarked), "is" if len(unmarked) == 1 else "are")
+            if unmarked else " (its hook functions must be marked "
+                             "@tproxy.hookimpl)")))
 
 
 def describe_phases(pm):

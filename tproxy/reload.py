@@ -385,4 +385,4 @@ def describe_changes(old, new):
 
 def _message(f):
     from tproxy.gateway_service import one_line
-    return one_line(f)
+    return one_line(f, "the new configuration")

@@ -361,7 +361,7 @@ class Supervisor(Service):
         def refused(f):
             abandon()
             log.error("reload refused, the running configuration is kept: {error}",
-                      error=one_line(f))
+                      error=one_line(f, "the new configuration"))
             return False
 
         def parent(_):

@@ -9,6 +9,8 @@ the choice of the fields (:func:`picker`).  The lines are made and written by
 :mod:`tproxy.builtins.access_log`.
 """
 
+import os
+
 from tproxy.config import ConfigError
 
 #: The fields of a request's record, in their default order.
@@ -74,8 +76,9 @@ def target_of(settings):
     ``(target, path)`` of ``settings``: ``target`` defaults to ``"file"``
     when ``path`` is set, else ``"stdout"``.
 
-    :raises ConfigError: for ``target: "file"`` without ``path``, or a
-        ``path`` with another target.
+    :raises ConfigError: for ``target: "file"`` without ``path``, a
+        ``path`` with another target, or a ``path`` that cannot be a log file
+        (:func:`unusable_path`).
     """
     path = settings.get("path")
     target = settings.get("target") or ("file" if path else "stdout")
@@ -84,7 +87,32 @@ def target_of(settings):
     if path and target != "file":
         raise ConfigError(("path", "a path is only for the \"file\" target "
                                    "(target is {!r})".format(target)))
+    if path:
+        problem = unusable_path(path)
+        if problem is not None:
+            raise ConfigError(("path", problem))
     return target, path
+
+
+def unusable_path(path):
+    """
+    Why ``path`` cannot be the access log's file, or ``None``: it is a
+    directory, its directory does not exist, or it (or, not there yet, its
+    directory) is not writable.  Checked when the settings are read, so
+    ``--check`` and a reload name the JSON path (as ``nginx -t`` tries its
+    log files) instead of a start failing in ``init_worker``.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        return "{} is a directory".format(path)
+    if not os.path.isdir(directory):
+        return "cannot create {}: the directory {} does not exist".format(path, directory)
+    if os.path.exists(path):
+        if not os.access(path, os.W_OK):
+            return "{} is not writable".format(path)
+    elif not os.access(directory, os.W_OK):
+        return "cannot create {}: the directory {} is not writable".format(path, directory)
+    return None
 
 
 def header_names(names):

@@ -192,6 +192,11 @@ class Plugin(object):
 
         def purge(request):
             prefix = request.args.get("prefix")
+            if prefix is not None and not prefix.startswith("/"):
+                # a key's path starts with "/": "static/" would purge
+                # nothing and say so with a 200
+                return 400, {"error": "prefix must be a path prefix starting with "
+                                      "'/' (/static/)", "field": "prefix", "value": prefix}
             return 200, {"purged": self.responses.purge(prefix)}
         gateway.admin.route("DELETE", self.admin_path, purge)
 
