@@ -136,6 +136,10 @@ class UpstreamFailures(object):
         """The upstream connection's deadline passed (see ``set_deadline``)."""
         if self.done:
             return
+        if self.client_blocked:
+            # the client did not read for proxy.client_send_timeout seconds
+            # (nginx's send_timeout): the response is cut, the peer not blamed
+            return self.fail_upstream("client_send_timeout", 504, "client send timeout")
         if not self.request_complete and not self.upstream_full:
             # the upstream takes the body, the client stopped sending it:
             # not the upstream's fault (nginx: client_body_timeout, 408)
