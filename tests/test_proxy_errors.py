@@ -1016,6 +1016,62 @@ class SlowReaderTests(Case):
         self.assertEqual(h.contexts[0].error, "client_send_timeout")
 
 
+class UnreadLastResponseTests(Case):
+    """
+    A response complete upstream but not yet read by the client when its
+    connection closes (``Connection: close``, or the keep-alive timeout):
+    the close waits for the bytes to be sent, at most
+    ``proxy.client_send_timeout`` seconds without progress, then resets
+    the connection (a client that never reads does not hold a connection
+    for ever; nginx: ``send_timeout``).
+    """
+
+    def unread(self, headers=(), **proxy):
+        """A client that does not read asks for 300 KiB (held by the proxy's
+        transport: the upstream answered them whole)."""
+        proxy.setdefault("client_send_timeout", 20)
+        proxy.setdefault("keepalive_timeout", 5)
+        big = b"x" * (300 * 1024)
+        h = Harness(config={"upstreams": {"default": {"peers": [UP]}}, "proxy": proxy},
+                    plugins=["router", "least_conn"],
+                    servers={UP: lambda req: (200, {}, big)})
+        conn = h.connect()
+        conn.stop_reading()
+        conn.send(b"GET /big HTTP/1.1\r\nHost: x\r\n%s\r\n" % b"".join(headers))
+        self.assertEqual(h.contexts[0].error, None)   # answered whole upstream
+        return h, conn, big
+
+    def test_connectionCloseReset(self):
+        """``Connection: close``: a client that reads nothing for
+        ``client_send_timeout`` seconds is reset."""
+        h, conn, big = self.unread([b"Connection: close\r\n"])
+        h.advance(20 - TICK)
+        self.assertFalse(conn.closed)
+        h.advance(TICK)
+        self.assertTrue(conn.closed)
+        self.assertTrue(conn.reset)
+
+    def test_keepAliveTimeoutReset(self):
+        """Idle in keep-alive with the response unread: closed after
+        ``keepalive_timeout``, reset ``client_send_timeout`` seconds later."""
+        h, conn, big = self.unread()
+        h.advance(5 + 20 - TICK)
+        self.assertFalse(conn.closed)
+        h.advance(TICK)
+        self.assertTrue(conn.closed)
+        self.assertTrue(conn.reset)
+
+    def test_readerGetsEverything(self):
+        """A client that reads within the time gets the whole response and
+        a clean close."""
+        h, conn, big = self.unread([b"Connection: close\r\n"])
+        h.advance(19)
+        conn.read_again()
+        self.assertTrue(conn.closed)
+        self.assertFalse(conn.reset)
+        self.assertEqual(conn.responses[0].body, big)
+
+
 class SendTimeoutTests(ProxyTestCase):
     """``timeouts.send`` needs what only sockets have: an upstream's receive
     buffer that fills when it stops reading, so the proxy's writes stop."""

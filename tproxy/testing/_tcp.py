@@ -45,7 +45,6 @@ class _TCPTransport(_Transport, tcp.Connection):
     """
 
     socket = _NoSocket()
-    dataBuffer = b""
     _tempDataBuffer = ()
     write_closing = False   # no byte may be written any more: a FIN follows them
     fin_sent = False        # the FIN reached the other side
@@ -57,6 +56,12 @@ class _TCPTransport(_Transport, tcp.Connection):
     #: bytes held past which a streaming producer is paused, as a Twisted
     #: transport's ``bufferSize`` (64 KiB)
     buffer_size = 65536
+
+    @property
+    def dataBuffer(self):
+        """The bytes written and not yet delivered (as a Twisted
+        transport's buffer: what a peer that does not read leaves here)."""
+        return b"".join(self.stream)
 
     def _changed(self):
         """Something is to move: the pump looks at the connection again."""
@@ -182,6 +187,8 @@ class _TCPPump(iosim.IOPump):
         if moved:
             return True
         for src, dst in ((a, b), (b, a)):
+            if src.held and src.stream and not src.aborting:
+                continue    # the FIN goes after the bytes held (see hold)
             if src.aborting and not src.disconnected:
                 src._lost(ConnectionAborted())
                 dst._lost(ConnectionLost("connection reset by peer"))
