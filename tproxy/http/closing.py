@@ -76,7 +76,12 @@ def end_linger(conn):
         # loseConnection would wait for it for ever
         t.abortConnection()
     else:
-        t.loseConnection()   # (the write side is shut already: at once)
+        # (at once if the write side is shut; if the kernel still holds
+        # bytes the client does not read, Twisted waits for the socket to
+        # be writable: bounded as any close)
+        t.loseConnection()
+        if t.connected:
+            bound_flush(conn)
 
 
 def unsent(t):
