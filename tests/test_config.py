@@ -52,6 +52,7 @@ DEFAULTS = {
         "max_header_line": 8192,
         "client_body_buffer_size": 16384,
         "client_body_timeout": 60,
+        "client_send_timeout": 60,
         "upgrade_protocols": ["websocket"],
         "upgrade_idle_timeout": 60,
         "next_upstream": ["error", "timeout"],

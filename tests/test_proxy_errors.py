@@ -11,6 +11,7 @@ sockets: :class:`SendTimeoutTests`.
 """
 
 from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Factory, Protocol
 from twisted.trial.unittest import SynchronousTestCase
 
 from tproxy import hookimpl
@@ -910,6 +911,165 @@ class MalformedRequestTests(Case):
         self.assertEqual(up.requests, [])
         self.assertEqual(active(h), {UP: 0})
         self.assertLoggedOnce(h)
+
+
+class _Download(Protocol):
+    """An upstream that answers with the head of a 400 KiB body and its
+    first half; the test sends the rest (:attr:`Downloads.connections`)."""
+
+    def dataReceived(self, data):
+        if b"\r\n\r\n" in data:
+            self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (2 * HALF)
+                                 + b"a" * HALF)
+
+    def connectionMade(self):
+        self.factory.connections.append(self)
+
+
+class _Downloads(Factory):
+    protocol = _Download
+
+    def __init__(self):
+        self.connections = []
+
+
+#: half of :class:`_Download`'s body: far more than a transport holds
+#: before it reports being full (64 KiB)
+HALF = 200 * 1024
+
+
+class SlowReaderTests(Case):
+    """
+    A client that stops reading its response: tproxy stops reading the
+    upstream (backpressure), and the wait is the client's, not the
+    upstream's (nginx: ``send_timeout`` applies, ``proxy_read_timeout`` does
+    not, while the client holds the upstream back).
+    """
+
+    def download(self, **config):
+        up = _Downloads()
+        config.setdefault("timeouts", {"read": 3})
+        config["upstreams"] = {"default": {"peers": [UP]}}
+        h = Harness(config=config, plugins=["router", "least_conn"], servers={UP: up})
+        conn = h.connect()
+        conn.stop_reading()
+        conn.send(request("GET", "/big"))
+        self.assertEqual(len(up.connections), 1)
+        return h, up.connections[0], conn
+
+    def test_pauseLongerThanReadTimeout(self):
+        """A client that stops reading for longer than ``timeouts.read`` gets
+        the whole response once it reads again: the upstream was not
+        timed out while tproxy itself did not read it."""
+        h, upstream, conn = self.download()
+        h.advance(10)
+        self.assertFalse(conn.closed)
+        self.assertEqual(h.contexts, [])
+        conn.read_again()
+        upstream.transport.write(b"b" * HALF)
+        h.flush()
+        resp, = conn.responses
+        self.assertEqual(resp.status, 200)
+        self.assertEqual(resp.body, b"a" * HALF + b"b" * HALF)
+        self.assertEqual(h.contexts[0].error, None)
+        self.assertFalse(conn.closed)
+        self.assertEqual(active(h), {UP: 0})
+
+    def test_readTimeoutAfterClientReadsAgain(self):
+        """Once the client reads again, the upstream's silence counts again:
+        ``timeouts.read`` later, the response is cut as an upstream timeout."""
+        h, upstream, conn = self.download()
+        h.advance(10)
+        conn.read_again()
+        h.advance(3 - TICK)
+        self.assertFalse(conn.closed)
+        h.advance(TICK)
+        self.assertTrue(conn.closed)
+        self.assertEqual(h.contexts[0].error, "upstream_timeout")
+
+    def test_clientSendTimeout(self):
+        """A client that does not read for ``proxy.client_send_timeout``
+        seconds: its connection is cut, the upstream connection closed (not
+        pooled: the response was not read whole), ``ctx.error`` is
+        ``"client_send_timeout"`` and the peer is not blamed."""
+        h, upstream, conn = self.download(proxy={"client_send_timeout": 20})
+        h.advance(20 - TICK)
+        self.assertFalse(conn.closed)
+        h.advance(TICK)
+        self.assertTrue(conn.closed)
+        self.assertFalse(upstream.transport.connected)
+        self.assertEqual(idle(h), [])
+        ctx, = h.contexts
+        self.assertEqual((ctx.status, ctx.error), (200, "client_send_timeout"))
+        self.assertEqual(active(h), {UP: 0})
+        peer = h.registry.group("default").peers[("127.0.0.1", 9001)]
+        self.assertEqual(h.gateway.health.as_dict(peer)["total_fails"], 0)
+
+    def test_clientSendTimeoutDefault(self):
+        """``proxy.client_send_timeout`` is 60 s by default (nginx's
+        ``send_timeout``)."""
+        h, upstream, conn = self.download()
+        h.advance(60 - TICK)
+        self.assertFalse(conn.closed)
+        h.advance(TICK)
+        self.assertTrue(conn.closed)
+        self.assertEqual(h.contexts[0].error, "client_send_timeout")
+
+
+class UnreadLastResponseTests(Case):
+    """
+    A response complete upstream but not yet read by the client when its
+    connection closes (``Connection: close``, or the keep-alive timeout):
+    the close waits for the bytes to be sent, at most
+    ``proxy.client_send_timeout`` seconds without progress, then resets
+    the connection (a client that never reads does not hold a connection
+    for ever; nginx: ``send_timeout``).
+    """
+
+    def unread(self, headers=(), **proxy):
+        """A client that does not read asks for 300 KiB (held by the proxy's
+        transport: the upstream answered them whole)."""
+        proxy.setdefault("client_send_timeout", 20)
+        proxy.setdefault("keepalive_timeout", 5)
+        big = b"x" * (300 * 1024)
+        h = Harness(config={"upstreams": {"default": {"peers": [UP]}}, "proxy": proxy},
+                    plugins=["router", "least_conn"],
+                    servers={UP: lambda req: (200, {}, big)})
+        conn = h.connect()
+        conn.stop_reading()
+        conn.send(b"GET /big HTTP/1.1\r\nHost: x\r\n%s\r\n" % b"".join(headers))
+        self.assertEqual(h.contexts[0].error, None)   # answered whole upstream
+        return h, conn, big
+
+    def test_connectionCloseReset(self):
+        """``Connection: close``: a client that reads nothing for
+        ``client_send_timeout`` seconds is reset."""
+        h, conn, big = self.unread([b"Connection: close\r\n"])
+        h.advance(20 - TICK)
+        self.assertFalse(conn.closed)
+        h.advance(TICK)
+        self.assertTrue(conn.closed)
+        self.assertTrue(conn.reset)
+
+    def test_keepAliveTimeoutReset(self):
+        """Idle in keep-alive with the response unread: closed after
+        ``keepalive_timeout``, reset ``client_send_timeout`` seconds later."""
+        h, conn, big = self.unread()
+        h.advance(5 + 20 - TICK)
+        self.assertFalse(conn.closed)
+        h.advance(TICK)
+        self.assertTrue(conn.closed)
+        self.assertTrue(conn.reset)
+
+    def test_readerGetsEverything(self):
+        """A client that reads within the time gets the whole response and
+        a clean close."""
+        h, conn, big = self.unread([b"Connection: close\r\n"])
+        h.advance(19)
+        conn.read_again()
+        self.assertTrue(conn.closed)
+        self.assertFalse(conn.reset)
+        self.assertEqual(conn.responses[0].body, big)
 
 
 class SendTimeoutTests(ProxyTestCase):

@@ -69,9 +69,10 @@ class MaxBody(object):
         ctx.max_body_size = self.limit
 
 
-def harness(proxy=None, server=echo, plugins=(), log_level="info"):
+def harness(proxy=None, server=echo, plugins=(), log_level="info", timeouts=None):
     return Harness(config={"upstreams": {"default": {"peers": [PEER]}},
-                           "proxy": dict(proxy or {}), "log_level": log_level},
+                           "proxy": dict(proxy or {}), "log_level": log_level,
+                           "timeouts": dict(timeouts or {})},
                    plugins=["router", "least_conn"] + list(plugins),
                    servers={PEER: server})
 
@@ -339,6 +340,43 @@ class BodyTimeoutTests(SynchronousTestCase):
         conn.send(CHUNKED + chunk(b"abc"))
         self.assertEqual(len(up.connections), 1)
         h.advance(5.1)
+        self.assertEqual(statuses(conn), [408])
+        self.assertTrue(up.connections[0].lost)
+        self.assertEqual(h.contexts[-1].error, "client_timeout")
+
+    def test_pauseShorterThanBodyTimeout(self):
+        """A client that pauses within ``client_body_timeout`` while its body
+        streams upstream is not timed out, even when the pause is longer
+        than ``timeouts.send`` (which measures an upstream that does not take
+        bytes, not a client that sends none: nginx's proxy_send_timeout)."""
+        up = Recording()
+        h = harness({"client_body_timeout": 10, "client_body_buffer_size": 0}, server=up,
+                    timeouts={"send": 3})
+        conn = h.connect()
+        conn.send(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\nabc")
+        self.assertEqual(len(up.connections), 1)
+        h.advance(9)
+        self.assertEqual(statuses(conn), [])
+        self.assertFalse(up.connections[0].lost)
+        conn.send(b"def")
+        self.assertTrue(b"".join(up.connections[0].data).endswith(b"\r\n\r\nabcdef"))
+        self.assertEqual(h.contexts, [])
+        # the body is complete: the upstream's silence is timeouts.read's now
+        h.advance(90)
+        self.assertEqual(statuses(conn), [504])
+        self.assertEqual(h.contexts[-1].error, "upstream_timeout")
+
+    def test_bodyTimeoutNotSendTimeout(self):
+        """A streaming body that stops: ``408`` after ``client_body_timeout``
+        seconds, not after the shorter ``timeouts.send``."""
+        up = Recording()
+        h = harness({"client_body_timeout": 10, "client_body_buffer_size": 0}, server=up,
+                    timeouts={"send": 3})
+        conn = h.connect()
+        conn.send(CHUNKED + chunk(b"abc"))
+        h.advance(10 - 2 ** -7)
+        self.assertEqual(statuses(conn), [])
+        h.advance(2 ** -7)
         self.assertEqual(statuses(conn), [408])
         self.assertTrue(up.connections[0].lost)
         self.assertEqual(h.contexts[-1].error, "client_timeout")

@@ -272,6 +272,40 @@ class QuietConnectionTests(SynchronousTestCase):
         self.assertTrue(kept.closed)
 
 
+class StopReadingTests(SynchronousTestCase):
+    """``ClientConnection.stop_reading``: a client that does not read its
+    response, as on a socket whose buffers fill."""
+
+    def test_heldThenDelivered(self):
+        """Nothing arrives while the client does not read; the proxy's
+        transport says it is full past 64 KiB (the proxy stops reading the
+        upstream), and everything arrives once the client reads again."""
+        big = b"x" * (256 * 1024)
+        h = Harness(one_group(), ROUTING, {UP: lambda req: (200, {}, big)})
+        conn = h.connect()
+        conn.stop_reading()
+        conn.send(b"GET /api/big HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual(conn.received, b"")
+        [pump] = [p for p in h._pumps if p.clientIO.protocol is conn]
+        self.assertTrue(pump.serverIO.producer_paused)
+        conn.read_again()
+        self.assertFalse(pump.serverIO.producer_paused)
+        resp, = conn.responses
+        self.assertEqual(resp.body, big)
+
+    def test_smallNotPaused(self):
+        """A response under 64 KiB waits too, but does not fill the transport."""
+        h = Harness(one_group(), ROUTING, {UP: echo})
+        conn = h.connect()
+        conn.stop_reading()
+        conn.send(b"GET /api/a HTTP/1.1\r\nHost: x\r\n\r\n")
+        [pump] = [p for p in h._pumps if p.clientIO.protocol is conn]
+        self.assertEqual(conn.received, b"")
+        self.assertFalse(pump.serverIO.producer_paused)
+        conn.read_again()
+        self.assertEqual(conn.responses[0].status, 200)
+
+
 class UnreachableTests(SynchronousTestCase):
     """Refused connections, connections that hang, upstreams that never answer."""
 

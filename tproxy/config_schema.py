@@ -312,6 +312,9 @@ SCHEMA = _object({
         "client_body_buffer_size": _number(16384, minimum=0, integer=True),
         # nginx's client_body_timeout: seconds between two reads of a body
         "client_body_timeout": _number(60, exclusive=0),
+        # nginx's send_timeout: seconds a client may leave a response unread
+        # (while it does, tproxy does not read the upstream)
+        "client_send_timeout": _number(60, exclusive=0),
         # Upgrade protocols tunneled (tproxy.http.tunnel); others go as plain requests
         "upgrade_protocols": {"type": "array", "default": ["websocket"],
                               "items": {"type": "string", "pattern": "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"}},

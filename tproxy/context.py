@@ -181,6 +181,8 @@ class RequestContext(object):
     :ivar error: why the request did not end normally, ``None`` if it did:
         ``"client_abort"``, ``"client_timeout"`` (a ``408``: the client
         stopped sending its body for ``proxy.client_body_timeout`` seconds),
+        ``"client_send_timeout"`` (the response cut: the client read none of
+        it for ``proxy.client_send_timeout`` seconds),
         ``"body_too_large"`` (past :attr:`max_body_size`),
         ``"upstream_connect"``, ``"upstream_timeout"``,
         ``"upstream_error"``, ``"upstream_invalid"`` (not HTTP, or framing

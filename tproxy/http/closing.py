@@ -8,12 +8,16 @@ connection, called rarely: none is on the path of a request that ends in
 keep-alive.
 """
 
+import fcntl
+import struct
+import termios
 from collections import deque
 
 from tproxy.http.exchange import Exchange
 from tproxy.http.refusals import Stopped
 
-__all__ = ["DRAIN_FIRST_REQUEST", "drain", "await_next_request", "linger", "end_linger"]
+__all__ = ["DRAIN_FIRST_REQUEST", "drain", "await_next_request", "linger", "end_linger",
+           "bound_flush", "unsent"]
 
 #: Seconds a connection idle when the proxy begins to drain (accepted and
 #: silent so far, or keep-alive between two requests) may take to begin its
@@ -72,7 +76,61 @@ def end_linger(conn):
         # loseConnection would wait for it for ever
         t.abortConnection()
     else:
-        t.loseConnection()   # (the write side is shut already: at once)
+        # (at once if the write side is shut; if the kernel still holds
+        # bytes the client does not read, Twisted waits for the socket to
+        # be writable: bounded as any close)
+        t.loseConnection()
+        if t.connected:
+            bound_flush(conn)
+
+
+def unsent(t):
+    """
+    The bytes of a client connection not yet delivered: those its transport
+    holds (a TLS one: its TCP transport's, encrypted) and those in the
+    kernel's send queue (Linux ``TIOCOUTQ``; where it cannot be read, only
+    the transport's count).
+    """
+    buffered = getattr(t, "dataBuffer", None)
+    if buffered is None:
+        t = getattr(t, "transport", None)      # (twisted.protocols.tls)
+        buffered = getattr(t, "dataBuffer", None)
+        if buffered is None:
+            return 0
+    held = len(buffered) - getattr(t, "offset", 0) + getattr(t, "_tempDataLen", 0)
+    try:
+        queued = struct.unpack("i", fcntl.ioctl(t.socket.fileno(), termios.TIOCOUTQ,
+                                                b"\0\0\0\0"))[0]
+    except (AttributeError, OSError, ValueError):
+        queued = 0
+    return held + queued
+
+
+def bound_flush(conn):
+    """
+    The connection closes (``loseConnection``): Twisted closes it once its
+    buffer is sent *and* the socket is writable again, so a client that
+    reads none of its last response would hold it for ever.  As nginx's
+    ``send_timeout``, the client has ``proxy.client_send_timeout`` seconds
+    to take some of it (each time it does, as many more), else the
+    connection is reset.  (Closed before, the connection cancels the timer.)
+    """
+    timer = conn.timer
+    if timer is not None and timer.active():
+        timer.cancel()
+    conn.timer = conn.factory.clock.callLater(
+        conn.factory.client_send_timeout, _flush_due, conn, unsent(conn.transport))
+
+
+def _flush_due(conn, before):
+    conn.timer = None
+    t = conn.transport
+    left = unsent(t)
+    if left and left < before:
+        conn.timer = conn.factory.clock.callLater(
+            conn.factory.client_send_timeout, _flush_due, conn, left)
+    else:
+        t.abortConnection()
 
 
 def drain(conn):

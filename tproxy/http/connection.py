@@ -15,7 +15,7 @@ from twisted.logger import Logger
 
 from tproxy.context import Response
 from tproxy.fastio import install_fast_write
-from tproxy.http.closing import await_next_request, drain, end_linger, linger
+from tproxy.http.closing import await_next_request, bound_flush, drain, end_linger, linger
 from tproxy.http.parsing import HttpRequestParser
 from tproxy.http.reader import RequestReader
 from tproxy.http.refusals import BadRequestReply, Stopped, log_refused, refused_context
@@ -206,6 +206,8 @@ class ProxyProtocol(RequestReader, Protocol):
                 linger(self)
             else:
                 t.loseConnection()
+                if t.connected:
+                    bound_flush(self)   # (a client that does not read)
 
     # -- an upgrade (tproxy.http.tunnel) -----------------------------------------
 

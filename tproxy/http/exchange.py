@@ -97,6 +97,7 @@ class Exchange(RequestBody, ResponseSide, UpstreamFailures):
     body_lost = False          # body bytes went upstream and were not kept
     answered = False           # the current attempt's response head came
     upstream_full = False      # the upstream does not take the body now
+    client_blocked = False     # the client does not take the response now
     out = None                 # response bytes held while an upstream read is
                                # parsed (see upstream_reading)
     fresh_connection = False   # never a pooled connection (tproxy.http.tunnel)
@@ -121,15 +122,26 @@ class Exchange(RequestBody, ResponseSide, UpstreamFailures):
         self.response_close = True
 
     def client_full(self):
-        """The client does not take more bytes now: the upstream is not read."""
-        if self.upstream is not None:
-            self.upstream.pause_reading()
+        """The client does not take more bytes now: the upstream is not read,
+        and its deadline is the client's (``proxy.client_send_timeout``,
+        nginx's ``send_timeout``): the upstream's silence is tproxy's own."""
+        up = self.upstream
+        if up is not None:
+            up.pause_reading()
+            self.client_blocked = True
+            up.set_deadline(self.factory.client_send_timeout)
 
     def client_drained(self):
         """The client takes bytes again: the upstream is read (unless a
-        filter is busy)."""
-        if self.upstream is not None and self.filter_chain is None:
-            self.upstream.resume_reading()
+        filter is busy), and its deadline is its own again."""
+        up = self.upstream
+        if up is not None:
+            if self.client_blocked:
+                self.client_blocked = False
+                f = self.factory
+                up.set_deadline(f.read_timeout if self.request_complete else f.send_timeout)
+            if self.filter_chain is None:
+                up.resume_reading()
 
     def client_timed_out(self):
         """The client sent no body bytes for ``proxy.client_body_timeout``

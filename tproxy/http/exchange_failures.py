@@ -136,11 +136,18 @@ class UpstreamFailures(object):
         """The upstream connection's deadline passed (see ``set_deadline``)."""
         if self.done:
             return
+        if self.client_blocked:
+            # the client did not read for proxy.client_send_timeout seconds
+            # (nginx's send_timeout): the response is cut, the peer not blamed
+            return self.fail_upstream("client_send_timeout", 504, "client send timeout")
         if not self.request_complete and not self.upstream_full:
-            # the upstream takes the body, the client stopped sending it:
-            # not the upstream's fault (nginx: client_body_timeout, 408)
-            self.ctx.error = "client_timeout"
-            return self.respond(Response.error(408, "request body timeout"))
+            # the upstream takes the body, the client is not sending it: not
+            # the upstream's fault, and not for timeouts.send to judge (nginx's
+            # proxy_send_timeout runs only while the upstream does not take
+            # bytes); the client's own timer (proxy.client_body_timeout,
+            # ProxyProtocol.check_timeout) answers 408 if it stays silent
+            self.upstream.set_deadline(self.factory.send_timeout)
+            return
         if self.answered:
             # the peer answered: a body that stops is no failure of the
             # peer (nginx counts them only before the response head)

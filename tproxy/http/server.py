@@ -83,6 +83,7 @@ class ProxyFactory(Factory):
         self.max_unchecked = min(self.max_line, self.max_header, self.max_header_line) * 4 // 5
         self.body_buffer = proxy["client_body_buffer_size"]
         self.body_timeout = proxy["client_body_timeout"]
+        self.client_send_timeout = proxy["client_send_timeout"]
         self.underscores = proxy["underscores_in_headers"]
         self.lingering_time = proxy["lingering_time"]
         self.lingering_timeout = proxy["lingering_timeout"]

@@ -83,8 +83,9 @@ saw.
 
 A client connection that stays open (:meth:`Harness.connect`, a
 :class:`ClientConnection`) sends several requests (keep-alive), pipelines
-them (:meth:`ClientConnection.send_request`) or sends raw bytes
-(:meth:`ClientConnection.send`).  :meth:`Harness.plugin` is the plugin
+them (:meth:`ClientConnection.send_request`), sends raw bytes
+(:meth:`ClientConnection.send`) or stops reading its responses for a while
+(:meth:`ClientConnection.stop_reading`, :meth:`ClientConnection.read_again`).  :meth:`Harness.plugin` is the plugin
 object tproxy made for an entry of ``plugins`` (from a name, a module or a
 class), :meth:`Harness.names` the plugins of a phase in execution order, and
 :func:`check_settings` checks a plugin's settings as tproxy does at start.

@@ -45,13 +45,23 @@ class _TCPTransport(_Transport, tcp.Connection):
     """
 
     socket = _NoSocket()
-    dataBuffer = b""
     _tempDataBuffer = ()
     write_closing = False   # no byte may be written any more: a FIN follows them
     fin_sent = False        # the FIN reached the other side
     closing = False         # once the FIN is sent, the connection is gone
     aborting = False        # reset: drop what is buffered, both sides lost
     pump = None             # the _TCPPump of the connection (told of each change)
+    held = False            # the other end does not read: bytes written here stay here
+    producer_paused = False  # the producer was told the buffer is full (see write)
+    #: bytes held past which a streaming producer is paused, as a Twisted
+    #: transport's ``bufferSize`` (64 KiB)
+    buffer_size = 65536
+
+    @property
+    def dataBuffer(self):
+        """The bytes written and not yet delivered (as a Twisted
+        transport's buffer: what a peer that does not read leaves here)."""
+        return b"".join(self.stream)
 
     def _changed(self):
         """Something is to move: the pump looks at the connection again."""
@@ -62,6 +72,27 @@ class _TCPTransport(_Transport, tcp.Connection):
         if not (self.write_closing or self.disconnecting or self.disconnected):
             self.stream.append(data)
             self._changed()
+            if self.held:
+                self._check_full()
+
+    def _check_full(self):
+        """While the other end does not read: past :attr:`buffer_size`
+        bytes held, the streaming producer is paused (as a transport whose
+        socket takes no more does)."""
+        producer = self.producer
+        if (producer is not None and self.streamingProducer and not self.producer_paused
+                and sum(len(b) for b in self.stream) > self.buffer_size):
+            self.producer_paused = True
+            producer.pauseProducing()
+
+    def hold(self, held):
+        """The other end stops reading (``True``): what is written here stays
+        here; or reads again (``False``): it is delivered, and a producer
+        paused meanwhile resumed."""
+        self.held = held
+        if held:
+            self._check_full()
+        self._changed()
 
     def loseWriteConnection(self):
         self.write_closing = True
@@ -139,6 +170,8 @@ class _TCPPump(iosim.IOPump):
         b._checkProducer()
         moved = False
         for src, dst in ((a, b), (b, a)):
+            if src.held and not dst.disconnected:
+                continue    # the other end does not read (see hold)
             data = src.getOutBuffer()
             if data:
                 moved = True
@@ -146,9 +179,16 @@ class _TCPPump(iosim.IOPump):
                     src._lost(ConnectionLost("connection reset by peer"))
                 else:
                     dst.bufferReceived(data)
+            if src.producer_paused and not src.disconnected:
+                src.producer_paused = False
+                if src.producer is not None:
+                    src.producer.resumeProducing()
+                moved = True
         if moved:
             return True
         for src, dst in ((a, b), (b, a)):
+            if src.held and src.stream and not src.aborting:
+                continue    # the FIN goes after the bytes held (see hold)
             if src.aborting and not src.disconnected:
                 src._lost(ConnectionAborted())
                 dst._lost(ConnectionLost("connection reset by peer"))
@@ -184,6 +224,23 @@ class _ConnectionEnd(object):
     def abort(self):
         """Reset the connection: unsent bytes are dropped (a client going away)."""
         self._act(self.transport.abortConnection)
+
+    def stop_reading(self):
+        """
+        Stop reading, as a client that does not read its response: what the
+        other end writes stays with it, and past 64 KiB its transport tells
+        its producer it is full (``pauseProducing``, as when a socket's
+        buffers fill), until :meth:`read_again`.
+        """
+        self._act(lambda: self._other_io().hold(True))
+
+    def read_again(self):
+        """Read again after :meth:`stop_reading`: what was held arrives."""
+        self._act(lambda: self._other_io().hold(False))
+
+    def _other_io(self):
+        pump = self.transport.pump
+        return pump.serverIO if pump.clientIO is self.transport else pump.clientIO
 
     # -- the protocol's end of it (IHalfCloseableProtocol) ----------------------
 
