@@ -1105,3 +1105,47 @@ class SendTimeoutTests(ProxyTestCase):
         self.assertEqual(resp.status, 504)
         self.assertEqual(proxy.logged[0].error, "upstream_timeout")
         self.assertEqual(proxy.active(), {up.port: 0})
+
+
+class _Defect(Exception):
+    """A fault of tproxy's own, injected for :class:`InternalErrorTests`."""
+
+
+def _raise_defect(*args, **kwargs):
+    raise _Defect()
+
+
+class InternalErrorTests(Case):
+    """A defect of tproxy's own raised while a head is parsed (here injected
+    into the code the parsers' callbacks call) is a ``500`` with the error
+    logged: not a ``400`` blaming the client, nor a ``502`` blaming (and
+    ejecting) the peer."""
+
+    def test_readingRequest(self):
+        from tproxy.http.exchange import Exchange
+        self.patch(Exchange, "_balanced", _raise_defect)
+        h, up = harness()
+        conn = h.connect()
+        conn.send(request("GET", "/x"))
+        self.assertTrue(conn.closed)
+        self.assertEqual(statuses(conn), [500])
+        self.assertIn(b"internal error", conn.responses[0].body)
+        self.assertEqual(len(self.flushLoggedErrors(_Defect)), 1)
+        self.assertEqual([(c.status, c.error) for c in h.contexts], [(500, "internal_error")])
+        self.assertEqual(h.factory.open_connections, 0)
+
+    def test_readingResponse(self):
+        from tproxy.http.response import ResponseSide
+        self.patch(ResponseSide, "upstream_head", _raise_defect)
+        h, up = harness()
+        conn = h.connect()
+        conn.send(request("GET", "/x"))
+        self.assertEqual(statuses(conn), [500])
+        self.assertEqual(len(self.flushLoggedErrors(_Defect)), 1)
+        [ctx] = h.contexts
+        self.assertEqual((ctx.status, ctx.error), (500, "internal_error"))
+        [peer] = h.registry.group("default").peers.values()
+        self.assertTrue(peer.healthy, "the peer is not blamed")
+        self.assertIsNone(peer.health)
+        self.assertTrue(conn.closed, "as after a plugin's error")
+        self.assertEqual(h.factory.open_connections, 0)

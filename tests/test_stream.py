@@ -929,6 +929,25 @@ class PhaseTests(SynchronousTestCase):
         self.assertEqual((ctx.reason, ctx.status), ("plugin_error", 500))
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
 
+    def test_access_other_values(self):
+        """A ``stream_access`` result other than ``None``, ``False`` or bytes
+        (a ``str`` meant as the refusal, ``True``), at once or awaited, is a
+        plugin error: the connection is closed, not let through."""
+        for value in ("-ERR denied\r\n", True, 403):
+            for later in (False, True):
+                h = recorded_harness()
+                fn = (lambda ctx, v=value: defer.succeed(v)) if later else \
+                    (lambda ctx, v=value: v)
+                h.recorder.fns["access"] = fn
+                client = h.connect()
+                self.assertEqual((client.received, client.closed), (b"", True), value)
+                [ctx] = h.logged
+                self.assertEqual((ctx.reason, ctx.status), ("plugin_error", 500))
+                self.assertEqual(h.upstream_connections, [])
+                [error] = self.flushLoggedErrors(TypeError)
+                self.assertIn("a stream_access implementation returns None, False, bytes",
+                              str(error.value))
+
     def test_stream_log_errors_are_contained(self):
         h = recorded_harness(plugins=["least_conn", "tests.test_stream:BrokenLog"])
         client = h.connect()

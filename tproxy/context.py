@@ -188,6 +188,7 @@ class RequestContext(object):
         ``"upstream_error"``, ``"upstream_invalid"`` (not HTTP, or framing
         tproxy refuses), ``"upstream_header_too_big"`` (a response head
         past ``proxy.max_upstream_header_size``), ``"plugin_error"``,
+        ``"internal_error"`` (a defect of tproxy's own, logged),
         ``"no_peer"``, ``"no_route"`` (the ``routes`` built-in),
         ``"bad_request"``, ``"header_timeout"``, ``"target_too_long"``,
         ``"header_too_large"``, ``"not_implemented"``,

@@ -217,8 +217,9 @@ def stream_access(ctx):
     :param ctx: the :class:`tproxy.stream.StreamContext`.
     :return: ``None`` to let the connection proceed; ``False`` to close it at
         once; or ``bytes`` to send to the client before closing it (a
-        protocol's error message, such as ``b"-ERR denied\\r\\n"``).  Other
-        values are ignored, as ``None``.
+        protocol's error message, such as ``b"-ERR denied\\r\\n"``).  Any
+        other value (``True``, a ``str``) is a plugin error: the connection
+        is closed and the error logged, as for an exception.
     """
 
 

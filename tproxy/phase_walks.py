@@ -336,8 +336,7 @@ def _until_response(impls, ctx, i, final=_is_response):
         if d is not None:
             return d.addCallback(_resume_until_response, impls, ctx,
                                  impls.index(fn) + 1, final)
-        if final is _is_response:
-            raise _not_a_response(fn, r)
+        raise _not_a_response(fn, r, final)
     return None
 
 
@@ -345,21 +344,26 @@ def _resume_until_response(r, impls, ctx, i, final):
     if r is not None:
         if final(r):
             return r
-        if final is _is_response:
-            raise _not_a_response(impls[i - 1], r)
+        raise _not_a_response(impls[i - 1], r, final)
     return _until_response(impls, ctx, i, final)
 
 
-def _not_a_response(fn, r):
+def _not_a_response(fn, r, final=_is_response):
     """The error of a ``rewrite`` or ``access`` implementation ``fn`` that
     returned ``r``, neither ``None`` nor a :class:`Response` (nor an
     awaitable): ``return 403`` or ``return (403, {}, b"no")`` would
     otherwise let the request through.  It fails the request as a plugin
-    exception does (``500``, the error logged)."""
+    exception does (``500``, the error logged).  Likewise for a
+    ``stream_access`` implementation (``final`` not :func:`_is_response`)
+    returning neither ``None``, ``False`` nor bytes (``"-ERR denied"``, a
+    ``str``): the connection is closed as for a plugin exception."""
     name = "{}.{}".format(getattr(fn, "__module__", "?"),
                           getattr(fn, "__qualname__", getattr(fn, "__name__", fn)))
-    return TypeError("{} returned {!r}: a rewrite or access implementation returns "
-                     "None, a tproxy.Response, or an awaitable of one".format(name, r))
+    if final is _is_response:
+        expected = "a rewrite or access implementation returns None, a tproxy.Response"
+    else:
+        expected = "a stream_access implementation returns None, False, bytes to send"
+    return TypeError("{} returned {!r}: {}, or an awaitable of one".format(name, r, expected))
 
 
 def _first_result(impls, ctx, tried, i):

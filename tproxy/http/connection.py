@@ -12,6 +12,7 @@ from collections import deque
 from twisted.internet import tcp
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from tproxy.context import Response
 from tproxy.fastio import install_fast_write
@@ -250,6 +251,16 @@ class ProxyProtocol(RequestReader, Protocol):
         self.exchange = None
         self.transport.write(data)
         self.close()
+
+    def _internal_error(self, exc):
+        """A defect of tproxy's own while reading a request (a parser callback
+        raised ``exc``): logged with its traceback, answered ``500``, and
+        the connection closed, as a request that cannot be parsed is."""
+        log.failure("internal error reading a request from {client}",
+                    Failure(exc, type(exc), exc.__traceback__), client=self.remote_addr)
+        if self.reading is not None:   # (its exchange is made: its log says so)
+            self.reading.ctx.error = "internal_error"
+        self._bad_request(500, "internal error")
 
     def _bad_request(self, status, message):
         """Answer a request that cannot be parsed, and close."""

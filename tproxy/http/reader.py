@@ -136,6 +136,9 @@ class RequestReader(object):
                 # pure-Python parser says so before on_headers_complete,
                 # where scan_request_fields answers httptools' 501)
                 self._bad_request(501, "transfer coding not implemented")
+            elif cause is not None and not isinstance(cause, HttpParserError):
+                # a callback raised: a defect of tproxy's, not the client's
+                self._internal_error(cause)
             else:
                 self._bad_request(400, "malformed request")
         else:

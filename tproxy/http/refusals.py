@@ -18,6 +18,7 @@ REFUSED_ERRORS = {
     408: "header_timeout",
     414: "target_too_long",
     431: "header_too_large",
+    500: "internal_error",
     501: "not_implemented",
     505: "version_not_supported",
 }

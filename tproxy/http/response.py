@@ -13,6 +13,7 @@ exchange's, see there).
 """
 
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from tproxy.context import Response, ResponseHead, _UpstreamResponseHead
 from tproxy.http.filters import FilterChain
@@ -327,17 +328,29 @@ class ResponseSide(FilterChain):
 
     def plugin_error(self, failure=None):
         """A hook raised: 500 JSON if nothing was sent yet, else cut the response."""
+        self._failed_inside(failure, "plugin error", "plugin_error", "internal error in a plugin")
+
+    def internal_error(self, exc):
+        """
+        A defect of tproxy's own while the upstream's response was read (a
+        parser callback raised ``exc``): as :meth:`plugin_error`, with
+        ``ctx.error`` ``"internal_error"``; the peer is not blamed.
+        """
+        self._failed_inside(Failure(exc, type(exc), exc.__traceback__), "internal error",
+                            "internal_error", "internal error")
+
+    def _failed_inside(self, failure, what, error, message):
         if self.done:
             return
         # failure=None: called from an except block, log.failure finds it
-        log.failure("plugin error in {method} {uri}", failure,
+        log.failure(what + " in {method} {uri}", failure,
                     method=self.ctx.request.method, uri=self.ctx.request.uri)
-        self.ctx.error = "plugin_error"
+        self.ctx.error = error
         self.response_close = True
         self._close_upstream()
         if self.response_started:
             self._abort_client()
             return self.finish()
         # no filters: they may be what failed
-        error = Response.error(500, "internal error in a plugin")
+        error = Response.error(500, message)
         self._send_local_now(ResponseHead(500, error.headers), error.body)

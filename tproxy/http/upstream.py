@@ -258,8 +258,14 @@ class UpstreamProtocol(ResponseHeadReader, Protocol):
                 return
             # (an upgrade was never asked for: Upgrade is not forwarded)
             if self.exchange is ex:
-                if isinstance(e.__context__, _HeadTooBig):
+                cause = e.__context__
+                if isinstance(cause, _HeadTooBig):
                     self._head_too_big(ex)
+                elif cause is not None and not isinstance(cause, (ValueError,
+                                                                  HttpParserError)):
+                    # a callback raised: a defect of tproxy's, not the peer's
+                    self.exchange = None
+                    ex.internal_error(cause)
                 else:
                     self.exchange = None
                     ex.upstream_invalid(e)
