@@ -220,7 +220,8 @@ class LifecycleTests(SynchronousTestCase):
         self.assertEqual(h.factory.pool.idle, {})
         self.assertEqual(server.closed, 1)
         c.send(b"GET /ws/next HTTP/1.1\r\nHost: a\r\n\r\n")
-        self.assertTrue(c.received.endswith(b"HTTP/1.1 200 Nope\r\nContent-Length: 4\r\n\r\nnope"))
+        self.assertTrue(c.received.endswith(b"HTTP/1.1 200 Nope\r\nContent-Length: 4\r\n"
+                                            b"Date: Thu, 01 Jan 1970 00:00:00 GMT\r\n\r\nnope"))
         self.assertEqual([ctx.status for ctx in h.contexts], [403, 200])
         self.assertFalse(c.closed)
         (peer,) = h.registry.group("ws").peers.values()

@@ -67,7 +67,7 @@ class ResponseHeadPathsTests(SynchronousTestCase):
     def head(self, fields, pypy):
         self.patch(wire, "_PYPY", pypy)
         self.patch(response_fields, "_PYPY", pypy)
-        kept, length, framed, lines = response_fields.clean_response_fields(fields)
+        kept, length, framed, lines, _ = response_fields.clean_response_fields(fields)
         if not pypy:
             self.assertIsNone(lines)
         return kept, length, framed, wire.response_head(200, b"OK", kept, False, False,
@@ -131,11 +131,12 @@ class WholeHeadTests(SynchronousTestCase):
         args = whole(lines)
         cut = response_fields.clean_response_block(*args)
         self.assertIsNotNone(cut, lines)
-        length, kept_lines = cut
-        kept, pair_length, framed, _ = response_fields.clean_response_fields(
+        length, kept_lines, dated = cut
+        kept, pair_length, framed, _, pair_dated = response_fields.clean_response_fields(
             response_fields.block_fields(args[0][args[1]:args[2]]))
         self.assertEqual(response_fields.block_fields(kept_lines), kept)
         self.assertEqual(length, pair_length)
+        self.assertEqual(dated, pair_dated)
         return kept_lines
 
     def test_connectionAnywhere(self):
@@ -155,6 +156,15 @@ class WholeHeadTests(SynchronousTestCase):
                  b"X-A: 1\r\nX-B: 2"),
                 ([b"Connection: close"], b""), ([b"Keep-Alive: 1"], b""), ([], b"")]:
             self.assertEqual(self.same(lines), kept)
+
+    def test_dated(self):
+        """Whether the head has a Date field, whatever its case and place,
+        the same as the pairs' way."""
+        for lines, dated in [([b"Date: x", b"X-A: 1"], True), ([b"X-A: 1", b"date:x"], True),
+                             ([b"Connection: close", b"DATE: x"], True),
+                             ([b"X-Date: 1", b"X-A: date: x"], False), ([], False)]:
+            self.same(lines)
+            self.assertEqual(response_fields.clean_response_block(*whole(lines))[2], dated)
 
     def test_contentLength(self):
         """The Content-Length value as the parser reports it (leading

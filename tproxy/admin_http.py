@@ -17,6 +17,7 @@ from zope.interface import implementer
 
 from tproxy.admin import IDLE_TIMEOUT, MAX_BODY_SIZE, MAX_HEADER_SIZE, MAX_LINE_SIZE
 from tproxy.admin_messages import AdminRequest, AdminResponse, _error, _raw
+from tproxy.http.dates import date_line
 from tproxy.http.parsing import (HttpParserError, HttpParserUpgrade, HttpRequestParser,
                                  bare_cr_first)
 
@@ -275,6 +276,8 @@ class _AdminProtocol(Protocol):
             head.append(b"X-Content-Type-Options: nosniff\r\n")
         if response.status not in (204, 304):
             head.append(b"Content-Length: %d\r\n" % len(response.body))
+        if "date" not in names:
+            head.append(date_line(self.factory.clock.seconds()))
         if not keep_alive or (self.closing and not self.queue):
             keep_alive = False
             head.append(b"Connection: close\r\n")

@@ -26,7 +26,8 @@ The life of one request::
                     (response_fields.clean_response_fields; a head of 256
                     bytes or more read whole is cut from the read's bytes
                     instead, response_fields.clean_response_block, its lines passed on as
-                    received); framed and written (wire.response_head)
+                    received); framed, a Date added if it has none
+                    (dates.date_line), and written (wire.response_head)
     body_filter     per chunk, streamed (response.ResponseSide); what one
                     upstream read makes leaves in one write
     release         the upstream connection back to its pool (or closed);

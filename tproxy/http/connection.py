@@ -17,6 +17,7 @@ from twisted.python.failure import Failure
 from tproxy.context import Response
 from tproxy.fastio import install_fast_write
 from tproxy.http.closing import await_next_request, bound_flush, drain, end_linger, linger
+from tproxy.http.dates import date_line
 from tproxy.http.parsing import HttpRequestParser
 from tproxy.http.reader import RequestReader
 from tproxy.http.refusals import BadRequestReply, Stopped, log_refused, refused_context
@@ -277,7 +278,7 @@ class ProxyProtocol(RequestReader, Protocol):
         if self.exchange is None:
             # (the refused request's log: nothing made without a log plugin)
             ctx = refused_context(self, status)
-            data = error_response(status, message)
+            data = error_response(status, message, date_line(self.factory.clock.seconds()))
             self.transport.write(data)
             self.close()
             if ctx is not None:

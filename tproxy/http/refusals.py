@@ -8,6 +8,7 @@ answer written for them are in :mod:`tproxy.http.wire`.)
 """
 
 from tproxy.context import Request, RequestContext
+from tproxy.http.dates import date_line
 from tproxy.http.headers import Headers
 from tproxy.http.wire import Closing, error_response
 
@@ -111,7 +112,8 @@ class BadRequestReply(object):
 
     def run(self):
         """Its turn: the error is written, and the connection closes."""
-        data = error_response(self.status, self.message)
+        data = error_response(self.status, self.message,
+                              date_line(self.conn.factory.clock.seconds()))
         ex = self.ex
         if ex is not None:
             ctx = ex.ctx

@@ -16,6 +16,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from tproxy.context import Response, ResponseHead, _UpstreamResponseHead
+from tproxy.http.dates import date_line, has_date
 from tproxy.http.filters import FilterChain
 from tproxy.http.headers import Headers
 from tproxy.http.response_fields import block_fields, clean_response_fields
@@ -57,13 +58,13 @@ class ResponseSide(FilterChain):
         self.answered = True
         if cleaned is None:
             try:
-                kept, length, framed, lines = clean_response_fields(fields)
+                kept, length, framed, lines, dated = clean_response_fields(fields)
             except ValueError as e:
                 return self._bad_upstream_head(str(e))
         else:
             # (no Transfer-Encoding there) the lines as received; pairs only
             # for a header_filter
-            length, lines = cleaned
+            length, lines, dated = cleaned
             framed = length is not None
             if lines:
                 kept = None
@@ -98,6 +99,7 @@ class ResponseSide(FilterChain):
                 kept = raw
                 lines = None
                 length = content_length(raw)
+                dated = has_date(raw)
             body_allowed = status != 204 and status != 304 and not self.head_method
         # (_send_upstream_head inlined, without a head object when no filter)
         if not self.request_complete:
@@ -107,7 +109,7 @@ class ResponseSide(FilterChain):
                 self.response_chunked = True
             else:
                 self.response_close = True
-        self._send_head(status, reason, kept, None, lines)
+        self._send_head(status, reason, kept, None, lines, dated)
         return eof_body
 
     def _bad_upstream_head(self, what):
@@ -137,16 +139,19 @@ class ResponseSide(FilterChain):
                 self.response_chunked = True
             else:
                 self.response_close = True
-        self._send_head(head.status, head.reason, head.headers.raw, None)
+        raw = head.headers.raw
+        self._send_head(head.status, head.reason, raw, None, None, has_date(raw))
 
     def _write_head(self, head, body):
         """Write the status line and headers to the client (framing added
         here), and ``body`` (``None``: it follows)."""
-        self._send_head(head.status, head.reason, head.headers.raw, body)
+        raw = head.headers.raw
+        self._send_head(head.status, head.reason, raw, body, None, has_date(raw))
 
-    def _send_head(self, status, reason, raw, body, lines=None):
+    def _send_head(self, status, reason, raw, body, lines=None, dated=False):
         """:meth:`_write_head` of a head given as its parts (``lines``: see
-        :func:`~tproxy.http.wire.response_head`)."""
+        :func:`~tproxy.http.wire.response_head`); ``dated``: ``raw`` has a
+        Date field, else the clock's now is added (RFC 9110 6.6.1)."""
         self.response_started = True
         ctx = self.ctx
         ctx.status = status
@@ -154,12 +159,13 @@ class ResponseSide(FilterChain):
         if not keep:
             self.response_close = True
         http10 = ctx.request.version == "1.0"
+        date = b"" if dated else date_line(self.factory.clock.seconds())
         if body is None:
             data = response_head(status, reason, raw, self.response_chunked,
-                                 self.response_close, http10, lines)
+                                 self.response_close, http10, lines, date)
         else:
             data = local_response_head(status, reason, raw, body,
-                                       self.response_close, http10)
+                                       self.response_close, http10, date)
             if body and not self.head_method and status != 204:
                 data += body
         ctx.bytes_sent += len(data)

@@ -21,7 +21,7 @@ _KINDS_MAX = 1024
 
 #: what clean_response_fields does with a field, by its name as received
 #: (upstreams send the same few names: no lower-casing per field); bounded
-_OTHER, _RESP_HOP, _RESP_LENGTH, _RESP_CONNECTION = 0, 1, 2, 3
+_OTHER, _RESP_HOP, _RESP_LENGTH, _RESP_CONNECTION, _RESP_DATE = 0, 1, 2, 3, 4
 _RESP_KINDS = {}
 #: those of _RESP_KINDS passed on as they are (see _ORDINARY)
 _RESP_ORDINARY = set()
@@ -32,7 +32,8 @@ _PLAIN_CONNECTION = frozenset([b"keep-alive", b"close", b"Keep-Alive", b"Close"]
 def _response_kind(name):
     n = name.lower()
     kind = (_RESP_CONNECTION if n == b"connection" else _RESP_HOP if n in HOP_BY_HOP
-            else _RESP_LENGTH if n == b"content-length" else _OTHER)
+            else _RESP_LENGTH if n == b"content-length"
+            else _RESP_DATE if n == b"date" else _OTHER)
     if len(_RESP_KINDS) < _KINDS_MAX:
         _RESP_KINDS[name] = kind
         if kind == _OTHER and not _PYPY:
@@ -45,12 +46,13 @@ def clean_response_fields(fields):
     An upstream response's fields without the hop-by-hop ones (and those
     its Connection names), in one pass.
 
-    :return: ``(kept, length, framed, lines)``: the pairs passed on, the
+    :return: ``(kept, length, framed, lines, dated)``: the pairs passed on, the
         Content-Length value (``bytes``) or ``None``, whether the body is
         framed (Content-Length or chunked), and on PyPy the kept pairs as
         header lines joined by CRLF (for :func:`response_head`: on PyPy each
         loop of a function called per request is compiled apart and entered
-        with a frame, so the lines are made in this pass), else ``None``.
+        with a frame, so the lines are made in this pass), else ``None``;
+        and whether there is a Date field (:mod:`tproxy.http.dates`).
     :raise ValueError: a Transfer-Encoding tproxy cannot pass on.
     """
     kept = []
@@ -58,6 +60,7 @@ def clean_response_fields(fields):
     named = None
     length = None
     framed = False
+    dated = False
     kinds = _RESP_KINDS
     ordinary = _RESP_ORDINARY
     for pair in fields:
@@ -85,8 +88,11 @@ def clean_response_fields(fields):
                         raise ValueError("unknown Transfer-Encoding")
                     framed = True
                 continue
-            length = pair[1]    # _RESP_LENGTH
-            framed = True
+            if kind == _RESP_DATE:
+                dated = True
+            else:
+                length = pair[1]    # _RESP_LENGTH
+                framed = True
         kept.append(pair)
         if lines is not None:
             lines.append(pair[0] + b": " + pair[1])
@@ -95,8 +101,10 @@ def clean_response_fields(fields):
         kept = [p for p in kept if p[0].lower() not in named]
         if b"content-length" in named:
             length = None
+        if b"date" in named:
+            dated = False
         lines = None
-    return kept, length, framed, b"\r\n".join(lines) if lines else None
+    return kept, length, framed, b"\r\n".join(lines) if lines else None, dated
 
 
 #: Connection values (lower case) that name no field
@@ -123,8 +131,9 @@ def clean_response_block(data, start, end, low):
     ``close`` and ``Keep-Alive``, once each, are cut by slicing, the other
     lines passed on as received.
 
-    :return: ``(length, lines)``: the Content-Length value (``bytes``) or
-        ``None``, and the lines passed on joined by CRLF (``b""``: none);
+    :return: ``(length, lines, dated)``: the Content-Length value (``bytes``) or
+        ``None``, the lines passed on joined by CRLF (``b""``: none), and
+        whether there is a Date field;
         or ``None`` when the head holds another hop-by-hop field, or one of
         those twice (its pairs then go through :func:`clean_response_fields`,
         see :func:`block_fields`).
@@ -157,11 +166,12 @@ def clean_response_block(data, start, end, low):
             pos = j
         parts.append(data[pos:end])
         lines = b"".join(parts)[2:]   # (each part begins with CRLF, or is empty)
+    dated = low.find("\r\ndate:") >= 0
     i = low.find("\r\ncontent-length:")
     if i < 0:
-        return None, lines
+        return None, lines, dated
     j = low.find("\r\n", i + 17)
-    return data[i + 17:j if j >= 0 else end].lstrip(b" \t"), lines
+    return data[i + 17:j if j >= 0 else end].lstrip(b" \t"), lines, dated
 
 
 def block_fields(block):

@@ -61,13 +61,14 @@ def reason_for(status):
     return _REASONS.get(status, b"Unknown")
 
 
-def error_response(status, message):
+def error_response(status, message, date):
     """The bytes of the JSON error answering a request that cannot be parsed;
-    the connection closes after it."""
+    the connection closes after it.  ``date``: its Date line
+    (:func:`tproxy.http.dates.date_line`)."""
     body = Response.error(status, message).body
     return (b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
-            % (status, reason_for(status), len(body), body))
+            b"Content-Length: %d\r\n%sConnection: close\r\n\r\n%s"
+            % (status, reason_for(status), len(body), date, body))
 
 
 # -- the request's fields ---------------------------------------------------------
@@ -286,15 +287,16 @@ def _status_start(status):
     return start
 
 
-def response_head(status, reason, raw, chunked, close, http10, lines=None):
+def response_head(status, reason, raw, chunked, close, http10, lines=None, date=b""):
     """
     The status line and fields of a response to the client, and its framing
     lines (``Transfer-Encoding: chunked``, ``Connection``), through the empty
     line.  ``reason`` ``b""``: tproxy's phrase of ``status``; ``http10``: the
     request was HTTP/1.0 (a kept connection says so); ``lines``: ``raw``'s
-    lines joined already (:func:`clean_response_fields`), or ``None``.
+    lines joined already (:func:`clean_response_fields`), or ``None``;
+    ``date``: a Date line to add (:mod:`tproxy.http.dates`), or ``b""``.
     """
-    tail = _FRAMING[chunked, close, http10]
+    tail = date + _FRAMING[chunked, close, http10]
     if lines is not None:
         # (PyPy: clean_response_fields made the lines) concatenated, not
         # ``%``: PyPy formats bytes through a string builder, a call per
@@ -311,7 +313,7 @@ def response_head(status, reason, raw, chunked, close, http10, lines=None):
     return b"HTTP/1.1 %d %s\r\n%s" % (status, reason or reason_for(status), tail)
 
 
-def local_response_head(status, reason, raw, body, close, http10):
+def local_response_head(status, reason, raw, body, close, http10, date=b""):
     """:func:`response_head` of a response whose whole ``body`` is known
     (made by tproxy or a plugin), with its Content-Length (none in a ``204``)."""
     lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason or reason_for(status))]
@@ -320,5 +322,6 @@ def local_response_head(status, reason, raw, body, close, http10):
         lines.append(b"\r\n")
     if status != 204:   # RFC 9110: no Content-Length, no body in a 204
         lines.append(b"Content-Length: %d\r\n" % len(body))
+    lines.append(date)
     lines.append(_FRAMING[False, close, http10])
     return b"".join(lines)
