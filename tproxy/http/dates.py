@@ -28,8 +28,9 @@ def imf_fixdate(second):
         t.tm_hour, t.tm_min, t.tm_sec)
 
 
-#: the second of the line last made, and the line
-_last = [-1, b""]
+#: the second of the line last made (its start and end, seconds since the
+#: epoch), and the line
+_last = [0.0, 0.0, b""]
 
 
 def date_line(now):
@@ -38,13 +39,14 @@ def date_line(now):
     (seconds since the epoch, a clock's ``seconds()``); made once per
     second, the same ``bytes`` returned within it.
     """
-    second = int(now)
     last = _last
-    if last[0] == second:
-        return last[1]
+    if last[0] <= now < last[1]:   # (two float comparisons: no int() call)
+        return last[2]
+    second = int(now)
     line = b"Date: " + imf_fixdate(second) + b"\r\n"
-    last[1] = line
-    last[0] = second
+    last[0] = float(second)   # (floats: the comparisons above specialise)
+    last[1] = second + 1.0
+    last[2] = line
     return line
 
 

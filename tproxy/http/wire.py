@@ -296,7 +296,9 @@ def response_head(status, reason, raw, chunked, close, http10, lines=None, date=
     lines joined already (:func:`clean_response_fields`), or ``None``;
     ``date``: a Date line to add (:mod:`tproxy.http.dates`), or ``b""``.
     """
-    tail = date + _FRAMING[chunked, close, http10]
+    tail = _FRAMING[chunked, close, http10]
+    if date:
+        tail = date + tail
     if lines is not None:
         # (PyPy: clean_response_fields made the lines) concatenated, not
         # ``%``: PyPy formats bytes through a string builder, a call per
