@@ -143,3 +143,80 @@ class TcpCheckTests(SynchronousTestCase):
         checked = peer.health.last_check
         h.advance(5)
         self.assertIs(peer.health.last_check, checked)
+
+
+class ReloadTests(SynchronousTestCase):
+    """
+    A reload that ends a peer's active checks ends their verdict too: no
+    check would ever bring the peer back (nginx forgets health on a reload).
+    """
+
+    CHECK = {"type": "tcp", "interval": 2, "timeout": 1}
+
+    def _down(self, check=None):
+        h = Harness(config={"upstreams": {"default": {
+            "peers": [A, B], "health_check": check or self.CHECK}}},
+            plugins=PLUGINS, servers={A: echo})
+        h.advance(6)
+        self.assertFalse(_peer(h, B).healthy)
+        return h
+
+    def test_pluginRemoved(self):
+        """Without the ``health_check`` plugin any more, a peer the checks
+        held down is healthy again (and says why, once)."""
+        h = self._down()
+        h.reload(config={"upstreams": {"default": {"peers": [A, B]}}},
+                 plugins=["registry", "router", "least_conn"])
+        h.advance(10)
+        peer = _peer(h, B)
+        self.assertTrue(peer.healthy)
+        self.assertFalse(peer.health.active_down)
+        self.assertEqual(len([m for m in h.messages() if "no longer checked" in m]), 1)
+        status = h.admin("GET", "/upstream/status").obj
+        self.assertEqual(status["groups"][0]["healthy"], 2)
+
+    def test_groupCheckRemoved(self):
+        """The plugin kept, the group's ``health_check`` removed: the same."""
+        h = self._down()
+        h.reload(config={"upstreams": {"default": {"peers": [A, B]}}}, plugins=PLUGINS)
+        h.advance(10)
+        self.assertTrue(_peer(h, B).healthy)
+
+    def test_checksKept(self):
+        """The checks kept (or changed) across a reload: their verdict
+        stands, the peer stays down without a passing check."""
+        h = self._down()
+        h.reload(config={"upstreams": {"default": {
+            "peers": [A, B], "health_check": dict(self.CHECK, interval=3)}}},
+            plugins=PLUGINS)
+        for _ in range(10):
+            h.advance(1)
+            self.assertFalse(_peer(h, B).healthy)
+        self.assertEqual([m for m in h.messages() if "no longer checked" in m], [])
+
+    def test_passiveEjectionStands(self):
+        """A peer also ejected by passive checks stays out until its
+        ejection ends."""
+        h = Harness(config={"upstreams": {"default": {
+            "peers": [A, B], "health_check": dict(self.CHECK, interval=1)}},
+            "health": {"passive": {"fail_timeout": 30}}},
+            plugins=PLUGINS, servers={A: echo})
+        h.advance(3)
+        peer = _peer(h, B)
+        self.assertTrue(peer.health.active_down)
+        h.gateway.health.failed(peer, "connect", "refused")
+        self.assertGreater(peer.health.ejected_until, h.clock.seconds())
+        h.reload(config={"upstreams": {"default": {"peers": [A, B]}},
+                         "health": {"passive": {"fail_timeout": 30}}},
+                 plugins=["registry", "router", "least_conn"])
+        h.advance(10)
+        self.assertFalse(peer.healthy)
+        self.assertFalse(peer.health.active_down)
+        h.advance(30)
+        self.assertTrue(peer.healthy)
+
+    def test_stopSaysNothing(self):
+        """tproxy stopping is no end of the checks worth a line per peer."""
+        h = self._down()
+        h.stop()
+        self.assertEqual([m for m in h.messages() if "no longer checked" in m], [])

@@ -214,6 +214,8 @@ class Plugin(object):
         spec = self._spec_of(peer)
         if spec is None or self.clock is None or self._stopped:
             return
+        if peer not in self._peers:
+            self.gateway.health.checks_cover(peer)
         self._peers[peer] = spec
         # the same peer gets the same offset: spread, and reproducible
         offset = (zlib.crc32(("%s/%s" % (peer.group.name, peer.address)).encode())
@@ -244,6 +246,15 @@ class Plugin(object):
                 except Exception:
                     pass
         self._running.clear()
+        peers, self._peers = self._peers, {}
+        if self.gateway.owns_health:
+            return   # tproxy stops: the health state ends with this gateway
+        # a configuration retired (a reload): the verdicts of its checks end
+        # with them, unless the next configuration's instance checks the peer
+        # too (tproxy.health.HealthState.checks_end)
+        health = self.gateway.health
+        for peer in peers:
+            health.checks_end(peer)
 
     # -- the timer ------------------------------------------------------------
 
