@@ -220,3 +220,41 @@ class ReloadTests(SynchronousTestCase):
         h = self._down()
         h.stop()
         self.assertEqual([m for m in h.messages() if "no longer checked" in m], [])
+
+
+class WorkerRelayTests(SynchronousTestCase):
+    """
+    With ``"workers"`` the parent relays its checks' results to the workers
+    (:meth:`tproxy.worker.Worker.control_health`), and the end of a peer's
+    checks (``ok`` ``None``) too: the worker forgets their verdict.
+    """
+
+    def test_checksEnded(self):
+        from tproxy.worker import Worker
+        h = Harness(config={"upstreams": {"default": {"peers": [A, B]}}},
+                    plugins=["registry", "router", "least_conn"], servers={A: echo, B: echo})
+        worker = Worker(h.clock)
+        worker.service = h   # (what the worker reads of its service: .gateway)
+        peer = _peer(h, B)
+        worker.control_health({"checks": [["default", "127.0.0.1", 9002, False,
+                                           "status 500", 2, 1]]})
+        self.assertFalse(peer.healthy)
+        worker.control_health({"checks": [["default", "127.0.0.1", 9002, None, None, 0, 0]]})
+        self.assertTrue(peer.healthy)
+        self.assertFalse(peer.health.active_down)
+
+    def test_parentRelaysTheEnd(self):
+        """The parent's health state tells its check observers (the relay to
+        the workers) when a reload ends a peer's checks."""
+        h = Harness(config={"upstreams": {"default": {
+            "peers": [A, B], "health_check": ReloadTests.CHECK}}},
+            plugins=PLUGINS, servers={A: echo})
+        seen = []
+        h.gateway.health.observe_checks(lambda peer, ok, *rest: seen.append((peer.port, ok)))
+        h.advance(6)
+        self.assertIn((9002, False), seen)
+        del seen[:]
+        h.reload(config={"upstreams": {"default": {"peers": [A, B]}}},
+                 plugins=["registry", "router", "least_conn"])
+        h.advance(10)
+        self.assertEqual(sorted(seen), [(9001, None), (9002, None)])
