@@ -662,6 +662,24 @@ class TwistdLogReopenTests(TestCase):
         self.assertEqual(self.read(self.path), "after\n")
 
 
+class UnseenWorkersTests(TestCase):
+    """The parent of workers warns when their events go to /dev/null (a
+    daemonized twistd: its --logfile has only the parent's)."""
+
+    def test_devnull(self):
+        from tproxy.supervisor import warn_unseen_workers
+        from tests.helpers import capture_log, log_messages
+        events = capture_log(self)
+        with open(os.devnull, "wb") as null:
+            self.assertTrue(warn_unseen_workers(null.fileno()))
+        path = temp_path(self, ".out")
+        with open(path, "wb") as out:
+            self.assertFalse(warn_unseen_workers(out.fileno()))
+        self.assertEqual(log_messages(events, "tproxy.supervisor"), [
+            "the workers write their events to standard output, which is /dev/null "
+            "(twistd without -n?): they are lost; run twistd with -n"])
+
+
 class DefaultsUnchangedTests(TestCase):
     """The built-in defaults and etc/conf.json agree (README promises it)."""
 
