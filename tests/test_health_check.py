@@ -258,3 +258,57 @@ class WorkerRelayTests(SynchronousTestCase):
                  plugins=["registry", "router", "least_conn"])
         h.advance(10)
         self.assertEqual(sorted(seen), [(9001, None), (9002, None)])
+
+
+class SupersededTests(SynchronousTestCase):
+    """
+    A reload's previous configuration lives on while a request of it is in
+    flight (a long download, a stream session: hours): its checks do not.
+    Within an interval of the switch they stop, and their verdicts end
+    unless the new configuration checks the peer.
+    """
+
+    C = "127.0.0.1:9003"
+
+    def _harness(self):
+        from twisted.internet.defer import Deferred
+        self.held = []
+
+        def slow(request):
+            d = Deferred()
+            self.held.append(d)
+            return d
+        config = {"upstreams": {
+            "default": {"peers": [A, B], "health_check": dict(ReloadTests.CHECK, interval=1)},
+            "slow": {"peers": [self.C]}}}
+        h = Harness(config=config, plugins=PLUGINS, servers={A: echo, self.C: slow})
+        h.advance(3)
+        self.assertFalse(_peer(h, B).healthy)
+        self.pending = h.request("GET", "/slow/x", wait=False)
+        return h, config
+
+    def test_checksRemoved(self):
+        h, config = self._harness()
+        config["upstreams"]["default"] = {"peers": [A, B]}
+        self.assertEqual(h.reload(config=config, plugins=PLUGINS), 1)
+        h.advance(1.5)
+        self.assertTrue(_peer(h, B).healthy, "no check holds it down any more")
+        probes = len(h.clock.tcpClients)
+        h.advance(10)
+        self.assertEqual(len(h.clock.tcpClients), probes, "the old checks stopped")
+        self.assertEqual(len(self.held), 1)   # (the old configuration's request goes on)
+
+    def test_checksChanged(self):
+        """The new checks alone decide: the old ones' results stop."""
+        h, config = self._harness()
+        config["upstreams"]["default"]["health_check"] = dict(ReloadTests.CHECK, interval=5)
+        h.reload(config=config, plugins=PLUGINS)
+        h.set_server(B, echo)
+        before = len(h.clock.tcpClients)
+        h.advance(1.5)
+        self.assertFalse(_peer(h, B).healthy)   # the new checks need rise (2) passes
+        h.advance(4)
+        self.assertLessEqual(len(h.clock.tcpClients) - before, 2)   # (one per peer)
+        self.assertFalse(_peer(h, B).healthy)
+        h.advance(5)
+        self.assertTrue(_peer(h, B).healthy)
