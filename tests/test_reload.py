@@ -167,18 +167,6 @@ class GenerationTests(ReloadTestCase):
         self.assertIs(log_levels.predicate.logLevelForNamespace(""), LogLevel.debug)
         self.assertTrue(self.http.log_client_errors)
 
-    async def test_workersNeedARestart(self):
-        """A single process (``"workers": 1`` at its start) cannot start
-        workers on a reload: the new count is warned about, not claimed."""
-        up = self.upstream()
-        await self.start_file(self.config("one", {"default": [up]}))
-        self.assertTrue(await self.reload(self.config("one", {"default": [up]}, workers=2)))
-        self.assertIn("workers changed to 2: it takes effect at the next restart (this "
-                      "process runs without workers, and a reload cannot start them)",
-                      self.reload_messages())
-        client = await self.client()
-        self.assertEqual((await self.get(client, 1)).status, 200)
-
     async def test_refusedWhileStopping(self):
         """A ``SIGHUP`` during a graceful stop is refused, and says so."""
         up = self.upstream()

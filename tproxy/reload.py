@@ -80,9 +80,6 @@ class Reloader(object):
         self.path = path
         self.entry_points = entry_points
         self.specs = specs or listener_specs
-        #: a single process (no ``specs``: the parent of workers gives its
-        #: own), which a reload cannot turn into a parent of workers
-        self.single = specs is None
         self.busy = False
         #: ``{gateway: LoopingCall}``: generations whose requests are finishing
         self.retiring = {}
@@ -247,12 +244,6 @@ class Reloader(object):
         log.info("reloaded: {changes}; {in_flight} request(s) and session(s) in flight "
                  "finish on the previous configuration",
                  changes=changes, in_flight=len(pending))
-        if self.single:
-            workers = new.config.get("workers", 1)
-            if workers != 1:
-                log.warn("workers changed to {workers}: it takes effect at the next "
-                         "restart (this process runs without workers, and a reload "
-                         "cannot start them)", workers=workers)
         self._retire(old, pending)
 
     def _close_listener(self, name, endpoint, factory):
