@@ -71,7 +71,7 @@ class ProxyProtocol(RequestReader, Protocol):
         t = self.transport
         t.setTcpNoDelay(True)
         t.registerProducer(self, True)
-        install_fast_write(t)
+        install_fast_write(t, close=True)
         peer = t.getPeer()
         addr = self.remote_addr = getattr(peer, "host", "127.0.0.1")
         # (no call when no proxy is trusted, the usual case)
