@@ -73,7 +73,10 @@ class ProxyProtocol(RequestReader, Protocol):
         # set). Set at the first request, these came after a server accepted
         # several connections at once: every connection had its dict made,
         # and no method call on one was specialised.  29 names: the rest
-        # (linger, last_read ...) stay class defaults, set on rare paths.
+        # (linger, after_lf ...) stay class defaults, set on rare paths; the
+        # request's Content-Length and Expect are not kept (locals of
+        # on_headers_complete), which leaves room for body_since, set by
+        # every request with a body.
         self.factory = None
         self.connected = 0
         self.transport = None
@@ -94,8 +97,6 @@ class ProxyProtocol(RequestReader, Protocol):
         self.url = b""
         self.fields = ()
         self.chunked = False
-        self.length = None
-        self.expect = False
         self.exchange = None
         self.heads = 0
         self.head_bytes = 0
@@ -103,6 +104,8 @@ class ProxyProtocol(RequestReader, Protocol):
         self.line_done = False
         self.chunk_mark = None
         self.carry = 0
+        self.last_read = False
+        self.body_since = 0.0
 
     def connectionMade(self):
         f = self.factory
