@@ -62,17 +62,18 @@ def install_fast_write(transport, close=False):
     stock_write = transport.write
     stock_write_sequence = transport.writeSequence
     sock = transport.socket
-    # Read by every write below (and by the upstream pool): made instance
-    # attributes, with the class defaults' values (Twisted sets them on the
-    # instance when they change).  CPython 3.11 reads a class attribute
-    # through an instance by the generic lookup (~250 instructions each, three
-    # per write); stored now, in connectionMade, they are among the first
-    # names of the transport's class, which it keeps inline.
-    transport.dataBuffer = transport.dataBuffer
-    transport.disconnecting = transport.disconnecting
-    transport.TLS = transport.TLS
-    if close and isinstance(sock, socket.socket):
-        _install_fast_close(transport)
+    if isinstance(sock, socket.socket):   # (not tproxy.testing's in-memory one)
+        # Read by every write below (and by the upstream pool): made instance
+        # attributes, with the class defaults' values (Twisted sets them on the
+        # instance when they change).  CPython 3.11 reads a class attribute
+        # through an instance by the generic lookup (~250 instructions each, three
+        # per write); stored now, in connectionMade, they are among the first
+        # names of the transport's class, which it keeps inline.
+        transport.dataBuffer = transport.dataBuffer
+        transport.disconnecting = transport.disconnecting
+        transport.TLS = transport.TLS
+        if close:
+            _install_fast_close(transport)
 
     def write(data):
         if (transport.dataBuffer or transport._tempDataBuffer or transport.TLS
