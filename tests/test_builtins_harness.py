@@ -213,6 +213,15 @@ class RegistryTests(SynchronousTestCase):
         self.assertEqual(self.h.admin("GET", "/upstream/status").obj["total_servers"], 0)
         self.assertTrue(any("expired" in m for m in self.h.messages()))
 
+    def test_expiryLine(self):
+        """The expiry line gives the heartbeat's age in tenths of a second
+        (a real clock's float written whole was 7.2745890617370605)."""
+        self.h.advance(5.123456)
+        self.add(prefix="api", host="127.0.0.1", port=9001)
+        self.h.advance(40 - 5.123456)                          # cleanup at 40
+        self.assertIn("registration of api:127.0.0.1:9001 expired (last heartbeat "
+                      "34.9 s ago)", self.h.messages())
+
     def test_heartbeats(self):
         """Heartbeats within the TTL keep a server for as long as they come."""
         for _ in range(10):

@@ -415,6 +415,34 @@ class AgainstAdminTests(TestCase):
         self.assertIsNone(self.registry.group("default"))
 
     @inlineCallbacks
+    def test_heartbeatThroughA503(self):
+        """A ``503`` (a shared registry away) keeps the pace of the
+        heartbeats (a third of the TTL: waiting longer could let the
+        registration expire), and the registration that goes through
+        again says so; the failure is said once."""
+        from tproxy.admin_messages import AdminResponse
+        admin = self.service.gateway.admin
+        original = admin.answer
+        refused = AdminResponse(503, {"error": "the shared registry is unavailable"},
+                                [("Retry-After", "1")])
+        answers = [None, refused, refused, None]
+
+        def answer(request):
+            refused = answers.pop(0) if answers else None
+            return refused if refused is not None else original(request)
+        self.patch(admin, "answer", answer)
+        self.registry.ttl = 6
+        stop = _Stop()
+        code, out, err = yield self.ctl("heartbeat", "--port", "9001", "--count", "4",
+                                        stop=stop)
+        self.assertEqual(code, 0)
+        self.assertEqual(stop.waits, [2.0, 2.0, 2.0])
+        self.assertEqual(err, "tproxyctl: 503 the shared registry is unavailable\n")
+        self.assertEqual(out, "registered default:127.0.0.1:9001 (weight 1, expires in 6 s)\n"
+                              "registered again: default:127.0.0.1:9001 (weight 1, expires "
+                              "in 6 s)\nheartbeat stopped\n")
+
+    @inlineCallbacks
     def test_heartbeatEveryTooLong(self):
         """``--every`` at or past the TTL is warned about."""
         stop = _Stop()

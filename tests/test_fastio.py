@@ -5,6 +5,7 @@ once when nothing is buffered, and both step aside where they do not apply.
 """
 
 from twisted.internet import reactor
+from twisted.internet.error import ConnectionDone
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
@@ -19,10 +20,15 @@ class Collect(Protocol):
         self.data = bytearray()
         self.done = Deferred()
 
+        self.ended = Deferred()
+
     def dataReceived(self, data):
         self.data += data
         if len(self.data) >= self.want and not self.done.called:
             self.done.callback(bytes(self.data))
+
+    def connectionLost(self, reason):
+        self.ended.callback(bytes(self.data))
 
 
 class Connected(Protocol):
@@ -84,6 +90,54 @@ class FastWriteTests(TestCase):
         d = self.connect(len(expected))
         d.addCallback(go)
         d.addCallback(lambda got: self.assertTrue(got == expected, "bytes differ"))
+        return d
+
+
+    def test_closesAtOnce(self):
+        """With ``close=True`` and nothing buffered, ``loseConnection``
+        closes before it returns (``connectionLost`` has run, done); the peer
+        gets every byte, then the end of the stream."""
+        if not fastio.ENABLED:
+            raise SkipTest("fast write disabled on Twisted %s" % fastio.TWISTED_VERSION)
+        lost = []
+
+        def go(proto):
+            t = proto.transport
+            proto.connectionLost = lost.append
+            self.assertTrue(fastio.install_fast_write(t, close=True))
+            t.write(b"bye")
+            t.loseConnection()
+            self.assertFalse(t.connected)
+            [reason] = lost
+            self.assertTrue(reason.check(ConnectionDone))
+            return self.collector.ended
+        d = self.connect(3)
+        d.addCallback(go)
+        d.addCallback(lambda data: self.assertEqual(data, b"bye"))
+        return d
+
+    def test_closeAfterBuffer(self):
+        """With bytes buffered, ``loseConnection`` is Twisted's own: the
+        connection closes once they are sent, and none is lost."""
+        piece = b"x" * 1000000
+        sent = []
+
+        def go(proto):
+            t = proto.transport
+            fastio.install_fast_write(t, close=True)
+            while not (t.dataBuffer or t._tempDataBuffer) and len(sent) < 64:
+                t.write(piece)   # (the peer reads nothing yet)
+                sent.append(piece)
+            self.assertTrue(t.dataBuffer or t._tempDataBuffer,
+                            "the socket took it all: nothing tested")
+            expected.append(b"".join(sent))
+            t.loseConnection()
+            self.assertTrue(t.connected)
+            return self.collector.ended
+        expected = []
+        d = self.connect(1)
+        d.addCallback(go)
+        d.addCallback(lambda data: self.assertTrue(data == expected[0], "bytes differ"))
         return d
 
 

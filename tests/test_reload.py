@@ -167,6 +167,16 @@ class GenerationTests(ReloadTestCase):
         self.assertIs(log_levels.predicate.logLevelForNamespace(""), LogLevel.debug)
         self.assertTrue(self.http.log_client_errors)
 
+    async def test_refusedWhileStopping(self):
+        """A ``SIGHUP`` during a graceful stop is refused, and says so."""
+        up = self.upstream()
+        await self.start_file(self.config("one", {"default": [up]}))
+        self.stopping = self.service.stopService()
+        self.assertFalse(await self.reload(self.config("two", {"default": [up]})))
+        self.assertEqual(self.reload_messages(), [
+            "reload refused: tproxy is stopping"])
+        await self.stopping
+
     async def test_invalidRefused(self):
         """An invalid file: refused with its JSON path, the old one serves."""
         up = self.upstream()

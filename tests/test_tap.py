@@ -608,6 +608,94 @@ class ReopenSignalTests(TestCase):
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
 
 
+class TwistdLogReopenTests(TestCase):
+    """
+    ``SIGUSR1`` with twistd writing its own log file (``--logfile``): twistd
+    rotates it (``twistd.log`` to ``twistd.log.1``); a file logrotate renamed
+    already (and maybe created again, empty) is reopened at its path instead
+    (twistd's rotation did nothing, and its lines went on into the renamed
+    file). The handler is called as the signal would (both run in the reactor).
+    """
+
+    def setUp(self):
+        if not hasattr(signal, "SIGUSR1"):
+            raise SkipTest("no SIGUSR1 here")
+        from twisted.scripts._twistd_unix import UnixAppLogger
+        original = signal.getsignal(signal.SIGUSR1)
+        self.addCleanup(signal.signal, signal.SIGUSR1, original)
+        signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+        cwd = os.path.abspath(temp_path(self))
+        os.makedirs(cwd)
+        self.path = os.path.join(cwd, "twistd.log")
+        observer = UnixAppLogger({"logfile": self.path, "nodaemon": True,
+                                  "syslog": False})._getLogObserver()
+        self.log_file = observer._outFile
+        self.addCleanup(self.log_file.close)
+        self.service = makeService(options(self, local(plugins=[])), reactor=reactor)
+        gateway_service._reopen_on_sigusr1(self.service)
+
+    def signal(self):
+        from twisted.internet.task import deferLater
+        signal.getsignal(signal.SIGUSR1)(signal.SIGUSR1, None)
+        return deferLater(reactor, 0, lambda: None)   # after the thread calls
+
+    def write(self, text):
+        self.log_file.write(text)
+        self.log_file.flush()
+
+    def read(self, path):
+        with open(path) as f:
+            return f.read()
+
+    @inlineCallbacks
+    def test_renamed(self):
+        self.write("before\n")
+        os.rename(self.path, self.path + "-20261205")
+        yield self.signal()
+        self.write("after\n")
+        self.assertEqual(self.read(self.path + "-20261205"), "before\n")
+        self.assertEqual(self.read(self.path), "after\n")
+
+    @inlineCallbacks
+    def test_renamedAndCreated(self):
+        """logrotate's ``create``: an empty file at the path."""
+        self.write("before\n")
+        os.rename(self.path, self.path + ".1")
+        open(self.path, "w").close()
+        yield self.signal()
+        self.write("after\n")
+        self.assertEqual(self.read(self.path + ".1"), "before\n")
+        self.assertEqual(self.read(self.path), "after\n")
+        self.assertFalse(os.path.exists(self.path + ".2"))
+
+    @inlineCallbacks
+    def test_notRenamed(self):
+        """Nothing renamed it: twistd's own rotation, as before."""
+        self.write("before\n")
+        yield self.signal()
+        self.write("after\n")
+        self.assertEqual(self.read(self.path + ".1"), "before\n")
+        self.assertEqual(self.read(self.path), "after\n")
+
+
+class UnseenWorkersTests(TestCase):
+    """The parent of workers warns when their events go to /dev/null (a
+    daemonized twistd: its --logfile has only the parent's)."""
+
+    def test_devnull(self):
+        from tproxy.supervisor import warn_unseen_workers
+        from tests.helpers import capture_log, log_messages
+        events = capture_log(self)
+        with open(os.devnull, "wb") as null:
+            self.assertTrue(warn_unseen_workers(null.fileno()))
+        path = temp_path(self, ".out")
+        with open(path, "wb") as out:
+            self.assertFalse(warn_unseen_workers(out.fileno()))
+        self.assertEqual(log_messages(events, "tproxy.supervisor"), [
+            "the workers write their events to standard output, which is /dev/null "
+            "(twistd without -n?): they are lost; run twistd with -n"])
+
+
 class DefaultsUnchangedTests(TestCase):
     """The built-in defaults and etc/conf.json agree (README promises it)."""
 

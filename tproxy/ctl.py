@@ -132,10 +132,12 @@ def cmd_heartbeat(client, args, out, err, stop=None):
     query = _registration(args)
     every = args.every
     sent = 0
-    unreachable = False
+    unreachable = False   # the last heartbeat failed (said once, until one passes)
     warned = False
+    # the pace: --every, else a third of the TTL the last answer gave (kept
+    # through failures: waiting longer could let the registration expire)
+    wait = every if every is not None else 10.0
     while True:
-        wait = every if every is not None else 10.0
         try:
             obj = _call(client, "server", "GET", "/upstream/add", query)
         except Unreachable as e:
@@ -144,9 +146,13 @@ def cmd_heartbeat(client, args, out, err, stop=None):
                 err.flush()
             unreachable = True
         except AdminError as e:
-            err.write("tproxyctl: {}\n".format(e))
             if 400 <= e.status < 500 and e.status not in (408, 429):
+                err.write("tproxyctl: {}\n".format(e))
                 return EXIT_ERROR  # the request itself is wrong: retrying will not help
+            if not unreachable:   # (a 503: a shared registry away; it passes)
+                err.write("tproxyctl: {}\n".format(e))
+                err.flush()
+            unreachable = True
         else:
             ttl = obj.get("expires_in")
             if every is None:

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_fastio -*-
 """
-Two shortcuts through Twisted's private parts, kept in one place.
+Three shortcuts through Twisted's private parts, kept in one place.
 
 1. :func:`install_fast_write`: Twisted buffers every ``transport.write`` until
    the next reactor turn (Twisted issue #5303), which costs an
@@ -9,7 +9,13 @@ Two shortcuts through Twisted's private parts, kept in one place.
    buffer would do anyway, one turn later: order is kept, and anything the
    socket does not take goes to the ordinary buffer (so backpressure and
    producers work as before).
-2. :class:`FastEPollReactor` (``twistd -r tproxy``): the epoll reactor without
+2. The same, with ``close=True``, for ``transport.loseConnection``: with
+   nothing buffered, Twisted still waits for the socket to be writable
+   before it closes (an ``epoll_ctl`` to stop reading, one to start
+   writing, a turn, an empty ``send`` and an ``epoll_ctl`` to stop).  The
+   connection is closed at once instead (``shutdown`` and ``close``: the
+   kernel sends what it still holds, then its FIN), as nginx closes.
+3. :class:`FastEPollReactor` (``twistd -r tproxy``): the epoll reactor without
    the ``log.callWithLogger`` wrapper around every event (Twisted issues #6789,
    #2534), which only sets up a legacy logging context.
 
@@ -20,9 +26,11 @@ transports; anywhere else tproxy runs on stock behaviour.  Set
 """
 
 import os
+import socket
 
 import twisted
-from twisted.internet import tcp
+from twisted.internet import main, tcp
+from twisted.python.failure import Failure
 
 #: Twisted releases whose internals these shortcuts were checked against
 #: (26.10 on CPython 3.11; 26.4 is the newest for PyPy's Python 3.9, and 25.5
@@ -37,17 +45,35 @@ ENABLED = (TWISTED_VERSION in TESTED_TWISTED
            and hasattr(tcp.Connection, "dataBuffer"))
 
 
-def install_fast_write(transport):
+#: the reason of a connection closed at once by a fast ``loseConnection``
+_CLOSED = Failure(main.CONNECTION_DONE)
+
+
+def install_fast_write(transport, close=False):
     """
     Make ``transport.write`` / ``writeSequence`` send at once when nothing is
-    buffered.  Does nothing (and returns ``False``) for other transports,
-    TLS, or untested Twisted versions.
+    buffered, and with ``close``, ``transport.loseConnection`` close at once
+    when nothing is buffered (its protocol's ``connectionLost`` then runs
+    before it returns).  Does nothing (and returns ``False``) for other
+    transports, TLS, or untested Twisted versions.
     """
     if not ENABLED or not isinstance(transport, tcp.Connection) or transport.TLS:
         return False
     stock_write = transport.write
     stock_write_sequence = transport.writeSequence
     sock = transport.socket
+    if isinstance(sock, socket.socket):   # (not tproxy.testing's in-memory one)
+        # Read by every write below (and by the upstream pool): made instance
+        # attributes, with the class defaults' values (Twisted sets them on the
+        # instance when they change).  CPython 3.11 reads a class attribute
+        # through an instance by the generic lookup (~250 instructions each, three
+        # per write); stored now, in connectionMade, they are among the first
+        # names of the transport's class, which it keeps inline.
+        transport.dataBuffer = transport.dataBuffer
+        transport.disconnecting = transport.disconnecting
+        transport.TLS = transport.TLS
+        if close:
+            _install_fast_close(transport)
 
     def write(data):
         if (transport.dataBuffer or transport._tempDataBuffer or transport.TLS
@@ -84,3 +110,17 @@ def install_fast_write(transport):
     transport.write = write
     transport.writeSequence = write_sequence
     return True
+
+
+def _install_fast_close(transport):
+    stock_lose = transport.loseConnection
+
+    def lose_connection():
+        if (transport.dataBuffer or transport._tempDataBuffer or not transport.connected
+                or transport.disconnecting or transport.producer is not None):
+            return stock_lose()
+        transport.stopReading()
+        transport.stopWriting()
+        transport.connectionLost(_CLOSED)   # (shutdown and close the socket)
+
+    transport.loseConnection = lose_connection

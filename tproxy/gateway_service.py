@@ -253,21 +253,54 @@ def _reopen_on_sigusr1(service):
     """
     Run the current gateway's ``reopen`` in the reactor on ``SIGUSR1``
     (``callFromThread`` is what a signal handler may call), then the handler
-    that was there (twistd's, which reopens its own log file when it writes
-    one).
+    that was there: twistd's, which rotates its own log file when it writes
+    one (``--logfile``; ``twistd.log`` becomes ``twistd.log.1``).  When
+    logrotate renamed that file already (the path names another file, or
+    none), twistd's rotation would do nothing (its lines would go on into
+    the renamed file): the file is reopened at its path instead, as nginx
+    reopens its logs.
     """
     import signal
     signum = getattr(signal, "SIGUSR1", None)
     if signum is None:  # not on Windows
         return
     previous = signal.getsignal(signum)
+    twistd_log = _twistd_log_file(previous)
     reactor = service.gateway.reactor
 
     def reopen(number, frame):
         reactor.callFromThread(lambda: service.gateway.reopen())
-        if callable(previous):
+        if twistd_log is not None and _renamed(twistd_log):
+            reactor.callFromThread(twistd_log.reopen)
+        elif callable(previous):
             previous(number, frame)
     signal.signal(signum, reopen)
+
+
+def _twistd_log_file(handler):
+    """The ``LogFile`` twistd's ``SIGUSR1`` handler rotates (a closure over
+    it, in ``twisted.scripts._twistd_unix``), or ``None``."""
+    from twisted.python.logfile import BaseLogFile
+    for cell in getattr(handler, "__closure__", None) or ():
+        try:
+            value = cell.cell_contents
+        except ValueError:   # an empty cell
+            continue
+        if isinstance(value, BaseLogFile):
+            return value
+    return None
+
+
+def _renamed(log_file):
+    """Whether ``log_file``'s path no longer names the file it writes."""
+    try:
+        opened = os.fstat(log_file._file.fileno())
+        named = os.stat(log_file.path)
+    except (AttributeError, ValueError):
+        return False   # not open: twistd's rotation decides
+    except OSError:
+        return True    # no file at the path
+    return (opened.st_dev, opened.st_ino) != (named.st_dev, named.st_ino)
 
 
 def exit_status_on_exit(status):

@@ -131,6 +131,7 @@ class HealthState(object):
         self._listeners = []
         self._timed = set()    # the PeerHealth with a re-admission timer
         self._check_observers = []
+        self._checked = {}     # peer -> active checkers checking it (checks_cover)
         if registry is not None:
             registry.subscribe(self)
 
@@ -159,6 +160,7 @@ class HealthState(object):
         h = peer.health
         if h is not None:
             self._cancel(h)
+        self._checked.pop(peer, None)
         self.warm.forget(peer)
 
     peer_changed = None   # counts do not matter: not called per request
@@ -178,7 +180,8 @@ class HealthState(object):
         """
         Call ``observer(peer, ok, detail, rise, fall)`` after each active
         check result of a peer of the registry (the parent of a box of
-        workers relays them to the workers, which do not probe).
+        workers relays them to the workers, which do not probe); ``ok`` is
+        ``None`` when the checks' verdict is forgotten (:meth:`forget_checks`).
         """
         self._check_observers.append(observer)
 
@@ -197,6 +200,54 @@ class HealthState(object):
         if active_down and not h.active_down:
             h.active_down = True
             self._set(peer, False)
+
+    def checks_cover(self, peer):
+        """
+        An active checker (an instance of the ``health_check`` plugin) checks
+        ``peer`` from now on.  Its verdicts last only while some checker
+        does: see :meth:`checks_end`.
+        """
+        self._checked[peer] = self._checked.get(peer, 0) + 1
+
+    def checks_end(self, peer):
+        """
+        A checker that called :meth:`checks_cover` no longer checks ``peer``
+        (it stopped: a reload without it, or without checks for the peer's
+        group).  When no other checker does, the active checks' verdict is
+        forgotten (:meth:`forget_checks`): no check would ever make a peer
+        they hold down healthy again.
+        """
+        n = self._checked.get(peer, 0) - 1
+        if n > 0:
+            self._checked[peer] = n
+            return
+        self._checked.pop(peer, None)
+        self.forget_checks(peer)
+
+    def forget_checks(self, peer):
+        """
+        Forget the active checks' verdict of ``peer`` (no check runs for it
+        any more): a peer they held down is healthy again, unless passive
+        checks eject it.  The check observers are told (``ok`` ``None``).
+        """
+        h = peer.health
+        if h is None or not (h.active_down or h.check_ok):
+            return
+        down = h.active_down
+        h.active_down = False
+        h.check_ok = 0
+        if peer.group.peers.get(peer.key) is not peer:
+            return
+        if down and h.ejected_until == 0.0:
+            log.info("upstream {peer} of {group} is no longer checked (its active "
+                     "checks ended): healthy again", peer=peer.address,
+                     group=peer.group.name)
+            self._set(peer, True)
+        for observer in self._check_observers:
+            try:
+                observer(peer, None, None, 0, 0)
+            except Exception:
+                log.failure("health check observer {observer} failed", observer=observer)
 
     def stop(self):
         """Cancel the re-admission timers (the gateway stops)."""

@@ -46,6 +46,15 @@ class IHealth(Interface):
         passes in a row make it healthy, ``fall`` failures unhealthy.
         """
 
+    def checks_cover(peer):
+        """An active checker checks ``peer`` from now on (its verdicts,
+        reported with :meth:`check_result`, last while some checker does)."""
+
+    def checks_end(peer):
+        """A checker no longer checks ``peer``; when none does, the
+        verdict of the active checks is forgotten (a peer they held down is
+        healthy again, unless passive checks eject it)."""
+
     def subscribe(listener):
         """Tell ``listener`` (an :class:`IHealthListener`) of every change."""
 

@@ -109,6 +109,7 @@ class Reloader(object):
             log.warn("reload refused: a reload is already in progress")
             return succeed(False)
         if not self.service.running:
+            log.warn("reload refused: tproxy is stopping")
             return succeed(False)
         current = {(kind_of(f), e.description): (name, e, f)
                    for name, e, f in self.service.listeners}

@@ -45,6 +45,7 @@ class _SupervisorReloader(object):
             log.warn("reload refused: a reload is already in progress")
             return succeed(False)
         if not self.inner.service.running:
+            log.warn("reload refused: tproxy is stopping")
             return succeed(False)
         path = self.inner.path
         try:

@@ -100,6 +100,22 @@ def worker_count(config):
     return int(workers)
 
 
+def warn_unseen_workers(fd=1):
+    """
+    Warn when the workers' events would be lost: each worker writes them to
+    the standard output it inherits (``fd``), and a daemonized ``twistd``
+    (without ``-n``) has ``/dev/null`` there, whatever its ``--logfile``.
+
+    :return: whether it warned.
+    """
+    from tproxy.log_sinks import is_devnull
+    if not is_devnull(fd):
+        return False
+    log.warn("the workers write their events to standard output, which is /dev/null "
+             "(twistd without -n?): they are lost; run twistd with -n")
+    return True
+
+
 class Supervisor(Service):
     """
     Starts, watches, replaces and stops the workers (see the module
@@ -145,6 +161,7 @@ class Supervisor(Service):
         self.generation = self._new_generation(config, self._text, self._source, {})
         self.box.instrument(self.service.gateway)
         self.service.gateway.health.observe_checks(self.box.relay_check)
+        warn_unseen_workers()
         self._first = self._start_workers(self.generation)
         self._first.addErrback(self._failed_start)
 

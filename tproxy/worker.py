@@ -218,7 +218,11 @@ class Worker(object):
         gateway = self.service.gateway
         for group, host, port, ok, detail, rise, fall in message["checks"]:
             peer = _peer(gateway, group, host, port)
-            if peer is not None:   # (a peer the parent has not sent yet: the next check)
+            if peer is None:   # (a peer the parent has not sent yet: the next check)
+                continue
+            if ok is None:     # the parent's checks of the peer ended
+                gateway.health.forget_checks(peer)
+            else:
                 gateway.health.check_result(peer, ok, detail, rise, fall)
 
     def control_counts(self, message):

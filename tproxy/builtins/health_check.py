@@ -32,6 +32,11 @@ runs them, at most ``concurrency`` at a time per check configuration (the
 others wait for the next free slot).  The timer catches and logs its own
 exceptions.  A peer removed from the registry is no longer checked.
 
+A reload: the previous configuration's instance stops checking within an
+interval of the switch (its requests in flight may keep that configuration
+alive for hours); the verdicts of its checks end with them unless the new
+instance checks the peer too (:meth:`tproxy.health.HealthState.checks_end`).
+
 With ``"workers"``, the parent alone probes (once per peer and interval for
 the box, not once per process); every result reaches every worker's health
 state (:mod:`tproxy.health`).
@@ -180,6 +185,7 @@ class Plugin(object):
         self._timer = None
         self._running = set()
         self._stopped = False
+        self._current = False   # its gateway has been the current one
 
     # -- wiring ---------------------------------------------------------------
 
@@ -214,6 +220,8 @@ class Plugin(object):
         spec = self._spec_of(peer)
         if spec is None or self.clock is None or self._stopped:
             return
+        if peer not in self._peers:
+            self.gateway.health.checks_cover(peer)
         self._peers[peer] = spec
         # the same peer gets the same offset: spread, and reproducible
         offset = (zlib.crc32(("%s/%s" % (peer.group.name, peer.address)).encode())
@@ -227,6 +235,10 @@ class Plugin(object):
     peer_changed = None
 
     def _stop(self):
+        """Stop checking (the gateway stops, or a reload superseded it: see
+        :meth:`_superseded`); again: nothing."""
+        if self._stopped:
+            return
         self._stopped = True
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
@@ -244,6 +256,15 @@ class Plugin(object):
                 except Exception:
                     pass
         self._running.clear()
+        peers, self._peers = self._peers, {}
+        if self.gateway.owns_health:
+            return   # tproxy stops: the health state ends with this gateway
+        # a reload replaced the configuration: the verdicts of its checks end
+        # with them, unless the next configuration's instance checks the peer
+        # too (tproxy.health.HealthState.checks_end)
+        health = self.gateway.health
+        for peer in peers:
+            health.checks_end(peer)
 
     # -- the timer ------------------------------------------------------------
 
@@ -262,10 +283,22 @@ class Plugin(object):
             timer.cancel()
         self._timer = self.clock.callLater(delay, self._run)
 
+    def _superseded(self):
+        """Whether a reload replaced this instance's configuration (whose
+        requests in flight may keep it alive for hours: its checks stop now,
+        the next configuration's decide)."""
+        if self.gateway.owns_health:
+            self._current = True
+            return False
+        return self._current
+
     def _run(self):
         """Start the checks due (never raises: it is the only timer)."""
         self._timer = None
         try:
+            if self._superseded():
+                self._stop()
+                return
             now = self.clock.seconds()
             due = self._due
             while due and due[0][0] <= now:
@@ -297,6 +330,9 @@ class Plugin(object):
         spec.running -= 1
         peer = check.peer
         if self._stopped:
+            return
+        if self._superseded():
+            self._stop()
             return
         try:
             self.gateway.health.check_result(peer, ok, detail, rise=spec.rise,

@@ -85,6 +85,9 @@ class Plugin(GroupIndexes):
         self._registry = None
         self._key = None
         self._health = None
+        # read on every pick: an instance attribute (CPython 3.11 reads a
+        # class attribute through an instance by the generic lookup)
+        self.small_group = self.small_group
 
 
     # -- the index at each request --------------------------------------------
@@ -164,7 +167,10 @@ class Plugin(GroupIndexes):
             return None
         health = self._health
         try_all = health is None or health._try_all
-        peer = self.choose(name, tried, try_all)
+        # (through the class: the plugin manager gives the instance an
+        # ordinary dict, through which CPython 3.11 does not specialise a
+        # method call; see router.Plugin.rewrite)
+        peer = type(self).choose(self, name, tried, try_all)
         if peer is None and not tried:
             group = self._registry.group(name)
             if group is not None and group.has_live(self._registry.now()):

@@ -181,7 +181,7 @@ class Plugin(object):
     def _expired(self, peers):
         now = self.registry.now()
         for peer in peers:
-            log.info("registration of {server} expired (last heartbeat {age} s ago)",
+            log.info("registration of {server} expired (last heartbeat {age:.1f} s ago)",
                      server=_server(peer), prefix=peer.group.name, host=peer.host,
                      port=peer.port, age=now - peer.last_heartbeat)
 

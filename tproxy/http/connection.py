@@ -66,13 +66,56 @@ class ProxyProtocol(RequestReader, Protocol):
     timer = None
     upgrading = None       # the UpgradeExchange whose head is being parsed
 
+    def __init__(self):
+        # Every name a connection sets while it serves requests, stored at
+        # once (the class defaults' values): CPython 3.11 keeps an instance's
+        # attributes inline, its reads and method calls specialised, only for
+        # the names its class's instances added while there was room (30
+        # names, one fewer for each instance made before a name is first
+        # set). Set at the first request, these came after a server accepted
+        # several connections at once: every connection had its dict made,
+        # and no method call on one was specialised.  29 names: the rest
+        # (linger, after_lf ...) stay class defaults, set on rare paths; the
+        # request's Content-Length and Expect are not kept (locals of
+        # on_headers_complete), which leaves room for body_since, set by
+        # every request with a body.
+        self.factory = None
+        self.connected = 0
+        self.transport = None
+        self.remote_addr = None
+        self.trusted = False
+        self.forwarded = b""
+        self.parser = None
+        self.queue = None
+        self.reading = None
+        self.paused = None
+        self.closing = False
+        self.served = 0
+        self.head_size = 0
+        self.head_start = None
+        self.idle_since = 0.0
+        self.timer = None
+        self.checking = True
+        self.url = b""
+        self.fields = ()
+        self.chunked = False
+        self.exchange = None
+        self.heads = 0
+        self.head_bytes = 0
+        self.line_bytes = 0
+        self.line_done = False
+        self.chunk_mark = None
+        self.carry = 0
+        self.last_read = False
+        self.body_since = 0.0
+
     def connectionMade(self):
         f = self.factory
         f.connections.add(self)
         t = self.transport
         t.setTcpNoDelay(True)
         t.registerProducer(self, True)
-        install_fast_write(t)
+        install_fast_write(t, close=True)
         peer = t.getPeer()
         addr = self.remote_addr = getattr(peer, "host", "127.0.0.1")
         # (no call when no proxy is trusted, the usual case)
@@ -85,15 +128,7 @@ class ProxyProtocol(RequestReader, Protocol):
         self.forwarded = forwarded
         self.parser = HttpRequestParser(self)
         self.queue = deque()   # parsed exchanges waiting for their turn
-        self.reading = None    # the exchange whose request is being read
         self.paused = set()
-        # (read on every request: an instance attribute, see Exchange.__init__;
-        # not last_read: a connection keeps its values inline up to 30
-        # attribute names, and has 29 with it)
-        self.closing = False
-        self.served = 0
-        self.head_size = 0
-        self.head_start = None
         self.idle_since = f.clock.seconds()
         self.timer = f.clock.callLater(f.first_timeout, self.check_timeout)
         if f.draining:

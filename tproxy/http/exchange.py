@@ -56,19 +56,32 @@ class Exchange(RequestBody, ResponseSide, UpstreamFailures):
         if body_expected:
             self.pending = []                   # request body chunks not yet sent
         self.head_method = ctx.request.method == "HEAD"
-        if host_missing:
-            self.host_missing = True   # (HTTP/1.0) the upstream gets the peer's
-        # Read 5 times a request: an instance attribute, not a class default
-        # as the per-request state below (CPython 3.11 does not specialise
-        # reading a class attribute through an instance: each such read takes
-        # the generic lookup, ~10 times the cost of a store here).  Only names
-        # every exchange sets anyway (finish sets done): CPython 3.11 keeps an
-        # instance's values inline for the first 30 names its class's
-        # instances set; an exchange setting one more has its dict made, and
-        # then no method call on it is specialised (storing the response_*
-        # defaults here too put the server's exchanges past 30: +4,400
-        # instructions per request).
+        self.host_missing = host_missing   # (HTTP/1.0) the upstream gets the peer's
+        # Every name an exchange sets on its way, and the defaults read on
+        # every request, stored here, at once (CPython 3.11 does not
+        # specialise reading a class attribute through an instance: each
+        # such read takes the generic lookup, ~10 times the cost of a store
+        # here).  All at once, not as the request goes: CPython 3.11 keeps an
+        # instance's values inline (its reads and method calls specialised)
+        # only for the names its class's instances added while there was
+        # room: 30, one fewer for each instance made before a name is first
+        # set.  Names first set later in a request, once several requests
+        # were in flight, had every exchange's dict made (+4,400
+        # instructions per request in the server, head11).  25 names here:
+        # the others (a body's, a retry's ...) stay class defaults below.
         self.done = False
+        self.peer_held = None
+        self.upstream = None
+        self.reused = False
+        self.out = None
+        self.answered = False
+        self.upstream_keepalive = False
+        self.upstream_full = False
+        self.response_started = False
+        self.response_chunked = False
+        self.response_close = False
+        self.filter_chain = None
+        self.held_chunk = None
 
     # Per-request state that starts the same for every request: class-level
     # defaults, shadowed by an instance attribute when set (fewer stores on

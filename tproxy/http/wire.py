@@ -103,6 +103,11 @@ def check_host(value):
         _HOSTS[value] = True
 
 
+#: a comma, as the byte value: ``b"," in value`` first tries the needle as
+#: an integer, fails, formats the error and clears it (CPython: ~2,000
+#: instructions, ten times an integer's test)
+_COMMA = ord(",")
+
 # what scan_request_fields does with a field, by lower-case name
 _HOP, _HOST, _LENGTH, _XFF, _REAL_IP, _EXPECT, _PROTO = range(7)
 _SPECIAL = dict.fromkeys(HOP_BY_HOP, _HOP)
@@ -182,7 +187,7 @@ def scan_request_fields(fields, version, underscores, authority=None):
             n = pair[0].lower()
             if n == b"connection":
                 v = pair[1]
-                if b"," not in v:   # (one token, "close" or "keep-alive": no comprehension)
+                if _COMMA not in v:   # (one token, "close" or "keep-alive": no comprehension)
                     tokens = [v.strip().lower()]
                 else:
                     tokens = [t.strip().lower() for t in v.split(b",")]
@@ -297,16 +302,22 @@ def response_head(status, reason, raw, chunked, close, http10, lines=None, date=
     ``date``: a Date line to add (:mod:`tproxy.http.dates`), or ``b""``.
     """
     tail = _FRAMING[chunked, close, http10]
-    if date:
-        tail = date + tail
     if lines is not None:
-        # (PyPy: clean_response_fields made the lines) concatenated, not
-        # ``%``: PyPy formats bytes through a string builder, a call per
-        # piece (~150 ns more per head)
+        # (clean_response_fields made the lines)
         start = _STATUS_STARTS.get(status)
         if start is None:
             start = _status_start(status)
-        return start + (reason or reason_for(status)) + b"\r\n" + lines + b"\r\n" + tail
+        if _PYPY:
+            # concatenated, not ``%``: PyPy formats bytes through a string
+            # builder, a call per piece (~150 ns more per head)
+            return (start + (reason or reason_for(status)) + b"\r\n" + lines + b"\r\n"
+                    + date + tail)
+        # (CPython: one join of the pieces, ~1,000 instructions fewer than
+        # the concatenations, ~500 fewer than ``%``)
+        return b"".join((start, reason or reason_for(status), b"\r\n", lines, b"\r\n",
+                         date, tail))
+    if date:
+        tail = date + tail
     if raw:
         return b"HTTP/1.1 %d %s\r\n%s\r\n%s" % (
             status, reason or reason_for(status),
