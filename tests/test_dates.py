@@ -13,6 +13,7 @@ from tproxy import Response, hookimpl
 from tproxy.http import dates, response_reader
 from tproxy.testing import Harness
 
+from tests.test_proxy import spy_on_cut_heads
 from tests.test_testing import ROUTING, UP, one_group
 
 EPOCH = "Thu, 01 Jan 1970 00:00:00 GMT"
@@ -81,13 +82,7 @@ class ForwardedTests(SynchronousTestCase):
 
     def setUp(self):
         #: the heads read whole (httptools): cut from the read's bytes
-        self.cut = []
-        real = response_reader.clean_response_block
-
-        def spy(*args):
-            self.cut.append(real(*args))
-            return self.cut[-1]
-        self.patch(response_reader, "clean_response_block", spy)
+        self.cut = spy_on_cut_heads(self)
 
     def assertCut(self, extra):
         """The heads with ``extra`` fields were cut (httptools), the others not."""

@@ -10,7 +10,7 @@ import sys
 import pluggy
 from twisted.trial.unittest import SkipTest, TestCase
 
-from tproxy import hookimpl, plugin_manager, plugins
+from tproxy import hookimpl, plugin_checks, plugin_manager, plugins
 from tproxy.config import DEFAULT_PLUGINS, ConfigError, validate_config
 from tproxy.plugins import BUILTINS, build_plugin_manager, describe_phases
 
@@ -541,11 +541,11 @@ class ErrorTests(TestCase):
 
 
 class RouteScopeWarningTests(TestCase):
-    """:func:`tproxy.plugins.route_scope_warnings`: per-route entries naming
+    """:func:`tproxy.plugin_checks.route_scope_warnings`: per-route entries naming
     no group the configuration knows."""
 
     def warnings(self, config):
-        return plugins.route_scope_warnings(validate_config(config))
+        return plugin_checks.route_scope_warnings(validate_config(config))
 
     def test_typo(self):
         """A name that is no static group nor a route's group is warned
@@ -586,7 +586,7 @@ class RouteScopeWarningTests(TestCase):
         request would be a 503 "no live upstream"; warned about."""
         def warnings(names):
             config = validate_config({"plugins": names})
-            return plugins.plugin_warnings(config, build_plugin_manager(config, entry_points=[]))
+            return plugin_checks.plugin_warnings(config, build_plugin_manager(config, entry_points=[]))
         self.assertEqual(warnings(["registry", "router"]), [(
             "plugins", "no plugin implements balancer (least_conn, or one of yours): "
                        "every request is answered 503 \"no live upstream\" whatever "
@@ -600,7 +600,7 @@ class RouteScopeWarningTests(TestCase):
         # (a stream listener gives its connections their group)
         config = validate_config({"plugins": ["registry", "least_conn"], "streams": [
             {"listen": "tcp:0", "group": "redis"}]})
-        self.assertEqual(plugins.plugin_warnings(
+        self.assertEqual(plugin_checks.plugin_warnings(
             config, build_plugin_manager(config, entry_points=[])), [])
 
     def test_accessLogRotatedByWorkers(self):
@@ -610,7 +610,7 @@ class RouteScopeWarningTests(TestCase):
         def warnings(workers, settings):
             config = validate_config({"workers": workers, "plugins": [
                 "router", "least_conn", {"name": "access_log", "settings": settings}]})
-            return plugins.plugin_warnings(config, build_plugin_manager(config, entry_points=[]))
+            return plugin_checks.plugin_warnings(config, build_plugin_manager(config, entry_points=[]))
         path = os.path.abspath("access.log")
         self.assertEqual(warnings(2, {"path": path}), [(
             "plugins[2].settings.max_size",

@@ -411,19 +411,27 @@ def big_head(*lines):
     return head + b"Content-Length: 2\r\n\r\nok"
 
 
+def spy_on_cut_heads(case):
+    """The list of what each response head cut from the read gave
+    (:func:`tproxy.http.response_reader.clean_response_block`, for the rest
+    of ``case``'s test): the heads read whole, on CPython (httptools)."""
+    cut = []
+    real = response_reader.clean_response_block
+
+    def spy(*args):
+        cut.append(real(*args))
+        return cut[-1]
+    case.patch(response_reader, "clean_response_block", spy)
+    return cut
+
+
 class WholeHeadTests(SynchronousTestCase):
     """Response heads read whole and large enough are cut from the read
     (:class:`tproxy.http.response_reader.ResponseHeadReader`): what the client and
     the filters see is what the field-by-field way gives."""
 
     def setUp(self):
-        self.cut = []
-        real = response_reader.clean_response_block
-
-        def spy(*args):
-            self.cut.append(real(*args))
-            return self.cut[-1]
-        self.patch(response_reader, "clean_response_block", spy)
+        self.cut = spy_on_cut_heads(self)
 
     def harness(self, answer):
         up = self.up = Scripted(raw_answer(answer))

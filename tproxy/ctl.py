@@ -258,7 +258,8 @@ def cmd_health(client, args, out, err):
 def cmd_check(client, args, out, err):
     """Validate a configuration file with tproxy's own startup checks."""
     from tproxy.config import ConfigError, load_config, uses_tls
-    from tproxy.plugins import build_plugin_manager, plugin_warnings
+    from tproxy.plugin_checks import plugin_warnings
+    from tproxy.plugins import build_plugin_manager
     try:
         config = load_config(args.config)
         pm = build_plugin_manager(config, source=args.config)

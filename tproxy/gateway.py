@@ -161,7 +161,7 @@ class Gateway(object):
     def start(self):
         """Run every ``init_worker``; a Deferred that fires when all are done."""
         if self.role != "worker":
-            from tproxy.plugins import plugin_warnings
+            from tproxy.plugin_checks import plugin_warnings
             # (not a field named "warning": twisted.logger's legacy
             # observers take such an event for a Python warning)
             for path, problem in plugin_warnings(self.config, self.plugins):

@@ -97,7 +97,7 @@ class Options(usage.Options):
             e.source = e.source or self.source
             raise SystemExit(str(e))
         if self["check"]:
-            from tproxy.plugins import plugin_warnings
+            from tproxy.plugin_checks import plugin_warnings
             for where, warning in plugin_warnings(self.config, self.plugin_manager):
                 sys.stdout.write("{}: {}: warning: {}\n".format(self.source, where, warning))
             sys.stdout.write("{}: the configuration is valid\n".format(self.source))
