@@ -608,13 +608,19 @@ class ReopenSignalTests(TestCase):
         self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
 
 
+def _at_once(f, *args, **kwargs):
+    """``callFromThread`` that runs ``f`` at once (no reactor turn to wait for)."""
+    f(*args, **kwargs)
+
+
 class TwistdLogReopenTests(TestCase):
     """
     ``SIGUSR1`` with twistd writing its own log file (``--logfile``): twistd
     rotates it (``twistd.log`` to ``twistd.log.1``); a file logrotate renamed
     already (and maybe created again, empty) is reopened at its path instead
     (twistd's rotation did nothing, and its lines went on into the renamed
-    file). The handler is called as the signal would (both run in the reactor).
+    file). The handler is called as the signal would; what it hands the
+    reactor (``callFromThread``) runs at once.
     """
 
     def setUp(self):
@@ -631,13 +637,15 @@ class TwistdLogReopenTests(TestCase):
                                   "syslog": False})._getLogObserver()
         self.log_file = observer._outFile
         self.addCleanup(self.log_file.close)
-        self.service = makeService(options(self, local(plugins=[])), reactor=reactor)
+        # (twistd's handler hands the rotation to the global reactor)
+        self.patch(reactor, "callFromThread", _at_once)
+        fake = MemoryReactorClock()
+        fake.callFromThread = _at_once
+        self.service = makeService(options(self, local(plugins=[])), reactor=fake)
         gateway_service._reopen_on_sigusr1(self.service)
 
     def signal(self):
-        from twisted.internet.task import deferLater
         signal.getsignal(signal.SIGUSR1)(signal.SIGUSR1, None)
-        return deferLater(reactor, 0, lambda: None)   # after the thread calls
 
     def write(self, text):
         self.log_file.write(text)
@@ -647,32 +655,29 @@ class TwistdLogReopenTests(TestCase):
         with open(path) as f:
             return f.read()
 
-    @inlineCallbacks
     def test_renamed(self):
         self.write("before\n")
         os.rename(self.path, self.path + "-20261205")
-        yield self.signal()
+        self.signal()
         self.write("after\n")
         self.assertEqual(self.read(self.path + "-20261205"), "before\n")
         self.assertEqual(self.read(self.path), "after\n")
 
-    @inlineCallbacks
     def test_renamedAndCreated(self):
         """logrotate's ``create``: an empty file at the path."""
         self.write("before\n")
         os.rename(self.path, self.path + ".1")
         open(self.path, "w").close()
-        yield self.signal()
+        self.signal()
         self.write("after\n")
         self.assertEqual(self.read(self.path + ".1"), "before\n")
         self.assertEqual(self.read(self.path), "after\n")
         self.assertFalse(os.path.exists(self.path + ".2"))
 
-    @inlineCallbacks
     def test_notRenamed(self):
         """Nothing renamed it: twistd's own rotation, as before."""
         self.write("before\n")
-        yield self.signal()
+        self.signal()
         self.write("after\n")
         self.assertEqual(self.read(self.path + ".1"), "before\n")
         self.assertEqual(self.read(self.path), "after\n")
