@@ -10,7 +10,7 @@ import ipaddress
 import re
 
 __all__ = ["parse_host_port", "check_host", "normalise_host", "parse_endpoint",
-           "endpoint_is_local", "unicast_problem", "own_listeners"]
+           "endpoint_is_local", "unicast_problem", "bind_place", "own_listeners"]
 
 _HOSTNAME = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_.-]{0,251}[A-Za-z0-9_.])?$")
 _DOTTED_NUMBERS = re.compile(r"^[0-9.]+$")  # must then be a valid IPv4 address
@@ -134,10 +134,34 @@ def unicast_problem(host):
     return None
 
 
+def bind_place(description):
+    """
+    Where the server endpoint string ``description`` binds:
+    ``("tcp", port, interface)`` (``tcp``, ``tcp6``, ``ssl``; the interface
+    normalised, ``0.0.0.0`` for every address; an ``ssl:`` one read for its
+    port and interface alone, its files not opened), ``("unix", path)``, or
+    ``None`` (another kind, port ``0``, or a description that does not parse).
+    """
+    try:
+        if description.lower().startswith("ssl:"):
+            description = _tcp_of_ssl(description)
+        kind, args, kwargs = parse_endpoint(description)
+        if kind == "UNIX":
+            return ("unix", args[0])
+        if kind != "TCP" and getattr(kind, "prefix", None) != "tcp6":
+            return None
+        port = int(kwargs.get("port", args[0] if args else 0))
+    except (TypeError, ValueError, IndexError, AttributeError):
+        return None
+    if not port:
+        return None
+    return ("tcp", port, normalise_host(kwargs.get("interface", "") or "0.0.0.0"))
+
+
 def own_listeners(listeners):
     """
     A function ``(host, port) -> name or None`` saying which of this
-    process's TCP ``listeners`` (``[(name, endpoint description)]``) a
+    process's ``listeners`` (``[(name, endpoint description)]``) a
     connection to ``host:port`` (``host`` normalised: see
     :func:`normalise_host`) would reach, as far as addresses tell: the
     listener's own interface, or a loopback address (``localhost``) for one
@@ -146,15 +170,9 @@ def own_listeners(listeners):
     """
     own = {}
     for name, description in listeners:
-        try:
-            if description.lower().startswith("ssl:"):   # (parsing reads its files)
-                description = _tcp_of_ssl(description)
-            kind, args, kwargs = parse_endpoint(description)
-            port = int(kwargs.get("port", args[0] if args else 0))
-        except (TypeError, ValueError, IndexError, AttributeError):
-            continue   # another kind of endpoint (UNIX, systemd, a plugin's)
-        interface = normalise_host(kwargs.get("interface", "") or "0.0.0.0")
-        own.setdefault((interface, port), name)
+        place = bind_place(description)
+        if place is not None and place[0] == "tcp":
+            own.setdefault((place[2], place[1]), name)
 
     def reached(host, port):
         if not own:

@@ -19,7 +19,7 @@ import math
 
 from jsonschema import Draft202012Validator
 
-from tproxy.addresses import endpoint_is_local, normalise_host, own_listeners, parse_host_port
+from tproxy.addresses import endpoint_is_local, normalise_host, parse_host_port
 from tproxy.config_schema import DEFAULT_PLUGINS, FORMATS, SCHEMA
 from tproxy.schema_checks import _IDENTIFIER, _path, fill_defaults, schema_errors
 
@@ -198,9 +198,8 @@ def _validate_config(obj, source):
 def _check_own_peers(config, source):
     """Refuse a static peer at one of tproxy's own listeners (as the admin
     API refuses to register one): requests sent there would come back."""
-    from tproxy.listeners import listener_specs
-    reached = own_listeners([(name, description) for _, name, description, _, _
-                             in listener_specs(config)])
+    from tproxy.listeners import own_listener_of
+    reached = own_listener_of(config)
     errors = []
     for name, group in sorted(config["upstreams"].items()):
         for i, peer in enumerate(group["peers"]):

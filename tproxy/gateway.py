@@ -119,11 +119,8 @@ class Gateway(object):
         """
         reached = self._own_listeners
         if reached is None:
-            from tproxy.addresses import own_listeners
-            from tproxy.listeners import listener_specs
-            reached = self._own_listeners = own_listeners(
-                [(name, description) for _, name, description, _, _ in
-                 listener_specs(self.config)])
+            from tproxy.listeners import own_listener_of
+            reached = self._own_listeners = own_listener_of(self.config)
         return reached(host, port)
 
     def take_over(self, previous):

@@ -7,7 +7,7 @@ parent of workers, each worker and a reload share.
 """
 
 __all__ = ["kind_of", "listen_path", "listener_clashes", "listener_key", "listener_specs",
-           "make_factory"]
+           "make_factory", "own_listener_of"]
 
 
 def listener_specs(config):
@@ -43,24 +43,13 @@ def listener_clashes(config):
     reload) with "address already in use" after ``--check`` said the file was
     valid.  Port ``0`` (any free port) never clashes.
     """
-    from tproxy.addresses import parse_endpoint
+    from tproxy.addresses import bind_place
     tls = config.get("tls")
-    paths = []
-    if not tls or "listen" in tls:
-        paths.append(("listen", config["listen"]))
-    if tls:
-        paths.append(("tls.listen", tls["listen"]) if "listen" in tls
-                     else ("listen", config["listen"]))
-    paths.append(("admin.listen", config["admin"]["listen"]))
-    for i, stream in enumerate(config.get("streams", ())):
-        paths.append(("streams[{}].listen".format(i), stream["listen"]))
     seen, problems = [], []
-    for path, description in paths:
-        try:
-            parsed = parse_endpoint(description)
-        except ValueError:
-            continue   # reported with its path by the schema's format check
-        place = _bind_place(parsed)
+    for kind, _, description, stream, on_tls in listener_specs(config):
+        path = ("tls.listen" if on_tls and kind == "proxy" and "listen" in tls
+                else listen_path(kind, stream, config))
+        place = bind_place(description)
         if place is not None:
             for other_path, other, other_place in seen:
                 if _overlap(place, other_place):
@@ -72,19 +61,6 @@ def listener_clashes(config):
     return problems
 
 
-def _bind_place(parsed):
-    """``("unix", path)`` or ``("tcp", port, interface)`` of a parsed endpoint,
-    or ``None`` (another kind, or port 0)."""
-    if parsed is None or not isinstance(parsed[0], str):
-        return None
-    kind, args, kwargs = parsed
-    if kind == "UNIX":
-        return ("unix", args[0])
-    if kind in ("TCP", "SSL") and args and args[0]:
-        return ("tcp", int(args[0]), kwargs.get("interface", "") or "")
-    return None
-
-
 def _overlap(a, b):
     if a[0] != b[0]:
         return False
@@ -92,8 +68,16 @@ def _overlap(a, b):
         return a[1] == b[1]
     if a[1] != b[1]:
         return False
-    anywhere = ("", "0.0.0.0", "::")
+    anywhere = ("0.0.0.0", "::")
     return a[2] == b[2] or a[2] in anywhere or b[2] in anywhere
+
+
+def own_listener_of(config):
+    """:func:`tproxy.addresses.own_listeners` of ``config``'s listeners: which
+    of them (by name) a connection to ``(host, port)`` would reach."""
+    from tproxy.addresses import own_listeners
+    return own_listeners([(name, description)
+                          for _, name, description, _, _ in listener_specs(config)])
 
 
 def listener_key(kind, description, tls):
