@@ -9,7 +9,7 @@ or gets the time tproxy received its head (nginx hides the upstream's and
 sends its own: tproxy passes it through).  1xx responses carry none.
 
 The line is made at most once a second (as nginx caches its time): a
-request pays a call, an ``int`` and a comparison.
+request pays a call and two float comparisons.
 """
 
 from time import gmtime
