@@ -62,7 +62,9 @@ the last error, ``up``), never one per request.
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from tproxy.health_active import ActiveChecks
 from tproxy.health_interfaces import FAILURE_KINDS, IHealth, IHealthListener
+from tproxy.peer_health import PeerHealth, state_of
 from tproxy.slow_start import SlowStart
 
 __all__ = ["IHealth", "IHealthListener", "HealthState", "PeerHealth",
@@ -75,44 +77,8 @@ PASSIVE_DEFAULTS = {"max_fails": 1, "fail_timeout": 10, "max_ejection": 300,
                     "statuses": []}
 
 
-class PeerHealth(object):
-    """
-    What is known of one peer's health (``peer.health``; ``None`` until the
-    first failure or check).
-
-    :ivar fails: consecutive failures of real requests.
-    :ivar ejections: ejections in a row (reset by a success); the next one
-        lasts ``fail_timeout * 2 ** ejections``.
-    :ivar ejection_count: every ejection since the peer joined.
-    :ivar ejected_until: clock time the current ejection ends (0: none).
-    :ivar probation: re-admitted after an ejection, no outcome yet.
-    :ivar active_down: active checks found it down.
-    :ivar check_ok: consecutive results of active checks (positive: passes,
-        negative: failures).
-    :ivar last_check: ``(time, ok, detail)`` of the last active check.
-    :ivar last_error: ``(time, kind, detail)`` of the last failure.
-    """
-
-    __slots__ = ("fails", "ejections", "ejection_count", "ejected_until",
-                 "probation", "active_down", "check_ok", "last_check",
-                 "last_error", "timer", "total_fails")
-
-    def __init__(self):
-        self.fails = 0
-        self.total_fails = 0
-        self.ejections = 0
-        self.ejection_count = 0
-        self.ejected_until = 0.0
-        self.probation = False
-        self.active_down = False
-        self.check_ok = 0
-        self.last_check = None
-        self.last_error = None
-        self.timer = None
-
-
 @implementer(IHealth)
-class HealthState(object):
+class HealthState(ActiveChecks):
     """
     The health of every peer of a registry (see the module docstring).
 
@@ -176,79 +142,6 @@ class HealthState(object):
     def subscribers(self):
         return list(self._listeners)
 
-    def observe_checks(self, observer):
-        """
-        Call ``observer(peer, ok, detail, rise, fall)`` after each active
-        check result of a peer of the registry (the parent of a box of
-        workers relays them to the workers, which do not probe); ``ok`` is
-        ``None`` when the checks' verdict is forgotten (:meth:`forget_checks`).
-        """
-        self._check_observers.append(observer)
-
-    def restore_checks(self, peer, check_ok, active_down, last_check):
-        """
-        Take the active checks' state of ``peer`` from another process (a
-        worker starting, from the parent): ``check_ok`` the results in a row
-        (positive: passes, negative: failures), ``active_down`` whether they
-        hold it down, ``last_check`` ``[time, ok, detail]`` or ``None``.
-        """
-        h = peer.health
-        if h is None:
-            h = peer.health = PeerHealth()
-        h.check_ok = check_ok
-        h.last_check = tuple(last_check) if last_check else None
-        if active_down and not h.active_down:
-            h.active_down = True
-            self._set(peer, False)
-
-    def checks_cover(self, peer):
-        """
-        An active checker (an instance of the ``health_check`` plugin) checks
-        ``peer`` from now on.  Its verdicts last only while some checker
-        does: see :meth:`checks_end`.
-        """
-        self._checked[peer] = self._checked.get(peer, 0) + 1
-
-    def checks_end(self, peer):
-        """
-        A checker that called :meth:`checks_cover` no longer checks ``peer``
-        (it stopped: a reload without it, or without checks for the peer's
-        group).  When no other checker does, the active checks' verdict is
-        forgotten (:meth:`forget_checks`): no check would ever make a peer
-        they hold down healthy again.
-        """
-        n = self._checked.get(peer, 0) - 1
-        if n > 0:
-            self._checked[peer] = n
-            return
-        self._checked.pop(peer, None)
-        self.forget_checks(peer)
-
-    def forget_checks(self, peer):
-        """
-        Forget the active checks' verdict of ``peer`` (no check runs for it
-        any more): a peer they held down is healthy again, unless passive
-        checks eject it.  The check observers are told (``ok`` ``None``).
-        """
-        h = peer.health
-        if h is None or not (h.active_down or h.check_ok):
-            return
-        down = h.active_down
-        h.active_down = False
-        h.check_ok = 0
-        if peer.group.peers.get(peer.key) is not peer:
-            return
-        if down and h.ejected_until == 0.0:
-            log.info("upstream {peer} of {group} is no longer checked (its active "
-                     "checks ended): healthy again", peer=peer.address,
-                     group=peer.group.name)
-            self._set(peer, True)
-        for observer in self._check_observers:
-            try:
-                observer(peer, None, None, 0, 0)
-            except Exception:
-                log.failure("health check observer {observer} failed", observer=observer)
-
     def stop(self):
         """Cancel the re-admission timers (the gateway stops)."""
         for h in list(self._timed):
@@ -282,9 +175,7 @@ class HealthState(object):
                 self._set(peer, True)
 
     def failed(self, peer, kind, detail=None):
-        h = peer.health
-        if h is None:
-            h = peer.health = PeerHealth()
+        h = state_of(peer)
         now = self.clock.seconds()
         h.fails += 1
         h.total_fails += 1
@@ -295,61 +186,6 @@ class HealthState(object):
             return   # already ejected (requests in flight when it was)
         if h.probation or h.fails >= self.max_fails:
             self._eject(peer, h, now, kind, detail)
-
-    def check_result(self, peer, ok, detail=None, rise=2, fall=3):
-        """
-        An active check of ``peer`` ended.  ``rise`` passes in a row make an
-        active-down peer healthy (and end a passive ejection whose time is up
-        or not: the probe is the half-open request), ``fall`` failures in a
-        row make it unhealthy.
-        """
-        h = peer.health
-        if h is None:
-            h = peer.health = PeerHealth()
-        now = self.clock.seconds()
-        h.last_check = (now, ok, detail)
-        if peer.group.peers.get(peer.key) is not peer:
-            return
-        if ok:
-            h.check_ok = h.check_ok + 1 if h.check_ok > 0 else 1
-            if h.active_down and h.check_ok >= rise:
-                h.active_down = False
-                h.fails = 0
-                h.ejections = 0
-                self._cancel(h)
-                h.ejected_until = 0.0
-                h.probation = False
-                log.info("upstream {peer} of {group} is up: {n} check(s) passed",
-                         peer=peer.address, group=peer.group.name, n=h.check_ok)
-                self._set(peer, True)
-            elif h.probation or (not h.active_down and h.ejected_until > now
-                                 and h.check_ok >= rise):
-                # a passive ejection: a passing probe is the half-open request
-                self._cancel(h)
-                h.ejected_until = 0.0
-                h.probation = False
-                h.ejections = 0
-                h.fails = 0
-                if not peer.healthy:
-                    log.info("upstream {peer} of {group} is up: check passed",
-                             peer=peer.address, group=peer.group.name)
-                    self._set(peer, True)
-        else:
-            h.check_ok = h.check_ok - 1 if h.check_ok < 0 else -1
-            if not h.active_down and -h.check_ok >= fall:
-                h.active_down = True
-                # a line at warn only if this is the change (not when passive
-                # checks had ejected it already)
-                (log.warn if peer.healthy else log.debug)(
-                    "upstream {peer} of {group} is down: {n} check(s) failed "
-                    "({detail})", peer=peer.address, group=peer.group.name,
-                    n=-h.check_ok, detail=detail)
-                self._set(peer, False)
-        for observer in self._check_observers:
-            try:
-                observer(peer, ok, detail, rise, fall)
-            except Exception:
-                log.failure("health check observer {observer} failed", observer=observer)
 
     def as_dict(self, peer):
         h = peer.health
