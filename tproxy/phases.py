@@ -16,7 +16,8 @@ Each walk is a function made once per phase and route from the list: see
 from twisted.internet.defer import maybeDeferred
 from twisted.logger import Logger
 
-from tproxy.phase_walks import UNROLL, _awaitable, _rewrite_access, _walker
+from tproxy.phase_resume import _awaitable
+from tproxy.phase_walks import UNROLL, _rewrite_access, _walker
 
 log = Logger()
 

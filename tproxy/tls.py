@@ -39,7 +39,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from tproxy.config import ConfigError
-from tproxy.phase_walks import _awaitable
+from tproxy.phase_resume import _awaitable
 from tproxy.phases import _adapt
 from tproxy.tls_hello import client_hello_sni
 from tproxy.tls_listener import TLSFactory

@@ -18,7 +18,7 @@ from tproxy.http.body import RequestBody
 from tproxy.http.exchange_failures import UpstreamFailures
 from tproxy.http.response import ResponseSide
 from tproxy.http.upstream_head import upstream_request_head
-from tproxy.phase_walks import PLAIN_TYPES, is_deferred
+from tproxy.phase_resume import PLAIN_TYPES, is_deferred
 
 log = Logger()
 

@@ -9,7 +9,7 @@ A part of :class:`tproxy.http.response.ResponseSide` (a mixin: the state is
 the exchange's, see :class:`tproxy.http.exchange.Exchange`).
 """
 
-from tproxy.phase_walks import is_deferred
+from tproxy.phase_resume import is_deferred
 
 
 class FilterChain(object):

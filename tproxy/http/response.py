@@ -21,7 +21,7 @@ from tproxy.http.filters import FilterChain
 from tproxy.http.headers import Headers
 from tproxy.http.response_fields import block_fields, clean_response_fields
 from tproxy.http.wire import content_length, local_response_head, response_head
-from tproxy.phase_walks import is_deferred
+from tproxy.phase_resume import is_deferred
 
 log = Logger()
 

@@ -7,7 +7,7 @@ helpers the session drives them with.
 
 from twisted.logger import Logger
 
-from tproxy.phase_walks import _awaitable
+from tproxy.phase_resume import _awaitable
 from tproxy.phases import _adapt
 
 # one namespace for the stream proxy's modules (what a log filter selects)

@@ -13,7 +13,7 @@ from zope.interface import implementer
 
 from tproxy.context import Response
 from tproxy.fastio import install_fast_write
-from tproxy.phase_walks import _first_result, _until_response, is_deferred
+from tproxy.phase_resume import _first_result, _until_response, is_deferred
 from tproxy.proxy_protocol import header as proxy_protocol_header
 from tproxy.stream.context import (
     _CLEAN, ACCESS_DENIED, BALANCER_REFUSED, CLIENT_CLOSED, CLIENT_RESET,
