@@ -12,16 +12,13 @@ from collections import deque
 from twisted.internet import tcp
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
-from tproxy.context import Response
 from tproxy.fastio import install_fast_write
 from tproxy.http.closing import await_next_request, bound_flush, drain, end_linger, linger
-from tproxy.http.dates import date_line
 from tproxy.http.parsing import HttpRequestParser
 from tproxy.http.reader import RequestReader
-from tproxy.http.refusals import BadRequestReply, Stopped, log_refused, refused_context
-from tproxy.http.wire import error_response, forwarding_fields
+from tproxy.http.refusals import Stopped, bad_request, internal_error
+from tproxy.http.wire import forwarding_fields
 
 log = Logger()
 
@@ -289,58 +286,13 @@ class ProxyProtocol(RequestReader, Protocol):
         self.close()
 
     def _internal_error(self, exc):
-        """A defect of tproxy's own while reading a request (a parser callback
-        raised ``exc``): logged with its traceback, answered ``500``, and
-        the connection closed, as a request that cannot be parsed is."""
-        log.failure("internal error reading a request from {client}",
-                    Failure(exc, type(exc), exc.__traceback__), client=self.remote_addr)
-        if self.reading is not None:   # (its exchange is made: its log says so)
-            self.reading.ctx.error = "internal_error"
-        self._bad_request(500, "internal error")
+        """See :func:`tproxy.http.refusals.internal_error`."""
+        internal_error(self, exc)
 
     def _bad_request(self, status, message):
-        """Answer a request that cannot be parsed, and close."""
-        # the client may be sending more (the rest of a body or of a head):
-        # the close lingers
-        self.linger = True
-        if self.closing:
-            # bytes after the last response (it closed the connection, and
-            # was answered within the same read): they are not answered
-            return
-        # (not a field called "message": the legacy log bridge takes it over)
-        if self.factory.log_client_errors:
-            log.debug("bad request from {client}: {why}", client=self.remote_addr, why=message)
-        if self.exchange is None:
-            # (the refused request's log: nothing made without a log plugin)
-            ctx = refused_context(self, status)
-            data = error_response(status, message, date_line(self.factory.clock.seconds()))
-            self.transport.write(data)
-            self.close()
-            if ctx is not None:
-                log_refused(self, ctx, len(data))
-        elif self.reading is self.exchange:
-            # the body of the request in flight is broken: it ends here
-            self.closing = True
-            for queued in self.queue:
-                queued.client_lost()
-            self.queue.clear()
-            self.exchange.close_after()
-            self.exchange.respond(Response.error(status, message))
-        elif not self.closing:
-            # Requests read before this one are answered first, in order;
-            # then the error, then the connection closes (as nginx).  Nothing
-            # after the bad bytes is parsed: later reads are dropped.
-            ex, self.reading = self.reading, None
-            # a head of its own: its log when its turn comes (made now,
-            # from the head's parsing state)
-            ctx = refused_context(self, status) if ex is None else None
-            self.parser = Stopped
-            self.head_start = None
-            if ex is not None:
-                # the body of a queued request is broken (it is the last
-                # one read): it ends with the error when its turn comes
-                self.queue.pop()
-            self.queue.append(BadRequestReply(self, status, message, ex, ctx))
+        """Answer a request that cannot be parsed, and close (see
+        :func:`tproxy.http.refusals.bad_request`)."""
+        bad_request(self, status, message)
 
     def _upgraded(self):
         """

@@ -1,16 +1,24 @@
 # -*- test-case-name: tests.test_proxy_errors -*-
 """
-Requests refused before any plugin sees them: the stand-in parser once
-nothing more may be parsed, and the answer queued behind requests read
+Requests refused before any plugin sees them (:func:`bad_request`, and
+:func:`internal_error` for a defect of tproxy's own): the stand-in parser
+once nothing more may be parsed, and the answer queued behind requests read
 earlier, and the ``log`` phase of such a request (as nginx writes an
 access-log line for a ``400``).  (The errors parsing raises and the JSON
 answer written for them are in :mod:`tproxy.http.wire`.)
 """
 
-from tproxy.context import Request, RequestContext
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from tproxy.context import Request, RequestContext, Response
 from tproxy.http.dates import date_line
 from tproxy.http.headers import Headers
 from tproxy.http.wire import Closing, error_response
+
+#: the client connection's log (:mod:`tproxy.http.connection`): its client
+#: errors are logged there, at debug (``proxy.log_client_errors``)
+log = Logger(namespace="tproxy.http.connection")
 
 #: ``ctx.error`` of a request refused before any plugin saw it, by the
 #: status answered (any other status: ``"bad_request"``)
@@ -142,3 +150,59 @@ class BadRequestReply(object):
         # (a refused head never answered is not logged: the connection
         # closed before it, as bytes after the last request)
         self.ctx = None
+
+
+def internal_error(conn, exc):
+    """A defect of tproxy's own while reading a request (a parser callback
+    raised ``exc``): logged with its traceback, answered ``500``, and
+    the connection closed, as a request that cannot be parsed is."""
+    log.failure("internal error reading a request from {client}",
+                Failure(exc, type(exc), exc.__traceback__), client=conn.remote_addr)
+    if conn.reading is not None:   # (its exchange is made: its log says so)
+        conn.reading.ctx.error = "internal_error"
+    bad_request(conn, 500, "internal error")
+
+
+def bad_request(conn, status, message):
+    """Answer a request that cannot be parsed, and close."""
+    # the client may be sending more (the rest of a body or of a head):
+    # the close lingers
+    conn.linger = True
+    if conn.closing:
+        # bytes after the last response (it closed the connection, and
+        # was answered within the same read): they are not answered
+        return
+    # (not a field called "message": the legacy log bridge takes it over)
+    if conn.factory.log_client_errors:
+        log.debug("bad request from {client}: {why}", client=conn.remote_addr, why=message)
+    if conn.exchange is None:
+        # (the refused request's log: nothing made without a log plugin)
+        ctx = refused_context(conn, status)
+        data = error_response(status, message, date_line(conn.factory.clock.seconds()))
+        conn.transport.write(data)
+        conn.close()
+        if ctx is not None:
+            log_refused(conn, ctx, len(data))
+    elif conn.reading is conn.exchange:
+        # the body of the request in flight is broken: it ends here
+        conn.closing = True
+        for queued in conn.queue:
+            queued.client_lost()
+        conn.queue.clear()
+        conn.exchange.close_after()
+        conn.exchange.respond(Response.error(status, message))
+    elif not conn.closing:
+        # Requests read before this one are answered first, in order;
+        # then the error, then the connection closes (as nginx).  Nothing
+        # after the bad bytes is parsed: later reads are dropped.
+        ex, conn.reading = conn.reading, None
+        # a head of its own: its log when its turn comes (made now,
+        # from the head's parsing state)
+        ctx = refused_context(conn, status) if ex is None else None
+        conn.parser = Stopped
+        conn.head_start = None
+        if ex is not None:
+            # the body of a queued request is broken (it is the last
+            # one read): it ends with the error when its turn comes
+            conn.queue.pop()
+        conn.queue.append(BadRequestReply(conn, status, message, ex, ctx))
