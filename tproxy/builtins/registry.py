@@ -67,7 +67,8 @@ expired registration is never selected, even before it is removed).  The
 plugin has no settings of its own: it reads the ``registry`` and
 ``trusted_proxies`` keys of the configuration.  The parameters are parsed by
 :mod:`tproxy.builtins._registry_parameters` (whose names this module
-re-exports).
+re-exports); the status answer is made by
+:mod:`tproxy.builtins._registry_status`.
 """
 
 from twisted.internet.defer import Deferred, maybeDeferred
@@ -81,6 +82,7 @@ from tproxy.admin import AdminResponse
 from tproxy.builtins._registry_parameters import (
     DEFAULT_GROUP, BadParameter, check_caller, parse_host, parse_max_conns, parse_port,
     parse_prefix, parse_routable, parse_weight, request_parameters)
+from tproxy.builtins._registry_status import upstream_status
 from tproxy.registry import IRegistryListener, IRegistryReplica, RegistryUnavailable
 from tproxy.trust import TrustedProxies, UntrustworthyHeader
 
@@ -356,31 +358,8 @@ class Plugin(object):
                 wanted = parse_prefix(wanted)
             except BadParameter as e:
                 return 400, e.as_dict()
-        now = self.registry.now()
-        health = getattr(self.gateway, "health", None)
-        groups = []
-        total = 0
-        for group in self.registry.groups():
-            if wanted and group.name != wanted:
-                continue
-            servers = []
-            live = healthy = 0
-            for peer in sorted(group.peers.values(), key=lambda p: (p.host, p.port)):
-                view = peer.as_dict()
-                view["live"] = peer.is_live(now)
-                live += view["live"]
-                if health is not None:
-                    view["health"] = health.as_dict(peer)
-                healthy += view["live"] and peer.healthy
-                servers.append(view)
-            if not servers:
-                continue
-            groups.append({"prefix": group.name, "servers": servers,
-                           "live": live, "healthy": healthy, "total": len(servers),
-                           "routable": group.routable})
-            total += len(servers)
-        return 200, {"groups": groups, "total_groups": len(groups),
-                     "total_servers": total, "timestamp": now}
+        return upstream_status(self.registry, getattr(self.gateway, "health", None),
+                               wanted)
 
 
 def _unavailable(failure):
