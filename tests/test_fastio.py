@@ -141,6 +141,96 @@ class FastWriteTests(TestCase):
         return d
 
 
+class Served(Protocol):
+    """The server side of a connection: says ``hello`` and closes; tells
+    ``seen`` its transport, and ``closed`` whether it was lost (and why)
+    when ``loseConnection`` returned."""
+
+    lost = None
+
+    def __init__(self, seen, closed):
+        self.seen = seen
+        self.closed = closed
+
+    def connectionMade(self):
+        t = self.transport
+        fastio.install_fast_write(t, close=True)   # (as an HTTP connection)
+        t.setTcpNoDelay(True)
+        self.seen(t)
+        t.write(b"hello")
+        t.loseConnection()
+        self.closed(self.lost)
+
+    def connectionLost(self, reason):
+        self.lost = reason
+
+
+class FastListenerTests(TestCase):
+    """:func:`tproxy.fastio.fast_listener`: the HTTP listener's connections
+    are :class:`~tproxy.fastio.FastServer` transports."""
+
+    def setUp(self):
+        if not fastio.ENABLED:
+            raise SkipTest("fast write disabled on Twisted %s" % fastio.TWISTED_VERSION)
+        self.seen = self.closed = None
+
+    def listen(self):
+        port = reactor.listenTCP(
+            0, Factory.forProtocol(lambda: Served(self.seen, self.closed)),
+            interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        return port
+
+    def fetch(self, port):
+        """Connect to ``port``: what the server sent before the close."""
+        from twisted.internet.endpoints import TCP4ClientEndpoint
+        collector = Collect(5)
+        d = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port).connect(
+            Factory.forProtocol(lambda: collector))
+        return d.addCallback(lambda _: collector.ended)
+
+    async def test_connections(self):
+        """Its connections write, set ``TCP_NODELAY`` and close at once
+        (``connectionLost`` ran before ``loseConnection`` returned), and the
+        peer gets every byte; each time (the second connection takes
+        ``TCP_NODELAY`` from the listening socket)."""
+        seen, closed = [], []
+        self.seen = lambda t: seen.append((type(t), t.getTcpNoDelay()))
+        self.closed = closed.append
+        port = self.listen()
+        self.patch(fastio.FastServer, "nodelay_inherited", None)
+        self.assertTrue(fastio.fast_listener(port))
+        for _ in range(2):
+            self.assertEqual(await self.fetch(port), b"hello")
+            self.assertEqual(seen.pop(), (fastio.FastServer, True))
+            self.assertTrue(closed.pop().check(ConnectionDone))
+        self.assertTrue(fastio.FastServer.nodelay_inherited)
+
+    async def test_noCycle(self):
+        """A connection closed leaves no reference cycle: its transport is
+        freed with its protocol, the collector off (the collections it
+        needed held every request for milliseconds)."""
+        import gc
+        import weakref
+        refs = []
+        self.seen = lambda t: refs.append(weakref.ref(t))
+        self.closed = lambda lost: None
+        port = self.listen()
+        self.assertTrue(fastio.fast_listener(port))
+        gc.disable()
+        self.addCleanup(gc.enable)
+        self.assertEqual(await self.fetch(port), b"hello")
+        [ref] = refs
+        self.assertIsNone(ref())
+
+    def test_otherListeners(self):
+        """A listener that is not plain TCP keeps Twisted's transports."""
+        from twisted.internet.testing import MemoryReactor
+        memory = MemoryReactor()
+        self.assertFalse(fastio.fast_listener(memory.listenTCP(0, Factory())))
+        self.patch(fastio, "ENABLED", False)
+        self.assertFalse(fastio.fast_listener(self.listen()))
+
 class FallbackTests(SynchronousTestCase):
 
     def test_otherTransports(self):

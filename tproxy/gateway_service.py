@@ -17,6 +17,8 @@ from twisted.application.service import MultiService, Service
 from twisted.internet.defer import DeferredList, maybeDeferred
 from twisted.logger import Logger
 
+from tproxy.fastio import fast_listener
+
 __all__ = ["GatewayService", "StartupError", "open_endpoint", "with_tls", "one_line",
            "exit_status_on_exit"]
 
@@ -103,6 +105,10 @@ class GatewayService(MultiService):
         def listening(port):
             if record:
                 self.ports.append(port)
+            if getattr(factory, "kind", None) == "http" and getattr(port, "factory", None) is factory:
+                # plain HTTP (TLS wraps the factory): its connections' fast
+                # write and close as methods of their transport's class
+                fast_listener(port)
             address = port.getHost()
             if hasattr(address, "port"):
                 address = "{}:{}".format(address.host, address.port)
