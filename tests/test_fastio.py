@@ -8,6 +8,7 @@ from twisted.internet import reactor
 from twisted.internet.error import ConnectionDone
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from tproxy import fastio
@@ -222,6 +223,37 @@ class FastListenerTests(TestCase):
         self.assertEqual(await self.fetch(port), b"hello")
         [ref] = refs
         self.assertIsNone(ref())
+
+    def test_sameAsTwisted(self):
+        """A FastServer has what ``tcp.Server.__init__`` gives a connection
+        (its log prefix and ``repr`` made when read), and reads alike."""
+        import socket
+        from twisted.internet import tcp
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(2)
+        self.addCleanup(listener.close)
+        port = reactor.listenTCP(0, Factory(), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        made = []
+        for kind in (tcp.Server, fastio.FastServer):
+            client = socket.create_connection(listener.getsockname())
+            self.addCleanup(client.close)
+            sock, addr = listener.accept()
+            t = kind(sock, Protocol(), addr, port, 7, reactor)
+            self.addCleanup(t.connectionLost, Failure(ConnectionDone()))
+            made.append(t)
+        stock, fast = made
+        fastio._inline(stock)   # (as FastServer.__init__)
+        lazy = {"logstr", "repstr"}
+        self.assertEqual(set(vars(fast)) | lazy, set(vars(stock)))
+        self.assertFalse(lazy & set(vars(fast)))
+        own = {"socket", "fileno", "protocol", "client"}
+        self.assertEqual({k: v for k, v in vars(fast).items() if k not in own},
+                         {k: v for k, v in vars(stock).items() if k not in own | lazy})
+        self.assertEqual(repr(fast), repr(stock))
+        self.assertEqual(fast.logPrefix(), stock.logPrefix())
+        self.assertEqual(fast.getPeer().port, fast.client[1])
 
     def test_otherListeners(self):
         """A listener that is not plain TCP keeps Twisted's transports."""

@@ -32,7 +32,7 @@ import socket
 from types import MethodType
 
 import twisted
-from twisted.internet import main, tcp
+from twisted.internet import address, main, tcp
 from twisted.python.failure import Failure
 
 #: Twisted releases whose internals these shortcuts were checked against
@@ -135,13 +135,34 @@ def _write_sequence(self, seq):
         sent -= len(piece)
 
 
+def _closes_now(t):
+    """Whether ``t.loseConnection()`` may close at once: nothing to send, no
+    producer, plain TCP, open."""
+    return not (t.dataBuffer or t._tempDataBuffer or not t.connected or t.disconnecting
+                or t.producer is not None or t.TLS)
+
+
 def _lose_connection(self):
-    if (self.dataBuffer or self._tempDataBuffer or not self.connected
-            or self.disconnecting or self.producer is not None or self.TLS):
+    if not _closes_now(self):
         return _STOCK_LOSE(self)
     self.stopReading()
     self.stopWriting()
     self.connectionLost(_CLOSED)   # (close the socket)
+
+
+class _Lazy(object):
+    """A ``tcp.Server`` attribute made when first read (then an ordinary
+    instance attribute): ``logstr`` and ``repstr``, read only by logging and
+    ``repr``, which Twisted formats for every connection."""
+
+    def __init__(self, make):
+        self.make = make
+
+    def __get__(self, instance, owner):
+        if instance is None:
+            return self
+        value = instance.__dict__[self.make.__name__] = self.make(instance)
+        return value
 
 
 class FastServer(tcp.Server):
@@ -154,26 +175,75 @@ class FastServer(tcp.Server):
     connection is gone (which it otherwise had, every connection, and which
     made the full collections that held requests for tens of milliseconds).
 
-    Closing, it does not ``shutdown`` the socket before ``close`` (Twisted's
-    own comment: not needed, the descriptor is close-on-exec and this
-    process's only).  ``TCP_NODELAY`` is set on the listening socket, which
-    Linux passes on to the connections it accepts: ``setTcpNoDelay(True)``
-    makes no system call once the first connection showed it had it
-    (:attr:`nodelay_inherited`).
+    What Twisted does for every connection and nobody reads is left out:
+    ``__init__`` sets what ``tcp.Server.__init__`` sets, but the log prefix
+    and ``repr`` string are made when first read (:class:`_Lazy`).  A fast
+    close takes the socket out of the reactor without an ``epoll_ctl``
+    (:meth:`tproxy.reactor.FastEPollReactor.forget`), and does not
+    ``shutdown`` it before ``close`` (Twisted's own comment: not needed, the
+    descriptor is close-on-exec and this process's only).  ``TCP_NODELAY``
+    is set on the listening socket, which Linux passes on to the connections
+    it accepts: ``setTcpNoDelay(True)`` makes no system call once the first
+    connection showed it had it (:attr:`nodelay_inherited`).
     """
 
     write = _write
     writeSequence = _write_sequence
-    loseConnection = _lose_connection
     _shouldShutdown = False
 
     #: whether accepted sockets come with TCP_NODELAY set (``None``: not
     #: known yet; the first connection's ``setTcpNoDelay(True)`` looks)
     nodelay_inherited = None
 
-    def __init__(self, *args):
-        tcp.Server.__init__(self, *args)
+    def __init__(self, sock, protocol, client, server, sessionno, reactor):
+        # tcp.Server.__init__ (checked by tests/test_fastio.py against it)
+        self.reactor = reactor
+        self._tempDataBuffer = []
+        self._tempDataLen = 0
+        self.socket = sock
+        sock.setblocking(False)
+        self.fileno = sock.fileno
+        self.protocol = protocol
+        if len(client) != 2:
+            self._addressType = address.IPv6Address
+        self.server = server
+        self.client = client
+        self.sessionno = sessionno
+        self.hostname = client[0]
         _inline(self)
+        self.startReading()
+        self.connected = 1
+
+    def loseConnection(self):
+        if not _closes_now(self):
+            return _STOCK_LOSE(self)
+        # tcp.Connection.connectionLost, without what does nothing here
+        # (no producer; not an abort; not watched for writing, nothing being
+        # buffered)
+        forget = getattr(self.reactor, "forget", None)
+        if forget is None:
+            self.stopReading()
+            self.stopWriting()
+        else:
+            forget(self)   # (no epoll_ctl: the close does it)
+        self.disconnected = 1
+        self.connected = 0
+        sock, protocol = self.socket, self.protocol
+        del self.protocol, self.socket, self.fileno
+        try:
+            sock.close()
+        except OSError:
+            pass
+        protocol.connectionLost(_CLOSED)
+
+    @_Lazy
+    def logstr(self):
+        return "%s,%s,%s" % (self._getLogPrefix(self.protocol), self.sessionno, self.hostname)
+
+    @_Lazy
+    def repstr(self):
+        return "<%s #%s on %s>" % (self.protocol.__class__.__name__, self.sessionno,
+                                   self.server._realPortNumber)
 
     def setTcpNoDelay(self, enabled):
         inherited = FastServer.nodelay_inherited

@@ -115,6 +115,19 @@ class FastEPollReactor(epollreactor.EPollReactor):
     # EPollReactor binds ``doIteration = doPoll`` in its class body: rebind
     doIteration = doPoll
 
+    def forget(self, selectable):
+        """
+        Stop watching ``selectable``, whose descriptor the caller closes
+        right away (:class:`tproxy.fastio.FastServer`'s close): as
+        ``removeReader`` and ``removeWriter``, without their ``epoll_ctl``
+        calls, since closing its last descriptor takes a socket out of
+        every epoll set.
+        """
+        fd = selectable.fileno()
+        if self._selectables.pop(fd, None) is not None:
+            self._reads.discard(fd)
+            self._writes.discard(fd)
+
 
 _EPOLLIN = epollreactor.EPOLLIN
 #: Read into one buffer and copy what came, instead of ``recv(bufferSize)``.

@@ -13,7 +13,7 @@ from twisted.internet import tcp
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 
-from tproxy.fastio import install_fast_write
+from tproxy.fastio import FastServer, install_fast_write
 from tproxy.http.closing import await_next_request, bound_flush, drain, end_linger, linger
 from tproxy.http.parsing import HttpRequestParser
 from tproxy.http.reader import RequestReader
@@ -112,9 +112,12 @@ class ProxyProtocol(RequestReader, Protocol):
         t = self.transport
         t.setTcpNoDelay(True)
         t.registerProducer(self, True)
-        install_fast_write(t, close=True)
-        peer = t.getPeer()
-        addr = self.remote_addr = getattr(peer, "host", "127.0.0.1")
+        if type(t) is FastServer:
+            addr = t.hostname   # (getPeer().host, without making the address)
+        else:
+            install_fast_write(t, close=True)
+            addr = getattr(t.getPeer(), "host", "127.0.0.1")
+        self.remote_addr = addr
         # (no call when no proxy is trusted, the usual case)
         self.trusted = f.trusted.networks and addr in f.trusted
         #: the forwarding fields of a request that carries none of its own
