@@ -508,7 +508,8 @@ class CommandLineTests(TestCase):
     def test_fast_reactor_by_default(self):
         """
         Without ``-r``, ``twistd tproxy`` runs on tproxy's reactor and says
-        which fast paths are on; ``TPROXY_REACTOR=default`` keeps twistd's.
+        which fast paths are on (and on CPython, that what it loaded at start
+        is frozen); ``TPROXY_REACTOR=default`` keeps twistd's.
         The port is in use: a one-line error naming the listener, exit 1.
         """
         busy = socket.socket()
@@ -532,6 +533,9 @@ class CommandLineTests(TestCase):
                           output)
         if platform.python_implementation() == "PyPy":
             self.assertIn(", PyPy JIT trace_limit=16000", output)
+        else:
+            self.assertIn("objects loaded at start left out of the collector's full "
+                          "collections (gc.freeze)", output)
         output = self.assertFails(None, "cannot listen", self.result(default))
         self.assertNotIn("FastEPollReactor", output)
         self.assertIn("fast paths: reactor twisted.internet.", output)
