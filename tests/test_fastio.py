@@ -347,6 +347,8 @@ class ReactorTests(SynchronousTestCase):
         for t in _TCP_TYPES:
             self.assertIs(t.doRead, tcp.Connection.doRead)
             self.assertIs(t._dataReceived, tcp.Connection._dataReceived)
+        # (the HTTP listener's connections take it too)
+        self.assertIn(fastio.FastServer, _TCP_TYPES)
 
     def test_endOfFile(self):
         """The peer closing its side ends the connection with
