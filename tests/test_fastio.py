@@ -255,6 +255,56 @@ class FastListenerTests(TestCase):
         self.assertEqual(fast.logPrefix(), stock.logPrefix())
         self.assertEqual(fast.getPeer().port, fast.client[1])
 
+    def test_acceptsWhatWaits(self):
+        """One read of the listener accepts every connection waiting, each
+        with its protocol connected, and accepts as many next time (Twisted's
+        ``numberAccepts``)."""
+        import socket
+        made, protocols = [], []
+
+        def build(addr):
+            made.append(addr)
+            protocols.append(Protocol())
+            return protocols[-1]
+        factory = Factory.forProtocol(Protocol)
+        factory.buildProtocol = build
+        port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        self.assertTrue(fastio.fast_listener(port))
+        clients = [socket.create_connection(("127.0.0.1", port.getHost().port))
+                   for _ in range(3)]
+        for c in clients:
+            self.addCleanup(c.close)
+        port.doRead()
+        for p in protocols:
+            self.addCleanup(p.transport.loseConnection)
+        self.assertEqual([a.port for a in made], [c.getsockname()[1] for c in clients])
+        self.assertEqual([type(p.transport) for p in protocols], [fastio.FastServer] * 3)
+        self.assertEqual(port.numberAccepts, 3)
+
+    def test_acceptErrorsToTwisted(self):
+        """An error of ``accept`` other than "nothing waiting" is Twisted's
+        to handle (here ``ECONNABORTED``: logged, nothing accepted)."""
+        import errno
+
+        class Refusing(object):
+            calls = 0
+
+            def _accept(self):
+                raise OSError(errno.ECONNABORTED, "aborted")
+
+            def accept(self):
+                Refusing.calls += 1
+                self._accept()
+        port = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        self.assertTrue(fastio.fast_listener(port))
+        real = port.socket
+        port.socket = Refusing()
+        self.addCleanup(setattr, port, "socket", real)
+        port.doRead()
+        self.assertEqual(Refusing.calls, 1)
+
     def test_otherListeners(self):
         """A listener that is not plain TCP keeps Twisted's transports."""
         from twisted.internet.testing import MemoryReactor
