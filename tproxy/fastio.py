@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_fastio -*-
 """
-Three shortcuts through Twisted's private parts, kept in one place.
+Shortcuts through Twisted's private parts, kept in one place.
 
 1. :func:`install_fast_write`: Twisted buffers every ``transport.write`` until
    the next reactor turn (Twisted issue #5303), which costs an
@@ -14,17 +14,22 @@ Three shortcuts through Twisted's private parts, kept in one place.
    before it closes (an ``epoll_ctl`` to stop reading, one to start
    writing, a turn, an empty ``send`` and an ``epoll_ctl`` to stop).  The
    connection is closed at once instead (the kernel sends what it still
-   holds, then its FIN), as nginx closes.  The HTTP listener's connections
-   have both as methods of their class, :class:`FastServer`
-   (:func:`fast_listener`).
-3. :class:`FastEPollReactor` (``twistd -r tproxy``): the epoll reactor without
-   the ``log.callWithLogger`` wrapper around every event (Twisted issues #6789,
+   holds, then its FIN), as nginx closes.
+3. :func:`fast_listener`: the HTTP listener's connections are
+   :class:`FastServer` transports, which have both as methods (and are
+   made and closed without what Twisted does for every connection and
+   nobody reads), accepted by a loop of tproxy's own (:func:`_accept`);
+   ``TCP_NODELAY`` is set once, on the listening socket.
+4. :class:`~tproxy.reactor.FastEPollReactor` (``twistd -r tproxy``, the
+   default of ``twistd tproxy``): the epoll reactor without the
+   ``log.callWithLogger`` wrapper around every event (Twisted issues #6789,
    #2534), which only sets up a legacy logging context.
 
-Both reach into Twisted internals, so they are enabled only on the Twisted
-versions they were tested with (:data:`TESTED_TWISTED`) and only for plain TCP
+They reach into Twisted internals, so they are enabled only on the Twisted
+versions they were tested with (:data:`TESTED_TWISTED`), where what they read
+is there (:data:`ENABLED`, :data:`_ACCEPT`), and only for plain TCP
 transports; anywhere else tproxy runs on stock behaviour.  Set
-``TPROXY_FAST_WRITE=0`` to turn the write shortcut off.
+``TPROXY_FAST_WRITE=0`` to turn 1-3 off.
 """
 
 import os

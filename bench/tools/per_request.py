@@ -3,11 +3,12 @@
 What the kernel sees of one request, for running servers (standard library only).
 
     per_request.py [--seconds 5] [--conns 32] [--rounds 3] [--load-cpu 1] [--strace]
-                   LABEL=PID=URL [LABEL=PID=URL ...]
+                   [--close] LABEL=PID=URL [LABEL=PID=URL ...]
 
 Runs ``wrk -t1 -cCONNS -dSECONDS URL`` pinned to --load-cpu, for each target in
 turn (interleaved rounds), and prints per request, for the process PID (for
-nginx: its worker's pid):
+nginx: its worker's pid); ``--close`` sends ``Connection: close`` (a new
+connection per request):
 
 - ``user`` / ``sys``: CPU microseconds (``/proc/PID/stat`` utime, stime);
 - ``minflt`` / ``majflt``: page faults (``/proc/PID/stat``);
@@ -66,9 +67,10 @@ def machine_counts():
     return {"segs": segs, "ipi": ipi}
 
 
-def wrk(url, seconds, conns, cpu, prefix=()):
+def wrk(url, seconds, conns, cpu, prefix=(), close=False):
     out = subprocess.run(list(prefix) + ["taskset", "-c", str(cpu), "wrk", "-t1",
-                                         "-c%d" % conns, "-d%ds" % seconds, url],
+                                         "-c%d" % conns, "-d%ds" % seconds, url]
+                         + (["-H", "Connection: close"] if close else []),
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                          universal_newlines=True, check=False).stdout
     m = re.search(r"(\d+) requests in", out)
@@ -79,7 +81,7 @@ def wrk(url, seconds, conns, cpu, prefix=()):
 
 def measure(pid, url, args):
     p0, m0 = proc_counts(pid), machine_counts()
-    n = wrk(url, args.seconds, args.conns, args.load_cpu)
+    n = wrk(url, args.seconds, args.conns, args.load_cpu, close=args.close)
     p1, m1 = proc_counts(pid), machine_counts()
     d = {k: p1[k] - p0[k] for k in p0}
     d.update({k: m1[k] - m0[k] for k in m0})
@@ -96,7 +98,7 @@ def strace_counts(pid, url, args):
                                   stderr=subprocess.DEVNULL)
         try:
             subprocess.run(["sleep", "0.5"], check=False)
-            n = wrk(url, args.seconds, args.conns, args.load_cpu)
+            n = wrk(url, args.seconds, args.conns, args.load_cpu, close=args.close)
         finally:
             tracer.send_signal(2)
             tracer.wait()
@@ -116,6 +118,8 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--load-cpu", type=int, default=1)
     ap.add_argument("--strace", action="store_true")
+    ap.add_argument("--close", action="store_true",
+                    help="send Connection: close (a new connection per request)")
     args = ap.parse_args(argv)
     targets = []
     for t in args.targets:
