@@ -12,13 +12,16 @@ it compares two commits on a shared machine; unlike
 phase as the server runs them.
 
     python bench/tools/callgrind_server.py [-n 2000] [--conns 8]
-        [--plugins registry,router,least_conn] [--access-log] [--close]
+        [--plugins registry,router,least_conn] [--access-log] [--close [--batch N]]
         [--peers N [--cache-sim]]
 
 ``--heartbeat`` sends heartbeats (``GET /upstream/add`` of one known server) to
 the admin API instead.  ``--access-log`` adds ``access_log`` with its default settings (stdout,
 which is a file here, as under a service manager).  ``--close`` sends
-``Connection: close`` (a new client connection per request).  ``--peers N``
+``Connection: close`` (a new client connection per request; ``--batch N``:
+N opened at a time, their requests sent, then their responses read: the
+accept loop's batches and the timers of connections open together, as
+under wrk).  ``--peers N``
 sets up what ``bench/run.sh``'s ``tproxy_nN`` has: N peers
 127.0.0.1:BASE..BASE+N-1 registered in ``api`` through the admin API (TTL one
 day), each a listening port of nginx backends made from
@@ -201,16 +204,23 @@ def _register(admin_port, base, n):
     sock.close()
 
 
-def _send(port, count, conns, close, path=b"/api/x"):
+def _send(port, count, conns, close, path=b"/api/x", batch=1):
     """``count`` requests over ``conns`` keep-alive connections, one in
-    flight on each (or a new connection per request with ``close``)."""
+    flight on each (or a new connection per request with ``close``,
+    ``batch`` of them open at a time)."""
     request = (b"GET " + path + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: bench\r\n"
                b"Accept: */*\r\n" + (b"Connection: close\r\n" if close else b"") + b"\r\n")
     if close:
-        for _ in range(count):
-            with socket.create_connection(("127.0.0.1", port)) as s:
+        sent = 0
+        while sent < count:
+            socks = [socket.create_connection(("127.0.0.1", port))
+                     for _ in range(min(batch, count - sent))]
+            for s in socks:
                 s.sendall(request)
+            for s in socks:
                 _read_response(s, b"")
+                s.close()
+            sent += len(socks)
         return
     socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(conns)]
     bufs = [b""] * conns
@@ -234,6 +244,9 @@ def main():
     parser.add_argument("--plugins", default="registry,router,least_conn")
     parser.add_argument("--access-log", action="store_true")
     parser.add_argument("--close", action="store_true")
+    parser.add_argument("--batch", type=int, default=1,
+                        help="with --close: connections opened at a time (each sends "
+                             "its request, then all are read; default 1, one at a time)")
     parser.add_argument("--peers", type=int, default=0,
                         help="N peers in api, as bench/run.sh's tproxy_nN (nginx backends)")
     parser.add_argument("--cache-sim", action="store_true",
@@ -301,10 +314,10 @@ def main():
                 _send(target, 2 * args.peers, args.conns, args.close, path)   # priming
             subprocess.run(["callgrind_control", "--instr=on", str(proc.pid)], check=True,
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _send(target, args.warmup, args.conns, args.close, path)
+        _send(target, args.warmup, args.conns, args.close, path, args.batch)
         subprocess.run(["callgrind_control", "--zero", str(proc.pid)], check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _send(target, args.n, args.conns, args.close, path)
+        _send(target, args.n, args.conns, args.close, path, args.batch)
         subprocess.run(["callgrind_control", "--dump=counted", str(proc.pid)], check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     finally:
@@ -339,7 +352,7 @@ def main():
         shutil.rmtree(work)
     print("%d instructions per %s (%s; plugins %s%s%s; %d requests, %d connection%s%s)" % (
         total // args.n, "heartbeat" if args.heartbeat else "request", python,
-        ",".join(plugins), "; Connection: close" if args.close else "",
+        ",".join(plugins), ("; Connection: close, %d at a time" % args.batch) if args.close else "",
         "; %d peers" % args.peers if args.peers else "",
         args.n, args.conns, "" if args.conns == 1 else "s", misses))
 

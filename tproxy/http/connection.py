@@ -130,7 +130,7 @@ class ProxyProtocol(RequestReader, Protocol):
         self.queue = deque()   # parsed exchanges waiting for their turn
         self.paused = set()
         self.idle_since = f.clock.seconds()
-        self.timer = f.clock.callLater(f.first_timeout, self.check_timeout)
+        self.timer = f.first_timers.add(f.first_timeout, self)   # (see tproxy.http.deadlines)
         if f.draining:
             drain(self)   # accepted as the proxy stops: see tproxy.http.closing.drain
 

@@ -13,6 +13,7 @@ from zope.interface import implementer
 
 from tproxy.http.closing import drain
 from tproxy.http.connection import ProxyProtocol
+from tproxy.http.deadlines import FirstTimers
 from tproxy.http.retry import RetryPolicy
 from tproxy.http.pool import UpstreamPool, upstream_tls
 from tproxy.trust import TrustedProxies
@@ -43,6 +44,8 @@ class ProxyFactory(Factory):
         self.clock = gateway.reactor
         self.scheme = scheme
         self.pool = UpstreamPool(gateway.reactor)
+        #: the connections' first timers (see ProxyProtocol.connectionMade)
+        self.first_timers = FirstTimers(gateway.reactor)
         gateway.registry.subscribe(self.pool)   # removed peers' idle connections close
         self.use(gateway)
         #: requests read so far (their contexts' request ids are made from it)
