@@ -123,3 +123,17 @@ class FirstTimersTests(SynchronousTestCase):
         self.assertTrue(keep.active())
         self.clock.advance(60)
         self.assertEqual(len(self.seen), 1)
+
+    def test_checkFails(self):
+        """A check that raises is logged; the other timers come due as
+        before."""
+        def fail():
+            raise RuntimeError("boom")
+        a, b = self.conn(then=fail), self.conn()
+        self.timers.add(60, a)
+        self.clock.advance(1)
+        self.timers.add(60, b)
+        self.clock.advance(59)
+        [failure] = self.flushLoggedErrors(RuntimeError)
+        self.clock.advance(1)
+        self.assertEqual(self.seen, [(a, 60), (b, 61)])

@@ -182,9 +182,9 @@ class FastServer(tcp.Server):
     :func:`fast_listener`): a ``tcp.Server`` whose ``write``,
     ``writeSequence`` and ``loseConnection`` are the fast ones of
     :func:`install_fast_write` (``close=True``), as methods: no per-connection
-    functions, and no reference cycle for the collector to find once the
-    connection is gone (which it otherwise had, every connection, and which
-    made the full collections that held requests for tens of milliseconds).
+    functions, and no reference cycle once the connection is gone (functions
+    bound in the transport's dict make one per connection, freed only by the
+    collector, whose full collections hold every request in flight).
 
     What Twisted does for every connection and nobody reads is left out:
     ``__init__`` sets what ``tcp.Server.__init__`` sets, but the log prefix
@@ -324,7 +324,8 @@ def fast_listener(port):
 
     :return: whether it did.
     """
-    if not ENABLED or type(port) is not tcp.Port or getattr(port, "transport", None) is not tcp.Server:
+    if (not ENABLED or type(port) is not tcp.Port
+            or getattr(port, "transport", None) is not tcp.Server):
         return False
     try:
         port.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

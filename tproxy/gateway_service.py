@@ -105,7 +105,8 @@ class GatewayService(MultiService):
         def listening(port):
             if record:
                 self.ports.append(port)
-            if getattr(factory, "kind", None) == "http" and getattr(port, "factory", None) is factory:
+            if (getattr(factory, "kind", None) == "http"
+                    and getattr(port, "factory", None) is factory):
                 # plain HTTP (TLS wraps the factory): its connections' fast
                 # write and close as methods of their transport's class
                 fast_listener(port)

@@ -150,10 +150,10 @@ def _freeze_loaded():
     Leave what is loaded at start (modules, their classes and functions, the
     configuration, the plugin manager: ~50,000 objects alive for the
     process's life) out of the collector's full collections (``gc.freeze``;
-    PyPy has none).  Each full collection examined them all, ~10 ms of CPU
-    on an Intel Xeon, while every request in flight waited: under
-    ``Connection: close`` load one came every few thousand requests, and
-    made the p99.  The listeners' modules are loaded first; the gateway,
+    PyPy has none).  Unfrozen, each full collection examines them all, ~10
+    ms of CPU on an Intel Xeon, while every request in flight waits: under
+    ``Connection: close`` load one comes every few thousand requests, and
+    makes the p99.  The listeners' modules are loaded first; the gateway,
     which a reload replaces, is made after (so it is collected as usual).
     """
     import gc

@@ -14,7 +14,11 @@ and waits for the earliest with one ``DelayedCall``.
 
 from collections import deque
 
+from twisted.logger import Logger
+
 __all__ = ["FirstTimers"]
+
+log = Logger()
 
 
 class FirstTimer(object):
@@ -100,11 +104,18 @@ class FirstTimers(object):
             if conn is not None:
                 timer.conn = None
                 self.live -= 1
-                conn.check_timeout()
+                try:
+                    conn.check_timeout()
+                except Exception:
+                    # (as the reactor does with a DelayedCall's: logged, and
+                    # the other connections' timers go on)
+                    log.failure("a connection's timeout check failed")
         q = self.queue
         while q and q[0].conn is None:
             q.popleft()
-        if q and self.call is None:
+        if q and (self.call is None or self.target > q[0].time):
+            if self.call is not None:
+                self.call.cancel()
             self.target = q[0].time
             self.call = self.clock.callLater(max(self.target - self.clock.seconds(), 0),
                                              self._due)
