@@ -316,8 +316,12 @@ class RequestReader(object):
         if self.chunked:
             # read up to client_body_buffer_size before connecting upstream
             ex.limit_body(f.max_body, None, f.body_buffer > 0)
-            # its trailer fields come through on_header too
+            # its trailer fields come through on_header too, dropped; a
+            # Content-Length among them has no say in the framing (as
+            # nginx, which ignores trailer fields): no 400 for it beside
+            # Transfer-Encoding, from here to the end of the request
             self.fields = _Trailers()
+            self.parser.set_dangerous_leniencies(lenient_chunked_length=True)
         else:
             ex.limit_body(f.max_body, length, length <= f.body_buffer)
         now = self.body_since = f.clock.seconds()
@@ -373,5 +377,8 @@ class RequestReader(object):
         self.chunk_mark = None
         ex, self.reading = self.reading, None
         if ex is not None and ex.body_expected:
+            if self.chunked:
+                # (strict again for the next request's head: _body_head)
+                self.parser.set_dangerous_leniencies(lenient_chunked_length=False)
             # (without a body the exchange knew it was complete from the start)
             ex.client_body_end()
