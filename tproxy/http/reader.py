@@ -14,7 +14,8 @@ import re
 from tproxy.context import Request, RequestContext
 from tproxy.http.exchange import Exchange
 from tproxy.http.headers import Headers
-from tproxy.http.parsing import HttpParserError, HttpParserInvalidMethodError, HttpParserUpgrade, bare_cr_first
+from tproxy.http.parsing import (HttpParserError, HttpParserInvalidMethodError, HttpParserUpgrade,
+                                 HttpRequestParser, bare_cr_first)
 from tproxy.http.pygrammar import MAX_TRAILERS
 from tproxy.http.target import METHOD_TOKEN, request_target
 from tproxy.http.tunnel import UpgradeExchange, UpgradeRequestContext, upgrade_offer
@@ -111,6 +112,16 @@ class RequestReader(object):
                 # the head wait for the upstream's answer
                 self.upgrading = None
                 ex.head_read(data[e.args[0]:] if e.args else b"")
+                return
+            if e.args and not self.closing and self.parser.get_method() != b"CONNECT":
+                # an Upgrade tproxy does not tunnel (h2c ...): the request
+                # went as a plain one, without the upgrade fields; nothing
+                # switches protocols, so HTTP goes on, with a new parser (the
+                # parsers stop at an upgrade), as nginx
+                self.parser = HttpRequestParser(self)
+                self.carry = 0
+                if e.args[0] < len(data):
+                    self.dataReceived(data[e.args[0]:])
                 return
             if not e.args or e.args[0] < len(data):
                 self.linger = True   # bytes after the request: not parsed
