@@ -292,6 +292,19 @@ class RelayedLogTests(TestCase):
         self.assertEqual(log_messages(logged, "tproxy.worker_logs"), [
             "worker 1 (pid 4242): an unreadable log line dropped (7 bytes)"])
 
+    def test_tooLong(self):
+        """A line past MAX_LINE (a worker sends none) is dropped without
+        being kept whole; the lines after it are read."""
+        logged = capture_log(self)
+        self.protocol.makeConnection(StringTransport())
+        for _ in range(4):
+            self.protocol.dataReceived(b"x" * MAX_LINE)
+            self.assertLessEqual(len(self.protocol._buffer), MAX_LINE)
+        self.protocol.dataReceived(b"x\n" + encode_event(
+            {"log_format": "fine", "log_level": LogLevel.info}))
+        self.assertEqual([formatEvent(e) for e in self.events], ["fine"])
+        self.assertEqual(len(log_messages(logged, "tproxy.worker_logs")), 1)
+
     def test_readNow(self):
         """:meth:`read_now` reads what the worker wrote, until nothing is left."""
         chunks = [encode_event({"log_format": "line %d" % i, "log_level": LogLevel.info})

@@ -104,6 +104,9 @@ def encode_event(event):
         if len(line) >= MAX_LINE:
             keep = MAX_LINE // 8      # (escaped, a character takes up to 6 bytes)
             wire["text"] = "{}... ({} characters cut)".format(text[:keep], len(text) - keep)
+            for key in ("namespace", "system"):
+                if isinstance(wire[key], str):
+                    wire[key] = wire[key][:200]
             line = _dumps(wire)
     return line.encode("ascii") + b"\n"
 
@@ -325,8 +328,9 @@ class RelayedLog(LineOnlyReceiver):
         self.observer(event)
 
     def lineLengthExceeded(self, line):
-        # (the rest of that line follows: dropped as unreadable; the
-        # connection stays)
+        # (a worker sends none: dropped as unreadable, and so is the rest of
+        # the line that follows; the connection stays)
+        self._buffer = b""
         self.lineReceived(b"")
 
     def dataReceived(self, data):

@@ -29,10 +29,7 @@ log = Logger(namespace="tproxy.http.exchange")
 
 class FilterChain(object):
     """The filter phases of an :class:`~tproxy.http.exchange.Exchange`'s
-    response (``filter_chain``: the Deferred of the filter being awaited,
-    ``filter_timer``: its deadline)."""
-
-    filter_timer = None
+    response (``filter_chain``: the Deferred of the filter being awaited)."""
 
     def _filter_head(self, head, then):
         try:
@@ -59,8 +56,7 @@ class FilterChain(object):
             self.upstream.pause_reading()
         self.filter_chain = d
         f = self.factory
-        timer = self.filter_timer = f.clock.callLater(f.read_timeout, self._filter_timed_out,
-                                                      d, phase)
+        timer = f.clock.callLater(f.read_timeout, self._filter_timed_out, d, phase)
         d.addBoth(_stop, timer)
 
     def _resume_upstream(self, _=None):
