@@ -626,7 +626,7 @@ class FilterDeadlineTests(PhaseTestCase):
 
     def test_localResponse(self):
         """A response tproxy makes (a 503 here) waits for an async
-        body_filter no longer than timeouts.read either."""
+        body_filter for at most timeouts.read seconds too."""
         h = Harness(config={"upstreams": {"default": {"peers": []}},
                             "timeouts": {"read": self.READ}},
                     plugins=["router", "least_conn", FILTERS])
