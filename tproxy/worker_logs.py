@@ -253,13 +253,11 @@ class LogRelay(object):
         self.relaying = False
         waiting = b"".join(self._lines)
         pending, self._pending, self._lines, self._size = self._pending, b"", [], 0
-        if pending and not pending.startswith(b"{"):   # (the rest of a line: its start went)
-            pending = pending.partition(b"\n")[2]
         for line in (pending + waiting).splitlines():
             try:
                 self.fallback(decode_event(line, None, None))
             except ValueError:
-                pass
+                pass    # (the rest of a line whose start was written)
         if self.dropped:
             self.fallback({"log_namespace": __name__, "log_level": LogLevel.warn,
                            "log_time": time.time(), "dropped": self.dropped,
