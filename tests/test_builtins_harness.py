@@ -94,6 +94,17 @@ class RouterTests(SynchronousTestCase):
         self.assertEqual((h.contexts[0].route, h.contexts[0].error), ("default", "no_peer"))
         self.assertEqual(h.upstream_requests, [])
 
+    def test_noRouter(self):
+        """Without a router (no plugin gives the request a group): ``503``
+        without a ``group`` field, as docs/plugins.md lists it (not
+        ``"group": null``)."""
+        h = Harness(config={"upstreams": {"default": {"peers": ["127.0.0.1:9001"]}}},
+                    plugins=["least_conn"], servers={"127.0.0.1:9001": echo})
+        response = h.request("GET", "/x")
+        self.assertEqual(response.status, 503)
+        self.assertEqual(response.json(), {"error": "no live upstream"})
+        self.assertEqual((h.contexts[0].route, h.contexts[0].error), (None, "no_peer"))
+
 
 class LeastConnTests(SynchronousTestCase):
     """``least_conn``: requests in flight, weights, retries."""

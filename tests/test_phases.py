@@ -17,6 +17,8 @@ from tproxy import Response
 from tproxy.http.headers import Headers
 from tproxy.phase_walks import UNROLL
 from tproxy.testing import Harness, echo
+from tests.helpers import capture_log, log_messages
+from tests.upstreams import Scripted
 
 HOOKS = "tests.proxy_plugins:Hooks"
 FILTERS = "tests.proxy_plugins:Filters"
@@ -548,3 +550,116 @@ class OrderTests(PhaseTestCase):
         h.flush()
         self.assertEqual([r.status for r in conn.responses], [200])
 
+
+
+class FilterDeadlineTests(PhaseTestCase):
+    """
+    An awaited ``header_filter`` or ``body_filter`` has ``timeouts.read``
+    seconds to answer (the upstream is not read meanwhile): past it, the
+    request fails as the plugin's (``500``, or the response cut), with an
+    error line naming the phase and the plugin; the upstream's own deadline
+    counts only the time it is read.
+    """
+
+    READ = 5
+
+    def setUp(self):
+        self.events = capture_log(self)
+
+    def filtered(self, upstream, **fns):
+        h = Harness(config={"upstreams": {"default": {"peers": [UP]}},
+                            "timeouts": {"read": self.READ}},
+                    plugins=["router", "least_conn", FILTERS], servers={UP: upstream})
+        if self.unroll is not None:
+            h.gateway.phases.unroll = self.unroll
+            h.gateway.phases.refresh()
+        if isinstance(upstream, Pieces):
+            upstream.clock = h.clock
+        h.plugin(FILTERS).fns.update(fns)
+        return h
+
+    def lines(self):
+        return log_messages(self.events, "tproxy.http.exchange")
+
+    def test_headerFilter(self):
+        """A header_filter that does not answer: 500 after timeouts.read,
+        whether the upstream's response is whole or not; the filter's
+        Deferred is cancelled; the peer is not blamed."""
+        head = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n"
+        for pieces in ([head + b"0123456789"], [head, b"01234"]):
+            cancelled = []
+
+            def header_filter(ctx, response):
+                return Deferred(canceller=cancelled.append)
+            h = self.filtered(Pieces(pieces), header_filter=header_filter)
+            conn = h.connect()
+            conn.send_request("GET", "/x")
+            h.advance(self.READ - 0.5)
+            self.assertEqual(conn.received, b"")
+            h.advance(1)
+            [response] = conn.responses
+            self.assertEqual((response.status, response.json()),
+                             (500, {"error": "internal error in a plugin"}))
+            self.assertTrue(conn.closed)
+            self.assertEqual([(c.status, c.error) for c in h.contexts], [(500, "plugin_timeout")])
+            self.assertEqual(len(cancelled), 1)
+            self.assertIsNone(self.peer(h, UP).health)
+        self.assertEqual(self.lines(), [
+            "header_filter of plugin %s did not answer within %d s (timeouts.read): GET /x"
+            % (FILTERS, self.READ)] * 2)
+
+    def test_bodyFilter(self):
+        """A body_filter that does not answer once the response started: the
+        response is cut (its status stays); the line names the phase."""
+        h = self.filtered(Pieces([b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n01234",
+                                  b"56789"]),
+                          body_filter=lambda ctx, chunk, eof: Deferred())
+        conn = h.connect()
+        conn.send_request("GET", "/x")
+        h.advance(self.READ + 1)
+        self.assertTrue(conn.received.startswith(b"HTTP/1.1 200 OK\r\n"))
+        self.assertTrue(conn.closed)
+        self.assertEqual([(c.status, c.error) for c in h.contexts], [(200, "plugin_timeout")])
+        self.assertEqual(self.lines(), [
+            "body_filter of plugin %s did not answer within %d s (timeouts.read): GET /x"
+            % (FILTERS, self.READ)])
+
+    def test_localResponse(self):
+        """A response tproxy makes (a 503 here) waits for an async
+        body_filter for at most timeouts.read seconds too."""
+        h = Harness(config={"upstreams": {"default": {"peers": []}},
+                            "timeouts": {"read": self.READ}},
+                    plugins=["router", "least_conn", FILTERS])
+        h.plugin(FILTERS).fns["body_filter"] = lambda ctx, chunk, eof: Deferred()
+        conn = h.connect()
+        conn.send_request("GET", "/x")
+        h.advance(self.READ + 1)
+        self.assertEqual([r.status for r in conn.responses], [500])
+        self.assertEqual([(c.status, c.error) for c in h.contexts], [(500, "plugin_timeout")])
+
+    def test_slowFilterThenSlowUpstream(self):
+        """A filter answering within the deadline, then an upstream silent
+        for less than timeouts.read from then on: served whole (the time
+        the upstream was not read is not counted against it)."""
+        late = self.READ - 1
+
+        def header_filter(ctx, response):
+            return deferLater(ctx.gateway.reactor, late, lambda: None)
+        up = Scripted(answer=lambda request: b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n01234")
+        h = self.filtered(up, header_filter=header_filter)
+        conn = h.connect()
+        conn.send_request("GET", "/x")
+        h.advance(late + 0.5)
+        self.assertTrue(conn.received.startswith(b"HTTP/1.1 200 OK\r\n"))
+        h.advance(late)       # (the upstream: silent since the head, late * 2 + 0.5 s)
+        self.assertFalse(conn.closed)
+        self.assertEqual(h.contexts, [])
+        h.advance(self.READ)  # and now past timeouts.read since the filter answered
+        self.assertEqual([(c.status, c.error) for c in h.contexts], [(200, "upstream_timeout")])
+        self.assertEqual(self.lines(), [])
+
+
+class OtherWalkFilterDeadlineTests(FilterDeadlineTests):
+    """:class:`FilterDeadlineTests` with the other phase walks."""
+
+    unroll = not UNROLL

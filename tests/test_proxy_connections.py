@@ -365,17 +365,18 @@ class BadPipelinedRequestTests(SynchronousTestCase):
         self.assertEqual(h.contexts[0].error, "client_abort")
 
     def test_upgradeBehindQueued(self):
-        """An Upgrade request queued behind another: both are answered, the
-        second with ``Connection: close``; what follows is not HTTP."""
+        """An Upgrade request (not tunneled) queued behind another, and one
+        behind it: each is answered in turn, the connection kept (as nginx)."""
         h = harness()
         conn = h.connect()
         self.pipelined(conn, ("GET", "/1"),
                        ("GET", "/ws", {"Connection": "Upgrade", "Upgrade": "h2c"}),
-                       ("GET", "/hidden"))
+                       ("GET", "/after"))
         self.assertEqual([(r.status, r.headers.get("Connection")) for r in conn.responses],
-                         [(200, None), (200, "close")])
-        self.assertEqual([r.uri for r in h.upstream_requests], ["/1", "/ws"])
-        self.assertLoggedOnce(h, 2)
+                         [(200, None), (200, None), (200, None)])
+        self.assertEqual([r.uri for r in h.upstream_requests], ["/1", "/ws", "/after"])
+        self.assertFalse(conn.closed)
+        self.assertLoggedOnce(h, 3)
 
 
 def scripted(upstreams=None, plugins=("router", "least_conn"), **config):
@@ -731,33 +732,47 @@ class ConnectionCloseTests(SynchronousTestCase):
 
     def test_upgradeAnsweredByPlugin(self):
         """An Upgrade request a plugin answers gets that answer only (not a
-        second, 501, response), and the connection closes."""
+        second, 501, response), and the connection goes on as HTTP."""
         h, up = self.deny()
         conn = h.connect()
-        conn.send_request("GET", "/ws", {"Connection": "Upgrade", "Upgrade": "h2c"})
-        self.assertEqual([r.status for r in conn.responses], [401])
-        self.assertEqual(conn.received.count(b"HTTP/1.1 "), 1)
-        self.assertTrue(conn.closed)
+        conn.send_request("GET", "/ws", {"Connection": "Upgrade", "Upgrade": "h2c"},
+                          flush=False)
+        conn.send_request("GET", "/next")
+        self.assertEqual([r.status for r in conn.responses], [401, 401])
+        self.assertEqual(conn.received.count(b"HTTP/1.1 "), 2)
+        self.assertFalse(conn.closed)
         self.assertEqual(up.requests, [])
 
     def test_upgradeNotForwarded(self):
         """An Upgrade to a protocol not in ``proxy.upgrade_protocols`` goes
         upstream as a plain request (without the Upgrade fields), and the
-        connection closes after its response: bytes after it are never taken
-        for HTTP (WebSocket upgrades: tests.test_upgrade)."""
+        connection goes on as HTTP: nothing switched protocols, so the bytes
+        after it are the next request (as nginx; WebSocket upgrades:
+        tests.test_upgrade), in the same read or later.  A CONNECT still
+        ends the connection after its answer."""
         up = Scripted()
         h = scripted({"default": {UP: up}})
         conn = h.connect()
-        conn.send_request("GET", "/ws", {"Connection": "Upgrade", "Upgrade": "h2c"},
+        conn.send_request("GET", "/ws", {"Connection": "Upgrade, HTTP2-Settings",
+                                         "Upgrade": "h2c", "HTTP2-Settings": "AA"},
                           flush=False)
-        conn.send_request("GET", "/hidden")
-        [resp] = conn.responses
-        self.assertEqual((resp.status, resp.headers.get("Connection")), (200, "close"))
+        conn.send_request("GET", "/next")
+        conn.send_request("GET", "/ws2", {"Connection": "Upgrade", "Upgrade": "h2c"})
+        conn.send_request("GET", "/last")
+        self.assertEqual([(r.status, r.headers.get("Connection")) for r in conn.responses],
+                         [(200, None)] * 4)
+        self.assertFalse(conn.closed)
+        self.assertEqual([r.uri for r in up.requests], ["/ws", "/next", "/ws2", "/last"])
+        for forwarded in up.requests:
+            self.assertIsNone(forwarded.header("Upgrade"))
+            self.assertIsNone(forwarded.header("Connection"))
+            self.assertIsNone(forwarded.header("HTTP2-Settings"))
+        self.assertEqual(len(h.contexts), 4)
+        conn.send(b"CONNECT /tunnel HTTP/1.1\r\nHost: x\r\n\r\n"
+                  b"GET /hidden HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual(conn.responses[-1].headers.get("Connection"), "close")
         self.assertTrue(conn.closed)
-        self.assertEqual([r.uri for r in up.requests], ["/ws"])
-        self.assertIsNone(up.requests[0].header("Upgrade"))
-        self.assertIsNone(up.requests[0].header("Connection"))
-        self.assertEqual(len(h.contexts), 1)
+        self.assertEqual([r.uri for r in up.requests][4:], ["/tunnel"])
 
     def test_nothingAfterSynchronousClose(self):
         """A response made at once (a plugin's) closes the connection while

@@ -242,6 +242,33 @@ class HeldBodyTests(SynchronousTestCase):
         conn.send(CHUNKED + b"0\r\n\r\n")
         self.assertTrue(up.data.endswith(b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"))
 
+    def test_contentLengthTrailer(self):
+        """A Content-Length trailer field has no say in the framing and is
+        not forwarded (as nginx, which ignores trailer fields): the request
+        is served, in one read or byte by byte, and the next one on the
+        connection too; a Content-Length beside Transfer-Encoding in the
+        next request's head is still a 400."""
+        data = (CHUNKED + chunk(b"abc") + b"0\r\nContent-Length: 37\r\nX-T: 1\r\n\r\n"
+                + b"GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+        for pieces in ([data], [data[i:i + 1] for i in range(len(data))]):
+            up = Recording()
+            h = harness(server=up)
+            conn = h.connect()
+            for piece in pieces:
+                conn.send(piece)
+            self.assertEqual(statuses(conn), [])    # (the upstream has not answered)
+            self.assertTrue(up.data.startswith(b"POST /up HTTP/1.1\r\n"), up.data)
+            self.assertTrue(up.data.endswith(b"\r\nContent-Length: 3\r\n\r\nabc"), up.data)
+            self.assertNotIn(b"37", up.data)
+            self.assertNotIn(b"X-T", up.data)
+        h = harness()
+        conn = h.connect()
+        conn.send(data)
+        conn.send(b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                  b"Content-Length: 3\r\n\r\n0\r\n\r\n")
+        self.assertEqual(statuses(conn), [200, 200, 400])
+        self.assertEqual([r.uri for r in h.upstream_requests], ["/up", "/next"])
+
     def test_contentLengthHeld(self):
         """A declared length within the buffer is held too; a client that
         leaves half-way costs the upstream nothing."""

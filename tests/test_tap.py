@@ -543,17 +543,17 @@ class CommandLineTests(TestCase):
 
 class TwistdProcess(object):
     """
-    A ``twistd -n tproxy -c conf`` process (from the source tree, forked by
-    the tests' fork server: :mod:`tests.zygote`), its output read line by
-    line; killed after 60 s (a hung process fails the test) and terminated
-    in ``case``'s cleanup.
+    A ``twistd -n [twistd_args] tproxy -c conf`` process (from the source
+    tree, forked by the tests' fork server: :mod:`tests.zygote`), its output
+    read line by line; killed after 60 s (a hung process fails the test)
+    and terminated in ``case``'s cleanup.
     """
 
-    def __init__(self, case, conf, cwd):
+    def __init__(self, case, conf, cwd, twistd_args=()):
         self.case = case
         self.output = []
-        self.proc = zygote.start(["-n", "--pidfile=", "tproxy", "-c", conf], cwd,
-                                 python_environ())
+        argv = ["-n", "--pidfile="] + list(twistd_args) + ["tproxy", "-c", conf]
+        self.proc = zygote.start(argv, cwd, python_environ())
         watchdog = threading.Timer(60, self.proc.kill)
         watchdog.start()
         case.addCleanup(watchdog.cancel)
@@ -685,24 +685,6 @@ class TwistdLogReopenTests(TestCase):
         self.write("after\n")
         self.assertEqual(self.read(self.path + ".1"), "before\n")
         self.assertEqual(self.read(self.path), "after\n")
-
-
-class UnseenWorkersTests(TestCase):
-    """The parent of workers warns when their events go to /dev/null (a
-    daemonized twistd: its --logfile has only the parent's)."""
-
-    def test_devnull(self):
-        from tproxy.supervisor import warn_unseen_workers
-        from tests.helpers import capture_log, log_messages
-        events = capture_log(self)
-        with open(os.devnull, "wb") as null:
-            self.assertTrue(warn_unseen_workers(null.fileno()))
-        path = temp_path(self, ".out")
-        with open(path, "wb") as out:
-            self.assertFalse(warn_unseen_workers(out.fileno()))
-        self.assertEqual(log_messages(events, "tproxy.supervisor"), [
-            "the workers write their events to standard output, which is /dev/null "
-            "(twistd without -n?): they are lost; run twistd with -n"])
 
 
 class DefaultsUnchangedTests(TestCase):

@@ -298,15 +298,16 @@ class LifecycleTests(SynchronousTestCase):
 
     def test_other_protocol_plain(self):
         """A protocol not in proxy.upgrade_protocols: a plain request
-        without the upgrade fields, then the connection closes (as nginx
-        without the two proxy_set_header lines)."""
+        without the upgrade fields, and the connection goes on as HTTP (as
+        nginx without the two proxy_set_header lines)."""
         server = StubUpgradeServer()
         h = harness(server)
         c = h.connect()
         c.send(HANDSHAKE.replace(b"Upgrade: websocket", b"Upgrade: h2c"))
         self.assertNotIn(b"upgrade", server.heads[0].lower())
         self.assertTrue(c.received.startswith(b"HTTP/1.1 200 "))
-        self.assertTrue(c.closed)
+        self.assertNotIn(b"\r\nConnection: close\r\n", c.received)
+        self.assertFalse(c.closed)
 
     def test_configured_protocol(self):
         """Another protocol, once listed, is tunneled too."""

@@ -188,6 +188,8 @@ class RequestContext(object):
         ``"upstream_error"``, ``"upstream_invalid"`` (not HTTP, or framing
         tproxy refuses), ``"upstream_header_too_big"`` (a response head
         past ``proxy.max_upstream_header_size``), ``"plugin_error"``,
+        ``"plugin_timeout"`` (an awaited ``header_filter`` or ``body_filter``
+        that did not answer within ``timeouts.read``),
         ``"internal_error"`` (a defect of tproxy's own, logged),
         ``"no_peer"``, ``"no_route"`` (the ``routes`` built-in),
         ``"bad_request"``, ``"header_timeout"``, ``"target_too_long"``,
@@ -216,7 +218,7 @@ class RequestContext(object):
     __slots__ = ("gateway", "request", "_request_id", "vars", "route",
                  "consumer", "upstream_path", "upstream_headers", "peer", "tried", "status",
                  "bytes_sent", "error", "start", "upstream_start",
-                 "upstream_end", "end", "plugins", "_exchange")
+                 "upstream_end", "end", "plugins", "_exchange", "_awaited")
 
     def __init__(self, gateway, request, request_id="", start=0.0):
         self.gateway = gateway

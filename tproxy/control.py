@@ -21,8 +21,9 @@ The operations (parent -> worker unless said otherwise):
 ``hello`` (worker -> parent, a call)
     the worker's ``pid``; the result is its start-up package: the
     configuration file's text and name, the worker's index, the listening
-    file descriptors by listener key, and a snapshot of the registry
-    (:func:`tproxy.replica.snapshot`).
+    file descriptors by listener key, the descriptor of its log events'
+    socket (``log``: :mod:`tproxy.worker_logs`), and a snapshot of the
+    registry (:func:`tproxy.replica.snapshot`).
 ``ready`` (worker -> parent, a notice)
     ``init_worker`` ran and the worker accepts connections.
 ``registry`` (a call)

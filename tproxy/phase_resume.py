@@ -136,6 +136,7 @@ def _run_all(impls, ctx, arg, i):
         if r is not None:
             d = _awaitable(r)
             if d is not None:
+                _note_awaited(ctx, fn)
                 return d.addCallback(_resume_run_all, impls, ctx, arg,
                                      impls.index(fn) + 1)
     return None
@@ -154,6 +155,7 @@ def _filter_chunk(impls, ctx, chunk, eof, i):
         if d is None:
             chunk = bytes(r)
         else:
+            _note_awaited(ctx, fn)
             return d.addCallback(_resume_filter_chunk, impls, ctx, chunk, eof,
                                  impls.index(fn) + 1)
     return chunk
@@ -161,6 +163,16 @@ def _filter_chunk(impls, ctx, chunk, eof, i):
 
 def _resume_filter_chunk(r, impls, ctx, chunk, eof, i):
     return _filter_chunk(impls, ctx, chunk if r is None else bytes(r), eof, i)
+
+
+def _note_awaited(ctx, fn):
+    """Note on ``ctx`` the filter implementation ``fn`` it waits for (a
+    filter that does not answer in time is named by it:
+    :mod:`tproxy.http.filters`)."""
+    try:
+        ctx._awaited = fn
+    except AttributeError:      # (a context of a plugin's own tests)
+        pass
 
 
 def _impl_name(fn):

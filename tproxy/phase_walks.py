@@ -19,8 +19,9 @@ from twisted.logger import Logger
 
 from tproxy.context import Response
 from tproxy.phase_resume import (
-    _PLAIN_TYPES, _awaitable, _chosen, _is_response, _not_a_response, _resume_filter_chunk,
-    _resume_first_result, _resume_run_all, _resume_until_response, _until_response)
+    _PLAIN_TYPES, _awaitable, _chosen, _is_response, _not_a_response, _note_awaited,
+    _resume_filter_chunk, _resume_first_result, _resume_run_all, _resume_until_response,
+    _until_response)
 from tproxy.registry import Peer
 
 #: the phase driver's namespace (``tproxy.phases``): a failed ``log`` phase is
@@ -81,6 +82,7 @@ def _loop_run_all(impls):
             if r is not None and type(r) not in _PLAIN_TYPES:
                 d = _awaitable(r)
                 if d is not None:
+                    _note_awaited(ctx, fn)
                     return d.addCallback(_resume_run_all, impls, ctx, head,
                                          impls.index(fn) + 1)
         return None
@@ -95,6 +97,7 @@ def _loop_filter(impls):
                 if type(r) is not bytes:
                     d = _awaitable(r)
                     if d is not None:
+                        _note_awaited(ctx, fn)
                         return d.addCallback(_resume_filter_chunk, impls, ctx, chunk,
                                              eof, impls.index(fn) + 1)
                     r = bytes(r)
@@ -159,6 +162,7 @@ r = {f}(ctx, head)
 if r is not None and type(r) not in _PLAIN_TYPES:
     d = _awaitable(r)
     if d is not None:
+        _note_awaited(ctx, {f})
         return d.addCallback(_resume_run_all, impls, ctx, head, {i})
 """, "return None"),
     "filter": ("ctx, chunk, eof", """\
@@ -167,6 +171,7 @@ if r is not None:
     if type(r) is not bytes:
         d = _awaitable(r)
         if d is not None:
+            _note_awaited(ctx, {f})
             return d.addCallback(_resume_filter_chunk, impls, ctx, chunk, eof, {i})
         r = bytes(r)
     chunk = r
@@ -221,7 +226,7 @@ _MAKERS = {}
 def _make_maker(source, kind):
     """Compile ``source`` and return its ``make`` function."""
     namespace = {"Response": Response, "Peer": Peer, "_chosen": _chosen,
-                 "_awaitable": _awaitable,
+                 "_awaitable": _awaitable, "_note_awaited": _note_awaited,
                  "_PLAIN_TYPES": _PLAIN_TYPES, "_is_response": _is_response,
                  "_log_failed": _log_failed, "_log_awaited": _log_awaited,
                  "_not_a_response": _not_a_response,

@@ -20,6 +20,9 @@ With ``workers`` above 1, the ``twistd`` process is the *parent*: it
   TTL expiry and the cleanup timer happen once, here; each change reaches
   every worker's replica over its control channel (:mod:`tproxy.control`)
   before the admin API answers;
+- relays the workers' log events to its own log (:mod:`tproxy.worker_logs`:
+  twistd's ``--logfile``, standard output, ``--logger``), each tagged with
+  its worker;
 - supervises the workers: one that dies is replaced at once, and after a
   back-off while replacements keep dying young (:func:`restart_delay`),
   the others untouched;
@@ -58,6 +61,7 @@ from tproxy.control import ControlProtocol, nonblocking
 from tproxy.fork_handles import ForkServer, forking_available, how_it_ended
 from tproxy.supervised import make_supervised
 from tproxy.worker_forks import command as fork_server_command
+from tproxy.worker_logs import RelayedLog
 from tproxy.worker_handles import (Generation, ParentChannel, WorkerHandle, WorkerProcess,
                                    open_ports)
 
@@ -98,22 +102,6 @@ def worker_count(config):
     if workers == "auto":
         return max(1, os.cpu_count() or 1)
     return int(workers)
-
-
-def warn_unseen_workers(fd=1):
-    """
-    Warn when the workers' events would be lost: each worker writes them to
-    the standard output it inherits (``fd``), and a daemonized ``twistd``
-    (without ``-n``) has ``/dev/null`` there, whatever its ``--logfile``.
-
-    :return: whether it warned.
-    """
-    from tproxy.log_sinks import is_devnull
-    if not is_devnull(fd):
-        return False
-    log.warn("the workers write their events to standard output, which is /dev/null "
-             "(twistd without -n?): they are lost; run twistd with -n")
-    return True
 
 
 class Supervisor(Service):
@@ -161,7 +149,6 @@ class Supervisor(Service):
         self.generation = self._new_generation(config, self._text, self._source, {})
         self.box.instrument(self.service.gateway)
         self.service.gateway.health.observe_checks(self.box.relay_check)
-        warn_unseen_workers()
         self._first = self._start_workers(self.generation)
         self._first.addErrback(self._failed_start)
 
@@ -210,13 +197,16 @@ class Supervisor(Service):
         handle.restarts = restarts
         generation.workers.append(handle)
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        parent_end.setblocking(False)
-        child_end.setblocking(False)
+        log_end, child_log_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        for end in (parent_end, child_end, log_end, child_log_end):
+            end.setblocking(False)
         child_fds = {0: 0, 1: 1, 2: 2, 3: child_end.fileno()}
         handle.fds = {}
         for i, (key, port) in enumerate(sorted(generation.ports.items())):
             child_fds[4 + i] = port.fileno()
             handle.fds[key] = (4 + i, int(port.socket.family))
+        handle.log_fd = 4 + len(generation.ports)
+        child_fds[handle.log_fd] = child_log_end.fileno()
         channel = ParentChannel(self, handle)
         protocol = WorkerProcess(self, handle)
 
@@ -227,18 +217,28 @@ class Supervisor(Service):
                     env=dict(os.environ), childFDs=child_fds)
             finally:
                 child_end.close()
+                child_log_end.close()
 
         def started(process):
             child_end.close()
+            child_log_end.close()
             handle.pid = process.pid
             log.info("worker {index} started (pid {pid})", index=index, pid=handle.pid)
 
         class _Factory(Factory):
             def buildProtocol(self, addr):
                 return ControlProtocol(channel)
+
+        class _LogFactory(Factory):
+            def buildProtocol(self, addr):
+                handle.log = RelayedLog(handle)
+                return handle.log
         nonblocking(self.reactor.adoptStreamConnection, parent_end.fileno(), socket.AF_UNIX,
                     _Factory())
+        nonblocking(self.reactor.adoptStreamConnection, log_end.fileno(), socket.AF_UNIX,
+                    _LogFactory())
         parent_end.close()
+        log_end.close()
         forks = generation.forks
         if forks is not None and forks.usable:
             handle.process = forks.fork(protocol, [child_fds[fd] for fd in sorted(child_fds)
@@ -251,6 +251,8 @@ class Supervisor(Service):
     # -- a worker ended -------------------------------------------------------------
 
     def _ended(self, handle, reason):
+        if handle.log is not None:
+            handle.log.read_now()     # (its last lines before its end)
         was = handle.state
         handle.state = "ended"
         how = how_it_ended(reason)

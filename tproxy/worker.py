@@ -11,7 +11,9 @@ Its life:
 1. connect the control channel (the file descriptor ``FD``, one end of a
    UNIX socket pair) and say ``hello``; the parent answers with the
    configuration's text, the worker's index, the listening sockets' file
-   descriptors (inherited) and a snapshot of the registry;
+   descriptors (inherited), the descriptor of the socket its log events go
+   to (:mod:`tproxy.worker_logs`: they reach the parent's log) and a
+   snapshot of the registry;
 2. build a :class:`tproxy.gateway.Gateway` on a
    :class:`tproxy.replica.ReplicaRegistry`, run every ``init_worker``, adopt
    the listening sockets (``adoptStreamPort``: every worker accepts on the
@@ -76,10 +78,13 @@ class Worker(object):
     its configuration.
 
     :param reactor: the reactor.
+    :param relay: the :class:`tproxy.worker_logs.LogRelay` of its log
+        events (the parent says where it takes them), or ``None``.
     """
 
-    def __init__(self, reactor):
+    def __init__(self, reactor, relay=None):
         self.reactor = reactor
+        self.relay = relay
         self.channel = None
         self.registry = None
         self.service = None
@@ -102,6 +107,8 @@ class Worker(object):
         from tproxy.listeners import listener_key, listener_specs, make_factory
         from tproxy.replica import ReplicaRegistry
 
+        if self.relay is not None:
+            self.relay.start(package.get("log"))
         self.index = package["worker"]
         source = package["source"]
         config = validate_config(json.loads(package["config"]), source=source)
@@ -141,6 +148,8 @@ class Worker(object):
 
     def _ready(self, _):
         log.info("worker {index} (pid {pid}) ready", index=self.index, pid=os.getpid())
+        if self.relay is not None:
+            self.relay.flush()     # (the parent reads the lines before the notice)
         self.channel.notify("ready", pid=os.getpid())
 
     def _failed(self, f):
@@ -294,25 +303,24 @@ def main(argv=None):
     from twisted.internet.protocol import Factory
     from twisted.logger import globalLogBeginner, textFileLogObserver
 
-    observer = textFileLogObserver(sys.stdout)
+    from tproxy.worker_logs import LogRelay, worker_system
 
+    observer = textFileLogObserver(sys.stdout)
     pid = os.getpid()
 
     def tagged(event):
-        # the parent's output shows which worker said what
-        system = event.get("log_system")
-        if system in (None, "-"):
-            level = event.get("log_level")
-            system = "{}#{}".format(event.get("log_namespace", "-"),
-                                    level.name if level is not None else "-")
-        event["log_system"] = "worker {} {}".format(pid, system)
+        # (an event not relayed: the worker's standard output shows which
+        # worker said what)
+        event["log_system"] = worker_system(pid, event.get("log_system"),
+                                            event.get("log_namespace"), event.get("log_level"))
         observer(event)
-    globalLogBeginner.beginLoggingTo([worker_observer(tagged)], redirectStandardIO=False)
+    relay = LogRelay(reactor, tagged)
+    globalLogBeginner.beginLoggingTo([worker_observer(relay)], redirectStandardIO=False)
     if hasattr(signal, "SIGHUP"):
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
     from tproxy.control import ControlProtocol
-    worker = Worker(reactor)
+    worker = Worker(reactor, relay)
 
     class _ChannelFactory(Factory):
         def buildProtocol(self, addr):
@@ -325,6 +333,7 @@ def main(argv=None):
     reactor.callWhenRunning(start)
     reactor.callWhenRunning(_reopen_later, worker)
     reactor.run()
+    relay.close()
     sys.stdout.flush()
 
 

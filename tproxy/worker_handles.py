@@ -36,6 +36,10 @@ class WorkerHandle(object):
         self.pid = None
         self.process = None
         self.channel = None
+        #: the :class:`tproxy.worker_logs.RelayedLog` of its log events
+        self.log = None
+        #: the descriptor of their socket, in the worker
+        self.log_fd = None
         self.state = "starting"     # ready, stopping, ended
         self.started_at = None
         self.ready = Deferred()
@@ -103,13 +107,15 @@ class ParentChannel(object):
         publisher = self.supervisor.publisher
         publisher.channels.append(self.protocol)
         return {"worker": handle.index, "config": gen.text, "source": gen.source,
-                "fds": dict(handle.fds),
+                "fds": dict(handle.fds), "log": handle.log_fd,
                 "registry": snapshot(publisher.backend) if publisher.replicates else None,
                 "health": _checks_state(self.supervisor.service.gateway.registry),
                 "admin": list(gen.journal)}
 
     def control_ready(self, message):
         handle = self.handle
+        if handle.log is not None:
+            handle.log.read_now()     # (the lines it logged before: first)
         if handle.state == "starting":
             handle.state = "ready"
             handle.started_at = self.supervisor.reactor.seconds()

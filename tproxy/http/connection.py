@@ -299,10 +299,10 @@ class ProxyProtocol(RequestReader, Protocol):
 
     def _upgraded(self):
         """
-        The request just read asked for an Upgrade to a protocol not in
-        ``proxy.upgrade_protocols`` (those are tunneled: see
-        :mod:`tproxy.http.tunnel`), or is a CONNECT: it is answered as a
-        plain request, with ``Connection: close``, and what
+        The request just read is a CONNECT (an Upgrade to a protocol not
+        in ``proxy.upgrade_protocols`` is a plain request, and HTTP goes
+        on: :meth:`~tproxy.http.reader.RequestReader.dataReceived`): it is
+        answered as a plain request, with ``Connection: close``, and what
         follows it is not HTTP: nothing more is parsed.
         """
         if self.queue:

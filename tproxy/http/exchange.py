@@ -231,6 +231,8 @@ class Exchange(RequestBody, ResponseSide, UpstreamFailures):
             if self.last_failure is not None:
                 return self.fail_upstream(*self.last_failure)
             ctx.error = "no_peer"
+            if ctx.route is None:   # (no plugin gave the request a group)
+                return self.respond(Response.error(503, "no live upstream"))
             return self.respond(Response.error(
                 503, "no live upstream", group=ctx.route))
         if isinstance(peer, Response):

@@ -140,6 +140,12 @@ class UpstreamFailures(object):
             # the client did not read for proxy.client_send_timeout seconds
             # (nginx's send_timeout): the response is cut, the peer not blamed
             return self.fail_upstream("client_send_timeout", 504, "client send timeout")
+        if self.filter_chain is not None:
+            # a header_filter or body_filter is awaited, the upstream not
+            # read meanwhile: its silence is not its own, and the filter has
+            # a deadline of its own (tproxy.http.filters)
+            self.upstream.set_deadline(self.factory.read_timeout)
+            return
         if not self.request_complete and not self.upstream_full:
             # the upstream takes the body, the client is not sending it: not
             # the upstream's fault, and not for timeouts.send to judge (nginx's

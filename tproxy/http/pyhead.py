@@ -261,7 +261,7 @@ class _HeadParser(_Diagnosis):
     def _special(self, kind, value, flags):
         """Apply a framing-related header field; return the new flags."""
         if kind == _CONTENT_LENGTH:
-            if flags & _F_TE:
+            if flags & _F_TE and not self._lenient_length:
                 _fail("Content-Length can't be present with Transfer-Encoding")
             if flags & _F_CL:
                 _fail("Duplicate Content-Length")
@@ -282,7 +282,7 @@ class _HeadParser(_Diagnosis):
             self._remaining = length
             return flags | _F_CL
         if kind == _TRANSFER_ENCODING:
-            if flags & _F_CL:
+            if flags & _F_CL and not self._lenient_length:
                 _fail("Transfer-Encoding can't be present with Content-Length")
             if not value:
                 _fail("Empty Transfer-Encoding")

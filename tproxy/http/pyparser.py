@@ -51,7 +51,9 @@ Differences from httptools:
     and a trailer section longer than ``MAX_TRAILERS``, so that they cannot
     grow without bound (llhttp streams them).  The head has no limit here:
     the server counts the bytes it feeds before ``on_headers_complete``.
-* ``set_dangerous_leniencies`` is accepted and ignored.
+* ``set_dangerous_leniencies`` honours ``lenient_chunked_length`` (which
+  the server sets for a chunked request's trailer section only); the
+  other leniencies are accepted and ignored.
 
 Shared with httptools, for the caller to handle:
 
@@ -104,7 +106,7 @@ class _HttpParser(_Buffering):
     __slots__ = (
         "_is_request", "_state", "_buf", "_scan", "_checked",
         "_remaining", "_flags", "_major", "_minor", "_method", "_status",
-        "_upgrade", "_error",
+        "_upgrade", "_error", "_lenient_length",
         "_on_message_begin", "_on_url", "_on_status", "_on_header",
         "_on_headers_complete", "_on_body", "_on_message_complete",
         "_on_chunk_header", "_on_chunk_complete",
@@ -124,6 +126,7 @@ class _HttpParser(_Buffering):
         self._status = 0
         self._upgrade = False
         self._error = None
+        self._lenient_length = False
         self._on_message_begin = getattr(protocol, "on_message_begin", None)
         self._on_url = None
         self._on_status = None
@@ -145,7 +148,15 @@ class _HttpParser(_Buffering):
             lenient_optional_cr_before_lf=None,
             lenient_optional_crlf_after_chunk=None,
             lenient_spaces_after_chunk_size=None):
-        """Accepted for compatibility; this parser is never lenient."""
+        """
+        ``lenient_chunked_length`` as llhttp's: a Content-Length beside a
+        Transfer-Encoding is not an error (the reader sets it while a
+        chunked request's body and trailer section are read, where a
+        Content-Length trailer field has no say in the framing); the
+        others are accepted and ignored: this parser is not lenient.
+        """
+        if lenient_chunked_length is not None:
+            self._lenient_length = bool(lenient_chunked_length)
 
     def feed_data(self, data):
         err = self._error

@@ -14,7 +14,8 @@ import re
 from tproxy.context import Request, RequestContext
 from tproxy.http.exchange import Exchange
 from tproxy.http.headers import Headers
-from tproxy.http.parsing import HttpParserError, HttpParserInvalidMethodError, HttpParserUpgrade, bare_cr_first
+from tproxy.http.parsing import (HttpParserError, HttpParserInvalidMethodError, HttpParserUpgrade,
+                                 HttpRequestParser, bare_cr_first)
 from tproxy.http.pygrammar import MAX_TRAILERS
 from tproxy.http.target import METHOD_TOKEN, request_target
 from tproxy.http.tunnel import UpgradeExchange, UpgradeRequestContext, upgrade_offer
@@ -111,6 +112,16 @@ class RequestReader(object):
                 # the head wait for the upstream's answer
                 self.upgrading = None
                 ex.head_read(data[e.args[0]:] if e.args else b"")
+                return
+            if e.args and not self.closing and self.parser.get_method() != b"CONNECT":
+                # an Upgrade tproxy does not tunnel (h2c ...): the request
+                # went as a plain one, without the upgrade fields; nothing
+                # switches protocols, so HTTP goes on, with a new parser (the
+                # parsers stop at an upgrade), as nginx
+                self.parser = HttpRequestParser(self)
+                self.carry = 0
+                if e.args[0] < len(data):
+                    self.dataReceived(data[e.args[0]:])
                 return
             if not e.args or e.args[0] < len(data):
                 self.linger = True   # bytes after the request: not parsed
@@ -316,8 +327,12 @@ class RequestReader(object):
         if self.chunked:
             # read up to client_body_buffer_size before connecting upstream
             ex.limit_body(f.max_body, None, f.body_buffer > 0)
-            # its trailer fields come through on_header too
+            # its trailer fields come through on_header too, dropped; a
+            # Content-Length among them has no say in the framing (as
+            # nginx, which ignores trailer fields): no 400 for it beside
+            # Transfer-Encoding, from here to the end of the request
             self.fields = _Trailers()
+            self.parser.set_dangerous_leniencies(lenient_chunked_length=True)
         else:
             ex.limit_body(f.max_body, length, length <= f.body_buffer)
         now = self.body_since = f.clock.seconds()
@@ -373,5 +388,8 @@ class RequestReader(object):
         self.chunk_mark = None
         ex, self.reading = self.reading, None
         if ex is not None and ex.body_expected:
+            if self.chunked:
+                # (strict again for the next request's head: _body_head)
+                self.parser.set_dangerous_leniencies(lenient_chunked_length=False)
             # (without a body the exchange knew it was complete from the start)
             ex.client_body_end()

@@ -320,6 +320,7 @@ class ResponseSide(FilterChain):
             except Exception:
                 return self.plugin_error()
             if is_deferred(r):
+                self._await_filter(r, "body_filter")
                 return r.addCallbacks(lambda b: self._send_local_now(head, b),
                                       self.plugin_error)
             body = r

@@ -1,0 +1,104 @@
+"""
+The workers' log events in twistd's ``--logfile`` (the process model and
+twistd's log are the subject): a real ``twistd -n --logfile=FILE tproxy``
+with 2 workers, a request through the proxy, the lines read from the file.
+The relay's parts: :mod:`tests.test_worker_logs`.
+"""
+
+import os
+import re
+import signal
+
+from twisted.trial.unittest import TestCase
+
+from tests.processes.test_workers import BOUND, get, get_json, wait_until
+from tests.test_tap import TwistdProcess, local, write_json
+
+
+class LogFile(object):
+    """The lines of a file another process appends to, read as they come."""
+
+    def __init__(self, path):
+        self.path = path
+        self.lines = []
+        self._file = None
+        self._partial = ""
+
+    def _read(self):
+        if self._file is None:
+            if not os.path.exists(self.path):
+                return False
+            self._file = open(self.path, encoding="utf-8", errors="replace")
+        data = self._file.read()
+        if not data:
+            return False
+        lines = (self._partial + data).split("\n")
+        self._partial = lines.pop()
+        self.lines.extend(lines)
+        return True
+
+    def read_until(self, pattern, since=0):
+        """The first line from index ``since`` on that matches ``pattern``
+        (a regular expression), waiting for it (at most BOUND seconds)."""
+        found = []
+
+        def look():
+            self._read()
+            for line in self.lines[since:]:
+                if re.search(pattern, line):
+                    found.append(line)
+                    return True
+            return False
+        wait_until(look, "%r in %s" % (pattern, self.path))
+        return found[0]
+
+    def close(self):
+        if self._file is not None:
+            self._file.close()
+
+
+class LogfileTests(TestCase):
+    """With ``--logfile``, the workers' events are in the file, tagged with
+    their worker, and nothing goes to standard output."""
+
+    def test_workersLines(self):
+        cwd = os.path.abspath(self.mktemp())
+        os.makedirs(cwd)
+        path = os.path.join(cwd, "twistd.log")
+        config = local(workers=2, plugins=[
+            "registry", "router", "least_conn",
+            {"name": "access_log", "settings": {"target": "logger"}}])
+        proc = TwistdProcess(self, write_json(self, config), cwd,
+                             twistd_args=["--logfile", path])
+        logfile = LogFile(path)
+        self.addCleanup(logfile.close)
+        proxy = int(re.search(r":(\d+) \(accepted by the workers\)", logfile.read_until(
+            r"proxy listening on .* \(accepted by the workers\)")).group(1))
+        admin = int(re.search(r":(\d+)$", logfile.read_until(
+            r"admin API listening on")).group(1))
+        ready = logfile.read_until(r"2 worker\(s\) ready")
+        status, obj = get_json(admin, "/upstream/status")
+        self.assertEqual(status, 200, obj)
+        pids = sorted(w["pid"] for w in obj["workers"])
+        for pid in pids:
+            # (each worker's own line, before the parent's "ready": in order)
+            line = logfile.read_until(r"\[worker %d tproxy.worker#info\] worker \d \(pid %d\) "
+                                      r"ready" % (pid, pid))
+            self.assertLess(logfile.lines.index(line), logfile.lines.index(ready))
+
+        self.assertEqual(get(proxy, "/nowhere")[0], 503)
+        line = logfile.read_until(r'"uri":"/nowhere"')
+        found = re.search(r"\[worker (\d+) tproxy.builtins.access_log#info\] \{.*\"status\":503",
+                          line)
+        self.assertIsNotNone(found, line)
+        self.assertIn(int(found.group(1)), pids)
+
+        # the workers' last lines, after their reactor stopped, are there too
+        start = len(logfile.lines)
+        proc.send_signal(signal.SIGTERM)
+        self.assertIn(proc.proc.wait(BOUND), (0, -signal.SIGTERM))
+        for pid in pids:
+            logfile.read_until(r"\[worker %d twisted.internet.base#info\] Main loop terminated"
+                               % pid, since=start)
+        logfile.read_until(r"Server Shut Down", since=start)
+        self.assertEqual(proc.proc.stdout.read(), b"", "nothing on standard output")
