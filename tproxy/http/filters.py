@@ -5,8 +5,9 @@ synchronously, or awaited with the upstream paused (a Deferred or a
 coroutine answer), the body's chunks kept in order behind a filter that has
 not answered yet.
 
-A part of :class:`tproxy.http.response.ResponseSide` (a mixin: the state is
-the exchange's, see :class:`tproxy.http.exchange.Exchange`).
+The first of the classes :class:`tproxy.http.exchange.Exchange` is made of
+(see :mod:`tproxy.http.body`; its ``.pxd`` declares the exchange's fields for
+the compiled build): the state is the exchange's, see there.
 """
 
 from tproxy.phase_resume import is_deferred
