@@ -19,7 +19,7 @@ from twisted.internet.defer import inlineCallbacks
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SkipTest, TestCase
 
-from tproxy import fastio, gateway_service
+from tproxy import compiled, fastio, gateway_service
 from tproxy.config import load_config, validate_config
 from tproxy.plugins import BUILTINS, tproxy_entry_points
 from tproxy.tap import Options, makeService
@@ -536,6 +536,8 @@ class CommandLineTests(TestCase):
         else:
             self.assertIn("objects loaded at start left out of the collector's full "
                           "collections (gc.freeze)", output)
+        # (the same installation and environment as this process's)
+        self.assertIn(", compiled modules {},".format(compiled.STATE), output)
         output = self.assertFails(None, "cannot listen", self.result(default))
         self.assertNotIn("FastEPollReactor", output)
         self.assertIn("fast paths: reactor twisted.internet.", output)

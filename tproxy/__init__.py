@@ -25,6 +25,11 @@ The distribution is named ``tproxy-gateway``; the import package, the
 
 import importlib
 
+from tproxy import compiled as _compiled
+
+# the compiled hot modules, or their pure-Python source (tproxy.compiled)
+_compiled.choose()
+
 #: The version of tproxy; the distribution's metadata reads it from here.
 __version__ = "0.1.0"
 

@@ -241,19 +241,21 @@ def _log_fast_paths(reactor, jit=None):
     ``jit``: the PyPy JIT parameters set at start)."""
     import platform
 
-    from tproxy import fastio
+    from tproxy import compiled, fastio
     from tproxy.http import parsing
 
     pypy = platform.python_implementation() == "PyPy"
     nursery = os.environ.get("PYPY_GC_NURSERY")
     log.info("fast paths: reactor {reactor} ({fast}), fast write {write}, "
-             "HTTP parser {parser}, Twisted {twisted}{jit}{gc}",
+             "HTTP parser {parser}, compiled modules {compiled}, Twisted {twisted}{jit}{gc}",
              reactor=type(reactor).__module__ + "." + type(reactor).__name__,
              fast="on" if type(reactor).__name__ == "FastEPollReactor" else "off",
              write="on" if fastio.ENABLED else "off",
-             parser=parsing.NAME, twisted=fastio.TWISTED_VERSION,
+             parser=parsing.NAME, compiled=compiled.STATE, twisted=fastio.TWISTED_VERSION,
              jit=", PyPy JIT " + jit if jit else "",
              gc=", PyPy GC nursery " + nursery if pypy and nursery else "")
+    if compiled.WARNING:
+        log.warn("{why}", why=compiled.WARNING)   # (not "warning": the legacy log takes it)
     if pypy and not nursery:
         log.warn("PyPy without PYPY_GC_NURSERY: set PYPY_GC_NURSERY=16MB and "
                  "PYPY_GC_INCREMENT_STEP=4MB in the environment for ~30 % more "

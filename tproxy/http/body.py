@@ -4,17 +4,20 @@ The request going up: its body from the client to the
 upstream connection (held while no connection is ready, or while a plugin
 reads its first bytes; kept for a retry, within ``proxy.retry_body_buffer``).
 
-A part of :class:`tproxy.http.exchange.Exchange` (a mixin: the state is the
-exchange's, see there).
+A part of :class:`tproxy.http.exchange.Exchange`, one of the chain of classes
+it is made of (``FilterChain`` <- ``ResponseSide`` <- ``RequestBody`` <-
+``UpstreamFailures`` <- ``Exchange``: one base each, as a compiled class
+has, see :mod:`tproxy.compiled`); the state is the exchange's, see there.
 """
 
 from twisted.internet.defer import Deferred, succeed
 
 from tproxy.context import Response
+from tproxy.http.response import ResponseSide
 from tproxy.http.wire import BadRequest
 
 
-class RequestBody(object):
+class RequestBody(ResponseSide):
     """The request side of an :class:`~tproxy.http.exchange.Exchange`."""
 
     def client_body(self, data):

@@ -20,7 +20,7 @@ from tproxy.http.reader import RequestReader
 from tproxy.http.refusals import Stopped, bad_request, internal_error
 from tproxy.http.wire import forwarding_fields
 
-log = Logger()
+log = Logger(namespace=__name__)   # (a compiled module has no frame to take it from)
 
 #: (client address, scheme) -> the forwarding fields of its requests that
 #: carry none (see ProxyProtocol.forwarded); bounded
@@ -47,20 +47,11 @@ class ProxyProtocol(RequestReader, Protocol):
     holds (see :meth:`pause`).
     """
 
-    exchange = None        # the exchange whose response is being written
-    reading = None         # the exchange whose request is being read
-    heads = 0              # requests read whole (head and body)
-    head_bytes = 0         # bytes of an incomplete head (see _count_head)
-    line_done = False      # the incomplete head's request line has ended
-    line_bytes = 0         # bytes of the incomplete head's last line so far
-    chunk_mark = None      # body bytes before the chunk begun in this read
     after_lf = False       # the last read of a chunked body ended a line
-    body_since = 0.0       # when the body being read last made progress
     starting = False       # exchange_done is starting queued exchanges
     lost_as = "client_abort"   # ctx.error of requests cut by the connection's loss
     linger = False         # the client may still be sending: close lingering
     lingering = False      # closing lingering (see tproxy.http.closing.linger)
-    timer = None
     upgrading = None       # the UpgradeExchange whose head is being parsed
 
     def __init__(self):
@@ -84,7 +75,7 @@ class ProxyProtocol(RequestReader, Protocol):
         self.forwarded = b""
         self.parser = None
         self.queue = None
-        self.reading = None
+        self.reading = None   # the exchange whose request is being read
         self.paused = None
         self.closing = False
         self.served = 0
@@ -92,19 +83,19 @@ class ProxyProtocol(RequestReader, Protocol):
         self.head_start = None
         self.idle_since = 0.0
         self.timer = None
-        self.checking = True
+        self.checking = True   # this read's head pieces are counted (see RequestReader)
         self.url = b""
-        self.fields = ()
+        self.fields = ()   # the (name, value) pairs of the head being read
         self.chunked = False
-        self.exchange = None
-        self.heads = 0
-        self.head_bytes = 0
-        self.line_bytes = 0
-        self.line_done = False
-        self.chunk_mark = None
-        self.carry = 0
-        self.last_read = False
-        self.body_since = 0.0
+        self.exchange = None   # the exchange whose response is being written
+        self.heads = 0   # requests read whole (head and body)
+        self.head_bytes = 0   # bytes of an incomplete head (see _count_head)
+        self.line_bytes = 0   # bytes of the incomplete head's last line so far
+        self.line_done = False   # the incomplete head's request line has ended
+        self.chunk_mark = None   # body bytes before the chunk begun in this read
+        self.carry = 0   # bytes that may belong to the head being read
+        self.last_read = False   # a request said the connection ends after it
+        self.body_since = 0.0   # when the body being read last made progress
 
     def connectionMade(self):
         f = self.factory

@@ -13,19 +13,19 @@ cannot take more, the other side's reading is paused.
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from tproxy.compiled import class_defaults
 from tproxy.context import Response
-from tproxy.http.body import RequestBody
 from tproxy.http.exchange_failures import UpstreamFailures
-from tproxy.http.response import ResponseSide
 from tproxy.http.upstream_head import upstream_request_head
 from tproxy.phase_resume import PLAIN_TYPES, is_deferred
 
-log = Logger()
+log = Logger(namespace=__name__)   # (a compiled module has no frame to take it from)
 
 #: request bytes buffered while no upstream connection is ready
 PENDING_BODY_LIMIT = 65536
 
-class Exchange(RequestBody, ResponseSide, UpstreamFailures):
+
+class Exchange(UpstreamFailures):
     """
     The state of one request from its head to ``log``: the phases, the
     peer attempts, and the end (here); the request going up
@@ -55,6 +55,8 @@ class Exchange(RequestBody, ResponseSide, UpstreamFailures):
         self.request_complete = not body_expected
         if body_expected:
             self.pending = []                   # request body chunks not yet sent
+            self.pending_limit = PENDING_BODY_LIMIT
+            self.body_size = 0
         self.head_method = ctx.request.method == "HEAD"
         self.host_missing = host_missing   # (HTTP/1.0) the upstream gets the peer's
         # Every name an exchange sets on its way, and the defaults read on
@@ -68,7 +70,7 @@ class Exchange(RequestBody, ResponseSide, UpstreamFailures):
         # set.  Names first set later in a request, once several requests
         # were in flight, had every exchange's dict made (+4,400
         # instructions per request in the server, head11).  25 names here:
-        # the others (a body's, a retry's ...) stay class defaults below.
+        # the others (a body's, a retry's ...) stay class defaults (below).
         self.done = False
         self.peer_held = None
         self.upstream = None
@@ -83,36 +85,6 @@ class Exchange(RequestBody, ResponseSide, UpstreamFailures):
         self.filter_chain = None
         self.held_chunk = None
 
-    # Per-request state that starts the same for every request: class-level
-    # defaults, shadowed by an instance attribute when set (fewer stores on
-    # the hot path).
-    pending = ()               # (a list when a body is expected)
-    pending_size = 0
-    pending_limit = PENDING_BODY_LIMIT
-    upstream = None            # the UpstreamProtocol in use
-    reused = False
-    peer_held = None           # the peer whose count this exchange holds
-    response_started = False
-    response_chunked = False
-    response_close = False
-    upstream_keepalive = False
-    last_failure = None        # (error, status, message) of the last failed peer
-    filter_chain = None        # the Deferred of an async header/body filter
-    body_waiter = None         # (n, Deferred, timer) of read_body_prefix
-    held_chunk = None          # the last response chunk read (see upstream_body)
-    body_limit = None          # bytes the body may have (ctx.max_body_size)
-    body_size = 0              # its Content-Length, or the chunked bytes read so far
-    hold_body = False          # read the body before connecting (it may fit)
-    held_peer = None           # the peer to connect to once the body is read
-    host_missing = False       # the request has no Host (see upstream_connected)
-    body_kept = None           # the body chunks sent upstream, kept for a retry
-    body_kept_size = 0
-    body_lost = False          # body bytes went upstream and were not kept
-    answered = False           # the current attempt's response head came
-    upstream_full = False      # the upstream does not take the body now
-    client_blocked = False     # the client does not take the response now
-    out = None                 # response bytes held while an upstream read is
-                               # parsed (see upstream_reading)
     fresh_connection = False   # never a pooled connection (tproxy.http.tunnel)
 
     # -- told by the client connection ----------------------------------------
@@ -393,3 +365,38 @@ class Exchange(RequestBody, ResponseSide, UpstreamFailures):
         # objects now, not the cyclic collector later
         ctx._exchange = None
         self.conn.exchange_done(self)
+
+
+# Per-request state that starts the same for every request: class-level
+# defaults of the pure-Python class, shadowed by an instance attribute when
+# set (fewer stores on the hot path).  The compiled class's fields (declared
+# in filters.pxd) start at None, False or 0 alike (body_size: a body's
+# exchange sets it in __init__).
+class_defaults(
+    Exchange,
+    pending_size=0,
+    upstream=None,            # the UpstreamProtocol in use
+    reused=False,
+    peer_held=None,           # the peer whose count this exchange holds
+    response_started=False,
+    response_chunked=False,
+    response_close=False,
+    upstream_keepalive=False,
+    last_failure=None,        # (error, status, message) of the last failed peer
+    filter_chain=None,        # the Deferred of an async header/body filter
+    body_waiter=None,         # (n, Deferred, timer) of read_body_prefix
+    held_chunk=None,          # the last response chunk read (see upstream_body)
+    body_limit=None,          # bytes the body may have (ctx.max_body_size)
+    body_size=0,              # its Content-Length, or the chunked bytes read so far
+    hold_body=False,          # read the body before connecting (it may fit)
+    held_peer=None,           # the peer to connect to once the body is read
+    host_missing=False,       # the request has no Host (see upstream_connected)
+    body_kept=None,           # the body chunks sent upstream, kept for a retry
+    body_kept_size=0,
+    body_lost=False,          # body bytes went upstream and were not kept
+    answered=False,           # the current attempt's response head came
+    upstream_full=False,      # the upstream does not take the body now
+    client_blocked=False,     # the client does not take the response now
+    out=None,                 # response bytes held while an upstream read is
+                              # parsed (see upstream_reading)
+)

@@ -6,20 +6,21 @@ a deadline passed; then the next peer as ``proxy.next_upstream`` allows
 (:mod:`tproxy.http.retry`), or the 502 / 504 that ends the request (or the
 client connection cut, when the response had started).
 
-A part of :class:`tproxy.http.exchange.Exchange` (a mixin: the state is the
-exchange's, see there).
+A part of :class:`tproxy.http.exchange.Exchange` (a base class of it, see
+:mod:`tproxy.http.body`: the state is the exchange's, see there).
 """
 
 from twisted.internet.error import ConnectingCancelledError, TimeoutError as TxTimeoutError
 from twisted.logger import Logger
 
 from tproxy.context import Response
+from tproxy.http.body import RequestBody
 
 # (the exchange's lines, under its namespace as before this module)
 log = Logger(namespace="tproxy.http.exchange")
 
 
-class UpstreamFailures(object):
+class UpstreamFailures(RequestBody):
     """The failed upstream attempts of an :class:`~tproxy.http.exchange.Exchange`."""
 
     def upstream_connect_failed(self, reason):

@@ -14,8 +14,9 @@ an error line names the phase and the plugin, ``ctx.error`` is
 ``"plugin_timeout"``, and the client gets a ``500`` (as nginx answers a
 module's failure), or its connection is cut if the response had started.
 
-A part of :class:`tproxy.http.response.ResponseSide` (a mixin: the state is
-the exchange's, see :class:`tproxy.http.exchange.Exchange`).
+The first of the classes :class:`tproxy.http.exchange.Exchange` is made of
+(see :mod:`tproxy.http.body`; its ``.pxd`` declares the exchange's fields for
+the compiled build): the state is the exchange's, see there.
 """
 
 from twisted.logger import Logger

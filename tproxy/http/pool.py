@@ -47,12 +47,11 @@ class UpstreamPool(object):
         apart from plain ones to the same address.
     """
 
-    #: seconds a response may be silent (``timeouts.read``)
-    read_timeout = 60
-
     def __init__(self, reactor, connect_timeout=60, max_idle=32, idle_timeout=60,
                  max_header_size=MAX_HEADER_SIZE, tls=None):
         self.reactor = reactor
+        #: seconds a response may be silent (``timeouts.read``)
+        self.read_timeout = 60
         self.connect_timeout = connect_timeout
         self.max_idle = max_idle
         self.idle_timeout = idle_timeout

@@ -70,11 +70,6 @@ class RequestReader(object):
     piece by piece.
     """
 
-    carry = 0           # bytes that may belong to the head being read
-    fields = ()         # the (name, value) pairs of the head being read
-    checking = True     # this read's head pieces are counted (see above)
-    last_read = False   # a request said the connection ends after it
-
     def dataReceived(self, data):
         if self.closing:
             if self.lingering:

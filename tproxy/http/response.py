@@ -8,8 +8,8 @@ responses tproxy or a plugin makes (errors, ``access`` denials).
 The bytes one upstream read makes (head, body, end) are held and leave in one
 write (:meth:`ResponseSide.upstream_reading`).
 
-A part of :class:`tproxy.http.exchange.Exchange` (a mixin: the state is the
-exchange's, see there).
+A part of :class:`tproxy.http.exchange.Exchange` (a base class of it, see
+:mod:`tproxy.http.body`: the state is the exchange's, see there).
 """
 
 from twisted.logger import Logger
@@ -23,7 +23,7 @@ from tproxy.http.response_fields import block_fields, clean_response_fields
 from tproxy.http.wire import content_length, local_response_head, response_head
 from tproxy.phase_resume import is_deferred
 
-log = Logger()
+log = Logger(namespace=__name__)   # (a compiled module has no frame to take it from)
 
 
 class ResponseSide(FilterChain):

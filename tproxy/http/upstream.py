@@ -17,7 +17,7 @@ from tproxy.http.response_reader import (
     _RARE_HOP_FIELDS, _WHOLE_HEADS, WHOLE_HEAD_MIN, ResponseHeadReader, _HeadTooBig, _WholeHead)
 
 
-log = Logger()
+log = Logger(namespace=__name__)   # (a compiled module has no frame to take it from)
 
 #: The default of ``proxy.max_upstream_header_size``: bytes of a response head.
 MAX_HEADER_SIZE = 65536
@@ -45,29 +45,6 @@ class UpstreamProtocol(ResponseHeadReader, Protocol):
 
     """
 
-    exchange = None
-    head_only = False
-    parser = None
-    requests = 0
-    timer = None           # one DelayedCall per connection (see set_deadline)
-    deadline = 0.0
-    _fires_at = 0.0        # when the timer fires (see set_deadline)
-    idle = False
-    reading_paused = False   # see pause_reading
-    upgrading = False      # a 101 goes to the exchange (tproxy.http.tunnel)
-    max_head = MAX_HEADER_SIZE
-    _reason = b""          # the reason phrase of the response being read
-    _head_left = 0         # bytes the current head may still take
-    _head_fed = None       # bytes of reads that ended inside the current head
-                           # (None: after it; -1: after a 1xx, see _count_head)
-    _head_spans = False    # an earlier read ended inside the current head
-    _checking = True       # this read's fields are counted (see the class doc)
-    reading = False        # a read is being parsed (see the class doc)
-    due = None             # (peer, exchange) given the connection during that read
-    _whole = None          # the parser of heads read whole (see the class doc)
-    _whole_read = None     # (read, end of its head, the head lower-cased)
-    _feeding = None        # the parser of the response being read
-
     def __init__(self, pool, key):
         self.pool = pool
         self.key = key
@@ -87,21 +64,23 @@ class UpstreamProtocol(ResponseHeadReader, Protocol):
         self._head = None
         self._eof_body = False
         self._informational = False
-        self._head_left = 0
+        self._head_left = 0   # bytes the current head may still take
+        # bytes of reads that ended inside the current head (None: after it;
+        # -1: after a 1xx, see _count_head)
         self._head_fed = None
-        self._head_spans = False
-        self._reason = b""
+        self._head_spans = False   # an earlier read ended inside the current head
+        self._reason = b""   # the reason phrase of the response being read
         self.deadline = 0.0
-        self.timer = None
-        self._fires_at = 0.0
-        self._feeding = None
-        self._checking = True
-        self.reading = False
-        self.due = None
-        self.reading_paused = False
-        self.upgrading = False
-        self._whole = None
-        self._whole_read = None
+        self.timer = None   # one DelayedCall per connection (see set_deadline)
+        self._fires_at = 0.0   # when the timer fires (see set_deadline)
+        self._feeding = None   # the parser of the response being read
+        self._checking = True   # this read's fields are counted (see the class doc)
+        self.reading = False   # a read is being parsed (see the class doc)
+        self.due = None   # (peer, exchange) given the connection during that read
+        self.reading_paused = False   # see pause_reading
+        self.upgrading = False   # a 101 goes to the exchange (tproxy.http.tunnel)
+        self._whole = None   # the parser of heads read whole (see the class doc)
+        self._whole_read = None   # (read, end of its head, the head lower-cased)
 
     def connectionMade(self):
         self.transport.setTcpNoDelay(True)

@@ -1,0 +1,4 @@
+from tproxy.http.body cimport RequestBody
+
+cdef class UpstreamFailures(RequestBody):
+    pass
