@@ -4,18 +4,18 @@ filters': :class:`tests.test_phases.FilterDeadlineTests`): a walk's Deferred
 has ``timeouts.read`` seconds to fire, past which the request fails as the
 plugin's (``500``, ``ctx.error`` ``"plugin_timeout"``, an error line naming
 the phase and the plugin); and an awaited phase or filter is cancelled when
-the client goes away; a stream's ``stream_access`` and ``balancer`` alike,
+the request ends first (the client gone, a shutdown); a stream's ``stream_access`` and ``balancer`` alike,
 within its ``timeouts.idle``.  Through :mod:`tproxy.testing`, on its fake
 clock.
 """
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import deferLater
-
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.helpers import capture_log, log_messages
 from tests.test_phases import FILTERS, HOOKS, UP, PhaseTestCase, Pieces
+from tests.test_shutdown import Drain
 from tests.test_stream import RECORDER, recorded_harness
 from tproxy.phase_walks import UNROLL
 from tproxy.testing import Harness, echo
@@ -158,6 +158,23 @@ class PhaseDeadlineTests(PhaseTestCase):
                 self.assertEqual(h.upstream_requests, [], phase)
                 self.assertEqual(self.active(h), {UP: 0}, phase)
                 self.assertEqual(h.factory.open_connections, 0, phase)
+        self.assertEqual(self.lines(), [])
+
+    def test_shutdown(self):
+        """A stop whose shutdown_timeout passes while access is awaited:
+        the request is cut (503, shutdown), the Deferred cancelled."""
+        h = Harness(config={"upstreams": {"default": {"peers": [UP]}},
+                            "timeouts": {"read": READ}, "shutdown_timeout": 1},
+                    plugins=["router", HOOKS, "least_conn"], servers={UP: echo})
+        pending = h.plugin(HOOKS).fns["access"] = Pending()
+        drain = Drain(self, h)
+        conn = h.connect()
+        conn.send_request("GET", "/x")
+        drain.stop()
+        h.advance(1.5)
+        self.assertEqual((drain.stopped, conn.closed), ([True], True))
+        self.assertEqual([(c.status, c.error) for c in h.contexts], [(503, "shutdown")])
+        self.assertEqual((len(pending.made), pending.cancelled), (1, pending.made))
         self.assertEqual(self.lines(), [])
 
     def test_retryAwaitedBalancer(self):

@@ -83,10 +83,10 @@ class StreamContext(object):
         else ``reason``.
     :ivar status: nginx's ``$status`` of a stream session: ``200`` once the
         upstream connection was established (however it ended), ``403``
-        refused by ``stream_access``, ``500`` plugin error (or timeout), ``502`` no peer
-        could be reached, ``503`` refused by a balancer, ``499`` the client
-        reset the connection before an upstream was connected; ``0`` while
-        undecided.
+        refused by ``stream_access``, ``500`` plugin error (or timeout),
+        ``502`` no peer could be reached, ``503`` refused by a balancer,
+        ``499`` the client reset the connection before an upstream was
+        connected; ``0`` while undecided.
     :ivar plugins: the listener's phase lists (tproxy's; read only).
     """
 
