@@ -254,8 +254,8 @@ class OtherWalkPhaseDeadlineTests(PhaseDeadlineTests):
 
 class StreamDeadlineTests(SynchronousTestCase):
     """A stream connection waits for an awaited ``stream_access`` or
-    ``balancer`` no longer than its ``timeouts.idle``, and cancels it when
-    it ends first."""
+    ``balancer`` for at most its ``timeouts.idle``, and cancels it when it
+    ends first."""
 
     IDLE = 5
 

@@ -3,13 +3,13 @@
 ``SIGTERM`` and ``SIGINT`` stop a tproxy process once.
 
 Twisted's handlers (installed when the reactor starts) call
-``reactor.stop()`` for each signal; a second one while the process stops
-(a graceful drain lasts up to ``shutdown_timeout``) made that call again,
-and the reactor logged a critical ``ReactorNotRunning`` traceback: what a
-``timeout`` that signals both the process and its group, ``systemctl
-stop`` signalling every process of the unit, or an impatient ``Ctrl-C``
-does.  :func:`stop_once_on_signals` puts handlers in their place that stop
-the reactor the first time and, after that, log one line.
+``reactor.stop()`` for each signal: a second one while the process stops
+(a graceful drain lasts up to ``shutdown_timeout``) calls it again, and the
+reactor logs a critical ``ReactorNotRunning`` traceback.  A ``timeout``
+that signals both the process and its group does that, as ``systemctl
+stop`` signalling every process of the unit, or an impatient ``Ctrl-C``.
+:func:`stop_once_on_signals` puts handlers in their place that stop the
+reactor the first time and, after that, log one line.
 """
 
 import signal

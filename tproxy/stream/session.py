@@ -85,8 +85,7 @@ class StreamSession(Protocol):
             self._refuse(r)
 
     def _await(self, d, phase, then):
-        """Wait for ``d``, the Deferred of ``phase``'s walk: ``then(result)``
-        when it fires (see :attr:`awaited`)."""
+        """``then(result)`` once ``d``, ``phase``'s walk, fires (:attr:`awaited`)."""
         self.awaited = (d, phase)
         d.addCallbacks(self._answered, self._phase_failed, (then,))
 
