@@ -537,20 +537,6 @@ class OrderTests(PhaseTestCase):
         self.assertEqual(seen, ["first", "second"])
         self.assertEqual(second.calls, ["rewrite"])
 
-    def test_waitsForPendingDeferred(self):
-        """A request waits as long as an access hook's Deferred is pending."""
-        h = self.harness({"default": {"peers": [UP]}})
-        pending = Deferred()
-        h.plugin(HOOKS).fns["access"] = lambda ctx: pending
-        conn = h.connect()
-        conn.send_request("GET", "/x")
-        h.advance(3600)
-        self.assertEqual((conn.received, h.upstream_requests), (b"", []))
-        pending.callback(None)
-        h.flush()
-        self.assertEqual([r.status for r in conn.responses], [200])
-
-
 
 class FilterDeadlineTests(PhaseTestCase):
     """

@@ -161,6 +161,30 @@ class RedisPolicyTests(ProxyTestCase):
         self.assertEqual(len(self.messages()), 2, self.messages())
         self.assertEqual(len(up.requests), 2)
 
+    async def test_clientGoneWhileWaiting(self):
+        """A client that goes away while its decision is awaited: the wait
+        is cancelled, and that is no failure of Redis (still up, no line)."""
+        received = []
+
+        class Recording(Silent):
+            def dataReceived(self, data):
+                received.append(data)
+        listener = reactor.listenTCP(0, Factory.forProtocol(Recording), interface="127.0.0.1")
+        self._listeners.append(listener)
+        up = self.upstream()
+        proxy = await self.gateway(up, listener.getHost().port, rate=5)
+        client = await self.connect(proxy)
+        client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        await until(lambda: received, message="the command to reach Redis")
+        client.transport.abortConnection()
+        await client.lost
+        await until(lambda: proxy.factory.open_connections == 0,
+                    message="the proxy to see the client gone")
+        plugin = proxy.gateway.plugins.get_plugin("rate_limit")
+        self.assertTrue(plugin.redis.up)
+        self.assertEqual(self.messages(), [])
+        self.assertEqual(up.requests, [])
+
     async def test_silentFailClosed(self):
         """Redis that does not answer within the timeout: with ``deny``, 503;
         later requests are refused at once, not after another timeout (the

@@ -188,8 +188,9 @@ class RequestContext(object):
         ``"upstream_error"``, ``"upstream_invalid"`` (not HTTP, or framing
         tproxy refuses), ``"upstream_header_too_big"`` (a response head
         past ``proxy.max_upstream_header_size``), ``"plugin_error"``,
-        ``"plugin_timeout"`` (an awaited ``header_filter`` or ``body_filter``
-        that did not answer within ``timeouts.read``),
+        ``"plugin_timeout"`` (an awaited ``rewrite``, ``access``,
+        ``balancer``, ``header_filter`` or ``body_filter`` that did not
+        answer within ``timeouts.read``),
         ``"internal_error"`` (a defect of tproxy's own, logged),
         ``"no_peer"``, ``"no_route"`` (the ``routes`` built-in),
         ``"bad_request"``, ``"header_timeout"``, ``"target_too_long"``,

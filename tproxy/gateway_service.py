@@ -4,8 +4,9 @@ The service that runs a gateway (:class:`GatewayService`, what
 :func:`tproxy.tap.makeService` returns): ``init_worker``, the child
 services, then the listeners on start; on stop, the listeners closed, the
 open connections drained for at most ``shutdown_timeout`` seconds, then the
-rest; ``SIGHUP`` (reload) and ``SIGUSR1`` (reopen) in a real ``twistd``
-run.  Also the endpoints it listens on (:func:`open_endpoint`, with TLS
+rest; ``SIGHUP`` (reload), ``SIGUSR1`` (reopen) and a ``SIGTERM`` /
+``SIGINT`` that stops once (:mod:`tproxy.stop_signals`) in a real
+``twistd`` run.  Also the endpoints it listens on (:func:`open_endpoint`, with TLS
 when configured) and how a failure at start is told: one line
 (:class:`StartupError`, :func:`one_line`) and exit status 1.
 """
@@ -18,6 +19,7 @@ from twisted.internet.defer import DeferredList, maybeDeferred
 from twisted.logger import Logger
 
 from tproxy.fastio import fast_listener
+from tproxy.stop_signals import stop_once_on_signals
 
 __all__ = ["GatewayService", "StartupError", "open_endpoint", "with_tls", "one_line",
            "exit_status_on_exit"]
@@ -81,6 +83,8 @@ class GatewayService(MultiService):
         if self.signals:
             _reopen_on_sigusr1(self)
             _reload_on_sighup(self)
+            # (the reactor installs its handlers as it starts: after this)
+            self.gateway.reactor.callWhenRunning(stop_once_on_signals, self.gateway.reactor)
         early = []
 
         def failed(f):

@@ -66,6 +66,7 @@ def _until_response(impls, ctx, i, final=_is_response):
             return r
         d = _awaitable(r)
         if d is not None:
+            _note_awaited(ctx, fn)
             return d.addCallback(_resume_until_response, impls, ctx,
                                  impls.index(fn) + 1, final)
         raise _not_a_response(fn, r, final)
@@ -105,6 +106,7 @@ def _first_result(impls, ctx, tried, i):
         d = _awaitable(r)
         if d is None:
             return _chosen(fn, r)
+        _note_awaited(ctx, fn)
         return d.addCallback(_resume_first_result, impls, ctx, tried, impls.index(fn) + 1)
     return None
 
@@ -166,9 +168,9 @@ def _resume_filter_chunk(r, impls, ctx, chunk, eof, i):
 
 
 def _note_awaited(ctx, fn):
-    """Note on ``ctx`` the filter implementation ``fn`` it waits for (a
-    filter that does not answer in time is named by it:
-    :mod:`tproxy.http.filters`)."""
+    """Note on ``ctx`` the implementation ``fn`` it waits for (one that
+    does not answer in time is named by it: :mod:`tproxy.http.filters`,
+    :mod:`tproxy.stream.session`)."""
     try:
         ctx._awaited = fn
     except AttributeError:      # (a context of a plugin's own tests)

@@ -52,6 +52,7 @@ def _loop_until_response(impls):
                     return r
                 d = _awaitable(r)
                 if d is not None:
+                    _note_awaited(ctx, fn)
                     return d.addCallback(_resume_until_response, impls, ctx,
                                          impls.index(fn) + 1, _is_response)
                 raise _not_a_response(fn, r)
@@ -69,6 +70,7 @@ def _loop_first_result(impls):
                 d = _awaitable(r)
                 if d is None:
                     return _chosen(fn, r)
+                _note_awaited(ctx, fn)
                 return d.addCallback(_resume_first_result, impls, ctx, tried,
                                      impls.index(fn) + 1)
         return None
@@ -144,6 +146,7 @@ if r is not None:
         return r
     d = _awaitable(r)
     if d is not None:
+        _note_awaited(ctx, {f})
         return d.addCallback(_resume_until_response, impls, ctx, {i}, _is_response){then}
     raise _not_a_response({f}, r)
 """, "return None"),
@@ -155,6 +158,7 @@ if r is not None:
     d = _awaitable(r)
     if d is None:
         return _chosen({f}, r)
+    _note_awaited(ctx, {f})
     return d.addCallback(_resume_first_result, impls, ctx, tried, {i})
 """, "return None"),
     "run_all": ("ctx, head", """\

@@ -320,6 +320,7 @@ def main(argv=None):
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
     from tproxy.control import ControlProtocol
+    from tproxy.stop_signals import stop_once_on_signals
     worker = Worker(reactor, relay)
 
     class _ChannelFactory(Factory):
@@ -332,6 +333,7 @@ def main(argv=None):
         os.close(args.control)
     reactor.callWhenRunning(start)
     reactor.callWhenRunning(_reopen_later, worker)
+    reactor.callWhenRunning(stop_once_on_signals, reactor)
     reactor.run()
     relay.close()
     sys.stdout.flush()

@@ -10,7 +10,7 @@ away, known from its connections, handled at once as the plugin's
 import collections
 import hashlib
 
-from twisted.internet.defer import TimeoutError as DeferredTimeoutError
+from twisted.internet.defer import CancelledError, TimeoutError as DeferredTimeoutError
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -155,15 +155,27 @@ class RedisStore(object):
         self._waiting.discard(d)
         return result
 
+    #: the store cancels what waits for the first connection (answered as
+    #: Redis failing); a cancellation from elsewhere is the request's end
+    _answering = False
+
     def _answer_waiting(self):
         waiting, self._waiting = self._waiting, set()
-        for d in waiting:
-            d.cancel()
+        self._answering = True
+        try:
+            for d in waiting:
+                d.cancel()
+        finally:
+            self._answering = False
 
     def _answered(self, reply):
         return self.algorithm.from_redis(reply)
 
     def _failed(self, failure):
+        if failure.check(CancelledError) and not self._answering:
+            # the request ended first (tproxy cancels what it awaited): not
+            # a failure of Redis, and nothing more to decide
+            return failure
         self._down(failure)
         return None
 

@@ -155,13 +155,11 @@ class Exchange(UpstreamFailures):
                 return self._too_large()
             self.balance()
         elif is_deferred(r):
-            r.addCallbacks(self._after_access, self.plugin_error)
+            self._await_phase(r, ("rewrite", "access"), self._after_access)
         else:
             self.respond(r)
 
     def _after_access(self, r):
-        if self.done:
-            return
         if r is None:
             if self.body_limit is not None and self.body_size > self.body_limit:
                 return self._too_large()
@@ -193,7 +191,7 @@ class Exchange(UpstreamFailures):
             # (is_deferred inlined for the usual Peer)
             self._balanced(r)
         else:
-            r.addCallbacks(self._balanced, self.plugin_error)
+            self._await_phase(r, ("balancer",), self._balanced)
 
     def _balanced(self, peer):
         if self.done:
@@ -335,6 +333,11 @@ class Exchange(UpstreamFailures):
         if self.done:
             return
         self.done = True
+        if self.filter_chain is not None:
+            # a phase or a filter awaited: its plugin's work is cancelled
+            # (its errback ends in plugin_error, which finds the exchange
+            # done)
+            self.filter_chain.cancel()
         if self.body_expected and self.body_waiter is not None:
             n, d, timer = self.body_waiter
             self.body_waiter = None
@@ -383,7 +386,7 @@ class_defaults(
     response_close=False,
     upstream_keepalive=False,
     last_failure=None,        # (error, status, message) of the last failed peer
-    filter_chain=None,        # the Deferred of an async header/body filter
+    filter_chain=None,        # the Deferred of an awaited phase or filter
     body_waiter=None,         # (n, Deferred, timer) of read_body_prefix
     held_chunk=None,          # the last response chunk read (see upstream_body)
     body_limit=None,          # bytes the body may have (ctx.max_body_size)

@@ -3,16 +3,20 @@
 The ``header_filter`` and ``body_filter`` chain of a response: run
 synchronously, or awaited with the upstream paused (a Deferred or a
 coroutine answer), the body's chunks kept in order behind a filter that has
-not answered yet.
+not answered yet; and the deadline of every awaited phase.
 
-An awaited filter has ``timeouts.read`` seconds to answer (the phase's
-implementations together), as the upstream has to send its next bytes:
-the upstream is not read meanwhile, so its own deadline does not judge it
+An awaited walk -- ``rewrite`` and ``access`` (together), ``balancer``,
+``header_filter``, a ``body_filter`` call -- has ``timeouts.read`` seconds
+to answer, as the upstream has to send its next bytes.  While a filter is
+awaited the upstream is not read, so its own deadline does not judge it
 (:meth:`~tproxy.http.exchange_failures.UpstreamFailures.upstream_timed_out`),
-and is set anew when reading resumes.  Past it, the filter is cancelled,
-an error line names the phase and the plugin, ``ctx.error`` is
-``"plugin_timeout"``, and the client gets a ``500`` (as nginx answers a
-module's failure), or its connection is cut if the response had started.
+and is set anew when reading resumes.  Past the deadline an error line
+names the phase and the plugin, ``ctx.error`` is ``"plugin_timeout"``, and
+the client gets a ``500`` (as nginx answers a module's failure), or its
+connection is cut if the response had started.  However the request ends
+meanwhile (that deadline, the client gone, a shutdown), the walk's Deferred
+is cancelled (:meth:`~tproxy.http.exchange.Exchange.finish`): the plugin's
+work, if it can be cancelled.
 
 The first of the classes :class:`tproxy.http.exchange.Exchange` is made of
 (see :mod:`tproxy.http.body`; its ``.pxd`` declares the exchange's fields for
@@ -30,7 +34,8 @@ log = Logger(namespace="tproxy.http.exchange")
 
 class FilterChain(object):
     """The filter phases of an :class:`~tproxy.http.exchange.Exchange`'s
-    response (``filter_chain``: the Deferred of the filter being awaited)."""
+    response, and the deadline of its awaited phases (``filter_chain``: the
+    Deferred of the walk being awaited, a filter's or another phase's)."""
 
     def _filter_head(self, head, then):
         try:
@@ -55,10 +60,28 @@ class FilterChain(object):
         paused, for at most ``timeouts.read`` seconds."""
         if self.upstream is not None:
             self.upstream.pause_reading()
+        self._await(d, (phase,))
+
+    def _await(self, d, phases):
+        """Wait for ``d``, the Deferred of the walk of ``phases`` (one, or
+        ``rewrite`` and ``access``), for at most ``timeouts.read`` seconds
+        (``filter_chain``: ``d``; :meth:`finish` cancels it)."""
         self.filter_chain = d
         f = self.factory
-        timer = f.clock.callLater(f.read_timeout, self._filter_timed_out, d, phase)
+        timer = f.clock.callLater(f.read_timeout, self._phase_timed_out, phases)
         d.addBoth(_stop, timer)
+
+    def _await_phase(self, d, phases, then):
+        """The walk of ``rewrite`` and ``access``, or of ``balancer``,
+        answered with a Deferred ``d``: ``then(result)`` runs when it fires,
+        within ``timeouts.read`` seconds."""
+        self._await(d, phases)
+        d.addCallbacks(self._phase_answered, self.plugin_error, (then,))
+
+    def _phase_answered(self, r, then):
+        self.filter_chain = None
+        if not self.done:
+            then(r)
 
     def _resume_upstream(self, _=None):
         self.filter_chain = None
@@ -70,15 +93,16 @@ class FilterChain(object):
             up.set_deadline(f.read_timeout if self.request_complete else f.send_timeout)
             up.resume_reading()
 
-    def _filter_timed_out(self, d, phase):
-        """``phase``'s walk (``d``) did not answer in ``timeouts.read``
-        seconds (see the module docstring)."""
+    def _phase_timed_out(self, phases):
+        """The walk of ``phases`` (``filter_chain``) did not answer in
+        ``timeouts.read`` seconds (see the module docstring)."""
         if self.done:
             return
         ctx = self.ctx
+        phase, plugin = _awaited_plugin(ctx, self.phases, phases)
         log.error("{phase} of plugin {plugin} did not answer within {timeout} s "
-                  "(timeouts.read): {method} {uri}", phase=phase,
-                  plugin=_awaited_plugin(ctx, phase), timeout=self.factory.read_timeout,
+                  "(timeouts.read): {method} {uri}", phase=phase, plugin=plugin,
+                  timeout=self.factory.read_timeout,
                   method=ctx.request.method, uri=ctx.request.uri)
         ctx.error = "plugin_timeout"
         self.response_close = True
@@ -87,10 +111,11 @@ class FilterChain(object):
             self._abort_client()
             self.finish()
         else:
-            # no filters: they are what failed
+            # no filters: a plugin is what failed
             error = Response.error(500, "internal error in a plugin")
             self._send_local_now(ResponseHead(500, error.headers), error.body)
-        d.cancel()    # (the plugin's work, if it can be cancelled; its errback: done)
+        # (finish cancelled the walk's Deferred: the plugin's work, if it
+        # can be cancelled; the errback ends in plugin_error, done by then)
 
     def _filter_body(self, data, eof):
         if self.done:
@@ -147,13 +172,15 @@ def _stop(result, timer):
     return result
 
 
-def _awaited_plugin(ctx, phase):
-    """The name of the plugin whose ``phase`` implementation ``ctx`` waits
-    for (the walks of :mod:`tproxy.phase_walks` note it), or ``"?"``."""
+def _awaited_plugin(ctx, phases, names):
+    """``(phase, plugin)``: the phase among ``names`` and the name of the
+    plugin whose implementation ``ctx`` waits for (the walks of
+    :mod:`tproxy.phase_walks` note it), or ``(names[0], "?")``."""
     awaited = getattr(ctx, "_awaited", None)
-    phases = getattr(ctx.gateway, "phases", None)
-    if awaited is not None and phases is not None:
-        for fn, name, _ in phases.impls.get(phase, ()):
-            if fn is awaited:
-                return name
-    return "?"
+    impls = getattr(phases, "impls", None)
+    if awaited is not None and impls is not None:
+        for phase in names:
+            for fn, name, _ in impls.get(phase, ()):
+                if fn is awaited:
+                    return phase, name
+    return names[0], "?"

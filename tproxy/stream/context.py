@@ -30,6 +30,9 @@ ACCESS_DENIED = "access_denied"
 BALANCER_REFUSED = "balancer_refused"
 #: A hook implementation raised (or its Deferred failed).
 PLUGIN_ERROR = "plugin_error"
+#: An awaited ``stream_access`` or ``balancer`` did not answer within the
+#: idle timeout.
+PLUGIN_TIMEOUT = "plugin_timeout"
 #: tproxy was stopping and the connection outlasted ``shutdown_timeout``:
 #: both sides aborted.
 SHUTDOWN = "shutdown"
@@ -74,15 +77,16 @@ class StreamContext(object):
         ``"client_closed"``, ``"upstream_closed"``, ``"client_reset"``,
         ``"upstream_reset"``, ``"idle_timeout"``, ``"connect_failed"``,
         ``"connect_timeout"``, ``"no_peer"``, ``"access_denied"``,
-        ``"balancer_refused"``, ``"plugin_error"`` or ``"shutdown"``.
+        ``"balancer_refused"``, ``"plugin_error"``, ``"plugin_timeout"``
+        or ``"shutdown"``.
     :ivar error: ``None`` if it ended with a clean close on either side,
         else ``reason``.
     :ivar status: nginx's ``$status`` of a stream session: ``200`` once the
         upstream connection was established (however it ended), ``403``
-        refused by ``stream_access``, ``500`` plugin error, ``502`` no peer
-        could be reached, ``503`` refused by a balancer, ``499`` the client
-        reset the connection before an upstream was connected; ``0`` while
-        undecided.
+        refused by ``stream_access``, ``500`` plugin error (or timeout),
+        ``502`` no peer could be reached, ``503`` refused by a balancer,
+        ``499`` the client reset the connection before an upstream was
+        connected; ``0`` while undecided.
     :ivar plugins: the listener's phase lists (tproxy's; read only).
     """
 
@@ -91,7 +95,7 @@ class StreamContext(object):
                  "peer", "tried", "bytes_received", "bytes_sent",
                  "upstream_bytes_sent", "upstream_bytes_received", "start",
                  "end", "upstream_start", "upstream_connected", "reason",
-                 "error", "status", "plugins")
+                 "error", "status", "plugins", "_awaited")
 
     #: Always ``None``: a stream has no HTTP request.
     request = None

@@ -27,12 +27,15 @@ class StreamPhaseSet(object):
     phase by phase, in execution order.
     """
 
-    __slots__ = ("access", "balancer", "log")
+    __slots__ = ("access", "balancer", "log", "names")
 
-    def __init__(self, access, balancer, log):
+    def __init__(self, access, balancer, log, names=None):
         self.access = access
         self.balancer = balancer
         self.log = log
+        #: ``{implementation: plugin name}`` (one that does not answer in
+        #: time is named by it)
+        self.names = names or {}
 
 
 def stream_phases(plugin_manager, group):
@@ -57,11 +60,15 @@ def stream_phases(plugin_manager, group):
         for impl in reversed(caller.get_hookimpls()):
             scope = scopes.get(impl.plugin_name)
             if scope is None or group in scope:
-                out.append(_adapt(impl, argnames))
+                fn = _adapt(impl, argnames)
+                names[fn] = impl.plugin_name
+                out.append(fn)
         return out
 
+    names = {}
     lists = dict((name, pick(name, argnames)) for name, argnames in STREAM_PHASES)
-    return StreamPhaseSet(lists["stream_access"], lists["balancer"], lists["stream_log"])
+    return StreamPhaseSet(lists["stream_access"], lists["balancer"], lists["stream_log"],
+                          names)
 
 
 def _is_refusal(r):
@@ -81,3 +88,12 @@ def _run_log(impls, ctx):
             d.addErrback(lambda f: log.failure(
                 "stream_log failed for {client} -> {group}", f,
                 client=ctx.client, group=ctx.route))
+
+
+def _log_timeout(ctx, phase, timeout):
+    """The error line of a ``phase`` implementation that did not answer
+    within ``timeout`` seconds (``timeouts.idle``)."""
+    plugin = ctx.plugins.names.get(getattr(ctx, "_awaited", None), "?")
+    log.error("{phase} of plugin {plugin} did not answer within {timeout} s "
+              "(timeouts.idle): stream {group} from {client}", phase=phase,
+              plugin=plugin, timeout=timeout, group=ctx.route, client=ctx.client)

@@ -18,8 +18,8 @@ from tproxy.proxy_protocol import header as proxy_protocol_header
 from tproxy.stream.context import (
     _CLEAN, ACCESS_DENIED, BALANCER_REFUSED, CLIENT_CLOSED, CLIENT_RESET,
     CONNECT_FAILED, CONNECT_TIMEOUT, IDLE_TIMEOUT, NO_PEER, PLUGIN_ERROR,
-    SHUTDOWN, UPSTREAM_CLOSED, UPSTREAM_RESET, StreamContext, _host_port)
-from tproxy.stream.phases import _is_refusal, _run_log
+    PLUGIN_TIMEOUT, SHUTDOWN, UPSTREAM_CLOSED, UPSTREAM_RESET, StreamContext, _host_port)
+from tproxy.stream.phases import _is_refusal, _log_timeout, _run_log
 from tproxy.stream.pipe import (
     _WAITING, PENDING_LIMIT, _half_closeable, _Reader)
 from tproxy.stream.upstream import _UpstreamConnector
@@ -37,6 +37,9 @@ class StreamSession(Protocol):
     :ivar ctx: the :class:`~tproxy.stream.context.StreamContext`.
     :ivar upstream: the upstream protocol once connected (``None`` before).
     :ivar done: ``stream_log`` ran; nothing more happens.
+    :ivar awaited: ``(Deferred, phase)`` of the ``stream_access`` or
+        ``balancer`` walk awaited: at most the idle timeout (then
+        ``"plugin_timeout"``), cancelled when the connection ends first.
     """
 
     upstream = None
@@ -51,6 +54,7 @@ class StreamSession(Protocol):
     client_gone = False
     first_eof = None
     done = False
+    awaited = None
 
     # -- accept and phases --------------------------------------------------------
 
@@ -76,9 +80,23 @@ class StreamSession(Protocol):
         if r is None:
             self._balance()
         elif is_deferred(r):
-            r.addCallbacks(self._accessed, self._plugin_error)
+            self._await(r, "stream_access", self._accessed)
         else:
             self._refuse(r)
+
+    def _await(self, d, phase, then):
+        """``then(result)`` once ``d``, ``phase``'s walk, fires (:attr:`awaited`)."""
+        self.awaited = (d, phase)
+        d.addCallbacks(self._answered, self._phase_failed, (then,))
+
+    def _answered(self, r, then):
+        self.awaited = None
+        then(r)
+
+    def _phase_failed(self, failure):
+        self.awaited = None
+        if self.closing is None:     # (else: cancelled by _end)
+            self._plugin_error(failure)
 
     def _accessed(self, r):
         if self.closing is not None:
@@ -104,7 +122,7 @@ class StreamSession(Protocol):
         except Exception:
             return self._plugin_error()
         if is_deferred(r):
-            r.addCallbacks(self._balanced, self._plugin_error)
+            self._await(r, "balancer", self._balanced)
         else:
             self._balanced(r)
 
@@ -305,6 +323,10 @@ class StreamSession(Protocol):
         if left > 0:
             self.idle_call = f.clock.callLater(left, self._idle_check)
             return
+        if self.awaited is not None and self.closing is None:
+            _log_timeout(self.ctx, self.awaited[1], f.idle_timeout)
+            self._end(PLUGIN_TIMEOUT, 500, abort=True)
+            return
         self._end(IDLE_TIMEOUT, 200 if self.upstream is not None else 502, abort=True)
 
     def shutdown(self):
@@ -325,6 +347,11 @@ class StreamSession(Protocol):
             ctx.error = None if reason in _CLEAN else reason
         elif not abort:
             return
+        awaited = self.awaited
+        if awaited is not None:
+            # the plugin's work is cancelled (its errback: _phase_failed)
+            self.awaited = None
+            awaited[0].cancel()
         c = self.connector
         if c is not None:
             self.connector = None
