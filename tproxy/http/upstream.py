@@ -111,7 +111,10 @@ class UpstreamProtocol(ResponseHeadReader, Protocol):
         # HEAD): a connection is reused only after a complete response
         self.parser = HttpResponseParser(self)
         self.max_head = self.pool.max_header_size
-        self.factory.exchange.upstream_connected(self, False)
+        # (the factory lets go of the exchange: the connection outlives it)
+        factory = self.factory
+        exchange, factory.exchange = factory.exchange, None
+        exchange.upstream_connected(self, False)
 
     # -- the one timer: read/send timeouts while in use, idle timeout in the pool
 
