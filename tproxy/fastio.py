@@ -115,8 +115,13 @@ _STOCK_WRITE_SEQUENCE = tcp.Connection.writeSequence
 _STOCK_LOSE = tcp.Connection.loseConnection
 
 
+# The fast write and close look at ``_tempDataLen``, not the list
+# ``_tempDataBuffer`` (non-empty whenever the count is not 0, Twisted keeps
+# both; empty pieces alone are nothing to keep in order): a small int, one
+# object fewer read per write on a connection not in cache.
+
 def _write(self, data):
-    if (self.dataBuffer or self._tempDataBuffer or self.TLS
+    if (self.dataBuffer or self._tempDataLen or self.TLS
             or not self.connected or self.disconnecting):
         return _STOCK_WRITE(self, data)
     try:
@@ -130,7 +135,7 @@ def _write(self, data):
 
 
 def _write_sequence(self, seq):
-    if (self.dataBuffer or self._tempDataBuffer or self.TLS
+    if (self.dataBuffer or self._tempDataLen or self.TLS
             or not self.connected or self.disconnecting):
         return _STOCK_WRITE_SEQUENCE(self, seq)
     if sum(map(len, seq)) < 65536:
@@ -152,7 +157,7 @@ def _write_sequence(self, seq):
 def _closes_now(t):
     """Whether ``t.loseConnection()`` may close at once: nothing to send, no
     producer, plain TCP, open."""
-    return not (t.dataBuffer or t._tempDataBuffer or not t.connected or t.disconnecting
+    return not (t.dataBuffer or t._tempDataLen or not t.connected or t.disconnecting
                 or t.producer is not None or t.TLS)
 
 

@@ -51,7 +51,7 @@ class UpstreamProtocol(ResponseHeadReader, Protocol):
     requests = 0
     timer = None           # one DelayedCall per connection (see set_deadline)
     deadline = 0.0
-    _fires_at = 0.0        # when the timer fires (see set_deadline)
+    _fires_at = -1.0       # when the timer fires; -1.0: no timer (see set_deadline)
     idle = False
     reading_paused = False   # see pause_reading
     upgrading = False      # a 101 goes to the exchange (tproxy.http.tunnel)
@@ -93,7 +93,7 @@ class UpstreamProtocol(ResponseHeadReader, Protocol):
         self._reason = b""
         self.deadline = 0.0
         self.timer = None
-        self._fires_at = 0.0
+        self._fires_at = -1.0
         self._feeding = None
         self._checking = True
         self.reading = False
@@ -128,18 +128,20 @@ class UpstreamProtocol(ResponseHeadReader, Protocol):
         timeout) replaces the timer: ``DelayedCall.reset`` to an earlier time
         searches the reactor's whole heap of timers (one per upstream
         connection: O(n) with n peers), a cancel and a new call cost O(log n).
+        ``_fires_at`` is the timer's ``getTime()``, -1.0 when there is no
+        timer: a deadline moved later does not read the timer (on a
+        connection not in cache, one more object to fetch).
         """
         clock = self.pool.reactor
         now = clock.seconds()
         self.deadline = deadline = now + seconds
-        timer = self.timer
-        if timer is None:
-            self.timer = clock.callLater(seconds, self._tick)
-            self._fires_at = deadline
-        elif self._fires_at > deadline:    # (the timer's getTime(), without a call)
-            timer.cancel()
-            self.timer = clock.callLater(seconds, self._tick)
-            self._fires_at = deadline
+        fires = self._fires_at
+        if fires > deadline:
+            self.timer.cancel()
+        elif fires >= 0.0:
+            return
+        self.timer = clock.callLater(seconds, self._tick)
+        self._fires_at = deadline
 
     def _tick(self):
         clock = self.pool.reactor
@@ -149,6 +151,7 @@ class UpstreamProtocol(ResponseHeadReader, Protocol):
             self._fires_at = self.deadline
             return
         self.timer = None
+        self._fires_at = -1.0
         if self.exchange is not None:
             self.exchange.upstream_timed_out()
         elif self.idle:
@@ -156,6 +159,7 @@ class UpstreamProtocol(ResponseHeadReader, Protocol):
 
     def _cancel_timer(self):
         timer, self.timer = self.timer, None
+        self._fires_at = -1.0
         if timer is not None and timer.active():
             timer.cancel()
 
