@@ -380,6 +380,24 @@ class FastClientTests(TestCase):
             self.assertEqual([ref() for ref in refs], [None, None, None])
 
 
+    async def test_refused(self):
+        """A connection the peer refuses fails the exchange, as Twisted's
+        own connector does."""
+        import socket
+        from types import SimpleNamespace
+        from twisted.internet.error import ConnectionRefusedError
+        from tproxy.http.pool import UpstreamPool
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            number = s.getsockname()[1]    # (free, with nothing listening)
+        failed = Deferred()
+        exchange = SimpleNamespace(upstream_connect_failed=lambda why: failed.callback([why]))
+        peer = SimpleNamespace(key=("127.0.0.1", number), host="127.0.0.1", port=number)
+        UpstreamPool(reactor).connect(peer, exchange)
+        [reason] = await failed
+        self.assertTrue(reason.check(ConnectionRefusedError))
+
+
 class ReactorTests(SynchronousTestCase):
 
     def test_dispatch(self):
