@@ -329,6 +329,75 @@ class FallbackTests(SynchronousTestCase):
         self.assertFalse(fastio.install_fast_write(object()))
 
 
+class FastClientTests(TestCase):
+    """:func:`tproxy.fastio.connect_tcp`: the upstream pool's plain TCP
+    connections are :class:`~tproxy.fastio.FastClient` transports."""
+
+    def setUp(self):
+        if not fastio.ENABLED:
+            raise SkipTest("fast write disabled on Twisted %s" % fastio.TWISTED_VERSION)
+
+    async def test_upstreamConnection(self):
+        """A pooled upstream connection sends its request, lets go of the
+        exchange it was made for, and once it is lost leaves no reference
+        cycle: its protocol, transport and connector are freed with the
+        collector off (CPython)."""
+        import gc
+        import platform
+        import weakref
+        from types import SimpleNamespace
+        from twisted.internet.task import deferLater
+        from tproxy.http.pool import UpstreamPool
+        request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+        peer_side = Collect(len(request))
+        port = reactor.listenTCP(0, Factory.forProtocol(lambda: peer_side),
+                                 interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        made, connected, lost = [], Deferred(), Deferred()
+        exchange = SimpleNamespace(
+            upstream_connected=lambda conn, reused: (made.append(conn),
+                                                     connected.callback(None)),
+            upstream_lost=lambda *args: lost.callback(None),
+            upstream_writable=lambda writable: None)
+        host, number = "127.0.0.1", port.getHost().port
+        peer = SimpleNamespace(key=(host, number), host=host, port=number)
+        gc.disable()
+        self.addCleanup(gc.enable)
+        UpstreamPool(reactor).connect(peer, exchange)
+        await connected
+        conn = made.pop()
+        self.assertIs(type(conn.transport), fastio.FastClient)
+        self.assertIsNone(conn.factory.exchange)
+        conn.start(exchange, False, request, 30)
+        self.assertEqual(await peer_side.done, request)
+        refs = [weakref.ref(o) for o in (conn, conn.transport, conn.transport.connector)]
+        del conn
+        peer_side.transport.loseConnection()
+        await lost
+        await deferLater(reactor, 0, lambda: None)   # (out of connectionLost's frames)
+        if platform.python_implementation() != "PyPy":
+            # (PyPy frees objects by its collector, not by reference counts)
+            self.assertEqual([ref() for ref in refs], [None, None, None])
+
+
+    async def test_refused(self):
+        """A connection the peer refuses fails the exchange, as Twisted's
+        own connector does."""
+        import socket
+        from types import SimpleNamespace
+        from twisted.internet.error import ConnectionRefusedError
+        from tproxy.http.pool import UpstreamPool
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            number = s.getsockname()[1]    # (free, with nothing listening)
+        failed = Deferred()
+        exchange = SimpleNamespace(upstream_connect_failed=lambda why: failed.callback([why]))
+        peer = SimpleNamespace(key=("127.0.0.1", number), host="127.0.0.1", port=number)
+        UpstreamPool(reactor).connect(peer, exchange)
+        [reason] = await failed
+        self.assertTrue(reason.check(ConnectionRefusedError))
+
+
 class ReactorTests(SynchronousTestCase):
 
     def test_dispatch(self):
@@ -400,8 +469,9 @@ class ReactorTests(SynchronousTestCase):
         for t in _TCP_TYPES:
             self.assertIs(t.doRead, tcp.Connection.doRead)
             self.assertIs(t._dataReceived, tcp.Connection._dataReceived)
-        # (the HTTP listener's connections take it too)
+        # (the HTTP listener's and the upstream connections take it too)
         self.assertIn(fastio.FastServer, _TCP_TYPES)
+        self.assertIn(fastio.FastClient, _TCP_TYPES)
 
     def test_endOfFile(self):
         """The peer closing its side ends the connection with

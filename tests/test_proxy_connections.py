@@ -96,6 +96,22 @@ class KeepAliveLimitTests(SynchronousTestCase):
         h.advance(TICK)
         self.assertEqual(h.factory.pool.idle, {})
 
+    def test_idleUpstreamUsedAgain(self):
+        """A pooled upstream connection used again is closed
+        ``upstream_keepalive_timeout`` after its last response, not its
+        first (its deadline moved later: the timer fires early and waits
+        again)."""
+        h = harness(proxy={"upstream_keepalive_timeout": 0.25})
+        conn = h.connect()
+        conn.request("GET", "/")
+        h.advance(0.2)
+        conn.request("GET", "/")
+        h.advance(0.25 - TICK)
+        self.assertEqual([len(v) for v in h.factory.pool.idle.values()], [1])
+        h.advance(TICK)
+        self.assertEqual(h.factory.pool.idle, {})
+        self.assertEqual(upstream_connections(h), 1)
+
     def test_upstreamKeepalive(self):
         """Requests one after the other share one upstream connection..."""
         h = harness()

@@ -17,7 +17,7 @@ from twisted.internet.main import CONNECTION_DONE, CONNECTION_LOST, installReact
 from twisted.python import log
 from twisted.python.runtime import seconds as _time
 
-from tproxy.fastio import TESTED_TWISTED, TWISTED_VERSION, FastServer
+from tproxy.fastio import TESTED_TWISTED, TWISTED_VERSION, FastClient, FastServer
 
 #: On PyPy, ``seconds()`` answers the time the poll returned while its
 #: events are dispatched (as nginx's cached time, updated once per turn of
@@ -142,8 +142,9 @@ _READ_BUFFER = bytearray(_READ_SIZE)
 _READ_VIEW = memoryview(_READ_BUFFER)
 #: the transports whose ``doRead`` is ``tcp.Connection.doRead`` (checked
 #: by tests/test_fastio.py on the tested Twisted versions): the HTTP
-#: listener's connections (FastServer) among them
-_TCP_TYPES = frozenset([tcp.Server, tcp.Client, FastServer])
+#: listener's connections (FastServer) and the upstream ones (FastClient)
+#: among them
+_TCP_TYPES = frozenset([tcp.Server, tcp.Client, FastServer, FastClient])
 
 
 def install():

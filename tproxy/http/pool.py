@@ -7,6 +7,7 @@ peers and sockets, nothing about routing.
 
 from twisted.internet.protocol import ClientFactory
 
+from tproxy.fastio import connect_tcp
 from tproxy.http.upstream import MAX_HEADER_SIZE, UpstreamProtocol
 
 
@@ -89,8 +90,8 @@ class UpstreamPool(object):
                 return
         factory = _ConnectFactory(self, key, exchange)
         if creator is None:
-            self.reactor.connectTCP(peer.host, peer.port, factory,
-                                    timeout=self.connect_timeout)
+            # (a tproxy.fastio.FastClient transport on Twisted's reactors)
+            connect_tcp(self.reactor, peer.host, peer.port, factory, self.connect_timeout)
         else:
             self.reactor.connectSSL(peer.host, peer.port, factory, creator,
                                     timeout=self.connect_timeout)

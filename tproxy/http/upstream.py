@@ -72,7 +72,7 @@ class UpstreamProtocol(ResponseHeadReader, Protocol):
         self._reason = b""   # the reason phrase of the response being read
         self.deadline = 0.0
         self.timer = None   # one DelayedCall per connection (see set_deadline)
-        self._fires_at = 0.0   # when the timer fires (see set_deadline)
+        self._fires_at = -1.0   # when the timer fires; -1.0: no timer (see set_deadline)
         self._feeding = None   # the parser of the response being read
         self._checking = True   # this read's fields are counted (see the class doc)
         self.reading = False   # a read is being parsed (see the class doc)
@@ -90,7 +90,10 @@ class UpstreamProtocol(ResponseHeadReader, Protocol):
         # HEAD): a connection is reused only after a complete response
         self.parser = HttpResponseParser(self)
         self.max_head = self.pool.max_header_size
-        self.factory.exchange.upstream_connected(self, False)
+        # (the factory lets go of the exchange: the connection outlives it)
+        factory = self.factory
+        exchange, factory.exchange = factory.exchange, None
+        exchange.upstream_connected(self, False)
 
     # -- the one timer: read/send timeouts while in use, idle timeout in the pool
 
@@ -104,18 +107,20 @@ class UpstreamProtocol(ResponseHeadReader, Protocol):
         timeout) replaces the timer: ``DelayedCall.reset`` to an earlier time
         searches the reactor's whole heap of timers (one per upstream
         connection: O(n) with n peers), a cancel and a new call cost O(log n).
+        ``_fires_at`` is the timer's ``getTime()``, -1.0 when there is no
+        timer: a deadline moved later does not read the timer (on a
+        connection not in cache, one more object to fetch).
         """
         clock = self.pool.reactor
         now = clock.seconds()
         self.deadline = deadline = now + seconds
-        timer = self.timer
-        if timer is None:
-            self.timer = clock.callLater(seconds, self._tick)
-            self._fires_at = deadline
-        elif self._fires_at > deadline:    # (the timer's getTime(), without a call)
-            timer.cancel()
-            self.timer = clock.callLater(seconds, self._tick)
-            self._fires_at = deadline
+        fires = self._fires_at
+        if fires > deadline:
+            self.timer.cancel()
+        elif fires >= 0.0:
+            return
+        self.timer = clock.callLater(seconds, self._tick)
+        self._fires_at = deadline
 
     def _tick(self):
         clock = self.pool.reactor
@@ -125,6 +130,7 @@ class UpstreamProtocol(ResponseHeadReader, Protocol):
             self._fires_at = self.deadline
             return
         self.timer = None
+        self._fires_at = -1.0
         if self.exchange is not None:
             self.exchange.upstream_timed_out()
         elif self.idle:
@@ -132,6 +138,7 @@ class UpstreamProtocol(ResponseHeadReader, Protocol):
 
     def _cancel_timer(self):
         timer, self.timer = self.timer, None
+        self._fires_at = -1.0
         if timer is not None and timer.active():
             timer.cancel()
 
