@@ -338,8 +338,8 @@ class FastClientTests(TestCase):
             raise SkipTest("fast write disabled on Twisted %s" % fastio.TWISTED_VERSION)
 
     async def test_upstreamConnection(self):
-        """A pooled upstream connection sends its request, lets go of the
-        exchange it was made for, and once it is lost leaves no reference
+        """A pooled upstream connection sends bytes by the fast write, lets
+        go of the exchange it was made for, and once it is lost leaves no reference
         cycle: its protocol, transport and connector are freed with the
         collector off (CPython)."""
         import gc
@@ -356,19 +356,24 @@ class FastClientTests(TestCase):
         made, connected, lost = [], Deferred(), Deferred()
         exchange = SimpleNamespace(
             upstream_connected=lambda conn, reused: (made.append(conn),
-                                                     connected.callback(None)),
-            upstream_lost=lambda *args: lost.callback(None),
-            upstream_writable=lambda writable: None)
+                                                     connected.callback(None)))
+
+        class Pool(UpstreamPool):
+            def _forget(self, conn):
+                UpstreamPool._forget(self, conn)
+                lost.callback(None)   # (the connection's connectionLost)
         host, number = "127.0.0.1", port.getHost().port
         peer = SimpleNamespace(key=(host, number), host=host, port=number)
         gc.disable()
         self.addCleanup(gc.enable)
-        UpstreamPool(reactor).connect(peer, exchange)
+        Pool(reactor).connect(peer, exchange)
         await connected
         conn = made.pop()
         self.assertIs(type(conn.transport), fastio.FastClient)
         self.assertIsNone(conn.factory.exchange)
-        conn.start(exchange, False, request, 30)
+        # (through the transport: the compiled UpstreamProtocol.start takes
+        # only a real Exchange)
+        conn.transport.write(request)
         self.assertEqual(await peer_side.done, request)
         refs = [weakref.ref(o) for o in (conn, conn.transport, conn.transport.connector)]
         del conn
