@@ -66,17 +66,18 @@ def prepare_hypothesis(derandomized):
       tests that use no trio.  ``HYPOTHESIS_NO_PLUGINS`` is set for the
       import only: the processes the tests start do not inherit it.
     - Its caches (its Unicode tables, ~0.35 s of CPU for each test process
-      that builds them) are kept in the checkout's ``.hypothesis/`` (ignored
-      by git) rather than in the working directory, trial's, which each run
-      starts empty.
+      that builds them, which ``st.characters`` and ``st.text`` need: the
+      fuzz modules' strategies draw text without them) are kept in the
+      checkout's ``.hypothesis/`` (ignored by git) rather than in the
+      working directory, trial's, which each run starts empty.
     - Hypothesis (6.131 and later) draws now and then one of the constants
       written in the source of the "local" modules imported so far (here
-      tproxy's, but not the tests'): which modules a trial worker has
-      imported when it fuzzes depends on the tests it ran before, so the
-      same derandomized test was given other inputs from one ``-j2`` run to
-      the next (and each process parsed those modules' source, ~0.3 s of
-      CPU on a fresh clone).  For a derandomized run, hypothesis is given
-      none: its own constants only (``_get_local_constants`` is private; a
+      tproxy's, not the tests'): which modules a trial worker has imported
+      when it fuzzes depends on the tests it ran before, so the same
+      derandomized test would be given other inputs from one ``-j2`` run to
+      the next (and each process would parse those modules' source, ~0.3 s
+      of CPU on a fresh clone).  For a derandomized run hypothesis is given
+      none, only its own constants (``_get_local_constants`` is private; a
       hypothesis without it is left as it is).
       (:class:`tests.test_suite.HypothesisTests` checks it.)
     """
