@@ -86,7 +86,7 @@ def prepare_hypothesis(derandomized):
         saved = os.environ.get("HYPOTHESIS_NO_PLUGINS")
         os.environ["HYPOTHESIS_NO_PLUGINS"] = "1"
         try:
-            import hypothesis  # noqa: F401
+            __import__("hypothesis")
         finally:
             if saved is None:
                 del os.environ["HYPOTHESIS_NO_PLUGINS"]
