@@ -53,26 +53,40 @@ def sleep(seconds):
     return task.deferLater(reactor, seconds, lambda: None)
 
 
-def hypothesis_caches():
+def prepare_hypothesis(derandomized):
     """
-    Import hypothesis without its setuptools plugins, and keep its caches
-    (its Unicode tables: ~0.35 s of CPU for each test process that builds
-    them) in the checkout's ``.hypothesis/`` (ignored by git) rather than in
-    the working directory, trial's, which each run starts empty.  The fuzz
-    modules call it before they import hypothesis.
+    Import hypothesis without its setuptools plugins, keep its caches in the
+    checkout, and, for a derandomized run (the suite's), make what it
+    generates depend on the test alone.  The fuzz modules call it before
+    they import hypothesis.
 
-    (The plugins are entry points of the group ``hypothesis`` that
-    hypothesis loads when it is imported: trio's, installed with selenium,
-    imports trio, ~0.06 s of CPU in each test process that fuzzes, for
-    tests that use no trio.  ``HYPOTHESIS_NO_PLUGINS`` is set for the import
-    only: the processes the tests start do not inherit it.)
+    - The plugins are entry points of the group ``hypothesis`` that
+      hypothesis loads when it is imported: trio's, installed with selenium,
+      imports trio, ~0.06 s of CPU in each test process that fuzzes, for
+      tests that use no trio.  ``HYPOTHESIS_NO_PLUGINS`` is set for the
+      import only: the processes the tests start do not inherit it.
+    - Its caches (its Unicode tables, ~0.35 s of CPU for each test process
+      that builds them, which ``st.characters`` and ``st.text`` need: the
+      fuzz modules' strategies draw text without them) are kept in the
+      checkout's ``.hypothesis/`` (ignored by git) rather than in the
+      working directory, trial's, which each run starts empty.
+    - Hypothesis (6.131 and later) draws now and then one of the constants
+      written in the source of the "local" modules imported so far (here
+      tproxy's, not the tests'): which modules a trial worker has imported
+      when it fuzzes depends on the tests it ran before, so the same
+      derandomized test would be given other inputs from one ``-j2`` run to
+      the next (and each process would parse those modules' source, ~0.3 s
+      of CPU on a fresh clone).  For a derandomized run hypothesis is given
+      none, only its own constants (``_get_local_constants`` is private; a
+      hypothesis without it is left as it is).
+      (:class:`tests.test_suite.HypothesisTests` checks it.)
     """
     import os
     if "hypothesis" not in sys.modules:
         saved = os.environ.get("HYPOTHESIS_NO_PLUGINS")
         os.environ["HYPOTHESIS_NO_PLUGINS"] = "1"
         try:
-            import hypothesis  # noqa: F401
+            __import__("hypothesis")
         finally:
             if saved is None:
                 del os.environ["HYPOTHESIS_NO_PLUGINS"]
@@ -81,6 +95,11 @@ def hypothesis_caches():
     from hypothesis.configuration import set_hypothesis_home_dir
     set_hypothesis_home_dir(os.path.join(os.path.dirname(os.path.dirname(
         os.path.abspath(__file__))), ".hypothesis"))
+    if derandomized:
+        from hypothesis.internal.conjecture import providers
+        if hasattr(providers, "_get_local_constants"):
+            none = providers.Constants()
+            providers._get_local_constants = lambda: none
 
 
 #: picks the ports of :meth:`ProxyTestCase.closed_port` (its own generator:

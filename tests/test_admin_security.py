@@ -606,9 +606,11 @@ class InsecureListenerTests(SynchronousTestCase):
             self.assertIn("admin.allow_remote_without_token", caught.exception.problem)
 
     def test_allowed(self):
-        validate_config({"admin": {"listen": "tcp:9180", "token": "s3cret"}})
-        validate_config({"admin": {"listen": "tcp:9180",
-                                   "allow_remote_without_token": True}})
+        """With a token, or with the explicit yes: the listener is kept."""
+        for admin in ({"listen": "tcp:9180", "token": "s3cret"},
+                      {"listen": "tcp:9180", "allow_remote_without_token": True}):
+            config = validate_config({"admin": admin})
+            self.assertEqual({k: config["admin"][k] for k in admin}, admin)
 
     def test_warned(self):
         """Allowed, it is a warning at start, naming the listener and the key."""

@@ -2,6 +2,8 @@
 Tests of the test suite's own settings (:mod:`tests`).
 """
 
+import os
+import sys
 import warnings
 
 from twisted.trial import reporter
@@ -42,3 +44,36 @@ class WarningsTests(SynchronousTestCase):
             self.assertEqual((result.errors, result.failures), ([], []))
             seen.append(case.seen)
         self.assertEqual(seen, [[MESSAGE]] * 2)
+
+
+class HypothesisTests(SynchronousTestCase):
+    """What a derandomized fuzz test generates depends on the test alone,
+    not on the modules imported before it (:func:`tests.helpers.prepare_hypothesis`):
+    with ``trial -j2`` they are those of the tests the worker ran before."""
+
+    def test_sameExamplesWhateverIsImported(self):
+        from tests.helpers import prepare_hypothesis
+        prepare_hypothesis(derandomized=True)
+        from hypothesis import given, settings, strategies as st
+
+        def examples():
+            seen = []
+
+            @settings(max_examples=100, derandomize=True, database=None, deadline=None)
+            @given(st.integers())
+            def collect(n):
+                seen.append(n)
+            collect()
+            return seen
+        before = examples()
+        # a module of the checkout's kind (not a test module: hypothesis
+        # leaves those out) with integer constants of its own
+        directory = os.path.abspath(self.mktemp())
+        os.makedirs(directory)
+        with open(os.path.join(directory, "suite_constants_probe.py"), "w") as f:
+            f.write("VALUES = [%s]\n" % ", ".join(str(1000003 + 7919 * i) for i in range(50)))
+        sys.path.insert(0, directory)
+        self.addCleanup(sys.path.remove, directory)
+        import suite_constants_probe
+        self.addCleanup(sys.modules.pop, suite_constants_probe.__name__)
+        self.assertEqual(examples(), before)

@@ -406,6 +406,9 @@ def _ws_echo_server():
             return connection.respond(403, "no\n")
 
     server = ws_serve(echo, "127.0.0.1", 0, process_request=refuse, **NO_PING)
+    # (its shutdown looks every SHUTDOWN_POLLING_INTERVAL, 0.1 s, whether the
+    # connections' threads have ended: a test's cleanup waited that long)
+    server.SHUTDOWN_POLLING_INTERVAL = 0.002
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, server.socket.getsockname()[1]
 
