@@ -13,8 +13,12 @@
 
 # -- build the wheel -----------------------------------------------------------
 FROM python:3.11-slim-bookworm AS build
+# gcc for the compiled hot modules (setup.py, tproxy/compiled.py; the image
+# has the Python headers): the wheel carries them, the image needs no compiler
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY tproxy ./tproxy
 COPY twisted ./twisted
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .

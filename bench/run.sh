@@ -66,6 +66,10 @@ TP[tproxy_g1000]="18508 1 1000 0"
 TP[tproxy_p5]="18510 1 0 5"
 TP[tproxy_p20]="18512 1 0 20"
 TP[tproxy_log]="18514 1 0 0 access_log"
+TP[tproxy_pure]="18516 1 0 0"
+# environment a tproxy variant runs with (beside PYTHONPATH)
+declare -A TENV
+TENV[tproxy_pure]="TPROXY_COMPILED=0"
 DESC[direct]="no proxy: wrk -> backend"
 DESC[nginx]="nginx proxy_pass, upstream keepalive 64"
 DESC[twisted]="twisted.web.proxy.ReverseProxyResource, stock"
@@ -77,6 +81,7 @@ DESC[tproxy_g1000]="tproxy, 1 peer, 1,000 other route groups"
 DESC[tproxy_p5]="tproxy, 1 peer, 5 no-op plugins"
 DESC[tproxy_p20]="tproxy, 1 peer, 20 no-op plugins"
 DESC[tproxy_log]="tproxy, 1 peer, the default plugins (access_log to stdout, a file here)"
+DESC[tproxy_pure]="tproxy, 1 peer, the hot modules' Python source (TPROXY_COMPILED=0)"
 # nginx with many peers (context for tproxy_n1000/_n10000): NAME -> "PORT PEERS". The `nginx`
 # system's configuration, but its upstream lists PEERS servers 127.0.0.1:BACKEND_PORT+i with
 # least_conn (tproxy's peers and policy); the keepalive cache stays 64 for the whole upstream.
@@ -349,7 +354,7 @@ EOF
     port_free "$port" || die "port $port is already in use (stale run? try bench/stop.sh)"
     port_free "$admin" || die "port $admin is already in use (stale run? try bench/stop.sh)"
     # PYTHONPATH: the working tree's tproxy (and its twisted/plugins drop-in) and bench.noop_plugins
-    start_proc "$name" "$PROXY_CPU" env PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" \
+    start_proc "$name" "$PROXY_CPU" env PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}" ${TENV[$name]:-} \
         "$PYTHON" -c 'import sys; sys.argv[0] = "twistd"; from twisted.scripts.twistd import run; run()' \
         -n --pidfile= $TWISTD_ARGS tproxy -c "$conf"
     wait_started "$name" "$port" 60 || die "$name did not start (see $RUN/logs/$name.out)"
