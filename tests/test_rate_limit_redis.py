@@ -161,9 +161,9 @@ class RedisPolicyTests(ProxyTestCase):
         self.assertEqual(len(self.messages()), 2, self.messages())
         self.assertEqual(len(up.requests), 2)
 
-    async def test_clientGoneWhileWaiting(self):
-        """A client that goes away while its decision is awaited: the wait
-        is cancelled, and that is no failure of Redis (still up, no line)."""
+    def silent_redis(self):
+        """A server that reads commands and never answers: the list of what
+        it received, and its port."""
         received = []
 
         class Recording(Silent):
@@ -171,8 +171,14 @@ class RedisPolicyTests(ProxyTestCase):
                 received.append(data)
         listener = reactor.listenTCP(0, Factory.forProtocol(Recording), interface="127.0.0.1")
         self._listeners.append(listener)
+        return received, listener.getHost().port
+
+    async def test_clientGoneWhileWaiting(self):
+        """A client that goes away while its decision is awaited: the wait
+        is cancelled, and that is no failure of Redis (still up, no line)."""
+        received, redis_port = self.silent_redis()
         up = self.upstream()
-        proxy = await self.gateway(up, listener.getHost().port, rate=5)
+        proxy = await self.gateway(up, redis_port, rate=5)
         client = await self.connect(proxy)
         client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         await until(lambda: received, message="the command to reach Redis")
@@ -189,16 +195,10 @@ class RedisPolicyTests(ProxyTestCase):
         """Redis that does not answer within the timeout: with ``deny``, 503;
         later requests are refused at once, not after another timeout (the
         proxy's clock a fake one, moved once the command reached Redis)."""
-        received = []
-
-        class Recording(Silent):
-            def dataReceived(self, data):
-                received.append(data)
-        listener = reactor.listenTCP(0, Factory.forProtocol(Recording), interface="127.0.0.1")
-        self._listeners.append(listener)
+        received, redis_port = self.silent_redis()
         up = self.upstream()
         clock = ClockedReactor()
-        proxy = await self.gateway(up, listener.getHost().port, clock=clock, rate=5,
+        proxy = await self.gateway(up, redis_port, clock=clock, rate=5,
                                    on_redis_error="deny",
                                    redis={"timeout": 0.05, "retry_interval": 30})
         first = defer.ensureDeferred(self.get(proxy, "/"))
