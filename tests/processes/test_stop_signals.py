@@ -1,8 +1,10 @@
 """
 A second ``SIGTERM`` while tproxy stops (what ``timeout`` does when it
 signals the process and its group) is one info line, never a traceback: a
-real ``twistd -n tproxy``, alone and with 2 workers, its drain held open by
-a client that sent half a request head.  The handlers' parts:
+real ``twistd -n tproxy``, its drain held open by a client that sent half a
+request head.  With 2 workers: in
+:class:`tests.processes.test_worker_logs.LogfileTests` (the same process
+as the workers' log lines).  The handlers' parts:
 :mod:`tests.test_stop_signals`.
 """
 
@@ -13,7 +15,7 @@ import signal
 
 from twisted.trial.unittest import TestCase
 
-from tests.processes.test_workers import BOUND, Box
+from tests.processes.test_workers import BOUND
 from tests.test_tap import TwistdProcess, local, write_json
 
 
@@ -31,13 +33,15 @@ def half_a_head(case, port):
     return conn
 
 
+def assertNoTraceback(case, output):
+    """No traceback nor critical event in a process's log ``output``."""
+    case.assertNotIn("Traceback", output)
+    case.assertNotIn("ReactorNotRunning", output)
+    case.assertNotIn("#critical]", output)
+
+
 class SecondSignalTests(TestCase):
     """A repeated ``SIGTERM`` during the drain: no traceback, one line."""
-
-    def assertNoTraceback(self, output):
-        self.assertNotIn("Traceback", output)
-        self.assertNotIn("ReactorNotRunning", output)
-        self.assertNotIn("#critical]", output)
 
     def test_singleProcess(self):
         cwd = os.path.abspath(self.mktemp())
@@ -56,31 +60,5 @@ class SecondSignalTests(TestCase):
         proc.read_until("Server Shut Down")
         self.assertIn(proc.proc.wait(BOUND), (0, -signal.SIGTERM), "".join(proc.output))
         output = "".join(proc.output)
-        self.assertNoTraceback(output)
+        assertNoTraceback(self, output)
         self.assertEqual(output.count("Received SIGTERM, shutting down."), 1, output)
-
-    def test_workers(self):
-        """The parent and the worker draining get a second ``SIGTERM`` each
-        (the parent's own to its workers, and the group's)."""
-        box = Box(self, shutdown_timeout=BOUND)
-        pids = box.pids()
-        client = half_a_head(self, box.proxy)
-        start = len(box.proc.output)
-        box.proc.send_signal(signal.SIGTERM)
-        line = box.proc.read_until("stopping: draining 1 HTTP connection(s)")
-        draining = int(re.search(r"\[worker (\d+) ", line).group(1))
-        self.assertIn(draining, pids)
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except OSError:     # (the other worker ended already)
-                pass
-        box.proc.send_signal(signal.SIGTERM)
-        box.proc.read_until("[worker %d twisted.internet.base#info] Received SIGTERM again: "
-                            "tproxy is stopping already." % draining)
-        box.proc.read_until("[twisted.internet.base#info] Received SIGTERM again", since=start)
-        client.close()
-        box.proc.read_until("Server Shut Down")
-        self.assertIn(box.proc.proc.wait(BOUND), (0, -signal.SIGTERM),
-                      "".join(box.proc.output))
-        self.assertNoTraceback("".join(box.proc.output))

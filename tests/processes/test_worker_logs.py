@@ -1,8 +1,11 @@
 """
 The workers' log events in twistd's ``--logfile`` (the process model and
 twistd's log are the subject): a real ``twistd -n --logfile=FILE tproxy``
-with 2 workers, a request through the proxy, the lines read from the file.
-The relay's parts: :mod:`tests.test_worker_logs`.
+with 2 workers, a request through the proxy, the lines read from the file;
+the same process, stopped by ``SIGTERM`` twice during its drain, is the
+stop-signal check with workers (one process for both: a start of twistd
+with workers is the costliest step of either).  The relay's parts:
+:mod:`tests.test_worker_logs`.
 """
 
 import os
@@ -11,6 +14,7 @@ import signal
 
 from twisted.trial.unittest import TestCase
 
+from tests.processes.test_stop_signals import assertNoTraceback, half_a_head
 from tests.processes.test_workers import BOUND, get, get_json, wait_until
 from tests.test_tap import TwistdProcess, local, write_json
 
@@ -59,13 +63,14 @@ class LogFile(object):
 
 class LogfileTests(TestCase):
     """With ``--logfile``, the workers' events are in the file, tagged with
-    their worker, and nothing goes to standard output."""
+    their worker, and nothing goes to standard output; a second ``SIGTERM``
+    during the drain is one line in each process."""
 
     def test_workersLines(self):
         cwd = os.path.abspath(self.mktemp())
         os.makedirs(cwd)
         path = os.path.join(cwd, "twistd.log")
-        config = local(workers=2, plugins=[
+        config = local(workers=2, shutdown_timeout=BOUND, plugins=[
             "registry", "router", "least_conn",
             {"name": "access_log", "settings": {"target": "logger"}}])
         proc = TwistdProcess(self, write_json(self, config), cwd,
@@ -93,12 +98,33 @@ class LogfileTests(TestCase):
         self.assertIsNotNone(found, line)
         self.assertIn(int(found.group(1)), pids)
 
-        # the workers' last lines, after their reactor stopped, are there too
+        # a second SIGTERM while a worker drains a connection (the parent's
+        # own to its workers, and the group's, as ``timeout`` sends): one
+        # info line in each process, no traceback
+        # (:mod:`tests.processes.test_stop_signals`: without workers)
+        client = half_a_head(self, proxy)
         start = len(logfile.lines)
         proc.send_signal(signal.SIGTERM)
+        line = logfile.read_until(r"stopping: draining 1 HTTP connection\(s\)", since=start)
+        draining = int(re.search(r"\[worker (\d+) ", line).group(1))
+        self.assertIn(draining, pids)
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except OSError:     # (the other worker ended already)
+                pass
+        proc.send_signal(signal.SIGTERM)
+        logfile.read_until(r"\[worker %d twisted.internet.base#info\] Received SIGTERM again: "
+                           r"tproxy is stopping already\." % draining, since=start)
+        logfile.read_until(r"\d \[twisted.internet.base#info\] Received SIGTERM again: ",
+                           since=start)
+        client.close()
+
+        # the workers' last lines, after their reactor stopped, are there too
         self.assertIn(proc.proc.wait(BOUND), (0, -signal.SIGTERM))
         for pid in pids:
             logfile.read_until(r"\[worker %d twisted.internet.base#info\] Main loop terminated"
                                % pid, since=start)
         logfile.read_until(r"Server Shut Down", since=start)
         self.assertEqual(proc.proc.stdout.read(), b"", "nothing on standard output")
+        assertNoTraceback(self, "\n".join(logfile.lines))
