@@ -150,12 +150,12 @@ def decide(environ, implementation, root=_ROOT):
         return "off (compiling failed)", (
             "compiling the hot modules failed at install ({}): the pure-Python "
             "modules are used".format(built["failed"]))
-    if built is None or not any(_compiled_found(name, root) for name in MODULES):
+    found = [name for name in MODULES if _compiled_found(name, root)]
+    if built is None or not found:
         return "off (not compiled)", None
     digests = built.get("modules", {})
     stale = [name for name in MODULES
-             if digests.get(name) != source_digest(name, root)
-             or not _compiled_found(name, root)]
+             if name not in found or digests.get(name) != source_digest(name, root)]
     if stale:
         return "off (stale build)", (
             "{} changed since it was compiled: the pure-Python modules are used "
