@@ -539,3 +539,50 @@ class NotAdminTests(TestCase):
                 "in it): --admin / TPROXY_ADMIN must name the admin listener "
                 "(admin.listen, default http://127.0.0.1:9180), not the proxy or a "
                 "backend\n").format(method, path, self.base, key)), argv)
+
+
+class NotAdminErrorTests(TestCase):
+    """``--admin`` naming the proxy's port (``503 {"error": "no live
+    upstream"}`` when its group has no peer) or a backend (an HTML ``404``):
+    an error answer that is not the admin API's is said to be so (exit
+    status 1), not reported as the admin API's own error."""
+
+    def serve(self, status, content_type, body):
+        from twisted.web.resource import Resource
+        from twisted.web.server import Site
+
+        class Other(Resource):
+            isLeaf = True
+
+            def render(self, request):
+                request.setResponseCode(status)
+                request.setHeader(b"Content-Type", content_type)
+                return body
+        port = reactor.listenTCP(0, Site(Other()), interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        return "http://127.0.0.1:{}".format(port.getHost().port)
+
+    @inlineCallbacks
+    def check(self, status, content_type, body, said):
+        base = self.serve(status, content_type, body)
+        for argv, path in [(["status"], "/upstream/status"),
+                           (["add", "--port", "9001"], "/upstream/add"),
+                           (["heartbeat", "--port", "9001", "--count", "1"], "/upstream/add"),
+                           (["remove", "--port", "9001"], "/upstream/remove"),
+                           (["routes", "list"], "/routes"),
+                           (["health"], "/healthz")]:
+            out, err = io.StringIO(), io.StringIO()
+            code = yield deferToThread(ctl.main, argv + ["--admin", base], out, err, {})
+            self.assertEqual((code, out.getvalue(), err.getvalue()), (1, "", (
+                "tproxyctl: the answer of GET {} at {} is not tproxy's admin API's (it "
+                "answered {}): --admin / TPROXY_ADMIN must name the admin listener "
+                "(admin.listen, default http://127.0.0.1:9180), not the proxy or a "
+                "backend\n").format(path, base, said)), argv)
+
+    def test_proxyError(self):
+        return self.check(503, b"application/json",
+                          b'{"error":"no live upstream","group":"default"}',
+                          "503 no live upstream")
+
+    def test_backendPage(self):
+        return self.check(404, b"text/html", b"<html>Not Found</html>", "404 (no JSON body)")

@@ -8,8 +8,9 @@ for ``tproxyctl`` and for a backend's own start or deploy scripts::
     client.call("GET", "/upstream/add", {"port": "8080", "prefix": "api"})
 
 ``call`` returns the decoded JSON answer or raises :class:`AdminError` (the
-API answered 400 or more: status and body) or :class:`Unreachable` (no HTTP
-answer came).
+API answered 400 or more: status and body), :class:`NotAdmin` (an error
+answer came from another server: the proxy's own port, a backend) or
+:class:`Unreachable` (no HTTP answer came).
 """
 
 import http.client
@@ -17,7 +18,8 @@ import json
 import socket
 from urllib.parse import urlencode, urlsplit
 
-__all__ = ["AdminClient", "AdminError", "Unreachable", "describe_error", "DEFAULT_ADMIN"]
+__all__ = ["AdminClient", "AdminError", "NotAdmin", "Unreachable", "describe_error",
+           "DEFAULT_ADMIN"]
 
 #: The admin API's address when neither ``--admin`` nor ``TPROXY_ADMIN`` says.
 DEFAULT_ADMIN = "http://127.0.0.1:9180"
@@ -25,6 +27,11 @@ DEFAULT_ADMIN = "http://127.0.0.1:9180"
 
 class Unreachable(Exception):
     """The admin API could not be reached (refused, timed out, not HTTP)."""
+
+
+class NotAdmin(Exception):
+    """The answer is not one tproxy's admin API gives (the address names
+    another server: the proxy's own port, a backend)."""
 
 
 class AdminError(Exception):
@@ -42,6 +49,14 @@ class AdminError(Exception):
 
     def __str__(self):
         return describe_error(self.status, self.obj)
+
+
+def not_admin_message(method, path, base, why):
+    """What to say when the answer of ``method path`` at ``base`` is not the
+    admin API's (``why``: what gave it away)."""
+    return ("the answer of {} {} at {} is not tproxy's admin API's ({}): --admin / "
+            "TPROXY_ADMIN must name the admin listener (admin.listen, default {}), "
+            "not the proxy or a backend".format(method, path, base, why, DEFAULT_ADMIN))
 
 
 def describe_error(status, obj):
@@ -96,6 +111,11 @@ class AdminClient(object):
         ``(status, obj)`` of one request; ``obj`` is the decoded JSON body
         (``None`` if there was none or it was not JSON).
 
+        :raises NotAdmin: for an error answer (status 400 or more) that is
+            not the admin API's: every one of those is a JSON object sent
+            with ``X-Content-Type-Options: nosniff``, which neither the
+            proxy's own errors (``503 no live upstream``) nor a backend's
+            HTML ``404`` have.
         :raises Unreachable: when no HTTP answer came.
         """
         target = self.prefix + path
@@ -121,6 +141,11 @@ class AdminClient(object):
             obj = json.loads(data.decode("utf-8")) if data else None
         except ValueError:
             obj = None
+        if response.status >= 400 and not (
+                isinstance(obj, dict) and
+                (response.getheader("X-Content-Type-Options") or "").lower() == "nosniff"):
+            raise NotAdmin(not_admin_message(
+                method, path, self.base, "it answered " + describe_error(response.status, obj)))
         return response.status, obj
 
     def call(self, method, path, query=None, body=None):

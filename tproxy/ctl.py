@@ -41,7 +41,8 @@ import sys
 import threading
 from urllib.parse import quote
 
-from tproxy.admin_client import DEFAULT_ADMIN, AdminClient, AdminError, Unreachable
+from tproxy.admin_client import (
+    DEFAULT_ADMIN, AdminClient, AdminError, NotAdmin, Unreachable, not_admin_message)
 from tproxy.ctl_args import parser
 from tproxy.ctl_text import format_match, format_registration, format_routes, format_status
 
@@ -54,22 +55,14 @@ def _target(args):
     return {"port": str(args.port), "host": args.host, "prefix": args.prefix}
 
 
-class _NotAdmin(Exception):
-    """The answer is not one tproxy's admin API gives (``--admin`` names
-    another server: the proxy's own port, a backend)."""
-
-
 def _expect(client, obj, key, method, path):
     """``obj``, an answer of ``method path``, when it is an object with
     ``key`` (what tproxy's admin API always sends there).
 
-    :raises _NotAdmin: otherwise."""
+    :raises NotAdmin: otherwise."""
     if not isinstance(obj, dict) or key not in obj:
-        raise _NotAdmin(
-            "the answer of {} {} at {} is not tproxy's admin API's (no {!r} in it): "
-            "--admin / TPROXY_ADMIN must name the admin listener (admin.listen, "
-            "default {}), not the proxy or a backend".format(
-                method, path, client.base, key, DEFAULT_ADMIN))
+        raise NotAdmin(not_admin_message(method, path, client.base,
+                                         "no {!r} in it".format(key)))
     return obj
 
 
@@ -178,7 +171,7 @@ def cmd_heartbeat(client, args, out, err, stop=None):
         try:
             obj = _call(client, "removed", "GET", "/upstream/remove", _target(args))
             out.write("removed {}\n".format(obj.get("removed")))
-        except (AdminError, Unreachable, _NotAdmin) as e:
+        except (AdminError, Unreachable, NotAdmin) as e:
             err.write("tproxyctl: removing on exit failed: {}\n".format(e))
             return EXIT_ERROR
     if not args.json:
@@ -245,11 +238,8 @@ def cmd_health(client, args, out, err):
     if status != 200:
         raise AdminError(status, obj)
     if path == "/healthz" and not (isinstance(obj, dict) and obj.get("status") == "ok"):
-        raise _NotAdmin(
-            "the answer of GET /healthz at {} is not tproxy's admin API's (no "
-            "\"status\": \"ok\" in it): --admin / TPROXY_ADMIN must name the admin "
-            "listener (admin.listen, default {}), not the proxy or a backend".format(
-                client.base, DEFAULT_ADMIN))
+        raise NotAdmin(not_admin_message("GET", path, client.base,
+                                         'no "status": "ok" in it'))
     _expect(client, obj, "status" if path == "/healthz" else "groups", "GET", path)
     out.write(_json(obj) if args.json else "ok (GET {} {})\n".format(path, status))
     return EXIT_OK
@@ -349,7 +339,7 @@ def main(argv=None, out=None, err=None, environ=None, stop=None):
             out.write(_json(e.obj))
         err.write("tproxyctl: {}\n".format(e))
         return EXIT_ERROR
-    except _NotAdmin as e:
+    except NotAdmin as e:
         err.write("tproxyctl: {}\n".format(e))
         return EXIT_ERROR
 
