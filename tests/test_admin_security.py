@@ -501,6 +501,35 @@ class BackendAddressTests(SynchronousTestCase):
         self.assertEqual(answer.obj["error"], "bad host:port '0.0.0.0:80': 0.0.0.0 is an "
                          "unspecified address, not a server")
 
+    def test_numericNames(self):
+        """A name whose last label is a number (decimal or ``0x`` hex) is an
+        IPv4 address as the resolver reads it (``0x7f000001`` is 127.0.0.1,
+        ``0x0`` is 0.0.0.0): it must be one in dotted decimal, else it would
+        pass the checks for unspecified addresses and tproxy's own listeners."""
+        h = harness()
+        for host in ("0x7f000001", "0x0", "0XFFFFFFFF", "127.0.0.0x1", "10.0x1", "a.0x"):
+            answer = h.admin("GET", "/upstream/add?port=9001&host=" + host)
+            self.assertEqual((answer.status, answer.obj["field"], answer.obj["error"]),
+                             (400, "host", "host must be a host name or an IP address"),
+                             host)
+        self.assertEqual(h.admin("GET", "/upstream/status").obj["total_servers"], 0)
+        for host in ("0x7f.example", "a0x1", "x0"):
+            self.assertEqual(h.admin("GET", "/upstream/add?port=9001&host=" + host).status,
+                             200, host)
+
+    def test_numericNamesInConfig(self):
+        """Nor in the configuration (peers, a route's pinned peer)."""
+        for peer, path in (("0x7f000001:80", "upstreams.api.peers[0]"),
+                           ({"host": "0x0", "port": 80}, "upstreams.api.peers[0].host")):
+            with self.assertRaises(ConfigError) as caught:
+                validate_config({"upstreams": {"api": {"peers": [peer]}}})
+            self.assertEqual(caught.exception.path, path)
+            self.assertIn("a host name or an IP address", str(caught.exception))
+        h = Harness(plugins=["routes"])
+        answer = h.admin("PUT", "/routes/x", body={"group": "api", "peer": "0x0:80",
+                                                   "match": {"path": "/x"}})
+        self.assertEqual((answer.status, answer.obj["field"]), (400, "peer"))
+
     def test_good(self):
         """Ordinary unicast addresses and names are fine."""
         h = harness()

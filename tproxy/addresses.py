@@ -13,7 +13,10 @@ __all__ = ["parse_host_port", "check_host", "normalise_host", "parse_endpoint",
            "endpoint_is_local", "unicast_problem", "bind_place", "own_listeners"]
 
 _HOSTNAME = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_.-]{0,251}[A-Za-z0-9_.])?$")
-_DOTTED_NUMBERS = re.compile(r"^[0-9.]+$")  # must then be a valid IPv4 address
+# a name whose last label is a number (decimal, or hex as "0x7f000001") is an
+# IPv4 address to the resolver (inet_aton: "0x0" is 0.0.0.0, "10.1" 10.0.0.1,
+# as to browsers): it must then be a valid one in dotted decimal
+_NUMERIC_LAST_LABEL = re.compile(r"(?:^|\.)(?:[0-9]+|0[xX][0-9A-Fa-f]*)$")
 
 
 def parse_host_port(value):
@@ -219,7 +222,7 @@ def check_host(host, value=None):
 
     :raises ValueError: with a message fit for the user.
     """
-    if _HOSTNAME.match(host) and not _DOTTED_NUMBERS.match(host):
+    if _HOSTNAME.match(host) and not _NUMERIC_LAST_LABEL.search(host):
         return
     try:
         ipaddress.ip_address(host)

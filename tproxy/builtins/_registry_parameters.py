@@ -30,6 +30,7 @@ _MAX_CONNS = re.compile(r"[0-9]{1,7}")
 # RFC 1123 labels; "_" is also accepted, as the configuration accepts it
 # (container service names use it)
 _LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
+_NUMBER = re.compile(r"[0-9]+|0[xX][0-9A-Fa-f]*")   # a last label the resolver reads as IPv4
 _SEGMENT = re.compile(r"[A-Za-z0-9._~-]+")
 
 
@@ -150,9 +151,11 @@ def _parse_host(value, field):
     if len(host) > MAX_HOST_LENGTH:
         raise bad
     labels = host.split(".")
-    if not all(_LABEL.fullmatch(label) for label in labels) or labels[-1].isdigit():
-        # an all-numeric last label is a malformed IPv4 address ("10.1",
-        # "256.0.0.1", "010.0.0.1"), not a name
+    if not all(_LABEL.fullmatch(label) for label in labels) or \
+            _NUMBER.fullmatch(labels[-1]):
+        # a last label that is a number (decimal, or hex: "0x7f000001") is
+        # an IPv4 address the resolver would read ("10.1", "0x0": 0.0.0.0),
+        # malformed in dotted decimal, not a name
         raise bad
     return host.lower()
 
