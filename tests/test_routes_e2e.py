@@ -374,6 +374,25 @@ class AdminTests(SynchronousTestCase):
         code, body = self.call(h, "GET", "/routes/match?host=x")
         self.assertEqual((code, body["field"]), (400, "path"))
 
+    def test_matchBadParameters(self):
+        """A misspelt parameter (``heder.X-Env``), a header name or a method
+        that is not an HTTP token is a ``400`` naming it, as on
+        ``/upstream/*``: never an answer for another request than the one
+        described."""
+        h = self.start([{"name": "canary", "group": "web",
+                         "match": {"path": "/api", "headers": {"X-Env": "canary"}}}])
+        for query, field, error in [
+                ("heder.X-Env=canary", "heder.X-Env",
+                 "unknown parameter 'heder.X-Env' (known: body, header.NAME, host, method, "
+                 "path, query)"),
+                ("header.X%20Env=canary", "header.X Env", "bad header name 'X Env'"),
+                ("header.=canary", "header.", "bad header name ''"),
+                ("method=G%20T", "method", "bad method 'G T'")]:
+            code, body = self.call(h, "GET", "/routes/match?path=/api&" + query)
+            self.assertEqual((code, body["field"], body["error"]), (400, field, error), query)
+        code, body = self.call(h, "GET", "/routes/match?path=/api&header.x-env=canary&method=get")
+        self.assertEqual((code, body["route"], body["request"]["method"]), (200, "canary", "GET"))
+
 
 class PathPrefixModeTests(SynchronousTestCase):
     """The router's ``path_prefix`` mode with servers registering at run time."""

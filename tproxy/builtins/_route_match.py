@@ -8,6 +8,7 @@ peer the balancer would choose now, without acquiring it.
 """
 
 import json
+import re
 
 from twisted.internet.defer import maybeDeferred
 
@@ -27,6 +28,9 @@ def explain(plugin, request):
     now (nothing is acquired).
     """
     args = request.args
+    refused = _bad_parameter(args)
+    if refused is not None:
+        return 400, refused
     path = args.get("path")
     if not path or not path.startswith("/"):
         return 400, {"error": "path is required and starts with '/'",
@@ -87,6 +91,28 @@ def explain(plugin, request):
     d = maybeDeferred(phases.balancer, ctx, ())
     d.addCallback(_with_peer, answer)
     return d
+
+
+#: the parameters of ``GET /routes/match`` besides ``header.NAME``
+PARAMETERS = ("body", "host", "method", "path", "query")
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def _bad_parameter(args):
+    """The ``400`` answer's object for the first parameter that is unknown
+    (a typo would describe another request than the one meant), a header
+    name or a method that is not an HTTP token; else ``None``."""
+    for key in sorted(args):
+        if key.lower().startswith("header."):
+            if not _TOKEN.fullmatch(key[7:]):
+                return {"error": "bad header name {!r}".format(key[7:]), "field": key}
+        elif key not in PARAMETERS:
+            return {"error": "unknown parameter {!r} (known: body, header.NAME, host, "
+                             "method, path, query)".format(key), "field": key}
+    method = args.get("method")
+    if method and not _TOKEN.fullmatch(method):
+        return {"error": "bad method {!r}".format(method), "field": "method"}
+    return None
 
 
 def _with_peer(chosen, answer):
