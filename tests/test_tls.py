@@ -246,6 +246,49 @@ class TerminationTests(TLSTestCase):
         self.assertEqual((r["status"], r["alpn"], r["cn"]), (200, "http/1.1", "api.test"))
         self.assertEqual(up.requests[0].header("X-Forwarded-Proto"), "https")
 
+    async def plain_http_answered(self, plugins=()):
+        """A plain HTTP request sent to a TLS listener (``http://`` for
+        ``https://``) is answered ``400`` in plain HTTP, JSON, and the
+        connection closed, as nginx's "The plain HTTP request was sent to
+        HTTPS port"; nothing goes upstream, and TLS clients are served."""
+        up = self.upstream()
+        await self.start({"tls": dict(self.ca.pair("api.test"), listen=LOCAL),
+                          "upstreams": {"default": {"peers": [up.address]}}},
+                         plugins=plugins)
+
+        def plain(port):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: api.test\r\n\r\n")
+            data = b""
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            sock.close()
+            return data
+        data = await threads.deferToThread(plain, self.ports[1])
+        head, _, body = data.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        self.assertEqual(lines[0], b"HTTP/1.1 400 Bad Request")
+        self.assertIn(b"Connection: close", lines)
+        self.assertIn(b"Content-Type: application/json", lines)
+        self.assertTrue(any(line.startswith(b"Date: ") for line in lines), lines)
+        self.assertEqual(json.loads(body), {
+            "error": "plain HTTP request sent to the HTTPS port"})
+        self.assertEqual(up.requests, [])
+        [r] = await threads.deferToThread(
+            https_get, self.ports[1], "api.test", client_context(self.ca))
+        self.assertEqual(r["status"], 200)
+
+    def test_plainHTTPOnTLSPort(self):
+        return defer.ensureDeferred(self.plain_http_answered())
+
+    def test_plainHTTPOnTLSPortHeld(self):
+        """The same with a ``certificate`` hook (the handshake held for it)."""
+        return defer.ensureDeferred(self.plain_http_answered(
+            (CertificateOf(self.ca.issue("api.test")),)))
+
     async def test_tlsOnListen(self):
         """Without ``tls.listen``, ``listen`` itself speaks TLS; a client
         offering only h2 gets no ALPN answer (not a failed handshake)."""
@@ -738,9 +781,9 @@ class ReloadTests(TLSTestCase):
         self.assertEqual((old.calls, new.calls), (["site.test"], ["site.test"]))
         self.assertTrue(await self.reload({"tls": a}))
         self.assertEqual(await self.serial(), serial(a_pem))
-        from twisted.protocols.tls import BufferingTLSTransport
+        from tproxy.tls_hello import HeldHandshake
         [tls_factory] = self.service.listeners[0][1].endpoint.factories
-        self.assertIs(tls_factory.protocol, BufferingTLSTransport)
+        self.assertFalse(issubclass(tls_factory.protocol, HeldHandshake))
 
     async def test_unusableRefused(self):
         """A renewed key that does not match, or a missing file: the reload

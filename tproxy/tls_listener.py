@@ -10,9 +10,49 @@ from twisted.internet.interfaces import IOpenSSLServerConnectionCreator, IStream
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
+from tproxy.http.dates import date_line
 from tproxy.tls_hello import HeldHandshake
 
 __all__ = ["TLSFactory", "TLSServerEndpoint"]
+
+_PLAIN_HTTP_BODY = b'{"error":"plain HTTP request sent to the HTTPS port"}'
+
+
+class _PlainHTTPAnswered(object):
+    """
+    A TLS server connection of an HTTP listener that answers a client
+    speaking plain HTTP to it (``http://`` for ``https://``) with a plain
+    ``400`` and closes, as nginx's "The plain HTTP request was sent to HTTPS
+    port", instead of closing without a word: a TLS client's first byte is a
+    record type (22, a handshake), an HTTP request's a method's capital
+    letter.  The request goes nowhere.
+    """
+
+    _first = True
+
+    def dataReceived(self, data):
+        if self._first and data:
+            self._first = False
+            if 65 <= data[0] <= 90:   # A-Z: a request line, not a TLS record
+                self._first = None
+                self.transport.write(
+                    b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: %d\r\nConnection: close\r\n%s\r\n%s" % (
+                        len(_PLAIN_HTTP_BODY), date_line(self.factory.clock.seconds()),
+                        _PLAIN_HTTP_BODY))
+                self.transport.loseConnection()
+                return
+        if self._first is None:
+            return   # (the rest of the plain request: read and dropped)
+        return super(_PlainHTTPAnswered, self).dataReceived(data)
+
+
+class _PlainHTTPBuffering(_PlainHTTPAnswered, TLSMemoryBIOFactory.protocol):
+    """TLS for an HTTP listener without ``certificate`` hooks."""
+
+
+class _PlainHTTPHeld(_PlainHTTPAnswered, HeldHandshake):
+    """TLS for an HTTP listener whose ``certificate`` hooks choose."""
 
 
 class TLSFactory(TLSMemoryBIOFactory):
@@ -39,7 +79,10 @@ class TLSFactory(TLSMemoryBIOFactory):
         hooks hold their handshakes (:class:`HeldHandshake`) when it has any."""
         server_tls.clock = self.clock
         self.server_tls = server_tls
-        self.protocol = HeldHandshake if server_tls.hooks else TLSMemoryBIOFactory.protocol
+        if server_tls.alpn:   # an HTTP listener
+            self.protocol = _PlainHTTPHeld if server_tls.hooks else _PlainHTTPBuffering
+        else:
+            self.protocol = HeldHandshake if server_tls.hooks else TLSMemoryBIOFactory.protocol
 
     def _applyProtocolNegotiation(self, connection):
         return None
