@@ -289,6 +289,11 @@ class CacheTests(SynchronousTestCase):
             self.assertEqual((refused.status, refused.obj), (400, {
                 "error": "prefix must be a path prefix starting with '/' (/static/)",
                 "field": "prefix", "value": bad}))
+        # a misspelt parameter would purge everything: a 400 naming it, nothing purged
+        refused = h.admin("DELETE", "/cache?prefx=/nothing/")
+        self.assertEqual((refused.status, refused.obj), (400, {
+            "error": "unknown parameter 'prefx' (known: prefix)", "field": "prefx",
+            "value": "/nothing/"}))
         self.assertEqual(xcache(h.request("GET", "/api/1")), "MISS")
         self.assertEqual(xcache(h.request("GET", "/web/1")), "HIT")
         self.assertEqual(h.admin("DELETE", "/cache").obj, {"purged": 2})

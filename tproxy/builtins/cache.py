@@ -191,6 +191,10 @@ class Plugin(object):
         gateway.admin.route("GET", self.admin_path, lambda request: (200, self.stats()))
 
         def purge(request):
+            for name in sorted(request.args):
+                if name != "prefix":   # a typo would purge everything
+                    return 400, {"error": "unknown parameter {!r} (known: prefix)".format(name),
+                                 "field": name, "value": request.args[name]}
             prefix = request.args.get("prefix")
             if prefix is not None and not prefix.startswith("/"):
                 # a key's path starts with "/": "static/" would purge
