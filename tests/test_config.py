@@ -403,8 +403,22 @@ class ErrorTests(TestCase):
             {"listen": "tcp:abc", "admin": {"listen": "tcp:99999"}},
             "etc/conf.json: admin.listen: bad endpoint 'tcp:99999' (port 99999 is "
             "out of range)",
-            "etc/conf.json: listen: bad endpoint 'tcp:abc' (invalid literal for "
-            "int() with base 10: 'abc')")
+            "etc/conf.json: listen: bad endpoint 'tcp:abc' (port 'abc' is not a number)")
+
+    def test_endpointMessages(self):
+        """What Twisted's parser says in Python's words (a call's arguments)
+        is said in the endpoint string's: an IPv6 interface's unescaped
+        colons, an unknown option, a UNIX socket without a path."""
+        self.assertErrors(
+            {"listen": "tcp:8080:interface=::1", "admin": {"listen": "tcp:9180:bogus=1"},
+             "streams": [{"listen": "unix:", "group": "g"}]},
+            "etc/conf.json: admin.listen: bad endpoint 'tcp:9180:bogus=1' (unknown "
+            "option 'bogus')",
+            "etc/conf.json: listen: bad endpoint 'tcp:8080:interface=::1' (too many "
+            "':'-separated fields: a colon inside a value is escaped, as in "
+            "interface=\\:\\:1)",
+            "etc/conf.json: streams[0].listen: bad endpoint 'unix:' (a UNIX socket "
+            "needs a path: unix:/run/tproxy.sock)")
 
     def test_unknown_endpoint_type(self):
         self.assertErrors(

@@ -78,7 +78,9 @@ def parse_endpoint(description):
     try:
         parsed = tuple(_parseServer(description, None)[:3])
     except Exception as e:
-        raise ValueError(str(e) or type(e).__name__)
+        raise ValueError(_endpoint_problem(str(e)) or type(e).__name__)
+    if parsed[0] == "UNIX" and not (parsed[1] and parsed[1][0]):
+        raise ValueError("a UNIX socket needs a path: unix:/run/tproxy.sock")
     # Twisted's parser reads a character at a time (~0.1 ms a description),
     # and the same few descriptions come back at every configuration
     # validated (a start, a reload, a test harness): keep the answers for
@@ -94,6 +96,25 @@ def parse_endpoint(description):
 
 #: endpoint description -> ``(kind, args, kwargs)`` (see :func:`parse_endpoint`)
 _PARSED = {}
+
+#: what Twisted's endpoint parser says in a Python call's words (its
+#: ``_parseTCP(factory, port, interface, backlog)`` called with the fields),
+#: and what it means in the endpoint string's
+_ENDPOINT_PROBLEMS = [
+    (re.compile(r"got multiple values for argument|takes .* positional argument"),
+     "too many ':'-separated fields: a colon inside a value is escaped, as in "
+     "interface=\\:\\:1"),
+    (re.compile(r"unexpected keyword argument '([^']*)'"), "unknown option '{0}'"),
+    (re.compile(r"invalid literal for int\(\) with base 10: ('.*')"), "port {0} is not a number"),
+]
+
+
+def _endpoint_problem(message):
+    for pattern, said in _ENDPOINT_PROBLEMS:
+        m = pattern.search(message)
+        if m is not None:
+            return said.format(*m.groups())
+    return message
 
 
 def endpoint_is_local(description):
