@@ -173,6 +173,14 @@ class UsageTests(SynchronousTestCase):
         self.assertEqual((code, err), (2, "tproxyctl: the admin address must look like "
                                           "http://host:port, not 'ftp://x'\n"))
 
+    def test_badAdminPort(self):
+        """A port urllib cannot read is the same usage error, naming the address."""
+        for admin in ("http://127.0.0.1:99999", "127.0.0.1:x"):
+            code, out, err = self.run_ctl("status", "--admin", admin)
+            self.assertEqual((code, err), (2, (
+                "tproxyctl: the admin address must look like http://host:port, "
+                "not {!r}\n").format(admin if "://" in admin else "http://" + admin)))
+
     def test_badHeader(self):
         code, out, err = self.run_ctl("--admin", "127.0.0.1:1", "routes", "match",
                                       "--path", "/", "--header", "nocolon")

@@ -95,13 +95,17 @@ class AdminClient(object):
         if "://" not in base:
             base = "http://" + base
         parts = urlsplit(base)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        try:
+            port = parts.port   # (a ValueError for a port out of range or not a number)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError(base)
+        except ValueError:
             raise ValueError("the admin address must look like http://host:port, "
                              "not {!r}".format(base))
         self.base = base.rstrip("/")
         self.scheme = parts.scheme
         self.host = parts.hostname
-        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.port = port or (443 if parts.scheme == "https" else 80)
         self.prefix = parts.path.rstrip("/")
         self.token = token or None
         self.timeout = timeout
