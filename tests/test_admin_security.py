@@ -311,6 +311,27 @@ class JsonFormTests(SynchronousTestCase):
         self.assertEqual((answer.status, answer.obj["field"]), (400, "port"))
         self.assertEqual(servers(self.h), 0)
 
+    def test_duplicateKeys(self):
+        """A key given twice in a JSON body is a 400 naming it, nothing
+        changed, as in the configuration file: Python's reader would keep
+        the last one without a word (``{"port": 9001, "port": 9002}``)."""
+        json_type = {"Content-Type": "application/json"}
+        answer = self.h.admin("POST", "/upstream/servers", headers=json_type,
+                              body=b'{"port": 9001, "port": 9002}')
+        self.assertEqual((answer.status, answer.obj["error"]), (
+            400, 'body is not valid JSON (duplicate key "port")'))
+        self.assertEqual(servers(self.h), 0)
+        h = Harness(plugins=["routes"])
+        for method, uri, headers, error in (
+                ("PUT", "/routes/x", {}, 'the body is not JSON: duplicate key "group"'),
+                ("POST", "/routes", {}, 'the body is not JSON: duplicate key "group"'),
+                ("PUT", "/routes/x", json_type,
+                 'body is not valid JSON (duplicate key "group")')):
+            answer = h.admin(method, uri, headers=headers, body=(
+                b'{"name": "x", "group": "api", "group": "web", "match": {"path": "/x"}}'))
+            self.assertEqual((answer.status, answer.obj["error"]), (400, error), method)
+        self.assertEqual(h.admin("GET", "/routes").obj["total"], 0)
+
     def test_getFormsKeepWorking(self):
         """The reference's GET forms still work beside the JSON ones."""
         self.assertEqual(self.h.admin("GET", "/upstream/add?port=9001").status, 200)

@@ -108,10 +108,10 @@ class AdminRequest(object):
             for name, value in form.items():
                 self.args.setdefault(name, value)
         elif ctype == _JSON or ctype.endswith("+json"):
+            from tproxy.config import json_error, loads_strict
             try:
-                self.json = json.loads(self.body.decode("utf-8"))
+                self.json = loads_strict(self.body.decode("utf-8"))
             except (UnicodeDecodeError, ValueError) as e:
-                from tproxy.config import json_error
                 raise ValueError("body is not valid JSON ({})".format(json_error(e)))
 
     def audit(self, action, **fields):

@@ -252,6 +252,13 @@ def _reject_duplicates(pairs):
     return obj
 
 
+def loads_strict(text):
+    """:func:`json.loads` of ``text``, refusing a key given twice in an
+    object (a ``ValueError`` naming it), as the configuration file does:
+    Python's reader keeps the last one without a word."""
+    return json.loads(text, object_pairs_hook=_reject_duplicates)
+
+
 def load_config(path):
     """
     Read, validate and normalise the JSON configuration file ``path`` (see
@@ -285,7 +292,7 @@ def read_config(path):
         raise ConfigError(("", "not UTF-8 (byte {} at offset {})".format(
             hex(data[e.start]), e.start)), path)
     try:
-        obj = json.loads(text, object_pairs_hook=_reject_duplicates)
+        obj = loads_strict(text)
     except json.JSONDecodeError as e:
         raise ConfigError(("line {} column {}".format(e.lineno, e.colno),
                            "invalid JSON: {}".format(json_error(e, position=False))), path)

@@ -54,14 +54,13 @@ routed) and before ``least_conn`` (its ``balancer`` answers only for routes
 with a pinned ``peer``).
 """
 
-import json
 
 from twisted.logger import Logger
 
 from tproxy import Response, hookimpl
 from tproxy.admin import AdminResponse
 from tproxy.builtins._route_match import explain
-from tproxy.config import ConfigError, json_error
+from tproxy.config import ConfigError, json_error, loads_strict
 from tproxy.registry import RegistryUnavailable
 from tproxy.routing import (NEED_BODY, ROUTE_SCHEMA, RequestView, RouteTable,
                             compile_route, compile_routes, validate_route)
@@ -269,7 +268,7 @@ class Plugin(object):
         """``POST /routes``: add a route (JSON body with its ``name``);
         ``409`` if the name is taken."""
         try:
-            obj = json.loads(request.body.decode("utf-8"))
+            obj = loads_strict(request.body.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as e:
             return 400, {"error": "the body is not JSON: {}".format(json_error(e)),
                          "field": ""}
@@ -285,7 +284,7 @@ class Plugin(object):
         """``PUT /routes/{name}``: add or replace a route (JSON body)."""
         name = request.params["name"]
         try:
-            obj = json.loads(request.body.decode("utf-8"))
+            obj = loads_strict(request.body.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as e:
             return 400, {"error": "the body is not JSON: {}".format(json_error(e)),
                          "field": ""}
