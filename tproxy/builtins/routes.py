@@ -54,7 +54,6 @@ routed) and before ``least_conn`` (its ``balancer`` answers only for routes
 with a pinned ``peer``).
 """
 
-
 from twisted.logger import Logger
 
 from tproxy import Response, hookimpl
