@@ -364,10 +364,24 @@ class ErrorTests(TestCase):
             "(plugins[1]), which routes every request: no route would ever match "
             "(list routes before router)")
         self.assertEqual(e.path, "plugins[2]")
-        # before it, or without the router, or a router for some routes only
+        # before it, or without the router
         build(["registry", "routes", "router", "least_conn"])
         build(["registry", "routes", "least_conn"])
-        build(["registry", {"name": "router", "routes": ["api"]}, "routes"])
+
+    def test_routeChoosersEverywhere(self):
+        """``router`` or ``routes`` for some routes only: they choose the
+        route (in ``rewrite``), and an entry with ``routes`` runs once a route
+        is chosen, so it would never route a request (every request a 503
+        while ``--check`` said valid); refused, naming the entry's routes."""
+        for i, name in ((0, "router"), (1, "routes")):
+            plugins = ["registry", "least_conn"]
+            plugins.insert(i, {"name": name, "routes": ["api"]})
+            e = self.assertBuildError(plugins, (
+                "conf.json: plugins[{}].routes: plugin {!r} chooses the route of "
+                "every request (in rewrite); for some routes only it would run once a "
+                "route is chosen, and never route a request: leave routes out").format(
+                    i, name))
+            self.assertEqual(e.path, "plugins[{}].routes".format(i))
 
     def test_unknown_dotted(self):
         self.assertBuildError(

@@ -9,8 +9,26 @@ wrong silently.
 
 from tproxy.config import ConfigError
 
-__all__ = ["check_routes_order", "check_listed_once", "refuse_wrappers", "refuse_inert",
-           "route_scope_warnings", "plugin_warnings"]
+__all__ = ["check_route_choosers", "check_routes_order", "check_listed_once",
+           "refuse_wrappers", "refuse_inert", "route_scope_warnings", "plugin_warnings"]
+
+#: built-ins that choose the route of a request, in ``rewrite``
+_CHOOSERS = ("router", "routes")
+
+
+def check_route_choosers(entries):
+    """
+    Refuse ``routes`` on an entry of a built-in of :data:`_CHOOSERS`: an
+    entry for some routes runs its ``rewrite`` once the every-route plugins
+    have chosen the route, so a router there would never route a request
+    (each a ``503``, "no live upstream").
+    """
+    for i, entry in enumerate(entries):
+        if entry["name"] in _CHOOSERS and entry.get("routes"):
+            raise ConfigError(("plugins[{}].routes".format(i), (
+                "plugin {!r} chooses the route of every request (in rewrite); for "
+                "some routes only it would run once a route is chosen, and never "
+                "route a request: leave routes out").format(entry["name"])))
 
 
 def check_routes_order(entries):
@@ -22,7 +40,7 @@ def check_routes_order(entries):
     """
     router = None
     for i, entry in enumerate(entries):
-        if entry["name"] == "router" and not entry.get("routes") and router is None:
+        if entry["name"] == "router" and router is None:
             router = i
         elif entry["name"] == "routes" and router is not None:
             raise ConfigError(("plugins[{}]".format(i), (

@@ -43,8 +43,8 @@ import pluggy
 
 from tproxy import hookspecs
 from tproxy.config import ConfigError
-from tproxy.plugin_checks import (check_listed_once, check_routes_order, refuse_inert,
-                                  refuse_wrappers)
+from tproxy.plugin_checks import (check_listed_once, check_route_choosers,
+                                  check_routes_order, refuse_inert, refuse_wrappers)
 from tproxy.plugin_settings import validate_settings
 from tproxy.plugin_manager import PluginManager
 
@@ -279,6 +279,7 @@ def build_plugin_manager(config, source=None, entry_points=None):
             loaded.append((path, name, unique, plugin))
             if entry.get("routes"):
                 scopes[unique] = frozenset(entry["routes"])
+        check_route_choosers(config["plugins"])
         check_routes_order(config["plugins"])
         check_listed_once(config["plugins"])
         for path, name, unique, plugin in reversed(loaded):
