@@ -455,6 +455,13 @@ class ValidationTests(SynchronousTestCase):
         self.assertRefused([route("a", path={"mode": "glob", "value": "/x"})],
                            "routes[0].match.path.mode", "not one of")
         self.assertRefused([route("a bad")], "routes[0].name", "bad route name")
+        # "." and "..": a URL (curl, a browser) resolves /routes/.. to / before
+        # sending it, so such a route could not be read, replaced or deleted
+        for name in (".", ".."):
+            self.assertRefused([route(name)], "routes[0].name",
+                               "bad route name {!r} (1 to 100 letters, digits and "
+                               "'._~-', not '.' or '..')".format(name))
+        table([route("..a"), route("a.."), route("...")])
         self.assertRefused([route("a", group="a//b")], "routes[0].group", "bad group name")
         self.assertRefused([route("a", peer="10.0.0.1")], "routes[0].peer", "host:port")
         self.assertRefused([dict(route("a"), colour="red")], "routes[0].colour", "unknown key")

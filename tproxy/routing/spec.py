@@ -71,9 +71,11 @@ ROUTE_SCHEMA = {
     "additionalProperties": False,
     "required": ["name", "group"],
     "properties": {
-        "name": {"type": "string", "pattern": "^[A-Za-z0-9._~-]{1,100}$",
+        # ("." and "..": /routes/.. is resolved to / by curl and browsers)
+        "name": {"type": "string", "pattern": r"^(?!\.\.?$)[A-Za-z0-9._~-]{1,100}$",
                  "x-messages": {"pattern": "bad route name {instance!r} (1 to 100 "
-                                           "letters, digits and '._~-')"}},
+                                           "letters, digits and '._~-', not '.' or "
+                                           "'..')"}},
         "match": {
             "type": "object", "default": {}, "additionalProperties": False,
             "properties": {
