@@ -150,6 +150,35 @@ class CacheTests(SynchronousTestCase):
         self.assertEqual(xcache(h.request("POST", "/a", body=b"x")), "BYPASS")
         self.assertEqual(origin.count, 7)
 
+    def test_consumers(self):
+        """A request an authentication plugin listed before ``cache``
+        identified (``ctx.consumer``; the plugin took its key or token away)
+        bypasses the cache, as one with ``Authorization`` does: one consumer's
+        response is never served to another.  With ``consumer`` in ``key``,
+        each consumer has entries of its own."""
+        def who(request):
+            return 200, {"Cache-Control": "max-age=60"}, (
+                "for " + request.headers.get("X-Consumer-Username", "?")).encode()
+        key_auth = {"name": "key_auth", "settings": {"consumers": [
+            {"username": "alice", "keys": ["alice-key-1"]},
+            {"username": "bob", "keys": ["bob-key-12"]}]}}
+        for key, first, again in ((None, "BYPASS", "BYPASS"),
+                                  (["uri", "consumer"], "MISS", "HIT")):
+            settings = {} if key is None else {"key": key}
+            h = Harness(config=UPSTREAMS, servers={"127.0.0.1:9001": who},
+                        plugins=["router", key_auth, {"name": "cache", "settings": settings},
+                                 "least_conn"])
+            seen = []
+            for apikey in ("alice-key-1", "bob-key-12", "alice-key-1", "bob-key-12"):
+                r = h.request("GET", "/me", headers={"apikey": apikey})
+                seen.append((xcache(r), r.body))
+            self.assertEqual(seen, [(first, b"for alice"), (first, b"for bob"),
+                                    (again, b"for alice"), (again, b"for bob")], key)
+        # a request without a consumer (no authentication plugin on it) is cached
+        h = harness(Origin())
+        h.request("GET", "/a")
+        self.assertEqual(xcache(h.request("GET", "/a")), "HIT")
+
     def test_head(self):
         """HEAD is answered from a stored GET (no body, the GET's length)."""
         origin = Origin()

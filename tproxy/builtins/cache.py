@@ -141,6 +141,7 @@ class Plugin(object):
         self.max_ttl = settings["max_ttl"]
         self.key_parts = [(p[len("header:"):] if p.startswith("header:") else None, p)
                           for p in settings["key"]]
+        self.per_consumer = "consumer" in settings["key"]
         self.lock_timeout = settings["lock_timeout"]
         self.admin_path = settings["admin_path"]
         self.header = settings["header"]
@@ -208,7 +209,10 @@ class Plugin(object):
     def access(self, ctx):
         """Answer from the store, wait for the same key's request, or go on."""
         request = ctx.request
-        if request.method not in self.methods:
+        if request.method not in self.methods or (
+                ctx.consumer is not None and not self.per_consumer):
+            # (a consumer's request: an authentication plugin took its
+            # credentials away; as with Authorization, no shared entry)
             ctx.vars["cache"] = _State("BYPASS")
             self.bypasses += 1
             return None
