@@ -47,7 +47,7 @@ class AgreementTests(SynchronousTestCase):
                 self.assertEqual((ours.groups, ours.groupindex),
                                  (reference.groups, dict(reference.groupindex)),
                                  (name, pattern))
-            for _ in range(300):
+            for _ in range(150):
                 text = "".join(rng.choice(ALPHABET) for _ in range(rng.randint(0, 12)))
                 found = outcome(ours.search(text))
                 for name, reference, final_newline in theirs:

@@ -297,7 +297,7 @@ class PrecedenceTests(SynchronousTestCase):
         paths = ["/", "/a", "/a/b", "/a/b/c", "/b", "/a/bc", "/c/a"]
         hosts = ["", "x.com", "a.x.com", "b.a.x.com", "y.org"]
         for mode in ("host_first", "path_first"):
-            for _ in range(40):
+            for _ in range(20):
                 specs = []
                 for i in range(rnd.randint(1, 12)):
                     kw = {"priority": rnd.choice([0, 0, 1, 2])}
