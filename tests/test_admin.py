@@ -538,7 +538,7 @@ class AdminRoutingTests(AdminServerMixin, TestCase):
         self.gateway.admin.route("GET", "/coro", coro)
         self.gateway.admin.route("GET", "/deferred",
                                  lambda request: succeed((202, ["ok"])))
-        code, _, obj = yield self.request("/coro?a=1&a=2&b=")
+        code, _, obj = yield self.request("/coro?a=1&b=")
         self.assertEqual((code, obj), (201, {"args": {"a": "1", "b": ""}}))
         code, _, obj = yield self.request("/deferred")
         self.assertEqual((code, obj), (202, ["ok"]))
@@ -722,12 +722,14 @@ class HandleTests(SynchronousTestCase):
                          (204, None))
 
     def test_formBody(self):
-        """Form fields join the query arguments; the query wins."""
-        request = AdminRequest.from_uri(
-            "POST", "/x?a=1", {"Content-Type": "application/x-www-form-urlencoded"},
-            b"a=2&b=3")
+        """Form fields join the query arguments; one given in both is
+        refused, naming it."""
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        request = AdminRequest.from_uri("POST", "/x?a=1", form, b"b=3")
         request.decode()
         self.assertEqual(request.args, {"a": "1", "b": "3"})
+        request = AdminRequest.from_uri("POST", "/x?a=1", form, b"a=2&b=3")
+        self.assertRaisesRegex(ValueError, 'parameter "a" given twice', request.decode)
 
 
 class ParserTests(SynchronousTestCase):

@@ -332,6 +332,36 @@ class JsonFormTests(SynchronousTestCase):
             self.assertEqual((answer.status, answer.obj["error"]), (400, error), method)
         self.assertEqual(h.admin("GET", "/routes").obj["total"], 0)
 
+    def test_repeatedParameters(self):
+        """A parameter given twice in the query, in a form body, or in both
+        is a 400 naming it, nothing changed, as a key given twice in a JSON
+        body: which one was meant cannot be told.  Read-only endpoints too
+        (``?prefix=a&prefix=b`` is not a status of ``a``)."""
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        for method, uri, headers, body, error in (
+                ("GET", "/upstream/add?port=9001&port=9002", None, b"",
+                 'parameter "port" given twice in the query'),
+                ("POST", "/upstream/add?port=9001&weight=2&port=9001", None, b"",
+                 'parameter "port" given twice in the query'),
+                ("POST", "/upstream/add", form, b"port=9001&port=9002",
+                 'parameter "port" given twice in the form body'),
+                ("POST", "/upstream/add?port=9001", form, b"port=9002",
+                 'parameter "port" given twice (in the query and in the form body)'),
+                ("DELETE", "/upstream/servers?port=9001&prefix=a&prefix=b", None, b"",
+                 'parameter "prefix" given twice in the query'),
+                ("GET", "/upstream/status?prefix=a&prefix=", None, b"",
+                 'parameter "prefix" given twice in the query')):
+            answer = self.h.admin(method, uri, headers=headers, body=body)
+            self.assertEqual((answer.status, answer.obj), (400, {"error": error}), uri)
+        self.assertEqual(servers(self.h), 0)
+        self.h.admin("GET", "/upstream/add?port=9001&prefix=a")
+        answer = self.h.admin("GET", "/upstream/remove?port=9001&prefix=a&prefix=b")
+        self.assertEqual(answer.status, 400)
+        self.assertEqual(servers(self.h), 1)
+        answer = self.h.admin("POST", "/upstream/add?port=9002", headers=form,
+                              body=b"weight=3")
+        self.assertEqual((answer.status, answer.obj["weight"]), (200, 3))
+
     def test_getFormsKeepWorking(self):
         """The reference's GET forms still work beside the JSON ones."""
         self.assertEqual(self.h.admin("GET", "/upstream/add?port=9001").status, 200)

@@ -29,9 +29,10 @@ class AdminRequest(object):
 
     :ivar method: ``"GET"``, ...
     :ivar path: the request path (``"/upstream/add"``), without the query.
-    :ivar args: ``{name: str}``: the first value of each query argument (and,
-        for a body of type ``application/x-www-form-urlencoded``, of each form
-        field the query does not already have).
+    :ivar args: ``{name: str}``: the query arguments (and, for a body of
+        type ``application/x-www-form-urlencoded``, the form fields); a name
+        given twice (``?port=9001&port=9002``, or in the query and the form)
+        is a ``400`` naming it, as a key given twice in a JSON body.
     :ivar json: the decoded body when its type is ``application/json``
         (any JSON value), else ``None``.
     :ivar headers: ``{lower-case name: str}`` (repeated fields joined with
@@ -83,13 +84,13 @@ class AdminRequest(object):
         :attr:`json` (once; a request built with ``args`` keeps them).
 
         :raises ValueError: with a message for the user, if the query or a
-            form body is not valid UTF-8 after percent-decoding, or a JSON
-            body is not JSON.
+            form body is not valid UTF-8 after percent-decoding or gives a
+            parameter twice, or a JSON body is not JSON.
         """
         query, self._query = self._query, None
         if query is not None:
             try:
-                self.args = _parse_args(query)
+                self.args = _parse_args(query, "query")
             except UnicodeDecodeError:
                 raise ValueError("query string is not valid UTF-8")
         if not self.body:
@@ -102,11 +103,14 @@ class AdminRequest(object):
                 # the body itself (PUT /routes/NAME) reads it as JSON
                 return
             try:
-                form = _parse_args(self.body.decode("latin-1"))
+                form = _parse_args(self.body.decode("latin-1"), "form body")
             except UnicodeDecodeError:
                 raise ValueError("form body is not valid UTF-8")
             for name, value in form.items():
-                self.args.setdefault(name, value)
+                if name in self.args:
+                    raise ValueError("parameter {} given twice (in the query and "
+                                     "in the form body)".format(json.dumps(name)))
+                self.args[name] = value
         elif ctype == _JSON or ctype.endswith("+json"):
             from tproxy.config import json_error, loads_strict
             try:
@@ -133,12 +137,18 @@ class AdminRequest(object):
         return "<AdminRequest %s %s>" % (self.method, self.path)
 
 
-def _parse_args(query):
-    """``{name: first value}`` of a query string (blank values kept)."""
+def _parse_args(query, where):
+    """``{name: value}`` of a query string (blank values kept).
+
+    :raises ValueError: naming a parameter given twice (in the ``where``:
+        ``"query"``, ``"form body"``): which one was meant cannot be told."""
     args = {}
     for name, value in parse_qsl(query, keep_blank_values=True,
                                  encoding="utf-8", errors="strict"):
-        args.setdefault(name, value)
+        if name in args:
+            raise ValueError("parameter {} given twice in the {}".format(
+                json.dumps(name), where))
+        args[name] = value
     return args
 
 
