@@ -84,6 +84,37 @@ class KeyTests(SynchronousTestCase):
             self.assertEqual(response.json(), {"error": "invalid API key"})
         self.assertEqual(h.upstream_requests, [])
 
+    def test_queryKeyTwice(self):
+        """The query argument given twice is a 401 whatever the keys, as the
+        header given twice is (which key was meant cannot be told); neither
+        key would go upstream."""
+        h = harness()
+        for uri in ("/api/x?apikey=alice-key-1&apikey=nope-nope",
+                    "/api/x?apikey=alice-key-1&apikey=alice-key-1",
+                    "/api/x?apikey=nope-nope&a=1&apikey=bob-key-0001"):
+            response = h.request("GET", uri)
+            self.assertEqual((response.status, response.json()),
+                             (401, {"error": "invalid API key"}), uri)
+            self.assertEqual(response.headers.get("WWW-Authenticate"), 'Key realm="tproxy"')
+        self.assertEqual(h.upstream_requests, [])
+        # a key header wins over the query, whose arguments are all stripped
+        h.request("GET", "/api/x?apikey=a&b=1&apikey=c", headers={"apikey": "bob-key-0001"})
+        [up] = h.upstream_requests
+        self.assertEqual((up.uri, up.headers.get("X-Consumer-Username")), ("/x?b=1", "bob"))
+
+    def test_severalKeyNames(self):
+        """With several ``key_names``, the first listed the request carries
+        is read, in the query as in the headers."""
+        h = harness({"key_names": ["X-API-Key", "key"]})
+        for kind, args in (("headers", {"headers": [("key", "bob-key-0001"),
+                                                    ("X-API-Key", "alice-key-1")]}),
+                           ("query", {"uri": "/api/x?key=bob-key-0001&X-API-Key=alice-key-1"})):
+            response = h.request("GET", args.get("uri", "/api/x"), headers=args.get("headers"))
+            self.assertEqual(response.status, 200, kind)
+            self.assertEqual(h.upstream_requests[-1].headers.get("X-Consumer-Username"),
+                             "alice", kind)
+            self.assertEqual(h.upstream_requests[-1].uri, "/x", kind)
+
     def test_forgedConsumerHeaderRemoved(self):
         """The client cannot name itself: its X-Consumer-Username never passes."""
         h = harness()

@@ -5,7 +5,11 @@ an API key of a known consumer, in a header or a query argument (both named
 ``apikey`` by default), or it is answered ``401`` with ``WWW-Authenticate``
 and a JSON body.
 
-- The key never goes upstream: the header is removed, the query argument
+- With several ``key_names``, the first listed that the request carries
+  is read (in the headers, else in the query); the same one given twice
+  (two ``apikey`` headers, ``?apikey=a&apikey=b``) is a ``401``: which key
+  was meant cannot be told.
+- The key never goes upstream: the headers are removed, the query arguments
   stripped from the upstream target (and from ``ctx.request.query``, so the
   access log does not write it either).
 - The consumer's name goes upstream as ``X-Consumer-Username`` (a value the
@@ -19,10 +23,10 @@ and a JSON body.
 """
 
 import hashlib
+from urllib.parse import unquote
 
 from tproxy import hookimpl
-from tproxy.builtins._credentials import (
-    CONSUMER_HEADER, query_value, remove_from_query, unauthorized)
+from tproxy.builtins._credentials import CONSUMER_HEADER, remove_from_query, unauthorized
 from tproxy.config import ConfigError
 
 __all__ = ["Plugin"]
@@ -81,6 +85,8 @@ class Plugin(object):
     def __init__(self, settings):
         self.names = list(settings["key_names"])
         self.name_set = frozenset(self.names)
+        #: {name: rank} of the key query arguments (the first listed wins)
+        self.query_keys = {n: i for i, n in enumerate(self.names)}
         self.in_header = settings["key_in_header"]
         self.in_query = settings["key_in_query"]
         self.consumer_header = settings["consumer_header"]
@@ -134,6 +140,23 @@ class Plugin(object):
             return None
         return False if found[2] else found[1].decode("latin-1")
 
+    def _query_key(self, query):
+        """The key the query carries, read as :meth:`_take_headers` reads
+        the headers: ``None`` (none), ``False`` (sent twice), or the key."""
+        ranks = self.query_keys
+        found = None
+        for part in query.split("&"):
+            name, _, value = part.partition("=")
+            rank = ranks.get(unquote(name.replace("+", " ")))
+            if rank is not None:
+                if found is None or rank < found[0]:
+                    found = (rank, value, False)
+                elif rank == found[0]:
+                    found = (rank, value, True)     # the same argument twice
+        if found is None:
+            return None
+        return False if found[2] else unquote(found[1].replace("+", " "))
+
     @hookimpl
     def access(self, ctx):
         """Check the key; hide it; name the consumer."""
@@ -141,9 +164,7 @@ class Plugin(object):
         key = self._take_headers(request) if self.drop else None
         if self.in_query and request.query:
             if key is None:
-                found = query_value(request.query, self.name_set)
-                if found is not None:
-                    key = found[1]
+                key = self._query_key(request.query)
             remove_from_query(ctx, self.name_set)
         if key is None:
             return unauthorized(self.challenge, "no API key found in request")
