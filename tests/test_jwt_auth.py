@@ -253,8 +253,26 @@ class InvalidTokenTests(SynchronousTestCase):
                            algorithm="HS256")
         self.assertRefused(h, bearer(other), "invalid signature")
         self.assertRefused(h, bearer("not.a.token"), "malformed token")
-        self.assertRefused(h, {"Authorization": "Basic dXNlcjpwdw=="},
-                           "malformed authorization header")
+        self.assertRefused(h, {"Authorization": "Bearer "}, "malformed authorization header")
+
+    def test_otherScheme(self):
+        """``Authorization`` of another scheme (``Basic ...``) carries no
+        bearer token: the request lacks one, and the challenge has no error
+        code (RFC 6750 3.1), as without the header; a token in the query
+        argument is read then, and the header does not go upstream."""
+        h = harness({"query_param": "jwt"})
+        for scheme in ("Basic dXNlcjpwdw==", "Digest username=x", "Basic"):
+            response = h.request("GET", "/", headers={"Authorization": scheme})
+            self.assertEqual((response.status, response.json()),
+                             (401, {"error": "missing bearer token"}), scheme)
+            self.assertEqual(response.headers.get("WWW-Authenticate"), 'Bearer realm="tproxy"')
+        self.assertEqual(h.upstream_requests, [])
+        token = jwt.encode({"sub": "eve", "exp": NOW + 60}, SECRET, algorithm="HS256")
+        response = h.request("GET", "/x?jwt=" + token,
+                             headers={"Authorization": "Basic dXNlcjpwdw=="})
+        self.assertEqual(response.status, 200)
+        [up] = h.upstream_requests
+        self.assertEqual((up.uri, up.headers.get("Authorization")), ("/x", None))
 
     def test_algNoneRefused(self):
         h = harness()

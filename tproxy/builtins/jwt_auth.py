@@ -239,7 +239,9 @@ class Plugin(object):
         """
         The token: from the header (removed, in the same pass as the client's
         consumer and claim headers), else from the query argument; ``None``
-        when there is none, ``""`` when the header is not ``Bearer <token>``.
+        when there is none (a header of another scheme, ``Basic ...``, is
+        not a bearer credential), ``""`` when the header is ``Bearer``
+        without a token.
         """
         headers = request.headers
         key, drop = self.header_key, self.drop
@@ -256,8 +258,8 @@ class Plugin(object):
             headers.raw = kept
         if value is not None:
             scheme, _, token = value.decode("latin-1").strip().partition(" ")
-            token = token.strip()
-            return token if scheme.lower() == "bearer" and token else ""
+            if scheme.lower() == "bearer":
+                return token.strip()
         if self.query_names is not None and request.query:
             found = query_value(request.query, self.query_names)
             if found is not None:
