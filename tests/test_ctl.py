@@ -333,6 +333,18 @@ class AgainstAdminTests(TestCase):
                          (1, "", "tproxyctl: 404 server not registered\n"))
         code, out, err = yield self.ctl("remove", "--port", "9001", "--json")
         self.assertEqual(json.loads(out)["error"], "server not registered")
+        # registered elsewhere: the option to pass, in the command line's terms
+        for prefix in ("api", "~team"):
+            code, out, err = yield self.ctl("add", "--port", "9001", "--prefix", prefix)
+            self.assertEqual(code, 0)
+        code, out, err = yield self.ctl("remove", "--port", "9001")
+        self.assertEqual((code, out, err), (
+            1, "", "tproxyctl: 404 server default:127.0.0.1:9001 not registered; it is "
+                   "registered under 'api', '~team' (pass --prefix api or --prefix '~team')\n"))
+        code, out, err = yield self.ctl("remove", "--port", "9001", "--json")
+        self.assertEqual(json.loads(out)["registered_under"], ["api", "~team"])
+        code, out, err = yield self.ctl("remove", "--port", "9001", "--prefix", "~team")
+        self.assertEqual((code, out), (0, "removed ~team:127.0.0.1:9001\n"))
         code, out, err = yield self.ctl("add", "--port", "9001", "--host", "bad host")
         self.assertEqual(code, 1)
         self.assertEqual(err, "tproxyctl: 400 host must be a host name or an IP "

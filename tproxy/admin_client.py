@@ -40,15 +40,18 @@ class AdminError(Exception):
 
     :ivar status: the HTTP status.
     :ivar obj: the JSON body (``None`` if it was not JSON).
+    :ivar text: what to say (default: :func:`describe_error`), for a
+        command that says it in its own terms.
     """
 
-    def __init__(self, status, obj):
+    def __init__(self, status, obj, text=None):
         Exception.__init__(self, status, obj)
         self.status = status
         self.obj = obj
+        self.text = text
 
     def __str__(self):
-        return describe_error(self.status, self.obj)
+        return self.text or describe_error(self.status, self.obj)
 
 
 def not_admin_message(method, path, base, why):

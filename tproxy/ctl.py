@@ -36,6 +36,7 @@ going while tproxy is unreachable (a restart), and stops cleanly on
 
 import json
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -95,8 +96,25 @@ def cmd_add(client, args, out, err):
     return EXIT_OK
 
 
+def _remove(client, args):
+    """``/upstream/remove`` of the server of ``args``.  A ``404`` naming the
+    prefixes the server is registered under says which ``--prefix`` to pass
+    (the admin API's own words say ``prefix=``)."""
+    try:
+        return _call(client, "removed", "GET", "/upstream/remove", _target(args))
+    except AdminError as e:
+        obj = e.obj if isinstance(e.obj, dict) else {}
+        under = obj.get("registered_under")
+        if e.status != 404 or not isinstance(under, list) or not under:
+            raise
+        raise AdminError(e.status, e.obj, "404 server {} not registered; it is registered "
+                         "under {} (pass {})".format(
+                             obj.get("server"), ", ".join(repr(p) for p in under),
+                             " or ".join("--prefix " + shlex.quote(str(p)) for p in under)))
+
+
 def cmd_remove(client, args, out, err):
-    obj = _call(client, "removed", "GET", "/upstream/remove", _target(args))
+    obj = _remove(client, args)
     out.write(_json(obj) if args.json else "removed {}\n".format(obj.get("removed")))
     return EXIT_OK
 
@@ -169,7 +187,7 @@ def cmd_heartbeat(client, args, out, err, stop=None):
             break
     if args.remove_on_exit:
         try:
-            obj = _call(client, "removed", "GET", "/upstream/remove", _target(args))
+            obj = _remove(client, args)
             out.write("removed {}\n".format(obj.get("removed")))
         except (AdminError, Unreachable, NotAdmin) as e:
             err.write("tproxyctl: removing on exit failed: {}\n".format(e))
