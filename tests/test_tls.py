@@ -250,24 +250,37 @@ class TerminationTests(TLSTestCase):
         """A plain HTTP request sent to a TLS listener (``http://`` for
         ``https://``) is answered ``400`` in plain HTTP, JSON, and the
         connection closed, as nginx's "The plain HTTP request was sent to
-        HTTPS port"; nothing goes upstream, and TLS clients are served."""
+        HTTPS port"; nothing goes upstream, and TLS clients are served.
+        The refusal is logged as any refused request (its ``log`` phase:
+        the access log), and the close lingers: a client writing a large
+        body before it reads gets the whole answer and the end of the
+        stream, not a reset."""
         up = self.upstream()
+        logged = LogRecorder()
         await self.start({"tls": dict(self.ca.pair("api.test"), listen=LOCAL),
                           "upstreams": {"default": {"peers": [up.address]}}},
-                         plugins=plugins)
+                         plugins=tuple(plugins) + (logged,))
+        size = 8 * 1024 * 1024     # far more than the socket buffers hold
 
         def plain(port):
             sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-            sock.sendall(b"GET / HTTP/1.1\r\nHost: api.test\r\n\r\n")
             data = b""
-            while True:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-            sock.close()
+            try:
+                sock.sendall(b"POST /upload HTTP/1.1\r\nHost: api.test\r\n"
+                             b"Content-Length: %d\r\n\r\n" % size)
+                sock.sendall(b"x" * size)    # all of it before reading
+                while True:
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+            except OSError as e:
+                return "reset after %d bytes of the answer: %s" % (len(data), e)
+            finally:
+                sock.close()
             return data
         data = await threads.deferToThread(plain, self.ports[1])
+        self.assertIsInstance(data, bytes, data)
         head, _, body = data.partition(b"\r\n\r\n")
         lines = head.split(b"\r\n")
         self.assertEqual(lines[0], b"HTTP/1.1 400 Bad Request")
@@ -277,6 +290,8 @@ class TerminationTests(TLSTestCase):
         self.assertEqual(json.loads(body), {
             "error": "plain HTTP request sent to the HTTPS port"})
         self.assertEqual(up.requests, [])
+        await until(lambda: logged.seen, message="the refused request's log")
+        self.assertEqual(logged.seen, [(400, "bad_request", "127.0.0.1", len(data))])
         [r] = await threads.deferToThread(
             https_get, self.ports[1], "api.test", client_context(self.ca))
         self.assertEqual(r["status"], 200)
@@ -621,6 +636,18 @@ class CertificateHookTests(TLSTestCase):
             self.assertEqual(cn, "api.test")
         self.assertEqual(Broken.calls, 2)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 2)
+
+
+class LogRecorder(object):
+    """A plugin recording ``(status, error, client, bytes_sent)`` of each
+    request's ``log`` phase."""
+
+    def __init__(self):
+        self.seen = []
+
+    @hookimpl
+    def log(self, ctx):
+        self.seen.append((ctx.status, ctx.error, ctx.request.client_addr, ctx.bytes_sent))
 
 
 class CertificateOf(object):

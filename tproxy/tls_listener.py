@@ -10,12 +10,13 @@ from twisted.internet.interfaces import IOpenSSLServerConnectionCreator, IStream
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
-from tproxy.http.dates import date_line
+from tproxy.http.refusals import bad_request
 from tproxy.tls_hello import HeldHandshake
 
 __all__ = ["TLSFactory", "TLSServerEndpoint"]
 
-_PLAIN_HTTP_BODY = b'{"error":"plain HTTP request sent to the HTTPS port"}'
+#: the error of a plain HTTP request sent to the TLS port
+_PLAIN_HTTP_ERROR = "plain HTTP request sent to the HTTPS port"
 
 
 class _PlainHTTPAnswered(object):
@@ -26,6 +27,13 @@ class _PlainHTTPAnswered(object):
     port", instead of closing without a word: a TLS client's first byte is a
     record type (22, a handshake), an HTTP request's a method's capital
     letter.  The request goes nowhere.
+
+    The HTTP connection (the wrapped protocol) answers it as a request it
+    cannot parse, over the TCP connection itself: the ``log`` phase runs
+    (the access log writes it, ``ctx.error`` ``"bad_request"``), and the
+    connection closes lingering, reading and dropping the rest of the
+    request (a large body sent before reading the answer is not cut by a
+    reset).
     """
 
     _first = True
@@ -35,15 +43,14 @@ class _PlainHTTPAnswered(object):
             self._first = False
             if 65 <= data[0] <= 90:   # A-Z: a request line, not a TLS record
                 self._first = None
-                self.transport.write(
-                    b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
-                    b"Content-Length: %d\r\nConnection: close\r\n%s\r\n%s" % (
-                        len(_PLAIN_HTTP_BODY), date_line(self.factory.clock.seconds()),
-                        _PLAIN_HTTP_BODY))
-                self.transport.loseConnection()
+                conn = self.wrappedProtocol
+                conn.transport = self.transport   # plain from now on
+                bad_request(conn, 400, _PLAIN_HTTP_ERROR)
                 return
         if self._first is None:
-            return   # (the rest of the plain request: read and dropped)
+            # the rest of the plain request: read and dropped (and while
+            # lingering, the sign the client is not silent)
+            return self.wrappedProtocol.dataReceived(data)
         return super(_PlainHTTPAnswered, self).dataReceived(data)
 
 
