@@ -44,8 +44,9 @@ peer has one record, ``[pass, total, bucket]``, so that leaving a bucket
 needs no lookup of the old key, and the plugin's key in ``group.state`` is
 hashed by identity.  Nothing made per request outlives it: a record holds
 no key (a tuple kept per peer until its next change would wait, a round
-later, in the collector's young generation, which walks what it refers to),
-and emptied buckets are used again (see :meth:`GroupIndexes._new_bucket`).  The running server pays more per
+later, in the collector's young generation, which walks what it refers
+to), and emptied buckets are used again (see
+:meth:`GroupIndexes._new_bucket`).  The running server pays more per
 request at 10,000 peers than at 1 (see ``bench/README.md``): not for these
 instructions, which are the same at 9 peers, but because each request
 touches another peer's objects and upstream connection, which are no

@@ -13,7 +13,9 @@ reactor's heap (comparisons in Python), its cancellation when the
 connection ends (nearly always before it is due), and the reactor's
 compaction of the cancelled calls it keeps.  Deadlines of the same length
 made in turn come due in turn: :class:`FirstTimers` keeps them in a queue
-and waits for the earliest with one ``DelayedCall``.
+and waits for the earliest with one ``DelayedCall``.  The upstream
+connections' deadlines have several lengths (read, send, idle timeouts)
+and move: :class:`Deadlines` keeps them in a heap of its own.
 """
 
 from collections import deque
