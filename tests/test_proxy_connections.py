@@ -112,6 +112,53 @@ class KeepAliveLimitTests(SynchronousTestCase):
         self.assertEqual(h.factory.pool.idle, {})
         self.assertEqual(upstream_connections(h), 1)
 
+    def test_idleUpstreamShorterThanRead(self):
+        """An ``upstream_keepalive_timeout`` shorter than ``timeouts.read``:
+        the connection, pooled after its response, closes at the shorter
+        one, counted from that response."""
+        h = harness(proxy={"upstream_keepalive_timeout": 0.25}, timeouts={"read": 10})
+        h.advance(1)
+        h.request("GET", "/")
+        h.advance(0.25 - TICK)
+        self.assertEqual([len(v) for v in h.factory.pool.idle.values()], [1])
+        h.advance(TICK)
+        self.assertEqual(h.factory.pool.idle, {})
+        self.assertEqual([c for c in h.reactor.getDelayedCalls() if c.getTime() < 59], [])
+
+    def test_idleUpstreamsEachAtItsTime(self):
+        """Idle connections to many peers, pooled at different times, close
+        each ``upstream_keepalive_timeout`` after its own last response, not
+        before, with one timer on the clock for all of them; none is left
+        once they are closed."""
+        peers = ["127.0.0.1:%d" % (9001 + i) for i in range(5)]
+        h = Harness(config={"upstreams": {"default": {"peers": peers}},
+                            "proxy": {"upstream_keepalive_timeout": 1}},
+                    plugins=["router", "least_conn"],
+                    servers={peer: testing_echo for peer in peers})
+        conn = h.connect()
+        for _ in peers:
+            conn.request("GET", "/")
+            h.advance(0.125)
+        pool = h.factory.pool
+        self.assertEqual(len(pool.idle), 5)
+        conn.request("GET", "/")   # the first peer's again, at 0.625
+
+        def calls():
+            # (the client's and the stubs' timers are due at 60 s and later)
+            return len([c for c in h.reactor.getDelayedCalls() if c.getTime() < 59])
+        self.assertEqual(calls(), 1)
+        h.advance(1.125 - 0.625 - TICK)
+        self.assertEqual(len(pool.idle), 5)
+        for closed in range(1, 5):
+            h.advance(TICK)
+            self.assertEqual(len(pool.idle), 5 - closed)
+            self.assertEqual(calls(), 1)
+            h.advance(0.125 - TICK)
+        self.assertEqual(len(pool.idle), 1)   # the first peer's, until 1.625
+        h.advance(TICK)
+        self.assertEqual(pool.idle, {})
+        self.assertEqual(calls(), 0)
+
     def test_upstreamKeepalive(self):
         """Requests one after the other share one upstream connection..."""
         h = harness()

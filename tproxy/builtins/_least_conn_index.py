@@ -40,9 +40,13 @@ tells how many requests it was given since).
 
 Per request (a pick, then ``peer_changed`` at ``acquire`` and at
 ``release``) the index does a few dictionary operations on one peer: each
-peer has one record, ``[pass, total, bucket, key]``, so that leaving a
-bucket needs no lookup of the old key, and the plugin's key in
-``group.state`` is hashed by identity.  The running server pays more per
+peer has one record, ``[pass, total, bucket]``, so that leaving a bucket
+needs no lookup of the old key, and the plugin's key in ``group.state`` is
+hashed by identity.  Nothing made per request outlives it: a record holds
+no key (a tuple kept per peer until its next change would wait, a round
+later, in the collector's young generation, which walks what it refers
+to), and emptied buckets are used again (see
+:meth:`GroupIndexes._new_bucket`).  The running server pays more per
 request at 10,000 peers than at 1 (see ``bench/README.md``): not for these
 instructions, which are the same at 9 peers, but because each request
 touches another peer's objects and upstream connection, which are no
@@ -69,19 +73,22 @@ class _Index(object):
     :ivar keys: a heap of keys: every key of ``buckets`` once, and maybe keys
         whose bucket has emptied since (dropped when met).
     :ivar queued: the set of the keys in ``keys``.
-    :ivar passes: ``{peer: [pass, total, bucket, key]}`` for every peer of
-        the index (in a bucket, ``down`` or ``full``): its pass, and
+    :ivar passes: ``{peer: [pass, total, bucket]}`` for every peer of the
+        index (in a bucket, ``down`` or ``full``): its pass, and
         ``peer.total`` when the pass was last brought up to date; the bucket
-        it is in and that bucket's key (``None``, ``None`` when in none).
+        it is in (``None`` when in none).
     :ivar placed: how many peers are in a bucket.
     :ivar vt: the pass the last request given out started from.
     :ivar down: ``OrderedDict(peer -> None)`` of the unhealthy peers, in the
         order they became so (not in a bucket).
     :ivar full: ``{peer: None}`` of the peers at their ``max_conns`` (not in
         a bucket until a request of theirs ends).
+    :ivar spare: emptied buckets taken out of ``buckets``, for the next new
+        keys (see :meth:`GroupIndexes._new_bucket`).
     """
 
-    __slots__ = ("buckets", "keys", "queued", "passes", "placed", "vt", "down", "full")
+    __slots__ = ("buckets", "keys", "queued", "passes", "placed", "vt", "down", "full",
+                 "spare")
 
     def __init__(self):
         self.buckets = {}
@@ -92,12 +99,20 @@ class _Index(object):
         self.vt = 0.0
         self.down = OrderedDict()
         self.full = {}
+        self.spare = []
+
+    def retire(self, key):
+        """Take the emptied bucket of ``key`` out of :attr:`buckets`, kept
+        for a new key."""
+        bucket = self.buckets.pop(key)
+        if len(self.spare) < 4:
+            self.spare.append(bucket)
 
     @property
     def key_of(self):
         """``{peer: key}`` of the peers in a bucket (a new dict: for tests
         and introspection, O(peers))."""
-        return {peer: rec[3] for peer, rec in self.passes.items() if rec[2] is not None}
+        return {peer: key for key, bucket in self.buckets.items() for peer in bucket}
 
 
 class _Recent(object):
@@ -174,11 +189,11 @@ class GroupIndexes(object):
             if peer.is_live(now):
                 passed = known.get(peer)
                 if passed is None:
-                    index.passes[peer] = [index.vt, peer.total, None, None]
+                    index.passes[peer] = [index.vt, peer.total, None]
                 else:
                     if passed[1] != peer.total:
                         _advance(index, peer, passed)
-                    index.passes[peer] = [passed[0], passed[1], None, None]
+                    index.passes[peer] = [passed[0], passed[1], None]
                 if not peer.healthy:
                     index.down[peer] = None
                 elif peer.max_conns and peer.active >= peer.max_conns:
@@ -202,15 +217,26 @@ class GroupIndexes(object):
             bucket = self._new_bucket(index, key)
         bucket[peer] = None
         rec[2] = bucket
-        rec[3] = key
 
     def _new_bucket(self, index, key):
+        """
+        The bucket of a new key: an emptied one if there is one.  Equal
+        peers in turn make two new keys a round (``(0, round)`` and
+        ``(1 / weight, round)``), and the first holds every peer: a new
+        ``OrderedDict`` each time would grow to the group's size, copying
+        its table at each doubling, and stay young long enough for the
+        collector's young collections to walk every peer in it.  A reused
+        one is old, and has its table.
+        """
         buckets = index.buckets
-        if len(buckets) > 4 * index.placed + 16:
-            # many emptied buckets above the lowest keys: sweep them
+        if len(buckets) > 4 * index.placed + 16 or (not index.spare and len(buckets) <= 64):
+            # emptied buckets above the lowest keys (those of the requests
+            # in flight, never the lowest, empty as the rounds go by): swept
+            # when they pile up, and for one to use again when there are
+            # few to look at
             for k in [k for k, b in buckets.items() if not b]:
-                del buckets[k]
-        bucket = buckets[key] = OrderedDict()
+                index.retire(k)
+        bucket = buckets[key] = index.spare.pop() if index.spare else OrderedDict()
         if key not in index.queued:
             index.queued.add(key)
             heapq.heappush(index.keys, key)
@@ -225,7 +251,7 @@ class GroupIndexes(object):
         rec = index.passes.get(peer)
         if rec is not None and rec[2] is not None:
             del rec[2][peer]
-            rec[2] = rec[3] = None
+            rec[2] = None
             index.placed -= 1
 
     def _index_of(self, peer):
@@ -237,7 +263,7 @@ class GroupIndexes(object):
         """Index a new peer (if its group is indexed yet)."""
         index = self._index_of(peer)
         if type(index) is _Index and peer not in index.passes:
-            index.passes[peer] = [index.vt, peer.total, None, None]
+            index.passes[peer] = [index.vt, peer.total, None]
             if peer.healthy:
                 self._place(index, peer)
             else:

@@ -128,7 +128,7 @@ class Plugin(GroupIndexes):
         active = peer.active
         if peer.max_conns and active >= peer.max_conns:
             # full: out of the buckets until a request ends
-            rec[2] = rec[3] = None
+            rec[2] = None
             index.placed -= 1
             index.full[peer] = None
             return
@@ -138,7 +138,6 @@ class Plugin(GroupIndexes):
             bucket = self._new_bucket(index, key)
         bucket[peer] = None
         rec[2] = bucket
-        rec[3] = key
 
     # -- phases ---------------------------------------------------------------
 
@@ -307,7 +306,7 @@ class Plugin(GroupIndexes):
                         aside = []
                     aside.append(heapq.heappop(keys))
                     continue
-                del buckets[key]
+                index.retire(key)
             heapq.heappop(keys)  # a key whose bucket has emptied
             index.queued.discard(key)
         if aside is not None:

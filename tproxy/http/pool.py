@@ -8,6 +8,7 @@ peers and sockets, nothing about routing.
 from twisted.internet.protocol import ClientFactory
 
 from tproxy.fastio import connect_tcp
+from tproxy.http.deadlines import Deadlines
 from tproxy.http.upstream import MAX_HEADER_SIZE, UpstreamProtocol
 
 
@@ -51,6 +52,8 @@ class UpstreamPool(object):
     def __init__(self, reactor, connect_timeout=60, max_idle=32, idle_timeout=60,
                  max_header_size=MAX_HEADER_SIZE, tls=None):
         self.reactor = reactor
+        #: the connections' deadlines (see ``UpstreamProtocol.set_deadline``)
+        self.deadlines = Deadlines(reactor)
         #: seconds a response may be silent (``timeouts.read``)
         self.read_timeout = 60
         self.connect_timeout = connect_timeout

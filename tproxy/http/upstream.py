@@ -71,8 +71,8 @@ class UpstreamProtocol(ResponseHeadReader, Protocol):
         self._head_spans = False   # an earlier read ended inside the current head
         self._reason = b""   # the reason phrase of the response being read
         self.deadline = 0.0
-        self.timer = None   # one DelayedCall per connection (see set_deadline)
-        self._fires_at = -1.0   # when the timer fires; -1.0: no timer (see set_deadline)
+        self.timer = None   # its entry in pool.deadlines (see set_deadline)
+        self._fires_at = -1.0   # when that entry is due; -1.0: none (see set_deadline)
         self._feeding = None   # the parser of the response being read
         self._checking = True   # this read's fields are counted (see the class doc)
         self.reading = False   # a read is being parsed (see the class doc)
@@ -95,41 +95,39 @@ class UpstreamProtocol(ResponseHeadReader, Protocol):
         exchange, factory.exchange = factory.exchange, None
         exchange.upstream_connected(self, False)
 
-    # -- the one timer: read/send timeouts while in use, idle timeout in the pool
+    # -- the one deadline: read/send timeouts while in use, idle timeout in the pool
 
     def set_deadline(self, seconds):
         """
         Time out ``seconds`` from now: the exchange's ``_timed_out`` while one
-        uses the connection, else the pool closes it.  A connection keeps one
-        DelayedCall and mostly moves its deadline later, which costs no
-        reactor work; the timer re-arms itself when it fires early.  A
-        deadline sooner than the timer (the idle timeout after a longer read
-        timeout) replaces the timer: ``DelayedCall.reset`` to an earlier time
-        searches the reactor's whole heap of timers (one per upstream
-        connection: O(n) with n peers), a cancel and a new call cost O(log n).
-        ``_fires_at`` is the timer's ``getTime()``, -1.0 when there is no
-        timer: a deadline moved later does not read the timer (on a
-        connection not in cache, one more object to fetch).
+        uses the connection, else the pool closes it.  The deadlines of the
+        pool's connections are kept in one queue (``pool.deadlines``, a
+        :class:`tproxy.http.deadlines.Deadlines`, one reactor timer for
+        them all); a connection has at most one entry there, ``timer``, due
+        at ``_fires_at`` (-1.0: none).  A deadline moved later (nearly every
+        call: the next request's, the idle timeout after a response) touches
+        neither: the entry, when it comes due early, is queued again for the
+        deadline then.  A deadline sooner than the entry (the idle timeout
+        after a longer read timeout) replaces it.
         """
-        clock = self.pool.reactor
-        now = clock.seconds()
-        self.deadline = deadline = now + seconds
+        pool = self.pool
+        self.deadline = deadline = pool.reactor.seconds() + seconds
         fires = self._fires_at
         if fires > deadline:
-            self.timer.cancel()
+            timer, self.timer = self.timer, None
+            pool.deadlines.cancel(timer)
         elif fires >= 0.0:
             return
-        self.timer = clock.callLater(seconds, self._tick)
         self._fires_at = deadline
+        self.timer = pool.deadlines.add(deadline, self)
 
-    def _tick(self):
-        clock = self.pool.reactor
-        left = self.deadline - clock.seconds()
-        if left > 0:
-            self.timer = clock.callLater(left, self._tick)
-            self._fires_at = self.deadline
+    def _deadline(self, now):
+        # (pool.deadlines: the entry came due at ``now``, and is dropped)
+        deadline = self.deadline
+        if deadline > now:
+            self._fires_at = deadline
+            self.timer = self.pool.deadlines.add(deadline, self)
             return
-        self.timer = None
         self._fires_at = -1.0
         if self.exchange is not None:
             self.exchange.upstream_timed_out()
@@ -139,8 +137,8 @@ class UpstreamProtocol(ResponseHeadReader, Protocol):
     def _cancel_timer(self):
         timer, self.timer = self.timer, None
         self._fires_at = -1.0
-        if timer is not None and timer.active():
-            timer.cancel()
+        if timer is not None:
+            self.pool.deadlines.cancel(timer)
 
     # -- used by the exchange ------------------------------------------------
 
