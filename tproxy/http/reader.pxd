@@ -5,9 +5,11 @@
 cimport cython
 
 from tproxy.http.exchange cimport Exchange
+from tproxy.http.bases cimport ClientConnection, ListenerFields
 
-cdef class RequestReader:
-    cdef public object factory, transport, remote_addr, trusted, forwarded, parser
+cdef class RequestReader(ClientConnection):
+    cdef public ListenerFields factory
+    cdef public object transport, remote_addr, trusted, forwarded, parser
     cdef public object queue, paused, head_start, timer, url, fields, chunk_mark
     cdef public int connected
     cdef public Exchange reading

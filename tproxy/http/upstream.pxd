@@ -5,7 +5,7 @@ from tproxy.http.response_reader cimport ResponseHeadReader
 
 cdef class UpstreamProtocol(ResponseHeadReader):
     cpdef set_deadline(self, seconds)
-    cpdef start(self, Exchange exchange, head_only, data, timeout)
+    cpdef start(self, exchange, head_only, data, timeout)
     cpdef send(self, data, timeout)
     cpdef pause_reading(self)
     cpdef resume_reading(self)
