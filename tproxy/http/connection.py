@@ -194,11 +194,10 @@ class ProxyProtocol(RequestReader, Protocol):
         """``ex`` finished (its ``log`` ran): close, or start the next request."""
         if ex is not self.exchange:
             return
-        done = ex   # (the active one: an Exchange, typed in the compiled build)
         self.served += 1
         self.exchange = None
-        if self.closing or done.response_close or not done.request_complete:
-            if not done.request_complete or self.queue or self.head_start is not None:
+        if self.closing or ex.response_close or not ex.request_complete:
+            if not ex.request_complete or self.queue or self.head_start is not None:
                 # the client may still be sending: the body not read, or
                 # requests behind this one that will not be answered
                 self.linger = True
