@@ -17,6 +17,7 @@ cdef class ListenerFields:
     cdef object __weakref__
 
 cdef class ClientConnection:
+    cdef public ListenerFields factory
     cpdef write(self, data)
     cpdef write_all(self, seq)
     cpdef can_keep_alive(self)

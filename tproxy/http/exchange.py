@@ -43,7 +43,7 @@ class Exchange(UpstreamFailures):
                  expect_continue, upstream_head, host_missing=False):
         self.conn = conn
         self.ctx = ctx
-        self.factory = conn.factory
+        self.factory = self.conn.factory   # (a C field of the compiled connection)
         #: the phases of the gateway the request started with (a reload
         #: changes the factory's, not those of a request in flight; the
         #: factory's are its gateway's, ctx.gateway)

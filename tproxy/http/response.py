@@ -41,7 +41,7 @@ class ResponseSide(FilterChain):
             Content-Length, no Transfer-Encoding, and a body is allowed).
         """
         ctx = self.ctx
-        peer = ctx.peer
+        peer = self.peer_held   # (ctx.peer, not read by name)
         if status >= 429:
             health = self.factory.health
             if status in health.statuses:
@@ -262,8 +262,8 @@ class ResponseSide(FilterChain):
         ctx.upstream_end = self.factory.seconds()
         up = self.upstream
         self.upstream = None
+        peer = self.peer_held   # (ctx.peer, not read by name)
         if up is not None:
-            peer = ctx.peer
             if (self.upstream_keepalive and self.request_complete
                     and self.factory.pool.max_idle
                     and peer.group.peers.get(peer.key) is peer):
