@@ -262,7 +262,8 @@ class ResponseSide(FilterChain):
         ctx.upstream_end = self.factory.seconds()
         up = self.upstream
         self.upstream = None
-        peer = self.peer_held   # (ctx.peer, not read by name)
+        peer = self.peer_held   # (ctx.peer, not read by name; released below)
+        self.peer_held = None
         if up is not None:
             if (self.upstream_keepalive and self.request_complete
                     and self.factory.pool.max_idle
@@ -271,8 +272,7 @@ class ResponseSide(FilterChain):
                 up.release()
             else:
                 up.abort()
-        peer, self.peer_held = self.peer_held, None   # (_release_peer inlined)
-        if peer is not None:
+        if peer is not None:   # (_release_peer inlined)
             peer.release()
         if self.plugins.has_body_filter:
             held, self.held_chunk = self.held_chunk, None

@@ -11,10 +11,10 @@ from twisted.internet.interfaces import IProtocolNegotiationFactory
 from twisted.internet.protocol import Factory
 from zope.interface import implementer
 
+from tproxy.http.bases import ListenerFields
 from tproxy.http.closing import drain
 from tproxy.http.connection import ProxyProtocol
 from tproxy.http.deadlines import FirstTimers
-from tproxy.http.bases import ListenerFields
 from tproxy.http.retry import RetryPolicy
 from tproxy.http.pool import UpstreamPool, upstream_tls
 from tproxy.trust import TrustedProxies
