@@ -39,6 +39,7 @@ import sys
 #: the modules compiled, as setup.py builds them (those with a ``.pxd``
 #: beside them are typed; the others are compiled as they are)
 MODULES = (
+    "tproxy.http.bases",
     "tproxy.http.filters",
     "tproxy.http.response",
     "tproxy.http.body",

@@ -20,6 +20,28 @@ from tproxy.http.wire import BadRequest
 class RequestBody(ResponseSide):
     """The request side of an :class:`~tproxy.http.exchange.Exchange`."""
 
+    def limit_body(self, limit, size, hold):
+        """
+        The request has a body: at most ``limit`` bytes (``None``: no limit),
+        ``size`` its Content-Length (``None``: chunked, counted as it comes);
+        ``hold``: read it before connecting upstream (it may fit in
+        ``proxy.client_body_buffer_size``).
+        """
+        self.body_limit = limit
+        if size is not None:
+            self.body_size = size   # checked against the limit after access
+        self.hold_body = hold
+
+    def client_timed_out(self):
+        """The client sent no body bytes for ``proxy.client_body_timeout``
+        seconds: ``408`` (or the response is cut)."""
+        self.ctx.error = "client_timeout"
+        self.respond(Response.error(408, "request body timeout"))
+
+    def refuse_body(self):
+        """The body is past the limit (the client connection answers ``413``)."""
+        self.ctx.error = "body_too_large"
+
     def client_body(self, data):
         """
         A piece of the request body arrived from the client.  Raises

@@ -48,7 +48,7 @@ def linger(conn):
     queue, conn.queue = conn.queue, deque()
     for queued in queue:
         queued.client_lost()
-    now = f.clock.seconds()
+    now = f.seconds()
     conn.idle_since = now
     conn.linger_end = now + f.lingering_time
     # after the bytes buffered (the response): FIN (Twisted's doWrite

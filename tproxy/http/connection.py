@@ -120,7 +120,7 @@ class ProxyProtocol(RequestReader, Protocol):
         self.parser = HttpRequestParser(self)
         self.queue = deque()   # parsed exchanges waiting for their turn
         self.paused = set()
-        self.idle_since = f.clock.seconds()
+        self.idle_since = f.seconds()
         self.timer = f.first_timers.add(f.first_timeout, self)   # (see tproxy.http.deadlines)
         if f.draining:
             drain(self)   # accepted as the proxy stops: see tproxy.http.closing.drain
@@ -141,7 +141,7 @@ class ProxyProtocol(RequestReader, Protocol):
                 self.transport.resumeProducing()
                 if self.reading is not None:
                     # the client's body was not awaited while paused
-                    self.body_since = self.factory.clock.seconds()
+                    self.body_since = self.factory.seconds()
 
     def pauseProducing(self):
         if self.exchange is not None:
@@ -173,7 +173,7 @@ class ProxyProtocol(RequestReader, Protocol):
     def send_continue(self):
         """Write ``100 Continue``: the client sends its body now (the body
         timeout starts now, not while it waited for this)."""
-        self.body_since = self.factory.clock.seconds()
+        self.body_since = self.factory.seconds()
         self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def abort(self):
@@ -203,7 +203,7 @@ class ProxyProtocol(RequestReader, Protocol):
                 self.linger = True
             self.close()
             return
-        self.idle_since = self.factory.clock.seconds()
+        self.idle_since = self.factory.seconds()
         if self.queue and not self.starting:
             # A loop, not recursion: a queued request answered synchronously
             # (a plugin's Response) calls back here before run() returns, and
@@ -310,7 +310,7 @@ class ProxyProtocol(RequestReader, Protocol):
         """The connection's one timer: whichever of its timeouts is due
         (lingering, keep-alive, header, body) acts; the next is scheduled."""
         f = self.factory
-        now = f.clock.seconds()
+        now = f.seconds()
         if self.lingering:
             left = min(self.linger_end, self.idle_since + f.lingering_timeout) - now
             if left <= 0:

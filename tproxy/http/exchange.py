@@ -43,10 +43,16 @@ class Exchange(UpstreamFailures):
                  expect_continue, upstream_head, host_missing=False):
         self.conn = conn
         self.ctx = ctx
-        self.factory = conn.factory
+        self.factory = self.conn.factory   # (a C field of the compiled connection)
         #: the phases of the gateway the request started with (a reload
-        #: changes the factory's, not those of a request in flight)
-        self.phases = ctx.gateway.phases
+        #: changes the factory's, not those of a request in flight; the
+        #: factory's are its gateway's, ctx.gateway)
+        self.phases = self.factory.phases
+        #: ctx.request (read here once: the compiled exchange reads it from
+        #: its own field, not by name)
+        request = self.request = ctx.request
+        #: ctx.plugins once the balancer is asked (see balance)
+        self.plugins = None
         self.keep_alive = keep_alive           # the client wants to keep the connection
         self.body_expected = body_expected     # a request body follows the head
         self.request_chunked = chunked
@@ -57,7 +63,7 @@ class Exchange(UpstreamFailures):
             self.pending = []                   # request body chunks not yet sent
             self.pending_limit = PENDING_BODY_LIMIT
             self.body_size = 0
-        self.head_method = ctx.request.method == "HEAD"
+        self.head_method = request.method == "HEAD"
         self.host_missing = host_missing   # (HTTP/1.0) the upstream gets the peer's
         # Every name an exchange sets on its way, and the defaults read on
         # every request, stored here, at once (CPython 3.11 does not
@@ -69,7 +75,7 @@ class Exchange(UpstreamFailures):
         # room: 30, one fewer for each instance made before a name is first
         # set.  Names first set later in a request, once several requests
         # were in flight, had every exchange's dict made (+4,400
-        # instructions per request in the server, head11).  25 names here:
+        # instructions per request in the server, head11).  27 names here:
         # the others (a body's, a retry's ...) stay class defaults (below).
         self.done = False
         self.peer_held = None
@@ -88,18 +94,6 @@ class Exchange(UpstreamFailures):
     fresh_connection = False   # never a pooled connection (tproxy.http.tunnel)
 
     # -- told by the client connection ----------------------------------------
-
-    def limit_body(self, limit, size, hold):
-        """
-        The request has a body: at most ``limit`` bytes (``None``: no limit),
-        ``size`` its Content-Length (``None``: chunked, counted as it comes);
-        ``hold``: read it before connecting upstream (it may fit in
-        ``proxy.client_body_buffer_size``).
-        """
-        self.body_limit = limit
-        if size is not None:
-            self.body_size = size   # checked against the limit after access
-        self.hold_body = hold
 
     def close_after(self):
         """The client connection closes after this response (said in its
@@ -127,16 +121,6 @@ class Exchange(UpstreamFailures):
                 up.set_deadline(f.read_timeout if self.request_complete else f.send_timeout)
             if self.filter_chain is None:
                 up.resume_reading()
-
-    def client_timed_out(self):
-        """The client sent no body bytes for ``proxy.client_body_timeout``
-        seconds: ``408`` (or the response is cut)."""
-        self.ctx.error = "client_timeout"
-        self.respond(Response.error(408, "request body timeout"))
-
-    def refuse_body(self):
-        """The body is past the limit (the client connection answers ``413``)."""
-        self.ctx.error = "body_too_large"
 
     # -- phases ---------------------------------------------------------------
 
@@ -183,7 +167,10 @@ class Exchange(UpstreamFailures):
         """Ask the balancer for a peer (again, after a failed one)."""
         try:
             ctx = self.ctx
-            walk = ctx.plugins.run_balancer   # (see run)
+            # (the route's phases are known now: the response side reads
+            # them from here)
+            plugins = self.plugins = ctx.plugins
+            walk = plugins.run_balancer   # (see run)
             r = walk(ctx, ctx.tried)
         except Exception:
             return self.plugin_error()
@@ -220,8 +207,11 @@ class Exchange(UpstreamFailures):
             self.held_peer = peer
             return
         if ctx.upstream_start is None:
-            ctx.upstream_start = self.factory.clock.seconds()
-        self.factory.pool.connect(peer, self, self.fresh_connection)
+            ctx.upstream_start = self.factory.seconds()
+        # (fresh_connection, a class attribute, read only for a subclass's:
+        # the compiled Exchange's own would be looked up by name)
+        self.factory.pool.connect(peer, self,
+                                  type(self) is not Exchange and self.fresh_connection)
 
     def _connect_held(self):
         """The held body is whole, or larger than the buffer: connect."""
@@ -229,7 +219,7 @@ class Exchange(UpstreamFailures):
         self.hold_body = False
         if not self.done:
             if self.ctx.upstream_start is None:
-                self.ctx.upstream_start = self.factory.clock.seconds()
+                self.ctx.upstream_start = self.factory.seconds()
             self.factory.pool.connect(peer, self, self.fresh_connection)
 
     def _release_peer(self):
@@ -245,6 +235,7 @@ class Exchange(UpstreamFailures):
             conn.release()
             return
         self.upstream = conn
+        up = self.upstream   # (typed in the compiled build: C calls)
         self.reused = reused
         f = self.factory
         ctx = self.ctx
@@ -265,21 +256,22 @@ class Exchange(UpstreamFailures):
                 self.body_kept_size = len(body)
             else:
                 self.body_lost = True
+        request = self.request
         head = upstream_request_head(
-            ctx.request.method.encode("ascii"), ctx.upstream_path, ctx.request.headers.raw,
+            request.method.encode("ascii"), ctx.upstream_path, request.headers.raw,
             ctx.upstream_headers,
             # (HTTP/1.0 without Host goes up as HTTP/1.1: the peer's, as nginx's $proxy_host)
             ctx.peer.address.encode("latin-1") if self.host_missing else None,
             self.upstream_head_fields)
         if not self.body_expected:
             # (no body: nothing below applies)
-            conn.start(self, self.head_method, head, f.read_timeout)
+            up.start(self, self.head_method, head, f.read_timeout)
             return
         if body is not None:
-            conn.start(self, self.head_method, head + body, f.read_timeout)
+            up.start(self, self.head_method, head + body, f.read_timeout)
             self.conn.unpause("pending")
             return
-        conn.start(self, self.head_method, head,
+        up.start(self, self.head_method, head,
                    f.read_timeout if self.request_complete else f.send_timeout)
         sent = False
         if self.body_kept:
@@ -296,9 +288,9 @@ class Exchange(UpstreamFailures):
             sent = True
         if self.request_complete:
             if self.request_chunked:
-                conn.send(b"0\r\n\r\n", f.read_timeout)
+                up.send(b"0\r\n\r\n", f.read_timeout)
             elif sent:
-                conn.set_deadline(f.read_timeout)
+                up.set_deadline(f.read_timeout)
 
     def _close_upstream(self):
         up, self.upstream = self.upstream, None
@@ -360,8 +352,10 @@ class Exchange(UpstreamFailures):
             self.upstream_full = False
             conn.unpause("upstream")
         ctx = self.ctx
-        ctx.end = self.factory.clock.seconds()
-        plugins = ctx.plugins
+        ctx.end = self.factory.seconds()
+        plugins = self.plugins
+        if plugins is None:   # (answered before the balancer)
+            plugins = ctx.plugins
         if plugins.log:   # (nothing to call without a log plugin)
             plugins.run_log(ctx)
         # no reference cycle left: reference counting frees the request's

@@ -72,7 +72,7 @@ class UpstreamFailures(RequestBody):
         if len(ctx.tried) >= policy.tries:
             return False
         if policy.timeout and ctx.upstream_start is not None and \
-                self.factory.clock.seconds() - ctx.upstream_start >= policy.timeout:
+                self.factory.seconds() - ctx.upstream_start >= policy.timeout:
             return False
         return True
 
@@ -81,7 +81,7 @@ class UpstreamFailures(RequestBody):
         ctx = self.ctx
         ctx.error = error
         if ctx.upstream_end is None and ctx.upstream_start is not None:
-            ctx.upstream_end = self.factory.clock.seconds()
+            ctx.upstream_end = self.factory.seconds()
         self._close_upstream()
         if self.response_started:
             self.response_close = True

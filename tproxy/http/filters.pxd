@@ -4,12 +4,17 @@
 # exchange.py).  Every name an exchange sets must be here: a compiled
 # exchange takes no other attribute.
 
+from tproxy.http.bases cimport ClientConnection, ListenerFields, UpstreamConnection
+
 cdef class FilterChain:
-    cdef public object conn, ctx, factory, phases
+    cdef public ClientConnection conn
+    cdef public ListenerFields factory
+    cdef public object ctx, phases, request, plugins
     cdef public bint keep_alive, body_expected, request_chunked, expect_continue
     cdef public object upstream_head_fields
     cdef public bint request_complete, head_method, host_missing, done
-    cdef public object peer_held, upstream, out, filter_chain, held_chunk
+    cdef public UpstreamConnection upstream
+    cdef public object peer_held, out, filter_chain, held_chunk
     cdef public bint reused, answered, upstream_keepalive, upstream_full
     cdef public bint response_started, response_chunked, response_close
     # a body's, a retry's ...

@@ -1,13 +1,15 @@
 # The compiled client connection (tproxy/compiled.py): this first class of
 # ProxyProtocol declares the fields its __init__ stores (their meaning:
-# connection.py); the Protocol base keeps an instance dict for any other
+# connection.py; the factory is ClientConnection's, bases.pxd); the Protocol
+# base keeps an instance dict for any other
 # name (the rare ones: linger, after_lf ...).
 cimport cython
 
 from tproxy.http.exchange cimport Exchange
+from tproxy.http.bases cimport ClientConnection
 
-cdef class RequestReader:
-    cdef public object factory, transport, remote_addr, trusted, forwarded, parser
+cdef class RequestReader(ClientConnection):
+    cdef public object transport, remote_addr, trusted, forwarded, parser
     cdef public object queue, paused, head_start, timer, url, fields, chunk_mark
     cdef public int connected
     cdef public Exchange reading

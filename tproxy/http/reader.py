@@ -12,6 +12,7 @@ is the connection's, see there).
 import re
 
 from tproxy.context import Request, RequestContext
+from tproxy.http.bases import ClientConnection
 from tproxy.http.exchange import Exchange
 from tproxy.http.headers import Headers
 from tproxy.http.parsing import (HttpParserError, HttpParserInvalidMethodError, HttpParserUpgrade,
@@ -51,7 +52,7 @@ class _Trailers(object):
             raise BadRequest(400, "trailer section too large")
 
 
-class RequestReader(object):
+class RequestReader(ClientConnection):
     """
     The parsing side of a :class:`~tproxy.http.connection.ProxyProtocol`.
 
@@ -74,14 +75,14 @@ class RequestReader(object):
         if self.closing:
             if self.lingering:
                 # read and dropped: the client is not silent
-                self.idle_since = self.factory.clock.seconds()
+                self.idle_since = self.factory.seconds()
             else:
                 self.linger = True    # bytes dropped
             return
         heads = self.heads
         if self.reading is not None:
             # a body is being read: it makes progress (client_body_timeout)
-            self.body_since = self.factory.clock.seconds()
+            self.body_since = self.factory.seconds()
         if (data and data[0] <= 13 and self.reading is None and not self.head_bytes
                 and bare_cr_first(data)):
             # llhttp would skip it: nothing before a request line but empty lines
@@ -211,7 +212,7 @@ class RequestReader(object):
             # was parsed), or the last request was read: requests pipelined
             # behind it are not served
             raise Closing()
-        self.head_start = self.factory.clock.seconds()
+        self.head_start = self.factory.seconds()
         self.url = b""
         self.fields = []
         self.head_size = 0
@@ -330,7 +331,7 @@ class RequestReader(object):
             self.parser.set_dangerous_leniencies(lenient_chunked_length=True)
         else:
             ex.limit_body(f.max_body, length, length <= f.body_buffer)
-        now = self.body_since = f.clock.seconds()
+        now = self.body_since = f.seconds()
         t = self.timer
         if t is not None and t.active() and t.getTime() > now + f.body_timeout:
             # a new call, not t.reset(): moving a DelayedCall sooner searches

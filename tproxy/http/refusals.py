@@ -74,7 +74,7 @@ def refused_context(conn, status):
     request = Request(method, path, query, version, headers, conn.remote_addr,
                       conn.remote_addr, f.scheme)
     ctx = RequestContext(gateway, request, f.requests,
-                         start if start is not None else f.clock.seconds())
+                         start if start is not None else f.seconds())
     ctx.status = status
     ctx.error = REFUSED_ERRORS.get(status, "bad_request")
     return ctx
@@ -84,7 +84,7 @@ def log_refused(conn, ctx, sent):
     """The refused request's answer (``sent`` bytes) is written: its ``log``
     phase (failures are logged by the phase walk, never raised)."""
     ctx.bytes_sent = sent
-    ctx.end = conn.factory.clock.seconds()
+    ctx.end = conn.factory.seconds()
     ctx.plugins.run_log(ctx)
 
 
@@ -121,7 +121,7 @@ class BadRequestReply(object):
     def run(self):
         """Its turn: the error is written, and the connection closes."""
         data = error_response(self.status, self.message,
-                              date_line(self.conn.factory.clock.seconds()))
+                              date_line(self.conn.factory.seconds()))
         ex = self.ex
         if ex is not None:
             ctx = ex.ctx
@@ -178,7 +178,7 @@ def bad_request(conn, status, message):
     if conn.exchange is None:
         # (the refused request's log: nothing made without a log plugin)
         ctx = refused_context(conn, status)
-        data = error_response(status, message, date_line(conn.factory.clock.seconds()))
+        data = error_response(status, message, date_line(conn.factory.seconds()))
         conn.transport.write(data)
         conn.close()
         if ctx is not None:

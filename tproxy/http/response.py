@@ -41,8 +41,8 @@ class ResponseSide(FilterChain):
             Content-Length, no Transfer-Encoding, and a body is allowed).
         """
         ctx = self.ctx
+        peer = self.peer_held   # (ctx.peer, not read by name)
         if status >= 429:
-            peer = ctx.peer
             health = self.factory.health
             if status in health.statuses:
                 health.failed(peer, "status", status)
@@ -53,8 +53,8 @@ class ResponseSide(FilterChain):
                 self._retry("upstream_status", 502, "upstream answered %d" % status,
                             None, True)
                 return False
-        elif ctx.peer.health is not None:
-            self.factory.health.succeeded(ctx.peer)
+        elif peer.health is not None:
+            self.factory.health.succeeded(peer)
         self.answered = True
         if cleaned is None:
             try:
@@ -75,7 +75,8 @@ class ResponseSide(FilterChain):
         eof_body = not framed and body_allowed
         self.upstream_keepalive = upstream_keepalive and not eof_body
         ctx.status = status
-        if ctx.plugins.has_header_filter:
+        plugins = self.plugins   # (ctx.plugins, kept when the balancer was asked)
+        if plugins.has_header_filter:
             # (_filter_head inlined.)  The filters get a copy of the fields:
             # when they leave them as they were (a comparison at C speed), the
             # Content-Length found above holds and is not looked for again
@@ -83,7 +84,7 @@ class ResponseSide(FilterChain):
                 kept = block_fields(lines)
             head = _UpstreamResponseHead(status, Headers(kept[:]), reason)
             try:
-                r = ctx.plugins.run_header_filter(ctx, head)
+                r = plugins.run_header_filter(ctx, head)
             except Exception:
                 self.plugin_error()
                 return eof_body
@@ -105,7 +106,7 @@ class ResponseSide(FilterChain):
         if not self.request_complete:
             self.response_close = True
         if length is None and body_allowed:
-            if ctx.request.version == "1.1":
+            if self.request.version == "1.1":
                 self.response_chunked = True
             else:
                 self.response_close = True
@@ -135,7 +136,7 @@ class ResponseSide(FilterChain):
             # as for responses made here; say so
             self.response_close = True
         if length is None and body_allowed:
-            if self.ctx.request.version == "1.1":
+            if self.request.version == "1.1":
                 self.response_chunked = True
             else:
                 self.response_close = True
@@ -158,8 +159,8 @@ class ResponseSide(FilterChain):
         keep = self.keep_alive and not self.response_close and self.conn.can_keep_alive()
         if not keep:
             self.response_close = True
-        http10 = ctx.request.version == "1.0"
-        date = b"" if dated else date_line(self.factory.clock.seconds())
+        http10 = self.request.version == "1.0"
+        date = b"" if dated else date_line(self.factory.seconds())
         if body is None:
             data = response_head(status, reason, raw, self.response_chunked,
                                  self.response_close, http10, lines, date)
@@ -179,7 +180,7 @@ class ResponseSide(FilterChain):
         """A piece of the response body from the upstream."""
         if self.done:
             return
-        if self.ctx.plugins.has_body_filter:
+        if self.plugins.has_body_filter:
             # held until the end of the upstream read being parsed: when the
             # response ends in the same read, body_filter gets the last
             # chunk with eof=True, so a body read at once is one call per
@@ -190,7 +191,7 @@ class ResponseSide(FilterChain):
             return
         if self.filter_chain is not None:
             # the head is still in header_filter: the body waits for it
-            self.filter_chain.addCallback(lambda _: self._send_response_body(data))
+            self.filter_chain.addCallback(_then, self._send_response_body, data)
             return
         # (_send_response_body inlined: once per upstream read)
         if data:
@@ -257,10 +258,13 @@ class ResponseSide(FilterChain):
         """The upstream response is complete."""
         if self.done:
             return
-        self.ctx.upstream_end = self.factory.clock.seconds()
-        up, self.upstream = self.upstream, None
+        ctx = self.ctx
+        ctx.upstream_end = self.factory.seconds()
+        up = self.upstream
+        self.upstream = None
+        peer = self.peer_held   # (ctx.peer, not read by name; released below)
+        self.peer_held = None
         if up is not None:
-            peer = self.ctx.peer
             if (self.upstream_keepalive and self.request_complete
                     and self.factory.pool.max_idle
                     and peer.group.peers.get(peer.key) is peer):
@@ -268,19 +272,18 @@ class ResponseSide(FilterChain):
                 up.release()
             else:
                 up.abort()
-        peer, self.peer_held = self.peer_held, None   # (_release_peer inlined)
-        if peer is not None:
+        if peer is not None:   # (_release_peer inlined)
             peer.release()
-        if self.ctx.plugins.has_body_filter:
+        if self.plugins.has_body_filter:
             held, self.held_chunk = self.held_chunk, None
             return self._filter_body(b"" if held is None else held, True)
         if self.filter_chain is not None:
             # the head is still in header_filter
-            self.filter_chain.addCallback(lambda _: self._end_response())
+            self.filter_chain.addCallback(_then, self._end_response)
             return
         # (_end_response inlined)
         if self.response_chunked:
-            self.ctx.bytes_sent += 5
+            ctx.bytes_sent += 5
             self._send(b"0\r\n\r\n")
         self.finish()
 
@@ -361,3 +364,9 @@ class ResponseSide(FilterChain):
         # no filters: they may be what failed
         error = Response.error(500, message)
         self._send_local_now(ResponseHead(500, error.headers), error.body)
+
+
+def _then(_, fn, *args):
+    """A callback calling ``fn(*args)`` once the phase before it ran (not a
+    lambda: the compiled methods that add it take no closure)."""
+    return fn(*args)

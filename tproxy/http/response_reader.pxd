@@ -3,9 +3,10 @@
 # Protocol base keeps an instance dict for any other name.
 cimport cython
 
+from tproxy.http.bases cimport UpstreamConnection
 from tproxy.http.exchange cimport Exchange
 
-cdef class ResponseHeadReader:
+cdef class ResponseHeadReader(UpstreamConnection):
     cdef public object pool, key, factory, transport, parser, timer, due
     cdef public int connected
     cdef public Exchange exchange

@@ -5,6 +5,7 @@ reads a response head: the parser's callbacks, the head's size limit, and
 heads read whole (:class:`ResponseHeadReader`).
 """
 
+from tproxy.http.bases import UpstreamConnection
 from tproxy.http.parsing import NAME, HttpResponseParser
 from tproxy.http.response_fields import RARE_HOP_FIELDS, block_fields, clean_response_block
 
@@ -36,7 +37,7 @@ class _WholeHead(object):
         self.on_message_complete = conn.on_message_complete
 
 
-class ResponseHeadReader(object):
+class ResponseHeadReader(UpstreamConnection):
     """
     The response-head half of :class:`tproxy.http.upstream.UpstreamProtocol`
     (a mixin: the state is the protocol's).

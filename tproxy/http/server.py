@@ -11,6 +11,7 @@ from twisted.internet.interfaces import IProtocolNegotiationFactory
 from twisted.internet.protocol import Factory
 from zope.interface import implementer
 
+from tproxy.http.bases import ListenerFields
 from tproxy.http.closing import drain
 from tproxy.http.connection import ProxyProtocol
 from tproxy.http.deadlines import FirstTimers
@@ -20,7 +21,7 @@ from tproxy.trust import TrustedProxies
 
 
 @implementer(IProtocolNegotiationFactory)
-class ProxyFactory(Factory):
+class ProxyFactory(ListenerFields, Factory):
     """
     Makes a :class:`ProxyProtocol` per client connection, and holds what they
     share: the gateway, its phases, the upstream pool and the limits.
@@ -42,6 +43,8 @@ class ProxyFactory(Factory):
 
     def __init__(self, gateway, scheme="http"):
         self.clock = gateway.reactor
+        #: ``clock.seconds``, looked up once (read on every request)
+        self.seconds = self.clock.seconds
         self.scheme = scheme
         self.pool = UpstreamPool(gateway.reactor)
         #: the connections' first timers (see ProxyProtocol.connectionMade)

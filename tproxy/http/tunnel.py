@@ -180,7 +180,7 @@ class UpgradeExchange(Exchange):
             raise ValueError("101 without Upgrade and Connection: upgrade")
         self.switch_upgrade = upgrade
         ctx.status = 101
-        ctx.upstream_end = self.factory.clock.seconds()
+        ctx.upstream_end = self.factory.seconds()
         head = ResponseHead(101, Headers(kept), reason)
         if ctx.plugins.has_header_filter:
             self._filter_head(head, self._send_switch)

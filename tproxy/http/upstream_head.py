@@ -51,6 +51,8 @@ def _value(v):
 #: bytes, lower-case name, CRLF + lower-case name + ":", its header line)``;
 #: bounded
 _EXTRA = {}
+#: (its ``get``, looked up once: the compiled module reads a global's method by name)
+_EXTRA_GET = _EXTRA.get
 
 
 def _extra_field(pair):
@@ -79,7 +81,7 @@ def upstream_request_head(method, target, raw, extra, host, tail):
     if extra:
         if len(extra) == 1:    # the usual case: the router's X-Route-Prefix
             pair = extra[0]
-            r = _EXTRA.get(pair) if type(pair) is tuple else None
+            r = _EXTRA_GET(pair) if type(pair) is tuple else None
             if r is None:
                 r = _extra_field(pair)
             low = r[1]

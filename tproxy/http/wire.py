@@ -283,6 +283,7 @@ _FRAMING = {
 
 #: status -> b"HTTP/1.1 <status> " (response_head on PyPy; three digits: bounded)
 _STATUS_STARTS = {}
+_STATUS_START = _STATUS_STARTS.get   # (see upstream_head._EXTRA_GET)
 
 
 def _status_start(status):
@@ -304,7 +305,7 @@ def response_head(status, reason, raw, chunked, close, http10, lines=None, date=
     tail = _FRAMING[chunked, close, http10]
     if lines is not None:
         # (clean_response_fields made the lines)
-        start = _STATUS_STARTS.get(status)
+        start = _STATUS_START(status)
         if start is None:
             start = _status_start(status)
         if _PYPY:
