@@ -23,7 +23,7 @@ from tests.upstreams import Scripted, _ScriptedProtocol
 
 UP = "127.0.0.1:9001"
 #: the statuses tproxy may answer a vector with (the upstream's is 200)
-STATUSES = {100, 200, 400, 408, 413, 414, 431, 501, 505}
+STATUSES = {100, 200, 400, 405, 408, 413, 414, 431, 501, 505}
 
 
 class _Recording(Scripted):

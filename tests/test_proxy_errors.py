@@ -546,6 +546,29 @@ class MalformedRequestTests(Case):
         """A method token the parser does not know: 501 (not forwarded)."""
         self.assertRejected(b"FROB / HTTP/1.1\r\nHost: x\r\n\r\n", 501)
 
+    def test_trace(self):
+        """``TRACE``: 405, not forwarded, as nginx (the upstream's echo of
+        the request would hand its cookies and credentials to a script)."""
+        resp = self.assertRejected(request("TRACE", "/"), 405)
+        self.assertEqual(resp.json(), {"error": "TRACE method not allowed"})
+
+    def test_encodedNul(self):
+        """``%00`` in the path: 400, as nginx (a server behind may end the
+        path at the NUL, and serve another path than the one routed); on
+        the slower path (a dot segment) too."""
+        for target in ("/a%00b", "/a/./b%00", "/x/%2e%2e/a%00"):
+            resp = self.assertRejected(request("GET", target))
+            self.assertEqual(resp.json(), {"error": "encoded NUL in the path"})
+
+    def test_encodedNulInQuery(self):
+        """``%00`` in the query is forwarded as it is (nginx reads only the
+        path decoded)."""
+        h, up = harness()
+        conn = h.connect()
+        conn.send(request("GET", "/a?b=%00"))
+        self.assertEqual(statuses(conn), [200])
+        self.assertIn(b"GET /a?b=%00 HTTP/1.1\r\n", up.received)
+
     def test_twoLengths(self):
         """Two different Content-Length values."""
         self.assertRejected(

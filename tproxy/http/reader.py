@@ -237,14 +237,19 @@ class RequestReader(ClientConnection):
         f = self.factory
         p = self.parser
         method = p.get_method().decode("ascii")
+        if method == "TRACE":
+            # (as nginx: a TRACE echoes the request's fields, cookies and
+            # credentials included, back to a script: cross-site tracing)
+            raise BadRequest(405, "TRACE method not allowed")
         version = p.get_http_version()
         if version != "1.1" and version != "1.0":
             if version == "0.9":   # no version: as the pure-Python parser says
                 raise BadRequest(400, "malformed request")
             raise BadRequest(505, "HTTP version not supported")
         url = self.url.decode("latin-1")
-        if url[:1] == "/" and "/." not in url and "%2" not in url:
-            # (request_target's usual case inlined: origin-form, no dot segment)
+        if url[:1] == "/" and "/." not in url and "%2" not in url and "%00" not in url:
+            # (request_target's usual case inlined: origin-form, no dot
+            # segment, no encoded NUL)
             path, _, query = url.partition("?")
             authority = None
         else:

@@ -54,7 +54,7 @@ def request_target(url, method):
     absolute-form (whose authority replaces the Host field, RFC 9112 3.2.2,
     and must be a valid one: no userinfo, as nginx; else ``authority`` is
     ``None``) or ``*`` for ``OPTIONS``; the path's dot segments resolved.
-    Raises :class:`BadRequest`.
+    Raises :class:`BadRequest` (also for ``%00`` in the path).
     """
     authority = None
     if not url.startswith("/"):
@@ -72,6 +72,10 @@ def request_target(url, method):
         else:
             raise BadRequest(400, "invalid request target")
     path, _, query = url.partition("?")
+    if "%00" in path:
+        # (as nginx, which decodes the path: a NUL ends a C string, so a
+        # server behind may read a shorter path than the one routed)
+        raise BadRequest(400, "encoded NUL in the path")
     if "/." in path or "%2" in path:
         path = normalize_path(path)
     return path, query, authority
