@@ -60,7 +60,8 @@ from zope.interface import implementer
 from tproxy import Response, hookimpl
 from tproxy.builtins._least_conn_index import GroupIndexes, _Index, _Recent, _advance
 from tproxy.health import IHealthListener
-from tproxy.registry import IRegistryListener
+from tproxy.phase_walks import direct
+from tproxy.registry import INFINITY, IRegistryListener
 
 
 @implementer(IRegistryListener, IHealthListener)
@@ -149,6 +150,7 @@ class Plugin(GroupIndexes):
             self._attach(gateway)
 
     @hookimpl
+    @direct
     def balancer(self, ctx, tried):
         """
         Choose the healthy peer of ``ctx.route`` with the smallest
@@ -160,11 +162,40 @@ class Plugin(GroupIndexes):
             :class:`tproxy.Response` (``health.when_all_down`` ``"503"``).
         """
         gateway = ctx.gateway
-        if gateway.registry is not self._registry:
+        registry = gateway.registry
+        if registry is not self._registry:
             self._attach(gateway)
         name = ctx.route
         if name is None:
             return None
+        if not tried:
+            # The usual request, a group of one usable peer: choose's and
+            # _scan's first branch inlined (a call costs more than their work
+            # here; the clock read only for a peer that can expire)
+            group = registry.group(name)
+            if group is not None:
+                peers = group.peers
+                if len(peers) == 1:
+                    recent = group.state.get(self._key)
+                    if type(recent) is _Recent:
+                        (peer,) = peers.values()
+                        passed = recent.passes.get(peer)
+                        if passed is not None and peer.healthy and (
+                                peer.expires_at == INFINITY
+                                or peer.expires_at > registry.now()) and not (
+                                peer.max_conns and peer.active >= peer.max_conns):
+                            total = peer.total
+                            if passed[1] != total:
+                                # (_advance inlined)
+                                start = passed[0]
+                                if start < recent.vt:
+                                    start = recent.vt
+                                else:
+                                    recent.vt = start
+                                passed[0] = start + (total - passed[1]) / (
+                                    peer.weight * peer.ramp or 1)
+                                passed[1] = total
+                            return peer
         health = self._health
         try_all = health is None or health._try_all
         # (through the class: the plugin manager gives the instance an

@@ -82,7 +82,8 @@ from zope.interface import implementer
 from tproxy import Response, hookimpl
 from tproxy.builtins import least_conn
 from tproxy.builtins._router_groups import GroupNames
-from tproxy.registry import IRegistryListener
+from tproxy.phase_walks import direct
+from tproxy.registry import INFINITY, IRegistryListener
 
 _HEADER = "X-Route-Prefix"
 _HEADER_LOWER = b"x-route-prefix"
@@ -197,7 +198,7 @@ class Plugin(GroupNames):
         """
         Follow the gateway's registry, and drop a client-sent X-Route-Prefix:
         never believe it (the upstream would take a client's word for the
-        route).  Look before removing: remove() rebuilds the list.
+        route).
         """
         registry = ctx.gateway.registry
         if registry is not self._registry:
@@ -205,11 +206,12 @@ class Plugin(GroupNames):
         headers = ctx.request.headers
         for name, _ in headers.raw:
             if len(name) == _HEADER_LEN and name.lower() == _HEADER_LOWER:
-                headers.remove(_HEADER)
+                headers.remove(_HEADER)   # (looked for first: remove() rebuilds the list)
                 break
         return registry
 
     @hookimpl
+    @direct
     def rewrite(self, ctx):
         """
         Route the request (see the module docstring).
@@ -219,28 +221,45 @@ class Plugin(GroupNames):
         """
         if ctx.route is not None:
             return None  # an earlier rewrite plugin routed it
-        # (Plugin._prepare, not self._prepare: the plugin manager gives the
-        # instance an ordinary dict, through which CPython 3.11 does not
-        # specialise a method call: a generic lookup each)
-        registry = Plugin._prepare(self, ctx)
+        # (_prepare inlined: a call costs more than its work here)
+        registry = ctx.gateway.registry
+        if registry is not self._registry:
+            self._attach(registry)
         request = ctx.request
+        headers = request.headers
+        for name, _ in headers.raw:
+            if len(name) == _HEADER_LEN and name.lower() == _HEADER_LOWER:
+                headers.remove(_HEADER)
+                break
         path = request.path
-        now = registry.now()
-        default = self.default_group
-        live, dead = Plugin._walk(self, registry, path, now)
-        if live:
-            route, end = live[-1]   # the longest
-            rest = path[end:] or "/"
-            ctx.upstream_path = rest + "?" + request.query if request.query else rest
+        route = None
+        if path[:1] == "/":
+            # The usual request: its first segment is a group name that no
+            # other name starts with, of a routable group with a live peer
+            # (what _walk finds in one step, without its lists; the clock
+            # read only for a group that can expire).
+            j = path.find("/", 1)
+            end = j if j > 0 else len(path)
+            name = path[1:end]
+            if (self._prefix_count.get(name) == 1 and name in self._names
+                    and name != self.default_group):
+                group = registry.group(name)
+                if group is not None and group.routable and (
+                        group.live_until == INFINITY or group.live_until > registry.now()):
+                    route = name
+        if route is None:
+            # (Plugin._route, not self._route: the plugin manager gives the
+            # instance an ordinary dict, through which CPython 3.11 does not
+            # specialise a method call: a generic lookup each)
+            found = Plugin._route(self, ctx, registry, request, path)
+            if type(found) is not tuple:
+                return found    # the 503
+            route, upstream_path = found
         else:
-            group = registry.group(default)
-            if group is None or not group.has_live(now):
-                ctx.route = dead if dead is not None else default
-                ctx.error = "no_peer"
-                return Response.error(503, "no live upstream", group=ctx.route)
-            route = default
-            ctx.upstream_path = request.uri
-
+            rest = path[end:] or "/"
+            query = request.query
+            upstream_path = rest + "?" + query if query else rest
+        ctx.upstream_path = upstream_path
         ctx.route = route
         headers = ctx.upstream_headers
         if headers:
@@ -248,6 +267,27 @@ class Plugin(GroupNames):
                           if h[0].lower() not in ("x-route-prefix", _HEADER_LOWER)]
         headers.append((_HEADER, route))
         return None
+
+    def _route(self, ctx, registry, request, path):
+        """
+        The route of a request by the walk of its path.
+
+        :return: ``(group name, upstream path)``, or the ``503``
+            :class:`tproxy.Response`.
+        """
+        now = registry.now()
+        default = self.default_group
+        live, dead = Plugin._walk(self, registry, path, now)
+        if live:
+            route, end = live[-1]   # the longest
+            rest = path[end:] or "/"
+            return route, rest + "?" + request.query if request.query else rest
+        group = registry.group(default)
+        if group is None or not group.has_live(now):
+            ctx.route = dead if dead is not None else default
+            ctx.error = "no_peer"
+            return Response.error(503, "no live upstream", group=ctx.route)
+        return default, request.uri
 
 
 #: The ``ctx.vars`` key of the groups that may serve a request in path-prefix
@@ -281,6 +321,7 @@ class PathPrefixPlugin(Plugin):
         self._least.init_worker(gateway)
 
     @hookimpl
+    @direct
     def rewrite(self, ctx):
         """
         Find every live group that may serve the request.
@@ -310,6 +351,7 @@ class PathPrefixPlugin(Plugin):
         return None
 
     @hookimpl
+    @direct
     def balancer(self, ctx, tried):
         """
         The live peer with the smallest ``active / weight`` among the
