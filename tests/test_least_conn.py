@@ -400,6 +400,20 @@ class SmallGroupTests(_Picking, SynchronousTestCase):
         self.clock.advance(61)   # expired (ttl 60)
         self.assertIsNone(self.plugin.choose("api", ()))
 
+    def test_countsFollowedOnceIndexed(self):
+        """While its groups are small the plugin follows no count changes
+        (acquire and release call nothing); once one is indexed it does,
+        and the index spreads requests in flight."""
+        peers = [self.registry.register("api", "10.0.0.1", p)[0]
+                 for p in range(1, self.small_group + 1)]
+        self.assertEqual(sum(self.cycled(10).values()), 10)
+        self.assertEqual(list(peers[0]._notify), [])
+        self.registry.register("api", "10.0.0.1", 100)
+        self.pick()
+        self.assertEqual(list(peers[0]._notify), [self.plugin.peer_changed])
+        self.assertEqual(self.registry.subscribers().count(self.plugin), 1)
+        self.assertEqual(set(self.held(9 * 3).values()), {3})
+
     def test_onePeerBalancer(self):
         """The balancer's pick in a group of one peer (its usual request):
         the peer while usable, its turns recorded as the scan records them;

@@ -95,23 +95,25 @@ class Peer(object):
         self.active += 1
         self.total += 1
         notify = self._notify
-        if len(notify) == 1:
-            # (the usual one balancer: no loop, which PyPy's JIT would
-            # compile apart and enter, with a frame, on every call)
-            notify[0](self)
-        else:
-            for peer_changed in notify:
-                peer_changed(self)
+        if notify:   # (none: no balancer follows the counts, the usual case)
+            if len(notify) == 1:
+                # (no loop, which PyPy's JIT would compile apart and enter,
+                # with a frame, on every call)
+                notify[0](self)
+            else:
+                for peer_changed in notify:
+                    peer_changed(self)
 
     def release(self):
         """Count one request fewer in flight (exactly once per ``acquire``)."""
         self.active -= 1
         notify = self._notify
-        if len(notify) == 1:
-            notify[0](self)
-        else:
-            for peer_changed in notify:
-                peer_changed(self)
+        if notify:
+            if len(notify) == 1:
+                notify[0](self)
+            else:
+                for peer_changed in notify:
+                    peer_changed(self)
 
     def notify_changed(self):
         """Tell the balancers that follow the registry (``peer_changed``)

@@ -89,14 +89,24 @@ class Plugin(GroupIndexes):
         # read on every pick: an instance attribute (CPython 3.11 reads a
         # class attribute through an instance by the generic lookup)
         self.small_group = self.small_group
+        # No count changes followed while no group is indexed: a small
+        # group's pick reads the counts itself, so the registry calls
+        # nothing at a request's acquire and release (a listener's
+        # peer_changed None, read when it subscribes; see _follow_counts).
+        self.peer_changed = None
 
-
+    def _follow_counts(self):
+        """A group is indexed (its buckets follow the counts): have the
+        registry call :meth:`peer_changed` from now on."""
+        del self.peer_changed   # (the method again)
+        self._registry.unsubscribe(self)
+        self._registry.subscribe(self)
     # -- the index at each request --------------------------------------------
 
     def peer_changed(self, peer):
-        """Re-score a peer whose count or weight changed (twice per request:
-        kept to a few dictionary operations; nothing for a small group,
-        whose pick looks at every peer)."""
+        """Re-score a peer whose count or weight changed (twice per request
+        once a group is indexed: kept to a few dictionary operations;
+        nothing for a small group, whose pick looks at every peer)."""
         index = peer.group.state.get(self._key)
         if type(index) is not _Index:
             return   # none yet, or a small group (its pick advances passes)
@@ -248,6 +258,8 @@ class Plugin(GroupIndexes):
                 # (Plugin._scan: see router.Plugin.rewrite)
                 return Plugin._scan(self, index, peers, tried, now, unhealthy)
             index = self._build(group, now, index)
+            if self.peer_changed is None:
+                self._follow_counts()
         keys = index.keys
         if keys:
             # the usual case, inlined: the first peer of the lowest bucket
