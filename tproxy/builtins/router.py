@@ -138,9 +138,11 @@ class Plugin(GroupNames):
         self._registry = None
         # group names known to exist, and every segment-prefix of them with
         # the number of names it is a prefix of (a flattened trie: the walk
-        # stops at the first candidate that leads to no group): GroupNames
+        # stops at the first candidate that leads to no group), and the names
+        # a request's first segment routes to in one step: GroupNames
         self._names = set()
         self._prefix_count = {}
+        self._leaves = set()
 
     # -- phases ---------------------------------------------------------------
 
@@ -233,20 +235,18 @@ class Plugin(GroupNames):
                 break
         path = request.path
         route = None
-        if path[:1] == "/":
-            # The usual request: its first segment is a group name that no
-            # other name starts with, of a routable group with a live peer
-            # (what _walk finds in one step, without its lists; the clock
-            # read only for a group that can expire).
-            j = path.find("/", 1)
-            end = j if j > 0 else len(path)
-            name = path[1:end]
-            if (self._prefix_count.get(name) == 1 and name in self._names
-                    and name != self.default_group):
-                group = registry.group(name)
-                if group is not None and group.routable and (
-                        group.live_until == INFINITY or group.live_until > registry.now()):
-                    route = name
+        # The usual request: its first segment is a group name that no other
+        # name starts with (_leaves), of a routable group with a live peer:
+        # what _walk finds in one step, without its lists (the clock read
+        # only for a group that can expire).
+        parts = path.split("/", 2)
+        n = len(parts)
+        if n > 1 and parts[1] in self._leaves and not parts[0]:
+            name = parts[1]
+            group = registry.group(name)
+            if group is not None and group.routable and (
+                    group.live_until == INFINITY or group.live_until > registry.now()):
+                route = name
         if route is None:
             # (Plugin._route, not self._route: the plugin manager gives the
             # instance an ordinary dict, through which CPython 3.11 does not
@@ -256,7 +256,7 @@ class Plugin(GroupNames):
                 return found    # the 503
             route, upstream_path = found
         else:
-            rest = path[end:] or "/"
+            rest = "/" + parts[2] if n > 2 else "/"
             query = request.query
             upstream_path = rest + "?" + query if query else rest
         ctx.upstream_path = upstream_path
