@@ -402,12 +402,13 @@ class SmallGroupTests(_Picking, SynchronousTestCase):
 
     def test_countsFollowedOnceIndexed(self):
         """While its groups are small the plugin follows no count changes
-        (acquire and release call nothing); once one is indexed it does,
-        and the index spreads requests in flight."""
+        (acquire and release call nothing; on CPython); once one is indexed
+        it does, once, and the index spreads requests in flight."""
         peers = [self.registry.register("api", "10.0.0.1", p)[0]
                  for p in range(1, self.small_group + 1)]
         self.assertEqual(sum(self.cycled(10).values()), 10)
-        self.assertEqual(list(peers[0]._notify), [])
+        if least_conn._FOLLOW_LATE:
+            self.assertEqual(list(peers[0]._notify), [])
         self.registry.register("api", "10.0.0.1", 100)
         self.pick()
         self.assertEqual(list(peers[0]._notify), [self.plugin.peer_changed])
