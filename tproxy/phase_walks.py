@@ -251,9 +251,9 @@ def direct(function):
     awaitable.  When it is the only implementation of an ``access`` or
     ``balancer`` walk, or the only ``rewrite`` of a configuration without
     route-scoped plugins nor ``access`` implementations, the walk *is* the
-    implementation: the exchange calls it with no frame between (for the
-    built-ins, whose results are known; another plugin's result is checked
-    by the walk, which names it when it is not one of those).
+    implementation: the exchange calls it with no frame between.  For the
+    built-ins, whose results are known; any other implementation's result is
+    checked by its walk, which names the plugin when it is not one of those.
     """
     function.tproxy_direct = True
     return function

@@ -95,7 +95,7 @@ class Peer(object):
         self.active += 1
         self.total += 1
         notify = self._notify
-        if notify:   # (none: no balancer follows the counts, the usual case)
+        if notify:   # (none: least_conn's small groups, on CPython)
             if len(notify) == 1:
                 # (no loop, which PyPy's JIT would compile apart and enter,
                 # with a frame, on every call)

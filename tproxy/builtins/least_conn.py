@@ -110,6 +110,7 @@ class Plugin(GroupIndexes):
         del self.peer_changed   # (the method again)
         self._registry.unsubscribe(self)
         self._registry.subscribe(self)
+
     # -- the index at each request --------------------------------------------
 
     def peer_changed(self, peer):

@@ -200,7 +200,7 @@ class Plugin(GroupNames):
         """
         Follow the gateway's registry, and drop a client-sent X-Route-Prefix:
         never believe it (the upstream would take a client's word for the
-        route).
+        route).  Look before removing: remove() rebuilds the list.
         """
         registry = ctx.gateway.registry
         if registry is not self._registry:
@@ -208,7 +208,7 @@ class Plugin(GroupNames):
         headers = ctx.request.headers
         for name, _ in headers.raw:
             if len(name) == _HEADER_LEN and name.lower() == _HEADER_LOWER:
-                headers.remove(_HEADER)   # (looked for first: remove() rebuilds the list)
+                headers.remove(_HEADER)
                 break
         return registry
 
