@@ -4,6 +4,7 @@ to weight, rotation among equals, ``tried`` and expired peers skipped, an
 index that follows the registry and stays small.
 """
 
+import json
 from collections import Counter
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -398,6 +399,46 @@ class SmallGroupTests(_Picking, SynchronousTestCase):
         a.healthy = True
         self.clock.advance(61)   # expired (ttl 60)
         self.assertIsNone(self.plugin.choose("api", ()))
+
+    def test_countsFollowedOnceIndexed(self):
+        """While its groups are small the plugin follows no count changes
+        (acquire and release call nothing; on CPython); once one is indexed
+        it does, once, and the index spreads requests in flight."""
+        peers = [self.registry.register("api", "10.0.0.1", p)[0]
+                 for p in range(1, self.small_group + 1)]
+        self.assertEqual(sum(self.cycled(10).values()), 10)
+        if least_conn._FOLLOW_LATE:
+            self.assertEqual(list(peers[0]._notify), [])
+        self.registry.register("api", "10.0.0.1", 100)
+        self.pick()
+        self.assertEqual(list(peers[0]._notify), [self.plugin.peer_changed])
+        self.assertEqual(self.registry.subscribers().count(self.plugin), 1)
+        self.assertEqual(set(self.held(9 * 3).values()), {3})
+
+    def test_onePeerBalancer(self):
+        """The balancer's pick in a group of one peer (its usual request):
+        the peer while usable, its turns recorded as the scan records them;
+        none when tried or expired, ``503`` when full, the unhealthy peer
+        when nothing else is left (``when_all_down`` ``try_all``)."""
+        a, _ = self.registry.register("api", "10.0.0.1", 1, max_conns=1)
+        a.weight = 2
+        self.assertEqual(self.cycled(3), {1: 3})
+        state = self.registry.group("api").state[self.plugin._key]
+        # each request given adds 1 / weight, from the pass of the last one
+        self.assertEqual((state.passes[a], state.vt), ([1.0, 2], 0.5))
+        self.assertIsNone(self.pick(tried=(a,)))
+        a.acquire()
+        busy = self.pick()
+        self.assertEqual((busy.status, json.loads(busy.body)["error"]),
+                         (503, "all upstreams busy"))
+        a.release()
+        a.healthy = False
+        self.assertIs(self.pick(), a)
+        a.healthy = True
+        self.assertEqual(self.cycled(2), {1: 2})
+        self.assertEqual((state.passes[a], state.vt), ([2.5, 5], 2.0))
+        self.clock.advance(61)   # expired (ttl 60)
+        self.assertIsNone(self.pick())
 
     def test_removedForgotten(self):
         """A removed peer of a small group leaves no trace in its state."""

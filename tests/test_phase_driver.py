@@ -14,7 +14,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from tproxy import Peer, Request, RequestContext, Response, hookimpl
 from tproxy.config import validate_config
 from tproxy.gateway import Gateway
-from tproxy.phase_walks import UNROLL
+from tproxy.phase_walks import UNROLL, direct
 from tproxy.plugins import build_plugin_manager
 
 CALLS = []
@@ -255,6 +255,55 @@ class PhaseDriverTests(SynchronousTestCase):
         gw = self.gateway([entry("a"), _module.__name__ + ":Fixed", entry("b")])
         self.assertIs(gw.phases.balancer(self.ctx(gw), ()), peer)
         self.assertEqual(CALLS, [("balancer", "a"), ("balancer", "fixed")])
+
+    def test_direct_alone_is_the_walk(self):
+        """A :func:`~tproxy.phase_walks.direct` implementation alone in its
+        phase is called with no walk between; its results are the walk's."""
+        peer = Peer("default", "10.0.0.1", 80)
+
+        class Direct(object):
+            def __init__(self, settings):
+                pass
+
+            @hookimpl
+            @direct
+            def rewrite(self, ctx):
+                CALLS.append(("rewrite", "direct"))
+                ctx.route = "api"
+                return Response.error(403, "denied") if ctx.request.path == "/deny" else None
+
+            @hookimpl
+            @direct
+            def balancer(self, ctx, tried):
+                CALLS.append(("balancer", "direct"))
+                return peer
+
+        _module.Direct = Direct
+        self.addCleanup(delattr, _module, "Direct")
+        gw = self.gateway([_module.__name__ + ":Direct"])
+        phases = gw.phases
+        self.assertIs(phases.rewrite_access.__func__, Direct.rewrite)
+        self.assertIs(phases.default.run_balancer.__func__, Direct.balancer)
+        ctx = self.ctx(gw)
+        self.assertIsNone(phases.rewrite_access(ctx))
+        self.assertIs(phases.balancer(ctx, ()), peer)
+        ctx = RequestContext(gw, Request("GET", "/deny"))
+        self.assertEqual(phases.rewrite_access(ctx).status, 403)
+        self.assertEqual(CALLS, [("rewrite", "direct"), ("balancer", "direct"),
+                                 ("rewrite", "direct")])
+        # not alone: walked as any other (the access and the route's
+        # plugins run after the rewrite; the next balancer after a None)
+        del CALLS[:]
+        gw = self.gateway([_module.__name__ + ":Direct",
+                           dict(entry("api"), routes=["api"])])
+        ctx = self.ctx(gw)
+        self.assertIsNone(gw.phases.rewrite_access(ctx))
+        self.assertIs(ctx.plugins, gw.phases.by_route["api"])
+        self.assertEqual(CALLS, [("rewrite", "direct"), ("rewrite", "api"), ("access", "api")])
+        del CALLS[:]
+        gw = self.gateway([entry("a"), _module.__name__ + ":Direct"])
+        self.assertIs(gw.phases.balancer(self.ctx(gw), ()), peer)
+        self.assertEqual(CALLS, [("balancer", "a"), ("balancer", "direct")])
 
 
 class OtherWalkPhaseDriverTests(PhaseDriverTests):

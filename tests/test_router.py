@@ -151,6 +151,44 @@ class RouterTests(SynchronousTestCase):
         self.registry.register("api", "10.0.0.1", 80)  # heartbeat revives it
         self.assertRouted("/api/v2/x", "api", "/v2/x")
 
+    def test_expiredLeafGroupSkipped(self):
+        """A group no other group name starts with (routed in one step) is
+        skipped once its peers expired, and taken again after a heartbeat."""
+        self.registry.register("api", "10.0.0.1", 80)
+        self.registry.add_static("default", "10.0.0.3", 80)
+        self.assertRouted("/api/x", "api", "/x")
+        self.clock.advance(59)
+        self.assertRouted("/api", "api", "/")
+        self.assertRouted("/api/", "api", "/")
+        self.assertRouted("/api/x", "api", "/x?q=1", query="q=1")
+        self.clock.advance(2)
+        self.assertRouted("/api/x", "default", "/api/x")
+        self.registry.register("api", "10.0.0.1", 80)
+        self.assertRouted("/api/x", "api", "/x")
+        self.registry.group("api").routable = False
+        self.assertRouted("/api/x", "default", "/api/x")
+
+    def test_oneStepRoutesFollowGroups(self):
+        """A group routed in one step (no other group name starts with it,
+        not the fallback) stops being one when a deeper group appears, and
+        is one again when that goes; the routes are the walk's throughout."""
+        self.registry.add_static("default", "10.0.0.3", 80)
+        self.registry.register("api", "10.0.0.1", 80)
+        self.assertEqual(self.plugin._leaves, {"api"})
+        self.registry.register("api/v2", "10.0.0.2", 80)
+        self.registry.register("default/v2", "10.0.0.4", 80)
+        self.assertEqual(self.plugin._leaves, {"api/v2", "default/v2"})
+        self.assertRouted("/api/v2/x", "api/v2", "/x")
+        self.assertRouted("/api/x", "api", "/x")
+        self.assertRouted("/default/v2/x", "default/v2", "/x")
+        self.registry.deregister("api/v2", "10.0.0.2", 80)
+        self.registry.deregister("default/v2", "10.0.0.4", 80)
+        self.assertEqual(self.plugin._leaves, {"api"})
+        self.assertRouted("/api/v2/x", "api", "/v2/x")
+        self.assertRouted("/api//x", "api", "//x")
+        self.assertRouted("//api/x", "default", "//api/x")
+        self.assertRouted("/default/x", "default", "/default/x")
+
     def test_noLiveUpstream(self):
         """Nothing live: ``503`` JSON naming the group."""
         ctx, result = self.route("/x")

@@ -243,9 +243,37 @@ def _make_maker(source, kind):
     return namespace["make"]
 
 
+def direct(function):
+    """
+    Mark a hook implementation as one that returns nothing but what its
+    phase takes without looking further: ``None`` or a :class:`Response`
+    (``rewrite``, ``access``), or a :class:`Peer` (``balancer``), never an
+    awaitable.  When it is the only implementation of an ``access`` or
+    ``balancer`` walk, or the only ``rewrite`` of a configuration without
+    route-scoped plugins nor ``access`` implementations, the walk *is* the
+    implementation: the exchange calls it with no frame between.  For the
+    built-ins, whose results are known; any other implementation's result is
+    checked by its walk, which names the plugin when it is not one of those.
+    """
+    function.tproxy_direct = True
+    return function
+
+
+def _direct(kind, impls):
+    """The one implementation of ``impls`` if it may be its walk."""
+    if (kind in ("until_response", "first_result") and len(impls) == 1
+            and getattr(impls[0], "tproxy_direct", False)):
+        return impls[0]
+    return None
+
+
 def _walker(kind, impls, unroll):
     """The walk of ``kind`` over ``impls`` (see :class:`PhaseSet`); one
-    implementation is called directly, without a loop, on PyPy too."""
+    implementation is called directly, without a loop, on PyPy too (and
+    without a walk at all when it is :func:`direct`)."""
+    fn = _direct(kind, impls)
+    if fn is not None:
+        return fn
     if not unroll and len(impls) != 1:
         return _LOOPS[kind](impls)
     return _compile(_straight(kind, len(impls)), kind, impls)
@@ -264,6 +292,9 @@ def _rewrite_access(rewrite, by_route, default, unroll):
     """:attr:`Phases.rewrite_access`: the every-route ``rewrite``
     implementations ``rewrite``, then the walk of the route's
     :class:`PhaseSet` (``by_route``, else ``default``)."""
+    fn = _direct("until_response", rewrite)
+    if fn is not None and not by_route and not default.after_rewrite:
+        return fn   # (nothing to do after it: ctx.plugins is the default already)
     if unroll or len(rewrite) == 1:
         return _compile(_straight(
             "until_response", len(rewrite), ("by_route", "default"),

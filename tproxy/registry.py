@@ -95,23 +95,25 @@ class Peer(object):
         self.active += 1
         self.total += 1
         notify = self._notify
-        if len(notify) == 1:
-            # (the usual one balancer: no loop, which PyPy's JIT would
-            # compile apart and enter, with a frame, on every call)
-            notify[0](self)
-        else:
-            for peer_changed in notify:
-                peer_changed(self)
+        if notify:   # (none: least_conn's small groups, on CPython)
+            if len(notify) == 1:
+                # (no loop, which PyPy's JIT would compile apart and enter,
+                # with a frame, on every call)
+                notify[0](self)
+            else:
+                for peer_changed in notify:
+                    peer_changed(self)
 
     def release(self):
         """Count one request fewer in flight (exactly once per ``acquire``)."""
         self.active -= 1
         notify = self._notify
-        if len(notify) == 1:
-            notify[0](self)
-        else:
-            for peer_changed in notify:
-                peer_changed(self)
+        if notify:
+            if len(notify) == 1:
+                notify[0](self)
+            else:
+                for peer_changed in notify:
+                    peer_changed(self)
 
     def notify_changed(self):
         """Tell the balancers that follow the registry (``peer_changed``)
@@ -150,34 +152,37 @@ class Group(object):
     :ivar routable: whether a request's path may choose the group (the
         ``router``); ``False`` for a group only a plugin or a route picks
         (``upstreams.NAME.routable``, ``/upstream/add?routable=false``).
+    :ivar live_until: the latest ``expires_at`` of its peers (``inf`` with a
+        static one, ``-inf`` with none): :meth:`has_live` in one comparison
+        (``live_until > now``), for the request path.
     """
 
-    __slots__ = ("name", "peers", "state", "routable", "_live_until")
+    __slots__ = ("name", "peers", "state", "routable", "live_until")
 
     def __init__(self, name):
         self.name = name
         self.peers = {}
         self.state = {}
         self.routable = True
-        self._live_until = -INFINITY
+        self.live_until = -INFINITY
 
     def has_live(self, now):
         """Whether at least one peer may be selected at ``now`` (O(1))."""
-        # _live_until is kept equal to the latest expires_at of the peers
+        # live_until is kept equal to the latest expires_at of the peers
         # (expiry times only grow, and removal recomputes it), so it is exact.
-        return self._live_until > now
+        return self.live_until > now
 
     def _added(self, peer):
         """``peer`` joined, or its ``expires_at`` grew."""
-        if peer.expires_at > self._live_until:
-            self._live_until = peer.expires_at
+        if peer.expires_at > self.live_until:
+            self.live_until = peer.expires_at
 
     def _removed(self, peer):
         """``peer`` left ``peers``."""
-        if peer.expires_at >= self._live_until:
+        if peer.expires_at >= self.live_until:
             # it may have been the latest: recompute (only then, so that
             # expiring k peers of a group costs O(k), not O(k * n))
-            self._live_until = max([p.expires_at for p in self.peers.values()] or [-INFINITY])
+            self.live_until = max([p.expires_at for p in self.peers.values()] or [-INFINITY])
 
     def __repr__(self):
         return "<Group %s peers=%d>" % (self.name, len(self.peers))

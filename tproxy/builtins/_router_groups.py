@@ -24,6 +24,9 @@ class GroupNames(object):
     :ivar _names: the group names known to exist.
     :ivar _prefix_count: every segment-prefix of those names with the number
         of names it is a prefix of.
+    :ivar _leaves: the names no other name starts with, but the fallback
+        group's (``default_group``, the router's setting): a path whose first
+        segment is one of them is routed in one step.
     """
 
     def _attach(self, registry):
@@ -31,6 +34,7 @@ class GroupNames(object):
         self._registry = registry
         self._names = set()
         self._prefix_count = {}
+        self._leaves = set()
         registry.subscribe(self)
         for group in registry.groups():
             self._add_name(group.name)
@@ -41,17 +45,24 @@ class GroupNames(object):
         self._names.add(name)
         counts = self._prefix_count
         for p in _prefixes(name):
-            counts[p] = counts.get(p, 0) + 1
+            n = counts[p] = counts.get(p, 0) + 1
+            if n == 2:
+                self._leaves.discard(p)   # (a name that another one extends now)
+        if counts[name] == 1 and name != self.default_group:
+            self._leaves.add(name)
 
     def _remove_name(self, name):
         if name not in self._names:
             return
         self._names.discard(name)
+        self._leaves.discard(name)
         counts = self._prefix_count
         for p in _prefixes(name):
             n = counts[p] - 1
             if n:
                 counts[p] = n
+                if n == 1 and p in self._names and p != self.default_group:
+                    self._leaves.add(p)   # (no longer extended)
             else:
                 del counts[p]
 

@@ -82,7 +82,8 @@ from zope.interface import implementer
 from tproxy import Response, hookimpl
 from tproxy.builtins import least_conn
 from tproxy.builtins._router_groups import GroupNames
-from tproxy.registry import IRegistryListener
+from tproxy.phase_walks import direct
+from tproxy.registry import INFINITY, IRegistryListener
 
 _HEADER = "X-Route-Prefix"
 _HEADER_LOWER = b"x-route-prefix"
@@ -137,9 +138,11 @@ class Plugin(GroupNames):
         self._registry = None
         # group names known to exist, and every segment-prefix of them with
         # the number of names it is a prefix of (a flattened trie: the walk
-        # stops at the first candidate that leads to no group): GroupNames
+        # stops at the first candidate that leads to no group), and the names
+        # a request's first segment routes to in one step: GroupNames
         self._names = set()
         self._prefix_count = {}
+        self._leaves = set()
 
     # -- phases ---------------------------------------------------------------
 
@@ -210,6 +213,7 @@ class Plugin(GroupNames):
         return registry
 
     @hookimpl
+    @direct
     def rewrite(self, ctx):
         """
         Route the request (see the module docstring).
@@ -219,28 +223,43 @@ class Plugin(GroupNames):
         """
         if ctx.route is not None:
             return None  # an earlier rewrite plugin routed it
-        # (Plugin._prepare, not self._prepare: the plugin manager gives the
-        # instance an ordinary dict, through which CPython 3.11 does not
-        # specialise a method call: a generic lookup each)
-        registry = Plugin._prepare(self, ctx)
+        # (_prepare inlined: a call costs more than its work here)
+        registry = ctx.gateway.registry
+        if registry is not self._registry:
+            self._attach(registry)
         request = ctx.request
+        headers = request.headers
+        for name, _ in headers.raw:
+            if len(name) == _HEADER_LEN and name.lower() == _HEADER_LOWER:
+                headers.remove(_HEADER)
+                break
         path = request.path
-        now = registry.now()
-        default = self.default_group
-        live, dead = Plugin._walk(self, registry, path, now)
-        if live:
-            route, end = live[-1]   # the longest
-            rest = path[end:] or "/"
-            ctx.upstream_path = rest + "?" + request.query if request.query else rest
+        route = None
+        # The usual request: its first segment is a group name that no other
+        # name starts with (_leaves), of a routable group with a live peer:
+        # what _walk finds in one step, without its lists (the clock read
+        # only for a group that can expire).
+        parts = path.split("/", 2)
+        n = len(parts)
+        if n > 1 and parts[1] in self._leaves and not parts[0]:
+            name = parts[1]
+            group = registry.group(name)
+            if group is not None and group.routable and (
+                    group.live_until == INFINITY or group.live_until > registry.now()):
+                route = name
+        if route is None:
+            # (Plugin._route, not self._route: the plugin manager gives the
+            # instance an ordinary dict, through which CPython 3.11 does not
+            # specialise a method call: a generic lookup each)
+            found = Plugin._route(self, ctx, registry, request, path)
+            if type(found) is not tuple:
+                return found    # the 503
+            route, upstream_path = found
         else:
-            group = registry.group(default)
-            if group is None or not group.has_live(now):
-                ctx.route = dead if dead is not None else default
-                ctx.error = "no_peer"
-                return Response.error(503, "no live upstream", group=ctx.route)
-            route = default
-            ctx.upstream_path = request.uri
-
+            rest = "/" + parts[2] if n > 2 else "/"
+            query = request.query
+            upstream_path = rest + "?" + query if query else rest
+        ctx.upstream_path = upstream_path
         ctx.route = route
         headers = ctx.upstream_headers
         if headers:
@@ -248,6 +267,27 @@ class Plugin(GroupNames):
                           if h[0].lower() not in ("x-route-prefix", _HEADER_LOWER)]
         headers.append((_HEADER, route))
         return None
+
+    def _route(self, ctx, registry, request, path):
+        """
+        The route of a request by the walk of its path.
+
+        :return: ``(group name, upstream path)``, or the ``503``
+            :class:`tproxy.Response`.
+        """
+        now = registry.now()
+        default = self.default_group
+        live, dead = Plugin._walk(self, registry, path, now)
+        if live:
+            route, end = live[-1]   # the longest
+            rest = path[end:] or "/"
+            return route, rest + "?" + request.query if request.query else rest
+        group = registry.group(default)
+        if group is None or not group.has_live(now):
+            ctx.route = dead if dead is not None else default
+            ctx.error = "no_peer"
+            return Response.error(503, "no live upstream", group=ctx.route)
+        return default, request.uri
 
 
 #: The ``ctx.vars`` key of the groups that may serve a request in path-prefix
@@ -281,6 +321,7 @@ class PathPrefixPlugin(Plugin):
         self._least.init_worker(gateway)
 
     @hookimpl
+    @direct
     def rewrite(self, ctx):
         """
         Find every live group that may serve the request.
@@ -310,6 +351,7 @@ class PathPrefixPlugin(Plugin):
         return None
 
     @hookimpl
+    @direct
     def balancer(self, ctx, tried):
         """
         The live peer with the smallest ``active / weight`` among the
