@@ -34,9 +34,11 @@ outnumber twice the live ones, so it stays small however many requests pass.
 Small groups (up to :attr:`Plugin.small_group` peers, 8) have no index:
 each pick looks at every peer and takes the smallest ``(score, pass)``,
 which costs less per request than moving a peer between buckets twice.  A group that grows
-past that size is indexed from then on.  A small group's ``peer_changed``
-returns at once: the pick brings the passes up to date (a peer's ``total``
-tells how many requests it was given since).
+past that size is indexed from then on.  A small group's count changes
+need nothing: the pick brings the passes up to date (a peer's ``total``
+tells how many requests it was given since); on CPython the plugin is not
+told of them at all until it indexes a group (``least_conn._FOLLOW_LATE``),
+on PyPy its ``peer_changed`` returns at once.
 
 Per request (a pick, then ``peer_changed`` at ``acquire`` and at
 ``release``) the index does a few dictionary operations on one peer: each
