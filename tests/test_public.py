@@ -34,7 +34,7 @@ class ExportsTests(SynchronousTestCase):
         for name in tproxy.__all__:
             self.assertTrue(hasattr(tproxy, name), name)
         self.assertEqual(
-            set(tproxy.__all__) - {"__version__", "hookimpl"},
+            set(tproxy.__all__) - {"__version__", "hookimpl", "direct"},
             {"ConfigError", "Gateway", "Headers", "Peer", "Request",
              "RequestContext", "Response", "ResponseHead", "StreamContext"})
 

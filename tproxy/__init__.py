@@ -11,7 +11,8 @@ Plugins write::
         if ctx.request.headers.get("x-api-key") != "secret":
             return Response.error(401, "missing or bad API key")
 
-What a plugin handles is importable from here: :data:`hookimpl`, the
+What a plugin handles is importable from here: :data:`hookimpl` (and
+:func:`direct`, for an implementation whose results need no checking), the
 contexts (:class:`RequestContext`, :class:`Request`, :class:`StreamContext`),
 what a phase may return or change (:class:`Response`, :class:`ResponseHead`,
 :class:`Headers`, the :class:`Peer` a ``balancer`` returns), the
@@ -38,6 +39,7 @@ __version__ = "0.1.0"
 #: library only; ``twistd tproxy --help`` needs no gateway)
 _LAZY = {
     "hookimpl": "pluggy",
+    "direct": "tproxy.phase_walks",
     "ConfigError": "tproxy.config",
     "Gateway": "tproxy.gateway",
     "Headers": "tproxy.http.headers",
@@ -66,6 +68,6 @@ def __dir__():
     return sorted(set(globals()) | set(_LAZY))
 
 
-__all__ = ["hookimpl", "ConfigError", "Gateway", "Headers", "Peer", "Request",
+__all__ = ["hookimpl", "direct", "ConfigError", "Gateway", "Headers", "Peer", "Request",
            "RequestContext", "Response", "ResponseHead", "StreamContext",
            "__version__"]

@@ -245,15 +245,16 @@ def _make_maker(source, kind):
 
 def direct(function):
     """
-    Mark a hook implementation as one that returns nothing but what its
-    phase takes without looking further: ``None`` or a :class:`Response`
-    (``rewrite``, ``access``), or a :class:`Peer` (``balancer``), never an
-    awaitable.  When it is the only implementation of an ``access`` or
+    Mark a hook implementation (``tproxy.direct``, under ``@hookimpl``) as
+    one that returns what its phase takes, never an awaitable: ``None`` or a
+    :class:`Response` (``rewrite``, ``access``), or also a :class:`Peer`
+    (``balancer``).  When it is the only implementation of an ``access`` or
     ``balancer`` walk, or the only ``rewrite`` of a configuration without
     route-scoped plugins nor ``access`` implementations, the walk *is* the
-    implementation: the exchange calls it with no frame between.  For the
-    built-ins, whose results are known; any other implementation's result is
-    checked by its walk, which names the plugin when it is not one of those.
+    implementation: the exchange calls it with no frame between, and checks
+    its result itself (anything else, an awaitable too, fails the request as
+    a plugin exception does: a 500, the TypeError logged).  Elsewhere the
+    mark changes nothing.
     """
     function.tproxy_direct = True
     return function

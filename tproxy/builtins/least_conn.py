@@ -58,10 +58,9 @@ import sys
 
 from zope.interface import implementer
 
-from tproxy import Response, hookimpl
+from tproxy import Response, direct, hookimpl
 from tproxy.builtins._least_conn_index import GroupIndexes, _Index, _Recent, _advance
 from tproxy.health import IHealthListener
-from tproxy.phase_walks import direct
 from tproxy.registry import INFINITY, IRegistryListener
 
 #: Whether count changes are followed only once a group is indexed (on

@@ -79,10 +79,9 @@ added.  No live peer in any matching group: ``503`` as in group mode.
 
 from zope.interface import implementer
 
-from tproxy import Response, hookimpl
+from tproxy import Response, direct, hookimpl
 from tproxy.builtins import least_conn
 from tproxy.builtins._router_groups import GroupNames
-from tproxy.phase_walks import direct
 from tproxy.registry import INFINITY, IRegistryListener
 
 _HEADER = "X-Route-Prefix"

@@ -17,7 +17,8 @@ from tproxy.compiled import class_defaults
 from tproxy.context import Response
 from tproxy.http.exchange_failures import UpstreamFailures
 from tproxy.http.upstream_head import upstream_request_head
-from tproxy.phase_resume import PLAIN_TYPES, is_deferred
+from tproxy.phase_resume import PLAIN_TYPES, _chosen, _not_a_response, is_deferred
+from tproxy.registry import Peer
 
 log = Logger(namespace=__name__)   # (a compiled module has no frame to take it from)
 
@@ -131,6 +132,8 @@ class Exchange(UpstreamFailures):
             # called through CPython 3.11's specialised method call)
             walk = self.phases.rewrite_access
             r = walk(self.ctx)
+            if r is not None and not isinstance(r, Response) and not is_deferred(r):
+                raise _not_a_response(walk, r)   # (a tproxy.direct one's: unchecked)
         except Exception:
             return self.plugin_error()
         if r is None:
@@ -172,6 +175,8 @@ class Exchange(UpstreamFailures):
             plugins = self.plugins = ctx.plugins
             walk = plugins.run_balancer   # (see run)
             r = walk(ctx, ctx.tried)
+            if r is not None and not isinstance(r, Peer) and not is_deferred(r):
+                r = _chosen(walk, r)   # (a tproxy.direct one's: see run)
         except Exception:
             return self.plugin_error()
         if type(r) is not Deferred and (type(r) in PLAIN_TYPES or not is_deferred(r)):
