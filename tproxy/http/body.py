@@ -11,10 +11,14 @@ has, see :mod:`tproxy.compiled`); the state is the exchange's, see there.
 """
 
 from twisted.internet.defer import Deferred, succeed
+from twisted.logger import Logger
 
 from tproxy.context import Response
 from tproxy.http.response import ResponseSide
 from tproxy.http.wire import BadRequest
+
+# (the exchange's lines, under its namespace)
+log = Logger(namespace="tproxy.http.exchange")
 
 
 class RequestBody(ResponseSide):
@@ -31,6 +35,18 @@ class RequestBody(ResponseSide):
         if size is not None:
             self.body_size = size   # checked against the limit after access
         self.hold_body = hold
+
+    def _too_large(self):
+        """``access`` let the request through, but its declared length is
+        over the limit in force now (``ctx.max_body_size``, after the
+        plugins: as nginx's client_max_body_size, known once the location
+        is)."""
+        self.ctx.error = "body_too_large"
+        if self.factory.log_client_errors:
+            # a client's error, as a malformed request (log_level "debug")
+            log.debug("request body too large: {size} bytes for a limit of {limit}",
+                      size=self.body_size, limit=self.body_limit)
+        self.respond(Response.error(413, "request body too large"))
 
     def client_timed_out(self):
         """The client sent no body bytes for ``proxy.client_body_timeout``

@@ -11,7 +11,6 @@ cannot take more, the other side's reading is paused.
 """
 
 from twisted.internet.defer import Deferred
-from twisted.logger import Logger
 
 from tproxy.compiled import class_defaults
 from tproxy.context import Response
@@ -20,7 +19,6 @@ from tproxy.http.upstream_head import upstream_request_head
 from tproxy.phase_resume import PLAIN_TYPES, _chosen, _not_a_response, is_deferred
 from tproxy.registry import Peer
 
-log = Logger(namespace=__name__)   # (a compiled module has no frame to take it from)
 
 #: request bytes buffered while no upstream connection is ready
 PENDING_BODY_LIMIT = 65536
@@ -153,18 +151,6 @@ class Exchange(UpstreamFailures):
             self.balance()
         else:
             self.respond(r)
-
-    def _too_large(self):
-        """``access`` let the request through, but its declared length is
-        over the limit in force now (``ctx.max_body_size``, after the
-        plugins: as nginx's client_max_body_size, known once the location
-        is)."""
-        self.ctx.error = "body_too_large"
-        if self.factory.log_client_errors:
-            # a client's error, as a malformed request (log_level "debug")
-            log.debug("request body too large: {size} bytes for a limit of {limit}",
-                      size=self.body_size, limit=self.body_limit)
-        self.respond(Response.error(413, "request body too large"))
 
     def balance(self):
         """Ask the balancer for a peer (again, after a failed one)."""
