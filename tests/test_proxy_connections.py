@@ -86,15 +86,20 @@ class KeepAliveLimitTests(SynchronousTestCase):
                          [None, "close"])
         self.assertTrue(conn.closed)
 
+    def assertPooledFor(self, h, seconds):
+        """``h``'s one upstream connection stays pooled ``seconds`` from
+        now, and is closed then."""
+        h.advance(seconds - TICK)
+        self.assertEqual([len(v) for v in h.factory.pool.idle.values()], [1])
+        h.advance(TICK)
+        self.assertEqual(h.factory.pool.idle, {})
+
     def test_idleUpstreamClosed(self):
         """An idle pooled upstream connection is closed after
         ``upstream_keepalive_timeout``, not before."""
         h = harness(proxy={"upstream_keepalive_timeout": 0.25})
         h.request("GET", "/")
-        h.advance(0.25 - TICK)
-        self.assertEqual([len(v) for v in h.factory.pool.idle.values()], [1])
-        h.advance(TICK)
-        self.assertEqual(h.factory.pool.idle, {})
+        self.assertPooledFor(h, 0.25)
 
     def test_idleUpstreamUsedAgain(self):
         """A pooled upstream connection used again is closed
@@ -106,10 +111,7 @@ class KeepAliveLimitTests(SynchronousTestCase):
         conn.request("GET", "/")
         h.advance(0.2)
         conn.request("GET", "/")
-        h.advance(0.25 - TICK)
-        self.assertEqual([len(v) for v in h.factory.pool.idle.values()], [1])
-        h.advance(TICK)
-        self.assertEqual(h.factory.pool.idle, {})
+        self.assertPooledFor(h, 0.25)
         self.assertEqual(upstream_connections(h), 1)
 
     def test_idleUpstreamShorterThanRead(self):
@@ -119,10 +121,7 @@ class KeepAliveLimitTests(SynchronousTestCase):
         h = harness(proxy={"upstream_keepalive_timeout": 0.25}, timeouts={"read": 10})
         h.advance(1)
         h.request("GET", "/")
-        h.advance(0.25 - TICK)
-        self.assertEqual([len(v) for v in h.factory.pool.idle.values()], [1])
-        h.advance(TICK)
-        self.assertEqual(h.factory.pool.idle, {})
+        self.assertPooledFor(h, 0.25)
         self.assertEqual([c for c in h.reactor.getDelayedCalls() if c.getTime() < 59], [])
 
     def test_idleUpstreamsEachAtItsTime(self):
