@@ -14,7 +14,7 @@ from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from tproxy import Request, RequestContext, Response, routing
-from tproxy.builtins import router, routes
+from tproxy.builtins import _router_path_prefix as path_prefix, router, routes
 from tproxy.builtins.registry import parse_prefix
 from tproxy.config import ConfigError, validate_config
 from tproxy.http.headers import Headers
@@ -696,10 +696,10 @@ class RouterModeTests(SynchronousTestCase):
 
     def test_modes(self):
         """``group`` is the default; ``path_prefix`` makes the balancing router."""
-        self.assertIsInstance(self.plugin, router.PathPrefixPlugin)
+        self.assertIsInstance(self.plugin, path_prefix.PathPrefixPlugin)
         self.assertEqual(self.plugin.mode, "path_prefix")
         plain = router.Plugin({})
-        self.assertNotIsInstance(plain, router.PathPrefixPlugin)
+        self.assertNotIsInstance(plain, path_prefix.PathPrefixPlugin)
         self.assertEqual(plain.mode, "group")
         self.assertFalse(hasattr(plain, "balancer"))
 
@@ -711,15 +711,15 @@ class RouterModeTests(SynchronousTestCase):
         self.registry.register(parse_prefix(None), "192.168.1.12", 8080)
         ctx, _ = self.route("/api/users", "x=1")
         self.assertEqual((ctx.route, ctx.upstream_path), ("api", "/api/users?x=1"))
-        self.assertEqual(ctx.vars[router.GROUPS_VAR], ("api", "default"))
+        self.assertEqual(ctx.vars[path_prefix.GROUPS_VAR], ("api", "default"))
         ctx, _ = self.route("/static/css/style.css")
-        self.assertEqual(ctx.vars[router.GROUPS_VAR], ("static", "default"))
+        self.assertEqual(ctx.vars[path_prefix.GROUPS_VAR], ("static", "default"))
         self.assertEqual(ctx.upstream_path, "/static/css/style.css")
         ctx, _ = self.route("/other/path")
-        self.assertEqual((ctx.route, ctx.vars[router.GROUPS_VAR]), ("default", ("default",)))
+        self.assertEqual((ctx.route, ctx.vars[path_prefix.GROUPS_VAR]), ("default", ("default",)))
         self.assertEqual(self.pick("/other/path", hold=False).host, "192.168.1.12")
         ctx, _ = self.route("/apix")
-        self.assertEqual(ctx.vars[router.GROUPS_VAR], ("default",))
+        self.assertEqual(ctx.vars[path_prefix.GROUPS_VAR], ("default",))
         self.assertEqual(ctx.upstream_headers, [])
 
     def test_leastConnOverEveryMatchingServer(self):
@@ -774,7 +774,7 @@ class RouterModeTests(SynchronousTestCase):
         self.registry.register("default", "10.0.0.3", 80)
         self.gateway.reactor.advance(31)
         ctx, _ = self.route("/api/x")
-        self.assertEqual(ctx.vars[router.GROUPS_VAR], ("default",))
+        self.assertEqual(ctx.vars[path_prefix.GROUPS_VAR], ("default",))
 
     def test_clientRoutePrefixRemoved(self):
         self.registry.register("default", "10.0.0.3", 80)
@@ -814,7 +814,7 @@ class RouterModeTests(SynchronousTestCase):
                     plugin.rewrite(ctx)
                     plugin.balancer(ctx, ())
             lines = count_lines(run, router.__file__.replace(".pyc", ".py"))
-            self.assertEqual(ctxs[0].vars[router.GROUPS_VAR], ("g3/sub", "g3", "default"))
+            self.assertEqual(ctxs[0].vars[path_prefix.GROUPS_VAR], ("g3/sub", "g3", "default"))
             return lines
         self.assertEqual(cost(10), cost(1000))
 

@@ -2,8 +2,7 @@
 """
 The built-in ``router`` plugin in ``path_prefix`` mode (see
 :mod:`tproxy.builtins.router`, whose ``Plugin`` makes a
-:class:`PathPrefixPlugin` for that mode, and which re-exports both names
-here: import them from there).
+:class:`PathPrefixPlugin` for that mode).
 """
 
 from tproxy import Response, direct, hookimpl

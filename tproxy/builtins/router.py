@@ -127,7 +127,8 @@ class Plugin(GroupNames):
 
     def __new__(cls, settings=None):
         if cls is Plugin and (settings or {}).get("mode") == "path_prefix":
-            cls = PathPrefixPlugin
+            # (a subclass of this one, in a module of its own)
+            from tproxy.builtins._router_path_prefix import PathPrefixPlugin as cls
         return object.__new__(cls)
 
     def __init__(self, settings=None):
@@ -288,7 +289,4 @@ class Plugin(GroupNames):
         return default, request.uri
 
 
-# (path_prefix mode's plugin subclasses Plugin: imported once Plugin exists)
-from tproxy.builtins._router_path_prefix import GROUPS_VAR, PathPrefixPlugin  # noqa: E402
-
-__all__ = ["Plugin", "PathPrefixPlugin", "GROUPS_VAR"]
+__all__ = ["Plugin"]
