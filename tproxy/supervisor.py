@@ -24,7 +24,8 @@ With ``workers`` above 1, the ``twistd`` process is the *parent*: it
   twistd's ``--logfile``, standard output, ``--logger``), each tagged with
   its worker;
 - supervises the workers: one that dies is replaced at once, and after a
-  back-off while replacements keep dying young (:func:`restart_delay`),
+  back-off while replacements keep dying young
+  (:func:`tproxy.worker_counts.restart_delay`),
   the others untouched;
 - on ``SIGTERM`` stops the admin listener and has every worker drain (each
   one stops as a single tproxy does); after ``shutdown_timeout`` plus
@@ -43,7 +44,7 @@ but serves no request; its admin API answers for the whole box
 (:mod:`tproxy.box_admin`: the workers' counts, gathered ``GET`` routes,
 plugins' changes made in every worker, health check results relayed).
 The service tree around the :class:`Supervisor` is built by
-:func:`tproxy.supervised.make_supervised` (also importable from here); the
+:func:`tproxy.supervised.make_supervised`; the
 parent's view of one worker is in :mod:`tproxy.worker_handles`.
 """
 
@@ -59,49 +60,21 @@ from twisted.logger import Logger
 from tproxy.box_admin import BoxAdmin
 from tproxy.control import ControlProtocol, nonblocking
 from tproxy.fork_handles import ForkServer, forking_available, how_it_ended
-from tproxy.supervised import make_supervised
 from tproxy.worker_forks import command as fork_server_command
+from tproxy.worker_counts import STABLE_AFTER, restart_delay, worker_count
 from tproxy.worker_logs import RelayedLog
 from tproxy.worker_handles import (Generation, ParentChannel, WorkerHandle, WorkerProcess,
                                    open_ports)
 
-__all__ = ["Supervisor", "make_supervised", "restart_delay", "worker_count"]
+__all__ = ["Supervisor"]
 
 log = Logger()
-
-#: seconds before the replacement of a replacement that died within
-#: :data:`STABLE_AFTER` seconds of its start (a worker dying for the first
-#: time is replaced at once: a fork); doubles while they keep dying young
-RESTART_DELAY = 0.5
-RESTART_DELAY_MAX = 30.0
-STABLE_AFTER = 10.0
 
 #: seconds, beyond ``shutdown_timeout``, a stopping worker has before it is killed
 KILL_GRACE = 5.0
 
 #: seconds a new worker has to become ready (start or reload)
 START_TIMEOUT = 60.0
-
-
-def restart_delay(young):
-    """
-    Seconds before a dead worker's replacement starts, ``young`` the
-    replacements of this worker in a row that died within
-    :data:`STABLE_AFTER` seconds of their start: none (a worker that served,
-    or a replacement that lived): at once; then :data:`RESTART_DELAY`,
-    doubling up to :data:`RESTART_DELAY_MAX`.
-    """
-    if young <= 0:
-        return 0.0
-    return min(RESTART_DELAY * 2 ** (young - 1), RESTART_DELAY_MAX)
-
-
-def worker_count(config):
-    """The number of workers ``config`` asks for (``"auto"``: the CPUs)."""
-    workers = config.get("workers", 1)
-    if workers == "auto":
-        return max(1, os.cpu_count() or 1)
-    return int(workers)
 
 
 class Supervisor(Service):

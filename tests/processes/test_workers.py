@@ -224,7 +224,7 @@ class WorkerCountTests(TestCase):
     """``workers``: a number, or ``"auto"`` for the CPUs."""
 
     def test_count(self):
-        from tproxy.supervisor import worker_count
+        from tproxy.worker_counts import worker_count
         self.assertEqual(worker_count({"workers": 3}), 3)
         self.assertEqual(worker_count({"workers": 2.0}), 2)
         self.assertEqual(worker_count({"workers": "auto"}), os.cpu_count() or 1)
@@ -237,7 +237,7 @@ class RestartDelayTests(TestCase):
     to 30 s."""
 
     def test_delays(self):
-        from tproxy.supervisor import restart_delay
+        from tproxy.worker_counts import restart_delay
         self.assertEqual([restart_delay(young) for young in range(9)],
                          [0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0])
 
