@@ -79,13 +79,14 @@ def refuse_wrappers(pm, loaded):
     :param loaded: ``(path, name, registered name, plugin)`` of each entry.
     :raises ConfigError: naming the first entry with a wrapper, and its hooks.
     """
+    wrapped = {}    # id(plugin) -> [hook, ...] (one pass over the hooks)
+    for hook, caller in vars(pm.hook).items():
+        if not hook.startswith("_"):
+            for impl in caller.get_hookimpls():
+                if impl.hookwrapper or getattr(impl, "wrapper", False):
+                    wrapped.setdefault(id(impl.plugin), []).append(hook)
     for path, name, unique, plugin in loaded:
-        wrappers = sorted(
-            hook for hook, caller in vars(pm.hook).items()
-            if not hook.startswith("_")
-            for impl in caller.get_hookimpls()
-            if impl.plugin is plugin
-            and (impl.hookwrapper or getattr(impl, "wrapper", False)))
+        wrappers = sorted(wrapped.get(id(plugin), ()))
         if wrappers:
             raise ConfigError((path, "plugin {!r}: {} {} (wrapper=True / "
                                "hookwrapper=True), which tproxy does not run; "
@@ -171,11 +172,15 @@ def refuse_inert(pm, loaded):
     :raises ConfigError: naming the first such entry, and its functions named
         like hooks.
     """
-    specs = [hook for hook, caller in vars(pm.hook).items()
-             if not hook.startswith("_") and caller.has_spec()]
+    # (the plugins with an implementation, in one pass over the hooks:
+    # pm.get_hookcallers(plugin) makes that pass for each plugin)
+    implementing = {id(impl.plugin) for hook, caller in vars(pm.hook).items()
+                    if not hook.startswith("_") for impl in caller.get_hookimpls()}
     for path, name, unique, plugin in loaded:
-        if pm.get_hookcallers(plugin):
+        if id(plugin) in implementing:
             continue
+        specs = [hook for hook, caller in vars(pm.hook).items()
+                 if not hook.startswith("_") and caller.has_spec()]
         unmarked = sorted(hook for hook in specs
                           if callable(getattr(plugin, hook, None)))
         raise ConfigError((path, "plugin {!r} implements no hook{}".format(
