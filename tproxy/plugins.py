@@ -34,7 +34,6 @@ different settings: the second one is registered as ``name#2``, and so on.
 
 import copy
 import importlib
-import importlib.metadata
 import os
 import sys
 import types
@@ -108,6 +107,9 @@ def tproxy_entry_points():
             key.append((entry, None))
     key = tuple(key)
     if _ENTRY_POINTS_READ[0] != key:
+        # (importlib.metadata imported here: a start whose plugins are all
+        # built-ins reads no entry point, and leaves out its ~10 ms of imports)
+        import importlib.metadata
         eps = importlib.metadata.entry_points()
         if hasattr(eps, "select"):
             found = list(eps.select(group=ENTRY_POINT_GROUP))
@@ -254,13 +256,15 @@ def build_plugin_manager(config, source=None, entry_points=None):
     :param config: a validated configuration (:func:`tproxy.config.load_config`).
     :param source: the configuration's file name, for error messages.
     :param entry_points: the entry points of the group ``tproxy`` to resolve
-        names against (default: the installed ones).
+        names against (default: the installed ones, read only when a name is
+        not a built-in's: a built-in's name is never an entry point's).
     :raises ConfigError: naming the plugin and its JSON path, when a plugin is
         unknown, fails to import, rejects its settings, or implements a hook
         that does not exist.
     """
     if entry_points is None:
-        entry_points = tproxy_entry_points()
+        entry_points = ([] if all(entry["name"] in BUILTINS for entry in config["plugins"])
+                        else tproxy_entry_points())
     pm = PluginManager(ENTRY_POINT_GROUP)
     pm.add_hookspecs(hookspecs)
     try:
