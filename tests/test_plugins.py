@@ -80,6 +80,19 @@ class ResolutionTests(TestCase):
         pm = build_plugin_manager(validate_config({"plugins": ["greeter"]}))
         self.assertIsInstance(pm.get_plugin("greeter"), plugin_with_class.Plugin)
 
+    def test_builtinsReadNoEntryPoint(self):
+        """Built-in names only: the installed entry points are not read (an
+        entry point cannot take a built-in's name), not even one named like
+        a built-in."""
+        read = []
+        self.patch(plugins, "tproxy_entry_points",
+                   lambda: read.append(1) or [_ep("router", "tests.plugin_with_class")])
+        pm = build_plugin_manager(validate_config({"plugins": ["registry", "router"]}))
+        self.assertEqual(read, [])
+        self.assertNotIsInstance(pm.get_plugin("router"), plugin_with_class.Plugin)
+        build_plugin_manager(validate_config({"plugins": ["router", "tests.plugin_with_class"]}))
+        self.assertEqual(read, [1])
+
     def test_tproxy_entry_points(self):
         """The real lookup returns a list of entry points of group tproxy."""
         eps = plugins.tproxy_entry_points()

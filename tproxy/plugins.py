@@ -108,7 +108,7 @@ def tproxy_entry_points():
     key = tuple(key)
     if _ENTRY_POINTS_READ[0] != key:
         # (importlib.metadata imported here: a start whose plugins are all
-        # built-ins reads no entry point, and leaves out its ~10 ms of imports)
+        # built-ins reads no entry point, nor imports it: ~6 ms of CPU)
         import importlib.metadata
         eps = importlib.metadata.entry_points()
         if hasattr(eps, "select"):
