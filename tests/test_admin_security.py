@@ -7,9 +7,11 @@ an admin listener off loopback without a token.  Through
 :class:`tproxy.testing.Harness` (over HTTP, in memory).
 """
 
+import ipaddress
+import socket
 import sys
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from tproxy import hookimpl
 from tproxy.admin import MAX_LINE_SIZE, AdminRequest, AdminRoutes, DuplicateRoute
@@ -23,6 +25,26 @@ PLUGINS = ["registry", "routes", "router", "least_conn"]
 def harness(config=None):
     return Harness(config=config, plugins=PLUGINS,
                    servers={"127.0.0.1:9001": echo, "127.0.0.1:9002": echo})
+
+
+def machine_address():
+    """
+    An IPv4 address of this machine other than loopback (the source address
+    of its route to a documentation address: a UDP socket's connect sends
+    nothing), or the test is skipped (none, or the system lets a socket bind
+    any address: whether one is local is then unknown).
+    """
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("192.0.2.1", 9))
+            host = s.getsockname()[0]
+        with open("/proc/sys/net/ipv4/ip_nonlocal_bind") as f:
+            nonlocal_bind = f.read().strip() != "0"
+    except OSError:
+        raise SkipTest("no route to tell this machine's address by")
+    if nonlocal_bind or ipaddress.ip_address(host).is_loopback:
+        raise SkipTest("no address of this machine but loopback, or any address binds")
+    return host
 
 
 def audits(h):
@@ -580,6 +602,30 @@ class BackendAddressTests(SynchronousTestCase):
         answer = h.admin("PUT", "/routes/x", body={"group": "api", "peer": "0x0:80",
                                                    "match": {"path": "/x"}})
         self.assertEqual((answer.status, answer.obj["field"]), (400, "peer"))
+
+    def test_machineAddress(self):
+        """This machine's own address (its ``eth0`` one, say) at the port of
+        the proxy listening on every address (``tcp:8080``) is tproxy
+        itself, as loopback is: 400, nothing registered; at another port, a
+        backend."""
+        host = machine_address()
+        h = harness()
+        answer = h.admin("GET", "/upstream/add?port=8080&host=" + host)
+        self.assertEqual((answer.status, answer.obj["field"], answer.obj["error"]),
+                         (400, "port", "{} is tproxy's own proxy listener: requests "
+                          "sent there would come back to it".format(host + ":8080")))
+        self.assertEqual(servers(h), 0)
+        answer = h.admin("GET", "/upstream/add?port=8081&host=" + host)
+        self.assertEqual(answer.status, 200)
+
+    def test_machineAddressInConfig(self):
+        """Nor as a static peer: the error names it."""
+        host = machine_address()
+        with self.assertRaises(ConfigError) as caught:
+            validate_config({"listen": "tcp:8080", "upstreams": {"api": {"peers": [
+                {"host": host, "port": 8080}]}}})
+        self.assertEqual(caught.exception.path, "upstreams.api.peers[0]")
+        self.assertIn("is tproxy's own proxy listener", caught.exception.problem)
 
     def test_good(self):
         """Ordinary unicast addresses and names are fine."""
