@@ -274,6 +274,34 @@ class InvalidTokenTests(SynchronousTestCase):
         [up] = h.upstream_requests
         self.assertEqual((up.uri, up.headers.get("Authorization")), ("/x", None))
 
+    def test_moreThanOneToken(self):
+        """Two tokens (the header and the query argument, the header twice,
+        the argument twice), valid or not, the same or not: RFC 6750 2 says
+        a client uses one method, once; 400 ``invalid_request`` (3.1),
+        nothing upstream, no token in the access log's query."""
+        h = harness({"query_param": "jwt"})
+        good = jwt.encode({"sub": "eve", "exp": NOW + 60}, SECRET, algorithm="HS256")
+        for uri, headers in (("/x?jwt=" + good, bearer(good)),
+                             ("/x?jwt=" + good, bearer("not.a.token")),
+                             ("/x?jwt=" + good, {"Authorization": "Bearer "}),
+                             ("/x", [("Authorization", "Bearer " + good)] * 2),
+                             ("/x", [("Authorization", "Bearer " + good),
+                                     ("Authorization", "Bearer x.y.z")]),
+                             ("/x?jwt=" + good + "&a=1&jwt=" + good, None)):
+            response = h.request("GET", uri, headers=headers)
+            self.assertEqual((response.status, response.json()),
+                             (400, {"error": "invalid request",
+                                    "reason": "more than one token"}), (uri, headers))
+            self.assertEqual(response.headers.get("WWW-Authenticate"),
+                             'Bearer realm="tproxy", error="invalid_request", '
+                             'error_description="more than one token"')
+            self.assertNotIn("jwt=", h.contexts[-1].request.query)
+        self.assertEqual(h.upstream_requests, [])
+        # one token, with a header of another scheme beside it: served
+        response = h.request("GET", "/x", headers=[
+            ("Authorization", "Basic dXNlcjpwdw=="), ("Authorization", "Bearer " + good)])
+        self.assertEqual(response.status, 200)
+
     def test_algNoneRefused(self):
         h = harness()
         self.assertRefused(h, bearer(forged({"alg": "none"}, {"exp": NOW + 60}, None)),
