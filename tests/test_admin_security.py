@@ -384,6 +384,26 @@ class JsonFormTests(SynchronousTestCase):
                               body=b"weight=3")
         self.assertEqual((answer.status, answer.obj["weight"]), (200, 3))
 
+    def test_queryAndJsonBody(self):
+        """A parameter given in the query and in a JSON body is a 400 naming
+        it, nothing changed, whether the two agree or not; the JSON body's
+        ``null`` is no value."""
+        json_type = {"Content-Type": "application/json"}
+        for method, uri, body in (
+                ("POST", "/upstream/servers?port=9001", {"port": 9002}),
+                ("POST", "/upstream/servers?port=9001", {"port": "9001"}),
+                ("POST", "/upstream/add?port=9001&prefix=a", {"prefix": "b"}),
+                ("DELETE", "/upstream/servers?port=9001", {"port": 9001})):
+            answer = self.h.admin(method, uri, headers=json_type, body=body)
+            name = sorted(body)[0]
+            self.assertEqual((answer.status, answer.obj["field"], answer.obj["error"]),
+                             (400, name, 'parameter "{}" given twice (in the query and '
+                              'in the JSON body)'.format(name)), (uri, body))
+        self.assertEqual(servers(self.h), 0)
+        answer = self.h.admin("POST", "/upstream/servers?port=9001",
+                              headers=json_type, body={"port": None, "weight": 2})
+        self.assertEqual((answer.status, answer.obj["weight"]), (201, 2))
+
     def test_getFormsKeepWorking(self):
         """The reference's GET forms still work beside the JSON ones."""
         self.assertEqual(self.h.admin("GET", "/upstream/add?port=9001").status, 200)
