@@ -935,6 +935,22 @@ class ClientHelloTests(TLSTestCase):
         self.assertEqual(client_hello_sni(data[:40]), (False, None))
         self.assertEqual(client_hello_sni(data[:3]), (False, None))
 
+    def test_notAHostName(self):
+        """A name that is not a DNS host name (a path, a NUL, a newline, a
+        trailing dot, an empty label, over 253 bytes) is no name: the
+        ``certificate`` hook, which may look it up in a store or log it,
+        never sees it."""
+        for bad in (b"../../etc/passw", b"a.test\x00.evil", b"a\nlog: forged", b"api.example.te.",
+                    b"api..example.te", b"-api.example.te", b"api.\xe9xample.t", b"api example.tes"):
+            good = b"q" * (len(bad) - 5) + b".test"
+            data = self.hello(good.decode())
+            self.assertEqual(client_hello_sni(data), (True, good.decode()))
+            self.assertEqual(client_hello_sni(data.replace(good, bad)), (True, None), bad)
+        long_name = ".".join(["a" * 63] * 4)
+        self.assertEqual(client_hello_sni(self.hello(long_name[:253])), (True, long_name[:253]))
+        self.assertEqual(client_hello_sni(self.hello(long_name[:253] + "b"))[1], None)
+        self.assertEqual(client_hello_sni(self.hello("_srv.a-1.test")), (True, "_srv.a-1.test"))
+
     def test_noName(self):
         ctx = ssl.create_default_context()
         ctx.check_hostname = False
