@@ -292,6 +292,24 @@ class JsonFormTests(SynchronousTestCase):
     def setUp(self):
         self.h = harness()
 
+    def test_expectContinue(self):
+        """``Expect: 100-continue`` gets its ``100 Continue`` for a chunked
+        body as for one with a Content-Length (a client waiting for it would
+        otherwise wait until the idle timeout), then the answer."""
+        for framing, body in ((b"Content-Length: 14", b'{"port": 9001}'),
+                              (b"Transfer-Encoding: chunked", b'e\r\n{"port": 9002}\r\n0\r\n\r\n')):
+            transport = StringTransport()
+            conn = self.h.admin_factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+            conn.makeConnection(transport)
+            conn.dataReceived(b"POST /upstream/servers HTTP/1.1\r\nHost: localhost\r\n"
+                              b"Content-Type: application/json\r\nExpect: 100-continue\r\n"
+                              + framing + b"\r\n\r\n")
+            self.assertEqual(transport.value(), b"HTTP/1.1 100 Continue\r\n\r\n", framing)
+            conn.dataReceived(body)
+            self.assertIn(b"HTTP/1.1 201 Created\r\n", transport.value(), framing)
+            conn.connectionLost(None)
+        self.assertEqual(servers(self.h), 2)
+
     def test_register(self):
         """POST registers (201), again heartbeats (200); GET is the status."""
         body = {"port": 9001, "host": "127.0.0.1", "prefix": "api", "weight": 3}

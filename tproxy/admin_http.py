@@ -247,7 +247,7 @@ class _AdminProtocol(Protocol):
             raise _Refused(401, "missing or invalid bearer token", self.request)
         self.in_body = True
         self.chunked = chunked
-        if expect and length and not self.busy and not self.queue:
+        if expect and (length or chunked) and not self.busy and not self.queue:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_chunk_header(self):
