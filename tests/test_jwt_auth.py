@@ -364,3 +364,27 @@ class SettingsTests(SynchronousTestCase):
         e = self.assertPath({"keys": [], "jwks_file": path}, ".jwks_file")
         self.assertIn("cannot read {}: unexpected '\u00e9': line 1 column 10".format(path),
                       str(e))
+
+    def test_jwksKeyErrors(self):
+        """A JWK whose ``kid`` is not a string (a number would match no
+        token, a list stopped the start on a TypeError), whose ``alg`` is
+        not an allowed name, or that lacks a member is a configuration error
+        saying which key and why."""
+        k = "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"
+        path = temp_path(self)
+        for jwk, problem in (
+                ({"kty": "oct", "k": k, "alg": "HS256", "kid": 5},
+                 "keys[0]: kid must be a non-empty string, not 5"),
+                ({"kty": "oct", "k": k, "alg": "HS256", "kid": [1]},
+                 "keys[0]: kid must be a non-empty string, not [1]"),
+                ({"kty": "oct", "k": k, "alg": "HS256", "kid": ""},
+                 'keys[0]: kid must be a non-empty string, not ""'),
+                ({"kty": "oct", "k": k, "alg": "none"},
+                 'keys[0]: algorithm "none" is not allowed'),
+                ({"kty": "oct", "k": k, "alg": ["HS256"]},
+                 'keys[0]: algorithm ["HS256"] is not allowed'),
+                ({"kty": "oct", "alg": "HS256"}, "keys[0]: member 'k' is missing")):
+            with open(path, "w") as f:
+                json.dump({"keys": [jwk]}, f)
+            e = self.assertPath({"keys": [], "jwks_file": path}, ".jwks_file")
+            self.assertEqual(e.problem, "{}: {} (plugin 'jwt_auth')".format(path, problem))
