@@ -7,9 +7,13 @@ an admin listener off loopback without a token.  Through
 :class:`tproxy.testing.Harness` (over HTTP, in memory).
 """
 
+import ipaddress
+import socket
 import sys
 
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from tproxy import hookimpl
 from tproxy.admin import MAX_LINE_SIZE, AdminRequest, AdminRoutes, DuplicateRoute
@@ -23,6 +27,26 @@ PLUGINS = ["registry", "routes", "router", "least_conn"]
 def harness(config=None):
     return Harness(config=config, plugins=PLUGINS,
                    servers={"127.0.0.1:9001": echo, "127.0.0.1:9002": echo})
+
+
+def machine_address():
+    """
+    An IPv4 address of this machine other than loopback (the source address
+    of its route to a documentation address: a UDP socket's connect sends
+    nothing), or the test is skipped (none, or the system lets a socket bind
+    any address: whether one is local is then unknown).
+    """
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("192.0.2.1", 9))
+            host = s.getsockname()[0]
+        with open("/proc/sys/net/ipv4/ip_nonlocal_bind") as f:
+            nonlocal_bind = f.read().strip() != "0"
+    except OSError:
+        raise SkipTest("no route to tell this machine's address by")
+    if nonlocal_bind or ipaddress.ip_address(host).is_loopback:
+        raise SkipTest("no address of this machine but loopback, or any address binds")
+    return host
 
 
 def audits(h):
@@ -268,6 +292,24 @@ class JsonFormTests(SynchronousTestCase):
     def setUp(self):
         self.h = harness()
 
+    def test_expectContinue(self):
+        """``Expect: 100-continue`` gets its ``100 Continue`` for a chunked
+        body as for one with a Content-Length (a client waiting for it would
+        otherwise wait until the idle timeout), then the answer."""
+        for framing, body in ((b"Content-Length: 14", b'{"port": 9001}'),
+                              (b"Transfer-Encoding: chunked", b'e\r\n{"port": 9002}\r\n0\r\n\r\n')):
+            transport = StringTransport()
+            conn = self.h.admin_factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+            conn.makeConnection(transport)
+            conn.dataReceived(b"POST /upstream/servers HTTP/1.1\r\nHost: localhost\r\n"
+                              b"Content-Type: application/json\r\nExpect: 100-continue\r\n"
+                              + framing + b"\r\n\r\n")
+            self.assertEqual(transport.value(), b"HTTP/1.1 100 Continue\r\n\r\n", framing)
+            conn.dataReceived(body)
+            self.assertIn(b"HTTP/1.1 201 Created\r\n", transport.value(), framing)
+            conn.connectionLost(None)
+        self.assertEqual(servers(self.h), 2)
+
     def test_register(self):
         """POST registers (201), again heartbeats (200); GET is the status."""
         body = {"port": 9001, "host": "127.0.0.1", "prefix": "api", "weight": 3}
@@ -361,6 +403,26 @@ class JsonFormTests(SynchronousTestCase):
         answer = self.h.admin("POST", "/upstream/add?port=9002", headers=form,
                               body=b"weight=3")
         self.assertEqual((answer.status, answer.obj["weight"]), (200, 3))
+
+    def test_queryAndJsonBody(self):
+        """A parameter given in the query and in a JSON body is a 400 naming
+        it, nothing changed, whether the two agree or not; the JSON body's
+        ``null`` is no value."""
+        json_type = {"Content-Type": "application/json"}
+        for method, uri, body in (
+                ("POST", "/upstream/servers?port=9001", {"port": 9002}),
+                ("POST", "/upstream/servers?port=9001", {"port": "9001"}),
+                ("POST", "/upstream/add?port=9001&prefix=a", {"prefix": "b"}),
+                ("DELETE", "/upstream/servers?port=9001", {"port": 9001})):
+            answer = self.h.admin(method, uri, headers=json_type, body=body)
+            name = sorted(body)[0]
+            self.assertEqual((answer.status, answer.obj["field"], answer.obj["error"]),
+                             (400, name, 'parameter "{}" given twice (in the query and '
+                              'in the JSON body)'.format(name)), (uri, body))
+        self.assertEqual(servers(self.h), 0)
+        answer = self.h.admin("POST", "/upstream/servers?port=9001",
+                              headers=json_type, body={"port": None, "weight": 2})
+        self.assertEqual((answer.status, answer.obj["weight"]), (201, 2))
 
     def test_getFormsKeepWorking(self):
         """The reference's GET forms still work beside the JSON ones."""
@@ -581,6 +643,30 @@ class BackendAddressTests(SynchronousTestCase):
                                                    "match": {"path": "/x"}})
         self.assertEqual((answer.status, answer.obj["field"]), (400, "peer"))
 
+    def test_machineAddress(self):
+        """This machine's own address (its ``eth0`` one, say) at the port of
+        the proxy listening on every address (``tcp:8080``) is tproxy
+        itself, as loopback is: 400, nothing registered; at another port, a
+        backend."""
+        host = machine_address()
+        h = harness()
+        answer = h.admin("GET", "/upstream/add?port=8080&host=" + host)
+        self.assertEqual((answer.status, answer.obj["field"], answer.obj["error"]),
+                         (400, "port", "{} is tproxy's own proxy listener: requests "
+                          "sent there would come back to it".format(host + ":8080")))
+        self.assertEqual(servers(h), 0)
+        answer = h.admin("GET", "/upstream/add?port=8081&host=" + host)
+        self.assertEqual(answer.status, 200)
+
+    def test_machineAddressInConfig(self):
+        """Nor as a static peer: the error names it."""
+        host = machine_address()
+        with self.assertRaises(ConfigError) as caught:
+            validate_config({"listen": "tcp:8080", "upstreams": {"api": {"peers": [
+                {"host": host, "port": 8080}]}}})
+        self.assertEqual(caught.exception.path, "upstreams.api.peers[0]")
+        self.assertIn("is tproxy's own proxy listener", caught.exception.problem)
+
     def test_good(self):
         """Ordinary unicast addresses and names are fine."""
         h = harness()
@@ -634,6 +720,37 @@ class OversizeTests(SynchronousTestCase):
                                     b"200000\r\n" + b"x" * 0x200000)
         self.assertEqual(response.status, 413)
         self.assertEqual(servers(self.h), 0)
+
+    def test_hugeChunk(self):
+        """A chunk announcing more than the limit is a 413 at once, before
+        its bytes come (as nginx); a size past 2**63 - 1 a 400 (as the
+        proxy's listener), with either parser."""
+        head = (b"POST /upstream/add HTTP/1.1\r\nHost: localhost\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n")
+        for size, status in ((b"100001", 413), (b"0000100001;a=b", 413),
+                             (b"ffffffffffffffff", 400), (b"8000000000000000", 400)):
+            response = self.h.admin_raw(head + size + b"\r\nabc")
+            self.assertEqual(response.status, status, size)
+        # (a small chunk is read: the body then has no type the API reads)
+        self.assertEqual(self.h.admin_raw(head + b"3\r\nabc\r\n0\r\n\r\n").status, 415)
+        self.assertEqual(servers(self.h), 0)
+
+    def test_hugeChunkSizeLineSplit(self):
+        """The same when the size line comes a byte at a time."""
+        head = (b"POST /upstream/add HTTP/1.1\r\nHost: localhost\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n")
+        for size, status in ((b"100001", 413), (b"ffffffffffffffff", 400)):
+            transport = StringTransport()
+            conn = self.h.admin_factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+            conn.makeConnection(transport)
+            conn.dataReceived(head + b"3\r\nabc\r\n")
+            for byte in size + b"\r":
+                conn.dataReceived(bytes([byte]))
+            self.assertEqual(transport.value(), b"", size)
+            conn.dataReceived(b"\nabc")
+            self.assertTrue(transport.value().startswith(b"HTTP/1.1 %d " % status),
+                            transport.value())
+            conn.connectionLost(None)
 
     def test_malformed(self):
         """Bytes that are not HTTP get a JSON 400."""

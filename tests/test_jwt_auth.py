@@ -274,6 +274,34 @@ class InvalidTokenTests(SynchronousTestCase):
         [up] = h.upstream_requests
         self.assertEqual((up.uri, up.headers.get("Authorization")), ("/x", None))
 
+    def test_moreThanOneToken(self):
+        """Two tokens (the header and the query argument, the header twice,
+        the argument twice), valid or not, the same or not: RFC 6750 2 says
+        a client uses one method, once; 400 ``invalid_request`` (3.1),
+        nothing upstream, no token in the access log's query."""
+        h = harness({"query_param": "jwt"})
+        good = jwt.encode({"sub": "eve", "exp": NOW + 60}, SECRET, algorithm="HS256")
+        for uri, headers in (("/x?jwt=" + good, bearer(good)),
+                             ("/x?jwt=" + good, bearer("not.a.token")),
+                             ("/x?jwt=" + good, {"Authorization": "Bearer "}),
+                             ("/x", [("Authorization", "Bearer " + good)] * 2),
+                             ("/x", [("Authorization", "Bearer " + good),
+                                     ("Authorization", "Bearer x.y.z")]),
+                             ("/x?jwt=" + good + "&a=1&jwt=" + good, None)):
+            response = h.request("GET", uri, headers=headers)
+            self.assertEqual((response.status, response.json()),
+                             (400, {"error": "invalid request",
+                                    "reason": "more than one token"}), (uri, headers))
+            self.assertEqual(response.headers.get("WWW-Authenticate"),
+                             'Bearer realm="tproxy", error="invalid_request", '
+                             'error_description="more than one token"')
+            self.assertNotIn("jwt=", h.contexts[-1].request.query)
+        self.assertEqual(h.upstream_requests, [])
+        # one token, with a header of another scheme beside it: served
+        response = h.request("GET", "/x", headers=[
+            ("Authorization", "Basic dXNlcjpwdw=="), ("Authorization", "Bearer " + good)])
+        self.assertEqual(response.status, 200)
+
     def test_algNoneRefused(self):
         h = harness()
         self.assertRefused(h, bearer(forged({"alg": "none"}, {"exp": NOW + 60}, None)),
@@ -336,3 +364,27 @@ class SettingsTests(SynchronousTestCase):
         e = self.assertPath({"keys": [], "jwks_file": path}, ".jwks_file")
         self.assertIn("cannot read {}: unexpected '\u00e9': line 1 column 10".format(path),
                       str(e))
+
+    def test_jwksKeyErrors(self):
+        """A JWK whose ``kid`` is not a string (a number would match no
+        token, a list stopped the start on a TypeError), whose ``alg`` is
+        not an allowed name, or that lacks a member is a configuration error
+        saying which key and why."""
+        k = "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"
+        path = temp_path(self)
+        for jwk, problem in (
+                ({"kty": "oct", "k": k, "alg": "HS256", "kid": 5},
+                 "keys[0]: kid must be a non-empty string, not 5"),
+                ({"kty": "oct", "k": k, "alg": "HS256", "kid": [1]},
+                 "keys[0]: kid must be a non-empty string, not [1]"),
+                ({"kty": "oct", "k": k, "alg": "HS256", "kid": ""},
+                 'keys[0]: kid must be a non-empty string, not ""'),
+                ({"kty": "oct", "k": k, "alg": "none"},
+                 'keys[0]: algorithm "none" is not allowed'),
+                ({"kty": "oct", "k": k, "alg": ["HS256"]},
+                 'keys[0]: algorithm ["HS256"] is not allowed'),
+                ({"kty": "oct", "alg": "HS256"}, "keys[0]: member 'k' is missing")):
+            with open(path, "w") as f:
+                json.dump({"keys": [jwk]}, f)
+            e = self.assertPath({"keys": [], "jwks_file": path}, ".jwks_file")
+            self.assertEqual(e.problem, "{}: {} (plugin 'jwt_auth')".format(path, problem))

@@ -131,6 +131,46 @@ class BodyLimitTests(SynchronousTestCase):
         conn.send(CHUNKED + b"3e9;name=1\r\nabc")
         self.assertTooLarge(h, conn)
 
+    def test_hugeChunkSizeLineSplit(self):
+        """The same when the size line comes a byte at a time (its CR and LF
+        in reads of their own): 413 once it ends."""
+        for line in (b"3e9", b"3e9;name=1", b"00003e9"):
+            h = harness({"max_body_size": 1000})
+            conn = h.connect()
+            conn.send(CHUNKED + chunk(b"x" * 10))
+            for byte in line + b"\r":
+                conn.send(bytes([byte]))
+            self.assertEqual(statuses(conn), [], line)
+            conn.send(b"\nabc")
+            self.assertTooLarge(h, conn)
+
+    def test_chunkSizeOverflow(self):
+        """A chunk size past 2**63 - 1 (llhttp reads up to 2**64 - 1) is a
+        400 at once, with or without a limit, as nginx's overflow; in one
+        read or split."""
+        for proxy in ({}, {"max_body_size": 1000}):
+            for size in (b"ffffffffffffffff", b"8000000000000000", b"0008000000000000000"):
+                for parts in ([size + b"\r\nabc"], [size[:5], size[5:] + b"\r", b"\nabc"]):
+                    h = harness(proxy)
+                    conn = h.connect()
+                    conn.send(CHUNKED + parts[0])
+                    for part in parts[1:]:
+                        conn.send(part)
+                    self.assertEqual(statuses(conn), [400], (proxy, parts))
+                    self.assertTrue(conn.closed)
+                    self.assertEqual(h.upstream_requests, [])
+
+    def test_largestChunkSizeWithoutLimit(self):
+        """2**63 - 1 fits: without a limit, its bytes are awaited (and
+        streamed upstream)."""
+        up = Recording()
+        h = harness({"client_body_buffer_size": 10}, server=up)
+        conn = h.connect()
+        conn.send(CHUNKED + b"7fffffffffffffff\r\n" + b"x" * 20)
+        self.assertEqual(statuses(conn), [])
+        self.assertFalse(conn.closed)
+        self.assertIn(b"x" * 20, up.data)
+
     def test_crossingWhileStreaming(self):
         """A body larger than the buffer streams; crossing the limit then
         aborts the upstream request and answers 413."""

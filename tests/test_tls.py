@@ -23,6 +23,7 @@ from twisted.internet import defer, reactor, threads
 from twisted.internet import ssl as tssl
 from twisted.internet.interfaces import IProtocolNegotiationFactory
 from twisted.internet.utils import getProcessOutputAndValue
+from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import directlyProvides
 
 from tproxy import hookimpl
@@ -32,6 +33,7 @@ from tproxy.plugins import build_plugin_manager
 from tproxy.testing import Harness
 from tproxy.tap import Options, makeService
 from tproxy.tls import ServerTLS, check_tls, client_hello_sni
+from tproxy.tls_listener import plain_head
 
 from tests.helpers import (BodySource, ClockedReactor, ProxyTestCase, UpstreamServer,
                            capture_log, download, log_messages, temp_path, turns, until)
@@ -266,7 +268,8 @@ class TerminationTests(TLSTestCase):
             sock = socket.create_connection(("127.0.0.1", port), timeout=10)
             data = b""
             try:
-                sock.sendall(b"POST /upload HTTP/1.1\r\nHost: api.test\r\n"
+                sock.sendall(b"POST /upload?to=a%%22b HTTP/1.1\r\nHost: api.test\r\n"
+                             b"User-Agent: curl/8 \"x\"\r\n"
                              b"Content-Length: %d\r\n\r\n" % size)
                 sock.sendall(b"x" * size)    # all of it before reading
                 while True:
@@ -293,6 +296,9 @@ class TerminationTests(TLSTestCase):
         # (the log ran in the reactor turn that wrote the answer, before
         # the client could read its end)
         self.assertEqual(logged.seen, [(400, "bad_request", "127.0.0.1", len(data))])
+        # what came, as nginx's lines show it (the access log's fields)
+        self.assertEqual(logged.requests, [("POST", "/upload", "to=a%22b", "1.1",
+                                            "api.test", 'curl/8 "x"')])
         [r] = await threads.deferToThread(
             https_get, self.ports[1], "api.test", client_context(self.ca))
         self.assertEqual(r["status"], 200)
@@ -639,16 +645,52 @@ class CertificateHookTests(TLSTestCase):
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 2)
 
 
+class PlainHeadTests(SynchronousTestCase):
+    """What the log of a plain request refused on a TLS port reads of it
+    (:func:`tproxy.tls_listener.plain_head`): only what is well formed and
+    visible ASCII, within the head limits."""
+
+    def test_wellFormed(self):
+        self.assertEqual(
+            plain_head(b"GET /a?b=1 HTTP/1.1\r\nHost: x\r\nX-E:\r\nUser-Agent: u v \r\n\r\n",
+                       100, 100),
+            (b"GET", b"/a?b=1", b"1.1", [(b"Host", b"x"), (b"X-E", b""),
+                                         (b"User-Agent", b"u v")]))
+
+    def test_fieldsUntilOneIsNot(self):
+        """Header lines are read up to the first one that is not whole and
+        well formed (a CTL, a bare LF, non-ASCII, cut by the read or by
+        ``max_header``)."""
+        line = b"GET / HTTP/1.1\r\n"
+        for rest in (b"A: 1\r\nB: \x1b[2J\r\n", b"A: 1\r\nB: 2\n", b"A: 1\r\nB: \xe9\r\n",
+                     b"A: 1\r\nB: 2", b"A: 1\r\nB\r\n"):
+            self.assertEqual(plain_head(line + rest, 100, 100)[3], [(b"A", b"1")], rest)
+        self.assertEqual(plain_head(line + b"A: 1\r\nB: 2\r\n", 100, 8)[3], [(b"A", b"1")])
+
+    def test_noRequestLine(self):
+        """A request line that is not well formed, or too long, gives
+        nothing: the log then shows no method nor target."""
+        for data in (b"GET /a\x00b HTTP/1.1\r\n", b"GET /a\nX HTTP/1.1\r\n",
+                     b"GET /a b HTTP/1.1\r\n", b"GET /a HTTP/1.1\n", b"GET /a\r\n",
+                     b"get /a HTTP/1.1\r\n", b"GET /\xe9 HTTP/1.1\r\n", b"GET /a HTTP/1.1",
+                     b"GET /" + b"a" * 200 + b" HTTP/1.1\r\n"):
+            self.assertIsNone(plain_head(data, 100, 100), data)
+
+
 class LogRecorder(object):
     """A plugin recording ``(status, error, client, bytes_sent)`` of each
     request's ``log`` phase."""
 
     def __init__(self):
         self.seen = []
+        self.requests = []
 
     @hookimpl
     def log(self, ctx):
         self.seen.append((ctx.status, ctx.error, ctx.request.client_addr, ctx.bytes_sent))
+        r = ctx.request
+        self.requests.append((r.method, r.path, r.query, r.version, r.headers.get("host"),
+                              r.headers.get("user-agent")))
 
 
 class CertificateOf(object):
@@ -892,6 +934,22 @@ class ClientHelloTests(TLSTestCase):
         self.assertEqual(client_hello_sni(data), (True, "api.example.test"))
         self.assertEqual(client_hello_sni(data[:40]), (False, None))
         self.assertEqual(client_hello_sni(data[:3]), (False, None))
+
+    def test_notAHostName(self):
+        """A name that is not a DNS host name (a path, a NUL, a newline, a
+        trailing dot, an empty label, over 253 bytes) is no name: the
+        ``certificate`` hook, which may look it up in a store or log it,
+        never sees it."""
+        for bad in (b"../../etc/passw", b"a.test\x00.evil", b"a\nlog: forged", b"api.example.te.",
+                    b"api..example.te", b"-api.example.te", b"api.\xe9xample.t", b"api example.tes"):
+            good = b"q" * (len(bad) - 5) + b".test"
+            data = self.hello(good.decode())
+            self.assertEqual(client_hello_sni(data), (True, good.decode()))
+            self.assertEqual(client_hello_sni(data.replace(good, bad)), (True, None), bad)
+        long_name = ".".join(["a" * 63] * 4)
+        self.assertEqual(client_hello_sni(self.hello(long_name[:253])), (True, long_name[:253]))
+        self.assertEqual(client_hello_sni(self.hello(long_name[:253] + "b"))[1], None)
+        self.assertEqual(client_hello_sni(self.hello("_srv.a-1.test")), (True, "_srv.a-1.test"))
 
     def test_noName(self):
         ctx = ssl.create_default_context()

@@ -8,9 +8,11 @@ endpoint description listens on loopback only.  Each check raises
 
 import ipaddress
 import re
+import socket
 
 __all__ = ["parse_host_port", "check_host", "normalise_host", "parse_endpoint",
-           "endpoint_is_local", "unicast_problem", "bind_place", "own_listeners"]
+           "endpoint_is_local", "unicast_problem", "bind_place", "own_listeners",
+           "is_local_address"]
 
 _HOSTNAME = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_.-]{0,251}[A-Za-z0-9_.])?$")
 # a name whose last label is a number (decimal, or hex as "0x7f000001") is an
@@ -188,9 +190,11 @@ def own_listeners(listeners):
     process's ``listeners`` (``[(name, endpoint description)]``) a
     connection to ``host:port`` (``host`` normalised: see
     :func:`normalise_host`) would reach, as far as addresses tell: the
-    listener's own interface, or a loopback address (``localhost``) for one
-    listening on every address.  A backend registered there would be tproxy
-    itself: a loop, or its admin API served to every client.
+    listener's own interface, or, for one listening on every address, a
+    loopback address (``localhost``) or another address of this machine
+    (its ``eth0`` address, say: see :func:`is_local_address`).  A backend
+    registered there would be tproxy itself: a loop, or its admin API
+    served to every client.
     """
     own = {}
     for name, description in listeners:
@@ -202,13 +206,42 @@ def own_listeners(listeners):
         if not own:
             return None
         name = own.get((host, port))
-        if name is None and _is_loopback(host):
-            name = (own.get(("0.0.0.0", port)) if ":" not in host else None) or \
-                own.get(("::", port))
-            if name is None and host == "localhost":
-                name = own.get(("127.0.0.1", port)) or own.get(("::1", port))
-        return name
+        if name is not None:
+            return name
+        anywhere = (own.get(("0.0.0.0", port)) if ":" not in host else None) or \
+            own.get(("::", port))
+        if anywhere is not None and (_is_loopback(host) or is_local_address(host)):
+            return anywhere
+        if host == "localhost":
+            return own.get(("127.0.0.1", port)) or own.get(("::1", port))
+        return None
     return reached
+
+
+def is_local_address(host):
+    """
+    Whether ``host``, an IP address, is one of this machine's: a socket
+    binds to it only then (nothing is sent, nothing waited for).  ``False``
+    for a host name (resolving it could block), and where the system lets a
+    socket bind any address (Linux's ``ip_nonlocal_bind``: nothing to tell).
+    """
+    try:
+        version = ipaddress.ip_address(host).version
+    except ValueError:
+        return False
+    try:
+        with open("/proc/sys/net/ipv{}/ip_nonlocal_bind".format(version)) as f:
+            if f.read().strip() != "0":
+                return False
+    except OSError:
+        pass   # (not Linux: no such setting)
+    try:
+        with socket.socket(socket.AF_INET6 if version == 6 else socket.AF_INET,
+                           socket.SOCK_DGRAM) as s:
+            s.bind((host, 0))
+    except OSError:
+        return False
+    return True
 
 
 def _tcp_of_ssl(description):

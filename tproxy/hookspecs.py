@@ -263,7 +263,8 @@ def certificate(server_name, client_addr):
     :mod:`tproxy.tls`).
 
     :param server_name: the SNI name the client sent, in lower case
-        (``"api.example.com"``).
+        (``"api.example.com"``): always a DNS host name (a client sending
+        anything else is served as one sending none).
     :param client_addr: the IP address of the first client asking for it.
     :return: ``(certificate_pem, key_pem)`` (``bytes`` or ``str``; the
         certificate may be followed by its chain), or ``None`` to let the

@@ -7,12 +7,18 @@ read from them (:func:`client_hello_sni`, without OpenSSL), and OpenSSL sees
 them only once the hook knows that name.
 """
 
+import re
+
 from twisted.protocols.tls import BufferingTLSTransport
 
 __all__ = ["HeldHandshake", "client_hello_sni", "MAX_HELLO"]
 
 #: bytes of a ClientHello tproxy waits for to read its SNI name
 MAX_HELLO = 16384 + 5
+_LABEL = rb"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+#: an SNI name the ``certificate`` hook is asked about: a DNS host name
+#: (RFC 6066 3: ASCII, no trailing dot), at most 253 bytes
+_HOST_NAME = re.compile(_LABEL + rb"(?:\." + _LABEL + rb")*")
 
 
 class HeldHandshake(BufferingTLSTransport):
@@ -60,8 +66,10 @@ def client_hello_sni(data):
     The SNI name of a TLS ClientHello that begins ``data``.
 
     :return: ``(False, None)`` while more bytes are needed, else
-        ``(True, name)``; ``name`` is ``None`` when there is none (or the
-        bytes are not a ClientHello in one record: OpenSSL judges them).
+        ``(True, name)``, ``name`` in lower case; ``None`` when there is
+        none, when it is not a DNS host name (letters, digits, ``-``,
+        ``_``, dots between labels), or when the bytes are not a
+        ClientHello in one record (OpenSSL judges them).
     """
     if len(data) < 5:
         return False, None
@@ -92,7 +100,11 @@ def client_hello_sni(data):
                     n = int.from_bytes(data[q + 1:q + 3], "big")
                     if data[q] == 0:
                         name = data[q + 3:q + 3 + n]
-                        return True, name.decode("ascii", "replace").lower() or None
+                        if n > 253 or not _HOST_NAME.fullmatch(name):
+                            # not a host name (a path, a NUL, a newline...):
+                            # served as a client sending none, never a hook's
+                            return True, None
+                        return True, name.decode("ascii").lower()
                     q += 3 + n
                 return True, None
             p += size

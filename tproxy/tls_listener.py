@@ -6,17 +6,63 @@ hooks) a reload replaces while its port stays open: new handshakes get the
 new one, connections already open keep theirs.
 """
 
+import re
+
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator, IStreamServerEndpoint
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
-from tproxy.http.refusals import bad_request
+from tproxy.http.refusals import Stopped, bad_request
 from tproxy.tls_hello import HeldHandshake
 
 __all__ = ["TLSFactory", "TLSServerEndpoint"]
 
 #: the error of a plain HTTP request sent to the TLS port
 _PLAIN_HTTP_ERROR = "plain HTTP request sent to the HTTPS port"
+_TCHAR = rb"[!#$%&'*+.^_`|~0-9A-Za-z-]"
+#: a plain request's line and header lines, as its refusal's log shows them:
+#: well formed, visible ASCII (nothing a log must escape but quotes)
+_REQUEST_LINE = re.compile(rb"([A-Z]" + _TCHAR + rb"*) ([\x21-\x7e]+) HTTP/([0-9]\.[0-9])\r\n")
+_FIELD_LINE = re.compile(rb"(" + _TCHAR + rb"+):[ \t]*((?:[\x21-\x7e][\x20-\x7e]*)?)\r\n")
+
+
+def plain_head(data, max_line, max_header):
+    """
+    ``(method, target, version, fields)`` (bytes, and ``(name, value)``
+    pairs of bytes) of the plain HTTP request whose first bytes are
+    ``data``, for the log of its refusal: its request line, if well formed
+    and within ``max_line`` bytes (``None`` otherwise), and the header lines
+    that follow it whole and well formed, within ``max_header`` bytes.
+    """
+    line = _REQUEST_LINE.match(data, 0, max_line + 64)
+    if line is None:
+        return None
+    fields = []
+    pos = line.end()
+    end = min(len(data), pos + max_header)
+    while True:
+        field = _FIELD_LINE.match(data, pos, end)
+        if field is None:
+            break
+        fields.append((field.group(1), field.group(2).rstrip(b" \t")))
+        pos = field.end()
+    return line.group(1), line.group(2), line.group(3), fields
+
+
+class _PlainHead(Stopped):
+    """The parser of a connection whose plain request was refused, for
+    :func:`tproxy.http.refusals.refused_context`: it tells the request
+    line's method and version (nothing more is parsed)."""
+
+    def __init__(self, method, version):
+        self.method = method
+        self.version = version.decode("ascii")
+
+    def get_method(self):
+        return self.method
+
+    def get_http_version(self):
+        return self.version
 
 
 class _PlainHTTPAnswered(object):
@@ -30,7 +76,9 @@ class _PlainHTTPAnswered(object):
 
     The HTTP connection (the wrapped protocol) answers it as a request it
     cannot parse, over the TCP connection itself: the ``log`` phase runs
-    (the access log writes it, ``ctx.error`` ``"bad_request"``), and the
+    (the access log writes it, ``ctx.error`` ``"bad_request"``, with the
+    method, target, version and header fields that came in the first read,
+    where well formed: :func:`plain_head`), and the
     connection closes lingering, reading and dropping the rest of the
     request (a large body sent before reading the answer is not cut by a
     reset).
@@ -45,6 +93,13 @@ class _PlainHTTPAnswered(object):
                 self._first = None
                 conn = self.wrappedProtocol
                 conn.transport = self.transport   # plain from now on
+                f = conn.factory
+                head = plain_head(data, f.max_line, f.max_header)
+                if head is not None:
+                    # its log shows what came (as nginx's lines), as if parsed
+                    conn.head_start = f.seconds()
+                    conn.url, conn.fields = head[1], head[3]
+                    conn.parser = _PlainHead(head[0], head[2])
                 bad_request(conn, 400, _PLAIN_HTTP_ERROR)
                 return
         if self._first is None:

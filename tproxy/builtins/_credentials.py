@@ -13,19 +13,15 @@ from tproxy import Response
 CONSUMER_HEADER = "X-Consumer-Username"
 
 
-def query_value(query, names):
-    """
-    ``(name, value)`` of the first query argument called one of ``names``
-    (percent-decoded), or ``None``.
-    """
-    if not query:
-        return None
+def query_values(query, names):
+    """The values (percent-decoded) of the query arguments called one of
+    ``names``, in order."""
+    values = []
     for part in query.split("&"):
         name, eq, value = part.partition("=")
-        name = unquote(name.replace("+", " "))
-        if name in names:
-            return name, unquote(value.replace("+", " "))
-    return None
+        if unquote(name.replace("+", " ")) in names:
+            values.append(unquote(value.replace("+", " ")))
+    return values
 
 
 def strip_query(target, names):
@@ -51,4 +47,14 @@ def unauthorized(challenge, message, **fields):
     """``401`` with ``WWW-Authenticate: challenge`` and ``{"error": message}``."""
     response = Response.error(401, message, **fields)
     response.headers.set("WWW-Authenticate", challenge)
+    return response
+
+
+def invalid_request(challenge, reason):
+    """``400`` with ``WWW-Authenticate: challenge, error="invalid_request",
+    error_description="reason"`` (RFC 6750 3.1) and ``{"error": "invalid
+    request", "reason": reason}``."""
+    response = Response.error(400, "invalid request", reason=reason)
+    response.headers.set("WWW-Authenticate", '{}, error="invalid_request", '
+                         'error_description="{}"'.format(challenge, reason))
     return response

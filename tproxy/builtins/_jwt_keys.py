@@ -110,13 +110,24 @@ def parse_jwks(path, data):
             continue
         if "d" in jwk:
             raise ConfigError((where, "{}: keys[{}] is a private key".format(path, i)))
+        kid = jwk.get("kid")
+        if kid is not None and not (isinstance(kid, str) and kid):
+            # (a token's kid is a string: any other would match none)
+            raise ConfigError((where, "{}: keys[{}]: kid must be a non-empty string, "
+                               "not {}".format(path, i, json.dumps(kid))))
+        if jwk.get("alg", ALGORITHMS[0]) not in ALGORITHMS:
+            raise ConfigError((where, "{}: keys[{}]: algorithm {} is not allowed".format(
+                path, i, json.dumps(jwk["alg"]))))
         try:
             parsed = jwt.PyJWK.from_dict(jwk)
+        except KeyError as e:
+            raise ConfigError((where, "{}: keys[{}]: member {} is missing".format(path, i, e)))
         except Exception as e:
-            raise ConfigError((where, "{}: keys[{}]: {}".format(path, i, e)))
+            raise ConfigError((where, "{}: keys[{}]: {}".format(
+                path, i, e or type(e).__name__)))
         algorithm = getattr(parsed, "algorithm_name", None) or jwk.get("alg")
         if algorithm not in ALGORITHMS:
-            raise ConfigError((where, "{}: keys[{}]: algorithm {!r} is not "
-                               "allowed".format(path, i, algorithm)))
-        keys.append(Key(jwk.get("kid"), algorithm, parsed.key, None, True))
+            raise ConfigError((where, "{}: keys[{}]: algorithm {} is not "
+                               "allowed".format(path, i, json.dumps(algorithm))))
+        keys.append(Key(kid, algorithm, parsed.key, None, True))
     return keys

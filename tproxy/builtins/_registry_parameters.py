@@ -8,6 +8,7 @@ the value, or raises :class:`BadParameter` (the ``400`` answer: ``error``,
 """
 
 import ipaddress
+import json
 import re
 
 from tproxy.addresses import unicast_problem
@@ -239,7 +240,8 @@ def request_parameters(request):
     """
     The parameters of an add/remove request: its query (and form) arguments,
     and the members of a JSON object body (numbers and booleans as their
-    text) where the query has none.
+    text; ``null`` is absent); one given both in the query and in the body
+    is a ``400`` that names it.
 
     A parameter not in :data:`PARAMETERS` is a ``400`` that names it, as an
     unknown key of the configuration is: a misspelt ``prefx`` would
@@ -251,8 +253,8 @@ def request_parameters(request):
     than parameters silently missing.
 
     :raises BadParameter: for a body of another type, a JSON body that is
-        not an object, a member that is an object or a list, or an unknown
-        parameter.
+        not an object, a member that is an object or a list, a parameter
+        given twice, or an unknown parameter.
     """
     body = request.json
     if body is None:
@@ -273,7 +275,11 @@ def request_parameters(request):
         elif not isinstance(value, str):
             raise BadParameter(name, "{} must be a string or a number".format(name),
                                None)
-        args.setdefault(name, value)
+        if name in args:
+            # which one was meant cannot be told (as twice in the query)
+            raise BadParameter(name, "parameter {} given twice (in the query and in "
+                               "the JSON body)".format(json.dumps(name)), value)
+        args[name] = value
     _check_known(args)
     return args
 

@@ -28,6 +28,9 @@ JSON body.
   else percent-encoded; other JSON values as compact JSON); headers of those
   names sent by the client are removed.  ``ctx.consumer`` and
   ``ctx.vars["jwt_claims"]`` are set for the plugins after this one.
+- **One token**: two or more (the header and the query argument, either
+  twice) are a ``400`` with ``error="invalid_request"`` (RFC 6750 2 and
+  3.1: a client uses one method, once).
 - Verified tokens are remembered (at most ``cache_size`` of up to 4 KiB, their
   ``exp``/``nbf`` checked again at each use), so a client sending the same
   token again costs a dictionary lookup, not a signature check.
@@ -36,6 +39,7 @@ The keys are read and checked by :mod:`tproxy.builtins._jwt_keys`.
 """
 
 import json
+import time
 from urllib.parse import quote
 
 import jwt
@@ -44,7 +48,7 @@ from twisted.logger import Logger
 
 from tproxy import hookimpl
 from tproxy.builtins._credentials import (
-    CONSUMER_HEADER, query_value, remove_from_query, unauthorized)
+    CONSUMER_HEADER, invalid_request, query_values, remove_from_query, unauthorized)
 from tproxy.builtins._jwt_keys import (
     ALGORITHMS, index_keys, key_from_settings, parse_jwks, read_jwks)
 from tproxy.config import ConfigError
@@ -241,30 +245,32 @@ class Plugin(object):
         consumer and claim headers), else from the query argument; ``None``
         when there is none (a header of another scheme, ``Basic ...``, is
         not a bearer credential), ``""`` when the header is ``Bearer``
-        without a token.
+        without a token, ``False`` when there are two or more (RFC 6750 2:
+        one method, once).
         """
         headers = request.headers
         key, drop = self.header_key, self.drop
-        value = None
+        token = None
+        tokens = 0
         kept = []
         for pair in headers.raw:
             name = pair[0].lower()
             if name in drop:
-                if name == key and value is None:
-                    value = pair[1]
+                if name == key:
+                    scheme, _, value = pair[1].decode("latin-1").strip().partition(" ")
+                    if scheme.lower() == "bearer":
+                        token = value.strip()
+                        tokens += 1
             else:
                 kept.append(pair)
         if len(kept) != len(headers.raw):
             headers.raw = kept
-        if value is not None:
-            scheme, _, token = value.decode("latin-1").strip().partition(" ")
-            if scheme.lower() == "bearer":
-                return token.strip()
         if self.query_names is not None and request.query:
-            found = query_value(request.query, self.query_names)
-            if found is not None:
-                return found[1]
-        return None
+            found = query_values(request.query, self.query_names)
+            if found:
+                token = found[0]
+                tokens += len(found)
+        return token if tokens < 2 else False
 
     def _verify(self, token):
         """The claims of a valid token and its key, or raise :class:`_Invalid`."""
@@ -307,7 +313,7 @@ class Plugin(object):
         raise _Invalid(reason)
 
     def _check_times(self, claims):
-        now = self.clock.seconds() if self.clock is not None else _wall()
+        now = self.clock.seconds() if self.clock is not None else time.time()
         exp = claims.get("exp")
         if exp is not None:
             if not _number(exp):
@@ -346,6 +352,9 @@ class Plugin(object):
             remove_from_query(ctx, self.query_names)
         if token is None:
             return unauthorized(self.challenge, "missing bearer token")
+        if token is False:
+            # which one was meant cannot be told (RFC 6750 3.1: 400)
+            return invalid_request(self.challenge, "more than one token")
         try:
             if not token:
                 raise _Invalid("malformed authorization header")
@@ -375,11 +384,6 @@ class Plugin(object):
 
 def _number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _wall():
-    import time
-    return time.time()
 
 
 def _safe(text):

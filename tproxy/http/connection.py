@@ -47,7 +47,7 @@ class ProxyProtocol(RequestReader, Protocol):
     holds (see :meth:`pause`).
     """
 
-    after_lf = False       # the last read of a chunked body ended a line
+    line_part = b""        # a chunked body's line left unfinished by the last read
     starting = False       # exchange_done is starting queued exchanges
     lost_as = "client_abort"   # ctx.error of requests cut by the connection's loss
     linger = False         # the client may still be sending: close lingering
@@ -63,7 +63,7 @@ class ProxyProtocol(RequestReader, Protocol):
         # set). Set at the first request, these came after a server accepted
         # several connections at once: every connection had its dict made,
         # and no method call on one was specialised.  29 names: the rest
-        # (linger, after_lf ...) stay class defaults, set on rare paths; the
+        # (linger, line_part ...) stay class defaults, set on rare paths; the
         # request's Content-Length and Expect are not kept (locals of
         # on_headers_complete), which leaves room for body_since, set by
         # every request with a body.

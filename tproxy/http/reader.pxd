@@ -2,7 +2,7 @@
 # ProxyProtocol declares the fields its __init__ stores (their meaning:
 # connection.py; the factory is ClientConnection's, bases.pxd); the Protocol
 # base keeps an instance dict for any other
-# name (the rare ones: linger, after_lf ...).
+# name (the rare ones: linger, line_part ...).
 cimport cython
 
 from tproxy.http.exchange cimport Exchange

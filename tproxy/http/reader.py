@@ -17,7 +17,7 @@ from tproxy.http.exchange import Exchange
 from tproxy.http.headers import Headers
 from tproxy.http.parsing import (HttpParserError, HttpParserInvalidMethodError, HttpParserUpgrade,
                                  HttpRequestParser, bare_cr_first)
-from tproxy.http.pygrammar import MAX_TRAILERS
+from tproxy.http.pygrammar import _MAX_SIZE, MAX_TRAILERS
 from tproxy.http.target import METHOD_TOKEN, request_target
 from tproxy.http.tunnel import UpgradeExchange, UpgradeRequestContext, upgrade_offer
 from tproxy.http.wire import BadRequest, Closing, forwarding_fields, scan_request_fields
@@ -25,6 +25,9 @@ from tproxy.trust import UntrustworthyHeader
 
 #: the size at the start of a chunk-size line
 _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]+")
+#: how much of a chunk-size line split across reads is kept (its size
+#: digits come first; ``_check_chunk_size``)
+_LINE_PART = 64
 #: the end of a request line with a well-formed version
 _VERSION = re.compile(rb" HTTP/[0-9]\.[0-9]\r\n")
 
@@ -154,7 +157,14 @@ class RequestReader(ClientConnection):
                 if self.chunked:
                     if self.chunk_mark is not None:
                         self._check_chunk_size(data)
-                    self.after_lf = data[-1:] == b"\n"
+                    # the start of a line this read leaves unfinished: a
+                    # chunk-size line ended in a later read is read back
+                    # from it (a line holds no LF)
+                    nl = data.rfind(b"\n")
+                    if nl >= 0:
+                        self.line_part = data[nl + 1:nl + 1 + _LINE_PART]
+                    elif len(self.line_part) < _LINE_PART:
+                        self.line_part += data[:_LINE_PART]
             elif self.heads == heads:
                 if not self.closing:
                     self._count_head(data)
@@ -349,9 +359,8 @@ class RequestReader(ClientConnection):
         self.reading.client_body(data)
 
     def on_chunk_header(self):
-        if self.reading.body_limit is not None:
-            # a chunk begins: its size is checked at the end of this read
-            self.chunk_mark = self.reading.body_size
+        # a chunk begins: its size is checked at the end of this read
+        self.chunk_mark = self.reading.body_size
 
     def on_chunk_complete(self):
         self.chunk_mark = None
@@ -359,9 +368,11 @@ class RequestReader(ClientConnection):
     def _check_chunk_size(self, data):
         """
         A chunk began in ``data`` and goes on past its end: its size, read
-        back from its size line (neither parser reports it), must fit in the
-        limit, so that a client announcing a 4 GiB chunk gets its ``413``
-        now, not after sending the limit's worth (nginx does the same).
+        back from its size line (neither parser reports it), must fit in
+        2**63 - 1 (``400``: httptools reads up to 2**64 - 1, tproxy's
+        parser and nginx refuse more) and in the body limit (``413``), so
+        that a client announcing a 4 GiB chunk gets its answer now, not
+        after sending the limit's worth (nginx does the same).
         """
         ex = self.reading
         mark, self.chunk_mark = self.chunk_mark, None
@@ -369,15 +380,17 @@ class RequestReader(ClientConnection):
             return
         # the chunk's bytes so far follow its size line in data
         end = len(data) - (ex.body_size - mark)
-        if end < 3 or data[end - 2:end] != b"\r\n":
-            return   # not in this read: the bytes are counted as they come
-        start = data.rfind(b"\n", 0, end - 2) + 1
-        if start == 0 and not self.after_lf:
-            return   # the line began in an earlier read
-        m = _CHUNK_SIZE.match(data, start, end)
+        if end < 1 or data[end - 1] != 10:
+            return   # (not where the size line ends: nothing to read back)
+        start = data.rfind(b"\n", 0, end - 1) + 1
+        # (a line begun in an earlier read: its start was kept, see dataReceived)
+        m = _CHUNK_SIZE.match(data[start:end] if start else self.line_part + data[:end])
         if m is None:
             return
-        if mark + int(m.group(), 16) > ex.body_limit:
+        size = int(m.group(), 16)
+        if size > _MAX_SIZE:
+            self._bad_request(400, "malformed request")
+        elif ex.body_limit is not None and mark + size > ex.body_limit:
             ex.refuse_body()
             self._bad_request(413, "request body too large")
 

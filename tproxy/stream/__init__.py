@@ -58,8 +58,10 @@ The modules
 - :mod:`tproxy.stream.phases`: the hook implementations a listener runs
   and how ``stream_log`` is called (internal).
 - :mod:`tproxy.stream.listener`: :class:`StreamFactory`, the listener.
-- :mod:`tproxy.stream.session`: one connection from accept to
-  ``stream_log`` (internal).
+- :mod:`tproxy.stream.session`: one connection from accept through the
+  phases and the connect attempts to the pipe (internal).
+- :mod:`tproxy.stream.closing`: how it ends: FINs, resets, the idle
+  timeout, shutdown, then ``stream_log`` (internal).
 - :mod:`tproxy.stream.pipe`: the pipe's backpressure (each reading side as
   the other side's producer) and the bound on early client bytes (internal).
 - :mod:`tproxy.stream.upstream`: the upstream connect attempt and

@@ -1,11 +1,12 @@
 # -*- test-case-name: tests.test_stream -*-
 """
 :class:`StreamSession`: one client connection and its upstream connection,
-from the accept through the phases and connect attempts to the pipe and
-the close (the life of a connection is in :mod:`tproxy.stream`).
+from the accept through the phases and connect attempts to the pipe (its
+close: :mod:`tproxy.stream.closing`; the life of a connection is in
+:mod:`tproxy.stream`).
 """
 
-from twisted.internet.error import ConnectionDone, TimeoutError as TxTimeoutError
+from twisted.internet.error import TimeoutError as TxTimeoutError
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
@@ -15,13 +16,12 @@ from tproxy.context import Response
 from tproxy.fastio import install_fast_write
 from tproxy.phase_resume import _first_result, _until_response, is_deferred
 from tproxy.proxy_protocol import header as proxy_protocol_header
+from tproxy.stream.closing import SessionClosing
 from tproxy.stream.context import (
-    _CLEAN, ACCESS_DENIED, BALANCER_REFUSED, CLIENT_CLOSED, CLIENT_RESET,
-    CONNECT_FAILED, CONNECT_TIMEOUT, IDLE_TIMEOUT, NO_PEER, PLUGIN_ERROR,
-    PLUGIN_TIMEOUT, SHUTDOWN, UPSTREAM_CLOSED, UPSTREAM_RESET, StreamContext, _host_port)
-from tproxy.stream.phases import _is_refusal, _log_timeout, _run_log
-from tproxy.stream.pipe import (
-    _WAITING, PENDING_LIMIT, _half_closeable, _Reader)
+    ACCESS_DENIED, BALANCER_REFUSED, CONNECT_FAILED, CONNECT_TIMEOUT, NO_PEER,
+    PLUGIN_ERROR, StreamContext, _host_port)
+from tproxy.stream.phases import _is_refusal
+from tproxy.stream.pipe import _WAITING, PENDING_LIMIT, _Reader
 from tproxy.stream.upstream import _UpstreamConnector
 
 # one namespace for the stream proxy's modules (what a log filter selects)
@@ -29,10 +29,11 @@ log = Logger(namespace="tproxy.stream")
 
 
 @implementer(IHalfCloseableProtocol)
-class StreamSession(Protocol):
+class StreamSession(SessionClosing, Protocol):
     """
     One client connection and its upstream connection: the phases, the
-    connect attempts and the pipe (see :mod:`tproxy.stream`).
+    connect attempts and the pipe (see :mod:`tproxy.stream`); how it ends:
+    :class:`~tproxy.stream.closing.SessionClosing`.
 
     :ivar ctx: the :class:`~tproxy.stream.context.StreamContext`.
     :ivar upstream: the upstream protocol once connected (``None`` before).
@@ -249,154 +250,3 @@ class StreamSession(Protocol):
         ctx.bytes_sent += n
         self.last = self.seconds()
         self.transport.write(data)
-
-    # -- closing -------------------------------------------------------------------
-
-    def readConnectionLost(self):
-        """The client sent its FIN: forward it to the upstream."""
-        self.reader.closed = True
-        self.client_eof = True
-        if self.first_eof is None:
-            self.first_eof = CLIENT_CLOSED
-        up = self.upstream
-        if self.closing is not None or up is None:
-            return  # not connected yet: sent after the pending bytes
-        ut = up.transport
-        ut.unregisterProducer()
-        ut.loseWriteConnection()
-        self._maybe_both_eof()
-
-    def writeConnectionLost(self):
-        """Our FIN to the client was sent (nothing to do)."""
-
-    def _upstream_eof(self):
-        self.up_reader.closed = True
-        self.upstream_eof = True
-        if self.first_eof is None:
-            self.first_eof = UPSTREAM_CLOSED
-        if self.closing is not None:
-            return
-        t = self.transport
-        if not _half_closeable(t):
-            # a TLS client connection cannot send a FIN alone: close it
-            self._end(UPSTREAM_CLOSED, 200, abort=False)
-            return
-        t.unregisterProducer()
-        t.loseWriteConnection()
-        self._maybe_both_eof()
-
-    def _maybe_both_eof(self):
-        if self.client_eof and self.upstream_eof:
-            self._end(self.first_eof, 200, abort=False)
-
-    def connectionLost(self, reason):
-        """The client connection is closed."""
-        self.client_gone = True
-        self.reader.closed = True
-        if self.closing is None:
-            if self.upstream is None:
-                self._end(CLIENT_RESET, 499, abort=True)
-            elif reason.check(ConnectionDone):
-                self._end(CLIENT_CLOSED, 200, abort=True)
-            else:
-                self._end(CLIENT_RESET, 200, abort=True)
-        self._maybe_finish()
-
-    def _upstream_lost(self, reason):
-        if self.up_reader is not None:
-            self.up_reader.closed = True
-        self._release_peer()
-        if self.closing is None:
-            clean = reason.check(ConnectionDone) is not None
-            self._end(UPSTREAM_CLOSED if clean else UPSTREAM_RESET, 200, abort=False)
-        self._maybe_finish()
-
-    def _idle_check(self):
-        self.idle_call = None
-        if self.done:
-            return
-        f = self.factory
-        now = self.seconds()
-        if self.connector is not None:
-            self.last = now  # an attempt in progress has its own timeout
-        left = self.last + f.idle_timeout - now
-        if left > 0:
-            self.idle_call = f.clock.callLater(left, self._idle_check)
-            return
-        if self.awaited is not None and self.closing is None:
-            _log_timeout(self.ctx, self.awaited[1], f.idle_timeout)
-            self._end(PLUGIN_TIMEOUT, 500, abort=True)
-            return
-        self._end(IDLE_TIMEOUT, 200 if self.upstream is not None else 502, abort=True)
-
-    def shutdown(self):
-        """tproxy is stopping and the drain time is over: abort both sides."""
-        self._end(SHUTDOWN, 200 if self.upstream is not None else 502, abort=True)
-
-    def _end(self, reason, status, abort):
-        """
-        Decide that the connection ends (the first decision names the reason)
-        and close both sides: gracefully (what is buffered is sent first) or
-        at once.  ``stream_log`` runs when both are closed.
-        """
-        if self.closing is None:
-            self.closing = reason
-            ctx = self.ctx
-            ctx.reason = reason
-            ctx.status = status
-            ctx.error = None if reason in _CLEAN else reason
-        elif not abort:
-            return
-        awaited = self.awaited
-        if awaited is not None:
-            # the plugin's work is cancelled (its errback: _phase_failed)
-            self.awaited = None
-            awaited[0].cancel()
-        c = self.connector
-        if c is not None:
-            self.connector = None
-            try:
-                c.stopConnecting()   # calls _connect_failed, which releases the peer
-            except Exception:
-                self._release_peer()
-        up = self.upstream
-        transports = []
-        if not self.client_gone:
-            transports.append(self.transport)
-        if up is not None and not up.gone:
-            transports.append(up.transport)
-        for t in transports:
-            if t.connected:
-                t.unregisterProducer()
-                if abort:
-                    t.abortConnection()
-                else:
-                    t.loseConnection()
-        if self.idle_call is None and not self.done:
-            self.idle_call = self.factory.clock.callLater(
-                self.factory.idle_timeout, self._idle_check)
-        self._maybe_finish()
-
-    def _maybe_finish(self):
-        if self.done or self.closing is None or not self.client_gone:
-            return
-        if self.connector is not None:
-            return
-        up = self.upstream
-        if up is not None and not up.gone:
-            return
-        self._finish()
-
-    def _finish(self):
-        self.done = True
-        call, self.idle_call = self.idle_call, None
-        if call is not None and call.active():
-            call.cancel()
-        self._release_peer()
-        f = self.factory
-        f.sessions.discard(self)
-        ctx = self.ctx
-        ctx.end = self.seconds()
-        _run_log(ctx.plugins.log, ctx)
-        if f._drained and not f.sessions:
-            f._all_closed()
