@@ -243,6 +243,32 @@ class LeastConnTests(_Picking, SynchronousTestCase):
         self.registry.register("api", "10.0.0.1", 2)
         self.assertEqual(self.pick().port, 2)
 
+    def test_twoPluginsOneRegistry(self):
+        """Two least_conn plugins following one registry keep their own
+        turns: each peer's record (kept with the peer) is its own index's."""
+        other = least_conn.Plugin({})
+        other.small_group = 0
+        other.init_worker(self.gateway)
+        for port in (1, 2, 3):
+            self.registry.register("api", "10.0.0.1", port)
+
+        def pick(plugin):
+            ctx = RequestContext(self.gateway, Request("GET", "/x"))
+            ctx.route = "api"
+            return plugin.balancer(ctx, ())
+
+        seen = []
+        for plugin in [self.plugin, other, other, self.plugin] * 3:
+            peer = pick(plugin)
+            peer.acquire()
+            peer.release()
+            seen.append(peer.port)
+        # both follow every request, so the peers take turns across both
+        # (the other's first pick: its index is built then, every pass
+        # from the same start)
+        self.assertEqual(seen, [1, 1, 2, 3, 1, 2, 3, 1, 2, 3, 1, 2])
+        self.assertIsNot(self.index(), other._index_of(self.registry.group("api").peers[("10.0.0.1", 1)]))
+
     def test_staticPeersBeforeInit(self):
         """Peers present before the plugin starts (static ones) are indexed."""
         gateway = make_gateway()

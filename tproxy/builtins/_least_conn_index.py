@@ -42,8 +42,9 @@ on PyPy its ``peer_changed`` returns at once.
 
 Per request (a pick, then ``peer_changed`` at ``acquire`` and at
 ``release``) the index does a few dictionary operations on one peer: each
-peer has one record, ``[pass, total, bucket]``, so that leaving a bucket
-needs no lookup of the old key, and the plugin's key in ``group.state`` is
+peer has one record, ``[pass, total, bucket, index]``, which it keeps
+(``peer.balancer_record``: no lookup in a dictionary of every peer), so
+that leaving a bucket needs no lookup of the old key, and the plugin's key in ``group.state`` is
 hashed by identity.  Nothing made per request outlives it: a record holds
 no key (a tuple kept per peer until its next change would wait, a round
 later, in the collector's young generation, which walks what it refers
@@ -75,10 +76,12 @@ class _Index(object):
     :ivar keys: a heap of keys: every key of ``buckets`` once, and maybe keys
         whose bucket has emptied since (dropped when met).
     :ivar queued: the set of the keys in ``keys``.
-    :ivar passes: ``{peer: [pass, total, bucket]}`` for every peer of the
-        index (in a bucket, ``down`` or ``full``): its pass, and
+    :ivar passes: ``{peer: [pass, total, bucket, index]}`` for every peer
+        of the index (in a bucket, ``down`` or ``full``): its pass, and
         ``peer.total`` when the pass was last brought up to date; the bucket
-        it is in (``None`` when in none).
+        it is in (``None`` when in none); this index (``None`` once the peer
+        left it).  The peer keeps its record too (``peer.balancer_record``,
+        see :meth:`record`).
     :ivar placed: how many peers are in a bucket.
     :ivar vt: the pass the last request given out started from.
     :ivar down: ``OrderedDict(peer -> None)`` of the unhealthy peers, in the
@@ -102,6 +105,28 @@ class _Index(object):
         self.down = OrderedDict()
         self.full = {}
         self.spare = []
+
+    def add(self, peer, passed, total):
+        """A record for ``peer`` (in no bucket yet), also kept by the peer."""
+        rec = self.passes[peer] = peer.balancer_record = [passed, total, None, self]
+        return rec
+
+    def record(self, peer):
+        """``peer``'s record, or ``None``: the one the peer keeps if it is
+        this index's (no lookup in a dictionary of every peer, whose entry no
+        cache holds at 10,000 peers), else the one of :attr:`passes`."""
+        rec = peer.balancer_record
+        if rec is None or rec[3] is not self:
+            rec = self.passes.get(peer)
+            if rec is not None:
+                peer.balancer_record = rec   # (another index's, before)
+        return rec
+
+    def forget(self, peer):
+        """Drop ``peer``'s record (out of the buckets already)."""
+        rec = self.passes.pop(peer, None)
+        if rec is not None:
+            rec[3] = None
 
     def retire(self, key):
         """Take the emptied bucket of ``key`` out of :attr:`buckets`, kept
@@ -191,11 +216,11 @@ class GroupIndexes(object):
             if peer.is_live(now):
                 passed = known.get(peer)
                 if passed is None:
-                    index.passes[peer] = [index.vt, peer.total, None]
+                    index.add(peer, index.vt, peer.total)
                 else:
                     if passed[1] != peer.total:
                         _advance(index, peer, passed)
-                    index.passes[peer] = [passed[0], passed[1], None]
+                    index.add(peer, passed[0], passed[1])
                 if not peer.healthy:
                     index.down[peer] = None
                 elif peer.max_conns and peer.active >= peer.max_conns:
@@ -207,7 +232,7 @@ class GroupIndexes(object):
 
     def _place(self, index, peer):
         """Move ``peer`` to the end of the bucket of its current key."""
-        rec = index.passes[peer]
+        rec = index.record(peer)
         key = (peer.active / (peer.weight * peer.ramp or 1), int(rec[0]))
         old = rec[2]
         if old is not None:
@@ -250,7 +275,7 @@ class GroupIndexes(object):
 
     def _drop(self, index, peer):
         """Take ``peer`` out of the buckets (its key may stay in the heap)."""
-        rec = index.passes.get(peer)
+        rec = index.record(peer)
         if rec is not None and rec[2] is not None:
             del rec[2][peer]
             rec[2] = None
@@ -265,7 +290,7 @@ class GroupIndexes(object):
         """Index a new peer (if its group is indexed yet)."""
         index = self._index_of(peer)
         if type(index) is _Index and peer not in index.passes:
-            index.passes[peer] = [index.vt, peer.total, None]
+            index.add(peer, index.vt, peer.total)
             if peer.healthy:
                 self._place(index, peer)
             else:
@@ -278,7 +303,8 @@ class GroupIndexes(object):
             self._drop(index, peer)
             index.down.pop(peer, None)
             index.full.pop(peer, None)
-        if index is not None:
+            index.forget(peer)
+        elif index is not None:
             index.passes.pop(peer, None)
 
     def peer_health_changed(self, peer):
@@ -293,7 +319,7 @@ class GroupIndexes(object):
                 else:
                     self._place(index, peer)
         else:
-            rec = index.passes.get(peer)
+            rec = index.record(peer)
             if rec is not None and rec[2] is not None:
                 self._drop(index, peer)
                 index.down[peer] = None

@@ -119,9 +119,14 @@ class Plugin(GroupIndexes):
         index = peer.group.state.get(self._key)
         if type(index) is not _Index:
             return   # none yet, or a small group (its pick advances passes)
-        rec = index.passes.get(peer)
-        if rec is None:
-            return   # not looked at yet, removed, or expired (forgotten)
+        rec = peer.balancer_record
+        if rec is None or rec[3] is not index:
+            # (index.record inlined: its own record kept by the peer, else
+            # the index's, the peer's when it was another index's)
+            rec = index.passes.get(peer)
+            if rec is None:
+                return   # not looked at yet, removed, or expired (forgotten)
+            peer.balancer_record = rec
         weight = peer.weight * peer.ramp or 1
         total = peer.total
         if rec[1] != total:
@@ -349,7 +354,7 @@ class Plugin(GroupIndexes):
                 if dead is not None:
                     for peer in dead:  # expired for good: drop them
                         self._drop(index, peer)
-                        index.passes.pop(peer, None)
+                        index.forget(peer)
                 if chosen is not None:
                     break
                 if bucket:
