@@ -105,6 +105,17 @@ class LeastConnTests(_Picking, SynchronousTestCase):
         self.assertEqual([p.active for p in self.registry.group("api").peers.values()],
                          [0, 0, 0])
 
+    def test_tiesInTurnAfterRequestsEndOutOfOrder(self):
+        """Requests held by five equal peers end in another order than they
+        started: the next round gives the peers their turns in the order
+        their requests ended (a peer leaving the middle of its bucket
+        leaves the others' order as it was)."""
+        peers = [self.registry.register("api", "10.0.0.1", port)[0] for port in range(1, 6)]
+        self.assertEqual(self.held(5), {1: 1, 2: 1, 3: 1, 4: 1, 5: 1})
+        for i in (2, 0, 4, 1, 3):
+            peers[i].release()
+        self.assertEqual([self.held(1).popitem()[0] for _ in range(5)], [3, 1, 5, 2, 4])
+
     def test_tiesRotateWeighted(self):
         """Rotation holds for equal weights above one."""
         for port in range(1, 5):
