@@ -214,9 +214,10 @@ class Plugin(GroupIndexes):
         if name is None:
             return None
         if not tried:
-            # The usual request, a group of one usable peer: choose's and
-            # _scan's first branch inlined (a call costs more than their work
-            # here; the clock read only for a peer that can expire)
+            # The usual requests, a group of one usable peer or an indexed
+            # group's first peer: choose's and _scan's first branches inlined
+            # (a call costs more than their work here; the clock read only
+            # for a peer that can expire)
             group = registry.group(name)
             if group is not None:
                 peers = group.peers
@@ -241,6 +242,14 @@ class Plugin(GroupIndexes):
                                     peer.weight * peer.ramp or 1)
                                 passed[1] = total
                             return peer
+                else:
+                    index = group.state.get(self._key)
+                    if type(index) is _Index and index.keys:
+                        bucket = index.buckets.get(index.keys[0])
+                        if bucket is not None and bucket.first is not None:
+                            peer = bucket.first.peer
+                            if peer.expires_at == INFINITY or peer.expires_at > registry.now():
+                                return peer
         health = self._health
         try_all = health is None or health._try_all
         # (through the class: the plugin manager gives the instance an
