@@ -73,6 +73,7 @@ class _Rec(object):
     A peer's record in an index (``index.passes[peer]``, also
     ``peer.balancer_record``).
 
+    :ivar peer: the :class:`tproxy.registry.Peer`.
     :ivar passed: the peer's pass.
     :ivar total: ``peer.total`` when ``passed`` was last brought up to date.
     :ivar bucket: the :class:`_Bucket` it is in, or ``None``.
