@@ -41,24 +41,19 @@ told of them at all until it indexes a group (``least_conn._FOLLOW_LATE``),
 on PyPy its ``peer_changed`` returns at once.
 
 Per request (a pick, then ``peer_changed`` at ``acquire`` and at
-``release``) the index touches one peer's record and its neighbours in
-their buckets.  Each peer has one record (:class:`_Rec`: its pass, its
-bucket, its neighbours there), which the peer keeps
-(``peer.balancer_record``): no lookup in a dictionary of every peer, whose
-entry no cache holds at 10,000 peers.  A bucket is a list linked through
-the records (:class:`_Bucket`), not an ``OrderedDict``: leaving and
-joining one writes the record and its neighbours, of which the next to
-leave is the next one picked, and the collector, when a young collection
-meets a bucket, visits its two ends, not every peer of a round.  The
-plugin's key in ``group.state`` is hashed by identity.  Nothing made per
-request outlives it: a record holds no key (a tuple kept per peer until
-its next change would wait, a round later, in the collector's young
-generation, which walks what it refers to), and emptied buckets are used
-again (see :meth:`GroupIndexes._new_bucket`).  The running server pays
-more per request at 10,000 peers than at 1 (see ``bench/README.md``): not
-for these instructions, which are the same at 9 peers, but because each
-request touches another peer's objects and upstream connection, which are
-no longer in the CPU's caches.
+``release``) the index touches one peer's record (:class:`_Rec`, kept by
+the peer: ``peer.balancer_record``, no lookup in a dictionary of every
+peer) and its neighbours in their buckets, lists linked through the
+records (:class:`_Bucket`, not an ``OrderedDict``: a young collection
+meeting one visits its two ends, not every peer of a round).  The plugin's
+key in ``group.state`` is hashed by identity.  Nothing made per request
+outlives it: a record holds no key (a tuple kept per peer until its next
+change would wait, a round later, in the collector's young generation,
+which walks what it refers to), and emptied buckets are used again (see
+:meth:`GroupIndexes._new_bucket`).  The running server pays more per
+request at 10,000 peers than at 1 (see ``bench/README.md``): each request
+touches another peer's objects and upstream connection, which no cache
+holds any more.
 """
 
 import heapq
@@ -75,6 +70,7 @@ class _Rec(object):
 
     :ivar peer: the :class:`tproxy.registry.Peer`.
     :ivar passed: the peer's pass.
+    :ivar round: ``int(passed)``, the round of its key.
     :ivar total: ``peer.total`` when ``passed`` was last brought up to date.
     :ivar bucket: the :class:`_Bucket` it is in, or ``None``.
     :ivar index: the :class:`_Index` it is of (``None`` once the peer left
@@ -83,12 +79,13 @@ class _Rec(object):
     :ivar next: the record after it in its bucket, or ``None``.
     """
 
-    __slots__ = ("passed", "total", "bucket", "index", "peer", "prev", "next")
+    __slots__ = ("passed", "round", "total", "bucket", "index", "peer", "prev", "next")
 
     def __init__(self, peer, index, passed, total):
         self.peer = peer
         self.index = index
         self.passed = passed
+        self.round = int(passed)
         self.total = total
         self.bucket = self.prev = self.next = None
 
@@ -311,7 +308,7 @@ class GroupIndexes(object):
     def _place(self, index, peer):
         """Move ``peer`` to the end of the bucket of its current key."""
         rec = index.record(peer)
-        key = (peer.active / (peer.weight * peer.ramp or 1), int(rec.passed))
+        key = (peer.active / (peer.weight * peer.ramp or 1), rec.round)
         old = rec.bucket
         if old is not None:
             old.remove(rec)   # an emptied bucket stays (see _pick)

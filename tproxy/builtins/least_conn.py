@@ -137,8 +137,10 @@ class Plugin(GroupIndexes):
                 start = index.vt
             else:
                 index.vt = start
-            rec.passed = start + (total - rec.total) / weight
+            rec.passed = passed = start + (total - rec.total) / weight
             rec.total = total
+            if passed >= rec.round + 1:   # (a pass only grows)
+                rec.round = int(passed)
         old = rec.bucket
         if old is None:
             # a full peer whose request ended (back in its bucket), or a
@@ -150,8 +152,7 @@ class Plugin(GroupIndexes):
                 else:
                     index.down[peer] = None
             return
-        # out of its bucket (_Bucket.remove inlined; an emptied bucket
-        # stays, see _pick)
+        # out of its bucket (_Bucket.remove inlined; an emptied one stays)
         prev = rec.prev
         following = rec.next
         if prev is None:
@@ -171,12 +172,12 @@ class Plugin(GroupIndexes):
             index.placed -= 1
             index.full[peer] = None
             return
-        key = (active / weight, int(rec.passed))
+        # (at weight 1 an int score: the float's key, hashed for less)
+        key = (active if weight == 1 else active / weight, rec.round)
         bucket = index.buckets.get(key)
         if bucket is None:
             bucket = self._new_bucket(index, key)
-        # at the end of the new one (_Bucket.append inlined)
-        last = bucket.last
+        last = bucket.last   # at the end of the new one (_Bucket.append)
         rec.prev = last
         if last is None:
             bucket.first = rec
