@@ -105,6 +105,17 @@ class LeastConnTests(_Picking, SynchronousTestCase):
         self.assertEqual([p.active for p in self.registry.group("api").peers.values()],
                          [0, 0, 0])
 
+    def test_tiesInTurnAfterRequestsEndOutOfOrder(self):
+        """Requests held by five equal peers end in another order than they
+        started: the next round gives the peers their turns in the order
+        their requests ended (a peer leaving the middle of its bucket
+        leaves the others' order as it was)."""
+        peers = [self.registry.register("api", "10.0.0.1", port)[0] for port in range(1, 6)]
+        self.assertEqual(self.held(5), {1: 1, 2: 1, 3: 1, 4: 1, 5: 1})
+        for i in (2, 0, 4, 1, 3):
+            peers[i].release()
+        self.assertEqual([self.held(1).popitem()[0] for _ in range(5)], [3, 1, 5, 2, 4])
+
     def test_tiesRotateWeighted(self):
         """Rotation holds for equal weights above one."""
         for port in range(1, 5):
@@ -242,6 +253,32 @@ class LeastConnTests(_Picking, SynchronousTestCase):
         self.assertIsNone(self.pick())
         self.registry.register("api", "10.0.0.1", 2)
         self.assertEqual(self.pick().port, 2)
+
+    def test_twoPluginsOneRegistry(self):
+        """Two least_conn plugins following one registry keep their own
+        turns: each peer's record (kept with the peer) is its own index's."""
+        other = least_conn.Plugin({})
+        other.small_group = 0
+        other.init_worker(self.gateway)
+        for port in (1, 2, 3):
+            self.registry.register("api", "10.0.0.1", port)
+
+        def pick(plugin):
+            ctx = RequestContext(self.gateway, Request("GET", "/x"))
+            ctx.route = "api"
+            return plugin.balancer(ctx, ())
+
+        seen = []
+        for plugin in [self.plugin, other, other, self.plugin] * 3:
+            peer = pick(plugin)
+            peer.acquire()
+            peer.release()
+            seen.append(peer.port)
+        # both follow every request, so the peers take turns across both
+        # (the other's first pick: its index is built then, every pass
+        # from the same start)
+        self.assertEqual(seen, [1, 1, 2, 3, 1, 2, 3, 1, 2, 3, 1, 2])
+        self.assertIsNot(self.index(), other._index_of(self.registry.group("api").peers[("10.0.0.1", 1)]))
 
     def test_staticPeersBeforeInit(self):
         """Peers present before the plugin starts (static ones) are indexed."""

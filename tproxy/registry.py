@@ -58,6 +58,9 @@ class Peer(object):
     :ivar ramp: the share of its weight it takes now, ``0 < ramp <= 1``
         (below 1 while it warms up: ``health.slow_start``); balancers weigh
         it ``weight * ramp``.
+    :ivar balancer_record: a balancer's own record of the peer, kept with
+        it (``least_conn``'s: see :mod:`tproxy.builtins._least_conn_index`),
+        or ``None``.
     :param notify: the ``peer_changed(peer)`` callables to call when
         ``acquire``/``release`` change the count (a list the registry keeps
         up to date), or ``None``.
@@ -66,7 +69,7 @@ class Peer(object):
     __slots__ = ("group", "host", "port", "weight", "active", "static",
                  "expires_at", "last_heartbeat", "created_time", "address",
                  "key", "total", "_notify", "healthy", "health", "max_conns", "ramp",
-                 "__weakref__")
+                 "balancer_record", "__weakref__")
 
     def __init__(self, group, host, port, weight=1, now=0.0, ttl=None,
                  notify=None):
@@ -86,6 +89,7 @@ class Peer(object):
         self.health = None
         self.max_conns = 0
         self.ramp = 1.0
+        self.balancer_record = None
         #: the ``peer_changed`` callables to tell of a count change: a list
         #: the registry owns and may extend (no indirection per request)
         self._notify = notify if notify is not None else ()

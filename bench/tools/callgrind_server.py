@@ -130,6 +130,9 @@ def _free_block(n):
             for port in range(base, base + n):
                 s = socket.socket()
                 socks.append(s)
+                # (as nginx binds them: a port some closed connection left
+                # in TIME_WAIT is free for a listener)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 s.bind(("127.0.0.1", port))
             return base
         except OSError as e:

@@ -12,7 +12,7 @@ re-scoring at each request (``peer_changed``) are the plugin's own
 How it stays flat at 10,000 peers
 ---------------------------------
 Each group's index (in ``group.state``, under a key of this plugin instance)
-holds the peers in *buckets*: ``{(score, round): OrderedDict of peers}``,
+holds the peers in *buckets*: ``{(score, round): _Bucket of peers}``,
 ``round`` being the whole part of the peer's pass, each bucket in the order
 its peers last changed, and a small heap of the distinct keys.  The plugin
 follows the registry as an :class:`tproxy.registry.IRegistryListener`: when a
@@ -41,18 +41,19 @@ told of them at all until it indexes a group (``least_conn._FOLLOW_LATE``),
 on PyPy its ``peer_changed`` returns at once.
 
 Per request (a pick, then ``peer_changed`` at ``acquire`` and at
-``release``) the index does a few dictionary operations on one peer: each
-peer has one record, ``[pass, total, bucket]``, so that leaving a bucket
-needs no lookup of the old key, and the plugin's key in ``group.state`` is
-hashed by identity.  Nothing made per request outlives it: a record holds
-no key (a tuple kept per peer until its next change would wait, a round
-later, in the collector's young generation, which walks what it refers
-to), and emptied buckets are used again (see
+``release``) the index touches one peer's record (:class:`_Rec`, kept by
+the peer: ``peer.balancer_record``, no lookup in a dictionary of every
+peer) and its neighbours in their buckets, lists linked through the
+records (:class:`_Bucket`, not an ``OrderedDict``: a young collection
+meeting one visits its two ends, not every peer of a round).  The plugin's
+key in ``group.state`` is hashed by identity.  Nothing made per request
+outlives it: a record holds no key (a tuple kept per peer until its next
+change would wait, a round later, in the collector's young generation,
+which walks what it refers to), and emptied buckets are used again (see
 :meth:`GroupIndexes._new_bucket`).  The running server pays more per
-request at 10,000 peers than at 1 (see ``bench/README.md``): not for these
-instructions, which are the same at 9 peers, but because each request
-touches another peer's objects and upstream connection, which are no
-longer in the CPU's caches.
+request at 10,000 peers than at 1 (see ``bench/README.md``): each request
+touches another peer's objects and upstream connection, which no cache
+holds any more.
 """
 
 import heapq
@@ -62,23 +63,100 @@ from collections import OrderedDict
 _attachments = itertools.count()
 
 
+class _Rec(object):
+    """
+    A peer's record in an index (``index.passes[peer]``, also
+    ``peer.balancer_record``).
+
+    :ivar peer: the :class:`tproxy.registry.Peer`.
+    :ivar passed: the peer's pass.
+    :ivar round: ``int(passed)``, the round of its key.
+    :ivar total: ``peer.total`` when ``passed`` was last brought up to date.
+    :ivar bucket: the :class:`_Bucket` it is in, or ``None``.
+    :ivar index: the :class:`_Index` it is of (``None`` once the peer left
+        it).
+    :ivar prev: the record before it in its bucket, or ``None``.
+    :ivar next: the record after it in its bucket, or ``None``.
+    """
+
+    __slots__ = ("passed", "round", "total", "bucket", "index", "peer", "prev", "next")
+
+    def __init__(self, peer, index, passed, total):
+        self.peer = peer
+        self.index = index
+        self.passed = passed
+        self.round = int(passed)
+        self.total = total
+        self.bucket = self.prev = self.next = None
+
+
+class _Bucket(object):
+    """
+    The peers of one key, in the order they arrived (the most recently
+    changed last): a list linked through their records (``first``,
+    ``last``, each record's ``prev`` and ``next``), so that a peer leaves
+    it or joins it in O(1) without a lookup.  Iterating gives the peers.
+    """
+
+    __slots__ = ("first", "last", "size")
+
+    def __init__(self):
+        self.first = self.last = None
+        self.size = 0
+
+    def __len__(self):
+        return self.size
+
+    def __iter__(self):
+        rec = self.first
+        while rec is not None:
+            following = rec.next   # (the peer may leave while the caller looks)
+            yield rec.peer
+            rec = following
+
+    def append(self, rec):
+        """``rec`` (in no bucket) joins at the end."""
+        last = self.last
+        rec.prev = last
+        if last is None:
+            self.first = rec
+        else:
+            last.next = rec
+        self.last = rec
+        rec.bucket = self
+        self.size += 1
+
+    def remove(self, rec):
+        """``rec`` (in this bucket) leaves it."""
+        prev = rec.prev
+        following = rec.next
+        if prev is None:
+            self.first = following
+        else:
+            prev.next = following
+        if following is None:
+            self.last = prev
+        else:
+            following.prev = prev
+        rec.prev = rec.next = rec.bucket = None
+        self.size -= 1
+
+
 class _Index(object):
     """
     One group's peers, by ``(score, round)``.
 
-    :ivar buckets: ``{key: OrderedDict(peer -> None)}``, each in the order
-        its peers arrived (the most recently changed last).  A bucket that
-        empties stays until its key comes to the top of the heap (or a
-        sweep when emptied ones pile up): a peer
-        going back and forth between two keys, as with every request, then
-        moves between two dictionaries that exist.
+    :ivar buckets: ``{key: _Bucket}``, each in the order its peers arrived
+        (the most recently changed last).  A bucket that empties stays
+        until its key comes to the top of the heap (or a sweep when emptied
+        ones pile up): a peer going back and forth between two keys, as
+        with every request, then moves between two buckets that exist.
     :ivar keys: a heap of keys: every key of ``buckets`` once, and maybe keys
         whose bucket has emptied since (dropped when met).
     :ivar queued: the set of the keys in ``keys``.
-    :ivar passes: ``{peer: [pass, total, bucket]}`` for every peer of the
-        index (in a bucket, ``down`` or ``full``): its pass, and
-        ``peer.total`` when the pass was last brought up to date; the bucket
-        it is in (``None`` when in none).
+    :ivar passes: ``{peer: _Rec}`` for every peer of the index (in a
+        bucket, ``down`` or ``full``).  The peer keeps its record too
+        (``peer.balancer_record``, see :meth:`record`).
     :ivar placed: how many peers are in a bucket.
     :ivar vt: the pass the last request given out started from.
     :ivar down: ``OrderedDict(peer -> None)`` of the unhealthy peers, in the
@@ -102,6 +180,28 @@ class _Index(object):
         self.down = OrderedDict()
         self.full = {}
         self.spare = []
+
+    def add(self, peer, passed, total):
+        """A record for ``peer`` (in no bucket yet), also kept by the peer."""
+        rec = self.passes[peer] = peer.balancer_record = _Rec(peer, self, passed, total)
+        return rec
+
+    def record(self, peer):
+        """``peer``'s record, or ``None``: the one the peer keeps if it is
+        this index's (no lookup in a dictionary of every peer, whose entry no
+        cache holds at 10,000 peers), else the one of :attr:`passes`."""
+        rec = peer.balancer_record
+        if rec is None or rec.index is not self:
+            rec = self.passes.get(peer)
+            if rec is not None:
+                peer.balancer_record = rec   # (another index's, before)
+        return rec
+
+    def forget(self, peer):
+        """Drop ``peer``'s record (out of the buckets already)."""
+        rec = self.passes.pop(peer, None)
+        if rec is not None:
+            rec.index = None
 
     def retire(self, key):
         """Take the emptied bucket of ``key`` out of :attr:`buckets`, kept
@@ -191,11 +291,11 @@ class GroupIndexes(object):
             if peer.is_live(now):
                 passed = known.get(peer)
                 if passed is None:
-                    index.passes[peer] = [index.vt, peer.total, None]
+                    index.add(peer, index.vt, peer.total)
                 else:
                     if passed[1] != peer.total:
                         _advance(index, peer, passed)
-                    index.passes[peer] = [passed[0], passed[1], None]
+                    index.add(peer, passed[0], passed[1])
                 if not peer.healthy:
                     index.down[peer] = None
                 elif peer.max_conns and peer.active >= peer.max_conns:
@@ -207,28 +307,24 @@ class GroupIndexes(object):
 
     def _place(self, index, peer):
         """Move ``peer`` to the end of the bucket of its current key."""
-        rec = index.passes[peer]
-        key = (peer.active / (peer.weight * peer.ramp or 1), int(rec[0]))
-        old = rec[2]
+        rec = index.record(peer)
+        key = (peer.active / (peer.weight * peer.ramp or 1), rec.round)
+        old = rec.bucket
         if old is not None:
-            del old[peer]   # an emptied bucket stays (see _pick)
+            old.remove(rec)   # an emptied bucket stays (see _pick)
         else:
             index.placed += 1
         bucket = index.buckets.get(key)
         if bucket is None:
             bucket = self._new_bucket(index, key)
-        bucket[peer] = None
-        rec[2] = bucket
+        bucket.append(rec)
 
     def _new_bucket(self, index, key):
         """
         The bucket of a new key: an emptied one if there is one.  Equal
         peers in turn make two new keys a round (``(0, round)`` and
-        ``(1 / weight, round)``), and the first holds every peer: a new
-        ``OrderedDict`` each time would grow to the group's size, copying
-        its table at each doubling, and stay young long enough for the
-        collector's young collections to walk every peer in it.  A reused
-        one is old, and has its table.
+        ``(1 / weight, round)``): few buckets are made, however many
+        rounds pass.
         """
         buckets = index.buckets
         if len(buckets) > 4 * index.placed + 16 or (not index.spare and len(buckets) <= 64):
@@ -236,9 +332,9 @@ class GroupIndexes(object):
             # in flight, never the lowest, empty as the rounds go by): swept
             # when they pile up, and for one to use again when there are
             # few to look at
-            for k in [k for k, b in buckets.items() if not b]:
+            for k in [k for k, b in buckets.items() if not b.size]:
                 index.retire(k)
-        bucket = buckets[key] = index.spare.pop() if index.spare else OrderedDict()
+        bucket = buckets[key] = index.spare.pop() if index.spare else _Bucket()
         if key not in index.queued:
             index.queued.add(key)
             heapq.heappush(index.keys, key)
@@ -250,10 +346,9 @@ class GroupIndexes(object):
 
     def _drop(self, index, peer):
         """Take ``peer`` out of the buckets (its key may stay in the heap)."""
-        rec = index.passes.get(peer)
-        if rec is not None and rec[2] is not None:
-            del rec[2][peer]
-            rec[2] = None
+        rec = index.record(peer)
+        if rec is not None and rec.bucket is not None:
+            rec.bucket.remove(rec)
             index.placed -= 1
 
     def _index_of(self, peer):
@@ -265,7 +360,7 @@ class GroupIndexes(object):
         """Index a new peer (if its group is indexed yet)."""
         index = self._index_of(peer)
         if type(index) is _Index and peer not in index.passes:
-            index.passes[peer] = [index.vt, peer.total, None]
+            index.add(peer, index.vt, peer.total)
             if peer.healthy:
                 self._place(index, peer)
             else:
@@ -278,7 +373,8 @@ class GroupIndexes(object):
             self._drop(index, peer)
             index.down.pop(peer, None)
             index.full.pop(peer, None)
-        if index is not None:
+            index.forget(peer)
+        elif index is not None:
             index.passes.pop(peer, None)
 
     def peer_health_changed(self, peer):
@@ -293,8 +389,8 @@ class GroupIndexes(object):
                 else:
                     self._place(index, peer)
         else:
-            rec = index.passes.get(peer)
-            if rec is not None and rec[2] is not None:
+            rec = index.record(peer)
+            if rec is not None and rec.bucket is not None:
                 self._drop(index, peer)
                 index.down[peer] = None
 

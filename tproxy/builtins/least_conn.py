@@ -114,26 +114,34 @@ class Plugin(GroupIndexes):
 
     def peer_changed(self, peer):
         """Re-score a peer whose count or weight changed (twice per request
-        once a group is indexed: kept to a few dictionary operations;
-        nothing for a small group, whose pick looks at every peer)."""
+        once a group is indexed: its record moved to another bucket, no
+        lookup in a dictionary of every peer; nothing for a small group,
+        whose pick looks at every peer)."""
         index = peer.group.state.get(self._key)
         if type(index) is not _Index:
             return   # none yet, or a small group (its pick advances passes)
-        rec = index.passes.get(peer)
-        if rec is None:
-            return   # not looked at yet, removed, or expired (forgotten)
+        rec = peer.balancer_record
+        if rec is None or rec.index is not index:
+            # (index.record inlined: its own record kept by the peer, else
+            # the index's, the peer's when it was another index's)
+            rec = index.passes.get(peer)
+            if rec is None:
+                return   # not looked at yet, removed, or expired (forgotten)
+            peer.balancer_record = rec
         weight = peer.weight * peer.ramp or 1
         total = peer.total
-        if rec[1] != total:
+        if rec.total != total:
             # _advance, inlined: the requests given since, from vt at least
-            start = rec[0]
+            start = rec.passed
             if start < index.vt:
                 start = index.vt
             else:
                 index.vt = start
-            rec[0] = start + (total - rec[1]) / weight
-            rec[1] = total
-        old = rec[2]
+            rec.passed = passed = start + (total - rec.total) / weight
+            rec.total = total
+            if passed >= rec.round + 1:   # (a pass only grows)
+                rec.round = int(passed)
+        old = rec.bucket
         if old is None:
             # a full peer whose request ended (back in its bucket), or a
             # down one
@@ -144,20 +152,40 @@ class Plugin(GroupIndexes):
                 else:
                     index.down[peer] = None
             return
-        del old[peer]   # an emptied bucket stays (see _pick)
+        # out of its bucket (_Bucket.remove inlined; an emptied one stays)
+        prev = rec.prev
+        following = rec.next
+        if prev is None:
+            old.first = following
+        else:
+            prev.next = following
+        if following is None:
+            old.last = prev
+        else:
+            following.prev = prev
+        rec.next = None
+        old.size -= 1
         active = peer.active
         if peer.max_conns and active >= peer.max_conns:
             # full: out of the buckets until a request ends
-            rec[2] = None
+            rec.prev = rec.bucket = None
             index.placed -= 1
             index.full[peer] = None
             return
-        key = (active / weight, int(rec[0]))
+        # (at weight 1 an int score: the float's key, hashed for less)
+        key = (active if weight == 1 else active / weight, rec.round)
         bucket = index.buckets.get(key)
         if bucket is None:
             bucket = self._new_bucket(index, key)
-        bucket[peer] = None
-        rec[2] = bucket
+        last = bucket.last   # at the end of the new one (_Bucket.append)
+        rec.prev = last
+        if last is None:
+            bucket.first = rec
+        else:
+            last.next = rec
+        bucket.last = rec
+        rec.bucket = bucket
+        bucket.size += 1
 
     # -- phases ---------------------------------------------------------------
 
@@ -187,9 +215,10 @@ class Plugin(GroupIndexes):
         if name is None:
             return None
         if not tried:
-            # The usual request, a group of one usable peer: choose's and
-            # _scan's first branch inlined (a call costs more than their work
-            # here; the clock read only for a peer that can expire)
+            # The usual requests, a group of one usable peer or an indexed
+            # group's first peer: choose's and _scan's first branches inlined
+            # (a call costs more than their work here; the clock read only
+            # for a peer that can expire)
             group = registry.group(name)
             if group is not None:
                 peers = group.peers
@@ -214,6 +243,14 @@ class Plugin(GroupIndexes):
                                     peer.weight * peer.ramp or 1)
                                 passed[1] = total
                             return peer
+                else:
+                    index = group.state.get(self._key)
+                    if type(index) is _Index and index.keys:
+                        bucket = index.buckets.get(index.keys[0])
+                        if bucket is not None and bucket.first is not None:
+                            peer = bucket.first.peer
+                            if peer.expires_at == INFINITY or peer.expires_at > registry.now():
+                                return peer
         health = self._health
         try_all = health is None or health._try_all
         # (through the class: the plugin manager gives the instance an
@@ -273,11 +310,10 @@ class Plugin(GroupIndexes):
             # the usual case, inlined: the first peer of the lowest bucket
             # is live and not tried (anything else: _pick)
             bucket = index.buckets.get(keys[0])
-            if bucket:
-                for peer in bucket:
-                    if peer.expires_at > now and (not tried or peer not in tried):
-                        return peer
-                    break
+            if bucket is not None and bucket.first is not None:
+                peer = bucket.first.peer
+                if peer.expires_at > now and (not tried or peer not in tried):
+                    return peer
         chosen = self._pick(index, tried, now)
         if chosen is None and unhealthy and index.down:
             for peer in index.down:
@@ -349,7 +385,7 @@ class Plugin(GroupIndexes):
                 if dead is not None:
                     for peer in dead:  # expired for good: drop them
                         self._drop(index, peer)
-                        index.passes.pop(peer, None)
+                        index.forget(peer)
                 if chosen is not None:
                     break
                 if bucket:

@@ -52,6 +52,9 @@ class UpstreamPool(object):
     def __init__(self, reactor, connect_timeout=60, max_idle=32, idle_timeout=60,
                  max_header_size=MAX_HEADER_SIZE, tls=None):
         self.reactor = reactor
+        #: the clock's ``seconds`` (read at each ``set_deadline``: one
+        #: attribute, not the reactor's method looked up each time)
+        self.seconds = reactor.seconds
         #: the connections' deadlines (see ``UpstreamProtocol.set_deadline``)
         self.deadlines = Deadlines(reactor)
         #: seconds a response may be silent (``timeouts.read``)
