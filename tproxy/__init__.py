@@ -18,8 +18,9 @@ what a phase may return or change (:class:`Response`, :class:`ResponseHead`,
 :class:`Headers`, the :class:`Peer` a ``balancer`` returns), the
 :class:`Gateway` handed to ``init_worker``, the :class:`ConfigError` a
 plugin's settings check raises, and :func:`watch_field` (a rare request
-field noted by the reader: ``ctx.request.watched``).  Importing :mod:`tproxy` does not import (nor
-install) a reactor.  Plugin tests use :mod:`tproxy.testing`.
+field noted by the reader: ``ctx.request.watched``).  Importing
+:mod:`tproxy` does not import (nor install) a reactor.  Plugin tests use
+:mod:`tproxy.testing`.
 
 The distribution is named ``tproxy-gateway``; the import package, the
 ``twistd tproxy`` subcommand and the entry-point group are ``tproxy``.

@@ -167,7 +167,8 @@ def watch_field(name):
     """
     n = (name if isinstance(name, bytes) else name.encode("latin-1")).lower()
     if n in _SPECIAL or b"_" in n or not n:
-        raise ValueError("a field tproxy handles itself cannot be watched: %r" % (name,))
+        raise ValueError("cannot be watched (a field tproxy handles itself, or a name "
+                         "with an underscore): %r" % (name,))
     if n not in _WATCHED_NAMES:
         _WATCHED_NAMES.add(n)
         # the names classified so far: anew, with this one
