@@ -12,6 +12,7 @@ from collections import Counter
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
+from tproxy import watch_field
 from tproxy.testing import Harness, echo
 
 from tests.helpers import temp_path
@@ -331,3 +332,38 @@ class AccessLogTests(SynchronousTestCase):
         self.assertEqual([r["uri"] for r in lines], ["/api/a", "/api/b"])
         self.assertEqual(self.records(h), [])
         self.assertTrue(os.path.exists(path))
+
+
+class WatchedFieldTests(SynchronousTestCase):
+    """``tproxy.watch_field``: the reader notes a rare field's presence in
+    ``ctx.request.watched`` (the router's ``X-Route-Prefix`` is one)."""
+
+    def setUp(self):
+        self.h = Harness(config={"upstreams": {"api": {"peers": ["127.0.0.1:9001"]}}},
+                         plugins=["router", "least_conn"],
+                         servers={"127.0.0.1:9001": echo})
+
+    def test_noted(self):
+        """A watched field, in any case, is noted by its lower-case name;
+        the others are not."""
+        watch_field("X-Test-Watched")
+        self.h.request("GET", "/api/x", headers={"x-TEST-watched": "1", "Accept": "*/*"})
+        self.h.request("GET", "/api/x", headers={"Accept": "*/*"})
+        self.assertEqual([ctx.request.watched for ctx in self.h.contexts],
+                         [(b"x-test-watched",), ()])
+        # (forwarded as it came)
+        self.assertEqual(self.h.upstream_requests[0].headers.get_all("x-test-watched"), ["1"])
+
+    def test_routePrefixWatched(self):
+        """The router watches ``X-Route-Prefix``: a client's is noted, then
+        dropped."""
+        self.h.request("GET", "/api/x", headers={"x-route-prefix": "other"})
+        self.assertEqual(self.h.contexts[-1].request.watched, (b"x-route-prefix",))
+        self.assertEqual(self.h.upstream_requests[-1].headers.get_all("x-route-prefix"),
+                         ["api"])
+
+    def test_handledFieldsRefused(self):
+        """A field tproxy frames or sets itself cannot be watched."""
+        for name in ("Host", b"connection", "Content-Length", "X-Forwarded-For",
+                     "Expect", "x_under", ""):
+            self.assertRaises(ValueError, watch_field, name)

@@ -31,10 +31,12 @@ class ExportsTests(SynchronousTestCase):
         self.assertEqual(
             (tproxy.ConfigError, tproxy.Gateway, tproxy.Headers, tproxy.Peer),
             (ConfigError, Gateway, Headers, Peer))
+        from tproxy.http.wire import watch_field
+        self.assertIs(tproxy.watch_field, watch_field)
         for name in tproxy.__all__:
             self.assertTrue(hasattr(tproxy, name), name)
         self.assertEqual(
-            set(tproxy.__all__) - {"__version__", "hookimpl", "direct"},
+            set(tproxy.__all__) - {"__version__", "hookimpl", "direct", "watch_field"},
             {"ConfigError", "Gateway", "Headers", "Peer", "Request",
              "RequestContext", "Response", "ResponseHead", "StreamContext"})
 

@@ -16,9 +16,11 @@ What a plugin handles is importable from here: :data:`hookimpl` (and
 contexts (:class:`RequestContext`, :class:`Request`, :class:`StreamContext`),
 what a phase may return or change (:class:`Response`, :class:`ResponseHead`,
 :class:`Headers`, the :class:`Peer` a ``balancer`` returns), the
-:class:`Gateway` handed to ``init_worker`` and the :class:`ConfigError` a
-plugin's settings check raises.  Importing :mod:`tproxy` does not import (nor
-install) a reactor.  Plugin tests use :mod:`tproxy.testing`.
+:class:`Gateway` handed to ``init_worker``, the :class:`ConfigError` a
+plugin's settings check raises, and :func:`watch_field` (a rare request
+field noted by the reader: ``ctx.request.watched``).  Importing
+:mod:`tproxy` does not import (nor install) a reactor.  Plugin tests use
+:mod:`tproxy.testing`.
 
 The distribution is named ``tproxy-gateway``; the import package, the
 ``twistd tproxy`` subcommand and the entry-point group are ``tproxy``.
@@ -49,6 +51,7 @@ _LAZY = {
     "Response": "tproxy.context",
     "ResponseHead": "tproxy.context",
     "StreamContext": "tproxy.stream.context",
+    "watch_field": "tproxy.http.wire",
 }
 
 
@@ -70,4 +73,4 @@ def __dir__():
 
 __all__ = ["hookimpl", "direct", "ConfigError", "Gateway", "Headers", "Peer", "Request",
            "RequestContext", "Response", "ResponseHead", "StreamContext",
-           "__version__"]
+           "watch_field", "__version__"]

@@ -45,13 +45,17 @@ class Request(object):
         X-Forwarded-For only when the peer is a trusted proxy).
     :ivar remote_addr: the address of the TCP peer, always.
     :ivar scheme: ``"http"`` or ``"https"``.
+    :ivar watched: the lower-case names (``bytes``) of the watched fields
+        (:func:`tproxy.http.wire.watch_field`) the client sent, a tuple
+        (usually empty); ``None`` when not known (a request made by other
+        code than tproxy's reader): look in ``headers`` then.
     """
 
     __slots__ = ("method", "path", "query", "version", "headers",
-                 "client_addr", "remote_addr", "scheme")
+                 "client_addr", "remote_addr", "scheme", "watched")
 
     def __init__(self, method, path, query="", version="1.1", headers=None,
-                 client_addr="127.0.0.1", remote_addr=None, scheme="http"):
+                 client_addr="127.0.0.1", remote_addr=None, scheme="http", watched=None):
         self.method = method
         self.path = path
         self.query = query
@@ -60,6 +64,7 @@ class Request(object):
         self.client_addr = client_addr
         self.remote_addr = remote_addr if remote_addr is not None else client_addr
         self.scheme = scheme
+        self.watched = watched
 
     @property
     def uri(self):

@@ -79,13 +79,16 @@ added.  No live peer in any matching group: ``503`` as in group mode.
 
 from zope.interface import implementer
 
-from tproxy import Response, direct, hookimpl
+from tproxy import Response, direct, hookimpl, watch_field
 from tproxy.builtins._router_groups import GroupNames
 from tproxy.registry import INFINITY, IRegistryListener
 
 _HEADER = "X-Route-Prefix"
 _HEADER_LOWER = b"x-route-prefix"
 _HEADER_LEN = len(_HEADER_LOWER)
+# the reader notes whether a request carries one (Request.watched): the
+# usual request, without it, is not looked through
+watch_field(_HEADER_LOWER)
 
 
 @implementer(IRegistryListener)
@@ -199,16 +202,14 @@ class Plugin(GroupNames):
         """
         Follow the gateway's registry, and drop a client-sent X-Route-Prefix:
         never believe it (the upstream would take a client's word for the
-        route).  Look before removing: remove() rebuilds the list.
+        route).
         """
         registry = ctx.gateway.registry
         if registry is not self._registry:
             self._attach(registry)
-        headers = ctx.request.headers
-        for name, _ in headers.raw:
-            if len(name) == _HEADER_LEN and name.lower() == _HEADER_LOWER:
-                headers.remove(_HEADER)
-                break
+        request = ctx.request
+        if request.watched is None or _HEADER_LOWER in request.watched:
+            _drop_header(request.headers)
         return registry
 
     @hookimpl
@@ -227,11 +228,9 @@ class Plugin(GroupNames):
         if registry is not self._registry:
             self._attach(registry)
         request = ctx.request
-        headers = request.headers
-        for name, _ in headers.raw:
-            if len(name) == _HEADER_LEN and name.lower() == _HEADER_LOWER:
-                headers.remove(_HEADER)
-                break
+        watched = request.watched
+        if watched is None or _HEADER_LOWER in watched:
+            _drop_header(request.headers)
         path = request.path
         route = None
         # The usual request: its first segment is a group name that no other
@@ -287,6 +286,15 @@ class Plugin(GroupNames):
             ctx.error = "no_peer"
             return Response.error(503, "no live upstream", group=ctx.route)
         return default, request.uri
+
+
+def _drop_header(headers):
+    """Remove a client's X-Route-Prefix from ``headers``; look before
+    removing: remove() rebuilds the list."""
+    for name, _ in headers.raw:
+        if len(name) == _HEADER_LEN and name.lower() == _HEADER_LOWER:
+            headers.remove(_HEADER)
+            break
 
 
 __all__ = ["Plugin"]

@@ -56,7 +56,7 @@ with a pinned ``peer``).
 
 from twisted.logger import Logger
 
-from tproxy import Response, hookimpl
+from tproxy import Response, hookimpl, watch_field
 from tproxy.admin import AdminResponse
 from tproxy.builtins._route_match import explain
 from tproxy.config import ConfigError, json_error, loads_strict
@@ -90,6 +90,8 @@ _ROUTE_VAR = "_routes.route"
 _HEADER = "X-Route-Prefix"
 _HEADER_LOWER = b"x-route-prefix"
 _HEADER_LEN = len(_HEADER_LOWER)
+# (the reader notes a client's: Request.watched)
+watch_field(_HEADER_LOWER)
 
 
 class Plugin(object):
@@ -186,10 +188,11 @@ class Plugin(object):
             return None
         route, match = found
         request = ctx.request
-        for name, _ in request.headers.raw:
-            if len(name) == _HEADER_LEN and name.lower() == _HEADER_LOWER:
-                request.headers.remove(_HEADER)
-                break
+        if request.watched is None or _HEADER_LOWER in request.watched:
+            for name, _ in request.headers.raw:
+                if len(name) == _HEADER_LEN and name.lower() == _HEADER_LOWER:
+                    request.headers.remove(_HEADER)
+                    break
         ctx.route = route.group
         ctx.upstream_path = route.upstream_path(request.path, request.query, match)
         ctx.vars["route"] = route.name

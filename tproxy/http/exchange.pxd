@@ -7,4 +7,3 @@ cdef class Exchange(UpstreamFailures):
     cpdef upstream_connected(self, conn, reused)
     cpdef _close_upstream(self)
     cpdef _release_peer(self)
-    cpdef finish(self)

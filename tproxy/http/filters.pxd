@@ -22,3 +22,5 @@ cdef class FilterChain:
     cdef public object held_peer, body_kept
     cdef public Py_ssize_t pending_size, pending_limit, body_kept_size
     cdef public bint hold_body, body_lost, client_blocked
+    cpdef _filter_body(self, data, eof)
+    cpdef finish(self)

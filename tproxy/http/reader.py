@@ -267,7 +267,8 @@ class RequestReader(ClientConnection):
         # (the length and Expect are locals: a connection keeps its
         # attributes inline for 29 names, see ProxyProtocol.__init__)
         (forward, hosts, self.chunked, length, expect, xff, real_ip, upgrade,
-         conn_tokens) = scan_request_fields(self.fields, version, f.underscores, authority)
+         conn_tokens, watched) = scan_request_fields(self.fields, version, f.underscores,
+                                                     authority)
         client = self.remote_addr
         if self.trusted:
             try:
@@ -306,7 +307,7 @@ class RequestReader(ClientConnection):
                 # for a body never sent (or get an empty chunked one).
                 raise BadRequest(501, "upgrade request with a body")
         request = Request(method, path, query, version, Headers(forward), client,
-                          self.remote_addr, f.scheme)
+                          self.remote_addr, f.scheme, watched)
         f.requests += 1
         if offer is None:
             ctx = RequestContext(f.gateway, request, f.requests, self.head_start)

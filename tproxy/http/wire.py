@@ -115,6 +115,9 @@ _SPECIAL.update({b"host": _HOST, b"content-length": _LENGTH,
                  b"x-forwarded-for": _XFF, b"x-real-ip": _REAL_IP,
                  b"expect": _EXPECT, b"x-forwarded-proto": _PROTO})
 _UNDERSCORE = -1     # an ordinary field whose name has an underscore
+_WATCHED = -2        # an ordinary field whose presence is noted (watch_field)
+#: the lower-case names of the watched fields (watch_field)
+_WATCHED_NAMES = set()
 #: the largest Content-Length accepted (a signed 64-bit integer, as nginx's
 #: off_t and tproxy's own parser)
 _MAX_LENGTH = int("9223372036854775807")   # 2 ** 63 - 1 (a machine int on PyPy: see pygrammar)
@@ -135,13 +138,42 @@ def _field_kind(name):
     """What scan_request_fields does with a field named ``name`` (as received)."""
     n = name.lower()
     kind = _SPECIAL.get(n)
-    if kind is None and b"_" in n:
-        kind = _UNDERSCORE
+    if kind is None:
+        if b"_" in n:
+            kind = _UNDERSCORE
+        elif n in _WATCHED_NAMES:
+            kind = _WATCHED
     if len(_KINDS) < _KINDS_MAX:
         _KINDS[name] = kind
         if kind is None and not _PYPY:
             _ORDINARY.add(name)
     return kind
+
+
+def watch_field(name):
+    """
+    Have the scan of every request head note whether the client sent a
+    field ``name`` (``str`` or ``bytes``, any case): its lower-case name is
+    then in ``ctx.request.watched`` (:class:`tproxy.context.Request`) for a
+    request that carried it.  A plugin that must act on a rare field (the
+    ``router`` drops a client's ``X-Route-Prefix``) reads that tuple instead
+    of looking through every field of every request.  Call it when the
+    plugin's module is imported; watching costs nothing for the requests
+    without the field.
+
+    Raises :class:`ValueError` for a name the scan handles itself (the
+    hop-by-hop fields, ``Host``, ``Content-Length``, ``Expect``, the
+    forwarding fields) or one with an underscore.
+    """
+    n = (name if isinstance(name, bytes) else name.encode("latin-1")).lower()
+    if n in _SPECIAL or b"_" in n or not n:
+        raise ValueError("cannot be watched (a field tproxy handles itself, or a name "
+                         "with an underscore): %r" % (name,))
+    if n not in _WATCHED_NAMES:
+        _WATCHED_NAMES.add(n)
+        # the names classified so far: anew, with this one
+        _KINDS.clear()
+        _ORDINARY.clear()
 
 
 def scan_request_fields(fields, version, underscores, authority=None):
@@ -153,12 +185,14 @@ def scan_request_fields(fields, version, underscores, authority=None):
     that of an absolute-form target (``str``), the request's Host.
 
     :return: ``(forward, hosts, chunked, length, expect, xff, real_ip,
-        upgrade, connection)``: the pairs that go upstream as they are, how
+        upgrade, connection, watched)``: the pairs that go upstream as they are, how
         many Host fields there were, ``Transfer-Encoding: chunked``, the
         Content-Length (``int``) or ``None``, ``Expect: 100-continue``, the
         X-Forwarded-For values joined (``bytes``) or ``None``, the X-Real-IP
         value or ``None``, the Upgrade values joined or ``None``, the
-        Connection tokens (lower case) or ``None``.  Raises :class:`BadRequest`.
+        Connection tokens (lower case) or ``None``, the lower-case names
+        of the watched fields present (:func:`watch_field`; a tuple, usually
+        empty).  Raises :class:`BadRequest`.
     """
     forward = []
     conn_tokens = None
@@ -169,6 +203,7 @@ def scan_request_fields(fields, version, underscores, authority=None):
     chunked = False
     length = None
     expect = False
+    watched = ()
     kinds = _KINDS
     ordinary = _ORDINARY
     for pair in fields:
@@ -183,6 +218,9 @@ def scan_request_fields(fields, version, underscores, authority=None):
         elif kind == _UNDERSCORE:
             if underscores:       # else dropped, as nginx
                 forward.append(pair)
+        elif kind == _WATCHED:
+            forward.append(pair)
+            watched += (pair[0].lower(),)
         elif kind == _HOP:
             n = pair[0].lower()
             if n == b"connection":
@@ -240,7 +278,7 @@ def scan_request_fields(fields, version, underscores, authority=None):
         drop = set(conn_tokens) - {b"close", b"keep-alive", b"host"}
         if drop:
             forward = [q for q in forward if q[0].lower() not in drop]
-    return forward, hosts, chunked, length, expect, xff, real_ip, upgrade, conn_tokens
+    return forward, hosts, chunked, length, expect, xff, real_ip, upgrade, conn_tokens, watched
 
 
 def forwarding_fields(client, remote, xff, scheme):
