@@ -7,7 +7,6 @@ JSON), and has them answered by the :class:`tproxy.admin.AdminRoutes` one
 at a time, in order.
 """
 
-import re
 from collections import deque
 from http import HTTPStatus
 
@@ -19,6 +18,7 @@ from zope.interface import implementer
 
 from tproxy.admin import IDLE_TIMEOUT, MAX_BODY_SIZE, MAX_HEADER_SIZE, MAX_LINE_SIZE
 from tproxy.admin_messages import AdminRequest, AdminResponse, _error, _raw
+from tproxy.http.chunk_sizes import chunk_refusal, unfinished_line
 from tproxy.http.dates import date_line
 from tproxy.http.parsing import (HttpParserError, HttpParserUpgrade, HttpRequestParser,
                                  bare_cr_first)
@@ -26,11 +26,6 @@ from tproxy.http.parsing import (HttpParserError, HttpParserUpgrade, HttpRequest
 __all__ = ["AdminFactory"]
 
 log = Logger(namespace="tproxy.admin")
-
-#: the size at the start of a chunk-size line
-_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]+")
-#: how much of a chunk-size line split across reads is kept
-_LINE_PART = 64
 
 
 class _Refused(Exception):
@@ -134,34 +129,21 @@ class _AdminProtocol(Protocol):
             if self.in_body and self.chunked:
                 if self.chunk_mark is not None:
                     self._check_chunk_size(data)
-                nl = data.rfind(b"\n")
-                if nl >= 0:
-                    self.line_part = data[nl + 1:nl + 1 + _LINE_PART]
-                elif len(self.line_part) < _LINE_PART:
-                    self.line_part += data[:_LINE_PART]
+                self.line_part = unfinished_line(data, self.line_part)
             elif self.heads == heads and not self.in_body:
                 self._count_head(data)
 
     def _check_chunk_size(self, data):
-        """
-        A chunk began in ``data`` and goes on past its end: its size, read
-        back from its size line (the parsers do not report it), must fit in
-        :data:`~tproxy.admin.MAX_BODY_SIZE` (``413`` now, as nginx, not once
-        a mebibyte came; past 2**63 - 1, ``400``, as the proxy's listener).
-        """
+        """A chunk began in ``data`` and goes on past its end: its size must
+        fit in :data:`~tproxy.admin.MAX_BODY_SIZE` (``413`` now, as nginx,
+        not once a mebibyte came; :mod:`tproxy.http.chunk_sizes`)."""
         mark, self.chunk_mark = self.chunk_mark, None
-        end = len(data) - (self.body_size - mark)
-        if end < 1 or data[end - 1] != 10 or self.closing:
+        if self.closing:
             return
-        start = data.rfind(b"\n", 0, end - 1) + 1
-        m = _CHUNK_SIZE.match(data[start:end] if start else self.line_part + data[:end])
-        if m is None:
-            return
-        size = int(m.group(), 16)
-        if size > 0x7fffffffffffffff:
-            self._refuse(400, "malformed request")
-        elif mark + size > MAX_BODY_SIZE:
-            self._refuse(413, "request body too large")
+        refusal = chunk_refusal(data, len(data) - (self.body_size - mark), self.line_part,
+                                mark, MAX_BODY_SIZE)
+        if refusal is not None:
+            self._refuse(*refusal)
 
     def _count_head(self, data):
         """``data`` went into a head not complete yet: bound its lines (the

@@ -12,22 +12,18 @@ is the connection's, see there).
 import re
 
 from tproxy.context import Request, RequestContext
+from tproxy.http.chunk_sizes import chunk_refusal, unfinished_line
 from tproxy.http.bases import ClientConnection
 from tproxy.http.exchange import Exchange
 from tproxy.http.headers import Headers
 from tproxy.http.parsing import (HttpParserError, HttpParserInvalidMethodError, HttpParserUpgrade,
                                  HttpRequestParser, bare_cr_first)
-from tproxy.http.pygrammar import _MAX_SIZE, MAX_TRAILERS
+from tproxy.http.pygrammar import MAX_TRAILERS
 from tproxy.http.target import METHOD_TOKEN, request_target
 from tproxy.http.tunnel import UpgradeExchange, UpgradeRequestContext, upgrade_offer
 from tproxy.http.wire import BadRequest, Closing, forwarding_fields, scan_request_fields
 from tproxy.trust import UntrustworthyHeader
 
-#: the size at the start of a chunk-size line
-_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]+")
-#: how much of a chunk-size line split across reads is kept (its size
-#: digits come first; ``_check_chunk_size``)
-_LINE_PART = 64
 #: the end of a request line with a well-formed version
 _VERSION = re.compile(rb" HTTP/[0-9]\.[0-9]\r\n")
 
@@ -157,14 +153,8 @@ class RequestReader(ClientConnection):
                 if self.chunked:
                     if self.chunk_mark is not None:
                         self._check_chunk_size(data)
-                    # the start of a line this read leaves unfinished: a
-                    # chunk-size line ended in a later read is read back
-                    # from it (a line holds no LF)
-                    nl = data.rfind(b"\n")
-                    if nl >= 0:
-                        self.line_part = data[nl + 1:nl + 1 + _LINE_PART]
-                    elif len(self.line_part) < _LINE_PART:
-                        self.line_part += data[:_LINE_PART]
+                    # (a size line ended in a later read is read back from it)
+                    self.line_part = unfinished_line(data, self.line_part)
             elif self.heads == heads:
                 if not self.closing:
                     self._count_head(data)
@@ -367,33 +357,19 @@ class RequestReader(ClientConnection):
         self.chunk_mark = None
 
     def _check_chunk_size(self, data):
-        """
-        A chunk began in ``data`` and goes on past its end: its size, read
-        back from its size line (neither parser reports it), must fit in
-        2**63 - 1 (``400``: httptools reads up to 2**64 - 1, tproxy's
-        parser and nginx refuse more) and in the body limit (``413``), so
-        that a client announcing a 4 GiB chunk gets its answer now, not
-        after sending the limit's worth (nginx does the same).
-        """
+        """A chunk began in ``data`` and goes on past its end: its size must
+        fit in 2**63 - 1 and in the body limit (:mod:`tproxy.http.chunk_sizes`)."""
         ex = self.reading
         mark, self.chunk_mark = self.chunk_mark, None
         if ex is None or self.closing:
             return
-        # the chunk's bytes so far follow its size line in data
-        end = len(data) - (ex.body_size - mark)
-        if end < 1 or data[end - 1] != 10:
-            return   # (not where the size line ends: nothing to read back)
-        start = data.rfind(b"\n", 0, end - 1) + 1
-        # (a line begun in an earlier read: its start was kept, see dataReceived)
-        m = _CHUNK_SIZE.match(data[start:end] if start else self.line_part + data[:end])
-        if m is None:
-            return
-        size = int(m.group(), 16)
-        if size > _MAX_SIZE:
-            self._bad_request(400, "malformed request")
-        elif ex.body_limit is not None and mark + size > ex.body_limit:
-            ex.refuse_body()
-            self._bad_request(413, "request body too large")
+        # (the chunk's bytes so far follow its size line in data)
+        refusal = chunk_refusal(data, len(data) - (ex.body_size - mark), self.line_part,
+                                mark, ex.body_limit)
+        if refusal is not None:
+            if refusal[0] == 413:
+                ex.refuse_body()
+            self._bad_request(*refusal)
 
     def on_message_complete(self):
         self.heads += 1
