@@ -14,10 +14,10 @@ import re
 
 from jsonschema import Draft202012Validator
 
-from tproxy.config_schema import FORMATS
+from tproxy.config_schema import FORMATS, GROUP_NAME_RULE
 
 #: a name written as is in a JSON path (``a.b``); others are ``["a-b"]``
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def validator_for(schema):
@@ -78,7 +78,7 @@ def _path(parts, prefix=""):
     for part in parts:
         if isinstance(part, int):
             out += "[{}]".format(part)
-        elif _IDENTIFIER.match(part):
+        elif _IDENTIFIER.fullmatch(part):
             out += ("." if out else "") + part
         else:
             out += "[{}]".format(json.dumps(part))
@@ -107,8 +107,7 @@ def _explain(error, prefix):
         return [(_path(parts, prefix), str(error.cause))]
     if kind == "pattern" and "propertyNames" in error.relative_schema_path:
         return [(_path(parts + [instance], prefix),
-                 "bad group name {!r} (allowed: letters, digits, '._~-', and "
-                 "'/' between segments)".format(instance))]
+                 "bad group name {!r} ({})".format(instance, GROUP_NAME_RULE))]
     if kind == "required":
         missing = [k for k in error.validator_value if k not in instance]
         return [(_path(parts, prefix), "missing key {!r}".format(k)) for k in missing]
