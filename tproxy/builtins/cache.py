@@ -5,7 +5,8 @@ caching reverse proxy (nginx's ``proxy_cache``, Kong's ``proxy-cache``).
 
 - ``access``: a fresh stored response for the request's key is sent at once
   (``X-Cache: HIT``, with ``Age``), as a :class:`tproxy.Response` -- the way
-  any plugin answers a request itself.  Otherwise the request goes upstream
+  any plugin answers a request itself; a ``304`` when the request's
+  ``If-None-Match`` / ``If-Modified-Since`` says the client has it.  Otherwise the request goes upstream
   (``MISS``); while one request of a key is upstream, the others of that key
   wait for it (single flight, at most ``lock_timeout`` seconds) and are then
   answered from what it stored.  A request the cache must not answer
@@ -16,7 +17,7 @@ caching reverse proxy (nginx's ``proxy_cache``, Kong's ``proxy-cache``).
   a status of ``statuses``; no ``no-store``, ``private`` or ``no-cache``
   in its ``Cache-Control``; no ``Set-Cookie``; no ``Vary: *``; a lifetime
   from ``s-maxage``, ``max-age`` or ``Expires`` (else ``default_ttl``; ``0``:
-  not stored).
+  not stored), less the ``Age`` it came with.
 - ``body_filter``: copies the body as it streams by, up to
   ``max_object_size`` bytes; a longer body stops being copied (what was
   copied is dropped) and streams on uncached.  Nothing waits for the copy.
@@ -40,7 +41,7 @@ from twisted.internet.defer import Deferred, TimeoutError as DeferredTimeoutErro
 from twisted.logger import Logger
 
 from tproxy import Response, hookimpl
-from tproxy.builtins._cache_store import Entry, ResponseStore
+from tproxy.builtins._cache_store import NOT_MODIFIED, Entry, ResponseStore, not_modified
 
 __all__ = ["Plugin", "Entry"]
 
@@ -83,7 +84,7 @@ class _State(object):
     """What the cache knows of one request (``ctx.vars["cache"]``)."""
 
     __slots__ = ("status", "key", "primary", "leader", "store", "chunks", "size",
-                 "ttl", "head", "vary")
+                 "ttl", "age", "head", "vary")
 
     def __init__(self, status, primary=None, key=None):
         self.status = status            # "HIT", "MISS", "BYPASS"
@@ -94,6 +95,7 @@ class _State(object):
         self.chunks = None
         self.size = 0
         self.ttl = None
+        self.age = 0
         self.head = None
         self.vary = ()
 
@@ -267,8 +269,13 @@ class Plugin(object):
     def _hit(self, ctx, entry):
         self.hits += 1
         ctx.vars["cache"] = _State("HIT")
+        age = ("Age", str(int(self.clock.seconds() - entry.stored)))
+        if entry.status == 200 and not_modified(ctx.request.headers, entry.headers):
+            headers = [(n, v) for n, v in entry.headers if n.lower() in NOT_MODIFIED]
+            headers.append(age)
+            return Response(304, b"", headers)
         headers = list(entry.headers)
-        headers.append(("Age", str(int(self.clock.seconds() - entry.stored))))
+        headers.append(age)
         return Response(entry.status, entry.body, headers)
 
     @hookimpl
@@ -297,7 +304,9 @@ class Plugin(object):
             ttl = self._expires_ttl(headers)
         if ttl is None:
             ttl = self.default_ttl
-        ttl = min(ttl, self.max_ttl)
+        # the time it spent in caches upstream counts (RFC 9111 4.2.3)
+        age = _seconds(headers.get("age")) or 0
+        ttl = min(ttl, self.max_ttl) - age
         if ttl <= 0:
             return
         vary = tuple(sorted(set(
@@ -310,6 +319,7 @@ class Plugin(object):
             return          # streams uncached, never copied
         state.store = True
         state.ttl = ttl
+        state.age = age
         state.vary = vary
         state.chunks = []
         state.head = (response.status, [(n, v) for n, v in headers.items()
@@ -357,7 +367,7 @@ class Plugin(object):
             responses.set_vary(primary, state.vary)
             key = responses.key(primary, ctx.request.headers, state.vary)
             responses.store(key, Entry(state.head[0], state.head[1], b"".join(state.chunks),
-                                       now, now + state.ttl, ctx.request.path))
+                                       now - state.age, now + state.ttl, ctx.request.path))
         state.chunks = None
         if state.leader:
             for d in self.inflight.pop(state.key, ()):
