@@ -17,6 +17,32 @@ from jsonschema import Draft202012Validator
 from tproxy.config_schema import FORMATS, GROUP_NAME_RULE
 
 #: a name written as is in a JSON path (``a.b``); others are ``["a-b"]``
+#: The settings schema of a header a plugin sets (``request_id``'s
+#: ``header``, ``cache``'s): a token, and not a field that frames the message
+#: or routes it (the proxy writes those; another value would corrupt the
+#: response or the request).
+HEADER_NAME = {
+    "type": "string",
+    "pattern": "^(?!(?i:content-length|transfer-encoding|connection|keep-alive|"
+               "proxy-connection|te|trailer|upgrade|host)$)"
+               "[!#$%&'*+.^_`|~0-9A-Za-z-]+$",
+    "x-messages": {"pattern": "bad header name {instance!r} (a token such as "
+                              "X-Request-ID; not Content-Length, Transfer-Encoding, "
+                              "Connection, Keep-Alive, TE, Trailer, Upgrade or Host, "
+                              "which the proxy writes)"},
+}
+
+#: The settings schema of an admin API path a plugin serves (``cache``'s
+#: ``admin_path``, ``prometheus``'s ``path``): ``/``-separated segments of
+#: letters, digits and ``._~-`` (a space or ``?`` would make it unreachable,
+#: ``{`` a path parameter).
+ADMIN_PATH = {
+    "type": "string",
+    "pattern": "^(/[A-Za-z0-9._~-]+)+$",
+    "x-messages": {"pattern": "bad admin path {instance!r} ('/'-separated segments "
+                              "of letters, digits and ._~-: /cache)"},
+}
+
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 

@@ -41,6 +41,7 @@ from twisted.internet.defer import Deferred, TimeoutError as DeferredTimeoutErro
 from twisted.logger import Logger
 
 from tproxy import Response, hookimpl
+from tproxy.schema_checks import ADMIN_PATH, HEADER_NAME
 from tproxy.builtins._cache_store import NOT_MODIFIED, Entry, ResponseStore, not_modified
 
 __all__ = ["Plugin", "Entry"]
@@ -129,8 +130,8 @@ class Plugin(object):
             "lock_timeout": {"type": "number", "minimum": 0, "default": 5,
                              "description": "seconds a request waits for the same "
                                             "key's request upstream (0: no single flight)"},
-            "admin_path": {"type": "string", "pattern": "^/", "default": "/cache"},
-            "header": {"type": ["string", "null"], "default": "X-Cache"},
+            "admin_path": dict(ADMIN_PATH, default="/cache"),
+            "header": dict(HEADER_NAME, type=["string", "null"], default="X-Cache"),
         },
     }
 

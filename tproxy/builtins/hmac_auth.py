@@ -46,6 +46,7 @@ from datetime import timezone
 from email.utils import parsedate_to_datetime
 
 from tproxy import Response, hookimpl
+from tproxy.schema_checks import HEADER_NAME
 
 __all__ = ["Plugin", "signing_string"]
 
@@ -57,6 +58,9 @@ _DIGESTS = {"sha-256": hashlib.sha256, "sha-512": hashlib.sha512}
 _PARAM = re.compile(r'\s*([A-Za-z]+)\s*=\s*"([^"]*)"\s*(?:,|$)')
 
 _TARGET = ("@request-target", "(request-target)")
+
+#: a name ``enforce_headers`` may hold (what a client's ``headers`` lists)
+_SIGNED_NAME = r"^(@request-target|\(request-target\)|[!#$%&'*+.^_`|~0-9A-Za-z-]+)$"
 
 
 def _parse(value):
@@ -156,7 +160,10 @@ class Plugin(object):
             },
             "enforce_headers": {
                 "type": "array", "uniqueItems": True,
-                "items": {"type": "string", "minLength": 1},
+                "items": {"type": "string", "pattern": _SIGNED_NAME,
+                          "x-messages": {"pattern": "bad name {instance!r} (a header "
+                                                    "name, @request-target or "
+                                                    "request-line)"}},
                 "default": ["@request-target", "date"],
                 "description": "names that must be signed (\"date\" is met by "
                                "x-date too)",
@@ -165,8 +172,7 @@ class Plugin(object):
             "validate_request_body": {"type": "boolean", "default": True},
             "max_body_size": {"type": "integer", "minimum": 0, "default": 1048576},
             "hide_credentials": {"type": "boolean", "default": True},
-            "consumer_header": {"type": "string", "default": "X-Consumer-Username",
-                                "pattern": "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"},
+            "consumer_header": dict(HEADER_NAME, default="X-Consumer-Username"),
             "realm": {"type": "string", "default": "tproxy",
                       "pattern": "^[^\"\\\\]*$"},
         },

@@ -28,6 +28,7 @@ from urllib.parse import unquote
 from tproxy import hookimpl
 from tproxy.builtins._credentials import CONSUMER_HEADER, remove_from_query, unauthorized
 from tproxy.config import ConfigError
+from tproxy.schema_checks import HEADER_NAME
 
 __all__ = ["Plugin"]
 
@@ -73,7 +74,7 @@ class Plugin(object):
             "key_in_header": {"type": "boolean", "default": True},
             "key_in_query": {"type": "boolean", "default": True},
             "consumer_header": {
-                "type": ["string", "null"], "pattern": _TOKEN,
+                **HEADER_NAME, "type": ["string", "null"],
                 "default": CONSUMER_HEADER,
                 "description": "the header telling the upstream who called "
                                "(null: none)",

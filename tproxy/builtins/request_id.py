@@ -21,6 +21,7 @@ import re
 import uuid
 
 from tproxy import hookimpl
+from tproxy.schema_checks import HEADER_NAME
 
 __all__ = ["Plugin"]
 
@@ -39,11 +40,8 @@ class Plugin(object):
         "type": "object",
         "additionalProperties": False,
         "properties": {
-            "header": {
-                "type": "string", "pattern": "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$",
-                "default": "X-Request-ID",
-                "description": "the header carrying the id, both ways",
-            },
+            "header": dict(HEADER_NAME, default="X-Request-ID",
+                           description="the header carrying the id, both ways"),
             "accept": {
                 "enum": ["trusted", "any", "none"], "default": "trusted",
                 "description": "whose incoming id to keep: a trusted proxy's "
