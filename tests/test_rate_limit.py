@@ -209,3 +209,18 @@ class SettingsTests(SynchronousTestCase):
                            "plugins[1].settings.rate")
         self.assertRefused({"rate": 1, "burst": 2, "algorithm": "sliding_window"},
                            "plugins[1].settings.burst")
+
+    def test_rateOutOfRange(self):
+        """A rate so slow that ``rate / period`` is 0 (a ZeroDivisionError at
+        start, not a config error), slower than one request a year, or
+        infinite is refused by its path; so is a period past a year."""
+        for settings, path in [
+                ({"rate": 1e-300, "period": 1e300}, "plugins[1].settings.period"),
+                ({"rate": 1e-320, "period": 10}, "plugins[1].settings.rate"),
+                ({"rate": 1, "period": 31536001}, "plugins[1].settings.period"),
+                ({"rate": 0.5, "period": 31536000}, "plugins[1].settings.rate"),
+                ({"rate": 1e308, "period": 1e-308}, "plugins[1].settings.rate")]:
+            with self.assertRaises(ConfigError) as e:
+                harness(**settings)
+            self.assertEqual(e.exception.path, path, settings)
+        harness(rate=1, period=31536000)
