@@ -74,6 +74,19 @@ class TokenBucketTests(SynchronousTestCase):
         self.assertEqual(h.request("GET", "/").status, 200)
         self.assertEqual(h.request("GET", "/").status, 429)
 
+    def test_headerCannotSpendAnAddressQuota(self):
+        """A header holding an address is not that client's count: a client
+        sending ``X-API-Key: 192.0.2.7`` neither spends nor shares the
+        quota of 192.0.2.7, which sends no key."""
+        h = harness(rate=1, key=["header:X-API-Key", "route"])
+        spoof = {"X-API-Key": "192.0.2.7"}
+        self.assertEqual(h.request("GET", "/", headers=spoof, client="192.0.2.66").status,
+                         200)
+        self.assertEqual(h.request("GET", "/", client="192.0.2.7").status, 200)
+        self.assertEqual(h.request("GET", "/", client="192.0.2.7").status, 429)
+        self.assertEqual(h.request("GET", "/", headers=spoof, client="192.0.2.66").status,
+                         429)
+
     def test_consumerKey(self):
         """``consumer`` counts per ``ctx.consumer`` (set by an auth plugin)."""
         from tproxy import hookimpl

@@ -185,8 +185,10 @@ class Plugin(object):
                 value = ctx.consumer
             else:
                 value = ctx.route if ctx.route is not None else "-"
-            if value is None:       # no header, no consumer: the client's address
-                value = request.client_addr
+            if value is None:
+                # no header, no consumer: the client's address, apart from
+                # the same text in a header (NUL: in no header value)
+                value = "\x00" + request.client_addr
             out.append(value)
         ident = "\n".join(out)
         if len(ident) > _MAX_IDENT:
