@@ -64,7 +64,8 @@ _SIGNED_NAME = r"^(@request-target|\(request-target\)|[!#$%&'*+.^_`|~0-9A-Za-z-]
 
 
 def _parse(value):
-    """``{name: value}`` of ``hmac k="v", ...``, or ``None`` if malformed."""
+    """``{name: value}`` of ``hmac k="v", ...``, or ``None`` if malformed
+    (a parameter given twice too: which one was meant cannot be told)."""
     scheme, _, rest = value.strip().partition(" ")
     if scheme.lower() != "hmac":
         return None
@@ -73,7 +74,10 @@ def _parse(value):
         m = _PARAM.match(rest, pos)
         if m is None:
             return None
-        params[m.group(1).lower()] = m.group(2)
+        name = m.group(1).lower()
+        if name in params:
+            return None
+        params[name] = m.group(2)
         pos = m.end()
     return params
 
@@ -211,9 +215,12 @@ class Plugin(object):
         request = ctx.request
         headers = request.headers
         headers.remove(self.consumer_header)       # never believe the client's
-        value = headers.get("authorization")
-        if value is None:
+        values = headers.get_all("authorization")
+        if not values:
             return self.deny("missing HMAC signature")
+        if len(values) > 1:
+            return self.deny("Authorization given more than once")
+        value = values[0]
         params = _parse(value)
         if params is None or not all(k in params for k in ("username", "signature")):
             return self.deny("malformed HMAC Authorization header")
