@@ -147,6 +147,9 @@ class SlidingWindowTests(SynchronousTestCase):
         # in the next window the 4 weigh 4 * (1 - elapsed): one more fits
         # once a quarter of it has gone, 12.5 s from now
         self.assertEqual(got[4].headers.get("Retry-After"), "13")
+        # a 429's RateLimit-Reset is not before its Retry-After: at the
+        # window's end (10 s) the quota is still spent
+        self.assertEqual(got[4].headers.get("RateLimit-Reset"), "13")
         h.advance(12.5)                   # 25 % into the next window: 4 * 0.75 = 3 used
         self.assertEqual(h.request("GET", "/").status, 200)
         self.assertEqual(h.request("GET", "/").status, 429)
