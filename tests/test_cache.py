@@ -379,6 +379,12 @@ class CacheTests(SynchronousTestCase):
         self.assertEqual((refused.status, refused.obj), (400, {
             "error": "unknown parameter 'prefx' (known: prefix)", "field": "prefx",
             "value": "/nothing/"}))
+        # so would a prefix in a body, read by nobody: a 400, nothing purged
+        for body, ctype in [({"prefix": "/nothing/"}, "application/json"),
+                            (b"prefix=/nothing/", "application/x-www-form-urlencoded")]:
+            refused = h.admin("DELETE", "/cache", body=body, headers={"Content-Type": ctype})
+            self.assertEqual((refused.status, refused.obj["field"]), (400, "body"), body)
+            self.assertIn("?prefix=/api/", refused.obj["error"])
         self.assertEqual(xcache(h.request("GET", "/api/1")), "MISS")
         self.assertEqual(xcache(h.request("GET", "/web/1")), "HIT")
         self.assertEqual(h.admin("DELETE", "/cache").obj, {"purged": 2})

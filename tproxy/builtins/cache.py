@@ -195,6 +195,11 @@ class Plugin(object):
         gateway.admin.route("GET", self.admin_path, lambda request: (200, self.stats()))
 
         def purge(request):
+            if request.body:
+                # a JSON {"prefix": ...} would otherwise purge everything
+                return 400, {"error": "DELETE {} takes no body: give the prefix in "
+                                      "the query (?prefix=/api/)".format(self.admin_path),
+                             "field": "body", "value": None}
             for name in sorted(request.args):
                 if name != "prefix":   # a typo would purge everything
                     return 400, {"error": "unknown parameter {!r} (known: prefix)".format(name),
