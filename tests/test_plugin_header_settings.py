@@ -31,7 +31,7 @@ class HeaderSettingsTests(SynchronousTestCase):
         """``request_id``'s ``header`` of ``Content-Length`` sent the id as the
         response's length (a response no client could read)."""
         for header in ["Content-Length", "transfer-encoding", "Connection", "Host",
-                       "Keep-Alive", "TE", "Trailer", "Upgrade", "X Bad"]:
+                       "Keep-Alive", "TE", "Trailer", "Upgrade", "X Bad", "X-Id\n"]:
             self.assertRefused("request_id", {"header": header}, "header",
                                "bad header name {!r}".format(header))
         self.assertRefused("cache", {"header": "Content-Length"}, "header",
@@ -54,7 +54,7 @@ class HeaderSettingsTests(SynchronousTestCase):
     def test_adminPaths(self):
         """An admin path with a space, a query or a ``{`` could never be
         reached as written."""
-        for path in ["/a b", "/cache?x", "/{x}", "/", "cache", "/a//b"]:
+        for path in ["/a b", "/cache?x", "/{x}", "/", "cache", "/a//b", "/cache\n"]:
             self.assertRefused("cache", {"admin_path": path}, "admin_path",
                                "bad admin path")
             self.assertRefused("prometheus", {"path": path}, "path", "bad admin path")
@@ -67,5 +67,8 @@ class HeaderSettingsTests(SynchronousTestCase):
         self.assertRefused("hmac_auth", {"consumers": {"a": {"secret": SECRET}},
                                          "enforce_headers": ["@request-target", "Date "]},
                            "enforce_headers[1]", "bad name 'Date '")
+        self.assertRefused("hmac_auth", {"consumers": {"a": {"secret": SECRET}},
+                                         "enforce_headers": ["date\n"]},
+                           "enforce_headers[0]", "bad name")
         start("hmac_auth", {"consumers": {"a": {"secret": SECRET}},
                             "enforce_headers": ["(request-target)", "request-line", "X-Date"]})

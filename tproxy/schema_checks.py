@@ -16,16 +16,15 @@ from jsonschema import Draft202012Validator
 
 from tproxy.config_schema import FORMATS, GROUP_NAME_RULE
 
-#: a name written as is in a JSON path (``a.b``); others are ``["a-b"]``
-#: The settings schema of a header a plugin sets (``request_id``'s
-#: ``header``, ``cache``'s): a token, and not a field that frames the message
-#: or routes it (the proxy writes those; another value would corrupt the
-#: response or the request).
+#: The settings schema of a header a plugin writes (``request_id``'s and
+#: ``cache``'s ``header``, ``consumer_header``, ``claims_to_headers``): a
+#: token, and not a field that frames the message or routes it (the proxy
+#: writes those; another value would corrupt the response or the request).
 HEADER_NAME = {
     "type": "string",
     "pattern": "^(?!(?i:content-length|transfer-encoding|connection|keep-alive|"
-               "proxy-connection|te|trailer|upgrade|host)$)"
-               "[!#$%&'*+.^_`|~0-9A-Za-z-]+$",
+               "proxy-connection|te|trailer|upgrade|host)\\Z)"
+               "[!#$%&'*+.^_`|~0-9A-Za-z-]+\\Z",
     "x-messages": {"pattern": "bad header name {instance!r} (a token such as "
                               "X-Request-ID; not Content-Length, Transfer-Encoding, "
                               "Connection, Keep-Alive, TE, Trailer, Upgrade or Host, "
@@ -38,11 +37,12 @@ HEADER_NAME = {
 #: ``{`` a path parameter).
 ADMIN_PATH = {
     "type": "string",
-    "pattern": "^(/[A-Za-z0-9._~-]+)+$",
+    "pattern": "^(/[A-Za-z0-9._~-]+)+\\Z",
     "x-messages": {"pattern": "bad admin path {instance!r} ('/'-separated segments "
                               "of letters, digits and ._~-: /cache)"},
 }
 
+#: a name written as is in a JSON path (``a.b``); others are ``["a-b"]``
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 

@@ -6,13 +6,14 @@ caching reverse proxy (nginx's ``proxy_cache``, Kong's ``proxy-cache``).
 - ``access``: a fresh stored response for the request's key is sent at once
   (``X-Cache: HIT``, with ``Age``), as a :class:`tproxy.Response` -- the way
   any plugin answers a request itself; a ``304`` when the request's
-  ``If-None-Match`` / ``If-Modified-Since`` says the client has it.  Otherwise the request goes upstream
-  (``MISS``); while one request of a key is upstream, the others of that key
-  wait for it (single flight, at most ``lock_timeout`` seconds) and are then
-  answered from what it stored.  A request the cache must not answer
-  (another method, ``Cache-Control: no-cache`` / ``no-store`` or
-  ``Pragma: no-cache``, an ``Authorization`` or ``Range`` header) goes upstream with
-  ``BYPASS`` (a ``no-cache`` one still refreshes the stored copy).
+  ``If-None-Match`` / ``If-Modified-Since`` says the client has it.
+  Otherwise the request goes upstream (``MISS``); while one request of a key
+  is upstream, the others of that key wait for it (single flight, at most
+  ``lock_timeout`` seconds) and are then answered from what it stored.  A
+  request the cache must not answer (another method, ``Cache-Control:
+  no-cache`` / ``no-store`` or ``Pragma: no-cache``, an ``Authorization`` or
+  ``Range`` header) goes upstream with ``BYPASS`` (a ``no-cache`` one still
+  refreshes the stored copy).
 - ``header_filter``: decides whether the upstream's response may be stored:
   a status of ``statuses``; no ``no-store``, ``private`` or ``no-cache``
   in its ``Cache-Control``; no ``Set-Cookie``; no ``Vary: *``; a lifetime
@@ -41,8 +42,8 @@ from twisted.internet.defer import Deferred, TimeoutError as DeferredTimeoutErro
 from twisted.logger import Logger
 
 from tproxy import Response, hookimpl
-from tproxy.schema_checks import ADMIN_PATH, HEADER_NAME
 from tproxy.builtins._cache_store import NOT_MODIFIED, Entry, ResponseStore, not_modified
+from tproxy.schema_checks import ADMIN_PATH, HEADER_NAME
 
 __all__ = ["Plugin", "Entry"]
 

@@ -60,7 +60,7 @@ _PARAM = re.compile(r'\s*([A-Za-z]+)\s*=\s*"([^"]*)"\s*(?:,|$)')
 _TARGET = ("@request-target", "(request-target)")
 
 #: a name ``enforce_headers`` may hold (what a client's ``headers`` lists)
-_SIGNED_NAME = r"^(@request-target|\(request-target\)|[!#$%&'*+.^_`|~0-9A-Za-z-]+)$"
+_SIGNED_NAME = r"^(@request-target|\(request-target\)|[!#$%&'*+.^_`|~0-9A-Za-z-]+)\Z"
 
 
 def _parse(value):

@@ -123,7 +123,7 @@ class Plugin(object):
                                     default=CONSUMER_HEADER),
             "claims_to_headers": {
                 "type": "object", "default": {},
-                "additionalProperties": HEADER_NAME,
+                "additionalProperties": dict(HEADER_NAME),
                 "description": "{claim: header}: claims sent upstream",
             },
             "realm": {"type": "string", "pattern": "^[^\"\\\\]*$", "default": "tproxy"},

@@ -66,6 +66,7 @@ _MAX_IDENT = 64
 #: seconds in a year: the longest period, the slowest rate
 _YEAR = 365 * 24 * 3600
 
+
 class Plugin(object):
     """
     Rate limits per key (``access``), the ``RateLimit-*`` fields on allowed
