@@ -272,10 +272,8 @@ class Plugin(object):
         return None
 
     def _check_body(self, ctx, username, has_digest):
-        headers = ctx.request.headers
-        length = headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_body_size:
-            return self._too_large()
+        # (a plugin does not see the request's Content-Length: the first
+        # max_body_size + 1 bytes tell whether it is too long)
         d = ctx.read_body_prefix(self.max_body_size + 1)
         return d.addCallback(self._body_read, ctx, username, has_digest)
 
