@@ -190,6 +190,62 @@ class CacheTests(SynchronousTestCase):
         self.assertEqual(head.headers.get("Content-Length"), str(len(get.body)))
         self.assertEqual(origin.count, 2)
 
+    def test_conditionalHit(self):
+        """A conditional request a stored 200 satisfies is a 304 HIT
+        (If-None-Match, weak comparison, or If-Modified-Since without it),
+        with the validators and caching fields, no body; else the full
+        stored response (RFC 9110 13.2.2, 15.4.5; nginx's proxy_cache)."""
+        modified = formatdate(1699990000, usegmt=True)
+        origin = Origin({"Cache-Control": "max-age=60", "ETag": 'W/"v1"',
+                         "Last-Modified": modified, "Content-Type": "text/plain",
+                         "Vary": "Accept-Encoding"})
+        h = harness(origin)
+        first = h.request("GET", "/a")
+        h.advance(5)
+        for method, headers in [
+                ("GET", {"If-None-Match": '"v1"'}),
+                ("GET", {"If-None-Match": '"v0", W/"v1"'}),
+                ("HEAD", {"If-None-Match": "*"}),
+                ("GET", {"If-Modified-Since": modified}),
+                ("GET", {"If-Modified-Since": formatdate(1699999999, usegmt=True)})]:
+            r = h.request(method, "/a", headers=headers)
+            self.assertEqual((r.status, xcache(r), r.body), (304, "HIT", b""), headers)
+            self.assertEqual((r.headers.get("ETag"), r.headers.get("Last-Modified"),
+                              r.headers.get("Cache-Control"), r.headers.get("Vary"),
+                              r.headers.get("Age"), r.headers.get("Content-Type")),
+                             ('W/"v1"', modified, "max-age=60", "Accept-Encoding", "5",
+                              None), headers)
+        for headers in [{"If-None-Match": '"v2"'},
+                        {"If-None-Match": '"v2"', "If-Modified-Since": modified},
+                        {"If-Modified-Since": formatdate(1699980000, usegmt=True)},
+                        {"If-Modified-Since": "yesterday"},
+                        {"If-None-Match": "v1"}]:
+            r = h.request("GET", "/a", headers=headers)
+            self.assertEqual((r.status, xcache(r), r.body), (200, "HIT", first.body),
+                             headers)
+        self.assertEqual(origin.count, 1)
+        # a stored 404 is never a 304
+        h = harness(Origin({"Cache-Control": "max-age=60", "ETag": '"gone"'}, status=404))
+        h.request("GET", "/a")
+        r = h.request("GET", "/a", headers={"If-None-Match": '"gone"'})
+        self.assertEqual((r.status, xcache(r)), (404, "HIT"))
+
+    def test_upstreamAge(self):
+        """The Age a response comes with counts against its lifetime and
+        goes on in the Age of a HIT (RFC 9111 4.2.3): max-age=60 with
+        Age: 50 is fresh 10 more seconds; with Age: 60, not stored."""
+        origin = Origin({"Cache-Control": "max-age=60", "Age": "50"})
+        h = harness(origin)
+        h.request("GET", "/a")
+        h.advance(9)
+        hit = h.request("GET", "/a")
+        self.assertEqual((xcache(hit), hit.headers.get_all("Age")), ("HIT", ["59"]))
+        h.advance(1)
+        self.assertEqual(xcache(h.request("GET", "/a")), "MISS")
+        h = harness(Origin({"Cache-Control": "max-age=60", "Age": "60"}))
+        h.request("GET", "/a")
+        self.assertEqual(xcache(h.request("GET", "/a")), "MISS")
+
     def test_vary(self):
         """The request headers Vary names choose the variant."""
         origin = Origin({"Cache-Control": "max-age=60", "Vary": "Accept-Encoding"})
@@ -323,6 +379,12 @@ class CacheTests(SynchronousTestCase):
         self.assertEqual((refused.status, refused.obj), (400, {
             "error": "unknown parameter 'prefx' (known: prefix)", "field": "prefx",
             "value": "/nothing/"}))
+        # so would a prefix in a body, read by nobody: a 400, nothing purged
+        for body, ctype in [({"prefix": "/nothing/"}, "application/json"),
+                            (b"prefix=/nothing/", "application/x-www-form-urlencoded")]:
+            refused = h.admin("DELETE", "/cache", body=body, headers={"Content-Type": ctype})
+            self.assertEqual((refused.status, refused.obj["field"]), (400, "body"), body)
+            self.assertIn("?prefix=/api/", refused.obj["error"])
         self.assertEqual(xcache(h.request("GET", "/api/1")), "MISS")
         self.assertEqual(xcache(h.request("GET", "/web/1")), "HIT")
         self.assertEqual(h.admin("DELETE", "/cache").obj, {"purged": 2})

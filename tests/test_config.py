@@ -435,15 +435,35 @@ class ErrorTests(TestCase):
             "'example.com' (expected an IP address or a CIDR such as 10.0.0.0/8)")
 
     def test_group_names(self):
+        rule = ("(allowed: letters, digits, '._~-', and '/' between segments; "
+                "no '.' or '..' segment)")
         self.assertErrors(
             {"upstreams": {"api v2": {"peers": []}, "/api": {"peers": []},
-                           "api//x": {"peers": []}, "ok/fine": {"peers": []}}},
-            "etc/conf.json: upstreams[\"/api\"]: bad group name '/api' (allowed: "
-            "letters, digits, '._~-', and '/' between segments)",
-            "etc/conf.json: upstreams[\"api v2\"]: bad group name 'api v2' (allowed: "
-            "letters, digits, '._~-', and '/' between segments)",
-            "etc/conf.json: upstreams[\"api//x\"]: bad group name 'api//x' (allowed: "
-            "letters, digits, '._~-', and '/' between segments)")
+                           "api//x": {"peers": []}, "ok/fine": {"peers": []},
+                           "v1.2/.well~known/..x": {"peers": []}}},
+            "etc/conf.json: upstreams[\"/api\"]: bad group name '/api' " + rule,
+            "etc/conf.json: upstreams[\"api v2\"]: bad group name 'api v2' " + rule,
+            "etc/conf.json: upstreams[\"api//x\"]: bad group name 'api//x' " + rule)
+
+    def test_group_dot_segments(self):
+        """A ``.`` or ``..`` segment (``a/../b``), or a final newline, is
+        refused by its JSON path, as the registry API refuses it
+        (:func:`tproxy.builtins.registry.parse_prefix`: one rule)."""
+        rule = ("(allowed: letters, digits, '._~-', and '/' between segments; "
+                "no '.' or '..' segment)")
+        names = ["a/../b", "..", ".", "a/.", "./a", "a/..", "a\n"]
+        self.assertErrors(
+            {"upstreams": dict((n, {"peers": []}) for n in names),
+             "streams": [{"listen": "tcp:1", "group": "x/../y"}],
+             "plugins": [{"name": "cors", "routes": ["ok", "a/./b"]}]},
+            *sorted(["etc/conf.json: upstreams[{}]: bad group name {!r} {}".format(
+                json.dumps(n), n, rule) for n in names] + [
+                "etc/conf.json: streams[0].group: bad group name 'x/../y' " + rule,
+                "etc/conf.json: plugins[0].routes[1]: bad route name 'a/./b'"]))
+        from tproxy.builtins.registry import BadParameter, parse_prefix
+        for name in names:
+            self.assertRaises(BadParameter, parse_prefix, name)
+        self.assertEqual(parse_prefix("/v1.2/.well~known/..x/"), "v1.2/.well~known/..x")
 
     def test_group_paths_quoted(self):
         """A group name that is not an identifier is quoted in the path."""

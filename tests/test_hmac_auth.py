@@ -92,6 +92,27 @@ class SignatureTests(SynchronousTestCase):
         self.assertEqual((response.status, response.json()["error"]), (401, error))
         self.assertEqual(len(h.upstream_requests), before)
 
+    def test_givenTwice(self):
+        """A parameter of the Authorization header, or the header itself,
+        given twice is refused, whichever copy is valid: which one was meant
+        cannot be told."""
+        h = harness()
+        good = signed("GET", "/orders")
+        auth = good["Authorization"]
+        for doubled in [auth.replace('headers="', 'headers="date", headers="'),
+                        auth.replace("hmac ", 'hmac username="bob", ', 1),
+                        auth + ', signature="AAAA"']:
+            self.assertDenied(h, "GET", "/orders", dict(good, Authorization=doubled),
+                              "malformed HMAC Authorization header")
+        twice = [(k, v) for k, v in good.items()] + [("Authorization", auth)]
+        response = h.request("GET", "/orders", headers=twice)
+        self.assertEqual((response.status, response.json()["error"]),
+                         (401, "Authorization given more than once"))
+        self.assertEqual(response.headers.get("WWW-Authenticate"),
+                         'hmac realm="tproxy", headers="@request-target date"')
+        self.assertEqual(h.upstream_requests, [])
+        self.assertEqual(h.request("GET", "/orders", headers=good).status, 200)
+
     def test_tampered(self):
         """Another path, query or method than signed; a wrong secret; an
         unknown user: all the same answer."""

@@ -74,6 +74,19 @@ class TokenBucketTests(SynchronousTestCase):
         self.assertEqual(h.request("GET", "/").status, 200)
         self.assertEqual(h.request("GET", "/").status, 429)
 
+    def test_headerCannotSpendAnAddressQuota(self):
+        """A header holding an address is not that client's count: a client
+        sending ``X-API-Key: 192.0.2.7`` neither spends nor shares the
+        quota of 192.0.2.7, which sends no key."""
+        h = harness(rate=1, key=["header:X-API-Key", "route"])
+        spoof = {"X-API-Key": "192.0.2.7"}
+        self.assertEqual(h.request("GET", "/", headers=spoof, client="192.0.2.66").status,
+                         200)
+        self.assertEqual(h.request("GET", "/", client="192.0.2.7").status, 200)
+        self.assertEqual(h.request("GET", "/", client="192.0.2.7").status, 429)
+        self.assertEqual(h.request("GET", "/", headers=spoof, client="192.0.2.66").status,
+                         429)
+
     def test_consumerKey(self):
         """``consumer`` counts per ``ctx.consumer`` (set by an auth plugin)."""
         from tproxy import hookimpl
@@ -134,6 +147,9 @@ class SlidingWindowTests(SynchronousTestCase):
         # in the next window the 4 weigh 4 * (1 - elapsed): one more fits
         # once a quarter of it has gone, 12.5 s from now
         self.assertEqual(got[4].headers.get("Retry-After"), "13")
+        # a 429's RateLimit-Reset is not before its Retry-After: at the
+        # window's end (10 s) the quota is still spent
+        self.assertEqual(got[4].headers.get("RateLimit-Reset"), "13")
         h.advance(12.5)                   # 25 % into the next window: 4 * 0.75 = 3 used
         self.assertEqual(h.request("GET", "/").status, 200)
         self.assertEqual(h.request("GET", "/").status, 429)
@@ -209,3 +225,18 @@ class SettingsTests(SynchronousTestCase):
                            "plugins[1].settings.rate")
         self.assertRefused({"rate": 1, "burst": 2, "algorithm": "sliding_window"},
                            "plugins[1].settings.burst")
+
+    def test_rateOutOfRange(self):
+        """A rate so slow that ``rate / period`` is 0 (a ZeroDivisionError at
+        start, not a config error), slower than one request a year, or
+        infinite is refused by its path; so is a period past a year."""
+        for settings, path in [
+                ({"rate": 1e-300, "period": 1e300}, "plugins[1].settings.period"),
+                ({"rate": 1e-320, "period": 10}, "plugins[1].settings.rate"),
+                ({"rate": 1, "period": 31536001}, "plugins[1].settings.period"),
+                ({"rate": 0.5, "period": 31536000}, "plugins[1].settings.rate"),
+                ({"rate": 1e308, "period": 1e-308}, "plugins[1].settings.rate")]:
+            with self.assertRaises(ConfigError) as e:
+                harness(**settings)
+            self.assertEqual(e.exception.path, path, settings)
+        harness(rate=1, period=31536000)

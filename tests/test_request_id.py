@@ -75,6 +75,17 @@ class GeneratedTests(SynchronousTestCase):
         self.assertNotEqual(h.request("GET", "/", headers={"X-Request-ID": "c-1"})
                             .headers.get("X-Request-ID"), "c-1")
 
+    def test_idGivenTwiceReplaced(self):
+        """Two incoming ids: which one the request is cannot be told, and the
+        second went upstream unchecked beside the first; one new id goes."""
+        h = harness({"accept": "any"})
+        response = h.request("GET", "/", headers=[("X-Request-ID", "c-1"),
+                                                  ("X-Request-ID", "evil id")])
+        rid = h.contexts[0].request_id
+        self.assertNotIn(rid, ("c-1", "evil id"))
+        self.assertEqual(response.headers.get_all("X-Request-ID"), [rid])
+        self.assertEqual(h.upstream_requests[0].headers.get_all("X-Request-ID"), [rid])
+
     def test_uuid4(self):
         h = harness({"generator": "uuid4", "header": "X-Trace"})
         response = h.request("GET", "/")

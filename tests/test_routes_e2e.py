@@ -296,6 +296,28 @@ class AdminTests(SynchronousTestCase):
         _, after = self.call(h, "GET", "/routes")
         self.assertEqual(after, before)
 
+    def test_changesTakeNoParameters(self):
+        """A query parameter on ``POST /routes``, ``PUT`` or ``DELETE
+        /routes/NAME`` (``?group=zz``), or a ``DELETE`` body, is a ``400``
+        naming it, as on ``/upstream/*``: never dropped without a word, and
+        nothing changes."""
+        h = self.start([{"name": "api", "group": "api", "match": {"path": "/api"}}])
+        _, before = self.call(h, "GET", "/routes")
+        route = {"group": "api", "match": {"path": "/x"}}
+        for method, path, body, field, value in [
+                ("PUT", "/routes/x?group=zz", route, "group", "zz"),
+                ("PUT", "/routes/api?priority=3&group=zz", route, "group", "zz"),
+                ("POST", "/routes?name=x", dict(route, name="x"), "name", "x"),
+                ("DELETE", "/routes/api?group=api", None, "group", "api"),
+                ("DELETE", "/routes/api", {"name": "other"}, "body", None)]:
+            code, answer = self.call(h, method, path, body)
+            self.assertEqual((code, answer["field"], answer["value"]), (400, field, value),
+                             (method, path, answer))
+            self.assertIn(repr(field) if field != "body" else "takes no body",
+                          answer["error"])
+        _, after = self.call(h, "GET", "/routes")
+        self.assertEqual(after, before)
+
     def test_notJsonPastAscii(self):
         """A body that is not JSON at a character past ASCII: a 400 naming
         it, by PUT and by POST (PyPy's decoder gives no usable message for

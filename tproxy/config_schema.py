@@ -13,12 +13,22 @@ from jsonschema import FormatChecker
 
 from tproxy.addresses import check_host, parse_endpoint, parse_host_port
 
-__all__ = ["SCHEMA", "FORMATS", "DEFAULT_PLUGINS", "GROUP_NAME"]
+__all__ = ["SCHEMA", "FORMATS", "DEFAULT_PLUGINS", "GROUP_NAME", "GROUP_NAME_RULE"]
 
 #: The plugins that run when the configuration has no ``plugins`` key.
 DEFAULT_PLUGINS = ("registry", "router", "least_conn", "access_log")
 
-GROUP_NAME = r"^[A-Za-z0-9._~-]+(/[A-Za-z0-9._~-]+)*$"
+#: A group name: ``/``-separated segments of letters, digits and ``._~-``,
+#: none of them ``.`` or ``..`` (a path's dot-segments: ``a/../b`` would name
+#: ``b`` to whoever normalises it), and no final newline (``\Z``, not
+#: ``$``).  The configuration's schemas and the registry API
+#: (:func:`tproxy.builtins.registry.parse_prefix`) share it.
+GROUP_NAME = (r"^(?!\.\.?(/|\Z))[A-Za-z0-9._~-]+"
+              r"(/(?!\.\.?(/|\Z))[A-Za-z0-9._~-]+)*\Z")
+
+#: What :data:`GROUP_NAME` allows, for the messages.
+GROUP_NAME_RULE = ("allowed: letters, digits, '._~-', and '/' between segments; "
+                   "no '.' or '..' segment")
 
 FORMATS = FormatChecker(formats=())
 
@@ -177,8 +187,8 @@ _HEALTH_CHECK = {
 _STREAM = _object({
     "listen": _ENDPOINT,
     "group": {"type": "string", "pattern": GROUP_NAME,
-              "x-messages": {"pattern": "bad group name {instance!r} (allowed: letters, "
-                                        "digits, '._~-', and '/' between segments)"}},
+              "x-messages": {"pattern": "bad group name {instance!r} (" +
+                                        GROUP_NAME_RULE + ")"}},
     "proxy_protocol": {"enum": [None, "v1", "v2"], "default": None},
     "tls": _SERVER_TLS,
     # 0: each peer of the group once (nginx's proxy_next_upstream_tries 0)

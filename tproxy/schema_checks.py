@@ -14,10 +14,36 @@ import re
 
 from jsonschema import Draft202012Validator
 
-from tproxy.config_schema import FORMATS
+from tproxy.config_schema import FORMATS, GROUP_NAME_RULE
+
+#: The settings schema of a header a plugin writes (``request_id``'s and
+#: ``cache``'s ``header``, ``consumer_header``, ``claims_to_headers``): a
+#: token, and not a field that frames the message or routes it (the proxy
+#: writes those; another value would corrupt the response or the request).
+HEADER_NAME = {
+    "type": "string",
+    "pattern": "^(?!(?i:content-length|transfer-encoding|connection|keep-alive|"
+               "proxy-connection|te|trailer|upgrade|host)\\Z)"
+               "[!#$%&'*+.^_`|~0-9A-Za-z-]+\\Z",
+    "x-messages": {"pattern": "bad header name {instance!r} (a token such as "
+                              "X-Request-ID; not Content-Length, Transfer-Encoding, "
+                              "Connection, Keep-Alive, TE, Trailer, Upgrade or Host, "
+                              "which the proxy writes)"},
+}
+
+#: The settings schema of an admin API path a plugin serves (``cache``'s
+#: ``admin_path``, ``prometheus``'s ``path``): ``/``-separated segments of
+#: letters, digits and ``._~-`` (a space or ``?`` would make it unreachable,
+#: ``{`` a path parameter).
+ADMIN_PATH = {
+    "type": "string",
+    "pattern": "^(/[A-Za-z0-9._~-]+)+\\Z",
+    "x-messages": {"pattern": "bad admin path {instance!r} ('/'-separated segments "
+                              "of letters, digits and ._~-: /cache)"},
+}
 
 #: a name written as is in a JSON path (``a.b``); others are ``["a-b"]``
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def validator_for(schema):
@@ -78,7 +104,7 @@ def _path(parts, prefix=""):
     for part in parts:
         if isinstance(part, int):
             out += "[{}]".format(part)
-        elif _IDENTIFIER.match(part):
+        elif _IDENTIFIER.fullmatch(part):
             out += ("." if out else "") + part
         else:
             out += "[{}]".format(json.dumps(part))
@@ -107,8 +133,7 @@ def _explain(error, prefix):
         return [(_path(parts, prefix), str(error.cause))]
     if kind == "pattern" and "propertyNames" in error.relative_schema_path:
         return [(_path(parts + [instance], prefix),
-                 "bad group name {!r} (allowed: letters, digits, '._~-', and "
-                 "'/' between segments)".format(instance))]
+                 "bad group name {!r} ({})".format(instance, GROUP_NAME_RULE))]
     if kind == "required":
         missing = [k for k in error.validator_value if k not in instance]
         return [(_path(parts, prefix), "missing key {!r}".format(k)) for k in missing]

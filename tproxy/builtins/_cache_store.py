@@ -5,12 +5,20 @@ responses: an LRU of :class:`Entry` by key, at most ``max_size`` bytes
 (storing past it drops the least recently used entries; an expired entry is
 dropped when met), with the ``Vary`` record of each primary key (the request
 headers whose values are part of its variants' keys), dropped with its last
-variant so that it is bounded by the entries.
+variant so that it is bounded by the entries; and whether a conditional
+request is answered ``304`` by a stored response (:func:`not_modified`).
 """
 
 import collections
+import re
 
-__all__ = ["Entry", "ResponseStore"]
+__all__ = ["Entry", "NOT_MODIFIED", "ResponseStore", "not_modified"]
+
+#: fields of a stored ``200`` a ``304`` carries (RFC 9110 15.4.5)
+NOT_MODIFIED = frozenset(["cache-control", "content-location", "date", "etag",
+                           "expires", "last-modified", "vary"])
+
+_ETAG = re.compile(r'\s*(W/)?("[^"]*")\s*(?:,|$)')
 
 
 class Entry(object):
@@ -126,3 +134,37 @@ class ResponseStore(object):
         for k in keys:
             self._drop(k)
         return len(keys)
+
+
+def not_modified(request_headers, stored):
+    """
+    Whether a conditional request is answered ``304`` by a stored ``200``
+    whose headers are ``stored`` (RFC 9110 13.2.2): ``If-None-Match``
+    naming its ``ETag`` (weak comparison) or ``*``; else, without
+    ``If-None-Match``, an ``If-Modified-Since`` not before its
+    ``Last-Modified``.  A field that cannot be read is ignored.
+    """
+    match = request_headers.get("if-none-match")
+    since = request_headers.get("if-modified-since") if match is None else None
+    if match is None and since is None:
+        return False
+    fields = dict((n.lower(), v) for n, v in stored)
+    if match is not None:
+        if match.strip() == "*":
+            return True
+        etag = _ETAG.fullmatch(fields.get("etag", "").strip() + ",")
+        if etag is None:
+            return False
+        tags, pos = [], 0
+        while pos < len(match):
+            m = _ETAG.match(match, pos)
+            if m is None:
+                return False
+            tags.append(m.group(2))
+            pos = m.end()
+        return etag.group(2) in tags
+    from tproxy.builtins.hmac_auth import _timestamp
+    try:
+        return _timestamp(fields["last-modified"]) <= _timestamp(since)
+    except (KeyError, TypeError, ValueError, IndexError, OverflowError):
+        return False

@@ -178,6 +178,8 @@ return {allowed, c, p, string.format('%.17g', elapsed)}
                 nxt = max(0.0, 1 - (self.limit - 1) / float(c)) if c else 0.0
                 wait = (1 - elapsed) + nxt
             retry = max(1, _ceil(wait * self.window))
+            # the quota is still spent when this window ends
+            reset = max(reset, retry)
         return Decision(allowed, self.limit, remaining, reset, retry)
 
     def redis_args(self):

@@ -12,6 +12,7 @@ import json
 import re
 
 from tproxy.addresses import unicast_problem
+from tproxy.config_schema import GROUP_NAME
 
 __all__ = ["BadParameter", "DEFAULT_GROUP", "PARAMETERS", "check_caller", "parse_host",
            "parse_max_conns",
@@ -32,7 +33,7 @@ _MAX_CONNS = re.compile(r"[0-9]{1,7}")
 # (container service names use it)
 _LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?")
 _NUMBER = re.compile(r"[0-9]+|0[xX][0-9A-Fa-f]*")   # a last label the resolver reads as IPv4
-_SEGMENT = re.compile(r"[A-Za-z0-9._~-]+")
+_GROUP_NAME = re.compile(GROUP_NAME)   # the configuration's rule
 
 
 class BadParameter(ValueError):
@@ -222,11 +223,10 @@ def parse_prefix(value, field="prefix"):
     if len(prefix) > MAX_PREFIX_LENGTH:
         raise BadParameter(field, "prefix is longer than {} characters".format(
             MAX_PREFIX_LENGTH), value)
-    for segment in prefix.split("/"):
-        if not _SEGMENT.fullmatch(segment) or segment in (".", ".."):
-            raise BadParameter(
-                field, "prefix must be '/'-separated segments of letters, digits "
-                "and ._~- (no empty, '.' or '..' segments)", value)
+    if not _GROUP_NAME.fullmatch(prefix):
+        raise BadParameter(
+            field, "prefix must be '/'-separated segments of letters, digits "
+            "and ._~- (no empty, '.' or '..' segments)", value)
     return prefix
 
 

@@ -5,18 +5,20 @@ caching reverse proxy (nginx's ``proxy_cache``, Kong's ``proxy-cache``).
 
 - ``access``: a fresh stored response for the request's key is sent at once
   (``X-Cache: HIT``, with ``Age``), as a :class:`tproxy.Response` -- the way
-  any plugin answers a request itself.  Otherwise the request goes upstream
-  (``MISS``); while one request of a key is upstream, the others of that key
-  wait for it (single flight, at most ``lock_timeout`` seconds) and are then
-  answered from what it stored.  A request the cache must not answer
-  (another method, ``Cache-Control: no-cache`` / ``no-store`` or
-  ``Pragma: no-cache``, an ``Authorization`` or ``Range`` header) goes upstream with
-  ``BYPASS`` (a ``no-cache`` one still refreshes the stored copy).
+  any plugin answers a request itself; a ``304`` when the request's
+  ``If-None-Match`` / ``If-Modified-Since`` says the client has it.
+  Otherwise the request goes upstream (``MISS``); while one request of a key
+  is upstream, the others of that key wait for it (single flight, at most
+  ``lock_timeout`` seconds) and are then answered from what it stored.  A
+  request the cache must not answer (another method, ``Cache-Control:
+  no-cache`` / ``no-store`` or ``Pragma: no-cache``, an ``Authorization`` or
+  ``Range`` header) goes upstream with ``BYPASS`` (a ``no-cache`` one still
+  refreshes the stored copy).
 - ``header_filter``: decides whether the upstream's response may be stored:
   a status of ``statuses``; no ``no-store``, ``private`` or ``no-cache``
   in its ``Cache-Control``; no ``Set-Cookie``; no ``Vary: *``; a lifetime
   from ``s-maxage``, ``max-age`` or ``Expires`` (else ``default_ttl``; ``0``:
-  not stored).
+  not stored), less the ``Age`` it came with.
 - ``body_filter``: copies the body as it streams by, up to
   ``max_object_size`` bytes; a longer body stops being copied (what was
   copied is dropped) and streams on uncached.  Nothing waits for the copy.
@@ -40,7 +42,8 @@ from twisted.internet.defer import Deferred, TimeoutError as DeferredTimeoutErro
 from twisted.logger import Logger
 
 from tproxy import Response, hookimpl
-from tproxy.builtins._cache_store import Entry, ResponseStore
+from tproxy.builtins._cache_store import NOT_MODIFIED, Entry, ResponseStore, not_modified
+from tproxy.schema_checks import ADMIN_PATH, HEADER_NAME
 
 __all__ = ["Plugin", "Entry"]
 
@@ -83,7 +86,7 @@ class _State(object):
     """What the cache knows of one request (``ctx.vars["cache"]``)."""
 
     __slots__ = ("status", "key", "primary", "leader", "store", "chunks", "size",
-                 "ttl", "head", "vary")
+                 "ttl", "age", "head", "vary")
 
     def __init__(self, status, primary=None, key=None):
         self.status = status            # "HIT", "MISS", "BYPASS"
@@ -94,6 +97,7 @@ class _State(object):
         self.chunks = None
         self.size = 0
         self.ttl = None
+        self.age = 0
         self.head = None
         self.vary = ()
 
@@ -127,8 +131,8 @@ class Plugin(object):
             "lock_timeout": {"type": "number", "minimum": 0, "default": 5,
                              "description": "seconds a request waits for the same "
                                             "key's request upstream (0: no single flight)"},
-            "admin_path": {"type": "string", "pattern": "^/", "default": "/cache"},
-            "header": {"type": ["string", "null"], "default": "X-Cache"},
+            "admin_path": dict(ADMIN_PATH, default="/cache"),
+            "header": dict(HEADER_NAME, type=["string", "null"], default="X-Cache"),
         },
     }
 
@@ -192,6 +196,11 @@ class Plugin(object):
         gateway.admin.route("GET", self.admin_path, lambda request: (200, self.stats()))
 
         def purge(request):
+            if request.body:
+                # a JSON {"prefix": ...} would otherwise purge everything
+                return 400, {"error": "DELETE {} takes no body: give the prefix in "
+                                      "the query (?prefix=/api/)".format(self.admin_path),
+                             "field": "body", "value": None}
             for name in sorted(request.args):
                 if name != "prefix":   # a typo would purge everything
                     return 400, {"error": "unknown parameter {!r} (known: prefix)".format(name),
@@ -267,8 +276,13 @@ class Plugin(object):
     def _hit(self, ctx, entry):
         self.hits += 1
         ctx.vars["cache"] = _State("HIT")
+        age = ("Age", str(int(self.clock.seconds() - entry.stored)))
+        if entry.status == 200 and not_modified(ctx.request.headers, entry.headers):
+            headers = [(n, v) for n, v in entry.headers if n.lower() in NOT_MODIFIED]
+            headers.append(age)
+            return Response(304, b"", headers)
         headers = list(entry.headers)
-        headers.append(("Age", str(int(self.clock.seconds() - entry.stored))))
+        headers.append(age)
         return Response(entry.status, entry.body, headers)
 
     @hookimpl
@@ -297,7 +311,9 @@ class Plugin(object):
             ttl = self._expires_ttl(headers)
         if ttl is None:
             ttl = self.default_ttl
-        ttl = min(ttl, self.max_ttl)
+        # the time it spent in caches upstream counts (RFC 9111 4.2.3)
+        age = _seconds(headers.get("age")) or 0
+        ttl = min(ttl, self.max_ttl) - age
         if ttl <= 0:
             return
         vary = tuple(sorted(set(
@@ -310,6 +326,7 @@ class Plugin(object):
             return          # streams uncached, never copied
         state.store = True
         state.ttl = ttl
+        state.age = age
         state.vary = vary
         state.chunks = []
         state.head = (response.status, [(n, v) for n, v in headers.items()
@@ -357,7 +374,7 @@ class Plugin(object):
             responses.set_vary(primary, state.vary)
             key = responses.key(primary, ctx.request.headers, state.vary)
             responses.store(key, Entry(state.head[0], state.head[1], b"".join(state.chunks),
-                                       now, now + state.ttl, ctx.request.path))
+                                       now - state.age, now + state.ttl, ctx.request.path))
         state.chunks = None
         if state.leader:
             for d in self.inflight.pop(state.key, ()):

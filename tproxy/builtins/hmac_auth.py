@@ -46,6 +46,7 @@ from datetime import timezone
 from email.utils import parsedate_to_datetime
 
 from tproxy import Response, hookimpl
+from tproxy.schema_checks import HEADER_NAME
 
 __all__ = ["Plugin", "signing_string"]
 
@@ -58,9 +59,13 @@ _PARAM = re.compile(r'\s*([A-Za-z]+)\s*=\s*"([^"]*)"\s*(?:,|$)')
 
 _TARGET = ("@request-target", "(request-target)")
 
+#: a name ``enforce_headers`` may hold (what a client's ``headers`` lists)
+_SIGNED_NAME = r"^(@request-target|\(request-target\)|[!#$%&'*+.^_`|~0-9A-Za-z-]+)\Z"
+
 
 def _parse(value):
-    """``{name: value}`` of ``hmac k="v", ...``, or ``None`` if malformed."""
+    """``{name: value}`` of ``hmac k="v", ...``, or ``None`` if malformed
+    (a parameter given twice too: which one was meant cannot be told)."""
     scheme, _, rest = value.strip().partition(" ")
     if scheme.lower() != "hmac":
         return None
@@ -69,7 +74,10 @@ def _parse(value):
         m = _PARAM.match(rest, pos)
         if m is None:
             return None
-        params[m.group(1).lower()] = m.group(2)
+        name = m.group(1).lower()
+        if name in params:
+            return None
+        params[name] = m.group(2)
         pos = m.end()
     return params
 
@@ -156,7 +164,10 @@ class Plugin(object):
             },
             "enforce_headers": {
                 "type": "array", "uniqueItems": True,
-                "items": {"type": "string", "minLength": 1},
+                "items": {"type": "string", "pattern": _SIGNED_NAME,
+                          "x-messages": {"pattern": "bad name {instance!r} (a header "
+                                                    "name, @request-target or "
+                                                    "request-line)"}},
                 "default": ["@request-target", "date"],
                 "description": "names that must be signed (\"date\" is met by "
                                "x-date too)",
@@ -165,8 +176,7 @@ class Plugin(object):
             "validate_request_body": {"type": "boolean", "default": True},
             "max_body_size": {"type": "integer", "minimum": 0, "default": 1048576},
             "hide_credentials": {"type": "boolean", "default": True},
-            "consumer_header": {"type": "string", "default": "X-Consumer-Username",
-                                "pattern": "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"},
+            "consumer_header": dict(HEADER_NAME, default="X-Consumer-Username"),
             "realm": {"type": "string", "default": "tproxy",
                       "pattern": "^[^\"\\\\]*$"},
         },
@@ -205,9 +215,12 @@ class Plugin(object):
         request = ctx.request
         headers = request.headers
         headers.remove(self.consumer_header)       # never believe the client's
-        value = headers.get("authorization")
-        if value is None:
+        values = headers.get_all("authorization")
+        if not values:
             return self.deny("missing HMAC signature")
+        if len(values) > 1:
+            return self.deny("Authorization given more than once")
+        value = values[0]
         params = _parse(value)
         if params is None or not all(k in params for k in ("username", "signature")):
             return self.deny("malformed HMAC Authorization header")
@@ -259,10 +272,8 @@ class Plugin(object):
         return None
 
     def _check_body(self, ctx, username, has_digest):
-        headers = ctx.request.headers
-        length = headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_body_size:
-            return self._too_large()
+        # (a plugin does not see the request's Content-Length: the first
+        # max_body_size + 1 bytes tell whether it is too long)
         d = ctx.read_body_prefix(self.max_body_size + 1)
         return d.addCallback(self._body_read, ctx, username, has_digest)
 

@@ -52,6 +52,7 @@ from tproxy.builtins._credentials import (
 from tproxy.builtins._jwt_keys import (
     ALGORITHMS, index_keys, key_from_settings, parse_jwks, read_jwks)
 from tproxy.config import ConfigError
+from tproxy.schema_checks import HEADER_NAME
 
 __all__ = ["Plugin"]
 
@@ -118,11 +119,11 @@ class Plugin(object):
             "required_claims": {"type": "array", "items": {"type": "string"},
                                 "default": ["exp"]},
             "consumer_claim": {"type": "string", "default": "sub"},
-            "consumer_header": {"type": ["string", "null"], "pattern": _TOKEN,
-                                "default": CONSUMER_HEADER},
+            "consumer_header": dict(HEADER_NAME, type=["string", "null"],
+                                    default=CONSUMER_HEADER),
             "claims_to_headers": {
                 "type": "object", "default": {},
-                "additionalProperties": {"type": "string", "pattern": _TOKEN},
+                "additionalProperties": dict(HEADER_NAME),
                 "description": "{claim: header}: claims sent upstream",
             },
             "realm": {"type": "string", "pattern": "^[^\"\\\\]*$", "default": "tproxy"},

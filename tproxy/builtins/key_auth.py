@@ -7,8 +7,8 @@ and a JSON body.
 
 - With several ``key_names``, the first listed that the request carries
   is read (in the headers, else in the query); the same one given twice
-  (two ``apikey`` headers, ``?apikey=a&apikey=b``) is a ``401``: which key
-  was meant cannot be told.
+  (two ``apikey`` headers, ``?apikey=a&apikey=b``) is a ``401`` saying so:
+  which key was meant cannot be told.
 - The key never goes upstream: the headers are removed, the query arguments
   stripped from the upstream target (and from ``ctx.request.query``, so the
   access log does not write it either).
@@ -28,6 +28,7 @@ from urllib.parse import unquote
 from tproxy import hookimpl
 from tproxy.builtins._credentials import CONSUMER_HEADER, remove_from_query, unauthorized
 from tproxy.config import ConfigError
+from tproxy.schema_checks import HEADER_NAME
 
 __all__ = ["Plugin"]
 
@@ -73,7 +74,7 @@ class Plugin(object):
             "key_in_header": {"type": "boolean", "default": True},
             "key_in_query": {"type": "boolean", "default": True},
             "consumer_header": {
-                "type": ["string", "null"], "pattern": _TOKEN,
+                **HEADER_NAME, "type": ["string", "null"],
                 "default": CONSUMER_HEADER,
                 "description": "the header telling the upstream who called "
                                "(null: none)",
@@ -168,7 +169,10 @@ class Plugin(object):
             remove_from_query(ctx, self.name_set)
         if key is None:
             return unauthorized(self.challenge, "no API key found in request")
-        consumer = self.consumers.get(_digest(key)) if key else None
+        if key is False:
+            return unauthorized(self.challenge, "API key given more than once "
+                                "(which one was meant cannot be told)")
+        consumer = self.consumers.get(_digest(key))
         if consumer is None:
             return unauthorized(self.challenge, "invalid API key")
         ctx.consumer = consumer

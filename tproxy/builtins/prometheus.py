@@ -49,6 +49,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 from tproxy import hookimpl
 from tproxy.admin import AdminResponse
+from tproxy.schema_checks import ADMIN_PATH
 
 __all__ = ["Plugin", "Histogram"]
 
@@ -137,7 +138,7 @@ class Plugin(object):
         "type": "object",
         "additionalProperties": False,
         "properties": {
-            "path": {"type": "string", "pattern": "^/", "default": "/metrics"},
+            "path": dict(ADMIN_PATH, default="/metrics"),
             "buckets": {
                 "type": "array", "minItems": 1, "uniqueItems": True,
                 "items": {"type": "number", "exclusiveMinimum": 0},

@@ -63,6 +63,10 @@ _KEY_PART = r"^(client_addr|consumer|route|header:[!#$%&'*+.^_`|~0-9A-Za-z-]+)$"
 #: stays bounded whatever a client puts in a header)
 _MAX_IDENT = 64
 
+#: seconds in a year: the longest period, the slowest rate
+_YEAR = 365 * 24 * 3600
+
+
 class Plugin(object):
     """
     Rate limits per key (``access``), the ``RateLimit-*`` fields on allowed
@@ -80,8 +84,8 @@ class Plugin(object):
                      "description": "requests per period (token_bucket: the "
                                     "refill rate; sliding_window: the limit, "
                                     "an integer)"},
-            "period": {"type": "number", "exclusiveMinimum": 0, "default": 1,
-                       "description": "seconds"},
+            "period": {"type": "number", "exclusiveMinimum": 0, "maximum": _YEAR,
+                       "default": 1, "description": "seconds (a year at most)"},
             "burst": {"type": "integer", "minimum": 1,
                       "description": "token_bucket: the bucket's size "
                                      "(default: rate, at least 1)"},
@@ -122,6 +126,9 @@ class Plugin(object):
     def __init__(self, settings):
         from tproxy.config import ConfigError
         rate, period = settings["rate"], settings["period"]
+        if not 1.0 / _YEAR <= float(rate) / period < float("inf"):
+            raise ConfigError(("rate", "rate / period is {!r} requests a second: from "
+                               "one a year to a finite number".format(float(rate) / period)))
         if settings["algorithm"] == "token_bucket":
             burst = settings.get("burst") or max(1, int(math.ceil(rate)))
             self.algorithm = TokenBucket(rate, period, burst)
@@ -179,8 +186,10 @@ class Plugin(object):
                 value = ctx.consumer
             else:
                 value = ctx.route if ctx.route is not None else "-"
-            if value is None:       # no header, no consumer: the client's address
-                value = request.client_addr
+            if value is None:
+                # no header, no consumer: the client's address, apart from
+                # the same text in a header (NUL: in no header value)
+                value = "\x00" + request.client_addr
             out.append(value)
         ident = "\n".join(out)
         if len(ident) > _MAX_IDENT:

@@ -11,7 +11,8 @@ when first read, so this plugin adds no id of its own; with ``"generator":
 only from a trusted proxy (``trusted_proxies``, ``"accept": "trusted"``, the
 default), from anyone (``"any"``), or never (``"none"``); an untrusted or
 malformed one is replaced, so the upstream never sees an id the client made up.
-An accepted id is 1 to 200 visible ASCII characters.
+An accepted id is 1 to 200 visible ASCII characters, in one header field
+(two: which one the request is cannot be told).
 
 List it first (or early) in ``plugins``: its ``rewrite`` sets the id, and the
 plugins after it see the final one.
@@ -21,6 +22,7 @@ import re
 import uuid
 
 from tproxy import hookimpl
+from tproxy.schema_checks import HEADER_NAME
 
 __all__ = ["Plugin"]
 
@@ -39,11 +41,8 @@ class Plugin(object):
         "type": "object",
         "additionalProperties": False,
         "properties": {
-            "header": {
-                "type": "string", "pattern": "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$",
-                "default": "X-Request-ID",
-                "description": "the header carrying the id, both ways",
-            },
+            "header": dict(HEADER_NAME, default="X-Request-ID",
+                           description="the header carrying the id, both ways"),
             "accept": {
                 "enum": ["trusted", "any", "none"], "default": "trusted",
                 "description": "whose incoming id to keep: a trusted proxy's "
@@ -82,12 +81,13 @@ class Plugin(object):
         headers = request.headers
         key = self.key
         incoming = None
+        count = 0
         for n, v in headers.raw:      # (Headers.get, without its per-call encoding)
             if n.lower() == key:
                 incoming = v.decode("latin-1")
-                break
+                count += 1
         if incoming is not None:
-            if (self.accept != "none" and _VALID(incoming)
+            if (self.accept != "none" and count == 1 and _VALID(incoming)
                     and (self.accept == "any" or request.remote_addr in self.trusted)):
                 ctx.request_id = incoming
                 return

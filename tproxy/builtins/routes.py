@@ -269,6 +269,9 @@ class Plugin(object):
     def post_route(self, request):
         """``POST /routes``: add a route (JSON body with its ``name``);
         ``409`` if the name is taken."""
+        refused = _no_query(request, "POST /routes")
+        if refused is not None:
+            return refused
         try:
             obj = loads_strict(request.body.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as e:
@@ -284,6 +287,9 @@ class Plugin(object):
 
     def put_route(self, request):
         """``PUT /routes/{name}``: add or replace a route (JSON body)."""
+        refused = _no_query(request, "PUT /routes/{name}")
+        if refused is not None:
+            return refused
         name = request.params["name"]
         try:
             obj = loads_strict(request.body.decode("utf-8"))
@@ -341,6 +347,12 @@ class Plugin(object):
 
     def delete_route(self, request):
         """``DELETE /routes/{name}``: remove a route."""
+        refused = _no_query(request, "DELETE /routes/{name}")
+        if refused is not None:
+            return refused
+        if request.body:
+            return 400, {"error": "DELETE /routes/{name} takes no body (the path "
+                                  "names the route)", "field": "body", "value": None}
         name = request.params["name"]
         if self.shared is not None:
             refused = self._configured_refusal(name)
@@ -360,6 +372,17 @@ class Plugin(object):
         """``GET /routes/match``: which route a request would take
         (:func:`tproxy.builtins._route_match.explain`)."""
         return explain(self, request)
+
+
+def _no_query(request, endpoint):
+    """The ``400`` answer for a change given query parameters (none is read:
+    ``?group=`` would otherwise be dropped without a word), or ``None``."""
+    if not request.args:
+        return None
+    name = sorted(request.args)[0]
+    return 400, {"error": "unknown parameter {!r} ({} takes no parameters: the "
+                          "route is the JSON body)".format(name, endpoint),
+                 "field": name, "value": request.args[name]}
 
 
 def _shared_deleted(existed, request, name):
