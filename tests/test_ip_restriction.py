@@ -83,6 +83,15 @@ class AccessTests(SynchronousTestCase):
         self.assertStatus(h, "10.0.0.1", 200, {"X-Forwarded-For": "192.0.2.1"})
         self.assertStatus(h, "10.0.0.1", 403, {"X-Forwarded-For": "198.51.100.1"})
 
+    def test_clientsGarbageInForwardedFor(self):
+        """A denied client behind a trusted proxy that sends an entry of its
+        own that is not an address ("unknown, " before what the proxy
+        appends) is still the address the proxy saw, not the proxy."""
+        h = harness({"deny": ["192.0.2.7/32"]}, trusted_proxies=["10.0.0.1"])
+        for xff in ("192.0.2.7", "unknown, 192.0.2.7", "1.2.3.4, evil, 192.0.2.7"):
+            self.assertStatus(h, "10.0.0.1", 403, {"X-Forwarded-For": xff})
+        self.assertStatus(h, "10.0.0.1", 200, {"X-Forwarded-For": "unknown, 192.0.2.8"})
+
     def test_perRoute(self):
         h = harness({"allow": ["192.0.2.0/24"]}, routes=["default"])
         self.assertEqual(h.request("GET", "/open/x", client="198.51.100.1").status, 200)

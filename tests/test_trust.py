@@ -32,9 +32,24 @@ class ClientAddressTests(SynchronousTestCase):
         self.assertEqual(self.trusted.client_address("::ffff:10.0.0.7", "1.2.3.4"), "1.2.3.4")
 
     def test_garbage_from_trusted(self):
+        """The entry a trusted proxy wrote itself is not an address: its
+        header is not believed (the caller keeps the peer's address)."""
         e = self.assertRaises(UntrustworthyHeader, self.trusted.client_address,
                               "::1", None, "1.2.3.4, evil")
         self.assertEqual(e.header, "X-Forwarded-For")
+
+    def test_garbageFromTheClient(self):
+        """An entry that is not an address, left of what the trusted proxies
+        wrote, is the client's: the address the last trusted proxy saw
+        stands (as nginx's real_ip_recursive), not the proxy's own, which
+        would let a denied client through ip_restriction."""
+        self.assertEqual(self.trusted.client_address("10.1.1.1", None, "unknown, 1.2.3.4"),
+                         "1.2.3.4")
+        self.assertEqual(self.trusted.client_address(
+            "10.1.1.1", None, "1.2.3.4, unknown, 198.51.100.7, 10.2.2.2"), "198.51.100.7")
+        # left of trusted hops only: the leftmost trusted hop the chain reached
+        self.assertEqual(self.trusted.client_address("10.1.1.1", None, "evil, 10.2.2.2"),
+                         "10.2.2.2")
 
     def test_none_configured(self):
         self.assertFalse(TrustedProxies())

@@ -88,15 +88,22 @@ class TrustedProxies(object):
         forwarded = (forwarded or "").strip()
         if not forwarded:
             return str(address)
-        hops = []
-        for hop in forwarded.split(","):
-            believed = ip(hop)
-            if believed is None:
-                raise UntrustworthyHeader(
-                    "X-Forwarded-For", "X-Forwarded-For from a trusted proxy holds "
-                    "something that is not an IP address", forwarded)
-            hops.append(believed)
-        for hop in reversed(hops):
-            if hop not in self:
-                return str(hop)
-        return str(hops[0])
+        # from the right, as nginx's real_ip_recursive: the first address
+        # that is not a trusted proxy's; what is left of an entry that is
+        # not an address is the client's own words (a client sending
+        # "X-Forwarded-For: unknown" must not become the proxy, for
+        # ip_restriction or rate_limit): the last address believed stands
+        believed = address
+        for hop in reversed(forwarded.split(",")):
+            hop_address = ip(hop)
+            if hop_address is None:
+                if believed is address:
+                    # the entry the trusted peer wrote itself
+                    raise UntrustworthyHeader(
+                        "X-Forwarded-For", "X-Forwarded-For from a trusted proxy holds "
+                        "something that is not an IP address", forwarded)
+                return str(believed)
+            if hop_address not in self:
+                return str(hop_address)
+            believed = hop_address
+        return str(believed)
