@@ -233,6 +233,30 @@ class Answer(object):
         return self.fn(ctx)
 
 
+class LocalResponseFramingTests(SynchronousTestCase):
+    """What frames a response a plugin makes."""
+
+    def test_notModifiedHasNoLength(self):
+        """A plugin's ``304`` goes without a Content-Length (RFC 9110 8.6: only
+        the 200's length may be there, which the plugin does not give) and
+        without a body, even one the plugin set; the response behind it on
+        the connection is read whole."""
+        plugin = Answer()
+        plugin.fn = lambda ctx: (Response(304, b"stale", {"ETag": '"v1"'})
+                                 if ctx.request.path == "/cond" else None)
+        h = harness(plugins=["router", plugin, "least_conn"])
+        conn = h.connect()
+        conn.send_request("GET", "/cond", flush=False)
+        conn.send_request("GET", "/next")
+        head = conn.received.split(b"\r\n\r\n", 1)[0]
+        self.assertTrue(head.startswith(b"HTTP/1.1 304 Not Modified\r\n"), head)
+        self.assertNotIn(b"content-length", head.lower())
+        self.assertIn(b'ETag: "v1"', head)
+        self.assertNotIn(b"stale", conn.received)
+        self.assertEqual([r.status for r in conn.responses], [304, 200])
+        self.assertEqual(conn.responses[1].json()["uri"], "/next")
+
+
 class PipelineTests(SynchronousTestCase):
     """Many requests in one write (on the fake clock)."""
 

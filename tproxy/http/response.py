@@ -167,7 +167,7 @@ class ResponseSide(FilterChain):
         else:
             data = local_response_head(status, reason, raw, body,
                                        self.response_close, http10, date)
-            if body and not self.head_method and status != 204:
+            if body and not self.head_method and status != 204 and status != 304:
                 data += body
         ctx.bytes_sent += len(data)
         out = self.out

@@ -367,12 +367,14 @@ def response_head(status, reason, raw, chunked, close, http10, lines=None, date=
 
 def local_response_head(status, reason, raw, body, close, http10, date=b""):
     """:func:`response_head` of a response whose whole ``body`` is known
-    (made by tproxy or a plugin), with its Content-Length (none in a ``204``)."""
+    (made by tproxy or a plugin), with its Content-Length (none in a ``204``
+    or a ``304``: RFC 9110 8.6 allows a 304 only the length of the 200 it
+    stands for, which only the upstream knows)."""
     lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason or reason_for(status))]
     if raw:
         lines.append(b"\r\n".join(map(_JOIN_FIELD, raw)))
         lines.append(b"\r\n")
-    if status != 204:   # RFC 9110: no Content-Length, no body in a 204
+    if status != 204 and status != 304:   # (no body either: response.py)
         lines.append(b"Content-Length: %d\r\n" % len(body))
     lines.append(date)
     lines.append(_FRAMING[False, close, http10])
