@@ -463,6 +463,9 @@ class ValidationTests(SynchronousTestCase):
                                "'._~-', not '.' or '..')".format(name))
         table([route("..a"), route("a.."), route("...")])
         self.assertRefused([route("a", group="a//b")], "routes[0].group", "bad group name")
+        self.assertRefused([route("a", group="a/../b")], "routes[0].group",
+                           "bad group name 'a/../b' (allowed: letters, digits, '._~-', and "
+                           "'/' between segments; no '.' or '..' segment)")
         self.assertRefused([route("a", peer="10.0.0.1")], "routes[0].peer", "host:port")
         self.assertRefused([dict(route("a"), colour="red")], "routes[0].colour", "unknown key")
 

@@ -21,7 +21,7 @@ from jsonschema import Draft202012Validator
 from tproxy.addresses import check_host, parse_host_port
 from tproxy.config import ConfigError
 from tproxy.schema_checks import fill_defaults, schema_errors
-from tproxy.config_schema import FORMATS, GROUP_NAME
+from tproxy.config_schema import FORMATS, GROUP_NAME, GROUP_NAME_RULE
 from tproxy.routing.route import (ANY, EXACT, HOST_ANY, HOST_EXACT, HOST_WILD, PREFIX,
                                   REGEX, Route)
 from tproxy.routing.table import RouteTable
@@ -90,9 +90,8 @@ ROUTE_SCHEMA = {
             },
         },
         "group": {"type": "string", "pattern": GROUP_NAME,
-                  "x-messages": {"pattern": "bad group name {instance!r} (allowed: "
-                                            "letters, digits, '._~-', and '/' "
-                                            "between segments)"}},
+                  "x-messages": {"pattern": "bad group name {instance!r} (" +
+                                            GROUP_NAME_RULE + ")"}},
         "peer": {"type": "string", "format": "tproxy-host-port"},
         "priority": {"type": "integer", "default": 0},
         "fake_prefix": {"type": "string", "pattern": "^/.",
