@@ -329,7 +329,7 @@ class ErrorTests(TestCase):
             "etc/conf.json: admin.tokn: unknown key (known keys: allow_remote_without_token, "
             "hosts, listen, origins, token)",
             "etc/conf.json: lisen: unknown key (known keys: admin, health, listen, log_level, "
-            "plugins, proxy, registry, shutdown_timeout, streams, timeouts, tls, "
+            "plugins, proxy, real_ip_header, registry, shutdown_timeout, streams, timeouts, tls, "
             "trusted_proxies, upstreams, workers)",
             "etc/conf.json: upstreams.api.peers[0].wieght: unknown key (known keys: "
             "host, max_conns, port, tls, weight)",

@@ -92,6 +92,16 @@ class AccessTests(SynchronousTestCase):
             self.assertStatus(h, "10.0.0.1", 403, {"X-Forwarded-For": xff})
         self.assertStatus(h, "10.0.0.1", 200, {"X-Forwarded-For": "unknown, 192.0.2.8"})
 
+    def test_realIpHeader(self):
+        """With ``real_ip_header`` ``"X-Forwarded-For"``, a client's own
+        X-Real-IP passed on by the trusted proxy is not believed."""
+        h = harness({"allow": ["192.0.2.0/24"]}, trusted_proxies=["10.0.0.1"],
+                    real_ip_header="X-Forwarded-For")
+        self.assertStatus(h, "10.0.0.1", 403, {"X-Real-IP": "192.0.2.1",
+                                               "X-Forwarded-For": "198.51.100.1"})
+        self.assertStatus(h, "10.0.0.1", 200, {"X-Real-IP": "198.51.100.1",
+                                               "X-Forwarded-For": "192.0.2.1"})
+
     def test_perRoute(self):
         h = harness({"allow": ["192.0.2.0/24"]}, routes=["default"])
         self.assertEqual(h.request("GET", "/open/x", client="198.51.100.1").status, 200)

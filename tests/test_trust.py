@@ -51,6 +51,19 @@ class ClientAddressTests(SynchronousTestCase):
         self.assertEqual(self.trusted.client_address("10.1.1.1", None, "evil, 10.2.2.2"),
                          "10.2.2.2")
 
+    def test_oneHeader(self):
+        """``real_ip_header``: only the header named is believed, the other
+        one ignored even when it is there (a proxy that appends to
+        X-Forwarded-For and passes a client's X-Real-IP on)."""
+        xff = TrustedProxies(["10.0.0.0/8"], "X-Forwarded-For")
+        self.assertEqual(xff.client_address("10.1.1.1", "6.6.6.6", "203.0.113.9"),
+                         "203.0.113.9")
+        self.assertEqual(xff.client_address("10.1.1.1", "6.6.6.6"), "10.1.1.1")
+        real = TrustedProxies(["10.0.0.0/8"], "X-Real-IP")
+        self.assertEqual(real.client_address("10.1.1.1", "203.0.113.5", "7.7.7.7"),
+                         "203.0.113.5")
+        self.assertEqual(real.client_address("10.1.1.1", None, "7.7.7.7"), "10.1.1.1")
+
     def test_none_configured(self):
         self.assertFalse(TrustedProxies())
         self.assertNotIn("10.0.0.1", TrustedProxies())

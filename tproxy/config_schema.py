@@ -246,6 +246,8 @@ SCHEMA = _object({
     }),
     "trusted_proxies": {"type": "array", "default": [],
                         "items": {"type": "string", "format": "tproxy-network"}},
+    # the one header believed from them (nginx's real_ip_header); absent: both
+    "real_ip_header": {"enum": ["X-Real-IP", "X-Forwarded-For"]},
     "timeouts": _object({
         "connect": _number(60, exclusive=0),
         "send": _number(60, exclusive=0),

@@ -12,7 +12,7 @@ from tproxy.admin import AdminRoutes
 from tproxy.health import HealthState
 from tproxy.phases import Phases
 from tproxy.registry import MemoryRegistry
-from tproxy.trust import TrustedProxies
+from tproxy import trust
 
 
 class Gateway(object):
@@ -78,7 +78,7 @@ class Gateway(object):
                     self.registry.add_static(group, peer["host"], peer["port"],
                                              peer["weight"], peer.get("max_conns", 0))
             _set_routable(self.registry, config)
-        self.trusted_proxies = TrustedProxies(config.get("trusted_proxies", ()))
+        self.trusted_proxies = trust.configured(config)
         admin = config["admin"]
         self.admin = AdminRoutes(token=admin.get("token"), hosts=admin.get("hosts", ()),
                                  origins=admin.get("origins", ()), clock=reactor)

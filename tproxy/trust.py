@@ -39,15 +39,25 @@ def ip(text):
     return address
 
 
+def configured(config):
+    """The :class:`TrustedProxies` of a configuration's ``trusted_proxies``
+    and ``real_ip_header``."""
+    return TrustedProxies(config.get("trusted_proxies", ()), config.get("real_ip_header"))
+
+
 class TrustedProxies(object):
     """
     The addresses whose ``X-Real-IP`` / ``X-Forwarded-For`` are believed.
 
     :param networks: addresses or CIDRs (``"10.0.0.0/8"``, ``"::1"``).
+    :param header: the one header believed, ``"X-Real-IP"`` or
+        ``"X-Forwarded-For"`` (nginx's ``real_ip_header``), or ``None``:
+        ``X-Real-IP`` when present, else ``X-Forwarded-For``.
     """
 
-    def __init__(self, networks=()):
+    def __init__(self, networks=(), header=None):
         self.networks = [ipaddress.ip_network(n, strict=False) for n in networks]
+        self.header = header
 
     def __bool__(self):
         return bool(self.networks)
@@ -78,6 +88,11 @@ class TrustedProxies(object):
         address = ip(peer) if peer else None
         if address is None or address not in self:
             return str(address) if address is not None else None
+        if self.header is not None:
+            if self.header == "X-Forwarded-For":
+                real_ip = None
+            else:
+                forwarded = None
         real = (real_ip or "").strip()
         if real:
             believed = ip(real)

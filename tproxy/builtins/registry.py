@@ -84,6 +84,7 @@ from tproxy.builtins._registry_parameters import (
     parse_prefix, parse_routable, parse_weight, request_parameters)
 from tproxy.builtins._registry_status import upstream_status
 from tproxy.registry import IRegistryListener, IRegistryReplica, RegistryUnavailable
+from tproxy import trust
 from tproxy.trust import TrustedProxies, UntrustworthyHeader
 
 __all__ = ["Plugin", "BadParameter", "parse_host", "parse_port", "parse_prefix",
@@ -126,7 +127,7 @@ class Plugin(object):
             self._groups = len(groups)
             self._servers = sum(len(g.peers) for g in groups)
             self.registry.subscribe(self)
-        self.trusted = TrustedProxies(gateway.config.get("trusted_proxies", ()))
+        self.trusted = trust.configured(gateway.config)
         admin = gateway.admin
         for method in ("GET", "POST"):
             admin.route(method, "/upstream/add", self.add, shared=True)

@@ -17,7 +17,7 @@ from tproxy.http.connection import ProxyProtocol
 from tproxy.http.deadlines import FirstTimers
 from tproxy.http.retry import RetryPolicy
 from tproxy.http.pool import UpstreamPool, upstream_tls
-from tproxy.trust import TrustedProxies
+from tproxy import trust
 
 
 @implementer(IProtocolNegotiationFactory)
@@ -101,7 +101,7 @@ class ProxyFactory(ListenerFields, Factory):
         #: logged, at ``debug``, only when ``log_level`` is ``"debug"``: else
         #: a refused request does not even build a log event
         self.log_client_errors = cfg.get("log_level") == "debug"
-        self.trusted = TrustedProxies(cfg.get("trusted_proxies", ()))
+        self.trusted = trust.configured(cfg)
         pool = self.pool     # one pool for the listener's life: its settings change
         pool.connect_timeout = timeouts["connect"]
         pool.read_timeout = timeouts["read"]
