@@ -158,6 +158,26 @@ class KeepAliveLimitTests(SynchronousTestCase):
         self.assertEqual(pool.idle, {})
         self.assertEqual(calls(), 0)
 
+    def test_idleUpstreamClosedByUs(self):
+        """An idle pooled upstream connection that tproxy drops (its close
+        not done yet when the next request comes) is not given to that
+        request, not even to one that may not be sent twice: the request
+        goes on a fresh connection, and the peer is not taken for failed."""
+        up = Scripted(lambda request: b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        h = scripted({"default": {UP: up}})
+        conn = h.connect()
+        self.assertEqual(conn.request("GET", "/").status, 200)
+        [pooled] = [c for conns in h.factory.pool.idle.values() for c in conns]
+        pooled.abort()
+        conn.send_request("POST", "/next", body=b"abc")
+        self.assertEqual([(r.status, r.body) for r in conn.responses],
+                         [(200, b"ok"), (200, b"ok")])
+        self.assertEqual([(r.uri, r.conn, r.body) for r in up.requests],
+                         [("/", 0, b""), ("/next", 1, b"abc")])
+        peer = h.registry.group("default").peers[("127.0.0.1", 9001)]
+        self.assertTrue(h.gateway.health.as_dict(peer)["healthy"])
+        self.assertEqual(peer.active, 0)
+
     def test_upstreamKeepalive(self):
         """Requests one after the other share one upstream connection..."""
         h = harness()
