@@ -82,7 +82,9 @@ class DirectTests(SynchronousTestCase):
     def test_accessNotAResponse(self):
         """A direct ``access`` returning ``403``: a 500, as its walk answers
         a plain implementation's; nothing goes upstream."""
-        self.assertBroken(["router", _Access(lambda ctx: 403), "least_conn"], ACCESS)
+        error = self.assertBroken(["router", _Access(lambda ctx: 403), "least_conn"], ACCESS)
+        # named, behind the router's rewrite walk: the plugin, not the walk
+        self.assertIn("_Access.access returned 403", str(error.value))
 
     def test_accessAwaitable(self):
         """A direct ``access`` that is a coroutine broke its promise: a 500,

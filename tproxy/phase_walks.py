@@ -260,6 +260,20 @@ def direct(function):
     return function
 
 
+def unchecked_source(walk, ctx):
+    """
+    The implementation whose result ``walk``, :attr:`Phases.rewrite_access`,
+    returned unchecked, for the error naming it: ``walk`` itself when it is a
+    :func:`direct` ``rewrite``, else the route's :func:`direct` ``access``
+    (``ctx.plugins``), else ``walk``.
+    """
+    if not getattr(walk, "tproxy_direct", False):
+        after = getattr(ctx.plugins, "run_after_rewrite", None)
+        if getattr(after, "tproxy_direct", False):
+            return after
+    return walk
+
+
 def _direct(kind, impls):
     """The one implementation of ``impls`` if it may be its walk."""
     if (kind in ("until_response", "first_result") and len(impls) == 1

@@ -17,6 +17,7 @@ from tproxy.context import Response
 from tproxy.http.exchange_failures import UpstreamFailures
 from tproxy.http.upstream_head import upstream_request_head
 from tproxy.phase_resume import PLAIN_TYPES, _chosen, _not_a_response, is_deferred
+from tproxy.phase_walks import unchecked_source
 from tproxy.registry import Peer
 
 
@@ -131,7 +132,8 @@ class Exchange(UpstreamFailures):
             walk = self.phases.rewrite_access
             r = walk(self.ctx)
             if r is not None and not isinstance(r, Response) and not is_deferred(r):
-                raise _not_a_response(walk, r)   # (a tproxy.direct one's: unchecked)
+                # (a tproxy.direct one's: unchecked)
+                raise _not_a_response(unchecked_source(walk, self.ctx), r)
         except Exception:
             return self.plugin_error()
         if r is None:
