@@ -7,15 +7,15 @@ dropped when met), with the ``Vary`` record of each primary key (the request
 headers whose values are part of its variants' keys), dropped with its last
 variant so that it is bounded by the entries; the reading of a response's
 caching fields (:func:`directives`, :func:`seconds`, :func:`expires_ttl`);
-and how a conditional
-request is answered by a ``200`` (:func:`condition`: ``304`` or ``412``).
+and how a conditional request is answered by a ``200`` (:func:`condition`:
+``304`` or ``412``; :func:`take_conditions`).
 """
 
 import collections
 import re
 
-__all__ = ["CONDITIONS", "Entry", "NOT_MODIFIED", "ResponseStore", "condition", "directives",
-           "expires_ttl", "seconds", "take_conditions"]
+__all__ = ["CONDITIONS", "Entry", "NOT_MODIFIED", "ResponseStore", "condition",
+           "directives", "expires_ttl", "seconds", "take_conditions"]
 
 #: the request fields of a condition or a range, cleared on a request whose
 #: response the cache stores (nginx's ``proxy_cache`` does the same): the

@@ -10,12 +10,12 @@ caching reverse proxy (nginx's ``proxy_cache``, Kong's ``proxy-cache``).
   ``412`` when its ``If-Match`` / ``If-Unmodified-Since`` fails.
   Otherwise the request goes upstream (``MISS``), without its condition and
   range fields when its response is to be stored (``CONDITIONS`` in
-  :mod:`tproxy.builtins._cache_store`, as nginx's ``proxy_cache``): the condition is answered from the ``200`` in
-  ``header_filter`` (``304`` or ``412``, its body dropped by
-  ``body_filter`` after its copy); while one request of a key
-  is upstream, the others of that key wait for it (single flight, at most
-  ``lock_timeout`` seconds) and are then answered from what it stored.  A
-  request the cache must not answer (another method, ``Cache-Control:
+  :mod:`tproxy.builtins._cache_store`, as nginx's ``proxy_cache``): the
+  condition is answered from the ``200`` in ``header_filter`` (``304`` or
+  ``412``, its body dropped by ``body_filter`` after its copy); while one
+  request of a key is upstream, the others of that key wait for it (single
+  flight, at most ``lock_timeout`` seconds) and are then answered from what
+  it stored.  A request the cache must not answer (another method, ``Cache-Control:
   no-cache`` / ``no-store`` or ``Pragma: no-cache``, an ``Authorization`` or
   ``Range`` header) goes upstream with ``BYPASS``, its fields kept (a
   ``no-cache`` ``GET`` still refreshes the stored copy, as a ``MISS``).
