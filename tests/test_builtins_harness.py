@@ -367,3 +367,25 @@ class WatchedFieldTests(SynchronousTestCase):
         for name in ("Host", b"connection", "Content-Length", "X-Forwarded-For",
                      "Expect", "x_under", ""):
             self.assertRaises(ValueError, watch_field, name)
+
+
+class RequestTests(SynchronousTestCase):
+    """What the reader puts in ``ctx.request``."""
+
+    def test_contentLength(self):
+        """``ctx.request.content_length``: the declared length (an int, 0
+        too), ``None`` for a chunked body or none; read only; the headers
+        have no Content-Length."""
+        h = Harness(config={"upstreams": {"api": {"peers": ["127.0.0.1:9001"]}}},
+                    plugins=["router", "least_conn"], servers={"127.0.0.1:9001": echo})
+        h.request("POST", "/api/x", body=b"hello")
+        h.request("POST", "/api/x", headers={"Content-Length": "0"})
+        h.request("GET", "/api/x")
+        conn = h.connect()
+        conn.send(b"POST /api/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                  b"5\r\nhello\r\n0\r\n\r\n")
+        self.assertEqual(conn.responses[0].status, 200)
+        requests = [ctx.request for ctx in h.contexts]
+        self.assertEqual([r.content_length for r in requests], [5, 0, None, None])
+        self.assertEqual([r.headers.get("content-length") for r in requests], [None] * 4)
+        self.assertRaises(AttributeError, setattr, requests[0], "content_length", 1)

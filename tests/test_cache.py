@@ -3,6 +3,7 @@ Tests for :mod:`tproxy.builtins.cache` through :mod:`tproxy.testing` on the
 fake clock, and once over real sockets.
 """
 
+import json
 from email.utils import formatdate
 
 from twisted.internet.defer import Deferred
@@ -229,6 +230,72 @@ class CacheTests(SynchronousTestCase):
         h.request("GET", "/a")
         r = h.request("GET", "/a", headers={"If-None-Match": '"gone"'})
         self.assertEqual((r.status, xcache(r)), (404, "HIT"))
+
+    def test_conditionalMiss(self):
+        """A conditional GET the cache would store goes upstream without its
+        condition and range fields; the 200 is stored and the condition
+        answered from it (304, or 412 for If-Match / If-Unmodified-Since),
+        so a revalidating client fills the cache; a request not stored
+        keeps its fields (nginx's proxy_cache)."""
+        modified = formatdate(1699990000, usegmt=True)
+        seen = []
+
+        def origin(request):
+            # an origin that answers conditions itself
+            seen.append(dict((n.lower(), v) for n, v in request.headers.items()
+                             if n.lower().startswith("if-")))
+            headers = {"Cache-Control": "max-age=60", "ETag": '"v1"',
+                       "Last-Modified": modified, "Content-Type": "text/plain"}
+            if request.headers.get("If-None-Match") == '"v1"':
+                return 304, headers, b""
+            return 200, headers, b"the body"
+        for headers, status in [
+                ({"If-None-Match": '"v1"', "If-Range": '"v1"'}, 304),
+                ({"If-Modified-Since": modified}, 304),
+                ({"If-None-Match": '"v0"'}, 200),
+                ({"If-Match": '"v0"', "If-None-Match": '"v1"'}, 412),
+                ({"If-Unmodified-Since": formatdate(1699980000, usegmt=True)}, 412),
+                ({"If-Match": '"v1"', "If-Unmodified-Since": modified}, 200)]:
+            h = Harness(config=UPSTREAMS, plugins=["router", "cache", "least_conn"],
+                        servers={"127.0.0.1:9001": origin})
+            h.advance(1700000000)
+            del seen[:]
+            r = h.request("GET", "/a", headers=headers)
+            self.assertEqual((r.status, xcache(r)), (status, "MISS"), headers)
+            self.assertEqual(seen, [{}], headers)
+            if status == 304:
+                self.assertEqual((r.body, r.headers.get("ETag"), r.headers.get("Content-Type"),
+                                  r.headers.get("Cache-Control")),
+                                 (b"", '"v1"', None, "max-age=60"))
+            elif status == 412:
+                self.assertEqual(json.loads(r.body)["error"][:19], "precondition failed")
+            else:
+                self.assertEqual(r.body, b"the body")
+            self.assertEqual(h.contexts[-1].status, status)
+            # the 200 was stored: the next plain request is a HIT
+            r = h.request("GET", "/a")
+            self.assertEqual((r.status, xcache(r), r.body), (200, "HIT", b"the body"),
+                             headers)
+            self.assertEqual(len(seen), 1)
+        # a stored If-Match that fails on a HIT is a 412 as well
+        r = h.request("GET", "/a", headers={"If-Match": '"v0"'})
+        self.assertEqual((r.status, xcache(r)), (412, "HIT"))
+        # a client's reload (no-cache) refreshes the entry the same way
+        h.advance(1)
+        del seen[:]
+        r = h.request("GET", "/a", headers={"If-None-Match": '"v1"',
+                                            "Cache-Control": "no-cache"})
+        self.assertEqual((r.status, xcache(r), seen), (304, "BYPASS", [{}]))
+        self.assertEqual(h.request("GET", "/a").headers.get("Age"), "0")
+        # a request not stored keeps its fields: HEAD, Authorization
+        for method, headers in [("HEAD", {"If-None-Match": '"v1"'}),
+                                ("GET", {"If-None-Match": '"v1"',
+                                         "Authorization": "Basic eDp5"})]:
+            del seen[:]
+            h.admin("DELETE", "/cache")
+            r = h.request(method, "/a", headers=headers)
+            self.assertEqual(r.status, 304)
+            self.assertEqual(seen, [{"if-none-match": '"v1"'}], method)
 
     def test_upstreamAge(self):
         """The Age a response comes with counts against its lifetime and

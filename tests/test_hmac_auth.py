@@ -250,6 +250,42 @@ class BodyTests(SynchronousTestCase):
         self.assertEqual(response.json(), {
             "error": "request body too large to check its digest", "limit": 100})
         self.assertEqual(h.upstream_requests, [])
+        # a chunked body is counted as it is read
+        conn = h.connect()
+        head = signed("POST", "/", body)
+        head.update({"Transfer-Encoding": "chunked", "Host": "x"})
+        conn.send(b"POST / HTTP/1.1\r\n" + b"".join(
+            b"%s: %s\r\n" % (n.encode(), v.encode()) for n, v in head.items())
+            + b"\r\n65\r\n" + body + b"\r\n0\r\n\r\n")
+        [response] = conn.responses
+        self.assertEqual(response.status, 413)
+        self.assertEqual(h.upstream_requests, [])
+
+    def test_tooLargeBeforeContinue(self):
+        """A declared Content-Length past max_body_size is a 413 at once:
+        no 100 Continue, the body never read, the connection closed."""
+        h = harness(max_body_size=100)
+        body = b"y" * 101
+        conn = h.connect()
+        head = signed("POST", "/", body)
+        head.update({"Expect": "100-continue", "Content-Length": "101", "Host": "x"})
+        conn.send(b"POST / HTTP/1.1\r\n" + b"".join(
+            b"%s: %s\r\n" % (n.encode(), v.encode()) for n, v in head.items()) + b"\r\n")
+        self.assertNotIn(b"100 Continue", conn.received)
+        [response] = conn.responses
+        self.assertEqual((response.status, response.json()["limit"]), (413, 100))
+        self.assertEqual(response.headers.get("Connection"), "close")
+        self.assertEqual((h.contexts[0].status, h.upstream_requests), (413, []))
+        # at the limit, the 100 Continue comes and the body is checked
+        conn = h.connect()
+        body = body[:100]
+        head = signed("POST", "/", body)
+        head.update({"Expect": "100-continue", "Content-Length": "100", "Host": "x"})
+        conn.send(b"POST / HTTP/1.1\r\n" + b"".join(
+            b"%s: %s\r\n" % (n.encode(), v.encode()) for n, v in head.items()) + b"\r\n")
+        self.assertEqual(conn.received, b"HTTP/1.1 100 Continue\r\n\r\n")
+        conn.send(body)
+        self.assertEqual(conn.responses[-1].status, 200)
 
     def test_bodyCheckOff(self):
         h = harness(validate_request_body=False)

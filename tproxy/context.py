@@ -49,10 +49,14 @@ class Request(object):
         (:func:`tproxy.http.wire.watch_field`) the client sent, a tuple
         (usually empty); ``None`` when not known (a request made by other
         code than tproxy's reader): look in ``headers`` then.
+    :ivar content_length: the body's length the client declared in its
+        ``Content-Length`` (an ``int``; read only), ``None`` for a chunked
+        body or none: ``headers`` has no ``Content-Length`` (tproxy frames
+        the body itself), and the body may not have arrived yet.
     """
 
     __slots__ = ("method", "path", "query", "version", "headers",
-                 "client_addr", "remote_addr", "scheme", "watched")
+                 "client_addr", "remote_addr", "scheme", "watched", "_content_length")
 
     def __init__(self, method, path, query="", version="1.1", headers=None,
                  client_addr="127.0.0.1", remote_addr=None, scheme="http", watched=None):
@@ -65,6 +69,17 @@ class Request(object):
         self.remote_addr = remote_addr if remote_addr is not None else client_addr
         self.scheme = scheme
         self.watched = watched
+        # (_content_length: set by the reader for a request with a
+        # Content-Length only, so that the others cost nothing)
+
+    @property
+    def content_length(self):
+        """The declared ``Content-Length`` (``int``), ``None`` for a chunked
+        body or none."""
+        try:
+            return self._content_length
+        except AttributeError:
+            return None
 
     @property
     def uri(self):

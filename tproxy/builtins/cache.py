@@ -6,14 +6,19 @@ caching reverse proxy (nginx's ``proxy_cache``, Kong's ``proxy-cache``).
 - ``access``: a fresh stored response for the request's key is sent at once
   (``X-Cache: HIT``, with ``Age``), as a :class:`tproxy.Response` -- the way
   any plugin answers a request itself; a ``304`` when the request's
-  ``If-None-Match`` / ``If-Modified-Since`` says the client has it.
-  Otherwise the request goes upstream (``MISS``); while one request of a key
-  is upstream, the others of that key wait for it (single flight, at most
-  ``lock_timeout`` seconds) and are then answered from what it stored.  A
-  request the cache must not answer (another method, ``Cache-Control:
+  ``If-None-Match`` / ``If-Modified-Since`` says the client has it, a
+  ``412`` when its ``If-Match`` / ``If-Unmodified-Since`` fails.
+  Otherwise the request goes upstream (``MISS``), without its condition and
+  range fields when its response is to be stored (``CONDITIONS`` in
+  :mod:`tproxy.builtins._cache_store`, as nginx's ``proxy_cache``): the
+  condition is answered from the ``200`` in ``header_filter`` (``304`` or
+  ``412``, its body dropped by ``body_filter`` after its copy); while one
+  request of a key is upstream, the others of that key wait for it (single
+  flight, at most ``lock_timeout`` seconds) and are then answered from what
+  it stored.  A request the cache must not answer (another method, ``Cache-Control:
   no-cache`` / ``no-store`` or ``Pragma: no-cache``, an ``Authorization`` or
-  ``Range`` header) goes upstream with ``BYPASS`` (a ``no-cache`` one still
-  refreshes the stored copy).
+  ``Range`` header) goes upstream with ``BYPASS``, its fields kept (a
+  ``no-cache`` ``GET`` still refreshes the stored copy, as a ``MISS``).
 - ``header_filter``: decides whether the upstream's response may be stored:
   a status of ``statuses``; no ``no-store``, ``private`` or ``no-cache``
   in its ``Cache-Control``; no ``Set-Cookie``; no ``Vary: *``; a lifetime
@@ -36,13 +41,13 @@ Admin API (``admin_path``, ``/cache`` by default): ``GET`` gives the counts
 with ``?prefix=/api/`` the entries whose path starts with it.
 """
 
-import re
-
 from twisted.internet.defer import Deferred, TimeoutError as DeferredTimeoutError
 from twisted.logger import Logger
 
 from tproxy import Response, hookimpl
-from tproxy.builtins._cache_store import NOT_MODIFIED, Entry, ResponseStore, not_modified
+from tproxy.builtins._cache_store import (
+    NOT_MODIFIED, Entry, ResponseStore, condition, expires_ttl, take_conditions)
+from tproxy.builtins._cache_store import directives as _directives, seconds as _seconds
 from tproxy.schema_checks import ADMIN_PATH, HEADER_NAME
 
 __all__ = ["Plugin", "Entry"]
@@ -51,42 +56,16 @@ log = Logger()
 
 _KEY_PART = r"^(scheme|host|uri|path|query|consumer|route|header:[!#$%&'*+.^_`|~0-9A-Za-z-]+)$"
 
-_DIRECTIVE = re.compile(r'\s*([!#$%&\'*+.^_`|~0-9A-Za-z-]+)\s*(?:=\s*("[^"]*"|[^,]*))?\s*(?:,|$)')
-
 #: fields of a response never stored (framing and per-connection)
 _NOT_STORED = frozenset(["content-length", "transfer-encoding", "connection",
                          "keep-alive", "age"])
-
-#: request directives that keep the cache from answering
-_REQUEST_BYPASS = ("no-cache", "no-store", "max-age=0")
-
-
-def _directives(values):
-    """``{directive: value or None}`` of ``Cache-Control`` values (lower case)."""
-    out = {}
-    for value in values:
-        for m in _DIRECTIVE.finditer(value):
-            if m.group(1):
-                arg = m.group(2)
-                if arg is not None:
-                    arg = arg.strip().strip('"')
-                out[m.group(1).lower()] = arg
-    return out
-
-
-def _seconds(value):
-    try:
-        n = int(value)
-    except (TypeError, ValueError):
-        return None
-    return n if n >= 0 else None
 
 
 class _State(object):
     """What the cache knows of one request (``ctx.vars["cache"]``)."""
 
     __slots__ = ("status", "key", "primary", "leader", "store", "chunks", "size",
-                 "ttl", "age", "head", "vary")
+                 "ttl", "age", "head", "vary", "conditions", "answer")
 
     def __init__(self, status, primary=None, key=None):
         self.status = status            # "HIT", "MISS", "BYPASS"
@@ -100,6 +79,14 @@ class _State(object):
         self.age = 0
         self.head = None
         self.vary = ()
+        self.conditions = None          # {field: value} cleared on the request
+        self.answer = None              # (status, body) sent instead of the 200
+
+
+def _precondition_failed():
+    """The ``412`` of a condition the response does not meet."""
+    return Response.error(412, "precondition failed: the resource does not match "
+                               "If-Match / If-Unmodified-Since")
 
 
 class Plugin(object):
@@ -238,7 +225,9 @@ class Plugin(object):
             if "no-cache" in cc or cc.get("max-age") == "0" or (
                     not directives and "no-cache" in headers.get("pragma", "").lower()):
                 state = ctx.vars["cache"] = _State("BYPASS", primary)
-                state.store = request.method == "GET"      # refresh it
+                if request.method == "GET":       # refresh it
+                    state.store = True
+                    state.conditions = take_conditions(headers)
                 self.bypasses += 1
                 return None
         return self._lookup(ctx, primary, True)
@@ -258,6 +247,7 @@ class Plugin(object):
         self.misses += 1
         if ctx.request.method == "GET":
             state.store = True
+            state.conditions = take_conditions(ctx.request.headers)
             if waiting is None:
                 state.leader = True
                 self.inflight[key] = []
@@ -277,10 +267,14 @@ class Plugin(object):
         self.hits += 1
         ctx.vars["cache"] = _State("HIT")
         age = ("Age", str(int(self.clock.seconds() - entry.stored)))
-        if entry.status == 200 and not_modified(ctx.request.headers, entry.headers):
+        answer = condition(ctx.request.headers, entry.headers) if entry.status == 200 \
+            else None
+        if answer == 304:
             headers = [(n, v) for n, v in entry.headers if n.lower() in NOT_MODIFIED]
             headers.append(age)
             return Response(304, b"", headers)
+        if answer == 412:
+            return _precondition_failed()
         headers = list(entry.headers)
         headers.append(age)
         return Response(entry.status, entry.body, headers)
@@ -296,6 +290,40 @@ class Plugin(object):
         if not state.store or ctx.peer is None:
             return
         state.store = False
+        self._keep(state, response)
+        if state.conditions is not None and response.status == 200:
+            self._answer_condition(state, response)
+
+    def _answer_condition(self, state, response):
+        """The client's condition, cleared on the request, answered from the
+        upstream's ``200``: its head made a ``304`` or ``412`` (the body is
+        dropped by ``body_filter``, after its copy)."""
+        answer = condition(state.conditions, response.headers.items())
+        if answer is None:
+            return
+        headers = response.headers
+        if answer == 304:
+            keep = NOT_MODIFIED if self.header is None else NOT_MODIFIED | {
+                self.header.lower()}
+            headers.raw = [(n, v) for n, v in headers.raw
+                           if n.decode("latin-1").lower() in keep]
+            body = b""
+        else:
+            headers.raw = [(n, v) for n, v in headers.raw if n.lower() == b"date"]
+            failed = _precondition_failed()
+            for name, value in failed.headers.items():
+                headers.set(name, value)
+            body = failed.body
+            headers.set("Content-Length", str(len(body)))
+            if self.header is not None:
+                headers.set(self.header, state.status)
+        response.status = answer
+        response.reason = b""
+        state.answer = (answer, body)
+
+    def _keep(self, state, response):
+        """Whether (and how long) the upstream's response may be stored:
+        ``state.store``, ``state.head`` and the rest set when it may."""
         if response.status not in self.statuses:
             return
         headers = response.headers
@@ -308,7 +336,7 @@ class Plugin(object):
         if ttl is None and "max-age" in cc:
             ttl = _seconds(cc.get("max-age"))
         if ttl is None and "expires" in headers:
-            ttl = self._expires_ttl(headers)
+            ttl = expires_ttl(headers, self.clock.seconds())
         if ttl is None:
             ttl = self.default_ttl
         # the time it spent in caches upstream counts (RFC 9111 4.2.3)
@@ -332,32 +360,22 @@ class Plugin(object):
         state.head = (response.status, [(n, v) for n, v in headers.items()
                                         if n.lower() not in _NOT_STORED])
 
-    def _expires_ttl(self, headers):
-        from tproxy.builtins.hmac_auth import _timestamp
-        try:
-            expires = _timestamp(headers.get("expires"))
-        except (TypeError, ValueError, IndexError, OverflowError):
-            return 0        # an invalid Expires means "already expired"
-        date = headers.get("date")
-        try:
-            now = _timestamp(date) if date else self.clock.seconds()
-        except (TypeError, ValueError, IndexError, OverflowError):
-            now = self.clock.seconds()
-        return max(0, expires - now)
-
     @hookimpl
     def body_filter(self, ctx, chunk, eof):
-        """Copy the body, up to ``max_object_size``."""
+        """Copy the body, up to ``max_object_size``; drop it when a ``304``
+        or ``412`` is sent instead."""
         state = ctx.vars.get("cache")
-        if state is None or state.chunks is None:
+        if state is None:
             return None
-        state.size += len(chunk)
-        if state.size > self.max_object_size:
-            state.chunks = None      # too big: the rest streams uncached
-            state.store = False
-            return None
-        if chunk:
-            state.chunks.append(chunk)
+        if state.chunks is not None:
+            state.size += len(chunk)
+            if state.size > self.max_object_size:
+                state.chunks = None      # too big: the rest streams uncached
+                state.store = False
+            elif chunk:
+                state.chunks.append(chunk)
+        if state.answer is not None:
+            return state.answer[1] if eof else b""
         return None
 
     @hookimpl
@@ -367,7 +385,8 @@ class Plugin(object):
         if state is None:
             return
         if state.store and state.chunks is not None and ctx.error is None \
-                and ctx.status == state.head[0]:
+                and ctx.status == (state.head[0] if state.answer is None
+                                   else state.answer[0]):
             now = self.clock.seconds()
             primary = state.primary
             responses = self.responses

@@ -27,7 +27,8 @@ time; and, with ``validate_request_body``, the body: a request with a body
 must sign a ``Digest`` (``SHA-256=...`` / ``SHA-512=...``, RFC 3230) or
 ``Content-Digest`` (``sha-256=:...:``, RFC 9530) header that matches it.  The
 body is read before the request goes upstream (bounded by ``max_body_size``:
-a longer one is refused with ``413``), since an upstream that has the body
+a longer one is refused with ``413``, at once when its ``Content-Length``
+says so, before ``100 Continue`` and without reading it), since an upstream that has the body
 cannot be told to forget it.  Anything wrong is ``401`` with
 ``WWW-Authenticate`` and a JSON body saying what.
 
@@ -272,8 +273,12 @@ class Plugin(object):
         return None
 
     def _check_body(self, ctx, username, has_digest):
-        # (a plugin does not see the request's Content-Length: the first
-        # max_body_size + 1 bytes tell whether it is too long)
+        length = ctx.request.content_length
+        if length is not None and length > self.max_body_size:
+            # refused before 100 Continue, the body unread
+            return self._too_large()
+        # (a chunked body: the first max_body_size + 1 bytes tell whether it
+        # is too long)
         d = ctx.read_body_prefix(self.max_body_size + 1)
         return d.addCallback(self._body_read, ctx, username, has_digest)
 

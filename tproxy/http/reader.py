@@ -298,6 +298,8 @@ class RequestReader(ClientConnection):
                 raise BadRequest(501, "upgrade request with a body")
         request = Request(method, path, query, version, Headers(forward), client,
                           self.remote_addr, f.scheme, watched)
+        if length is not None:
+            request._content_length = length   # (ctx.request.content_length)
         f.requests += 1
         if offer is None:
             ctx = RequestContext(f.gateway, request, f.requests, self.head_start)
