@@ -480,6 +480,33 @@ class AuditTests(SynchronousTestCase):
                          [("route.add", "users"), ("route.replace", "users"),
                           ("route.delete", "users")])
 
+    def test_refusalsLogged(self):
+        """A request the token, Host or browser check refuses (a page trying
+        the API, a script without the token) is one warning of
+        ``tproxy.admin`` saying why, what and from where; the audit log
+        keeps only the changes, and an accepted request logs no warning."""
+        h = harness({"admin": {"token": "s3cret"}})
+        h.admin("GET", "/upstream/add?port=9001", client="10.0.0.7",
+                headers={"User-Agent": "curl/8"})
+        h.admin("GET", "/upstream/status", headers={
+            "Authorization": "Bearer s3cret", "Sec-Fetch-Site": "cross-site"})
+        h.admin("GET", "/upstream/status", headers={"Authorization": "Bearer s3cret"})
+        plain = harness()
+        plain.admin("POST", "/upstream/add?port=9001", headers={"Host": "evil.example"})
+        refused = [e for e in h.events + plain.events if e.get("admin_refused")]
+        self.assertEqual(
+            [(e["log_namespace"], e["log_level"].name, e["status"], e["client"])
+             for e in refused],
+            [("tproxy.admin", "warn", 401, "10.0.0.7"),
+             ("tproxy.admin", "warn", 403, "127.0.0.1"),
+             ("tproxy.admin", "warn", 421, "127.0.0.1")])
+        self.assertIn("admin request refused (401 missing or invalid bearer token): "
+                      "GET /upstream/add from 10.0.0.7, user agent \"curl/8\"",
+                      h.messages())
+        self.assertIn("admin request refused (421 Host does not name the admin",
+                      plain.messages()[-1])
+        self.assertEqual(audits(h) + audits(plain), [])
+
     def test_refusedNotAudited(self):
         """A refused request changes nothing and audits nothing."""
         self.h.admin("GET", "/upstream/add?port=9001", headers={"Host": "x.example"})

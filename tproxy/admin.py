@@ -65,6 +65,7 @@ tproxy's own strict request parser, with the limits of :data:`MAX_LINE_SIZE` (``
 :meth:`AdminRoutes.handle` runs the same steps without HTTP.
 """
 
+import json
 from inspect import iscoroutine
 from urllib.parse import unquote
 
@@ -80,6 +81,18 @@ __all__ = ["AdminRequest", "AdminResponse", "AdminRoutes", "DuplicateRoute", "as
            "MAX_BODY_SIZE", "MAX_LINE_SIZE", "MAX_HEADER_SIZE", "IDLE_TIMEOUT"]
 
 log = Logger()
+
+
+def _refused(request, answer):
+    """``answer``, a refusal of the token, ``Host`` or browser check, after
+    logging it (a warning: a page trying the API, a script without the
+    token); the audit log has only the changes."""
+    log.warn("admin request refused ({status} {error}): {method} {path} from {client}, "
+             "user agent {user_agent}", status=answer.status, error=answer.obj["error"],
+             method=request.method, path=request.path, client=request.client_addr,
+             user_agent=json.dumps(request.headers.get("user-agent", "")[:200]),
+             admin_refused=True)
+    return answer
 
 #: The largest request body the admin listener reads (bytes); more is a 413.
 MAX_BODY_SIZE = 1024 * 1024
@@ -307,8 +320,8 @@ class AdminRoutes(object):
             challenge = ('Bearer realm="tproxy-admin", error="invalid_token"'
                          if "authorization" in request.headers
                          else 'Bearer realm="tproxy-admin"')
-            return _error(401, "missing or invalid bearer token",
-                          [("WWW-Authenticate", challenge)])
+            return _refused(request, _error(401, "missing or invalid bearer token",
+                                            [("WWW-Authenticate", challenge)]))
         request.authenticated = bool(self.token) and authorized
         if not public:
             # a request carrying the token is no web page's drive-by: it may
@@ -317,7 +330,7 @@ class AdminRoutes(object):
             refused = ((None if request.authenticated else host_refused(request, self.hosts))
                        or browser_refused(request, self.origins))
             if refused is not None:
-                return refused
+                return _refused(request, refused)
         try:
             request.decode()
         except ValueError as e:
