@@ -442,10 +442,31 @@ class HookStyleMixin(object):
         self.assertEqual(len(h.upstream_requests), 2)
 
     def test_bodyFilterRaises(self):
-        """In body_filter, after the head was sent: the response is cut."""
+        """In body_filter, on the body read with the head: a hook raising at
+        once finds the head not left yet, and the client gets the 500 (not
+        a connection closed without a byte); an awaited one raises once the
+        head went to the client, and the response is cut."""
+        if self.style is plain:
+            self.assertPluginError500("body_filter")
+            return
         h, conn = self.assertPluginError("body_filter")
         self.assertEqual(conn.responses, [])
-        self.assertTrue(b"HTTP/1.1 200 OK\r\n".startswith(conn.received[:17]))
+        self.assertTrue(conn.received.startswith(b"HTTP/1.1 200 OK\r\n"), conn.received)
+
+    def test_bodyFilterRaisesLater(self):
+        """In body_filter, on a body read after the head went to the
+        client: the response is cut."""
+        pieces = Pieces([b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n", b"body"])
+        h = self.setup(servers={UP: pieces, OTHER: pieces})
+        self.filters.fns["body_filter"] = self.style(boom)
+        conn = h.connect()
+        conn.send_request("GET", "/x")
+        h.advance(1)
+        self.assertTrue(conn.closed)
+        self.assertEqual(len(self.flushLoggedErrors(Boom)), 1)
+        self.assertEqual(conn.responses, [])
+        self.assertTrue(conn.received.startswith(b"HTTP/1.1 200 OK\r\n"), conn.received)
+        self.assertEqual(h.contexts[0].error, "plugin_error")
 
     def test_logRaises(self):
         """An exception in a log hook is logged; the other log hooks run."""

@@ -254,14 +254,33 @@ class UpstreamFailureTests(Case):
                            b"Upgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
 
     def test_invalidChunk(self):
-        """A bad chunk size after the head: the client connection is cut."""
+        """A bad chunk size read with the head, which has not left yet: the
+        client gets the 502 (not a connection closed without a byte), and
+        the log says so."""
+        self.assertInvalid(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                           b"zz\r\nabc\r\n")
         h, up = harness(lambda req: b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-                                    b"zz\r\nabc\r\n")
+                                    b"3\r\nabc\r\nzz\r\n")
         conn = h.connect()
         conn.send(request("GET", "/x"))
+        resp, = conn.responses
+        ctx, = h.contexts
+        self.assertEqual((resp.status, ctx.status, ctx.bytes_sent, ctx.error),
+                         (502, 502, len(conn.received), "upstream_invalid"))
+
+    def test_invalidChunkLater(self):
+        """A bad chunk size after the head went to the client: the client
+        connection is cut."""
+        h, up = harness(lambda req: [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                     b"3\r\nabc\r\n", b"zz\r\nabc\r\n"])
+        conn = h.connect()
+        conn.send(request("GET", "/x"))
+        h.advance(1)
         self.assertTrue(conn.closed)
+        self.assertTrue(conn.received.startswith(b"HTTP/1.1 200 OK\r\n"))
         self.assertEqual(conn.responses, [])
-        self.assertEqual(h.contexts[0].error, "upstream_invalid")
+        ctx, = h.contexts
+        self.assertEqual((ctx.status, ctx.error), (200, "upstream_invalid"))
 
     def test_errorsThenSuccess(self):
         """After an upstream error the client connection serves on when the

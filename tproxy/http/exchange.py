@@ -90,6 +90,7 @@ class Exchange(UpstreamFailures):
         self.response_close = False
         self.filter_chain = None
         self.held_chunk = None
+        self.head_held = None   # the response head's bytes when held in self.out
 
     fresh_connection = False   # never a pooled connection (tproxy.http.tunnel)
 

@@ -83,7 +83,7 @@ class UpstreamFailures(RequestBody):
         if ctx.upstream_end is None and ctx.upstream_start is not None:
             ctx.upstream_end = self.factory.seconds()
         self._close_upstream()
-        if self.response_started:
+        if self.response_started and not self._unsend_head():
             self.response_close = True
             self._abort_client()
             self.finish()

@@ -14,7 +14,7 @@ cdef class FilterChain:
     cdef public object upstream_head_fields
     cdef public bint request_complete, head_method, host_missing, done
     cdef public UpstreamConnection upstream
-    cdef public object peer_held, out, filter_chain, held_chunk
+    cdef public object peer_held, out, filter_chain, held_chunk, head_held
     cdef public bint reused, answered, upstream_keepalive, upstream_full
     cdef public bint response_started, response_chunked, response_close
     # a body's, a retry's ...

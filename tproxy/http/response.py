@@ -173,6 +173,7 @@ class ResponseSide(FilterChain):
         out = self.out
         if out is not None:
             out.append(data)
+            self.head_held = data   # (see UpstreamFailures.fail_upstream)
         else:
             self.conn.write(data)
 
@@ -235,6 +236,20 @@ class ResponseSide(FilterChain):
             out.append(data)
         else:
             self.conn.write(data)
+
+    def _unsend_head(self):
+        """Whether the response head was taken back: it is still held with
+        the rest of this upstream read (a bad chunk, or a ``body_filter``
+        that raised, in the head's read), so nothing has left and the
+        client can get the error response instead of a connection closed
+        without a byte."""
+        out = self.out
+        if not out or out[0] is not self.head_held:
+            return False
+        self.out = None
+        self.response_started = self.response_chunked = False
+        self.ctx.bytes_sent = 0
+        return True
 
     def _abort_client(self):
         """Cut the client connection: the response cannot be completed."""
@@ -358,7 +373,7 @@ class ResponseSide(FilterChain):
         self.ctx.error = error
         self.response_close = True
         self._close_upstream()
-        if self.response_started:
+        if self.response_started and not self._unsend_head():
             self._abort_client()
             return self.finish()
         # no filters: they may be what failed
