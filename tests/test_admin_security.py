@@ -292,6 +292,21 @@ class JsonFormTests(SynchronousTestCase):
     def setUp(self):
         self.h = harness()
 
+    def test_nestedTooDeeply(self):
+        """A JSON body nested past the interpreter's recursion limit (a few
+        KiB: ``{"a":{"a":...}}`` 5000 deep) is a ``400`` saying so, on
+        ``/upstream/servers`` and ``/routes`` alike, not a request left
+        without an answer; nothing changes."""
+        for path, body in (("/upstream/servers", b'{"a":' * 5000 + b"1" + b"}" * 5000),
+                           ("/routes", b"[" * 5000 + b"]" * 5000)):
+            answer = self.h.admin("POST", path, body=body,
+                                  headers={"Content-Type": "application/json"})
+            self.assertEqual((answer.status, answer.obj["error"]),
+                             (400, "body is not valid JSON (arrays and objects nested "
+                                   "too deeply)"), path)
+        self.assertEqual(servers(self.h), 0)
+        self.assertEqual(self.h.admin("GET", "/routes").obj["total"], 0)
+
     def test_expectContinue(self):
         """``Expect: 100-continue`` gets its ``100 Continue`` for a chunked
         body as for one with a Content-Length (a client waiting for it would

@@ -255,8 +255,13 @@ def _reject_duplicates(pairs):
 def loads_strict(text):
     """:func:`json.loads` of ``text``, refusing a key given twice in an
     object (a ``ValueError`` naming it), as the configuration file does:
-    Python's reader keeps the last one without a word."""
-    return json.loads(text, object_pairs_hook=_reject_duplicates)
+    Python's reader keeps the last one without a word); arrays and objects
+    nested past the interpreter's recursion limit (~1000 deep) are a
+    ``ValueError`` too, not a ``RecursionError``."""
+    try:
+        return json.loads(text, object_pairs_hook=_reject_duplicates)
+    except RecursionError:
+        raise ValueError("arrays and objects nested too deeply") from None
 
 
 def load_config(path):
