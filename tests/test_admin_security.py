@@ -307,6 +307,19 @@ class JsonFormTests(SynchronousTestCase):
         self.assertEqual(servers(self.h), 0)
         self.assertEqual(self.h.admin("GET", "/routes").obj["total"], 0)
 
+    def test_checkRaises(self):
+        """An exception before the handler (a defect in a check) is a
+        ``500`` with the traceback logged, and the connection serves on:
+        not a request left without an answer or a log line."""
+        import tproxy.admin
+
+        def broken(request, origins):
+            raise RuntimeError("broken check")
+        self.patch(tproxy.admin, "browser_refused", broken)
+        answer = self.h.admin("GET", "/upstream/status")
+        self.assertEqual((answer.status, answer.obj["error"]), (500, "internal error"))
+        self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
     def test_expectContinue(self):
         """``Expect: 100-continue`` gets its ``100 Continue`` for a chunked
         body as for one with a Content-Length (a client waiting for it would

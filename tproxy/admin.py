@@ -44,7 +44,8 @@ order:
 4. the query string, form and JSON body (``400`` when they cannot be
    decoded);
 5. the path (``404``), the method (``405``), then the handler; an exception in
-   the handler is a ``500`` with a logged traceback.
+   the handler (or, a defect, in a step before it) is a ``500`` with a logged
+   traceback.
 
 (Checks 1 to 3, and the preflight, are :mod:`tproxy.admin_checks`.)
 

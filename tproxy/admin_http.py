@@ -273,7 +273,15 @@ class _AdminProtocol(Protocol):
                 self._send(item, None, False)
                 return
             self.busy = True
-            answer = self.factory.routes.answer(item)
+            try:
+                answer = self.factory.routes.answer(item)
+            except Exception:
+                # a defect before the handler (the handler's own are a 500
+                # there): answered and logged, never a connection left
+                # waiting with the request unanswered
+                log.failure("admin request {method} {path} failed", method=item.method,
+                            path=item.path)
+                answer = _error(500, "internal error", path=item.path)
             if isinstance(answer, Deferred):
                 # an answer that takes time: read no more requests meanwhile
                 self.paused = True
