@@ -495,7 +495,18 @@ class AdminRoutingTests(AdminServerMixin, TestCase):
         self.assertEqual(obj["allowed"], ["GET", "HEAD"])
         code, response, obj = yield self.request("/upstream/add?port=1", method="DELETE")
         self.assertEqual(code, 405)
-        self.assertEqual(response.headers.getRawHeaders("allow"), ["GET, HEAD, POST"])
+        self.assertEqual(response.headers.getRawHeaders("allow"), ["GET, POST"])
+        self.assertEqual(self.registry.groups(), [])
+
+    @inlineCallbacks
+    def test_headChangesNothing(self):
+        """HEAD of a GET route that changes state (the registry's heartbeat)
+        is a 405, not a registration: no client expects HEAD to change
+        anything."""
+        for path in ("/upstream/add?port=1", "/upstream/remove?port=1"):
+            code, response, obj = yield self.request(path, method="HEAD")
+            self.assertEqual(code, 405, path)
+            self.assertEqual(response.headers.getRawHeaders("allow"), ["GET, POST"])
         self.assertEqual(self.registry.groups(), [])
 
     @inlineCallbacks

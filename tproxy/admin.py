@@ -167,7 +167,8 @@ class AdminRoutes(object):
     paths get ``404``, a known path with another method ``405`` (with
     ``Allow``), a missing/wrong token ``401`` (with ``WWW-Authenticate:
     Bearer``), an exception in a handler ``500`` -- all with a JSON
-    ``error``.  A ``GET`` route also answers ``HEAD``.
+    ``error``.  A ``GET`` route also answers ``HEAD``, unless it changes
+    state (``changes``).
 
     :param token: the bearer token every request must send as
         ``Authorization: Bearer <token>``; ``None`` (or ``""``) for none.
@@ -193,10 +194,12 @@ class AdminRoutes(object):
         self.patterns = {}  # (method, path with {params}) -> (segments, handler)
         self.owners = {}  # (method, path) -> plugin name (None: not a plugin's)
         self.public = set()  # (method, path) served without the token
+        self.changing = set()  # paths of GET routes that change state (no HEAD)
         self.shared = set()  # (method, path) changing state every process reads
         self.gathers = {}  # (method, path) -> how the workers' answers combine
 
-    def route(self, method, path, handler, public=False, shared=False, gather=None):
+    def route(self, method, path, handler, public=False, shared=False, gather=None,
+              changes=False):
         """
         Serve ``method path`` with ``handler``.  A segment ``{name}`` of
         ``path`` is a parameter (see the module docstring).  Registering a
@@ -221,6 +224,10 @@ class AdminRoutes(object):
             ``(worker index, AdminResponse)`` of the workers that answered
             within 2 s; it returns the :class:`AdminResponse` to send (or a
             ``(status, obj)`` pair).  Without workers it is never called.
+        :param changes: a ``GET`` route that changes state (the registry's
+            ``GET /upstream/add``, a heartbeat that a plain ``curl`` or
+            ``wget`` sends): ``HEAD``, which no one expects to change
+            anything, is not served there (``405``).  A plain path only.
         :raises DuplicateRoute: if another plugin registered ``method path``
             (the message names both).
         """
@@ -228,6 +235,8 @@ class AdminRoutes(object):
         if public:
             if "{" in path:
                 raise ValueError("a public admin route has no parameters: %r" % (path,))
+        if changes and (key[0] != "GET" or "{" in path):
+            raise ValueError("changes is for a GET route without parameters: %r" % (path,))
         if gather is not None and (key[0] != "GET" or "{" in path):
             raise ValueError("gather is for a GET route without parameters: %r" % (path,))
         owner = self.registering
@@ -244,6 +253,10 @@ class AdminRoutes(object):
             self.shared.add(key)
         else:
             self.shared.discard(key)
+        if changes:
+            self.changing.add(path)
+        elif key[0] == "GET":
+            self.changing.discard(path)
         if gather is not None:
             self.gathers[key] = gather
         else:
@@ -269,7 +282,7 @@ class AdminRoutes(object):
         for (m, _), (segments, _) in self.patterns.items():
             if _bind(segments, path) is not None:
                 methods.add(m)
-        if "GET" in methods:
+        if "GET" in methods and path not in self.changing:
             methods.add("HEAD")
         return sorted(methods)
 
@@ -338,7 +351,7 @@ class AdminRoutes(object):
             return _error(400, str(e))
         method = request.method
         handler = self.routes.get((method, request.path))
-        if handler is None and method == "HEAD":
+        if handler is None and method == "HEAD" and request.path not in self.changing:
             handler = self.routes.get(("GET", request.path))
         if handler is None and self.patterns:
             handler, params = self._pattern(method, request.path)

@@ -130,8 +130,10 @@ class Plugin(object):
         self.trusted = trust.configured(gateway.config)
         admin = gateway.admin
         for method in ("GET", "POST"):
-            admin.route(method, "/upstream/add", self.add, shared=True)
-            admin.route(method, "/upstream/remove", self.remove, shared=True)
+            admin.route(method, "/upstream/add", self.add, shared=True,
+                        changes=method == "GET")
+            admin.route(method, "/upstream/remove", self.remove, shared=True,
+                        changes=method == "GET")
         admin.route("GET", "/upstream/status", self.status)
         admin.route("GET", "/upstream/servers", self.status)
         admin.route("POST", "/upstream/servers", self.add, shared=True)
