@@ -63,6 +63,18 @@ class KeepAliveLimitTests(SynchronousTestCase):
         h.advance(TICK)
         self.assertTrue(conn.closed)
 
+    def test_silentNewConnectionClosed(self):
+        """A new connection that sends nothing is closed after
+        ``header_timeout`` (nginx's ``client_header_timeout`` for the first
+        request), not ``keepalive_timeout``, without an answer."""
+        h = harness(proxy={"keepalive_timeout": 4, "header_timeout": 3})
+        conn = h.connect()
+        h.advance(3 - TICK)
+        self.assertFalse(conn.closed)
+        h.advance(TICK)
+        self.assertTrue(conn.closed)
+        self.assertEqual(conn.received, b"")
+
     def test_busyClientNotClosed(self):
         """A slow response is not cut by ``keepalive_timeout``."""
         answers = []

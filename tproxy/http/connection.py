@@ -340,7 +340,11 @@ class ProxyProtocol(RequestReader, Protocol):
                 return self._bad_request(408, "request header timeout")
             nxt = left
         else:
-            left = self.idle_since + f.keepalive_timeout - now
+            # idle: after a response, keepalive_timeout; before the first
+            # request, header_timeout (nginx's client_header_timeout, from
+            # the accept): closed without an answer either way
+            left = self.idle_since + (f.keepalive_timeout if self.heads
+                                      else f.header_timeout) - now
             if left <= 0:
                 self.timer = None
                 self.close()
