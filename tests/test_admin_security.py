@@ -432,6 +432,20 @@ class JsonFormTests(SynchronousTestCase):
                               body=b"weight=3")
         self.assertEqual((answer.status, answer.obj["weight"]), (200, 3))
 
+    def test_longParameterName(self):
+        """A parameter name longer than any the API reads (a JSON document
+        sent as a form) is a 400 that does not echo it back, nothing
+        changed."""
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        document = b"[" * 5000 + b"]" * 5000
+        for method, uri in (("POST", "/routes"), ("POST", "/upstream/add?port=9001")):
+            answer = self.h.admin(method, uri, headers=form, body=document)
+            self.assertEqual(answer.status, 400, uri)
+            self.assertEqual(answer.obj, {"error": (
+                "a parameter name of 10000 characters in the form body (at most 100: is a "
+                "JSON body sent without Content-Type: application/json?)")})
+        self.assertEqual(servers(self.h), 0)
+
     def test_queryAndJsonBody(self):
         """A parameter given in the query and in a JSON body is a 400 naming
         it, nothing changed, whether the two agree or not; the JSON body's

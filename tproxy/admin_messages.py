@@ -137,14 +137,25 @@ class AdminRequest(object):
         return "<AdminRequest %s %s>" % (self.method, self.path)
 
 
+#: the longest parameter name accepted (every name the API reads is short;
+#: a longer one, such as a JSON document sent as a form, is refused without
+#: being echoed back in an "unknown parameter" error)
+MAX_NAME = 100
+
+
 def _parse_args(query, where):
     """``{name: value}`` of a query string (blank values kept).
 
     :raises ValueError: naming a parameter given twice (in the ``where``:
-        ``"query"``, ``"form body"``): which one was meant cannot be told."""
+        ``"query"``, ``"form body"``): which one was meant cannot be told;
+        for a name longer than :data:`MAX_NAME` characters."""
     args = {}
     for name, value in parse_qsl(query, keep_blank_values=True,
                                  encoding="utf-8", errors="strict"):
+        if len(name) > MAX_NAME:
+            raise ValueError("a parameter name of {} characters in the {} (at most {}: "
+                             "is a JSON body sent without Content-Type: "
+                             "application/json?)".format(len(name), where, MAX_NAME))
         if name in args:
             raise ValueError("parameter {} given twice in the {}".format(
                 json.dumps(name), where))
