@@ -59,14 +59,13 @@ Every answer is a JSON document, except what a handler returns as an
 Scripts (curl, a backend's cron job) send neither ``Origin`` nor
 ``Sec-Fetch-Site``, and are served.
 
-The HTTP side (:meth:`AdminRoutes.site`, :mod:`tproxy.admin_http`) uses
-tproxy's own strict request parser, with the limits of :data:`MAX_LINE_SIZE` (``414`` for a request line,
-``431`` for a header line), :data:`MAX_HEADER_SIZE` (``431``) and
-:data:`MAX_BODY_SIZE` (``413``), answered in JSON as the proxy listener does.
+The HTTP side (:meth:`AdminRoutes.site`, :mod:`tproxy.admin_http`) uses the
+proxy's request parser, with the limits of :data:`MAX_LINE_SIZE` (``414`` for
+a request line, ``431`` for a header line), :data:`MAX_HEADER_SIZE` (``431``)
+and :data:`MAX_BODY_SIZE` (``413``), answered in JSON as the proxy does.
 :meth:`AdminRoutes.handle` runs the same steps without HTTP.
 """
 
-import json
 from inspect import iscoroutine
 from urllib.parse import unquote
 
@@ -75,25 +74,14 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from tproxy.admin_checks import (
-    browser_refused, configured_origin, host_refused, preflight, token_accepted)
+    browser_refused, configured_origin, host_refused, logged_refusal, preflight,
+    token_accepted)
 from tproxy.admin_messages import AdminRequest, AdminResponse, _error, as_response
 
 __all__ = ["AdminRequest", "AdminResponse", "AdminRoutes", "DuplicateRoute", "as_response",
            "MAX_BODY_SIZE", "MAX_LINE_SIZE", "MAX_HEADER_SIZE", "IDLE_TIMEOUT"]
 
 log = Logger()
-
-
-def _refused(request, answer):
-    """``answer``, a refusal of the token, ``Host`` or browser check, after
-    logging it (a warning: a page trying the API, a script without the
-    token); the audit log has only the changes."""
-    log.warn("admin request refused ({status} {error}): {method} {path} from {client}, "
-             "user agent {user_agent}", status=answer.status, error=answer.obj["error"],
-             method=request.method, path=request.path, client=request.client_addr,
-             user_agent=json.dumps(request.headers.get("user-agent", "")[:200]),
-             admin_refused=True)
-    return answer
 
 #: The largest request body the admin listener reads (bytes); more is a 413.
 MAX_BODY_SIZE = 1024 * 1024
@@ -225,9 +213,8 @@ class AdminRoutes(object):
             within 2 s; it returns the :class:`AdminResponse` to send (or a
             ``(status, obj)`` pair).  Without workers it is never called.
         :param changes: a ``GET`` route that changes state (the registry's
-            ``GET /upstream/add``, a heartbeat that a plain ``curl`` or
-            ``wget`` sends): ``HEAD``, which no one expects to change
-            anything, is not served there (``405``).  A plain path only.
+            heartbeat, ``GET /upstream/add``): no ``HEAD`` there (``405``),
+            since no client expects one to change anything.  A plain path.
         :raises DuplicateRoute: if another plugin registered ``method path``
             (the message names both).
         """
@@ -334,8 +321,8 @@ class AdminRoutes(object):
             challenge = ('Bearer realm="tproxy-admin", error="invalid_token"'
                          if "authorization" in request.headers
                          else 'Bearer realm="tproxy-admin"')
-            return _refused(request, _error(401, "missing or invalid bearer token",
-                                            [("WWW-Authenticate", challenge)]))
+            return logged_refusal(request, _error(401, "missing or invalid bearer token",
+                                                  [("WWW-Authenticate", challenge)]))
         request.authenticated = bool(self.token) and authorized
         if not public:
             # a request carrying the token is no web page's drive-by: it may
@@ -344,7 +331,7 @@ class AdminRoutes(object):
             refused = ((None if request.authenticated else host_refused(request, self.hosts))
                        or browser_refused(request, self.origins))
             if refused is not None:
-                return _refused(request, refused)
+                return logged_refusal(request, refused)
         try:
             request.decode()
         except ValueError as e:

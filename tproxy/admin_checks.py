@@ -5,17 +5,24 @@ The checks an admin request meets before its route is looked up
 :mod:`tproxy.admin`'s docstring): the bearer token, the ``Host`` (a page
 reaching the listener through DNS rebinding), the browser (a request
 another site's page made), and the CORS preflight of a page of
-``admin.origins``.  Each refusal is the JSON answer to send.
+``admin.origins``.  Each refusal is the JSON answer to send, logged by
+:func:`logged_refusal`.
 """
 
 import functools
 import hmac
 import ipaddress
+import json
+
+from twisted.logger import Logger
 
 from tproxy.admin_messages import AdminResponse, _error, _raw
 
 __all__ = ["token_accepted", "host_refused", "configured_origin", "browser_refused",
-           "preflight"]
+           "preflight", "logged_refusal"]
+
+#: (the admin API's own namespace: its refusals are its lines)
+log = Logger(namespace="tproxy.admin")
 
 
 def token_accepted(request, token):
@@ -123,3 +130,15 @@ def _ip(text):
         return ipaddress.ip_address(text)
     except ValueError:
         return None
+
+
+def logged_refusal(request, answer):
+    """``answer``, a refusal of the token, ``Host`` or browser check, after
+    logging it (a warning: a page trying the API, a script without the
+    token); the audit log has only the changes."""
+    log.warn("admin request refused ({status} {error}): {method} {path} from {client}, "
+             "user agent {user_agent}", status=answer.status, error=answer.obj["error"],
+             method=request.method, path=request.path, client=request.client_addr,
+             user_agent=json.dumps(request.headers.get("user-agent", "")[:200]),
+             admin_refused=True)
+    return answer
