@@ -152,23 +152,10 @@ class Plugin(GroupIndexes):
                 else:
                     index.down[peer] = None
             return
-        # out of its bucket (_Bucket.remove inlined; an emptied one stays)
-        prev = rec.prev
-        following = rec.next
-        if prev is None:
-            old.first = following
-        else:
-            prev.next = following
-        if following is None:
-            old.last = prev
-        else:
-            following.prev = prev
-        rec.next = None
-        old.size -= 1
+        old.remove(rec)   # (an emptied bucket stays, for reuse)
         active = peer.active
         if peer.max_conns and active >= peer.max_conns:
             # full: out of the buckets until a request ends
-            rec.prev = rec.bucket = None
             index.placed -= 1
             index.full[peer] = None
             return
@@ -177,15 +164,7 @@ class Plugin(GroupIndexes):
         bucket = index.buckets.get(key)
         if bucket is None:
             bucket = self._new_bucket(index, key)
-        last = bucket.last   # at the end of the new one (_Bucket.append)
-        rec.prev = last
-        if last is None:
-            bucket.first = rec
-        else:
-            last.next = rec
-        bucket.last = rec
-        rec.bucket = bucket
-        bucket.size += 1
+        bucket.append(rec)   # at the end of its new bucket
 
     # -- phases ---------------------------------------------------------------
 
