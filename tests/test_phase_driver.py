@@ -75,6 +75,13 @@ def entry(tag, **settings):
     return {"name": _module.__name__, "settings": settings}
 
 
+class _Settingless(object):
+    """A test's own plugin class, taking no settings."""
+
+    def __init__(self, settings):
+        pass
+
+
 class PhaseDriverTests(SynchronousTestCase):
 
     def setUp(self):
@@ -90,6 +97,12 @@ class PhaseDriverTests(SynchronousTestCase):
             gateway.phases.unroll = self.unroll
             gateway.phases.refresh()
         return gateway
+
+    def installed(self, cls):
+        """``cls`` made importable for this test: its ``plugins`` entry."""
+        setattr(_module, cls.__name__, cls)
+        self.addCleanup(delattr, _module, cls.__name__)
+        return _module.__name__ + ":" + cls.__name__
 
     def ctx(self, gateway):
         return RequestContext(gateway, Request("GET", "/x"))
@@ -128,18 +141,14 @@ class PhaseDriverTests(SynchronousTestCase):
         """A phase waits for an unfired Deferred before the next plugin runs."""
         pending = Deferred()
 
-        class Slow(object):
-            def __init__(self, settings):
-                pass
-
+        class Slow(_Settingless):
             @hookimpl
             def access(self, ctx):
                 CALLS.append(("access", "slow"))
                 return pending
 
-        _module.Slow = Slow
-        self.addCleanup(delattr, _module, "Slow")
-        gw = self.gateway([_module.__name__ + ":Slow", entry("b")])
+        path = self.installed(Slow)
+        gw = self.gateway([path, entry("b")])
         d = gw.phases.rewrite_access(self.ctx(gw))
         self.assertNoResult(d)
         self.assertNotIn(("access", "b"), CALLS)
@@ -190,17 +199,13 @@ class PhaseDriverTests(SynchronousTestCase):
     def test_log_errors_contained(self):
         """An exception in log is logged and the other log hooks still run."""
 
-        class Broken(object):
-            def __init__(self, settings):
-                pass
-
+        class Broken(_Settingless):
             @hookimpl
             def log(self, ctx):
                 raise RuntimeError("boom")
 
-        _module.Broken = Broken
-        self.addCleanup(delattr, _module, "Broken")
-        gw = self.gateway([_module.__name__ + ":Broken", entry("b")])
+        path = self.installed(Broken)
+        gw = self.gateway([path, entry("b")])
         gw.phases.log(self.ctx(gw))
         self.assertIn(("log", "b"), CALLS)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
@@ -210,10 +215,7 @@ class PhaseDriverTests(SynchronousTestCase):
         request, not only until the driver has seen its type once."""
         peer = Peer("default", "10.0.0.1", 80)
 
-        class AsyncBalancer(object):
-            def __init__(self, settings):
-                pass
-
+        class AsyncBalancer(_Settingless):
             @hookimpl
             def balancer(self, ctx, tried):
                 async def choose():
@@ -226,9 +228,8 @@ class PhaseDriverTests(SynchronousTestCase):
                     CALLS.append(("log", "async"))
                 return done()
 
-        _module.AsyncBalancer = AsyncBalancer
-        self.addCleanup(delattr, _module, "AsyncBalancer")
-        gw = self.gateway([_module.__name__ + ":AsyncBalancer"])
+        path = self.installed(AsyncBalancer)
+        gw = self.gateway([path])
         for _ in range(3):
             ctx = self.ctx(gw)
             d = gw.phases.balancer(ctx, ())
@@ -241,18 +242,14 @@ class PhaseDriverTests(SynchronousTestCase):
         """Once a balancer answers, the ones after it are not called."""
         peer = Peer("default", "10.0.0.1", 80)
 
-        class Fixed(object):
-            def __init__(self, settings):
-                pass
-
+        class Fixed(_Settingless):
             @hookimpl
             def balancer(self, ctx, tried):
                 CALLS.append(("balancer", "fixed"))
                 return peer
 
-        _module.Fixed = Fixed
-        self.addCleanup(delattr, _module, "Fixed")
-        gw = self.gateway([entry("a"), _module.__name__ + ":Fixed", entry("b")])
+        path = self.installed(Fixed)
+        gw = self.gateway([entry("a"), path, entry("b")])
         self.assertIs(gw.phases.balancer(self.ctx(gw), ()), peer)
         self.assertEqual(CALLS, [("balancer", "a"), ("balancer", "fixed")])
 
@@ -261,10 +258,7 @@ class PhaseDriverTests(SynchronousTestCase):
         phase is called with no walk between; its results are the walk's."""
         peer = Peer("default", "10.0.0.1", 80)
 
-        class Direct(object):
-            def __init__(self, settings):
-                pass
-
+        class Direct(_Settingless):
             @hookimpl
             @direct
             def rewrite(self, ctx):
@@ -278,9 +272,8 @@ class PhaseDriverTests(SynchronousTestCase):
                 CALLS.append(("balancer", "direct"))
                 return peer
 
-        _module.Direct = Direct
-        self.addCleanup(delattr, _module, "Direct")
-        gw = self.gateway([_module.__name__ + ":Direct"])
+        path = self.installed(Direct)
+        gw = self.gateway([path])
         phases = gw.phases
         self.assertIs(phases.rewrite_access.__func__, Direct.rewrite)
         self.assertIs(phases.default.run_balancer.__func__, Direct.balancer)
@@ -294,14 +287,14 @@ class PhaseDriverTests(SynchronousTestCase):
         # not alone: walked as any other (the access and the route's
         # plugins run after the rewrite; the next balancer after a None)
         del CALLS[:]
-        gw = self.gateway([_module.__name__ + ":Direct",
+        gw = self.gateway([path,
                            dict(entry("api"), routes=["api"])])
         ctx = self.ctx(gw)
         self.assertIsNone(gw.phases.rewrite_access(ctx))
         self.assertIs(ctx.plugins, gw.phases.by_route["api"])
         self.assertEqual(CALLS, [("rewrite", "direct"), ("rewrite", "api"), ("access", "api")])
         del CALLS[:]
-        gw = self.gateway([entry("a"), _module.__name__ + ":Direct"])
+        gw = self.gateway([entry("a"), path])
         self.assertIs(gw.phases.balancer(self.ctx(gw), ()), peer)
         self.assertEqual(CALLS, [("balancer", "a"), ("balancer", "direct")])
 
