@@ -38,13 +38,15 @@ The store is :class:`tproxy.builtins._cache_store.ResponseStore`.
 
 Admin API (``admin_path``, ``/cache`` by default): ``GET`` gives the counts
 (entries, bytes, hits, misses, bypasses), ``DELETE`` purges everything, or
-with ``?prefix=/api/`` the entries whose path starts with it.
+with ``?prefix=/api/`` the entries whose path starts with it
+(:mod:`tproxy.builtins._cache_purge`).
 """
 
 from twisted.internet.defer import Deferred, TimeoutError as DeferredTimeoutError
 from twisted.logger import Logger
 
 from tproxy import Response, hookimpl
+from tproxy.builtins._cache_purge import purge
 from tproxy.builtins._cache_store import (
     NOT_MODIFIED, Entry, ResponseStore, condition, expires_ttl, take_conditions)
 from tproxy.builtins._cache_store import directives as _directives, seconds as _seconds
@@ -181,25 +183,8 @@ class Plugin(object):
         """Take the clock; serve ``GET`` / ``DELETE`` on ``admin_path``."""
         self.clock = gateway.reactor
         gateway.admin.route("GET", self.admin_path, lambda request: (200, self.stats()))
-
-        def purge(request):
-            if request.body:
-                # a JSON {"prefix": ...} would otherwise purge everything
-                return 400, {"error": "DELETE {} takes no body: give the prefix in "
-                                      "the query (?prefix=/api/)".format(self.admin_path),
-                             "field": "body", "value": None}
-            for name in sorted(request.args):
-                if name != "prefix":   # a typo would purge everything
-                    return 400, {"error": "unknown parameter {!r} (known: prefix)".format(name),
-                                 "field": name, "value": request.args[name]}
-            prefix = request.args.get("prefix")
-            if prefix is not None and not prefix.startswith("/"):
-                # a key's path starts with "/": "static/" would purge
-                # nothing and say so with a 200
-                return 400, {"error": "prefix must be a path prefix starting with "
-                                      "'/' (/static/)", "field": "prefix", "value": prefix}
-            return 200, {"purged": self.responses.purge(prefix)}
-        gateway.admin.route("DELETE", self.admin_path, purge)
+        gateway.admin.route("DELETE", self.admin_path,
+                            lambda request: purge(self.responses, self.admin_path, request))
 
     @hookimpl
     def access(self, ctx):
