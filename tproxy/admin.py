@@ -76,7 +76,7 @@ from twisted.python.failure import Failure
 from tproxy.admin_checks import (
     browser_refused, configured_origin, host_refused, logged_refusal, preflight,
     token_accepted)
-from tproxy.admin_messages import AdminRequest, AdminResponse, _error, as_response
+from tproxy.admin_messages import AdminRequest, AdminResponse, _error, as_response, not_found
 
 __all__ = ["AdminRequest", "AdminResponse", "AdminRoutes", "DuplicateRoute", "as_response",
            "MAX_BODY_SIZE", "MAX_LINE_SIZE", "MAX_HEADER_SIZE", "IDLE_TIMEOUT"]
@@ -95,27 +95,6 @@ MAX_HEADER_SIZE = 64 * 1024
 #: Seconds an admin connection may stay silent (or keep a request unfinished:
 #: ``408``) before it is closed.
 IDLE_TIMEOUT = 60
-
-#: The admin paths of built-in plugins (``registry``'s too: a configuration
-#: may leave it out), and the plugin serving each: a ``404`` under one of
-#: them says which plugin it needs (``curl .../routes`` on the default
-#: configuration is the usual case).
-PLUGIN_PATHS = (("/routes", "routes"), ("/cache", "cache"), ("/metrics", "prometheus"),
-                ("/upstream", "registry"))
-
-
-def _not_found(path, served):
-    """The ``404`` of ``path``, with a ``hint`` naming the plugin that
-    serves it by default when it is under one of :data:`PLUGIN_PATHS` and
-    nothing is served there (``served``: the paths of the admin routes)."""
-    for prefix, plugin in PLUGIN_PATHS:
-        if ((path == prefix or path.startswith(prefix + "/"))
-                and not any(p == prefix or p.startswith(prefix + "/") for p in served)):
-            return _error(404, "not found", path=path, hint=(
-                "{} is served by the {} plugin (at that path by default): add "
-                "\"{}\" to plugins".format(prefix, plugin, plugin)))
-    return _error(404, "not found", path=path)
-
 
 def _bind(segments, path):
     """
@@ -349,7 +328,7 @@ class AdminRoutes(object):
         if handler is None:
             allowed = self.allowed(request.path)
             if not allowed:
-                return _not_found(request.path, [p for _, p in self.routes]
+                return not_found(request.path, [p for _, p in self.routes]
                                   + [p for _, p in self.patterns])
             return _error(405, "method not allowed", [("Allow", ", ".join(allowed))],
                           method=method, allowed=allowed)

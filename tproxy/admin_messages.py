@@ -3,8 +3,9 @@
 The admin API's requests and answers (:mod:`tproxy.admin` routes them):
 :class:`AdminRequest` (the query, form and JSON body decoded on demand)
 and :class:`AdminResponse` (a JSON document, or a body of its own), as a
-handler sees them.  Both are public as ``tproxy.admin.AdminRequest`` and
-``tproxy.admin.AdminResponse``.
+handler sees them, and the ``404`` of an unknown path (:func:`not_found`:
+with a hint naming the built-in plugin that serves it).  The two classes are
+public as ``tproxy.admin.AdminRequest`` and ``tproxy.admin.AdminResponse``.
 """
 
 import json
@@ -12,7 +13,7 @@ from urllib.parse import parse_qsl
 
 from twisted.logger import Logger
 
-__all__ = ["AdminRequest", "AdminResponse", "as_response", "audit_log"]
+__all__ = ["AdminRequest", "AdminResponse", "as_response", "audit_log", "not_found"]
 
 #: The audit log: one event per change made through the admin API, in the
 #: namespace ``tproxy.audit`` (fields ``action``, ``who``, ``client``, and
@@ -216,3 +217,24 @@ def _error(status, message, headers=(), **fields):
     obj = {"error": message}
     obj.update(fields)
     return AdminResponse(status, obj, headers)
+
+
+#: The admin paths of built-in plugins (``registry``'s too: a configuration
+#: may leave it out), and the plugin serving each: a ``404`` under one of
+#: them says which plugin it needs (``curl .../routes`` on the default
+#: configuration is the usual case).
+PLUGIN_PATHS = (("/routes", "routes"), ("/cache", "cache"), ("/metrics", "prometheus"),
+                ("/upstream", "registry"))
+
+
+def not_found(path, served):
+    """The ``404`` of ``path``, with a ``hint`` naming the plugin that
+    serves it by default when it is under one of :data:`PLUGIN_PATHS` and
+    nothing is served there (``served``: the paths of the admin routes)."""
+    for prefix, plugin in PLUGIN_PATHS:
+        if ((path == prefix or path.startswith(prefix + "/"))
+                and not any(p == prefix or p.startswith(prefix + "/") for p in served)):
+            return _error(404, "not found", path=path, hint=(
+                "{} is served by the {} plugin (at that path by default): add "
+                "\"{}\" to plugins".format(prefix, plugin, plugin)))
+    return _error(404, "not found", path=path)
