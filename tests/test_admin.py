@@ -304,7 +304,7 @@ class RegistryApiTests(AdminServerMixin, TestCase):
         self.assertEqual(code, 404)
         self.assertEqual(obj["registered_under"], ["default"])
         self.assertEqual(obj["error"], "server not registered under prefix 'api'; it "
-                         "is registered under 'default' (pass prefix=)")
+                         "is registered under 'default' (pass prefix=default)")
         status = yield self.status("?prefix=default")
         self.assertEqual(status["total_servers"], 1)
 

@@ -225,3 +225,121 @@ class ListPluginsOutputTests(SynchronousTestCase):
         ep = importlib.metadata.EntryPoint(name="apikey", value="tproxy_apikey",
                                            group="tproxy")
         self.assertEqual(output, self.printed(config, [ep]))
+
+
+def read_page(name):
+    root = os.path.dirname(os.path.dirname(DOCS))
+    with open(os.path.join(root, name), encoding="utf-8") as f:
+        return f.read()
+
+
+def run_test_case(test_case, code, source, modules=()):
+    """Run ``code`` (a block defining the TestCase class ``test_case``) and
+    return trial's view of it: ``(tests run, errors, failures)``."""
+    namespace = {"__name__": "docs_block"}
+    exec(compile(code, source, "exec"), namespace)
+    suite = pyunit.TestLoader().loadTestsFromTestCase(namespace[test_case])
+    result = pyunit.TestResult()
+    suite.run(result)
+    return result.testsRun, result.errors, result.failures
+
+
+class HookSnippetTests(SynchronousTestCase):
+    """Every hook implementation the pages show (README.md, docs/*.md) is one
+    pluggy accepts for tproxy's specs: a hook that exists, arguments it has."""
+
+    def snippets(self):
+        root = os.path.dirname(os.path.dirname(DOCS))
+        names = ["README.md"] + sorted(
+            os.path.join("docs", n) for n in os.listdir(os.path.join(root, "docs"))
+            if n.endswith(".md"))
+        for name in names:
+            for block in python_blocks(read_page(name)):
+                if "@hookimpl" in block:
+                    yield name, block
+
+    def registered(self, name, block):
+        """The plugin object of ``block``, registered on a manager of the specs."""
+        import hashlib
+        import pluggy
+        from twisted.internet.task import LoopingCall
+        from tproxy import Response, hookimpl
+        if re.search(r"^@hookimpl\n(async )?def \w+\(self", block, re.M):
+            # a method shown without its class
+            block = "class Plugin(object):\n" + "".join(
+                "    " + line for line in block.splitlines(True))
+        namespace = {"hookimpl": hookimpl, "Response": Response, "hashlib": hashlib,
+                     "LoopingCall": LoopingCall, "__name__": "docs_snippet"}
+        exec(compile(block, name, "exec"), namespace)
+        module = types.ModuleType("docs_snippet")
+        module.__dict__.update(namespace)
+        # the module's functions, and an instance of each class it defines
+        plugins = [module] + [
+            value.__new__(value) for value in namespace.values()
+            if isinstance(value, type) and value.__module__ == "docs_snippet"]
+        pm = pluggy.PluginManager("tproxy")
+        pm.add_hookspecs(hookspecs)
+        for plugin in plugins:
+            pm.register(plugin)
+        pm.check_pending()
+        return sum(len(pm.get_hookcallers(plugin)) for plugin in plugins)
+
+    def test_snippets(self):
+        checked = 0
+        for name, block in self.snippets():
+            try:
+                hooks = self.registered(name, block)
+            except Exception as e:
+                self.fail("{}: a hook implementation pluggy refuses: {}\n{}".format(
+                    name, e, block))
+            self.assertGreater(hooks, 0, (name, block))
+            checked += 1
+        self.assertGreater(checked, 15)
+
+    def test_refusesUnknown(self):
+        """The check above is not vacuous: a misspelt hook or argument fails it."""
+        import pluggy
+        self.assertRaises(pluggy.PluginValidationError, self.registered, "x",
+                          "@hookimpl\ndef rewite(ctx):\n    pass\n")
+        self.assertRaises(pluggy.PluginValidationError, self.registered, "x",
+                          "@hookimpl\ndef access(ctx, request):\n    pass\n")
+
+
+class TestingExamplesTests(SynchronousTestCase):
+    """The examples of ``tproxy.testing`` run and pass: the stream plugin's
+    tests of docs/plugins.md, and the module docstring's."""
+
+    def test_streamTests(self):
+        [code] = [b for b in python_blocks(read_docs()) if "class StreamAccessTests" in b]
+        self.assertEqual(run_test_case("StreamAccessTests", code, DOCS), (2, [], []))
+
+    def test_moduleDocstring(self):
+        import tproxy.testing
+        code = re.search(r"::\n\n(.*?)\n\S", tproxy.testing.__doc__, re.S).group(1)
+        code = "\n".join(line[4:] for line in code.splitlines())
+        self.assertEqual(run_test_case("GreetingTests", code, "tproxy/testing/__init__.py"),
+                         (1, [], []))
+
+
+class BuiltinListTests(SynchronousTestCase):
+    """The lists of built-in plugins in README.md ("Plugins") and
+    docs/plugins.md ("Names") name every built-in, and nothing else."""
+
+    def listed(self, page, start, end):
+        text = read_page(page)
+        part = text[text.index(start):]
+        part = part[:part.index(end)]
+        return set(re.findall(r"`([a-z_]+)`", part))
+
+    def test_readme(self):
+        from tproxy.plugins import BUILTINS
+        self.assertEqual(self.listed("README.md", "1. a built-in", "2. an entry point"),
+                         set(BUILTINS))
+
+    def test_pluginsPage(self):
+        from tproxy.plugins import BUILTINS
+        names = self.listed(os.path.join("docs", "plugins.md"), "1. a built-in",
+                            "2. an entry point")
+        # the hooks and settings the descriptions name
+        names -= {"rewrite", "log", "stream_log", "weight"}
+        self.assertEqual(names, set(BUILTINS))

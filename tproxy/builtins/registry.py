@@ -338,8 +338,9 @@ class Plugin(object):
             return 404, dict(
                 fields, registered_under=elsewhere,
                 error="server not registered under prefix {!r}; it is registered "
-                      "under {} (pass prefix=)".format(
-                          prefix, ", ".join(repr(p) for p in elsewhere)))
+                      "under {} (pass {})".format(
+                          prefix, ", ".join(repr(p) for p in elsewhere),
+                          " or ".join("prefix=" + p for p in elsewhere)))
         return 404, dict(fields, error="server not registered")
 
     def _registered_under(self, host, port):
