@@ -343,3 +343,29 @@ class BuiltinListTests(SynchronousTestCase):
         # the hooks and settings the descriptions name
         names -= {"rewrite", "log", "stream_log", "weight"}
         self.assertEqual(names, set(BUILTINS))
+
+
+class AttributeTablesTests(SynchronousTestCase):
+    """Every public attribute of what the hooks receive (``Peer``, the
+    request's context, ``Request``, ``ResponseHead``) is named on
+    docs/plugins.md, as `` `name` `` or `` `name(...)` ``."""
+
+    def public(self, cls):
+        names = {n for n in dir(cls) if not n.startswith("_")}
+        for c in cls.__mro__:
+            names |= {s for s in getattr(c, "__slots__", ()) if not s.startswith("_")}
+        return names
+
+    def test_documented(self):
+        from tproxy import Peer, Request, RequestContext, ResponseHead
+        text = read_docs()
+        undocumented = {}
+        for cls in (Peer, RequestContext, Request, ResponseHead):
+            names = self.public(cls)
+            self.assertIn("group" if cls is Peer else "headers" if cls is not
+                          RequestContext else "request", names)
+            missing = sorted(n for n in names if not any(
+                form.format(n) in text for form in ("`{}`", "`{}(", ".{}`", ".{}(")))
+            if missing:
+                undocumented[cls.__name__] = missing
+        self.assertEqual(undocumented, {})

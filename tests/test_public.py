@@ -175,3 +175,31 @@ class FromUpstreamTests(SynchronousTestCase):
         self.assertEqual(pending.result().status, 504)
         self.assertEqual(self.seen.seen,
                          [(504, False, "upstream_timeout", "127.0.0.1:9003")])
+
+
+class Pick(object):
+    """A balancer returning the first peer of ``default``, whatever its state."""
+
+    @hookimpl
+    def balancer(self, ctx):
+        return next(iter(ctx.gateway.registry.group("default").peers.values()))
+
+
+class BalancerChoiceTests(SynchronousTestCase):
+    """What docs/plugins.md says of a balancer: it only chooses; the request
+    goes to the peer it returned, full or not (skipping is its part)."""
+
+    def test_fullPeerChosen(self):
+        from twisted.internet.defer import Deferred
+        h = Harness(
+            config={"upstreams": {"default": {"peers": [
+                {"host": "127.0.0.1", "port": 9001, "max_conns": 1}]}}},
+            plugins=["router", Pick()],
+            servers={"127.0.0.1:9001": lambda request: Deferred()})
+        pending = [h.request("GET", path, wait=False) for path in ("/a", "/b")]
+        self.assertEqual([r.uri for r in h.upstream_requests], ["/a", "/b"])
+        [peer] = h.registry.group("default").peers.values()
+        self.assertEqual((peer.max_conns, peer.active), (1, 2))
+        for request in pending:
+            request.abort()
+        self.assertEqual(peer.active, 0)
