@@ -369,3 +369,27 @@ class AttributeTablesTests(SynchronousTestCase):
             if missing:
                 undocumented[cls.__name__] = missing
         self.assertEqual(undocumented, {})
+
+
+class MoreSectionTests(SynchronousTestCase):
+    """README's "More" links every page of docs/ once, and names every
+    gateway plugin beside docs/gateway-plugins.md."""
+
+    def more(self):
+        text = read_page("README.md")
+        part = text[text.index("\n## More\n"):]
+        return part[:part.index("\n## ", 1)] if "\n## " in part[1:] else part
+
+    def test_everyPageOnce(self):
+        root = os.path.dirname(os.path.dirname(DOCS))
+        pages = sorted(n for n in os.listdir(os.path.join(root, "docs")) if n.endswith(".md"))
+        linked = re.findall(r"^- \[docs/([\w-]+\.md)\]", self.more(), re.M)
+        self.assertEqual(sorted(linked), pages)
+
+    def test_gatewayPlugins(self):
+        from tproxy.plugins import BUILTINS
+        item = re.search(r"^- \[docs/gateway-plugins\.md\].*?(?=^- )", self.more(),
+                         re.S | re.M).group(0)
+        core = {"registry", "router", "least_conn", "access_log", "routes", "health_check"}
+        self.assertEqual(set(re.findall(r"`([a-z_]+)`", item)),
+                         set(BUILTINS) - core)
