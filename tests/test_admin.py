@@ -292,8 +292,8 @@ class RegistryApiTests(AdminServerMixin, TestCase):
 
     @inlineCallbacks
     def test_removeUnknown(self):
-        """Removing a server that was never registered is a 404 (not the
-        reference's success) and changes nothing."""
+        """Removing a server that was never registered is a 404 (not a
+        success) and changes nothing."""
         yield self.request("/upstream/add?host=10.0.0.1&port=9001")
         for query in ("host=10.0.0.1&port=8081", "host=10.0.0.2&port=9001"):
             code, _, obj = yield self.request("/upstream/remove?" + query)

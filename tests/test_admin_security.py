@@ -467,7 +467,7 @@ class JsonFormTests(SynchronousTestCase):
         self.assertEqual((answer.status, answer.obj["weight"]), (201, 2))
 
     def test_getFormsKeepWorking(self):
-        """The reference's GET forms still work beside the JSON ones."""
+        """The GET forms a backend's script calls still work beside the JSON ones."""
         self.assertEqual(self.h.admin("GET", "/upstream/add?port=9001").status, 200)
         self.assertEqual(self.h.admin("GET", "/upstream/remove?port=9001").status, 200)
 

@@ -269,7 +269,7 @@ class MemoryRegistryTests(SynchronousTestCase):
         self.assertEqual(view["total_requests"], 2)
 
     def test_asDict(self):
-        """The status view of a peer has the reference's fields."""
+        """The status view of a peer: the fields of /upstream/status."""
         peer, _ = self.registry.register("api", "10.0.0.1", 8080, 3)
         self.assertEqual(peer.as_dict(), {
             "host": "10.0.0.1", "port": 8080, "prefix": "api", "weight": 3,

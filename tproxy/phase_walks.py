@@ -39,7 +39,7 @@ UNROLL = sys.implementation.name == "cpython"
 # -- the walks ---------------------------------------------------------------
 #
 # Per implementation: one call and one ``r is None`` test (all that a hook
-# returning nothing costs).  The loops below are the reference; the
+# returning nothing costs).  The loops below define each walk; the
 # straight-line code (_BLOCKS) does the same with the position of each
 # implementation written in.
 
