@@ -393,3 +393,31 @@ class MoreSectionTests(SynchronousTestCase):
         core = {"registry", "router", "least_conn", "access_log", "routes", "health_check"}
         self.assertEqual(set(re.findall(r"`([a-z_]+)`", item)),
                          set(BUILTINS) - core)
+
+
+class StreamsPageTests(SynchronousTestCase):
+    """docs/streams.md's plugin (a ``Plugin`` class, shown as the module
+    ``mycompany.tproxy_limits``) passes the page's own harness lines."""
+
+    def test_limitsPlugin(self):
+        from tproxy.testing import StreamHarness, StreamServer
+        blocks = python_blocks(read_page(os.path.join("docs", "streams.md")))
+        [plugin_code] = [b for b in blocks if "class Plugin" in b]
+        [harness_code] = [b for b in blocks if "StreamHarness(" in b]
+        package = types.ModuleType("mycompany")
+        package.__path__ = []
+        module = types.ModuleType("mycompany.tproxy_limits")
+        exec(compile(plugin_code, "docs/streams.md", "exec"), module.__dict__)
+        package.tproxy_limits = module
+        for name, value in (("mycompany", package), ("mycompany.tproxy_limits", module)):
+            self.assertNotIn(name, sys.modules)
+            sys.modules[name] = value
+            self.addCleanup(sys.modules.pop, name)
+        namespace = {"StreamHarness": StreamHarness, "StreamServer": StreamServer}
+        exec(compile(harness_code, "docs/streams.md", "exec"), namespace)
+        h = namespace["h"]
+        self.assertEqual(h.logged[0].reason, "access_denied")
+        allowed = h.connect(client="10.1.2.3")
+        allowed.send(b"PING\r\n")
+        self.assertEqual(allowed.received, b"PING\r\n")
+        self.assertEqual(h.plugin("mycompany.tproxy_limits").open, {"10.1.2.3": 1})
