@@ -203,3 +203,76 @@ class BalancerChoiceTests(SynchronousTestCase):
         for request in pending:
             request.abort()
         self.assertEqual(peer.active, 0)
+
+
+class _Channel(object):
+    """A worker's control channel answering ``ask`` with ``answer``."""
+
+    closed = False
+
+    def __init__(self, answer):
+        self.answer = answer
+
+    def call(self, op, request):
+        from twisted.internet.defer import succeed
+        return succeed(self.answer)
+
+
+class _Handle(object):
+    def __init__(self, index, answer):
+        self.index = index
+        self.channel = _Channel(answer)
+
+
+class _Supervisor(object):
+    def __init__(self, handles):
+        from twisted.internet.task import Clock
+        self.reactor = Clock()
+        self.publisher = None
+        self.handles = handles
+
+    def live_workers(self):
+        return self.handles
+
+
+class GatherTests(SynchronousTestCase):
+    """``gateway.admin.route(..., gather=combine)`` with ``"workers"``: the
+    workers' answers reach ``combine`` as ``AdminResponse`` s whose ``obj``
+    is their JSON document, as the parent's own answer's is (docs/plugins.md,
+    Admin endpoints)."""
+
+    def gathered(self, answers):
+        from tproxy.admin import AdminRequest, AdminResponse
+        from tproxy.box_admin import BoxAdmin
+        seen = []
+
+        def combine(request, answer, workers):
+            seen.append((answer, workers))
+            total = answer.obj["n"] + sum(r.obj["n"] for _, r in workers if r.obj)
+            return 200, {"n": total}
+        handles = [_Handle(i, a) for i, a in enumerate(answers)]
+        box = BoxAdmin(_Supervisor(handles))
+        handler = box._gathering(lambda request: (200, {"n": 1}), combine)
+        request = AdminRequest.from_uri("GET", "/counts", {"host": "localhost"}, b"")
+        result = self.successResultOf(handler(request))
+        [(answer, workers)] = seen
+        self.assertIsInstance(answer, AdminResponse)
+        return result, workers
+
+    def test_jsonAnswers(self):
+        from tproxy.admin import AdminResponse
+        answers = [{"status": 200, "headers": [], "body": AdminResponse(200, {"n": n}).body
+                    .decode("latin-1")} for n in (2, 3)]
+        result, workers = self.gathered(answers)
+        self.assertEqual(result, (200, {"n": 6}))
+        self.assertEqual([(i, r.status, r.obj) for i, r in workers],
+                         [(0, 200, {"n": 2}), (1, 200, {"n": 3})])
+
+    def test_otherType(self):
+        """An answer of another type (``/metrics``' text) has ``obj`` ``None``
+        and its ``body``."""
+        answers = [{"status": 200, "headers": [["Content-Type", "text/plain"]],
+                    "body": "n 2\n"}]
+        result, [(index, response)] = self.gathered(answers)
+        self.assertEqual((response.obj, response.body), (None, b"n 2\n"))
+        self.assertEqual(result, (200, {"n": 1}))

@@ -22,6 +22,7 @@ The workers answer over their control channels (:mod:`tproxy.control`,
 """
 
 import functools
+import json
 import signal
 
 from twisted.internet.defer import DeferredList, maybeDeferred
@@ -59,6 +60,21 @@ def _own_first(results, combine):
     if not ok:
         return own
     return combine(results)
+
+
+def _worker_answer(answer):
+    """A worker's answer to a gathered ``GET`` (``status``, ``headers``,
+    ``body``) as the :class:`AdminResponse` its handler made: ``obj`` is
+    the decoded body of a JSON answer (one without a ``Content-Type`` of
+    its own, as a handler's ``(status, obj)``), else ``None``."""
+    body = answer["body"].encode("latin-1")
+    obj = None
+    if not any(name.lower() == "content-type" for name, _ in answer["headers"]):
+        try:
+            obj = json.loads(body.decode("utf-8"))
+        except ValueError:
+            obj = None
+    return AdminResponse(answer["status"], obj, answer["headers"], body)
 
 
 def _checks_state(registry):
@@ -167,8 +183,7 @@ class BoxAdmin(object):
 
             def combine(results):
                 (_, answer), answers = results[0], results[1:]
-                workers = [(h.index, AdminResponse(a["status"], None, a["headers"],
-                                                   a["body"].encode("latin-1")))
+                workers = [(h.index, _worker_answer(a))
                            for h, (ok, a) in zip(handles, answers) if ok]
                 return gather(request, answer, workers)
             return DeferredList([own] + asks, consumeErrors=True,
