@@ -95,6 +95,22 @@ class ExportsTests(SynchronousTestCase):
             raise self.skipTest("tproxy-gateway is not installed")
         self.assertEqual(version, tproxy.__version__)
 
+    def test_versionOptions(self):
+        """``twistd tproxy --version`` and ``tproxyctl --version`` print
+        tproxy's version (and the distribution's name), and exit 0."""
+        import contextlib
+        import io
+        from tproxy.ctl_args import parser
+        from tproxy.tap import Options
+        for run in (lambda: Options().parseOptions(["--version"]),
+                    lambda: parser().parse_args(["--version"])):
+            out = io.StringIO()
+            with contextlib.redirect_stdout(out):
+                e = self.assertRaises(SystemExit, run)
+            self.assertIn(e.code, (0, None))
+            self.assertIn("{} (distribution tproxy-gateway)".format(tproxy.__version__),
+                          out.getvalue())
+
 
 class Seen(object):
     """Records what each ``header_filter`` call saw."""

@@ -8,6 +8,7 @@ and the checks of their values; :mod:`tproxy.ctl` runs the command named
 import argparse
 import math
 
+from tproxy import __version__
 from tproxy.admin_client import DEFAULT_ADMIN
 
 __all__ = ["parser"]
@@ -27,6 +28,8 @@ def parser():
         epilog="Exit status: 0 ok, 1 an error answer or a bad configuration, "
                "2 bad usage, 3 the admin API unreachable.")
     _connection(p, None)
+    p.add_argument("--version", action="version",
+                   version="tproxyctl {} (distribution tproxy-gateway)".format(__version__))
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 

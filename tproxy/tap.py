@@ -72,6 +72,15 @@ class Options(usage.Options):
     source = None
     plugin_manager = None
 
+    def opt_version(self):
+        """Display tproxy's version and Twisted's, and exit."""
+        from twisted import version as twisted_version
+
+        from tproxy import __version__
+        print("tproxy {} (distribution tproxy-gateway), Twisted {}".format(
+            __version__, twisted_version.short()))
+        sys.exit(0)
+
     def postOptions(self):
         """
         Load and validate the configuration and the plugins; handle
