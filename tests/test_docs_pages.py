@@ -212,3 +212,53 @@ class StreamsPageTests(SynchronousTestCase):
         allowed.send(b"PING\r\n")
         self.assertEqual(allowed.received, b"PING\r\n")
         self.assertEqual(h.plugin("mycompany.tproxy_limits").open, {"10.1.2.3": 1})
+
+
+def slug(heading):
+    """The anchor GitHub gives a heading: lower case, punctuation dropped
+    (but ``-`` and ``_``), spaces as ``-``."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def without_code(text):
+    return re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
+
+
+class LinkTests(SynchronousTestCase):
+    """Every link of README.md, docs/ and the example's README to a file of
+    the checkout names one that exists, and its ``#anchor`` a heading (or an
+    ``<a id>``) of that page: a reader never lands on nothing."""
+
+    def anchors(self, page):
+        text = without_code(read_page(page))
+        found, seen = set(re.findall(r'<a id="([^"]+)">', text)), {}
+        for heading in re.findall(r"^#+ (.+)$", text, re.M):
+            s = slug(heading)
+            n = seen[s] = seen.get(s, -1) + 1
+            found.add(s if n == 0 else "{}-{}".format(s, n))
+        return found
+
+    def test_links(self):
+        root = os.path.dirname(os.path.dirname(DOCS))
+        pages = ["README.md", os.path.join("examples", "tproxy-apikey", "README.md")] + [
+            os.path.join("docs", n) for n in sorted(os.listdir(os.path.join(root, "docs")))
+            if n.endswith(".md")]
+        broken, checked = [], 0
+        for page in pages:
+            for target in re.findall(r"\]\(([^)\s]+)\)", without_code(read_page(page))):
+                if re.match(r"[a-z]+:", target):
+                    continue   # a URL
+                path, _, anchor = target.partition("#")
+                name = os.path.normpath(os.path.join(os.path.dirname(page), path)) if path else page
+                checked += 1
+                if not os.path.exists(os.path.join(root, name)):
+                    broken.append("{}: {} (no such file)".format(page, target))
+                elif anchor and name.endswith(".md") and anchor not in self.anchors(name):
+                    broken.append("{}: {} (no such heading)".format(page, target))
+        self.assertEqual(broken, [])
+        self.assertGreater(checked, 50)
+
+    def test_slug(self):
+        self.assertEqual(slug("Compiled hot modules (CPython)"), "compiled-hot-modules-cpython")
+        self.assertEqual(slug("`/upstream/status` for the box"), "upstreamstatus-for-the-box")
+        self.assertEqual(slug("Reload (SIGHUP)"), "reload-sighup")
