@@ -73,7 +73,7 @@ def _worker_answer(answer):
         try:
             obj = json.loads(body.decode("utf-8"))
         except ValueError:
-            obj = None
+            pass   # not JSON after all: the body as it is
     return AdminResponse(answer["status"], obj, answer["headers"], body)
 
 
