@@ -41,7 +41,9 @@ shuts down its writing side, the upstream connection's writing side is shut
 down once the bytes before it are sent, and the reply keeps flowing back; the
 same the other way.  When both sides have sent their FIN the connections
 close.  (A client connection over TLS cannot be half-closed: the upstream's
-FIN closes it.)  A reset on one side aborts the other; an upstream that closes (or
+FIN closes it, and the client's close, with or without ``close_notify``, is
+its FIN: the upstream gets it after every byte before it, and what it
+answers then is read and dropped.)  A reset on one side aborts the other; an upstream that closes (or
 resets) has what it sent flushed to the client first.
 
 The idle timeout counts from the last byte read on either side; it also

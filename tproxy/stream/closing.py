@@ -11,7 +11,7 @@ from tproxy.stream.context import (
     _CLEAN, CLIENT_CLOSED, CLIENT_RESET, IDLE_TIMEOUT, PLUGIN_TIMEOUT, SHUTDOWN,
     UPSTREAM_CLOSED, UPSTREAM_RESET)
 from tproxy.stream.phases import _log_timeout, _run_log
-from tproxy.stream.pipe import _half_closeable
+from tproxy.stream.pipe import _FULL, _half_closeable
 
 
 class SessionClosing(object):
@@ -48,9 +48,10 @@ class SessionClosing(object):
         if self.closing is not None:
             return
         t = self.transport
-        if not _half_closeable(t):
-            # a TLS client connection cannot send a FIN alone: close it
-            self._end(UPSTREAM_CLOSED, 200, abort=False)
+        if self.client_gone or not _half_closeable(t):
+            # no client left to tell, or a TLS one, which cannot take a FIN
+            # alone: close (the reason: whoever closed first)
+            self._end(self.first_eof, 200, abort=False)
             return
         t.unregisterProducer()
         t.loseWriteConnection()
@@ -65,13 +66,30 @@ class SessionClosing(object):
         self.client_gone = True
         self.reader.closed = True
         if self.closing is None:
-            if self.upstream is None:
-                self._end(CLIENT_RESET, 499, abort=True)
-            elif reason.check(ConnectionDone):
-                self._end(CLIENT_CLOSED, 200, abort=True)
+            if reason.check(ConnectionDone) or self.tls_fin:
+                # a TLS client (it cannot send a FIN alone) closed: its FIN
+                self._client_closed()
             else:
-                self._end(CLIENT_RESET, 200, abort=True)
+                self._end(CLIENT_RESET, 200 if self.upstream is not None else 499,
+                          abort=True)
         self._maybe_finish()
+
+    def _client_closed(self):
+        """
+        The client closed while the session was open (over TLS: a close,
+        with or without ``close_notify``): a FIN for the upstream, after what
+        the client sent; what it answers is read and dropped, and no longer
+        counts as activity for the idle timeout.
+        """
+        up = self.upstream
+        if up is not None:
+            up.dataReceived = self._upstream_dropped
+            self.up_reader.resume(_FULL)   # (the client's buffer is gone)
+        self.readConnectionLost()
+
+    def _upstream_dropped(self, data):
+        # (the upstream's bytes once the client is gone)
+        self.ctx.upstream_bytes_received += len(data)
 
     def _upstream_lost(self, reason):
         if self.up_reader is not None:

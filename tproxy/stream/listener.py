@@ -21,7 +21,7 @@ class StreamFactory(Factory):
         are resolved once, see :meth:`refresh`).
     :param stream: the listener's configuration entry: ``group`` (required),
         ``proxy_protocol`` (``None``, ``"v1"`` or ``"v2"``), ``tries``
-        (default 3), ``timeouts`` (``connect``: 60, ``idle``: 600 seconds).
+        (default 0: each peer once), ``timeouts`` (``connect``: 60, ``idle``: 600 seconds).
 
     :ivar sessions: the open :class:`StreamSession` objects.
     """

@@ -1,12 +1,13 @@
 # -*- test-case-name: tests.test_stream -*-
 """
 The byte pipe's flow control: each connection's reading side as the
-streaming producer of the other side's transport (backpressure), and
-whether a transport can be half-closed.  The pipe itself is described in
-:mod:`tproxy.stream`.
+streaming producer of the other side's transport (backpressure), whether a
+transport can be half-closed, and how a TLS client's close is told from a
+reset.  The pipe itself is described in :mod:`tproxy.stream`.
 """
 
 from twisted.internet import tcp
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
@@ -26,6 +27,26 @@ def _half_closeable(transport):
     interfaces of the socket under it, hence the type test).
     """
     return isinstance(transport, tcp.Connection) and not transport.TLS
+
+
+def _watch_tls_close(transport, session):
+    """
+    If ``transport`` is TLS over TCP, set ``session.tls_fin`` when the TCP
+    connection under it ends with a FIN, even one without ``close_notify``
+    (what many TLS clients send, redis-cli among them; nginx counts it a
+    close): Twisted reports that as ``ConnectionLost``, as it does a reset,
+    and only the TCP connection's own reason tells them apart.
+    """
+    tcp_connection = getattr(transport, "transport", None)
+    if _half_closeable(transport) or not _half_closeable(tcp_connection):
+        return
+    lost = transport.connectionLost
+
+    def connectionLost(reason):
+        del transport.connectionLost     # (no cycle left behind)
+        session.tls_fin = reason.check(ConnectionDone) is not None
+        return lost(reason)
+    transport.connectionLost = connectionLost
 
 
 @implementer(IPushProducer)

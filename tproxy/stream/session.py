@@ -21,7 +21,7 @@ from tproxy.stream.context import (
     ACCESS_DENIED, BALANCER_REFUSED, CONNECT_FAILED, CONNECT_TIMEOUT, NO_PEER,
     PLUGIN_ERROR, StreamContext, _host_port)
 from tproxy.stream.phases import _is_refusal
-from tproxy.stream.pipe import _WAITING, PENDING_LIMIT, _Reader
+from tproxy.stream.pipe import _WAITING, PENDING_LIMIT, _Reader, _watch_tls_close
 from tproxy.stream.upstream import _UpstreamConnector
 
 # one namespace for the stream proxy's modules (what a log filter selects)
@@ -56,6 +56,7 @@ class StreamSession(SessionClosing, Protocol):
     first_eof = None
     done = False
     awaited = None
+    tls_fin = False
 
     # -- accept and phases --------------------------------------------------------
 
@@ -70,6 +71,7 @@ class StreamSession(SessionClosing, Protocol):
             f.gateway, f.stream, _host_port(t.getPeer()), _host_port(t.getHost()),
             start=now, connection_id=f.next_id(), plugins=f.plugins)
         self.reader = _Reader(t)
+        _watch_tls_close(t, self)
         self.pending = []
         self.pending_size = 0
         f.sessions.add(self)
@@ -198,7 +200,9 @@ class StreamSession(SessionClosing, Protocol):
             ut.abortConnection()
             return
         install_fast_write(ut)
-        up.dataReceived = self._upstream_data   # one call fewer per chunk
+        # one call fewer per chunk; nobody to send to once a TLS client closed
+        up.dataReceived = (self._upstream_data if not self.client_gone
+                           else self._upstream_dropped)
         self.upstream = up
         self.up_reader = _Reader(ut)
         ctx = self.ctx
@@ -218,7 +222,8 @@ class StreamSession(SessionClosing, Protocol):
             ctx.upstream_bytes_sent += sum(len(b) for b in first)
             ut.writeSequence(first)
         # the client's full buffer pauses the upstream, and the other way round
-        self.transport.registerProducer(self.up_reader, True)
+        if not self.client_gone:
+            self.transport.registerProducer(self.up_reader, True)
         if self.client_eof:
             ut.loseWriteConnection()
         else:
