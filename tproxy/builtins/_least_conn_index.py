@@ -170,8 +170,9 @@ class _Index(object):
     :ivar spare: emptied buckets taken out of ``buckets``, for the next new
         keys (see :meth:`new_bucket`).
     :ivar key: the :class:`_StateKey` it is stored under in ``group.state``.
-    :ivar hot: the bucket the last change moved a peer to, and
-    :ivar other: the one before (see :meth:`bucket`).
+    :ivar hot: the bucket the last change moved a peer to (see
+        :meth:`bucket`), or ``None``.
+    :ivar other: the one a change moved a peer to before, or ``None``.
     """
 
     __slots__ = ("buckets", "keys", "queued", "passes", "placed", "vt", "down", "full",
