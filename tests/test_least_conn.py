@@ -5,6 +5,7 @@ index that follows the registry and stays small.
 """
 
 import json
+import random
 from collections import Counter
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -322,6 +323,28 @@ class LeastConnTests(_Picking, SynchronousTestCase):
             while peer.active:
                 peer.release()
         self.assertEqual({k[0] for k, b in index.buckets.items() if b}, {0.0})
+
+    def test_leastLoadedThroughManyRounds(self):
+        """Requests held and ended in a random order over many rounds (keys
+        come and go, emptied buckets are used again for other keys): every
+        pick is a peer with the fewest requests in flight for its weight."""
+        peers = [self.registry.register("api", "10.0.0.1", p, weight=1 + p % 3)[0]
+                 for p in range(1, 13)]
+        rng = random.Random(11)
+        held = []
+        for _ in range(6000):
+            if held and (len(held) > 40 or rng.random() < 0.45):
+                held.pop(rng.randrange(len(held))).release()
+                continue
+            peer = self.pick()
+            self.assertEqual(peer.active / peer.weight,
+                             min(p.active / p.weight for p in peers))
+            peer.acquire()
+            held.append(peer)
+        for peer in held:
+            peer.release()
+        self.assertEqual([p.active for p in peers], [0] * 12)
+        self.assertEqual(len(self.cycled(12 * 20)), 12)
 
     def test_skipWholeBucket(self):
         """When every peer of the lowest score was tried, the next score is used."""

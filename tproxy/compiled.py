@@ -54,6 +54,7 @@ MODULES = (
     "tproxy.http.upstream_head",
     "tproxy.http.response_fields",
     "tproxy.http.dates",
+    "tproxy.builtins._least_conn_index",
 )
 
 #: written by the build beside this module: each module's source digest,

@@ -1,13 +1,15 @@
 # -*- test-case-name: tests.test_least_conn -*-
 """
-The ``least_conn`` plugin's per-group state and its upkeep outside the pick:
-the index of a group's peers (:class:`_Index`), a small group's passes
-(:class:`_Recent`), the key they are stored under in ``group.state``
-(:class:`_StateKey`), and :class:`GroupIndexes`, the plugin's base class,
-which follows the registry and the health state (a group indexed on first
-use, peers added, removed, ejected and re-admitted).  The pick and the
-re-scoring at each request (``peer_changed``) are the plugin's own
-(:mod:`tproxy.builtins.least_conn`).
+The index of a ``least_conn`` group's peers (:class:`_Index`), what it
+does at each request (the pick's usual case, :meth:`_Index.first`, and the
+re-scoring of a peer whose count changed, :meth:`_Index.changed`), and the
+key it is stored under in ``group.state`` (:class:`_StateKey`, whose
+``peer_changed`` the registry calls).  Compiled by Cython on CPython
+(:mod:`tproxy.compiled`, typed by ``_least_conn_index.pxd``); PyPy runs it
+as it is.  The upkeep outside the request (a group indexed on first use,
+peers added, removed, ejected and re-admitted) is
+:mod:`tproxy.builtins._least_conn_upkeep`'s; the pick's other cases are the
+plugin's (:mod:`tproxy.builtins.least_conn`).
 
 How it stays flat at 10,000 peers
 ---------------------------------
@@ -31,14 +33,14 @@ disappears, ``k`` being the number of distinct keys (a few: the distinct
 never the number of peers.  The key heap is rebuilt once its stale keys
 outnumber twice the live ones, so it stays small however many requests pass.
 
-Small groups (up to :attr:`Plugin.small_group` peers, 8) have no index:
-each pick looks at every peer and takes the smallest ``(score, pass)``,
-which costs less per request than moving a peer between buckets twice.  A group that grows
-past that size is indexed from then on.  A small group's count changes
-need nothing: the pick brings the passes up to date (a peer's ``total``
-tells how many requests it was given since); on CPython the plugin is not
-told of them at all until it indexes a group (``least_conn._FOLLOW_LATE``),
-on PyPy its ``peer_changed`` returns at once.
+Small groups (up to ``least_conn.Plugin.small_group`` peers, 8) have no
+index: each pick looks at every peer and takes the smallest ``(score,
+pass)``, which costs less per request than moving a peer between buckets
+twice.  A group that grows past that size is indexed from then on.  A small
+group's count changes need nothing: the pick brings the passes up to date
+(a peer's ``total`` tells how many requests it was given since); on
+CPython the plugin is not told of them at all until it indexes a group
+(``least_conn._FOLLOW_LATE``), on PyPy its ``peer_changed`` returns at once.
 
 Per request (a pick, then ``peer_changed`` at ``acquire`` and at
 ``release``) the index touches one peer's record (:class:`_Rec`, kept by
@@ -50,17 +52,14 @@ key in ``group.state`` is hashed by identity.  Nothing made per request
 outlives it: a record holds no key (a tuple kept per peer until its next
 change would wait, a round later, in the collector's young generation,
 which walks what it refers to), and emptied buckets are used again (see
-:meth:`GroupIndexes._new_bucket`).  The running server pays more per
-request at 10,000 peers than at 1 (see ``bench/README.md``): each request
-touches another peer's objects and upstream connection, which no cache
-holds any more.
+:meth:`_Index.new_bucket`).  The running server pays more per request at
+10,000 peers than at 1 (see ``bench/README.md``): each request touches
+another peer's objects and upstream connection, which no cache holds any
+more.
 """
 
 import heapq
-import itertools
 from collections import OrderedDict
-
-_attachments = itertools.count()
 
 
 class _Rec(object):
@@ -96,13 +95,18 @@ class _Bucket(object):
     changed last): a list linked through their records (``first``,
     ``last``, each record's ``prev`` and ``next``), so that a peer leaves
     it or joins it in O(1) without a lookup.  Iterating gives the peers.
+
+    ``score`` and ``round`` are its key while it is in its index's
+    ``buckets`` (``round`` -1 out of them: see :meth:`_Index.bucket`).
     """
 
-    __slots__ = ("first", "last", "size")
+    __slots__ = ("first", "last", "size", "score", "round")
 
     def __init__(self):
         self.first = self.last = None
         self.size = 0
+        self.score = 0.0
+        self.round = -1
 
     def __len__(self):
         return self.size
@@ -164,13 +168,19 @@ class _Index(object):
     :ivar full: ``{peer: None}`` of the peers at their ``max_conns`` (not in
         a bucket until a request of theirs ends).
     :ivar spare: emptied buckets taken out of ``buckets``, for the next new
-        keys (see :meth:`GroupIndexes._new_bucket`).
+        keys (see :meth:`new_bucket`).
+    :ivar key: the :class:`_StateKey` it is stored under in ``group.state``.
+    :ivar hot: the bucket the last change moved a peer to (see
+        :meth:`bucket`), or ``None``.
+    :ivar other: the one a change moved a peer to before, or ``None``.
     """
 
     __slots__ = ("buckets", "keys", "queued", "passes", "placed", "vt", "down", "full",
-                 "spare")
+                 "spare", "key", "hot", "other")
 
-    def __init__(self):
+    def __init__(self, key):
+        self.key = key
+        self.hot = self.other = None
         self.buckets = {}
         self.keys = []
         self.queued = set()
@@ -180,6 +190,91 @@ class _Index(object):
         self.down = OrderedDict()
         self.full = {}
         self.spare = []
+
+    # -- at each request -------------------------------------------------------
+
+    def first(self):
+        """The first peer of the lowest bucket (the pick, unless it is
+        expired or tried), or ``None``."""
+        keys = self.keys
+        if keys:
+            bucket = self.buckets.get(keys[0])
+            if bucket is not None:
+                rec = bucket.first
+                if rec is not None:
+                    return rec.peer
+        return None
+
+    def changed(self, peer, rec):
+        """Re-score ``peer``, whose count or weight changed (see
+        :meth:`_StateKey.peer_changed`; ``rec`` is ``peer.balancer_record``):
+        its record moves to the end of its new key's bucket, or to
+        :attr:`full`, or from there back."""
+        if rec is None or rec.index is not self:
+            # (record, inlined: its own record kept by the peer, else the
+            # index's, the peer's when it was another index's)
+            rec = self.passes.get(peer)
+            if rec is None:
+                return   # not looked at yet, removed, or expired (forgotten)
+            peer.balancer_record = rec
+        weight = peer.weight * peer.ramp
+        if not weight:
+            weight = 1
+        total = peer.total
+        if rec.total != total:
+            # the requests given since, from vt at least
+            start = rec.passed
+            if start < self.vt:
+                start = self.vt
+            else:
+                self.vt = start
+            rec.passed = passed = start + (total - rec.total) / weight
+            rec.total = total
+            if passed >= rec.round + 1:   # (a pass only grows)
+                rec.round = int(passed)
+        old = rec.bucket
+        if old is None:
+            # a full peer whose request ended (back in its bucket), or a
+            # down one
+            if self.full and peer in self.full and peer.active < peer.max_conns:
+                del self.full[peer]
+                if peer.healthy:
+                    self.place(peer)
+                else:
+                    self.down[peer] = None
+            return
+        old.remove(rec)   # (an emptied bucket stays, for reuse)
+        active = peer.active
+        if peer.max_conns and active >= peer.max_conns:
+            # full: out of the buckets until a request ends
+            self.placed -= 1
+            self.full[peer] = None
+            return
+        self.bucket(active / weight, rec.round).append(rec)   # at the end
+
+    def bucket(self, score, round):
+        """
+        The bucket of key ``(score, round)``, made if there is none.  Most
+        changes move a peer to one of the two buckets the last two changes
+        moved peers to (a request's acquire to ``(1 / weight, round)``, its
+        release to ``(0, round)``, the same for every peer of a round): those
+        two are kept (:attr:`hot`, :attr:`other`) and compared by their key's
+        fields, no tuple made and looked up in :attr:`buckets`.  A bucket
+        taken out of :attr:`buckets` has round -1, which no key has.
+        """
+        bucket = self.hot
+        if bucket is None or bucket.round != round or bucket.score != score:
+            bucket = self.other
+            if bucket is None or bucket.round != round or bucket.score != score:
+                key = (score, round)
+                bucket = self.buckets.get(key)
+                if bucket is None:
+                    bucket = self.new_bucket(key)
+            self.other = self.hot
+            self.hot = bucket
+        return bucket
+
+    # -- records and buckets -----------------------------------------------------
 
     def add(self, peer, passed, total):
         """A record for ``peer`` (in no bucket yet), also kept by the peer."""
@@ -203,10 +298,57 @@ class _Index(object):
         if rec is not None:
             rec.index = None
 
+    def place(self, peer):
+        """Move ``peer`` to the end of the bucket of its current key."""
+        rec = self.record(peer)
+        old = rec.bucket
+        if old is not None:
+            old.remove(rec)   # an emptied bucket stays (see least_conn's _pick)
+        else:
+            self.placed += 1
+        self.bucket(peer.active / (peer.weight * peer.ramp or 1), rec.round).append(rec)
+
+    def drop(self, peer):
+        """Take ``peer`` out of the buckets (its key may stay in the heap);
+        whether it was in one."""
+        rec = self.record(peer)
+        if rec is None or rec.bucket is None:
+            return False
+        rec.bucket.remove(rec)
+        self.placed -= 1
+        return True
+
+    def new_bucket(self, key):
+        """
+        The bucket of a new key: an emptied one if there is one.  Equal
+        peers in turn make two new keys a round (``(0, round)`` and
+        ``(1 / weight, round)``): few buckets are made, however many
+        rounds pass.
+        """
+        buckets = self.buckets
+        if len(buckets) > 4 * self.placed + 16 or (not self.spare and len(buckets) <= 64):
+            # emptied buckets above the lowest keys (those of the requests
+            # in flight, never the lowest, empty as the rounds go by): swept
+            # when they pile up, and for one to use again when there are
+            # few to look at
+            for k in [k for k, b in buckets.items() if not b.size]:
+                self.retire(k)
+        bucket = buckets[key] = self.spare.pop() if self.spare else _Bucket()
+        bucket.score, bucket.round = key
+        if key not in self.queued:
+            self.queued.add(key)
+            heapq.heappush(self.keys, key)
+            if len(self.keys) > 2 * len(buckets) + 8:
+                self.keys = list(buckets)
+                heapq.heapify(self.keys)
+                self.queued = set(self.keys)
+        return bucket
+
     def retire(self, key):
         """Take the emptied bucket of ``key`` out of :attr:`buckets`, kept
         for a new key."""
         bucket = self.buckets.pop(key)
+        bucket.round = -1   # (out of the buckets: see bucket)
         if len(self.spare) < 4:
             self.spare.append(bucket)
 
@@ -217,26 +359,10 @@ class _Index(object):
         return {peer: key for key, bucket in self.buckets.items() for peer in bucket}
 
 
-class _Recent(object):
-    """
-    A small group's state: no index, the peers are scanned at each pick
-    (cheaper than keeping buckets up to date for a few peers).
-
-    :ivar passes: ``{peer: [pass, total]}``, as :attr:`_Index.passes`, for
-        the peers a pick has looked at (brought up to date by the pick).
-    :ivar vt: as :attr:`_Index.vt`.
-    """
-
-    __slots__ = ("passes", "vt")
-
-    def __init__(self):
-        self.passes = {}
-        self.vt = 0.0
-
-
 class _StateKey(object):
     """The key of one attachment's state in ``group.state``: hashed by
-    identity, so looking it up costs no hashing of a tuple or string."""
+    identity, so looking it up costs no hashing of a tuple or string.  Its
+    :meth:`peer_changed` is the plugin's, for the registry to call."""
 
     __slots__ = ("serial",)
 
@@ -246,153 +372,21 @@ class _StateKey(object):
     def __repr__(self):
         return "<least_conn state %d>" % (self.serial,)
 
-
-def _advance(state, peer, passed):
-    """Bring ``passed`` (a peer's ``[pass, total]``) up to ``peer.total``:
-    each request given to the peer since adds ``1 / weight`` to its pass,
-    counted from ``state.vt`` if the pass was behind it."""
-    start = passed[0]
-    if start < state.vt:
-        start = state.vt
-    else:
-        state.vt = start
-    passed[0] = start + (peer.total - passed[1]) / (peer.weight * peer.ramp or 1)
-    passed[1] = peer.total
-
-
-
-class GroupIndexes(object):
-    """
-    The upkeep of ``least_conn``'s group states outside the pick: the base
-    of :class:`tproxy.builtins.least_conn.Plugin`, which sets
-    ``_registry``, ``_key`` and ``_health`` and is the registry's and the
-    health state's listener.
-    """
-
-    def _attach(self, gateway):
-        """Follow ``gateway``'s registry and health state (indexes are built
-        per group on first use)."""
-        registry = gateway.registry
-        self._registry = registry
-        # a fresh key, so that indexes built for an earlier registry are never read
-        self._key = _StateKey(next(_attachments))
-        registry.subscribe(self)
-        self._health = getattr(gateway, "health", None)
-        if self._health is not None:
-            self._health.subscribe(self)
-
-    def _build(self, group, now, recent=None):
-        """Index ``group`` (keeping the passes of its small-group state)."""
-        index = _Index()
-        if recent is not None:
-            index.vt = recent.vt
-        known = recent.passes if recent is not None else {}
-        for peer in group.peers.values():
-            if peer.is_live(now):
-                passed = known.get(peer)
-                if passed is None:
-                    index.add(peer, index.vt, peer.total)
-                else:
-                    if passed[1] != peer.total:
-                        _advance(index, peer, passed)
-                    index.add(peer, passed[0], passed[1])
-                if not peer.healthy:
-                    index.down[peer] = None
-                elif peer.max_conns and peer.active >= peer.max_conns:
-                    index.full[peer] = None
-                else:
-                    self._place(index, peer)
-        group.state[self._key] = index
-        return index
-
-    def _place(self, index, peer):
-        """Move ``peer`` to the end of the bucket of its current key."""
-        rec = index.record(peer)
-        key = (peer.active / (peer.weight * peer.ramp or 1), rec.round)
-        old = rec.bucket
-        if old is not None:
-            old.remove(rec)   # an emptied bucket stays (see _pick)
+    def peer_changed(self, peer):
+        """Re-score a peer whose count or weight changed (twice per request
+        once a group is indexed; nothing for a small group, whose pick looks
+        at every peer): :meth:`_Index.changed` of the index stored under
+        this key."""
+        rec = peer.balancer_record
+        if rec is not None and rec.index is not None and rec.index.key is self:
+            # (the index of the peer's group: the one that recorded it,
+            # until it forgets the peer, is group.state's under its key)
+            index = rec.index
         else:
-            index.placed += 1
-        bucket = index.buckets.get(key)
-        if bucket is None:
-            bucket = self._new_bucket(index, key)
-        bucket.append(rec)
+            states = peer.group.state
+            state = states.get(self)
+            if type(state) is not _Index:
+                return
+            index = state
+        index.changed(peer, rec)
 
-    def _new_bucket(self, index, key):
-        """
-        The bucket of a new key: an emptied one if there is one.  Equal
-        peers in turn make two new keys a round (``(0, round)`` and
-        ``(1 / weight, round)``): few buckets are made, however many
-        rounds pass.
-        """
-        buckets = index.buckets
-        if len(buckets) > 4 * index.placed + 16 or (not index.spare and len(buckets) <= 64):
-            # emptied buckets above the lowest keys (those of the requests
-            # in flight, never the lowest, empty as the rounds go by): swept
-            # when they pile up, and for one to use again when there are
-            # few to look at
-            for k in [k for k, b in buckets.items() if not b.size]:
-                index.retire(k)
-        bucket = buckets[key] = index.spare.pop() if index.spare else _Bucket()
-        if key not in index.queued:
-            index.queued.add(key)
-            heapq.heappush(index.keys, key)
-            if len(index.keys) > 2 * len(buckets) + 8:
-                index.keys = list(buckets)
-                heapq.heapify(index.keys)
-                index.queued = set(index.keys)
-        return bucket
-
-    def _drop(self, index, peer):
-        """Take ``peer`` out of the buckets (its key may stay in the heap)."""
-        rec = index.record(peer)
-        if rec is not None and rec.bucket is not None:
-            rec.bucket.remove(rec)
-            index.placed -= 1
-
-    def _index_of(self, peer):
-        if self._key is None:
-            return None
-        return peer.group.state.get(self._key)
-
-    def peer_added(self, peer):
-        """Index a new peer (if its group is indexed yet)."""
-        index = self._index_of(peer)
-        if type(index) is _Index and peer not in index.passes:
-            index.add(peer, index.vt, peer.total)
-            if peer.healthy:
-                self._place(index, peer)
-            else:
-                index.down[peer] = None
-
-    def peer_removed(self, peer):
-        """Drop a peer from its group's index."""
-        index = self._index_of(peer)
-        if type(index) is _Index:
-            self._drop(index, peer)
-            index.down.pop(peer, None)
-            index.full.pop(peer, None)
-            index.forget(peer)
-        elif index is not None:
-            index.passes.pop(peer, None)
-
-    def peer_health_changed(self, peer):
-        """An ejected peer leaves the buckets, a re-admitted one comes back."""
-        index = self._index_of(peer)
-        if type(index) is not _Index:
-            return   # small groups look at peer.healthy at each pick
-        if peer.healthy:
-            if index.down.pop(peer, 0) is None:
-                if peer.max_conns and peer.active >= peer.max_conns:
-                    index.full[peer] = None
-                else:
-                    self._place(index, peer)
-        else:
-            rec = index.record(peer)
-            if rec is not None and rec.bucket is not None:
-                self._drop(index, peer)
-                index.down[peer] = None
-
-
-__all__ = ["GroupIndexes"]

@@ -59,7 +59,8 @@ import sys
 from zope.interface import implementer
 
 from tproxy import Response, direct, hookimpl
-from tproxy.builtins._least_conn_index import GroupIndexes, _Index, _Recent, _advance
+from tproxy.builtins._least_conn_index import _Index
+from tproxy.builtins._least_conn_upkeep import GroupIndexes, _Recent, _advance
 from tproxy.health import IHealthListener
 from tproxy.registry import INFINITY, IRegistryListener
 
@@ -106,65 +107,20 @@ class Plugin(GroupIndexes):
     def _follow_counts(self):
         """A group is indexed (its buckets follow the counts): have the
         registry call :meth:`peer_changed` from now on."""
-        del self.peer_changed   # (the method again)
         self._registry.unsubscribe(self)
+        self.peer_changed = self._key.peer_changed
         self._registry.subscribe(self)
-
-    # -- the index at each request --------------------------------------------
 
     def peer_changed(self, peer):
         """Re-score a peer whose count or weight changed (twice per request
-        once a group is indexed: its record moved to another bucket, no
-        lookup in a dictionary of every peer; nothing for a small group,
-        whose pick looks at every peer)."""
-        index = peer.group.state.get(self._key)
-        if type(index) is not _Index:
-            return   # none yet, or a small group (its pick advances passes)
-        rec = peer.balancer_record
-        if rec is None or rec.index is not index:
-            # (index.record inlined: its own record kept by the peer, else
-            # the index's, the peer's when it was another index's)
-            rec = index.passes.get(peer)
-            if rec is None:
-                return   # not looked at yet, removed, or expired (forgotten)
-            peer.balancer_record = rec
-        weight = peer.weight * peer.ramp or 1
-        total = peer.total
-        if rec.total != total:
-            # _advance, inlined: the requests given since, from vt at least
-            start = rec.passed
-            if start < index.vt:
-                start = index.vt
-            else:
-                index.vt = start
-            rec.passed = passed = start + (total - rec.total) / weight
-            rec.total = total
-            if passed >= rec.round + 1:   # (a pass only grows)
-                rec.round = int(passed)
-        old = rec.bucket
-        if old is None:
-            # a full peer whose request ended (back in its bucket), or a
-            # down one
-            if index.full and peer in index.full and peer.active < peer.max_conns:
-                del index.full[peer]
-                if peer.healthy:
-                    self._place(index, peer)
-                else:
-                    index.down[peer] = None
-            return
-        old.remove(rec)   # (an emptied bucket stays, for reuse)
-        active = peer.active
-        if peer.max_conns and active >= peer.max_conns:
-            # full: out of the buckets until a request ends
-            index.placed -= 1
-            index.full[peer] = None
-            return
-        # (at weight 1 an int score: the float's key, hashed for less)
-        key = (active if weight == 1 else active / weight, rec.round)
-        bucket = index.buckets.get(key)
-        if bucket is None:
-            bucket = self._new_bucket(index, key)
-        bucket.append(rec)   # at the end of its new bucket
+        once a group is indexed; nothing for a small group, whose pick looks
+        at every peer).  What the registry calls is the state key's own
+        method (:meth:`_StateKey.peer_changed
+        <tproxy.builtins._least_conn_index._StateKey.peer_changed>`, compiled
+        on CPython), set in this one's place once the plugin follows a
+        registry: no frame of the plugin's per call."""
+        if self._key is not None:
+            self._key.peer_changed(peer)
 
     # -- phases ---------------------------------------------------------------
 
@@ -224,12 +180,11 @@ class Plugin(GroupIndexes):
                             return peer
                 else:
                     index = group.state.get(self._key)
-                    if type(index) is _Index and index.keys:
-                        bucket = index.buckets.get(index.keys[0])
-                        if bucket is not None and bucket.first is not None:
-                            peer = bucket.first.peer
-                            if peer.expires_at == INFINITY or peer.expires_at > registry.now():
-                                return peer
+                    if type(index) is _Index:
+                        peer = index.first()
+                        if peer is not None and (peer.expires_at == INFINITY
+                                                 or peer.expires_at > registry.now()):
+                            return peer
         health = self._health
         try_all = health is None or health._try_all
         # (through the class: the plugin manager gives the instance an
@@ -284,15 +239,11 @@ class Plugin(GroupIndexes):
             index = self._build(group, now, index)
             if self.peer_changed is None:
                 self._follow_counts()
-        keys = index.keys
-        if keys:
-            # the usual case, inlined: the first peer of the lowest bucket
-            # is live and not tried (anything else: _pick)
-            bucket = index.buckets.get(keys[0])
-            if bucket is not None and bucket.first is not None:
-                peer = bucket.first.peer
-                if peer.expires_at > now and (not tried or peer not in tried):
-                    return peer
+        # the usual case: the first peer of the lowest bucket is live and
+        # not tried (anything else: _pick)
+        peer = index.first()
+        if peer is not None and peer.expires_at > now and (not tried or peer not in tried):
+            return peer
         chosen = self._pick(index, tried, now)
         if chosen is None and unhealthy and index.down:
             for peer in index.down:
@@ -363,7 +314,7 @@ class Plugin(GroupIndexes):
                         break
                 if dead is not None:
                     for peer in dead:  # expired for good: drop them
-                        self._drop(index, peer)
+                        index.drop(peer)
                         index.forget(peer)
                 if chosen is not None:
                     break
