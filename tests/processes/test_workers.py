@@ -526,22 +526,23 @@ class WorkersTests(TestCase):
         failures = []
         answered = []
         # the load thread sends a request, one after the other, whenever it
-        # may: 5 before the reload, one for each line the box logs while it
-        # reloads (so at each of its steps), 5 once the new workers serve
-        # (unpaced, it took the cores the reload needs); it tells of each
-        # answer: the test waits for them without spinning
+        # may: 5 before the reload; while it reloads, one whenever the box
+        # logs a line and the thread has no request left to send (so at each
+        # of its steps); 5 once the new workers serve (unpaced, it took the
+        # cores the reload needs); it tells of each answer: the test waits
+        # for them without spinning
         allowed = [5]
+        sent = [0]
         done = []
         progress = threading.Condition()
 
         def load():
-            sent = 0
             while True:
                 with progress:
-                    progress.wait_for(lambda: done or sent < allowed[0], BOUND)
-                    if done or sent == allowed[0]:
+                    progress.wait_for(lambda: done or sent[0] < allowed[0], BOUND)
+                    if done or sent[0] == allowed[0]:
                         return
-                sent += 1
+                    sent[0] += 1
                 status = _try(box.proxy, "/during")
                 with progress:
                     (answered if status == 200 else failures).append(status)
@@ -553,7 +554,9 @@ class WorkersTests(TestCase):
                 progress.notify_all()
 
         def each(line):
-            allow(1)
+            with progress:
+                allowed[0] = max(allowed[0], sent[0] + 1)
+                progress.notify_all()
 
         def stop():
             with progress:
