@@ -149,9 +149,13 @@ async def shared_redis(case):
             port = case.closed_port()
             directory = temp_path(case)
             os.makedirs(directory)
+            # (--hz 100: the SIGTERM that ends it at the test process's exit,
+            # which the run's end waits for, is acted on within 10 ms, not
+            # up to 100 ms)
             process = subprocess.Popen(
                 [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                 "--appendonly", "no", "--daemonize", "no", "--dir", directory],
+                 "--appendonly", "no", "--daemonize", "no", "--dir", directory,
+                 "--hz", "100"],
                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                 preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
             output = b""

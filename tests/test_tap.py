@@ -561,16 +561,19 @@ class TwistdProcess(object):
         case.addCleanup(watchdog.cancel)
         case.addCleanup(self.stop)
 
-    def read_until(self, text, since=None):
+    def read_until(self, text, since=None, each=None):
         """Read lines until one contains ``text`` (fail at the end of the
         output); with ``since`` (an index in :attr:`output`), a line read
-        already from there on is the one if it contains ``text``."""
+        already from there on is the one if it contains ``text``; ``each``
+        is called with each line read (as it arrives)."""
         if since is not None:
             for line in self.output[since:]:
                 if text in line:
                     return line
         for line in iter(self.proc.stdout.readline, b""):
             self.output.append(line.decode("utf-8", "replace"))
+            if each is not None:
+                each(self.output[-1])
             if text in self.output[-1]:
                 return self.output[-1]
         self.case.fail("no {!r} in the output:\n{}".format(text, "".join(self.output)))

@@ -207,6 +207,10 @@ def main():
     forked = serve(sys.argv[1])
     if forked is not None:
         _become(*forked)
+    else:
+        # (the end of the run waits for this process: nothing to flush or
+        # close, so no interpreter teardown of the preloaded modules, ~10-25 ms)
+        os._exit(0)
 
 
 # -- the tests' side ---------------------------------------------------------

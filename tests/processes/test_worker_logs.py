@@ -8,15 +8,61 @@ with workers is the costliest step of either).  The relay's parts:
 :mod:`tests.test_worker_logs`.
 """
 
+import ctypes
 import os
 import re
+import select
 import signal
+import time
 
 from twisted.trial.unittest import TestCase
 
 from tests.processes.test_stop_signals import assertNoTraceback, half_a_head
-from tests.processes.test_workers import BOUND, get, get_json, wait_until
+from tests.processes.test_workers import BOUND, get, get_json
 from tests.test_tap import TwistdProcess, local, write_json
+
+
+#: inotify's events of a directory's files: written to, created, renamed into it
+_WRITTEN = 0x2 | 0x100 | 0x80
+
+
+class _Writes(object):
+    """
+    Waits for a write to a file of a directory: Linux's inotify (through
+    ctypes), whose descriptor is readable once there was one, so that a
+    test waiting for another process's line takes no core from it; where
+    there is no inotify, each wait gives the core away once
+    (``sched_yield``) and the test looks again.
+    """
+
+    def __init__(self, directory):
+        self.fd = -1
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+            if fd >= 0 and libc.inotify_add_watch(fd, os.fsencode(directory), _WRITTEN) < 0:
+                os.close(fd)
+                fd = -1
+            self.fd = fd
+        except (OSError, AttributeError):
+            pass
+
+    def wait(self, timeout):
+        """Return once a file was written since the last wait (or after
+        ``timeout`` seconds)."""
+        if self.fd < 0:
+            os.sched_yield()
+        elif select.select([self.fd], [], [], max(0, timeout))[0]:
+            try:
+                while os.read(self.fd, 65536):
+                    pass
+            except BlockingIOError:
+                pass
+
+    def close(self):
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
 
 
 class LogFile(object):
@@ -27,6 +73,9 @@ class LogFile(object):
         self.lines = []
         self._file = None
         self._partial = ""
+        # (watched before the first look: no write between a look and the
+        # wait that follows it goes unseen)
+        self._writes = _Writes(os.path.dirname(path))
 
     def _read(self):
         if self._file is None:
@@ -44,19 +93,18 @@ class LogFile(object):
     def read_until(self, pattern, since=0):
         """The first line from index ``since`` on that matches ``pattern``
         (a regular expression), waiting for it (at most BOUND seconds)."""
-        found = []
-
-        def look():
+        deadline = time.monotonic() + BOUND
+        while True:
             self._read()
             for line in self.lines[since:]:
                 if re.search(pattern, line):
-                    found.append(line)
-                    return True
-            return False
-        wait_until(look, "%r in %s" % (pattern, self.path))
-        return found[0]
+                    return line
+            if time.monotonic() > deadline:
+                raise AssertionError("gave up waiting for %r in %s" % (pattern, self.path))
+            self._writes.wait(deadline - time.monotonic())
 
     def close(self):
+        self._writes.close()
         if self._file is not None:
             self._file.close()
 

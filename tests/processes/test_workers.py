@@ -39,6 +39,11 @@ class _Upstream(BaseHTTPRequestHandler):
     answers at once.  Every answer names the upstream's port."""
 
     protocol_version = "HTTP/1.1"
+    # (the head and the body are two writes: with Nagle's algorithm the
+    # body waited for the head's ACK, which the reader delays by ~40 ms
+    # once the connection is past its first segments, as tproxy's pooled
+    # upstream connections are: ~40 ms a request)
+    disable_nagle_algorithm = True
 
     def do_GET(self):
         if self.path.startswith("/slow"):
@@ -132,9 +137,10 @@ def sockets_of(pid):
     return sorted(found)
 
 
-def fork_server_started(proc, generation, since=None):
+def fork_server_started(proc, generation, since=None, each=None):
     """The pid of ``generation``'s fork server, from the line saying it started."""
-    line = proc.read_until("worker fork server of generation %d started" % generation, since)
+    line = proc.read_until("worker fork server of generation %d started" % generation, since,
+                           each)
     return int(re.search(r"\(pid (\d+)\)", line).group(1))
 
 
@@ -519,17 +525,43 @@ class WorkersTests(TestCase):
         old = box.pids()
         failures = []
         answered = []
-        done = threading.Event()
-        # (the load thread tells of each answer: the test waits for them
-        # without spinning, which took a core from the processes it waits for)
+        # the load thread sends a request, one after the other, whenever it
+        # may: 5 before the reload; while it reloads, one whenever the box
+        # logs a line and the thread has no request left to send (so at each
+        # of its steps); 5 once the new workers serve (unpaced, it took the
+        # cores the reload needs); it tells of each answer: the test waits
+        # for them without spinning
+        allowed = [5]
+        sent = [0]
+        done = []
         progress = threading.Condition()
 
         def load():
-            while not done.is_set():
+            while True:
+                with progress:
+                    progress.wait_for(lambda: done or sent[0] < allowed[0], BOUND)
+                    if done or sent[0] == allowed[0]:
+                        return
+                    sent[0] += 1
                 status = _try(box.proxy, "/during")
                 with progress:
                     (answered if status == 200 else failures).append(status)
                     progress.notify_all()
+
+        def allow(more):
+            with progress:
+                allowed[0] += more
+                progress.notify_all()
+
+        def each(line):
+            with progress:
+                allowed[0] = max(allowed[0], sent[0] + 1)
+                progress.notify_all()
+
+        def stop():
+            with progress:
+                done.append(True)
+                progress.notify_all()
 
         def wait_for(predicate, what):
             with progress:
@@ -538,25 +570,25 @@ class WorkersTests(TestCase):
         client = threading.Thread(target=load)
         client.start()
         self.addCleanup(client.join)
-        self.addCleanup(done.set)
+        self.addCleanup(stop)
         wait_for(lambda: len(answered) >= 5 or failures, "requests before the reload")
         with open(box.path, "w") as f:
             json.dump(dict(box.config, proxy={"keepalive_requests": 100}), f)
         box.proc.send_signal(signal.SIGHUP)
         start = len(box.proc.output)
-        forks = fork_server_started(box.proc, 3)      # (2: the refused reload's)
-        box.proc.read_until("reloaded: 2 new worker(s) serve")
-        before = len(answered)
-        wait_for(lambda: len(answered) >= before + 5 or failures, "requests after it")
+        forks = fork_server_started(box.proc, 3, each=each)   # (2: the refused reload's)
+        box.proc.read_until("reloaded: 2 new worker(s) serve", each=each)
+        allow(5)
+        wait_for(lambda: len(answered) + len(failures) >= allowed[0], "requests after it")
         # the old workers drain and end, then their fork server
-        ends = [box.proc.read_until("(pid %d) ended (exit status 0)" % pid, since=start)
-                for pid in old]
+        ends = [box.proc.read_until("(pid %d) ended (exit status 0)" % pid, since=start,
+                                    each=each) for pid in old]
         line = box.proc.read_until("worker fork server of generation 1 (pid %d) ended "
-                                   "(exit status 0)" % box.forks, since=start)
+                                   "(exit status 0)" % box.forks, since=start, each=each)
         self.assertGreater(box.proc.output.index(line),
                            max(box.proc.output.index(end) for end in ends))
         self.assertIsNone(state(box.forks))
-        done.set()
+        stop()
         client.join(BOUND)
         self.assertEqual(failures, [])
         new = box.pids()
