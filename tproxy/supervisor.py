@@ -27,15 +27,19 @@ With ``workers`` above 1, the ``twistd`` process is the *parent*: it
   back-off while replacements keep dying young
   (:func:`tproxy.worker_counts.restart_delay`),
   the others untouched;
-- on ``SIGTERM`` stops the admin listener and has every worker drain (each
-  one stops as a single tproxy does); after ``shutdown_timeout`` plus
-  :data:`KILL_GRACE` seconds a worker still there is killed;
+- on ``SIGTERM`` stops the admin listener, has every worker drain (each
+  one stops as a single tproxy does) and closes its copies of the listening
+  sockets, so that a new connection is refused once the workers stopped
+  accepting; after ``shutdown_timeout`` plus :data:`KILL_GRACE` seconds a
+  worker still there is killed;
 - on ``SIGHUP`` validates the file, opens the new listeners, starts a new
   set of workers on the new configuration (from a new fork server: the
   code is imported anew), and once every one of them
   accepts, reloads its own gateway (admin API, registry settings) and lets
-  the old workers drain: the listening sockets stay open throughout, so no
-  connection is refused.  A refused reload (bad file, port in use, a new
+  the old workers drain: the listening sockets the new file keeps stay
+  open throughout, so no connection is refused there; the parent closes
+  the ones it drops at once (a connection there is refused as soon as the
+  old workers stopped accepting).  A refused reload (bad file, port in use, a new
   worker that fails to start) leaves everything as it was.
 
 The parent's own gateway runs the plugins' ``init_worker`` too (for their
@@ -240,7 +244,7 @@ class Supervisor(Service):
             log.info("worker {index} (pid {pid}) ended ({how})", index=handle.index,
                      pid=handle.pid, how=how)
             handle.ended.callback(None)
-            self._close_old(gen)
+            self._forget_old(gen)
             if not gen.workers and gen is not self.generation and gen.forks is not None:
                 gen.forks.close()    # a refused reload's, an old one's
             return
@@ -267,21 +271,32 @@ class Supervisor(Service):
             new.ready.addErrback(lambda f: log.error("{message}", message=f.getErrorMessage()))
         self._restarts[handle.index] = self.reactor.callLater(delay, restart)
 
-    def _close_old(self, gen):
-        """A previous generation whose last worker ended: close the ports the
-        current generation does not use."""
+    def _forget_old(self, gen):
+        """A previous generation whose last worker ended: forget it."""
         if gen in self.old and not gen.workers:
             self.old.remove(gen)
-            current = set(id(p) for p in self.generation.ports.values())
-            for port in gen.ports.values():
-                if id(port) not in current:
-                    port.stopListening()
+
+    def _close_ports(self, gen, keep):
+        """
+        Close the parent's copy of each of ``gen``'s listening sockets but
+        those in ``keep`` (ports), as nginx's master closes its listening
+        sockets when it stops or a reload drops one: ``gen``'s workers,
+        told to stop, close theirs as they stop accepting, and from then on
+        a new connection is refused at once.  (Held open by the parent
+        alone, the socket would queue connections nobody accepts, for a
+        drain's whole length, and reset them at the end.)
+        """
+        kept = set(id(p) for p in keep)
+        for port in gen.ports.values():
+            if id(port) not in kept and port.connected and not port.disconnecting:
+                port.stopListening()
 
     # -- stop -----------------------------------------------------------------------
 
     def stopService(self):
         """Have every worker drain and exit (killed after ``shutdown_timeout``
-        + :data:`KILL_GRACE`); close the listeners."""
+        + :data:`KILL_GRACE`); close the parent's listening sockets at once
+        (:meth:`_close_ports`)."""
         Service.stopService(self)
         self.stopping = True
         for call in self._restarts.values():
@@ -292,6 +307,9 @@ class Supervisor(Service):
         for h in handles:
             h.state = "stopping" if h.state != "ended" else h.state
             h.signal("TERM")
+        for gen in [self.generation] + self.old:
+            if gen is not None:
+                self._close_ports(gen, keep=())
         timeout = self.service.gateway.config.get("shutdown_timeout", 10) + KILL_GRACE
 
         def kill():
@@ -306,12 +324,6 @@ class Supervisor(Service):
         def done(_):
             if timer.active():
                 timer.cancel()
-            for gen in [self.generation] + self.old:
-                if gen is None:
-                    continue
-                for port in gen.ports.values():
-                    if port.connected:
-                        port.stopListening()
             log.info("every worker stopped")
             # (the fork servers end at once: they have no worker left)
             return DeferredList([f.stop(KILL_GRACE) for f in list(self._fork_servers)])
@@ -345,10 +357,7 @@ class Supervisor(Service):
             for h in list(gen.workers):
                 h.state = "stopping"
                 h.signal("KILL")
-            kept = set(id(p) for p in old.ports.values())
-            for port in gen.ports.values():
-                if id(port) not in kept:
-                    port.stopListening()
+            self._close_ports(gen, keep=old.ports.values())
 
         def refused(f):
             abandon()
@@ -370,9 +379,10 @@ class Supervisor(Service):
                 if h.state != "ended":
                     h.state = "stopping"
                     h.signal("TERM")
+            self._close_ports(old, keep=gen.ports.values())
             log.info("reloaded: {n} new worker(s) serve; {m} previous worker(s) finish "
                      "their requests", n=len(gen.workers), m=len(old.workers))
-            self._close_old(old)
+            self._forget_old(old)
             return True
         d = self._start_workers(gen)
         d.addCallbacks(parent, refused)
