@@ -42,7 +42,7 @@ Its life:
 
 Messages both ways are JSON objects in 32-bit big-endian length-prefixed
 frames, as on the control channel (:mod:`tproxy.control`).  The fork
-server ignores ``SIGTERM``, ``SIGINT`` and ``SIGHUP``: a signal sent to the
+server ignores ``SIGTERM``, ``SIGINT``, ``SIGQUIT`` and ``SIGHUP``: a signal sent to the
 whole process group (a terminal's ``Ctrl-C``, ``systemctl stop``'s
 ``SIGTERM`` to every process of the unit) is the parent's to act on, and the
 fork server ends by step 5 (``SIGKILL`` ends it; the parent then spawns its
@@ -281,7 +281,7 @@ def _become(channel, own, fds):
     else of the fork server's, the default signal handlers; run the worker
     and exit with its status."""
     signal.set_wakeup_fd(-1)
-    for name in ("SIGCHLD", "SIGHUP", "SIGTERM", "SIGUSR1"):
+    for name in ("SIGCHLD", "SIGHUP", "SIGTERM", "SIGQUIT", "SIGUSR1"):
         signal.signal(getattr(signal, name), signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     channel.close()
@@ -345,7 +345,7 @@ def _builtins(argv):
 
 def main(argv=None):
     """Run the fork server (see the module docstring): its exit status."""
-    for name in ("SIGTERM", "SIGINT", "SIGHUP"):
+    for name in ("SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP"):
         signal.signal(getattr(signal, name), signal.SIG_IGN)
     # (what the preload makes lives on: no collection while it runs, one
     # before the freeze; the children collect as usual)
