@@ -125,6 +125,8 @@ class Worker(object):
             self.registry.apply(package["registry"]["peers"], package["registry"]["groups"])
         gateway.role = "worker"
         gateway.worker_index = self.index
+        # (the active checks' changes: the parent, which probes, logs them)
+        gateway.health.relayed = True
         for group, host, port, check_ok, active_down, last_check in package.get("health", ()):
             peer = _peer(gateway, group, host, port)
             if peer is not None:
