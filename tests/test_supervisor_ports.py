@@ -204,3 +204,22 @@ class SupervisorPortsTests(TestCase):
         self.assertEqual(sup.old, [], "the old generation is gone")
         await self.closed()
         self.assertTrue(connects(number))
+
+
+class LiveWorkersTests(TestCase):
+    """The workers as the status page and ``/upstream/status`` list them."""
+
+    def test_byIndex(self):
+        """By index within a generation (a replacement, appended last, takes
+        its index's place), the current generation first."""
+        config = validate_config({"workers": 2}, source="test")
+        old, gen = Generation(1, config, "", "test", {}), Generation(2, config, "", "test", {})
+        for g, indexes in ((old, (0, 1)), (gen, (1, 0))):
+            for index in indexes:
+                g.workers.append(WorkerHandle(index, g))
+        sup = Supervisor(_Service(config), publisher=None, text="", source="test",
+                         reactor=Clock(), fork=False)
+        sup.generation, sup.old = gen, [old]
+        gen.workers[0].state = "ended"
+        self.assertEqual([(h.generation.number, h.index) for h in sup.live_workers()],
+                         [(2, 0), (1, 0), (1, 1)])

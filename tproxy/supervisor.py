@@ -330,9 +330,11 @@ class Supervisor(Service):
         return d.addCallback(done)
 
     def live_workers(self):
-        """The handles of the workers not ended (of every generation)."""
+        """The handles of the workers not ended (of every generation, the
+        current one first), by index: in that order on the status page."""
         gens = ([self.generation] if self.generation else []) + self.old
-        return [h for g in gens for h in g.workers if h.state != "ended"]
+        return [h for g in gens for h in sorted(g.workers, key=lambda h: h.index)
+                if h.state != "ended"]
 
     # -- reload ---------------------------------------------------------------------
 
