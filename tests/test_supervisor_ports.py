@@ -14,11 +14,12 @@ import socket
 
 from twisted.internet import reactor
 from twisted.internet.defer import DeferredList, succeed
-from twisted.internet.error import ProcessDone
+from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
+from tests.helpers import capture_log, log_messages
 from tproxy.config import validate_config
 from tproxy.supervisor import KILL_GRACE, Supervisor
 from tproxy.worker_handles import Generation, WorkerHandle, open_ports
@@ -185,6 +186,48 @@ class SupervisorPortsTests(TestCase):
         await self.closed()
         self.assertFalse(connects(number), "the removed listener refuses")
         self.assertTrue(connects(self.port_number(new["gen"])))
+
+    async def test_stopDuringAReload(self):
+        """``SIGTERM`` while a reload's workers start: they are told to stop
+        too (the parent waits for them), their new listener is closed, and
+        the reload gives up with one line, not an error."""
+        old = self.generation(1, "tcp:0:interface=127.0.0.1")
+        sup = self.supervisor(old)
+        new = {}
+
+        def start_workers(gen):
+            new["gen"] = gen
+            for index in range(2):
+                handle = WorkerHandle(index, gen)    # (not ready yet)
+                handle.process = _Process(self.signals)
+                gen.workers.append(handle)
+            return DeferredList([h.ready for h in gen.workers], fireOnOneErrback=True,
+                                consumeErrors=True)
+        sup._start_workers = start_workers
+        config = validate_config({"listen": "tcp:0:interface=127.0.0.1:backlog=50",
+                                  "workers": 2}, source="test")
+        events = capture_log(self)
+        done = sup.reload(config, None, "", "test", lambda: True)
+        gen = new["gen"]
+        for port in gen.ports.values():
+            self.track(port)
+        number = self.port_number(gen)
+        stopped = sup.stopService()
+        self.assertEqual(self.signals, ["TERM"] * 4, "the old workers and the new")
+        await self.closed()
+        self.assertFalse(connects(number), "the reload's new listener is closed")
+        for handle in list(old.workers):
+            sup._ended(handle, Failure(ProcessDone(0)))
+        self.assertNoResult(stopped)
+        for handle in list(gen.workers):
+            sup._ended(handle, Failure(ProcessTerminated(signal=15)))
+        self.assertFalse(self.successResultOf(done))
+        self.successResultOf(stopped)
+        self.assertEqual(self.signals, ["TERM"] * 4, "nothing killed")
+        self.assertIsNone(sup.starting)
+        text = log_messages(events, "tproxy.supervisor")
+        self.assertIn("reload abandoned: tproxy is stopping", text)
+        self.assertEqual([t for t in text if "refused" in t], [])
 
     async def test_reloadKeepsASharedListener(self):
         """A listener both configurations have stays open through the

@@ -109,6 +109,7 @@ class Supervisor(Service):
         self.stopping = False
         self.generation = None
         self.old = []            # generations whose workers drain after a reload
+        self.starting = None     # the generation a reload is starting
         self._generations = 0
         self._restarts = {}      # index -> IDelayedCall
         self._first = None
@@ -277,15 +278,9 @@ class Supervisor(Service):
             self.old.remove(gen)
 
     def _close_ports(self, gen, keep):
-        """
-        Close the parent's copy of each of ``gen``'s listening sockets but
-        those in ``keep`` (ports), as nginx's master closes its listening
-        sockets when it stops or a reload drops one: ``gen``'s workers,
-        told to stop, close theirs as they stop accepting, and from then on
-        a new connection is refused at once.  (Held open by the parent
-        alone, the socket would queue connections nobody accepts, for a
-        drain's whole length, and reset them at the end.)
-        """
+        """Close the parent's copies of ``gen``'s listening sockets but those
+        in ``keep`` (as nginx's master): once ``gen``'s workers, told to stop,
+        stop accepting, a connection is refused, not queued for no one."""
         kept = set(id(p) for p in keep)
         for port in gen.ports.values():
             if id(port) not in kept and port.connected and not port.disconnecting:
@@ -304,10 +299,15 @@ class Supervisor(Service):
                 call.cancel()
         self._restarts = {}
         handles = self.live_workers()
+        if self.starting is not None:
+            # a reload's workers, starting: they stop too (and the reload
+            # gives up: see reload)
+            handles += [h for h in self.starting.workers
+                        if h.state != "ended" and h not in handles]
         for h in handles:
             h.state = "stopping" if h.state != "ended" else h.state
             h.signal("TERM")
-        for gen in [self.generation] + self.old:
+        for gen in [self.generation, self.starting] + self.old:
             if gen is not None:
                 self._close_ports(gen, keep=())
         timeout = self.service.gateway.config.get("shutdown_timeout", 10) + KILL_GRACE
@@ -354,8 +354,11 @@ class Supervisor(Service):
                       error=str(e))
             return succeed(False)
         old = self.generation
+        self.starting = gen
 
         def abandon():
+            if self.stopping:
+                return    # (stopService stops its workers and closes its ports)
             for h in list(gen.workers):
                 h.state = "stopping"
                 h.signal("KILL")
@@ -363,8 +366,11 @@ class Supervisor(Service):
 
         def refused(f):
             abandon()
-            log.error("reload refused, the running configuration is kept: {error}",
-                      error=one_line(f, "the new configuration"))
+            if self.stopping:
+                log.info("reload abandoned: tproxy is stopping")
+            else:
+                log.error("reload refused, the running configuration is kept: {error}",
+                          error=one_line(f, "the new configuration"))
             return False
 
         def parent(_):
@@ -386,6 +392,9 @@ class Supervisor(Service):
                      "their requests", n=len(gen.workers), m=len(old.workers))
             self._forget_old(old)
             return True
+        def settled(result):
+            self.starting = None
+            return result
         d = self._start_workers(gen)
         d.addCallbacks(parent, refused)
-        return d
+        return d.addBoth(settled)
