@@ -584,6 +584,31 @@ class RelayTests(SynchronousTestCase):
         self.assertTrue(peer(late, 9002).healthy)
 
 
+    def test_relayedChangesLoggedOnce(self):
+        """The parent logs each change of state the active checks make (at
+        warn, info); a worker that takes the results (``relayed``) says
+        them at debug only: a box of N workers logs a change once, not
+        N + 1 times."""
+        from tests.helpers import capture_log
+        parent = _harness([LIVE, LIVE2], {LIVE: echo})
+        worker = _harness([LIVE, LIVE2], {LIVE: echo})
+        worker.gateway.health.relayed = True
+        lines = {}
+        for h in (parent, worker):
+            events = capture_log(self)
+            p = h.registry.group("default").peers[("127.0.0.1", 9002)]
+            h.gateway.health.check_result(p, False, "refused", fall=1)
+            h.gateway.health.check_result(p, True, None, rise=1)
+            h.gateway.health.check_result(p, False, "refused", fall=1)
+            h.gateway.health.forget_checks(p)
+            self.assertTrue(p.healthy)
+            lines[h] = [(e["log_level"].name, e["peer"]) for e in events
+                        if e.get("log_namespace") == "tproxy.health"]
+        self.assertEqual(lines[parent], [("warn", LIVE2), ("info", LIVE2), ("warn", LIVE2),
+                                         ("info", LIVE2)])
+        self.assertEqual(lines[worker], [("debug", LIVE2)] * 4)
+
+
 class PathPrefixBusyTests(SynchronousTestCase):
 
     def test_allBusy(self):

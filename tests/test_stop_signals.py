@@ -36,11 +36,12 @@ class _Reactor(object):
 
 
 class StopOnceTests(SynchronousTestCase):
-    """A repeated ``SIGTERM`` / ``SIGINT`` is one info line."""
+    """A repeated ``SIGTERM`` / ``SIGINT`` / ``SIGQUIT`` is one info line."""
 
     def setUp(self):
-        for number in (signal.SIGTERM, signal.SIGINT):
+        for number in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
             self.addCleanup(signal.signal, number, signal.getsignal(number))
+        signal.signal(signal.SIGQUIT, signal.SIG_DFL)
         self.events = capture_log(self)
 
     def test_repeated(self):
@@ -59,6 +60,40 @@ class StopOnceTests(SynchronousTestCase):
             "Received SIGINT again: tproxy is stopping already.",
             "Received SIGTERM again: tproxy is stopping already."])
         self.assertEqual(self.flushLoggedErrors(), [])
+
+    def test_quit(self):
+        """``SIGQUIT`` (nginx's graceful quit) stops the reactor as
+        ``SIGTERM`` does (its default would end the process at once, with
+        a core), and is not raised again at exit (status 0, as nginx)."""
+        reactor = _Reactor()
+        signal.signal(signal.SIGTERM, reactor.sigTerm)
+        signal.signal(signal.SIGINT, reactor.sigInt)
+        stop_once_on_signals(reactor)
+        signal.getsignal(signal.SIGQUIT)(signal.SIGQUIT, None)
+        signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)
+        self.assertEqual((reactor.stops, reactor._exitSignal), (2, None))
+        self.assertEqual(log_messages(self.events, "twisted.internet.base"), [
+            "Received SIGQUIT, shutting down.",
+            "Received SIGTERM again: tproxy is stopping already."])
+
+    def test_quitLeftAlone(self):
+        """A ``SIGQUIT`` ignored (``nohup``, a shell's background job) or
+        handled by someone else stays so; so does it where the reactor
+        handles no signal."""
+        mine = []
+
+        def handler(number, frame):
+            mine.append(number)
+        for disposition in (signal.SIG_IGN, handler):
+            reactor = _Reactor()
+            signal.signal(signal.SIGTERM, reactor.sigTerm)
+            signal.signal(signal.SIGQUIT, disposition)
+            stop_once_on_signals(reactor)
+            self.assertIs(signal.getsignal(signal.SIGQUIT), disposition)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+        stop_once_on_signals(_Reactor())
+        self.assertEqual(signal.getsignal(signal.SIGQUIT), signal.SIG_DFL)
 
     def test_othersLeftAlone(self):
         """A handler that is not the reactor's (a debugger's SIGINT, a

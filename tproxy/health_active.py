@@ -23,7 +23,18 @@ class ActiveChecks(object):
     The active checks' verdicts, mixed into :class:`tproxy.health.HealthState`
     (which provides ``clock``, ``_checked``, ``_check_observers``,
     ``_cancel`` and ``_set``).
+
+    :ivar relayed: the results come from another process that logs each
+        change of state itself (a box's worker takes the parent's): the
+        lines saying so are ``debug`` here, so that the box logs a change
+        once, not once per process.
     """
+
+    relayed = False
+
+    def _said(self, level):
+        """The logger method of a change of state at ``level``."""
+        return log.debug if self.relayed else getattr(log, level)
 
     def observe_checks(self, observer):
         """
@@ -86,9 +97,9 @@ class ActiveChecks(object):
         if peer.group.peers.get(peer.key) is not peer:
             return
         if down and h.ejected_until == 0.0:
-            log.info("upstream {peer} of {group} is no longer checked (its active "
-                     "checks ended): healthy again", peer=peer.address,
-                     group=peer.group.name)
+            self._said("info")("upstream {peer} of {group} is no longer checked (its "
+                               "active checks ended): healthy again", peer=peer.address,
+                               group=peer.group.name)
             self._set(peer, True)
         self._tell_observers(peer, None, None, 0, 0)
 
@@ -113,8 +124,8 @@ class ActiveChecks(object):
                 self._cancel(h)
                 h.ejected_until = 0.0
                 h.probation = False
-                log.info("upstream {peer} of {group} is up: {n} check(s) passed",
-                         peer=peer.address, group=peer.group.name, n=h.check_ok)
+                self._said("info")("upstream {peer} of {group} is up: {n} check(s) passed",
+                                   peer=peer.address, group=peer.group.name, n=h.check_ok)
                 self._set(peer, True)
             elif h.probation or (not h.active_down and h.ejected_until > now
                                  and h.check_ok >= rise):
@@ -125,8 +136,8 @@ class ActiveChecks(object):
                 h.ejections = 0
                 h.fails = 0
                 if not peer.healthy:
-                    log.info("upstream {peer} of {group} is up: check passed",
-                             peer=peer.address, group=peer.group.name)
+                    self._said("info")("upstream {peer} of {group} is up: check passed",
+                                       peer=peer.address, group=peer.group.name)
                     self._set(peer, True)
         else:
             h.check_ok = h.check_ok - 1 if h.check_ok < 0 else -1
@@ -134,7 +145,7 @@ class ActiveChecks(object):
                 h.active_down = True
                 # a line at warn only if this is the change (not when passive
                 # checks had ejected it already)
-                (log.warn if peer.healthy else log.debug)(
+                self._said("warn" if peer.healthy else "debug")(
                     "upstream {peer} of {group} is down: {n} check(s) failed "
                     "({detail})", peer=peer.address, group=peer.group.name,
                     n=-h.check_ok, detail=detail)

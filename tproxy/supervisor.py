@@ -27,15 +27,19 @@ With ``workers`` above 1, the ``twistd`` process is the *parent*: it
   back-off while replacements keep dying young
   (:func:`tproxy.worker_counts.restart_delay`),
   the others untouched;
-- on ``SIGTERM`` stops the admin listener and has every worker drain (each
-  one stops as a single tproxy does); after ``shutdown_timeout`` plus
-  :data:`KILL_GRACE` seconds a worker still there is killed;
+- on ``SIGTERM`` stops the admin listener, has every worker drain (each
+  one stops as a single tproxy does) and closes its copies of the listening
+  sockets, so that a new connection is refused once the workers stopped
+  accepting; after ``shutdown_timeout`` plus :data:`KILL_GRACE` seconds a
+  worker still there is killed;
 - on ``SIGHUP`` validates the file, opens the new listeners, starts a new
   set of workers on the new configuration (from a new fork server: the
   code is imported anew), and once every one of them
   accepts, reloads its own gateway (admin API, registry settings) and lets
-  the old workers drain: the listening sockets stay open throughout, so no
-  connection is refused.  A refused reload (bad file, port in use, a new
+  the old workers drain: the listening sockets the new file keeps stay
+  open throughout, so no connection is refused there; the parent closes
+  the ones it drops at once (a connection there is refused as soon as the
+  old workers stopped accepting).  A refused reload (bad file, port in use, a new
   worker that fails to start) leaves everything as it was.
 
 The parent's own gateway runs the plugins' ``init_worker`` too (for their
@@ -105,6 +109,7 @@ class Supervisor(Service):
         self.stopping = False
         self.generation = None
         self.old = []            # generations whose workers drain after a reload
+        self.starting = None     # the generation a reload is starting
         self._generations = 0
         self._restarts = {}      # index -> IDelayedCall
         self._first = None
@@ -240,7 +245,7 @@ class Supervisor(Service):
             log.info("worker {index} (pid {pid}) ended ({how})", index=handle.index,
                      pid=handle.pid, how=how)
             handle.ended.callback(None)
-            self._close_old(gen)
+            self._forget_old(gen)
             if not gen.workers and gen is not self.generation and gen.forks is not None:
                 gen.forks.close()    # a refused reload's, an old one's
             return
@@ -267,21 +272,26 @@ class Supervisor(Service):
             new.ready.addErrback(lambda f: log.error("{message}", message=f.getErrorMessage()))
         self._restarts[handle.index] = self.reactor.callLater(delay, restart)
 
-    def _close_old(self, gen):
-        """A previous generation whose last worker ended: close the ports the
-        current generation does not use."""
+    def _forget_old(self, gen):
+        """A previous generation whose last worker ended: forget it."""
         if gen in self.old and not gen.workers:
             self.old.remove(gen)
-            current = set(id(p) for p in self.generation.ports.values())
-            for port in gen.ports.values():
-                if id(port) not in current:
-                    port.stopListening()
+
+    def _close_ports(self, gen, keep):
+        """Close the parent's copies of ``gen``'s listening sockets but those
+        in ``keep`` (as nginx's master): once ``gen``'s workers, told to stop,
+        stop accepting, a connection is refused, not queued for no one."""
+        kept = set(id(p) for p in keep)
+        for port in gen.ports.values():
+            if id(port) not in kept and port.connected and not port.disconnecting:
+                port.stopListening()
 
     # -- stop -----------------------------------------------------------------------
 
     def stopService(self):
         """Have every worker drain and exit (killed after ``shutdown_timeout``
-        + :data:`KILL_GRACE`); close the listeners."""
+        + :data:`KILL_GRACE`); close the parent's listening sockets at once
+        (:meth:`_close_ports`)."""
         Service.stopService(self)
         self.stopping = True
         for call in self._restarts.values():
@@ -289,9 +299,17 @@ class Supervisor(Service):
                 call.cancel()
         self._restarts = {}
         handles = self.live_workers()
+        if self.starting is not None:
+            # a reload's workers, starting: they stop too (and the reload
+            # gives up: see reload)
+            handles += [h for h in self.starting.workers
+                        if h.state != "ended" and h not in handles]
         for h in handles:
             h.state = "stopping" if h.state != "ended" else h.state
             h.signal("TERM")
+        for gen in [self.generation, self.starting] + self.old:
+            if gen is not None:
+                self._close_ports(gen, keep=())
         timeout = self.service.gateway.config.get("shutdown_timeout", 10) + KILL_GRACE
 
         def kill():
@@ -306,21 +324,17 @@ class Supervisor(Service):
         def done(_):
             if timer.active():
                 timer.cancel()
-            for gen in [self.generation] + self.old:
-                if gen is None:
-                    continue
-                for port in gen.ports.values():
-                    if port.connected:
-                        port.stopListening()
             log.info("every worker stopped")
             # (the fork servers end at once: they have no worker left)
             return DeferredList([f.stop(KILL_GRACE) for f in list(self._fork_servers)])
         return d.addCallback(done)
 
     def live_workers(self):
-        """The handles of the workers not ended (of every generation)."""
+        """The handles of the workers not ended (of every generation, the
+        current one first), by index: in that order on the status page."""
         gens = ([self.generation] if self.generation else []) + self.old
-        return [h for g in gens for h in g.workers if h.state != "ended"]
+        return [h for g in gens for h in sorted(g.workers, key=lambda h: h.index)
+                if h.state != "ended"]
 
     # -- reload ---------------------------------------------------------------------
 
@@ -340,20 +354,23 @@ class Supervisor(Service):
                       error=str(e))
             return succeed(False)
         old = self.generation
+        self.starting = gen
 
         def abandon():
+            if self.stopping:
+                return    # (stopService stops its workers and closes its ports)
             for h in list(gen.workers):
                 h.state = "stopping"
                 h.signal("KILL")
-            kept = set(id(p) for p in old.ports.values())
-            for port in gen.ports.values():
-                if id(port) not in kept:
-                    port.stopListening()
+            self._close_ports(gen, keep=old.ports.values())
 
         def refused(f):
             abandon()
-            log.error("reload refused, the running configuration is kept: {error}",
-                      error=one_line(f, "the new configuration"))
+            if self.stopping:
+                log.info("reload abandoned: tproxy is stopping")
+            else:
+                log.error("reload refused, the running configuration is kept: {error}",
+                          error=one_line(f, "the new configuration"))
             return False
 
         def parent(_):
@@ -370,10 +387,14 @@ class Supervisor(Service):
                 if h.state != "ended":
                     h.state = "stopping"
                     h.signal("TERM")
+            self._close_ports(old, keep=gen.ports.values())
             log.info("reloaded: {n} new worker(s) serve; {m} previous worker(s) finish "
                      "their requests", n=len(gen.workers), m=len(old.workers))
-            self._close_old(old)
+            self._forget_old(old)
             return True
+        def settled(result):
+            self.starting = None
+            return result
         d = self._start_workers(gen)
         d.addCallbacks(parent, refused)
-        return d
+        return d.addBoth(settled)

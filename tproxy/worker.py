@@ -20,9 +20,9 @@ Its life:
    same sockets, the parent's), and tell the parent it is ``ready``;
 3. serve, applying the registry changes the parent sends and answering its
    ``counts`` questions;
-4. on ``SIGTERM`` (or ``SIGINT``, or when the parent is gone: the control
-   channel closes) stop as a single tproxy does: stop accepting, drain,
-   ``on_stop``, exit.  ``SIGUSR1`` reopens the access log; ``SIGHUP`` is
+4. on ``SIGTERM`` (or ``SIGINT``, ``SIGQUIT``, or when the parent is gone:
+   the control channel closes) stop as a single tproxy does: stop
+   accepting, drain, ``on_stop``, exit.  ``SIGUSR1`` reopens the access log; ``SIGHUP`` is
    ignored (the parent reloads by replacing its workers).
 """
 
@@ -125,6 +125,8 @@ class Worker(object):
             self.registry.apply(package["registry"]["peers"], package["registry"]["groups"])
         gateway.role = "worker"
         gateway.worker_index = self.index
+        # (the active checks' changes: the parent, which probes, logs them)
+        gateway.health.relayed = True
         for group, host, port, check_ok, active_down, last_check in package.get("health", ()):
             peer = _peer(gateway, group, host, port)
             if peer is not None:

@@ -42,12 +42,14 @@ Its life:
 
 Messages both ways are JSON objects in 32-bit big-endian length-prefixed
 frames, as on the control channel (:mod:`tproxy.control`).  The fork
-server ignores ``SIGTERM``, ``SIGINT`` and ``SIGHUP``: a signal sent to the
-whole process group (a terminal's ``Ctrl-C``, ``systemctl stop``'s
-``SIGTERM`` to every process of the unit) is the parent's to act on, and the
-fork server ends by step 5 (``SIGKILL`` ends it; the parent then spawns its
-generation's workers with ``spawnProcess``).  Its children get the default
-handlers back.
+server blocks ``SIGTERM``, ``SIGINT``, ``SIGQUIT`` and ``SIGHUP``: a signal
+sent to the whole process group (a terminal's ``Ctrl-C``, ``systemctl
+stop``'s ``SIGTERM`` to every process of the unit) is the parent's to act
+on, and the fork server ends by step 5 (``SIGKILL`` ends it; the parent
+then spawns its generation's workers with ``spawnProcess``).  Its children
+get the default handlers back, and then the signals unblocked: one the
+parent sent a child as it was being forked (tproxy stopping as a worker
+starts) is delivered then, not lost.
 """
 
 import gc
@@ -281,9 +283,11 @@ def _become(channel, own, fds):
     else of the fork server's, the default signal handlers; run the worker
     and exit with its status."""
     signal.set_wakeup_fd(-1)
-    for name in ("SIGCHLD", "SIGHUP", "SIGTERM", "SIGUSR1"):
+    for name in ("SIGCHLD", "SIGHUP", "SIGTERM", "SIGQUIT", "SIGUSR1"):
         signal.signal(getattr(signal, name), signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    # (a stop signal sent since the fork waited, blocked: it is delivered now)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _stop_signals())
     channel.close()
     for fd in own:
         os.close(fd)
@@ -343,10 +347,28 @@ def _builtins(argv):
     return [name for name in argv[argv.index("--builtins") + 1].split(",") if name]
 
 
+def _stop_signals():
+    """The signals the fork server leaves to the parent (``SIGTERM``,
+    ``SIGINT``, ``SIGQUIT``, ``SIGHUP``)."""
+    return [signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP]
+
+
+def hold_stop_signals():
+    """
+    Block the :func:`_stop_signals` (with their default actions): the fork
+    server leaves them to the parent.  Blocked, not ignored: one sent to a
+    worker just forked (the parent stopping as it starts) waits in the
+    child until :func:`_become` unblocks it, where an ignored one would be
+    discarded and leave the worker serving.
+    """
+    for number in _stop_signals():
+        signal.signal(number, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_BLOCK, _stop_signals())
+
+
 def main(argv=None):
     """Run the fork server (see the module docstring): its exit status."""
-    for name in ("SIGTERM", "SIGINT", "SIGHUP"):
-        signal.signal(getattr(signal, name), signal.SIG_IGN)
+    hold_stop_signals()
     # (what the preload makes lives on: no collection while it runs, one
     # before the freeze; the children collect as usual)
     gc.disable()

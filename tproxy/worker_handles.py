@@ -173,6 +173,10 @@ class _Held(Factory):
 
     noisy = False
 
+    def logPrefix(self):
+        """(Twisted's line when the port opens: ``... starting on PORT``.)"""
+        return "the workers' listener"
+
 
 def _listen_now(endpoint):
     """Listen on ``endpoint`` at once (TCP, UNIX: their ``listen`` is
