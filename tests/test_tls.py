@@ -966,11 +966,13 @@ class ClientHelloTests(TLSTestCase):
         self.assertEqual(client_hello_sni(b"GET / HTTP/1.1\r\n"), (True, None))
 
     def test_noHooksNoHolding(self):
-        """Without a ``certificate`` implementation the stock TLS protocol serves."""
-        from twisted.protocols.tls import BufferingTLSTransport
+        """Without a ``certificate`` implementation no handshake is held
+        (on HTTP and ``streams`` listeners)."""
+        from tproxy.tls_hello import HeldHandshake
         pair = self.ca.pair("a.test")
-        factory = ServerTLS(pair).wrap(object(), reactor)
-        self.assertIs(factory.protocol, BufferingTLSTransport)
+        for alpn in (None, ("http/1.1",)):
+            factory = ServerTLS(pair, alpn=alpn).wrap(object(), reactor)
+            self.assertFalse(issubclass(factory.protocol, HeldHandshake))
 
 
 # -- origination -----------------------------------------------------------------------
