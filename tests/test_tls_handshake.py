@@ -5,7 +5,8 @@ listener (:mod:`tproxy.tls_listener`) on a
 client of Python's ``ssl`` module on memory BIOs, so every byte exchanged
 is the test's to give or hold back.  What a ``streams`` listener does before
 and after the handshake, the suites tproxy negotiates, and the errors of
-unusable keys.
+unusable keys; and, on a real socket and tproxy's fake clock, an HTTP
+listener's stalled handshake.
 """
 
 import datetime
@@ -16,12 +17,16 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
+from OpenSSL import SSL
 from twisted.internet import threads
 from twisted.internet.address import IPv4Address
+from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 
 from tproxy import hookimpl
 from tproxy.config import ConfigError, validate_config
@@ -262,21 +267,22 @@ class CipherTests(SynchronousTestCase):
             self.assertEqual(client.tls.cipher()[0], suite)
 
 
+@implementer(IOpenSSLServerConnectionCreator)
+class OneContext(object):
+    """Server connections on one ``OpenSSL.SSL.Context``."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def serverConnectionForTLS(self, protocol):
+        conn = SSL.Connection(self.ctx, None)
+        conn.set_app_data(protocol)
+        return conn
+
+
 def _server(ctx):
     """A server-side TLS protocol on ``ctx`` alone (no listener)."""
-    from twisted.protocols.tls import TLSMemoryBIOFactory
-    from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
-    from zope.interface import implementer
-    from OpenSSL import SSL
-
-    @implementer(IOpenSSLServerConnectionCreator)
-    class Creator(object):
-        def serverConnectionForTLS(self, protocol):
-            conn = SSL.Connection(ctx, None)
-            conn.set_app_data(protocol)
-            return conn
-
-    factory = TLSMemoryBIOFactory(Creator(), False, Factory.forProtocol(Protocol))
+    factory = TLSMemoryBIOFactory(OneContext(ctx), False, Factory.forProtocol(Protocol))
     return factory.buildProtocol(ADDRESS)
 
 
