@@ -60,8 +60,8 @@ CACHE_SIZE = 4096
 #: (Kong's and many nginx setups' default): forward secrecy and AEAD only
 #: (TLS 1.3 suites are OpenSSL's, all AEAD).  Not its DHE-RSA suites: OpenSSL
 #: 3 negotiates them only with DH parameters configured (nginx's
-#: ``ssl_dhparam``), which tproxy has not, so listing them changed nothing
-#: but what scanners report
+#: ``ssl_dhparam``), which tproxy does not take (scanners report a listed
+#: suite as offered)
 CIPHERS = ("ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
            "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
            "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305")
