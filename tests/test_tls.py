@@ -966,11 +966,13 @@ class ClientHelloTests(TLSTestCase):
         self.assertEqual(client_hello_sni(b"GET / HTTP/1.1\r\n"), (True, None))
 
     def test_noHooksNoHolding(self):
-        """Without a ``certificate`` implementation the stock TLS protocol serves."""
-        from twisted.protocols.tls import BufferingTLSTransport
+        """Without a ``certificate`` implementation no handshake is held
+        (on HTTP and ``streams`` listeners)."""
+        from tproxy.tls_hello import HeldHandshake
         pair = self.ca.pair("a.test")
-        factory = ServerTLS(pair).wrap(object(), reactor)
-        self.assertIs(factory.protocol, BufferingTLSTransport)
+        for alpn in (None, ("http/1.1",)):
+            factory = ServerTLS(pair, alpn=alpn).wrap(object(), reactor)
+            self.assertFalse(issubclass(factory.protocol, HeldHandshake))
 
 
 # -- origination -----------------------------------------------------------------------
@@ -1015,11 +1017,21 @@ class UpstreamTLSTests(TLSTestCase):
         self.assertEqual(sni, b"backend.test")
 
     async def test_verificationFails(self):
-        """A certificate for another name: 502, nothing sent upstream."""
+        """A certificate for another name, one of an unknown CA: 502,
+        nothing sent upstream, and the log line of the peer's failure says
+        what TLS said (as nginx's "upstream SSL certificate verify error")."""
+        events = capture_log(self)
         up = self.tls_upstream("other.test")
-        await self.start({"proxy": {"tries": 1}, "upstreams": {"default": {
-            "peers": [up.address], "tls": {"ca": self.ca.path, "server_name": "backend.test"}}}})
-        self.assertEqual(await self.get(self.ports[0]), 502)
+        await self.start({"proxy": {"tries": 1}, "upstreams": {
+            "default": {"peers": [up.address],
+                        "tls": {"ca": self.ca.path, "server_name": "backend.test"}},
+            "unknown": {"peers": [up.address], "tls": {"server_name": "other.test"}}}})
+        for path, said in (("/", "TLS certificate does not name backend.test"),
+                           ("/unknown/", "TLS handshake failed: certificate verify failed")):
+            self.assertEqual(await self.get(self.ports[0], path), 502)
+            [line] = [m for m in log_messages(events, "tproxy.health") if said in m]
+            del events[:]
+            self.assertIn("(error: " + said, line)
         self.assertEqual(up.requests, [])
 
     async def test_ipPeerAndUnverified(self):

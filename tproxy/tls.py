@@ -22,7 +22,7 @@ The certificate is chosen at the handshake, from the client's SNI name:
 HTTP listeners negotiate ALPN ``http/1.1`` (a client offering only other
 protocols gets no ALPN answer, as from nginx without HTTP/2); ``streams``
 listeners ignore ALPN.  TLS 1.2 is the minimum version; the ciphers are
-Mozilla's "intermediate" list (:data:`CIPHERS`).
+the ECDHE suites of Mozilla's "intermediate" list (:data:`CIPHERS`).
 
 Origination (``"tls"`` of an ``upstreams`` group or peer): see
 :mod:`tproxy.tls_upstream`.
@@ -56,13 +56,15 @@ HTTP_ALPN = (b"http/1.1",)
 #: names are forgotten beyond this)
 CACHE_SIZE = 4096
 
-#: the TLS 1.2 ciphers: Mozilla's "intermediate" list (Kong's and many
-#: nginx setups' default): forward secrecy and AEAD only (TLS 1.3 suites are
-#: OpenSSL's, all AEAD)
+#: the TLS 1.2 ciphers: the ECDHE suites of Mozilla's "intermediate" list
+#: (Kong's and many nginx setups' default): forward secrecy and AEAD only
+#: (TLS 1.3 suites are OpenSSL's, all AEAD).  Not its DHE-RSA suites: OpenSSL
+#: 3 negotiates them only with DH parameters configured (nginx's
+#: ``ssl_dhparam``), which tproxy does not take (scanners report a listed
+#: suite as offered)
 CIPHERS = ("ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
            "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
-           "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
-           "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305")
+           "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305")
 
 #: seconds the handshakes of a name wait for the ``certificate`` hook before
 #: the static choice serves them (the hook's answer is still cached)
@@ -85,13 +87,16 @@ def _read(path):
         raise CertificateError("cannot read {}: {}".format(path, e.strerror or e))
 
 
-def context_from_pem(cert_pem, key_pem, alpn=None, what="the certificate"):
+def context_from_pem(cert_pem, key_pem, alpn=None, what="the certificate", key_what=None):
     """
     An ``OpenSSL.SSL.Context`` serving the certificate chain ``cert_pem``
     (the leaf first) with the private key ``key_pem`` (both PEM, ``bytes``
     or ``str``).
 
     :param alpn: the ALPN protocols to select from (``None``: no ALPN).
+    :param what: the certificate, as errors name it.
+    :param key_what: the key, as errors name it, when it is a file of its
+        own (``None``: ``what`` holds it).
     :raises CertificateError: when either cannot be parsed or they do not
         belong together.
     """
@@ -108,8 +113,11 @@ def context_from_pem(cert_pem, key_pem, alpn=None, what="the certificate"):
     try:
         key = serialization.load_pem_private_key(key_pem, None)
     except (ValueError, TypeError) as e:
-        raise CertificateError("{} has no usable PEM private key ({})".format(
-            what, str(e).split("\n")[0] or type(e).__name__))
+        reason = str(e).split("\n")[0] or type(e).__name__
+        if key_what is not None:
+            raise CertificateError("{} is not a usable PEM private key ({})".format(
+                key_what, reason))
+        raise CertificateError("{} has no usable PEM private key ({})".format(what, reason))
     chain = [crypto.X509.from_cryptography(c) for c in certs]
     options = tssl.CertificateOptions(
         privateKey=crypto.PKey.from_cryptography_key(key), certificate=chain[0],
@@ -150,7 +158,8 @@ def load_pair(spec, path, alpn=None):
     key = spec.get("key") or cert
     try:
         return context_from_pem(_read(cert), _read(key), alpn,
-                                what="the certificate {}".format(cert))
+                                what="the certificate {}".format(cert),
+                                key_what="the key {}".format(key) if key != cert else None)
     except CertificateError as e:
         raise ConfigError((path, str(e)))
 

@@ -9,13 +9,19 @@ new one, connections already open keep theirs.
 import re
 
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator, IStreamServerEndpoint
+from twisted.internet.protocol import Protocol
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
 from tproxy.http.refusals import Stopped, bad_request
 from tproxy.tls_hello import HeldHandshake
 
-__all__ = ["TLSFactory", "TLSServerEndpoint"]
+__all__ = ["TLSFactory", "TLSServerEndpoint", "HANDSHAKE_TIMEOUT"]
+
+#: seconds a client of a ``streams`` TLS listener has to finish its
+#: handshake (nginx's ``ssl_handshake_timeout`` of its ``stream`` module);
+#: on an HTTP listener ``proxy.header_timeout`` covers the handshake
+HANDSHAKE_TIMEOUT = 60.0
 
 #: the error of a plain HTTP request sent to the TLS port
 _PLAIN_HTTP_ERROR = "plain HTTP request sent to the HTTPS port"
@@ -117,6 +123,55 @@ class _PlainHTTPHeld(_PlainHTTPAnswered, HeldHandshake):
     """TLS for an HTTP listener whose ``certificate`` hooks choose."""
 
 
+class _StreamAfterHandshake(object):
+    """
+    A TLS server connection of a ``streams`` listener: the stream (the
+    wrapped protocol) starts, and connects to its upstream, once the
+    handshake is done, as in nginx's ``stream`` module.  A client whose
+    handshake fails, or does not finish within :data:`HANDSHAKE_TIMEOUT`
+    seconds, is closed without reaching the stream: no upstream connection,
+    no ``stream_log``.
+    """
+
+    _timer = None
+    _streaming = False
+
+    def makeConnection(self, transport):
+        self._connectWrapped = False
+        self._timer = self.factory.clock.callLater(HANDSHAKE_TIMEOUT, self._handshake_timeout)
+        return super(_StreamAfterHandshake, self).makeConnection(transport)
+
+    def _checkHandshakeStatus(self):
+        super(_StreamAfterHandshake, self)._checkHandshakeStatus()
+        if self._handshakeDone and not self._streaming and not self._aborted:
+            self._streaming = True
+            self._stop_timer()
+            self.wrappedProtocol.makeConnection(self)
+
+    def _handshake_timeout(self):
+        self._timer = None
+        self.transport.abortConnection()
+
+    def _stop_timer(self):
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def connectionLost(self, reason):
+        self._stop_timer()
+        if not self._streaming:
+            self.wrappedProtocol = Protocol()   # (never connected: told nothing)
+        return super(_StreamAfterHandshake, self).connectionLost(reason)
+
+
+class _StreamBuffering(_StreamAfterHandshake, TLSMemoryBIOFactory.protocol):
+    """TLS for a ``streams`` listener without ``certificate`` hooks."""
+
+
+class _StreamHeld(_StreamAfterHandshake, HeldHandshake):
+    """TLS for a ``streams`` listener whose ``certificate`` hooks choose."""
+
+
 class TLSFactory(TLSMemoryBIOFactory):
     """
     The TLS factory of a listener, serving with one :class:`tproxy.tls.ServerTLS` until
@@ -144,7 +199,7 @@ class TLSFactory(TLSMemoryBIOFactory):
         if server_tls.alpn:   # an HTTP listener
             self.protocol = _PlainHTTPHeld if server_tls.hooks else _PlainHTTPBuffering
         else:
-            self.protocol = HeldHandshake if server_tls.hooks else TLSMemoryBIOFactory.protocol
+            self.protocol = _StreamHeld if server_tls.hooks else _StreamBuffering
 
     def _applyProtocolNegotiation(self, connection):
         return None

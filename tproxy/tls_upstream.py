@@ -17,7 +17,7 @@ from zope.interface import implementer
 from tproxy.config import ConfigError
 from tproxy.tls import HTTP_ALPN, CertificateError, _read
 
-__all__ = ["client_creator", "upstream_tls_specs"]
+__all__ = ["client_creator", "tls_failure", "upstream_tls_specs"]
 
 
 def upstream_tls_specs(config):
@@ -106,3 +106,28 @@ def _is_ip(name):
     return True
 
 
+def tls_failure(reason):
+    """
+    Why a TLS connection to an upstream failed, for the log and the health
+    detail (nginx's "upstream SSL certificate verify error"), from the
+    ``Failure`` its connection was lost with: ``"TLS handshake failed:
+    certificate verify failed"`` (no chain to ``ca``, expired, self-signed),
+    ``"TLS handshake failed: wrong version number"`` (a plain HTTP peer),
+    ``"TLS certificate does not name billing.internal"``; ``None`` when TLS
+    is not the cause.
+    """
+    exc = getattr(reason, "value", None)
+    if isinstance(exc, SSL.Error):
+        args = exc.args[0] if exc.args and isinstance(exc.args[0], list) else ()
+        said = [e[2] for e in args if isinstance(e, tuple) and len(e) == 3 and e[2]]
+        return "TLS handshake failed: " + ("; ".join(said) or "connection closed")
+    errors = getattr(exc, "errors", None)
+    if type(exc).__name__ == "VerificationError" and errors:   # service_identity
+        names = []
+        for e in errors:
+            wanted = getattr(e, "mismatched_id", None)
+            name = getattr(wanted, "hostname", None) or getattr(wanted, "ip", None)
+            names.append(name.decode("ascii", "replace") if isinstance(name, bytes)
+                         else str(name))
+        return "TLS certificate does not name " + ", ".join(names)
+    return None

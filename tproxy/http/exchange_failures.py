@@ -20,6 +20,13 @@ from tproxy.http.body import RequestBody
 log = Logger(namespace="tproxy.http.exchange")
 
 
+def _lost_detail(reason):
+    """The health detail of a connection lost before the response: what TLS
+    said when that was the cause (:func:`tproxy.tls_upstream.tls_failure`)."""
+    from tproxy.tls_upstream import tls_failure
+    return tls_failure(reason) or "connection lost before the response"
+
+
 class UpstreamFailures(RequestBody):
     """The failed upstream attempts of an :class:`~tproxy.http.exchange.Exchange`."""
 
@@ -108,8 +115,7 @@ class UpstreamFailures(RequestBody):
                 self.reused = False
                 self.factory.pool.connect(self.ctx.peer, self, fresh=True)
                 return
-            self.factory.health.failed(self.ctx.peer, "error",
-                                       "connection lost before the response")
+            self.factory.health.failed(self.ctx.peer, "error", _lost_detail(reason))
             return self._retry("upstream_error", 502, "upstream closed the connection",
                                "error", True)
         self.fail_upstream("upstream_error", 502, "upstream closed the connection")
