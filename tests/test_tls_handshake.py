@@ -12,6 +12,7 @@ listener's stalled handshake.
 import datetime
 import socket
 import ssl
+from types import SimpleNamespace
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -20,17 +21,20 @@ from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
 from twisted.internet import threads
 from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionLost
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from tproxy import hookimpl
 from tproxy.config import ConfigError, validate_config
 from tproxy.plugins import build_plugin_manager
+from tproxy.stream.listener import StreamFactory
 from tproxy.tls import CIPHERS, ServerTLS, check_tls, context_from_pem
 from tproxy.tls_listener import HANDSHAKE_TIMEOUT
 
@@ -176,6 +180,27 @@ class StreamHandshakeTests(SynchronousTestCase):
         server.connectionLost(None)
         self.assertEqual(self.events, [])
         self.assertEqual(factory.protocols, {})
+
+    def test_stopDrainsHandshakes(self):
+        """A stop counts a client still in its handshake as an open
+        connection: the drain waits for it (else its stream would start,
+        and connect upstream, after the stop); the stop's abort closes it."""
+        gateway = SimpleNamespace(
+            reactor=self.clock, plugins=build_plugin_manager(validate_config({}), entry_points=[]))
+        streams = StreamFactory(gateway, {"group": "default"})
+        server = ServerTLS(self.ca.pair("raw.test"), "streams[0].tls").wrap(
+            streams, self.clock).buildProtocol(ADDRESS)
+        transport = StringTransport()
+        server.makeConnection(transport)
+        server.dataReceived(client_hello("raw.test")[:40])
+        self.assertEqual(streams.open_connections, 1)
+        drained = streams.drain()
+        self.assertNoResult(drained)
+        self.assertEqual(streams.abort(), 1)
+        self.assertTrue(transport.disconnecting)
+        server.connectionLost(Failure(ConnectionLost()))
+        self.successResultOf(drained)
+        self.assertEqual((streams.open_connections, self.events), (0, []))
 
     def test_failedHandshake(self):
         """Plain text to the TLS port: the connection closes, the stream

@@ -139,6 +139,10 @@ class _StreamAfterHandshake(object):
     def makeConnection(self, transport):
         self._connectWrapped = False
         self._timer = self.factory.clock.callLater(HANDSHAKE_TIMEOUT, self._handshake_timeout)
+        # (an open connection of the listener's: a stop drains it too)
+        handshakes = getattr(self.factory.wrappedFactory, "handshakes", None)
+        if handshakes is not None:
+            handshakes.add(self)
         return super(_StreamAfterHandshake, self).makeConnection(transport)
 
     def _checkHandshakeStatus(self):
@@ -147,6 +151,13 @@ class _StreamAfterHandshake(object):
             self._streaming = True
             self._stop_timer()
             self.wrappedProtocol.makeConnection(self)
+            self._handshake_ended()
+
+    def _handshake_ended(self):
+        # (the stream's factory, StreamFactory, counts the handshakes open)
+        ended = getattr(self.factory.wrappedFactory, "handshake_ended", None)
+        if ended is not None:
+            ended(self)
 
     def _handshake_timeout(self):
         self._timer = None
@@ -161,6 +172,7 @@ class _StreamAfterHandshake(object):
         self._stop_timer()
         if not self._streaming:
             self.wrappedProtocol = Protocol()   # (never connected: told nothing)
+            self._handshake_ended()
         return super(_StreamAfterHandshake, self).connectionLost(reason)
 
 

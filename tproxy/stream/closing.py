@@ -187,5 +187,4 @@ class SessionClosing(object):
         ctx = self.ctx
         ctx.end = self.seconds()
         _run_log(ctx.plugins.log, ctx)
-        if f._drained and not f.sessions:
-            f._all_closed()
+        f._maybe_drained()

@@ -24,6 +24,9 @@ class StreamFactory(Factory):
         (default 0: each peer once), ``timeouts`` (``connect``: 60, ``idle``: 600 seconds).
 
     :ivar sessions: the open :class:`StreamSession` objects.
+    :ivar handshakes: the TLS client connections whose handshake is not
+        done yet (their session starts after it; see
+        :mod:`tproxy.tls_listener`).
     """
 
     noisy = False
@@ -36,6 +39,7 @@ class StreamFactory(Factory):
         self.clock = gateway.reactor
         self.use(gateway, stream)
         self.sessions = set()
+        self.handshakes = set()
         listeners = getattr(gateway, "listeners", None)
         if listeners is not None:
             listeners.append(self)
@@ -66,8 +70,9 @@ class StreamFactory(Factory):
 
     @property
     def open_connections(self):
-        """The number of client connections open now."""
-        return len(self.sessions)
+        """The number of client connections open now (sessions, and TLS
+        clients still in their handshake)."""
+        return len(self.sessions) + len(self.handshakes)
 
     @property
     def accepted(self):
@@ -89,10 +94,11 @@ class StreamFactory(Factory):
         """
         A Deferred that fires once every session has ended (the listener no
         longer accepts; the sessions open go on until they end by themselves
-        or :meth:`abort`).
+        or :meth:`abort`, and a TLS client in its handshake until its
+        session ends).
         """
         d = Deferred()
-        if self.sessions:
+        if self.sessions or self.handshakes:
             self._drained.append(d)
         else:
             d.callback(None)
@@ -100,14 +106,28 @@ class StreamFactory(Factory):
 
     def abort(self):
         """
-        End every open session at once (``ctx.reason`` ``"shutdown"``).
+        End every open session at once (``ctx.reason`` ``"shutdown"``), and
+        close the TLS clients still in their handshake.
 
         :return: how many were ended.
         """
         sessions = [s for s in self.sessions if not s.done]
         for s in sessions:
             s.shutdown()
-        return len(sessions)
+        handshakes = list(self.handshakes)
+        for p in handshakes:
+            p.transport.abortConnection()
+        return len(sessions) + len(handshakes)
+
+    def handshake_ended(self, tls_protocol):
+        """A TLS client's handshake ended: its session has started, or it
+        closed first."""
+        self.handshakes.discard(tls_protocol)
+        self._maybe_drained()
+
+    def _maybe_drained(self):
+        if self._drained and not self.sessions and not self.handshakes:
+            self._all_closed()
 
     def _all_closed(self):
         waiting, self._drained = self._drained, []
