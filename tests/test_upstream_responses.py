@@ -9,7 +9,7 @@ or with bytes after them.  The upstream is scripted byte for byte
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.test_proxy_connections import UP, raw_answer, scripted
-from tests.upstreams import Scripted
+from tests.upstreams import ABORT, CLOSE, Scripted
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
@@ -138,3 +138,34 @@ class HeadResponseTests(SynchronousTestCase):
                          [(200, b""), (200, b"ok")])
         self.assertEqual([(r.uri, r.conn) for r in up.requests], [("/", 0), ("/next", 1)])
         self.assertEqual(up.open, 1)
+
+
+class CloseDelimitedTests(SynchronousTestCase):
+    """A body without Content-Length or chunked framing runs until the
+    upstream closes (RFC 9112 6.3): re-chunked to an HTTP/1.1 client."""
+
+    def answer(self, end):
+        up = Scripted(raw_answer([b"HTTP/1.1 200 OK\r\n\r\npart", b"ial", end]))
+        h = scripted({"default": {UP: up}})
+        conn = h.connect()
+        conn.send_request("GET", "/")
+        h.advance(1)
+        return conn
+
+    def test_closeEndsIt(self):
+        """A close (FIN) ends the body: the client's response is complete."""
+        conn = self.answer(CLOSE)
+        [resp] = conn.responses
+        self.assertEqual((resp.status, resp.body), (200, b"partial"))
+        self.assertTrue(conn.received.endswith(b"0\r\n\r\n"))
+        self.assertFalse(conn.closed)
+
+    def test_resetCutsIt(self):
+        """A reset is no end of the body but a failure: the client's
+        connection is cut without the last chunk (as nginx's), so that it
+        cannot take what it got for the whole response."""
+        conn = self.answer(ABORT)
+        self.assertEqual(conn.responses, [])
+        self.assertTrue(conn.closed)
+        self.assertIn(b"partial", conn.received.replace(b"\r\n3\r\n", b""))
+        self.assertFalse(conn.received.endswith(b"0\r\n\r\n"))

@@ -16,7 +16,8 @@ A vector is ``(name, response bytes, options)``; options: ``close`` (the
 upstream closes after sending), ``method`` (``HEAD``), ``early`` (the
 upstream answers once the request head is read, not its body: the client
 sends a 100,000-byte body in two halves), ``later`` (bytes sent by the
-upstream 0.3 s after the response), ``keepalive`` (the client sends a second
+upstream 0.3 s after the response), ``reset`` (the upstream resets the
+connection 0.2 s after the response), ``keepalive`` (the client sends a second
 ``GET /v/ok`` on the same connection once the first response is read).
 """
 
@@ -26,6 +27,7 @@ import os
 import re
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -141,6 +143,7 @@ VECTORS = [
     ("status-leading-crlf", b"\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", {}),
     ("http09", b"hello world\n", {"close": True}),
     ("no-length-close", head(b"200 OK") + b"body until close", {"close": True}),
+    ("no-length-reset", head(b"200 OK") + b"body cut by a reset", {"reset": True}),
     ("no-length-close-ka", head(b"200 OK") + b"body until close", {"close": True, "keepalive": True}),
     ("no-length-close-http10", head(b"200 OK") + b"body until close", {"close": True, "http10": True}),
     ("chunked-http10", head(b"200 OK", TE) + b"2\r\nok\r\n0\r\n\r\n", {"http10": True}),
@@ -254,6 +257,10 @@ class Upstream(object):
                 if opts.get("later"):
                     time.sleep(0.3)
                     c.sendall(opts["later"])
+                if opts.get("reset"):
+                    time.sleep(0.2)
+                    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    return
                 if opts.get("close"):
                     c.shutdown(socket.SHUT_WR)
                     time.sleep(0.2)
