@@ -6,6 +6,7 @@ or with bytes after them.  The upstream is scripted byte for byte
 (:mod:`tests.upstreams`); the fake clock throughout.
 """
 
+from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.test_proxy_connections import UP, raw_answer, scripted
@@ -144,13 +145,21 @@ class CloseDelimitedTests(SynchronousTestCase):
     """A body without Content-Length or chunked framing runs until the
     upstream closes (RFC 9112 6.3): re-chunked to an HTTP/1.1 client."""
 
-    def answer(self, end):
+    def answer(self, end, plugin=None):
         up = Scripted(raw_answer([b"HTTP/1.1 200 OK\r\n\r\npart", b"ial", end]))
-        h = scripted({"default": {UP: up}})
+        plugins = ("router", "least_conn") + ((plugin,) if plugin else ())
+        self.h = h = scripted({"default": {UP: up}}, plugins=plugins)
+        self.waiting = []
+        if plugin:
+            h.plugin(plugin).fns["header_filter"] = lambda ctx, head: self.wait()
         conn = h.connect()
         conn.send_request("GET", "/")
         h.advance(1)
         return conn
+
+    def wait(self):
+        self.waiting.append(Deferred())
+        return self.waiting[-1]
 
     def test_closeEndsIt(self):
         """A close (FIN) ends the body: the client's response is complete."""
@@ -169,3 +178,18 @@ class CloseDelimitedTests(SynchronousTestCase):
         self.assertTrue(conn.closed)
         self.assertIn(b"partial", conn.received.replace(b"\r\n3\r\n", b""))
         self.assertFalse(conn.received.endswith(b"0\r\n\r\n"))
+
+    def test_closeWhileHeaderFilterWaits(self):
+        """The close comes while a ``header_filter`` still holds the head:
+        it ends the body all the same, once the filter is done (with a
+        ``body_filter`` or without)."""
+        for plugin in ("tests.proxy_plugins:HeadFilter", "tests.proxy_plugins:Filters"):
+            conn = self.answer(CLOSE, plugin)
+            self.assertEqual(conn.received, b"")
+            [waiting] = self.waiting
+            waiting.callback(None)
+            self.h.advance(1)
+            [resp] = conn.responses
+            self.assertEqual((resp.status, resp.body), (200, b"partial"), plugin)
+            self.assertFalse(conn.closed)
+            self.assertEqual([c.error for c in self.h.contexts], [None])

@@ -98,10 +98,13 @@ class UpstreamFailures(RequestBody):
         clean close ends such a body: after a reset (or a TLS connection cut
         without its close_notify) it is incomplete (RFC 9112 9.8), and the
         client's connection is cut, as nginx's, without the last chunk.
+        The head may still be in a ``header_filter`` (``filter_chain``):
+        the end then follows it.
         """
         if self.done:
             return
-        if eof_body and self.response_started and reason.check(ConnectionDone) is not None:
+        if (eof_body and (self.response_started or self.filter_chain is not None)
+                and reason.check(ConnectionDone) is not None):
             return self.upstream_end()
         self.upstream = None
         if not self.response_started and not self.answered:
