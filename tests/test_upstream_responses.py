@@ -9,6 +9,7 @@ or with bytes after them.  The upstream is scripted byte for byte
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
+from tproxy.http.response_reader import WHOLE_HEAD_MIN
 from tests.test_proxy_connections import UP, raw_answer, scripted
 from tests.upstreams import ABORT, CLOSE, Scripted
 
@@ -25,17 +26,19 @@ class ReasonPhraseTests(SynchronousTestCase):
     character (RFC 9112 4: HTAB, SP, VCHAR and obs-text only): then the
     response is invalid, 502, with either parser (llhttp takes NUL there)."""
 
-    def answer(self, status_line):
-        up = Scripted(raw_answer(status_line + b"\r\nContent-Length: 2\r\n\r\nok"))
+    def answer(self, status_line, fields=b""):
+        up = Scripted(raw_answer(status_line + b"\r\n" + fields + b"Content-Length: 2\r\n\r\nok"))
         h = scripted({"default": {UP: up}})
         return h.request("GET", "/"), up
 
     def test_controlCharacters(self):
         for reason in (b"O\x00k", b"O\x01k", b"O\x7fk", b"O\x1bk"):
-            resp, up = self.answer(b"HTTP/1.1 200 " + reason)
-            self.assertEqual(resp.status, 502, reason)
-            self.assertEqual(resp.json()["error"], "invalid response from upstream")
-            self.assertEqual(up.open, 0)
+            # (a head of WHOLE_HEAD_MIN bytes or more is read whole with httptools)
+            for fields in (b"", b"X-Pad: " + b"p" * WHOLE_HEAD_MIN + b"\r\n"):
+                resp, up = self.answer(b"HTTP/1.1 200 " + reason, fields)
+                self.assertEqual(resp.status, 502, reason)
+                self.assertEqual(resp.json()["error"], "invalid response from upstream")
+                self.assertEqual(up.open, 0)
 
     def test_passedOn(self):
         """HTAB, obs-text and an empty reason are fine (an empty one: tproxy's own)."""

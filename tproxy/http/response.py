@@ -72,8 +72,8 @@ class ResponseSide(FilterChain):
                 kept = []
                 lines = None
         if status == 204 and length is not None:
-            # no Content-Length in a 204 (RFC 9110 8.6: a client that
-            # believes it would take bytes of the next response)
+            # no Content-Length in a 204 (RFC 9110 8.6): a client that
+            # believed it would take bytes of the next response
             if kept is None:
                 kept = block_fields(lines)
             kept = [p for p in kept if p[0].lower() != b"content-length"]
