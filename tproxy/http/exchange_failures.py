@@ -10,7 +10,8 @@ A part of :class:`tproxy.http.exchange.Exchange` (a base class of it, see
 :mod:`tproxy.http.body`: the state is the exchange's, see there).
 """
 
-from twisted.internet.error import ConnectingCancelledError, TimeoutError as TxTimeoutError
+from twisted.internet.error import (
+    ConnectingCancelledError, ConnectionDone, TimeoutError as TxTimeoutError)
 from twisted.logger import Logger
 
 from tproxy.context import Response
@@ -100,11 +101,17 @@ class UpstreamFailures(RequestBody):
     def upstream_lost(self, reason, was_reused, eof_body):
         """
         The upstream connection closed: the end of a body delimited by the
-        close (``eof_body``), or before the response was complete.
+        close (``eof_body``), or before the response was complete.  Only a
+        clean close ends such a body: after a reset (or a TLS connection cut
+        without its close_notify) it is incomplete (RFC 9112 9.8), and the
+        client's connection is cut, as nginx's, without the last chunk.
+        The head may still be in a ``header_filter`` (``filter_chain``):
+        the end then follows it.
         """
         if self.done:
             return
-        if eof_body and self.response_started:
+        if (eof_body and (self.response_started or self.filter_chain is not None)
+                and reason.check(ConnectionDone) is not None):
             return self.upstream_end()
         self.upstream = None
         if not self.response_started and not self.answered:

@@ -71,6 +71,13 @@ class ResponseSide(FilterChain):
             else:
                 kept = []
                 lines = None
+        if status == 204 and length is not None:
+            # no Content-Length in a 204 (RFC 9110 8.6): a client that
+            # believed it would take bytes of the next response
+            if kept is None:
+                kept = block_fields(lines)
+            kept = [p for p in kept if p[0].lower() != b"content-length"]
+            length = lines = None
         body_allowed = status != 204 and status != 304 and not self.head_method
         eof_body = not framed and body_allowed
         self.upstream_keepalive = upstream_keepalive and not eof_body

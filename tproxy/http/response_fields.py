@@ -180,6 +180,30 @@ def clean_response_block(data, start, end, low):
     return data[i + 17:j if j >= 0 else end].lstrip(b" \t"), lines, dated
 
 
+#: reason phrases seen to hold only HTAB, SP, VCHAR and obs-text (RFC 9112
+#: 4), so that the usual ones are checked by a lookup (``OK`` by a
+#: comparison first: ~300 instructions fewer than hashing it); bounded
+_GOOD_REASONS = {b"OK"}
+#: a translate table changing every byte a reason phrase may not hold (a
+#: control character other than HTAB) to SP and no other
+_REASON_ONLY = bytes(c if c == 9 or 0x20 <= c <= 0x7e or c >= 0x80 else 0x20
+                     for c in range(256))
+
+
+def check_reason(reason):
+    """
+    Raise ``ValueError`` if a response's reason phrase holds a control
+    character other than HTAB (RFC 9112 4): llhttp takes them (NUL, ESC,
+    DEL ...), tproxy's own parser does not, and they would go to the client.
+    """
+    if reason in _GOOD_REASONS:
+        return
+    if reason.translate(_REASON_ONLY) != reason:
+        raise ValueError("control character in the reason phrase")
+    if len(_GOOD_REASONS) < _KINDS_MAX:
+        _GOOD_REASONS.add(reason)
+
+
 def block_fields(block):
     """The ``(name, value)`` pairs of field lines joined by CRLF (as the
     parser reports them: the value without its leading whitespace)."""

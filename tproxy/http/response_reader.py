@@ -7,7 +7,8 @@ heads read whole (:class:`ResponseHeadReader`).
 
 from tproxy.http.bases import UpstreamConnection
 from tproxy.http.parsing import NAME, HttpResponseParser
-from tproxy.http.response_fields import RARE_HOP_FIELDS, block_fields, clean_response_block
+from tproxy.http.response_fields import (
+    _GOOD_REASONS, RARE_HOP_FIELDS, block_fields, check_reason, clean_response_block)
 
 #: heads read whole go through a parser without ``on_header`` (see
 #: ResponseHeadReader): httptools only, whose llhttp is strict on line ends
@@ -17,6 +18,19 @@ _RARE_HOP_FIELDS = RARE_HOP_FIELDS.search
 #: reported field by field (see ResponseHeadReader): the searches of the cut
 #: cost about what ~7 fields' callbacks do (~30 bytes each)
 WHOLE_HEAD_MIN = 256
+
+
+def _keeps_alive(version, fields):
+    """Whether a response of HTTP ``version`` (``"1.1"``) with these
+    ``(name, value)`` fields leaves its connection open, its length aside
+    (RFC 9112 9.3)."""
+    tokens = set()
+    for name, value in fields:
+        if name.lower() == b"connection":
+            tokens.update(t.strip().lower() for t in value.split(b","))
+    if b"close" in tokens:
+        return False
+    return version == "1.1" or b"keep-alive" in tokens
 
 
 class _HeadTooBig(Exception):
@@ -164,20 +178,29 @@ class ResponseHeadReader(UpstreamConnection):
             self._head_fed = -1
             self._reason = b""
             return
+        reason = self._reason
+        if reason != b"OK" and reason not in _GOOD_REASONS:   # (see check_reason)
+            check_reason(reason)
         self._head_fed = None
         self._informational = False
         head = self._head   # (start() makes the next exchange's list)
         ex = self.exchange
         head_only = self.head_only
+        keep = self.parser.should_keep_alive()
+        if head_only and not keep:
+            # (the parser waits for a body until the close when there is no
+            # length: not in a response to HEAD)
+            keep = _keeps_alive(self.parser.get_http_version(), head)
         # (upstream_head says whether the body runs until the connection closes)
-        self._eof_body = ex.upstream_head(code, self._reason, head,
-                                          self.parser.should_keep_alive())
+        self._eof_body = ex.upstream_head(code, reason, head, keep)
         if head_only and self.exchange is ex:
             # A response to HEAD has no body whatever its Content-Length says,
             # and httptools cannot be told so: the response ends here, and
-            # the connection goes on with a fresh parser (this one would take
-            # the next response for that body; what it still parses of this
-            # read goes nowhere: no exchange)
+            # the connection goes on with a fresh parser.  This one parses
+            # the rest of the read, for no exchange: bytes there (a body
+            # sent all the same, whose rest may come in a later read and be
+            # taken for the next response) make ``on_body`` or ``on_status``
+            # raise, and the connection is not used again
             self.parser = HttpResponseParser(self)
             ex.upstream_end()
 
@@ -188,6 +211,9 @@ class ResponseHeadReader(UpstreamConnection):
         if code < 200:
             # (1xx went to the other parser) httptools takes "099" for a status
             raise ValueError("status code below 100")
+        reason = self._reason
+        if reason != b"OK" and reason not in _GOOD_REASONS:
+            check_reason(reason)
         data, end, low = self._whole_read
         self._whole_read = None
         self._head_fed = None

@@ -319,6 +319,9 @@ class UpstreamProtocol(ResponseHeadReader, Protocol):
         ex = self.exchange
         if ex is not None:
             ex.upstream_body(data)
+        elif self.head_only:
+            # a body after a response to HEAD (see on_headers_complete)
+            raise ValueError("bytes after a response to HEAD")
 
     def on_message_complete(self):
         if self._informational:
