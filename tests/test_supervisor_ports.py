@@ -129,6 +129,20 @@ class SupervisorPortsTests(TestCase):
         (port,) = gen.ports.values()
         return port.getHost().port
 
+    def test_backlog(self):
+        """The listening sockets the workers share queue 511 connections (as
+        nginx's), or what the endpoint string names: the ``listen()`` of each
+        (a TCP port's ``backlog``)."""
+        config = validate_config({
+            "listen": "tcp:0:interface=127.0.0.1", "workers": 2,
+            "upstreams": {"redis": {"peers": ["127.0.0.1:6379"]}}, "plugins": ["least_conn"],
+            "streams": [{"listen": "tcp:0:interface=127.0.0.1:backlog=64", "group": "redis"}]},
+            source="test")
+        ports = open_ports(reactor, config, {})
+        for port in ports.values():
+            self.track(port)
+        self.assertEqual(sorted(port.backlog for port in ports.values()), [64, 511])
+
     async def test_stopRefusesNewConnections(self):
         """``SIGTERM``: the workers are told to stop, and a connection made
         while they drain is refused (the parent's socket is closed at

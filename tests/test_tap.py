@@ -274,6 +274,25 @@ class ServiceTests(TestCase):
                          [(0, "127.0.0.1"), (0, "127.0.0.1")])
         self.assertEqual(len(service.ports), 2)
 
+    def test_backlog(self):
+        """Every listener's accept queue is nginx's 511, or what its endpoint
+        string names (Twisted's own default is 50)."""
+        clock = MemoryReactorClock()
+        streams = [{"listen": "tcp:0:interface=127.0.0.1", "group": "redis"},
+                   {"listen": "tcp:0:interface=127.0.0.1:backlog=20", "group": "redis"},
+                   {"listen": "tcp:0:127.0.0.1:30", "group": "redis"}]
+        config = local(listen="tcp6:0:interface=\\:\\:1",
+                       admin={"listen": "unix:" + self.mktemp()},
+                       streams=streams, upstreams={"redis": {"peers": ["127.0.0.1:6379"]}},
+                       plugins=["least_conn"])
+        service = makeService(options(self, config), reactor=clock)
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.assertEqual([(interface, backlog) for _, _, backlog, interface in clock.tcpServers],
+                         [("::1", 511), ("127.0.0.1", 511), ("127.0.0.1", 20),
+                          ("127.0.0.1", 30)])
+        self.assertEqual([backlog for _, _, backlog, _, _ in clock.unixServers], [511])
+
     def test_stop(self):
         """stopService stops listening, then stops the gateway."""
         clock = MemoryReactorClock()

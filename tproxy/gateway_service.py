@@ -333,10 +333,12 @@ def open_endpoint(reactor, description, tls=None, plugin_manager=None):
     The server endpoint of an endpoint string, as an :class:`_Endpoint`;
     with ``tls`` (``(settings, JSON path, speaks HTTP)``, see
     :func:`tproxy.listeners.listener_specs`), TLS in front of its connections,
-    the ``certificate`` hook of ``plugin_manager`` choosing certificates.
+    the ``certificate`` hook of ``plugin_manager`` choosing certificates; its
+    accept queue 511 unless the string names one
+    (:func:`tproxy.listeners.server_endpoint`).
     """
-    from twisted.internet.endpoints import serverFromString
-    return with_tls(reactor, serverFromString(reactor, description), description, tls,
+    from tproxy.listeners import server_endpoint
+    return with_tls(reactor, server_endpoint(reactor, description), description, tls,
                     plugin_manager)
 
 

@@ -6,8 +6,18 @@ serves each kind (:func:`make_factory`): what the single process, the
 parent of workers, each worker and a reload share.
 """
 
-__all__ = ["kind_of", "listen_path", "listener_clashes", "listener_key", "listener_specs",
-           "make_factory", "own_listener_of"]
+__all__ = ["BACKLOG", "kind_of", "listen_path", "listener_clashes", "listener_key",
+           "listener_specs", "make_factory", "own_listener_of", "server_endpoint",
+           "with_backlog"]
+
+#: The accept queue of a listener whose endpoint string names none (``tcp``,
+#: ``tcp6``, ``unix``, ``ssl``): nginx's ``listen ... backlog`` default, where
+#: Twisted's is 50 (the kernel caps it at ``net.core.somaxconn``).
+BACKLOG = 511
+
+#: where each endpoint kind takes its ``backlog`` as a positional field
+#: (after the kind): ``tcp:PORT:INTERFACE:BACKLOG``, ``tcp6:PORT:BACKLOG``...
+_BACKLOG_FIELD = {"tcp": 2, "tcp6": 1, "unix": 2, "ssl": 5}
 
 
 def listener_specs(config):
@@ -33,6 +43,39 @@ def listener_specs(config):
                       stream["listen"], stream,
                       (stream_tls, "streams[{}].tls".format(i), False) if stream_tls else None))
     return specs
+
+
+def with_backlog(description):
+    """
+    The endpoint string ``description`` with ``backlog=`` :data:`BACKLOG`
+    added when it is a ``tcp``, ``tcp6``, ``unix`` or ``ssl`` endpoint that
+    names no backlog of its own (as a field or positionally); any other
+    unchanged (``systemd:`` sockets come made; a bad string is reported by
+    the listener).
+    """
+    from twisted.internet.endpoints import _parse
+    try:
+        args, kwargs = _parse(description)
+    except Exception:
+        return description
+    field = _BACKLOG_FIELD.get(args[0].lower()) if args else None
+    if field is None or "backlog" in kwargs or len(args) > field + 1:
+        return description
+    longer = "{}:backlog={}".format(description, BACKLOG)
+    try:
+        # (a description ending in a "\\" would escape the added ':')
+        if _parse(longer) != (args, dict(kwargs, backlog=str(BACKLOG))):
+            return description
+    except Exception:
+        return description
+    return longer
+
+
+def server_endpoint(reactor, description):
+    """The server endpoint of the endpoint string ``description``, its accept
+    queue :data:`BACKLOG` unless it names one (:func:`with_backlog`)."""
+    from twisted.internet.endpoints import serverFromString
+    return serverFromString(reactor, with_backlog(description))
 
 
 def listener_clashes(config):

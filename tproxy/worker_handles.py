@@ -140,9 +140,8 @@ def open_ports(reactor, config, keep):
     :raises tproxy.gateway_service.StartupError: one cannot be opened (those
         opened are closed again).
     """
-    from twisted.internet.endpoints import serverFromString
     from tproxy.gateway_service import StartupError
-    from tproxy.listeners import listener_key, listener_specs
+    from tproxy.listeners import listener_key, listener_specs, server_endpoint
     ports = {}
     opened = []
     for kind, name, description, stream, tls in listener_specs(config):
@@ -153,7 +152,7 @@ def open_ports(reactor, config, keep):
             ports[key] = keep[key]
             continue
         try:
-            port = _listen_now(serverFromString(reactor, description))
+            port = _listen_now(server_endpoint(reactor, description))
         except Exception as e:
             for p in opened:
                 p.stopListening()
