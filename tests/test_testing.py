@@ -680,7 +680,8 @@ class StreamHarnessTests(SynchronousTestCase):
         self.assertEqual((ctx.reason, ctx.status), ("upstream_closed", 200))
 
     def test_idleTimeout(self):
-        """No byte for ``timeouts.idle``: both sides are reset."""
+        """No byte for ``timeouts.idle``: both sides are closed (a FIN, as
+        nginx's ``proxy_timeout``: the client reads an end, not a reset)."""
         h = stream_harness()
         client = h.connect()
         client.send(b"x")
@@ -688,12 +689,35 @@ class StreamHarnessTests(SynchronousTestCase):
         self.assertFalse(client.closed)
         self.assertEqual(h.logged, [])
         h.advance(1)
-        self.assertTrue(client.closed)
-        self.assertTrue(client.reset)
-        self.assertTrue(h.upstream_connections[0].reset)
+        upstream = h.upstream_connections[0]
+        self.assertEqual((client.received, client.eof, client.closed, client.reset),
+                         (b"x", True, True, False))
+        self.assertEqual((upstream.eof, upstream.closed, upstream.reset), (True, True, False))
         [ctx] = h.logged
         self.assertEqual((ctx.reason, ctx.status), ("idle_timeout", 200))
         self.assertEqual(ctx.session_time(), 30)
+
+    def test_idleTimeoutUnread(self):
+        """The idle timeout's close sends what is buffered; to a client that
+        reads none of it, the connection is aborted 5 s later (the upstream,
+        which took its FIN, is closed)."""
+        h = stream_harness(timeouts={"idle": 30})
+        client = h.connect()
+        client.stop_reading()
+        upstream = h.upstream_connections[0]
+        upstream.send(b"+" * 100000)
+        self.assertEqual(client.received, b"")
+        h.advance(30)
+        self.assertEqual((upstream.eof, upstream.closed, upstream.reset), (True, True, False))
+        self.assertFalse(client.closed)
+        self.assertEqual(h.logged, [])
+        h.advance(4.9)
+        self.assertFalse(client.closed)
+        h.advance(0.1)
+        self.assertEqual((client.closed, client.reset), (True, True))
+        [ctx] = h.logged
+        self.assertEqual((ctx.reason, ctx.status), ("idle_timeout", 200))
+        self.assertEqual(ctx.session_time(), 35)
 
     def test_resets(self):
         """An abort on either side is a reset on the other."""

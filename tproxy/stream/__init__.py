@@ -46,8 +46,12 @@ its FIN: the upstream gets it after every byte before it, and what it
 answers then is read and dropped.)  A reset on one side aborts the other; an upstream that closes (or
 resets) has what it sent flushed to the client first.
 
-The idle timeout counts from the last byte read on either side; it also
-bounds how long closing connections may take to flush.  The peer's
+The idle timeout counts from the last byte read on either side; when it
+passes, both connections are closed (a FIN each way after what is
+buffered, as nginx's ``proxy_timeout``: a client reads an end, not a
+reset), and aborted if still open
+:data:`~tproxy.stream.closing.IDLE_CLOSE_TIME` seconds later.  It also
+bounds how long other closing connections may take to flush.  The peer's
 ``active`` count is taken when the connect attempt starts and released
 exactly once, when the attempt fails or the upstream connection closes.
 

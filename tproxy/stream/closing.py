@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_stream -*-
 """
 How a :class:`~tproxy.stream.session.StreamSession` ends: FINs forwarded
-both ways, resets, the idle timeout, shutdown, and ``stream_log`` once both
+both ways, resets, the idle timeout (a close both ways), shutdown, and ``stream_log`` once both
 connections are closed (the life of a connection is in :mod:`tproxy.stream`).
 """
 
@@ -12,6 +12,11 @@ from tproxy.stream.context import (
     UPSTREAM_CLOSED, UPSTREAM_RESET)
 from tproxy.stream.phases import _log_timeout, _run_log
 from tproxy.stream.pipe import _FULL, _half_closeable
+
+#: Seconds the connections closed by the idle timeout have to send what is
+#: buffered (to a peer that reads none of it, nothing goes) before they are
+#: aborted; at most ``timeouts.idle``.
+IDLE_CLOSE_TIME = 5.0
 
 
 class SessionClosing(object):
@@ -112,11 +117,19 @@ class SessionClosing(object):
         if left > 0:
             self.idle_call = f.clock.callLater(left, self._idle_check)
             return
-        if self.awaited is not None and self.closing is None:
+        if self.closing is not None:
+            # a close under way (what is buffered being sent) took too long
+            self._end(self.closing, 0, abort=True)
+            return
+        if self.awaited is not None:
             _log_timeout(self.ctx, self.awaited[1], f.idle_timeout)
             self._end(PLUGIN_TIMEOUT, 500, abort=True)
             return
-        self._end(IDLE_TIMEOUT, 200 if self.upstream is not None else 502, abort=True)
+        # as nginx's stream proxy_timeout: both closed (a FIN each way, after
+        # what is buffered), aborted if still open IDLE_CLOSE_TIME later
+        self.idle_call = f.clock.callLater(min(f.idle_timeout, IDLE_CLOSE_TIME),
+                                           self._idle_check)
+        self._end(IDLE_TIMEOUT, 200 if self.upstream is not None else 502, abort=False)
 
     def shutdown(self):
         """tproxy is stopping and the drain time is over: abort both sides."""

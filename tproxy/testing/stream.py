@@ -32,8 +32,8 @@ class StreamConnection(_ConnectionEnd, Protocol):
     :ivar received: the bytes received so far (``bytes``).
     :ivar eof: the other end sent its FIN (it half-closed or closed).
     :ivar closed: this end is gone: closed by either side or reset.
-    :ivar reset: it ended with a reset (an abort on either side, an idle
-        timeout...) rather than a clean close.
+    :ivar reset: it ended with a reset (an abort on either side, a
+        shutdown...) rather than a clean close.
     :ivar echo: whether it sends back every byte it receives.
     :ivar close_on_eof: whether it closes as soon as the other end's FIN
         arrives (as most clients and servers do); with ``False`` it stays
