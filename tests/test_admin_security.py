@@ -182,6 +182,44 @@ class BrowserTests(SynchronousTestCase):
                          headers={"Origin": "https://ops.example.com"})
         self.assertEqual(answer.status, 201)
 
+    def test_foreignReferer(self):
+        """Without ``Origin`` (an old browser's ``<img>``: no
+        ``Sec-Fetch-Site`` either), a ``Referer`` naming a page of another
+        origin is a 403, logged as the ``Origin`` check's."""
+        h = harness()
+        for referer in ("http://attacker.example/page.html", "http://localhost:8080/",
+                        "https://127.0.0.1:9180.attacker.example/", "http://127.0.0.1:9181/"):
+            answer = h.admin("GET", "/upstream/add?port=1237",
+                             headers={"Referer": referer, "Host": "127.0.0.1:9180"})
+            self.assertEqual(answer.status, 403, referer)
+            self.assertEqual(answer.obj, {
+                "error": "request from another origin refused (Referer names a page "
+                         "outside the admin listener and admin.origins)",
+                "referer": referer})
+            answer = h.admin("POST", "/upstream/servers", body={"port": 9001},
+                             headers={"Referer": referer, "Host": "127.0.0.1:9180"})
+            self.assertEqual(answer.status, 403, referer)
+        self.assertEqual(servers(h), 0)
+        refused = [e for e in h.events if e.get("admin_refused")]
+        self.assertEqual([e["status"] for e in refused], [403] * 8)
+        self.assertIn("admin request refused (403 request from another origin refused "
+                      "(Referer names a page outside the admin listener and admin.origins)): "
+                      "POST /upstream/servers from 127.0.0.1", h.messages()[-1])
+
+    def test_ownReferer(self):
+        """A ``Referer`` on the listener's own origin, or of ``admin.origins``,
+        passes; without one (curl, ``tproxyctl``), or one that names no page,
+        too."""
+        h = harness({"admin": {"origins": ["https://ops.example.com"]}})
+        for port, referer in ((9001, "http://127.0.0.1:9180/status"),
+                              (9002, "https://ops.example.com/dashboard")):
+            answer = h.admin("GET", "/upstream/add?port={}".format(port),
+                             headers={"Referer": referer, "Host": "127.0.0.1:9180"})
+            self.assertEqual(answer.status, 200, referer)
+        answer = h.admin("GET", "/upstream/status", headers={"Referer": "a note"})
+        self.assertEqual(answer.status, 200)
+        self.assertEqual(servers(h), 2)
+
     def test_configuredOriginCors(self):
         """A page of ``admin.origins`` (cross-site, as a dashboard elsewhere
         is) is served, with the CORS fields that let it read the answer; its

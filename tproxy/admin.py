@@ -36,11 +36,12 @@ order:
    which no such page has (a backend in another container may then name
    the listener as its network does);
 3. the browser check (``403``): a ``Sec-Fetch-Site`` other than
-   ``same-origin`` or ``none``, or an ``Origin`` other than the listener's
-   own, is a request a web page made -- unless its ``Origin`` is one of
-   ``admin.origins``, which also gets CORS answers (its ``OPTIONS``
-   preflight is answered ``204`` before the token check: browsers send no
-   credentials with it);
+   ``same-origin`` or ``none``, an ``Origin`` other than the listener's
+   own, or (without ``Origin``: an old browser's ``GET``) a ``Referer``
+   naming a page of another origin, is a request a web page made -- unless
+   that origin is one of ``admin.origins``, which also gets CORS answers
+   (its ``OPTIONS`` preflight is answered ``204`` before the token check:
+   browsers send no credentials with it);
 4. the query string, form and JSON body (``400`` when they cannot be
    decoded);
 5. the path (``404``), the method (``405``), then the handler; an exception in
@@ -56,8 +57,8 @@ Every answer is a JSON document, except what a handler returns as an
     AdminResponse(200, None, [("Content-Type", "text/plain; version=0.0.4")],
                   body=text)
 
-Scripts (curl, a backend's cron job) send neither ``Origin`` nor
-``Sec-Fetch-Site``, and are served.
+Scripts (curl, a backend's cron job) send no ``Origin``,
+``Sec-Fetch-Site`` or ``Referer``, and are served.
 
 The HTTP side (:meth:`AdminRoutes.site`, :mod:`tproxy.admin_http`) uses the
 proxy's request parser, with the limits of :data:`MAX_LINE_SIZE` (``414`` for

@@ -4,15 +4,16 @@ The checks an admin request meets before its route is looked up
 (:class:`tproxy.admin.AdminRoutes`; the order and the reasons are in
 :mod:`tproxy.admin`'s docstring): the bearer token, the ``Host`` (a page
 reaching the listener through DNS rebinding), the browser (a request
-another site's page made), and the CORS preflight of a page of
-``admin.origins``.  Each refusal is the JSON answer to send, logged by
-:func:`logged_refusal`.
+another site's page made: its ``Sec-Fetch-Site``, ``Origin`` or
+``Referer``), and the CORS preflight of a page of ``admin.origins``.
+Each refusal is the JSON answer to send, logged by :func:`logged_refusal`.
 """
 
 import functools
 import hmac
 import ipaddress
 import json
+from urllib.parse import urlsplit
 
 from twisted.logger import Logger
 
@@ -72,22 +73,45 @@ def configured_origin(request, origins):
 
 def browser_refused(request, origins):
     """Why ``request`` looks sent by another site's web page (a ``403``
-    answer), or ``None``; a page of ``origins`` is not refused."""
+    answer), or ``None``: a ``Sec-Fetch-Site`` other than ``same-origin`` or
+    ``none``; else an ``Origin`` other than the listener's own; else (no
+    ``Origin``: an old browser's ``GET``) a ``Referer`` naming a page of
+    another origin.  A page of ``origins`` is not refused; a request with
+    none of these fields (a script) is not either."""
     if configured_origin(request, origins) is not None:
         return None   # a page of admin.origins, cross-site or not
     site = request.headers.get("sec-fetch-site")
     if site is not None and site.strip().lower() not in ("same-origin", "none"):
         return _error(403, "cross-site request refused (Sec-Fetch-Site)",
                       sec_fetch_site=site)
+    host = request.headers.get("host", "").strip().lower()
     origin = request.headers.get("origin")
     if origin is not None:
-        wanted = origin.strip().lower().rstrip("/")
-        host = request.headers.get("host", "").strip().lower()
-        if host and wanted in ("http://" + host, "https://" + host):
+        if _own_origin(origin.strip().lower().rstrip("/"), host):
             return None   # the admin listener's own page
         return _error(403, "request from another origin refused (Origin not "
                       "in admin.origins)", origin=origin)
+    referer = request.headers.get("referer")
+    if referer is not None:
+        # a browser too old to send Origin or Sec-Fetch-Site with a GET (an
+        # <img>) still names the page (as Django's CSRF check reads it)
+        try:
+            parts = urlsplit(referer.strip())
+        except ValueError:
+            parts = None
+        if parts is not None and parts.netloc:
+            page = "{}://{}".format(parts.scheme, parts.netloc).lower()
+            if page not in origins and not _own_origin(page, host):
+                return _error(403, "request from another origin refused (Referer "
+                              "names a page outside the admin listener and admin.origins)",
+                              referer=referer)
     return None
+
+
+def _own_origin(origin, host):
+    """Whether ``origin`` (lower-case) is the admin listener's own, as the
+    request's ``Host`` (lower-case) names it."""
+    return bool(host) and origin in ("http://" + host, "https://" + host)
 
 
 def preflight(request):
