@@ -53,10 +53,10 @@ def with_backlog(description):
     unchanged (``systemd:`` sockets come made; a bad string is reported by
     the listener).
     """
-    from twisted.internet.endpoints import _parse
     try:
+        from twisted.internet.endpoints import _parse
         args, kwargs = _parse(description)
-    except Exception:
+    except Exception:   # (ImportError: a Twisted without it; the string: at listen)
         return description
     field = _BACKLOG_FIELD.get(args[0].lower()) if args else None
     if field is None or "backlog" in kwargs or len(args) > field + 1:

@@ -1,8 +1,9 @@
 # -*- test-case-name: tests.test_stream -*-
 """
 How a :class:`~tproxy.stream.session.StreamSession` ends: FINs forwarded
-both ways, resets, the idle timeout (a close both ways), shutdown, and ``stream_log`` once both
-connections are closed (the life of a connection is in :mod:`tproxy.stream`).
+both ways, resets, the idle timeout (a close both ways), shutdown, and
+``stream_log`` once both connections are closed (the life of a connection
+is in :mod:`tproxy.stream`).
 """
 
 from twisted.internet.error import ConnectionDone
