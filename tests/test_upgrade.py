@@ -12,6 +12,7 @@ import os
 import threading
 
 from twisted.internet import reactor
+from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase
@@ -69,6 +70,7 @@ class _StubConnection(Protocol):
 
     def connectionLost(self, reason):
         self.factory.closed += 1
+        self.factory.reasons.append(reason.type)
 
 
 class StubUpgradeServer(Factory):
@@ -87,6 +89,7 @@ class StubUpgradeServer(Factory):
         self.heads = []
         self.tunneled = []
         self.closed = 0
+        self.reasons = []   # (the exception type each connection ended with)
 
     def buildProtocol(self, addr):
         p = self.protocol()
@@ -189,8 +192,9 @@ class LifecycleTests(SynchronousTestCase):
         self.assertEqual(server.tunneled, [b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n"])
 
     def test_idle_timeout(self):
-        """Nothing either way for proxy.upgrade_idle_timeout: both closed,
-        log once with the error, the count released."""
+        """Nothing either way for proxy.upgrade_idle_timeout: both closed
+        (a FIN each, as nginx's ``proxy_read_timeout`` closes: no reset), log
+        once with the error, the count released."""
         server = StubUpgradeServer()
         h = harness(server, upgrade_idle_timeout=30)
         c = h.connect()
@@ -200,8 +204,8 @@ class LifecycleTests(SynchronousTestCase):
         h.advance(20)
         self.assertFalse(c.closed)
         h.advance(10.5)
-        self.assertTrue(c.closed)
-        self.assertEqual(server.closed, 1)
+        self.assertEqual((c.closed, c.reset), (True, False))
+        self.assertEqual(server.reasons, [ConnectionDone])
         self.assertEqual([ctx.error for ctx in h.contexts], ["idle_timeout"])
         (peer,) = h.registry.group("ws").peers.values()
         self.assertEqual(peer.active, 0)

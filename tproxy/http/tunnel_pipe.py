@@ -172,7 +172,9 @@ class Tunnel(object):
             return
         log.info("upgraded connection idle for {timeout}s: closed",
                  timeout=self.idle_timeout)
-        self._end("idle_timeout", abort=True)
+        # closed, not reset (nginx's proxy_read_timeout): a FIN after what
+        # is buffered, the flush bounded as any end's
+        self._end("idle_timeout", abort=False)
 
     def _end(self, error, abort):
         """Close both sides (gracefully: what is buffered is sent first);
