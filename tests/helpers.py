@@ -119,6 +119,24 @@ def _ephemeral_low():
 _TEMP = itertools.count(1)
 
 
+def rsa_key():
+    """
+    The tests' RSA-2048 private key (``cryptography``'s), read from
+    ``tests/rsa2048.pem``: a key made for these tests, where generating one
+    costs 30-120 ms of CPU (a random search for primes).  Its consistency
+    check (another ~30 ms) is skipped: the key is this checkout's own.
+    """
+    if not _RSA_KEY:
+        from cryptography.hazmat.primitives import serialization
+        with open(os.path.join(os.path.dirname(__file__), "rsa2048.pem"), "rb") as f:
+            _RSA_KEY.append(serialization.load_pem_private_key(
+                f.read(), None, unsafe_skip_rsa_key_validation=True))
+    return _RSA_KEY[0]
+
+
+_RSA_KEY = []
+
+
 def temp_path(case, suffix=""):
     """
     A new path for ``case``'s temporary file or directory (not created), as
@@ -455,6 +473,10 @@ class Held(object):
                 self.then(conn, req)
 
 
+#: {(pattern block, size): sha256 hex digest} (:meth:`BodySource.digest`)
+_DIGESTS = {}
+
+
 class BodySource(object):
     """
     A pull producer writing ``size`` bytes of a fixed pattern to a transport,
@@ -476,13 +498,18 @@ class BodySource(object):
 
     @classmethod
     def digest(cls, size):
-        """The sha256 hex digest of ``size`` bytes of the pattern."""
-        h = hashlib.sha256()
-        full, part = divmod(size, len(cls.BLOCK))
-        for _ in range(full):
-            h.update(cls.BLOCK)
-        h.update(cls.BLOCK[:part])
-        return h.hexdigest()
+        """The sha256 hex digest of ``size`` bytes of the pattern (computed
+        once per size in a process: the streaming tests compare 16 and 32
+        MiB bodies with it, ~20 ms of hashing each)."""
+        key = (cls.BLOCK, size)
+        if key not in _DIGESTS:
+            h = hashlib.sha256()
+            full, part = divmod(size, len(cls.BLOCK))
+            for _ in range(full):
+                h.update(cls.BLOCK)
+            h.update(cls.BLOCK[:part])
+            _DIGESTS[key] = h.hexdigest()
+        return _DIGESTS[key]
 
     def resumeProducing(self):
         self.pulls += 1

@@ -12,24 +12,18 @@ import os
 
 import jwt
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import RSAAlgorithm
 from twisted.trial.unittest import SynchronousTestCase
 
 from tproxy.config import ConfigError
 from tproxy.testing import Harness, echo
 
-from tests.helpers import temp_path
+from tests.helpers import rsa_key, temp_path
 
 UPSTREAM = "127.0.0.1:9001"
 SECRET = "0123456789abcdef0123456789abcdef"
 _KEYS = {}
-
-
-def rsa_key():
-    if "rsa" not in _KEYS:
-        _KEYS["rsa"] = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return _KEYS["rsa"]
 
 
 def ec_key():

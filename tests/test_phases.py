@@ -111,7 +111,16 @@ def download(size):
 
 
 def digest(size):
-    return hashlib.sha256(b"".join(big_body(size))).hexdigest()
+    """The sha256 of ``size`` bytes of the pattern (once per size)."""
+    if size not in _DIGESTS:
+        h = hashlib.sha256()
+        for block in big_body(size):
+            h.update(block)
+        _DIGESTS[size] = h.hexdigest()
+    return _DIGESTS[size]
+
+
+_DIGESTS = {}
 
 
 class PhaseTestCase(SynchronousTestCase):

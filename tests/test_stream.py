@@ -49,11 +49,16 @@ def pattern(size):
 
 
 def digest(size):
-    """The sha256 of ``size`` bytes of the test pattern."""
-    h = hashlib.sha256()
-    for b in pattern(size):
-        h.update(b)
-    return h.hexdigest()
+    """The sha256 of ``size`` bytes of the test pattern (once per size)."""
+    if size not in _DIGESTS:
+        h = hashlib.sha256()
+        for b in pattern(size):
+            h.update(b)
+        _DIGESTS[size] = h.hexdigest()
+    return _DIGESTS[size]
+
+
+_DIGESTS = {}
 
 
 def reset(transport):

@@ -16,7 +16,6 @@ from types import SimpleNamespace
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
 from twisted.internet import threads
@@ -38,7 +37,7 @@ from tproxy.stream.listener import StreamFactory
 from tproxy.tls import CIPHERS, ServerTLS, check_tls, context_from_pem
 from tproxy.tls_listener import HANDSHAKE_TIMEOUT
 
-from tests.helpers import ClockedReactor, turns, until
+from tests.helpers import ClockedReactor, rsa_key, turns, until
 from tests.test_tls import TLSTestCase, authority
 
 ADDRESS = IPv4Address("TCP", "127.0.0.1", 40000)
@@ -256,8 +255,9 @@ class HTTPHandshakeTests(TLSTestCase):
 
 
 def rsa_pair(ca, name):
-    """PEM ``(cert, key)`` of an RSA-2048 certificate for ``name`` signed by ``ca``."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    """PEM ``(cert, key)`` of an RSA-2048 certificate for ``name`` signed by
+    ``ca`` (the key: :func:`tests.helpers.rsa_key`)."""
+    key = rsa_key()
     now = datetime.datetime.now(datetime.timezone.utc)
     cert = (x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
@@ -281,12 +281,14 @@ class CipherTests(SynchronousTestCase):
     def test_everySuiteNegotiates(self):
         ca = authority()
         pems = {"ECDSA": ca.issue("ec.test"), "RSA": rsa_pair(ca, "rsa.test")}
+        # one context of each kind, as a listener has one for all its
+        # connections (reading an RSA key costs ~30 ms: its check)
+        contexts = {kind: context_from_pem(*pem) for kind, pem in pems.items()}
         suites = CIPHERS.split(":")
         self.assertTrue(suites)
         for suite in suites:
             kind = "ECDSA" if "ECDSA" in suite else "RSA"
-            ctx = context_from_pem(*pems[kind])
-            conn = _server(ctx)
+            conn = _server(contexts[kind])
             client = Client(conn, "x.test", ciphers=suite)
             self.assertTrue(client.pump(), suite)
             self.assertEqual(client.tls.cipher()[0], suite)
