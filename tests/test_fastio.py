@@ -348,6 +348,7 @@ class FastClientTests(TestCase):
         from types import SimpleNamespace
         from twisted.internet.task import deferLater
         from tproxy.http.pool import UpstreamPool
+        from tproxy.registry import Peer
         request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
         peer_side = Collect(len(request))
         port = reactor.listenTCP(0, Factory.forProtocol(lambda: peer_side),
@@ -363,7 +364,7 @@ class FastClientTests(TestCase):
                 UpstreamPool._forget(self, conn)
                 lost.callback(None)   # (the connection's connectionLost)
         host, number = "127.0.0.1", port.getHost().port
-        peer = SimpleNamespace(key=(host, number), host=host, port=number)
+        peer = Peer(None, host, number)
         gc.disable()
         self.addCleanup(gc.enable)
         Pool(reactor).connect(peer, exchange)
@@ -392,12 +393,13 @@ class FastClientTests(TestCase):
         from types import SimpleNamespace
         from twisted.internet.error import ConnectionRefusedError
         from tproxy.http.pool import UpstreamPool
+        from tproxy.registry import Peer
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             number = s.getsockname()[1]    # (free, with nothing listening)
         failed = Deferred()
         exchange = SimpleNamespace(upstream_connect_failed=lambda why: failed.callback([why]))
-        peer = SimpleNamespace(key=("127.0.0.1", number), host="127.0.0.1", port=number)
+        peer = Peer(None, "127.0.0.1", number)
         UpstreamPool(reactor).connect(peer, exchange)
         [reason] = await failed
         self.assertTrue(reason.check(ConnectionRefusedError))

@@ -345,7 +345,7 @@ class DrainTests(SynchronousTestCase):
         self.assertEqual(first.result().body, b"late")
         self.assertEqual(peer.active, 0)
         # its connection was not kept for later
-        self.assertNotIn(("127.0.0.1", 9100), h.factory.pool.idle)
+        self.assertNotIn(("127.0.0.1", 9100), [p.key for p in h.factory.pool.idle])
 
     def test_idleClosedOnRemoval(self):
         """Removal and expiry close the peer's idle upstream connections."""
@@ -354,14 +354,15 @@ class DrainTests(SynchronousTestCase):
                     servers={"127.0.0.1:9100": echo})
         h.admin("GET", "/upstream/add?port=9100&host=127.0.0.1")
         self.assertEqual(h.request("GET", "/x").status, 200)
-        self.assertEqual(len(h.factory.pool.idle[("127.0.0.1", 9100)]), 1)
+        peer = h.registry.group("default").peers[("127.0.0.1", 9100)]
+        self.assertEqual(len(h.factory.pool.idle[peer]), 1)
         h.admin("GET", "/upstream/remove?port=9100&host=127.0.0.1")
-        self.assertNotIn(("127.0.0.1", 9100), h.factory.pool.idle)
+        self.assertNotIn(("127.0.0.1", 9100), [p.key for p in h.factory.pool.idle])
         h.advance(10)   # expiry too
         h.admin("GET", "/upstream/add?port=9100&host=127.0.0.1")
         self.assertEqual(h.request("GET", "/x").status, 200)
         h.advance(h.gateway.config["registry"]["ttl"] + 10)
-        self.assertNotIn(("127.0.0.1", 9100), h.factory.pool.idle)
+        self.assertNotIn(("127.0.0.1", 9100), [p.key for p in h.factory.pool.idle])
 
 
 class AllDownTests(SynchronousTestCase):

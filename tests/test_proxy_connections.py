@@ -198,6 +198,20 @@ class KeepAliveLimitTests(SynchronousTestCase):
             conn.request("GET", "/")
         self.assertEqual(upstream_connections(h), 1)
 
+    def test_upstreamKeepalivePerPeer(self):
+        """... per peer: two groups listing one address each keep their
+        own (``proxy.upstream_keepalive`` per upstream peer), each reused
+        by its group's next request."""
+        h = harness(upstreams={"default": {"peers": [UP]}, "api": {"peers": [UP]}})
+        conn = h.connect()
+        for path in ("/x", "/api/x", "/x", "/api/x"):
+            self.assertEqual(conn.request("GET", path).status, 200)
+        self.assertEqual(upstream_connections(h), 2)
+        clients = [r.client for r in h.upstream_requests]
+        self.assertEqual(clients[:2], clients[2:])
+        self.assertEqual(sorted(len(conns) for conns in h.factory.pool.idle.values()),
+                         [1, 1])
+
     def test_upstreamKeepaliveOff(self):
         """... but with ``upstream_keepalive`` 0, a connection per request."""
         h = harness(proxy={"upstream_keepalive": 0})

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_proxy_connections -*-
 """
-The keep-alive pool of upstream connections per peer address: an idle
+The keep-alive pool of upstream connections per peer: an idle
 connection for an exchange at once, or a new one (plain or TLS).  It knows
 peers and sockets, nothing about routing.
 """
@@ -34,7 +34,13 @@ class _ConnectFactory(ClientFactory):
 
 class UpstreamPool(object):
     """
-    Keep-alive connections per peer address ``(host, port)``.
+    Keep-alive connections per peer: ``idle`` maps a
+    :class:`~tproxy.registry.Peer` (``(peer, creator)`` for TLS) to its idle
+    connections.  The peer itself is the key, hashed by identity: at
+    10,000 peers a ``(host, port)`` key read and hashed its tuple, its
+    ``str`` and its ``int`` from memory no cache held, at each request
+    (the peer is at hand: the balancer has just read it).  Two groups
+    listing one address pool apart, as their peers count apart.
 
     :param reactor: an ``IReactorTCP`` + ``IReactorTime``.
     :param connect_timeout: seconds for a new connection.
@@ -63,7 +69,7 @@ class UpstreamPool(object):
         self.max_idle = max_idle
         self.idle_timeout = idle_timeout
         self.max_header_size = max_header_size
-        self.idle = {}      # (host, port[, creator]) -> [UpstreamProtocol], most recent last
+        self.idle = {}      # peer or (peer, creator) -> [UpstreamProtocol], most recent last
         self.tls = tls or {}
         self._creators = {}  # (group, host, port) -> IOpenSSLClientConnectionCreator or None
 
@@ -78,12 +84,12 @@ class UpstreamPool(object):
         followed the response, a new one instead (see
         :class:`~tproxy.http.upstream.UpstreamProtocol`).
         """
-        key = peer.key
+        key = peer
         creator = None
         if self.tls:
             creator = self._creator(peer)
             if creator is not None:
-                key = key + (creator,)
+                key = (peer, creator)
         idle = None if fresh else self.idle.get(key)
         while idle:
             conn = idle.pop()
@@ -158,7 +164,7 @@ class UpstreamPool(object):
         """A peer left its group (removed, expired): close its idle
         connections (those in use finish their exchange, then close: see
         ``Exchange.upstream_end``)."""
-        for conn in list(self.idle.get(peer.key, ())):
+        for conn in list(self.idle.get(peer, ())):
             self._expire(conn)
 
     peer_changed = None

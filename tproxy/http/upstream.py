@@ -292,7 +292,7 @@ class UpstreamProtocol(ResponseHeadReader, Protocol):
                     ex.upstream_invalid(e)
             elif self.exchange is None and ex.done:
                 log.warn("upstream {peer} sent bytes after its response: the "
-                         "connection is closed", peer="{}:{}".format(*self.key[:2]))
+                         "connection is closed", peer=self._peer().address)
             self.transport.abortConnection()
             due, self.due = self.due, None
             if due is not None:
@@ -314,6 +314,11 @@ class UpstreamProtocol(ResponseHeadReader, Protocol):
             # pipelined behind it may have the connection now
             self.due = None
             due[1].upstream_connected(self, True)
+
+    def _peer(self):
+        # (its key in the pool: the peer, or (peer, creator) for TLS)
+        key = self.key
+        return key[0] if type(key) is tuple else key
 
     def on_body(self, data):
         ex = self.exchange
