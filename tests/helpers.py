@@ -473,7 +473,19 @@ class Held(object):
                 self.then(conn, req)
 
 
-#: {(pattern block, size): sha256 hex digest} (:meth:`BodySource.digest`)
+def pattern_digest(key, blocks):
+    """The sha256 hex digest of the bytes of ``blocks()`` (an iterable of
+    ``bytes``), computed once per ``key`` in a process: the streaming tests
+    compare bodies of 16 and 32 MiB with it, ~20 ms of hashing each."""
+    if key not in _DIGESTS:
+        h = hashlib.sha256()
+        for block in blocks():
+            h.update(block)
+        _DIGESTS[key] = h.hexdigest()
+    return _DIGESTS[key]
+
+
+#: {key: sha256 hex digest} (:func:`pattern_digest`)
 _DIGESTS = {}
 
 
@@ -498,18 +510,11 @@ class BodySource(object):
 
     @classmethod
     def digest(cls, size):
-        """The sha256 hex digest of ``size`` bytes of the pattern (computed
-        once per size in a process: the streaming tests compare 16 and 32
-        MiB bodies with it, ~20 ms of hashing each)."""
-        key = (cls.BLOCK, size)
-        if key not in _DIGESTS:
-            h = hashlib.sha256()
-            full, part = divmod(size, len(cls.BLOCK))
-            for _ in range(full):
-                h.update(cls.BLOCK)
-            h.update(cls.BLOCK[:part])
-            _DIGESTS[key] = h.hexdigest()
-        return _DIGESTS[key]
+        """The sha256 hex digest of ``size`` bytes of the pattern (see
+        :func:`pattern_digest`)."""
+        full, part = divmod(size, len(cls.BLOCK))
+        return pattern_digest((cls.BLOCK, size),
+                              lambda: [cls.BLOCK] * full + [cls.BLOCK[:part]])
 
     def resumeProducing(self):
         self.pulls += 1

@@ -17,7 +17,7 @@ from tproxy import Response
 from tproxy.http.headers import Headers
 from tproxy.phase_walks import UNROLL
 from tproxy.testing import Harness, echo
-from tests.helpers import capture_log, log_messages
+from tests.helpers import capture_log, log_messages, pattern_digest
 from tests.upstreams import Scripted
 
 HOOKS = "tests.proxy_plugins:Hooks"
@@ -112,15 +112,7 @@ def download(size):
 
 def digest(size):
     """The sha256 of ``size`` bytes of the pattern (once per size)."""
-    if size not in _DIGESTS:
-        h = hashlib.sha256()
-        for block in big_body(size):
-            h.update(block)
-        _DIGESTS[size] = h.hexdigest()
-    return _DIGESTS[size]
-
-
-_DIGESTS = {}
+    return pattern_digest(("phases", size), lambda: big_body(size))
 
 
 class PhaseTestCase(SynchronousTestCase):

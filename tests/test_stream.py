@@ -31,7 +31,7 @@ from tproxy.stream import StreamContext, StreamFactory
 from tproxy.stream.pipe import PENDING_LIMIT
 from tproxy.testing import UNREACHABLE, StreamHarness, StreamServer
 
-from tests.helpers import turns, until
+from tests.helpers import pattern_digest, turns, until
 
 RECORDER = "tests.test_stream:Recorder"
 
@@ -50,15 +50,7 @@ def pattern(size):
 
 def digest(size):
     """The sha256 of ``size`` bytes of the test pattern (once per size)."""
-    if size not in _DIGESTS:
-        h = hashlib.sha256()
-        for b in pattern(size):
-            h.update(b)
-        _DIGESTS[size] = h.hexdigest()
-    return _DIGESTS[size]
-
-
-_DIGESTS = {}
+    return pattern_digest(("stream", size), lambda: pattern(size))
 
 
 def reset(transport):
