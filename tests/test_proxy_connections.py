@@ -583,25 +583,6 @@ class MessageShapeTests(SynchronousTestCase):
         [warn] = [e for e in h.events if e.get("log_namespace") == "tproxy.http.upstream"]
         self.assertEqual(warn["peer"], UP)
 
-    def test_bodyAfterHeadResponseNotTheNextOne(self):
-        """A response to ``HEAD`` has no body, whatever its Content-Length
-        says; bytes an upstream sends there anyway (in the same read) go
-        nowhere, not into the answer of the request pipelined behind."""
-        def answer(request):
-            if request.method == "HEAD":
-                return b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nEVIL"
-            return b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
-        up = Scripted(answer)
-        h = scripted({"default": {UP: up}})
-        conn = h.connect()
-        conn.send_request("HEAD", "/", flush=False)
-        conn.send_request("GET", "/next", flush=False)
-        h.flush()
-        self.assertEqual([(r.status, r.body) for r in conn.responses],
-                         [(200, b""), (200, b"ok")])
-        self.assertNotIn(b"EVIL", conn.received)
-        self.assertEqual([r.uri for r in up.requests], ["/", "/next"])
-
     def test_earlyResponse(self):
         """The upstream answers (413) before reading the body: the client
         gets the answer and the connection closes; the count is released."""

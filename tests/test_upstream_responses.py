@@ -131,7 +131,8 @@ class HeadResponseTests(SynchronousTestCase):
 
     def test_pipelinedBehindBytesAfter(self):
         """The same with the next request already waiting (pipelined): it
-        goes on a new connection."""
+        goes on a new connection, and the bytes go nowhere (not into its
+        answer)."""
         up = Scripted(by_method(b"HTTP/1.1 200 OK\r\nContent-Length: 400\r\n\r\nEVIL"))
         h = scripted({"default": {UP: up}})
         conn = h.connect()
@@ -140,6 +141,7 @@ class HeadResponseTests(SynchronousTestCase):
         h.flush()
         self.assertEqual([(r.status, r.body) for r in conn.responses],
                          [(200, b""), (200, b"ok")])
+        self.assertNotIn(b"EVIL", conn.received)
         self.assertEqual([(r.uri, r.conn) for r in up.requests], [("/", 0), ("/next", 1)])
         self.assertEqual(up.open, 1)
 
