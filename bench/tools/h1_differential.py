@@ -55,7 +55,7 @@ http {{
     fastcgi_temp_path {run}/fastcgi;
     uwsgi_temp_path {run}/uwsgi;
     scgi_temp_path {run}/scgi;
-    upstream backend {{ server 127.0.0.1:{backend}; keepalive 32; }}
+{extra}    upstream backend {{ server 127.0.0.1:{backend}; keepalive 32; }}
     server {{
         listen 127.0.0.1:{port};
         proxy_http_version 1.1;
@@ -291,7 +291,7 @@ def main():
             open(logs[name], "w").close()
             procs.append(subprocess.Popen([sys.executable, __file__, "--backend", str(be), logs[name]]))
         with open(os.path.join(run, "nginx.conf"), "w") as f:
-            f.write(NGINX_CONF.format(run=run, backend=be_ng, port=ng))
+            f.write(NGINX_CONF.format(run=run, backend=be_ng, port=ng, extra=""))
         procs.append(subprocess.Popen([shutil.which("nginx") or "/usr/sbin/nginx", "-c",
                                        os.path.join(run, "nginx.conf")]))
         with open(os.path.join(ROOT, "etc", "conf.json")) as f:

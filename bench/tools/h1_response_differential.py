@@ -37,6 +37,9 @@ import random
 import json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from h1_differential import NGINX_CONF  # noqa: E402
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
@@ -324,29 +327,11 @@ def client(port, name, opts, idle=1.0):
     return out, closed
 
 
-NGINX_CONF = """daemon off;
-worker_processes 1;
-pid {run}/nginx.pid;
-error_log {run}/nginx.error.log info;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    client_body_temp_path {run}/body;
-    proxy_temp_path {run}/proxy;
-    fastcgi_temp_path {run}/fastcgi;
-    uwsgi_temp_path {run}/uwsgi;
-    scgi_temp_path {run}/scgi;
-    proxy_read_timeout 3s;
+#: the request tool's nginx (``h1_differential.NGINX_CONF``), with a read timeout for
+#: the vectors that never end, and request bodies streamed (the early answers)
+NGINX_EXTRA = """    proxy_read_timeout 3s;
     client_max_body_size 0;
-    upstream backend {{ server 127.0.0.1:{backend}; keepalive 32; }}
-    server {{
-        listen 127.0.0.1:{port};
-        proxy_http_version 1.1;
-        proxy_set_header Connection "";
-        proxy_request_buffering off;
-        location / {{ proxy_pass http://backend; }}
-    }}
-}}
+    proxy_request_buffering off;
 """
 
 
@@ -381,7 +366,7 @@ def main():
     try:
         u_tp, u_ng = Upstream(up_tp), Upstream(up_ng)
         with open(os.path.join(run, "nginx.conf"), "w") as f:
-            f.write(NGINX_CONF.format(run=run, backend=up_ng, port=ng))
+            f.write(NGINX_CONF.format(run=run, backend=up_ng, port=ng, extra=NGINX_EXTRA))
         procs.append(subprocess.Popen(["nginx", "-e", os.path.join(run, "nginx.error.log"),
                                        "-c", os.path.join(run, "nginx.conf")]))
         with open(os.path.join(ROOT, "etc", "conf.json")) as f:
