@@ -144,6 +144,18 @@ class MatchKindTests(SynchronousTestCase):
         request = Request("GET", "/x", headers=Headers([(b"Host", b"Api.Example.com:8080")]))
         self.assertEqual(t.match(routing.RequestView.of(request))[0].name, "h")
 
+    def test_hostTrailingDot(self):
+        """A fully qualified ``Host: api.example.com.`` (port or not) is the
+        host ``api.example.com``, as nginx takes it; a route's own trailing
+        dot is ignored too."""
+        t = table([route("h", host="API.example.com."), route("w", host="*.shop.example")])
+        for value, name in ((b"api.example.com.", "h"), (b"Api.Example.com.:8080", "h"),
+                            (b"www.shop.example.", "w"), (b"shop.example.", None)):
+            request = Request("GET", "/x", headers=Headers([(b"Host", value)]))
+            found = t.match(routing.RequestView.of(request))
+            self.assertEqual(found and found[0].name, name, value)
+        self.assertEqual(take(t, "/x", host="api.example.com"), "h")
+
     def test_hostWildcard(self):
         """``*.example.com`` takes every sub-domain, not ``example.com``."""
         t = table([route("w", host="*.example.com")])
@@ -485,6 +497,16 @@ class ValidationTests(SynchronousTestCase):
         self.assertRefused([route("a", host="*.*.com")], "routes[0].match.host", "bad host")
         self.assertRefused([route("a", host="a.com:80")], "routes[0].match.host", "bad host")
         self.assertRefused([route("a", path="/x?y")], "routes[0].match.path", "query")
+        # tproxy resolves a request's dot segments before routing: such a
+        # path could never match
+        for bad in ("/a/../b", "/a/./b", "/a/%2e%2E", "/..", "/a/.%2e/"):
+            self.assertRefused([route("a", path=bad)], "routes[0].match.path",
+                               "'.' or '..' segment")
+            self.assertRefused([route("a", path=exact(bad))], "routes[0].match.path.value",
+                               "'.' or '..' segment")
+            self.assertRefused([route("a", fake_prefix=bad)], "routes[0].fake_prefix",
+                               "'.' or '..' segment")
+        table([route("a", path="/a/..b/.c/c./%2ex")])
         self.assertRefused([route("a", fake_prefix="/")], "routes[0].fake_prefix", "fake prefix")
         self.assertRefused([route("a", upstream_headers={"X-A": "1\r\nX-B: 2"})],
                            '''routes[0].upstream_headers.X-A''', "CR")

@@ -47,8 +47,12 @@ class RequestView(object):
 
     @classmethod
     def of(cls, request, body=None):
-        """The view of a :class:`tproxy.Request`."""
-        return cls(request.method, request.host, request.path, request.query,
+        """The view of a :class:`tproxy.Request` (the host without the
+        trailing dot of a fully qualified name, as nginx takes it)."""
+        host = request.host
+        if host[-1:] == ".":
+            host = host[:-1]
+        return cls(request.method, host, request.path, request.query,
                    request.headers, body)
 
     def cookie(self, name):

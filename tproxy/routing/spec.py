@@ -43,6 +43,8 @@ _RESERVED = frozenset(["match"])
 
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _BAD_PATH = re.compile(r"[?#\s\x00-\x1f\x7f]")
+#: a ``.`` or ``..`` segment, also percent-encoded (requests have them resolved)
+_DOT_SEGMENT = re.compile(r"/(?:\.|%2e){1,2}(?:/|$)", re.IGNORECASE)
 _REF = re.compile(r"\\(?:([0-9]+)|g<([A-Za-z_][A-Za-z0-9_]*|[0-9]+)>)")
 
 _VALUES = {"type": "object", "default": {},
@@ -221,9 +223,15 @@ def _fake_prefix(r, fake, at, errors):
     if _BAD_PATH.search(fake):
         errors.append((at("fake_prefix"), "a fake prefix has no query, fragment, "
                        "space or control character"))
+    elif _DOT_SEGMENT.search(fake):
+        errors.append((at("fake_prefix"), _DOTS.format("fake prefix")))
     r.fake = _norm_prefix(fake)
     if r.fake == "/":
         errors.append((at("fake_prefix"), "the fake prefix '/' removes nothing"))
+
+
+_DOTS = ("a {} has no '.' or '..' segment (also percent-encoded): tproxy resolves "
+         "them in a request's path before routing, so it could never match")
 
 
 def _path_condition(r, p, at, errors):
@@ -241,6 +249,8 @@ def _path_condition(r, p, at, errors):
         elif _BAD_PATH.search(r.value):
             errors.append((where, "a {} path has no query, fragment, space or "
                            "control character".format(r.mode)))
+        elif _DOT_SEGMENT.search(r.value):
+            errors.append((where, _DOTS.format(r.mode + " path")))
     if r.mode == "prefix":
         r.value = _norm_prefix(r.value)
         r.tier = PREFIX
@@ -271,6 +281,8 @@ def _host_condition(r, host, at, errors):
         return
     given = host
     host = host.lower()
+    if host[-1:] == ".":
+        host = host[:-1]  # a fully qualified name: requests' hosts lose the dot too
     name = host[2:] if host.startswith("*.") else host
     try:
         if "*" in name or ":" in name:
