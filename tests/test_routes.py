@@ -507,6 +507,20 @@ class ValidationTests(SynchronousTestCase):
             self.assertRefused([route("a", fake_prefix=bad)], "routes[0].fake_prefix",
                                "'.' or '..' segment")
         table([route("a", path="/a/..b/.c/c./%2ex")])
+        # values a request can never carry (its fields have CR, LF and NUL
+        # refused and the spaces around a value removed; cookies are split
+        # at ';' and '=')
+        for value in ("a\r\nb", " canary", "canary\t", "a\x00"):
+            self.assertRefused([route("a", headers={"X-Env": value})],
+                               "routes[0].match.headers.X-Env", "never carries")
+        for value in ("1;x", " 1", "a\r\n"):
+            self.assertRefused([route("a", cookies={"beta": value})],
+                               "routes[0].match.cookies.beta", "never carries")
+        for name in ("a;b", "a=b", "a b", ""):
+            self.assertRefused([route("a", cookies={name: "1"})],
+                               "routes[0].match.cookies." + name, "bad cookie name")
+        table([route("a", headers={"X-Env": "a b", "X-Empty": ""},
+                     cookies={"beta": "a=b", "e": ""})])
         self.assertRefused([route("a", fake_prefix="/")], "routes[0].fake_prefix", "fake prefix")
         self.assertRefused([route("a", upstream_headers={"X-A": "1\r\nX-B: 2"})],
                            '''routes[0].upstream_headers.X-A''', "CR")

@@ -45,6 +45,9 @@ _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _BAD_PATH = re.compile(r"[?#\s\x00-\x1f\x7f]")
 #: a ``.`` or ``..`` segment, also percent-encoded (requests have them resolved)
 _DOT_SEGMENT = re.compile(r"/(?:\.|%2e){1,2}(?:/|$)", re.IGNORECASE)
+#: what a request's field value (a cookie's) never has: it could never match
+_BAD_FIELD = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]|^[ \t]|[ \t]$")
+_BAD_COOKIE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f;]|^[ \t]|[ \t]$")
 _REF = re.compile(r"\\(?:([0-9]+)|g<([A-Za-z_][A-Za-z0-9_]*|[0-9]+)>)")
 
 _VALUES = {"type": "object", "default": {},
@@ -305,7 +308,20 @@ def _value_conditions(r, match, at, errors):
         if not _TOKEN.match(name):
             errors.append((at("match", "headers", name), "bad header name"))
     r.headers = tuple(sorted(headers.items()))
-    r.cookies = tuple(sorted(match.get("cookies", {}).items()))
+    cookies = match.get("cookies", {})
+    for name in sorted(cookies):
+        if not _TOKEN.match(name):
+            errors.append((at("match", "cookies", name), "bad cookie name {!r} (a "
+                           "token: no space, ';' or '=')".format(name)))
+    for kind, values, bad in (("headers", headers, _BAD_FIELD), ("cookies", cookies,
+                                                                 _BAD_COOKIE)):
+        for name in sorted(values):
+            if bad.search(values[name]):
+                errors.append((at("match", kind, name), "a request never carries "
+                               "the value {!r} (control characters, {}spaces at "
+                               "either end)".format(values[name],
+                                                    "';', " if kind == "cookies" else "")))
+    r.cookies = tuple(sorted(cookies.items()))
     r.args = tuple(sorted(match.get("args", {}).items()))
     body = match.get("body_contains")
     r.body = None
