@@ -507,6 +507,10 @@ class ValidationTests(SynchronousTestCase):
             self.assertRefused([route("a", fake_prefix=bad)], "routes[0].fake_prefix",
                                "'.' or '..' segment")
         table([route("a", path="/a/..b/.c/c./%2ex")])
+        # a priority as JSON clients (JavaScript's numbers) read it exactly
+        for bad in (2 ** 31, -2 ** 31 - 1):
+            self.assertRefused([route("a", priority=bad)], "routes[0].priority", "out of range")
+        table([route("a", priority=2 ** 31 - 1), route("b", priority=-2 ** 31)])
         # values a request can never carry (its fields have CR, LF and NUL
         # refused and the spaces around a value removed; cookies are split
         # at ';' and '=')

@@ -180,7 +180,8 @@ class BodyContainsTests(SynchronousTestCase):
 
 
 class PinnedPeerTests(SynchronousTestCase):
-    """``peer`` pins a route to one member of its group."""
+    """``peer`` pins a route to one member of its group (and without it, a
+    group that cannot serve)."""
 
     def test_pinned(self):
         one, two = API, WEB
@@ -211,6 +212,22 @@ class PinnedPeerTests(SynchronousTestCase):
         resp = h.request("GET", "/x")
         self.assertEqual(resp.status, 503)
         self.assertEqual(resp.json()["peer"], "127.0.0.1:1")
+        self.assertEqual(h.upstream_requests, [])
+
+
+    def test_balancedGroupWithoutLivePeer(self):
+        """A balanced route to a group with no member (not in ``upstreams``
+        nor in the registry): 503 naming the group; to a group whose only
+        peer refuses the connection: 502 naming the peer."""
+        h = harness({"api": [CLOSED]}, [routes_plugin(
+            {"name": "ghost", "group": "ghost", "match": {"path": "/ghost"}},
+            {"name": "refused", "group": "api"}), "least_conn"])
+        resp = h.request("GET", "/ghost/x")
+        self.assertEqual((resp.status, resp.json()),
+                         (503, {"error": "no live upstream", "group": "ghost"}))
+        resp = h.request("GET", "/x")
+        self.assertEqual((resp.status, resp.json()),
+                         (502, {"error": "upstream connection failed", "upstream": CLOSED}))
         self.assertEqual(h.upstream_requests, [])
 
 

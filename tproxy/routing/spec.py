@@ -98,7 +98,8 @@ ROUTE_SCHEMA = {
                   "x-messages": {"pattern": "bad group name {instance!r} (" +
                                             GROUP_NAME_RULE + ")"}},
         "peer": {"type": "string", "format": "tproxy-host-port"},
-        "priority": {"type": "integer", "default": 0},
+        "priority": {"type": "integer", "default": 0,
+                     "minimum": -2 ** 31, "maximum": 2 ** 31 - 1},
         "fake_prefix": {"type": "string", "pattern": "^/.",
                         "x-messages": {"pattern": "a fake prefix is a path such as "
                                                   "'/svc'"}},
