@@ -99,6 +99,22 @@ class MatchKindTests(SynchronousTestCase):
         for path in ("/apix", "/ap", "/", "/x/api", "*"):
             self.assertIsNone(take(t, path), path)
 
+    def test_equivalentSpellingsOfAPath(self):
+        """A path is matched with its percent-encoded unreserved characters
+        decoded, other escapes upper-cased and runs of ``/`` merged (nginx
+        decodes and merges before ``location``): ``/%61dmin`` and ``//admin``
+        cannot pass by the ``/admin`` route, and a route may be written
+        either way."""
+        t = table([route("admin", path="/admin"), route("x", path=exact("/a%2Fb")),
+                   route("t", path="/%7Euser//x"), route("r", path=regex("^/item/([a-z]+)$"))])
+        for path in ("/%61dmin/x", "//admin", "/admin//x", "/a%64min"):
+            self.assertEqual(take(t, path), "admin", path)
+        self.assertEqual(take(t, "/a%2fb"), "x")
+        self.assertEqual(take(t, "/~user/x/y"), "t")
+        self.assertEqual(take(t, "/item/%61b"), "r")
+        for path in ("/admin%2Fx", "/ADMIN", "/adminx", "/%2561dmin"):
+            self.assertIsNone(take(t, path), path)
+
     def test_prefixTrailingSlashIgnored(self):
         """``/api/`` is the prefix ``/api``; ``/`` takes every path."""
         t = table([route("api", path="/api/"), route("root", group="r", path="/")])
@@ -380,6 +396,25 @@ class TransformTests(SynchronousTestCase):
                        rewrite=r"/users/\1")]
         self.assertEqual(self.upstream(specs, "/svc/u/7", "x=1"), "/users/7?x=1")
         self.assertIsNone(take(table(specs), "/u/7"))
+
+    def test_equivalentSpellings(self):
+        """A route without path transforms forwards the path as it came (as
+        nginx's ``proxy_pass`` without a URI); one that strips, removes a
+        fake prefix or rewrites works on the path it matched (decoded
+        unreserved characters, merged slashes)."""
+        t = table([route("plain", path="/api"), route("strip", path="/s", strip_prefix=True),
+                   route("fake", fake_prefix="/svc"),
+                   route("re", path=regex("^/item/([a-z]+)$"), rewrite=r"/items/\1")])
+
+        def upstream(path):
+            request = Request("GET", path, "q=%61")
+            v = routing.RequestView.of(request)
+            route, found = t.match(v)
+            return route.forwarded(v, found)
+        self.assertEqual(upstream("/%61pi//x"), "/%61pi//x?q=%61")
+        self.assertEqual(upstream("//%73/a//b"), "/a/b?q=%61")
+        self.assertEqual(upstream("/sv%63//x%7e"), "/x~?q=%61")
+        self.assertEqual(upstream("/item/%61b"), "/items/ab?q=%61")
 
     def test_rewriteLiteral(self):
         specs = [route("a", path=exact("/old"), rewrite="/new/place")]

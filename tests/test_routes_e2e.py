@@ -108,6 +108,17 @@ class RoutingTests(SynchronousTestCase):
         got = self.assertRouted(h, "/other/path", FALLBACK, "/other/path", None)
         self.assertEqual(got["x-route-prefix"], "default")
 
+    def test_otherSpellingsOfAPath(self):
+        """``/%61pi`` and ``//api`` are ``/api`` to the routes (as to nginx's
+        ``location``), so they cannot pass by its route; the path goes
+        upstream as it came unless the route transforms it."""
+        h = self.start()
+        self.assertRouted(h, "/%61pi/orders", API, "/%61pi/orders", "api")
+        self.assertRouted(h, "//api//orders", API, "//api//orders", "api")
+        self.assertRouted(h, "/api/%75sers//7", API, "/7", "users")
+        self.assertRouted(h, "/x/%2e%2e/api/users/7", API, "/7", "users")
+        self.assertRouted(h, "/api%2Fusers", FALLBACK, "/api%2Fusers", None)
+
     def test_clientRoutePrefixNeverBelieved(self):
         h = self.start()
         got = self.assertRouted(h, "/api/x", API, "/api/x", "api",
@@ -391,6 +402,14 @@ class AdminTests(SynchronousTestCase):
         self.assertEqual(body["peer"]["conn_count"], 0)
         [api_peer] = h.registry.group("api").peers.values()
         self.assertEqual(api_peer.total, 0)  # nothing acquired
+
+        # the path as a request's: dot segments resolved, other spellings matched
+        code, body = self.call(h, "GET", "/routes/match?path=/x/..//%2561pi/users/7")
+        self.assertEqual((code, body["route"], body["upstream_path"], body["request"]["path"]),
+                         (200, "users", "/7", "//%61pi/users/7"))
+        code, body = self.call(h, "GET", "/routes/match?path=/..")
+        self.assertEqual((code, body), (400, {"error": "path climbs above the root",
+                                              "field": "path", "value": "/.."}))
 
         code, body = self.call(h, "GET", "/routes/match?path=/api/users/7&header.X-Env=canary")
         self.assertEqual((body["route"], body["rule"], body["also_matched"]),

@@ -14,6 +14,8 @@ from twisted.internet.defer import maybeDeferred
 
 from tproxy import Request, RequestContext, Response
 from tproxy.http.headers import Headers
+from tproxy.http.target import normalize_path
+from tproxy.http.wire import BadRequest
 from tproxy.routing import NEED_BODY, RequestView
 
 __all__ = ["explain"]
@@ -36,6 +38,10 @@ def explain(plugin, request):
         return 400, {"error": "path is required and starts with '/'",
                      "field": "path", "value": path}
     path, _, query = path.partition("?")
+    try:
+        path = normalize_path(path)  # as a request's (tproxy.http.target)
+    except BadRequest as e:
+        return 400, {"error": e.message, "field": "path", "value": args["path"]}
     query = args.get("query", query)
     method = (args.get("method") or "GET").upper()
     host = args.get("host") or ""
@@ -63,7 +69,7 @@ def explain(plugin, request):
         route = found[0]
         ranked = table.matching(view)
         others = [r for r, _ in ranked if r is not route]
-        plugin._decided(ctx, found)
+        plugin._decided(ctx, found, view)
         answer.update(
             route=route.name, decided_by="routes", group=route.group,
             rule=table.explain(route, others[0] if others else None),

@@ -173,13 +173,13 @@ class Plugin(RoutesAdmin):
         if found is NEED_BODY:
             d = ctx.read_body_prefix(self.body_limit)
             return d.addCallback(self._with_body, ctx, table, view)
-        return self._decided(ctx, found)
+        return self._decided(ctx, found, view)
 
     def _with_body(self, body, ctx, table, view):
         view.body = bytes(body[:self.body_limit])
-        return self._decided(ctx, table.match(view))
+        return self._decided(ctx, table.match(view), view)
 
-    def _decided(self, ctx, found):
+    def _decided(self, ctx, found, view):
         if found is None:
             if self.unmatched_404:
                 ctx.error = "no_route"
@@ -193,7 +193,7 @@ class Plugin(RoutesAdmin):
                     request.headers.remove(_HEADER)
                     break
         ctx.route = route.group
-        ctx.upstream_path = route.upstream_path(request.path, request.query, match)
+        ctx.upstream_path = route.forwarded(view, match)
         ctx.vars["route"] = route.name
         ctx.vars[_ROUTE_VAR] = route
         headers = ctx.upstream_headers

@@ -10,9 +10,36 @@ the precedence order (:meth:`Route.rank`) and the path it sends upstream
 (:meth:`Route.upstream_path`).
 """
 
+import re
 from urllib.parse import parse_qsl
 
-__all__ = ["Route", "RequestView", "NEED_BODY"]
+__all__ = ["Route", "RequestView", "NEED_BODY", "match_path"]
+
+_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+_SLASHES = re.compile(r"//+")
+#: RFC 3986 2.3: decoding these does not change what a path means
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+
+
+def _unescape(m):
+    char = chr(int(m.group(1), 16))
+    return char if char in _UNRESERVED else "%" + m.group(1).upper()
+
+
+def match_path(path):
+    """
+    The spelling of ``path`` that routes are matched on (RFC 3986 6.2.2):
+    percent-encoded unreserved characters decoded (``/%61dmin`` is
+    ``/admin``), the hex digits of the other escapes upper-cased
+    (``%2f`` is ``%2F``, never ``/``), and runs of ``/`` merged (as nginx's
+    ``merge_slashes``), so that no other spelling of a path passes by its
+    route.  Dot segments are resolved before (:mod:`tproxy.http.target`).
+    """
+    if "%" in path:
+        path = _ESCAPE.sub(_unescape, path)
+    if "//" in path:
+        path = _SLASHES.sub("/", path)
+    return path
 
 #: What :meth:`Route.accepts` (and :meth:`RouteTable.match
 #: <tproxy.routing.table.RouteTable.match>`) answers when a route needs the
@@ -29,16 +56,18 @@ HOST_NAMES = {HOST_EXACT: "exact", HOST_WILD: "wildcard", HOST_ANY: "any"}
 
 
 class RequestView(object):
-    """The parts of a request the conditions look at (cookies and arguments
-    parsed once, when a route first asks)."""
+    """The parts of a request the conditions look at: ``path`` is the
+    :func:`match_path` of the request's, ``raw_path`` the path as received;
+    cookies and arguments are parsed once, when a route first asks."""
 
-    __slots__ = ("method", "host", "path", "query", "headers", "body",
+    __slots__ = ("method", "host", "path", "raw_path", "query", "headers", "body",
                  "_cookies", "_args")
 
     def __init__(self, method, host, path, query, headers, body=None):
         self.method = method
         self.host = host
-        self.path = path
+        self.raw_path = path
+        self.path = match_path(path) if "%" in path or "//" in path else path
         self.query = query
         self.headers = headers
         self.body = body
@@ -183,6 +212,17 @@ class Route(object):
             value = self.value
             if value != "/":
                 path = path[len(value):] or "/"
+        return path + "?" + query if query else path
+
+    def forwarded(self, view, found):
+        """
+        The path (and query) sent upstream for ``view``, a request this route
+        took: as received without path transforms (as nginx's ``proxy_pass``
+        without a URI), else :meth:`upstream_path` of the path it matched.
+        """
+        if self.fake or self.strip or self.rewrite is not None:
+            return self.upstream_path(view.path, view.query, found)
+        path, query = view.raw_path, view.query
         return path + "?" + query if query else path
 
     def describe(self):

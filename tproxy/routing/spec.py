@@ -23,7 +23,7 @@ from tproxy.config import ConfigError
 from tproxy.schema_checks import fill_defaults, schema_errors
 from tproxy.config_schema import FORMATS, GROUP_NAME, GROUP_NAME_RULE
 from tproxy.routing.route import (ANY, EXACT, HOST_ANY, HOST_EXACT, HOST_WILD, PREFIX,
-                                  REGEX, Route)
+                                  REGEX, Route, match_path)
 from tproxy.routing.table import RouteTable
 
 from tproxy.routing import linear_re
@@ -229,7 +229,7 @@ def _fake_prefix(r, fake, at, errors):
                        "space or control character"))
     elif _DOT_SEGMENT.search(fake):
         errors.append((at("fake_prefix"), _DOTS.format("fake prefix")))
-    r.fake = _norm_prefix(fake)
+    r.fake = _norm_prefix(match_path(fake))
     if r.fake == "/":
         errors.append((at("fake_prefix"), "the fake prefix '/' removes nothing"))
 
@@ -255,6 +255,8 @@ def _path_condition(r, p, at, errors):
                            "control character".format(r.mode)))
         elif _DOT_SEGMENT.search(r.value):
             errors.append((where, _DOTS.format(r.mode + " path")))
+    if r.mode in ("prefix", "exact"):
+        r.value = match_path(r.value)  # requests are matched on this spelling
     if r.mode == "prefix":
         r.value = _norm_prefix(r.value)
         r.tier = PREFIX
