@@ -97,6 +97,24 @@ class KeepAliveLimitTests(SynchronousTestCase):
             self.assertEqual([r.status for r in conn.responses],
                              [200, 200, 408] if first else [200, 408])
 
+    def test_emptyLinesAfterKeepAlive(self):
+        """Empty lines on a kept-alive connection begin a head (RFC 9112
+        2.2): with no request line ``header_timeout`` after the first, the
+        connection is closed without an answer, as nginx does; they do not
+        keep it open until ``keepalive_timeout``."""
+        h = harness(proxy={"keepalive_timeout": 4, "header_timeout": 1})
+        conn = h.connect()
+        conn.request("GET", "/")
+        h.advance(2)
+        conn.send(b"\r\n")
+        h.advance(0.5)
+        conn.send(b"\r\n")
+        h.advance(0.5 - TICK)
+        self.assertFalse(conn.closed)
+        h.advance(TICK)
+        self.assertTrue(conn.closed)
+        self.assertEqual([r.status for r in conn.responses], [200])
+
     def test_busyClientNotClosed(self):
         """A slow response is not cut by ``keepalive_timeout``."""
         answers = []

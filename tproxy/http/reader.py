@@ -180,11 +180,15 @@ class RequestReader(ClientConnection):
         line that never ends must not grow without bound.
         """
         f = self.factory
-        if not self.head_bytes and self.head_start is not None and self.heads:
+        if not self.head_bytes and self.heads:
             # a later request's head did not end in the read it began in:
             # header_timeout from its first byte (the timer waits for the
-            # keep-alive deadline: brought forward)
-            self._head_deadline(self.head_start + f.header_timeout)
+            # keep-alive deadline: brought forward); empty lines before it
+            # count as its beginning, as in nginx
+            start = self.head_start
+            if start is None:
+                start = self.blank_since = f.seconds()
+            self._head_deadline(start + f.header_timeout)
         self.head_bytes += len(data)
         nl = data.rfind(b"\n")
         if nl < 0:
