@@ -345,6 +345,10 @@ class ProxyProtocol(RequestReader, Protocol):
             # the accept): closed without an answer either way
             left = self.idle_since + (f.keepalive_timeout if self.heads
                                       else f.header_timeout) - now
+            if self.head_bytes and self.heads:
+                # empty lines after a response, no request line yet
+                # (see RequestReader._count_head)
+                left = min(left, self.blank_since + f.header_timeout - now)
             if left <= 0:
                 self.timer = None
                 self.close()

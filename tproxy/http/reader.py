@@ -180,6 +180,15 @@ class RequestReader(ClientConnection):
         line that never ends must not grow without bound.
         """
         f = self.factory
+        if not self.head_bytes and self.heads:
+            # a later request's head did not end in the read it began in:
+            # header_timeout from its first byte (the timer waits for the
+            # keep-alive deadline: brought forward); empty lines before it
+            # count as its beginning, as in nginx
+            start = self.head_start
+            if start is None:
+                start = self.blank_since = f.seconds()
+            self._head_deadline(start + f.header_timeout)
         self.head_bytes += len(data)
         nl = data.rfind(b"\n")
         if nl < 0:
@@ -205,6 +214,14 @@ class RequestReader(ClientConnection):
             return self._bad_request(400, "request header line too long")
         if self.head_bytes > f.max_line + f.max_header + 64:
             self._bad_request(431, "request header fields too large")
+
+    def _head_deadline(self, when):
+        """Run ``check_timeout`` at ``when`` if the timer comes due later."""
+        t = self.timer
+        if t is not None and t.getTime() > when and self.exchange is None:
+            t.cancel()
+            f = self.factory
+            self.timer = f.clock.callLater(max(when - f.seconds(), 0.001), self.check_timeout)
 
     def on_message_begin(self):
         if self.closing or self.last_read:
