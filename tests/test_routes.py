@@ -781,6 +781,19 @@ class RouterModeTests(SynchronousTestCase):
         self.assertEqual(plain.mode, "group")
         self.assertFalse(hasattr(plain, "balancer"))
 
+    def test_pathSpelling(self):
+        """The groups are found from the path in one spelling (``//api``,
+        ``/%61pi`` are ``/api``, as nginx's ``location`` sees them); the path
+        goes upstream as it came."""
+        self.registry.register(parse_prefix("/api"), "192.168.1.10", 8080)
+        self.registry.register(parse_prefix(None), "192.168.1.12", 8080)
+        for path in ("//api/users", "/%61pi//users"):
+            ctx, _ = self.route(path)
+            self.assertEqual((ctx.route, ctx.upstream_path), ("api", path))
+            self.assertEqual(ctx.vars[path_prefix.GROUPS_VAR], ("api", "default"))
+        ctx, _ = self.route("/api%2Fusers")
+        self.assertEqual(ctx.vars[path_prefix.GROUPS_VAR], ("default",))
+
     def test_referenceExamples(self):
         """``/api/users`` -> the /api server (or a prefix-less one);
         ``/static/css/style.css`` -> /static; ``/other/path`` -> prefix-less."""

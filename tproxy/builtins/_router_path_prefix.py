@@ -8,6 +8,7 @@ The built-in ``router`` plugin in ``path_prefix`` mode (see
 from tproxy import Response, direct, hookimpl
 from tproxy.builtins import least_conn
 from tproxy.builtins.router import Plugin
+from tproxy.routing.route import match_path
 
 #: The ``ctx.vars`` key of the groups that may serve a request in path-prefix
 #: mode (most specific first).
@@ -53,6 +54,8 @@ class PathPrefixPlugin(Plugin):
         registry = self._prepare(ctx)
         request = ctx.request
         path = request.path
+        if "%" in path or "//" in path:
+            path = match_path(path)   # (see the router's module docstring)
         now = registry.now()
         default = self.default_group
         live, dead = self._walk(registry, path, now)

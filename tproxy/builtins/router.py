@@ -37,10 +37,15 @@ Rules:
   is for a balancer plugin or a route that names it (``/canary/x`` then
   goes to ``default`` as ``/canary/x``).  The same holds in path-prefix
   mode.
-- Matching is on the raw path as received: no percent-decoding and no
-  dot-segment removal, so ``/api%2Fv2/x`` has the one segment ``api%2Fv2``
-  and matches neither ``api`` nor ``api/v2``.  An empty segment (``//``) ends
-  the walk, since no group name contains one.
+- Matching is on the path in the one spelling the ``routes`` plugin
+  matches on (:func:`tproxy.routing.route.match_path`, as nginx's
+  ``location`` after decoding and ``merge_slashes``): dot segments resolved
+  (by tproxy, before routing), percent-encoded unreserved characters decoded
+  and runs of ``/`` merged, so ``/%61pi/x`` and ``//api//x`` are ``/api/x``;
+  ``%2F`` stays encoded, so ``/api%2Fv2/x`` has the one segment ``api%2Fv2``
+  and matches neither ``api`` nor ``api/v2``.  A path a group takes goes
+  upstream in that spelling, past the prefix; one no group takes goes to the
+  fallback group as it came.
 - A path that matches no group goes to the fallback group (``default``,
   setting ``default_group``) with its path *unchanged*.  The fallback group
   is never a prefix itself: ``/default/x`` reaches ``default`` as
@@ -82,6 +87,7 @@ from zope.interface import implementer
 from tproxy import Response, direct, hookimpl, watch_field
 from tproxy.builtins._router_groups import GroupNames
 from tproxy.registry import INFINITY, IRegistryListener
+from tproxy.routing.route import match_path
 
 _HEADER = "X-Route-Prefix"
 _HEADER_LOWER = b"x-route-prefix"
@@ -232,6 +238,8 @@ class Plugin(GroupNames):
         if watched is None or _HEADER_LOWER in watched:
             _drop_header(request.headers)
         path = request.path
+        if "%" in path or "//" in path:
+            path = match_path(path)   # (no other spelling passes by a group)
         route = None
         # The usual request: its first segment is a group name that no other
         # name starts with (_leaves), of a routable group with a live peer:
