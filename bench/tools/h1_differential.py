@@ -254,6 +254,25 @@ def classes(found):
     return ["%dxx" % (s // 100) if isinstance(s, int) else s for s in found]
 
 
+def start_tproxy(run, port, admin, **changes):
+    """Start tproxy the README way (``twistd -n --pidfile= tproxy -c CONF``)
+    on ``etc/conf.json`` listening on ``port`` with its admin API on
+    ``admin``, each top-level key of ``changes`` merged into the file's
+    (``CONF`` is written in the directory ``run``, its log beside it)."""
+    with open(os.path.join(ROOT, "etc", "conf.json")) as f:
+        conf = json.load(f)
+    conf["listen"] = "tcp:%d:interface=127.0.0.1" % port
+    conf["admin"]["listen"] = "tcp:%d:interface=127.0.0.1" % admin
+    for key, value in changes.items():
+        conf[key] = dict(conf.get(key) or {}, **value)
+    with open(os.path.join(run, "conf.json"), "w") as f:
+        json.dump(conf, f)
+    twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
+    return subprocess.Popen(
+        [twistd, "-n", "--pidfile=", "tproxy", "-c", os.path.join(run, "conf.json")],
+        cwd=ROOT, stdout=open(os.path.join(run, "tproxy.log"), "w"), stderr=subprocess.STDOUT)
+
+
 def wait_port(port, timeout=15):
     end = time.time() + timeout
     while time.time() < end:
@@ -294,17 +313,7 @@ def main():
             f.write(NGINX_CONF.format(run=run, backend=be_ng, port=ng, extra=""))
         procs.append(subprocess.Popen([shutil.which("nginx") or "/usr/sbin/nginx", "-c",
                                        os.path.join(run, "nginx.conf")]))
-        with open(os.path.join(ROOT, "etc", "conf.json")) as f:
-            conf = json.load(f)
-        conf["listen"] = "tcp:%d:interface=127.0.0.1" % tp
-        conf["admin"]["listen"] = "tcp:%d:interface=127.0.0.1" % admin
-        conf["registry"]["ttl"] = 86400
-        with open(os.path.join(run, "conf.json"), "w") as f:
-            json.dump(conf, f)
-        twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
-        procs.append(subprocess.Popen(
-            [twistd, "-n", "--pidfile=", "tproxy", "-c", os.path.join(run, "conf.json")],
-            cwd=ROOT, stdout=open(os.path.join(run, "tproxy.log"), "w"), stderr=subprocess.STDOUT))
+        procs.append(start_tproxy(run, tp, admin, registry={"ttl": 86400}))
         for port_ in (tp, ng, admin, be_tp, be_ng):
             wait_port(port_)
         urllib.request.urlopen("http://127.0.0.1:%d/upstream/add?port=%d" % (admin, be_tp)).read()

@@ -12,13 +12,7 @@ whether the upstream connection was used again by the next request (a
     python bench/tools/h1_response_differential.py            # all vectors
     TPROXY_PARSER=python python bench/tools/h1_response_differential.py --only 'cl-|te-'
 
-A vector is ``(name, response bytes, options)``; options: ``close`` (the
-upstream closes after sending), ``method`` (``HEAD``), ``early`` (the
-upstream answers once the request head is read, not its body: the client
-sends a 100,000-byte body in two halves), ``later`` (bytes sent by the
-upstream 0.3 s after the response), ``reset`` (the upstream resets the
-connection 0.2 s after the response), ``keepalive`` (the client sends a second
-``GET /v/ok`` on the same connection once the first response is read).
+The vectors and their options: :mod:`h1_response_vectors`.
 """
 
 import argparse
@@ -39,156 +33,8 @@ import json
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from h1_differential import NGINX_CONF  # noqa: E402
-
-OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
-
-
-def head(status=b"200 OK", *fields):
-    return b"HTTP/1.1 " + status + b"\r\n" + b"".join(f + b"\r\n" for f in fields) + b"\r\n"
-
-
-CL2 = b"Content-Length: 2"
-TE = b"Transfer-Encoding: chunked"
-
-VECTORS = [
-    ("ok", OK, {}),
-    ("1xx-100-unsolicited", head(b"100 Continue") + OK, {}),
-    ("1xx-102", head(b"102 Processing") + OK, {}),
-    ("1xx-103-hints", head(b"103 Early Hints", b"Link: </s.css>; rel=preload") + OK, {}),
-    ("1xx-many", head(b"100 Continue") + head(b"102 Processing") + head(b"103 Early Hints", b"Link: <a>")
-     + head(b"103 Early Hints", b"Link: <b>") + OK, {}),
-    ("1xx-with-cl", head(b"100 Continue", b"Content-Length: 5") + OK, {}),
-    ("101-unasked", head(b"101 Switching Protocols", b"Upgrade: websocket", b"Connection: Upgrade")
-     + b"hello", {}),
-    ("204-cl-body", head(b"204 No Content", b"Content-Length: 5") + b"hello", {}),
-    ("204-cl-nobody", head(b"204 No Content", b"Content-Length: 5"), {}),
-    ("204-chunked", head(b"204 No Content", TE) + b"0\r\n\r\n", {}),
-    ("204-chunked-nobody", head(b"204 No Content", TE), {}),
-    ("304-cl", head(b"304 Not Modified", b"Content-Length: 10", b"ETag: \"x\""), {}),
-    ("304-cl-body", head(b"304 Not Modified", b"Content-Length: 5") + b"hello", {}),
-    ("304-chunked", head(b"304 Not Modified", TE), {}),
-    ("head-cl", head(b"200 OK", b"Content-Length: 10"), {"method": "HEAD"}),
-    ("head-chunked", head(b"200 OK", TE), {"method": "HEAD"}),
-    ("head-nolength", head(b"200 OK"), {"method": "HEAD"}),
-    ("head-chunked-body", head(b"200 OK", TE) + b"0\r\n\r\n", {"method": "HEAD"}),
-    ("head-cl-body", head(b"200 OK", b"Content-Length: 5") + b"hello", {"method": "HEAD"}),
-    ("te-and-cl", head(b"200 OK", TE, b"Content-Length: 100") + b"2\r\nok\r\n0\r\n\r\n", {}),
-    ("cl-and-te", head(b"200 OK", b"Content-Length: 100", TE) + b"2\r\nok\r\n0\r\n\r\n", {}),
-    ("cl-two-differ", head(b"200 OK", CL2, b"Content-Length: 3") + b"okk", {}),
-    ("cl-two-same", head(b"200 OK", CL2, CL2) + b"ok", {}),
-    ("cl-list-same", head(b"200 OK", b"Content-Length: 2,2") + b"ok", {}),
-    ("cl-list-1-1", head(b"200 OK", b"Content-Length: 1,1") + b"o", {}),
-    ("cl-negative", head(b"200 OK", b"Content-Length: -1") + b"ok", {"close": True}),
-    ("cl-huge", head(b"200 OK", b"Content-Length: 99999999999999999999999") + b"ok", {"close": True}),
-    ("cl-big-cut", head(b"200 OK", b"Content-Length: 9223372036854775807") + b"ok", {"close": True}),
-    ("cl-alpha", head(b"200 OK", b"Content-Length: abc") + b"ok", {"close": True}),
-    ("cl-plus", head(b"200 OK", b"Content-Length: +2") + b"ok", {}),
-    ("cl-hex", head(b"200 OK", b"Content-Length: 0x2") + b"ok", {}),
-    ("cl-empty", head(b"200 OK", b"Content-Length: ") + b"ok", {"close": True}),
-    ("cl-space-inside", head(b"200 OK", b"Content-Length: 1 1") + b"ok", {"close": True}),
-    ("cl-leading-zero", head(b"200 OK", b"Content-Length: 002") + b"ok", {}),
-    ("te-gzip", head(b"200 OK", b"Transfer-Encoding: gzip") + b"xx", {"close": True}),
-    ("te-chunked-gzip", head(b"200 OK", b"Transfer-Encoding: chunked, gzip") + b"xx", {"close": True}),
-    ("te-gzip-chunked", head(b"200 OK", b"Transfer-Encoding: gzip, chunked") + b"2\r\nxx\r\n0\r\n\r\n", {}),
-    ("te-identity", head(b"200 OK", b"Transfer-Encoding: identity") + b"xx", {"close": True}),
-    ("te-identity-cl", head(b"200 OK", b"Transfer-Encoding: identity", CL2) + b"ok", {}),
-    ("te-twice-chunked", head(b"200 OK", TE, TE) + b"2\r\nok\r\n0\r\n\r\n", {}),
-    ("te-chunked-chunked", head(b"200 OK", b"Transfer-Encoding: chunked, chunked") + b"2\r\nok\r\n0\r\n\r\n", {}),
-    ("te-Chunked-case", head(b"200 OK", b"Transfer-Encoding: CHUNKED") + b"2\r\nok\r\n0\r\n\r\n", {}),
-    ("chunk-ok", head(b"200 OK", TE) + b"2\r\nok\r\n0\r\n\r\n", {}),
-    ("chunk-bad-size", head(b"200 OK", TE) + b"zz\r\nok\r\n0\r\n\r\n", {}),
-    ("chunk-size-overflow", head(b"200 OK", TE) + b"10000000000000002\r\nok\r\n0\r\n\r\n", {}),
-    ("chunk-size-0x", head(b"200 OK", TE) + b"0x2\r\nok\r\n0\r\n\r\n", {}),
-    ("chunk-size-space", head(b"200 OK", TE) + b"2 \r\nok\r\n0\r\n\r\n", {}),
-    ("chunk-ext", head(b"200 OK", TE) + b"2;a=b\r\nok\r\n0\r\n\r\n", {}),
-    ("chunk-ext-quoted", head(b"200 OK", TE) + b"2;a=\"b;c\"\r\nok\r\n0\r\n\r\n", {}),
-    ("chunk-ext-ctl", head(b"200 OK", TE) + b"2;a\x00\r\nok\r\n0\r\n\r\n", {}),
-    ("chunk-no-crlf-after", head(b"200 OK", TE) + b"2\r\nokXX0\r\n\r\n", {}),
-    ("chunk-bare-lf", head(b"200 OK", TE) + b"2\nok\n0\n\n", {}),
-    ("chunk-trailers", head(b"200 OK", TE, b"Trailer: X-T") + b"2\r\nok\r\n0\r\nX-T: 1\r\n\r\n", {}),
-    ("chunk-trailer-bad", head(b"200 OK", TE) + b"2\r\nok\r\n0\r\nX-T 1\r\n\r\n", {}),
-    ("chunk-last-missing", head(b"200 OK", TE) + b"2\r\nok\r\n", {"close": True}),
-    ("obs-fold", head(b"200 OK", CL2, b"X-A: 1", b" 2") + b"ok", {}),
-    ("nul-in-value", head(b"200 OK", CL2, b"X-A: 1\x002") + b"ok", {}),
-    ("bare-cr-in-value", head(b"200 OK", CL2, b"X-A: 1\r2") + b"ok", {}),
-    ("ctl-in-value", head(b"200 OK", CL2, b"X-A: 1\x012") + b"ok", {}),
-    ("del-in-value", head(b"200 OK", CL2, b"X-A: 1\x7f2") + b"ok", {}),
-    ("bare-lf-lines", b"HTTP/1.1 200 OK\nContent-Length: 2\nX-A: 1\n\nok", {}),
-    ("bare-lf-one-field", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: 1\n\r\nok", {}),
-    ("space-before-colon", head(b"200 OK", CL2, b"X-A : 1") + b"ok", {}),
-    ("space-before-colon-cl", head(b"200 OK", b"Content-Length : 2") + b"ok", {"close": True}),
-    ("space-in-name", head(b"200 OK", CL2, b"X A: 1") + b"ok", {}),
-    ("ctl-in-name", head(b"200 OK", CL2, b"X\x01A: 1") + b"ok", {}),
-    ("empty-name", head(b"200 OK", CL2, b": 1") + b"ok", {}),
-    ("no-colon", head(b"200 OK", CL2, b"Bogus") + b"ok", {}),
-    ("leading-space-first-field", b"HTTP/1.1 200 OK\r\n X-A: 1\r\nContent-Length: 2\r\n\r\nok", {}),
-    ("status-http10", b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", {}),
-    ("status-http10-ka", b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok", {}),
-    ("status-http10-nolength", b"HTTP/1.0 200 OK\r\n\r\nbody", {"close": True}),
-    ("status-http2", b"HTTP/2 200 OK\r\nContent-Length: 2\r\n\r\nok", {}),
-    ("status-http20", b"HTTP/2.0 200 OK\r\nContent-Length: 2\r\n\r\nok", {}),
-    ("status-http12", b"HTTP/1.2 200 OK\r\nContent-Length: 2\r\n\r\nok", {}),
-    ("status-lower", b"http/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", {}),
-    ("status-2000", b"HTTP/1.1 2000 OK\r\nContent-Length: 2\r\n\r\nok", {}),
-    ("status-20", b"HTTP/1.1 20 OK\r\nContent-Length: 2\r\n\r\nok", {}),
-    ("status-099", b"HTTP/1.1 099 OK\r\nContent-Length: 2\r\n\r\nok", {}),
-    ("status-600", b"HTTP/1.1 600 Odd\r\nContent-Length: 2\r\n\r\nok", {}),
-    ("status-999", b"HTTP/1.1 999 Odd\r\nContent-Length: 2\r\n\r\nok", {}),
-    ("status-no-reason", b"HTTP/1.1 200\r\nContent-Length: 2\r\n\r\nok", {}),
-    ("status-empty-reason", b"HTTP/1.1 200 \r\nContent-Length: 2\r\n\r\nok", {}),
-    ("status-reason-odd", b"HTTP/1.1 200 O\xffk\tx\r\nContent-Length: 2\r\n\r\nok", {}),
-    ("status-reason-ctl", b"HTTP/1.1 200 O\x01k\r\nContent-Length: 2\r\n\r\nok", {}),
-    ("status-reason-nul", b"HTTP/1.1 200 O\x00k\r\nContent-Length: 2\r\n\r\nok", {}),
-    ("status-reason-cr", b"HTTP/1.1 200 O\rX-Evil: 1\r\nContent-Length: 2\r\n\r\nok", {}),
-    ("status-reason-lf", b"HTTP/1.1 200 O\nX-Evil: 1\r\nContent-Length: 2\r\n\r\nok", {}),
-    ("status-two-spaces", b"HTTP/1.1  200 OK\r\nContent-Length: 2\r\n\r\nok", {}),
-    ("status-leading-crlf", b"\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", {}),
-    ("http09", b"hello world\n", {"close": True}),
-    ("no-length-close", head(b"200 OK") + b"body until close", {"close": True}),
-    ("no-length-reset", head(b"200 OK") + b"body cut by a reset", {"reset": True}),
-    ("no-length-close-ka", head(b"200 OK") + b"body until close", {"close": True, "keepalive": True}),
-    ("no-length-close-http10", head(b"200 OK") + b"body until close", {"close": True, "http10": True}),
-    ("chunked-http10", head(b"200 OK", TE) + b"2\r\nok\r\n0\r\n\r\n", {"http10": True}),
-    ("cut-cl", head(b"200 OK", b"Content-Length: 10") + b"abc", {"close": True}),
-    ("cut-cl-ka", head(b"200 OK", b"Content-Length: 10") + b"abc", {"close": True, "keepalive": True}),
-    ("cut-chunked", head(b"200 OK", TE) + b"5\r\nabc", {"close": True}),
-    ("cut-chunked-at-boundary", head(b"200 OK", TE) + b"2\r\nok\r\n", {"close": True}),
-    ("cut-in-head", b"HTTP/1.1 200 OK\r\nContent-Len", {"close": True}),
-    ("excess-same-read", head(b"200 OK", CL2) + b"okEXTRA", {}),
-    ("excess-response", OK + b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nevil!", {}),
-    ("excess-later", OK, {"later": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nevil!"}),
-    ("excess-chunked", head(b"200 OK", TE) + b"2\r\nok\r\n0\r\n\r\nEXTRA", {}),
-    ("early-413-close", head(b"413 Too Large", b"Content-Length: 0", b"Connection: close"),
-     {"early": True, "close": True}),
-    ("early-401-keep", head(b"401 Unauthorized", b"Content-Length: 0"), {"early": True}),
-    ("early-200-keep", head(b"200 OK", CL2) + b"ok", {"early": True}),
-    ("huge-head", head(b"200 OK", CL2, *[b"X-Big-%d: %s" % (i, b"v" * 1000) for i in range(70)]) + b"ok", {}),
-    ("huge-field", head(b"200 OK", CL2, b"X-Big: " + b"v" * 70000) + b"ok", {}),
-    ("big-head-ok", head(b"200 OK", CL2, *[b"X-Big-%d: %s" % (i, b"v" * 1000) for i in range(3)]) + b"ok", {}),
-    ("many-fields", head(b"200 OK", CL2, *[b"X-%d: v" % i for i in range(1000)]) + b"ok", {}),
-    ("conn-close", head(b"200 OK", CL2, b"Connection: close") + b"ok", {}),
-    ("conn-close-upper", head(b"200 OK", CL2, b"Connection: CLOSE") + b"ok", {}),
-    ("conn-close-list", head(b"200 OK", CL2, b"Connection: x-foo, close") + b"ok", {}),
-    ("conn-close-second", head(b"200 OK", CL2, b"Connection: keep-alive", b"Connection: close") + b"ok", {}),
-    ("keep-alive-fields", head(b"200 OK", CL2, b"Connection: keep-alive", b"Keep-Alive: timeout=5, max=10")
-     + b"ok", {}),
-    ("hop-named", head(b"200 OK", CL2, b"Connection: X-Foo, X-Bar", b"X-Foo: 1", b"X-Bar: 2", b"X-Baz: 3")
-     + b"ok", {}),
-    ("hop-fields", head(b"200 OK", CL2, b"Proxy-Connection: x", b"TE: trailers", b"Trailer: X-T",
-                        b"Upgrade: h2c", b"Proxy-Authenticate: Basic") + b"ok", {}),
-    ("date-server", head(b"200 OK", CL2, b"Date: Mon, 01 Jan 2001 00:00:00 GMT", b"Server: up/1")
-     + b"ok", {}),
-    ("no-date", head(b"200 OK", CL2) + b"ok", {}),
-    ("set-cookie-dup", head(b"200 OK", CL2, b"Set-Cookie: a=1", b"X-Mid: m", b"Set-Cookie: b=2",
-                            b"set-cookie: c=3") + b"ok", {}),
-    ("dup-fields", head(b"200 OK", CL2, b"X-A: 1", b"X-A: 2") + b"ok", {}),
-    ("empty-value", head(b"200 OK", CL2, b"X-A:") + b"ok", {}),
-    ("value-trailing-ws", head(b"200 OK", CL2, b"X-A: 1 \t") + b"ok", {}),
-    ("location-relative", head(b"302 Found", CL2, b"Location: /x") + b"ok", {}),
-    ("205-body", head(b"205 Reset", CL2) + b"ok", {}),
-]
-
+from h1_differential import NGINX_CONF, start_tproxy, wait_port  # noqa: E402
+from h1_response_vectors import OK, VECTORS  # noqa: E402
 
 def parse_req(buf):
     """``(method, path, content-length, rest)`` of a request head in ``buf``, or ``None``."""
@@ -369,26 +215,11 @@ def main():
             f.write(NGINX_CONF.format(run=run, backend=up_ng, port=ng, extra=NGINX_EXTRA))
         procs.append(subprocess.Popen(["nginx", "-e", os.path.join(run, "nginx.error.log"),
                                        "-c", os.path.join(run, "nginx.conf")]))
-        with open(os.path.join(ROOT, "etc", "conf.json")) as f:
-            conf = json.load(f)
-        conf["listen"] = "tcp:%d:interface=127.0.0.1" % tp
-        conf["admin"]["listen"] = "tcp:%d:interface=127.0.0.1" % admin
-        conf["upstreams"] = {"default": {"peers": ["127.0.0.1:%d" % up_tp]}}
-        conf["timeouts"]["read"] = 3
-        conf["proxy"]["next_upstream"] = []
-        with open(os.path.join(run, "conf.json"), "w") as f:
-            json.dump(conf, f)
-        twistd = os.path.join(os.path.dirname(sys.executable), "twistd")
-        procs.append(subprocess.Popen(
-            [twistd, "-n", "--pidfile=", "tproxy", "-c", os.path.join(run, "conf.json")],
-            cwd=ROOT, stdout=open(os.path.join(run, "tproxy.log"), "w"), stderr=subprocess.STDOUT))
+        procs.append(start_tproxy(
+            run, tp, admin, upstreams={"default": {"peers": ["127.0.0.1:%d" % up_tp]}},
+            timeouts={"read": 3}, proxy={"next_upstream": []}))
         for port in (tp, ng):
-            for _ in range(200):
-                try:
-                    socket.create_connection(("127.0.0.1", port)).close()
-                    break
-                except OSError:
-                    time.sleep(0.05)
+            wait_port(port)
         only = re.compile(args.only)
         for name, _, opts in VECTORS:
             if not only.search(name):
