@@ -1,6 +1,7 @@
 # -*- test-case-name: tests.test_request_bodies,tests.test_admin_security -*-
 """
-A chunked request body's size lines, read back from the bytes received.
+A chunked request body's limits: its size lines, read back from the bytes
+received, and its trailer section (:class:`Trailers`).
 
 Neither request parser reports a chunk's size: httptools reads sizes up to
 2**64 - 1, and both parsers wait for the chunk's bytes.  A listener with a
@@ -14,9 +15,10 @@ read leaves unfinished is kept (:func:`unfinished_line`).
 
 import re
 
-from tproxy.http.pygrammar import _MAX_SIZE
+from tproxy.http.pygrammar import _MAX_SIZE, MAX_TRAILERS
+from tproxy.http.wire import BadRequest
 
-__all__ = ["unfinished_line", "chunk_refusal"]
+__all__ = ["Trailers", "unfinished_line", "chunk_refusal"]
 
 #: the size at the start of a chunk-size line
 _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]+")
@@ -59,3 +61,26 @@ def chunk_refusal(data, end, kept, before, limit):
     if limit is not None and before + size > limit:
         return 413, "request body too large"
     return None
+
+
+class Trailers(object):
+    """
+    Where the trailer fields of a chunked request go (the parsers report
+    them through ``on_header``): dropped (they are not forwarded), and
+    counted, so that a client cannot stream trailers for ever into memory:
+    past :data:`~tproxy.http.pygrammar.MAX_TRAILERS` bytes, a ``400`` (as
+    tproxy's own parser; httptools has no limit).
+    """
+
+    __slots__ = ("size",)
+
+    def __init__(self):
+        self.size = 0
+
+    def __iter__(self):
+        return iter(())
+
+    def append(self, pair):
+        self.size += len(pair[0]) + len(pair[1]) + 4
+        if self.size > MAX_TRAILERS:
+            raise BadRequest(400, "trailer section too large")

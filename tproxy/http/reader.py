@@ -12,13 +12,12 @@ is the connection's, see there).
 import re
 
 from tproxy.context import Request, RequestContext
-from tproxy.http.chunk_sizes import chunk_refusal, unfinished_line
+from tproxy.http.chunk_sizes import Trailers, chunk_refusal, unfinished_line
 from tproxy.http.bases import ClientConnection
 from tproxy.http.exchange import Exchange
 from tproxy.http.headers import Headers
 from tproxy.http.parsing import (HttpParserError, HttpParserInvalidMethodError, HttpParserUpgrade,
                                  HttpRequestParser, bare_cr_first)
-from tproxy.http.pygrammar import MAX_TRAILERS
 from tproxy.http.target import METHOD_TOKEN, request_target
 from tproxy.http.tunnel import UpgradeExchange, UpgradeRequestContext, upgrade_offer
 from tproxy.http.wire import BadRequest, Closing, forwarding_fields, scan_request_fields
@@ -26,29 +25,6 @@ from tproxy.trust import UntrustworthyHeader
 
 #: the end of a request line with a well-formed version
 _VERSION = re.compile(rb" HTTP/[0-9]\.[0-9]\r\n")
-
-
-class _Trailers(object):
-    """
-    Where the trailer fields of a chunked request go (the parsers report
-    them through ``on_header``): dropped (they are not forwarded), and
-    counted, so that a client cannot stream trailers for ever into memory:
-    past :data:`~tproxy.http.pygrammar.MAX_TRAILERS` bytes, a ``400`` (as
-    tproxy's own parser; httptools has no limit).
-    """
-
-    __slots__ = ("size",)
-
-    def __init__(self):
-        self.size = 0
-
-    def __iter__(self):
-        return iter(())
-
-    def append(self, pair):
-        self.size += len(pair[0]) + len(pair[1]) + 4
-        if self.size > MAX_TRAILERS:
-            raise BadRequest(400, "trailer section too large")
 
 
 class RequestReader(ClientConnection):
@@ -352,7 +328,7 @@ class RequestReader(ClientConnection):
             # Content-Length among them has no say in the framing (as
             # nginx, which ignores trailer fields): no 400 for it beside
             # Transfer-Encoding, from here to the end of the request
-            self.fields = _Trailers()
+            self.fields = Trailers()
             self.parser.set_dangerous_leniencies(lenient_chunked_length=True)
         else:
             ex.limit_body(f.max_body, length, length <= f.body_buffer)
