@@ -44,13 +44,19 @@ class StopOnceTests(SynchronousTestCase):
         signal.signal(signal.SIGQUIT, signal.SIG_DFL)
         self.events = capture_log(self)
 
-    def test_repeated(self):
-        """The first signal stops the reactor (and is the one twistd exits
-        with), the next ones are a line each; SIGINT alike."""
+    def stopping_once(self):
+        """A reactor whose own SIGTERM and SIGINT handlers are installed,
+        replaced by :func:`stop_once_on_signals`."""
         reactor = _Reactor()
         signal.signal(signal.SIGTERM, reactor.sigTerm)
         signal.signal(signal.SIGINT, reactor.sigInt)
         stop_once_on_signals(reactor)
+        return reactor
+
+    def test_repeated(self):
+        """The first signal stops the reactor (and is the one twistd exits
+        with), the next ones are a line each; SIGINT alike."""
+        reactor = self.stopping_once()
         signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)
         signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
         signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)
@@ -65,10 +71,7 @@ class StopOnceTests(SynchronousTestCase):
         """``SIGQUIT`` (nginx's graceful quit) stops the reactor as
         ``SIGTERM`` does (its default would end the process at once, with
         a core), and is not raised again at exit (status 0, as nginx)."""
-        reactor = _Reactor()
-        signal.signal(signal.SIGTERM, reactor.sigTerm)
-        signal.signal(signal.SIGINT, reactor.sigInt)
-        stop_once_on_signals(reactor)
+        reactor = self.stopping_once()
         signal.getsignal(signal.SIGQUIT)(signal.SIGQUIT, None)
         signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)
         self.assertEqual((reactor.stops, reactor._exitSignal), (2, None))
