@@ -593,15 +593,16 @@ class ValidationTests(SynchronousTestCase):
             self.assertRefused([route("a", host=host)], "routes[0].match.host", words)
 
     def test_methodsCaseSensitive(self):
-        """A method in lower case would never match (methods are
-        case-sensitive, RFC 9110 9.1: a client's ``get`` is not ``GET``):
-        refused, naming the method's JSON path and the spelling meant."""
+        """A method not in upper case (``get``) is refused, naming its JSON
+        path and the spelling meant: methods are case-sensitive (RFC 9110
+        9.1: ``get`` is another method than ``GET``, which no client sends
+        and nginx answers ``400``)."""
         self.assertRefused([route("a", methods=["GET", "get"])],
                            "routes[0].match.methods[1]",
                            "methods are case-sensitive: GET")
         e = self.assertRaises(ConfigError, table, [route("a", methods=["Post", "PATCH"])])
         self.assertEqual(e.errors, [("routes[0].match.methods[0]", "methods are "
-                                     "case-sensitive: POST ('Post' would never match)")])
+                                     "case-sensitive: POST ('Post' is another method)")])
 
     def test_everyProblemReported(self):
         e = self.assertRaises(ConfigError, table, [

@@ -297,9 +297,10 @@ def _value_conditions(r, match, at, errors):
     r.methods = frozenset(methods) if methods else None
     for i, method in enumerate(methods or ()):
         if method != method.upper():
-            # RFC 9110 9.1: a client's "get" is not GET (nginx refuses it)
+            # RFC 9110 9.1: "get" is another method than GET, which no
+            # client sends (nginx answers it 400)
             errors.append((at("match", "methods") + "[{}]".format(i), "methods are "
-                           "case-sensitive: {} ({!r} would never match)".format(
+                           "case-sensitive: {} ({!r} is another method)".format(
                                method.upper(), method)))
     headers = match.get("headers", {})
     for name in sorted(headers):
