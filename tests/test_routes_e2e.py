@@ -455,11 +455,13 @@ class AdminTests(SynchronousTestCase):
 class HostAndMethodTests(SynchronousTestCase):
     """What a client sends as the host and the method, as routes take them."""
 
+    start = AdminTests.start
+
     def test_ipv6Host(self):
         """A route for ``[::1]`` takes ``Host: [::1]:8080`` (the port
         ignored, as for a name), also written through the admin API, and
         ``GET /routes/match`` says so."""
-        h = AdminTests().start([{"name": "local6", "group": "web",
+        h = self.start([{"name": "local6", "group": "web",
                                  "match": {"host": "[::1]"}}])
         for host in ("[::1]:8080", "[::1]", "[0::1]:80"):
             resp = h.request("GET", "/x", headers={"Host": host})
@@ -483,13 +485,13 @@ class HostAndMethodTests(SynchronousTestCase):
     def test_lowerCaseMethodRefused(self):
         """``"methods": ["get"]``: refused with the JSON path, at start and
         through the admin API (a client's ``get`` is not ``GET``)."""
-        h = AdminTests().start()
+        h = self.start()
         r = h.admin("PUT", "/routes/m", body={"group": "api",
                                               "match": {"methods": ["HEAD", "get"]}})
         self.assertEqual((r.status, r.obj["field"]), (400, "match.methods[1]"), r.obj)
         self.assertIn("methods are case-sensitive: GET", r.obj["error"])
         self.assertEqual(h.admin("GET", "/routes/m").status, 404)
-        e = self.assertRaises(ConfigError, AdminTests().start, [
+        e = self.assertRaises(ConfigError, self.start, [
             {"name": "m", "group": "api", "match": {"methods": ["get"]}}])
         self.assertEqual(e.path, "plugins[0].settings.routes[0].match.methods[0]")
 
