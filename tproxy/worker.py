@@ -13,7 +13,9 @@ Its life:
    configuration's text, the worker's index, the listening sockets' file
    descriptors (inherited), the descriptor of the socket its log events go
    to (:mod:`tproxy.worker_logs`: they reach the parent's log) and a
-   snapshot of the registry;
+   snapshot of the registry (with a registry shared through Redis, none:
+   the worker reads Redis, unless the parent finds it away, and then what
+   the parent holds);
 2. build a :class:`tproxy.gateway.Gateway` on a
    :class:`tproxy.replica.ReplicaRegistry`, run every ``init_worker``, adopt
    the listening sockets (``adoptStreamPort``: every worker accepts on the
@@ -119,6 +121,8 @@ class Worker(object):
             # fleet, with its own replica of the store
             gateway = Gateway(config, self.reactor, plugin_manager)
             self.registry = gateway.registry
+            # (Redis away: the registrations and routes the parent holds)
+            self.registry.seed(package.get("held"))
         else:
             self.registry = ReplicaRegistry(self.reactor, ttl=config["registry"]["ttl"])
             gateway = Gateway(config, self.reactor, plugin_manager, registry=self.registry)

@@ -109,6 +109,8 @@ class ParentChannel(object):
         return {"worker": handle.index, "config": gen.text, "source": gen.source,
                 "fds": dict(handle.fds), "log": handle.log_fd,
                 "registry": snapshot(publisher.backend) if publisher.replicates else None,
+                # a shared registry that Redis does not answer: what it holds
+                "held": None if publisher.replicates else publisher.backend.held_state(),
                 "health": _checks_state(self.supervisor.service.gateway.registry),
                 "admin": list(gen.journal)}
 

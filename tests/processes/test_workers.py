@@ -832,6 +832,54 @@ class SharedRegistryTests(TestCase):
                          ["item", "r"])
         self.parentKilled(box)
 
+    async def test_workersStartedWhileRedisIsAway(self):
+        """Redis away, a reload's workers and a replacement cannot read it:
+        they serve the registrations and routes the parent holds (not an
+        empty registry until Redis answers), and Redis has them again,
+        put back, when it answers (empty)."""
+        from tests.redis_server import redis_command, run_redis
+        redis = await run_redis(self)
+        up = upstream(self)
+        box = Box(self, plugins=["registry", "routes", "router", "least_conn"],
+                  registry={"backend": "redis",
+                            "url": "redis://127.0.0.1:%d/0" % redis.port})
+        status, obj = get_json(box.admin, "/upstream/add?port=%d&prefix=api" % up.server_port)
+        self.assertEqual(status, 200, obj)
+        put_route(self, box, "item", "api", "/item")
+        api = (200, b"upstream %d /x" % up.server_port)
+        item = (200, b"upstream %d /item" % up.server_port)
+
+        def serves(pid, what):
+            stopped = box.only(pid)
+            wait_until(lambda: get(box.proxy, "/item")[0] == 200,
+                       "worker %d to route /item" % pid)
+            self.assertEqual((get(box.proxy, "/api/x"), get(box.proxy, "/item")),
+                             (api, item), "worker %d (%s)" % (pid, what))
+            box.resume(stopped)
+        for pid in box.pids():
+            serves(pid, "before")
+        await redis.stop()
+        box.proc.read_until("[tproxy.registry_redis#warn] registry: Redis at")
+        box.proc.send_signal(signal.SIGHUP)
+        box.proc.read_until("worker fork server of generation 1 (pid %d) ended" % box.forks)
+        new = box.pids()
+        for pid in new:
+            serves(pid, "started by the reload while Redis is away")
+        os.kill(new[0], signal.SIGKILL)
+        line = box.proc.read_until(") ready")
+        replacement = int(re.search(r"pid (\d+)", line).group(1))
+        serves(replacement, "a replacement while Redis is away")
+        start = len(box.proc.output)
+        await run_redis(self, redis.port)
+        for pid in (new[1], replacement):
+            box.proc.read_until("[worker %d tproxy.registry_redis#info] registry: Redis at "
+                                "127.0.0.1:%d/0 answers again: 1 registrations, 1 routes"
+                                % (pid, redis.port), since=start)
+        self.assertEqual(await redis_command(redis.port, "HKEYS", "tproxy:peers"),
+                         ["api 127.0.0.1 %d" % up.server_port])
+        self.assertEqual(await redis_command(redis.port, "HKEYS", "tproxy:routes"), ["item"])
+        self.parentKilled(box)
+
     def parentKilled(self, box):
         """(The box's end, any registry's:) ``kill -9`` of the parent: the
         workers' control channels close, they stop, and the fork server
