@@ -135,6 +135,10 @@ class Worker(object):
             peer = _peer(gateway, group, host, port)
             if peer is not None:
                 gateway.health.restore_checks(peer, check_ok, active_down, last_check)
+        for group, host, port, health, in_a_row in package.get("ejected", ()):
+            peer = _peer(gateway, group, host, port)
+            if peer is not None:
+                gateway.health.restore_ejection(peer, health, in_a_row)
         fds = package["fds"]
         listeners = []
         for kind, name, description, stream, tls in listener_specs(config):
@@ -242,9 +246,9 @@ class Worker(object):
 
     def control_counts(self, message):
         """The in-flight and total requests per peer, and this worker's
-        health object of each peer it holds down or has seen fail, when the
-        parent asks (``health``: a parent of before did not, and took six
-        fields)."""
+        health object of each peer it holds down or has seen fail, with its
+        ejections in a row, when the parent asks (``health``: a parent of
+        before did not, and took six fields)."""
         from tproxy.replica import counts
         if self.registry is None:
             return []
@@ -255,6 +259,8 @@ class Worker(object):
                 peer = _peer(gateway, row[0], row[1], row[2])
                 if peer is not None and (not row[5] or peer.health is not None):
                     row.append(gateway.health.as_dict(peer))
+                    # (the ejections in a row: a reload's worker goes on from them)
+                    row.append(peer.health.ejections if peer.health is not None else 0)
         return rows
 
     def control_lost(self, reason):

@@ -760,6 +760,49 @@ def checked_server(case):
     return server
 
 
+class ReloadHealthTests(TestCase):
+    """A reload with workers keeps the passive ejections, as one process."""
+
+    def test_ejectedStaysEjected(self):
+        """A peer each worker ejected is still ejected in the reload's new
+        workers, for the rest of its time, without a request tried on it
+        (a peer that accepts and never answers would cost each new worker a
+        request's ``timeouts.read``); a replacement for a worker that died
+        starts afresh."""
+        from tests.helpers import ProxyTestCase
+        up = upstream(self)
+        dead = ProxyTestCase.closed_port(self)
+        box = Box(self, health={"passive": {"fail_timeout": 300}})
+        for port in (up.server_port, dead):
+            self.assertEqual(get_json(box.admin, "/upstream/add?port=%d&prefix=api" % port)[0],
+                             200)
+
+        def dead_server():
+            return server_of(box.status(), dead)
+        for pid in box.pids():
+            stopped = box.only(pid)
+            # (equal peers take turns: the dead one is tried, refused, and
+            # the request goes on to the other)
+            for _ in range(4):
+                self.assertEqual(get(box.proxy, "/api/x")[0], 200)
+            box.resume(stopped)
+        health = dead_server()["health"]
+        self.assertEqual((health["healthy"], health["down_in_workers"]), (False, 2))
+        box.proc.send_signal(signal.SIGHUP)
+        box.proc.read_until("worker fork server of generation 1 (pid %d) ended" % box.forks)
+        server = dead_server()
+        self.assertEqual(server["total_requests"], 0)
+        self.assertEqual((server["health"]["healthy"], server["health"]["down_in_workers"]),
+                         (False, 2), server)
+        for row in server["workers"]:
+            self.assertEqual(row["health"]["ejections"], 1, row)
+            self.assertGreater(row["health"]["ejected_for"], 200, row)
+            self.assertEqual(row["health"]["last_error"]["kind"], "connect", row)
+        for _ in range(20):
+            self.assertEqual(get(box.proxy, "/api/x")[0], 200)
+        self.assertEqual(dead_server()["total_requests"], 0)
+
+
 class SharedRegistryTests(TestCase):
     """``"workers": 2`` with ``registry.backend`` ``redis``: the parent and
     every worker are instances of the fleet, each reading the shared store
