@@ -351,7 +351,7 @@ class OutageTests(RedisTestCase):
         clock = Clock()
         clock.advance(1000)
         a = await self.registry(server.port, clock, ttl=60)
-        await a.register("api", "10.0.0.1", 80, weight=3)
+        await a.register("api", "10.0.0.1", 80, weight=3, routable=False)
         spec = {"name": "r1", "group": "api"}
         self.assertEqual(await a.shared_routes.put("r1", spec), "created")
         self.assertIsNone(a.held_state())
@@ -365,6 +365,7 @@ class OutageTests(RedisTestCase):
         self.assertFalse(b.up)
         self.assertEqual(view(b), view(a))
         self.assertEqual(b.group("api").peers[("10.0.0.1", 80)].weight, 3)
+        self.assertFalse(b.group("api").routable)
         self.assertEqual(b.shared_routes.specs(), [spec])
         for _ in range(12):       # past the TTL: held, not expired
             clock.advance(10)
