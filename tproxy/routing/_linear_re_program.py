@@ -47,7 +47,18 @@ def compile_program(pattern, flags=0):
         needs backtracking, or one larger than :data:`MAX_PROGRAM`
         instructions.
     """
-    parsed = _parse.parse(pattern, flags)
+    posix = _posix_class(pattern)
+    if posix is not None:
+        raise re.error("{} is a POSIX class of RE2, which tproxy's own engine, used "
+                       "where google-re2 is missing (PyPy), does not read as one: "
+                       "write its characters out ([A-Za-z] for [:alpha:])".format(posix))
+    try:
+        parsed = _parse.parse(pattern, flags)
+    except re.error as e:
+        if str(e).startswith(_RE2_ESCAPES):
+            raise re.error("{} (RE2 syntax, which tproxy's own engine, used where "
+                           "google-re2 is missing: PyPy, does not have)".format(e))
+        raise
     state = parsed.state
     compiler = _Compiler(state.flags)
     compiler.emit((SAVE, 0, None))
@@ -55,6 +66,40 @@ def compile_program(pattern, flags=0):
     compiler.emit((SAVE, 1, None))
     compiler.emit((MATCH, None, None))
     return compiler.program, state.flags, state.groups - 1, dict(state.groupdict)
+
+
+#: Python's words for RE2's escapes it lacks: ``\pL``, ``\PL``, ``\z``, ``\C``.
+_RE2_ESCAPES = tuple("bad escape \\" + c for c in "pPzC")
+
+_POSIX_CLASS = re.compile(r"\[:\^?[A-Za-z]+:\]")
+
+
+def _posix_class(pattern):
+    """
+    The first POSIX class (``[:alpha:]``) inside a bracket expression of
+    ``pattern`` (``[[:alpha:]]``, ``[^a[:digit:]]``), or ``None``.  RE2 reads
+    them; Python's parser reads ``[[:alpha:]]`` as a set of ``[:alph``
+    followed by ``]``, silently another pattern.
+    """
+    i, n, start = 0, len(pattern), None    # start: where the open set's members begin
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            i += 2
+            continue
+        if start is None:
+            if c == "[":
+                i += 2 if pattern.startswith("^", i + 1) else 1
+                start = i
+                continue
+        else:
+            posix = _POSIX_CLASS.match(pattern, i)
+            if posix:
+                return posix.group(0)
+            if c == "]" and i > start:
+                start = None
+        i += 1
+    return None
 
 
 class _Compiler(object):
