@@ -588,6 +588,28 @@ class MalformedRequestTests(Case):
         self.assertEqual(statuses(conn), [200])
         self.assertIn(b"GET /a?b=%00 HTTP/1.1\r\n", up.received)
 
+    def test_invalidPercentEncoding(self):
+        """A ``%`` in the path not followed by two hex digits (RFC 3986
+        2.1): 400, as nginx.  The request-target is invalid (RFC 9112 3.2),
+        and a server behind may decode it as tproxy did not route it
+        (``%u0061`` is ``a`` to IIS); on the slower paths (an escape, a dot
+        segment, the absolute form) too."""
+        for target in ("/ok%", "/%zz", "/a%2", "/%u0061dmin/x", "/a%%41", "/%41%",
+                       "/a/%2e%", "/a/./b%g0", "http://x/a%", "http://x/%41%zz?q=1"):
+            resp = self.assertRejected(request("GET", target))
+            self.assertEqual(resp.json(), {"error": "invalid percent-encoding in the path"},
+                             target)
+
+    def test_percentEncodingForwarded(self):
+        """Valid escapes in the path, and anything in the query (nginx reads
+        only the path decoded), go upstream as they came."""
+        h, up = harness()
+        for target in ("/a%20b%C3%a9", "/a%2fb", "/a?b=%zz&c=%", "/%41?%u0061"):
+            conn = h.connect()
+            conn.send(request("GET", target))
+            self.assertEqual(statuses(conn), [200], target)
+            self.assertIn(("GET %s HTTP/1.1\r\n" % target).encode(), up.received)
+
     def test_twoLengths(self):
         """Two different Content-Length values."""
         self.assertRejected(

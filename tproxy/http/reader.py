@@ -240,9 +240,9 @@ class RequestReader(ClientConnection):
                 raise BadRequest(400, "malformed request")
             raise BadRequest(505, "HTTP version not supported")
         url = self.url.decode("latin-1")
-        if url[:1] == "/" and "/." not in url and "%2" not in url and "%00" not in url:
+        if url[:1] == "/" and "/." not in url and "%" not in url:
             # (request_target's usual case inlined: origin-form, no dot
-            # segment, no encoded NUL)
+            # segment, no escape)
             path, _, query = url.partition("?")
             authority = None
         else:
