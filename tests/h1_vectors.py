@@ -257,6 +257,7 @@ def own():
     a("pipe-error-middle", G + b"GET / HTTP/1.1\r\nHost: x\r\nX: a\x00b\r\n\r\n" + SM)
     a("pipe-error-first", b"GET / HTTP/1.1\r\nHost: x\r\nX: a\x00b\r\n\r\n" + SM)
     a("pipe-bad-chunk-then-req", ch(b"zz\r\n\r\n") + SM)
+    a("pipe-bad-version", G + b"GET /b HTTP/1\t.1\r\nHost: x\r\n\r\n")
     a("pipe-after-cl-body", req(b"Content-Length: 5\r\n", b"hello") + SM)
     a("incomplete-head", b"GET / HTTP/1.1\r\nHost: x\r\n")
     a("incomplete-body", req(b"Content-Length: 10\r\n", b"hello"))

@@ -561,6 +561,18 @@ class MalformedRequestTests(Case):
         """``HTTP/2.0`` in a request line: 505."""
         self.assertRejected(b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505)
 
+    def test_malformedVersionAfterRequest(self):
+        """A malformed version (``HTTP/1\\t.1``, ``HTTP/.1``) in a request
+        pipelined behind a valid one: 400 on either parser (RFC 9112 2.3:
+        not a version at all), a version tproxy does not serve there: 505."""
+        for version, status in ((b"HTTP/1\t.1", 400), (b"HTTP/.1", 400), (b"HTTP/1.}1", 400),
+                                (b"HTTP/2.0", 505)):
+            h, up = harness()
+            conn = h.connect()
+            conn.send(request("GET", "/a") + b"GET /b " + version + b"\r\nHost: x\r\n\r\n")
+            self.assertEqual(statuses(conn), [200, status], version)
+            self.assertTrue(conn.closed)
+
     def test_unknownMethod(self):
         """A method token the parser does not know: 501 (not forwarded)."""
         self.assertRejected(b"FROB / HTTP/1.1\r\nHost: x\r\n\r\n", 501)
