@@ -277,8 +277,9 @@ def start_tproxy(run, port, admin, **changes):
 def free_base(n=5):
     """A port in 30000-32767 with the ``n`` ports from it free (each bound
     once to be sure; above 32768 is the ephemeral range)."""
+    rnd = random.SystemRandom()   # (whatever seeded the module's generator)
     while True:
-        base = random.randrange(30000, 32768 - n)
+        base = rnd.randrange(30000, 32768 - n)
         try:
             for port in range(base, base + n):
                 s = socket.socket()
