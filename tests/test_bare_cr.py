@@ -5,7 +5,8 @@ refused with ``400`` (nginx skips it too; llhttp does, so tproxy checks the
 first bytes of a message before feeding them).  On the proxy listener with
 the parser in use (httptools on CPython, the pure-Python one on PyPy or with
 ``TPROXY_PARSER=python``), on the admin listener, and on the pure-Python
-parser directly.
+parser directly.  A request line after empty lines, whichever reads they
+came in, is checked as one without them (a bare CR before it, no version).
 """
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -99,6 +100,45 @@ class ListenerTests(SynchronousTestCase):
             statuses, forwarded, conn = self.send(*pieces)
             expected = b"".join(pieces).count(b"GET")
             self.assertEqual((statuses, forwarded), ([200] * expected, expected), pieces)
+
+    def test_bareCRAfterEmptyLines(self):
+        """A bare CR after empty lines read before it, or split from what
+        follows it: 400, as without them."""
+        for pieces in ([b"\r\n", b"\r" + REQUEST], [b"\n", b"\r" + REQUEST],
+                       [b"\r\n\r", REQUEST], [b"\r", REQUEST], [b"\r\n", b"\r", REQUEST]):
+            statuses, forwarded, conn = self.send(*pieces)
+            self.assertEqual((statuses, forwarded, conn.closed), ([400], 0, True), pieces)
+        statuses, forwarded, conn = self.send(REQUEST, b"\r\n", b"\r" + REQUEST)
+        self.assertEqual((statuses, forwarded, conn.closed), ([200, 400], 1, True))
+
+    def test_emptyLinesInPieces(self):
+        """Empty lines in reads of their own, a CR and its LF in two."""
+        for pieces in ([b"\r\n", REQUEST], [b"\r", b"\n", REQUEST], [b"\r\n\r", b"\n" + REQUEST],
+                       [REQUEST, b"\r\n", b"\n", REQUEST]):
+            statuses, forwarded, conn = self.send(*pieces)
+            expected = b"".join(pieces).count(b"GET")
+            self.assertEqual((statuses, forwarded, conn.closed),
+                             ([200] * expected, expected, False), pieces)
+
+    def test_http09AfterEmptyLines(self):
+        """A request line without a version (HTTP/0.9) after empty lines
+        in a read of their own, or split across reads: answered 400 at
+        once, as one in the read that begins the head (the parsers would
+        wait for header lines)."""
+        for pieces in ([b"\r\n", b"GET /x\r\n"], [b"\n", b"GET /x\r\n"],
+                       [b"\r\n", b"GET /", b"x\r\n"], [b"GET /", b"x\r\n"],
+                       [b"GET /x HT", b"\r\n"], [b"\r\n", b"GET /x\r\nHost: x\r\n"]):
+            statuses, forwarded, conn = self.send(*pieces)
+            self.assertEqual((statuses, forwarded, conn.closed), ([400], 0, True), pieces)
+        statuses, forwarded, conn = self.send(REQUEST, b"\r\n", b"GET /x\r\n")
+        self.assertEqual((statuses, forwarded, conn.closed), ([200, 400], 1, True))
+
+    def test_versionSplit(self):
+        """A request line whose version is split across reads is read
+        whole."""
+        for cut in range(len(b"GET /a"), len(b"GET /a HTTP/1.1\r\n")):
+            statuses, forwarded, conn = self.send(b"\r\n", REQUEST[:cut], REQUEST[cut:])
+            self.assertEqual((statuses, forwarded, conn.closed), ([200], 1, False), cut)
 
     def test_admin(self):
         """The admin listener answers the same."""

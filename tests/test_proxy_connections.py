@@ -75,46 +75,6 @@ class KeepAliveLimitTests(SynchronousTestCase):
         self.assertTrue(conn.closed)
         self.assertEqual(conn.received, b"")
 
-    def test_slowHeadAfterKeepAlive(self):
-        """A head begun on a kept-alive connection has ``header_timeout``
-        from its first byte (nginx's ``client_header_timeout``), not what is
-        left of ``keepalive_timeout``: a slowloris on a later request is
-        answered ``408`` as on the first."""
-        for first in (b"", b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\n"):
-            h = harness(proxy={"keepalive_timeout": 4, "header_timeout": 1})
-            conn = h.connect()
-            conn.request("GET", "/")
-            h.advance(2)
-            # (with ``first``: the head begins in the read that ends the
-            # request before it)
-            conn.send(first + b"GET /2 HTTP/1.1\r\n")
-            h.advance(0.5)
-            conn.send(b"Host: x\r\n")
-            h.advance(0.5 - TICK)
-            self.assertFalse(conn.closed)
-            h.advance(TICK)
-            self.assertTrue(conn.closed, first)
-            self.assertEqual([r.status for r in conn.responses],
-                             [200, 200, 408] if first else [200, 408])
-
-    def test_emptyLinesAfterKeepAlive(self):
-        """Empty lines on a kept-alive connection begin a head (RFC 9112
-        2.2): with no request line ``header_timeout`` after the first, the
-        connection is closed without an answer, as nginx does; they do not
-        keep it open until ``keepalive_timeout``."""
-        h = harness(proxy={"keepalive_timeout": 4, "header_timeout": 1})
-        conn = h.connect()
-        conn.request("GET", "/")
-        h.advance(2)
-        conn.send(b"\r\n")
-        h.advance(0.5)
-        conn.send(b"\r\n")
-        h.advance(0.5 - TICK)
-        self.assertFalse(conn.closed)
-        h.advance(TICK)
-        self.assertTrue(conn.closed)
-        self.assertEqual([r.status for r in conn.responses], [200])
-
     def test_busyClientNotClosed(self):
         """A slow response is not cut by ``keepalive_timeout``."""
         answers = []

@@ -15,6 +15,7 @@ from twisted.logger import Logger
 
 from tproxy.fastio import FastServer, install_fast_write
 from tproxy.http.closing import await_next_request, bound_flush, drain, end_linger, linger
+from tproxy.http.head_reads import head_deadline
 from tproxy.http.parsing import HttpRequestParser
 from tproxy.http.reader import RequestReader
 from tproxy.http.refusals import Stopped, bad_request, internal_error
@@ -53,6 +54,7 @@ class ProxyProtocol(RequestReader, Protocol):
     linger = False         # the client may still be sending: close lingering
     lingering = False      # closing lingering (see tproxy.http.closing.linger)
     upgrading = None       # the UpgradeExchange whose head is being parsed
+    line_tail = None       # a request line's last bytes (see tproxy.http.head_reads)
 
     def __init__(self):
         # Every name a connection sets while it serves requests, stored at
@@ -89,7 +91,7 @@ class ProxyProtocol(RequestReader, Protocol):
         self.chunked = False
         self.exchange = None   # the exchange whose response is being written
         self.heads = 0   # requests read whole (head and body)
-        self.head_bytes = 0   # bytes of an incomplete head (see _count_head)
+        self.head_bytes = 0   # bytes of an incomplete head (see head_reads.count_head)
         self.line_bytes = 0   # bytes of the incomplete head's last line so far
         self.line_done = False   # the incomplete head's request line has ended
         self.chunk_mark = None   # body bytes before the chunk begun in this read
@@ -220,6 +222,10 @@ class ProxyProtocol(RequestReader, Protocol):
         elif self.factory.draining and self.exchange is None:
             # a response that went out keep-alive before the drain began
             await_next_request(self)
+        elif self.head_start is not None or self.head_bytes:
+            # the next head (or empty lines) began while this response was
+            # written: header_timeout from now (see check_timeout)
+            head_deadline(self, self.idle_since + self.factory.header_timeout)
 
     def close(self):
         """Close the connection once the bytes written are sent (lingering
@@ -334,7 +340,9 @@ class ProxyProtocol(RequestReader, Protocol):
                     return ex.client_timed_out()
                 nxt = min(nxt, left)
         elif self.head_start is not None:
-            left = self.head_start + f.header_timeout - now
+            # from the head's first byte, or from the end of the response
+            # before it if later (nginx reads the next head only then)
+            left = max(self.head_start, self.idle_since) + f.header_timeout - now
             if left <= 0:
                 self.timer = None
                 return self._bad_request(408, "request header timeout")
@@ -347,8 +355,8 @@ class ProxyProtocol(RequestReader, Protocol):
                                       else f.header_timeout) - now
             if self.head_bytes and self.heads:
                 # empty lines after a response, no request line yet
-                # (see RequestReader._count_head)
-                left = min(left, self.blank_since + f.header_timeout - now)
+                # (see tproxy.http.head_reads.count_head)
+                left = min(left, max(self.blank_since, self.idle_since) + f.header_timeout - now)
             if left <= 0:
                 self.timer = None
                 self.close()

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_proxy_errors -*-
+# -*- test-case-name: tests.test_proxy_errors,tests.test_head_timeouts -*-
 """
 Reading requests from a client connection: the parser's callbacks, the
 limits on heads (request line, header lines, all fields) and bodies, and the
@@ -15,9 +15,10 @@ from tproxy.context import Request, RequestContext
 from tproxy.http.chunk_sizes import Trailers, chunk_refusal, unfinished_line
 from tproxy.http.bases import ClientConnection
 from tproxy.http.exchange import Exchange
+from tproxy.http.head_reads import bare_cr_ahead, count_head, head_deadline
 from tproxy.http.headers import Headers
 from tproxy.http.parsing import (HttpParserError, HttpParserInvalidMethodError, HttpParserUpgrade,
-                                 HttpRequestParser, bare_cr_first)
+                                 HttpRequestParser)
 from tproxy.http.target import METHOD_TOKEN, request_target
 from tproxy.http.tunnel import UpgradeExchange, UpgradeRequestContext, upgrade_offer
 from tproxy.http.wire import BadRequest, Closing, forwarding_fields, scan_request_fields
@@ -41,11 +42,13 @@ class RequestReader(ClientConnection):
     fire: a head counts at most 5/4 of its bytes (a field line of ``n``
     bytes counts at most ``n + 1``, and has at least 4).  So while the bytes
     that may belong to the head being read (``carry``: this read's, and the
-    earlier reads' since the read in which the last request ended) stay
+    earlier reads' since the read in which the last request ended, but for
+    reads of empty lines only) stay
     within 4/5 of the smallest limit (``factory.max_unchecked``), the pieces
     are not counted (``checking`` is false, two ``len`` calls fewer per
     field); the first read past it counts what came so far, and then goes on
-    piece by piece.
+    piece by piece.  A head that does not end in the read it began in:
+    :mod:`tproxy.http.head_reads`.
     """
 
     def dataReceived(self, data):
@@ -60,8 +63,8 @@ class RequestReader(ClientConnection):
         if self.reading is not None:
             # a body is being read: it makes progress (client_body_timeout)
             self.body_since = self.factory.seconds()
-        if (data and data[0] <= 13 and self.reading is None and not self.head_bytes
-                and bare_cr_first(data)):
+        if ((self.head_bytes or data and data[0] <= 13) and self.reading is None
+                and self.head_start is None and bare_cr_ahead(self, data)):
             # llhttp would skip it: nothing before a request line but empty lines
             self._bad_request(400, "bare CR before the request line")
             return
@@ -135,11 +138,18 @@ class RequestReader(ClientConnection):
                     self.line_part = unfinished_line(data, self.line_part)
             elif self.heads == heads:
                 if not self.closing:
-                    self._count_head(data)
+                    count_head(self, data)
+                if self.head_start is None:
+                    carry = 0   # empty lines only (see count_head)
+            elif self.head_start is not None:
+                # a request ended in this read, and the next head's bytes
+                # so far are in it: header_timeout from its first byte,
+                # unless a response is being written (see exchange_done)
+                carry = len(data)
+                head_deadline(self, max(self.head_start, self.idle_since)
+                              + self.factory.header_timeout)
             else:
-                # a request ended in this read: the next head's bytes so
-                # far are in it, if one began
-                carry = len(data) if self.head_start is not None else 0
+                carry = 0
             self.carry = carry
 
     def _count_fields(self):
@@ -150,56 +160,6 @@ class RequestReader(ClientConnection):
         for name, value in self.fields:
             size += len(name) + len(value) + 4
         self.head_size = size
-
-    def _count_head(self, data):
-        """
-        All of ``data`` went into a head not complete yet.  The parsers keep
-        a partial line until it ends (on_url / on_header may never come): a
-        line that never ends must not grow without bound.
-        """
-        f = self.factory
-        if not self.head_bytes and self.heads:
-            # a later request's head did not end in the read it began in:
-            # header_timeout from its first byte (the timer waits for the
-            # keep-alive deadline: brought forward); empty lines before it
-            # count as its beginning, as in nginx
-            start = self.head_start
-            if start is None:
-                start = self.blank_since = f.seconds()
-            self._head_deadline(start + f.header_timeout)
-        self.head_bytes += len(data)
-        nl = data.rfind(b"\n")
-        if nl < 0:
-            self.line_bytes += len(data)
-        else:
-            self.line_bytes = len(data) - nl - 1
-        if not self.line_done:
-            if nl >= 0:
-                self.line_done = True
-                if not self.carry:   # (the head began in this read)
-                    head = data.lstrip(b"\r\n")   # (empty lines before it: skipped)
-                    end = head.find(b"\n")
-                    if end >= 0 and b" HTTP/" not in head[:end]:
-                        # no version: an HTTP/0.9 request line, read as one
-                        # whose header lines follow (a 400 once they end,
-                        # see on_headers_complete): answered now
-                        return self._bad_request(400, "malformed request")
-            elif self.head_bytes > f.max_line + 64:   # + method and version
-                return self._bad_request(414, "request target too long")
-        if self.line_done and self.line_bytes > f.max_header_line:
-            # a header line that does not end (nginx's
-            # large_client_header_buffers: 400 there too)
-            return self._bad_request(400, "request header line too long")
-        if self.head_bytes > f.max_line + f.max_header + 64:
-            self._bad_request(431, "request header fields too large")
-
-    def _head_deadline(self, when):
-        """Run ``check_timeout`` at ``when`` if the timer comes due later."""
-        t = self.timer
-        if t is not None and t.getTime() > when and self.exchange is None:
-            t.cancel()
-            f = self.factory
-            self.timer = f.clock.callLater(max(when - f.seconds(), 0.001), self.check_timeout)
 
     def on_message_begin(self):
         if self.closing or self.last_read:
