@@ -6,7 +6,7 @@ heads read whole (:class:`ResponseHeadReader`).
 """
 
 from tproxy.http.bases import UpstreamConnection
-from tproxy.http.parsing import NAME, HttpResponseParser
+from tproxy.http.parsing import NAME
 from tproxy.http.response_fields import (
     _GOOD_REASONS, RARE_HOP_FIELDS, block_fields, check_reason, clean_response_block)
 
@@ -196,12 +196,13 @@ class ResponseHeadReader(UpstreamConnection):
         if head_only and self.exchange is ex:
             # A response to HEAD has no body whatever its Content-Length says,
             # and httptools cannot be told so: the response ends here, and
-            # the connection goes on with a fresh parser.  This one parses
+            # the connection goes on with another parser (one lent at its
+            # next response), not given back.  This one parses
             # the rest of the read, for no exchange: bytes there (a body
             # sent all the same, whose rest may come in a later read and be
             # taken for the next response) make ``on_body`` or ``on_status``
             # raise, and the connection is not used again
-            self.parser = HttpResponseParser(self)
+            self.parser = None
             ex.upstream_end()
 
     def _whole_head_complete(self):

@@ -43,6 +43,18 @@ class UpstreamProtocol(ResponseHeadReader, Protocol):
     than specified"), the connection is dropped and the request gets a new
     one: bytes after a response are no request's answer.
 
+    The response parser is lent to the connection for a response, not made
+    for it: a parser of :data:`_PARSERS` at the response's first read (a
+    new one when none is there), given back once a read ended its
+    response, the connection back in the pool (:meth:`release`), between
+    messages.  Their callbacks are those of one :class:`_Callbacks`, which
+    passes each to the connection feeding one.  At 10,000 peers a parser
+    per connection was llhttp's state, its settings and the callbacks
+    bound to the connection, read from memory no cache held at each
+    request; a few lent in turn stay in cache.  Bytes that begin a
+    message after the response, in the read that ended it, are an
+    unsolicited response (``on_message_begin``): the connection is
+    dropped, its parser with it.
     """
 
     def __init__(self, pool, key):
@@ -86,9 +98,7 @@ class UpstreamProtocol(ResponseHeadReader, Protocol):
         self.transport.setTcpNoDelay(True)
         self.transport.registerProducer(self, True)
         install_fast_write(self.transport)
-        # one parser for the connection's life (a new one after a response to
-        # HEAD): a connection is reused only after a complete response
-        self.parser = HttpResponseParser(self)
+        # (its parser is lent at each response: see the class doc)
         self.max_head = self.pool.max_header_size
         # (the factory lets go of the exchange: the connection outlives it)
         factory = self.factory
@@ -248,6 +258,9 @@ class UpstreamProtocol(ResponseHeadReader, Protocol):
         if self._head_fed == 0 and not self._head_spans:
             # the first read of a response: which parser (see the class doc)
             parser = self.parser
+            if parser is None:
+                parser = self.parser = (_PARSERS.pop() if _PARSERS
+                                        else HttpResponseParser(_CALLBACKS))
             n = len(data)
             if (_WHOLE_HEADS and n >= WHOLE_HEAD_MIN and not self.head_only
                     and not self.upgrading):
@@ -267,6 +280,9 @@ class UpstreamProtocol(ResponseHeadReader, Protocol):
             parser = self._feeding
             self._checking = True
         self.reading = True
+        callbacks = _CALLBACKS
+        feeding = callbacks.conn   # (another connection's read, if this one is nested in it)
+        callbacks.conn = self
         try:
             parser.feed_data(data)
         except (HttpParserError, HttpParserUpgrade) as e:
@@ -305,7 +321,16 @@ class UpstreamProtocol(ResponseHeadReader, Protocol):
                     # the response goes on: the read timeout starts again
                     # (a complete one has put the connection in the pool)
                     self.set_deadline(self.pool.read_timeout)
+            elif self.idle or self.due is not None:
+                # the response ended in this read, the connection back in
+                # the pool: its parser is between messages (see the class doc)
+                parser = self.parser
+                if parser is not None:
+                    self.parser = self._feeding = None
+                    if len(_PARSERS) < PARSERS_KEPT:
+                        _PARSERS.append(parser)
         finally:
+            callbacks.conn = feeding
             self.reading = False
             ex.upstream_read_done()
         due = self.due
@@ -319,6 +344,13 @@ class UpstreamProtocol(ResponseHeadReader, Protocol):
         # (its key in the pool: the peer, or (peer, creator) for TLS)
         key = self.key
         return key[0] if type(key) is tuple else key
+
+    def on_message_begin(self):
+        if self.exchange is None:
+            # a second response after the one asked for, in the read that
+            # ended it (see the class doc; on_status says it for the parser
+            # of heads read whole)
+            raise ValueError("unsolicited response")
 
     def on_body(self, data):
         ex = self.exchange
@@ -348,3 +380,40 @@ class UpstreamProtocol(ResponseHeadReader, Protocol):
         if due is not None:
             # (given during a read that did not end: see dataReceived)
             self.pool.connect(due[0], due[1], fresh=True)
+
+
+class _Callbacks(object):
+    """The callbacks of the lent parsers (see :class:`UpstreamProtocol`):
+    those of the connection feeding one now (``conn``).  (Called through
+    the class: a C call in the compiled build, no look-up of the method on
+    the connection first.)"""
+
+    __slots__ = ("conn",)
+
+    def __init__(self):
+        self.conn = None
+
+    def on_message_begin(self):
+        UpstreamProtocol.on_message_begin(self.conn)
+
+    def on_status(self, status):
+        ResponseHeadReader.on_status(self.conn, status)
+
+    def on_header(self, name, value):
+        ResponseHeadReader.on_header(self.conn, name, value)
+
+    def on_headers_complete(self):
+        ResponseHeadReader.on_headers_complete(self.conn)
+
+    def on_body(self, data):
+        UpstreamProtocol.on_body(self.conn, data)
+
+    def on_message_complete(self):
+        UpstreamProtocol.on_message_complete(self.conn)
+
+
+_CALLBACKS = _Callbacks()
+#: the parsers not lent now, all between messages (at most PARSERS_KEPT)
+_PARSERS = []
+#: the parsers kept for the next responses (more were lent at once: dropped)
+PARSERS_KEPT = 256
