@@ -97,15 +97,17 @@ def install_fast_write(transport, close=False):
 
 
 def _inline(transport):
-    # Read by every write below (and by the upstream pool): made instance
-    # attributes, with the class defaults' values (Twisted sets them on the
-    # instance when they change).  CPython 3.11 reads a class attribute
-    # through an instance by the generic lookup (~250 instructions each, three
-    # per write); stored at once, they are among the first names of the
-    # transport's class, which it keeps inline.
+    # Read by every write below (and by the upstream pool), and bufferSize by
+    # every read (tproxy.reactor): made instance attributes, with the class
+    # defaults' values (Twisted sets them on the instance when they change).
+    # CPython 3.11 reads a class attribute through an instance by the
+    # generic lookup (~250 instructions each, three per write); stored at
+    # once, they are among the first names of the transport's class, which
+    # it keeps inline.
     transport.dataBuffer = transport.dataBuffer
     transport.disconnecting = transport.disconnecting
     transport.TLS = transport.TLS
+    transport.bufferSize = transport.bufferSize
 
 
 #: Twisted's own methods, which the fast ones fall back to (the same for
@@ -310,8 +312,8 @@ class FastClient(tcp.Client):
 #: (at 10,000 peers, in memory no cache held).  :func:`_add_names` puts them
 #: in the class's keys at import (see ``tests/test_inline_values.py``).
 CLIENT_NAMES = (
-    "socket", "dataBuffer", "_tempDataLen", "TLS", "connected", "disconnecting",
-    "protocol", "_tempDataBuffer", "producer", "streamingProducer", "producerPaused",
+    "socket", "bufferSize", "dataBuffer", "_tempDataLen", "TLS", "connected",
+    "disconnecting", "protocol", "_tempDataBuffer", "producer", "streamingProducer", "producerPaused",
     "fileno", "reactor", "connector", "addr", "realAddress", "_requiresResolution",
     "logstr", "offset", "disconnected", "_writeDisconnected", "_writeDisconnecting",
     "_aborting", "doRead", "doWrite")
