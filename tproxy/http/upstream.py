@@ -14,7 +14,8 @@ from tproxy.fastio import install_fast_write
 
 from tproxy.http.parsing import HttpParserError, HttpParserUpgrade, HttpResponseParser
 from tproxy.http.response_reader import (
-    _RARE_HOP_FIELDS, _WHOLE_HEADS, WHOLE_HEAD_MIN, ResponseHeadReader, _HeadTooBig, _WholeHead)
+    _CALLBACKS, _PARSERS, _RARE_HOP_FIELDS, _WHOLE_HEADS, PARSERS_KEPT, WHOLE_HEAD_MIN,
+    ResponseHeadReader, _HeadTooBig, _WholeHead)
 
 
 log = Logger(namespace=__name__)   # (a compiled module has no frame to take it from)
@@ -47,7 +48,8 @@ class UpstreamProtocol(ResponseHeadReader, Protocol):
     for it: a parser of :data:`_PARSERS` at the response's first read (a
     new one when none is there), given back once a read ended its
     response, the connection back in the pool (:meth:`release`), between
-    messages.  Their callbacks are those of one :class:`_Callbacks`, which
+    messages.  Their callbacks are those of one
+    :class:`~tproxy.http.response_reader._Callbacks`, which
     passes each to the connection feeding one.  At 10,000 peers a parser
     per connection was llhttp's state, its settings and the callbacks
     bound to the connection, read from memory no cache held at each
@@ -345,29 +347,6 @@ class UpstreamProtocol(ResponseHeadReader, Protocol):
         key = self.key
         return key[0] if type(key) is tuple else key
 
-    def on_message_begin(self):
-        if self.exchange is None:
-            # a second response after the one asked for, in the read that
-            # ended it (see the class doc; on_status says it for the parser
-            # of heads read whole)
-            raise ValueError("unsolicited response")
-
-    def on_body(self, data):
-        ex = self.exchange
-        if ex is not None:
-            ex.upstream_body(data)
-        elif self.head_only:
-            # a body after a response to HEAD (see on_headers_complete)
-            raise ValueError("bytes after a response to HEAD")
-
-    def on_message_complete(self):
-        if self._informational:
-            self._informational = False
-            return
-        ex = self.exchange
-        if ex is not None:
-            ex.upstream_end()
-
     def connectionLost(self, reason):
         # they hold our bound methods: no cycle to collect
         self.parser = self._whole = self._feeding = None
@@ -380,40 +359,3 @@ class UpstreamProtocol(ResponseHeadReader, Protocol):
         if due is not None:
             # (given during a read that did not end: see dataReceived)
             self.pool.connect(due[0], due[1], fresh=True)
-
-
-class _Callbacks(object):
-    """The callbacks of the lent parsers (see :class:`UpstreamProtocol`):
-    those of the connection feeding one now (``conn``).  (Called through
-    the class: a C call in the compiled build, no look-up of the method on
-    the connection first.)"""
-
-    __slots__ = ("conn",)
-
-    def __init__(self):
-        self.conn = None
-
-    def on_message_begin(self):
-        UpstreamProtocol.on_message_begin(self.conn)
-
-    def on_status(self, status):
-        ResponseHeadReader.on_status(self.conn, status)
-
-    def on_header(self, name, value):
-        ResponseHeadReader.on_header(self.conn, name, value)
-
-    def on_headers_complete(self):
-        ResponseHeadReader.on_headers_complete(self.conn)
-
-    def on_body(self, data):
-        UpstreamProtocol.on_body(self.conn, data)
-
-    def on_message_complete(self):
-        UpstreamProtocol.on_message_complete(self.conn)
-
-
-_CALLBACKS = _Callbacks()
-#: the parsers not lent now, all between messages (at most PARSERS_KEPT)
-_PARSERS = []
-#: the parsers kept for the next responses (more were lent at once: dropped)
-PARSERS_KEPT = 256
