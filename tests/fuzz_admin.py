@@ -339,6 +339,8 @@ BAD_ROUTES = [
     {"group": "g", "priority": "high"},
     {"group": "g", "max_body_size": -1},
     {"group": "g", "peer": "0.0.0.0:80"},
+    {"group": "g", "match": {"methods": ["get"]}},
+    {"group": "g", "match": {"host": "::1"}},
     [], "text", 3, None,
 ]
 json_values = st.recursive(

@@ -585,6 +585,33 @@ class RelayTests(SynchronousTestCase):
         self.assertTrue(peer(late, 9002).healthy)
 
 
+    def test_ejectionRestored(self):
+        """A reload's worker goes on from the passive ejection of the worker
+        it replaces (``restore_ejection``): ejected for the rest of the
+        time, then on probation, and a failure then ejects it for twice as
+        long as the last ejection, as in the worker before."""
+        old = _harness([LIVE, LIVE2], {LIVE: echo})
+        new = _harness([LIVE, LIVE2], {LIVE: echo})
+
+        def peer(h):
+            return h.registry.group("default").peers[("127.0.0.1", 9002)]
+        old.gateway.health.failed(peer(old), "connect", "refused")
+        old.advance(10)                    # probation
+        old.gateway.health.failed(peer(old), "connect", "refused")   # 20 s
+        old.advance(5)
+        state = old.gateway.health.as_dict(peer(old))
+        self.assertEqual(state["ejected_for"], 15)
+        new.gateway.health.restore_ejection(peer(new), state, peer(old).health.ejections)
+        self.assertFalse(peer(new).healthy)
+        restored = new.gateway.health.as_dict(peer(new))
+        self.assertEqual(restored, state)
+        self.assertEqual([new.request("GET", "/x").status for _ in range(4)], [200] * 4)
+        self.assertEqual(peer(new).total, 0)
+        new.advance(15)
+        self.assertTrue(peer(new).healthy)
+        new.gateway.health.failed(peer(new), "connect", "refused")
+        self.assertEqual(new.gateway.health.as_dict(peer(new))["ejected_for"], 40)
+
     def test_relayedChangesLoggedOnce(self):
         """The parent logs each change of state the active checks make (at
         warn, info); a worker that takes the results (``relayed``) says

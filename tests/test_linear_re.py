@@ -108,6 +108,44 @@ class RefusalTests(SynchronousTestCase):
                         r"(a)(?(1)b|c)", "(unclosed", "a{3,2}"):
             self.assertRaises(linear_re.error, linear_re.compile, pattern)
 
+    def test_posixClassesRefused(self):
+        """
+        RE2's POSIX classes (``[[:alpha:]]``) are not Python's syntax, where
+        ``[[:alpha:]]+`` is a set of ``[:alph`` then ``]+``: a route written
+        for RE2 would match other paths here.  Refused, saying what to write;
+        brackets that are no such class keep their Python meaning.
+        """
+        for pattern in (r"^/[[:alpha:]]+$", r"[^[:digit:]]", r"[a-f[:space:]]", r"[[:^alpha:]]"):
+            e = self.assertRaises(linear_re.error, linear_re.compile, pattern)
+            self.assertIn("POSIX class", str(e))
+            self.assertIn("write its characters out", str(e))
+        self.assertEqual(linear_re.compile(r"[]:a:]+").search("x:a]").span(), (1, 4))
+        self.assertEqual(linear_re.compile(r"\[:alpha:\]").search("[:alpha:]").span(), (0, 9))
+        self.assertEqual(linear_re.compile(r"[\[:a:]]").search("x:]").span(), (1, 3))
+
+    def test_re2EscapesNamed(self):
+        """RE2's ``\\pL``, ``\\z``: refused as Python refuses them, saying
+        they are RE2's (a route written for CPython's RE2)."""
+        for pattern in (r"^/\pL+$", r"\PL", r"^/a\z", r"\p{Greek}", r"\Qa.b\E"):
+            e = self.assertRaises(linear_re.error, linear_re.compile, pattern)
+            self.assertIn("bad escape", str(e))
+            self.assertIn("RE2 syntax", str(e))
+        e = self.assertRaises(linear_re.error, linear_re.compile, r"^/(?<id>[0-9]+)$")
+        self.assertIn("write (?P<name>...)", str(e))
+
+    def test_openRepeatRefused(self):
+        """
+        ``x{,2}`` is the text ``x{,2}`` to RE2 and ``x{0,2}`` to Python's
+        parser: refused, saying how to write the text; ``{0,2}`` and an
+        escaped or bracketed ``{,2}`` are the same to both.
+        """
+        for pattern in (r"^/x{,2}$", r"a{,}"):
+            e = self.assertRaises(linear_re.error, linear_re.compile, pattern)
+            self.assertIn("is text to RE2 but a repeat", str(e))
+        self.assertEqual(linear_re.compile(r"^/x{0,2}$").search("/xx").span(), (0, 3))
+        self.assertEqual(linear_re.compile(r"^/x\{,2}$").search("/x{,2}").span(), (0, 6))
+        self.assertEqual(linear_re.compile(r"^/x[{,2}]$").search("/x,").span(), (0, 3))
+
     def test_tooLarge(self):
         """Counted repeats are copies: a program past the limit is refused."""
         linear_re.compile("(?:ab){1000}")

@@ -541,6 +541,54 @@ class ErrorTests(TestCase):
             "conf.json: plugins[1]: plugin 'routes' is already listed (plugins[0]): "
             "it owns admin endpoints, list it once")
 
+    def test_adminPathTaken(self):
+        """A built-in's admin path setting (``cache.admin_path``,
+        ``prometheus.path``) that another plugin or tproxy itself serves:
+        refused naming its JSON path and the other's (``--check`` sees it),
+        not a DuplicateRoute at start."""
+        cache = lambda path: {"name": "cache", "settings": {"admin_path": path}}  # noqa: E731
+        e = self.assertBuildError(
+            ["registry", "router", "least_conn", "prometheus", cache("/metrics")],
+            "conf.json: plugins[4].settings.admin_path: admin path '/metrics' "
+            "is served by plugin 'prometheus' (plugins[3].settings.path) too "
+            "(GET /metrics): choose another")
+        self.assertEqual(e.path, "plugins[4].settings.admin_path")
+        self.assertBuildError(
+            [cache("/stats"), "router", {"name": "prometheus", "settings": {"path": "/stats"}}],
+            "conf.json: plugins[2].settings.path: admin path '/stats' is served by "
+            "plugin 'cache' (plugins[0].settings.admin_path) too (GET /stats): "
+            "choose another")
+        self.assertBuildError(
+            ["registry", "router", cache("/upstream/status")],
+            "conf.json: plugins[2].settings.admin_path: admin path "
+            "'/upstream/status' is served by plugin 'registry' (plugins[0]) too "
+            "(GET /upstream/status): choose another")
+        self.assertBuildError(
+            ["router", {"name": "prometheus", "settings": {"path": "/healthz"}}],
+            "conf.json: plugins[1].settings.path: admin path '/healthz' is served "
+            "by tproxy itself too (GET /healthz): choose another")
+        self.assertBuildError(
+            ["router", cache("/c"), cache("/c")],
+            "conf.json: plugins[2].settings.admin_path: admin path '/c' is served by "
+            "plugin 'cache' (plugins[1].settings.admin_path) too (GET /c, DELETE "
+            "/c): choose another")
+        # a path of its own, or one of a plugin not listed, is fine
+        build(["router", cache("/routes"), "prometheus", cache("/c2")], ())
+
+    def test_fixedAdminRoutesAsServed(self):
+        """The fixed admin routes the check knows are those served: tproxy's
+        own and the built-ins' (the chosen paths, the status page's ``/``,
+        which a plugin may take, and the routes with parameters aside)."""
+        from tproxy.testing import Harness
+        h = Harness(plugins=["registry", "routes", "router", "least_conn", "prometheus",
+                             "cache"])
+        served = {}
+        for (method, path), owner in h.gateway.admin.owners.items():
+            if "{" not in path and path not in ("/", "/metrics", "/cache"):
+                served.setdefault(owner, set()).add(method + " " + path)
+        self.assertEqual(served, dict((owner, set(routes)) for owner, routes
+                                      in plugin_checks.FIXED_ADMIN_ROUTES.items()))
+
     def test_unmarkedHooks(self):
         """A plugin whose hook functions lack ``@hookimpl`` implements no hook
         (pluggy skips them: an access check that never runs): refused, naming

@@ -4,6 +4,8 @@ after traffic through :mod:`tproxy.testing` on the fake clock, and once over
 real sockets (the admin listener over HTTP).
 """
 
+import platform
+
 import treq
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.defer import Deferred
@@ -157,11 +159,19 @@ class RequestMetricsTests(SynchronousTestCase):
         self.assertEqual(h.admin("GET", "/prom").status, 200)
 
     def test_processMetrics(self):
-        """``process_metrics`` (the default) adds prometheus_client's own."""
+        """``process_metrics`` (the default) adds prometheus_client's own:
+        the process and the platform, and on CPython the collector's
+        (prometheus_client has none for PyPy's)."""
         h = Harness(config=CONFIG, plugins=["router", "least_conn", "prometheus"],
                     servers={})
         names = {name for name, _ in scrape(h)}
         self.assertIn("python_info", names)
+        self.assertIn("process_open_fds", names)
+        gc_names = {name for name in names if name.startswith("python_gc_")}
+        if platform.python_implementation() == "CPython":
+            self.assertIn("python_gc_collections_total", gc_names)
+        else:
+            self.assertEqual(gc_names, set())
 
     def test_badSettings(self):
         with self.assertRaises(ConfigError) as e:

@@ -230,6 +230,37 @@ class KeepAliveLimitTests(SynchronousTestCase):
         self.assertTrue(h.gateway.health.as_dict(peer)["healthy"])
         self.assertEqual(peer.active, 0)
 
+    def test_removedPeerIdleClosed(self):
+        """A peer removed (``/upstream/remove``, or its registration's TTL
+        out) has its pooled idle connections closed at once, those of a TLS
+        group (pooled apart from plain ones) as the plain ones; not at the
+        idle timeout (60 s).  A reload closes the idle TLS ones (made with
+        the settings before it, no request would take them)."""
+        h = Harness(config={"registry": {"ttl": 10}, "upstreams": {
+                        "tls": {"peers": [], "tls": {"verify": False}}}},
+                    plugins=["registry", "router", "least_conn"],
+                    servers={"127.0.0.1:9001": testing_echo, "127.0.0.1:9002": testing_echo})
+        for removal in ("admin", "ttl", "reload", "many"):
+            for group, port in (("plain", 9001), ("tls", 9002)):
+                r = h.admin("GET", "/upstream/add?port=%d&prefix=%s" % (port, group))
+                self.assertEqual(r.status, 200, r.obj)
+                self.assertEqual(h.request("GET", "/%s/x" % group).status, 200)
+            self.assertEqual(sorted(len(v) for v in h.factory.pool.idle.values()), [1, 1])
+            if removal == "reload":
+                # the TLS one closes: no request would take it (new settings)
+                h.reload(config=h.config)
+                self.assertEqual(sorted(len(v) for v in h.factory.pool.idle.values()), [1])
+            elif removal == "many":
+                h.factory.pool._creators.clear()   # as past 4096 TLS places
+            if removal != "ttl":
+                for group, port in (("plain", 9001), ("tls", 9002)):
+                    r = h.admin("GET", "/upstream/remove?port=%d&prefix=%s" % (port, group))
+                    self.assertEqual(r.status, 200, r.obj)
+            else:
+                h.advance(10)
+                self.assertIsNone(h.registry.group("plain"))
+            self.assertEqual(h.factory.pool.idle, {}, removal)
+
     def test_upstreamKeepalive(self):
         """Requests one after the other share one upstream connection..."""
         h = harness()

@@ -782,17 +782,18 @@ class MalformedRequestTests(Case):
 
     def test_invalidHost(self):
         """A Host that is not one authority (whitespace, a path, userinfo,
-        a backslash, ``..``, no host before the port): 400, as nginx (RFC
-        9112 3.2); it would reach the upstream as it is."""
+        a backslash, ``..``, no host before the port, a host that is only
+        the dot of a fully qualified name): 400, as nginx 1.22 (RFC 9112
+        3.2); it would reach the upstream as it is."""
         for host in (b"a b", b"x/y", b"u@x", b"x\\y", b"..", b"a..b", b":80", b"x, y",
-                     b"x:8o", b"x\x80"):
+                     b"x:8o", b"x\x80", b".", b".:80", b". ", b"..:80"):
             resp = self.assertRejected(b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n")
             self.assertEqual(resp.json()["error"], "invalid Host", host)
 
     def test_validHosts(self):
         """Host values that are valid authorities go upstream as they are."""
         hosts = [b"x", b"X.Example", b"x.", b"x:8080", b"x:", b"a_b-c~d", b"[::1]:80",
-                 b"10.0.0.1", b"xn--p1ai", b"x \t"]
+                 b"10.0.0.1", b"xn--p1ai", b"x \t", b"x.:80", b".x"]
         h, up = harness()
         conn = h.connect()
         for host in hosts:
@@ -805,7 +806,8 @@ class MalformedRequestTests(Case):
         """An absolute-form target whose authority is empty or has userinfo:
         400, as nginx (it would replace the Host field)."""
         for target in (b"http:///x", b"http://u@other/x", b"http://u:p@other/x",
-                       b"http://a b/x", b"http://?q=1"):
+                       b"http://a b/x", b"http://?q=1", b"http://./x", b"http://.:80/x",
+                       b"http://a..b/x"):
             self.assertRejected(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n")
 
     def test_hugeLength(self):

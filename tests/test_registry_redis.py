@@ -342,6 +342,41 @@ class OutageTests(RedisTestCase):
         await until(lambda: len(a.shared_routes.specs()) == 2)
         self.assertEqual([r["name"] for r in a.shared_routes.specs()], ["r1", "r2"])
 
+    async def test_seededWhileAway(self):
+        """An instance started while Redis is away (a worker, at a reload)
+        seeded with what another holds (its parent's ``held_state``, which
+        is ``None`` while Redis answers) serves it, holds it, and puts it
+        back, as its own, when Redis answers (empty)."""
+        server = await run_redis(self)
+        clock = Clock()
+        clock.advance(1000)
+        a = await self.registry(server.port, clock, ttl=60)
+        await a.register("api", "10.0.0.1", 80, weight=3, routable=False)
+        spec = {"name": "r1", "group": "api"}
+        self.assertEqual(await a.shared_routes.put("r1", spec), "created")
+        self.assertIsNone(a.held_state())
+        await server.stop()
+        await until(lambda: not a.up, 15, message="a to see it")
+        b = RedisRegistry(clock, {"url": "redis://127.0.0.1:%d/0" % server.port, "ttl": 60,
+                                  "retry_interval": 0.05, "timeout": 1}, reactor=reactor)
+        self.addCleanup(b.stop)
+        b.seed(json.loads(json.dumps(a.held_state())))
+        await b.start()
+        self.assertFalse(b.up)
+        self.assertEqual(view(b), view(a))
+        self.assertEqual(b.group("api").peers[("10.0.0.1", 80)].weight, 3)
+        self.assertFalse(b.group("api").routable)
+        self.assertEqual(b.shared_routes.specs(), [spec])
+        for _ in range(12):       # past the TTL: held, not expired
+            clock.advance(10)
+            self.assertEqual(a.expire(), [])   # as the cleanup timers call it
+            self.assertEqual(b.expire(), [])
+        await run_redis(self, server.port)         # empty: it lost everything
+        await until(lambda: a.up and b.up, 15, message="both to catch up")
+        self.assertEqual(view(b), view(a))
+        self.assertEqual(b.group("api").peers[("10.0.0.1", 80)].expires_at, 1180)
+        self.assertEqual(await redis_command(server.port, "HKEYS", "tproxy:routes"), ["r1"])
+
     async def test_commandConnectionsLost(self):
         """Only the command connections die (the subscriber's lives): Redis
         counts as away at once, logged once; writes fail at once however long

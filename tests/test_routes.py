@@ -172,6 +172,20 @@ class MatchKindTests(SynchronousTestCase):
             self.assertEqual(found and found[0].name, name, value)
         self.assertEqual(take(t, "/x", host="api.example.com"), "h")
 
+    def test_hostIPv6(self):
+        """An IPv6 literal in brackets, as a client sends it (``Host:
+        [::1]:8080``: the port ignored, as for a name); the address in any
+        spelling, on either side, is the same host (RFC 5952's short form)."""
+        t = table([route("one", host="[::1]"), route("doc", host="[2001:DB8:0:0::1]"),
+                   route("w", host="*.example.com")])
+        for value, name in ((b"[::1]:8080", "one"), (b"[::1]", "one"), (b"[::1].", "one"),
+                            (b"[0:0::1]:80", "one"), (b"[2001:db8::1]", "doc"),
+                            (b"[2001:DB8:0::1]:443", "doc"), (b"[::2]", None),
+                            (b"[::ffff:1.2.3.4]", None), (b"example.com", None)):
+            request = Request("GET", "/x", headers=Headers([(b"Host", value)]))
+            found = t.match(routing.RequestView.of(request))
+            self.assertEqual(found and found[0].name, name, value)
+
     def test_hostWildcard(self):
         """``*.example.com`` takes every sub-domain, not ``example.com``."""
         t = table([route("w", host="*.example.com")])
@@ -181,8 +195,8 @@ class MatchKindTests(SynchronousTestCase):
             self.assertIsNone(take(t, "/", host=host), host)
 
     def test_methods(self):
-        """The request's method must be listed (case of the list ignored)."""
-        t = table([route("m", methods=["get", "POST"])])
+        """The request's method must be listed."""
+        t = table([route("m", methods=["GET", "POST"])])
         self.assertEqual(take(t, "/", method="GET"), "m")
         self.assertEqual(take(t, "/", method="POST"), "m")
         self.assertIsNone(take(t, "/", method="DELETE"))
@@ -569,6 +583,26 @@ class ValidationTests(SynchronousTestCase):
                            "routes[0].rewrite", "group")
         self.assertRefused([route("a", path=regex("^/(x)"), rewrite=r"/\g<id>")],
                            "routes[0].rewrite", "names no group")
+
+    def test_hostIPv6Refused(self):
+        """An IPv6 host is in brackets, without a port; the address valid."""
+        for host, words in (("::1", "[::1]"), ("[::1]:8080", "no port"),
+                            ("[::g]", "bad host"), ("[::1", "bad host"),
+                            ("*.[::1]", "bad host"), ("[1.2.3.4]", "bad host"),
+                            ("[::]", "unspecified")):
+            self.assertRefused([route("a", host=host)], "routes[0].match.host", words)
+
+    def test_methodsCaseSensitive(self):
+        """A method not in upper case (``get``) is refused, naming its JSON
+        path and the spelling meant: methods are case-sensitive (RFC 9110
+        9.1: ``get`` is another method than ``GET``, which no client sends
+        and nginx answers ``400``)."""
+        self.assertRefused([route("a", methods=["GET", "get"])],
+                           "routes[0].match.methods[1]",
+                           "methods are case-sensitive: GET")
+        e = self.assertRaises(ConfigError, table, [route("a", methods=["Post", "PATCH"])])
+        self.assertEqual(e.errors, [("routes[0].match.methods[0]", "methods are "
+                                     "case-sensitive: POST ('Post' is another method)")])
 
     def test_everyProblemReported(self):
         e = self.assertRaises(ConfigError, table, [

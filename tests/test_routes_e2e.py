@@ -12,7 +12,7 @@ import re
 from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
-from tproxy.config import load_config
+from tproxy.config import ConfigError, load_config
 from tproxy.testing import Harness, echo
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -450,6 +450,50 @@ class AdminTests(SynchronousTestCase):
             self.assertEqual((code, body["field"], body["error"]), (400, field, error), query)
         code, body = self.call(h, "GET", "/routes/match?path=/api&header.x-env=canary&method=get")
         self.assertEqual((code, body["route"], body["request"]["method"]), (200, "canary", "GET"))
+
+
+class HostAndMethodTests(SynchronousTestCase):
+    """What a client sends as the host and the method, as routes take them."""
+
+    start = AdminTests.start
+
+    def test_ipv6Host(self):
+        """A route for ``[::1]`` takes ``Host: [::1]:8080`` (the port
+        ignored, as for a name), also written through the admin API, and
+        ``GET /routes/match`` says so."""
+        h = self.start([{"name": "local6", "group": "web",
+                                 "match": {"host": "[::1]"}}])
+        for host in ("[::1]:8080", "[::1]", "[0::1]:80"):
+            resp = h.request("GET", "/x", headers={"Host": host})
+            self.assertEqual((resp.status, h.contexts[-1].vars.get("route")),
+                             (200, "local6"), host)
+            self.assertEqual(received(h, WEB)[-1].headers.get("Host"), host)
+        h.request("GET", "/x", headers={"Host": "[::2]:8080"})
+        self.assertEqual(h.contexts[-1].peer.address, FALLBACK)
+        r = h.admin("PUT", "/routes/doc6", body={"group": "api",
+                                                 "match": {"host": "[2001:DB8::1]"}})
+        self.assertEqual(r.status, 201, r.obj)
+        self.assertEqual(r.obj["route"]["match"]["host"], "[2001:DB8::1]")
+        h.request("GET", "/x", headers={"Host": "[2001:db8::1]:443"})
+        self.assertEqual(h.contexts[-1].peer.address, API)
+        r = h.admin("GET", "/routes/match?path=/x&host=%5B2001:db8:0::1%5D:8443")
+        self.assertEqual((r.status, r.obj["route"]), (200, "doc6"))
+        r = h.admin("PUT", "/routes/bare6", body={"group": "api", "match": {"host": "::1"}})
+        self.assertEqual((r.status, r.obj["field"]), (400, "match.host"))
+        self.assertIn("in brackets, as clients send it: [::1]", r.obj["error"])
+
+    def test_lowerCaseMethodRefused(self):
+        """``"methods": ["get"]``: refused with the JSON path, at start and
+        through the admin API (a client's ``get`` is not ``GET``)."""
+        h = self.start()
+        r = h.admin("PUT", "/routes/m", body={"group": "api",
+                                              "match": {"methods": ["HEAD", "get"]}})
+        self.assertEqual((r.status, r.obj["field"]), (400, "match.methods[1]"), r.obj)
+        self.assertIn("methods are case-sensitive: GET", r.obj["error"])
+        self.assertEqual(h.admin("GET", "/routes/m").status, 404)
+        e = self.assertRaises(ConfigError, self.start, [
+            {"name": "m", "group": "api", "match": {"methods": ["get"]}}])
+        self.assertEqual(e.path, "plugins[0].settings.routes[0].match.methods[0]")
 
 
 class PathPrefixModeTests(SynchronousTestCase):

@@ -230,6 +230,20 @@ tests.plugins_for_tests:AddHeader#2
                             e.code)
         self.assertEqual(out.getvalue(), "")
 
+    def test_check_adminPathTaken(self):
+        """``--check`` sees two plugins on one admin path, as the start
+        would (``cache.admin_path`` beside ``prometheus``'s ``/metrics``)."""
+        out = io.StringIO()
+        self.patch(sys, "stdout", out)
+        path = write_json(self, {"plugins": ["registry", "router", "least_conn", "prometheus",
+                                             {"name": "cache",
+                                              "settings": {"admin_path": "/metrics"}}]})
+        e = self.assertRaises(SystemExit, Options().parseOptions, ["--check", "-c", path])
+        self.assertEqual(e.code, path + ": plugins[4].settings.admin_path: admin path "
+                         "'/metrics' is served by plugin 'prometheus' "
+                         "(plugins[3].settings.path) too (GET /metrics): choose another")
+        self.assertEqual(out.getvalue(), "")
+
     def test_help(self):
         text = str(Options())
         self.assertIn("--list-plugins", text)

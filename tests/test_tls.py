@@ -19,7 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from twisted.internet import defer, reactor, threads
+from twisted.internet import defer, protocol, reactor, threads
 from twisted.internet import ssl as tssl
 from twisted.internet.interfaces import IProtocolNegotiationFactory
 from twisted.internet.utils import getProcessOutputAndValue
@@ -992,6 +992,19 @@ class UpstreamTLSTests(TLSTestCase):
         self.addCleanup(up.close)
         return up
 
+    def http_only_upstream(self):
+        """A peer answering anything with a plain HTTP ``400``, as a web
+        server does to a ClientHello (``python3 -m http.server``)."""
+        class Answer(protocol.Protocol):
+            def dataReceived(self, data):
+                self.transport.write(b"HTTP/1.1 400 Bad Request\r\n"
+                                     b"Content-Length: 0\r\nConnection: close\r\n\r\n")
+                self.transport.loseConnection()
+        listener = reactor.listenTCP(0, protocol.Factory.forProtocol(Answer),
+                                     interface="127.0.0.1")
+        self.addCleanup(listener.stopListening)
+        return "127.0.0.1:%d" % listener.getHost().port
+
     async def get(self, port, path="/"):
         out, err, code = await getProcessOutputAndValue(
             "curl", ["-sS", "-o", "/dev/null", "-w", "%{http_code}",
@@ -1017,17 +1030,22 @@ class UpstreamTLSTests(TLSTestCase):
         self.assertEqual(sni, b"backend.test")
 
     async def test_verificationFails(self):
-        """A certificate for another name, one of an unknown CA: 502,
+        """A certificate for another name, one of an unknown CA, a peer
+        answering in plain HTTP: 502,
         nothing sent upstream, and the log line of the peer's failure says
-        what TLS said (as nginx's "upstream SSL certificate verify error")."""
+        what TLS said (as nginx's "upstream SSL certificate verify error"),
+        a plain HTTP peer in the same words whatever the OpenSSL version."""
         events = capture_log(self)
         up = self.tls_upstream("other.test")
+        plain = self.http_only_upstream()
         await self.start({"proxy": {"tries": 1}, "upstreams": {
             "default": {"peers": [up.address],
                         "tls": {"ca": self.ca.path, "server_name": "backend.test"}},
-            "unknown": {"peers": [up.address], "tls": {"server_name": "other.test"}}}})
+            "unknown": {"peers": [up.address], "tls": {"server_name": "other.test"}},
+            "plain": {"peers": [plain], "tls": {"ca": self.ca.path}}}})
         for path, said in (("/", "TLS certificate does not name backend.test"),
-                           ("/unknown/", "TLS handshake failed: certificate verify failed")):
+                           ("/unknown/", "TLS handshake failed: certificate verify failed"),
+                           ("/plain/", "TLS handshake failed: the peer does not speak TLS")):
             self.assertEqual(await self.get(self.ports[0], path), 502)
             [line] = [m for m in log_messages(events, "tproxy.health") if said in m]
             del events[:]

@@ -187,6 +187,36 @@ class HealthState(ActiveChecks):
         if h.probation or h.fails >= self.max_fails:
             self._eject(peer, h, now, kind, detail)
 
+    def restore_ejection(self, peer, health, ejections):
+        """
+        Take a passive ejection of ``peer`` from another process: at a
+        reload with ``"workers"``, a new worker goes on from the worker it
+        replaces, as one process keeps its peers' health.  ``health`` is
+        that worker's :meth:`as_dict` of the peer (ejected for
+        ``ejected_for`` more seconds), ``ejections`` its ejections in a row
+        (the next one lasts twice as long).  Not logged: the other process
+        said it.
+        """
+        seconds = health["ejected_for"]
+        if seconds <= 0 or not self.max_fails:
+            return
+        h = state_of(peer)
+        now = self.clock.seconds()
+        h.fails = health["fails"]
+        h.total_fails = health["total_fails"]
+        h.ejections = ejections
+        h.ejection_count = health["ejections"]
+        error = health["last_error"]
+        if error is not None:
+            h.last_error = (error["time"], error["kind"], error["detail"])
+        h.probation = False
+        h.ejected_until = now + seconds
+        self._cancel(h)
+        h.timer = self.clock.callLater(seconds, self._readmit, peer)
+        self._timed.add(h)
+        if peer.healthy:
+            self._set(peer, False)
+
     def as_dict(self, peer):
         h = peer.health
         if h is None:

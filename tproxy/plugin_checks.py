@@ -10,7 +10,8 @@ wrong silently.
 from tproxy.config import ConfigError
 
 __all__ = ["check_route_choosers", "check_routes_order", "check_listed_once",
-           "refuse_wrappers", "refuse_inert", "route_scope_warnings", "plugin_warnings"]
+           "check_admin_paths", "refuse_wrappers", "refuse_inert", "route_scope_warnings",
+           "plugin_warnings"]
 
 #: built-ins that choose the route of a request, in ``rewrite``
 _CHOOSERS = ("router", "routes")
@@ -66,6 +67,55 @@ def check_listed_once(entries):
                     "plugin {!r} is already listed (plugins[{}]): it owns admin "
                     "endpoints, list it once").format(name, first[name])))
             first[name] = i
+
+
+#: the admin paths a built-in's settings choose: its name -> (the setting,
+#: also the plugin's attribute, and the methods served there)
+_CHOSEN_PATHS = {"cache": ("admin_path", ("GET", "DELETE")),
+                 "prometheus": ("path", ("GET",))}
+
+#: the fixed admin routes a chosen path cannot take: tproxy's own (``None``:
+#: the probes, the status page's endpoints) and those of the built-ins
+#: listed (pinned against the routes served by tests.test_plugins)
+FIXED_ADMIN_ROUTES = {
+    None: ("GET /healthz", "GET /readyz", "GET /status/overview", "GET /status/groups",
+           "GET /status/peers"),
+    "registry": ("GET /upstream/add", "POST /upstream/add", "GET /upstream/remove",
+                 "POST /upstream/remove", "GET /upstream/status", "GET /upstream/servers",
+                 "POST /upstream/servers", "PUT /upstream/servers",
+                 "DELETE /upstream/servers"),
+    "routes": ("GET /routes", "POST /routes", "GET /routes/match"),
+}
+
+
+def check_admin_paths(loaded):
+    """
+    Refuse an admin path a built-in's settings choose (``cache``'s
+    ``admin_path``, ``prometheus``'s ``path``) that tproxy itself, a listed
+    built-in or another such setting serves with the same method: the start
+    would fail on a ``DuplicateRoute``, which ``--check`` cannot see (it
+    runs no ``init_worker``, where plugins add their routes).
+
+    :param loaded: ``(path, name, registered name, plugin)`` of each entry.
+    :raises ConfigError: naming the setting's JSON path and the other's.
+    """
+    taken = dict.fromkeys(FIXED_ADMIN_ROUTES[None], "tproxy itself")
+    for path, name, _, _ in loaded:
+        for route in FIXED_ADMIN_ROUTES.get(name, ()) if name is not None else ():
+            taken.setdefault(route, "plugin {!r} ({})".format(name, path))
+    for path, name, _, plugin in loaded:
+        setting, methods = _CHOSEN_PATHS.get(name, (None, ()))
+        chosen = getattr(plugin, setting, None) if setting else None
+        if not isinstance(chosen, str):
+            continue
+        where = "{}.settings.{}".format(path, setting)
+        routes = ["{} {}".format(method, chosen) for method in methods]
+        clash = [route for route in routes if route in taken]
+        if clash:
+            raise ConfigError((where, "admin path {!r} is served by {} too ({}): "
+                               "choose another".format(chosen, taken[clash[0]],
+                                                       ", ".join(clash))))
+        taken.update(dict.fromkeys(routes, "plugin {!r} ({})".format(name, where)))
 
 
 def refuse_wrappers(pm, loaded):

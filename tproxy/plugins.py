@@ -42,8 +42,9 @@ import pluggy
 
 from tproxy import hookspecs
 from tproxy.config import ConfigError
-from tproxy.plugin_checks import (check_listed_once, check_route_choosers,
-                                  check_routes_order, refuse_inert, refuse_wrappers)
+from tproxy.plugin_checks import (check_admin_paths, check_listed_once,
+                                  check_route_choosers, check_routes_order, refuse_inert,
+                                  refuse_wrappers)
 from tproxy.plugin_settings import validate_settings
 from tproxy.plugin_manager import PluginManager
 
@@ -286,6 +287,7 @@ def build_plugin_manager(config, source=None, entry_points=None):
         check_route_choosers(config["plugins"])
         check_routes_order(config["plugins"])
         check_listed_once(config["plugins"])
+        check_admin_paths(loaded)
         for path, name, unique, plugin in reversed(loaded):
             try:
                 pm.register(plugin, name=unique)

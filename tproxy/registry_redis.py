@@ -264,6 +264,23 @@ class RedisRegistry(RedisWrites, MemoryRegistry):
             self._held = True   # what it holds goes back to Redis when it answers
             self._hold()
 
+    def held_state(self):
+        """What this instance serves while Redis is away, for a worker that
+        starts meanwhile (a reload, a replacement): :meth:`ReplicaUpdater.export
+        <tproxy.registry_redis_replica.ReplicaUpdater.export>`; ``None``
+        while Redis answers (the worker reads Redis itself)."""
+        return None if self.up else self.updater.export()
+
+    def seed(self, state):
+        """Before :meth:`start`: begin from ``state`` (another instance's
+        :meth:`held_state`), held as if this instance had served it, so that
+        a worker started while Redis is away serves the registrations and
+        routes its parent holds, and puts them back with the others when
+        Redis answers."""
+        if state:
+            self.updater.snapshot(*state)
+            self._held = True
+
     def _hold(self):
         """Keep the dynamic registrations that are live from expiring while
         Redis is away (their backends cannot heartbeat)."""

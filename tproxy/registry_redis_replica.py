@@ -33,6 +33,13 @@ def unmember(name):
     return group, host, int(port)
 
 
+def _record(peer):
+    """The Redis record of a dynamic peer of the replica."""
+    return {"g": peer.group.name, "h": peer.host, "p": peer.port, "w": peer.weight,
+            "m": peer.max_conns, "c": peer.created_time, "hb": peer.last_heartbeat,
+            "x": peer.expires_at}
+
+
 class ReplicaUpdater(object):
     """
     Applies what Redis says to ``registry``'s replica (see the module
@@ -47,6 +54,7 @@ class ReplicaUpdater(object):
     def __init__(self, registry):
         self.registry = registry
         self.epoch = None
+        self.version = 0            # of the last snapshot
         self.shadow = {}
         self._versions = {}         # ("p"|"g"|"r", key) -> version of the last change
         self._remote_routable = {}  # group -> routable set through Redis
@@ -95,7 +103,36 @@ class ReplicaUpdater(object):
             if ("r", name) not in seen:
                 self.change("r", name, False, version, absent=True)
         self._versions = dict((k, v) for k, v in self._versions.items() if v > version)
+        self.version = max(self.version, version)
         registry.shared_routes.changed()
+
+    def export(self):
+        """
+        What the replica holds, as a snapshot of Redis's (the arguments of
+        :meth:`snapshot`, JSON-ready), each record with the version the
+        replica has of it; ``None`` if it never had one.  A worker started
+        while Redis is away begins from its parent's (see
+        :meth:`tproxy.registry_redis.RedisRegistry.seed`).
+        """
+        if self.epoch is None:
+            return None
+        versions = self._versions
+        top = max([self.version] + list(versions.values()))
+
+        def flat(kind, items):
+            out = []
+            for name, rec in items:
+                out.extend([name, json.dumps(dict(rec, v=versions.get((kind, name),
+                                                                       self.version)))])
+            return out
+        peers = [(member(g.name, p.host, p.port), _record(p))
+                 for g in self.registry._groups.values() for p in g.peers.values()
+                 if not p.static]
+        peers.extend((member(*key), rec) for key, rec in self.shadow.items())
+        groups = [(name, {"r": r}) for name, r in self._remote_routable.items()]
+        routes = [(name, {"s": json.dumps(spec, sort_keys=True), "q": seq})
+                  for name, (seq, spec) in self.registry.shared_routes.records.items()]
+        return [top, self.epoch, flat("p", peers), flat("g", groups), flat("r", routes)]
 
     def apply(self, message):
         """

@@ -19,7 +19,7 @@ from twisted.internet.defer import Deferred, TimeoutError as DeferredTimeoutErro
 from twisted.logger import Logger
 
 from tproxy.registry import Group, MemoryRegistry, Peer, RegistryUnavailable
-from tproxy.registry_redis_replica import member as _member
+from tproxy.registry_redis_replica import _record, member as _member
 from tproxy.registry_redis_scripts import SCRIPTS
 
 __all__ = ["BATCH", "RedisWrites", "SWEEP_LIMIT"]
@@ -33,13 +33,6 @@ SWEEP_LIMIT = 1000
 #: registrations one script writes at most (a burst of heartbeats in one
 #: reactor turn is split: a script holds Redis while it runs)
 BATCH = 200
-
-
-def _record(peer):
-    """The Redis record of a dynamic peer of the replica."""
-    return {"g": peer.group.name, "h": peer.host, "p": peer.port, "w": peer.weight,
-            "m": peer.max_conns, "c": peer.created_time, "hb": peer.last_heartbeat,
-            "x": peer.expires_at}
 
 
 class RedisWrites(object):

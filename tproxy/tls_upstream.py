@@ -106,13 +106,20 @@ def _is_ip(name):
     return True
 
 
+#: What OpenSSL says of an answer that is not a TLS record (a plain HTTP
+#: peer's ``HTTP/1.1 400``), depending on its version: the record's version
+#: is wrong, or (OpenSSL 3.3, bundled by PyPy's cryptography < 44) its length.
+_NOT_TLS = frozenset(["wrong version number", "packet length too long"])
+
+
 def tls_failure(reason):
     """
     Why a TLS connection to an upstream failed, for the log and the health
     detail (nginx's "upstream SSL certificate verify error"), from the
     ``Failure`` its connection was lost with: ``"TLS handshake failed:
     certificate verify failed"`` (no chain to ``ca``, expired, self-signed),
-    ``"TLS handshake failed: wrong version number"`` (a plain HTTP peer),
+    ``"TLS handshake failed: the peer does not speak TLS (wrong version
+    number)"`` (a plain HTTP peer; OpenSSL's words in brackets),
     ``"TLS certificate does not name billing.internal"``; ``None`` when TLS
     is not the cause.
     """
@@ -120,6 +127,8 @@ def tls_failure(reason):
     if isinstance(exc, SSL.Error):
         args = exc.args[0] if exc.args and isinstance(exc.args[0], list) else ()
         said = [e[2] for e in args if isinstance(e, tuple) and len(e) == 3 and e[2]]
+        if _NOT_TLS.intersection(said):
+            return "TLS handshake failed: the peer does not speak TLS (%s)" % "; ".join(said)
         return "TLS handshake failed: " + ("; ".join(said) or "connection closed")
     errors = getattr(exc, "errors", None)
     if type(exc).__name__ == "VerificationError" and errors:   # service_identity

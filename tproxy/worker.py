@@ -13,7 +13,9 @@ Its life:
    configuration's text, the worker's index, the listening sockets' file
    descriptors (inherited), the descriptor of the socket its log events go
    to (:mod:`tproxy.worker_logs`: they reach the parent's log) and a
-   snapshot of the registry;
+   snapshot of the registry (with a registry shared through Redis, none:
+   the worker reads Redis, unless the parent finds it away, and then what
+   the parent holds);
 2. build a :class:`tproxy.gateway.Gateway` on a
    :class:`tproxy.replica.ReplicaRegistry`, run every ``init_worker``, adopt
    the listening sockets (``adoptStreamPort``: every worker accepts on the
@@ -119,6 +121,8 @@ class Worker(object):
             # fleet, with its own replica of the store
             gateway = Gateway(config, self.reactor, plugin_manager)
             self.registry = gateway.registry
+            # (Redis away: the registrations and routes the parent holds)
+            self.registry.seed(package.get("held"))
         else:
             self.registry = ReplicaRegistry(self.reactor, ttl=config["registry"]["ttl"])
             gateway = Gateway(config, self.reactor, plugin_manager, registry=self.registry)
@@ -131,6 +135,10 @@ class Worker(object):
             peer = _peer(gateway, group, host, port)
             if peer is not None:
                 gateway.health.restore_checks(peer, check_ok, active_down, last_check)
+        for group, host, port, health, in_a_row in package.get("ejected", ()):
+            peer = _peer(gateway, group, host, port)
+            if peer is not None:
+                gateway.health.restore_ejection(peer, health, in_a_row)
         fds = package["fds"]
         listeners = []
         for kind, name, description, stream, tls in listener_specs(config):
@@ -238,9 +246,9 @@ class Worker(object):
 
     def control_counts(self, message):
         """The in-flight and total requests per peer, and this worker's
-        health object of each peer it holds down or has seen fail, when the
-        parent asks (``health``: a parent of before did not, and took six
-        fields)."""
+        health object of each peer it holds down or has seen fail, with its
+        ejections in a row, when the parent asks (``health``: a parent of
+        before did not, and took six fields)."""
         from tproxy.replica import counts
         if self.registry is None:
             return []
@@ -251,6 +259,8 @@ class Worker(object):
                 peer = _peer(gateway, row[0], row[1], row[2])
                 if peer is not None and (not row[5] or peer.health is not None):
                     row.append(gateway.health.as_dict(peer))
+                    # (the ejections in a row: a reload's worker goes on from them)
+                    row.append(peer.health.ejections if peer.health is not None else 0)
         return rows
 
     def control_lost(self, reason):

@@ -18,7 +18,7 @@ from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.protocol import Factory, ProcessProtocol
 from twisted.logger import Logger
 
-from tproxy.box_admin import _checks_state
+from tproxy.box_admin import COUNTS_TIMEOUT, _checks_state
 from tproxy.replica import snapshot
 
 __all__ = ["WorkerHandle", "Generation", "WorkerProcess", "ParentChannel", "open_ports"]
@@ -106,11 +106,38 @@ class ParentChannel(object):
         gen = handle.generation
         publisher = self.supervisor.publisher
         publisher.channels.append(self.protocol)
-        return {"worker": handle.index, "config": gen.text, "source": gen.source,
-                "fds": dict(handle.fds), "log": handle.log_fd,
-                "registry": snapshot(publisher.backend) if publisher.replicates else None,
-                "health": _checks_state(self.supervisor.service.gateway.registry),
-                "admin": list(gen.journal)}
+        package = {"worker": handle.index, "config": gen.text, "source": gen.source,
+                   "fds": dict(handle.fds), "log": handle.log_fd,
+                   "registry": snapshot(publisher.backend) if publisher.replicates else None,
+                   # a shared registry that Redis does not answer: what it holds
+                   "held": None if publisher.replicates else publisher.backend.held_state(),
+                   "health": _checks_state(self.supervisor.service.gateway.registry),
+                   "admin": list(gen.journal), "ejected": []}
+        before = self._predecessor()
+        if before is None:
+            return package
+        # a reload's worker: the passive ejections of the worker it replaces
+        # (of the same index), as one process keeps them across a reload
+        d = before.channel.call("counts", health=True)
+        d.addTimeout(COUNTS_TIMEOUT, self.supervisor.reactor)
+
+        def ejected(rows):
+            package["ejected"] = [row[:3] + row[6:8] for row in rows
+                                  if len(row) > 7 and row[6]["ejected_for"] > 0]
+            return package
+        return d.addCallbacks(ejected, lambda f: package)
+
+    def _predecessor(self):
+        """The serving worker of the current generation that this one, of a
+        reload's generation, replaces (the same index), or ``None``."""
+        current = self.supervisor.generation
+        if current is None or current is self.handle.generation:
+            return None
+        for h in current.workers:
+            if (h.index == self.handle.index and h.state == "ready"
+                    and h.channel is not None and not h.channel.closed):
+                return h
+        return None
 
     def control_ready(self, message):
         handle = self.handle

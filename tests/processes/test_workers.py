@@ -760,6 +760,49 @@ def checked_server(case):
     return server
 
 
+class ReloadHealthTests(TestCase):
+    """A reload with workers keeps the passive ejections, as one process."""
+
+    def test_ejectedStaysEjected(self):
+        """A peer each worker ejected is still ejected in the reload's new
+        workers, for the rest of its time, without a request tried on it
+        (a peer that accepts and never answers would cost each new worker a
+        request's ``timeouts.read``); a replacement for a worker that died
+        starts afresh."""
+        from tests.helpers import ProxyTestCase
+        up = upstream(self)
+        dead = ProxyTestCase.closed_port(self)
+        box = Box(self, health={"passive": {"fail_timeout": 300}})
+        for port in (up.server_port, dead):
+            self.assertEqual(get_json(box.admin, "/upstream/add?port=%d&prefix=api" % port)[0],
+                             200)
+
+        def dead_server():
+            return server_of(box.status(), dead)
+        for pid in box.pids():
+            stopped = box.only(pid)
+            # (equal peers take turns: the dead one is tried, refused, and
+            # the request goes on to the other)
+            for _ in range(4):
+                self.assertEqual(get(box.proxy, "/api/x")[0], 200)
+            box.resume(stopped)
+        health = dead_server()["health"]
+        self.assertEqual((health["healthy"], health["down_in_workers"]), (False, 2))
+        box.proc.send_signal(signal.SIGHUP)
+        box.proc.read_until("worker fork server of generation 1 (pid %d) ended" % box.forks)
+        server = dead_server()
+        self.assertEqual(server["total_requests"], 0)
+        self.assertEqual((server["health"]["healthy"], server["health"]["down_in_workers"]),
+                         (False, 2), server)
+        for row in server["workers"]:
+            self.assertEqual(row["health"]["ejections"], 1, row)
+            self.assertGreater(row["health"]["ejected_for"], 200, row)
+            self.assertEqual(row["health"]["last_error"]["kind"], "connect", row)
+        for _ in range(20):
+            self.assertEqual(get(box.proxy, "/api/x")[0], 200)
+        self.assertEqual(dead_server()["total_requests"], 0)
+
+
 class SharedRegistryTests(TestCase):
     """``"workers": 2`` with ``registry.backend`` ``redis``: the parent and
     every worker are instances of the fleet, each reading the shared store
@@ -830,6 +873,54 @@ class SharedRegistryTests(TestCase):
         self.assertTrue(keys)
         self.assertEqual(sorted(await redis_command(redis.port, "HKEYS", "tproxy:routes")),
                          ["item", "r"])
+        self.parentKilled(box)
+
+    async def test_workersStartedWhileRedisIsAway(self):
+        """Redis away, a reload's workers and a replacement cannot read it:
+        they serve the registrations and routes the parent holds (not an
+        empty registry until Redis answers), and Redis has them again,
+        put back, when it answers (empty)."""
+        from tests.redis_server import redis_command, run_redis
+        redis = await run_redis(self)
+        up = upstream(self)
+        box = Box(self, plugins=["registry", "routes", "router", "least_conn"],
+                  registry={"backend": "redis",
+                            "url": "redis://127.0.0.1:%d/0" % redis.port})
+        status, obj = get_json(box.admin, "/upstream/add?port=%d&prefix=api" % up.server_port)
+        self.assertEqual(status, 200, obj)
+        put_route(self, box, "item", "api", "/item")
+        api = (200, b"upstream %d /x" % up.server_port)
+        item = (200, b"upstream %d /item" % up.server_port)
+
+        def serves(pid, what):
+            stopped = box.only(pid)
+            wait_until(lambda: get(box.proxy, "/item")[0] == 200,
+                       "worker %d to route /item" % pid)
+            self.assertEqual((get(box.proxy, "/api/x"), get(box.proxy, "/item")),
+                             (api, item), "worker %d (%s)" % (pid, what))
+            box.resume(stopped)
+        for pid in box.pids():
+            serves(pid, "before")
+        await redis.stop()
+        box.proc.read_until("[tproxy.registry_redis#warn] registry: Redis at")
+        box.proc.send_signal(signal.SIGHUP)
+        box.proc.read_until("worker fork server of generation 1 (pid %d) ended" % box.forks)
+        new = box.pids()
+        for pid in new:
+            serves(pid, "started by the reload while Redis is away")
+        os.kill(new[0], signal.SIGKILL)
+        line = box.proc.read_until(") ready")
+        replacement = int(re.search(r"pid (\d+)", line).group(1))
+        serves(replacement, "a replacement while Redis is away")
+        start = len(box.proc.output)
+        await run_redis(self, redis.port)
+        for pid in (new[1], replacement):
+            box.proc.read_until("[worker %d tproxy.registry_redis#info] registry: Redis at "
+                                "127.0.0.1:%d/0 answers again: 1 registrations, 1 routes"
+                                % (pid, redis.port), since=start)
+        self.assertEqual(await redis_command(redis.port, "HKEYS", "tproxy:peers"),
+                         ["api 127.0.0.1 %d" % up.server_port])
+        self.assertEqual(await redis_command(redis.port, "HKEYS", "tproxy:routes"), ["item"])
         self.parentKilled(box)
 
     def parentKilled(self, box):

@@ -31,7 +31,8 @@ The metrics (``group`` is the upstream group, ``route`` the name the
     tproxy_stream_sessions_open{group}                      gauge (listeners)
 
 and, with ``process_metrics``, ``prometheus_client``'s ``process_*``,
-``python_info`` and ``python_gc_*``.
+``python_info`` and (on CPython: it has no collector for PyPy's)
+``python_gc_*``.
 
 With ``"workers"``, the parent's ``/metrics`` is every worker's series with
 a ``worker`` label, and the registry's once (:meth:`Plugin.gather`).

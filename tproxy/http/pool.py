@@ -110,9 +110,13 @@ class UpstreamPool(object):
 
     def set_tls(self, tls):
         """The upstreams that speak TLS (see the class docstring); a reload
-        may change them."""
+        may change them.  The idle TLS connections close: made with the
+        settings before, no request would take them any more."""
         self.tls = tls or {}
         self._creators = {}
+        for key in [k for k in self.idle if type(k) is tuple]:
+            for conn in list(self.idle[key]):
+                self._expire(conn)
 
     def _creator(self, peer):
         group = peer.group.name
@@ -162,10 +166,21 @@ class UpstreamPool(object):
 
     def peer_removed(self, peer):
         """A peer left its group (removed, expired): close its idle
-        connections (those in use finish their exchange, then close: see
-        ``Exchange.upstream_end``)."""
-        for conn in list(self.idle.get(peer, ())):
-            self._expire(conn)
+        connections, plain and TLS (those in use finish their exchange,
+        then close: see ``Exchange.upstream_end``)."""
+        keys = [peer]
+        if self.tls:
+            # its TLS connections' key: (peer, the creator they were made
+            # with), looked for among all keys when the creators' cache
+            # lost it (past 4096 places)
+            place = (peer.group.name, peer.host, peer.port)
+            if place not in self._creators:
+                keys.extend(k for k in self.idle if type(k) is tuple and k[0] is peer)
+            elif self._creators[place] is not None:
+                keys.append((peer, self._creators[place]))
+        for key in keys:
+            for conn in list(self.idle.get(key, ())):
+                self._expire(conn)
 
     peer_changed = None
 

@@ -87,9 +87,11 @@ def check_host(value):
     """
     Raise :class:`BadRequest` (``400``) unless ``value`` (``bytes``) is a
     valid Host: not empty, no whitespace, ``/``, ``@``, ``\\`` or control
-    characters, no ``..`` (as nginx's host validation; RFC 9112 3.2: an
-    invalid Host is a 400).  What goes upstream as the request's Host is
-    therefore one authority that every server reads the same way.
+    characters, no ``..``, not the dot of a fully qualified name alone
+    (``.``, ``.:80``: no name once the dot is dropped), as nginx's host
+    validation (RFC 9112 3.2: an invalid Host is a 400).  What goes
+    upstream as the request's Host is therefore one authority that every
+    server reads the same way.
     """
     if value in _HOSTS:
         return
@@ -97,7 +99,8 @@ def check_host(value):
         # (both parsers drop the value's leading whitespace) an empty
         # authority cannot go upstream, as nginx
         raise BadRequest(400, "empty Host")
-    if _HOST_VALUE.fullmatch(value) is None or b".." in value:
+    if (_HOST_VALUE.fullmatch(value) is None or b".." in value
+            or value.partition(b":")[0].rstrip(b" \t") == b"."):
         raise BadRequest(400, "invalid Host")
     if len(_HOSTS) < _KINDS_MAX:
         _HOSTS[value] = True

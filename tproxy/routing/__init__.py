@@ -7,11 +7,12 @@ route matches, which route wins, and what it sends upstream.  The
 
 A route matches when every condition of its ``match`` holds: ``path``
 (``prefix`` at a segment boundary, ``exact``, ``regex``, ``regexi``; a bare
-string is a prefix), ``host`` (exact, or ``*.example.com`` for any
-sub-domain), ``methods``, and exact values of ``headers``, ``cookies`` and
-``args``.  ``body_contains`` is a substring of the first ``body_limit``
-bytes of the body, read with ``ctx.read_body_prefix(n)`` only when such a
-route is the best candidate left.
+string is a prefix), ``host`` (exact, ``[::1]`` for an IPv6 address, or
+``*.example.com`` for any sub-domain), ``methods`` (case-sensitive:
+``GET``), and exact values of ``headers``, ``cookies`` and ``args``.
+``body_contains`` is a substring of the first ``body_limit`` bytes of the
+body, read with ``ctx.read_body_prefix(n)`` only when such a route is the
+best candidate left.
 
 Precedence, deterministic: every route has a static rank, and the request
 takes the first route in rank order whose conditions all hold.  The rank is
@@ -39,6 +40,8 @@ The modules:
   :class:`RequestView` its conditions read;
 - :mod:`tproxy.routing.table`: the :class:`RouteTable` index and the
   precedence order;
+- :mod:`tproxy.routing.hosts`: a route's host checked, and hosts spelled
+  the one way they are matched on;
 - :mod:`tproxy.routing.linear_re`: the linear-time regex engine used where
   RE2 is missing.
 """

@@ -47,7 +47,17 @@ def compile_program(pattern, flags=0):
         needs backtracking, or one larger than :data:`MAX_PROGRAM`
         instructions.
     """
-    parsed = _parse.parse(pattern, flags)
+    problem = _read_otherwise(pattern)
+    if problem is not None:
+        raise re.error(problem)
+    try:
+        parsed = _parse.parse(pattern, flags)
+    except re.error as e:
+        if _RE2_ONLY.match(str(e)):
+            raise re.error("{} (RE2 syntax, which tproxy's own engine, used where "
+                           "google-re2 is missing: PyPy, does not have{})".format(
+                               e, "; write (?P<name>...)" if "?<" in str(e) else ""))
+        raise
     state = parsed.state
     compiler = _Compiler(state.flags)
     compiler.emit((SAVE, 0, None))
@@ -55,6 +65,51 @@ def compile_program(pattern, flags=0):
     compiler.emit((SAVE, 1, None))
     compiler.emit((MATCH, None, None))
     return compiler.program, state.flags, state.groups - 1, dict(state.groupdict)
+
+
+#: Python's words for RE2 syntax it lacks: ``\pL``, ``\PL``, ``\z``, ``\C``,
+#: ``\Q...\E``, a group named ``(?<name>...)``.
+_RE2_ONLY = re.compile(r"bad escape \\[pPzCQE]|unknown extension \?<\w")
+
+_POSIX_CLASS = re.compile(r"\[:\^?[A-Za-z]+:\]")
+_OPEN_REPEAT = re.compile(r"\{,[0-9]*\}")
+
+
+def _read_otherwise(pattern):
+    """
+    What RE2 reads in ``pattern`` that Python's parser would silently read
+    as another pattern (a route written for CPython's RE2 would match other
+    paths here), said as the error; ``None`` when there is none: a POSIX
+    class inside brackets (``[[:alpha:]]``, which Python reads as the set
+    ``[:alph`` followed by ``]``), or ``{,n}`` (RE2's literal text, Python's
+    repeat ``{0,n}``).
+    """
+    i, n, start = 0, len(pattern), None    # start: where the open set's members begin
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            i += 2
+            continue
+        if start is None:
+            if c == "[":
+                i += 2 if pattern.startswith("^", i + 1) else 1
+                start = i
+                continue
+            found = _OPEN_REPEAT.match(pattern, i)
+            if found:
+                return ("{0} is text to RE2 but a repeat {{0,...}} to tproxy's own engine, "
+                        "used where google-re2 is missing (PyPy): write \\{0} for the "
+                        "text".format(found.group(0)))
+        else:
+            found = _POSIX_CLASS.match(pattern, i)
+            if found:
+                return ("{} is a POSIX class of RE2, which tproxy's own engine, used where "
+                        "google-re2 is missing (PyPy), does not read as one: write its "
+                        "characters out ([A-Za-z] for [:alpha:])".format(found.group(0)))
+            if c == "]" and i > start:
+                start = None
+        i += 1
+    return None
 
 
 class _Compiler(object):

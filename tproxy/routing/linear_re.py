@@ -7,11 +7,13 @@ of it.
 Patterns are parsed by Python's own ``re`` parser, so the syntax is Python's;
 what makes a backtracking engine exponential is refused (backreferences,
 lookahead and lookbehind, conditionals, atomic groups and possessive
-repeats), as RE2 refuses them.  The rest is compiled to a program for a Pike
-VM (Russ Cox, "Regular Expression Matching: the Virtual Machine Approach"):
-all the threads of the match advance together, one character at a time, so
-a search costs at most ``len(text) * len(program)`` steps, whatever the
-input.  The leftmost match is found with Perl's (and RE2's, and ``re``'s)
+repeats), as RE2 refuses them, and so is what RE2 reads as another pattern
+than Python does (a POSIX class ``[[:alpha:]]``, ``x{,2}``), so that a
+route written for RE2 never matches other paths here.  The rest is compiled
+to a program for a Pike VM (Russ Cox, "Regular Expression Matching: the
+Virtual Machine Approach"): all the threads of the match advance together,
+one character at a time, so a search costs at most ``len(text) *
+len(program)`` steps, whatever the input.  The leftmost match is found with Perl's (and RE2's, and ``re``'s)
 preferences: earlier alternatives first, greedy repeats as long and lazy ones
 as short as they may be.  Where RE2 and ``re`` differ, this engine does as RE2
 (which the same routes use on CPython): ``$`` without the ``m`` flag is the

@@ -13,6 +13,8 @@ the precedence order (:meth:`Route.rank`) and the path it sends upstream
 import re
 from urllib.parse import parse_qsl
 
+from tproxy.routing.hosts import literal_host
+
 __all__ = ["Route", "RequestView", "NEED_BODY", "match_path"]
 
 _ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
@@ -77,10 +79,14 @@ class RequestView(object):
     @classmethod
     def of(cls, request, body=None):
         """The view of a :class:`tproxy.Request` (the host without the
-        trailing dot of a fully qualified name, as nginx takes it)."""
+        trailing dot of a fully qualified name, as nginx takes it; an IPv6
+        literal in its short form,
+        :func:`~tproxy.routing.hosts.literal_host`)."""
         host = request.host
         if host[-1:] == ".":
             host = host[:-1]
+        elif host[:1] == "[":
+            host = literal_host(host)
         return cls(request.method, host, request.path, request.query,
                    request.headers, body)
 

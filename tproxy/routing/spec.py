@@ -18,12 +18,13 @@ import re
 
 from jsonschema import Draft202012Validator
 
-from tproxy.addresses import check_host, parse_host_port
+from tproxy.addresses import parse_host_port
 from tproxy.config import ConfigError
 from tproxy.schema_checks import fill_defaults, schema_errors
 from tproxy.config_schema import FORMATS, GROUP_NAME, GROUP_NAME_RULE
 from tproxy.routing.route import (ANY, EXACT, HOST_ANY, HOST_EXACT, HOST_WILD, PREFIX,
                                   REGEX, Route, match_path)
+from tproxy.routing.hosts import host_condition
 from tproxy.routing.table import RouteTable
 
 from tproxy.routing import linear_re
@@ -285,27 +286,22 @@ def _host_condition(r, host, at, errors):
     r.host_tier, r.host = HOST_ANY, ""
     if host is None:
         return
-    given = host
-    host = host.lower()
-    if host[-1:] == ".":
-        host = host[:-1]  # a fully qualified name: requests' hosts lose the dot too
-    name = host[2:] if host.startswith("*.") else host
-    try:
-        if "*" in name or ":" in name:
-            raise ValueError("bad host")
-        check_host(name)
-    except ValueError:
-        errors.append((at("match", "host"), "bad host {!r} (a host name, or "
-                       "*.example.com for its sub-domains; no port)".format(given)))
-    if host.startswith("*."):
-        r.host_tier, r.host = HOST_WILD, host[1:]
-    else:
-        r.host_tier, r.host = HOST_EXACT, host
+    wildcard, r.host, problem = host_condition(host)
+    r.host_tier = HOST_WILD if wildcard else HOST_EXACT
+    if problem is not None:
+        errors.append((at("match", "host"), problem))
 
 
 def _value_conditions(r, match, at, errors):
     methods = match.get("methods")
-    r.methods = frozenset(m.upper() for m in methods) if methods else None
+    r.methods = frozenset(methods) if methods else None
+    for i, method in enumerate(methods or ()):
+        if method != method.upper():
+            # RFC 9110 9.1: "get" is another method than GET, which no
+            # client sends (nginx answers it 400)
+            errors.append((at("match", "methods") + "[{}]".format(i), "methods are "
+                           "case-sensitive: {} ({!r} is another method)".format(
+                               method.upper(), method)))
     headers = match.get("headers", {})
     for name in sorted(headers):
         if not _TOKEN.match(name):

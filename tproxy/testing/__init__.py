@@ -68,7 +68,9 @@ Stub servers (the values of ``servers``):
   bytes that are not HTTP, say);
 - :data:`UNREACHABLE`: connection attempts hang until the connect timeout.
 
-An address with no stub refuses connections.  :meth:`Harness.set_server`
+An address with no stub refuses connections.  An upstream with ``tls`` is
+connected to its stub in the clear (the handshake is not simulated; its
+connections are pooled apart, as with TLS).  :meth:`Harness.set_server`
 puts a stub at an address, or takes it away (``None``), while the harness
 runs: a backend that dies and comes back.
 

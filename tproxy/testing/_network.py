@@ -251,12 +251,19 @@ class _Network(object):
         return _Observing(self)
 
     def _connect_pending(self):
-        """Answer the ``connectTCP`` calls made since the last round."""
+        """Answer the ``connectTCP`` and ``connectSSL`` calls made since the
+        last round (TLS is not simulated: a TLS upstream's bytes go in the
+        clear, to the stub at its address)."""
         made = False
-        clients, connectors = self.clock.tcpClients, self.clock.connectors
-        while clients:
-            host, port, factory, timeout, _ = clients.pop(0)
-            connector = connectors.pop(0)
+        clock = self.clock
+        while clock.tcpClients or clock.sslClients:
+            if clock.tcpClients:
+                host, port, factory, timeout, _ = clock.tcpClients.pop(0)
+            else:
+                host, port, factory, _, timeout, _ = clock.sslClients.pop(0)
+            # (the connectors of both kinds in one list: only a failure
+            # hands one back, which the pool does not read)
+            connector = clock.connectors.pop(0)
             made = True
             server = self._servers.get((host, port))
             if server is None:
