@@ -301,16 +301,12 @@ class FastClient(tcp.Client):
         _inline(self)
 
 
-#: Every name a :class:`FastClient` sets in its life (Twisted's ``tcp.Client``
-#: and what it inherits, :func:`_inline`), those each request reads first.
-#: CPython 3.11 keeps an instance's values inline (no dictionary of its own)
-#: only for names its class's instances added while there was room, and each
-#: instance made takes one from that room: the pool opens connections
-#: several at a time, so the names Twisted sets once a connection is made
-#: (``realAddress``, ``connected``, ``logstr``, ``producer``...) gave every
-#: upstream transport a dictionary, and each attribute read a lookup in it
-#: (at 10,000 peers, in memory no cache held).  :func:`_add_names` puts them
-#: in the class's keys at import (see ``tests/test_inline_values.py``).
+#: Every name a :class:`FastClient` sets (those each request reads first),
+#: put in its class's keys at import (:func:`_add_names`): CPython 3.11 keeps
+#: values inline only for names added while its class's keys had room, which
+#: each instance made takes from (``tests/test_inline_values.py``); the pool
+#: opens connections several at a time, and the names Twisted sets once one
+#: is made (``connected``, ``producer``...) gave every one a dictionary.
 CLIENT_NAMES = (
     "socket", "bufferSize", "dataBuffer", "_tempDataLen", "TLS", "connected",
     "disconnecting", "protocol", "_tempDataBuffer", "producer", "streamingProducer", "producerPaused",
