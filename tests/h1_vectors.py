@@ -73,6 +73,11 @@ def own():
     a("dotdot-above-root", b"GET /../b HTTP/1.1\r\nHost: x\r\n\r\n")
     a("pct-dotdot", b"GET /a/%2e%2e/b HTTP/1.1\r\nHost: x\r\n\r\n")
     a("pct00-target", b"GET /a%00b HTTP/1.1\r\nHost: x\r\n\r\n")
+    a("pct-bad-end", b"GET /ok% HTTP/1.1\r\nHost: x\r\n\r\n")
+    a("pct-bad-hex", b"GET /%zz/x HTTP/1.1\r\nHost: x\r\n\r\n")
+    a("pct-iis-u", b"GET /%u0061dmin/x HTTP/1.1\r\nHost: x\r\n\r\n")
+    a("pct-double", b"GET /a%%41 HTTP/1.1\r\nHost: x\r\n\r\n")
+    a("pct-bad-query", b"GET /a?b=%zz HTTP/1.1\r\nHost: x\r\n\r\n")
     a("backslash-target", b"GET /a\\..\\b HTTP/1.1\r\nHost: x\r\n\r\n")
     a("double-slash", b"GET //a//b HTTP/1.1\r\nHost: x\r\n\r\n")
     # Content-Length
@@ -252,6 +257,7 @@ def own():
     a("pipe-error-middle", G + b"GET / HTTP/1.1\r\nHost: x\r\nX: a\x00b\r\n\r\n" + SM)
     a("pipe-error-first", b"GET / HTTP/1.1\r\nHost: x\r\nX: a\x00b\r\n\r\n" + SM)
     a("pipe-bad-chunk-then-req", ch(b"zz\r\n\r\n") + SM)
+    a("pipe-bad-version", G + b"GET /b HTTP/1\t.1\r\nHost: x\r\n\r\n")
     a("pipe-after-cl-body", req(b"Content-Length: 5\r\n", b"hello") + SM)
     a("incomplete-head", b"GET / HTTP/1.1\r\nHost: x\r\n")
     a("incomplete-body", req(b"Content-Length: 10\r\n", b"hello"))
@@ -325,7 +331,9 @@ def all_vectors():
 # -- what a proxy forwards --------------------------------------------------------
 
 _TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_LINE = re.compile(rb"[A-Z]+ [\x21-\x7e]+ HTTP/1\.1")
+_LINE = re.compile(rb"[A-Z][A-Z-]* [\x21-\x7e]+ HTTP/1\.1")
+#: a ``%`` in a path not followed by two hex digits (RFC 3986 2.1)
+_BAD_ESCAPE = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 _CTL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 _CHUNK = re.compile(rb"([0-9a-fA-F]{1,15})(;[^\r\n]*)?")
 _HOST = re.compile(rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._~!$&'()*+,;=%-]+)(?::[0-9]*)?")
@@ -339,7 +347,8 @@ def forwarded_problems(stream):
     request line of HTTP/1.1, field lines of a token, a colon and a value
     without CTLs, at most one Content-Length (digits) and no
     Transfer-Encoding other than a single ``chunked`` beside it, chunks of
-    hex sizes, and one Host that is one authority (RFC 9112 3.2).  A
+    hex sizes, one Host that is one authority (RFC 9112 3.2), and a path
+    whose every ``%`` starts an escape (RFC 3986 2.1).  A
     request cut short at the end is not a problem here.
     """
     problems = []
@@ -352,6 +361,8 @@ def forwarded_problems(stream):
         pos = head_end + 4
         if not _LINE.fullmatch(lines[0]):
             problems.append("request line %r" % lines[0][:60])
+        elif _BAD_ESCAPE.search(lines[0].split(b" ")[1].partition(b"?")[0]):
+            problems.append("percent-encoding %r" % lines[0][:60])
         lengths, codings, hosts = [], [], []
         for line in lines[1:]:
             name, colon, value = line.partition(b":")

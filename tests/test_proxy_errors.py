@@ -561,6 +561,18 @@ class MalformedRequestTests(Case):
         """``HTTP/2.0`` in a request line: 505."""
         self.assertRejected(b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505)
 
+    def test_malformedVersionAfterRequest(self):
+        """A malformed version (``HTTP/1\\t.1``, ``HTTP/.1``) in a request
+        pipelined behind a valid one: 400 on either parser (RFC 9112 2.3:
+        not a version at all), a version tproxy does not serve there: 505."""
+        for version, status in ((b"HTTP/1\t.1", 400), (b"HTTP/.1", 400), (b"HTTP/1.}1", 400),
+                                (b"HTTP/2.0", 505)):
+            h, up = harness()
+            conn = h.connect()
+            conn.send(request("GET", "/a") + b"GET /b " + version + b"\r\nHost: x\r\n\r\n")
+            self.assertEqual(statuses(conn), [200, status], version)
+            self.assertTrue(conn.closed)
+
     def test_unknownMethod(self):
         """A method token the parser does not know: 501 (not forwarded)."""
         self.assertRejected(b"FROB / HTTP/1.1\r\nHost: x\r\n\r\n", 501)
@@ -587,6 +599,28 @@ class MalformedRequestTests(Case):
         conn.send(request("GET", "/a?b=%00"))
         self.assertEqual(statuses(conn), [200])
         self.assertIn(b"GET /a?b=%00 HTTP/1.1\r\n", up.received)
+
+    def test_invalidPercentEncoding(self):
+        """A ``%`` in the path not followed by two hex digits (RFC 3986
+        2.1): 400, as nginx.  The request-target is invalid (RFC 9112 3.2),
+        and a server behind may decode it as tproxy did not route it
+        (``%u0061`` is ``a`` to IIS); on the slower paths (an escape, a dot
+        segment, the absolute form) too."""
+        for target in ("/ok%", "/%zz", "/a%2", "/%u0061dmin/x", "/a%%41", "/%41%",
+                       "/a/%2e%", "/a/./b%g0", "http://x/a%", "http://x/%41%zz?q=1"):
+            resp = self.assertRejected(request("GET", target))
+            self.assertEqual(resp.json(), {"error": "invalid percent-encoding in the path"},
+                             target)
+
+    def test_percentEncodingForwarded(self):
+        """Valid escapes in the path, and anything in the query (nginx reads
+        only the path decoded), go upstream as they came."""
+        h, up = harness()
+        for target in ("/a%20b%C3%a9", "/a%2fb", "/a?b=%zz&c=%", "/%41?%u0061"):
+            conn = h.connect()
+            conn.send(request("GET", target))
+            self.assertEqual(statuses(conn), [200], target)
+            self.assertIn(("GET %s HTTP/1.1\r\n" % target).encode(), up.received)
 
     def test_twoLengths(self):
         """Two different Content-Length values."""

@@ -22,6 +22,7 @@ from twisted.trial.unittest import SkipTest, TestCase
 from tproxy import compiled, fastio, gateway_service
 from tproxy.config import load_config, validate_config
 from tproxy.plugins import BUILTINS, tproxy_entry_points
+from tproxy.routing import spec
 from tproxy.tap import Options, makeService
 
 from tests import zygote
@@ -571,6 +572,8 @@ class CommandLineTests(TestCase):
                           "collections (gc.freeze)", output)
         # (the same installation and environment as this process's)
         self.assertIn(", compiled modules {},".format(compiled.STATE), output)
+        self.assertIn(", regex {},".format("RE2" if spec.re2 is not None else "linear_re"),
+                      output)
         output = self.assertFails(None, "cannot listen", self.result(default))
         self.assertNotIn("FastEPollReactor", output)
         self.assertIn("fast paths: reactor twisted.internet.", output)

@@ -252,15 +252,18 @@ def _log_fast_paths(reactor, jit=None):
 
     from tproxy import compiled, fastio
     from tproxy.http import parsing
+    from tproxy.routing import spec
 
     pypy = platform.python_implementation() == "PyPy"
     nursery = os.environ.get("PYPY_GC_NURSERY")
     log.info("fast paths: reactor {reactor} ({fast}), fast write {write}, "
-             "HTTP parser {parser}, compiled modules {compiled}, Twisted {twisted}{jit}{gc}",
+             "HTTP parser {parser}, regex {regex}, compiled modules {compiled}, "
+             "Twisted {twisted}{jit}{gc}",
              reactor=type(reactor).__module__ + "." + type(reactor).__name__,
              fast="on" if type(reactor).__name__ == "FastEPollReactor" else "off",
              write="on" if fastio.ENABLED else "off",
-             parser=parsing.NAME, compiled=compiled.STATE, twisted=fastio.TWISTED_VERSION,
+             parser=parsing.NAME, regex="RE2" if spec.re2 is not None else "linear_re",
+             compiled=compiled.STATE, twisted=fastio.TWISTED_VERSION,
              jit=", PyPy JIT " + jit if jit else "",
              gc=", PyPy GC nursery " + nursery if pypy and nursery else "")
     if compiled.WARNING:

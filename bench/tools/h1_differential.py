@@ -26,6 +26,7 @@ import asyncio
 import itertools
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -273,6 +274,24 @@ def start_tproxy(run, port, admin, **changes):
         cwd=ROOT, stdout=open(os.path.join(run, "tproxy.log"), "w"), stderr=subprocess.STDOUT)
 
 
+def free_base(n=5):
+    """A port in 30000-32767 with the ``n`` ports from it free (each bound
+    once to be sure; above 32768 is the ephemeral range)."""
+    rnd = random.SystemRandom()   # (whatever seeded the module's generator)
+    while True:
+        base = rnd.randrange(30000, 32768 - n)
+        try:
+            for port in range(base, base + n):
+                s = socket.socket()
+                try:
+                    s.bind(("127.0.0.1", port))
+                finally:
+                    s.close()
+            return base
+        except OSError:
+            continue
+
+
 def wait_port(port, timeout=15):
     end = time.time() + timeout
     while time.time() < end:
@@ -284,12 +303,93 @@ def wait_port(port, timeout=15):
     raise SystemExit("nothing listens on %d" % port)
 
 
+class Rig:
+    """tproxy (the README way) and nginx, each in front of its own recording
+    backend, on the five ports from ``base_port``; :meth:`send` runs one
+    vector through both.  Rigs on different ports run side by side."""
+
+    def __init__(self, base_port):
+        self.tp, self.ng, self.admin, be_tp, be_ng = range(base_port, base_port + 5)
+        self.run = tempfile.mkdtemp(prefix="h1diff-")
+        self.procs = []
+        self.logs = {}
+        for name, be in (("tp", be_tp), ("ng", be_ng)):
+            self.logs[name] = os.path.join(self.run, "backend-%s.log" % name)
+            open(self.logs[name], "w").close()
+            self.procs.append(subprocess.Popen(
+                [sys.executable, os.path.abspath(__file__), "--backend", str(be), self.logs[name]]))
+        with open(os.path.join(self.run, "nginx.conf"), "w") as f:
+            f.write(NGINX_CONF.format(run=self.run, backend=be_ng, port=self.ng, extra=""))
+        self.procs.append(subprocess.Popen([shutil.which("nginx") or "/usr/sbin/nginx", "-c",
+                                            os.path.join(self.run, "nginx.conf")]))
+        self.procs.append(start_tproxy(self.run, self.tp, self.admin, registry={"ttl": 86400}))
+        for port in range(base_port, base_port + 5):
+            wait_port(port)
+        urllib.request.urlopen("http://127.0.0.1:%d/upstream/add?port=%d" % (self.admin, be_tp)).read()
+
+    def send(self, vector, idle):
+        """One vector through both: ``{"tp": ..., "ng": ...}``, each with the
+        statuses, whether it closed, what its backend received (``data``, per
+        upstream connection) and read (``requests``), and the bytes out."""
+        parts = vector[2] if len(vector) > 2 else [vector[1]]
+        res = {"tp": {}, "ng": {}}
+        threads = [threading.Thread(target=probe, args=(("127.0.0.1", port), self.logs[k], parts,
+                                                         idle, res[k]))
+                   for k, port in (("tp", self.tp), ("ng", self.ng))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return res
+
+    def tracebacks(self):
+        with open(os.path.join(self.run, "tproxy.log")) as f:
+            return f.read().count("Traceback")
+
+    def stop(self):
+        for proc in reversed(self.procs):
+            proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def row(name, data, res):
+    """One vector's comparison: ``flag`` holds ``DIFF`` (status classes,
+    close, or requests forwarded differ) and ``UNSAFE`` (tproxy forwarded
+    something ambiguous)."""
+    t_, n_ = res["tp"], res["ng"]
+    problems = []
+    for stream in t_["data"].values():
+        problems += h1_vectors.forwarded_problems(stream)[0]
+    flag = ""
+    if (classes(t_["statuses"]) != classes(n_["statuses"]) or t_["closed"] != n_["closed"]
+            or len(t_["requests"]) != len(n_["requests"])):
+        flag = "DIFF"
+    if problems:
+        flag += " UNSAFE"
+    return dict(name=name, payload=data.hex(), flag=flag, problems=problems,
+                tproxy=dict(statuses=t_["statuses"], closed=t_["closed"], requests=t_["requests"]),
+                nginx=dict(statuses=n_["statuses"], closed=n_["closed"], requests=n_["requests"]))
+
+
+def line(r):
+    """The printed line of the row ``r``."""
+    t_, n_ = r["tproxy"], r["nginx"]
+    return "%-30s %-11s tproxy %s %s fwd=%d | nginx %s %s fwd=%d %s" % (
+        r["name"][:30], r["flag"], t_["statuses"], "C" if t_["closed"] else "W",
+        len(t_["requests"]), n_["statuses"], "C" if n_["closed"] else "W",
+        len(n_["requests"]), r["problems"][:2])
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--only", help="a regular expression on vector names")
     p.add_argument("--garden", help="an http-garden checkout: add its TROPHIES.md payloads")
     p.add_argument("--idle", type=float, default=0.5)
-    p.add_argument("--base-port", type=int, default=18080)
+    p.add_argument("--base-port", type=int, help="five free ports from there (default: found)")
     p.add_argument("--show", action="store_true", help="print what each backend received")
     p.add_argument("--json", help="write every row there")
     p.add_argument("--backend", nargs=2, help=argparse.SUPPRESS)
@@ -299,75 +399,25 @@ def main():
     vectors = h1_vectors.all_vectors() + (garden_vectors(args.garden) if args.garden else [])
     if args.only:
         vectors = [v for v in vectors if re.search(args.only, v[0])]
-    port = args.base_port
-    tp, ng, admin, be_tp, be_ng = port, port + 1, port + 2, port + 3, port + 4
-    run = tempfile.mkdtemp(prefix="h1diff-")
-    procs = []
+    rig = Rig(args.base_port or free_base())
     try:
-        logs = {}
-        for name, be in (("tp", be_tp), ("ng", be_ng)):
-            logs[name] = os.path.join(run, "backend-%s.log" % name)
-            open(logs[name], "w").close()
-            procs.append(subprocess.Popen([sys.executable, __file__, "--backend", str(be), logs[name]]))
-        with open(os.path.join(run, "nginx.conf"), "w") as f:
-            f.write(NGINX_CONF.format(run=run, backend=be_ng, port=ng, extra=""))
-        procs.append(subprocess.Popen([shutil.which("nginx") or "/usr/sbin/nginx", "-c",
-                                       os.path.join(run, "nginx.conf")]))
-        procs.append(start_tproxy(run, tp, admin, registry={"ttl": 86400}))
-        for port_ in (tp, ng, admin, be_tp, be_ng):
-            wait_port(port_)
-        urllib.request.urlopen("http://127.0.0.1:%d/upstream/add?port=%d" % (admin, be_tp)).read()
         rows = []
         for vector in vectors:
-            name, data = vector[:2]
-            parts = vector[2] if len(vector) > 2 else [data]
-            res = {"tp": {}, "ng": {}}
-            threads = [threading.Thread(target=probe, args=(("127.0.0.1", prt), logs[k], parts,
-                                                             args.idle, res[k]))
-                       for k, prt in (("tp", tp), ("ng", ng))]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            t_, n_ = res["tp"], res["ng"]
-            problems = []
-            for stream in t_["data"].values():
-                problems += h1_vectors.forwarded_problems(stream)[0]
-            flag = ""
-            if (classes(t_["statuses"]) != classes(n_["statuses"]) or t_["closed"] != n_["closed"]
-                    or len(t_["requests"]) != len(n_["requests"])):
-                flag = "DIFF"
-            if problems:
-                flag += " UNSAFE"
-            rows.append(dict(name=name, payload=data.hex(), flag=flag, problems=problems,
-                             tproxy=dict(statuses=t_["statuses"], closed=t_["closed"],
-                                         requests=t_["requests"]),
-                             nginx=dict(statuses=n_["statuses"], closed=n_["closed"],
-                                        requests=n_["requests"])))
-            if flag or args.show:
-                print("%-30s %-11s tproxy %s %s fwd=%d | nginx %s %s fwd=%d %s" % (
-                    name[:30], flag, t_["statuses"], "C" if t_["closed"] else "W",
-                    len(t_["requests"]), n_["statuses"], "C" if n_["closed"] else "W",
-                    len(n_["requests"]), problems[:2]))
+            res = rig.send(vector, args.idle)
+            rows.append(row(vector[0], vector[1], res))
+            if rows[-1]["flag"] or args.show:
+                print(line(rows[-1]))
                 if args.show:
                     for k in ("tp", "ng"):
                         print("    %s backend got %r" % (k, list(res[k]["data"].values())))
-        with open(os.path.join(run, "tproxy.log")) as f:
-            tracebacks = f.read().count("Traceback")
         print("%d vectors, %d differ, %d unsafe, %d tracebacks in tproxy's log (%s)" % (
             len(rows), sum("DIFF" in r["flag"] for r in rows),
-            sum("UNSAFE" in r["flag"] for r in rows), tracebacks, run))
+            sum("UNSAFE" in r["flag"] for r in rows), rig.tracebacks(), rig.run))
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(rows, f, indent=1)
     finally:
-        for proc in reversed(procs):
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        rig.stop()
 
 
 if __name__ == "__main__":

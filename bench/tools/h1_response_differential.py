@@ -27,13 +27,12 @@ import sys
 import tempfile
 import threading
 import time
-import random
 import json
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from h1_differential import NGINX_CONF, start_tproxy, wait_port  # noqa: E402
+from h1_differential import NGINX_CONF, free_base, start_tproxy, wait_port  # noqa: E402
 from h1_response_vectors import OK, VECTORS  # noqa: E402
 
 def parse_req(buf):
@@ -188,6 +187,17 @@ def show(out, limit):
     return r if len(r) <= limit else r[:limit] + "...(%d bytes)" % len(out)
 
 
+def lint(httplint, out):
+    """The WARN and BAD notes of REDbot's linter (``httplint``, from
+    ``pip install httplint``) on the first response in ``out``."""
+    first = out.split(b"<<second>>")[0]
+    if not first.startswith(b"HTTP/"):
+        return set()
+    text = subprocess.run([httplint, "-n"], input=first, capture_output=True, timeout=60).stdout
+    return {re.sub(r"\d+", "N", x.strip()) for x in text.decode("utf-8", "replace").splitlines()
+            if x.startswith(("* [WARN]", "* [BAD]"))}
+
+
 def reused(up, name):
     """Whether the ``/v/ok`` after vector ``name`` went on its connection."""
     cids = [c for c, p in up.log if p.endswith("/" + name)]
@@ -202,8 +212,9 @@ def main():
     ap.add_argument("--only", default="")
     ap.add_argument("--limit", type=int, default=400)
     ap.add_argument("--json", default="")
+    ap.add_argument("--httplint", help="the httplint command: print the notes that differ")
     args = ap.parse_args()
-    base = random.randint(30000, 59000)
+    base = free_base()
     tp, ng, admin, up_tp, up_ng = base, base + 1, base + 2, base + 3, base + 4
     run = tempfile.mkdtemp(prefix="h1resp")
     os.chmod(run, 0o755)   # (nginx's worker writes its temporary files there)
@@ -243,6 +254,12 @@ def main():
                 out, closed, re_ = rows[label]
                 print("  %-6s %s %-6s %s" % (label, "C" if closed else "W", re_, show(out, args.limit)))
             results[name] = {k: [show(v[0], 100000), v[1], v[2]] for k, v in rows.items()}
+            if args.httplint:
+                notes = {k: lint(args.httplint, v[0]) for k, v in rows.items()}
+                for x in sorted(notes["tproxy"] - notes["nginx"]):
+                    print("  lint, tproxy only: %s" % x)
+                for x in sorted(notes["nginx"] - notes["tproxy"]):
+                    print("  lint, nginx only:  %s" % x)
             sys.stdout.flush()
         if args.json:
             with open(args.json, "w") as f:

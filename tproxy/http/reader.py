@@ -23,8 +23,10 @@ from tproxy.http.tunnel import UpgradeExchange, UpgradeRequestContext, upgrade_o
 from tproxy.http.wire import BadRequest, Closing, forwarding_fields, scan_request_fields
 from tproxy.trust import UntrustworthyHeader
 
-#: the end of a request line with a well-formed version
-_VERSION = re.compile(rb" HTTP/[0-9]\.[0-9]\r\n")
+#: the end of a request line with a well-formed version other than 1.0 and
+#: 1.1 (a request the parser read before the one it failed on has one of
+#: those two)
+_VERSION = re.compile(rb" HTTP/(?!1\.[01]\r)[0-9]\.[0-9]\r\n")
 
 
 class RequestReader(ClientConnection):
@@ -240,9 +242,9 @@ class RequestReader(ClientConnection):
                 raise BadRequest(400, "malformed request")
             raise BadRequest(505, "HTTP version not supported")
         url = self.url.decode("latin-1")
-        if url[:1] == "/" and "/." not in url and "%2" not in url and "%00" not in url:
+        if url[:1] == "/" and "/." not in url and "%" not in url:
             # (request_target's usual case inlined: origin-form, no dot
-            # segment, no encoded NUL)
+            # segment, no escape)
             path, _, query = url.partition("?")
             authority = None
         else:

@@ -44,6 +44,9 @@ def normalize_path(path):
     return "/" + "/".join(out) + ("/" if trailing and out else "")
 
 
+#: a ``%`` that does not start an escape (RFC 3986 2.1)
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
 #: where the authority of an absolute-form target ends (RFC 3986 3.2)
 _AUTHORITY_END = re.compile(r"[/?#]")
 
@@ -54,7 +57,8 @@ def request_target(url, method):
     absolute-form (whose authority replaces the Host field, RFC 9112 3.2.2,
     and must be a valid one: no userinfo, as nginx; else ``authority`` is
     ``None``) or ``*`` for ``OPTIONS``; the path's dot segments resolved.
-    Raises :class:`BadRequest` (also for ``%00`` in the path).
+    Raises :class:`BadRequest` (also for ``%00`` in the path, and a ``%``
+    there that starts no escape).
     """
     authority = None
     if not url.startswith("/"):
@@ -72,10 +76,16 @@ def request_target(url, method):
         else:
             raise BadRequest(400, "invalid request target")
     path, _, query = url.partition("?")
-    if "%00" in path:
-        # (as nginx, which decodes the path: a NUL ends a C string, so a
-        # server behind may read a shorter path than the one routed)
-        raise BadRequest(400, "encoded NUL in the path")
+    if "%" in path:
+        if "%00" in path:
+            # (as nginx, which decodes the path: a NUL ends a C string, so a
+            # server behind may read a shorter path than the one routed)
+            raise BadRequest(400, "encoded NUL in the path")
+        if _BAD_ESCAPE.search(path):
+            # (as nginx: not a request-target (RFC 9112 3.2), and a server
+            # behind may decode it as it was not routed: ``%u0061`` is ``a``
+            # to IIS)
+            raise BadRequest(400, "invalid percent-encoding in the path")
     if "/." in path or "%2" in path:
         path = normalize_path(path)
     return path, query, authority
