@@ -309,8 +309,8 @@ class FastClient(tcp.Client):
 #: is made (``connected``, ``producer``...) gave every one a dictionary.
 CLIENT_NAMES = (
     "socket", "bufferSize", "dataBuffer", "_tempDataLen", "TLS", "connected",
-    "disconnecting", "protocol", "_tempDataBuffer", "producer", "streamingProducer", "producerPaused",
-    "fileno", "reactor", "connector", "addr", "realAddress", "_requiresResolution",
+    "disconnecting", "protocol", "_tempDataBuffer", "producer", "streamingProducer",
+    "producerPaused", "fileno", "reactor", "connector", "addr", "realAddress", "_requiresResolution",
     "logstr", "offset", "disconnected", "_writeDisconnected", "_writeDisconnecting",
     "_aborting", "doRead", "doWrite")
 
