@@ -400,8 +400,9 @@ class FastClientTests(TestCase):
         for name in CLIENT_NAMES:
             self.assertFalse(hasattr(type(getattr(FastClient, name, None)), "__set__"), name)
         ends = []
-        port = reactor.listenTCP(0, Factory.forProtocol(lambda: ends.append(Collect(0)) or ends[-1]),
-                                 interface="127.0.0.1")
+        port = reactor.listenTCP(
+            0, Factory.forProtocol(lambda: ends.append(Collect(0)) or ends[-1]),
+            interface="127.0.0.1")
         self.addCleanup(port.stopListening)
         made, lost = [], []
 

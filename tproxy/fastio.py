@@ -310,7 +310,8 @@ class FastClient(tcp.Client):
 CLIENT_NAMES = (
     "socket", "bufferSize", "dataBuffer", "_tempDataLen", "TLS", "connected",
     "disconnecting", "protocol", "_tempDataBuffer", "producer", "streamingProducer",
-    "producerPaused", "fileno", "reactor", "connector", "addr", "realAddress", "_requiresResolution",
+    "producerPaused", "fileno", "reactor", "connector", "addr", "realAddress",
+    "_requiresResolution",
     "logstr", "offset", "disconnected", "_writeDisconnected", "_writeDisconnecting",
     "_aborting", "doRead", "doWrite")
 
