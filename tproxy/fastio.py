@@ -311,9 +311,8 @@ CLIENT_NAMES = (
     "socket", "bufferSize", "dataBuffer", "_tempDataLen", "TLS", "connected",
     "disconnecting", "protocol", "_tempDataBuffer", "producer", "streamingProducer",
     "producerPaused", "fileno", "reactor", "connector", "addr", "realAddress",
-    "_requiresResolution",
-    "logstr", "offset", "disconnected", "_writeDisconnected", "_writeDisconnecting",
-    "_aborting", "doRead", "doWrite")
+    "_requiresResolution", "logstr", "offset", "disconnected", "_writeDisconnected",
+    "_writeDisconnecting", "_aborting", "doRead", "doWrite")
 
 
 def _add_names(cls, names):
