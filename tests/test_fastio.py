@@ -386,6 +386,75 @@ class FastClientTests(TestCase):
             self.assertEqual([ref() for ref in refs], [None, None, None])
 
 
+    async def test_namesKnownAtOnce(self):
+        """Twenty connections opened together, written to past what the socket
+        takes (Twisted's buffer), with a producer, paused, then lost (one
+        closed, one aborted, the others closed by the peer): their transports set
+        no name beyond :data:`tproxy.fastio.CLIENT_NAMES`, none of which is a
+        descriptor of the class, and on CPython keep no dictionary of their
+        own (its values inline: their referents are values, no ``dict``)."""
+        import gc
+        import platform
+        from twisted.internet.task import deferLater
+        from tproxy.fastio import CLIENT_NAMES, FastClient, connect_tcp
+        for name in CLIENT_NAMES:
+            self.assertFalse(hasattr(type(getattr(FastClient, name, None)), "__set__"), name)
+        ends = []
+        port = reactor.listenTCP(
+            0, Factory.forProtocol(lambda: ends.append(Collect(0)) or ends[-1]),
+            interface="127.0.0.1")
+        self.addCleanup(port.stopListening)
+        made, lost = [], []
+
+        class Producing(Protocol):
+            def connectionMade(self):
+                self.transport.registerProducer(self, True)
+                made.append(self)
+                if len(made) == 20:
+                    ready.callback(None)
+
+            def pauseProducing(self):
+                pass
+
+            def resumeProducing(self):
+                pass
+
+            def stopProducing(self):
+                pass
+
+            def connectionLost(self, reason):
+                lost.append(self)
+                if len(lost) == 20:
+                    gone.callback(None)
+
+        ready, gone = Deferred(), Deferred()
+        factory = ClientFactory.forProtocol(Producing)
+        for _ in range(20):
+            connect_tcp(reactor, "127.0.0.1", port.getHost().port, factory, 5)
+        await ready
+        transports = [p.transport for p in made]
+        for t in transports:
+            self.assertIs(type(t), FastClient)
+            t.write(b"x" * (8 << 20))   # (more than the socket takes: buffered)
+            t.pauseProducing()
+            t.resumeProducing()
+        inline = platform.python_implementation() == "CPython"
+        for t in transports:
+            if inline:
+                self.assertNotIn(dict, [type(r) for r in gc.get_referents(t)])
+        transports[0].loseConnection()
+        transports[1].abortConnection()
+        await deferLater(reactor, 0, lambda: None)
+        for end in ends:
+            end.transport.loseConnection()
+        await gone
+        names = set()
+        for t in transports:
+            if inline:
+                self.assertNotIn(dict, [type(r) for r in gc.get_referents(t)])
+            names.update(vars(t))   # (which gives it a dictionary)
+        self.assertEqual(names - set(CLIENT_NAMES), set())
+
     async def test_refused(self):
         """A connection the peer refuses fails the exchange, as Twisted's
         own connector does."""

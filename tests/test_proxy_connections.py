@@ -614,6 +614,41 @@ class MessageShapeTests(SynchronousTestCase):
         [warn] = [e for e in h.events if e.get("log_namespace") == "tproxy.http.upstream"]
         self.assertEqual(warn["peer"], UP)
 
+    def test_partOfAResponseAfterOne(self):
+        """The bytes after a response, in its read, are only the start of
+        a status line (no field, no reason: ``HTTP/1.``): the connection
+        is not used again either, and the next request, sent once the
+        first is answered, gets its answer on a new one."""
+        def answer(request):
+            ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+            return ok + b"HTTP/1." if request.uri == "/extra" else ok
+        up = Scripted(answer)
+        h = scripted({"default": {UP: up}})
+        conn = h.connect()
+        self.assertEqual(conn.request("GET", "/extra").status, 200)
+        resp = conn.request("GET", "/next")
+        self.assertEqual((resp.status, resp.body), (200, b"ok"))
+        self.assertEqual([(r.uri, r.conn) for r in up.requests], [("/extra", 0), ("/next", 1)])
+        self.assertEqual(up.open, 1)
+
+    def test_parsersLent(self):
+        """Connections to two peers, used in turn, parse their responses
+        with one parser, lent to each for a response (see
+        ``UpstreamProtocol``): no parser per connection."""
+        from tproxy.http import upstream
+        made = []
+        real = upstream.HttpResponseParser
+        self.patch(upstream, "HttpResponseParser", lambda cb: made.append(cb) or real(cb))
+        self.patch(upstream, "_PARSERS", [])
+        other = "127.0.0.1:9002"
+        h = scripted({"default": {UP: Scripted(), other: Scripted()}})
+        conn = h.connect()
+        for _ in range(4):
+            self.assertEqual(conn.request("GET", "/").status, 200)
+        self.assertEqual(len(h.factory.pool.idle), 2)   # (a connection to each)
+        self.assertEqual(made, [upstream._CALLBACKS])
+        self.assertEqual(len(upstream._PARSERS), 1)
+
     def test_earlyResponse(self):
         """The upstream answers (413) before reading the body: the client
         gets the answer and the connection closes; the count is released."""

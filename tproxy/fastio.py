@@ -97,15 +97,17 @@ def install_fast_write(transport, close=False):
 
 
 def _inline(transport):
-    # Read by every write below (and by the upstream pool): made instance
-    # attributes, with the class defaults' values (Twisted sets them on the
-    # instance when they change).  CPython 3.11 reads a class attribute
-    # through an instance by the generic lookup (~250 instructions each, three
-    # per write); stored at once, they are among the first names of the
-    # transport's class, which it keeps inline.
+    # Read by every write below (and by the upstream pool), and bufferSize by
+    # every read (tproxy.reactor): made instance attributes, with the class
+    # defaults' values (Twisted sets them on the instance when they change).
+    # CPython 3.11 reads a class attribute through an instance by the
+    # generic lookup (~250 instructions each, three per write); stored at
+    # once, they are among the first names of the transport's class, which
+    # it keeps inline.
     transport.dataBuffer = transport.dataBuffer
     transport.disconnecting = transport.disconnecting
     transport.TLS = transport.TLS
+    transport.bufferSize = transport.bufferSize
 
 
 #: Twisted's own methods, which the fast ones fall back to (the same for
@@ -286,7 +288,9 @@ class FastClient(tcp.Client):
     of :func:`install_fast_write`, as methods: no per-connection functions
     in its dict, which made a reference cycle per connection (freed only by
     the collector) and two more objects each request touches.  The names
-    every write reads are stored at once (:func:`_inline`).
+    every write reads are stored at once (:func:`_inline`), and every name
+    one sets is among its class's instance keys before the first is made
+    (:data:`CLIENT_NAMES`).
     """
 
     write = _write
@@ -295,6 +299,32 @@ class FastClient(tcp.Client):
     def __init__(self, host, port, bindAddress, connector, reactor=None):
         tcp.Client.__init__(self, host, port, bindAddress, connector, reactor)
         _inline(self)
+
+
+#: Every name a :class:`FastClient` sets (those each request reads first),
+#: put in its class's keys at import (:func:`_add_names`): CPython 3.11 keeps
+#: values inline only for names added while its class's keys had room, which
+#: each instance made takes from (``tests/test_inline_values.py``); the pool
+#: opens connections several at a time, and the names Twisted sets once one
+#: is made (``connected``, ``producer``...) gave every one a dictionary.
+CLIENT_NAMES = (
+    "socket", "bufferSize", "dataBuffer", "_tempDataLen", "TLS", "connected",
+    "disconnecting", "protocol", "_tempDataBuffer", "producer", "streamingProducer",
+    "producerPaused", "fileno", "reactor", "connector", "addr", "realAddress",
+    "_requiresResolution", "logstr", "offset", "disconnected", "_writeDisconnected",
+    "_writeDisconnecting", "_aborting", "doRead", "doWrite")
+
+
+def _add_names(cls, names):
+    """Put ``names`` among ``cls``'s shared instance keys, in this order,
+    through an instance made for it and dropped (CPython; elsewhere it does
+    nothing that lasts).  Call it before ``cls`` has instances."""
+    probe = cls.__new__(cls)
+    for name in names:
+        object.__setattr__(probe, name, None)
+
+
+_add_names(FastClient, CLIENT_NAMES)
 
 
 class _FastConnector(tcp.Connector):

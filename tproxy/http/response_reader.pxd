@@ -22,3 +22,13 @@ cdef class ResponseHeadReader(UpstreamConnection):
     cpdef on_header(self, name, value)
     @cython.locals(ex=Exchange)
     cpdef on_headers_complete(self)
+    cpdef on_message_begin(self)
+    @cython.locals(ex=Exchange)
+    cpdef on_body(self, data)
+    @cython.locals(ex=Exchange)
+    cpdef on_message_complete(self)
+
+# the callbacks of the lent parsers: C calls to the connection's
+@cython.final
+cdef class _Callbacks:
+    cdef public ResponseHeadReader conn

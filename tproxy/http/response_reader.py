@@ -2,11 +2,12 @@
 """
 How an upstream connection (:class:`tproxy.http.upstream.UpstreamProtocol`)
 reads a response head: the parser's callbacks, the head's size limit, and
-heads read whole (:class:`ResponseHeadReader`).
+heads read whole (:class:`ResponseHeadReader`); the callbacks of the
+parsers lent to connections (:class:`_Callbacks`).
 """
 
 from tproxy.http.bases import UpstreamConnection
-from tproxy.http.parsing import NAME, HttpResponseParser
+from tproxy.http.parsing import NAME
 from tproxy.http.response_fields import (
     _GOOD_REASONS, RARE_HOP_FIELDS, block_fields, check_reason, clean_response_block)
 
@@ -196,12 +197,36 @@ class ResponseHeadReader(UpstreamConnection):
         if head_only and self.exchange is ex:
             # A response to HEAD has no body whatever its Content-Length says,
             # and httptools cannot be told so: the response ends here, and
-            # the connection goes on with a fresh parser.  This one parses
+            # the connection goes on with another parser (one lent at its
+            # next response), not given back.  This one parses
             # the rest of the read, for no exchange: bytes there (a body
             # sent all the same, whose rest may come in a later read and be
             # taken for the next response) make ``on_body`` or ``on_status``
             # raise, and the connection is not used again
-            self.parser = HttpResponseParser(self)
+            self.parser = None
+            ex.upstream_end()
+
+    def on_message_begin(self):
+        if self.exchange is None:
+            # a second response after the one asked for, in the read that
+            # ended it (see UpstreamProtocol; on_status says it for the
+            # parser of heads read whole)
+            raise ValueError("unsolicited response")
+
+    def on_body(self, data):
+        ex = self.exchange
+        if ex is not None:
+            ex.upstream_body(data)
+        elif self.head_only:
+            # a body after a response to HEAD (see on_headers_complete)
+            raise ValueError("bytes after a response to HEAD")
+
+    def on_message_complete(self):
+        if self._informational:
+            self._informational = False
+            return
+        ex = self.exchange
+        if ex is not None:
             ex.upstream_end()
 
     def _whole_head_complete(self):
@@ -227,3 +252,41 @@ class ResponseHeadReader(UpstreamConnection):
         else:
             self._eof_body = self.exchange.upstream_head(
                 code, self._reason, None, parser.should_keep_alive(), cleaned)
+
+
+class _Callbacks(object):
+    """The callbacks of the lent parsers (see
+    :class:`~tproxy.http.upstream.UpstreamProtocol`):
+    those of the connection feeding one now (``conn``).  (Called through
+    the class: a C call in the compiled build, no look-up of the method on
+    the connection first.)"""
+
+    __slots__ = ("conn",)
+
+    def __init__(self):
+        self.conn = None
+
+    def on_message_begin(self):
+        ResponseHeadReader.on_message_begin(self.conn)
+
+    def on_status(self, status):
+        ResponseHeadReader.on_status(self.conn, status)
+
+    def on_header(self, name, value):
+        ResponseHeadReader.on_header(self.conn, name, value)
+
+    def on_headers_complete(self):
+        ResponseHeadReader.on_headers_complete(self.conn)
+
+    def on_body(self, data):
+        ResponseHeadReader.on_body(self.conn, data)
+
+    def on_message_complete(self):
+        ResponseHeadReader.on_message_complete(self.conn)
+
+
+_CALLBACKS = _Callbacks()
+#: the parsers not lent now, all between messages (at most PARSERS_KEPT)
+_PARSERS = []
+#: the parsers kept for the next responses (more were lent at once: dropped)
+PARSERS_KEPT = 256

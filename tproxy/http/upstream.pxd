@@ -1,7 +1,7 @@
 cimport cython
 
 from tproxy.http.exchange cimport Exchange
-from tproxy.http.response_reader cimport ResponseHeadReader
+from tproxy.http.response_reader cimport ResponseHeadReader, _Callbacks
 
 # final: see connection.pxd (start, send, release and abort are declared in
 # bases.pxd)
@@ -10,9 +10,5 @@ cdef class UpstreamProtocol(ResponseHeadReader):
     cpdef set_deadline(self, seconds)
     cpdef pause_reading(self)
     cpdef resume_reading(self)
-    @cython.locals(ex=Exchange, n=Py_ssize_t, end=Py_ssize_t)
+    @cython.locals(ex=Exchange, n=Py_ssize_t, end=Py_ssize_t, callbacks=_Callbacks)
     cpdef dataReceived(self, data)
-    @cython.locals(ex=Exchange)
-    cpdef on_body(self, data)
-    @cython.locals(ex=Exchange)
-    cpdef on_message_complete(self)

@@ -14,7 +14,8 @@ from tproxy.fastio import install_fast_write
 
 from tproxy.http.parsing import HttpParserError, HttpParserUpgrade, HttpResponseParser
 from tproxy.http.response_reader import (
-    _RARE_HOP_FIELDS, _WHOLE_HEADS, WHOLE_HEAD_MIN, ResponseHeadReader, _HeadTooBig, _WholeHead)
+    _CALLBACKS, _PARSERS, _RARE_HOP_FIELDS, _WHOLE_HEADS, PARSERS_KEPT, WHOLE_HEAD_MIN,
+    ResponseHeadReader, _HeadTooBig, _WholeHead)
 
 
 log = Logger(namespace=__name__)   # (a compiled module has no frame to take it from)
@@ -43,6 +44,19 @@ class UpstreamProtocol(ResponseHeadReader, Protocol):
     than specified"), the connection is dropped and the request gets a new
     one: bytes after a response are no request's answer.
 
+    The response parser is lent to the connection for a response, not made
+    for it: a parser of :data:`_PARSERS` at the response's first read (a
+    new one when none is there), given back once a read ended its
+    response, the connection back in the pool (:meth:`release`), between
+    messages.  Their callbacks are those of one
+    :class:`~tproxy.http.response_reader._Callbacks`, which
+    passes each to the connection feeding one.  At 10,000 peers a parser
+    per connection was llhttp's state, its settings and the callbacks
+    bound to the connection, read from memory no cache held at each
+    request; a few lent in turn stay in cache.  Bytes that begin a
+    message after the response, in the read that ended it, are an
+    unsolicited response (``on_message_begin``): the connection is
+    dropped, its parser with it.
     """
 
     def __init__(self, pool, key):
@@ -86,9 +100,7 @@ class UpstreamProtocol(ResponseHeadReader, Protocol):
         self.transport.setTcpNoDelay(True)
         self.transport.registerProducer(self, True)
         install_fast_write(self.transport)
-        # one parser for the connection's life (a new one after a response to
-        # HEAD): a connection is reused only after a complete response
-        self.parser = HttpResponseParser(self)
+        # (its parser is lent at each response: see the class doc)
         self.max_head = self.pool.max_header_size
         # (the factory lets go of the exchange: the connection outlives it)
         factory = self.factory
@@ -248,6 +260,9 @@ class UpstreamProtocol(ResponseHeadReader, Protocol):
         if self._head_fed == 0 and not self._head_spans:
             # the first read of a response: which parser (see the class doc)
             parser = self.parser
+            if parser is None:
+                parser = self.parser = (_PARSERS.pop() if _PARSERS
+                                        else HttpResponseParser(_CALLBACKS))
             n = len(data)
             if (_WHOLE_HEADS and n >= WHOLE_HEAD_MIN and not self.head_only
                     and not self.upgrading):
@@ -267,6 +282,9 @@ class UpstreamProtocol(ResponseHeadReader, Protocol):
             parser = self._feeding
             self._checking = True
         self.reading = True
+        callbacks = _CALLBACKS
+        feeding = callbacks.conn   # (another connection's read, if this one is nested in it)
+        callbacks.conn = self
         try:
             parser.feed_data(data)
         except (HttpParserError, HttpParserUpgrade) as e:
@@ -305,7 +323,16 @@ class UpstreamProtocol(ResponseHeadReader, Protocol):
                     # the response goes on: the read timeout starts again
                     # (a complete one has put the connection in the pool)
                     self.set_deadline(self.pool.read_timeout)
+            elif self.idle or self.due is not None:
+                # the response ended in this read, the connection back in
+                # the pool: its parser is between messages (see the class doc)
+                parser = self.parser
+                if parser is not None:
+                    self.parser = self._feeding = None
+                    if len(_PARSERS) < PARSERS_KEPT:
+                        _PARSERS.append(parser)
         finally:
+            callbacks.conn = feeding
             self.reading = False
             ex.upstream_read_done()
         due = self.due
@@ -319,22 +346,6 @@ class UpstreamProtocol(ResponseHeadReader, Protocol):
         # (its key in the pool: the peer, or (peer, creator) for TLS)
         key = self.key
         return key[0] if type(key) is tuple else key
-
-    def on_body(self, data):
-        ex = self.exchange
-        if ex is not None:
-            ex.upstream_body(data)
-        elif self.head_only:
-            # a body after a response to HEAD (see on_headers_complete)
-            raise ValueError("bytes after a response to HEAD")
-
-    def on_message_complete(self):
-        if self._informational:
-            self._informational = False
-            return
-        ex = self.exchange
-        if ex is not None:
-            ex.upstream_end()
 
     def connectionLost(self, reason):
         # they hold our bound methods: no cycle to collect
