@@ -25,7 +25,7 @@ the compiled build): the state is the exchange's, see there.
 
 from twisted.logger import Logger
 
-from tproxy.context import Response, ResponseHead
+from tproxy.context import Response, ResponseHead, _UpstreamResponseHead
 from tproxy.phase_resume import is_deferred
 
 # (the exchange's lines, under its namespace)
@@ -131,7 +131,9 @@ class FilterChain(object):
         if type(data) is not bytes:
             data = bytes(data)
         try:
-            r = self.ctx.plugins.run_body_filter(self.ctx, data, eof)
+            # (the route's phases, as the response side holds them: called
+            # for an upstream's response, after the balancer)
+            r = self.plugins.run_body_filter(self.ctx, data, eof)
         except Exception:
             return self.plugin_error()
         if type(r) is not bytes and is_deferred(r):
@@ -171,6 +173,23 @@ class FilterChain(object):
         (:meth:`tproxy.http.exchange.Exchange.finish`), declared on this
         first class so that the compiled response side calls it in C."""
         raise NotImplementedError()
+
+
+def upstream_response_head(status, reason, fields, lines):
+    """
+    ``_UpstreamResponseHead(status, reason, fields, lines)``
+    (:class:`~tproxy.context._UpstreamResponseHead`, the head a
+    ``header_filter`` gets of an upstream's response), its slots set here:
+    compiled, about half the instructions of its Python ``__init__`` called
+    from the compiled response side (~700 fewer per response).
+    """
+    head = _UpstreamResponseHead.__new__(_UpstreamResponseHead)
+    head.status = status
+    head.reason = reason
+    head._headers = None
+    head._fields = fields
+    head._lines = lines
+    return head
 
 
 def _filter_later(_, chain, data, eof):
