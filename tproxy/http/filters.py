@@ -25,7 +25,7 @@ the compiled build): the state is the exchange's, see there.
 
 from twisted.logger import Logger
 
-from tproxy.context import Response, ResponseHead, _UpstreamResponseHead
+from tproxy.context import Response, ResponseHead
 from tproxy.phase_resume import is_deferred
 
 # (the exchange's lines, under its namespace)
@@ -173,23 +173,6 @@ class FilterChain(object):
         (:meth:`tproxy.http.exchange.Exchange.finish`), declared on this
         first class so that the compiled response side calls it in C."""
         raise NotImplementedError()
-
-
-def upstream_response_head(status, reason, fields, lines):
-    """
-    ``_UpstreamResponseHead(status, reason, fields, lines)``
-    (:class:`~tproxy.context._UpstreamResponseHead`, the head a
-    ``header_filter`` gets of an upstream's response), its slots set here:
-    compiled, about half the instructions of its Python ``__init__`` called
-    from the compiled response side (~700 fewer per response).
-    """
-    head = _UpstreamResponseHead.__new__(_UpstreamResponseHead)
-    head.status = status
-    head.reason = reason
-    head._headers = None
-    head._fields = fields
-    head._lines = lines
-    return head
 
 
 def _filter_later(_, chain, data, eof):

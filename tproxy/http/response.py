@@ -15,9 +15,9 @@ A part of :class:`tproxy.http.exchange.Exchange` (a base class of it, see
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from tproxy.context import Response, ResponseHead
+from tproxy.context import Response, ResponseHead, _UpstreamResponseHead
 from tproxy.http.dates import date_line, has_date
-from tproxy.http.filters import FilterChain, upstream_response_head
+from tproxy.http.filters import FilterChain
 from tproxy.http.response_fields import block_fields, clean_response_fields
 from tproxy.http.wire import content_length, local_response_head, response_head
 from tproxy.phase_resume import is_deferred
@@ -87,7 +87,7 @@ class ResponseSide(FilterChain):
             # a filter that reads them (context._UpstreamResponseHead): left as
             # received, the fields go out as they came, and the
             # Content-Length found above holds
-            head = upstream_response_head(status, reason, kept, lines)
+            head = _UpstreamResponseHead(status, reason, kept, lines)
             try:
                 r = plugins.run_header_filter(ctx, head)
             except Exception:
