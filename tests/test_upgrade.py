@@ -114,7 +114,7 @@ class Stamp(object):
 
     @hookimpl
     def header_filter(self, ctx, response):
-        self.seen.append(response.status)
+        self.seen.append((response.status, response.from_upstream))
         response.headers.set("X-Seen", "yes")
 
 
@@ -276,7 +276,7 @@ class LifecycleTests(SynchronousTestCase):
         h = harness(server, [stamp])
         c = h.connect()
         c.send(HANDSHAKE)
-        self.assertEqual(stamp.seen, [101])
+        self.assertEqual(stamp.seen, [(101, True)])   # (the upstream's head)
         self.assertIn(b"\r\nX-Seen: yes\r\n", c.received)
         c.close()
         self.assertEqual(len(h.contexts), 1)

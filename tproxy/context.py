@@ -10,6 +10,7 @@ import os
 from twisted.internet.defer import succeed
 
 from tproxy.http.headers import Headers
+from tproxy.http.response_fields import block_fields
 
 
 #: the process's part of request ids made from numbers (see RequestContext)
@@ -166,11 +167,50 @@ class ResponseHead(object):
 
 
 class _UpstreamResponseHead(ResponseHead):
-    """The head of a response received from the upstream peer."""
+    """
+    The head of a response received from the upstream peer, its
+    ``headers`` made when a filter first reads them (most read only the
+    status, or nothing).  Until then the head holds the fields as received
+    (hop-by-hop ones removed): ``_fields``, their pairs, or ``None`` and
+    ``_lines``, their lines joined by CRLF; ``_headers`` is ``None`` while
+    no filter read or set ``headers``, and the head goes to the client as
+    received (:mod:`tproxy.http.response`).
+    """
 
-    __slots__ = ()
+    __slots__ = ("_headers", "_fields", "_lines")
 
     from_upstream = True
+
+    def __init__(self, status, reason, fields, lines):
+        self.status = status
+        self.reason = reason
+        self._headers = None
+        self._fields = fields
+        self._lines = lines
+
+    @property
+    def headers(self):
+        """A mutable :class:`~tproxy.http.headers.Headers` of the fields."""
+        headers = self._headers
+        if headers is None:
+            fields = self._fields
+            if fields is None:
+                fields = self._fields = block_fields(self._lines)
+            # (a copy: the fields received stay, to tell a change by)
+            headers = self._headers = Headers(fields[:])
+        return headers
+
+    @headers.setter
+    def headers(self, headers):
+        self._headers = headers
+
+    def _changed_fields(self):
+        """The pairs a filter left when they are not the ones received, else
+        ``None`` (not read, or left as they were: a comparison at C speed)."""
+        headers = self._headers
+        if headers is None or headers.raw == self._fields:
+            return None
+        return headers.raw
 
 
 class RequestContext(object):

@@ -307,9 +307,13 @@ def _rewrite_access(rewrite, by_route, default, unroll):
     """:attr:`Phases.rewrite_access`: the every-route ``rewrite``
     implementations ``rewrite``, then the walk of the route's
     :class:`PhaseSet` (``by_route``, else ``default``)."""
-    fn = _direct("until_response", rewrite)
-    if fn is not None and not by_route and not default.after_rewrite:
-        return fn   # (nothing to do after it: ctx.plugins is the default already)
+    after = default.after_rewrite
+    if not by_route and _direct("until_response", after) is None:
+        # one set of phases, ctx.plugins already: the rewrite and access
+        # implementations are one walk (one frame entered from the exchange,
+        # not two; a tproxy.direct rewrite alone is the walk, a direct
+        # access alone stays the access walk)
+        return _walker("until_response", rewrite + after, unroll)
     if unroll or len(rewrite) == 1:
         return _compile(_straight(
             "until_response", len(rewrite), ("by_route", "default"),

@@ -26,8 +26,11 @@ The life of one request::
                     (response_fields.clean_response_fields; a head of 256
                     bytes or more read whole is cut from the read's bytes
                     instead, response_fields.clean_response_block, its lines passed on as
-                    received); framed, a Date added if it has none
-                    (dates.date_line), and written (wire.response_head)
+                    received); its Headers made only for a filter that
+                    reads them (context._UpstreamResponseHead: fields no
+                    filter changed go on as received); framed, a Date
+                    added if it has none (dates.date_line), and written
+                    (wire.response_head)
     body_filter     per chunk, streamed (response.ResponseSide); what one
                     upstream read makes leaves in one write
     release         the upstream connection back to its pool (or closed);

@@ -131,7 +131,9 @@ class FilterChain(object):
         if type(data) is not bytes:
             data = bytes(data)
         try:
-            r = self.ctx.plugins.run_body_filter(self.ctx, data, eof)
+            # (the route's phases, as the response side holds them: called
+            # for an upstream's response, after the balancer)
+            r = self.plugins.run_body_filter(self.ctx, data, eof)
         except Exception:
             return self.plugin_error()
         if type(r) is not bytes and is_deferred(r):

@@ -18,7 +18,6 @@ from twisted.python.failure import Failure
 from tproxy.context import Response, ResponseHead, _UpstreamResponseHead
 from tproxy.http.dates import date_line, has_date
 from tproxy.http.filters import FilterChain
-from tproxy.http.headers import Headers
 from tproxy.http.response_fields import block_fields, clean_response_fields
 from tproxy.http.wire import content_length, local_response_head, response_head
 from tproxy.phase_resume import is_deferred
@@ -84,12 +83,11 @@ class ResponseSide(FilterChain):
         ctx.status = status
         plugins = self.plugins   # (ctx.plugins, kept when the balancer was asked)
         if plugins.has_header_filter:
-            # (_filter_head inlined.)  The filters get a copy of the fields:
-            # when they leave them as they were (a comparison at C speed), the
-            # Content-Length found above holds and is not looked for again
-            if kept is None:
-                kept = block_fields(lines)
-            head = _UpstreamResponseHead(status, Headers(kept[:]), reason)
+            # (_filter_head inlined.)  The head's Headers are made only for
+            # a filter that reads them (context._UpstreamResponseHead): left as
+            # received, the fields go out as they came, and the
+            # Content-Length found above holds
+            head = _UpstreamResponseHead(status, reason, kept, lines)
             try:
                 r = plugins.run_header_filter(ctx, head)
             except Exception:
@@ -100,14 +98,15 @@ class ResponseSide(FilterChain):
                 return eof_body
             if self.done:
                 return eof_body
-            # (_send_upstream_head inlined: below, with the head's parts)
-            status, reason, raw = head.status, head.reason, head.headers.raw
-            if raw != kept:
+            # (_send_upstream_head inlined: below, with the head's parts;
+            # head._changed_fields() inlined)
+            status, reason, headers = head.status, head.reason, head._headers
+            if headers is not None and headers.raw != head._fields:
                 # (a filter changed the fields, or gave the head new ones)
-                kept = raw
+                kept = headers.raw
                 lines = None
-                length = content_length(raw)
-                dated = has_date(raw)
+                length = content_length(kept)
+                dated = has_date(kept)
             body_allowed = status != 204 and status != 304 and not self.head_method
         # (_send_upstream_head inlined, without a head object when no filter)
         if not self.request_complete:
@@ -130,25 +129,29 @@ class ResponseSide(FilterChain):
                     "invalid_header", True)
         return False
 
-    def _send_upstream_head(self, head, length=False):
-        """Frame and send an upstream response head; ``length`` is its
-        Content-Length if known (``False``: look, a filter may have changed it)."""
+    def _send_upstream_head(self, head):
+        """Frame and send an upstream response head (an
+        :class:`~tproxy.context._UpstreamResponseHead`) once an awaited
+        ``header_filter`` answered: as :meth:`upstream_head` does at once."""
         if self.done:
             return
-        if length is False:
-            length = content_length(head.headers.raw)
+        raw = head._changed_fields()
+        lines = None
+        if raw is None:   # (the fields as received)
+            raw, lines = head._fields, head._lines
+            if raw is None:
+                raw = block_fields(lines)
         body_allowed = head.status not in (204, 304) and not self.head_method
         if not self.request_complete:
             # an early response (413 ...): the connection closes after it,
             # as for responses made here; say so
             self.response_close = True
-        if length is None and body_allowed:
+        if content_length(raw) is None and body_allowed:
             if self.request.version == "1.1":
                 self.response_chunked = True
             else:
                 self.response_close = True
-        raw = head.headers.raw
-        self._send_head(head.status, head.reason, raw, None, None, has_date(raw))
+        self._send_head(head.status, head.reason, raw, None, lines, has_date(raw))
 
     def _write_head(self, head, body):
         """Write the status line and headers to the client (framing added

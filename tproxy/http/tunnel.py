@@ -40,9 +40,9 @@ The handshake is here (:func:`upgrade_offer`, :class:`UpgradeRequestContext`,
 importable from here too).
 """
 
-from tproxy.context import RequestContext, ResponseHead
+from tproxy.context import RequestContext, _UpstreamResponseHead
 from tproxy.http.exchange import Exchange
-from tproxy.http.headers import HOP_BY_HOP, Headers
+from tproxy.http.headers import HOP_BY_HOP
 from tproxy.http.tunnel_pipe import Tunnel
 
 
@@ -181,7 +181,7 @@ class UpgradeExchange(Exchange):
         self.switch_upgrade = upgrade
         ctx.status = 101
         ctx.upstream_end = self.factory.seconds()
-        head = ResponseHead(101, Headers(kept), reason)
+        head = _UpstreamResponseHead(101, reason, kept, None)
         if ctx.plugins.has_header_filter:
             self._filter_head(head, self._send_switch)
         else:
@@ -198,7 +198,9 @@ class UpgradeExchange(Exchange):
             self._write_head(head, b"")
             return self.finish()
         self.response_started = True
-        raw = head.headers.raw
+        raw = head._changed_fields()
+        if raw is None:   # (the fields as received)
+            raw = head._fields
         lines = [b"HTTP/1.1 101 %s\r\n" % (head.reason or b"Switching Protocols")]
         lines.extend([b"%s: %s\r\n" % p for p in raw])
         lines.append(b"Connection: upgrade\r\nUpgrade: %s\r\n\r\n" % self.switch_upgrade)
