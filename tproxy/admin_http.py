@@ -20,8 +20,8 @@ from tproxy.admin import IDLE_TIMEOUT, MAX_BODY_SIZE, MAX_HEADER_SIZE, MAX_LINE_
 from tproxy.admin_messages import AdminRequest, AdminResponse, _error, _raw
 from tproxy.http.chunk_sizes import chunk_refusal, unfinished_line
 from tproxy.http.dates import date_line
-from tproxy.http.parsing import (HttpParserError, HttpParserUpgrade, HttpRequestParser,
-                                 bare_cr_first)
+from tproxy.http.head_reads import bare_cr_ahead
+from tproxy.http.parsing import HttpParserError, HttpParserUpgrade, HttpRequestParser
 
 __all__ = ["AdminFactory"]
 
@@ -95,6 +95,7 @@ class _AdminProtocol(Protocol):
         self.head_bytes = 0
         self.line_bytes = 0
         self.line_done = False
+        self.begun = False      # a request line began (on_message_begin)
         if hasattr(self.transport, "setTcpNoDelay"):
             self.transport.setTcpNoDelay(True)
         self.client = getattr(self.transport.getPeer(), "host", None)
@@ -109,8 +110,10 @@ class _AdminProtocol(Protocol):
         if self.timer is not None and self.timer.active():
             self.timer.reset(IDLE_TIMEOUT)
         heads = self.heads
-        if (data and data[0] <= 13 and not self.in_body and not self.head_bytes
-                and bare_cr_first(data)):
+        if ((self.head_bytes or data and data[0] <= 13) and not self.in_body and not self.begun
+                and bare_cr_ahead(self, data)):
+            # nothing before a request line but empty lines, in this read or
+            # in earlier ones (llhttp would skip a bare CR there)
             self._refuse(400, "bare CR before the request line")
             return
         try:
@@ -166,6 +169,7 @@ class _AdminProtocol(Protocol):
     def on_message_begin(self):
         if self.closing:
             raise _Refused(400, "nothing more is read on this connection")
+        self.begun = True
         self.url = b""
         self.fields = []
         self.size = 0
@@ -188,7 +192,7 @@ class _AdminProtocol(Protocol):
     def on_headers_complete(self):
         self.heads += 1
         self.head_bytes = self.line_bytes = 0
-        self.line_done = False
+        self.line_done = self.begun = False
         version = self.parser.get_http_version()
         if version not in ("1.1", "1.0"):
             raise _Refused(505 if version != "0.9" else 400, "HTTP version not supported")

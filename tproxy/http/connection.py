@@ -55,6 +55,7 @@ class ProxyProtocol(RequestReader, Protocol):
     lingering = False      # closing lingering (see tproxy.http.closing.linger)
     upgrading = None       # the UpgradeExchange whose head is being parsed
     line_tail = None       # a request line's last bytes (see tproxy.http.head_reads)
+    line_start = None      # a request line's first bytes (see tproxy.http.head_reads)
 
     def __init__(self):
         # Every name a connection sets while it serves requests, stored at

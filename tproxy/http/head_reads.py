@@ -13,6 +13,11 @@ earlier ones, and however it is split.
 """
 
 from tproxy.http.parsing import bare_cr_first
+from tproxy.http.target import METHOD_TOKEN
+
+#: the first bytes of a request line kept while it has not ended: more than
+#: the longest method a parser reads before it refuses one (GET_PARAMETER)
+_LINE_START = 16
 
 
 def bare_cr_ahead(conn, data):
@@ -23,6 +28,25 @@ def bare_cr_ahead(conn, data):
     llhttp skips such a CR; the pure-Python parser refuses it itself.
     """
     return bare_cr_first(b"\r" + data if conn.line_bytes else data)
+
+
+def unknown_method(conn, data):
+    """
+    Whether the request line whose method a parser refused in ``data`` (no
+    request ended in this read) begins with a method token, one the parsers
+    do not know (RFC 9110 9.1: ``501``), rather than with bytes that are not
+    a method (``400``): the same answer from either parser however the
+    line is split (each refuses a method at the first byte that makes it
+    unknown to it, llhttp an RTSP method at the version; with the empty
+    lines before it, in this read or in earlier ones).
+    """
+    if conn.carry and conn.head_bytes:
+        # the line began in an earlier read (count_head kept its start)
+        start = conn.line_start
+        if start is not None:
+            data = start + data
+    data = data.lstrip(b"\r\n")
+    return METHOD_TOKEN.match(data) is not None and not data.startswith(b"PRI ")
 
 
 def head_deadline(conn, when):
@@ -49,7 +73,8 @@ def count_head(conn, data):
     last bytes of a request line that has not ended (enough to find
     ``" HTTP/"`` split across reads; ``b" HTTP/"`` itself once found), or
     ``None`` when its beginning was not seen (it began in the read that
-    ended the request before it).
+    ended the request before it); ``conn.line_start`` its first bytes
+    (:func:`unknown_method`), or ``None`` likewise.
     """
     f = conn.factory
     counted = conn.head_bytes
@@ -77,12 +102,16 @@ def count_head(conn, data):
             # the request line began in this read (after empty lines)
             data = line = data.lstrip(b"\r\n")
             counted = conn.line_bytes = 0
+            conn.line_start = data[:_LINE_START]
         elif counted:
             line = conn.line_tail
             if line is not None:
                 line += data
+            start = conn.line_start
+            if start is not None and len(start) < _LINE_START:
+                conn.line_start = (start + data)[:_LINE_START]
         else:
-            line = None
+            line = conn.line_start = None
         end = data.find(b"\n")
         if end >= 0:
             conn.line_done = True

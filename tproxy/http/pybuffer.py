@@ -3,12 +3,13 @@
 What :mod:`tproxy.http.pyparser` keeps between two ``feed_data`` calls: an
 incomplete head, trailer section, chunk-size line or line end, checked for
 what can be rejected early (an impossible start, a bare CR or LF, a
-request line, complete before its head, reported at once, as llhttp does),
-and bounded.
+request line, complete before its head, reported at once, as llhttp does,
+and a header line its bytes so far make invalid), and bounded.
 """
 
 from tproxy.http.pygrammar import (
-    MAX_CHUNK_LINE, MAX_TRAILERS, _CHUNK_SIZE, _FIELDS, _HEAD, _MAX_METHOD, _TRAILERS, _fail)
+    MAX_CHUNK_LINE, MAX_TRAILERS, _CHUNK_SIZE, _FIELDS, _FIELD_START, _HEAD, _MAX_METHOD, _TRAILERS,
+    _fail)
 from tproxy.http.pyhead import _HeadParser
 
 
@@ -45,6 +46,10 @@ class _Buffering(_HeadParser):
                     self._check_start(buf)
                 if self._is_request:
                     self._early_line(buf, scan)
+                    if self._state == _FIELDS:
+                        self._early_fields(buf, 0)
+            elif state == _FIELDS:
+                self._early_fields(buf, scan)
             return False
         if state == _CHUNK_SIZE:
             if buf.find(b"\n", self._scan) >= 0:
@@ -59,3 +64,19 @@ class _Buffering(_HeadParser):
         if buf[0] != 13:
             self._chunk_crlf_error(bytes(buf))
         return False
+
+    def _early_fields(self, buf, scan):
+        """
+        The header lines of a request head not complete yet (``buf``, from
+        its request line's CRLF; its line ends checked): fail on a line
+        whose bytes so far cannot begin a valid one (llhttp reads byte by
+        byte), from the line that had not ended at ``scan``.
+        """
+        start = buf.rfind(b"\n", 0, scan) + 1
+        end = len(buf)
+        if buf[end - 1] == 13:
+            end -= 1        # its LF may come next
+        for line in bytes(buf[start:end]).split(b"\r\n"):
+            if _FIELD_START.fullmatch(line) is None:
+                self._field_error(line, start == 2)
+            start += len(line) + 2

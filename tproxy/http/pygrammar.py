@@ -89,8 +89,15 @@ _METHODS = frozenset(
     b"COPY LOCK MKCOL MOVE PROPFIND PROPPATCH SEARCH UNLOCK BIND REBIND "
     b"UNBIND ACL REPORT MKACTIVITY CHECKOUT MERGE M-SEARCH NOTIFY SUBSCRIBE "
     b"UNSUBSCRIBE MKCALENDAR PURGE QUERY SOURCE".split())
-_METHOD_PREFIXES = frozenset(m[:i] for m in _METHODS for i in range(len(m) + 1))
-_MAX_METHOD = max(len(m) for m in _METHODS)
+# What llhttp reads as a method before it refuses it in an HTTP request (its
+# RTSP methods, at the version; PRI, at the body): a request line beginning
+# with one fails at the same byte with either parser (the server tells an
+# unknown method from a malformed line by the bytes read until then).
+_LLHTTP_METHODS = _METHODS.union(
+    b"DESCRIBE ANNOUNCE SETUP PLAY PAUSE TEARDOWN GET_PARAMETER SET_PARAMETER "
+    b"REDIRECT RECORD FLUSH PRI".split())
+_METHOD_PREFIXES = frozenset(m[:i] for m in _LLHTTP_METHODS for i in range(len(m) + 1))
+_MAX_METHOD = max(len(m) for m in _LLHTTP_METHODS)
 
 # Versions llhttp accepts (as major * 10 + minor).
 _VERSIONS = (9, 10, 11, 20)
@@ -119,6 +126,8 @@ _FIELD_CHARS = b"\t" + bytes(range(0x20, 0x7f)) + bytes(range(0x80, 0x100))
 _FIELD_LINE = re.compile(
     rb"(" + _TOKEN + rb"+):[ \t]*((?:[\x21-\x7e\x80-\xff][\t\x20-\x7e\x80-\xff]*)?)")
 _TOKEN_RE = re.compile(_TOKEN + rb"+")
+# The first bytes of a header line that may still become a valid one.
+_FIELD_START = re.compile(rb"(?:" + _TOKEN + rb"+(?::[\t\x20-\x7e\x80-\xff]*)?)?")
 
 _CL_VALUE = re.compile(rb"([0-9]+)[ \t]*")
 

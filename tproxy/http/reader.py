@@ -15,11 +15,11 @@ from tproxy.context import Request, RequestContext
 from tproxy.http.chunk_sizes import Trailers, chunk_refusal, unfinished_line
 from tproxy.http.bases import ClientConnection
 from tproxy.http.exchange import Exchange
-from tproxy.http.head_reads import bare_cr_ahead, count_head, head_deadline
+from tproxy.http.head_reads import bare_cr_ahead, count_head, head_deadline, unknown_method
 from tproxy.http.headers import Headers
 from tproxy.http.parsing import (HttpParserError, HttpParserInvalidMethodError, HttpParserUpgrade,
                                  HttpRequestParser)
-from tproxy.http.target import METHOD_TOKEN, request_target
+from tproxy.http.target import request_target
 from tproxy.http.tunnel import UpgradeExchange, UpgradeRequestContext, upgrade_offer
 from tproxy.http.wire import BadRequest, Closing, forwarding_fields, scan_request_fields
 from tproxy.trust import UntrustworthyHeader
@@ -108,11 +108,12 @@ class RequestReader(ClientConnection):
                 self._bad_request(cause.status, cause.message)
             elif isinstance(cause, Closing):
                 self.linger = True
-            elif (isinstance(e, HttpParserInvalidMethodError) and self.heads == heads
-                    and METHOD_TOKEN.match(data) and not data.startswith(b"PRI ")):
-                # a method token the parser does not know (as an origin
-                # server would, RFC 9110 9.1; data starts with it: no
-                # request ended in this read)
+            elif ((isinstance(e, HttpParserInvalidMethodError) or e.args
+                    and e.args[0] == "Invalid method for HTTP/x.x request")
+                    and self.heads == heads and unknown_method(self, data)):
+                # a method token the parser does not know, or an RTSP one
+                # (llhttp's message), as an origin server would (RFC 9110
+                # 9.1; no request ended in this read)
                 self._bad_request(501, "method not implemented")
             elif e.args and e.args[0] == "Invalid HTTP version" and _VERSION.search(data):
                 # HTTP/1.2, HTTP/3.0 ... (both parsers' message; HTTP/01.1 is

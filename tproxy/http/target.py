@@ -12,8 +12,9 @@ import re
 
 from tproxy.http.wire import BadRequest, check_host
 
-#: a request line starting with a method token (what a 501 is for)
-METHOD_TOKEN = re.compile(rb"[A-Z][A-Z0-9_-]* ")
+#: a request line starting with a method token (what a 501 is for), or
+#: bytes ending within one
+METHOD_TOKEN = re.compile(rb"[A-Z][A-Z0-9_-]*(?: |\Z)")
 
 
 def normalize_path(path):
