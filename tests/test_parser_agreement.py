@@ -16,8 +16,10 @@ same bytes get the same status however they are split across reads.
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from tproxy.http import pyparser
 from tproxy.testing import Harness, echo
 from tests.helpers import parse_responses
+from tests.test_pyparser import feed
 
 PEER = "127.0.0.1:9001"
 REST = b" / HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -125,6 +127,31 @@ class EarlyFieldErrorTests(_Listener):
             statuses, forwarded, closed = self.send(head[:cut], head[cut:])
             self.assertEqual((statuses, forwarded, closed), ([], 0, False), cut)
         self.assertEqual(self.send(head, b": b\r\n\r\n"), ([200], 1, False))
+
+
+class PythonParserTests(SynchronousTestCase):
+    """tproxy's own parser, whichever parser the server uses: an invalid
+    header line fails the incomplete head it is in, with llhttp's
+    message; valid lines in pieces do not."""
+
+    def test_earlyFieldErrors(self):
+        for line, message in ((b"Bad Name: y", "Invalid header token"),
+                              (b"X: a\x00b", "Invalid header value char"),
+                              (b" X", "Unexpected space after start line")):
+            data = b"GET / HTTP/1.1\r\n" + line
+            for cuts in ((), (4,), (len(data) - 1,)):
+                events, error, _ = feed(pyparser, data, cuts=cuts)
+                self.assertIsInstance(error, pyparser.HttpParserError, (line, cuts))
+                self.assertEqual(str(error), message)
+        events, error, _ = feed(pyparser, b"GET / HTTP/1.1\r\nHost: x\r\nX: y\r\n z")
+        self.assertEqual(str(error), "Unexpected whitespace after header value (obs-fold)")
+
+    def test_validPieces(self):
+        data = b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a b\xff\t!\r\nX-B: \r\n\r\n"
+        for cut in range(1, len(data)):
+            events, error, _ = feed(pyparser, data, cuts=(cut,))
+            self.assertIsNone(error, cut)
+            self.assertEqual(sum(1 for e in events if e[0] == "message_complete"), 1, cut)
 
 
 class AdminBareCRTests(_Listener):

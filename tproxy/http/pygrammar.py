@@ -90,9 +90,9 @@ _METHODS = frozenset(
     b"UNBIND ACL REPORT MKACTIVITY CHECKOUT MERGE M-SEARCH NOTIFY SUBSCRIBE "
     b"UNSUBSCRIBE MKCALENDAR PURGE QUERY SOURCE".split())
 # What llhttp reads as a method before it refuses it in an HTTP request (its
-# RTSP methods, at the version; PRI, at the body): a request line beginning
-# with one fails at the same byte with either parser (the server tells an
-# unknown method from a malformed line by the bytes read until then).
+# RTSP methods, at the version; PRI, after the head): neither parser refuses
+# a request line beginning with one before its method has ended (the server
+# tells an unknown method from a malformed line by the bytes read until then).
 _LLHTTP_METHODS = _METHODS.union(
     b"DESCRIBE ANNOUNCE SETUP PLAY PAUSE TEARDOWN GET_PARAMETER SET_PARAMETER "
     b"REDIRECT RECORD FLUSH PRI".split())

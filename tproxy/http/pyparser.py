@@ -16,9 +16,10 @@ known header names, never byte by byte in Python.  A head (start line and
 header fields) that arrives whole is parsed in one go; an incomplete one is
 kept in a ``bytearray`` (amortised O(n) however it is split) and only
 checked for what can be rejected early: an impossible method or protocol (a
-TLS handshake, an SSH banner...), a bare CR or LF; but a request line is
-parsed as soon as it is complete (``on_url``, the method and version
-known, or its error), as llhttp does, and the fields once the head is.
+TLS handshake, an SSH banner...), a bare CR or LF, a header line whose bytes
+so far cannot begin a valid one; but a request line is parsed as soon as
+it is complete (``on_url``, the method and version known, or its error),
+as llhttp does, and the fields once the head is.
 Bodies are never buffered: each ``feed_data`` call passes the body bytes it
 holds to ``on_body``, without a copy when the whole piece is body.
 
