@@ -201,6 +201,8 @@ def own():
     a("method-unknown", b"FOO / HTTP/1.1\r\nHost: x\r\n\r\n")
     a("method-unknown-underscore", b"FOO_BAR / HTTP/1.1\r\nHost: x\r\n\r\n")
     a("method-weird-char", b"G=T / HTTP/1.1\r\nHost: x\r\n\r\n")
+    a("method-rtsp-teardown", b"TEARDOWN / HTTP/1.1\r\nHost: x\r\n\r\n")
+    a("method-rtsp-after-empty-line", b"\r\nPLAY / HTTP/1.1\r\nHost: x\r\n\r\n")
     a("method-head", b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n")
     a("method-trace", b"TRACE / HTTP/1.1\r\nHost: x\r\n\r\n")
     a("method-query", b"QUERY / HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nab")
