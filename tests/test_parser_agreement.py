@@ -80,6 +80,17 @@ class UnknownMethodTests(_Listener):
                            [GOOD + b"\r\n", method[:2], method[2:] + REST]):
                 self.assertEqual(self.send(*pieces), ([200, 501], 1, True), pieces)
 
+    def test_behindRequestInRead(self):
+        """Begun in the read that ended a request: 400 (the bytes before
+        the method are not told from it), on either parser, wherever the
+        rest is split."""
+        for method in (b"TEARDOWN", b"FOO", b"GETX"):
+            data = GOOD + method + REST
+            for cut in range(len(GOOD) + 1, len(GOOD) + len(method) + 4):
+                for pieces in ([data[:cut], data[cut:]],
+                               [data[:cut], data[cut:cut + 3], data[cut + 3:]]):
+                    self.assertEqual(self.send(*pieces), ([200, 400], 1, True), pieces)
+
     def test_notAToken(self):
         """A method that is not a token of capitals, digits, ``_`` and
         ``-``: 400 (as nginx), in one read or split."""

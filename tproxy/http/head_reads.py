@@ -40,11 +40,14 @@ def unknown_method(conn, data):
     unknown to it, llhttp an RTSP method at the version; with the empty
     lines before it, in this read or in earlier ones).
     """
-    if conn.carry and conn.head_bytes:
-        # the line began in an earlier read (count_head kept its start)
-        start = conn.line_start
-        if start is not None:
-            data = start + data
+    if conn.carry:
+        # the line began in an earlier read: count_head kept its start,
+        # unless it began in the read that ended the request before it (a
+        # 400 then, as for one refused in that read)
+        start = conn.line_start if conn.head_bytes else None
+        if start is None:
+            return False
+        data = start + data
     data = data.lstrip(b"\r\n")
     return METHOD_TOKEN.match(data) is not None and not data.startswith(b"PRI ")
 
