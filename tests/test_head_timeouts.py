@@ -10,10 +10,11 @@ closed without an answer.  Complete heads pipelined behind a slow response
 are served, however long it takes.
 """
 
-from twisted.internet.defer import Deferred
 from twisted.trial.unittest import SynchronousTestCase
 
 from tproxy.testing import Harness, echo
+
+from tests.test_proxy_connections import later
 
 UP = "127.0.0.1:9001"
 #: a step of the fake clock that adds up exactly (a power of two)
@@ -31,15 +32,6 @@ def harness(upstream=echo):
     return Harness(config={"upstreams": {"default": {"peers": [UP]}},
                            "proxy": {"keepalive_timeout": 4, "header_timeout": 1}},
                    plugins=["router", "least_conn"], servers={UP: upstream})
-
-
-def later(answers):
-    """A stub handler that answers each request when the test fires the
-    Deferred it appends to ``answers``."""
-    def handler(request):
-        answers.append(Deferred())
-        return answers[-1]
-    return handler
 
 
 def statuses(conn):
