@@ -256,6 +256,7 @@ class KeepAliveLimitTests(SynchronousTestCase):
                 self.assertEqual(r.status, 200, r.obj)
         # the new registration's response is pooled
         r = h.admin("GET", "/upstream/add?port=9001&prefix=g")
+        self.assertEqual(r.status, 200, r.obj)
         conn = h.connect()
         conn.send_request("GET", "/g/y")
         h.flush()

@@ -181,7 +181,7 @@ class Group(object):
         return self.live_until > now
 
     def _put(self, peer):
-        """``peer`` joins ``peers`` (under its key, which no peer has)."""
+        """``peer`` joins ``peers`` (no other peer of the group has its key)."""
         self.peers[peer.key] = peer
         peer.member = True
         self._added(peer)
