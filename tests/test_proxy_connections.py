@@ -221,6 +221,50 @@ class KeepAliveLimitTests(SynchronousTestCase):
                 self.assertIsNone(h.registry.group("plain"))
             self.assertEqual(h.factory.pool.idle, {}, removal)
 
+    def test_removedPeerInFlightNotPooled(self):
+        """A response from a peer removed while it was in flight ends
+        with its upstream connection closed, not pooled, also when the peer
+        is registered again with the same address meanwhile (a new
+        registration), in a group that keeps other peers or in one that
+        emptied; a response of the new registration is pooled."""
+        answers = []
+        h = Harness(config={"registry": {"ttl": 10}}, plugins=["registry", "router", "least_conn"],
+                    servers={"127.0.0.1:9001": later(answers),
+                             "127.0.0.1:9002": testing_echo})
+        for other in (False, True):
+            r = h.admin("GET", "/upstream/add?port=9001&prefix=g")
+            self.assertEqual(r.status, 200, r.obj)
+            group = h.registry.group("g")
+            first = group.peers[("127.0.0.1", 9001)]
+            conn = h.connect()
+            conn.send_request("GET", "/g/x")
+            h.flush()
+            self.assertEqual(len(answers), 1)
+            ports = (9001, 9002) if other else (9001,)
+            paths = ("add?port=9002", "remove?port=9001", "add?port=9001")
+            for path in paths if other else paths[1:]:
+                r = h.admin("GET", "/upstream/%s&prefix=g" % path)
+                self.assertEqual(r.status, 200, r.obj)
+            self.assertEqual(h.registry.group("g") is group, other)
+            self.assertIsNot(h.registry.group("g").peers[("127.0.0.1", 9001)], first)
+            answers.pop().callback((200, {}, b"late"))
+            h.flush()
+            self.assertEqual([r.status for r in conn.responses], [200])
+            self.assertEqual(h.factory.pool.idle, {}, other)
+            for port in ports:
+                r = h.admin("GET", "/upstream/remove?port=%d&prefix=g" % port)
+                self.assertEqual(r.status, 200, r.obj)
+        # the new registration's response is pooled
+        r = h.admin("GET", "/upstream/add?port=9001&prefix=g")
+        self.assertEqual(r.status, 200, r.obj)
+        conn = h.connect()
+        conn.send_request("GET", "/g/y")
+        h.flush()
+        answers.pop().callback((200, {}, b"ok"))
+        h.flush()
+        self.assertEqual([r.status for r in conn.responses], [200])
+        self.assertEqual([len(v) for v in h.factory.pool.idle.values()], [1])
+
     def test_upstreamKeepalive(self):
         """Requests one after the other share one upstream connection..."""
         h = harness()

@@ -196,6 +196,8 @@ class MemoryRegistryTests(SynchronousTestCase):
         new, created = self.registry.register("api", "10.0.0.1", 8080)
         self.assertTrue(created)
         self.assertIsNot(new, old)
+        # (member: whether it is in its group, which tproxy reads per request)
+        self.assertEqual((old.member, new.member), (False, True))
         self.assertEqual(new.created_time, 1061)
         self.assertEqual(new.weight, 1)
         self.assertTrue(new.is_live(self.registry.now()))
@@ -206,6 +208,7 @@ class MemoryRegistryTests(SynchronousTestCase):
         self.assertEqual(self.registry.expire(), [])
         self.clock.advance(60)
         self.assertEqual(self.registry.expire(), [new])
+        self.assertFalse(new.member)
 
     def test_deregister(self):
         """deregister() removes a dynamic peer and returns it; None if absent."""

@@ -101,9 +101,13 @@ class SharedRegistryTests(RedisTestCase):
         self.assertEqual(view(a), view(b))
         self.assertEqual(view(a), {"api": (False, {"10.0.0.1:9001": (
             3, 5, 1000, 1030, 1090, True)})})
+        in_b = b.group("api").peers[("10.0.0.1", 9001)]
+        self.assertTrue(in_b.member)
         removed = await a.deregister("api", "10.0.0.1", 9001)
         self.assertEqual(removed.address, "10.0.0.1:9001")
+        self.assertFalse(removed.member)
         await until(lambda: b.group("api") is None)
+        self.assertFalse(in_b.member)
         self.assertEqual(listener.events[-1], ("removed", "10.0.0.1:9001"))
         self.assertIsNone(await a.deregister("api", "10.0.0.1", 9001))
         self.assertEqual([m.split(" at ")[0] for m in self.messages()],

@@ -232,9 +232,12 @@ class PublishingTests(TestCase):
         box.turn()
         self.assertFalse(replica.group("api").routable)
         self.assertEqual(replica.group("api").peers[("10.0.0.1", 80)].weight, 5)
+        peer = replica.group("api").peers[("10.0.0.1", 80)]
+        self.assertTrue(peer.member)
         box.parent.deregister("api", "10.0.0.1", 80)
         box.turn()
         self.assertIsNone(replica.group("api"))
+        self.assertFalse(peer.member)
         self.assertEqual(heard.events, [("added", "10.0.0.1:80"), ("changed", "10.0.0.1:80"),
                                         ("removed", "10.0.0.1:80")])
 
@@ -251,6 +254,7 @@ class PublishingTests(TestCase):
         box.turn()
         new = replica.group("api").peers[("10.0.0.1", 80)]
         self.assertIsNot(new, old)
+        self.assertEqual((old.member, new.member), (False, True))
         self.assertTrue(new.is_live(box.clock.seconds()))
 
     def test_staticPeersAreTheWorkersOwn(self):

@@ -180,7 +180,7 @@ class HealthState(ActiveChecks):
         h.fails += 1
         h.total_fails += 1
         h.last_error = (now, kind, detail)
-        if not self.max_fails or peer.group.peers.get(peer.key) is not peer:
+        if not self.max_fails or not peer.member:
             return   # passive checks off, or a peer no longer in its group
         if h.ejected_until > now:
             return   # already ejected (requests in flight when it was)
@@ -272,7 +272,7 @@ class HealthState(ActiveChecks):
         self._timed.discard(h)
         h.ejected_until = 0.0
         h.fails = 0
-        if peer.group.peers.get(peer.key) is not peer:
+        if not peer.member:
             return
         h.probation = True
         if not h.active_down:

@@ -94,7 +94,7 @@ class ActiveChecks(object):
         down = h.active_down
         h.active_down = False
         h.check_ok = 0
-        if peer.group.peers.get(peer.key) is not peer:
+        if not peer.member:
             return
         if down and h.ejected_until == 0.0:
             self._said("info")("upstream {peer} of {group} is no longer checked (its "
@@ -113,7 +113,7 @@ class ActiveChecks(object):
         h = state_of(peer)
         now = self.clock.seconds()
         h.last_check = (now, ok, detail)
-        if peer.group.peers.get(peer.key) is not peer:
+        if not peer.member:
             return
         if ok:
             h.check_ok = h.check_ok + 1 if h.check_ok > 0 else 1

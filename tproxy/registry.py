@@ -58,6 +58,9 @@ class Peer(object):
     :ivar ramp: the share of its weight it takes now, ``0 < ramp <= 1``
         (below 1 while it warms up: ``health.slow_start``); balancers weigh
         it ``weight * ramp``.
+    :ivar member: ``True`` while the peer is in its group's ``peers`` (the
+        registry added it and has not removed it: deregistered, expired or
+        replaced; a peer registered again is a new ``Peer``).
     :ivar balancer_record: a balancer's own record of the peer, kept with
         it (``least_conn``'s: see :mod:`tproxy.builtins._least_conn_index`),
         or ``None``.
@@ -66,7 +69,7 @@ class Peer(object):
         up to date), or ``None``.
     """
 
-    __slots__ = ("group", "host", "port", "weight", "active", "static",
+    __slots__ = ("group", "host", "port", "weight", "active", "member", "static",
                  "expires_at", "last_heartbeat", "created_time", "address",
                  "key", "total", "_notify", "healthy", "health", "max_conns", "ramp",
                  "balancer_record", "__weakref__")
@@ -90,6 +93,7 @@ class Peer(object):
         self.max_conns = 0
         self.ramp = 1.0
         self.balancer_record = None
+        self.member = False   # (Group._put and MemoryRegistry._remove set it)
         #: the ``peer_changed`` callables to tell of a count change: a list
         #: the registry owns and may extend (no indirection per request)
         self._notify = notify if notify is not None else ()
@@ -176,6 +180,12 @@ class Group(object):
         # (expiry times only grow, and removal recomputes it), so it is exact.
         return self.live_until > now
 
+    def _put(self, peer):
+        """``peer`` joins ``peers`` (no other peer of the group has its key)."""
+        self.peers[peer.key] = peer
+        peer.member = True
+        self._added(peer)
+
     def _added(self, peer):
         """``peer`` joined, or its ``expires_at`` grew."""
         if peer.expires_at > self.live_until:
@@ -260,8 +270,7 @@ class MemoryRegistry(object):
         peer = Peer(g, host, port, weight, now=self.now(), ttl=ttl,
                     notify=self._load_listeners)
         peer.max_conns = max_conns or 0
-        g.peers[peer.key] = peer
-        g._added(peer)
+        g._put(peer)
         for listener in self._listeners:
             listener.peer_added(peer)
         return peer
@@ -323,6 +332,7 @@ class MemoryRegistry(object):
     def _remove(self, peer):
         g = peer.group
         del g.peers[peer.key]
+        peer.member = False
         self._by_age.pop((g.name, peer.host, peer.port), None)
         g._removed(peer)
         if not g.peers:

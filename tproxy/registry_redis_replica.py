@@ -215,8 +215,7 @@ class ReplicaUpdater(object):
         peer.max_conns = rec["m"] or 0
         peer.last_heartbeat = rec["hb"]
         peer.expires_at = rec["x"]
-        g.peers[peer.key] = peer
-        g._added(peer)
+        g._put(peer)
         for listener in registry._listeners:
             listener.peer_added(peer)
         return peer

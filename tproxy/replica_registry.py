@@ -76,8 +76,7 @@ class ReplicaRegistry(MemoryRegistry):
             peer.max_conns = max_conns or 0
             peer.last_heartbeat = heartbeat
             peer.expires_at = INFINITY if expires_at is None else expires_at
-            g.peers[peer.key] = peer
-            g._added(peer)
+            g._put(peer)
             for listener in self._listeners:
                 listener.peer_added(peer)
             return

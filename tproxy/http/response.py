@@ -292,8 +292,9 @@ class ResponseSide(FilterChain):
         if up is not None:
             if (self.upstream_keepalive and self.request_complete
                     and self.factory.pool.max_idle
-                    and peer.group.peers.get(peer.key) is peer):
-                # (a peer removed meanwhile keeps no idle connection)
+                    and peer.member):
+                # (a peer removed meanwhile keeps no idle connection: a flag
+                # the registry sets, no look-up in the group's peers)
                 up.release()
             else:
                 up.abort()
