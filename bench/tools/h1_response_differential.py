@@ -32,7 +32,7 @@ import json
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from h1_differential import NGINX_CONF, free_base, start_tproxy, wait_port  # noqa: E402
+from h1_rig import NGINX_CONF, free_base, start_tproxy, wait_port  # noqa: E402
 from h1_response_vectors import OK, VECTORS  # noqa: E402
 
 def parse_req(buf):
@@ -172,7 +172,7 @@ def client(port, name, opts, idle=1.0):
     return out, closed
 
 
-#: the request tool's nginx (``h1_differential.NGINX_CONF``), with a read timeout for
+#: the request tool's nginx (``h1_rig.NGINX_CONF``), with a read timeout for
 #: the vectors that never end, and request bodies streamed (the early answers)
 NGINX_EXTRA = """    proxy_read_timeout 3s;
     client_max_body_size 0;

@@ -1,9 +1,9 @@
 """
 REDbot (``pip install redbot``: the ``redbot`` command, 2.7.1 on 2026-12-06)
 on the same resources directly, through tproxy (started the README way, one
-static peer) and through nginx (``h1_differential.NGINX_CONF``), printing
+static peer) and through nginx (``h1_rig.NGINX_CONF``), printing
 the notes that differ from nginx's.  Two origins: an nginx serving static
-files (ETag, Last-Modified, ranges, gzip) and ``h1_differential.py``'s
+files (ETag, Last-Modified, ranges, gzip) and ``h1_rig.py``'s
 recording backend (a bare ``200`` with a Content-Length and nothing else: no
 Date, no Server).  Not a test: an audit (nginx must be installed)::
 
@@ -20,7 +20,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from h1_differential import NGINX_CONF, free_base, start_tproxy, wait_port  # noqa: E402
+from h1_rig import NGINX_CONF, free_base, start_tproxy, wait_port  # noqa: E402
 
 ORIGIN = """daemon off;
 worker_processes 1;
@@ -73,7 +73,7 @@ def main():
             f.write(ORIGIN.format(run=run, port=origin))
         procs.append(subprocess.Popen(["nginx", "-c", os.path.join(run, "origin.conf")]))
         procs.append(subprocess.Popen([sys.executable, os.path.join(os.path.dirname(
-            os.path.abspath(__file__)), "h1_differential.py"), "--backend", str(rec),
+            os.path.abspath(__file__)), "h1_rig.py"), "--backend", str(rec),
             os.path.join(run, "recorded.log")]))
         for sub, front, back in (("static", ng, origin), ("recording", ng2, rec)):
             os.makedirs(os.path.join(run, sub))

@@ -1,6 +1,6 @@
 """
 Third-party HTTP request smuggling tools run against tproxy and nginx side by
-side, in the rig of ``h1_differential.py`` (tproxy started the README way,
+side, in the rig of ``h1_rig.py`` (tproxy started the README way,
 nginx ``proxy_pass``, each in front of its own backend that records every
 byte it receives).  The tools are not kept here: give the path of a checkout
 of each (the commits run on 2026-12-06 in brackets)::
@@ -50,7 +50,8 @@ import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from h1_differential import Rig, backend_view, free_base, garden_vectors, line, row  # noqa: E402
+from h1_differential import garden_vectors, line, row  # noqa: E402
+from h1_rig import Rig, backend_view, free_base  # noqa: E402
 
 G = b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n"
 SM = b"GET /SMUGGLED HTTP/1.1\r\nHost: x\r\n\r\n"
