@@ -11,7 +11,7 @@ from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
-from tproxy import fastio
+from tproxy import fastio, fastio_accept
 from tproxy.reactor import FastEPollReactor, install
 
 
@@ -167,7 +167,7 @@ class Served(Protocol):
 
 
 class FastListenerTests(TestCase):
-    """:func:`tproxy.fastio.fast_listener`: the HTTP listener's connections
+    """:func:`tproxy.fastio_accept.fast_listener`: the HTTP listener's connections
     are :class:`~tproxy.fastio.FastServer` transports."""
 
     def setUp(self):
@@ -200,7 +200,7 @@ class FastListenerTests(TestCase):
         self.closed = closed.append
         port = self.listen()
         self.patch(fastio.FastServer, "nodelay_inherited", None)
-        self.assertTrue(fastio.fast_listener(port))
+        self.assertTrue(fastio_accept.fast_listener(port))
         for _ in range(2):
             self.assertEqual(await self.fetch(port), b"hello")
             self.assertEqual(seen.pop(), (fastio.FastServer, True))
@@ -220,7 +220,7 @@ class FastListenerTests(TestCase):
         self.seen = lambda t: refs.append(weakref.ref(t))
         self.closed = lambda lost: None
         port = self.listen()
-        self.assertTrue(fastio.fast_listener(port))
+        self.assertTrue(fastio_accept.fast_listener(port))
         gc.disable()
         self.addCleanup(gc.enable)
         self.assertEqual(await self.fetch(port), b"hello")
@@ -273,7 +273,7 @@ class FastListenerTests(TestCase):
         factory.buildProtocol = build
         port = reactor.listenTCP(0, factory, interface="127.0.0.1")
         self.addCleanup(port.stopListening)
-        self.assertTrue(fastio.fast_listener(port))
+        self.assertTrue(fastio_accept.fast_listener(port))
         clients = [socket.create_connection(("127.0.0.1", port.getHost().port))
                    for _ in range(3)]
         for c in clients:
@@ -301,7 +301,7 @@ class FastListenerTests(TestCase):
                 self._accept()
         port = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
         self.addCleanup(port.stopListening)
-        self.assertTrue(fastio.fast_listener(port))
+        self.assertTrue(fastio_accept.fast_listener(port))
         real = port.socket
         port.socket = Refusing()
         self.addCleanup(setattr, port, "socket", real)
@@ -312,9 +312,9 @@ class FastListenerTests(TestCase):
         """A listener that is not plain TCP keeps Twisted's transports."""
         from twisted.internet.testing import MemoryReactor
         memory = MemoryReactor()
-        self.assertFalse(fastio.fast_listener(memory.listenTCP(0, Factory())))
+        self.assertFalse(fastio_accept.fast_listener(memory.listenTCP(0, Factory())))
         self.patch(fastio, "ENABLED", False)
-        self.assertFalse(fastio.fast_listener(self.listen()))
+        self.assertFalse(fastio_accept.fast_listener(self.listen()))
 
 class FallbackTests(SynchronousTestCase):
 

@@ -15,10 +15,11 @@ Shortcuts through Twisted's private parts, kept in one place.
    writing, a turn, an empty ``send`` and an ``epoll_ctl`` to stop).  The
    connection is closed at once instead (the kernel sends what it still
    holds, then its FIN), as nginx closes.
-3. :func:`fast_listener`: the HTTP listener's connections are
-   :class:`FastServer` transports, which have both as methods (and are
-   made and closed without what Twisted does for every connection and
-   nobody reads), accepted by a loop of tproxy's own (:func:`_accept`);
+3. :func:`tproxy.fastio_accept.fast_listener`: the HTTP listener's
+   connections are :class:`FastServer` transports, which have both as
+   methods (and are made and closed without what Twisted does for every
+   connection and nobody reads), accepted by a loop of tproxy's own
+   (:mod:`tproxy.fastio_accept`, this module's other half);
    ``TCP_NODELAY`` is set once, on the listening socket.  The plain TCP
    upstream connections (:func:`connect_tcp`) are :class:`FastClient`
    transports, with the fast write as methods.
@@ -29,7 +30,7 @@ Shortcuts through Twisted's private parts, kept in one place.
 
 They reach into Twisted internals, so they are enabled only on the Twisted
 versions they were tested with (:data:`TESTED_TWISTED`), where what they read
-is there (:data:`ENABLED`, :data:`_ACCEPT`), and only for plain TCP
+is there (:data:`ENABLED`, ``fastio_accept._ACCEPT``), and only for plain TCP
 transports; anywhere else tproxy runs on stock behaviour.  Set
 ``TPROXY_FAST_WRITE=0`` to turn 1-3 off.
 """
@@ -40,7 +41,6 @@ from types import MethodType
 
 import twisted
 from twisted.internet import address, main, posixbase, tcp
-from twisted.python import log
 from twisted.python.failure import Failure
 
 #: Twisted releases whose internals these shortcuts were checked against
@@ -60,11 +60,6 @@ ENABLED = (TWISTED_VERSION in TESTED_TWISTED
            and tcp.Server.loseConnection is tcp.Connection.loseConnection
            and getattr(tcp.Port, "transport", None) is tcp.Server)
 
-
-#: what :func:`_accept` reads of a ``tcp.Port`` and of its socket, there
-_ACCEPT = (hasattr(socket.socket, "_accept")
-           and all(hasattr(tcp.Port, name) for name in (
-               "doRead", "_buildAddr", "addressFamily", "socketType", "sessionno")))
 
 #: the reason of a connection closed at once by a fast ``loseConnection``
 _CLOSED = Failure(main.CONNECTION_DONE)
@@ -189,7 +184,7 @@ class _Lazy(object):
 class FastServer(tcp.Server):
     """
     The transport of a client connection of the HTTP listener (see
-    :func:`fast_listener`): a ``tcp.Server`` whose ``write``,
+    :func:`tproxy.fastio_accept.fast_listener`): a ``tcp.Server`` whose ``write``,
     ``writeSequence`` and ``loseConnection`` are the fast ones of
     :func:`install_fast_write` (``close=True``), as methods: no per-connection
     functions, and no reference cycle once the connection is gone (functions
@@ -358,69 +353,3 @@ def connect_tcp(reactor, host, port, factory, timeout):
         connector.connect()
         return connector
     return reactor.connectTCP(host, port, factory, timeout=timeout)
-
-
-def _accept(self):
-    """
-    ``tcp.Port.doRead`` of a fast listener (:func:`fast_listener`): accept
-    what is waiting (at most ``numberAccepts``, adapted as Twisted adapts
-    it) and connect a protocol to each, as Twisted does, without what it
-    does around each batch and each connection that serves no purpose
-    here: a buffering logger made per batch, a generator, and
-    ``socket.accept``'s conversion of the listening socket's family and type
-    to enumerations.  Any error but "nothing more to accept" is left to
-    Twisted's own ``doRead`` (which accepts again and handles ``EMFILE``,
-    ``ECONNABORTED`` and the rest).
-    """
-    limit = self.numberAccepts
-    accepted = 0
-    try:
-        accept = self.socket._accept
-        family, kind = self.addressFamily, self.socketType
-        factory, build_address, reactor = self.factory, self._buildAddr, self.reactor
-        while accepted < limit:
-            try:
-                fd, addr = accept()
-            except BlockingIOError:
-                break
-            except OSError:
-                return tcp.Port.doRead(self)
-            accepted += 1
-            skt = socket.socket(family, kind, 0, fileno=fd)
-            if len(addr) == 4:
-                # IPv6: the numeric host with its scope, as Twisted gives it
-                host = socket.getnameinfo(addr, socket.NI_NUMERICHOST | socket.NI_NUMERICSERV)
-                addr = (host[0],) + addr[1:]
-            protocol = factory.buildProtocol(build_address(addr))
-            if protocol is None:
-                skt.close()
-                continue
-            s = self.sessionno
-            self.sessionno = s + 1
-            protocol.makeConnection(self.transport(skt, protocol, addr, self, s, reactor))
-    except BaseException:
-        log.deferr()
-    self.numberAccepts = limit + 20 if accepted == limit else max(1, accepted)
-
-
-def fast_listener(port):
-    """
-    Make ``port`` accept with :func:`_accept`, and the connections it accepts
-    from now on :class:`FastServer` transports, if it is a plain TCP
-    listener (``tcp.Port`` accepting ``tcp.Server`` connections, not TLS)
-    and the fast paths are on; set ``TCP_NODELAY`` on its socket (accepted
-    sockets inherit it).
-
-    :return: whether it did.
-    """
-    if (not ENABLED or type(port) is not tcp.Port
-            or getattr(port, "transport", None) is not tcp.Server):
-        return False
-    try:
-        port.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    except (AttributeError, OSError):
-        return False
-    port.transport = FastServer
-    if _ACCEPT and hasattr(port, "numberAccepts"):
-        port.doRead = MethodType(_accept, port)   # (a cycle: one per listener)
-    return True

@@ -18,7 +18,7 @@ from twisted.application.service import MultiService, Service
 from twisted.internet.defer import DeferredList, maybeDeferred
 from twisted.logger import Logger
 
-from tproxy.fastio import fast_listener
+from tproxy.fastio_accept import fast_listener
 from tproxy.stop_signals import stop_once_on_signals
 
 __all__ = ["GatewayService", "StartupError", "open_endpoint", "with_tls", "one_line",
