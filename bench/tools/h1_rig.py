@@ -25,6 +25,9 @@ import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, ROOT)
+
+from bench.fault_rig import wait_port  # noqa: E402,F401 (also the other tools')
 
 NGINX_CONF = """daemon off;
 worker_processes 1;
@@ -251,17 +254,6 @@ def free_base(n=5):
             return base
         except OSError:
             continue
-
-
-def wait_port(port, timeout=15):
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit("nothing listens on %d" % port)
 
 
 class Rig:
